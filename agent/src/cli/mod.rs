@@ -1,0 +1,35 @@
+//! Command line: one file per subcommand, each thin over the modules that do the work.
+
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "kernsight", version, about = "eBPF observability for Kubernetes nodes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: load the kernel programs and serve Prometheus metrics.
+    Run(run::RunArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line: what failed, why, what to do.
+            eprintln!("kernsight: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

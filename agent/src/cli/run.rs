@@ -1,0 +1,107 @@
+//! `kernsight run`: the daemon.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::{
+    bpf::Programs,
+    config::{Config, LogFormat},
+    kernel::preflight,
+    logging,
+    metrics::{self, server::Health},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Configuration file (TOML); without it the embedded default is used.
+    #[arg(long, env = "KERNSIGHT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve /metrics, /healthz and /readyz on (port 0: any free port).
+    #[arg(long, env = "KERNSIGHT_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, env = "KERNSIGHT_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `debug` or `kernsight=debug`.
+    #[arg(long, env = "KERNSIGHT_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Measure per-syscall latency (kernsight_syscall_duration_seconds).
+    #[arg(long, env = "KERNSIGHT_SYSCALL_LATENCY")]
+    syscall_latency: Option<bool>,
+}
+
+impl RunArgs {
+    /// The configuration file (or the embedded default), with flags and environment on top.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::embedded(),
+        };
+        if let Some(listen) = self.listen {
+            config.metrics.listen = listen;
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        if let Some(level) = &self.log_level {
+            config.log.level.clone_from(level);
+        }
+        if let Some(latency) = self.syscall_latency {
+            config.syscalls.latency_histogram = latency;
+        }
+        Ok(config)
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    logging::init(&config.log);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    // Bind first: a port conflict is the cheapest failure to report, before anything is loaded.
+    let listener = tokio::net::TcpListener::bind(config.metrics.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}: choose another address with --listen or metrics.listen",
+            config.metrics.listen
+        )
+    })?;
+    let address = listener.local_addr().context("listening socket has no address")?;
+
+    preflight::check_privileges()?;
+    preflight::check_btf()?;
+    preflight::ensure_mounts(&config.paths);
+
+    let programs = Programs::load(&config)?;
+    let health = Arc::new(Health::new(programs.probe_statuses()));
+    for status in programs.probe_statuses() {
+        status.log();
+    }
+    let registry = metrics::registry(&config, programs, health.clone());
+
+    info!(%address, "serving metrics on http://{address}/metrics");
+    let server = tokio::spawn(metrics::server::serve(listener, registry, health));
+
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => info!("SIGTERM received: detaching programs"),
+        _ = interrupt.recv() => info!("SIGINT received: detaching programs"),
+        result = server => match result {
+            Ok(Err(err)) => warn!("metrics server stopped: {err:#}"),
+            Ok(Ok(())) => warn!("metrics server stopped"),
+            Err(err) => warn!("metrics server task failed: {err}"),
+        },
+    }
+    // Returning drops the registry and with it the programs: their links detach on drop.
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Agent configuration: one `serde` struct, read from the embedded default or a file, then
+//! patched by command-line flags and `KERNSIGHT_*` environment variables (flags win).
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The configuration compiled into the binary; also the reference for every key.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    // toml's message names the line, the column and the offending key, and lists valid keys.
+    #[error("invalid config {origin}: {message}")]
+    Parse { origin: String, message: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+    pub syscalls: SyscallsConfig,
+    pub paths: PathsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyscallsConfig {
+    pub enabled: bool,
+    pub latency_histogram: bool,
+    pub max_entries: u32,
+    pub latency_max_entries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    pub tracefs: PathBuf,
+    pub bpffs: PathBuf,
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded() -> Self {
+        // The embedded file is checked by a unit test, so this cannot fail in a released binary.
+        Self::parse(DEFAULT_CONFIG, "(embedded default)").unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// Reads a configuration file. Keys it leaves out keep their default; unknown keys are errors.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses a configuration; `origin` names the file in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: err.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        config.validate().map_err(|message| ConfigError::Parse { origin: origin.to_owned(), message })?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("syscalls.max_entries", self.syscalls.max_entries),
+            ("syscalls.latency_max_entries", self.syscalls.latency_max_entries),
+        ] {
+            if value < 16 {
+                return Err(format!("{key} = {value} is too small: use at least 16"));
+            }
+        }
+        Ok(())
+    }
+}
+
+// Keys a file leaves out take these values. They mirror default.toml, which documents them;
+// the `embedded_default_is_default` test keeps the two equal.
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+impl Default for SyscallsConfig {
+    fn default() -> Self {
+        use kernsight_common::syscalls::{DEFAULT_COUNT_ENTRIES, DEFAULT_LATENCY_ENTRIES};
+        Self {
+            enabled: true,
+            latency_histogram: false,
+            max_entries: DEFAULT_COUNT_ENTRIES,
+            latency_max_entries: DEFAULT_LATENCY_ENTRIES,
+        }
+    }
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        Self { tracefs: "/sys/kernel/tracing".into(), bpffs: "/sys/fs/bpf".into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_default() {
+        // Table equality: default.toml spells out every key, with the values of `Default`.
+        let file: toml::Table = toml::from_str(DEFAULT_CONFIG).unwrap();
+        assert_eq!(toml::Table::try_from(Config::default()).unwrap(), file);
+        assert_eq!(Config::embedded(), Config::default());
+    }
+
+    #[test]
+    fn embedded_default_parses() {
+        let config = Config::parse(DEFAULT_CONFIG, "default").expect("default config parses");
+        assert_eq!(config.metrics.listen, "127.0.0.1:9464".parse().unwrap());
+        assert!(config.syscalls.enabled);
+        assert!(!config.syscalls.latency_histogram, "latency histogram is off by default");
+        assert_eq!(config.syscalls.max_entries, kernsight_common::syscalls::DEFAULT_COUNT_ENTRIES);
+    }
+
+    #[test]
+    fn unknown_key_error_names_key_and_line() {
+        let text = DEFAULT_CONFIG.replace("[syscalls]\n", "[syscalls]\nbogus_key = 1\n");
+        let line = text.lines().position(|l| l.starts_with("bogus_key")).unwrap() + 1;
+        let err = Config::parse(&text, "test.toml").unwrap_err().to_string();
+        assert!(err.contains("bogus_key"), "{err}");
+        assert!(err.contains(&format!("line {line}")), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let text = DEFAULT_CONFIG.replace("enabled = true", "enabled = \"yes\"");
+        let err = Config::parse(&text, "t").unwrap_err().to_string();
+        assert!(err.contains("enabled"), "{err}");
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let config = Config::parse("[syscalls]\nlatency_histogram = true\n", "t").unwrap();
+        assert!(config.syscalls.latency_histogram);
+        assert_eq!(config.syscalls.max_entries, Config::embedded().syscalls.max_entries);
+        assert_eq!(config.metrics, Config::embedded().metrics);
+        assert_eq!(Config::parse("", "t").unwrap(), Config::embedded());
+    }
+
+    #[test]
+    fn tiny_map_is_rejected() {
+        let text = DEFAULT_CONFIG.replace("max_entries = 32768", "max_entries = 2");
+        let err = Config::parse(&text, "t").unwrap_err().to_string();
+        assert!(err.contains("syscalls.max_entries"), "{err}");
+    }
+}

@@ -1,0 +1,118 @@
+//! cgroup v2 (unified) hierarchy: where it is mounted, and cgroup id → path.
+//!
+//! On cgroup v2 a cgroup's id (what `bpf_get_current_cgroup_id()` returns) is the inode number of
+//! its directory, so an index is built by walking the hierarchy and refreshed when an unknown id
+//! shows up. Hybrid hosts mount the unified hierarchy at `/sys/fs/cgroup/unified`, pure v2 hosts
+//! at `/sys/fs/cgroup`; both are found in the mount table.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use tracing::debug;
+
+use super::mountinfo::Mount;
+
+/// The id of the root cgroup of the unified hierarchy.
+pub const ROOT_CGROUP_ID: u64 = 1;
+
+/// Mount point of the unified (v2) hierarchy, if the host has one.
+pub fn unified_mount(mounts: &[Mount]) -> Option<PathBuf> {
+    mounts
+        .iter()
+        .find(|m| m.fs_type == "cgroup2" && m.root == "/")
+        .or_else(|| mounts.iter().find(|m| m.fs_type == "cgroup2"))
+        .map(|m| m.mount_point.clone())
+}
+
+/// cgroup id → path relative to the hierarchy root (`/` for the root, `/a/b` below it).
+#[derive(Debug)]
+pub struct CgroupIndex {
+    root: PathBuf,
+    paths: HashMap<u64, String>,
+    last_scan: Option<Instant>,
+    min_rescan_interval: Duration,
+}
+
+impl CgroupIndex {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root, paths: HashMap::new(), last_scan: None, min_rescan_interval: Duration::from_secs(1) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// The path of a cgroup id; walks the hierarchy again (at most once per second) when the id
+    /// is unknown, so cgroups created since the last walk are found.
+    pub fn resolve(&mut self, id: u64) -> Option<&str> {
+        let due = self.last_scan.is_none_or(|at| at.elapsed() >= self.min_rescan_interval);
+        if !self.paths.contains_key(&id) && due {
+            self.rescan();
+        }
+        self.paths.get(&id).map(String::as_str)
+    }
+
+    /// Walks the whole hierarchy. Paths of cgroups that were removed are kept: their last
+    /// counts are still exported under their name.
+    pub fn rescan(&mut self) {
+        let started = Instant::now();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&dir) else { continue };
+            let relative = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
+            self.paths.insert(meta.ino(), format!("/{}", relative.display()));
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        self.last_scan = Some(Instant::now());
+        debug!(cgroups = self.paths.len(), elapsed = ?started.elapsed(), "walked the cgroup v2 hierarchy");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::mountinfo;
+
+    #[test]
+    fn finds_unified_mount_on_hybrid_and_pure_v2() {
+        let hybrid = mountinfo::parse(
+            "31 25 0:26 / /sys/fs/cgroup ro - tmpfs tmpfs ro\n\
+             32 31 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+             35 31 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+        );
+        assert_eq!(unified_mount(&hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        let pure = mountinfo::parse("30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(unified_mount(&pure), Some(PathBuf::from("/sys/fs/cgroup")));
+        let v1_only = mountinfo::parse("35 31 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
+        assert_eq!(unified_mount(&v1_only), None);
+    }
+
+    #[test]
+    fn indexes_a_directory_tree_by_inode() {
+        // A plain directory tree stands in for cgroupfs: ids are inode numbers in both.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("kubepods/pod1")).unwrap();
+        let mut index = CgroupIndex::new(dir.path().to_owned());
+        let pod_ino = std::fs::metadata(dir.path().join("kubepods/pod1")).unwrap().ino();
+        let root_ino = std::fs::metadata(dir.path()).unwrap().ino();
+        assert_eq!(index.resolve(pod_ino), Some("/kubepods/pod1"));
+        assert_eq!(index.resolve(root_ino), Some("/"));
+        assert_eq!(index.len(), 3);
+
+        // A cgroup created later is found by the rescan that an unknown id triggers.
+        std::fs::create_dir(dir.path().join("late")).unwrap();
+        let late_ino = std::fs::metadata(dir.path().join("late")).unwrap().ino();
+        index.min_rescan_interval = Duration::ZERO;
+        assert_eq!(index.resolve(late_ino), Some("/late"));
+        assert_eq!(index.resolve(u64::MAX), None);
+    }
+}

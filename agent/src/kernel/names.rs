@@ -1,0 +1,54 @@
+//! Names for the numbers the kernel hands out, for the architecture kernsight runs on.
+
+use std::borrow::Cow;
+
+/// The syscall's name (`openat`), from the kernel's syscall table for this architecture as the
+/// `syscalls` crate generates it; `syscall_<nr>` for numbers the table does not know.
+pub fn syscall_name(nr: u32) -> Cow<'static, str> {
+    match syscalls::Sysno::new(nr as usize) {
+        Some(sysno) => Cow::Borrowed(sysno.name()),
+        None => Cow::Owned(format!("syscall_{nr}")),
+    }
+}
+
+/// The errno's symbolic name (`ENOENT`), from libc's table for this architecture, plus the
+/// kernel-internal restart codes (include/linux/errno.h) that `sys_exit` can observe before
+/// signal handling turns them into EINTR or a restart.
+pub fn errno_name(errno: u32) -> Cow<'static, str> {
+    const KERNEL_INTERNAL: [(u32, &str); 5] = [
+        (512, "ERESTARTSYS"),
+        (513, "ERESTARTNOINTR"),
+        (514, "ERESTARTNOHAND"),
+        (515, "ENOIOCTLCMD"),
+        (516, "ERESTART_RESTARTBLOCK"),
+    ];
+    if let Some((_, name)) = KERNEL_INTERNAL.iter().find(|(n, _)| *n == errno) {
+        return Cow::Borrowed(name);
+    }
+    match i32::try_from(errno).map(nix::errno::Errno::from_raw) {
+        Ok(nix::errno::Errno::UnknownErrno) | Err(_) => Cow::Owned(format!("errno_{errno}")),
+        Ok(known) => Cow::Owned(format!("{known:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_syscalls_of_this_architecture() {
+        assert_eq!(syscall_name(libc::SYS_getppid as u32), "getppid");
+        assert_eq!(syscall_name(libc::SYS_openat as u32), "openat");
+        assert_eq!(syscall_name(libc::SYS_write as u32), "write");
+        assert_eq!(syscall_name(100_000), "syscall_100000");
+    }
+
+    #[test]
+    fn names_errnos() {
+        assert_eq!(errno_name(libc::ENOENT as u32), "ENOENT");
+        assert_eq!(errno_name(libc::EPERM as u32), "EPERM");
+        assert_eq!(errno_name(libc::EAGAIN as u32), "EAGAIN");
+        assert_eq!(errno_name(512), "ERESTARTSYS");
+        assert_eq!(errno_name(4000), "errno_4000");
+    }
+}

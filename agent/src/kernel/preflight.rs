@@ -1,0 +1,77 @@
+//! Start-up checks: each failure is one line that says what is missing and how to fix it.
+
+use std::path::Path;
+
+use caps::{CapSet, Capability};
+use nix::{
+    mount::{MsFlags, mount},
+    sys::statfs::{BPF_FS_MAGIC, FsType, TRACEFS_MAGIC, statfs},
+};
+use tracing::{info, warn};
+
+use crate::config::PathsConfig;
+
+/// Where the kernel publishes its own type information, needed by BTF-typed programs.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error(
+        "missing privileges: loading eBPF programs needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) \
+         in the effective set, and this process has {held}; run kernsight as root, or grant them \
+         (Kubernetes: securityContext.capabilities.add: [BPF, PERFMON])"
+    )]
+    Privileges { held: String },
+    #[error("cannot read this process's capabilities: {0}")]
+    Capabilities(String),
+    #[error(
+        "kernel BTF not found at {KERNEL_BTF}: kernsight needs a kernel built with \
+         CONFIG_DEBUG_INFO_BTF=y (the default on current distributions)"
+    )]
+    NoBtf,
+}
+
+pub fn check_privileges() -> Result<(), PreflightError> {
+    let effective =
+        caps::read(None, CapSet::Effective).map_err(|err| PreflightError::Capabilities(err.to_string()))?;
+    let has = |cap| effective.contains(&cap);
+    if (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON)) || has(Capability::CAP_SYS_ADMIN) {
+        return Ok(());
+    }
+    let mut held: Vec<String> = [Capability::CAP_BPF, Capability::CAP_PERFMON, Capability::CAP_SYS_ADMIN]
+        .into_iter()
+        .filter(|cap| has(*cap))
+        .map(|cap| cap.to_string())
+        .collect();
+    if held.is_empty() {
+        held.push("none of them".into());
+    }
+    Err(PreflightError::Privileges { held: held.join(", ") })
+}
+
+pub fn check_btf() -> Result<(), PreflightError> {
+    if Path::new(KERNEL_BTF).exists() { Ok(()) } else { Err(PreflightError::NoBtf) }
+}
+
+/// Mounts tracefs and bpffs where they are missing. A failure is logged, not fatal: only the
+/// probes that need the filesystem are affected, and they say so when they attach.
+pub fn ensure_mounts(paths: &PathsConfig) {
+    ensure_mounted(&paths.tracefs, "tracefs", TRACEFS_MAGIC);
+    ensure_mounted(&paths.bpffs, "bpf", BPF_FS_MAGIC);
+}
+
+fn ensure_mounted(path: &Path, fs_type: &str, magic: FsType) {
+    if statfs(path).is_ok_and(|fs| fs.filesystem_type() == magic) {
+        return;
+    }
+    match mount(Some("none"), path, Some(fs_type), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>) {
+        Ok(()) => info!("{fs_type} was not mounted: mounted it at {}", path.display()),
+        Err(err) => warn!(
+            "{fs_type} is not mounted at {} and mounting it failed ({err}): mount it with \
+             `mount -t {fs_type} none {}` (needs CAP_SYS_ADMIN), or set paths.{} to where it is",
+            path.display(),
+            path.display(),
+            if fs_type == "bpf" { "bpffs" } else { "tracefs" },
+        ),
+    }
+}
