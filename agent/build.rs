@@ -9,9 +9,6 @@ use std::{env, fs, path::PathBuf};
 
 use anyhow::Context as _;
 
-/// Must match `agent-ebpf/rust-toolchain.toml`; `cargo xtask setup` installs it.
-const EBPF_TOOLCHAIN: &str = "nightly-2026-07-01";
-
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     let object = out_dir.join("kernsight");
@@ -28,11 +25,24 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    // The nightly is pinned in one place, the eBPF crate's rust-toolchain.toml.
+    let toolchain_file = ebpf_dir.join("rust-toolchain.toml");
+    println!("cargo:rerun-if-changed={}", toolchain_file.display());
+    let pinned =
+        fs::read_to_string(&toolchain_file).context("reading agent-ebpf/rust-toolchain.toml")?;
+    let toolchain = pinned
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .next()
+        .context("no `channel = \"...\"` in agent-ebpf/rust-toolchain.toml")?;
+
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path to agent-ebpf")?;
     let package = aya_build::Package {
         name: "kernsight-ebpf",
         root_dir: ebpf_dir,
         ..Default::default()
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(EBPF_TOOLCHAIN))
+    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
 }

@@ -1,57 +1,111 @@
-//! Per-cgroup syscall accounting: the maps filled on `raw_syscalls:sys_exit`.
+//! Per-cgroup syscall accounting: the maps that `ks_sys_exit` fills.
+//!
+//! Hot path: each cgroup that makes syscalls gets a slot, cached per CPU and in the cgroup's own
+//! local storage, and each slot owns one row of a per-CPU array with a counter per syscall
+//! number. Array updates are inlined by the verifier, so counting a syscall costs no hash
+//! lookup; failed calls (rarer) also go to a hash keyed by (cgroup, syscall, errno).
 
-/// Name of the per-CPU hash map `SyscallKey` → `u64` (calls).
-pub const SYSCALL_COUNTS_MAP: &str = "SYSCALL_COUNTS";
-/// Name of the per-CPU hash map `LatencyKey` → `u64` (calls in that latency bucket).
+/// Per-CPU array `u32 slot` → `SyscallRow`. Slot `OVERFLOW_SLOT` collects what found no slot.
+pub const SYSCALL_ROWS_MAP: &str = "SYSCALL_ROWS";
+/// Array `u32 slot` → `u64` cgroup id owning the slot (0: free).
+pub const SLOT_OWNERS_MAP: &str = "SLOT_OWNERS";
+/// Queue of free slots, filled by user space, popped by the kernel side.
+pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
+/// cgroup local storage: the slot of each cgroup (0 until one is assigned).
+pub const CGROUP_SLOTS_MAP: &str = "CGROUP_SLOTS";
+/// Per-CPU one-entry cache of the last cgroup seen on that CPU and its slot.
+pub const LAST_CGROUP_MAP: &str = "LAST_CGROUP";
+/// Per-CPU hash `SyscallKey` → `u64`: failed calls by errno.
+pub const SYSCALL_ERRORS_MAP: &str = "SYSCALL_ERRORS";
+/// Per-CPU hash `LatencyKey` → `u64`: calls per latency bucket (latency mode).
 pub const SYSCALL_LATENCY_MAP: &str = "SYSCALL_LATENCY";
-/// Name of the hash map thread id → `sys_enter` timestamp (latency mode only).
+/// LRU hash thread id → `sys_enter` timestamp (latency mode).
 pub const SYSCALL_START_MAP: &str = "SYSCALL_START";
-/// Name of the per-CPU array of `MapFullCounter` slots.
+/// Per-CPU array of `MapFullSlot` counters.
 pub const MAP_FULL_MAP: &str = "MAP_FULL";
-/// Name of the read-only global that switches the latency histogram on (non-zero) or off.
-pub const LATENCY_ENABLED_GLOBAL: &str = "LATENCY_ENABLED";
 
-/// Default number of (cgroup, syscall, errno) entries in `SYSCALL_COUNTS`.
-pub const DEFAULT_COUNT_ENTRIES: u32 = 32_768;
+/// Read-only globals the agent sets before loading (`u8`: non-zero switches latency on).
+pub const LATENCY_ENABLED_GLOBAL: &str = "LATENCY_ENABLED";
+/// Read-only globals (`u32`): byte offsets of the members on the path
+/// `current->cgroups->dfl_cgrp->kn->id`, read from the running kernel's BTF.
+pub const TASK_CGROUPS_OFFSET_GLOBAL: &str = "TASK_CGROUPS_OFFSET";
+pub const CSS_SET_DFL_CGRP_OFFSET_GLOBAL: &str = "CSS_SET_DFL_CGRP_OFFSET";
+pub const CGROUP_KN_OFFSET_GLOBAL: &str = "CGROUP_KN_OFFSET";
+pub const KERNFS_NODE_ID_OFFSET_GLOBAL: &str = "KERNFS_NODE_ID_OFFSET";
+
+/// Columns of a `SyscallRow`: syscall numbers `0..SYSCALL_COLUMNS - 1` count in their own
+/// column; anything else (x32 numbers, -1) in the last one.
+pub const SYSCALL_COLUMNS: usize = 512;
+pub const OUT_OF_RANGE_COLUMN: usize = SYSCALL_COLUMNS - 1;
+
+/// The slot that collects the syscalls of cgroups that found no free slot.
+pub const OVERFLOW_SLOT: u32 = 0;
+/// Default number of cgroup slots (kernel memory: 4 KiB per slot per possible CPU).
+pub const DEFAULT_CGROUP_SLOTS: u32 = 512;
+/// Default number of (cgroup, syscall, errno) entries in `SYSCALL_ERRORS`.
+pub const DEFAULT_ERROR_ENTRIES: u32 = 16_384;
 /// Default number of (cgroup, syscall, bucket) entries in `SYSCALL_LATENCY`.
 pub const DEFAULT_LATENCY_ENTRIES: u32 = 65_536;
-/// Default number of threads that can be inside a syscall at once while latency is measured.
-pub const DEFAULT_START_ENTRIES: u32 = 16_384;
+/// Number of threads that can be inside a syscall with a recorded start time (LRU).
+pub const START_ENTRIES: u32 = 16_384;
 
-/// The cgroup id under which counts land once a map is full: they are never lost, only
-/// attributed to this overflow key, which user space creates before attaching.
+/// The cgroup id and syscall number of the overflow key of the hash maps: updates that find
+/// the map full land there (user space creates it before attaching), so nothing is lost.
 pub const OVERFLOW_CGROUP_ID: u64 = 0;
-/// The syscall number of the overflow key.
 pub const OVERFLOW_SYSCALL: u32 = u32::MAX;
 
-/// Number of log2 latency buckets: bucket `b` holds durations in `[2^(b-1), 2^b)` nanoseconds
-/// (bucket 0 holds 0 ns); the last bucket also holds everything longer.
+/// Number of log2 latency buckets: bucket `b` holds durations in `[2^(b-1), 2^b)` ns (bucket 0
+/// holds 0 ns); the last bucket also holds everything longer.
 pub const LATENCY_BUCKETS: u32 = 40;
+/// The bucket index under which `SYSCALL_LATENCY` accumulates the total nanoseconds of a
+/// (cgroup, syscall) pair: the histogram's exact `_sum`.
+pub const LATENCY_SUM_BUCKET: u32 = LATENCY_BUCKETS;
 
-/// Slots of `MAP_FULL`: how many updates found a map full and went to the overflow key.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MapFullSlot {
-    SyscallCounts = 0,
-    SyscallLatency = 1,
-    SyscallStart = 2,
+/// Indexes of `MAP_FULL`: how often each bounded resource was exhausted.
+pub mod map_full {
+    /// No free cgroup slot (or no cgroup storage): counted in the overflow slot.
+    pub const CGROUP_SLOTS: u32 = 0;
+    pub const SYSCALL_ERRORS: u32 = 1;
+    pub const SYSCALL_LATENCY: u32 = 2;
+    pub const SYSCALL_START: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
-/// Number of slots in `MAP_FULL`.
-pub const MAP_FULL_SLOTS: u32 = 3;
+/// Calls per syscall number of one cgroup slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallRow {
+    pub calls: [u64; SYSCALL_COLUMNS],
+}
+const _: () = assert!(core::mem::size_of::<SyscallRow>() == 8 * SYSCALL_COLUMNS);
 
-/// Key of `SYSCALL_COUNTS`: one entry per cgroup, syscall and outcome.
-///
-/// `errno` is 0 for calls that succeeded and the positive errno for calls that failed, so the
-/// kernel side does exactly one map update per syscall, whatever its outcome.
+impl Default for SyscallRow {
+    fn default() -> Self {
+        Self {
+            calls: [0; SYSCALL_COLUMNS],
+        }
+    }
+}
+
+/// The last cgroup a CPU ran a syscall for, and its slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CgroupCache {
+    pub cgroup_id: u64,
+    pub slot: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<CgroupCache>() == 16);
+
+/// Key of `SYSCALL_ERRORS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SyscallKey {
-    /// cgroup v2 id (`bpf_get_current_cgroup_id`), the inode number of the cgroup's directory.
+    /// cgroup v2 id, the inode number of the cgroup's directory.
     pub cgroup_id: u64,
     /// Syscall number of the running architecture.
     pub syscall: u32,
-    /// 0 on success, else the errno the syscall returned.
+    /// The errno the syscall returned.
     pub errno: u32,
 }
 const _: () = assert!(core::mem::size_of::<SyscallKey>() == 16);
@@ -74,10 +128,20 @@ pub const MAX_ERRNO: i64 = 4095;
 /// The errno a syscall's return value carries, or 0 when it succeeded.
 #[inline(always)]
 pub fn errno_of(ret: i64) -> u32 {
-    if ret < 0 && ret >= -MAX_ERRNO {
+    if (-MAX_ERRNO..0).contains(&ret) {
         (-ret) as u32
     } else {
         0
+    }
+}
+
+/// The column of a syscall number in a `SyscallRow`.
+#[inline(always)]
+pub fn column_of(syscall: u64) -> usize {
+    if syscall < OUT_OF_RANGE_COLUMN as u64 {
+        syscall as usize
+    } else {
+        OUT_OF_RANGE_COLUMN
     }
 }
 
@@ -92,22 +156,41 @@ pub fn latency_bucket(nanos: u64) -> u32 {
     }
 }
 
-/// The bucket index under which `SYSCALL_LATENCY` accumulates the total nanoseconds of a
-/// (cgroup, syscall) pair: the histogram's exact `_sum`.
-pub const LATENCY_SUM_BUCKET: u32 = LATENCY_BUCKETS;
-
-/// Upper bound, in nanoseconds, of a latency bucket (`None` for the last, open-ended one).
-pub fn latency_bucket_upper_nanos(bucket: u32) -> Option<u64> {
-    if bucket + 1 >= LATENCY_BUCKETS {
-        None
-    } else {
-        Some(1u64 << bucket)
-    }
-}
-
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integer structs without implicit padding.
     unsafe impl aya::Pod for super::SyscallKey {}
     unsafe impl aya::Pod for super::LatencyKey {}
+    unsafe impl aya::Pod for super::SyscallRow {}
+    unsafe impl aya::Pod for super::CgroupCache {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_only_for_kernel_error_range() {
+        assert_eq!(errno_of(-2), 2);
+        assert_eq!(errno_of(-4095), 4095);
+        assert_eq!(errno_of(-4096), 0); // a valid negative result (e.g. an address), not an errno
+        assert_eq!(errno_of(0), 0);
+        assert_eq!(errno_of(17), 0);
+    }
+
+    #[test]
+    fn buckets_are_log2() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(1), 1);
+        assert_eq!(latency_bucket(1023), 10);
+        assert_eq!(latency_bucket(1024), 11);
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+    }
+
+    #[test]
+    fn out_of_range_syscalls_share_the_last_column() {
+        assert_eq!(column_of(39), 39);
+        assert_eq!(column_of(0x4000_0000), OUT_OF_RANGE_COLUMN);
+        assert_eq!(column_of(u64::MAX), OUT_OF_RANGE_COLUMN);
+    }
 }

@@ -1,42 +1,68 @@
 //! Per-cgroup syscall accounting on the `sys_enter`/`sys_exit` raw tracepoints.
 //!
-//! `sys_exit` alone carries the syscall number (in the saved registers) and its return value, so
-//! counting costs one program run and one per-CPU map update per syscall. The BTF-typed raw
-//! tracepoint (`tp_btf`) reads both without a helper call or a perf record being filled, which is
-//! what keeps the always-on cost below that of a classic tracepoint with an empty body.
+//! `sys_exit` alone carries the syscall number (in the saved registers) and its return value.
+//! The BTF-typed raw tracepoint (`tp_btf`) reads both without a helper call or a perf record,
+//! and the cgroup is found by walking `current` with offsets from the kernel's BTF instead of
+//! calling `bpf_get_current_cgroup_id()`. Counting then costs a per-CPU cache check and an
+//! inlined per-CPU array increment: no hash lookup on the hot path (see `kernsight_common`).
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{btf_tracepoint, map},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    bindings::{BPF_NOEXIST, cgroup},
+    btf_maps::CgrpStorage,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_current_task_btf},
+    macros::{btf_map, btf_tracepoint, map},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, Queue},
     programs::BtfTracePointContext,
 };
 use kernsight_common::syscalls::{
-    DEFAULT_COUNT_ENTRIES, DEFAULT_LATENCY_ENTRIES, DEFAULT_START_ENTRIES, LatencyKey,
-    LATENCY_SUM_BUCKET, MAP_FULL_SLOTS, MapFullSlot, OVERFLOW_CGROUP_ID, OVERFLOW_SYSCALL, SyscallKey, errno_of,
-    latency_bucket,
+    CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES,
+    LATENCY_SUM_BUCKET, LatencyKey, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL,
+    START_ENTRIES, SyscallKey, SyscallRow, column_of, errno_of, latency_bucket, map_full,
 };
 
 #[map]
-static SYSCALL_COUNTS: PerCpuHashMap<SyscallKey, u64> =
-    PerCpuHashMap::with_max_entries(DEFAULT_COUNT_ENTRIES, 0);
+static SYSCALL_ROWS: PerCpuArray<SyscallRow> =
+    PerCpuArray::with_max_entries(DEFAULT_CGROUP_SLOTS + 1, 0);
+
+#[map]
+static SLOT_OWNERS: Array<u64> = Array::with_max_entries(DEFAULT_CGROUP_SLOTS + 1, 0);
+
+#[map]
+static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(DEFAULT_CGROUP_SLOTS, 0);
+
+#[btf_map]
+static CGROUP_SLOTS: CgrpStorage<u32> = CgrpStorage::new();
+
+#[map]
+static LAST_CGROUP: PerCpuArray<CgroupCache> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static SYSCALL_ERRORS: PerCpuHashMap<SyscallKey, u64> =
+    PerCpuHashMap::with_max_entries(DEFAULT_ERROR_ENTRIES, 0);
 
 #[map]
 static SYSCALL_LATENCY: PerCpuHashMap<LatencyKey, u64> =
     PerCpuHashMap::with_max_entries(DEFAULT_LATENCY_ENTRIES, 0);
 
-/// LRU so that a thread that never returns from its syscall (killed in `exit`, for one) cannot
-/// fill the map for good: its stale entry is the first to be evicted.
+/// LRU so that a thread that never comes back from its syscall cannot fill the map for good.
 #[map]
-static SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(DEFAULT_START_ENTRIES, 0);
+static SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(START_ENTRIES, 0);
 
 #[map]
-static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAP_FULL_SLOTS, 0);
+static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(map_full::COUNT, 0);
 
-/// Set by the agent before load (read-only data: the verifier prunes the latency code when 0).
+// Set by the agent before load. Read-only data: the verifier sees the values as constants, so
+// it prunes the latency code when it is off and checks the BTF loads at their real offsets.
 #[unsafe(no_mangle)]
 static LATENCY_ENABLED: u8 = 0;
+#[unsafe(no_mangle)]
+static TASK_CGROUPS_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CSS_SET_DFL_CGRP_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CGROUP_KN_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static KERNFS_NODE_ID_OFFSET: u32 = 0;
 
 /// Offset of the syscall number in `struct pt_regs` (`syscall_get_nr()` of the architecture).
 #[cfg(bpf_target_arch = "x86_64")]
@@ -44,24 +70,96 @@ const SYSCALL_NR_OFFSET: usize = 15 * 8; // orig_ax
 #[cfg(bpf_target_arch = "aarch64")]
 const SYSCALL_NR_OFFSET: usize = 35 * 8; // syscallno, after regs[31], sp, pc, pstate, orig_x0
 
+/// `exit` and `exit_group` never return, so their start time would never be consumed.
+#[cfg(bpf_target_arch = "x86_64")]
+const NEVER_RETURNS: [i64; 2] = [60, 231];
+#[cfg(bpf_target_arch = "aarch64")]
+const NEVER_RETURNS: [i64; 2] = [93, 94];
+
 #[inline(always)]
-fn latency_enabled() -> bool {
-    // SAFETY: a plain read of a global the loader sets; volatile so the compiler keeps the load.
-    unsafe { core::ptr::read_volatile(&LATENCY_ENABLED) != 0 }
+fn global<T: Copy>(value: &'static T) -> T {
+    // SAFETY: a plain read of a loader-set global; volatile so that the load stays a map read.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Reads a `T` at `offset` bytes into a kernel object the verifier knows the BTF type of.
+///
+/// # Safety
+/// `base` must be a BTF pointer given by the kernel; the verifier checks the access.
+#[inline(always)]
+unsafe fn load<T: Copy>(base: *const u8, offset: u32) -> T {
+    unsafe { core::ptr::read(base.wrapping_add(offset as usize).cast::<T>()) }
 }
 
 #[inline(always)]
-fn count_map_full(slot: MapFullSlot) {
-    if let Some(counter) = MAP_FULL.get_ptr_mut(slot as u32) {
-        // SAFETY: per-CPU slot; only this CPU writes it while the program runs.
+fn count_map_full(index: u32) {
+    if let Some(counter) = MAP_FULL.get_ptr_mut(index) {
+        // SAFETY: this CPU's counter; the program does not run twice at once on one CPU.
         unsafe { *counter += 1 };
     }
 }
 
-/// Adds `amount` to `key` in a per-CPU counter map; when the map is full the amount goes to the
-/// overflow key (which user space creates first) and the miss is counted, never dropped silently.
+/// The current task's cgroup (unified hierarchy) and its id.
 #[inline(always)]
-fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, overflow: &K, slot: MapFullSlot, amount: u64) {
+fn current_cgroup() -> (*mut cgroup, u64) {
+    // SAFETY: BTF pointers from the kernel, at offsets read from the kernel's own BTF.
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let css_set: *const u8 = load(task, global(&TASK_CGROUPS_OFFSET));
+        let cgroup: *mut cgroup = load(css_set, global(&CSS_SET_DFL_CGRP_OFFSET));
+        let kernfs_node: *const u8 = load(cgroup as *const u8, global(&CGROUP_KN_OFFSET));
+        (cgroup, load(kernfs_node, global(&KERNFS_NODE_ID_OFFSET)))
+    }
+}
+
+/// The slot of a cgroup: from this CPU's cache, else from the cgroup's storage, else a new one
+/// from the free queue (or the overflow slot, counted, when none is left).
+#[inline(always)]
+fn slot_of(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
+    let Some(cache) = LAST_CGROUP.get_ptr_mut(0) else {
+        return OVERFLOW_SLOT;
+    };
+    // SAFETY: this CPU's entry; the program does not run twice at once on one CPU.
+    let cache = unsafe { &mut *cache };
+    if cache.cgroup_id == cgroup_id {
+        return cache.slot;
+    }
+    let stored = CGROUP_SLOTS.get_or_insert_ptr_mut(cgroup, None);
+    if stored.is_null() {
+        count_map_full(map_full::CGROUP_SLOTS);
+        return OVERFLOW_SLOT;
+    }
+    // SAFETY: a valid storage value returned by the kernel.
+    let stored = unsafe { &mut *stored };
+    if *stored == OVERFLOW_SLOT {
+        match FREE_SLOTS.pop() {
+            Ok(Some(slot)) => {
+                // Owner first: user space only reads rows whose owner it knows.
+                if SLOT_OWNERS.set(slot, &cgroup_id, 0).is_err() {
+                    count_map_full(map_full::CGROUP_SLOTS);
+                    return OVERFLOW_SLOT;
+                }
+                *stored = slot;
+            }
+            _ => {
+                // Not cached: the next miss tries again, once user space has freed slots.
+                count_map_full(map_full::CGROUP_SLOTS);
+                return OVERFLOW_SLOT;
+            }
+        }
+    }
+    *cache = CgroupCache {
+        cgroup_id,
+        slot: *stored,
+        _pad: 0,
+    };
+    *stored
+}
+
+/// Adds `amount` to `key` in a per-CPU hash of counters; when the map is full the amount goes
+/// to the overflow key (which user space creates first) and the miss is counted.
+#[inline(always)]
+fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, overflow: &K, full_index: u32, amount: u64) {
     if add_existing(map, key, amount) || map.insert(key, &amount, BPF_NOEXIST.into()).is_ok() {
         return;
     }
@@ -70,7 +168,7 @@ fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, overflow: &K, slot: MapFullSlot,
     if add_existing(map, key, amount) {
         return;
     }
-    count_map_full(slot);
+    count_map_full(full_index);
     add_existing(map, overflow, amount);
 }
 
@@ -78,7 +176,7 @@ fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, overflow: &K, slot: MapFullSlot,
 fn add_existing<K>(map: &PerCpuHashMap<K, u64>, key: &K, amount: u64) -> bool {
     match map.get_ptr_mut(key) {
         Some(value) => {
-            // SAFETY: this CPU's value; nothing else writes it while the program runs.
+            // SAFETY: this CPU's value; the program does not run twice at once on one CPU.
             unsafe { *value += amount };
             true
         }
@@ -86,15 +184,9 @@ fn add_existing<K>(map: &PerCpuHashMap<K, u64>, key: &K, amount: u64) -> bool {
     }
 }
 
-/// `exit` and `exit_group` never return, so their start time would never be consumed.
-#[cfg(bpf_target_arch = "x86_64")]
-const NEVER_RETURNS: [i64; 2] = [60, 231];
-#[cfg(bpf_target_arch = "aarch64")]
-const NEVER_RETURNS: [i64; 2] = [93, 94];
-
 #[btf_tracepoint(function = "sys_enter")]
 pub fn ks_sys_enter(ctx: BtfTracePointContext) -> i32 {
-    if !latency_enabled() {
+    if global(&LATENCY_ENABLED) == 0 {
         return 0;
     }
     // sys_enter(struct pt_regs *regs, long id)
@@ -102,13 +194,12 @@ pub fn ks_sys_enter(ctx: BtfTracePointContext) -> i32 {
     if syscall == NEVER_RETURNS[0] || syscall == NEVER_RETURNS[1] {
         return 0;
     }
-    // Lower 32 bits: thread id.
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let tid = bpf_get_current_pid_tgid() as u32; // lower half: thread id
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     // An LRU map makes room by evicting, so an insert fails only under memory pressure.
     if SYSCALL_START.insert(&tid, &now, 0).is_err() {
-        count_map_full(MapFullSlot::SyscallStart);
+        count_map_full(map_full::SYSCALL_START);
     }
     0
 }
@@ -119,15 +210,37 @@ pub fn ks_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     // SAFETY: `regs` is a BTF pointer to `struct pt_regs`; the verifier checks the offset.
-    let syscall = unsafe { *(regs.add(SYSCALL_NR_OFFSET) as *const u64) } as u32;
-    // SAFETY: helper without preconditions.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let syscall: u64 = unsafe { load(regs, SYSCALL_NR_OFFSET as u32) };
+    let (cgroup, cgroup_id) = current_cgroup();
 
-    let key = SyscallKey { cgroup_id, syscall, errno: errno_of(ret) };
-    let overflow = SyscallKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, errno: 0 };
-    add(&SYSCALL_COUNTS, &key, &overflow, MapFullSlot::SyscallCounts, 1);
+    let slot = slot_of(cgroup, cgroup_id);
+    if let Some(row) = SYSCALL_ROWS.get_ptr_mut(slot) {
+        // SAFETY: this CPU's row; the program does not run twice at once on one CPU.
+        unsafe { (*row).calls[column_of(syscall)] += 1 };
+    }
 
-    if latency_enabled() {
+    let syscall = syscall as u32;
+    let errno = errno_of(ret);
+    if errno != 0 {
+        let key = SyscallKey {
+            cgroup_id,
+            syscall,
+            errno,
+        };
+        let overflow = SyscallKey {
+            cgroup_id: OVERFLOW_CGROUP_ID,
+            syscall: OVERFLOW_SYSCALL,
+            errno: 0,
+        };
+        add(
+            &SYSCALL_ERRORS,
+            &key,
+            &overflow,
+            map_full::SYSCALL_ERRORS,
+            1,
+        );
+    }
+    if global(&LATENCY_ENABLED) != 0 {
         record_latency(cgroup_id, syscall);
     }
     0
@@ -138,16 +251,28 @@ fn record_latency(cgroup_id: u64, syscall: u32) {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out before the entry is removed.
     let Some(&start) = (unsafe { SYSCALL_START.get(&tid) }) else {
-        // The thread entered its syscall before the agent attached (or the map was full).
-        return;
+        return; // entered before the agent attached, or evicted
     };
     let _ = SYSCALL_START.remove(&tid);
     // SAFETY: helper without preconditions.
     let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
-    let slot = MapFullSlot::SyscallLatency;
     for (bucket, amount) in [(latency_bucket(elapsed), 1), (LATENCY_SUM_BUCKET, elapsed)] {
-        let key = LatencyKey { cgroup_id, syscall, bucket };
-        let overflow = LatencyKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, bucket };
-        add(&SYSCALL_LATENCY, &key, &overflow, slot, amount);
+        let key = LatencyKey {
+            cgroup_id,
+            syscall,
+            bucket,
+        };
+        let overflow = LatencyKey {
+            cgroup_id: OVERFLOW_CGROUP_ID,
+            syscall: OVERFLOW_SYSCALL,
+            bucket,
+        };
+        add(
+            &SYSCALL_LATENCY,
+            &key,
+            &overflow,
+            map_full::SYSCALL_LATENCY,
+            amount,
+        );
     }
 }

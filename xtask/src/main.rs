@@ -1,1 +1,91 @@
-fn main() {}
+//! kernsight's developer tasks (what cargo cannot do alone):
+//!
+//! - `cargo xtask setup`: install what the build and tests need, skipping what is present
+//! - `cargo xtask build`: build the agent (kernel programs included), release profile
+//! - `cargo xtask run [-- ARGS]`: set up, build, and run `kernsight run` on the embedded config
+//! - `cargo xtask test`: set up, then format check, clippy and every test (root-only ones too)
+//! - `cargo xtask bench syscalls`: per-syscall overhead next to bpftrace
+//!
+//! It depends on nothing but std so that it compiles on the machine's stock toolchain, before
+//! `setup` has installed the pinned ones.
+
+mod bench;
+mod process;
+mod setup;
+
+use std::process::ExitCode;
+
+use process::{Step, cargo, is_root, workspace_root};
+
+const USAGE: &str =
+    "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [syscalls]>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let rest = rest.strip_prefix(&["--".to_owned()][..]).unwrap_or(rest);
+    let result = match task {
+        "setup" => setup::run(),
+        "build" => setup::run().and_then(|()| build_release()),
+        "run" => setup::run()
+            .and_then(|()| build_release())
+            .and_then(|()| run_agent(rest)),
+        "test" => setup::run().and_then(|()| test(rest)),
+        "bench" => setup::run()
+            .and_then(|()| build_release())
+            .and_then(|()| bench::run(rest)),
+        // Internal: the syscall loop the benchmark times, run as its own process.
+        "__syscall-loop" => bench::syscall_loop(rest),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown task `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_release() -> Result<(), String> {
+    Step::new("build the agent and its kernel programs (release)").run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "kernsight",
+    ]))
+}
+
+fn run_agent(args: &[String]) -> Result<(), String> {
+    if !is_root() {
+        eprintln!("xtask: note: not running as root: the agent needs CAP_BPF and CAP_PERFMON");
+    }
+    let binary = workspace_root().join("target/release/kernsight");
+    let mut command = std::process::Command::new(binary);
+    command.arg("run").args(args);
+    Step::new("kernsight run (Ctrl-C to stop)").run(&mut command)
+}
+
+fn test(args: &[String]) -> Result<(), String> {
+    Step::new("check formatting").run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    Step::new("clippy").run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    let mut command = cargo();
+    command.arg("test").args(args);
+    if is_root() {
+        // Tests that load programs, create cgroups or drop privileges fail instead of skipping.
+        command.env("KERNSIGHT_PRIVILEGED_TESTS", "required");
+    } else {
+        eprintln!("xtask: note: not root: tests that load kernel programs will be skipped");
+    }
+    Step::new("every test, privileged ones included").run(&mut command)
+}

@@ -3,10 +3,10 @@
 
 pub mod syscalls;
 
-use std::fmt;
+use std::{fmt, sync::Mutex};
 
 use aya::{Btf, Ebpf, EbpfLoader, maps::PerCpuArray};
-use kernsight_common::syscalls::{LATENCY_ENABLED_GLOBAL, MAP_FULL_MAP, SYSCALL_COUNTS_MAP, SYSCALL_LATENCY_MAP, SYSCALL_START_MAP};
+use kernsight_common::syscalls::{self as wire, map_full};
 use tracing::{error, info};
 
 use crate::config::Config;
@@ -28,7 +28,10 @@ pub enum LoadError {
     #[error("map {0} is missing from the eBPF object (agent and kernel side out of sync: rebuild)")]
     MissingMap(&'static str),
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
 }
 
 /// What happened to one probe family at start-up.
@@ -36,6 +39,8 @@ pub enum LoadError {
 pub struct ProbeStatus {
     pub name: &'static str,
     pub programs: Vec<&'static str>,
+    /// Kernel ids of the attached programs (as `bpftool prog show` lists them).
+    pub program_ids: Vec<u32>,
     pub state: ProbeState,
 }
 
@@ -60,7 +65,9 @@ impl ProbeStatus {
     pub fn log(&self) {
         match &self.state {
             ProbeState::Failed(why) => error!(probe = self.name, "probe failed to attach: {why}"),
-            state => info!(probe = self.name, programs = ?self.programs, "probe {state}"),
+            state => {
+                info!(probe = self.name, programs = ?self.programs, ids = ?self.program_ids, "probe {state}")
+            }
         }
     }
 }
@@ -69,13 +76,15 @@ impl ProbeStatus {
 pub struct Programs {
     _ebpf: Ebpf,
     probes: Vec<ProbeStatus>,
-    pub syscalls: Option<syscalls::SyscallMaps>,
-    pub map_full: PerCpuArray<aya::maps::MapData, u64>,
+    pub syscalls: Option<Mutex<syscalls::SyscallMaps>>,
+    map_full: PerCpuArray<aya::maps::MapData, u64>,
 }
 
 impl fmt::Debug for Programs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Programs").field("probes", &self.probes).finish_non_exhaustive()
+        f.debug_struct("Programs")
+            .field("probes", &self.probes)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,55 +94,105 @@ impl Programs {
             return Err(LoadError::NoObject);
         }
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
+        // Offsets for the kernel side's walk to the current cgroup; zeros if BTF lacks them, in
+        // which case the syscall family reports why and is not attached.
+        let offsets = syscalls::CgroupOffsets::read();
+        let zero = syscalls::CgroupOffsets::default();
+        let walk = offsets.as_ref().unwrap_or(&zero);
         let latency = u8::from(config.syscalls.latency_histogram);
+        let slots = config.syscalls.max_cgroups;
         let mut ebpf = EbpfLoader::new()
             .btf(&btf)
-            .override_global(LATENCY_ENABLED_GLOBAL, &latency, true)
-            .map_max_entries(SYSCALL_COUNTS_MAP, config.syscalls.max_entries)
-            .map_max_entries(SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries)
+            .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true)
+            .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
+            .override_global(
+                wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL,
+                &walk.css_set_dfl_cgrp,
+                true,
+            )
+            .override_global(wire::CGROUP_KN_OFFSET_GLOBAL, &walk.cgroup_kn, true)
+            .override_global(
+                wire::KERNFS_NODE_ID_OFFSET_GLOBAL,
+                &walk.kernfs_node_id,
+                true,
+            )
+            .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
+            .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
+            .map_max_entries(wire::FREE_SLOTS_MAP, slots)
+            .map_max_entries(wire::SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries)
+            .map_max_entries(
+                wire::SYSCALL_LATENCY_MAP,
+                config.syscalls.latency_max_entries,
+            )
             .load(OBJECT)
             .map_err(LoadError::Object)?;
-        let map_full = take_map(&mut ebpf, MAP_FULL_MAP)?;
-        let map_full = PerCpuArray::try_from(map_full).map_err(|source| LoadError::Map { name: MAP_FULL_MAP, source })?;
+        let map_full = take_map(&mut ebpf, wire::MAP_FULL_MAP)?;
+        let map_full = PerCpuArray::try_from(map_full).map_err(|source| LoadError::Map {
+            name: wire::MAP_FULL_MAP,
+            source,
+        })?;
 
         let mut probes = Vec::new();
-        let syscalls = if config.syscalls.enabled {
-            match syscalls::attach(&mut ebpf, &btf, config) {
-                Ok(maps) => {
-                    probes.push(syscalls::status(ProbeState::Attached, config));
-                    Some(maps)
-                }
-                Err(err) => {
-                    probes.push(syscalls::status(ProbeState::Failed(format!("{err:#}")), config));
-                    None
-                }
-            }
-        } else {
-            probes.push(syscalls::status(ProbeState::Disabled, config));
-            None
+        let attached = match offsets {
+            _ if !config.syscalls.enabled => Err(ProbeState::Disabled),
+            Err(err) => Err(ProbeState::Failed(format!(
+                "cannot find the cgroup of a task: {err}"
+            ))),
+            Ok(_) => syscalls::attach(&mut ebpf, &btf, config)
+                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
         };
-        Ok(Self { _ebpf: ebpf, probes, syscalls, map_full })
+        let syscalls = match attached {
+            Ok(maps) => {
+                let mut status = syscalls::status(ProbeState::Attached, config);
+                status.program_ids = program_ids(&ebpf, &status.programs);
+                probes.push(status);
+                Some(Mutex::new(maps))
+            }
+            Err(state) => {
+                probes.push(syscalls::status(state, config));
+                None
+            }
+        };
+        Ok(Self {
+            _ebpf: ebpf,
+            probes,
+            syscalls,
+            map_full,
+        })
     }
 
     pub fn probe_statuses(&self) -> Vec<ProbeStatus> {
         self.probes.clone()
     }
 
-    /// How many updates found each map full, summed over CPUs, by map name.
+    /// How often each bounded kernel resource was found exhausted, summed over CPUs.
     pub fn map_full_counts(&self) -> Vec<(&'static str, u64)> {
-        use kernsight_common::syscalls::MapFullSlot;
         [
-            (SYSCALL_COUNTS_MAP, MapFullSlot::SyscallCounts),
-            (SYSCALL_LATENCY_MAP, MapFullSlot::SyscallLatency),
-            (SYSCALL_START_MAP, MapFullSlot::SyscallStart),
+            ("cgroup_slots", map_full::CGROUP_SLOTS),
+            (wire::SYSCALL_ERRORS_MAP, map_full::SYSCALL_ERRORS),
+            (wire::SYSCALL_LATENCY_MAP, map_full::SYSCALL_LATENCY),
+            (wire::SYSCALL_START_MAP, map_full::SYSCALL_START),
         ]
         .into_iter()
-        .map(|(name, slot)| {
-            let total = self.map_full.get(&(slot as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
-            (name, total)
+        .map(|(name, index)| {
+            (
+                name,
+                self.map_full
+                    .get(&index, 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0),
+            )
         })
         .collect()
     }
+}
+
+fn program_ids(ebpf: &Ebpf, names: &[&str]) -> Vec<u32> {
+    names
+        .iter()
+        .filter_map(|name| ebpf.program(name)?.info().ok())
+        .map(|info| info.id())
+        .collect()
 }
 
 pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {

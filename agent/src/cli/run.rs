@@ -1,6 +1,6 @@
 //! `kernsight run`: the daemon.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
@@ -69,13 +69,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Bind first: a port conflict is the cheapest failure to report, before anything is loaded.
-    let listener = tokio::net::TcpListener::bind(config.metrics.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {}: choose another address with --listen or metrics.listen",
-            config.metrics.listen
-        )
-    })?;
-    let address = listener.local_addr().context("listening socket has no address")?;
+    let listener = tokio::net::TcpListener::bind(config.metrics.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: choose another address with --listen or metrics.listen",
+                config.metrics.listen
+            )
+        })?;
+    let address = listener
+        .local_addr()
+        .context("listening socket has no address")?;
 
     preflight::check_privileges()?;
     preflight::check_btf()?;
@@ -86,7 +90,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for status in programs.probe_statuses() {
         status.log();
     }
-    let registry = metrics::registry(&config, programs, health.clone());
+    let (registry, agent) = metrics::registry(programs, health.clone());
+    let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
+    tokio::spawn(recycle_slots(agent, grace));
 
     info!(%address, "serving metrics on http://{address}/metrics");
     let server = tokio::spawn(metrics::server::serve(listener, registry, health));
@@ -104,4 +110,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Returning drops the registry and with it the programs: their links detach on drop.
     Ok(())
+}
+
+/// Frees the kernel-side slots of cgroups that are gone, once their counts have been exported
+/// for `grace`, so that a node with container churn never runs out of slots.
+async fn recycle_slots(agent: metrics::Agent, grace: Duration) {
+    let (Some(index), Some(_)) = (agent.index, &agent.programs.syscalls) else {
+        return; // without a v2 hierarchy, whether a cgroup is gone cannot be told
+    };
+    let mut tick =
+        tokio::time::interval(grace.clamp(Duration::from_secs(1), Duration::from_secs(10)));
+    loop {
+        tick.tick().await;
+        let (programs, index) = (agent.programs.clone(), index.clone());
+        // Map and cgroupfs access block: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            let Some(maps) = &programs.syscalls else {
+                return;
+            };
+            let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
+            let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+            for id in maps.recycle(&mut |id| index.is_alive(id), grace) {
+                index.forget(id);
+            }
+        })
+        .await;
+    }
 }

@@ -11,7 +11,10 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     // toml's message names the line, the column and the offending key, and lists valid keys.
     #[error("invalid config {origin}: {message}")]
     Parse { origin: String, message: String },
@@ -51,8 +54,10 @@ pub enum LogFormat {
 pub struct SyscallsConfig {
     pub enabled: bool,
     pub latency_histogram: bool,
-    pub max_entries: u32,
+    pub max_cgroups: u32,
+    pub max_error_entries: u32,
     pub latency_max_entries: u32,
+    pub forget_after_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -71,8 +76,10 @@ impl Config {
 
     /// Reads a configuration file. Keys it leaves out keep their default; unknown keys are errors.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -82,17 +89,38 @@ impl Config {
             origin: origin.to_owned(),
             message: err.to_string().trim_end().replace('\n', "\n  "),
         })?;
-        config.validate().map_err(|message| ConfigError::Parse { origin: origin.to_owned(), message })?;
+        config.validate().map_err(|message| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message,
+        })?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        for (key, value) in [
-            ("syscalls.max_entries", self.syscalls.max_entries),
-            ("syscalls.latency_max_entries", self.syscalls.latency_max_entries),
+        for (key, value, min, max) in [
+            (
+                "syscalls.max_cgroups",
+                self.syscalls.max_cgroups,
+                1,
+                1 << 20,
+            ),
+            (
+                "syscalls.max_error_entries",
+                self.syscalls.max_error_entries,
+                16,
+                1 << 24,
+            ),
+            (
+                "syscalls.latency_max_entries",
+                self.syscalls.latency_max_entries,
+                64,
+                1 << 24,
+            ),
         ] {
-            if value < 16 {
-                return Err(format!("{key} = {value} is too small: use at least 16"));
+            if !(min..=max).contains(&value) {
+                return Err(format!(
+                    "{key} = {value} is out of range: use {min} to {max}"
+                ));
             }
         }
         Ok(())
@@ -103,31 +131,43 @@ impl Config {
 // the `embedded_default_is_default` test keeps the two equal.
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
 impl Default for SyscallsConfig {
     fn default() -> Self {
-        use kernsight_common::syscalls::{DEFAULT_COUNT_ENTRIES, DEFAULT_LATENCY_ENTRIES};
+        use kernsight_common::syscalls::{
+            DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES,
+        };
         Self {
             enabled: true,
             latency_histogram: false,
-            max_entries: DEFAULT_COUNT_ENTRIES,
+            max_cgroups: DEFAULT_CGROUP_SLOTS,
+            max_error_entries: DEFAULT_ERROR_ENTRIES,
             latency_max_entries: DEFAULT_LATENCY_ENTRIES,
+            forget_after_seconds: 300,
         }
     }
 }
 
 impl Default for PathsConfig {
     fn default() -> Self {
-        Self { tracefs: "/sys/kernel/tracing".into(), bpffs: "/sys/fs/bpf".into() }
+        Self {
+            tracefs: "/sys/kernel/tracing".into(),
+            bpffs: "/sys/fs/bpf".into(),
+        }
     }
 }
 
@@ -148,14 +188,24 @@ mod tests {
         let config = Config::parse(DEFAULT_CONFIG, "default").expect("default config parses");
         assert_eq!(config.metrics.listen, "127.0.0.1:9464".parse().unwrap());
         assert!(config.syscalls.enabled);
-        assert!(!config.syscalls.latency_histogram, "latency histogram is off by default");
-        assert_eq!(config.syscalls.max_entries, kernsight_common::syscalls::DEFAULT_COUNT_ENTRIES);
+        assert!(
+            !config.syscalls.latency_histogram,
+            "latency histogram is off by default"
+        );
+        assert_eq!(
+            config.syscalls.max_cgroups,
+            kernsight_common::syscalls::DEFAULT_CGROUP_SLOTS
+        );
     }
 
     #[test]
     fn unknown_key_error_names_key_and_line() {
         let text = DEFAULT_CONFIG.replace("[syscalls]\n", "[syscalls]\nbogus_key = 1\n");
-        let line = text.lines().position(|l| l.starts_with("bogus_key")).unwrap() + 1;
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("bogus_key"))
+            .unwrap()
+            + 1;
         let err = Config::parse(&text, "test.toml").unwrap_err().to_string();
         assert!(err.contains("bogus_key"), "{err}");
         assert!(err.contains(&format!("line {line}")), "{err}");
@@ -173,15 +223,18 @@ mod tests {
     fn partial_file_keeps_defaults() {
         let config = Config::parse("[syscalls]\nlatency_histogram = true\n", "t").unwrap();
         assert!(config.syscalls.latency_histogram);
-        assert_eq!(config.syscalls.max_entries, Config::embedded().syscalls.max_entries);
+        assert_eq!(
+            config.syscalls.max_cgroups,
+            Config::embedded().syscalls.max_cgroups
+        );
         assert_eq!(config.metrics, Config::embedded().metrics);
         assert_eq!(Config::parse("", "t").unwrap(), Config::embedded());
     }
 
     #[test]
     fn tiny_map_is_rejected() {
-        let text = DEFAULT_CONFIG.replace("max_entries = 32768", "max_entries = 2");
+        let text = DEFAULT_CONFIG.replace("max_error_entries = 16384", "max_error_entries = 2");
         let err = Config::parse(&text, "t").unwrap_err().to_string();
-        assert!(err.contains("syscalls.max_entries"), "{err}");
+        assert!(err.contains("syscalls.max_error_entries"), "{err}");
     }
 }

@@ -6,7 +6,7 @@
 //! at `/sys/fs/cgroup`; both are found in the mount table.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -33,39 +33,73 @@ pub fn unified_mount(mounts: &[Mount]) -> Option<PathBuf> {
 pub struct CgroupIndex {
     root: PathBuf,
     paths: HashMap<u64, String>,
+    /// Ids the latest walk found.
+    alive: HashSet<u64>,
     last_scan: Option<Instant>,
     min_rescan_interval: Duration,
 }
 
 impl CgroupIndex {
     pub fn new(root: PathBuf) -> Self {
-        Self { root, paths: HashMap::new(), last_scan: None, min_rescan_interval: Duration::from_secs(1) }
+        Self {
+            root,
+            paths: HashMap::new(),
+            alive: HashSet::new(),
+            last_scan: None,
+            min_rescan_interval: Duration::from_secs(1),
+        }
     }
 
     pub fn len(&self) -> usize {
         self.paths.len()
     }
 
+    fn rescan_due(&self) -> bool {
+        self.last_scan
+            .is_none_or(|at| at.elapsed() >= self.min_rescan_interval)
+    }
+
     /// The path of a cgroup id; walks the hierarchy again (at most once per second) when the id
     /// is unknown, so cgroups created since the last walk are found.
     pub fn resolve(&mut self, id: u64) -> Option<&str> {
-        let due = self.last_scan.is_none_or(|at| at.elapsed() >= self.min_rescan_interval);
-        if !self.paths.contains_key(&id) && due {
+        if !self.paths.contains_key(&id) && self.rescan_due() {
             self.rescan();
         }
         self.paths.get(&id).map(String::as_str)
     }
 
-    /// Walks the whole hierarchy. Paths of cgroups that were removed are kept: their last
-    /// counts are still exported under their name.
+    /// Whether the cgroup still exists, by a walk at most a second old.
+    pub fn is_alive(&mut self, id: u64) -> bool {
+        if self.rescan_due() {
+            self.rescan();
+        }
+        self.alive.contains(&id)
+    }
+
+    /// Drops the path of a removed cgroup once its counts are no longer exported.
+    pub fn forget(&mut self, id: u64) {
+        if !self.alive.contains(&id) {
+            self.paths.remove(&id);
+        }
+    }
+
+    /// Walks the whole hierarchy. Paths of cgroups that were removed are kept until `forget`:
+    /// their last counts are still exported under their name.
     pub fn rescan(&mut self) {
         let started = Instant::now();
+        self.alive.clear();
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
-            let Ok(meta) = std::fs::metadata(&dir) else { continue };
+            let Ok(meta) = std::fs::metadata(&dir) else {
+                continue;
+            };
             let relative = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
-            self.paths.insert(meta.ino(), format!("/{}", relative.display()));
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            self.paths
+                .insert(meta.ino(), format!("/{}", relative.display()));
+            self.alive.insert(meta.ino());
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push(entry.path());
@@ -89,10 +123,14 @@ mod tests {
              32 31 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
              35 31 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
         );
-        assert_eq!(unified_mount(&hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            unified_mount(&hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
         let pure = mountinfo::parse("30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
         assert_eq!(unified_mount(&pure), Some(PathBuf::from("/sys/fs/cgroup")));
-        let v1_only = mountinfo::parse("35 31 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
+        let v1_only =
+            mountinfo::parse("35 31 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
         assert_eq!(unified_mount(&v1_only), None);
     }
 
@@ -102,7 +140,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("kubepods/pod1")).unwrap();
         let mut index = CgroupIndex::new(dir.path().to_owned());
-        let pod_ino = std::fs::metadata(dir.path().join("kubepods/pod1")).unwrap().ino();
+        let pod_ino = std::fs::metadata(dir.path().join("kubepods/pod1"))
+            .unwrap()
+            .ino();
         let root_ino = std::fs::metadata(dir.path()).unwrap().ino();
         assert_eq!(index.resolve(pod_ino), Some("/kubepods/pod1"));
         assert_eq!(index.resolve(root_ino), Some("/"));
@@ -114,5 +154,13 @@ mod tests {
         index.min_rescan_interval = Duration::ZERO;
         assert_eq!(index.resolve(late_ino), Some("/late"));
         assert_eq!(index.resolve(u64::MAX), None);
+
+        // A removed cgroup keeps its path (for its last counts) until it is forgotten.
+        std::fs::remove_dir(dir.path().join("late")).unwrap();
+        assert!(!index.is_alive(late_ino));
+        assert_eq!(index.resolve(late_ino), Some("/late"));
+        index.forget(late_ino);
+        assert_eq!(index.len(), 3);
+        assert!(index.is_alive(pod_ino));
     }
 }

@@ -1,6 +1,7 @@
 //! What the agent reads from the running kernel: procfs, cgroupfs, tracefs, and names for the
 //! numbers the kernel hands out (syscalls, errnos).
 
+pub mod btf;
 pub mod cgroupfs;
 pub mod mountinfo;
 pub mod names;

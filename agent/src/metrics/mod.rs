@@ -16,23 +16,36 @@ use tracing::warn;
 
 use crate::{
     bpf::Programs,
-    config::Config,
     kernel::{cgroupfs, mountinfo},
 };
 
 /// Builds the registry: every collector shares the loaded programs.
-pub fn registry(_config: &Config, programs: Programs, health: Arc<server::Health>) -> Registry {
+pub fn registry(programs: Programs, health: Arc<server::Health>) -> (Registry, Agent) {
     let programs = Arc::new(programs);
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(agent::AgentCollector::new(programs.clone(), health)));
+    registry.register_collector(Box::new(agent::AgentCollector::new(
+        programs.clone(),
+        health,
+    )));
 
-    let unified = mountinfo::read().ok().and_then(|mounts| cgroupfs::unified_mount(&mounts));
+    let unified = mountinfo::read()
+        .ok()
+        .and_then(|mounts| cgroupfs::unified_mount(&mounts));
     if unified.is_none() {
         warn!("no cgroup v2 hierarchy is mounted: syscalls are reported under the root cgroup `/`");
     }
-    let index = unified.map(|root| Mutex::new(cgroupfs::CgroupIndex::new(root)));
-    registry.register_collector(Box::new(syscalls::SyscallCollector::new(programs, index)));
-    registry
+    let index = unified.map(|root| Arc::new(Mutex::new(cgroupfs::CgroupIndex::new(root))));
+    registry.register_collector(Box::new(syscalls::SyscallCollector::new(
+        programs.clone(),
+        index.clone(),
+    )));
+    (registry, Agent { programs, index })
+}
+
+/// What the agent's background tasks share with the collectors.
+pub struct Agent {
+    pub programs: Arc<Programs>,
+    pub index: Option<Arc<Mutex<cgroupfs::CgroupIndex>>>,
 }
 
 /// The label set of a metric without labels.

@@ -1,5 +1,5 @@
 //! `kernsight_syscalls_total`, `kernsight_syscall_errors_total` and
-//! `kernsight_syscall_duration_seconds`, read from the kernel's per-CPU maps on each scrape.
+//! `kernsight_syscall_duration_seconds`, read from the kernel's maps on each scrape.
 
 use std::{
     borrow::Cow,
@@ -10,14 +10,17 @@ use std::{
     },
 };
 
-use kernsight_common::syscalls::{LATENCY_SUM_BUCKET, LatencyKey, OVERFLOW_CGROUP_ID, OVERFLOW_SYSCALL, SYSCALL_COUNTS_MAP, SYSCALL_LATENCY_MAP, SYSCALL_START_MAP};
+use kernsight_common::syscalls::{
+    LATENCY_SUM_BUCKET, LatencyKey, OUT_OF_RANGE_COLUMN, OVERFLOW_CGROUP_ID, OVERFLOW_SYSCALL,
+    START_ENTRIES, SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP, SYSCALL_ROWS_MAP, SYSCALL_START_MAP,
+};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder},
+    encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet},
     metrics::MetricType,
 };
 
-use super::{encode_counters, encode_gauges};
+use super::{NO_LABELS, encode_counters, encode_gauges};
 use crate::{
     bpf::Programs,
     kernel::{
@@ -26,133 +29,191 @@ use crate::{
     },
 };
 
-/// Label value of the series that collects counts once a map is full.
+/// Label value of what could not be attributed because a bound was reached.
 const OTHER: &str = "other";
 
 /// Histogram bucket bounds, as log2 of nanoseconds: 1 µs to 17 s in steps of 4×, so that a
 /// series costs 14 buckets instead of the kernel's 40.
 const EXPORTED_BUCKETS: [u32; 13] = [10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34];
 
+type Labels2 = [(&'static str, String); 2];
+type Labels3 = [(&'static str, String); 3];
+
 #[derive(Debug)]
 pub struct SyscallCollector {
     programs: Arc<Programs>,
-    index: Option<Mutex<CgroupIndex>>,
+    index: Option<Arc<Mutex<CgroupIndex>>>,
     read_errors: AtomicU64,
 }
 
 impl SyscallCollector {
-    pub fn new(programs: Arc<Programs>, index: Option<Mutex<CgroupIndex>>) -> Self {
-        Self { programs, index, read_errors: AtomicU64::new(0) }
-    }
-
-    /// The `cgroup` label of a cgroup id: its path in the v2 hierarchy.
-    fn labeller(&self) -> impl FnMut(u64, u32) -> (String, Cow<'static, str>) + '_ {
-        let mut index = self.index.as_ref().map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut cache: HashMap<u64, String> = HashMap::new();
-        move |cgroup_id, syscall| {
-            if cgroup_id == OVERFLOW_CGROUP_ID && syscall == OVERFLOW_SYSCALL {
-                return (OTHER.to_owned(), Cow::Borrowed(OTHER));
-            }
-            let cgroup = cache
-                .entry(cgroup_id)
-                .or_insert_with(|| match index.as_mut() {
-                    None => "/".to_owned(),
-                    Some(index) => match index.resolve(cgroup_id) {
-                        Some(path) => path.to_owned(),
-                        None if cgroup_id == ROOT_CGROUP_ID => "/".to_owned(),
-                        // Removed before any walk saw it: the id is all that is left.
-                        None => format!("cgroup_id:{cgroup_id}"),
-                    },
-                })
-                .clone();
-            (cgroup, syscall_name(syscall))
+    pub fn new(programs: Arc<Programs>, index: Option<Arc<Mutex<CgroupIndex>>>) -> Self {
+        Self {
+            programs,
+            index,
+            read_errors: AtomicU64::new(0),
         }
     }
 }
 
-type Labels2 = [(&'static str, String); 2];
-type Labels3 = [(&'static str, String); 3];
+/// Names cgroup ids for one scrape (its path in the v2 hierarchy), resolving each id once.
+struct CgroupNamer<'a> {
+    index: Option<std::sync::MutexGuard<'a, CgroupIndex>>,
+    names: HashMap<u64, String>,
+}
+
+impl CgroupNamer<'_> {
+    fn name(&mut self, cgroup_id: u64) -> String {
+        if cgroup_id == OVERFLOW_CGROUP_ID {
+            return OTHER.to_owned();
+        }
+        let index = &mut self.index;
+        self.names
+            .entry(cgroup_id)
+            .or_insert_with(|| match index.as_mut() {
+                // No v2 hierarchy: every task is in the (implicit) root.
+                None => "/".to_owned(),
+                Some(index) => match index.resolve(cgroup_id) {
+                    Some(path) => path.to_owned(),
+                    None if cgroup_id == ROOT_CGROUP_ID => "/".to_owned(),
+                    // Created and removed between two walks: the id is all there is.
+                    None => format!("cgroup_id:{cgroup_id}"),
+                },
+            })
+            .clone()
+    }
+}
+
+fn syscall_label(syscall: u32) -> Cow<'static, str> {
+    if syscall == OVERFLOW_SYSCALL {
+        Cow::Borrowed(OTHER)
+    } else {
+        syscall_name(syscall)
+    }
+}
 
 impl Collector for SyscallCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(maps) = &self.programs.syscalls else { return Ok(()) };
-        let (rows, errors) = maps.read_counts();
-        let entries = rows.len();
-        self.read_errors.fetch_add(errors, Ordering::Relaxed);
+        let Some(maps) = &self.programs.syscalls else {
+            return Ok(());
+        };
+        let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
+        let mut namer = CgroupNamer {
+            index: self
+                .index
+                .as_ref()
+                .map(|m| m.lock().unwrap_or_else(|e| e.into_inner())),
+            names: HashMap::new(),
+        };
 
-        let mut label = self.labeller();
-        let mut calls: BTreeMap<(String, Cow<'static, str>), u64> = BTreeMap::new();
-        let mut failures: BTreeMap<(String, Cow<'static, str>, Cow<'static, str>), u64> = BTreeMap::new();
-        for (key, count) in rows {
-            let (cgroup, syscall) = label(key.cgroup_id, key.syscall);
-            if count == 0 {
-                continue; // an overflow entry that was never used
+        let (calls, unreadable) = maps.read_calls();
+        self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
+        let mut series: BTreeMap<(String, Cow<'static, str>), u64> = BTreeMap::new();
+        for (cgroup_id, columns) in &calls {
+            let cgroup = namer.name(*cgroup_id);
+            for (column, &count) in columns.iter().enumerate().filter(|(_, c)| **c > 0) {
+                let syscall = if column == OUT_OF_RANGE_COLUMN {
+                    Cow::Borrowed(OTHER)
+                } else {
+                    syscall_name(column as u32)
+                };
+                *series.entry((cgroup.clone(), syscall)).or_default() += count;
             }
-            if key.errno != 0 {
-                *failures.entry((cgroup.clone(), syscall.clone(), errno_name(key.errno))).or_default() += count;
-            }
-            *calls.entry((cgroup, syscall)).or_default() += count;
         }
         encode_counters(
             &mut encoder,
             "kernsight_syscalls",
             "Syscalls that returned, by cgroup and syscall (exit and exit_group never return and are not counted)",
-            calls.into_iter().map(|((cgroup, syscall), n)| -> (Labels2, u64) {
-                ([("cgroup", cgroup), ("syscall", syscall.into_owned())], n)
-            }),
+            series
+                .into_iter()
+                .map(|((cgroup, syscall), n)| -> (Labels2, u64) {
+                    ([("cgroup", cgroup), ("syscall", syscall.into_owned())], n)
+                }),
         )?;
+
+        let (errors, unreadable) = maps.read_errors();
+        self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
+        let error_entries = errors.len();
+        let mut series: BTreeMap<(String, Cow<'static, str>, Cow<'static, str>), u64> =
+            BTreeMap::new();
+        for (key, count) in errors.into_iter().filter(|(_, n)| *n > 0) {
+            let errno = if key.syscall == OVERFLOW_SYSCALL {
+                Cow::Borrowed(OTHER)
+            } else {
+                errno_name(key.errno)
+            };
+            *series
+                .entry((namer.name(key.cgroup_id), syscall_label(key.syscall), errno))
+                .or_default() += count;
+        }
         encode_counters(
             &mut encoder,
             "kernsight_syscall_errors",
             "Syscalls that returned an error, by cgroup, syscall and errno",
-            failures.into_iter().map(|((cgroup, syscall, errno), n)| -> (Labels3, u64) {
-                ([("cgroup", cgroup), ("syscall", syscall.into_owned()), ("errno", errno.into_owned())], n)
-            }),
+            series
+                .into_iter()
+                .map(|((cgroup, syscall, errno), n)| -> (Labels3, u64) {
+                    (
+                        [
+                            ("cgroup", cgroup),
+                            ("syscall", syscall.into_owned()),
+                            ("errno", errno.into_owned()),
+                        ],
+                        n,
+                    )
+                }),
         )?;
 
-        let mut map_rows = vec![(SYSCALL_COUNTS_MAP, entries, maps.counts_capacity)];
-        if let Some((rows, errors)) = maps.read_latency() {
-            self.read_errors.fetch_add(errors, Ordering::Relaxed);
-            let entries = rows.len();
-            encode_latency(&mut encoder, rows, &mut label)?;
-            map_rows.push((SYSCALL_LATENCY_MAP, entries, maps.latency_capacity().unwrap_or(0)));
+        let mut map_rows = vec![
+            (SYSCALL_ROWS_MAP, maps.slots_in_use(), maps.max_cgroups),
+            (SYSCALL_ERRORS_MAP, error_entries, maps.max_error_entries),
+        ];
+        if let Some((rows, unreadable)) = maps.read_latency() {
+            self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
+            map_rows.push((
+                SYSCALL_LATENCY_MAP,
+                rows.len(),
+                maps.latency_capacity().unwrap_or(0),
+            ));
+            encode_latency(&mut encoder, rows, &mut namer)?;
             if let Some(threads) = maps.threads_in_syscall() {
-                map_rows.push((SYSCALL_START_MAP, threads, kernsight_common::syscalls::DEFAULT_START_ENTRIES));
+                map_rows.push((SYSCALL_START_MAP, threads, START_ENTRIES));
             }
         }
-        drop(label);
-        if let Some(index) = &self.index {
-            let size = index.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if let Some(index) = &namer.index {
             encode_gauges(
                 &mut encoder,
                 "kernsight_cgroup_index_entries",
                 "cgroup id to path entries the agent holds",
-                [(super::NO_LABELS, size as i64)],
+                [(NO_LABELS, index.len() as i64)],
             )?;
         }
-
         encode_gauges(
             &mut encoder,
             "kernsight_bpf_map_entries",
-            "Entries in a kernsight eBPF map",
-            map_rows.iter().map(|(map, entries, _)| ([("map", *map)], *entries as i64)),
+            "Entries in use in a kernsight eBPF map (SYSCALL_ROWS: cgroups with a slot)",
+            map_rows
+                .iter()
+                .map(|(map, entries, _)| ([("map", *map)], *entries as i64)),
         )?;
         encode_gauges(
             &mut encoder,
             "kernsight_bpf_map_max_entries",
-            "Capacity of a kernsight eBPF map (config: syscalls.max_entries, syscalls.latency_max_entries)",
-            map_rows.iter().map(|(map, _, capacity)| ([("map", *map)], i64::from(*capacity))),
+            "Capacity of a kernsight eBPF map (config: syscalls.max_cgroups, max_error_entries, latency_max_entries)",
+            map_rows
+                .iter()
+                .map(|(map, _, capacity)| ([("map", *map)], i64::from(*capacity))),
         )?;
         encode_counters(
             &mut encoder,
             "kernsight_bpf_map_read_errors",
             "Map entries that could not be read during a scrape",
-            [(super::NO_LABELS, self.read_errors.load(Ordering::Relaxed))],
+            [(NO_LABELS, self.read_errors.load(Ordering::Relaxed))],
         )
     }
 }
 
-/// Per (cgroup, syscall): bucket counts in the kernel's log2 buckets, and the exact sum.
+/// Per (cgroup, syscall): counts in the kernel's log2 buckets, and the exact sum.
 #[derive(Default)]
 struct Latency {
     buckets: BTreeMap<u32, u64>,
@@ -162,14 +223,13 @@ struct Latency {
 fn encode_latency(
     encoder: &mut DescriptorEncoder,
     rows: Vec<(LatencyKey, u64)>,
-    label: &mut impl FnMut(u64, u32) -> (String, Cow<'static, str>),
+    namer: &mut CgroupNamer,
 ) -> Result<(), std::fmt::Error> {
     let mut series: BTreeMap<(String, Cow<'static, str>), Latency> = BTreeMap::new();
-    for (key, value) in rows {
-        if value == 0 {
-            continue;
-        }
-        let entry = series.entry(label(key.cgroup_id, key.syscall)).or_default();
+    for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
+        let entry = series
+            .entry((namer.name(key.cgroup_id), syscall_label(key.syscall)))
+            .or_default();
         if key.bucket == LATENCY_SUM_BUCKET {
             entry.sum_nanos += value;
         } else {
@@ -196,13 +256,19 @@ impl EncodeMetric for LatencyHistogram<'_> {
         let mut exported = [0u64; EXPORTED_BUCKETS.len() + 1];
         for (&bucket, &count) in &self.0.buckets {
             // Kernel bucket b holds [2^(b-1), 2^b) ns: it belongs under the first bound >= 2^b.
-            let slot = EXPORTED_BUCKETS.iter().position(|&bound| bucket <= bound).unwrap_or(EXPORTED_BUCKETS.len());
+            let slot = EXPORTED_BUCKETS
+                .iter()
+                .position(|&bound| bucket <= bound)
+                .unwrap_or(EXPORTED_BUCKETS.len());
             exported[slot] += count;
         }
-        let bounds = EXPORTED_BUCKETS.iter().map(|&b| (1u64 << b) as f64 / 1e9).chain([f64::INFINITY]);
+        let bounds = EXPORTED_BUCKETS
+            .iter()
+            .map(|&b| (1u64 << b) as f64 / 1e9)
+            .chain([f64::INFINITY]);
         let buckets: Vec<(f64, u64)> = bounds.zip(exported).collect();
         let count = exported.iter().sum();
-        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(self.0.sum_nanos as f64 / 1e9, count, &buckets, None)
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum_nanos as f64 / 1e9, count, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {

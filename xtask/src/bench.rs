@@ -1,0 +1,250 @@
+//! `cargo xtask bench syscalls`: what always-on syscall accounting costs per syscall, next to
+//! bpftrace doing less (an empty probe) and the same (a count by cgroup and syscall id).
+//!
+//! A `getppid` loop (always a real syscall: libc does not cache it) runs in its own process,
+//! pinned to one CPU, with each tracer attached in turn; rounds are interleaved so that drift
+//! on the machine spreads over every configuration alike.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::process::{is_root, output, workspace_root};
+
+const CALLS: u64 = 5_000_000;
+const WARMUP_CALLS: u64 = 200_000;
+const ROUNDS: usize = 5;
+
+enum Tracer {
+    None,
+    Bpftrace(&'static str),
+    Kernsight(&'static [&'static str]),
+}
+
+struct Config {
+    name: &'static str,
+    tracer: Tracer,
+}
+
+const CONFIGS: &[Config] = &[
+    Config {
+        name: "bare (nothing attached)",
+        tracer: Tracer::None,
+    },
+    Config {
+        name: "bpftrace: empty probe on raw_syscalls:sys_enter",
+        tracer: Tracer::Bpftrace("tracepoint:raw_syscalls:sys_enter {}"),
+    },
+    Config {
+        name: "bpftrace: count by (cgroup, syscall id)",
+        tracer: Tracer::Bpftrace(
+            "tracepoint:raw_syscalls:sys_exit { @[cgroup, args->id] = count(); }",
+        ),
+    },
+    Config {
+        name: "bpftrace: latency histogram by syscall id",
+        tracer: Tracer::Bpftrace(
+            "tracepoint:raw_syscalls:sys_enter { @s[tid] = nsecs; } \
+             tracepoint:raw_syscalls:sys_exit /@s[tid]/ { @[args->id] = hist(nsecs - @s[tid]); delete(@s[tid]); }",
+        ),
+    },
+    Config {
+        name: "kernsight: always-on accounting",
+        tracer: Tracer::Kernsight(&[]),
+    },
+    Config {
+        name: "kernsight: with latency histogram",
+        tracer: Tracer::Kernsight(&["--syscall-latency", "true"]),
+    },
+];
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    match args.first().map(String::as_str) {
+        None | Some("syscalls") => syscalls(),
+        Some(other) => Err(format!("unknown benchmark `{other}`; available: syscalls")),
+    }
+}
+
+fn syscalls() -> Result<(), String> {
+    if !is_root() {
+        return Err("the benchmark attaches eBPF programs: run it as root".into());
+    }
+    println!("getppid loop: {CALLS} calls per run, {ROUNDS} rounds, interleaved\n");
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
+    for round in 1..=ROUNDS {
+        for (config, samples) in CONFIGS.iter().zip(&mut samples) {
+            let ns = measure(&config.tracer)?;
+            eprintln!(
+                "round {round}/{ROUNDS}: {:<50} {ns:7.1} ns/syscall",
+                config.name
+            );
+            samples.push(ns);
+        }
+    }
+    report(&samples);
+    Ok(())
+}
+
+fn report(samples: &[Vec<f64>]) {
+    let medians: Vec<f64> = samples.iter().map(|s| median(s)).collect();
+    let bare = medians[0];
+    println!(
+        "\n{:<50} {:>9} {:>9} {:>9} {:>10}",
+        "configuration", "median", "min", "max", "overhead"
+    );
+    for ((config, samples), median) in CONFIGS.iter().zip(samples).zip(&medians) {
+        let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = samples.iter().copied().fold(0.0, f64::max);
+        println!(
+            "{:<50} {median:7.1}ns {min:7.1}ns {max:7.1}ns {:+8.1}ns",
+            config.name,
+            median - bare
+        );
+    }
+    let empty = medians[1] - bare;
+    let bpftrace_count = medians[2] - bare;
+    let kernsight = medians[4] - bare;
+    println!(
+        "\nkernsight always-on adds {kernsight:.1} ns/syscall: {:.2}x the empty probe's {empty:.1} ns (target <= 1.30x), \
+         {:.2}x bpftrace's count ({bpftrace_count:.1} ns, target < 1.00x)",
+        kernsight / empty,
+        kernsight / bpftrace_count
+    );
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// Attaches the tracer, times the loop, detaches; returns ns per syscall.
+fn measure(tracer: &Tracer) -> Result<f64, String> {
+    let mut attached = match tracer {
+        Tracer::None => None,
+        Tracer::Bpftrace(script) => {
+            let mut command = Command::new("bpftrace");
+            command.args(["-e", script]);
+            // bpftrace prints "Attaching N probes..." then attaches; give it a moment after.
+            Some(start_and_wait(
+                command,
+                Stream::Stdout,
+                "Attaching",
+                Duration::from_secs(2),
+            )?)
+        }
+        Tracer::Kernsight(args) => {
+            let mut command = Command::new(workspace_root().join("target/release/kernsight"));
+            command
+                .args(["run", "--listen", "127.0.0.1:0", "--log-level", "info"])
+                .args(*args);
+            Some(start_and_wait(
+                command,
+                Stream::Stderr,
+                "serving metrics",
+                Duration::ZERO,
+            )?)
+        }
+    };
+    let ns = time_loop();
+    if let Some(child) = attached.as_mut() {
+        stop(child);
+    }
+    ns
+}
+
+fn time_loop() -> Result<f64, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
+    let mut command = if output(Command::new("taskset").arg("-V")).is_some() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let out = output(command.args(["__syscall-loop", &CALLS.to_string()]))
+        .ok_or("the syscall loop failed")?;
+    out.trim()
+        .parse()
+        .map_err(|e| format!("the syscall loop printed `{}`: {e}", out.trim()))
+}
+
+/// `__syscall-loop N`: N getppid calls after a warm-up; prints ns per call.
+pub fn syscall_loop(args: &[String]) -> Result<(), String> {
+    let calls: u64 = args
+        .first()
+        .and_then(|n| n.parse().ok())
+        .ok_or("usage: __syscall-loop CALLS")?;
+    for _ in 0..WARMUP_CALLS {
+        std::hint::black_box(std::os::unix::process::parent_id());
+    }
+    let started = Instant::now();
+    for _ in 0..calls {
+        std::hint::black_box(std::os::unix::process::parent_id());
+    }
+    println!("{:.2}", started.elapsed().as_nanos() as f64 / calls as f64);
+    Ok(())
+}
+
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Starts a tracer and waits (30 s at most) for a line that says it is attached.
+fn start_and_wait(
+    mut command: Command,
+    stream: Stream,
+    ready: &'static str,
+    settle: Duration,
+) -> Result<Child, String> {
+    let (stdout, stderr) = match stream {
+        Stream::Stdout => (Stdio::piped(), Stdio::inherit()),
+        Stream::Stderr => (Stdio::null(), Stdio::piped()),
+    };
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    let reader: Box<dyn std::io::Read + Send> = match stream {
+        Stream::Stdout => Box::new(child.stdout.take().ok_or("no stdout")?),
+        Stream::Stderr => Box::new(child.stderr.take().ok_or("no stderr")?),
+    };
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        // Keep draining after the ready line so that the tracer never blocks on a full pipe.
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if line.contains(ready) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        stop(&mut child);
+        return Err(format!("{command:?} did not report `{ready}` within 30 s"));
+    }
+    thread::sleep(settle);
+    Ok(child)
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

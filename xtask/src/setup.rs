@@ -1,0 +1,212 @@
+//! `cargo xtask setup`: installs what building and testing kernsight needs, skipping what is
+//! already there, and stops when the eBPF toolchain's LLVM versions do not agree.
+
+use std::{path::PathBuf, process::Command};
+
+use crate::process::{STABLE, Step, is_root, output, workspace_root};
+
+/// LLVM major shared by bpf-linker and the eBPF nightly (rustc and bpf-linker must agree).
+const LLVM_MAJOR: u32 = 22;
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages: LLVM for bpf-linker; bpftool, promtool and setpriv for the tests;
+/// bpftrace and strace as the benchmark's reference tools.
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "bpftool",
+    "bpftrace",
+    "prometheus",
+    "strace",
+    "util-linux",
+    "libcap2-bin",
+];
+
+pub fn run() -> Result<(), String> {
+    debian_packages()?;
+    let nightly = ebpf_nightly()?;
+    rust_toolchain(STABLE, &["clippy", "rustfmt"])?;
+    rust_toolchain(&nightly, &["rust-src"])?;
+    bpf_linker(&nightly)?;
+    directory_override()?;
+    Ok(())
+}
+
+/// The nightly pinned in agent-ebpf/rust-toolchain.toml (the one place it is written).
+pub fn ebpf_nightly() -> Result<String, String> {
+    let path = workspace_root().join("agent-ebpf/rust-toolchain.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .next()
+        .ok_or_else(|| format!("no `channel = \"...\"` in {}", path.display()))
+}
+
+fn debian_packages() -> Result<(), String> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|status| !status.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "missing Debian packages: {}; install them as root: apt-get install {}",
+            missing.join(" "),
+            missing.join(" ")
+        ));
+    }
+    Step::new("refresh the Debian package lists")
+        .run(Command::new("apt-get").args(["update", "-q"]))?;
+    Step::new(format!("install Debian packages: {}", missing.join(" "))).run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn rust_toolchain(toolchain: &str, components: &[&str]) -> Result<(), String> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        toolchain,
+    ]));
+    let has_all = installed.as_deref().is_some_and(|list| {
+        components.iter().all(|c| {
+            list.lines()
+                .any(|line| line.starts_with(&format!("{c}-")) || line == *c)
+        })
+    });
+    if has_all {
+        return Ok(());
+    }
+    let mut command = Command::new("rustup");
+    command.args(["toolchain", "install", toolchain, "--profile", "minimal"]);
+    for component in components {
+        command.args(["--component", component]);
+    }
+    Step::new(format!(
+        "install Rust toolchain {toolchain} with {}",
+        components.join(", ")
+    ))
+    .run(&mut command)
+}
+
+/// LLVM major of a rustc (`LLVM version: 22.1.8` in `rustc -vV`).
+fn rustc_llvm_major(toolchain: &str) -> Result<u32, String> {
+    let version = output(
+        Command::new("rustc")
+            .arg(format!("+{toolchain}"))
+            .arg("-vV"),
+    )
+    .ok_or_else(|| format!("cannot run rustc +{toolchain} -vV"))?;
+    version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .ok_or_else(|| format!("rustc +{toolchain} does not report its LLVM version"))
+}
+
+fn bpf_linker_path() -> Option<PathBuf> {
+    let on_path = output(Command::new("sh").args(["-c", "command -v bpf-linker"]))
+        .map(|p| PathBuf::from(p.trim()));
+    let in_cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|home| home.join("bin/bpf-linker"));
+    on_path
+        .into_iter()
+        .chain(in_cargo_home)
+        .find(|p| p.is_file())
+}
+
+/// LLVM major bpf-linker was linked against, from the libLLVM it loads.
+fn bpf_linker_llvm_major(path: &PathBuf) -> Option<u32> {
+    let libs = output(Command::new("ldd").arg(path))?;
+    let soname = libs.split_whitespace().find(|w| w.starts_with("libLLVM"))?;
+    // libLLVM.so.22.1 or libLLVM-22.so
+    soname
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|part| !part.is_empty())?
+        .parse()
+        .ok()
+}
+
+fn bpf_linker(nightly: &str) -> Result<(), String> {
+    let nightly_llvm = rustc_llvm_major(nightly)?;
+    if nightly_llvm != LLVM_MAJOR {
+        return Err(format!(
+            "{nightly} uses LLVM {nightly_llvm}, but bpf-linker is built against LLVM {LLVM_MAJOR}: \
+             pin a nightly whose `rustc -vV` says LLVM {LLVM_MAJOR} in agent-ebpf/rust-toolchain.toml"
+        ));
+    }
+    let install = format!(
+        "LLVM_PREFIX=/usr/lib/llvm-{LLVM_MAJOR} cargo +{STABLE} install --force bpf-linker --version {BPF_LINKER_VERSION} \
+         --no-default-features --features llvm-{LLVM_MAJOR}"
+    );
+    if let Some(path) = bpf_linker_path() {
+        return match bpf_linker_llvm_major(&path) {
+            Some(major) if major == nightly_llvm => Ok(()),
+            Some(major) => Err(format!(
+                "{} links LLVM {major}, but {nightly} emits LLVM {nightly_llvm} bitcode: they must match. \
+                 Reinstall it with: {install}",
+                path.display()
+            )),
+            None => Err(format!(
+                "cannot tell which LLVM {} links (ldd shows no libLLVM): reinstall it with: {install}",
+                path.display()
+            )),
+        };
+    }
+    Step::new(format!(
+        "install bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (takes a few minutes)"
+    ))
+    .run(
+        Command::new("cargo")
+            .arg(format!("+{STABLE}"))
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+            ])
+            .args(["--features", &format!("llvm-{LLVM_MAJOR}")])
+            .env("LLVM_PREFIX", format!("/usr/lib/llvm-{LLVM_MAJOR}"))
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    )
+}
+
+/// Makes plain `cargo build/clippy/test` in the workspace use the pinned stable toolchain.
+fn directory_override() -> Result<(), String> {
+    let root = workspace_root();
+    let active = output(
+        Command::new("rustup")
+            .args(["show", "active-toolchain"])
+            .current_dir(&root)
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    );
+    if active.is_some_and(|a| a.starts_with(&format!("{STABLE}-"))) {
+        return Ok(());
+    }
+    Step::new(format!(
+        "use Rust {STABLE} for plain `cargo` commands in {} (rustup override)",
+        root.display()
+    ))
+    .run(
+        Command::new("rustup")
+            .args(["override", "set", STABLE])
+            .current_dir(&root),
+    )
+}
