@@ -256,7 +256,7 @@ impl SyscallMaps {
 
     /// Frees the slots (and error and latency entries) of cgroups that have been gone for
     /// `grace`, so that their counts were exported for that long first. Returns the ids freed.
-    pub fn recycle(&mut self, is_alive: &mut dyn FnMut(u64) -> bool, grace: Duration) -> Vec<u64> {
+    pub fn recycle(&mut self, is_alive: &dyn Fn(u64) -> bool, grace: Duration) -> Vec<u64> {
         let now = Instant::now();
         let owned = self.owned_slots();
         self.gone_since

@@ -130,7 +130,8 @@ async fn recycle_slots(agent: metrics::Agent, grace: Duration) {
             };
             let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
             let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
-            for id in maps.recycle(&mut |id| index.is_alive(id), grace) {
+            index.rescan();
+            for id in maps.recycle(&|id| index.is_alive(id), grace) {
                 index.forget(id);
             }
         })

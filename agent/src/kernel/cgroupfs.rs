@@ -9,7 +9,7 @@ use std::{
     collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use tracing::debug;
@@ -35,8 +35,6 @@ pub struct CgroupIndex {
     paths: HashMap<u64, String>,
     /// Ids the latest walk found.
     alive: HashSet<u64>,
-    last_scan: Option<Instant>,
-    min_rescan_interval: Duration,
 }
 
 impl CgroupIndex {
@@ -45,8 +43,6 @@ impl CgroupIndex {
             root,
             paths: HashMap::new(),
             alive: HashSet::new(),
-            last_scan: None,
-            min_rescan_interval: Duration::from_secs(1),
         }
     }
 
@@ -54,25 +50,13 @@ impl CgroupIndex {
         self.paths.len()
     }
 
-    fn rescan_due(&self) -> bool {
-        self.last_scan
-            .is_none_or(|at| at.elapsed() >= self.min_rescan_interval)
-    }
-
-    /// The path of a cgroup id; walks the hierarchy again (at most once per second) when the id
-    /// is unknown, so cgroups created since the last walk are found.
-    pub fn resolve(&mut self, id: u64) -> Option<&str> {
-        if !self.paths.contains_key(&id) && self.rescan_due() {
-            self.rescan();
-        }
+    /// The path of a cgroup id, as of the latest walk.
+    pub fn resolve(&self, id: u64) -> Option<&str> {
         self.paths.get(&id).map(String::as_str)
     }
 
-    /// Whether the cgroup still exists, by a walk at most a second old.
-    pub fn is_alive(&mut self, id: u64) -> bool {
-        if self.rescan_due() {
-            self.rescan();
-        }
+    /// Whether the cgroup existed at the latest walk.
+    pub fn is_alive(&self, id: u64) -> bool {
         self.alive.contains(&id)
     }
 
@@ -106,7 +90,6 @@ impl CgroupIndex {
                 }
             }
         }
-        self.last_scan = Some(Instant::now());
         debug!(cgroups = self.paths.len(), elapsed = ?started.elapsed(), "walked the cgroup v2 hierarchy");
     }
 }
@@ -140,6 +123,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("kubepods/pod1")).unwrap();
         let mut index = CgroupIndex::new(dir.path().to_owned());
+        index.rescan();
         let pod_ino = std::fs::metadata(dir.path().join("kubepods/pod1"))
             .unwrap()
             .ino();
@@ -148,15 +132,18 @@ mod tests {
         assert_eq!(index.resolve(root_ino), Some("/"));
         assert_eq!(index.len(), 3);
 
-        // A cgroup created later is found by the rescan that an unknown id triggers.
+        // A cgroup created later is found by the next walk.
         std::fs::create_dir(dir.path().join("late")).unwrap();
         let late_ino = std::fs::metadata(dir.path().join("late")).unwrap().ino();
-        index.min_rescan_interval = Duration::ZERO;
+        assert_eq!(index.resolve(late_ino), None);
+        index.rescan();
         assert_eq!(index.resolve(late_ino), Some("/late"));
         assert_eq!(index.resolve(u64::MAX), None);
 
         // A removed cgroup keeps its path (for its last counts) until it is forgotten.
         std::fs::remove_dir(dir.path().join("late")).unwrap();
+        assert!(index.is_alive(late_ino), "until the next walk");
+        index.rescan();
         assert!(!index.is_alive(late_ino));
         assert_eq!(index.resolve(late_ino), Some("/late"));
         index.forget(late_ino);

@@ -56,10 +56,12 @@ impl SyscallCollector {
     }
 }
 
-/// Names cgroup ids for one scrape (its path in the v2 hierarchy), resolving each id once.
+/// Names cgroup ids for one scrape (its path in the v2 hierarchy), resolving each id once and
+/// walking the hierarchy at most once per scrape for ids created since the last walk.
 struct CgroupNamer<'a> {
     index: Option<std::sync::MutexGuard<'a, CgroupIndex>>,
     names: HashMap<u64, String>,
+    walked: bool,
 }
 
 impl CgroupNamer<'_> {
@@ -67,20 +69,27 @@ impl CgroupNamer<'_> {
         if cgroup_id == OVERFLOW_CGROUP_ID {
             return OTHER.to_owned();
         }
-        let index = &mut self.index;
-        self.names
-            .entry(cgroup_id)
-            .or_insert_with(|| match index.as_mut() {
-                // No v2 hierarchy: every task is in the (implicit) root.
-                None => "/".to_owned(),
-                Some(index) => match index.resolve(cgroup_id) {
+        if let Some(name) = self.names.get(&cgroup_id) {
+            return name.clone();
+        }
+        let name = match self.index.as_mut() {
+            // No v2 hierarchy: every task is in the (implicit) root.
+            None => "/".to_owned(),
+            Some(index) => {
+                if index.resolve(cgroup_id).is_none() && !self.walked {
+                    index.rescan();
+                    self.walked = true;
+                }
+                match index.resolve(cgroup_id) {
                     Some(path) => path.to_owned(),
                     None if cgroup_id == ROOT_CGROUP_ID => "/".to_owned(),
                     // Created and removed between two walks: the id is all there is.
                     None => format!("cgroup_id:{cgroup_id}"),
-                },
-            })
-            .clone()
+                }
+            }
+        };
+        self.names.insert(cgroup_id, name.clone());
+        name
     }
 }
 
@@ -104,6 +113,7 @@ impl Collector for SyscallCollector {
                 .as_ref()
                 .map(|m| m.lock().unwrap_or_else(|e| e.into_inner())),
             names: HashMap::new(),
+            walked: false,
         };
 
         let (calls, unreadable) = maps.read_calls();

@@ -1,0 +1,344 @@
+//! Per-cgroup syscall accounting, end to end: real programs on this kernel, syscalls made by
+//! the test in cgroups it created, counts read back over HTTP.
+
+mod support;
+
+use std::{process::Command, time::Duration};
+
+use support::{
+    Agent, TestCgroup, config_file, failing_openat_times, getpid_times, getppid_times, parse,
+    path_str, privileged, value,
+};
+
+const GETPPIDS: usize = 20_000;
+const FAILED_OPENS: usize = 500;
+
+#[test]
+fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
+    if !privileged("counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling") {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let busy = TestCgroup::create("busy");
+    let sibling = TestCgroup::create("sibling");
+    busy.run(|| {
+        getppid_times(GETPPIDS);
+        failing_openat_times(FAILED_OPENS);
+        0
+    });
+    sibling.run(|| {
+        getpid_times(3_000);
+        0
+    });
+
+    let samples = parse(&agent.scrape());
+    let calls = |cgroup: &str, syscall: &str| {
+        value(
+            &samples,
+            "kernsight_syscalls_total",
+            &[("cgroup", cgroup), ("syscall", syscall)],
+        )
+    };
+    let errors = |cgroup: &str, syscall: &str, errno: &str| {
+        value(
+            &samples,
+            "kernsight_syscall_errors_total",
+            &[("cgroup", cgroup), ("syscall", syscall), ("errno", errno)],
+        )
+    };
+    // Nothing else runs in the test's own cgroups: the counts are exact.
+    assert_eq!(
+        calls(&busy.label, "getppid"),
+        GETPPIDS as f64,
+        "getppid in {}",
+        busy.label
+    );
+    assert_eq!(errors(&busy.label, "openat", "ENOENT"), FAILED_OPENS as f64);
+    assert!(calls(&busy.label, "openat") >= FAILED_OPENS as f64);
+    assert_eq!(
+        errors(&busy.label, "getppid", "ENOENT"),
+        0.0,
+        "getppid never fails"
+    );
+
+    assert!(
+        calls(&sibling.label, "getpid") >= 3_000.0,
+        "the sibling's own calls are counted"
+    );
+    assert_eq!(
+        calls(&sibling.label, "getppid"),
+        0.0,
+        "the sibling got none of the busy cgroup's calls"
+    );
+    assert_eq!(errors(&sibling.label, "openat", "ENOENT"), 0.0);
+    assert_eq!(value(&samples, "kernsight_bpf_programs_attached", &[]), 1.0);
+    assert_eq!(
+        value(
+            &samples,
+            "kernsight_probe_attached",
+            &[("probe", "syscalls")]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn scrape_passes_promtool_in_both_formats() {
+    if !privileged("scrape_passes_promtool") {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&["--syscall-latency", "true"]);
+    let cgroup = TestCgroup::create("promtool");
+    cgroup.run(|| {
+        failing_openat_times(10);
+        0
+    });
+    let text = agent.scrape();
+    let check = |body: &str| {
+        let (_dir, file) = config_file(body);
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("promtool check metrics < {}", path_str(&file)))
+            .output()
+            .expect("promtool (Debian package prometheus; `cargo xtask setup` installs it)");
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    check(&text);
+    assert!(text.contains("kernsight_syscall_duration_seconds_bucket"));
+
+    let (status, openmetrics) = agent.get("/metrics", "application/openmetrics-text;version=1.0.0");
+    assert_eq!(status, 200);
+    assert!(
+        openmetrics.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
+    assert!(openmetrics.contains("# TYPE kernsight_syscalls counter"));
+    assert_eq!(agent.get("/healthz", "*/*").0, 200);
+    assert_eq!(agent.get("/readyz", "*/*"), (200, "ready\n".to_owned()));
+}
+
+#[test]
+fn latency_histogram_measures_sleeps_in_the_kernel() {
+    if !privileged("latency_histogram_measures_sleeps_in_the_kernel") {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&["--syscall-latency", "true"]);
+    let cgroup = TestCgroup::create("latency");
+    cgroup.run(|| {
+        let two_ms = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 2_000_000,
+        };
+        for _ in 0..20 {
+            unsafe {
+                libc::syscall(
+                    libc::SYS_nanosleep,
+                    &two_ms,
+                    std::ptr::null_mut::<libc::timespec>(),
+                )
+            };
+        }
+        0
+    });
+    let samples = parse(&agent.scrape());
+    let labels = [("cgroup", cgroup.label.as_str()), ("syscall", "nanosleep")];
+    let count = value(
+        &samples,
+        "kernsight_syscall_duration_seconds_count",
+        &labels,
+    );
+    let sum = value(&samples, "kernsight_syscall_duration_seconds_sum", &labels);
+    let bucket = |le: &str| {
+        let mut labels = labels.to_vec();
+        labels.push(("le", le));
+        value(
+            &samples,
+            "kernsight_syscall_duration_seconds_bucket",
+            &labels,
+        )
+    };
+    assert_eq!(count, 20.0);
+    assert!(
+        (0.040..1.0).contains(&sum),
+        "20 sleeps of 2 ms took {sum} s in total"
+    );
+    assert_eq!(
+        bucket("0.001048576"),
+        0.0,
+        "no 2 ms sleep is shorter than 1 ms"
+    );
+    assert_eq!(bucket("+Inf"), 20.0);
+}
+
+#[test]
+fn full_slot_table_counts_into_other_and_says_so() {
+    if !privileged("full_slot_table_counts_into_other_and_says_so") {
+        return;
+    }
+    let _serial = support::serial();
+    // One slot: the host's own processes take it, so the test's cgroups overflow.
+    let (_dir, config) = config_file("[syscalls]\nmax_cgroups = 1\n");
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    std::thread::sleep(Duration::from_millis(200));
+    let cgroups: Vec<TestCgroup> = (0..3)
+        .map(|i| TestCgroup::create(&format!("full{i}")))
+        .collect();
+    for cgroup in &cgroups {
+        cgroup.run(|| {
+            getppid_times(GETPPIDS);
+            0
+        });
+    }
+    let samples = parse(&agent.scrape());
+    let attributed: f64 = cgroups
+        .iter()
+        .map(|c| {
+            value(
+                &samples,
+                "kernsight_syscalls_total",
+                &[("cgroup", &c.label), ("syscall", "getppid")],
+            )
+        })
+        .sum();
+    let other = value(
+        &samples,
+        "kernsight_syscalls_total",
+        &[("cgroup", "other"), ("syscall", "getppid")],
+    );
+    assert!(
+        attributed + other >= 3.0 * GETPPIDS as f64,
+        "no call is lost: {attributed} attributed + {other} in other"
+    );
+    assert!(
+        other >= 2.0 * GETPPIDS as f64,
+        "at most one cgroup got the slot; other = {other}"
+    );
+    assert!(
+        value(
+            &samples,
+            "kernsight_bpf_map_full_total",
+            &[("map", "cgroup_slots")]
+        ) > 0.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "kernsight_bpf_map_max_entries",
+            &[("map", "SYSCALL_ROWS")]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn slots_of_removed_cgroups_are_reused_after_the_grace_period() {
+    if !privileged("slots_of_removed_cgroups_are_reused_after_the_grace_period") {
+        return;
+    }
+    let _serial = support::serial();
+    let (_dir, config) = config_file("[syscalls]\nmax_cgroups = 4\nforget_after_seconds = 1\n");
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    // Eight cgroups, two at a time, through four slots (the host holds at least one).
+    for round in 0..4 {
+        let pair: Vec<TestCgroup> = (0..2)
+            .map(|i| TestCgroup::create(&format!("churn{round}-{i}")))
+            .collect();
+        for cgroup in &pair {
+            cgroup.run(|| {
+                getppid_times(1_000);
+                0
+            });
+        }
+        let samples = parse(&agent.scrape());
+        for cgroup in &pair {
+            let calls = value(
+                &samples,
+                "kernsight_syscalls_total",
+                &[("cgroup", &cgroup.label), ("syscall", "getppid")],
+            );
+            assert_eq!(
+                calls, 1_000.0,
+                "round {round}: {} counted in its own slot",
+                cgroup.label
+            );
+        }
+        let labels: Vec<String> = pair.iter().map(|c| c.label.clone()).collect();
+        drop(pair);
+        // Grace (1 s) plus a recycling pass (every second), with margin.
+        std::thread::sleep(Duration::from_millis(3_500));
+        let text = agent.scrape();
+        for label in labels {
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains(&format!("cgroup=\"{label}\"")))
+                .collect();
+            assert!(
+                lines.is_empty(),
+                "{label} is still exported after its grace period: {lines:#?}"
+            );
+        }
+    }
+    let samples = parse(&agent.scrape());
+    assert_eq!(
+        value(
+            &samples,
+            "kernsight_bpf_map_full_total",
+            &[("map", "cgroup_slots")]
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn sigterm_detaches_every_program() {
+    if !privileged("sigterm_detaches_every_program") {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&["--syscall-latency", "true"]);
+    let log = agent.log();
+    let ids: Vec<u32> = log
+        .lines()
+        .find_map(|l| l.split("ids=[").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .map(|list| {
+            list.split(',')
+                .filter_map(|id| id.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids.len(), 2, "two program ids in the log:\n{log}");
+    let loaded = |id: u32| {
+        Command::new("bpftool")
+            .args(["prog", "show", "id", &id.to_string()])
+            .output()
+            .expect("bpftool")
+            .status
+            .success()
+    };
+    assert!(
+        ids.iter().all(|&id| loaded(id)),
+        "programs {ids:?} are loaded while the agent runs"
+    );
+
+    let status = agent.stop();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    // The kernel frees a detached program after an RCU grace period: give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ids.iter().any(|&id| loaded(id)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<u32> = ids.into_iter().filter(|&id| loaded(id)).collect();
+    assert!(
+        left.is_empty(),
+        "programs {left:?} are still loaded 5 s after the agent exited"
+    );
+}
