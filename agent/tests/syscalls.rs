@@ -113,6 +113,20 @@ fn scrape_passes_promtool_in_both_formats() {
     check(&text);
     assert!(text.contains("kernsight_syscall_duration_seconds_bucket"));
 
+    // docs/metrics.md lists every family the agent exports.
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+        .unwrap();
+    for family in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+    {
+        assert!(
+            docs.contains(&format!("`{family}`")),
+            "{family} is exported but not in docs/metrics.md"
+        );
+    }
+
     let (status, openmetrics) = agent.get("/metrics", "application/openmetrics-text;version=1.0.0");
     assert_eq!(status, 200);
     assert!(

@@ -37,12 +37,17 @@ pub fn ebpf_nightly() -> Result<String, String> {
     let path = workspace_root().join("agent-ebpf/rust-toolchain.toml");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    text.lines()
+    channel_of(&text).ok_or_else(|| format!("no `channel = \"...\"` in {}", path.display()))
+}
+
+/// The `channel = "..."` of a rust-toolchain.toml.
+fn channel_of(toolchain_file: &str) -> Option<String> {
+    toolchain_file
+        .lines()
         .filter_map(|l| l.trim().strip_prefix("channel"))
         .filter_map(|rest| rest.trim().strip_prefix('='))
         .map(|v| v.trim().trim_matches('"').to_owned())
         .next()
-        .ok_or_else(|| format!("no `channel = \"...\"` in {}", path.display()))
 }
 
 fn debian_packages() -> Result<(), String> {
@@ -133,9 +138,12 @@ fn bpf_linker_path() -> Option<PathBuf> {
 
 /// LLVM major bpf-linker was linked against, from the libLLVM it loads.
 fn bpf_linker_llvm_major(path: &PathBuf) -> Option<u32> {
-    let libs = output(Command::new("ldd").arg(path))?;
-    let soname = libs.split_whitespace().find(|w| w.starts_with("libLLVM"))?;
-    // libLLVM.so.22.1 or libLLVM-22.so
+    llvm_major_of_ldd(&output(Command::new("ldd").arg(path))?)
+}
+
+/// The major version in the libLLVM soname of `ldd` output (`libLLVM.so.22.1`, `libLLVM-22.so`).
+fn llvm_major_of_ldd(ldd: &str) -> Option<u32> {
+    let soname = ldd.split_whitespace().find(|w| w.starts_with("libLLVM"))?;
     soname
         .split(|c: char| !c.is_ascii_digit())
         .find(|part| !part.is_empty())?
@@ -209,4 +217,31 @@ fn directory_override() -> Result<(), String> {
             .args(["override", "set", STABLE])
             .current_dir(&root),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_pinned_channel() {
+        let file = "# comment\n[toolchain]\nchannel = \"nightly-2026-07-01\"\ncomponents = [\"rust-src\"]\n";
+        assert_eq!(channel_of(file).as_deref(), Some("nightly-2026-07-01"));
+        assert_eq!(channel_of("[toolchain]\n"), None);
+        let pinned =
+            std::fs::read_to_string(workspace_root().join("agent-ebpf/rust-toolchain.toml"))
+                .unwrap();
+        assert!(channel_of(&pinned).is_some_and(|c| c.starts_with("nightly-")));
+    }
+
+    #[test]
+    fn reads_llvm_major_from_ldd() {
+        let debian = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibLLVM.so.22.1 => /usr/lib/llvm-22/lib/libLLVM.so.22.1 (0x00007f)\n";
+        assert_eq!(llvm_major_of_ldd(debian), Some(22));
+        assert_eq!(
+            llvm_major_of_ldd("\tlibLLVM-21.so => /usr/lib/libLLVM-21.so (0x1)\n"),
+            Some(21)
+        );
+        assert_eq!(llvm_major_of_ldd("\tlibc.so.6 => /lib/libc.so.6\n"), None);
+    }
 }
