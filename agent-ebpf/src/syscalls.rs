@@ -64,11 +64,16 @@ static CGROUP_KN_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static KERNFS_NODE_ID_OFFSET: u32 = 0;
 
-/// Offset of the syscall number in `struct pt_regs` (`syscall_get_nr()` of the architecture).
+/// The syscall number in `struct pt_regs` (what `syscall_get_nr()` reads on the architecture):
+/// its offset, and its type, read as a whole field so the verifier's BTF check accepts it.
 #[cfg(bpf_target_arch = "x86_64")]
-const SYSCALL_NR_OFFSET: usize = 15 * 8; // orig_ax
+const SYSCALL_NR_OFFSET: u32 = 15 * 8; // unsigned long orig_ax
+#[cfg(bpf_target_arch = "x86_64")]
+type SyscallNr = u64;
 #[cfg(bpf_target_arch = "aarch64")]
-const SYSCALL_NR_OFFSET: usize = 35 * 8; // syscallno, after regs[31], sp, pc, pstate, orig_x0
+const SYSCALL_NR_OFFSET: u32 = 35 * 8; // s32 syscallno, after regs[31], sp, pc, pstate, orig_x0
+#[cfg(bpf_target_arch = "aarch64")]
+type SyscallNr = i32;
 
 /// `exit` and `exit_group` never return, so their start time would never be consumed.
 #[cfg(bpf_target_arch = "x86_64")]
@@ -210,7 +215,8 @@ pub fn ks_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     // SAFETY: `regs` is a BTF pointer to `struct pt_regs`; the verifier checks the offset.
-    let syscall: u64 = unsafe { load(regs, SYSCALL_NR_OFFSET as u32) };
+    // Sign-extended, so that -1 (no syscall) lands in the out-of-range column.
+    let syscall = unsafe { load::<SyscallNr>(regs, SYSCALL_NR_OFFSET) } as i64 as u64;
     let (cgroup, cgroup_id) = current_cgroup();
 
     let slot = slot_of(cgroup, cgroup_id);

@@ -29,6 +29,10 @@ pub fn run() -> Result<(), String> {
     rust_toolchain(&nightly, &["rust-src"])?;
     bpf_linker(&nightly)?;
     directory_override()?;
+    eprintln!(
+        "xtask: setup: ready (Debian packages, Rust {STABLE}, {nightly} with rust-src, \
+         bpf-linker on LLVM {LLVM_MAJOR})"
+    );
     Ok(())
 }
 

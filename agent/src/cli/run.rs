@@ -82,6 +82,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("listening socket has no address")?;
 
     preflight::check_privileges()?;
+    preflight::check_kernel_version()?;
     preflight::check_btf()?;
     preflight::ensure_mounts(&config.paths);
 
