@@ -63,12 +63,14 @@ pub const LATENCY_SUM_BUCKET: u32 = LATENCY_BUCKETS;
 
 /// Indexes of `MAP_FULL`: how often each bounded resource was exhausted.
 pub mod map_full {
-    /// No free cgroup slot (or no cgroup storage): counted in the overflow slot.
+    /// No free cgroup slot: counted in the overflow slot.
     pub const CGROUP_SLOTS: u32 = 0;
     pub const SYSCALL_ERRORS: u32 = 1;
     pub const SYSCALL_LATENCY: u32 = 2;
     pub const SYSCALL_START: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// The kernel could not give a cgroup its local storage (memory): counted in the overflow slot.
+    pub const CGROUP_STORAGE: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Calls per syscall number of one cgroup slot.

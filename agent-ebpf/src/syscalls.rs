@@ -129,9 +129,13 @@ fn slot_of(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
     if cache.cgroup_id == cgroup_id {
         return cache.slot;
     }
-    let stored = CGROUP_SLOTS.get_or_insert_ptr_mut(cgroup, None);
+    let mut stored = CGROUP_SLOTS.get_or_insert_ptr_mut(cgroup, None);
     if stored.is_null() {
-        count_map_full(map_full::CGROUP_SLOTS);
+        // Creating fails with EEXIST when another CPU created this cgroup's storage meanwhile.
+        stored = CGROUP_SLOTS.get_ptr_mut(cgroup);
+    }
+    if stored.is_null() {
+        count_map_full(map_full::CGROUP_STORAGE);
         return OVERFLOW_SLOT;
     }
     // SAFETY: a valid storage value returned by the kernel.
@@ -141,7 +145,7 @@ fn slot_of(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
             Ok(Some(slot)) => {
                 // Owner first: user space only reads rows whose owner it knows.
                 if SLOT_OWNERS.set(slot, &cgroup_id, 0).is_err() {
-                    count_map_full(map_full::CGROUP_SLOTS);
+                    count_map_full(map_full::CGROUP_SLOTS); // slot out of range: cannot happen
                     return OVERFLOW_SLOT;
                 }
                 *stored = slot;

@@ -300,14 +300,19 @@ fn slots_of_removed_cgroups_are_reused_after_the_grace_period() {
             );
         }
     }
-    let samples = parse(&agent.scrape());
+    let text = agent.scrape();
+    let full = value(
+        &parse(&text),
+        "kernsight_bpf_map_full_total",
+        &[("map", "cgroup_slots")],
+    );
+    let held: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("kernsight_syscalls_total") && !l.contains("cgroup=\"/\""))
+        .collect();
     assert_eq!(
-        value(
-            &samples,
-            "kernsight_bpf_map_full_total",
-            &[("map", "cgroup_slots")]
-        ),
-        0.0
+        full, 0.0,
+        "a cgroup found no free slot; series other than the root's: {held:#?}"
     );
 }
 

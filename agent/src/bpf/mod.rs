@@ -169,6 +169,7 @@ impl Programs {
     pub fn map_full_counts(&self) -> Vec<(&'static str, u64)> {
         [
             ("cgroup_slots", map_full::CGROUP_SLOTS),
+            ("cgroup_storage", map_full::CGROUP_STORAGE),
             (wire::SYSCALL_ERRORS_MAP, map_full::SYSCALL_ERRORS),
             (wire::SYSCALL_LATENCY_MAP, map_full::SYSCALL_LATENCY),
             (wire::SYSCALL_START_MAP, map_full::SYSCALL_START),
