@@ -50,6 +50,10 @@ impl CgroupIndex {
         self.paths.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
     /// The path of a cgroup id, as of the latest walk.
     pub fn resolve(&self, id: u64) -> Option<&str> {
         self.paths.get(&id).map(String::as_str)

@@ -1,0 +1,11 @@
+//! kernsight: eBPF observability agent (`kernsight run`) and node-local tool.
+//!
+//! The binary is a thin `main`; the modules are a library so that integration tests can drive
+//! the real client code (CRI, cgroupfs, procfs) against real runtimes and kernels.
+
+pub mod bpf;
+pub mod cli;
+pub mod config;
+pub mod kernel;
+pub mod logging;
+pub mod metrics;
