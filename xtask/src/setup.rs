@@ -9,17 +9,23 @@ use crate::process::{STABLE, Step, is_root, output, workspace_root};
 const LLVM_MAJOR: u32 = 22;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages: LLVM for bpf-linker; bpftool, promtool and setpriv for the tests;
-/// bpftrace and strace as the benchmark's reference tools.
+/// Debian packages: LLVM for bpf-linker; protoc for the CRI client's generated code;
+/// bpftool, promtool and setpriv for the tests; podman, runc, containerd and busybox-static for
+/// the tests that run real containers; bpftrace and strace as the benchmarks' reference tools.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
+    "protobuf-compiler",
     "bpftool",
     "bpftrace",
     "prometheus",
     "strace",
     "util-linux",
     "libcap2-bin",
+    "podman",
+    "runc",
+    "containerd",
+    "busybox-static",
 ];
 
 pub fn run() -> Result<(), String> {
