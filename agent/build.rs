@@ -28,8 +28,7 @@ fn main() -> anyhow::Result<()> {
     // The nightly is pinned in one place, the eBPF crate's rust-toolchain.toml.
     let toolchain_file = ebpf_dir.join("rust-toolchain.toml");
     println!("cargo:rerun-if-changed={}", toolchain_file.display());
-    let pinned =
-        fs::read_to_string(&toolchain_file).context("reading agent-ebpf/rust-toolchain.toml")?;
+    let pinned = fs::read_to_string(&toolchain_file).context("reading agent-ebpf/rust-toolchain.toml")?;
     let toolchain = pinned
         .lines()
         .filter_map(|l| l.trim().strip_prefix("channel"))
@@ -39,10 +38,6 @@ fn main() -> anyhow::Result<()> {
         .context("no `channel = \"...\"` in agent-ebpf/rust-toolchain.toml")?;
 
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path to agent-ebpf")?;
-    let package = aya_build::Package {
-        name: "kernsight-ebpf",
-        root_dir: ebpf_dir,
-        ..Default::default()
-    };
+    let package = aya_build::Package { name: "kernsight-ebpf", root_dir: ebpf_dir, ..Default::default() };
     aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
 }

@@ -32,6 +32,19 @@ pub const TASK_CGROUPS_OFFSET_GLOBAL: &str = "TASK_CGROUPS_OFFSET";
 pub const CSS_SET_DFL_CGRP_OFFSET_GLOBAL: &str = "CSS_SET_DFL_CGRP_OFFSET";
 pub const CGROUP_KN_OFFSET_GLOBAL: &str = "CGROUP_KN_OFFSET";
 pub const KERNFS_NODE_ID_OFFSET_GLOBAL: &str = "KERNFS_NODE_ID_OFFSET";
+/// Read-only globals (`u32`) for hybrid and v1-only hosts: tasks in the v2 root are attributed
+/// to their cgroup in the v1 hierarchy of controller `V1_SUBSYS_ID` (an `enum cgroup_subsys_id`
+/// value), found at `css_set->subsys[V1_SUBSYS_ID]->cgroup`. `NO_V1_SUBSYS` turns this off.
+pub const V1_SUBSYS_ID_GLOBAL: &str = "V1_SUBSYS_ID";
+pub const CSS_SET_SUBSYS_OFFSET_GLOBAL: &str = "CSS_SET_SUBSYS_OFFSET";
+pub const CSS_CGROUP_OFFSET_GLOBAL: &str = "CSS_CGROUP_OFFSET";
+pub const NO_V1_SUBSYS: u32 = u32::MAX;
+
+/// The id of the root cgroup of a hierarchy.
+pub const ROOT_CGROUP_ID: u64 = 1;
+/// Set in the ids of v1 cgroups: v1 and v2 ids are inode numbers of different filesystems and
+/// may collide. Kernel cgroup ids never use the top bit (`generation << 32 | inode`).
+pub const V1_CGROUP_ID_BIT: u64 = 1 << 63;
 
 /// Columns of a `SyscallRow`: syscall numbers `0..SYSCALL_COLUMNS - 1` count in their own
 /// column; anything else (x32 numbers, -1) in the last one.
@@ -83,9 +96,7 @@ const _: () = assert!(core::mem::size_of::<SyscallRow>() == 8 * SYSCALL_COLUMNS)
 
 impl Default for SyscallRow {
     fn default() -> Self {
-        Self {
-            calls: [0; SYSCALL_COLUMNS],
-        }
+        Self { calls: [0; SYSCALL_COLUMNS] }
     }
 }
 
@@ -130,32 +141,20 @@ pub const MAX_ERRNO: i64 = 4095;
 /// The errno a syscall's return value carries, or 0 when it succeeded.
 #[inline(always)]
 pub fn errno_of(ret: i64) -> u32 {
-    if (-MAX_ERRNO..0).contains(&ret) {
-        (-ret) as u32
-    } else {
-        0
-    }
+    if (-MAX_ERRNO..0).contains(&ret) { (-ret) as u32 } else { 0 }
 }
 
 /// The column of a syscall number in a `SyscallRow`.
 #[inline(always)]
 pub fn column_of(syscall: u64) -> usize {
-    if syscall < OUT_OF_RANGE_COLUMN as u64 {
-        syscall as usize
-    } else {
-        OUT_OF_RANGE_COLUMN
-    }
+    if syscall < OUT_OF_RANGE_COLUMN as u64 { syscall as usize } else { OUT_OF_RANGE_COLUMN }
 }
 
 /// The log2 bucket of a duration in nanoseconds (see `LATENCY_BUCKETS`).
 #[inline(always)]
 pub fn latency_bucket(nanos: u64) -> u32 {
     let bits = 64 - nanos.leading_zeros();
-    if bits >= LATENCY_BUCKETS {
-        LATENCY_BUCKETS - 1
-    } else {
-        bits
-    }
+    if bits >= LATENCY_BUCKETS { LATENCY_BUCKETS - 1 } else { bits }
 }
 
 #[cfg(feature = "user")]

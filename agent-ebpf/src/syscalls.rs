@@ -15,14 +15,13 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use kernsight_common::syscalls::{
-    CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES,
-    LATENCY_SUM_BUCKET, LatencyKey, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL,
-    START_ENTRIES, SyscallKey, SyscallRow, column_of, errno_of, latency_bucket, map_full,
+    CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LATENCY_SUM_BUCKET,
+    LatencyKey, NO_V1_SUBSYS, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL, ROOT_CGROUP_ID,
+    START_ENTRIES, SyscallKey, SyscallRow, V1_CGROUP_ID_BIT, column_of, errno_of, latency_bucket, map_full,
 };
 
 #[map]
-static SYSCALL_ROWS: PerCpuArray<SyscallRow> =
-    PerCpuArray::with_max_entries(DEFAULT_CGROUP_SLOTS + 1, 0);
+static SYSCALL_ROWS: PerCpuArray<SyscallRow> = PerCpuArray::with_max_entries(DEFAULT_CGROUP_SLOTS + 1, 0);
 
 #[map]
 static SLOT_OWNERS: Array<u64> = Array::with_max_entries(DEFAULT_CGROUP_SLOTS + 1, 0);
@@ -63,6 +62,12 @@ static CSS_SET_DFL_CGRP_OFFSET: u32 = 0;
 static CGROUP_KN_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static KERNFS_NODE_ID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static V1_SUBSYS_ID: u32 = NO_V1_SUBSYS;
+#[unsafe(no_mangle)]
+static CSS_SET_SUBSYS_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CSS_CGROUP_OFFSET: u32 = 0;
 
 /// The syscall number in `struct pt_regs` (what `syscall_get_nr()` reads on the architecture):
 /// its offset, and its type, read as a whole field so the verifier's BTF check accepts it.
@@ -104,7 +109,8 @@ fn count_map_full(index: u32) {
     }
 }
 
-/// The current task's cgroup (unified hierarchy) and its id.
+/// The current task's cgroup and its id: its cgroup in the unified hierarchy, or, for a task in
+/// the v2 root on a hybrid or v1 host, its cgroup in the chosen v1 hierarchy (id tagged).
 #[inline(always)]
 fn current_cgroup() -> (*mut cgroup, u64) {
     // SAFETY: BTF pointers from the kernel, at offsets read from the kernel's own BTF.
@@ -112,8 +118,26 @@ fn current_cgroup() -> (*mut cgroup, u64) {
         let task = bpf_get_current_task_btf() as *const u8;
         let css_set: *const u8 = load(task, global(&TASK_CGROUPS_OFFSET));
         let cgroup: *mut cgroup = load(css_set, global(&CSS_SET_DFL_CGRP_OFFSET));
+        let id = cgroup_id(cgroup);
+        let v1_subsys = global(&V1_SUBSYS_ID);
+        // Pruned by the verifier on pure v2 hosts, where V1_SUBSYS_ID is NO_V1_SUBSYS.
+        if id == ROOT_CGROUP_ID && v1_subsys != NO_V1_SUBSYS {
+            let subsys_offset = global(&CSS_SET_SUBSYS_OFFSET) + v1_subsys * 8;
+            let css: *const u8 = load(css_set, subsys_offset);
+            let v1: *mut cgroup = load(css, global(&CSS_CGROUP_OFFSET));
+            return (v1, cgroup_id(v1) | V1_CGROUP_ID_BIT);
+        }
+        (cgroup, id)
+    }
+}
+
+/// # Safety
+/// `cgroup` must be a BTF pointer to a `struct cgroup`.
+#[inline(always)]
+unsafe fn cgroup_id(cgroup: *mut cgroup) -> u64 {
+    unsafe {
         let kernfs_node: *const u8 = load(cgroup as *const u8, global(&CGROUP_KN_OFFSET));
-        (cgroup, load(kernfs_node, global(&KERNFS_NODE_ID_OFFSET)))
+        load(kernfs_node, global(&KERNFS_NODE_ID_OFFSET))
     }
 }
 
@@ -157,11 +181,7 @@ fn slot_of(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
             }
         }
     }
-    *cache = CgroupCache {
-        cgroup_id,
-        slot: *stored,
-        _pad: 0,
-    };
+    *cache = CgroupCache { cgroup_id, slot: *stored, _pad: 0 };
     *stored
 }
 
@@ -232,23 +252,9 @@ pub fn ks_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let syscall = syscall as u32;
     let errno = errno_of(ret);
     if errno != 0 {
-        let key = SyscallKey {
-            cgroup_id,
-            syscall,
-            errno,
-        };
-        let overflow = SyscallKey {
-            cgroup_id: OVERFLOW_CGROUP_ID,
-            syscall: OVERFLOW_SYSCALL,
-            errno: 0,
-        };
-        add(
-            &SYSCALL_ERRORS,
-            &key,
-            &overflow,
-            map_full::SYSCALL_ERRORS,
-            1,
-        );
+        let key = SyscallKey { cgroup_id, syscall, errno };
+        let overflow = SyscallKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, errno: 0 };
+        add(&SYSCALL_ERRORS, &key, &overflow, map_full::SYSCALL_ERRORS, 1);
     }
     if global(&LATENCY_ENABLED) != 0 {
         record_latency(cgroup_id, syscall);
@@ -267,22 +273,8 @@ fn record_latency(cgroup_id: u64, syscall: u32) {
     // SAFETY: helper without preconditions.
     let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
     for (bucket, amount) in [(latency_bucket(elapsed), 1), (LATENCY_SUM_BUCKET, elapsed)] {
-        let key = LatencyKey {
-            cgroup_id,
-            syscall,
-            bucket,
-        };
-        let overflow = LatencyKey {
-            cgroup_id: OVERFLOW_CGROUP_ID,
-            syscall: OVERFLOW_SYSCALL,
-            bucket,
-        };
-        add(
-            &SYSCALL_LATENCY,
-            &key,
-            &overflow,
-            map_full::SYSCALL_LATENCY,
-            amount,
-        );
+        let key = LatencyKey { cgroup_id, syscall, bucket };
+        let overflow = LatencyKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, bucket };
+        add(&SYSCALL_LATENCY, &key, &overflow, map_full::SYSCALL_LATENCY, amount);
     }
 }

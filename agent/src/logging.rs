@@ -10,10 +10,7 @@ pub fn init(config: &LogConfig) {
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     // A second init (only possible in tests) keeps the first subscriber.
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),

@@ -7,29 +7,18 @@ use std::{net::TcpListener, process::Command};
 use support::{BINARY, config_file, path_str, privileged};
 
 fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(BINARY)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run kernsight");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = Command::new(BINARY).args(args).env_remove("RUST_LOG").output().expect("run kernsight");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
 fn unknown_config_key_is_named_with_its_line() {
-    let (_dir, file) =
-        config_file("[metrics]\nlisten = \"127.0.0.1:0\"\n\n[syscalls]\nlatency = true\n");
+    let (_dir, file) = config_file("[metrics]\nlisten = \"127.0.0.1:0\"\n\n[syscalls]\nlatency = true\n");
     let (ok, stderr) = run(&["run", "--config", path_str(&file)]);
     assert!(!ok);
     assert!(stderr.contains("unknown field `latency`"), "{stderr}");
     assert!(stderr.contains("line 5"), "{stderr}");
-    assert!(
-        stderr.contains("latency_histogram"),
-        "lists the valid keys: {stderr}"
-    );
+    assert!(stderr.contains("latency_histogram"), "lists the valid keys: {stderr}");
     assert!(stderr.contains(path_str(&file)), "{stderr}");
 }
 
@@ -37,10 +26,7 @@ fn unknown_config_key_is_named_with_its_line() {
 fn missing_config_file_says_which() {
     let (ok, stderr) = run(&["run", "--config", "/nonexistent/kernsight.toml"]);
     assert!(!ok);
-    assert!(
-        stderr.contains("cannot read config file /nonexistent/kernsight.toml"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot read config file /nonexistent/kernsight.toml"), "{stderr}");
 }
 
 #[test]
@@ -49,10 +35,7 @@ fn port_in_use_is_a_clear_error() {
     let address = taken.local_addr().unwrap().to_string();
     let (ok, stderr) = run(&["run", "--listen", &address]);
     assert!(!ok);
-    assert!(
-        stderr.contains(&format!("cannot listen on {address}")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("cannot listen on {address}")), "{stderr}");
     assert!(stderr.contains("--listen"), "says how to fix it: {stderr}");
 }
 

@@ -6,8 +6,8 @@ mod support;
 use std::{process::Command, time::Duration};
 
 use support::{
-    Agent, TestCgroup, config_file, failing_openat_times, getpid_times, getppid_times, parse,
-    path_str, privileged, value,
+    Agent, TestCgroup, config_file, failing_openat_times, getpid_times, getppid_times, parse, path_str,
+    privileged, value,
 };
 
 const GETPPIDS: usize = 20_000;
@@ -34,11 +34,7 @@ fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
 
     let samples = parse(&agent.scrape());
     let calls = |cgroup: &str, syscall: &str| {
-        value(
-            &samples,
-            "kernsight_syscalls_total",
-            &[("cgroup", cgroup), ("syscall", syscall)],
-        )
+        value(&samples, "kernsight_syscalls_total", &[("cgroup", cgroup), ("syscall", syscall)])
     };
     let errors = |cgroup: &str, syscall: &str, errno: &str| {
         value(
@@ -48,39 +44,16 @@ fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
         )
     };
     // Nothing else runs in the test's own cgroups: the counts are exact.
-    assert_eq!(
-        calls(&busy.label, "getppid"),
-        GETPPIDS as f64,
-        "getppid in {}",
-        busy.label
-    );
+    assert_eq!(calls(&busy.label, "getppid"), GETPPIDS as f64, "getppid in {}", busy.label);
     assert_eq!(errors(&busy.label, "openat", "ENOENT"), FAILED_OPENS as f64);
     assert!(calls(&busy.label, "openat") >= FAILED_OPENS as f64);
-    assert_eq!(
-        errors(&busy.label, "getppid", "ENOENT"),
-        0.0,
-        "getppid never fails"
-    );
+    assert_eq!(errors(&busy.label, "getppid", "ENOENT"), 0.0, "getppid never fails");
 
-    assert!(
-        calls(&sibling.label, "getpid") >= 3_000.0,
-        "the sibling's own calls are counted"
-    );
-    assert_eq!(
-        calls(&sibling.label, "getppid"),
-        0.0,
-        "the sibling got none of the busy cgroup's calls"
-    );
+    assert!(calls(&sibling.label, "getpid") >= 3_000.0, "the sibling's own calls are counted");
+    assert_eq!(calls(&sibling.label, "getppid"), 0.0, "the sibling got none of the busy cgroup's calls");
     assert_eq!(errors(&sibling.label, "openat", "ENOENT"), 0.0);
     assert_eq!(value(&samples, "kernsight_bpf_programs_attached", &[]), 1.0);
-    assert_eq!(
-        value(
-            &samples,
-            "kernsight_probe_attached",
-            &[("probe", "syscalls")]
-        ),
-        1.0
-    );
+    assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
 }
 
 #[test]
@@ -114,25 +87,14 @@ fn scrape_passes_promtool_in_both_formats() {
     assert!(text.contains("kernsight_syscall_duration_seconds_bucket"));
 
     // docs/metrics.md lists every family the agent exports.
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
-        .unwrap();
-    for family in text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next())
-    {
-        assert!(
-            docs.contains(&format!("`{family}`")),
-            "{family} is exported but not in docs/metrics.md"
-        );
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md")).unwrap();
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()) {
+        assert!(docs.contains(&format!("`{family}`")), "{family} is exported but not in docs/metrics.md");
     }
 
     let (status, openmetrics) = agent.get("/metrics", "application/openmetrics-text;version=1.0.0");
     assert_eq!(status, 200);
-    assert!(
-        openmetrics.trim_end().ends_with("# EOF"),
-        "OpenMetrics ends with # EOF"
-    );
+    assert!(openmetrics.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
     assert!(openmetrics.contains("# TYPE kernsight_syscalls counter"));
     assert_eq!(agent.get("/healthz", "*/*").0, 200);
     assert_eq!(agent.get("/readyz", "*/*"), (200, "ready\n".to_owned()));
@@ -147,48 +109,24 @@ fn latency_histogram_measures_sleeps_in_the_kernel() {
     let agent = Agent::start(&["--syscall-latency", "true"]);
     let cgroup = TestCgroup::create("latency");
     cgroup.run(|| {
-        let two_ms = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 2_000_000,
-        };
+        let two_ms = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000 };
         for _ in 0..20 {
-            unsafe {
-                libc::syscall(
-                    libc::SYS_nanosleep,
-                    &two_ms,
-                    std::ptr::null_mut::<libc::timespec>(),
-                )
-            };
+            unsafe { libc::syscall(libc::SYS_nanosleep, &two_ms, std::ptr::null_mut::<libc::timespec>()) };
         }
         0
     });
     let samples = parse(&agent.scrape());
     let labels = [("cgroup", cgroup.label.as_str()), ("syscall", "nanosleep")];
-    let count = value(
-        &samples,
-        "kernsight_syscall_duration_seconds_count",
-        &labels,
-    );
+    let count = value(&samples, "kernsight_syscall_duration_seconds_count", &labels);
     let sum = value(&samples, "kernsight_syscall_duration_seconds_sum", &labels);
     let bucket = |le: &str| {
         let mut labels = labels.to_vec();
         labels.push(("le", le));
-        value(
-            &samples,
-            "kernsight_syscall_duration_seconds_bucket",
-            &labels,
-        )
+        value(&samples, "kernsight_syscall_duration_seconds_bucket", &labels)
     };
     assert_eq!(count, 20.0);
-    assert!(
-        (0.040..1.0).contains(&sum),
-        "20 sleeps of 2 ms took {sum} s in total"
-    );
-    assert_eq!(
-        bucket("0.001048576"),
-        0.0,
-        "no 2 ms sleep is shorter than 1 ms"
-    );
+    assert!((0.040..1.0).contains(&sum), "20 sleeps of 2 ms took {sum} s in total");
+    assert_eq!(bucket("0.001048576"), 0.0, "no 2 ms sleep is shorter than 1 ms");
     assert_eq!(bucket("+Inf"), 20.0);
 }
 
@@ -202,9 +140,7 @@ fn full_slot_table_counts_into_other_and_says_so() {
     let (_dir, config) = config_file("[syscalls]\nmax_cgroups = 1\n");
     let agent = Agent::start(&["--config", path_str(&config)]);
     std::thread::sleep(Duration::from_millis(200));
-    let cgroups: Vec<TestCgroup> = (0..3)
-        .map(|i| TestCgroup::create(&format!("full{i}")))
-        .collect();
+    let cgroups: Vec<TestCgroup> = (0..3).map(|i| TestCgroup::create(&format!("full{i}"))).collect();
     for cgroup in &cgroups {
         cgroup.run(|| {
             getppid_times(GETPPIDS);
@@ -214,42 +150,16 @@ fn full_slot_table_counts_into_other_and_says_so() {
     let samples = parse(&agent.scrape());
     let attributed: f64 = cgroups
         .iter()
-        .map(|c| {
-            value(
-                &samples,
-                "kernsight_syscalls_total",
-                &[("cgroup", &c.label), ("syscall", "getppid")],
-            )
-        })
+        .map(|c| value(&samples, "kernsight_syscalls_total", &[("cgroup", &c.label), ("syscall", "getppid")]))
         .sum();
-    let other = value(
-        &samples,
-        "kernsight_syscalls_total",
-        &[("cgroup", "other"), ("syscall", "getppid")],
-    );
+    let other = value(&samples, "kernsight_syscalls_total", &[("cgroup", "other"), ("syscall", "getppid")]);
     assert!(
         attributed + other >= 3.0 * GETPPIDS as f64,
         "no call is lost: {attributed} attributed + {other} in other"
     );
-    assert!(
-        other >= 2.0 * GETPPIDS as f64,
-        "at most one cgroup got the slot; other = {other}"
-    );
-    assert!(
-        value(
-            &samples,
-            "kernsight_bpf_map_full_total",
-            &[("map", "cgroup_slots")]
-        ) > 0.0
-    );
-    assert_eq!(
-        value(
-            &samples,
-            "kernsight_bpf_map_max_entries",
-            &[("map", "SYSCALL_ROWS")]
-        ),
-        1.0
-    );
+    assert!(other >= 2.0 * GETPPIDS as f64, "at most one cgroup got the slot; other = {other}");
+    assert!(value(&samples, "kernsight_bpf_map_full_total", &[("map", "cgroup_slots")]) > 0.0);
+    assert_eq!(value(&samples, "kernsight_bpf_map_max_entries", &[("map", "SYSCALL_ROWS")]), 1.0);
 }
 
 #[test]
@@ -262,9 +172,8 @@ fn slots_of_removed_cgroups_are_reused_after_the_grace_period() {
     let agent = Agent::start(&["--config", path_str(&config)]);
     // Eight cgroups, two at a time, through four slots (the host holds at least one).
     for round in 0..4 {
-        let pair: Vec<TestCgroup> = (0..2)
-            .map(|i| TestCgroup::create(&format!("churn{round}-{i}")))
-            .collect();
+        let pair: Vec<TestCgroup> =
+            (0..2).map(|i| TestCgroup::create(&format!("churn{round}-{i}"))).collect();
         for cgroup in &pair {
             cgroup.run(|| {
                 getppid_times(1_000);
@@ -278,11 +187,7 @@ fn slots_of_removed_cgroups_are_reused_after_the_grace_period() {
                 "kernsight_syscalls_total",
                 &[("cgroup", &cgroup.label), ("syscall", "getppid")],
             );
-            assert_eq!(
-                calls, 1_000.0,
-                "round {round}: {} counted in its own slot",
-                cgroup.label
-            );
+            assert_eq!(calls, 1_000.0, "round {round}: {} counted in its own slot", cgroup.label);
         }
         let labels: Vec<String> = pair.iter().map(|c| c.label.clone()).collect();
         drop(pair);
@@ -290,30 +195,18 @@ fn slots_of_removed_cgroups_are_reused_after_the_grace_period() {
         std::thread::sleep(Duration::from_millis(3_500));
         let text = agent.scrape();
         for label in labels {
-            let lines: Vec<&str> = text
-                .lines()
-                .filter(|l| l.contains(&format!("cgroup=\"{label}\"")))
-                .collect();
-            assert!(
-                lines.is_empty(),
-                "{label} is still exported after its grace period: {lines:#?}"
-            );
+            let lines: Vec<&str> =
+                text.lines().filter(|l| l.contains(&format!("cgroup=\"{label}\""))).collect();
+            assert!(lines.is_empty(), "{label} is still exported after its grace period: {lines:#?}");
         }
     }
     let text = agent.scrape();
-    let full = value(
-        &parse(&text),
-        "kernsight_bpf_map_full_total",
-        &[("map", "cgroup_slots")],
-    );
+    let full = value(&parse(&text), "kernsight_bpf_map_full_total", &[("map", "cgroup_slots")]);
     let held: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("kernsight_syscalls_total") && !l.contains("cgroup=\"/\""))
         .collect();
-    assert_eq!(
-        full, 0.0,
-        "a cgroup found no free slot; series other than the root's: {held:#?}"
-    );
+    assert_eq!(full, 0.0, "a cgroup found no free slot; series other than the root's: {held:#?}");
 }
 
 #[test]
@@ -328,11 +221,7 @@ fn sigterm_detaches_every_program() {
         .lines()
         .find_map(|l| l.split("ids=[").nth(1))
         .and_then(|rest| rest.split(']').next())
-        .map(|list| {
-            list.split(',')
-                .filter_map(|id| id.trim().parse().ok())
-                .collect()
-        })
+        .map(|list| list.split(',').filter_map(|id| id.trim().parse().ok()).collect())
         .unwrap_or_default();
     assert_eq!(ids.len(), 2, "two program ids in the log:\n{log}");
     let loaded = |id: u32| {
@@ -343,10 +232,7 @@ fn sigterm_detaches_every_program() {
             .status
             .success()
     };
-    assert!(
-        ids.iter().all(|&id| loaded(id)),
-        "programs {ids:?} are loaded while the agent runs"
-    );
+    assert!(ids.iter().all(|&id| loaded(id)), "programs {ids:?} are loaded while the agent runs");
 
     let status = agent.stop();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
@@ -356,8 +242,32 @@ fn sigterm_detaches_every_program() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let left: Vec<u32> = ids.into_iter().filter(|&id| loaded(id)).collect();
-    assert!(
-        left.is_empty(),
-        "programs {left:?} are still loaded 5 s after the agent exited"
-    );
+    assert!(left.is_empty(), "programs {left:?} are still loaded 5 s after the agent exited");
+}
+
+#[test]
+fn tasks_of_the_v2_root_are_attributed_by_their_v1_cgroup() {
+    if !privileged("tasks_of_the_v2_root_are_attributed_by_their_v1_cgroup") {
+        return;
+    }
+    let Some(memory) = support::v1_root("memory") else {
+        eprintln!(
+            "SKIPPED tasks_of_the_v2_root_are_attributed_by_their_v1_cgroup: no v1 memory hierarchy (pure v2 host)"
+        );
+        return;
+    };
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    // Only in a v1 cgroup: the workload stays in the v2 root, as on a hybrid host.
+    let legacy = TestCgroup::create_in(&memory, "v1");
+    legacy.run(|| {
+        getppid_times(GETPPIDS);
+        failing_openat_times(FAILED_OPENS);
+        0
+    });
+    let samples = parse(&agent.scrape());
+    let labels = [("cgroup", legacy.label.as_str()), ("syscall", "getppid")];
+    assert_eq!(value(&samples, "kernsight_syscalls_total", &labels), GETPPIDS as f64);
+    let errors = [("cgroup", legacy.label.as_str()), ("syscall", "openat"), ("errno", "ENOENT")];
+    assert_eq!(value(&samples, "kernsight_syscall_errors_total", &errors), FAILED_OPENS as f64);
 }

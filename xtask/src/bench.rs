@@ -31,19 +31,14 @@ struct Config {
 }
 
 const CONFIGS: &[Config] = &[
-    Config {
-        name: "bare (nothing attached)",
-        tracer: Tracer::None,
-    },
+    Config { name: "bare (nothing attached)", tracer: Tracer::None },
     Config {
         name: "bpftrace: empty probe on raw_syscalls:sys_enter",
         tracer: Tracer::Bpftrace("tracepoint:raw_syscalls:sys_enter {}"),
     },
     Config {
         name: "bpftrace: count by (cgroup, syscall id)",
-        tracer: Tracer::Bpftrace(
-            "tracepoint:raw_syscalls:sys_exit { @[cgroup, args->id] = count(); }",
-        ),
+        tracer: Tracer::Bpftrace("tracepoint:raw_syscalls:sys_exit { @[cgroup, args->id] = count(); }"),
     },
     Config {
         name: "bpftrace: latency histogram by syscall id",
@@ -52,10 +47,7 @@ const CONFIGS: &[Config] = &[
              tracepoint:raw_syscalls:sys_exit /@s[tid]/ { @[args->id] = hist(nsecs - @s[tid]); delete(@s[tid]); }",
         ),
     },
-    Config {
-        name: "kernsight: always-on accounting",
-        tracer: Tracer::Kernsight(&[]),
-    },
+    Config { name: "kernsight: always-on accounting", tracer: Tracer::Kernsight(&[]) },
     Config {
         name: "kernsight: with latency histogram",
         tracer: Tracer::Kernsight(&["--syscall-latency", "true"]),
@@ -78,10 +70,7 @@ fn syscalls() -> Result<(), String> {
     for round in 1..=ROUNDS {
         for (config, samples) in CONFIGS.iter().zip(&mut samples) {
             let ns = measure(&config.tracer)?;
-            eprintln!(
-                "round {round}/{ROUNDS}: {:<50} {ns:7.1} ns/syscall",
-                config.name
-            );
+            eprintln!("round {round}/{ROUNDS}: {:<50} {ns:7.1} ns/syscall", config.name);
             samples.push(ns);
         }
     }
@@ -92,18 +81,11 @@ fn syscalls() -> Result<(), String> {
 fn report(samples: &[Vec<f64>]) {
     let medians: Vec<f64> = samples.iter().map(|s| median(s)).collect();
     let bare = medians[0];
-    println!(
-        "\n{:<50} {:>9} {:>9} {:>9} {:>10}",
-        "configuration", "median", "min", "max", "overhead"
-    );
+    println!("\n{:<50} {:>9} {:>9} {:>9} {:>10}", "configuration", "median", "min", "max", "overhead");
     for ((config, samples), median) in CONFIGS.iter().zip(samples).zip(&medians) {
         let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
         let max = samples.iter().copied().fold(0.0, f64::max);
-        println!(
-            "{:<50} {median:7.1}ns {min:7.1}ns {max:7.1}ns {:+8.1}ns",
-            config.name,
-            median - bare
-        );
+        println!("{:<50} {median:7.1}ns {min:7.1}ns {max:7.1}ns {:+8.1}ns", config.name, median - bare);
     }
     let empty = medians[1] - bare;
     let bpftrace_count = medians[2] - bare;
@@ -130,24 +112,12 @@ fn measure(tracer: &Tracer) -> Result<f64, String> {
             let mut command = Command::new("bpftrace");
             command.args(["-e", script]);
             // bpftrace prints "Attaching N probes..." then attaches; give it a moment after.
-            Some(start_and_wait(
-                command,
-                Stream::Stdout,
-                "Attaching",
-                Duration::from_secs(2),
-            )?)
+            Some(start_and_wait(command, Stream::Stdout, "Attaching", Duration::from_secs(2))?)
         }
         Tracer::Kernsight(args) => {
             let mut command = Command::new(workspace_root().join("target/release/kernsight"));
-            command
-                .args(["run", "--listen", "127.0.0.1:0", "--log-level", "info"])
-                .args(*args);
-            Some(start_and_wait(
-                command,
-                Stream::Stderr,
-                "serving metrics",
-                Duration::ZERO,
-            )?)
+            command.args(["run", "--listen", "127.0.0.1:0", "--log-level", "info"]).args(*args);
+            Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?)
         }
     };
     let ns = time_loop();
@@ -158,8 +128,7 @@ fn measure(tracer: &Tracer) -> Result<f64, String> {
 }
 
 fn time_loop() -> Result<f64, String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
     let mut command = if output(Command::new("taskset").arg("-V")).is_some() {
         let mut c = Command::new("taskset");
         c.args(["-c", "1"]).arg(exe);
@@ -167,19 +136,14 @@ fn time_loop() -> Result<f64, String> {
     } else {
         Command::new(exe)
     };
-    let out = output(command.args(["__syscall-loop", &CALLS.to_string()]))
-        .ok_or("the syscall loop failed")?;
-    out.trim()
-        .parse()
-        .map_err(|e| format!("the syscall loop printed `{}`: {e}", out.trim()))
+    let out =
+        output(command.args(["__syscall-loop", &CALLS.to_string()])).ok_or("the syscall loop failed")?;
+    out.trim().parse().map_err(|e| format!("the syscall loop printed `{}`: {e}", out.trim()))
 }
 
 /// `__syscall-loop N`: N getppid calls after a warm-up; prints ns per call.
 pub fn syscall_loop(args: &[String]) -> Result<(), String> {
-    let calls: u64 = args
-        .first()
-        .and_then(|n| n.parse().ok())
-        .ok_or("usage: __syscall-loop CALLS")?;
+    let calls: u64 = args.first().and_then(|n| n.parse().ok()).ok_or("usage: __syscall-loop CALLS")?;
     for _ in 0..WARMUP_CALLS {
         std::hint::black_box(std::os::unix::process::parent_id());
     }
@@ -235,9 +199,7 @@ fn start_and_wait(
 }
 
 fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {

@@ -33,13 +33,9 @@ fn main() -> ExitCode {
     let result = match task {
         "setup" => setup::run(),
         "build" => setup::run().and_then(|()| build_release()),
-        "run" => setup::run()
-            .and_then(|()| build_release())
-            .and_then(|()| run_agent(rest)),
+        "run" => setup::run().and_then(|()| build_release()).and_then(|()| run_agent(rest)),
         "test" => setup::run().and_then(|()| test(rest)),
-        "bench" => setup::run()
-            .and_then(|()| build_release())
-            .and_then(|()| bench::run(rest)),
+        "bench" => setup::run().and_then(|()| build_release()).and_then(|()| bench::run(rest)),
         // Internal: the syscall loop the benchmark times, run as its own process.
         "__syscall-loop" => bench::syscall_loop(rest),
         "-h" | "--help" | "help" => {

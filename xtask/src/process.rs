@@ -10,18 +10,13 @@ pub const STABLE: &str = "1.99.0";
 
 pub fn workspace_root() -> PathBuf {
     // xtask/ is one level below the workspace root.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
 }
 
 /// `cargo +STABLE` in the workspace root, whatever toolchain runs xtask itself.
 pub fn cargo() -> Command {
     let mut command = Command::new("cargo");
-    command
-        .arg(format!("+{STABLE}"))
-        .current_dir(workspace_root());
+    command.arg(format!("+{STABLE}")).current_dir(workspace_root());
     // Set by the outer `cargo run` and would override the `+toolchain` selection.
     for var in ["RUSTC", "RUSTDOC", "RUSTUP_TOOLCHAIN", "CARGO"] {
         command.env_remove(var);
@@ -48,14 +43,8 @@ impl Step {
     /// Runs the command with inherited stdio; a failure names the step and the command.
     pub fn run(self, command: &mut Command) -> Result<(), String> {
         eprintln!("xtask: {}", self.0);
-        let status = command
-            .status()
-            .map_err(|e| format!("{}: cannot start {command:?}: {e}", self.0))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("{} failed ({status}): {command:?}", self.0))
-        }
+        let status = command.status().map_err(|e| format!("{}: cannot start {command:?}: {e}", self.0))?;
+        if status.success() { Ok(()) } else { Err(format!("{} failed ({status}): {command:?}", self.0)) }
     }
 }
 

@@ -45,8 +45,7 @@ pub fn run() -> Result<(), String> {
 /// The nightly pinned in agent-ebpf/rust-toolchain.toml (the one place it is written).
 pub fn ebpf_nightly() -> Result<String, String> {
     let path = workspace_root().join("agent-ebpf/rust-toolchain.toml");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     channel_of(&text).ok_or_else(|| format!("no `channel = \"...\"` in {}", path.display()))
 }
 
@@ -79,8 +78,7 @@ fn debian_packages() -> Result<(), String> {
             missing.join(" ")
         ));
     }
-    Step::new("refresh the Debian package lists")
-        .run(Command::new("apt-get").args(["update", "-q"]))?;
+    Step::new("refresh the Debian package lists").run(Command::new("apt-get").args(["update", "-q"]))?;
     Step::new(format!("install Debian packages: {}", missing.join(" "))).run(
         Command::new("apt-get")
             .args(["install", "-y", "-q"])
@@ -90,18 +88,10 @@ fn debian_packages() -> Result<(), String> {
 }
 
 fn rust_toolchain(toolchain: &str, components: &[&str]) -> Result<(), String> {
-    let installed = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--installed",
-        "--toolchain",
-        toolchain,
-    ]));
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", toolchain]));
     let has_all = installed.as_deref().is_some_and(|list| {
-        components.iter().all(|c| {
-            list.lines()
-                .any(|line| line.starts_with(&format!("{c}-")) || line == *c)
-        })
+        components.iter().all(|c| list.lines().any(|line| line.starts_with(&format!("{c}-")) || line == *c))
     });
     if has_all {
         return Ok(());
@@ -111,21 +101,13 @@ fn rust_toolchain(toolchain: &str, components: &[&str]) -> Result<(), String> {
     for component in components {
         command.args(["--component", component]);
     }
-    Step::new(format!(
-        "install Rust toolchain {toolchain} with {}",
-        components.join(", ")
-    ))
-    .run(&mut command)
+    Step::new(format!("install Rust toolchain {toolchain} with {}", components.join(", "))).run(&mut command)
 }
 
 /// LLVM major of a rustc (`LLVM version: 22.1.8` in `rustc -vV`).
 fn rustc_llvm_major(toolchain: &str) -> Result<u32, String> {
-    let version = output(
-        Command::new("rustc")
-            .arg(format!("+{toolchain}"))
-            .arg("-vV"),
-    )
-    .ok_or_else(|| format!("cannot run rustc +{toolchain} -vV"))?;
+    let version = output(Command::new("rustc").arg(format!("+{toolchain}")).arg("-vV"))
+        .ok_or_else(|| format!("cannot run rustc +{toolchain} -vV"))?;
     version
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -134,16 +116,13 @@ fn rustc_llvm_major(toolchain: &str) -> Result<u32, String> {
 }
 
 fn bpf_linker_path() -> Option<PathBuf> {
-    let on_path = output(Command::new("sh").args(["-c", "command -v bpf-linker"]))
-        .map(|p| PathBuf::from(p.trim()));
+    let on_path =
+        output(Command::new("sh").args(["-c", "command -v bpf-linker"])).map(|p| PathBuf::from(p.trim()));
     let in_cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .map(|home| home.join("bin/bpf-linker"));
-    on_path
-        .into_iter()
-        .chain(in_cargo_home)
-        .find(|p| p.is_file())
+    on_path.into_iter().chain(in_cargo_home).find(|p| p.is_file())
 }
 
 /// LLVM major bpf-linker was linked against, from the libLLVM it loads.
@@ -154,11 +133,7 @@ fn bpf_linker_llvm_major(path: &PathBuf) -> Option<u32> {
 /// The major version in the libLLVM soname of `ldd` output (`libLLVM.so.22.1`, `libLLVM-22.so`).
 fn llvm_major_of_ldd(ldd: &str) -> Option<u32> {
     let soname = ldd.split_whitespace().find(|w| w.starts_with("libLLVM"))?;
-    soname
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|part| !part.is_empty())?
-        .parse()
-        .ok()
+    soname.split(|c: char| !c.is_ascii_digit()).find(|part| !part.is_empty())?.parse().ok()
 }
 
 fn bpf_linker(nightly: &str) -> Result<(), String> {
@@ -193,13 +168,7 @@ fn bpf_linker(nightly: &str) -> Result<(), String> {
     .run(
         Command::new("cargo")
             .arg(format!("+{STABLE}"))
-            .args([
-                "install",
-                "bpf-linker",
-                "--version",
-                BPF_LINKER_VERSION,
-                "--no-default-features",
-            ])
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features"])
             .args(["--features", &format!("llvm-{LLVM_MAJOR}")])
             .env("LLVM_PREFIX", format!("/usr/lib/llvm-{LLVM_MAJOR}"))
             .env_remove("RUSTUP_TOOLCHAIN"),
@@ -218,15 +187,8 @@ fn directory_override() -> Result<(), String> {
     if active.is_some_and(|a| a.starts_with(&format!("{STABLE}-"))) {
         return Ok(());
     }
-    Step::new(format!(
-        "use Rust {STABLE} for plain `cargo` commands in {} (rustup override)",
-        root.display()
-    ))
-    .run(
-        Command::new("rustup")
-            .args(["override", "set", STABLE])
-            .current_dir(&root),
-    )
+    Step::new(format!("use Rust {STABLE} for plain `cargo` commands in {} (rustup override)", root.display()))
+        .run(Command::new("rustup").args(["override", "set", STABLE]).current_dir(&root))
 }
 
 #[cfg(test)]
@@ -239,8 +201,7 @@ mod tests {
         assert_eq!(channel_of(file).as_deref(), Some("nightly-2026-07-01"));
         assert_eq!(channel_of("[toolchain]\n"), None);
         let pinned =
-            std::fs::read_to_string(workspace_root().join("agent-ebpf/rust-toolchain.toml"))
-                .unwrap();
+            std::fs::read_to_string(workspace_root().join("agent-ebpf/rust-toolchain.toml")).unwrap();
         assert!(channel_of(&pinned).is_some_and(|c| c.starts_with("nightly-")));
     }
 
@@ -248,10 +209,7 @@ mod tests {
     fn reads_llvm_major_from_ldd() {
         let debian = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibLLVM.so.22.1 => /usr/lib/llvm-22/lib/libLLVM.so.22.1 (0x00007f)\n";
         assert_eq!(llvm_major_of_ldd(debian), Some(22));
-        assert_eq!(
-            llvm_major_of_ldd("\tlibLLVM-21.so => /usr/lib/libLLVM-21.so (0x1)\n"),
-            Some(21)
-        );
+        assert_eq!(llvm_major_of_ldd("\tlibLLVM-21.so => /usr/lib/libLLVM-21.so (0x1)\n"), Some(21));
         assert_eq!(llvm_major_of_ldd("\tlibc.so.6 => /lib/libc.so.6\n"), None);
     }
 }

@@ -9,7 +9,7 @@ use aya::{Btf, Ebpf, EbpfLoader, maps::PerCpuArray};
 use kernsight_common::syscalls::{self as wire, map_full};
 use tracing::{error, info};
 
-use crate::config::Config;
+use crate::{config::Config, kernel::cgroupfs::Hierarchies};
 
 /// The object `build.rs` produced from `kernsight-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernsight"));
@@ -28,10 +28,7 @@ pub enum LoadError {
     #[error("map {0} is missing from the eBPF object (agent and kernel side out of sync: rebuild)")]
     MissingMap(&'static str),
     #[error("map {name}: {source}")]
-    Map {
-        name: &'static str,
-        source: aya::maps::MapError,
-    },
+    Map { name: &'static str, source: aya::maps::MapError },
 }
 
 /// What happened to one probe family at start-up.
@@ -82,21 +79,20 @@ pub struct Programs {
 
 impl fmt::Debug for Programs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Programs")
-            .field("probes", &self.probes)
-            .finish_non_exhaustive()
+        f.debug_struct("Programs").field("probes", &self.probes).finish_non_exhaustive()
     }
 }
 
 impl Programs {
-    pub fn load(config: &Config) -> Result<Self, LoadError> {
+    pub fn load(config: &Config, hierarchies: &Hierarchies) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         // Offsets for the kernel side's walk to the current cgroup; zeros if BTF lacks them, in
         // which case the syscall family reports why and is not attached.
-        let offsets = syscalls::CgroupOffsets::read();
+        let v1_controller = hierarchies.v1.as_ref().map(|(controller, _)| *controller);
+        let offsets = syscalls::CgroupOffsets::read(v1_controller);
         let zero = syscalls::CgroupOffsets::default();
         let walk = offsets.as_ref().unwrap_or(&zero);
         let latency = u8::from(config.syscalls.latency_histogram);
@@ -105,39 +101,27 @@ impl Programs {
             .btf(&btf)
             .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true)
             .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
-            .override_global(
-                wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL,
-                &walk.css_set_dfl_cgrp,
-                true,
-            )
+            .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)
             .override_global(wire::CGROUP_KN_OFFSET_GLOBAL, &walk.cgroup_kn, true)
-            .override_global(
-                wire::KERNFS_NODE_ID_OFFSET_GLOBAL,
-                &walk.kernfs_node_id,
-                true,
-            )
+            .override_global(wire::KERNFS_NODE_ID_OFFSET_GLOBAL, &walk.kernfs_node_id, true)
+            .override_global(wire::CSS_SET_SUBSYS_OFFSET_GLOBAL, &walk.css_set_subsys, true)
+            .override_global(wire::CSS_CGROUP_OFFSET_GLOBAL, &walk.css_cgroup, true)
+            .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
             .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
             .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
             .map_max_entries(wire::FREE_SLOTS_MAP, slots)
             .map_max_entries(wire::SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries)
-            .map_max_entries(
-                wire::SYSCALL_LATENCY_MAP,
-                config.syscalls.latency_max_entries,
-            )
+            .map_max_entries(wire::SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries)
             .load(OBJECT)
             .map_err(LoadError::Object)?;
         let map_full = take_map(&mut ebpf, wire::MAP_FULL_MAP)?;
-        let map_full = PerCpuArray::try_from(map_full).map_err(|source| LoadError::Map {
-            name: wire::MAP_FULL_MAP,
-            source,
-        })?;
+        let map_full = PerCpuArray::try_from(map_full)
+            .map_err(|source| LoadError::Map { name: wire::MAP_FULL_MAP, source })?;
 
         let mut probes = Vec::new();
         let attached = match offsets {
             _ if !config.syscalls.enabled => Err(ProbeState::Disabled),
-            Err(err) => Err(ProbeState::Failed(format!(
-                "cannot find the cgroup of a task: {err}"
-            ))),
+            Err(err) => Err(ProbeState::Failed(format!("cannot find the cgroup of a task: {err}"))),
             Ok(_) => syscalls::attach(&mut ebpf, &btf, config)
                 .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
         };
@@ -153,12 +137,7 @@ impl Programs {
                 None
             }
         };
-        Ok(Self {
-            _ebpf: ebpf,
-            probes,
-            syscalls,
-            map_full,
-        })
+        Ok(Self { _ebpf: ebpf, probes, syscalls, map_full })
     }
 
     pub fn probe_statuses(&self) -> Vec<ProbeStatus> {
@@ -175,25 +154,13 @@ impl Programs {
             (wire::SYSCALL_START_MAP, map_full::SYSCALL_START),
         ]
         .into_iter()
-        .map(|(name, index)| {
-            (
-                name,
-                self.map_full
-                    .get(&index, 0)
-                    .map(|v| v.iter().sum())
-                    .unwrap_or(0),
-            )
-        })
+        .map(|(name, index)| (name, self.map_full.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)))
         .collect()
     }
 }
 
 fn program_ids(ebpf: &Ebpf, names: &[&str]) -> Vec<u32> {
-    names
-        .iter()
-        .filter_map(|name| ebpf.program(name)?.info().ok())
-        .map(|info| info.id())
-        .collect()
+    names.iter().filter_map(|name| ebpf.program(name)?.info().ok()).map(|info| info.id()).collect()
 }
 
 pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {

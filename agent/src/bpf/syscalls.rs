@@ -9,14 +9,12 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Btf, Ebpf,
-    maps::{
-        Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, Queue,
-    },
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, Queue},
     programs::BtfTracePoint,
     util::nr_cpus,
 };
 use kernsight_common::syscalls::{
-    FREE_SLOTS_MAP, LATENCY_SUM_BUCKET, LatencyKey, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT,
+    FREE_SLOTS_MAP, LATENCY_SUM_BUCKET, LatencyKey, NO_V1_SUBSYS, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT,
     OVERFLOW_SYSCALL, SLOT_OWNERS_MAP, SYSCALL_COLUMNS, SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP,
     SYSCALL_ROWS_MAP, SYSCALL_START_MAP, SyscallKey, SyscallRow,
 };
@@ -32,31 +30,53 @@ pub fn status(state: ProbeState, config: &Config) -> ProbeStatus {
     if config.syscalls.latency_histogram {
         programs.push("ks_sys_enter");
     }
-    ProbeStatus {
-        name: PROBE,
-        programs,
-        program_ids: Vec::new(),
-        state,
-    }
+    ProbeStatus { name: PROBE, programs, program_ids: Vec::new(), state }
 }
 
-/// Member offsets for `current->cgroups->dfl_cgrp->kn->id`, from the running kernel's BTF.
-#[derive(Debug, Default, Clone, Copy)]
+/// What the kernel side needs to find a task's cgroup: member offsets for
+/// `current->cgroups->dfl_cgrp->kn->id` and `css_set->subsys[i]->cgroup`, from the running
+/// kernel's BTF, and which v1 controller (`enum cgroup_subsys_id`) attributes v2-root tasks.
+#[derive(Debug, Clone, Copy)]
 pub struct CgroupOffsets {
     pub task_cgroups: u32,
     pub css_set_dfl_cgrp: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
+    pub css_set_subsys: u32,
+    pub css_cgroup: u32,
+    pub v1_subsys: u32,
+}
+
+impl Default for CgroupOffsets {
+    fn default() -> Self {
+        Self {
+            task_cgroups: 0,
+            css_set_dfl_cgrp: 0,
+            cgroup_kn: 0,
+            kernfs_node_id: 0,
+            css_set_subsys: 0,
+            css_cgroup: 0,
+            v1_subsys: NO_V1_SUBSYS,
+        }
+    }
 }
 
 impl CgroupOffsets {
-    pub fn read() -> Result<Self, btf::BtfError> {
+    /// `v1_controller`: the v1 hierarchy that attributes tasks of the v2 root, if any.
+    pub fn read(v1_controller: Option<&str>) -> Result<Self, btf::BtfError> {
         let btf = btf::Btf::from_sys_fs()?;
+        let v1_subsys = match v1_controller {
+            Some(controller) => btf.enum_value(&format!("{controller}_cgrp_id"))?,
+            None => NO_V1_SUBSYS,
+        };
         Ok(Self {
             task_cgroups: btf.member_offset("task_struct", "cgroups")?,
             css_set_dfl_cgrp: btf.member_offset("css_set", "dfl_cgrp")?,
             cgroup_kn: btf.member_offset("cgroup", "kn")?,
             kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
+            css_set_subsys: btf.member_offset("css_set", "subsys")?,
+            css_cgroup: btf.member_offset("cgroup_subsys_state", "cgroup")?,
+            v1_subsys,
         })
     }
 }
@@ -89,58 +109,36 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf, config: &Config) -> anyhow::Result<Sys
     let owners = Array::try_from(take_map(ebpf, SLOT_OWNERS_MAP)?)?;
     let mut free: Queue<MapData, u32> = Queue::try_from(take_map(ebpf, FREE_SLOTS_MAP)?)?;
     for slot in 1..=config.syscalls.max_cgroups {
-        free.push(&slot, 0)
-            .context("filling the free cgroup slots")?;
+        free.push(&slot, 0).context("filling the free cgroup slots")?;
     }
     let mut errors: PerCpuHashMap<MapData, SyscallKey, u64> =
         PerCpuHashMap::try_from(take_map(ebpf, SYSCALL_ERRORS_MAP)?)?;
     // The overflow entries must exist before the first update can find the map full.
-    let overflow = SyscallKey {
-        cgroup_id: OVERFLOW_CGROUP_ID,
-        syscall: OVERFLOW_SYSCALL,
-        errno: 0,
-    };
-    errors
-        .insert(&overflow, per_cpu_zeros()?, 0)
-        .context("creating the overflow entry")?;
+    let overflow = SyscallKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, errno: 0 };
+    errors.insert(&overflow, per_cpu_zeros()?, 0).context("creating the overflow entry")?;
 
     let latency = if config.syscalls.latency_histogram {
         let mut buckets: PerCpuHashMap<MapData, LatencyKey, u64> =
             PerCpuHashMap::try_from(take_map(ebpf, SYSCALL_LATENCY_MAP)?)?;
         for bucket in 0..=LATENCY_SUM_BUCKET {
-            let key = LatencyKey {
-                cgroup_id: OVERFLOW_CGROUP_ID,
-                syscall: OVERFLOW_SYSCALL,
-                bucket,
-            };
-            buckets
-                .insert(&key, per_cpu_zeros()?, 0)
-                .context("creating the latency overflow entries")?;
+            let key = LatencyKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, bucket };
+            buckets.insert(&key, per_cpu_zeros()?, 0).context("creating the latency overflow entries")?;
         }
         let start = BpfHashMap::try_from(take_map(ebpf, SYSCALL_START_MAP)?)?;
-        Some(Latency {
-            buckets,
-            start,
-            capacity: config.syscalls.latency_max_entries,
-        })
+        Some(Latency { buckets, start, capacity: config.syscalls.latency_max_entries })
     } else {
         None
     };
 
     let exit = program(ebpf, "ks_sys_exit")?;
-    exit.load("sys_exit", btf)
-        .context("loading ks_sys_exit (tp_btf/sys_exit)")?;
+    exit.load("sys_exit", btf).context("loading ks_sys_exit (tp_btf/sys_exit)")?;
     if latency.is_some() {
         // Enter first, so that exits find their start time from the first syscall on.
         let enter = program(ebpf, "ks_sys_enter")?;
-        enter
-            .load("sys_enter", btf)
-            .context("loading ks_sys_enter (tp_btf/sys_enter)")?;
+        enter.load("sys_enter", btf).context("loading ks_sys_enter (tp_btf/sys_enter)")?;
         enter.attach().context("attaching ks_sys_enter")?;
     }
-    program(ebpf, "ks_sys_exit")?
-        .attach()
-        .context("attaching ks_sys_exit")?;
+    program(ebpf, "ks_sys_exit")?.attach().context("attaching ks_sys_exit")?;
 
     Ok(SyscallMaps {
         rows,
@@ -155,19 +153,14 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf, config: &Config) -> anyhow::Result<Sys
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut BtfTracePoint> {
-    let program = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the object"))?;
+    let program =
+        ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))?;
     Ok(program.try_into()?)
 }
 
 fn per_cpu_zeros<T: aya::Pod + Default>() -> anyhow::Result<PerCpuValues<T>> {
-    let cpus =
-        nr_cpus().map_err(|(what, err)| anyhow::anyhow!("cannot count CPUs ({what}): {err}"))?;
-    Ok(PerCpuValues::try_from(vec![
-        T::default();
-        cpus.get() as usize
-    ])?)
+    let cpus = nr_cpus().map_err(|(what, err)| anyhow::anyhow!("cannot count CPUs ({what}): {err}"))?;
+    Ok(PerCpuValues::try_from(vec![T::default(); cpus.get() as usize])?)
 }
 
 /// One row of a hash map read: a key and its value summed over CPUs.
@@ -191,13 +184,7 @@ impl SyscallMaps {
     /// (slot, owning cgroup id) of every slot in use.
     fn owned_slots(&self) -> Vec<(u32, u64)> {
         (1..=self.max_cgroups)
-            .filter_map(|slot| {
-                self.owners
-                    .get(&slot, 0)
-                    .ok()
-                    .filter(|&id| id != 0)
-                    .map(|id| (slot, id))
-            })
+            .filter_map(|slot| self.owners.get(&slot, 0).ok().filter(|&id| id != 0).map(|id| (slot, id)))
             .collect()
     }
 
@@ -206,19 +193,14 @@ impl SyscallMaps {
     pub fn read_calls(&self) -> (HashMap<u64, Calls>, u64) {
         let mut calls: HashMap<u64, Calls> = HashMap::new();
         let mut errors = 0;
-        let slots = self
-            .owned_slots()
-            .into_iter()
-            .chain([(OVERFLOW_SLOT, OVERFLOW_CGROUP_ID)]);
+        let slots = self.owned_slots().into_iter().chain([(OVERFLOW_SLOT, OVERFLOW_CGROUP_ID)]);
         for (slot, cgroup_id) in slots {
             let Ok(per_cpu) = self.rows.get(&slot, 0) else {
                 errors += 1;
                 continue;
             };
             // Two CPUs can give one new cgroup a slot each: their rows add up.
-            let sums = calls
-                .entry(cgroup_id)
-                .or_insert_with(|| Box::new([0; SYSCALL_COLUMNS]));
+            let sums = calls.entry(cgroup_id).or_insert_with(|| Box::new([0; SYSCALL_COLUMNS]));
             for row in per_cpu.iter() {
                 for (sum, value) in sums.iter_mut().zip(row.calls) {
                     *sum += value;
@@ -249,9 +231,7 @@ impl SyscallMaps {
 
     /// Threads currently inside a syscall with a recorded start time (latency mode).
     pub fn threads_in_syscall(&self) -> Option<usize> {
-        self.latency
-            .as_ref()
-            .map(|l| l.start.keys().filter(Result::is_ok).count())
+        self.latency.as_ref().map(|l| l.start.keys().filter(Result::is_ok).count())
     }
 
     /// Frees the slots (and error and latency entries) of cgroups that have been gone for
@@ -259,8 +239,7 @@ impl SyscallMaps {
     pub fn recycle(&mut self, is_alive: &dyn Fn(u64) -> bool, grace: Duration) -> Vec<u64> {
         let now = Instant::now();
         let owned = self.owned_slots();
-        self.gone_since
-            .retain(|slot, _| owned.iter().any(|(s, _)| s == slot));
+        self.gone_since.retain(|slot, _| owned.iter().any(|(s, _)| s == slot));
         let mut freed = Vec::new();
         for (slot, cgroup_id) in owned {
             if is_alive(cgroup_id) {
@@ -273,8 +252,8 @@ impl SyscallMaps {
             }
             // Zero the row before the slot can be handed out again; no task is left in the
             // cgroup, so nothing writes the row meanwhile.
-            let zeroed = per_cpu_zeros::<SyscallRow>()
-                .is_ok_and(|zeros| self.rows.set(slot, zeros, 0).is_ok());
+            let zeroed =
+                per_cpu_zeros::<SyscallRow>().is_ok_and(|zeros| self.rows.set(slot, zeros, 0).is_ok());
             if zeroed && self.owners.set(slot, &0, 0).is_ok() && self.free.push(&slot, 0).is_ok() {
                 self.gone_since.remove(&slot);
                 freed.push(cgroup_id);
@@ -282,21 +261,14 @@ impl SyscallMaps {
         }
         if !freed.is_empty() {
             self.forget_hash_entries(&freed);
-            debug!(
-                cgroups = freed.len(),
-                "recycled the slots of removed cgroups"
-            );
+            debug!(cgroups = freed.len(), "recycled the slots of removed cgroups");
         }
         freed
     }
 
     fn forget_hash_entries(&mut self, ids: &[u64]) {
-        let stale: Vec<SyscallKey> = self
-            .errors
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| ids.contains(&k.cgroup_id))
-            .collect();
+        let stale: Vec<SyscallKey> =
+            self.errors.keys().filter_map(Result::ok).filter(|k| ids.contains(&k.cgroup_id)).collect();
         for key in stale {
             let _ = self.errors.remove(&key);
         }

@@ -7,11 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "kernsight",
-    version,
-    about = "eBPF observability for Kubernetes nodes"
-)]
+#[command(name = "kernsight", version, about = "eBPF observability for Kubernetes nodes")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use crate::{
     bpf::Programs,
     config::{Config, LogFormat},
-    kernel::preflight,
+    kernel::{cgroupfs, preflight},
     logging,
     metrics::{self, server::Health},
 };
@@ -69,29 +69,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Bind first: a port conflict is the cheapest failure to report, before anything is loaded.
-    let listener = tokio::net::TcpListener::bind(config.metrics.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}: choose another address with --listen or metrics.listen",
-                config.metrics.listen
-            )
-        })?;
-    let address = listener
-        .local_addr()
-        .context("listening socket has no address")?;
+    let listener = tokio::net::TcpListener::bind(config.metrics.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}: choose another address with --listen or metrics.listen",
+            config.metrics.listen
+        )
+    })?;
+    let address = listener.local_addr().context("listening socket has no address")?;
 
     preflight::check_privileges()?;
     preflight::check_kernel_version()?;
     preflight::check_btf()?;
     preflight::ensure_mounts(&config.paths);
 
-    let programs = Programs::load(&config)?;
+    let hierarchies = cgroupfs::Hierarchies::detect();
+    info!(
+        unified = ?hierarchies.unified,
+        v1 = ?hierarchies.v1,
+        "cgroup hierarchies (tasks of the v2 root are attributed by their v1 cgroup when v1 is set)"
+    );
+    let programs = Programs::load(&config, &hierarchies)?;
     let health = Arc::new(Health::new(programs.probe_statuses()));
     for status in programs.probe_statuses() {
         status.log();
     }
-    let (registry, agent) = metrics::registry(programs, health.clone());
+    let (registry, agent) = metrics::registry(programs, health.clone(), &hierarchies);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     tokio::spawn(recycle_slots(agent, grace));
 
@@ -119,8 +121,7 @@ async fn recycle_slots(agent: metrics::Agent, grace: Duration) {
     let (Some(index), Some(_)) = (agent.index, &agent.programs.syscalls) else {
         return; // without a v2 hierarchy, whether a cgroup is gone cannot be told
     };
-    let mut tick =
-        tokio::time::interval(grace.clamp(Duration::from_secs(1), Duration::from_secs(10)));
+    let mut tick = tokio::time::interval(grace.clamp(Duration::from_secs(1), Duration::from_secs(10)));
     loop {
         tick.tick().await;
         let (programs, index) = (agent.programs.clone(), index.clone());

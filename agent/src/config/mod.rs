@@ -11,10 +11,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     // toml's message names the line, the column and the offending key, and lists valid keys.
     #[error("invalid config {origin}: {message}")]
     Parse { origin: String, message: String },
@@ -76,10 +73,8 @@ impl Config {
 
     /// Reads a configuration file. Keys it leaves out keep their default; unknown keys are errors.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -89,38 +84,18 @@ impl Config {
             origin: origin.to_owned(),
             message: err.to_string().trim_end().replace('\n', "\n  "),
         })?;
-        config.validate().map_err(|message| ConfigError::Parse {
-            origin: origin.to_owned(),
-            message,
-        })?;
+        config.validate().map_err(|message| ConfigError::Parse { origin: origin.to_owned(), message })?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), String> {
         for (key, value, min, max) in [
-            (
-                "syscalls.max_cgroups",
-                self.syscalls.max_cgroups,
-                1,
-                1 << 20,
-            ),
-            (
-                "syscalls.max_error_entries",
-                self.syscalls.max_error_entries,
-                16,
-                1 << 24,
-            ),
-            (
-                "syscalls.latency_max_entries",
-                self.syscalls.latency_max_entries,
-                64,
-                1 << 24,
-            ),
+            ("syscalls.max_cgroups", self.syscalls.max_cgroups, 1, 1 << 20),
+            ("syscalls.max_error_entries", self.syscalls.max_error_entries, 16, 1 << 24),
+            ("syscalls.latency_max_entries", self.syscalls.latency_max_entries, 64, 1 << 24),
         ] {
             if !(min..=max).contains(&value) {
-                return Err(format!(
-                    "{key} = {value} is out of range: use {min} to {max}"
-                ));
+                return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
             }
         }
         Ok(())
@@ -131,18 +106,13 @@ impl Config {
 // the `embedded_default_is_default` test keeps the two equal.
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
+        Self { format: LogFormat::Text, level: "info".into() }
     }
 }
 
@@ -164,10 +134,7 @@ impl Default for SyscallsConfig {
 
 impl Default for PathsConfig {
     fn default() -> Self {
-        Self {
-            tracefs: "/sys/kernel/tracing".into(),
-            bpffs: "/sys/fs/bpf".into(),
-        }
+        Self { tracefs: "/sys/kernel/tracing".into(), bpffs: "/sys/fs/bpf".into() }
     }
 }
 
@@ -188,24 +155,14 @@ mod tests {
         let config = Config::parse(DEFAULT_CONFIG, "default").expect("default config parses");
         assert_eq!(config.metrics.listen, "127.0.0.1:9464".parse().unwrap());
         assert!(config.syscalls.enabled);
-        assert!(
-            !config.syscalls.latency_histogram,
-            "latency histogram is off by default"
-        );
-        assert_eq!(
-            config.syscalls.max_cgroups,
-            kernsight_common::syscalls::DEFAULT_CGROUP_SLOTS
-        );
+        assert!(!config.syscalls.latency_histogram, "latency histogram is off by default");
+        assert_eq!(config.syscalls.max_cgroups, kernsight_common::syscalls::DEFAULT_CGROUP_SLOTS);
     }
 
     #[test]
     fn unknown_key_error_names_key_and_line() {
         let text = DEFAULT_CONFIG.replace("[syscalls]\n", "[syscalls]\nbogus_key = 1\n");
-        let line = text
-            .lines()
-            .position(|l| l.starts_with("bogus_key"))
-            .unwrap()
-            + 1;
+        let line = text.lines().position(|l| l.starts_with("bogus_key")).unwrap() + 1;
         let err = Config::parse(&text, "test.toml").unwrap_err().to_string();
         assert!(err.contains("bogus_key"), "{err}");
         assert!(err.contains(&format!("line {line}")), "{err}");
@@ -223,10 +180,7 @@ mod tests {
     fn partial_file_keeps_defaults() {
         let config = Config::parse("[syscalls]\nlatency_histogram = true\n", "t").unwrap();
         assert!(config.syscalls.latency_histogram);
-        assert_eq!(
-            config.syscalls.max_cgroups,
-            Config::embedded().syscalls.max_cgroups
-        );
+        assert_eq!(config.syscalls.max_cgroups, Config::embedded().syscalls.max_cgroups);
         assert_eq!(config.metrics, Config::embedded().metrics);
         assert_eq!(Config::parse("", "t").unwrap(), Config::embedded());
     }

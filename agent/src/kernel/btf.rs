@@ -8,6 +8,7 @@ use std::collections::HashMap;
 const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BtfError {
@@ -19,13 +20,16 @@ pub enum BtfError {
     NoStruct(String),
     #[error("kernel BTF: struct {0} has no member {1}")]
     NoMember(String, String),
+    #[error("kernel BTF has no enum value {0}")]
+    NoEnumValue(String),
 }
 
 #[derive(Debug)]
 struct Type {
     kind: u32,
     name: u32,
-    /// (name offset, type id, bit offset) for struct and union members.
+    /// (name offset, type id, bit offset) for struct and union members,
+    /// (name offset, value, 0) for enum values.
     members: Vec<(u32, u32, u32)>,
 }
 
@@ -35,19 +39,18 @@ pub struct Btf {
     /// Index 0 is the implicit `void`.
     types: Vec<Type>,
     structs_by_name: HashMap<String, u32>,
+    /// Enumerator name → value, over every enum (kernel enumerator names are unique).
+    enum_values: HashMap<String, u32>,
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
-    let bytes = data
-        .get(at..at + 4)
-        .ok_or(BtfError::Malformed("truncated"))?;
+    let bytes = data.get(at..at + 4).ok_or(BtfError::Malformed("truncated"))?;
     Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
 impl Btf {
     pub fn from_sys_fs() -> Result<Self, BtfError> {
-        let data = std::fs::read(super::preflight::KERNEL_BTF)
-            .map_err(|e| BtfError::Read(e.to_string()))?;
+        let data = std::fs::read(super::preflight::KERNEL_BTF).map_err(|e| BtfError::Read(e.to_string()))?;
         Self::parse(&data)
     }
 
@@ -62,25 +65,14 @@ impl Btf {
             [8, 12, 16, 20].map(|at| u32_at(data, at).map(|v| v as usize));
         let (type_off, type_len, str_off, str_len) = (type_off?, type_len?, str_off?, str_len?);
         let section = |off: usize, len: usize| {
-            let start = header_len
-                .checked_add(off)
-                .ok_or(BtfError::Malformed("offset overflow"))?;
-            data.get(
-                start
-                    ..start
-                        .checked_add(len)
-                        .ok_or(BtfError::Malformed("length overflow"))?,
-            )
-            .ok_or(BtfError::Malformed("section out of bounds"))
+            let start = header_len.checked_add(off).ok_or(BtfError::Malformed("offset overflow"))?;
+            data.get(start..start.checked_add(len).ok_or(BtfError::Malformed("length overflow"))?)
+                .ok_or(BtfError::Malformed("section out of bounds"))
         };
         let type_data = section(type_off, type_len)?;
         let strings = section(str_off, str_len)?.to_vec();
 
-        let mut types = vec![Type {
-            kind: 0,
-            name: 0,
-            members: Vec::new(),
-        }];
+        let mut types = vec![Type { kind: 0, name: 0, members: Vec::new() }];
         let mut at = 0;
         while at < type_data.len() {
             let name = u32_at(type_data, at)?;
@@ -97,39 +89,42 @@ impl Btf {
                     for i in 0..vlen {
                         let m = at + i * 12;
                         let offset = u32_at(type_data, m + 8)?;
-                        let bits = if kind_flag {
-                            offset & 0x00ff_ffff
-                        } else {
-                            offset
-                        };
+                        let bits = if kind_flag { offset & 0x00ff_ffff } else { offset };
                         members.push((u32_at(type_data, m)?, u32_at(type_data, m + 4)?, bits));
                     }
                     vlen * 12
                 }
-                6 | 13 => vlen * 8,        // enum, func_proto
+                KIND_ENUM => {
+                    for i in 0..vlen {
+                        let m = at + i * 8;
+                        members.push((u32_at(type_data, m)?, u32_at(type_data, m + 4)?, 0));
+                    }
+                    vlen * 8
+                }
+                13 => vlen * 8,            // func_proto
                 15 | 19 => vlen * 12,      // datasec, enum64
                 2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, modifiers, func, float, type_tag
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             };
             at += extra;
-            types.push(Type {
-                kind,
-                name,
-                members,
-            });
+            types.push(Type { kind, name, members });
         }
 
-        let mut btf = Self {
-            strings,
-            types,
-            structs_by_name: HashMap::new(),
-        };
+        let mut btf = Self { strings, types, structs_by_name: HashMap::new(), enum_values: HashMap::new() };
+        let mut structs = HashMap::new();
+        let mut enum_values = HashMap::new();
         for (id, ty) in btf.types.iter().enumerate() {
             if ty.kind == KIND_STRUCT && ty.name != 0 {
-                let name = btf.string(ty.name).to_owned();
-                btf.structs_by_name.entry(name).or_insert(id as u32);
+                structs.entry(btf.string(ty.name).to_owned()).or_insert(id as u32);
+            }
+            if ty.kind == KIND_ENUM {
+                for &(name, value, _) in &ty.members {
+                    enum_values.entry(btf.string(name).to_owned()).or_insert(value);
+                }
             }
         }
+        btf.structs_by_name = structs;
+        btf.enum_values = enum_values;
         Ok(btf)
     }
 
@@ -139,12 +134,14 @@ impl Btf {
         std::str::from_utf8(&tail[..end]).unwrap_or("")
     }
 
+    /// The value of an enumerator, e.g. `memory_cgrp_id` (which depends on the kernel's config).
+    pub fn enum_value(&self, name: &str) -> Result<u32, BtfError> {
+        self.enum_values.get(name).copied().ok_or_else(|| BtfError::NoEnumValue(name.into()))
+    }
+
     /// Byte offset of `member` in `struct name`, looking through anonymous structs and unions.
     pub fn member_offset(&self, name: &str, member: &str) -> Result<u32, BtfError> {
-        let id = *self
-            .structs_by_name
-            .get(name)
-            .ok_or_else(|| BtfError::NoStruct(name.into()))?;
+        let id = *self.structs_by_name.get(name).ok_or_else(|| BtfError::NoStruct(name.into()))?;
         self.find_member(id, member, 0)
             .map(|bits| bits / 8)
             .ok_or_else(|| BtfError::NoMember(name.into(), member.into()))
@@ -175,7 +172,7 @@ mod tests {
 
     /// Builds BTF with `struct outer { int a; union { long b; }; }` (int 4 bytes, b at byte 8).
     fn sample() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0b\0long\0".to_vec();
+        let strings = b"\0int\0outer\0a\0b\0long\0ids\0first_id\0second_id\0".to_vec();
         let words: Vec<u32> = vec![
             1,
             (1 << 24),
@@ -205,13 +202,7 @@ mod tests {
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC.to_le_bytes());
         out.extend_from_slice(&[1, 0]); // version, flags
-        for w in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
+        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
             out.extend_from_slice(&w.to_le_bytes());
         }
         out.extend_from_slice(&types);
@@ -224,14 +215,8 @@ mod tests {
         let btf = Btf::parse(&sample()).unwrap();
         assert_eq!(btf.member_offset("outer", "a"), Ok(0));
         assert_eq!(btf.member_offset("outer", "b"), Ok(8));
-        assert_eq!(
-            btf.member_offset("outer", "c"),
-            Err(BtfError::NoMember("outer".into(), "c".into()))
-        );
-        assert_eq!(
-            btf.member_offset("inner", "a"),
-            Err(BtfError::NoStruct("inner".into()))
-        );
+        assert_eq!(btf.member_offset("outer", "c"), Err(BtfError::NoMember("outer".into(), "c".into())));
+        assert_eq!(btf.member_offset("inner", "a"), Err(BtfError::NoStruct("inner".into())));
     }
 
     #[test]
@@ -260,5 +245,8 @@ mod tests {
         assert!(btf.member_offset("css_set", "dfl_cgrp").is_ok());
         assert!(btf.member_offset("cgroup", "kn").is_ok());
         assert!(btf.member_offset("kernfs_node", "id").is_ok());
+        assert!(btf.member_offset("css_set", "subsys").is_ok());
+        assert_eq!(btf.member_offset("cgroup_subsys_state", "cgroup"), Ok(0));
+        assert!(btf.enum_value("memory_cgrp_id").is_ok());
     }
 }

@@ -31,12 +31,7 @@ fn parse_line(line: &str) -> Option<Mount> {
     let fs_type = after.next()?.to_owned();
     let _source = after.next()?;
     let super_options = after.next().unwrap_or_default().to_owned();
-    Some(Mount {
-        root,
-        mount_point,
-        fs_type,
-        super_options,
-    })
+    Some(Mount { root, mount_point, fs_type, super_options })
 }
 
 /// Undoes the kernel's octal escapes (`\040` for a space) in mountinfo paths.
@@ -49,11 +44,7 @@ fn unescape(field: &str) -> String {
             && let Some(octal) = bytes.get(i + 1..i + 4)
             && octal.iter().all(|b| (b'0'..=b'7').contains(b))
         {
-            out.push(
-                octal
-                    .iter()
-                    .fold(0u8, |acc, b| acc.wrapping_mul(8).wrapping_add(b - b'0')),
-            );
+            out.push(octal.iter().fold(0u8, |acc, b| acc.wrapping_mul(8).wrapping_add(b - b'0')));
             i += 4;
         } else {
             out.push(bytes[i]);
@@ -83,10 +74,7 @@ garbage line without separator
         assert_eq!(mounts.len(), 6);
         let v2 = mounts.iter().find(|m| m.fs_type == "cgroup2").unwrap();
         assert_eq!(v2.mount_point, PathBuf::from("/sys/fs/cgroup/unified"));
-        let memory = mounts
-            .iter()
-            .find(|m| m.super_options.contains("memory"))
-            .unwrap();
+        let memory = mounts.iter().find(|m| m.super_options.contains("memory")).unwrap();
         assert_eq!(memory.fs_type, "cgroup");
         let spaced = mounts.iter().find(|m| m.fs_type == "ext4").unwrap();
         assert_eq!(spaced.mount_point, PathBuf::from("/mnt/with space"));

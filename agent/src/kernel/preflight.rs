@@ -51,45 +51,34 @@ pub fn check_kernel_version() -> Result<(), PreflightError> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let release = release.trim();
     match kernel_version(release) {
-        Some(version) if version < MIN_KERNEL => Err(PreflightError::KernelTooOld {
-            found: release.to_owned(),
-        }),
+        Some(version) if version < MIN_KERNEL => {
+            Err(PreflightError::KernelTooOld { found: release.to_owned() })
+        }
         // Unparseable: let loading say what the kernel refuses.
         _ => Ok(()),
     }
 }
 
 pub fn check_privileges() -> Result<(), PreflightError> {
-    let effective = caps::read(None, CapSet::Effective)
-        .map_err(|err| PreflightError::Capabilities(err.to_string()))?;
+    let effective =
+        caps::read(None, CapSet::Effective).map_err(|err| PreflightError::Capabilities(err.to_string()))?;
     let has = |cap| effective.contains(&cap);
-    if (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON)) || has(Capability::CAP_SYS_ADMIN)
-    {
+    if (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON)) || has(Capability::CAP_SYS_ADMIN) {
         return Ok(());
     }
-    let mut held: Vec<String> = [
-        Capability::CAP_BPF,
-        Capability::CAP_PERFMON,
-        Capability::CAP_SYS_ADMIN,
-    ]
-    .into_iter()
-    .filter(|cap| has(*cap))
-    .map(|cap| cap.to_string())
-    .collect();
+    let mut held: Vec<String> = [Capability::CAP_BPF, Capability::CAP_PERFMON, Capability::CAP_SYS_ADMIN]
+        .into_iter()
+        .filter(|cap| has(*cap))
+        .map(|cap| cap.to_string())
+        .collect();
     if held.is_empty() {
         held.push("none of them".into());
     }
-    Err(PreflightError::Privileges {
-        held: held.join(", "),
-    })
+    Err(PreflightError::Privileges { held: held.join(", ") })
 }
 
 pub fn check_btf() -> Result<(), PreflightError> {
-    if Path::new(KERNEL_BTF).exists() {
-        Ok(())
-    } else {
-        Err(PreflightError::NoBtf)
-    }
+    if Path::new(KERNEL_BTF).exists() { Ok(()) } else { Err(PreflightError::NoBtf) }
 }
 
 /// Mounts tracefs and bpffs where they are missing. A failure is logged, not fatal: only the
@@ -110,10 +99,7 @@ fn ensure_mounted(path: &Path, fs_type: &str, magic: FsType) {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     ) {
-        Ok(()) => info!(
-            "{fs_type} was not mounted: mounted it at {}",
-            path.display()
-        ),
+        Ok(()) => info!("{fs_type} was not mounted: mounted it at {}", path.display()),
         Err(err) => warn!(
             "{fs_type} is not mounted at {} and mounting it failed ({err}): mount it with \
              `mount -t {fs_type} none {}` (needs CAP_SYS_ADMIN), or set paths.{} to where it is",

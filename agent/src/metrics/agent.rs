@@ -25,13 +25,7 @@ impl Collector for AgentCollector {
             &mut encoder,
             "kernsight_build_info",
             "kernsight build; the value is always 1",
-            [(
-                [
-                    ("version", env!("CARGO_PKG_VERSION")),
-                    ("arch", std::env::consts::ARCH),
-                ],
-                1,
-            )],
+            [([("version", env!("CARGO_PKG_VERSION")), ("arch", std::env::consts::ARCH)], 1)],
         )?;
 
         let probes = self.health.probes();
@@ -39,18 +33,10 @@ impl Collector for AgentCollector {
             &mut encoder,
             "kernsight_probe_attached",
             "Whether a probe family's programs are attached (1) or not (0: disabled or failed, see the log)",
-            probes.iter().map(|p| {
-                (
-                    [("probe", p.name)],
-                    i64::from(p.state == ProbeState::Attached),
-                )
-            }),
+            probes.iter().map(|p| ([("probe", p.name)], i64::from(p.state == ProbeState::Attached))),
         )?;
-        let attached: usize = probes
-            .iter()
-            .filter(|p| p.state == ProbeState::Attached)
-            .map(|p| p.programs.len())
-            .sum();
+        let attached: usize =
+            probes.iter().filter(|p| p.state == ProbeState::Attached).map(|p| p.programs.len()).sum();
         encode_gauges(
             &mut encoder,
             "kernsight_bpf_programs_attached",
@@ -62,10 +48,7 @@ impl Collector for AgentCollector {
             &mut encoder,
             "kernsight_bpf_map_full",
             "Map updates that found the map full; their counts went to the series labelled `other`",
-            self.programs
-                .map_full_counts()
-                .into_iter()
-                .map(|(map, n)| ([("map", map)], n)),
+            self.programs.map_full_counts().into_iter().map(|(map, n)| ([("map", map)], n)),
         )
     }
 }

@@ -14,31 +14,24 @@ use prometheus_client::{
 };
 use tracing::warn;
 
-use crate::{
-    bpf::Programs,
-    kernel::{cgroupfs, mountinfo},
-};
+use crate::{bpf::Programs, kernel::cgroupfs};
 
 /// Builds the registry: every collector shares the loaded programs.
-pub fn registry(programs: Programs, health: Arc<server::Health>) -> (Registry, Agent) {
+pub fn registry(
+    programs: Programs,
+    health: Arc<server::Health>,
+    hierarchies: &cgroupfs::Hierarchies,
+) -> (Registry, Agent) {
     let programs = Arc::new(programs);
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(agent::AgentCollector::new(
-        programs.clone(),
-        health,
-    )));
+    registry.register_collector(Box::new(agent::AgentCollector::new(programs.clone(), health)));
 
-    let unified = mountinfo::read()
-        .ok()
-        .and_then(|mounts| cgroupfs::unified_mount(&mounts));
-    if unified.is_none() {
-        warn!("no cgroup v2 hierarchy is mounted: syscalls are reported under the root cgroup `/`");
+    let index = (hierarchies.unified.is_some() || hierarchies.v1.is_some())
+        .then(|| Arc::new(Mutex::new(hierarchies.index())));
+    if index.is_none() {
+        warn!("no cgroup hierarchy is mounted: syscalls are reported under the root cgroup `/`");
     }
-    let index = unified.map(|root| Arc::new(Mutex::new(cgroupfs::CgroupIndex::new(root))));
-    registry.register_collector(Box::new(syscalls::SyscallCollector::new(
-        programs.clone(),
-        index.clone(),
-    )));
+    registry.register_collector(Box::new(syscalls::SyscallCollector::new(programs.clone(), index.clone())));
     (registry, Agent { programs, index })
 }
 

@@ -46,11 +46,7 @@ struct AppState {
     health: Arc<Health>,
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    registry: Registry,
-    health: Arc<Health>,
-) -> anyhow::Result<()> {
+pub async fn serve(listener: TcpListener, registry: Registry, health: Arc<Health>) -> anyhow::Result<()> {
     let state = Arc::new(AppState { registry, health });
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -80,20 +76,10 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
         result.map(|()| body)
     })
     .await;
-    let content_type = if openmetrics {
-        OPENMETRICS
-    } else {
-        PROMETHEUS_TEXT
-    };
+    let content_type = if openmetrics { OPENMETRICS } else { PROMETHEUS_TEXT };
     match encoded {
-        Ok(Ok(body)) => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
-        }
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding metrics failed\n",
-        )
-            .into_response(),
+        Ok(Ok(body)) => (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response(),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
     }
 }
 
@@ -102,9 +88,6 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if failed.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready:\n{}\n", failed.join("\n")),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready:\n{}\n", failed.join("\n")))
     }
 }

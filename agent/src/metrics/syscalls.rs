@@ -11,8 +11,8 @@ use std::{
 };
 
 use kernsight_common::syscalls::{
-    LATENCY_SUM_BUCKET, LatencyKey, OUT_OF_RANGE_COLUMN, OVERFLOW_CGROUP_ID, OVERFLOW_SYSCALL,
-    START_ENTRIES, SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP, SYSCALL_ROWS_MAP, SYSCALL_START_MAP,
+    LATENCY_SUM_BUCKET, LatencyKey, OUT_OF_RANGE_COLUMN, OVERFLOW_CGROUP_ID, OVERFLOW_SYSCALL, START_ENTRIES,
+    SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP, SYSCALL_ROWS_MAP, SYSCALL_START_MAP,
 };
 use prometheus_client::{
     collector::Collector,
@@ -24,7 +24,7 @@ use super::{NO_LABELS, encode_counters, encode_gauges};
 use crate::{
     bpf::Programs,
     kernel::{
-        cgroupfs::{CgroupIndex, ROOT_CGROUP_ID},
+        cgroupfs::{CgroupIndex, ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
         names::{errno_name, syscall_name},
     },
 };
@@ -48,11 +48,7 @@ pub struct SyscallCollector {
 
 impl SyscallCollector {
     pub fn new(programs: Arc<Programs>, index: Option<Arc<Mutex<CgroupIndex>>>) -> Self {
-        Self {
-            programs,
-            index,
-            read_errors: AtomicU64::new(0),
-        }
+        Self { programs, index, read_errors: AtomicU64::new(0) }
     }
 }
 
@@ -82,7 +78,7 @@ impl CgroupNamer<'_> {
                 }
                 match index.resolve(cgroup_id) {
                     Some(path) => path.to_owned(),
-                    None if cgroup_id == ROOT_CGROUP_ID => "/".to_owned(),
+                    None if cgroup_id & !V1_CGROUP_ID_BIT == ROOT_CGROUP_ID => "/".to_owned(),
                     // Created and removed between two walks: the id is all there is.
                     None => format!("cgroup_id:{cgroup_id}"),
                 }
@@ -94,11 +90,7 @@ impl CgroupNamer<'_> {
 }
 
 fn syscall_label(syscall: u32) -> Cow<'static, str> {
-    if syscall == OVERFLOW_SYSCALL {
-        Cow::Borrowed(OTHER)
-    } else {
-        syscall_name(syscall)
-    }
+    if syscall == OVERFLOW_SYSCALL { Cow::Borrowed(OTHER) } else { syscall_name(syscall) }
 }
 
 impl Collector for SyscallCollector {
@@ -108,10 +100,7 @@ impl Collector for SyscallCollector {
         };
         let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
         let mut namer = CgroupNamer {
-            index: self
-                .index
-                .as_ref()
-                .map(|m| m.lock().unwrap_or_else(|e| e.into_inner())),
+            index: self.index.as_ref().map(|m| m.lock().unwrap_or_else(|e| e.into_inner())),
             names: HashMap::new(),
             walked: false,
         };
@@ -134,44 +123,28 @@ impl Collector for SyscallCollector {
             &mut encoder,
             "kernsight_syscalls",
             "Syscalls that returned, by cgroup and syscall (exit and exit_group never return and are not counted)",
-            series
-                .into_iter()
-                .map(|((cgroup, syscall), n)| -> (Labels2, u64) {
-                    ([("cgroup", cgroup), ("syscall", syscall.into_owned())], n)
-                }),
+            series.into_iter().map(|((cgroup, syscall), n)| -> (Labels2, u64) {
+                ([("cgroup", cgroup), ("syscall", syscall.into_owned())], n)
+            }),
         )?;
 
         let (errors, unreadable) = maps.read_errors();
         self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
         let error_entries = errors.len();
-        let mut series: BTreeMap<(String, Cow<'static, str>, Cow<'static, str>), u64> =
-            BTreeMap::new();
+        let mut series: BTreeMap<(String, Cow<'static, str>, Cow<'static, str>), u64> = BTreeMap::new();
         for (key, count) in errors.into_iter().filter(|(_, n)| *n > 0) {
-            let errno = if key.syscall == OVERFLOW_SYSCALL {
-                Cow::Borrowed(OTHER)
-            } else {
-                errno_name(key.errno)
-            };
-            *series
-                .entry((namer.name(key.cgroup_id), syscall_label(key.syscall), errno))
-                .or_default() += count;
+            let errno =
+                if key.syscall == OVERFLOW_SYSCALL { Cow::Borrowed(OTHER) } else { errno_name(key.errno) };
+            *series.entry((namer.name(key.cgroup_id), syscall_label(key.syscall), errno)).or_default() +=
+                count;
         }
         encode_counters(
             &mut encoder,
             "kernsight_syscall_errors",
             "Syscalls that returned an error, by cgroup, syscall and errno",
-            series
-                .into_iter()
-                .map(|((cgroup, syscall, errno), n)| -> (Labels3, u64) {
-                    (
-                        [
-                            ("cgroup", cgroup),
-                            ("syscall", syscall.into_owned()),
-                            ("errno", errno.into_owned()),
-                        ],
-                        n,
-                    )
-                }),
+            series.into_iter().map(|((cgroup, syscall, errno), n)| -> (Labels3, u64) {
+                ([("cgroup", cgroup), ("syscall", syscall.into_owned()), ("errno", errno.into_owned())], n)
+            }),
         )?;
 
         let mut map_rows = vec![
@@ -180,11 +153,7 @@ impl Collector for SyscallCollector {
         ];
         if let Some((rows, unreadable)) = maps.read_latency() {
             self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
-            map_rows.push((
-                SYSCALL_LATENCY_MAP,
-                rows.len(),
-                maps.latency_capacity().unwrap_or(0),
-            ));
+            map_rows.push((SYSCALL_LATENCY_MAP, rows.len(), maps.latency_capacity().unwrap_or(0)));
             encode_latency(&mut encoder, rows, &mut namer)?;
             if let Some(threads) = maps.threads_in_syscall() {
                 map_rows.push((SYSCALL_START_MAP, threads, START_ENTRIES));
@@ -202,17 +171,13 @@ impl Collector for SyscallCollector {
             &mut encoder,
             "kernsight_bpf_map_entries",
             "Entries in use in a kernsight eBPF map (SYSCALL_ROWS: cgroups with a slot)",
-            map_rows
-                .iter()
-                .map(|(map, entries, _)| ([("map", *map)], *entries as i64)),
+            map_rows.iter().map(|(map, entries, _)| ([("map", *map)], *entries as i64)),
         )?;
         encode_gauges(
             &mut encoder,
             "kernsight_bpf_map_max_entries",
             "Capacity of a kernsight eBPF map (config: syscalls.max_cgroups, max_error_entries, latency_max_entries)",
-            map_rows
-                .iter()
-                .map(|(map, _, capacity)| ([("map", *map)], i64::from(*capacity))),
+            map_rows.iter().map(|(map, _, capacity)| ([("map", *map)], i64::from(*capacity))),
         )?;
         encode_counters(
             &mut encoder,
@@ -237,9 +202,7 @@ fn encode_latency(
 ) -> Result<(), std::fmt::Error> {
     let mut series: BTreeMap<(String, Cow<'static, str>), Latency> = BTreeMap::new();
     for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
-        let entry = series
-            .entry((namer.name(key.cgroup_id), syscall_label(key.syscall)))
-            .or_default();
+        let entry = series.entry((namer.name(key.cgroup_id), syscall_label(key.syscall))).or_default();
         if key.bucket == LATENCY_SUM_BUCKET {
             entry.sum_nanos += value;
         } else {
@@ -266,16 +229,11 @@ impl EncodeMetric for LatencyHistogram<'_> {
         let mut exported = [0u64; EXPORTED_BUCKETS.len() + 1];
         for (&bucket, &count) in &self.0.buckets {
             // Kernel bucket b holds [2^(b-1), 2^b) ns: it belongs under the first bound >= 2^b.
-            let slot = EXPORTED_BUCKETS
-                .iter()
-                .position(|&bound| bucket <= bound)
-                .unwrap_or(EXPORTED_BUCKETS.len());
+            let slot =
+                EXPORTED_BUCKETS.iter().position(|&bound| bucket <= bound).unwrap_or(EXPORTED_BUCKETS.len());
             exported[slot] += count;
         }
-        let bounds = EXPORTED_BUCKETS
-            .iter()
-            .map(|&b| (1u64 << b) as f64 / 1e9)
-            .chain([f64::INFINITY]);
+        let bounds = EXPORTED_BUCKETS.iter().map(|&b| (1u64 << b) as f64 / 1e9).chain([f64::INFINITY]);
         let buckets: Vec<(f64, u64)> = bounds.zip(exported).collect();
         let count = exported.iter().sum();
         encoder.encode_histogram::<NoLabelSet>(self.0.sum_nanos as f64 / 1e9, count, &buckets, None)

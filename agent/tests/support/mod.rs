@@ -58,28 +58,38 @@ pub struct TestCgroup {
     pub label: String,
 }
 
+/// Mount point of the v1 hierarchy of `controller`, if the host has one.
+pub fn v1_root(controller: &str) -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mut after = after.split(' ');
+        let is_v1 = after.next()? == "cgroup";
+        let options = after.nth(1)?;
+        let mount_point = before.split(' ').nth(4)?;
+        (is_v1 && options.split(',').any(|o| o == controller)).then(|| PathBuf::from(mount_point))
+    })
+}
+
 impl TestCgroup {
+    /// A child of the unified (v2) hierarchy's root.
     pub fn create(tag: &str) -> Self {
-        let root = unified_root();
+        Self::create_in(&unified_root(), tag)
+    }
+
+    /// A child of the root of the hierarchy mounted at `root`.
+    pub fn create_in(root: &Path, tag: &str) -> Self {
         let name = format!("kernsight-test-{}-{tag}", std::process::id());
         let path = root.join(&name);
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        Self {
-            path,
-            label: format!("/{name}"),
-        }
+        Self { path, label: format!("/{name}") }
     }
 
     /// Forks a child that moves itself into this cgroup, runs `workload` and exits with its
     /// return value. The child only makes raw syscalls: safe after fork in a threaded process.
     pub fn run(&self, workload: fn() -> i32) -> i32 {
-        let procs = CString::new(
-            self.path
-                .join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .unwrap();
+        let procs =
+            CString::new(self.path.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
         // SAFETY: the child calls only async-signal-safe functions and leaves with _exit.
         unsafe {
             let pid = libc::fork();
@@ -96,12 +106,7 @@ impl TestCgroup {
             assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
             assert!(libc::WIFEXITED(status), "workload did not exit normally");
             let code = libc::WEXITSTATUS(status);
-            assert_ne!(
-                code,
-                101,
-                "the workload could not join {}",
-                self.path.display()
-            );
+            assert_ne!(code, 101, "the workload could not join {}", self.path.display());
             code
         }
     }
@@ -137,14 +142,7 @@ pub fn getpid_times(n: usize) {
 pub fn failing_openat_times(n: usize) {
     let path = c"/nonexistent-kernsight-test/file";
     for _ in 0..n {
-        unsafe {
-            libc::syscall(
-                libc::SYS_openat,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                libc::O_RDONLY,
-            )
-        };
+        unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
     }
 }
 
@@ -187,17 +185,10 @@ impl Agent {
                 let _ = child.kill();
                 let status = child.wait().ok();
                 std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "kernsight did not start ({status:?}); log:\n{}",
-                    log.lock().unwrap()
-                );
+                panic!("kernsight did not start ({status:?}); log:\n{}", log.lock().unwrap());
             }
         };
-        Self {
-            child,
-            address,
-            log,
-        }
+        Self { child, address, log }
     }
 
     pub fn log(&self) -> String {
@@ -228,11 +219,7 @@ impl Agent {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "kernsight did not stop on SIGTERM; log:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "kernsight did not stop on SIGTERM; log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -249,22 +236,12 @@ impl Drop for Agent {
 
 pub fn http_get(address: SocketAddr, path: &str, accept: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(address).expect("connect to kernsight");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {address}\r\nAccept: {accept}\r\n\r\n"
-    )
-    .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\nAccept: {accept}\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read response");
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, body.to_owned())
 }
 
@@ -293,11 +270,7 @@ pub fn parse(text: &str) -> Vec<Sample> {
                     Some((k.to_owned(), v.trim_matches('"').to_owned()))
                 })
                 .collect();
-            Sample {
-                name: name.to_owned(),
-                labels,
-                value: value.parse().expect("sample value"),
-            }
+            Sample { name: name.to_owned(), labels, value: value.parse().expect("sample value") }
         })
         .collect()
 }
@@ -307,10 +280,7 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .filter(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
         })
         .map(|s| s.value)
         .sum()
