@@ -4,4 +4,5 @@
 //! checked at compile time so that both sides agree on the layout byte for byte.
 #![no_std]
 
+pub mod cgroups;
 pub mod syscalls;

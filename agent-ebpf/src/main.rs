@@ -2,7 +2,9 @@
 #![no_std]
 #![no_main]
 
+mod cgroups;
 mod syscalls;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

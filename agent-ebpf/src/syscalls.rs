@@ -6,18 +6,19 @@
 //! calling `bpf_get_current_cgroup_id()`. Counting then costs a per-CPU cache check and an
 //! inlined per-CPU array increment: no hash lookup on the hot path (see `kernsight_common`).
 
+use crate::task::{current_cgroup, global, load};
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, cgroup},
     btf_maps::CgrpStorage,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_current_task_btf},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_map, btf_tracepoint, map},
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, Queue},
     programs::BtfTracePointContext,
 };
 use kernsight_common::syscalls::{
     CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LATENCY_SUM_BUCKET,
-    LatencyKey, NO_V1_SUBSYS, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL, ROOT_CGROUP_ID,
-    START_ENTRIES, SyscallKey, SyscallRow, V1_CGROUP_ID_BIT, column_of, errno_of, latency_bucket, map_full,
+    LatencyKey, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL, START_ENTRIES, SyscallKey, SyscallRow,
+    column_of, errno_of, latency_bucket, map_full,
 };
 
 #[map]
@@ -50,24 +51,9 @@ static SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(START_
 #[map]
 static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(map_full::COUNT, 0);
 
-// Set by the agent before load. Read-only data: the verifier sees the values as constants, so
-// it prunes the latency code when it is off and checks the BTF loads at their real offsets.
+/// Set by the agent before load: read-only data, so the verifier prunes the latency code when 0.
 #[unsafe(no_mangle)]
 static LATENCY_ENABLED: u8 = 0;
-#[unsafe(no_mangle)]
-static TASK_CGROUPS_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static CSS_SET_DFL_CGRP_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static CGROUP_KN_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static KERNFS_NODE_ID_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static V1_SUBSYS_ID: u32 = NO_V1_SUBSYS;
-#[unsafe(no_mangle)]
-static CSS_SET_SUBSYS_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static CSS_CGROUP_OFFSET: u32 = 0;
 
 /// The syscall number in `struct pt_regs` (what `syscall_get_nr()` reads on the architecture):
 /// its offset, and its type, read as a whole field so the verifier's BTF check accepts it.
@@ -87,57 +73,10 @@ const NEVER_RETURNS: [i64; 2] = [60, 231];
 const NEVER_RETURNS: [i64; 2] = [93, 94];
 
 #[inline(always)]
-fn global<T: Copy>(value: &'static T) -> T {
-    // SAFETY: a plain read of a loader-set global; volatile so that the load stays a map read.
-    unsafe { core::ptr::read_volatile(value) }
-}
-
-/// Reads a `T` at `offset` bytes into a kernel object the verifier knows the BTF type of.
-///
-/// # Safety
-/// `base` must be a BTF pointer given by the kernel; the verifier checks the access.
-#[inline(always)]
-unsafe fn load<T: Copy>(base: *const u8, offset: u32) -> T {
-    unsafe { core::ptr::read(base.wrapping_add(offset as usize).cast::<T>()) }
-}
-
-#[inline(always)]
 fn count_map_full(index: u32) {
     if let Some(counter) = MAP_FULL.get_ptr_mut(index) {
         // SAFETY: this CPU's counter; the program does not run twice at once on one CPU.
         unsafe { *counter += 1 };
-    }
-}
-
-/// The current task's cgroup and its id: its cgroup in the unified hierarchy, or, for a task in
-/// the v2 root on a hybrid or v1 host, its cgroup in the chosen v1 hierarchy (id tagged).
-#[inline(always)]
-fn current_cgroup() -> (*mut cgroup, u64) {
-    // SAFETY: BTF pointers from the kernel, at offsets read from the kernel's own BTF.
-    unsafe {
-        let task = bpf_get_current_task_btf() as *const u8;
-        let css_set: *const u8 = load(task, global(&TASK_CGROUPS_OFFSET));
-        let cgroup: *mut cgroup = load(css_set, global(&CSS_SET_DFL_CGRP_OFFSET));
-        let id = cgroup_id(cgroup);
-        let v1_subsys = global(&V1_SUBSYS_ID);
-        // Pruned by the verifier on pure v2 hosts, where V1_SUBSYS_ID is NO_V1_SUBSYS.
-        if id == ROOT_CGROUP_ID && v1_subsys != NO_V1_SUBSYS {
-            let subsys_offset = global(&CSS_SET_SUBSYS_OFFSET) + v1_subsys * 8;
-            let css: *const u8 = load(css_set, subsys_offset);
-            let v1: *mut cgroup = load(css, global(&CSS_CGROUP_OFFSET));
-            return (v1, cgroup_id(v1) | V1_CGROUP_ID_BIT);
-        }
-        (cgroup, id)
-    }
-}
-
-/// # Safety
-/// `cgroup` must be a BTF pointer to a `struct cgroup`.
-#[inline(always)]
-unsafe fn cgroup_id(cgroup: *mut cgroup) -> u64 {
-    unsafe {
-        let kernfs_node: *const u8 = load(cgroup as *const u8, global(&CGROUP_KN_OFFSET));
-        load(kernfs_node, global(&KERNFS_NODE_ID_OFFSET))
     }
 }
 

@@ -52,7 +52,11 @@ fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
     assert!(calls(&sibling.label, "getpid") >= 3_000.0, "the sibling's own calls are counted");
     assert_eq!(calls(&sibling.label, "getppid"), 0.0, "the sibling got none of the busy cgroup's calls");
     assert_eq!(errors(&sibling.label, "openat", "ENOENT"), 0.0);
-    assert_eq!(value(&samples, "kernsight_bpf_programs_attached", &[]), 1.0);
+    assert_eq!(
+        value(&samples, "kernsight_bpf_programs_attached", &[]),
+        3.0,
+        "sys_exit, cgroup mkdir and rmdir"
+    );
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
 }
 
@@ -163,36 +167,48 @@ fn full_slot_table_counts_into_other_and_says_so() {
 }
 
 #[test]
-fn slots_of_removed_cgroups_are_reused_after_the_grace_period() {
-    if !privileged("slots_of_removed_cgroups_are_reused_after_the_grace_period") {
+fn churn_reuses_slots_and_forgets_removed_cgroups() {
+    if !privileged("churn_reuses_slots_and_forgets_removed_cgroups") {
         return;
     }
     let _serial = support::serial();
-    let (_dir, config) = config_file("[syscalls]\nmax_cgroups = 4\nforget_after_seconds = 1\n");
+    // 320 cgroups with a process each, 40 at a time, through 64 slots: only reuse makes room.
+    const SLOTS: usize = 64;
+    const BATCH: usize = 40;
+    const ROUNDS: usize = 8;
+    let (_dir, config) =
+        config_file(&format!("[syscalls]\nmax_cgroups = {SLOTS}\nforget_after_seconds = 1\n"));
     let agent = Agent::start(&["--config", path_str(&config)]);
-    // Eight cgroups, two at a time, through four slots (the host holds at least one).
-    for round in 0..4 {
-        let pair: Vec<TestCgroup> =
-            (0..2).map(|i| TestCgroup::create(&format!("churn{round}-{i}"))).collect();
-        for cgroup in &pair {
+    let gauge =
+        |samples: &[support::Sample], name: &str, labels: &[(&str, &str)]| value(samples, name, labels);
+    // Let the host's own busy cgroups take their slots first: the baseline is a warm agent.
+    std::thread::sleep(Duration::from_secs(2));
+    let start = parse(&agent.scrape());
+    let index_at_start = gauge(&start, "kernsight_cgroup_index_entries", &[]);
+    let slots_at_start = gauge(&start, "kernsight_bpf_map_entries", &[("map", "SYSCALL_ROWS")]);
+
+    for round in 0..ROUNDS {
+        let batch: Vec<TestCgroup> =
+            (0..BATCH).map(|i| TestCgroup::create(&format!("churn{round}-{i}"))).collect();
+        for cgroup in &batch {
             cgroup.run(|| {
                 getppid_times(1_000);
                 0
             });
         }
         let samples = parse(&agent.scrape());
-        for cgroup in &pair {
+        for cgroup in &batch {
             let calls = value(
                 &samples,
                 "kernsight_syscalls_total",
                 &[("cgroup", &cgroup.label), ("syscall", "getppid")],
             );
-            assert_eq!(calls, 1_000.0, "round {round}: {} counted in its own slot", cgroup.label);
+            assert_eq!(calls, 1_000.0, "round {round}: {} counted exactly, in its own slot", cgroup.label);
         }
-        let labels: Vec<String> = pair.iter().map(|c| c.label.clone()).collect();
-        drop(pair);
-        // Grace (1 s) plus a recycling pass (every second), with margin.
-        std::thread::sleep(Duration::from_millis(3_500));
+        let labels: Vec<String> = batch.iter().map(|c| c.label.clone()).collect();
+        drop(batch);
+        // Grace (1 s) plus a maintenance pass (every second), with margin.
+        std::thread::sleep(Duration::from_millis(2_500));
         let text = agent.scrape();
         for label in labels {
             let lines: Vec<&str> =
@@ -200,13 +216,27 @@ fn slots_of_removed_cgroups_are_reused_after_the_grace_period() {
             assert!(lines.is_empty(), "{label} is still exported after its grace period: {lines:#?}");
         }
     }
-    let text = agent.scrape();
-    let full = value(&parse(&text), "kernsight_bpf_map_full_total", &[("map", "cgroup_slots")]);
-    let held: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("kernsight_syscalls_total") && !l.contains("cgroup=\"/\""))
-        .collect();
-    assert_eq!(full, 0.0, "a cgroup found no free slot; series other than the root's: {held:#?}");
+    let end = parse(&agent.scrape());
+    let storage = gauge(&end, "kernsight_bpf_map_full_total", &[("map", "cgroup_storage")]);
+    assert_eq!(
+        gauge(&end, "kernsight_bpf_map_full_total", &[("map", "cgroup_slots")]),
+        0.0,
+        "a cgroup found no free slot ({storage} storage failures)"
+    );
+    // Back where it started, give or take the host's own short-lived cgroups.
+    let index_at_end = gauge(&end, "kernsight_cgroup_index_entries", &[]);
+    let slots_at_end = gauge(&end, "kernsight_bpf_map_entries", &[("map", "SYSCALL_ROWS")]);
+    assert!(
+        index_at_end <= index_at_start + 5.0,
+        "index: {index_at_start} entries at start, {index_at_end} at end"
+    );
+    assert!(
+        slots_at_end <= slots_at_start + 5.0,
+        "slots: {slots_at_start} in use at start, {slots_at_end} at end"
+    );
+    assert!(gauge(&end, "kernsight_cgroup_events_total", &[("event", "created")]) >= (BATCH * ROUNDS) as f64);
+    assert!(gauge(&end, "kernsight_cgroup_events_total", &[("event", "removed")]) >= (BATCH * ROUNDS) as f64);
+    assert_eq!(gauge(&end, "kernsight_cgroup_walks_total", &[]), 1.0, "the index followed events, no walk");
 }
 
 #[test]

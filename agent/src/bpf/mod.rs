@@ -1,12 +1,16 @@
 //! Loading the kernel programs, attaching them probe family by probe family, and reading their
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
+pub mod cgroups;
 pub mod syscalls;
 
 use std::{fmt, sync::Mutex};
 
 use aya::{Btf, Ebpf, EbpfLoader, maps::PerCpuArray};
-use kernsight_common::syscalls::{self as wire, map_full};
+use kernsight_common::{
+    cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
+    syscalls::{self as wire, map_full},
+};
 use tracing::{error, info};
 
 use crate::{config::Config, kernel::cgroupfs::Hierarchies};
@@ -74,6 +78,8 @@ pub struct Programs {
     _ebpf: Ebpf,
     probes: Vec<ProbeStatus>,
     pub syscalls: Option<Mutex<syscalls::SyscallMaps>>,
+    /// Taken by the task that keeps the cgroup index current.
+    pub cgroup_events: Mutex<Option<cgroups::CgroupEventReader>>,
     map_full: PerCpuArray<aya::maps::MapData, u64>,
 }
 
@@ -107,6 +113,8 @@ impl Programs {
             .override_global(wire::CSS_SET_SUBSYS_OFFSET_GLOBAL, &walk.css_set_subsys, true)
             .override_global(wire::CSS_CGROUP_OFFSET_GLOBAL, &walk.css_cgroup, true)
             .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
+            .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &walk.cgroup_root, true)
+            .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &walk.root_hierarchy_id, true)
             .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
             .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
             .map_max_entries(wire::FREE_SLOTS_MAP, slots)
@@ -119,7 +127,7 @@ impl Programs {
             .map_err(|source| LoadError::Map { name: wire::MAP_FULL_MAP, source })?;
 
         let mut probes = Vec::new();
-        let attached = match offsets {
+        let attached = match &offsets {
             _ if !config.syscalls.enabled => Err(ProbeState::Disabled),
             Err(err) => Err(ProbeState::Failed(format!("cannot find the cgroup of a task: {err}"))),
             Ok(_) => syscalls::attach(&mut ebpf, &btf, config)
@@ -137,7 +145,24 @@ impl Programs {
                 None
             }
         };
-        Ok(Self { _ebpf: ebpf, probes, syscalls, map_full })
+
+        let attached = match &offsets {
+            Err(err) => Err(ProbeState::Failed(format!("cannot find a cgroup's hierarchy: {err}"))),
+            Ok(_) => cgroups::attach(&mut ebpf, &btf).map_err(|err| ProbeState::Failed(format!("{err:#}"))),
+        };
+        let cgroup_events = match attached {
+            Ok(reader) => {
+                let mut status = cgroups::status(ProbeState::Attached);
+                status.program_ids = program_ids(&ebpf, &status.programs);
+                probes.push(status);
+                Some(reader)
+            }
+            Err(state) => {
+                probes.push(cgroups::status(state));
+                None
+            }
+        };
+        Ok(Self { _ebpf: ebpf, probes, syscalls, cgroup_events: Mutex::new(cgroup_events), map_full })
     }
 
     pub fn probe_statuses(&self) -> Vec<ProbeStatus> {

@@ -1,10 +1,7 @@
 //! The syscall accounting family: `ks_sys_exit` (always) and `ks_sys_enter` (latency mode) on the
 //! `raw_syscalls` tracepoints, the maps they fill, and the recycling of cgroup slots.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::Context as _;
 use aya::{
@@ -45,6 +42,8 @@ pub struct CgroupOffsets {
     pub css_set_subsys: u32,
     pub css_cgroup: u32,
     pub v1_subsys: u32,
+    pub cgroup_root: u32,
+    pub root_hierarchy_id: u32,
 }
 
 impl Default for CgroupOffsets {
@@ -57,6 +56,8 @@ impl Default for CgroupOffsets {
             css_set_subsys: 0,
             css_cgroup: 0,
             v1_subsys: NO_V1_SUBSYS,
+            cgroup_root: 0,
+            root_hierarchy_id: 0,
         }
     }
 }
@@ -77,6 +78,8 @@ impl CgroupOffsets {
             css_set_subsys: btf.member_offset("css_set", "subsys")?,
             css_cgroup: btf.member_offset("cgroup_subsys_state", "cgroup")?,
             v1_subsys,
+            cgroup_root: btf.member_offset("cgroup", "root")?,
+            root_hierarchy_id: btf.member_offset("cgroup_root", "hierarchy_id")?,
         })
     }
 }
@@ -93,8 +96,6 @@ pub struct SyscallMaps {
     latency: Option<Latency>,
     pub max_cgroups: u32,
     pub max_error_entries: u32,
-    /// Slots whose cgroup is gone, and since when.
-    gone_since: HashMap<u32, Instant>,
 }
 
 struct Latency {
@@ -148,7 +149,6 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf, config: &Config) -> anyhow::Result<Sys
         latency,
         max_cgroups: config.syscalls.max_cgroups,
         max_error_entries: config.syscalls.max_error_entries,
-        gone_since: HashMap::new(),
     })
 }
 
@@ -234,20 +234,17 @@ impl SyscallMaps {
         self.latency.as_ref().map(|l| l.start.keys().filter(Result::is_ok).count())
     }
 
-    /// Frees the slots (and error and latency entries) of cgroups that have been gone for
-    /// `grace`, so that their counts were exported for that long first. Returns the ids freed.
-    pub fn recycle(&mut self, is_alive: &dyn Fn(u64) -> bool, grace: Duration) -> Vec<u64> {
-        let now = Instant::now();
-        let owned = self.owned_slots();
-        self.gone_since.retain(|slot, _| owned.iter().any(|(s, _)| s == slot));
+    /// Frees the slots (and error and latency entries) of cgroups gone for at least `grace`
+    /// (`gone_for` answers how long, `None` while the cgroup exists), so that their counts were
+    /// exported for that long first. Returns the ids freed.
+    pub fn recycle(
+        &mut self,
+        gone_for: &mut dyn FnMut(u64) -> Option<Duration>,
+        grace: Duration,
+    ) -> Vec<u64> {
         let mut freed = Vec::new();
-        for (slot, cgroup_id) in owned {
-            if is_alive(cgroup_id) {
-                self.gone_since.remove(&slot);
-                continue;
-            }
-            let since = *self.gone_since.entry(slot).or_insert(now);
-            if now.duration_since(since) < grace {
+        for (slot, cgroup_id) in self.owned_slots() {
+            if gone_for(cgroup_id).is_none_or(|gone| gone < grace) {
                 continue;
             }
             // Zero the row before the slot can be handed out again; no task is left in the
@@ -255,7 +252,6 @@ impl SyscallMaps {
             let zeroed =
                 per_cpu_zeros::<SyscallRow>().is_ok_and(|zeros| self.rows.set(slot, zeros, 0).is_ok());
             if zeroed && self.owners.set(slot, &0, 0).is_ok() && self.free.push(&slot, 0).is_ok() {
-                self.gone_since.remove(&slot);
                 freed.push(cgroup_id);
             }
         }

@@ -7,10 +7,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::{
-    bpf::Programs,
+    bpf::{Programs, cgroups::CgroupEventReader},
     config::{Config, LogFormat},
     kernel::{cgroupfs, preflight},
     logging,
+    metadata::cgroups::{self, Tracker},
     metrics::{self, server::Health},
 };
 
@@ -93,9 +94,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for status in programs.probe_statuses() {
         status.log();
     }
-    let (registry, agent) = metrics::registry(programs, health.clone(), &hierarchies);
+    let events = programs.cgroup_events.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let programs = Arc::new(programs);
+    let tracker = Arc::new(Tracker::new(hierarchies));
+    let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone());
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
-    tokio::spawn(recycle_slots(agent, grace));
+    let lost = match events {
+        Some(CgroupEventReader { ring, lost }) => {
+            tokio::spawn(cgroups::follow_events(ring, tracker.clone()));
+            Some(lost)
+        }
+        None => None,
+    };
+    tokio::spawn(cgroups::maintain(tracker, programs, lost, grace));
 
     info!(%address, "serving metrics on http://{address}/metrics");
     let server = tokio::spawn(metrics::server::serve(listener, registry, health));
@@ -113,30 +124,4 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Returning drops the registry and with it the programs: their links detach on drop.
     Ok(())
-}
-
-/// Frees the kernel-side slots of cgroups that are gone, once their counts have been exported
-/// for `grace`, so that a node with container churn never runs out of slots.
-async fn recycle_slots(agent: metrics::Agent, grace: Duration) {
-    let (Some(index), Some(_)) = (agent.index, &agent.programs.syscalls) else {
-        return; // without a v2 hierarchy, whether a cgroup is gone cannot be told
-    };
-    let mut tick = tokio::time::interval(grace.clamp(Duration::from_secs(1), Duration::from_secs(10)));
-    loop {
-        tick.tick().await;
-        let (programs, index) = (agent.programs.clone(), index.clone());
-        // Map and cgroupfs access block: off the async workers.
-        let _ = tokio::task::spawn_blocking(move || {
-            let Some(maps) = &programs.syscalls else {
-                return;
-            };
-            let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
-            let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
-            index.rescan();
-            for id in maps.recycle(&|id| index.is_alive(id), grace) {
-                index.forget(id);
-            }
-        })
-        .await;
-    }
 }

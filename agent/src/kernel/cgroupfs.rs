@@ -11,7 +11,7 @@ use std::{
     collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 pub use kernsight_common::syscalls::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT};
@@ -49,39 +49,77 @@ pub struct Hierarchies {
     pub unified: Option<PathBuf>,
     /// The v1 hierarchy for tasks of the v2 root: (controller, mount point).
     pub v1: Option<(&'static str, PathBuf)>,
+    /// That v1 hierarchy's id (the first column of `/proc/self/cgroup`), as lifecycle events
+    /// carry it.
+    pub v1_hierarchy_id: Option<u32>,
 }
 
 impl Hierarchies {
-    pub fn from_mounts(mounts: &[Mount]) -> Self {
-        Self { unified: unified_mount(mounts), v1: v1_mount(mounts) }
+    pub fn new(mounts: &[Mount], proc_self_cgroup: &str) -> Self {
+        let v1 = v1_mount(mounts);
+        let v1_hierarchy_id =
+            v1.as_ref().and_then(|(controller, _)| hierarchy_id(proc_self_cgroup, controller));
+        Self { unified: unified_mount(mounts), v1, v1_hierarchy_id }
     }
 
-    /// From this process's mount table; none when it cannot be read.
+    /// From this process's mount table and cgroups; none when they cannot be read.
     pub fn detect() -> Self {
-        super::mountinfo::read().map(|mounts| Self::from_mounts(&mounts)).unwrap_or_default()
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        super::mountinfo::read().map(|mounts| Self::new(&mounts, &cgroups)).unwrap_or_default()
     }
 
     pub fn index(&self) -> CgroupIndex {
         CgroupIndex::new(self.unified.clone(), self.v1.as_ref().map(|(_, mount)| mount.clone()))
     }
+
+    /// The tag of ids of a hierarchy, or `None` for hierarchies kernsight does not attribute by.
+    pub fn tag_of(&self, hierarchy_id: u32) -> Option<u64> {
+        if hierarchy_id == 0 && self.unified.is_some() {
+            Some(0)
+        } else if Some(hierarchy_id) == self.v1_hierarchy_id {
+            Some(V1_CGROUP_ID_BIT)
+        } else {
+            None
+        }
+    }
+}
+
+/// The hierarchy id of a v1 controller in `/proc/<pid>/cgroup` text (`4:memory:/...`).
+fn hierarchy_id(proc_cgroup: &str, controller: &str) -> Option<u32> {
+    proc_cgroup.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let id = fields.next()?.parse().ok()?;
+        fields.next()?.split(',').any(|c| c == controller).then_some(id)
+    })
 }
 
 /// cgroup id → path relative to the hierarchy root (`/` for the root, `/a/b` below it), over
-/// the unified hierarchy and, where tasks are attributed by it, one v1 hierarchy.
+/// the unified hierarchy and, where tasks are attributed by it, one v1 hierarchy. Built by one
+/// walk, then kept current by lifecycle events; a removed cgroup keeps its path until
+/// `expire` (its last counts are still exported under that name).
 #[derive(Debug)]
 pub struct CgroupIndex {
     /// (mount point, bits or-ed into the ids found there)
     hierarchies: Vec<(PathBuf, u64)>,
     paths: HashMap<u64, String>,
-    /// Ids the latest walk found.
+    /// Ids that exist now.
     alive: HashSet<u64>,
+    /// Ids removed, and when.
+    removed: HashMap<u64, Instant>,
+    walks: u64,
 }
 
 impl CgroupIndex {
     pub fn new(unified: Option<PathBuf>, v1: Option<PathBuf>) -> Self {
         let hierarchies =
             unified.map(|root| (root, 0)).into_iter().chain(v1.map(|root| (root, V1_CGROUP_ID_BIT)));
-        Self { hierarchies: hierarchies.collect(), paths: HashMap::new(), alive: HashSet::new() }
+        Self {
+            hierarchies: hierarchies.collect(),
+            paths: HashMap::new(),
+            alive: HashSet::new(),
+            removed: HashMap::new(),
+            walks: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -92,35 +130,73 @@ impl CgroupIndex {
         self.paths.is_empty()
     }
 
-    /// The path of a cgroup id, as of the latest walk.
+    /// Full walks of the hierarchies so far.
+    pub fn walks(&self) -> u64 {
+        self.walks
+    }
+
+    /// The path of a (tagged) cgroup id.
     pub fn resolve(&self, id: u64) -> Option<&str> {
         self.paths.get(&id).map(String::as_str)
     }
 
-    /// Whether the cgroup existed at the latest walk.
     pub fn is_alive(&self, id: u64) -> bool {
         self.alive.contains(&id)
     }
 
-    /// Drops the path of a removed cgroup once its counts are no longer exported.
-    pub fn forget(&mut self, id: u64) {
-        if !self.alive.contains(&id) {
-            self.paths.remove(&id);
+    /// How long ago the cgroup was removed; `None` while it exists. An id the index never saw
+    /// (created and removed between walks) counts as removed now.
+    pub fn gone_for(&mut self, id: u64, now: Instant) -> Option<Duration> {
+        if self.alive.contains(&id) {
+            return None;
+        }
+        Some(now.saturating_duration_since(*self.removed.entry(id).or_insert(now)))
+    }
+
+    /// A cgroup was created (`path: None` when the event could not carry it: walk again).
+    pub fn created(&mut self, id: u64, path: Option<String>) {
+        match path {
+            Some(path) => {
+                self.paths.insert(id, path);
+                self.alive.insert(id);
+                self.removed.remove(&id);
+            }
+            None => self.rescan(),
         }
     }
 
-    /// Walks the whole hierarchy. Paths of cgroups that were removed are kept until `forget`:
-    /// their last counts are still exported under their name.
+    pub fn removed(&mut self, id: u64, now: Instant) {
+        if self.alive.remove(&id) {
+            self.removed.insert(id, now);
+        }
+    }
+
+    /// Forgets the paths of cgroups removed more than `grace` ago; returns how many.
+    pub fn expire(&mut self, grace: Duration, now: Instant) -> usize {
+        let expired: Vec<u64> = self
+            .removed
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) >= grace)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            self.removed.remove(id);
+            self.paths.remove(id);
+        }
+        expired.len()
+    }
+
+    /// Walks every hierarchy: the start-up picture, and the fallback when events were lost.
     pub fn rescan(&mut self) {
         let started = Instant::now();
-        self.alive.clear();
+        let mut found = HashSet::new();
         for (root, tag) in &self.hierarchies {
             let mut stack = vec![root.clone()];
             while let Some(dir) = stack.pop() {
                 let Ok(meta) = std::fs::metadata(&dir) else { continue };
                 let relative = dir.strip_prefix(root).unwrap_or(Path::new(""));
                 self.paths.insert(meta.ino() | tag, format!("/{}", relative.display()));
-                self.alive.insert(meta.ino() | tag);
+                found.insert(meta.ino() | tag);
                 let Ok(entries) = std::fs::read_dir(&dir) else { continue };
                 for entry in entries.flatten() {
                     if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -129,6 +205,11 @@ impl CgroupIndex {
                 }
             }
         }
+        for gone in self.alive.difference(&found) {
+            self.removed.insert(*gone, started);
+        }
+        self.alive = found;
+        self.walks += 1;
         debug!(cgroups = self.paths.len(), elapsed = ?started.elapsed(), "walked the cgroup hierarchies");
     }
 }
@@ -148,6 +229,11 @@ mod tests {
         assert_eq!(unified_mount(&hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
         let pure = mountinfo::parse("30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
         assert_eq!(unified_mount(&pure), Some(PathBuf::from("/sys/fs/cgroup")));
+        let hierarchies = Hierarchies::new(&hybrid, "9:name=systemd:/\n4:memory:/a\n0::/\n");
+        assert_eq!(hierarchies.v1_hierarchy_id, Some(4));
+        assert_eq!(hierarchies.tag_of(4), Some(V1_CGROUP_ID_BIT));
+        assert_eq!(hierarchies.tag_of(0), Some(0));
+        assert_eq!(hierarchies.tag_of(9), None);
         let v1_only = mountinfo::parse("35 31 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
         assert_eq!(unified_mount(&v1_only), None);
     }
@@ -173,15 +259,26 @@ mod tests {
         assert_eq!(index.resolve(late_ino), Some("/late"));
         assert_eq!(index.resolve(u64::MAX), None);
 
-        // A removed cgroup keeps its path (for its last counts) until it is forgotten.
+        // A removed cgroup keeps its path (for its last counts) until it expires.
         std::fs::remove_dir(dir.path().join("late")).unwrap();
         assert!(index.is_alive(late_ino), "until the next walk");
         index.rescan();
         assert!(!index.is_alive(late_ino));
         assert_eq!(index.resolve(late_ino), Some("/late"));
-        index.forget(late_ino);
+        let now = Instant::now();
+        assert_eq!(index.expire(Duration::from_secs(60), now), 0);
+        assert_eq!(index.expire(Duration::ZERO, now + Duration::from_secs(1)), 1);
         assert_eq!(index.len(), 3);
         assert!(index.is_alive(pod_ino));
+
+        // Events keep it current without walks.
+        index.created(4242, Some("/from-event".into()));
+        assert_eq!(index.resolve(4242), Some("/from-event"));
+        index.removed(4242, now);
+        assert!(!index.is_alive(4242));
+        assert_eq!(index.expire(Duration::from_secs(5), now + Duration::from_secs(6)), 1);
+        assert_eq!(index.resolve(4242), None);
+        assert_eq!(index.walks(), 3);
     }
 }
 

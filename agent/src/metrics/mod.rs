@@ -5,40 +5,25 @@ mod agent;
 pub mod server;
 mod syscalls;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use crate::{bpf::Programs, metadata::cgroups::Tracker};
 use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeMetric as _},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use tracing::warn;
 
-use crate::{bpf::Programs, kernel::cgroupfs};
-
-/// Builds the registry: every collector shares the loaded programs.
-pub fn registry(
-    programs: Programs,
-    health: Arc<server::Health>,
-    hierarchies: &cgroupfs::Hierarchies,
-) -> (Registry, Agent) {
-    let programs = Arc::new(programs);
+/// Builds the registry: every collector shares the loaded programs and the cgroup index.
+pub fn registry(programs: Arc<Programs>, health: Arc<server::Health>, tracker: Arc<Tracker>) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(agent::AgentCollector::new(programs.clone(), health)));
-
-    let index = (hierarchies.unified.is_some() || hierarchies.v1.is_some())
-        .then(|| Arc::new(Mutex::new(hierarchies.index())));
-    if index.is_none() {
-        warn!("no cgroup hierarchy is mounted: syscalls are reported under the root cgroup `/`");
-    }
-    registry.register_collector(Box::new(syscalls::SyscallCollector::new(programs.clone(), index.clone())));
-    (registry, Agent { programs, index })
-}
-
-/// What the agent's background tasks share with the collectors.
-pub struct Agent {
-    pub programs: Arc<Programs>,
-    pub index: Option<Arc<Mutex<cgroupfs::CgroupIndex>>>,
+    registry.register_collector(Box::new(agent::AgentCollector::new(
+        programs.clone(),
+        health,
+        tracker.clone(),
+    )));
+    registry.register_collector(Box::new(syscalls::SyscallCollector::new(programs, tracker)));
+    registry
 }
 
 /// The label set of a metric without labels.

@@ -5,7 +5,7 @@ use std::{
     borrow::Cow,
     collections::{BTreeMap, HashMap},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -27,6 +27,7 @@ use crate::{
         cgroupfs::{CgroupIndex, ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
         names::{errno_name, syscall_name},
     },
+    metadata::cgroups::Tracker,
 };
 
 /// Label value of what could not be attributed because a bound was reached.
@@ -42,20 +43,20 @@ type Labels3 = [(&'static str, String); 3];
 #[derive(Debug)]
 pub struct SyscallCollector {
     programs: Arc<Programs>,
-    index: Option<Arc<Mutex<CgroupIndex>>>,
+    tracker: Arc<Tracker>,
     read_errors: AtomicU64,
 }
 
 impl SyscallCollector {
-    pub fn new(programs: Arc<Programs>, index: Option<Arc<Mutex<CgroupIndex>>>) -> Self {
-        Self { programs, index, read_errors: AtomicU64::new(0) }
+    pub fn new(programs: Arc<Programs>, tracker: Arc<Tracker>) -> Self {
+        Self { programs, tracker, read_errors: AtomicU64::new(0) }
     }
 }
 
 /// Names cgroup ids for one scrape (its path in the v2 hierarchy), resolving each id once and
 /// walking the hierarchy at most once per scrape for ids created since the last walk.
 struct CgroupNamer<'a> {
-    index: Option<std::sync::MutexGuard<'a, CgroupIndex>>,
+    index: std::sync::MutexGuard<'a, CgroupIndex>,
     names: HashMap<u64, String>,
     walked: bool,
 }
@@ -68,21 +69,17 @@ impl CgroupNamer<'_> {
         if let Some(name) = self.names.get(&cgroup_id) {
             return name.clone();
         }
-        let name = match self.index.as_mut() {
-            // No v2 hierarchy: every task is in the (implicit) root.
-            None => "/".to_owned(),
-            Some(index) => {
-                if index.resolve(cgroup_id).is_none() && !self.walked {
-                    index.rescan();
-                    self.walked = true;
-                }
-                match index.resolve(cgroup_id) {
-                    Some(path) => path.to_owned(),
-                    None if cgroup_id & !V1_CGROUP_ID_BIT == ROOT_CGROUP_ID => "/".to_owned(),
-                    // Created and removed between two walks: the id is all there is.
-                    None => format!("cgroup_id:{cgroup_id}"),
-                }
-            }
+        // A cgroup the lifecycle events have not told of (an event lost, a path cut): walk
+        // once per scrape at most.
+        if self.index.resolve(cgroup_id).is_none() && !self.walked {
+            self.index.rescan();
+            self.walked = true;
+        }
+        let name = match self.index.resolve(cgroup_id) {
+            Some(path) => path.to_owned(),
+            None if cgroup_id & !V1_CGROUP_ID_BIT == ROOT_CGROUP_ID => "/".to_owned(),
+            // Created and removed between two walks: the id is all there is.
+            None => format!("cgroup_id:{cgroup_id}"),
         };
         self.names.insert(cgroup_id, name.clone());
         name
@@ -98,12 +95,9 @@ impl Collector for SyscallCollector {
         let Some(maps) = &self.programs.syscalls else {
             return Ok(());
         };
+        // Index before maps: the order the maintenance pass takes them in.
+        let mut namer = CgroupNamer { index: self.tracker.index(), names: HashMap::new(), walked: false };
         let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
-        let mut namer = CgroupNamer {
-            index: self.index.as_ref().map(|m| m.lock().unwrap_or_else(|e| e.into_inner())),
-            names: HashMap::new(),
-            walked: false,
-        };
 
         let (calls, unreadable) = maps.read_calls();
         self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
@@ -158,14 +152,6 @@ impl Collector for SyscallCollector {
             if let Some(threads) = maps.threads_in_syscall() {
                 map_rows.push((SYSCALL_START_MAP, threads, START_ENTRIES));
             }
-        }
-        if let Some(index) = &namer.index {
-            encode_gauges(
-                &mut encoder,
-                "kernsight_cgroup_index_entries",
-                "cgroup id to path entries the agent holds",
-                [(NO_LABELS, index.len() as i64)],
-            )?;
         }
         encode_gauges(
             &mut encoder,

@@ -1,0 +1,3 @@
+//! Who is who: cgroup id → cgroup path → container → pod.
+
+pub mod cgroups;
