@@ -6,3 +6,4 @@ pub mod cgroupfs;
 pub mod mountinfo;
 pub mod names;
 pub mod preflight;
+pub mod procfs;

@@ -1,3 +1,4 @@
 //! Who is who: cgroup id → cgroup path → container → pod.
 
+pub mod cgroup_path;
 pub mod cgroups;
