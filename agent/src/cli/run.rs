@@ -11,7 +11,11 @@ use crate::{
     config::{Config, LogFormat},
     kernel::{cgroupfs, preflight},
     logging,
-    metadata::cgroups::{self, Tracker},
+    metadata::{
+        cgroups::{self, Tracker},
+        identity::Resolver,
+        lookup,
+    },
     metrics::{self, server::Health},
 };
 
@@ -97,7 +101,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let events = programs.cgroup_events.lock().unwrap_or_else(|e| e.into_inner()).take();
     let programs = Arc::new(programs);
     let tracker = Arc::new(Tracker::new(hierarchies));
-    let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone());
+    let resolver =
+        Arc::new(Resolver::new(config.metadata.container_id_label, config.metadata.max_containers));
+    tokio::spawn(lookup::run(resolver.clone()));
+    let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = match events {
         Some(CgroupEventReader { ring, lost }) => {

@@ -23,6 +23,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub syscalls: SyscallsConfig,
+    pub metadata: MetadataConfig,
     pub paths: PathsConfig,
 }
 
@@ -55,6 +56,14 @@ pub struct SyscallsConfig {
     pub max_error_entries: u32,
     pub latency_max_entries: u32,
     pub forget_after_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    pub cri_socket: PathBuf,
+    pub container_id_label: bool,
+    pub max_containers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -129,6 +138,12 @@ impl Default for SyscallsConfig {
             latency_max_entries: DEFAULT_LATENCY_ENTRIES,
             forget_after_seconds: 300,
         }
+    }
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self { cri_socket: PathBuf::new(), container_id_label: false, max_containers: 4096 }
     }
 }
 

@@ -2,3 +2,6 @@
 
 pub mod cgroup_path;
 pub mod cgroups;
+pub mod identity;
+pub mod local;
+pub mod lookup;

@@ -2,28 +2,62 @@
 //! endpoint that serves them.
 
 mod agent;
+mod metadata;
 pub mod server;
 mod syscalls;
 
 use std::sync::Arc;
 
-use crate::{bpf::Programs, metadata::cgroups::Tracker};
+use crate::{
+    bpf::Programs,
+    metadata::{
+        cgroups::Tracker,
+        identity::{Resolver, Workload},
+    },
+};
 use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeMetric as _},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
 
-/// Builds the registry: every collector shares the loaded programs and the cgroup index.
-pub fn registry(programs: Arc<Programs>, health: Arc<server::Health>, tracker: Arc<Tracker>) -> Registry {
+/// Builds the registry: every collector shares the loaded programs, the cgroup index and the
+/// workload resolver.
+pub fn registry(
+    programs: Arc<Programs>,
+    health: Arc<server::Health>,
+    tracker: Arc<Tracker>,
+    resolver: Arc<Resolver>,
+) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(agent::AgentCollector::new(
         programs.clone(),
         health,
         tracker.clone(),
     )));
-    registry.register_collector(Box::new(syscalls::SyscallCollector::new(programs, tracker)));
+    registry.register_collector(Box::new(metadata::MetadataCollector::new(resolver.clone())));
+    registry.register_collector(Box::new(syscalls::SyscallCollector::new(programs, tracker, resolver)));
     registry
+}
+
+/// A series' workload labels (`namespace`, `pod`, `container`, `container_id` when enabled,
+/// `cgroup`), then its own.
+fn workload_labels<const N: usize>(
+    workload: &Workload,
+    with_container_id: bool,
+    own: [(&'static str, String); N],
+) -> Vec<(&'static str, String)> {
+    let mut labels = vec![
+        ("namespace", workload.namespace.clone()),
+        ("pod", workload.pod.clone()),
+        ("container", workload.container.clone()),
+    ];
+    if with_container_id {
+        labels.push(("container_id", workload.container_id.clone()));
+    }
+    labels.push(("cgroup", workload.cgroup.clone()));
+    labels.extend(own);
+    labels
 }
 
 /// The label set of a metric without labels.

@@ -20,14 +20,17 @@ use prometheus_client::{
     metrics::MetricType,
 };
 
-use super::{NO_LABELS, encode_counters, encode_gauges};
+use super::{NO_LABELS, encode_counters, encode_gauges, workload_labels};
 use crate::{
     bpf::Programs,
     kernel::{
         cgroupfs::{CgroupIndex, ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
         names::{errno_name, syscall_name},
     },
-    metadata::cgroups::Tracker,
+    metadata::{
+        cgroups::Tracker,
+        identity::{Resolver, Workload},
+    },
 };
 
 /// Label value of what could not be attributed because a bound was reached.
@@ -37,52 +40,49 @@ const OTHER: &str = "other";
 /// series costs 14 buckets instead of the kernel's 40.
 const EXPORTED_BUCKETS: [u32; 13] = [10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34];
 
-type Labels2 = [(&'static str, String); 2];
-type Labels3 = [(&'static str, String); 3];
-
 #[derive(Debug)]
 pub struct SyscallCollector {
     programs: Arc<Programs>,
     tracker: Arc<Tracker>,
+    resolver: Arc<Resolver>,
     read_errors: AtomicU64,
 }
 
 impl SyscallCollector {
-    pub fn new(programs: Arc<Programs>, tracker: Arc<Tracker>) -> Self {
-        Self { programs, tracker, read_errors: AtomicU64::new(0) }
+    pub fn new(programs: Arc<Programs>, tracker: Arc<Tracker>, resolver: Arc<Resolver>) -> Self {
+        Self { programs, tracker, resolver, read_errors: AtomicU64::new(0) }
     }
 }
 
-/// Names cgroup ids for one scrape (its path in the v2 hierarchy), resolving each id once and
-/// walking the hierarchy at most once per scrape for ids created since the last walk.
+/// Names cgroup ids for one scrape: cgroup id → path (walking the hierarchy at most once per
+/// scrape, for ids no lifecycle event named) → workload, each id once.
 struct CgroupNamer<'a> {
     index: std::sync::MutexGuard<'a, CgroupIndex>,
-    names: HashMap<u64, String>,
+    resolver: &'a Resolver,
+    names: HashMap<u64, Workload>,
     walked: bool,
 }
 
 impl CgroupNamer<'_> {
-    fn name(&mut self, cgroup_id: u64) -> String {
+    fn name(&mut self, cgroup_id: u64) -> Workload {
         if cgroup_id == OVERFLOW_CGROUP_ID {
-            return OTHER.to_owned();
+            return Workload { cgroup: OTHER.to_owned(), ..Workload::default() };
         }
-        if let Some(name) = self.names.get(&cgroup_id) {
-            return name.clone();
+        if let Some(workload) = self.names.get(&cgroup_id) {
+            return workload.clone();
         }
-        // A cgroup the lifecycle events have not told of (an event lost, a path cut): walk
-        // once per scrape at most.
         if self.index.resolve(cgroup_id).is_none() && !self.walked {
             self.index.rescan();
             self.walked = true;
         }
-        let name = match self.index.resolve(cgroup_id) {
-            Some(path) => path.to_owned(),
-            None if cgroup_id & !V1_CGROUP_ID_BIT == ROOT_CGROUP_ID => "/".to_owned(),
+        let workload = match self.index.resolve(cgroup_id) {
+            Some(path) => self.resolver.workload(path),
+            None if cgroup_id & !V1_CGROUP_ID_BIT == ROOT_CGROUP_ID => self.resolver.workload("/"),
             // Created and removed between two walks: the id is all there is.
-            None => format!("cgroup_id:{cgroup_id}"),
+            None => Workload { cgroup: format!("cgroup_id:{cgroup_id}"), ..Workload::default() },
         };
-        self.names.insert(cgroup_id, name.clone());
-        name
+        self.names.insert(cgroup_id, workload.clone());
+        workload
     }
 }
 
@@ -96,36 +96,42 @@ impl Collector for SyscallCollector {
             return Ok(());
         };
         // Index before maps: the order the maintenance pass takes them in.
-        let mut namer = CgroupNamer { index: self.tracker.index(), names: HashMap::new(), walked: false };
+        let mut namer = CgroupNamer {
+            index: self.tracker.index(),
+            resolver: &self.resolver,
+            names: HashMap::new(),
+            walked: false,
+        };
+        let with_id = self.resolver.container_id_label();
         let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
 
         let (calls, unreadable) = maps.read_calls();
         self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
-        let mut series: BTreeMap<(String, Cow<'static, str>), u64> = BTreeMap::new();
+        let mut series: BTreeMap<(Workload, Cow<'static, str>), u64> = BTreeMap::new();
         for (cgroup_id, columns) in &calls {
-            let cgroup = namer.name(*cgroup_id);
+            let workload = namer.name(*cgroup_id);
             for (column, &count) in columns.iter().enumerate().filter(|(_, c)| **c > 0) {
                 let syscall = if column == OUT_OF_RANGE_COLUMN {
                     Cow::Borrowed(OTHER)
                 } else {
                     syscall_name(column as u32)
                 };
-                *series.entry((cgroup.clone(), syscall)).or_default() += count;
+                *series.entry((workload.clone(), syscall)).or_default() += count;
             }
         }
         encode_counters(
             &mut encoder,
             "kernsight_syscalls",
-            "Syscalls that returned, by cgroup and syscall (exit and exit_group never return and are not counted)",
-            series.into_iter().map(|((cgroup, syscall), n)| -> (Labels2, u64) {
-                ([("cgroup", cgroup), ("syscall", syscall.into_owned())], n)
+            "Syscalls that returned, by workload and syscall (exit and exit_group never return and are not counted)",
+            series.into_iter().map(|((workload, syscall), n)| {
+                (workload_labels(&workload, with_id, [("syscall", syscall.into_owned())]), n)
             }),
         )?;
 
         let (errors, unreadable) = maps.read_errors();
         self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
         let error_entries = errors.len();
-        let mut series: BTreeMap<(String, Cow<'static, str>, Cow<'static, str>), u64> = BTreeMap::new();
+        let mut series: BTreeMap<(Workload, Cow<'static, str>, Cow<'static, str>), u64> = BTreeMap::new();
         for (key, count) in errors.into_iter().filter(|(_, n)| *n > 0) {
             let errno =
                 if key.syscall == OVERFLOW_SYSCALL { Cow::Borrowed(OTHER) } else { errno_name(key.errno) };
@@ -135,9 +141,10 @@ impl Collector for SyscallCollector {
         encode_counters(
             &mut encoder,
             "kernsight_syscall_errors",
-            "Syscalls that returned an error, by cgroup, syscall and errno",
-            series.into_iter().map(|((cgroup, syscall, errno), n)| -> (Labels3, u64) {
-                ([("cgroup", cgroup), ("syscall", syscall.into_owned()), ("errno", errno.into_owned())], n)
+            "Syscalls that returned an error, by workload, syscall and errno",
+            series.into_iter().map(|((workload, syscall, errno), n)| {
+                let own = [("syscall", syscall.into_owned()), ("errno", errno.into_owned())];
+                (workload_labels(&workload, with_id, own), n)
             }),
         )?;
 
@@ -148,7 +155,7 @@ impl Collector for SyscallCollector {
         if let Some((rows, unreadable)) = maps.read_latency() {
             self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
             map_rows.push((SYSCALL_LATENCY_MAP, rows.len(), maps.latency_capacity().unwrap_or(0)));
-            encode_latency(&mut encoder, rows, &mut namer)?;
+            encode_latency(&mut encoder, rows, &mut namer, with_id)?;
             if let Some(threads) = maps.threads_in_syscall() {
                 map_rows.push((SYSCALL_START_MAP, threads, START_ENTRIES));
             }
@@ -185,8 +192,9 @@ fn encode_latency(
     encoder: &mut DescriptorEncoder,
     rows: Vec<(LatencyKey, u64)>,
     namer: &mut CgroupNamer,
+    with_id: bool,
 ) -> Result<(), std::fmt::Error> {
-    let mut series: BTreeMap<(String, Cow<'static, str>), Latency> = BTreeMap::new();
+    let mut series: BTreeMap<(Workload, Cow<'static, str>), Latency> = BTreeMap::new();
     for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
         let entry = series.entry((namer.name(key.cgroup_id), syscall_label(key.syscall))).or_default();
         if key.bucket == LATENCY_SUM_BUCKET {
@@ -201,8 +209,8 @@ fn encode_latency(
         None,
         MetricType::Histogram,
     )?;
-    for ((cgroup, syscall), latency) in series {
-        let labels: Labels2 = [("cgroup", cgroup), ("syscall", syscall.into_owned())];
+    for ((workload, syscall), latency) in series {
+        let labels = workload_labels(&workload, with_id, [("syscall", syscall.into_owned())]);
         LatencyHistogram(&latency).encode(family.encode_family(&labels)?)?;
     }
     Ok(())

@@ -1,0 +1,233 @@
+//! cgroup path → workload identity (namespace, pod, container), without ever blocking a scrape
+//! on a runtime: the scrape takes what is known and queues the rest; a background task asks the
+//! sources (CRI socket, conmon, Docker's files) and fills the cache for the next scrape.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use super::cgroup_path;
+
+/// Labels of one workload. Containers have an empty `cgroup`; host processes only a `cgroup`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Workload {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// Only when `metadata.container_id_label` is on (cardinality).
+    pub container_id: String,
+    pub cgroup: String,
+}
+
+/// What a source knows of a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub container: String,
+    pub pod: String,
+    pub namespace: String,
+}
+
+/// Where identities come from, for the self metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Cri,
+    Conmon,
+    Docker,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Cri, Source::Conmon, Source::Docker];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cri => "cri",
+            Self::Conmon => "conmon",
+            Self::Docker => "docker",
+        }
+    }
+}
+
+/// Lookups by source: found, not found, failed, and time spent.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub found: AtomicU64,
+    pub not_found: AtomicU64,
+    pub errors: AtomicU64,
+    pub lookups: AtomicU64,
+    pub nanos: AtomicU64,
+}
+
+impl SourceStats {
+    pub fn timed<T>(&self, lookup: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let result = lookup();
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        self.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
+}
+
+#[derive(Debug)]
+struct Known {
+    info: ContainerInfo,
+    last_used: Instant,
+}
+
+#[derive(Debug)]
+pub struct Resolver {
+    known: Mutex<HashMap<String, Known>>,
+    /// Container ids seen in a scrape but not known yet.
+    wanted: Mutex<HashSet<String>>,
+    pub wake: tokio::sync::Notify,
+    stats: HashMap<&'static str, SourceStats>,
+    container_id_label: bool,
+    capacity: usize,
+    pub proc_root: PathBuf,
+    pub docker_root: PathBuf,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Resolver {
+    pub fn new(container_id_label: bool, capacity: usize) -> Self {
+        Self {
+            known: Mutex::new(HashMap::new()),
+            wanted: Mutex::new(HashSet::new()),
+            wake: tokio::sync::Notify::new(),
+            stats: Source::ALL.iter().map(|s| (s.name(), SourceStats::default())).collect(),
+            container_id_label,
+            capacity: capacity.max(1),
+            proc_root: PathBuf::from("/proc"),
+            docker_root: PathBuf::from("/var/lib/docker"),
+        }
+    }
+
+    pub fn container_id_label(&self) -> bool {
+        self.container_id_label
+    }
+
+    pub fn stats(&self, source: Source) -> &SourceStats {
+        // Every source has an entry from `new`.
+        &self.stats[source.name()]
+    }
+
+    pub fn known_len(&self) -> usize {
+        lock(&self.known).len()
+    }
+
+    pub fn wanted_len(&self) -> usize {
+        lock(&self.wanted).len()
+    }
+
+    /// The workload a cgroup path belongs to, with what is known now. An unknown container is
+    /// named by its short id until a source names it, and queued for the lookup task.
+    pub fn workload(&self, cgroup_path: &str) -> Workload {
+        let Some(container) = cgroup_path::parse(cgroup_path) else {
+            return Workload { cgroup: cgroup_path.to_owned(), ..Workload::default() };
+        };
+        let id = container.container_id;
+        let container_id = if self.container_id_label { id.clone() } else { String::new() };
+        if let Some(known) = lock(&self.known).get_mut(&id) {
+            known.last_used = Instant::now();
+            let ContainerInfo { container, pod, namespace } = known.info.clone();
+            return Workload { namespace, pod, container, container_id, cgroup: String::new() };
+        }
+        let short = id.get(..12).unwrap_or(&id).to_owned();
+        if lock(&self.wanted).insert(id) {
+            self.wake.notify_one();
+        }
+        Workload { container: short, container_id, ..Workload::default() }
+    }
+
+    /// Container ids to look up (taken: a lookup that fails puts them back).
+    pub fn take_wanted(&self) -> Vec<String> {
+        lock(&self.wanted).drain().collect()
+    }
+
+    pub fn want_again(&self, ids: impl IntoIterator<Item = String>) {
+        lock(&self.wanted).extend(ids);
+    }
+
+    /// Records what a source knows; returns whether `id` was new.
+    pub fn learn(&self, id: String, info: ContainerInfo) -> bool {
+        let mut known = lock(&self.known);
+        let new = !known.contains_key(&id);
+        known.insert(id, Known { info, last_used: Instant::now() });
+        new
+    }
+
+    pub fn is_known(&self, id: &str) -> bool {
+        lock(&self.known).contains_key(id)
+    }
+
+    /// Drops identities no scrape asked for within `idle`, then the least recently used ones
+    /// beyond the capacity.
+    pub fn prune(&self, idle: Duration) {
+        let mut known = lock(&self.known);
+        let now = Instant::now();
+        known.retain(|_, k| now.duration_since(k.last_used) < idle);
+        if known.len() > self.capacity {
+            let mut by_age: Vec<(Instant, String)> =
+                known.iter().map(|(id, k)| (k.last_used, id.clone())).collect();
+            by_age.sort();
+            for (_, id) in by_age.into_iter().take(known.len() - self.capacity) {
+                known.remove(&id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "ddfe954b7c5389fb914bcba5682a287b5b95753dc71125d781046580e741991c";
+
+    #[test]
+    fn host_paths_keep_their_cgroup() {
+        let resolver = Resolver::new(false, 16);
+        let host = resolver.workload("/system.slice/sshd.service");
+        assert_eq!(host, Workload { cgroup: "/system.slice/sshd.service".into(), ..Workload::default() });
+        assert_eq!(resolver.wanted_len(), 0);
+    }
+
+    #[test]
+    fn unknown_containers_get_their_short_id_then_their_name() {
+        let resolver = Resolver::new(true, 16);
+        let path = format!("/libpod_parent/libpod-{ID}");
+        let first = resolver.workload(&path);
+        assert_eq!(first.container, &ID[..12]);
+        assert_eq!(first.container_id, ID);
+        assert_eq!(resolver.take_wanted(), vec![ID.to_owned()]);
+
+        let info = ContainerInfo { container: "web".into(), pod: "web-0".into(), namespace: "shop".into() };
+        assert!(resolver.learn(ID.into(), info));
+        let named = resolver.workload(&path);
+        assert_eq!(
+            (named.namespace.as_str(), named.pod.as_str(), named.container.as_str()),
+            ("shop", "web-0", "web")
+        );
+        assert_eq!(named.cgroup, "");
+        assert_eq!(resolver.wanted_len(), 0);
+    }
+
+    #[test]
+    fn container_id_label_is_opt_in_and_cache_is_bounded() {
+        let resolver = Resolver::new(false, 1);
+        assert_eq!(resolver.workload(&format!("/docker/{ID}")).container_id, "");
+        resolver.learn("a".into(), ContainerInfo::default());
+        resolver.learn("b".into(), ContainerInfo::default());
+        resolver.prune(Duration::from_secs(600));
+        assert_eq!(resolver.known_len(), 1);
+        resolver.prune(Duration::ZERO);
+        assert_eq!(resolver.known_len(), 0);
+    }
+}

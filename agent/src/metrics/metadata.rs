@@ -1,0 +1,63 @@
+//! How well attribution works: lookups by source, their latency, and the caches' sizes.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+
+use super::{encode_counters, encode_gauges};
+use crate::metadata::identity::{Resolver, Source};
+
+#[derive(Debug)]
+pub struct MetadataCollector {
+    resolver: Arc<Resolver>,
+}
+
+impl MetadataCollector {
+    pub fn new(resolver: Arc<Resolver>) -> Self {
+        Self { resolver }
+    }
+}
+
+impl Collector for MetadataCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = |source: Source| self.resolver.stats(source);
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        encode_counters(
+            &mut encoder,
+            "kernsight_metadata_lookups",
+            "Container identities asked of a source, by result (found, not_found, error)",
+            Source::ALL.into_iter().flat_map(|source| {
+                let s = stats(source);
+                [("found", &s.found), ("not_found", &s.not_found), ("error", &s.errors)]
+                    .map(|(result, counter)| ([("source", source.name()), ("result", result)], load(counter)))
+            }),
+        )?;
+        encode_counters(
+            &mut encoder,
+            "kernsight_metadata_requests",
+            "Requests made to a source (one may name many containers)",
+            Source::ALL.into_iter().map(|source| ([("source", source.name())], load(&stats(source).lookups))),
+        )?;
+        let seconds = |source: Source| load(&stats(source).nanos) as f64 / 1e9;
+        let mut family = encoder.encode_descriptor(
+            "kernsight_metadata_request_seconds",
+            "Time spent in requests to a source; divided by kernsight_metadata_requests_total, the latency",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for source in Source::ALL {
+            use prometheus_client::encoding::EncodeMetric as _;
+            let counter = prometheus_client::metrics::counter::ConstCounter::new(seconds(source));
+            counter.encode(family.encode_family(&[("source", source.name())])?)?;
+        }
+        encode_gauges(
+            &mut encoder,
+            "kernsight_metadata_cache_entries",
+            "Entries of the attribution caches (containers: named containers; pending: waiting for a source)",
+            [
+                ([("cache", "containers")], self.resolver.known_len() as i64),
+                ([("cache", "pending")], self.resolver.wanted_len() as i64),
+            ],
+        )
+    }
+}
