@@ -8,4 +8,5 @@ pub mod cli;
 pub mod config;
 pub mod kernel;
 pub mod logging;
+pub mod metadata;
 pub mod metrics;
