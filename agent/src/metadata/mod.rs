@@ -2,6 +2,7 @@
 
 pub mod cgroup_path;
 pub mod cgroups;
+pub mod cri;
 pub mod identity;
 pub mod local;
 pub mod lookup;

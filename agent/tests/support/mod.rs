@@ -13,6 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod containerd;
+pub mod image;
+
 pub const BINARY: &str = env!("CARGO_BIN_EXE_kernsight");
 
 /// Agents count every cgroup on the machine, so tests that start one run one at a time: the
