@@ -17,11 +17,7 @@ use support::{
 const POD_UID: &str = "11111111-2222-3333-4444-555555555555";
 
 fn block_on<T>(future: impl Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
 }
 
 #[test]
@@ -45,27 +41,17 @@ fn containers_and_sandboxes_are_joined_with_their_pods() {
         "container {} (pid {container_pid}) /proc/{container_pid}/cgroup:\n{container_cgroup}",
         pod.container_id
     );
-    eprintln!(
-        "sandbox {} (pid {sandbox_pid}) /proc/{sandbox_pid}/cgroup:\n{sandbox_cgroup}",
-        pod.sandbox_id
-    );
+    eprintln!("sandbox {} (pid {sandbox_pid}) /proc/{sandbox_pid}/cgroup:\n{sandbox_cgroup}", pod.sandbox_id);
     let pod_cgroup = format!("/kubepods/besteffort/pod{POD_UID}");
-    for (id, cgroup) in [
-        (&pod.container_id, &container_cgroup),
-        (&pod.sandbox_id, &sandbox_cgroup),
-    ] {
+    for (id, cgroup) in [(&pod.container_id, &container_cgroup), (&pod.sandbox_id, &sandbox_cgroup)] {
         assert!(
-            cgroup
-                .lines()
-                .any(|line| line.ends_with(&format!("{pod_cgroup}/{id}"))),
+            cgroup.lines().any(|line| line.ends_with(&format!("{pod_cgroup}/{id}"))),
             "no hierarchy puts {id} at <root>{pod_cgroup}/{id}:\n{cgroup}"
         );
     }
 
     let (runtime, containers) = block_on(async {
-        let mut client = CriClient::connect(containerd.socket(), Duration::from_secs(10))
-            .await
-            .unwrap();
+        let mut client = CriClient::connect(containerd.socket(), Duration::from_secs(10)).await.unwrap();
         assert_eq!(client.socket(), containerd.socket());
         let containers = client.containers().await.unwrap();
         (client.runtime().to_owned(), containers)
@@ -75,10 +61,8 @@ fn containers_and_sandboxes_are_joined_with_their_pods() {
     assert_eq!(containers.len(), 2, "{containers:#?}");
 
     let pod_labels = [("app".to_owned(), "web-0".to_owned())].into();
-    let container = containers
-        .iter()
-        .find(|c| c.container_id == pod.container_id)
-        .expect("the container is listed");
+    let container =
+        containers.iter().find(|c| c.container_id == pod.container_id).expect("the container is listed");
     assert_eq!(
         container,
         &CriContainer {
@@ -92,10 +76,8 @@ fn containers_and_sandboxes_are_joined_with_their_pods() {
             pod_labels,
         }
     );
-    let sandbox = containers
-        .iter()
-        .find(|c| c.container_id == pod.sandbox_id)
-        .expect("the sandbox is listed");
+    let sandbox =
+        containers.iter().find(|c| c.container_id == pod.sandbox_id).expect("the sandbox is listed");
     assert_eq!(
         sandbox,
         &CriContainer {
@@ -107,10 +89,7 @@ fn containers_and_sandboxes_are_joined_with_their_pods() {
     );
 
     drop(containerd);
-    eprintln!(
-        "cri test done (cleanup included) in {:?}",
-        started.elapsed()
-    );
+    eprintln!("cri test done (cleanup included) in {:?}", started.elapsed());
 }
 
 #[test]
@@ -122,10 +101,7 @@ fn connecting_to_a_missing_socket_fails_fast_and_names_it() {
     eprintln!("{message}");
     assert!(matches!(error, CriError::Connect { .. }), "{message}");
     assert!(started.elapsed() < Duration::from_secs(2), "{message}");
-    assert!(
-        message.contains("/nonexistent/kernsight/cri.sock"),
-        "{message}"
-    );
+    assert!(message.contains("/nonexistent/kernsight/cri.sock"), "{message}");
     assert!(message.contains("metadata.cri_socket"), "{message}");
 }
 
@@ -139,15 +115,8 @@ fn containerd_leaves_nothing_behind_after_a_failed_assertion() {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let containerd = Containerd::start();
         let pod = containerd.run_pod("db-0", "shop", POD_UID, "db", &["/bin/sleep", "300"]);
-        let pids = [
-            containerd.container_pid(&pod.container_id),
-            containerd.sandbox_pid(&pod.sandbox_id),
-        ];
-        seen = Some((
-            containerd.dir().to_owned(),
-            containerd.cgroup_root().to_owned(),
-            pids,
-        ));
+        let pids = [containerd.container_pid(&pod.container_id), containerd.sandbox_pid(&pod.sandbox_id)];
+        seen = Some((containerd.dir().to_owned(), containerd.cgroup_root().to_owned(), pids));
         panic!("a failed assertion, with the pod running");
     }));
     assert!(outcome.is_err());
@@ -156,9 +125,7 @@ fn containerd_leaves_nothing_behind_after_a_failed_assertion() {
     assert!(!dir.exists(), "{} is left", dir.display());
     for pid in pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let running = stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'));
+        let running = stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'));
         assert!(!running, "process {pid} still runs: {stat}");
     }
     // Pure v2: /sys/fs/cgroup/<root>; hybrid and v1: /sys/fs/cgroup/<hierarchy>/<root>.
@@ -171,8 +138,5 @@ fn containerd_leaves_nothing_behind_after_a_failed_assertion() {
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let dir = dir.to_string_lossy();
-    assert!(
-        !mounts.contains(dir.as_ref()),
-        "mounts left below {dir}:\n{mounts}"
-    );
+    assert!(!mounts.contains(dir.as_ref()), "mounts left below {dir}:\n{mounts}");
 }

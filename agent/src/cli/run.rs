@@ -103,7 +103,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let tracker = Arc::new(Tracker::new(hierarchies));
     let resolver =
         Arc::new(Resolver::new(config.metadata.container_id_label, config.metadata.max_containers));
-    tokio::spawn(lookup::run(resolver.clone()));
+    tokio::spawn(lookup::run(resolver.clone(), config.metadata.cri_socket.clone()));
     let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = match events {

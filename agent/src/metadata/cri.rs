@@ -49,42 +49,24 @@ const SOCKET_HINT: &str = "set metadata.cri_socket to the runtime's socket \
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
     #[error("cannot connect to the CRI socket {}: {reason}; {hint}", socket.display())]
-    Connect {
-        socket: PathBuf,
-        reason: String,
-        hint: &'static str,
-    },
+    Connect { socket: PathBuf, reason: String, hint: &'static str },
     #[error(
         "the CRI socket {} did not answer {call} within {timeout:?}; check that the container \
          runtime is running and not overloaded (its log says why)",
         socket.display()
     )]
-    Timeout {
-        socket: PathBuf,
-        call: &'static str,
-        timeout: Duration,
-    },
+    Timeout { socket: PathBuf, call: &'static str, timeout: Duration },
     #[error(
         "{} is not a CRI v1 endpoint ({call}: {code:?}: {message}); {SOCKET_HINT}, and check \
          that the runtime's CRI plugin is enabled",
         socket.display()
     )]
-    NotCri {
-        socket: PathBuf,
-        call: &'static str,
-        code: tonic::Code,
-        message: String,
-    },
+    NotCri { socket: PathBuf, call: &'static str, code: tonic::Code, message: String },
     #[error(
         "CRI call {call} on {} failed ({code:?}: {message}); check the container runtime's log",
         socket.display()
     )]
-    Call {
-        socket: PathBuf,
-        call: &'static str,
-        code: tonic::Code,
-        message: String,
-    },
+    Call { socket: PathBuf, call: &'static str, code: tonic::Code, message: String },
 }
 
 /// A container (or a pod sandbox, with an empty `container_name`) and the pod it belongs to.
@@ -129,46 +111,23 @@ impl CriClient {
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
         });
-        let channel =
-            match tokio::time::timeout(timeout, endpoint.connect_with_connector(connector)).await {
-                Err(_) => {
-                    return Err(CriError::Timeout {
-                        socket: socket.to_path_buf(),
-                        call: "connect",
-                        timeout,
-                    });
-                }
-                Ok(Err(error)) => return Err(connect_error(socket, &error)),
-                Ok(Ok(channel)) => channel,
-            };
+        let channel = match tokio::time::timeout(timeout, endpoint.connect_with_connector(connector)).await {
+            Err(_) => {
+                return Err(CriError::Timeout { socket: socket.to_path_buf(), call: "connect", timeout });
+            }
+            Ok(Err(error)) => return Err(connect_error(socket, &error)),
+            Ok(Ok(channel)) => channel,
+        };
         let mut client = RuntimeServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-        let version = cri::VersionRequest {
-            version: CRI_API_VERSION.to_owned(),
-        };
-        let version = match call(
-            socket,
-            timeout,
-            "Version",
-            client.version(request(version, timeout)),
-        )
-        .await
+        let version = cri::VersionRequest { version: CRI_API_VERSION.to_owned() };
+        let version = match call(socket, timeout, "Version", client.version(request(version, timeout))).await
         {
             Ok(version) => version,
-            Err(CriError::Call {
-                socket,
-                call,
-                code,
-                message,
-            }) if code == tonic::Code::Unimplemented => {
-                return Err(CriError::NotCri {
-                    socket,
-                    call,
-                    code,
-                    message,
-                });
+            Err(CriError::Call { socket, call, code, message }) if code == tonic::Code::Unimplemented => {
+                return Err(CriError::NotCri { socket, call, code, message });
             }
             Err(error) => return Err(error),
         };
@@ -199,10 +158,7 @@ impl CriClient {
             &self.socket,
             self.timeout,
             "ListContainers",
-            self.client.list_containers(request(
-                cri::ListContainersRequest { filter: None },
-                self.timeout,
-            )),
+            self.client.list_containers(request(cri::ListContainersRequest { filter: None }, self.timeout)),
         )
         .await?
         .containers;
@@ -210,10 +166,7 @@ impl CriClient {
             &self.socket,
             self.timeout,
             "ListPodSandbox",
-            self.client.list_pod_sandbox(request(
-                cri::ListPodSandboxRequest { filter: None },
-                self.timeout,
-            )),
+            self.client.list_pod_sandbox(request(cri::ListPodSandboxRequest { filter: None }, self.timeout)),
         )
         .await?
         .items;
@@ -248,11 +201,7 @@ async fn call<T>(
     call: &'static str,
     rpc: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, CriError> {
-    let timed_out = || CriError::Timeout {
-        socket: socket.to_path_buf(),
-        call,
-        timeout,
-    };
+    let timed_out = || CriError::Timeout { socket: socket.to_path_buf(), call, timeout };
     match tokio::time::timeout(timeout, rpc).await {
         Err(_) => Err(timed_out()),
         Ok(Ok(response)) => Ok(response.into_inner()),
@@ -338,11 +287,7 @@ impl Pod {
 
 /// `value`, or the label `key` when `value` is empty.
 fn or_label(value: String, labels: &HashMap<String, String>, key: &str) -> String {
-    if value.is_empty() {
-        labels.get(key).cloned().unwrap_or_default()
-    } else {
-        value
-    }
+    if value.is_empty() { labels.get(key).cloned().unwrap_or_default() } else { value }
 }
 
 /// The image as the user wrote it if the runtime has it; else the reference the container was
@@ -363,10 +308,8 @@ fn image_name(container: &cri::Container) -> String {
 /// One entry per container, with its pod from its sandbox (or from kubelet's labels on the
 /// container when the sandbox is not listed or has no metadata), and one per sandbox.
 fn join(containers: Vec<cri::Container>, sandboxes: Vec<cri::PodSandbox>) -> Vec<CriContainer> {
-    let pods: HashMap<&str, Pod> = sandboxes
-        .iter()
-        .map(|sandbox| (sandbox.id.as_str(), Pod::of(sandbox)))
-        .collect();
+    let pods: HashMap<&str, Pod> =
+        sandboxes.iter().map(|sandbox| (sandbox.id.as_str(), Pod::of(sandbox))).collect();
     let mut joined: Vec<CriContainer> = containers
         .iter()
         .map(|container| {
@@ -378,11 +321,7 @@ fn join(containers: Vec<cri::Container>, sandboxes: Vec<cri::PodSandbox>) -> Vec
             CriContainer {
                 container_id: container.id.clone(),
                 container_name: or_label(
-                    container
-                        .metadata
-                        .as_ref()
-                        .map(|m| m.name.clone())
-                        .unwrap_or_default(),
+                    container.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
                     labels,
                     LABEL_CONTAINER_NAME,
                 ),
@@ -417,10 +356,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn sandbox(id: &str, name: &str, namespace: &str, uid: &str) -> cri::PodSandbox {
@@ -446,10 +382,7 @@ mod tests {
         cri::Container {
             id: id.into(),
             pod_sandbox_id: sandbox.into(),
-            metadata: Some(cri::ContainerMetadata {
-                name: name.into(),
-                attempt: 0,
-            }),
+            metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
             image: Some(cri::ImageSpec {
                 image: "docker.io/library/nginx:1.25".into(),
                 ..Default::default()
@@ -460,10 +393,8 @@ mod tests {
 
     #[test]
     fn containers_take_their_pod_from_the_sandbox_metadata() {
-        let joined = join(
-            vec![container("c1", "s1", "nginx")],
-            vec![sandbox("s1", "web-0", "shop", "uid-1")],
-        );
+        let joined =
+            join(vec![container("c1", "s1", "nginx")], vec![sandbox("s1", "web-0", "shop", "uid-1")]);
         assert_eq!(
             joined[0],
             CriContainer {
@@ -483,10 +414,7 @@ mod tests {
     fn every_sandbox_has_an_entry_with_an_empty_container_name() {
         let joined = join(
             vec![container("c1", "s1", "nginx")],
-            vec![
-                sandbox("s1", "web-0", "shop", "uid-1"),
-                sandbox("s2", "db-0", "shop", "uid-2"),
-            ],
+            vec![sandbox("s1", "web-0", "shop", "uid-1"), sandbox("s2", "db-0", "shop", "uid-2")],
         );
         let ids: Vec<&str> = joined.iter().map(|c| c.container_id.as_str()).collect();
         assert_eq!(ids, ["c1", "s1", "s2"]);
@@ -495,11 +423,7 @@ mod tests {
         assert_eq!(s2.image, "");
         assert_eq!(s2.pod_sandbox_id, "s2");
         assert_eq!(
-            (
-                s2.pod_name.as_str(),
-                s2.pod_namespace.as_str(),
-                s2.pod_uid.as_str()
-            ),
+            (s2.pod_name.as_str(), s2.pod_namespace.as_str(), s2.pod_uid.as_str()),
             ("db-0", "shop", "uid-2")
         );
     }
@@ -534,11 +458,7 @@ mod tests {
         let entry = &joined[0];
         assert_eq!(entry.container_name, "nginx");
         assert_eq!(
-            (
-                entry.pod_name.as_str(),
-                entry.pod_namespace.as_str(),
-                entry.pod_uid.as_str()
-            ),
+            (entry.pod_name.as_str(), entry.pod_namespace.as_str(), entry.pod_uid.as_str()),
             ("web-0", "shop", "uid-1")
         );
         assert!(entry.pod_labels.is_empty());
@@ -546,13 +466,7 @@ mod tests {
 
     #[test]
     fn a_container_without_metadata_or_labels_has_empty_fields() {
-        let joined = join(
-            vec![cri::Container {
-                id: "c1".into(),
-                ..Default::default()
-            }],
-            vec![],
-        );
+        let joined = join(vec![cri::Container { id: "c1".into(), ..Default::default() }], vec![]);
         assert_eq!(joined[0].container_id, "c1");
         assert_eq!(joined[0].pod_name, "");
         assert_eq!(joined[0].container_name, "");
@@ -583,10 +497,7 @@ mod tests {
         let second = dir.path().join("second.sock");
         std::fs::write(&first, "").unwrap();
         std::fs::write(&second, "").unwrap();
-        assert_eq!(
-            find_socket(&[missing.clone(), second.clone(), first.clone()]),
-            Some(second)
-        );
+        assert_eq!(find_socket(&[missing.clone(), second.clone(), first.clone()]), Some(second));
         assert_eq!(find_socket(std::slice::from_ref(&missing)), None);
     }
 
@@ -605,9 +516,7 @@ mod tests {
     async fn connecting_to_a_missing_socket_names_it_and_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("missing.sock");
-        let error = CriClient::connect(&socket, Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let error = CriClient::connect(&socket, Duration::from_secs(5)).await.unwrap_err();
         let message = error.to_string();
         assert!(matches!(error, CriError::Connect { .. }), "{message}");
         assert!(message.contains(&socket.display().to_string()), "{message}");
@@ -621,10 +530,7 @@ mod tests {
         let socket = dir.path().join("stale.sock");
         // A socket file left by a runtime that is gone.
         drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-        let message = CriClient::connect(&socket, Duration::from_secs(5))
-            .await
-            .unwrap_err()
-            .to_string();
+        let message = CriClient::connect(&socket, Duration::from_secs(5)).await.unwrap_err().to_string();
         assert!(message.contains("nothing listens"), "{message}");
     }
 
@@ -641,9 +547,7 @@ mod tests {
             }
         });
         let started = std::time::Instant::now();
-        let error = CriClient::connect(&socket, Duration::from_millis(300))
-            .await
-            .unwrap_err();
+        let error = CriClient::connect(&socket, Duration::from_millis(300)).await.unwrap_err();
         server.abort();
         assert!(matches!(error, CriError::Timeout { .. }), "{error}");
         assert!(started.elapsed() < Duration::from_secs(5));

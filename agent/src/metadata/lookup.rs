@@ -1,11 +1,17 @@
 //! The lookup task: names the containers that scrapes met but the resolver did not know, from
-//! each source in turn, in bulk where the source allows it.
+//! each source in turn (the CRI socket, then conmon, then Docker's files), in bulk where the
+//! source allows it.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::{
+    cri::{CriClient, DEFAULT_SOCKETS, find_socket},
     identity::{ContainerInfo, Resolver, Source},
     local,
 };
@@ -13,25 +19,103 @@ use super::{
 /// How often to retry what no source knew, and how long an unused identity is kept.
 const RETRY: Duration = Duration::from_secs(15);
 const IDLE: Duration = Duration::from_secs(600);
+/// Bound of every CRI call: attribution waits for no runtime longer.
+const CRI_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn run(resolver: Arc<Resolver>) {
+/// `cri_socket`: the configured socket, or empty to look at the usual places.
+pub async fn run(resolver: Arc<Resolver>, cri_socket: PathBuf) {
+    let configured: Vec<PathBuf> =
+        if cri_socket.as_os_str().is_empty() { Vec::new() } else { vec![cri_socket] };
+    let mut cri = connect(&configured, true).await;
     loop {
         tokio::select! {
             () = resolver.wake.notified() => {}
             () = tokio::time::sleep(RETRY) => {}
         }
-        let wanted = resolver.take_wanted();
-        if !wanted.is_empty() {
-            let resolver = resolver.clone();
-            // /proc scans and file reads block: off the async workers.
-            let _ = tokio::task::spawn_blocking(move || lookup_local(&resolver, wanted)).await;
+        let mut wanted = resolver.take_wanted();
+        if wanted.is_empty() {
+            resolver.prune(IDLE);
+            continue;
         }
+        if cri.is_none() {
+            cri = connect(&configured, false).await;
+        }
+        if let Some(client) = cri.as_mut()
+            && !lookup_cri(&resolver, client, &mut wanted).await
+        {
+            cri = None; // reconnect on the next round
+        }
+        let resolver_for_local = resolver.clone();
+        // /proc scans and file reads block: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || lookup_local(&resolver_for_local, wanted)).await;
         resolver.prune(IDLE);
     }
 }
 
+/// Connects to the CRI socket; `first` says once, in the log, why pod names will be missing.
+async fn connect(configured: &[PathBuf], first: bool) -> Option<CriClient> {
+    let Some(socket) = find_socket(configured) else {
+        if first {
+            let looked =
+                if configured.is_empty() { DEFAULT_SOCKETS.join(", ") } else { format!("{configured:?}") };
+            warn!(
+                "no CRI socket found (looked at {looked}): namespace and pod labels stay empty, containers are \
+                 named by conmon or Docker's files, else by their id; set metadata.cri_socket if the runtime \
+                 listens elsewhere"
+            );
+        }
+        return None;
+    };
+    match CriClient::connect(&socket, CRI_TIMEOUT).await {
+        Ok(client) => {
+            info!(socket = %socket.display(), runtime = client.runtime(), "pod identity from the CRI");
+            Some(client)
+        }
+        Err(err) => {
+            if first {
+                warn!("{err}: namespace and pod labels stay empty until it answers");
+            }
+            None
+        }
+    }
+}
+
+/// Asks the runtime for every container at once; names what it knows and leaves the rest in
+/// `wanted`. Returns false when the call failed.
+async fn lookup_cri(resolver: &Resolver, client: &mut CriClient, wanted: &mut Vec<String>) -> bool {
+    let stats = resolver.stats(Source::Cri);
+    let started = std::time::Instant::now();
+    let listed = client.containers().await;
+    stats.lookups.fetch_add(1, Ordering::Relaxed);
+    stats.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let containers = match listed {
+        Ok(containers) => containers,
+        Err(err) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            warn!("CRI lookup failed: {err}");
+            return false;
+        }
+    };
+    for container in containers {
+        let info = ContainerInfo {
+            container: container.container_name,
+            pod: container.pod_name,
+            namespace: container.pod_namespace,
+        };
+        resolver.learn(container.container_id, info);
+    }
+    let before = wanted.len();
+    wanted.retain(|id| !resolver.is_known(id));
+    stats.found.fetch_add((before - wanted.len()) as u64, Ordering::Relaxed);
+    stats.not_found.fetch_add(wanted.len() as u64, Ordering::Relaxed);
+    true
+}
+
 /// conmon command lines (podman, CRI-O), then Docker's files; what neither knows is retried.
 fn lookup_local(resolver: &Resolver, wanted: Vec<String>) {
+    if wanted.is_empty() {
+        return;
+    }
     let conmon_stats = resolver.stats(Source::Conmon);
     let names = conmon_stats.timed(|| local::conmon_names(&resolver.proc_root));
     let mut missing = Vec::new();
@@ -41,15 +125,15 @@ fn lookup_local(resolver: &Resolver, wanted: Vec<String>) {
         }
         let name = match names.get(&id) {
             Some(name) => {
-                conmon_stats.found.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                conmon_stats.found.fetch_add(1, Ordering::Relaxed);
                 Some(name.clone())
             }
             None => {
-                conmon_stats.not_found.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                conmon_stats.not_found.fetch_add(1, Ordering::Relaxed);
                 let docker = resolver.stats(Source::Docker);
                 let name = docker.timed(|| local::docker_name(&resolver.docker_root, &id));
                 let counter = if name.is_some() { &docker.found } else { &docker.not_found };
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counter.fetch_add(1, Ordering::Relaxed);
                 name
             }
         };

@@ -74,11 +74,8 @@ impl Containerd {
             .expect("create the containerd directory")
             .keep();
         let socket = dir.join("containerd.sock");
-        let cgroup_root = format!(
-            "/kernsight-test-{}-{}",
-            std::process::id(),
-            INSTANCES.fetch_add(1, Ordering::Relaxed)
-        );
+        let cgroup_root =
+            format!("/kernsight-test-{}-{}", std::process::id(), INSTANCES.fetch_add(1, Ordering::Relaxed));
         let mut containerd = Self {
             socket: socket.clone(),
             cgroup_root,
@@ -100,9 +97,7 @@ impl Containerd {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start containerd (apt-get install containerd): {e}")
-            });
+            .unwrap_or_else(|e| panic!("cannot start containerd (apt-get install containerd): {e}"));
         containerd.child = Some(child);
         containerd.wait_until_ready();
 
@@ -110,14 +105,7 @@ impl Containerd {
         import
             .arg("--address")
             .arg(&containerd.socket)
-            .args([
-                "-n",
-                NAMESPACE,
-                "images",
-                "import",
-                "--snapshotter",
-                snapshotter,
-            ])
+            .args(["-n", NAMESPACE, "images", "import", "--snapshotter", snapshotter])
             .arg(&archive);
         if let Err(e) = run_bounded(&mut import, START_TIMEOUT) {
             panic!("{e}\ncontainerd log:\n{}", containerd.log());
@@ -154,19 +142,13 @@ impl Containerd {
         container_name: &str,
         command: &[&str],
     ) -> RunningPod {
-        let log_directory = self
-            .dir
-            .join("pods")
-            .join(format!("{namespace}_{pod_name}_{uid}"));
+        let log_directory = self.dir.join("pods").join(format!("{namespace}_{pod_name}_{uid}"));
         std::fs::create_dir_all(&log_directory).unwrap();
         // kubelet's labels: the pod's own, plus its identity.
         let pod_labels = HashMap::from([
             ("app".to_owned(), pod_name.to_owned()),
             ("io.kubernetes.pod.name".to_owned(), pod_name.to_owned()),
-            (
-                "io.kubernetes.pod.namespace".to_owned(),
-                namespace.to_owned(),
-            ),
+            ("io.kubernetes.pod.namespace".to_owned(), namespace.to_owned()),
             ("io.kubernetes.pod.uid".to_owned(), uid.to_owned()),
         ]);
         let namespaces = cri::NamespaceOption {
@@ -200,30 +182,19 @@ impl Containerd {
             runtime_handler: String::new(),
         };
         let sandbox_id = self
-            .call("RunPodSandbox", |mut c| async move {
-                c.run_pod_sandbox(request).await
-            })
+            .call("RunPodSandbox", |mut c| async move { c.run_pod_sandbox(request).await })
             .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.log()))
             .pod_sandbox_id;
         self.pods.lock().unwrap().push(sandbox_id.clone());
 
         let mut container_labels = pod_labels;
         container_labels.remove("app");
-        container_labels.insert(
-            "io.kubernetes.container.name".to_owned(),
-            container_name.to_owned(),
-        );
+        container_labels.insert("io.kubernetes.container.name".to_owned(), container_name.to_owned());
         let request = cri::CreateContainerRequest {
             pod_sandbox_id: sandbox_id.clone(),
             config: Some(cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: container_name.to_owned(),
-                    attempt: 0,
-                }),
-                image: Some(cri::ImageSpec {
-                    image: image::image_name(),
-                    ..Default::default()
-                }),
+                metadata: Some(cri::ContainerMetadata { name: container_name.to_owned(), attempt: 0 }),
+                image: Some(cri::ImageSpec { image: image::image_name(), ..Default::default() }),
                 command: command.iter().map(|s| s.to_string()).collect(),
                 log_path: format!("{container_name}/0.log"),
                 labels: container_labels,
@@ -239,47 +210,30 @@ impl Containerd {
             sandbox_config: Some(sandbox_config),
         };
         let container_id = self
-            .call("CreateContainer", |mut c| async move {
-                c.create_container(request).await
-            })
+            .call("CreateContainer", |mut c| async move { c.create_container(request).await })
             .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.log()))
             .container_id;
         let id = container_id.clone();
         self.call("StartContainer", |mut c| async move {
-            c.start_container(cri::StartContainerRequest { container_id: id })
-                .await
+            c.start_container(cri::StartContainerRequest { container_id: id }).await
         })
         .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.log()));
-        RunningPod {
-            sandbox_id,
-            container_id,
-        }
+        RunningPod { sandbox_id, container_id }
     }
 
     /// The host pid of a container's main process (from the verbose ContainerStatus).
     pub fn container_pid(&self, container_id: &str) -> u32 {
-        let request = cri::ContainerStatusRequest {
-            container_id: container_id.to_owned(),
-            verbose: true,
-        };
-        let status = self
-            .call("ContainerStatus", |mut c| async move {
-                c.container_status(request).await
-            })
-            .unwrap();
+        let request = cri::ContainerStatusRequest { container_id: container_id.to_owned(), verbose: true };
+        let status =
+            self.call("ContainerStatus", |mut c| async move { c.container_status(request).await }).unwrap();
         pid_in(&status.info)
     }
 
     /// The host pid of a pod sandbox's own process (from the verbose PodSandboxStatus).
     pub fn sandbox_pid(&self, sandbox_id: &str) -> u32 {
-        let request = cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sandbox_id.to_owned(),
-            verbose: true,
-        };
+        let request = cri::PodSandboxStatusRequest { pod_sandbox_id: sandbox_id.to_owned(), verbose: true };
         let status = self
-            .call("PodSandboxStatus", |mut c| async move {
-                c.pod_sandbox_status(request).await
-            })
+            .call("PodSandboxStatus", |mut c| async move { c.pod_sandbox_status(request).await })
             .unwrap();
         pid_in(&status.info)
     }
@@ -292,17 +246,12 @@ impl Containerd {
     /// containerd itself checks), else the slower `native` (plain copies).
     fn snapshotter(&self) -> &'static str {
         let probe = self.dir.join("overlay-probe");
-        let [lower, upper, work, merged] =
-            ["lower", "upper", "work", "merged"].map(|d| probe.join(d));
+        let [lower, upper, work, merged] = ["lower", "upper", "work", "merged"].map(|d| probe.join(d));
         for d in [&lower, &upper, &work, &merged] {
             std::fs::create_dir_all(d).unwrap();
         }
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
+        let options =
+            format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
         let mounted = nix::mount::mount(
             Some("overlay"),
             &merged,
@@ -379,16 +328,10 @@ disabled_plugins = [
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!(
-                    "containerd exited at start ({status}); log:\n{}",
-                    self.log()
-                );
+                panic!("containerd exited at start ({status}); log:\n{}", self.log());
             }
             let version = self.call("Version", |mut c| async move {
-                c.version(cri::VersionRequest {
-                    version: "v1".to_owned(),
-                })
-                .await
+                c.version(cri::VersionRequest { version: "v1".to_owned() }).await
             });
             match version {
                 Ok(_) => return,
@@ -440,18 +383,15 @@ disabled_plugins = [
 
     fn stop_pods(&self) {
         for id in self.pods() {
-            let stop = cri::StopPodSandboxRequest {
-                pod_sandbox_id: id.clone(),
-            };
-            if let Err(e) = self.call("StopPodSandbox", |mut c| async move {
-                c.stop_pod_sandbox(stop).await
-            }) {
+            let stop = cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() };
+            if let Err(e) = self.call("StopPodSandbox", |mut c| async move { c.stop_pod_sandbox(stop).await })
+            {
                 eprintln!("cleanup: {e}");
             }
             let remove = cri::RemovePodSandboxRequest { pod_sandbox_id: id };
-            if let Err(e) = self.call("RemovePodSandbox", |mut c| async move {
-                c.remove_pod_sandbox(remove).await
-            }) {
+            if let Err(e) =
+                self.call("RemovePodSandbox", |mut c| async move { c.remove_pod_sandbox(remove).await })
+            {
                 eprintln!("cleanup: {e}");
             }
         }
@@ -501,10 +441,7 @@ impl Drop for Containerd {
                 eprintln!("cleanup: cannot remove {}: {e}", self.dir.display());
             }
         } else {
-            eprintln!(
-                "cleanup: mounts remain below {}, so it is left in place",
-                self.dir.display()
-            );
+            eprintln!("cleanup: mounts remain below {}, so it is left in place", self.dir.display());
         }
     }
 }
@@ -573,9 +510,7 @@ fn run_bounded(command: &mut Command, timeout: Duration) -> Result<(), String> {
     let text = std::fs::read_to_string(output.path()).unwrap_or_default();
     match (finished, status.success()) {
         (true, true) => Ok(()),
-        (false, _) => Err(format!(
-            "{command:?} did not finish within {timeout:?}: {text}"
-        )),
+        (false, _) => Err(format!("{command:?} did not finish within {timeout:?}: {text}")),
         (true, false) => Err(format!("{command:?} failed ({status}): {text}")),
     }
 }
@@ -633,10 +568,7 @@ fn wait_gone(pids: &[i32]) {
     // reaps it: gone from our point of view.
     let alive = |pid: &i32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| {
-                stat.rsplit_once(") ")
-                    .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-            })
+            .map(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
             .unwrap_or(false)
     };
     while pids.iter().any(alive) && Instant::now() < deadline {
@@ -731,9 +663,5 @@ fn mountinfo() -> Vec<(PathBuf, String)> {
 
 /// mountinfo writes space, tab, newline and backslash as octal escapes.
 fn unescape(field: &str) -> String {
-    field
-        .replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }

@@ -27,23 +27,15 @@ const APPLETS: &[&str] = &["sh", "sleep", "cat", "echo", "ls", "true"];
 
 /// The OCI archive of the image, built once and cached under /tmp/kernsight-test-images.
 pub fn busybox_archive() -> PathBuf {
-    let archive = Path::new(CACHE).join(format!(
-        "busybox-v{IMAGE_VERSION}-{}.oci.tar",
-        std::env::consts::ARCH
-    ));
+    let archive =
+        Path::new(CACHE).join(format!("busybox-v{IMAGE_VERSION}-{}.oci.tar", std::env::consts::ARCH));
     if archive.exists() {
         return archive;
     }
-    assert!(
-        Path::new(BUSYBOX).exists(),
-        "{BUSYBOX} is missing: apt-get install busybox-static"
-    );
+    assert!(Path::new(BUSYBOX).exists(), "{BUSYBOX} is missing: apt-get install busybox-static");
     std::fs::create_dir_all(CACHE).unwrap();
     // Built beside the cache and renamed into place: concurrent builders never see half a file.
-    let work = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(CACHE)
-        .unwrap();
+    let work = tempfile::Builder::new().prefix("build-").tempdir_in(CACHE).unwrap();
     let built = build(work.path());
     std::fs::rename(&built, &archive).unwrap();
     archive
@@ -116,19 +108,14 @@ fn build(work: &Path) -> PathBuf {
         }],
     });
     std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 
     let archive = work.join("image.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&archive)
-        .args(["oci-layout", "index.json", "blobs"]));
+    run(Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&archive).args([
+        "oci-layout",
+        "index.json",
+        "blobs",
+    ]));
     archive
 }
 
@@ -142,26 +129,14 @@ fn blob(blobs: &Path, content: &[u8]) -> Blob {
     let hex = sha256_hex(content);
     let mut file = std::fs::File::create(blobs.join(&hex)).unwrap();
     file.write_all(content).unwrap();
-    Blob {
-        digest: format!("sha256:{hex}"),
-        size: content.len(),
-    }
+    Blob { digest: format!("sha256:{hex}"), size: content.len() }
 }
 
 pub fn sha256_hex(content: &[u8]) -> String {
-    Sha256::digest(content)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    Sha256::digest(content).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
 }

@@ -1,0 +1,167 @@
+//! Attribution of syscalls made inside real containers: podman + runc (named through conmon) and
+//! a pod run through containerd's CRI (namespace, pod and container names from the runtime).
+
+mod support;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use support::{
+    Agent, Sample, config_file, containerd::Containerd, image, parse, path_str, privileged, value,
+};
+
+/// Inside the container: exactly FAILED_OPENS failing `openat` (busybox `read` of a missing
+/// file), then idle so that the runtime still knows the container when the agent asks.
+const FAILED_OPENS: usize = 500;
+fn workload_script() -> String {
+    format!(
+        "i=0; while [ $i -lt {FAILED_OPENS} ]; do read x < /kernsight-missing 2>/dev/null; i=$((i+1)); done; sleep 120"
+    )
+}
+
+/// Scrapes until a series of `labels` has at least `at_least` ENOENT openat calls (30 s at most).
+fn wait_for_errors(agent: &Agent, labels: &[(&str, &str)], at_least: f64) -> Vec<Sample> {
+    let mut labels = labels.to_vec();
+    labels.extend([("syscall", "openat"), ("errno", "ENOENT")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let samples = parse(&agent.scrape());
+        let seen = value(&samples, "kernsight_syscall_errors_total", &labels);
+        if seen >= at_least {
+            return samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no series {labels:?} with {at_least} calls after 30 s; saw {seen}. Series:\n{}\nagent log:\n{}",
+            samples
+                .iter()
+                .filter(|s| s.name == "kernsight_syscall_errors_total"
+                    && s.labels.get("errno").is_some_and(|e| e == "ENOENT"))
+                .map(|s| format!("{:?} {}", s.labels, s.value))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A podman container the test runs and removes.
+struct PodmanContainer {
+    id: String,
+}
+
+impl PodmanContainer {
+    fn run(name: &str, script: &str) -> Self {
+        let archive = image::busybox_archive();
+        let load = Command::new("podman").args(["load", "-q", "-i"]).arg(&archive).output().expect("podman");
+        assert!(load.status.success(), "podman load: {}", String::from_utf8_lossy(&load.stderr));
+        // cgroupfs manager and runc: what works on this machine (crun refuses hybrid cgroups);
+        // explicit ulimits, because raising the defaults needs CAP_SYS_RESOURCE.
+        let out = Command::new("podman")
+            .args(["--cgroup-manager=cgroupfs", "--runtime", "runc", "run", "-d", "--name", name])
+            .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
+            .arg(image::image_name())
+            .args(["/bin/sh", "-c", script])
+            .output()
+            .expect("podman run");
+        assert!(out.status.success(), "podman run: {}", String::from_utf8_lossy(&out.stderr));
+        Self { id: String::from_utf8_lossy(&out.stdout).trim().to_owned() }
+    }
+}
+
+impl Drop for PodmanContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["rm", "-f", "-t", "0", &self.id]).output();
+    }
+}
+
+#[test]
+fn podman_container_syscalls_carry_its_name_and_id() {
+    if !privileged("podman_container_syscalls_carry_its_name_and_id") {
+        return;
+    }
+    let _serial = support::serial();
+    let (_dir, config) = config_file("[metadata]\ncontainer_id_label = true\n");
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    let name = format!("kernsight-test-{}", std::process::id());
+    let container = PodmanContainer::run(&name, &workload_script());
+
+    let samples = wait_for_errors(&agent, &[("container", &name)], FAILED_OPENS as f64);
+    let labels =
+        [("container", name.as_str()), ("container_id", container.id.as_str()), ("syscall", "openat")];
+    assert!(value(&samples, "kernsight_syscalls_total", &labels) >= FAILED_OPENS as f64);
+    let series: Vec<&Sample> =
+        samples.iter().filter(|s| s.labels.get("container").is_some_and(|c| *c == name)).collect();
+    assert!(series.iter().all(|s| s.labels["cgroup"].is_empty() && s.labels["pod"].is_empty()));
+    assert!(
+        value(&samples, "kernsight_metadata_lookups_total", &[("source", "conmon"), ("result", "found")])
+            >= 1.0
+    );
+}
+
+#[test]
+fn cri_pod_syscalls_carry_namespace_pod_and_container() {
+    if !privileged("cri_pod_syscalls_carry_namespace_pod_and_container") {
+        return;
+    }
+    let _serial = support::serial();
+    let containerd = Containerd::start();
+    let (_dir, config) = config_file(&format!(
+        "[metadata]\ncri_socket = \"{}\"\ncontainer_id_label = true\n",
+        path_str(containerd.socket())
+    ));
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    let pod = containerd.run_pod(
+        "web-0",
+        "shop",
+        "11111111-2222-3333-4444-555555555555",
+        "nginx",
+        &["/bin/sh", "-c", &workload_script()],
+    );
+
+    let labels = [("namespace", "shop"), ("pod", "web-0"), ("container", "nginx")];
+    let samples = wait_for_errors(&agent, &labels, FAILED_OPENS as f64);
+    let with_id = [("container_id", pod.container_id.as_str()), ("syscall", "openat"), ("errno", "ENOENT")];
+    assert!(value(&samples, "kernsight_syscall_errors_total", &with_id) >= FAILED_OPENS as f64);
+    assert!(
+        value(&samples, "kernsight_metadata_lookups_total", &[("source", "cri"), ("result", "found")]) >= 1.0
+    );
+    assert!(agent.log().contains("pod identity from the CRI"), "{}", agent.log());
+}
+
+#[test]
+fn without_a_runtime_socket_containers_are_named_by_id_and_the_log_says_why() {
+    if !privileged("without_a_runtime_socket_containers_are_named_by_id_and_the_log_says_why") {
+        return;
+    }
+    let _serial = support::serial();
+    let (_dir, config) = config_file(
+        "[metadata]\ncri_socket = \"/nonexistent/kernsight/cri.sock\"\ncontainer_id_label = true\n",
+    );
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    // A container no source can name: a cgroup named as containerd's cgroupfs driver names one.
+    let id = format!("{:064x}", u128::from(std::process::id()) << 64 | 0xfeed);
+    let root = support::unified_root();
+    let pod = support::TestCgroup::create_in(&root, "kubepods");
+    let path = pod.path.join(format!("besteffort/pod11111111-2222-3333-4444-555555555555/{id}"));
+    std::fs::create_dir_all(&path).unwrap();
+    let container = support::TestCgroup { label: String::new(), path: path.clone() };
+    container.run(|| {
+        support::failing_openat_times(FAILED_OPENS);
+        0
+    });
+    let samples =
+        wait_for_errors(&agent, &[("container", &id[..12]), ("container_id", &id)], FAILED_OPENS as f64);
+    assert!(samples.iter().any(|s| s.labels.get("container_id").is_some_and(|c| *c == id)));
+    drop(container);
+    for dir in [path.parent().unwrap(), path.parent().unwrap().parent().unwrap()] {
+        let _ = std::fs::remove_dir(dir);
+    }
+    drop(pod);
+    let log = agent.log();
+    assert_eq!(log.matches("no CRI socket found").count(), 1, "said once:\n{log}");
+    assert!(log.contains("/nonexistent/kernsight/cri.sock"), "{log}");
+}
