@@ -56,8 +56,13 @@ const CONFIGS: &[Config] = &[
 
 pub fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
-        None | Some("syscalls") => syscalls(),
-        Some(other) => Err(format!("unknown benchmark `{other}`; available: syscalls")),
+        Some("syscalls") => syscalls(),
+        Some("scrape") => {
+            let containers = args.get(1).map_or(Ok(200), |n| n.parse().map_err(|e| format!("`{n}`: {e}")))?;
+            crate::scrape_bench::run(containers)
+        }
+        None => syscalls().and_then(|()| crate::scrape_bench::run(200)),
+        Some(other) => Err(format!("unknown benchmark `{other}`; available: syscalls, scrape [CONTAINERS]")),
     }
 }
 
@@ -98,7 +103,7 @@ fn report(samples: &[Vec<f64>]) {
     );
 }
 
-fn median(samples: &[f64]) -> f64 {
+pub(crate) fn median(samples: &[f64]) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
@@ -112,12 +117,12 @@ fn measure(tracer: &Tracer) -> Result<f64, String> {
             let mut command = Command::new("bpftrace");
             command.args(["-e", script]);
             // bpftrace prints "Attaching N probes..." then attaches; give it a moment after.
-            Some(start_and_wait(command, Stream::Stdout, "Attaching", Duration::from_secs(2))?)
+            Some(start_and_wait(command, Stream::Stdout, "Attaching", Duration::from_secs(2))?.0)
         }
         Tracer::Kernsight(args) => {
             let mut command = Command::new(workspace_root().join("target/release/kernsight"));
             command.args(["run", "--listen", "127.0.0.1:0", "--log-level", "info"]).args(*args);
-            Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?)
+            Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0)
         }
     };
     let ns = time_loop();
@@ -155,18 +160,19 @@ pub fn syscall_loop(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-enum Stream {
+pub(crate) enum Stream {
     Stdout,
     Stderr,
 }
 
 /// Starts a tracer and waits (30 s at most) for a line that says it is attached.
-fn start_and_wait(
+/// Returns the child and the line that said it was ready.
+pub(crate) fn start_and_wait(
     mut command: Command,
     stream: Stream,
     ready: &'static str,
     settle: Duration,
-) -> Result<Child, String> {
+) -> Result<(Child, String), String> {
     let (stdout, stderr) = match stream {
         Stream::Stdout => (Stdio::piped(), Stdio::inherit()),
         Stream::Stderr => (Stdio::null(), Stdio::piped()),
@@ -186,19 +192,19 @@ fn start_and_wait(
         // Keep draining after the ready line so that the tracer never blocks on a full pipe.
         for line in BufReader::new(reader).lines().map_while(Result::ok) {
             if line.contains(ready) {
-                let _ = tx.send(());
+                let _ = tx.send(line);
             }
         }
     });
-    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
         stop(&mut child);
         return Err(format!("{command:?} did not report `{ready}` within 30 s"));
-    }
+    };
     thread::sleep(settle);
-    Ok(child)
+    Ok((child, line))
 }
 
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {

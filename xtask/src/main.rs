@@ -11,6 +11,7 @@
 
 mod bench;
 mod process;
+mod scrape_bench;
 mod setup;
 
 use std::process::ExitCode;

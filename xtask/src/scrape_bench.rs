@@ -1,0 +1,139 @@
+//! `cargo xtask bench scrape [N]`: how long a scrape takes with N containers on the node.
+//!
+//! N cgroups named the way containerd's cgroupfs driver names a pod's containers
+//! (`kubepods/besteffort/pod<uid>/<id>`), each with a process that made syscalls there and
+//! sleeps, then repeated scrapes of a release agent. Everything the benchmark created is ended
+//! and removed afterwards.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    bench::{Stream, median, start_and_wait, stop},
+    process::{is_root, workspace_root},
+};
+
+const SCRAPES: usize = 20;
+
+pub fn run(containers: usize) -> Result<(), String> {
+    if !is_root() {
+        return Err("the scrape benchmark creates cgroups and runs the agent: run it as root".into());
+    }
+    let root = unified_root().ok_or("no cgroup v2 hierarchy is mounted")?;
+    let binary = workspace_root().join("target/release/kernsight");
+    let mut command = Command::new(binary);
+    command.args(["run", "--listen", "127.0.0.1:0"]);
+    // The agent first: the containers' syscalls must happen while it counts.
+    let (mut agent, address) = start_agent(command)?;
+    let mut fleet =
+        Fleet { base: root.join(format!("kernsight-bench-{}", std::process::id())), sleepers: Vec::new() };
+    for i in 0..containers {
+        if let Err(err) = fleet.add(i) {
+            stop(&mut agent);
+            return Err(err);
+        }
+    }
+    // Let the lookup task try (and fail) to name the containers, as it would on a node.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut times = Vec::new();
+    let mut body = String::new();
+    for _ in 0..SCRAPES {
+        let started = Instant::now();
+        body = get(&address, "/metrics")?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    stop(&mut agent);
+    let series = body.lines().filter(|l| l.starts_with("kernsight_syscalls_total")).count();
+    let container_series = body
+        .lines()
+        .filter(|l| l.starts_with("kernsight_syscalls_total") && l.contains("cgroup=\"\""))
+        .count();
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = times.iter().copied().fold(0.0, f64::max);
+    println!(
+        "scrape with {containers} containers: median {:.1} ms, min {min:.1} ms, max {max:.1} ms over {SCRAPES} scrapes \
+         ({} bytes, {series} kernsight_syscalls_total series, {container_series} of them container series)",
+        median(&times),
+        body.len()
+    );
+    Ok(())
+}
+
+/// The benchmark's cgroups and their sleeping processes; ended and removed on drop.
+struct Fleet {
+    base: PathBuf,
+    sleepers: Vec<(Child, PathBuf)>,
+}
+
+impl Fleet {
+    fn add(&mut self, i: usize) -> Result<(), String> {
+        let uid = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), i);
+        // Distinct leading digits, as random runtime ids have: unnamed containers are labelled
+        // by their first 12.
+        let id =
+            format!("{:016x}{:048x}", (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15), std::process::id());
+        let dir = self.base.join("kubepods/besteffort").join(format!("pod{uid}")).join(id);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        // The shell moves itself in, makes its syscalls there, and becomes the sleeping process.
+        let script = format!("echo $$ > {}/cgroup.procs && exec sleep 600", dir.display());
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start a process for {}: {e}", dir.display()))?;
+        self.sleepers.push((child, dir));
+        Ok(())
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.sleepers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Deepest first: container, pod, then the shared parents.
+        for (_, dir) in &self.sleepers {
+            for level in [dir.as_path(), dir.parent().unwrap_or(dir)] {
+                let _ = std::fs::remove_dir(level);
+            }
+        }
+        for level in ["kubepods/besteffort", "kubepods", ""] {
+            let _ = std::fs::remove_dir(self.base.join(level));
+        }
+    }
+}
+
+fn unified_root() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mount_point = before.split(' ').nth(4)?;
+        (after.split(' ').next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+fn start_agent(command: Command) -> Result<(Child, String), String> {
+    let (child, line) =
+        start_and_wait(command, Stream::Stderr, "serving metrics on http://", Duration::ZERO)?;
+    let address = line
+        .split("serving metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .ok_or("the agent did not say where it listens")?
+        .to_owned();
+    Ok((child, address))
+}
+
+fn get(address: &str, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(address).map_err(|e| format!("connect {address}: {e}"))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
+}
