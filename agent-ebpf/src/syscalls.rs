@@ -6,7 +6,6 @@
 //! calling `bpf_get_current_cgroup_id()`. Counting then costs a per-CPU cache check and an
 //! inlined per-CPU array increment: no hash lookup on the hot path (see `kernsight_common`).
 
-use crate::task::{current_cgroup, global, load};
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, cgroup},
     btf_maps::CgrpStorage,
@@ -20,6 +19,8 @@ use kernsight_common::syscalls::{
     LatencyKey, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL, START_ENTRIES, SyscallKey, SyscallRow,
     column_of, errno_of, latency_bucket, map_full,
 };
+
+use crate::task::{current_cgroup, global, load};
 
 #[map]
 static SYSCALL_ROWS: PerCpuArray<SyscallRow> = PerCpuArray::with_max_entries(DEFAULT_CGROUP_SLOTS + 1, 0);
