@@ -110,7 +110,7 @@ fn cri_pod_syscalls_carry_namespace_pod_and_container() {
     let _serial = support::serial();
     let containerd = Containerd::start();
     let (_dir, config) = config_file(&format!(
-        "[metadata]\ncri_socket = \"{}\"\ncontainer_id_label = true\n",
+        "[metadata]\ncri_socket = \"{}\"\ncontainer_id_label = true\npod_labels = [\"app\"]\n",
         path_str(containerd.socket())
     ));
     let agent = Agent::start(&["--config", path_str(&config)]);
@@ -122,7 +122,8 @@ fn cri_pod_syscalls_carry_namespace_pod_and_container() {
         &["/bin/sh", "-c", &workload_script()],
     );
 
-    let labels = [("namespace", "shop"), ("pod", "web-0"), ("container", "nginx")];
+    // The harness gives the pod sandbox the label app=<pod name>, as a Deployment would.
+    let labels = [("namespace", "shop"), ("pod", "web-0"), ("container", "nginx"), ("label_app", "web-0")];
     let samples = wait_for_errors(&agent, &labels, FAILED_OPENS as f64);
     let with_id = [("container_id", pod.container_id.as_str()), ("syscall", "openat"), ("errno", "ENOENT")];
     assert!(value(&samples, "kernsight_syscall_errors_total", &with_id) >= FAILED_OPENS as f64);

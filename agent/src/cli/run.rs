@@ -101,8 +101,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let events = programs.cgroup_events.lock().unwrap_or_else(|e| e.into_inner()).take();
     let programs = Arc::new(programs);
     let tracker = Arc::new(Tracker::new(hierarchies));
-    let resolver =
-        Arc::new(Resolver::new(config.metadata.container_id_label, config.metadata.max_containers));
+    let resolver = Arc::new(Resolver::new(
+        config.metadata.container_id_label,
+        config.metadata.pod_labels.clone(),
+        config.metadata.max_containers,
+    ));
     tokio::spawn(lookup::run(resolver.clone(), config.metadata.cri_socket.clone()));
     let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);

@@ -63,6 +63,7 @@ pub struct SyscallsConfig {
 pub struct MetadataConfig {
     pub cri_socket: PathBuf,
     pub container_id_label: bool,
+    pub pod_labels: Vec<String>,
     pub max_containers: usize,
 }
 
@@ -143,7 +144,12 @@ impl Default for SyscallsConfig {
 
 impl Default for MetadataConfig {
     fn default() -> Self {
-        Self { cri_socket: PathBuf::new(), container_id_label: false, max_containers: 4096 }
+        Self {
+            cri_socket: PathBuf::new(),
+            container_id_label: false,
+            pod_labels: Vec::new(),
+            max_containers: 4096,
+        }
     }
 }
 

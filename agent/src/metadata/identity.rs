@@ -23,6 +23,8 @@ pub struct Workload {
     /// Only when `metadata.container_id_label` is on (cardinality).
     pub container_id: String,
     pub cgroup: String,
+    /// Values of the pod labels `metadata.pod_labels` asks for, in that order ("" if unset).
+    pub pod_labels: Vec<String>,
 }
 
 /// What a source knows of a container.
@@ -31,6 +33,8 @@ pub struct ContainerInfo {
     pub container: String,
     pub pod: String,
     pub namespace: String,
+    /// The pod's labels (from the CRI sandbox), when a source knows them.
+    pub pod_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Where identities come from, for the self metrics.
@@ -87,6 +91,8 @@ pub struct Resolver {
     pub wake: tokio::sync::Notify,
     stats: HashMap<&'static str, SourceStats>,
     container_id_label: bool,
+    /// Pod labels to export (`metadata.pod_labels`).
+    pod_labels: Vec<String>,
     capacity: usize,
     pub proc_root: PathBuf,
     pub docker_root: PathBuf,
@@ -97,13 +103,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Resolver {
-    pub fn new(container_id_label: bool, capacity: usize) -> Self {
+    pub fn new(container_id_label: bool, pod_labels: Vec<String>, capacity: usize) -> Self {
         Self {
             known: Mutex::new(HashMap::new()),
             wanted: Mutex::new(HashSet::new()),
             wake: tokio::sync::Notify::new(),
             stats: Source::ALL.iter().map(|s| (s.name(), SourceStats::default())).collect(),
             container_id_label,
+            pod_labels,
             capacity: capacity.max(1),
             proc_root: PathBuf::from("/proc"),
             docker_root: PathBuf::from("/var/lib/docker"),
@@ -112,6 +119,12 @@ impl Resolver {
 
     pub fn container_id_label(&self) -> bool {
         self.container_id_label
+    }
+
+    /// The Prometheus label names of the exported pod labels (`app.kubernetes.io/name` →
+    /// `label_app_kubernetes_io_name`, as kube-state-metrics names them).
+    pub fn pod_label_names(&self) -> Vec<String> {
+        self.pod_labels.iter().map(|name| label_name(name)).collect()
     }
 
     pub fn stats(&self, source: Source) -> &SourceStats {
@@ -131,20 +144,34 @@ impl Resolver {
     /// named by its short id until a source names it, and queued for the lookup task.
     pub fn workload(&self, cgroup_path: &str) -> Workload {
         let Some(container) = cgroup_path::parse(cgroup_path) else {
-            return Workload { cgroup: cgroup_path.to_owned(), ..Workload::default() };
+            let pod_labels = vec![String::new(); self.pod_labels.len()];
+            return Workload { cgroup: cgroup_path.to_owned(), pod_labels, ..Workload::default() };
         };
         let id = container.container_id;
         let container_id = if self.container_id_label { id.clone() } else { String::new() };
         if let Some(known) = lock(&self.known).get_mut(&id) {
             known.last_used = Instant::now();
-            let ContainerInfo { container, pod, namespace } = known.info.clone();
-            return Workload { namespace, pod, container, container_id, cgroup: String::new() };
+            let info = &known.info;
+            let pod_labels = self
+                .pod_labels
+                .iter()
+                .map(|name| info.pod_labels.get(name).cloned().unwrap_or_default())
+                .collect();
+            return Workload {
+                namespace: info.namespace.clone(),
+                pod: info.pod.clone(),
+                container: info.container.clone(),
+                container_id,
+                cgroup: String::new(),
+                pod_labels,
+            };
         }
         let short = id.get(..12).unwrap_or(&id).to_owned();
         if lock(&self.wanted).insert(id) {
             self.wake.notify_one();
         }
-        Workload { container: short, container_id, ..Workload::default() }
+        let pod_labels = vec![String::new(); self.pod_labels.len()];
+        Workload { container: short, container_id, pod_labels, ..Workload::default() }
     }
 
     /// Container ids to look up (taken: a lookup that fails puts them back).
@@ -185,6 +212,14 @@ impl Resolver {
     }
 }
 
+/// A Prometheus label name for a pod label: `label_` and the name with every character outside
+/// `[a-zA-Z0-9_]` turned into `_`.
+pub fn label_name(pod_label: &str) -> String {
+    let cleaned: String =
+        pod_label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("label_{cleaned}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,22 +228,28 @@ mod tests {
 
     #[test]
     fn host_paths_keep_their_cgroup() {
-        let resolver = Resolver::new(false, 16);
+        let resolver = Resolver::new(false, Vec::new(), 16);
         let host = resolver.workload("/system.slice/sshd.service");
         assert_eq!(host, Workload { cgroup: "/system.slice/sshd.service".into(), ..Workload::default() });
+        assert!(host.pod_labels.is_empty());
         assert_eq!(resolver.wanted_len(), 0);
     }
 
     #[test]
     fn unknown_containers_get_their_short_id_then_their_name() {
-        let resolver = Resolver::new(true, 16);
+        let resolver = Resolver::new(true, vec!["app".into()], 16);
         let path = format!("/libpod_parent/libpod-{ID}");
         let first = resolver.workload(&path);
         assert_eq!(first.container, &ID[..12]);
         assert_eq!(first.container_id, ID);
         assert_eq!(resolver.take_wanted(), vec![ID.to_owned()]);
 
-        let info = ContainerInfo { container: "web".into(), pod: "web-0".into(), namespace: "shop".into() };
+        let info = ContainerInfo {
+            container: "web".into(),
+            pod: "web-0".into(),
+            namespace: "shop".into(),
+            pod_labels: [("app".to_owned(), "shop-web".to_owned())].into(),
+        };
         assert!(resolver.learn(ID.into(), info));
         let named = resolver.workload(&path);
         assert_eq!(
@@ -216,12 +257,16 @@ mod tests {
             ("shop", "web-0", "web")
         );
         assert_eq!(named.cgroup, "");
+        assert_eq!(named.pod_labels, vec!["shop-web".to_owned()]);
+        assert_eq!(first.pod_labels, vec![String::new()], "the label exists before the pod is known");
         assert_eq!(resolver.wanted_len(), 0);
+        assert_eq!(resolver.pod_label_names(), vec!["label_app".to_owned()]);
+        assert_eq!(label_name("app.kubernetes.io/name"), "label_app_kubernetes_io_name");
     }
 
     #[test]
     fn container_id_label_is_opt_in_and_cache_is_bounded() {
-        let resolver = Resolver::new(false, 1);
+        let resolver = Resolver::new(false, Vec::new(), 1);
         assert_eq!(resolver.workload(&format!("/docker/{ID}")).container_id, "");
         resolver.learn("a".into(), ContainerInfo::default());
         resolver.learn("b".into(), ContainerInfo::default());

@@ -101,6 +101,7 @@ async fn lookup_cri(resolver: &Resolver, client: &mut CriClient, wanted: &mut Ve
             container: container.container_name,
             pod: container.pod_name,
             namespace: container.pod_namespace,
+            pod_labels: container.pod_labels,
         };
         resolver.learn(container.container_id, info);
     }

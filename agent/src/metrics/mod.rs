@@ -6,7 +6,7 @@ mod metadata;
 pub mod server;
 mod syscalls;
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use crate::{
     bpf::Programs,
@@ -40,23 +40,33 @@ pub fn registry(
     registry
 }
 
+/// Which optional workload labels a series carries (config: `metadata.container_id_label`,
+/// `metadata.pod_labels`).
+pub(crate) struct LabelNames {
+    pub container_id: bool,
+    pub pod_labels: Vec<String>,
+}
+
 /// A series' workload labels (`namespace`, `pod`, `container`, `container_id` when enabled,
-/// `cgroup`), then its own.
+/// `cgroup`, the chosen pod labels), then its own.
 fn workload_labels<const N: usize>(
     workload: &Workload,
-    with_container_id: bool,
+    names: &LabelNames,
     own: [(&'static str, String); N],
-) -> Vec<(&'static str, String)> {
+) -> Vec<(Cow<'static, str>, String)> {
     let mut labels = vec![
-        ("namespace", workload.namespace.clone()),
-        ("pod", workload.pod.clone()),
-        ("container", workload.container.clone()),
+        ("namespace".into(), workload.namespace.clone()),
+        ("pod".into(), workload.pod.clone()),
+        ("container".into(), workload.container.clone()),
     ];
-    if with_container_id {
-        labels.push(("container_id", workload.container_id.clone()));
+    if names.container_id {
+        labels.push(("container_id".into(), workload.container_id.clone()));
     }
-    labels.push(("cgroup", workload.cgroup.clone()));
-    labels.extend(own);
+    labels.push(("cgroup".into(), workload.cgroup.clone()));
+    for (name, value) in names.pod_labels.iter().zip(&workload.pod_labels) {
+        labels.push((Cow::Owned(name.clone()), value.clone()));
+    }
+    labels.extend(own.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)));
     labels
 }
 

@@ -20,7 +20,7 @@ use prometheus_client::{
     metrics::MetricType,
 };
 
-use super::{NO_LABELS, encode_counters, encode_gauges, workload_labels};
+use super::{LabelNames, NO_LABELS, encode_counters, encode_gauges, workload_labels};
 use crate::{
     bpf::Programs,
     kernel::{
@@ -102,7 +102,10 @@ impl Collector for SyscallCollector {
             names: HashMap::new(),
             walked: false,
         };
-        let with_id = self.resolver.container_id_label();
+        let with_id = LabelNames {
+            container_id: self.resolver.container_id_label(),
+            pod_labels: self.resolver.pod_label_names(),
+        };
         let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
 
         let (calls, unreadable) = maps.read_calls();
@@ -124,7 +127,7 @@ impl Collector for SyscallCollector {
             "kernsight_syscalls",
             "Syscalls that returned, by workload and syscall (exit and exit_group never return and are not counted)",
             series.into_iter().map(|((workload, syscall), n)| {
-                (workload_labels(&workload, with_id, [("syscall", syscall.into_owned())]), n)
+                (workload_labels(&workload, &with_id, [("syscall", syscall.into_owned())]), n)
             }),
         )?;
 
@@ -144,7 +147,7 @@ impl Collector for SyscallCollector {
             "Syscalls that returned an error, by workload, syscall and errno",
             series.into_iter().map(|((workload, syscall, errno), n)| {
                 let own = [("syscall", syscall.into_owned()), ("errno", errno.into_owned())];
-                (workload_labels(&workload, with_id, own), n)
+                (workload_labels(&workload, &with_id, own), n)
             }),
         )?;
 
@@ -155,7 +158,7 @@ impl Collector for SyscallCollector {
         if let Some((rows, unreadable)) = maps.read_latency() {
             self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
             map_rows.push((SYSCALL_LATENCY_MAP, rows.len(), maps.latency_capacity().unwrap_or(0)));
-            encode_latency(&mut encoder, rows, &mut namer, with_id)?;
+            encode_latency(&mut encoder, rows, &mut namer, &with_id)?;
             if let Some(threads) = maps.threads_in_syscall() {
                 map_rows.push((SYSCALL_START_MAP, threads, START_ENTRIES));
             }
@@ -192,7 +195,7 @@ fn encode_latency(
     encoder: &mut DescriptorEncoder,
     rows: Vec<(LatencyKey, u64)>,
     namer: &mut CgroupNamer,
-    with_id: bool,
+    with_id: &LabelNames,
 ) -> Result<(), std::fmt::Error> {
     let mut series: BTreeMap<(Workload, Cow<'static, str>), Latency> = BTreeMap::new();
     for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
@@ -210,7 +213,7 @@ fn encode_latency(
         MetricType::Histogram,
     )?;
     for ((workload, syscall), latency) in series {
-        let labels = workload_labels(&workload, with_id, [("syscall", syscall.into_owned())]);
+        let labels = workload_labels(&workload, &with_id, [("syscall", syscall.into_owned())]);
         LatencyHistogram(&latency).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
