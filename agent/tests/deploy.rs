@@ -1,0 +1,346 @@
+//! Everything under deploy/: the static checks (deploy/test.sh: Helm, kustomize, schemas, rules,
+//! dashboard), the image run by podman with the DaemonSet's capabilities and mounts, and a real
+//! Prometheus scraping an agent. Tools come from `deploy/tools.sh`; a missing one fails the test
+//! under `KERNSIGHT_PRIVILEGED_TESTS=required` and skips it otherwise.
+
+mod support;
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use support::{Agent, TestCgroup, getppid_times, http_get, parse, privileged, value};
+
+/// Calls each test makes in its own cgroup and expects to see counted.
+const CALLS: usize = 5000;
+/// What the DaemonSet adds after dropping ALL (deploy/check_manifests.py holds it to the same set).
+const CAPABILITIES: &str = "BPF,PERFMON";
+const IMAGE: &str = "localhost/kernsight:deploy-test";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+}
+
+fn tools_dir() -> PathBuf {
+    std::env::var_os("KERNSIGHT_DEPLOY_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/deploy-tools"))
+        .join("bin")
+}
+
+fn required() -> bool {
+    std::env::var("KERNSIGHT_PRIVILEGED_TESTS").as_deref() == Ok("required")
+}
+
+/// The path of `tool` (deploy/tools.sh's directory first, then PATH), or `None` with a skip
+/// message; a failure when the tests are required to run.
+fn tool(test: &str, tool: &str) -> Option<PathBuf> {
+    let local = tools_dir().join(tool);
+    if local.is_file() {
+        return Some(local);
+    }
+    let found = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(tool)).find(|p| p.is_file()));
+    if found.is_none() {
+        assert!(
+            !required(),
+            "{test} needs {tool}: run deploy/tools.sh (KERNSIGHT_PRIVILEGED_TESTS=required)"
+        );
+        eprintln!("SKIPPED {test}: {tool} is missing (deploy/tools.sh installs it)");
+    }
+    found
+}
+
+fn run(command: &mut Command) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn static_checks_pass() {
+    let test = "static_checks_pass";
+    for name in ["helm", "kubectl", "kubernetes-validate", "yamllint", "promtool", "python3"] {
+        if tool(test, name).is_none() {
+            return;
+        }
+    }
+    let path = std::env::join_paths(
+        std::iter::once(tools_dir())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .unwrap();
+    run(Command::new(root().join("deploy/test.sh")).env("PATH", path));
+}
+
+/// The TOML of a rendered ConfigMap: the indented block under `kernsight.toml: |`.
+fn config_map_toml(manifest: &str) -> String {
+    let mut lines = manifest.lines().skip_while(|l| !l.trim_start().starts_with("kernsight.toml: |"));
+    let key = lines.next().expect("no kernsight.toml in the ConfigMap");
+    let indent = key.len() - key.trim_start().len() + 2;
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The configuration the manifests ship is one the agent accepts (integers stay integers, keys
+/// exist), checked with the agent's own parser.
+#[test]
+fn shipped_configs_are_valid_agent_configs() {
+    let test = "shipped_configs_are_valid_agent_configs";
+    let Some(helm) = tool(test, "helm") else { return };
+    let chart = root().join("deploy/helm/kernsight");
+    let mut configs = vec![(
+        "deploy/kubernetes/kernsight.toml".to_owned(),
+        std::fs::read_to_string(root().join("deploy/kubernetes/kernsight.toml")).unwrap(),
+    )];
+    for set in ["", "config.syscalls.latency_histogram=true,config.metadata.container_id_label=true"] {
+        let mut command = Command::new(&helm);
+        command
+            .arg("template")
+            .arg("kernsight")
+            .arg(&chart)
+            .args(["--show-only", "templates/configmap.yaml"]);
+        if !set.is_empty() {
+            command.args(["--set", set]);
+        }
+        command.args(["--set-string", "extraConfig=[paths]\ntracefs = \"/sys/kernel/debug/tracing\""]);
+        configs.push((format!("helm template --set {set:?}"), config_map_toml(&run(&mut command))));
+    }
+    for (origin, text) in configs {
+        let config = kernsight::config::Config::parse(&text, &origin)
+            .unwrap_or_else(|e| panic!("{origin}: the agent rejects\n{text}\n{e}"));
+        config.validate().unwrap_or_else(|e| panic!("{origin}: {e}"));
+    }
+}
+
+/// deploy/image.sh once per test binary: the static build is the slow part.
+fn image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        run(Command::new(root().join("deploy/image.sh")).arg(IMAGE));
+    });
+    IMAGE
+}
+
+/// A container removed when dropped, whatever the test's outcome.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["rm", "-f", "-t", "5", &self.0]).output();
+    }
+}
+
+/// The DaemonSet's pod, as podman runs it: capabilities BPF and PERFMON only, seccomp
+/// unconfined, read-only root, no privilege escalation, host PID namespace, the same read-only
+/// host paths (runtime sockets only where they exist).
+fn run_like_daemonset(name: &str, port: u16) -> Container {
+    let mut command = Command::new("podman");
+    // cgroupfs manager and runc: what works on this machine; explicit ulimits, because raising
+    // the defaults needs CAP_SYS_RESOURCE.
+    command
+        .args(["--cgroup-manager=cgroupfs", "--runtime", "runc", "run", "-d", "--name", name])
+        .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
+        .args(["--cap-drop", "ALL", "--cap-add", CAPABILITIES])
+        .args(["--security-opt", "seccomp=unconfined", "--security-opt", "no-new-privileges"])
+        .args(["--read-only", "--user", "0", "--pid", "host", "--network", "host"]);
+    let mounts = [
+        "/sys/kernel/btf",
+        "/sys/kernel/tracing",
+        "/sys/fs/bpf",
+        "/sys/fs/cgroup",
+        "/run/containerd/containerd.sock",
+        "/run/crio/crio.sock",
+        "/var/lib/docker/containers",
+    ];
+    for path in mounts.iter().filter(|p| Path::new(p).exists()) {
+        command.args(["-v", &format!("{path}:{path}:ro")]);
+    }
+    // The DaemonSet listens on 0.0.0.0:9464 in its own network namespace; with the host's
+    // network here, a free port on loopback.
+    command.arg(image()).args(["--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"]);
+    let id = run(&mut command).trim().to_owned();
+    Container(id)
+}
+
+fn podman_logs(container: &Container) -> String {
+    let out = Command::new("podman").args(["logs", &container.0]).output().expect("podman logs");
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+}
+
+/// Waits for `/readyz` (30 s at most).
+fn wait_ready(address: SocketAddr, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(address).is_ok() && http_get(address, "/readyz", "*/*").0 == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the agent at {address} is not ready after 30 s:\n{}", logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn image_with_daemonset_privileges_counts_host_syscalls() {
+    let test = "image_with_daemonset_privileges_counts_host_syscalls";
+    if !privileged(test) || tool(test, "podman").is_none() {
+        return;
+    }
+    let _serial = support::serial();
+    let name = format!("kernsight-deploy-test-{}", std::process::id());
+    let port = free_port();
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    let container = run_like_daemonset(&name, port);
+    wait_ready(address, || podman_logs(&container));
+    assert_eq!(http_get(address, "/healthz", "*/*").0, 200);
+
+    let cgroup = TestCgroup::create("deploy-image");
+    cgroup.run(|| {
+        getppid_times(CALLS);
+        0
+    });
+    let labels = [("cgroup", cgroup.label.as_str()), ("syscall", "getppid")];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(address, "/metrics", "text/plain");
+        assert_eq!(status, 200, "scrape failed: {body}");
+        let samples = parse(&body);
+        let seen = value(&samples, "kernsight_syscalls_total", &labels);
+        if seen >= CALLS as f64 {
+            assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{labels:?}: {seen} < {CALLS} after 30 s; container log:\n{}",
+            podman_logs(&container)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A Prometheus server on loopback, killed and its data removed when dropped.
+struct Prometheus {
+    child: Child,
+    address: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Scrapes `target` every second as job "kernsight" (node="deploy-test", as the
+    /// ServiceMonitor's relabeling sets it), with deploy/prometheus/rules.yaml loaded.
+    fn start(binary: &Path, target: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = root().join("deploy/prometheus/rules.yaml");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files: [{rules:?}]\n\
+             scrape_configs:\n  - job_name: kernsight\n    static_configs:\n\
+             \x20     - targets: [\"{target}\"]\n        labels: {{node: deploy-test}}\n"
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={address}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        Self { child, address, _dir: dir }
+    }
+
+    /// The sum of an instant query's values, `None` while it has none (or Prometheus is not up).
+    fn query(&self, promql: &str) -> Option<f64> {
+        std::net::TcpStream::connect(self.address).ok()?;
+        let (status, body) =
+            http_get(self.address, &format!("/api/v1/query?query={}", encode(promql)), "*/*");
+        if status != 200 {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let result = json["data"]["result"].as_array()?;
+        if result.is_empty() {
+            return None;
+        }
+        result.iter().map(|r| r["value"][1].as_str()?.parse::<f64>().ok()).sum()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encoding of a query parameter.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_the_agent_and_evaluates_the_rules() {
+    let test = "prometheus_scrapes_the_agent_and_evaluates_the_rules";
+    if !privileged(test) {
+        return;
+    }
+    let Some(binary) = tool(test, "prometheus") else { return };
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let prometheus = Prometheus::start(&binary, agent.address);
+
+    let cgroup = TestCgroup::create("deploy-prometheus");
+    cgroup.run(|| {
+        getppid_times(CALLS);
+        0
+    });
+    let wait = |promql: &str, at_least: f64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = prometheus.query(promql);
+            if seen.is_some_and(|v| v >= at_least) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{promql}: {seen:?} after 30 s, expected >= {at_least}; agent log:\n{}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let label = &cgroup.label;
+    wait(
+        &format!("kernsight_syscalls_total{{job=\"kernsight\",cgroup=\"{label}\",syscall=\"getppid\"}}"),
+        CALLS as f64,
+    );
+    wait("up{job=\"kernsight\",node=\"deploy-test\"}", 1.0);
+    // The recording rules run on the scraped series (an all-empty pod label: host cgroups).
+    wait("count(node_namespace_pod_syscall:kernsight_syscalls:rate5m{node=\"deploy-test\"})", 1.0);
+    wait("count(instance_map:kernsight_bpf_map_fill:ratio{node=\"deploy-test\"})", 1.0);
+    assert_eq!(prometheus.query("ALERTS{alertname=~\"Kernsight.*\",alertstate=\"firing\"}"), None);
+}

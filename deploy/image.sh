@@ -1,0 +1,21 @@
+#!/bin/sh
+# Builds the static binary and the image from it, with no registry involved:
+#
+#   deploy/image.sh [TAG]      default tag: localhost/kernsight:dev
+#
+# Then `podman save localhost/kernsight:dev | ...` into a registry or a node's image store.
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+tag=${1:-localhost/kernsight:dev}
+target=x86_64-unknown-linux-musl
+
+cd "$root"
+cargo +1.99.0 build --release -p kernsight --target "$target"
+binary=$root/target/$target/release/kernsight
+# A dynamically linked binary would start in a FROM scratch image only to fail on the loader.
+file "$binary" | grep -q "static" || { echo "$binary is not static" >&2; exit 1; }
+
+context=$(mktemp -d)
+trap 'rm -rf "$context"' EXIT
+cp "$binary" "$context/kernsight"
+podman build --quiet --file "$root/deploy/Containerfile" --tag "$tag" "$context"

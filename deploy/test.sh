@@ -1,0 +1,57 @@
+#!/bin/sh
+# Static checks of everything under deploy/: no cluster, no root, about 15 s.
+#
+#   deploy/tools.sh && deploy/test.sh
+#
+# A missing tool is a failure, not a skip (agent/tests/deploy.rs runs this script).
+set -eu
+
+deploy=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$deploy")
+tools=${KERNSIGHT_DEPLOY_TOOLS:-$root/target/deploy-tools}
+PATH=$tools/bin:$PATH
+# The Kubernetes version whose schemas the manifests must satisfy (the kubectl shipped by tools.sh).
+k8s_version=1.31.0
+
+for tool in helm kubectl kubernetes-validate yamllint promtool python3; do
+    command -v "$tool" >/dev/null || { echo "deploy/test.sh: $tool is missing: run deploy/tools.sh" >&2; exit 1; }
+done
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+step() { echo "== $*" >&2; }
+
+step yamllint
+(cd "$deploy" && yamllint --strict -c .yamllint .)
+
+step "promtool check rules, promtool test rules"
+promtool check rules "$deploy/prometheus/rules.yaml"
+(cd "$deploy/prometheus" && promtool test rules rules_test.yaml)
+
+step "the chart's copy of the rules is deploy/prometheus/rules.yaml"
+cmp "$deploy/prometheus/rules.yaml" "$deploy/helm/kernsight/files/rules.yaml"
+
+step "helm lint"
+helm lint --strict "$deploy/helm/kernsight"
+helm lint --strict "$deploy/helm/kernsight" \
+    --set serviceMonitor.enabled=true,podMonitor.enabled=true,prometheusRule.enabled=true
+
+step "helm template, kubectl kustomize"
+helm template kernsight "$deploy/helm/kernsight" --namespace kernsight >"$out/helm-default.yaml"
+helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
+    --set serviceMonitor.enabled=true,podMonitor.enabled=true,prometheusRule.enabled=true \
+    --set config.syscalls.latency_histogram=true,criSockets={/run/k3s/containerd/containerd.sock} \
+    --set dockerContainersPath= >"$out/helm-monitors.yaml"
+kubectl kustomize "$deploy/kubernetes" >"$out/kustomize.yaml"
+
+step "kubernetes-validate (Kubernetes $k8s_version, strict), monitoring.coreos.com by structure"
+python3 "$deploy/check_manifests.py" "$k8s_version" "$out" \
+    "$out/helm-default.yaml" "$out/helm-monitors.yaml" "$out/kustomize.yaml"
+# check_manifests.py wrote each PrometheusRule's spec as a rules file.
+for rules in "$out"/prometheusrule-*.yaml; do promtool check rules "$rules"; done
+
+step "grafana dashboard"
+python3 "$deploy/grafana/check_dashboard.py" "$deploy/grafana/kernsight.json" "$root/docs/metrics.md" \
+    "$deploy/prometheus/rules.yaml"
+
+echo "deploy/test.sh: all static checks passed" >&2
