@@ -35,9 +35,15 @@ pub fn run() -> Result<(), String> {
     rust_toolchain(&nightly, &["rust-src"])?;
     bpf_linker(&nightly)?;
     directory_override()?;
+    // helm, kubectl, kubernetes-validate, yamllint and the musl target, for the deploy tests.
+    let quiet =
+        Command::new(workspace_root().join("deploy/tools.sh")).stdout(std::process::Stdio::null()).status();
+    if !quiet.is_ok_and(|status| status.success()) {
+        return Err("deploy/tools.sh failed: run it to see why".into());
+    }
     eprintln!(
         "xtask: setup: ready (Debian packages, Rust {STABLE}, {nightly} with rust-src, \
-         bpf-linker on LLVM {LLVM_MAJOR})"
+         bpf-linker on LLVM {LLVM_MAJOR}, deploy tools)"
     );
     Ok(())
 }

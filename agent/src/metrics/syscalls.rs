@@ -213,7 +213,7 @@ fn encode_latency(
         MetricType::Histogram,
     )?;
     for ((workload, syscall), latency) in series {
-        let labels = workload_labels(&workload, &with_id, [("syscall", syscall.into_owned())]);
+        let labels = workload_labels(&workload, with_id, [("syscall", syscall.into_owned())]);
         LatencyHistogram(&latency).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
