@@ -114,8 +114,10 @@ const V2_MEMORY_EVENTS: [&str; 6] = ["low", "high", "max", "oom", "oom_kill", "o
 const V1_MEMORY_EVENTS: [&str; 2] = ["oom_kill", "under_oom"];
 const PRESSURE_RESOURCES: [&str; 3] = ["cpu", "memory", "io"];
 
-const USEC: f64 = 1e-6;
-const NSEC: f64 = 1e-9;
+// Divided by, not multiplied with their inverses: division is correctly rounded, so 100000 us
+// is exactly the f64 nearest 0.1 s.
+const USEC_PER_SEC: f64 = 1e6;
+const NSEC_PER_SEC: f64 = 1e9;
 
 /// Reads what the cgroup's files say; missing files leave fields empty, never an error.
 pub fn read(dirs: &CgroupDirs) -> Resources {
@@ -156,20 +158,20 @@ fn read_v2(dir: &Path) -> Resources {
     }
 
     if let Some(stat) = file("cpu.stat").map(|t| parse_flat_keyed(&t)) {
-        r.cpu_usage_seconds = stat.get("usage_usec").map(|&v| v as f64 * USEC);
+        r.cpu_usage_seconds = stat.get("usage_usec").map(|&v| v as f64 / USEC_PER_SEC);
         r.cpu_periods = stat.get("nr_periods").copied();
         r.cpu_throttled_periods = stat.get("nr_throttled").copied();
-        r.cpu_throttled_seconds = stat.get("throttled_usec").map(|&v| v as f64 * USEC);
+        r.cpu_throttled_seconds = stat.get("throttled_usec").map(|&v| v as f64 / USEC_PER_SEC);
     }
     if let Some((quota, period)) = file("cpu.max").and_then(|t| parse_cpu_max(&t)) {
-        r.cpu_quota_seconds = quota.map(|q| q as f64 * USEC);
-        r.cpu_period_seconds = Some(period as f64 * USEC);
+        r.cpu_quota_seconds = quota.map(|q| q as f64 / USEC_PER_SEC);
+        r.cpu_period_seconds = Some(period as f64 / USEC_PER_SEC);
     }
 
     for resource in PRESSURE_RESOURCES {
         let Some(text) = file(&format!("{resource}.pressure")) else { continue };
         for (kind, total_usec) in parse_pressure(&text) {
-            r.pressure.insert((resource, kind), total_usec as f64 * USEC);
+            r.pressure.insert((resource, kind), total_usec as f64 / USEC_PER_SEC);
         }
     }
     r
@@ -182,7 +184,7 @@ fn read_v1(memory: Option<&Path>, cpu: Option<&Path>, cpuacct: Option<&Path>, pi
         memory_max: file(memory, "memory.limit_in_bytes").and_then(|t| parse_v1_limit(&t)).flatten(),
         pids_current: file(pids, "pids.current").and_then(|t| parse_u64(&t)),
         pids_max: file(pids, "pids.max").and_then(|t| parse_max(&t)).flatten(),
-        cpu_usage_seconds: file(cpuacct, "cpuacct.usage").and_then(|t| parse_u64(&t)).map(|ns| ns as f64 * NSEC),
+        cpu_usage_seconds: file(cpuacct, "cpuacct.usage").and_then(|t| parse_u64(&t)).map(|ns| ns as f64 / NSEC_PER_SEC),
         ..Resources::default()
     };
 
@@ -201,15 +203,15 @@ fn read_v1(memory: Option<&Path>, cpu: Option<&Path>, cpuacct: Option<&Path>, pi
     if let Some(stat) = file(cpu, "cpu.stat").map(|t| parse_flat_keyed(&t)) {
         r.cpu_periods = stat.get("nr_periods").copied();
         r.cpu_throttled_periods = stat.get("nr_throttled").copied();
-        r.cpu_throttled_seconds = stat.get("throttled_time").map(|&v| v as f64 * NSEC);
+        r.cpu_throttled_seconds = stat.get("throttled_time").map(|&v| v as f64 / NSEC_PER_SEC);
     }
     let period = file(cpu, "cpu.cfs_period_us").and_then(|t| parse_u64(&t));
-    r.cpu_period_seconds = period.map(|p| p as f64 * USEC);
+    r.cpu_period_seconds = period.map(|p| p as f64 / USEC_PER_SEC);
     // -1 is "no quota"; any other negative value is not something the kernel writes.
     r.cpu_quota_seconds = file(cpu, "cpu.cfs_quota_us")
         .and_then(|t| t.trim().parse::<i64>().ok())
         .and_then(|q| u64::try_from(q).ok())
-        .map(|q| q as f64 * USEC);
+        .map(|q| q as f64 / USEC_PER_SEC);
     r
 }
 
