@@ -177,14 +177,21 @@ fn read_v2(dir: &Path) -> Resources {
     r
 }
 
-fn read_v1(memory: Option<&Path>, cpu: Option<&Path>, cpuacct: Option<&Path>, pids: Option<&Path>) -> Resources {
+fn read_v1(
+    memory: Option<&Path>,
+    cpu: Option<&Path>,
+    cpuacct: Option<&Path>,
+    pids: Option<&Path>,
+) -> Resources {
     let file = |dir: Option<&Path>, name: &str| dir.and_then(|d| read_text(&d.join(name)));
     let mut r = Resources {
         memory_current: file(memory, "memory.usage_in_bytes").and_then(|t| parse_u64(&t)),
         memory_max: file(memory, "memory.limit_in_bytes").and_then(|t| parse_v1_limit(&t)).flatten(),
         pids_current: file(pids, "pids.current").and_then(|t| parse_u64(&t)),
         pids_max: file(pids, "pids.max").and_then(|t| parse_max(&t)).flatten(),
-        cpu_usage_seconds: file(cpuacct, "cpuacct.usage").and_then(|t| parse_u64(&t)).map(|ns| ns as f64 / NSEC_PER_SEC),
+        cpu_usage_seconds: file(cpuacct, "cpuacct.usage")
+            .and_then(|t| parse_u64(&t))
+            .map(|ns| ns as f64 / NSEC_PER_SEC),
         ..Resources::default()
     };
 

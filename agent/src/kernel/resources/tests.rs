@@ -223,7 +223,9 @@ fn pressure_parses_totals() {
     assert_eq!(parse_pressure(MEMORY_PRESSURE), vec![("some", 1500000), ("full", 250000)]);
     // Kernels before 5.13 have no "full" line for cpu.
     assert_eq!(parse_pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=7\n"), vec![("some", 7)]);
-    assert!(parse_pressure("some avg10=0.00 avg60=0.00 avg300=0.00\npartial total=5\nfull total=-1\n").is_empty());
+    assert!(
+        parse_pressure("some avg10=0.00 avg60=0.00 avg300=0.00\npartial total=5\nfull total=-1\n").is_empty()
+    );
 }
 
 #[test]
@@ -328,7 +330,14 @@ fn reads_v2_fixture_tree() {
     );
     assert_eq!(
         r.memory_events,
-        BTreeMap::from([("low", 0), ("high", 12), ("max", 340), ("oom", 2), ("oom_kill", 1), ("oom_group_kill", 0)])
+        BTreeMap::from([
+            ("low", 0),
+            ("high", 12),
+            ("max", 340),
+            ("oom", 2),
+            ("oom_kill", 1),
+            ("oom_group_kill", 0)
+        ])
     );
     assert_eq!(r.cpu_usage_seconds, Some(2927.073187));
     assert_eq!(r.cpu_quota_seconds, Some(0.05));
@@ -374,8 +383,12 @@ fn reads_v2_without_kernel_key_and_unlimited() {
 #[test]
 fn reads_v1_fixture_tree() {
     let tmp = tempfile::tempdir().unwrap();
-    let (memory, cpu, cpuacct, pids) =
-        (tmp.path().join("memory/pod"), tmp.path().join("cpu/pod"), tmp.path().join("cpuacct/pod"), tmp.path().join("pids/pod"));
+    let (memory, cpu, cpuacct, pids) = (
+        tmp.path().join("memory/pod"),
+        tmp.path().join("cpu/pod"),
+        tmp.path().join("cpuacct/pod"),
+        tmp.path().join("pids/pod"),
+    );
     write_files(
         &memory,
         &[
@@ -385,17 +398,26 @@ fn reads_v1_fixture_tree() {
             ("memory.oom_control", V1_OOM_CONTROL),
         ],
     );
-    write_files(&cpu, &[("cpu.stat", V1_CPU_STAT), ("cpu.cfs_quota_us", "20000\n"), ("cpu.cfs_period_us", "100000\n")]);
+    write_files(
+        &cpu,
+        &[("cpu.stat", V1_CPU_STAT), ("cpu.cfs_quota_us", "20000\n"), ("cpu.cfs_period_us", "100000\n")],
+    );
     write_files(&cpuacct, &[("cpuacct.usage", "1500000000\n")]);
     write_files(&pids, &[("pids.current", "3\n"), ("pids.max", "max\n")]);
-    let dirs = CgroupDirs::V1 { memory: Some(memory), cpu: Some(cpu), cpuacct: Some(cpuacct), pids: Some(pids) };
+    let dirs =
+        CgroupDirs::V1 { memory: Some(memory), cpu: Some(cpu), cpuacct: Some(cpuacct), pids: Some(pids) };
     let r = read(&dirs);
     assert_eq!(r.memory_current, Some(131072000));
     assert_eq!(r.memory_max, Some(256 * MIB));
     assert_eq!(r.memory_high, None);
     assert_eq!(
         r.memory_by_kind,
-        BTreeMap::from([("anon", 121085952), ("file", 6923857920), ("shmem", 9084928), ("mapped_file", 130985984)])
+        BTreeMap::from([
+            ("anon", 121085952),
+            ("file", 6923857920),
+            ("shmem", 9084928),
+            ("mapped_file", 130985984)
+        ])
     );
     assert_eq!(r.memory_events, BTreeMap::from([("oom_kill", 3), ("under_oom", 0)]));
     assert_eq!(r.cpu_usage_seconds, Some(1.5));
@@ -546,7 +568,10 @@ fn locate_handles_mount_roots_and_escapes() {
         CgroupDirs::locate(&mounts, "/../../etc"),
         CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None }
     );
-    assert_eq!(CgroupDirs::locate(&[], "/a"), CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None });
+    assert_eq!(
+        CgroupDirs::locate(&[], "/a"),
+        CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None }
+    );
 }
 
 #[test]
@@ -629,8 +654,10 @@ impl Drop for Child {
 /// Forks a child that joins the cgroups whose `cgroup.procs` files are given and runs
 /// `workload(ready_fd)`. The child only makes raw syscalls: the test harness is threaded.
 fn spawn_in(procs: &[PathBuf], workload: fn(libc::c_int) -> i32) -> (Child, libc::c_int) {
-    let procs: Vec<CString> =
-        procs.iter().map(|p| CString::new(p.clone().into_os_string().into_encoded_bytes()).unwrap()).collect();
+    let procs: Vec<CString> = procs
+        .iter()
+        .map(|p| CString::new(p.clone().into_os_string().into_encoded_bytes()).unwrap())
+        .collect();
     let mut fds = [0; 2];
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let [read_fd, write_fd] = fds;
@@ -706,7 +733,9 @@ fn spin_1s(ready: libc::c_int) -> i32 {
 fn v1_mount(mounts: &[Mount], controller: &str) -> Option<PathBuf> {
     mounts
         .iter()
-        .find(|m| m.fs_type == "cgroup" && m.root == "/" && m.super_options.split(',').any(|o| o == controller))
+        .find(|m| {
+            m.fs_type == "cgroup" && m.root == "/" && m.super_options.split(',').any(|o| o == controller)
+        })
         .map(|m| m.mount_point.clone())
 }
 
@@ -749,7 +778,8 @@ fn real_v1_cpu_cgroup() {
         return;
     }
     let mounts = mountinfo::read().unwrap();
-    let (Some(cpu_root), Some(cpuacct_root)) = (v1_mount(&mounts, "cpu"), v1_mount(&mounts, "cpuacct")) else {
+    let (Some(cpu_root), Some(cpuacct_root)) = (v1_mount(&mounts, "cpu"), v1_mount(&mounts, "cpuacct"))
+    else {
         eprintln!("SKIPPED real_v1_cpu_cgroup: no v1 cpu/cpuacct hierarchy");
         return;
     };
@@ -793,7 +823,10 @@ fn real_locate_matches_host() {
     let dirs = CgroupDirs::locate(&mounts, "/");
     let unified = crate::kernel::cgroupfs::unified_mount(&mounts);
     let v2_memory = unified.as_ref().is_some_and(|u| {
-        fs::read_to_string(u.join("cgroup.controllers")).unwrap_or_default().split_whitespace().any(|c| c == "memory")
+        fs::read_to_string(u.join("cgroup.controllers"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|c| c == "memory")
     });
     match &dirs {
         CgroupDirs::V2(dir) => {
