@@ -609,7 +609,7 @@ fn privileged(name: &str) -> bool {
     }
     assert!(
         std::env::var("KERNSIGHT_PRIVILEGED_TESTS").as_deref() != Ok("required"),
-        "{name}: needs root and KERNSIGHT_PRIVILEGED_TESTS=required"
+        "{name} needs root (KERNSIGHT_PRIVILEGED_TESTS=required)"
     );
     eprintln!("SKIPPED {name}: needs root");
     false
@@ -845,4 +845,52 @@ fn real_locate_matches_host() {
             }
         }
     }
+}
+
+/// Pure v2 hosts (most real nodes): one cgroup with memory and cpu limits. Skipped where the
+/// v2 root does not hand memory and cpu to its children (hybrid hosts such as the CI machine);
+/// the test never enables controllers in a cgroup it did not create.
+#[test]
+fn real_v2_cgroup() {
+    if !privileged("real_v2_cgroup") {
+        return;
+    }
+    let mounts = mountinfo::read().unwrap();
+    let Some(root) = crate::kernel::cgroupfs::unified_mount(&mounts) else {
+        eprintln!("SKIPPED real_v2_cgroup: no v2 hierarchy");
+        return;
+    };
+    let delegated = fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
+    if !["memory", "cpu"].iter().all(|c| delegated.split_whitespace().any(|d| d == *c)) {
+        eprintln!("SKIPPED real_v2_cgroup: the v2 root delegates only {delegated:?}");
+        return;
+    }
+    let name = format!("kernsight-test-{}-v2", std::process::id());
+    let dir = TestDir::create(&root, &name);
+    fs::write(dir.0.join("memory.max"), (64 * MIB).to_string()).unwrap();
+    fs::write(dir.0.join("cpu.max"), "10000 100000").unwrap();
+    let dirs = CgroupDirs::locate(&mounts, &format!("/{name}"));
+    assert_eq!(dirs, CgroupDirs::V2(dir.0.clone()));
+
+    let (child, ready) = spawn_in(&[dir.0.join("cgroup.procs")], hold_16_mib);
+    assert!(wait_ready(ready), "the child could not join the cgroup or map its memory");
+    let r = read(&dirs);
+    drop(child);
+    eprintln!("real v2 memory: {r:?}");
+    assert_eq!(r.memory_max, Some(64 * MIB));
+    assert_eq!(r.memory_high, None);
+    assert!(r.memory_current.unwrap() >= 16 * MIB, "{r:?}");
+    assert!(r.memory_by_kind["anon"] >= 15 * MIB, "{r:?}");
+    assert_eq!(r.memory_events.get("oom_kill"), Some(&0));
+
+    let (child, ready) = spawn_in(&[dir.0.join("cgroup.procs")], spin_1s);
+    assert!(wait_ready(ready), "the child could not join the cgroup");
+    drop(child);
+    let r = read(&dirs);
+    eprintln!("real v2 cpu: {r:?}");
+    assert_eq!(r.cpu_quota_seconds, Some(0.01));
+    assert_eq!(r.cpu_period_seconds, Some(0.1));
+    assert!(r.cpu_throttled_periods.unwrap() > 0, "{r:?}");
+    assert!(r.cpu_throttled_seconds.unwrap() > 0.0, "{r:?}");
+    assert!(r.cpu_usage_seconds.unwrap() > 0.01, "{r:?}");
 }
