@@ -7,3 +7,4 @@ pub mod mountinfo;
 pub mod names;
 pub mod preflight;
 pub mod procfs;
+pub mod resources;

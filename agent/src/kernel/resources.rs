@@ -1,0 +1,350 @@
+//! A workload's resource usage and limits, read from cgroupfs (v2 and v1).
+//!
+//! Everything here is best effort: a file that is missing (controller not enabled, older
+//! kernel, PSI disabled) leaves its field empty, and a malformed value is skipped, because the
+//! files are read from hierarchies that a container runtime, not kernsight, controls.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Read as _,
+    path::{Component, Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use super::mountinfo::Mount;
+
+/// v1 memory and pids limits at or above this are "unlimited": the kernel reports
+/// `PAGE_COUNTER_MAX` pages in bytes (2^63 - page size with 4 KiB pages, less with larger
+/// pages), and no real limit comes anywhere near 2^62 bytes.
+pub const V1_UNLIMITED: u64 = 1 << 62;
+
+/// cgroup files are a few KiB; a larger one is not a cgroup file and is not worth reading.
+const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// Where a workload's cgroup lives: v2 (one dir with all controllers) or v1 (a dir per
+/// controller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupDirs {
+    V2(PathBuf),
+    V1 { memory: Option<PathBuf>, cpu: Option<PathBuf>, cpuacct: Option<PathBuf>, pids: Option<PathBuf> },
+}
+
+impl CgroupDirs {
+    /// From a cgroup path (as in `/proc/<pid>/cgroup`, relative to each hierarchy's root) and
+    /// the host's mounts. v2 is preferred when its hierarchy has the memory controller for that
+    /// cgroup; hybrid hosts mount a controller-less v2 hierarchy beside the v1 controllers, and
+    /// that one only has PSI, so they get v1.
+    pub fn locate(mounts: &[Mount], path: &str) -> Self {
+        if let Some(mount) = super::cgroupfs::unified_mount(mounts)
+            .and_then(|point| mounts.iter().find(|m| m.fs_type == "cgroup2" && m.mount_point == point))
+            && let Some(dir) = join(mount, path)
+        {
+            // The cgroup's own list says what its parent delegated to it; the root's list is the
+            // fallback for a cgroup that is gone (or not yet there).
+            let controllers = read_text(&dir.join("cgroup.controllers"))
+                .or_else(|| read_text(&mount.mount_point.join("cgroup.controllers")))
+                .unwrap_or_default();
+            if controllers.split_whitespace().any(|c| c == "memory") {
+                return Self::V2(dir);
+            }
+        }
+        let v1 = |controller: &str| {
+            mounts
+                .iter()
+                .find(|m| m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == controller))
+                .and_then(|mount| join(mount, path))
+        };
+        Self::V1 { memory: v1("memory"), cpu: v1("cpu"), cpuacct: v1("cpuacct"), pids: v1("pids") }
+    }
+}
+
+/// The directory of cgroup `path` in the hierarchy mounted by `mount`. A mount of a subtree
+/// (inside a cgroup namespace, or a bind mount) has that subtree as its root; paths that climb
+/// out of the hierarchy (`..`, as `/proc/<pid>/cgroup` shows for cgroups outside one's
+/// namespace) have no directory here.
+fn join(mount: &Mount, path: &str) -> Option<PathBuf> {
+    let root = mount.root.trim_end_matches('/');
+    let relative = match path.strip_prefix(root) {
+        Some(rest) if !root.is_empty() && (rest.is_empty() || rest.starts_with('/')) => rest,
+        _ => path,
+    };
+    let relative = Path::new(relative.trim_start_matches('/'));
+    if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    Some(mount.mount_point.join(relative))
+}
+
+/// A workload's resource usage and limits. Sizes are bytes, times seconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    pub memory_current: Option<u64>,
+    /// `None` = unlimited ("max", or v1's huge `PAGE_COUNTER_MAX` value), or unknown.
+    pub memory_max: Option<u64>,
+    /// v2 only: v1's soft limit means something else (reclaim under global pressure only).
+    pub memory_high: Option<u64>,
+    /// Bytes by kind: anon, file, kernel, shmem, slab, sock (v2); anon, file, shmem,
+    /// mapped_file (v1).
+    pub memory_by_kind: BTreeMap<&'static str, u64>,
+    /// v2 `memory.events` (low, high, max, oom, oom_kill, oom_group_kill); v1 oom_kill and
+    /// under_oom from `memory.oom_control`.
+    pub memory_events: BTreeMap<&'static str, u64>,
+    pub cpu_usage_seconds: Option<f64>,
+    /// `None` = no quota, or unknown.
+    pub cpu_quota_seconds: Option<f64>,
+    pub cpu_period_seconds: Option<f64>,
+    pub cpu_periods: Option<u64>,
+    pub cpu_throttled_periods: Option<u64>,
+    pub cpu_throttled_seconds: Option<f64>,
+    pub pids_current: Option<u64>,
+    /// `None` = unlimited, or unknown.
+    pub pids_max: Option<u64>,
+    /// Total stall time in seconds by (resource: cpu|memory|io, some|full); v2 only.
+    pub pressure: BTreeMap<(&'static str, &'static str), f64>,
+}
+
+/// v2 `memory.stat` keys reported as they are.
+const V2_MEMORY_KINDS: [&str; 6] = ["anon", "file", "kernel", "shmem", "slab", "sock"];
+/// What v2 kernels before 5.18 (no "kernel" key) count as kernel memory.
+const V2_KERNEL_PARTS: [&str; 5] = ["kernel_stack", "pagetables", "sec_pagetables", "percpu", "slab"];
+/// v1 `memory.stat` keys and the kinds they are reported as.
+const V1_MEMORY_KINDS: [(&str, &str); 4] =
+    [("rss", "anon"), ("cache", "file"), ("shmem", "shmem"), ("mapped_file", "mapped_file")];
+const V2_MEMORY_EVENTS: [&str; 6] = ["low", "high", "max", "oom", "oom_kill", "oom_group_kill"];
+const V1_MEMORY_EVENTS: [&str; 2] = ["oom_kill", "under_oom"];
+const PRESSURE_RESOURCES: [&str; 3] = ["cpu", "memory", "io"];
+
+// Divided by, not multiplied with their inverses: division is correctly rounded, so 100000 us
+// is exactly the f64 nearest 0.1 s.
+const USEC_PER_SEC: f64 = 1e6;
+const NSEC_PER_SEC: f64 = 1e9;
+
+/// Reads what the cgroup's files say; missing files leave fields empty, never an error.
+pub fn read(dirs: &CgroupDirs) -> Resources {
+    match dirs {
+        CgroupDirs::V2(dir) => read_v2(dir),
+        CgroupDirs::V1 { memory, cpu, cpuacct, pids } => {
+            read_v1(memory.as_deref(), cpu.as_deref(), cpuacct.as_deref(), pids.as_deref())
+        }
+    }
+}
+
+fn read_v2(dir: &Path) -> Resources {
+    let file = |name: &str| read_text(&dir.join(name));
+    let mut r = Resources {
+        memory_current: file("memory.current").and_then(|t| parse_u64(&t)),
+        memory_max: file("memory.max").and_then(|t| parse_max(&t)).flatten(),
+        memory_high: file("memory.high").and_then(|t| parse_max(&t)).flatten(),
+        pids_current: file("pids.current").and_then(|t| parse_u64(&t)),
+        pids_max: file("pids.max").and_then(|t| parse_max(&t)).flatten(),
+        ..Resources::default()
+    };
+
+    if let Some(stat) = file("memory.stat").map(|t| parse_flat_keyed(&t)) {
+        for kind in V2_MEMORY_KINDS {
+            if let Some(&bytes) = stat.get(kind) {
+                r.memory_by_kind.insert(kind, bytes);
+            }
+        }
+        if !stat.contains_key("kernel") {
+            let parts: Vec<u64> = V2_KERNEL_PARTS.iter().filter_map(|k| stat.get(*k).copied()).collect();
+            if !parts.is_empty() {
+                r.memory_by_kind.insert("kernel", parts.iter().fold(0u64, |a, b| a.saturating_add(*b)));
+            }
+        }
+    }
+    if let Some(events) = file("memory.events").map(|t| parse_flat_keyed(&t)) {
+        r.memory_events = pick(&events, &V2_MEMORY_EVENTS);
+    }
+
+    if let Some(stat) = file("cpu.stat").map(|t| parse_flat_keyed(&t)) {
+        r.cpu_usage_seconds = stat.get("usage_usec").map(|&v| v as f64 / USEC_PER_SEC);
+        r.cpu_periods = stat.get("nr_periods").copied();
+        r.cpu_throttled_periods = stat.get("nr_throttled").copied();
+        r.cpu_throttled_seconds = stat.get("throttled_usec").map(|&v| v as f64 / USEC_PER_SEC);
+    }
+    if let Some((quota, period)) = file("cpu.max").and_then(|t| parse_cpu_max(&t)) {
+        r.cpu_quota_seconds = quota.map(|q| q as f64 / USEC_PER_SEC);
+        r.cpu_period_seconds = Some(period as f64 / USEC_PER_SEC);
+    }
+
+    for resource in PRESSURE_RESOURCES {
+        let Some(text) = file(&format!("{resource}.pressure")) else { continue };
+        for (kind, total_usec) in parse_pressure(&text) {
+            r.pressure.insert((resource, kind), total_usec as f64 / USEC_PER_SEC);
+        }
+    }
+    r
+}
+
+fn read_v1(
+    memory: Option<&Path>,
+    cpu: Option<&Path>,
+    cpuacct: Option<&Path>,
+    pids: Option<&Path>,
+) -> Resources {
+    let file = |dir: Option<&Path>, name: &str| dir.and_then(|d| read_text(&d.join(name)));
+    let mut r = Resources {
+        memory_current: file(memory, "memory.usage_in_bytes").and_then(|t| parse_u64(&t)),
+        memory_max: file(memory, "memory.limit_in_bytes").and_then(|t| parse_v1_limit(&t)).flatten(),
+        pids_current: file(pids, "pids.current").and_then(|t| parse_u64(&t)),
+        pids_max: file(pids, "pids.max").and_then(|t| parse_max(&t)).flatten(),
+        cpu_usage_seconds: file(cpuacct, "cpuacct.usage")
+            .and_then(|t| parse_u64(&t))
+            .map(|ns| ns as f64 / NSEC_PER_SEC),
+        ..Resources::default()
+    };
+
+    if let Some(stat) = file(memory, "memory.stat").map(|t| parse_flat_keyed(&t)) {
+        for (key, kind) in V1_MEMORY_KINDS {
+            // The total_* variants include descendant cgroups, as v2's memory.stat does.
+            if let Some(&bytes) = stat.get(&format!("total_{key}")).or_else(|| stat.get(key)) {
+                r.memory_by_kind.insert(kind, bytes);
+            }
+        }
+    }
+    if let Some(control) = file(memory, "memory.oom_control").map(|t| parse_flat_keyed(&t)) {
+        r.memory_events = pick(&control, &V1_MEMORY_EVENTS);
+    }
+
+    if let Some(stat) = file(cpu, "cpu.stat").map(|t| parse_flat_keyed(&t)) {
+        r.cpu_periods = stat.get("nr_periods").copied();
+        r.cpu_throttled_periods = stat.get("nr_throttled").copied();
+        r.cpu_throttled_seconds = stat.get("throttled_time").map(|&v| v as f64 / NSEC_PER_SEC);
+    }
+    let period = file(cpu, "cpu.cfs_period_us").and_then(|t| parse_u64(&t));
+    r.cpu_period_seconds = period.map(|p| p as f64 / USEC_PER_SEC);
+    // -1 is "no quota"; any other negative value is not something the kernel writes.
+    r.cpu_quota_seconds = file(cpu, "cpu.cfs_quota_us")
+        .and_then(|t| t.trim().parse::<i64>().ok())
+        .and_then(|q| u64::try_from(q).ok())
+        .map(|q| q as f64 / USEC_PER_SEC);
+    r
+}
+
+fn pick(map: &BTreeMap<String, u64>, keys: &[&'static str]) -> BTreeMap<&'static str, u64> {
+    keys.iter().filter_map(|&k| map.get(k).map(|&v| (k, v))).collect()
+}
+
+/// A file's text; `None` when it is missing, unreadable, not UTF-8 or implausibly large.
+fn read_text(path: &Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut text = String::new();
+    file.take(MAX_FILE_SIZE).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn parse_u64(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
+/// Flat keyed files (`memory.stat`, `cpu.stat`, `memory.events`, `memory.oom_control`): one
+/// "key value" pair a line. Lines that are not exactly a key and an unsigned number are skipped.
+pub fn parse_flat_keyed(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (key, value) = (fields.next()?, fields.next()?);
+            if fields.next().is_some() {
+                return None;
+            }
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Single-value limit files (`memory.max`, `memory.high`, `pids.max`): `Some(None)` for "max"
+/// (unlimited), `Some(Some(n))` for a number, `None` for anything else.
+pub fn parse_max(text: &str) -> Option<Option<u64>> {
+    match text.trim() {
+        "max" => Some(None),
+        value => value.parse().ok().map(Some),
+    }
+}
+
+/// v1 limit files (`memory.limit_in_bytes`): as [`parse_max`], with values at or above
+/// [`V1_UNLIMITED`] meaning unlimited.
+pub fn parse_v1_limit(text: &str) -> Option<Option<u64>> {
+    parse_max(text).map(|limit| limit.filter(|&bytes| bytes < V1_UNLIMITED))
+}
+
+/// `cpu.max`: "$QUOTA $PERIOD" in microseconds, QUOTA "max" for none. `(None, period)` when
+/// there is no quota.
+pub fn parse_cpu_max(text: &str) -> Option<(Option<u64>, u64)> {
+    let mut fields = text.split_whitespace();
+    let (quota, period) = (fields.next()?, fields.next()?);
+    if fields.next().is_some() {
+        return None;
+    }
+    let quota = match quota {
+        "max" => None,
+        quota => Some(quota.parse().ok()?),
+    };
+    Some((quota, period.parse().ok()?))
+}
+
+/// PSI files (`cpu.pressure`, ...): "some avg10=0.00 avg60=0.00 avg300=0.00 total=12345", and a
+/// "full" line. Returns (some|full, total stall time in microseconds) for the well-formed lines.
+pub fn parse_pressure(text: &str) -> Vec<(&'static str, u64)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let kind = match fields.next()? {
+                "some" => "some",
+                "full" => "full",
+                _ => return None,
+            };
+            let total = fields.find_map(|f| f.strip_prefix("total="))?.parse().ok()?;
+            Some((kind, total))
+        })
+        .collect()
+}
+
+/// Short-lived results of [`read`], so that scrapes in quick succession (several scrapers, or
+/// one that retries) do not re-read every cgroup's files.
+#[derive(Debug)]
+pub struct ResourceCache {
+    ttl: Duration,
+    entries: HashMap<String, (Instant, Resources)>,
+    last_sweep: Option<Instant>,
+}
+
+impl ResourceCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: HashMap::new(), last_sweep: None }
+    }
+
+    /// The resources of `key`'s cgroup, read again when the cached ones are older than the ttl.
+    pub fn get(&mut self, key: &str, dirs: &CgroupDirs) -> Resources {
+        self.get_at(key, dirs, Instant::now())
+    }
+
+    fn get_at(&mut self, key: &str, dirs: &CgroupDirs, now: Instant) -> Resources {
+        if let Some((at, resources)) = self.entries.get(key)
+            && now.saturating_duration_since(*at) < self.ttl
+        {
+            return resources.clone();
+        }
+        // Entries of workloads that are gone are dropped once a ttl, so the cache stays as big
+        // as the set of workloads scraped recently.
+        if self.last_sweep.is_none_or(|last| now.saturating_duration_since(last) >= self.ttl) {
+            let ttl = self.ttl;
+            self.entries.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+            self.last_sweep = Some(now);
+        }
+        let resources = read(dirs);
+        self.entries.insert(key.to_owned(), (now, resources.clone()));
+        resources
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;
