@@ -55,6 +55,11 @@ struct PodmanContainer {
 
 impl PodmanContainer {
     fn run(name: &str, script: &str) -> Self {
+        Self::run_with(name, &[], script)
+    }
+
+    /// `limits`: extra `podman run` flags (`--memory 64m`, `--cpus 0.5`, ...).
+    fn run_with(name: &str, limits: &[&str], script: &str) -> Self {
         let archive = image::busybox_archive();
         let load = Command::new("podman").args(["load", "-q", "-i"]).arg(&archive).output().expect("podman");
         assert!(load.status.success(), "podman load: {}", String::from_utf8_lossy(&load.stderr));
@@ -63,6 +68,7 @@ impl PodmanContainer {
         let out = Command::new("podman")
             .args(["--cgroup-manager=cgroupfs", "--runtime", "runc", "run", "-d", "--name", name])
             .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
+            .args(limits)
             .arg(image::image_name())
             .args(["/bin/sh", "-c", script])
             .output()
@@ -175,4 +181,35 @@ fn without_a_runtime_socket_containers_are_named_by_id_and_the_log_says_why() {
     let log = agent.log();
     assert_eq!(log.matches("no CRI socket found").count(), 1, "said once:\n{log}");
     assert!(log.contains("/nonexistent/kernsight/cri.sock"), "{log}");
+}
+
+#[test]
+fn podman_limits_and_throttling_show_in_container_metrics() {
+    if !privileged("podman_limits_and_throttling_show_in_container_metrics") {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let name = format!("kernsight-test-{}-limits", std::process::id());
+    // Half a CPU and 64 MiB, and a shell loop that wants a whole CPU: throttled every period.
+    let busy = "while true; do :; done";
+    let _container = PodmanContainer::run_with(&name, &["--memory", "64m", "--cpus", "0.5"], busy);
+    let labels = [("container", name.as_str())];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let samples = loop {
+        let samples = parse(&agent.scrape());
+        if value(&samples, "kernsight_container_cpu_throttled_periods_total", &labels) >= 3.0 {
+            break samples;
+        }
+        assert!(Instant::now() < deadline, "no throttling seen for {name} in 30 s:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let limit = [("container", name.as_str()), ("limit", "max")];
+    assert_eq!(value(&samples, "kernsight_container_memory_limit_bytes", &limit), 64.0 * 1024.0 * 1024.0);
+    assert_eq!(value(&samples, "kernsight_container_cpu_quota_seconds", &labels), 0.05);
+    assert_eq!(value(&samples, "kernsight_container_cpu_period_seconds", &labels), 0.1);
+    assert!(value(&samples, "kernsight_container_cpu_throttled_seconds_total", &labels) > 0.0);
+    assert!(value(&samples, "kernsight_container_cpu_usage_seconds_total", &labels) > 0.0);
+    assert!(value(&samples, "kernsight_container_memory_usage_bytes", &labels) > 0.0);
+    assert!(value(&samples, "kernsight_container_pids", &labels) >= 1.0);
 }

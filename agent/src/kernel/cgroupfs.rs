@@ -140,6 +140,11 @@ impl CgroupIndex {
         self.paths.get(&id).map(String::as_str)
     }
 
+    /// The paths of the cgroups that exist now (each hierarchy's, so a path can come twice).
+    pub fn alive_paths(&self) -> impl Iterator<Item = &str> {
+        self.alive.iter().filter_map(|id| self.paths.get(id)).map(String::as_str)
+    }
+
     pub fn is_alive(&self, id: u64) -> bool {
         self.alive.contains(&id)
     }

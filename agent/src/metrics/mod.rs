@@ -3,6 +3,7 @@
 
 mod agent;
 mod metadata;
+mod resources;
 pub mod server;
 mod syscalls;
 
@@ -36,6 +37,12 @@ pub fn registry(
         tracker.clone(),
     )));
     registry.register_collector(Box::new(metadata::MetadataCollector::new(resolver.clone())));
+    let mounts = crate::kernel::mountinfo::read().unwrap_or_default();
+    registry.register_collector(Box::new(resources::ResourceCollector::new(
+        tracker.clone(),
+        resolver.clone(),
+        mounts,
+    )));
     registry.register_collector(Box::new(syscalls::SyscallCollector::new(programs, tracker, resolver)));
     registry
 }

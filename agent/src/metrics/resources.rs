@@ -1,0 +1,235 @@
+//! Per-container resources from cgroupfs (v2, or v1 on hybrid and v1 hosts): memory by kind and
+//! limits, memory events, CPU usage, quota and throttling, pids, and pressure stall time. Read
+//! on scrape, cached for a short interval.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+};
+
+use super::{LabelNames, workload_labels};
+use crate::{
+    kernel::{
+        mountinfo::Mount,
+        resources::{CgroupDirs, ResourceCache, Resources},
+    },
+    metadata::{
+        cgroup_path,
+        cgroups::Tracker,
+        identity::{Resolver, Workload},
+    },
+};
+
+/// How long one read of a container's files serves scrapes.
+const CACHE_TTL: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub struct ResourceCollector {
+    tracker: Arc<Tracker>,
+    resolver: Arc<Resolver>,
+    mounts: Vec<Mount>,
+    cache: Mutex<ResourceCache>,
+}
+
+impl ResourceCollector {
+    pub fn new(tracker: Arc<Tracker>, resolver: Arc<Resolver>, mounts: Vec<Mount>) -> Self {
+        Self { tracker, resolver, mounts, cache: Mutex::new(ResourceCache::new(CACHE_TTL)) }
+    }
+
+    /// Each live container's own cgroup path: the shortest of the paths naming its id (a
+    /// container's sub-cgroups, and its path in each hierarchy, name it too).
+    fn container_paths(&self) -> BTreeMap<String, String> {
+        let index = self.tracker.index();
+        let mut paths: BTreeMap<String, String> = BTreeMap::new();
+        for path in index.alive_paths() {
+            let Some(container) = cgroup_path::parse(path) else { continue };
+            let entry = paths.entry(container.container_id).or_insert_with(|| path.to_owned());
+            if path.len() < entry.len() {
+                *entry = path.to_owned();
+            }
+        }
+        paths
+    }
+}
+
+/// Series of one family, built container by container.
+#[derive(Default)]
+struct Family {
+    rows: Vec<(Vec<(std::borrow::Cow<'static, str>, String)>, f64)>,
+}
+
+impl Family {
+    fn push<const N: usize>(
+        &mut self,
+        workload: &Workload,
+        names: &LabelNames,
+        own: [(&'static str, String); N],
+        value: f64,
+    ) {
+        self.rows.push((workload_labels(workload, names, own), value));
+    }
+}
+
+impl Collector for ResourceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let names = LabelNames {
+            container_id: self.resolver.container_id_label(),
+            pod_labels: self.resolver.pod_label_names(),
+        };
+        let containers: Vec<(Workload, Resources)> = {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            self.container_paths()
+                .into_values()
+                .map(|path| {
+                    let dirs = CgroupDirs::locate(&self.mounts, &path);
+                    (self.resolver.workload(&path), cache.get(&path, &dirs))
+                })
+                .collect()
+        };
+
+        let mut families: BTreeMap<&'static str, Family> = BTreeMap::new();
+        for (workload, r) in &containers {
+            let mut add = |name: &'static str, value: Option<f64>| {
+                if let Some(value) = value {
+                    families.entry(name).or_default().push(workload, &names, [], value);
+                }
+            };
+            add("usage_bytes", r.memory_current.map(|v| v as f64));
+            add("cpu_usage", r.cpu_usage_seconds);
+            add("cpu_quota", r.cpu_quota_seconds);
+            add("cpu_period", r.cpu_period_seconds);
+            add("cpu_periods", r.cpu_periods.map(|v| v as f64));
+            add("cpu_throttled_periods", r.cpu_throttled_periods.map(|v| v as f64));
+            add("cpu_throttled", r.cpu_throttled_seconds);
+            add("pids", r.pids_current.map(|v| v as f64));
+            add("pids_limit", r.pids_max.map(|v| v as f64));
+            for (kind, bytes) in &r.memory_by_kind {
+                families.entry("by_kind").or_default().push(
+                    workload,
+                    &names,
+                    [("kind", (*kind).to_owned())],
+                    *bytes as f64,
+                );
+            }
+            for (limit, bytes) in [("max", r.memory_max), ("high", r.memory_high)] {
+                if let Some(bytes) = bytes {
+                    families.entry("limit").or_default().push(
+                        workload,
+                        &names,
+                        [("limit", limit.to_owned())],
+                        bytes as f64,
+                    );
+                }
+            }
+            for (event, count) in &r.memory_events {
+                families.entry("events").or_default().push(
+                    workload,
+                    &names,
+                    [("event", (*event).to_owned())],
+                    *count as f64,
+                );
+            }
+            for ((resource, kind), seconds) in &r.pressure {
+                let own = [("resource", (*resource).to_owned()), ("kind", (*kind).to_owned())];
+                families.entry("pressure").or_default().push(workload, &names, own, *seconds);
+            }
+        }
+
+        for (key, name, help, metric_type) in FAMILIES {
+            let Some(family) = families.remove(key) else { continue };
+            let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+            for (labels, value) in family.rows {
+                let encoder = metric.encode_family(&labels)?;
+                match metric_type {
+                    MetricType::Counter => ConstCounter::new(value).encode(encoder)?,
+                    _ => ConstGauge::new(value).encode(encoder)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// (key, name, help, type) of every family, in export order.
+const FAMILIES: [(&str, &str, &str, MetricType); 13] = [
+    (
+        "usage_bytes",
+        "kernsight_container_memory_usage_bytes",
+        "Memory charged to the container's cgroup (memory.current; v1 memory.usage_in_bytes)",
+        MetricType::Gauge,
+    ),
+    (
+        "by_kind",
+        "kernsight_container_memory_bytes",
+        "Container memory by kind (memory.stat): anon (heap, stacks), file (page cache), kernel, shmem, slab, sock; v1: anon (rss), file (cache), shmem, mapped_file",
+        MetricType::Gauge,
+    ),
+    (
+        "limit",
+        "kernsight_container_memory_limit_bytes",
+        "Memory limits: max (the OOM limit) and high (v2 throttling); absent when unlimited",
+        MetricType::Gauge,
+    ),
+    (
+        "events",
+        "kernsight_container_memory_events",
+        "memory.events counts (v2: low, high, max, oom, oom_kill, oom_group_kill; v1: oom_kill, under_oom from memory.oom_control)",
+        MetricType::Counter,
+    ),
+    (
+        "cpu_usage",
+        "kernsight_container_cpu_usage_seconds",
+        "CPU time used by the container (cpu.stat usage_usec; v1 cpuacct.usage)",
+        MetricType::Counter,
+    ),
+    (
+        "cpu_quota",
+        "kernsight_container_cpu_quota_seconds",
+        "CPU time the container may use per period (cpu.max; v1 cpu.cfs_quota_us); absent when unlimited",
+        MetricType::Gauge,
+    ),
+    (
+        "cpu_period",
+        "kernsight_container_cpu_period_seconds",
+        "Length of the CFS quota period",
+        MetricType::Gauge,
+    ),
+    (
+        "cpu_periods",
+        "kernsight_container_cpu_periods",
+        "CFS periods in which the container was runnable (cpu.stat nr_periods)",
+        MetricType::Counter,
+    ),
+    (
+        "cpu_throttled_periods",
+        "kernsight_container_cpu_throttled_periods",
+        "Periods in which the container hit its quota and was throttled (nr_throttled)",
+        MetricType::Counter,
+    ),
+    (
+        "cpu_throttled",
+        "kernsight_container_cpu_throttled_seconds",
+        "Time the container's tasks were throttled (throttled_usec; v1 throttled_time)",
+        MetricType::Counter,
+    ),
+    ("pids", "kernsight_container_pids", "Tasks in the container (pids.current)", MetricType::Gauge),
+    (
+        "pids_limit",
+        "kernsight_container_pids_limit",
+        "Most tasks the container may have (pids.max); absent when unlimited",
+        MetricType::Gauge,
+    ),
+    (
+        "pressure",
+        "kernsight_container_pressure_stall_seconds",
+        "Pressure stall time (PSI) by resource (cpu, memory, io) and kind (some, full); v2 only",
+        MetricType::Counter,
+    ),
+];
