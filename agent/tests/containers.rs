@@ -213,3 +213,51 @@ fn podman_limits_and_throttling_show_in_container_metrics() {
     assert!(value(&samples, "kernsight_container_memory_usage_bytes", &labels) > 0.0);
     assert!(value(&samples, "kernsight_container_pids", &labels) >= 1.0);
 }
+
+#[test]
+fn inspect_shows_what_podman_was_given() {
+    if !privileged("inspect_shows_what_podman_was_given") {
+        return;
+    }
+    let _serial = support::serial();
+    let name = format!("kernsight-test-{}-inspect", std::process::id());
+    let flags = [
+        "--memory",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--pid",
+        "host",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_BIND_SERVICE",
+    ];
+    let container = PodmanContainer::run_with(&name, &flags, "sleep 120");
+    let out = Command::new(support::BINARY)
+        .args(["inspect", &name, "-o", "json"])
+        .output()
+        .expect("kernsight inspect");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["container_name"], name.as_str());
+    assert_eq!(report["container_id"], container.id.as_str());
+    let resources = &report["resources"];
+    assert_eq!(resources["memory_limit_bytes"], 64 * 1024 * 1024);
+    assert_eq!(resources["cpu_quota_seconds"], 0.05);
+    assert_eq!(resources["cpu_period_seconds"], 0.1);
+    assert_eq!(report["namespaces"]["pid"]["host"], true, "--pid host");
+    assert_eq!(report["namespaces"]["net"]["host"], false);
+    let process = &report["processes"][0];
+    assert_eq!(process["capabilities"]["effective"], serde_json::json!(["CAP_NET_BIND_SERVICE"]));
+    assert_eq!(process["seccomp"], "filter", "podman's default seccomp profile");
+
+    // The text view carries the same facts for a human.
+    let text = Command::new(support::BINARY).args(["inspect", &container.id[..12]]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("of 64.0 MiB") && text.contains("0.50 CPUs"), "{text}");
+
+    let unknown = Command::new(support::BINARY).args(["inspect", "no-such-container"]).output().unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("name a pid, a container id"));
+}

@@ -1,5 +1,6 @@
 //! Command line: one file per subcommand, each thin over the modules that do the work.
 
+mod inspect;
 mod run;
 
 use std::process::ExitCode;
@@ -17,12 +18,16 @@ struct Cli {
 enum Command {
     /// Run the agent: load the kernel programs and serve Prometheus metrics.
     Run(run::RunArgs),
+    /// One screen on a process or container: namespaces, cgroup, limits and usage, memory by
+    /// kind, OOM kills, throttling, pressure, capabilities, seccomp.
+    Inspect(inspect::InspectArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
