@@ -47,6 +47,9 @@ pub fn registry(
     registry
 }
 
+/// The labels of one series, with names known only at run time (pod labels).
+type LabelSet = Vec<(Cow<'static, str>, String)>;
+
 /// Which optional workload labels a series carries (config: `metadata.container_id_label`,
 /// `metadata.pod_labels`).
 pub(crate) struct LabelNames {
@@ -60,7 +63,7 @@ fn workload_labels<const N: usize>(
     workload: &Workload,
     names: &LabelNames,
     own: [(&'static str, String); N],
-) -> Vec<(Cow<'static, str>, String)> {
+) -> LabelSet {
     let mut labels = vec![
         ("namespace".into(), workload.namespace.clone()),
         ("pod".into(), workload.pod.clone()),

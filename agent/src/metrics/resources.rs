@@ -14,7 +14,7 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
 
-use super::{LabelNames, workload_labels};
+use super::{LabelNames, LabelSet, workload_labels};
 use crate::{
     kernel::{
         mountinfo::Mount,
@@ -62,7 +62,7 @@ impl ResourceCollector {
 /// Series of one family, built container by container.
 #[derive(Default)]
 struct Family {
-    rows: Vec<(Vec<(std::borrow::Cow<'static, str>, String)>, f64)>,
+    rows: Vec<(LabelSet, f64)>,
 }
 
 impl Family {
