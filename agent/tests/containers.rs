@@ -212,6 +212,22 @@ fn podman_limits_and_throttling_show_in_container_metrics() {
     assert!(value(&samples, "kernsight_container_cpu_usage_seconds_total", &labels) > 0.0);
     assert!(value(&samples, "kernsight_container_memory_usage_bytes", &labels) > 0.0);
     assert!(value(&samples, "kernsight_container_pids", &labels) >= 1.0);
+
+    // inspect sees the same throttling, and more of it a moment later.
+    let throttled = || {
+        let out = Command::new(support::BINARY).args(["inspect", &name, "-o", "json"]).output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+        let resources = &report["resources"];
+        (
+            resources["cpu_throttled_periods"].as_u64().unwrap_or(0),
+            resources["cpu_throttled_seconds"].as_f64().unwrap_or(0.0),
+        )
+    };
+    let (periods, seconds) = throttled();
+    assert!(periods >= 3 && seconds > 0.0, "inspect: {periods} throttled periods, {seconds} s");
+    std::thread::sleep(Duration::from_millis(500));
+    let (later_periods, later_seconds) = throttled();
+    assert!(later_periods > periods && later_seconds > seconds, "throttling keeps growing under a busy loop");
 }
 
 #[test]
