@@ -1,8 +1,9 @@
 //! `cargo xtask bench scrape [N]`: how long a scrape takes with N containers on the node.
 //!
 //! N cgroups named the way containerd's cgroupfs driver names a pod's containers
-//! (`kubepods/besteffort/pod<uid>/<id>`), each with a process that made syscalls there and
-//! sleeps, then repeated scrapes of a release agent. Everything the benchmark created is ended
+//! (`kubepods/besteffort/pod<uid>/<id>`) in every hierarchy, each with a process that made
+//! syscalls there and sleeps, then repeated scrapes of a release agent (syscall and resource
+//! collectors both on). Everything the benchmark created is ended
 //! and removed afterwards.
 
 use std::{
@@ -24,14 +25,16 @@ pub fn run(containers: usize) -> Result<(), String> {
     if !is_root() {
         return Err("the scrape benchmark creates cgroups and runs the agent: run it as root".into());
     }
-    let root = unified_root().ok_or("no cgroup v2 hierarchy is mounted")?;
+    let roots = hierarchy_roots();
+    if roots.is_empty() {
+        return Err("no cgroup hierarchy is mounted".into());
+    }
     let binary = workspace_root().join("target/release/kernsight");
     let mut command = Command::new(binary);
     command.args(["run", "--listen", "127.0.0.1:0"]);
     // The agent first: the containers' syscalls must happen while it counts.
     let (mut agent, address) = start_agent(command)?;
-    let mut fleet =
-        Fleet { base: root.join(format!("kernsight-bench-{}", std::process::id())), sleepers: Vec::new() };
+    let mut fleet = Fleet::new(roots);
     for i in 0..containers {
         if let Err(err) = fleet.add(i) {
             stop(&mut agent);
@@ -64,29 +67,48 @@ pub fn run(containers: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The benchmark's cgroups and their sleeping processes; ended and removed on drop.
+/// The benchmark's cgroups and their sleeping processes; ended and removed on drop. Each
+/// container has the same relative path in every hierarchy the host has (the unified one, and on
+/// hybrid hosts the v1 memory, cpu and pids ones), as runtimes make them, so that the resource
+/// collectors read real files.
 struct Fleet {
+    /// Roots of the hierarchies: the unified one first.
+    roots: Vec<PathBuf>,
+    /// Path below each root of the benchmark's parent cgroup.
     base: PathBuf,
     sleepers: Vec<(Child, PathBuf)>,
 }
 
 impl Fleet {
+    fn new(roots: Vec<PathBuf>) -> Self {
+        Self {
+            roots,
+            base: PathBuf::from(format!("kernsight-bench-{}", std::process::id())),
+            sleepers: Vec::new(),
+        }
+    }
+
     fn add(&mut self, i: usize) -> Result<(), String> {
         let uid = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), i);
         // Distinct leading digits, as random runtime ids have: unnamed containers are labelled
         // by their first 12.
         let id =
             format!("{:016x}{:048x}", (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15), std::process::id());
-        let dir = self.base.join("kubepods/besteffort").join(format!("pod{uid}")).join(id);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let relative = self.base.join("kubepods/besteffort").join(format!("pod{uid}")).join(id);
+        let mut joins = Vec::new();
+        for root in &self.roots {
+            let dir = root.join(&relative);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+            joins.push(format!("echo $$ > {}/cgroup.procs", dir.display()));
+        }
         // The shell moves itself in, makes its syscalls there, and becomes the sleeping process.
-        let script = format!("echo $$ > {}/cgroup.procs && exec sleep 600", dir.display());
+        let script = format!("{} && exec sleep 600", joins.join(" && "));
         let child = Command::new("sh")
             .args(["-c", &script])
             .stdout(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start a process for {}: {e}", dir.display()))?;
-        self.sleepers.push((child, dir));
+            .map_err(|e| format!("cannot start a process for {}: {e}", relative.display()))?;
+        self.sleepers.push((child, relative));
         Ok(())
     }
 }
@@ -97,25 +119,44 @@ impl Drop for Fleet {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Deepest first: container, pod, then the shared parents.
-        for (_, dir) in &self.sleepers {
-            for level in [dir.as_path(), dir.parent().unwrap_or(dir)] {
-                let _ = std::fs::remove_dir(level);
+        // Deepest first: container, pod, then the shared parents, in every hierarchy.
+        for root in &self.roots {
+            for (_, relative) in &self.sleepers {
+                let dir = root.join(relative);
+                for level in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
+                    let _ = std::fs::remove_dir(level);
+                }
             }
-        }
-        for level in ["kubepods/besteffort", "kubepods", ""] {
-            let _ = std::fs::remove_dir(self.base.join(level));
+            for level in ["kubepods/besteffort", "kubepods", ""] {
+                let _ = std::fs::remove_dir(root.join(&self.base).join(level));
+            }
         }
     }
 }
 
-fn unified_root() -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        let mount_point = before.split(' ').nth(4)?;
-        (after.split(' ').next()? == "cgroup2").then(|| PathBuf::from(mount_point))
-    })
+/// The unified hierarchy's root, then those of the v1 memory, cpu, cpuacct and pids controllers.
+fn hierarchy_roots() -> Vec<PathBuf> {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let mounts: Vec<(String, String, PathBuf)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let mut after = after.split(' ');
+            let fs_type = after.next()?.to_owned();
+            let options = after.nth(1)?.to_owned();
+            Some((fs_type, options, PathBuf::from(before.split(' ').nth(4)?)))
+        })
+        .collect();
+    let unified = mounts.iter().filter(|(t, _, _)| t == "cgroup2").map(|(_, _, p)| p.clone());
+    let v1 = ["memory", "cpu", "cpuacct", "pids"].into_iter().filter_map(|controller| {
+        mounts
+            .iter()
+            .find(|(t, options, _)| t == "cgroup" && options.split(',').any(|o| o == controller))
+            .map(|(_, _, p)| p.clone())
+    });
+    let mut roots: Vec<PathBuf> = unified.take(1).chain(v1).collect();
+    roots.dedup();
+    roots
 }
 
 fn start_agent(command: Command) -> Result<(Child, String), String> {
