@@ -78,6 +78,10 @@ pub struct CgroupEventReader {
 pub struct LostCounter(PerCpuArray<MapData, u64>);
 
 impl LostCounter {
+    pub fn new(counter: PerCpuArray<MapData, u64>) -> Self {
+        Self(counter)
+    }
+
     /// Summed over CPUs.
     pub fn total(&self) -> u64 {
         self.0.get(&0, 0).map(|values| values.iter().sum()).unwrap_or(0)
