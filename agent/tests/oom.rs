@@ -118,7 +118,9 @@ fn an_oom_kill_is_reported_with_the_victims_pid_cgroup_and_anon_rss() {
         .lines()
         .find(|l| l.contains("OOM kill") && l.contains(&format!("pid {pid})")))
         .unwrap_or_else(|| panic!("no OOM kill line for pid {pid}; log:\n{log}"));
+    eprintln!("{line}");
     assert!(line.contains("WARN"), "logged at warn level: {line}");
+    assert!(line.contains("cgroup_of=victim"), "the victim task's own cgroup: {line}");
     let memory = |kind: &str| {
         value(&samples, "kernsight_oom_victim_memory_bytes", &[("cgroup", &cgroup.label), ("kind", kind)])
     };
@@ -142,14 +144,15 @@ fn an_oom_kill_is_reported_with_the_victims_pid_cgroup_and_anon_rss() {
 }
 
 const CACHE_FILE_BYTES: usize = 16 << 20;
-static mut CACHE_FILE: [u8; 256] = [0; 256];
+/// Set before the fork: the workload is a plain `fn`.
+static CACHE_FILE: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
 
 /// Writes a 16 MiB file on disk (not tmpfs) and reads it back: page cache, within the limit.
 fn fill_page_cache() -> i32 {
-    // SAFETY: raw syscalls; CACHE_FILE was set before the fork and is only read here.
+    let Some(path) = CACHE_FILE.get() else { return 5 };
+    // SAFETY: raw syscalls on a file the test created the directory of.
     unsafe {
-        let path = (&raw const CACHE_FILE).cast::<libc::c_char>();
-        let fd = libc::open(path, libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC, 0o600);
+        let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC, 0o600);
         if fd < 0 {
             return 3;
         }
@@ -178,12 +181,7 @@ fn page_cache_within_the_limit_is_file_memory_and_no_kill() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let file = dir.path().join("cache");
     let bytes = file.as_os_str().as_encoded_bytes();
-    // SAFETY: written before the fork; the serial lock keeps the other test out.
-    unsafe {
-        let target = &mut *(&raw mut CACHE_FILE);
-        target[..bytes.len()].copy_from_slice(bytes);
-        target[bytes.len()] = 0;
-    }
+    CACHE_FILE.set(CString::new(bytes).unwrap()).unwrap();
     let (_pid, status) = fork_into(&cgroup.path, fill_page_cache);
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "wait status {status:#x}");
 

@@ -8,12 +8,12 @@ pub mod syscalls;
 use std::{fmt, sync::Mutex};
 
 use aya::{Btf, Ebpf, EbpfLoader, maps::PerCpuArray};
+use kernsight_common::oom::FIELD_ABSENT;
 use kernsight_common::{
     cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
     oom::{OOM_COMM_DATA_LOC_GLOBAL, OOM_FIELD_GLOBALS, TASK_PID_OFFSET_GLOBAL, TASK_TGID_OFFSET_GLOBAL},
     syscalls::{self as wire, map_full},
 };
-use kernsight_common::oom::FIELD_ABSENT;
 use tracing::{error, info};
 
 use crate::{config::Config, kernel::cgroupfs::Hierarchies};

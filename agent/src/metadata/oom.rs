@@ -152,7 +152,7 @@ fn report(kills: &OomKills, tracker: &Tracker, resolver: &Resolver, kill: OomKil
         pod = %workload.pod,
         container = %workload.container,
         cgroup = %workload.cgroup,
-        cgroup_of = whose,
+        cgroup_of = %whose,
         anon_rss_bytes = kill.anon_rss_bytes,
         file_rss_bytes = kill.file_rss_bytes,
         shmem_rss_bytes = kill.shmem_rss_bytes,

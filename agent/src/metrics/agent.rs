@@ -19,7 +19,12 @@ pub struct AgentCollector {
 }
 
 impl AgentCollector {
-    pub fn new(programs: Arc<Programs>, health: Arc<Health>, tracker: Arc<Tracker>, kills: Arc<OomKills>) -> Self {
+    pub fn new(
+        programs: Arc<Programs>,
+        health: Arc<Health>,
+        tracker: Arc<Tracker>,
+        kills: Arc<OomKills>,
+    ) -> Self {
         Self { programs, health, tracker, kills }
     }
 }
