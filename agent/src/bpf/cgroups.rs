@@ -77,6 +77,12 @@ pub struct CgroupEventReader {
 /// Events the kernel side could not queue (ring buffer full).
 pub struct LostCounter(PerCpuArray<MapData, u64>);
 
+impl std::fmt::Debug for LostCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LostCounter").field(&self.total()).finish()
+    }
+}
+
 impl LostCounter {
     pub fn new(counter: PerCpuArray<MapData, u64>) -> Self {
         Self(counter)

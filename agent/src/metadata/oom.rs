@@ -44,12 +44,6 @@ pub struct OomKills {
     lost: Mutex<Option<LostCounter>>,
 }
 
-impl std::fmt::Debug for LostCounter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LostCounter")
-    }
-}
-
 impl OomKills {
     pub fn snapshot(&self) -> Vec<CgroupKills> {
         self.by_cgroup.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()

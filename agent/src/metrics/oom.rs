@@ -90,8 +90,7 @@ impl Collector for OomCollector {
         let mounts = mountinfo::read().unwrap_or_default();
         let mut counts: BTreeMap<_, i64> = BTreeMap::new();
         for path in paths {
-            let read = resources::read(&CgroupDirs::locate(&mounts, &path));
-            if let Some(&n) = read.memory_events.get("oom_kill") {
+            if let Some(n) = resources::read_oom_kills(&CgroupDirs::locate(&mounts, &path)) {
                 counts.insert(self.resolver.workload(&path), n as i64);
             }
         }
