@@ -40,6 +40,15 @@ fn limited_cgroup(tag: &str) -> TestCgroup {
 
 /// Forks a child into `cgroup` that runs `workload`; returns its pid and wait status.
 fn fork_into(cgroup: &Path, workload: fn() -> i32) -> (i32, i32) {
+    let pid = spawn_into(cgroup, workload);
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    (pid, status)
+}
+
+/// Forks a child into `cgroup` that runs `workload`, without waiting for it.
+fn spawn_into(cgroup: &Path, workload: fn() -> i32) -> i32 {
     let procs = CString::new(cgroup.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
     // SAFETY: the child only makes raw syscalls and leaves with _exit.
     unsafe {
@@ -53,19 +62,22 @@ fn fork_into(cgroup: &Path, workload: fn() -> i32) -> (i32, i32) {
             libc::close(fd);
             libc::_exit(workload());
         }
-        let mut status = 0;
-        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-        (pid, status)
+        pid
     }
 }
 
 /// Maps 64 MiB of anonymous memory and writes every page: past a 32 MiB limit.
 fn allocate_past_the_limit() -> i32 {
+    touch_anonymous(ALLOCATE)
+}
+
+/// Maps `size` bytes of anonymous memory and writes every page.
+fn touch_anonymous(size: usize) -> i32 {
     // SAFETY: raw syscalls on memory the child owns.
     unsafe {
         let memory = libc::mmap(
             std::ptr::null_mut(),
-            ALLOCATE,
+            size,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
@@ -75,7 +87,7 @@ fn allocate_past_the_limit() -> i32 {
             return 2;
         }
         let bytes = memory.cast::<u8>();
-        for page in (0..ALLOCATE).step_by(4096) {
+        for page in (0..size).step_by(4096) {
             bytes.add(page).write_volatile(1);
         }
         0
@@ -141,6 +153,85 @@ fn an_oom_kill_is_reported_with_the_victims_pid_cgroup_and_anon_rss() {
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "oom")]), 1.0);
     assert_eq!(value(&samples, "kernsight_decode_errors_total", &[("source", "oom_events")]), 0.0);
     assert_eq!(value(&samples, "kernsight_oom_events_lost_total", &[]), 0.0);
+}
+
+/// 22 MiB, then waits to be killed.
+fn hog() -> i32 {
+    touch_anonymous(22 << 20);
+    loop {
+        // SAFETY: waits for a signal.
+        unsafe { libc::pause() };
+    }
+}
+
+/// 16 MiB: with the hog's 22 MiB, past the parent's 32 MiB.
+fn grower() -> i32 {
+    touch_anonymous(16 << 20)
+}
+
+/// The allocating task is not always the victim: when a parent cgroup's limit is reached, the
+/// kernel kills the biggest task below it, here in a sibling cgroup of the allocating task's.
+#[test]
+fn the_kill_is_attributed_to_the_victims_cgroup_not_the_allocating_tasks() {
+    if !privileged("the_kill_is_attributed_to_the_victims_cgroup_not_the_allocating_tasks") {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let parent = limited_cgroup("tree");
+    let (hog_dir, grower_dir) = (parent.path.join("hog"), parent.path.join("grower"));
+    std::fs::create_dir(&hog_dir).unwrap();
+    std::fs::create_dir(&grower_dir).unwrap();
+    let (hog_label, grower_label) = (format!("{}/hog", parent.label), format!("{}/grower", parent.label));
+
+    let hog_pid = spawn_into(&hog_dir, hog);
+    // Wait until the hog holds its memory.
+    let mounts = mountinfo::read().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while resources::read(&resources::CgroupDirs::locate(&mounts, &hog_label))
+        .memory_by_kind
+        .get("anon")
+        .copied()
+        .unwrap_or(0)
+        < 20 * MIB
+    {
+        assert!(Instant::now() < deadline, "the hog did not allocate");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (grower_pid, grower_status) = fork_into(&grower_dir, grower);
+    let mut hog_status = 0;
+    // SAFETY: our child; it was killed, or is killed now so that the test cannot hang.
+    unsafe {
+        if libc::waitpid(hog_pid, &mut hog_status, libc::WNOHANG) == 0 {
+            libc::kill(hog_pid, libc::SIGTERM);
+            libc::waitpid(hog_pid, &mut hog_status, 0);
+        }
+    }
+    assert!(
+        libc::WIFSIGNALED(hog_status) && libc::WTERMSIG(hog_status) == libc::SIGKILL,
+        "the hog should have been OOM-killed (grower status {grower_status:#x}), hog status {hog_status:#x}"
+    );
+    assert!(libc::WIFEXITED(grower_status), "the grower survived: {grower_status:#x}");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let samples = loop {
+        let samples = parse(&agent.scrape());
+        if value(&samples, "kernsight_oom_kills_total", &[("cgroup", &hog_label)]) >= 1.0
+            || Instant::now() > deadline
+        {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = agent.log();
+    assert_eq!(value(&samples, "kernsight_oom_kills_total", &[("cgroup", &hog_label)]), 1.0, "log:\n{log}");
+    assert_eq!(value(&samples, "kernsight_oom_kills_total", &[("cgroup", &grower_label)]), 0.0);
+    let line = log.lines().find(|l| l.contains(&format!("pid {hog_pid})"))).expect("a line for the hog");
+    eprintln!("{line}");
+    assert!(line.contains("cgroup_of=victim"), "{line}");
+    assert!(line.contains(&format!("invoker_pid={grower_pid}")), "the grower ran the OOM killer: {line}");
+    let _ = std::fs::remove_dir(&hog_dir);
+    let _ = std::fs::remove_dir(&grower_dir);
 }
 
 const CACHE_FILE_BYTES: usize = 16 << 20;
