@@ -3,6 +3,7 @@
 #![no_main]
 
 mod cgroups;
+mod oom;
 mod syscalls;
 mod task;
 

@@ -41,8 +41,17 @@ pub(crate) unsafe fn load<T: Copy>(base: *const u8, offset: u32) -> T {
 #[inline(always)]
 pub(crate) fn current_cgroup() -> (*mut cgroup, u64) {
     // SAFETY: BTF pointers from the kernel, at offsets read from the kernel's own BTF.
+    unsafe { task_cgroup(bpf_get_current_task_btf() as *const u8) }
+}
+
+/// `task`'s cgroup and its id, attributed as `current_cgroup` attributes the current task.
+///
+/// # Safety
+/// `task` must be a BTF pointer to a `struct task_struct`.
+#[inline(always)]
+pub(crate) unsafe fn task_cgroup(task: *const u8) -> (*mut cgroup, u64) {
+    // SAFETY: BTF pointers from the kernel, at offsets read from the kernel's own BTF.
     unsafe {
-        let task = bpf_get_current_task_btf() as *const u8;
         let css_set: *const u8 = load(task, global(&TASK_CGROUPS_OFFSET));
         let cgroup: *mut cgroup = load(css_set, global(&CSS_SET_DFL_CGRP_OFFSET));
         let id = cgroup_id(cgroup);

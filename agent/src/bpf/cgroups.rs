@@ -77,7 +77,17 @@ pub struct CgroupEventReader {
 /// Events the kernel side could not queue (ring buffer full).
 pub struct LostCounter(PerCpuArray<MapData, u64>);
 
+impl std::fmt::Debug for LostCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LostCounter").field(&self.total()).finish()
+    }
+}
+
 impl LostCounter {
+    pub fn new(counter: PerCpuArray<MapData, u64>) -> Self {
+        Self(counter)
+    }
+
     /// Summed over CPUs.
     pub fn total(&self) -> u64 {
         self.0.get(&0, 0).map(|values| values.iter().sum()).unwrap_or(0)

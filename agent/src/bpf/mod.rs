@@ -2,13 +2,16 @@
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
 pub mod cgroups;
+pub mod oom;
 pub mod syscalls;
 
 use std::{fmt, sync::Mutex};
 
 use aya::{Btf, Ebpf, EbpfLoader, maps::PerCpuArray};
+use kernsight_common::oom::FIELD_ABSENT;
 use kernsight_common::{
     cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
+    oom::{OOM_COMM_DATA_LOC_GLOBAL, OOM_FIELD_GLOBALS, TASK_PID_OFFSET_GLOBAL, TASK_TGID_OFFSET_GLOBAL},
     syscalls::{self as wire, map_full},
 };
 use tracing::{error, info};
@@ -80,6 +83,8 @@ pub struct Programs {
     pub syscalls: Option<Mutex<syscalls::SyscallMaps>>,
     /// Taken by the task that keeps the cgroup index current.
     pub cgroup_events: Mutex<Option<cgroups::CgroupEventReader>>,
+    /// Taken by the task that reports OOM kills.
+    pub oom_events: Mutex<Option<oom::OomEventReader>>,
     map_full: PerCpuArray<aya::maps::MapData, u64>,
 }
 
@@ -103,8 +108,26 @@ impl Programs {
         let walk = offsets.as_ref().unwrap_or(&zero);
         let latency = u8::from(config.syscalls.latency_histogram);
         let slots = config.syscalls.max_cgroups;
-        let mut ebpf = EbpfLoader::new()
+        // The OOM family: the victim task's pid/tgid offsets, and the tracepoint record's layout.
+        let task_ids = crate::kernel::btf::Btf::from_sys_fs().and_then(|btf| {
+            Ok((btf.member_offset("task_struct", "pid")?, btf.member_offset("task_struct", "tgid")?))
+        });
+        let layout = oom::RecordLayout::read(&config.paths.tracefs);
+        let (task_pid, task_tgid) = task_ids.as_ref().copied().unwrap_or((0, 0));
+        let record_offsets: Vec<(&str, u32)> = OOM_FIELD_GLOBALS
+            .iter()
+            .map(|(field, global)| (*global, layout.as_ref().map_or(FIELD_ABSENT, |l| l.offset(field))))
+            .collect();
+        let comm_data_loc = u32::from(layout.as_ref().is_ok_and(|l| l.comm_data_loc));
+        let mut loader = EbpfLoader::new();
+        for (global, offset) in &record_offsets {
+            loader.override_global(global, offset, true);
+        }
+        let mut ebpf = loader
             .btf(&btf)
+            .override_global(TASK_PID_OFFSET_GLOBAL, &task_pid, true)
+            .override_global(TASK_TGID_OFFSET_GLOBAL, &task_tgid, true)
+            .override_global(OOM_COMM_DATA_LOC_GLOBAL, &comm_data_loc, true)
             .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true)
             .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
             .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)
@@ -162,7 +185,33 @@ impl Programs {
                 None
             }
         };
-        Ok(Self { _ebpf: ebpf, probes, syscalls, cgroup_events: Mutex::new(cgroup_events), map_full })
+
+        let attached = match (&offsets, &task_ids, &layout) {
+            (Err(err), _, _) => Err(format!("cannot find the cgroup of a task: {err}")),
+            (_, Err(err), _) => Err(format!("cannot find a task's pid: {err}")),
+            (_, _, Err(err)) => Err(format!("no oom:mark_victim tracepoint: {err:#}")),
+            _ => oom::attach(&mut ebpf, &btf).map_err(|err| format!("{err:#}")),
+        };
+        let oom_events = match attached {
+            Ok(reader) => {
+                let mut status = oom::status(ProbeState::Attached);
+                status.program_ids = program_ids(&ebpf, &status.programs);
+                probes.push(status);
+                Some(reader)
+            }
+            Err(why) => {
+                probes.push(oom::status(ProbeState::Failed(why)));
+                None
+            }
+        };
+        Ok(Self {
+            _ebpf: ebpf,
+            probes,
+            syscalls,
+            cgroup_events: Mutex::new(cgroup_events),
+            oom_events: Mutex::new(oom_events),
+            map_full,
+        })
     }
 
     pub fn probe_statuses(&self) -> Vec<ProbeStatus> {

@@ -210,6 +210,14 @@ impl SyscallMaps {
         (calls, errors)
     }
 
+    /// Ids of the cgroups holding a slot (the `other` slot excluded), each once.
+    pub fn cgroups_with_slot(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.owned_slots().into_iter().map(|(_, id)| id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Slots in use (the `other` slot excluded).
     pub fn slots_in_use(&self) -> usize {
         self.owned_slots().len()

@@ -7,7 +7,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::{
-    bpf::{Programs, cgroups::CgroupEventReader},
+    bpf::{Programs, cgroups::CgroupEventReader, oom::OomEventReader},
     config::{Config, LogFormat},
     kernel::{cgroupfs, preflight},
     logging,
@@ -15,6 +15,7 @@ use crate::{
         cgroups::{self, Tracker},
         identity::Resolver,
         lookup,
+        oom::{self, OomKills},
     },
     metrics::{self, server::Health},
 };
@@ -99,6 +100,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         status.log();
     }
     let events = programs.cgroup_events.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let oom_events = programs.oom_events.lock().unwrap_or_else(|e| e.into_inner()).take();
     let programs = Arc::new(programs);
     let tracker = Arc::new(Tracker::new(hierarchies));
     let resolver = Arc::new(Resolver::new(
@@ -107,7 +109,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.metadata.max_containers,
     ));
     tokio::spawn(lookup::run(resolver.clone(), config.metadata.cri_socket.clone()));
-    let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver);
+    let kills = Arc::new(OomKills::default());
+    if let Some(OomEventReader { ring, lost }) = oom_events {
+        tokio::spawn(oom::follow_events(ring, lost, kills.clone(), tracker.clone(), resolver.clone()));
+    }
+    let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver, kills);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = match events {
         Some(CgroupEventReader { ring, lost }) => {

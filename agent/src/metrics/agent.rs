@@ -7,7 +7,7 @@ use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use super::{NO_LABELS, encode_counters, encode_gauges, server::Health};
 use crate::{
     bpf::{ProbeState, Programs},
-    metadata::cgroups::Tracker,
+    metadata::{cgroups::Tracker, oom::OomKills},
 };
 
 #[derive(Debug)]
@@ -15,11 +15,17 @@ pub struct AgentCollector {
     programs: Arc<Programs>,
     health: Arc<Health>,
     tracker: Arc<Tracker>,
+    kills: Arc<OomKills>,
 }
 
 impl AgentCollector {
-    pub fn new(programs: Arc<Programs>, health: Arc<Health>, tracker: Arc<Tracker>) -> Self {
-        Self { programs, health, tracker }
+    pub fn new(
+        programs: Arc<Programs>,
+        health: Arc<Health>,
+        tracker: Arc<Tracker>,
+        kills: Arc<OomKills>,
+    ) -> Self {
+        Self { programs, health, tracker, kills }
     }
 }
 
@@ -98,7 +104,10 @@ impl AgentCollector {
             encoder,
             "kernsight_decode_errors",
             "Malformed records from the kernel, counted and skipped",
-            [([("source", "cgroup_events")], load(&tracker.decode_errors))],
+            [
+                ([("source", "cgroup_events")], load(&tracker.decode_errors)),
+                ([("source", "oom_events")], load(&self.kills.decode_errors)),
+            ],
         )
     }
 }

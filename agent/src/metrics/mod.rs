@@ -3,6 +3,7 @@
 
 mod agent;
 mod metadata;
+mod oom;
 mod resources;
 pub mod server;
 mod syscalls;
@@ -14,6 +15,7 @@ use crate::{
     metadata::{
         cgroups::Tracker,
         identity::{Resolver, Workload},
+        oom::OomKills,
     },
 };
 use prometheus_client::{
@@ -29,12 +31,14 @@ pub fn registry(
     health: Arc<server::Health>,
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
+    kills: Arc<OomKills>,
 ) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(agent::AgentCollector::new(
         programs.clone(),
         health,
         tracker.clone(),
+        kills.clone(),
     )));
     registry.register_collector(Box::new(metadata::MetadataCollector::new(resolver.clone())));
     let mounts = crate::kernel::mountinfo::read().unwrap_or_default();
@@ -42,6 +46,12 @@ pub fn registry(
         tracker.clone(),
         resolver.clone(),
         mounts,
+    )));
+    registry.register_collector(Box::new(oom::OomCollector::new(
+        kills,
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
     )));
     registry.register_collector(Box::new(syscalls::SyscallCollector::new(programs, tracker, resolver)));
     registry

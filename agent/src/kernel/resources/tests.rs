@@ -894,3 +894,20 @@ fn real_v2_cgroup() {
     assert!(r.cpu_throttled_seconds.unwrap() > 0.0, "{r:?}");
     assert!(r.cpu_usage_seconds.unwrap() > 0.01, "{r:?}");
 }
+
+#[test]
+fn oom_kills_alone_from_v2_and_v1_files() {
+    let v2 = tempfile::tempdir().unwrap();
+    write_files(
+        v2.path(),
+        &[("memory.events", "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n")],
+    );
+    assert_eq!(read_oom_kills(&CgroupDirs::V2(v2.path().to_owned())), Some(2));
+    let v1 = tempfile::tempdir().unwrap();
+    write_files(v1.path(), &[("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n")]);
+    let dirs = CgroupDirs::V1 { memory: Some(v1.path().to_owned()), cpu: None, cpuacct: None, pids: None };
+    assert_eq!(read_oom_kills(&dirs), Some(5));
+    let none = CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None };
+    assert_eq!(read_oom_kills(&none), None);
+    assert_eq!(read_oom_kills(&CgroupDirs::V2(v2.path().join("gone"))), None);
+}

@@ -1,0 +1,298 @@
+//! The OOM family: `ks_oom_victim_task` (tp_btf/mark_victim) remembers each victim's cgroup by
+//! pid, `ks_oom_mark_victim` (tracepoint/oom/mark_victim) streams one `OomEvent` per kill with
+//! the RSS the kernel computed; `decode` turns a ring-buffer record into an `OomKill`.
+
+use std::{collections::BTreeMap, path::Path};
+
+use anyhow::Context as _;
+use aya::{
+    Btf, Ebpf,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+};
+use kernsight_common::oom::{
+    CGROUP_OF_CURRENT, CGROUP_OF_VICTIM, FIELD_ABSENT, OOM_EVENTS_LOST_MAP, OOM_EVENTS_MAP, OomEvent,
+};
+
+use super::{ProbeState, ProbeStatus, cgroups::LostCounter, take_map};
+
+pub const PROBE: &str = "oom";
+const BTF_PROGRAM: &str = "ks_oom_victim_task";
+const TRACEPOINT_PROGRAM: &str = "ks_oom_mark_victim";
+
+pub fn status(state: ProbeState) -> ProbeStatus {
+    ProbeStatus {
+        name: PROBE,
+        programs: vec![BTF_PROGRAM, TRACEPOINT_PROGRAM],
+        program_ids: Vec::new(),
+        state,
+    }
+}
+
+/// Offsets of the `mark_victim` record's fields, read from tracefs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordLayout {
+    /// Field name → offset, for the fields the kernel side reads.
+    pub offsets: BTreeMap<&'static str, u32>,
+    /// Whether `comm` is a `__data_loc` string.
+    pub comm_data_loc: bool,
+}
+
+impl RecordLayout {
+    pub fn read(tracefs: &Path) -> anyhow::Result<Self> {
+        let path = tracefs.join("events/oom/mark_victim/format");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("{} has no pid field", path.display()))
+    }
+
+    /// Parses a tracefs `format` file; `None` without the one field that matters (`pid`).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut offsets = BTreeMap::new();
+        let mut comm_data_loc = true;
+        for line in text.lines() {
+            let mut declaration = None;
+            let mut offset = None;
+            let mut size = None;
+            for part in line.trim().split(';') {
+                let part = part.trim();
+                if let Some(d) = part.strip_prefix("field:") {
+                    declaration = Some(d);
+                } else if let Some(o) = part.strip_prefix("offset:") {
+                    offset = o.parse::<u32>().ok();
+                } else if let Some(s) = part.strip_prefix("size:") {
+                    size = s.parse::<u32>().ok();
+                }
+            }
+            let (Some(declaration), Some(offset), Some(size)) = (declaration, offset, size) else { continue };
+            // "unsigned long anon_rss", "__data_loc char[] comm", "char comm[16]"
+            let name = declaration.rsplit(' ').next().unwrap_or_default();
+            let name = name.split('[').next().unwrap_or_default();
+            let Some((field, _)) = kernsight_common::oom::OOM_FIELD_GLOBALS.iter().find(|(f, _)| *f == name)
+            else {
+                continue;
+            };
+            let expected = match *field {
+                "pid" | "uid" => size == 4,
+                "oom_score_adj" => size == 2,
+                "comm" if declaration.starts_with("__data_loc") => size == 4,
+                "comm" => {
+                    comm_data_loc = false;
+                    size >= 1
+                }
+                _ => size == 8,
+            };
+            if expected {
+                offsets.insert(*field, offset);
+            }
+        }
+        offsets.contains_key("pid").then_some(Self { offsets, comm_data_loc })
+    }
+
+    /// The offset to give the kernel side for `field`.
+    pub fn offset(&self, field: &str) -> u32 {
+        self.offsets.get(field).copied().unwrap_or(FIELD_ABSENT)
+    }
+}
+
+/// Where a kill's cgroup came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupSource {
+    /// The victim task's own cgroup.
+    Victim,
+    /// The cgroup of the task that ran the OOM killer (victim not found by pid).
+    Current,
+}
+
+/// A decoded OOM kill; memory in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomKill {
+    pub timestamp_ns: u64,
+    pub cgroup_id: u64,
+    pub cgroup_source: CgroupSource,
+    pub pid: u32,
+    pub tgid: Option<u32>,
+    pub current_pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub total_vm_bytes: u64,
+    pub anon_rss_bytes: u64,
+    pub file_rss_bytes: u64,
+    pub shmem_rss_bytes: u64,
+    pub pgtables_bytes: u64,
+    pub oom_score_adj: i16,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("oom event of {0} bytes, expected {1}")]
+    Size(usize, usize),
+    #[error("oom event with unknown cgroup source {0}")]
+    Source(u32),
+}
+
+/// Decodes one ring-buffer record; never trusts its length, its comm or its sizes.
+pub fn decode(record: &[u8]) -> Result<OomKill, DecodeError> {
+    let expected = size_of::<OomEvent>();
+    if record.len() < expected {
+        return Err(DecodeError::Size(record.len(), expected));
+    }
+    // SAFETY: length checked; OomEvent is plain integers and bytes, read unaligned.
+    let event: OomEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let cgroup_source = match event.cgroup_source {
+        CGROUP_OF_VICTIM => CgroupSource::Victim,
+        CGROUP_OF_CURRENT => CgroupSource::Current,
+        other => return Err(DecodeError::Source(other)),
+    };
+    let end = event.comm.iter().position(|&b| b == 0).unwrap_or(event.comm.len());
+    let comm = String::from_utf8_lossy(&event.comm[..end]).into_owned();
+    let bytes = |kib: u64| kib.saturating_mul(1024);
+    Ok(OomKill {
+        timestamp_ns: event.timestamp_ns,
+        cgroup_id: event.cgroup_id,
+        cgroup_source,
+        pid: event.pid,
+        tgid: (event.tgid != 0).then_some(event.tgid),
+        current_pid: event.current_pid,
+        uid: event.uid,
+        comm,
+        total_vm_bytes: bytes(event.total_vm_kib),
+        anon_rss_bytes: bytes(event.anon_rss_kib),
+        file_rss_bytes: bytes(event.file_rss_kib),
+        shmem_rss_bytes: bytes(event.shmem_rss_kib),
+        pgtables_bytes: bytes(event.pgtables_kib),
+        oom_score_adj: event.oom_score_adj,
+    })
+}
+
+/// The ring buffer and its loss counter.
+pub struct OomEventReader {
+    pub ring: RingBuf<MapData>,
+    pub lost: LostCounter,
+}
+
+/// Loads and attaches both programs: the BTF one first, so that it runs first on each kill.
+pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<OomEventReader> {
+    let ring = RingBuf::try_from(take_map(ebpf, OOM_EVENTS_MAP)?)?;
+    let lost = PerCpuArray::try_from(take_map(ebpf, OOM_EVENTS_LOST_MAP)?)?;
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(BTF_PROGRAM)
+        .with_context(|| format!("program {BTF_PROGRAM} missing from the object"))?
+        .try_into()?;
+    program.load("mark_victim", btf).context("loading ks_oom_victim_task (tp_btf/mark_victim)")?;
+    program.attach().context("attaching ks_oom_victim_task")?;
+    let program: &mut TracePoint = ebpf
+        .program_mut(TRACEPOINT_PROGRAM)
+        .with_context(|| format!("program {TRACEPOINT_PROGRAM} missing from the object"))?
+        .try_into()?;
+    program.load().context("loading ks_oom_mark_victim (tracepoint/oom/mark_victim)")?;
+    program.attach("oom", "mark_victim").context("attaching ks_oom_mark_victim")?;
+    Ok(OomEventReader { ring, lost: LostCounter::new(lost) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORMAT_6_18: &str = "name: mark_victim
+ID: 609
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:__data_loc char[] comm;\toffset:12;\tsize:4;\tsigned:0;
+\tfield:unsigned long total_vm;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:unsigned long anon_rss;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:unsigned long file_rss;\toffset:32;\tsize:8;\tsigned:0;
+\tfield:unsigned long shmem_rss;\toffset:40;\tsize:8;\tsigned:0;
+\tfield:uid_t uid;\toffset:48;\tsize:4;\tsigned:0;
+\tfield:unsigned long pgtables;\toffset:56;\tsize:8;\tsigned:0;
+\tfield:short oom_score_adj;\toffset:64;\tsize:2;\tsigned:1;
+
+print fmt: \"pid=%d\", REC->pid
+";
+
+    #[test]
+    fn parses_the_record_layout() {
+        let layout = RecordLayout::parse(FORMAT_6_18).unwrap();
+        assert!(layout.comm_data_loc);
+        assert_eq!(layout.offset("pid"), 8);
+        assert_eq!(layout.offset("comm"), 12);
+        assert_eq!(layout.offset("anon_rss"), 24);
+        assert_eq!(layout.offset("file_rss"), 32);
+        assert_eq!(layout.offset("shmem_rss"), 40);
+        assert_eq!(layout.offset("uid"), 48);
+        assert_eq!(layout.offset("oom_score_adj"), 64);
+        // An old kernel: pid only; the rest is absent, never guessed.
+        let old = RecordLayout::parse("\tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;\n").unwrap();
+        assert_eq!(old.offset("anon_rss"), FIELD_ABSENT);
+        assert_eq!(RecordLayout::parse("garbage\nfield:int pid;offset:x;size:4;"), None);
+        // A field of an unexpected size is not read.
+        let odd = RecordLayout::parse("field:int pid;offset:8;size:4;\nfield:int anon_rss;offset:24;size:4;");
+        assert_eq!(odd.unwrap().offset("anon_rss"), FIELD_ABSENT);
+    }
+
+    fn event() -> OomEvent {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"java");
+        OomEvent {
+            timestamp_ns: 5,
+            cgroup_id: 42,
+            total_vm_kib: 100,
+            anon_rss_kib: 30_000,
+            file_rss_kib: 12,
+            shmem_rss_kib: 0,
+            pgtables_kib: 4,
+            pid: 1234,
+            tgid: 1230,
+            uid: 1000,
+            current_pid: 1234,
+            cgroup_source: CGROUP_OF_VICTIM,
+            oom_score_adj: -999,
+            _pad: 0,
+            comm,
+        }
+    }
+
+    fn bytes(event: &OomEvent) -> Vec<u8> {
+        // SAFETY: plain-data struct viewed as bytes.
+        unsafe { std::slice::from_raw_parts((event as *const OomEvent).cast::<u8>(), size_of::<OomEvent>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_a_kill_in_bytes() {
+        let kill = decode(&bytes(&event())).unwrap();
+        assert_eq!(kill.pid, 1234);
+        assert_eq!(kill.tgid, Some(1230));
+        assert_eq!(kill.comm, "java");
+        assert_eq!(kill.anon_rss_bytes, 30_000 * 1024);
+        assert_eq!(kill.file_rss_bytes, 12 * 1024);
+        assert_eq!(kill.cgroup_source, CgroupSource::Victim);
+        assert_eq!(kill.oom_score_adj, -999);
+    }
+
+    #[test]
+    fn hostile_records_are_errors_never_panics() {
+        let good = bytes(&event());
+        for cut in 0..good.len() {
+            assert_eq!(decode(&good[..cut]), Err(DecodeError::Size(cut, good.len())));
+        }
+        let mut bogus = event();
+        bogus.cgroup_source = 7;
+        assert_eq!(decode(&bytes(&bogus)), Err(DecodeError::Source(7)));
+        // Unterminated, non-UTF-8 comm; sizes that would overflow in bytes; tgid unknown.
+        let mut bogus = event();
+        bogus.comm = [0xff; 16];
+        bogus.anon_rss_kib = u64::MAX;
+        bogus.tgid = 0;
+        let kill = decode(&bytes(&bogus)).unwrap();
+        assert_eq!(kill.anon_rss_bytes, u64::MAX);
+        assert_eq!(kill.tgid, None);
+        assert_eq!(kill.comm.chars().count(), 16);
+        // Longer records (a newer kernel side) decode their known prefix.
+        let mut longer = good.clone();
+        longer.extend_from_slice(&[0xaa; 32]);
+        assert_eq!(decode(&longer).unwrap().pid, 1234);
+    }
+}

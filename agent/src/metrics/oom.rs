@@ -1,0 +1,104 @@
+//! `kernsight_oom_kills_total` and `kernsight_oom_victim_memory_bytes` (from the kernel's OOM
+//! events since the agent started), and `kernsight_cgroup_oom_kills` (the cgroup's own count,
+//! read from cgroupfs, so that kills while the agent was down are not lost).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+
+use super::{LabelNames, NO_LABELS, encode_counters, encode_gauges, workload_labels};
+use crate::{
+    bpf::Programs,
+    kernel::{
+        cgroupfs::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
+        mountinfo,
+        resources::{self, CgroupDirs},
+    },
+    metadata::{cgroups::Tracker, identity::Resolver, oom::OomKills},
+};
+
+#[derive(Debug)]
+pub struct OomCollector {
+    kills: Arc<OomKills>,
+    programs: Arc<Programs>,
+    tracker: Arc<Tracker>,
+    resolver: Arc<Resolver>,
+}
+
+impl OomCollector {
+    pub fn new(
+        kills: Arc<OomKills>,
+        programs: Arc<Programs>,
+        tracker: Arc<Tracker>,
+        resolver: Arc<Resolver>,
+    ) -> Self {
+        Self { kills, programs, tracker, resolver }
+    }
+
+    /// Paths of the cgroups that hold a slot in the syscall maps (the workloads kernsight sees).
+    fn watched_paths(&self) -> Vec<String> {
+        let Some(maps) = &self.programs.syscalls else {
+            return Vec::new();
+        };
+        let ids = maps.lock().unwrap_or_else(|e| e.into_inner()).cgroups_with_slot();
+        let index = self.tracker.index();
+        ids.into_iter()
+            .filter(|id| id & !V1_CGROUP_ID_BIT != ROOT_CGROUP_ID)
+            .filter_map(|id| index.resolve(id).map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Collector for OomCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let names = LabelNames {
+            container_id: self.resolver.container_id_label(),
+            pod_labels: self.resolver.pod_label_names(),
+        };
+        let snapshot = self.kills.snapshot();
+        let named: Vec<_> = snapshot.iter().map(|k| (self.resolver.workload(&k.path), k)).collect();
+        encode_counters(
+            &mut encoder,
+            "kernsight_oom_kills",
+            "Tasks the kernel's OOM killer killed, by the victim's workload (since the agent started)",
+            named.iter().map(|(workload, k)| (workload_labels(workload, &names, []), k.kills)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_oom_victim_memory_bytes",
+            "Resident memory of the last OOM victim of the workload when it was killed, by kind (anon: heap and stacks; file: mapped page cache; shmem: shared memory and tmpfs)",
+            named.iter().flat_map(|(workload, k)| {
+                [
+                    ("anon", k.last.anon_rss_bytes),
+                    ("file", k.last.file_rss_bytes),
+                    ("shmem", k.last.shmem_rss_bytes),
+                ]
+                .map(|(kind, bytes)| {
+                    (workload_labels(workload, &names, [("kind", kind.to_owned())]), bytes as i64)
+                })
+            }),
+        )?;
+        encode_counters(
+            &mut encoder,
+            "kernsight_oom_events_lost",
+            "OOM kills the kernel could not queue (ring buffer full)",
+            [(NO_LABELS, self.kills.lost())],
+        )?;
+
+        // The cgroup's own count: every kill since the cgroup was created, the agent up or not.
+        let paths = self.watched_paths();
+        let mounts = mountinfo::read().unwrap_or_default();
+        let mut counts: BTreeMap<_, i64> = BTreeMap::new();
+        for path in paths {
+            if let Some(n) = resources::read_oom_kills(&CgroupDirs::locate(&mounts, &path)) {
+                counts.insert(self.resolver.workload(&path), n as i64);
+            }
+        }
+        encode_gauges(
+            &mut encoder,
+            "kernsight_cgroup_oom_kills",
+            "OOM kills in the cgroup since it was created, from memory.events (v2) or memory.oom_control (v1), for the cgroups kernsight sees",
+            counts.into_iter().map(|(workload, n)| (workload_labels(&workload, &names, []), n)),
+        )
+    }
+}
