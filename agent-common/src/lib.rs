@@ -5,4 +5,5 @@
 #![no_std]
 
 pub mod cgroups;
+pub mod sched;
 pub mod syscalls;

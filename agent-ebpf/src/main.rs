@@ -3,6 +3,7 @@
 #![no_main]
 
 mod cgroups;
+mod sched;
 mod syscalls;
 mod task;
 

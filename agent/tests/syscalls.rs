@@ -54,8 +54,8 @@ fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
     assert_eq!(errors(&sibling.label, "openat", "ENOENT"), 0.0);
     assert_eq!(
         value(&samples, "kernsight_bpf_programs_attached", &[]),
-        3.0,
-        "sys_exit, cgroup mkdir and rmdir"
+        8.0,
+        "sys_exit, cgroup mkdir and rmdir, sched wakeup, wakeup_new, switch, process exec and exit"
     );
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
 }

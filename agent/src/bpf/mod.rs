@@ -2,6 +2,7 @@
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
 pub mod cgroups;
+pub mod sched;
 pub mod syscalls;
 
 use std::{fmt, sync::Mutex};
@@ -9,6 +10,10 @@ use std::{fmt, sync::Mutex};
 use aya::{Btf, Ebpf, EbpfLoader, maps::PerCpuArray};
 use kernsight_common::{
     cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
+    sched::{
+        PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP, RUNQ_START_MAP, TASK_EXIT_CODE_OFFSET_GLOBAL,
+        TASK_PID_OFFSET_GLOBAL, TASK_TGID_OFFSET_GLOBAL,
+    },
     syscalls::{self as wire, map_full},
 };
 use tracing::{error, info};
@@ -78,6 +83,8 @@ pub struct Programs {
     _ebpf: Ebpf,
     probes: Vec<ProbeStatus>,
     pub syscalls: Option<Mutex<syscalls::SyscallMaps>>,
+    pub runqueue: Option<Mutex<sched::RunqueueMaps>>,
+    pub processes: Option<Mutex<sched::ProcessMaps>>,
     /// Taken by the task that keeps the cgroup index current.
     pub cgroup_events: Mutex<Option<cgroups::CgroupEventReader>>,
     map_full: PerCpuArray<aya::maps::MapData, u64>,
@@ -101,6 +108,8 @@ impl Programs {
         let offsets = syscalls::CgroupOffsets::read(v1_controller);
         let zero = syscalls::CgroupOffsets::default();
         let walk = offsets.as_ref().unwrap_or(&zero);
+        let task = sched::TaskOffsets::read();
+        let task_fields = *task.as_ref().unwrap_or(&sched::TaskOffsets::default());
         let latency = u8::from(config.syscalls.latency_histogram);
         let slots = config.syscalls.max_cgroups;
         let mut ebpf = EbpfLoader::new()
@@ -115,6 +124,11 @@ impl Programs {
             .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
             .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &walk.cgroup_root, true)
             .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &walk.root_hierarchy_id, true)
+            .override_global(TASK_PID_OFFSET_GLOBAL, &task_fields.pid, true)
+            .override_global(TASK_TGID_OFFSET_GLOBAL, &task_fields.tgid, true)
+            .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &task_fields.exit_code, true)
+            .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
+            .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
             .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
             .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
             .map_max_entries(wire::FREE_SLOTS_MAP, slots)
@@ -162,7 +176,58 @@ impl Programs {
                 None
             }
         };
-        Ok(Self { _ebpf: ebpf, probes, syscalls, cgroup_events: Mutex::new(cgroup_events), map_full })
+
+        // Both scheduler families find a task's cgroup (the cgroup walk) and read its pid.
+        let sched_ready = match (&offsets, &task) {
+            (Err(err), _) => Err(format!("cannot find the cgroup of a task: {err}")),
+            (_, Err(err)) => Err(format!("cannot read task_struct members: {err}")),
+            _ => Ok(()),
+        };
+        let attached = match &sched_ready {
+            _ if !config.sched.runqueue_latency => Err(ProbeState::Disabled),
+            Err(why) => Err(ProbeState::Failed(why.clone())),
+            Ok(()) => sched::attach_runqueue(&mut ebpf, &btf, config.sched.runqueue_max_entries)
+                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
+        };
+        let runqueue = match attached {
+            Ok(maps) => {
+                let mut status = sched::runqueue_status(ProbeState::Attached);
+                status.program_ids = program_ids(&ebpf, &status.programs);
+                probes.push(status);
+                Some(Mutex::new(maps))
+            }
+            Err(state) => {
+                probes.push(sched::runqueue_status(state));
+                None
+            }
+        };
+        let attached = match &sched_ready {
+            _ if !config.sched.processes => Err(ProbeState::Disabled),
+            Err(why) => Err(ProbeState::Failed(why.clone())),
+            Ok(()) => sched::attach_processes(&mut ebpf, &btf, config.sched.process_max_entries)
+                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
+        };
+        let processes = match attached {
+            Ok(maps) => {
+                let mut status = sched::processes_status(ProbeState::Attached);
+                status.program_ids = program_ids(&ebpf, &status.programs);
+                probes.push(status);
+                Some(Mutex::new(maps))
+            }
+            Err(state) => {
+                probes.push(sched::processes_status(state));
+                None
+            }
+        };
+        Ok(Self {
+            _ebpf: ebpf,
+            probes,
+            syscalls,
+            runqueue,
+            processes,
+            cgroup_events: Mutex::new(cgroup_events),
+            map_full,
+        })
     }
 
     pub fn probe_statuses(&self) -> Vec<ProbeStatus> {
@@ -177,6 +242,9 @@ impl Programs {
             (wire::SYSCALL_ERRORS_MAP, map_full::SYSCALL_ERRORS),
             (wire::SYSCALL_LATENCY_MAP, map_full::SYSCALL_LATENCY),
             (wire::SYSCALL_START_MAP, map_full::SYSCALL_START),
+            (RUNQ_LATENCY_MAP, map_full::RUNQ_LATENCY),
+            (RUNQ_START_MAP, map_full::RUNQ_START),
+            (PROCESS_COUNTS_MAP, map_full::PROCESS_COUNTS),
         ]
         .into_iter()
         .map(|(name, index)| (name, self.map_full.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)))

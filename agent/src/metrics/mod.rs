@@ -3,6 +3,7 @@
 
 mod agent;
 mod metadata;
+mod sched;
 pub mod server;
 mod syscalls;
 
@@ -36,7 +37,12 @@ pub fn registry(
         tracker.clone(),
     )));
     registry.register_collector(Box::new(metadata::MetadataCollector::new(resolver.clone())));
-    registry.register_collector(Box::new(syscalls::SyscallCollector::new(programs, tracker, resolver)));
+    registry.register_collector(Box::new(syscalls::SyscallCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+    )));
+    registry.register_collector(Box::new(sched::SchedCollector::new(programs, tracker, resolver)));
     registry
 }
 

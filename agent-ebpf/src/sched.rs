@@ -1,0 +1,131 @@
+//! Scheduler and process lifecycle.
+//!
+//! Run-queue latency, as runqlat measures it: a thread becomes runnable on `sched_wakeup` /
+//! `sched_wakeup_new`, or when it is switched out while still runnable (preempted: `prev_state`
+//! is `TASK_RUNNING`); `sched_switch` to it then adds the time it waited to a log2 histogram of
+//! its cgroup. Exec and exit: `sched_process_exec` counts execs, `sched_process_exit` counts
+//! exits of thread-group leaders (processes, not threads) by how they ended.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, map},
+    maps::{LruHashMap, PerCpuHashMap},
+    programs::BtfTracePointContext,
+};
+use kernsight_common::{
+    sched::{
+        DEFAULT_PROCESS_ENTRIES, DEFAULT_RUNQ_LATENCY_ENTRIES, ProcessKey, RUNQ_START_ENTRIES, RunqKey,
+        exit_kind, kind,
+    },
+    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
+};
+
+use crate::{
+    syscalls::{add, count_map_full},
+    task::{task_cgroup, task_exit_code, task_pid, task_tgid},
+};
+
+#[map]
+static RUNQ_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(RUNQ_START_ENTRIES, 0);
+
+#[map]
+static RUNQ_LATENCY: PerCpuHashMap<RunqKey, u64> =
+    PerCpuHashMap::with_max_entries(DEFAULT_RUNQ_LATENCY_ENTRIES, 0);
+
+#[map]
+static PROCESS_COUNTS: PerCpuHashMap<ProcessKey, u64> =
+    PerCpuHashMap::with_max_entries(DEFAULT_PROCESS_ENTRIES, 0);
+
+/// `TASK_RUNNING`: a `prev_state` of 0 means the thread was preempted and is still runnable.
+const TASK_RUNNING: u32 = 0;
+
+/// Records that the thread `task` became runnable now.
+#[inline(always)]
+fn enqueued(task: *const u8) {
+    // SAFETY: `task` is a BTF `task_struct` pointer from the tracepoint.
+    let tid = unsafe { task_pid(task) };
+    if tid == 0 {
+        return; // an idle thread
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // An LRU map evicts to make room: an insert fails only under memory pressure.
+    if RUNQ_START.insert(&tid, &now, 0).is_err() {
+        count_map_full(map_full::RUNQ_START);
+    }
+}
+
+/// sched_wakeup(struct task_struct *p)
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn ks_sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+    enqueued(ctx.arg(0));
+    0
+}
+
+/// sched_wakeup_new(struct task_struct *p)
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn ks_sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
+    enqueued(ctx.arg(0));
+    0
+}
+
+/// sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
+/// unsigned int prev_state)
+#[btf_tracepoint(function = "sched_switch")]
+pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
+    let prev: *const u8 = ctx.arg(1);
+    let next: *const u8 = ctx.arg(2);
+    let prev_state: u32 = ctx.arg(3);
+    if prev_state == TASK_RUNNING {
+        enqueued(prev);
+    }
+    // SAFETY: `next` is a BTF `task_struct` pointer from the tracepoint.
+    let tid = unsafe { task_pid(next) };
+    if tid == 0 {
+        return 0;
+    }
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(&start) = (unsafe { RUNQ_START.get(&tid) }) else {
+        return 0; // runnable since before the agent attached, or evicted
+    };
+    let _ = RUNQ_START.remove(&tid);
+    // SAFETY: helper without preconditions.
+    let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+    // SAFETY: as above.
+    let (_, cgroup_id) = unsafe { task_cgroup(next) };
+    for (bucket, amount) in [(latency_bucket(waited), 1), (LATENCY_SUM_BUCKET, waited)] {
+        let key = RunqKey { cgroup_id, bucket, _pad: 0 };
+        let overflow = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, _pad: 0 };
+        add(&RUNQ_LATENCY, &key, &overflow, map_full::RUNQ_LATENCY, amount);
+    }
+    0
+}
+
+#[inline(always)]
+fn count_process(task: *const u8, what: u32) {
+    // SAFETY: `task` is a BTF `task_struct` pointer from the tracepoint.
+    let (_, cgroup_id) = unsafe { task_cgroup(task) };
+    let key = ProcessKey { cgroup_id, kind: what, _pad: 0 };
+    let overflow = ProcessKey { cgroup_id: OVERFLOW_CGROUP_ID, kind: what, _pad: 0 };
+    add(&PROCESS_COUNTS, &key, &overflow, map_full::PROCESS_COUNTS, 1);
+}
+
+/// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn ks_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+    count_process(ctx.arg(0), kind::EXEC);
+    0
+}
+
+/// sched_process_exit(struct task_struct *p, ...): `exit_code` is set before it fires.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn ks_sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    // SAFETY: `task` is a BTF `task_struct` pointer from the tracepoint.
+    let (pid, tgid, code) = unsafe { (task_pid(task), task_tgid(task), task_exit_code(task)) };
+    if pid != tgid {
+        return 0; // a thread, not the process
+    }
+    count_process(task, exit_kind(code));
+    0
+}
