@@ -2,7 +2,7 @@
 //! `sched_wakeup_new`, `sched_switch`) and exec/exit counts per cgroup (`sched_process_exec`,
 //! `sched_process_exit`), aggregated in the kernel in per-CPU hashes.
 
-/// LRU hash `u32` thread id → time it was made runnable (ns, `bpf_ktime_get_ns`).
+/// Task local storage: when the thread became runnable (ns, `bpf_ktime_get_ns`), 0 once it ran.
 pub const RUNQ_START_MAP: &str = "RUNQ_START";
 /// Per-CPU hash `RunqKey` → `u64`: switches-in per log2 run-queue latency bucket, and the sum.
 pub const RUNQ_LATENCY_MAP: &str = "RUNQ_LATENCY";
@@ -14,9 +14,6 @@ pub const TASK_PID_OFFSET_GLOBAL: &str = "TASK_PID_OFFSET";
 pub const TASK_TGID_OFFSET_GLOBAL: &str = "TASK_TGID_OFFSET";
 pub const TASK_EXIT_CODE_OFFSET_GLOBAL: &str = "TASK_EXIT_CODE_OFFSET";
 
-/// Threads that can wait on a run queue with a recorded time (LRU: a thread that exits while
-/// runnable cannot fill it for good).
-pub const RUNQ_START_ENTRIES: u32 = 32_768;
 /// Default bound of `RUNQ_LATENCY` ((cgroup, bucket) entries).
 pub const DEFAULT_RUNQ_LATENCY_ENTRIES: u32 = 16_384;
 /// Default bound of `PROCESS_COUNTS` ((cgroup, kind) entries).

@@ -114,6 +114,9 @@ impl Programs {
         let slots = config.syscalls.max_cgroups;
         let mut ebpf = EbpfLoader::new()
             .btf(&btf)
+            // RUNQ_START is task local storage, which aya creates but has no user-space type for
+            // (nothing reads it from user space).
+            .allow_unsupported_maps()
             .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true)
             .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
             .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)

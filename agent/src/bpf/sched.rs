@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use aya::{
     Btf, Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap},
+    maps::{MapData, PerCpuHashMap},
     programs::BtfTracePoint,
 };
 use kernsight_common::{
-    sched::{PROCESS_COUNTS_MAP, ProcessKey, RUNQ_LATENCY_MAP, RUNQ_START_MAP, RunqKey, kind},
+    sched::{PROCESS_COUNTS_MAP, ProcessKey, RUNQ_LATENCY_MAP, RunqKey, kind},
     syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID},
 };
 
@@ -96,7 +96,6 @@ fn forget<K: aya::Pod>(
 /// The maps of the attached `runqueue` family.
 pub struct RunqueueMaps {
     latency: PerCpuHashMap<MapData, RunqKey, u64>,
-    start: BpfHashMap<MapData, u32, u64>,
     pub capacity: u32,
 }
 
@@ -108,21 +107,15 @@ pub fn attach_runqueue(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Res
         let key = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, _pad: 0 };
         latency.insert(&key, per_cpu_zeros()?, 0).context("creating the run-queue overflow entries")?;
     }
-    let start = BpfHashMap::try_from(take_map(ebpf, RUNQ_START_MAP)?)?;
     // sched_switch last: it consumes what the wakeups record.
     load_and_attach(ebpf, btf, &RUNQUEUE_PROGRAMS)?;
-    Ok(RunqueueMaps { latency, start, capacity })
+    Ok(RunqueueMaps { latency, capacity })
 }
 
 impl RunqueueMaps {
     /// Switches-in per (cgroup, log2 bucket), and the sums (`LATENCY_SUM_BUCKET`).
     pub fn read(&self) -> (Vec<Row<RunqKey>>, u64) {
         read_per_cpu(&self.latency)
-    }
-
-    /// Threads waiting with a recorded time (or whose switch-in was missed, until evicted).
-    pub fn runnable_threads(&self) -> usize {
-        self.start.keys().filter(Result::is_ok).count()
     }
 
     pub fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {

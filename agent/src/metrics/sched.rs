@@ -3,9 +3,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use kernsight_common::sched::{
-    PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP, RUNQ_START_ENTRIES, RUNQ_START_MAP, kind,
-};
+use kernsight_common::sched::{PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP, kind};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
@@ -55,7 +53,6 @@ pub(super) fn map_rows(programs: &Programs) -> Vec<(&'static str, usize, u32)> {
     if let Some(maps) = &programs.runqueue {
         let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
         rows.push((RUNQ_LATENCY_MAP, maps.read().0.len(), maps.capacity));
-        rows.push((RUNQ_START_MAP, maps.runnable_threads(), RUNQ_START_ENTRIES));
     }
     if let Some(maps) = &programs.processes {
         let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
