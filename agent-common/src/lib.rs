@@ -6,4 +6,5 @@
 
 pub mod cgroups;
 pub mod oom;
+pub mod sched;
 pub mod syscalls;

@@ -17,10 +17,6 @@ pub const OOM_EVENTS_BYTES: u32 = 64 * 1024;
 /// Victims remembered by pid (LRU).
 pub const OOM_VICTIMS_ENTRIES: u32 = 1024;
 
-/// Read-only globals (`u32`): offsets of `task_struct.pid` and `task_struct.tgid`.
-pub const TASK_PID_OFFSET_GLOBAL: &str = "TASK_PID_OFFSET";
-pub const TASK_TGID_OFFSET_GLOBAL: &str = "TASK_TGID_OFFSET";
-
 /// Read-only globals (`u32`): offsets of the `mark_victim` record's fields, from
 /// `/sys/kernel/tracing/events/oom/mark_victim/format`; `FIELD_ABSENT` when this kernel's record
 /// lacks the field (older kernels only have `pid`).

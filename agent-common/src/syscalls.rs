@@ -83,7 +83,10 @@ pub mod map_full {
     pub const SYSCALL_START: u32 = 3;
     /// The kernel could not give a cgroup its local storage (memory): counted in the overflow slot.
     pub const CGROUP_STORAGE: u32 = 4;
-    pub const COUNT: u32 = 5;
+    pub const RUNQ_LATENCY: u32 = 5;
+    pub const RUNQ_START: u32 = 6;
+    pub const PROCESS_COUNTS: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Calls per syscall number of one cgroup slot.

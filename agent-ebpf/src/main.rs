@@ -4,6 +4,7 @@
 
 mod cgroups;
 mod oom;
+mod sched;
 mod syscalls;
 mod task;
 

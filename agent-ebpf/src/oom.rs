@@ -16,7 +16,7 @@ use kernsight_common::oom::{
     OomEvent, VictimTask,
 };
 
-use crate::task::{current_cgroup, global, load, task_cgroup};
+use crate::task::{current_cgroup, global, task_cgroup, task_pid, task_tgid};
 
 #[map]
 static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(OOM_EVENTS_BYTES, 0);
@@ -26,11 +26,6 @@ static OOM_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static OOM_VICTIMS: LruHashMap<u32, VictimTask> = LruHashMap::with_max_entries(OOM_VICTIMS_ENTRIES, 0);
-
-#[unsafe(no_mangle)]
-static TASK_PID_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static TASK_TGID_OFFSET: u32 = 0;
 
 #[unsafe(no_mangle)]
 static OOM_PID_OFFSET: u32 = FIELD_ABSENT;
@@ -59,11 +54,9 @@ pub fn ks_oom_victim_task(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
     // SAFETY: the tracepoint's BTF argument, read at offsets from the kernel's BTF.
     unsafe {
-        let pid: i32 = load(task, global(&TASK_PID_OFFSET));
-        let tgid: i32 = load(task, global(&TASK_TGID_OFFSET));
         let (_, cgroup_id) = task_cgroup(task);
-        let victim = VictimTask { cgroup_id, tgid: tgid as u32, _pad: 0 };
-        let _ = OOM_VICTIMS.insert(&(pid as u32), &victim, 0);
+        let victim = VictimTask { cgroup_id, tgid: task_tgid(task), _pad: 0 };
+        let _ = OOM_VICTIMS.insert(&task_pid(task), &victim, 0);
     }
     0
 }

@@ -50,7 +50,7 @@ static SYSCALL_LATENCY: PerCpuHashMap<LatencyKey, u64> =
 static SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(START_ENTRIES, 0);
 
 #[map]
-static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(map_full::COUNT, 0);
+pub(crate) static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(map_full::COUNT, 0);
 
 /// Set by the agent before load: read-only data, so the verifier prunes the latency code when 0.
 #[unsafe(no_mangle)]
@@ -74,7 +74,7 @@ const NEVER_RETURNS: [i64; 2] = [60, 231];
 const NEVER_RETURNS: [i64; 2] = [93, 94];
 
 #[inline(always)]
-fn count_map_full(index: u32) {
+pub(crate) fn count_map_full(index: u32) {
     if let Some(counter) = MAP_FULL.get_ptr_mut(index) {
         // SAFETY: this CPU's counter; the program does not run twice at once on one CPU.
         unsafe { *counter += 1 };
@@ -128,7 +128,7 @@ fn slot_of(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
 /// Adds `amount` to `key` in a per-CPU hash of counters; when the map is full the amount goes
 /// to the overflow key (which user space creates first) and the miss is counted.
 #[inline(always)]
-fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, overflow: &K, full_index: u32, amount: u64) {
+pub(crate) fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, overflow: &K, full_index: u32, amount: u64) {
     if add_existing(map, key, amount) || map.insert(key, &amount, BPF_NOEXIST.into()).is_ok() {
         return;
     }

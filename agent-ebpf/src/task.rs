@@ -20,6 +20,12 @@ static V1_SUBSYS_ID: u32 = NO_V1_SUBSYS;
 static CSS_SET_SUBSYS_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CSS_CGROUP_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_PID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_TGID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_EXIT_CODE_OFFSET: u32 = 0;
 
 #[inline(always)]
 pub(crate) fn global<T: Copy>(value: &'static T) -> T {
@@ -40,7 +46,7 @@ pub(crate) unsafe fn load<T: Copy>(base: *const u8, offset: u32) -> T {
 /// the v2 root on a hybrid or v1 host, its cgroup in the chosen v1 hierarchy (id tagged).
 #[inline(always)]
 pub(crate) fn current_cgroup() -> (*mut cgroup, u64) {
-    // SAFETY: BTF pointers from the kernel, at offsets read from the kernel's own BTF.
+    // SAFETY: a BTF pointer to the current task.
     unsafe { task_cgroup(bpf_get_current_task_btf() as *const u8) }
 }
 
@@ -75,4 +81,31 @@ pub(crate) unsafe fn cgroup_id(cgroup: *mut cgroup) -> u64 {
         let kernfs_node: *const u8 = load(cgroup as *const u8, global(&CGROUP_KN_OFFSET));
         load(kernfs_node, global(&KERNFS_NODE_ID_OFFSET))
     }
+}
+
+/// `task->pid` (the thread id).
+///
+/// # Safety
+/// `task` must be a BTF pointer to a `struct task_struct`.
+#[inline(always)]
+pub(crate) unsafe fn task_pid(task: *const u8) -> u32 {
+    unsafe { load::<i32>(task, global(&TASK_PID_OFFSET)) as u32 }
+}
+
+/// `task->tgid` (the process id).
+///
+/// # Safety
+/// `task` must be a BTF pointer to a `struct task_struct`.
+#[inline(always)]
+pub(crate) unsafe fn task_tgid(task: *const u8) -> u32 {
+    unsafe { load::<i32>(task, global(&TASK_TGID_OFFSET)) as u32 }
+}
+
+/// `task->exit_code` (`status << 8 | signal`).
+///
+/// # Safety
+/// `task` must be a BTF pointer to a `struct task_struct`.
+#[inline(always)]
+pub(crate) unsafe fn task_exit_code(task: *const u8) -> u32 {
+    unsafe { load::<i32>(task, global(&TASK_EXIT_CODE_OFFSET)) as u32 }
 }

@@ -61,8 +61,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             let containers = args.get(1).map_or(Ok(200), |n| n.parse().map_err(|e| format!("`{n}`: {e}")))?;
             crate::scrape_bench::run(containers)
         }
+        Some("sched") => crate::sched_bench::run(),
         None => syscalls().and_then(|()| crate::scrape_bench::run(200)),
-        Some(other) => Err(format!("unknown benchmark `{other}`; available: syscalls, scrape [CONTAINERS]")),
+        Some(other) => {
+            Err(format!("unknown benchmark `{other}`; available: syscalls, scrape [CONTAINERS], sched"))
+        }
     }
 }
 

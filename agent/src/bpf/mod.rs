@@ -3,6 +3,7 @@
 
 pub mod cgroups;
 pub mod oom;
+pub mod sched;
 pub mod syscalls;
 
 use std::{fmt, sync::Mutex};
@@ -11,7 +12,11 @@ use aya::{Btf, Ebpf, EbpfLoader, maps::PerCpuArray};
 use kernsight_common::oom::FIELD_ABSENT;
 use kernsight_common::{
     cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
-    oom::{OOM_COMM_DATA_LOC_GLOBAL, OOM_FIELD_GLOBALS, TASK_PID_OFFSET_GLOBAL, TASK_TGID_OFFSET_GLOBAL},
+    oom::{OOM_COMM_DATA_LOC_GLOBAL, OOM_FIELD_GLOBALS},
+    sched::{
+        PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP, RUNQ_START_MAP, TASK_EXIT_CODE_OFFSET_GLOBAL,
+        TASK_PID_OFFSET_GLOBAL, TASK_TGID_OFFSET_GLOBAL,
+    },
     syscalls::{self as wire, map_full},
 };
 use tracing::{error, info};
@@ -81,6 +86,8 @@ pub struct Programs {
     _ebpf: Ebpf,
     probes: Vec<ProbeStatus>,
     pub syscalls: Option<Mutex<syscalls::SyscallMaps>>,
+    pub runqueue: Option<Mutex<sched::RunqueueMaps>>,
+    pub processes: Option<Mutex<sched::ProcessMaps>>,
     /// Taken by the task that keeps the cgroup index current.
     pub cgroup_events: Mutex<Option<cgroups::CgroupEventReader>>,
     /// Taken by the task that reports OOM kills.
@@ -106,14 +113,13 @@ impl Programs {
         let offsets = syscalls::CgroupOffsets::read(v1_controller);
         let zero = syscalls::CgroupOffsets::default();
         let walk = offsets.as_ref().unwrap_or(&zero);
+        let task = sched::TaskOffsets::read();
+        let task_fields = *task.as_ref().unwrap_or(&sched::TaskOffsets::default());
         let latency = u8::from(config.syscalls.latency_histogram);
         let slots = config.syscalls.max_cgroups;
-        // The OOM family: the victim task's pid/tgid offsets, and the tracepoint record's layout.
-        let task_ids = crate::kernel::btf::Btf::from_sys_fs().and_then(|btf| {
-            Ok((btf.member_offset("task_struct", "pid")?, btf.member_offset("task_struct", "tgid")?))
-        });
+        // The OOM family's tracepoint record layout (the victim's pid and tgid offsets are the
+        // task offsets above).
         let layout = oom::RecordLayout::read(&config.paths.tracefs);
-        let (task_pid, task_tgid) = task_ids.as_ref().copied().unwrap_or((0, 0));
         let record_offsets: Vec<(&str, u32)> = OOM_FIELD_GLOBALS
             .iter()
             .map(|(field, global)| (*global, layout.as_ref().map_or(FIELD_ABSENT, |l| l.offset(field))))
@@ -125,9 +131,10 @@ impl Programs {
         }
         let mut ebpf = loader
             .btf(&btf)
-            .override_global(TASK_PID_OFFSET_GLOBAL, &task_pid, true)
-            .override_global(TASK_TGID_OFFSET_GLOBAL, &task_tgid, true)
             .override_global(OOM_COMM_DATA_LOC_GLOBAL, &comm_data_loc, true)
+            // RUNQ_START is task local storage, which aya creates but has no user-space type for
+            // (nothing reads it from user space).
+            .allow_unsupported_maps()
             .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true)
             .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
             .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)
@@ -138,6 +145,11 @@ impl Programs {
             .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
             .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &walk.cgroup_root, true)
             .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &walk.root_hierarchy_id, true)
+            .override_global(TASK_PID_OFFSET_GLOBAL, &task_fields.pid, true)
+            .override_global(TASK_TGID_OFFSET_GLOBAL, &task_fields.tgid, true)
+            .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &task_fields.exit_code, true)
+            .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
+            .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
             .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
             .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
             .map_max_entries(wire::FREE_SLOTS_MAP, slots)
@@ -186,9 +198,9 @@ impl Programs {
             }
         };
 
-        let attached = match (&offsets, &task_ids, &layout) {
+        let attached = match (&offsets, &task, &layout) {
             (Err(err), _, _) => Err(format!("cannot find the cgroup of a task: {err}")),
-            (_, Err(err), _) => Err(format!("cannot find a task's pid: {err}")),
+            (_, Err(err), _) => Err(format!("cannot read task_struct members: {err}")),
             (_, _, Err(err)) => Err(format!("no oom:mark_victim tracepoint: {err:#}")),
             _ => oom::attach(&mut ebpf, &btf).map_err(|err| format!("{err:#}")),
         };
@@ -204,10 +216,55 @@ impl Programs {
                 None
             }
         };
+
+        // Both scheduler families find a task's cgroup (the cgroup walk) and read its pid.
+        let sched_ready = match (&offsets, &task) {
+            (Err(err), _) => Err(format!("cannot find the cgroup of a task: {err}")),
+            (_, Err(err)) => Err(format!("cannot read task_struct members: {err}")),
+            _ => Ok(()),
+        };
+        let attached = match &sched_ready {
+            _ if !config.sched.runqueue_latency => Err(ProbeState::Disabled),
+            Err(why) => Err(ProbeState::Failed(why.clone())),
+            Ok(()) => sched::attach_runqueue(&mut ebpf, &btf, config.sched.runqueue_max_entries)
+                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
+        };
+        let runqueue = match attached {
+            Ok(maps) => {
+                let mut status = sched::runqueue_status(ProbeState::Attached);
+                status.program_ids = program_ids(&ebpf, &status.programs);
+                probes.push(status);
+                Some(Mutex::new(maps))
+            }
+            Err(state) => {
+                probes.push(sched::runqueue_status(state));
+                None
+            }
+        };
+        let attached = match &sched_ready {
+            _ if !config.sched.processes => Err(ProbeState::Disabled),
+            Err(why) => Err(ProbeState::Failed(why.clone())),
+            Ok(()) => sched::attach_processes(&mut ebpf, &btf, config.sched.process_max_entries)
+                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
+        };
+        let processes = match attached {
+            Ok(maps) => {
+                let mut status = sched::processes_status(ProbeState::Attached);
+                status.program_ids = program_ids(&ebpf, &status.programs);
+                probes.push(status);
+                Some(Mutex::new(maps))
+            }
+            Err(state) => {
+                probes.push(sched::processes_status(state));
+                None
+            }
+        };
         Ok(Self {
             _ebpf: ebpf,
             probes,
             syscalls,
+            runqueue,
+            processes,
             cgroup_events: Mutex::new(cgroup_events),
             oom_events: Mutex::new(oom_events),
             map_full,
@@ -226,6 +283,9 @@ impl Programs {
             (wire::SYSCALL_ERRORS_MAP, map_full::SYSCALL_ERRORS),
             (wire::SYSCALL_LATENCY_MAP, map_full::SYSCALL_LATENCY),
             (wire::SYSCALL_START_MAP, map_full::SYSCALL_START),
+            (RUNQ_LATENCY_MAP, map_full::RUNQ_LATENCY),
+            (RUNQ_START_MAP, map_full::RUNQ_START),
+            (PROCESS_COUNTS_MAP, map_full::PROCESS_COUNTS),
         ]
         .into_iter()
         .map(|(name, index)| (name, self.map_full.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)))

@@ -158,7 +158,7 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut BtfTrac
     Ok(program.try_into()?)
 }
 
-fn per_cpu_zeros<T: aya::Pod + Default>() -> anyhow::Result<PerCpuValues<T>> {
+pub(crate) fn per_cpu_zeros<T: aya::Pod + Default>() -> anyhow::Result<PerCpuValues<T>> {
     let cpus = nr_cpus().map_err(|(what, err)| anyhow::anyhow!("cannot count CPUs ({what}): {err}"))?;
     Ok(PerCpuValues::try_from(vec![T::default(); cpus.get() as usize])?)
 }
@@ -168,7 +168,7 @@ pub type Row<K> = (K, u64);
 
 /// Reads a per-CPU counter map, summing each key's per-CPU values. Entries that vanish while
 /// being read are skipped; the number of errors is returned beside the rows.
-fn read_per_cpu<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> (Vec<Row<K>>, u64) {
+pub(crate) fn read_per_cpu<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> (Vec<Row<K>>, u64) {
     let mut rows = Vec::new();
     let mut errors = 0;
     for entry in map.iter() {

@@ -23,6 +23,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub syscalls: SyscallsConfig,
+    pub sched: SchedConfig,
     pub metadata: MetadataConfig,
     pub paths: PathsConfig,
 }
@@ -56,6 +57,15 @@ pub struct SyscallsConfig {
     pub max_error_entries: u32,
     pub latency_max_entries: u32,
     pub forget_after_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedConfig {
+    pub runqueue_latency: bool,
+    pub processes: bool,
+    pub runqueue_max_entries: u32,
+    pub process_max_entries: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -103,6 +113,8 @@ impl Config {
             ("syscalls.max_cgroups", self.syscalls.max_cgroups, 1, 1 << 20),
             ("syscalls.max_error_entries", self.syscalls.max_error_entries, 16, 1 << 24),
             ("syscalls.latency_max_entries", self.syscalls.latency_max_entries, 64, 1 << 24),
+            ("sched.runqueue_max_entries", self.sched.runqueue_max_entries, 64, 1 << 24),
+            ("sched.process_max_entries", self.sched.process_max_entries, 16, 1 << 24),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
@@ -123,6 +135,18 @@ impl Default for MetricsConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+impl Default for SchedConfig {
+    fn default() -> Self {
+        use kernsight_common::sched::{DEFAULT_PROCESS_ENTRIES, DEFAULT_RUNQ_LATENCY_ENTRIES};
+        Self {
+            runqueue_latency: true,
+            processes: true,
+            runqueue_max_entries: DEFAULT_RUNQ_LATENCY_ENTRIES,
+            process_max_entries: DEFAULT_PROCESS_ENTRIES,
+        }
     }
 }
 

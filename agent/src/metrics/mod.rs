@@ -5,6 +5,7 @@ mod agent;
 mod metadata;
 mod oom;
 mod resources;
+mod sched;
 pub mod server;
 mod syscalls;
 
@@ -53,7 +54,12 @@ pub fn registry(
         tracker.clone(),
         resolver.clone(),
     )));
-    registry.register_collector(Box::new(syscalls::SyscallCollector::new(programs, tracker, resolver)));
+    registry.register_collector(Box::new(syscalls::SyscallCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+    )));
+    registry.register_collector(Box::new(sched::SchedCollector::new(programs, tracker, resolver)));
     registry
 }
 

@@ -56,15 +56,19 @@ impl SyscallCollector {
 
 /// Names cgroup ids for one scrape: cgroup id → path (walking the hierarchy at most once per
 /// scrape, for ids no lifecycle event named) → workload, each id once.
-struct CgroupNamer<'a> {
+pub(super) struct CgroupNamer<'a> {
     index: std::sync::MutexGuard<'a, CgroupIndex>,
     resolver: &'a Resolver,
     names: HashMap<u64, Workload>,
     walked: bool,
 }
 
-impl CgroupNamer<'_> {
-    fn name(&mut self, cgroup_id: u64) -> Workload {
+impl<'a> CgroupNamer<'a> {
+    pub(super) fn new(index: std::sync::MutexGuard<'a, CgroupIndex>, resolver: &'a Resolver) -> Self {
+        Self { index, resolver, names: HashMap::new(), walked: false }
+    }
+
+    pub(super) fn name(&mut self, cgroup_id: u64) -> Workload {
         if cgroup_id == OVERFLOW_CGROUP_ID {
             return Workload { cgroup: OTHER.to_owned(), ..Workload::default() };
         }
@@ -96,12 +100,7 @@ impl Collector for SyscallCollector {
             return Ok(());
         };
         // Index before maps: the order the maintenance pass takes them in.
-        let mut namer = CgroupNamer {
-            index: self.tracker.index(),
-            resolver: &self.resolver,
-            names: HashMap::new(),
-            walked: false,
-        };
+        let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
         let with_id = LabelNames {
             container_id: self.resolver.container_id_label(),
             pod_labels: self.resolver.pod_label_names(),
@@ -163,6 +162,8 @@ impl Collector for SyscallCollector {
                 map_rows.push((SYSCALL_START_MAP, threads, START_ENTRIES));
             }
         }
+        drop(maps);
+        map_rows.extend(super::sched::map_rows(&self.programs));
         encode_gauges(
             &mut encoder,
             "kernsight_bpf_map_entries",
@@ -184,11 +185,22 @@ impl Collector for SyscallCollector {
     }
 }
 
-/// Per (cgroup, syscall): counts in the kernel's log2 buckets, and the exact sum.
+/// Per series: counts in the kernel's log2 buckets, and the exact sum.
 #[derive(Default)]
-struct Latency {
+pub(super) struct Latency {
     buckets: BTreeMap<u32, u64>,
     sum_nanos: u64,
+}
+
+impl Latency {
+    /// Adds a kernel row: a log2 bucket's count, or the sum (`LATENCY_SUM_BUCKET`).
+    pub(super) fn add(&mut self, bucket: u32, value: u64) {
+        if bucket == LATENCY_SUM_BUCKET {
+            self.sum_nanos += value;
+        } else {
+            *self.buckets.entry(bucket).or_default() += value;
+        }
+    }
 }
 
 fn encode_latency(
@@ -199,12 +211,10 @@ fn encode_latency(
 ) -> Result<(), std::fmt::Error> {
     let mut series: BTreeMap<(Workload, Cow<'static, str>), Latency> = BTreeMap::new();
     for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
-        let entry = series.entry((namer.name(key.cgroup_id), syscall_label(key.syscall))).or_default();
-        if key.bucket == LATENCY_SUM_BUCKET {
-            entry.sum_nanos += value;
-        } else {
-            *entry.buckets.entry(key.bucket).or_default() += value;
-        }
+        series
+            .entry((namer.name(key.cgroup_id), syscall_label(key.syscall)))
+            .or_default()
+            .add(key.bucket, value);
     }
     let mut family = encoder.encode_descriptor(
         "kernsight_syscall_duration_seconds",
@@ -219,7 +229,8 @@ fn encode_latency(
     Ok(())
 }
 
-struct LatencyHistogram<'a>(&'a Latency);
+/// A `Latency` as a Prometheus histogram with the exported bounds (1 µs to 17 s, steps of 4).
+pub(super) struct LatencyHistogram<'a>(pub(super) &'a Latency);
 
 impl EncodeMetric for LatencyHistogram<'_> {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {

@@ -1,0 +1,174 @@
+//! Scheduler and process lifecycle.
+//!
+//! Run-queue latency, as runqlat measures it: a thread becomes runnable on `sched_wakeup` /
+//! `sched_wakeup_new`, or when it is switched out while still runnable (preempted: `prev_state`
+//! is `TASK_RUNNING`); `sched_switch` to it then adds the time it waited to a log2 histogram of
+//! its cgroup. Exec and exit: `sched_process_exec` counts execs, `sched_process_exit` counts
+//! exits of thread-group leaders (processes, not threads) by how they ended.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE,
+        task_struct,
+    },
+    helpers::{bpf_ktime_get_ns, generated::bpf_task_storage_get},
+    macros::{btf_map, btf_tracepoint, map},
+    maps::PerCpuHashMap,
+    programs::BtfTracePointContext,
+};
+use kernsight_common::{
+    sched::{DEFAULT_PROCESS_ENTRIES, DEFAULT_RUNQ_LATENCY_ENTRIES, ProcessKey, RunqKey, exit_kind, kind},
+    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
+};
+
+use crate::{
+    syscalls::{add, count_map_full},
+    task::{task_cgroup, task_exit_code, task_pid, task_tgid},
+};
+
+/// A BTF-defined task local storage map (`BPF_MAP_TYPE_TASK_STORAGE`), laid out as aya-ebpf's
+/// `btf_map_def!` lays out `CgrpStorage` (aya-ebpf 0.3 has no task storage type): the value
+/// lives in the task itself and goes with it, so there is no bound to reach and no delete.
+#[repr(C)]
+pub struct TaskStorage<T> {
+    r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: placeholder pointers patched by the loader, never dereferenced.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    pub const fn new() -> Self {
+        Self {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The value of `task`, created (zeroed) when `create` and missing; null if none.
+    #[inline(always)]
+    fn get(&self, task: *const u8, create: bool) -> *mut T {
+        let flags = if create { BPF_LOCAL_STORAGE_GET_F_CREATE.into() } else { 0 };
+        let map = core::ptr::from_ref(self).cast_mut().cast();
+        // SAFETY: the verifier checks `task` as a BTF task_struct pointer.
+        unsafe { bpf_task_storage_get(map, task as *mut task_struct, core::ptr::null_mut(), flags) }.cast()
+    }
+}
+
+/// When each thread became runnable (ns, `bpf_ktime_get_ns`); 0 once it got a CPU.
+#[btf_map]
+static RUNQ_START: TaskStorage<u64> = TaskStorage::new();
+
+#[map]
+static RUNQ_LATENCY: PerCpuHashMap<RunqKey, u64> =
+    PerCpuHashMap::with_max_entries(DEFAULT_RUNQ_LATENCY_ENTRIES, 0);
+
+#[map]
+static PROCESS_COUNTS: PerCpuHashMap<ProcessKey, u64> =
+    PerCpuHashMap::with_max_entries(DEFAULT_PROCESS_ENTRIES, 0);
+
+/// `TASK_RUNNING`: a `prev_state` of 0 means the thread was preempted and is still runnable.
+const TASK_RUNNING: u32 = 0;
+
+/// Records that the thread `task` became runnable now.
+#[inline(always)]
+fn enqueued(task: *const u8) {
+    // SAFETY: `task` is a BTF `task_struct` pointer from the tracepoint.
+    let tid = unsafe { task_pid(task) };
+    if tid == 0 {
+        return; // an idle thread
+    }
+    let start = RUNQ_START.get(task, true);
+    if start.is_null() {
+        count_map_full(map_full::RUNQ_START); // the kernel could not allocate the storage
+        return;
+    }
+    // SAFETY: this task's storage; helper without preconditions.
+    unsafe { *start = bpf_ktime_get_ns() };
+}
+
+/// sched_wakeup(struct task_struct *p)
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn ks_sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+    enqueued(ctx.arg(0));
+    0
+}
+
+/// sched_wakeup_new(struct task_struct *p)
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn ks_sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
+    enqueued(ctx.arg(0));
+    0
+}
+
+/// sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
+/// unsigned int prev_state)
+#[btf_tracepoint(function = "sched_switch")]
+pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
+    let prev: *const u8 = ctx.arg(1);
+    let next: *const u8 = ctx.arg(2);
+    let prev_state: u32 = ctx.arg(3);
+    if prev_state == TASK_RUNNING {
+        enqueued(prev);
+    }
+    // SAFETY: `next` is a BTF `task_struct` pointer from the tracepoint.
+    let tid = unsafe { task_pid(next) };
+    if tid == 0 {
+        return 0;
+    }
+    let stored = RUNQ_START.get(next, false);
+    if stored.is_null() {
+        return 0; // runnable since before the agent attached
+    }
+    // SAFETY: the task's own storage; the value is read and cleared.
+    let start = unsafe { core::mem::replace(&mut *stored, 0) };
+    if start == 0 {
+        return 0; // switched in twice without becoming runnable in between: not measured
+    }
+    // SAFETY: helper without preconditions.
+    let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+    // SAFETY: as above.
+    let (_, cgroup_id) = unsafe { task_cgroup(next) };
+    for (bucket, amount) in [(latency_bucket(waited), 1), (LATENCY_SUM_BUCKET, waited)] {
+        let key = RunqKey { cgroup_id, bucket, _pad: 0 };
+        let overflow = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, _pad: 0 };
+        add(&RUNQ_LATENCY, &key, &overflow, map_full::RUNQ_LATENCY, amount);
+    }
+    0
+}
+
+#[inline(always)]
+fn count_process(task: *const u8, what: u32) {
+    // SAFETY: `task` is a BTF `task_struct` pointer from the tracepoint.
+    let (_, cgroup_id) = unsafe { task_cgroup(task) };
+    let key = ProcessKey { cgroup_id, kind: what, _pad: 0 };
+    let overflow = ProcessKey { cgroup_id: OVERFLOW_CGROUP_ID, kind: what, _pad: 0 };
+    add(&PROCESS_COUNTS, &key, &overflow, map_full::PROCESS_COUNTS, 1);
+}
+
+/// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn ks_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+    count_process(ctx.arg(0), kind::EXEC);
+    0
+}
+
+/// sched_process_exit(struct task_struct *p, ...): `exit_code` is set before it fires.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn ks_sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    // SAFETY: `task` is a BTF `task_struct` pointer from the tracepoint.
+    let (pid, tgid, code) = unsafe { (task_pid(task), task_tgid(task), task_exit_code(task)) };
+    if pid != tgid {
+        return 0; // a thread, not the process
+    }
+    count_process(task, exit_kind(code));
+    0
+}

@@ -1,0 +1,164 @@
+//! `cargo xtask bench sched`: what the scheduler programs cost per context switch.
+//!
+//! Two processes pinned to one CPU play ping-pong over pipes (a byte each way per round trip):
+//! each round trip is two wakeups and two context switches, so it is as sched-heavy as a
+//! workload gets. It runs bare, then with the agent in three configurations; rounds are
+//! interleaved so that drift on the machine spreads over every configuration alike.
+
+use std::{
+    io::{Read as _, Write as _},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use crate::{
+    bench::{Stream, median, start_and_wait, stop},
+    process::{is_root, output, workspace_root},
+};
+
+const ROUND_TRIPS: u64 = 200_000;
+const WARMUP_ROUND_TRIPS: u64 = 10_000;
+const ROUNDS: usize = 5;
+
+/// (name, agent config file contents; `None`: no agent).
+const CONFIGS: &[(&str, Option<&str>)] = &[
+    ("bare (nothing attached)", None),
+    (
+        "kernsight: syscalls only (sched families off)",
+        Some("[sched]\nrunqueue_latency = false\nprocesses = false\n"),
+    ),
+    ("kernsight: sched families only (syscalls off)", Some("[syscalls]\nenabled = false\n")),
+    ("kernsight: default (syscalls + sched)", Some("")),
+];
+
+pub fn run() -> Result<(), String> {
+    if !is_root() {
+        return Err("the benchmark attaches eBPF programs: run it as root".into());
+    }
+    let dir = std::env::temp_dir().join(format!("kernsight-bench-sched-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let files: Vec<Option<PathBuf>> = CONFIGS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, text))| {
+            text.map(|text| {
+                let path = dir.join(format!("config{i}.toml"));
+                std::fs::write(&path, text).map(|()| path)
+            })
+            .transpose()
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot write a config file: {e}"))?;
+    println!("pipe ping-pong on one CPU: {ROUND_TRIPS} round trips per run, {ROUNDS} rounds, interleaved\n");
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
+    let result = (|| {
+        for round in 1..=ROUNDS {
+            for (((name, _), file), samples) in CONFIGS.iter().zip(&files).zip(&mut samples) {
+                let ns = measure(file.as_ref())?;
+                eprintln!("round {round}/{ROUNDS}: {name:<50} {ns:8.1} ns/round trip");
+                samples.push(ns);
+            }
+        }
+        Ok::<(), String>(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+
+    let bare = median(&samples[0]);
+    println!("\n{:<50} {:>10} {:>10} {:>10} {:>10}", "configuration", "median", "min", "max", "overhead");
+    for ((name, _), samples) in CONFIGS.iter().zip(&samples) {
+        let median = median(samples);
+        let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = samples.iter().copied().fold(0.0, f64::max);
+        println!("{name:<50} {median:8.1}ns {min:8.1}ns {max:8.1}ns {:+9.1}ns", median - bare);
+    }
+    let sched = median(&samples[3]) - median(&samples[1]);
+    println!(
+        "\nThe sched families add {sched:.1} ns per round trip over syscall accounting alone \
+         ({:.1} ns per context switch: two per round trip)",
+        sched / 2.0
+    );
+    Ok(())
+}
+
+/// Starts the agent with `config` (if any), times the ping-pong, stops the agent.
+fn measure(config: Option<&PathBuf>) -> Result<f64, String> {
+    let mut agent = match config {
+        None => None,
+        Some(file) => {
+            let mut command = Command::new(workspace_root().join("target/release/kernsight"));
+            command.args(["run", "--listen", "127.0.0.1:0", "--log-level", "info", "--config"]).arg(file);
+            Some(start_and_wait(command, Stream::Stderr, "serving metrics", std::time::Duration::ZERO)?.0)
+        }
+    };
+    let ns = time_ping_pong();
+    if let Some(child) = agent.as_mut() {
+        stop(child);
+    }
+    ns
+}
+
+fn time_ping_pong() -> Result<f64, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
+    let mut command = if output(Command::new("taskset").arg("-V")).is_some() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let out =
+        output(command.args(["__ping-pong", &ROUND_TRIPS.to_string()])).ok_or("the ping-pong failed")?;
+    out.trim().parse().map_err(|e| format!("the ping-pong printed `{}`: {e}", out.trim()))
+}
+
+/// `__ping-pong N`: N round trips with an echoing child (itself, `__echo`, on the same CPU:
+/// the affinity is inherited); prints ns per round trip.
+pub fn ping_pong(args: &[String]) -> Result<(), String> {
+    let trips: u64 = args.first().and_then(|n| n.parse().ok()).ok_or("usage: __ping-pong ROUND_TRIPS")?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
+    let mut child = Command::new(exe)
+        .arg("__echo")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the echo process: {e}"))?;
+    let mut to = child.stdin.take().ok_or("no stdin")?;
+    let mut from = child.stdout.take().ok_or("no stdout")?;
+    let mut byte = [0u8; 1];
+    let mut trip = |byte: &mut [u8; 1]| -> Result<(), String> {
+        to.write_all(byte).map_err(|e| format!("write: {e}"))?;
+        from.read_exact(byte).map_err(|e| format!("read: {e}"))
+    };
+    for _ in 0..WARMUP_ROUND_TRIPS {
+        trip(&mut byte)?;
+    }
+    let started = Instant::now();
+    for _ in 0..trips {
+        trip(&mut byte)?;
+    }
+    let elapsed = started.elapsed();
+    drop(trip);
+    drop(to); // EOF: the echo process exits
+    let _ = child.wait();
+    println!("{:.2}", elapsed.as_nanos() as f64 / trips as f64);
+    Ok(())
+}
+
+/// `__echo`: copies stdin to stdout a byte at a time, unbuffered, until EOF.
+pub fn echo() -> Result<(), String> {
+    let mut stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    let mut byte = [0u8; 1];
+    loop {
+        match stdin.read(&mut byte) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {
+                stdout.write_all(&byte).map_err(|e| format!("echo write: {e}"))?;
+                stdout.flush().map_err(|e| format!("echo flush: {e}"))?;
+            }
+            Err(e) => return Err(format!("echo read: {e}")),
+        }
+    }
+}
