@@ -136,6 +136,12 @@ fn measure(tracer: &Tracer) -> Result<f64, String> {
 }
 
 fn time_loop() -> Result<f64, String> {
+    run_pinned("__syscall-loop", CALLS)
+}
+
+/// Runs one of xtask's own timed loops (`task count`) pinned to CPU 1 when `taskset` is there;
+/// returns the number it prints (ns per iteration).
+pub(crate) fn run_pinned(task: &str, count: u64) -> Result<f64, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
     let mut command = if output(Command::new("taskset").arg("-V")).is_some() {
         let mut c = Command::new("taskset");
@@ -144,9 +150,8 @@ fn time_loop() -> Result<f64, String> {
     } else {
         Command::new(exe)
     };
-    let out =
-        output(command.args(["__syscall-loop", &CALLS.to_string()])).ok_or("the syscall loop failed")?;
-    out.trim().parse().map_err(|e| format!("the syscall loop printed `{}`: {e}", out.trim()))
+    let out = output(command.args([task, &count.to_string()])).ok_or_else(|| format!("`{task}` failed"))?;
+    out.trim().parse().map_err(|e| format!("`{task}` printed `{}`: {e}", out.trim()))
 }
 
 /// `__syscall-loop N`: N getppid calls after a warm-up; prints ns per call.

@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     bench::{Stream, median, start_and_wait, stop},
-    process::{is_root, output, workspace_root},
+    process::{is_root, workspace_root},
 };
 
 const ROUND_TRIPS: u64 = 200_000;
@@ -100,17 +100,7 @@ fn measure(config: Option<&PathBuf>) -> Result<f64, String> {
 }
 
 fn time_ping_pong() -> Result<f64, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
-    let mut command = if output(Command::new("taskset").arg("-V")).is_some() {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "1"]).arg(exe);
-        c
-    } else {
-        Command::new(exe)
-    };
-    let out =
-        output(command.args(["__ping-pong", &ROUND_TRIPS.to_string()])).ok_or("the ping-pong failed")?;
-    out.trim().parse().map_err(|e| format!("the ping-pong printed `{}`: {e}", out.trim()))
+    crate::bench::run_pinned("__ping-pong", ROUND_TRIPS)
 }
 
 /// `__ping-pong N`: N round trips with an echoing child (itself, `__echo`, on the same CPU:
