@@ -94,3 +94,55 @@ mod tests {
         assert_eq!(exit_kind(11 | 0x80), kind::SIGNALED); // SIGSEGV with a core dump
     }
 }
+
+/// Ring buffer of `ProcessEvent` records (execs and process exits, one each), and its per-CPU
+/// one-slot loss counter.
+pub const PROCESS_EVENTS_MAP: &str = "PROCESS_EVENTS";
+pub const PROCESS_EVENTS_LOST_MAP: &str = "PROCESS_EVENTS_LOST";
+pub const PROCESS_EVENTS_BYTES: u32 = 1 << 20;
+
+/// Read-only globals (`u32`): offsets of `linux_binprm.filename`, `task_struct.real_parent`,
+/// `task_struct.mm`, `mm_struct.arg_start` and `mm_struct.arg_end`.
+pub const BINPRM_FILENAME_OFFSET_GLOBAL: &str = "BINPRM_FILENAME_OFFSET";
+pub const TASK_REAL_PARENT_OFFSET_GLOBAL: &str = "TASK_REAL_PARENT_OFFSET";
+pub const TASK_MM_OFFSET_GLOBAL: &str = "TASK_MM_OFFSET";
+pub const MM_ARG_START_OFFSET_GLOBAL: &str = "MM_ARG_START_OFFSET";
+pub const MM_ARG_END_OFFSET_GLOBAL: &str = "MM_ARG_END_OFFSET";
+
+/// Event kinds.
+pub const EVENT_EXEC: u32 = 1;
+pub const EVENT_EXIT: u32 = 2;
+
+/// Bytes of the executed file's path and of the argument block carried (longer ones are cut).
+pub const EVENT_FILENAME_MAX: usize = 128;
+pub const EVENT_ARGS_MAX: usize = 256;
+
+/// One exec or process exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessEvent {
+    /// `EVENT_EXEC` or `EVENT_EXIT`.
+    pub kind: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    /// The parent's tgid.
+    pub ppid: u32,
+    pub uid: u32,
+    /// Exits: `task_struct.exit_code` (`status << 8 | signal`).
+    pub exit_code: u32,
+    /// Tagged as the syscall counters tag it.
+    pub cgroup_id: u64,
+    /// Bytes of `filename` in use (exec: the path; exit: the command name), NUL excluded.
+    pub filename_len: u32,
+    /// Bytes of `args` in use: NUL-separated arguments as the process's memory holds them.
+    pub args_len: u32,
+    pub filename: [u8; EVENT_FILENAME_MAX],
+    pub args: [u8; EVENT_ARGS_MAX],
+}
+const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 40 + EVENT_FILENAME_MAX + EVENT_ARGS_MAX);
+
+#[cfg(feature = "user")]
+mod event_pod {
+    // SAFETY: `#[repr(C)]` integers and bytes without implicit padding.
+    unsafe impl aya::Pod for super::ProcessEvent {}
+}

@@ -4,6 +4,7 @@
 
 mod cgroups;
 mod oom;
+mod process_events;
 mod sched;
 mod syscalls;
 mod task;

@@ -22,6 +22,7 @@ use kernsight_common::{
 };
 
 use crate::{
+    process_events,
     syscalls::{add, count_map_full},
     task::{task_cgroup, task_exit_code, task_pid, task_tgid},
 };
@@ -157,6 +158,8 @@ fn count_process(task: *const u8, what: u32) {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn ks_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     count_process(ctx.arg(0), kind::EXEC);
+    // SAFETY: the tracepoint's BTF arguments.
+    unsafe { process_events::exec(ctx.arg(0), ctx.arg(2)) };
     0
 }
 
@@ -170,5 +173,7 @@ pub fn ks_sched_process_exit(ctx: BtfTracePointContext) -> i32 {
         return 0; // a thread, not the process
     }
     count_process(task, exit_kind(code));
+    // SAFETY: the tracepoint's BTF argument.
+    unsafe { process_events::exit(task) };
     0
 }

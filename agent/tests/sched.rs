@@ -138,7 +138,8 @@ fn execs_and_exits_are_counted_exactly_by_reason() {
         return;
     }
     let _serial = support::serial();
-    let agent = Agent::start(&[]);
+    // Debug level: each exec and exit event is a log line.
+    let agent = Agent::start(&["--log-level", "kernsight=debug"]);
     let cgroup = TestCgroup::create("procs");
     let code = cgroup.run(|| {
         for _ in 0..3 {
@@ -192,6 +193,34 @@ fn execs_and_exits_are_counted_exactly_by_reason() {
     assert_eq!(exits("killed"), 1.0, "SIGKILL");
     assert_eq!(exits("signaled"), 1.0, "SIGTERM");
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "processes")]), 1.0);
+
+    // The events: every exec with its path and arguments, every exit with how it ended, in order.
+    let ours = format!("cgroup={} ", cgroup.label);
+    let events = || -> Vec<String> {
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains(&ours) && (l.contains(" exec ") || l.contains(" exit ")))
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while events().iter().filter(|l| l.contains(" exit ")).count() < 8 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events = events();
+    let execs: Vec<&String> = events.iter().filter(|l| l.contains(" exec ")).collect();
+    let paths: Vec<&str> =
+        execs.iter().filter_map(|l| l.split("filename=").nth(1)?.split(' ').next()).collect();
+    assert_eq!(paths, ["/bin/true", "/bin/true", "/bin/true", "/bin/false", "/bin/false"], "{events:#?}");
+    let args: Vec<&str> = execs.iter().filter_map(|l| l.split("args=").nth(1)).collect();
+    assert_eq!(args, ["[\"/bin/true\"]"; 3].into_iter().chain(["[\"/bin/false\"]"; 2]).collect::<Vec<_>>());
+    assert!(execs.iter().all(|l| l.contains("uid=0") && l.contains("ppid=")), "{execs:#?}");
+    let how = |what: &str| events.iter().filter(|l| l.contains(" exit ") && l.contains(what)).count();
+    assert_eq!(how("how=exited with status 0"), 4, "{events:#?}");
+    assert_eq!(how("how=exited with status 1"), 2, "{events:#?}");
+    assert_eq!(how("how=killed by SIGKILL"), 1, "{events:#?}");
+    assert_eq!(how("how=killed by signal 15"), 1, "{events:#?}");
 }
 
 extern "C" fn thread_returns(_: *mut libc::c_void) -> *mut libc::c_void {

@@ -3,6 +3,7 @@
 
 pub mod cgroups;
 pub mod oom;
+pub mod process_events;
 pub mod sched;
 pub mod syscalls;
 
@@ -14,8 +15,10 @@ use kernsight_common::{
     cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
     oom::{OOM_COMM_DATA_LOC_GLOBAL, OOM_FIELD_GLOBALS},
     sched::{
+        BINPRM_FILENAME_OFFSET_GLOBAL, MM_ARG_END_OFFSET_GLOBAL, MM_ARG_START_OFFSET_GLOBAL,
         PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP, RUNQ_START_MAP, TASK_EXIT_CODE_OFFSET_GLOBAL,
-        TASK_PID_OFFSET_GLOBAL, TASK_TGID_OFFSET_GLOBAL,
+        TASK_MM_OFFSET_GLOBAL, TASK_PID_OFFSET_GLOBAL, TASK_REAL_PARENT_OFFSET_GLOBAL,
+        TASK_TGID_OFFSET_GLOBAL,
     },
     syscalls::{self as wire, map_full},
 };
@@ -148,6 +151,11 @@ impl Programs {
             .override_global(TASK_PID_OFFSET_GLOBAL, &task_fields.pid, true)
             .override_global(TASK_TGID_OFFSET_GLOBAL, &task_fields.tgid, true)
             .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &task_fields.exit_code, true)
+            .override_global(TASK_REAL_PARENT_OFFSET_GLOBAL, &task_fields.real_parent, true)
+            .override_global(TASK_MM_OFFSET_GLOBAL, &task_fields.mm, true)
+            .override_global(MM_ARG_START_OFFSET_GLOBAL, &task_fields.mm_arg_start, true)
+            .override_global(MM_ARG_END_OFFSET_GLOBAL, &task_fields.mm_arg_end, true)
+            .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task_fields.binprm_filename, true)
             .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
             .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
             .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)

@@ -50,6 +50,11 @@ pub struct TaskOffsets {
     pub pid: u32,
     pub tgid: u32,
     pub exit_code: u32,
+    pub real_parent: u32,
+    pub mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub binprm_filename: u32,
 }
 
 impl TaskOffsets {
@@ -59,6 +64,11 @@ impl TaskOffsets {
             pid: btf.member_offset("task_struct", "pid")?,
             tgid: btf.member_offset("task_struct", "tgid")?,
             exit_code: btf.member_offset("task_struct", "exit_code")?,
+            real_parent: btf.member_offset("task_struct", "real_parent")?,
+            mm: btf.member_offset("task_struct", "mm")?,
+            mm_arg_start: btf.member_offset("mm_struct", "arg_start")?,
+            mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
+            binprm_filename: btf.member_offset("linux_binprm", "filename")?,
         })
     }
 }
@@ -127,9 +137,12 @@ impl RunqueueMaps {
 pub struct ProcessMaps {
     counts: PerCpuHashMap<MapData, ProcessKey, u64>,
     pub capacity: u32,
+    /// Taken by the task that reports exec and exit events.
+    pub events: Option<super::process_events::ProcessEventReader>,
 }
 
 pub fn attach_processes(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Result<ProcessMaps> {
+    let events = super::process_events::ProcessEventReader::take(ebpf)?;
     let mut counts: PerCpuHashMap<MapData, ProcessKey, u64> =
         PerCpuHashMap::try_from(take_map(ebpf, PROCESS_COUNTS_MAP)?)?;
     for what in 0..kind::COUNT {
@@ -137,7 +150,7 @@ pub fn attach_processes(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Re
         counts.insert(&key, per_cpu_zeros()?, 0).context("creating the process overflow entries")?;
     }
     load_and_attach(ebpf, btf, &PROCESS_PROGRAMS)?;
-    Ok(ProcessMaps { counts, capacity })
+    Ok(ProcessMaps { counts, capacity, events: Some(events) })
 }
 
 impl ProcessMaps {

@@ -16,6 +16,7 @@ use crate::{
         identity::Resolver,
         lookup,
         oom::{self, OomKills},
+        processes,
     },
     metrics::{self, server::Health},
 };
@@ -101,6 +102,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let events = programs.cgroup_events.lock().unwrap_or_else(|e| e.into_inner()).take();
     let oom_events = programs.oom_events.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let process_events = programs
+        .processes
+        .as_ref()
+        .and_then(|maps| maps.lock().unwrap_or_else(|e| e.into_inner()).events.take());
     let programs = Arc::new(programs);
     let tracker = Arc::new(Tracker::new(hierarchies));
     let resolver = Arc::new(Resolver::new(
@@ -112,6 +117,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let kills = Arc::new(OomKills::default());
     if let Some(OomEventReader { ring, lost }) = oom_events {
         tokio::spawn(oom::follow_events(ring, lost, kills.clone(), tracker.clone(), resolver.clone()));
+    }
+    if let Some(reader) = process_events {
+        tokio::spawn(processes::follow_events(reader, tracker.clone(), resolver.clone()));
     }
     let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver, kills);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);

@@ -7,3 +7,4 @@ pub mod identity;
 pub mod local;
 pub mod lookup;
 pub mod oom;
+pub mod processes;

@@ -73,7 +73,8 @@ impl OomKills {
 }
 
 /// The path of a tagged cgroup id, walking the hierarchy once if no event named it.
-fn path_of(tracker: &Tracker, cgroup_id: u64) -> String {
+/// The path of a cgroup id for a rare event: walks cgroupfs once if the index does not know it.
+pub(crate) fn path_of(tracker: &Tracker, cgroup_id: u64) -> String {
     let mut index = tracker.index();
     if index.resolve(cgroup_id).is_none() {
         index.rescan();
