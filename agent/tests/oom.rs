@@ -211,7 +211,10 @@ fn the_kill_is_attributed_to_the_victims_cgroup_not_the_allocating_tasks() {
         libc::WIFSIGNALED(hog_status) && libc::WTERMSIG(hog_status) == libc::SIGKILL,
         "the hog should have been OOM-killed (grower status {grower_status:#x}), hog status {hog_status:#x}"
     );
-    assert!(libc::WIFEXITED(grower_status), "the grower survived: {grower_status:#x}");
+    // The kernel may pick a second victim, the grower itself, when the hog's memory is not freed
+    // before the grower's next charge: then that kill must be counted under the grower.
+    let grower_killed = libc::WIFSIGNALED(grower_status) && libc::WTERMSIG(grower_status) == libc::SIGKILL;
+    assert!(grower_killed || libc::WIFEXITED(grower_status), "the grower: {grower_status:#x}");
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let samples = loop {
@@ -225,7 +228,8 @@ fn the_kill_is_attributed_to_the_victims_cgroup_not_the_allocating_tasks() {
     };
     let log = agent.log();
     assert_eq!(value(&samples, "kernsight_oom_kills_total", &[("cgroup", &hog_label)]), 1.0, "log:\n{log}");
-    assert_eq!(value(&samples, "kernsight_oom_kills_total", &[("cgroup", &grower_label)]), 0.0);
+    let grower_kills = value(&samples, "kernsight_oom_kills_total", &[("cgroup", &grower_label)]);
+    assert_eq!(grower_kills, f64::from(u8::from(grower_killed)), "the grower's kills are its own only");
     let line = log.lines().find(|l| l.contains(&format!("pid {hog_pid})"))).expect("a line for the hog");
     eprintln!("{line}");
     assert!(line.contains("cgroup_of=victim"), "{line}");
