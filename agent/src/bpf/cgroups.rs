@@ -1,17 +1,15 @@
 //! The cgroup lifecycle family: `ks_cgroup_mkdir` and `ks_cgroup_rmdir` stream each cgroup
 //! created or removed through a ring buffer; `CgroupEventReader` decodes them for the index.
 
-use anyhow::Context as _;
 use aya::{
     Btf, Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::BtfTracePoint,
 };
 use kernsight_common::cgroups::{
     CGROUP_EVENTS_LOST_MAP, CGROUP_EVENTS_MAP, CGROUP_MKDIR, CGROUP_PATH_MAX, CGROUP_RMDIR, CgroupEvent,
 };
 
-use super::{ProbeState, ProbeStatus, take_map};
+use super::{ProbeState, ProbeStatus, load_and_attach, take_map};
 
 pub const PROBE: &str = "cgroups";
 const PROGRAMS: [(&str, &str); 2] =
@@ -97,14 +95,7 @@ impl LostCounter {
 pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<CgroupEventReader> {
     let ring = RingBuf::try_from(take_map(ebpf, CGROUP_EVENTS_MAP)?)?;
     let lost = PerCpuArray::try_from(take_map(ebpf, CGROUP_EVENTS_LOST_MAP)?)?;
-    for (name, tracepoint) in PROGRAMS {
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the object"))?
-            .try_into()?;
-        program.load(tracepoint, btf).with_context(|| format!("loading {name} (tp_btf/{tracepoint})"))?;
-        program.attach().with_context(|| format!("attaching {name}"))?;
-    }
+    load_and_attach(ebpf, btf, &PROGRAMS)?;
     Ok(CgroupEventReader { ring, lost: LostCounter(lost) })
 }
 

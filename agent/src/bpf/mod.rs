@@ -305,6 +305,20 @@ fn program_ids(ebpf: &Ebpf, names: &[&str]) -> Vec<u32> {
     names.iter().filter_map(|name| ebpf.program(name)?.info().ok()).map(|info| info.id()).collect()
 }
 
+/// Loads and attaches BTF tracepoint programs, given as (program, tracepoint), in that order.
+pub(crate) fn load_and_attach(ebpf: &mut Ebpf, btf: &Btf, programs: &[(&str, &str)]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    for &(name, tracepoint) in programs {
+        let program: &mut aya::programs::BtfTracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()?;
+        program.load(tracepoint, btf).with_context(|| format!("loading {name} (tp_btf/{tracepoint})"))?;
+        program.attach().with_context(|| format!("attaching {name}"))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {
     ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
 }

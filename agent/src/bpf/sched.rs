@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use aya::{
     Btf, Ebpf,
     maps::{MapData, PerCpuHashMap},
-    programs::BtfTracePoint,
 };
 use kernsight_common::{
     sched::{PROCESS_COUNTS_MAP, ProcessKey, RUNQ_LATENCY_MAP, RunqKey, kind},
@@ -16,7 +15,7 @@ use kernsight_common::{
 };
 
 use super::{
-    ProbeState, ProbeStatus,
+    ProbeState, ProbeStatus, load_and_attach,
     syscalls::{Row, per_cpu_zeros, read_per_cpu},
     take_map,
 };
@@ -71,18 +70,6 @@ impl TaskOffsets {
             binprm_filename: btf.member_offset("linux_binprm", "filename")?,
         })
     }
-}
-
-fn load_and_attach(ebpf: &mut Ebpf, btf: &Btf, programs: &[(&str, &str)]) -> anyhow::Result<()> {
-    for &(name, tracepoint) in programs {
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the object"))?
-            .try_into()?;
-        program.load(tracepoint, btf).with_context(|| format!("loading {name} (tp_btf/{tracepoint})"))?;
-        program.attach().with_context(|| format!("attaching {name}"))?;
-    }
-    Ok(())
 }
 
 /// Removes the entries of cgroups gone for at least `grace`; returns how many went.
