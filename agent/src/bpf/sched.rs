@@ -110,6 +110,11 @@ pub fn attach_runqueue(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Res
 }
 
 impl RunqueueMaps {
+    /// Entries in use, counted by key only (no per-CPU values read): for the map-fill gauge.
+    pub fn entries(&self) -> usize {
+        self.latency.keys().filter(Result::is_ok).count()
+    }
+
     /// Switches-in per (cgroup, log2 bucket), and the sums (`LATENCY_SUM_BUCKET`).
     pub fn read(&self) -> (Vec<Row<RunqKey>>, u64) {
         read_per_cpu(&self.latency)
@@ -141,6 +146,11 @@ pub fn attach_processes(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Re
 }
 
 impl ProcessMaps {
+    /// Entries in use, counted by key only: for the map-fill gauge.
+    pub fn entries(&self) -> usize {
+        self.counts.keys().filter(Result::is_ok).count()
+    }
+
     /// Execs and exits per (cgroup, kind).
     pub fn read(&self) -> (Vec<Row<ProcessKey>>, u64) {
         read_per_cpu(&self.counts)

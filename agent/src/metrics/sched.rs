@@ -52,11 +52,11 @@ pub(super) fn map_rows(programs: &Programs) -> Vec<(&'static str, usize, u32)> {
     let mut rows = Vec::new();
     if let Some(maps) = &programs.runqueue {
         let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
-        rows.push((RUNQ_LATENCY_MAP, maps.read().0.len(), maps.capacity));
+        rows.push((RUNQ_LATENCY_MAP, maps.entries(), maps.capacity));
     }
     if let Some(maps) = &programs.processes {
         let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
-        rows.push((PROCESS_COUNTS_MAP, maps.read().0.len(), maps.capacity));
+        rows.push((PROCESS_COUNTS_MAP, maps.entries(), maps.capacity));
     }
     rows
 }
