@@ -1,0 +1,80 @@
+//! What a traced event carries: named fields with typed values, in the order they were decoded.
+
+use std::{fmt, sync::Arc};
+
+/// A field's value, as decoded from a kernel record or computed by kernsight.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Value {
+    Int(i64),
+    UInt(u64),
+    /// A kernel address: shown in hex, compared as a number.
+    Pointer(u64),
+    Str(String),
+    List(Vec<Value>),
+}
+
+impl Value {
+    /// The value as a number, when it is one (for comparisons, sums and histograms).
+    pub fn as_i128(&self) -> Option<i128> {
+        match self {
+            Self::Int(v) => Some(i128::from(*v)),
+            Self::UInt(v) | Self::Pointer(v) => Some(i128::from(*v)),
+            Self::Str(_) | Self::List(_) => None,
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Int(v) => (*v).into(),
+            Self::UInt(v) => (*v).into(),
+            Self::Pointer(v) => format!("{v:#x}").into(),
+            Self::Str(s) => s.clone().into(),
+            Self::List(items) => items.iter().map(Self::to_json).collect::<Vec<_>>().into(),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Int(v) => write!(f, "{v}"),
+            Self::UInt(v) => write!(f, "{v}"),
+            Self::Pointer(v) => write!(f, "{v:#x}"),
+            Self::Str(s) => f.write_str(s),
+            Self::List(items) => {
+                f.write_str("[")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+/// The kinds of value a field can hold, known before any event arrives (to check filters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Number,
+    Text,
+    List,
+}
+
+/// One event: its fields in display order. Names are shared between events of one trace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Event {
+    pub fields: Vec<(Arc<str>, Value)>,
+}
+
+impl Event {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.fields.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
+    }
+
+    pub fn push(&mut self, name: &Arc<str>, value: Value) {
+        self.fields.push((Arc::clone(name), value));
+    }
+}
