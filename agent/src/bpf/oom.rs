@@ -4,6 +4,8 @@
 
 use std::{collections::BTreeMap, path::Path};
 
+use crate::kernel::tracefs::{Format, Layout};
+
 use anyhow::Context as _;
 use aya::{
     Btf, Ebpf,
@@ -40,48 +42,35 @@ pub struct RecordLayout {
 
 impl RecordLayout {
     pub fn read(tracefs: &Path) -> anyhow::Result<Self> {
-        let path = tracefs.join("events/oom/mark_victim/format");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("{} has no pid field", path.display()))
+        let format = Format::read(tracefs, "oom", "mark_victim")?;
+        Self::from_format(&format).context("oom:mark_victim has no pid field")
     }
 
-    /// Parses a tracefs `format` file; `None` without the one field that matters (`pid`).
+    /// Parses the text of a tracefs `format` file; `None` if it is malformed or lacks the one
+    /// field that matters (`pid`).
     pub fn parse(text: &str) -> Option<Self> {
+        Self::from_format(&Format::parse(text).ok()?)
+    }
+
+    /// The offsets of the fields the kernel side reads, where their layout is the expected one.
+    pub fn from_format(format: &Format) -> Option<Self> {
         let mut offsets = BTreeMap::new();
         let mut comm_data_loc = true;
-        for line in text.lines() {
-            let mut declaration = None;
-            let mut offset = None;
-            let mut size = None;
-            for part in line.trim().split(';') {
-                let part = part.trim();
-                if let Some(d) = part.strip_prefix("field:") {
-                    declaration = Some(d);
-                } else if let Some(o) = part.strip_prefix("offset:") {
-                    offset = o.parse::<u32>().ok();
-                } else if let Some(s) = part.strip_prefix("size:") {
-                    size = s.parse::<u32>().ok();
-                }
-            }
-            let (Some(declaration), Some(offset), Some(size)) = (declaration, offset, size) else { continue };
-            // "unsigned long anon_rss", "__data_loc char[] comm", "char comm[16]"
-            let name = declaration.rsplit(' ').next().unwrap_or_default();
-            let name = name.split('[').next().unwrap_or_default();
-            let Some((field, _)) = kernsight_common::oom::OOM_FIELD_GLOBALS.iter().find(|(f, _)| *f == name)
-            else {
-                continue;
-            };
-            let expected = match *field {
-                "pid" | "uid" => size == 4,
-                "oom_score_adj" => size == 2,
-                "comm" if declaration.starts_with("__data_loc") => size == 4,
-                "comm" => {
+        for (field, _) in kernsight_common::oom::OOM_FIELD_GLOBALS.iter() {
+            let Some(f) = format.field(field) else { continue };
+            let expected = match (*field, f.layout) {
+                ("pid" | "uid", Layout::Int) => f.size == 4,
+                ("oom_score_adj", Layout::Int) => f.size == 2,
+                ("comm", Layout::DynamicString { relative: false }) => true,
+                ("comm", Layout::Chars) => {
                     comm_data_loc = false;
-                    size >= 1
+                    f.size >= 1
                 }
-                _ => size == 8,
+                ("comm", _) => false,
+                (_, Layout::Int) => f.size == 8,
+                _ => false,
             };
-            if expected {
+            if expected && let Ok(offset) = u32::try_from(f.offset) {
                 offsets.insert(*field, offset);
             }
         }
@@ -224,11 +213,15 @@ print fmt: \"pid=%d\", REC->pid
         assert_eq!(layout.offset("uid"), 48);
         assert_eq!(layout.offset("oom_score_adj"), 64);
         // An old kernel: pid only; the rest is absent, never guessed.
-        let old = RecordLayout::parse("\tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;\n").unwrap();
+        let old = RecordLayout::parse("name: mark_victim\n\tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;\n")
+            .unwrap();
         assert_eq!(old.offset("anon_rss"), FIELD_ABSENT);
-        assert_eq!(RecordLayout::parse("garbage\nfield:int pid;offset:x;size:4;"), None);
+        assert_eq!(RecordLayout::parse("name: mark_victim\ngarbage\nfield:int pid;offset:x;size:4;"), None);
+        assert_eq!(RecordLayout::parse("name: mark_victim\nfield:int tid;offset:8;size:4;"), None);
         // A field of an unexpected size is not read.
-        let odd = RecordLayout::parse("field:int pid;offset:8;size:4;\nfield:int anon_rss;offset:24;size:4;");
+        let odd = RecordLayout::parse(
+            "name: mark_victim\nfield:int pid;offset:8;size:4;\nfield:int anon_rss;offset:24;size:4;",
+        );
         assert_eq!(odd.unwrap().offset("anon_rss"), FIELD_ABSENT);
     }
 

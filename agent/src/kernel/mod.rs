@@ -8,3 +8,4 @@ pub mod names;
 pub mod preflight;
 pub mod procfs;
 pub mod resources;
+pub mod tracefs;

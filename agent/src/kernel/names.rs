@@ -31,6 +31,15 @@ pub fn errno_name(errno: u32) -> Cow<'static, str> {
     }
 }
 
+/// ` (did you mean a, b?)` with the (at most three) known names closest to `name`, or nothing.
+pub fn did_you_mean(name: &str, known: &[&str]) -> String {
+    let mut close: Vec<(f64, &str)> =
+        known.iter().map(|k| (strsim::jaro_winkler(name, k), *k)).filter(|(score, _)| *score > 0.8).collect();
+    close.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let names: Vec<&str> = close.into_iter().take(3).map(|(_, k)| k).collect();
+    if names.is_empty() { String::new() } else { format!(" (did you mean {}?)", names.join(", ")) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -234,7 +234,11 @@ pub fn check(input: &str, expr: &Expr, fields: &[(&str, Kind)]) -> Result<(), Fi
                 let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
                 return Err(error(
                     field,
-                    format!("unknown field `{}`{}", field.name, suggest(&field.name, &names)),
+                    format!(
+                        "unknown field `{}`{}",
+                        field.name,
+                        crate::kernel::names::did_you_mean(&field.name, &names)
+                    ),
                 ));
             };
             match (expr, kind) {
@@ -251,15 +255,6 @@ pub fn check(input: &str, expr: &Expr, fields: &[(&str, Kind)]) -> Result<(), Fi
             }
         }
     }
-}
-
-/// `; did you mean ...?` with the known names closest to `name`, or nothing.
-pub fn suggest(name: &str, known: &[&str]) -> String {
-    let mut close: Vec<(f64, &str)> =
-        known.iter().map(|k| (strsim::jaro_winkler(name, k), *k)).filter(|(score, _)| *score > 0.8).collect();
-    close.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let names: Vec<&str> = close.into_iter().take(3).map(|(_, k)| k).collect();
-    if names.is_empty() { String::new() } else { format!(" (did you mean {}?)", names.join(", ")) }
 }
 
 impl Expr {
