@@ -8,3 +8,4 @@ pub mod cgroups;
 pub mod oom;
 pub mod sched;
 pub mod syscalls;
+pub mod trace;

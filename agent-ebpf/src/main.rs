@@ -8,6 +8,7 @@ mod process_events;
 mod sched;
 mod syscalls;
 mod task;
+mod trace;
 
 #[cfg(not(test))]
 #[panic_handler]

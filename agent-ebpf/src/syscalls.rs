@@ -59,19 +59,19 @@ static LATENCY_ENABLED: u8 = 0;
 /// The syscall number in `struct pt_regs` (what `syscall_get_nr()` reads on the architecture):
 /// its offset, and its type, read as a whole field so the verifier's BTF check accepts it.
 #[cfg(bpf_target_arch = "x86_64")]
-const SYSCALL_NR_OFFSET: u32 = 15 * 8; // unsigned long orig_ax
+pub(crate) const SYSCALL_NR_OFFSET: u32 = 15 * 8; // unsigned long orig_ax
 #[cfg(bpf_target_arch = "x86_64")]
-type SyscallNr = u64;
+pub(crate) type SyscallNr = u64;
 #[cfg(bpf_target_arch = "aarch64")]
-const SYSCALL_NR_OFFSET: u32 = 35 * 8; // s32 syscallno, after regs[31], sp, pc, pstate, orig_x0
+pub(crate) const SYSCALL_NR_OFFSET: u32 = 35 * 8; // s32 syscallno, after regs[31], sp, pc, pstate, orig_x0
 #[cfg(bpf_target_arch = "aarch64")]
-type SyscallNr = i32;
+pub(crate) type SyscallNr = i32;
 
 /// `exit` and `exit_group` never return, so their start time would never be consumed.
 #[cfg(bpf_target_arch = "x86_64")]
-const NEVER_RETURNS: [i64; 2] = [60, 231];
+pub(crate) const NEVER_RETURNS: [i64; 2] = [60, 231];
 #[cfg(bpf_target_arch = "aarch64")]
-const NEVER_RETURNS: [i64; 2] = [93, 94];
+pub(crate) const NEVER_RETURNS: [i64; 2] = [93, 94];
 
 #[inline(always)]
 pub(crate) fn count_map_full(index: u32) {

@@ -6,6 +6,7 @@ pub mod oom;
 pub mod process_events;
 pub mod sched;
 pub mod syscalls;
+pub mod trace;
 
 use std::{fmt, sync::Mutex};
 

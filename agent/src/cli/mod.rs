@@ -2,6 +2,7 @@
 
 mod inspect;
 mod run;
+pub mod trace;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,9 @@ enum Command {
     /// One screen on a process or container: namespaces, cgroup, limits and usage, memory by
     /// kind, OOM kills, throttling, pressure, capabilities, seccomp.
     Inspect(inspect::InspectArgs),
+    /// Trace events as they happen, filtered in the kernel by process, cgroup, container and
+    /// syscall set: exec, exit, open, syscall, tcp, drop, oom, cap, signal, or any tracepoint.
+    Trace(Box<trace::TraceArgs>),
 }
 
 pub fn main() -> ExitCode {
@@ -28,6 +32,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Trace(args) => trace::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -145,6 +145,11 @@ impl CgroupIndex {
         self.alive.iter().filter_map(|id| self.paths.get(id)).map(String::as_str)
     }
 
+    /// The ids (one per hierarchy) of the living cgroups at `path`.
+    pub fn ids_of(&self, path: &str) -> Vec<u64> {
+        self.alive.iter().filter(|id| self.paths.get(id).is_some_and(|p| p == path)).copied().collect()
+    }
+
     pub fn is_alive(&self, id: u64) -> bool {
         self.alive.contains(&id)
     }

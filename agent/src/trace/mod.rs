@@ -1,4 +1,12 @@
-//! Ad-hoc tracing (`kernsight trace`): the filter language, aggregations and output formats.
+//! Ad-hoc tracing (`kernsight trace`): the filter language, record decoding, aggregations and
+//! output formats.
 
+pub mod aggregate;
+pub mod enrich;
 pub mod filter;
+pub mod output;
+pub mod presets;
+pub mod record;
+pub mod session;
+pub mod syscall_args;
 pub mod value;

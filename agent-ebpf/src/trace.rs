@@ -1,0 +1,215 @@
+//! Ad-hoc tracing (`kernsight trace`, see `kernsight_common::trace`): a generic program that
+//! copies any tracepoint's raw record into a ring buffer, and syscall programs that either
+//! stream one record per call (number, return value, latency, arguments, path) or count calls
+//! per syscall number in the kernel. Every program filters first, in the kernel, by process and
+//! cgroup (and the syscall ones by syscall number), so unrelated events never cross the ring.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes,
+        generated::bpf_probe_read_kernel,
+    },
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use kernsight_common::trace::{
+    KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_UNKNOWN, SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount,
+    SyscallRecord, TRACE_PATH_MAX, TRACE_RECORD_MAX, TRACE_SYSCALLS, TraceHeader,
+};
+
+use crate::{
+    syscalls::{NEVER_RETURNS, SYSCALL_NR_OFFSET, SyscallNr},
+    task::{current_cgroup, global, load},
+};
+
+/// Small in the object: the agent never uses it; `kernsight trace` sizes it before loading.
+#[map]
+static TRACE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+#[map]
+static TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static TRACE_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(16, 0);
+
+#[map]
+static TRACE_SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16, 0);
+
+#[map]
+static TRACE_SYSCALL_COUNTS: PerCpuArray<SyscallCount> =
+    PerCpuArray::with_max_entries(TRACE_SYSCALLS as u32, 0);
+
+#[unsafe(no_mangle)]
+static TRACE_FILTER_TGID: u32 = 0;
+#[unsafe(no_mangle)]
+static TRACE_FILTER_CGROUPS: u8 = 0;
+#[unsafe(no_mangle)]
+static TRACE_RECORD_BYTES: u32 = 64;
+#[unsafe(no_mangle)]
+static TRACE_SYSCALL_COUNT_ONLY: u8 = 0;
+#[unsafe(no_mangle)]
+static TRACE_SYSCALL_SET: [u8; TRACE_SYSCALLS] = [0; TRACE_SYSCALLS];
+
+const HEADER: usize = core::mem::size_of::<TraceHeader>();
+
+/// Argument registers of `struct pt_regs` at `sys_exit` (the saved user registers).
+#[cfg(bpf_target_arch = "x86_64")]
+const ARG_OFFSETS: [u32; 6] = [14 * 8, 13 * 8, 12 * 8, 7 * 8, 9 * 8, 8 * 8]; // di si dx r10 r8 r9
+/// regs[0] holds the return value by then: the first argument is kept in `orig_x0`.
+#[cfg(bpf_target_arch = "aarch64")]
+const ARG_OFFSETS: [u32; 6] = [34 * 8, 8, 2 * 8, 3 * 8, 4 * 8, 5 * 8];
+
+/// The current task's cgroup when the process and cgroup filters let it through.
+#[inline(always)]
+fn traced_cgroup() -> Option<u64> {
+    let tgid = global(&TRACE_FILTER_TGID);
+    // Pruned by the verifier when no process filter is set.
+    if tgid != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 != tgid {
+        return None;
+    }
+    let (_, cgroup_id) = current_cgroup();
+    // SAFETY: the value is only tested for presence.
+    if global(&TRACE_FILTER_CGROUPS) != 0 && unsafe { TRACE_CGROUPS.get(&cgroup_id) }.is_none() {
+        return None;
+    }
+    Some(cgroup_id)
+}
+
+#[inline(always)]
+fn count_lost() {
+    if let Some(lost) = TRACE_LOST.get_ptr_mut(0) {
+        // SAFETY: this CPU's counter; the program does not run twice at once on one CPU.
+        unsafe { *lost += 1 };
+    }
+}
+
+#[inline(always)]
+fn fill_header(header: &mut TraceHeader, cgroup_id: u64, kind: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: helper without preconditions.
+    header.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    header.cgroup_id = cgroup_id;
+    header.pid = pid_tgid as u32;
+    header.tgid = (pid_tgid >> 32) as u32;
+    header.kind = kind;
+    header.len = 0;
+    header.comm = bpf_get_current_comm().unwrap_or_default();
+}
+
+/// Any classic tracepoint: attached by `kernsight trace tracepoint:<category>:<name>`.
+#[tracepoint]
+pub fn ks_trace_tracepoint(ctx: TracePointContext) -> i32 {
+    let Some(cgroup_id) = traced_cgroup() else { return 0 };
+    // A constant for the verifier (read-only global), bounded and 8-byte aligned all the same.
+    let mut bytes = global(&TRACE_RECORD_BYTES) & !7;
+    if bytes > TRACE_RECORD_MAX {
+        bytes = TRACE_RECORD_MAX;
+    }
+    let Some(mut entry) = TRACE_EVENTS.reserve_bytes(HEADER + bytes as usize, 0) else {
+        count_lost();
+        return 0;
+    };
+    let base = entry.as_mut_ptr();
+    // SAFETY: an exclusive, 8-byte aligned reservation of HEADER + bytes.
+    let header = unsafe { &mut *base.cast::<TraceHeader>() };
+    fill_header(header, cgroup_id, KIND_TRACEPOINT);
+    // The record lives in the per-CPU trace buffer, larger than any record: copying a fixed
+    // number of bytes past a short record reads that buffer, never unmapped memory.
+    // SAFETY: the destination is the reservation's tail of `bytes` bytes.
+    let copied = unsafe { bpf_probe_read_kernel(base.add(HEADER).cast::<c_void>(), bytes, ctx.as_ptr()) };
+    header.len = if copied == 0 { bytes } else { 0 };
+    entry.submit(0);
+    0
+}
+
+/// The flags of a syscall number (`SYSCALL_TRACED`, path argument), 0 when out of range.
+#[inline(always)]
+fn syscall_flags(id: u64) -> u8 {
+    if id >= TRACE_SYSCALLS as u64 {
+        return 0;
+    }
+    // SAFETY: in bounds; a read of a loader-set read-only global.
+    unsafe { core::ptr::read_volatile(TRACE_SYSCALL_SET.as_ptr().add(id as usize)) }
+}
+
+/// sys_enter(struct pt_regs *regs, long id): the start time of traced calls (records only).
+#[btf_tracepoint(function = "sys_enter")]
+pub fn ks_trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
+    let id: i64 = ctx.arg(1);
+    if syscall_flags(id as u64) & SYSCALL_TRACED == 0 || id == NEVER_RETURNS[0] || id == NEVER_RETURNS[1] {
+        return 0;
+    }
+    if traced_cgroup().is_none() {
+        return 0;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let _ = TRACE_SYSCALL_START.insert(&tid, &now, 0);
+    0
+}
+
+/// sys_exit(struct pt_regs *regs, long ret): a count, or a record of the call.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn ks_trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let regs: *const u8 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    // SAFETY: `regs` is a BTF pointer to `struct pt_regs`; the verifier checks the offset.
+    let id = unsafe { load::<SyscallNr>(regs, SYSCALL_NR_OFFSET) } as i64 as u64;
+    let flags = syscall_flags(id);
+    if flags & SYSCALL_TRACED == 0 {
+        return 0;
+    }
+    let Some(cgroup_id) = traced_cgroup() else { return 0 };
+    if global(&TRACE_SYSCALL_COUNT_ONLY) != 0 {
+        if let Some(count) = TRACE_SYSCALL_COUNTS.get_ptr_mut(id as u32) {
+            // SAFETY: this CPU's counter.
+            unsafe {
+                (*count).calls += 1;
+                if (-4095..0).contains(&ret) {
+                    (*count).errors += 1;
+                }
+            }
+        }
+        return 0;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let start = unsafe { TRACE_SYSCALL_START.get(&tid) }.copied();
+    if start.is_some() {
+        let _ = TRACE_SYSCALL_START.remove(&tid);
+    }
+    let Some(mut entry) = TRACE_EVENTS.reserve::<SyscallRecord>(0) else {
+        count_lost();
+        return 0;
+    };
+    // SAFETY: an exclusive reservation of the right size, every field written below.
+    let record = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut record.header, cgroup_id, KIND_SYSCALL);
+    record.id = id as u32;
+    record._pad = 0;
+    record.ret = ret;
+    record.latency_ns = match start {
+        Some(start) => record.header.timestamp_ns.saturating_sub(start),
+        None => LATENCY_UNKNOWN,
+    };
+    for (arg, offset) in record.args.iter_mut().zip(ARG_OFFSETS) {
+        // SAFETY: as above, a BTF load from `struct pt_regs`.
+        *arg = unsafe { load::<u64>(regs, offset) };
+    }
+    record.path[0] = 0;
+    let path_arg = (flags >> SYSCALL_PATH_SHIFT) as usize;
+    if path_arg > 0 && path_arg <= 6 {
+        let pointer = record.args[path_arg - 1] as *const u8;
+        // SAFETY: a user pointer, read with the fault-tolerant helper.
+        if let Ok(read) = unsafe { bpf_probe_read_user_str_bytes(pointer, &mut record.path) } {
+            record.header.len = (read.len() + 1).min(TRACE_PATH_MAX) as u32;
+        }
+    }
+    entry.submit(0);
+    0
+}

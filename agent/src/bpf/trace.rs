@@ -1,0 +1,214 @@
+//! Loading and attaching the programs of one `kernsight trace` run: only those the trace needs,
+//! with its kernel-side filters (process, cgroups, syscall set) set before the verifier sees
+//! the code, so that disabled filters cost nothing.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context as _;
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use kernsight_common::{
+    cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
+    sched::{
+        BINPRM_FILENAME_OFFSET_GLOBAL, MM_ARG_END_OFFSET_GLOBAL, MM_ARG_START_OFFSET_GLOBAL,
+        TASK_EXIT_CODE_OFFSET_GLOBAL, TASK_MM_OFFSET_GLOBAL, TASK_PID_OFFSET_GLOBAL,
+        TASK_REAL_PARENT_OFFSET_GLOBAL, TASK_TGID_OFFSET_GLOBAL,
+    },
+    syscalls as wire,
+    trace::{
+        SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount, TRACE_CGROUPS_MAP, TRACE_CGROUPS_MAX,
+        TRACE_EVENTS_MAP, TRACE_FILTER_CGROUPS_GLOBAL, TRACE_FILTER_TGID_GLOBAL, TRACE_LOST_MAP,
+        TRACE_RECORD_BYTES_GLOBAL, TRACE_RECORD_MAX, TRACE_START_ENTRIES, TRACE_SYSCALL_COUNT_ONLY_GLOBAL,
+        TRACE_SYSCALL_COUNTS_MAP, TRACE_SYSCALL_SET_GLOBAL, TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
+    },
+};
+
+use super::{
+    LoadError, OBJECT, load_and_attach, process_events::ProcessEventReader, sched, syscalls, take_map,
+};
+use crate::kernel::{cgroupfs::Hierarchies, tracefs::Format};
+
+/// What the kernel side produces for this trace.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Raw records of one classic tracepoint.
+    Tracepoint { category: String, name: String, format: Format },
+    /// One record per call of the syscalls in `set` (number → index of its path argument).
+    Syscalls { set: Vec<(u32, Option<u8>)> },
+    /// Calls per syscall number in `set`, counted in the kernel.
+    SyscallCounts { set: Vec<u32> },
+    /// Exec and exit events of the `processes` family.
+    Processes,
+}
+
+/// Kernel-side filters.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// Only this process (thread group id).
+    pub tgid: Option<u32>,
+    /// Only these (tagged) cgroup ids; `None`: every cgroup.
+    pub cgroups: Option<BTreeSet<u64>>,
+}
+
+/// The attached programs of one trace and what to read.
+pub struct Trace {
+    _ebpf: Ebpf,
+    /// `Tracepoint` and `Syscalls`: the records.
+    pub ring: Option<RingBuf<MapData>>,
+    lost: Option<PerCpuArray<MapData, u64>>,
+    counts: Option<PerCpuArray<MapData, SyscallCount>>,
+    /// `Processes`: exec and exit events.
+    pub processes: Option<ProcessEventReader>,
+}
+
+impl Trace {
+    pub fn load(
+        source: &Source,
+        filters: &Filters,
+        hierarchies: &Hierarchies,
+        ring_bytes: u32,
+    ) -> anyhow::Result<Self> {
+        if OBJECT.is_empty() {
+            return Err(LoadError::NoObject.into());
+        }
+        let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
+        let v1_controller = hierarchies.v1.as_ref().map(|(controller, _)| *controller);
+        let walk = syscalls::CgroupOffsets::read(v1_controller)
+            .context("cannot find the cgroup of a task in the kernel's BTF")?;
+        let task =
+            sched::TaskOffsets::read().context("cannot read task_struct members from the kernel's BTF")?;
+        let tgid = filters.tgid.unwrap_or(0);
+        let filter_cgroups = u8::from(filters.cgroups.is_some());
+        let record_bytes = match source {
+            Source::Tracepoint { format, .. } => record_bytes(format),
+            _ => 0,
+        };
+        let mut set = [0u8; TRACE_SYSCALLS];
+        let count_only = u8::from(matches!(source, Source::SyscallCounts { .. }));
+        match source {
+            Source::Syscalls { set: wanted } => {
+                for (nr, path) in wanted {
+                    if let Some(flags) = set.get_mut(*nr as usize) {
+                        *flags = SYSCALL_TRACED | path.map_or(0, |arg| (arg + 1) << SYSCALL_PATH_SHIFT);
+                    }
+                }
+            }
+            Source::SyscallCounts { set: wanted } => {
+                for nr in wanted {
+                    if let Some(flags) = set.get_mut(*nr as usize) {
+                        *flags = SYSCALL_TRACED;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let cgroup_entries =
+            filters.cgroups.as_ref().map_or(1, |c| c.len().clamp(1, TRACE_CGROUPS_MAX as usize));
+        let mut ebpf = EbpfLoader::new()
+            .btf(&btf)
+            .allow_unsupported_maps()
+            .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
+            .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)
+            .override_global(wire::CGROUP_KN_OFFSET_GLOBAL, &walk.cgroup_kn, true)
+            .override_global(wire::KERNFS_NODE_ID_OFFSET_GLOBAL, &walk.kernfs_node_id, true)
+            .override_global(wire::CSS_SET_SUBSYS_OFFSET_GLOBAL, &walk.css_set_subsys, true)
+            .override_global(wire::CSS_CGROUP_OFFSET_GLOBAL, &walk.css_cgroup, true)
+            .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
+            .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &walk.cgroup_root, true)
+            .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &walk.root_hierarchy_id, true)
+            .override_global(TASK_PID_OFFSET_GLOBAL, &task.pid, true)
+            .override_global(TASK_TGID_OFFSET_GLOBAL, &task.tgid, true)
+            .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &task.exit_code, true)
+            .override_global(TASK_REAL_PARENT_OFFSET_GLOBAL, &task.real_parent, true)
+            .override_global(TASK_MM_OFFSET_GLOBAL, &task.mm, true)
+            .override_global(MM_ARG_START_OFFSET_GLOBAL, &task.mm_arg_start, true)
+            .override_global(MM_ARG_END_OFFSET_GLOBAL, &task.mm_arg_end, true)
+            .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task.binprm_filename, true)
+            .override_global(TRACE_FILTER_TGID_GLOBAL, &tgid, true)
+            .override_global(TRACE_FILTER_CGROUPS_GLOBAL, &filter_cgroups, true)
+            .override_global(TRACE_RECORD_BYTES_GLOBAL, &record_bytes, true)
+            .override_global(TRACE_SYSCALL_COUNT_ONLY_GLOBAL, &count_only, true)
+            .override_global(TRACE_SYSCALL_SET_GLOBAL, &set, true)
+            .map_max_entries(TRACE_EVENTS_MAP, ring_bytes)
+            .map_max_entries(TRACE_CGROUPS_MAP, cgroup_entries as u32)
+            .map_max_entries(TRACE_SYSCALL_START_MAP, TRACE_START_ENTRIES)
+            .load(OBJECT)
+            .map_err(LoadError::Object)?;
+
+        if let Some(cgroups) = &filters.cgroups {
+            let mut map: HashMap<_, u64, u8> = HashMap::try_from(take_map(&mut ebpf, TRACE_CGROUPS_MAP)?)?;
+            for id in cgroups.iter().take(TRACE_CGROUPS_MAX as usize) {
+                map.insert(id, &1, 0).context("filling the cgroup filter")?;
+            }
+        }
+        let mut trace = Self { _ebpf: ebpf, ring: None, lost: None, counts: None, processes: None };
+        let ebpf = &mut trace._ebpf;
+        match source {
+            Source::Tracepoint { category, name, .. } => {
+                trace.ring = Some(RingBuf::try_from(take_map(ebpf, TRACE_EVENTS_MAP)?)?);
+                trace.lost = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_LOST_MAP)?)?);
+                let program: &mut TracePoint = ebpf
+                    .program_mut("ks_trace_tracepoint")
+                    .context("program ks_trace_tracepoint missing from the object")?
+                    .try_into()?;
+                program.load().context("loading ks_trace_tracepoint")?;
+                program
+                    .attach(category, name)
+                    .with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
+            }
+            Source::Syscalls { .. } => {
+                trace.ring = Some(RingBuf::try_from(take_map(ebpf, TRACE_EVENTS_MAP)?)?);
+                trace.lost = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_LOST_MAP)?)?);
+                load_and_attach(
+                    ebpf,
+                    &btf,
+                    &[("ks_trace_sys_enter", "sys_enter"), ("ks_trace_sys_exit", "sys_exit")],
+                )?;
+            }
+            Source::SyscallCounts { .. } => {
+                trace.counts = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_SYSCALL_COUNTS_MAP)?)?);
+                load_and_attach(ebpf, &btf, &[("ks_trace_sys_exit", "sys_exit")])?;
+            }
+            Source::Processes => {
+                let maps =
+                    sched::attach_processes(ebpf, &btf, kernsight_common::sched::DEFAULT_PROCESS_ENTRIES)?;
+                trace.processes = maps.events;
+            }
+        }
+        Ok(trace)
+    }
+
+    /// Records the kernel could not queue (ring buffer full), summed over CPUs.
+    pub fn lost(&self) -> u64 {
+        if let Some(processes) = &self.processes {
+            return processes.lost();
+        }
+        self.lost.as_ref().and_then(|lost| lost.get(&0, 0).ok()).map_or(0, |values| values.iter().sum())
+    }
+
+    /// Calls and failed calls per syscall number since the start, summed over CPUs (counting
+    /// mode). Never reset: intervals are differences, so no increment is lost to a reset race.
+    pub fn syscall_counts(&self) -> Vec<(u32, SyscallCount)> {
+        let Some(counts) = &self.counts else { return Vec::new() };
+        (0..TRACE_SYSCALLS as u32)
+            .filter_map(|nr| {
+                let values = counts.get(&nr, 0).ok()?;
+                let total = values.iter().fold(SyscallCount::default(), |sum, v| SyscallCount {
+                    calls: sum.calls + v.calls,
+                    errors: sum.errors + v.errors,
+                });
+                (total.calls > 0).then_some((nr, total))
+            })
+            .collect()
+    }
+}
+
+/// Bytes of a tracepoint record to copy: the fixed part, and room for its dynamic data.
+fn record_bytes(format: &Format) -> u32 {
+    let fixed = format.fixed_size() as u32;
+    let wanted = if format.has_dynamic_fields() { fixed + 512 } else { fixed };
+    (wanted.div_ceil(8) * 8).min(TRACE_RECORD_MAX)
+}

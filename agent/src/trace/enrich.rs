@@ -1,0 +1,258 @@
+//! Who an event belongs to: its wall-clock time, and the cgroup, container, pod and namespace
+//! of its cgroup id (through the cgroup index and the metadata resolver). Also turns
+//! `--container`, `--pod` and `--namespace` into the set of cgroup ids the kernel filters on.
+
+use std::{
+    collections::BTreeSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::value::{Event, Kind, Value};
+use crate::{
+    kernel::cgroupfs::{CgroupIndex, Hierarchies},
+    metadata::{cgroup_path, identity::Resolver},
+};
+
+/// Fields added to every event.
+pub const FIELDS: [(&str, Kind); 5] = [
+    ("time", Kind::Text),
+    ("cgroup", Kind::Text),
+    ("container", Kind::Text),
+    ("pod", Kind::Text),
+    ("namespace", Kind::Text),
+];
+
+/// How often an unknown cgroup id may trigger a walk of the hierarchies.
+const RESCAN_EVERY: Duration = Duration::from_millis(500);
+
+pub struct Enricher {
+    index: CgroupIndex,
+    resolver: Arc<Resolver>,
+    last_rescan: Instant,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn kernel timestamps into wall-clock time.
+    realtime_offset_ns: i128,
+    names: [Arc<str>; 5],
+}
+
+/// Which workloads `--container`, `--pod` and `--namespace` select.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadFilter {
+    pub container: Option<String>,
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
+}
+
+impl WorkloadFilter {
+    pub fn is_set(&self) -> bool {
+        self.container.is_some() || self.pod.is_some() || self.namespace.is_some()
+    }
+}
+
+impl Enricher {
+    pub fn new(hierarchies: &Hierarchies, resolver: Arc<Resolver>) -> Self {
+        let mut index = hierarchies.index();
+        index.rescan();
+        Self {
+            index,
+            resolver,
+            last_rescan: Instant::now(),
+            realtime_offset_ns: clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC),
+            names: FIELDS.map(|(n, _)| Arc::from(n)),
+        }
+    }
+
+    /// CLOCK_MONOTONIC now, as `bpf_ktime_get_ns` counts.
+    pub fn monotonic_ns() -> u64 {
+        u64::try_from(clock(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+    }
+
+    /// The cgroup path of an id; an unknown id walks the hierarchies again (rate-limited).
+    fn path_of(&mut self, cgroup_id: u64) -> String {
+        if self.index.resolve(cgroup_id).is_none() && self.last_rescan.elapsed() >= RESCAN_EVERY {
+            self.index.rescan();
+            self.last_rescan = Instant::now();
+        }
+        self.index.resolve(cgroup_id).unwrap_or("").to_owned()
+    }
+
+    pub fn add(&mut self, event: &mut Event) {
+        let time_ns = match event.get("time_ns") {
+            Some(Value::UInt(t)) => *t,
+            _ => 0,
+        };
+        let cgroup_id = match event.get("cgroup_id") {
+            Some(Value::UInt(id)) => *id,
+            _ => 0,
+        };
+        let path = self.path_of(cgroup_id);
+        let workload = self.resolver.workload(&path);
+        let [time, cgroup, container, pod, namespace] = &self.names;
+        event.push(time, Value::Str(wall_clock(i128::from(time_ns) + self.realtime_offset_ns)));
+        event.push(cgroup, Value::Str(path));
+        event.push(container, Value::Str(workload.container));
+        event.push(pod, Value::Str(workload.pod));
+        event.push(namespace, Value::Str(workload.namespace));
+    }
+
+    /// The cgroup ids of the containers `filter` selects, waiting up to `wait` for the
+    /// runtimes to name the containers found. An error lists what runs when none matches.
+    pub async fn matching_cgroups(
+        &mut self,
+        filter: &WorkloadFilter,
+        wait: Duration,
+    ) -> anyhow::Result<BTreeSet<u64>> {
+        self.index.rescan();
+        let containers: Vec<(u64, String, String)> = self
+            .index
+            .alive_paths()
+            .filter_map(|path| Some((path.to_owned(), cgroup_path::parse(path)?.container_id)))
+            .filter_map(|(path, id)| Some((self.id_of(&path)?, path, id)))
+            .collect();
+        for (_, path, _) in &containers {
+            let _ = self.resolver.workload(path); // queues the unknown ones for the lookup task
+        }
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline && !containers.iter().all(|(_, _, id)| self.resolver.is_known(id)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut selected = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        for (cgroup_id, path, id) in &containers {
+            let workload = self.resolver.workload(path);
+            let described = format!(
+                "{}{}{}",
+                if workload.namespace.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/", workload.namespace)
+                },
+                if workload.pod.is_empty() { String::new() } else { format!("{}/", workload.pod) },
+                workload.container
+            );
+            seen.insert(described);
+            let container_ok = filter
+                .container
+                .as_ref()
+                .is_none_or(|c| workload.container == *c || (c.len() >= 4 && id.starts_with(c.as_str())));
+            let pod_ok = filter.pod.as_ref().is_none_or(|p| workload.pod == *p);
+            let namespace_ok = filter.namespace.as_ref().is_none_or(|n| workload.namespace == *n);
+            if container_ok && pod_ok && namespace_ok {
+                selected.insert(*cgroup_id);
+            }
+        }
+        if selected.is_empty() {
+            let running = if seen.is_empty() {
+                "none".to_owned()
+            } else {
+                seen.into_iter().collect::<Vec<_>>().join(", ")
+            };
+            anyhow::bail!(
+                "no running container matches {}: containers on this host: {running}",
+                describe(filter)
+            );
+        }
+        Ok(selected)
+    }
+
+    fn id_of(&self, path: &str) -> Option<u64> {
+        // The index maps ids to paths; containers are few, so a reverse scan is cheap.
+        self.index.ids_of(path).into_iter().next()
+    }
+}
+
+/// The (tagged) ids of the cgroup at `path` and of every cgroup below it. `path` is a directory
+/// of a cgroup hierarchy kernsight attributes tasks by, or a path relative to the unified one.
+pub fn cgroup_ids(hierarchies: &Hierarchies, path: &str) -> anyhow::Result<BTreeSet<u64>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let roots: Vec<(std::path::PathBuf, u64)> = hierarchies
+        .unified
+        .iter()
+        .map(|root| (root.clone(), 0))
+        .chain(
+            hierarchies
+                .v1
+                .iter()
+                .map(|(_, root)| (root.clone(), kernsight_common::syscalls::V1_CGROUP_ID_BIT)),
+        )
+        .collect();
+    let given = std::path::Path::new(path);
+    let (dir, tag) = match roots.iter().find(|(root, _)| given.starts_with(root)) {
+        Some((_, tag)) => (given.to_path_buf(), *tag),
+        None => match roots.first() {
+            Some((root, tag)) if !given.is_absolute() || !given.exists() => {
+                (root.join(path.trim_start_matches('/')), *tag)
+            }
+            _ => anyhow::bail!(
+                "--cgroup {path} is not under a cgroup hierarchy kernsight reads ({}): give a directory there",
+                roots.iter().map(|(r, _)| r.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        },
+    };
+    let mut ids = BTreeSet::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(current) = stack.pop() {
+        let meta = match std::fs::metadata(&current) {
+            Ok(meta) => meta,
+            Err(err) if current == dir => {
+                anyhow::bail!("--cgroup {path}: cannot read {}: {err}", dir.display())
+            }
+            Err(_) => continue, // a child removed meanwhile
+        };
+        ids.insert(meta.ino() | tag);
+        for entry in std::fs::read_dir(&current).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(ids)
+}
+
+fn describe(filter: &WorkloadFilter) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = &filter.container {
+        parts.push(format!("--container {c}"));
+    }
+    if let Some(p) = &filter.pod {
+        parts.push(format!("--pod {p}"));
+    }
+    if let Some(n) = &filter.namespace {
+        parts.push(format!("--namespace {n}"));
+    }
+    parts.join(" ")
+}
+
+fn clock(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and an out-pointer to a local.
+    if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
+        return 0;
+    }
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// `HH:MM:SS.ffffff` (UTC) of nanoseconds since the epoch.
+pub fn wall_clock(epoch_ns: i128) -> String {
+    let micros = epoch_ns.max(0) / 1000;
+    let day_micros = micros % (86_400 * 1_000_000);
+    let (h, m, s, us) = (
+        day_micros / 3_600_000_000,
+        day_micros / 60_000_000 % 60,
+        day_micros / 1_000_000 % 60,
+        day_micros % 1_000_000,
+    );
+    format!("{h:02}:{m:02}:{s:02}.{us:06}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_wall_clock_time() {
+        assert_eq!(wall_clock(0), "00:00:00.000000");
+        let t = ((13 * 3600 + 4 * 60 + 5) * 1_000_000_000i128) + 123_456_789 + 86_400 * 1_000_000_000 * 3;
+        assert_eq!(wall_clock(t), "13:04:05.123456");
+    }
+}

@@ -1,0 +1,167 @@
+//! Event output: an aligned table (with colour only on a terminal) or one JSON object per line.
+
+use std::fmt::Write as _;
+
+use super::value::{Event, Value};
+
+/// Columns left-aligned under their header, two spaces apart; numbers right-aligned.
+pub fn align(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let numeric: Vec<bool> = (0..widths.len())
+        .map(|i| !rows.is_empty() && rows.iter().all(|r| r.get(i).is_some_and(|c| c.parse::<f64>().is_ok())))
+        .collect();
+    let mut out = String::new();
+    for row in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if numeric.get(i).copied().unwrap_or(false) {
+                let _ = write!(line, "{cell:>width$}");
+            } else {
+                let _ = write!(line, "{cell:<width$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Prints events as they come: the columns are fixed when the trace starts; each column is as
+/// wide as its widest value so far (a wider value widens the following lines).
+pub struct TablePrinter {
+    columns: Vec<String>,
+    widths: Vec<usize>,
+    colour: bool,
+    header_printed: bool,
+}
+
+const BOLD: &str = "\x1b[1m";
+const RED: &str = "\x1b[31m";
+const RESET: &str = "\x1b[0m";
+
+impl TablePrinter {
+    /// `columns`: field names (the last one is never padded: it holds free text).
+    pub fn new(columns: Vec<String>, colour: bool) -> Self {
+        let widths = columns.iter().map(|c| c.len().max(initial_width(c))).collect();
+        Self { columns, widths, colour, header_printed: false }
+    }
+
+    pub fn header(&mut self) -> String {
+        self.header_printed = true;
+        let cells: Vec<String> = self.columns.iter().map(|c| c.to_uppercase()).collect();
+        let line = self.line(&cells);
+        if self.colour { format!("{BOLD}{line}{RESET}\n") } else { format!("{line}\n") }
+    }
+
+    pub fn event(&mut self, event: &Event) -> String {
+        let mut out = if self.header_printed { String::new() } else { self.header() };
+        let cells: Vec<String> = self.columns.iter().map(|c| cell(c, event)).collect();
+        for (i, cell) in cells.iter().enumerate() {
+            if let Some(w) = self.widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = self.line(&cells);
+        let failed = matches!(event.get("ret"), Some(Value::Int(r)) if *r < 0);
+        if self.colour && failed {
+            let _ = writeln!(out, "{RED}{line}{RESET}");
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
+        out
+    }
+
+    fn line(&self, cells: &[String]) -> String {
+        let mut line = String::new();
+        let last = cells.len().saturating_sub(1);
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                line.push(' ');
+            }
+            if i == last {
+                line.push_str(cell);
+            } else {
+                let width = self.widths.get(i).copied().unwrap_or(0);
+                let _ = write!(line, "{cell:<width$}");
+            }
+        }
+        line.trim_end().to_owned()
+    }
+}
+
+fn initial_width(column: &str) -> usize {
+    match column {
+        "time" => 15,
+        "pid" | "tid" | "ppid" => 7,
+        "comm" => 15,
+        "container" | "pod" => 12,
+        _ => 0,
+    }
+}
+
+/// A column's text: `time` as a wall clock, a missing value as `-`.
+fn cell(column: &str, event: &Event) -> String {
+    match (column, event.get(column)) {
+        ("time", _) => match event.get("time") {
+            Some(Value::Str(s)) => s.clone(),
+            _ => "-".into(),
+        },
+        (_, Some(Value::Str(s))) if s.is_empty() => "-".into(),
+        (_, Some(value)) => value.to_string(),
+        (_, None) => "-".into(),
+    }
+}
+
+/// One JSON object, the fields in the event's order (a `serde_json::Map` would sort them).
+pub fn json_line(event: &Event) -> String {
+    let mut line = String::from("{");
+    for (i, (name, value)) in event.fields.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        let name = serde_json::Value::from(&**name);
+        let _ = write!(line, "{name}:{}", value.to_json());
+    }
+    line.push_str("}\n");
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligns_columns_and_numbers() {
+        let header = vec!["SYSCALL".to_owned(), "COUNT".to_owned()];
+        let rows =
+            vec![vec!["getppid".to_owned(), "1000".to_owned()], vec!["write".to_owned(), "7".to_owned()]];
+        assert_eq!(align(&header, &rows), "SYSCALL  COUNT\ngetppid   1000\nwrite        7\n");
+    }
+
+    #[test]
+    fn prints_events_under_a_header_without_colour_off_a_terminal() {
+        let mut printer = TablePrinter::new(vec!["pid".into(), "comm".into(), "args".into()], false);
+        let mut event = Event::default();
+        event.push(&"pid".into(), Value::UInt(42));
+        event.push(&"comm".into(), Value::Str("sh".into()));
+        event.push(&"args".into(), Value::Str("echo hi".into()));
+        event.push(&"ret".into(), Value::Int(-2));
+        let out = printer.event(&event);
+        assert_eq!(out, "PID     COMM            ARGS\n42      sh              echo hi\n");
+        assert!(!out.contains('\x1b'));
+        let mut coloured = TablePrinter::new(vec!["pid".into()], true);
+        assert!(coloured.event(&event).contains(RED));
+        assert_eq!(json_line(&event), "{\"pid\":42,\"comm\":\"sh\",\"args\":\"echo hi\",\"ret\":-2}\n");
+    }
+}

@@ -1,0 +1,276 @@
+//! Ring-buffer records to events: the header every record has (time, process, cgroup), then
+//! the raw tracepoint record decoded by its tracefs layout, or a syscall record, or an exec/exit
+//! event. Nothing in a record is trusted: lengths are checked, text is decoded lossily.
+
+use std::sync::Arc;
+
+use kernsight_common::trace::{KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_UNKNOWN, SyscallRecord, TraceHeader};
+
+use super::{
+    syscall_args,
+    value::{Event, Kind, Value},
+};
+use crate::{
+    bpf::process_events::{self, Kind as ProcessKind},
+    kernel::{
+        names::{errno_name, syscall_name},
+        tracefs::{self, Format},
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("record of {0} bytes, shorter than its header or body")]
+    Short(usize),
+    #[error("record of unexpected kind {0}")]
+    Kind(u32),
+    #[error("the kernel could not copy the tracepoint record")]
+    NotCopied,
+    #[error(transparent)]
+    Tracepoint(#[from] tracefs::DecodeError),
+    #[error(transparent)]
+    Process(#[from] process_events::DecodeError),
+}
+
+/// Field names shared by all events of a trace (allocated once).
+struct Names {
+    time_ns: Arc<str>,
+    pid: Arc<str>,
+    tid: Arc<str>,
+    comm: Arc<str>,
+    cgroup_id: Arc<str>,
+}
+
+impl Names {
+    fn new() -> Self {
+        Self {
+            time_ns: "time_ns".into(),
+            pid: "pid".into(),
+            tid: "tid".into(),
+            comm: "comm".into(),
+            cgroup_id: "cgroup_id".into(),
+        }
+    }
+}
+
+/// The fields every event starts with.
+const COMMON: [(&str, Kind); 5] = [
+    ("time_ns", Kind::Number),
+    ("pid", Kind::Number),
+    ("tid", Kind::Number),
+    ("comm", Kind::Text),
+    ("cgroup_id", Kind::Number),
+];
+
+/// What the records of a trace are.
+pub enum Decoder {
+    /// Tracepoint fields whose names clash with the common ones are renamed `args.<name>`.
+    Tracepoint {
+        format: Format,
+        renamed: Vec<Arc<str>>,
+    },
+    Syscalls,
+    Processes,
+}
+
+struct SyscallNames {
+    syscall: Arc<str>,
+    ret: Arc<str>,
+    errno: Arc<str>,
+    latency_ns: Arc<str>,
+    args: Arc<str>,
+    path: Arc<str>,
+}
+
+/// Decodes records into events, with the trace's field names.
+pub struct RecordDecoder {
+    decoder: Decoder,
+    names: Names,
+    syscall: SyscallNames,
+}
+
+impl RecordDecoder {
+    pub fn new(decoder: Decoder) -> Self {
+        let decoder = match decoder {
+            Decoder::Tracepoint { format, .. } => {
+                let renamed = format
+                    .fields
+                    .iter()
+                    .filter(|f| !f.common)
+                    .map(|f| match COMMON.iter().any(|(n, _)| *n == &*f.name) {
+                        true => format!("args.{}", f.name).into(),
+                        false => Arc::clone(&f.name),
+                    })
+                    .collect();
+                Decoder::Tracepoint { format, renamed }
+            }
+            other => other,
+        };
+        let syscall = SyscallNames {
+            syscall: "syscall".into(),
+            ret: "ret".into(),
+            errno: "errno".into(),
+            latency_ns: "latency_ns".into(),
+            args: "args".into(),
+            path: "path".into(),
+        };
+        Self { decoder, names: Names::new(), syscall }
+    }
+
+    /// Every field an event of this trace has, for checking `--where` and aggregation fields.
+    pub fn schema(&self) -> Vec<(Arc<str>, Kind)> {
+        let mut fields: Vec<(Arc<str>, Kind)> = COMMON.iter().map(|(n, k)| (Arc::from(*n), *k)).collect();
+        match &self.decoder {
+            Decoder::Tracepoint { format, renamed } => {
+                let kinds = format.fields.iter().filter(|f| !f.common).map(|f| f.kind());
+                fields.extend(renamed.iter().cloned().zip(kinds));
+            }
+            Decoder::Syscalls => fields.extend(
+                [
+                    ("syscall", Kind::Text),
+                    ("ret", Kind::Number),
+                    ("errno", Kind::Text),
+                    ("latency_ns", Kind::Number),
+                    ("args", Kind::Text),
+                    ("path", Kind::Text),
+                ]
+                .map(|(n, k)| (Arc::from(n), k)),
+            ),
+            Decoder::Processes => fields.extend(
+                [
+                    ("event", Kind::Text),
+                    ("ppid", Kind::Number),
+                    ("uid", Kind::Number),
+                    ("filename", Kind::Text),
+                    ("argv", Kind::Text),
+                    ("exit_code", Kind::Number),
+                ]
+                .map(|(n, k)| (Arc::from(n), k)),
+            ),
+        }
+        fields
+    }
+
+    pub fn decode(&self, record: &[u8], now_ns: u64) -> Result<Event, RecordError> {
+        match &self.decoder {
+            Decoder::Processes => self.process(record, now_ns),
+            Decoder::Tracepoint { format, renamed } => {
+                let (header, body) = header(record)?;
+                if header.kind != KIND_TRACEPOINT {
+                    return Err(RecordError::Kind(header.kind));
+                }
+                if header.len == 0 {
+                    return Err(RecordError::NotCopied);
+                }
+                let body = body.get(..header.len as usize).ok_or(RecordError::Short(record.len()))?;
+                let mut event = self.common(&header);
+                for (name, (_, value)) in renamed.iter().zip(format.decode(body)?) {
+                    event.push(name, value);
+                }
+                Ok(event)
+            }
+            Decoder::Syscalls => {
+                if record.len() < size_of::<SyscallRecord>() {
+                    return Err(RecordError::Short(record.len()));
+                }
+                // SAFETY: length checked; plain integers and bytes, read unaligned.
+                let call: SyscallRecord = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+                if call.header.kind != KIND_SYSCALL {
+                    return Err(RecordError::Kind(call.header.kind));
+                }
+                Ok(self.syscall(&call))
+            }
+        }
+    }
+
+    fn common(&self, header: &TraceHeader) -> Event {
+        let mut event = Event { fields: Vec::with_capacity(12) };
+        let n = &self.names;
+        event.push(&n.time_ns, Value::UInt(header.timestamp_ns));
+        event.push(&n.pid, Value::UInt(u64::from(header.tgid)));
+        event.push(&n.tid, Value::UInt(u64::from(header.pid)));
+        event.push(&n.comm, Value::Str(text(&header.comm)));
+        event.push(&n.cgroup_id, Value::UInt(header.cgroup_id));
+        event
+    }
+
+    fn syscall(&self, call: &SyscallRecord) -> Event {
+        let mut event = self.common(&call.header);
+        let s = &self.syscall;
+        let errno = kernsight_common::syscalls::errno_of(call.ret);
+        let path_len = (call.header.len as usize).min(call.path.len());
+        let path = text(&call.path[..path_len]);
+        event.push(&s.syscall, Value::Str(syscall_name(call.id).into_owned()));
+        event.push(&s.ret, Value::Int(call.ret));
+        event.push(
+            &s.errno,
+            Value::Str(if errno == 0 { String::new() } else { errno_name(errno).into_owned() }),
+        );
+        let latency = if call.latency_ns == LATENCY_UNKNOWN {
+            Value::Str("-".into())
+        } else {
+            Value::UInt(call.latency_ns)
+        };
+        event.push(&s.latency_ns, latency);
+        event.push(&s.args, Value::Str(syscall_args::describe(call.id, &call.args, path_len > 0, &path)));
+        event.push(&s.path, Value::Str(path));
+        event
+    }
+
+    fn process(&self, record: &[u8], now_ns: u64) -> Result<Event, RecordError> {
+        let process = process_events::decode(record)?;
+        let mut event = Event { fields: Vec::with_capacity(12) };
+        let n = &self.names;
+        event.push(&n.time_ns, Value::UInt(now_ns));
+        event.push(&n.pid, Value::UInt(u64::from(process.tgid)));
+        event.push(&n.tid, Value::UInt(u64::from(process.pid)));
+        let (kind, comm, filename, exit_code) = match process.kind {
+            ProcessKind::Exec => {
+                let comm = process.name.rsplit('/').next().unwrap_or_default().chars().take(15).collect();
+                ("exec", comm, process.name.clone(), 0)
+            }
+            ProcessKind::Exit { exit_code } => ("exit", process.name.clone(), String::new(), exit_code),
+        };
+        event.push(&n.comm, Value::Str(comm));
+        event.push(&n.cgroup_id, Value::UInt(process.cgroup_id));
+        event.push(&"event".into(), Value::Str(kind.into()));
+        event.push(&"ppid".into(), Value::UInt(u64::from(process.ppid)));
+        event.push(&"uid".into(), Value::UInt(u64::from(process.uid)));
+        event.push(&"filename".into(), Value::Str(filename));
+        event.push(&"argv".into(), Value::Str(shell_words(&process.args)));
+        event.push(&"exit_code".into(), Value::UInt(u64::from(exit_code)));
+        Ok(event)
+    }
+}
+
+fn header(record: &[u8]) -> Result<(TraceHeader, &[u8]), RecordError> {
+    let size = size_of::<TraceHeader>();
+    if record.len() < size {
+        return Err(RecordError::Short(record.len()));
+    }
+    // SAFETY: length checked; plain integers and bytes, read unaligned.
+    let header: TraceHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    Ok((header, &record[size..]))
+}
+
+fn text(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Arguments joined by spaces, quoted when they hold spaces or quotes or are empty.
+pub fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|arg| {
+            if arg.is_empty() || arg.contains([' ', '"', '\'', '\t', '\n']) {
+                format!("{arg:?}")
+            } else {
+                arg.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests;

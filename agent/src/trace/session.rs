@@ -1,0 +1,222 @@
+//! One `kernsight trace` run: read records as they come, decode, enrich, filter, then print or
+//! aggregate; print (and reset) aggregations and the loss count at each interval and at the end.
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsRawFd, RawFd},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use kernsight_common::trace::SyscallCount;
+use tokio::io::unix::AsyncFd;
+
+use super::{
+    aggregate::Aggregator,
+    enrich::Enricher,
+    filter::Expr,
+    output::{TablePrinter, json_line},
+    record::RecordDecoder,
+    value::{Event, Value},
+};
+use crate::{bpf::trace::Trace, kernel::names::syscall_name};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// What to do with each event.
+pub struct Sink {
+    pub format: Format,
+    pub columns: Vec<String>,
+    pub colour: bool,
+    pub filter: Option<Expr>,
+    pub aggregator: Option<Aggregator>,
+    /// Preset post-processing (readable addresses, names).
+    pub adjust: fn(&mut Event),
+    pub interval: Option<Duration>,
+    pub duration: Option<Duration>,
+}
+
+/// What the run saw, for the end line (and tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub events: u64,
+    pub printed: u64,
+    pub decode_errors: u64,
+    pub lost: u64,
+}
+
+struct RingFd(RawFd);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Runs until `--duration` passes or Ctrl-C / SIGTERM; returns what it saw.
+pub async fn run(
+    mut trace: Trace,
+    decoder: RecordDecoder,
+    mut enricher: Enricher,
+    mut sink: Sink,
+) -> anyhow::Result<Totals> {
+    let fd = match (&trace.ring, &trace.processes) {
+        (Some(ring), _) => Some(ring.as_raw_fd()),
+        (None, Some(processes)) => Some(processes.as_raw_fd()),
+        (None, None) => None,
+    };
+    // SAFETY: `trace` owns the fd and outlives the registration (both live until this returns).
+    let ready = fd
+        .map(|fd| unsafe { AsyncFd::register_with_interest(RingFd(fd), tokio::io::Interest::READABLE) })
+        .transpose()?;
+    let mut totals = Totals::default();
+    let mut out = std::io::stdout().lock();
+    let mut ticks =
+        sink.interval.map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
+    let end = sink.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
+    let mut reported_lost = 0;
+    let mut counted_before: BTreeMap<u32, SyscallCount> = BTreeMap::new();
+    let mut printer = TablePrinter::new(sink.columns.clone(), sink.colour);
+    if sink.format == Format::Table && sink.aggregator.is_none() {
+        write_out(&mut out, &printer.header())?;
+    }
+    loop {
+        let readable = async {
+            match &ready {
+                Some(ready) => ready.readable().await.map(Some),
+                None => std::future::pending().await,
+            }
+        };
+        let tick = async {
+            match &mut ticks {
+                Some(ticks) => ticks.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        let finished = async {
+            match end {
+                Some(end) => tokio::time::sleep_until(end).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            guard = readable => {
+                let mut guard = guard.context("polling the ring buffer")?.context("no ring buffer")?;
+                drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
+                guard.clear_ready();
+            }
+            _ = tick => {
+                drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
+                let lost = trace.lost();
+                print_aggregation(&trace, &mut sink, &mut counted_before, &mut out)?;
+                write_out(&mut out, &format!("lost {} events\n", lost - reported_lost))?;
+                reported_lost = lost;
+            }
+            () = finished => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
+    print_aggregation(&trace, &mut sink, &mut counted_before, &mut out)?;
+    totals.lost = trace.lost();
+    let summary = format!(
+        "{} events, {} printed, lost {} events{}",
+        totals.events,
+        totals.printed,
+        totals.lost,
+        if totals.decode_errors > 0 {
+            format!(", {} undecodable records", totals.decode_errors)
+        } else {
+            String::new()
+        }
+    );
+    // On stderr: stdout stays one format (a table, or JSON lines for jq).
+    eprintln!("{summary}");
+    Ok(totals)
+}
+
+fn write_out(out: &mut impl std::io::Write, text: &str) -> anyhow::Result<()> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // A closed pipe (`| head`) is the reader's choice: stop quietly.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other.context("writing to stdout"),
+    }
+}
+
+fn drain(
+    trace: &mut Trace,
+    decoder: &RecordDecoder,
+    enricher: &mut Enricher,
+    sink: &mut Sink,
+    printer: &mut TablePrinter,
+    out: &mut impl std::io::Write,
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
+    let mut text = String::new();
+    let now = Enricher::monotonic_ns();
+    loop {
+        let record = match (&mut trace.ring, &mut trace.processes) {
+            (Some(ring), _) => ring.next().map(|r| decoder.decode(&r, now)),
+            (None, Some(processes)) => processes.ring.next().map(|r| decoder.decode(&r, now)),
+            (None, None) => None,
+        };
+        let Some(decoded) = record else { break };
+        totals.events += 1;
+        let mut event = match decoded {
+            Ok(event) => event,
+            Err(_) => {
+                totals.decode_errors += 1;
+                continue;
+            }
+        };
+        enricher.add(&mut event);
+        (sink.adjust)(&mut event);
+        if sink.filter.as_ref().is_some_and(|f| !f.matches(&event)) {
+            continue;
+        }
+        totals.printed += 1;
+        match (&mut sink.aggregator, sink.format) {
+            (Some(aggregator), _) => aggregator.add(&event),
+            (None, Format::Json) => text.push_str(&json_line(&event)),
+            (None, Format::Table) => text.push_str(&printer.event(&event)),
+        }
+        if text.len() > 64 * 1024 {
+            write_out(out, &std::mem::take(&mut text))?;
+        }
+    }
+    if !text.is_empty() {
+        write_out(out, &text)?;
+    }
+    Ok(())
+}
+
+/// Prints the aggregation of the interval and resets it; kernel counts are differences from
+/// the previous print.
+fn print_aggregation(
+    trace: &Trace,
+    sink: &mut Sink,
+    before: &mut BTreeMap<u32, SyscallCount>,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let Some(aggregator) = &mut sink.aggregator else { return Ok(()) };
+    for (nr, now) in trace.syscall_counts() {
+        let previous = before.insert(nr, now).unwrap_or_default();
+        let calls = now.calls - previous.calls.min(now.calls);
+        if calls > 0 {
+            aggregator.add_count(vec![Value::Str(syscall_name(nr).into_owned())], calls);
+        }
+    }
+    let text = match sink.format {
+        Format::Table => aggregator.render(),
+        Format::Json => aggregator.json_lines(),
+    };
+    aggregator.clear();
+    write_out(out, &text)
+}
