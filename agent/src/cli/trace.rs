@@ -255,6 +255,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if matches!(args.target.as_str(), "exec" | "exit") {
+        let field = filter::Field { name: "event".into(), offset: 0 };
+        let kind = Expr::Compare { field, op: Op::Eq, literal: Literal::Text(args.target.clone()) };
+        filter = Some(match filter {
+            Some(other) => Expr::And(Box::new(kind), Box::new(other)),
+            None => kind,
+        });
+    }
     if let Some(comm) = &args.comm {
         let field = filter::Field { name: "comm".into(), offset: 0 };
         let by_comm = Expr::Compare { field, op: Op::Eq, literal: Literal::Text(comm.clone()) };
@@ -304,6 +312,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
             });
         }
         let filters = Filters { tgid: args.pid, cgroups };
+        let user_filters = matches!(plan.source, Source::Processes).then(|| filters.clone());
         let trace = Trace::load(&plan.source, &filters, &hierarchies, args.buffer_mib * 1024 * 1024)?;
         let stdout_is_terminal = std::io::stdout().is_terminal();
         let sink = Sink {
@@ -318,6 +327,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
             adjust: plan.adjust,
             interval: args.interval,
             duration: args.duration,
+            user_filters,
         };
         eprintln!("tracing {}: Ctrl-C to stop", args.target);
         session::run(trace, decoder, enricher, sink).await.map(|_| ())

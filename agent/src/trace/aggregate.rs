@@ -170,7 +170,13 @@ impl Aggregator {
         let table: Vec<Vec<String>> = rows
             .iter()
             .map(|(key, cell)| {
-                let mut row: Vec<String> = key.iter().map(ToString::to_string).collect();
+                let mut row: Vec<String> = key
+                    .iter()
+                    .map(|v| match v {
+                        Value::Str(s) if s.is_empty() => "-".to_owned(),
+                        v => v.to_string(),
+                    })
+                    .collect();
                 row.push(cell.count.to_string());
                 if self.spec.sum.is_some() {
                     row.push(cell.sum.to_string());

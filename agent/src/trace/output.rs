@@ -106,6 +106,9 @@ fn initial_width(column: &str) -> usize {
         "pid" | "tid" | "ppid" => 7,
         "comm" => 15,
         "container" | "pod" => 12,
+        "filename" => 24,
+        "syscall" | "errno" => 10,
+        "latency_ns" => 10,
         _ => 0,
     }
 }

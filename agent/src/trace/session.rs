@@ -19,7 +19,10 @@ use super::{
     record::RecordDecoder,
     value::{Event, Value},
 };
-use crate::{bpf::trace::Trace, kernel::names::syscall_name};
+use crate::{
+    bpf::trace::{Filters, Trace},
+    kernel::names::syscall_name,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -38,6 +41,20 @@ pub struct Sink {
     pub adjust: fn(&mut Event),
     pub interval: Option<Duration>,
     pub duration: Option<Duration>,
+    /// Process and cgroup filters to apply here, for sources the kernel does not filter
+    /// (exec and exit events, which the always-on `processes` family produces; they are rare).
+    pub user_filters: Option<Filters>,
+}
+
+fn passes(filters: &Filters, event: &Event) -> bool {
+    let number = |field: &str| match event.get(field) {
+        Some(Value::UInt(v)) => Some(*v),
+        _ => None,
+    };
+    let pid_ok = filters.tgid.is_none_or(|tgid| number("pid") == Some(u64::from(tgid)));
+    let cgroup_ok =
+        filters.cgroups.as_ref().is_none_or(|set| number("cgroup_id").is_some_and(|id| set.contains(&id)));
+    pid_ok && cgroup_ok
 }
 
 /// What the run saw, for the end line (and tests).
@@ -176,6 +193,9 @@ fn drain(
                 continue;
             }
         };
+        if sink.user_filters.as_ref().is_some_and(|f| !passes(f, &event)) {
+            continue;
+        }
         enricher.add(&mut event);
         (sink.adjust)(&mut event);
         if sink.filter.as_ref().is_some_and(|f| !f.matches(&event)) {

@@ -1,0 +1,379 @@
+//! `kernsight trace` on the real kernel: events the test causes, decoded and counted exactly,
+//! and counts equal to what strace and bpftrace report for the same process.
+
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    path::Path,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use support::{BINARY, TestCgroup, path_str, privileged, serial};
+
+/// A running `kernsight trace`, started once its programs are attached.
+struct Tracer {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    stdout: Option<ChildStdout>,
+}
+
+impl Tracer {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BINARY)
+            .arg("trace")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kernsight trace");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let stdout = child.stdout.take();
+        let mut tracer = Self { child, stderr: rx, stdout };
+        tracer.wait_for_stderr("tracing ", Duration::from_secs(60));
+        tracer
+    }
+
+    fn wait_for_stderr(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("kernsight trace did not print `{prefix}...`; stderr: {seen:#?}");
+    }
+
+    /// Ctrl-C, then everything it printed on stdout and its summary line.
+    fn finish(mut self) -> (String, String) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let mut stdout = String::new();
+        if let Some(mut out) = self.stdout.take() {
+            out.read_to_string(&mut stdout).expect("read stdout");
+        }
+        let status = self.child.wait().expect("wait for kernsight trace");
+        let summary = self.wait_for_stderr("", Duration::from_secs(10));
+        assert!(status.success(), "kernsight trace failed: {status}; {summary}");
+        (stdout, summary)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A shell that waits for a line on stdin, then runs `script`.
+struct Script {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Script {
+    fn start(script: &str) -> Self {
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", &format!("read go; {script}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start sh");
+        let stdin = child.stdin.take();
+        Self { child, stdin }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the script run; returns its stdout once it exited.
+    fn go(mut self) -> String {
+        if let Some(mut stdin) = self.stdin.take() {
+            stdin.write_all(b"go\n").expect("write to sh");
+        }
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            stdout.read_to_string(&mut out).expect("read sh");
+        }
+        assert!(self.child.wait().expect("wait sh").success(), "script failed");
+        out
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+#[test]
+fn fork_tracepoint_decodes_parent_and_child_pids() {
+    if !privileged("fork_tracepoint_decodes_parent_and_child_pids") {
+        return;
+    }
+    let _serial = serial();
+    let script = Script::start("/bin/true & echo $!; wait");
+    let parent = script.pid().to_string();
+    let tracer = Tracer::start(&["tracepoint:sched:sched_process_fork", "--pid", &parent, "-o", "json"]);
+    let child: u64 = script.go().trim().parse().expect("the child's pid");
+    let (stdout, summary) = tracer.finish();
+    let events = json_lines(&stdout);
+    assert_eq!(events.len(), 1, "one fork by the script: {stdout}");
+    let fork = &events[0];
+    assert_eq!(fork["parent_pid"], serde_json::json!(script_pid(&parent)), "{fork}");
+    assert_eq!(fork["child_pid"], serde_json::json!(child), "{fork}");
+    assert_eq!(fork["parent_comm"], "sh", "__data_loc string: {fork}");
+    assert_eq!(fork["child_comm"], "sh", "__data_loc string: {fork}");
+    assert_eq!(fork["pid"], serde_json::json!(script_pid(&parent)));
+    assert!(summary.contains("lost 0 events"), "{summary}");
+}
+
+fn script_pid(pid: &str) -> u64 {
+    pid.parse().expect("pid")
+}
+
+#[test]
+fn exec_tracepoint_decodes_a_data_loc_filename() {
+    if !privileged("exec_tracepoint_decodes_a_data_loc_filename") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = dir.path().join("kernsight-known-name-Zq7");
+    std::fs::copy("/bin/true", &program).expect("copy /bin/true");
+    let script = Script::start(&format!("exec {}", path_str(&program)));
+    let pid = script.pid().to_string();
+    let tracer = Tracer::start(&["tracepoint:sched:sched_process_exec", "--pid", &pid, "-o", "json"]);
+    script.go();
+    let (stdout, _) = tracer.finish();
+    let events = json_lines(&stdout);
+    assert_eq!(events.len(), 1, "{stdout}");
+    assert_eq!(events[0]["filename"], path_str(&program), "{}", events[0]);
+    assert_eq!(events[0]["old_pid"], serde_json::json!(script_pid(&pid)));
+}
+
+#[test]
+fn exec_in_a_cgroup_prints_exactly_the_commands_in_order() {
+    if !privileged("exec_in_a_cgroup_prints_exactly_the_commands_in_order") {
+        return;
+    }
+    let _serial = serial();
+    let cgroup = TestCgroup::create("trace-exec");
+    let procs = cgroup.path.join("cgroup.procs");
+    // The shell joins the cgroup first, then waits: only the commands below exec in it.
+    let script = Script::start(
+        "/bin/echo one >/dev/null; /bin/true 'two words' three; /bin/ls -d / >/dev/null; /usr/bin/env true",
+    );
+    std::fs::write(&procs, script.pid().to_string()).expect("move the shell into the cgroup");
+    let tracer = Tracer::start(&["exec", "--cgroup", path_str(&cgroup.path), "-o", "json"]);
+    let table = Tracer::start(&["exec", "--cgroup", &cgroup.label]);
+    script.go();
+    let (stdout, summary) = tracer.finish();
+    let seen: Vec<(String, String)> = json_lines(&stdout)
+        .iter()
+        .map(|e| {
+            (e["filename"].as_str().unwrap_or("").to_owned(), e["argv"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    // `env` looks `true` up along PATH: failed execs are not events, the one that succeeds is,
+    // under the path it found.
+    let found = seen.last().map(|(f, _)| f.clone()).unwrap_or_default();
+    assert!(found.ends_with("/true"), "{seen:#?}");
+    let expected: Vec<(String, String)> = [
+        ("/bin/echo", "/bin/echo one"),
+        ("/bin/true", "/bin/true \"two words\" three"),
+        ("/bin/ls", "/bin/ls -d /"),
+        ("/usr/bin/env", "/usr/bin/env true"),
+        (found.as_str(), "true"),
+    ]
+    .iter()
+    .map(|(f, a)| ((*f).to_owned(), (*a).to_owned()))
+    .collect();
+    assert_eq!(seen, expected, "summary: {summary}");
+    assert!(summary.contains("lost 0 events"), "{summary}");
+    // The table: a header, then one aligned line per exec, arguments last.
+    let (text, _) = table.finish();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("TIME") && lines[0].ends_with("FILENAME                 ARGV"), "{text}");
+    assert_eq!(lines.len(), 1 + expected.len(), "{text}");
+    let argv_column = lines[0].find("ARGV").unwrap_or(0);
+    let filename_column = lines[0].find("FILENAME").unwrap_or(0);
+    for (line, (filename, argv)) in lines[1..].iter().zip(&expected) {
+        assert_eq!(line.get(argv_column..), Some(argv.as_str()), "ARGV column of {line:?}\n{text}");
+        assert!(line.get(filename_column..).is_some_and(|f| f.starts_with(filename.as_str())), "{text}");
+    }
+}
+
+/// The process the syscall counts are taken of: this test binary, re-run as a workload that
+/// waits for a line on stdin, makes the calls, and leaves with `_exit` (no harness output).
+const WORKLOAD_ENV: &str = "KERNSIGHT_TRACE_WORKLOAD";
+const GETPPID: usize = 1000;
+const OPENAT: usize = 300;
+const WRITE: usize = 200;
+
+#[test]
+#[ignore = "run by syscall_counts_are_exact_and_match_strace_and_bpftrace"]
+fn syscall_workload() {
+    if std::env::var_os(WORKLOAD_ENV).is_none() {
+        return;
+    }
+    // SAFETY: raw syscalls on valid arguments; _exit ends the process without cleanup calls.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+        let mut go = [0u8; 1];
+        libc::read(0, go.as_mut_ptr().cast(), 1);
+        support::getppid_times(GETPPID);
+        support::failing_openat_times(OPENAT);
+        for _ in 0..WRITE {
+            libc::syscall(libc::SYS_write, null, b"x".as_ptr(), 1);
+        }
+        libc::_exit(0);
+    }
+}
+
+fn strace_counts(path: &Path) -> Vec<(String, u64, u64)> {
+    let text = std::fs::read_to_string(path).expect("strace output");
+    text.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            let name = (*cells.last()?).to_owned();
+            let calls = cells.get(3)?.parse().ok()?;
+            let errors = if cells.len() == 6 { cells[4].parse().ok()? } else { 0 };
+            Some((name, calls, errors))
+        })
+        .collect()
+}
+
+#[test]
+fn syscall_counts_are_exact_and_match_strace_and_bpftrace() {
+    if !privileged("syscall_counts_are_exact_and_match_strace_and_bpftrace") {
+        return;
+    }
+    let _serial = serial();
+    let me = std::env::current_exe().expect("test binary");
+    let mut workload = Command::new(me)
+        .args(["--exact", "syscall_workload", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(WORKLOAD_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the workload");
+    let pid = workload.id().to_string();
+    std::thread::sleep(Duration::from_millis(300)); // let it reach its read()
+    let kernel = Tracer::start(&["syscall", "--pid", &pid, "--count-by", "syscall"]);
+    let events = Tracer::start(&[
+        "syscall",
+        "getppid",
+        "openat",
+        "write",
+        "--pid",
+        &pid,
+        "--count-by",
+        "syscall,errno",
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let strace_out = dir.path().join("strace.txt");
+    let mut strace = Command::new("strace")
+        .args(["-c", "-f", "-o", path_str(&strace_out), "-p", &pid])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start strace");
+    let mut strace_err = BufReader::new(strace.stderr.take().expect("strace stderr"));
+    let mut line = String::new();
+    while strace_err.read_line(&mut line).expect("strace stderr") > 0 && !line.contains("attached") {
+        line.clear();
+    }
+    let program = format!(
+        "BEGIN {{ printf(\"ready\\n\"); }} tracepoint:raw_syscalls:sys_exit /pid == {pid}/ {{ @[args->id] = count(); }}"
+    );
+    let mut bpftrace = Command::new("bpftrace")
+        .args(["-e", &program])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bpftrace");
+    let mut bpftrace_out = BufReader::new(bpftrace.stdout.take().expect("bpftrace stdout"));
+    let mut line = String::new();
+    while bpftrace_out.read_line(&mut line).expect("bpftrace stdout") > 0 && !line.contains("ready") {
+        line.clear();
+    }
+
+    workload.stdin.take().expect("stdin").write_all(b"g").expect("go");
+    assert!(workload.wait().expect("workload").success());
+    assert!(strace.wait().expect("strace").success());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(bpftrace.id() as i32, libc::SIGINT) };
+    let mut text = String::new();
+    bpftrace_out.read_to_string(&mut text).expect("bpftrace output");
+    let _ = bpftrace.wait();
+    let (kernel_counts, kernel_summary) = kernel.finish();
+    let (event_counts, event_summary) = events.finish();
+
+    let count_of = |table: &str, key: &str| -> Option<u64> {
+        table.lines().find_map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            let (count, keys) = cells.split_last()?;
+            (keys.join(" ") == key).then(|| count.parse().ok())?
+        })
+    };
+    let bpftrace_of = |nr: i64| -> Option<u64> {
+        text.lines().find_map(|l| l.strip_prefix(&format!("@[{nr}]: ")).and_then(|n| n.trim().parse().ok()))
+    };
+    let strace = strace_counts(&strace_out);
+    let strace_of = |name: &str| strace.iter().find(|(n, _, _)| n == name).map(|(_, c, e)| (*c, *e));
+    let table = [
+        ("getppid", libc::SYS_getppid, GETPPID, 0),
+        ("openat", libc::SYS_openat, OPENAT, OPENAT),
+        ("write", libc::SYS_write, WRITE, 0),
+    ];
+    for (name, nr, calls, errors) in table {
+        let calls = calls as u64;
+        assert_eq!(count_of(&kernel_counts, name), Some(calls), "kernel count of {name}:\n{kernel_counts}");
+        assert_eq!(bpftrace_of(nr), Some(calls), "bpftrace count of {name}:\n{text}");
+        assert_eq!(strace_of(name), Some((calls, errors as u64)), "strace count of {name}: {strace:?}");
+    }
+    assert_eq!(count_of(&event_counts, "getppid -"), Some(GETPPID as u64), "{event_counts}");
+    assert_eq!(count_of(&event_counts, "openat ENOENT"), Some(OPENAT as u64), "{event_counts}");
+    assert_eq!(count_of(&event_counts, "write -"), Some(WRITE as u64), "{event_counts}");
+    assert!(kernel_summary.contains("lost 0 events") && event_summary.contains("lost 0 events"));
+}
+
+#[test]
+fn mistakes_are_one_line_errors_with_close_names() {
+    if !privileged("mistakes_are_one_line_errors_with_close_names") {
+        return; // tracefs, where tracepoint names are looked up, is root's
+    }
+    for (args, expected) in [
+        (&["tracepoint:sched:sched_proces_fork"][..], "did you mean sched:sched_process_fork"),
+        (&["sycall"][..], "did you mean syscall?"),
+        (&["syscall", "getppidd"][..], "unknown syscall `getppidd` (did you mean getppid"),
+        (&["syscall", "--where", "ret <"][..], "at column 6"),
+        (&["syscall", "--where", "rett < 0"][..], "unknown field `rett` (did you mean ret"),
+        (&["exec", "--count-by", "comn"][..], "unknown field `comn` (did you mean comm"),
+        (&["exec", "--duration", "3 weeks"][..], "unknown unit"),
+    ] {
+        let out = Command::new(BINARY).arg("trace").args(args).output().expect("run kernsight");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
