@@ -377,3 +377,63 @@ fn mistakes_are_one_line_errors_with_close_names() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn presets_name_what_the_test_caused() {
+    if !privileged("presets_name_what_the_test_caused") {
+        return;
+    }
+    let _serial = serial();
+    let me = std::process::id().to_string();
+    let tcp = Tracer::start(&["tcp", "--pid", &me, "-o", "json"]);
+    let drop = Tracer::start(&["drop", "--pid", &me, "-o", "json", "--where", "reason == \"NO_SOCKET\""]);
+    let signal = Tracer::start(&["signal", "--pid", &me, "-o", "json"]);
+    let cap = Tracer::start(&["cap", "--pid", &me, "-o", "json", "--where", "capability == \"CAP_CHOWN\""]);
+
+    // A SYN to a loopback port nobody listens on: SYN_SENT, then CLOSE on the RST, and the SYN
+    // is dropped for want of a socket.
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(refused.is_err(), "nothing listens on {port}");
+    // SIGTERM to a child of ours.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().expect("sleep");
+    let comm = format!("/proc/{}/comm", sleeper.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5)); // until it has exec'd
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(sleeper.id() as i32, libc::SIGTERM) };
+    let _ = sleeper.wait();
+    // chown to another user: a CAP_CHOWN check.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("owned");
+    std::fs::write(&file, b"").expect("create");
+    std::os::unix::fs::chown(&file, Some(65534), None).expect("chown");
+
+    let tcp = json_lines(&tcp.finish().0);
+    let states: Vec<(String, String, String)> = tcp
+        .iter()
+        .filter(|e| e["dst"] == format!("127.0.0.1:{port}"))
+        .map(|e| (e["oldstate"].to_string(), e["newstate"].to_string(), e["protocol"].to_string()))
+        .collect();
+    let expected = [("\"TCP_CLOSE\"", "\"TCP_SYN_SENT\""), ("\"TCP_SYN_SENT\"", "\"TCP_CLOSE\"")]
+        .map(|(a, b)| (a.to_owned(), b.to_owned(), "\"IPPROTO_TCP\"".to_owned()));
+    assert_eq!(states, expected, "{tcp:#?}");
+
+    let drops = json_lines(&drop.finish().0);
+    assert_eq!(drops.len(), 1, "one SYN dropped for want of a socket: {drops:#?}");
+    assert_eq!(drops[0]["protocol"], 0x0800, "IPv4: {}", drops[0]);
+
+    let signals = json_lines(&signal.finish().0);
+    let to_sleeper: Vec<&serde_json::Value> =
+        signals.iter().filter(|e| e["args.pid"] == serde_json::json!(sleeper.id())).collect();
+    assert_eq!(to_sleeper.len(), 1, "{signals:#?}");
+    assert_eq!(to_sleeper[0]["signal"], "SIGTERM");
+    assert_eq!(to_sleeper[0]["args.comm"], "sleep");
+
+    let caps = json_lines(&cap.finish().0);
+    assert!(!caps.is_empty(), "the chown checked CAP_CHOWN");
+    assert!(caps.iter().all(|e| e["cap"] == 0 && e["ret"] == 0), "{caps:#?}");
+}
