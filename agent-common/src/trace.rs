@@ -33,6 +33,8 @@ pub const TRACE_PATH_MAX: usize = 256;
 /// Read-only globals set by the loader.
 /// `u32`: trace only this process (tgid); 0 traces every process.
 pub const TRACE_FILTER_TGID_GLOBAL: &str = "TRACE_FILTER_TGID";
+/// `u32`: the tracer's own process, never traced.
+pub const TRACE_SELF_TGID_GLOBAL: &str = "TRACE_SELF_TGID";
 /// `u8`: non-zero traces only the cgroups in `TRACE_CGROUPS`.
 pub const TRACE_FILTER_CGROUPS_GLOBAL: &str = "TRACE_FILTER_CGROUPS";
 /// `u32`: bytes of each tracepoint record to copy (at most `TRACE_RECORD_MAX`, a multiple of 8).

@@ -48,6 +48,8 @@ static TRACE_FILTER_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static TRACE_FILTER_CGROUPS: u8 = 0;
 #[unsafe(no_mangle)]
+static TRACE_SELF_TGID: u32 = 0;
+#[unsafe(no_mangle)]
 static TRACE_RECORD_BYTES: u32 = 64;
 #[unsafe(no_mangle)]
 static TRACE_SYSCALL_COUNT_ONLY: u8 = 0;
@@ -67,8 +69,10 @@ const ARG_OFFSETS: [u32; 6] = [34 * 8, 8, 2 * 8, 3 * 8, 4 * 8, 5 * 8];
 #[inline(always)]
 fn traced_cgroup() -> Option<u64> {
     let tgid = global(&TRACE_FILTER_TGID);
-    // Pruned by the verifier when no process filter is set.
-    if tgid != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 != tgid {
+    let current = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // Pruned by the verifier when no process filter is set. The tracer's own calls (reading
+    // the ring buffer, printing) would otherwise feed back into the trace.
+    if (tgid != 0 && current != tgid) || current == global(&TRACE_SELF_TGID) {
         return None;
     }
     let (_, cgroup_id) = current_cgroup();

@@ -21,8 +21,9 @@ use kernsight_common::{
     trace::{
         SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount, TRACE_CGROUPS_MAP, TRACE_CGROUPS_MAX,
         TRACE_EVENTS_MAP, TRACE_FILTER_CGROUPS_GLOBAL, TRACE_FILTER_TGID_GLOBAL, TRACE_LOST_MAP,
-        TRACE_RECORD_BYTES_GLOBAL, TRACE_RECORD_MAX, TRACE_START_ENTRIES, TRACE_SYSCALL_COUNT_ONLY_GLOBAL,
-        TRACE_SYSCALL_COUNTS_MAP, TRACE_SYSCALL_SET_GLOBAL, TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
+        TRACE_RECORD_BYTES_GLOBAL, TRACE_RECORD_MAX, TRACE_SELF_TGID_GLOBAL, TRACE_START_ENTRIES,
+        TRACE_SYSCALL_COUNT_ONLY_GLOBAL, TRACE_SYSCALL_COUNTS_MAP, TRACE_SYSCALL_SET_GLOBAL,
+        TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
     },
 };
 
@@ -129,6 +130,7 @@ impl Trace {
             .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task.binprm_filename, true)
             .override_global(TRACE_FILTER_TGID_GLOBAL, &tgid, true)
             .override_global(TRACE_FILTER_CGROUPS_GLOBAL, &filter_cgroups, true)
+            .override_global(TRACE_SELF_TGID_GLOBAL, &std::process::id(), true)
             .override_global(TRACE_RECORD_BYTES_GLOBAL, &record_bytes, true)
             .override_global(TRACE_SYSCALL_COUNT_ONLY_GLOBAL, &count_only, true)
             .override_global(TRACE_SYSCALL_SET_GLOBAL, &set, true)
