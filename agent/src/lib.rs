@@ -11,4 +11,5 @@ pub mod kernel;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
+pub mod top;
 pub mod trace;

@@ -2,6 +2,7 @@
 
 mod inspect;
 mod run;
+mod top;
 pub mod trace;
 
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ enum Command {
     /// Trace events as they happen, filtered in the kernel by process, cgroup, container and
     /// syscall set: exec, exit, open, syscall, tcp, drop, oom, cap, signal, or any tracepoint.
     Trace(Box<trace::TraceArgs>),
+    /// Containers ranked by syscalls/s, errors/s, CPU throttling, run-queue delay, network
+    /// bytes and OOM kills, from a running agent (or one started for the view).
+    Top(top::TopArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -33,6 +37,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Trace(args) => trace::run(*args),
+        Command::Top(args) => top::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,8 +14,13 @@ pub fn align(header: &[String], rows: &[Vec<String>]) -> String {
             }
         }
     }
+    // A column of numbers (and `-` for none) is right-aligned.
+    let number = |c: &String| c.parse::<f64>().is_ok();
     let numeric: Vec<bool> = (0..widths.len())
-        .map(|i| !rows.is_empty() && rows.iter().all(|r| r.get(i).is_some_and(|c| c.parse::<f64>().is_ok())))
+        .map(|i| {
+            let cells: Vec<&String> = rows.iter().filter_map(|r| r.get(i)).filter(|c| *c != "-").collect();
+            !cells.is_empty() && cells.into_iter().all(number)
+        })
         .collect();
     let mut out = String::new();
     for row in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {

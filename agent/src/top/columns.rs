@@ -1,0 +1,212 @@
+//! The columns of `kernsight top`: each is computed from two scrapes of the agent's metrics, so a
+//! new metric family becomes a column by adding one line to `COLUMNS`. A column whose metrics
+//! the agent does not export (its family is disabled or not built in) is not shown.
+
+use std::collections::BTreeMap;
+
+use super::scrape::Sample;
+
+/// A workload: namespace, pod, container, and cgroup (for host processes).
+pub type Workload = (String, String, String, String);
+
+#[derive(Debug, Clone, Copy)]
+pub enum Compute {
+    /// Increase per second of the counters whose name matches.
+    Rate(Match),
+    /// Increase of the first over the increase of the second, in percent.
+    Ratio(Match, Match),
+    /// A histogram's mean over the interval: Δ`_sum` / Δ`_count`, shown in milliseconds.
+    MeanMillis(&'static str),
+    /// The latest value (a counter since the agent started, or a gauge).
+    Latest(Match),
+}
+
+/// Which metric names a column sums.
+#[derive(Debug, Clone, Copy)]
+pub enum Match {
+    Exact(&'static str),
+    /// Every family with this prefix and suffix (families other kernsight versions may add).
+    Around(&'static str, &'static str),
+}
+
+impl Match {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Self::Exact(n) => name == *n,
+            Self::Around(prefix, suffix) => name.starts_with(prefix) && name.ends_with(suffix),
+        }
+    }
+}
+
+pub struct Column {
+    pub header: &'static str,
+    pub compute: Compute,
+    /// Shown even when no workload has a value yet (a zero that matters: no OOM kill).
+    pub always: bool,
+}
+
+pub const COLUMNS: &[Column] = &[
+    Column {
+        header: "SYSCALLS/S",
+        compute: Compute::Rate(Match::Exact("kernsight_syscalls_total")),
+        always: true,
+    },
+    Column {
+        header: "ERRORS/S",
+        compute: Compute::Rate(Match::Exact("kernsight_syscall_errors_total")),
+        always: true,
+    },
+    Column {
+        header: "THROTTLED%",
+        compute: Compute::Ratio(
+            Match::Exact("kernsight_container_cpu_throttled_periods_total"),
+            Match::Exact("kernsight_container_cpu_periods_total"),
+        ),
+        always: true,
+    },
+    Column {
+        header: "RUNQ_MS",
+        compute: Compute::MeanMillis("kernsight_runqueue_latency_seconds"),
+        always: true,
+    },
+    Column {
+        header: "NET_B/S",
+        compute: Compute::Rate(Match::Around("kernsight_net", "_bytes_total")),
+        always: false,
+    },
+    Column {
+        header: "OOM_KILLS",
+        compute: Compute::Latest(Match::Exact("kernsight_oom_kills_total")),
+        always: true,
+    },
+    Column {
+        header: "EXECS/S",
+        compute: Compute::Rate(Match::Exact("kernsight_process_execs_total")),
+        always: false,
+    },
+];
+
+fn workload(sample: &Sample) -> Option<Workload> {
+    let label = |name: &str| sample.labels.get(name).cloned().unwrap_or_default();
+    let key = (label("namespace"), label("pod"), label("container"), label("cgroup"));
+    // Agent-wide families carry none of these labels: they are not a workload's.
+    (key != Workload::default()).then_some(key)
+}
+
+/// Per workload, the sum of the samples that `matches` selects.
+fn sums(samples: &[Sample], matches: impl Fn(&str) -> bool) -> BTreeMap<Workload, f64> {
+    let mut sums = BTreeMap::new();
+    for sample in samples.iter().filter(|s| matches(&s.name)) {
+        if let Some(key) = workload(sample) {
+            *sums.entry(key).or_insert(0.0) += sample.value;
+        }
+    }
+    sums
+}
+
+impl Column {
+    /// Whether to show this column: always, or when the agent exports its metrics.
+    pub fn available(&self, samples: &[Sample]) -> bool {
+        if self.always {
+            return true;
+        }
+        let exported = |m: &Match| samples.iter().any(|s| m.matches(&s.name));
+        match &self.compute {
+            Compute::Rate(m) | Compute::Latest(m) | Compute::Ratio(m, _) => exported(m),
+            Compute::MeanMillis(base) => samples.iter().any(|s| s.name == format!("{base}_count")),
+        }
+    }
+
+    /// The column's value per workload, from a scrape `seconds` before the other.
+    pub fn values(&self, before: &[Sample], after: &[Sample], seconds: f64) -> BTreeMap<Workload, f64> {
+        let delta = |m: &Match| {
+            let old = sums(before, |n| m.matches(n));
+            let mut new = sums(after, |n| m.matches(n));
+            for (key, value) in new.iter_mut() {
+                // A counter that went down was reset (agent restarted): count from zero.
+                let previous = old.get(key).copied().unwrap_or(0.0);
+                *value = if *value >= previous { *value - previous } else { *value };
+            }
+            new
+        };
+        match &self.compute {
+            Compute::Rate(m) => delta(m)
+                .into_iter()
+                .map(|(k, v)| (k, if seconds > 0.0 { v / seconds } else { 0.0 }))
+                .collect(),
+            Compute::Ratio(part, whole) => {
+                let (part, whole) = (delta(part), delta(whole));
+                whole
+                    .into_iter()
+                    .map(|(k, w)| {
+                        let p = part.get(&k).copied().unwrap_or(0.0);
+                        (k, if w > 0.0 { 100.0 * p / w } else { 0.0 })
+                    })
+                    .collect()
+            }
+            Compute::MeanMillis(base) => {
+                let sum_name = format!("{base}_sum");
+                let count_name = format!("{base}_count");
+                let delta_of = |name: &str| {
+                    let old = sums(before, |n| n == name);
+                    let mut new = sums(after, |n| n == name);
+                    for (key, value) in new.iter_mut() {
+                        *value -= old.get(key).copied().unwrap_or(0.0).min(*value);
+                    }
+                    new
+                };
+                let (total, count) = (delta_of(&sum_name), delta_of(&count_name));
+                count
+                    .into_iter()
+                    .map(|(k, c)| {
+                        let s = total.get(&k).copied().unwrap_or(0.0);
+                        (k, if c > 0.0 { 1000.0 * s / c } else { 0.0 })
+                    })
+                    .collect()
+            }
+            Compute::Latest(m) => sums(after, |n| m.matches(n)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::top::scrape::parse;
+
+    #[test]
+    fn rates_ratios_and_means_between_two_scrapes() {
+        let before = parse(
+            "kernsight_syscalls_total{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\",syscall=\"read\"} 100\n\
+             kernsight_syscalls_total{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\",syscall=\"write\"} 50\n\
+             kernsight_container_cpu_throttled_periods_total{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\"} 1\n\
+             kernsight_container_cpu_periods_total{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\"} 10\n\
+             kernsight_runqueue_latency_seconds_sum{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/x\"} 1\n\
+             kernsight_runqueue_latency_seconds_count{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/x\"} 10\n\
+             kernsight_build_info{version=\"1\"} 1\n",
+        );
+        let after = parse(
+            "kernsight_syscalls_total{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\",syscall=\"read\"} 300\n\
+             kernsight_syscalls_total{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\",syscall=\"write\"} 150\n\
+             kernsight_container_cpu_throttled_periods_total{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\"} 6\n\
+             kernsight_container_cpu_periods_total{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\"} 30\n\
+             kernsight_runqueue_latency_seconds_sum{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/x\"} 1.5\n\
+             kernsight_runqueue_latency_seconds_count{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/x\"} 20\n",
+        );
+        let key = ("ns".to_owned(), "p".to_owned(), "c".to_owned(), String::new());
+        let host = (String::new(), String::new(), String::new(), "/x".to_owned());
+        let value = |header: &str, key: &Workload| {
+            let column = COLUMNS.iter().find(|c| c.header == header).unwrap();
+            column.values(&before, &after, 2.0).get(key).copied()
+        };
+        assert_eq!(value("SYSCALLS/S", &key), Some(150.0));
+        assert_eq!(value("THROTTLED%", &key), Some(25.0));
+        assert_eq!(value("RUNQ_MS", &host), Some(50.0));
+        assert!(!COLUMNS.iter().find(|c| c.header == "NET_B/S").unwrap().available(&after));
+        assert!(COLUMNS[0].available(&after));
+        assert!(
+            COLUMNS.iter().find(|c| c.header == "OOM_KILLS").unwrap().available(&after),
+            "a zero that matters"
+        );
+    }
+}

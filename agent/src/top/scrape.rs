@@ -1,0 +1,144 @@
+//! Reading a kernsight agent's `/metrics`: a plain HTTP GET over loopback and a parser of the
+//! Prometheus text format (the samples only; comments and types are not needed).
+
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::{TcpStream, ToSocketAddrs as _},
+    time::Duration,
+};
+
+/// One sample: name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error(
+        "no kernsight agent answers at {0} ({1}): start one with `kernsight run` or name it with --agent HOST:PORT"
+    )]
+    Connect(String, std::io::Error),
+    #[error("reading {0}/metrics: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}/metrics answered {1}")]
+    Status(String, String),
+}
+
+/// `GET /metrics` from `address` (`host:port`).
+pub fn fetch(address: &str) -> Result<String, ScrapeError> {
+    let timeout = Duration::from_secs(10);
+    let connect = || -> std::io::Result<TcpStream> {
+        let target = address
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such address"))?;
+        TcpStream::connect_timeout(&target, timeout)
+    };
+    let mut stream = connect().map_err(|e| ScrapeError::Connect(address.to_owned(), e))?;
+    let read = |stream: &mut TcpStream| -> std::io::Result<String> {
+        stream.set_read_timeout(Some(timeout))?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\nAccept: text/plain\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    };
+    let response = read(&mut stream).map_err(|e| ScrapeError::Read(address.to_owned(), e))?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default();
+    if status.split(' ').nth(1) != Some("200") {
+        return Err(ScrapeError::Status(address.to_owned(), status.to_owned()));
+    }
+    Ok(body.to_owned())
+}
+
+/// The samples of a text exposition; malformed lines are skipped.
+pub fn parse(text: &str) -> Vec<Sample> {
+    text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).filter_map(sample).collect()
+}
+
+fn sample(line: &str) -> Option<Sample> {
+    let (series, rest) = match line.find('{') {
+        Some(open) => {
+            let close = closing_brace(line, open)?;
+            (&line[..close + 1], &line[close + 1..])
+        }
+        None => line.split_once(' ')?,
+    };
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    let (name, labels) = match series.split_once('{') {
+        Some((name, labels)) => (name, labels.strip_suffix('}')?),
+        None => (series, ""),
+    };
+    Some(Sample { name: name.to_owned(), labels: parse_labels(labels)?, value })
+}
+
+/// The `}` that closes the label set opened at `open`, skipping quoted values.
+fn closing_brace(line: &str, open: usize) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices().skip_while(|(i, _)| *i <= open) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `a="x",b="y \"q\""` → {a: x, b: y "q"}
+fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let mut chars = after.strip_prefix('"')?.char_indices();
+        let mut value = String::new();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '\\' => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                '"' => break i,
+                c => value.push(c),
+            }
+        };
+        labels.insert(key.trim().to_owned(), value);
+        rest = after[end + 2..].trim_start_matches(',').trim();
+    }
+    Some(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_samples_with_quoted_labels() {
+        let text = "# HELP x y\n# TYPE x counter\nx_total{pod=\"a,b\",container=\"c\\\"d\"} 12\nup 1\n\
+                    h_bucket{le=\"+Inf\"} 3\nbad line\nh_sum 0.5\n";
+        let samples = parse(text);
+        assert_eq!(samples.len(), 4);
+        assert_eq!(samples[0].name, "x_total");
+        assert_eq!(samples[0].labels.get("pod").map(String::as_str), Some("a,b"));
+        assert_eq!(samples[0].labels.get("container").map(String::as_str), Some("c\"d"));
+        assert_eq!(samples[0].value, 12.0);
+        assert_eq!(samples[1], Sample { name: "up".into(), labels: BTreeMap::new(), value: 1.0 });
+        assert_eq!(samples[2].labels.get("le").map(String::as_str), Some("+Inf"));
+        assert_eq!(samples[3].value, 0.5);
+        assert!(parse("x{a=\"unterminated} 1\n").is_empty());
+    }
+}
