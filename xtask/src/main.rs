@@ -6,6 +6,8 @@
 //! - `cargo xtask test`: set up, then format check, clippy and every test (root-only ones too)
 //! - `cargo xtask bench syscalls`: per-syscall overhead next to bpftrace
 //! - `cargo xtask bench sched`: per-context-switch overhead of the scheduler programs
+//! - `cargo xtask bench trace`: events/s and CPU of `kernsight trace` and the cost of kernel
+//!   counting, next to bpftrace
 //!
 //! It depends on nothing but std so that it compiles on the machine's stock toolchain, before
 //! `setup` has installed the pinned ones.
@@ -15,12 +17,13 @@ mod process;
 mod sched_bench;
 mod scrape_bench;
 mod setup;
+mod trace_bench;
 
 use std::process::ExitCode;
 
 use process::{Step, cargo, is_root, workspace_root};
 
-const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [syscalls | scrape [N] | sched]>";
+const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [syscalls | scrape [N] | sched | trace]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,6 +43,8 @@ fn main() -> ExitCode {
         "bench" => setup::run().and_then(|()| build_release()).and_then(|()| bench::run(rest)),
         // Internal: the syscall loop the benchmark times, run as its own process.
         "__syscall-loop" => bench::syscall_loop(rest),
+        // Internal: the open storm `bench trace` traces.
+        "__open-loop" => trace_bench::open_loop(rest),
         // Internal: the pipe ping-pong `bench sched` times, and its echoing partner.
         "__ping-pong" => sched_bench::ping_pong(rest),
         "__echo" => sched_bench::echo(),

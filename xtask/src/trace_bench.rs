@@ -1,0 +1,301 @@
+//! `cargo xtask bench trace`: what ad-hoc tracing costs, next to bpftrace doing the same.
+//!
+//! 1. An open storm: a pinned process makes `openat` calls of a missing file as fast as it can
+//!    while a tracer prints one line per call (to /dev/null): how many events per second reach
+//!    the tracer, how many are lost, and the tracer's CPU time per million events.
+//! 2. The per-syscall cost of counting every syscall by syscall number in the kernel:
+//!    `kernsight trace syscall --count-by syscall` against bpftrace's
+//!    `@[args->id] = count()` and `@[probe] = count()` on `raw_syscalls:sys_exit`, timed on the
+//!    `getppid` loop of `bench syscalls`.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    bench::{Stream, median, run_pinned, start_and_wait, stop},
+    process::{is_root, output, workspace_root},
+};
+
+const OPENS: u64 = 300_000;
+const ROUNDS: usize = 3;
+const SYSCALL_CALLS: u64 = 3_000_000;
+const MISSING: &str = "/nonexistent-kernsight-bench/file";
+
+pub fn run() -> Result<(), String> {
+    if !is_root() {
+        return Err("the benchmark attaches eBPF programs: run it as root".into());
+    }
+    open_storm()?;
+    count_cost()
+}
+
+enum Storm {
+    Bare,
+    Kernsight,
+    Bpftrace,
+}
+
+struct StormResult {
+    ns_per_open: f64,
+    delivered: u64,
+    lost: u64,
+    cpu_seconds: f64,
+}
+
+fn open_storm() -> Result<(), String> {
+    println!("open storm: {OPENS} failing openat calls per run, one printed event each, {ROUNDS} rounds\n");
+    let configs = [
+        ("bare (nothing attached)", Storm::Bare),
+        ("kernsight trace open --pid P -o json", Storm::Kernsight),
+        ("bpftrace printf per openat (sys_enter/sys_exit_openat)", Storm::Bpftrace),
+    ];
+    let mut results: Vec<Vec<StormResult>> = configs.iter().map(|_| Vec::new()).collect();
+    for round in 1..=ROUNDS {
+        for ((name, storm), results) in configs.iter().zip(&mut results) {
+            let r = storm_once(storm)?;
+            eprintln!(
+                "round {round}/{ROUNDS}: {name:<56} {:7.0} ns/open, delivered {}, lost {}, cpu {:.2} s",
+                r.ns_per_open, r.delivered, r.lost, r.cpu_seconds
+            );
+            results.push(r);
+        }
+    }
+    println!(
+        "\n{:<56} {:>10} {:>12} {:>10} {:>8} {:>16}",
+        "configuration", "ns/open", "events/s", "delivered", "lost", "cpu s/1M events"
+    );
+    for ((name, storm), results) in configs.iter().zip(&results) {
+        let ns = median(&results.iter().map(|r| r.ns_per_open).collect::<Vec<_>>());
+        let delivered = median(&results.iter().map(|r| r.delivered as f64).collect::<Vec<_>>());
+        let lost = results.iter().map(|r| r.lost).max().unwrap_or(0);
+        let cpu = median(
+            &results.iter().map(|r| r.cpu_seconds / r.delivered.max(1) as f64 * 1e6).collect::<Vec<_>>(),
+        );
+        let rate = 1e9 / ns;
+        match storm {
+            Storm::Bare => println!("{name:<56} {ns:10.0} {rate:12.0} {:>10} {:>8} {:>16}", "-", "-", "-"),
+            _ => println!("{name:<56} {ns:10.0} {rate:12.0} {delivered:10.0} {lost:8} {cpu:16.2}"),
+        }
+    }
+    println!("(events/s: the rate the traced process ran at; lost: the worst round)\n");
+    Ok(())
+}
+
+/// The tracer's user + system CPU seconds so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks: f64 =
+        output(Command::new("getconf").arg("CLK_TCK")).and_then(|t| t.trim().parse().ok()).unwrap_or(100.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = after.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+    (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / ticks
+}
+
+fn storm_once(storm: &Storm) -> Result<StormResult, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
+    let mut command = if output(Command::new("taskset").arg("-V")).is_some() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let mut storm_process = command
+        .args(["__open-loop", &OPENS.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the open loop: {e}"))?;
+    let pid = storm_process.id().to_string();
+    let mut tracer = match storm {
+        Storm::Bare => None,
+        Storm::Kernsight => {
+            let mut command = Command::new(workspace_root().join("target/release/kernsight"));
+            command.args(["trace", "open", "--pid", &pid, "-o", "json", "--buffer-mib", "16"]);
+            Some(Tracer::start(command, "tracing ")?)
+        }
+        Storm::Bpftrace => {
+            let script = format!(
+                r#"BEGIN {{ printf("ready\n"); }}
+                tracepoint:syscalls:sys_enter_openat /pid == {pid}/ {{ @path[tid] = args->filename; }}
+                tracepoint:syscalls:sys_exit_openat /pid == {pid}/ {{
+                    printf("{{\"pid\":%d,\"comm\":\"%s\",\"ret\":%d,\"path\":\"%s\"}}\n",
+                           pid, comm, args->ret, str(@path[tid]));
+                    delete(@path[tid]);
+                }}"#
+            );
+            let mut command = Command::new("bpftrace");
+            command.args(["-e", &script]);
+            Some(Tracer::start(command, "ready")?)
+        }
+    };
+    let cpu_before = tracer.as_ref().map_or(0.0, |t| cpu_seconds(t.child.id()));
+    if let Some(mut stdin) = storm_process.stdin.take() {
+        stdin.write_all(b"go\n").map_err(|e| format!("starting the open loop: {e}"))?;
+    }
+    let mut out = String::new();
+    if let Some(mut stdout) = storm_process.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    let _ = storm_process.wait();
+    let ns_per_open: f64 =
+        out.trim().parse().map_err(|e| format!("the open loop printed `{}`: {e}", out.trim()))?;
+    let Some(tracer) = tracer.as_mut() else {
+        return Ok(StormResult { ns_per_open, delivered: 0, lost: 0, cpu_seconds: 0.0 });
+    };
+    // Let the tracer drain what is queued (until its output stops growing), then stop it.
+    let mut last = u64::MAX;
+    while tracer.lines() != last {
+        last = tracer.lines();
+        thread::sleep(Duration::from_millis(300));
+    }
+    let cpu_seconds = cpu_seconds(tracer.child.id()) - cpu_before;
+    stop(&mut tracer.child);
+    thread::sleep(Duration::from_millis(200)); // the readers see the last lines
+    let delivered = tracer.lines().saturating_sub(u64::from(matches!(storm, Storm::Bpftrace)));
+    Ok(StormResult { ns_per_open, delivered, lost: tracer.lost(), cpu_seconds })
+}
+
+/// A tracer whose stdout lines are counted and whose stderr is kept (for its loss reports).
+struct Tracer {
+    child: Child,
+    lines: Arc<AtomicU64>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Tracer {
+    /// Starts `command`; ready once a line of stdout or stderr starts with `ready`.
+    fn start(mut command: Command, ready: &'static str) -> Result<Self, String> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+        let (stdout, stderr) =
+            (child.stdout.take().ok_or("no stdout")?, child.stderr.take().ok_or("no stderr")?);
+        let lines = Arc::new(AtomicU64::new(0));
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let (count, tx_out) = (lines.clone(), tx.clone());
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line.starts_with(ready) {
+                    let _ = tx_out.send(());
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+                line.clear();
+            }
+        });
+        let keep = kept.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.starts_with(ready) {
+                    let _ = tx.send(());
+                }
+                keep.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            stop(&mut child);
+            return Err(format!("{command:?} did not start within 60 s"));
+        }
+        Ok(Self { child, lines, stderr: kept })
+    }
+
+    fn lines(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
+    }
+
+    /// kernsight: `lost N events`; bpftrace: the sum of its `Lost N events` warnings.
+    fn lost(&self) -> u64 {
+        let stderr = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        stderr
+            .iter()
+            .filter_map(|line| {
+                let at = line.find("ost ")?;
+                line[at + 4..].split(' ').next()?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+}
+
+/// `__open-loop N`: waits for a line on stdin, makes N openat calls of a missing file, prints
+/// ns per call.
+pub fn open_loop(args: &[String]) -> Result<(), String> {
+    let calls: u64 = args.first().and_then(|n| n.parse().ok()).ok_or("usage: __open-loop CALLS")?;
+    let mut go = String::new();
+    let _ = std::io::stdin().read_line(&mut go);
+    let started = Instant::now();
+    for _ in 0..calls {
+        let _ = std::hint::black_box(std::fs::File::open(MISSING));
+    }
+    println!("{:.2}", started.elapsed().as_nanos() as f64 / calls as f64);
+    Ok(())
+}
+
+fn count_cost() -> Result<(), String> {
+    enum Counter {
+        None,
+        Bpftrace(&'static str),
+        Kernsight,
+    }
+    let configs = [
+        ("bare (nothing attached)", Counter::None),
+        (
+            "bpftrace: @[args->id] = count() on sys_exit",
+            Counter::Bpftrace("tracepoint:raw_syscalls:sys_exit { @[args->id] = count(); }"),
+        ),
+        (
+            "bpftrace: @[probe] = count() on sys_exit",
+            Counter::Bpftrace("tracepoint:raw_syscalls:sys_exit { @[probe] = count(); }"),
+        ),
+        ("kernsight trace syscall --count-by syscall", Counter::Kernsight),
+    ];
+    println!(
+        "getppid loop: {SYSCALL_CALLS} calls per run, every syscall counted machine-wide, {ROUNDS} rounds\n"
+    );
+    let mut samples: Vec<Vec<f64>> = configs.iter().map(|_| Vec::new()).collect();
+    for round in 1..=ROUNDS {
+        for ((name, counter), samples) in configs.iter().zip(&mut samples) {
+            let mut attached = match counter {
+                Counter::None => None,
+                Counter::Bpftrace(script) => {
+                    let mut command = Command::new("bpftrace");
+                    command.args(["-e", script]);
+                    Some(start_and_wait(command, Stream::Stdout, "Attaching", Duration::from_secs(2))?.0)
+                }
+                Counter::Kernsight => {
+                    let mut command = Command::new(workspace_root().join("target/release/kernsight"));
+                    command.args(["trace", "syscall", "--count-by", "syscall"]);
+                    Some(Tracer::start(command, "tracing ")?.child)
+                }
+            };
+            let ns = run_pinned("__syscall-loop", SYSCALL_CALLS);
+            if let Some(child) = attached.as_mut() {
+                stop(child);
+            }
+            let ns = ns?;
+            eprintln!("round {round}/{ROUNDS}: {name:<50} {ns:7.1} ns/syscall");
+            samples.push(ns);
+        }
+    }
+    let medians: Vec<f64> = samples.iter().map(|s| median(s)).collect();
+    println!("\n{:<50} {:>9} {:>10}", "configuration", "median", "overhead");
+    for ((name, _), m) in configs.iter().zip(&medians) {
+        println!("{name:<50} {m:7.1}ns {:+8.1}ns", m - medians[0]);
+    }
+    Ok(())
+}
