@@ -162,11 +162,12 @@ fn storm_once(storm: &Storm) -> Result<StormResult, String> {
     let cpu_seconds = cpu_seconds(tracer.child.id()) - cpu_before;
     stop(&mut tracer.child);
     thread::sleep(Duration::from_millis(200)); // the readers see the last lines
-    let delivered = tracer.lines().saturating_sub(u64::from(matches!(storm, Storm::Bpftrace)));
+    let delivered = tracer.lines();
     Ok(StormResult { ns_per_open, delivered, lost: tracer.lost(), cpu_seconds })
 }
 
-/// A tracer whose stdout lines are counted and whose stderr is kept (for its loss reports).
+/// A tracer whose JSON lines on stdout are counted and whose other lines are kept (for its
+/// loss reports).
 struct Tracer {
     child: Child,
     lines: Arc<AtomicU64>,
@@ -185,9 +186,9 @@ impl Tracer {
         let (stdout, stderr) =
             (child.stdout.take().ok_or("no stdout")?, child.stderr.take().ok_or("no stderr")?);
         let lines = Arc::new(AtomicU64::new(0));
-        let kept = Arc::new(Mutex::new(Vec::new()));
+        let kept: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
-        let (count, tx_out) = (lines.clone(), tx.clone());
+        let (count, tx_out, keep_out) = (lines.clone(), tx.clone(), kept.clone());
         thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
@@ -195,7 +196,13 @@ impl Tracer {
                 if line.starts_with(ready) {
                     let _ = tx_out.send(());
                 }
-                count.fetch_add(1, Ordering::Relaxed);
+                // Events are JSON objects; banners and map dumps are not counted.
+                if line.starts_with('{') {
+                    count.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // bpftrace reports losses on stdout ("Lost N events").
+                    keep_out.lock().unwrap_or_else(|e| e.into_inner()).push(line.trim_end().to_owned());
+                }
                 line.clear();
             }
         });

@@ -26,7 +26,23 @@ pub const FIELDS: [(&str, Kind); 5] = [
 /// How often an unknown cgroup id may trigger a walk of the hierarchies.
 const RESCAN_EVERY: Duration = Duration::from_millis(500);
 
+/// How long the identity of a cgroup is reused before asking the resolver again (it names a
+/// container once a runtime answered).
+const IDENTITY_TTL: Duration = Duration::from_secs(1);
+
+/// What an event of a cgroup gets: its path, container, pod and namespace.
+struct Identity {
+    path: Value,
+    container: Value,
+    pod: Value,
+    namespace: Value,
+    at: Instant,
+}
+
 pub struct Enricher {
+    /// Per cgroup id: resolving a path and a workload per event would cost more than the rest
+    /// of the event's handling.
+    identities: std::collections::HashMap<u64, Identity>,
     index: CgroupIndex,
     resolver: Arc<Resolver>,
     last_rescan: Instant,
@@ -54,6 +70,7 @@ impl Enricher {
         let mut index = hierarchies.index();
         index.rescan();
         Self {
+            identities: std::collections::HashMap::new(),
             index,
             resolver,
             last_rescan: Instant::now(),
@@ -85,14 +102,27 @@ impl Enricher {
             Some(Value::UInt(id)) => *id,
             _ => 0,
         };
-        let path = self.path_of(cgroup_id);
-        let workload = self.resolver.workload(&path);
+        let fresh = self.identities.get(&cgroup_id).is_some_and(|i| i.at.elapsed() < IDENTITY_TTL);
+        if !fresh {
+            let path = self.path_of(cgroup_id);
+            let workload = self.resolver.workload(&path);
+            let identity = Identity {
+                path: Value::Str(path),
+                container: Value::Str(workload.container),
+                pod: Value::Str(workload.pod),
+                namespace: Value::Str(workload.namespace),
+                at: Instant::now(),
+            };
+            self.identities.insert(cgroup_id, identity);
+        }
         let [time, cgroup, container, pod, namespace] = &self.names;
         event.push(time, Value::Str(wall_clock(i128::from(time_ns) + self.realtime_offset_ns)));
-        event.push(cgroup, Value::Str(path));
-        event.push(container, Value::Str(workload.container));
-        event.push(pod, Value::Str(workload.pod));
-        event.push(namespace, Value::Str(workload.namespace));
+        if let Some(identity) = self.identities.get(&cgroup_id) {
+            event.push(cgroup, identity.path.clone());
+            event.push(container, identity.container.clone());
+            event.push(pod, identity.pod.clone());
+            event.push(namespace, identity.namespace.clone());
+        }
     }
 
     /// The cgroup ids of the containers `filter` selects, waiting up to `wait` for the
