@@ -40,7 +40,8 @@ pub fn run() -> Result<(), String> {
 
 enum Storm {
     Bare,
-    Kernsight,
+    /// Opens per second the loop is held to (0: as fast as it can).
+    Kernsight(u64),
     Bpftrace,
 }
 
@@ -55,7 +56,10 @@ fn open_storm() -> Result<(), String> {
     println!("open storm: {OPENS} failing openat calls per run, one printed event each, {ROUNDS} rounds\n");
     let configs = [
         ("bare (nothing attached)", Storm::Bare),
-        ("kernsight trace open --pid P -o json", Storm::Kernsight),
+        ("kernsight trace open --pid P -o json", Storm::Kernsight(0)),
+        ("kernsight, loop held to 300,000 opens/s", Storm::Kernsight(300_000)),
+        ("kernsight, loop held to 200,000 opens/s", Storm::Kernsight(200_000)),
+        ("kernsight, loop held to 100,000 opens/s", Storm::Kernsight(100_000)),
         ("bpftrace printf per openat (sys_enter/sys_exit_openat)", Storm::Bpftrace),
     ];
     let mut results: Vec<Vec<StormResult>> = configs.iter().map(|_| Vec::new()).collect();
@@ -102,6 +106,10 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn storm_once(storm: &Storm) -> Result<StormResult, String> {
+    let rate = match storm {
+        Storm::Kernsight(rate) => *rate,
+        _ => 0,
+    };
     let exe = std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
     let mut command = if output(Command::new("taskset").arg("-V")).is_some() {
         let mut c = Command::new("taskset");
@@ -111,7 +119,7 @@ fn storm_once(storm: &Storm) -> Result<StormResult, String> {
         Command::new(exe)
     };
     let mut storm_process = command
-        .args(["__open-loop", &OPENS.to_string()])
+        .args(["__open-loop", &OPENS.to_string(), &rate.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -119,7 +127,7 @@ fn storm_once(storm: &Storm) -> Result<StormResult, String> {
     let pid = storm_process.id().to_string();
     let mut tracer = match storm {
         Storm::Bare => None,
-        Storm::Kernsight => {
+        Storm::Kernsight(_) => {
             let mut command = Command::new(workspace_root().join("target/release/kernsight"));
             command.args(["trace", "open", "--pid", &pid, "-o", "json", "--buffer-mib", "16"]);
             Some(Tracer::start(command, "tracing ")?)
@@ -239,15 +247,23 @@ impl Tracer {
     }
 }
 
-/// `__open-loop N`: waits for a line on stdin, makes N openat calls of a missing file, prints
-/// ns per call.
+/// `__open-loop N [RATE]`: waits for a line on stdin, makes N openat calls of a missing file
+/// (at most RATE per second when given and non-zero), prints ns per call.
 pub fn open_loop(args: &[String]) -> Result<(), String> {
-    let calls: u64 = args.first().and_then(|n| n.parse().ok()).ok_or("usage: __open-loop CALLS")?;
+    let calls: u64 = args.first().and_then(|n| n.parse().ok()).ok_or("usage: __open-loop CALLS [RATE]")?;
+    let rate: u64 = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(0);
     let mut go = String::new();
     let _ = std::io::stdin().read_line(&mut go);
     let started = Instant::now();
-    for _ in 0..calls {
+    for i in 0..calls {
         let _ = std::hint::black_box(std::fs::File::open(MISSING));
+        // Paced in batches of 100: ahead of schedule, wait (spinning keeps the timing exact).
+        if rate > 0 && i % 100 == 99 {
+            let due = Duration::from_secs_f64((i + 1) as f64 / rate as f64);
+            while started.elapsed() < due {
+                std::hint::spin_loop();
+            }
+        }
     }
     println!("{:.2}", started.elapsed().as_nanos() as f64 / calls as f64);
     Ok(())

@@ -25,9 +25,22 @@ pub fn errno_name(errno: u32) -> Cow<'static, str> {
     if let Some((_, name)) = KERNEL_INTERNAL.iter().find(|(n, _)| *n == errno) {
         return Cow::Borrowed(name);
     }
+    // Named once: a trace of failing calls asks for the same few names at a high rate.
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| (0..KNOWN_ERRNOS).map(name_errno).collect());
+    match names.get(errno as usize) {
+        Some(name) => Cow::Borrowed(name.as_str()),
+        None => Cow::Owned(name_errno(errno)),
+    }
+}
+
+/// Errnos below this are named from a table built once (Linux's go up to 133).
+const KNOWN_ERRNOS: u32 = 256;
+
+fn name_errno(errno: u32) -> String {
     match i32::try_from(errno).map(nix::errno::Errno::from_raw) {
-        Ok(nix::errno::Errno::UnknownErrno) | Err(_) => Cow::Owned(format!("errno_{errno}")),
-        Ok(known) => Cow::Owned(format!("{known:?}")),
+        Ok(nix::errno::Errno::UnknownErrno) | Err(_) => format!("errno_{errno}"),
+        Ok(known) => format!("{known:?}"),
     }
 }
 

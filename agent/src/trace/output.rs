@@ -131,18 +131,65 @@ fn cell(column: &str, event: &Event) -> String {
     }
 }
 
-/// One JSON object, the fields in the event's order (a `serde_json::Map` would sort them).
+/// One JSON object, the fields in the event's order (a `serde_json::Map` would sort them),
+/// written directly: no intermediate JSON values per event.
 pub fn json_line(event: &Event) -> String {
-    let mut line = String::from("{");
+    let mut line = String::with_capacity(256);
+    line.push('{');
     for (i, (name, value)) in event.fields.iter().enumerate() {
         if i > 0 {
             line.push(',');
         }
-        let name = serde_json::Value::from(&**name);
-        let _ = write!(line, "{name}:{}", value.to_json());
+        json_string(&mut line, name);
+        line.push(':');
+        json_value(&mut line, value);
     }
     line.push_str("}\n");
     line
+}
+
+fn json_value(out: &mut String, value: &Value) {
+    match value {
+        Value::Int(v) => {
+            let _ = write!(out, "{v}");
+        }
+        Value::UInt(v) => {
+            let _ = write!(out, "{v}");
+        }
+        Value::Pointer(v) => {
+            let _ = write!(out, "\"{v:#x}\"");
+        }
+        Value::Str(s) => json_string(out, s),
+        Value::List(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_value(out, item);
+            }
+            out.push(']');
+        }
+    }
+}
+
+/// A JSON string literal (RFC 8259 escapes).
+fn json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -171,5 +218,12 @@ mod tests {
         let mut coloured = TablePrinter::new(vec!["pid".into()], true);
         assert!(coloured.event(&event).contains(RED));
         assert_eq!(json_line(&event), "{\"pid\":42,\"comm\":\"sh\",\"args\":\"echo hi\",\"ret\":-2}\n");
+        // Whatever the text, each line is one valid JSON object with the same values.
+        let mut odd = Event::default();
+        odd.push(&"path".into(), Value::Str("a\"b\\c\nd\u{1}é".into()));
+        odd.push(&"addr".into(), Value::Pointer(255));
+        odd.push(&"list".into(), Value::List(vec![Value::Int(-1), Value::UInt(2)]));
+        let parsed: serde_json::Value = serde_json::from_str(&json_line(&odd)).unwrap();
+        assert_eq!(parsed, serde_json::json!({"path": "a\"b\\c\nd\u{1}é", "addr": "0xff", "list": [-1, 2]}));
     }
 }
