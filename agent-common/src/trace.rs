@@ -14,6 +14,11 @@ pub const TRACE_LOST_MAP: &str = "TRACE_LOST";
 pub const TRACE_CGROUPS_MAP: &str = "TRACE_CGROUPS";
 /// LRU hash thread id → `sys_enter` timestamp (ns), for syscall latency.
 pub const TRACE_SYSCALL_START_MAP: &str = "TRACE_SYSCALL_START";
+/// Per-CPU array `syscall number * LATENCY_SLOTS + log2 bucket` → calls, filled in histogram
+/// mode (bucket 0: 0 ns; bucket `b`: `[2^(b-1), 2^b)` ns; the last one also holds longer).
+pub const TRACE_SYSCALL_LATENCY_MAP: &str = "TRACE_SYSCALL_LATENCY";
+/// Log2 latency buckets per syscall in `TRACE_SYSCALL_LATENCY`.
+pub const LATENCY_SLOTS: u32 = 64;
 /// Per-CPU array syscall number → `SyscallCount`, filled in counting mode.
 pub const TRACE_SYSCALL_COUNTS_MAP: &str = "TRACE_SYSCALL_COUNTS";
 
@@ -42,6 +47,8 @@ pub const TRACE_RECORD_BYTES_GLOBAL: &str = "TRACE_RECORD_BYTES";
 /// `u8`: non-zero makes the syscall programs count into `TRACE_SYSCALL_COUNTS` instead of
 /// streaming records.
 pub const TRACE_SYSCALL_COUNT_ONLY_GLOBAL: &str = "TRACE_SYSCALL_COUNT_ONLY";
+/// `u8`: non-zero makes counting mode also fill `TRACE_SYSCALL_LATENCY` (needs `sys_enter`).
+pub const TRACE_SYSCALL_HIST_GLOBAL: &str = "TRACE_SYSCALL_HIST";
 /// `[u8; TRACE_SYSCALLS]`: per syscall number, `SYSCALL_TRACED` and the path argument.
 pub const TRACE_SYSCALL_SET_GLOBAL: &str = "TRACE_SYSCALL_SET";
 

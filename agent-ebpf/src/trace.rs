@@ -17,8 +17,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use kernsight_common::trace::{
-    KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_UNKNOWN, SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount,
-    SyscallRecord, TRACE_PATH_MAX, TRACE_RECORD_MAX, TRACE_SYSCALLS, TraceHeader,
+    KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_SLOTS, LATENCY_UNKNOWN, SYSCALL_PATH_SHIFT, SYSCALL_TRACED,
+    SyscallCount, SyscallRecord, TRACE_PATH_MAX, TRACE_RECORD_MAX, TRACE_SYSCALLS, TraceHeader,
 };
 
 use crate::{
@@ -39,6 +39,11 @@ static TRACE_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(16, 0);
 #[map]
 static TRACE_SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16, 0);
 
+/// One entry in the object: `kernsight trace` sizes it (`TRACE_SYSCALLS * LATENCY_SLOTS`) when
+/// it uses it, so that the agent, which loads the same object, does not pay for it per CPU.
+#[map]
+static TRACE_SYSCALL_LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 static TRACE_SYSCALL_COUNTS: PerCpuArray<SyscallCount> =
     PerCpuArray::with_max_entries(TRACE_SYSCALLS as u32, 0);
@@ -53,6 +58,8 @@ static TRACE_SELF_TGID: u32 = 0;
 static TRACE_RECORD_BYTES: u32 = 64;
 #[unsafe(no_mangle)]
 static TRACE_SYSCALL_COUNT_ONLY: u8 = 0;
+#[unsafe(no_mangle)]
+static TRACE_SYSCALL_HIST: u8 = 0;
 #[unsafe(no_mangle)]
 static TRACE_SYSCALL_SET: [u8; TRACE_SYSCALLS] = [0; TRACE_SYSCALLS];
 
@@ -157,6 +164,27 @@ pub fn ks_trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Adds the time since this thread's `sys_enter` to syscall `id`'s log2 histogram.
+#[inline(always)]
+fn count_latency(id: u32) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(start) = (unsafe { TRACE_SYSCALL_START.get(&tid) }).copied() else {
+        return; // began before the trace did
+    };
+    let _ = TRACE_SYSCALL_START.remove(&tid);
+    // SAFETY: helper without preconditions.
+    let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+    let mut bucket = 64 - elapsed.leading_zeros();
+    if bucket >= LATENCY_SLOTS {
+        bucket = LATENCY_SLOTS - 1;
+    }
+    if let Some(slot) = TRACE_SYSCALL_LATENCY.get_ptr_mut(id * LATENCY_SLOTS + bucket) {
+        // SAFETY: this CPU's counter.
+        unsafe { *slot += 1 };
+    }
+}
+
 /// sys_exit(struct pt_regs *regs, long ret): a count, or a record of the call.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn ks_trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
@@ -170,6 +198,9 @@ pub fn ks_trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
     }
     let Some(cgroup_id) = traced_cgroup() else { return 0 };
     if global(&TRACE_SYSCALL_COUNT_ONLY) != 0 {
+        if global(&TRACE_SYSCALL_HIST) != 0 {
+            count_latency(id as u32);
+        }
         if let Some(count) = TRACE_SYSCALL_COUNTS.get_ptr_mut(id as u32) {
             // SAFETY: this CPU's counter.
             unsafe {

@@ -280,6 +280,18 @@ fn syscall_counts_are_exact_and_match_strace_and_bpftrace() {
     let pid = workload.id().to_string();
     std::thread::sleep(Duration::from_millis(300)); // let it reach its read()
     let kernel = Tracer::start(&["syscall", "--pid", &pid, "--count-by", "syscall"]);
+    let histograms = Tracer::start(&[
+        "syscall",
+        "getppid",
+        "openat",
+        "write",
+        "--pid",
+        &pid,
+        "--hist",
+        "latency_ns",
+        "--count-by",
+        "syscall",
+    ]);
     let events = Tracer::start(&[
         "syscall",
         "getppid",
@@ -327,6 +339,7 @@ fn syscall_counts_are_exact_and_match_strace_and_bpftrace() {
     let _ = bpftrace.wait();
     let (kernel_counts, kernel_summary) = kernel.finish();
     let (event_counts, event_summary) = events.finish();
+    let (drawn, _) = histograms.finish();
 
     let count_of = |table: &str, key: &str| -> Option<u64> {
         table.lines().find_map(|l| {
@@ -355,6 +368,18 @@ fn syscall_counts_are_exact_and_match_strace_and_bpftrace() {
     assert_eq!(count_of(&event_counts, "openat ENOENT"), Some(OPENAT as u64), "{event_counts}");
     assert_eq!(count_of(&event_counts, "write -"), Some(WRITE as u64), "{event_counts}");
     assert!(kernel_summary.contains("lost 0 events") && event_summary.contains("lost 0 events"));
+    // Latency histograms made in the kernel: every call in one bucket of its syscall's.
+    for (name, calls) in [("getppid", GETPPID), ("openat", OPENAT), ("write", WRITE)] {
+        let title = format!("@latency_ns[{name}]:");
+        let in_buckets: u64 = drawn
+            .lines()
+            .skip_while(|l| *l != title)
+            .skip(1)
+            .take_while(|l| l.starts_with('['))
+            .filter_map(|l| l.split('|').next()?.split_whitespace().last()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(in_buckets, calls as u64, "{name}:\n{drawn}");
+    }
 }
 
 #[test]

@@ -19,10 +19,11 @@ use kernsight_common::{
     },
     syscalls as wire,
     trace::{
-        SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount, TRACE_CGROUPS_MAP, TRACE_CGROUPS_MAX,
-        TRACE_EVENTS_MAP, TRACE_FILTER_CGROUPS_GLOBAL, TRACE_FILTER_TGID_GLOBAL, TRACE_LOST_MAP,
-        TRACE_RECORD_BYTES_GLOBAL, TRACE_RECORD_MAX, TRACE_SELF_TGID_GLOBAL, TRACE_START_ENTRIES,
-        TRACE_SYSCALL_COUNT_ONLY_GLOBAL, TRACE_SYSCALL_COUNTS_MAP, TRACE_SYSCALL_SET_GLOBAL,
+        LATENCY_SLOTS, SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount, TRACE_CGROUPS_MAP,
+        TRACE_CGROUPS_MAX, TRACE_EVENTS_MAP, TRACE_FILTER_CGROUPS_GLOBAL, TRACE_FILTER_TGID_GLOBAL,
+        TRACE_LOST_MAP, TRACE_RECORD_BYTES_GLOBAL, TRACE_RECORD_MAX, TRACE_SELF_TGID_GLOBAL,
+        TRACE_START_ENTRIES, TRACE_SYSCALL_COUNT_ONLY_GLOBAL, TRACE_SYSCALL_COUNTS_MAP,
+        TRACE_SYSCALL_HIST_GLOBAL, TRACE_SYSCALL_LATENCY_MAP, TRACE_SYSCALL_SET_GLOBAL,
         TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
     },
 };
@@ -39,8 +40,9 @@ pub enum Source {
     Tracepoint { category: String, name: String, format: Format },
     /// One record per call of the syscalls in `set` (number → index of its path argument).
     Syscalls { set: Vec<(u32, Option<u8>)> },
-    /// Calls per syscall number in `set`, counted in the kernel.
-    SyscallCounts { set: Vec<u32> },
+    /// Calls per syscall number in `set`, counted in the kernel, and with `latency` a log2
+    /// histogram of their latency per syscall number.
+    SyscallCounts { set: Vec<u32>, latency: bool },
     /// Exec and exit events of the `processes` family.
     Processes,
 }
@@ -61,6 +63,9 @@ pub struct Trace {
     pub ring: Option<RingBuf<MapData>>,
     lost: Option<PerCpuArray<MapData, u64>>,
     counts: Option<PerCpuArray<MapData, SyscallCount>>,
+    latency: Option<PerCpuArray<MapData, u64>>,
+    /// The syscall numbers counted (histogram mode reads only theirs).
+    traced: Vec<u32>,
     /// `Processes`: exec and exit events.
     pub processes: Option<ProcessEventReader>,
 }
@@ -89,6 +94,8 @@ impl Trace {
         };
         let mut set = [0u8; TRACE_SYSCALLS];
         let count_only = u8::from(matches!(source, Source::SyscallCounts { .. }));
+        let latency = matches!(source, Source::SyscallCounts { latency: true, .. });
+        let latency_entries = if latency { TRACE_SYSCALLS as u32 * LATENCY_SLOTS } else { 1 };
         match source {
             Source::Syscalls { set: wanted } => {
                 for (nr, path) in wanted {
@@ -97,7 +104,7 @@ impl Trace {
                     }
                 }
             }
-            Source::SyscallCounts { set: wanted } => {
+            Source::SyscallCounts { set: wanted, .. } => {
                 for nr in wanted {
                     if let Some(flags) = set.get_mut(*nr as usize) {
                         *flags = SYSCALL_TRACED;
@@ -133,6 +140,8 @@ impl Trace {
             .override_global(TRACE_SELF_TGID_GLOBAL, &std::process::id(), true)
             .override_global(TRACE_RECORD_BYTES_GLOBAL, &record_bytes, true)
             .override_global(TRACE_SYSCALL_COUNT_ONLY_GLOBAL, &count_only, true)
+            .override_global(TRACE_SYSCALL_HIST_GLOBAL, &u8::from(latency), true)
+            .map_max_entries(TRACE_SYSCALL_LATENCY_MAP, latency_entries)
             .override_global(TRACE_SYSCALL_SET_GLOBAL, &set, true)
             .map_max_entries(TRACE_EVENTS_MAP, ring_bytes)
             .map_max_entries(TRACE_CGROUPS_MAP, cgroup_entries as u32)
@@ -146,7 +155,19 @@ impl Trace {
                 map.insert(id, &1, 0).context("filling the cgroup filter")?;
             }
         }
-        let mut trace = Self { _ebpf: ebpf, ring: None, lost: None, counts: None, processes: None };
+        let traced = match source {
+            Source::SyscallCounts { set, .. } => set.clone(),
+            _ => Vec::new(),
+        };
+        let mut trace = Self {
+            _ebpf: ebpf,
+            ring: None,
+            lost: None,
+            counts: None,
+            latency: None,
+            traced,
+            processes: None,
+        };
         let ebpf = &mut trace._ebpf;
         match source {
             Source::Tracepoint { category, name, .. } => {
@@ -170,9 +191,19 @@ impl Trace {
                     &[("ks_trace_sys_enter", "sys_enter"), ("ks_trace_sys_exit", "sys_exit")],
                 )?;
             }
-            Source::SyscallCounts { .. } => {
+            Source::SyscallCounts { latency, .. } => {
                 trace.counts = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_SYSCALL_COUNTS_MAP)?)?);
-                load_and_attach(ebpf, &btf, &[("ks_trace_sys_exit", "sys_exit")])?;
+                if *latency {
+                    trace.latency = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_SYSCALL_LATENCY_MAP)?)?);
+                    // Enter first: an exit whose enter was not seen is not measured.
+                    load_and_attach(
+                        ebpf,
+                        &btf,
+                        &[("ks_trace_sys_enter", "sys_enter"), ("ks_trace_sys_exit", "sys_exit")],
+                    )?;
+                } else {
+                    load_and_attach(ebpf, &btf, &[("ks_trace_sys_exit", "sys_exit")])?;
+                }
             }
             Source::Processes => {
                 let maps =
@@ -181,6 +212,11 @@ impl Trace {
             }
         }
         Ok(trace)
+    }
+
+    /// Whether latency histograms are made in the kernel.
+    pub fn has_latency(&self) -> bool {
+        self.latency.is_some()
     }
 
     /// Records the kernel could not queue (ring buffer full), summed over CPUs.
@@ -204,6 +240,28 @@ impl Trace {
                 });
                 (total.calls > 0).then_some((nr, total))
             })
+            .collect()
+    }
+}
+
+impl Trace {
+    /// Per traced syscall number, its calls per log2 latency bucket since the start, summed
+    /// over CPUs (histogram mode). Bucket 0: 0 ns; bucket `b`: `[2^(b-1), 2^b)` ns.
+    pub fn syscall_latency(&self) -> Vec<(u32, Vec<u64>)> {
+        let Some(latency) = &self.latency else { return Vec::new() };
+        self.traced
+            .iter()
+            .map(|&nr| {
+                let buckets = (0..LATENCY_SLOTS)
+                    .map(|b| {
+                        latency
+                            .get(&(nr * LATENCY_SLOTS + b), 0)
+                            .map_or(0, |values| values.iter().sum::<u64>())
+                    })
+                    .collect();
+                (nr, buckets)
+            })
+            .filter(|(_, buckets): &(u32, Vec<u64>)| buckets.iter().any(|&c| c > 0))
             .collect()
     }
 }

@@ -122,7 +122,8 @@ fn columns(rest: &[&str]) -> Vec<String> {
     LEADING.iter().chain(rest).map(|c| (*c).to_owned()).collect()
 }
 
-fn plan(args: &TraceArgs, kernel_count: bool) -> anyhow::Result<Plan> {
+/// `kernel`: aggregate in the kernel (`Some(true)`: latency histograms too).
+fn plan(args: &TraceArgs, kernel: Option<bool>) -> anyhow::Result<Plan> {
     let target = args.target.as_str();
     if !args.syscalls.is_empty() && target != "syscall" {
         bail!("only `trace syscall` takes syscall names (got {:?} after {target})", args.syscalls);
@@ -155,8 +156,8 @@ fn plan(args: &TraceArgs, kernel_count: bool) -> anyhow::Result<Plan> {
                     .map(syscall_number)
                     .collect::<Result<Vec<_>, _>>()?
             };
-            let source = if kernel_count {
-                Source::SyscallCounts { set: numbers }
+            let source = if let Some(latency) = kernel {
+                Source::SyscallCounts { set: numbers, latency }
             } else {
                 Source::Syscalls {
                     set: numbers.iter().map(|&nr| (nr, syscall_args::path_argument(nr))).collect(),
@@ -231,17 +232,21 @@ fn syscall_number(name: &str) -> anyhow::Result<u32> {
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let spec =
         Spec { by: args.count_by.clone(), sum: args.sum.clone(), hist: args.hist.clone(), top: args.top };
-    // Counts by syscall alone, with only kernel-side filters: counted in the kernel.
-    let kernel_count = args.target == "syscall"
-        && spec.by == ["syscall"]
-        && spec.sum.is_none()
-        && spec.hist.is_none()
-        && args.where_.is_none()
-        && args.comm.is_none();
+    // With only kernel-side filters, counts by syscall and latency histograms (overall or by
+    // syscall) are made in the kernel: no event crosses the ring buffer.
+    let kernel_filters_only = args.target == "syscall" && args.where_.is_none() && args.comm.is_none();
+    let by_syscall_or_none = spec.by.is_empty() || spec.by == ["syscall"];
+    let kernel = match (&spec.hist, &spec.sum) {
+        (None, None) if kernel_filters_only && spec.by == ["syscall"] => Some(false),
+        (Some(field), None) if kernel_filters_only && by_syscall_or_none && field == "latency_ns" => {
+            Some(true)
+        }
+        _ => None,
+    };
     if args.buffer_mib == 0 || !args.buffer_mib.is_power_of_two() || args.buffer_mib > 1024 {
         bail!("--buffer-mib {}: give a power of two from 1 to 1024", args.buffer_mib);
     }
-    let plan = plan(&args, kernel_count)?;
+    let plan = plan(&args, kernel)?;
     let decoder = RecordDecoder::new(plan.decoder);
     let mut schema = decoder.schema();
     schema.extend(enrich::FIELDS.iter().chain(&plan.added).map(|(n, k)| (Arc::from(*n), *k)));

@@ -130,6 +130,18 @@ impl Aggregator {
         self.cells.entry(key).or_default().count += count;
     }
 
+    /// Adds a histogram made in the kernel: `buckets[0]` counts 0, `buckets[b]` counts
+    /// `[2^(b-1), 2^b)`.
+    pub fn add_histogram(&mut self, key: Vec<Value>, buckets: &[u64]) {
+        let cell = self.cells.entry(key).or_default();
+        for (b, &count) in buckets.iter().enumerate() {
+            if let Some(slot) = cell.hist.buckets.get_mut(b + 1) {
+                *slot += count;
+            }
+            cell.count += count;
+        }
+    }
+
     /// The rows, by sum (with `--sum`) or count, highest first, cut to `--top`.
     pub fn rows(&self) -> Vec<(&Vec<Value>, &Cell)> {
         let mut rows: Vec<(&Vec<Value>, &Cell)> = self.cells.iter().collect();
@@ -253,6 +265,22 @@ mod tests {
         sums.add(&event("read", 8));
         assert_eq!(sums.rows()[0].1.sum, 15);
         assert_eq!(sums.json_lines(), "{\"count\":2,\"sum_latency_ns\":15.0}\n");
+    }
+
+    #[test]
+    fn kernel_histograms_land_in_the_same_buckets() {
+        let mut from_events = Histogram::default();
+        for v in [0, 1, 5, 1500] {
+            from_events.add(v);
+        }
+        let mut agg = Aggregator::new(Spec { hist: Some("latency_ns".into()), ..Spec::default() });
+        let mut kernel = vec![0u64; 64];
+        for v in [0u64, 1, 5, 1500] {
+            kernel[(64 - v.leading_zeros()) as usize] += 1;
+        }
+        agg.add_histogram(Vec::new(), &kernel);
+        assert_eq!(agg.rows()[0].1.hist, from_events);
+        assert_eq!(agg.rows()[0].1.count, 4);
     }
 
     #[test]

@@ -95,10 +95,15 @@ pub async fn run(
     let mut ticks =
         sink.interval.map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     let end = sink.duration.map(|d| tokio::time::Instant::now() + d);
+    // Both registered once, before the loop: a `ctrl_c()` future made afresh in each iteration
+    // would miss a SIGINT that arrives while events are being printed.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot handle SIGTERM")?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot handle SIGINT")?;
     let mut reported_lost = 0;
     let mut counted_before: BTreeMap<u32, SyscallCount> = BTreeMap::new();
+    let mut latency_before: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
     let mut printer = TablePrinter::new(sink.columns.clone(), sink.colour);
     if sink.format == Format::Table && sink.aggregator.is_none() {
         write_out(&mut out, &printer.header())?;
@@ -131,17 +136,17 @@ pub async fn run(
             _ = tick => {
                 drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
                 let lost = trace.lost();
-                print_aggregation(&trace, &mut sink, &mut counted_before, &mut out)?;
+                print_aggregation(&trace, &mut sink, &mut counted_before, &mut latency_before, &mut out)?;
                 write_out(&mut out, &format!("lost {} events\n", lost - reported_lost))?;
                 reported_lost = lost;
             }
             () = finished => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
     }
     drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
-    print_aggregation(&trace, &mut sink, &mut counted_before, &mut out)?;
+    print_aggregation(&trace, &mut sink, &mut counted_before, &mut latency_before, &mut out)?;
     totals.lost = trace.lost();
     let summary = format!(
         "{} events, {} printed, lost {} events{}",
@@ -223,10 +228,24 @@ fn print_aggregation(
     trace: &Trace,
     sink: &mut Sink,
     before: &mut BTreeMap<u32, SyscallCount>,
+    latency_before: &mut BTreeMap<u32, Vec<u64>>,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     let Some(aggregator) = &mut sink.aggregator else { return Ok(()) };
-    for (nr, now) in trace.syscall_counts() {
+    if trace.has_latency() {
+        let by_syscall = !aggregator.spec().by.is_empty();
+        for (nr, now) in trace.syscall_latency() {
+            let previous = latency_before.insert(nr, now.clone()).unwrap_or_default();
+            let delta: Vec<u64> = now
+                .iter()
+                .enumerate()
+                .map(|(b, c)| c - previous.get(b).copied().unwrap_or(0).min(*c))
+                .collect();
+            let key = if by_syscall { vec![Value::Str(syscall_name(nr).into_owned())] } else { Vec::new() };
+            aggregator.add_histogram(key, &delta);
+        }
+    }
+    for (nr, now) in trace.syscall_counts().into_iter().filter(|_| !trace.has_latency()) {
         let previous = before.insert(nr, now).unwrap_or_default();
         let calls = now.calls - previous.calls.min(now.calls);
         if calls > 0 {
