@@ -6,7 +6,7 @@ mod support;
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     path::Path,
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -17,7 +17,7 @@ use support::{BINARY, TestCgroup, path_str, privileged, serial};
 struct Tracer {
     child: Child,
     stderr: mpsc::Receiver<String>,
-    stdout: Option<ChildStdout>,
+    stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Tracer {
@@ -36,8 +36,13 @@ impl Tracer {
                 let _ = tx.send(line);
             }
         });
-        let stdout = child.stdout.take();
-        let mut tracer = Self { child, stderr: rx, stdout };
+        let mut stdout = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text);
+            text
+        });
+        let mut tracer = Self { child, stderr: rx, stdout: Some(stdout) };
         tracer.wait_for_stderr("tracing ", Duration::from_secs(60));
         tracer
     }
@@ -55,15 +60,20 @@ impl Tracer {
         panic!("kernsight trace did not print `{prefix}...`; stderr: {seen:#?}");
     }
 
-    /// Ctrl-C, then everything it printed on stdout and its summary line.
+    /// Ctrl-C, then everything it printed on stdout and its summary line. It must stop on
+    /// SIGINT within 20 s.
     fn finish(mut self) -> (String, String) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let mut stdout = String::new();
-        if let Some(mut out) = self.stdout.take() {
-            out.read_to_string(&mut stdout).expect("read stdout");
-        }
-        let status = self.child.wait().expect("wait for kernsight trace");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for kernsight trace") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "kernsight trace did not stop on SIGINT");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self.stdout.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
         let summary = self.wait_for_stderr("", Duration::from_secs(10));
         assert!(status.success(), "kernsight trace failed: {status}; {summary}");
         (stdout, summary)
