@@ -26,9 +26,9 @@ pub const FIELDS: [(&str, Kind); 5] = [
 /// How often an unknown cgroup id may trigger a walk of the hierarchies.
 const RESCAN_EVERY: Duration = Duration::from_millis(500);
 
-/// How long the identity of a cgroup is reused before asking the resolver again (it names a
-/// container once a runtime answered).
-const IDENTITY_TTL: Duration = Duration::from_secs(1);
+/// How long (ns of event time) the identity of a cgroup is reused before asking the resolver
+/// again (it names a container once a runtime answered).
+const IDENTITY_TTL_NS: u64 = 1_000_000_000;
 
 /// What an event of a cgroup gets: its path, container, pod and namespace.
 struct Identity {
@@ -36,7 +36,8 @@ struct Identity {
     container: Value,
     pod: Value,
     namespace: Value,
-    at: Instant,
+    /// The event time it was resolved at (`time_ns`: no clock read per event).
+    at_ns: u64,
 }
 
 pub struct Enricher {
@@ -102,7 +103,10 @@ impl Enricher {
             Some(Value::UInt(id)) => *id,
             _ => 0,
         };
-        let fresh = self.identities.get(&cgroup_id).is_some_and(|i| i.at.elapsed() < IDENTITY_TTL);
+        let fresh = self
+            .identities
+            .get(&cgroup_id)
+            .is_some_and(|i| time_ns >= i.at_ns && time_ns - i.at_ns < IDENTITY_TTL_NS);
         if !fresh {
             let path = self.path_of(cgroup_id);
             let workload = self.resolver.workload(&path);
@@ -111,7 +115,7 @@ impl Enricher {
                 container: Value::Str(workload.container),
                 pod: Value::Str(workload.pod),
                 namespace: Value::Str(workload.namespace),
-                at: Instant::now(),
+                at_ns: time_ns,
             };
             self.identities.insert(cgroup_id, identity);
         }

@@ -173,28 +173,49 @@ fn json_value(out: &mut String, value: &Value) {
     }
 }
 
-/// A JSON string literal (RFC 8259 escapes).
+/// A JSON string literal (RFC 8259 escapes); runs without escapes are copied whole.
 fn json_string(out: &mut String, text: &str) {
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let mut run = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&text[run..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
         }
+        run = i + 1;
     }
+    out.push_str(&text[run..]);
     out.push('"');
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn any_text_makes_one_valid_json_line(text in "\\PC*|[\"\\\\\n\t\u{0}-\u{1f}a-z]{0,20}") {
+            let mut event = Event::default();
+            event.push(&"s".into(), Value::Str(text.clone()));
+            let line = json_line(&event);
+            prop_assert_eq!(line.matches('\n').count(), 1);
+            let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+            prop_assert_eq!(parsed, serde_json::json!({ "s": text }));
+        }
+    }
 
     #[test]
     fn aligns_columns_and_numbers() {
