@@ -150,7 +150,9 @@ impl Trace {
             .map_err(LoadError::Object)?;
 
         if let Some(cgroups) = &filters.cgroups {
-            let mut map: HashMap<_, u64, u8> = HashMap::try_from(take_map(&mut ebpf, TRACE_CGROUPS_MAP)?)?;
+            // Borrowed, not taken: the object keeps the map (and its fd) for the programs.
+            let map = ebpf.map_mut(TRACE_CGROUPS_MAP).ok_or(LoadError::MissingMap(TRACE_CGROUPS_MAP))?;
+            let mut map: HashMap<_, u64, u8> = HashMap::try_from(map)?;
             for id in cgroups.iter().take(TRACE_CGROUPS_MAX as usize) {
                 map.insert(id, &1, 0).context("filling the cgroup filter")?;
             }

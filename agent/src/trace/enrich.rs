@@ -137,11 +137,20 @@ impl Enricher {
         wait: Duration,
     ) -> anyhow::Result<BTreeSet<u64>> {
         self.index.rescan();
-        let containers: Vec<(u64, String, String)> = self
-            .index
-            .alive_paths()
-            .filter_map(|path| Some((path.to_owned(), cgroup_path::parse(path)?.container_id)))
-            .filter_map(|(path, id)| Some((self.id_of(&path)?, path, id)))
+        // A container's path may exist in the unified and in a v1 hierarchy: both ids are
+        // selected (its tasks are attributed by the v1 one only when in the v2 root).
+        let mut paths: Vec<String> = self.index.alive_paths().map(str::to_owned).collect();
+        paths.sort();
+        paths.dedup();
+        let containers: Vec<(u64, String, String)> = paths
+            .into_iter()
+            .filter_map(|path| Some((cgroup_path::parse(&path)?.container_id, path)))
+            .flat_map(|(id, path)| {
+                self.index
+                    .ids_of(&path)
+                    .into_iter()
+                    .map(move |cgroup_id| (cgroup_id, path.clone(), id.clone()))
+            })
             .collect();
         for (_, path, _) in &containers {
             let _ = self.resolver.workload(path); // queues the unknown ones for the lookup task
@@ -187,11 +196,6 @@ impl Enricher {
             );
         }
         Ok(selected)
-    }
-
-    fn id_of(&self, path: &str) -> Option<u64> {
-        // The index maps ids to paths; containers are few, so a reverse scan is cheap.
-        self.index.ids_of(path).into_iter().next()
     }
 }
 
