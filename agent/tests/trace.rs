@@ -74,7 +74,11 @@ impl Tracer {
             std::thread::sleep(Duration::from_millis(20));
         };
         let stdout = self.stdout.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
-        let summary = self.wait_for_stderr("", Duration::from_secs(10));
+        // The summary is the last line on stderr (interval lines may come before it).
+        let summary = std::iter::from_fn(|| self.stderr.recv_timeout(Duration::from_secs(10)).ok())
+            .filter(|line| line.contains(" events, "))
+            .last()
+            .unwrap_or_default();
         assert!(status.success(), "kernsight trace failed: {status}; {summary}");
         (stdout, summary)
     }
@@ -471,4 +475,40 @@ fn presets_name_what_the_test_caused() {
     let caps = json_lines(&cap.finish().0);
     assert!(!caps.is_empty(), "the chown checked CAP_CHOWN");
     assert!(caps.iter().all(|e| e["cap"] == 0 && e["ret"] == 0), "{caps:#?}");
+}
+
+fn getppid_1234() -> i32 {
+    support::getppid_times(1234);
+    0
+}
+
+#[test]
+fn cgroup_filter_counts_exactly_in_the_kernel_and_reports_loss_each_interval() {
+    if !privileged("cgroup_filter_counts_exactly_in_the_kernel_and_reports_loss_each_interval") {
+        return;
+    }
+    let _serial = serial();
+    let cgroup = TestCgroup::create("trace-count");
+    let mut tracer = Tracer::start(&[
+        "syscall",
+        "getppid",
+        "--cgroup",
+        path_str(&cgroup.path),
+        "--count-by",
+        "syscall",
+        "--interval",
+        "300ms",
+    ]);
+    assert_eq!(cgroup.run(getppid_1234), 0);
+    // One interval line at least, then the final one.
+    let interval = tracer.wait_for_stderr("lost ", Duration::from_secs(10));
+    assert_eq!(interval, "lost 0 events");
+    let (stdout, summary) = tracer.finish();
+    let counted: u64 = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("getppid"))
+        .filter_map(|count| count.trim().parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, 1234, "getppid calls of the cgroup, over every interval:\n{stdout}");
+    assert!(summary.contains("lost 0 events"), "{summary}");
 }

@@ -137,7 +137,8 @@ pub async fn run(
                 drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
                 let lost = trace.lost();
                 print_aggregation(&trace, &mut sink, &mut counted_before, &mut latency_before, &mut out)?;
-                write_out(&mut out, &format!("lost {} events\n", lost - reported_lost))?;
+                // On stderr, as the summary: stdout stays one format (JSON lines stay JSON).
+                eprintln!("lost {} events", lost - reported_lost);
                 reported_lost = lost;
             }
             () = finished => break,
