@@ -8,6 +8,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext as _,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes,
         generated::bpf_probe_read_kernel,
@@ -64,6 +65,21 @@ static TRACE_SYSCALL_HIST: u8 = 0;
 static TRACE_SYSCALL_SET: [u8; TRACE_SYSCALLS] = [0; TRACE_SYSCALLS];
 
 const HEADER: usize = core::mem::size_of::<TraceHeader>();
+
+/// Queued bytes from which a submit wakes the reader. Below, records wait for the reader's own
+/// poll (every few milliseconds): one wakeup per batch instead of one per event, which at high
+/// rates costs both sides more than the events themselves.
+const WAKEUP_BYTES: u64 = 64 * 1024;
+
+/// The flags of a submit: wake the reader only once a batch is queued.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if TRACE_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 /// Argument registers of `struct pt_regs` at `sys_exit` (the saved user registers).
 #[cfg(bpf_target_arch = "x86_64")]
@@ -133,7 +149,7 @@ pub fn ks_trace_tracepoint(ctx: TracePointContext) -> i32 {
     // SAFETY: the destination is the reservation's tail of `bytes` bytes.
     let copied = unsafe { bpf_probe_read_kernel(base.add(HEADER).cast::<c_void>(), bytes, ctx.as_ptr()) };
     header.len = if copied == 0 { bytes } else { 0 };
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     0
 }
 
@@ -245,6 +261,6 @@ pub fn ks_trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
             record.header.len = (read.len() + 1).min(TRACE_PATH_MAX) as u32;
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     0
 }

@@ -128,9 +128,15 @@ fn plan(args: &TraceArgs, kernel: Option<bool>) -> anyhow::Result<Plan> {
     if !args.syscalls.is_empty() && target != "syscall" {
         bail!("only `trace syscall` takes syscall names (got {:?} after {target})", args.syscalls);
     }
-    let tracepoint = |category: &str, name: &str| -> anyhow::Result<Source> {
+    // The source and the format it is decoded with.
+    let tracepoint = |category: &str, name: &str| -> anyhow::Result<(Source, Format)> {
         let format = Format::read(&args.tracefs, category, name)?;
-        Ok(Source::Tracepoint { category: category.to_owned(), name: name.to_owned(), format })
+        let source = Source::Tracepoint {
+            category: category.to_owned(),
+            name: name.to_owned(),
+            format: format.clone(),
+        };
+        Ok((source, format))
     };
     let plan = match target {
         "exec" | "exit" => Plan {
@@ -183,8 +189,7 @@ fn plan(args: &TraceArgs, kernel: Option<bool>) -> anyhow::Result<Plan> {
                         "`{target}`: write tracepoint:<category>:<name>, e.g. tracepoint:sched:sched_process_fork"
                     );
                 };
-                let source = tracepoint(category, name)?;
-                let Source::Tracepoint { format, .. } = &source else { unreachable!("built above") };
+                let (source, format) = tracepoint(category, name)?;
                 let decoder = Decoder::Tracepoint { format: format.clone(), renamed: Vec::new() };
                 // Columns: every field of the record (named as the decoder names them).
                 let rest: Vec<String> =
@@ -197,8 +202,7 @@ fn plan(args: &TraceArgs, kernel: Option<bool>) -> anyhow::Result<Plan> {
                 let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
                 Plan { source, decoder, columns: columns(&rest), added: Vec::new(), adjust: |_| {} }
             } else if let Some(preset) = presets::find(target) {
-                let source = tracepoint(preset.category, preset.event)?;
-                let Source::Tracepoint { format, .. } = &source else { unreachable!("built above") };
+                let (source, format) = tracepoint(preset.category, preset.event)?;
                 let decoder = Decoder::Tracepoint { format: format.clone(), renamed: Vec::new() };
                 Plan {
                     source,

@@ -30,6 +30,9 @@ pub enum Format {
     Json,
 }
 
+/// How often queued records are fetched when the kernel has not woken the reader.
+const POLL: Duration = Duration::from_millis(10);
+
 /// What to do with each event.
 pub struct Sink {
     pub format: Format,
@@ -108,6 +111,10 @@ pub async fn run(
     if sink.format == Format::Table && sink.aggregator.is_none() {
         write_out(&mut out, &printer.header())?;
     }
+    // The kernel wakes this reader only once a batch is queued (see the kernel side): below
+    // that, records are fetched by this poll.
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let readable = async {
             match &ready {
@@ -132,6 +139,9 @@ pub async fn run(
                 let mut guard = guard.context("polling the ring buffer")?.context("no ring buffer")?;
                 drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
                 guard.clear_ready();
+            }
+            _ = poll.tick(), if fd.is_some() => {
+                drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
             }
             _ = tick => {
                 drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
