@@ -111,7 +111,7 @@ fn oom_preset_shows_the_victim() {
     assert_eq!(victim.len(), 1, "one kill of {pid}: {stdout}");
     let kill = victim[0];
     let anon_kib = kill["anon_rss"].as_u64().unwrap_or(0);
-    assert!(anon_kib >= 16 * 1024 && anon_kib <= 64 * 1024, "anon RSS near the 32 MiB limit, in KiB: {kill}");
+    assert!((16 * 1024..=64 * 1024).contains(&anon_kib), "anon RSS near the 32 MiB limit, in KiB: {kill}");
     assert!(
         kill["total_vm"].as_u64().unwrap_or(0) >= 64 * 1024,
         "the 64 MiB mapping counts in total_vm: {kill}"
