@@ -512,3 +512,39 @@ fn cgroup_filter_counts_exactly_in_the_kernel_and_reports_loss_each_interval() {
     assert_eq!(counted, 1234, "getppid calls of the cgroup, over every interval:\n{stdout}");
     assert!(summary.contains("lost 0 events"), "{summary}");
 }
+
+#[test]
+fn exit_in_a_cgroup_prints_each_process_end_in_order() {
+    if !privileged("exit_in_a_cgroup_prints_each_process_end_in_order") {
+        return;
+    }
+    let _serial = serial();
+    let cgroup = TestCgroup::create("trace-exit");
+    let script =
+        Script::start("/bin/true; /bin/sh -c 'exit 3'; { /bin/sh -c 'kill -9 $$'; } 2>/dev/null; exit 4");
+    std::fs::write(cgroup.path.join("cgroup.procs"), script.pid().to_string()).expect("join the cgroup");
+    let tracer = Tracer::start(&["exit", "--cgroup", path_str(&cgroup.path), "-o", "json"]);
+    // The script's own exit status is 4; `go` waits for it.
+    let mut script = script;
+    if let Some(mut stdin) = script.stdin.take() {
+        stdin.write_all(b"go\n").expect("go");
+    }
+    let status = script.child.wait().expect("wait sh");
+    assert_eq!(status.code(), Some(4));
+    let (stdout, _) = tracer.finish();
+    let seen: Vec<(String, u64, String)> = json_lines(&stdout)
+        .iter()
+        .map(|e| {
+            let text = |f: &str| e[f].as_str().unwrap_or("").to_owned();
+            (text("comm"), e["exit_code"].as_u64().unwrap_or(u64::MAX), text("how"))
+        })
+        .collect();
+    let expected = [
+        ("true", 0, "exited with status 0"),
+        ("sh", 3 << 8, "exited with status 3"),
+        ("sh", 9, "killed by SIGKILL"),
+        ("sh", 4 << 8, "exited with status 4"),
+    ]
+    .map(|(c, code, how)| (c.to_owned(), code, how.to_owned()));
+    assert_eq!(seen, expected, "{stdout}");
+}

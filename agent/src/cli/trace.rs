@@ -145,7 +145,7 @@ fn plan(args: &TraceArgs, kernel: Option<bool>) -> anyhow::Result<Plan> {
             columns: if target == "exec" {
                 columns(&["ppid", "uid", "filename", "argv"])
             } else {
-                columns(&["ppid", "exit_code"])
+                columns(&["ppid", "exit_code", "how"])
             },
             added: Vec::new(),
             adjust: |_| {},

@@ -144,6 +144,7 @@ impl RecordDecoder {
                     ("filename", Kind::Text),
                     ("argv", Kind::Text),
                     ("exit_code", Kind::Number),
+                    ("how", Kind::Text),
                 ]
                 .map(|(n, k)| (Arc::from(n), k)),
             ),
@@ -239,6 +240,8 @@ impl RecordDecoder {
         event.push(&"filename".into(), Value::Str(filename));
         event.push(&"argv".into(), Value::Str(shell_words(&process.args)));
         event.push(&"exit_code".into(), Value::UInt(u64::from(exit_code)));
+        let how = if kind == "exit" { process_events::describe_exit(exit_code) } else { String::new() };
+        event.push(&"how".into(), Value::Str(how));
         Ok(event)
     }
 }
