@@ -415,6 +415,15 @@ fn mistakes_are_one_line_errors_with_close_names() {
         assert!(!out.status.success(), "{args:?}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+    // Without privileges: one line that says what is missing and how to fix it.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BINARY, "trace", "tcp"])
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("missing privileges") && stderr.contains("run kernsight as root"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
 #[test]

@@ -250,6 +250,12 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     if args.buffer_mib == 0 || !args.buffer_mib.is_power_of_two() || args.buffer_mib > 1024 {
         bail!("--buffer-mib {}: give a power of two from 1 to 1024", args.buffer_mib);
     }
+    // Privileges first: without them tracefs, where tracepoints are looked up, is unreadable.
+    preflight::check_privileges()?;
+    preflight::ensure_mounts(&crate::config::PathsConfig {
+        tracefs: args.tracefs.clone(),
+        ..Default::default()
+    });
     let plan = plan(&args, kernel)?;
     let decoder = RecordDecoder::new(plan.decoder);
     let mut schema = decoder.schema();
@@ -290,11 +296,6 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         }
     }
 
-    preflight::check_privileges()?;
-    preflight::ensure_mounts(&crate::config::PathsConfig {
-        tracefs: args.tracefs.clone(),
-        ..Default::default()
-    });
     let hierarchies = Hierarchies::detect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -65,8 +65,8 @@ pub enum TracefsError {
          (is tracefs mounted there? `mount -t tracefs nodev /sys/kernel/tracing`)"
     )]
     Unknown { category: String, name: String, dir: String, hint: String },
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
 }
@@ -93,7 +93,7 @@ impl Format {
                 dir: events.display().to_string(),
                 hint: closest_tracepoints(&events, category, name),
             }),
-            Err(source) => Err(TracefsError::Read { path, source }),
+            Err(error) => Err(TracefsError::Read { path, error }),
         }
     }
 
