@@ -190,20 +190,19 @@ fn plan(args: &TraceArgs, kernel: Option<bool>) -> anyhow::Result<Plan> {
                     );
                 };
                 let (source, format) = tracepoint(category, name)?;
-                let decoder = Decoder::Tracepoint { format: format.clone(), renamed: Vec::new() };
+                let decoder = Decoder::Tracepoint(format.clone());
                 // Columns: every field of the record (named as the decoder names them).
-                let rest: Vec<String> =
-                    RecordDecoder::new(Decoder::Tracepoint { format: format.clone(), renamed: Vec::new() })
-                        .schema()
-                        .into_iter()
-                        .skip(LEADING_FIELDS)
-                        .map(|(n, _)| n.to_string())
-                        .collect();
+                let rest: Vec<String> = RecordDecoder::new(Decoder::Tracepoint(format.clone()))
+                    .schema()
+                    .into_iter()
+                    .skip(LEADING_FIELDS)
+                    .map(|(n, _)| n.to_string())
+                    .collect();
                 let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
                 Plan { source, decoder, columns: columns(&rest), added: Vec::new(), adjust: |_| {} }
             } else if let Some(preset) = presets::find(target) {
                 let (source, format) = tracepoint(preset.category, preset.event)?;
-                let decoder = Decoder::Tracepoint { format: format.clone(), renamed: Vec::new() };
+                let decoder = Decoder::Tracepoint(format.clone());
                 Plan {
                     source,
                     decoder,

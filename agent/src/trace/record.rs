@@ -64,6 +64,14 @@ const COMMON: [(&str, Kind); 5] = [
 
 /// What the records of a trace are.
 pub enum Decoder {
+    /// Raw records of a tracepoint, decoded with its `format` file.
+    Tracepoint(Format),
+    Syscalls,
+    Processes,
+}
+
+/// A decoder's own state per kind of record.
+enum Records {
     /// Tracepoint fields whose names clash with the common ones are renamed `args.<name>`.
     Tracepoint {
         format: Format,
@@ -84,7 +92,7 @@ struct SyscallNames {
 
 /// Decodes records into events, with the trace's field names.
 pub struct RecordDecoder {
-    decoder: Decoder,
+    decoder: Records,
     names: Names,
     syscall: SyscallNames,
 }
@@ -92,7 +100,7 @@ pub struct RecordDecoder {
 impl RecordDecoder {
     pub fn new(decoder: Decoder) -> Self {
         let decoder = match decoder {
-            Decoder::Tracepoint { format, .. } => {
+            Decoder::Tracepoint(format) => {
                 let renamed = format
                     .fields
                     .iter()
@@ -102,9 +110,10 @@ impl RecordDecoder {
                         false => Arc::clone(&f.name),
                     })
                     .collect();
-                Decoder::Tracepoint { format, renamed }
+                Records::Tracepoint { format, renamed }
             }
-            other => other,
+            Decoder::Syscalls => Records::Syscalls,
+            Decoder::Processes => Records::Processes,
         };
         let syscall = SyscallNames {
             syscall: "syscall".into(),
@@ -121,11 +130,11 @@ impl RecordDecoder {
     pub fn schema(&self) -> Vec<(Arc<str>, Kind)> {
         let mut fields: Vec<(Arc<str>, Kind)> = COMMON.iter().map(|(n, k)| (Arc::from(*n), *k)).collect();
         match &self.decoder {
-            Decoder::Tracepoint { format, renamed } => {
+            Records::Tracepoint { format, renamed } => {
                 let kinds = format.fields.iter().filter(|f| !f.common).map(|f| f.kind());
                 fields.extend(renamed.iter().cloned().zip(kinds));
             }
-            Decoder::Syscalls => fields.extend(
+            Records::Syscalls => fields.extend(
                 [
                     ("syscall", Kind::Text),
                     ("ret", Kind::Number),
@@ -136,7 +145,7 @@ impl RecordDecoder {
                 ]
                 .map(|(n, k)| (Arc::from(n), k)),
             ),
-            Decoder::Processes => fields.extend(
+            Records::Processes => fields.extend(
                 [
                     ("event", Kind::Text),
                     ("ppid", Kind::Number),
@@ -154,8 +163,8 @@ impl RecordDecoder {
 
     pub fn decode(&self, record: &[u8], now_ns: u64) -> Result<Event, RecordError> {
         match &self.decoder {
-            Decoder::Processes => self.process(record, now_ns),
-            Decoder::Tracepoint { format, renamed } => {
+            Records::Processes => self.process(record, now_ns),
+            Records::Tracepoint { format, renamed } => {
                 let (header, body) = header(record)?;
                 if header.kind != KIND_TRACEPOINT {
                     return Err(RecordError::Kind(header.kind));
@@ -170,7 +179,7 @@ impl RecordDecoder {
                 }
                 Ok(event)
             }
-            Decoder::Syscalls => {
+            Records::Syscalls => {
                 if record.len() < size_of::<SyscallRecord>() {
                     return Err(RecordError::Short(record.len()));
                 }

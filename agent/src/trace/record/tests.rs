@@ -20,8 +20,7 @@ fn bytes_of<T>(value: &T) -> Vec<u8> {
 
 #[test]
 fn decodes_a_tracepoint_record_after_its_header() {
-    let decoder =
-        RecordDecoder::new(Decoder::Tracepoint { format: Format::parse(FORK).unwrap(), renamed: vec![] });
+    let decoder = RecordDecoder::new(Decoder::Tracepoint(Format::parse(FORK).unwrap()));
     let mut body = vec![0u8; 24];
     body[8..12].copy_from_slice(&(24u32 | (5 << 16)).to_ne_bytes());
     body[12..16].copy_from_slice(&10i32.to_ne_bytes());
@@ -50,8 +49,7 @@ fn decodes_a_tracepoint_record_after_its_header() {
 
 #[test]
 fn clashing_tracepoint_fields_are_renamed() {
-    let decoder =
-        RecordDecoder::new(Decoder::Tracepoint { format: Format::parse(SIGNAL).unwrap(), renamed: vec![] });
+    let decoder = RecordDecoder::new(Decoder::Tracepoint(Format::parse(SIGNAL).unwrap()));
     let names: Vec<String> = decoder.schema().iter().map(|(n, _)| n.to_string()).collect();
     assert!(names.contains(&"args.pid".to_owned()) && names.contains(&"args.comm".to_owned()), "{names:?}");
     assert_eq!(names.iter().filter(|n| *n == "pid").count(), 1);
