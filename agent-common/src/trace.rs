@@ -19,6 +19,14 @@ pub const TRACE_SYSCALL_START_MAP: &str = "TRACE_SYSCALL_START";
 pub const TRACE_SYSCALL_LATENCY_MAP: &str = "TRACE_SYSCALL_LATENCY";
 /// Log2 latency buckets per syscall in `TRACE_SYSCALL_LATENCY`.
 pub const LATENCY_SLOTS: u32 = 64;
+/// Per-CPU hash `CgroupSyscallKey` → `SyscallCount`: counts by cgroup and syscall, filled in
+/// counting mode when `TRACE_COUNT_BY_CGROUP` is set.
+pub const TRACE_CGROUP_COUNTS_MAP: &str = "TRACE_CGROUP_COUNTS";
+/// (cgroup, syscall) pairs `TRACE_CGROUP_COUNTS` holds; calls of pairs that find it full are
+/// counted as lost.
+pub const TRACE_CGROUP_COUNTS_ENTRIES: u32 = 16_384;
+/// `u8`: non-zero makes counting mode count by (cgroup, syscall) in `TRACE_CGROUP_COUNTS`.
+pub const TRACE_COUNT_BY_CGROUP_GLOBAL: &str = "TRACE_COUNT_BY_CGROUP";
 /// Per-CPU array syscall number → `SyscallCount`, filled in counting mode.
 pub const TRACE_SYSCALL_COUNTS_MAP: &str = "TRACE_SYSCALL_COUNTS";
 
@@ -98,6 +106,17 @@ pub struct SyscallRecord {
 }
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 48 + 24 + 48 + TRACE_PATH_MAX);
 
+/// Key of `TRACE_CGROUP_COUNTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CgroupSyscallKey {
+    /// Tagged cgroup id, as in `TraceHeader`.
+    pub cgroup_id: u64,
+    pub syscall: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<CgroupSyscallKey>() == 16);
+
 /// Calls and failed calls of one syscall number, per CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -115,4 +134,6 @@ mod pod {
     unsafe impl aya::Pod for super::SyscallRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SyscallCount {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CgroupSyscallKey {}
 }

@@ -8,18 +8,19 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes,
         generated::bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use kernsight_common::trace::{
-    KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_SLOTS, LATENCY_UNKNOWN, SYSCALL_PATH_SHIFT, SYSCALL_TRACED,
-    SyscallCount, SyscallRecord, TRACE_PATH_MAX, TRACE_RECORD_MAX, TRACE_SYSCALLS, TraceHeader,
+    CgroupSyscallKey, KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_SLOTS, LATENCY_UNKNOWN, SYSCALL_PATH_SHIFT,
+    SYSCALL_TRACED, SyscallCount, SyscallRecord, TRACE_PATH_MAX, TRACE_RECORD_MAX, TRACE_SYSCALLS,
+    TraceHeader,
 };
 
 use crate::{
@@ -45,6 +46,11 @@ static TRACE_SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(
 #[map]
 static TRACE_SYSCALL_LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Small in the object, sized by `kernsight trace` when it counts by cgroup.
+#[map]
+static TRACE_CGROUP_COUNTS: PerCpuHashMap<CgroupSyscallKey, SyscallCount> =
+    PerCpuHashMap::with_max_entries(1, 0);
+
 #[map]
 static TRACE_SYSCALL_COUNTS: PerCpuArray<SyscallCount> =
     PerCpuArray::with_max_entries(TRACE_SYSCALLS as u32, 0);
@@ -61,6 +67,8 @@ static TRACE_RECORD_BYTES: u32 = 64;
 static TRACE_SYSCALL_COUNT_ONLY: u8 = 0;
 #[unsafe(no_mangle)]
 static TRACE_SYSCALL_HIST: u8 = 0;
+#[unsafe(no_mangle)]
+static TRACE_COUNT_BY_CGROUP: u8 = 0;
 #[unsafe(no_mangle)]
 static TRACE_SYSCALL_SET: [u8; TRACE_SYSCALLS] = [0; TRACE_SYSCALLS];
 
@@ -180,6 +188,34 @@ pub fn ks_trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Counts a call of `syscall` in `cgroup_id`; a pair that finds the map full is counted lost.
+#[inline(always)]
+fn count_by_cgroup(cgroup_id: u64, syscall: u32, failed: bool) {
+    let key = CgroupSyscallKey { cgroup_id, syscall, _pad: 0 };
+    if let Some(count) = TRACE_CGROUP_COUNTS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value.
+        unsafe {
+            (*count).calls += 1;
+            (*count).errors += u64::from(failed);
+        }
+        return;
+    }
+    let first = SyscallCount { calls: 1, errors: u64::from(failed) };
+    // BPF_NOEXIST: another CPU may have created the key since the lookup (values are per CPU,
+    // the key shared); then this CPU's zeroed value is there to add to.
+    if TRACE_CGROUP_COUNTS.insert(&key, &first, BPF_NOEXIST.into()).is_ok() {
+        return;
+    }
+    match TRACE_CGROUP_COUNTS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value.
+        Some(count) => unsafe {
+            (*count).calls += 1;
+            (*count).errors += u64::from(failed);
+        },
+        None => count_lost(),
+    }
+}
+
 /// Adds the time since this thread's `sys_enter` to syscall `id`'s log2 histogram.
 #[inline(always)]
 fn count_latency(id: u32) {
@@ -217,13 +253,16 @@ pub fn ks_trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
         if global(&TRACE_SYSCALL_HIST) != 0 {
             count_latency(id as u32);
         }
+        let failed = (-4095..0).contains(&ret);
+        if global(&TRACE_COUNT_BY_CGROUP) != 0 {
+            count_by_cgroup(cgroup_id, id as u32, failed);
+            return 0;
+        }
         if let Some(count) = TRACE_SYSCALL_COUNTS.get_ptr_mut(id as u32) {
             // SAFETY: this CPU's counter.
             unsafe {
                 (*count).calls += 1;
-                if (-4095..0).contains(&ret) {
-                    (*count).errors += 1;
-                }
+                (*count).errors += u64::from(failed);
             }
         }
         return 0;

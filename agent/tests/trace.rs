@@ -557,3 +557,35 @@ fn exit_in_a_cgroup_prints_each_process_end_in_order() {
     .map(|(c, code, how)| (c.to_owned(), code, how.to_owned()));
     assert_eq!(seen, expected, "{stdout}");
 }
+
+fn getppid_700() -> i32 {
+    support::getppid_times(700);
+    0
+}
+
+fn getppid_300() -> i32 {
+    support::getppid_times(300);
+    0
+}
+
+#[test]
+fn counts_by_cgroup_are_made_in_the_kernel_and_exact() {
+    if !privileged("counts_by_cgroup_are_made_in_the_kernel_and_exact") {
+        return;
+    }
+    let _serial = serial();
+    let (a, b) = (TestCgroup::create("trace-by-a"), TestCgroup::create("trace-by-b"));
+    let tracer = Tracer::start(&["syscall", "getppid", "--count-by", "cgroup,syscall", "-o", "json"]);
+    assert_eq!(a.run(getppid_700), 0);
+    assert_eq!(b.run(getppid_300), 0);
+    let (stdout, summary) = tracer.finish();
+    let count_of = |label: &str| -> Option<u64> {
+        json_lines(&stdout)
+            .iter()
+            .find(|row| row["cgroup"] == label && row["syscall"] == "getppid")
+            .and_then(|row| row["count"].as_u64())
+    };
+    assert_eq!(count_of(&a.label), Some(700), "{stdout}");
+    assert_eq!(count_of(&b.label), Some(300), "{stdout}");
+    assert!(summary.contains("lost 0 events"), "{summary}");
+}

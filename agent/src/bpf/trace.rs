@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePoint,
 };
 use kernsight_common::{
@@ -19,12 +19,13 @@ use kernsight_common::{
     },
     syscalls as wire,
     trace::{
-        LATENCY_SLOTS, SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount, TRACE_CGROUPS_MAP,
-        TRACE_CGROUPS_MAX, TRACE_EVENTS_MAP, TRACE_FILTER_CGROUPS_GLOBAL, TRACE_FILTER_TGID_GLOBAL,
-        TRACE_LOST_MAP, TRACE_RECORD_BYTES_GLOBAL, TRACE_RECORD_MAX, TRACE_SELF_TGID_GLOBAL,
-        TRACE_START_ENTRIES, TRACE_SYSCALL_COUNT_ONLY_GLOBAL, TRACE_SYSCALL_COUNTS_MAP,
-        TRACE_SYSCALL_HIST_GLOBAL, TRACE_SYSCALL_LATENCY_MAP, TRACE_SYSCALL_SET_GLOBAL,
-        TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
+        CgroupSyscallKey, LATENCY_SLOTS, SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount,
+        TRACE_CGROUP_COUNTS_ENTRIES, TRACE_CGROUP_COUNTS_MAP, TRACE_CGROUPS_MAP, TRACE_CGROUPS_MAX,
+        TRACE_COUNT_BY_CGROUP_GLOBAL, TRACE_EVENTS_MAP, TRACE_FILTER_CGROUPS_GLOBAL,
+        TRACE_FILTER_TGID_GLOBAL, TRACE_LOST_MAP, TRACE_RECORD_BYTES_GLOBAL, TRACE_RECORD_MAX,
+        TRACE_SELF_TGID_GLOBAL, TRACE_START_ENTRIES, TRACE_SYSCALL_COUNT_ONLY_GLOBAL,
+        TRACE_SYSCALL_COUNTS_MAP, TRACE_SYSCALL_HIST_GLOBAL, TRACE_SYSCALL_LATENCY_MAP,
+        TRACE_SYSCALL_SET_GLOBAL, TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
     },
 };
 
@@ -42,7 +43,7 @@ pub enum Source {
     Syscalls { set: Vec<(u32, Option<u8>)> },
     /// Calls per syscall number in `set`, counted in the kernel, and with `latency` a log2
     /// histogram of their latency per syscall number.
-    SyscallCounts { set: Vec<u32>, latency: bool },
+    SyscallCounts { set: Vec<u32>, latency: bool, by_cgroup: bool },
     /// Exec and exit events of the `processes` family.
     Processes,
 }
@@ -64,6 +65,7 @@ pub struct Trace {
     lost: Option<PerCpuArray<MapData, u64>>,
     counts: Option<PerCpuArray<MapData, SyscallCount>>,
     latency: Option<PerCpuArray<MapData, u64>>,
+    cgroup_counts: Option<PerCpuHashMap<MapData, CgroupSyscallKey, SyscallCount>>,
     /// The syscall numbers counted (histogram mode reads only theirs).
     traced: Vec<u32>,
     /// `Processes`: exec and exit events.
@@ -95,6 +97,8 @@ impl Trace {
         let mut set = [0u8; TRACE_SYSCALLS];
         let count_only = u8::from(matches!(source, Source::SyscallCounts { .. }));
         let latency = matches!(source, Source::SyscallCounts { latency: true, .. });
+        let by_cgroup = matches!(source, Source::SyscallCounts { by_cgroup: true, .. });
+        let cgroup_count_entries = if by_cgroup { TRACE_CGROUP_COUNTS_ENTRIES } else { 1 };
         let latency_entries = if latency { TRACE_SYSCALLS as u32 * LATENCY_SLOTS } else { 1 };
         match source {
             Source::Syscalls { set: wanted } => {
@@ -141,6 +145,8 @@ impl Trace {
             .override_global(TRACE_RECORD_BYTES_GLOBAL, &record_bytes, true)
             .override_global(TRACE_SYSCALL_COUNT_ONLY_GLOBAL, &count_only, true)
             .override_global(TRACE_SYSCALL_HIST_GLOBAL, &u8::from(latency), true)
+            .override_global(TRACE_COUNT_BY_CGROUP_GLOBAL, &u8::from(by_cgroup), true)
+            .map_max_entries(TRACE_CGROUP_COUNTS_MAP, cgroup_count_entries)
             .map_max_entries(TRACE_SYSCALL_LATENCY_MAP, latency_entries)
             .override_global(TRACE_SYSCALL_SET_GLOBAL, &set, true)
             .map_max_entries(TRACE_EVENTS_MAP, ring_bytes)
@@ -167,6 +173,7 @@ impl Trace {
             lost: None,
             counts: None,
             latency: None,
+            cgroup_counts: None,
             traced,
             processes: None,
         };
@@ -193,8 +200,13 @@ impl Trace {
                     &[("ks_trace_sys_enter", "sys_enter"), ("ks_trace_sys_exit", "sys_exit")],
                 )?;
             }
-            Source::SyscallCounts { latency, .. } => {
+            Source::SyscallCounts { latency, by_cgroup, .. } => {
                 trace.counts = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_SYSCALL_COUNTS_MAP)?)?);
+                if *by_cgroup {
+                    trace.cgroup_counts =
+                        Some(PerCpuHashMap::try_from(take_map(ebpf, TRACE_CGROUP_COUNTS_MAP)?)?);
+                    trace.lost = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_LOST_MAP)?)?);
+                }
                 if *latency {
                     trace.latency = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_SYSCALL_LATENCY_MAP)?)?);
                     // Enter first: an exit whose enter was not seen is not measured.
@@ -214,6 +226,24 @@ impl Trace {
             }
         }
         Ok(trace)
+    }
+
+    /// Calls and failed calls per (cgroup, syscall) since the start, summed over CPUs (counting
+    /// by cgroup); `None` when this trace does not count by cgroup.
+    pub fn cgroup_counts(&self) -> Option<Vec<(CgroupSyscallKey, SyscallCount)>> {
+        let counts = self.cgroup_counts.as_ref()?;
+        let rows = counts
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, values)| {
+                let total = values.iter().fold(SyscallCount::default(), |sum, v| SyscallCount {
+                    calls: sum.calls + v.calls,
+                    errors: sum.errors + v.errors,
+                });
+                (key, total)
+            })
+            .collect();
+        Some(rows)
     }
 
     /// Whether latency histograms are made in the kernel.

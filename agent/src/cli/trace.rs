@@ -122,8 +122,22 @@ fn columns(rest: &[&str]) -> Vec<String> {
     LEADING.iter().chain(rest).map(|c| (*c).to_owned()).collect()
 }
 
-/// `kernel`: aggregate in the kernel (`Some(true)`: latency histograms too).
-fn plan(args: &TraceArgs, kernel: Option<bool>) -> anyhow::Result<Plan> {
+/// An aggregation the kernel makes, for `trace syscall` with only kernel-side filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InKernel {
+    /// Calls per syscall (`--count-by syscall`).
+    Counts,
+    /// Log2 latency histograms per syscall (`--hist latency_ns [--count-by syscall]`).
+    Latency,
+    /// Calls per cgroup and syscall (`--count-by` over syscall and the cgroup's identity).
+    ByCgroup,
+}
+
+/// Fields a count by (cgroup, syscall) can be grouped by.
+const CGROUP_KEYS: [&str; 5] = ["cgroup", "cgroup_id", "container", "pod", "namespace"];
+
+/// `kernel`: the aggregation made in the kernel, if any.
+fn plan(args: &TraceArgs, kernel: Option<InKernel>) -> anyhow::Result<Plan> {
     let target = args.target.as_str();
     if !args.syscalls.is_empty() && target != "syscall" {
         bail!("only `trace syscall` takes syscall names (got {:?} after {target})", args.syscalls);
@@ -162,8 +176,12 @@ fn plan(args: &TraceArgs, kernel: Option<bool>) -> anyhow::Result<Plan> {
                     .map(syscall_number)
                     .collect::<Result<Vec<_>, _>>()?
             };
-            let source = if let Some(latency) = kernel {
-                Source::SyscallCounts { set: numbers, latency }
+            let source = if let Some(aggregation) = kernel {
+                Source::SyscallCounts {
+                    set: numbers,
+                    latency: aggregation == InKernel::Latency,
+                    by_cgroup: aggregation == InKernel::ByCgroup,
+                }
             } else {
                 Source::Syscalls {
                     set: numbers.iter().map(|&nr| (nr, syscall_args::path_argument(nr))).collect(),
@@ -239,11 +257,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     // syscall) are made in the kernel: no event crosses the ring buffer.
     let kernel_filters_only = args.target == "syscall" && args.where_.is_none() && args.comm.is_none();
     let by_syscall_or_none = spec.by.is_empty() || spec.by == ["syscall"];
+    let by_cgroup = !spec.by.is_empty()
+        && spec.by.iter().all(|f| f == "syscall" || CGROUP_KEYS.contains(&f.as_str()))
+        && spec.by.iter().any(|f| CGROUP_KEYS.contains(&f.as_str()));
     let kernel = match (&spec.hist, &spec.sum) {
-        (None, None) if kernel_filters_only && spec.by == ["syscall"] => Some(false),
-        (Some(field), None) if kernel_filters_only && by_syscall_or_none && field == "latency_ns" => {
-            Some(true)
-        }
+        _ if !kernel_filters_only => None,
+        (None, None) if spec.by == ["syscall"] => Some(InKernel::Counts),
+        (None, None) if by_cgroup => Some(InKernel::ByCgroup),
+        (Some(field), None) if by_syscall_or_none && field == "latency_ns" => Some(InKernel::Latency),
         _ => None,
     };
     if args.buffer_mib == 0 || !args.buffer_mib.is_power_of_two() || args.buffer_mib > 1024 {

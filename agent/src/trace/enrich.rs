@@ -103,10 +103,35 @@ impl Enricher {
             Some(Value::UInt(id)) => *id,
             _ => 0,
         };
+        let [time, cgroup, container, pod, namespace] = self.names.clone();
+        event.push(&time, Value::Str(wall_clock(i128::from(time_ns) + self.realtime_offset_ns)));
+        let identity = self.identity(cgroup_id, time_ns);
+        event.push(&cgroup, identity.path.clone());
+        event.push(&container, identity.container.clone());
+        event.push(&pod, identity.pod.clone());
+        event.push(&namespace, identity.namespace.clone());
+    }
+
+    /// The value of `field` (`cgroup`, `cgroup_id`, `container`, `pod`, `namespace`) for a
+    /// cgroup id, as events of that cgroup carry it; `None` for other fields.
+    pub fn field_of(&mut self, cgroup_id: u64, field: &str) -> Option<Value> {
+        let identity = self.identity(cgroup_id, Self::monotonic_ns());
+        Some(match field {
+            "cgroup_id" => Value::UInt(cgroup_id),
+            "cgroup" => identity.path.clone(),
+            "container" => identity.container.clone(),
+            "pod" => identity.pod.clone(),
+            "namespace" => identity.namespace.clone(),
+            _ => return None,
+        })
+    }
+
+    /// The identity of a cgroup, resolved again when older than `IDENTITY_TTL_NS` at `now_ns`.
+    fn identity(&mut self, cgroup_id: u64, now_ns: u64) -> &Identity {
         let fresh = self
             .identities
             .get(&cgroup_id)
-            .is_some_and(|i| time_ns >= i.at_ns && time_ns - i.at_ns < IDENTITY_TTL_NS);
+            .is_some_and(|i| now_ns >= i.at_ns && now_ns - i.at_ns < IDENTITY_TTL_NS);
         if !fresh {
             let path = self.path_of(cgroup_id);
             let workload = self.resolver.workload(&path);
@@ -115,18 +140,17 @@ impl Enricher {
                 container: Value::Str(workload.container),
                 pod: Value::Str(workload.pod),
                 namespace: Value::Str(workload.namespace),
-                at_ns: time_ns,
+                at_ns: now_ns,
             };
             self.identities.insert(cgroup_id, identity);
         }
-        let [time, cgroup, container, pod, namespace] = &self.names;
-        event.push(time, Value::Str(wall_clock(i128::from(time_ns) + self.realtime_offset_ns)));
-        if let Some(identity) = self.identities.get(&cgroup_id) {
-            event.push(cgroup, identity.path.clone());
-            event.push(container, identity.container.clone());
-            event.push(pod, identity.pod.clone());
-            event.push(namespace, identity.namespace.clone());
-        }
+        self.identities.entry(cgroup_id).or_insert_with(|| Identity {
+            path: Value::Str(String::new()),
+            container: Value::Str(String::new()),
+            pod: Value::Str(String::new()),
+            namespace: Value::Str(String::new()),
+            at_ns: now_ns,
+        })
     }
 
     /// The cgroup ids of the containers `filter` selects, waiting up to `wait` for the

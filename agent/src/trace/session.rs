@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use kernsight_common::trace::SyscallCount;
+use kernsight_common::trace::{CgroupSyscallKey, SyscallCount};
 use tokio::io::unix::AsyncFd;
 
 use super::{
@@ -107,6 +107,7 @@ pub async fn run(
     let mut reported_lost = 0;
     let mut counted_before: BTreeMap<u32, SyscallCount> = BTreeMap::new();
     let mut latency_before: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let mut cgroup_before: BTreeMap<CgroupSyscallKey, SyscallCount> = BTreeMap::new();
     let mut printer = TablePrinter::new(sink.columns.clone(), sink.colour);
     if sink.format == Format::Table && sink.aggregator.is_none() {
         write_out(&mut out, &printer.header())?;
@@ -146,7 +147,15 @@ pub async fn run(
             _ = tick => {
                 drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
                 let lost = trace.lost();
-                print_aggregation(&trace, &mut sink, &mut counted_before, &mut latency_before, &mut out)?;
+                print_aggregation(
+                    &trace,
+                    &mut sink,
+                    &mut counted_before,
+                    &mut latency_before,
+                    &mut cgroup_before,
+                    &mut enricher,
+                    &mut out,
+                )?;
                 // On stderr, as the summary: stdout stays one format (JSON lines stay JSON).
                 eprintln!("lost {} events", lost - reported_lost);
                 reported_lost = lost;
@@ -157,7 +166,15 @@ pub async fn run(
         }
     }
     drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
-    print_aggregation(&trace, &mut sink, &mut counted_before, &mut latency_before, &mut out)?;
+    print_aggregation(
+        &trace,
+        &mut sink,
+        &mut counted_before,
+        &mut latency_before,
+        &mut cgroup_before,
+        &mut enricher,
+        &mut out,
+    )?;
     totals.lost = trace.lost();
     let summary = format!(
         "{} events, {} printed, lost {} events{}",
@@ -240,10 +257,32 @@ fn print_aggregation(
     sink: &mut Sink,
     before: &mut BTreeMap<u32, SyscallCount>,
     latency_before: &mut BTreeMap<u32, Vec<u64>>,
+    cgroup_before: &mut BTreeMap<CgroupSyscallKey, SyscallCount>,
+    enricher: &mut Enricher,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     let Some(aggregator) = &mut sink.aggregator else { return Ok(()) };
-    if trace.has_latency() {
+    let cgroup_rows = trace.cgroup_counts();
+    let by_cgroup = cgroup_rows.is_some();
+    if let Some(rows) = cgroup_rows {
+        for (key, now) in rows {
+            let previous = cgroup_before.insert(key, now).unwrap_or_default();
+            let calls = now.calls - previous.calls.min(now.calls);
+            if calls == 0 {
+                continue;
+            }
+            let values = aggregator
+                .spec()
+                .by
+                .iter()
+                .map(|field| match field.as_str() {
+                    "syscall" => Value::Str(syscall_name(key.syscall).into_owned()),
+                    other => enricher.field_of(key.cgroup_id, other).unwrap_or(Value::Str(String::new())),
+                })
+                .collect();
+            aggregator.add_count(values, calls);
+        }
+    } else if trace.has_latency() {
         let by_syscall = !aggregator.spec().by.is_empty();
         for (nr, now) in trace.syscall_latency() {
             let previous = latency_before.insert(nr, now.clone()).unwrap_or_default();
@@ -256,7 +295,7 @@ fn print_aggregation(
             aggregator.add_histogram(key, &delta);
         }
     }
-    for (nr, now) in trace.syscall_counts().into_iter().filter(|_| !trace.has_latency()) {
+    for (nr, now) in trace.syscall_counts().into_iter().filter(|_| !trace.has_latency() && !by_cgroup) {
         let previous = before.insert(nr, now).unwrap_or_default();
         let calls = now.calls - previous.calls.min(now.calls);
         if calls > 0 {
