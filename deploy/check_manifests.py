@@ -46,8 +46,10 @@ def check_daemonset(name, ds):
     if caps.get("drop") != ["ALL"] or set(caps.get("add", [])) != CAPABILITIES:
         fail(name, f"capabilities must drop ALL and add exactly {sorted(CAPABILITIES)}: {caps}")
     for mount in container["volumeMounts"]:
-        if not mount.get("readOnly"):
-            fail(name, f"volume {mount['name']} must be mounted read-only")
+        # bpffs alone is writable: the agent pins its counters there (docs/deploy.md).
+        writable = mount["mountPath"] == "/sys/fs/bpf"
+        if bool(mount.get("readOnly")) == writable:
+            fail(name, f"volume {mount['name']} must be mounted {'read-write' if writable else 'read-only'}")
     if container["livenessProbe"]["httpGet"]["path"] != "/healthz":
         fail(name, "liveness must probe /healthz")
     if container["readinessProbe"]["httpGet"]["path"] != "/readyz":

@@ -147,10 +147,19 @@ impl Drop for Container {
     }
 }
 
+/// Removes a directory when dropped (after the container that wrote it).
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The DaemonSet's pod, as podman runs it: capabilities BPF and PERFMON only, seccomp
 /// unconfined, read-only root, no privilege escalation, host PID namespace, the same read-only
 /// host paths (runtime sockets only where they exist).
-fn run_like_daemonset(name: &str, port: u16) -> Container {
+fn run_like_daemonset(name: &str, port: u16, pin_dir: &Path) -> Container {
     let mut command = Command::new("podman");
     // cgroupfs manager and runc: what works on this machine; explicit ulimits, because raising
     // the defaults needs CAP_SYS_RESOURCE.
@@ -170,8 +179,12 @@ fn run_like_daemonset(name: &str, port: u16) -> Container {
         "/var/lib/docker/containers",
     ];
     for path in mounts.iter().filter(|p| Path::new(p).exists()) {
-        command.args(["-v", &format!("{path}:{path}:ro")]);
+        // bpffs is writable, as in the DaemonSet: the agent pins its counters there.
+        let mode = if *path == "/sys/fs/bpf" { "rw" } else { "ro" };
+        command.args(["-v", &format!("{path}:{path}:{mode}")]);
     }
+    // A pin directory of the test's own, not the host agent's.
+    command.args(["-e", &format!("KERNSIGHT_PIN_DIR={}", pin_dir.display())]);
     // The DaemonSet listens on 0.0.0.0:9464 in its own network namespace; with the host's
     // network here, a free port on loopback.
     command.arg(image()).args(["--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"]);
@@ -206,8 +219,12 @@ fn image_with_daemonset_privileges_counts_host_syscalls() {
     let name = format!("kernsight-deploy-test-{}", std::process::id());
     let port = free_port();
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
-    let container = run_like_daemonset(&name, port);
+    let pin_dir = support::unique_pin_dir("deploy");
+    let _pins = RemoveDir(pin_dir.clone());
+    let container = run_like_daemonset(&name, port, &pin_dir);
     wait_ready(address, || podman_logs(&container));
+    // With BPF and PERFMON only, the agent pins its counters for the next start.
+    assert!(pin_dir.join("v1/SYSCALL_ROWS").exists(), "maps pinned:\n{}", podman_logs(&container));
     assert_eq!(http_get(address, "/healthz", "*/*").0, 200);
 
     let cgroup = TestCgroup::create("deploy-image");

@@ -3,13 +3,17 @@
 
 pub mod cgroups;
 pub mod oom;
+pub mod pins;
 pub mod process_events;
 pub mod sched;
 pub mod syscalls;
 
 use std::{fmt, sync::Mutex};
 
-use aya::{Btf, Ebpf, EbpfLoader, maps::PerCpuArray};
+use aya::{
+    Btf, Ebpf, EbpfError, EbpfLoader,
+    maps::{MapError, PerCpuArray},
+};
 use kernsight_common::oom::FIELD_ABSENT;
 use kernsight_common::{
     cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
@@ -22,9 +26,10 @@ use kernsight_common::{
     },
     syscalls::{self as wire, map_full},
 };
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{config::Config, kernel::cgroupfs::Hierarchies};
+use pins::Pins;
 
 /// The object `build.rs` produced from `kernsight-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernsight"));
@@ -44,6 +49,8 @@ pub enum LoadError {
     MissingMap(&'static str),
     #[error("map {name}: {source}")]
     Map { name: &'static str, source: aya::maps::MapError },
+    #[error(transparent)]
+    Pins(#[from] pins::PinError),
 }
 
 /// What happened to one probe family at start-up.
@@ -96,6 +103,8 @@ pub struct Programs {
     /// Taken by the task that reports OOM kills.
     pub oom_events: Mutex<Option<oom::OomEventReader>>,
     map_full: PerCpuArray<aya::maps::MapData, u64>,
+    /// Held (locked) while the programs run.
+    pins: Option<Pins>,
 }
 
 impl fmt::Debug for Programs {
@@ -128,43 +137,57 @@ impl Programs {
             .map(|(field, global)| (*global, layout.as_ref().map_or(FIELD_ABSENT, |l| l.offset(field))))
             .collect();
         let comm_data_loc = u32::from(layout.as_ref().is_ok_and(|l| l.comm_data_loc));
-        let mut loader = EbpfLoader::new();
-        for (global, offset) in &record_offsets {
-            loader.override_global(global, offset, true);
+        let load = |pins: Option<&Pins>| {
+            let mut loader = EbpfLoader::new();
+            for (global, offset) in &record_offsets {
+                loader.override_global(global, offset, true);
+            }
+            if let Some(pins) = pins {
+                pins.apply(&mut loader);
+            }
+            loader
+                .btf(&btf)
+                .override_global(OOM_COMM_DATA_LOC_GLOBAL, &comm_data_loc, true)
+                // RUNQ_START is task local storage, which aya creates but has no user-space type for
+                // (nothing reads it from user space).
+                .allow_unsupported_maps()
+                .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true)
+                .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
+                .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)
+                .override_global(wire::CGROUP_KN_OFFSET_GLOBAL, &walk.cgroup_kn, true)
+                .override_global(wire::KERNFS_NODE_ID_OFFSET_GLOBAL, &walk.kernfs_node_id, true)
+                .override_global(wire::CSS_SET_SUBSYS_OFFSET_GLOBAL, &walk.css_set_subsys, true)
+                .override_global(wire::CSS_CGROUP_OFFSET_GLOBAL, &walk.css_cgroup, true)
+                .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
+                .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &walk.cgroup_root, true)
+                .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &walk.root_hierarchy_id, true)
+                .override_global(TASK_PID_OFFSET_GLOBAL, &task_fields.pid, true)
+                .override_global(TASK_TGID_OFFSET_GLOBAL, &task_fields.tgid, true)
+                .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &task_fields.exit_code, true)
+                .override_global(TASK_REAL_PARENT_OFFSET_GLOBAL, &task_fields.real_parent, true)
+                .override_global(TASK_MM_OFFSET_GLOBAL, &task_fields.mm, true)
+                .override_global(MM_ARG_START_OFFSET_GLOBAL, &task_fields.mm_arg_start, true)
+                .override_global(MM_ARG_END_OFFSET_GLOBAL, &task_fields.mm_arg_end, true)
+                .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task_fields.binprm_filename, true)
+                .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
+                .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
+                .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
+                .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
+                .map_max_entries(wire::FREE_SLOTS_MAP, slots)
+                .map_max_entries(wire::SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries)
+                .map_max_entries(wire::SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries)
+                .load(OBJECT)
+        };
+        let mut pins = open_pins(config);
+        let mut ebpf = match (load(pins.as_ref()), pins.as_mut()) {
+            (Err(EbpfError::MapError(err @ MapError::IncompatiblePinnedMap { .. })), Some(pins)) => {
+                warn!(dir = %pins.dir().display(), "pinned maps do not fit this configuration ({err}): replacing them, their counters restart");
+                pins.replace()?;
+                load(Some(pins))
+            }
+            (loaded, _) => loaded,
         }
-        let mut ebpf = loader
-            .btf(&btf)
-            .override_global(OOM_COMM_DATA_LOC_GLOBAL, &comm_data_loc, true)
-            // RUNQ_START is task local storage, which aya creates but has no user-space type for
-            // (nothing reads it from user space).
-            .allow_unsupported_maps()
-            .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true)
-            .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
-            .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)
-            .override_global(wire::CGROUP_KN_OFFSET_GLOBAL, &walk.cgroup_kn, true)
-            .override_global(wire::KERNFS_NODE_ID_OFFSET_GLOBAL, &walk.kernfs_node_id, true)
-            .override_global(wire::CSS_SET_SUBSYS_OFFSET_GLOBAL, &walk.css_set_subsys, true)
-            .override_global(wire::CSS_CGROUP_OFFSET_GLOBAL, &walk.css_cgroup, true)
-            .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
-            .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &walk.cgroup_root, true)
-            .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &walk.root_hierarchy_id, true)
-            .override_global(TASK_PID_OFFSET_GLOBAL, &task_fields.pid, true)
-            .override_global(TASK_TGID_OFFSET_GLOBAL, &task_fields.tgid, true)
-            .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &task_fields.exit_code, true)
-            .override_global(TASK_REAL_PARENT_OFFSET_GLOBAL, &task_fields.real_parent, true)
-            .override_global(TASK_MM_OFFSET_GLOBAL, &task_fields.mm, true)
-            .override_global(MM_ARG_START_OFFSET_GLOBAL, &task_fields.mm_arg_start, true)
-            .override_global(MM_ARG_END_OFFSET_GLOBAL, &task_fields.mm_arg_end, true)
-            .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task_fields.binprm_filename, true)
-            .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
-            .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
-            .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
-            .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
-            .map_max_entries(wire::FREE_SLOTS_MAP, slots)
-            .map_max_entries(wire::SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries)
-            .map_max_entries(wire::SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries)
-            .load(OBJECT)
-            .map_err(LoadError::Object)?;
+        .map_err(LoadError::Object)?;
         let map_full = take_map(&mut ebpf, wire::MAP_FULL_MAP)?;
         let map_full = PerCpuArray::try_from(map_full)
             .map_err(|source| LoadError::Map { name: wire::MAP_FULL_MAP, source })?;
@@ -173,7 +196,7 @@ impl Programs {
         let attached = match &offsets {
             _ if !config.syscalls.enabled => Err(ProbeState::Disabled),
             Err(err) => Err(ProbeState::Failed(format!("cannot find the cgroup of a task: {err}"))),
-            Ok(_) => syscalls::attach(&mut ebpf, &btf, config)
+            Ok(_) => syscalls::attach(&mut ebpf, &btf, config, slots_continued(pins.as_ref()))
                 .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
         };
         let syscalls = match attached {
@@ -276,7 +299,13 @@ impl Programs {
             cgroup_events: Mutex::new(cgroup_events),
             oom_events: Mutex::new(oom_events),
             map_full,
+            pins,
         })
+    }
+
+    /// Where the maps are pinned, if they are.
+    pub fn pin_dir(&self) -> Option<&std::path::Path> {
+        self.pins.as_ref().map(Pins::dir)
     }
 
     pub fn probe_statuses(&self) -> Vec<ProbeStatus> {
@@ -298,6 +327,31 @@ impl Programs {
         .into_iter()
         .map(|(name, index)| (name, self.map_full.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)))
         .collect()
+    }
+}
+
+/// Whether the cgroup slots (free queue, owners, rows) carry on from a previous agent, in which
+/// case they must not be handed out again.
+fn slots_continued(pins: Option<&Pins>) -> bool {
+    pins.is_some_and(|pins| pins.reused(wire::FREE_SLOTS_MAP))
+}
+
+/// The pin directory, locked; `None` (logged) when pinning is off or impossible.
+fn open_pins(config: &Config) -> Option<Pins> {
+    let base = &config.bpf.pin_dir;
+    if base.as_os_str().is_empty() {
+        info!("map pinning is off (bpf.pin_dir is empty): counters restart with the agent");
+        return None;
+    }
+    match Pins::open(base) {
+        Ok(pins) => {
+            info!(dir = %pins.dir().display(), continued = ?pins.reused_maps(), "maps pinned");
+            Some(pins)
+        }
+        Err(err) => {
+            error!("cannot pin maps: {err}; counters restart with the agent");
+            None
+        }
     }
 }
 

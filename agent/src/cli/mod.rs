@@ -1,5 +1,6 @@
 //! Command line: one file per subcommand, each thin over the modules that do the work.
 
+mod cleanup;
 mod inspect;
 mod run;
 
@@ -21,6 +22,8 @@ enum Command {
     /// One screen on a process or container: namespaces, cgroup, limits and usage, memory by
     /// kind, OOM kills, throttling, pressure, capabilities, seccomp.
     Inspect(inspect::InspectArgs),
+    /// Remove the maps the agent pinned in bpffs (its counters then start again from zero).
+    Cleanup(cleanup::CleanupArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -28,6 +31,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Cleanup(args) => cleanup::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,6 +38,9 @@ pub struct RunArgs {
     /// Measure per-syscall latency (kernsight_syscall_duration_seconds).
     #[arg(long, env = "KERNSIGHT_SYSCALL_LATENCY")]
     syscall_latency: Option<bool>,
+    /// Where to pin the in-kernel counters (bpffs); an empty value does not pin them.
+    #[arg(long, env = "KERNSIGHT_PIN_DIR")]
+    pin_dir: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -58,6 +61,9 @@ impl RunArgs {
         }
         if let Some(latency) = self.syscall_latency {
             config.syscalls.latency_histogram = latency;
+        }
+        if let Some(dir) = &self.pin_dir {
+            config.bpf.pin_dir.clone_from(dir);
         }
         Ok(config)
     }

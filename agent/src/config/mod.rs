@@ -25,6 +25,7 @@ pub struct Config {
     pub syscalls: SyscallsConfig,
     pub sched: SchedConfig,
     pub metadata: MetadataConfig,
+    pub bpf: BpfConfig,
     pub paths: PathsConfig,
 }
 
@@ -75,6 +76,15 @@ pub struct MetadataConfig {
     pub container_id_label: bool,
     pub pod_labels: Vec<String>,
     pub max_containers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BpfConfig {
+    /// Where the aggregation maps are pinned; empty: not pinned.
+    pub pin_dir: PathBuf,
+    /// Whether the kernel measures the run time and run count of the programs.
+    pub program_stats: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -174,6 +184,12 @@ impl Default for MetadataConfig {
             pod_labels: Vec::new(),
             max_containers: 4096,
         }
+    }
+}
+
+impl Default for BpfConfig {
+    fn default() -> Self {
+        Self { pin_dir: "/sys/fs/bpf/kernsight".into(), program_stats: false }
     }
 }
 
