@@ -72,8 +72,9 @@ pub struct CgroupEventReader {
     pub lost: LostCounter,
 }
 
-/// Events the kernel side could not queue (ring buffer full).
-pub struct LostCounter(PerCpuArray<MapData, u64>);
+/// Events the kernel side could not queue (ring buffer full); clones read the same counter.
+#[derive(Clone)]
+pub struct LostCounter(std::sync::Arc<PerCpuArray<MapData, u64>>);
 
 impl std::fmt::Debug for LostCounter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,7 +84,7 @@ impl std::fmt::Debug for LostCounter {
 
 impl LostCounter {
     pub fn new(counter: PerCpuArray<MapData, u64>) -> Self {
-        Self(counter)
+        Self(std::sync::Arc::new(counter))
     }
 
     /// Summed over CPUs.
@@ -96,7 +97,7 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<CgroupEventReader> {
     let ring = RingBuf::try_from(take_map(ebpf, CGROUP_EVENTS_MAP)?)?;
     let lost = PerCpuArray::try_from(take_map(ebpf, CGROUP_EVENTS_LOST_MAP)?)?;
     load_and_attach(ebpf, btf, &PROGRAMS)?;
-    Ok(CgroupEventReader { ring, lost: LostCounter(lost) })
+    Ok(CgroupEventReader { ring, lost: LostCounter::new(lost) })
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! Loading the kernel programs, attaching them probe family by probe family, and reading their
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
+pub mod accounting;
 pub mod cgroups;
 pub mod oom;
 pub mod pins;
 pub mod process_events;
+pub mod rings;
 pub mod sched;
 pub mod syscalls;
 
@@ -93,7 +95,11 @@ impl ProbeStatus {
 
 /// The loaded object: programs stay attached for as long as this lives (links detach on drop).
 pub struct Programs {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// The object's map names (the kernel keeps only 15 characters of each).
+    map_names: Vec<String>,
+    /// Held while the kernel times the programs (config `bpf.program_stats`).
+    run_stats: Option<accounting::RunStats>,
     probes: Vec<ProbeStatus>,
     pub syscalls: Option<Mutex<syscalls::SyscallMaps>>,
     pub runqueue: Option<Mutex<sched::RunqueueMaps>>,
@@ -105,6 +111,8 @@ pub struct Programs {
     map_full: PerCpuArray<aya::maps::MapData, u64>,
     /// Held (locked) while the programs run.
     pins: Option<Pins>,
+    /// What each ring buffer delivered, could not decode and lost.
+    pub rings: std::sync::Arc<rings::Rings>,
 }
 
 impl fmt::Debug for Programs {
@@ -188,6 +196,7 @@ impl Programs {
             (loaded, _) => loaded,
         }
         .map_err(LoadError::Object)?;
+        let map_names = ebpf.maps().map(|(name, _)| name.to_owned()).collect();
         let map_full = take_map(&mut ebpf, wire::MAP_FULL_MAP)?;
         let map_full = PerCpuArray::try_from(map_full)
             .map_err(|source| LoadError::Map { name: wire::MAP_FULL_MAP, source })?;
@@ -216,8 +225,10 @@ impl Programs {
             Err(err) => Err(ProbeState::Failed(format!("cannot find a cgroup's hierarchy: {err}"))),
             Ok(_) => cgroups::attach(&mut ebpf, &btf).map_err(|err| ProbeState::Failed(format!("{err:#}"))),
         };
+        let rings = std::sync::Arc::new(rings::Rings::default());
         let cgroup_events = match attached {
             Ok(reader) => {
+                rings.cgroup_events.watch_losses(reader.lost.clone());
                 let mut status = cgroups::status(ProbeState::Attached);
                 status.program_ids = program_ids(&ebpf, &status.programs);
                 probes.push(status);
@@ -237,6 +248,7 @@ impl Programs {
         };
         let oom_events = match attached {
             Ok(reader) => {
+                rings.oom_events.watch_losses(reader.lost.clone());
                 let mut status = oom::status(ProbeState::Attached);
                 status.program_ids = program_ids(&ebpf, &status.programs);
                 probes.push(status);
@@ -280,6 +292,9 @@ impl Programs {
         };
         let processes = match attached {
             Ok(maps) => {
+                if let Some(reader) = &maps.events {
+                    rings.process_events.watch_losses(reader.lost.clone());
+                }
                 let mut status = sched::processes_status(ProbeState::Attached);
                 status.program_ids = program_ids(&ebpf, &status.programs);
                 probes.push(status);
@@ -290,8 +305,11 @@ impl Programs {
                 None
             }
         };
+        let run_stats = if config.bpf.program_stats { accounting::RunStats::enable() } else { None };
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
+            map_names,
+            run_stats,
             probes,
             syscalls,
             runqueue,
@@ -300,7 +318,20 @@ impl Programs {
             oom_events: Mutex::new(oom_events),
             map_full,
             pins,
+            rings,
         })
+    }
+
+    /// Kernel memory of each map, by name.
+    pub fn map_memory(&self) -> std::collections::BTreeMap<String, u64> {
+        accounting::map_memory(&self.map_names)
+    }
+
+    /// (program, run time, runs) of every attached program, while the kernel's statistics are on.
+    pub fn program_runs(&self) -> Option<Vec<(&'static str, std::time::Duration, u64)>> {
+        self.run_stats.as_ref()?;
+        let attached = self.probes.iter().filter(|p| p.state == ProbeState::Attached);
+        Some(accounting::program_runs(&self.ebpf, attached.flat_map(|p| p.programs.iter().copied())))
     }
 
     /// Where the maps are pinned, if they are.

@@ -10,7 +10,7 @@ use crate::{bpf::pins, config::Config};
 #[derive(Debug, clap::Args)]
 pub struct CleanupArgs {
     /// The pin directory; default: `bpf.pin_dir` of `--config`, or of the embedded config.
-    #[arg(long, env = "KERNSIGHT_PIN_DIR")]
+    #[arg(long, env = "KERNSIGHT_PIN_DIR", value_parser = crate::cli::path_or_empty())]
     pin_dir: Option<PathBuf>,
     /// The configuration file whose `bpf.pin_dir` to clean.
     #[arg(long, env = "KERNSIGHT_CONFIG")]

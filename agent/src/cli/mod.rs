@@ -26,6 +26,13 @@ enum Command {
     Cleanup(cleanup::CleanupArgs),
 }
 
+/// A path argument that may be empty (clap's `PathBuf` parser refuses empty values), for options
+/// where empty means "off".
+fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = std::path::PathBuf> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::OsStringValueParser::new().map(std::path::PathBuf::from)
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

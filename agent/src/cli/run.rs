@@ -39,7 +39,7 @@ pub struct RunArgs {
     #[arg(long, env = "KERNSIGHT_SYSCALL_LATENCY")]
     syscall_latency: Option<bool>,
     /// Where to pin the in-kernel counters (bpffs); an empty value does not pin them.
-    #[arg(long, env = "KERNSIGHT_PIN_DIR")]
+    #[arg(long, env = "KERNSIGHT_PIN_DIR", value_parser = crate::cli::path_or_empty())]
     pin_dir: Option<PathBuf>,
 }
 
@@ -121,17 +121,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     tokio::spawn(lookup::run(resolver.clone(), config.metadata.cri_socket.clone()));
     let kills = Arc::new(OomKills::default());
-    if let Some(OomEventReader { ring, lost }) = oom_events {
-        tokio::spawn(oom::follow_events(ring, lost, kills.clone(), tracker.clone(), resolver.clone()));
+    let rings = programs.rings.clone();
+    if let Some(OomEventReader { ring, .. }) = oom_events {
+        tokio::spawn(oom::follow_events(
+            ring,
+            rings.clone(),
+            kills.clone(),
+            tracker.clone(),
+            resolver.clone(),
+        ));
     }
     if let Some(reader) = process_events {
-        tokio::spawn(processes::follow_events(reader, tracker.clone(), resolver.clone()));
+        tokio::spawn(processes::follow_events(reader, tracker.clone(), resolver.clone(), rings.clone()));
     }
     let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver, kills);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = match events {
         Some(CgroupEventReader { ring, lost }) => {
-            tokio::spawn(cgroups::follow_events(ring, tracker.clone()));
+            tokio::spawn(cgroups::follow_events(ring, tracker.clone(), rings));
             Some(lost)
         }
         None => None,

@@ -39,7 +39,6 @@ pub fn registry(
         programs.clone(),
         health,
         tracker.clone(),
-        kills.clone(),
     )));
     registry.register_collector(Box::new(metadata::MetadataCollector::new(resolver.clone())));
     let mounts = crate::kernel::mountinfo::read().unwrap_or_default();
