@@ -74,6 +74,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     logging::init(&config.log);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Scrapes and maintenance passes block on map reads: a few threads suffice, and each
+        // thread more would keep a malloc arena of its own.
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?

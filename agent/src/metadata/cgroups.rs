@@ -142,7 +142,13 @@ pub async fn maintain(
                 let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
                 maps.recycle(&mut |id| index.gone_for(id, now), grace);
             }
-            index.expire(grace, now);
+            if index.expire(grace, now) > 0 {
+                index.shrink();
+                // The memory of forgotten cgroups goes back to the system, not to malloc's free
+                // lists: after a burst of short-lived cgroups the agent returns to its size.
+                // SAFETY: malloc_trim only releases free memory.
+                unsafe { libc::malloc_trim(0) };
+            }
         })
         .await;
     }
