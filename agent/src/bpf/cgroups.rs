@@ -150,4 +150,18 @@ mod tests {
             let _ = decode(&record(CGROUP_MKDIR, b"/a\0", 3)[..cut]);
         }
     }
+
+    proptest::proptest! {
+        /// Records come from the kernel, but the decoder trusts nothing: any bytes, any length.
+        #[test]
+        fn no_bytes_panic_the_decoder(record in proptest::collection::vec(proptest::num::u8::ANY, 0..3 * size_of::<CgroupEvent>())) {
+            let _ = decode(&record);
+        }
+
+        /// A record cut short is an error (counted by the reader), never a partial event.
+        #[test]
+        fn truncated_records_are_errors(record in proptest::collection::vec(proptest::num::u8::ANY, size_of::<CgroupEvent>()), cut in 0..size_of::<CgroupEvent>()) {
+            proptest::prop_assert!(decode(&record[..cut]).is_err());
+        }
+    }
 }

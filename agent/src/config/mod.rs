@@ -252,4 +252,26 @@ mod tests {
         let err = Config::parse(&text, "t").unwrap_err().to_string();
         assert!(err.contains("syscalls.max_error_entries"), "{err}");
     }
+
+    proptest::proptest! {
+        /// Config files are written by people: any text is a config or an error naming the file.
+        #[test]
+        fn no_text_panics_the_config_parser(text in proptest::prelude::any::<String>()) {
+            if let Err(err) = Config::parse(&text, "fuzz.toml") {
+                proptest::prop_assert!(err.to_string().contains("fuzz.toml"));
+            }
+        }
+
+        /// Near misses of the real file: a line replaced by something TOML-like.
+        #[test]
+        fn near_miss_configs_are_configs_or_errors(line in 0..80usize, junk in r#"[a-z_.\[\]= "0-9-]{0,32}"#) {
+            let mut lines: Vec<&str> = DEFAULT_CONFIG.lines().collect();
+            let at = line % lines.len();
+            lines[at] = &junk;
+            match Config::parse(&lines.join("\n"), "fuzz.toml") {
+                Ok(config) => proptest::prop_assert!(config.validate().is_ok()),
+                Err(err) => proptest::prop_assert!(err.to_string().contains("fuzz.toml")),
+            }
+        }
+    }
 }
