@@ -6,12 +6,17 @@
 //! - `cargo xtask test`: set up, then format check, clippy and every test (root-only ones too)
 //! - `cargo xtask bench syscalls`: per-syscall overhead next to bpftrace
 //! - `cargo xtask bench sched`: per-context-switch overhead of the scheduler programs
+//! - `cargo xtask bench scrape [N]`: scrape time and agent RSS with N containers
+//! - `cargo xtask bench agent`: agent CPU and RSS, idle and under a syscall storm
+//! - `cargo xtask bench`: every suite, then one table of their headline numbers
 //!
 //! It depends on nothing but std so that it compiles on the machine's stock toolchain, before
 //! `setup` has installed the pinned ones.
 
+mod agent_bench;
 mod bench;
 mod process;
+mod report;
 mod sched_bench;
 mod scrape_bench;
 mod setup;
@@ -20,7 +25,8 @@ use std::process::ExitCode;
 
 use process::{Step, cargo, is_root, workspace_root};
 
-const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [syscalls | scrape [N] | sched]>";
+const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [SUITE]>\n\
+                     bench without a suite runs them all; suites: syscalls, sched, scrape [CONTAINERS], agent";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
