@@ -43,6 +43,12 @@ impl Collector for AgentCollector {
             "Whether a probe family's programs are attached (1) or not (0: disabled or failed, see the log)",
             probes.iter().map(|p| ([("probe", p.name)], i64::from(p.state == ProbeState::Attached))),
         )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_probe_enabled",
+            "Whether a probe family is enabled in the configuration (1) or disabled (0)",
+            probes.iter().map(|p| ([("probe", p.name)], i64::from(p.state != ProbeState::Disabled))),
+        )?;
         let attached: usize =
             probes.iter().filter(|p| p.state == ProbeState::Attached).map(|p| p.programs.len()).sum();
         encode_gauges(
