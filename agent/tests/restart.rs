@@ -111,6 +111,23 @@ fn counters_continue_across_kill_9_and_restart() {
     assert!(!pins.0.join("v0").exists(), "pins of another layout version are removed");
     assert!(upgraded.log().contains("another map layout"), "and the log says so:\n{}", upgraded.log());
 
+    // A second agent on the same pins (a rolling update with surge) waits for them, then counts
+    // in maps of its own rather than sharing the slot bookkeeping.
+    let second_agent = Agent::start(&["--pin-dir", &pin_dir]);
+    assert!(
+        second_agent.log().contains("another kernsight process holds"),
+        "the second agent says why it does not pin:\n{}",
+        second_agent.log()
+    );
+    let late = TestCgroup::create("late");
+    late.run(|| {
+        getppid_times(AFTER);
+        0
+    });
+    assert_eq!(getppid_calls(&second_agent, &late), AFTER as f64, "the unpinned agent counts");
+    assert_eq!(getppid_calls(&upgraded, &late), AFTER as f64, "and so does the pinned one");
+    drop(second_agent);
+
     // cleanup refuses while an agent holds the directory, then removes everything.
     let busy = Command::new(BINARY).args(["cleanup", "--pin-dir", &pin_dir]).output().expect("cleanup");
     assert!(!busy.status.success(), "cleanup while the agent runs must refuse");
