@@ -6,6 +6,7 @@
 pub mod bpf;
 pub mod cli;
 pub mod config;
+pub mod heap;
 pub mod inspect;
 pub mod kernel;
 pub mod logging;

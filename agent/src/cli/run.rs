@@ -106,8 +106,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let programs = Programs::load(&config, &hierarchies)?;
     // Loading parsed the kernel's BTF (megabytes, freed since): give those pages back.
-    // SAFETY: malloc_trim only releases free memory.
-    unsafe { libc::malloc_trim(0) };
+    crate::heap::release_free_memory();
     let health = Arc::new(Health::new(programs.probe_statuses()));
     for status in programs.probe_statuses() {
         status.log();

@@ -144,10 +144,8 @@ pub async fn maintain(
             }
             if index.expire(grace, now) > 0 {
                 index.shrink();
-                // The memory of forgotten cgroups goes back to the system, not to malloc's free
-                // lists: after a burst of short-lived cgroups the agent returns to its size.
-                // SAFETY: malloc_trim only releases free memory.
-                unsafe { libc::malloc_trim(0) };
+                // After a burst of short-lived cgroups the agent returns to its size.
+                crate::heap::release_free_memory();
             }
         })
         .await;
