@@ -2,6 +2,7 @@
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
 pub mod cgroups;
+pub mod net;
 pub mod oom;
 pub mod process_events;
 pub mod sched;
@@ -13,6 +14,7 @@ use aya::{Btf, Ebpf, EbpfLoader, maps::PerCpuArray};
 use kernsight_common::oom::FIELD_ABSENT;
 use kernsight_common::{
     cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
+    net as net_wire,
     oom::{OOM_COMM_DATA_LOC_GLOBAL, OOM_FIELD_GLOBALS},
     sched::{
         BINPRM_FILENAME_OFFSET_GLOBAL, MM_ARG_END_OFFSET_GLOBAL, MM_ARG_START_OFFSET_GLOBAL,
@@ -95,6 +97,8 @@ pub struct Programs {
     pub cgroup_events: Mutex<Option<cgroups::CgroupEventReader>>,
     /// Taken by the task that reports OOM kills.
     pub oom_events: Mutex<Option<oom::OomEventReader>>,
+    /// The network families' maps and XDP attachments.
+    pub net: Mutex<net::NetMaps>,
     map_full: PerCpuArray<aya::maps::MapData, u64>,
 }
 
@@ -128,7 +132,31 @@ impl Programs {
             .map(|(field, global)| (*global, layout.as_ref().map_or(FIELD_ABSENT, |l| l.offset(field))))
             .collect();
         let comm_data_loc = u32::from(layout.as_ref().is_ok_and(|l| l.comm_data_loc));
+        let sock = net::SockOffsets::read();
+        let sock_fields = *sock.as_ref().unwrap_or(&net::SockOffsets::default());
+        let retransmit_has_err =
+            u32::from(net::tracepoint_has_field(&config.paths.tracefs, "tcp", "tcp_retransmit_skb", "err"));
+        let kfree_skb_has_rx_sk =
+            u32::from(net::tracepoint_has_field(&config.paths.tracefs, "skb", "kfree_skb", "rx_sk"));
+        let network = &config.network;
         let mut loader = EbpfLoader::new();
+        loader
+            .override_global(net_wire::SOCK_CGROUP_DATA_OFFSET_GLOBAL, &sock_fields.cgrp_data, true)
+            .override_global(
+                net_wire::SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL,
+                &sock_fields.cgrp_data_cgroup,
+                true,
+            )
+            .override_global(net_wire::SOCK_STATE_OFFSET_GLOBAL, &sock_fields.state, true)
+            .override_global(net_wire::SOCK_PROTOCOL_OFFSET_GLOBAL, &sock_fields.protocol, true)
+            .override_global(net_wire::SKB_SK_OFFSET_GLOBAL, &sock_fields.skb_sk, true)
+            .override_global(net_wire::RETRANSMIT_HAS_ERR_GLOBAL, &retransmit_has_err, true)
+            .override_global(net_wire::KFREE_SKB_HAS_RX_SK_GLOBAL, &kfree_skb_has_rx_sk, true)
+            .map_max_entries(net_wire::CGROUP_TRAFFIC_MAP, network.cgroup_traffic_max_entries)
+            .map_max_entries(net_wire::INTERFACE_TRAFFIC_MAP, network.interface_traffic_max_entries)
+            .map_max_entries(net_wire::TCP_EVENTS_MAP, network.tcp_max_entries)
+            .map_max_entries(net_wire::TCP_STARTS_MAP, network.tcp_tracked_connections)
+            .map_max_entries(net_wire::CGROUP_DROPS_MAP, network.drop_max_entries);
         for (global, offset) in &record_offsets {
             loader.override_global(global, offset, true);
         }
@@ -267,6 +295,7 @@ impl Programs {
                 None
             }
         };
+        let net = load_network(&mut ebpf, &btf, config, hierarchies, &offsets, &sock, &mut probes);
         Ok(Self {
             _ebpf: ebpf,
             probes,
@@ -275,6 +304,7 @@ impl Programs {
             processes,
             cgroup_events: Mutex::new(cgroup_events),
             oom_events: Mutex::new(oom_events),
+            net: Mutex::new(net),
             map_full,
         })
     }
@@ -294,11 +324,97 @@ impl Programs {
             (RUNQ_LATENCY_MAP, map_full::RUNQ_LATENCY),
             (RUNQ_START_MAP, map_full::RUNQ_START),
             (PROCESS_COUNTS_MAP, map_full::PROCESS_COUNTS),
+            (net_wire::CGROUP_TRAFFIC_MAP, map_full::NET_CGROUP_TRAFFIC),
+            (net_wire::INTERFACE_TRAFFIC_MAP, map_full::NET_INTERFACE_TRAFFIC),
+            (net_wire::TCP_EVENTS_MAP, map_full::NET_TCP_EVENTS),
+            (net_wire::CGROUP_DROPS_MAP, map_full::NET_CGROUP_DROPS),
         ]
         .into_iter()
         .map(|(name, index)| (name, self.map_full.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)))
         .collect()
     }
+}
+
+/// Attaches the network families, each on its own: one that fails leaves the others running.
+fn load_network(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    config: &Config,
+    hierarchies: &Hierarchies,
+    walk: &Result<syscalls::CgroupOffsets, crate::kernel::btf::BtfError>,
+    sock: &Result<net::SockOffsets, crate::kernel::btf::BtfError>,
+    probes: &mut Vec<ProbeStatus>,
+) -> net::NetMaps {
+    let network = &config.network;
+    let mut maps = net::NetMaps::default();
+    let mut report = |ebpf: &Ebpf, mut status: ProbeStatus| {
+        if status.state == ProbeState::Attached {
+            status.program_ids = program_ids(ebpf, &status.programs);
+        }
+        probes.push(status);
+    };
+    let failed = |err: anyhow::Error| ProbeState::Failed(format!("{err:#}"));
+
+    let state = if network.cgroup_traffic {
+        match net::attach_cgroup(ebpf, hierarchies.unified.as_ref()) {
+            Ok(map) => {
+                maps.cgroup_traffic = Some((map, network.cgroup_traffic_max_entries));
+                ProbeState::Attached
+            }
+            Err(err) => failed(err),
+        }
+    } else {
+        ProbeState::Disabled
+    };
+    report(ebpf, net::cgroup_status(state));
+
+    let state = if network.xdp {
+        match net::attach_xdp(ebpf, network) {
+            Ok((map, attachments)) => {
+                maps.interface_traffic = Some((map, network.interface_traffic_max_entries));
+                maps.xdp = attachments;
+                ProbeState::Attached
+            }
+            Err(err) => failed(err),
+        }
+    } else {
+        ProbeState::Disabled
+    };
+    report(ebpf, net::xdp_status(state));
+
+    // Both socket families find a socket's cgroup (sock offsets, then the cgroup walk's kn->id).
+    let ready = match (walk, sock) {
+        (Err(err), _) => Err(format!("cannot read a cgroup's id: {err}")),
+        (_, Err(err)) => Err(format!("cannot read struct sock members: {err}")),
+        _ => Ok(()),
+    };
+    let state = match &ready {
+        _ if !network.tcp => ProbeState::Disabled,
+        Err(why) => ProbeState::Failed(why.clone()),
+        Ok(()) => match net::attach_tcp(ebpf, btf) {
+            Ok(map) => {
+                maps.tcp = Some((map, network.tcp_max_entries));
+                ProbeState::Attached
+            }
+            Err(err) => failed(err),
+        },
+    };
+    report(ebpf, net::tcp_status(state));
+
+    let state = match &ready {
+        _ if !network.drops => ProbeState::Disabled,
+        Err(why) => ProbeState::Failed(why.clone()),
+        Ok(()) => match net::attach_drops(ebpf, btf) {
+            Ok((reasons, by_cgroup)) => {
+                maps.drop_reasons = Some(reasons);
+                maps.cgroup_drops = Some((by_cgroup, network.drop_max_entries));
+                ProbeState::Attached
+            }
+            Err(err) => failed(err),
+        },
+    };
+    report(ebpf, net::drops_status(state));
+    maps
 }
 
 fn program_ids(ebpf: &Ebpf, names: &[&str]) -> Vec<u32> {

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use crate::{
     bpf::{Programs, cgroups::CgroupEventReader, oom::OomEventReader},
     config::{Config, LogFormat},
-    kernel::{cgroupfs, preflight},
+    kernel::{cgroupfs, preflight, tracefs_symbols},
     logging,
     metadata::{
         cgroups::{self, Tracker},
@@ -121,7 +121,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(reader) = process_events {
         tokio::spawn(processes::follow_events(reader, tracker.clone(), resolver.clone()));
     }
-    let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver, kills);
+    // Drop reason names as this kernel numbers them; without them, drops are labelled reason_N.
+    let format = config.paths.tracefs.join("events/skb/kfree_skb/format");
+    let drop_reasons = tracefs_symbols::read(&format, "reason").unwrap_or_else(|why| {
+        warn!("drop reasons will be labelled by number: {why}");
+        Default::default()
+    });
+    let registry =
+        metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver, kills, drop_reasons);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = match events {
         Some(CgroupEventReader { ring, lost }) => {

@@ -5,6 +5,8 @@ pub mod btf;
 pub mod cgroupfs;
 pub mod mountinfo;
 pub mod names;
+pub mod netns;
 pub mod preflight;
 pub mod procfs;
 pub mod resources;
+pub mod tracefs_symbols;

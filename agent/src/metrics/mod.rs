@@ -3,6 +3,7 @@
 
 mod agent;
 mod metadata;
+mod net;
 mod oom;
 mod resources;
 mod sched;
@@ -33,6 +34,7 @@ pub fn registry(
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
     kills: Arc<OomKills>,
+    drop_reasons: crate::kernel::tracefs_symbols::Symbols,
 ) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(agent::AgentCollector::new(
@@ -59,7 +61,12 @@ pub fn registry(
         tracker.clone(),
         resolver.clone(),
     )));
-    registry.register_collector(Box::new(sched::SchedCollector::new(programs, tracker, resolver)));
+    registry.register_collector(Box::new(sched::SchedCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+    )));
+    registry.register_collector(Box::new(net::NetCollector::new(programs, tracker, resolver, drop_reasons)));
     registry
 }
 

@@ -1,0 +1,120 @@
+//! Network families end to end, on network namespaces and veth pairs the tests create: a
+//! counted flow from a process in a test cgroup must show up exactly in the per-cgroup
+//! (cgroup_skb) and per-interface (XDP) counters.
+
+mod net_support;
+mod support;
+
+use net_support::{A_ADDR, B_ADDR, Link, NsFile, ping, run_in_cgroup, udp_bound, udp_receive, udp_send};
+use support::{Agent, TestCgroup, config_file, parse, path_str, privileged, value};
+
+/// IPv4 and UDP/ICMP header bytes: what cgroup_skb counts on top of the payload.
+const IPV4_HEADER: u64 = 20;
+const L4_HEADER: u64 = 8;
+/// The Ethernet header: what XDP counts on top of the IP packet.
+const ETHERNET_HEADER: u64 = 14;
+
+/// Starts an agent that watches `link`'s `b` side with XDP, with the given extra config.
+fn agent_watching(link: &Link, extra: &str) -> (Agent, tempfile::TempDir) {
+    let text = format!("[network]\nxdp_interfaces = [{:?}]\n{extra}", link.b_xdp_entry());
+    let (dir, path) = config_file(&text);
+    (Agent::start(&["--config", path_str(&path)]), dir)
+}
+
+#[test]
+fn a_counted_flow_is_counted_exactly_per_cgroup_and_per_interface() {
+    if !privileged("a_counted_flow_is_counted_exactly_per_cgroup_and_per_interface") {
+        return;
+    }
+    let _serial = support::serial();
+    let link = Link::create();
+    let (agent, _config) = agent_watching(&link, "");
+    let cgroup = TestCgroup::create("net-flow");
+    const N: usize = 50;
+    const UDP_PAYLOAD: usize = 200;
+    const ICMP_DATA: usize = 56;
+    const PORT: u16 = 4242;
+    let (a, b) = (NsFile::of(&link.a), NsFile::of(&link.b));
+    // The receiving socket lives in b, the sending one in a; both belong to the child's cgroup.
+    let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+        if !b.enter() {
+            return 2;
+        }
+        let receiver = udp_bound(B_ADDR, PORT);
+        if receiver < 0 || !a.enter() {
+            return 3;
+        }
+        let sender = udp_bound(A_ADDR, 0);
+        if sender < 0 || udp_send(sender, B_ADDR, PORT, N, UDP_PAYLOAD) != N {
+            return 4;
+        }
+        if udp_receive(receiver, N) != N {
+            return 5;
+        }
+        if ping(B_ADDR, N, ICMP_DATA) != N {
+            return 6;
+        }
+        0
+    });
+    assert_eq!(code, 0, "the workload failed (2-3: namespaces, 4: send, 5: receive, 6: ping)");
+
+    let samples = parse(&agent.scrape());
+    let n = N as u64;
+    let udp_packet = IPV4_HEADER + L4_HEADER + UDP_PAYLOAD as u64;
+    let icmp_packet = IPV4_HEADER + L4_HEADER + ICMP_DATA as u64;
+    let of_cgroup = [("cgroup", cgroup.label.as_str())];
+    let sent = value(&samples, "kernsight_container_network_transmit_packets_total", &of_cgroup);
+    let sent_bytes = value(&samples, "kernsight_container_network_transmit_bytes_total", &of_cgroup);
+    let received = value(&samples, "kernsight_container_network_receive_packets_total", &of_cgroup);
+    let received_bytes = value(&samples, "kernsight_container_network_receive_bytes_total", &of_cgroup);
+    eprintln!("cgroup: sent {sent} packets / {sent_bytes} bytes, received {received} / {received_bytes}");
+    // Sent: N datagrams and N echo requests. Received: the N datagrams (b's socket) and the N
+    // echo replies (the raw socket). IP packet lengths, as cgroup_skb sees them.
+    assert_eq!(sent as u64, 2 * n, "packets sent by the cgroup");
+    assert_eq!(sent_bytes as u64, n * (udp_packet + icmp_packet), "bytes sent by the cgroup");
+    assert_eq!(received as u64, 2 * n, "packets received by the cgroup's sockets");
+    assert_eq!(
+        received_bytes as u64,
+        n * (udp_packet + icmp_packet),
+        "bytes received by the cgroup's sockets"
+    );
+
+    // XDP on b's interface sees what arrives there: the datagrams and the echo requests.
+    let interface = |protocol| {
+        [("interface", link.b_if.as_str()), ("netns", link.b.name.as_str()), ("protocol", protocol)]
+    };
+    let udp = value(&samples, "kernsight_interface_packets_total", &interface("ipv4_udp"));
+    let udp_bytes = value(&samples, "kernsight_interface_bytes_total", &interface("ipv4_udp"));
+    let icmp = value(&samples, "kernsight_interface_packets_total", &interface("ipv4_icmp"));
+    let icmp_bytes = value(&samples, "kernsight_interface_bytes_total", &interface("ipv4_icmp"));
+    let malformed = value(&samples, "kernsight_interface_packets_total", &interface("malformed"));
+    eprintln!("xdp on {}: udp {udp} / {udp_bytes} bytes, icmp {icmp} / {icmp_bytes} bytes", link.b_if);
+    assert_eq!(udp as u64, n, "UDP frames on {}", link.b_if);
+    assert_eq!(udp_bytes as u64, n * (ETHERNET_HEADER + udp_packet));
+    assert_eq!(icmp as u64, n, "ICMP frames on {}", link.b_if);
+    assert_eq!(icmp_bytes as u64, n * (ETHERNET_HEADER + icmp_packet));
+    assert_eq!(malformed, 0.0, "well-formed frames classified as malformed");
+    let native = value(
+        &samples,
+        "kernsight_interface_xdp_info",
+        &[("interface", link.b_if.as_str()), ("netns", link.b.name.as_str()), ("mode", "native")],
+    );
+    assert_eq!(native, 1.0, "veth supports native XDP; the mode is reported");
+    assert!(agent.log().contains("XDP attached"), "the attachment is logged");
+}
+
+#[test]
+fn a_missing_interface_is_reported_and_the_rest_runs() {
+    if !privileged("a_missing_interface_is_reported_and_the_rest_runs") {
+        return;
+    }
+    let _serial = support::serial();
+    let (_dir, path) = config_file("[network]\nxdp_interfaces = [\"ks-no-such-if\"]\n");
+    let agent = Agent::start(&["--config", path_str(&path)]);
+    let samples = parse(&agent.scrape());
+    assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "net_xdp")]), 0.0);
+    assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "net_cgroup")]), 1.0);
+    assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
+    let log = agent.log();
+    assert!(log.contains("no interface ks-no-such-if in this network namespace"), "{log}");
+}
