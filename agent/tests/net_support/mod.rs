@@ -313,3 +313,72 @@ pub fn ping(to: Ipv4Addr, count: usize, payload: usize) -> usize {
         replies
     }
 }
+
+/// A TCP listener on `addr:port` in the current namespace; -1 on failure.
+pub fn tcp_listen(addr: Ipv4Addr, port: u16) -> i32 {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let one: i32 = 1;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4);
+        let sa = sockaddr(addr, port);
+        if fd < 0
+            || libc::bind(fd, (&raw const sa).cast(), size_of::<libc::sockaddr_in>() as u32) != 0
+            || libc::listen(fd, 16) != 0
+        {
+            return -1;
+        }
+        fd
+    }
+}
+
+/// A blocking connect to `addr:port`: the socket, or -errno.
+pub fn tcp_connect(addr: Ipv4Addr, port: u16) -> i32 {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return -1;
+        }
+        let sa = sockaddr(addr, port);
+        if libc::connect(fd, (&raw const sa).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+            let errno = *libc::__errno_location();
+            libc::close(fd);
+            return -errno;
+        }
+        fd
+    }
+}
+
+/// Writes `total` bytes to `fd`; how many went.
+pub fn tcp_write(fd: i32, total: usize) -> usize {
+    let buffer = [0x33u8; 16 * 1024];
+    let mut written = 0;
+    while written < total {
+        let n = unsafe { libc::write(fd, buffer.as_ptr().cast(), buffer.len().min(total - written)) };
+        if n <= 0 {
+            break;
+        }
+        written += n as usize;
+    }
+    written
+}
+
+/// Reads from `fd` until end of stream; how many bytes came.
+pub fn tcp_drain(fd: i32) -> usize {
+    let mut buffer = [0u8; 16 * 1024];
+    let mut read = 0;
+    loop {
+        let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
+        if n <= 0 {
+            return read;
+        }
+        read += n as usize;
+    }
+}
+
+/// A field of the `Tcp:` line of a `/proc/net/snmp` text (e.g. "RetransSegs").
+pub fn snmp_tcp(snmp: &str, field: &str) -> Option<u64> {
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let index = names.split_whitespace().position(|name| name == field)?;
+    values.split_whitespace().nth(index)?.parse().ok()
+}
