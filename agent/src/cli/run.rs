@@ -74,6 +74,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .block_on(serve(config))
 }
 
+/// The namespaces whose conntrack table and interface counters are read: the agent's own ("")
+/// and each configured one that can be entered now (the others are reported once).
+fn network_namespaces(config: &Config) -> Vec<String> {
+    let from_xdp = config
+        .network
+        .xdp_interfaces
+        .iter()
+        .filter_map(|entry| crate::bpf::net::XdpTarget::parse(entry).ok())
+        .map(|target| target.netns);
+    let mut namespaces = vec![String::new()];
+    for netns in config.network.namespaces.iter().cloned().chain(from_xdp) {
+        if namespaces.contains(&netns) {
+            continue;
+        }
+        match crate::kernel::netstat::read(&netns) {
+            Ok(_) => namespaces.push(netns),
+            Err(err) => warn!("network.namespaces: {err}; its conntrack and interface counters are not read"),
+        }
+    }
+    namespaces
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Bind first: a port conflict is the cheapest failure to report, before anything is loaded.
     let listener = tokio::net::TcpListener::bind(config.metrics.listen).await.with_context(|| {
@@ -127,8 +149,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         warn!("drop reasons will be labelled by number: {why}");
         Default::default()
     });
-    let registry =
-        metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver, kills, drop_reasons);
+    let namespaces = config.network.conntrack.then(|| network_namespaces(&config));
+    let registry = metrics::registry(
+        programs.clone(),
+        health.clone(),
+        tracker.clone(),
+        resolver,
+        kills,
+        drop_reasons,
+        namespaces,
+    );
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = match events {
         Some(CgroupEventReader { ring, lost }) => {

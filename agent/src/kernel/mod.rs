@@ -6,6 +6,7 @@ pub mod cgroupfs;
 pub mod mountinfo;
 pub mod names;
 pub mod netns;
+pub mod netstat;
 pub mod preflight;
 pub mod procfs;
 pub mod resources;

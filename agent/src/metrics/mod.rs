@@ -4,6 +4,7 @@
 mod agent;
 mod metadata;
 mod net;
+mod net_counters;
 mod oom;
 mod resources;
 mod sched;
@@ -35,6 +36,7 @@ pub fn registry(
     resolver: Arc<Resolver>,
     kills: Arc<OomKills>,
     drop_reasons: crate::kernel::tracefs_symbols::Symbols,
+    network_namespaces: Option<Vec<String>>,
 ) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(agent::AgentCollector::new(
@@ -67,6 +69,9 @@ pub fn registry(
         resolver.clone(),
     )));
     registry.register_collector(Box::new(net::NetCollector::new(programs, tracker, resolver, drop_reasons)));
+    if let Some(namespaces) = network_namespaces {
+        registry.register_collector(Box::new(net_counters::NetCountersCollector::new(namespaces)));
+    }
     registry
 }
 
