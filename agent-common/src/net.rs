@@ -32,6 +32,9 @@ pub const DROP_REASON_OTHER: u32 = DROP_REASON_SLOTS - 1;
 pub const SOCK_CGROUP_DATA_OFFSET_GLOBAL: &str = "SOCK_CGRP_DATA_OFFSET";
 pub const SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL: &str = "SOCK_CGRP_DATA_CGROUP_OFFSET";
 pub const SKB_SK_OFFSET_GLOBAL: &str = "SKB_SK_OFFSET";
+/// Read-only global (`u32`): BTF offset of `sk_buff.cb` plus that of `tcp_skb_cb.tcp_gso_segs`
+/// (the segments a TCP skb holds: what the kernel's `RetransSegs` adds per retransmission).
+pub const SKB_TCP_GSO_SEGS_OFFSET_GLOBAL: &str = "SKB_TCP_GSO_SEGS_OFFSET";
 /// Read-only globals (`u32`): BTF offsets of `sock.__sk_common.skc_state` and `sock.sk_protocol`.
 pub const SOCK_STATE_OFFSET_GLOBAL: &str = "SOCK_STATE_OFFSET";
 pub const SOCK_PROTOCOL_OFFSET_GLOBAL: &str = "SOCK_PROTOCOL_OFFSET";

@@ -21,7 +21,7 @@ use kernsight_common::{
 };
 
 use super::{add_count, sock_cgroup, sock_protocol};
-use crate::task::global;
+use crate::task::{global, load};
 
 #[map]
 static NET_TCP_EVENTS: PerCpuHashMap<TcpKey, u64> =
@@ -34,6 +34,8 @@ static NET_TCP_STARTS: LruHashMap<u64, TcpStart> =
 
 #[unsafe(no_mangle)]
 static RETRANSMIT_HAS_ERR: u32 = 0;
+#[unsafe(no_mangle)]
+static SKB_TCP_GSO_SEGS_OFFSET: u32 = 0;
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
@@ -103,7 +105,8 @@ fn ended(address: u64) {
 }
 
 /// tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb[, int err]): counted
-/// when the segment went out (err 0) on kernels that report it, every attempt on older ones.
+/// when it went out (err 0) on kernels that report it, every attempt on older ones; in
+/// segments (`tcp_skb_pcount`), as the kernel's `RetransSegs` counts them.
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn ks_tcp_retransmit(ctx: BtfTracePointContext) -> i32 {
     if global(&RETRANSMIT_HAS_ERR) != 0 {
@@ -112,9 +115,14 @@ pub fn ks_tcp_retransmit(ctx: BtfTracePointContext) -> i32 {
             return 0;
         }
     }
-    // SAFETY: the tracepoint's BTF argument.
-    let cgroup_id = unsafe { sock_cgroup(ctx.arg(0)) }.unwrap_or(NO_SOCKET_CGROUP_ID);
-    count(cgroup_id, tcp_event::RETRANSMIT, 1);
+    // SAFETY: the tracepoint's BTF arguments; `cb` is scratch space the verifier lets a
+    // program read at any offset inside it.
+    let (cgroup_id, segments) = unsafe {
+        let skb: *const u8 = ctx.arg(1);
+        let segments: u16 = load(skb, global(&SKB_TCP_GSO_SEGS_OFFSET));
+        (sock_cgroup(ctx.arg(0)).unwrap_or(NO_SOCKET_CGROUP_ID), segments)
+    };
+    count(cgroup_id, tcp_event::RETRANSMIT, u64::from(segments.max(1)));
     0
 }
 

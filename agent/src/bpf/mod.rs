@@ -150,6 +150,7 @@ impl Programs {
             .override_global(net_wire::SOCK_STATE_OFFSET_GLOBAL, &sock_fields.state, true)
             .override_global(net_wire::SOCK_PROTOCOL_OFFSET_GLOBAL, &sock_fields.protocol, true)
             .override_global(net_wire::SKB_SK_OFFSET_GLOBAL, &sock_fields.skb_sk, true)
+            .override_global(net_wire::SKB_TCP_GSO_SEGS_OFFSET_GLOBAL, &sock_fields.skb_tcp_gso_segs, true)
             .override_global(net_wire::RETRANSMIT_HAS_ERR_GLOBAL, &retransmit_has_err, true)
             .override_global(net_wire::KFREE_SKB_HAS_RX_SK_GLOBAL, &kfree_skb_has_rx_sk, true)
             .map_max_entries(net_wire::CGROUP_TRAFFIC_MAP, network.cgroup_traffic_max_entries)

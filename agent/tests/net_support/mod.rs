@@ -377,7 +377,12 @@ pub fn tcp_drain(fd: i32) -> usize {
 
 /// A field of the `Tcp:` line of a `/proc/net/snmp` text (e.g. "RetransSegs").
 pub fn snmp_tcp(snmp: &str, field: &str) -> Option<u64> {
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    netstat_field(snmp, "Tcp:", field)
+}
+
+/// A field of a `/proc/net/snmp` or `netstat` section (a names line, then a values line).
+pub fn netstat_field(text: &str, section: &str, field: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(section));
     let (names, values) = (lines.next()?, lines.next()?);
     let index = names.split_whitespace().position(|name| name == field)?;
     values.split_whitespace().nth(index)?.parse().ok()

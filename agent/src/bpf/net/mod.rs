@@ -69,6 +69,7 @@ pub struct SockOffsets {
     pub state: u32,
     pub protocol: u32,
     pub skb_sk: u32,
+    pub skb_tcp_gso_segs: u32,
 }
 
 impl SockOffsets {
@@ -81,6 +82,8 @@ impl SockOffsets {
                 + btf.member_offset("sock_common", "skc_state")?,
             protocol: btf.member_offset("sock", "sk_protocol")?,
             skb_sk: btf.member_offset("sk_buff", "sk")?,
+            skb_tcp_gso_segs: btf.member_offset("sk_buff", "cb")?
+                + btf.member_offset("tcp_skb_cb", "tcp_gso_segs")?,
         })
     }
 }
