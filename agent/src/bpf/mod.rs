@@ -355,8 +355,20 @@ fn load_network(
         probes.push(status);
     };
     let failed = |err: anyhow::Error| ProbeState::Failed(format!("{err:#}"));
+    // cgroup_skb and XDP are networking programs: the kernel wants CAP_NET_ADMIN beside CAP_BPF.
+    let net_admin =
+        caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_NET_ADMIN).unwrap_or(false);
+    let no_net_admin = || {
+        ProbeState::Failed(
+            "needs CAP_NET_ADMIN (networking programs): run as root or grant it (the DaemonSet adds NET_ADMIN)".into(),
+        )
+    };
 
-    let state = if network.cgroup_traffic {
+    let state = if !network.cgroup_traffic {
+        ProbeState::Disabled
+    } else if !net_admin {
+        no_net_admin()
+    } else {
         match net::attach_cgroup(ebpf, hierarchies.unified.as_ref()) {
             Ok(map) => {
                 maps.cgroup_traffic = Some((map, network.cgroup_traffic_max_entries));
@@ -364,12 +376,14 @@ fn load_network(
             }
             Err(err) => failed(err),
         }
-    } else {
-        ProbeState::Disabled
     };
     report(ebpf, net::cgroup_status(state));
 
-    let state = if network.xdp {
+    let state = if !network.xdp {
+        ProbeState::Disabled
+    } else if !net_admin {
+        no_net_admin()
+    } else {
         match net::attach_xdp(ebpf, network) {
             Ok((map, attachments)) => {
                 maps.interface_traffic = Some((map, network.interface_traffic_max_entries));
@@ -378,8 +392,6 @@ fn load_network(
             }
             Err(err) => failed(err),
         }
-    } else {
-        ProbeState::Disabled
     };
     report(ebpf, net::xdp_status(state));
 
