@@ -118,3 +118,28 @@ fn a_missing_interface_is_reported_and_the_rest_runs() {
     let log = agent.log();
     assert!(log.contains("no interface ks-no-such-if in this network namespace"), "{log}");
 }
+
+#[test]
+fn by_default_xdp_watches_the_interfaces_of_the_default_routes() {
+    if !privileged("by_default_xdp_watches_the_interfaces_of_the_default_routes") {
+        return;
+    }
+    let routes = net_support::sh("ip", &["-4", "route", "show", "default"]);
+    let Some(interface) = routes.split_whitespace().skip_while(|w| *w != "dev").nth(1).map(str::to_owned)
+    else {
+        eprintln!(
+            "SKIPPED by_default_xdp_watches_the_interfaces_of_the_default_routes: no IPv4 default route"
+        );
+        return;
+    };
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let samples = parse(&agent.scrape());
+    let modes: Vec<&str> = samples
+        .iter()
+        .filter(|s| s.name == "kernsight_interface_xdp_info" && s.labels["interface"] == interface)
+        .map(|s| s.labels["mode"].as_str())
+        .collect();
+    eprintln!("default route via {interface}: XDP mode {modes:?}");
+    assert!(matches!(modes[..], ["native"] | ["generic"]), "{interface}: {modes:?}\n{}", agent.log());
+}

@@ -71,9 +71,11 @@ fn conntrack_gauges_follow_the_kernels_count_in_a_test_namespace() {
     );
 }
 
-/// 2 + 12 frames: the well-formed ones exercise VLAN tags, IP options and fragments; each of
-/// the others claims a header it does not hold.
-fn crafted_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+type Frame = Vec<u8>;
+
+/// Well-formed frames, by the protocol they must count under (VLAN tags, IP options, a later
+/// fragment, IPv6, ARP), and malformed ones, each claiming a header it does not hold.
+fn crafted_frames() -> (Vec<(&'static str, Frame)>, Vec<Frame>) {
     let udp = |length: u16| {
         let mut header = vec![0x30, 0x39, 0x27, 0x0f];
         header.extend_from_slice(&length.to_be_bytes());
@@ -88,11 +90,47 @@ fn crafted_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         tagged.extend_from_slice(&inner.to_be_bytes());
         tagged
     };
+    let ipv6 = |payload_len: u16, next: u8| {
+        let mut header = vec![0x60, 0, 0, 0];
+        header.extend_from_slice(&payload_len.to_be_bytes());
+        header.extend_from_slice(&[next, 64]);
+        header.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        header.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        header
+    };
+    // A TCP header of 20 bytes (data offset 5), SYN.
+    let tcp = [0x30, 0x39, 0x13, 0x88, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0];
     let well_formed = vec![
         // 802.1Q-tagged IPv4 UDP with 4 payload bytes.
-        frame(&[&vlan(0x0800), &ipv4_header(0x45, 32, 17, 0), &udp(12), &[1, 2, 3, 4]]),
+        ("ipv4_udp", frame(&[&vlan(0x0800), &ipv4_header(0x45, 32, 17, 0), &udp(12), &[1, 2, 3, 4]])),
         // IPv4 with 4 bytes of options (IHL 6), ICMP echo.
-        frame(&[&ip, &ipv4_header(0x46, 32, 1, 0), &[1, 0, 0, 0], &[8, 0, 0, 0, 0, 1, 0, 1]]),
+        ("ipv4_icmp", frame(&[&ip, &ipv4_header(0x46, 32, 1, 0), &[1, 0, 0, 0], &[8, 0, 0, 0, 0, 1, 0, 1]])),
+        // A later fragment of a UDP datagram: no UDP header in it, none looked for.
+        ("ipv4_udp", frame(&[&ip, &ipv4_header(0x45, 28, 17, 185), &[0; 8]])),
+        // QinQ (802.1ad outer, 802.1Q inner) IPv4 TCP SYN.
+        (
+            "ipv4_tcp",
+            frame(&[
+                &ethernet(0x88a8),
+                &[0, 1, 0x81, 0],
+                &[0, 2, 0x08, 0],
+                &ipv4_header(0x45, 40, 6, 0),
+                &tcp,
+            ]),
+        ),
+        // IPv4 carrying GRE (47): counted by the IP version.
+        ("ipv4_other", frame(&[&ip, &ipv4_header(0x45, 24, 47, 0), &[0; 4]])),
+        ("ipv6_udp", frame(&[&ethernet(0x86dd), &ipv6(12, 17), &udp(12), &[9, 9, 9, 9]])),
+        ("ipv6_icmp", frame(&[&ethernet(0x86dd), &ipv6(8, 58), &[128, 0, 0, 0, 0, 1, 0, 1]])),
+        ("ipv6_tcp", frame(&[&ethernet(0x86dd), &ipv6(20, 6), &tcp])),
+        // ARP request for an address nobody has (no reply).
+        (
+            "arp",
+            frame(&[
+                &ethernet(0x0806),
+                &[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 10, 99, 0, 1, 0, 0, 0, 0, 0, 0, 10, 99, 0, 77],
+            ]),
+        ),
     ];
     let malformed = vec![
         // A VLAN tag announced, nothing after the Ethernet header.
@@ -133,10 +171,11 @@ fn crafted_frames_are_classified_and_malformed_ones_counted() {
     let (_dir, path) = config_file(&format!("[network]\nxdp_interfaces = [{:?}]\n", link.b_xdp_entry()));
     let agent = Agent::start(&["--config", path_str(&path)]);
     let (well_formed, malformed) = crafted_frames();
+    let well_formed_frames: Vec<Vec<u8>> = well_formed.iter().map(|(_, frame)| frame.clone()).collect();
     // Frames of an EtherType no protocol handles: the stack drops them and counts rx_dropped.
     const UNKNOWN: usize = 7;
     let unknown: Vec<Vec<u8>> = (0..UNKNOWN).map(|_| [ethernet(0x88b5), vec![0; 46]].concat()).collect();
-    for frames in [&well_formed, &malformed, &unknown] {
+    for frames in [&well_formed_frames, &malformed, &unknown] {
         assert_eq!(send_frames(&link.a, &link.a_if, frames), frames.len(), "AF_PACKET send");
     }
     let samples = parse(&agent.scrape());
@@ -144,18 +183,16 @@ fn crafted_frames_are_classified_and_malformed_ones_counted() {
         [("interface", link.b_if.as_str()), ("netns", link.b.name.as_str()), ("protocol", protocol)]
     };
     let count = |protocol| value(&samples, "kernsight_interface_packets_total", &interface(protocol));
-    eprintln!(
-        "on {}: malformed {}, ipv4_udp {}, ipv4_icmp {}, other {}",
-        link.b_if,
-        count("malformed"),
-        count("ipv4_udp"),
-        count("ipv4_icmp"),
-        count("other")
-    );
-    assert_eq!(count("malformed"), malformed.len() as f64, "every malformed frame, and only those");
-    assert_eq!(count("ipv4_udp"), 1.0, "the VLAN-tagged datagram");
-    assert_eq!(count("ipv4_icmp"), 1.0, "the echo with IP options");
-    assert_eq!(count("other"), UNKNOWN as f64, "the unknown EtherType");
+    let mut expected: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    for (protocol, _) in &well_formed {
+        *expected.entry(protocol).or_default() += 1.0;
+    }
+    expected.insert("malformed", malformed.len() as f64);
+    expected.insert("other", UNKNOWN as f64);
+    let seen: std::collections::BTreeMap<&str, f64> = expected.keys().map(|p| (*p, count(p))).collect();
+    eprintln!("on {}: {seen:?}", link.b_if);
+    // Every frame under its protocol; every malformed frame, and only those, as malformed.
+    assert_eq!(seen, expected);
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "net_xdp")]), 1.0);
 
     // The kernel dropped the unknown frames on b and counted them; kernsight reads that count.

@@ -268,3 +268,23 @@ impl NetMaps {
         removed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_tracepoint_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let format = dir.path().join("events/skb/kfree_skb");
+        std::fs::create_dir_all(&format).unwrap();
+        std::fs::write(
+            format.join("format"),
+            "format:\n\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:void * rx_sk;\toffset:24;\tsize:8;\tsigned:0;\n",
+        )
+        .unwrap();
+        assert!(tracepoint_has_field(dir.path(), "skb", "kfree_skb", "rx_sk"));
+        assert!(!tracepoint_has_field(dir.path(), "skb", "kfree_skb", "sk"));
+        assert!(!tracepoint_has_field(dir.path(), "tcp", "tcp_retransmit_skb", "err"));
+    }
+}
