@@ -143,3 +143,39 @@ fn by_default_xdp_watches_the_interfaces_of_the_default_routes() {
     eprintln!("default route via {interface}: XDP mode {modes:?}");
     assert!(matches!(modes[..], ["native"] | ["generic"]), "{interface}: {modes:?}\n{}", agent.log());
 }
+
+/// Program ids the log lists for `probe`.
+fn program_ids(log: &str, probe: &str) -> Vec<u32> {
+    log.lines()
+        .filter(|l| l.contains(&format!("probe=\"{probe}\"")))
+        .find_map(|l| l.split("ids=[").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .map(|list| list.split(',').filter_map(|id| id.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn sigterm_detaches_the_xdp_and_cgroup_programs() {
+    if !privileged("sigterm_detaches_the_xdp_and_cgroup_programs") {
+        return;
+    }
+    let _serial = support::serial();
+    let link = Link::create();
+    let (agent, _config) = agent_watching(&link, "");
+    let log = agent.log();
+    let ids: Vec<u32> = ["net_cgroup", "net_xdp"].iter().flat_map(|probe| program_ids(&log, probe)).collect();
+    assert_eq!(ids.len(), 3, "ingress, egress and XDP program ids in the log:\n{log}");
+    let has_xdp = || link.b.ip(&["link", "show", "dev", &link.b_if]).contains("xdp");
+    assert!(has_xdp(), "XDP is on {} while the agent runs", link.b_if);
+    let loaded = |id: u32| net_support::have_ok("bpftool", &["prog", "show", "id", &id.to_string()]);
+    assert!(ids.iter().all(|&id| loaded(id)));
+
+    assert!(agent.stop().success(), "clean exit on SIGTERM");
+    assert!(!has_xdp(), "XDP is gone from {} once the agent stopped", link.b_if);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ids.iter().any(|&id| loaded(id)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let left: Vec<u32> = ids.into_iter().filter(|&id| loaded(id)).collect();
+    assert!(left.is_empty(), "programs {left:?} are still loaded 5 s after the agent exited");
+}

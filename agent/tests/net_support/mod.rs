@@ -28,6 +28,11 @@ pub fn have(program: &str) -> bool {
     Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
+/// Whether `program args...` runs and succeeds.
+pub fn have_ok(program: &str, args: &[&str]) -> bool {
+    Command::new(program).args(args).output().is_ok_and(|o| o.status.success())
+}
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this process and call: interface names have 15 bytes at most.
