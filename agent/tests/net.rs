@@ -179,3 +179,47 @@ fn sigterm_detaches_the_xdp_and_cgroup_programs() {
     let left: Vec<u32> = ids.into_iter().filter(|&id| loaded(id)).collect();
     assert!(left.is_empty(), "programs {left:?} are still loaded 5 s after the agent exited");
 }
+
+#[test]
+fn xdp_on_a_bridge_port_counts_traffic_that_only_passes_through() {
+    if !privileged("xdp_on_a_bridge_port_counts_traffic_that_only_passes_through") {
+        return;
+    }
+    let _serial = support::serial();
+    let net = net_support::Bridged::create();
+    let entry = format!("{}:{}", net.switch.name, net.port_a);
+    let (_dir, path) = config_file(&format!("[network]\nxdp_interfaces = [{entry:?}]\n"));
+    let agent = Agent::start(&["--config", path_str(&path)]);
+    let cgroup = TestCgroup::create("net-bridge");
+    const N: usize = 30;
+    const PAYLOAD: usize = 500;
+    const PORT: u16 = 4343;
+    let (a, b) = (NsFile::of(&net.a), NsFile::of(&net.b));
+    let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+        if !b.enter() {
+            return 2;
+        }
+        let receiver = udp_bound(B_ADDR, PORT);
+        if receiver < 0 || !a.enter() {
+            return 3;
+        }
+        let sender = udp_bound(A_ADDR, 0);
+        if sender < 0 || udp_send(sender, B_ADDR, PORT, N, PAYLOAD) != N || udp_receive(receiver, N) != N {
+            return 4;
+        }
+        0
+    });
+    assert_eq!(code, 0, "the workload failed (2-3: namespaces, 4: send or receive)");
+    let samples = parse(&agent.scrape());
+    let on_port =
+        [("interface", net.port_a.as_str()), ("netns", net.switch.name.as_str()), ("protocol", "ipv4_udp")];
+    let frames = value(&samples, "kernsight_interface_packets_total", &on_port);
+    let bytes = value(&samples, "kernsight_interface_bytes_total", &on_port);
+    let sent =
+        value(&samples, "kernsight_container_network_transmit_packets_total", &[("cgroup", &cgroup.label)]);
+    eprintln!("bridge port {}: {frames} UDP frames, {bytes} bytes; the cgroup sent {sent}", net.port_a);
+    let packet = IPV4_HEADER + L4_HEADER + PAYLOAD as u64;
+    assert_eq!(frames as u64, N as u64, "every datagram crossed the bridge port");
+    assert_eq!(bytes as u64, N as u64 * (ETHERNET_HEADER + packet));
+    assert_eq!(sent as u64, N as u64, "and left the sender's socket once");
+}

@@ -138,6 +138,55 @@ impl Link {
     }
 }
 
+/// Three namespaces: `a` (10.99.0.1) and `b` (10.99.0.2) each joined by a veth pair to a bridge
+/// in `switch`, whose ports are `port_a` and `port_b`: traffic between a and b crosses the
+/// switch namespace without any socket of its own.
+pub struct Bridged {
+    pub a: Netns,
+    pub b: Netns,
+    pub switch: Netns,
+    pub port_a: String,
+    pub port_b: String,
+}
+
+impl Bridged {
+    pub fn create() -> Self {
+        let (a, b, switch) = (Netns::create(), Netns::create(), Netns::create());
+        let bridge = unique("ksbr");
+        switch.ip(&["link", "add", &bridge, "type", "bridge"]);
+        switch.ip(&["link", "set", &bridge, "up"]);
+        let mut ports = Vec::new();
+        for (end, address) in [(&a, "10.99.0.1/24"), (&b, "10.99.0.2/24")] {
+            let (port, inside) = (unique("ksp"), unique("ksi"));
+            sh(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    &port,
+                    "netns",
+                    &switch.name,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &inside,
+                    "netns",
+                    &end.name,
+                ],
+            );
+            switch.ip(&["link", "set", &port, "master", &bridge]);
+            switch.ip(&["link", "set", &port, "up"]);
+            end.ip(&["addr", "add", address, "dev", &inside]);
+            end.ip(&["link", "set", &inside, "up"]);
+            ports.push(port);
+        }
+        let port_b = ports.pop().unwrap();
+        let port_a = ports.pop().unwrap();
+        Self { a, b, switch, port_a, port_b }
+    }
+}
+
 /// An open namespace file, to `setns` into from a forked child.
 pub struct NsFile(CString);
 
