@@ -414,9 +414,16 @@ fn load_network(
     };
     report(ebpf, net::tcp_status(state));
 
+    // Before 5.17 the tracepoint has no drop reason, and the program's read of it would be
+    // refused by the verifier with a less helpful message.
+    let has_reason = net::tracepoint_has_field(&config.paths.tracefs, "skb", "kfree_skb", "reason");
     let state = match &ready {
         _ if !network.drops => ProbeState::Disabled,
         Err(why) => ProbeState::Failed(why.clone()),
+        Ok(()) if !has_reason => ProbeState::Failed(format!(
+            "{} has no reason field (drop reasons need kernel 5.17; is tracefs mounted at paths.tracefs?)",
+            config.paths.tracefs.join("events/skb/kfree_skb/format").display()
+        )),
         Ok(()) => match net::attach_drops(ebpf, btf) {
             Ok((reasons, by_cgroup)) => {
                 maps.drop_reasons = Some(reasons);
