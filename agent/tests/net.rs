@@ -113,6 +113,12 @@ fn a_missing_interface_is_reported_and_the_rest_runs() {
     let agent = Agent::start(&["--config", path_str(&path)]);
     let samples = parse(&agent.scrape());
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "net_xdp")]), 0.0);
+    let failed = [("interface", "ks-no-such-if"), ("netns", ""), ("mode", "failed")];
+    assert_eq!(
+        value(&samples, "kernsight_interface_xdp_info", &failed),
+        1.0,
+        "the failed interface is listed"
+    );
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "net_cgroup")]), 1.0);
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
     let log = agent.log();

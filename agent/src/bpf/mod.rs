@@ -385,6 +385,12 @@ fn load_network(
         no_net_admin()
     } else {
         match net::attach_xdp(ebpf, network) {
+            // The failed interfaces stay listed (kernsight_interface_xdp_info{mode="failed"}).
+            Ok((_, attachments)) if net::none_attached(&attachments).is_some() => {
+                let why = net::none_attached(&attachments).unwrap_or_default();
+                maps.xdp = attachments;
+                ProbeState::Failed(why)
+            }
             Ok((map, attachments)) => {
                 maps.interface_traffic = Some((map, network.interface_traffic_max_entries));
                 maps.xdp = attachments;

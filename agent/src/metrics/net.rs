@@ -81,7 +81,7 @@ fn workload_of(namer: &mut CgroupNamer, cgroup_id: u64) -> Workload {
     if cgroup_id == NO_SOCKET_CGROUP_ID {
         return Workload { cgroup: "no_socket".to_owned(), ..Workload::default() };
     }
-    namer.name(cgroup_id)
+    namer.name_without_walk(cgroup_id)
 }
 
 /// (map, entries, bound) of the network maps, for `kernsight_bpf_map_entries`.
@@ -117,7 +117,7 @@ impl NetCollector {
         };
         let mut series: BTreeMap<(u32, Workload), Traffic> = BTreeMap::new();
         for (key, traffic) in read_traffic(map).into_iter().filter(|(_, t)| t.packets > 0) {
-            let sum = series.entry((key.direction, namer.name(key.cgroup_id))).or_default();
+            let sum = series.entry((key.direction, namer.name_without_walk(key.cgroup_id))).or_default();
             sum.packets += traffic.packets;
             sum.bytes += traffic.bytes;
         }
@@ -234,7 +234,7 @@ impl NetCollector {
         let (rows, _unreadable) = crate::bpf::syscalls::read_per_cpu(map);
         let mut series: BTreeMap<(Workload, u32), u64> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
-            *series.entry((namer.name(key.cgroup_id), key.reason)).or_default() += value;
+            *series.entry((namer.name_without_walk(key.cgroup_id), key.reason)).or_default() += value;
         }
         encode_counters(
             encoder,

@@ -147,7 +147,8 @@ pub fn attach_cgroup(ebpf: &mut Ebpf, unified: Option<&PathBuf>) -> anyhow::Resu
     Ok(map)
 }
 
-/// Loads `ks_net_xdp` and attaches it to the configured interfaces. Fails when none attached.
+/// Loads `ks_net_xdp` and attaches it to the configured interfaces, each reported on its own
+/// (`none_attached` says when not one could be).
 pub fn attach_xdp(
     ebpf: &mut Ebpf,
     config: &NetworkConfig,
@@ -163,15 +164,19 @@ pub fn attach_xdp(
         .with_context(|| format!("program {XDP_PROGRAM} missing from the object"))?
         .try_into()?;
     program.load().context("loading ks_net_xdp")?;
-    let attachments = xdp::attach_all(program, targets);
-    if attachments.iter().all(|a| a.error.is_some()) {
-        let why: Vec<String> = attachments
-            .iter()
-            .map(|a| format!("{}: {}", a.target.interface, a.error.as_deref().unwrap_or_default()))
-            .collect();
-        anyhow::bail!("no interface attached ({})", why.join("; "));
+    Ok((map, xdp::attach_all(program, targets)))
+}
+
+/// Why no interface could be watched, when none could.
+pub fn none_attached(attachments: &[XdpAttachment]) -> Option<String> {
+    if attachments.iter().any(|a| a.error.is_none()) {
+        return None;
     }
-    Ok((map, attachments))
+    let why: Vec<String> = attachments
+        .iter()
+        .map(|a| format!("{}: {}", a.target.interface, a.error.as_deref().unwrap_or_default()))
+        .collect();
+    Some(format!("no interface attached ({})", why.join("; ")))
 }
 
 pub fn attach_tcp(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<CountMap<TcpKey>> {
