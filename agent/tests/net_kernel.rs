@@ -123,6 +123,18 @@ fn crafted_frames() -> (Vec<(&'static str, Frame)>, Vec<Frame>) {
         ("ipv6_udp", frame(&[&ethernet(0x86dd), &ipv6(12, 17), &udp(12), &[9, 9, 9, 9]])),
         ("ipv6_icmp", frame(&[&ethernet(0x86dd), &ipv6(8, 58), &[128, 0, 0, 0, 0, 1, 0, 1]])),
         ("ipv6_tcp", frame(&[&ethernet(0x86dd), &ipv6(20, 6), &tcp])),
+        // MLD-like: a hop-by-hop header (router alert) before ICMPv6.
+        (
+            "ipv6_icmp",
+            frame(&[
+                &ethernet(0x86dd),
+                &ipv6(16, 0),
+                &[58, 0, 5, 2, 0, 0, 1, 0],
+                &[143, 0, 0, 0, 0, 0, 0, 0],
+            ]),
+        ),
+        // A later fragment of a UDP datagram (offset 100 × 8): no UDP header in it.
+        ("ipv6_udp", frame(&[&ethernet(0x86dd), &ipv6(16, 44), &[17, 0, 0x03, 0x20, 0, 0, 0, 9], &[0; 8]])),
         // ARP request for an address nobody has (no reply).
         (
             "arp",
@@ -155,6 +167,10 @@ fn crafted_frames() -> (Vec<(&'static str, Frame)>, Vec<Frame>) {
         frame(&[&ip, &ipv4_header(0x45, 36, 17, 0), &udp(200), &[0; 8]]),
         // ICMP of 4 bytes.
         frame(&[&ip, &ipv4_header(0x45, 24, 1, 0), &[8, 0, 0, 0]]),
+        // A hop-by-hop header claiming 48 bytes in a 16-byte payload.
+        frame(&[&ethernet(0x86dd), &ipv6(16, 0), &[58, 5, 0, 0, 0, 0, 0, 0], &[0; 8]]),
+        // IPv6 TCP with an empty payload.
+        frame(&[&ethernet(0x86dd), &ipv6(0, 6)]),
         // IPv6 whose payload length (500) runs past the frame.
         frame(&[&ethernet(0x86dd), &[0x60, 0, 0, 0, 0x01, 0xf4, 17, 64], &[0; 32], &udp(8)]),
     ];

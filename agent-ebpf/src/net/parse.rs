@@ -1,6 +1,6 @@
 //! Bounds-checked classification of an Ethernet frame for the XDP counters: Ethernet, up to two
-//! VLAN tags (802.1Q, 802.1ad), IPv4 (IHL and total length checked), IPv6, then TCP, UDP,
-//! ICMP and ICMPv6. Every read is preceded by a comparison against the frame's end, in the form
+//! VLAN tags (802.1Q, 802.1ad), IPv4 (IHL and total length checked), IPv6 (up to three
+//! extension headers walked), then TCP, UDP, ICMP and ICMPv6. Every read is preceded by a comparison against the frame's end, in the form
 //! the verifier tracks (packet pointer + constant or bounded offset <= data_end): a frame that
 //! claims more than it holds is classified `MALFORMED`, never read past its end.
 
@@ -105,6 +105,16 @@ fn ipv4(l3: usize, end: usize) -> u32 {
     }
 }
 
+/// IPv6 extension headers walked before the upper-layer header: hop-by-hop options, routing,
+/// destination options (length in 8-byte units after the first 8) and fragment (8 bytes).
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DESTINATION: u8 = 60;
+/// At most this many: enough for real traffic (MLD's hop-by-hop, a fragment header), and
+/// each one is unrolled code the verifier checks.
+const IPV6_MAX_EXTENSIONS: usize = 3;
+
 #[inline(always)]
 fn ipv6(l3: usize, end: usize) -> u32 {
     if l3 + IPV6_HLEN > end {
@@ -114,20 +124,53 @@ fn ipv6(l3: usize, end: usize) -> u32 {
         return protocol::MALFORMED;
     }
     let payload_len = read_be16(l3 + 4) as usize;
-    let next = read_u8(l3 + 6);
-    let l4 = l3 + IPV6_HLEN;
-    // A payload length of 0 is a jumbogram (RFC 2675), whose length is in an extension header:
-    // counted as "other" below, its next header being hop-by-hop.
+    let mut next = read_u8(l3 + 6);
+    let mut l4 = l3 + IPV6_HLEN;
+    // A payload length of 0 after a hop-by-hop header is a jumbogram (RFC 2675), whose length
+    // is in that header: its L4 header is not checked against a length.
+    let jumbogram = payload_len == 0 && next == IPV6_HOP_BY_HOP;
     if l4 + payload_len > end {
         return protocol::MALFORMED;
     }
     let packet_end = l4 + payload_len;
+    let mut later_fragment = false;
+    for _ in 0..IPV6_MAX_EXTENSIONS {
+        let length = match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DESTINATION => {
+                if l4 + 2 > end {
+                    return protocol::MALFORMED;
+                }
+                (read_u8(l4 + 1) as usize) * 8 + 8
+            }
+            IPV6_FRAGMENT => {
+                if l4 + 8 > end {
+                    return protocol::MALFORMED;
+                }
+                later_fragment = read_be16(l4 + 2) & 0xfff8 != 0;
+                8
+            }
+            _ => break,
+        };
+        next = read_u8(l4);
+        l4 += length;
+        if l4 > packet_end && !jumbogram {
+            return protocol::MALFORMED;
+        }
+    }
+    if jumbogram || later_fragment {
+        return match next {
+            IPPROTO_TCP => protocol::IPV6_TCP,
+            IPPROTO_UDP => protocol::IPV6_UDP,
+            IPPROTO_ICMPV6 => protocol::IPV6_ICMP,
+            _ => protocol::IPV6_OTHER,
+        };
+    }
     match next {
         IPPROTO_TCP if tcp_fits(l4, packet_end, end) => protocol::IPV6_TCP,
         IPPROTO_UDP if udp_fits(l4, packet_end, end, true) => protocol::IPV6_UDP,
         IPPROTO_ICMPV6 if l4 + ICMP_MIN_LEN <= packet_end => protocol::IPV6_ICMP,
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6 => protocol::MALFORMED,
-        // Extension headers are not walked: counted by the IP version only.
+        // More extension headers than walked, or another protocol: counted by the IP version.
         _ => protocol::IPV6_OTHER,
     }
 }
