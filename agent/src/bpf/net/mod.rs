@@ -2,6 +2,7 @@
 //! cgroup_skb on the cgroup v2 root), `net_xdp` (`ks_net_xdp` on the watched interfaces),
 //! `tcp` (state changes, retransmissions, resets) and `packet_drops` (`skb:kfree_skb`).
 
+mod attach;
 mod xdp;
 
 use std::{
@@ -11,6 +12,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+pub(crate) use attach::attach_families;
 use aya::{
     Btf, Ebpf,
     maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
