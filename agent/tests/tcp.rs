@@ -171,3 +171,50 @@ fn a_lossy_path_shows_retransmits() {
         "{retransmits} counted, the client retransmitted {client} segments of which at most {probes} were loss probes"
     );
 }
+
+#[test]
+fn a_connect_that_times_out_is_a_failure_after_its_syn_retransmissions() {
+    if !privileged("a_connect_that_times_out_is_a_failure_after_its_syn_retransmissions") {
+        return;
+    }
+    if !have("nft") {
+        panic!("nft is missing: `cargo xtask setup` installs Debian's nftables");
+    }
+    let _serial = support::serial();
+    let link = Link::create();
+    const PORT: u16 = 5004;
+    // b silently drops every segment to the port: SYNs go unanswered.
+    link.b.nft(&format!(
+        "table inet ksblackhole {{\n chain input {{\n  type filter hook input priority 0;\n  tcp dport {PORT} drop\n }}\n}}\n"
+    ));
+    let agent = Agent::start(&[]);
+    let cgroup = TestCgroup::create("tcp-timeout");
+    let a = NsFile::of(&link.a);
+    let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+        if !a.enter() {
+            return 2;
+        }
+        // TCP_SYNCNT 1: ETIMEDOUT after about 3 s instead of the default 2 minutes.
+        if net_support::tcp_connect_with_syn_retries(B_ADDR, PORT, 1) != -libc::ETIMEDOUT {
+            return 3;
+        }
+        0
+    });
+    assert_eq!(code, 0, "the workload failed (2: netns, 3: the connect did not time out)");
+    let samples = parse(&agent.scrape());
+    let of_cgroup = [("cgroup", cgroup.label.as_str())];
+    let failed = value(&samples, "kernsight_tcp_connections_total", &[of_cgroup[0], ("result", "failed")]);
+    let retransmits = value(&samples, "kernsight_tcp_retransmits_total", &of_cgroup);
+    let resets = value(&samples, "kernsight_tcp_resets_total", &of_cgroup) + 0.0;
+    let lasted = value(&samples, "kernsight_tcp_connection_duration_seconds_sum", &of_cgroup);
+    // The namespace's only TCP activity: the kernel's count is that connect's.
+    let kernel = snmp_tcp(&link.a.proc_net("snmp"), "RetransSegs").expect("RetransSegs");
+    eprintln!(
+        "timed out: failed {failed}, retransmits {retransmits} (kernel {kernel}), resets {resets}, lasted {lasted:.2} s"
+    );
+    assert_eq!(failed, 1.0, "the timed-out connect is a failure");
+    assert!(kernel >= 1, "the SYN was retransmitted");
+    assert_eq!(retransmits, kernel as f64, "every SYN retransmission, as the kernel counts them");
+    assert_eq!(resets, 0.0, "no reset: the SYNs went unanswered");
+    assert!((2.5..10.0).contains(&lasted), "from the first SYN to the timeout: {lasted} s");
+}

@@ -171,6 +171,25 @@ pub fn tcp_connect(addr: Ipv4Addr, port: u16) -> i32 {
     }
 }
 
+/// A blocking connect that gives up after `retries` SYN retransmissions (`TCP_SYNCNT`): the
+/// socket, or -errno.
+pub fn tcp_connect_with_syn_retries(addr: Ipv4Addr, port: u16, retries: i32) -> i32 {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return -1;
+        }
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_SYNCNT, (&raw const retries).cast(), 4);
+        let sa = sockaddr(addr, port);
+        if libc::connect(fd, (&raw const sa).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+            let errno = *libc::__errno_location();
+            libc::close(fd);
+            return -errno;
+        }
+        fd
+    }
+}
+
 /// Writes `total` bytes to `fd`; how many went.
 pub fn tcp_write(fd: i32, total: usize) -> usize {
     let buffer = [0x33u8; 16 * 1024];
