@@ -109,7 +109,11 @@ fn shipped_configs_are_valid_agent_configs() {
         "deploy/kubernetes/kernsight.toml".to_owned(),
         std::fs::read_to_string(root().join("deploy/kubernetes/kernsight.toml")).unwrap(),
     )];
-    for set in ["", "config.syscalls.latency_histogram=true,config.metadata.container_id_label=true"] {
+    for set in [
+        "",
+        "config.syscalls.latency_histogram=true,config.metadata.container_id_label=true",
+        "config.network.xdp_interfaces={eth0,bond0},config.network.tcp=false",
+    ] {
         let mut command = Command::new(&helm);
         command
             .arg("template")
