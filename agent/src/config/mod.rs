@@ -140,9 +140,9 @@ impl Config {
                 16,
                 1 << 20,
             ),
-            ("network.tcp_max_entries", self.network.tcp_max_entries, 64, 1 << 24),
+            ("network.tcp_max_entries", self.network.tcp_max_entries, 128, 1 << 24),
             ("network.tcp_tracked_connections", self.network.tcp_tracked_connections, 64, 1 << 24),
-            ("network.drop_max_entries", self.network.drop_max_entries, 16, 1 << 24),
+            ("network.drop_max_entries", self.network.drop_max_entries, 512, 1 << 24),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
