@@ -229,3 +229,45 @@ fn xdp_on_a_bridge_port_counts_traffic_that_only_passes_through() {
     assert_eq!(bytes as u64, N as u64 * (ETHERNET_HEADER + packet));
     assert_eq!(sent as u64, N as u64, "and left the sender's socket once");
 }
+
+#[test]
+fn a_full_cgroup_traffic_map_counts_into_other_and_says_so() {
+    if !privileged("a_full_cgroup_traffic_map_counts_into_other_and_says_so") {
+        return;
+    }
+    let _serial = support::serial();
+    let link = Link::create();
+    // 16 entries, 2 of them the overflow ones: fewer than the cgroups below.
+    let (agent, _config) = agent_watching(&link, "cgroup_traffic_max_entries = 16\n");
+    const CGROUPS: usize = 20;
+    let cgroups: Vec<TestCgroup> =
+        (0..CGROUPS).map(|i| TestCgroup::create(&format!("net-full-{i}"))).collect();
+    let a = NsFile::of(&link.a);
+    for cgroup in &cgroups {
+        let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+            if !a.enter() {
+                return 2;
+            }
+            let sender = udp_bound(A_ADDR, 0);
+            if sender < 0 || udp_send(sender, B_ADDR, 9, 1, 32) != 1 {
+                return 3;
+            }
+            0
+        });
+        assert_eq!(code, 0, "the workload failed (2: netns, 3: send)");
+    }
+    let samples = parse(&agent.scrape());
+    let sent = |cgroup: &str| {
+        value(&samples, "kernsight_container_network_transmit_packets_total", &[("cgroup", cgroup)])
+    };
+    let with_series = cgroups.iter().filter(|c| sent(&c.label) == 1.0).count();
+    let other = sent("other");
+    let full = value(&samples, "kernsight_bpf_map_full_total", &[("map", "NET_CGROUP_TRAFFIC")]);
+    eprintln!(
+        "{with_series} of {CGROUPS} cgroups got an entry; other: {other} packets; map full {full} times"
+    );
+    assert!(with_series < CGROUPS, "16 entries cannot hold {CGROUPS} cgroups");
+    let without = (CGROUPS - with_series) as f64;
+    assert!(other >= without, "each datagram of a cgroup without an entry is in cgroup=\"other\"");
+    assert!(full >= without, "and each one found the map full");
+}
