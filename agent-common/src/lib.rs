@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod cgroups;
+pub mod net;
 pub mod oom;
 pub mod sched;
 pub mod syscalls;

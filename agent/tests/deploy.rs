@@ -18,7 +18,7 @@ use support::{Agent, TestCgroup, getppid_times, http_get, parse, privileged, val
 /// Calls each test makes in its own cgroup and expects to see counted.
 const CALLS: usize = 5000;
 /// What the DaemonSet adds after dropping ALL (deploy/check_manifests.py holds it to the same set).
-const CAPABILITIES: &str = "BPF,PERFMON";
+const CAPABILITIES: &str = "BPF,PERFMON,NET_ADMIN";
 const IMAGE: &str = "localhost/kernsight:deploy-test";
 
 fn root() -> PathBuf {
@@ -109,7 +109,11 @@ fn shipped_configs_are_valid_agent_configs() {
         "deploy/kubernetes/kernsight.toml".to_owned(),
         std::fs::read_to_string(root().join("deploy/kubernetes/kernsight.toml")).unwrap(),
     )];
-    for set in ["", "config.syscalls.latency_histogram=true,config.metadata.container_id_label=true"] {
+    for set in [
+        "",
+        "config.syscalls.latency_histogram=true,config.metadata.container_id_label=true",
+        "config.network.xdp_interfaces={eth0,bond0},config.network.tcp=false",
+    ] {
         let mut command = Command::new(&helm);
         command
             .arg("template")
@@ -156,9 +160,9 @@ impl Drop for RemoveDir {
     }
 }
 
-/// The DaemonSet's pod, as podman runs it: capabilities BPF and PERFMON only, seccomp
-/// unconfined, read-only root, no privilege escalation, host PID namespace, the same read-only
-/// host paths (runtime sockets only where they exist).
+/// The DaemonSet's pod, as podman runs it: capabilities BPF, PERFMON and NET_ADMIN only,
+/// seccomp unconfined, read-only root, no privilege escalation, host PID and network
+/// namespaces, the same host paths (read-only but bpffs; runtime sockets only where they exist).
 fn run_like_daemonset(name: &str, port: u16, pin_dir: &Path) -> Container {
     let mut command = Command::new("podman");
     // cgroupfs manager and runc: what works on this machine; explicit ulimits, because raising
@@ -185,8 +189,8 @@ fn run_like_daemonset(name: &str, port: u16, pin_dir: &Path) -> Container {
     }
     // A pin directory of the test's own, not the host agent's.
     command.args(["-e", &format!("KERNSIGHT_PIN_DIR={}", pin_dir.display())]);
-    // The DaemonSet listens on 0.0.0.0:9464 in its own network namespace; with the host's
-    // network here, a free port on loopback.
+    // The DaemonSet listens on 0.0.0.0:9464 in the node's network namespace; here a free port
+    // on loopback.
     command.arg(image()).args(["--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"]);
     let id = run(&mut command).trim().to_owned();
     Container(id)

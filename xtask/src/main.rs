@@ -9,12 +9,14 @@
 //! - `cargo xtask bench scrape [N]`: scrape time and agent RSS with N containers
 //! - `cargo xtask bench agent`: agent CPU and RSS, idle and under a syscall storm
 //! - `cargo xtask bench`: every suite, then one table of their headline numbers
+//! - `cargo xtask bench net`: per-packet overhead of the network programs through a veth pair
 //!
 //! It depends on nothing but std so that it compiles on the machine's stock toolchain, before
 //! `setup` has installed the pinned ones.
 
 mod agent_bench;
 mod bench;
+mod net_bench;
 mod process;
 mod report;
 mod sched_bench;
@@ -26,7 +28,7 @@ use std::process::ExitCode;
 use process::{Step, cargo, is_root, workspace_root};
 
 const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [SUITE]>\n\
-                     bench without a suite runs them all; suites: syscalls, sched, scrape [CONTAINERS], agent";
+                     bench without a suite runs them all; suites: syscalls, sched, scrape [CONTAINERS], net, agent";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +51,9 @@ fn main() -> ExitCode {
         // Internal: the pipe ping-pong `bench sched` times, and its echoing partner.
         "__ping-pong" => sched_bench::ping_pong(rest),
         "__echo" => sched_bench::echo(),
+        // Internal: the UDP flood `bench net` times, and its receiver.
+        "__udp-send" => net_bench::udp_send(rest),
+        "__udp-sink" => net_bench::udp_sink(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -3,6 +3,7 @@
 
 pub mod accounting;
 pub mod cgroups;
+pub mod net;
 pub mod oom;
 pub mod pins;
 pub mod process_events;
@@ -19,6 +20,7 @@ use aya::{
 use kernsight_common::oom::FIELD_ABSENT;
 use kernsight_common::{
     cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
+    net as net_wire,
     oom::{OOM_COMM_DATA_LOC_GLOBAL, OOM_FIELD_GLOBALS},
     sched::{
         BINPRM_FILENAME_OFFSET_GLOBAL, MM_ARG_END_OFFSET_GLOBAL, MM_ARG_START_OFFSET_GLOBAL,
@@ -108,6 +110,8 @@ pub struct Programs {
     pub cgroup_events: Mutex<Option<cgroups::CgroupEventReader>>,
     /// Taken by the task that reports OOM kills.
     pub oom_events: Mutex<Option<oom::OomEventReader>>,
+    /// The network families' maps and XDP attachments.
+    pub net: Mutex<net::NetMaps>,
     map_full: PerCpuArray<aya::maps::MapData, u64>,
     /// Held (locked) while the programs run.
     pins: Option<Pins>,
@@ -145,8 +149,37 @@ impl Programs {
             .map(|(field, global)| (*global, layout.as_ref().map_or(FIELD_ABSENT, |l| l.offset(field))))
             .collect();
         let comm_data_loc = u32::from(layout.as_ref().is_ok_and(|l| l.comm_data_loc));
+        let sock = net::SockOffsets::read();
+        let sock_fields = *sock.as_ref().unwrap_or(&net::SockOffsets::default());
+        let retransmit_has_err =
+            u32::from(net::tracepoint_has_field(&config.paths.tracefs, "tcp", "tcp_retransmit_skb", "err"));
+        let kfree_skb_has_rx_sk =
+            u32::from(net::tracepoint_has_field(&config.paths.tracefs, "skb", "kfree_skb", "rx_sk"));
+        let network = &config.network;
         let load = |pins: Option<&Pins>| {
             let mut loader = EbpfLoader::new();
+            loader
+                .override_global(net_wire::SOCK_CGROUP_DATA_OFFSET_GLOBAL, &sock_fields.cgrp_data, true)
+                .override_global(
+                    net_wire::SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL,
+                    &sock_fields.cgrp_data_cgroup,
+                    true,
+                )
+                .override_global(net_wire::SOCK_STATE_OFFSET_GLOBAL, &sock_fields.state, true)
+                .override_global(net_wire::SOCK_PROTOCOL_OFFSET_GLOBAL, &sock_fields.protocol, true)
+                .override_global(net_wire::SKB_SK_OFFSET_GLOBAL, &sock_fields.skb_sk, true)
+                .override_global(
+                    net_wire::SKB_TCP_GSO_SEGS_OFFSET_GLOBAL,
+                    &sock_fields.skb_tcp_gso_segs,
+                    true,
+                )
+                .override_global(net_wire::RETRANSMIT_HAS_ERR_GLOBAL, &retransmit_has_err, true)
+                .override_global(net_wire::KFREE_SKB_HAS_RX_SK_GLOBAL, &kfree_skb_has_rx_sk, true)
+                .map_max_entries(net_wire::CGROUP_TRAFFIC_MAP, network.cgroup_traffic_max_entries)
+                .map_max_entries(net_wire::INTERFACE_TRAFFIC_MAP, network.interface_traffic_max_entries)
+                .map_max_entries(net_wire::TCP_EVENTS_MAP, network.tcp_max_entries)
+                .map_max_entries(net_wire::TCP_STARTS_MAP, network.tcp_tracked_connections)
+                .map_max_entries(net_wire::CGROUP_DROPS_MAP, network.drop_max_entries);
             for (global, offset) in &record_offsets {
                 loader.override_global(global, offset, true);
             }
@@ -305,6 +338,7 @@ impl Programs {
                 None
             }
         };
+        let net = net::attach_families(&mut ebpf, &btf, config, hierarchies, &offsets, &sock, &mut probes);
         let run_stats = if config.bpf.program_stats { accounting::RunStats::enable() } else { None };
         Ok(Self {
             ebpf,
@@ -316,6 +350,7 @@ impl Programs {
             processes,
             cgroup_events: Mutex::new(cgroup_events),
             oom_events: Mutex::new(oom_events),
+            net: Mutex::new(net),
             map_full,
             pins,
             rings,
@@ -354,6 +389,10 @@ impl Programs {
             (RUNQ_LATENCY_MAP, map_full::RUNQ_LATENCY),
             (RUNQ_START_MAP, map_full::RUNQ_START),
             (PROCESS_COUNTS_MAP, map_full::PROCESS_COUNTS),
+            (net_wire::CGROUP_TRAFFIC_MAP, map_full::NET_CGROUP_TRAFFIC),
+            (net_wire::INTERFACE_TRAFFIC_MAP, map_full::NET_INTERFACE_TRAFFIC),
+            (net_wire::TCP_EVENTS_MAP, map_full::NET_TCP_EVENTS),
+            (net_wire::CGROUP_DROPS_MAP, map_full::NET_CGROUP_DROPS),
         ]
         .into_iter()
         .map(|(name, index)| (name, self.map_full.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)))
@@ -386,7 +425,7 @@ fn open_pins(config: &Config) -> Option<Pins> {
     }
 }
 
-fn program_ids(ebpf: &Ebpf, names: &[&str]) -> Vec<u32> {
+pub(crate) fn program_ids(ebpf: &Ebpf, names: &[&str]) -> Vec<u32> {
     names.iter().filter_map(|name| ebpf.program(name)?.info().ok()).map(|info| info.id()).collect()
 }
 

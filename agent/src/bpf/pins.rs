@@ -21,6 +21,7 @@ use std::{
 use aya::EbpfLoader;
 use kernsight_common::{
     MAP_LAYOUT_VERSION,
+    net::{CGROUP_DROPS_MAP, CGROUP_TRAFFIC_MAP, DROP_REASONS_MAP, INTERFACE_TRAFFIC_MAP, TCP_EVENTS_MAP},
     sched::{PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP},
     syscalls::{
         CGROUP_SLOTS_MAP, FREE_SLOTS_MAP, MAP_FULL_MAP, SLOT_OWNERS_MAP, SYSCALL_ERRORS_MAP,
@@ -40,6 +41,11 @@ pub const PINNED_MAPS: &[&str] = &[
     SYSCALL_LATENCY_MAP,
     RUNQ_LATENCY_MAP,
     PROCESS_COUNTS_MAP,
+    CGROUP_TRAFFIC_MAP,
+    INTERFACE_TRAFFIC_MAP,
+    TCP_EVENTS_MAP,
+    DROP_REASONS_MAP,
+    CGROUP_DROPS_MAP,
 ];
 
 /// The cgroup slot bookkeeping: these maps describe one another (a slot is free, or owned by a

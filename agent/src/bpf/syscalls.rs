@@ -173,12 +173,12 @@ pub(crate) fn per_cpu_zeros<T: aya::Pod + Default>() -> anyhow::Result<PerCpuVal
 }
 
 /// Creates a zero entry for `key` unless it exists (a pinned map keeps its counts).
-pub(crate) fn insert_zeros_if_absent<K: aya::Pod>(
-    map: &mut PerCpuHashMap<MapData, K, u64>,
+pub(crate) fn insert_zeros_if_absent<K: aya::Pod, V: aya::Pod + Default>(
+    map: &mut PerCpuHashMap<MapData, K, V>,
     key: &K,
 ) -> anyhow::Result<()> {
     if map.get(key, 0).is_err() {
-        map.insert(key, per_cpu_zeros()?, 0)?;
+        map.insert(key, per_cpu_zeros::<V>()?, 0)?;
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogConfig,
     pub syscalls: SyscallsConfig,
     pub sched: SchedConfig,
+    pub network: NetworkConfig,
     pub metadata: MetadataConfig,
     pub bpf: BpfConfig,
     pub paths: PathsConfig,
@@ -67,6 +68,23 @@ pub struct SchedConfig {
     pub processes: bool,
     pub runqueue_max_entries: u32,
     pub process_max_entries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub cgroup_traffic: bool,
+    pub xdp: bool,
+    pub xdp_interfaces: Vec<String>,
+    pub tcp: bool,
+    pub drops: bool,
+    pub conntrack: bool,
+    pub namespaces: Vec<String>,
+    pub cgroup_traffic_max_entries: u32,
+    pub interface_traffic_max_entries: u32,
+    pub tcp_max_entries: u32,
+    pub tcp_tracked_connections: u32,
+    pub drop_max_entries: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -125,10 +143,24 @@ impl Config {
             ("syscalls.latency_max_entries", self.syscalls.latency_max_entries, 64, 1 << 24),
             ("sched.runqueue_max_entries", self.sched.runqueue_max_entries, 64, 1 << 24),
             ("sched.process_max_entries", self.sched.process_max_entries, 16, 1 << 24),
+            ("network.cgroup_traffic_max_entries", self.network.cgroup_traffic_max_entries, 16, 1 << 24),
+            (
+                "network.interface_traffic_max_entries",
+                self.network.interface_traffic_max_entries,
+                16,
+                1 << 20,
+            ),
+            ("network.tcp_max_entries", self.network.tcp_max_entries, 128, 1 << 24),
+            ("network.tcp_tracked_connections", self.network.tcp_tracked_connections, 64, 1 << 24),
+            ("network.drop_max_entries", self.network.drop_max_entries, 512, 1 << 24),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
             }
+        }
+        for entry in &self.network.xdp_interfaces {
+            crate::bpf::net::XdpTarget::parse(entry)
+                .map_err(|why| format!("network.xdp_interfaces: {why}"))?;
         }
         Ok(())
     }
@@ -172,6 +204,29 @@ impl Default for SyscallsConfig {
             max_error_entries: DEFAULT_ERROR_ENTRIES,
             latency_max_entries: DEFAULT_LATENCY_ENTRIES,
             forget_after_seconds: 300,
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        use kernsight_common::net::{
+            DEFAULT_CGROUP_DROPS_ENTRIES, DEFAULT_CGROUP_TRAFFIC_ENTRIES, DEFAULT_INTERFACE_TRAFFIC_ENTRIES,
+            DEFAULT_TCP_EVENTS_ENTRIES, DEFAULT_TCP_STARTS_ENTRIES,
+        };
+        Self {
+            cgroup_traffic: true,
+            xdp: true,
+            xdp_interfaces: Vec::new(),
+            tcp: true,
+            drops: true,
+            conntrack: true,
+            namespaces: Vec::new(),
+            cgroup_traffic_max_entries: DEFAULT_CGROUP_TRAFFIC_ENTRIES,
+            interface_traffic_max_entries: DEFAULT_INTERFACE_TRAFFIC_ENTRIES,
+            tcp_max_entries: DEFAULT_TCP_EVENTS_ENTRIES,
+            tcp_tracked_connections: DEFAULT_TCP_STARTS_ENTRIES,
+            drop_max_entries: DEFAULT_CGROUP_DROPS_ENTRIES,
         }
     }
 }
@@ -244,6 +299,17 @@ mod tests {
         assert_eq!(config.syscalls.max_cgroups, Config::embedded().syscalls.max_cgroups);
         assert_eq!(config.metrics, Config::embedded().metrics);
         assert_eq!(Config::parse("", "t").unwrap(), Config::embedded());
+    }
+
+    #[test]
+    fn bad_xdp_interface_is_an_error() {
+        let config = Config::parse("[network]\nxdp_interfaces = [\"eth0\", \"blue:veth1\"]\n", "t").unwrap();
+        assert_eq!(config.network.xdp_interfaces.len(), 2);
+        for bad in ["", "a/b", "blue:", ":eth0", "x:y z", "0123456789abcdefg"] {
+            let text = format!("[network]\nxdp_interfaces = [{bad:?}]\n");
+            let err = Config::parse(&text, "t").unwrap_err().to_string();
+            assert!(err.contains("network.xdp_interfaces"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

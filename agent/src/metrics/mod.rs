@@ -3,6 +3,8 @@
 
 mod agent;
 mod metadata;
+mod net;
+mod net_counters;
 mod oom;
 mod resources;
 mod sched;
@@ -33,6 +35,8 @@ pub fn registry(
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
     kills: Arc<OomKills>,
+    drop_reasons: crate::kernel::tracefs_symbols::Symbols,
+    network_namespaces: Option<Vec<String>>,
 ) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(agent::AgentCollector::new(
@@ -58,7 +62,15 @@ pub fn registry(
         tracker.clone(),
         resolver.clone(),
     )));
-    registry.register_collector(Box::new(sched::SchedCollector::new(programs, tracker, resolver)));
+    registry.register_collector(Box::new(sched::SchedCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+    )));
+    registry.register_collector(Box::new(net::NetCollector::new(programs, tracker, resolver, drop_reasons)));
+    if let Some(namespaces) = network_namespaces {
+        registry.register_collector(Box::new(net_counters::NetCountersCollector::new(namespaces)));
+    }
     registry
 }
 
