@@ -7,4 +7,5 @@
 pub mod cgroups;
 pub mod oom;
 pub mod sched;
+pub mod security;
 pub mod syscalls;

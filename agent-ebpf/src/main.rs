@@ -6,6 +6,7 @@ mod cgroups;
 mod oom;
 mod process_events;
 mod sched;
+mod security;
 mod syscalls;
 mod task;
 

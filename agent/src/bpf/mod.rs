@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod oom;
 pub mod process_events;
 pub mod sched;
+pub mod security;
 pub mod syscalls;
 
 use std::{fmt, sync::Mutex};
@@ -20,6 +21,7 @@ use kernsight_common::{
         TASK_MM_OFFSET_GLOBAL, TASK_PID_OFFSET_GLOBAL, TASK_REAL_PARENT_OFFSET_GLOBAL,
         TASK_TGID_OFFSET_GLOBAL,
     },
+    security::{CAPABILITY_CHECKS_MAP, USER_NS_LEVEL_OFFSET_GLOBAL},
     syscalls::{self as wire, map_full},
 };
 use tracing::{error, info};
@@ -91,6 +93,7 @@ pub struct Programs {
     pub syscalls: Option<Mutex<syscalls::SyscallMaps>>,
     pub runqueue: Option<Mutex<sched::RunqueueMaps>>,
     pub processes: Option<Mutex<sched::ProcessMaps>>,
+    pub capabilities: Option<Mutex<security::CapabilityMaps>>,
     /// Taken by the task that keeps the cgroup index current.
     pub cgroup_events: Mutex<Option<cgroups::CgroupEventReader>>,
     /// Taken by the task that reports OOM kills.
@@ -118,6 +121,7 @@ impl Programs {
         let walk = offsets.as_ref().unwrap_or(&zero);
         let task = sched::TaskOffsets::read();
         let task_fields = *task.as_ref().unwrap_or(&sched::TaskOffsets::default());
+        let user_ns_level = security::user_ns_level_offset();
         let latency = u8::from(config.syscalls.latency_histogram);
         let slots = config.syscalls.max_cgroups;
         // The OOM family's tracepoint record layout (the victim's pid and tgid offsets are the
@@ -158,6 +162,8 @@ impl Programs {
             .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task_fields.binprm_filename, true)
             .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
             .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
+            .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, user_ns_level.as_ref().unwrap_or(&0), true)
+            .map_max_entries(CAPABILITY_CHECKS_MAP, config.security.capability_max_entries)
             .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
             .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
             .map_max_entries(wire::FREE_SLOTS_MAP, slots)
@@ -267,12 +273,32 @@ impl Programs {
                 None
             }
         };
+        let attached = match (&offsets, &user_ns_level) {
+            _ if !config.security.capability_checks => Err(ProbeState::Disabled),
+            (Err(err), _) => Err(ProbeState::Failed(format!("cannot find the cgroup of a task: {err}"))),
+            (_, Err(err)) => Err(ProbeState::Failed(format!("cannot read user_namespace members: {err}"))),
+            _ => security::attach(&mut ebpf, &btf, config.security.capability_max_entries)
+                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
+        };
+        let capabilities = match attached {
+            Ok(maps) => {
+                let mut status = security::status(ProbeState::Attached);
+                status.program_ids = program_ids(&ebpf, &status.programs);
+                probes.push(status);
+                Some(Mutex::new(maps))
+            }
+            Err(state) => {
+                probes.push(security::status(state));
+                None
+            }
+        };
         Ok(Self {
             _ebpf: ebpf,
             probes,
             syscalls,
             runqueue,
             processes,
+            capabilities,
             cgroup_events: Mutex::new(cgroup_events),
             oom_events: Mutex::new(oom_events),
             map_full,
@@ -294,6 +320,7 @@ impl Programs {
             (RUNQ_LATENCY_MAP, map_full::RUNQ_LATENCY),
             (RUNQ_START_MAP, map_full::RUNQ_START),
             (PROCESS_COUNTS_MAP, map_full::PROCESS_COUNTS),
+            (CAPABILITY_CHECKS_MAP, map_full::CAPABILITY_CHECKS),
         ]
         .into_iter()
         .map(|(name, index)| (name, self.map_full.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)))

@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogConfig,
     pub syscalls: SyscallsConfig,
     pub sched: SchedConfig,
+    pub security: SecurityConfig,
     pub metadata: MetadataConfig,
     pub paths: PathsConfig,
 }
@@ -66,6 +67,14 @@ pub struct SchedConfig {
     pub processes: bool,
     pub runqueue_max_entries: u32,
     pub process_max_entries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    pub capability_checks: bool,
+    pub capability_max_entries: u32,
+    pub posture: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -115,6 +124,8 @@ impl Config {
             ("syscalls.latency_max_entries", self.syscalls.latency_max_entries, 64, 1 << 24),
             ("sched.runqueue_max_entries", self.sched.runqueue_max_entries, 64, 1 << 24),
             ("sched.process_max_entries", self.sched.process_max_entries, 16, 1 << 24),
+            // The overflow entries alone take (CAP_LAST_CAP + 1) * 4.
+            ("security.capability_max_entries", self.security.capability_max_entries, 512, 1 << 24),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
@@ -162,6 +173,16 @@ impl Default for SyscallsConfig {
             max_error_entries: DEFAULT_ERROR_ENTRIES,
             latency_max_entries: DEFAULT_LATENCY_ENTRIES,
             forget_after_seconds: 300,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            capability_checks: true,
+            capability_max_entries: kernsight_common::security::DEFAULT_CAPABILITY_ENTRIES,
+            posture: true,
         }
     }
 }

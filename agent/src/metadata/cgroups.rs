@@ -142,6 +142,10 @@ pub async fn maintain(
                 let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
                 maps.recycle(&mut |id| index.gone_for(id, now), grace);
             }
+            if let Some(maps) = &programs.capabilities {
+                let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
+                maps.recycle(&mut |id| index.gone_for(id, now), grace);
+            }
             index.expire(grace, now);
         })
         .await;

@@ -2,6 +2,7 @@
 //! endpoint that serves them.
 
 mod agent;
+mod capabilities;
 mod metadata;
 mod oom;
 mod resources;
@@ -59,7 +60,13 @@ pub fn registry(
         tracker.clone(),
         resolver.clone(),
     )));
-    registry.register_collector(Box::new(sched::SchedCollector::new(programs, tracker, resolver)));
+    registry.register_collector(Box::new(sched::SchedCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+    )));
+    registry
+        .register_collector(Box::new(capabilities::CapabilityCollector::new(programs, tracker, resolver)));
     registry
 }
 
