@@ -11,3 +11,4 @@ pub mod kernel;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
+pub mod posture;

@@ -1,5 +1,6 @@
 //! Command line: one file per subcommand, each thin over the modules that do the work.
 
+mod audit;
 mod inspect;
 mod run;
 
@@ -21,6 +22,9 @@ enum Command {
     /// One screen on a process or container: namespaces, cgroup, limits and usage, memory by
     /// kind, OOM kills, throttling, pressure, capabilities, seccomp.
     Inspect(inspect::InspectArgs),
+    /// Every container on the node with its security findings (privileged, CAP_SYS_ADMIN, no
+    /// seccomp, host namespaces, root without a user namespace) and their severity.
+    Audit(audit::AuditArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -28,6 +32,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Audit(args) => match audit::run(args) {
+            Ok(true) => return ExitCode::from(audit::FINDINGS_EXIT),
+            Ok(false) => Ok(()),
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

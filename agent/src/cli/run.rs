@@ -121,7 +121,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(reader) = process_events {
         tokio::spawn(processes::follow_events(reader, tracker.clone(), resolver.clone()));
     }
-    let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver, kills);
+    let registry =
+        metrics::registry(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = match events {
         Some(CgroupEventReader { ring, lost }) => {

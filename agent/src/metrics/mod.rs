@@ -5,6 +5,7 @@ mod agent;
 mod capabilities;
 mod metadata;
 mod oom;
+mod posture;
 mod resources;
 mod sched;
 pub mod server;
@@ -29,6 +30,7 @@ use prometheus_client::{
 /// Builds the registry: every collector shares the loaded programs, the cgroup index and the
 /// workload resolver.
 pub fn registry(
+    config: &crate::config::Config,
     programs: Arc<Programs>,
     health: Arc<server::Health>,
     tracker: Arc<Tracker>,
@@ -65,6 +67,9 @@ pub fn registry(
         tracker.clone(),
         resolver.clone(),
     )));
+    if config.security.posture {
+        registry.register_collector(Box::new(posture::PostureCollector::new(resolver.clone())));
+    }
     registry
         .register_collector(Box::new(capabilities::CapabilityCollector::new(programs, tracker, resolver)));
     registry
