@@ -1,5 +1,6 @@
 //! Command line: one file per subcommand, each thin over the modules that do the work.
 
+mod advise;
 mod audit;
 mod inspect;
 mod run;
@@ -25,6 +26,9 @@ enum Command {
     /// Every container on the node with its security findings (privileged, CAP_SYS_ADMIN, no
     /// seccomp, host namespaces, root without a user namespace) and their severity.
     Audit(audit::AuditArgs),
+    /// Least-privilege settings from what a workload was seen doing: a seccomp profile, or the
+    /// capabilities it used.
+    Advise(advise::AdviseArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -32,6 +36,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Advise(args) => advise::run(args),
         Command::Audit(args) => match audit::run(args) {
             Ok(true) => return ExitCode::from(audit::FINDINGS_EXIT),
             Ok(false) => Ok(()),

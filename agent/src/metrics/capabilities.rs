@@ -38,6 +38,11 @@ pub fn userns_label(userns: u8) -> &'static str {
     if userns == NESTED_USER_NS { "nested" } else { "initial" }
 }
 
+/// The `cap` and `result` labels of a capability check.
+pub fn capability_labels(cap: u32, result: u8) -> (String, &'static str) {
+    (capability_name(cap).into_owned(), result_label(result))
+}
+
 /// (map, entries in use, bound), for `kernsight_bpf_map_entries`.
 pub(super) fn map_rows(programs: &Programs) -> Vec<(&'static str, usize, u32)> {
     programs

@@ -3,6 +3,7 @@
 
 mod agent;
 mod capabilities;
+pub use capabilities::capability_labels;
 mod metadata;
 mod oom;
 mod posture;
