@@ -41,12 +41,20 @@ fn audit_reports_exactly_the_findings_of_each_container() {
     }
     let _serial = support::serial();
     let prefix = format!("kernsight-posture-{}", std::process::id());
-    let containers: Vec<(PodmanContainer, &[&str])> = CASES
+    let mut containers: Vec<(PodmanContainer, &[&str])> = CASES
         .iter()
         .map(|(suffix, flags, expected)| {
             (PodmanContainer::start(&format!("{prefix}-{suffix}"), flags, &["sleep", "300"]), *expected)
         })
         .collect();
+    // A host directory mounted writable at /data and read-only at /ro: only /data is a finding.
+    let host_dir = tempfile::tempdir().unwrap();
+    let rw = format!("{}:/data", host_dir.path().display());
+    let ro = format!("{}:/ro:ro", host_dir.path().display());
+    containers.push((
+        PodmanContainer::start(&format!("{prefix}-hostdir"), &["-v", &rw, "-v", &ro], &["sleep", "300"]),
+        &["writable_host_mount", "root_without_user_namespace"],
+    ));
 
     // The whole node's audit, as JSON: each of ours is there with exactly its findings.
     let (code, json, stderr) = audit(&["-o", "json"]);
@@ -76,6 +84,12 @@ fn audit_reports_exactly_the_findings_of_each_container() {
     assert_eq!(capdrop["seccomp"], "filter");
     let (_, pidhost) = find("-pidhost");
     assert!(pidhost["host_namespaces"].as_array().unwrap().contains(&serde_json::json!("pid")));
+    let (_, hostdir) = find("-hostdir");
+    assert_eq!(
+        hostdir["writable_host_mounts"],
+        serde_json::json!([["/data", host_dir.path().display().to_string()]]),
+        "{hostdir:#}"
+    );
     let (_, default) = find("-default");
     assert!(!default["host_namespaces"].as_array().unwrap().iter().any(|n| n == "pid" || n == "net"));
 

@@ -62,9 +62,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
             crate::scrape_bench::run(containers)
         }
         Some("sched") => crate::sched_bench::run(),
+        Some("caps") => crate::caps_bench::run(),
         None => syscalls().and_then(|()| crate::scrape_bench::run(200)),
         Some(other) => {
-            Err(format!("unknown benchmark `{other}`; available: syscalls, scrape [CONTAINERS], sched"))
+            Err(format!("unknown benchmark `{other}`; available: syscalls, scrape [CONTAINERS], sched, caps"))
         }
     }
 }

@@ -6,11 +6,13 @@
 //! - `cargo xtask test`: set up, then format check, clippy and every test (root-only ones too)
 //! - `cargo xtask bench syscalls`: per-syscall overhead next to bpftrace
 //! - `cargo xtask bench sched`: per-context-switch overhead of the scheduler programs
+//! - `cargo xtask bench caps`: per-capability-check overhead of the capability program
 //!
 //! It depends on nothing but std so that it compiles on the machine's stock toolchain, before
 //! `setup` has installed the pinned ones.
 
 mod bench;
+mod caps_bench;
 mod process;
 mod sched_bench;
 mod scrape_bench;
@@ -20,7 +22,7 @@ use std::process::ExitCode;
 
 use process::{Step, cargo, is_root, workspace_root};
 
-const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [syscalls | scrape [N] | sched]>";
+const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [syscalls | scrape [N] | sched | caps]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,6 +45,9 @@ fn main() -> ExitCode {
         // Internal: the pipe ping-pong `bench sched` times, and its echoing partner.
         "__ping-pong" => sched_bench::ping_pong(rest),
         "__echo" => sched_bench::echo(),
+        // Internal: the setuid(0) loop `bench caps` times.
+        "__setuid-loop" => caps_bench::setuid_loop(rest),
+        "__kill-loop" => caps_bench::kill_loop(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -131,6 +131,15 @@ pub fn findings(posture: &ContainerPosture) -> Vec<Finding> {
             out.push(Finding { id, severity, detail: detail.into() });
         }
     }
+    if !posture.writable_host_mounts.is_empty() {
+        let listed: Vec<String> =
+            posture.writable_host_mounts.iter().map(|(at, host)| format!("{at} (host {host})")).collect();
+        out.push(Finding {
+            id: "writable_host_mount",
+            severity: Severity::High,
+            detail: format!("can write host directories: {}", listed.join(", ")),
+        });
+    }
     if posture.runs_as_root && !posture.own_user_namespace {
         out.push(Finding {
             id: "root_without_user_namespace",
@@ -162,6 +171,7 @@ mod tests {
             runs_as_root: false,
             own_user_namespace: false,
             host_namespaces: vec![],
+            writable_host_mounts: vec![],
         }
     }
 
@@ -196,5 +206,7 @@ mod tests {
         p.runs_as_root = true;
         p.own_user_namespace = true;
         assert!(!ids(&p).contains(&"root_without_user_namespace"));
+        p.writable_host_mounts = vec![("/data".into(), "/srv/data".into())];
+        assert!(ids(&p).contains(&"writable_host_mount"));
     }
 }

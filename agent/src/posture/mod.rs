@@ -9,6 +9,7 @@
 //! container later (`podman exec`) counts like the others.
 
 pub mod findings;
+pub mod mounts;
 
 use std::{
     collections::BTreeMap,
@@ -89,6 +90,8 @@ pub struct ContainerPosture {
     pub own_user_namespace: bool,
     /// The namespaces it shares with the host (pid 1's), in `NAMESPACES` order.
     pub host_namespaces: Vec<&'static str>,
+    /// Writable mounts of host directories: (mount point in the container, host path).
+    pub writable_host_mounts: Vec<(String, String)>,
 }
 
 fn cap_names<S: serde::Serializer>(mask: &u64, serializer: S) -> Result<S::Ok, S::Error> {
@@ -171,7 +174,15 @@ pub fn all(proc_root: &Path) -> Vec<ContainerPosture> {
         .into_iter()
         .map(|(id, (cgroup, processes))| {
             let name = names.get(&id).cloned();
-            posture(id, name, cgroup, &processes, host.as_ref(), full)
+            let mut posture = posture(id, name, cgroup, &processes, host.as_ref(), full);
+            // One process's view is the container's unless it shares the host's mounts (then
+            // every host mount would be listed; `host_mount_namespace` says it already).
+            if !posture.shares_host(NamespaceKind::Mnt)
+                && let Some(first) = processes.first()
+            {
+                posture.writable_host_mounts = mounts::of_process(proc_root, first.pid);
+            }
+            posture
         })
         .collect()
 }
@@ -217,6 +228,7 @@ pub fn posture(
         runs_as_root: processes.iter().any(|p| p.status.uid[0] == 0 || p.status.uid[1] == 0),
         own_user_namespace,
         host_namespaces,
+        writable_host_mounts: Vec::new(),
     }
 }
 

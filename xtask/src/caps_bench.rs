@@ -1,0 +1,173 @@
+//! `cargo xtask bench caps`: what the capability-check program costs per check.
+//!
+//! Two loops as root, pinned to one CPU, each making exactly one capability check per call:
+//! - `kill(pid, 0)` to a process of another user: the permission check asks for CAP_KILL
+//!   (`kill_ok_by_cred`) and signal 0 sends nothing, so the call is little more than the check;
+//! - `setuid(0)`: `__sys_setuid` checks CAP_SETUID first, then replaces the credentials (about
+//!   2 µs here, so the check is a small part of the call and the noise is larger).
+//!
+//! Each runs bare, then with the agent with and without the capability family; rounds are
+//! interleaved so that drift on the machine spreads over every configuration alike.
+
+use std::{path::PathBuf, process::Command, time::Instant};
+
+use crate::{
+    bench::{Stream, median, run_pinned, start_and_wait, stop},
+    process::{is_root, workspace_root},
+};
+
+const WARMUP_CALLS: u64 = 50_000;
+const ROUNDS: usize = 5;
+
+/// (what, xtask's internal task, calls per run).
+const LOOPS: [(&str, &str, u64); 2] = [
+    ("kill(pid, 0) to another user's process (one CAP_KILL check per call)", "__kill-loop", 2_000_000),
+    ("setuid(0) (one CAP_SETUID check per call)", "__setuid-loop", 300_000),
+];
+
+/// (name, agent config file contents; `None`: no agent).
+const CONFIGS: &[(&str, Option<&str>)] = &[
+    ("bare (nothing attached)", None),
+    ("kernsight: default without capabilities", Some("[security]\ncapability_checks = false\n")),
+    ("kernsight: default (capabilities on)", Some("")),
+    (
+        "kernsight: capabilities only",
+        Some("[syscalls]\nenabled = false\n[sched]\nrunqueue_latency = false\nprocesses = false\n"),
+    ),
+];
+
+pub fn run() -> Result<(), String> {
+    if !is_root() {
+        return Err("the benchmark attaches eBPF programs and calls setuid(0): run it as root".into());
+    }
+    let dir = std::env::temp_dir().join(format!("kernsight-bench-caps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let files: Vec<Option<PathBuf>> = CONFIGS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, text))| {
+            text.map(|text| {
+                let path = dir.join(format!("config{i}.toml"));
+                std::fs::write(&path, text).map(|()| path)
+            })
+            .transpose()
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot write a config file: {e}"))?;
+    let result = (|| {
+        for (what, task, calls) in LOOPS {
+            println!("\n{what}: {calls} calls per run on one CPU, {ROUNDS} rounds, interleaved\n");
+            let mut samples: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
+            for round in 1..=ROUNDS {
+                for (((name, _), file), samples) in CONFIGS.iter().zip(&files).zip(&mut samples) {
+                    let ns = measure(file.as_ref(), task, calls)?;
+                    eprintln!("round {round}/{ROUNDS}: {name:<45} {ns:8.1} ns/call");
+                    samples.push(ns);
+                }
+            }
+            report(&samples);
+        }
+        Ok::<(), String>(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn report(samples: &[Vec<f64>]) {
+    let bare = median(&samples[0]);
+    println!("\n{:<45} {:>10} {:>10} {:>10} {:>10}", "configuration", "median", "min", "max", "overhead");
+    for ((name, _), samples) in CONFIGS.iter().zip(samples) {
+        let median = median(samples);
+        let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = samples.iter().copied().fold(0.0, f64::max);
+        println!("{name:<45} {median:8.1}ns {min:8.1}ns {max:8.1}ns {:+9.1}ns", median - bare);
+    }
+    let with = median(&samples[2]) - median(&samples[1]);
+    let alone = median(&samples[3]) - bare;
+    println!(
+        "\nThe capability program adds {with:.1} ns per check next to the rest of the agent, \
+         {alone:.1} ns on its own (bare loop: {bare:.1} ns per call)"
+    );
+}
+
+/// Starts the agent with `config` (if any), times the loop, stops the agent.
+fn measure(config: Option<&PathBuf>, task: &str, calls: u64) -> Result<f64, String> {
+    let mut agent = match config {
+        None => None,
+        Some(file) => {
+            let mut command = Command::new(workspace_root().join("target/release/kernsight"));
+            command.args(["run", "--listen", "127.0.0.1:0", "--log-level", "info", "--config"]).arg(file);
+            Some(start_and_wait(command, Stream::Stderr, "serving metrics", std::time::Duration::ZERO)?.0)
+        }
+    };
+    let ns = run_pinned(task, calls);
+    if let Some(child) = agent.as_mut() {
+        stop(child);
+    }
+    ns
+}
+
+unsafe extern "C" {
+    /// libc's `syscall(2)` and `kill(2)`: std links libc, so no crate is needed for them.
+    fn syscall(number: i64, ...) -> i64;
+    fn kill(pid: i32, signal: i32) -> i32;
+}
+
+#[cfg(target_arch = "x86_64")]
+const SYS_SETUID: i64 = 105;
+#[cfg(target_arch = "aarch64")]
+const SYS_SETUID: i64 = 146;
+
+/// The user the target of `__kill-loop` runs as (`nobody`).
+const OTHER_UID: u32 = 65534;
+
+/// Runs `call` `calls` times after a warm-up; ns per call.
+fn time(calls: u64, mut call: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    for _ in 0..WARMUP_CALLS {
+        call()?;
+    }
+    let started = Instant::now();
+    for _ in 0..calls {
+        call()?;
+    }
+    Ok(started.elapsed().as_nanos() as f64 / calls as f64)
+}
+
+fn calls_arg(args: &[String], usage: &str) -> Result<u64, String> {
+    args.first().and_then(|n| n.parse().ok()).ok_or_else(|| format!("usage: {usage} CALLS"))
+}
+
+/// `__setuid-loop N`: N raw `setuid(0)` calls; prints ns per call. Raw, not libc's `setuid`,
+/// which in a threaded process would also signal every thread.
+pub fn setuid_loop(args: &[String]) -> Result<(), String> {
+    let calls = calls_arg(args, "__setuid-loop")?;
+    let ns = time(calls, || {
+        // SAFETY: setuid(0) as root changes nothing but the credentials' identity.
+        let ret = unsafe { syscall(SYS_SETUID, 0i64) };
+        if ret != 0 { Err("setuid(0) failed: run as root".to_owned()) } else { Ok(()) }
+    })?;
+    println!("{ns:.2}");
+    Ok(())
+}
+
+/// `__kill-loop N`: starts a `sleep` as another user, then N `kill(pid, 0)` to it; prints ns
+/// per call.
+pub fn kill_loop(args: &[String]) -> Result<(), String> {
+    use std::os::unix::process::CommandExt as _;
+    let calls = calls_arg(args, "__kill-loop")?;
+    let mut target = Command::new("sleep")
+        .arg("600")
+        .uid(OTHER_UID)
+        .gid(OTHER_UID)
+        .spawn()
+        .map_err(|e| format!("cannot start `sleep` as uid {OTHER_UID}: {e}"))?;
+    let pid = target.id() as i32;
+    let timed = time(calls, || {
+        // SAFETY: signal 0 only checks permission; nothing is sent.
+        if unsafe { kill(pid, 0) } != 0 { Err(format!("kill({pid}, 0) failed: run as root")) } else { Ok(()) }
+    });
+    let _ = target.kill();
+    let _ = target.wait();
+    println!("{:.2}", timed?);
+    Ok(())
+}
