@@ -2,7 +2,11 @@
 //! `kernsight_container_capability`, `_privileged`, `_seccomp_mode`, `_seccomp_filters`,
 //! `_no_new_privs`, `_run_as_root`, `_user_namespace`, `_host_namespace`.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
@@ -13,21 +17,38 @@ use crate::{
     posture::{self, ContainerPosture, NAMESPACES},
 };
 
+/// Scrapes closer together than this share one walk of `/proc` (a walk reads every process's
+/// cgroup file, and the status and namespaces of the containers' processes).
+const CACHE_TTL: Duration = Duration::from_secs(2);
+
 #[derive(Debug)]
 pub struct PostureCollector {
     resolver: Arc<Resolver>,
     proc_root: PathBuf,
+    cache: Mutex<Option<(Instant, Arc<Vec<ContainerPosture>>)>>,
 }
 
 impl PostureCollector {
     pub fn new(resolver: Arc<Resolver>) -> Self {
-        Self { resolver, proc_root: posture::proc_root() }
+        Self { resolver, proc_root: posture::proc_root(), cache: Mutex::new(None) }
+    }
+
+    fn containers(&self) -> Arc<Vec<ContainerPosture>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cache {
+            Some((at, containers)) if at.elapsed() < CACHE_TTL => containers.clone(),
+            _ => {
+                let containers = Arc::new(posture::all(&self.proc_root));
+                *cache = Some((Instant::now(), containers.clone()));
+                containers
+            }
+        }
     }
 }
 
 impl Collector for PostureCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let containers = posture::all(&self.proc_root);
+        let containers = self.containers();
         let with_id = LabelNames {
             container_id: self.resolver.container_id_label(),
             pod_labels: self.resolver.pod_label_names(),
