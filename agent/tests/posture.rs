@@ -151,3 +151,29 @@ fn audit_reports_exactly_the_findings_of_each_container() {
         .collect();
     assert_eq!(held, ["CAP_NET_BIND_SERVICE"]);
 }
+
+#[test]
+fn without_ptrace_access_audit_says_what_it_cannot_see() {
+    if !privileged("without_ptrace_access_audit_says_what_it_cannot_see") {
+        return;
+    }
+    let _serial = support::serial();
+    let name = format!("kernsight-posture-{}-noptrace", std::process::id());
+    let container =
+        PodmanContainer::start(&name, &["--security-opt", "seccomp=unconfined"], &["sleep", "300"]);
+    // The DaemonSet's capabilities: BPF and PERFMON only, no CAP_SYS_PTRACE.
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-all,+bpf,+perfmon", BINARY, "audit", "-o", "json", &container.id])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("the namespaces and mounts of {name} could not be read")), "{stderr}");
+    let audited: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(audited.len(), 1);
+    assert_eq!(audited[0]["namespaces_known"], false);
+    // What /proc/<pid>/status says is still judged; nothing is claimed about namespaces.
+    let ids: Vec<&str> =
+        audited[0]["findings"].as_array().unwrap().iter().filter_map(|f| f["id"].as_str()).collect();
+    assert_eq!(ids, ["seccomp_disabled"]);
+}

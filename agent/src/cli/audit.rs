@@ -47,6 +47,15 @@ pub fn run(args: AuditArgs) -> anyhow::Result<bool> {
     } else {
         args.containers.iter().map(|target| posture::find(&proc_root, target)).collect::<Result<_, _>>()?
     };
+    let unknown: Vec<String> =
+        chosen.iter().filter(|c| !c.namespaces_known).map(ContainerPosture::display_name).collect();
+    if !unknown.is_empty() {
+        eprintln!(
+            "kernsight: warning: the namespaces and mounts of {} could not be read (they need root or \
+             CAP_SYS_PTRACE): host namespace, user namespace and host mount findings are left out for them",
+            unknown.join(", ")
+        );
+    }
     let audited: Vec<Audited> =
         chosen.into_iter().map(|posture| Audited { findings: findings(&posture), posture }).collect();
     let rendered = match args.output {

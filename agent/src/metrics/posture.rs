@@ -109,16 +109,25 @@ impl Collector for PostureCollector {
             &mut encoder,
             "kernsight_container_user_namespace",
             "1 when the container's processes have a user namespace of their own (uid 0 inside is not the host's root)",
-            gauge(|c| i64::from(c.own_user_namespace)),
+            labelled
+                .iter()
+                .filter(|(_, c)| c.namespaces_known)
+                .map(|(l, c)| (l.clone(), i64::from(c.own_user_namespace))),
         )?;
         let mut shared = Vec::new();
-        for (labels, c) in &labelled {
+        for (labels, c) in labelled.iter().filter(|(_, c)| c.namespaces_known) {
             for kind in NAMESPACES {
                 let mut labels = labels.clone();
                 labels.push(("namespace_type".into(), kind.name().to_owned()));
                 shared.push((labels, i64::from(c.shares_host(kind))));
             }
         }
+        encode_gauges(
+            &mut encoder,
+            "kernsight_container_posture_namespaces_unknown",
+            "Containers whose namespaces could not be read (the agent needs CAP_SYS_PTRACE for them); their namespace series are left out",
+            [(super::NO_LABELS, labelled.iter().filter(|(_, c)| !c.namespaces_known).count() as i64)],
+        )?;
         encode_gauges(
             &mut encoder,
             "kernsight_container_host_namespace",

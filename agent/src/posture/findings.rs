@@ -140,7 +140,7 @@ pub fn findings(posture: &ContainerPosture) -> Vec<Finding> {
             detail: format!("can write host directories: {}", listed.join(", ")),
         });
     }
-    if posture.runs_as_root && !posture.own_user_namespace {
+    if posture.runs_as_root && !posture.own_user_namespace && posture.namespaces_known {
         out.push(Finding {
             id: "root_without_user_namespace",
             severity: Severity::Medium,
@@ -172,6 +172,7 @@ mod tests {
             own_user_namespace: false,
             host_namespaces: vec![],
             writable_host_mounts: vec![],
+            namespaces_known: true,
         }
     }
 
@@ -208,5 +209,10 @@ mod tests {
         assert!(!ids(&p).contains(&"root_without_user_namespace"));
         p.writable_host_mounts = vec![("/data".into(), "/srv/data".into())];
         assert!(ids(&p).contains(&"writable_host_mount"));
+        // Unknown namespaces (no ptrace access): nothing is claimed about them.
+        let mut unknown = base();
+        unknown.runs_as_root = true;
+        unknown.namespaces_known = false;
+        assert!(ids(&unknown).is_empty());
     }
 }

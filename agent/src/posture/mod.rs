@@ -92,6 +92,10 @@ pub struct ContainerPosture {
     pub host_namespaces: Vec<&'static str>,
     /// Writable mounts of host directories: (mount point in the container, host path).
     pub writable_host_mounts: Vec<(String, String)>,
+    /// Whether the namespaces (and mounts) of every process could be read: they need root or
+    /// CAP_SYS_PTRACE over the process. When false, `host_namespaces`, `own_user_namespace`
+    /// and `writable_host_mounts` say nothing.
+    pub namespaces_known: bool,
 }
 
 fn cap_names<S: serde::Serializer>(mask: &u64, serializer: S) -> Result<S::Ok, S::Error> {
@@ -155,14 +159,29 @@ pub fn container_processes(proc_root: &Path) -> BTreeMap<String, (String, Vec<Pr
         if !procfs::parse_cgroup_file(&text).iter().any(|line| cgroup_path::parse(&line.path).is_some()) {
             continue;
         }
-        let Ok(process) = procfs::read_process(proc_root, pid) else {
-            continue; // gone meanwhile
+        let process = match procfs::read_process(proc_root, pid) {
+            Ok(process) => process,
+            // Status and cgroup are world-readable; the namespace links need ptrace access.
+            Err(procfs::ProcError::PermissionDenied { .. }) => match without_namespaces(proc_root, pid) {
+                Some(process) => process,
+                None => continue,
+            },
+            Err(_) => continue, // gone meanwhile
         };
         if let Some((id, path)) = container_of(&process) {
             containers.entry(id).or_insert_with(|| (path, Vec::new())).1.push(process);
         }
     }
     containers
+}
+
+/// A process read from its world-readable files only: no namespaces (all `None`).
+fn without_namespaces(proc_root: &Path, pid: u32) -> Option<Process> {
+    let dir = proc_root.join(pid.to_string());
+    let status = procfs::parse_status(&std::fs::read_to_string(dir.join("status")).ok()?);
+    let cgroups = procfs::parse_cgroup_file(&std::fs::read_to_string(dir.join("cgroup")).ok()?);
+    let start_time = procfs::parse_stat_start_time(&std::fs::read_to_string(dir.join("stat")).ok()?)?;
+    Some(Process { pid, start_time, status, cgroups, namespaces: Namespaces::default() })
 }
 
 /// The posture of every container with a process on the node, ordered by id.
@@ -177,7 +196,8 @@ pub fn all(proc_root: &Path) -> Vec<ContainerPosture> {
             let mut posture = posture(id, name, cgroup, &processes, host.as_ref(), full);
             // One process's view is the container's unless it shares the host's mounts (then
             // every host mount would be listed; `host_mount_namespace` says it already).
-            if !posture.shares_host(NamespaceKind::Mnt)
+            if posture.namespaces_known
+                && !posture.shares_host(NamespaceKind::Mnt)
                 && let Some(first) = processes.first()
             {
                 posture.writable_host_mounts = mounts::of_process(proc_root, first.pid);
@@ -209,6 +229,8 @@ pub fn posture(
         })
         .map(NamespaceKind::name)
         .collect();
+    let namespaces_known = host.is_some()
+        && processes.iter().all(|p| NAMESPACES.iter().any(|&kind| p.namespaces.get(kind).is_some()));
     let own_user_namespace = host.is_some_and(|host| {
         processes.iter().all(|p| p.namespaces.user.is_some() && p.namespaces.user != host.user)
     });
@@ -229,6 +251,7 @@ pub fn posture(
         own_user_namespace,
         host_namespaces,
         writable_host_mounts: Vec::new(),
+        namespaces_known,
     }
 }
 
