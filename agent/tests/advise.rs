@@ -5,6 +5,7 @@
 mod support;
 
 use std::{
+    io::{BufRead as _, BufReader},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -91,12 +92,17 @@ fn seccomp_profile_from_a_window_runs_the_workload_and_refuses_one_more_syscall(
     let _serial = support::serial();
     support::podman::load_image();
     let observed = name("observed");
-    // The window opens first; the container starts inside it and still runs at its end.
-    let advise = spawn_kernsight(&["advise", "seccomp", "--container", &observed, "--for", "8s"]);
-    std::thread::sleep(Duration::from_secs(3));
+    // The window opens first (advise says so once its programs are attached); the container
+    // starts inside it and still runs at its end.
+    let mut advise = spawn_kernsight(&["advise", "seccomp", "--container", &observed, "--for", "10s"]);
+    let stderr = advise.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let opened = lines.by_ref().map_while(Result::ok).any(|line| line.contains("kernsight: observing"));
+    assert!(opened, "advise never opened its window");
     let _container = PodmanContainer::start(&observed, &[], &["sh", "-c", &format!("{WORKLOAD}; sleep 300")]);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let out = advise.wait_with_output().unwrap();
-    assert!(out.status.success(), "advise failed: {}", text(&out.stderr));
+    assert!(out.status.success(), "advise failed: {}", rest.join("\n"));
     prove_profile(&text(&out.stdout), "window");
 }
 
