@@ -276,3 +276,31 @@ fn capabilities_advice_names_net_bind_service_used_and_denied() {
     );
     assert!(advice.contains("    add:\n      - NET_BIND_SERVICE\n#"), "{advice}");
 }
+
+/// A host process's cgroup, by path: the profile lists what the test's own workload called.
+#[test]
+fn seccomp_profile_of_a_cgroup_lists_what_its_processes_called() {
+    if !privileged("seccomp_profile_of_a_cgroup_lists_what_its_processes_called") {
+        return;
+    }
+    let _serial = support::serial();
+    let cgroup = support::TestCgroup::create("advise");
+    let mut advise = spawn_kernsight(&["advise", "seccomp", "--cgroup", &cgroup.label, "--for", "4s"]);
+    let stderr = advise.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    assert!(lines.by_ref().map_while(Result::ok).any(|line| line.contains("kernsight: observing")));
+    let code = cgroup.run(|| {
+        support::getppid_times(100);
+        support::failing_openat_times(10);
+        0
+    });
+    assert_eq!(code, 0);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = advise.wait_with_output().unwrap();
+    assert!(out.status.success(), "advise failed: {}", rest.join("\n"));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON profile");
+    let seen: Vec<&str> =
+        json["syscalls"][0]["names"].as_array().unwrap().iter().filter_map(|n| n.as_str()).collect();
+    assert!(seen.contains(&"getppid") && seen.contains(&"openat"), "{seen:?}");
+    assert!(json["syscalls"][0]["comment"].as_str().unwrap().contains(&cgroup.label));
+}
