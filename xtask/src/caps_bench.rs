@@ -9,7 +9,11 @@
 //! Each runs bare, then with the agent with and without the capability family; rounds are
 //! interleaved so that drift on the machine spreads over every configuration alike.
 
-use std::{path::PathBuf, process::Command, time::Instant};
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use crate::{
     bench::{Stream, median, run_pinned, start_and_wait, stop},
@@ -25,14 +29,27 @@ const LOOPS: [(&str, &str, u64); 2] = [
     ("setuid(0) (one CAP_SETUID check per call)", "__setuid-loop", 300_000),
 ];
 
-/// (name, agent config file contents; `None`: no agent).
-const CONFIGS: &[(&str, Option<&str>)] = &[
-    ("bare (nothing attached)", None),
-    ("kernsight: default without capabilities", Some("[security]\ncapability_checks = false\n")),
-    ("kernsight: default (capabilities on)", Some("")),
+enum Tracer {
+    None,
+    /// An agent with this configuration file's contents.
+    Kernsight(&'static str),
+    /// bpftrace counting the same thing, for reference.
+    Bpftrace(&'static str),
+}
+
+const CONFIGS: &[(&str, Tracer)] = &[
+    ("bare (nothing attached)", Tracer::None),
+    ("kernsight: default without capabilities", Tracer::Kernsight("[security]\ncapability_checks = false\n")),
+    ("kernsight: default (capabilities on)", Tracer::Kernsight("")),
     (
         "kernsight: capabilities only",
-        Some("[syscalls]\nenabled = false\n[sched]\nrunqueue_latency = false\nprocesses = false\n"),
+        Tracer::Kernsight(
+            "[syscalls]\nenabled = false\n[sched]\nrunqueue_latency = false\nprocesses = false\n",
+        ),
+    ),
+    (
+        "bpftrace: count by (cgroup, cap, ret)",
+        Tracer::Bpftrace("tracepoint:capability:cap_capable { @[cgroup, args->cap, args->ret] = count(); }"),
     ),
 ];
 
@@ -45,12 +62,12 @@ pub fn run() -> Result<(), String> {
     let files: Vec<Option<PathBuf>> = CONFIGS
         .iter()
         .enumerate()
-        .map(|(i, (_, text))| {
-            text.map(|text| {
+        .map(|(i, (_, tracer))| match tracer {
+            Tracer::Kernsight(text) => {
                 let path = dir.join(format!("config{i}.toml"));
-                std::fs::write(&path, text).map(|()| path)
-            })
-            .transpose()
+                std::fs::write(&path, text).map(|()| Some(path))
+            }
+            _ => Ok(None),
         })
         .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot write a config file: {e}"))?;
@@ -59,8 +76,8 @@ pub fn run() -> Result<(), String> {
             println!("\n{what}: {calls} calls per run on one CPU, {ROUNDS} rounds, interleaved\n");
             let mut samples: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
             for round in 1..=ROUNDS {
-                for (((name, _), file), samples) in CONFIGS.iter().zip(&files).zip(&mut samples) {
-                    let ns = measure(file.as_ref(), task, calls)?;
+                for (((name, tracer), file), samples) in CONFIGS.iter().zip(&files).zip(&mut samples) {
+                    let ns = measure(tracer, file.as_ref(), task, calls)?;
                     eprintln!("round {round}/{ROUNDS}: {name:<45} {ns:8.1} ns/call");
                     samples.push(ns);
                 }
@@ -85,24 +102,33 @@ fn report(samples: &[Vec<f64>]) {
     let min = |i: usize| samples[i].iter().copied().fold(f64::INFINITY, f64::min);
     let with = median(&samples[2]) - median(&samples[1]);
     let alone = median(&samples[3]) - bare;
+    let bpftrace = median(&samples[4]) - bare;
     println!(
         "\nThe capability program adds {with:.1} ns per check next to the rest of the agent, \
          {alone:.1} ns on its own (bare loop: {bare:.1} ns per call); from the minimums, which a \
-         busy machine disturbs least: {:.1} ns and {:.1} ns",
+         busy machine disturbs least: {:.1} ns and {:.1} ns. bpftrace counting the same: \
+         {bpftrace:.1} ns (minimums: {:.1} ns)",
         min(2) - min(1),
-        min(3) - min(0)
+        min(3) - min(0),
+        min(4) - min(0)
     );
 }
 
-/// Starts the agent with `config` (if any), times the loop, stops the agent.
-fn measure(config: Option<&PathBuf>, task: &str, calls: u64) -> Result<f64, String> {
-    let mut agent = match config {
-        None => None,
-        Some(file) => {
+/// Attaches the tracer (an agent with `config`, or bpftrace), times the loop, detaches.
+fn measure(tracer: &Tracer, config: Option<&PathBuf>, task: &str, calls: u64) -> Result<f64, String> {
+    let mut agent = match (tracer, config) {
+        (Tracer::Kernsight(_), Some(file)) => {
             let mut command = Command::new(workspace_root().join("target/release/kernsight"));
             command.args(["run", "--listen", "127.0.0.1:0", "--log-level", "info", "--config"]).arg(file);
-            Some(start_and_wait(command, Stream::Stderr, "serving metrics", std::time::Duration::ZERO)?.0)
+            Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0)
         }
+        (Tracer::Bpftrace(script), _) => {
+            let mut command = Command::new("bpftrace");
+            command.args(["-e", script]);
+            // bpftrace prints "Attaching N probes..." then attaches; give it a moment after.
+            Some(start_and_wait(command, Stream::Stdout, "Attaching", Duration::from_secs(2))?.0)
+        }
+        _ => None,
     };
     let ns = run_pinned(task, calls);
     if let Some(child) = agent.as_mut() {
