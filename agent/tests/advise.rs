@@ -304,3 +304,54 @@ fn seccomp_profile_of_a_cgroup_lists_what_its_processes_called() {
     assert!(seen.contains(&"getppid") && seen.contains(&"openat"), "{seen:?}");
     assert!(json["syscalls"][0]["comment"].as_str().unwrap().contains(&cgroup.label));
 }
+
+/// A pod run through containerd's CRI: `--pod NS/NAME` finds its containers through the CRI
+/// socket in a window, and by the agent's namespace and pod labels otherwise.
+#[test]
+fn seccomp_profile_of_a_cri_pod_from_a_window_and_from_the_agent() {
+    if !privileged("seccomp_profile_of_a_cri_pod_from_a_window_and_from_the_agent") {
+        return;
+    }
+    let _serial = support::serial();
+    let containerd = support::containerd::Containerd::start();
+    let socket = support::path_str(containerd.socket()).to_owned();
+    let (_dir, config) = support::config_file(&format!("[metadata]\ncri_socket = \"{socket}\"\n"));
+    let agent = Agent::start(&["--config", support::path_str(&config)]);
+    let looping = format!("while true; do sh -c '{WORKLOAD}' > /dev/null; sleep 0.2; done");
+    let _pod = containerd.run_pod(
+        "api-0",
+        "advise",
+        "22222222-3333-4444-5555-666666666666",
+        "server",
+        &["/bin/sh", "-c", &looping],
+    );
+    let labels = [("namespace", "advise"), ("pod", "api-0"), ("syscall", "getdents64")];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while value(&parse(&agent.scrape()), "kernsight_syscalls_total", &labels) == 0.0 {
+        assert!(Instant::now() < deadline, "the agent never named the pod; log:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let address = agent.address.to_string();
+    let from_agent = kernsight(&["advise", "seccomp", "--pod", "advise/api-0", "--agent", &address]);
+    let from_window =
+        kernsight(&["advise", "seccomp", "--pod", "advise/api-0", "--for", "2s", "--cri-socket", &socket]);
+    for (how, out) in [("agent", from_agent), ("window", from_window)] {
+        assert!(out.status.success(), "{how}: {}", text(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON profile");
+        let seen: Vec<&str> =
+            json["syscalls"][0]["names"].as_array().unwrap().iter().filter_map(|n| n.as_str()).collect();
+        for name in ["getdents64", "openat", "write"] {
+            assert!(seen.contains(&name), "{how}: {name} missing from {seen:?}");
+        }
+        assert!(!seen.contains(&"mkdir"), "{how}: {seen:?}");
+        assert!(json["syscalls"][0]["comment"].as_str().unwrap().contains("pod advise/api-0"), "{how}");
+    }
+    let unknown =
+        kernsight(&["advise", "seccomp", "--pod", "advise/nope", "--for", "1s", "--cri-socket", &socket]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown.stderr).contains("pod advise/nope has no running container"),
+        "{}",
+        text(&unknown.stderr)
+    );
+}
