@@ -318,7 +318,7 @@ fn seccomp_profile_of_a_cri_pod_from_a_window_and_from_the_agent() {
     let (_dir, config) = support::config_file(&format!("[metadata]\ncri_socket = \"{socket}\"\n"));
     let agent = Agent::start(&["--config", support::path_str(&config)]);
     let looping = format!("while true; do sh -c '{WORKLOAD}' > /dev/null; sleep 0.2; done");
-    let _pod = containerd.run_pod(
+    let pod = containerd.run_pod(
         "api-0",
         "advise",
         "22222222-3333-4444-5555-666666666666",

@@ -40,6 +40,12 @@ pub enum AdviseError {
     )]
     NoSyscalls { target: String, seen_in: String },
     #[error(
+        "the agent at {address} has no series of container {container}: it names containers by their \
+         runtime name, and the id is only on series with `metadata.container_id_label = true`; enable that, \
+         use --pod NAMESPACE/NAME, or observe with --for DURATION"
+    )]
+    ContainerNotInAgent { address: String, container: String },
+    #[error(
         "cannot reach the kernsight agent at {address}: {why}; start `kernsight run`, or observe in this process with --for DURATION"
     )]
     Agent { address: String, why: String },
@@ -78,7 +84,18 @@ pub fn from_agent(address: &str, target: &Target) -> Result<Observed, AdviseErro
     let samples = exposition::parse(&exposition::fetch(address).map_err(agent_error)?);
     let mut observed =
         Observed { source: format!("the counts of the agent at {address}"), ..Observed::default() };
-    for sample in samples.iter().filter(|s| s.value > 0.0 && matches(&s.labels)) {
+    let matched: Vec<&exposition::Sample> =
+        samples.iter().filter(|s| s.value > 0.0 && matches(&s.labels)).collect();
+    if let Target::Container(container) = target
+        && !matched.iter().any(|s| s.name == "kernsight_syscalls_total")
+        && !samples.iter().any(|s| s.labels.contains_key("container_id"))
+    {
+        return Err(AdviseError::ContainerNotInAgent {
+            address: address.to_owned(),
+            container: container.clone(),
+        });
+    }
+    for sample in matched {
         let count = sample.value as u64;
         match sample.name.as_str() {
             "kernsight_syscalls_total" => {
