@@ -346,6 +346,10 @@ fn seccomp_profile_of_a_cri_pod_from_a_window_and_from_the_agent() {
         assert!(!seen.contains(&"mkdir"), "{how}: {seen:?}");
         assert!(json["syscalls"][0]["comment"].as_str().unwrap().contains("pod advise/api-0"), "{how}");
     }
+    // By container id: this agent labels the container by its CRI name only, and says so.
+    let by_id = kernsight(&["advise", "seccomp", "--container", &pod.container_id, "--agent", &address]);
+    assert_eq!(by_id.status.code(), Some(1));
+    assert!(text(&by_id.stderr).contains("metadata.container_id_label = true"), "{}", text(&by_id.stderr));
     let unknown =
         kernsight(&["advise", "seccomp", "--pod", "advise/nope", "--for", "1s", "--cri-socket", &socket]);
     assert_eq!(unknown.status.code(), Some(1));
