@@ -7,8 +7,18 @@ pub const CAPABILITY_CHECKS_MAP: &str = "CAPABILITY_CHECKS";
 /// Default bound of `CAPABILITY_CHECKS` ((cgroup, cap, result, userns) entries).
 pub const DEFAULT_CAPABILITY_ENTRIES: u32 = 8_192;
 
-/// Read-only global (`u32`): offset of `user_namespace.level` (0 for the initial namespace).
+/// Read-only globals (`u32`): offsets of `user_namespace.level` (0 for the initial namespace)
+/// and of `task_struct.comm`.
 pub const USER_NS_LEVEL_OFFSET_GLOBAL: &str = "USER_NS_LEVEL_OFFSET";
+pub const TASK_COMM_OFFSET_GLOBAL: &str = "TASK_COMM_OFFSET";
+
+/// Checks made by runc's own processes while they set a container up (`runc:[0:PARENT]`,
+/// `runc:[1:CHILD]`, `runc:[2:INIT]`: runc names its stages so) are not counted: they happen in
+/// the container's cgroup before the container's process runs, are the same for every
+/// container, and are the runtime's, not the workload's. The prefix, as the first bytes of
+/// `comm` read as a little-endian integer, and the mask of its 6 bytes.
+pub const RUNC_COMM_PREFIX: u64 = u64::from_le_bytes(*b"runc:[\0\0");
+pub const RUNC_COMM_MASK: u64 = 0xffff_ffff_ffff;
 
 /// `CapabilityKey::result`.
 pub const GRANTED: u8 = 0;

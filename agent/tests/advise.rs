@@ -248,8 +248,14 @@ fn capabilities_advice_names_net_bind_service_used_and_denied() {
     assert!(checks(&samples, &dropped, "denied") > 0.0, "no denied check");
     assert_eq!(checks(&samples, &dropped, "granted"), 0.0);
 
-    // A window after the start (the runtime's own checks while it set the process up are not
-    // the workload's): exactly NET_BIND_SERVICE.
+    // From the agent, which saw the containers start (runc's own checks while it set them up
+    // are not counted), and from a window: exactly NET_BIND_SERVICE.
+    let address = agent.address.to_string();
+    let out = kernsight(&["advise", "capabilities", "--container", &allowed, "--agent", &address]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let from_agent = text(&out.stdout);
+    assert!(from_agent.contains("# used (granted checks): NET_BIND_SERVICE\n"), "{from_agent}");
+    assert!(from_agent.contains("    add:\n      - NET_BIND_SERVICE\n#"), "{from_agent}");
     let out = kernsight(&["advise", "capabilities", "--container", &allowed, "--for", "2s"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let advice = text(&out.stdout);

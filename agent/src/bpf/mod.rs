@@ -21,7 +21,7 @@ use kernsight_common::{
         TASK_MM_OFFSET_GLOBAL, TASK_PID_OFFSET_GLOBAL, TASK_REAL_PARENT_OFFSET_GLOBAL,
         TASK_TGID_OFFSET_GLOBAL,
     },
-    security::{CAPABILITY_CHECKS_MAP, USER_NS_LEVEL_OFFSET_GLOBAL},
+    security::{CAPABILITY_CHECKS_MAP, TASK_COMM_OFFSET_GLOBAL, USER_NS_LEVEL_OFFSET_GLOBAL},
     syscalls::{self as wire, map_full},
 };
 use tracing::{error, info};
@@ -121,7 +121,8 @@ impl Programs {
         let walk = offsets.as_ref().unwrap_or(&zero);
         let task = sched::TaskOffsets::read();
         let task_fields = *task.as_ref().unwrap_or(&sched::TaskOffsets::default());
-        let user_ns_level = security::user_ns_level_offset();
+        let security_offsets = security::SecurityOffsets::read();
+        let security_fields = *security_offsets.as_ref().unwrap_or(&security::SecurityOffsets::default());
         let latency = u8::from(config.syscalls.latency_histogram);
         let slots = config.syscalls.max_cgroups;
         // The OOM family's tracepoint record layout (the victim's pid and tgid offsets are the
@@ -162,7 +163,8 @@ impl Programs {
             .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task_fields.binprm_filename, true)
             .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
             .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
-            .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, user_ns_level.as_ref().unwrap_or(&0), true)
+            .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &security_fields.user_ns_level, true)
+            .override_global(TASK_COMM_OFFSET_GLOBAL, &security_fields.task_comm, true)
             .map_max_entries(CAPABILITY_CHECKS_MAP, config.security.capability_max_entries)
             .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
             .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
@@ -273,10 +275,12 @@ impl Programs {
                 None
             }
         };
-        let attached = match (&offsets, &user_ns_level) {
+        let attached = match (&offsets, &security_offsets) {
             _ if !config.security.capability_checks => Err(ProbeState::Disabled),
             (Err(err), _) => Err(ProbeState::Failed(format!("cannot find the cgroup of a task: {err}"))),
-            (_, Err(err)) => Err(ProbeState::Failed(format!("cannot read user_namespace members: {err}"))),
+            (_, Err(err)) => {
+                Err(ProbeState::Failed(format!("cannot read user_namespace and task_struct members: {err}")))
+            }
             _ => security::attach(&mut ebpf, &btf, config.security.capability_max_entries)
                 .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
         };

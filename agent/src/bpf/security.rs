@@ -32,9 +32,21 @@ pub fn status(state: ProbeState) -> ProbeStatus {
     }
 }
 
-/// `user_namespace.level`'s offset, from the running kernel's BTF.
-pub fn user_ns_level_offset() -> Result<u32, btf::BtfError> {
-    btf::Btf::from_sys_fs()?.member_offset("user_namespace", "level")
+/// Offsets of `user_namespace.level` and `task_struct.comm`, from the running kernel's BTF.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SecurityOffsets {
+    pub user_ns_level: u32,
+    pub task_comm: u32,
+}
+
+impl SecurityOffsets {
+    pub fn read() -> Result<Self, btf::BtfError> {
+        let btf = btf::Btf::from_sys_fs()?;
+        Ok(Self {
+            user_ns_level: btf.member_offset("user_namespace", "level")?,
+            task_comm: btf.member_offset("task_struct", "comm")?,
+        })
+    }
 }
 
 /// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`).
