@@ -142,6 +142,8 @@ fn audit_reports_exactly_the_findings_of_each_container() {
         gauge("kernsight_container_host_namespace", &name("default"), &[("namespace_type", "pid")]),
         0.0
     );
+    assert_eq!(gauge("kernsight_container_writable_host_mounts", &name("hostdir"), &[]), 1.0);
+    assert_eq!(gauge("kernsight_container_writable_host_mounts", &name("default"), &[]), 0.0);
     assert_eq!(gauge("kernsight_container_run_as_root", &name("nonroot"), &[]), 0.0);
     assert_eq!(gauge("kernsight_container_run_as_root", &name("default"), &[]), 1.0);
     let held: Vec<&str> = samples

@@ -124,6 +124,15 @@ impl Collector for PostureCollector {
         }
         encode_gauges(
             &mut encoder,
+            "kernsight_container_writable_host_mounts",
+            "Host directories of a disk or network filesystem mounted writable into the container",
+            labelled
+                .iter()
+                .filter(|(_, c)| c.namespaces_known)
+                .map(|(l, c)| (l.clone(), c.writable_host_mounts.len() as i64)),
+        )?;
+        encode_gauges(
+            &mut encoder,
             "kernsight_container_posture_namespaces_unknown",
             "Containers whose namespaces could not be read (the agent needs CAP_SYS_PTRACE for them); their namespace series are left out",
             [(super::NO_LABELS, labelled.iter().filter(|(_, c)| !c.namespaces_known).count() as i64)],
