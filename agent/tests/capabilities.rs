@@ -139,3 +139,62 @@ fn full_capability_map_counts_in_other() {
     assert!(counted + checks(&samples, "other", "granted") >= (fillers.len() * BINDS) as f64);
     assert!(counted < (fillers.len() * BINDS) as f64, "every filler found room");
 }
+
+const SETHOSTNAMES: usize = 50;
+
+/// In a new user namespace, `sethostname` asks for CAP_SYS_ADMIN over the host's UTS namespace:
+/// denied, and the credentials asking are the nested namespace's. The hostname never changes.
+fn sethostname_in_a_user_namespace() -> i32 {
+    // SAFETY: raw syscalls in a forked child.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+            return 2;
+        }
+        let name = b"kernsight-never";
+        for _ in 0..SETHOSTNAMES {
+            if libc::syscall(libc::SYS_sethostname, name.as_ptr(), name.len()) == 0 {
+                return 3; // it must not succeed
+            }
+        }
+    }
+    0
+}
+
+#[test]
+fn checks_from_a_user_namespace_are_nested() {
+    if !privileged("checks_from_a_user_namespace_are_nested") {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let cgroup = TestCgroup::create("cap-userns");
+    assert_eq!(cgroup.run(sethostname_in_a_user_namespace), 0);
+    let labels = |userns| {
+        [
+            ("cgroup", cgroup.label.clone()),
+            ("cap", "CAP_SYS_ADMIN".into()),
+            ("result", "denied".into()),
+            ("userns", userns),
+        ]
+    };
+    let count = |samples: &[support::Sample], userns: &str| {
+        let labels = labels(userns.to_owned());
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        value(samples, "kernsight_capability_checks_total", &labels)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let samples = loop {
+        let samples = parse(&agent.scrape());
+        if count(&samples, "nested") >= SETHOSTNAMES as f64 || Instant::now() > deadline {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(count(&samples, "nested"), SETHOSTNAMES as f64, "log:\n{}", agent.log());
+    let granted_nested = value(
+        &samples,
+        "kernsight_capability_checks_total",
+        &[("cgroup", &cgroup.label), ("result", "granted"), ("userns", "nested")],
+    );
+    assert_eq!(granted_nested, 0.0);
+}
