@@ -12,9 +12,11 @@ use std::{
 use support::{Agent, BINARY, parse, podman::PodmanContainer, privileged, value};
 
 /// (name suffix, podman flags, the findings `audit` must report, exactly).
-const CASES: [(&str, &[&str], &[&str]); 6] = [
+const CASES: [(&str, &[&str], &[&str]); 7] = [
     ("default", &[], &["root_without_user_namespace"]),
     ("nonroot", &["--user", "1000:1000"], &[]),
+    // Root inside, mapped to uid 200000 outside by a user namespace of its own.
+    ("userns", &["--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536"], &[]),
     ("capdrop", &["--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE"], &["root_without_user_namespace"]),
     ("privileged", &["--privileged"], &["privileged", "seccomp_disabled", "root_without_user_namespace"]),
     ("pidhost", &["--pid", "host"], &["host_pid_namespace", "root_without_user_namespace"]),
@@ -145,6 +147,13 @@ fn audit_reports_exactly_the_findings_of_each_container() {
     assert_eq!(gauge("kernsight_container_writable_host_mounts", &name("hostdir"), &[]), 1.0);
     assert_eq!(gauge("kernsight_container_writable_host_mounts", &name("default"), &[]), 0.0);
     assert_eq!(gauge("kernsight_container_run_as_root", &name("nonroot"), &[]), 0.0);
+    assert_eq!(gauge("kernsight_container_run_as_root", &name("userns"), &[]), 1.0);
+    assert_eq!(gauge("kernsight_container_user_namespace", &name("userns"), &[]), 1.0);
+    assert_eq!(gauge("kernsight_container_user_namespace", &name("default"), &[]), 0.0);
+    assert_eq!(
+        gauge("kernsight_container_host_namespace", &name("userns"), &[("namespace_type", "user")]),
+        0.0
+    );
     assert_eq!(gauge("kernsight_container_run_as_root", &name("default"), &[]), 1.0);
     let held: Vec<&str> = samples
         .iter()

@@ -84,7 +84,7 @@ pub struct ContainerPosture {
     /// Filters of the least filtered process.
     pub seccomp_filters: u32,
     pub no_new_privs: bool,
-    /// A process runs with uid 0 (real or effective).
+    /// A process runs with uid 0 (real or effective) in its own user namespace.
     pub runs_as_root: bool,
     /// Its processes have a user namespace of their own (uid 0 inside is not the host's root).
     pub own_user_namespace: bool,
@@ -194,6 +194,13 @@ pub fn all(proc_root: &Path) -> Vec<ContainerPosture> {
         .map(|(id, (cgroup, processes))| {
             let name = names.get(&id).cloned();
             let mut posture = posture(id, name, cgroup, &processes, host.as_ref(), full);
+            // /proc shows uids as the host sees them: map them into each process's user
+            // namespace, so that root inside a user namespace counts as root.
+            posture.runs_as_root = processes.iter().any(|p| {
+                let map = std::fs::read_to_string(proc_root.join(p.pid.to_string()).join("uid_map"));
+                let map = map.as_deref().unwrap_or("0 0 4294967295");
+                [p.status.uid[0], p.status.uid[1]].into_iter().any(|uid| inside_uid(map, uid) == Some(0))
+            });
             // One process's view is the container's unless it shares the host's mounts (then
             // every host mount would be listed; `host_mount_namespace` says it already).
             if posture.namespaces_known
@@ -205,6 +212,19 @@ pub fn all(proc_root: &Path) -> Vec<ContainerPosture> {
             posture
         })
         .collect()
+}
+
+/// The uid a host uid has inside a user namespace, from its `uid_map` ("inside outside count"
+/// lines); `None` when the namespace does not map it.
+pub fn inside_uid(uid_map: &str, host_uid: u32) -> Option<u32> {
+    uid_map.lines().find_map(|line| {
+        let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().ok());
+        let (inside, outside, count) = (fields.next()??, fields.next()??, fields.next()??);
+        let uid = u64::from(host_uid);
+        (outside <= uid && uid < outside + count)
+            .then(|| u32::try_from(inside + uid - outside).ok())
+            .flatten()
+    })
 }
 
 /// The posture of one container from its processes (at least one).
@@ -287,4 +307,20 @@ pub enum FindError {
 /// `/proc` unless told otherwise (tests).
 pub fn proc_root() -> PathBuf {
     PathBuf::from("/proc")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_host_uids_into_the_namespace() {
+        assert_eq!(inside_uid("         0          0 4294967295\n", 0), Some(0));
+        assert_eq!(inside_uid("         0          0 4294967295\n", 1000), Some(1000));
+        assert_eq!(inside_uid("0 200000 65536\n", 200000), Some(0));
+        assert_eq!(inside_uid("0 200000 65536\n", 201000), Some(1000));
+        assert_eq!(inside_uid("0 200000 65536\n", 0), None);
+        assert_eq!(inside_uid("0 1000 1\n1 100000 65536\n", 100004), Some(5));
+        assert_eq!(inside_uid("garbage", 0), None);
+    }
 }
