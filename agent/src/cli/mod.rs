@@ -24,7 +24,8 @@ enum Command {
     /// kind, OOM kills, throttling, pressure, capabilities, seccomp.
     Inspect(inspect::InspectArgs),
     /// Every container on the node with its security findings (privileged, CAP_SYS_ADMIN, no
-    /// seccomp, host namespaces, root without a user namespace) and their severity.
+    /// seccomp, host namespaces, root without a user namespace, writable host mounts) and their
+    /// severity.
     Audit(audit::AuditArgs),
     /// Least-privilege settings from what a workload was seen doing: a seccomp profile, or the
     /// capabilities it used.
