@@ -8,6 +8,7 @@ pub mod cgroups;
 pub mod net;
 pub mod oom;
 pub mod sched;
+pub mod security;
 pub mod syscalls;
 
 /// The meaning of the pinned maps' keys and values. Change it with any change to a pinned map's

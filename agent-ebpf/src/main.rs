@@ -10,6 +10,7 @@ mod net;
 mod oom;
 mod process_events;
 mod sched;
+mod security;
 mod syscalls;
 mod task;
 

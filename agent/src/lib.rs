@@ -3,6 +3,7 @@
 //! The binary is a thin `main`; the modules are a library so that integration tests can drive
 //! the real client code (CRI, cgroupfs, procfs) against real runtimes and kernels.
 
+pub mod advise;
 pub mod bpf;
 pub mod cli;
 pub mod config;
@@ -12,3 +13,4 @@ pub mod kernel;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
+pub mod posture;

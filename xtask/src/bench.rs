@@ -58,7 +58,7 @@ const CONFIGS: &[Config] = &[
     },
 ];
 
-pub const SUITES: &str = "syscalls, sched, net, scrape [CONTAINERS], agent";
+pub const SUITES: &str = "syscalls, sched, net, caps, scrape [CONTAINERS], agent";
 
 /// One suite, or all of them (no argument); each prints its own report, and the run ends with
 /// one table of every headline number.
@@ -74,11 +74,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         Some("sched") => crate::sched_bench::run()?,
         Some("net") => crate::net_bench::run()?,
+        Some("caps") => crate::caps_bench::run()?,
         Some("agent") => crate::agent_bench::run()?,
         None => {
             let mut rows = syscalls()?;
             rows.extend(crate::sched_bench::run()?);
             rows.extend(crate::net_bench::run()?);
+            rows.extend(crate::caps_bench::run()?);
             rows.extend(crate::scrape_bench::run(200)?);
             rows.extend(crate::scrape_bench::run(1000)?);
             rows.extend(crate::agent_bench::run()?);

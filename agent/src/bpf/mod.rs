@@ -9,6 +9,7 @@ pub mod pins;
 pub mod process_events;
 pub mod rings;
 pub mod sched;
+pub mod security;
 pub mod syscalls;
 
 use std::{fmt, sync::Mutex};
@@ -28,6 +29,7 @@ use kernsight_common::{
         TASK_MM_OFFSET_GLOBAL, TASK_PID_OFFSET_GLOBAL, TASK_REAL_PARENT_OFFSET_GLOBAL,
         TASK_TGID_OFFSET_GLOBAL,
     },
+    security::{CAPABILITY_CHECKS_MAP, TASK_COMM_OFFSET_GLOBAL, USER_NS_LEVEL_OFFSET_GLOBAL},
     syscalls::{self as wire, map_full},
 };
 use tracing::{error, info, warn};
@@ -106,6 +108,7 @@ pub struct Programs {
     pub syscalls: Option<Mutex<syscalls::SyscallMaps>>,
     pub runqueue: Option<Mutex<sched::RunqueueMaps>>,
     pub processes: Option<Mutex<sched::ProcessMaps>>,
+    pub capabilities: Option<Mutex<security::CapabilityMaps>>,
     /// Taken by the task that keeps the cgroup index current.
     pub cgroup_events: Mutex<Option<cgroups::CgroupEventReader>>,
     /// Taken by the task that reports OOM kills.
@@ -139,6 +142,8 @@ impl Programs {
         let walk = offsets.as_ref().unwrap_or(&zero);
         let task = sched::TaskOffsets::read();
         let task_fields = *task.as_ref().unwrap_or(&sched::TaskOffsets::default());
+        let security_offsets = security::SecurityOffsets::read();
+        let security_fields = *security_offsets.as_ref().unwrap_or(&security::SecurityOffsets::default());
         let latency = u8::from(config.syscalls.latency_histogram);
         let slots = config.syscalls.max_cgroups;
         // The OOM family's tracepoint record layout (the victim's pid and tgid offsets are the
@@ -212,6 +217,9 @@ impl Programs {
                 .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task_fields.binprm_filename, true)
                 .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
                 .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
+                .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &security_fields.user_ns_level, true)
+                .override_global(TASK_COMM_OFFSET_GLOBAL, &security_fields.task_comm, true)
+                .map_max_entries(CAPABILITY_CHECKS_MAP, config.security.capability_max_entries)
                 .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
                 .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
                 .map_max_entries(wire::FREE_SLOTS_MAP, slots)
@@ -340,6 +348,27 @@ impl Programs {
         };
         let net = net::attach_families(&mut ebpf, &btf, config, hierarchies, &offsets, &sock, &mut probes);
         let run_stats = if config.bpf.program_stats { accounting::RunStats::enable() } else { None };
+        let attached = match (&offsets, &security_offsets) {
+            _ if !config.security.capability_checks => Err(ProbeState::Disabled),
+            (Err(err), _) => Err(ProbeState::Failed(format!("cannot find the cgroup of a task: {err}"))),
+            (_, Err(err)) => {
+                Err(ProbeState::Failed(format!("cannot read user_namespace and task_struct members: {err}")))
+            }
+            _ => security::attach(&mut ebpf, &btf, config.security.capability_max_entries)
+                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
+        };
+        let capabilities = match attached {
+            Ok(maps) => {
+                let mut status = security::status(ProbeState::Attached);
+                status.program_ids = program_ids(&ebpf, &status.programs);
+                probes.push(status);
+                Some(Mutex::new(maps))
+            }
+            Err(state) => {
+                probes.push(security::status(state));
+                None
+            }
+        };
         Ok(Self {
             ebpf,
             map_names,
@@ -348,6 +377,7 @@ impl Programs {
             syscalls,
             runqueue,
             processes,
+            capabilities,
             cgroup_events: Mutex::new(cgroup_events),
             oom_events: Mutex::new(oom_events),
             net: Mutex::new(net),
@@ -393,6 +423,7 @@ impl Programs {
             (net_wire::INTERFACE_TRAFFIC_MAP, map_full::NET_INTERFACE_TRAFFIC),
             (net_wire::TCP_EVENTS_MAP, map_full::NET_TCP_EVENTS),
             (net_wire::CGROUP_DROPS_MAP, map_full::NET_CGROUP_DROPS),
+            (CAPABILITY_CHECKS_MAP, map_full::CAPABILITY_CHECKS),
         ]
         .into_iter()
         .map(|(name, index)| (name, self.map_full.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)))

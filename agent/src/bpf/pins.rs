@@ -23,6 +23,7 @@ use kernsight_common::{
     MAP_LAYOUT_VERSION,
     net::{CGROUP_DROPS_MAP, CGROUP_TRAFFIC_MAP, DROP_REASONS_MAP, INTERFACE_TRAFFIC_MAP, TCP_EVENTS_MAP},
     sched::{PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP},
+    security::CAPABILITY_CHECKS_MAP,
     syscalls::{
         CGROUP_SLOTS_MAP, FREE_SLOTS_MAP, MAP_FULL_MAP, SLOT_OWNERS_MAP, SYSCALL_ERRORS_MAP,
         SYSCALL_LATENCY_MAP, SYSCALL_ROWS_MAP,
@@ -46,6 +47,7 @@ pub const PINNED_MAPS: &[&str] = &[
     TCP_EVENTS_MAP,
     DROP_REASONS_MAP,
     CGROUP_DROPS_MAP,
+    CAPABILITY_CHECKS_MAP,
 ];
 
 /// The cgroup slot bookkeeping: these maps describe one another (a slot is free, or owned by a

@@ -1,5 +1,7 @@
 //! Command line: one file per subcommand, each thin over the modules that do the work.
 
+mod advise;
+mod audit;
 mod cleanup;
 mod inspect;
 mod run;
@@ -22,6 +24,13 @@ enum Command {
     /// One screen on a process or container: namespaces, cgroup, limits and usage, memory by
     /// kind, OOM kills, throttling, pressure, capabilities, seccomp.
     Inspect(inspect::InspectArgs),
+    /// Every container on the node with its security findings (privileged, CAP_SYS_ADMIN, no
+    /// seccomp, host namespaces, root without a user namespace, writable host mounts) and their
+    /// severity.
+    Audit(audit::AuditArgs),
+    /// Least-privilege settings from what a workload was seen doing: a seccomp profile, or the
+    /// capabilities it used.
+    Advise(advise::AdviseArgs),
     /// Remove the maps the agent pinned in bpffs (its counters then start again from zero).
     Cleanup(cleanup::CleanupArgs),
 }
@@ -39,6 +48,12 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Cleanup(args) => cleanup::run(args),
+        Command::Advise(args) => advise::run(args),
+        Command::Audit(args) => match audit::run(args) {
+            Ok(true) => return ExitCode::from(audit::FINDINGS_EXIT),
+            Ok(false) => Ok(()),
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use crate::{
     bpf::{Programs, cgroups::CgroupEventReader, oom::OomEventReader},
     config::{Config, LogFormat},
-    kernel::{cgroupfs, preflight, tracefs_symbols},
+    kernel::{cgroupfs, preflight},
     logging,
     metadata::{
         cgroups::{self, Tracker},
@@ -83,28 +83,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .block_on(serve(config))
 }
 
-/// The namespaces whose conntrack table and interface counters are read: the agent's own ("")
-/// and each configured one that can be entered now (the others are reported once).
-fn network_namespaces(config: &Config) -> Vec<String> {
-    let from_xdp = config
-        .network
-        .xdp_interfaces
-        .iter()
-        .filter_map(|entry| crate::bpf::net::XdpTarget::parse(entry).ok())
-        .map(|target| target.netns);
-    let mut namespaces = vec![String::new()];
-    for netns in config.network.namespaces.iter().cloned().chain(from_xdp) {
-        if namespaces.contains(&netns) {
-            continue;
-        }
-        match crate::kernel::netstat::read(&netns) {
-            Ok(_) => namespaces.push(netns),
-            Err(err) => warn!("network.namespaces: {err}; its conntrack and interface counters are not read"),
-        }
-    }
-    namespaces
-}
-
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Bind first: a port conflict is the cheapest failure to report, before anything is loaded.
     let listener = tokio::net::TcpListener::bind(config.metrics.listen).await.with_context(|| {
@@ -161,22 +139,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(reader) = process_events {
         tokio::spawn(processes::follow_events(reader, tracker.clone(), resolver.clone(), rings.clone()));
     }
-    // Drop reason names as this kernel numbers them; without them, drops are labelled reason_N.
-    let format = config.paths.tracefs.join("events/skb/kfree_skb/format");
-    let drop_reasons = tracefs_symbols::read(&format, "reason").unwrap_or_else(|why| {
-        warn!("drop reasons will be labelled by number: {why}");
-        Default::default()
-    });
-    let namespaces = config.network.conntrack.then(|| network_namespaces(&config));
-    let registry = metrics::registry(
-        programs.clone(),
-        health.clone(),
-        tracker.clone(),
-        resolver,
-        kills,
-        drop_reasons,
-        namespaces,
-    );
+    let registry =
+        metrics::registry(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = match events {
         Some(CgroupEventReader { ring, lost }) => {

@@ -25,6 +25,7 @@ pub struct Config {
     pub syscalls: SyscallsConfig,
     pub sched: SchedConfig,
     pub network: NetworkConfig,
+    pub security: SecurityConfig,
     pub metadata: MetadataConfig,
     pub bpf: BpfConfig,
     pub paths: PathsConfig,
@@ -85,6 +86,14 @@ pub struct NetworkConfig {
     pub tcp_max_entries: u32,
     pub tcp_tracked_connections: u32,
     pub drop_max_entries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    pub capability_checks: bool,
+    pub capability_max_entries: u32,
+    pub posture: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -153,6 +162,8 @@ impl Config {
             ("network.tcp_max_entries", self.network.tcp_max_entries, 128, 1 << 24),
             ("network.tcp_tracked_connections", self.network.tcp_tracked_connections, 64, 1 << 24),
             ("network.drop_max_entries", self.network.drop_max_entries, 512, 1 << 24),
+            // The overflow entries alone take (CAP_LAST_CAP + 1) * 4.
+            ("security.capability_max_entries", self.security.capability_max_entries, 512, 1 << 24),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
@@ -227,6 +238,16 @@ impl Default for NetworkConfig {
             tcp_max_entries: DEFAULT_TCP_EVENTS_ENTRIES,
             tcp_tracked_connections: DEFAULT_TCP_STARTS_ENTRIES,
             drop_max_entries: DEFAULT_CGROUP_DROPS_ENTRIES,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            capability_checks: true,
+            capability_max_entries: kernsight_common::security::DEFAULT_CAPABILITY_ENTRIES,
+            posture: true,
         }
     }
 }

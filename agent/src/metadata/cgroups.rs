@@ -147,6 +147,10 @@ pub async fn maintain(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .recycle(&mut |id| index.gone_for(id, now), grace);
+            if let Some(maps) = &programs.capabilities {
+                let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
+                maps.recycle(&mut |id| index.gone_for(id, now), grace);
+            }
             if index.expire(grace, now) > 0 {
                 index.shrink();
                 // After a burst of short-lived cgroups the agent returns to its size.

@@ -7,6 +7,30 @@ use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use super::{encode_counters, encode_gauges};
 use crate::kernel::netstat::{self, NamespaceCounters};
 
+/// The namespaces whose conntrack table and interface counters are read: the agent's own ("")
+/// and each configured one that can be entered now (the others are reported once).
+pub fn namespaces(config: &crate::config::Config) -> Vec<String> {
+    let from_xdp = config
+        .network
+        .xdp_interfaces
+        .iter()
+        .filter_map(|entry| crate::bpf::net::XdpTarget::parse(entry).ok())
+        .map(|target| target.netns);
+    let mut namespaces = vec![String::new()];
+    for netns in config.network.namespaces.iter().cloned().chain(from_xdp) {
+        if namespaces.contains(&netns) {
+            continue;
+        }
+        match crate::kernel::netstat::read(&netns) {
+            Ok(_) => namespaces.push(netns),
+            Err(err) => {
+                tracing::warn!("network.namespaces: {err}; its conntrack and interface counters are not read")
+            }
+        }
+    }
+    namespaces
+}
+
 #[derive(Debug)]
 pub struct NetCountersCollector {
     /// Namespaces as configured; "" (the agent's own) first.

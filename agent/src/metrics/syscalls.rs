@@ -178,6 +178,7 @@ impl Collector for SyscallCollector {
         drop(maps);
         map_rows.extend(super::sched::map_rows(&self.programs));
         map_rows.extend(super::net::map_rows(&self.programs));
+        map_rows.extend(super::capabilities::map_rows(&self.programs));
         encode_gauges(
             &mut encoder,
             "kernsight_bpf_map_entries",

@@ -15,6 +15,7 @@ use std::{
 
 pub mod containerd;
 pub mod image;
+pub mod podman;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_kernsight");
 
