@@ -14,7 +14,7 @@ import yaml
 
 MONITORING = "monitoring.coreos.com/v1"
 # What the agent needs; docs/deploy.md says why for each.
-CAPABILITIES = {"BPF", "PERFMON"}
+CAPABILITIES = {"BPF", "PERFMON", "NET_ADMIN"}
 
 
 def fail(where, why):
@@ -25,8 +25,10 @@ def check_daemonset(name, ds):
     pod = ds["spec"]["template"]["spec"]
     if not pod.get("hostPID"):
         fail(name, "hostPID must be true (conmon command lines)")
-    if pod.get("hostNetwork"):
-        fail(name, "hostNetwork is not needed")
+    if not pod.get("hostNetwork"):
+        fail(name, "hostNetwork must be true (XDP on the node's interfaces, the node's conntrack)")
+    if pod.get("dnsPolicy") != "ClusterFirstWithHostNet":
+        fail(name, "dnsPolicy must be ClusterFirstWithHostNet with hostNetwork")
     if pod.get("priorityClassName") != "system-node-critical":
         fail(name, "priorityClassName must be system-node-critical")
     if {"operator": "Exists"} not in pod.get("tolerations", []):
@@ -46,8 +48,10 @@ def check_daemonset(name, ds):
     if caps.get("drop") != ["ALL"] or set(caps.get("add", [])) != CAPABILITIES:
         fail(name, f"capabilities must drop ALL and add exactly {sorted(CAPABILITIES)}: {caps}")
     for mount in container["volumeMounts"]:
-        if not mount.get("readOnly"):
-            fail(name, f"volume {mount['name']} must be mounted read-only")
+        # bpffs alone is writable: the agent pins its counters there (docs/deploy.md).
+        writable = mount["mountPath"] == "/sys/fs/bpf"
+        if bool(mount.get("readOnly")) == writable:
+            fail(name, f"volume {mount['name']} must be mounted {'read-write' if writable else 'read-only'}")
     if container["livenessProbe"]["httpGet"]["path"] != "/healthz":
         fail(name, "liveness must probe /healthz")
     if container["readinessProbe"]["httpGet"]["path"] != "/readyz":

@@ -5,7 +5,14 @@
 #![no_std]
 
 pub mod cgroups;
+pub mod net;
 pub mod oom;
 pub mod sched;
+pub mod security;
 pub mod syscalls;
 pub mod trace;
+
+/// The meaning of the pinned maps' keys and values. Change it with any change to a pinned map's
+/// key or value type, or to what a slot or bucket means: an agent finding pins of another
+/// version replaces them instead of misreading them.
+pub const MAP_LAYOUT_VERSION: u32 = 1;

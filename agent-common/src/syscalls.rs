@@ -86,7 +86,14 @@ pub mod map_full {
     pub const RUNQ_LATENCY: u32 = 5;
     pub const RUNQ_START: u32 = 6;
     pub const PROCESS_COUNTS: u32 = 7;
-    pub const COUNT: u32 = 8;
+    pub const NET_CGROUP_TRAFFIC: u32 = 8;
+    pub const NET_INTERFACE_TRAFFIC: u32 = 9;
+    pub const NET_TCP_EVENTS: u32 = 10;
+    pub const NET_CGROUP_DROPS: u32 = 11;
+    /// Security family (indices 16..=23).
+    pub const CAPABILITY_CHECKS: u32 = 16;
+    /// Room for every family's indices; each family owns a fixed range.
+    pub const COUNT: u32 = 32;
 }
 
 /// Calls per syscall number of one cgroup slot.

@@ -1,11 +1,16 @@
 //! kernsight's kernel programs: one module per probe family, each owning its maps.
 #![no_std]
 #![no_main]
+// Atomic adds: the BPF target's core has no AtomicU64 (see net::atomic_add).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod cgroups;
+mod net;
 mod oom;
 mod process_events;
 mod sched;
+mod security;
 mod syscalls;
 mod task;
 mod trace;

@@ -3,13 +3,16 @@
 //! The binary is a thin `main`; the modules are a library so that integration tests can drive
 //! the real client code (CRI, cgroupfs, procfs) against real runtimes and kernels.
 
+pub mod advise;
 pub mod bpf;
 pub mod cli;
 pub mod config;
+pub mod heap;
 pub mod inspect;
 pub mod kernel;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
+pub mod posture;
 pub mod top;
 pub mod trace;

@@ -18,7 +18,7 @@ use support::{Agent, TestCgroup, getppid_times, http_get, parse, privileged, val
 /// Calls each test makes in its own cgroup and expects to see counted.
 const CALLS: usize = 5000;
 /// What the DaemonSet adds after dropping ALL (deploy/check_manifests.py holds it to the same set).
-const CAPABILITIES: &str = "BPF,PERFMON";
+const CAPABILITIES: &str = "BPF,PERFMON,NET_ADMIN";
 const IMAGE: &str = "localhost/kernsight:deploy-test";
 
 fn root() -> PathBuf {
@@ -109,7 +109,11 @@ fn shipped_configs_are_valid_agent_configs() {
         "deploy/kubernetes/kernsight.toml".to_owned(),
         std::fs::read_to_string(root().join("deploy/kubernetes/kernsight.toml")).unwrap(),
     )];
-    for set in ["", "config.syscalls.latency_histogram=true,config.metadata.container_id_label=true"] {
+    for set in [
+        "",
+        "config.syscalls.latency_histogram=true,config.metadata.container_id_label=true",
+        "config.network.xdp_interfaces={eth0,bond0},config.network.tcp=false",
+    ] {
         let mut command = Command::new(&helm);
         command
             .arg("template")
@@ -147,10 +151,19 @@ impl Drop for Container {
     }
 }
 
-/// The DaemonSet's pod, as podman runs it: capabilities BPF and PERFMON only, seccomp
-/// unconfined, read-only root, no privilege escalation, host PID namespace, the same read-only
-/// host paths (runtime sockets only where they exist).
-fn run_like_daemonset(name: &str, port: u16) -> Container {
+/// Removes a directory when dropped (after the container that wrote it).
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The DaemonSet's pod, as podman runs it: capabilities BPF, PERFMON and NET_ADMIN only,
+/// seccomp unconfined, read-only root, no privilege escalation, host PID and network
+/// namespaces, the same host paths (read-only but bpffs; runtime sockets only where they exist).
+fn run_like_daemonset(name: &str, port: u16, pin_dir: &Path) -> Container {
     let mut command = Command::new("podman");
     // cgroupfs manager and runc: what works on this machine; explicit ulimits, because raising
     // the defaults needs CAP_SYS_RESOURCE.
@@ -170,10 +183,14 @@ fn run_like_daemonset(name: &str, port: u16) -> Container {
         "/var/lib/docker/containers",
     ];
     for path in mounts.iter().filter(|p| Path::new(p).exists()) {
-        command.args(["-v", &format!("{path}:{path}:ro")]);
+        // bpffs is writable, as in the DaemonSet: the agent pins its counters there.
+        let mode = if *path == "/sys/fs/bpf" { "rw" } else { "ro" };
+        command.args(["-v", &format!("{path}:{path}:{mode}")]);
     }
-    // The DaemonSet listens on 0.0.0.0:9464 in its own network namespace; with the host's
-    // network here, a free port on loopback.
+    // A pin directory of the test's own, not the host agent's.
+    command.args(["-e", &format!("KERNSIGHT_PIN_DIR={}", pin_dir.display())]);
+    // The DaemonSet listens on 0.0.0.0:9464 in the node's network namespace; here a free port
+    // on loopback.
     command.arg(image()).args(["--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"]);
     let id = run(&mut command).trim().to_owned();
     Container(id)
@@ -206,8 +223,12 @@ fn image_with_daemonset_privileges_counts_host_syscalls() {
     let name = format!("kernsight-deploy-test-{}", std::process::id());
     let port = free_port();
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
-    let container = run_like_daemonset(&name, port);
+    let pin_dir = support::unique_pin_dir("deploy");
+    let _pins = RemoveDir(pin_dir.clone());
+    let container = run_like_daemonset(&name, port, &pin_dir);
     wait_ready(address, || podman_logs(&container));
+    // With BPF and PERFMON only, the agent pins its counters for the next start.
+    assert!(pin_dir.join("v1/SYSCALL_ROWS").exists(), "maps pinned:\n{}", podman_logs(&container));
     assert_eq!(http_get(address, "/healthz", "*/*").0, 200);
 
     let cgroup = TestCgroup::create("deploy-image");

@@ -54,8 +54,9 @@ fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
     assert_eq!(errors(&sibling.label, "openat", "ENOENT"), 0.0);
     assert_eq!(
         value(&samples, "kernsight_bpf_programs_attached", &[]),
-        10.0,
-        "sys_exit, cgroup mkdir and rmdir, oom mark_victim (tp_btf and tracepoint), sched wakeup, wakeup_new, switch, process exec and exit"
+        19.0,
+        "sys_exit, cgroup mkdir and rmdir, oom mark_victim (tp_btf and tracepoint), sched wakeup, wakeup_new, switch, process exec and exit, \
+         cgroup_skb ingress and egress, XDP, TCP set_state, retransmit, send and receive reset, kfree_skb, cap_capable"
     );
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
 }

@@ -13,7 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::process::{is_root, output, workspace_root};
+pub(crate) use crate::report::median;
+use crate::{
+    process::{is_root, output, workspace_root},
+    report::{self, Row},
+};
 
 const CALLS: u64 = 5_000_000;
 const WARMUP_CALLS: u64 = 200_000;
@@ -54,26 +58,51 @@ const CONFIGS: &[Config] = &[
     },
 ];
 
+pub const SUITES: &str = "syscalls, sched, net, caps, scrape [CONTAINERS], agent, trace";
+
+/// One suite, or all of them (no argument); each prints its own report, and the run ends with
+/// one table of every headline number.
 pub fn run(args: &[String]) -> Result<(), String> {
-    match args.first().map(String::as_str) {
-        Some("syscalls") => syscalls(),
+    if !is_root() {
+        return Err("the benchmarks attach eBPF programs and create cgroups: run them as root".into());
+    }
+    let rows = match args.first().map(String::as_str) {
+        Some("syscalls") => syscalls()?,
         Some("scrape") => {
             let containers = args.get(1).map_or(Ok(200), |n| n.parse().map_err(|e| format!("`{n}`: {e}")))?;
-            crate::scrape_bench::run(containers)
+            crate::scrape_bench::run(containers)?
         }
-        Some("sched") => crate::sched_bench::run(),
-        Some("trace") => crate::trace_bench::run(),
-        None => syscalls().and_then(|()| crate::scrape_bench::run(200)),
-        Some(other) => Err(format!(
-            "unknown benchmark `{other}`; available: syscalls, scrape [CONTAINERS], sched, trace"
-        )),
-    }
+        Some("sched") => crate::sched_bench::run()?,
+        Some("net") => crate::net_bench::run()?,
+        Some("caps") => crate::caps_bench::run()?,
+        Some("agent") => crate::agent_bench::run()?,
+        Some("trace") => crate::trace_bench::run()?,
+        None => {
+            let mut rows = syscalls()?;
+            rows.extend(crate::sched_bench::run()?);
+            rows.extend(crate::net_bench::run()?);
+            rows.extend(crate::caps_bench::run()?);
+            rows.extend(crate::scrape_bench::run(200)?);
+            rows.extend(crate::scrape_bench::run(1000)?);
+            rows.extend(crate::agent_bench::run()?);
+            rows.extend(crate::trace_bench::run()?);
+            rows
+        }
+        Some(other) => return Err(format!("unknown benchmark `{other}`; available: {SUITES}")),
+    };
+    report::print(&rows);
+    Ok(())
 }
 
-fn syscalls() -> Result<(), String> {
-    if !is_root() {
-        return Err("the benchmark attaches eBPF programs: run it as root".into());
-    }
+/// The release agent, unpinned: a benchmark's agents must neither continue the host agent's
+/// counters nor wait for its pin directory.
+pub(crate) fn agent_command() -> Command {
+    let mut command = Command::new(workspace_root().join("target/release/kernsight"));
+    command.args(["run", "--listen", "127.0.0.1:0", "--log-level", "info", "--pin-dir", ""]);
+    command
+}
+
+fn syscalls() -> Result<Vec<Row>, String> {
     println!("getppid loop: {CALLS} calls per run, {ROUNDS} rounds, interleaved\n");
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
     for round in 1..=ROUNDS {
@@ -84,7 +113,14 @@ fn syscalls() -> Result<(), String> {
         }
     }
     report(&samples);
-    Ok(())
+    // Per round, each configuration next to the bare loop of the same round.
+    let overhead =
+        |config: usize| samples[config].iter().zip(&samples[0]).map(|(c, bare)| c - bare).collect();
+    let mut rows = vec![Row::new("syscall: bare getppid", "ns", samples[0].clone())];
+    for (index, config) in CONFIGS.iter().enumerate().skip(1) {
+        rows.push(Row::new(format!("syscall overhead: {}", config.name), "ns/call", overhead(index)));
+    }
+    Ok(rows)
 }
 
 fn report(samples: &[Vec<f64>]) {
@@ -107,12 +143,6 @@ fn report(samples: &[Vec<f64>]) {
     );
 }
 
-pub(crate) fn median(samples: &[f64]) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
 /// Attaches the tracer, times the loop, detaches; returns ns per syscall.
 fn measure(tracer: &Tracer) -> Result<f64, String> {
     let mut attached = match tracer {
@@ -124,8 +154,8 @@ fn measure(tracer: &Tracer) -> Result<f64, String> {
             Some(start_and_wait(command, Stream::Stdout, "Attaching", Duration::from_secs(2))?.0)
         }
         Tracer::Kernsight(args) => {
-            let mut command = Command::new(workspace_root().join("target/release/kernsight"));
-            command.args(["run", "--listen", "127.0.0.1:0", "--log-level", "info"]).args(*args);
+            let mut command = agent_command();
+            command.args(*args);
             Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0)
         }
     };
@@ -224,15 +254,4 @@ pub(crate) fn stop(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn median_of_odd_and_even_samples() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 3.0);
-    }
 }

@@ -6,14 +6,23 @@
 //! - `cargo xtask test`: set up, then format check, clippy and every test (root-only ones too)
 //! - `cargo xtask bench syscalls`: per-syscall overhead next to bpftrace
 //! - `cargo xtask bench sched`: per-context-switch overhead of the scheduler programs
+//! - `cargo xtask bench net`: per-packet overhead of the network programs through a veth pair
+//! - `cargo xtask bench caps`: per-capability-check overhead of the capability program
+//! - `cargo xtask bench scrape [N]`: scrape time and agent RSS with N containers
+//! - `cargo xtask bench agent`: agent CPU and RSS, idle and under a syscall storm
 //! - `cargo xtask bench trace`: events/s and CPU of `kernsight trace` and the cost of kernel
 //!   counting, next to bpftrace
+//! - `cargo xtask bench`: every suite, then one table of their headline numbers
 //!
 //! It depends on nothing but std so that it compiles on the machine's stock toolchain, before
 //! `setup` has installed the pinned ones.
 
+mod agent_bench;
 mod bench;
+mod caps_bench;
+mod net_bench;
 mod process;
+mod report;
 mod sched_bench;
 mod scrape_bench;
 mod setup;
@@ -23,7 +32,8 @@ use std::process::ExitCode;
 
 use process::{Step, cargo, is_root, workspace_root};
 
-const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [syscalls | scrape [N] | sched | trace]>";
+const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [SUITE]>\n\
+                     bench without a suite runs them all; suites: syscalls, sched, net, caps, scrape [CONTAINERS], agent, trace";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +58,12 @@ fn main() -> ExitCode {
         // Internal: the pipe ping-pong `bench sched` times, and its echoing partner.
         "__ping-pong" => sched_bench::ping_pong(rest),
         "__echo" => sched_bench::echo(),
+        // Internal: the UDP flood `bench net` times, and its receiver.
+        "__udp-send" => net_bench::udp_send(rest),
+        "__udp-sink" => net_bench::udp_sink(rest),
+        // Internal: the setuid(0) loop `bench caps` times.
+        "__setuid-loop" => caps_bench::setuid_loop(rest),
+        "__kill-loop" => caps_bench::kill_loop(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

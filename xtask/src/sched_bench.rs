@@ -13,8 +13,8 @@ use std::{
 };
 
 use crate::{
-    bench::{Stream, median, start_and_wait, stop},
-    process::{is_root, workspace_root},
+    bench::{Stream, agent_command, median, start_and_wait, stop},
+    report::Row,
 };
 
 const ROUND_TRIPS: u64 = 200_000;
@@ -32,10 +32,7 @@ const CONFIGS: &[(&str, Option<&str>)] = &[
     ("kernsight: default (syscalls + sched)", Some("")),
 ];
 
-pub fn run() -> Result<(), String> {
-    if !is_root() {
-        return Err("the benchmark attaches eBPF programs: run it as root".into());
-    }
+pub fn run() -> Result<Vec<Row>, String> {
     let dir = std::env::temp_dir().join(format!("kernsight-bench-sched-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let files: Vec<Option<PathBuf>> = CONFIGS
@@ -79,7 +76,10 @@ pub fn run() -> Result<(), String> {
          ({:.1} ns per context switch: two per round trip)",
         sched / 2.0
     );
-    Ok(())
+    // Per round, next to syscall accounting alone in the same round; two switches a round trip.
+    let per_switch =
+        samples[3].iter().zip(&samples[1]).map(|(all, syscalls)| (all - syscalls) / 2.0).collect();
+    Ok(vec![Row::new("sched programs: overhead per context switch", "ns", per_switch)])
 }
 
 /// Starts the agent with `config` (if any), times the ping-pong, stops the agent.
@@ -87,8 +87,8 @@ fn measure(config: Option<&PathBuf>) -> Result<f64, String> {
     let mut agent = match config {
         None => None,
         Some(file) => {
-            let mut command = Command::new(workspace_root().join("target/release/kernsight"));
-            command.args(["run", "--listen", "127.0.0.1:0", "--log-level", "info", "--config"]).arg(file);
+            let mut command = agent_command();
+            command.arg("--config").arg(file);
             Some(start_and_wait(command, Stream::Stderr, "serving metrics", std::time::Duration::ZERO)?.0)
         }
     };

@@ -15,25 +15,19 @@ use std::{
 };
 
 use crate::{
-    bench::{Stream, median, start_and_wait, stop},
-    process::{is_root, workspace_root},
+    bench::{Stream, agent_command, median, start_and_wait, stop},
+    report::Row,
 };
 
 const SCRAPES: usize = 20;
 
-pub fn run(containers: usize) -> Result<(), String> {
-    if !is_root() {
-        return Err("the scrape benchmark creates cgroups and runs the agent: run it as root".into());
-    }
+pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     let roots = hierarchy_roots();
     if roots.is_empty() {
         return Err("no cgroup hierarchy is mounted".into());
     }
-    let binary = workspace_root().join("target/release/kernsight");
-    let mut command = Command::new(binary);
-    command.args(["run", "--listen", "127.0.0.1:0"]);
     // The agent first: the containers' syscalls must happen while it counts.
-    let (mut agent, address) = start_agent(command)?;
+    let (mut agent, address) = start_agent(agent_command())?;
     let mut fleet = Fleet::new(roots);
     for i in 0..containers {
         if let Err(err) = fleet.add(i) {
@@ -50,6 +44,7 @@ pub fn run(containers: usize) -> Result<(), String> {
         body = get(&address, "/metrics")?;
         times.push(started.elapsed().as_secs_f64() * 1e3);
     }
+    let rss = crate::agent_bench::rss_mib(agent.id());
     stop(&mut agent);
     let series = body.lines().filter(|l| l.starts_with("kernsight_syscalls_total")).count();
     let container_series = body
@@ -64,7 +59,11 @@ pub fn run(containers: usize) -> Result<(), String> {
         median(&times),
         body.len()
     );
-    Ok(())
+    println!("agent RSS with {containers} containers, after the scrapes: {rss:.1} MiB");
+    Ok(vec![
+        Row::new(format!("scrape time, {containers} containers"), "ms", times),
+        Row::new(format!("agent RSS, {containers} containers"), "MiB", vec![rss]),
+    ])
 }
 
 /// The benchmark's cgroups and their sleeping processes; ended and removed on drop. Each
@@ -159,7 +158,7 @@ fn hierarchy_roots() -> Vec<PathBuf> {
     roots
 }
 
-fn start_agent(command: Command) -> Result<(Child, String), String> {
+pub(crate) fn start_agent(command: Command) -> Result<(Child, String), String> {
     let (child, line) =
         start_and_wait(command, Stream::Stderr, "serving metrics on http://", Duration::ZERO)?;
     let address = line
@@ -171,7 +170,7 @@ fn start_agent(command: Command) -> Result<(Child, String), String> {
     Ok((child, address))
 }
 
-fn get(address: &str, path: &str) -> Result<String, String> {
+pub(crate) fn get(address: &str, path: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect(address).map_err(|e| format!("connect {address}: {e}"))?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut response = String::new();

@@ -11,7 +11,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages: LLVM for bpf-linker; protoc for the CRI client's generated code;
 /// bpftool, promtool and setpriv for the tests; podman, runc, containerd and busybox-static for
-/// the tests that run real containers; bpftrace and strace as the benchmarks' reference tools.
+/// the tests that run real containers; bpftrace and strace as the benchmarks' reference tools;
+/// iproute2 (network namespaces, veth pairs) and nftables (lossy paths, drops, conntrack) for
+/// the network tests.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -26,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "runc",
     "containerd",
     "busybox-static",
+    "iproute2",
+    "nftables",
 ];
 
 pub fn run() -> Result<(), String> {

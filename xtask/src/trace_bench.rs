@@ -22,7 +22,8 @@ use std::{
 
 use crate::{
     bench::{Stream, median, run_pinned, start_and_wait, stop},
-    process::{is_root, output, workspace_root},
+    process::{output, workspace_root},
+    report::Row,
 };
 
 const OPENS: u64 = 300_000;
@@ -30,12 +31,11 @@ const ROUNDS: usize = 3;
 const SYSCALL_CALLS: u64 = 3_000_000;
 const MISSING: &str = "/nonexistent-kernsight-bench/file";
 
-pub fn run() -> Result<(), String> {
-    if !is_root() {
-        return Err("the benchmark attaches eBPF programs: run it as root".into());
-    }
-    open_storm()?;
-    count_cost()
+/// Both measurements; returns their headline rows for the table `cargo xtask bench` ends with.
+pub fn run() -> Result<Vec<Row>, String> {
+    let mut rows = open_storm()?;
+    rows.extend(count_cost()?);
+    Ok(rows)
 }
 
 enum Storm {
@@ -52,7 +52,7 @@ struct StormResult {
     cpu_seconds: f64,
 }
 
-fn open_storm() -> Result<(), String> {
+fn open_storm() -> Result<Vec<Row>, String> {
     println!("open storm: {OPENS} failing openat calls per run, one printed event each, {ROUNDS} rounds\n");
     let configs = [
         ("bare (nothing attached)", Storm::Bare),
@@ -91,7 +91,27 @@ fn open_storm() -> Result<(), String> {
         }
     }
     println!("(events/s: the rate the traced process ran at; lost: the worst round)\n");
-    Ok(())
+    // Headline rows: kernsight as fast as the loop goes, and bpftrace, per round.
+    let mut rows = Vec::new();
+    for (index, tool) in [(1, "kernsight trace open"), (5, "bpftrace printf")] {
+        let runs = &results[index];
+        rows.push(Row::new(
+            format!("trace: open storm, {tool}: events/s"),
+            "events/s",
+            runs.iter().map(|r| 1e9 / r.ns_per_open).collect(),
+        ));
+        rows.push(Row::new(
+            format!("trace: open storm, {tool}: lost"),
+            "events",
+            runs.iter().map(|r| r.lost as f64).collect(),
+        ));
+        rows.push(Row::new(
+            format!("trace: open storm, {tool}: tracer CPU per 1M events"),
+            "s",
+            runs.iter().map(|r| r.cpu_seconds / r.delivered.max(1) as f64 * 1e6).collect(),
+        ));
+    }
+    Ok(rows)
 }
 
 /// The tracer's user + system CPU seconds so far, from /proc.
@@ -269,7 +289,7 @@ pub fn open_loop(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn count_cost() -> Result<(), String> {
+fn count_cost() -> Result<Vec<Row>, String> {
     enum Counter {
         None,
         Bpftrace(&'static str),
@@ -320,5 +340,14 @@ fn count_cost() -> Result<(), String> {
     for ((name, _), m) in configs.iter().zip(&medians) {
         println!("{name:<50} {m:7.1}ns {:+8.1}ns", m - medians[0]);
     }
-    Ok(())
+    // Overheads per round, over that round's bare run.
+    let bare = &samples[0];
+    let rows = [(1, "bpftrace @[args->id] = count()"), (3, "kernsight --count-by syscall")]
+        .into_iter()
+        .map(|(index, tool)| {
+            let overheads = samples[index].iter().zip(bare).map(|(ns, bare)| ns - bare).collect();
+            Row::new(format!("trace: count every syscall, {tool}: overhead"), "ns/syscall", overheads)
+        })
+        .collect();
+    Ok(rows)
 }

@@ -72,8 +72,9 @@ pub struct CgroupEventReader {
     pub lost: LostCounter,
 }
 
-/// Events the kernel side could not queue (ring buffer full).
-pub struct LostCounter(PerCpuArray<MapData, u64>);
+/// Events the kernel side could not queue (ring buffer full); clones read the same counter.
+#[derive(Clone)]
+pub struct LostCounter(std::sync::Arc<PerCpuArray<MapData, u64>>);
 
 impl std::fmt::Debug for LostCounter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,7 +84,7 @@ impl std::fmt::Debug for LostCounter {
 
 impl LostCounter {
     pub fn new(counter: PerCpuArray<MapData, u64>) -> Self {
-        Self(counter)
+        Self(std::sync::Arc::new(counter))
     }
 
     /// Summed over CPUs.
@@ -96,7 +97,7 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<CgroupEventReader> {
     let ring = RingBuf::try_from(take_map(ebpf, CGROUP_EVENTS_MAP)?)?;
     let lost = PerCpuArray::try_from(take_map(ebpf, CGROUP_EVENTS_LOST_MAP)?)?;
     load_and_attach(ebpf, btf, &PROGRAMS)?;
-    Ok(CgroupEventReader { ring, lost: LostCounter(lost) })
+    Ok(CgroupEventReader { ring, lost: LostCounter::new(lost) })
 }
 
 #[cfg(test)]
@@ -147,6 +148,20 @@ mod tests {
         }
         for cut in 0..size_of::<CgroupEvent>() {
             let _ = decode(&record(CGROUP_MKDIR, b"/a\0", 3)[..cut]);
+        }
+    }
+
+    proptest::proptest! {
+        /// Records come from the kernel, but the decoder trusts nothing: any bytes, any length.
+        #[test]
+        fn no_bytes_panic_the_decoder(record in proptest::collection::vec(proptest::num::u8::ANY, 0..3 * size_of::<CgroupEvent>())) {
+            let _ = decode(&record);
+        }
+
+        /// A record cut short is an error (counted by the reader), never a partial event.
+        #[test]
+        fn truncated_records_are_errors(record in proptest::collection::vec(proptest::num::u8::ANY, size_of::<CgroupEvent>()), cut in 0..size_of::<CgroupEvent>()) {
+            proptest::prop_assert!(decode(&record[..cut]).is_err());
         }
     }
 }

@@ -1,19 +1,28 @@
 //! Loading the kernel programs, attaching them probe family by probe family, and reading their
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
+pub mod accounting;
 pub mod cgroups;
+pub mod net;
 pub mod oom;
+pub mod pins;
 pub mod process_events;
+pub mod rings;
 pub mod sched;
+pub mod security;
 pub mod syscalls;
 pub mod trace;
 
 use std::{fmt, sync::Mutex};
 
-use aya::{Btf, Ebpf, EbpfLoader, maps::PerCpuArray};
+use aya::{
+    Btf, Ebpf, EbpfError, EbpfLoader,
+    maps::{MapError, PerCpuArray},
+};
 use kernsight_common::oom::FIELD_ABSENT;
 use kernsight_common::{
     cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
+    net as net_wire,
     oom::{OOM_COMM_DATA_LOC_GLOBAL, OOM_FIELD_GLOBALS},
     sched::{
         BINPRM_FILENAME_OFFSET_GLOBAL, MM_ARG_END_OFFSET_GLOBAL, MM_ARG_START_OFFSET_GLOBAL,
@@ -21,11 +30,13 @@ use kernsight_common::{
         TASK_MM_OFFSET_GLOBAL, TASK_PID_OFFSET_GLOBAL, TASK_REAL_PARENT_OFFSET_GLOBAL,
         TASK_TGID_OFFSET_GLOBAL,
     },
+    security::{CAPABILITY_CHECKS_MAP, TASK_COMM_OFFSET_GLOBAL, USER_NS_LEVEL_OFFSET_GLOBAL},
     syscalls::{self as wire, map_full},
 };
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{config::Config, kernel::cgroupfs::Hierarchies};
+use pins::Pins;
 
 /// The object `build.rs` produced from `kernsight-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernsight"));
@@ -45,6 +56,8 @@ pub enum LoadError {
     MissingMap(&'static str),
     #[error("map {name}: {source}")]
     Map { name: &'static str, source: aya::maps::MapError },
+    #[error(transparent)]
+    Pins(#[from] pins::PinError),
 }
 
 /// What happened to one probe family at start-up.
@@ -87,16 +100,27 @@ impl ProbeStatus {
 
 /// The loaded object: programs stay attached for as long as this lives (links detach on drop).
 pub struct Programs {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// The object's map names (the kernel keeps only 15 characters of each).
+    map_names: Vec<String>,
+    /// Held while the kernel times the programs (config `bpf.program_stats`).
+    run_stats: Option<accounting::RunStats>,
     probes: Vec<ProbeStatus>,
     pub syscalls: Option<Mutex<syscalls::SyscallMaps>>,
     pub runqueue: Option<Mutex<sched::RunqueueMaps>>,
     pub processes: Option<Mutex<sched::ProcessMaps>>,
+    pub capabilities: Option<Mutex<security::CapabilityMaps>>,
     /// Taken by the task that keeps the cgroup index current.
     pub cgroup_events: Mutex<Option<cgroups::CgroupEventReader>>,
     /// Taken by the task that reports OOM kills.
     pub oom_events: Mutex<Option<oom::OomEventReader>>,
+    /// The network families' maps and XDP attachments.
+    pub net: Mutex<net::NetMaps>,
     map_full: PerCpuArray<aya::maps::MapData, u64>,
+    /// Held (locked) while the programs run.
+    pins: Option<Pins>,
+    /// What each ring buffer delivered, could not decode and lost.
+    pub rings: std::sync::Arc<rings::Rings>,
 }
 
 impl fmt::Debug for Programs {
@@ -119,6 +143,8 @@ impl Programs {
         let walk = offsets.as_ref().unwrap_or(&zero);
         let task = sched::TaskOffsets::read();
         let task_fields = *task.as_ref().unwrap_or(&sched::TaskOffsets::default());
+        let security_offsets = security::SecurityOffsets::read();
+        let security_fields = *security_offsets.as_ref().unwrap_or(&security::SecurityOffsets::default());
         let latency = u8::from(config.syscalls.latency_histogram);
         let slots = config.syscalls.max_cgroups;
         // The OOM family's tracepoint record layout (the victim's pid and tgid offsets are the
@@ -129,43 +155,90 @@ impl Programs {
             .map(|(field, global)| (*global, layout.as_ref().map_or(FIELD_ABSENT, |l| l.offset(field))))
             .collect();
         let comm_data_loc = u32::from(layout.as_ref().is_ok_and(|l| l.comm_data_loc));
-        let mut loader = EbpfLoader::new();
-        for (global, offset) in &record_offsets {
-            loader.override_global(global, offset, true);
+        let sock = net::SockOffsets::read();
+        let sock_fields = *sock.as_ref().unwrap_or(&net::SockOffsets::default());
+        let retransmit_has_err =
+            u32::from(net::tracepoint_has_field(&config.paths.tracefs, "tcp", "tcp_retransmit_skb", "err"));
+        let kfree_skb_has_rx_sk =
+            u32::from(net::tracepoint_has_field(&config.paths.tracefs, "skb", "kfree_skb", "rx_sk"));
+        let network = &config.network;
+        let load = |pins: Option<&Pins>| {
+            let mut loader = EbpfLoader::new();
+            loader
+                .override_global(net_wire::SOCK_CGROUP_DATA_OFFSET_GLOBAL, &sock_fields.cgrp_data, true)
+                .override_global(
+                    net_wire::SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL,
+                    &sock_fields.cgrp_data_cgroup,
+                    true,
+                )
+                .override_global(net_wire::SOCK_STATE_OFFSET_GLOBAL, &sock_fields.state, true)
+                .override_global(net_wire::SOCK_PROTOCOL_OFFSET_GLOBAL, &sock_fields.protocol, true)
+                .override_global(net_wire::SKB_SK_OFFSET_GLOBAL, &sock_fields.skb_sk, true)
+                .override_global(
+                    net_wire::SKB_TCP_GSO_SEGS_OFFSET_GLOBAL,
+                    &sock_fields.skb_tcp_gso_segs,
+                    true,
+                )
+                .override_global(net_wire::RETRANSMIT_HAS_ERR_GLOBAL, &retransmit_has_err, true)
+                .override_global(net_wire::KFREE_SKB_HAS_RX_SK_GLOBAL, &kfree_skb_has_rx_sk, true)
+                .map_max_entries(net_wire::CGROUP_TRAFFIC_MAP, network.cgroup_traffic_max_entries)
+                .map_max_entries(net_wire::INTERFACE_TRAFFIC_MAP, network.interface_traffic_max_entries)
+                .map_max_entries(net_wire::TCP_EVENTS_MAP, network.tcp_max_entries)
+                .map_max_entries(net_wire::TCP_STARTS_MAP, network.tcp_tracked_connections)
+                .map_max_entries(net_wire::CGROUP_DROPS_MAP, network.drop_max_entries);
+            for (global, offset) in &record_offsets {
+                loader.override_global(global, offset, true);
+            }
+            if let Some(pins) = pins {
+                pins.apply(&mut loader);
+            }
+            loader
+                .btf(&btf)
+                .override_global(OOM_COMM_DATA_LOC_GLOBAL, &comm_data_loc, true)
+                // RUNQ_START is task local storage, which aya creates but has no user-space type for
+                // (nothing reads it from user space).
+                .allow_unsupported_maps()
+                .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true)
+                .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
+                .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)
+                .override_global(wire::CGROUP_KN_OFFSET_GLOBAL, &walk.cgroup_kn, true)
+                .override_global(wire::KERNFS_NODE_ID_OFFSET_GLOBAL, &walk.kernfs_node_id, true)
+                .override_global(wire::CSS_SET_SUBSYS_OFFSET_GLOBAL, &walk.css_set_subsys, true)
+                .override_global(wire::CSS_CGROUP_OFFSET_GLOBAL, &walk.css_cgroup, true)
+                .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
+                .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &walk.cgroup_root, true)
+                .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &walk.root_hierarchy_id, true)
+                .override_global(TASK_PID_OFFSET_GLOBAL, &task_fields.pid, true)
+                .override_global(TASK_TGID_OFFSET_GLOBAL, &task_fields.tgid, true)
+                .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &task_fields.exit_code, true)
+                .override_global(TASK_REAL_PARENT_OFFSET_GLOBAL, &task_fields.real_parent, true)
+                .override_global(TASK_MM_OFFSET_GLOBAL, &task_fields.mm, true)
+                .override_global(MM_ARG_START_OFFSET_GLOBAL, &task_fields.mm_arg_start, true)
+                .override_global(MM_ARG_END_OFFSET_GLOBAL, &task_fields.mm_arg_end, true)
+                .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task_fields.binprm_filename, true)
+                .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
+                .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
+                .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &security_fields.user_ns_level, true)
+                .override_global(TASK_COMM_OFFSET_GLOBAL, &security_fields.task_comm, true)
+                .map_max_entries(CAPABILITY_CHECKS_MAP, config.security.capability_max_entries)
+                .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
+                .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
+                .map_max_entries(wire::FREE_SLOTS_MAP, slots)
+                .map_max_entries(wire::SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries)
+                .map_max_entries(wire::SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries)
+                .load(OBJECT)
+        };
+        let mut pins = open_pins(config);
+        let mut ebpf = match (load(pins.as_ref()), pins.as_mut()) {
+            (Err(EbpfError::MapError(err @ MapError::IncompatiblePinnedMap { .. })), Some(pins)) => {
+                warn!(dir = %pins.dir().display(), "pinned maps do not fit this configuration ({err}): replacing them, their counters restart");
+                pins.replace()?;
+                load(Some(pins))
+            }
+            (loaded, _) => loaded,
         }
-        let mut ebpf = loader
-            .btf(&btf)
-            .override_global(OOM_COMM_DATA_LOC_GLOBAL, &comm_data_loc, true)
-            // RUNQ_START is task local storage, which aya creates but has no user-space type for
-            // (nothing reads it from user space).
-            .allow_unsupported_maps()
-            .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true)
-            .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
-            .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)
-            .override_global(wire::CGROUP_KN_OFFSET_GLOBAL, &walk.cgroup_kn, true)
-            .override_global(wire::KERNFS_NODE_ID_OFFSET_GLOBAL, &walk.kernfs_node_id, true)
-            .override_global(wire::CSS_SET_SUBSYS_OFFSET_GLOBAL, &walk.css_set_subsys, true)
-            .override_global(wire::CSS_CGROUP_OFFSET_GLOBAL, &walk.css_cgroup, true)
-            .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
-            .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &walk.cgroup_root, true)
-            .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &walk.root_hierarchy_id, true)
-            .override_global(TASK_PID_OFFSET_GLOBAL, &task_fields.pid, true)
-            .override_global(TASK_TGID_OFFSET_GLOBAL, &task_fields.tgid, true)
-            .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &task_fields.exit_code, true)
-            .override_global(TASK_REAL_PARENT_OFFSET_GLOBAL, &task_fields.real_parent, true)
-            .override_global(TASK_MM_OFFSET_GLOBAL, &task_fields.mm, true)
-            .override_global(MM_ARG_START_OFFSET_GLOBAL, &task_fields.mm_arg_start, true)
-            .override_global(MM_ARG_END_OFFSET_GLOBAL, &task_fields.mm_arg_end, true)
-            .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task_fields.binprm_filename, true)
-            .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
-            .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
-            .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
-            .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
-            .map_max_entries(wire::FREE_SLOTS_MAP, slots)
-            .map_max_entries(wire::SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries)
-            .map_max_entries(wire::SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries)
-            .load(OBJECT)
-            .map_err(LoadError::Object)?;
+        .map_err(LoadError::Object)?;
+        let map_names = ebpf.maps().map(|(name, _)| name.to_owned()).collect();
         let map_full = take_map(&mut ebpf, wire::MAP_FULL_MAP)?;
         let map_full = PerCpuArray::try_from(map_full)
             .map_err(|source| LoadError::Map { name: wire::MAP_FULL_MAP, source })?;
@@ -174,7 +247,7 @@ impl Programs {
         let attached = match &offsets {
             _ if !config.syscalls.enabled => Err(ProbeState::Disabled),
             Err(err) => Err(ProbeState::Failed(format!("cannot find the cgroup of a task: {err}"))),
-            Ok(_) => syscalls::attach(&mut ebpf, &btf, config)
+            Ok(_) => syscalls::attach(&mut ebpf, &btf, config, slots_continued(pins.as_ref()))
                 .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
         };
         let syscalls = match attached {
@@ -194,8 +267,10 @@ impl Programs {
             Err(err) => Err(ProbeState::Failed(format!("cannot find a cgroup's hierarchy: {err}"))),
             Ok(_) => cgroups::attach(&mut ebpf, &btf).map_err(|err| ProbeState::Failed(format!("{err:#}"))),
         };
+        let rings = std::sync::Arc::new(rings::Rings::default());
         let cgroup_events = match attached {
             Ok(reader) => {
+                rings.cgroup_events.watch_losses(reader.lost.clone());
                 let mut status = cgroups::status(ProbeState::Attached);
                 status.program_ids = program_ids(&ebpf, &status.programs);
                 probes.push(status);
@@ -215,6 +290,7 @@ impl Programs {
         };
         let oom_events = match attached {
             Ok(reader) => {
+                rings.oom_events.watch_losses(reader.lost.clone());
                 let mut status = oom::status(ProbeState::Attached);
                 status.program_ids = program_ids(&ebpf, &status.programs);
                 probes.push(status);
@@ -258,6 +334,9 @@ impl Programs {
         };
         let processes = match attached {
             Ok(maps) => {
+                if let Some(reader) = &maps.events {
+                    rings.process_events.watch_losses(reader.lost.clone());
+                }
                 let mut status = sched::processes_status(ProbeState::Attached);
                 status.program_ids = program_ids(&ebpf, &status.programs);
                 probes.push(status);
@@ -268,16 +347,62 @@ impl Programs {
                 None
             }
         };
+        let net = net::attach_families(&mut ebpf, &btf, config, hierarchies, &offsets, &sock, &mut probes);
+        let run_stats = if config.bpf.program_stats { accounting::RunStats::enable() } else { None };
+        let attached = match (&offsets, &security_offsets) {
+            _ if !config.security.capability_checks => Err(ProbeState::Disabled),
+            (Err(err), _) => Err(ProbeState::Failed(format!("cannot find the cgroup of a task: {err}"))),
+            (_, Err(err)) => {
+                Err(ProbeState::Failed(format!("cannot read user_namespace and task_struct members: {err}")))
+            }
+            _ => security::attach(&mut ebpf, &btf, config.security.capability_max_entries)
+                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
+        };
+        let capabilities = match attached {
+            Ok(maps) => {
+                let mut status = security::status(ProbeState::Attached);
+                status.program_ids = program_ids(&ebpf, &status.programs);
+                probes.push(status);
+                Some(Mutex::new(maps))
+            }
+            Err(state) => {
+                probes.push(security::status(state));
+                None
+            }
+        };
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
+            map_names,
+            run_stats,
             probes,
             syscalls,
             runqueue,
             processes,
+            capabilities,
             cgroup_events: Mutex::new(cgroup_events),
             oom_events: Mutex::new(oom_events),
+            net: Mutex::new(net),
             map_full,
+            pins,
+            rings,
         })
+    }
+
+    /// Kernel memory of each map, by name.
+    pub fn map_memory(&self) -> std::collections::BTreeMap<String, u64> {
+        accounting::map_memory(&self.map_names)
+    }
+
+    /// (program, run time, runs) of every attached program, while the kernel's statistics are on.
+    pub fn program_runs(&self) -> Option<Vec<(&'static str, std::time::Duration, u64)>> {
+        self.run_stats.as_ref()?;
+        let attached = self.probes.iter().filter(|p| p.state == ProbeState::Attached);
+        Some(accounting::program_runs(&self.ebpf, attached.flat_map(|p| p.programs.iter().copied())))
+    }
+
+    /// Where the maps are pinned, if they are.
+    pub fn pin_dir(&self) -> Option<&std::path::Path> {
+        self.pins.as_ref().map(Pins::dir)
     }
 
     pub fn probe_statuses(&self) -> Vec<ProbeStatus> {
@@ -295,6 +420,11 @@ impl Programs {
             (RUNQ_LATENCY_MAP, map_full::RUNQ_LATENCY),
             (RUNQ_START_MAP, map_full::RUNQ_START),
             (PROCESS_COUNTS_MAP, map_full::PROCESS_COUNTS),
+            (net_wire::CGROUP_TRAFFIC_MAP, map_full::NET_CGROUP_TRAFFIC),
+            (net_wire::INTERFACE_TRAFFIC_MAP, map_full::NET_INTERFACE_TRAFFIC),
+            (net_wire::TCP_EVENTS_MAP, map_full::NET_TCP_EVENTS),
+            (net_wire::CGROUP_DROPS_MAP, map_full::NET_CGROUP_DROPS),
+            (CAPABILITY_CHECKS_MAP, map_full::CAPABILITY_CHECKS),
         ]
         .into_iter()
         .map(|(name, index)| (name, self.map_full.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)))
@@ -302,7 +432,32 @@ impl Programs {
     }
 }
 
-fn program_ids(ebpf: &Ebpf, names: &[&str]) -> Vec<u32> {
+/// Whether the cgroup slots (free queue, owners, rows) carry on from a previous agent, in which
+/// case they must not be handed out again.
+fn slots_continued(pins: Option<&Pins>) -> bool {
+    pins.is_some_and(|pins| pins.reused(wire::FREE_SLOTS_MAP))
+}
+
+/// The pin directory, locked; `None` (logged) when pinning is off or impossible.
+fn open_pins(config: &Config) -> Option<Pins> {
+    let base = &config.bpf.pin_dir;
+    if base.as_os_str().is_empty() {
+        info!("map pinning is off (bpf.pin_dir is empty): counters restart with the agent");
+        return None;
+    }
+    match Pins::open(base) {
+        Ok(pins) => {
+            info!(dir = %pins.dir().display(), continued = ?pins.reused_maps(), "maps pinned");
+            Some(pins)
+        }
+        Err(err) => {
+            error!("cannot pin maps: {err}; counters restart with the agent");
+            None
+        }
+    }
+}
+
+pub(crate) fn program_ids(ebpf: &Ebpf, names: &[&str]) -> Vec<u32> {
     names.iter().filter_map(|name| ebpf.program(name)?.info().ok()).map(|info| info.id()).collect()
 }
 

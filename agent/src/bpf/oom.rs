@@ -288,4 +288,35 @@ print fmt: \"pid=%d\", REC->pid
         longer.extend_from_slice(&[0xaa; 32]);
         assert_eq!(decode(&longer).unwrap().pid, 1234);
     }
+
+    proptest::proptest! {
+        /// Records come from the kernel, but the decoder trusts nothing: any bytes, any length.
+        #[test]
+        fn no_bytes_panic_the_decoder(record in proptest::collection::vec(proptest::num::u8::ANY, 0..3 * size_of::<OomEvent>())) {
+            let _ = decode(&record);
+        }
+
+        /// A record cut short is an error (counted by the reader), never a partial event.
+        #[test]
+        fn truncated_records_are_errors(record in proptest::collection::vec(proptest::num::u8::ANY, size_of::<OomEvent>()), cut in 0..size_of::<OomEvent>()) {
+            proptest::prop_assert!(decode(&record[..cut]).is_err());
+        }
+    }
+
+    proptest::proptest! {
+        /// tracefs `format` files are read from the running kernel: any text must parse or fail.
+        #[test]
+        fn no_format_text_panics_the_layout_parser(text in proptest::prelude::any::<String>()) {
+            let _ = RecordLayout::parse(&text);
+        }
+
+        #[test]
+        fn no_mutated_format_panics_the_layout_parser(line in 0..12usize, junk in r"[a-z_;: \t0-9\[\]]{0,40}") {
+            let mut lines: Vec<&str> = FORMAT_6_18.lines().collect();
+            if line < lines.len() {
+                lines[line] = &junk;
+            }
+            let _ = RecordLayout::parse(&lines.join("\n"));
+        }
+    }
 }

@@ -10,7 +10,7 @@ use kernsight_common::sched::{
     ProcessEvent,
 };
 
-use super::take_map;
+use super::{cgroups::LostCounter, take_map};
 
 /// A decoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,19 +90,19 @@ pub fn describe_exit(exit_code: u32) -> String {
 /// The ring buffer and its loss counter.
 pub struct ProcessEventReader {
     pub ring: RingBuf<MapData>,
-    lost: PerCpuArray<MapData, u64>,
+    pub lost: LostCounter,
 }
 
 impl ProcessEventReader {
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let ring = RingBuf::try_from(take_map(ebpf, PROCESS_EVENTS_MAP)?)?;
         let lost = PerCpuArray::try_from(take_map(ebpf, PROCESS_EVENTS_LOST_MAP)?)?;
-        Ok(Self { ring, lost })
+        Ok(Self { ring, lost: LostCounter::new(lost) })
     }
 
     /// Events the kernel could not queue, summed over CPUs.
     pub fn lost(&self) -> u64 {
-        self.lost.get(&0, 0).map(|values| values.iter().sum()).unwrap_or(0)
+        self.lost.total()
     }
 }
 
@@ -158,6 +158,20 @@ mod tests {
         assert!(!bogus.name.is_empty(), "invalid UTF-8 is replaced, not dropped");
         for cut in 0..size_of::<ProcessEvent>() {
             let _ = decode(&record(EVENT_EXEC, b"/x", b"x\0", (2, 2))[..cut]);
+        }
+    }
+
+    proptest::proptest! {
+        /// Records come from the kernel, but the decoder trusts nothing: any bytes, any length.
+        #[test]
+        fn no_bytes_panic_the_decoder(record in proptest::collection::vec(proptest::num::u8::ANY, 0..3 * size_of::<ProcessEvent>())) {
+            let _ = decode(&record);
+        }
+
+        /// A record cut short is an error (counted by the reader), never a partial event.
+        #[test]
+        fn truncated_records_are_errors(record in proptest::collection::vec(proptest::num::u8::ANY, size_of::<ProcessEvent>()), cut in 0..size_of::<ProcessEvent>()) {
+            proptest::prop_assert!(decode(&record[..cut]).is_err());
         }
     }
 }

@@ -16,7 +16,7 @@ use kernsight_common::{
 
 use super::{
     ProbeState, ProbeStatus, load_and_attach,
-    syscalls::{Row, per_cpu_zeros, read_per_cpu},
+    syscalls::{Row, insert_zeros_if_absent, read_per_cpu},
     take_map,
 };
 use crate::kernel::btf;
@@ -102,7 +102,7 @@ pub fn attach_runqueue(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Res
     // The overflow entries must exist before the first update can find the map full.
     for bucket in 0..=LATENCY_SUM_BUCKET {
         let key = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, _pad: 0 };
-        latency.insert(&key, per_cpu_zeros()?, 0).context("creating the run-queue overflow entries")?;
+        insert_zeros_if_absent(&mut latency, &key).context("creating the run-queue overflow entries")?;
     }
     // sched_switch last: it consumes what the wakeups record.
     load_and_attach(ebpf, btf, &RUNQUEUE_PROGRAMS)?;
@@ -139,7 +139,7 @@ pub fn attach_processes(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Re
         PerCpuHashMap::try_from(take_map(ebpf, PROCESS_COUNTS_MAP)?)?;
     for what in 0..kind::COUNT {
         let key = ProcessKey { cgroup_id: OVERFLOW_CGROUP_ID, kind: what, _pad: 0 };
-        counts.insert(&key, per_cpu_zeros()?, 0).context("creating the process overflow entries")?;
+        insert_zeros_if_absent(&mut counts, &key).context("creating the process overflow entries")?;
     }
     load_and_attach(ebpf, btf, &PROCESS_PROGRAMS)?;
     Ok(ProcessMaps { counts, capacity, events: Some(events) })

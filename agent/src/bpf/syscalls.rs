@@ -105,25 +105,34 @@ struct Latency {
 }
 
 /// Loads and attaches the family's programs after preparing their maps.
-pub fn attach(ebpf: &mut Ebpf, btf: &Btf, config: &Config) -> anyhow::Result<SyscallMaps> {
+/// `slots_continued`: the slot maps are pinned ones that a previous agent filled; their free
+/// queue is already right.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    config: &Config,
+    slots_continued: bool,
+) -> anyhow::Result<SyscallMaps> {
     let rows = PerCpuArray::try_from(take_map(ebpf, SYSCALL_ROWS_MAP)?)?;
     let owners = Array::try_from(take_map(ebpf, SLOT_OWNERS_MAP)?)?;
     let mut free: Queue<MapData, u32> = Queue::try_from(take_map(ebpf, FREE_SLOTS_MAP)?)?;
-    for slot in 1..=config.syscalls.max_cgroups {
-        free.push(&slot, 0).context("filling the free cgroup slots")?;
+    if !slots_continued {
+        for slot in 1..=config.syscalls.max_cgroups {
+            free.push(&slot, 0).context("filling the free cgroup slots")?;
+        }
     }
     let mut errors: PerCpuHashMap<MapData, SyscallKey, u64> =
         PerCpuHashMap::try_from(take_map(ebpf, SYSCALL_ERRORS_MAP)?)?;
     // The overflow entries must exist before the first update can find the map full.
     let overflow = SyscallKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, errno: 0 };
-    errors.insert(&overflow, per_cpu_zeros()?, 0).context("creating the overflow entry")?;
+    insert_zeros_if_absent(&mut errors, &overflow).context("creating the overflow entry")?;
 
     let latency = if config.syscalls.latency_histogram {
         let mut buckets: PerCpuHashMap<MapData, LatencyKey, u64> =
             PerCpuHashMap::try_from(take_map(ebpf, SYSCALL_LATENCY_MAP)?)?;
         for bucket in 0..=LATENCY_SUM_BUCKET {
             let key = LatencyKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, bucket };
-            buckets.insert(&key, per_cpu_zeros()?, 0).context("creating the latency overflow entries")?;
+            insert_zeros_if_absent(&mut buckets, &key).context("creating the latency overflow entries")?;
         }
         let start = BpfHashMap::try_from(take_map(ebpf, SYSCALL_START_MAP)?)?;
         Some(Latency { buckets, start, capacity: config.syscalls.latency_max_entries })
@@ -161,6 +170,17 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut BtfTrac
 pub(crate) fn per_cpu_zeros<T: aya::Pod + Default>() -> anyhow::Result<PerCpuValues<T>> {
     let cpus = nr_cpus().map_err(|(what, err)| anyhow::anyhow!("cannot count CPUs ({what}): {err}"))?;
     Ok(PerCpuValues::try_from(vec![T::default(); cpus.get() as usize])?)
+}
+
+/// Creates a zero entry for `key` unless it exists (a pinned map keeps its counts).
+pub(crate) fn insert_zeros_if_absent<K: aya::Pod, V: aya::Pod + Default>(
+    map: &mut PerCpuHashMap<MapData, K, V>,
+    key: &K,
+) -> anyhow::Result<()> {
+    if map.get(key, 0).is_err() {
+        map.insert(key, per_cpu_zeros::<V>()?, 0)?;
+    }
+    Ok(())
 }
 
 /// One row of a hash map read: a key and its value summed over CPUs.

@@ -1,5 +1,8 @@
 //! Command line: one file per subcommand, each thin over the modules that do the work.
 
+mod advise;
+mod audit;
+mod cleanup;
 mod inspect;
 mod run;
 mod top;
@@ -29,6 +32,22 @@ enum Command {
     /// Containers ranked by syscalls/s, errors/s, CPU throttling, run-queue delay, network
     /// bytes and OOM kills, from a running agent (or one started for the view).
     Top(top::TopArgs),
+    /// Every container on the node with its security findings (privileged, CAP_SYS_ADMIN, no
+    /// seccomp, host namespaces, root without a user namespace, writable host mounts) and their
+    /// severity.
+    Audit(audit::AuditArgs),
+    /// Least-privilege settings from what a workload was seen doing: a seccomp profile, or the
+    /// capabilities it used.
+    Advise(advise::AdviseArgs),
+    /// Remove the maps the agent pinned in bpffs (its counters then start again from zero).
+    Cleanup(cleanup::CleanupArgs),
+}
+
+/// A path argument that may be empty (clap's `PathBuf` parser refuses empty values), for options
+/// where empty means "off".
+fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = std::path::PathBuf> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::OsStringValueParser::new().map(std::path::PathBuf::from)
 }
 
 pub fn main() -> ExitCode {
@@ -38,6 +57,13 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Trace(args) => trace::run(*args),
         Command::Top(args) => top::run(args),
+        Command::Cleanup(args) => cleanup::run(args),
+        Command::Advise(args) => advise::run(args),
+        Command::Audit(args) => match audit::run(args) {
+            Ok(true) => return ExitCode::from(audit::FINDINGS_EXIT),
+            Ok(false) => Ok(()),
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

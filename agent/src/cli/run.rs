@@ -38,6 +38,9 @@ pub struct RunArgs {
     /// Measure per-syscall latency (kernsight_syscall_duration_seconds).
     #[arg(long, env = "KERNSIGHT_SYSCALL_LATENCY")]
     syscall_latency: Option<bool>,
+    /// Where to pin the in-kernel counters (bpffs); an empty value does not pin them.
+    #[arg(long, env = "KERNSIGHT_PIN_DIR", value_parser = crate::cli::path_or_empty())]
+    pin_dir: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -59,6 +62,9 @@ impl RunArgs {
         if let Some(latency) = self.syscall_latency {
             config.syscalls.latency_histogram = latency;
         }
+        if let Some(dir) = &self.pin_dir {
+            config.bpf.pin_dir.clone_from(dir);
+        }
         Ok(config)
     }
 }
@@ -68,6 +74,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     logging::init(&config.log);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Scrapes and maintenance passes block on map reads: a few threads suffice, and each
+        // thread more would keep a malloc arena of its own.
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
@@ -96,6 +105,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "cgroup hierarchies (tasks of the v2 root are attributed by their v1 cgroup when v1 is set)"
     );
     let programs = Programs::load(&config, &hierarchies)?;
+    // Loading parsed the kernel's BTF (megabytes, freed since): give those pages back.
+    crate::heap::release_free_memory();
     let health = Arc::new(Health::new(programs.probe_statuses()));
     for status in programs.probe_statuses() {
         status.log();
@@ -115,17 +126,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     tokio::spawn(lookup::run(resolver.clone(), config.metadata.cri_socket.clone()));
     let kills = Arc::new(OomKills::default());
-    if let Some(OomEventReader { ring, lost }) = oom_events {
-        tokio::spawn(oom::follow_events(ring, lost, kills.clone(), tracker.clone(), resolver.clone()));
+    let rings = programs.rings.clone();
+    if let Some(OomEventReader { ring, .. }) = oom_events {
+        tokio::spawn(oom::follow_events(
+            ring,
+            rings.clone(),
+            kills.clone(),
+            tracker.clone(),
+            resolver.clone(),
+        ));
     }
     if let Some(reader) = process_events {
-        tokio::spawn(processes::follow_events(reader, tracker.clone(), resolver.clone()));
+        tokio::spawn(processes::follow_events(reader, tracker.clone(), resolver.clone(), rings.clone()));
     }
-    let registry = metrics::registry(programs.clone(), health.clone(), tracker.clone(), resolver, kills);
+    let registry =
+        metrics::registry(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = match events {
         Some(CgroupEventReader { ring, lost }) => {
-            tokio::spawn(cgroups::follow_events(ring, tracker.clone()));
+            tokio::spawn(cgroups::follow_events(ring, tracker.clone(), rings));
             Some(lost)
         }
         None => None,

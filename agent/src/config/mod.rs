@@ -24,7 +24,10 @@ pub struct Config {
     pub log: LogConfig,
     pub syscalls: SyscallsConfig,
     pub sched: SchedConfig,
+    pub network: NetworkConfig,
+    pub security: SecurityConfig,
     pub metadata: MetadataConfig,
+    pub bpf: BpfConfig,
     pub paths: PathsConfig,
 }
 
@@ -70,11 +73,45 @@ pub struct SchedConfig {
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub cgroup_traffic: bool,
+    pub xdp: bool,
+    pub xdp_interfaces: Vec<String>,
+    pub tcp: bool,
+    pub drops: bool,
+    pub conntrack: bool,
+    pub namespaces: Vec<String>,
+    pub cgroup_traffic_max_entries: u32,
+    pub interface_traffic_max_entries: u32,
+    pub tcp_max_entries: u32,
+    pub tcp_tracked_connections: u32,
+    pub drop_max_entries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    pub capability_checks: bool,
+    pub capability_max_entries: u32,
+    pub posture: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct MetadataConfig {
     pub cri_socket: PathBuf,
     pub container_id_label: bool,
     pub pod_labels: Vec<String>,
     pub max_containers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BpfConfig {
+    /// Where the aggregation maps are pinned; empty: not pinned.
+    pub pin_dir: PathBuf,
+    /// Whether the kernel measures the run time and run count of the programs.
+    pub program_stats: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -115,10 +152,26 @@ impl Config {
             ("syscalls.latency_max_entries", self.syscalls.latency_max_entries, 64, 1 << 24),
             ("sched.runqueue_max_entries", self.sched.runqueue_max_entries, 64, 1 << 24),
             ("sched.process_max_entries", self.sched.process_max_entries, 16, 1 << 24),
+            ("network.cgroup_traffic_max_entries", self.network.cgroup_traffic_max_entries, 16, 1 << 24),
+            (
+                "network.interface_traffic_max_entries",
+                self.network.interface_traffic_max_entries,
+                16,
+                1 << 20,
+            ),
+            ("network.tcp_max_entries", self.network.tcp_max_entries, 128, 1 << 24),
+            ("network.tcp_tracked_connections", self.network.tcp_tracked_connections, 64, 1 << 24),
+            ("network.drop_max_entries", self.network.drop_max_entries, 512, 1 << 24),
+            // The overflow entries alone take (CAP_LAST_CAP + 1) * 4.
+            ("security.capability_max_entries", self.security.capability_max_entries, 512, 1 << 24),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
             }
+        }
+        for entry in &self.network.xdp_interfaces {
+            crate::bpf::net::XdpTarget::parse(entry)
+                .map_err(|why| format!("network.xdp_interfaces: {why}"))?;
         }
         Ok(())
     }
@@ -166,6 +219,39 @@ impl Default for SyscallsConfig {
     }
 }
 
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        use kernsight_common::net::{
+            DEFAULT_CGROUP_DROPS_ENTRIES, DEFAULT_CGROUP_TRAFFIC_ENTRIES, DEFAULT_INTERFACE_TRAFFIC_ENTRIES,
+            DEFAULT_TCP_EVENTS_ENTRIES, DEFAULT_TCP_STARTS_ENTRIES,
+        };
+        Self {
+            cgroup_traffic: true,
+            xdp: true,
+            xdp_interfaces: Vec::new(),
+            tcp: true,
+            drops: true,
+            conntrack: true,
+            namespaces: Vec::new(),
+            cgroup_traffic_max_entries: DEFAULT_CGROUP_TRAFFIC_ENTRIES,
+            interface_traffic_max_entries: DEFAULT_INTERFACE_TRAFFIC_ENTRIES,
+            tcp_max_entries: DEFAULT_TCP_EVENTS_ENTRIES,
+            tcp_tracked_connections: DEFAULT_TCP_STARTS_ENTRIES,
+            drop_max_entries: DEFAULT_CGROUP_DROPS_ENTRIES,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            capability_checks: true,
+            capability_max_entries: kernsight_common::security::DEFAULT_CAPABILITY_ENTRIES,
+            posture: true,
+        }
+    }
+}
+
 impl Default for MetadataConfig {
     fn default() -> Self {
         Self {
@@ -174,6 +260,12 @@ impl Default for MetadataConfig {
             pod_labels: Vec::new(),
             max_containers: 4096,
         }
+    }
+}
+
+impl Default for BpfConfig {
+    fn default() -> Self {
+        Self { pin_dir: "/sys/fs/bpf/kernsight".into(), program_stats: false }
     }
 }
 
@@ -231,9 +323,42 @@ mod tests {
     }
 
     #[test]
+    fn bad_xdp_interface_is_an_error() {
+        let config = Config::parse("[network]\nxdp_interfaces = [\"eth0\", \"blue:veth1\"]\n", "t").unwrap();
+        assert_eq!(config.network.xdp_interfaces.len(), 2);
+        for bad in ["", "a/b", "blue:", ":eth0", "x:y z", "0123456789abcdefg"] {
+            let text = format!("[network]\nxdp_interfaces = [{bad:?}]\n");
+            let err = Config::parse(&text, "t").unwrap_err().to_string();
+            assert!(err.contains("network.xdp_interfaces"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
     fn tiny_map_is_rejected() {
         let text = DEFAULT_CONFIG.replace("max_error_entries = 16384", "max_error_entries = 2");
         let err = Config::parse(&text, "t").unwrap_err().to_string();
         assert!(err.contains("syscalls.max_error_entries"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Config files are written by people: any text is a config or an error naming the file.
+        #[test]
+        fn no_text_panics_the_config_parser(text in proptest::prelude::any::<String>()) {
+            if let Err(err) = Config::parse(&text, "fuzz.toml") {
+                proptest::prop_assert!(err.to_string().contains("fuzz.toml"));
+            }
+        }
+
+        /// Near misses of the real file: a line replaced by something TOML-like.
+        #[test]
+        fn near_miss_configs_are_configs_or_errors(line in 0..80usize, junk in r#"[a-z_.\[\]= "0-9-]{0,32}"#) {
+            let mut lines: Vec<&str> = DEFAULT_CONFIG.lines().collect();
+            let at = line % lines.len();
+            lines[at] = &junk;
+            match Config::parse(&lines.join("\n"), "fuzz.toml") {
+                Ok(config) => proptest::prop_assert!(config.validate().is_ok()),
+                Err(err) => proptest::prop_assert!(err.to_string().contains("fuzz.toml")),
+            }
+        }
     }
 }

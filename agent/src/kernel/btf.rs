@@ -249,4 +249,24 @@ mod tests {
         assert_eq!(btf.member_offset("cgroup_subsys_state", "cgroup"), Ok(0));
         assert!(btf.enum_value("memory_cgrp_id").is_ok());
     }
+
+    proptest::proptest! {
+        /// BTF is read from the kernel; a corrupt blob must be an error, not a panic or a hang.
+        #[test]
+        fn no_corruption_of_valid_btf_panics(at in 0..200usize, byte in proptest::num::u8::ANY, len in 0..200usize) {
+            let mut data = sample();
+            let at = at % data.len();
+            data[at] = byte;
+            data.truncate(len.max(at + 1));
+            if let Ok(btf) = Btf::parse(&data) {
+                let _ = btf.member_offset("outer", "b");
+                let _ = btf.enum_value("first_id");
+            }
+        }
+
+        #[test]
+        fn no_bytes_panic_the_btf_parser(data in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = Btf::parse(&data);
+        }
+    }
 }

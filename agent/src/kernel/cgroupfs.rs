@@ -196,6 +196,12 @@ impl CgroupIndex {
         expired.len()
     }
 
+    /// Gives back the room of forgotten entries (hash maps keep their capacity otherwise).
+    pub fn shrink(&mut self) {
+        self.paths.shrink_to_fit();
+        self.removed.shrink_to_fit();
+    }
+
     /// Walks every hierarchy: the start-up picture, and the fallback when events were lost.
     pub fn rescan(&mut self) {
         let started = Instant::now();

@@ -93,4 +93,16 @@ garbage line without separator
         assert!(parse("1 2 3 - ").is_empty());
         assert_eq!(unescape("\\04"), "\\04");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn no_text_panics_the_mountinfo_parser(text in proptest::prelude::any::<String>()) {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn no_field_soup_panics_the_mountinfo_parser(text in "([0-9]{1,3} ){0,7}(- )?[a-z/ ,=0-9]{0,40}") {
+            let _ = parse(&text);
+        }
+    }
 }

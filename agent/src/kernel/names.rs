@@ -53,9 +53,37 @@ pub fn did_you_mean(name: &str, known: &[&str]) -> String {
     if names.is_empty() { String::new() } else { format!(" (did you mean {}?)", names.join(", ")) }
 }
 
+/// The capability's name (`CAP_NET_BIND_SERVICE`), from the `caps` crate's table of the
+/// kernel's capabilities; `CAP_<nr>` for numbers it does not know (a newer kernel).
+pub fn capability_name(cap: u32) -> Cow<'static, str> {
+    match caps::all().into_iter().find(|c| u32::from(c.index()) == cap) {
+        Some(known) => Cow::Owned(known.to_string()),
+        None => Cow::Owned(format!("CAP_{cap}")),
+    }
+}
+
+/// The number of a capability named with or without its `CAP_` prefix, in any case
+/// (`NET_BIND_SERVICE`, `cap_net_bind_service`).
+pub fn capability_number(name: &str) -> Option<u32> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    caps::all().into_iter().find(|c| c.to_string() == full).map(|c| u32::from(c.index()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_capabilities() {
+        assert_eq!(capability_name(10), "CAP_NET_BIND_SERVICE");
+        assert_eq!(capability_name(21), "CAP_SYS_ADMIN");
+        assert_eq!(capability_name(39), "CAP_BPF");
+        assert_eq!(capability_name(99), "CAP_99");
+        assert_eq!(capability_number("NET_BIND_SERVICE"), Some(10));
+        assert_eq!(capability_number("cap_sys_admin"), Some(21));
+        assert_eq!(capability_number("NOPE"), None);
+    }
 
     #[test]
     fn names_syscalls_of_this_architecture() {

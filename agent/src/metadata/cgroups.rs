@@ -18,6 +18,7 @@ use crate::{
     bpf::{
         Programs,
         cgroups::{Lifecycle, LostCounter, decode},
+        rings::Rings,
     },
     kernel::cgroupfs::{CgroupIndex, Hierarchies},
 };
@@ -30,7 +31,6 @@ pub struct Tracker {
     hierarchies: Hierarchies,
     pub created: AtomicU64,
     pub removed: AtomicU64,
-    pub decode_errors: AtomicU64,
     /// Events the kernel could not queue, as of the last maintenance pass.
     pub lost: AtomicU64,
     /// Whether events arrive (else the maintenance pass walks the hierarchies each time).
@@ -46,7 +46,6 @@ impl Tracker {
             hierarchies,
             created: AtomicU64::new(0),
             removed: AtomicU64::new(0),
-            decode_errors: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             following: std::sync::atomic::AtomicBool::new(false),
         }
@@ -56,13 +55,13 @@ impl Tracker {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn apply(&self, record: &[u8]) {
+    /// Applies one record; false if it did not decode.
+    fn apply(&self, record: &[u8]) -> bool {
         let event = match decode(record) {
             Ok(event) => event,
             Err(err) => {
-                self.decode_errors.fetch_add(1, Ordering::Relaxed);
                 debug!("skipped a cgroup event: {err}");
-                return;
+                return false;
             }
         };
         match event {
@@ -79,11 +78,12 @@ impl Tracker {
                 }
             }
         }
+        true
     }
 }
 
 /// Applies lifecycle events until the agent stops.
-pub async fn follow_events(ring: RingBuf<MapData>, tracker: Arc<Tracker>) {
+pub async fn follow_events(ring: RingBuf<MapData>, tracker: Arc<Tracker>, rings: Arc<Rings>) {
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as long as it is
     // registered.
     let registered = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
@@ -103,7 +103,7 @@ pub async fn follow_events(ring: RingBuf<MapData>, tracker: Arc<Tracker>) {
         };
         let ring = guard.get_inner_mut();
         while let Some(record) = ring.next() {
-            tracker.apply(&record);
+            rings.cgroup_events.count(tracker.apply(&record));
         }
         guard.clear_ready();
     }
@@ -142,7 +142,20 @@ pub async fn maintain(
                 let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
                 maps.recycle(&mut |id| index.gone_for(id, now), grace);
             }
-            index.expire(grace, now);
+            programs
+                .net
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .recycle(&mut |id| index.gone_for(id, now), grace);
+            if let Some(maps) = &programs.capabilities {
+                let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
+                maps.recycle(&mut |id| index.gone_for(id, now), grace);
+            }
+            if index.expire(grace, now) > 0 {
+                index.shrink();
+                // After a burst of short-lived cgroups the agent returns to its size.
+                crate::heap::release_free_memory();
+            }
         })
         .await;
     }

@@ -94,6 +94,8 @@ pub struct Resolver {
     /// Pod labels to export (`metadata.pod_labels`).
     pod_labels: Vec<String>,
     capacity: usize,
+    /// Identities dropped because the cache was full (idle ones are not counted).
+    evictions: std::sync::atomic::AtomicU64,
     pub proc_root: PathBuf,
     pub docker_root: PathBuf,
 }
@@ -112,6 +114,7 @@ impl Resolver {
             container_id_label,
             pod_labels,
             capacity: capacity.max(1),
+            evictions: std::sync::atomic::AtomicU64::new(0),
             proc_root: PathBuf::from("/proc"),
             docker_root: PathBuf::from("/var/lib/docker"),
         }
@@ -134,6 +137,10 @@ impl Resolver {
 
     pub fn known_len(&self) -> usize {
         lock(&self.known).len()
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn wanted_len(&self) -> usize {
@@ -205,9 +212,11 @@ impl Resolver {
             let mut by_age: Vec<(Instant, String)> =
                 known.iter().map(|(id, k)| (k.last_used, id.clone())).collect();
             by_age.sort();
-            for (_, id) in by_age.into_iter().take(known.len() - self.capacity) {
+            let excess = known.len() - self.capacity;
+            for (_, id) in by_age.into_iter().take(excess) {
                 known.remove(&id);
             }
+            self.evictions.fetch_add(excess as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -272,7 +281,9 @@ mod tests {
         resolver.learn("b".into(), ContainerInfo::default());
         resolver.prune(Duration::from_secs(600));
         assert_eq!(resolver.known_len(), 1);
+        assert_eq!(resolver.evictions(), 1, "the one past the bound is counted");
         resolver.prune(Duration::ZERO);
         assert_eq!(resolver.known_len(), 0);
+        assert_eq!(resolver.evictions(), 1, "idle expiry is not an eviction");
     }
 }

@@ -4,10 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -17,8 +14,8 @@ use tracing::{debug, warn};
 use super::{cgroups::Tracker, identity::Resolver};
 use crate::{
     bpf::{
-        cgroups::LostCounter,
         oom::{CgroupSource, OomKill, decode},
+        rings::Rings,
     },
     kernel::cgroupfs::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
 };
@@ -40,18 +37,11 @@ pub struct CgroupKills {
 #[derive(Debug, Default)]
 pub struct OomKills {
     by_cgroup: Mutex<BTreeMap<u64, CgroupKills>>,
-    pub decode_errors: AtomicU64,
-    lost: Mutex<Option<LostCounter>>,
 }
 
 impl OomKills {
     pub fn snapshot(&self) -> Vec<CgroupKills> {
         self.by_cgroup.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
-    }
-
-    /// Kills the kernel could not queue (ring buffer full).
-    pub fn lost(&self) -> u64 {
-        self.lost.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, LostCounter::total)
     }
 
     fn record(&self, path: String, kill: OomKill) {
@@ -93,12 +83,11 @@ fn mib(bytes: u64) -> f64 {
 /// Reports kills until the agent stops.
 pub async fn follow_events(
     ring: RingBuf<MapData>,
-    lost: LostCounter,
+    rings: Arc<Rings>,
     kills: Arc<OomKills>,
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
 ) {
-    *kills.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(lost);
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open while registered.
     let registered = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
     let mut ring = match registered {
@@ -119,12 +108,11 @@ pub async fn follow_events(
         };
         guard.clear_ready();
         for record in records {
-            match decode(&record) {
+            let decoded = decode(&record);
+            rings.oom_events.count(decoded.is_ok());
+            match decoded {
                 Ok(kill) => report(&kills, &tracker, &resolver, kill),
-                Err(err) => {
-                    kills.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    debug!("skipped an OOM event: {err}");
-                }
+                Err(err) => debug!("skipped an OOM event: {err}"),
             }
         }
     }

@@ -7,10 +7,18 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
 use super::{cgroups::Tracker, identity::Resolver};
-use crate::bpf::process_events::{Kind, Process, ProcessEventReader, decode, describe_exit};
+use crate::bpf::{
+    process_events::{Kind, Process, ProcessEventReader, decode, describe_exit},
+    rings::Rings,
+};
 
 /// Reads events until the agent stops.
-pub async fn follow_events(reader: ProcessEventReader, tracker: Arc<Tracker>, resolver: Arc<Resolver>) {
+pub async fn follow_events(
+    reader: ProcessEventReader,
+    tracker: Arc<Tracker>,
+    resolver: Arc<Resolver>,
+    rings: Arc<Rings>,
+) {
     // SAFETY: the AsyncFd owns what holds the ring buffer's fd, so it stays open while registered.
     let registered = unsafe { AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE) };
     let mut events = match registered {
@@ -37,7 +45,9 @@ pub async fn follow_events(reader: ProcessEventReader, tracker: Arc<Tracker>, re
             lost_seen = lost;
         }
         for record in records {
-            match decode(&record) {
+            let decoded = decode(&record);
+            rings.process_events.count(decoded.is_ok());
+            match decoded {
                 Ok(process) => log(&tracker, &resolver, &process),
                 Err(err) => debug!("skipped a process event: {err}"),
             }

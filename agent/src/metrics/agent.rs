@@ -2,12 +2,16 @@
 
 use std::sync::Arc;
 
-use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter},
+};
 
 use super::{NO_LABELS, encode_counters, encode_gauges, server::Health};
 use crate::{
     bpf::{ProbeState, Programs},
-    metadata::{cgroups::Tracker, oom::OomKills},
+    metadata::cgroups::Tracker,
 };
 
 #[derive(Debug)]
@@ -15,17 +19,11 @@ pub struct AgentCollector {
     programs: Arc<Programs>,
     health: Arc<Health>,
     tracker: Arc<Tracker>,
-    kills: Arc<OomKills>,
 }
 
 impl AgentCollector {
-    pub fn new(
-        programs: Arc<Programs>,
-        health: Arc<Health>,
-        tracker: Arc<Tracker>,
-        kills: Arc<OomKills>,
-    ) -> Self {
-        Self { programs, health, tracker, kills }
+    pub fn new(programs: Arc<Programs>, health: Arc<Health>, tracker: Arc<Tracker>) -> Self {
+        Self { programs, health, tracker }
     }
 }
 
@@ -45,6 +43,12 @@ impl Collector for AgentCollector {
             "Whether a probe family's programs are attached (1) or not (0: disabled or failed, see the log)",
             probes.iter().map(|p| ([("probe", p.name)], i64::from(p.state == ProbeState::Attached))),
         )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_probe_enabled",
+            "Whether a probe family is enabled in the configuration (1) or disabled (0)",
+            probes.iter().map(|p| ([("probe", p.name)], i64::from(p.state != ProbeState::Disabled))),
+        )?;
         let attached: usize =
             probes.iter().filter(|p| p.state == ProbeState::Attached).map(|p| p.programs.len()).sum();
         encode_gauges(
@@ -60,11 +64,64 @@ impl Collector for AgentCollector {
             "Map updates that found the map full; their counts went to the series labelled `other`",
             self.programs.map_full_counts().into_iter().map(|(map, n)| ([("map", map)], n)),
         )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_bpf_map_memory_bytes",
+            "Kernel memory of each eBPF map, per-CPU copies included (the kernel's memlock figure)",
+            self.programs.map_memory().into_iter().map(|(map, bytes)| ([("map", map)], bytes as i64)),
+        )?;
+        self.encode_program_runs(&mut encoder)?;
+        self.encode_scrapes(&mut encoder)?;
         self.encode_cgroup_tracking(&mut encoder)
     }
 }
 
 impl AgentCollector {
+    /// Exported only while the kernel's BPF statistics are on (`bpf.program_stats`).
+    fn encode_program_runs(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(runs) = self.programs.program_runs() else { return Ok(()) };
+        let mut family = encoder.encode_descriptor(
+            "kernsight_bpf_program_run_seconds",
+            "Time the kernel spent running each kernsight program (BPF statistics)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (program, time, _) in &runs {
+            ConstCounter::new(time.as_secs_f64()).encode(family.encode_family(&[("program", *program)])?)?;
+        }
+        encode_counters(
+            encoder,
+            "kernsight_bpf_program_runs",
+            "Runs of each kernsight program (BPF statistics)",
+            runs.iter().map(|(program, _, runs)| ([("program", *program)], *runs)),
+        )
+    }
+
+    fn encode_scrapes(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = &self.health.scrapes;
+        let load =
+            |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        encode_counters(
+            encoder,
+            "kernsight_scrapes",
+            "Responses to /metrics served (this one not yet counted)",
+            [(NO_LABELS, load(&stats.count))],
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "kernsight_scrape_duration_seconds",
+            "Time spent reading the maps and encoding /metrics responses, summed (divide by kernsight_scrapes_total)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(load(&stats.nanos) as f64 / 1e9).encode(family.encode_family(&NO_LABELS)?)?;
+        encode_gauges(
+            encoder,
+            "kernsight_scrape_series",
+            "Samples in the previous /metrics response (watch it for cardinality growth)",
+            [(NO_LABELS, load(&stats.series) as i64)],
+        )
+    }
+
     fn encode_cgroup_tracking(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let load =
             |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
@@ -100,14 +157,28 @@ impl AgentCollector {
             "Full walks of the cgroup hierarchies (start-up, lost events, unknown ids)",
             [(NO_LABELS, walks)],
         )?;
+        self.encode_rings(encoder)
+    }
+
+    fn encode_rings(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rings = self.programs.rings.all();
         encode_counters(
             encoder,
             "kernsight_decode_errors",
             "Malformed records from the kernel, counted and skipped",
-            [
-                ([("source", "cgroup_events")], load(&tracker.decode_errors)),
-                ([("source", "oom_events")], load(&self.kills.decode_errors)),
-            ],
+            rings.iter().map(|ring| ([("source", ring.name)], ring.decode_errors())),
+        )?;
+        encode_counters(
+            encoder,
+            "kernsight_ring_buffer_events",
+            "Records read from each ring buffer (malformed ones included)",
+            rings.iter().map(|ring| ([("ring", ring.name)], ring.read())),
+        )?;
+        encode_counters(
+            encoder,
+            "kernsight_ring_buffer_lost_events",
+            "Records the kernel could not queue because the ring buffer was full (counted in the kernel)",
+            rings.iter().map(|ring| ([("ring", ring.name)], ring.lost())),
         )
     }
 }

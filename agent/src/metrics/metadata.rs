@@ -58,6 +58,12 @@ impl Collector for MetadataCollector {
                 ([("cache", "containers")], self.resolver.known_len() as i64),
                 ([("cache", "pending")], self.resolver.wanted_len() as i64),
             ],
+        )?;
+        encode_counters(
+            &mut encoder,
+            "kernsight_metadata_cache_evictions",
+            "Container identities dropped because metadata.max_containers was reached (they are asked for again when seen)",
+            [([("cache", "containers")], self.resolver.evictions())],
         )
     }
 }

@@ -2,8 +2,13 @@
 //! endpoint that serves them.
 
 mod agent;
+mod capabilities;
+pub use capabilities::capability_labels;
 mod metadata;
+mod net;
+mod net_counters;
 mod oom;
+mod posture;
 mod resources;
 mod sched;
 pub mod server;
@@ -28,6 +33,7 @@ use prometheus_client::{
 /// Builds the registry: every collector shares the loaded programs, the cgroup index and the
 /// workload resolver.
 pub fn registry(
+    config: &crate::config::Config,
     programs: Arc<Programs>,
     health: Arc<server::Health>,
     tracker: Arc<Tracker>,
@@ -39,7 +45,6 @@ pub fn registry(
         programs.clone(),
         health,
         tracker.clone(),
-        kills.clone(),
     )));
     registry.register_collector(Box::new(metadata::MetadataCollector::new(resolver.clone())));
     let mounts = crate::kernel::mountinfo::read().unwrap_or_default();
@@ -59,7 +64,32 @@ pub fn registry(
         tracker.clone(),
         resolver.clone(),
     )));
-    registry.register_collector(Box::new(sched::SchedCollector::new(programs, tracker, resolver)));
+    registry.register_collector(Box::new(sched::SchedCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+    )));
+    // Drop reason names as this kernel numbers them; without them, drops are labelled reason_N.
+    let format = config.paths.tracefs.join("events/skb/kfree_skb/format");
+    let drop_reasons = crate::kernel::tracefs_symbols::read(&format, "reason").unwrap_or_else(|why| {
+        tracing::warn!("drop reasons will be labelled by number: {why}");
+        Default::default()
+    });
+    registry.register_collector(Box::new(net::NetCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+        drop_reasons,
+    )));
+    if config.network.conntrack {
+        let namespaces = net_counters::namespaces(config);
+        registry.register_collector(Box::new(net_counters::NetCountersCollector::new(namespaces)));
+    }
+    if config.security.posture {
+        registry.register_collector(Box::new(posture::PostureCollector::new(resolver.clone())));
+    }
+    registry
+        .register_collector(Box::new(capabilities::CapabilityCollector::new(programs, tracker, resolver)));
     registry
 }
 

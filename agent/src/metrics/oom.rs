@@ -82,7 +82,7 @@ impl Collector for OomCollector {
             &mut encoder,
             "kernsight_oom_events_lost",
             "OOM kills the kernel could not queue (ring buffer full)",
-            [(NO_LABELS, self.kills.lost())],
+            [(NO_LABELS, self.programs.rings.oom_events.lost())],
         )?;
 
         // The cgroup's own count: every kill since the cgroup was created, the agent up or not.

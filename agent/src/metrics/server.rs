@@ -1,6 +1,12 @@
 //! `/metrics` (OpenMetrics or Prometheus text, by `Accept`), `/healthz` and `/readyz`.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
 
 use axum::{
     Router,
@@ -21,11 +27,21 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Debug)]
 pub struct Health {
     probes: Vec<ProbeStatus>,
+    pub scrapes: ScrapeStats,
+}
+
+/// The cost of serving `/metrics`, reported on the following scrapes.
+#[derive(Debug, Default)]
+pub struct ScrapeStats {
+    pub count: AtomicU64,
+    pub nanos: AtomicU64,
+    /// Samples in the last response.
+    pub series: AtomicU64,
 }
 
 impl Health {
     pub fn new(probes: Vec<ProbeStatus>) -> Self {
-        Self { probes }
+        Self { probes, scrapes: ScrapeStats::default() }
     }
 
     pub fn probes(&self) -> &[ProbeStatus] {
@@ -67,12 +83,18 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
         .any(|v| v.contains("application/openmetrics-text"));
     // Collectors read kernel maps with blocking syscalls: keep them off the async workers.
     let encoded = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
         let mut body = String::new();
         let result = if openmetrics {
             prometheus_client::encoding::text::encode(&mut body, &state.registry)
         } else {
             prometheus_client::encoding::prometheus_text::encode(&mut body, &state.registry)
         };
+        let stats = &state.health.scrapes;
+        stats.count.fetch_add(1, Ordering::Relaxed);
+        stats.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let series = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+        stats.series.store(series as u64, Ordering::Relaxed);
         result.map(|()| body)
     })
     .await;

@@ -88,6 +88,19 @@ impl<'a> CgroupNamer<'a> {
         self.names.insert(cgroup_id, workload.clone());
         workload
     }
+
+    /// As `name`, but an id the index does not know is named by its number instead of
+    /// triggering a walk: for ids taken from sockets, which outlive their cgroup (a connection
+    /// still closing after its pod is gone) and would otherwise make every scrape walk.
+    pub(super) fn name_without_walk(&mut self, cgroup_id: u64) -> Workload {
+        let known = cgroup_id == OVERFLOW_CGROUP_ID
+            || cgroup_id & !V1_CGROUP_ID_BIT == ROOT_CGROUP_ID
+            || self.index.resolve(cgroup_id).is_some();
+        if known || self.walked {
+            return self.name(cgroup_id);
+        }
+        Workload { cgroup: format!("cgroup_id:{cgroup_id}"), ..Workload::default() }
+    }
 }
 
 fn syscall_label(syscall: u32) -> Cow<'static, str> {
@@ -164,6 +177,8 @@ impl Collector for SyscallCollector {
         }
         drop(maps);
         map_rows.extend(super::sched::map_rows(&self.programs));
+        map_rows.extend(super::net::map_rows(&self.programs));
+        map_rows.extend(super::capabilities::map_rows(&self.programs));
         encode_gauges(
             &mut encoder,
             "kernsight_bpf_map_entries",

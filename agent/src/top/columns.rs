@@ -71,7 +71,12 @@ pub const COLUMNS: &[Column] = &[
     },
     Column {
         header: "NET_B/S",
-        compute: Compute::Rate(Match::Around("kernsight_net", "_bytes_total")),
+        compute: Compute::Rate(Match::Around("kernsight_container_network_", "_bytes_total")),
+        always: false,
+    },
+    Column {
+        header: "DROPS/S",
+        compute: Compute::Rate(Match::Exact("kernsight_container_packet_drops_total")),
         always: false,
     },
     Column {

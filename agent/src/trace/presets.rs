@@ -93,10 +93,10 @@ fn tcp_addresses(event: &mut Event) {
 
 fn capability_name(event: &mut Event) {
     let cap = number(event, "cap").unwrap_or(-1);
-    let name = caps::all()
-        .into_iter()
-        .find(|c| i128::from(c.index()) == cap)
-        .map_or_else(|| format!("capability {cap}"), |c| c.to_string());
+    let name = u32::try_from(cap).map_or_else(
+        |_| format!("capability {cap}"),
+        |cap| crate::kernel::names::capability_name(cap).into_owned(),
+    );
     event.push(&Arc::from("capability"), Value::Str(name));
 }
 

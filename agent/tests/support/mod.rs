@@ -15,6 +15,7 @@ use std::{
 
 pub mod containerd;
 pub mod image;
+pub mod podman;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_kernsight");
 
@@ -154,13 +155,28 @@ pub struct Agent {
     child: Child,
     pub address: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// A pin directory of this agent's own, removed when it is dropped.
+    own_pins: Option<PathBuf>,
+}
+
+/// A pin directory no other agent uses (tests must not continue each other's counters, nor those
+/// of an agent running on the host).
+pub fn unique_pin_dir(tag: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    PathBuf::from(format!("/sys/fs/bpf/kernsight-test-{tag}-{}-{n}", std::process::id()))
 }
 
 impl Agent {
+    /// Starts `kernsight run ARGS`, with maps pinned in a directory of its own unless ARGS name one.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BINARY)
-            .args(["run", "--listen", "127.0.0.1:0"])
-            .args(args)
+        let own_pins = (!args.contains(&"--pin-dir")).then(|| unique_pin_dir("agent"));
+        let mut command = Command::new(BINARY);
+        command.args(["run", "--listen", "127.0.0.1:0"]).args(args);
+        if let Some(dir) = &own_pins {
+            command.arg("--pin-dir").arg(dir);
+        }
+        let mut child = command
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -191,7 +207,13 @@ impl Agent {
                 panic!("kernsight did not start ({status:?}); log:\n{}", log.lock().unwrap());
             }
         };
-        Self { child, address, log }
+        Self { child, address, log, own_pins }
+    }
+
+    /// SIGKILL: no clean-up of any kind, as after a crash or an OOM kill of the agent.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn log(&self) -> String {
@@ -233,6 +255,9 @@ impl Drop for Agent {
         if let Ok(None) = self.child.try_wait() {
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
             let _ = self.child.wait();
+        }
+        if let Some(dir) = &self.own_pins {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -1,0 +1,150 @@
+//! Network families: per-cgroup traffic (`traffic`: cgroup_skb), per-interface traffic by
+//! protocol (`xdp`), TCP connection health (`tcp`) and packet drops by reason (`drops`).
+//!
+//! Counters here are updated with atomic adds even in per-CPU maps: these programs run in
+//! process context and in softirq, and a softirq can interrupt a program on the same CPU.
+
+mod drops;
+mod parse;
+mod tcp;
+mod traffic;
+mod xdp;
+
+use aya_ebpf::{bindings::BPF_NOEXIST, maps::PerCpuHashMap};
+use kernsight_common::net::Traffic;
+
+use crate::{
+    syscalls::count_map_full,
+    task::{cgroup_id, global, load},
+};
+
+#[inline(always)]
+pub(crate) fn atomic_add(counter: *mut u64, amount: u64) {
+    // SAFETY: `counter` points into a map value the kernel gave, 8-byte aligned. The BPF target
+    // has no `AtomicU64` in core; the intrinsic compiles to a BPF atomic add.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            counter, amount,
+        )
+    };
+}
+
+#[inline(always)]
+fn add_existing_traffic<K>(map: &PerCpuHashMap<K, Traffic>, key: &K, bytes: u64) -> bool {
+    match map.get_ptr_mut(key) {
+        Some(value) => {
+            // SAFETY: this CPU's value in the map.
+            unsafe {
+                atomic_add(&raw mut (*value).packets, 1);
+                atomic_add(&raw mut (*value).bytes, bytes);
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// Counts one packet of `bytes` under `key`, or under `overflow` (created by user space before
+/// attaching) when the map is full.
+#[inline(always)]
+pub(crate) fn add_traffic<K>(
+    map: &PerCpuHashMap<K, Traffic>,
+    key: &K,
+    overflow: &K,
+    full_index: u32,
+    bytes: u64,
+) {
+    if add_existing_traffic(map, key, bytes) {
+        return;
+    }
+    let first = Traffic { packets: 1, bytes };
+    if map.insert(key, &first, BPF_NOEXIST.into()).is_ok() || add_existing_traffic(map, key, bytes) {
+        return;
+    }
+    count_map_full(full_index);
+    add_existing_traffic(map, overflow, bytes);
+}
+
+/// Adds `amount` to a `u64` counter, as `add_traffic` does.
+#[inline(always)]
+pub(crate) fn add_count<K>(map: &PerCpuHashMap<K, u64>, key: &K, overflow: &K, full_index: u32, amount: u64) {
+    let existing = |k: &K| match map.get_ptr_mut(k) {
+        Some(value) => {
+            atomic_add(value, amount);
+            true
+        }
+        None => false,
+    };
+    if existing(key) || map.insert(key, &amount, BPF_NOEXIST.into()).is_ok() || existing(key) {
+        return;
+    }
+    count_map_full(full_index);
+    existing(overflow);
+}
+
+#[unsafe(no_mangle)]
+static SOCK_CGRP_DATA_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static SOCK_CGRP_DATA_CGROUP_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static SOCK_STATE_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static SOCK_PROTOCOL_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static SKB_SK_OFFSET: u32 = 0;
+
+/// `TCP_TIME_WAIT` and `TCP_NEW_SYN_RECV`: states of the small socket kinds (timewait and
+/// request sockets) that share only `sock_common` with a full `struct sock`.
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_NEW_SYN_RECV: u8 = 12;
+
+/// `sk->sk_state`.
+///
+/// # Safety
+/// `sk` must be a BTF pointer to a `struct sock` (or one of its smaller kinds), non-null.
+#[inline(always)]
+pub(crate) unsafe fn sock_state(sk: *const u8) -> u8 {
+    unsafe { load(sk, global(&SOCK_STATE_OFFSET)) }
+}
+
+/// `sk->sk_protocol`.
+///
+/// # Safety
+/// As `sock_state`, for a full socket.
+#[inline(always)]
+pub(crate) unsafe fn sock_protocol(sk: *const u8) -> u16 {
+    unsafe { load(sk, global(&SOCK_PROTOCOL_OFFSET)) }
+}
+
+/// The cgroup v2 id of a socket (the cgroup of the task that created it), or `None` for a null
+/// pointer or a socket kind that has no cgroup (timewait, request sockets).
+///
+/// # Safety
+/// `sk` must be null or a BTF pointer to a `struct sock`.
+#[inline(always)]
+pub(crate) unsafe fn sock_cgroup(sk: *const u8) -> Option<u64> {
+    if sk.is_null() {
+        return None;
+    }
+    unsafe {
+        let state = sock_state(sk);
+        if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
+            return None;
+        }
+        let offset = global(&SOCK_CGRP_DATA_OFFSET) + global(&SOCK_CGRP_DATA_CGROUP_OFFSET);
+        let cgroup: *mut aya_ebpf::bindings::cgroup = load(sk, offset);
+        if cgroup.is_null() {
+            return None;
+        }
+        Some(cgroup_id(cgroup))
+    }
+}
+
+/// `skb->sk`.
+///
+/// # Safety
+/// `skb` must be a BTF pointer to a `struct sk_buff`.
+#[inline(always)]
+pub(crate) unsafe fn skb_sock(skb: *const u8) -> *const u8 {
+    unsafe { load(skb, global(&SKB_SK_OFFSET)) }
+}

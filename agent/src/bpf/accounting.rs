@@ -1,0 +1,153 @@
+//! What kernsight's eBPF objects cost: kernel memory per map (per-CPU maps count once per
+//! possible CPU), and, while the kernel's BPF statistics are on, run time and runs per program.
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsRawFd as _, OwnedFd},
+    time::Duration,
+};
+
+use aya::Ebpf;
+use tracing::{info, warn};
+
+/// Kernel memory of every map this process holds, by map name, from `/proc/self/fdinfo`
+/// (`memlock`: what the kernel charges for the map, its per-CPU copies included). Each map is
+/// counted once, however many descriptors refer to it. `names`: the object's full map names
+/// (the kernel keeps 15 characters).
+pub fn map_memory(names: &[String]) -> BTreeMap<String, u64> {
+    let mut seen = std::collections::HashSet::new();
+    let mut memory = BTreeMap::new();
+    let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") else { return memory };
+    for entry in fds.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        let Some(map) = parse_fdinfo(&text) else { continue };
+        if !seen.insert(map.id) {
+            continue;
+        }
+        let kernel_name = kernel_map_name(fd).unwrap_or_default();
+        *memory.entry(full_name(&kernel_name, names)).or_default() += map.memlock;
+    }
+    memory
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct MapFdInfo {
+    id: u32,
+    memlock: u64,
+}
+
+/// The fields of a map descriptor's fdinfo that matter here; `None` for other descriptors.
+fn parse_fdinfo(text: &str) -> Option<MapFdInfo> {
+    let field = |name: &str| {
+        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok())
+    };
+    Some(MapFdInfo { id: u32::try_from(field("map_id")?).ok()?, memlock: field("memlock")? })
+}
+
+/// The object's name for a (possibly truncated) kernel map name.
+fn full_name(kernel_name: &str, names: &[String]) -> String {
+    if kernel_name.is_empty() {
+        return "unnamed".to_owned();
+    }
+    let mut candidates = names.iter().filter(|name| name.starts_with(kernel_name));
+    match (candidates.next(), candidates.next()) {
+        (Some(name), None) => name.clone(),
+        _ => kernel_name.to_owned(),
+    }
+}
+
+/// The map's name as the kernel holds it (`BPF_OBJ_GET_INFO_BY_FD` on a descriptor this process
+/// owns: no privilege beyond holding it).
+fn kernel_map_name(fd: i32) -> Option<String> {
+    // The head of `struct bpf_map_info`: type, id, key_size, value_size, max_entries, map_flags,
+    // name[16]. The kernel fills at most `info_len` bytes.
+    #[repr(C)]
+    #[derive(Default)]
+    struct MapInfoHead {
+        header: [u32; 6],
+        name: [u8; 16],
+    }
+    #[repr(C)]
+    struct GetInfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let mut head = MapInfoHead::default();
+    let mut attr = GetInfoAttr {
+        bpf_fd: u32::try_from(fd).ok()?,
+        info_len: size_of::<MapInfoHead>() as u32,
+        info: (&raw mut head) as u64,
+    };
+    // SAFETY: `attr` and `head` outlive the call, and the kernel writes at most `info_len` bytes.
+    let result = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &raw mut attr, size_of::<GetInfoAttr>())
+    };
+    if result != 0 {
+        return None;
+    }
+    let len = head.name.iter().position(|&b| b == 0).unwrap_or(head.name.len());
+    Some(String::from_utf8_lossy(&head.name[..len]).into_owned())
+}
+
+/// The kernel's BPF run-time statistics, on for as long as this lives (they cost two clock reads
+/// per program run, for every program on the node, hence opt-in).
+pub struct RunStats(#[allow(dead_code)] OwnedFd);
+
+impl std::fmt::Debug for RunStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RunStats").field(&self.0.as_raw_fd()).finish()
+    }
+}
+
+impl RunStats {
+    pub fn enable() -> Option<Self> {
+        match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            Ok(fd) => {
+                info!("BPF run-time statistics on (bpf.program_stats)");
+                Some(Self(fd))
+            }
+            Err(err) => {
+                warn!("cannot turn on BPF run-time statistics ({err}): program run times are not exported");
+                None
+            }
+        }
+    }
+}
+
+/// Run time and runs of each named program, summed over CPUs since it was loaded.
+pub fn program_runs<'a>(ebpf: &Ebpf, names: impl Iterator<Item = &'a str>) -> Vec<(&'a str, Duration, u64)> {
+    names
+        .filter_map(|name| {
+            let info = ebpf.program(name)?.info().ok()?;
+            Some((name, info.run_time(), info.run_count()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_map_fdinfo() {
+        let text = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t1049\nmap_type:\t6\nkey_size:\t4\n\
+                    value_size:\t4096\nmax_entries:\t513\nmap_flags:\t0x0\nmap_extra:\t0x0\n\
+                    memlock:\t4263936\nmap_id:\t417\nfrozen:\t0\n";
+        assert_eq!(parse_fdinfo(text), Some(MapFdInfo { id: 417, memlock: 4_263_936 }));
+        assert_eq!(parse_fdinfo("pos:\t0\nflags:\t0100000\nmnt_id:\t24\nino:\t3\n"), None);
+        assert_eq!(parse_fdinfo("map_id:\tx\nmemlock:\t1\n"), None);
+    }
+
+    #[test]
+    fn names_truncated_maps_by_the_object() {
+        let names = ["PROCESS_EVENTS".to_owned(), "PROCESS_EVENTS_LOST".to_owned(), "MAP_FULL".to_owned()];
+        assert_eq!(full_name("PROCESS_EVENTS_", &names), "PROCESS_EVENTS_LOST");
+        assert_eq!(full_name("MAP_FULL", &names), "MAP_FULL");
+        // Ambiguous or unknown: the kernel's name as it is.
+        assert_eq!(full_name("PROCESS_EVENT", &names), "PROCESS_EVENT");
+        assert_eq!(full_name("", &names), "unnamed");
+    }
+}

@@ -1,0 +1,89 @@
+//! `kernsight_capability_checks_total`, read from the `capabilities` family's map on each scrape.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use kernsight_common::security::{CAPABILITY_CHECKS_MAP, DENIED, NESTED_USER_NS};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+
+use super::{LabelNames, encode_counters, syscalls::CgroupNamer, workload_labels};
+use crate::{
+    bpf::Programs,
+    kernel::names::capability_name,
+    metadata::{
+        cgroups::Tracker,
+        identity::{Resolver, Workload},
+    },
+};
+
+#[derive(Debug)]
+pub struct CapabilityCollector {
+    programs: Arc<Programs>,
+    tracker: Arc<Tracker>,
+    resolver: Arc<Resolver>,
+}
+
+impl CapabilityCollector {
+    pub fn new(programs: Arc<Programs>, tracker: Arc<Tracker>, resolver: Arc<Resolver>) -> Self {
+        Self { programs, tracker, resolver }
+    }
+}
+
+/// The `result` label.
+pub fn result_label(result: u8) -> &'static str {
+    if result == DENIED { "denied" } else { "granted" }
+}
+
+/// The `userns` label: whether the checked credentials live in the host's user namespace.
+pub fn userns_label(userns: u8) -> &'static str {
+    if userns == NESTED_USER_NS { "nested" } else { "initial" }
+}
+
+/// The `cap` and `result` labels of a capability check.
+pub fn capability_labels(cap: u32, result: u8) -> (String, &'static str) {
+    (capability_name(cap).into_owned(), result_label(result))
+}
+
+/// (map, entries in use, bound), for `kernsight_bpf_map_entries`.
+pub(super) fn map_rows(programs: &Programs) -> Vec<(&'static str, usize, u32)> {
+    programs
+        .capabilities
+        .as_ref()
+        .map(|maps| {
+            let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
+            (CAPABILITY_CHECKS_MAP, maps.entries(), maps.capacity)
+        })
+        .into_iter()
+        .collect()
+}
+
+impl Collector for CapabilityCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(maps) = &self.programs.capabilities else {
+            return Ok(());
+        };
+        let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
+        let with_id = LabelNames {
+            container_id: self.resolver.container_id_label(),
+            pod_labels: self.resolver.pod_label_names(),
+        };
+        // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
+        let (rows, _unreadable) = maps.lock().unwrap_or_else(|e| e.into_inner()).read();
+        let mut series: BTreeMap<(Workload, u32, u8, u8), u64> = BTreeMap::new();
+        for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
+            *series.entry((namer.name(key.cgroup_id), key.cap, key.result, key.userns)).or_default() += value;
+        }
+        encode_counters(
+            &mut encoder,
+            "kernsight_capability_checks",
+            "Capability checks (cap_capable) by workload, capability, result (granted or denied) and the user namespace of the credentials (initial: the host's; nested: a user namespace)",
+            series.into_iter().map(|((workload, cap, result, userns), n)| {
+                let own = [
+                    ("cap", capability_name(cap).into_owned()),
+                    ("result", result_label(result).to_owned()),
+                    ("userns", userns_label(userns).to_owned()),
+                ];
+                (workload_labels(&workload, &with_id, own), n)
+            }),
+        )
+    }
+}

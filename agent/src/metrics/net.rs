@@ -1,0 +1,296 @@
+//! Network families read from the kernel's maps on each scrape:
+//! `kernsight_container_network_{receive,transmit}_{bytes,packets}_total` (cgroup_skb),
+//! `kernsight_interface_{packets,bytes}_total` and `kernsight_interface_xdp_info` (XDP),
+//! `kernsight_tcp_*` and `kernsight_packet_drops_total` / `kernsight_container_packet_drops_total`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use kernsight_common::net::{
+    DROP_REASON_OTHER, EGRESS, INGRESS, NO_SOCKET_CGROUP_ID, Traffic, protocol, tcp_event,
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::MetricType,
+};
+
+use super::{
+    LabelNames, encode_counters, encode_gauges,
+    syscalls::{CgroupNamer, Latency, LatencyHistogram},
+    workload_labels,
+};
+use crate::{
+    bpf::{
+        Programs,
+        net::{NetMaps, read_traffic},
+    },
+    kernel::tracefs_symbols::Symbols,
+    metadata::{
+        cgroups::Tracker,
+        identity::{Resolver, Workload},
+    },
+};
+
+#[derive(Debug)]
+pub struct NetCollector {
+    programs: Arc<Programs>,
+    tracker: Arc<Tracker>,
+    resolver: Arc<Resolver>,
+    /// Drop reason numbers → names, from this kernel's `skb/kfree_skb/format`.
+    reasons: Symbols,
+}
+
+impl NetCollector {
+    pub fn new(
+        programs: Arc<Programs>,
+        tracker: Arc<Tracker>,
+        resolver: Arc<Resolver>,
+        reasons: Symbols,
+    ) -> Self {
+        Self { programs, tracker, resolver, reasons }
+    }
+
+    fn reason_name(&self, reason: u32) -> String {
+        match self.reasons.get(&u64::from(reason)) {
+            Some(name) => name.clone(),
+            None if reason == DROP_REASON_OTHER => "other".to_owned(),
+            None => format!("reason_{reason}"),
+        }
+    }
+}
+
+/// The `protocol` label of an XDP classification.
+pub fn protocol_label(what: u32) -> &'static str {
+    match what {
+        protocol::IPV4_TCP => "ipv4_tcp",
+        protocol::IPV4_UDP => "ipv4_udp",
+        protocol::IPV4_ICMP => "ipv4_icmp",
+        protocol::IPV4_OTHER => "ipv4_other",
+        protocol::IPV6_TCP => "ipv6_tcp",
+        protocol::IPV6_UDP => "ipv6_udp",
+        protocol::IPV6_ICMP => "ipv6_icmp",
+        protocol::IPV6_OTHER => "ipv6_other",
+        protocol::ARP => "arp",
+        protocol::MALFORMED => "malformed",
+        _ => "other",
+    }
+}
+
+/// The workload of a cgroup id, with the id of "no socket" named as such.
+fn workload_of(namer: &mut CgroupNamer, cgroup_id: u64) -> Workload {
+    if cgroup_id == NO_SOCKET_CGROUP_ID {
+        return Workload { cgroup: "no_socket".to_owned(), ..Workload::default() };
+    }
+    namer.name_without_walk(cgroup_id)
+}
+
+/// (map, entries, bound) of the network maps, for `kernsight_bpf_map_entries`.
+pub(super) fn map_rows(programs: &Programs) -> Vec<(&'static str, usize, u32)> {
+    programs.net.lock().unwrap_or_else(|e| e.into_inner()).map_rows()
+}
+
+impl Collector for NetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
+        let names = LabelNames {
+            container_id: self.resolver.container_id_label(),
+            pod_labels: self.resolver.pod_label_names(),
+        };
+        let maps = self.programs.net.lock().unwrap_or_else(|e| e.into_inner());
+        self.encode_cgroup_traffic(&mut encoder, &maps, &mut namer, &names)?;
+        encode_interfaces(&mut encoder, &maps)?;
+        self.encode_tcp(&mut encoder, &maps, &mut namer, &names)?;
+        self.encode_drops(&mut encoder, &maps, &mut namer, &names)
+    }
+}
+
+impl NetCollector {
+    fn encode_cgroup_traffic(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        maps: &NetMaps,
+        namer: &mut CgroupNamer,
+        names: &LabelNames,
+    ) -> Result<(), std::fmt::Error> {
+        let Some((map, _)) = &maps.cgroup_traffic else {
+            return Ok(());
+        };
+        let mut series: BTreeMap<(u32, Workload), Traffic> = BTreeMap::new();
+        for (key, traffic) in read_traffic(map).into_iter().filter(|(_, t)| t.packets > 0) {
+            let sum = series.entry((key.direction, namer.name_without_walk(key.cgroup_id))).or_default();
+            sum.packets += traffic.packets;
+            sum.bytes += traffic.bytes;
+        }
+        for (direction, verb, what) in [(INGRESS, "receive", "received"), (EGRESS, "transmit", "sent")] {
+            let rows = || series.iter().filter(move |((d, _), _)| *d == direction);
+            encode_counters(
+                encoder,
+                &format!("kernsight_container_network_{verb}_packets"),
+                &format!(
+                    "IP packets {what} by the sockets of the workload (cgroup_skb on the cgroup v2 root)"
+                ),
+                rows().map(|((_, w), t)| (workload_labels(w, names, []), t.packets)),
+            )?;
+            encode_counters(
+                encoder,
+                &format!("kernsight_container_network_{verb}_bytes"),
+                &format!(
+                    "Bytes of the IP packets {what} by the sockets of the workload (IP headers included)"
+                ),
+                rows().map(|((_, w), t)| (workload_labels(w, names, []), t.bytes)),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn encode_tcp(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        maps: &NetMaps,
+        namer: &mut CgroupNamer,
+        names: &LabelNames,
+    ) -> Result<(), std::fmt::Error> {
+        let Some((map, _)) = &maps.tcp else {
+            return Ok(());
+        };
+        let (rows, _unreadable) = crate::bpf::syscalls::read_per_cpu(map);
+        let mut events: BTreeMap<(Workload, u32), u64> = BTreeMap::new();
+        let mut durations: BTreeMap<Workload, Latency> = BTreeMap::new();
+        for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
+            let workload = workload_of(namer, key.cgroup_id);
+            if key.event >= tcp_event::DURATION_BUCKETS {
+                durations.entry(workload).or_default().add(key.event - tcp_event::DURATION_BUCKETS, value);
+            } else {
+                *events.entry((workload, key.event)).or_default() += value;
+            }
+        }
+        let of = |wanted: u32| events.iter().filter(move |((_, e), _)| *e == wanted);
+        let results = [
+            (tcp_event::CONNECTED, "connected"),
+            (tcp_event::ACCEPTED, "accepted"),
+            (tcp_event::FAILED, "failed"),
+        ];
+        encode_counters(
+            encoder,
+            "kernsight_tcp_connections",
+            "TCP connections by workload and result: connected (SYN_SENT to ESTABLISHED), accepted (SYN_RECV to ESTABLISHED), failed (SYN_SENT to CLOSE: refused, timed out, unreachable)",
+            results.into_iter().flat_map(|(event, result)| {
+                of(event)
+                    .map(move |((w, _), n)| (workload_labels(w, names, [("result", result.to_owned())]), *n))
+            }),
+        )?;
+        encode_counters(
+            encoder,
+            "kernsight_tcp_retransmits",
+            "TCP segments retransmitted, by workload of the socket (tcp:tcp_retransmit_skb)",
+            of(tcp_event::RETRANSMIT).map(|((w, _), n)| (workload_labels(w, names, []), *n)),
+        )?;
+        let resets = [(tcp_event::RESET_SENT, "sent"), (tcp_event::RESET_RECEIVED, "received")];
+        encode_counters(
+            encoder,
+            "kernsight_tcp_resets",
+            "TCP resets sent and received, by workload of the socket (cgroup=\"no_socket\": a reset answering a segment no socket owns, e.g. to a closed port)",
+            resets.into_iter().flat_map(|(event, direction)| {
+                of(event).map(move |((w, _), n)| {
+                    (workload_labels(w, names, [("direction", direction.to_owned())]), *n)
+                })
+            }),
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "kernsight_tcp_connection_duration_seconds",
+            "Lifetime of TCP connections that closed, from the first SYN (outgoing) or the end of the handshake (incoming) to CLOSE, by workload",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (workload, latency) in &durations {
+            LatencyHistogram(latency).encode(family.encode_family(&workload_labels(
+                workload,
+                names,
+                [],
+            ))?)?;
+        }
+        Ok(())
+    }
+
+    fn encode_drops(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        maps: &NetMaps,
+        namer: &mut CgroupNamer,
+        names: &LabelNames,
+    ) -> Result<(), std::fmt::Error> {
+        if maps.drop_reasons.is_none() {
+            return Ok(());
+        }
+        encode_counters(
+            encoder,
+            "kernsight_packet_drops",
+            "Packets the kernel dropped (skb:kfree_skb), by drop reason as this kernel names it",
+            maps.drop_reasons().into_iter().map(|(reason, n)| ([("reason", self.reason_name(reason))], n)),
+        )?;
+        let Some((map, _)) = &maps.cgroup_drops else {
+            return Ok(());
+        };
+        let (rows, _unreadable) = crate::bpf::syscalls::read_per_cpu(map);
+        let mut series: BTreeMap<(Workload, u32), u64> = BTreeMap::new();
+        for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
+            *series.entry((namer.name_without_walk(key.cgroup_id), key.reason)).or_default() += value;
+        }
+        encode_counters(
+            encoder,
+            "kernsight_container_packet_drops",
+            "Dropped packets whose socket is known (sent by it, or found for it on receive), by workload of the socket and drop reason",
+            series.iter().map(|((w, reason), n)| {
+                (workload_labels(w, names, [("reason", self.reason_name(*reason))]), *n)
+            }),
+        )
+    }
+}
+
+fn encode_interfaces(encoder: &mut DescriptorEncoder, maps: &NetMaps) -> Result<(), std::fmt::Error> {
+    encode_gauges(
+        encoder,
+        "kernsight_interface_xdp_info",
+        "Interfaces kernsight watches with XDP and how: mode native (in the driver), generic (in the stack), or failed (see the log); the value is always 1",
+        maps.xdp.iter().map(|a| {
+            let labels = [
+                ("interface", a.target.interface.clone()),
+                ("netns", a.target.netns.clone()),
+                ("mode", a.mode.into()),
+            ];
+            (labels, 1)
+        }),
+    )?;
+    let Some((map, _)) = &maps.interface_traffic else {
+        return Ok(());
+    };
+    let name_of = |ifindex: u32| {
+        maps.xdp
+            .iter()
+            .find(|a| a.ifindex == ifindex && a.error.is_none())
+            .map(|a| (a.target.interface.clone(), a.target.netns.clone()))
+            .unwrap_or_else(|| ("other".to_owned(), String::new()))
+    };
+    let mut series: BTreeMap<(String, String, &'static str), Traffic> = BTreeMap::new();
+    for (key, traffic) in read_traffic(map).into_iter().filter(|(_, t)| t.packets > 0) {
+        let (interface, netns) = name_of(key.ifindex);
+        let sum = series.entry((interface, netns, protocol_label(key.protocol))).or_default();
+        sum.packets += traffic.packets;
+        sum.bytes += traffic.bytes;
+    }
+    let labels = |(interface, netns, protocol): &(String, String, &'static str)| {
+        [("interface", interface.clone()), ("netns", netns.clone()), ("protocol", (*protocol).to_owned())]
+    };
+    encode_counters(
+        encoder,
+        "kernsight_interface_packets",
+        "Frames received on the interface, by protocol as the XDP program parsed it (malformed: a header that does not fit in the frame)",
+        series.iter().map(|(key, t)| (labels(key), t.packets)),
+    )?;
+    encode_counters(
+        encoder,
+        "kernsight_interface_bytes",
+        "Bytes of the frames received on the interface (link-layer header included), by protocol",
+        series.iter().map(|(key, t)| (labels(key), t.bytes)),
+    )
+}

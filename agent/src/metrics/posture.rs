@@ -1,0 +1,147 @@
+//! The posture of every container, read from `/proc` on each scrape (see `crate::posture`):
+//! `kernsight_container_capability`, `_privileged`, `_seccomp_mode`, `_seccomp_filters`,
+//! `_no_new_privs`, `_run_as_root`, `_user_namespace`, `_host_namespace`.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+
+use super::{LabelNames, LabelSet, encode_gauges, workload_labels};
+use crate::{
+    inspect::capability_names,
+    metadata::identity::Resolver,
+    posture::{self, ContainerPosture, NAMESPACES},
+};
+
+/// Scrapes closer together than this share one walk of `/proc` (a walk reads every process's
+/// cgroup file, and the status and namespaces of the containers' processes).
+const CACHE_TTL: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub struct PostureCollector {
+    resolver: Arc<Resolver>,
+    proc_root: PathBuf,
+    cache: Mutex<Option<(Instant, Arc<Vec<ContainerPosture>>)>>,
+}
+
+impl PostureCollector {
+    pub fn new(resolver: Arc<Resolver>) -> Self {
+        Self { resolver, proc_root: posture::proc_root(), cache: Mutex::new(None) }
+    }
+
+    fn containers(&self) -> Arc<Vec<ContainerPosture>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cache {
+            Some((at, containers)) if at.elapsed() < CACHE_TTL => containers.clone(),
+            _ => {
+                let containers = Arc::new(posture::all(&self.proc_root));
+                *cache = Some((Instant::now(), containers.clone()));
+                containers
+            }
+        }
+    }
+}
+
+impl Collector for PostureCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let containers = self.containers();
+        let with_id = LabelNames {
+            container_id: self.resolver.container_id_label(),
+            pod_labels: self.resolver.pod_label_names(),
+        };
+        let labelled: Vec<(LabelSet, &ContainerPosture)> = containers
+            .iter()
+            .map(|c| (workload_labels(&self.resolver.workload(&c.cgroup), &with_id, []), c))
+            .collect();
+        let gauge = |value: fn(&ContainerPosture) -> i64| {
+            labelled.iter().map(move |(labels, c)| (labels.clone(), value(c)))
+        };
+
+        let mut held = Vec::new();
+        for (labels, c) in &labelled {
+            for cap in capability_names(c.effective) {
+                let mut labels = labels.clone();
+                labels.push(("cap".into(), cap));
+                held.push((labels, 1));
+            }
+        }
+        encode_gauges(
+            &mut encoder,
+            "kernsight_container_capability",
+            "Capabilities in the effective set of a container's processes (1 per capability held)",
+            held,
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_container_privileged",
+            "1 when the container's bounding set holds every capability the host's init holds",
+            gauge(|c| i64::from(c.privileged)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_container_seccomp_mode",
+            "Seccomp mode of the container's least confined process: 0 disabled, 1 strict, 2 filter",
+            gauge(|c| c.seccomp as i64),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_container_seccomp_filters",
+            "Seccomp filters attached to the container's least confined process",
+            gauge(|c| i64::from(c.seccomp_filters)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_container_no_new_privs",
+            "1 when every process of the container has NoNewPrivs set",
+            gauge(|c| i64::from(c.no_new_privs)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_container_run_as_root",
+            "1 when a process of the container runs with uid 0 (real or effective)",
+            gauge(|c| i64::from(c.runs_as_root)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_container_user_namespace",
+            "1 when the container's processes have a user namespace of their own (uid 0 inside is not the host's root)",
+            labelled
+                .iter()
+                .filter(|(_, c)| c.namespaces_known)
+                .map(|(l, c)| (l.clone(), i64::from(c.own_user_namespace))),
+        )?;
+        let mut shared = Vec::new();
+        for (labels, c) in labelled.iter().filter(|(_, c)| c.namespaces_known) {
+            for kind in NAMESPACES {
+                let mut labels = labels.clone();
+                labels.push(("namespace_type".into(), kind.name().to_owned()));
+                shared.push((labels, i64::from(c.shares_host(kind))));
+            }
+        }
+        encode_gauges(
+            &mut encoder,
+            "kernsight_container_writable_host_mounts",
+            "Host directories of a disk or network filesystem mounted writable into the container",
+            labelled
+                .iter()
+                .filter(|(_, c)| c.namespaces_known)
+                .map(|(l, c)| (l.clone(), c.writable_host_mounts.len() as i64)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_container_posture_namespaces_unknown",
+            "Containers whose namespaces could not be read (the agent needs CAP_SYS_PTRACE for them); their namespace series are left out",
+            [(super::NO_LABELS, labelled.iter().filter(|(_, c)| !c.namespaces_known).count() as i64)],
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_container_host_namespace",
+            "1 when the container shares that namespace (pid, net, ipc, uts, mnt, cgroup, user) with the host",
+            shared,
+        )
+    }
+}

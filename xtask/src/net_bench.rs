@@ -1,0 +1,248 @@
+//! `cargo xtask bench net`: what the network programs cost per packet.
+//!
+//! Two network namespaces joined by a veth pair (created for the run, removed after): a sender
+//! in one (pinned to CPU 1) floods UDP datagrams of 64 bytes to a receiver in the other (pinned
+//! to CPU 0). veth hands each packet to the receive softirq on the sending CPU, which runs it
+//! when the send re-enables bottom halves, in the sender's context: the sender's own CPU time
+//! (`/proc/thread-self/schedstat`, ns; this kernel has no IRQ time accounting, so softirq time
+//! is charged to the task it interrupted) is the cost of each packet's path through egress,
+//! veth, XDP, IP, UDP and ingress, without the time other processes of a shared machine take.
+//! The wall-clock rate is printed too. It runs bare, then with the agent's network programs in
+//! several configurations (other families off); rounds are interleaved so that drift on the
+//! machine spreads over every configuration alike.
+
+use std::{
+    net::UdpSocket,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    bench::{Stream, agent_command, median, start_and_wait, stop},
+    process::output,
+    report::Row,
+};
+
+const PACKETS: u64 = 200_000;
+const PAYLOAD: usize = 64;
+const ROUNDS: usize = 7;
+const PORT: u16 = 9191;
+
+/// (name, `[network]` keys beyond the interfaces; `None`: no agent). Other families are off.
+const CONFIGS: &[(&str, Option<&str>)] = &[
+    ("bare (nothing attached)", None),
+    ("kernsight: cgroup_skb only", Some("xdp = false\n")),
+    ("kernsight: XDP only (both veth ends)", Some("cgroup_traffic = false\n")),
+    ("kernsight: XDP + cgroup_skb", Some("")),
+];
+
+/// The agent's other families, off: only the network programs are measured.
+const OTHERS_OFF: &str =
+    "[syscalls]\nenabled = false\n[sched]\nrunqueue_latency = false\nprocesses = false\n";
+
+struct Pair {
+    a: String,
+    b: String,
+}
+
+impl Pair {
+    fn create() -> Result<Self, String> {
+        let tag = std::process::id() % 100_000;
+        let pair = Self { a: format!("ksbench{tag}a"), b: format!("ksbench{tag}b") };
+        let ip = |args: &[&str]| -> Result<(), String> {
+            output(Command::new("ip").args(args))
+                .map(drop)
+                .ok_or_else(|| format!("ip {} failed", args.join(" ")))
+        };
+        ip(&["netns", "add", &pair.a])?;
+        ip(&["netns", "add", &pair.b])?;
+        ip(&[
+            "link", "add", "ksbench0", "netns", &pair.a, "type", "veth", "peer", "name", "ksbench1", "netns",
+            &pair.b,
+        ])?;
+        ip(&["-n", &pair.a, "addr", "add", "10.98.0.1/24", "dev", "ksbench0"])?;
+        ip(&["-n", &pair.b, "addr", "add", "10.98.0.2/24", "dev", "ksbench1"])?;
+        for (ns, dev) in [(&pair.a, "ksbench0"), (&pair.b, "ksbench1"), (&pair.a, "lo"), (&pair.b, "lo")] {
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        Ok(pair)
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+pub fn run() -> Result<Vec<Row>, String> {
+    let pair = Pair::create()?;
+    let dir = std::env::temp_dir().join(format!("kernsight-bench-net-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let interfaces = format!("xdp_interfaces = [\"{}:ksbench0\", \"{}:ksbench1\"]\n", pair.a, pair.b);
+    let files: Vec<Option<PathBuf>> = CONFIGS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, network))| {
+            network
+                .map(|keys| {
+                    let path = dir.join(format!("config{i}.toml"));
+                    let text =
+                        format!("{OTHERS_OFF}[network]\ntcp = false\ndrops = false\n{interfaces}{keys}");
+                    std::fs::write(&path, text).map(|()| path)
+                })
+                .transpose()
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot write a config file: {e}"))?;
+    println!(
+        "UDP flood through a veth pair (sender on CPU 1, receiver on CPU 0): {PACKETS} datagrams of {PAYLOAD} bytes \
+         per run, {ROUNDS} rounds, interleaved\n"
+    );
+    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); CONFIGS.len()];
+    let result = (|| {
+        for round in 1..=ROUNDS {
+            for (((name, _), file), samples) in CONFIGS.iter().zip(&files).zip(&mut samples) {
+                let (cpu, wall, delivered) = measure(&pair, file.as_ref())?;
+                eprintln!(
+                    "round {round}/{ROUNDS}: {name:<40} {cpu:8.1} ns CPU/packet, {:4.0} kpps wall, {delivered} delivered",
+                    1e6 / wall
+                );
+                samples.push((cpu, wall));
+            }
+        }
+        Ok::<(), String>(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+
+    let cpu: Vec<Vec<f64>> = samples.iter().map(|s| s.iter().map(|(c, _)| *c).collect()).collect();
+    let wall: Vec<Vec<f64>> = samples.iter().map(|s| s.iter().map(|(_, w)| *w).collect()).collect();
+    let bare = median(&cpu[0]);
+    println!(
+        "\n{:<40} {:>12} {:>10} {:>10} {:>10} {:>12}",
+        "configuration", "CPU/packet", "min", "max", "added", "wall kpps"
+    );
+    for (((name, _), cpu), wall) in CONFIGS.iter().zip(&cpu).zip(&wall) {
+        let median_cpu = median(cpu);
+        let min = cpu.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = cpu.iter().copied().fold(0.0, f64::max);
+        println!(
+            "{name:<40} {median_cpu:10.1}ns {min:8.1}ns {max:8.1}ns {:+9.1}ns {:12.0}",
+            median_cpu - bare,
+            1e6 / median(wall)
+        );
+    }
+    println!("\n(medians of {ROUNDS} rounds; `added`: CPU time per packet over the bare run)");
+    // Per round, next to the bare run of the same round.
+    let added = |config: usize| cpu[config].iter().zip(&cpu[0]).map(|(c, bare)| c - bare).collect();
+    let mut rows = vec![Row::new("net: sender CPU per packet, bare", "ns", cpu[0].clone())];
+    for (index, (name, _)) in CONFIGS.iter().enumerate().skip(1) {
+        rows.push(Row::new(format!("net: added per packet, {name}"), "ns", added(index)));
+    }
+    Ok(rows)
+}
+
+/// Starts the agent with `config` (if any), times one flood, stops the agent. Returns the
+/// sender's CPU and wall ns per packet and how many packets the receiver got.
+fn measure(pair: &Pair, config: Option<&PathBuf>) -> Result<(f64, f64, u64), String> {
+    let mut agent = match config {
+        None => None,
+        Some(file) => {
+            let mut command = agent_command();
+            command.arg("--config").arg(file);
+            Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0)
+        }
+    };
+    let result = flood(pair);
+    if let Some(child) = agent.as_mut() {
+        stop(child);
+    }
+    result
+}
+
+/// xtask's own binary run in namespace `ns`, pinned to `cpu` when `taskset` is there.
+fn in_netns(ns: &str, cpu: &str, args: &[&str]) -> Result<Command, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns]);
+    if output(Command::new("taskset").arg("-V")).is_some() {
+        command.args(["taskset", "-c", cpu]);
+    }
+    command.arg(exe).args(args);
+    Ok(command)
+}
+
+fn flood(pair: &Pair) -> Result<(f64, f64, u64), String> {
+    let sink: Child = in_netns(&pair.b, "0", &["__udp-sink", &PORT.to_string()])?
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the receiver: {e}"))?;
+    // Let it bind before the first datagram.
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = output(&mut in_netns(
+        &pair.a,
+        "1",
+        &["__udp-send", "10.98.0.2", &PORT.to_string(), &PACKETS.to_string()],
+    )?);
+    let received = sink.wait_with_output().map_err(|e| format!("receiver: {e}"))?;
+    let sent = sent.ok_or("the sender failed")?;
+    let numbers: Vec<f64> = sent.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    let [cpu, wall] = numbers[..] else {
+        return Err(format!("the sender printed `{}`, not CPU and wall ns", sent.trim()));
+    };
+    let delivered = String::from_utf8_lossy(&received.stdout).trim().parse().unwrap_or(0);
+    Ok((cpu, wall, delivered))
+}
+
+/// This thread's CPU time so far, in ns (the first field of its schedstat).
+fn cpu_time_ns() -> Result<u64, String> {
+    let text =
+        std::fs::read_to_string("/proc/thread-self/schedstat").map_err(|e| format!("schedstat: {e}"))?;
+    text.split_whitespace().next().and_then(|n| n.parse().ok()).ok_or_else(|| format!("schedstat: `{text}`"))
+}
+
+/// `__udp-send ADDR PORT COUNT`: COUNT datagrams of 64 bytes; prints CPU and wall ns per
+/// datagram.
+pub fn udp_send(args: &[String]) -> Result<(), String> {
+    let [addr, port, count] = args else {
+        return Err("usage: __udp-send ADDR PORT COUNT".into());
+    };
+    let count: u64 = count.parse().map_err(|e| format!("count: {e}"))?;
+    let socket = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
+    socket.connect(format!("{addr}:{port}")).map_err(|e| format!("connect: {e}"))?;
+    let payload = [0x42u8; PAYLOAD];
+    let cpu_before = cpu_time_ns()?;
+    let started = Instant::now();
+    for _ in 0..count {
+        // A full receive queue on the far side is not an error of the send.
+        let _ = socket.send(&payload);
+    }
+    let wall = started.elapsed().as_nanos() as f64;
+    let cpu = cpu_time_ns()?.saturating_sub(cpu_before) as f64;
+    println!("{:.2} {:.2}", cpu / count as f64, wall / count as f64);
+    Ok(())
+}
+
+/// `__udp-sink PORT`: counts datagrams until none came for 500 ms; prints the count.
+pub fn udp_sink(args: &[String]) -> Result<(), String> {
+    let [port] = args else {
+        return Err("usage: __udp-sink PORT".into());
+    };
+    let socket = UdpSocket::bind(format!("0.0.0.0:{port}")).map_err(|e| format!("bind: {e}"))?;
+    // Wait up to 10 s for the first datagram, then 500 ms after each.
+    socket.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let mut buffer = [0u8; 2048];
+    let mut received = 0u64;
+    while socket.recv(&mut buffer).is_ok() {
+        received += 1;
+        if received == 1 {
+            socket.set_read_timeout(Some(Duration::from_millis(500))).map_err(|e| e.to_string())?;
+        }
+    }
+    println!("{received}");
+    Ok(())
+}
