@@ -11,7 +11,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages: LLVM for bpf-linker; protoc for the CRI client's generated code;
 /// bpftool, promtool and setpriv for the tests; podman, runc, containerd and busybox-static for
-/// the tests that run real containers; bpftrace and strace as the benchmarks' reference tools;
+/// the tests that run real containers; bpftrace and strace as the benchmarks' and the trace tests'
+/// reference tools;
 /// iproute2 (network namespaces, veth pairs) and nftables (lossy paths, drops, conntrack) for
 /// the network tests.
 const PACKAGES: &[&str] = &[
