@@ -4,10 +4,11 @@
 //! the `__print_symbolic` tables of `print fmt` (so enum fields decode to the kernel's names).
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
 };
+
+use super::tracefs_symbols::Symbols;
 
 use crate::trace::value::{Kind, Value};
 
@@ -32,7 +33,7 @@ pub struct FieldFormat {
     /// `common_type`, `common_pid`...: the header every record has.
     pub common: bool,
     /// `__print_symbolic` names of this field's values, if `print fmt` has them.
-    pub symbols: BTreeMap<i64, String>,
+    pub symbols: Symbols,
 }
 
 /// How a field's bytes are laid out in the record.
@@ -119,10 +120,8 @@ impl Format {
         if fields.is_empty() {
             return Err("no fields".into());
         }
-        for (field, symbols) in print_symbolic_tables(print_fmt) {
-            if let Some(f) = fields.iter_mut().find(|f| *f.name == *field) {
-                f.symbols = symbols;
-            }
+        for field in fields.iter_mut().filter(|f| !f.common) {
+            field.symbols = super::tracefs_symbols::parse(print_fmt, &field.name);
         }
         Ok(Self { name, id: id.unwrap_or(0), fields })
     }
@@ -175,7 +174,10 @@ impl FieldFormat {
         Ok(match self.layout {
             Layout::Int => {
                 let value = integer(fixed, self.signed);
-                match (self.symbols.get(&value.as_i128().map_or(0, |v| v as i64)), self.symbols.is_empty()) {
+                match (
+                    self.symbols.get(&value.as_i128().map_or(u64::MAX, |v| v as u64)),
+                    self.symbols.is_empty(),
+                ) {
                     (Some(name), _) => Value::Str(name.clone()),
                     (None, false) => Value::Str(value.to_string()),
                     (None, true) => value,
@@ -314,7 +316,7 @@ fn parse_field(line: &str) -> Result<FieldFormat, String> {
         signed,
         layout,
         common: name.starts_with("common_"),
-        symbols: BTreeMap::new(),
+        symbols: Symbols::new(),
     })
 }
 
@@ -331,40 +333,6 @@ fn element_size(type_name: &str) -> usize {
         _ if bare.ends_with('*') => 8,
         _ => 1,
     }
-}
-
-/// The `__print_symbolic(REC->field, { value, "NAME" }, ...)` tables of a `print fmt`.
-fn print_symbolic_tables(print_fmt: &str) -> Vec<(String, BTreeMap<i64, String>)> {
-    const START: &str = "__print_symbolic(REC->";
-    let mut tables = Vec::new();
-    let mut rest = print_fmt;
-    while let Some(at) = rest.find(START) {
-        rest = &rest[at + START.len()..];
-        let Some(comma) = rest.find(',') else { break };
-        let field = rest[..comma].trim().to_owned();
-        rest = &rest[comma..];
-        let mut symbols = BTreeMap::new();
-        // `{ 2, "NOT_SPECIFIED" }` pairs until the closing parenthesis of the call.
-        loop {
-            let trimmed = rest.trim_start_matches([',', ' ']);
-            let Some(pair) = trimmed.strip_prefix('{') else { break };
-            let Some(close) = pair.find('}') else { break };
-            let (value, name) = pair[..close].split_once(',').unwrap_or(("", ""));
-            let value = value.trim();
-            let parsed = match value.strip_prefix("0x") {
-                Some(hex) => i64::from_str_radix(hex, 16).ok(),
-                None => value.parse::<i64>().ok(),
-            };
-            if let Some(v) = parsed {
-                symbols.insert(v, name.trim().trim_matches('"').to_owned());
-            }
-            rest = &pair[close + 1..];
-        }
-        if !symbols.is_empty() {
-            tables.push((field, symbols));
-        }
-    }
-    tables
 }
 
 /// ` (did you mean sched:sched_process_fork?)` for a mistyped tracepoint, or nothing.
