@@ -10,12 +10,13 @@
 //! syscall path.
 
 pub mod capabilities;
-pub mod exposition;
 pub mod seccomp;
 pub mod target;
 pub mod window;
 
 use std::collections::BTreeMap;
+
+use crate::metrics::client;
 
 pub use target::Target;
 
@@ -45,10 +46,8 @@ pub enum AdviseError {
          use --pod NAMESPACE/NAME, or observe with --for DURATION"
     )]
     ContainerNotInAgent { address: String, container: String },
-    #[error(
-        "cannot reach the kernsight agent at {address}: {why}; start `kernsight run`, or observe in this process with --for DURATION"
-    )]
-    Agent { address: String, why: String },
+    #[error("cannot reach the kernsight agent: {0}; or observe in this process with --for DURATION")]
+    Agent(crate::metrics::client::ScrapeError),
     #[error("{0}")]
     Window(String),
 }
@@ -58,7 +57,6 @@ type SeriesFilter = dyn Fn(&BTreeMap<String, String>) -> bool;
 
 /// What the running agent counted for `target`, from its `/metrics` at `address`.
 pub fn from_agent(address: &str, target: &Target) -> Result<Observed, AdviseError> {
-    let agent_error = |why: String| AdviseError::Agent { address: address.to_owned(), why };
     let matches: Box<SeriesFilter> = match target {
         Target::Container(name) => {
             let running = target::running_container(name)?;
@@ -81,10 +79,10 @@ pub fn from_agent(address: &str, target: &Target) -> Result<Observed, AdviseErro
             Box::new(move |labels| labels.get("cgroup") == Some(&path))
         }
     };
-    let samples = exposition::parse(&exposition::fetch(address).map_err(agent_error)?);
+    let samples = client::parse(&client::fetch(address).map_err(AdviseError::Agent)?);
     let mut observed =
         Observed { source: format!("the counts of the agent at {address}"), ..Observed::default() };
-    let matched: Vec<&exposition::Sample> =
+    let matched: Vec<&client::Sample> =
         samples.iter().filter(|s| s.value > 0.0 && matches(&s.labels)).collect();
     if let Target::Container(container) = target
         && !matched.iter().any(|s| s.name == "kernsight_syscalls_total")

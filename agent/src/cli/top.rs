@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::top::{Snapshot, samples, scrape};
+use crate::{
+    metrics::client as scrape,
+    top::{Snapshot, samples},
+};
 
 /// Where an agent listens by default (`metrics.listen`).
 const DEFAULT_AGENT: &str = "127.0.0.1:9464";

@@ -3,6 +3,7 @@
 
 mod agent;
 mod capabilities;
+pub mod client;
 pub use capabilities::capability_labels;
 mod metadata;
 mod net;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::scrape::Sample;
+use crate::metrics::client::Sample;
 
 /// A workload: namespace, pod, container, and cgroup (for host processes).
 pub type Workload = (String, String, String, String);
@@ -177,7 +177,7 @@ impl Column {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::scrape::parse;
+    use crate::metrics::client::parse;
 
     #[test]
     fn rates_ratios_and_means_between_two_scrapes() {

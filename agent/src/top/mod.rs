@@ -3,12 +3,11 @@
 //! running agent's `/metrics`.
 
 pub mod columns;
-pub mod scrape;
 
 use std::collections::BTreeMap;
 
+use crate::metrics::client::{self as scrape, Sample};
 use columns::{COLUMNS, Workload};
-use scrape::Sample;
 
 /// One ranked table: the headers of the columns shown, and a row per workload.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,6 @@
-//! Reading a kernsight agent's `/metrics`: a plain HTTP GET over loopback and a parser of the
-//! Prometheus text format (the samples only; comments and types are not needed).
+//! Reading a kernsight agent's `/metrics` (for `kernsight top` and `kernsight advise`): a plain
+//! HTTP GET and a parser of the Prometheus text format (the samples only; comments and types are
+//! not needed).
 
 use std::{
     collections::BTreeMap,
@@ -140,5 +141,13 @@ mod tests {
         assert_eq!(samples[2].labels.get("le").map(String::as_str), Some("+Inf"));
         assert_eq!(samples[3].value, 0.5);
         assert!(parse("x{a=\"unterminated} 1\n").is_empty());
+    }
+
+    #[test]
+    fn unescapes_label_values() {
+        let text = "x_total{a=\"1\",b=\"q\\\"u\\\\o\\nte\",c=\"\"} 42\n";
+        let samples = parse(text);
+        assert_eq!(samples[0].labels["b"], "q\"u\\o\nte");
+        assert_eq!(samples[0].labels["c"], "");
     }
 }
