@@ -95,6 +95,9 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
         stats.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let series = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
         stats.series.store(series as u64, Ordering::Relaxed);
+        // A scrape of a busy node allocates megabytes (map reads, label sets) that are free again
+        // now: return them rather than let each blocking thread's arena keep its peak.
+        crate::heap::release_free_memory();
         result.map(|()| body)
     })
     .await;
