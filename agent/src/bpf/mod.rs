@@ -3,6 +3,7 @@
 
 pub mod accounting;
 pub mod cgroups;
+mod loader;
 pub mod net;
 pub mod oom;
 pub mod pins;
@@ -16,21 +17,14 @@ pub mod trace;
 use std::{fmt, sync::Mutex};
 
 use aya::{
-    Btf, Ebpf, EbpfError, EbpfLoader,
+    Btf, Ebpf, EbpfError,
     maps::{MapError, PerCpuArray},
 };
-use kernsight_common::oom::FIELD_ABSENT;
 use kernsight_common::{
-    cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
     net as net_wire,
-    oom::{OOM_COMM_DATA_LOC_GLOBAL, OOM_FIELD_GLOBALS},
-    sched::{
-        BINPRM_FILENAME_OFFSET_GLOBAL, MM_ARG_END_OFFSET_GLOBAL, MM_ARG_START_OFFSET_GLOBAL,
-        PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP, RUNQ_START_MAP, TASK_EXIT_CODE_OFFSET_GLOBAL,
-        TASK_MM_OFFSET_GLOBAL, TASK_PID_OFFSET_GLOBAL, TASK_REAL_PARENT_OFFSET_GLOBAL,
-        TASK_TGID_OFFSET_GLOBAL,
-    },
-    security::{CAPABILITY_CHECKS_MAP, TASK_COMM_OFFSET_GLOBAL, USER_NS_LEVEL_OFFSET_GLOBAL},
+    oom::{FIELD_ABSENT, OOM_FIELD_GLOBALS},
+    sched::{PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP, RUNQ_START_MAP},
+    security::CAPABILITY_CHECKS_MAP,
     syscalls::{self as wire, map_full},
 };
 use tracing::{error, info, warn};
@@ -145,89 +139,34 @@ impl Programs {
         let task_fields = *task.as_ref().unwrap_or(&sched::TaskOffsets::default());
         let security_offsets = security::SecurityOffsets::read();
         let security_fields = *security_offsets.as_ref().unwrap_or(&security::SecurityOffsets::default());
-        let latency = u8::from(config.syscalls.latency_histogram);
-        let slots = config.syscalls.max_cgroups;
         // The OOM family's tracepoint record layout (the victim's pid and tgid offsets are the
         // task offsets above).
         let layout = oom::RecordLayout::read(&config.paths.tracefs);
-        let record_offsets: Vec<(&str, u32)> = OOM_FIELD_GLOBALS
-            .iter()
-            .map(|(field, global)| (*global, layout.as_ref().map_or(FIELD_ABSENT, |l| l.offset(field))))
-            .collect();
-        let comm_data_loc = u32::from(layout.as_ref().is_ok_and(|l| l.comm_data_loc));
         let sock = net::SockOffsets::read();
-        let sock_fields = *sock.as_ref().unwrap_or(&net::SockOffsets::default());
-        let retransmit_has_err =
-            u32::from(net::tracepoint_has_field(&config.paths.tracefs, "tcp", "tcp_retransmit_skb", "err"));
-        let kfree_skb_has_rx_sk =
-            u32::from(net::tracepoint_has_field(&config.paths.tracefs, "skb", "kfree_skb", "rx_sk"));
-        let network = &config.network;
-        let load = |pins: Option<&Pins>| {
-            let mut loader = EbpfLoader::new();
-            loader
-                .override_global(net_wire::SOCK_CGROUP_DATA_OFFSET_GLOBAL, &sock_fields.cgrp_data, true)
-                .override_global(
-                    net_wire::SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL,
-                    &sock_fields.cgrp_data_cgroup,
-                    true,
-                )
-                .override_global(net_wire::SOCK_STATE_OFFSET_GLOBAL, &sock_fields.state, true)
-                .override_global(net_wire::SOCK_PROTOCOL_OFFSET_GLOBAL, &sock_fields.protocol, true)
-                .override_global(net_wire::SKB_SK_OFFSET_GLOBAL, &sock_fields.skb_sk, true)
-                .override_global(
-                    net_wire::SKB_TCP_GSO_SEGS_OFFSET_GLOBAL,
-                    &sock_fields.skb_tcp_gso_segs,
-                    true,
-                )
-                .override_global(net_wire::RETRANSMIT_HAS_ERR_GLOBAL, &retransmit_has_err, true)
-                .override_global(net_wire::KFREE_SKB_HAS_RX_SK_GLOBAL, &kfree_skb_has_rx_sk, true)
-                .map_max_entries(net_wire::CGROUP_TRAFFIC_MAP, network.cgroup_traffic_max_entries)
-                .map_max_entries(net_wire::INTERFACE_TRAFFIC_MAP, network.interface_traffic_max_entries)
-                .map_max_entries(net_wire::TCP_EVENTS_MAP, network.tcp_max_entries)
-                .map_max_entries(net_wire::TCP_STARTS_MAP, network.tcp_tracked_connections)
-                .map_max_entries(net_wire::CGROUP_DROPS_MAP, network.drop_max_entries);
-            for (global, offset) in &record_offsets {
-                loader.override_global(global, offset, true);
-            }
-            if let Some(pins) = pins {
-                pins.apply(&mut loader);
-            }
-            loader
-                .btf(&btf)
-                .override_global(OOM_COMM_DATA_LOC_GLOBAL, &comm_data_loc, true)
-                // RUNQ_START is task local storage, which aya creates but has no user-space type for
-                // (nothing reads it from user space).
-                .allow_unsupported_maps()
-                .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true)
-                .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
-                .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)
-                .override_global(wire::CGROUP_KN_OFFSET_GLOBAL, &walk.cgroup_kn, true)
-                .override_global(wire::KERNFS_NODE_ID_OFFSET_GLOBAL, &walk.kernfs_node_id, true)
-                .override_global(wire::CSS_SET_SUBSYS_OFFSET_GLOBAL, &walk.css_set_subsys, true)
-                .override_global(wire::CSS_CGROUP_OFFSET_GLOBAL, &walk.css_cgroup, true)
-                .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
-                .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &walk.cgroup_root, true)
-                .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &walk.root_hierarchy_id, true)
-                .override_global(TASK_PID_OFFSET_GLOBAL, &task_fields.pid, true)
-                .override_global(TASK_TGID_OFFSET_GLOBAL, &task_fields.tgid, true)
-                .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &task_fields.exit_code, true)
-                .override_global(TASK_REAL_PARENT_OFFSET_GLOBAL, &task_fields.real_parent, true)
-                .override_global(TASK_MM_OFFSET_GLOBAL, &task_fields.mm, true)
-                .override_global(MM_ARG_START_OFFSET_GLOBAL, &task_fields.mm_arg_start, true)
-                .override_global(MM_ARG_END_OFFSET_GLOBAL, &task_fields.mm_arg_end, true)
-                .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task_fields.binprm_filename, true)
-                .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
-                .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
-                .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &security_fields.user_ns_level, true)
-                .override_global(TASK_COMM_OFFSET_GLOBAL, &security_fields.task_comm, true)
-                .map_max_entries(CAPABILITY_CHECKS_MAP, config.security.capability_max_entries)
-                .map_max_entries(wire::SYSCALL_ROWS_MAP, slots + 1)
-                .map_max_entries(wire::SLOT_OWNERS_MAP, slots + 1)
-                .map_max_entries(wire::FREE_SLOTS_MAP, slots)
-                .map_max_entries(wire::SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries)
-                .map_max_entries(wire::SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries)
-                .load(OBJECT)
+        let facts = loader::KernelFacts {
+            walk: *walk,
+            task: task_fields,
+            security: security_fields,
+            sock: *sock.as_ref().unwrap_or(&net::SockOffsets::default()),
+            oom_fields: OOM_FIELD_GLOBALS
+                .iter()
+                .map(|(field, global)| (*global, layout.as_ref().map_or(FIELD_ABSENT, |l| l.offset(field))))
+                .collect(),
+            oom_comm_data_loc: u32::from(layout.as_ref().is_ok_and(|l| l.comm_data_loc)),
+            retransmit_has_err: u32::from(net::tracepoint_has_field(
+                &config.paths.tracefs,
+                "tcp",
+                "tcp_retransmit_skb",
+                "err",
+            )),
+            kfree_skb_has_rx_sk: u32::from(net::tracepoint_has_field(
+                &config.paths.tracefs,
+                "skb",
+                "kfree_skb",
+                "rx_sk",
+            )),
         };
+        let load = |pins: Option<&Pins>| loader::load(OBJECT, &btf, &facts, config, pins);
         let mut pins = open_pins(config);
         let mut ebpf = match (load(pins.as_ref()), pins.as_mut()) {
             (Err(EbpfError::MapError(err @ MapError::IncompatiblePinnedMap { .. })), Some(pins)) => {
