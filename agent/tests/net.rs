@@ -5,7 +5,7 @@
 mod net_support;
 mod support;
 
-use net_support::{A_ADDR, B_ADDR, Link, NsFile, ping, run_in_cgroup, udp_bound, udp_receive, udp_send};
+use net_support::{A_ADDR, B_ADDR, Link, NsFile, ping, udp_bound, udp_receive, udp_send};
 use support::{Agent, TestCgroup, config_file, parse, path_str, privileged, value};
 
 /// IPv4 and UDP/ICMP header bytes: what cgroup_skb counts on top of the payload.
@@ -36,7 +36,7 @@ fn a_counted_flow_is_counted_exactly_per_cgroup_and_per_interface() {
     const PORT: u16 = 4242;
     let (a, b) = (NsFile::of(&link.a), NsFile::of(&link.b));
     // The receiving socket lives in b, the sending one in a; both belong to the child's cgroup.
-    let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+    let code = cgroup.run(|| {
         if !b.enter() {
             return 2;
         }
@@ -201,7 +201,7 @@ fn xdp_on_a_bridge_port_counts_traffic_that_only_passes_through() {
     const PAYLOAD: usize = 500;
     const PORT: u16 = 4343;
     let (a, b) = (NsFile::of(&net.a), NsFile::of(&net.b));
-    let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+    let code = cgroup.run(|| {
         if !b.enter() {
             return 2;
         }
@@ -244,7 +244,7 @@ fn a_full_cgroup_traffic_map_counts_into_other_and_says_so() {
         (0..CGROUPS).map(|i| TestCgroup::create(&format!("net-full-{i}"))).collect();
     let a = NsFile::of(&link.a);
     for cgroup in &cgroups {
-        let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+        let code = cgroup.run(|| {
             if !a.enter() {
                 return 2;
             }

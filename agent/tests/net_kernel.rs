@@ -4,7 +4,7 @@
 mod net_support;
 mod support;
 
-use net_support::{A_ADDR, B_ADDR, Link, NsFile, ethernet, have, ipv4_header, run_in_cgroup, send_frames};
+use net_support::{A_ADDR, B_ADDR, Link, NsFile, ethernet, have, ipv4_header, send_frames};
 use support::{Agent, TestCgroup, config_file, parse, path_str, privileged, value};
 
 #[test]
@@ -42,7 +42,7 @@ fn conntrack_gauges_follow_the_kernels_count_in_a_test_namespace() {
     const K: usize = 12;
     let cgroup = TestCgroup::create("conntrack");
     let a = NsFile::of(&link.a);
-    let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+    let code = cgroup.run(|| {
         if !a.enter() {
             return 2;
         }

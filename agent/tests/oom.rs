@@ -11,87 +11,16 @@ use std::{
 };
 
 use kernsight::kernel::{mountinfo, resources};
-use support::{Agent, TestCgroup, parse, privileged, value};
-
-const MIB: u64 = 1024 * 1024;
-const LIMIT: u64 = 32 * MIB;
-const ALLOCATE: usize = 64 << 20;
-
-/// A memory cgroup limited to `LIMIT`: v1 where memory is a v1 controller, else v2.
-fn limited_cgroup(tag: &str) -> TestCgroup {
-    match support::v1_root("memory") {
-        Some(root) => {
-            let cgroup = TestCgroup::create_in(&root, tag);
-            std::fs::write(cgroup.path.join("memory.limit_in_bytes"), LIMIT.to_string()).unwrap();
-            let memsw = cgroup.path.join("memory.memsw.limit_in_bytes");
-            if memsw.exists() {
-                let _ = std::fs::write(memsw, LIMIT.to_string());
-            }
-            cgroup
-        }
-        None => {
-            let cgroup = TestCgroup::create(tag);
-            std::fs::write(cgroup.path.join("memory.max"), LIMIT.to_string()).unwrap();
-            let _ = std::fs::write(cgroup.path.join("memory.swap.max"), "0");
-            cgroup
-        }
-    }
-}
+use support::{
+    Agent,
+    memory::{MIB, allocate_past_the_limit, limited_cgroup, touch_anonymous},
+    parse, privileged, spawn_in, value, wait_status,
+};
 
 /// Forks a child into `cgroup` that runs `workload`; returns its pid and wait status.
 fn fork_into(cgroup: &Path, workload: fn() -> i32) -> (i32, i32) {
-    let pid = spawn_into(cgroup, workload);
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    (pid, status)
-}
-
-/// Forks a child into `cgroup` that runs `workload`, without waiting for it.
-fn spawn_into(cgroup: &Path, workload: fn() -> i32) -> i32 {
-    let procs = CString::new(cgroup.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
-    // SAFETY: the child only makes raw syscalls and leaves with _exit.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                libc::_exit(101);
-            }
-            libc::close(fd);
-            libc::_exit(workload());
-        }
-        pid
-    }
-}
-
-/// Maps 64 MiB of anonymous memory and writes every page: past a 32 MiB limit.
-fn allocate_past_the_limit() -> i32 {
-    touch_anonymous(ALLOCATE)
-}
-
-/// Maps `size` bytes of anonymous memory and writes every page.
-fn touch_anonymous(size: usize) -> i32 {
-    // SAFETY: raw syscalls on memory the child owns.
-    unsafe {
-        let memory = libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if memory == libc::MAP_FAILED {
-            return 2;
-        }
-        let bytes = memory.cast::<u8>();
-        for page in (0..size).step_by(4096) {
-            bytes.add(page).write_volatile(1);
-        }
-        0
-    }
+    let pid = spawn_in(cgroup, workload);
+    (pid, wait_status(pid))
 }
 
 #[test]
@@ -184,7 +113,7 @@ fn the_kill_is_attributed_to_the_victims_cgroup_not_the_allocating_tasks() {
     std::fs::create_dir(&grower_dir).unwrap();
     let (hog_label, grower_label) = (format!("{}/hog", parent.label), format!("{}/grower", parent.label));
 
-    let hog_pid = spawn_into(&hog_dir, hog);
+    let hog_pid = spawn_in(&hog_dir, hog);
     // Wait until the hog holds its memory.
     let mounts = mountinfo::read().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

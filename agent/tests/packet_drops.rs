@@ -5,7 +5,7 @@
 mod net_support;
 mod support;
 
-use net_support::{A_ADDR, B_ADDR, Link, NsFile, have, run_in_cgroup, udp_bound, udp_send};
+use net_support::{A_ADDR, B_ADDR, Link, NsFile, have, udp_bound, udp_send};
 use support::{Agent, TestCgroup, parse, privileged, value};
 
 /// This kernel's names, as `skb/kfree_skb/format` spells them (checked by `reason_names`).
@@ -40,7 +40,7 @@ fn udp_to_a_port_without_socket_is_a_no_socket_drop() {
     const N: usize = 40;
     let before = drops(&agent, NO_SOCKET);
     let a = NsFile::of(&link.a);
-    let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+    let code = cgroup.run(|| {
         if !a.enter() {
             return 2;
         }
@@ -80,7 +80,7 @@ fn a_netfilter_drop_is_counted_for_the_sending_cgroup() {
     const N: usize = 25;
     let before = drops(&agent, NETFILTER_DROP);
     let a = NsFile::of(&link.a);
-    let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+    let code = cgroup.run(|| {
         if !a.enter() {
             return 2;
         }

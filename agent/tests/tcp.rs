@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use net_support::{
-    B_ADDR, Link, Netns, NsFile, have, run_in_cgroup, snmp_tcp, tcp_connect, tcp_drain, tcp_listen, tcp_write,
+    B_ADDR, Link, Netns, NsFile, have, snmp_tcp, tcp_connect, tcp_drain, tcp_listen, tcp_write,
 };
 use support::{Agent, TestCgroup, parse, privileged, value};
 
@@ -37,7 +37,7 @@ fn connections_succeed_fail_and_reset_per_cgroup() {
     const PORT: u16 = 5001;
     const CLOSED: u16 = 5002;
     let inside = NsFile::of(&netns);
-    let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+    let code = cgroup.run(|| {
         if !inside.enter() {
             return 2;
         }
@@ -112,7 +112,7 @@ fn a_lossy_path_shows_retransmits() {
     let cgroup = TestCgroup::create("tcp-lossy");
     const BYTES: usize = 512 * 1024;
     let (a, b) = (NsFile::of(&link.a), NsFile::of(&link.b));
-    let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+    let code = cgroup.run(|| {
         if !b.enter() {
             return 2;
         }
@@ -190,7 +190,7 @@ fn a_connect_that_times_out_is_a_failure_after_its_syn_retransmissions() {
     let agent = Agent::start(&[]);
     let cgroup = TestCgroup::create("tcp-timeout");
     let a = NsFile::of(&link.a);
-    let code = run_in_cgroup(&cgroup.path.join("cgroup.procs"), || {
+    let code = cgroup.run(|| {
         if !a.enter() {
             return 2;
         }

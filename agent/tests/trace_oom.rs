@@ -4,75 +4,17 @@
 mod support;
 
 use std::{
-    ffi::CString,
     io::{BufRead as _, BufReader, Read as _},
     process::{Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
 
-use support::{BINARY, TestCgroup, privileged, serial};
-
-const LIMIT: u64 = 32 * 1024 * 1024;
-const ALLOCATE: usize = 64 << 20;
-
-/// A memory cgroup limited to `LIMIT`: v1 where memory is a v1 controller, else v2.
-fn limited_cgroup(tag: &str) -> TestCgroup {
-    match support::v1_root("memory") {
-        Some(root) => {
-            let cgroup = TestCgroup::create_in(&root, tag);
-            std::fs::write(cgroup.path.join("memory.limit_in_bytes"), LIMIT.to_string()).expect("limit");
-            let memsw = cgroup.path.join("memory.memsw.limit_in_bytes");
-            if memsw.exists() {
-                let _ = std::fs::write(memsw, LIMIT.to_string());
-            }
-            cgroup
-        }
-        None => {
-            let cgroup = TestCgroup::create(tag);
-            std::fs::write(cgroup.path.join("memory.max"), LIMIT.to_string()).expect("limit");
-            let _ = std::fs::write(cgroup.path.join("memory.swap.max"), "0");
-            cgroup
-        }
-    }
-}
-
-/// Forks a child into `cgroup` that touches 64 MiB of anonymous memory; returns its pid and
-/// wait status.
-fn allocate_in(cgroup: &TestCgroup) -> (i32, i32) {
-    let procs =
-        CString::new(cgroup.path.join("cgroup.procs").into_os_string().into_encoded_bytes()).expect("path");
-    // SAFETY: the child only makes raw syscalls and leaves with _exit.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                libc::_exit(101);
-            }
-            libc::close(fd);
-            let memory = libc::mmap(
-                std::ptr::null_mut(),
-                ALLOCATE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if memory == libc::MAP_FAILED {
-                libc::_exit(2);
-            }
-            for page in (0..ALLOCATE).step_by(4096) {
-                memory.cast::<u8>().add(page).write_volatile(1);
-            }
-            libc::_exit(0);
-        }
-        let mut status = 0;
-        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-        (pid, status)
-    }
-}
+use support::{
+    BINARY,
+    memory::{allocate_past_the_limit, limited_cgroup},
+    privileged, serial, spawn_in, wait_status,
+};
 
 #[test]
 fn oom_preset_shows_the_victim() {
@@ -96,7 +38,8 @@ fn oom_preset_shows_the_victim() {
     });
     let ready = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
     assert!(ready.starts_with("tracing oom"), "{ready}");
-    let (pid, status) = allocate_in(&cgroup);
+    let pid = spawn_in(&cgroup.path, allocate_past_the_limit);
+    let status = wait_status(pid);
     assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL, "OOM-killed: {status}");
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling our own child.

@@ -218,31 +218,6 @@ impl NsFile {
     }
 }
 
-/// Forks a child that joins the cgroup at `procs` (its `cgroup.procs`), runs `work` and exits
-/// with its result; returns the exit code. The child makes raw syscalls only.
-pub fn run_in_cgroup(procs: &std::path::Path, work: impl FnOnce() -> i32) -> i32 {
-    let procs = CString::new(procs.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: the child calls only async-signal-safe functions and leaves with _exit.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                libc::_exit(101);
-            }
-            libc::close(fd);
-            libc::_exit(work());
-        }
-        let mut status = 0;
-        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-        assert!(libc::WIFEXITED(status), "workload did not exit normally");
-        let code = libc::WEXITSTATUS(status);
-        assert_ne!(code, 101, "the workload could not join its cgroup");
-        code
-    }
-}
-
 /// A field of the `Tcp:` line of a `/proc/net/snmp` text (e.g. "RetransSegs").
 pub fn snmp_tcp(snmp: &str, field: &str) -> Option<u64> {
     netstat_field(snmp, "Tcp:", field)

@@ -15,6 +15,7 @@ use std::{
 
 pub mod containerd;
 pub mod image;
+pub mod memory;
 pub mod podman;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_kernsight");
@@ -89,31 +90,46 @@ impl TestCgroup {
         Self { path, label: format!("/{name}") }
     }
 
-    /// Forks a child that moves itself into this cgroup, runs `workload` and exits with its
-    /// return value. The child only makes raw syscalls: safe after fork in a threaded process.
-    pub fn run(&self, workload: fn() -> i32) -> i32 {
-        let procs =
-            CString::new(self.path.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
-        // SAFETY: the child calls only async-signal-safe functions and leaves with _exit.
-        unsafe {
-            let pid = libc::fork();
-            assert!(pid >= 0, "fork failed");
-            if pid == 0 {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    libc::_exit(101);
-                }
-                libc::close(fd);
-                libc::_exit(workload());
-            }
-            let mut status = 0;
-            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-            assert!(libc::WIFEXITED(status), "workload did not exit normally");
-            let code = libc::WEXITSTATUS(status);
-            assert_ne!(code, 101, "the workload could not join {}", self.path.display());
-            code
-        }
+    /// Runs `workload` in a child in this cgroup (see `spawn_in`) and returns its exit code.
+    pub fn run(&self, workload: impl FnOnce() -> i32) -> i32 {
+        let status = wait_status(spawn_in(&self.path, workload));
+        assert!(libc::WIFEXITED(status), "workload did not exit normally");
+        let code = libc::WEXITSTATUS(status);
+        assert_ne!(code, JOIN_FAILED, "the workload could not join {}", self.path.display());
+        code
     }
+}
+
+/// The exit code of a child that could not join its cgroup.
+pub const JOIN_FAILED: i32 = 101;
+
+/// Forks a child that moves itself into the cgroup directory `dir`, runs `workload` and exits
+/// with its return value (`JOIN_FAILED` if it could not join); returns its pid without waiting.
+/// The child only makes raw syscalls: safe after fork in a threaded process.
+pub fn spawn_in(dir: &Path, workload: impl FnOnce() -> i32) -> i32 {
+    let procs = CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: the child calls only async-signal-safe functions and leaves with _exit.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                libc::_exit(JOIN_FAILED);
+            }
+            libc::close(fd);
+            libc::_exit(workload());
+        }
+        pid
+    }
+}
+
+/// Waits for a child of this process; its raw wait status.
+pub fn wait_status(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    status
 }
 
 impl Drop for TestCgroup {
