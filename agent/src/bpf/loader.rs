@@ -35,6 +35,34 @@ pub struct KernelFacts {
     pub kfree_skb_has_rx_sk: u32,
 }
 
+/// Sets the globals of the walk from a task to its cgroup and of the task's own fields (pid,
+/// parent, exit code, arguments), which the agent's programs and those of `kernsight trace`
+/// share.
+pub fn task_globals<'a, 'b>(
+    loader: &'b mut EbpfLoader<'a>,
+    walk: &'a syscalls::CgroupOffsets,
+    task: &'a sched::TaskOffsets,
+) -> &'b mut EbpfLoader<'a> {
+    loader
+        .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
+        .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)
+        .override_global(wire::CGROUP_KN_OFFSET_GLOBAL, &walk.cgroup_kn, true)
+        .override_global(wire::KERNFS_NODE_ID_OFFSET_GLOBAL, &walk.kernfs_node_id, true)
+        .override_global(wire::CSS_SET_SUBSYS_OFFSET_GLOBAL, &walk.css_set_subsys, true)
+        .override_global(wire::CSS_CGROUP_OFFSET_GLOBAL, &walk.css_cgroup, true)
+        .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
+        .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &walk.cgroup_root, true)
+        .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &walk.root_hierarchy_id, true)
+        .override_global(TASK_PID_OFFSET_GLOBAL, &task.pid, true)
+        .override_global(TASK_TGID_OFFSET_GLOBAL, &task.tgid, true)
+        .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &task.exit_code, true)
+        .override_global(TASK_REAL_PARENT_OFFSET_GLOBAL, &task.real_parent, true)
+        .override_global(TASK_MM_OFFSET_GLOBAL, &task.mm, true)
+        .override_global(MM_ARG_START_OFFSET_GLOBAL, &task.mm_arg_start, true)
+        .override_global(MM_ARG_END_OFFSET_GLOBAL, &task.mm_arg_end, true)
+        .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task.binprm_filename, true)
+}
+
 /// Loads `object` (maps and programs, none attached yet), opening or creating the pinned maps at
 /// their paths when `pins` is given.
 pub fn load(
@@ -73,24 +101,8 @@ pub fn load(
         // RUNQ_START is task local storage, which aya creates but has no user-space type for
         // (nothing reads it from user space).
         .allow_unsupported_maps()
-        .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true)
-        .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &facts.walk.task_cgroups, true)
-        .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &facts.walk.css_set_dfl_cgrp, true)
-        .override_global(wire::CGROUP_KN_OFFSET_GLOBAL, &facts.walk.cgroup_kn, true)
-        .override_global(wire::KERNFS_NODE_ID_OFFSET_GLOBAL, &facts.walk.kernfs_node_id, true)
-        .override_global(wire::CSS_SET_SUBSYS_OFFSET_GLOBAL, &facts.walk.css_set_subsys, true)
-        .override_global(wire::CSS_CGROUP_OFFSET_GLOBAL, &facts.walk.css_cgroup, true)
-        .override_global(wire::V1_SUBSYS_ID_GLOBAL, &facts.walk.v1_subsys, true)
-        .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &facts.walk.cgroup_root, true)
-        .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &facts.walk.root_hierarchy_id, true)
-        .override_global(TASK_PID_OFFSET_GLOBAL, &facts.task.pid, true)
-        .override_global(TASK_TGID_OFFSET_GLOBAL, &facts.task.tgid, true)
-        .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &facts.task.exit_code, true)
-        .override_global(TASK_REAL_PARENT_OFFSET_GLOBAL, &facts.task.real_parent, true)
-        .override_global(TASK_MM_OFFSET_GLOBAL, &facts.task.mm, true)
-        .override_global(MM_ARG_START_OFFSET_GLOBAL, &facts.task.mm_arg_start, true)
-        .override_global(MM_ARG_END_OFFSET_GLOBAL, &facts.task.mm_arg_end, true)
-        .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &facts.task.binprm_filename, true)
+        .override_global(wire::LATENCY_ENABLED_GLOBAL, &latency, true);
+    task_globals(&mut loader, &facts.walk, &facts.task)
         .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)
         .map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries)
         .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &facts.security.user_ns_level, true)

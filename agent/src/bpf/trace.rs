@@ -10,23 +10,13 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePoint,
 };
-use kernsight_common::{
-    cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
-    sched::{
-        BINPRM_FILENAME_OFFSET_GLOBAL, MM_ARG_END_OFFSET_GLOBAL, MM_ARG_START_OFFSET_GLOBAL,
-        TASK_EXIT_CODE_OFFSET_GLOBAL, TASK_MM_OFFSET_GLOBAL, TASK_PID_OFFSET_GLOBAL,
-        TASK_REAL_PARENT_OFFSET_GLOBAL, TASK_TGID_OFFSET_GLOBAL,
-    },
-    syscalls as wire,
-    trace::{
-        CgroupSyscallKey, LATENCY_SLOTS, SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount,
-        TRACE_CGROUP_COUNTS_ENTRIES, TRACE_CGROUP_COUNTS_MAP, TRACE_CGROUPS_MAP, TRACE_CGROUPS_MAX,
-        TRACE_COUNT_BY_CGROUP_GLOBAL, TRACE_EVENTS_MAP, TRACE_FILTER_CGROUPS_GLOBAL,
-        TRACE_FILTER_TGID_GLOBAL, TRACE_LOST_MAP, TRACE_RECORD_BYTES_GLOBAL, TRACE_RECORD_MAX,
-        TRACE_SELF_TGID_GLOBAL, TRACE_START_ENTRIES, TRACE_SYSCALL_COUNT_ONLY_GLOBAL,
-        TRACE_SYSCALL_COUNTS_MAP, TRACE_SYSCALL_HIST_GLOBAL, TRACE_SYSCALL_LATENCY_MAP,
-        TRACE_SYSCALL_SET_GLOBAL, TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
-    },
+use kernsight_common::trace::{
+    CgroupSyscallKey, LATENCY_SLOTS, SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount,
+    TRACE_CGROUP_COUNTS_ENTRIES, TRACE_CGROUP_COUNTS_MAP, TRACE_CGROUPS_MAP, TRACE_CGROUPS_MAX,
+    TRACE_COUNT_BY_CGROUP_GLOBAL, TRACE_EVENTS_MAP, TRACE_FILTER_CGROUPS_GLOBAL, TRACE_FILTER_TGID_GLOBAL,
+    TRACE_LOST_MAP, TRACE_RECORD_BYTES_GLOBAL, TRACE_RECORD_MAX, TRACE_SELF_TGID_GLOBAL, TRACE_START_ENTRIES,
+    TRACE_SYSCALL_COUNT_ONLY_GLOBAL, TRACE_SYSCALL_COUNTS_MAP, TRACE_SYSCALL_HIST_GLOBAL,
+    TRACE_SYSCALL_LATENCY_MAP, TRACE_SYSCALL_SET_GLOBAL, TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
 };
 
 use super::{
@@ -119,33 +109,19 @@ impl Trace {
         }
         let cgroup_entries =
             filters.cgroups.as_ref().map_or(1, |c| c.len().clamp(1, TRACE_CGROUPS_MAX as usize));
-        let mut ebpf = EbpfLoader::new()
-            .btf(&btf)
-            .allow_unsupported_maps()
-            .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)
-            .override_global(wire::CSS_SET_DFL_CGRP_OFFSET_GLOBAL, &walk.css_set_dfl_cgrp, true)
-            .override_global(wire::CGROUP_KN_OFFSET_GLOBAL, &walk.cgroup_kn, true)
-            .override_global(wire::KERNFS_NODE_ID_OFFSET_GLOBAL, &walk.kernfs_node_id, true)
-            .override_global(wire::CSS_SET_SUBSYS_OFFSET_GLOBAL, &walk.css_set_subsys, true)
-            .override_global(wire::CSS_CGROUP_OFFSET_GLOBAL, &walk.css_cgroup, true)
-            .override_global(wire::V1_SUBSYS_ID_GLOBAL, &walk.v1_subsys, true)
-            .override_global(CGROUP_ROOT_OFFSET_GLOBAL, &walk.cgroup_root, true)
-            .override_global(ROOT_HIERARCHY_ID_OFFSET_GLOBAL, &walk.root_hierarchy_id, true)
-            .override_global(TASK_PID_OFFSET_GLOBAL, &task.pid, true)
-            .override_global(TASK_TGID_OFFSET_GLOBAL, &task.tgid, true)
-            .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &task.exit_code, true)
-            .override_global(TASK_REAL_PARENT_OFFSET_GLOBAL, &task.real_parent, true)
-            .override_global(TASK_MM_OFFSET_GLOBAL, &task.mm, true)
-            .override_global(MM_ARG_START_OFFSET_GLOBAL, &task.mm_arg_start, true)
-            .override_global(MM_ARG_END_OFFSET_GLOBAL, &task.mm_arg_end, true)
-            .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task.binprm_filename, true)
+        let self_tgid = std::process::id();
+        let hist = u8::from(latency);
+        let count_by_cgroup = u8::from(by_cgroup);
+        let mut loader = EbpfLoader::new();
+        loader.btf(&btf).allow_unsupported_maps();
+        let mut ebpf = super::loader::task_globals(&mut loader, &walk, &task)
             .override_global(TRACE_FILTER_TGID_GLOBAL, &tgid, true)
             .override_global(TRACE_FILTER_CGROUPS_GLOBAL, &filter_cgroups, true)
-            .override_global(TRACE_SELF_TGID_GLOBAL, &std::process::id(), true)
+            .override_global(TRACE_SELF_TGID_GLOBAL, &self_tgid, true)
             .override_global(TRACE_RECORD_BYTES_GLOBAL, &record_bytes, true)
             .override_global(TRACE_SYSCALL_COUNT_ONLY_GLOBAL, &count_only, true)
-            .override_global(TRACE_SYSCALL_HIST_GLOBAL, &u8::from(latency), true)
-            .override_global(TRACE_COUNT_BY_CGROUP_GLOBAL, &u8::from(by_cgroup), true)
+            .override_global(TRACE_SYSCALL_HIST_GLOBAL, &hist, true)
+            .override_global(TRACE_COUNT_BY_CGROUP_GLOBAL, &count_by_cgroup, true)
             .map_max_entries(TRACE_CGROUP_COUNTS_MAP, cgroup_count_entries)
             .map_max_entries(TRACE_SYSCALL_LATENCY_MAP, latency_entries)
             .override_global(TRACE_SYSCALL_SET_GLOBAL, &set, true)
