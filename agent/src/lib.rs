@@ -7,6 +7,7 @@ pub mod advise;
 pub mod bpf;
 pub mod cli;
 pub mod config;
+pub mod duration;
 pub mod heap;
 pub mod inspect;
 pub mod kernel;

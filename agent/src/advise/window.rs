@@ -11,31 +11,19 @@ use std::{
 
 use super::{AdviseError, Observed, Target, target};
 use crate::{
-    bpf::Programs,
+    bpf::{
+        Programs,
+        family::Family,
+        security::{Capabilities, CapabilityMaps},
+        syscalls::{SyscallMaps, Syscalls},
+    },
     config::Config,
     kernel::{cgroupfs::Hierarchies, names, preflight},
     metrics::capability_labels,
 };
 
-/// `30s`, `5m`, `1h`, `500ms`, or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 =
-        number.parse().map_err(|_| format!("`{text}` is not a duration: write 30s, 5m, 1h or 500ms"))?;
-    let duration = match unit {
-        "" | "s" => Duration::from_secs(number),
-        "ms" => Duration::from_millis(number),
-        "m" => Duration::from_secs(number * 60),
-        "h" => Duration::from_secs(number * 3600),
-        _ => return Err(format!("`{text}` is not a duration: write 30s, 5m, 1h or 500ms")),
-    };
-    if duration.is_zero() {
-        return Err("the window must be longer than 0".into());
-    }
-    Ok(duration)
-}
+/// The families a window loads: nothing else is attached while it runs.
+const OBSERVED: &[&dyn Family] = &[&Syscalls, &Capabilities];
 
 /// Loads the counting programs, waits `window`, and reads what `target` did meanwhile.
 pub fn observe(target: &Target, window: Duration, cri_socket: &Path) -> Result<Observed, AdviseError> {
@@ -43,30 +31,20 @@ pub fn observe(target: &Target, window: Duration, cri_socket: &Path) -> Result<O
     preflight::check_privileges().map_err(|e| failed(&e))?;
     preflight::check_btf().map_err(|e| failed(&e))?;
     let mut config = Config::embedded();
-    config.sched.runqueue_latency = false;
-    config.sched.processes = false;
-    config.syscalls.enabled = true;
-    config.security.capability_checks = true;
+    for family in OBSERVED {
+        family.set_enabled(&mut config, true);
+    }
     // Counts of this window only: maps of its own, never the agent's pinned ones (which hold
     // everything since the agent first started).
     config.bpf.pin_dir = std::path::PathBuf::new();
-    for family in [
-        &mut config.network.cgroup_traffic,
-        &mut config.network.xdp,
-        &mut config.network.tcp,
-        &mut config.network.drops,
-        &mut config.network.conntrack,
-    ] {
-        *family = false;
-    }
     preflight::ensure_mounts(&config.paths);
     // A bad target is cheaper to report before the window than after it.
     if let Target::Cgroup(path) = target {
         target::cgroup_id(&Hierarchies::detect(), path)?;
     }
     let hierarchies = Hierarchies::detect();
-    let programs = Programs::load(&config, &hierarchies).map_err(|e| failed(&e))?;
-    let Some(syscalls) = &programs.syscalls else {
+    let programs = Programs::load_families(&config, &hierarchies, OBSERVED).map_err(|e| failed(&e))?;
+    let Some(syscalls) = programs.family::<SyscallMaps>() else {
         let why = programs
             .probe_statuses()
             .into_iter()
@@ -94,7 +72,8 @@ pub fn observe(target: &Target, window: Duration, cri_socket: &Path) -> Result<O
             .collect::<Result<_, _>>()?,
     };
     let mut observed = Observed { source: format!("the {window:?} window"), ..Observed::default() };
-    let (calls, _) = syscalls.lock().unwrap_or_else(|e| e.into_inner()).read_calls();
+    let (calls, _) = syscalls.read_calls();
+    drop(syscalls);
     for id in &ids {
         for (column, &count) in calls.get(id).into_iter().flat_map(|c| c.iter().enumerate()) {
             if count > 0 && column != kernsight_common::syscalls::OUT_OF_RANGE_COLUMN {
@@ -103,8 +82,8 @@ pub fn observe(target: &Target, window: Duration, cri_socket: &Path) -> Result<O
             }
         }
     }
-    if let Some(maps) = &programs.capabilities {
-        let (rows, _) = maps.lock().unwrap_or_else(|e| e.into_inner()).read();
+    if let Some(maps) = programs.family::<CapabilityMaps>() {
+        let (rows, _) = maps.read();
         let mut checks: BTreeMap<(String, String), u64> = BTreeMap::new();
         for (key, count) in rows.into_iter().filter(|(k, n)| *n > 0 && ids.contains(&k.cgroup_id)) {
             let (cap, result) = capability_labels(key.cap, key.result);
@@ -113,20 +92,4 @@ pub fn observe(target: &Target, window: Duration, cri_socket: &Path) -> Result<O
         observed.capabilities = checks;
     }
     Ok(observed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("soon").unwrap_err().contains("30s"));
-        assert!(parse_duration("3d").is_err());
-    }
 }

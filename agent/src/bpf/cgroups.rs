@@ -1,26 +1,59 @@
 //! The cgroup lifecycle family: `ks_cgroup_mkdir` and `ks_cgroup_rmdir` stream each cgroup
 //! created or removed through a ring buffer; `CgroupEventReader` decodes them for the index.
 
-use aya::{
-    Btf, Ebpf,
-    maps::{MapData, PerCpuArray, RingBuf},
-};
 use kernsight_common::cgroups::{
     CGROUP_EVENTS_LOST_MAP, CGROUP_EVENTS_MAP, CGROUP_MKDIR, CGROUP_PATH_MAX, CGROUP_RMDIR, CgroupEvent,
 };
 
-use super::{ProbeState, ProbeStatus, load_and_attach, take_map};
+use super::{
+    facts::KernelFacts,
+    family::{AttachContext, Attached, Family, attached_any},
+    load_and_attach,
+    rings::EventRing,
+};
+use crate::config::Config;
 
 pub const PROBE: &str = "cgroups";
 const PROGRAMS: [(&str, &str); 2] =
     [("ks_cgroup_mkdir", "cgroup_mkdir"), ("ks_cgroup_rmdir", "cgroup_rmdir")];
 
-pub fn status(state: ProbeState) -> ProbeStatus {
-    ProbeStatus {
-        name: PROBE,
-        programs: PROGRAMS.iter().map(|(p, _)| *p).collect(),
-        program_ids: Vec::new(),
-        state,
+/// The cgroup lifecycle family: always on (it keeps the cgroup index current).
+pub struct CgroupLifecycle;
+
+impl Family for CgroupLifecycle {
+    fn name(&self) -> &'static str {
+        PROBE
+    }
+
+    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+        PROGRAMS.iter().map(|(p, _)| *p).collect()
+    }
+
+    fn enabled(&self, _config: &Config) -> bool {
+        true
+    }
+
+    fn set_enabled(&self, _config: &mut Config, _on: bool) {}
+
+    fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
+        facts.walk.as_ref().err().map(|err| format!("cannot find a cgroup's hierarchy: {err}"))
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        let events = EventRing::take(cx.ebpf, "cgroup_events", CGROUP_EVENTS_MAP, CGROUP_EVENTS_LOST_MAP)?;
+        load_and_attach(cx.ebpf, cx.btf, &PROGRAMS)?;
+        Ok(Box::new(CgroupEvents(Some(events))))
+    }
+}
+
+/// The attached family: its ring, until the index's task takes it.
+struct CgroupEvents(Option<EventRing>);
+
+impl Attached for CgroupEvents {
+    attached_any!();
+
+    fn take_events(&mut self) -> Option<EventRing> {
+        self.0.take()
     }
 }
 
@@ -64,40 +97,6 @@ pub fn decode(record: &[u8]) -> Result<Lifecycle, DecodeError> {
         CGROUP_RMDIR => Ok(Lifecycle::Removed { hierarchy_id, cgroup_id }),
         other => Err(DecodeError::Kind(other)),
     }
-}
-
-/// The ring buffer and its loss counter.
-pub struct CgroupEventReader {
-    pub ring: RingBuf<MapData>,
-    pub lost: LostCounter,
-}
-
-/// Events the kernel side could not queue (ring buffer full); clones read the same counter.
-#[derive(Clone)]
-pub struct LostCounter(std::sync::Arc<PerCpuArray<MapData, u64>>);
-
-impl std::fmt::Debug for LostCounter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("LostCounter").field(&self.total()).finish()
-    }
-}
-
-impl LostCounter {
-    pub fn new(counter: PerCpuArray<MapData, u64>) -> Self {
-        Self(std::sync::Arc::new(counter))
-    }
-
-    /// Summed over CPUs.
-    pub fn total(&self) -> u64 {
-        self.0.get(&0, 0).map(|values| values.iter().sum()).unwrap_or(0)
-    }
-}
-
-pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<CgroupEventReader> {
-    let ring = RingBuf::try_from(take_map(ebpf, CGROUP_EVENTS_MAP)?)?;
-    let lost = PerCpuArray::try_from(take_map(ebpf, CGROUP_EVENTS_LOST_MAP)?)?;
-    load_and_attach(ebpf, btf, &PROGRAMS)?;
-    Ok(CgroupEventReader { ring, lost: LostCounter::new(lost) })
 }
 
 #[cfg(test)]

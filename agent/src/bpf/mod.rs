@@ -2,7 +2,11 @@
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
 pub mod accounting;
+pub mod cgroup_walk;
 pub mod cgroups;
+pub mod counters;
+pub mod facts;
+pub mod family;
 mod loader;
 pub mod net;
 pub mod oom;
@@ -14,23 +18,44 @@ pub mod security;
 pub mod syscalls;
 pub mod trace;
 
-use std::{fmt, sync::Mutex};
+use std::{
+    any::TypeId,
+    fmt,
+    marker::PhantomData,
+    ops::{Deref, DerefMut},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use aya::{
     Btf, Ebpf, EbpfError,
     maps::{MapError, PerCpuArray},
 };
-use kernsight_common::{
-    net as net_wire,
-    oom::{FIELD_ABSENT, OOM_FIELD_GLOBALS},
-    sched::{PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP, RUNQ_START_MAP},
-    security::CAPABILITY_CHECKS_MAP,
-    syscalls::{self as wire, map_full},
-};
+use kernsight_common::syscalls::{self as wire};
 use tracing::{error, info, warn};
 
 use crate::{config::Config, kernel::cgroupfs::Hierarchies};
+use facts::KernelFacts;
+use family::{AttachContext, Attached, Family, MapRow};
 use pins::Pins;
+use rings::{EventRing, RingStats};
+
+/// Every probe family, in start-up order. Adding a family is its own module plus one line here.
+pub static FAMILIES: &[&dyn Family] = &[
+    &syscalls::Syscalls,
+    &cgroups::CgroupLifecycle,
+    &oom::Oom,
+    &sched::Runqueue,
+    &sched::Processes,
+    &net::CgroupTraffic,
+    &net::Interfaces,
+    &net::Tcp,
+    &net::Drops,
+    &security::Capabilities,
+];
 
 /// The object `build.rs` produced from `kernsight-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernsight"));
@@ -92,6 +117,13 @@ impl ProbeStatus {
     }
 }
 
+/// An attached family's state, with its type for typed access by its collector.
+struct AttachedFamily {
+    name: &'static str,
+    type_id: TypeId,
+    state: Mutex<Box<dyn Attached>>,
+}
+
 /// The loaded object: programs stay attached for as long as this lives (links detach on drop).
 pub struct Programs {
     ebpf: Ebpf,
@@ -100,21 +132,16 @@ pub struct Programs {
     /// Held while the kernel times the programs (config `bpf.program_stats`).
     run_stats: Option<accounting::RunStats>,
     probes: Vec<ProbeStatus>,
-    pub syscalls: Option<Mutex<syscalls::SyscallMaps>>,
-    pub runqueue: Option<Mutex<sched::RunqueueMaps>>,
-    pub processes: Option<Mutex<sched::ProcessMaps>>,
-    pub capabilities: Option<Mutex<security::CapabilityMaps>>,
-    /// Taken by the task that keeps the cgroup index current.
-    pub cgroup_events: Mutex<Option<cgroups::CgroupEventReader>>,
-    /// Taken by the task that reports OOM kills.
-    pub oom_events: Mutex<Option<oom::OomEventReader>>,
-    /// The network families' maps and XDP attachments.
-    pub net: Mutex<net::NetMaps>,
+    attached: Vec<AttachedFamily>,
+    /// Each family's event ring, until its consumer takes it.
+    events: Mutex<Vec<(&'static str, EventRing)>>,
+    /// What each ring buffer delivered, could not decode and lost.
+    rings: Vec<Arc<RingStats>>,
     map_full: PerCpuArray<aya::maps::MapData, u64>,
     /// Held (locked) while the programs run.
     pins: Option<Pins>,
-    /// What each ring buffer delivered, could not decode and lost.
-    pub rings: std::sync::Arc<rings::Rings>,
+    /// Map entries that could not be read by the collectors (they vanished while being read).
+    read_errors: AtomicU64,
 }
 
 impl fmt::Debug for Programs {
@@ -123,49 +150,53 @@ impl fmt::Debug for Programs {
     }
 }
 
+/// A locked family state of type `T`.
+pub struct FamilyGuard<'a, T> {
+    guard: MutexGuard<'a, Box<dyn Attached>>,
+    _type: PhantomData<T>,
+}
+
+impl<T: 'static> Deref for FamilyGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self.guard.as_any().downcast_ref() {
+            Some(state) => state,
+            None => unreachable!("the type was checked when the guard was made"),
+        }
+    }
+}
+
+impl<T: 'static> DerefMut for FamilyGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        match self.guard.as_any_mut().downcast_mut() {
+            Some(state) => state,
+            None => unreachable!("the type was checked when the guard was made"),
+        }
+    }
+}
+
 impl Programs {
+    /// Loads the object specialised to this kernel and config, then attaches every enabled
+    /// family on its own: one that cannot run or fails is reported while the others run.
     pub fn load(config: &Config, hierarchies: &Hierarchies) -> Result<Self, LoadError> {
+        Self::load_families(config, hierarchies, FAMILIES)
+    }
+
+    /// As `load`, attaching only `families` (each still as its config says).
+    pub fn load_families(
+        config: &Config,
+        hierarchies: &Hierarchies,
+        families: &[&dyn Family],
+    ) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
-        // Offsets for the kernel side's walk to the current cgroup; zeros if BTF lacks them, in
-        // which case the syscall family reports why and is not attached.
-        let v1_controller = hierarchies.v1.as_ref().map(|(controller, _)| *controller);
-        let offsets = syscalls::CgroupOffsets::read(v1_controller);
-        let zero = syscalls::CgroupOffsets::default();
-        let walk = offsets.as_ref().unwrap_or(&zero);
-        let task = sched::TaskOffsets::read();
-        let task_fields = *task.as_ref().unwrap_or(&sched::TaskOffsets::default());
-        let security_offsets = security::SecurityOffsets::read();
-        let security_fields = *security_offsets.as_ref().unwrap_or(&security::SecurityOffsets::default());
-        // The OOM family's tracepoint record layout (the victim's pid and tgid offsets are the
-        // task offsets above).
-        let layout = oom::RecordLayout::read(&config.paths.tracefs);
-        let sock = net::SockOffsets::read();
-        let facts = loader::KernelFacts {
-            walk: *walk,
-            task: task_fields,
-            security: security_fields,
-            sock: *sock.as_ref().unwrap_or(&net::SockOffsets::default()),
-            oom_fields: OOM_FIELD_GLOBALS
-                .iter()
-                .map(|(field, global)| (*global, layout.as_ref().map_or(FIELD_ABSENT, |l| l.offset(field))))
-                .collect(),
-            oom_comm_data_loc: u32::from(layout.as_ref().is_ok_and(|l| l.comm_data_loc)),
-            retransmit_has_err: u32::from(net::tracepoint_has_field(
-                &config.paths.tracefs,
-                "tcp",
-                "tcp_retransmit_skb",
-                "err",
-            )),
-            kfree_skb_has_rx_sk: u32::from(net::tracepoint_has_field(
-                &config.paths.tracefs,
-                "skb",
-                "kfree_skb",
-                "rx_sk",
-            )),
-        };
+        let own_btf = crate::kernel::btf::Btf::from_sys_fs();
+        let facts = KernelFacts::read(own_btf.as_ref(), hierarchies.clone(), config);
+        // The member offsets are read: the parsed types (megabytes) are not needed any more.
+        drop(own_btf);
         let load = |pins: Option<&Pins>| loader::load(OBJECT, &btf, &facts, config, pins);
         let mut pins = open_pins(config);
         let mut ebpf = match (load(pins.as_ref()), pins.as_mut()) {
@@ -182,149 +213,115 @@ impl Programs {
         let map_full = PerCpuArray::try_from(map_full)
             .map_err(|source| LoadError::Map { name: wire::MAP_FULL_MAP, source })?;
 
+        let slots_continued = slots_continued(pins.as_ref());
         let mut probes = Vec::new();
-        let attached = match &offsets {
-            _ if !config.syscalls.enabled => Err(ProbeState::Disabled),
-            Err(err) => Err(ProbeState::Failed(format!("cannot find the cgroup of a task: {err}"))),
-            Ok(_) => syscalls::attach(&mut ebpf, &btf, config, slots_continued(pins.as_ref()))
-                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
-        };
-        let syscalls = match attached {
-            Ok(maps) => {
-                let mut status = syscalls::status(ProbeState::Attached, config);
-                status.program_ids = program_ids(&ebpf, &status.programs);
-                probes.push(status);
-                Some(Mutex::new(maps))
-            }
-            Err(state) => {
-                probes.push(syscalls::status(state, config));
-                None
-            }
-        };
-
-        let attached = match &offsets {
-            Err(err) => Err(ProbeState::Failed(format!("cannot find a cgroup's hierarchy: {err}"))),
-            Ok(_) => cgroups::attach(&mut ebpf, &btf).map_err(|err| ProbeState::Failed(format!("{err:#}"))),
-        };
-        let rings = std::sync::Arc::new(rings::Rings::default());
-        let cgroup_events = match attached {
-            Ok(reader) => {
-                rings.cgroup_events.watch_losses(reader.lost.clone());
-                let mut status = cgroups::status(ProbeState::Attached);
-                status.program_ids = program_ids(&ebpf, &status.programs);
-                probes.push(status);
-                Some(reader)
-            }
-            Err(state) => {
-                probes.push(cgroups::status(state));
-                None
-            }
-        };
-
-        let attached = match (&offsets, &task, &layout) {
-            (Err(err), _, _) => Err(format!("cannot find the cgroup of a task: {err}")),
-            (_, Err(err), _) => Err(format!("cannot read task_struct members: {err}")),
-            (_, _, Err(err)) => Err(format!("no oom:mark_victim tracepoint: {err:#}")),
-            _ => oom::attach(&mut ebpf, &btf).map_err(|err| format!("{err:#}")),
-        };
-        let oom_events = match attached {
-            Ok(reader) => {
-                rings.oom_events.watch_losses(reader.lost.clone());
-                let mut status = oom::status(ProbeState::Attached);
-                status.program_ids = program_ids(&ebpf, &status.programs);
-                probes.push(status);
-                Some(reader)
-            }
-            Err(why) => {
-                probes.push(oom::status(ProbeState::Failed(why)));
-                None
-            }
-        };
-
-        // Both scheduler families find a task's cgroup (the cgroup walk) and read its pid.
-        let sched_ready = match (&offsets, &task) {
-            (Err(err), _) => Err(format!("cannot find the cgroup of a task: {err}")),
-            (_, Err(err)) => Err(format!("cannot read task_struct members: {err}")),
-            _ => Ok(()),
-        };
-        let attached = match &sched_ready {
-            _ if !config.sched.runqueue_latency => Err(ProbeState::Disabled),
-            Err(why) => Err(ProbeState::Failed(why.clone())),
-            Ok(()) => sched::attach_runqueue(&mut ebpf, &btf, config.sched.runqueue_max_entries)
-                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
-        };
-        let runqueue = match attached {
-            Ok(maps) => {
-                let mut status = sched::runqueue_status(ProbeState::Attached);
-                status.program_ids = program_ids(&ebpf, &status.programs);
-                probes.push(status);
-                Some(Mutex::new(maps))
-            }
-            Err(state) => {
-                probes.push(sched::runqueue_status(state));
-                None
-            }
-        };
-        let attached = match &sched_ready {
-            _ if !config.sched.processes => Err(ProbeState::Disabled),
-            Err(why) => Err(ProbeState::Failed(why.clone())),
-            Ok(()) => sched::attach_processes(&mut ebpf, &btf, config.sched.process_max_entries)
-                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
-        };
-        let processes = match attached {
-            Ok(maps) => {
-                if let Some(reader) = &maps.events {
-                    rings.process_events.watch_losses(reader.lost.clone());
+        let mut attached = Vec::new();
+        let mut events = Vec::new();
+        let mut rings = Vec::new();
+        for family in families {
+            let programs = family.programs(config);
+            let mut status = ProbeStatus {
+                name: family.name(),
+                programs,
+                program_ids: Vec::new(),
+                state: ProbeState::Attached,
+            };
+            if !family.enabled(config) {
+                status.state = ProbeState::Disabled;
+            } else if let Some(why) = family.unsupported(&facts, config) {
+                status.state = ProbeState::Failed(why);
+            } else {
+                let mut cx =
+                    AttachContext { ebpf: &mut ebpf, btf: &btf, config, facts: &facts, slots_continued };
+                match family.attach(&mut cx) {
+                    Ok(mut state) => {
+                        if let Some(ring) = state.take_events() {
+                            rings.push(ring.stats.clone());
+                            events.push((family.name(), ring));
+                        }
+                        match state.failure() {
+                            Some(why) => status.state = ProbeState::Failed(why),
+                            None => status.program_ids = program_ids(&ebpf, &status.programs),
+                        }
+                        let type_id = (*state).as_any().type_id();
+                        attached.push(AttachedFamily {
+                            name: family.name(),
+                            type_id,
+                            state: Mutex::new(state),
+                        });
+                    }
+                    Err(err) => status.state = ProbeState::Failed(format!("{err:#}")),
                 }
-                let mut status = sched::processes_status(ProbeState::Attached);
-                status.program_ids = program_ids(&ebpf, &status.programs);
-                probes.push(status);
-                Some(Mutex::new(maps))
             }
-            Err(state) => {
-                probes.push(sched::processes_status(state));
-                None
-            }
-        };
-        let net = net::attach_families(&mut ebpf, &btf, config, hierarchies, &offsets, &sock, &mut probes);
+            probes.push(status);
+        }
         let run_stats = if config.bpf.program_stats { accounting::RunStats::enable() } else { None };
-        let attached = match (&offsets, &security_offsets) {
-            _ if !config.security.capability_checks => Err(ProbeState::Disabled),
-            (Err(err), _) => Err(ProbeState::Failed(format!("cannot find the cgroup of a task: {err}"))),
-            (_, Err(err)) => {
-                Err(ProbeState::Failed(format!("cannot read user_namespace and task_struct members: {err}")))
-            }
-            _ => security::attach(&mut ebpf, &btf, config.security.capability_max_entries)
-                .map_err(|err| ProbeState::Failed(format!("{err:#}"))),
-        };
-        let capabilities = match attached {
-            Ok(maps) => {
-                let mut status = security::status(ProbeState::Attached);
-                status.program_ids = program_ids(&ebpf, &status.programs);
-                probes.push(status);
-                Some(Mutex::new(maps))
-            }
-            Err(state) => {
-                probes.push(security::status(state));
-                None
-            }
-        };
         Ok(Self {
             ebpf,
             map_names,
             run_stats,
             probes,
-            syscalls,
-            runqueue,
-            processes,
-            capabilities,
-            cgroup_events: Mutex::new(cgroup_events),
-            oom_events: Mutex::new(oom_events),
-            net: Mutex::new(net),
+            attached,
+            events: Mutex::new(events),
+            rings,
             map_full,
             pins,
-            rings,
+            read_errors: AtomicU64::new(0),
         })
+    }
+
+    pub fn count_read_errors(&self, entries: u64) {
+        self.read_errors.fetch_add(entries, Ordering::Relaxed);
+    }
+
+    pub fn read_errors(&self) -> u64 {
+        self.read_errors.load(Ordering::Relaxed)
+    }
+
+    /// The state of the attached family of type `T`, locked; `None` if it is not attached.
+    pub fn family<T: Attached>(&self) -> Option<FamilyGuard<'_, T>> {
+        let family = self.attached.iter().find(|f| f.type_id == TypeId::of::<T>())?;
+        let guard = family.state.lock().unwrap_or_else(|e| e.into_inner());
+        Some(FamilyGuard { guard, _type: PhantomData })
+    }
+
+    /// The event ring of the family `name`, once: its consumer takes it.
+    pub fn take_events(&self, name: &str) -> Option<EventRing> {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let at = events.iter().position(|(family, _)| *family == name)?;
+        Some(events.swap_remove(at).1)
+    }
+
+    /// Delivery accounting of every ring buffer.
+    pub fn rings(&self) -> &[Arc<RingStats>] {
+        &self.rings
+    }
+
+    /// The ring named `name`, if its family is attached.
+    pub fn ring(&self, name: &str) -> Option<&RingStats> {
+        self.rings.iter().find(|r| r.name == name).map(AsRef::as_ref)
+    }
+
+    /// The fill of every bounded map of every attached family.
+    pub fn map_rows(&self) -> Vec<MapRow> {
+        self.attached
+            .iter()
+            .flat_map(|f| f.state.lock().unwrap_or_else(|e| e.into_inner()).map_rows())
+            .collect()
+    }
+
+    /// Removes the entries of cgroups gone for at least `grace`, in every family.
+    pub fn recycle(&self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        let mut removed = 0;
+        for family in &self.attached {
+            let mut state = family.state.lock().unwrap_or_else(|e| e.into_inner());
+            let count = state.recycle(gone_for, grace);
+            if count > 0 {
+                tracing::debug!(family = family.name, entries = count, "forgot removed cgroups");
+            }
+            removed += count;
+        }
+        removed
     }
 
     /// Kernel memory of each map, by name.
@@ -350,24 +347,11 @@ impl Programs {
 
     /// How often each bounded kernel resource was found exhausted, summed over CPUs.
     pub fn map_full_counts(&self) -> Vec<(&'static str, u64)> {
-        [
-            ("cgroup_slots", map_full::CGROUP_SLOTS),
-            ("cgroup_storage", map_full::CGROUP_STORAGE),
-            (wire::SYSCALL_ERRORS_MAP, map_full::SYSCALL_ERRORS),
-            (wire::SYSCALL_LATENCY_MAP, map_full::SYSCALL_LATENCY),
-            (wire::SYSCALL_START_MAP, map_full::SYSCALL_START),
-            (RUNQ_LATENCY_MAP, map_full::RUNQ_LATENCY),
-            (RUNQ_START_MAP, map_full::RUNQ_START),
-            (PROCESS_COUNTS_MAP, map_full::PROCESS_COUNTS),
-            (net_wire::CGROUP_TRAFFIC_MAP, map_full::NET_CGROUP_TRAFFIC),
-            (net_wire::INTERFACE_TRAFFIC_MAP, map_full::NET_INTERFACE_TRAFFIC),
-            (net_wire::TCP_EVENTS_MAP, map_full::NET_TCP_EVENTS),
-            (net_wire::CGROUP_DROPS_MAP, map_full::NET_CGROUP_DROPS),
-            (CAPABILITY_CHECKS_MAP, map_full::CAPABILITY_CHECKS),
-        ]
-        .into_iter()
-        .map(|(name, index)| (name, self.map_full.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)))
-        .collect()
+        FAMILIES
+            .iter()
+            .flat_map(|family| family.bounds().iter())
+            .map(|&(name, index)| (name, self.map_full.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)))
+            .collect()
     }
 }
 

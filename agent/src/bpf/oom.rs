@@ -8,26 +8,70 @@ use crate::kernel::tracefs::{Format, Layout};
 
 use anyhow::Context as _;
 use aya::{
-    Btf, Ebpf,
-    maps::{MapData, PerCpuArray, RingBuf},
+    Btf, Ebpf, EbpfLoader,
     programs::{BtfTracePoint, TracePoint},
 };
 use kernsight_common::oom::{
-    CGROUP_OF_CURRENT, CGROUP_OF_VICTIM, FIELD_ABSENT, OOM_EVENTS_LOST_MAP, OOM_EVENTS_MAP, OomEvent,
+    CGROUP_OF_CURRENT, CGROUP_OF_VICTIM, FIELD_ABSENT, OOM_COMM_DATA_LOC_GLOBAL, OOM_EVENTS_LOST_MAP,
+    OOM_EVENTS_MAP, OomEvent,
 };
 
-use super::{ProbeState, ProbeStatus, cgroups::LostCounter, take_map};
+use super::{
+    facts::KernelFacts,
+    family::{AttachContext, Attached, Family, attached_any},
+    rings::EventRing,
+};
+use crate::config::Config;
 
 pub const PROBE: &str = "oom";
 const BTF_PROGRAM: &str = "ks_oom_victim_task";
 const TRACEPOINT_PROGRAM: &str = "ks_oom_mark_victim";
 
-pub fn status(state: ProbeState) -> ProbeStatus {
-    ProbeStatus {
-        name: PROBE,
-        programs: vec![BTF_PROGRAM, TRACEPOINT_PROGRAM],
-        program_ids: Vec::new(),
-        state,
+/// OOM kills, streamed with the victim's cgroup and memory: always on (kills are rare).
+pub struct Oom;
+
+impl Family for Oom {
+    fn name(&self) -> &'static str {
+        PROBE
+    }
+
+    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+        vec![BTF_PROGRAM, TRACEPOINT_PROGRAM]
+    }
+
+    fn enabled(&self, _config: &Config) -> bool {
+        true
+    }
+
+    fn set_enabled(&self, _config: &mut Config, _on: bool) {}
+
+    fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
+        facts.need_task().err().or_else(|| {
+            let err = facts.oom_layout.as_ref().err()?;
+            Some(format!("no oom:mark_victim tracepoint: {err}"))
+        })
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
+        for (global, offset) in &facts.oom_fields {
+            loader.override_global(global, offset, true);
+        }
+        loader.override_global(OOM_COMM_DATA_LOC_GLOBAL, &facts.oom_comm_data_loc, true);
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        Ok(Box::new(OomEvents(Some(attach(cx.ebpf, cx.btf)?))))
+    }
+}
+
+/// The attached family: its ring, until the OOM reporter takes it.
+struct OomEvents(Option<EventRing>);
+
+impl Attached for OomEvents {
+    attached_any!();
+
+    fn take_events(&mut self) -> Option<EventRing> {
+        self.0.take()
     }
 }
 
@@ -153,16 +197,9 @@ pub fn decode(record: &[u8]) -> Result<OomKill, DecodeError> {
     })
 }
 
-/// The ring buffer and its loss counter.
-pub struct OomEventReader {
-    pub ring: RingBuf<MapData>,
-    pub lost: LostCounter,
-}
-
 /// Loads and attaches both programs: the BTF one first, so that it runs first on each kill.
-pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<OomEventReader> {
-    let ring = RingBuf::try_from(take_map(ebpf, OOM_EVENTS_MAP)?)?;
-    let lost = PerCpuArray::try_from(take_map(ebpf, OOM_EVENTS_LOST_MAP)?)?;
+fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<EventRing> {
+    let events = EventRing::take(ebpf, "oom_events", OOM_EVENTS_MAP, OOM_EVENTS_LOST_MAP)?;
     let program: &mut BtfTracePoint = ebpf
         .program_mut(BTF_PROGRAM)
         .with_context(|| format!("program {BTF_PROGRAM} missing from the object"))?
@@ -175,7 +212,7 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<OomEventReader> {
         .try_into()?;
     program.load().context("loading ks_oom_mark_victim (tracepoint/oom/mark_victim)")?;
     program.attach("oom", "mark_victim").context("attaching ks_oom_mark_victim")?;
-    Ok(OomEventReader { ring, lost: LostCounter::new(lost) })
+    Ok(events)
 }
 
 #[cfg(test)]

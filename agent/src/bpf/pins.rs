@@ -21,34 +21,14 @@ use std::{
 use aya::EbpfLoader;
 use kernsight_common::{
     MAP_LAYOUT_VERSION,
-    net::{CGROUP_DROPS_MAP, CGROUP_TRAFFIC_MAP, DROP_REASONS_MAP, INTERFACE_TRAFFIC_MAP, TCP_EVENTS_MAP},
-    sched::{PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP},
-    security::CAPABILITY_CHECKS_MAP,
-    syscalls::{
-        CGROUP_SLOTS_MAP, FREE_SLOTS_MAP, MAP_FULL_MAP, SLOT_OWNERS_MAP, SYSCALL_ERRORS_MAP,
-        SYSCALL_LATENCY_MAP, SYSCALL_ROWS_MAP,
-    },
+    syscalls::{CGROUP_SLOTS_MAP, FREE_SLOTS_MAP, MAP_FULL_MAP, SLOT_OWNERS_MAP, SYSCALL_ROWS_MAP},
 };
 use tracing::{info, warn};
 
-/// The maps whose contents outlive the agent.
-pub const PINNED_MAPS: &[&str] = &[
-    MAP_FULL_MAP,
-    SYSCALL_ROWS_MAP,
-    SLOT_OWNERS_MAP,
-    FREE_SLOTS_MAP,
-    CGROUP_SLOTS_MAP,
-    SYSCALL_ERRORS_MAP,
-    SYSCALL_LATENCY_MAP,
-    RUNQ_LATENCY_MAP,
-    PROCESS_COUNTS_MAP,
-    CGROUP_TRAFFIC_MAP,
-    INTERFACE_TRAFFIC_MAP,
-    TCP_EVENTS_MAP,
-    DROP_REASONS_MAP,
-    CGROUP_DROPS_MAP,
-    CAPABILITY_CHECKS_MAP,
-];
+/// The maps whose contents outlive the agent: the map-full counters and every family's own.
+pub fn pinned_maps() -> impl Iterator<Item = &'static str> {
+    std::iter::once(MAP_FULL_MAP).chain(super::FAMILIES.iter().flat_map(|f| f.pinned_maps().iter().copied()))
+}
 
 /// The cgroup slot bookkeeping: these maps describe one another (a slot is free, or owned by a
 /// cgroup whose local storage names it, and its row holds that cgroup's counts), so they are
@@ -97,7 +77,7 @@ impl Pins {
         }
         std::fs::create_dir_all(&dir).map_err(|source| PinError::Create { path: dir.clone(), source })?;
         let mut pins = Self { reused: Vec::new(), dir, _lock: lock };
-        pins.reused = PINNED_MAPS.iter().copied().filter(|map| pins.path(map).exists()).collect();
+        pins.reused = pinned_maps().filter(|map| pins.path(map).exists()).collect();
         let slot_maps = SLOT_MAPS.iter().filter(|map| pins.reused.contains(map)).count();
         if slot_maps != 0 && slot_maps != SLOT_MAPS.len() {
             warn!(dir = %pins.dir.display(), "some cgroup slot maps are pinned and some not: replacing them all");
@@ -126,7 +106,7 @@ impl Pins {
     }
 
     pub fn apply(&self, loader: &mut EbpfLoader<'_>) {
-        for map in PINNED_MAPS {
+        for map in pinned_maps() {
             loader.map_pin_path(map, self.path(map));
         }
     }

@@ -1,16 +1,7 @@
-//! Exec and process-exit events of the `processes` family: the ring buffer, its loss counter,
-//! and a decoder that trusts nothing in a record.
+//! Exec and process-exit events of the `processes` family: a decoder that trusts nothing in a
+//! record.
 
-use aya::{
-    Ebpf,
-    maps::{MapData, PerCpuArray, RingBuf},
-};
-use kernsight_common::sched::{
-    EVENT_ARGS_MAX, EVENT_EXEC, EVENT_EXIT, EVENT_FILENAME_MAX, PROCESS_EVENTS_LOST_MAP, PROCESS_EVENTS_MAP,
-    ProcessEvent,
-};
-
-use super::{cgroups::LostCounter, take_map};
+use kernsight_common::sched::{EVENT_ARGS_MAX, EVENT_EXEC, EVENT_EXIT, EVENT_FILENAME_MAX, ProcessEvent};
 
 /// A decoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,31 +75,6 @@ pub fn describe_exit(exit_code: u32) -> String {
         0 => format!("exited with status {}", (exit_code >> 8) & 0xff),
         9 => "killed by SIGKILL".to_owned(),
         signal => format!("killed by signal {signal}"),
-    }
-}
-
-/// The ring buffer and its loss counter.
-pub struct ProcessEventReader {
-    pub ring: RingBuf<MapData>,
-    pub lost: LostCounter,
-}
-
-impl ProcessEventReader {
-    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
-        let ring = RingBuf::try_from(take_map(ebpf, PROCESS_EVENTS_MAP)?)?;
-        let lost = PerCpuArray::try_from(take_map(ebpf, PROCESS_EVENTS_LOST_MAP)?)?;
-        Ok(Self { ring, lost: LostCounter::new(lost) })
-    }
-
-    /// Events the kernel could not queue, summed over CPUs.
-    pub fn lost(&self) -> u64 {
-        self.lost.total()
-    }
-}
-
-impl std::os::fd::AsRawFd for ProcessEventReader {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.ring.as_raw_fd()
     }
 }
 

@@ -4,22 +4,23 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use aya::{
-    Btf, Ebpf,
-    maps::{MapData, PerCpuHashMap},
-};
+use aya::{Btf, Ebpf, EbpfLoader};
 use kernsight_common::{
-    sched::{PROCESS_COUNTS_MAP, ProcessKey, RUNQ_LATENCY_MAP, RunqKey, kind},
-    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID},
+    sched::{
+        PROCESS_COUNTS_MAP, PROCESS_EVENTS_LOST_MAP, PROCESS_EVENTS_MAP, ProcessKey, RUNQ_LATENCY_MAP,
+        RUNQ_START_MAP, RunqKey, kind,
+    },
+    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
 };
 
 use super::{
-    ProbeState, ProbeStatus, load_and_attach,
-    syscalls::{Row, insert_zeros_if_absent, read_per_cpu},
-    take_map,
+    counters::{CgroupCounters, Row},
+    facts::KernelFacts,
+    family::{AttachContext, Attached, Family, MapRow, attached_any},
+    load_and_attach,
+    rings::EventRing,
 };
-use crate::kernel::btf;
+use crate::{config::Config, kernel::btf};
 
 pub const RUNQUEUE_PROBE: &str = "runqueue";
 pub const PROCESSES_PROBE: &str = "processes";
@@ -31,16 +32,103 @@ const RUNQUEUE_PROGRAMS: [(&str, &str); 3] = [
 const PROCESS_PROGRAMS: [(&str, &str); 2] =
     [("ks_sched_process_exec", "sched_process_exec"), ("ks_sched_process_exit", "sched_process_exit")];
 
-pub fn runqueue_status(state: ProbeState) -> ProbeStatus {
-    status(RUNQUEUE_PROBE, &RUNQUEUE_PROGRAMS, state)
+/// Run-queue latency per cgroup.
+pub struct Runqueue;
+
+impl Family for Runqueue {
+    fn name(&self) -> &'static str {
+        RUNQUEUE_PROBE
+    }
+
+    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+        RUNQUEUE_PROGRAMS.iter().map(|(p, _)| *p).collect()
+    }
+
+    fn enabled(&self, config: &Config) -> bool {
+        config.sched.runqueue_latency
+    }
+
+    fn set_enabled(&self, config: &mut Config, on: bool) {
+        config.sched.runqueue_latency = on;
+    }
+
+    fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
+        facts.need_task().err()
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
+        loader.map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries);
+    }
+
+    fn pinned_maps(&self) -> &'static [&'static str] {
+        &[RUNQ_LATENCY_MAP]
+    }
+
+    fn bounds(&self) -> &'static [(&'static str, u32)] {
+        &[(RUNQ_LATENCY_MAP, map_full::RUNQ_LATENCY), (RUNQ_START_MAP, map_full::RUNQ_START)]
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        let overflow =
+            (0..=LATENCY_SUM_BUCKET).map(|bucket| RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, _pad: 0 });
+        let latency =
+            CgroupCounters::take(cx.ebpf, RUNQ_LATENCY_MAP, cx.config.sched.runqueue_max_entries, overflow)?;
+        // sched_switch last: it consumes what the wakeups record.
+        load_and_attach(cx.ebpf, cx.btf, &RUNQUEUE_PROGRAMS)?;
+        Ok(Box::new(RunqueueMaps { latency }))
+    }
 }
 
-pub fn processes_status(state: ProbeState) -> ProbeStatus {
-    status(PROCESSES_PROBE, &PROCESS_PROGRAMS, state)
+/// Execs and process exits per cgroup, and their event ring.
+pub struct Processes;
+
+impl Family for Processes {
+    fn name(&self) -> &'static str {
+        PROCESSES_PROBE
+    }
+
+    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+        PROCESS_PROGRAMS.iter().map(|(p, _)| *p).collect()
+    }
+
+    fn enabled(&self, config: &Config) -> bool {
+        config.sched.processes
+    }
+
+    fn set_enabled(&self, config: &mut Config, on: bool) {
+        config.sched.processes = on;
+    }
+
+    fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
+        facts.need_task().err()
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
+        loader.map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries);
+    }
+
+    fn pinned_maps(&self) -> &'static [&'static str] {
+        &[PROCESS_COUNTS_MAP]
+    }
+
+    fn bounds(&self) -> &'static [(&'static str, u32)] {
+        &[(PROCESS_COUNTS_MAP, map_full::PROCESS_COUNTS)]
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        Ok(Box::new(attach_processes(cx.ebpf, cx.btf, cx.config.sched.process_max_entries)?))
+    }
 }
 
-fn status(name: &'static str, programs: &[(&'static str, &str)], state: ProbeState) -> ProbeStatus {
-    ProbeStatus { name, programs: programs.iter().map(|(p, _)| *p).collect(), program_ids: Vec::new(), state }
+/// Prepares the `processes` maps and attaches its programs (the agent's family, and
+/// `kernsight trace exec|exit`, which reads its ring).
+pub fn attach_processes(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Result<ProcessMaps> {
+    let events = EventRing::take(ebpf, "process_events", PROCESS_EVENTS_MAP, PROCESS_EVENTS_LOST_MAP)?;
+    let overflow =
+        (0..kind::COUNT).map(|what| ProcessKey { cgroup_id: OVERFLOW_CGROUP_ID, kind: what, _pad: 0 });
+    let counts = CgroupCounters::take(ebpf, PROCESS_COUNTS_MAP, capacity, overflow)?;
+    load_and_attach(ebpf, btf, &PROCESS_PROGRAMS)?;
+    Ok(ProcessMaps { counts, events: Some(events) })
 }
 
 /// `task_struct` members the scheduler programs read, from the running kernel's BTF.
@@ -57,8 +145,7 @@ pub struct TaskOffsets {
 }
 
 impl TaskOffsets {
-    pub fn read() -> Result<Self, btf::BtfError> {
-        let btf = btf::Btf::from_sys_fs()?;
+    pub fn read(btf: &btf::Btf) -> Result<Self, btf::BtfError> {
         Ok(Self {
             pid: btf.member_offset("task_struct", "pid")?,
             tgid: btf.member_offset("task_struct", "tgid")?,
@@ -72,91 +159,55 @@ impl TaskOffsets {
     }
 }
 
-/// Removes the entries of cgroups gone for at least `grace`; returns how many went.
-fn forget<K: aya::Pod>(
-    map: &mut PerCpuHashMap<MapData, K, u64>,
-    cgroup_of: fn(&K) -> u64,
-    gone_for: &mut dyn FnMut(u64) -> Option<Duration>,
-    grace: Duration,
-) -> usize {
-    let stale: Vec<K> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| {
-            let id = cgroup_of(k);
-            id != OVERFLOW_CGROUP_ID && gone_for(id).is_some_and(|gone| gone >= grace)
-        })
-        .collect();
-    stale.iter().filter(|k| map.remove(k).is_ok()).count()
-}
-
 /// The maps of the attached `runqueue` family.
 pub struct RunqueueMaps {
-    latency: PerCpuHashMap<MapData, RunqKey, u64>,
-    pub capacity: u32,
-}
-
-pub fn attach_runqueue(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Result<RunqueueMaps> {
-    let mut latency: PerCpuHashMap<MapData, RunqKey, u64> =
-        PerCpuHashMap::try_from(take_map(ebpf, RUNQ_LATENCY_MAP)?)?;
-    // The overflow entries must exist before the first update can find the map full.
-    for bucket in 0..=LATENCY_SUM_BUCKET {
-        let key = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, _pad: 0 };
-        insert_zeros_if_absent(&mut latency, &key).context("creating the run-queue overflow entries")?;
-    }
-    // sched_switch last: it consumes what the wakeups record.
-    load_and_attach(ebpf, btf, &RUNQUEUE_PROGRAMS)?;
-    Ok(RunqueueMaps { latency, capacity })
+    latency: CgroupCounters<RunqKey>,
 }
 
 impl RunqueueMaps {
-    /// Entries in use, counted by key only (no per-CPU values read): for the map-fill gauge.
-    pub fn entries(&self) -> usize {
-        self.latency.keys().filter(Result::is_ok).count()
-    }
-
     /// Switches-in per (cgroup, log2 bucket), and the sums (`LATENCY_SUM_BUCKET`).
     pub fn read(&self) -> (Vec<Row<RunqKey>>, u64) {
-        read_per_cpu(&self.latency)
+        self.latency.read()
+    }
+}
+
+impl Attached for RunqueueMaps {
+    attached_any!();
+
+    fn map_rows(&self) -> Vec<MapRow> {
+        vec![self.latency.map_row()]
     }
 
-    pub fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
-        forget(&mut self.latency, |k| k.cgroup_id, gone_for, grace)
+    fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        self.latency.recycle(gone_for, grace)
     }
 }
 
 /// The maps of the attached `processes` family.
 pub struct ProcessMaps {
-    counts: PerCpuHashMap<MapData, ProcessKey, u64>,
-    pub capacity: u32,
-    /// Taken by the task that reports exec and exit events.
-    pub events: Option<super::process_events::ProcessEventReader>,
-}
-
-pub fn attach_processes(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Result<ProcessMaps> {
-    let events = super::process_events::ProcessEventReader::take(ebpf)?;
-    let mut counts: PerCpuHashMap<MapData, ProcessKey, u64> =
-        PerCpuHashMap::try_from(take_map(ebpf, PROCESS_COUNTS_MAP)?)?;
-    for what in 0..kind::COUNT {
-        let key = ProcessKey { cgroup_id: OVERFLOW_CGROUP_ID, kind: what, _pad: 0 };
-        insert_zeros_if_absent(&mut counts, &key).context("creating the process overflow entries")?;
-    }
-    load_and_attach(ebpf, btf, &PROCESS_PROGRAMS)?;
-    Ok(ProcessMaps { counts, capacity, events: Some(events) })
+    counts: CgroupCounters<ProcessKey>,
+    events: Option<EventRing>,
 }
 
 impl ProcessMaps {
-    /// Entries in use, counted by key only: for the map-fill gauge.
-    pub fn entries(&self) -> usize {
-        self.counts.keys().filter(Result::is_ok).count()
-    }
-
     /// Execs and exits per (cgroup, kind).
     pub fn read(&self) -> (Vec<Row<ProcessKey>>, u64) {
-        read_per_cpu(&self.counts)
+        self.counts.read()
+    }
+}
+
+impl Attached for ProcessMaps {
+    attached_any!();
+
+    fn map_rows(&self) -> Vec<MapRow> {
+        vec![self.counts.map_row()]
     }
 
-    pub fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
-        forget(&mut self.counts, |k| k.cgroup_id, gone_for, grace)
+    fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        self.counts.recycle(gone_for, grace)
+    }
+
+    fn take_events(&mut self) -> Option<EventRing> {
+        self.events.take()
     }
 }

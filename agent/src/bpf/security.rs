@@ -3,32 +3,71 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use aya::{
-    Btf, Ebpf,
-    maps::{MapData, PerCpuHashMap},
-};
+use aya::{Btf, Ebpf, EbpfLoader};
 use kernsight_common::{
-    security::{CAPABILITY_CHECKS_MAP, CapabilityKey, DENIED, GRANTED, INITIAL_USER_NS, NESTED_USER_NS},
-    syscalls::OVERFLOW_CGROUP_ID,
+    security::{
+        CAPABILITY_CHECKS_MAP, CapabilityKey, DENIED, GRANTED, INITIAL_USER_NS, NESTED_USER_NS,
+        TASK_COMM_OFFSET_GLOBAL, USER_NS_LEVEL_OFFSET_GLOBAL,
+    },
+    syscalls::{OVERFLOW_CGROUP_ID, map_full},
 };
 
 use super::{
-    ProbeState, ProbeStatus, load_and_attach,
-    syscalls::{Row, insert_zeros_if_absent, read_per_cpu},
-    take_map,
+    counters::{CgroupCounters, Row},
+    facts::KernelFacts,
+    family::{AttachContext, Attached, Family, MapRow, attached_any},
+    load_and_attach,
 };
-use crate::kernel::btf;
+use crate::{config::Config, kernel::btf};
 
 pub const PROBE: &str = "capabilities";
 const PROGRAMS: [(&str, &str); 1] = [("ks_cap_capable", "cap_capable")];
 
-pub fn status(state: ProbeState) -> ProbeStatus {
-    ProbeStatus {
-        name: PROBE,
-        programs: PROGRAMS.iter().map(|(p, _)| *p).collect(),
-        program_ids: Vec::new(),
-        state,
+/// Capability checks per cgroup, granted and denied.
+pub struct Capabilities;
+
+impl Family for Capabilities {
+    fn name(&self) -> &'static str {
+        PROBE
+    }
+
+    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+        PROGRAMS.iter().map(|(p, _)| *p).collect()
+    }
+
+    fn enabled(&self, config: &Config) -> bool {
+        config.security.capability_checks
+    }
+
+    fn set_enabled(&self, config: &mut Config, on: bool) {
+        config.security.capability_checks = on;
+    }
+
+    fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
+        facts.need_walk().err().or_else(|| {
+            let err = facts.security.as_ref().err()?;
+            Some(format!("cannot read user_namespace and task_struct members: {err}"))
+        })
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
+        let offsets = &facts.offsets.security;
+        loader
+            .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &offsets.user_ns_level, true)
+            .override_global(TASK_COMM_OFFSET_GLOBAL, &offsets.task_comm, true)
+            .map_max_entries(CAPABILITY_CHECKS_MAP, config.security.capability_max_entries);
+    }
+
+    fn pinned_maps(&self) -> &'static [&'static str] {
+        &[CAPABILITY_CHECKS_MAP]
+    }
+
+    fn bounds(&self) -> &'static [(&'static str, u32)] {
+        &[(CAPABILITY_CHECKS_MAP, map_full::CAPABILITY_CHECKS)]
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        Ok(Box::new(attach(cx.ebpf, cx.btf, cx.config.security.capability_max_entries)?))
     }
 }
 
@@ -40,8 +79,7 @@ pub struct SecurityOffsets {
 }
 
 impl SecurityOffsets {
-    pub fn read() -> Result<Self, btf::BtfError> {
-        let btf = btf::Btf::from_sys_fs()?;
+    pub fn read(btf: &btf::Btf) -> Result<Self, btf::BtfError> {
         Ok(Self {
             user_ns_level: btf.member_offset("user_namespace", "level")?,
             task_comm: btf.member_offset("task_struct", "comm")?,
@@ -60,49 +98,43 @@ fn last_capability() -> u32 {
 
 /// The maps of the attached `capabilities` family.
 pub struct CapabilityMaps {
-    checks: PerCpuHashMap<MapData, CapabilityKey, u64>,
-    pub capacity: u32,
+    checks: CgroupCounters<CapabilityKey>,
 }
 
 pub fn attach(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Result<CapabilityMaps> {
-    let mut checks: PerCpuHashMap<MapData, CapabilityKey, u64> =
-        PerCpuHashMap::try_from(take_map(ebpf, CAPABILITY_CHECKS_MAP)?)?;
-    // The overflow entries must exist before the first update can find the map full: one per
-    // (capability, result, user namespace), so that `other` keeps those labels.
-    for cap in 0..=last_capability() {
-        for result in [GRANTED, DENIED] {
-            for userns in [INITIAL_USER_NS, NESTED_USER_NS] {
-                let key = CapabilityKey { cgroup_id: OVERFLOW_CGROUP_ID, cap, result, userns, _pad: [0; 2] };
-                insert_zeros_if_absent(&mut checks, &key)
-                    .context("creating the capability overflow entries")?;
-            }
-        }
-    }
+    // One overflow entry per (capability, result, user namespace), so that `other` keeps those
+    // labels.
+    let overflow = (0..=last_capability()).flat_map(|cap| {
+        [GRANTED, DENIED].into_iter().flat_map(move |result| {
+            [INITIAL_USER_NS, NESTED_USER_NS].into_iter().map(move |userns| CapabilityKey {
+                cgroup_id: OVERFLOW_CGROUP_ID,
+                cap,
+                result,
+                userns,
+                _pad: [0; 2],
+            })
+        })
+    });
+    let checks = CgroupCounters::take(ebpf, CAPABILITY_CHECKS_MAP, capacity, overflow)?;
     load_and_attach(ebpf, btf, &PROGRAMS)?;
-    Ok(CapabilityMaps { checks, capacity })
+    Ok(CapabilityMaps { checks })
 }
 
 impl CapabilityMaps {
-    /// Entries in use, counted by key only: for the map-fill gauge.
-    pub fn entries(&self) -> usize {
-        self.checks.keys().filter(Result::is_ok).count()
-    }
-
     /// Checks per (cgroup, capability, result, user namespace).
     pub fn read(&self) -> (Vec<Row<CapabilityKey>>, u64) {
-        read_per_cpu(&self.checks)
+        self.checks.read()
+    }
+}
+
+impl Attached for CapabilityMaps {
+    attached_any!();
+
+    fn map_rows(&self) -> Vec<MapRow> {
+        vec![self.checks.map_row()]
     }
 
-    /// Removes the entries of cgroups gone for at least `grace`; returns how many went.
-    pub fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
-        let stale: Vec<CapabilityKey> = self
-            .checks
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| {
-                k.cgroup_id != OVERFLOW_CGROUP_ID && gone_for(k.cgroup_id).is_some_and(|gone| gone >= grace)
-            })
-            .collect();
-        stale.iter().filter(|k| self.checks.remove(k).is_ok()).count()
+    fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        self.checks.recycle(gone_for, grace)
     }
 }

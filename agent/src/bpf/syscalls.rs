@@ -5,82 +5,90 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::Context as _;
 use aya::{
-    Btf, Ebpf,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, Queue},
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, Queue},
     programs::BtfTracePoint,
-    util::nr_cpus,
 };
 use kernsight_common::syscalls::{
-    FREE_SLOTS_MAP, LATENCY_SUM_BUCKET, LatencyKey, NO_V1_SUBSYS, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT,
-    OVERFLOW_SYSCALL, SLOT_OWNERS_MAP, SYSCALL_COLUMNS, SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP,
-    SYSCALL_ROWS_MAP, SYSCALL_START_MAP, SyscallKey, SyscallRow,
+    CGROUP_SLOTS_MAP, FREE_SLOTS_MAP, LATENCY_ENABLED_GLOBAL, LATENCY_SUM_BUCKET, LatencyKey,
+    OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL, SLOT_OWNERS_MAP, START_ENTRIES, SYSCALL_COLUMNS,
+    SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP, SYSCALL_ROWS_MAP, SYSCALL_START_MAP, SyscallKey, SyscallRow,
+    map_full,
 };
 use tracing::debug;
 
-use super::{ProbeState, ProbeStatus, take_map};
-use crate::{config::Config, kernel::btf};
+use super::{
+    counters::{CgroupCounters, Row, per_cpu_zeros},
+    facts::KernelFacts,
+    family::{AttachContext, Attached, Family, MapRow, attached_any},
+    take_map,
+};
+use crate::config::Config;
 
 pub const PROBE: &str = "syscalls";
 
-pub fn status(state: ProbeState, config: &Config) -> ProbeStatus {
-    let mut programs = vec!["ks_sys_exit"];
-    if config.syscalls.latency_histogram {
-        programs.push("ks_sys_enter");
+/// The syscall family.
+pub struct Syscalls;
+
+impl Family for Syscalls {
+    fn name(&self) -> &'static str {
+        PROBE
     }
-    ProbeStatus { name: PROBE, programs, program_ids: Vec::new(), state }
-}
 
-/// What the kernel side needs to find a task's cgroup: member offsets for
-/// `current->cgroups->dfl_cgrp->kn->id` and `css_set->subsys[i]->cgroup`, from the running
-/// kernel's BTF, and which v1 controller (`enum cgroup_subsys_id`) attributes v2-root tasks.
-#[derive(Debug, Clone, Copy)]
-pub struct CgroupOffsets {
-    pub task_cgroups: u32,
-    pub css_set_dfl_cgrp: u32,
-    pub cgroup_kn: u32,
-    pub kernfs_node_id: u32,
-    pub css_set_subsys: u32,
-    pub css_cgroup: u32,
-    pub v1_subsys: u32,
-    pub cgroup_root: u32,
-    pub root_hierarchy_id: u32,
-}
-
-impl Default for CgroupOffsets {
-    fn default() -> Self {
-        Self {
-            task_cgroups: 0,
-            css_set_dfl_cgrp: 0,
-            cgroup_kn: 0,
-            kernfs_node_id: 0,
-            css_set_subsys: 0,
-            css_cgroup: 0,
-            v1_subsys: NO_V1_SUBSYS,
-            cgroup_root: 0,
-            root_hierarchy_id: 0,
+    fn programs(&self, config: &Config) -> Vec<&'static str> {
+        let mut programs = vec!["ks_sys_exit"];
+        if config.syscalls.latency_histogram {
+            programs.push("ks_sys_enter");
         }
+        programs
     }
-}
 
-impl CgroupOffsets {
-    /// `v1_controller`: the v1 hierarchy that attributes tasks of the v2 root, if any.
-    pub fn read(v1_controller: Option<&str>) -> Result<Self, btf::BtfError> {
-        let btf = btf::Btf::from_sys_fs()?;
-        let v1_subsys = match v1_controller {
-            Some(controller) => btf.enum_value(&format!("{controller}_cgrp_id"))?,
-            None => NO_V1_SUBSYS,
-        };
-        Ok(Self {
-            task_cgroups: btf.member_offset("task_struct", "cgroups")?,
-            css_set_dfl_cgrp: btf.member_offset("css_set", "dfl_cgrp")?,
-            cgroup_kn: btf.member_offset("cgroup", "kn")?,
-            kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
-            css_set_subsys: btf.member_offset("css_set", "subsys")?,
-            css_cgroup: btf.member_offset("cgroup_subsys_state", "cgroup")?,
-            v1_subsys,
-            cgroup_root: btf.member_offset("cgroup", "root")?,
-            root_hierarchy_id: btf.member_offset("cgroup_root", "hierarchy_id")?,
-        })
+    fn enabled(&self, config: &Config) -> bool {
+        config.syscalls.enabled
+    }
+
+    fn set_enabled(&self, config: &mut Config, on: bool) {
+        config.syscalls.enabled = on;
+    }
+
+    fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
+        facts.need_walk().err()
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
+        let slots = config.syscalls.max_cgroups;
+        loader
+            .override_global(LATENCY_ENABLED_GLOBAL, &facts.syscall_latency, true)
+            .map_max_entries(SYSCALL_ROWS_MAP, slots + 1)
+            .map_max_entries(SLOT_OWNERS_MAP, slots + 1)
+            .map_max_entries(FREE_SLOTS_MAP, slots)
+            .map_max_entries(SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries)
+            .map_max_entries(SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries);
+    }
+
+    fn pinned_maps(&self) -> &'static [&'static str] {
+        &[
+            SYSCALL_ROWS_MAP,
+            SLOT_OWNERS_MAP,
+            FREE_SLOTS_MAP,
+            CGROUP_SLOTS_MAP,
+            SYSCALL_ERRORS_MAP,
+            SYSCALL_LATENCY_MAP,
+        ]
+    }
+
+    fn bounds(&self) -> &'static [(&'static str, u32)] {
+        &[
+            ("cgroup_slots", map_full::CGROUP_SLOTS),
+            ("cgroup_storage", map_full::CGROUP_STORAGE),
+            (SYSCALL_ERRORS_MAP, map_full::SYSCALL_ERRORS),
+            (SYSCALL_LATENCY_MAP, map_full::SYSCALL_LATENCY),
+            (SYSCALL_START_MAP, map_full::SYSCALL_START),
+        ]
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        Ok(Box::new(attach(cx.ebpf, cx.btf, cx.config, cx.slots_continued)?))
     }
 }
 
@@ -92,16 +100,14 @@ pub struct SyscallMaps {
     rows: PerCpuArray<MapData, SyscallRow>,
     owners: Array<MapData, u64>,
     free: Queue<MapData, u32>,
-    errors: PerCpuHashMap<MapData, SyscallKey, u64>,
+    errors: CgroupCounters<SyscallKey>,
     latency: Option<Latency>,
     pub max_cgroups: u32,
-    pub max_error_entries: u32,
 }
 
 struct Latency {
-    buckets: PerCpuHashMap<MapData, LatencyKey, u64>,
+    buckets: CgroupCounters<LatencyKey>,
     start: BpfHashMap<MapData, u32, u64>,
-    capacity: u32,
 }
 
 /// Loads and attaches the family's programs after preparing their maps.
@@ -121,21 +127,20 @@ pub fn attach(
             free.push(&slot, 0).context("filling the free cgroup slots")?;
         }
     }
-    let mut errors: PerCpuHashMap<MapData, SyscallKey, u64> =
-        PerCpuHashMap::try_from(take_map(ebpf, SYSCALL_ERRORS_MAP)?)?;
-    // The overflow entries must exist before the first update can find the map full.
     let overflow = SyscallKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, errno: 0 };
-    insert_zeros_if_absent(&mut errors, &overflow).context("creating the overflow entry")?;
+    let errors =
+        CgroupCounters::take(ebpf, SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries, [overflow])?;
 
     let latency = if config.syscalls.latency_histogram {
-        let mut buckets: PerCpuHashMap<MapData, LatencyKey, u64> =
-            PerCpuHashMap::try_from(take_map(ebpf, SYSCALL_LATENCY_MAP)?)?;
-        for bucket in 0..=LATENCY_SUM_BUCKET {
-            let key = LatencyKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, bucket };
-            insert_zeros_if_absent(&mut buckets, &key).context("creating the latency overflow entries")?;
-        }
+        let overflow = (0..=LATENCY_SUM_BUCKET).map(|bucket| LatencyKey {
+            cgroup_id: OVERFLOW_CGROUP_ID,
+            syscall: OVERFLOW_SYSCALL,
+            bucket,
+        });
+        let buckets =
+            CgroupCounters::take(ebpf, SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries, overflow)?;
         let start = BpfHashMap::try_from(take_map(ebpf, SYSCALL_START_MAP)?)?;
-        Some(Latency { buckets, start, capacity: config.syscalls.latency_max_entries })
+        Some(Latency { buckets, start })
     } else {
         None
     };
@@ -150,54 +155,13 @@ pub fn attach(
     }
     program(ebpf, "ks_sys_exit")?.attach().context("attaching ks_sys_exit")?;
 
-    Ok(SyscallMaps {
-        rows,
-        owners,
-        free,
-        errors,
-        latency,
-        max_cgroups: config.syscalls.max_cgroups,
-        max_error_entries: config.syscalls.max_error_entries,
-    })
+    Ok(SyscallMaps { rows, owners, free, errors, latency, max_cgroups: config.syscalls.max_cgroups })
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut BtfTracePoint> {
     let program =
         ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))?;
     Ok(program.try_into()?)
-}
-
-pub(crate) fn per_cpu_zeros<T: aya::Pod + Default>() -> anyhow::Result<PerCpuValues<T>> {
-    let cpus = nr_cpus().map_err(|(what, err)| anyhow::anyhow!("cannot count CPUs ({what}): {err}"))?;
-    Ok(PerCpuValues::try_from(vec![T::default(); cpus.get() as usize])?)
-}
-
-/// Creates a zero entry for `key` unless it exists (a pinned map keeps its counts).
-pub(crate) fn insert_zeros_if_absent<K: aya::Pod, V: aya::Pod + Default>(
-    map: &mut PerCpuHashMap<MapData, K, V>,
-    key: &K,
-) -> anyhow::Result<()> {
-    if map.get(key, 0).is_err() {
-        map.insert(key, per_cpu_zeros::<V>()?, 0)?;
-    }
-    Ok(())
-}
-
-/// One row of a hash map read: a key and its value summed over CPUs.
-pub type Row<K> = (K, u64);
-
-/// Reads a per-CPU counter map, summing each key's per-CPU values. Entries that vanish while
-/// being read are skipped; the number of errors is returned beside the rows.
-pub(crate) fn read_per_cpu<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> (Vec<Row<K>>, u64) {
-    let mut rows = Vec::new();
-    let mut errors = 0;
-    for entry in map.iter() {
-        match entry {
-            Ok((key, values)) => rows.push((key, values.iter().sum())),
-            Err(_) => errors += 1,
-        }
-    }
-    (rows, errors)
 }
 
 impl SyscallMaps {
@@ -245,21 +209,12 @@ impl SyscallMaps {
 
     /// Failed calls per (cgroup, syscall, errno).
     pub fn read_errors(&self) -> (Vec<Row<SyscallKey>>, u64) {
-        read_per_cpu(&self.errors)
+        self.errors.read()
     }
 
     /// Calls per (cgroup, syscall, latency bucket), when latency is measured.
     pub fn read_latency(&self) -> Option<(Vec<Row<LatencyKey>>, u64)> {
-        self.latency.as_ref().map(|l| read_per_cpu(&l.buckets))
-    }
-
-    pub fn latency_capacity(&self) -> Option<u32> {
-        self.latency.as_ref().map(|l| l.capacity)
-    }
-
-    /// Threads currently inside a syscall with a recorded start time (latency mode).
-    pub fn threads_in_syscall(&self) -> Option<usize> {
-        self.latency.as_ref().map(|l| l.start.keys().filter(Result::is_ok).count())
+        self.latency.as_ref().map(|l| l.buckets.read())
     }
 
     /// Frees the slots (and error and latency entries) of cgroups gone for at least `grace`
@@ -291,21 +246,30 @@ impl SyscallMaps {
     }
 
     fn forget_hash_entries(&mut self, ids: &[u64]) {
-        let stale: Vec<SyscallKey> =
-            self.errors.keys().filter_map(Result::ok).filter(|k| ids.contains(&k.cgroup_id)).collect();
-        for key in stale {
-            let _ = self.errors.remove(&key);
-        }
+        self.errors.forget(ids);
         if let Some(latency) = &mut self.latency {
-            let stale: Vec<LatencyKey> = latency
-                .buckets
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| ids.contains(&k.cgroup_id))
-                .collect();
-            for key in stale {
-                let _ = latency.buckets.remove(&key);
-            }
+            latency.buckets.forget(ids);
         }
+    }
+}
+
+impl Attached for SyscallMaps {
+    attached_any!();
+
+    fn map_rows(&self) -> Vec<MapRow> {
+        let mut rows = vec![
+            MapRow { map: SYSCALL_ROWS_MAP, entries: self.slots_in_use(), capacity: self.max_cgroups },
+            self.errors.map_row(),
+        ];
+        if let Some(latency) = &self.latency {
+            rows.push(latency.buckets.map_row());
+            let threads = latency.start.keys().filter(Result::is_ok).count();
+            rows.push(MapRow { map: SYSCALL_START_MAP, entries: threads, capacity: START_ENTRIES });
+        }
+        rows
+    }
+
+    fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        SyscallMaps::recycle(self, gone_for, grace).len()
     }
 }

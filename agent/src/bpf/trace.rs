@@ -20,7 +20,8 @@ use kernsight_common::trace::{
 };
 
 use super::{
-    LoadError, OBJECT, load_and_attach, process_events::ProcessEventReader, sched, syscalls, take_map,
+    LoadError, OBJECT, cgroup_walk::CgroupOffsets, family::Attached as _, load_and_attach, rings::EventRing,
+    sched, take_map,
 };
 use crate::kernel::{cgroupfs::Hierarchies, tracefs::Format};
 
@@ -59,7 +60,7 @@ pub struct Trace {
     /// The syscall numbers counted (histogram mode reads only theirs).
     traced: Vec<u32>,
     /// `Processes`: exec and exit events.
-    pub processes: Option<ProcessEventReader>,
+    pub processes: Option<EventRing>,
 }
 
 impl Trace {
@@ -74,10 +75,12 @@ impl Trace {
         }
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         let v1_controller = hierarchies.v1.as_ref().map(|(controller, _)| *controller);
-        let walk = syscalls::CgroupOffsets::read(v1_controller)
+        let own_btf = crate::kernel::btf::Btf::from_sys_fs()?;
+        let walk = CgroupOffsets::read(&own_btf, v1_controller)
             .context("cannot find the cgroup of a task in the kernel's BTF")?;
-        let task =
-            sched::TaskOffsets::read().context("cannot read task_struct members from the kernel's BTF")?;
+        let task = sched::TaskOffsets::read(&own_btf)
+            .context("cannot read task_struct members from the kernel's BTF")?;
+        drop(own_btf);
         let tgid = filters.tgid.unwrap_or(0);
         let filter_cgroups = u8::from(filters.cgroups.is_some());
         let record_bytes = match source {
@@ -196,9 +199,9 @@ impl Trace {
                 }
             }
             Source::Processes => {
-                let maps =
+                let mut maps =
                     sched::attach_processes(ebpf, &btf, kernsight_common::sched::DEFAULT_PROCESS_ENTRIES)?;
-                trace.processes = maps.events;
+                trace.processes = maps.take_events();
             }
         }
         Ok(trace)
@@ -230,7 +233,7 @@ impl Trace {
     /// Records the kernel could not queue (ring buffer full), summed over CPUs.
     pub fn lost(&self) -> u64 {
         if let Some(processes) = &self.processes {
-            return processes.lost();
+            return processes.stats.lost();
         }
         self.lost.as_ref().and_then(|lost| lost.get(&0, 0).ok()).map_or(0, |values| values.iter().sum())
     }

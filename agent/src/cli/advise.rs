@@ -67,7 +67,7 @@ impl Common {
     fn observe(&self, target: &Target) -> anyhow::Result<Observed> {
         let observed = match &self.window {
             Some(text) => {
-                let duration = window::parse_duration(text).map_err(anyhow::Error::msg)?;
+                let duration = crate::duration::parse_positive(text).map_err(anyhow::Error::msg)?;
                 window::observe(target, duration, &self.cri_socket())?
             }
             None => advise::from_agent(&self.agent, target)?,

@@ -7,12 +7,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::{
-    bpf::{Programs, cgroups::CgroupEventReader, oom::OomEventReader},
+    bpf::{Programs, cgroups, oom as oom_family, sched},
     config::{Config, LogFormat},
     kernel::{cgroupfs, preflight},
     logging,
     metadata::{
-        cgroups::{self, Tracker},
+        cgroups::{self as cgroup_index, Tracker},
         identity::Resolver,
         lookup,
         oom::{self, OomKills},
@@ -111,12 +111,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for status in programs.probe_statuses() {
         status.log();
     }
-    let events = programs.cgroup_events.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let oom_events = programs.oom_events.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let process_events = programs
-        .processes
-        .as_ref()
-        .and_then(|maps| maps.lock().unwrap_or_else(|e| e.into_inner()).events.take());
+    let cgroup_events = programs.take_events(cgroups::PROBE);
+    let oom_events = programs.take_events(oom_family::PROBE);
+    let process_events = programs.take_events(sched::PROCESSES_PROBE);
     let programs = Arc::new(programs);
     let tracker = Arc::new(Tracker::new(hierarchies));
     let resolver = Arc::new(Resolver::new(
@@ -126,30 +123,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     tokio::spawn(lookup::run(resolver.clone(), config.metadata.cri_socket.clone()));
     let kills = Arc::new(OomKills::default());
-    let rings = programs.rings.clone();
-    if let Some(OomEventReader { ring, .. }) = oom_events {
-        tokio::spawn(oom::follow_events(
-            ring,
-            rings.clone(),
-            kills.clone(),
-            tracker.clone(),
-            resolver.clone(),
-        ));
+    if let Some(events) = oom_events {
+        tokio::spawn(oom::follow_events(events, kills.clone(), tracker.clone(), resolver.clone()));
     }
-    if let Some(reader) = process_events {
-        tokio::spawn(processes::follow_events(reader, tracker.clone(), resolver.clone(), rings.clone()));
+    if let Some(events) = process_events {
+        tokio::spawn(processes::follow_events(events, tracker.clone(), resolver.clone()));
     }
     let registry =
         metrics::registry(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
-    let lost = match events {
-        Some(CgroupEventReader { ring, lost }) => {
-            tokio::spawn(cgroups::follow_events(ring, tracker.clone(), rings));
-            Some(lost)
-        }
-        None => None,
-    };
-    tokio::spawn(cgroups::maintain(tracker, programs, lost, grace));
+    let lost = cgroup_events.as_ref().map(|events| events.stats.clone());
+    if let Some(events) = cgroup_events {
+        tokio::spawn(cgroup_index::follow_events(events, tracker.clone()));
+    }
+    tokio::spawn(cgroup_index::maintain(tracker, programs, lost, grace));
 
     info!(%address, "serving metrics on http://{address}/metrics");
     let server = tokio::spawn(metrics::server::serve(listener, registry, health));

@@ -25,7 +25,7 @@ pub struct TopArgs {
     #[arg(long, value_name = "HOST:PORT")]
     agent: Option<String>,
     /// Time between the two scrapes a rate is computed from, and between refreshes.
-    #[arg(long, default_value = "2s", value_parser = super::trace::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "2s", value_parser = crate::duration::parse_positive, value_name = "DURATION")]
     interval: Duration,
     /// Print one snapshot (after one interval) and exit, without screen control.
     #[arg(long)]

@@ -10,15 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::{
     bpf::{
         Programs,
-        cgroups::{Lifecycle, LostCounter, decode},
-        rings::Rings,
+        cgroups::{Lifecycle, decode},
+        rings::{EventRing, RingStats},
     },
     kernel::cgroupfs::{CgroupIndex, Hierarchies},
 };
@@ -82,31 +80,12 @@ impl Tracker {
     }
 }
 
-/// Applies lifecycle events until the agent stops.
-pub async fn follow_events(ring: RingBuf<MapData>, tracker: Arc<Tracker>, rings: Arc<Rings>) {
-    // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as long as it is
-    // registered.
-    let registered = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
-    let mut ring = match registered {
-        Ok(ring) => ring,
-        Err(err) => {
-            warn!("cannot poll the cgroup event ring buffer ({err}): cgroups are found by walking cgroupfs");
-            return;
-        }
-    };
+/// Applies lifecycle events until the agent stops (or their ring cannot be polled: the
+/// maintenance pass then walks cgroupfs each time).
+pub async fn follow_events(events: EventRing, tracker: Arc<Tracker>) {
     tracker.following.store(true, Ordering::Relaxed);
-    loop {
-        let Ok(mut guard) = ring.readable_mut().await else {
-            warn!("polling the cgroup event ring buffer failed: cgroups are found by walking cgroupfs");
-            tracker.following.store(false, Ordering::Relaxed);
-            return;
-        };
-        let ring = guard.get_inner_mut();
-        while let Some(record) = ring.next() {
-            rings.cgroup_events.count(tracker.apply(&record));
-        }
-        guard.clear_ready();
-    }
+    events.follow(|record| tracker.apply(record)).await;
+    tracker.following.store(false, Ordering::Relaxed);
 }
 
 /// Periodic pass: walk if events are not followed or some were lost, free the kernel slots of
@@ -114,14 +93,14 @@ pub async fn follow_events(ring: RingBuf<MapData>, tracker: Arc<Tracker>, rings:
 pub async fn maintain(
     tracker: Arc<Tracker>,
     programs: Arc<Programs>,
-    lost: Option<LostCounter>,
+    lost: Option<Arc<RingStats>>,
     grace: Duration,
 ) {
     let mut tick = tokio::time::interval(grace.clamp(Duration::from_secs(1), Duration::from_secs(10)));
     loop {
         tick.tick().await;
         let (tracker, programs) = (tracker.clone(), programs.clone());
-        let lost_now = lost.as_ref().map_or(0, LostCounter::total);
+        let lost_now = lost.as_ref().map_or(0, |ring| ring.lost());
         // cgroupfs walks and map updates block: off the async workers.
         let _ = tokio::task::spawn_blocking(move || {
             let now = Instant::now();
@@ -130,27 +109,7 @@ pub async fn maintain(
             if !tracker.following.load(Ordering::Relaxed) || lost_now > lost_before {
                 index.rescan();
             }
-            if let Some(maps) = &programs.syscalls {
-                let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
-                maps.recycle(&mut |id| index.gone_for(id, now), grace);
-            }
-            if let Some(maps) = &programs.runqueue {
-                let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
-                maps.recycle(&mut |id| index.gone_for(id, now), grace);
-            }
-            if let Some(maps) = &programs.processes {
-                let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
-                maps.recycle(&mut |id| index.gone_for(id, now), grace);
-            }
-            programs
-                .net
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .recycle(&mut |id| index.gone_for(id, now), grace);
-            if let Some(maps) = &programs.capabilities {
-                let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
-                maps.recycle(&mut |id| index.gone_for(id, now), grace);
-            }
+            programs.recycle(&mut |id| index.gone_for(id, now), grace);
             if index.expire(grace, now) > 0 {
                 index.shrink();
                 // After a burst of short-lived cgroups the agent returns to its size.

@@ -7,15 +7,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
 use super::{cgroups::Tracker, identity::Resolver};
 use crate::{
     bpf::{
         oom::{CgroupSource, OomKill, decode},
-        rings::Rings,
+        rings::EventRing,
     },
     kernel::cgroupfs::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
 };
@@ -82,40 +80,23 @@ fn mib(bytes: u64) -> f64 {
 
 /// Reports kills until the agent stops.
 pub async fn follow_events(
-    ring: RingBuf<MapData>,
-    rings: Arc<Rings>,
+    events: EventRing,
     kills: Arc<OomKills>,
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
 ) {
-    // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open while registered.
-    let registered = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
-    let mut ring = match registered {
-        Ok(ring) => ring,
-        Err(err) => {
-            warn!("cannot poll the OOM event ring buffer ({err}): OOM kills are not reported");
-            return;
-        }
-    };
-    loop {
-        let Ok(mut guard) = ring.readable_mut().await else {
-            warn!("polling the OOM event ring buffer failed: OOM kills are no longer reported");
-            return;
-        };
-        let records: Vec<Vec<u8>> = {
-            let ring = guard.get_inner_mut();
-            std::iter::from_fn(|| ring.next().map(|r| r.to_vec())).collect()
-        };
-        guard.clear_ready();
-        for record in records {
-            let decoded = decode(&record);
-            rings.oom_events.count(decoded.is_ok());
-            match decoded {
-                Ok(kill) => report(&kills, &tracker, &resolver, kill),
-                Err(err) => debug!("skipped an OOM event: {err}"),
+    events
+        .follow(|record| match decode(record) {
+            Ok(kill) => {
+                report(&kills, &tracker, &resolver, kill);
+                true
             }
-        }
-    }
+            Err(err) => {
+                debug!("skipped an OOM event: {err}");
+                false
+            }
+        })
+        .await;
 }
 
 fn report(kills: &OomKills, tracker: &Tracker, resolver: &Resolver, kill: OomKill) {

@@ -70,6 +70,25 @@ impl Collector for AgentCollector {
             "Kernel memory of each eBPF map, per-CPU copies included (the kernel's memlock figure)",
             self.programs.map_memory().into_iter().map(|(map, bytes)| ([("map", map)], bytes as i64)),
         )?;
+        let map_rows = self.programs.map_rows();
+        encode_gauges(
+            &mut encoder,
+            "kernsight_bpf_map_entries",
+            "Entries in use in a kernsight eBPF map (SYSCALL_ROWS: cgroups with a slot)",
+            map_rows.iter().map(|row| ([("map", row.map)], row.entries as i64)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_bpf_map_max_entries",
+            "Capacity of a kernsight eBPF map (config: syscalls.max_cgroups, max_error_entries, latency_max_entries, ...)",
+            map_rows.iter().map(|row| ([("map", row.map)], i64::from(row.capacity))),
+        )?;
+        encode_counters(
+            &mut encoder,
+            "kernsight_bpf_map_read_errors",
+            "Map entries that could not be read during a scrape",
+            [(NO_LABELS, self.programs.read_errors())],
+        )?;
         self.encode_program_runs(&mut encoder)?;
         self.encode_scrapes(&mut encoder)?;
         self.encode_cgroup_tracking(&mut encoder)
@@ -161,7 +180,7 @@ impl AgentCollector {
     }
 
     fn encode_rings(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let rings = self.programs.rings.all();
+        let rings = self.programs.rings();
         encode_counters(
             encoder,
             "kernsight_decode_errors",

@@ -2,12 +2,12 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use kernsight_common::security::{CAPABILITY_CHECKS_MAP, DENIED, NESTED_USER_NS};
+use kernsight_common::security::{DENIED, NESTED_USER_NS};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use super::{LabelNames, encode_counters, syscalls::CgroupNamer, workload_labels};
 use crate::{
-    bpf::Programs,
+    bpf::{Programs, security::CapabilityMaps},
     kernel::names::capability_name,
     metadata::{
         cgroups::Tracker,
@@ -43,22 +43,9 @@ pub fn capability_labels(cap: u32, result: u8) -> (String, &'static str) {
     (capability_name(cap).into_owned(), result_label(result))
 }
 
-/// (map, entries in use, bound), for `kernsight_bpf_map_entries`.
-pub(super) fn map_rows(programs: &Programs) -> Vec<(&'static str, usize, u32)> {
-    programs
-        .capabilities
-        .as_ref()
-        .map(|maps| {
-            let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
-            (CAPABILITY_CHECKS_MAP, maps.entries(), maps.capacity)
-        })
-        .into_iter()
-        .collect()
-}
-
 impl Collector for CapabilityCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(maps) = &self.programs.capabilities else {
+        let Some(maps) = self.programs.family::<CapabilityMaps>() else {
             return Ok(());
         };
         let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
@@ -67,7 +54,8 @@ impl Collector for CapabilityCollector {
             pod_labels: self.resolver.pod_label_names(),
         };
         // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
-        let (rows, _unreadable) = maps.lock().unwrap_or_else(|e| e.into_inner()).read();
+        let (rows, _unreadable) = maps.read();
+        drop(maps);
         let mut series: BTreeMap<(Workload, u32, u8, u8), u64> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             *series.entry((namer.name(key.cgroup_id), key.cap, key.result, key.userns)).or_default() += value;

@@ -22,7 +22,8 @@ use super::{
 use crate::{
     bpf::{
         Programs,
-        net::{NetMaps, read_traffic},
+        family::Attached as _,
+        net::{CgroupTrafficMaps, DropMaps, InterfaceMaps, TcpMaps, read_traffic},
     },
     kernel::tracefs_symbols::Symbols,
     metadata::{
@@ -84,11 +85,6 @@ fn workload_of(namer: &mut CgroupNamer, cgroup_id: u64) -> Workload {
     namer.name_without_walk(cgroup_id)
 }
 
-/// (map, entries, bound) of the network maps, for `kernsight_bpf_map_entries`.
-pub(super) fn map_rows(programs: &Programs) -> Vec<(&'static str, usize, u32)> {
-    programs.net.lock().unwrap_or_else(|e| e.into_inner()).map_rows()
-}
-
 impl Collector for NetCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
@@ -96,11 +92,15 @@ impl Collector for NetCollector {
             container_id: self.resolver.container_id_label(),
             pod_labels: self.resolver.pod_label_names(),
         };
-        let maps = self.programs.net.lock().unwrap_or_else(|e| e.into_inner());
-        self.encode_cgroup_traffic(&mut encoder, &maps, &mut namer, &names)?;
-        encode_interfaces(&mut encoder, &maps)?;
-        self.encode_tcp(&mut encoder, &maps, &mut namer, &names)?;
-        self.encode_drops(&mut encoder, &maps, &mut namer, &names)
+        let traffic = self.programs.family::<CgroupTrafficMaps>();
+        self.encode_cgroup_traffic(&mut encoder, traffic.as_deref(), &mut namer, &names)?;
+        drop(traffic);
+        encode_interfaces(&mut encoder, self.programs.family::<InterfaceMaps>().as_deref())?;
+        let tcp = self.programs.family::<TcpMaps>();
+        self.encode_tcp(&mut encoder, tcp.as_deref(), &mut namer, &names)?;
+        drop(tcp);
+        let drops = self.programs.family::<DropMaps>();
+        self.encode_drops(&mut encoder, drops.as_deref(), &mut namer, &names)
     }
 }
 
@@ -108,15 +108,15 @@ impl NetCollector {
     fn encode_cgroup_traffic(
         &self,
         encoder: &mut DescriptorEncoder,
-        maps: &NetMaps,
+        maps: Option<&CgroupTrafficMaps>,
         namer: &mut CgroupNamer,
         names: &LabelNames,
     ) -> Result<(), std::fmt::Error> {
-        let Some((map, _)) = &maps.cgroup_traffic else {
+        let Some(maps) = maps else {
             return Ok(());
         };
         let mut series: BTreeMap<(u32, Workload), Traffic> = BTreeMap::new();
-        for (key, traffic) in read_traffic(map).into_iter().filter(|(_, t)| t.packets > 0) {
+        for (key, traffic) in read_traffic(maps.traffic.map()).into_iter().filter(|(_, t)| t.packets > 0) {
             let sum = series.entry((key.direction, namer.name_without_walk(key.cgroup_id))).or_default();
             sum.packets += traffic.packets;
             sum.bytes += traffic.bytes;
@@ -146,14 +146,15 @@ impl NetCollector {
     fn encode_tcp(
         &self,
         encoder: &mut DescriptorEncoder,
-        maps: &NetMaps,
+        maps: Option<&TcpMaps>,
         namer: &mut CgroupNamer,
         names: &LabelNames,
     ) -> Result<(), std::fmt::Error> {
-        let Some((map, _)) = &maps.tcp else {
+        let Some(maps) = maps else {
             return Ok(());
         };
-        let (rows, _unreadable) = crate::bpf::syscalls::read_per_cpu(map);
+        let (rows, unreadable) = maps.events.read();
+        self.programs.count_read_errors(unreadable);
         let mut events: BTreeMap<(Workload, u32), u64> = BTreeMap::new();
         let mut durations: BTreeMap<Workload, Latency> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
@@ -215,23 +216,21 @@ impl NetCollector {
     fn encode_drops(
         &self,
         encoder: &mut DescriptorEncoder,
-        maps: &NetMaps,
+        maps: Option<&DropMaps>,
         namer: &mut CgroupNamer,
         names: &LabelNames,
     ) -> Result<(), std::fmt::Error> {
-        if maps.drop_reasons.is_none() {
+        let Some(maps) = maps else {
             return Ok(());
-        }
+        };
         encode_counters(
             encoder,
             "kernsight_packet_drops",
             "Packets the kernel dropped (skb:kfree_skb), by drop reason as this kernel names it",
-            maps.drop_reasons().into_iter().map(|(reason, n)| ([("reason", self.reason_name(reason))], n)),
+            maps.reasons().into_iter().map(|(reason, n)| ([("reason", self.reason_name(reason))], n)),
         )?;
-        let Some((map, _)) = &maps.cgroup_drops else {
-            return Ok(());
-        };
-        let (rows, _unreadable) = crate::bpf::syscalls::read_per_cpu(map);
+        let (rows, unreadable) = maps.by_cgroup.read();
+        self.programs.count_read_errors(unreadable);
         let mut series: BTreeMap<(Workload, u32), u64> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             *series.entry((namer.name_without_walk(key.cgroup_id), key.reason)).or_default() += value;
@@ -247,12 +246,16 @@ impl NetCollector {
     }
 }
 
-fn encode_interfaces(encoder: &mut DescriptorEncoder, maps: &NetMaps) -> Result<(), std::fmt::Error> {
+fn encode_interfaces(
+    encoder: &mut DescriptorEncoder,
+    maps: Option<&InterfaceMaps>,
+) -> Result<(), std::fmt::Error> {
+    let attachments = maps.map_or(&[][..], |maps| &maps.attachments);
     encode_gauges(
         encoder,
         "kernsight_interface_xdp_info",
         "Interfaces kernsight watches with XDP and how: mode native (in the driver), generic (in the stack), or failed (see the log); the value is always 1",
-        maps.xdp.iter().map(|a| {
+        attachments.iter().map(|a| {
             let labels = [
                 ("interface", a.target.interface.clone()),
                 ("netns", a.target.netns.clone()),
@@ -261,18 +264,19 @@ fn encode_interfaces(encoder: &mut DescriptorEncoder, maps: &NetMaps) -> Result<
             (labels, 1)
         }),
     )?;
-    let Some((map, _)) = &maps.interface_traffic else {
+    // A family that attached to no interface still lists them (failed), but counts nothing.
+    let Some(maps) = maps.filter(|maps| maps.failure().is_none()) else {
         return Ok(());
     };
     let name_of = |ifindex: u32| {
-        maps.xdp
+        attachments
             .iter()
             .find(|a| a.ifindex == ifindex && a.error.is_none())
             .map(|a| (a.target.interface.clone(), a.target.netns.clone()))
             .unwrap_or_else(|| ("other".to_owned(), String::new()))
     };
     let mut series: BTreeMap<(String, String, &'static str), Traffic> = BTreeMap::new();
-    for (key, traffic) in read_traffic(map).into_iter().filter(|(_, t)| t.packets > 0) {
+    for (key, traffic) in read_traffic(&maps.traffic).into_iter().filter(|(_, t)| t.packets > 0) {
         let (interface, netns) = name_of(key.ifindex);
         let sum = series.entry((interface, netns, protocol_label(key.protocol))).or_default();
         sum.packets += traffic.packets;

@@ -8,7 +8,7 @@ use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use super::{LabelNames, NO_LABELS, encode_counters, encode_gauges, workload_labels};
 use crate::{
-    bpf::Programs,
+    bpf::{Programs, syscalls::SyscallMaps},
     kernel::{
         cgroupfs::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
         mountinfo,
@@ -37,10 +37,11 @@ impl OomCollector {
 
     /// Paths of the cgroups that hold a slot in the syscall maps (the workloads kernsight sees).
     fn watched_paths(&self) -> Vec<String> {
-        let Some(maps) = &self.programs.syscalls else {
+        let Some(maps) = self.programs.family::<SyscallMaps>() else {
             return Vec::new();
         };
-        let ids = maps.lock().unwrap_or_else(|e| e.into_inner()).cgroups_with_slot();
+        let ids = maps.cgroups_with_slot();
+        drop(maps);
         let index = self.tracker.index();
         ids.into_iter()
             .filter(|id| id & !V1_CGROUP_ID_BIT != ROOT_CGROUP_ID)
@@ -82,7 +83,7 @@ impl Collector for OomCollector {
             &mut encoder,
             "kernsight_oom_events_lost",
             "OOM kills the kernel could not queue (ring buffer full)",
-            [(NO_LABELS, self.programs.rings.oom_events.lost())],
+            [(NO_LABELS, self.programs.ring("oom_events").map_or(0, |ring| ring.lost()))],
         )?;
 
         // The cgroup's own count: every kill since the cgroup was created, the agent up or not.

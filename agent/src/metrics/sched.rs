@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use kernsight_common::sched::{PROCESS_COUNTS_MAP, RUNQ_LATENCY_MAP, kind};
+use kernsight_common::sched::kind;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
@@ -16,7 +16,10 @@ use super::{
     workload_labels,
 };
 use crate::{
-    bpf::Programs,
+    bpf::{
+        Programs,
+        sched::{ProcessMaps, RunqueueMaps},
+    },
     metadata::{
         cgroups::Tracker,
         identity::{Resolver, Workload},
@@ -47,23 +50,12 @@ fn exit_reason(what: u32) -> Option<&'static str> {
     }
 }
 
-/// (map, entries in use, bound) of the scheduler maps, for `kernsight_bpf_map_entries`.
-pub(super) fn map_rows(programs: &Programs) -> Vec<(&'static str, usize, u32)> {
-    let mut rows = Vec::new();
-    if let Some(maps) = &programs.runqueue {
-        let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
-        rows.push((RUNQ_LATENCY_MAP, maps.entries(), maps.capacity));
-    }
-    if let Some(maps) = &programs.processes {
-        let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
-        rows.push((PROCESS_COUNTS_MAP, maps.entries(), maps.capacity));
-    }
-    rows
-}
-
 impl Collector for SchedCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        if self.programs.runqueue.is_none() && self.programs.processes.is_none() {
+        // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
+        let runqueue = self.programs.family::<RunqueueMaps>().map(|maps| maps.read().0);
+        let processes = self.programs.family::<ProcessMaps>().map(|maps| maps.read().0);
+        if runqueue.is_none() && processes.is_none() {
             return Ok(());
         }
         let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
@@ -72,9 +64,7 @@ impl Collector for SchedCollector {
             pod_labels: self.resolver.pod_label_names(),
         };
 
-        if let Some(maps) = &self.programs.runqueue {
-            // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
-            let (rows, _unreadable) = maps.lock().unwrap_or_else(|e| e.into_inner()).read();
+        if let Some(rows) = runqueue {
             let mut series: BTreeMap<Workload, Latency> = BTreeMap::new();
             for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
                 series.entry(namer.name(key.cgroup_id)).or_default().add(key.bucket, value);
@@ -91,9 +81,7 @@ impl Collector for SchedCollector {
             }
         }
 
-        if let Some(maps) = &self.programs.processes {
-            // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
-            let (rows, _unreadable) = maps.lock().unwrap_or_else(|e| e.into_inner()).read();
+        if let Some(rows) = processes {
             let mut execs: BTreeMap<Workload, u64> = BTreeMap::new();
             let mut exits: BTreeMap<(Workload, &'static str), u64> = BTreeMap::new();
             for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {

@@ -4,15 +4,11 @@
 use std::{
     borrow::Cow,
     collections::{BTreeMap, HashMap},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
 };
 
 use kernsight_common::syscalls::{
-    LATENCY_SUM_BUCKET, LatencyKey, OUT_OF_RANGE_COLUMN, OVERFLOW_CGROUP_ID, OVERFLOW_SYSCALL, START_ENTRIES,
-    SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP, SYSCALL_ROWS_MAP, SYSCALL_START_MAP,
+    LATENCY_SUM_BUCKET, LatencyKey, OUT_OF_RANGE_COLUMN, OVERFLOW_CGROUP_ID, OVERFLOW_SYSCALL,
 };
 use prometheus_client::{
     collector::Collector,
@@ -20,9 +16,9 @@ use prometheus_client::{
     metrics::MetricType,
 };
 
-use super::{LabelNames, NO_LABELS, encode_counters, encode_gauges, workload_labels};
+use super::{LabelNames, encode_counters, workload_labels};
 use crate::{
-    bpf::Programs,
+    bpf::{Programs, syscalls::SyscallMaps},
     kernel::{
         cgroupfs::{CgroupIndex, ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
         names::{errno_name, syscall_name},
@@ -45,12 +41,11 @@ pub struct SyscallCollector {
     programs: Arc<Programs>,
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
-    read_errors: AtomicU64,
 }
 
 impl SyscallCollector {
     pub fn new(programs: Arc<Programs>, tracker: Arc<Tracker>, resolver: Arc<Resolver>) -> Self {
-        Self { programs, tracker, resolver, read_errors: AtomicU64::new(0) }
+        Self { programs, tracker, resolver }
     }
 }
 
@@ -109,7 +104,7 @@ fn syscall_label(syscall: u32) -> Cow<'static, str> {
 
 impl Collector for SyscallCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(maps) = &self.programs.syscalls else {
+        let Some(maps) = self.programs.family::<SyscallMaps>() else {
             return Ok(());
         };
         // Index before maps: the order the maintenance pass takes them in.
@@ -118,10 +113,9 @@ impl Collector for SyscallCollector {
             container_id: self.resolver.container_id_label(),
             pod_labels: self.resolver.pod_label_names(),
         };
-        let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
 
         let (calls, unreadable) = maps.read_calls();
-        self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
+        self.programs.count_read_errors(unreadable);
         let mut series: BTreeMap<(Workload, Cow<'static, str>), u64> = BTreeMap::new();
         for (cgroup_id, columns) in &calls {
             let workload = namer.name(*cgroup_id);
@@ -144,8 +138,7 @@ impl Collector for SyscallCollector {
         )?;
 
         let (errors, unreadable) = maps.read_errors();
-        self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
-        let error_entries = errors.len();
+        self.programs.count_read_errors(unreadable);
         let mut series: BTreeMap<(Workload, Cow<'static, str>, Cow<'static, str>), u64> = BTreeMap::new();
         for (key, count) in errors.into_iter().filter(|(_, n)| *n > 0) {
             let errno =
@@ -163,40 +156,12 @@ impl Collector for SyscallCollector {
             }),
         )?;
 
-        let mut map_rows = vec![
-            (SYSCALL_ROWS_MAP, maps.slots_in_use(), maps.max_cgroups),
-            (SYSCALL_ERRORS_MAP, error_entries, maps.max_error_entries),
-        ];
         if let Some((rows, unreadable)) = maps.read_latency() {
-            self.read_errors.fetch_add(unreadable, Ordering::Relaxed);
-            map_rows.push((SYSCALL_LATENCY_MAP, rows.len(), maps.latency_capacity().unwrap_or(0)));
+            self.programs.count_read_errors(unreadable);
+            drop(maps);
             encode_latency(&mut encoder, rows, &mut namer, &with_id)?;
-            if let Some(threads) = maps.threads_in_syscall() {
-                map_rows.push((SYSCALL_START_MAP, threads, START_ENTRIES));
-            }
         }
-        drop(maps);
-        map_rows.extend(super::sched::map_rows(&self.programs));
-        map_rows.extend(super::net::map_rows(&self.programs));
-        map_rows.extend(super::capabilities::map_rows(&self.programs));
-        encode_gauges(
-            &mut encoder,
-            "kernsight_bpf_map_entries",
-            "Entries in use in a kernsight eBPF map (SYSCALL_ROWS: cgroups with a slot)",
-            map_rows.iter().map(|(map, entries, _)| ([("map", *map)], *entries as i64)),
-        )?;
-        encode_gauges(
-            &mut encoder,
-            "kernsight_bpf_map_max_entries",
-            "Capacity of a kernsight eBPF map (config: syscalls.max_cgroups, max_error_entries, latency_max_entries)",
-            map_rows.iter().map(|(map, _, capacity)| ([("map", *map)], i64::from(*capacity))),
-        )?;
-        encode_counters(
-            &mut encoder,
-            "kernsight_bpf_map_read_errors",
-            "Map entries that could not be read during a scrape",
-            [(NO_LABELS, self.read_errors.load(Ordering::Relaxed))],
-        )
+        Ok(())
     }
 }
 

@@ -1,0 +1,139 @@
+//! The shape most families count in: a per-CPU hash map keyed by cgroup id (and what the family
+//! distinguishes within a cgroup), bounded, with overflow entries under `OVERFLOW_CGROUP_ID`
+//! that take the counts once the map is full. One type reads, sizes and recycles all of them.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuHashMap, PerCpuValues},
+    util::nr_cpus,
+};
+use kernsight_common::{
+    net::{DropKey, TcpKey, TrafficKey},
+    sched::{ProcessKey, RunqKey},
+    security::CapabilityKey,
+    syscalls::{LatencyKey, OVERFLOW_CGROUP_ID, SyscallKey},
+};
+
+use super::{family::MapRow, take_map};
+
+/// One row of a hash map read: a key and its value summed over CPUs.
+pub type Row<K> = (K, u64);
+
+/// A map key that names the cgroup it counts for.
+pub trait CgroupKeyed: aya::Pod {
+    fn cgroup_id(&self) -> u64;
+}
+
+macro_rules! cgroup_keyed {
+    ($($key:ty),*) => {$(
+        impl CgroupKeyed for $key {
+            fn cgroup_id(&self) -> u64 {
+                self.cgroup_id
+            }
+        }
+    )*};
+}
+cgroup_keyed!(SyscallKey, LatencyKey, RunqKey, ProcessKey, CapabilityKey, TrafficKey, TcpKey, DropKey);
+
+/// A bounded per-cgroup counter map of a family.
+pub struct CgroupCounters<K: aya::Pod, V: aya::Pod = u64> {
+    name: &'static str,
+    map: PerCpuHashMap<MapData, K, V>,
+    pub capacity: u32,
+}
+
+impl<K: CgroupKeyed, V: aya::Pod + Default> CgroupCounters<K, V> {
+    /// Takes the map `name` out of the object and creates its overflow entries (unless a pinned
+    /// map already has them: its counts continue).
+    pub fn take(
+        ebpf: &mut Ebpf,
+        name: &'static str,
+        capacity: u32,
+        overflow: impl IntoIterator<Item = K>,
+    ) -> anyhow::Result<Self> {
+        let mut map: PerCpuHashMap<MapData, K, V> = PerCpuHashMap::try_from(take_map(ebpf, name)?)?;
+        // The overflow entries must exist before the first update can find the map full.
+        for key in overflow {
+            insert_zeros_if_absent(&mut map, &key)
+                .with_context(|| format!("creating {name}'s overflow entries"))?;
+        }
+        Ok(Self { name, map, capacity })
+    }
+
+    pub fn map(&self) -> &PerCpuHashMap<MapData, K, V> {
+        &self.map
+    }
+
+    /// (map, entries in use, bound), counted by key only (no per-CPU values read).
+    pub fn map_row(&self) -> MapRow {
+        MapRow {
+            map: self.name,
+            entries: self.map.keys().filter(Result::is_ok).count(),
+            capacity: self.capacity,
+        }
+    }
+
+    /// Removes the entries of cgroups gone for at least `grace` (never the overflow entries);
+    /// returns how many went.
+    pub fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        let stale: Vec<K> = self
+            .map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                let id = k.cgroup_id();
+                id != OVERFLOW_CGROUP_ID && gone_for(id).is_some_and(|gone| gone >= grace)
+            })
+            .collect();
+        stale.iter().filter(|k| self.map.remove(k).is_ok()).count()
+    }
+
+    /// Removes every entry of the cgroups `ids`.
+    pub fn forget(&mut self, ids: &[u64]) {
+        let stale: Vec<K> =
+            self.map.keys().filter_map(Result::ok).filter(|k| ids.contains(&k.cgroup_id())).collect();
+        for key in stale {
+            let _ = self.map.remove(&key);
+        }
+    }
+}
+
+impl<K: CgroupKeyed> CgroupCounters<K, u64> {
+    /// Every key's count summed over CPUs, and the number of entries that could not be read.
+    pub fn read(&self) -> (Vec<Row<K>>, u64) {
+        read_per_cpu(&self.map)
+    }
+}
+
+pub fn per_cpu_zeros<T: aya::Pod + Default>() -> anyhow::Result<PerCpuValues<T>> {
+    let cpus = nr_cpus().map_err(|(what, err)| anyhow::anyhow!("cannot count CPUs ({what}): {err}"))?;
+    Ok(PerCpuValues::try_from(vec![T::default(); cpus.get() as usize])?)
+}
+
+/// Creates a zero entry for `key` unless it exists (a pinned map keeps its counts).
+pub fn insert_zeros_if_absent<K: aya::Pod, V: aya::Pod + Default>(
+    map: &mut PerCpuHashMap<MapData, K, V>,
+    key: &K,
+) -> anyhow::Result<()> {
+    if map.get(key, 0).is_err() {
+        map.insert(key, per_cpu_zeros::<V>()?, 0)?;
+    }
+    Ok(())
+}
+
+/// Reads a per-CPU counter map, summing each key's per-CPU values. Entries that vanish while
+/// being read are skipped; the number of errors is returned beside the rows.
+pub fn read_per_cpu<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> (Vec<Row<K>>, u64) {
+    let mut rows = Vec::new();
+    let mut errors = 0;
+    for entry in map.iter() {
+        match entry {
+            Ok((key, values)) => rows.push((key, values.iter().sum())),
+            Err(_) => errors += 1,
+        }
+    }
+    (rows, errors)
+}

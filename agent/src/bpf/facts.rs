@@ -1,0 +1,114 @@
+//! What the running kernel offers the programs, read once at start-up: member offsets from one
+//! parse of the kernel's BTF, tracepoint record layouts from tracefs, and the cgroup
+//! hierarchies. Each family asks these facts whether it can run and, if not, says which one is
+//! missing; none of them reads BTF or tracefs again.
+
+use std::path::{Path, PathBuf};
+
+use kernsight_common::oom::{FIELD_ABSENT, OOM_FIELD_GLOBALS};
+
+use super::{net::SockOffsets, oom::RecordLayout, sched::TaskOffsets, security::SecurityOffsets};
+use crate::{
+    config::Config,
+    kernel::{
+        btf::{Btf, BtfError},
+        cgroupfs::Hierarchies,
+        tracefs::Format,
+    },
+};
+
+pub use super::cgroup_walk::CgroupOffsets;
+
+/// Facts about the running kernel; a fact that could not be read keeps the reason.
+#[derive(Debug)]
+pub struct KernelFacts {
+    /// The walk from a task to its cgroup: every family that counts per cgroup needs it.
+    pub walk: Result<CgroupOffsets, BtfError>,
+    pub task: Result<TaskOffsets, BtfError>,
+    pub security: Result<SecurityOffsets, BtfError>,
+    pub sock: Result<SockOffsets, BtfError>,
+    pub offsets: Offsets,
+    /// The `oom:mark_victim` record's layout.
+    pub oom_layout: Result<RecordLayout, String>,
+    /// (global, offset in the `oom:mark_victim` record) of each field the OOM family reads.
+    pub oom_fields: Vec<(&'static str, u32)>,
+    pub oom_comm_data_loc: u32,
+    /// `tcp:tcp_retransmit_skb` has `err` (6.10+).
+    pub retransmit_has_err: u32,
+    /// `skb:kfree_skb` has `rx_sk` (6.12+).
+    pub kfree_skb_has_rx_sk: u32,
+    /// `skb:kfree_skb` has `reason` (5.17+).
+    pub kfree_skb_has_reason: bool,
+    pub hierarchies: Hierarchies,
+    pub tracefs: PathBuf,
+    /// Not a kernel fact but a setting the programs are specialised for (a global that must
+    /// live as long as the loader): whether syscall latency is measured.
+    pub syscall_latency: u8,
+}
+
+/// The offsets as the programs get them: zeros where BTF lacked one (the families that need it
+/// are then not attached, so the programs that read it are never loaded).
+#[derive(Debug, Default)]
+pub struct Offsets {
+    pub walk: CgroupOffsets,
+    pub task: TaskOffsets,
+    pub security: SecurityOffsets,
+    pub sock: SockOffsets,
+}
+
+impl KernelFacts {
+    /// Reads the facts; `btf` is the kernel's BTF parsed once (`None`: it could not be read, and
+    /// every offset carries that reason).
+    pub fn read(btf: Result<&Btf, &BtfError>, hierarchies: Hierarchies, config: &Config) -> Self {
+        let tracefs = config.paths.tracefs.as_path();
+        let v1_controller = hierarchies.v1.as_ref().map(|(controller, _)| *controller);
+        let walk = btf.map_err(Clone::clone).and_then(|btf| CgroupOffsets::read(btf, v1_controller));
+        let task = btf.map_err(Clone::clone).and_then(TaskOffsets::read);
+        let security = btf.map_err(Clone::clone).and_then(SecurityOffsets::read);
+        let sock = btf.map_err(Clone::clone).and_then(SockOffsets::read);
+        let oom_layout = RecordLayout::read(tracefs).map_err(|err| format!("{err:#}"));
+        let oom_fields = OOM_FIELD_GLOBALS
+            .iter()
+            .map(|(field, global)| (*global, oom_layout.as_ref().map_or(FIELD_ABSENT, |l| l.offset(field))))
+            .collect();
+        let oom_comm_data_loc = u32::from(oom_layout.as_ref().is_ok_and(|l| l.comm_data_loc));
+        let offsets = Offsets {
+            walk: walk.as_ref().copied().unwrap_or_default(),
+            task: task.as_ref().copied().unwrap_or_default(),
+            security: security.as_ref().copied().unwrap_or_default(),
+            sock: sock.as_ref().copied().unwrap_or_default(),
+        };
+        Self {
+            offsets,
+            walk,
+            task,
+            security,
+            sock,
+            oom_fields,
+            oom_comm_data_loc,
+            oom_layout,
+            retransmit_has_err: u32::from(tracepoint_has_field(tracefs, "tcp", "tcp_retransmit_skb", "err")),
+            kfree_skb_has_rx_sk: u32::from(tracepoint_has_field(tracefs, "skb", "kfree_skb", "rx_sk")),
+            kfree_skb_has_reason: tracepoint_has_field(tracefs, "skb", "kfree_skb", "reason"),
+            hierarchies,
+            tracefs: tracefs.to_owned(),
+            syscall_latency: u8::from(config.syscalls.latency_histogram),
+        }
+    }
+
+    /// Ok when a task's cgroup can be found (what every per-cgroup family needs).
+    pub fn need_walk(&self) -> Result<(), String> {
+        self.walk.as_ref().map(drop).map_err(|err| format!("cannot find the cgroup of a task: {err}"))
+    }
+
+    /// Ok when a task's cgroup and its own fields (pid, tgid, parent...) can be read.
+    pub fn need_task(&self) -> Result<(), String> {
+        self.need_walk()?;
+        self.task.as_ref().map(drop).map_err(|err| format!("cannot read task_struct members: {err}"))
+    }
+}
+
+/// Whether the tracepoint at `events/<category>/<name>` of `tracefs` has a field `field`.
+pub fn tracepoint_has_field(tracefs: &Path, category: &str, name: &str, field: &str) -> bool {
+    Format::read(tracefs, category, name).is_ok_and(|format| format.field(field).is_some())
+}

@@ -1,0 +1,351 @@
+//! The four network families, each attached on its own: one that fails (missing capability, no
+//! such interface, an old kernel) is reported and leaves the others running.
+
+use std::time::Duration;
+
+use aya::{
+    EbpfLoader,
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
+};
+use kernsight_common::{
+    net::{
+        CGROUP_DROPS_MAP, CGROUP_TRAFFIC_MAP, DROP_REASON_SLOTS, DROP_REASONS_MAP, DropKey, EGRESS, INGRESS,
+        INTERFACE_TRAFFIC_MAP, InterfaceKey, KFREE_SKB_HAS_RX_SK_GLOBAL, RETRANSMIT_HAS_ERR_GLOBAL,
+        SKB_SK_OFFSET_GLOBAL, SKB_TCP_GSO_SEGS_OFFSET_GLOBAL, SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL,
+        SOCK_CGROUP_DATA_OFFSET_GLOBAL, SOCK_PROTOCOL_OFFSET_GLOBAL, SOCK_STATE_OFFSET_GLOBAL,
+        TCP_EVENTS_MAP, TCP_STARTS_MAP, TcpKey, Traffic, TrafficKey, protocol, tcp_event,
+    },
+    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
+};
+
+use super::{
+    CGROUP_PROBE, CGROUP_PROGRAMS, DROP_PROGRAMS, DROPS_PROBE, TCP_PROBE, TCP_PROGRAMS, TrafficMap,
+    XDP_PROBE, XDP_PROGRAM, XdpAttachment, attach_cgroup, attach_xdp, none_attached,
+};
+use crate::{
+    bpf::{
+        counters::{CgroupCounters, insert_zeros_if_absent},
+        facts::KernelFacts,
+        family::{AttachContext, Attached, Family, MapRow, attached_any},
+        load_and_attach, take_map,
+    },
+    config::Config,
+};
+
+/// cgroup_skb and XDP are networking programs: the kernel wants CAP_NET_ADMIN beside CAP_BPF.
+fn needs_net_admin() -> Option<String> {
+    let granted =
+        caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_NET_ADMIN).unwrap_or(false);
+    (!granted).then(|| {
+        "needs CAP_NET_ADMIN (networking programs): run as root or grant it (the DaemonSet adds NET_ADMIN)"
+            .to_owned()
+    })
+}
+
+/// Both socket families find a socket's cgroup (sock offsets, then the cgroup walk's kn->id).
+fn needs_sockets(facts: &KernelFacts) -> Option<String> {
+    if let Err(err) = &facts.walk {
+        return Some(format!("cannot read a cgroup's id: {err}"));
+    }
+    facts.sock.as_ref().err().map(|err| format!("cannot read struct sock members: {err}"))
+}
+
+fn sock_globals<'a>(loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts) {
+    let sock = &facts.offsets.sock;
+    loader
+        .override_global(SOCK_CGROUP_DATA_OFFSET_GLOBAL, &sock.cgrp_data, true)
+        .override_global(SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL, &sock.cgrp_data_cgroup, true)
+        .override_global(SOCK_STATE_OFFSET_GLOBAL, &sock.state, true)
+        .override_global(SOCK_PROTOCOL_OFFSET_GLOBAL, &sock.protocol, true)
+        .override_global(SKB_SK_OFFSET_GLOBAL, &sock.skb_sk, true)
+        .override_global(SKB_TCP_GSO_SEGS_OFFSET_GLOBAL, &sock.skb_tcp_gso_segs, true);
+}
+
+/// `net_cgroup`: bytes and packets per cgroup, cgroup_skb on the cgroup v2 root.
+pub struct CgroupTraffic;
+
+impl Family for CgroupTraffic {
+    fn name(&self) -> &'static str {
+        CGROUP_PROBE
+    }
+
+    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+        CGROUP_PROGRAMS.to_vec()
+    }
+
+    fn enabled(&self, config: &Config) -> bool {
+        config.network.cgroup_traffic
+    }
+
+    fn set_enabled(&self, config: &mut Config, on: bool) {
+        config.network.cgroup_traffic = on;
+    }
+
+    fn unsupported(&self, _facts: &KernelFacts, _config: &Config) -> Option<String> {
+        needs_net_admin()
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
+        loader.map_max_entries(CGROUP_TRAFFIC_MAP, config.network.cgroup_traffic_max_entries);
+    }
+
+    fn pinned_maps(&self) -> &'static [&'static str] {
+        &[CGROUP_TRAFFIC_MAP]
+    }
+
+    fn bounds(&self) -> &'static [(&'static str, u32)] {
+        &[(CGROUP_TRAFFIC_MAP, map_full::NET_CGROUP_TRAFFIC)]
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        let overflow = [INGRESS, EGRESS].map(|direction| TrafficKey {
+            cgroup_id: OVERFLOW_CGROUP_ID,
+            direction,
+            _pad: 0,
+        });
+        let capacity = cx.config.network.cgroup_traffic_max_entries;
+        let traffic = CgroupCounters::take(cx.ebpf, CGROUP_TRAFFIC_MAP, capacity, overflow)?;
+        attach_cgroup(cx.ebpf, cx.facts.hierarchies.unified.as_ref())?;
+        Ok(Box::new(CgroupTrafficMaps { traffic }))
+    }
+}
+
+pub struct CgroupTrafficMaps {
+    pub traffic: CgroupCounters<TrafficKey, Traffic>,
+}
+
+impl Attached for CgroupTrafficMaps {
+    attached_any!();
+
+    fn map_rows(&self) -> Vec<MapRow> {
+        vec![self.traffic.map_row()]
+    }
+
+    fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        self.traffic.recycle(gone_for, grace)
+    }
+}
+
+/// `net_xdp`: what arrives on the node's interfaces, by protocol.
+pub struct Interfaces;
+
+impl Family for Interfaces {
+    fn name(&self) -> &'static str {
+        XDP_PROBE
+    }
+
+    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+        vec![XDP_PROGRAM]
+    }
+
+    fn enabled(&self, config: &Config) -> bool {
+        config.network.xdp
+    }
+
+    fn set_enabled(&self, config: &mut Config, on: bool) {
+        config.network.xdp = on;
+    }
+
+    fn unsupported(&self, _facts: &KernelFacts, _config: &Config) -> Option<String> {
+        needs_net_admin()
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
+        loader.map_max_entries(INTERFACE_TRAFFIC_MAP, config.network.interface_traffic_max_entries);
+    }
+
+    fn pinned_maps(&self) -> &'static [&'static str] {
+        &[INTERFACE_TRAFFIC_MAP]
+    }
+
+    fn bounds(&self) -> &'static [(&'static str, u32)] {
+        &[(INTERFACE_TRAFFIC_MAP, map_full::NET_INTERFACE_TRAFFIC)]
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        let mut traffic: TrafficMap<InterfaceKey> =
+            PerCpuHashMap::try_from(take_map(cx.ebpf, INTERFACE_TRAFFIC_MAP)?)?;
+        for what in 0..protocol::COUNT {
+            insert_zeros_if_absent(&mut traffic, &InterfaceKey { ifindex: 0, protocol: what })?;
+        }
+        let attachments = attach_xdp(cx.ebpf, &cx.config.network.xdp_interfaces)?;
+        let capacity = cx.config.network.interface_traffic_max_entries;
+        Ok(Box::new(InterfaceMaps { traffic, capacity, attachments }))
+    }
+}
+
+pub struct InterfaceMaps {
+    pub traffic: TrafficMap<InterfaceKey>,
+    capacity: u32,
+    /// Every configured interface, attached or not (the failed ones stay listed:
+    /// `kernsight_interface_xdp_info{mode="failed"}`).
+    pub attachments: Vec<XdpAttachment>,
+}
+
+impl Attached for InterfaceMaps {
+    attached_any!();
+
+    fn failure(&self) -> Option<String> {
+        none_attached(&self.attachments)
+    }
+
+    fn map_rows(&self) -> Vec<MapRow> {
+        let entries = self.traffic.keys().filter(Result::is_ok).count();
+        vec![MapRow { map: INTERFACE_TRAFFIC_MAP, entries, capacity: self.capacity }]
+    }
+}
+
+/// `tcp`: connection results, retransmits, resets and durations per cgroup.
+pub struct Tcp;
+
+impl Family for Tcp {
+    fn name(&self) -> &'static str {
+        TCP_PROBE
+    }
+
+    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+        TCP_PROGRAMS.iter().map(|(p, _)| *p).collect()
+    }
+
+    fn enabled(&self, config: &Config) -> bool {
+        config.network.tcp
+    }
+
+    fn set_enabled(&self, config: &mut Config, on: bool) {
+        config.network.tcp = on;
+    }
+
+    fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
+        needs_sockets(facts)
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
+        sock_globals(loader, facts);
+        loader
+            .override_global(RETRANSMIT_HAS_ERR_GLOBAL, &facts.retransmit_has_err, true)
+            .map_max_entries(TCP_EVENTS_MAP, config.network.tcp_max_entries)
+            .map_max_entries(TCP_STARTS_MAP, config.network.tcp_tracked_connections);
+    }
+
+    fn pinned_maps(&self) -> &'static [&'static str] {
+        &[TCP_EVENTS_MAP]
+    }
+
+    fn bounds(&self) -> &'static [(&'static str, u32)] {
+        &[(TCP_EVENTS_MAP, map_full::NET_TCP_EVENTS)]
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        let overflow = (0..=tcp_event::RESET_RECEIVED)
+            .chain((0..=LATENCY_SUM_BUCKET).map(|bucket| tcp_event::DURATION_BUCKETS + bucket))
+            .map(|event| TcpKey { cgroup_id: OVERFLOW_CGROUP_ID, event, _pad: 0 });
+        let events =
+            CgroupCounters::take(cx.ebpf, TCP_EVENTS_MAP, cx.config.network.tcp_max_entries, overflow)?;
+        load_and_attach(cx.ebpf, cx.btf, &TCP_PROGRAMS)?;
+        Ok(Box::new(TcpMaps { events }))
+    }
+}
+
+pub struct TcpMaps {
+    pub events: CgroupCounters<TcpKey>,
+}
+
+impl Attached for TcpMaps {
+    attached_any!();
+
+    fn map_rows(&self) -> Vec<MapRow> {
+        vec![self.events.map_row()]
+    }
+
+    fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        self.events.recycle(gone_for, grace)
+    }
+}
+
+/// `packet_drops`: the kernel's dropped packets by reason, node-wide and per cgroup.
+pub struct Drops;
+
+impl Family for Drops {
+    fn name(&self) -> &'static str {
+        DROPS_PROBE
+    }
+
+    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+        DROP_PROGRAMS.iter().map(|(p, _)| *p).collect()
+    }
+
+    fn enabled(&self, config: &Config) -> bool {
+        config.network.drops
+    }
+
+    fn set_enabled(&self, config: &mut Config, on: bool) {
+        config.network.drops = on;
+    }
+
+    fn unsupported(&self, facts: &KernelFacts, config: &Config) -> Option<String> {
+        needs_sockets(facts).or_else(|| {
+            // Before 5.17 the tracepoint has no drop reason, and the program's read of it would
+            // be refused by the verifier with a less helpful message.
+            (!facts.kfree_skb_has_reason).then(|| {
+                format!(
+                    "{} has no reason field (drop reasons need kernel 5.17; is tracefs mounted at paths.tracefs?)",
+                    config.paths.tracefs.join("events/skb/kfree_skb/format").display()
+                )
+            })
+        })
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
+        sock_globals(loader, facts);
+        loader
+            .override_global(KFREE_SKB_HAS_RX_SK_GLOBAL, &facts.kfree_skb_has_rx_sk, true)
+            .map_max_entries(CGROUP_DROPS_MAP, config.network.drop_max_entries);
+    }
+
+    fn pinned_maps(&self) -> &'static [&'static str] {
+        &[DROP_REASONS_MAP, CGROUP_DROPS_MAP]
+    }
+
+    fn bounds(&self) -> &'static [(&'static str, u32)] {
+        &[(CGROUP_DROPS_MAP, map_full::NET_CGROUP_DROPS)]
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        let reasons = PerCpuArray::try_from(take_map(cx.ebpf, DROP_REASONS_MAP)?)?;
+        let overflow =
+            (0..DROP_REASON_SLOTS).map(|reason| DropKey { cgroup_id: OVERFLOW_CGROUP_ID, reason, _pad: 0 });
+        let by_cgroup =
+            CgroupCounters::take(cx.ebpf, CGROUP_DROPS_MAP, cx.config.network.drop_max_entries, overflow)?;
+        load_and_attach(cx.ebpf, cx.btf, &DROP_PROGRAMS)?;
+        Ok(Box::new(DropMaps { reasons, by_cgroup }))
+    }
+}
+
+pub struct DropMaps {
+    reasons: PerCpuArray<MapData, u64>,
+    pub by_cgroup: CgroupCounters<DropKey>,
+}
+
+impl DropMaps {
+    /// Drops per reason number (summed over CPUs), non-zero ones only.
+    pub fn reasons(&self) -> Vec<(u32, u64)> {
+        (0..DROP_REASON_SLOTS)
+            .filter_map(|reason| {
+                let total: u64 = self.reasons.get(&reason, 0).ok()?.iter().sum();
+                (total > 0).then_some((reason, total))
+            })
+            .collect()
+    }
+}
+
+impl Attached for DropMaps {
+    attached_any!();
+
+    fn map_rows(&self) -> Vec<MapRow> {
+        vec![self.by_cgroup.map_row()]
+    }
+
+    fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        self.by_cgroup.recycle(gone_for, grace)
+    }
+}
