@@ -112,3 +112,23 @@ impl KernelFacts {
 pub fn tracepoint_has_field(tracefs: &Path, category: &str, name: &str, field: &str) -> bool {
     Format::read(tracefs, category, name).is_ok_and(|format| format.field(field).is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_tracepoint_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let format = dir.path().join("events/skb/kfree_skb");
+        std::fs::create_dir_all(&format).unwrap();
+        std::fs::write(
+            format.join("format"),
+            "name: kfree_skb\nID: 1\nformat:\n\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:void * rx_sk;\toffset:24;\tsize:8;\tsigned:0;\n\nprint fmt: \"x\"\n",
+        )
+        .unwrap();
+        assert!(tracepoint_has_field(dir.path(), "skb", "kfree_skb", "rx_sk"));
+        assert!(!tracepoint_has_field(dir.path(), "skb", "kfree_skb", "sk"));
+        assert!(!tracepoint_has_field(dir.path(), "tcp", "tcp_retransmit_skb", "err"));
+    }
+}

@@ -170,7 +170,7 @@ impl Config {
             }
         }
         for entry in &self.network.xdp_interfaces {
-            crate::bpf::net::XdpTarget::parse(entry)
+            crate::kernel::netns::Interface::parse(entry)
                 .map_err(|why| format!("network.xdp_interfaces: {why}"))?;
         }
         Ok(())

@@ -5,6 +5,9 @@
 
 use std::collections::HashMap;
 
+/// Where the kernel publishes its own type information, needed by BTF-typed programs.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
 const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
@@ -50,7 +53,7 @@ fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
 
 impl Btf {
     pub fn from_sys_fs() -> Result<Self, BtfError> {
-        let data = std::fs::read(super::preflight::KERNEL_BTF).map_err(|e| BtfError::Read(e.to_string()))?;
+        let data = std::fs::read(KERNEL_BTF).map_err(|e| BtfError::Read(e.to_string()))?;
         Self::parse(&data)
     }
 
@@ -232,7 +235,7 @@ mod tests {
 
     #[test]
     fn reads_the_running_kernel() {
-        if !std::path::Path::new(crate::kernel::preflight::KERNEL_BTF).exists() {
+        if !std::path::Path::new(KERNEL_BTF).exists() {
             assert!(
                 std::env::var_os("KERNSIGHT_PRIVILEGED_TESTS").is_none(),
                 "no kernel BTF on this machine"

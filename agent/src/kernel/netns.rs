@@ -23,6 +23,42 @@ pub enum NetnsError {
     Thread(PathBuf),
 }
 
+/// An interface, possibly in another network namespace: a `network.xdp_interfaces` or
+/// `network.namespaces` entry, `IFNAME` or `NETNS:IFNAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// The namespace as configured (a name or a path); empty for the agent's own.
+    pub netns: String,
+    pub interface: String,
+}
+
+impl Interface {
+    /// Parses an entry. Interface names cannot contain ':' or '/', so the last ':' splits.
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let (netns, interface) = match entry.rsplit_once(':') {
+            Some((netns, interface)) if !netns.is_empty() => (netns, interface),
+            Some(_) => return Err(format!("{entry:?}: empty namespace before ':'")),
+            None => ("", entry),
+        };
+        // The kernel's rules (dev_valid_name): 1 to 15 bytes, no '/', ':' or whitespace.
+        let valid = !interface.is_empty()
+            && interface.len() < 16
+            && interface != "."
+            && interface != ".."
+            && !interface.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace());
+        if !valid {
+            return Err(format!(
+                "{entry:?}: {interface:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces)"
+            ));
+        }
+        Ok(Self { netns: netns.to_owned(), interface: interface.to_owned() })
+    }
+
+    pub fn netns_path(&self) -> Option<PathBuf> {
+        (!self.netns.is_empty()).then(|| path_of(&self.netns))
+    }
+}
+
 /// The path of a namespace given as a name under /run/netns or as a path.
 pub fn path_of(spec: &str) -> PathBuf {
     if spec.starts_with('/') { PathBuf::from(spec) } else { Path::new(NAMED_NAMESPACES).join(spec) }

@@ -11,8 +11,7 @@ use tracing::{info, warn};
 
 use crate::config::PathsConfig;
 
-/// Where the kernel publishes its own type information, needed by BTF-typed programs.
-pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+use super::btf::KERNEL_BTF;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {

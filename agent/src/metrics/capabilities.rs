@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use kernsight_common::security::{DENIED, NESTED_USER_NS};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{LabelNames, encode_counters, syscalls::CgroupNamer, workload_labels};
+use super::{LabelNames, encode_counters, naming::CgroupNamer, workload_labels};
 use crate::{
     bpf::{Programs, security::CapabilityMaps},
     kernel::names::capability_name,

@@ -16,7 +16,8 @@ use prometheus_client::{
 
 use super::{
     LabelNames, encode_counters, encode_gauges,
-    syscalls::{CgroupNamer, Latency, LatencyHistogram},
+    histogram::{Latency, LatencyHistogram},
+    naming::CgroupNamer,
     workload_labels,
 };
 use crate::{

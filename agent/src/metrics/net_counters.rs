@@ -14,7 +14,7 @@ pub fn namespaces(config: &crate::config::Config) -> Vec<String> {
         .network
         .xdp_interfaces
         .iter()
-        .filter_map(|entry| crate::bpf::net::XdpTarget::parse(entry).ok())
+        .filter_map(|entry| crate::kernel::netns::Interface::parse(entry).ok())
         .map(|target| target.netns);
     let mut namespaces = vec![String::new()];
     for netns in config.network.namespaces.iter().cloned().chain(from_xdp) {

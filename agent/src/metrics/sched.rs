@@ -12,7 +12,8 @@ use prometheus_client::{
 
 use super::{
     LabelNames, encode_counters,
-    syscalls::{CgroupNamer, Latency, LatencyHistogram},
+    histogram::{Latency, LatencyHistogram},
+    naming::CgroupNamer,
     workload_labels,
 };
 use crate::{

@@ -17,7 +17,7 @@ pub use families::{
     CgroupTraffic, CgroupTrafficMaps, DropMaps, Drops, InterfaceMaps, Interfaces, Tcp, TcpMaps,
 };
 use kernsight_common::net::Traffic;
-pub use xdp::{XdpAttachment, XdpTarget};
+pub use xdp::XdpAttachment;
 
 use crate::kernel::btf;
 

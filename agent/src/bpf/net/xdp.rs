@@ -2,52 +2,17 @@
 //! each possibly in another network namespace, attached in native mode where the driver
 //! supports it and in generic (SKB) mode otherwise.
 
-use std::{ffi::CString, path::PathBuf};
+use std::ffi::CString;
 
 use aya::programs::{Xdp, XdpMode};
 use tracing::{error, info};
 
-use crate::kernel::netns;
-
-/// One `network.xdp_interfaces` entry: `IFNAME` or `NETNS:IFNAME`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct XdpTarget {
-    /// The namespace as configured (a name or a path); empty for the agent's own.
-    pub netns: String,
-    pub interface: String,
-}
-
-impl XdpTarget {
-    /// Parses an entry. Interface names cannot contain ':' or '/', so the last ':' splits.
-    pub fn parse(entry: &str) -> Result<Self, String> {
-        let (netns, interface) = match entry.rsplit_once(':') {
-            Some((netns, interface)) if !netns.is_empty() => (netns, interface),
-            Some(_) => return Err(format!("{entry:?}: empty namespace before ':'")),
-            None => ("", entry),
-        };
-        // The kernel's rules (dev_valid_name): 1 to 15 bytes, no '/', ':' or whitespace.
-        let valid = !interface.is_empty()
-            && interface.len() < 16
-            && interface != "."
-            && interface != ".."
-            && !interface.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace());
-        if !valid {
-            return Err(format!(
-                "{entry:?}: {interface:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces)"
-            ));
-        }
-        Ok(Self { netns: netns.to_owned(), interface: interface.to_owned() })
-    }
-
-    fn netns_path(&self) -> Option<PathBuf> {
-        (!self.netns.is_empty()).then(|| netns::path_of(&self.netns))
-    }
-}
+use crate::kernel::netns::{self, Interface};
 
 /// How an interface is watched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XdpAttachment {
-    pub target: XdpTarget,
+    pub target: Interface,
     pub ifindex: u32,
     /// "native" or "generic"; "failed" when it could not be attached.
     pub mode: &'static str,
@@ -55,7 +20,7 @@ pub struct XdpAttachment {
 }
 
 /// The targets: the configured ones, or the interfaces of the default routes.
-pub fn targets(configured: &[String]) -> Result<Vec<XdpTarget>, String> {
+pub fn targets(configured: &[String]) -> Result<Vec<Interface>, String> {
     if configured.is_empty() {
         let interfaces = netns::default_route_interfaces();
         if interfaces.is_empty() {
@@ -65,14 +30,14 @@ pub fn targets(configured: &[String]) -> Result<Vec<XdpTarget>, String> {
         }
         return Ok(interfaces
             .into_iter()
-            .map(|interface| XdpTarget { netns: String::new(), interface })
+            .map(|interface| Interface { netns: String::new(), interface })
             .collect());
     }
-    configured.iter().map(|entry| XdpTarget::parse(entry)).collect()
+    configured.iter().map(|entry| Interface::parse(entry)).collect()
 }
 
 /// Attaches `program` (loaded) to every target; failures are reported per interface.
-pub fn attach_all(program: &mut Xdp, targets: Vec<XdpTarget>) -> Vec<XdpAttachment> {
+pub fn attach_all(program: &mut Xdp, targets: Vec<Interface>) -> Vec<XdpAttachment> {
     let mut attachments: Vec<XdpAttachment> = Vec::new();
     for target in targets {
         let taken: Vec<u32> = attachments.iter().filter(|a| a.error.is_none()).map(|a| a.ifindex).collect();
@@ -137,18 +102,18 @@ mod tests {
     #[test]
     fn parses_entries() {
         assert_eq!(
-            XdpTarget::parse("eth0"),
-            Ok(XdpTarget { netns: String::new(), interface: "eth0".into() })
+            Interface::parse("eth0"),
+            Ok(Interface { netns: String::new(), interface: "eth0".into() })
         );
-        let t = XdpTarget::parse("/proc/42/ns/net:veth1").unwrap();
+        let t = Interface::parse("/proc/42/ns/net:veth1").unwrap();
         assert_eq!((t.netns.as_str(), t.interface.as_str()), ("/proc/42/ns/net", "veth1"));
-        assert_eq!(t.netns_path(), Some(PathBuf::from("/proc/42/ns/net")));
+        assert_eq!(t.netns_path(), Some(std::path::PathBuf::from("/proc/42/ns/net")));
         assert_eq!(
-            XdpTarget::parse("blue:eth0").unwrap().netns_path(),
+            Interface::parse("blue:eth0").unwrap().netns_path(),
             Some(PathBuf::from("/run/netns/blue"))
         );
         for bad in ["", ":eth0", "blue:", "a b", "a/b", "0123456789abcdef", ".", "x:.."] {
-            assert!(XdpTarget::parse(bad).is_err(), "{bad:?}");
+            assert!(Interface::parse(bad).is_err(), "{bad:?}");
         }
     }
 }
