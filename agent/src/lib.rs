@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod events;
 pub mod heap;
 pub mod inspect;
 pub mod kernel;

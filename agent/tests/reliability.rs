@@ -86,7 +86,7 @@ fn a_stalled_consumer_loses_counted_events_and_recovers() {
     let _serial = support::serial();
     const STORM: usize = 4_000;
     const AFTER: usize = 50;
-    let agent = Agent::start(&["--log-level", "info,kernsight::metadata::processes=debug"]);
+    let agent = Agent::start(&["--log-level", "info,kernsight::events::processes=debug"]);
     let storm = TestCgroup::create("storm");
     let lost_metric = |samples: &[Sample]| {
         value(samples, "kernsight_ring_buffer_lost_events_total", &[("ring", "process_events")])

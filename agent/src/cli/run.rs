@@ -9,14 +9,16 @@ use tracing::{info, warn};
 use crate::{
     bpf::{Programs, cgroups, oom as oom_family, sched},
     config::{Config, LogFormat},
+    events::{
+        oom::{self, OomKills},
+        processes,
+    },
     kernel::{cgroupfs, preflight},
     logging,
     metadata::{
         cgroups::{self as cgroup_index, Tracker},
         identity::Resolver,
         lookup,
-        oom::{self, OomKills},
-        processes,
     },
     metrics::{self, server::Health},
 };

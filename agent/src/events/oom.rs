@@ -9,13 +9,12 @@ use std::{
 
 use tracing::{debug, warn};
 
-use super::{cgroups::Tracker, identity::Resolver};
 use crate::{
     bpf::{
         oom::{CgroupSource, OomKill, decode},
         rings::EventRing,
     },
-    kernel::cgroupfs::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
+    metadata::{cgroups::Tracker, identity::Resolver},
 };
 
 /// cgroups whose kills are remembered; past it, the one with the oldest last kill is forgotten.
@@ -60,20 +59,6 @@ impl OomKills {
     }
 }
 
-/// The path of a tagged cgroup id, walking the hierarchy once if no event named it.
-/// The path of a cgroup id for a rare event: walks cgroupfs once if the index does not know it.
-pub(crate) fn path_of(tracker: &Tracker, cgroup_id: u64) -> String {
-    let mut index = tracker.index();
-    if index.resolve(cgroup_id).is_none() {
-        index.rescan();
-    }
-    match index.resolve(cgroup_id) {
-        Some(path) => path.to_owned(),
-        None if cgroup_id & !V1_CGROUP_ID_BIT == ROOT_CGROUP_ID => "/".to_owned(),
-        None => format!("cgroup_id:{cgroup_id}"),
-    }
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -101,7 +86,7 @@ pub async fn follow_events(
 
 fn report(kills: &OomKills, tracker: &Tracker, resolver: &Resolver, kill: OomKill) {
     // Kills are rare: naming (and at worst one walk of cgroupfs) here costs nothing.
-    let path = path_of(tracker, kill.cgroup_id);
+    let path = tracker.path_of(kill.cgroup_id);
     let workload = resolver.workload(&path);
     let whose = match kill.cgroup_source {
         CgroupSource::Victim => "victim",

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use tracing::debug;
 
-use super::{cgroups::Tracker, identity::Resolver};
-use crate::bpf::{
-    process_events::{Kind, Process, decode, describe_exit},
-    rings::EventRing,
+use crate::{
+    bpf::{
+        process_events::{Kind, Process, decode, describe_exit},
+        rings::EventRing,
+    },
+    metadata::{cgroups::Tracker, identity::Resolver},
 };
 
 /// Reads events until the agent stops.
@@ -28,7 +30,7 @@ pub async fn follow_events(events: EventRing, tracker: Arc<Tracker>, resolver: A
 }
 
 fn log(tracker: &Tracker, resolver: &Resolver, process: &Process) {
-    let workload = resolver.workload(&super::oom::path_of(tracker, process.cgroup_id));
+    let workload = resolver.workload(&tracker.path_of(process.cgroup_id));
     let Process { pid, tgid, ppid, uid, name, args, .. } = process;
     let (namespace, pod, container, cgroup) =
         (workload.namespace, workload.pod, workload.container, workload.cgroup);
