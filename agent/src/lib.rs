@@ -18,3 +18,6 @@ pub mod metrics;
 pub mod posture;
 pub mod top;
 pub mod trace;
+
+#[cfg(test)]
+mod layering;

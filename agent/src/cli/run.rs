@@ -98,7 +98,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     preflight::check_privileges()?;
     preflight::check_kernel_version()?;
     preflight::check_btf()?;
-    preflight::ensure_mounts(&config.paths);
+    preflight::ensure_mounts(&config.paths.tracefs, &config.paths.bpffs);
 
     let hierarchies = cgroupfs::Hierarchies::detect();
     info!(
