@@ -209,6 +209,7 @@ fn image_with_daemonset_privileges_counts_host_syscalls() {
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     let pin_dir = support::unique_pin_dir("deploy");
     let _pins = RemoveDir(pin_dir.clone());
+    support::wait_for_default_xdp_slot();
     let container = run_like_daemonset(&name, port, &pin_dir);
     wait_ready(address, &container);
     // With BPF and PERFMON only, the agent pins its counters for the next start.
