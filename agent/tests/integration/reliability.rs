@@ -1,14 +1,16 @@
 //! Under load and churn: ring-buffer losses are counted exactly and the agent recovers; memory,
 //! caches and series return to where they started after thousands of short-lived cgroups.
 
-mod support;
+use crate::support;
 
 use std::{
     ffi::CString,
     time::{Duration, Instant},
 };
 
-use support::{Agent, Sample, TestCgroup, config_file, getppid_times, parse, path_str, privileged, value};
+use crate::support::{
+    Agent, Sample, TestCgroup, config_file, eventually, getppid_times, parse, path_str, privileged, value,
+};
 
 /// Forks and execs `/bin/true` `EXECS` times, one after the other.
 fn exec_true<const EXECS: usize>() -> i32 {
@@ -80,7 +82,7 @@ fn kernel_lost_count(agent_pid: u32) -> u64 {
 
 #[test]
 fn a_stalled_consumer_loses_counted_events_and_recovers() {
-    if !privileged("a_stalled_consumer_loses_counted_events_and_recovers") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -100,7 +102,7 @@ fn a_stalled_consumer_loses_counted_events_and_recovers() {
     unsafe { libc::kill(agent.pid() as i32, libc::SIGCONT) };
     assert_eq!(status, 0, "the exec storm ran");
 
-    // Drained: the read count stops moving.
+    // Drained: the read count stops moving (the same over half a second).
     let mut read = -1.0;
     let deadline = Instant::now() + Duration::from_secs(20);
     let samples = loop {
@@ -129,11 +131,10 @@ fn a_stalled_consumer_loses_counted_events_and_recovers() {
     // Load stops: events flow again, none lost.
     let calm = TestCgroup::create("calm");
     assert_eq!(calm.run(exec_true::<AFTER>), 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while exec_lines(&agent.log(), &calm.label) < AFTER && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(exec_lines(&agent.log(), &calm.label), AFTER, "every exec after the storm is delivered");
+    eventually(Duration::from_secs(10), || match exec_lines(&agent.log(), &calm.label) {
+        AFTER => Ok(()),
+        delivered => Err(format!("{delivered} of the {AFTER} execs after the storm delivered")),
+    });
     let samples = parse(&agent.scrape());
     assert_eq!(lost_metric(&samples), lost, "no loss once the consumer keeps up");
 }
@@ -150,7 +151,7 @@ fn rss_kib(pid: u32) -> f64 {
 
 #[test]
 fn churn_of_2000_cgroups_returns_memory_caches_and_series() {
-    if !privileged("churn_of_2000_cgroups_returns_memory_caches_and_series") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -193,22 +194,23 @@ fn churn_of_2000_cgroups_returns_memory_caches_and_series() {
         // come back after the grace period (1 s) and a maintenance pass.
         let prefix = format!("churn2k-{round}-");
         drop(batch);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while agent.scrape().contains(&prefix) {
-            assert!(Instant::now() < deadline, "round {round}: series still exported 15 s after removal");
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        eventually(Duration::from_secs(15), || {
+            if agent.scrape().contains(&prefix) {
+                Err(format!("round {round}: series of removed cgroups still exported"))
+            } else {
+                Ok(())
+            }
+        });
     }
     // Every test cgroup is gone: after the grace period and a maintenance pass, so are its series.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let after = loop {
-        std::thread::sleep(Duration::from_secs(1));
+    let after = eventually(Duration::from_secs(20), || {
         let text = agent.scrape();
-        if !text.contains("churn2k-") || Instant::now() > deadline {
-            assert!(!text.contains("churn2k-"), "series of removed cgroups are still exported after 20 s");
-            break parse(&text);
+        if text.contains("churn2k-") {
+            Err("series of removed cgroups are still exported".to_owned())
+        } else {
+            Ok(parse(&text))
         }
-    };
+    });
     warm_up();
     let rss_after = rss_kib(agent.pid());
     let series_after = after.len() as f64;

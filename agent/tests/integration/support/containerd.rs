@@ -27,7 +27,9 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{self as cri, runtime_service_client::RuntimeServiceClient};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::image;
+use kernsight::kernel::mountinfo;
+
+use super::{cgroup, image, wait_gone};
 
 /// The CRI namespace of containerd (what kubelet's pods live in).
 const NAMESPACE: &str = "k8s.io";
@@ -422,11 +424,11 @@ impl Drop for Containerd {
         kill_processes(&format!("{}/", self.dir.display()));
         // Containers whose shim died without killing them.
         for cgroup in self.cgroup_dirs() {
-            kill_cgroup_processes(&cgroup);
+            cgroup::kill_processes_in(&cgroup);
         }
         unmount_below(&self.dir);
         for cgroup in self.cgroup_dirs() {
-            remove_cgroup_tree(&cgroup);
+            cgroup::remove_tree(&cgroup);
         }
         for id in self.pods() {
             let _ = std::fs::remove_file(self.shim_socket(&id));
@@ -449,7 +451,7 @@ impl Drop for Containerd {
 impl Containerd {
     /// This containerd's cgroup root in every mounted cgroup hierarchy, where it exists.
     fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        cgroup_mounts()
+        cgroup::all_roots()
             .into_iter()
             .map(|mount| mount.join(self.cgroup_root.trim_start_matches('/')))
             .filter(|path| path.exists())
@@ -545,88 +547,15 @@ fn kill_processes(needle: &str) {
         eprintln!("cleanup: killing leftover process {pid}");
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    wait_gone(&pids);
-}
-
-/// Kills the processes in a cgroup tree (ours) and waits (bounded) for them to go.
-fn kill_cgroup_processes(root: &Path) {
-    let mut pids = Vec::new();
-    for dir in dirs_deepest_first(root) {
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        pids.extend(procs.lines().filter_map(|l| l.parse::<i32>().ok()));
-    }
-    for &pid in &pids {
-        eprintln!("cleanup: killing leftover container process {pid}");
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    wait_gone(&pids);
-}
-
-fn wait_gone(pids: &[i32]) {
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    // A killed process that is not our child may stay a zombie until its parent (or init)
-    // reaps it: gone from our point of view.
-    let alive = |pid: &i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
-            .unwrap_or(false)
-    };
-    while pids.iter().any(alive) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A directory tree, children before their parents.
-fn dirs_deepest_first(root: &Path) -> Vec<PathBuf> {
-    let mut dirs = vec![root.to_path_buf()];
-    let mut i = 0;
-    while i < dirs.len() {
-        let children: Vec<PathBuf> = std::fs::read_dir(&dirs[i])
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|entry| entry.path())
-            .collect();
-        dirs.extend(children);
-        i += 1;
-    }
-    dirs.reverse();
-    dirs
-}
-
-/// Removes a cgroup and its children (cgroups are removed with rmdir, leaves first).
-fn remove_cgroup_tree(root: &Path) {
-    for dir in dirs_deepest_first(root) {
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        // A cgroup stays busy for a moment after its last process exits.
-        while let Err(e) = std::fs::remove_dir(&dir) {
-            if !dir.exists() {
-                break;
-            }
-            if Instant::now() > deadline {
-                eprintln!("cleanup: cannot remove cgroup {}: {e}", dir.display());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Mount points of every cgroup hierarchy (v1 controllers and the unified one).
-fn cgroup_mounts() -> Vec<PathBuf> {
-    mountinfo()
-        .into_iter()
-        .filter(|(_, fs_type)| fs_type == "cgroup" || fs_type == "cgroup2")
-        .map(|(mount_point, _)| mount_point)
-        .collect()
+    wait_gone(&pids, STOP_TIMEOUT);
 }
 
 /// Mount points strictly below `dir`.
 fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    mountinfo()
+    mountinfo::read()
+        .unwrap_or_default()
         .into_iter()
-        .map(|(mount_point, _)| mount_point)
+        .map(|mount| mount.mount_point)
         .filter(|mount_point| mount_point != dir && mount_point.starts_with(dir))
         .collect()
 }
@@ -646,22 +575,4 @@ fn unmount_below(dir: &Path) {
             }
         }
     }
-}
-
-/// (mount point, filesystem type) of each line of /proc/self/mountinfo.
-fn mountinfo() -> Vec<(PathBuf, String)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            let mount_point = unescape(before.split(' ').nth(4)?);
-            let fs_type = after.split(' ').next()?.to_owned();
-            Some((PathBuf::from(mount_point), fs_type))
-        })
-        .collect()
-}
-
-/// mountinfo writes space, tab, newline and backslash as octal escapes.
-fn unescape(field: &str) -> String {
-    field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }

@@ -2,15 +2,19 @@
 //! the same workload run again and makes one extra syscall fail with EPERM; the capability
 //! advice names exactly the capability a workload used.
 
-mod support;
+use crate::support;
 
 use std::{
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    io::{BufRead as _, BufReader, Read as _},
+    process::{Command, Output, Stdio},
+    time::Duration,
 };
 
-use support::{Agent, BINARY, parse, podman::PodmanContainer, privileged, value};
+use crate::support::{
+    Agent, BINARY, ChildGuard, eventually,
+    podman::{self, PodmanContainer},
+    privileged, value,
+};
 
 /// Writes, reads and lists files: no `mkdir` (the extra syscall of the EPERM check).
 const WORKLOAD: &str = "echo hello > /tmp/f; cat /tmp/f; ls / > /dev/null";
@@ -25,8 +29,24 @@ fn kernsight(args: &[&str]) -> Output {
     Command::new(BINARY).args(args).output().expect("kernsight")
 }
 
-fn spawn_kernsight(args: &[&str]) -> Child {
-    Command::new(BINARY).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("kernsight")
+fn spawn_kernsight(args: &[&str]) -> ChildGuard {
+    ChildGuard(
+        Command::new(BINARY)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kernsight"),
+    )
+}
+
+/// The output of a `spawn_kernsight` child, once it exited.
+fn wait_output(mut child: ChildGuard) -> Output {
+    let mut stdout = Vec::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        pipe.read_to_end(&mut stdout).expect("read kernsight's stdout");
+    }
+    Output { status: child.wait().expect("wait for kernsight"), stdout, stderr: Vec::new() }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -86,7 +106,7 @@ fn prove_profile(profile: &str, tag: &str) {
 
 #[test]
 fn seccomp_profile_from_a_window_runs_the_workload_and_refuses_one_more_syscall() {
-    if !privileged("seccomp_profile_from_a_window_runs_the_workload_and_refuses_one_more_syscall") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -101,14 +121,14 @@ fn seccomp_profile_from_a_window_runs_the_workload_and_refuses_one_more_syscall(
     assert!(opened, "advise never opened its window");
     let _container = PodmanContainer::start(&observed, &[], &["sh", "-c", &format!("{WORKLOAD}; sleep 300")]);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let out = advise.wait_with_output().unwrap();
+    let out = wait_output(advise);
     assert!(out.status.success(), "advise failed: {}", rest.join("\n"));
     prove_profile(&text(&out.stdout), "window");
 }
 
 #[test]
 fn seccomp_profile_from_a_window_after_the_start_needs_the_runtime_list() {
-    if !privileged("seccomp_profile_from_a_window_after_the_start_needs_the_runtime_list") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -120,7 +140,12 @@ fn seccomp_profile_from_a_window_after_the_start_needs_the_runtime_list() {
         &[],
         &["sh", "-c", &format!("while true; do sh -c '{WORKLOAD}' > /dev/null; sleep 0.2; done")],
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // The loop has started: its `sleep 0.2` runs (the runtime's setup is long over by then).
+    eventually(Duration::from_secs(30), || {
+        let top = podman::podman().args(["top", &looping, "args"]).output().expect("podman top");
+        let top = text(&top.stdout);
+        if top.contains("sleep 0.2") { Ok(()) } else { Err(format!("the container runs:\n{top}")) }
+    });
     let out = kernsight(&["advise", "seccomp", "--container", &looping, "--for", "3s"]);
     assert!(out.status.success(), "advise failed: {}", text(&out.stderr));
     let profile = text(&out.stdout);
@@ -133,7 +158,7 @@ fn seccomp_profile_from_a_window_after_the_start_needs_the_runtime_list() {
 
 #[test]
 fn seccomp_profile_from_the_running_agent() {
-    if !privileged("seccomp_profile_from_the_running_agent") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -141,16 +166,11 @@ fn seccomp_profile_from_the_running_agent() {
     let observed = name("agent");
     let _container = PodmanContainer::start(&observed, &[], &["sh", "-c", &format!("{WORKLOAD}; sleep 300")]);
     // The agent names the container through conmon; wait until its counts carry the name.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while value(
-        &parse(&agent.scrape()),
-        "kernsight_syscalls_total",
-        &[("container", &observed), ("syscall", "getdents64")],
-    ) == 0.0
-    {
-        assert!(Instant::now() < deadline, "the agent never showed {observed}'s syscalls");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    agent.scrape_until(Duration::from_secs(30), |samples| {
+        let labels = [("container", observed.as_str()), ("syscall", "getdents64")];
+        let calls = value(samples, "kernsight_syscalls_total", &labels);
+        if calls > 0.0 { Ok(()) } else { Err(format!("the agent shows no getdents64 of {observed}")) }
+    });
     let address = agent.address.to_string();
     let out = kernsight(&["advise", "seccomp", "--container", &observed, "--agent", &address]);
     assert!(out.status.success(), "advise failed: {}", text(&out.stderr));
@@ -161,7 +181,7 @@ fn seccomp_profile_from_the_running_agent() {
 
 #[test]
 fn advise_refuses_bad_targets_and_empty_windows_with_a_clear_message() {
-    if !privileged("advise_refuses_bad_targets_and_empty_windows_with_a_clear_message") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -214,7 +234,7 @@ const BIND_LOOP: &str = "while true; do nc -l -p 80 & p=$!; sleep 0.2; kill $p; 
 
 #[test]
 fn capabilities_advice_names_net_bind_service_used_and_denied() {
-    if !privileged("capabilities_advice_names_net_bind_service_used_and_denied") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -233,16 +253,14 @@ fn capabilities_advice_names_net_bind_service_used_and_denied() {
             &[("container", container), ("cap", "CAP_NET_BIND_SERVICE"), ("result", result)],
         )
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let samples = loop {
-        let samples = parse(&agent.scrape());
-        if (checks(&samples, &allowed, "granted") > 0.0 && checks(&samples, &dropped, "denied") > 0.0)
-            || Instant::now() > deadline
-        {
-            break samples;
+    let samples = agent.scrape_until(Duration::from_secs(30), |samples| {
+        let (granted, denied) = (checks(samples, &allowed, "granted"), checks(samples, &dropped, "denied"));
+        if granted > 0.0 && denied > 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{granted} granted checks in {allowed}, {denied} denied in {dropped}"))
         }
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    });
     assert!(checks(&samples, &allowed, "granted") > 0.0, "no granted check; log:\n{}", agent.log());
     assert_eq!(checks(&samples, &allowed, "denied"), 0.0);
     assert!(checks(&samples, &dropped, "denied") > 0.0, "no denied check");
@@ -286,7 +304,7 @@ fn capabilities_advice_names_net_bind_service_used_and_denied() {
 /// A host process's cgroup, by path: the profile lists what the test's own workload called.
 #[test]
 fn seccomp_profile_of_a_cgroup_lists_what_its_processes_called() {
-    if !privileged("seccomp_profile_of_a_cgroup_lists_what_its_processes_called") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -302,7 +320,7 @@ fn seccomp_profile_of_a_cgroup_lists_what_its_processes_called() {
     });
     assert_eq!(code, 0);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let out = advise.wait_with_output().unwrap();
+    let out = wait_output(advise);
     assert!(out.status.success(), "advise failed: {}", rest.join("\n"));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON profile");
     let seen: Vec<&str> =
@@ -315,7 +333,7 @@ fn seccomp_profile_of_a_cgroup_lists_what_its_processes_called() {
 /// socket in a window, and by the agent's namespace and pod labels otherwise.
 #[test]
 fn seccomp_profile_of_a_cri_pod_from_a_window_and_from_the_agent() {
-    if !privileged("seccomp_profile_of_a_cri_pod_from_a_window_and_from_the_agent") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -332,11 +350,10 @@ fn seccomp_profile_of_a_cri_pod_from_a_window_and_from_the_agent() {
         &["/bin/sh", "-c", &looping],
     );
     let labels = [("namespace", "advise"), ("pod", "api-0"), ("syscall", "getdents64")];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while value(&parse(&agent.scrape()), "kernsight_syscalls_total", &labels) == 0.0 {
-        assert!(Instant::now() < deadline, "the agent never named the pod; log:\n{}", agent.log());
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    agent.scrape_until(Duration::from_secs(30), |samples| {
+        let calls = value(samples, "kernsight_syscalls_total", &labels);
+        if calls > 0.0 { Ok(()) } else { Err("the agent never named the pod".into()) }
+    });
     let address = agent.address.to_string();
     let from_agent = kernsight(&["advise", "seccomp", "--pod", "advise/api-0", "--agent", &address]);
     let from_window =

@@ -1,8 +1,6 @@
 //! `kernsight trace` on the real kernel: events the test causes, decoded and counted exactly,
 //! and counts equal to what strace and bpftrace report for the same process.
 
-mod support;
-
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     path::Path,
@@ -11,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{BINARY, TestCgroup, path_str, privileged, serial};
+use crate::support::{self, BINARY, ChildGuard, TestCgroup, eventually, path_str, privileged, serial};
 
 /// A running `kernsight trace`, started once its programs are attached.
 struct Tracer {
@@ -65,14 +63,10 @@ impl Tracer {
     fn finish(mut self) -> (String, String) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for kernsight trace") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "kernsight trace did not stop on SIGINT");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = eventually(Duration::from_secs(20), || {
+            let status = self.child.try_wait().expect("wait for kernsight trace");
+            status.ok_or_else(|| "kernsight trace still runs after SIGINT".to_owned())
+        });
         let stdout = self.stdout.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
         // The summary is the last line on stderr (interval lines may come before it).
         let summary = std::iter::from_fn(|| self.stderr.recv_timeout(Duration::from_secs(10)).ok())
@@ -141,7 +135,7 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn fork_tracepoint_decodes_parent_and_child_pids() {
-    if !privileged("fork_tracepoint_decodes_parent_and_child_pids") {
+    if !privileged() {
         return;
     }
     let _serial = serial();
@@ -167,7 +161,7 @@ fn script_pid(pid: &str) -> u64 {
 
 #[test]
 fn exec_tracepoint_decodes_a_data_loc_filename() {
-    if !privileged("exec_tracepoint_decodes_a_data_loc_filename") {
+    if !privileged() {
         return;
     }
     let _serial = serial();
@@ -187,7 +181,7 @@ fn exec_tracepoint_decodes_a_data_loc_filename() {
 
 #[test]
 fn exec_in_a_cgroup_prints_exactly_the_commands_in_order() {
-    if !privileged("exec_in_a_cgroup_prints_exactly_the_commands_in_order") {
+    if !privileged() {
         return;
     }
     let _serial = serial();
@@ -279,20 +273,41 @@ fn strace_counts(path: &Path) -> Vec<(String, u64, u64)> {
 
 #[test]
 fn syscall_counts_are_exact_and_match_strace_and_bpftrace() {
-    if !privileged("syscall_counts_are_exact_and_match_strace_and_bpftrace") {
+    if !privileged() {
         return;
     }
     let _serial = serial();
+    // This test binary, re-run as the workload: libtest names the test by its module path
+    // without the crate's name.
     let me = std::env::current_exe().expect("test binary");
-    let mut workload = Command::new(me)
-        .args(["--exact", "syscall_workload", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(WORKLOAD_ENV, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the workload");
+    let workload_test =
+        format!("{}::syscall_workload", module_path!().split_once("::").map_or("", |(_, m)| m));
+    let mut workload = ChildGuard(
+        Command::new(me)
+            .args(["--exact", &workload_test, "--ignored", "--nocapture", "--test-threads=1"])
+            .env(WORKLOAD_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the workload"),
+    );
     let pid = workload.id().to_string();
-    std::thread::sleep(Duration::from_millis(300)); // let it reach its read()
+    // Until the test's thread blocks in its read() of stdin (`/proc/PID/task/TID/syscall` starts
+    // with the syscall's number): the tracers then attach before any of the counted calls.
+    let reading = format!("{} ", libc::SYS_read);
+    eventually(Duration::from_secs(10), || {
+        let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("syscall")).ok())
+            .collect();
+        if threads.iter().any(|syscall| syscall.starts_with(&reading)) {
+            Ok(())
+        } else {
+            Err(format!("no thread of the workload blocks in read(): {threads:?}"))
+        }
+    });
     let kernel = Tracer::start(&["syscall", "--pid", &pid, "--count-by", "syscall"]);
     let histograms = Tracer::start(&[
         "syscall",
@@ -318,11 +333,13 @@ fn syscall_counts_are_exact_and_match_strace_and_bpftrace() {
     ]);
     let dir = tempfile::tempdir().expect("tempdir");
     let strace_out = dir.path().join("strace.txt");
-    let mut strace = Command::new("strace")
-        .args(["-c", "-f", "-o", path_str(&strace_out), "-p", &pid])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start strace");
+    let mut strace = ChildGuard(
+        Command::new("strace")
+            .args(["-c", "-f", "-o", path_str(&strace_out), "-p", &pid])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start strace"),
+    );
     let mut strace_err = BufReader::new(strace.stderr.take().expect("strace stderr"));
     let mut line = String::new();
     while strace_err.read_line(&mut line).expect("strace stderr") > 0 && !line.contains("attached") {
@@ -331,12 +348,14 @@ fn syscall_counts_are_exact_and_match_strace_and_bpftrace() {
     let program = format!(
         "BEGIN {{ printf(\"ready\\n\"); }} tracepoint:raw_syscalls:sys_exit /pid == {pid}/ {{ @[args->id] = count(); }}"
     );
-    let mut bpftrace = Command::new("bpftrace")
-        .args(["-e", &program])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start bpftrace");
+    let mut bpftrace = ChildGuard(
+        Command::new("bpftrace")
+            .args(["-e", &program])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bpftrace"),
+    );
     let mut bpftrace_out = BufReader::new(bpftrace.stdout.take().expect("bpftrace stdout"));
     let mut line = String::new();
     while bpftrace_out.read_line(&mut line).expect("bpftrace stdout") > 0 && !line.contains("ready") {
@@ -398,7 +417,7 @@ fn syscall_counts_are_exact_and_match_strace_and_bpftrace() {
 
 #[test]
 fn mistakes_are_one_line_errors_with_close_names() {
-    if !privileged("mistakes_are_one_line_errors_with_close_names") {
+    if !privileged() {
         return; // tracefs, where tracepoint names are looked up, is root's
     }
     for (args, expected) in [
@@ -428,7 +447,7 @@ fn mistakes_are_one_line_errors_with_close_names() {
 
 #[test]
 fn presets_name_what_the_test_caused() {
-    if !privileged("presets_name_what_the_test_caused") {
+    if !privileged() {
         return;
     }
     let _serial = serial();
@@ -445,12 +464,13 @@ fn presets_name_what_the_test_caused() {
     let refused = std::net::TcpStream::connect(("127.0.0.1", port));
     assert!(refused.is_err(), "nothing listens on {port}");
     // SIGTERM to a child of ours.
-    let mut sleeper = Command::new("sleep").arg("30").spawn().expect("sleep");
+    let mut sleeper = ChildGuard(Command::new("sleep").arg("30").spawn().expect("sleep"));
     let comm = format!("/proc/{}/comm", sleeper.id());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5)); // until it has exec'd
-    }
+    eventually(Duration::from_secs(10), || {
+        // Until it has exec'd.
+        let name = std::fs::read_to_string(&comm).unwrap_or_default();
+        if name.trim() == "sleep" { Ok(()) } else { Err(format!("the child is `{}`", name.trim())) }
+    });
     // SAFETY: signalling our own child.
     unsafe { libc::kill(sleeper.id() as i32, libc::SIGTERM) };
     let _ = sleeper.wait();
@@ -493,7 +513,7 @@ fn getppid_1234() -> i32 {
 
 #[test]
 fn cgroup_filter_counts_exactly_in_the_kernel_and_reports_loss_each_interval() {
-    if !privileged("cgroup_filter_counts_exactly_in_the_kernel_and_reports_loss_each_interval") {
+    if !privileged() {
         return;
     }
     let _serial = serial();
@@ -524,7 +544,7 @@ fn cgroup_filter_counts_exactly_in_the_kernel_and_reports_loss_each_interval() {
 
 #[test]
 fn exit_in_a_cgroup_prints_each_process_end_in_order() {
-    if !privileged("exit_in_a_cgroup_prints_each_process_end_in_order") {
+    if !privileged() {
         return;
     }
     let _serial = serial();
@@ -570,7 +590,7 @@ fn getppid_300() -> i32 {
 
 #[test]
 fn counts_by_cgroup_are_made_in_the_kernel_and_exact() {
-    if !privileged("counts_by_cgroup_are_made_in_the_kernel_and_exact") {
+    if !privileged() {
         return;
     }
     let _serial = serial();

@@ -1,11 +1,11 @@
 //! Capability checks, end to end: binds to a port below 1024 made by workloads the test forks
 //! into cgroups it created, counted by `ks_cap_capable` and read back over HTTP.
 
-mod support;
+use crate::support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{Agent, TestCgroup, config_file, parse, path_str, privileged, value};
+use crate::support::{Agent, TestCgroup, config_file, parse, path_str, privileged, value};
 
 const BINDS: usize = 200;
 /// A privileged port on loopback: the capability check comes before the port's use is looked
@@ -86,7 +86,7 @@ fn checks(samples: &[support::Sample], cgroup: &str, result: &str) -> f64 {
 
 #[test]
 fn binds_below_1024_count_net_bind_service_granted_and_denied() {
-    if !privileged("binds_below_1024_count_net_bind_service_granted_and_denied") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -96,15 +96,14 @@ fn binds_below_1024_count_net_bind_service_granted_and_denied() {
     assert_eq!(allowed.run(granted_binds), 0, "a bind as root was refused");
     assert_eq!(refused.run(denied_binds), 0, "binds without CAP_NET_BIND_SERVICE were not all refused");
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let samples = loop {
-        let samples = parse(&agent.scrape());
-        let seen = checks(&samples, &allowed.label, "granted") + checks(&samples, &refused.label, "denied");
-        if seen >= 2.0 * BINDS as f64 || Instant::now() > deadline {
-            break samples;
+    let samples = agent.scrape_until(Duration::from_secs(20), |samples| {
+        let seen = checks(samples, &allowed.label, "granted") + checks(samples, &refused.label, "denied");
+        if seen >= 2.0 * BINDS as f64 {
+            Ok(())
+        } else {
+            Err(format!("{seen} of {} checks counted", 2 * BINDS))
         }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    });
     assert_eq!(checks(&samples, &allowed.label, "granted"), BINDS as f64, "log:\n{}", agent.log());
     assert_eq!(checks(&samples, &allowed.label, "denied"), 0.0);
     assert_eq!(checks(&samples, &refused.label, "denied"), BINDS as f64);
@@ -115,7 +114,7 @@ fn binds_below_1024_count_net_bind_service_granted_and_denied() {
 
 #[test]
 fn full_capability_map_counts_in_other() {
-    if !privileged("full_capability_map_counts_in_other") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -162,7 +161,7 @@ fn sethostname_in_a_user_namespace() -> i32 {
 
 #[test]
 fn checks_from_a_user_namespace_are_nested() {
-    if !privileged("checks_from_a_user_namespace_are_nested") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -182,14 +181,10 @@ fn checks_from_a_user_namespace_are_nested() {
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         value(samples, "kernsight_capability_checks_total", &labels)
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let samples = loop {
-        let samples = parse(&agent.scrape());
-        if count(&samples, "nested") >= SETHOSTNAMES as f64 || Instant::now() > deadline {
-            break samples;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let samples = agent.scrape_until(Duration::from_secs(20), |samples| {
+        let nested = count(samples, "nested");
+        if nested >= SETHOSTNAMES as f64 { Ok(()) } else { Err(format!("{nested} nested checks counted")) }
+    });
     assert_eq!(count(&samples, "nested"), SETHOSTNAMES as f64, "log:\n{}", agent.log());
     let granted_nested = value(
         &samples,

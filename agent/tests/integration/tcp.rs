@@ -1,33 +1,21 @@
 //! TCP health end to end, in network namespaces the tests create: connections that succeed,
 //! fail on a closed port (a reset), and retransmit on a path that drops a share of segments.
 
-mod net_support;
-mod support;
+use crate::net_support;
+use crate::support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use net_support::{
+use crate::net_support::{
     B_ADDR, Link, Netns, NsFile, have, snmp_tcp, tcp_connect, tcp_drain, tcp_listen, tcp_write,
 };
-use support::{Agent, TestCgroup, parse, privileged, value};
+use crate::support::{Agent, TestCgroup, parse, privileged, value};
 
 const LOOPBACK: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
 
-/// Scrapes until `done` holds for the samples (5 s at most); returns the last samples.
-fn scrape_until(agent: &Agent, done: impl Fn(&[support::Sample]) -> bool) -> Vec<support::Sample> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let samples = parse(&agent.scrape());
-        if done(&samples) || Instant::now() > deadline {
-            return samples;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn connections_succeed_fail_and_reset_per_cgroup() {
-    if !privileged("connections_succeed_fail_and_reset_per_cgroup") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -69,7 +57,10 @@ fn connections_succeed_fail_and_reset_per_cgroup() {
     };
     // Three sockets reach CLOSE: the client, the accepted socket (after the client's FIN and its
     // own), and the refused attempt.
-    let samples = scrape_until(&agent, |s| lifetimes(s) >= 3.0);
+    let samples = agent.scrape_until(Duration::from_secs(5), |s| {
+        let closed = lifetimes(s);
+        if closed >= 3.0 { Ok(()) } else { Err(format!("{closed} connections reached CLOSE")) }
+    });
     let connected = value(&samples, "kernsight_tcp_connections_total", &of("connected"));
     let accepted = value(&samples, "kernsight_tcp_connections_total", &of("accepted"));
     let failed = value(&samples, "kernsight_tcp_connections_total", &of("failed"));
@@ -95,7 +86,7 @@ fn connections_succeed_fail_and_reset_per_cgroup() {
 
 #[test]
 fn a_lossy_path_shows_retransmits() {
-    if !privileged("a_lossy_path_shows_retransmits") {
+    if !privileged() {
         return;
     }
     if !have("nft") {
@@ -174,7 +165,7 @@ fn a_lossy_path_shows_retransmits() {
 
 #[test]
 fn a_connect_that_times_out_is_a_failure_after_its_syn_retransmissions() {
-    if !privileged("a_connect_that_times_out_is_a_failure_after_its_syn_retransmissions") {
+    if !privileged() {
         return;
     }
     if !have("nft") {

@@ -1,13 +1,11 @@
 //! Per-cgroup syscall accounting, end to end: real programs on this kernel, syscalls made by
 //! the test in cgroups it created, counts read back over HTTP.
 
-mod support;
-
 use std::{process::Command, time::Duration};
 
-use support::{
-    Agent, TestCgroup, config_file, failing_openat_times, getpid_times, getppid_times, parse, path_str,
-    privileged, value,
+use crate::support::{
+    self, Agent, TestCgroup, config_file, eventually, failing_openat_times, getpid_times, getppid_times,
+    parse, path_str, privileged, program_loaded, programs_unloaded, value,
 };
 
 const GETPPIDS: usize = 20_000;
@@ -15,7 +13,7 @@ const FAILED_OPENS: usize = 500;
 
 #[test]
 fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
-    if !privileged("counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -63,7 +61,7 @@ fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
 
 #[test]
 fn scrape_passes_promtool_in_both_formats() {
-    if !privileged("scrape_passes_promtool") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -107,7 +105,7 @@ fn scrape_passes_promtool_in_both_formats() {
 
 #[test]
 fn latency_histogram_measures_sleeps_in_the_kernel() {
-    if !privileged("latency_histogram_measures_sleeps_in_the_kernel") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -137,14 +135,17 @@ fn latency_histogram_measures_sleeps_in_the_kernel() {
 
 #[test]
 fn full_slot_table_counts_into_other_and_says_so() {
-    if !privileged("full_slot_table_counts_into_other_and_says_so") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
     // One slot: the host's own processes take it, so the test's cgroups overflow.
     let (_dir, config) = config_file("[syscalls]\nmax_cgroups = 1\n");
     let agent = Agent::start(&["--config", path_str(&config)]);
-    std::thread::sleep(Duration::from_millis(200));
+    agent.scrape_until(Duration::from_secs(10), |samples| {
+        let taken = value(samples, "kernsight_bpf_map_entries", &[("map", "SYSCALL_ROWS")]);
+        if taken >= 1.0 { Ok(()) } else { Err("the host's processes have not taken the slot".into()) }
+    });
     let cgroups: Vec<TestCgroup> = (0..3).map(|i| TestCgroup::create(&format!("full{i}"))).collect();
     for cgroup in &cgroups {
         cgroup.run(|| {
@@ -169,7 +170,7 @@ fn full_slot_table_counts_into_other_and_says_so() {
 
 #[test]
 fn churn_reuses_slots_and_forgets_removed_cgroups() {
-    if !privileged("churn_reuses_slots_and_forgets_removed_cgroups") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -181,7 +182,8 @@ fn churn_reuses_slots_and_forgets_removed_cgroups() {
     let agent = Agent::start(&["--config", path_str(&config)]);
     let gauge =
         |samples: &[support::Sample], name: &str, labels: &[(&str, &str)]| value(samples, name, labels);
-    // Let the host's own busy cgroups take their slots first: the baseline is a warm agent.
+    // Let the host's own busy cgroups take their slots first: the baseline is an agent that has
+    // run for a while (a warm-up period, not a wait for an event).
     std::thread::sleep(Duration::from_secs(2));
     let start = parse(&agent.scrape());
     let index_at_start = gauge(&start, "kernsight_cgroup_index_entries", &[]);
@@ -229,21 +231,18 @@ fn churn_reuses_slots_and_forgets_removed_cgroups() {
         // Grace (1 s) plus a maintenance pass (every second); on a loaded machine a pass can be
         // late, so wait for it (10 s at most) rather than for a fixed time.
         let removed_at = std::time::Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_millis(500));
+        eventually(Duration::from_secs(10), || {
             let text = agent.scrape();
             let left: Vec<&String> =
                 labels.iter().filter(|label| text.contains(&format!("cgroup=\"{label}\""))).collect();
-            if left.is_empty() {
-                break;
+            match left.first() {
+                None => Ok(()),
+                Some(example) => Err(format!(
+                    "round {round}: {} removed cgroups still exported, e.g. {example}",
+                    left.len()
+                )),
             }
-            assert!(
-                removed_at.elapsed() < Duration::from_secs(10),
-                "round {round}: {} removed cgroups still exported 10 s after removal, e.g. {}",
-                left.len(),
-                left[0]
-            );
-        }
+        });
         assert!(removed_at.elapsed() >= Duration::from_secs(1), "exported for the grace period first");
     }
     let end = parse(&agent.scrape());
@@ -271,7 +270,7 @@ fn churn_reuses_slots_and_forgets_removed_cgroups() {
 
 #[test]
 fn sigterm_detaches_every_program() {
-    if !privileged("sigterm_detaches_every_program") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -284,36 +283,21 @@ fn sigterm_detaches_every_program() {
         .map(|list| list.split(',').filter_map(|id| id.trim().parse().ok()).collect())
         .unwrap_or_default();
     assert_eq!(ids.len(), 2, "two program ids in the log:\n{log}");
-    let loaded = |id: u32| {
-        Command::new("bpftool")
-            .args(["prog", "show", "id", &id.to_string()])
-            .output()
-            .expect("bpftool")
-            .status
-            .success()
-    };
-    assert!(ids.iter().all(|&id| loaded(id)), "programs {ids:?} are loaded while the agent runs");
+    assert!(ids.iter().all(|&id| program_loaded(id)), "programs {ids:?} are loaded while the agent runs");
 
     let status = agent.stop();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     // The kernel frees a detached program after an RCU grace period: give it a moment.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while ids.iter().any(|&id| loaded(id)) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let left: Vec<u32> = ids.into_iter().filter(|&id| loaded(id)).collect();
-    assert!(left.is_empty(), "programs {left:?} are still loaded 5 s after the agent exited");
+    programs_unloaded(&ids);
 }
 
 #[test]
 fn tasks_of_the_v2_root_are_attributed_by_their_v1_cgroup() {
-    if !privileged("tasks_of_the_v2_root_are_attributed_by_their_v1_cgroup") {
+    if !privileged() {
         return;
     }
     let Some(memory) = support::v1_root("memory") else {
-        eprintln!(
-            "SKIPPED tasks_of_the_v2_root_are_attributed_by_their_v1_cgroup: no v1 memory hierarchy (pure v2 host)"
-        );
+        support::skip("no v1 memory hierarchy (pure v2 host)");
         return;
     };
     let _serial = support::serial();

@@ -1,17 +1,20 @@
 //! The CRI client against a real containerd that the test starts, with a pod run through the
 //! CRI the way kubelet runs one.
 
-mod support;
+use crate::support;
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use kernsight::metadata::cri::{CriClient, CriContainer, CriError};
-use support::{
+use crate::support::{
     containerd::{Containerd, proc_cgroup},
     image,
+};
+use kernsight::{
+    kernel::mountinfo,
+    metadata::cri::{CriClient, CriContainer, CriError},
 };
 
 const POD_UID: &str = "11111111-2222-3333-4444-555555555555";
@@ -22,9 +25,10 @@ fn block_on<T>(future: impl Future<Output = T>) -> T {
 
 #[test]
 fn containers_and_sandboxes_are_joined_with_their_pods() {
-    if !support::privileged("containers_and_sandboxes_are_joined_with_their_pods") {
+    if !support::privileged() {
         return;
     }
+    let _serial = support::serial();
     let started = Instant::now();
     let containerd = Containerd::start();
     eprintln!("containerd ready in {:?}", started.elapsed());
@@ -108,9 +112,10 @@ fn connecting_to_a_missing_socket_fails_fast_and_names_it() {
 /// The harness's promise: after a failed assertion, nothing it started or created is left.
 #[test]
 fn containerd_leaves_nothing_behind_after_a_failed_assertion() {
-    if !support::privileged("containerd_leaves_nothing_behind_after_a_failed_assertion") {
+    if !support::privileged() {
         return;
     }
+    let _serial = support::serial();
     let mut seen = None;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let containerd = Containerd::start();
@@ -136,7 +141,7 @@ fn containerd_leaves_nothing_behind_after_a_failed_assertion() {
     for cgroup in candidates {
         assert!(!cgroup.exists(), "{} is left", cgroup.display());
     }
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let dir = dir.to_string_lossy();
-    assert!(!mounts.contains(dir.as_ref()), "mounts left below {dir}:\n{mounts}");
+    let mounts = mountinfo::read().expect("read /proc/self/mountinfo");
+    let left: Vec<&PathBuf> = mounts.iter().map(|m| &m.mount_point).filter(|m| m.starts_with(&dir)).collect();
+    assert!(left.is_empty(), "mounts left at or below {}: {left:?}", dir.display());
 }

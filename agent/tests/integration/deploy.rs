@@ -3,17 +3,17 @@
 //! Prometheus scraping an agent. Tools come from `deploy/tools.sh`; a missing one fails the test
 //! under `KERNSIGHT_PRIVILEGED_TESTS=required` and skips it otherwise.
 
-mod support;
-
 use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use support::{Agent, TestCgroup, getppid_times, http_get, parse, privileged, value};
+use crate::support::{
+    self, Agent, TestCgroup, getppid_times, http_get, parse, podman::PodmanContainer, privileged, value,
+};
 
 /// Calls each test makes in its own cgroup and expects to see counted.
 const CALLS: usize = 5000;
@@ -32,13 +32,9 @@ fn tools_dir() -> PathBuf {
         .join("bin")
 }
 
-fn required() -> bool {
-    std::env::var("KERNSIGHT_PRIVILEGED_TESTS").as_deref() == Ok("required")
-}
-
 /// The path of `tool` (deploy/tools.sh's directory first, then PATH), or `None` with a skip
 /// message; a failure when the tests are required to run.
-fn tool(test: &str, tool: &str) -> Option<PathBuf> {
+fn tool(tool: &str) -> Option<PathBuf> {
     let local = tools_dir().join(tool);
     if local.is_file() {
         return Some(local);
@@ -47,10 +43,11 @@ fn tool(test: &str, tool: &str) -> Option<PathBuf> {
         .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(tool)).find(|p| p.is_file()));
     if found.is_none() {
         assert!(
-            !required(),
-            "{test} needs {tool}: run deploy/tools.sh (KERNSIGHT_PRIVILEGED_TESTS=required)"
+            !support::required(),
+            "{} needs {tool}: run deploy/tools.sh (KERNSIGHT_PRIVILEGED_TESTS=required)",
+            support::test_name()
         );
-        eprintln!("SKIPPED {test}: {tool} is missing (deploy/tools.sh installs it)");
+        support::skip(&format!("{tool} is missing (deploy/tools.sh installs it)"));
     }
     found
 }
@@ -72,12 +69,13 @@ fn free_port() -> u16 {
 
 #[test]
 fn static_checks_pass() {
-    let test = "static_checks_pass";
     for name in ["helm", "kubectl", "kubernetes-validate", "yamllint", "promtool", "python3"] {
-        if tool(test, name).is_none() {
+        if tool(name).is_none() {
             return;
         }
     }
+    // Helm, kubectl and the schema checks load both cores: not beside a test that measures.
+    let _serial = support::serial();
     let path = std::env::join_paths(
         std::iter::once(tools_dir())
             .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
@@ -102,8 +100,7 @@ fn config_map_toml(manifest: &str) -> String {
 /// exist), checked with the agent's own parser.
 #[test]
 fn shipped_configs_are_valid_agent_configs() {
-    let test = "shipped_configs_are_valid_agent_configs";
-    let Some(helm) = tool(test, "helm") else { return };
+    let Some(helm) = tool("helm") else { return };
     let chart = root().join("deploy/helm/kernsight");
     let mut configs = vec![(
         "deploy/kubernetes/kernsight.toml".to_owned(),
@@ -142,15 +139,6 @@ fn image() -> &'static str {
     IMAGE
 }
 
-/// A container removed when dropped, whatever the test's outcome.
-struct Container(String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("podman").args(["rm", "-f", "-t", "5", &self.0]).output();
-    }
-}
-
 /// Removes a directory when dropped (after the container that wrote it).
 struct RemoveDir(PathBuf);
 
@@ -163,16 +151,16 @@ impl Drop for RemoveDir {
 /// The DaemonSet's pod, as podman runs it: capabilities BPF, PERFMON and NET_ADMIN only,
 /// seccomp unconfined, read-only root, no privilege escalation, host PID and network
 /// namespaces, the same host paths (read-only but bpffs; runtime sockets only where they exist).
-fn run_like_daemonset(name: &str, port: u16, pin_dir: &Path) -> Container {
-    let mut command = Command::new("podman");
-    // cgroupfs manager and runc: what works on this machine; explicit ulimits, because raising
-    // the defaults needs CAP_SYS_RESOURCE.
-    command
-        .args(["--cgroup-manager=cgroupfs", "--runtime", "runc", "run", "-d", "--name", name])
-        .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
-        .args(["--cap-drop", "ALL", "--cap-add", CAPABILITIES])
-        .args(["--security-opt", "seccomp=unconfined", "--security-opt", "no-new-privileges"])
-        .args(["--read-only", "--user", "0", "--pid", "host", "--network", "host"]);
+fn run_like_daemonset(name: &str, port: u16, pin_dir: &Path) -> PodmanContainer {
+    let mut flags: Vec<String> = [
+        ["--cap-drop", "ALL", "--cap-add", CAPABILITIES].as_slice(),
+        &["--security-opt", "seccomp=unconfined", "--security-opt", "no-new-privileges"],
+        &["--read-only", "--user", "0", "--pid", "host", "--network", "host"],
+    ]
+    .concat()
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
     let mounts = [
         "/sys/kernel/btf",
         "/sys/kernel/tracing",
@@ -185,38 +173,34 @@ fn run_like_daemonset(name: &str, port: u16, pin_dir: &Path) -> Container {
     for path in mounts.iter().filter(|p| Path::new(p).exists()) {
         // bpffs is writable, as in the DaemonSet: the agent pins its counters there.
         let mode = if *path == "/sys/fs/bpf" { "rw" } else { "ro" };
-        command.args(["-v", &format!("{path}:{path}:{mode}")]);
+        flags.extend(["-v".to_owned(), format!("{path}:{path}:{mode}")]);
     }
     // A pin directory of the test's own, not the host agent's.
-    command.args(["-e", &format!("KERNSIGHT_PIN_DIR={}", pin_dir.display())]);
+    flags.extend(["-e".to_owned(), format!("KERNSIGHT_PIN_DIR={}", pin_dir.display())]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     // The DaemonSet listens on 0.0.0.0:9464 in the node's network namespace; here a free port
     // on loopback.
-    command.arg(image()).args(["--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"]);
-    let id = run(&mut command).trim().to_owned();
-    Container(id)
+    let listen = format!("127.0.0.1:{port}");
+    PodmanContainer::start_image(name, image(), &flags, &["--listen", &listen, "--log-format", "json"])
 }
 
-fn podman_logs(container: &Container) -> String {
-    let out = Command::new("podman").args(["logs", &container.0]).output().expect("podman logs");
-    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
-}
-
-/// Waits for `/readyz` (30 s at most).
-fn wait_ready(address: SocketAddr, logs: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if std::net::TcpStream::connect(address).is_ok() && http_get(address, "/readyz", "*/*").0 == 200 {
-            return;
+/// Waits for `/readyz` to answer 200 (30 s at most).
+fn wait_ready(address: SocketAddr, container: &PodmanContainer) {
+    let ready = support::poll(Duration::from_secs(30), || {
+        let answer = std::net::TcpStream::connect(address).map(|_| http_get(address, "/readyz", "*/*"));
+        match answer {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("/readyz: {other:?}")),
         }
-        assert!(Instant::now() < deadline, "the agent at {address} is not ready after 30 s:\n{}", logs());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
+    ready.unwrap_or_else(|last| {
+        panic!("the agent at {address}: {last}; container log:\n{}", container.logs())
+    });
 }
 
 #[test]
 fn image_with_daemonset_privileges_counts_host_syscalls() {
-    let test = "image_with_daemonset_privileges_counts_host_syscalls";
-    if !privileged(test) || tool(test, "podman").is_none() {
+    if !privileged() || tool("podman").is_none() {
         return;
     }
     let _serial = support::serial();
@@ -225,10 +209,11 @@ fn image_with_daemonset_privileges_counts_host_syscalls() {
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     let pin_dir = support::unique_pin_dir("deploy");
     let _pins = RemoveDir(pin_dir.clone());
+    support::wait_for_default_xdp_slot();
     let container = run_like_daemonset(&name, port, &pin_dir);
-    wait_ready(address, || podman_logs(&container));
+    wait_ready(address, &container);
     // With BPF and PERFMON only, the agent pins its counters for the next start.
-    assert!(pin_dir.join("v1/SYSCALL_ROWS").exists(), "maps pinned:\n{}", podman_logs(&container));
+    assert!(pin_dir.join("v1/SYSCALL_ROWS").exists(), "maps pinned:\n{}", container.logs());
     assert_eq!(http_get(address, "/healthz", "*/*").0, 200);
 
     let cgroup = TestCgroup::create("deploy-image");
@@ -237,23 +222,15 @@ fn image_with_daemonset_privileges_counts_host_syscalls() {
         0
     });
     let labels = [("cgroup", cgroup.label.as_str()), ("syscall", "getppid")];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let counted = support::poll(Duration::from_secs(30), || {
         let (status, body) = http_get(address, "/metrics", "text/plain");
         assert_eq!(status, 200, "scrape failed: {body}");
         let samples = parse(&body);
         let seen = value(&samples, "kernsight_syscalls_total", &labels);
-        if seen >= CALLS as f64 {
-            assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{labels:?}: {seen} < {CALLS} after 30 s; container log:\n{}",
-            podman_logs(&container)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        if seen >= CALLS as f64 { Ok(samples) } else { Err(format!("{labels:?}: {seen} < {CALLS}")) }
+    });
+    let samples = counted.unwrap_or_else(|last| panic!("{last}; container log:\n{}", container.logs()));
+    assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
 }
 
 /// A Prometheus server on loopback, killed and its data removed when dropped.
@@ -325,11 +302,10 @@ fn encode(text: &str) -> String {
 
 #[test]
 fn prometheus_scrapes_the_agent_and_evaluates_the_rules() {
-    let test = "prometheus_scrapes_the_agent_and_evaluates_the_rules";
-    if !privileged(test) {
+    if !privileged() {
         return;
     }
-    let Some(binary) = tool(test, "prometheus") else { return };
+    let Some(binary) = tool("prometheus") else { return };
     let _serial = support::serial();
     let agent = Agent::start(&[]);
     let prometheus = Prometheus::start(&binary, agent.address);
@@ -340,19 +316,11 @@ fn prometheus_scrapes_the_agent_and_evaluates_the_rules() {
         0
     });
     let wait = |promql: &str, at_least: f64| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let seen = prometheus.query(promql);
-            if seen.is_some_and(|v| v >= at_least) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{promql}: {seen:?} after 30 s, expected >= {at_least}; agent log:\n{}",
-                agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let answered = support::poll(Duration::from_secs(30), || match prometheus.query(promql) {
+            Some(seen) if seen >= at_least => Ok(()),
+            seen => Err(format!("{promql}: {seen:?}, expected >= {at_least}")),
+        });
+        answered.unwrap_or_else(|last| panic!("{last}; agent log:\n{}", agent.log()));
     };
     let label = &cgroup.label;
     wait(

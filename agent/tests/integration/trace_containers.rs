@@ -1,44 +1,12 @@
 //! `kernsight trace --container`: a real podman container, selected by name, its cgroup filtered
 //! in the kernel, and each event labelled with the container's name.
 
-mod support;
-
 use std::{
     io::Read as _,
     process::{Command, Stdio},
-    time::Duration,
 };
 
-use support::{BINARY, image, privileged, serial};
-
-/// A podman container the test runs and removes.
-struct PodmanContainer {
-    id: String,
-}
-
-impl PodmanContainer {
-    fn run(name: &str, script: &str) -> Self {
-        let archive = image::busybox_archive();
-        let load = Command::new("podman").args(["load", "-q", "-i"]).arg(&archive).output().expect("podman");
-        assert!(load.status.success(), "podman load: {}", String::from_utf8_lossy(&load.stderr));
-        // cgroupfs manager and runc, explicit ulimits: what works on this machine.
-        let out = Command::new("podman")
-            .args(["--cgroup-manager=cgroupfs", "--runtime", "runc", "run", "-d", "--name", name])
-            .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
-            .arg(image::image_name())
-            .args(["/bin/sh", "-c", script])
-            .output()
-            .expect("podman run");
-        assert!(out.status.success(), "podman run: {}", String::from_utf8_lossy(&out.stderr));
-        Self { id: String::from_utf8_lossy(&out.stdout).trim().to_owned() }
-    }
-}
-
-impl Drop for PodmanContainer {
-    fn drop(&mut self) {
-        let _ = Command::new("podman").args(["rm", "-f", "-t", "0", &self.id]).output();
-    }
-}
+use crate::support::{BINARY, podman::PodmanContainer, privileged, serial};
 
 fn trace(args: &[&str]) -> (bool, String, String) {
     let mut child = Command::new(BINARY)
@@ -57,16 +25,14 @@ fn trace(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn container_filter_selects_only_that_containers_events_and_names_them() {
-    if !privileged("container_filter_selects_only_that_containers_events_and_names_them") {
+    if !privileged() {
         return;
     }
     let _serial = serial();
     let name = format!("kernsight-trace-{}", std::process::id());
     // A failing openat (ENOENT) five times a second, for as long as the container runs.
-    let container = PodmanContainer::run(
-        &name,
-        "while true; do read x < /kernsight-trace-missing 2>/dev/null; sleep 0.2; done",
-    );
+    let script = "while true; do read x < /kernsight-trace-missing 2>/dev/null; sleep 0.2; done";
+    let container = PodmanContainer::start(&name, &[], &["/bin/sh", "-c", script]);
     let (ok, stdout, stderr) = trace(&["open", "--container", &name, "-o", "json", "--duration", "3s"]);
     assert!(ok, "{stderr}");
     let events: Vec<serde_json::Value> =
@@ -88,5 +54,4 @@ fn container_filter_selects_only_that_containers_events_and_names_them() {
     assert!(!ok);
     assert!(stderr.contains("no running container matches --container no-such-container"), "{stderr}");
     assert!(stderr.contains(&name), "lists what runs: {stderr}");
-    std::thread::sleep(Duration::from_millis(10));
 }

@@ -2,20 +2,18 @@
 //! and the agent reports the kill with the victim's pid and RSS by kind; a child that only fills
 //! page cache inside its limit is not killed and its memory shows up as file memory.
 
-mod support;
-
 use std::{
     ffi::CString,
     path::Path,
     time::{Duration, Instant},
 };
 
-use kernsight::kernel::{mountinfo, resources};
-use support::{
-    Agent,
+use crate::support::{
+    Agent, eventually,
     memory::{MIB, allocate_past_the_limit, limited_cgroup, touch_anonymous},
-    parse, privileged, spawn_in, value, wait_status,
+    parse, privileged, serial, spawn_in, value, wait_status,
 };
+use kernsight::kernel::{mountinfo, resources};
 
 /// Forks a child into `cgroup` that runs `workload`; returns its pid and wait status.
 fn fork_into(cgroup: &Path, workload: fn() -> i32) -> (i32, i32) {
@@ -25,10 +23,10 @@ fn fork_into(cgroup: &Path, workload: fn() -> i32) -> (i32, i32) {
 
 #[test]
 fn an_oom_kill_is_reported_with_the_victims_pid_cgroup_and_anon_rss() {
-    if !privileged("an_oom_kill_is_reported_with_the_victims_pid_cgroup_and_anon_rss") {
+    if !privileged() {
         return;
     }
-    let _serial = support::serial();
+    let _serial = serial();
     let started = Instant::now();
     let agent = Agent::start(&[]);
     let cgroup = limited_cgroup("oom");
@@ -38,16 +36,10 @@ fn an_oom_kill_is_reported_with_the_victims_pid_cgroup_and_anon_rss() {
         "the child should have been OOM-killed, wait status {status:#x}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let samples = loop {
-        let samples = parse(&agent.scrape());
-        if value(&samples, "kernsight_oom_kills_total", &[("cgroup", &cgroup.label)]) >= 1.0
-            || Instant::now() > deadline
-        {
-            break samples;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let samples = agent.scrape_until(Duration::from_secs(20), |samples| {
+        let kills = value(samples, "kernsight_oom_kills_total", &[("cgroup", &cgroup.label)]);
+        if kills >= 1.0 { Ok(()) } else { Err(format!("no OOM kill counted in {}", cgroup.label)) }
+    });
     let log = agent.log();
     assert_eq!(
         value(&samples, "kernsight_oom_kills_total", &[("cgroup", &cgroup.label)]),
@@ -102,32 +94,25 @@ fn grower() -> i32 {
 /// kernel kills the biggest task below it, here in a sibling cgroup of the allocating task's.
 #[test]
 fn the_kill_is_attributed_to_the_victims_cgroup_not_the_allocating_tasks() {
-    if !privileged("the_kill_is_attributed_to_the_victims_cgroup_not_the_allocating_tasks") {
+    if !privileged() {
         return;
     }
-    let _serial = support::serial();
+    let _serial = serial();
     let agent = Agent::start(&[]);
+    // Removed with their parent, the hog killed first, also when the test fails half-way.
     let parent = limited_cgroup("tree");
-    let (hog_dir, grower_dir) = (parent.path.join("hog"), parent.path.join("grower"));
-    std::fs::create_dir(&hog_dir).unwrap();
-    std::fs::create_dir(&grower_dir).unwrap();
-    let (hog_label, grower_label) = (format!("{}/hog", parent.label), format!("{}/grower", parent.label));
+    let (hog_cgroup, grower_cgroup) = (parent.child("hog"), parent.child("grower"));
+    let (hog_label, grower_label) = (hog_cgroup.label.clone(), grower_cgroup.label.clone());
 
-    let hog_pid = spawn_in(&hog_dir, hog);
+    let hog_pid = spawn_in(&hog_cgroup.path, hog);
     // Wait until the hog holds its memory.
     let mounts = mountinfo::read().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while resources::read(&resources::CgroupDirs::locate(&mounts, &hog_label))
-        .memory_by_kind
-        .get("anon")
-        .copied()
-        .unwrap_or(0)
-        < 20 * MIB
-    {
-        assert!(Instant::now() < deadline, "the hog did not allocate");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let (grower_pid, grower_status) = fork_into(&grower_dir, grower);
+    eventually(Duration::from_secs(10), || {
+        let read = resources::read(&resources::CgroupDirs::locate(&mounts, &hog_label));
+        let anon = read.memory_by_kind.get("anon").copied().unwrap_or(0);
+        if anon >= 20 * MIB { Ok(()) } else { Err(format!("the hog holds {anon} bytes of anonymous memory")) }
+    });
+    let (grower_pid, grower_status) = fork_into(&grower_cgroup.path, grower);
     let mut hog_status = 0;
     // SAFETY: our child; it was killed, or is killed now so that the test cannot hang.
     unsafe {
@@ -145,16 +130,10 @@ fn the_kill_is_attributed_to_the_victims_cgroup_not_the_allocating_tasks() {
     let grower_killed = libc::WIFSIGNALED(grower_status) && libc::WTERMSIG(grower_status) == libc::SIGKILL;
     assert!(grower_killed || libc::WIFEXITED(grower_status), "the grower: {grower_status:#x}");
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let samples = loop {
-        let samples = parse(&agent.scrape());
-        if value(&samples, "kernsight_oom_kills_total", &[("cgroup", &hog_label)]) >= 1.0
-            || Instant::now() > deadline
-        {
-            break samples;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let samples = agent.scrape_until(Duration::from_secs(20), |samples| {
+        let kills = value(samples, "kernsight_oom_kills_total", &[("cgroup", &hog_label)]);
+        if kills >= 1.0 { Ok(()) } else { Err(format!("no OOM kill counted in {hog_label}")) }
+    });
     let log = agent.log();
     assert_eq!(value(&samples, "kernsight_oom_kills_total", &[("cgroup", &hog_label)]), 1.0, "log:\n{log}");
     let grower_kills = value(&samples, "kernsight_oom_kills_total", &[("cgroup", &grower_label)]);
@@ -163,8 +142,6 @@ fn the_kill_is_attributed_to_the_victims_cgroup_not_the_allocating_tasks() {
     eprintln!("{line}");
     assert!(line.contains("cgroup_of=victim"), "{line}");
     assert!(line.contains(&format!("invoker_pid={grower_pid}")), "the grower ran the OOM killer: {line}");
-    let _ = std::fs::remove_dir(&hog_dir);
-    let _ = std::fs::remove_dir(&grower_dir);
 }
 
 const CACHE_FILE_BYTES: usize = 16 << 20;
@@ -196,10 +173,10 @@ fn fill_page_cache() -> i32 {
 
 #[test]
 fn page_cache_within_the_limit_is_file_memory_and_no_kill() {
-    if !privileged("page_cache_within_the_limit_is_file_memory_and_no_kill") {
+    if !privileged() {
         return;
     }
-    let _serial = support::serial();
+    let _serial = serial();
     let agent = Agent::start(&[]);
     let cgroup = limited_cgroup("cache");
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -222,6 +199,8 @@ fn page_cache_within_the_limit_is_file_memory_and_no_kill() {
     assert!(kind("anon") < 4 * MIB, "little anonymous memory: {read:?}");
     assert_eq!(read.memory_events.get("oom_kill").copied().unwrap_or(0), 0);
 
+    // An absence: no event to wait for, so the agent gets half a second in which a wrongly
+    // reported kill would show.
     std::thread::sleep(Duration::from_millis(500));
     let samples = parse(&agent.scrape());
     assert_eq!(value(&samples, "kernsight_oom_kills_total", &[("cgroup", &cgroup.label)]), 0.0);

@@ -1,10 +1,8 @@
 //! Bad input: a clear message that says what and how to fix, and a non-zero exit.
 
-mod support;
-
 use std::{net::TcpListener, process::Command};
 
-use support::{BINARY, config_file, path_str, privileged};
+use crate::support::{BINARY, config_file, path_str, privileged};
 
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(BINARY).args(args).env_remove("RUST_LOG").output().expect("run kernsight");
@@ -41,7 +39,7 @@ fn port_in_use_is_a_clear_error() {
 
 #[test]
 fn missing_privileges_are_named() {
-    let dropped: Vec<&str> = if privileged("missing_privileges_are_named") {
+    let dropped: Vec<&str> = if privileged() {
         // Root with an empty bounding set: no capability survives the exec.
         vec![
             "setpriv",

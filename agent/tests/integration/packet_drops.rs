@@ -2,11 +2,10 @@
 //! with no socket (`NO_SOCKET`), and an nftables rule dropping a process's own datagrams
 //! (`NETFILTER_DROP`, attributed to its cgroup because the packet has its socket).
 
-mod net_support;
-mod support;
+use crate::support;
 
-use net_support::{A_ADDR, B_ADDR, Link, NsFile, have, udp_bound, udp_send};
-use support::{Agent, TestCgroup, parse, privileged, value};
+use crate::net_support::{A_ADDR, B_ADDR, Link, NsFile, have, udp_bound, udp_send};
+use crate::support::{Agent, TestCgroup, parse, privileged, value};
 
 /// This kernel's names, as `skb/kfree_skb/format` spells them (checked by `reason_names`).
 const NO_SOCKET: &str = "NO_SOCKET";
@@ -30,7 +29,7 @@ fn reason_names_come_from_the_running_kernel() {
 
 #[test]
 fn udp_to_a_port_without_socket_is_a_no_socket_drop() {
-    if !privileged("udp_to_a_port_without_socket_is_a_no_socket_drop") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -63,7 +62,7 @@ fn udp_to_a_port_without_socket_is_a_no_socket_drop() {
 
 #[test]
 fn a_netfilter_drop_is_counted_for_the_sending_cgroup() {
-    if !privileged("a_netfilter_drop_is_counted_for_the_sending_cgroup") {
+    if !privileged() {
         return;
     }
     if !have("nft") {

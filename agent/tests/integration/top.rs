@@ -1,11 +1,11 @@
 //! `kernsight top --once`: one snapshot of a running agent, ranked, with the workloads the test
 //! runs in its own cgroups.
 
-mod support;
+use std::{process::Command, time::Duration};
 
-use std::process::Command;
-
-use support::{Agent, BINARY, TestCgroup, failing_openat_times, getppid_times, privileged, serial};
+use crate::support::{
+    Agent, BINARY, TestCgroup, failing_openat_times, getppid_times, privileged, serial, value,
+};
 
 /// About 5 s of getppid and failing openat calls, in bursts.
 fn busy() -> i32 {
@@ -30,7 +30,7 @@ fn quiet() -> i32 {
 
 #[test]
 fn once_prints_one_ranked_snapshot() {
-    if !privileged("once_prints_one_ranked_snapshot") {
+    if !privileged() {
         return;
     }
     let _serial = serial();
@@ -42,7 +42,18 @@ fn once_prints_one_ranked_snapshot() {
         std::thread::spawn(move || busy_cgroup.run(busy)),
         std::thread::spawn(move || quiet_cgroup.run(quiet)),
     ];
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Both workloads run (the agent counts their calls) before top takes its two samples.
+    agent.scrape_until(Duration::from_secs(10), |samples| {
+        let calls = |label: &str| {
+            value(samples, "kernsight_syscalls_total", &[("cgroup", label), ("syscall", "getppid")])
+        };
+        let (busy, quiet) = (calls(&busy_label), calls(&quiet_label));
+        if busy > 0.0 && quiet > 0.0 {
+            Ok(())
+        } else {
+            Err(format!("getppid calls: busy {busy}, quiet {quiet}"))
+        }
+    });
     let address = agent.address.to_string();
     let out = Command::new(BINARY)
         .args(["top", "--once", "--agent", &address, "--interval", "2s", "--limit", "1000"])

@@ -1,15 +1,11 @@
 //! Container posture from real podman + runc containers: `kernsight audit` reports exactly the
 //! findings each container's flags call for, and the posture metrics agree.
 
-mod support;
+use crate::support;
 
-use std::{
-    collections::BTreeMap,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, process::Command, time::Duration};
 
-use support::{Agent, BINARY, parse, podman::PodmanContainer, privileged, value};
+use crate::support::{Agent, BINARY, podman::PodmanContainer, privileged, value};
 
 /// (name suffix, podman flags, the findings `audit` must report, exactly).
 const CASES: [(&str, &[&str], &[&str]); 7] = [
@@ -38,7 +34,7 @@ fn audit(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn audit_reports_exactly_the_findings_of_each_container() {
-    if !privileged("audit_reports_exactly_the_findings_of_each_container") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -113,19 +109,18 @@ fn audit_reports_exactly_the_findings_of_each_container() {
     // The posture metrics say the same.
     let agent = Agent::start(&[]);
     // Until conmon has been asked, a container is labelled by its id: wait for the names.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let samples = loop {
-        let samples = parse(&agent.scrape());
-        let named = containers.iter().all(|(c, _)| {
-            samples
-                .iter()
-                .any(|s| s.name == "kernsight_container_privileged" && s.labels["container"] == c.name)
-        });
-        if named || Instant::now() > deadline {
-            break samples;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let samples = agent.scrape_until(Duration::from_secs(30), |samples| {
+        let unnamed: Vec<&str> = containers
+            .iter()
+            .map(|(c, _)| c.name.as_str())
+            .filter(|name| {
+                !samples
+                    .iter()
+                    .any(|s| s.name == "kernsight_container_privileged" && s.labels["container"] == *name)
+            })
+            .collect();
+        if unnamed.is_empty() { Ok(()) } else { Err(format!("no posture series names {unnamed:?}")) }
+    });
     let gauge = |name: &str, container: &str, extra: &[(&str, &str)]| {
         let mut labels = vec![("container", container)];
         labels.extend_from_slice(extra);
@@ -165,7 +160,7 @@ fn audit_reports_exactly_the_findings_of_each_container() {
 
 #[test]
 fn without_ptrace_access_audit_says_what_it_cannot_see() {
-    if !privileged("without_ptrace_access_audit_says_what_it_cannot_see") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();

@@ -1,15 +1,11 @@
 //! Network test fixtures: network namespaces and veth pairs the test creates (removed on drop),
 //! and raw-syscall workloads (UDP, ICMP echo, TCP) that run in a forked child placed in a test
 //! cgroup and, with `setns`, in a test namespace.
-#![allow(dead_code)] // each test binary uses its own subset
 
 mod frames;
 mod sockets;
 
-// Each test binary uses its own subset.
-#[allow(unused_imports)]
 pub use frames::*;
-#[allow(unused_imports)]
 pub use sockets::*;
 
 use std::{
@@ -35,11 +31,6 @@ pub fn sh(program: &str, args: &[&str]) -> String {
 /// Whether `program` runs at all (`--version`).
 pub fn have(program: &str) -> bool {
     Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
-/// Whether `program args...` runs and succeeds.
-pub fn have_ok(program: &str, args: &[&str]) -> bool {
-    Command::new(program).args(args).output().is_ok_and(|o| o.status.success())
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -148,14 +139,13 @@ impl Link {
 }
 
 /// Three namespaces: `a` (10.99.0.1) and `b` (10.99.0.2) each joined by a veth pair to a bridge
-/// in `switch`, whose ports are `port_a` and `port_b`: traffic between a and b crosses the
-/// switch namespace without any socket of its own.
+/// in `switch`, whose port towards a is `port_a`: traffic between a and b crosses the switch
+/// namespace without any socket of its own.
 pub struct Bridged {
     pub a: Netns,
     pub b: Netns,
     pub switch: Netns,
     pub port_a: String,
-    pub port_b: String,
 }
 
 impl Bridged {
@@ -190,9 +180,8 @@ impl Bridged {
             end.ip(&["link", "set", &inside, "up"]);
             ports.push(port);
         }
-        let port_b = ports.pop().unwrap();
-        let port_a = ports.pop().unwrap();
-        Self { a, b, switch, port_a, port_b }
+        let port_a = ports.swap_remove(0);
+        Self { a, b, switch, port_a }
     }
 }
 

@@ -1,11 +1,12 @@
 //! Counters that outlive the agent: maps pinned in bpffs carry the counts across `kill -9` and a
 //! restart; pins of another shape are replaced, never misread; `kernsight cleanup` removes them.
 
-mod support;
-
 use std::{path::PathBuf, process::Command};
 
-use support::{Agent, BINARY, TestCgroup, getppid_times, parse, path_str, privileged, unique_pin_dir, value};
+use crate::support::{
+    self, Agent, BINARY, TestCgroup, getppid_times, parse, path_str, privileged, programs_unloaded,
+    unique_pin_dir, value,
+};
 
 const BEFORE: usize = 7_000;
 const AFTER: usize = 5_000;
@@ -32,18 +33,9 @@ fn program_ids(log: &str) -> Vec<u32> {
         .collect()
 }
 
-fn loaded(id: u32) -> bool {
-    Command::new("bpftool")
-        .args(["prog", "show", "id", &id.to_string()])
-        .output()
-        .expect("bpftool")
-        .status
-        .success()
-}
-
 #[test]
 fn counters_continue_across_kill_9_and_restart() {
-    if !privileged("counters_continue_across_kill_9_and_restart") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -63,12 +55,7 @@ fn counters_continue_across_kill_9_and_restart() {
 
     // A killed agent leaves its pins, not its programs (their links closed with its descriptors).
     assert!(pins.0.join("v1/SYSCALL_ROWS").exists(), "the syscall rows stay pinned after kill -9");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while ids.iter().any(|&id| loaded(id)) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let left: Vec<u32> = ids.into_iter().filter(|&id| loaded(id)).collect();
-    assert!(left.is_empty(), "programs {left:?} of the killed agent are still loaded");
+    programs_unloaded(&ids);
 
     let second = Agent::start(&["--pin-dir", &pin_dir]);
     assert!(second.log().contains("SYSCALL_ROWS"), "the log names the continued maps:\n{}", second.log());
@@ -113,7 +100,11 @@ fn counters_continue_across_kill_9_and_restart() {
 
     // A second agent on the same pins (a rolling update with surge) waits for them, then counts
     // in maps of its own rather than sharing the slot bookkeeping.
-    let second_agent = Agent::start(&["--pin-dir", &pin_dir]);
+    // The first agent holds the default route's XDP (one program per interface): this one is not
+    // ready, and /readyz says which family failed.
+    let second_agent = Agent::launch(&["--pin-dir", &pin_dir]);
+    let why = second_agent.wait_readyz(503);
+    assert!(why.contains("net_xdp: "), "{why}");
     assert!(
         second_agent.log().contains("another kernsight process holds"),
         "the second agent says why it does not pin:\n{}",

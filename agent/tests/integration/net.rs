@@ -2,11 +2,13 @@
 //! counted flow from a process in a test cgroup must show up exactly in the per-cgroup
 //! (cgroup_skb) and per-interface (XDP) counters.
 
-mod net_support;
-mod support;
+use crate::net_support;
 
-use net_support::{A_ADDR, B_ADDR, Link, NsFile, ping, udp_bound, udp_receive, udp_send};
-use support::{Agent, TestCgroup, config_file, parse, path_str, privileged, value};
+use crate::net_support::{A_ADDR, B_ADDR, Link, NsFile, ping, udp_bound, udp_receive, udp_send};
+use crate::support::{
+    self, Agent, TestCgroup, config_file, parse, path_str, privileged, program_loaded, programs_unloaded,
+    value,
+};
 
 /// IPv4 and UDP/ICMP header bytes: what cgroup_skb counts on top of the payload.
 const IPV4_HEADER: u64 = 20;
@@ -23,7 +25,7 @@ fn agent_watching(link: &Link, extra: &str) -> (Agent, tempfile::TempDir) {
 
 #[test]
 fn a_counted_flow_is_counted_exactly_per_cgroup_and_per_interface() {
-    if !privileged("a_counted_flow_is_counted_exactly_per_cgroup_and_per_interface") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -105,12 +107,15 @@ fn a_counted_flow_is_counted_exactly_per_cgroup_and_per_interface() {
 
 #[test]
 fn a_missing_interface_is_reported_and_the_rest_runs() {
-    if !privileged("a_missing_interface_is_reported_and_the_rest_runs") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
     let (_dir, path) = config_file("[network]\nxdp_interfaces = [\"ks-no-such-if\"]\n");
-    let agent = Agent::start(&["--config", path_str(&path)]);
+    // Not ready, and /readyz says which family failed and why.
+    let agent = Agent::launch(&["--config", path_str(&path)]);
+    let why = agent.wait_readyz(503);
+    assert!(why.contains("net_xdp: ") && why.contains("ks-no-such-if"), "{why}");
     let samples = parse(&agent.scrape());
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "net_xdp")]), 0.0);
     let failed = [("interface", "ks-no-such-if"), ("netns", ""), ("mode", "failed")];
@@ -127,15 +132,13 @@ fn a_missing_interface_is_reported_and_the_rest_runs() {
 
 #[test]
 fn by_default_xdp_watches_the_interfaces_of_the_default_routes() {
-    if !privileged("by_default_xdp_watches_the_interfaces_of_the_default_routes") {
+    if !privileged() {
         return;
     }
     let routes = net_support::sh("ip", &["-4", "route", "show", "default"]);
     let Some(interface) = routes.split_whitespace().skip_while(|w| *w != "dev").nth(1).map(str::to_owned)
     else {
-        eprintln!(
-            "SKIPPED by_default_xdp_watches_the_interfaces_of_the_default_routes: no IPv4 default route"
-        );
+        support::skip("no IPv4 default route");
         return;
     };
     let _serial = support::serial();
@@ -162,7 +165,7 @@ fn program_ids(log: &str, probe: &str) -> Vec<u32> {
 
 #[test]
 fn sigterm_detaches_the_xdp_and_cgroup_programs() {
-    if !privileged("sigterm_detaches_the_xdp_and_cgroup_programs") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -173,22 +176,16 @@ fn sigterm_detaches_the_xdp_and_cgroup_programs() {
     assert_eq!(ids.len(), 3, "ingress, egress and XDP program ids in the log:\n{log}");
     let has_xdp = || link.b.ip(&["link", "show", "dev", &link.b_if]).contains("xdp");
     assert!(has_xdp(), "XDP is on {} while the agent runs", link.b_if);
-    let loaded = |id: u32| net_support::have_ok("bpftool", &["prog", "show", "id", &id.to_string()]);
-    assert!(ids.iter().all(|&id| loaded(id)));
+    assert!(ids.iter().all(|&id| program_loaded(id)));
 
     assert!(agent.stop().success(), "clean exit on SIGTERM");
     assert!(!has_xdp(), "XDP is gone from {} once the agent stopped", link.b_if);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while ids.iter().any(|&id| loaded(id)) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let left: Vec<u32> = ids.into_iter().filter(|&id| loaded(id)).collect();
-    assert!(left.is_empty(), "programs {left:?} are still loaded 5 s after the agent exited");
+    programs_unloaded(&ids);
 }
 
 #[test]
 fn xdp_on_a_bridge_port_counts_traffic_that_only_passes_through() {
-    if !privileged("xdp_on_a_bridge_port_counts_traffic_that_only_passes_through") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -232,7 +229,7 @@ fn xdp_on_a_bridge_port_counts_traffic_that_only_passes_through() {
 
 #[test]
 fn a_full_cgroup_traffic_map_counts_into_other_and_says_so() {
-    if !privileged("a_full_cgroup_traffic_map_counts_into_other_and_says_so") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();

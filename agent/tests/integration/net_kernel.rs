@@ -1,15 +1,15 @@
 //! The kernel's own network counters beside the XDP figures, and the XDP parser on frames the
 //! test crafts: conntrack fill per namespace, an interface's drop counter, malformed headers.
 
-mod net_support;
-mod support;
+use crate::net_support;
+use crate::support;
 
-use net_support::{A_ADDR, B_ADDR, Link, NsFile, ethernet, have, ipv4_header, send_frames};
-use support::{Agent, TestCgroup, config_file, parse, path_str, privileged, value};
+use crate::net_support::{A_ADDR, B_ADDR, Link, NsFile, ethernet, have, ipv4_header, send_frames};
+use crate::support::{Agent, TestCgroup, config_file, parse, path_str, privileged, value};
 
 #[test]
 fn conntrack_gauges_follow_the_kernels_count_in_a_test_namespace() {
-    if !privileged("conntrack_gauges_follow_the_kernels_count_in_a_test_namespace") {
+    if !privileged() {
         return;
     }
     if !have("nft") {
@@ -179,7 +179,7 @@ fn crafted_frames() -> (Vec<(&'static str, Frame)>, Vec<Frame>) {
 
 #[test]
 fn crafted_frames_are_classified_and_malformed_ones_counted() {
-    if !privileged("crafted_frames_are_classified_and_malformed_ones_counted") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();

@@ -1,11 +1,11 @@
 //! Scheduler and process lifecycle, end to end: run-queue latency and exec/exit counts of
 //! workloads the test forks into cgroups it created, read back over HTTP.
 
-mod support;
+use crate::support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{Agent, TestCgroup, parse, privileged, value};
+use crate::support::{Agent, TestCgroup, eventually, parse, privileged, value};
 
 /// Pins the calling process to one CPU (raw syscall: safe after fork).
 fn pin_to(cpu: usize) -> bool {
@@ -62,7 +62,7 @@ fn runqueue(samples: &[support::Sample], cgroup: &str, le: &str) -> (f64, f64) {
 
 #[test]
 fn runqueue_latency_sees_contention_and_not_in_the_idle_sibling() {
-    if !privileged("runqueue_latency_sees_contention_and_not_in_the_idle_sibling") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -134,7 +134,7 @@ fn fork_exec(path: &std::ffi::CStr) -> i32 {
 
 #[test]
 fn execs_and_exits_are_counted_exactly_by_reason() {
-    if !privileged("execs_and_exits_are_counted_exactly_by_reason") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -173,15 +173,10 @@ fn execs_and_exits_are_counted_exactly_by_reason() {
     assert_eq!(code, 0, "the workload failed");
 
     // Exits are counted by the kernel as they happen; the scrape reads them.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let samples = loop {
-        let samples = parse(&agent.scrape());
-        let exits = value(&samples, "kernsight_process_exits_total", &[("cgroup", &cgroup.label)]);
-        if exits >= 8.0 || Instant::now() > deadline {
-            break samples;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let samples = agent.scrape_until(Duration::from_secs(5), |samples| {
+        let exits = value(samples, "kernsight_process_exits_total", &[("cgroup", &cgroup.label)]);
+        if exits >= 8.0 { Ok(()) } else { Err(format!("{exits} of 8 exits counted")) }
+    });
     let execs = value(&samples, "kernsight_process_execs_total", &[("cgroup", &cgroup.label)]);
     let exits = |reason: &str| {
         value(&samples, "kernsight_process_exits_total", &[("cgroup", &cgroup.label), ("reason", reason)])
@@ -204,11 +199,11 @@ fn execs_and_exits_are_counted_exactly_by_reason() {
             .map(str::to_owned)
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while events().iter().filter(|l| l.contains(" exit ")).count() < 8 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let events = events();
+    let events = eventually(Duration::from_secs(5), || {
+        let events = events();
+        let exits = events.iter().filter(|l| l.contains(" exit ")).count();
+        if exits >= 8 { Ok(events) } else { Err(format!("{exits} of 8 exits logged: {events:#?}")) }
+    });
     let execs: Vec<&String> = events.iter().filter(|l| l.contains(" exec ")).collect();
     let paths: Vec<&str> =
         execs.iter().filter_map(|l| l.split("filename=").nth(1)?.split(' ').next()).collect();
@@ -229,7 +224,7 @@ extern "C" fn thread_returns(_: *mut libc::c_void) -> *mut libc::c_void {
 
 #[test]
 fn thread_exits_are_not_process_exits() {
-    if !privileged("thread_exits_are_not_process_exits") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();

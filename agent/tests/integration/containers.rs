@@ -1,15 +1,11 @@
 //! Attribution of syscalls made inside real containers: podman + runc (named through conmon) and
 //! a pod run through containerd's CRI (namespace, pod and container names from the runtime).
 
-mod support;
+use std::{process::Command, time::Duration};
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
-
-use support::{
-    Agent, Sample, config_file, containerd::Containerd, image, parse, path_str, privileged, value,
+use crate::support::{
+    self, Agent, Sample, config_file, containerd::Containerd, eventually, parse, path_str,
+    podman::PodmanContainer, privileged, spawn_in, value, wait_status,
 };
 
 /// Inside the container: exactly FAILED_OPENS failing `openat` (busybox `read` of a missing
@@ -25,75 +21,38 @@ fn workload_script() -> String {
 fn wait_for_errors(agent: &Agent, labels: &[(&str, &str)], at_least: f64) -> Vec<Sample> {
     let mut labels = labels.to_vec();
     labels.extend([("syscall", "openat"), ("errno", "ENOENT")]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let samples = parse(&agent.scrape());
-        let seen = value(&samples, "kernsight_syscall_errors_total", &labels);
+    agent.scrape_until(Duration::from_secs(30), |samples| {
+        let seen = value(samples, "kernsight_syscall_errors_total", &labels);
         if seen >= at_least {
-            return samples;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "no series {labels:?} with {at_least} calls after 30 s; saw {seen}. Series:\n{}\nagent log:\n{}",
-            samples
-                .iter()
-                .filter(|s| s.name == "kernsight_syscall_errors_total"
-                    && s.labels.get("errno").is_some_and(|e| e == "ENOENT"))
-                .map(|s| format!("{:?} {}", s.labels, s.value))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        let enoent: Vec<String> = samples
+            .iter()
+            .filter(|s| {
+                s.name == "kernsight_syscall_errors_total"
+                    && s.labels.get("errno").is_some_and(|e| e == "ENOENT")
+            })
+            .map(|s| format!("{:?} {}", s.labels, s.value))
+            .collect();
+        Err(format!("no series {labels:?} with {at_least} calls; saw {seen}. Series:\n{}", enoent.join("\n")))
+    })
 }
 
-/// A podman container the test runs and removes.
-struct PodmanContainer {
-    id: String,
-}
-
-impl PodmanContainer {
-    fn run(name: &str, script: &str) -> Self {
-        Self::run_with(name, &[], script)
-    }
-
-    /// `limits`: extra `podman run` flags (`--memory 64m`, `--cpus 0.5`, ...).
-    fn run_with(name: &str, limits: &[&str], script: &str) -> Self {
-        let archive = image::busybox_archive();
-        let load = Command::new("podman").args(["load", "-q", "-i"]).arg(&archive).output().expect("podman");
-        assert!(load.status.success(), "podman load: {}", String::from_utf8_lossy(&load.stderr));
-        // cgroupfs manager and runc: what works on this machine (crun refuses hybrid cgroups);
-        // explicit ulimits, because raising the defaults needs CAP_SYS_RESOURCE.
-        let out = Command::new("podman")
-            .args(["--cgroup-manager=cgroupfs", "--runtime", "runc", "run", "-d", "--name", name])
-            .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
-            .args(limits)
-            .arg(image::image_name())
-            .args(["/bin/sh", "-c", script])
-            .output()
-            .expect("podman run");
-        assert!(out.status.success(), "podman run: {}", String::from_utf8_lossy(&out.stderr));
-        Self { id: String::from_utf8_lossy(&out.stdout).trim().to_owned() }
-    }
-}
-
-impl Drop for PodmanContainer {
-    fn drop(&mut self) {
-        let _ = Command::new("podman").args(["rm", "-f", "-t", "0", &self.id]).output();
-    }
+/// A container of the test image running `script` in its shell, with `flags` for `podman run`.
+fn run_script(name: &str, flags: &[&str], script: &str) -> PodmanContainer {
+    PodmanContainer::start(name, flags, &["/bin/sh", "-c", script])
 }
 
 #[test]
 fn podman_container_syscalls_carry_its_name_and_id() {
-    if !privileged("podman_container_syscalls_carry_its_name_and_id") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
     let (_dir, config) = config_file("[metadata]\ncontainer_id_label = true\n");
     let agent = Agent::start(&["--config", path_str(&config)]);
     let name = format!("kernsight-test-{}", std::process::id());
-    let container = PodmanContainer::run(&name, &workload_script());
+    let container = run_script(&name, &[], &workload_script());
 
     wait_for_errors(&agent, &[("container", &name)], FAILED_OPENS as f64);
     // A scrape reads the call counters before the errors: the one that saw the last error may
@@ -122,7 +81,7 @@ fn podman_container_syscalls_carry_its_name_and_id() {
 
 #[test]
 fn cri_pod_syscalls_carry_namespace_pod_and_container() {
-    if !privileged("cri_pod_syscalls_carry_namespace_pod_and_container") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -154,7 +113,7 @@ fn cri_pod_syscalls_carry_namespace_pod_and_container() {
 
 #[test]
 fn without_a_runtime_socket_containers_are_named_by_id_and_the_log_says_why() {
-    if !privileged("without_a_runtime_socket_containers_are_named_by_id_and_the_log_says_why") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -168,18 +127,15 @@ fn without_a_runtime_socket_containers_are_named_by_id_and_the_log_says_why() {
     let pod = support::TestCgroup::create_in(&root, "kubepods");
     let path = pod.path.join(format!("besteffort/pod11111111-2222-3333-4444-555555555555/{id}"));
     std::fs::create_dir_all(&path).unwrap();
-    let container = support::TestCgroup { label: String::new(), path: path.clone() };
-    container.run(|| {
+    // The whole tree goes with `pod`.
+    let pid = spawn_in(&path, || {
         support::failing_openat_times(FAILED_OPENS);
         0
     });
+    assert_eq!(wait_status(pid), 0, "the workload in {} exits with status 0", path.display());
     let samples =
         wait_for_errors(&agent, &[("container", &id[..12]), ("container_id", &id)], FAILED_OPENS as f64);
     assert!(samples.iter().any(|s| s.labels.get("container_id").is_some_and(|c| *c == id)));
-    drop(container);
-    for dir in [path.parent().unwrap(), path.parent().unwrap().parent().unwrap()] {
-        let _ = std::fs::remove_dir(dir);
-    }
     drop(pod);
     let log = agent.log();
     assert_eq!(log.matches("no CRI socket found").count(), 1, "said once:\n{log}");
@@ -188,7 +144,7 @@ fn without_a_runtime_socket_containers_are_named_by_id_and_the_log_says_why() {
 
 #[test]
 fn podman_limits_and_throttling_show_in_container_metrics() {
-    if !privileged("podman_limits_and_throttling_show_in_container_metrics") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -196,17 +152,12 @@ fn podman_limits_and_throttling_show_in_container_metrics() {
     let name = format!("kernsight-test-{}-limits", std::process::id());
     // Half a CPU and 64 MiB, and a shell loop that wants a whole CPU: throttled every period.
     let busy = "while true; do :; done";
-    let _container = PodmanContainer::run_with(&name, &["--memory", "64m", "--cpus", "0.5"], busy);
+    let _container = run_script(&name, &["--memory", "64m", "--cpus", "0.5"], busy);
     let labels = [("container", name.as_str())];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let samples = loop {
-        let samples = parse(&agent.scrape());
-        if value(&samples, "kernsight_container_cpu_throttled_periods_total", &labels) >= 3.0 {
-            break samples;
-        }
-        assert!(Instant::now() < deadline, "no throttling seen for {name} in 30 s:\n{}", agent.log());
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let samples = agent.scrape_until(Duration::from_secs(30), |samples| {
+        let periods = value(samples, "kernsight_container_cpu_throttled_periods_total", &labels);
+        if periods >= 3.0 { Ok(()) } else { Err(format!("{periods} throttled periods of {name}")) }
+    });
     let limit = [("container", name.as_str()), ("limit", "max")];
     assert_eq!(value(&samples, "kernsight_container_memory_limit_bytes", &limit), 64.0 * 1024.0 * 1024.0);
     assert_eq!(value(&samples, "kernsight_container_cpu_quota_seconds", &labels), 0.05);
@@ -228,14 +179,16 @@ fn podman_limits_and_throttling_show_in_container_metrics() {
     };
     let (periods, seconds) = throttled();
     assert!(periods >= 3 && seconds > 0.0, "inspect: {periods} throttled periods, {seconds} s");
-    std::thread::sleep(Duration::from_millis(500));
-    let (later_periods, later_seconds) = throttled();
-    assert!(later_periods > periods && later_seconds > seconds, "throttling keeps growing under a busy loop");
+    // Throttling keeps growing under a busy loop.
+    eventually(Duration::from_secs(10), || match throttled() {
+        (later_periods, later_seconds) if later_periods > periods && later_seconds > seconds => Ok(()),
+        later => Err(format!("throttled (periods, seconds): {later:?}, was ({periods}, {seconds})")),
+    });
 }
 
 #[test]
 fn inspect_shows_what_podman_was_given() {
-    if !privileged("inspect_shows_what_podman_was_given") {
+    if !privileged() {
         return;
     }
     let _serial = support::serial();
@@ -252,7 +205,7 @@ fn inspect_shows_what_podman_was_given() {
         "--cap-add",
         "NET_BIND_SERVICE",
     ];
-    let container = PodmanContainer::run_with(&name, &flags, "sleep 120");
+    let container = run_script(&name, &flags, "sleep 120");
     let out = Command::new(support::BINARY)
         .args(["inspect", &name, "-o", "json"])
         .output()
