@@ -17,6 +17,7 @@ mod cli;
 mod containers;
 mod cri;
 mod deploy;
+mod families;
 mod harness;
 mod net;
 mod net_kernel;

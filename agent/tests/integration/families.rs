@@ -1,9 +1,7 @@
 //! The probe families as one registry: the agent's self-metrics describe every attached family,
 //! whichever others are off.
 
-mod support;
-
-use support::{Agent, config_file, parse, path_str, privileged, value};
+use crate::support::{Agent, config_file, parse, path_str, privileged, value};
 
 /// The bounded map each family reports in `kernsight_bpf_map_max_entries`.
 const FAMILY_MAPS: [(&str, &str); 6] = [
@@ -17,7 +15,7 @@ const FAMILY_MAPS: [(&str, &str); 6] = [
 
 #[test]
 fn map_fill_gauges_exist_for_every_family_with_the_syscall_family_off() {
-    if !privileged("map_fill_gauges_exist_for_every_family_with_the_syscall_family_off") {
+    if !privileged() {
         return;
     }
     let (_dir, config) = config_file("[syscalls]\nenabled = false\n");
