@@ -8,6 +8,9 @@
 //! (`cargo xtask test` as root), which makes them fail instead. Everything a test creates is
 //! removed by a `Drop` guard, also when the test fails (see `harness::`).
 
+// A test fails by panicking: unwrapping is how these tests say what they expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod net_support;
 mod support;
 
