@@ -34,7 +34,7 @@ const PACKAGES: &[&str] = &[
 ];
 
 pub fn run() -> Result<(), String> {
-    debian_packages()?;
+    debian_packages(PACKAGES)?;
     let nightly = ebpf_nightly()?;
     rust_toolchain(STABLE, &["clippy", "rustfmt"])?;
     rust_toolchain(&nightly, &["rust-src"])?;
@@ -70,8 +70,9 @@ fn channel_of(toolchain_file: &str) -> Option<String> {
         .next()
 }
 
-fn debian_packages() -> Result<(), String> {
-    let missing: Vec<&str> = PACKAGES
+/// Installs those of `packages` that are missing (as root), with apt-get.
+pub fn debian_packages(packages: &[&str]) -> Result<(), String> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {
