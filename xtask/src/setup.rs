@@ -34,7 +34,7 @@ const PACKAGES: &[&str] = &[
 ];
 
 pub fn run() -> Result<(), String> {
-    debian_packages(PACKAGES)?;
+    debian_packages(PACKAGES, true)?;
     let nightly = ebpf_nightly()?;
     rust_toolchain(STABLE, &["clippy", "rustfmt"])?;
     rust_toolchain(&nightly, &["rust-src"])?;
@@ -70,8 +70,9 @@ fn channel_of(toolchain_file: &str) -> Option<String> {
         .next()
 }
 
-/// Installs those of `packages` that are missing (as root), with apt-get.
-pub fn debian_packages(packages: &[&str]) -> Result<(), String> {
+/// Installs those of `packages` that are missing (as root), with apt-get; their recommended
+/// packages too when `recommends`.
+pub fn debian_packages(packages: &[&str], recommends: bool) -> Result<(), String> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()
@@ -94,6 +95,7 @@ pub fn debian_packages(packages: &[&str]) -> Result<(), String> {
     Step::new(format!("install Debian packages: {}", missing.join(" "))).run(
         Command::new("apt-get")
             .args(["install", "-y", "-q"])
+            .args((!recommends).then_some("--no-install-recommends"))
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )

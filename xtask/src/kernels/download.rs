@@ -136,8 +136,14 @@ impl PrivateApt {
         let apt = Self { root };
         // A suite that is not reachable makes update fail; the suites that answered may still
         // hold the kernel, which `image_package` finds out.
-        if let Err(e) = Step::new(format!("refresh the package lists of {} (private apt state)", list.trim()))
-            .run(apt.command("apt-get").args(["update", "-q"]))
+        let suites: Vec<&str> = source.suites.iter().chain(source.security_suites).copied().collect();
+        let what = format!(
+            "refresh the package lists of {} from {} (private apt state in {})",
+            suites.join(", "),
+            mirrors.archive,
+            apt.root.display()
+        );
+        if let Err(e) = Step::new(what).run(apt.command("apt-get").args(["update", "-q"]))
         {
             eprintln!("xtask: {e}; continuing with the lists that were fetched");
         }
