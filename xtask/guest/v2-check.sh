@@ -1,7 +1,7 @@
 #!/bin/sh
 # The cgroup v2 resource collectors on a real pure-v2 kernel rather than fixture files: a cgroup
 # shaped like a kubelet container (systemd driver, containerd) with memory.max, cpu.max and
-# pids.max; inside it a CPU hog, a shell holding 16 MiB of anonymous memory and an 8 MiB file on
+# pids.max; inside it a CPU hog, a dd holding 16 MiB of anonymous memory and an 8 MiB file on
 # tmpfs; then kernsight's /metrics must show each of them for that container.
 # Prints `@@ v2:WHAT STATUS DETAIL` lines like run.sh.
 
@@ -24,12 +24,17 @@ echo $((64 * MIB)) > "$CGROUP/memory.max"
 echo "20000 100000" > "$CGROUP/cpu.max"
 echo 32 > "$CGROUP/pids.max"
 
-# Each workload moves itself into the cgroup before it starts.
-sh -c "echo 0 > $CGROUP/cgroup.procs; while :; do :; done" &
-hog=$!
-sh -c "echo 0 > $CGROUP/cgroup.procs; held=\$(head -c $((16 * MIB)) /dev/zero | tr '\\000' x); exec sleep 600" &
+# Each workload moves itself into the cgroup before it starts. The memory first: once the hog
+# runs, everything in the cgroup shares its 20 ms per 100 ms. dd's 16 MiB buffer, filled from
+# /dev/zero, stays resident while dd waits to write it into a pipe nobody reads.
+sh -c "echo 0 > $CGROUP/cgroup.procs; dd if=/dev/zero bs=$((16 * MIB)) count=1 2> /dev/null | sleep 600" &
 holder=$!
 sh -c "echo 0 > $CGROUP/cgroup.procs; dd if=/dev/zero of=/tmp/v2-check-file bs=$MIB count=8 2> /dev/null"
+anon_now() { awk '$1 == "anon" { print $2 }' "$CGROUP/memory.stat"; }
+waited=0
+until [ "$(anon_now)" -ge $((16 * MIB)) ] || [ "$waited" -ge 60 ]; do sleep 1; waited=$((waited + 1)); done
+sh -c "echo 0 > $CGROUP/cgroup.procs; while :; do :; done" &
+hog=$!
 
 kernsight run --listen 127.0.0.1:9465 --pin-dir '' > /tmp/v2-agent.log 2>&1 &
 agent=$!
@@ -39,7 +44,7 @@ until wget -q -O /dev/null http://127.0.0.1:9465/healthz 2> /dev/null; do
     sleep 1
     waited=$((waited + 1))
 done
-# Let the hog run into its quota for a few periods (and the holder finish filling its memory).
+# Let the hog run into its quota for a few dozen periods.
 sleep 5
 wget -q -O /tmp/v2-metrics http://127.0.0.1:9465/metrics
 kill -TERM "$agent" 2> /dev/null
@@ -96,6 +101,7 @@ memory_some=$(value kernsight_container_pressure_stall_seconds_total 'resource="
 detail="cpu some ${cpu_some:-absent} s (> 0 under the quota), memory some ${memory_some:-absent} s"
 if above "$cpu_some" 0 && [ -n "$memory_some" ]; then result v2:psi PASS "$detail"; else result v2:psi FAIL "$detail"; fi
 
-kill -KILL "$hog" "$holder" 2> /dev/null
+# The holder's sleep too: everything in the cgroup.
+for pid in $(cat "$CGROUP/cgroup.procs"); do kill -KILL "$pid"; done
 wait "$hog" "$holder" 2> /dev/null
 rm -f /tmp/v2-check-file

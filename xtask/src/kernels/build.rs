@@ -14,7 +14,7 @@ pub const TARGET: &str = "x86_64-unknown-linux-musl";
 pub struct Binaries {
     /// `kernsight`, release profile: what the smoke run starts.
     pub agent: PathBuf,
-    /// `kernsight` as the tests were built with it (debug profile), at the path compiled into them.
+    /// Where the tests were compiled to find `kernsight` (the debug build's path).
     pub test_agent: PathBuf,
     /// Integration test binaries by name (`syscalls`, `oom`, ...).
     pub tests: Vec<(String, PathBuf)>,
