@@ -23,8 +23,14 @@ pub struct Binaries {
 }
 
 pub fn build() -> Result<Binaries, String> {
-    Step::new(format!("build the static agent (release, {TARGET})"))
-        .run(cargo().args(["build", "--release", "--package", "kernsight", "--target", TARGET]))?;
+    Step::new(format!("build the static agent (release, {TARGET})")).run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "kernsight",
+        "--target",
+        TARGET,
+    ]))?;
     let agent = workspace_root().join("target").join(TARGET).join("release/kernsight");
 
     eprintln!("xtask: build the integration tests ({TARGET})");
@@ -43,11 +49,8 @@ pub fn build() -> Result<Binaries, String> {
         .find(|a| a.kind == "bin" && a.name == "kernsight" && !a.test)
         .map(|a| a.executable.clone())
         .ok_or("cargo reported no kernsight binary for the tests")?;
-    let tests: Vec<(String, PathBuf)> = artifacts
-        .into_iter()
-        .filter(|a| a.kind == "test")
-        .map(|a| (a.name, a.executable))
-        .collect();
+    let tests: Vec<(String, PathBuf)> =
+        artifacts.into_iter().filter(|a| a.kind == "test").map(|a| (a.name, a.executable)).collect();
     if tests.is_empty() {
         return Err(format!("no integration test built for {TARGET} ({})", out.status));
     }

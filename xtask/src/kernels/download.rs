@@ -69,7 +69,9 @@ pub fn kernel(source: &KernelSource) -> Result<Kernel, String> {
     let download = apt.root.join("download");
     recreate(&download)?;
     Step::new(format!("download {package} {version}")).run(
-        apt.command("apt-get").args(["download", "-q", &format!("{package}={version}")]).current_dir(&download),
+        apt.command("apt-get")
+            .args(["download", "-q", &format!("{package}={version}")])
+            .current_dir(&download),
     )?;
     let deb = single_file(&download, ".deb")?;
     let unpacked = download.join("root");
@@ -143,8 +145,7 @@ impl PrivateApt {
             mirrors.archive,
             apt.root.display()
         );
-        if let Err(e) = Step::new(what).run(apt.command("apt-get").args(["update", "-q"]))
-        {
+        if let Err(e) = Step::new(what).run(apt.command("apt-get").args(["update", "-q"])) {
             eprintln!("xtask: {e}; continuing with the lists that were fetched");
         }
         Ok(apt)
@@ -220,7 +221,9 @@ impl Mirrors {
                     .unwrap_or_default();
                 files.sort();
                 let listed = |p: &PathBuf| p.extension().is_some_and(|e| e == "list" || e == "sources");
-                texts.extend(files.iter().filter(|p| listed(p)).filter_map(|p| std::fs::read_to_string(p).ok()));
+                texts.extend(
+                    files.iter().filter(|p| listed(p)).filter_map(|p| std::fs::read_to_string(p).ok()),
+                );
             } else if let Ok(text) = std::fs::read_to_string(&path) {
                 texts.push(text);
             }
@@ -299,9 +302,10 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 }
 
 fn single_file(dir: &Path, suffix: &str) -> Result<PathBuf, String> {
-    files(dir).into_iter().find(|p| p.to_string_lossy().ends_with(suffix)).ok_or_else(|| {
-        format!("no *{suffix} in {}", dir.display())
-    })
+    files(dir)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .ok_or_else(|| format!("no *{suffix} in {}", dir.display()))
 }
 
 fn single_file_prefixed(dir: &Path, prefix: &str) -> Result<PathBuf, String> {
@@ -337,7 +341,10 @@ mod tests {
         assert_eq!(mirrors.security, "http://security.example/debian-security");
 
         let none = Mirrors::from_sources("");
-        assert_eq!(mirrors_pair(&none), ("http://deb.debian.org/debian", "http://deb.debian.org/debian-security"));
+        assert_eq!(
+            mirrors_pair(&none),
+            ("http://deb.debian.org/debian", "http://deb.debian.org/debian-security")
+        );
     }
 
     fn mirrors_pair(m: &Mirrors) -> (&str, &str) {
@@ -346,7 +353,8 @@ mod tests {
 
     #[test]
     fn reads_the_candidate_version() {
-        let policy = "linux-image-cloud-amd64:\n  Installed: (none)\n  Candidate: 5.10.262-1\n  Version table:\n";
+        let policy =
+            "linux-image-cloud-amd64:\n  Installed: (none)\n  Candidate: 5.10.262-1\n  Version table:\n";
         assert_eq!(candidate(policy).as_deref(), Some("5.10.262-1"));
         assert_eq!(candidate("x:\n  Candidate: (none)\n"), None);
     }

@@ -54,7 +54,10 @@ pub fn boot(dir: &Path, vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> 
             Ok(None) if started.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break Some(format!("the guest did not power off within {} s: qemu killed", timeout.as_secs()));
+                break Some(format!(
+                    "the guest did not power off within {} s: qemu killed",
+                    timeout.as_secs()
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(200)),
             Err(e) => return Err(format!("waiting for qemu: {e}")),

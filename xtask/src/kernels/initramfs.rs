@@ -49,7 +49,10 @@ pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes
     for (name, path) in &binaries.tests {
         if let plan::Run::Skipping(skips) = plan::guest_run(name) {
             copy_stripped(path, &root.join("tests").join(name))?;
-            list.push_str(&format!("{name} {}\n", skips.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(" ")));
+            list.push_str(&format!(
+                "{name} {}\n",
+                skips.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(" ")
+            ));
         }
     }
     write(&root.join("matrix/tests.list"), &list, 0o644)?;

@@ -42,7 +42,9 @@ impl Options {
                 "--keep" => options.keep = true,
                 "--timeout" => {
                     let seconds = value("--timeout")?;
-                    let seconds = seconds.parse().map_err(|_| format!("--timeout {seconds}: not a number of seconds"))?;
+                    let seconds = seconds
+                        .parse()
+                        .map_err(|_| format!("--timeout {seconds}: not a number of seconds"))?;
                     options.guest_timeout = Duration::from_secs(seconds);
                 }
                 other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
@@ -63,7 +65,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let started = Instant::now();
     // Without QEMU's recommends (a GUI, audio and video libraries: 450 MB the guests never use).
     setup::debian_packages(PACKAGES, false)?;
-    let sources = download::KERNELS.iter().filter(|k| options.kernels.is_empty() || options.kernels.iter().any(|n| n == k.name));
+    let sources = download::KERNELS
+        .iter()
+        .filter(|k| options.kernels.is_empty() || options.kernels.iter().any(|n| n == k.name));
     let kernels = sources.map(download::kernel).collect::<Result<Vec<_>, _>>()?;
     let binaries = build::build()?;
     let work = workspace_root().join("target/kernel-matrix");
@@ -111,14 +115,21 @@ pub fn run(args: &[String]) -> Result<(), String> {
     println!("{}", matrix.markdown);
     eprintln!("xtask: the table is in {}", table.display());
     if options.keep {
-        eprintln!("xtask: each guest's root, initramfs, console.log and output.log are in {}", work.display());
+        eprintln!(
+            "xtask: each guest's root, initramfs, console.log and output.log are in {}",
+            work.display()
+        );
     } else {
         let _ = std::fs::remove_dir_all(&work);
     }
     if matrix.regressions.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} cells expected to pass failed:\n  {}", matrix.regressions.len(), matrix.regressions.join("\n  ")))
+        Err(format!(
+            "{} cells expected to pass failed:\n  {}",
+            matrix.regressions.len(),
+            matrix.regressions.join("\n  ")
+        ))
     }
 }
 

@@ -29,7 +29,8 @@ pub enum Run {
 }
 
 const CONTAINERS: &str = "needs podman or containerd, which the guests do not have";
-const NETWORK: &str = "needs network namespaces, veth pairs and nftables (kernel modules the guests do not load)";
+const NETWORK: &str =
+    "needs network namespaces, veth pairs and nftables (kernel modules the guests do not load)";
 const BPFTRACE: &str = "needs bpftrace, which the guests do not have";
 
 /// Test binaries that may not run completely in a guest, and why. Any other binary runs whole.
@@ -37,7 +38,10 @@ const GUEST_TESTS: &[(&str, Run)] = &[
     ("advise", Run::Not(CONTAINERS)),
     ("containers", Run::Not(CONTAINERS)),
     ("cri", Run::Not(CONTAINERS)),
-    ("deploy", Run::Not("builds and runs the container image with podman; checks manifests with helm and kubectl")),
+    (
+        "deploy",
+        Run::Not("builds and runs the container image with podman; checks manifests with helm and kubectl"),
+    ),
     ("posture", Run::Not(CONTAINERS)),
     ("trace_containers", Run::Not(CONTAINERS)),
     ("net", Run::Not(NETWORK)),
@@ -58,7 +62,9 @@ pub fn not_run_in_guests() -> Vec<(String, &'static str)> {
     for (binary, run) in GUEST_TESTS {
         match run {
             Run::Not(why) => list.push((format!("`{binary}`"), *why)),
-            Run::Skipping(tests) => list.extend(tests.iter().map(|(test, why)| (format!("`{binary}::{test}`"), *why))),
+            Run::Skipping(tests) => {
+                list.extend(tests.iter().map(|(test, why)| (format!("`{binary}::{test}`"), *why)))
+            }
         }
     }
     list
@@ -71,10 +77,10 @@ pub struct Expectation {
     pub known_failures: &'static [(&'static str, &'static str)],
 }
 
-const TOO_OLD: &str =
-    "kernsight refuses kernels older than 6.2 (cgroup local storage); feature-probing fallbacks will lift this";
+const TOO_OLD: &str = "kernsight refuses kernels older than 6.2 (cgroup local storage); feature-probing fallbacks will lift this";
 const NO_ROUTE: &str = "the guests have no network interface, so no default route for XDP to watch";
-const SCHED_MUSL: &str = "agent/tests/sched.rs does not build for musl (`pthread_t` is a pointer there, not an integer)";
+const SCHED_MUSL: &str =
+    "agent/tests/sched.rs does not build for musl (`pthread_t` is a pointer there, not an integer)";
 
 /// On a kernel the agent refuses: everything that starts it. (`cli` passes: it checks errors
 /// that come before the kernel version.)
@@ -102,7 +108,10 @@ pub const EXPECTATIONS: &[Expectation] = &[
         kernel: "6.12",
         known_failures: &[
             ("ready", "the capabilities and net_xdp families do not attach, so /readyz stays 503"),
-            ("probe:capabilities", "tracepoint capability:cap_capable is newer than 6.12 (no btf_trace_cap_capable)"),
+            (
+                "probe:capabilities",
+                "tracepoint capability:cap_capable is newer than 6.12 (no btf_trace_cap_capable)",
+            ),
             ("probe:net_xdp", NO_ROUTE),
             ("test:capabilities", "the capabilities family does not attach on 6.12"),
             ("test:sched", SCHED_MUSL),

@@ -163,9 +163,14 @@ pub fn matrix(results: &[KernelResult], test_binaries: &[String], total_seconds:
                 }
                 Verdict::Pass => continue,
                 Verdict::Skip => format!("{}: skipped: {}", label(row), cell.detail),
-                Verdict::KnownFailure(why) => format!("{}: known failure ({why}): {}", label(row), cell.detail),
+                Verdict::KnownFailure(why) => {
+                    format!("{}: known failure ({why}): {}", label(row), cell.detail)
+                }
                 Verdict::UnexpectedPass => {
-                    format!("{}: passes although listed as a known failure: tighten xtask/src/kernels/plan.rs", label(row))
+                    format!(
+                        "{}: passes although listed as a known failure: tighten xtask/src/kernels/plan.rs",
+                        label(row)
+                    )
                 }
                 Verdict::Regression => format!("{}: **FAIL**: {}", label(row), cell.detail),
             };
@@ -199,7 +204,8 @@ mod tests {
 
     #[test]
     fn parses_result_lines_and_ignores_the_rest() {
-        let cells = parse("booting\n@@ boot PASS 6.12.1, 2 CPUs\n@@ probe:oom FAIL why: it failed\n@@ bad MAYBE x\n");
+        let cells =
+            parse("booting\n@@ boot PASS 6.12.1, 2 CPUs\n@@ probe:oom FAIL why: it failed\n@@ bad MAYBE x\n");
         assert_eq!(cells.len(), 2);
         assert_eq!(cells[0], ("boot".into(), Cell { status: Status::Pass, detail: "6.12.1, 2 CPUs".into() }));
         assert_eq!(cells[1].1.status, Status::Fail);
@@ -215,7 +221,11 @@ mod tests {
         assert!(matrix.regressions.iter().all(|r| r.starts_with("6.12 ")), "{:?}", matrix.regressions);
         assert!(matrix.regressions.iter().any(|r| r == "6.12 probe:syscalls: verifier"));
         assert!(matrix.regressions.iter().any(|r| r.starts_with("6.12 test:oom")));
-        assert!(matrix.markdown.contains("| family `syscalls` | FAIL (known) | **FAIL** |"), "{}", matrix.markdown);
+        assert!(
+            matrix.markdown.contains("| family `syscalls` | FAIL (known) | **FAIL** |"),
+            "{}",
+            matrix.markdown
+        );
         assert!(matrix.markdown.contains("the agent did not start: kernel too old"));
     }
 }
