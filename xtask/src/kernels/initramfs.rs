@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{build::Binaries, download::Kernel, plan};
-use crate::process::{Step, output};
+use crate::process::{Step, output, workspace_root};
 
 const INIT: &str = include_str!("../../guest/init.sh");
 const RUN: &str = include_str!("../../guest/run.sh");
@@ -57,7 +57,11 @@ pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes
     }
     write(&root.join("matrix/tests.list"), &list, 0o644)?;
     for tool in plan::HOST_TOOLS {
-        copy_with_libraries(&root, tool)?;
+        copy_with_libraries(&root, Path::new(tool))?;
+    }
+    for file in plan::REPOSITORY_FILES {
+        let path = workspace_root().join(file);
+        copy(&path, &under(&root, &path))?;
     }
 
     let archive = dir.join("initramfs.gz");
@@ -76,15 +80,17 @@ fn under(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// A host tool at the same path in the guest, with its dynamic loader and libraries (from `ldd`).
-fn copy_with_libraries(root: &Path, tool: &str) -> Result<(), String> {
-    let path = output(Command::new("sh").arg("-c").arg(format!("command -v {tool}")))
-        .map(|p| PathBuf::from(p.trim()))
-        .filter(|p| p.is_absolute())
-        .ok_or_else(|| format!("{tool} is not installed on this machine (cargo xtask setup installs it)"))?;
-    copy(&path, &under(root, &path))?;
+/// A host program at the same path in the guest, with its loader and libraries (from `ldd`).
+fn copy_with_libraries(root: &Path, path: &Path) -> Result<(), String> {
+    if !path.is_file() {
+        return Err(format!(
+            "{} is not installed on this machine (cargo xtask setup installs it)",
+            path.display()
+        ));
+    }
+    copy(path, &under(root, path))?;
     // Statically linked tools make ldd fail: then there is nothing more to copy.
-    let ldd = output(Command::new("ldd").arg(&path)).unwrap_or_default();
+    let ldd = output(Command::new("ldd").arg(path)).unwrap_or_default();
     for library in libraries(&ldd) {
         let target = under(root, &library);
         if !target.exists() {

@@ -23,7 +23,7 @@ const USAGE: &str = "test-kernels [--kernel VERSION]... [--keep] [--timeout SECO
     boots Debian's 5.10, 6.1 and 6.12 cloud kernels under QEMU and runs the agent and the\n\
     integration tests in each; --kernel runs only the named ones, --keep keeps each guest's\n\
     root, initramfs and output under target/kernel-matrix/, --timeout bounds one guest\n\
-    (default 900 s); the table goes to target/kernel-matrix.md";
+    (default 1200 s); the table goes to target/kernel-matrix.md";
 
 struct Options {
     kernels: Vec<String>,
@@ -33,7 +33,7 @@ struct Options {
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self, String> {
-        let mut options = Self { kernels: Vec::new(), keep: false, guest_timeout: Duration::from_secs(900) };
+        let mut options = Self { kernels: Vec::new(), keep: false, guest_timeout: Duration::from_secs(1200) };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             let mut value = |name: &str| args.next().cloned().ok_or(format!("{name} needs a value\n{USAGE}"));
