@@ -63,6 +63,10 @@ pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes
         let path = workspace_root().join(file);
         copy(&path, &under(&root, &path))?;
     }
+    // Tests name those files from their crate (`agent/../docs/metrics.md`): the directory must exist.
+    let crate_dir = workspace_root().join("agent");
+    std::fs::create_dir_all(under(&root, &crate_dir))
+        .map_err(|e| format!("mkdir {}: {e}", crate_dir.display()))?;
 
     let archive = dir.join("initramfs.gz");
     Step::new(format!("pack the guest's initramfs for {}", kernel.name)).run(
