@@ -1,5 +1,6 @@
 //! The guest's root filesystem, one per kernel and run: busybox, the init and run scripts, the
-//! kernel's configuration, the static agent and test binaries, and a few host tools that some
+//! kernel's configuration, the static agent and integration tests (and the agent configuration
+//! the tests run with on this kernel, if any), and a few host tools that some
 //! tests call (with the libraries they load), packed as a gzip'd newc cpio archive.
 
 use std::{
@@ -16,7 +17,7 @@ const RUN: &str = include_str!("../../guest/run.sh");
 const V2_CHECK: &str = include_str!("../../guest/v2-check.sh");
 const BUSYBOX: &str = "/bin/busybox";
 
-/// Seconds a guest waits for the agent to serve, and for one test binary.
+/// Seconds a guest waits for the agent to serve, and for one area of the integration tests.
 pub struct GuestTimes {
     pub agent_wait: u64,
     pub test_timeout: u64,
@@ -41,21 +42,22 @@ pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes
     copy(&kernel.config, &root.join("matrix/config"))?;
 
     copy_stripped(&binaries.agent, &root.join("usr/bin/kernsight"))?;
-    // The tests start the agent at the path compiled into them; there the guest has the release
-    // agent too: the debug one takes about 50 s to start under TCG (BTF parsing), the release
-    // one about 1 s, and the tests drive it only through its command line and HTTP.
-    copy_stripped(&binaries.agent, &under(&root, &binaries.test_agent))?;
     let mut list = String::new();
-    for (name, path) in &binaries.tests {
-        if let plan::Run::Skipping(skips) = plan::guest_run(name) {
-            copy_stripped(path, &root.join("tests").join(name))?;
-            list.push_str(&format!(
-                "{name} {}\n",
-                skips.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(" ")
-            ));
+    if let Ok(tests) = &binaries.tests {
+        // The tests start the agent at the path compiled into them; there the guest has the
+        // release agent too: the debug one takes about 50 s to start under TCG (BTF parsing),
+        // the release one about 1 s, and the tests drive it only through its command line and
+        // HTTP.
+        copy_stripped(&binaries.agent, &under(&root, &tests.agent_path))?;
+        copy_stripped(&tests.binary, &root.join("tests/integration"))?;
+        for (area, names) in plan::guest_tests(&tests.names) {
+            list.push_str(&format!("{area} {}\n", names.join(" ")));
         }
     }
     write(&root.join("matrix/tests.list"), &list, 0o644)?;
+    if let Some(config) = plan::test_config(kernel.name) {
+        write(&root.join("matrix/test-config.toml"), config, 0o644)?;
+    }
     for tool in plan::HOST_TOOLS {
         copy_with_libraries(&root, Path::new(tool))?;
     }
