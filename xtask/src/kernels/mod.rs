@@ -24,7 +24,7 @@ const USAGE: &str = "test-kernels [--kernel VERSION]... [--keep] [--timeout SECO
     boots Debian's 5.10, 6.1 and 6.12 cloud kernels under QEMU and runs the agent and the\n\
     integration tests in each; --kernel runs only the named ones, --keep keeps each guest's\n\
     root, initramfs and output under target/kernel-matrix/, --timeout bounds one guest\n\
-    (default 1200 s), --area-timeout one area of the tests in it (default 420 s); the table\n\
+    (default 1200 s), --area-timeout one area of the tests in it (default 600 s); the table\n\
     goes to target/kernel-matrix.md";
 
 /// Seconds a guest waits for the smoke run's agent to serve (it serves in about 1 s).
@@ -46,7 +46,7 @@ impl Options {
             kernels: Vec::new(),
             keep: false,
             guest_timeout: Duration::from_secs(1200),
-            area_timeout: Duration::from_secs(420),
+            area_timeout: Duration::from_secs(600),
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
