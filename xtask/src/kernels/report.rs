@@ -256,7 +256,7 @@ fn registry_mismatch(result: &KernelResult) -> Option<String> {
 /// Per-test verdicts of one area on one kernel.
 struct AreaOutcome {
     passed: usize,
-    skipped: usize,
+    skipped: Vec<String>,
     known: Vec<(String, &'static str, String)>,
     regressions: Vec<(String, String)>,
     unexpected_passes: Vec<String>,
@@ -266,7 +266,7 @@ struct AreaOutcome {
 fn area_outcome(result: &KernelResult, area: &str, tests: &[String]) -> AreaOutcome {
     let mut outcome = AreaOutcome {
         passed: 0,
-        skipped: 0,
+        skipped: Vec::new(),
         known: Vec::new(),
         regressions: Vec::new(),
         unexpected_passes: Vec::new(),
@@ -277,7 +277,7 @@ fn area_outcome(result: &KernelResult, area: &str, tests: &[String]) -> AreaOutc
         let text = format!("{}\n{}", test.detail, test.output);
         match verdict(result.kernel, &format!("test:{name}"), test.status, &text) {
             Verdict::Pass => outcome.passed += 1,
-            Verdict::Skip => outcome.skipped += 1,
+            Verdict::Skip => outcome.skipped.push(name.clone()),
             Verdict::KnownFailure(why) => outcome.known.push((name.clone(), why, test.detail)),
             Verdict::Regression => outcome.regressions.push((name.clone(), test.detail)),
             Verdict::UnexpectedPass => {
@@ -295,8 +295,8 @@ impl AreaOutcome {
             return "PASS".to_owned();
         }
         let mut parts = vec![format!("{}/{} pass", self.passed, self.total)];
-        if self.skipped > 0 {
-            parts.push(format!("{} skip", self.skipped));
+        if !self.skipped.is_empty() {
+            parts.push(format!("{} skip", self.skipped.len()));
         }
         if !self.known.is_empty() {
             parts.push(format!("{} FAIL (known)", self.known.len()));
@@ -420,8 +420,12 @@ fn area_notes(
     let _ =
         writeln!(note, "- tests `{area}::`: {} of {} passed ({})", outcome.passed, outcome.total, run.detail);
     // Known failures with one reason are one line: on a kernel the agent refuses, that is most.
-    let mut reasons: Vec<&'static str> = outcome.known.iter().map(|(_, why, _)| *why).collect();
-    reasons.dedup();
+    let mut reasons: Vec<&'static str> = Vec::new();
+    for (_, why, _) in &outcome.known {
+        if !reasons.contains(why) {
+            reasons.push(why);
+        }
+    }
     for why in reasons {
         let tests: Vec<&(String, &str, String)> =
             outcome.known.iter().filter(|(_, w, _)| *w == why).collect();
@@ -435,6 +439,9 @@ fn area_notes(
     for (name, detail) in &outcome.regressions {
         let _ = writeln!(note, "  - `{name}`: **FAIL**: {detail}");
         regressions.push(format!("{} test:{name}: {detail}", result.kernel));
+    }
+    for name in &outcome.skipped {
+        let _ = writeln!(note, "  - `{name}`: ignored by the test binary (`#[ignore]`)");
     }
     for name in &outcome.unexpected_passes {
         let _ = writeln!(note, "  - `{name}`: passes although listed as a known failure: tighten plan.rs");
