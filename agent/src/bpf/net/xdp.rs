@@ -110,7 +110,7 @@ mod tests {
         assert_eq!(t.netns_path(), Some(std::path::PathBuf::from("/proc/42/ns/net")));
         assert_eq!(
             Interface::parse("blue:eth0").unwrap().netns_path(),
-            Some(PathBuf::from("/run/netns/blue"))
+            Some(std::path::PathBuf::from("/run/netns/blue"))
         );
         for bad in ["", ":eth0", "blue:", "a b", "a/b", "0123456789abcdef", ".", "x:.."] {
             assert!(Interface::parse(bad).is_err(), "{bad:?}");
