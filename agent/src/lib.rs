@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod heap;
+pub mod http;
 pub mod inspect;
 pub mod kernel;
 pub mod logging;

@@ -12,6 +12,7 @@
 //! - `cargo xtask bench agent`: agent CPU and RSS, idle and under a syscall storm
 //! - `cargo xtask bench trace`: events/s and CPU of `kernsight trace` and the cost of kernel
 //!   counting, next to bpftrace
+//! - `cargo xtask bench http [N]`: the metrics port under N slow and non-reading connections
 //! - `cargo xtask bench`: every suite, then one table of their headline numbers
 //!
 //! It depends on nothing but std so that it compiles on the machine's stock toolchain, before
@@ -20,6 +21,7 @@
 mod agent_bench;
 mod bench;
 mod caps_bench;
+mod http_bench;
 mod net_bench;
 mod process;
 mod report;
