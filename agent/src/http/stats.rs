@@ -43,6 +43,9 @@ pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A counter family: name, help, and its rows (an optional label, the value).
+type CounterFamily = (&'static str, &'static str, Vec<(Option<(&'static str, &'static str)>, u64)>);
+
 /// Registered in the metrics registry beside the other collectors.
 #[derive(Debug)]
 pub struct HttpCollector(pub std::sync::Arc<HttpStats>);
@@ -51,7 +54,7 @@ impl Collector for HttpCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let counters: [(&str, &str, Vec<(Option<(&str, &str)>, u64)>); 7] = [
+        let counters: [CounterFamily; 7] = [
             (
                 "kernsight_http_connections_accepted",
                 "TCP connections accepted on the metrics port",
