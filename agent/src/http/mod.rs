@@ -202,6 +202,12 @@ impl TokenBucket {
     }
 }
 
+/// Request extension: since when the request's connection was ready for it (its accept, or the
+/// end of its previous response). A body encoded after that moment was encoded concurrently
+/// with this request and may be shared with it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionReady(pub Instant);
+
 /// Paths served without basic authentication: kubelet's probes carry no credentials, and they
 /// answer only whether the agent runs and its probes are attached.
 const UNAUTHENTICATED: [&str; 2] = ["/healthz", "/readyz"];
@@ -268,6 +274,7 @@ pub async fn serve(
 
 impl Server {
     async fn connection(self: &Arc<Self>, stream: TcpStream, slot: &Slot) {
+        let accepted = Instant::now();
         let _ = stream.set_nodelay(true);
         // The kernel would grow a send buffer to megabytes for a client that does not read
         // (node memory, and a write that stalls only once it is full): a few bodies' worth is
@@ -277,7 +284,7 @@ impl Server {
         let activity = Arc::new(Activity::default());
         let stream = Guarded::new(stream, self.limits.write_timeout, activity.clone());
         match &web.tls {
-            None => self.http(stream, slot, &web, &activity).await,
+            None => self.http(stream, slot, &web, &activity, accepted).await,
             Some(acceptor) => {
                 match tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream)).await {
                     Err(_) => bump(&self.stats.timed_out_handshake),
@@ -285,28 +292,41 @@ impl Server {
                         bump(&self.stats.tls_failed);
                         debug!("TLS handshake failed: {err}");
                     }
-                    Ok(Ok(stream)) => self.http(stream, slot, &web, &activity).await,
+                    Ok(Ok(stream)) => self.http(stream, slot, &web, &activity, accepted).await,
                 }
             }
         }
     }
 
-    async fn http<S>(self: &Arc<Self>, stream: S, slot: &Slot, web: &Arc<Loaded>, activity: &Arc<Activity>)
-    where
+    async fn http<S>(
+        self: &Arc<Self>,
+        stream: S,
+        slot: &Slot,
+        web: &Arc<Loaded>,
+        activity: &Arc<Activity>,
+        accepted: Instant,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let this = self.clone();
         let state = slot.state.clone();
         let web_for_requests = web.clone();
         let requests = activity.clone();
-        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        // hyper serves one request of a connection at a time: the end of one response is when
+        // the connection is ready for the next.
+        let ready_since = Arc::new(Mutex::new(accepted));
+        let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
             let this = this.clone();
             let state = state.clone();
             let web = web_for_requests.clone();
+            let ready_since = ready_since.clone();
             requests.requests.fetch_add(1, Ordering::Relaxed);
             async move {
                 state.busy.store(true, Ordering::Relaxed);
+                let ready = *ready_since.lock().unwrap_or_else(|e| e.into_inner());
+                request.extensions_mut().insert(ConnectionReady(ready));
                 let response = this.respond(request, &web).await;
+                *ready_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                 state.busy.store(false, Ordering::Relaxed);
                 Ok::<_, Infallible>(response)
             }

@@ -11,9 +11,9 @@ use std::{
 
 use axum::{
     Router,
-    body::{Body, Bytes},
-    extract::State,
-    http::{HeaderMap, StatusCode, header},
+    body::Bytes,
+    extract::{Request, State},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -23,13 +23,13 @@ use tokio::net::TcpListener;
 use crate::{
     bpf::{ProbeState, ProbeStatus},
     http::{
-        Limits, WebState,
+        ConnectionReady, Limits, WebState,
         stats::{HttpStats, bump},
     },
 };
 
 mod shared;
-use shared::{Format, Scrape, SharedEncode};
+use shared::{Format, SharedEncode};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -117,22 +117,22 @@ pub async fn serve(
 
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic text format for the
 /// others (curl, promtool, older scrapers).
-async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let openmetrics = headers
+async fn metrics(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let openmetrics = request
+        .headers()
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
     let format = if openmetrics { Format::OpenMetrics } else { Format::Text };
-    let scrape = state.encoded.begin();
+    // Set by crate::http for every request; a request from elsewhere is ready now.
+    let ready_since = request.extensions().get::<ConnectionReady>().map_or_else(Instant::now, |r| r.0);
     let encoder = state.clone();
-    let body = scrape.body(format, move || encoder.encode(format)).await;
+    let body = state.encoded.begin(ready_since).body(format, move || encoder.encode(format)).await;
     let content_type = if openmetrics { OPENMETRICS } else { PROMETHEUS_TEXT };
     match body {
         Some((body, shared)) => {
             bump(if shared { &state.stats.shared } else { &state.stats.encodes });
-            // The scrape counts as in flight until its body is written (or the client is gone).
-            let body = Body::new(InFlightBody { body: Some(body), _scrape: scrape });
             (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
         }
         None => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
@@ -157,32 +157,6 @@ impl AppState {
         // now: return them rather than let each blocking thread's arena keep its peak.
         crate::heap::release_free_memory();
         result.ok().map(|()| Bytes::from(body))
-    }
-}
-
-/// A response body that holds its scrape's place among the scrapes in flight.
-struct InFlightBody {
-    body: Option<Bytes>,
-    _scrape: Scrape,
-}
-
-impl http_body::Body for InFlightBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.body.take().map(|body| Ok(http_body::Frame::data(body))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_none()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.body.as_ref().map_or(0, |b| b.len() as u64))
     }
 }
 
