@@ -273,3 +273,101 @@ impl ClientCertVerifier for AllowedSans {
         self.inner.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use rcgen::{CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+    use super::*;
+    use crate::http::web_config::WebConfig;
+
+    /// A CA and a server certificate signed by it, as inline PEM.
+    fn pki() -> (String, String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert =
+            CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+        (ca.pem(), cert.pem(), key.serialize_pem())
+    }
+
+    fn build(extra: &str) -> Result<Arc<ServerConfig>, String> {
+        server_config(&tls_config(extra))
+    }
+
+    fn tls_config(extra: &str) -> TlsServerConfig {
+        let (ca, cert, key) = pki();
+        let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+        let text = format!(
+            "tls_server_config:\n  cert: |\n{}  key: |\n{}  client_ca: |\n{}{extra}",
+            indent(&cert),
+            indent(&key),
+            indent(&ca)
+        );
+        WebConfig::parse(&text, Path::new("/t/web.yml")).unwrap().tls_server_config.unwrap()
+    }
+
+    fn verifier(extra: &str) -> Arc<dyn ClientCertVerifier> {
+        let tls = tls_config(extra);
+        client_verifier(&tls, &Arc::new(provider(&tls).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn every_verifying_client_auth_type_builds() {
+        for kind in ["RequireAndVerifyClientCert", "VerifyClientCertIfGiven"] {
+            let extra = format!("  client_auth_type: {kind}\n");
+            build(&extra).unwrap();
+            let verifier = verifier(&extra);
+            assert!(verifier.offer_client_auth(), "{kind}");
+            assert_eq!(verifier.client_auth_mandatory(), kind == "RequireAndVerifyClientCert");
+        }
+        let sans = "  client_auth_type: RequireAndVerifyClientCert\n  client_allowed_sans: [prometheus.monitoring.svc, 10.0.0.1]\n";
+        build(sans).unwrap();
+        assert!(verifier(sans).client_auth_mandatory());
+    }
+
+    #[test]
+    fn versions_suites_and_curves_narrow_the_provider() {
+        let config = build(
+            "  client_auth_type: RequireAndVerifyClientCert\n  min_version: TLS13\n  curve_preferences: [X25519]\n",
+        )
+        .unwrap();
+        assert_eq!(config.crypto_provider().kx_groups.len(), 1);
+        let config = build(
+            "  client_auth_type: RequireAndVerifyClientCert\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n",
+        )
+        .unwrap();
+        let tls12 =
+            config.crypto_provider().cipher_suites.iter().filter(|s| s.version() == &rustls::version::TLS12);
+        assert_eq!(tls12.count(), 1);
+        for (extra, expected) in [
+            ("  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n", "TLS_RSA_WITH_RC4_128_SHA is not supported"),
+            ("  curve_preferences: [CurveP521]\n", "CurveP521 is not supported"),
+            ("  client_allowed_sans: [mailto:x@y]\n", "neither a DNS name nor an IP address"),
+        ] {
+            let err = build(&format!("  client_auth_type: RequireAndVerifyClientCert\n{extra}")).unwrap_err();
+            assert!(err.contains(expected), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_key_that_does_not_fit_its_certificate_is_refused() {
+        let (ca, cert, _) = pki();
+        let other_key = KeyPair::generate().unwrap().serialize_pem();
+        let tls = TlsServerConfig {
+            cert: Some(cert),
+            key: Some(other_key),
+            client_ca: Some(ca),
+            ..WebConfig::parse("tls_server_config:\n  cert_file: a\n  key_file: b\n", Path::new("/t/web.yml"))
+                .unwrap()
+                .tls_server_config
+                .unwrap()
+        };
+        let tls = TlsServerConfig { cert_file: None, key_file: None, ..tls };
+        let err = server_config(&tls).unwrap_err();
+        assert!(err.contains("does not fit"), "{err}");
+    }
+}
