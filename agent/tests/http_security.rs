@@ -89,12 +89,17 @@ struct TlsAgent {
 
 impl TlsAgent {
     fn start(web_config: &Path) -> Self {
+        Self::start_with(web_config, &[])
+    }
+
+    fn start_with(web_config: &Path, extra: &[&str]) -> Self {
         let pins = support::unique_pin_dir("http");
         let mut child = Command::new(BINARY)
             .args(["run", "--listen", "127.0.0.1:0", "--pin-dir"])
             .arg(&pins)
             .arg("--web.config.file")
             .arg(web_config)
+            .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -126,6 +131,19 @@ impl TlsAgent {
 
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The address of the plain health port (`--health-listen`), once logged.
+    fn health_address(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if let Some(rest) = log.split("serving /healthz and /readyz on http://").nth(1) {
+                return rest.split_whitespace().next().unwrap_or_default().parse().expect("health address");
+            }
+            assert!(Instant::now() < deadline, "no health port in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -387,7 +405,12 @@ fn prometheus_scrapes_with_a_client_certificate_and_a_wrong_one_fails_the_handsh
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n\
          \x20 client_auth_type: RequireAndVerifyClientCert\n  min_version: TLS12\n",
     );
-    let agent = TlsAgent::start(&web);
+    let agent = TlsAgent::start_with(&web, &["--health-listen", "127.0.0.1:0"]);
+    // kubelet's probes carry no certificate: the plain loopback port answers them, and only them.
+    let probes = agent.health_address();
+    assert_eq!(http_get(probes, "/healthz", "*/*").0, 200);
+    assert_ne!(http_get(probes, "/readyz", "*/*").0, 0);
+    assert_eq!(http_get(probes, "/metrics", "text/plain").0, 404, "no metrics on the probe port");
     let target = agent.address;
     let (ca, crt, key) = (pki.path("ca.crt"), pki.path("client.crt"), pki.path("client.key"));
     let (wrong_crt, wrong_key) = (pki.path("wrong-client.crt"), pki.path("wrong-client.key"));
