@@ -3,7 +3,7 @@
 #
 #   deploy/tools.sh && deploy/test.sh
 #
-# A missing tool is a failure, not a skip (agent/tests/deploy.rs runs this script).
+# A missing tool is a failure, not a skip (agent/tests/integration/deploy.rs runs this script).
 set -eu
 
 deploy=$(cd "$(dirname "$0")" && pwd)

@@ -39,6 +39,8 @@ pub(crate) fn global<T: Copy>(value: &'static T) -> T {
 /// `base` must be a BTF pointer given by the kernel; the verifier checks the access.
 #[inline(always)]
 pub(crate) unsafe fn load<T: Copy>(base: *const u8, offset: u32) -> T {
+    // SAFETY: the caller's BTF pointer; the verifier turns the read into a checked
+    // probe-read of the kernel object and rejects the program if it could fault.
     unsafe { core::ptr::read(base.wrapping_add(offset as usize).cast::<T>()) }
 }
 
@@ -77,6 +79,8 @@ pub(crate) unsafe fn task_cgroup(task: *const u8) -> (*mut cgroup, u64) {
 /// `cgroup` must be a BTF pointer to a `struct cgroup`.
 #[inline(always)]
 pub(crate) unsafe fn cgroup_id(cgroup: *mut cgroup) -> u64 {
+    // SAFETY: the caller's BTF pointer, then the kernfs node it points to, at offsets read
+    // from the kernel's own BTF.
     unsafe {
         let kernfs_node: *const u8 = load(cgroup as *const u8, global(&CGROUP_KN_OFFSET));
         load(kernfs_node, global(&KERNFS_NODE_ID_OFFSET))
@@ -89,6 +93,7 @@ pub(crate) unsafe fn cgroup_id(cgroup: *mut cgroup) -> u64 {
 /// `task` must be a BTF pointer to a `struct task_struct`.
 #[inline(always)]
 pub(crate) unsafe fn task_pid(task: *const u8) -> u32 {
+    // SAFETY: the caller's BTF pointer, at an offset read from the kernel's own BTF.
     unsafe { load::<i32>(task, global(&TASK_PID_OFFSET)) as u32 }
 }
 
@@ -98,6 +103,7 @@ pub(crate) unsafe fn task_pid(task: *const u8) -> u32 {
 /// `task` must be a BTF pointer to a `struct task_struct`.
 #[inline(always)]
 pub(crate) unsafe fn task_tgid(task: *const u8) -> u32 {
+    // SAFETY: the caller's BTF pointer, at an offset read from the kernel's own BTF.
     unsafe { load::<i32>(task, global(&TASK_TGID_OFFSET)) as u32 }
 }
 
@@ -107,5 +113,6 @@ pub(crate) unsafe fn task_tgid(task: *const u8) -> u32 {
 /// `task` must be a BTF pointer to a `struct task_struct`.
 #[inline(always)]
 pub(crate) unsafe fn task_exit_code(task: *const u8) -> u32 {
+    // SAFETY: the caller's BTF pointer, at an offset read from the kernel's own BTF.
     unsafe { load::<i32>(task, global(&TASK_EXIT_CODE_OFFSET)) as u32 }
 }

@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod events;
 pub mod heap;
 pub mod http;
 pub mod inspect;
@@ -18,3 +19,6 @@ pub mod metrics;
 pub mod posture;
 pub mod top;
 pub mod trace;
+
+#[cfg(test)]
+mod layering;

@@ -3,7 +3,8 @@
 //! - `cargo xtask setup`: install what the build and tests need, skipping what is present
 //! - `cargo xtask build`: build the agent (kernel programs included), release profile
 //! - `cargo xtask run [-- ARGS]`: set up, build, and run `kernsight run` on the embedded config
-//! - `cargo xtask test`: set up, then format check, clippy and every test (root-only ones too)
+//! - `cargo xtask test`: set up, then format check, clippy (the kernel programs' too) and every
+//!   test (root-only ones too)
 //! - `cargo xtask bench syscalls`: per-syscall overhead next to bpftrace
 //! - `cargo xtask bench sched`: per-context-switch overhead of the scheduler programs
 //! - `cargo xtask bench net`: per-packet overhead of the network programs through a veth pair
@@ -100,9 +101,33 @@ fn run_agent(args: &[String]) -> Result<(), String> {
     Step::new("kernsight run (Ctrl-C to stop)").run(&mut command)
 }
 
+/// clippy on `agent-ebpf`, which the workspace's clippy does not reach (it is built by
+/// agent/build.rs only): checked as aya-build builds it, with the pinned nightly, for
+/// `bpfel-unknown-none`, with `core` built from source and the same `--cfg`, in a target
+/// directory of its own.
+fn ebpf_clippy() -> Result<std::process::Command, String> {
+    let nightly = setup::ebpf_nightly()?;
+    let mut command = std::process::Command::new("cargo");
+    command.arg(format!("+{nightly}")).current_dir(workspace_root());
+    // Set by the outer `cargo run` and would override the `+toolchain` selection.
+    for var in ["RUSTC", "RUSTDOC", "RUSTUP_TOOLCHAIN", "CARGO", "RUSTC_WORKSPACE_WRAPPER"] {
+        command.env_remove(var);
+    }
+    command
+        .args(["clippy", "--package", "kernsight-ebpf", "--bins", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--target-dir"])
+        .arg(workspace_root().join("target/clippy-ebpf"))
+        .args(["--", "-D", "warnings"]);
+    // aya-build's flags (`-Clink-arg=--btf` aside: clippy does not link).
+    let arch = std::env::consts::ARCH;
+    command.env("CARGO_ENCODED_RUSTFLAGS", format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2"));
+    Ok(command)
+}
+
 fn test(args: &[String]) -> Result<(), String> {
     Step::new("check formatting").run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     Step::new("clippy").run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    Step::new("clippy on the kernel programs (agent-ebpf)").run(&mut ebpf_clippy()?)?;
     let mut command = cargo();
     command.arg("test").args(args);
     if is_root() {

@@ -37,7 +37,8 @@ pub fn run() -> Result<(), String> {
     debian_packages()?;
     let nightly = ebpf_nightly()?;
     rust_toolchain(STABLE, &["clippy", "rustfmt"])?;
-    rust_toolchain(&nightly, &["rust-src"])?;
+    // clippy too: `cargo xtask test` runs it on the kernel programs with this nightly.
+    rust_toolchain(&nightly, &["rust-src", "clippy"])?;
     bpf_linker(&nightly)?;
     directory_override()?;
     // helm, kubectl, kubernetes-validate, yamllint and the musl target, for the deploy tests.
@@ -47,7 +48,7 @@ pub fn run() -> Result<(), String> {
         return Err("deploy/tools.sh failed: run it to see why".into());
     }
     eprintln!(
-        "xtask: setup: ready (Debian packages, Rust {STABLE}, {nightly} with rust-src, \
+        "xtask: setup: ready (Debian packages, Rust {STABLE}, {nightly} with rust-src and clippy, \
          bpf-linker on LLVM {LLVM_MAJOR}, deploy tools)"
     );
     Ok(())

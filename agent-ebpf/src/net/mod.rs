@@ -104,6 +104,7 @@ const TCP_NEW_SYN_RECV: u8 = 12;
 /// `sk` must be a BTF pointer to a `struct sock` (or one of its smaller kinds), non-null.
 #[inline(always)]
 pub(crate) unsafe fn sock_state(sk: *const u8) -> u8 {
+    // SAFETY: the caller's BTF pointer, at an offset read from the kernel's own BTF.
     unsafe { load(sk, global(&SOCK_STATE_OFFSET)) }
 }
 
@@ -113,6 +114,7 @@ pub(crate) unsafe fn sock_state(sk: *const u8) -> u8 {
 /// As `sock_state`, for a full socket.
 #[inline(always)]
 pub(crate) unsafe fn sock_protocol(sk: *const u8) -> u16 {
+    // SAFETY: the caller's BTF pointer to a full socket, at an offset from the kernel's BTF.
     unsafe { load(sk, global(&SOCK_PROTOCOL_OFFSET)) }
 }
 
@@ -126,6 +128,8 @@ pub(crate) unsafe fn sock_cgroup(sk: *const u8) -> Option<u64> {
     if sk.is_null() {
         return None;
     }
+    // SAFETY: `sk` is a non-null BTF pointer (the caller's promise, null checked above); the
+    // cgroup data is read only from full sockets, and the cgroup pointer only when non-null.
     unsafe {
         let state = sock_state(sk);
         if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
@@ -146,5 +150,6 @@ pub(crate) unsafe fn sock_cgroup(sk: *const u8) -> Option<u64> {
 /// `skb` must be a BTF pointer to a `struct sk_buff`.
 #[inline(always)]
 pub(crate) unsafe fn skb_sock(skb: *const u8) -> *const u8 {
+    // SAFETY: the caller's BTF pointer, at an offset read from the kernel's own BTF.
     unsafe { load(skb, global(&SKB_SK_OFFSET)) }
 }

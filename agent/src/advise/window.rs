@@ -37,7 +37,7 @@ pub fn observe(target: &Target, window: Duration, cri_socket: &Path) -> Result<O
     // Counts of this window only: maps of its own, never the agent's pinned ones (which hold
     // everything since the agent first started).
     config.bpf.pin_dir = std::path::PathBuf::new();
-    preflight::ensure_mounts(&config.paths);
+    preflight::ensure_mounts(&config.paths.tracefs, &config.paths.bpffs);
     // A bad target is cheaper to report before the window than after it.
     if let Target::Cgroup(path) = target {
         target::cgroup_id(&Hierarchies::detect(), path)?;

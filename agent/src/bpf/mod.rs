@@ -279,6 +279,8 @@ impl Programs {
     }
 
     /// The state of the attached family of type `T`, locked; `None` if it is not attached.
+    /// Lock order: whoever also holds the cgroup index takes the index first (the maintenance
+    /// pass does, and recycles every family under it).
     pub fn family<T: Attached>(&self) -> Option<FamilyGuard<'_, T>> {
         let family = self.attached.iter().find(|f| f.type_id == TypeId::of::<T>())?;
         let guard = family.state.lock().unwrap_or_else(|e| e.into_inner());

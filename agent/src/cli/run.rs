@@ -9,6 +9,10 @@ use tracing::{info, warn};
 use crate::{
     bpf::{Programs, cgroups, oom as oom_family, sched},
     config::{Config, LogFormat},
+    events::{
+        oom::{self, OomKills},
+        processes,
+    },
     http::{
         WebState,
         stats::{HttpCollector, HttpStats},
@@ -19,8 +23,6 @@ use crate::{
         cgroups::{self as cgroup_index, Tracker},
         identity::Resolver,
         lookup,
-        oom::{self, OomKills},
-        processes,
     },
     metrics::{
         self,
@@ -137,7 +139,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     preflight::check_privileges()?;
     preflight::check_kernel_version()?;
     preflight::check_btf()?;
-    preflight::ensure_mounts(&config.paths);
+    preflight::ensure_mounts(&config.paths.tracefs, &config.paths.bpffs);
 
     let hierarchies = cgroupfs::Hierarchies::detect();
     info!(

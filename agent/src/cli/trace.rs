@@ -6,6 +6,7 @@ use std::{collections::BTreeSet, io::IsTerminal as _, path::PathBuf, sync::Arc, 
 
 use anyhow::{Context as _, bail};
 
+use crate::kernel::value::Kind;
 use crate::{
     bpf::trace::{Filters, Source, Trace},
     kernel::{cgroupfs::Hierarchies, names::did_you_mean, preflight, tracefs::Format},
@@ -18,7 +19,6 @@ use crate::{
         record::{Decoder, RecordDecoder},
         session::{self, Format as OutputFormat, Sink},
         syscall_args,
-        value::Kind,
     },
 };
 
@@ -98,7 +98,7 @@ struct Plan {
     decoder: Decoder,
     columns: Vec<String>,
     added: Vec<(&'static str, Kind)>,
-    adjust: fn(&mut crate::trace::value::Event),
+    adjust: fn(&mut crate::kernel::value::Event),
 }
 
 fn columns(rest: &[&str]) -> Vec<String> {
@@ -255,10 +255,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     }
     // Privileges first: without them tracefs, where tracepoints are looked up, is unreadable.
     preflight::check_privileges()?;
-    preflight::ensure_mounts(&crate::config::PathsConfig {
-        tracefs: args.tracefs.clone(),
-        ..Default::default()
-    });
+    preflight::ensure_mounts(&args.tracefs, &crate::config::PathsConfig::default().bpffs);
     let plan = plan(&args, kernel)?;
     let decoder = RecordDecoder::new(plan.decoder);
     let mut schema = decoder.schema();

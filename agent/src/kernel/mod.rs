@@ -12,3 +12,4 @@ pub mod procfs;
 pub mod resources;
 pub mod tracefs;
 pub mod tracefs_symbols;
+pub mod value;

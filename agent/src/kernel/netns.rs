@@ -137,6 +137,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parses_entries() {
+        assert_eq!(
+            Interface::parse("eth0"),
+            Ok(Interface { netns: String::new(), interface: "eth0".into() })
+        );
+        let t = Interface::parse("/proc/42/ns/net:veth1").unwrap();
+        assert_eq!((t.netns.as_str(), t.interface.as_str()), ("/proc/42/ns/net", "veth1"));
+        assert_eq!(t.netns_path(), Some(PathBuf::from("/proc/42/ns/net")));
+        assert_eq!(
+            Interface::parse("blue:eth0").unwrap().netns_path(),
+            Some(PathBuf::from("/run/netns/blue"))
+        );
+        for bad in ["", ":eth0", "blue:", "a b", "a/b", "0123456789abcdef", ".", "x:.."] {
+            assert!(Interface::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn default_routes_of_both_families() {
         let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth0\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0

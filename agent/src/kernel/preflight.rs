@@ -9,8 +9,6 @@ use nix::{
 };
 use tracing::{info, warn};
 
-use crate::config::PathsConfig;
-
 use super::btf::KERNEL_BTF;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,9 +80,10 @@ pub fn check_btf() -> Result<(), PreflightError> {
 
 /// Mounts tracefs and bpffs where they are missing. A failure is logged, not fatal: only the
 /// probes that need the filesystem are affected, and they say so when they attach.
-pub fn ensure_mounts(paths: &PathsConfig) {
-    ensure_mounted(&paths.tracefs, "tracefs", TRACEFS_MAGIC);
-    ensure_mounted(&paths.bpffs, "bpf", BPF_FS_MAGIC);
+/// (`paths.tracefs` and `paths.bpffs` of the config.)
+pub fn ensure_mounts(tracefs: &Path, bpffs: &Path) {
+    ensure_mounted(tracefs, "tracefs", TRACEFS_MAGIC);
+    ensure_mounted(bpffs, "bpf", BPF_FS_MAGIC);
 }
 
 fn ensure_mounted(path: &Path, fs_type: &str, magic: FsType) {

@@ -10,7 +10,7 @@ use std::{
 
 use super::tracefs_symbols::Symbols;
 
-use crate::trace::value::{Kind, Value};
+use crate::kernel::value::{Kind, Value};
 
 /// The layout of one tracepoint's record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use crate::{
         cgroups::{Lifecycle, decode},
         rings::{EventRing, RingStats},
     },
-    kernel::cgroupfs::{CgroupIndex, Hierarchies},
+    kernel::cgroupfs::{CgroupIndex, Hierarchies, ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
 };
 
 /// The index and what happened to it, shared by the event task, the maintenance task and the
@@ -51,6 +51,20 @@ impl Tracker {
 
     pub fn index(&self) -> std::sync::MutexGuard<'_, CgroupIndex> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The path of a tagged cgroup id for a rare event (an OOM kill, an exec): walks cgroupfs
+    /// once if no lifecycle event named it; the root by its id; else `cgroup_id:<id>`.
+    pub fn path_of(&self, cgroup_id: u64) -> String {
+        let mut index = self.index();
+        if index.resolve(cgroup_id).is_none() {
+            index.rescan();
+        }
+        match index.resolve(cgroup_id) {
+            Some(path) => path.to_owned(),
+            None if cgroup_id & !V1_CGROUP_ID_BIT == ROOT_CGROUP_ID => "/".to_owned(),
+            None => format!("cgroup_id:{cgroup_id}"),
+        }
     }
 
     /// Applies one record; false if it did not decode.

@@ -6,5 +6,3 @@ pub mod cri;
 pub mod identity;
 pub mod local;
 pub mod lookup;
-pub mod oom;
-pub mod processes;

@@ -45,10 +45,12 @@ pub fn capability_labels(cap: u32, result: u8) -> (String, &'static str) {
 
 impl Collector for CapabilityCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Index before maps: the order the maintenance pass takes them in (the other order
+        // deadlocks with it).
+        let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
         let Some(maps) = self.programs.family::<CapabilityMaps>() else {
             return Ok(());
         };
-        let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
         let with_id = LabelNames {
             container_id: self.resolver.container_id_label(),
             pod_labels: self.resolver.pod_label_names(),

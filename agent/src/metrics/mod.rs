@@ -21,10 +21,10 @@ use std::{borrow::Cow, sync::Arc};
 
 use crate::{
     bpf::Programs,
+    events::oom::OomKills,
     metadata::{
         cgroups::Tracker,
         identity::{Resolver, Workload},
-        oom::OomKills,
     },
 };
 use prometheus_client::{

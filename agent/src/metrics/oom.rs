@@ -9,12 +9,13 @@ use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use super::{LabelNames, NO_LABELS, encode_counters, encode_gauges, workload_labels};
 use crate::{
     bpf::{Programs, syscalls::SyscallMaps},
+    events::oom::OomKills,
     kernel::{
         cgroupfs::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
         mountinfo,
         resources::{self, CgroupDirs},
     },
-    metadata::{cgroups::Tracker, identity::Resolver, oom::OomKills},
+    metadata::{cgroups::Tracker, identity::Resolver},
 };
 
 #[derive(Debug)]

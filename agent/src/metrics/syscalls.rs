@@ -44,11 +44,12 @@ fn syscall_label(syscall: u32) -> Cow<'static, str> {
 
 impl Collector for SyscallCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Index before maps: the order the maintenance pass takes them in (the other order
+        // deadlocks with it).
+        let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
         let Some(maps) = self.programs.family::<SyscallMaps>() else {
             return Ok(());
         };
-        // Index before maps: the order the maintenance pass takes them in.
-        let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
         let with_id = LabelNames {
             container_id: self.resolver.container_id_label(),
             pod_labels: self.resolver.pod_label_names(),

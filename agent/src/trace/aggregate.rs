@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, fmt::Write as _};
 
-use super::value::{Event, Value};
+use crate::kernel::value::{Event, Value};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Spec {

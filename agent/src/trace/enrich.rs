@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::value::{Event, Kind, Value};
+use crate::kernel::value::{Event, Kind, Value};
 use crate::{
     kernel::cgroupfs::{CgroupIndex, Hierarchies},
     metadata::{cgroup_path, identity::Resolver},

@@ -20,7 +20,7 @@ use winnow::{
     token::{none_of, one_of, take_while},
 };
 
-use super::value::{Event, Kind, Value};
+use crate::kernel::value::{Event, Kind, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {

@@ -9,4 +9,3 @@ pub mod presets;
 pub mod record;
 pub mod session;
 pub mod syscall_args;
-pub mod value;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::value::{Event, Value};
+use crate::kernel::value::{Event, Value};
 
 /// Columns left-aligned under their header, two spaces apart; numbers right-aligned.
 pub fn align(header: &[String], rows: &[Vec<String>]) -> String {

@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use super::value::{Event, Kind, Value};
+use crate::kernel::value::{Event, Kind, Value};
 
 pub struct Preset {
     pub name: &'static str,

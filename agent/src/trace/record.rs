@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use kernsight_common::trace::{KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_UNKNOWN, SyscallRecord, TraceHeader};
 
-use super::{
-    syscall_args,
-    value::{Event, Kind, Value},
-};
+use super::syscall_args;
 use crate::{
     bpf::process_events::{self, Kind as ProcessKind},
+    kernel::value::{Event, Kind, Value},
     kernel::{
         names::{errno_name, syscall_name},
         tracefs::{self, Format},

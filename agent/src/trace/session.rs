@@ -17,11 +17,11 @@ use super::{
     filter::Expr,
     output::{TablePrinter, json_line},
     record::RecordDecoder,
-    value::{Event, Value},
 };
 use crate::{
     bpf::trace::{Filters, Trace},
     kernel::names::syscall_name,
+    kernel::value::{Event, Value},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -94,26 +94,3 @@ fn attach_here(program: &mut Xdp, interface: &str, taken: &[u32]) -> Result<(u32
         },
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_entries() {
-        assert_eq!(
-            Interface::parse("eth0"),
-            Ok(Interface { netns: String::new(), interface: "eth0".into() })
-        );
-        let t = Interface::parse("/proc/42/ns/net:veth1").unwrap();
-        assert_eq!((t.netns.as_str(), t.interface.as_str()), ("/proc/42/ns/net", "veth1"));
-        assert_eq!(t.netns_path(), Some(std::path::PathBuf::from("/proc/42/ns/net")));
-        assert_eq!(
-            Interface::parse("blue:eth0").unwrap().netns_path(),
-            Some(std::path::PathBuf::from("/run/netns/blue"))
-        );
-        for bad in ["", ":eth0", "blue:", "a b", "a/b", "0123456789abcdef", ".", "x:.."] {
-            assert!(Interface::parse(bad).is_err(), "{bad:?}");
-        }
-    }
-}

@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::trace::value::{Event, Kind, Value};
+use crate::kernel::value::{Event, Kind, Value};
 
 fn event() -> Event {
     let mut event = Event::default();

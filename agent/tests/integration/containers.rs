@@ -1,0 +1,235 @@
+//! Attribution of syscalls made inside real containers: podman + runc (named through conmon) and
+//! a pod run through containerd's CRI (namespace, pod and container names from the runtime).
+
+use std::{process::Command, time::Duration};
+
+use crate::support::{
+    self, Agent, Sample, config_file, containerd::Containerd, eventually, parse, path_str,
+    podman::PodmanContainer, privileged, spawn_in, value, wait_status,
+};
+
+/// Inside the container: exactly FAILED_OPENS failing `openat` (busybox `read` of a missing
+/// file), then idle so that the runtime still knows the container when the agent asks.
+const FAILED_OPENS: usize = 500;
+fn workload_script() -> String {
+    format!(
+        "i=0; while [ $i -lt {FAILED_OPENS} ]; do read x < /kernsight-missing 2>/dev/null; i=$((i+1)); done; sleep 120"
+    )
+}
+
+/// Scrapes until a series of `labels` has at least `at_least` ENOENT openat calls (30 s at most).
+fn wait_for_errors(agent: &Agent, labels: &[(&str, &str)], at_least: f64) -> Vec<Sample> {
+    let mut labels = labels.to_vec();
+    labels.extend([("syscall", "openat"), ("errno", "ENOENT")]);
+    agent.scrape_until(Duration::from_secs(30), |samples| {
+        let seen = value(samples, "kernsight_syscall_errors_total", &labels);
+        if seen >= at_least {
+            return Ok(());
+        }
+        let enoent: Vec<String> = samples
+            .iter()
+            .filter(|s| {
+                s.name == "kernsight_syscall_errors_total"
+                    && s.labels.get("errno").is_some_and(|e| e == "ENOENT")
+            })
+            .map(|s| format!("{:?} {}", s.labels, s.value))
+            .collect();
+        Err(format!("no series {labels:?} with {at_least} calls; saw {seen}. Series:\n{}", enoent.join("\n")))
+    })
+}
+
+/// A container of the test image running `script` in its shell, with `flags` for `podman run`.
+fn run_script(name: &str, flags: &[&str], script: &str) -> PodmanContainer {
+    PodmanContainer::start(name, flags, &["/bin/sh", "-c", script])
+}
+
+#[test]
+fn podman_container_syscalls_carry_its_name_and_id() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let (_dir, config) = config_file("[metadata]\ncontainer_id_label = true\n");
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    let name = format!("kernsight-test-{}", std::process::id());
+    let container = run_script(&name, &[], &workload_script());
+
+    wait_for_errors(&agent, &[("container", &name)], FAILED_OPENS as f64);
+    // A scrape reads the call counters before the errors: the one that saw the last error may
+    // have read the calls while the loop still ran. The loop is over now.
+    let samples = parse(&agent.scrape());
+    let labels =
+        [("container", name.as_str()), ("container_id", container.id.as_str()), ("syscall", "openat")];
+    assert!(value(&samples, "kernsight_syscalls_total", &labels) >= FAILED_OPENS as f64);
+    let series: Vec<&Sample> =
+        samples.iter().filter(|s| s.labels.get("container").is_some_and(|c| *c == name)).collect();
+    assert!(series.iter().all(|s| s.labels["cgroup"].is_empty() && s.labels["pod"].is_empty()));
+    // A fresh scrape: the lookup counters are encoded before the series, so the scrape that first
+    // shows the name may still show the counters from just before the lookup.
+    let after = agent.scrape();
+    let found = value(
+        &parse(&after),
+        "kernsight_metadata_lookups_total",
+        &[("source", "conmon"), ("result", "found")],
+    );
+    assert!(
+        found >= 1.0,
+        "{}",
+        after.lines().filter(|l| l.starts_with("kernsight_metadata")).collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn cri_pod_syscalls_carry_namespace_pod_and_container() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let containerd = Containerd::start();
+    let (_dir, config) = config_file(&format!(
+        "[metadata]\ncri_socket = \"{}\"\ncontainer_id_label = true\npod_labels = [\"app\"]\n",
+        path_str(containerd.socket())
+    ));
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    let pod = containerd.run_pod(
+        "web-0",
+        "shop",
+        "11111111-2222-3333-4444-555555555555",
+        "nginx",
+        &["/bin/sh", "-c", &workload_script()],
+    );
+
+    // The harness gives the pod sandbox the label app=<pod name>, as a Deployment would.
+    let labels = [("namespace", "shop"), ("pod", "web-0"), ("container", "nginx"), ("label_app", "web-0")];
+    let samples = wait_for_errors(&agent, &labels, FAILED_OPENS as f64);
+    let with_id = [("container_id", pod.container_id.as_str()), ("syscall", "openat"), ("errno", "ENOENT")];
+    assert!(value(&samples, "kernsight_syscall_errors_total", &with_id) >= FAILED_OPENS as f64);
+    let after = parse(&agent.scrape());
+    assert!(
+        value(&after, "kernsight_metadata_lookups_total", &[("source", "cri"), ("result", "found")]) >= 1.0
+    );
+    assert!(agent.log().contains("pod identity from the CRI"), "{}", agent.log());
+}
+
+#[test]
+fn without_a_runtime_socket_containers_are_named_by_id_and_the_log_says_why() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let (_dir, config) = config_file(
+        "[metadata]\ncri_socket = \"/nonexistent/kernsight/cri.sock\"\ncontainer_id_label = true\n",
+    );
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    // A container no source can name: a cgroup named as containerd's cgroupfs driver names one.
+    let id = format!("{:064x}", u128::from(std::process::id()) << 64 | 0xfeed);
+    let root = support::unified_root();
+    let pod = support::TestCgroup::create_in(&root, "kubepods");
+    let path = pod.path.join(format!("besteffort/pod11111111-2222-3333-4444-555555555555/{id}"));
+    std::fs::create_dir_all(&path).unwrap();
+    // The whole tree goes with `pod`.
+    let pid = spawn_in(&path, || {
+        support::failing_openat_times(FAILED_OPENS);
+        0
+    });
+    assert_eq!(wait_status(pid), 0, "the workload in {} exits with status 0", path.display());
+    let samples =
+        wait_for_errors(&agent, &[("container", &id[..12]), ("container_id", &id)], FAILED_OPENS as f64);
+    assert!(samples.iter().any(|s| s.labels.get("container_id").is_some_and(|c| *c == id)));
+    drop(pod);
+    let log = agent.log();
+    assert_eq!(log.matches("no CRI socket found").count(), 1, "said once:\n{log}");
+    assert!(log.contains("/nonexistent/kernsight/cri.sock"), "{log}");
+}
+
+#[test]
+fn podman_limits_and_throttling_show_in_container_metrics() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let name = format!("kernsight-test-{}-limits", std::process::id());
+    // Half a CPU and 64 MiB, and a shell loop that wants a whole CPU: throttled every period.
+    let busy = "while true; do :; done";
+    let _container = run_script(&name, &["--memory", "64m", "--cpus", "0.5"], busy);
+    let labels = [("container", name.as_str())];
+    let samples = agent.scrape_until(Duration::from_secs(30), |samples| {
+        let periods = value(samples, "kernsight_container_cpu_throttled_periods_total", &labels);
+        if periods >= 3.0 { Ok(()) } else { Err(format!("{periods} throttled periods of {name}")) }
+    });
+    let limit = [("container", name.as_str()), ("limit", "max")];
+    assert_eq!(value(&samples, "kernsight_container_memory_limit_bytes", &limit), 64.0 * 1024.0 * 1024.0);
+    assert_eq!(value(&samples, "kernsight_container_cpu_quota_seconds", &labels), 0.05);
+    assert_eq!(value(&samples, "kernsight_container_cpu_period_seconds", &labels), 0.1);
+    assert!(value(&samples, "kernsight_container_cpu_throttled_seconds_total", &labels) > 0.0);
+    assert!(value(&samples, "kernsight_container_cpu_usage_seconds_total", &labels) > 0.0);
+    assert!(value(&samples, "kernsight_container_memory_usage_bytes", &labels) > 0.0);
+    assert!(value(&samples, "kernsight_container_pids", &labels) >= 1.0);
+
+    // inspect sees the same throttling, and more of it a moment later.
+    let throttled = || {
+        let out = Command::new(support::BINARY).args(["inspect", &name, "-o", "json"]).output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+        let resources = &report["resources"];
+        (
+            resources["cpu_throttled_periods"].as_u64().unwrap_or(0),
+            resources["cpu_throttled_seconds"].as_f64().unwrap_or(0.0),
+        )
+    };
+    let (periods, seconds) = throttled();
+    assert!(periods >= 3 && seconds > 0.0, "inspect: {periods} throttled periods, {seconds} s");
+    // Throttling keeps growing under a busy loop.
+    eventually(Duration::from_secs(10), || match throttled() {
+        (later_periods, later_seconds) if later_periods > periods && later_seconds > seconds => Ok(()),
+        later => Err(format!("throttled (periods, seconds): {later:?}, was ({periods}, {seconds})")),
+    });
+}
+
+#[test]
+fn inspect_shows_what_podman_was_given() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let name = format!("kernsight-test-{}-inspect", std::process::id());
+    let flags = [
+        "--memory",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--pid",
+        "host",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_BIND_SERVICE",
+    ];
+    let container = run_script(&name, &flags, "sleep 120");
+    let out = Command::new(support::BINARY)
+        .args(["inspect", &name, "-o", "json"])
+        .output()
+        .expect("kernsight inspect");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["container_name"], name.as_str());
+    assert_eq!(report["container_id"], container.id.as_str());
+    let resources = &report["resources"];
+    assert_eq!(resources["memory_limit_bytes"], 64 * 1024 * 1024);
+    assert_eq!(resources["cpu_quota_seconds"], 0.05);
+    assert_eq!(resources["cpu_period_seconds"], 0.1);
+    assert_eq!(report["namespaces"]["pid"]["host"], true, "--pid host");
+    assert_eq!(report["namespaces"]["net"]["host"], false);
+    let process = &report["processes"][0];
+    assert_eq!(process["capabilities"]["effective"], serde_json::json!(["CAP_NET_BIND_SERVICE"]));
+    assert_eq!(process["seccomp"], "filter", "podman's default seccomp profile");
+
+    // The text view carries the same facts for a human.
+    let text = Command::new(support::BINARY).args(["inspect", &container.id[..12]]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("of 64.0 MiB") && text.contains("0.50 CPUs"), "{text}");
+
+    let unknown = Command::new(support::BINARY).args(["inspect", "no-such-container"]).output().unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("name a pid, a container id"));
+}

@@ -1,0 +1,265 @@
+//! Scheduler and process lifecycle, end to end: run-queue latency and exec/exit counts of
+//! workloads the test forks into cgroups it created, read back over HTTP.
+
+use crate::support;
+
+use std::time::Duration;
+
+use crate::support::{Agent, TestCgroup, eventually, parse, privileged, value};
+
+/// Pins the calling process to one CPU (raw syscall: safe after fork).
+fn pin_to(cpu: usize) -> bool {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Spins for `ns` nanoseconds of wall time.
+fn spin(ns: u64) {
+    let end = now_ns() + ns;
+    while now_ns() < end {
+        std::hint::spin_loop();
+    }
+}
+
+/// Forks a child that runs `f` and `_exit`s with its result; returns its pid.
+fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: the child calls only async-signal-safe functions and leaves with _exit.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::_exit(f());
+        }
+        pid
+    }
+}
+
+/// Waits for `pid`; returns the raw wait status (or -1).
+fn wait(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return -1;
+    }
+    status
+}
+
+/// Histogram of `cgroup`: (count, count at or below `le`).
+fn runqueue(samples: &[support::Sample], cgroup: &str, le: &str) -> (f64, f64) {
+    let count = value(samples, "kernsight_runqueue_latency_seconds_count", &[("cgroup", cgroup)]);
+    let below =
+        value(samples, "kernsight_runqueue_latency_seconds_bucket", &[("cgroup", cgroup), ("le", le)]);
+    (count, below)
+}
+
+#[test]
+fn runqueue_latency_sees_contention_and_not_in_the_idle_sibling() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let contended = TestCgroup::create("runq-busy");
+    let sleeper = TestCgroup::create("runq-sleep");
+    // Two spinning processes share CPU 1 for a second: each waits while the other runs.
+    let code = contended.run(|| {
+        if !pin_to(1) {
+            return 2;
+        }
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                fork_child(|| {
+                    spin(1_000_000_000);
+                    0
+                })
+            })
+            .collect();
+        if children.iter().all(|&pid| pid > 0 && wait(pid) == 0) { 0 } else { 3 }
+    });
+    assert_eq!(code, 0, "the contended workload failed");
+    // One process sleeping 5 ms at a time on CPU 0: it wakes up to a CPU that is mostly free.
+    let code = sleeper.run(|| {
+        if !pin_to(0) {
+            return 2;
+        }
+        let five_ms = libc::timespec { tv_sec: 0, tv_nsec: 5_000_000 };
+        for _ in 0..50 {
+            unsafe { libc::syscall(libc::SYS_nanosleep, &five_ms, std::ptr::null_mut::<libc::timespec>()) };
+        }
+        0
+    });
+    assert_eq!(code, 0, "the sleeping workload failed");
+
+    let text = agent.scrape();
+    let samples = parse(&text);
+    let (count, below_1ms) = runqueue(&samples, &contended.label, "0.001048576");
+    let sum = value(&samples, "kernsight_runqueue_latency_seconds_sum", &[("cgroup", &contended.label)]);
+    eprintln!("contended: {count} switches-in, {} above 1 ms, {sum:.3} s waited", count - below_1ms);
+    assert!(count > 0.0, "no run-queue sample for {}", contended.label);
+    assert!(count - below_1ms > 0.0, "two spinners on one CPU waited more than 1 ms at least once");
+    // Each spinner waited while the other ran: together about a second of waiting.
+    assert!(sum > 0.3, "the spinners waited {sum} s in total");
+
+    let (count, below_65ms) = runqueue(&samples, &sleeper.label, "0.067108864");
+    let (_, below_16ms) = runqueue(&samples, &sleeper.label, "0.016777216");
+    eprintln!(
+        "sleeper: {count} switches-in, {} above 16 ms, {} above 65 ms",
+        count - below_16ms,
+        count - below_65ms
+    );
+    assert!(count >= 50.0, "50 wakeups of the sleeper, got {count}");
+    assert_eq!(count, below_65ms, "the sleeper never waited 65 ms for a CPU");
+    assert!(count - below_16ms <= count / 10.0, "at least 90% of the sleeper's waits are below 16 ms");
+    assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "runqueue")]), 1.0);
+    assert!(text.contains("kernsight_bpf_map_entries{map=\"RUNQ_LATENCY\"}"));
+}
+
+/// Forks, execs `path` in the child, waits; the exit status (or -1).
+fn fork_exec(path: &std::ffi::CStr) -> i32 {
+    let argv = [path.as_ptr(), std::ptr::null()];
+    let pid = fork_child(|| {
+        unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+        127
+    });
+    wait(pid)
+}
+
+#[test]
+fn execs_and_exits_are_counted_exactly_by_reason() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    // Debug level: each exec and exit event is a log line.
+    let agent = Agent::start(&["--log-level", "kernsight=debug"]);
+    let cgroup = TestCgroup::create("procs");
+    let code = cgroup.run(|| {
+        for _ in 0..3 {
+            if fork_exec(c"/bin/true") != 0 {
+                return 2;
+            }
+        }
+        for _ in 0..2 {
+            let status = fork_exec(c"/bin/false");
+            if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 1 {
+                return 3;
+            }
+        }
+        for signal in [libc::SIGKILL, libc::SIGTERM] {
+            let pid = fork_child(|| {
+                loop {
+                    unsafe { libc::pause() };
+                }
+            });
+            if pid <= 0 {
+                return 4;
+            }
+            unsafe { libc::kill(pid, signal) };
+            let status = wait(pid);
+            if !libc::WIFSIGNALED(status) || libc::WTERMSIG(status) != signal {
+                return 5;
+            }
+        }
+        0
+    });
+    assert_eq!(code, 0, "the workload failed");
+
+    // Exits are counted by the kernel as they happen; the scrape reads them.
+    let samples = agent.scrape_until(Duration::from_secs(5), |samples| {
+        let exits = value(samples, "kernsight_process_exits_total", &[("cgroup", &cgroup.label)]);
+        if exits >= 8.0 { Ok(()) } else { Err(format!("{exits} of 8 exits counted")) }
+    });
+    let execs = value(&samples, "kernsight_process_execs_total", &[("cgroup", &cgroup.label)]);
+    let exits = |reason: &str| {
+        value(&samples, "kernsight_process_exits_total", &[("cgroup", &cgroup.label), ("reason", reason)])
+    };
+    // Nothing else execs in the test's cgroup: the forked children only exec what we asked.
+    assert_eq!(execs, 5.0, "3 × /bin/true + 2 × /bin/false");
+    assert_eq!(exits("exited"), 4.0, "3 × /bin/true and the workload itself");
+    assert_eq!(exits("failed"), 2.0, "2 × /bin/false");
+    assert_eq!(exits("killed"), 1.0, "SIGKILL");
+    assert_eq!(exits("signaled"), 1.0, "SIGTERM");
+    assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "processes")]), 1.0);
+
+    // The events: every exec with its path and arguments, every exit with how it ended, in order.
+    let ours = format!("cgroup={} ", cgroup.label);
+    let events = || -> Vec<String> {
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains(&ours) && (l.contains(" exec ") || l.contains(" exit ")))
+            .map(str::to_owned)
+            .collect()
+    };
+    let events = eventually(Duration::from_secs(5), || {
+        let events = events();
+        let exits = events.iter().filter(|l| l.contains(" exit ")).count();
+        if exits >= 8 { Ok(events) } else { Err(format!("{exits} of 8 exits logged: {events:#?}")) }
+    });
+    let execs: Vec<&String> = events.iter().filter(|l| l.contains(" exec ")).collect();
+    let paths: Vec<&str> =
+        execs.iter().filter_map(|l| l.split("filename=").nth(1)?.split(' ').next()).collect();
+    assert_eq!(paths, ["/bin/true", "/bin/true", "/bin/true", "/bin/false", "/bin/false"], "{events:#?}");
+    let args: Vec<&str> = execs.iter().filter_map(|l| l.split("args=").nth(1)).collect();
+    assert_eq!(args, ["[\"/bin/true\"]"; 3].into_iter().chain(["[\"/bin/false\"]"; 2]).collect::<Vec<_>>());
+    assert!(execs.iter().all(|l| l.contains("uid=0") && l.contains("ppid=")), "{execs:#?}");
+    let how = |what: &str| events.iter().filter(|l| l.contains(" exit ") && l.contains(what)).count();
+    assert_eq!(how("how=exited with status 0"), 4, "{events:#?}");
+    assert_eq!(how("how=exited with status 1"), 2, "{events:#?}");
+    assert_eq!(how("how=killed by SIGKILL"), 1, "{events:#?}");
+    assert_eq!(how("how=killed by signal 15"), 1, "{events:#?}");
+}
+
+extern "C" fn thread_returns(_: *mut libc::c_void) -> *mut libc::c_void {
+    std::ptr::null_mut()
+}
+
+#[test]
+fn thread_exits_are_not_process_exits() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let cgroup = TestCgroup::create("threads");
+    // A process whose three threads exit before it exits with status 7: one failed exit.
+    let code = cgroup.run(|| {
+        let pid = fork_child(|| {
+            for _ in 0..3 {
+                let mut thread: libc::pthread_t = 0;
+                // SAFETY: the thread function makes no call at all.
+                unsafe {
+                    if libc::pthread_create(
+                        &mut thread,
+                        std::ptr::null(),
+                        thread_returns,
+                        std::ptr::null_mut(),
+                    ) != 0
+                        || libc::pthread_join(thread, std::ptr::null_mut()) != 0
+                    {
+                        return 1;
+                    }
+                }
+            }
+            7
+        });
+        let status = wait(pid);
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 7 { 0 } else { 1 }
+    });
+    assert_eq!(code, 0);
+    let samples = parse(&agent.scrape());
+    let exits = |reason: &str| {
+        value(&samples, "kernsight_process_exits_total", &[("cgroup", &cgroup.label), ("reason", reason)])
+    };
+    assert_eq!(exits("failed"), 1.0, "the process that exited with 7");
+    assert_eq!(exits("exited"), 1.0, "the workload itself; its threads' exits are not counted");
+    assert_eq!(value(&samples, "kernsight_process_execs_total", &[("cgroup", &cgroup.label)]), 0.0);
+}

@@ -1,0 +1,241 @@
+//! A running `kernsight run`, ready when its `/readyz` says so, stopped and its pins removed
+//! when dropped.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use super::{BINARY, Sample, eventually, parse, poll};
+
+/// How long an agent may take to load its programs and answer `/readyz` (BTF parsing and
+/// program verification are slow on a loaded machine).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Agent {
+    child: Child,
+    pub address: SocketAddr,
+    log: Arc<Mutex<String>>,
+    /// A pin directory of this agent's own, removed when it is dropped.
+    own_pins: Option<PathBuf>,
+}
+
+/// A pin directory no other agent uses (tests must not continue each other's counters, nor those
+/// of an agent running on the host).
+pub fn unique_pin_dir(tag: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    PathBuf::from(format!("/sys/fs/bpf/kernsight-test-{tag}-{}-{n}", std::process::id()))
+}
+
+impl Agent {
+    /// Starts `kernsight run ARGS` (maps pinned in a directory of its own unless ARGS name one)
+    /// and waits until `/readyz` answers 200: every enabled probe family attached.
+    pub fn start(args: &[&str]) -> Self {
+        wait_for_default_xdp_slot();
+        let agent = Self::launch(args);
+        agent.wait_readyz(200);
+        agent
+    }
+
+    /// Starts `kernsight run ARGS` without waiting for readiness: for an agent that is expected
+    /// not to become ready (then [`Agent::wait_readyz`] with 503).
+    pub fn launch(args: &[&str]) -> Self {
+        let own_pins = (!args.contains(&"--pin-dir")).then(|| unique_pin_dir("agent"));
+        let mut command = Command::new(BINARY);
+        command.args(["run", "--listen", "127.0.0.1:0"]).args(args);
+        if let Some(dir) = &own_pins {
+            command.arg("--pin-dir").arg(dir);
+        }
+        let mut child = command
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kernsight");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        // The port (`--listen 127.0.0.1:0`) is chosen by the agent: its log is the one place that
+        // says which. Readiness is `/readyz`'s to say, not the log's.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("serving metrics on http://").nth(1) {
+                    let address = rest.split('/').next().unwrap_or_default().to_owned();
+                    let _ = tx.send(address);
+                }
+                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let address = rx.recv_timeout(START_TIMEOUT).ok().and_then(|a| a.parse().ok());
+        let agent = |address| Self { child, address, log, own_pins };
+        match address {
+            Some(address) => agent(address),
+            None => {
+                // Dropping it stops it and removes its pins.
+                let mut failed = agent(SocketAddr::from(([127, 0, 0, 1], 0)));
+                let status = failed.child.try_wait().ok().flatten();
+                let _ = failed.child.kill();
+                let _ = failed.child.wait();
+                // The log reader may still hold the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("kernsight did not start ({status:?}); log:\n{}", failed.log());
+            }
+        }
+    }
+
+    /// Waits until `/readyz` answers (the agent's exit fails the test at once) and checks that it
+    /// says `status`; the body. The agent decides readiness once, when its families are attached
+    /// or have failed, before it serves: the first answer is the answer.
+    pub fn wait_readyz(&self, status: u16) -> String {
+        let (got, body) = eventually(START_TIMEOUT, || match request(self.address, "/readyz", "*/*") {
+            Ok(answer) => Ok(answer),
+            Err(_) if !self.alive() => {
+                panic!("kernsight exited before /readyz answered; log:\n{}", self.log())
+            }
+            Err(e) => Err(format!("/readyz: {e}")),
+        });
+        assert_eq!(got, status, "/readyz answered {got}: {body}log:\n{}", self.log());
+        body
+    }
+
+    fn alive(&self) -> bool {
+        // SAFETY: signal 0 only checks that our child exists (a zombie counts as gone below).
+        let exists = unsafe { libc::kill(self.child.id() as i32, 0) } == 0;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        exists && !stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'))
+    }
+
+    /// SIGKILL: no clean-up of any kind, as after a crash or an OOM kill of the agent.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The pin directory of this agent's own (removed when it is dropped), unless ARGS named one.
+    pub fn pin_dir(&self) -> Option<&std::path::Path> {
+        self.own_pins.as_deref()
+    }
+
+    /// GET a path; returns the status code and the body.
+    pub fn get(&self, path: &str, accept: &str) -> (u16, String) {
+        http_get(self.address, path, accept)
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn scrape(&self) -> String {
+        let (status, body) = self.get("/metrics", "text/plain");
+        assert_eq!(status, 200, "scrape failed: {body}");
+        body
+    }
+
+    /// Scrapes until `check` accepts the samples (`timeout` at most) and returns them; on timeout
+    /// fails with `check`'s last complaint and the agent's log.
+    #[track_caller]
+    pub fn scrape_until(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&[Sample]) -> Result<(), String>,
+    ) -> Vec<Sample> {
+        let found = poll(timeout, || {
+            let samples = parse(&self.scrape());
+            check(&samples).map(|()| samples)
+        });
+        found.unwrap_or_else(|last| panic!("{last}\nagent log:\n{}", self.log()))
+    }
+
+    /// SIGTERM, then wait for the exit (20 s at most).
+    pub fn stop(mut self) -> ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let exited = poll(Duration::from_secs(20), || {
+            self.child.try_wait().expect("wait").ok_or_else(|| "kernsight still runs".to_owned())
+        });
+        exited.unwrap_or_else(|last| panic!("SIGTERM: {last}; log:\n{}", self.log()))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let stopped = poll(Duration::from_secs(20), || match self.child.try_wait() {
+                Ok(None) => Err("kernsight still runs".to_owned()),
+                _ => Ok(()),
+            });
+            if stopped.is_err() {
+                eprintln!("cleanup: kernsight ignored SIGTERM for 20 s: killing it");
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        if let Some(dir) = &self.own_pins {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// How long an agent waits for the default route's interface to be free of XDP.
+const XDP_SLOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The interface of the IPv4 default route: an agent with the default configuration attaches XDP
+/// there.
+fn default_route_interface() -> Option<String> {
+    let out = Command::new("ip").args(["-4", "route", "show", "default"]).output().ok()?;
+    let routes = String::from_utf8_lossy(&out.stdout).into_owned();
+    routes.split_whitespace().skip_while(|w| *w != "dev").nth(1).map(str::to_owned)
+}
+
+/// Waits (5 minutes at most) until no XDP program is attached to the default route's interface.
+/// An interface takes one XDP program, and an agent of another checkout's tests, which need not
+/// share `serial()`'s lock, may hold it: this agent would then not be ready, for a reason that is
+/// not the test's. After the wait the agent starts anyway, and `/readyz` says what is wrong.
+pub fn wait_for_default_xdp_slot() {
+    let Some(interface) = default_route_interface() else { return };
+    let has_xdp = || {
+        let out = Command::new("ip").args(["link", "show", "dev", &interface]).output();
+        out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().any(|w| w.starts_with("xdp")))
+    };
+    if !has_xdp() {
+        return;
+    }
+    eprintln!("{}: another XDP program holds {interface}: waiting for it to go", super::test_name());
+    if let Err(e) =
+        poll(XDP_SLOT_TIMEOUT, || if has_xdp() { Err(format!("XDP on {interface}")) } else { Ok(()) })
+    {
+        eprintln!("{}: {e}; starting anyway", super::test_name());
+    }
+}
+
+/// GET `path` from `address`: the status code and the body.
+pub fn http_get(address: SocketAddr, path: &str, accept: &str) -> (u16, String) {
+    request(address, path, accept).unwrap_or_else(|e| panic!("GET http://{address}{path}: {e}"))
+}
+
+fn request(address: SocketAddr, path: &str, accept: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\nAccept: {accept}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, body.to_owned()))
+}

@@ -1,0 +1,177 @@
+//! cgroups the test creates, and workloads forked into them. A `TestCgroup` is removed with its
+//! whole subtree when dropped, its processes killed first: a test that fails half-way (an OOM
+//! test with its hog still paused in a child cgroup) leaves nothing behind.
+
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use kernsight::kernel::{cgroupfs, mountinfo};
+
+use super::{poll, wait_gone};
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` or `/sys/fs/cgroup/unified`).
+pub fn unified_root() -> PathBuf {
+    cgroupfs::unified_mount(&mounts()).expect("no cgroup2 hierarchy is mounted")
+}
+
+/// Mount point of the v1 hierarchy of `controller`, if the host has one.
+pub fn v1_root(controller: &str) -> Option<PathBuf> {
+    mounts()
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == controller))
+        .map(|m| m.mount_point)
+}
+
+/// Mount points of every cgroup hierarchy (v1 controllers and the unified one).
+pub fn all_roots() -> Vec<PathBuf> {
+    mounts()
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
+        .map(|m| m.mount_point)
+        .collect()
+}
+
+fn mounts() -> Vec<mountinfo::Mount> {
+    mountinfo::read().expect("read /proc/self/mountinfo")
+}
+
+/// A cgroup that the test creates and removes (with its subtree and processes) when dropped.
+pub struct TestCgroup {
+    pub path: PathBuf,
+    /// The path as kernsight labels it (relative to the hierarchy's root).
+    pub label: String,
+}
+
+impl TestCgroup {
+    /// A child of the unified (v2) hierarchy's root.
+    pub fn create(tag: &str) -> Self {
+        Self::create_in(&unified_root(), tag)
+    }
+
+    /// A child of the root of the hierarchy mounted at `root`.
+    pub fn create_in(root: &Path, tag: &str) -> Self {
+        let name = format!("kernsight-test-{}-{tag}", std::process::id());
+        let path = root.join(&name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Self { path, label: format!("/{name}") }
+    }
+
+    /// A child cgroup of this one, removed with it.
+    pub fn child(&self, name: &str) -> Self {
+        let path = self.path.join(name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Self { path, label: format!("{}/{name}", self.label) }
+    }
+
+    /// Runs `workload` in a child in this cgroup (see `spawn_in`) and returns its exit code.
+    pub fn run(&self, workload: impl FnOnce() -> i32) -> i32 {
+        let status = wait_status(spawn_in(&self.path, workload));
+        assert!(libc::WIFEXITED(status), "workload did not exit normally");
+        let code = libc::WEXITSTATUS(status);
+        assert_ne!(code, JOIN_FAILED, "the workload could not join {}", self.path.display());
+        code
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        remove_tree(&self.path);
+    }
+}
+
+/// The exit code of a child that could not join its cgroup.
+pub const JOIN_FAILED: i32 = 101;
+
+/// Forks a child that moves itself into the cgroup directory `dir`, runs `workload` and exits
+/// with its return value (`JOIN_FAILED` if it could not join); returns its pid without waiting.
+/// The child only makes raw syscalls: safe after fork in a threaded process.
+pub fn spawn_in(dir: &Path, workload: impl FnOnce() -> i32) -> i32 {
+    let procs = CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: the child calls only async-signal-safe functions and leaves with _exit.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                libc::_exit(JOIN_FAILED);
+            }
+            libc::close(fd);
+            libc::_exit(workload());
+        }
+        pid
+    }
+}
+
+/// Waits for a child of this process; its raw wait status.
+pub fn wait_status(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    status
+}
+
+/// How long a removal waits for killed processes to go and cgroups to become removable.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kills the processes of a cgroup tree (the test's own: never this process), then removes the
+/// tree, leaves first. Problems are reported, never raised: this runs in `Drop`, maybe while a
+/// failed test unwinds.
+pub fn remove_tree(root: &Path) {
+    if !root.exists() {
+        return;
+    }
+    kill_processes_in(root);
+    for dir in dirs_deepest_first(root) {
+        // A cgroup stays busy for a moment after its last process exits.
+        let removed = poll(REMOVE_TIMEOUT, || match std::fs::remove_dir(&dir) {
+            Ok(()) => Ok(()),
+            Err(_) if !dir.exists() => Ok(()),
+            Err(e) => Err(e.to_string()),
+        });
+        if let Err(e) = removed {
+            eprintln!("cleanup: cannot remove cgroup {}: {e}", dir.display());
+        }
+    }
+}
+
+/// SIGKILLs every process in a cgroup tree but this one and waits (bounded) until they are gone.
+pub fn kill_processes_in(root: &Path) {
+    let me = std::process::id() as i32;
+    let pids: Vec<i32> = dirs_deepest_first(root)
+        .iter()
+        .flat_map(|dir| {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            procs.lines().filter_map(|l| l.parse::<i32>().ok()).collect::<Vec<_>>()
+        })
+        .filter(|&pid| pid != me)
+        .collect();
+    for &pid in &pids {
+        eprintln!("cleanup: killing process {pid} left in {}", root.display());
+        // SAFETY: a process in a cgroup the test created.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    wait_gone(&pids, REMOVE_TIMEOUT);
+}
+
+/// A directory tree, children before their parents.
+pub fn dirs_deepest_first(root: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < dirs.len() {
+        let children: Vec<PathBuf> = std::fs::read_dir(&dirs[i])
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|entry| entry.path())
+            .collect();
+        dirs.extend(children);
+        i += 1;
+    }
+    dirs.reverse();
+    dirs
+}

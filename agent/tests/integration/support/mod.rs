@@ -1,0 +1,176 @@
+//! Shared pieces of the integration tests: the skip guard, polling with a deadline, a running
+//! agent and its scraped metrics, cgroups, processes and containers the test owns (each removed
+//! by its `Drop`, also when the test fails), and raw-syscall workloads.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+mod agent;
+pub mod cgroup;
+pub mod containerd;
+pub mod image;
+pub mod memory;
+pub mod podman;
+mod process;
+
+pub use agent::{Agent, http_get, unique_pin_dir, wait_for_default_xdp_slot};
+pub use cgroup::{TestCgroup, spawn_in, unified_root, v1_root, wait_status};
+/// The agent's own parser of the text format (`kernsight top` and `advise` read scrapes with it).
+pub use kernsight::metrics::client::Sample;
+pub use process::{ChildGuard, wait_gone};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_kernsight");
+
+/// Agents count every cgroup on the machine and attach XDP to the default route's interface
+/// (one program per interface), so tests that start one (or that create cgroups, containers or
+/// load) run one at a time, on the whole machine: also against the tests of another checkout.
+const SERIAL_LOCK: &str = "/tmp/kernsight-tests.lock";
+
+/// Held while a test runs alone (an exclusive `flock` of `SERIAL_LOCK`, released when dropped).
+pub struct Serial {
+    _lock: std::fs::File,
+}
+
+pub fn serial() -> Serial {
+    let open =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(SERIAL_LOCK);
+    // Created by root: read-only is enough to lock it.
+    let file = open
+        .or_else(|_| std::fs::File::open(SERIAL_LOCK))
+        .unwrap_or_else(|e| panic!("cannot open {SERIAL_LOCK}: {e}"));
+    // Each call opens its own file description: threads of this process exclude each other too.
+    // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "flock {SERIAL_LOCK}: {}", std::io::Error::last_os_error());
+    Serial { _lock: file }
+}
+
+/// The running test's name (`module::test`): libtest names each test's thread after its test.
+pub fn test_name() -> String {
+    match std::thread::current().name() {
+        Some(name) if name != "main" => name.to_owned(),
+        _ => "this test".to_owned(),
+    }
+}
+
+/// Whether tests must run rather than skip (`cargo xtask test` as root sets it).
+pub fn required() -> bool {
+    std::env::var("KERNSIGHT_PRIVILEGED_TESTS").as_deref() == Ok("required")
+}
+
+/// Says that the running test skips, and why: `SKIPPED <test>: <why>`.
+pub fn skip(why: &str) {
+    eprintln!("SKIPPED {}: {why}", test_name());
+}
+
+/// Whether privileged tests can run (root: they load eBPF programs and create cgroups). Under
+/// `KERNSIGHT_PRIVILEGED_TESTS=required` a missing privilege fails the test instead of skipping it.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        let why = "needs root (loads eBPF programs, creates cgroups)";
+        assert!(!required(), "{} {why}, and KERNSIGHT_PRIVILEGED_TESTS=required", test_name());
+        skip(why);
+    }
+    root
+}
+
+/// Polls `attempt` until it returns `Ok`, for `timeout` at most: quickly at first, then every
+/// 250 ms. On timeout, `Err` with the last observation (what `attempt` returned as its error).
+pub fn poll<T>(timeout: Duration, mut attempt: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let last = match attempt() {
+            Ok(value) => return Ok(value),
+            Err(last) => last,
+        };
+        if Instant::now() >= deadline {
+            return Err(format!("not so after {timeout:?}: {last}"));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// [`poll`], failing the test on timeout with the last observation.
+#[track_caller]
+pub fn eventually<T>(timeout: Duration, attempt: impl FnMut() -> Result<T, String>) -> T {
+    poll(timeout, attempt).unwrap_or_else(|last| panic!("{last}"))
+}
+
+/// The samples of a scrape, read with the agent's own parser; every sample line must parse (a
+/// line the parser skipped would be a malformed exposition).
+#[track_caller]
+pub fn parse(text: &str) -> Vec<Sample> {
+    let samples = kernsight::metrics::client::parse(text);
+    let lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count();
+    assert_eq!(samples.len(), lines, "the scrape has lines that are not samples:\n{text}");
+    samples
+}
+
+/// Sum of the samples of `name` whose labels include all of `labels`.
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+/// Whether a BPF program of that id is loaded in the kernel.
+pub fn program_loaded(id: u32) -> bool {
+    let show = std::process::Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]).output();
+    show.expect("bpftool (Debian package bpftool)").status.success()
+}
+
+/// Waits until none of the programs `ids` is loaded: the kernel frees a detached program after an
+/// RCU grace period (5 s at most).
+#[track_caller]
+pub fn programs_unloaded(ids: &[u32]) {
+    eventually(Duration::from_secs(5), || {
+        let left: Vec<&u32> = ids.iter().filter(|&&id| program_loaded(id)).collect();
+        if left.is_empty() { Ok(()) } else { Err(format!("programs {left:?} are still loaded")) }
+    });
+}
+
+/// A config file in a temporary directory.
+pub fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kernsight.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// Raw syscalls for workloads (no libc wrappers that could cache or substitute calls).
+pub fn getppid_times(n: usize) {
+    for _ in 0..n {
+        // SAFETY: getppid has no arguments.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+}
+
+pub fn getpid_times(n: usize) {
+    for _ in 0..n {
+        // SAFETY: getpid has no arguments.
+        unsafe { libc::syscall(libc::SYS_getpid) };
+    }
+}
+
+/// `openat` of a path that does not exist, `n` times: each fails with ENOENT.
+pub fn failing_openat_times(n: usize) {
+    let path = c"/nonexistent-kernsight-test/file";
+    for _ in 0..n {
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
+    }
+}

@@ -1,0 +1,317 @@
+//! Per-cgroup syscall accounting, end to end: real programs on this kernel, syscalls made by
+//! the test in cgroups it created, counts read back over HTTP.
+
+use std::{process::Command, time::Duration};
+
+use crate::support::{
+    self, Agent, TestCgroup, config_file, eventually, failing_openat_times, getpid_times, getppid_times,
+    parse, path_str, privileged, program_loaded, programs_unloaded, value,
+};
+
+const GETPPIDS: usize = 20_000;
+const FAILED_OPENS: usize = 500;
+
+#[test]
+fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let busy = TestCgroup::create("busy");
+    let sibling = TestCgroup::create("sibling");
+    busy.run(|| {
+        getppid_times(GETPPIDS);
+        failing_openat_times(FAILED_OPENS);
+        0
+    });
+    sibling.run(|| {
+        getpid_times(3_000);
+        0
+    });
+
+    let samples = parse(&agent.scrape());
+    let calls = |cgroup: &str, syscall: &str| {
+        value(&samples, "kernsight_syscalls_total", &[("cgroup", cgroup), ("syscall", syscall)])
+    };
+    let errors = |cgroup: &str, syscall: &str, errno: &str| {
+        value(
+            &samples,
+            "kernsight_syscall_errors_total",
+            &[("cgroup", cgroup), ("syscall", syscall), ("errno", errno)],
+        )
+    };
+    // Nothing else runs in the test's own cgroups: the counts are exact.
+    assert_eq!(calls(&busy.label, "getppid"), GETPPIDS as f64, "getppid in {}", busy.label);
+    assert_eq!(errors(&busy.label, "openat", "ENOENT"), FAILED_OPENS as f64);
+    assert!(calls(&busy.label, "openat") >= FAILED_OPENS as f64);
+    assert_eq!(errors(&busy.label, "getppid", "ENOENT"), 0.0, "getppid never fails");
+
+    assert!(calls(&sibling.label, "getpid") >= 3_000.0, "the sibling's own calls are counted");
+    assert_eq!(calls(&sibling.label, "getppid"), 0.0, "the sibling got none of the busy cgroup's calls");
+    assert_eq!(errors(&sibling.label, "openat", "ENOENT"), 0.0);
+    assert_eq!(
+        value(&samples, "kernsight_bpf_programs_attached", &[]),
+        19.0,
+        "sys_exit, cgroup mkdir and rmdir, oom mark_victim (tp_btf and tracepoint), sched wakeup, wakeup_new, switch, process exec and exit, \
+         cgroup_skb ingress and egress, XDP, TCP set_state, retransmit, send and receive reset, kfree_skb, cap_capable"
+    );
+    assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
+}
+
+#[test]
+fn scrape_passes_promtool_in_both_formats() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&["--syscall-latency", "true"]);
+    let cgroup = TestCgroup::create("promtool");
+    cgroup.run(|| {
+        failing_openat_times(10);
+        0
+    });
+    let text = agent.scrape();
+    let check = |body: &str| {
+        let (_dir, file) = config_file(body);
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("promtool check metrics < {}", path_str(&file)))
+            .output()
+            .expect("promtool (Debian package prometheus; `cargo xtask setup` installs it)");
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    check(&text);
+    assert!(text.contains("kernsight_syscall_duration_seconds_bucket"));
+
+    // docs/metrics.md lists every family the agent exports.
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md")).unwrap();
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()) {
+        assert!(docs.contains(&format!("`{family}`")), "{family} is exported but not in docs/metrics.md");
+    }
+
+    let (status, openmetrics) = agent.get("/metrics", "application/openmetrics-text;version=1.0.0");
+    assert_eq!(status, 200);
+    assert!(openmetrics.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
+    assert!(openmetrics.contains("# TYPE kernsight_syscalls counter"));
+    assert_eq!(agent.get("/healthz", "*/*").0, 200);
+    assert_eq!(agent.get("/readyz", "*/*"), (200, "ready\n".to_owned()));
+}
+
+#[test]
+fn latency_histogram_measures_sleeps_in_the_kernel() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&["--syscall-latency", "true"]);
+    let cgroup = TestCgroup::create("latency");
+    cgroup.run(|| {
+        let two_ms = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000 };
+        for _ in 0..20 {
+            unsafe { libc::syscall(libc::SYS_nanosleep, &two_ms, std::ptr::null_mut::<libc::timespec>()) };
+        }
+        0
+    });
+    let samples = parse(&agent.scrape());
+    let labels = [("cgroup", cgroup.label.as_str()), ("syscall", "nanosleep")];
+    let count = value(&samples, "kernsight_syscall_duration_seconds_count", &labels);
+    let sum = value(&samples, "kernsight_syscall_duration_seconds_sum", &labels);
+    let bucket = |le: &str| {
+        let mut labels = labels.to_vec();
+        labels.push(("le", le));
+        value(&samples, "kernsight_syscall_duration_seconds_bucket", &labels)
+    };
+    assert_eq!(count, 20.0);
+    assert!((0.040..1.0).contains(&sum), "20 sleeps of 2 ms took {sum} s in total");
+    assert_eq!(bucket("0.001048576"), 0.0, "no 2 ms sleep is shorter than 1 ms");
+    assert_eq!(bucket("+Inf"), 20.0);
+}
+
+#[test]
+fn full_slot_table_counts_into_other_and_says_so() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    // One slot: the host's own processes take it, so the test's cgroups overflow.
+    let (_dir, config) = config_file("[syscalls]\nmax_cgroups = 1\n");
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    agent.scrape_until(Duration::from_secs(10), |samples| {
+        let taken = value(samples, "kernsight_bpf_map_entries", &[("map", "SYSCALL_ROWS")]);
+        if taken >= 1.0 { Ok(()) } else { Err("the host's processes have not taken the slot".into()) }
+    });
+    let cgroups: Vec<TestCgroup> = (0..3).map(|i| TestCgroup::create(&format!("full{i}"))).collect();
+    for cgroup in &cgroups {
+        cgroup.run(|| {
+            getppid_times(GETPPIDS);
+            0
+        });
+    }
+    let samples = parse(&agent.scrape());
+    let attributed: f64 = cgroups
+        .iter()
+        .map(|c| value(&samples, "kernsight_syscalls_total", &[("cgroup", &c.label), ("syscall", "getppid")]))
+        .sum();
+    let other = value(&samples, "kernsight_syscalls_total", &[("cgroup", "other"), ("syscall", "getppid")]);
+    assert!(
+        attributed + other >= 3.0 * GETPPIDS as f64,
+        "no call is lost: {attributed} attributed + {other} in other"
+    );
+    assert!(other >= 2.0 * GETPPIDS as f64, "at most one cgroup got the slot; other = {other}");
+    assert!(value(&samples, "kernsight_bpf_map_full_total", &[("map", "cgroup_slots")]) > 0.0);
+    assert_eq!(value(&samples, "kernsight_bpf_map_max_entries", &[("map", "SYSCALL_ROWS")]), 1.0);
+}
+
+#[test]
+fn churn_reuses_slots_and_forgets_removed_cgroups() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    // 320 cgroups with a process each, in batches, through 64 slots: only reuse makes room.
+    const SLOTS: usize = 64;
+    const CGROUPS: usize = 320;
+    let (_dir, config) =
+        config_file(&format!("[syscalls]\nmax_cgroups = {SLOTS}\nforget_after_seconds = 1\n"));
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    let gauge =
+        |samples: &[support::Sample], name: &str, labels: &[(&str, &str)]| value(samples, name, labels);
+    // Let the host's own busy cgroups take their slots first: the baseline is an agent that has
+    // run for a while (a warm-up period, not a wait for an event).
+    std::thread::sleep(Duration::from_secs(2));
+    let start = parse(&agent.scrape());
+    let index_at_start = gauge(&start, "kernsight_cgroup_index_entries", &[]);
+    let slots_at_start = gauge(&start, "kernsight_bpf_map_entries", &[("map", "SYSCALL_ROWS")]);
+    // Batches of half the slots the host leaves free, so that busy host cgroups that come during
+    // the test still find room; more cgroups in all than slots, so only reuse makes room.
+    let batch = ((SLOTS - slots_at_start as usize) / 2).clamp(8, 40);
+    let rounds = CGROUPS.div_ceil(batch);
+
+    for round in 0..rounds {
+        let batch: Vec<TestCgroup> =
+            (0..batch).map(|i| TestCgroup::create(&format!("churn{round}-{i}"))).collect();
+        for cgroup in &batch {
+            cgroup.run(|| {
+                getppid_times(1_000);
+                0
+            });
+        }
+        let samples = parse(&agent.scrape());
+        for cgroup in &batch {
+            let calls = value(
+                &samples,
+                "kernsight_syscalls_total",
+                &[("cgroup", &cgroup.label), ("syscall", "getppid")],
+            );
+            let elsewhere: Vec<String> = samples
+                .iter()
+                .filter(|s| {
+                    s.name == "kernsight_syscalls_total"
+                        && s.labels.get("syscall").is_some_and(|c| c == "getppid")
+                })
+                .filter(|s| !s.labels["cgroup"].starts_with("/kernsight-test"))
+                .map(|s| format!("{:?} {}", s.labels, s.value))
+                .collect();
+            assert_eq!(
+                calls,
+                1_000.0,
+                "round {round}: {} counted exactly, in its own slot; getppid elsewhere: {elsewhere:#?}; slots full: {}",
+                cgroup.label,
+                value(&samples, "kernsight_bpf_map_full_total", &[("map", "cgroup_slots")])
+            );
+        }
+        let labels: Vec<String> = batch.iter().map(|c| c.label.clone()).collect();
+        drop(batch);
+        // Grace (1 s) plus a maintenance pass (every second); on a loaded machine a pass can be
+        // late, so wait for it (10 s at most) rather than for a fixed time.
+        let removed_at = std::time::Instant::now();
+        eventually(Duration::from_secs(10), || {
+            let text = agent.scrape();
+            let left: Vec<&String> =
+                labels.iter().filter(|label| text.contains(&format!("cgroup=\"{label}\""))).collect();
+            match left.first() {
+                None => Ok(()),
+                Some(example) => Err(format!(
+                    "round {round}: {} removed cgroups still exported, e.g. {example}",
+                    left.len()
+                )),
+            }
+        });
+        assert!(removed_at.elapsed() >= Duration::from_secs(1), "exported for the grace period first");
+    }
+    let end = parse(&agent.scrape());
+    let storage = gauge(&end, "kernsight_bpf_map_full_total", &[("map", "cgroup_storage")]);
+    assert_eq!(
+        gauge(&end, "kernsight_bpf_map_full_total", &[("map", "cgroup_slots")]),
+        0.0,
+        "a cgroup found no free slot ({storage} storage failures)"
+    );
+    // Back where it started, give or take the host's own short-lived cgroups.
+    let index_at_end = gauge(&end, "kernsight_cgroup_index_entries", &[]);
+    let slots_at_end = gauge(&end, "kernsight_bpf_map_entries", &[("map", "SYSCALL_ROWS")]);
+    assert!(
+        index_at_end <= index_at_start + 5.0,
+        "index: {index_at_start} entries at start, {index_at_end} at end"
+    );
+    assert!(
+        slots_at_end <= slots_at_start + 5.0,
+        "slots: {slots_at_start} in use at start, {slots_at_end} at end"
+    );
+    assert!(gauge(&end, "kernsight_cgroup_events_total", &[("event", "created")]) >= (batch * rounds) as f64);
+    assert!(gauge(&end, "kernsight_cgroup_events_total", &[("event", "removed")]) >= (batch * rounds) as f64);
+    assert_eq!(gauge(&end, "kernsight_cgroup_walks_total", &[]), 1.0, "the index followed events, no walk");
+}
+
+#[test]
+fn sigterm_detaches_every_program() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&["--syscall-latency", "true"]);
+    let log = agent.log();
+    let ids: Vec<u32> = log
+        .lines()
+        .find_map(|l| l.split("ids=[").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .map(|list| list.split(',').filter_map(|id| id.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids.len(), 2, "two program ids in the log:\n{log}");
+    assert!(ids.iter().all(|&id| program_loaded(id)), "programs {ids:?} are loaded while the agent runs");
+
+    let status = agent.stop();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    // The kernel frees a detached program after an RCU grace period: give it a moment.
+    programs_unloaded(&ids);
+}
+
+#[test]
+fn tasks_of_the_v2_root_are_attributed_by_their_v1_cgroup() {
+    if !privileged() {
+        return;
+    }
+    let Some(memory) = support::v1_root("memory") else {
+        support::skip("no v1 memory hierarchy (pure v2 host)");
+        return;
+    };
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    // Only in a v1 cgroup: the workload stays in the v2 root, as on a hybrid host.
+    let legacy = TestCgroup::create_in(&memory, "v1");
+    legacy.run(|| {
+        getppid_times(GETPPIDS);
+        failing_openat_times(FAILED_OPENS);
+        0
+    });
+    let samples = parse(&agent.scrape());
+    let labels = [("cgroup", legacy.label.as_str()), ("syscall", "getppid")];
+    assert_eq!(value(&samples, "kernsight_syscalls_total", &labels), GETPPIDS as f64);
+    let errors = [("cgroup", legacy.label.as_str()), ("syscall", "openat"), ("errno", "ENOENT")];
+    assert_eq!(value(&samples, "kernsight_syscall_errors_total", &errors), FAILED_OPENS as f64);
+}
