@@ -28,6 +28,10 @@ pub enum ScrapeError {
     #[error("{0}/metrics answered {1}")]
     Status(String, String),
     #[error(
+        "{0} answered with TLS: its metrics port needs TLS and authentication (--web.config.file), which top and advise do not speak yet; use the agent's loopback port in proxy mode"
+    )]
+    Tls(String),
+    #[error(
         "{0}/metrics sent more than {1} MiB: not a kernsight agent, or one exporting far too many series (lower its bounds)"
     )]
     TooLarge(String, u64),
@@ -63,6 +67,10 @@ fn fetch_bounded(address: &str, limit: u64) -> Result<String, ScrapeError> {
     let response = read(&mut stream).map_err(|e| ScrapeError::Read(address.to_owned(), e))?;
     if response.len() as u64 > limit {
         return Err(ScrapeError::TooLarge(address.to_owned(), limit.div_ceil(1 << 20)));
+    }
+    // A TLS record (alert: 0x15, handshake: 0x16) of TLS 1.x, not an HTTP status line.
+    if matches!(response.as_slice(), [0x15 | 0x16, 0x03, ..]) {
+        return Err(ScrapeError::Tls(address.to_owned()));
     }
     let response = String::from_utf8(response).map_err(|_| {
         let invalid = std::io::Error::new(std::io::ErrorKind::InvalidData, "the reply is not UTF-8 text");
@@ -180,6 +188,21 @@ mod tests {
             Err(ScrapeError::TooLarge(_, mib)) => assert_eq!(mib, 1),
             other => panic!("expected TooLarge, got {other:?}"),
         }
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_tls_port_is_named_as_such() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            // What rustls answers to plain HTTP: a fatal alert record.
+            let _ = stream.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]);
+        });
+        assert!(matches!(fetch(&address), Err(ScrapeError::Tls(_))));
         server.join().unwrap();
     }
 
