@@ -140,11 +140,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(cgroup_index::maintain(tracker, programs, lost, grace));
 
-    info!(%address, "serving metrics on http://{address}/metrics");
-    let server = tokio::spawn(metrics::server::serve(listener, registry, health));
-
+    // Before serving: once /readyz answers, a SIGTERM must detach and exit cleanly, not kill.
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    info!(%address, "serving metrics on http://{address}/metrics");
+    let server = tokio::spawn(metrics::server::serve(listener, registry, health));
     tokio::select! {
         _ = terminate.recv() => info!("SIGTERM received: detaching programs"),
         _ = interrupt.recv() => info!("SIGINT received: detaching programs"),
