@@ -182,6 +182,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(cgroup_index::maintain(tracker, programs, lost, grace));
 
+    // Before serving: once /readyz answers, a SIGTERM must detach and exit cleanly, not kill.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let scheme = web.scheme();
     info!(%address, web = %web.summary(), "serving metrics on {scheme}://{address}/metrics");
     let options = HttpOptions { limits: config.metrics.limits(), web: Arc::new(web), stats: http_stats };
@@ -189,9 +192,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         info!(%probes, "serving /healthz and /readyz on http://{probes}");
     }
     let server = tokio::spawn(metrics::server::serve(listener, health_listener, registry, health, options));
-
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     tokio::select! {
         _ = terminate.recv() => info!("SIGTERM received: detaching programs"),
         _ = interrupt.recv() => info!("SIGINT received: detaching programs"),
