@@ -2,8 +2,11 @@
 //! `sched_wakeup_new`, `sched_switch`) and exec/exit counts per cgroup (`sched_process_exec`,
 //! `sched_process_exit`), aggregated in the kernel in per-CPU hashes.
 
-/// Task local storage: when the thread became runnable (ns, `bpf_ktime_get_ns`), 0 once it ran.
+/// When the thread became runnable (ns, `bpf_ktime_get_ns`), 0 once it ran: task local storage,
+/// or (the fallback object) an LRU hash keyed by thread id of `RUNQ_START_ENTRIES` entries.
 pub const RUNQ_START_MAP: &str = "RUNQ_START";
+/// Threads the fallback object's `RUNQ_START` remembers (the runnable ones are far fewer).
+pub const RUNQ_START_ENTRIES: u32 = 16_384;
 /// Per-CPU hash `RunqKey` → `u64`: switches-in per log2 run-queue latency bucket, and the sum.
 pub const RUNQ_LATENCY_MAP: &str = "RUNQ_LATENCY";
 /// Per-CPU hash `ProcessKey` → `u64`: execs and process exits by kind.

@@ -17,6 +17,7 @@ use super::{
     counters::{CgroupCounters, Row},
     facts::KernelFacts,
     family::{AttachContext, Attached, Family, MapRow, attached_any},
+    features::{Implementation, Object},
     load_and_attach,
     rings::EventRing,
 };
@@ -40,7 +41,7 @@ impl Family for Runqueue {
         RUNQUEUE_PROBE
     }
 
-    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         RUNQUEUE_PROGRAMS.iter().map(|(p, _)| *p).collect()
     }
 
@@ -54,6 +55,16 @@ impl Family for Runqueue {
 
     fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
         facts.need_task().err()
+    }
+
+    fn implementation(&self, facts: &KernelFacts) -> Implementation {
+        match &facts.object {
+            Object::Full => Implementation::standard("task_storage"),
+            Object::Fallback { why } => Implementation::fallback(
+                "thread_id_lru",
+                format!("runnable-since times in an LRU hash keyed by thread id: {why}"),
+            ),
+        }
     }
 
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
@@ -87,7 +98,7 @@ impl Family for Processes {
         PROCESSES_PROBE
     }
 
-    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         PROCESS_PROGRAMS.iter().map(|(p, _)| *p).collect()
     }
 

@@ -96,7 +96,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let address = listener.local_addr().context("listening socket has no address")?;
 
     preflight::check_privileges()?;
-    preflight::check_kernel_version()?;
     preflight::check_btf()?;
     preflight::ensure_mounts(&config.paths.tracefs, &config.paths.bpffs);
 

@@ -3,7 +3,7 @@
 //! offsets that the agent reads here and hands them as read-only constants (CO-RE done in user
 //! space, since the Rust eBPF toolchain has no field relocations).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where the kernel publishes its own type information, needed by BTF-typed programs.
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -12,6 +12,8 @@ const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC: u32 = 12;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BtfError {
@@ -44,6 +46,10 @@ pub struct Btf {
     structs_by_name: HashMap<String, u32>,
     /// Enumerator name → value, over every enum (kernel enumerator names are unique).
     enum_values: HashMap<String, u32>,
+    /// Names of typedefs (`btf_trace_<tracepoint>` says a BTF tracepoint exists) and functions
+    /// (what fentry and fexit can attach to).
+    typedefs: HashSet<String>,
+    functions: HashSet<String>,
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
@@ -113,10 +119,24 @@ impl Btf {
             types.push(Type { kind, name, members });
         }
 
-        let mut btf = Self { strings, types, structs_by_name: HashMap::new(), enum_values: HashMap::new() };
+        let mut btf = Self {
+            strings,
+            types,
+            structs_by_name: HashMap::new(),
+            enum_values: HashMap::new(),
+            typedefs: HashSet::new(),
+            functions: HashSet::new(),
+        };
         let mut structs = HashMap::new();
         let mut enum_values = HashMap::new();
+        let mut typedefs = HashSet::new();
+        let mut functions = HashSet::new();
         for (id, ty) in btf.types.iter().enumerate() {
+            match ty.kind {
+                KIND_TYPEDEF => _ = typedefs.insert(btf.string(ty.name).to_owned()),
+                KIND_FUNC => _ = functions.insert(btf.string(ty.name).to_owned()),
+                _ => {}
+            }
             if ty.kind == KIND_STRUCT && ty.name != 0 {
                 structs.entry(btf.string(ty.name).to_owned()).or_insert(id as u32);
             }
@@ -128,6 +148,8 @@ impl Btf {
         }
         btf.structs_by_name = structs;
         btf.enum_values = enum_values;
+        btf.typedefs = typedefs;
+        btf.functions = functions;
         Ok(btf)
     }
 
@@ -140,6 +162,17 @@ impl Btf {
     /// The value of an enumerator, e.g. `memory_cgrp_id` (which depends on the kernel's config).
     pub fn enum_value(&self, name: &str) -> Result<u32, BtfError> {
         self.enum_values.get(name).copied().ok_or_else(|| BtfError::NoEnumValue(name.into()))
+    }
+
+    /// Whether the kernel has the BTF tracepoint `name` (`tp_btf/<name>` can attach): BTF then has
+    /// the typedef `btf_trace_<name>`.
+    pub fn has_tracepoint(&self, name: &str) -> bool {
+        self.typedefs.contains(&format!("btf_trace_{name}"))
+    }
+
+    /// Whether the kernel has the function `name` in its BTF (fentry and fexit can attach).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.functions.contains(name)
     }
 
     /// Byte offset of `member` in `struct name`, looking through anonymous structs and unions.
@@ -251,6 +284,10 @@ mod tests {
         assert!(btf.member_offset("css_set", "subsys").is_ok());
         assert_eq!(btf.member_offset("cgroup_subsys_state", "cgroup"), Ok(0));
         assert!(btf.enum_value("memory_cgrp_id").is_ok());
+        assert!(btf.has_tracepoint("sched_switch"));
+        assert!(!btf.has_tracepoint("no_such_tracepoint"));
+        assert!(btf.has_function("cap_capable"));
+        assert!(!btf.has_function("no_such_function"));
     }
 
     proptest::proptest! {
