@@ -8,7 +8,7 @@ use aya::{
     programs::ProgramType,
     sys::{BpfHelper, is_helper_supported, is_map_supported},
 };
-use tracing::warn;
+use tracing::info;
 
 use crate::{config::ObjectChoice, kernel::btf::Btf};
 
@@ -68,7 +68,7 @@ impl Features {
 /// A probe's answer; a probe that could not ask (an unexpected error) counts as "no" and says so.
 fn probed<E: std::fmt::Display>(feature: &str, answer: Result<bool, E>) -> bool {
     answer.unwrap_or_else(|err| {
-        warn!("probing the kernel for {feature} failed ({err}): taken as missing");
+        info!("probing the kernel for {feature} failed ({err}): taken as missing");
         false
     })
 }
