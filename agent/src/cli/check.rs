@@ -55,7 +55,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<bool> {
     };
     // Probing creates maps and loads test programs: the same privileges as the agent.
     preflight::check_privileges().context("kernsight check probes the kernel as the agent does")?;
-    // As the agent does: the OOM family reads its record layout from tracefs.
+    // As the agent does: probes create maps (charged to RLIMIT_MEMLOCK before 5.11), and the
+    // OOM family reads its record layout from tracefs.
+    preflight::raise_memlock_limit();
     preflight::ensure_mounts(&config.paths.tracefs, &config.paths.bpffs);
     let readiness = Readiness::assess(&config, Hierarchies::detect());
     let rendered = match args.output {

@@ -51,6 +51,21 @@ pub fn check_btf() -> Result<(), PreflightError> {
     if Path::new(KERNEL_BTF).exists() { Ok(()) } else { Err(PreflightError::NoBtf) }
 }
 
+/// Lifts `RLIMIT_MEMLOCK`: kernels before 5.11 charge BPF maps and programs to it (the default
+/// of 64 KiB there holds no map of kernsight's), later ones to the memory cgroup. Needs
+/// CAP_SYS_RESOURCE; without it the limit stays and, on an old kernel, loading says what failed.
+pub fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: a valid rlimit for this process.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "cannot lift RLIMIT_MEMLOCK ({}): fine on 5.11 and later, which charge BPF memory to the \
+             memory cgroup",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Mounts tracefs and bpffs where they are missing. A failure is logged, not fatal: only the
 /// probes that need the filesystem are affected, and they say so when they attach.
 /// (`paths.tracefs` and `paths.bpffs` of the config.)
