@@ -16,6 +16,10 @@ pub const PROCESS_COUNTS_MAP: &str = "PROCESS_COUNTS";
 pub const TASK_PID_OFFSET_GLOBAL: &str = "TASK_PID_OFFSET";
 pub const TASK_TGID_OFFSET_GLOBAL: &str = "TASK_TGID_OFFSET";
 pub const TASK_EXIT_CODE_OFFSET_GLOBAL: &str = "TASK_EXIT_CODE_OFFSET";
+/// Read-only globals (`u32`) of the runqueue family: 1 when `sched_switch` passes `prev_state`
+/// (5.18+); else the offset of `task_struct.__state` (5.14+) or `.state`, read from `prev`.
+pub const SWITCH_HAS_PREV_STATE_GLOBAL: &str = "SWITCH_HAS_PREV_STATE";
+pub const TASK_STATE_OFFSET_GLOBAL: &str = "TASK_STATE_OFFSET";
 
 /// Default bound of `RUNQ_LATENCY` ((cgroup, bucket) entries).
 pub const DEFAULT_RUNQ_LATENCY_ENTRIES: u32 = 16_384;

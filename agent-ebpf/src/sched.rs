@@ -21,8 +21,15 @@ use crate::{
     features::runnable_since,
     process_events,
     syscalls::{add, count_map_full},
-    task::{task_cgroup, task_exit_code, task_pid, task_tgid},
+    task::{global, load, task_cgroup, task_exit_code, task_pid, task_tgid},
 };
+
+/// 1 when `sched_switch` has a `prev_state` argument (5.18+), set by the agent.
+#[unsafe(no_mangle)]
+static SWITCH_HAS_PREV_STATE: u32 = 1;
+/// Before that: the offset of `task_struct.__state` (or `.state` before 5.14).
+#[unsafe(no_mangle)]
+static TASK_STATE_OFFSET: u32 = 0;
 
 #[map]
 static RUNQ_LATENCY: PerCpuHashMap<RunqKey, u64> =
@@ -67,13 +74,24 @@ pub fn ks_sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
-/// unsigned int prev_state)
+/// unsigned int prev_state); before 5.18 without `prev_state`, which is then `prev`'s state,
+/// or running when `preempt` (as the classic tracepoint reports it).
 #[btf_tracepoint(function = "sched_switch")]
 pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
-    let prev_state: u32 = ctx.arg(3);
-    if prev_state == TASK_RUNNING {
+    // The branch not taken is pruned by the verifier (the global is read-only data), so the
+    // fourth argument is never read where the tracepoint has three.
+    let still_runnable = if global(&SWITCH_HAS_PREV_STATE) != 0 {
+        let prev_state: u32 = ctx.arg(3);
+        prev_state == TASK_RUNNING
+    } else {
+        let preempt: u64 = ctx.arg(0);
+        // SAFETY: `prev` is a BTF `task_struct` pointer; the offset comes from its BTF (the low
+        // half of `long state` before 5.14: states are small).
+        preempt & 1 != 0 || unsafe { load::<u32>(prev, global(&TASK_STATE_OFFSET)) } == TASK_RUNNING
+    };
+    if still_runnable {
         enqueued(prev);
     }
     // SAFETY: `next` is a BTF `task_struct` pointer from the tracepoint.

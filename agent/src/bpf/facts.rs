@@ -49,6 +49,11 @@ pub struct KernelFacts {
     pub kfree_skb_has_rx_sk: u32,
     /// `skb:kfree_skb` has `reason` (5.17+).
     pub kfree_skb_has_reason: bool,
+    /// `sched_switch` passes `prev_state` (5.18+): 1; else 0, and the state is read from the
+    /// task at `task_state_offset`.
+    pub switch_has_prev_state: u32,
+    /// `task_struct.__state` (5.14+) or `.state`.
+    pub task_state_offset: Result<u32, BtfError>,
     pub hierarchies: Hierarchies,
     pub tracefs: PathBuf,
     /// Not a kernel fact but a setting the programs are specialised for (a global that must
@@ -83,6 +88,10 @@ impl KernelFacts {
             .collect();
         let oom_comm_data_loc = u32::from(oom_layout.as_ref().is_ok_and(|l| l.comm_data_loc));
         let features = Features::probe(btf.ok());
+        let switch_args = btf.ok().and_then(|btf| btf.tracepoint_args("sched_switch"));
+        let task_state_offset = btf.map_err(Clone::clone).and_then(|btf| {
+            btf.member_offset("task_struct", "__state").or_else(|_| btf.member_offset("task_struct", "state"))
+        });
         let object = Object::choose(&features, config.bpf.object);
         let offsets = Offsets {
             walk: walk.as_ref().copied().unwrap_or_default(),
@@ -104,6 +113,8 @@ impl KernelFacts {
             retransmit_has_err: u32::from(tracepoint_has_field(tracefs, "tcp", "tcp_retransmit_skb", "err")),
             kfree_skb_has_rx_sk: u32::from(tracepoint_has_field(tracefs, "skb", "kfree_skb", "rx_sk")),
             kfree_skb_has_reason: tracepoint_has_field(tracefs, "skb", "kfree_skb", "reason"),
+            switch_has_prev_state: u32::from(switch_args.is_some_and(|args| args >= 4)),
+            task_state_offset,
             hierarchies,
             tracefs: tracefs.to_owned(),
             syscall_latency: u8::from(config.syscalls.latency_histogram),
