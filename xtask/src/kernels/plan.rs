@@ -77,44 +77,63 @@ pub struct Expectation {
     pub known_failures: &'static [(&'static str, &'static str)],
 }
 
-const TOO_OLD: &str = "kernsight refuses kernels older than 6.2 (cgroup local storage); feature-probing fallbacks will lift this";
 const NO_ROUTE: &str = "the guests have no network interface, so no default route for XDP to watch";
+const NOT_READY: &str = "net_xdp does not attach (no route), so /readyz stays 503";
 const SCHED_MUSL: &str =
     "agent/tests/sched.rs does not build for musl (`pthread_t` is a pointer there, not an integer)";
-
-/// On a kernel the agent refuses: everything that starts it. (`cli` passes: it checks errors
-/// that come before the kernel version.)
-const REFUSED: &[(&str, &str)] = &[
-    ("check", TOO_OLD),
-    ("agent", TOO_OLD),
-    ("ready", TOO_OLD),
-    ("probe:*", TOO_OLD),
-    ("v2:*", TOO_OLD),
-    ("test:capabilities", TOO_OLD),
-    ("test:oom", TOO_OLD),
-    ("test:reliability", TOO_OLD),
-    ("test:restart", TOO_OLD),
-    ("test:sched", SCHED_MUSL),
-    ("test:syscalls", TOO_OLD),
-    ("test:top", TOO_OLD),
-    ("test:trace", TOO_OLD),
-    ("test:trace_oom", TOO_OLD),
-];
+const TRACE_IN_GUESTS: &str = "the exec tests' scripts fail in the guests, and the `cap` preset of kernsight \
+     trace needs the capability:cap_capable tracepoint (newer than 6.12; the capabilities family uses fexit)";
+const OOM_IN_GUESTS: &str = "the guests have no /var/tmp (page cache test) and the hog of the kill \
+     attribution test does not allocate there: guest environment, not yet investigated";
+const SYSCALLS_IN_GUESTS: &str = "the exact counts pass; the test then expects 19 programs (XDP, which has no \
+     route in the guests, among them) and promtool's input file, which the guests lack; on 6.1 and 6.12 \
+     (full and fallback build alike) the churn test saw 2-3 cgroup walks instead of 1 (not yet investigated)";
 
 pub const EXPECTATIONS: &[Expectation] = &[
-    Expectation { kernel: "5.10", known_failures: REFUSED },
-    Expectation { kernel: "6.1", known_failures: REFUSED },
+    Expectation {
+        kernel: "5.10",
+        known_failures: &[
+            ("check", "exit status 1: packet_drops cannot run before 5.17 (kfree_skb has no reason)"),
+            ("ready", NOT_READY),
+            (
+                "probe:runqueue",
+                "sched_switch has no prev_state before 5.18: fixed after the last matrix run (prev's state \
+                 read from BTF), not yet rerun on 5.10",
+            ),
+            ("probe:net_xdp", NO_ROUTE),
+            ("probe:packet_drops", "skb:kfree_skb has no drop reason before 5.17"),
+            ("v2:memory", "5.10 reports the 8 MiB tmpfs file as 8 KiB less shmem (8380416)"),
+            (
+                "test:check",
+                "expected exit 0 with the fallback build; fixed after the last matrix run (exit 1 is right on 5.10)",
+            ),
+            ("test:fallbacks", "the runqueue family did not attach (see probe:runqueue)"),
+            ("test:oom", OOM_IN_GUESTS),
+            ("test:sched", SCHED_MUSL),
+            ("test:syscalls", SYSCALLS_IN_GUESTS),
+            ("test:trace", TRACE_IN_GUESTS),
+        ],
+    },
+    Expectation {
+        kernel: "6.1",
+        known_failures: &[
+            ("ready", NOT_READY),
+            ("probe:net_xdp", NO_ROUTE),
+            ("test:oom", OOM_IN_GUESTS),
+            ("test:sched", SCHED_MUSL),
+            ("test:syscalls", SYSCALLS_IN_GUESTS),
+            ("test:trace", TRACE_IN_GUESTS),
+        ],
+    },
     Expectation {
         kernel: "6.12",
         known_failures: &[
-            ("ready", "the capabilities and net_xdp families do not attach, so /readyz stays 503"),
-            (
-                "probe:capabilities",
-                "tracepoint capability:cap_capable is newer than 6.12 (no btf_trace_cap_capable)",
-            ),
+            ("ready", NOT_READY),
             ("probe:net_xdp", NO_ROUTE),
-            ("test:capabilities", "the capabilities family does not attach on 6.12"),
+            ("test:oom", OOM_IN_GUESTS),
             ("test:sched", SCHED_MUSL),
+            ("test:syscalls", SYSCALLS_IN_GUESTS),
+            ("test:trace", TRACE_IN_GUESTS),
         ],
     },
 ];
@@ -141,10 +160,11 @@ mod tests {
         for expectation in EXPECTATIONS {
             assert!(super::super::download::KERNELS.iter().any(|k| k.name == expectation.kernel));
         }
-        assert!(known_failure("5.10", "probe:syscalls").is_some());
+        assert!(known_failure("5.10", "probe:packet_drops").is_some());
+        assert!(known_failure("5.10", "probe:syscalls").is_none());
         assert!(known_failure("5.10", "boot").is_none());
         assert!(known_failure("6.12", "probe:syscalls").is_none());
-        assert!(known_failure("6.12", "probe:capabilities").is_some());
+        assert!(known_failure("6.12", "probe:capabilities").is_none());
         assert!(known_failure("7.0", "boot").is_none());
     }
 
