@@ -15,6 +15,10 @@
 //!   counting, next to bpftrace
 //! - `cargo xtask bench http [N]`: the metrics port under N slow and non-reading connections
 //! - `cargo xtask bench`: every suite, then one table of their headline numbers
+//! - `cargo xtask test-kernels [--kernel 6.12] [--keep]`: the kernel matrix: Debian's 5.10, 6.1
+//!   and 6.12 cloud kernels booted under QEMU on pure cgroup v2, each running the static agent
+//!   and the integration tests that need no container runtime; a family × kernel table in
+//!   target/kernel-matrix.md
 //!
 //! It depends on nothing but std so that it compiles on the machine's stock toolchain, before
 //! `setup` has installed the pinned ones.
@@ -23,6 +27,7 @@ mod agent_bench;
 mod bench;
 mod caps_bench;
 mod http_bench;
+mod kernels;
 mod net_bench;
 mod process;
 mod report;
@@ -35,8 +40,9 @@ use std::process::ExitCode;
 
 use process::{Step, cargo, is_root, workspace_root};
 
-const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [SUITE]>\n\
-                     bench without a suite runs them all; suites: syscalls, sched, net, caps, scrape [CONTAINERS], agent, trace";
+const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [SUITE] | test-kernels [OPTIONS]>\n\
+                     bench without a suite runs them all; suites: syscalls, sched, net, caps, scrape [CONTAINERS], agent, trace\n\
+                     test-kernels [--kernel VERSION]... [--keep] [--timeout SECONDS]: the kernel matrix (see xtask/src/kernels/mod.rs)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
         "run" => setup::run().and_then(|()| build_release()).and_then(|()| run_agent(rest)),
         "test" => setup::run().and_then(|()| test(rest)),
         "bench" => setup::run().and_then(|()| build_release()).and_then(|()| bench::run(rest)),
+        "test-kernels" => setup::run().and_then(|()| kernels::run(rest)),
         // Internal: the syscall loop the benchmark times, run as its own process.
         "__syscall-loop" => bench::syscall_loop(rest),
         // Internal: the open storm `bench trace` traces.

@@ -34,7 +34,7 @@ const PACKAGES: &[&str] = &[
 ];
 
 pub fn run() -> Result<(), String> {
-    debian_packages()?;
+    debian_packages(PACKAGES, true)?;
     let nightly = ebpf_nightly()?;
     rust_toolchain(STABLE, &["clippy", "rustfmt"])?;
     // clippy too: `cargo xtask test` runs it on the kernel programs with this nightly.
@@ -71,8 +71,10 @@ fn channel_of(toolchain_file: &str) -> Option<String> {
         .next()
 }
 
-fn debian_packages() -> Result<(), String> {
-    let missing: Vec<&str> = PACKAGES
+/// Installs those of `packages` that are missing (as root), with apt-get; their recommended
+/// packages too when `recommends`.
+pub fn debian_packages(packages: &[&str], recommends: bool) -> Result<(), String> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {
@@ -94,6 +96,7 @@ fn debian_packages() -> Result<(), String> {
     Step::new(format!("install Debian packages: {}", missing.join(" "))).run(
         Command::new("apt-get")
             .args(["install", "-y", "-q"])
+            .args((!recommends).then_some("--no-install-recommends"))
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )

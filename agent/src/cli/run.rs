@@ -137,8 +137,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     preflight::check_privileges()?;
-    preflight::check_kernel_version()?;
     preflight::check_btf()?;
+    preflight::raise_memlock_limit();
     preflight::ensure_mounts(&config.paths.tracefs, &config.paths.bpffs);
 
     let hierarchies = cgroupfs::Hierarchies::detect();

@@ -136,6 +136,18 @@ pub struct BpfConfig {
     pub pin_dir: PathBuf,
     /// Whether the kernel measures the run time and run count of the programs.
     pub program_stats: bool,
+    /// Which build of the kernel programs to load.
+    pub object: ObjectChoice,
+}
+
+/// `bpf.object`: the build of the kernel programs the agent loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectChoice {
+    /// The full build where the kernel has what it needs (probed), else the fallback build.
+    Auto,
+    /// The fallback build, whatever the kernel offers (to test it on a new kernel).
+    Fallback,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -310,7 +322,7 @@ impl Default for MetadataConfig {
 
 impl Default for BpfConfig {
     fn default() -> Self {
-        Self { pin_dir: "/sys/fs/bpf/kernsight".into(), program_stats: false }
+        Self { pin_dir: "/sys/fs/bpf/kernsight".into(), program_stats: false, object: ObjectChoice::Auto }
     }
 }
 

@@ -16,10 +16,12 @@ mod support;
 
 mod advise;
 mod capabilities;
+mod check;
 mod cli;
 mod containers;
 mod cri;
 mod deploy;
+mod fallbacks;
 mod families;
 mod harness;
 mod http_security;

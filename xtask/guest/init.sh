@@ -1,0 +1,32 @@
+#!/bin/busybox sh
+# /init of the kernel-matrix guests (cargo xtask test-kernels): a node with pure cgroup v2 and
+# nothing else, the filesystems kernsight uses, then /matrix/run.sh with its output on the second
+# serial port (the host reads it from a file), then power off.
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run /root /etc /boot
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s /bin
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root TMPDIR=/tmp
+
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+# Pure cgroup v2, as on most Kubernetes nodes: no v1 hierarchy is mounted. Controllers one by
+# one, so that one the kernel lacks does not keep the others off.
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+for controller in memory cpu pids io; do
+    echo "+$controller" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null ||
+        echo "init: no $controller controller in this kernel"
+done
+mount -t bpf bpf /sys/fs/bpf
+mount -t tracefs tracefs /sys/kernel/tracing
+# Without loopback nothing connects to 127.0.0.1.
+ip link set lo up
+hostname kernsight-guest
+# Where tools (bpftool feature probe, kernsight check) look for the kernel's configuration.
+cp /matrix/config "/boot/config-$(uname -r)"
+
+sh /matrix/run.sh > /dev/ttyS1 2>&1
+sync
+poweroff -f

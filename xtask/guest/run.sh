@@ -1,0 +1,98 @@
+#!/bin/sh
+# What each kernel-matrix guest runs (cargo xtask test-kernels). Its output reaches the host on
+# the second serial port; lines `@@ CELL STATUS DETAIL` (STATUS: PASS, FAIL or SKIP) are the
+# results the host tabulates, everything else is kept as the guest's log.
+#
+# /matrix/settings sets TEST_TIMEOUT and AGENT_WAIT (seconds); /matrix/tests.list has one test
+# binary of /tests per line, followed by the names of its tests to skip in a guest.
+. /matrix/settings
+
+result() { echo "@@ $1 $2 $3"; }
+section() { echo; echo "==== $*"; }
+
+result boot PASS "$(uname -r), $(nproc) CPUs, $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+export PATH="$PATH:/usr/bin"
+KERNSIGHT=/usr/bin/kernsight
+
+section "kernsight --version"
+$KERNSIGHT --version
+
+section "kernsight check"
+if $KERNSIGHT check --help > /dev/null 2>&1; then
+    $KERNSIGHT check
+    status=$?
+    $KERNSIGHT check -o json
+    if [ "$status" = 0 ]; then result check PASS "exit 0"; else result check FAIL "exit $status"; fi
+else
+    result check SKIP "this kernsight has no check subcommand"
+fi
+
+section "kernsight run (smoke)"
+$KERNSIGHT run --listen 127.0.0.1:9464 --pin-dir '' > /tmp/agent.log 2>&1 &
+agent=$!
+serving=no
+waited=0
+while [ "$waited" -lt "$AGENT_WAIT" ]; do
+    if wget -q -O /dev/null http://127.0.0.1:9464/healthz 2> /dev/null; then serving=yes; break; fi
+    kill -0 "$agent" 2> /dev/null || break
+    sleep 1
+    waited=$((waited + 1))
+done
+if [ "$serving" = yes ]; then
+    result agent PASS "serving after ${waited}s"
+    # The probes' states are final once the agent serves.
+    if wget -q -O /dev/null http://127.0.0.1:9464/readyz 2> /dev/null; then
+        result ready PASS "/readyz 200"
+    else
+        result ready FAIL "/readyz not 200 (a probe is not attached)"
+    fi
+    wget -q -O /tmp/metrics http://127.0.0.1:9464/metrics
+    grep '^kernsight_probe_attached{' /tmp/metrics | while read -r series value; do
+        probe=${series#*probe=\"}
+        probe=${probe%%\"*}
+        if [ "$value" = 1 ]; then
+            result "probe:$probe" PASS attached
+        else
+            why=$(grep 'probe failed to attach' /tmp/agent.log | grep "\"$probe\"" | tail -n 1 |
+                sed 's/.*probe failed to attach: //' | cut -c 1-300)
+            result "probe:$probe" FAIL "${why:-not attached}"
+        fi
+    done
+    kill -TERM "$agent"
+    wait "$agent"
+    echo "agent exit status $?"
+else
+    why=$(grep -i 'error' /tmp/agent.log | tail -n 1 | cut -c 1-300)
+    result agent FAIL "${why:-not serving after ${waited}s}"
+fi
+cat /tmp/agent.log
+
+if [ -x /matrix/v2-check.sh ]; then
+    section "pure cgroup v2 resource collectors"
+    sh /matrix/v2-check.sh
+fi
+
+section "integration tests"
+export KERNSIGHT_PRIVILEGED_TESTS=required RUST_BACKTRACE=0
+while read -r name skips; do
+    [ -n "$name" ] || continue
+    set --
+    for skip in $skips; do set -- "$@" --skip "$skip"; done
+    section "test $name ($# skip arguments)"
+    started=$(date +%s)
+    timeout "$TEST_TIMEOUT" "/tests/$name" --test-threads=1 "$@" < /dev/null > /tmp/test.log 2>&1
+    status=$?
+    took=$(($(date +%s) - started))
+    cat /tmp/test.log
+    summary=$(grep '^test result:' /tmp/test.log | tail -n 1 | sed 's/^test result: //; s/; finished in.*//')
+    skipped=$(grep -c '^SKIPPED' /tmp/test.log)
+    if [ "$status" = 0 ]; then
+        result "test:$name" PASS "${took}s: $summary, $skipped skipped inside"
+    elif [ "$status" = 124 ] || [ "$status" = 143 ]; then
+        result "test:$name" FAIL "timed out after ${TEST_TIMEOUT}s"
+    else
+        failed=$(grep ' \.\.\. FAILED$' /tmp/test.log | sed 's/^test //; s/ \.\.\. FAILED$//' | tr '\n' ' ')
+        result "test:$name" FAIL "${took}s: exit $status: failed: ${failed:-none listed}"
+    fi
+done < /matrix/tests.list
+section "done"

@@ -1,0 +1,107 @@
+#!/bin/sh
+# The cgroup v2 resource collectors on a real pure-v2 kernel rather than fixture files: a cgroup
+# shaped like a kubelet container (systemd driver, containerd) with memory.max, cpu.max and
+# pids.max; inside it a CPU hog, a dd holding 16 MiB of anonymous memory and an 8 MiB file on
+# tmpfs; then kernsight's /metrics must show each of them for that container.
+# Prints `@@ v2:WHAT STATUS DETAIL` lines like run.sh.
+
+result() { echo "@@ $1 $2 $3"; }
+MIB=1048576
+ID=6b65726e736967687476322d636865636b000000000000000000000000000001
+SHORT=$(echo "$ID" | cut -c 1-12)
+CGROUP=/sys/fs/cgroup
+for level in kubepods.slice kubepods-burstable.slice \
+    kubepods-burstable-pod0e5b2f6a_5b7e_4c1e_9d59_6c1f3a1d2e4b.slice "cri-containerd-$ID.scope"; do
+    CGROUP="$CGROUP/$level"
+    mkdir -p "$CGROUP"
+    for controller in memory cpu pids io; do
+        echo "+$controller" > "$CGROUP/cgroup.subtree_control" 2> /dev/null
+    done
+done
+# The container's own cgroup holds processes, so it enables nothing for children.
+for controller in memory cpu pids io; do echo "-$controller" > "$CGROUP/cgroup.subtree_control" 2> /dev/null; done
+echo $((64 * MIB)) > "$CGROUP/memory.max"
+echo "20000 100000" > "$CGROUP/cpu.max"
+echo 32 > "$CGROUP/pids.max"
+
+# Each workload moves itself into the cgroup before it starts. The memory first: once the hog
+# runs, everything in the cgroup shares its 20 ms per 100 ms. dd's 16 MiB buffer, filled from
+# /dev/zero, stays resident while dd waits to write it into a pipe nobody reads.
+sh -c "echo 0 > $CGROUP/cgroup.procs; dd if=/dev/zero bs=$((16 * MIB)) count=1 2> /dev/null | sleep 600" &
+holder=$!
+sh -c "echo 0 > $CGROUP/cgroup.procs; dd if=/dev/zero of=/tmp/v2-check-file bs=$MIB count=8 2> /dev/null"
+anon_now() { awk '$1 == "anon" { print $2 }' "$CGROUP/memory.stat"; }
+waited=0
+until [ "$(anon_now)" -ge $((16 * MIB)) ] || [ "$waited" -ge 60 ]; do sleep 1; waited=$((waited + 1)); done
+sh -c "echo 0 > $CGROUP/cgroup.procs; while :; do :; done" &
+hog=$!
+
+kernsight run --listen 127.0.0.1:9465 --pin-dir '' > /tmp/v2-agent.log 2>&1 &
+agent=$!
+waited=0
+until wget -q -O /dev/null http://127.0.0.1:9465/healthz 2> /dev/null; do
+    kill -0 "$agent" 2> /dev/null && [ "$waited" -lt "$AGENT_WAIT" ] || break
+    sleep 1
+    waited=$((waited + 1))
+done
+# Let the hog run into its quota for a few dozen periods.
+sleep 5
+wget -q -O /tmp/v2-metrics http://127.0.0.1:9465/metrics
+kill -TERM "$agent" 2> /dev/null
+wait "$agent"
+echo "v2 check: $CGROUP"
+for file in memory.current memory.stat cpu.max cpu.stat pids.current pids.max cpu.pressure memory.pressure io.pressure; do
+    echo "--- $file"
+    cat "$CGROUP/$file" 2> /dev/null | head -n 12
+done
+echo "--- kernsight_container_* series of $SHORT"
+grep "^kernsight_container_.*container=\"$SHORT\"" /tmp/v2-metrics
+
+# One series' value: metric name, then label matchers that must all appear.
+value() {
+    name=$1
+    shift
+    grep "^$name{" /tmp/v2-metrics | grep "container=\"$SHORT\"" | while read -r series v; do
+        ok=yes
+        for label in "$@"; do case "$series" in *"$label"*) ;; *) ok=no ;; esac done
+        [ "$ok" = yes ] && echo "$v"
+    done | head -n 1
+}
+at_least() { [ -n "$1" ] && awk -v v="$1" -v min="$2" 'BEGIN { exit !(v >= min) }'; }
+equals() { [ -n "$1" ] && awk -v v="$1" -v w="$2" 'BEGIN { exit !(v == w) }'; }
+above() { [ -n "$1" ] && awk -v v="$1" -v min="$2" 'BEGIN { exit !(v > min) }'; }
+
+anon=$(value kernsight_container_memory_bytes 'kind="anon"')
+shmem=$(value kernsight_container_memory_bytes 'kind="shmem"')
+max=$(value kernsight_container_memory_limit_bytes 'limit="max"')
+detail="anon ${anon:-absent} (>= 16 MiB), shmem ${shmem:-absent} (>= 8 MiB), memory.max ${max:-absent} (64 MiB)"
+if at_least "$anon" $((16 * MIB)) && at_least "$shmem" $((8 * MIB)) && equals "$max" $((64 * MIB)); then
+    result v2:memory PASS "$detail"
+else
+    result v2:memory FAIL "$detail"
+fi
+
+quota=$(value kernsight_container_cpu_quota_seconds)
+periods=$(value kernsight_container_cpu_throttled_periods_total)
+throttled=$(value kernsight_container_cpu_throttled_seconds_total)
+detail="quota ${quota:-absent} s (0.02), throttled periods ${periods:-absent}, throttled ${throttled:-absent} s"
+if equals "$quota" 0.02 && above "$periods" 0 && above "$throttled" 0; then
+    result v2:cpu.max PASS "$detail"
+else
+    result v2:cpu.max FAIL "$detail"
+fi
+
+pids=$(value kernsight_container_pids)
+limit=$(value kernsight_container_pids_limit)
+detail="pids ${pids:-absent} (>= 2: hog and holder), limit ${limit:-absent} (32)"
+if at_least "$pids" 2 && equals "$limit" 32; then result v2:pids PASS "$detail"; else result v2:pids FAIL "$detail"; fi
+
+cpu_some=$(value kernsight_container_pressure_stall_seconds_total 'resource="cpu"' 'kind="some"')
+memory_some=$(value kernsight_container_pressure_stall_seconds_total 'resource="memory"' 'kind="some"')
+detail="cpu some ${cpu_some:-absent} s (> 0 under the quota), memory some ${memory_some:-absent} s"
+if above "$cpu_some" 0 && [ -n "$memory_some" ]; then result v2:psi PASS "$detail"; else result v2:psi FAIL "$detail"; fi
+
+# The holder's sleep too: everything in the cgroup.
+for pid in $(cat "$CGROUP/cgroup.procs"); do kill -KILL "$pid"; done
+wait "$hog" "$holder" 2> /dev/null
+rm -f /tmp/v2-check-file

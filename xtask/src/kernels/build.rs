@@ -1,0 +1,191 @@
+//! The static musl binaries the guests run: the release agent, and the integration tests with the
+//! debug agent they were compiled against (each test finds it by the absolute path cargo gave
+//! them in `CARGO_BIN_EXE_kernsight`, so the guest holds it at that same path).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use crate::process::{Step, cargo, workspace_root};
+
+pub const TARGET: &str = "x86_64-unknown-linux-musl";
+
+pub struct Binaries {
+    /// `kernsight`, release profile: what the smoke run starts.
+    pub agent: PathBuf,
+    /// Where the tests were compiled to find `kernsight` (the debug build's path).
+    pub test_agent: PathBuf,
+    /// Integration test binaries by name (`syscalls`, `oom`, ...).
+    pub tests: Vec<(String, PathBuf)>,
+    /// Integration tests (files of agent/tests) that did not build for the target.
+    pub unbuilt: Vec<String>,
+}
+
+pub fn build() -> Result<Binaries, String> {
+    Step::new(format!("build the static agent (release, {TARGET})")).run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "kernsight",
+        "--target",
+        TARGET,
+    ]))?;
+    let agent = workspace_root().join("target").join(TARGET).join("release/kernsight");
+
+    eprintln!("xtask: build the integration tests ({TARGET})");
+    let mut command = cargo();
+    // `build --tests` is `test --no-run` that can keep going: a test that does not build for
+    // musl is one failed cell, not a failed matrix.
+    command
+        .args(["build", "--tests", "--keep-going", "--package", "kernsight", "--target", TARGET])
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let out = command.output().map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    let artifacts = artifacts(&String::from_utf8_lossy(&out.stdout));
+    let test_agent = artifacts
+        .iter()
+        .find(|a| a.kind == "bin" && a.name == "kernsight" && !a.test)
+        .map(|a| a.executable.clone())
+        .ok_or("cargo reported no kernsight binary for the tests")?;
+    let tests: Vec<(String, PathBuf)> =
+        artifacts.into_iter().filter(|a| a.kind == "test").map(|a| (a.name, a.executable)).collect();
+    if tests.is_empty() {
+        return Err(format!("no integration test built for {TARGET} ({})", out.status));
+    }
+    let unbuilt: Vec<String> =
+        test_sources().into_iter().filter(|name| !tests.iter().any(|(built, _)| built == name)).collect();
+    if !unbuilt.is_empty() {
+        eprintln!("xtask: these integration tests do not build for {TARGET}: {}", unbuilt.join(", "));
+    }
+    let binaries = Binaries { agent, test_agent, tests, unbuilt };
+    for path in binaries.all() {
+        if !is_static(path)? {
+            return Err(format!("{} is dynamically linked: the guests have no libraries", path.display()));
+        }
+    }
+    Ok(binaries)
+}
+
+/// The integration tests cargo discovers: the files of agent/tests.
+fn test_sources() -> Vec<String> {
+    let dir = workspace_root().join("agent/tests");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".rs").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+impl Binaries {
+    fn all(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.agent, &self.test_agent].into_iter().chain(self.tests.iter().map(|(_, path)| path))
+    }
+}
+
+/// An executable cargo built, from one `compiler-artifact` message.
+#[derive(Debug, PartialEq)]
+struct Artifact {
+    kind: String,
+    name: String,
+    test: bool,
+    executable: PathBuf,
+}
+
+/// Executables in cargo's JSON messages. The messages are flat enough to read without a JSON
+/// parser: xtask depends on nothing but std.
+fn artifacts(messages: &str) -> Vec<Artifact> {
+    messages
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"compiler-artifact\""))
+        .filter_map(|line| {
+            let target = line.split_once("\"target\":{")?.1;
+            let kind = string_after(target, "\"kind\":[")?;
+            let name = string_after(target, "\"name\":")?;
+            let test = line.contains("\"test\":true");
+            let executable = string_after(line, "\"executable\":")?;
+            Some(Artifact { kind, name, test, executable: PathBuf::from(executable) })
+        })
+        .collect()
+}
+
+/// The JSON string right after `key` (`None` for `null`); paths here need no unescaping.
+fn string_after(text: &str, key: &str) -> Option<String> {
+    let rest = text.split_once(key)?.1.strip_prefix('"')?;
+    Some(rest.split_once('"')?.0.to_owned())
+}
+
+/// Whether an ELF executable has no program interpreter (no `PT_INTERP` header): it needs no
+/// dynamic loader and no libraries.
+pub fn is_static(path: &Path) -> Result<bool, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    elf_has_no_interpreter(&bytes).ok_or_else(|| format!("{} is not a 64-bit ELF file", path.display()))
+}
+
+fn elf_has_no_interpreter(elf: &[u8]) -> Option<bool> {
+    const PT_INTERP: u32 = 3;
+    if elf.get(..5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let u16_at = |at: usize| elf.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |at: usize| elf.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let phoff = elf.get(0x20..0x28).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))? as usize;
+    let (entry_size, count) = (u16_at(0x36)?, u16_at(0x38)?);
+    for header in 0..count {
+        if u32_at(phoff + header * entry_size)? == PT_INTERP {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_executables_from_cargo_messages() {
+        let messages = concat!(
+            r#"{"reason":"compiler-artifact","package_id":"path+file:///w/agent#kernsight@0.1.0","#,
+            r#""target":{"kind":["bin"],"crate_types":["bin"],"name":"kernsight","src_path":"/w/agent/src/main.rs"},"#,
+            r#""profile":{"opt_level":"0","test":false},"executable":"/w/target/x/debug/kernsight","fresh":true}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"kind":["test"],"crate_types":["bin"],"name":"oom","#,
+            r#""src_path":"/w/agent/tests/oom.rs"},"profile":{"test":true},"executable":"/w/target/x/debug/deps/oom-1a2b","fresh":true}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"libc"},"profile":{"test":false},"executable":null}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+        );
+        assert_eq!(
+            artifacts(messages),
+            vec![
+                Artifact {
+                    kind: "bin".into(),
+                    name: "kernsight".into(),
+                    test: false,
+                    executable: "/w/target/x/debug/kernsight".into()
+                },
+                Artifact {
+                    kind: "test".into(),
+                    name: "oom".into(),
+                    test: true,
+                    executable: "/w/target/x/debug/deps/oom-1a2b".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn tells_static_from_dynamic_executables() {
+        // Debian's shell is dynamically linked; this test binary, built for the host, too.
+        assert_eq!(is_static(Path::new("/bin/sh")), Ok(false));
+        assert!(is_static(Path::new("/etc/hostname")).is_err());
+    }
+}

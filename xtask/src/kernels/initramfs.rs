@@ -1,0 +1,159 @@
+//! The guest's root filesystem, one per kernel and run: busybox, the init and run scripts, the
+//! kernel's configuration, the static agent and test binaries, and a few host tools that some
+//! tests call (with the libraries they load), packed as a gzip'd newc cpio archive.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use super::{build::Binaries, download::Kernel, plan};
+use crate::process::{Step, output};
+
+const INIT: &str = include_str!("../../guest/init.sh");
+const RUN: &str = include_str!("../../guest/run.sh");
+const V2_CHECK: &str = include_str!("../../guest/v2-check.sh");
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Seconds a guest waits for the agent to serve, and for one test binary.
+pub struct GuestTimes {
+    pub agent_wait: u64,
+    pub test_timeout: u64,
+}
+
+/// Builds `dir/root` and packs it into `dir/initramfs.gz`; returns the archive's path.
+pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes) -> Result<PathBuf, String> {
+    let root = dir.join("root");
+    let _ = std::fs::remove_dir_all(&root);
+    if !super::build::is_static(Path::new(BUSYBOX))? {
+        return Err(format!("{BUSYBOX} is not static: install busybox-static"));
+    }
+    copy(Path::new(BUSYBOX), &root.join("bin/busybox"))?;
+    write(&root.join("init"), INIT, 0o755)?;
+    write(&root.join("matrix/run.sh"), RUN, 0o755)?;
+    write(&root.join("matrix/v2-check.sh"), V2_CHECK, 0o755)?;
+    write(
+        &root.join("matrix/settings"),
+        &format!("AGENT_WAIT={}\nTEST_TIMEOUT={}\n", times.agent_wait, times.test_timeout),
+        0o644,
+    )?;
+    copy(&kernel.config, &root.join("matrix/config"))?;
+
+    copy_stripped(&binaries.agent, &root.join("usr/bin/kernsight"))?;
+    // The tests start the agent at the path compiled into them; there the guest has the release
+    // agent too: the debug one takes about 50 s to start under TCG (BTF parsing), the release
+    // one about 1 s, and the tests drive it only through its command line and HTTP.
+    copy_stripped(&binaries.agent, &under(&root, &binaries.test_agent))?;
+    let mut list = String::new();
+    for (name, path) in &binaries.tests {
+        if let plan::Run::Skipping(skips) = plan::guest_run(name) {
+            copy_stripped(path, &root.join("tests").join(name))?;
+            list.push_str(&format!(
+                "{name} {}\n",
+                skips.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(" ")
+            ));
+        }
+    }
+    write(&root.join("matrix/tests.list"), &list, 0o644)?;
+    for tool in plan::HOST_TOOLS {
+        copy_with_libraries(&root, tool)?;
+    }
+
+    let archive = dir.join("initramfs.gz");
+    Step::new(format!("pack the guest's initramfs for {}", kernel.name)).run(
+        Command::new("sh")
+            .arg("-c")
+            .arg("find . | cpio -o -H newc --quiet | gzip -1 > \"$0\"")
+            .arg(&archive)
+            .current_dir(&root),
+    )?;
+    Ok(archive)
+}
+
+/// `path` (absolute on the host) inside `root`.
+fn under(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// A host tool at the same path in the guest, with its dynamic loader and libraries (from `ldd`).
+fn copy_with_libraries(root: &Path, tool: &str) -> Result<(), String> {
+    let path = output(Command::new("sh").arg("-c").arg(format!("command -v {tool}")))
+        .map(|p| PathBuf::from(p.trim()))
+        .filter(|p| p.is_absolute())
+        .ok_or_else(|| format!("{tool} is not installed on this machine (cargo xtask setup installs it)"))?;
+    copy(&path, &under(root, &path))?;
+    // Statically linked tools make ldd fail: then there is nothing more to copy.
+    let ldd = output(Command::new("ldd").arg(&path)).unwrap_or_default();
+    for library in libraries(&ldd) {
+        let target = under(root, &library);
+        if !target.exists() {
+            copy(&library, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Absolute paths in `ldd` output: `libc.so.6 => /lib/.../libc.so.6 (0x...)` and the loader.
+fn libraries(ldd: &str) -> Vec<PathBuf> {
+    ldd.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = line.split_once("=> ").map_or(line, |(_, after)| after);
+            let path = path.split_whitespace().next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// Without debug information: the test binaries shrink from hundreds of MiB to a few.
+fn copy_stripped(from: &Path, to: &Path) -> Result<(), String> {
+    create_parent(to)?;
+    let status = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(to)
+        .arg(from)
+        .status()
+        .map_err(|e| format!("cannot run strip (binutils): {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("strip {} failed ({status})", from.display())) }
+}
+
+/// Copies the file's contents (symlinks followed), keeping its mode.
+fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    create_parent(to)?;
+    std::fs::copy(from, to).map(drop).map_err(|e| format!("copy {} to {}: {e}", from.display(), to.display()))
+}
+
+fn write(path: &Path, text: &str, mode: u32) -> Result<(), String> {
+    create_parent(path)?;
+    std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
+fn create_parent(path: &Path) -> Result<(), String> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_library_paths_from_ldd() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                   \tlibcap-ng.so.0 => /lib/x86_64-linux-gnu/libcap-ng.so.0 (0x00007f87)\n\
+                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f87)\n\
+                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f87)\n";
+        assert_eq!(
+            libraries(ldd),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libcap-ng.so.0"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
+}
