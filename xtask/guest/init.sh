@@ -2,7 +2,7 @@
 # /init of the kernel-matrix guests (cargo xtask test-kernels): a node with pure cgroup v2 and
 # nothing else, the filesystems kernsight uses, then /matrix/run.sh with its output on the second
 # serial port (the host reads it from a file), then power off.
-/bin/busybox mkdir -p /proc /sys /dev /tmp /run /root /etc /boot
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run /root /etc /boot /var/tmp
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s /bin
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

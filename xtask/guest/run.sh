@@ -3,8 +3,9 @@
 # the second serial port; lines `@@ CELL STATUS DETAIL` (STATUS: PASS, FAIL or SKIP) are the
 # results the host tabulates, everything else is kept as the guest's log.
 #
-# /matrix/settings sets TEST_TIMEOUT and AGENT_WAIT (seconds); /matrix/tests.list has one test
-# binary of /tests per line, followed by the names of its tests to skip in a guest.
+# /matrix/settings sets TEST_TIMEOUT (seconds for one area of the integration tests) and
+# AGENT_WAIT (seconds); /matrix/tests.list has one area per line: its name, then the full names
+# of the tests of /tests/integration to run in it.
 . /matrix/settings
 
 result() { echo "@@ $1 $2 $3"; }
@@ -74,25 +75,31 @@ fi
 
 section "integration tests"
 export KERNSIGHT_PRIVILEGED_TESTS=required RUST_BACKTRACE=0
-while read -r name skips; do
-    [ -n "$name" ] || continue
-    set --
-    for skip in $skips; do set -- "$@" --skip "$skip"; done
-    section "test $name ($# skip arguments)"
+if [ -f /matrix/test-config.toml ]; then
+    # Families this kernel cannot attach, switched off for the tests' agents (xtask's plan.rs).
+    export KERNSIGHT_CONFIG=/matrix/test-config.toml
+    echo "the tests' agents run with KERNSIGHT_CONFIG=$KERNSIGHT_CONFIG:"
+    cat "$KERNSIGHT_CONFIG"
+fi
+# One run of the integration binary per area, naming its tests exactly (a filter `oom::` would
+# also run `trace_oom::`). Its output goes to the host with each line prefixed by `@| `.
+while read -r area tests; do
+    [ -n "$area" ] || continue
+    section "tests $area::"
     started=$(date +%s)
-    timeout "$TEST_TIMEOUT" "/tests/$name" --test-threads=1 "$@" < /dev/null > /tmp/test.log 2>&1
+    # shellcheck disable=SC2086 # one argument per test name
+    timeout "$TEST_TIMEOUT" /tests/integration --exact --test-threads=1 $tests < /dev/null > /tmp/test.log 2>&1
     status=$?
     took=$(($(date +%s) - started))
-    cat /tmp/test.log
-    summary=$(grep '^test result:' /tmp/test.log | tail -n 1 | sed 's/^test result: //; s/; finished in.*//')
-    skipped=$(grep -c '^SKIPPED' /tmp/test.log)
+    sed 's/^/@| /' /tmp/test.log
+    # The log of a binary killed mid-test may end without a newline.
+    echo
     if [ "$status" = 0 ]; then
-        result "test:$name" PASS "${took}s: $summary, $skipped skipped inside"
+        result "area:$area" PASS "${took}s"
     elif [ "$status" = 124 ] || [ "$status" = 143 ]; then
-        result "test:$name" FAIL "timed out after ${TEST_TIMEOUT}s"
+        result "area:$area" FAIL "${took}s: timed out after ${TEST_TIMEOUT}s"
     else
-        failed=$(grep ' \.\.\. FAILED$' /tmp/test.log | sed 's/^test //; s/ \.\.\. FAILED$//' | tr '\n' ' ')
-        result "test:$name" FAIL "${took}s: exit $status: failed: ${failed:-none listed}"
+        result "area:$area" FAIL "${took}s: exit $status"
     fi
 done < /matrix/tests.list
 section "done"

@@ -72,7 +72,7 @@ fn channel_of(toolchain_file: &str) -> Option<String> {
 }
 
 /// Installs those of `packages` that are missing (as root), with apt-get; their recommended
-/// packages too when `recommends`.
+/// packages too when `recommends`; never removing an installed package.
 pub fn debian_packages(packages: &[&str], recommends: bool) -> Result<(), String> {
     let missing: Vec<&str> = packages
         .iter()
@@ -93,13 +93,24 @@ pub fn debian_packages(packages: &[&str], recommends: bool) -> Result<(), String
         ));
     }
     Step::new("refresh the Debian package lists").run(Command::new("apt-get").args(["update", "-q"]))?;
-    Step::new(format!("install Debian packages: {}", missing.join(" "))).run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q"])
-            .args((!recommends).then_some("--no-install-recommends"))
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    // --no-remove: apt aborts rather than remove an installed package to make room (QEMU's
+    // dependencies once removed a newer qemu-utils from backports): the machine's other
+    // packages are not setup's to change.
+    Step::new(format!("install Debian packages: {}", missing.join(" ")))
+        .run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-remove"])
+                .args((!recommends).then_some("--no-install-recommends"))
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .map_err(|e| {
+            format!(
+                "{e}\nif apt wanted to remove packages, see what with `apt-get -s install {}` and \
+                 resolve that by hand",
+                missing.join(" ")
+            )
+        })
 }
 
 fn rust_toolchain(toolchain: &str, components: &[&str]) -> Result<(), String> {

@@ -11,7 +11,7 @@ use std::{
 
 use crate::support::{
     Agent, ChildGuard, eventually,
-    memory::{MIB, limited_cgroup, spawn_allocating_past_the_limit, touch_anonymous},
+    memory::{MIB, limited_cgroup, limited_parent, spawn_allocating_past_the_limit, touch_anonymous},
     parse, privileged, serial, spawn_in, value, wait_status,
 };
 use kernsight::kernel::{mountinfo, resources};
@@ -100,7 +100,7 @@ fn the_kill_is_attributed_to_the_victims_cgroup_not_the_allocating_tasks() {
     let _serial = serial();
     let agent = Agent::start(&[]);
     // Removed with their parent, the hog killed first, also when the test fails half-way.
-    let parent = limited_cgroup("tree");
+    let parent = limited_parent("tree");
     let (hog_cgroup, grower_cgroup) = (parent.child("hog"), parent.child("grower"));
     let (hog_label, grower_label) = (hog_cgroup.label.clone(), grower_cgroup.label.clone());
 

@@ -234,7 +234,9 @@ fn thread_exits_are_not_process_exits() {
     let code = cgroup.run(|| {
         let pid = fork_child(|| {
             for _ in 0..3 {
-                let mut thread: libc::pthread_t = 0;
+                // SAFETY: `pthread_t` is an integer with glibc and a pointer with musl; all
+                // zeroes is a valid value of both, and pthread_create overwrites it.
+                let mut thread: libc::pthread_t = unsafe { std::mem::zeroed() };
                 // SAFETY: the thread function makes no call at all.
                 unsafe {
                     if libc::pthread_create(

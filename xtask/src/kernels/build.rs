@@ -1,25 +1,31 @@
-//! The static musl binaries the guests run: the release agent, and the integration tests with the
-//! debug agent they were compiled against (each test finds it by the absolute path cargo gave
-//! them in `CARGO_BIN_EXE_kernsight`, so the guest holds it at that same path).
+//! The static musl binaries the guests run: the release agent, and the integration test binary
+//! with the path of the agent it was compiled against (the tests find it by the absolute path
+//! cargo gave them in `CARGO_BIN_EXE_kernsight`, so the guest holds an agent at that same path).
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
+    process::{Command, Stdio},
 };
 
-use crate::process::{Step, cargo, workspace_root};
+use crate::process::{Step, cargo, output, workspace_root};
 
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
+/// The one integration test binary (`agent/tests/integration/main.rs`).
+const INTEGRATION: &str = "integration";
 
 pub struct Binaries {
     /// `kernsight`, release profile: what the smoke run starts.
     pub agent: PathBuf,
+    pub tests: Result<Tests, String>,
+}
+
+/// The integration test binary, where it looks for the agent, and its tests.
+pub struct Tests {
+    pub binary: PathBuf,
     /// Where the tests were compiled to find `kernsight` (the debug build's path).
-    pub test_agent: PathBuf,
-    /// Integration test binaries by name (`syscalls`, `oom`, ...).
-    pub tests: Vec<(String, PathBuf)>,
-    /// Integration tests (files of agent/tests) that did not build for the target.
-    pub unbuilt: Vec<String>,
+    pub agent_path: PathBuf,
+    /// Every test by full name (`oom::the_kill_is_attributed_...`), as `--list` gives them.
+    pub names: Vec<String>,
 }
 
 pub fn build() -> Result<Binaries, String> {
@@ -32,61 +38,60 @@ pub fn build() -> Result<Binaries, String> {
         TARGET,
     ]))?;
     let agent = workspace_root().join("target").join(TARGET).join("release/kernsight");
+    if !is_static(&agent)? {
+        return Err(format!("{} is dynamically linked: the guests have no libraries", agent.display()));
+    }
+    // Tests that do not build for musl are failed cells, not a failed matrix: the table still
+    // shows the agent and its families on every kernel.
+    let tests = build_tests();
+    if let Err(why) = &tests {
+        eprintln!("xtask: {why}");
+    }
+    Ok(Binaries { agent, tests })
+}
 
+fn build_tests() -> Result<Tests, String> {
     eprintln!("xtask: build the integration tests ({TARGET})");
     let mut command = cargo();
-    // `build --tests` is `test --no-run` that can keep going: a test that does not build for
-    // musl is one failed cell, not a failed matrix.
     command
-        .args(["build", "--tests", "--keep-going", "--package", "kernsight", "--target", TARGET])
+        .args(["build", "--tests", "--package", "kernsight", "--target", TARGET])
         .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let out = command.output().map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the integration tests do not build for {TARGET} ({}; cargo's error is above)",
+            out.status
+        ));
+    }
     let artifacts = artifacts(&String::from_utf8_lossy(&out.stdout));
-    let test_agent = artifacts
+    let agent_path = artifacts
         .iter()
         .find(|a| a.kind == "bin" && a.name == "kernsight" && !a.test)
         .map(|a| a.executable.clone())
         .ok_or("cargo reported no kernsight binary for the tests")?;
-    let tests: Vec<(String, PathBuf)> =
-        artifacts.into_iter().filter(|a| a.kind == "test").map(|a| (a.name, a.executable)).collect();
-    if tests.is_empty() {
-        return Err(format!("no integration test built for {TARGET} ({})", out.status));
+    let binary = artifacts
+        .into_iter()
+        .find(|a| a.kind == "test" && a.name == INTEGRATION)
+        .map(|a| a.executable)
+        .ok_or(format!("cargo reported no `{INTEGRATION}` test binary"))?;
+    if !is_static(&binary)? {
+        return Err(format!("{} is dynamically linked: the guests have no libraries", binary.display()));
     }
-    let unbuilt: Vec<String> =
-        test_sources().into_iter().filter(|name| !tests.iter().any(|(built, _)| built == name)).collect();
-    if !unbuilt.is_empty() {
-        eprintln!("xtask: these integration tests do not build for {TARGET}: {}", unbuilt.join(", "));
+    // Static, so it runs here too: listing its tests needs no privilege and runs none.
+    let list = output(Command::new(&binary).args(["--list", "--format", "terse"]))
+        .ok_or_else(|| format!("{} --list failed", binary.display()))?;
+    let names = test_names(&list);
+    if names.is_empty() {
+        return Err(format!("{} --list names no test", binary.display()));
     }
-    let binaries = Binaries { agent, test_agent, tests, unbuilt };
-    for path in binaries.all() {
-        if !is_static(path)? {
-            return Err(format!("{} is dynamically linked: the guests have no libraries", path.display()));
-        }
-    }
-    Ok(binaries)
+    Ok(Tests { binary, agent_path, names })
 }
 
-/// The integration tests cargo discovers: the files of agent/tests.
-fn test_sources() -> Vec<String> {
-    let dir = workspace_root().join("agent/tests");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".rs").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-impl Binaries {
-    fn all(&self) -> impl Iterator<Item = &PathBuf> {
-        [&self.agent, &self.test_agent].into_iter().chain(self.tests.iter().map(|(_, path)| path))
-    }
+/// Test names in libtest's `--list --format terse` output (`oom::name: test`).
+fn test_names(list: &str) -> Vec<String> {
+    list.lines().filter_map(|line| line.strip_suffix(": test")).map(str::to_owned).collect()
 }
 
 /// An executable cargo built, from one `compiler-artifact` message.
@@ -179,6 +184,15 @@ mod tests {
                     executable: "/w/target/x/debug/deps/oom-1a2b".into()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn reads_test_names_from_the_list() {
+        let list = "oom::page_cache_within_the_limit_is_file_memory_and_no_kill: test\ncli::a: test\n";
+        assert_eq!(
+            test_names(list),
+            ["oom::page_cache_within_the_limit_is_file_memory_and_no_kill", "cli::a"]
         );
     }
 

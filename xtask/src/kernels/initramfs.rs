@@ -1,5 +1,6 @@
 //! The guest's root filesystem, one per kernel and run: busybox, the init and run scripts, the
-//! kernel's configuration, the static agent and test binaries, and a few host tools that some
+//! kernel's configuration, the static agent and integration tests (and the agent configuration
+//! the tests run with on this kernel, if any), and a few host tools that some
 //! tests call (with the libraries they load), packed as a gzip'd newc cpio archive.
 
 use std::{
@@ -9,14 +10,14 @@ use std::{
 };
 
 use super::{build::Binaries, download::Kernel, plan};
-use crate::process::{Step, output};
+use crate::process::{Step, output, workspace_root};
 
 const INIT: &str = include_str!("../../guest/init.sh");
 const RUN: &str = include_str!("../../guest/run.sh");
 const V2_CHECK: &str = include_str!("../../guest/v2-check.sh");
 const BUSYBOX: &str = "/bin/busybox";
 
-/// Seconds a guest waits for the agent to serve, and for one test binary.
+/// Seconds a guest waits for the agent to serve, and for one area of the integration tests.
 pub struct GuestTimes {
     pub agent_wait: u64,
     pub test_timeout: u64,
@@ -41,24 +42,33 @@ pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes
     copy(&kernel.config, &root.join("matrix/config"))?;
 
     copy_stripped(&binaries.agent, &root.join("usr/bin/kernsight"))?;
-    // The tests start the agent at the path compiled into them; there the guest has the release
-    // agent too: the debug one takes about 50 s to start under TCG (BTF parsing), the release
-    // one about 1 s, and the tests drive it only through its command line and HTTP.
-    copy_stripped(&binaries.agent, &under(&root, &binaries.test_agent))?;
     let mut list = String::new();
-    for (name, path) in &binaries.tests {
-        if let plan::Run::Skipping(skips) = plan::guest_run(name) {
-            copy_stripped(path, &root.join("tests").join(name))?;
-            list.push_str(&format!(
-                "{name} {}\n",
-                skips.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(" ")
-            ));
+    if let Ok(tests) = &binaries.tests {
+        // The tests start the agent at the path compiled into them; there the guest has the
+        // release agent too: the debug one takes about 50 s to start under TCG (BTF parsing),
+        // the release one about 1 s, and the tests drive it only through its command line and
+        // HTTP.
+        copy_stripped(&binaries.agent, &under(&root, &tests.agent_path))?;
+        copy_stripped(&tests.binary, &root.join("tests/integration"))?;
+        for (area, names) in plan::guest_tests(&tests.names) {
+            list.push_str(&format!("{area} {}\n", names.join(" ")));
         }
     }
     write(&root.join("matrix/tests.list"), &list, 0o644)?;
-    for tool in plan::HOST_TOOLS {
-        copy_with_libraries(&root, tool)?;
+    if let Some(config) = plan::test_config(kernel.name) {
+        write(&root.join("matrix/test-config.toml"), config, 0o644)?;
     }
+    for tool in plan::HOST_TOOLS {
+        copy_with_libraries(&root, Path::new(tool))?;
+    }
+    for file in plan::REPOSITORY_FILES {
+        let path = workspace_root().join(file);
+        copy(&path, &under(&root, &path))?;
+    }
+    // Tests name those files from their crate (`agent/../docs/metrics.md`): the directory must exist.
+    let crate_dir = workspace_root().join("agent");
+    std::fs::create_dir_all(under(&root, &crate_dir))
+        .map_err(|e| format!("mkdir {}: {e}", crate_dir.display()))?;
 
     let archive = dir.join("initramfs.gz");
     Step::new(format!("pack the guest's initramfs for {}", kernel.name)).run(
@@ -76,15 +86,17 @@ fn under(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// A host tool at the same path in the guest, with its dynamic loader and libraries (from `ldd`).
-fn copy_with_libraries(root: &Path, tool: &str) -> Result<(), String> {
-    let path = output(Command::new("sh").arg("-c").arg(format!("command -v {tool}")))
-        .map(|p| PathBuf::from(p.trim()))
-        .filter(|p| p.is_absolute())
-        .ok_or_else(|| format!("{tool} is not installed on this machine (cargo xtask setup installs it)"))?;
-    copy(&path, &under(root, &path))?;
+/// A host program at the same path in the guest, with its loader and libraries (from `ldd`).
+fn copy_with_libraries(root: &Path, path: &Path) -> Result<(), String> {
+    if !path.is_file() {
+        return Err(format!(
+            "{} is not installed on this machine (cargo xtask setup installs it)",
+            path.display()
+        ));
+    }
+    copy(path, &under(root, path))?;
     // Statically linked tools make ldd fail: then there is nothing more to copy.
-    let ldd = output(Command::new("ldd").arg(&path)).unwrap_or_default();
+    let ldd = output(Command::new("ldd").arg(path)).unwrap_or_default();
     for library in libraries(&ldd) {
         let target = under(root, &library);
         if !target.exists() {

@@ -1,5 +1,6 @@
-//! The family × kernel table: the guests' `@@ CELL STATUS DETAIL` lines, held against the
-//! expectations of `plan.rs`, as markdown.
+//! The family × kernel table: the guests' `@@ CELL STATUS DETAIL` lines and the integration
+//! tests' libtest output (lines prefixed `@| `), held against the expectations of `plan.rs`, as
+//! markdown. A row per area of the tests; a verdict per test.
 
 use std::fmt::Write as _;
 
@@ -18,17 +19,34 @@ pub struct Cell {
     pub detail: String,
 }
 
-/// One kernel's run: which package, how long, how it ended, and its cells in the order reported.
+/// One test of the integration binary as a guest ran it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestResult {
+    /// Full name, `oom::the_kill_is_attributed_...`.
+    pub name: String,
+    pub status: Status,
+    /// One line: the panic message of a failure.
+    pub detail: String,
+    /// What the failed test printed (libtest's `---- NAME stdout ----` section).
+    pub output: String,
+}
+
+/// One kernel's run: which package, how long, how it ended, its cells in the order reported and
+/// its tests.
 pub struct KernelResult {
     pub kernel: &'static str,
     pub package: String,
     pub seconds: f64,
     pub problem: Option<String>,
     pub cells: Vec<(String, Cell)>,
+    pub tests: Vec<TestResult>,
 }
 
-/// The results in a guest's output.
-pub fn parse(output: &str) -> Vec<(String, Cell)> {
+/// What the guests ran of the integration tests: each area with its tests, or why none ran.
+pub type Areas = Result<Vec<(String, Vec<String>)>, String>;
+
+/// The result cells of a guest's output (`@@ ` lines).
+pub fn parse_cells(output: &str) -> Vec<(String, Cell)> {
     output
         .lines()
         .filter_map(|line| {
@@ -43,6 +61,87 @@ pub fn parse(output: &str) -> Vec<(String, Cell)> {
             Some((name, Cell { status, detail: parts.next().unwrap_or_default().trim().to_owned() }))
         })
         .collect()
+}
+
+/// The tests in the libtest output the guest forwarded (`@| ` lines), in the order they ran. A
+/// test that started and never finished (its area timed out) is a failure that says so.
+pub fn parse_tests(output: &str) -> Vec<TestResult> {
+    let lines = output.lines().filter_map(|line| line.strip_prefix("@| "));
+    let mut tests: Vec<TestResult> = Vec::new();
+    let mut running: Option<String> = None;
+    let mut section: Option<(String, Vec<&str>)> = None;
+    let settle = |tests: &mut Vec<TestResult>, name: String, status: Status| {
+        tests.push(TestResult { name, status, detail: String::new(), output: String::new() });
+    };
+    for line in lines {
+        if let Some(name) = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----")) {
+            finish_section(&mut tests, section.take());
+            section = Some((name.to_owned(), Vec::new()));
+            continue;
+        }
+        if let Some((_, text)) = &mut section {
+            if line == "failures:" || line.starts_with("test result:") {
+                finish_section(&mut tests, section.take());
+            } else {
+                text.push(line);
+            }
+            continue;
+        }
+        if let Some((name, result)) = line.strip_prefix("test ").and_then(|l| l.split_once(" ...")) {
+            if let Some(previous) = running.take() {
+                settle(&mut tests, previous, Status::Fail);
+            }
+            match outcome(result) {
+                Some(status) => settle(&mut tests, name.to_owned(), status),
+                None => running = Some(name.to_owned()),
+            }
+        } else if let Some(status) = outcome(line) {
+            // A result printed after output the test let through (its children's stderr).
+            if let Some(name) = running.take() {
+                settle(&mut tests, name, status);
+            }
+        }
+    }
+    finish_section(&mut tests, section);
+    if let Some(name) = running {
+        tests.push(TestResult {
+            name,
+            status: Status::Fail,
+            detail: "still running when its area's time ran out".to_owned(),
+            output: String::new(),
+        });
+    }
+    tests
+}
+
+fn outcome(result: &str) -> Option<Status> {
+    match result.trim() {
+        "ok" => Some(Status::Pass),
+        "FAILED" => Some(Status::Fail),
+        r if r.starts_with("ignored") => Some(Status::Skip),
+        _ => None,
+    }
+}
+
+/// A failure's captured output, and its panic message as the detail.
+fn finish_section(tests: &mut [TestResult], section: Option<(String, Vec<&str>)>) {
+    let Some((name, text)) = section else { return };
+    let Some(test) = tests.iter_mut().rev().find(|t| t.name == name) else { return };
+    let message = text
+        .iter()
+        .position(|l| l.contains("panicked at"))
+        .and_then(|at| text.get(at + 1))
+        .or_else(|| text.iter().find(|l| !l.trim().is_empty()));
+    test.detail = message.map(|m| one_line(m, 300)).unwrap_or_default();
+    test.output = text.join("\n");
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let text = text.trim().replace('|', "/");
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text,
+    }
 }
 
 impl KernelResult {
@@ -60,9 +159,23 @@ impl KernelResult {
         };
         Cell { status: Status::Fail, detail }
     }
+
+    /// The test, or a failure saying why it has no result.
+    fn test(&self, area: &str, name: &str) -> TestResult {
+        if let Some(test) = self.tests.iter().find(|t| t.name == name) {
+            return test.clone();
+        }
+        let area = self.cell(&format!("area:{area}"));
+        TestResult {
+            name: name.to_owned(),
+            status: Status::Fail,
+            detail: format!("no result: its area's run ended first ({})", area.detail),
+            output: String::new(),
+        }
+    }
 }
 
-/// A cell's verdict against the expectations.
+/// A cell's or a test's verdict against the expectations.
 #[derive(Debug, PartialEq)]
 enum Verdict {
     Pass,
@@ -71,28 +184,31 @@ enum Verdict {
     KnownFailure(&'static str),
     /// Failed although it is expected to pass.
     Regression,
-    /// Passed although it is listed as a known failure: the expectation can be tightened.
+    /// Passed although an expectation names it as failing: the expectation can be tightened.
     UnexpectedPass,
 }
 
-fn verdict(kernel: &str, name: &str, cell: &Cell) -> Verdict {
-    match (cell.status, plan::known_failure(kernel, name)) {
-        (Status::Pass, None) => Verdict::Pass,
-        (Status::Pass, Some(_)) => Verdict::UnexpectedPass,
-        (Status::Skip, _) => Verdict::Skip,
-        (Status::Fail, Some(why)) => Verdict::KnownFailure(why),
-        (Status::Fail, None) => Verdict::Regression,
+fn verdict(kernel: &str, name: &str, status: Status, output: &str) -> Verdict {
+    match status {
+        Status::Pass if plan::expected_to_fail(kernel, name) => Verdict::UnexpectedPass,
+        Status::Pass => Verdict::Pass,
+        Status::Skip => Verdict::Skip,
+        Status::Fail => match plan::known_failure(kernel, name, output) {
+            Some((why, _)) => Verdict::KnownFailure(why),
+            None => Verdict::Regression,
+        },
     }
 }
 
 pub struct Matrix {
     pub markdown: String,
-    /// Cells that failed although expected to pass, as `kernel cell: detail`.
+    /// Cells and tests that failed although expected to pass, and plans that no longer match
+    /// the agent, as `kernel cell: detail`.
     pub regressions: Vec<String>,
 }
 
-/// Rows: boot, check, the agent, every family, the cgroup v2 checks, every test binary run.
-fn rows(results: &[KernelResult], test_binaries: &[String]) -> Vec<String> {
+/// Rows before the tests: boot, check, the agent, every family, the cgroup v2 checks.
+fn rows(results: &[KernelResult]) -> Vec<String> {
     let mut rows: Vec<String> = ["boot", "check", "agent", "ready"].map(String::from).to_vec();
     rows.extend(FAMILIES.iter().map(|f| format!("probe:{f}")));
     for (name, _) in results.iter().flat_map(|r| &r.cells) {
@@ -100,7 +216,6 @@ fn rows(results: &[KernelResult], test_binaries: &[String]) -> Vec<String> {
             rows.push(name.clone());
         }
     }
-    rows.extend(test_binaries.iter().map(|t| format!("test:{t}")));
     rows
 }
 
@@ -113,85 +228,204 @@ fn label(row: &str) -> String {
         _ => match row.split_once(':') {
             Some(("probe", family)) => format!("family `{family}`"),
             Some(("v2", what)) => format!("cgroup v2: {what}"),
-            Some(("test", binary)) => format!("tests `{binary}`"),
+            Some(("area", area)) => format!("tests `{area}::`"),
             _ => row.to_owned(),
         },
     }
 }
 
-pub fn matrix(results: &[KernelResult], test_binaries: &[String], total_seconds: f64) -> Matrix {
-    let rows = rows(results, test_binaries);
+/// Where a guest that served reports other families than `plan::FAMILIES`: the plan must follow
+/// the agent's registry.
+fn registry_mismatch(result: &KernelResult) -> Option<String> {
+    if result.cell("agent").status != Status::Pass {
+        return None;
+    }
+    let reported: Vec<&str> =
+        result.cells.iter().filter_map(|(name, _)| name.strip_prefix("probe:")).collect();
+    let missing: Vec<&str> = FAMILIES.iter().copied().filter(|f| !reported.contains(f)).collect();
+    let extra: Vec<&str> = reported.iter().copied().filter(|f| !FAMILIES.contains(f)).collect();
+    (!missing.is_empty() || !extra.is_empty()).then(|| {
+        format!(
+            "{} registry: the agent reports families {extra:?} that xtask/src/kernels/plan.rs FAMILIES \
+             lacks, and not {missing:?} that it lists: make FAMILIES follow bpf::FAMILIES",
+            result.kernel
+        )
+    })
+}
+
+/// Per-test verdicts of one area on one kernel.
+struct AreaOutcome {
+    passed: usize,
+    skipped: usize,
+    known: Vec<(String, &'static str, String)>,
+    regressions: Vec<(String, String)>,
+    unexpected_passes: Vec<String>,
+    total: usize,
+}
+
+fn area_outcome(result: &KernelResult, area: &str, tests: &[String]) -> AreaOutcome {
+    let mut outcome = AreaOutcome {
+        passed: 0,
+        skipped: 0,
+        known: Vec::new(),
+        regressions: Vec::new(),
+        unexpected_passes: Vec::new(),
+        total: tests.len(),
+    };
+    for name in tests {
+        let test = result.test(area, name);
+        let text = format!("{}\n{}", test.detail, test.output);
+        match verdict(result.kernel, &format!("test:{name}"), test.status, &text) {
+            Verdict::Pass => outcome.passed += 1,
+            Verdict::Skip => outcome.skipped += 1,
+            Verdict::KnownFailure(why) => outcome.known.push((name.clone(), why, test.detail)),
+            Verdict::Regression => outcome.regressions.push((name.clone(), test.detail)),
+            Verdict::UnexpectedPass => {
+                outcome.passed += 1;
+                outcome.unexpected_passes.push(name.clone());
+            }
+        }
+    }
+    outcome
+}
+
+impl AreaOutcome {
+    fn cell(&self) -> String {
+        if self.passed == self.total && self.unexpected_passes.is_empty() {
+            return "PASS".to_owned();
+        }
+        let mut parts = vec![format!("{}/{} pass", self.passed, self.total)];
+        if self.skipped > 0 {
+            parts.push(format!("{} skip", self.skipped));
+        }
+        if !self.known.is_empty() {
+            parts.push(format!("{} FAIL (known)", self.known.len()));
+        }
+        if !self.regressions.is_empty() {
+            parts.push(format!("**{} FAIL**", self.regressions.len()));
+        }
+        if !self.unexpected_passes.is_empty() {
+            parts.push(format!("{} PASS (expected FAIL)", self.unexpected_passes.len()));
+        }
+        parts.join(", ")
+    }
+}
+
+pub fn matrix(results: &[KernelResult], areas: &Areas, stale_plan: &[String], total_seconds: f64) -> Matrix {
+    let rows = rows(results);
     let mut md = String::new();
-    let mut regressions = Vec::new();
-    let mut notes = String::new();
+    let mut regressions: Vec<String> = stale_plan
+        .iter()
+        .map(|what| {
+            format!("xtask/src/kernels/plan.rs names {what}, which the integration tests no longer have")
+        })
+        .collect();
+    regressions.extend(results.iter().filter_map(registry_mismatch));
+    let mut notes: Vec<String> = results
+        .iter()
+        .map(|r| {
+            format!(
+                "\n**{}** (`{}`): guest ran {:.0} s{}\n",
+                r.kernel,
+                r.package,
+                r.seconds,
+                r.problem.as_ref().map(|p| format!("; {p}")).unwrap_or_default()
+            )
+        })
+        .collect();
     let _ = write!(md, "| | {} |\n|---|", results.iter().map(|r| r.kernel).collect::<Vec<_>>().join(" | "));
     md.push_str(&"---|".repeat(results.len()));
     md.push('\n');
     for row in &rows {
         let _ = write!(md, "| {} |", label(row));
-        for result in results {
+        for (result, note) in results.iter().zip(&mut notes) {
             let cell = result.cell(row);
-            let text = match verdict(result.kernel, row, &cell) {
-                Verdict::Pass => "PASS",
-                Verdict::Skip => "skip",
-                Verdict::KnownFailure(_) => "FAIL (known)",
-                Verdict::UnexpectedPass => "PASS (expected FAIL)",
+            let (text, line) = match verdict(result.kernel, row, cell.status, &cell.detail) {
+                Verdict::Pass => ("PASS", (row == "agent" || row == "boot").then(|| cell.detail.clone())),
+                Verdict::Skip => ("skip", Some(format!("skipped: {}", cell.detail))),
+                Verdict::KnownFailure(why) => {
+                    ("FAIL (known)", Some(format!("known failure ({why}): {}", cell.detail)))
+                }
+                Verdict::UnexpectedPass => (
+                    "PASS (expected FAIL)",
+                    Some(
+                        "passes although listed as a known failure: tighten xtask/src/kernels/plan.rs"
+                            .to_owned(),
+                    ),
+                ),
                 Verdict::Regression => {
                     regressions.push(format!("{} {row}: {}", result.kernel, cell.detail));
-                    "**FAIL**"
+                    ("**FAIL**", Some(format!("**FAIL**: {}", cell.detail)))
                 }
             };
             let _ = write!(md, " {text} |");
+            if let Some(line) = line {
+                let _ = writeln!(note, "- {}: {line}", label(row));
+            }
         }
         md.push('\n');
     }
 
-    for result in results {
-        let _ = writeln!(
-            notes,
-            "\n**{}** (`{}`): guest ran {:.0} s{}",
-            result.kernel,
-            result.package,
-            result.seconds,
-            result.problem.as_ref().map(|p| format!("; {p}")).unwrap_or_default()
-        );
-        for row in &rows {
-            let cell = result.cell(row);
-            let line = match verdict(result.kernel, row, &cell) {
-                Verdict::Pass if row.starts_with("test:") || row == "agent" || row == "boot" => {
-                    format!("{}: {}", label(row), cell.detail)
+    match areas {
+        Err(why) => {
+            let _ = writeln!(md, "| integration tests |{}", " **FAIL** |".repeat(results.len()));
+            regressions.push(format!("integration tests: {why}"));
+        }
+        Ok(areas) => {
+            for (area, tests) in areas {
+                let _ = write!(md, "| tests `{area}::` ({}) |", tests.len());
+                for (result, note) in results.iter().zip(&mut notes) {
+                    let outcome = area_outcome(result, area, tests);
+                    let _ = write!(md, " {} |", outcome.cell());
+                    area_notes(note, result, area, &outcome, &mut regressions);
                 }
-                Verdict::Pass => continue,
-                Verdict::Skip => format!("{}: skipped: {}", label(row), cell.detail),
-                Verdict::KnownFailure(why) => {
-                    format!("{}: known failure ({why}): {}", label(row), cell.detail)
-                }
-                Verdict::UnexpectedPass => {
-                    format!(
-                        "{}: passes although listed as a known failure: tighten xtask/src/kernels/plan.rs",
-                        label(row)
-                    )
-                }
-                Verdict::Regression => format!("{}: **FAIL**: {}", label(row), cell.detail),
-            };
-            let _ = writeln!(notes, "- {line}");
+                md.push('\n');
+            }
         }
     }
-    let not_run = test_binaries_not_run();
-    md.push_str(&notes);
-    if !not_run.is_empty() {
-        md.push_str("\nNot run in the guests:\n");
-        for line in not_run {
-            let _ = writeln!(md, "- {line}");
-        }
+
+    for note in notes {
+        md.push_str(&note);
+    }
+    md.push_str("\nNot run in the guests:\n");
+    for (what, why) in plan::not_run_in_guests() {
+        let _ = writeln!(md, "- {what}: {why}");
     }
     let _ = writeln!(md, "\nWhole run (builds, downloads, guests): {total_seconds:.0} s.");
     Matrix { markdown: md, regressions }
 }
 
-/// Test binaries and single tests the guests leave out, with the reason.
-fn test_binaries_not_run() -> Vec<String> {
-    plan::not_run_in_guests().into_iter().map(|(what, why)| format!("{what}: {why}")).collect()
+/// One kernel's notes on an area: how long it ran, each failure with its verdict.
+fn area_notes(
+    note: &mut String,
+    result: &KernelResult,
+    area: &str,
+    outcome: &AreaOutcome,
+    regressions: &mut Vec<String>,
+) {
+    let run = result.cell(&format!("area:{area}"));
+    let _ =
+        writeln!(note, "- tests `{area}::`: {} of {} passed ({})", outcome.passed, outcome.total, run.detail);
+    // Known failures with one reason are one line: on a kernel the agent refuses, that is most.
+    let mut reasons: Vec<&'static str> = outcome.known.iter().map(|(_, why, _)| *why).collect();
+    reasons.dedup();
+    for why in reasons {
+        let tests: Vec<&(String, &str, String)> =
+            outcome.known.iter().filter(|(_, w, _)| *w == why).collect();
+        if let [(name, _, detail)] = tests[..] {
+            let _ = writeln!(note, "  - `{name}`: known failure ({why}): {detail}");
+        } else {
+            let names: Vec<&str> = tests.iter().map(|(name, _, _)| name.as_str()).collect();
+            let _ = writeln!(note, "  - known failures ({why}): {}", names.join(", "));
+        }
+    }
+    for (name, detail) in &outcome.regressions {
+        let _ = writeln!(note, "  - `{name}`: **FAIL**: {detail}");
+        regressions.push(format!("{} test:{name}: {detail}", result.kernel));
+    }
+    for name in &outcome.unexpected_passes {
+        let _ = writeln!(note, "  - `{name}`: passes although listed as a known failure: tighten plan.rs");
+    }
 }
 
 #[cfg(test)]
@@ -199,33 +433,119 @@ mod tests {
     use super::*;
 
     fn result(kernel: &'static str, output: &str) -> KernelResult {
-        KernelResult { kernel, package: "p".into(), seconds: 1.0, problem: None, cells: parse(output) }
+        KernelResult {
+            kernel,
+            package: "p".into(),
+            seconds: 1.0,
+            problem: None,
+            cells: parse_cells(output),
+            tests: parse_tests(output),
+        }
     }
 
     #[test]
     fn parses_result_lines_and_ignores_the_rest() {
-        let cells =
-            parse("booting\n@@ boot PASS 6.12.1, 2 CPUs\n@@ probe:oom FAIL why: it failed\n@@ bad MAYBE x\n");
+        let cells = parse_cells(
+            "booting\n@@ boot PASS 6.12.1, 2 CPUs\n@@ probe:oom FAIL why: it failed\n@@ bad MAYBE x\n",
+        );
         assert_eq!(cells.len(), 2);
         assert_eq!(cells[0], ("boot".into(), Cell { status: Status::Pass, detail: "6.12.1, 2 CPUs".into() }));
         assert_eq!(cells[1].1.status, Status::Fail);
     }
 
+    const LIBTEST: &str = "\
+@| 
+@| running 3 tests
+@| test oom::a ... ok
+@| test oom::b ... FAILED
+@| test oom::c ... ignored, slow
+@| 
+@| failures:
+@| 
+@| ---- oom::b stdout ----
+@| 
+@| thread 'oom::b' panicked at agent/tests/integration/oom.rs:12:5:
+@| the hog holds 0 bytes | of anonymous memory
+@| note: run with `RUST_BACKTRACE=1`
+@| 
+@| 
+@| failures:
+@|     oom::b
+@| 
+@| test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 3.2s
+@| 
+@@ area:oom FAIL 4s: exit 101
+@| 
+@| running 2 tests
+@| test trace_oom::d ... cleanup: killing process 12
+@| ok
+@| test trace_oom::e ... 
+@@ area:trace_oom FAIL 600s: timed out after 600s
+";
+
+    #[test]
+    fn reads_each_tests_result_and_the_panic_message_of_a_failure() {
+        let tests = parse_tests(LIBTEST);
+        let summary: Vec<(&str, Status)> = tests.iter().map(|t| (t.name.as_str(), t.status)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("oom::a", Status::Pass),
+                ("oom::b", Status::Fail),
+                ("oom::c", Status::Skip),
+                ("trace_oom::d", Status::Pass),
+                ("trace_oom::e", Status::Fail),
+            ]
+        );
+        assert_eq!(tests[1].detail, "the hog holds 0 bytes / of anonymous memory");
+        assert!(tests[1].output.contains("RUST_BACKTRACE"));
+        assert_eq!(tests[4].detail, "still running when its area's time ran out");
+    }
+
     #[test]
     fn a_failure_is_a_regression_unless_expected() {
-        let old = result("5.10", "@@ boot PASS x\n@@ agent FAIL kernel too old\n");
-        let new = result("6.12", "@@ boot PASS x\n@@ agent PASS serving\n@@ probe:syscalls FAIL verifier\n");
-        let matrix = matrix(&[old, new], &["oom".to_owned()], 10.0);
-        // 5.10: the agent and everything after it are known failures; 6.12: syscalls, and the
-        // families and tests it never reported, are regressions.
+        let refused = "@@ boot PASS x\n@@ agent FAIL kernel 5.10.0 is too old\n@| test cli::a ... ok\n\
+                       @| test oom::a ... FAILED\n@| ---- oom::a stdout ----\n@| thread 'oom::a' panicked at x:\n\
+                       @| kernsight did not start; log:\n@| Error: kernel 5.10.0 is too old: kernsight needs Linux 6.2\n\
+                       @| failures:\n";
+        let old = result("5.10", refused);
+        let new = result(
+            "6.12",
+            "@@ boot PASS x\n@@ agent PASS serving\n@@ probe:syscalls FAIL verifier\n@| test cli::a ... ok\n",
+        );
+        let areas: Areas = Ok(vec![
+            ("cli".to_owned(), vec!["cli::a".to_owned()]),
+            ("oom".to_owned(), vec!["oom::a".to_owned()]),
+        ]);
+        let matrix = matrix(&[old, new], &areas, &[], 10.0);
+        // 5.10: the agent and every test that starts it are known failures; 6.12: syscalls,
+        // the families it did not report, and the test it has no result of are regressions.
         assert!(matrix.regressions.iter().all(|r| r.starts_with("6.12 ")), "{:?}", matrix.regressions);
         assert!(matrix.regressions.iter().any(|r| r == "6.12 probe:syscalls: verifier"));
-        assert!(matrix.regressions.iter().any(|r| r.starts_with("6.12 test:oom")));
+        assert!(matrix.regressions.iter().any(|r| r.starts_with("6.12 test:oom::a: no result")));
         assert!(
-            matrix.markdown.contains("| family `syscalls` | FAIL (known) | **FAIL** |"),
-            "{}",
-            matrix.markdown
+            matrix.regressions.iter().any(|r| r.starts_with("6.12 registry:")),
+            "{:?}",
+            matrix.regressions
         );
-        assert!(matrix.markdown.contains("the agent did not start: kernel too old"));
+        let md = &matrix.markdown;
+        assert!(md.contains("| family `syscalls` | FAIL (known) | **FAIL** |"), "{md}");
+        assert!(md.contains("| tests `cli::` (1) | PASS | PASS |"), "{md}");
+        assert!(
+            md.contains("| tests `oom::` (1) | 0/1 pass, 1 FAIL (known) | 0/1 pass, **1 FAIL** |"),
+            "{md}"
+        );
+        assert!(md.contains("the agent did not start: kernel 5.10.0 is too old"));
+    }
+
+    #[test]
+    fn a_test_failing_for_another_cause_on_a_refused_kernel_is_a_regression() {
+        let other = "@@ agent FAIL too old\n@| test oom::a ... FAILED\n@| ---- oom::a stdout ----\n\
+                     @| thread 'oom::a' panicked at x:\n@| assertion failed: anon >= 20 MiB\n@| failures:\n";
+        let areas: Areas = Ok(vec![("oom".to_owned(), vec!["oom::a".to_owned()])]);
+        let matrix = matrix(&[result("5.10", other)], &areas, &[], 1.0);
+        assert!(
+            matrix.regressions.contains(&"5.10 test:oom::a: assertion failed: anon >= 20 MiB".to_owned())
+        );
     }
 }

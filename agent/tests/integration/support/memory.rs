@@ -57,6 +57,21 @@ pub fn spawn_allocating_past_the_limit(cgroup: &Path) -> Child {
     command.spawn().unwrap_or_else(|e| panic!("dd in {}: {e}", cgroup.display()))
 }
 
+/// A `limited_cgroup` whose child cgroups are memory cgroups of their own (their own
+/// `memory.stat` and `memory.events`, charged to this one's limit too). On v2 that takes
+/// `+memory` in its `cgroup.subtree_control`, which a pure v2 host does not give a new cgroup;
+/// the cgroup itself may then hold no process, only its children. A v1 memory cgroup's children
+/// are memory cgroups already.
+pub fn limited_parent(tag: &str) -> TestCgroup {
+    let cgroup = limited_cgroup(tag);
+    let control = cgroup.path.join("cgroup.subtree_control");
+    if control.exists() {
+        std::fs::write(&control, "+memory")
+            .unwrap_or_else(|e| panic!("enable +memory in {}: {e}", control.display()));
+    }
+    cgroup
+}
+
 /// Maps `size` bytes of anonymous memory and writes every page (raw syscalls: safe in a forked
 /// child of a threaded process).
 pub fn touch_anonymous(size: usize) -> i32 {
