@@ -95,6 +95,7 @@ pub(crate) fn current_cgroup() -> (*mut cgroup, u64) {
 /// `task` must be a BTF pointer to a `struct task_struct`.
 #[inline(always)]
 pub(crate) unsafe fn task_cgroup(task: *const u8) -> (*mut cgroup, u64) {
+    // SAFETY: the caller's BTF pointer, which `Direct` reads with plain loads.
     unsafe { task_cgroup_with::<Direct>(task) }
 }
 
