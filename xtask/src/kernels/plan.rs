@@ -202,8 +202,16 @@ const fn own_config(cell: &'static str) -> KnownFailure {
     }
 }
 
-/// On a kernel the agent refuses: everything that starts it.
-const fn refused(kernel: &'static str) -> [KnownFailure; 6] {
+/// `kernsight trace` has no version check: on these kernels its object fails to load on the
+/// cgroup local storage map (`BPF_MAP_TYPE_CGRP_STORAGE`, 6.2).
+const NO_CGROUP_STORAGE: &str = "kernsight trace does not check the kernel version; its object fails to load \
+     on the cgroup local storage map CGROUP_SLOTS (6.2 and later); feature-probing fallbacks will lift this";
+/// ... and on 5.10 first on the task local storage map of the run-queue programs (5.11).
+const NO_TASK_STORAGE: &str = "kernsight trace does not check the kernel version; its object fails to load \
+     on the task local storage map RUNQ_START (5.11 and later) before CGROUP_SLOTS";
+
+/// On a kernel the agent refuses: everything that starts it, and the traces that cannot load.
+const fn refused(kernel: &'static str) -> [KnownFailure; 7] {
     [
         known(kernel, "check", TOO_OLD),
         known(kernel, "agent", TOO_OLD),
@@ -211,11 +219,23 @@ const fn refused(kernel: &'static str) -> [KnownFailure; 6] {
         known(kernel, "probe:*", TOO_OLD),
         known(kernel, "v2:*", TOO_OLD),
         KnownFailure { kernel, cell: "test:*", evidence: Some(TOO_OLD_EVIDENCE), reason: TOO_OLD },
+        KnownFailure {
+            kernel,
+            cell: "test:*",
+            evidence: Some("failed to create map `CGROUP_SLOTS`: Invalid argument"),
+            reason: NO_CGROUP_STORAGE,
+        },
     ]
 }
 
-const REFUSED_5_10: [KnownFailure; 6] = refused("5.10");
-const REFUSED_6_1: [KnownFailure; 6] = refused("6.1");
+const REFUSED_5_10: [KnownFailure; 7] = refused("5.10");
+const NO_TASK_STORAGE_5_10: &[KnownFailure] = &[KnownFailure {
+    kernel: "5.10",
+    cell: "test:*",
+    evidence: Some("failed to create map `RUNQ_START`: Invalid argument"),
+    reason: NO_TASK_STORAGE,
+}];
+const REFUSED_6_1: [KnownFailure; 7] = refused("6.1");
 
 const ON_6_12: &[KnownFailure] = &[
     known("6.12", "ready", "the capabilities and net_xdp families do not attach, so /readyz stays 503"),
@@ -241,7 +261,7 @@ const ON_6_12: &[KnownFailure] = &[
 ];
 
 /// Every known failure, by kernel.
-const KNOWN_FAILURES: &[&[KnownFailure]] = &[&REFUSED_5_10, &REFUSED_6_1, ON_6_12];
+const KNOWN_FAILURES: &[&[KnownFailure]] = &[&REFUSED_5_10, NO_TASK_STORAGE_5_10, &REFUSED_6_1, ON_6_12];
 
 fn known_failures() -> impl Iterator<Item = &'static KnownFailure> {
     KNOWN_FAILURES.iter().flat_map(|list| list.iter())

@@ -336,15 +336,22 @@ pub fn matrix(results: &[KernelResult], areas: &Areas, stale_plan: &[String], to
     let _ = write!(md, "| | {} |\n|---|", results.iter().map(|r| r.kernel).collect::<Vec<_>>().join(" | "));
     md.push_str(&"---|".repeat(results.len()));
     md.push('\n');
+    // Known failures of rows with one reason and one detail are one note (the families of a
+    // kernel the agent refuses).
+    let mut grouped: Vec<Vec<(&'static str, String, Vec<String>)>> = vec![Vec::new(); results.len()];
     for row in &rows {
         let _ = write!(md, "| {} |", label(row));
-        for (result, note) in results.iter().zip(&mut notes) {
+        for ((result, note), grouped) in results.iter().zip(&mut notes).zip(&mut grouped) {
             let cell = result.cell(row);
             let (text, line) = match verdict(result.kernel, row, cell.status, &cell.detail) {
                 Verdict::Pass => ("PASS", (row == "agent" || row == "boot").then(|| cell.detail.clone())),
                 Verdict::Skip => ("skip", Some(format!("skipped: {}", cell.detail))),
                 Verdict::KnownFailure(why) => {
-                    ("FAIL (known)", Some(format!("known failure ({why}): {}", cell.detail)))
+                    match grouped.iter_mut().find(|(w, detail, _)| *w == why && *detail == cell.detail) {
+                        Some((_, _, labels)) => labels.push(label(row)),
+                        None => grouped.push((why, cell.detail.clone(), vec![label(row)])),
+                    }
+                    ("FAIL (known)", None)
                 }
                 Verdict::UnexpectedPass => (
                     "PASS (expected FAIL)",
@@ -364,6 +371,12 @@ pub fn matrix(results: &[KernelResult], areas: &Areas, stale_plan: &[String], to
             }
         }
         md.push('\n');
+    }
+
+    for (note, grouped) in notes.iter_mut().zip(grouped) {
+        for (why, detail, labels) in grouped {
+            let _ = writeln!(note, "- {}: known failure ({why}): {detail}", labels.join(", "));
+        }
     }
 
     match areas {
