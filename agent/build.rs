@@ -1,5 +1,6 @@
 //! Builds the kernel programs (`kernsight-ebpf`) with the pinned nightly and bpf-linker, and
-//! places the object where `src/bpf/` embeds it.
+//! places the objects where `src/bpf/` embeds them: `kernsight` (the full build) and
+//! `kernsight-fallback` (for kernels without local storage), one per binary of the package.
 //!
 //! `AYA_BUILD_SKIP=1` skips that build so that `cargo check`, `clippy` and unit tests of the user
 //! side do not need the eBPF toolchain; a binary built that way carries no programs and says so
@@ -11,15 +12,15 @@ use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    let object = out_dir.join("kernsight");
+    let objects = [out_dir.join("kernsight"), out_dir.join("kernsight-fallback")];
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("no manifest dir")?);
     let ebpf_dir = manifest_dir.join("../agent-ebpf");
 
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
-        // Keep an object from an earlier full build; otherwise embed an empty one.
-        if !object.exists() {
-            fs::write(&object, []).context("writing the empty eBPF placeholder")?;
+        // Keep the objects of an earlier full build; otherwise embed empty ones.
+        for object in objects.iter().filter(|object| !object.exists()) {
+            fs::write(object, []).context("writing the empty eBPF placeholder")?;
         }
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
         return Ok(());

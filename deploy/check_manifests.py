@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Validates rendered manifests: core kinds against the Kubernetes schemas (kubernetes-validate,
-strict), prometheus-operator kinds by structure (no schema ships for them), and kernsight's own
-invariants (least privilege, probes, read-only host paths).
+strict), prometheus-operator and cert-manager kinds by structure (no schema ships for them), and
+kernsight's own invariants (least privilege, probes, read-only host paths, a metrics port that is
+TLS with authentication or loopback behind kube-rbac-proxy).
 
 usage: check_manifests.py K8S_VERSION OUT_DIR MANIFEST...
 Writes each PrometheusRule's spec to OUT_DIR/prometheusrule-N.yaml for `promtool check rules`.
@@ -13,6 +14,7 @@ import sys
 import yaml
 
 MONITORING = "monitoring.coreos.com/v1"
+CERT_MANAGER = "cert-manager.io/v1"
 # What the agent needs; docs/deploy.md says why for each.
 CAPABILITIES = {"BPF", "PERFMON", "NET_ADMIN"}
 
@@ -33,7 +35,10 @@ def check_daemonset(name, ds):
         fail(name, "priorityClassName must be system-node-critical")
     if {"operator": "Exists"} not in pod.get("tolerations", []):
         fail(name, "the agent must tolerate every taint")
-    (container,) = pod["containers"]
+    if pod.get("automountServiceAccountToken") is not False:
+        fail(name, "automountServiceAccountToken must be false (only kube-rbac-proxy gets a token, by volume)")
+    containers = {c["name"]: c for c in pod["containers"]}
+    container = containers.get("kernsight") or fail(name, "no container named kernsight")
     sc = container["securityContext"]
     expected = {
         "privileged": False,
@@ -52,27 +57,101 @@ def check_daemonset(name, ds):
         writable = mount["mountPath"] == "/sys/fs/bpf"
         if bool(mount.get("readOnly")) == writable:
             fail(name, f"volume {mount['name']} must be mounted {'read-write' if writable else 'read-only'}")
-    if container["livenessProbe"]["httpGet"]["path"] != "/healthz":
-        fail(name, "liveness must probe /healthz")
-    if container["readinessProbe"]["httpGet"]["path"] != "/readyz":
-        fail(name, "readiness must probe /readyz")
+    check_metrics_port(name, pod, containers, container)
     env = {e["name"]: e for e in container.get("env", [])}
     if env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "spec.nodeName":
         fail(name, "NODE_NAME must come from spec.nodeName")
     args = container.get("args", [])
-    if not any(a.startswith("--config=") for a in args) or "--listen=0.0.0.0:9464" not in args:
-        fail(name, f"args must pass --config and --listen=0.0.0.0:9464: {args}")
+    if not any(a.startswith("--config=") for a in args):
+        fail(name, f"args must pass --config: {args}")
     for key in ("requests", "limits"):
         if not container.get("resources", {}).get(key):
             fail(name, f"resources.{key} missing")
 
 
+def check_metrics_port(name, pod, containers, agent):
+    """The metrics port is never plain HTTP beyond the node's loopback: the agent serves TLS
+    with a web config that authenticates scrapers, or listens on loopback behind
+    kube-rbac-proxy. kubelet's probes use the plain loopback health port."""
+    args = agent.get("args", [])
+    listen = next((a.split("=", 1)[1] for a in args if a.startswith("--listen=")), None)
+    health = next((a.split("=", 1)[1] for a in args if a.startswith("--health-listen=")), None)
+    if not health or not health.startswith("127.0.0.1:"):
+        fail(name, f"--health-listen must be on 127.0.0.1 (kubelet's probes): {args}")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = agent[probe]["httpGet"]
+        if get.get("path") != path or get.get("host") != "127.0.0.1" or str(get.get("port")) != health.split(":")[1]:
+            fail(name, f"{probe} must GET {path} on the health port {health}: {get}")
+    proxy = containers.get("kube-rbac-proxy")
+    if listen == "0.0.0.0:9464":
+        if not any(a.startswith("--web.config.file=") for a in args):
+            fail(name, "a non-loopback --listen needs --web.config.file (TLS and authentication)")
+        if proxy:
+            fail(name, "kube-rbac-proxy beside an agent that serves the port itself")
+        return
+    if not listen or not listen.startswith("127.0.0.1:"):
+        fail(name, f"--listen must be 0.0.0.0:9464 with a web config, or 127.0.0.1 behind a proxy: {args}")
+    if not proxy:
+        fail(name, "an agent on loopback needs the kube-rbac-proxy container to serve the port")
+    proxy_args = proxy.get("args", [])
+    if f"--upstream=http://{listen}/" not in proxy_args or "--allow-paths=/metrics" not in proxy_args:
+        fail(name, f"kube-rbac-proxy must forward /metrics only to the agent at {listen}: {proxy_args}")
+    sc = proxy["securityContext"]
+    if not sc.get("runAsNonRoot") or sc.get("allowPrivilegeEscalation") is not False:
+        fail(name, "kube-rbac-proxy runs as non-root without privilege escalation")
+    if sc.get("capabilities", {}).get("drop") != ["ALL"] or sc.get("capabilities", {}).get("add"):
+        fail(name, "kube-rbac-proxy drops every capability")
+    if [p["containerPort"] for p in proxy.get("ports", [])] != [9464]:
+        fail(name, "kube-rbac-proxy serves the metrics port 9464")
+
+
+# The rules each ClusterRole may hold: the agent's reads, kube-rbac-proxy's reviews, and the
+# metrics reader that scrapers are bound to.
+AGENT_RULE = ({""}, {"pods", "nodes"}, {"get", "list", "watch"})
+PROXY_RULES = [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+    {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+]
+READER_RULES = [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+
+
 def check_cluster_role(name, role):
-    for rule in role["rules"]:
-        if rule.get("apiGroups") != [""] or set(rule["resources"]) - {"pods", "nodes"}:
+    rules = role["rules"]
+    if rules in (PROXY_RULES, READER_RULES):
+        return
+    for rule in rules:
+        groups, resources, verbs = AGENT_RULE
+        if set(rule.get("apiGroups", [])) != groups or set(rule.get("resources", [])) - resources:
             fail(name, f"only pods and nodes may be read: {rule}")
-        if set(rule["verbs"]) - {"get", "list", "watch"}:
+        if set(rule["verbs"]) - verbs:
             fail(name, f"only get, list, watch: {rule}")
+
+
+def check_certificate(name, doc):
+    spec = doc.get("spec") or fail(name, "no spec")
+    for key in ("secretName", "issuerRef", "usages"):
+        if not spec.get(key):
+            fail(name, f"spec.{key} missing")
+    if not spec["issuerRef"].get("name"):
+        fail(name, "spec.issuerRef.name missing")
+    if not (spec.get("dnsNames") or spec.get("commonName")):
+        fail(name, "a Certificate names its subject (dnsNames or commonName)")
+    if spec.get("privateKey", {}).get("rotationPolicy") != "Always":
+        fail(name, "a renewal rotates the key (privateKey.rotationPolicy: Always)")
+
+
+def check_monitor_auth(name, endpoint):
+    """A monitor scrapes the port the way the DaemonSet serves it: HTTPS, with a client
+    certificate or basic auth (tls mode) or a service account token (proxy mode)."""
+    if endpoint.get("scheme") != "https":
+        fail(name, "the metrics port serves HTTPS: scheme https")
+    tls = endpoint.get("tlsConfig") or fail(name, "tlsConfig missing")
+    if "bearerTokenFile" in endpoint:
+        return
+    if not tls.get("ca") or not tls.get("serverName"):
+        fail(name, "tlsConfig verifies the agent: ca and serverName")
+    if not (tls.get("cert") and tls.get("keySecret")) and not endpoint.get("basicAuth"):
+        fail(name, "the monitor authenticates: a client certificate or basicAuth")
 
 
 def check_monitor(name, doc, endpoints_key):
@@ -83,6 +162,7 @@ def check_monitor(name, doc, endpoints_key):
     for endpoint in endpoints:
         if endpoint.get("port") != "metrics" or endpoint.get("path") != "/metrics":
             fail(name, f"endpoint must scrape port metrics, /metrics: {endpoint}")
+        check_monitor_auth(name, endpoint)
         targets = {r.get("targetLabel") for r in endpoint.get("relabelings", [])}
         if not {"node", "job"} <= targets:
             fail(name, "relabelings must set node and job (the rules and dashboard use them)")
@@ -112,6 +192,11 @@ def main():
         for doc in docs:
             kind, name = doc["kind"], f"{manifest}: {doc['kind']}/{doc['metadata']['name']}"
             kinds.add(kind)
+            if doc["apiVersion"] == CERT_MANAGER:
+                if kind != "Certificate":
+                    fail(name, "unexpected kind")
+                check_certificate(name, doc)
+                continue
             if doc["apiVersion"] == MONITORING:
                 if kind == "ServiceMonitor":
                     check_monitor(name, doc, "endpoints")

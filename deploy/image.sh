@@ -10,7 +10,9 @@ tag=${1:-localhost/kernsight:dev}
 target=x86_64-unknown-linux-musl
 
 cd "$root"
-cargo +1.99.0 build --release -p kernsight --target "$target"
+# ring (rustls' crypto) compiles C: Debian's musl-tools names the compiler musl-gcc.
+CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc} \
+    cargo +1.99.0 build --release -p kernsight --target "$target"
 binary=$root/target/$target/release/kernsight
 # A dynamically linked binary would start in a FROM scratch image only to fail on the loader.
 file "$binary" | grep -q "static" || { echo "$binary is not static" >&2; exit 1; }

@@ -28,6 +28,15 @@ step "promtool check rules, promtool test rules"
 promtool check rules "$deploy/prometheus/rules.yaml"
 (cd "$deploy/prometheus" && promtool test rules rules_test.yaml)
 
+step "promtool check config: the shipped scrape configs (their secret files stood in for)"
+mkdir -p "$out/scrape" "$out/secrets/kernsight-tls" "$out/secrets/kernsight-client" "$out/serviceaccount"
+for f in kernsight-tls/ca.crt kernsight-client/tls.crt kernsight-client/tls.key; do : >"$out/secrets/$f"; done
+: >"$out/serviceaccount/token"
+sed -e "s|/etc/prometheus/secrets/|$out/secrets/|" \
+    -e "s|/var/run/secrets/kubernetes.io/serviceaccount/|$out/serviceaccount/|" \
+    "$deploy/prometheus/scrape-configs.yaml" >"$out/scrape/prometheus.yml"
+promtool check config "$out/scrape/prometheus.yml"
+
 step "the chart's copy of the rules is deploy/prometheus/rules.yaml"
 cmp "$deploy/prometheus/rules.yaml" "$deploy/helm/kernsight/files/rules.yaml"
 
@@ -35,6 +44,13 @@ step "helm lint"
 helm lint --strict "$deploy/helm/kernsight"
 helm lint --strict "$deploy/helm/kernsight" \
     --set serviceMonitor.enabled=true,podMonitor.enabled=true,prometheusRule.enabled=true
+helm lint --strict "$deploy/helm/kernsight" --set web.mode=proxy,serviceMonitor.enabled=true
+
+step "the chart refuses a metrics port without authentication"
+if helm template kernsight "$deploy/helm/kernsight" --set web.tls.clientAuthType=NoClientCert >/dev/null 2>&1; then
+    echo "deploy/test.sh: web.mode=tls without client certificates nor basicAuthUsers rendered" >&2
+    exit 1
+fi
 
 step "helm template, kubectl kustomize"
 helm template kernsight "$deploy/helm/kernsight" --namespace kernsight >"$out/helm-default.yaml"
@@ -42,11 +58,22 @@ helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
     --set serviceMonitor.enabled=true,podMonitor.enabled=true,prometheusRule.enabled=true \
     --set config.syscalls.latency_histogram=true,criSockets={/run/k3s/containerd/containerd.sock} \
     --set dockerContainersPath= >"$out/helm-monitors.yaml"
+helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
+    --set serviceMonitor.enabled=true,podMonitor.enabled=true \
+    --set web.tls.certManager.enabled=true,web.tls.certManager.issuerRef.name=kernsight-ca \
+    --set-string 'web.basicAuthUsers.prometheus=$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG' \
+    --set web.basicAuthSecretName=kernsight-basic-auth >"$out/helm-cert-manager.yaml"
+helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
+    --set web.mode=proxy,serviceMonitor.enabled=true,podMonitor.enabled=true \
+    --set 'web.proxy.allowedServiceAccounts[0].namespace=monitoring' \
+    --set 'web.proxy.allowedServiceAccounts[0].name=prometheus-k8s' >"$out/helm-proxy.yaml"
 kubectl kustomize "$deploy/kubernetes" >"$out/kustomize.yaml"
+kubectl kustomize "$deploy/kubernetes-proxy" >"$out/kustomize-proxy.yaml"
 
 step "kubernetes-validate (Kubernetes $k8s_version, strict), monitoring.coreos.com by structure"
 python3 "$deploy/check_manifests.py" "$k8s_version" "$out" \
-    "$out/helm-default.yaml" "$out/helm-monitors.yaml" "$out/kustomize.yaml"
+    "$out/helm-default.yaml" "$out/helm-monitors.yaml" "$out/helm-cert-manager.yaml" "$out/helm-proxy.yaml" \
+    "$out/kustomize.yaml" "$out/kustomize-proxy.yaml"
 # check_manifests.py wrote each PrometheusRule's spec as a rules file.
 for rules in "$out"/prometheusrule-*.yaml; do promtool check rules "$rules"; done
 

@@ -11,6 +11,8 @@ pub const DEFAULT_CAPABILITY_ENTRIES: u32 = 8_192;
 /// and of `task_struct.comm`.
 pub const USER_NS_LEVEL_OFFSET_GLOBAL: &str = "USER_NS_LEVEL_OFFSET";
 pub const TASK_COMM_OFFSET_GLOBAL: &str = "TASK_COMM_OFFSET";
+/// Read-only global (`u32`): offset of `cred.user_ns`, for the fexit program on `cap_capable`.
+pub const CRED_USER_NS_OFFSET_GLOBAL: &str = "CRED_USER_NS_OFFSET";
 
 /// Checks made by runc's own processes while they set a container up (`runc:[0:PARENT]`,
 /// `runc:[1:CHILD]`, `runc:[2:INIT]`: runc names its stages so) are not counted: they happen in

@@ -11,7 +11,8 @@ pub const SYSCALL_ROWS_MAP: &str = "SYSCALL_ROWS";
 pub const SLOT_OWNERS_MAP: &str = "SLOT_OWNERS";
 /// Queue of free slots, filled by user space, popped by the kernel side.
 pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
-/// cgroup local storage: the slot of each cgroup (0 until one is assigned).
+/// The slot of each cgroup: cgroup local storage (0 until one is assigned), or (the fallback
+/// object) a hash `u64 cgroup id` → `u32 slot` holding the cgroups that got a slot.
 pub const CGROUP_SLOTS_MAP: &str = "CGROUP_SLOTS";
 /// Per-CPU one-entry cache of the last cgroup seen on that CPU and its slot.
 pub const LAST_CGROUP_MAP: &str = "LAST_CGROUP";

@@ -1,4 +1,7 @@
-//! kernsight's kernel programs: one module per probe family, each owning its maps.
+//! kernsight's kernel programs: one module per probe family, each owning its maps. This root
+//! builds the `kernsight` object, for kernels with cgroup and task local storage and
+//! `bpf_get_current_task_btf` (6.2+); `fallback.rs` builds the same programs as the
+//! `kernsight-fallback` object for older kernels. The two differ only in `features`.
 #![no_std]
 #![no_main]
 // Atomic adds: the BPF target's core has no AtomicU64 (see net::atomic_add).
@@ -6,6 +9,8 @@
 #![feature(core_intrinsics)]
 
 mod cgroups;
+#[path = "features/full.rs"]
+mod features;
 mod net;
 mod oom;
 mod process_events;

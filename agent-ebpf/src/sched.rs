@@ -7,12 +7,8 @@
 //! exits of thread-group leaders (processes, not threads) by how they ended.
 
 use aya_ebpf::{
-    bindings::{
-        BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE,
-        task_struct,
-    },
-    helpers::{bpf_ktime_get_ns, generated::bpf_task_storage_get},
-    macros::{btf_map, btf_tracepoint, map},
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, map},
     maps::PerCpuHashMap,
     programs::BtfTracePointContext,
 };
@@ -22,50 +18,18 @@ use kernsight_common::{
 };
 
 use crate::{
+    features::runnable_since,
     process_events,
     syscalls::{add, count_map_full},
-    task::{task_cgroup, task_exit_code, task_pid, task_tgid},
+    task::{global, load, task_cgroup, task_exit_code, task_pid, task_tgid},
 };
 
-/// A BTF-defined task local storage map (`BPF_MAP_TYPE_TASK_STORAGE`), laid out as aya-ebpf's
-/// `btf_map_def!` lays out `CgrpStorage` (aya-ebpf 0.3 has no task storage type): the value
-/// lives in the task itself and goes with it, so there is no bound to reach and no delete.
-#[repr(C)]
-pub struct TaskStorage<T> {
-    r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
-    key: *const i32,
-    value: *const T,
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-}
-
-// SAFETY: placeholder pointers patched by the loader, never dereferenced.
-unsafe impl<T> Sync for TaskStorage<T> {}
-
-impl<T> TaskStorage<T> {
-    pub const fn new() -> Self {
-        Self {
-            r#type: core::ptr::null(),
-            key: core::ptr::null(),
-            value: core::ptr::null(),
-            max_entries: core::ptr::null(),
-            map_flags: core::ptr::null(),
-        }
-    }
-
-    /// The value of `task`, created (zeroed) when `create` and missing; null if none.
-    #[inline(always)]
-    fn get(&self, task: *const u8, create: bool) -> *mut T {
-        let flags = if create { BPF_LOCAL_STORAGE_GET_F_CREATE.into() } else { 0 };
-        let map = core::ptr::from_ref(self).cast_mut().cast();
-        // SAFETY: the verifier checks `task` as a BTF task_struct pointer.
-        unsafe { bpf_task_storage_get(map, task as *mut task_struct, core::ptr::null_mut(), flags) }.cast()
-    }
-}
-
-/// When each thread became runnable (ns, `bpf_ktime_get_ns`); 0 once it got a CPU.
-#[btf_map]
-static RUNQ_START: TaskStorage<u64> = TaskStorage::new();
+/// 1 when `sched_switch` has a `prev_state` argument (5.18+), set by the agent.
+#[unsafe(no_mangle)]
+static SWITCH_HAS_PREV_STATE: u32 = 1;
+/// Before that: the offset of `task_struct.__state` (or `.state` before 5.14).
+#[unsafe(no_mangle)]
+static TASK_STATE_OFFSET: u32 = 0;
 
 #[map]
 static RUNQ_LATENCY: PerCpuHashMap<RunqKey, u64> =
@@ -86,7 +50,7 @@ fn enqueued(task: *const u8) {
     if tid == 0 {
         return; // an idle thread
     }
-    let start = RUNQ_START.get(task, true);
+    let start = runnable_since(task, true);
     if start.is_null() {
         count_map_full(map_full::RUNQ_START); // the kernel could not allocate the storage
         return;
@@ -110,13 +74,24 @@ pub fn ks_sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
-/// unsigned int prev_state)
+/// unsigned int prev_state); before 5.18 without `prev_state`, which is then `prev`'s state,
+/// or running when `preempt` (as the classic tracepoint reports it).
 #[btf_tracepoint(function = "sched_switch")]
 pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
-    let prev_state: u32 = ctx.arg(3);
-    if prev_state == TASK_RUNNING {
+    // The branch not taken is pruned by the verifier (the global is read-only data), so the
+    // fourth argument is never read where the tracepoint has three.
+    let still_runnable = if global(&SWITCH_HAS_PREV_STATE) != 0 {
+        let prev_state: u32 = ctx.arg(3);
+        prev_state == TASK_RUNNING
+    } else {
+        let preempt: u64 = ctx.arg(0);
+        // SAFETY: `prev` is a BTF `task_struct` pointer; the offset comes from its BTF (the low
+        // half of `long state` before 5.14: states are small).
+        preempt & 1 != 0 || unsafe { load::<u32>(prev, global(&TASK_STATE_OFFSET)) } == TASK_RUNNING
+    };
+    if still_runnable {
         enqueued(prev);
     }
     // SAFETY: `next` is a BTF `task_struct` pointer from the tracepoint.
@@ -124,7 +99,7 @@ pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
     if tid == 0 {
         return 0;
     }
-    let stored = RUNQ_START.get(next, false);
+    let stored = runnable_since(next, false);
     if stored.is_null() {
         return 0; // runnable since before the agent attached
     }

@@ -5,10 +5,9 @@
 //! container up are skipped (see `kernsight_common::security::RUNC_COMM_PREFIX`).
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_task_btf,
-    macros::{btf_tracepoint, map},
+    macros::{btf_tracepoint, fexit, map},
     maps::PerCpuHashMap,
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, FExitContext},
 };
 use kernsight_common::{
     security::{
@@ -19,8 +18,9 @@ use kernsight_common::{
 };
 
 use crate::{
+    features,
     syscalls::add,
-    task::{global, load, task_cgroup},
+    task::{KernelRead, global, load, task_cgroup_with},
 };
 
 #[map]
@@ -31,24 +31,45 @@ static CAPABILITY_CHECKS: PerCpuHashMap<CapabilityKey, u64> =
 static USER_NS_LEVEL_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_COMM_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CRED_USER_NS_OFFSET: u32 = 0;
 
 /// cap_capable(const struct cred *cred, struct user_namespace *target_ns,
 /// const struct user_namespace *capable_ns, int cap, int ret): `capable_ns` is the credentials'
 /// own user namespace; `ret` is 0 when granted, -EPERM when denied.
 #[btf_tracepoint(function = "cap_capable")]
 pub fn ks_cap_capable(ctx: BtfTracePointContext) -> i32 {
-    let capable_ns: *const u8 = ctx.arg(2);
-    let cap: i32 = ctx.arg(3);
-    let ret: i32 = ctx.arg(4);
-    // SAFETY: BTF pointers from the tracepoint and the kernel, at offsets read from its BTF.
+    count_check(ctx.arg(2), ctx.arg(3), ctx.arg(4));
+    0
+}
+
+/// The function under that tracepoint, for kernels that do not have the tracepoint (6.12 and
+/// older): int cap_capable(const struct cred *cred, struct user_namespace *target_ns, int cap,
+/// unsigned int opts), its result after the arguments. The tracepoint's `capable_ns` is
+/// `cred->user_ns`, so the counts are the same.
+#[fexit(function = "cap_capable")]
+pub fn ks_cap_capable_exit(ctx: FExitContext) -> i32 {
+    let cred: *const u8 = ctx.arg(0);
+    // SAFETY: a BTF pointer from the traced function, at an offset read from the kernel's BTF.
+    let capable_ns: *const u8 = unsafe { load(cred, global(&CRED_USER_NS_OFFSET)) };
+    count_check(capable_ns, ctx.arg(2), ctx.arg(4));
+    0
+}
+
+/// Counts one check of `cap` in the credentials' user namespace `capable_ns` (a BTF pointer)
+/// with result `ret`, unless the runtime makes it.
+#[inline(always)]
+fn count_check(capable_ns: *const u8, cap: i32, ret: i32) {
+    // SAFETY: the current task read as the object's features say; `capable_ns` is a BTF
+    // pointer; offsets read from the kernel's BTF.
     let (level, cgroup_id) = unsafe {
-        let task = bpf_get_current_task_btf() as *const u8;
-        let comm: u64 = load(task, global(&TASK_COMM_OFFSET));
+        let task = features::current_task();
+        let comm: u64 = features::CurrentRead::read(task, global(&TASK_COMM_OFFSET));
         if comm & RUNC_COMM_MASK == RUNC_COMM_PREFIX {
-            return 0; // the runtime setting a container up
+            return; // the runtime setting a container up
         }
         let level: i32 = load(capable_ns, global(&USER_NS_LEVEL_OFFSET));
-        (level, task_cgroup(task).1)
+        (level, task_cgroup_with::<features::CurrentRead>(task).1)
     };
     let key = CapabilityKey {
         cgroup_id,
@@ -59,5 +80,4 @@ pub fn ks_cap_capable(ctx: BtfTracePointContext) -> i32 {
     };
     let overflow = CapabilityKey { cgroup_id: OVERFLOW_CGROUP_ID, ..key };
     add(&CAPABILITY_CHECKS, &key, &overflow, map_full::CAPABILITY_CHECKS, 1);
-    0
 }

@@ -8,9 +8,8 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, cgroup},
-    btf_maps::CgrpStorage,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{btf_map, btf_tracepoint, map},
+    macros::{btf_tracepoint, map},
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, Queue},
     programs::BtfTracePointContext,
 };
@@ -20,7 +19,10 @@ use kernsight_common::syscalls::{
     column_of, errno_of, latency_bucket, map_full,
 };
 
-use crate::task::{current_cgroup, global, load};
+use crate::{
+    features::stored_slot,
+    task::{current_cgroup, global, load},
+};
 
 #[map]
 static SYSCALL_ROWS: PerCpuArray<SyscallRow> = PerCpuArray::with_max_entries(DEFAULT_CGROUP_SLOTS + 1, 0);
@@ -30,9 +32,6 @@ static SLOT_OWNERS: Array<u64> = Array::with_max_entries(DEFAULT_CGROUP_SLOTS + 
 
 #[map]
 static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(DEFAULT_CGROUP_SLOTS, 0);
-
-#[btf_map]
-static CGROUP_SLOTS: CgrpStorage<u32> = CgrpStorage::new();
 
 #[map]
 static LAST_CGROUP: PerCpuArray<CgroupCache> = PerCpuArray::with_max_entries(1, 0);
@@ -81,7 +80,8 @@ pub(crate) fn count_map_full(index: u32) {
     }
 }
 
-/// The slot of a cgroup: from this CPU's cache, else from the cgroup's storage, else a new one
+/// The slot of a cgroup: from this CPU's cache, else from where the object keeps each cgroup's
+/// slot (`features::stored_slot`: cgroup local storage, or a hash by cgroup id), else a new one
 /// from the free queue (or the overflow slot, counted, when none is left).
 #[inline(always)]
 fn slot_of(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
@@ -93,36 +93,32 @@ fn slot_of(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
     if cache.cgroup_id == cgroup_id {
         return cache.slot;
     }
-    let mut stored = CGROUP_SLOTS.get_or_insert_ptr_mut(cgroup, None);
-    if stored.is_null() {
-        // Creating fails with EEXIST when another CPU created this cgroup's storage meanwhile.
-        stored = CGROUP_SLOTS.get_ptr_mut(cgroup);
+    let slot = stored_slot(cgroup, cgroup_id);
+    if slot != OVERFLOW_SLOT {
+        *cache = CgroupCache { cgroup_id, slot, _pad: 0 };
     }
-    if stored.is_null() {
-        count_map_full(map_full::CGROUP_STORAGE);
-        return OVERFLOW_SLOT;
-    }
-    // SAFETY: a valid storage value returned by the kernel.
-    let stored = unsafe { &mut *stored };
-    if *stored == OVERFLOW_SLOT {
-        match FREE_SLOTS.pop() {
-            Ok(Some(slot)) => {
-                // Owner first: user space only reads rows whose owner it knows.
-                if SLOT_OWNERS.set(slot, &cgroup_id, 0).is_err() {
-                    count_map_full(map_full::CGROUP_SLOTS); // slot out of range: cannot happen
-                    return OVERFLOW_SLOT;
-                }
-                *stored = slot;
-            }
-            _ => {
-                // Not cached: the next miss tries again, once user space has freed slots.
-                count_map_full(map_full::CGROUP_SLOTS);
+    slot
+}
+
+/// A free slot for `cgroup_id`, its owner recorded, or `OVERFLOW_SLOT` (counted) when none is
+/// left.
+#[inline(always)]
+pub(crate) fn new_slot(cgroup_id: u64) -> u32 {
+    match FREE_SLOTS.pop() {
+        Ok(Some(slot)) => {
+            // Owner first: user space only reads rows whose owner it knows.
+            if SLOT_OWNERS.set(slot, &cgroup_id, 0).is_err() {
+                count_map_full(map_full::CGROUP_SLOTS); // slot out of range: cannot happen
                 return OVERFLOW_SLOT;
             }
+            slot
+        }
+        _ => {
+            // Not recorded: the next miss tries again, once user space has freed slots.
+            count_map_full(map_full::CGROUP_SLOTS);
+            OVERFLOW_SLOT
         }
     }
-    *cache = CgroupCache { cgroup_id, slot: *stored, _pad: 0 };
-    *stored
 }
 
 /// Adds `amount` to `key` in a per-CPU hash of counters; when the map is full the amount goes

@@ -10,6 +10,7 @@ pub mod config;
 pub mod duration;
 pub mod events;
 pub mod heap;
+pub mod http;
 pub mod inspect;
 pub mod kernel;
 pub mod logging;

@@ -58,7 +58,7 @@ const CONFIGS: &[Config] = &[
     },
 ];
 
-pub const SUITES: &str = "syscalls, sched, net, caps, scrape [CONTAINERS], agent, trace";
+pub const SUITES: &str = "syscalls, sched, net, caps, scrape [CONTAINERS], agent, trace, http [CONNECTIONS]";
 
 /// One suite, or all of them (no argument); each prints its own report, and the run ends with
 /// one table of every headline number.
@@ -77,6 +77,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Some("caps") => crate::caps_bench::run()?,
         Some("agent") => crate::agent_bench::run()?,
         Some("trace") => crate::trace_bench::run()?,
+        Some("http") => {
+            let connections =
+                args.get(1).map_or(Ok(600), |n| n.parse().map_err(|e| format!("`{n}`: {e}")))?;
+            crate::http_bench::run(connections)?
+        }
         None => {
             let mut rows = syscalls()?;
             rows.extend(crate::sched_bench::run()?);
@@ -86,6 +91,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             rows.extend(crate::scrape_bench::run(1000)?);
             rows.extend(crate::agent_bench::run()?);
             rows.extend(crate::trace_bench::run()?);
+            rows.extend(crate::http_bench::run(600)?);
             rows
         }
         Some(other) => return Err(format!("unknown benchmark `{other}`; available: {SUITES}")),

@@ -13,6 +13,7 @@
 //! - `cargo xtask bench agent`: agent CPU and RSS, idle and under a syscall storm
 //! - `cargo xtask bench trace`: events/s and CPU of `kernsight trace` and the cost of kernel
 //!   counting, next to bpftrace
+//! - `cargo xtask bench http [N]`: the metrics port under N slow and non-reading connections
 //! - `cargo xtask bench`: every suite, then one table of their headline numbers
 //! - `cargo xtask test-kernels [--kernel 6.12] [--keep]`: the kernel matrix: Debian's 5.10, 6.1
 //!   and 6.12 cloud kernels booted under QEMU on pure cgroup v2, each running the static agent
@@ -25,6 +26,7 @@
 mod agent_bench;
 mod bench;
 mod caps_bench;
+mod http_bench;
 mod kernels;
 mod net_bench;
 mod process;

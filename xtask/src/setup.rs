@@ -14,7 +14,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// the tests that run real containers; bpftrace and strace as the benchmarks' and the trace tests'
 /// reference tools;
 /// iproute2 (network namespaces, veth pairs) and nftables (lossy paths, drops, conntrack) for
-/// the network tests.
+/// the network tests; musl-tools (musl-gcc) for the C code of rustls' crypto (ring) in the static
+/// musl build of the image and of the kernel-matrix guests.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -31,7 +32,12 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "iproute2",
     "nftables",
+    "musl-tools",
 ];
+
+/// The C compiler cc-rs uses for the static musl build (Debian's musl-tools names it musl-gcc,
+/// not x86_64-linux-musl-gcc, which cc-rs looks for by default).
+pub const MUSL_CC: (&str, &str) = ("CC_x86_64_unknown_linux_musl", "musl-gcc");
 
 pub fn run() -> Result<(), String> {
     debian_packages(PACKAGES, true)?;

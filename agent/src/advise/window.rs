@@ -30,6 +30,7 @@ pub fn observe(target: &Target, window: Duration, cri_socket: &Path) -> Result<O
     let failed = |e: &dyn std::fmt::Display| AdviseError::Window(e.to_string());
     preflight::check_privileges().map_err(|e| failed(&e))?;
     preflight::check_btf().map_err(|e| failed(&e))?;
+    preflight::raise_memlock_limit();
     let mut config = Config::embedded();
     for family in OBSERVED {
         family.set_enabled(&mut config, true);

@@ -25,7 +25,7 @@ impl Family for CgroupLifecycle {
         PROBE
     }
 
-    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         PROGRAMS.iter().map(|(p, _)| *p).collect()
     }
 

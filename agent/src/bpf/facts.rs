@@ -1,13 +1,20 @@
 //! What the running kernel offers the programs, read once at start-up: member offsets from one
-//! parse of the kernel's BTF, tracepoint record layouts from tracefs, and the cgroup
-//! hierarchies. Each family asks these facts whether it can run and, if not, says which one is
+//! parse of the kernel's BTF, tracepoint record layouts from tracefs, the cgroup hierarchies,
+//! and the probed features (map types, helpers, BTF tracepoints and functions) with the build
+//! of the programs they choose. Each family asks these facts whether it can run and, if not, says which one is
 //! missing; none of them reads BTF or tracefs again.
 
 use std::path::{Path, PathBuf};
 
 use kernsight_common::oom::{FIELD_ABSENT, OOM_FIELD_GLOBALS};
 
-use super::{net::SockOffsets, oom::RecordLayout, sched::TaskOffsets, security::SecurityOffsets};
+use super::{
+    features::{Features, Object},
+    net::SockOffsets,
+    oom::RecordLayout,
+    sched::TaskOffsets,
+    security::SecurityOffsets,
+};
 use crate::{
     config::Config,
     kernel::{
@@ -22,6 +29,9 @@ pub use super::cgroup_walk::CgroupOffsets;
 /// Facts about the running kernel; a fact that could not be read keeps the reason.
 #[derive(Debug)]
 pub struct KernelFacts {
+    pub features: Features,
+    /// The build of the programs loaded on this kernel.
+    pub object: Object,
     /// The walk from a task to its cgroup: every family that counts per cgroup needs it.
     pub walk: Result<CgroupOffsets, BtfError>,
     pub task: Result<TaskOffsets, BtfError>,
@@ -39,6 +49,11 @@ pub struct KernelFacts {
     pub kfree_skb_has_rx_sk: u32,
     /// `skb:kfree_skb` has `reason` (5.17+).
     pub kfree_skb_has_reason: bool,
+    /// `sched_switch` passes `prev_state` (5.18+): 1; else 0, and the state is read from the
+    /// task at `task_state_offset`.
+    pub switch_has_prev_state: u32,
+    /// `task_struct.__state` (5.14+) or `.state`.
+    pub task_state_offset: Result<u32, BtfError>,
     pub hierarchies: Hierarchies,
     pub tracefs: PathBuf,
     /// Not a kernel fact but a setting the programs are specialised for (a global that must
@@ -72,6 +87,12 @@ impl KernelFacts {
             .map(|(field, global)| (*global, oom_layout.as_ref().map_or(FIELD_ABSENT, |l| l.offset(field))))
             .collect();
         let oom_comm_data_loc = u32::from(oom_layout.as_ref().is_ok_and(|l| l.comm_data_loc));
+        let features = Features::probe(btf.ok());
+        let switch_args = btf.ok().and_then(|btf| btf.tracepoint_args("sched_switch"));
+        let task_state_offset = btf.map_err(Clone::clone).and_then(|btf| {
+            btf.member_offset("task_struct", "__state").or_else(|_| btf.member_offset("task_struct", "state"))
+        });
+        let object = Object::choose(&features, config.bpf.object);
         let offsets = Offsets {
             walk: walk.as_ref().copied().unwrap_or_default(),
             task: task.as_ref().copied().unwrap_or_default(),
@@ -79,6 +100,8 @@ impl KernelFacts {
             sock: sock.as_ref().copied().unwrap_or_default(),
         };
         Self {
+            features,
+            object,
             offsets,
             walk,
             task,
@@ -90,6 +113,8 @@ impl KernelFacts {
             retransmit_has_err: u32::from(tracepoint_has_field(tracefs, "tcp", "tcp_retransmit_skb", "err")),
             kfree_skb_has_rx_sk: u32::from(tracepoint_has_field(tracefs, "skb", "kfree_skb", "rx_sk")),
             kfree_skb_has_reason: tracepoint_has_field(tracefs, "skb", "kfree_skb", "reason"),
+            switch_has_prev_state: u32::from(switch_args.is_some_and(|args| args >= 4)),
+            task_state_offset,
             hierarchies,
             tracefs: tracefs.to_owned(),
             syscall_latency: u8::from(config.syscalls.latency_histogram),

@@ -9,7 +9,7 @@ use std::{any::Any, time::Duration};
 
 use aya::{Btf, Ebpf, EbpfLoader};
 
-use super::{facts::KernelFacts, rings::EventRing};
+use super::{facts::KernelFacts, features::Implementation, rings::EventRing};
 use crate::config::Config;
 
 /// One map's fill, for `kernsight_bpf_map_entries` and `kernsight_bpf_map_max_entries`.
@@ -34,8 +34,14 @@ pub trait Family: Sync {
     /// The family's name: the `probe` label, the log, `/readyz`.
     fn name(&self) -> &'static str;
 
-    /// The programs it attaches with this config.
-    fn programs(&self, config: &Config) -> Vec<&'static str>;
+    /// The programs it attaches with this config on this kernel.
+    fn programs(&self, config: &Config, facts: &KernelFacts) -> Vec<&'static str>;
+
+    /// Which implementation it runs on this kernel, and why when it is a fallback: for the log,
+    /// `kernsight_probe_info` and `kernsight check`.
+    fn implementation(&self, _facts: &KernelFacts) -> Implementation {
+        Implementation::standard("standard")
+    }
 
     fn enabled(&self, config: &Config) -> bool;
 

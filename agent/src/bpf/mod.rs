@@ -7,11 +7,13 @@ pub mod cgroups;
 pub mod counters;
 pub mod facts;
 pub mod family;
+pub mod features;
 mod loader;
 pub mod net;
 pub mod oom;
 pub mod pins;
 pub mod process_events;
+pub mod readiness;
 pub mod rings;
 pub mod sched;
 pub mod security;
@@ -57,8 +59,16 @@ pub static FAMILIES: &[&dyn Family] = &[
     &security::Capabilities,
 ];
 
-/// The object `build.rs` produced from `kernsight-ebpf`.
+/// The objects `build.rs` produced from `kernsight-ebpf`: the full one and the fallback one for
+/// older kernels (`features::Object`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernsight"));
+static FALLBACK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernsight-fallback"));
+
+/// The bytes of the build `object`, or `NoObject` when the binary was built without them.
+pub(crate) fn object_bytes(object: &features::Object) -> Result<&'static [u8], LoadError> {
+    let bytes = if object.is_fallback() { FALLBACK_OBJECT } else { OBJECT };
+    if bytes.is_empty() { Err(LoadError::NoObject) } else { Ok(bytes) }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -86,6 +96,10 @@ pub struct ProbeStatus {
     pub programs: Vec<&'static str>,
     /// Kernel ids of the attached programs (as `bpftool prog show` lists them).
     pub program_ids: Vec<u32>,
+    /// Which implementation runs on this kernel (`kernsight_probe_info`).
+    pub implementation: &'static str,
+    /// Why that implementation is a fallback, if it is.
+    pub fallback: Option<String>,
     pub state: ProbeState,
 }
 
@@ -110,9 +124,14 @@ impl ProbeStatus {
     pub fn log(&self) {
         match &self.state {
             ProbeState::Failed(why) => error!(probe = self.name, "probe failed to attach: {why}"),
-            state => {
-                info!(probe = self.name, programs = ?self.programs, ids = ?self.program_ids, "probe {state}")
-            }
+            state => info!(
+                probe = self.name,
+                implementation = self.implementation,
+                programs = ?self.programs,
+                ids = ?self.program_ids,
+                "probe {state}{}",
+                self.fallback.as_ref().map(|why| format!(" with a fallback: {why}")).unwrap_or_default()
+            ),
         }
     }
 }
@@ -189,15 +208,19 @@ impl Programs {
         hierarchies: &Hierarchies,
         families: &[&dyn Family],
     ) -> Result<Self, LoadError> {
-        if OBJECT.is_empty() {
-            return Err(LoadError::NoObject);
-        }
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         let own_btf = crate::kernel::btf::Btf::from_sys_fs();
         let facts = KernelFacts::read(own_btf.as_ref(), hierarchies.clone(), config);
         // The member offsets are read: the parsed types (megabytes) are not needed any more.
         drop(own_btf);
-        let load = |pins: Option<&Pins>| loader::load(OBJECT, &btf, &facts, config, pins);
+        let object = object_bytes(&facts.object)?;
+        match &facts.object {
+            features::Object::Full => info!(object = facts.object.name(), "loading the full kernel programs"),
+            features::Object::Fallback { why } => {
+                warn!(object = facts.object.name(), "loading the fallback kernel programs: {why}")
+            }
+        }
+        let load = |pins: Option<&Pins>| loader::load(object, &btf, &facts, config, pins);
         let mut pins = open_pins(config);
         let mut ebpf = match (load(pins.as_ref()), pins.as_mut()) {
             (Err(EbpfError::MapError(err @ MapError::IncompatiblePinnedMap { .. })), Some(pins)) => {
@@ -219,11 +242,13 @@ impl Programs {
         let mut events = Vec::new();
         let mut rings = Vec::new();
         for family in families {
-            let programs = family.programs(config);
+            let implementation = family.implementation(&facts);
             let mut status = ProbeStatus {
                 name: family.name(),
-                programs,
+                programs: family.programs(config, &facts),
                 program_ids: Vec::new(),
+                implementation: implementation.name,
+                fallback: implementation.fallback,
                 state: ProbeState::Attached,
             };
             if !family.enabled(config) {

@@ -35,7 +35,7 @@ impl Family for Oom {
         PROBE
     }
 
-    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         vec![BTF_PROGRAM, TRACEPOINT_PROGRAM]
     }
 

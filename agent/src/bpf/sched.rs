@@ -8,7 +8,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use kernsight_common::{
     sched::{
         PROCESS_COUNTS_MAP, PROCESS_EVENTS_LOST_MAP, PROCESS_EVENTS_MAP, ProcessKey, RUNQ_LATENCY_MAP,
-        RUNQ_START_MAP, RunqKey, kind,
+        RUNQ_START_MAP, RunqKey, SWITCH_HAS_PREV_STATE_GLOBAL, TASK_STATE_OFFSET_GLOBAL, kind,
     },
     syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
 };
@@ -17,6 +17,7 @@ use super::{
     counters::{CgroupCounters, Row},
     facts::KernelFacts,
     family::{AttachContext, Attached, Family, MapRow, attached_any},
+    features::{Implementation, Object},
     load_and_attach,
     rings::EventRing,
 };
@@ -40,7 +41,7 @@ impl Family for Runqueue {
         RUNQUEUE_PROBE
     }
 
-    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         RUNQUEUE_PROGRAMS.iter().map(|(p, _)| *p).collect()
     }
 
@@ -53,11 +54,29 @@ impl Family for Runqueue {
     }
 
     fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
-        facts.need_task().err()
+        facts.need_task().err().or_else(|| match (&facts.task_state_offset, facts.switch_has_prev_state) {
+            (Err(err), 0) => Some(format!("sched_switch has no prev_state argument and {err}")),
+            _ => None,
+        })
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
-        loader.map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries);
+    fn implementation(&self, facts: &KernelFacts) -> Implementation {
+        match &facts.object {
+            Object::Full => Implementation::standard("task_storage"),
+            Object::Fallback { why } => Implementation::fallback(
+                "thread_id_lru",
+                format!("runnable-since times in an LRU hash keyed by thread id: {why}"),
+            ),
+        }
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
+        loader
+            .override_global(SWITCH_HAS_PREV_STATE_GLOBAL, &facts.switch_has_prev_state, true)
+            .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries);
+        if let Ok(offset) = &facts.task_state_offset {
+            loader.override_global(TASK_STATE_OFFSET_GLOBAL, offset, true);
+        }
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {
@@ -87,7 +106,7 @@ impl Family for Processes {
         PROCESSES_PROBE
     }
 
-    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         PROCESS_PROGRAMS.iter().map(|(p, _)| *p).collect()
     }
 

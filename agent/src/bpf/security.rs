@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use aya::{Btf, Ebpf, EbpfLoader};
+use anyhow::Context as _;
+use aya::{Btf, Ebpf, EbpfLoader, programs::FExit};
 use kernsight_common::{
     security::{
-        CAPABILITY_CHECKS_MAP, CapabilityKey, DENIED, GRANTED, INITIAL_USER_NS, NESTED_USER_NS,
-        TASK_COMM_OFFSET_GLOBAL, USER_NS_LEVEL_OFFSET_GLOBAL,
+        CAPABILITY_CHECKS_MAP, CRED_USER_NS_OFFSET_GLOBAL, CapabilityKey, DENIED, GRANTED, INITIAL_USER_NS,
+        NESTED_USER_NS, TASK_COMM_OFFSET_GLOBAL, USER_NS_LEVEL_OFFSET_GLOBAL,
     },
     syscalls::{OVERFLOW_CGROUP_ID, map_full},
 };
@@ -16,12 +17,37 @@ use super::{
     counters::{CgroupCounters, Row},
     facts::KernelFacts,
     family::{AttachContext, Attached, Family, MapRow, attached_any},
+    features::Implementation,
     load_and_attach,
 };
 use crate::{config::Config, kernel::btf};
 
 pub const PROBE: &str = "capabilities";
-const PROGRAMS: [(&str, &str); 1] = [("ks_cap_capable", "cap_capable")];
+/// The `capability:cap_capable` BTF tracepoint, where the kernel has it.
+const TRACEPOINT_PROGRAMS: [(&str, &str); 1] = [("ks_cap_capable", "cap_capable")];
+/// Else fexit on the function `cap_capable` (same checks, same result).
+const FEXIT_PROGRAM: &str = "ks_cap_capable_exit";
+const FUNCTION: &str = "cap_capable";
+
+/// How the family hooks capability checks on this kernel; `None`: it cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    Tracepoint,
+    Fexit,
+}
+
+impl Hook {
+    fn choose(facts: &KernelFacts) -> Option<Self> {
+        let features = &facts.features;
+        if features.cap_capable_tracepoint {
+            Some(Self::Tracepoint)
+        } else if features.cap_capable_function && features.tracing_programs {
+            Some(Self::Fexit)
+        } else {
+            None
+        }
+    }
+}
 
 /// Capability checks per cgroup, granted and denied.
 pub struct Capabilities;
@@ -31,8 +57,21 @@ impl Family for Capabilities {
         PROBE
     }
 
-    fn programs(&self, _config: &Config) -> Vec<&'static str> {
-        PROGRAMS.iter().map(|(p, _)| *p).collect()
+    fn programs(&self, _config: &Config, facts: &KernelFacts) -> Vec<&'static str> {
+        match Hook::choose(facts) {
+            Some(Hook::Fexit) => vec![FEXIT_PROGRAM],
+            _ => TRACEPOINT_PROGRAMS.iter().map(|(p, _)| *p).collect(),
+        }
+    }
+
+    fn implementation(&self, facts: &KernelFacts) -> Implementation {
+        match Hook::choose(facts) {
+            Some(Hook::Fexit) => Implementation::fallback(
+                "fexit",
+                "fexit on cap_capable: the kernel has no capability:cap_capable tracepoint",
+            ),
+            _ => Implementation::standard("tracepoint"),
+        }
     }
 
     fn enabled(&self, config: &Config) -> bool {
@@ -45,8 +84,23 @@ impl Family for Capabilities {
 
     fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
         facts.need_walk().err().or_else(|| {
-            let err = facts.security.as_ref().err()?;
-            Some(format!("cannot read user_namespace and task_struct members: {err}"))
+            if let Err(err) = &facts.security {
+                return Some(format!("cannot read user_namespace, task_struct and cred members: {err}"));
+            }
+            let features = &facts.features;
+            match Hook::choose(facts) {
+                Some(_) => None,
+                None if !features.cap_capable_function => Some(
+                    "the kernel has neither the capability:cap_capable tracepoint nor a cap_capable \
+                     function in its BTF for fexit"
+                        .into(),
+                ),
+                None => Some(
+                    "the kernel has no capability:cap_capable tracepoint, and no fexit programs \
+                     (BPF_PROG_TYPE_TRACING) for the cap_capable function"
+                        .into(),
+                ),
+            }
         })
     }
 
@@ -55,6 +109,7 @@ impl Family for Capabilities {
         loader
             .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &offsets.user_ns_level, true)
             .override_global(TASK_COMM_OFFSET_GLOBAL, &offsets.task_comm, true)
+            .override_global(CRED_USER_NS_OFFSET_GLOBAL, &offsets.cred_user_ns, true)
             .map_max_entries(CAPABILITY_CHECKS_MAP, config.security.capability_max_entries);
     }
 
@@ -67,15 +122,18 @@ impl Family for Capabilities {
     }
 
     fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
-        Ok(Box::new(attach(cx.ebpf, cx.btf, cx.config.security.capability_max_entries)?))
+        let hook = Hook::choose(cx.facts).unwrap_or(Hook::Tracepoint);
+        Ok(Box::new(attach(cx.ebpf, cx.btf, cx.config.security.capability_max_entries, hook)?))
     }
 }
 
-/// Offsets of `user_namespace.level` and `task_struct.comm`, from the running kernel's BTF.
+/// Offsets of `user_namespace.level`, `task_struct.comm` and `cred.user_ns`, from the running
+/// kernel's BTF.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SecurityOffsets {
     pub user_ns_level: u32,
     pub task_comm: u32,
+    pub cred_user_ns: u32,
 }
 
 impl SecurityOffsets {
@@ -83,6 +141,7 @@ impl SecurityOffsets {
         Ok(Self {
             user_ns_level: btf.member_offset("user_namespace", "level")?,
             task_comm: btf.member_offset("task_struct", "comm")?,
+            cred_user_ns: btf.member_offset("cred", "user_ns")?,
         })
     }
 }
@@ -101,7 +160,7 @@ pub struct CapabilityMaps {
     checks: CgroupCounters<CapabilityKey>,
 }
 
-pub fn attach(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Result<CapabilityMaps> {
+fn attach(ebpf: &mut Ebpf, btf: &Btf, capacity: u32, hook: Hook) -> anyhow::Result<CapabilityMaps> {
     // One overflow entry per (capability, result, user namespace), so that `other` keeps those
     // labels.
     let overflow = (0..=last_capability()).flat_map(|cap| {
@@ -116,7 +175,19 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf, capacity: u32) -> anyhow::Result<Capab
         })
     });
     let checks = CgroupCounters::take(ebpf, CAPABILITY_CHECKS_MAP, capacity, overflow)?;
-    load_and_attach(ebpf, btf, &PROGRAMS)?;
+    match hook {
+        Hook::Tracepoint => load_and_attach(ebpf, btf, &TRACEPOINT_PROGRAMS)?,
+        Hook::Fexit => {
+            let program: &mut FExit = ebpf
+                .program_mut(FEXIT_PROGRAM)
+                .with_context(|| format!("program {FEXIT_PROGRAM} missing from the object"))?
+                .try_into()?;
+            program
+                .load(FUNCTION, btf)
+                .with_context(|| format!("loading {FEXIT_PROGRAM} (fexit/{FUNCTION})"))?;
+            program.attach().with_context(|| format!("attaching {FEXIT_PROGRAM}"))?;
+        }
+    }
     Ok(CapabilityMaps { checks })
 }
 

@@ -21,6 +21,7 @@ use super::{
     counters::{CgroupCounters, Row, per_cpu_zeros},
     facts::KernelFacts,
     family::{AttachContext, Attached, Family, MapRow, attached_any},
+    features::{Implementation, Object},
     take_map,
 };
 use crate::config::Config;
@@ -35,7 +36,7 @@ impl Family for Syscalls {
         PROBE
     }
 
-    fn programs(&self, config: &Config) -> Vec<&'static str> {
+    fn programs(&self, config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         let mut programs = vec!["ks_sys_exit"];
         if config.syscalls.latency_histogram {
             programs.push("ks_sys_enter");
@@ -55,8 +56,23 @@ impl Family for Syscalls {
         facts.need_walk().err()
     }
 
+    fn implementation(&self, facts: &KernelFacts) -> Implementation {
+        match &facts.object {
+            Object::Full => Implementation::standard("cgroup_storage"),
+            Object::Fallback { why } => Implementation::fallback(
+                "cgroup_id_hash",
+                format!("cgroup slots in a hash keyed by cgroup id: {why}"),
+            ),
+        }
+    }
+
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
         let slots = config.syscalls.max_cgroups;
+        if facts.object.is_fallback() {
+            // The hash of slots by cgroup id: one entry per slot at most. (Cgroup local storage
+            // has no size.)
+            loader.map_max_entries(CGROUP_SLOTS_MAP, slots);
+        }
         loader
             .override_global(LATENCY_ENABLED_GLOBAL, &facts.syscall_latency, true)
             .map_max_entries(SYSCALL_ROWS_MAP, slots + 1)
@@ -88,7 +104,8 @@ impl Family for Syscalls {
     }
 
     fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
-        Ok(Box::new(attach(cx.ebpf, cx.btf, cx.config, cx.slots_continued)?))
+        let slots_by_id = cx.facts.object.is_fallback();
+        Ok(Box::new(attach(cx.ebpf, cx.btf, cx.config, cx.slots_continued, slots_by_id)?))
     }
 }
 
@@ -100,6 +117,9 @@ pub struct SyscallMaps {
     rows: PerCpuArray<MapData, SyscallRow>,
     owners: Array<MapData, u64>,
     free: Queue<MapData, u32>,
+    /// The fallback object's cgroup id → slot hash, whose entries recycling removes (cgroup
+    /// local storage goes with its cgroup by itself).
+    slots_by_id: Option<BpfHashMap<MapData, u64, u32>>,
     errors: CgroupCounters<SyscallKey>,
     latency: Option<Latency>,
     pub max_cgroups: u32,
@@ -112,16 +132,21 @@ struct Latency {
 
 /// Loads and attaches the family's programs after preparing their maps.
 /// `slots_continued`: the slot maps are pinned ones that a previous agent filled; their free
-/// queue is already right.
+/// queue is already right. `slots_by_id`: the object keeps the slots in a hash by cgroup id.
 pub fn attach(
     ebpf: &mut Ebpf,
     btf: &Btf,
     config: &Config,
     slots_continued: bool,
+    slots_by_id: bool,
 ) -> anyhow::Result<SyscallMaps> {
     let rows = PerCpuArray::try_from(take_map(ebpf, SYSCALL_ROWS_MAP)?)?;
     let owners = Array::try_from(take_map(ebpf, SLOT_OWNERS_MAP)?)?;
     let mut free: Queue<MapData, u32> = Queue::try_from(take_map(ebpf, FREE_SLOTS_MAP)?)?;
+    let slots_by_id = match slots_by_id {
+        true => Some(BpfHashMap::try_from(take_map(ebpf, CGROUP_SLOTS_MAP)?)?),
+        false => None,
+    };
     if !slots_continued {
         for slot in 1..=config.syscalls.max_cgroups {
             free.push(&slot, 0).context("filling the free cgroup slots")?;
@@ -155,7 +180,15 @@ pub fn attach(
     }
     program(ebpf, "ks_sys_exit")?.attach().context("attaching ks_sys_exit")?;
 
-    Ok(SyscallMaps { rows, owners, free, errors, latency, max_cgroups: config.syscalls.max_cgroups })
+    Ok(SyscallMaps {
+        rows,
+        owners,
+        free,
+        slots_by_id,
+        errors,
+        latency,
+        max_cgroups: config.syscalls.max_cgroups,
+    })
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut BtfTracePoint> {
@@ -234,6 +267,10 @@ impl SyscallMaps {
             // cgroup, so nothing writes the row meanwhile.
             let zeroed =
                 per_cpu_zeros::<SyscallRow>().is_ok_and(|zeros| self.rows.set(slot, zeros, 0).is_ok());
+            if let Some(slots_by_id) = &mut self.slots_by_id {
+                // Gone already when two CPUs gave the cgroup a slot each: not an error.
+                let _ = slots_by_id.remove(&cgroup_id);
+            }
             if zeroed && self.owners.set(slot, &0, 0).is_ok() && self.free.push(&slot, 0).is_ok() {
                 freed.push(cgroup_id);
             }

@@ -20,10 +20,18 @@ use kernsight_common::trace::{
 };
 
 use super::{
-    LoadError, OBJECT, cgroup_walk::CgroupOffsets, family::Attached as _, load_and_attach, rings::EventRing,
+    LoadError,
+    cgroup_walk::CgroupOffsets,
+    family::Attached as _,
+    features::{Features, Object},
+    load_and_attach, object_bytes,
+    rings::EventRing,
     sched, take_map,
 };
-use crate::kernel::{cgroupfs::Hierarchies, tracefs::Format};
+use crate::{
+    config::ObjectChoice,
+    kernel::{cgroupfs::Hierarchies, tracefs::Format},
+};
 
 /// What the kernel side produces for this trace.
 #[derive(Debug, Clone)]
@@ -70,12 +78,11 @@ impl Trace {
         hierarchies: &Hierarchies,
         ring_bytes: u32,
     ) -> anyhow::Result<Self> {
-        if OBJECT.is_empty() {
-            return Err(LoadError::NoObject.into());
-        }
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         let v1_controller = hierarchies.v1.as_ref().map(|(controller, _)| *controller);
         let own_btf = crate::kernel::btf::Btf::from_sys_fs()?;
+        let features = Features::probe(Some(&own_btf));
+        let object = object_bytes(&Object::choose(&features, ObjectChoice::Auto))?;
         let walk = CgroupOffsets::read(&own_btf, v1_controller)
             .context("cannot find the cgroup of a task in the kernel's BTF")?;
         let task = sched::TaskOffsets::read(&own_btf)
@@ -131,7 +138,7 @@ impl Trace {
             .map_max_entries(TRACE_EVENTS_MAP, ring_bytes)
             .map_max_entries(TRACE_CGROUPS_MAP, cgroup_entries as u32)
             .map_max_entries(TRACE_SYSCALL_START_MAP, TRACE_START_ENTRIES)
-            .load(OBJECT)
+            .load(object)
             .map_err(LoadError::Object)?;
 
         if let Some(cgroups) = &filters.cgroups {

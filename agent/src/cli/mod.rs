@@ -2,6 +2,7 @@
 
 mod advise;
 mod audit;
+mod check;
 mod cleanup;
 mod inspect;
 mod run;
@@ -23,6 +24,10 @@ struct Cli {
 enum Command {
     /// Run the agent: load the kernel programs and serve Prometheus metrics.
     Run(run::RunArgs),
+    /// Can this node run kernsight, and how: kernel, BTF, cgroup layout, and per probe family
+    /// whether it will run, runs with a fallback, or cannot run (and why). Probes only: nothing
+    /// is attached. Exit status 0: every enabled family can run; 1: some cannot; 2: error.
+    Check(check::CheckArgs),
     /// One screen on a process or container: namespaces, cgroup, limits and usage, memory by
     /// kind, OOM kills, throttling, pressure, capabilities, seccomp.
     Inspect(inspect::InspectArgs),
@@ -54,6 +59,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Check(args) => return check::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Trace(args) => trace::run(*args),
         Command::Top(args) => top::run(args),

@@ -13,6 +13,10 @@ use crate::{
         oom::{self, OomKills},
         processes,
     },
+    http::{
+        WebState,
+        stats::{HttpCollector, HttpStats},
+    },
     kernel::{cgroupfs, preflight},
     logging,
     metadata::{
@@ -20,7 +24,10 @@ use crate::{
         identity::Resolver,
         lookup,
     },
-    metrics::{self, server::Health},
+    metrics::{
+        self,
+        server::{Health, HttpOptions},
+    },
 };
 
 #[derive(Debug, clap::Args)]
@@ -31,6 +38,13 @@ pub struct RunArgs {
     /// Address to serve /metrics, /healthz and /readyz on (port 0: any free port).
     #[arg(long, env = "KERNSIGHT_LISTEN")]
     listen: Option<SocketAddr>,
+    /// A loopback address for /healthz and /readyz alone (kubelet's probes), in plain HTTP.
+    #[arg(long, env = "KERNSIGHT_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
+    /// The exporters' web configuration file (YAML: TLS, client certificates, basic auth), as
+    /// node_exporter's flag of the same name.
+    #[arg(long = "web.config.file", alias = "web-config-file", env = "KERNSIGHT_WEB_CONFIG_FILE")]
+    web_config_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "KERNSIGHT_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -54,6 +68,12 @@ impl RunArgs {
         };
         if let Some(listen) = self.listen {
             config.metrics.listen = listen;
+        }
+        if let Some(health) = self.health_listen {
+            config.metrics.health_listen = Some(health);
+        }
+        if let Some(file) = &self.web_config_file {
+            config.metrics.web_config_file.clone_from(file);
         }
         if let Some(format) = self.log_format {
             config.log.format = format;
@@ -94,10 +114,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let address = listener.local_addr().context("listening socket has no address")?;
+    let health_listener = match config.metrics.health_listen {
+        Some(health) => Some(tokio::net::TcpListener::bind(health).await.with_context(|| {
+            format!("cannot listen on {health}: choose another address with --health-listen or metrics.health_listen")
+        })?),
+        None => None,
+    };
+    // The web configuration next: a bad certificate or hash stops the agent before it loads
+    // anything, with the key at fault.
+    let http_stats = Arc::new(HttpStats::default());
+    let web_config = &config.metrics.web_config_file;
+    let web = WebState::new(
+        (!web_config.as_os_str().is_empty()).then_some(web_config.as_path()),
+        http_stats.clone(),
+    )
+    .map_err(|why| anyhow::anyhow!("{why}"))?;
+    if web.scheme() == "http" && !address.ip().is_loopback() {
+        warn!(
+            %address,
+            "serving metrics without TLS on a non-loopback address: anyone on the network reads the pod inventory and security posture; set --web.config.file (docs/deploy.md)"
+        );
+    }
 
     preflight::check_privileges()?;
-    preflight::check_kernel_version()?;
     preflight::check_btf()?;
+    preflight::raise_memlock_limit();
     preflight::ensure_mounts(&config.paths.tracefs, &config.paths.bpffs);
 
     let hierarchies = cgroupfs::Hierarchies::detect();
@@ -131,8 +172,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(events) = process_events {
         tokio::spawn(processes::follow_events(events, tracker.clone(), resolver.clone()));
     }
-    let registry =
+    let mut registry =
         metrics::registry(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);
+    registry.register_collector(Box::new(HttpCollector(http_stats.clone())));
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = cgroup_events.as_ref().map(|events| events.stats.clone());
     if let Some(events) = cgroup_events {
@@ -140,11 +182,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(cgroup_index::maintain(tracker, programs, lost, grace));
 
-    info!(%address, "serving metrics on http://{address}/metrics");
-    let server = tokio::spawn(metrics::server::serve(listener, registry, health));
-
+    // Before serving: once /readyz answers, a SIGTERM must detach and exit cleanly, not kill.
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let scheme = web.scheme();
+    info!(%address, web = %web.summary(), "serving metrics on {scheme}://{address}/metrics");
+    let options = HttpOptions { limits: config.metrics.limits(), web: Arc::new(web), stats: http_stats };
+    if let Some(probes) = health_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        info!(%probes, "serving /healthz and /readyz on http://{probes}");
+    }
+    let server = tokio::spawn(metrics::server::serve(listener, health_listener, registry, health, options));
     tokio::select! {
         _ = terminate.recv() => info!("SIGTERM received: detaching programs"),
         _ = interrupt.recv() => info!("SIGINT received: detaching programs"),

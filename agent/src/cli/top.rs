@@ -88,8 +88,13 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         Some(address) => (None, address.clone()),
         None => match scrape::fetch(DEFAULT_AGENT) {
             Ok(_) => (None, DEFAULT_AGENT.to_owned()),
-            Err(_) => {
-                eprintln!("no agent at {DEFAULT_AGENT}: starting one for this view");
+            Err(err) => {
+                match err {
+                    scrape::ScrapeError::Tls(_) => eprintln!(
+                        "the agent at {DEFAULT_AGENT} serves TLS, which top does not speak yet: starting one for this view"
+                    ),
+                    _ => eprintln!("no agent at {DEFAULT_AGENT}: starting one for this view"),
+                }
                 let (agent, address) = start_agent()?;
                 (Some(agent), address)
             }

@@ -255,6 +255,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     }
     // Privileges first: without them tracefs, where tracepoints are looked up, is unreadable.
     preflight::check_privileges()?;
+    preflight::raise_memlock_limit();
     preflight::ensure_mounts(&args.tracefs, &crate::config::PathsConfig::default().bpffs);
     let plan = plan(&args, kernel)?;
     let decoder = RecordDecoder::new(plan.decoder);

@@ -35,6 +35,30 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub listen: SocketAddr,
+    /// A second address serving /healthz and /readyz only, plain HTTP (for kubelet's probes
+    /// when `listen` requires client certificates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<SocketAddr>,
+    /// The exporters' web configuration file (TLS, basic auth, headers); empty: plain HTTP.
+    pub web_config_file: PathBuf,
+    pub max_connections: u32,
+    pub header_timeout_seconds: u64,
+    pub write_timeout_seconds: u64,
+    pub max_header_bytes: u32,
+    pub encode_reuse_milliseconds: u64,
+}
+
+impl MetricsConfig {
+    /// The HTTP server's limits, checked by `Config::validate`.
+    pub fn limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            max_connections: self.max_connections as usize,
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_seconds),
+            write_timeout: std::time::Duration::from_secs(self.write_timeout_seconds),
+            max_header_bytes: self.max_header_bytes as usize,
+            encode_reuse: std::time::Duration::from_millis(self.encode_reuse_milliseconds),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -112,6 +136,18 @@ pub struct BpfConfig {
     pub pin_dir: PathBuf,
     /// Whether the kernel measures the run time and run count of the programs.
     pub program_stats: bool,
+    /// Which build of the kernel programs to load.
+    pub object: ObjectChoice,
+}
+
+/// `bpf.object`: the build of the kernel programs the agent loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectChoice {
+    /// The full build where the kernel has what it needs (probed), else the fallback build.
+    Auto,
+    /// The fallback build, whatever the kernel offers (to test it on a new kernel).
+    Fallback,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -164,6 +200,18 @@ impl Config {
             ("network.drop_max_entries", self.network.drop_max_entries, 512, 1 << 24),
             // The overflow entries alone take (CAP_LAST_CAP + 1) * 4.
             ("security.capability_max_entries", self.security.capability_max_entries, 512, 1 << 24),
+            ("metrics.max_connections", self.metrics.max_connections, 4, 1 << 16),
+            // hyper needs room for its own read buffer: 8 KiB at least.
+            ("metrics.max_header_bytes", self.metrics.max_header_bytes, 8192, 1 << 20),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
+            }
+        }
+        for (key, value, min, max) in [
+            ("metrics.header_timeout_seconds", self.metrics.header_timeout_seconds, 1, 300),
+            ("metrics.write_timeout_seconds", self.metrics.write_timeout_seconds, 1, 300),
+            ("metrics.encode_reuse_milliseconds", self.metrics.encode_reuse_milliseconds, 0, 60_000),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
@@ -181,7 +229,16 @@ impl Config {
 // the `embedded_default_is_default` test keeps the two equal.
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            health_listen: None,
+            web_config_file: PathBuf::new(),
+            max_connections: 256,
+            header_timeout_seconds: 5,
+            write_timeout_seconds: 5,
+            max_header_bytes: 16384,
+            encode_reuse_milliseconds: 1000,
+        }
     }
 }
 
@@ -265,7 +322,7 @@ impl Default for MetadataConfig {
 
 impl Default for BpfConfig {
     fn default() -> Self {
-        Self { pin_dir: "/sys/fs/bpf/kernsight".into(), program_stats: false }
+        Self { pin_dir: "/sys/fs/bpf/kernsight".into(), program_stats: false, object: ObjectChoice::Auto }
     }
 }
 
@@ -330,6 +387,25 @@ mod tests {
             let text = format!("[network]\nxdp_interfaces = [{bad:?}]\n");
             let err = Config::parse(&text, "t").unwrap_err().to_string();
             assert!(err.contains("network.xdp_interfaces"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn http_limits_are_bounded() {
+        let config =
+            Config::parse("[metrics]\nmax_connections = 32\nweb_config_file = \"/etc/web.yml\"\n", "t")
+                .unwrap();
+        assert_eq!(config.metrics.limits().max_connections, 32);
+        assert_eq!(config.metrics.web_config_file, PathBuf::from("/etc/web.yml"));
+        for (key, bad) in [
+            ("max_connections", "0"),
+            ("max_header_bytes", "1024"),
+            ("header_timeout_seconds", "0"),
+            ("write_timeout_seconds", "3600"),
+            ("encode_reuse_milliseconds", "600000"),
+        ] {
+            let err = Config::parse(&format!("[metrics]\n{key} = {bad}\n"), "t").unwrap_err().to_string();
+            assert!(err.contains(&format!("metrics.{key}")), "{err}");
         }
     }
 

@@ -3,7 +3,7 @@
 //! offsets that the agent reads here and hands them as read-only constants (CO-RE done in user
 //! space, since the Rust eBPF toolchain has no field relocations).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where the kernel publishes its own type information, needed by BTF-typed programs.
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -12,6 +12,10 @@ const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC: u32 = 12;
+const KIND_PTR: u32 = 2;
+const KIND_FUNC_PROTO: u32 = 13;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BtfError {
@@ -31,6 +35,8 @@ pub enum BtfError {
 struct Type {
     kind: u32,
     name: u32,
+    /// The type a pointer or typedef refers to; the parameter count of a function prototype.
+    refers: u32,
     /// (name offset, type id, bit offset) for struct and union members,
     /// (name offset, value, 0) for enum values.
     members: Vec<(u32, u32, u32)>,
@@ -44,6 +50,10 @@ pub struct Btf {
     structs_by_name: HashMap<String, u32>,
     /// Enumerator name → value, over every enum (kernel enumerator names are unique).
     enum_values: HashMap<String, u32>,
+    /// Names of typedefs (`btf_trace_<tracepoint>` says a BTF tracepoint exists) and functions
+    /// (what fentry and fexit can attach to).
+    typedefs: HashMap<String, u32>,
+    functions: HashSet<String>,
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
@@ -75,11 +85,12 @@ impl Btf {
         let type_data = section(type_off, type_len)?;
         let strings = section(str_off, str_len)?.to_vec();
 
-        let mut types = vec![Type { kind: 0, name: 0, members: Vec::new() }];
+        let mut types = vec![Type { kind: 0, name: 0, refers: 0, members: Vec::new() }];
         let mut at = 0;
         while at < type_data.len() {
             let name = u32_at(type_data, at)?;
             let info = u32_at(type_data, at + 4)?;
+            let size_or_type = u32_at(type_data, at + 8)?;
             at += 12;
             let kind = (info >> 24) & 0x1f;
             let vlen = (info & 0xffff) as usize;
@@ -110,13 +121,31 @@ impl Btf {
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             };
             at += extra;
-            types.push(Type { kind, name, members });
+            let refers = match kind {
+                KIND_FUNC_PROTO => vlen as u32,
+                _ => size_or_type,
+            };
+            types.push(Type { kind, name, refers, members });
         }
 
-        let mut btf = Self { strings, types, structs_by_name: HashMap::new(), enum_values: HashMap::new() };
+        let mut btf = Self {
+            strings,
+            types,
+            structs_by_name: HashMap::new(),
+            enum_values: HashMap::new(),
+            typedefs: HashMap::new(),
+            functions: HashSet::new(),
+        };
         let mut structs = HashMap::new();
         let mut enum_values = HashMap::new();
+        let mut typedefs = HashMap::new();
+        let mut functions = HashSet::new();
         for (id, ty) in btf.types.iter().enumerate() {
+            match ty.kind {
+                KIND_TYPEDEF => _ = typedefs.insert(btf.string(ty.name).to_owned(), ty.refers),
+                KIND_FUNC => _ = functions.insert(btf.string(ty.name).to_owned()),
+                _ => {}
+            }
             if ty.kind == KIND_STRUCT && ty.name != 0 {
                 structs.entry(btf.string(ty.name).to_owned()).or_insert(id as u32);
             }
@@ -128,6 +157,8 @@ impl Btf {
         }
         btf.structs_by_name = structs;
         btf.enum_values = enum_values;
+        btf.typedefs = typedefs;
+        btf.functions = functions;
         Ok(btf)
     }
 
@@ -140,6 +171,27 @@ impl Btf {
     /// The value of an enumerator, e.g. `memory_cgrp_id` (which depends on the kernel's config).
     pub fn enum_value(&self, name: &str) -> Result<u32, BtfError> {
         self.enum_values.get(name).copied().ok_or_else(|| BtfError::NoEnumValue(name.into()))
+    }
+
+    /// Whether the kernel has the BTF tracepoint `name` (`tp_btf/<name>` can attach): BTF then has
+    /// the typedef `btf_trace_<name>`.
+    pub fn has_tracepoint(&self, name: &str) -> bool {
+        self.typedefs.contains_key(&format!("btf_trace_{name}"))
+    }
+
+    /// How many arguments the BTF tracepoint `name` passes its programs (its prototype
+    /// `btf_trace_<name>` minus the leading `void *`); `None` if the kernel has no such
+    /// tracepoint. (`sched_switch` gained `prev_state` in 5.18, for instance.)
+    pub fn tracepoint_args(&self, name: &str) -> Option<u32> {
+        let typedef = *self.typedefs.get(&format!("btf_trace_{name}"))?;
+        let pointer = self.types.get(typedef as usize).filter(|ty| ty.kind == KIND_PTR)?;
+        let prototype = self.types.get(pointer.refers as usize).filter(|ty| ty.kind == KIND_FUNC_PROTO)?;
+        prototype.refers.checked_sub(1)
+    }
+
+    /// Whether the kernel has the function `name` in its BTF (fentry and fexit can attach).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.functions.contains(name)
     }
 
     /// Byte offset of `member` in `struct name`, looking through anonymous structs and unions.
@@ -251,6 +303,13 @@ mod tests {
         assert!(btf.member_offset("css_set", "subsys").is_ok());
         assert_eq!(btf.member_offset("cgroup_subsys_state", "cgroup"), Ok(0));
         assert!(btf.enum_value("memory_cgrp_id").is_ok());
+        assert!(btf.has_tracepoint("sched_switch"));
+        assert!(!btf.has_tracepoint("no_such_tracepoint"));
+        // sched_switch(bool preempt, prev, next, unsigned int prev_state) since 5.18.
+        assert_eq!(btf.tracepoint_args("sched_switch"), Some(4));
+        assert_eq!(btf.tracepoint_args("no_such_tracepoint"), None);
+        assert!(btf.has_function("cap_capable"));
+        assert!(!btf.has_function("no_such_function"));
     }
 
     proptest::proptest! {

@@ -23,37 +23,10 @@ pub enum PreflightError {
     Capabilities(String),
     #[error(
         "kernel BTF not found at {KERNEL_BTF}: kernsight needs a kernel built with \
-         CONFIG_DEBUG_INFO_BTF=y (the default on current distributions)"
+         CONFIG_DEBUG_INFO_BTF=y (the default on current distributions; kernsight needs nothing \
+         else by version, it probes what the kernel offers): use a node image whose kernel has it"
     )]
     NoBtf,
-    #[error(
-        "kernel {found} is too old: kernsight needs Linux {}.{} or later (cgroup local storage \
-         for BPF); upgrade the node's kernel",
-        MIN_KERNEL.0,
-        MIN_KERNEL.1
-    )]
-    KernelTooOld { found: String },
-}
-
-/// cgroup local storage (`BPF_MAP_TYPE_CGRP_STORAGE`) arrived in 6.2.
-const MIN_KERNEL: (u32, u32) = (6, 2);
-
-/// The (major, minor) of a kernel release string such as `6.18.44-fc-v595`.
-fn kernel_version(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
-pub fn check_kernel_version() -> Result<(), PreflightError> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let release = release.trim();
-    match kernel_version(release) {
-        Some(version) if version < MIN_KERNEL => {
-            Err(PreflightError::KernelTooOld { found: release.to_owned() })
-        }
-        // Unparseable: let loading say what the kernel refuses.
-        _ => Ok(()),
-    }
 }
 
 pub fn check_privileges() -> Result<(), PreflightError> {
@@ -76,6 +49,21 @@ pub fn check_privileges() -> Result<(), PreflightError> {
 
 pub fn check_btf() -> Result<(), PreflightError> {
     if Path::new(KERNEL_BTF).exists() { Ok(()) } else { Err(PreflightError::NoBtf) }
+}
+
+/// Lifts `RLIMIT_MEMLOCK`: kernels before 5.11 charge BPF maps and programs to it (the default
+/// of 64 KiB there holds no map of kernsight's), later ones to the memory cgroup. Needs
+/// CAP_SYS_RESOURCE; without it the limit stays and, on an old kernel, loading says what failed.
+pub fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: a valid rlimit for this process.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "cannot lift RLIMIT_MEMLOCK ({}): fine on 5.11 and later, which charge BPF memory to the \
+             memory cgroup",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Mounts tracefs and bpffs where they are missing. A failure is logged, not fatal: only the
@@ -105,20 +93,5 @@ fn ensure_mounted(path: &Path, fs_type: &str, magic: FsType) {
             path.display(),
             if fs_type == "bpf" { "bpffs" } else { "tracefs" },
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_kernel_releases() {
-        assert_eq!(kernel_version("6.18.44-fc-v595"), Some((6, 18)));
-        assert_eq!(kernel_version("5.15.0-91-generic"), Some((5, 15)));
-        assert_eq!(kernel_version("6.2"), Some((6, 2)));
-        assert_eq!(kernel_version("garbage"), None);
-        assert!(kernel_version("5.15.0").is_some_and(|v| v < MIN_KERNEL));
-        assert!(kernel_version("6.2.0").is_some_and(|v| v >= MIN_KERNEL));
     }
 }

@@ -2,17 +2,31 @@
 //! conmon's command line (podman, CRI-O: `-c <id> ... -n <name>`) and Docker's per-container
 //! `config.v2.json`. Both are read off the hot path, by the lookup task.
 
-use std::{collections::HashMap, path::Path};
+use std::{collections::HashMap, io::Read as _, path::Path};
 
 use crate::kernel::procfs::list_pids;
+
+/// conmon's command line is a few hundred bytes (ids, paths, a name); past this bound it is not
+/// conmon's, and reading it whole would cost every scrape as much as a tenant makes it cost.
+const MAX_CMDLINE_BYTES: u64 = 64 * 1024;
 
 /// Container id → name of every container a conmon process watches.
 pub fn conmon_names(proc_root: &Path) -> HashMap<String, String> {
     list_pids(proc_root)
         .into_iter()
-        .filter_map(|pid| std::fs::read(proc_root.join(pid.to_string()).join("cmdline")).ok())
+        .map(|pid| proc_root.join(pid.to_string()))
+        // `comm` is 16 bytes: only conmon's own processes have their command line read.
+        .filter(|dir| std::fs::read(dir.join("comm")).is_ok_and(|comm| comm.starts_with(b"conmon")))
+        .filter_map(|dir| read_bounded(&dir.join("cmdline"), MAX_CMDLINE_BYTES))
         .filter_map(|cmdline| parse_conmon_cmdline(&cmdline))
         .collect()
+}
+
+/// The first `limit` bytes of a file, or `None` if it cannot be read or is longer.
+fn read_bounded(path: &Path, limit: u64) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).ok()?.take(limit + 1).read_to_end(&mut bytes).ok()?;
+    (bytes.len() as u64 <= limit).then_some(bytes)
 }
 
 /// (container id, name) from a NUL-separated conmon command line.
@@ -58,6 +72,28 @@ struct DockerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_only_conmon_command_lines_and_bounds_them() {
+        let proc_root = tempfile::tempdir().unwrap();
+        let id = "ddfe954b7c5389fb914bcba5682a287b5b95753dc71125d781046580e741991c";
+        let process = |pid: u32, comm: &str, cmdline: &[u8]| {
+            let dir = proc_root.path().join(pid.to_string());
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+            std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+        };
+        process(10, "conmon", format!("/usr/bin/conmon\0-c\0{id}\0-n\0web\0").as_bytes());
+        // Not conmon by its comm: its command line is never parsed, whatever it claims.
+        process(11, "sleep", b"conmon\0-c\0aa\0-n\0forged\0");
+        // conmon by name, but a command line past the bound: skipped, not read whole.
+        let mut huge = b"conmon\0-c\0bb\0-n\0big\0".to_vec();
+        huge.resize(MAX_CMDLINE_BYTES as usize + 1, b'x');
+        process(12, "conmon", &huge);
+        let names = conmon_names(proc_root.path());
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert_eq!(names.get(id).map(String::as_str), Some("web"));
+    }
 
     #[test]
     fn reads_conmon_command_lines() {

@@ -45,6 +45,13 @@ impl Collector for AgentCollector {
         )?;
         encode_gauges(
             &mut encoder,
+            "kernsight_probe_info",
+            "Which implementation of each probe family this kernel runs (a fallback where it lacks a \
+             feature: cgroup_id_hash, thread_id_lru, fexit); the value is always 1",
+            probes.iter().map(|p| ([("probe", p.name), ("implementation", p.implementation)], 1)),
+        )?;
+        encode_gauges(
+            &mut encoder,
             "kernsight_probe_enabled",
             "Whether a probe family is enabled in the configuration (1) or disabled (0)",
             probes.iter().map(|p| ([("probe", p.name)], i64::from(p.state != ProbeState::Disabled))),

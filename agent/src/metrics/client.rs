@@ -27,10 +27,27 @@ pub enum ScrapeError {
     Read(String, std::io::Error),
     #[error("{0}/metrics answered {1}")]
     Status(String, String),
+    #[error(
+        "{0} answered with TLS: its metrics port needs TLS and authentication (--web.config.file), which top and advise do not speak yet; use the agent's loopback port in proxy mode"
+    )]
+    Tls(String),
+    #[error(
+        "{0}/metrics sent more than {1} MiB: not a kernsight agent, or one exporting far too many series (lower its bounds)"
+    )]
+    TooLarge(String, u64),
 }
+
+/// The largest reply read from an agent. A node's /metrics is a few MiB at its configured bounds;
+/// a peer that sends more is not trusted to stop.
+pub const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
 
 /// `GET /metrics` from `address` (`host:port`).
 pub fn fetch(address: &str) -> Result<String, ScrapeError> {
+    fetch_bounded(address, MAX_REPLY_BYTES)
+}
+
+/// `GET /metrics`, refusing a reply longer than `limit` bytes.
+fn fetch_bounded(address: &str, limit: u64) -> Result<String, ScrapeError> {
     let timeout = Duration::from_secs(10);
     let connect = || -> std::io::Result<TcpStream> {
         let target = address
@@ -40,14 +57,25 @@ pub fn fetch(address: &str) -> Result<String, ScrapeError> {
         TcpStream::connect_timeout(&target, timeout)
     };
     let mut stream = connect().map_err(|e| ScrapeError::Connect(address.to_owned(), e))?;
-    let read = |stream: &mut TcpStream| -> std::io::Result<String> {
+    let read = |stream: &mut TcpStream| -> std::io::Result<Vec<u8>> {
         stream.set_read_timeout(Some(timeout))?;
         write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\nAccept: text/plain\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
+        let mut response = Vec::new();
+        (&mut *stream).take(limit + 1).read_to_end(&mut response)?;
         Ok(response)
     };
     let response = read(&mut stream).map_err(|e| ScrapeError::Read(address.to_owned(), e))?;
+    if response.len() as u64 > limit {
+        return Err(ScrapeError::TooLarge(address.to_owned(), limit.div_ceil(1 << 20)));
+    }
+    // A TLS record (alert: 0x15, handshake: 0x16) of TLS 1.x, not an HTTP status line.
+    if matches!(response.as_slice(), [0x15 | 0x16, 0x03, ..]) {
+        return Err(ScrapeError::Tls(address.to_owned()));
+    }
+    let response = String::from_utf8(response).map_err(|_| {
+        let invalid = std::io::Error::new(std::io::ErrorKind::InvalidData, "the reply is not UTF-8 text");
+        ScrapeError::Read(address.to_owned(), invalid)
+    })?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.lines().next().unwrap_or_default();
     if status.split(' ').nth(1) != Some("200") {
@@ -141,6 +169,41 @@ mod tests {
         assert_eq!(samples[2].labels.get("le").map(String::as_str), Some("+Inf"));
         assert_eq!(samples[3].value, 0.5);
         assert!(parse("x{a=\"unterminated} 1\n").is_empty());
+    }
+
+    #[test]
+    fn a_reply_past_the_bound_is_refused_not_buffered() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\n");
+            // Endless, as a hostile peer would; the reader stops at its bound.
+            let line = [b'x'; 4096];
+            while stream.write_all(&line).is_ok() {}
+        });
+        match fetch_bounded(&address, 1 << 20) {
+            Err(ScrapeError::TooLarge(_, mib)) => assert_eq!(mib, 1),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_tls_port_is_named_as_such() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            // What rustls answers to plain HTTP: a fatal alert record.
+            let _ = stream.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]);
+        });
+        assert!(matches!(fetch(&address), Err(ScrapeError::Tls(_))));
+        server.join().unwrap();
     }
 
     #[test]

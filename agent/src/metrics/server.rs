@@ -1,4 +1,5 @@
-//! `/metrics` (OpenMetrics or Prometheus text, by `Accept`), `/healthz` and `/readyz`.
+//! `/metrics` (OpenMetrics or Prometheus text, by `Accept`), `/healthz` and `/readyz`, served by
+//! `crate::http` (TLS, authentication, limits). Concurrent scrapes share one encode (`shared`).
 
 use std::{
     sync::{
@@ -10,15 +11,25 @@ use std::{
 
 use axum::{
     Router,
-    extract::State,
-    http::{HeaderMap, StatusCode, header},
-    response::IntoResponse,
+    body::Bytes,
+    extract::{Request, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::bpf::{ProbeState, ProbeStatus};
+use crate::{
+    bpf::{ProbeState, ProbeStatus},
+    http::{
+        ConnectionReady, Limits, WebState,
+        stats::{HttpStats, bump},
+    },
+};
+
+mod shared;
+use shared::{Format, SharedEncode};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -60,37 +71,84 @@ impl Health {
 struct AppState {
     registry: Registry,
     health: Arc<Health>,
+    encoded: SharedEncode,
+    stats: Arc<HttpStats>,
 }
 
-pub async fn serve(listener: TcpListener, registry: Registry, health: Arc<Health>) -> anyhow::Result<()> {
-    let state = Arc::new(AppState { registry, health });
+/// The HTTP face's settings: limits, and the web configuration (TLS, authentication).
+pub struct HttpOptions {
+    pub limits: Limits,
+    pub web: Arc<WebState>,
+    pub stats: Arc<HttpStats>,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    health_listener: Option<TcpListener>,
+    registry: Registry,
+    health: Arc<Health>,
+    options: HttpOptions,
+) -> anyhow::Result<()> {
+    let HttpOptions { limits, web, stats } = options;
+    let encoded = SharedEncode::new(limits.encode_reuse);
+    let state = Arc::new(AppState { registry, health, encoded, stats: stats.clone() });
+    if let Some(health_listener) = health_listener {
+        // Probes only, plain HTTP, counted apart from the metrics port.
+        let probes = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .with_state(state.clone());
+        let probe_stats = Arc::new(HttpStats::default());
+        let plain = Arc::new(WebState::new(None, probe_stats.clone()).map_err(|e| anyhow::anyhow!(e))?);
+        tokio::spawn(async move {
+            if let Err(err) = crate::http::serve(health_listener, probes, plain, limits, probe_stats).await {
+                tracing::warn!("health server stopped: {err}");
+            }
+        });
+    }
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state);
-    axum::serve(listener, app).await?;
+    crate::http::serve(listener, app, web, limits, stats).await?;
     Ok(())
 }
 
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic text format for the
 /// others (curl, promtool, older scrapers).
-async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
-    let openmetrics = headers
+async fn metrics(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let openmetrics = request
+        .headers()
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
-    // Collectors read kernel maps with blocking syscalls: keep them off the async workers.
-    let encoded = tokio::task::spawn_blocking(move || {
+    let format = if openmetrics { Format::OpenMetrics } else { Format::Text };
+    // Set by crate::http for every request; a request from elsewhere is ready now.
+    let ready_since = request.extensions().get::<ConnectionReady>().map_or_else(Instant::now, |r| r.0);
+    let encoder = state.clone();
+    let body = state.encoded.begin(ready_since).body(format, move || encoder.encode(format)).await;
+    let content_type = if openmetrics { OPENMETRICS } else { PROMETHEUS_TEXT };
+    match body {
+        Some((body, shared)) => {
+            bump(if shared { &state.stats.shared } else { &state.stats.encodes });
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
+    }
+}
+
+impl AppState {
+    /// Reads every collector and encodes the body (blocking: collectors read kernel maps).
+    fn encode(&self, format: Format) -> Option<Bytes> {
         let started = Instant::now();
         let mut body = String::new();
-        let result = if openmetrics {
-            prometheus_client::encoding::text::encode(&mut body, &state.registry)
-        } else {
-            prometheus_client::encoding::prometheus_text::encode(&mut body, &state.registry)
+        let result = match format {
+            Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut body, &self.registry),
+            Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut body, &self.registry),
         };
-        let stats = &state.health.scrapes;
+        let stats = &self.health.scrapes;
         stats.count.fetch_add(1, Ordering::Relaxed);
         stats.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let series = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
@@ -98,13 +156,7 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl
         // A scrape of a busy node allocates megabytes (map reads, label sets) that are free again
         // now: return them rather than let each blocking thread's arena keep its peak.
         crate::heap::release_free_memory();
-        result.map(|()| body)
-    })
-    .await;
-    let content_type = if openmetrics { OPENMETRICS } else { PROMETHEUS_TEXT };
-    match encoded {
-        Ok(Ok(body)) => (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response(),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
+        result.ok().map(|()| Bytes::from(body))
     }
 }
 

@@ -16,12 +16,15 @@ mod support;
 
 mod advise;
 mod capabilities;
+mod check;
 mod cli;
 mod containers;
 mod cri;
 mod deploy;
+mod fallbacks;
 mod families;
 mod harness;
+mod http_security;
 mod net;
 mod net_kernel;
 mod oom;

@@ -4,13 +4,14 @@
 
 use std::{
     ffi::CString,
+    os::unix::process::ExitStatusExt as _,
     path::Path,
     time::{Duration, Instant},
 };
 
 use crate::support::{
-    Agent, eventually,
-    memory::{MIB, allocate_past_the_limit, limited_cgroup, limited_parent, touch_anonymous},
+    Agent, ChildGuard, eventually,
+    memory::{MIB, limited_cgroup, limited_parent, spawn_allocating_past_the_limit, touch_anonymous},
     parse, privileged, serial, spawn_in, value, wait_status,
 };
 use kernsight::kernel::{mountinfo, resources};
@@ -30,11 +31,10 @@ fn an_oom_kill_is_reported_with_the_victims_pid_cgroup_and_anon_rss() {
     let started = Instant::now();
     let agent = Agent::start(&[]);
     let cgroup = limited_cgroup("oom");
-    let (pid, status) = fork_into(&cgroup.path, allocate_past_the_limit);
-    assert!(
-        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
-        "the child should have been OOM-killed, wait status {status:#x}"
-    );
+    let mut victim = ChildGuard(spawn_allocating_past_the_limit(&cgroup.path));
+    let pid = victim.id();
+    let status = victim.wait().expect("wait for dd");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "the child should have been OOM-killed: {status}");
 
     let samples = agent.scrape_until(Duration::from_secs(20), |samples| {
         let kills = value(samples, "kernsight_oom_kills_total", &[("cgroup", &cgroup.label)]);

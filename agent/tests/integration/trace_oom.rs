@@ -3,6 +3,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Read},
+    os::unix::process::ExitStatusExt as _,
     process::{Command, Stdio},
     sync::mpsc,
     time::Duration,
@@ -10,8 +11,8 @@ use std::{
 
 use crate::support::{
     BINARY, ChildGuard, eventually,
-    memory::{allocate_past_the_limit, limited_cgroup},
-    privileged, serial, spawn_in, wait_status,
+    memory::{limited_cgroup, spawn_allocating_past_the_limit},
+    privileged, serial,
 };
 
 /// The lines of a child's pipe, as they come, read on a thread of their own.
@@ -44,9 +45,10 @@ fn oom_preset_shows_the_victim() {
     let ready = ready.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
     assert!(ready.starts_with("tracing oom"), "{ready}");
     let printed = lines_of(tracer.stdout.take().expect("stdout"));
-    let pid = spawn_in(&cgroup.path, allocate_past_the_limit);
-    let status = wait_status(pid);
-    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL, "OOM-killed: {status}");
+    let mut victim = ChildGuard(spawn_allocating_past_the_limit(&cgroup.path));
+    let pid = victim.id();
+    let status = victim.wait().expect("wait for dd");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "OOM-killed: {status}");
     // Until the victim's event is printed (other OOM kills on the machine may show too).
     let of_victim =
         |line: &String| serde_json::from_str::<serde_json::Value>(line).is_ok_and(|e| e["args.pid"] == pid);

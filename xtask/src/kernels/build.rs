@@ -7,7 +7,10 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::process::{Step, cargo, output, workspace_root};
+use crate::{
+    process::{Step, cargo, output, workspace_root},
+    setup::MUSL_CC,
+};
 
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
 /// The one integration test binary (`agent/tests/integration/main.rs`).
@@ -29,14 +32,11 @@ pub struct Tests {
 }
 
 pub fn build() -> Result<Binaries, String> {
-    Step::new(format!("build the static agent (release, {TARGET})")).run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "kernsight",
-        "--target",
-        TARGET,
-    ]))?;
+    Step::new(format!("build the static agent (release, {TARGET})")).run(
+        cargo()
+            .args(["build", "--release", "--package", "kernsight", "--target", TARGET])
+            .env(MUSL_CC.0, MUSL_CC.1),
+    )?;
     let agent = workspace_root().join("target").join(TARGET).join("release/kernsight");
     if !is_static(&agent)? {
         return Err(format!("{} is dynamically linked: the guests have no libraries", agent.display()));
@@ -54,6 +54,7 @@ fn build_tests() -> Result<Tests, String> {
     eprintln!("xtask: build the integration tests ({TARGET})");
     let mut command = cargo();
     command
+        .env(MUSL_CC.0, MUSL_CC.1)
         .args(["build", "--tests", "--package", "kernsight", "--target", TARGET])
         .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped())

@@ -69,7 +69,7 @@ impl Family for CgroupTraffic {
         CGROUP_PROBE
     }
 
-    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         CGROUP_PROGRAMS.to_vec()
     }
 
@@ -134,7 +134,7 @@ impl Family for Interfaces {
         XDP_PROBE
     }
 
-    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         vec![XDP_PROGRAM]
     }
 
@@ -203,7 +203,7 @@ impl Family for Tcp {
         TCP_PROBE
     }
 
-    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         TCP_PROGRAMS.iter().map(|(p, _)| *p).collect()
     }
 
@@ -270,7 +270,7 @@ impl Family for Drops {
         DROPS_PROBE
     }
 
-    fn programs(&self, _config: &Config) -> Vec<&'static str> {
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         DROP_PROGRAMS.iter().map(|(p, _)| *p).collect()
     }
 

@@ -36,10 +36,22 @@ impl Agent {
     /// Starts `kernsight run ARGS` (maps pinned in a directory of its own unless ARGS name one)
     /// and waits until `/readyz` answers 200: every enabled probe family attached.
     pub fn start(args: &[&str]) -> Self {
-        wait_for_default_xdp_slot();
-        let agent = Self::launch(args);
-        agent.wait_readyz(200);
-        agent
+        for attempt in 1.. {
+            wait_for_default_xdp_slot();
+            let agent = Self::launch(args);
+            let (status, body) = agent.readyz();
+            if status == 200 {
+                return agent;
+            }
+            // Another agent on this machine took the default route's XDP slot between the wait
+            // and this agent's attach: not this test's fault; try again (twice at most).
+            if attempt < 3 && body.contains(XDP_TAKEN) {
+                eprintln!("{}: {}; starting the agent again", super::test_name(), body.trim());
+                continue;
+            }
+            panic!("/readyz answered {status}: {body}log:\n{}", agent.log());
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// Starts `kernsight run ARGS` without waiting for readiness: for an agent that is expected
@@ -96,15 +108,20 @@ impl Agent {
     /// says `status`; the body. The agent decides readiness once, when its families are attached
     /// or have failed, before it serves: the first answer is the answer.
     pub fn wait_readyz(&self, status: u16) -> String {
-        let (got, body) = eventually(START_TIMEOUT, || match request(self.address, "/readyz", "*/*") {
+        let (got, body) = self.readyz();
+        assert_eq!(got, status, "/readyz answered {got}: {body}log:\n{}", self.log());
+        body
+    }
+
+    /// The first answer of `/readyz` (status, body), once it answers.
+    fn readyz(&self) -> (u16, String) {
+        eventually(START_TIMEOUT, || match request(self.address, "/readyz", "*/*") {
             Ok(answer) => Ok(answer),
             Err(_) if !self.alive() => {
                 panic!("kernsight exited before /readyz answered; log:\n{}", self.log())
             }
             Err(e) => Err(format!("/readyz: {e}")),
-        });
-        assert_eq!(got, status, "/readyz answered {got}: {body}log:\n{}", self.log());
-        body
+        })
     }
 
     fn alive(&self) -> bool {
@@ -191,6 +208,9 @@ impl Drop for Agent {
         }
     }
 }
+
+/// What `/readyz` says when another XDP program holds an interface.
+pub const XDP_TAKEN: &str = "another XDP program attached";
 
 /// How long an agent waits for the default route's interface to be free of XDP.
 const XDP_SLOT_TIMEOUT: Duration = Duration::from_secs(300);

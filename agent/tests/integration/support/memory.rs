@@ -1,5 +1,12 @@
 //! Memory cgroups with a limit, and workloads that go past it (OOM kills the tests cause).
 
+use std::{
+    ffi::CString,
+    os::unix::process::CommandExt as _,
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
 use super::TestCgroup;
 
 pub const MIB: u64 = 1024 * 1024;
@@ -27,6 +34,29 @@ pub fn limited_cgroup(tag: &str) -> TestCgroup {
     }
 }
 
+/// Starts `dd` reading 64 MiB of zeros into one buffer (an anonymous allocation past `LIMIT`)
+/// in `cgroup`, which it joins before it execs: a fresh process, whose memory at the kill is its
+/// own. A child forked from the test binary would carry the test process's heap in its RSS (the
+/// pages it shares copy-on-write), which the OOM tests measure.
+pub fn spawn_allocating_past_the_limit(cgroup: &Path) -> Child {
+    let procs = CString::new(cgroup.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
+    let mut command = Command::new("dd");
+    command.args(["if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]);
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: between fork and exec the closure makes raw syscalls only (no allocation).
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        })
+    };
+    command.spawn().unwrap_or_else(|e| panic!("dd in {}: {e}", cgroup.display()))
+}
+
 /// A `limited_cgroup` whose child cgroups are memory cgroups of their own (their own
 /// `memory.stat` and `memory.events`, charged to this one's limit too). On v2 that takes
 /// `+memory` in its `cgroup.subtree_control`, which a pure v2 host does not give a new cgroup;
@@ -40,11 +70,6 @@ pub fn limited_parent(tag: &str) -> TestCgroup {
             .unwrap_or_else(|e| panic!("enable +memory in {}: {e}", control.display()));
     }
     cgroup
-}
-
-/// Maps 64 MiB of anonymous memory and writes every page: past `LIMIT`.
-pub fn allocate_past_the_limit() -> i32 {
-    touch_anonymous(64 << 20)
 }
 
 /// Maps `size` bytes of anonymous memory and writes every page (raw syscalls: safe in a forked

@@ -15,7 +15,7 @@ pub mod memory;
 pub mod podman;
 mod process;
 
-pub use agent::{Agent, http_get, unique_pin_dir, wait_for_default_xdp_slot};
+pub use agent::{Agent, XDP_TAKEN, http_get, unique_pin_dir, wait_for_default_xdp_slot};
 pub use cgroup::{TestCgroup, spawn_in, unified_root, v1_root, wait_status};
 /// The agent's own parser of the text format (`kernsight top` and `advise` read scrapes with it).
 pub use kernsight::metrics::client::Sample;

@@ -34,3 +34,64 @@ dashboard select job="kernsight" and group by node. */}}
 - targetLabel: job
   replacement: kernsight
 {{- end -}}
+
+{{- define "kernsight.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "kernsight.fullname" .)) .Values.web.tls.secretName -}}
+{{- end -}}
+
+{{- define "kernsight.clientSecretName" -}}
+{{- default (printf "%s-client" (include "kernsight.fullname" .)) .Values.web.tls.clientSecretName -}}
+{{- end -}}
+
+{{/* Whether the agent verifies client certificates against the Secret's ca.crt. */}}
+{{- define "kernsight.verifiesClients" -}}
+{{- if has .Values.web.tls.clientAuthType (list "RequireAndVerifyClientCert" "VerifyClientCertIfGiven") -}}true{{- end -}}
+{{- end -}}
+
+{{/* Refuses settings that leave the metrics port open. */}}
+{{- define "kernsight.checkWeb" -}}
+{{- if not (has .Values.web.mode (list "tls" "proxy")) -}}
+{{- fail (printf "web.mode must be tls or proxy, not %q" .Values.web.mode) -}}
+{{- end -}}
+{{- if and (eq .Values.web.mode "tls") (ne .Values.web.tls.clientAuthType "RequireAndVerifyClientCert") (not .Values.web.basicAuthUsers) -}}
+{{- fail "web.mode=tls authenticates scrapers with clientAuthType RequireAndVerifyClientCert or with basicAuthUsers: set one" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The scrape endpoint settings of the ServiceMonitor and the PodMonitor for the mode. */}}
+{{- define "kernsight.scrapeAuth" -}}
+scheme: https
+{{- if eq .Values.web.mode "tls" }}
+tlsConfig:
+  # The agent's certificate names the Service: Prometheus dials node addresses.
+  serverName: {{ include "kernsight.fullname" . }}.{{ .Release.Namespace }}.svc
+  ca:
+    secret:
+      name: {{ include "kernsight.tlsSecretName" . }}
+      key: ca.crt
+  {{- if eq .Values.web.tls.clientAuthType "RequireAndVerifyClientCert" }}
+  cert:
+    secret:
+      name: {{ include "kernsight.clientSecretName" . }}
+      key: tls.crt
+  keySecret:
+    name: {{ include "kernsight.clientSecretName" . }}
+    key: tls.key
+  {{- end }}
+{{- with .Values.web.basicAuthSecretName }}
+basicAuth:
+  username:
+    name: {{ . }}
+    key: username
+  password:
+    name: {{ . }}
+    key: password
+{{- end }}
+{{- else }}
+# kube-rbac-proxy checks the scraper's service account token (TokenReview) and its right to GET
+# /metrics (SubjectAccessReview); it serves a self-signed certificate, as in kube-prometheus.
+bearerTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token
+tlsConfig:
+  insecureSkipVerify: true
+{{- end }}
+{{- end -}}

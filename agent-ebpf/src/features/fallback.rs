@@ -1,0 +1,82 @@
+//! The same items as `features/full.rs` for kernels without cgroup local storage (before 6.2),
+//! task local storage or `bpf_get_current_task_btf()` (before 5.11): the `kernsight-fallback`
+//! object. The slot of a cgroup is kept in a hash keyed by cgroup id (bounded by the number of
+//! slots, since an entry is only made for a cgroup that got one; user space deletes it when it
+//! recycles the slot), run-queue timestamps in an LRU hash keyed by thread id, and the current
+//! task is read with `bpf_probe_read_kernel` from `bpf_get_current_task()`. Each costs more than
+//! the full version, which is why the agent loads this object only where the kernel lacks one of
+//! them.
+
+use aya_ebpf::{
+    bindings::cgroup,
+    helpers::generated::bpf_get_current_task,
+    macros::map,
+    maps::{HashMap, LruHashMap},
+};
+use kernsight_common::{
+    sched::RUNQ_START_ENTRIES,
+    syscalls::{DEFAULT_CGROUP_SLOTS, OVERFLOW_SLOT, map_full},
+};
+
+use crate::{
+    syscalls::{count_map_full, new_slot},
+    task::{Probe, task_pid},
+};
+
+/// How the current task's memory is read: `bpf_get_current_task()` is a plain number to the
+/// verifier.
+pub(crate) type CurrentRead = Probe;
+
+/// The current task's address (readable with `bpf_probe_read_kernel` only).
+#[inline(always)]
+pub(crate) fn current_task() -> *const u8 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_get_current_task() as *const u8 }
+}
+
+/// cgroup id → its slot; sized by the agent to the number of slots.
+#[map]
+static CGROUP_SLOTS: HashMap<u64, u32> = HashMap::with_max_entries(DEFAULT_CGROUP_SLOTS, 0);
+
+/// The slot recorded for the cgroup, or a new one from the free queue (`OVERFLOW_SLOT`, counted,
+/// when none is free).
+#[inline(always)]
+pub(crate) fn stored_slot(_cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
+    if let Some(slot) = CGROUP_SLOTS.get_ptr(&cgroup_id) {
+        // SAFETY: a value of the map, copied out at once.
+        return unsafe { *slot };
+    }
+    let slot = new_slot(cgroup_id);
+    if slot == OVERFLOW_SLOT {
+        return OVERFLOW_SLOT;
+    }
+    // Two CPUs may give one new cgroup a slot each: the last one is recorded, both rows name
+    // the cgroup as owner and user space adds them up. The map holds one entry per owned slot
+    // at most, so it is never full; should the insert fail all the same, the slot still counts
+    // for this cgroup (its owner is set) and the failure is counted.
+    if CGROUP_SLOTS.insert(&cgroup_id, &slot, 0).is_err() {
+        count_map_full(map_full::CGROUP_STORAGE);
+    }
+    slot
+}
+
+/// Thread id → when it became runnable (ns); LRU, so that threads that exit cannot fill it.
+#[map]
+static RUNQ_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(RUNQ_START_ENTRIES, 0);
+
+/// Where `task`'s runnable-since time is kept, created (zeroed) when `create` and missing; null
+/// if none.
+///
+/// `task` must be a BTF `task_struct` pointer.
+#[inline(always)]
+pub(crate) fn runnable_since(task: *const u8, create: bool) -> *mut u64 {
+    // SAFETY: a BTF pointer from the tracepoint.
+    let tid = unsafe { task_pid(task) };
+    if let Some(value) = RUNQ_START.get_ptr_mut(&tid) {
+        return value;
+    }
+    if !create || RUNQ_START.insert(&tid, &0, 0).is_err() {
+        return core::ptr::null_mut();
+    }
+    RUNQ_START.get_ptr_mut(&tid).unwrap_or(core::ptr::null_mut())
+}

@@ -1,0 +1,110 @@
+//! What the programs use on kernels that offer it all (6.2 and later): cgroup local storage for
+//! the syscall family's slots, task local storage for run-queue timestamps, and
+//! `bpf_get_current_task_btf()` for reading the current task with plain, verifier-checked loads.
+//! The `kernsight` object is built with this module; `features/fallback.rs` has the same items
+//! for older kernels.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, cgroup,
+        task_struct,
+    },
+    btf_maps::CgrpStorage,
+    helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
+    macros::btf_map,
+};
+use kernsight_common::syscalls::{OVERFLOW_SLOT, map_full};
+
+use crate::{
+    syscalls::{count_map_full, new_slot},
+    task::Direct,
+};
+
+/// How the current task's memory is read: it is a BTF pointer.
+pub(crate) type CurrentRead = Direct;
+
+/// The current task, as a BTF pointer (5.11+).
+#[inline(always)]
+pub(crate) fn current_task() -> *const u8 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// The slot of each cgroup, in the cgroup itself (`BPF_MAP_TYPE_CGRP_STORAGE`, 6.2+): freed with
+/// the cgroup, no bound to reach.
+#[btf_map]
+static CGROUP_SLOTS: CgrpStorage<u32> = CgrpStorage::new();
+
+/// The slot stored in the cgroup's local storage, or a new one from the free queue
+/// (`OVERFLOW_SLOT`, counted, when the storage cannot be created or no slot is free).
+#[inline(always)]
+pub(crate) fn stored_slot(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
+    let mut stored = CGROUP_SLOTS.get_or_insert_ptr_mut(cgroup, None);
+    if stored.is_null() {
+        // Creating fails with EEXIST when another CPU created this cgroup's storage meanwhile.
+        stored = CGROUP_SLOTS.get_ptr_mut(cgroup);
+    }
+    if stored.is_null() {
+        count_map_full(map_full::CGROUP_STORAGE);
+        return OVERFLOW_SLOT;
+    }
+    // SAFETY: a valid storage value returned by the kernel.
+    let stored = unsafe { &mut *stored };
+    if *stored == OVERFLOW_SLOT {
+        let slot = new_slot(cgroup_id);
+        if slot == OVERFLOW_SLOT {
+            return OVERFLOW_SLOT; // not stored: the next miss tries again
+        }
+        *stored = slot;
+    }
+    *stored
+}
+
+/// A BTF-defined task local storage map (`BPF_MAP_TYPE_TASK_STORAGE`), laid out as aya-ebpf's
+/// `btf_map_def!` lays out `CgrpStorage` (aya-ebpf 0.3 has no task storage type): the value
+/// lives in the task itself and goes with it, so there is no bound to reach and no delete.
+#[repr(C)]
+pub struct TaskStorage<T> {
+    r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: placeholder pointers patched by the loader, never dereferenced.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    pub const fn new() -> Self {
+        Self {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The value of `task`, created (zeroed) when `create` and missing; null if none.
+    #[inline(always)]
+    fn get(&self, task: *const u8, create: bool) -> *mut T {
+        let flags = if create { BPF_LOCAL_STORAGE_GET_F_CREATE.into() } else { 0 };
+        let map = core::ptr::from_ref(self).cast_mut().cast();
+        // SAFETY: the verifier checks `task` as a BTF task_struct pointer.
+        unsafe { bpf_task_storage_get(map, task as *mut task_struct, core::ptr::null_mut(), flags) }.cast()
+    }
+}
+
+/// When each thread became runnable (ns, `bpf_ktime_get_ns`); 0 once it got a CPU.
+#[btf_map]
+static RUNQ_START: TaskStorage<u64> = TaskStorage::new();
+
+/// Where `task`'s runnable-since time is kept, created (zeroed) when `create` and missing; null
+/// if none (or the kernel could not allocate it).
+///
+/// `task` must be a BTF `task_struct` pointer.
+#[inline(always)]
+pub(crate) fn runnable_since(task: *const u8, create: bool) -> *mut u64 {
+    RUNQ_START.get(task, create)
+}

@@ -1,0 +1,151 @@
+//! The fallback build of the kernel programs (what kernels without cgroup and task local storage
+//! or `bpf_get_current_task_btf` load: 5.10 to 6.1), forced on this kernel with
+//! `bpf.object = "fallback"`: the same counts as the full build, the fallback named in
+//! `kernsight_probe_info`, and the hash of cgroup slots emptied as slots are recycled.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    Agent, TestCgroup, config_file, failing_openat_times, getppid_times, parse, path_str, privileged, value,
+};
+
+const FAILED_OPENS: usize = 300;
+const GETPPIDS: usize = 5_000;
+
+fn fallback_agent(extra: &str) -> (tempfile::TempDir, Agent) {
+    let (dir, config) = config_file(&format!("[bpf]\nobject = \"fallback\"\n{extra}"));
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    (dir, agent)
+}
+
+#[test]
+fn fallback_build_counts_syscalls_and_run_queue_waits_per_cgroup() {
+    if !privileged() {
+        return;
+    }
+    let _serial = crate::support::serial();
+    let (_dir, agent) = fallback_agent("");
+    let busy = TestCgroup::create("fallback-busy");
+    let sibling = TestCgroup::create("fallback-sibling");
+    let code = busy.run(|| {
+        getppid_times(GETPPIDS);
+        failing_openat_times(FAILED_OPENS);
+        // Sleeps: each wakeup is a run-queue wait of this cgroup's thread.
+        let one_ms = libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+        for _ in 0..20 {
+            // SAFETY: valid timespec, no remainder wanted.
+            unsafe { libc::nanosleep(&one_ms, std::ptr::null_mut()) };
+        }
+        0
+    });
+    assert_eq!(code, 0, "the workload failed");
+    sibling.run(|| {
+        getppid_times(100);
+        0
+    });
+
+    let text = agent.scrape();
+    let samples = parse(&text);
+    let info = |probe: &str, implementation: &str| {
+        value(&samples, "kernsight_probe_info", &[("probe", probe), ("implementation", implementation)])
+    };
+    assert_eq!(info("syscalls", "cgroup_id_hash"), 1.0, "the syscall family runs its fallback");
+    assert_eq!(info("runqueue", "thread_id_lru"), 1.0, "the runqueue family runs its fallback");
+    for probe in ["syscalls", "runqueue", "processes", "oom", "cgroups", "capabilities"] {
+        assert_eq!(
+            value(&samples, "kernsight_probe_attached", &[("probe", probe)]),
+            1.0,
+            "{probe} attaches from the fallback build; log:\n{}",
+            agent.log()
+        );
+    }
+    let calls = |cgroup: &str, syscall: &str| {
+        value(&samples, "kernsight_syscalls_total", &[("cgroup", cgroup), ("syscall", syscall)])
+    };
+    // Nothing else runs in the test's own cgroups: the counts are exact.
+    assert_eq!(calls(&busy.label, "getppid"), GETPPIDS as f64);
+    assert_eq!(
+        value(
+            &samples,
+            "kernsight_syscall_errors_total",
+            &[("cgroup", &busy.label), ("syscall", "openat"), ("errno", "ENOENT")]
+        ),
+        FAILED_OPENS as f64
+    );
+    assert_eq!(calls(&sibling.label, "getppid"), 100.0, "the sibling has its own slot");
+    let waits = value(&samples, "kernsight_runqueue_latency_seconds_count", &[("cgroup", &busy.label)]);
+    assert!(waits >= 20.0, "20 wakeups from sleep in {}, {waits} run-queue waits counted", busy.label);
+}
+
+#[test]
+fn fallback_build_forgets_the_slots_of_removed_cgroups() {
+    if !privileged() {
+        return;
+    }
+    let _serial = crate::support::serial();
+    // Twice as many cgroups as slots, in batches: each finds a slot only if the slots of the
+    // removed ones come back, and the hash of slots (as big as the slots) never fills only if
+    // recycling removes their entries.
+    const SLOTS: usize = 64;
+    const CGROUPS: usize = 2 * SLOTS;
+    let (_dir, agent) =
+        fallback_agent(&format!("[syscalls]\nmax_cgroups = {SLOTS}\nforget_after_seconds = 1\n"));
+    // The host's busy cgroups take their slots first.
+    std::thread::sleep(Duration::from_secs(2));
+    let full = |samples: &[crate::support::Sample], map: &str| {
+        value(samples, "kernsight_bpf_map_full_total", &[("map", map)])
+    };
+    let start = parse(&agent.scrape());
+    let storage_full_at_start = full(&start, "cgroup_storage");
+    let in_use = value(&start, "kernsight_bpf_map_entries", &[("map", "SYSCALL_ROWS")]) as usize;
+    // Half the slots the host leaves free, so that its own new cgroups still find room.
+    let batch = (SLOTS.saturating_sub(in_use) / 2).clamp(8, 24);
+    let mut made = 0;
+    for round in 0.. {
+        if made >= CGROUPS {
+            break;
+        }
+        let cgroups: Vec<TestCgroup> =
+            (0..batch).map(|i| TestCgroup::create(&format!("fallback-churn{round}-{i}"))).collect();
+        for cgroup in &cgroups {
+            cgroup.run(|| {
+                getppid_times(200);
+                0
+            });
+        }
+        made += cgroups.len();
+        let samples = parse(&agent.scrape());
+        for cgroup in &cgroups {
+            let calls = value(
+                &samples,
+                "kernsight_syscalls_total",
+                &[("cgroup", &cgroup.label), ("syscall", "getppid")],
+            );
+            assert_eq!(
+                calls,
+                200.0,
+                "round {round}: {} counted exactly in its own slot (slots full {} times)",
+                cgroup.label,
+                full(&samples, "cgroup_slots")
+            );
+        }
+        let labels: Vec<String> = cgroups.iter().map(|c| c.label.clone()).collect();
+        drop(cgroups);
+        // Grace (1 s) plus a maintenance pass: wait until their slots are given back.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let samples = parse(&agent.scrape());
+            let left = samples.iter().any(|s| {
+                s.name == "kernsight_syscalls_total"
+                    && s.labels.get("cgroup").is_some_and(|c| labels.contains(c))
+            });
+            if !left {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: removed cgroups not forgotten within 15 s");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let end = parse(&agent.scrape());
+    assert_eq!(full(&end, "cgroup_storage"), storage_full_at_start, "the hash of slots never filled");
+}
