@@ -107,6 +107,11 @@ pub struct ProbeStatus {
 pub enum ProbeState {
     Attached,
     Disabled,
+    /// The kernel lacks what the family needs (feature probing said so before any load): the
+    /// node runs what it can, ready, and says which family it cannot run and why.
+    Unsupported(String),
+    /// The kernel should run the family and did not (verifier, attach or map error): the
+    /// agent is not ready.
     Failed(String),
 }
 
@@ -115,6 +120,7 @@ impl fmt::Display for ProbeState {
         match self {
             Self::Attached => f.write_str("attached"),
             Self::Disabled => f.write_str("disabled by config"),
+            Self::Unsupported(why) => write!(f, "not supported by this kernel: {why}"),
             Self::Failed(why) => write!(f, "failed: {why}"),
         }
     }
@@ -124,6 +130,9 @@ impl ProbeStatus {
     pub fn log(&self) {
         match &self.state {
             ProbeState::Failed(why) => error!(probe = self.name, "probe failed to attach: {why}"),
+            ProbeState::Unsupported(why) => {
+                warn!(probe = self.name, "probe not attached, this kernel cannot run it: {why}")
+            }
             state => info!(
                 probe = self.name,
                 implementation = self.implementation,
@@ -254,7 +263,7 @@ impl Programs {
             if !family.enabled(config) {
                 status.state = ProbeState::Disabled;
             } else if let Some(why) = family.unsupported(&facts, config) {
-                status.state = ProbeState::Failed(why);
+                status.state = ProbeState::Unsupported(why);
             } else {
                 let mut cx =
                     AttachContext { ebpf: &mut ebpf, btf: &btf, config, facts: &facts, slots_continued };
