@@ -27,6 +27,8 @@ enum Tracer {
     None,
     Bpftrace(&'static str),
     Kernsight(&'static [&'static str]),
+    /// The agent with this configuration file (TOML) beside its defaults.
+    KernsightConfig(&'static str),
 }
 
 struct Config {
@@ -55,6 +57,12 @@ const CONFIGS: &[Config] = &[
     Config {
         name: "kernsight: with latency histogram",
         tracer: Tracer::Kernsight(&["--syscall-latency", "true"]),
+    },
+    // The build a kernel without cgroup local storage (before 6.2) loads: slots found by
+    // cgroup id in a hash instead of the cgroup's own storage.
+    Config {
+        name: "kernsight: always-on accounting, fallback build",
+        tracer: Tracer::KernsightConfig("[bpf]\nobject = \"fallback\"\n"),
     },
 ];
 
@@ -162,6 +170,13 @@ fn measure(tracer: &Tracer) -> Result<f64, String> {
         Tracer::Kernsight(args) => {
             let mut command = agent_command();
             command.args(*args);
+            Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0)
+        }
+        Tracer::KernsightConfig(toml) => {
+            let path = workspace_root().join("target/bench-agent.toml");
+            std::fs::write(&path, toml).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            let mut command = agent_command();
+            command.arg("--config").arg(&path);
             Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0)
         }
     };
