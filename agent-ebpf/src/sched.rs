@@ -18,9 +18,9 @@ use kernsight_common::{
 };
 
 use crate::{
+    counters::{add, count_map_full},
     features::runnable_since,
     process_events,
-    syscalls::{add, count_map_full},
     task::{global, load, task_cgroup, task_exit_code, task_pid, task_tgid},
 };
 

@@ -79,6 +79,13 @@ const GUEST_AREAS: &[(&str, Run)] = &[
     ),
     ("trace", Run::Skipping(&[("syscall_counts_are_exact_and_match_strace_and_bpftrace", BPFTRACE)])),
     (
+        "oom",
+        Run::Skipping(&[
+            ("an_oom_kill_is_reported_alike_with_bpftrace_on_mark_victim_first", BPFTRACE),
+            ("the_kill_is_attributed_alike_with_bpftrace_on_mark_victim_first", BPFTRACE),
+        ]),
+    ),
+    (
         "reliability",
         Run::Skipping(&[(
             "churn_of_2000_cgroups_returns_memory_caches_and_series",
@@ -212,6 +219,7 @@ const OWN_CONFIG_TESTS: &[&str] = &[
     "families::map_fill_gauges_exist_for_every_family_with_the_syscall_family_off",
     "restart::counters_continue_across_kill_9_and_restart",
     "syscalls::churn_reuses_slots_and_forgets_removed_cgroups",
+    "syscalls::error_entries_of_removed_cgroups_without_a_slot_are_forgotten",
     "syscalls::full_slot_table_counts_into_other_and_says_so",
 ];
 const OWN_CONFIG: &str = "its own --config replaces the tests' KERNSIGHT_CONFIG, so net_xdp stays on, fails to \
