@@ -461,6 +461,24 @@ fn an_error_flood_stays_within_its_cgroups_quota_and_spares_the_sibling() {
         FAILED_OPENS as f64
     );
     assert_eq!(value(&samples, "kernsight_bpf_map_full_total", &[("map", "SYSCALL_LATENCY")]), 0.0);
+    // Runs the kernel skipped are exported per program where it counts them (5.12+).
+    if kernel_counts_recursion_misses() {
+        let programs: Vec<&String> = samples
+            .iter()
+            .filter(|s| s.name == "kernsight_bpf_program_recursion_misses_total")
+            .filter_map(|s| s.labels.get("program"))
+            .collect();
+        for program in ["ks_sys_exit", "ks_sys_enter"] {
+            assert!(programs.iter().any(|p| *p == program), "no recursion misses of {program}: {programs:?}");
+        }
+    }
+}
+
+/// Whether this kernel's `bpf_prog_info` has `recursion_misses` (5.12+).
+fn kernel_counts_recursion_misses() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("read the kernel release");
+    let mut numbers = release.trim().split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (5, 12)
 }
 
 /// Error entries of a cgroup that never held a slot (an agent of another version, or a slot
