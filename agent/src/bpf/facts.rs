@@ -12,11 +12,11 @@ use kernsight_common::{
 };
 
 use super::{
+    capabilities::SecurityOffsets,
     features::{Features, Object},
     net::SockOffsets,
     oom::RecordLayout,
-    sched::TaskOffsets,
-    security::SecurityOffsets,
+    task::TaskOffsets,
 };
 use crate::{
     config::Config,
