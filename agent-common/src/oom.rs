@@ -1,20 +1,24 @@
 //! OOM kills (`oom:mark_victim`): one ring-buffer record per task the OOM killer picks.
 //!
 //! Two programs share the tracepoint. The BTF raw tracepoint (`tp_btf/mark_victim`) sees the
-//! victim's `task_struct` and stores its cgroup and tgid under its pid in `OOM_VICTIMS`; the
-//! classic tracepoint (`tracepoint/oom/mark_victim`) reads the record the kernel computed
-//! (pid, comm, RSS by kind, uid, oom_score_adj: a stable ABI whose field offsets the agent reads
-//! from tracefs) and joins the two by pid.
+//! victim's `task_struct`: its cgroup and tgid; the classic tracepoint
+//! (`tracepoint/oom/mark_victim`) reads the record the kernel computed (pid, comm, RSS by kind,
+//! uid, oom_score_adj: a stable ABI whose field offsets the agent reads from tracefs). Either may
+//! run first (other tools' perf events on the tracepoint decide): the first leaves its half under
+//! the victim's pid (`OOM_VICTIMS` or `OOM_PENDING`), the second joins them and emits the event.
 
 /// Ring buffer of `OomEvent` records.
 pub const OOM_EVENTS_MAP: &str = "OOM_EVENTS";
 /// Per-CPU array, one slot: events that found the ring buffer full.
 pub const OOM_EVENTS_LOST_MAP: &str = "OOM_EVENTS_LOST";
-/// LRU hash: victim pid → `VictimTask`, written by the BTF raw tracepoint.
+/// LRU hash: victim pid → `VictimTask`, left by the BTF raw tracepoint when it runs first.
 pub const OOM_VICTIMS_MAP: &str = "OOM_VICTIMS";
+/// LRU hash: victim pid → `OomEvent` without its cgroup, left by the classic tracepoint when it
+/// runs first.
+pub const OOM_PENDING_MAP: &str = "OOM_PENDING";
 /// Ring buffer size in bytes (a power of two multiple of the page size).
 pub const OOM_EVENTS_BYTES: u32 = 64 * 1024;
-/// Victims remembered by pid (LRU).
+/// Victims remembered by pid in each of the two maps (LRU).
 pub const OOM_VICTIMS_ENTRIES: u32 = 1024;
 
 /// Read-only globals (`u32`): offsets of the `mark_victim` record's fields, from
@@ -36,11 +40,9 @@ pub const OOM_FIELD_GLOBALS: [(&str, &str); 9] = [
 /// string in the record), 0 when it is an inline `char[16]`.
 pub const OOM_COMM_DATA_LOC_GLOBAL: &str = "OOM_COMM_DATA_LOC";
 
-/// `OomEvent::cgroup_source`: the cgroup is the victim task's own (from the BTF raw tracepoint).
+/// `OomEvent::cgroup_source`: the cgroup is the victim task's own (from the BTF raw tracepoint);
+/// the only source today, kept on the wire so that another can be told apart.
 pub const CGROUP_OF_VICTIM: u32 = 1;
-/// `OomEvent::cgroup_source`: the victim was not found by pid; the cgroup is that of the task
-/// that ran the OOM killer (the allocating task, usually in the same cgroup, not always).
-pub const CGROUP_OF_CURRENT: u32 = 2;
 
 pub const COMM_LEN: usize = 16;
 
@@ -75,7 +77,7 @@ pub struct OomEvent {
     pub uid: u32,
     /// Thread id of the task that ran the OOM killer.
     pub current_pid: u32,
-    /// `CGROUP_OF_VICTIM` or `CGROUP_OF_CURRENT`.
+    /// `CGROUP_OF_VICTIM`.
     pub cgroup_source: u32,
     pub oom_score_adj: i16,
     pub _pad: u16,

@@ -18,6 +18,9 @@ pub const CGROUP_SLOTS_MAP: &str = "CGROUP_SLOTS";
 pub const LAST_CGROUP_MAP: &str = "LAST_CGROUP";
 /// Per-CPU hash `SyscallKey` → `u64`: failed calls by errno.
 pub const SYSCALL_ERRORS_MAP: &str = "SYSCALL_ERRORS";
+/// Array `u32 slot` → `SlotEntries`: how many `SYSCALL_ERRORS` and `SYSCALL_LATENCY` entries
+/// the cgroup owning the slot created, against its quota.
+pub const SLOT_ENTRIES_MAP: &str = "SLOT_ENTRIES";
 /// Per-CPU hash `LatencyKey` → `u64`: calls per latency bucket (latency mode).
 pub const SYSCALL_LATENCY_MAP: &str = "SYSCALL_LATENCY";
 /// LRU hash thread id → `sys_enter` timestamp (latency mode).
@@ -27,6 +30,10 @@ pub const MAP_FULL_MAP: &str = "MAP_FULL";
 
 /// Read-only globals the agent sets before loading (`u8`: non-zero switches latency on).
 pub const LATENCY_ENABLED_GLOBAL: &str = "LATENCY_ENABLED";
+/// Read-only globals (`u32`): entries of `SYSCALL_ERRORS` and of `SYSCALL_LATENCY` one cgroup
+/// slot may create (see `error_quota`, `latency_quota`).
+pub const ERROR_QUOTA_GLOBAL: &str = "ERROR_QUOTA";
+pub const LATENCY_QUOTA_GLOBAL: &str = "LATENCY_QUOTA";
 /// Read-only globals (`u32`): byte offsets of the members on the path
 /// `current->cgroups->dfl_cgrp->kn->id`, read from the running kernel's BTF.
 pub const TASK_CGROUPS_OFFSET_GLOBAL: &str = "TASK_CGROUPS_OFFSET";
@@ -65,8 +72,48 @@ pub const START_ENTRIES: u32 = 16_384;
 
 /// The cgroup id and syscall number of the overflow key of the hash maps: updates that find
 /// the map full land there (user space creates it before attaching), so nothing is lost.
+/// Errors and latencies of cgroups without a slot are keyed under `OVERFLOW_CGROUP_ID` too.
 pub const OVERFLOW_CGROUP_ID: u64 = 0;
 pub const OVERFLOW_SYSCALL: u32 = u32::MAX;
+
+/// `SyscallKey::errno` of failures whose errno is outside `KNOWN_ERRNOS` (seccomp's
+/// `SECCOMP_RET_ERRNO` lets a process return any errno up to `MAX_ERRNO`). 0 is never a
+/// failure's errno. Also the errno of a cgroup's own overflow key (`OVERFLOW_SYSCALL`, 0): the
+/// failures past its quota.
+pub const OTHER_ERRNO: u32 = 0;
+/// The errnos the kernel returns from syscalls (`EPERM` 1 to `EHWPOISON` 133, the same on
+/// x86_64 and arm64), each keyed as itself.
+pub const MAX_USER_ERRNO: u32 = 133;
+/// Kernel-internal restart codes (`ERESTARTSYS` 512 to `ERESTART_RESTARTBLOCK` 516) that
+/// `sys_exit` sees before signal handling turns them into `EINTR` or a restart.
+pub const KERNEL_RESTART_ERRNOS: core::ops::RangeInclusive<u32> = 512..=516;
+
+/// The errno a failure is keyed by: itself when the kernel could have returned it, else
+/// `OTHER_ERRNO`, so that a workload can create at most ~140 errno keys per syscall.
+#[inline(always)]
+pub fn bounded_errno(errno: u32) -> u32 {
+    if (1..=MAX_USER_ERRNO).contains(&errno) || KERNEL_RESTART_ERRNOS.contains(&errno) {
+        errno
+    } else {
+        OTHER_ERRNO
+    }
+}
+
+/// Entries of `SYSCALL_ERRORS` each cgroup slot may create (the overflow slot's included), so
+/// that all slots together fit in `entries` and one cgroup cannot evict another's rows: one of
+/// them is kept for the cgroup's own overflow key. At least 2 (one key and the overflow key).
+pub const fn error_quota(entries: u32, slots: u32) -> u32 {
+    let quota = entries / (slots + 1);
+    if quota < 2 { 2 } else { quota }
+}
+
+/// Entries of `SYSCALL_LATENCY` each cgroup slot may create; past it, its latencies count under
+/// `OVERFLOW_CGROUP_ID` (the overflow keys, one per bucket, come off the map first).
+pub const fn latency_quota(entries: u32, slots: u32) -> u32 {
+    let room = entries.saturating_sub(LATENCY_SUM_BUCKET + 1);
+    let quota = room / (slots + 1);
+    if quota < 1 { 1 } else { quota }
+}
 
 /// Number of log2 latency buckets: bucket `b` holds durations in `[2^(b-1), 2^b)` ns (bucket 0
 /// holds 0 ns); the last bucket also holds everything longer.
@@ -91,6 +138,10 @@ pub mod map_full {
     pub const NET_INTERFACE_TRAFFIC: u32 = 9;
     pub const NET_TCP_EVENTS: u32 = 10;
     pub const NET_CGROUP_DROPS: u32 = 11;
+    /// A cgroup reached its quota of `SYSCALL_ERRORS` entries: counted in its own overflow key.
+    pub const SYSCALL_ERRORS_QUOTA: u32 = 12;
+    /// A cgroup reached its quota of `SYSCALL_LATENCY` entries: counted under `other`.
+    pub const SYSCALL_LATENCY_QUOTA: u32 = 13;
     /// Security family (indices 16..=23).
     pub const CAPABILITY_CHECKS: u32 = 16;
     /// Room for every family's indices; each family owns a fixed range.
@@ -121,15 +172,27 @@ pub struct CgroupCache {
 }
 const _: () = assert!(core::mem::size_of::<CgroupCache>() == 16);
 
+/// Entries a cgroup slot created in the syscall family's hash maps (value of `SLOT_ENTRIES`).
+/// Shared by all CPUs: incremented with atomic adds, zeroed when the slot is recycled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotEntries {
+    pub errors: u64,
+    pub latency: u64,
+}
+const _: () = assert!(core::mem::size_of::<SlotEntries>() == 16);
+
 /// Key of `SYSCALL_ERRORS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SyscallKey {
-    /// cgroup v2 id, the inode number of the cgroup's directory.
+    /// cgroup v2 id, the inode number of the cgroup's directory; `OVERFLOW_CGROUP_ID` for
+    /// cgroups without a slot.
     pub cgroup_id: u64,
-    /// Syscall number of the running architecture.
+    /// The syscall's column (`column_of`): `OUT_OF_RANGE_COLUMN` for numbers outside the
+    /// table; `OVERFLOW_SYSCALL` for the overflow keys.
     pub syscall: u32,
-    /// The errno the syscall returned.
+    /// `bounded_errno` of the errno the syscall returned.
     pub errno: u32,
 }
 const _: () = assert!(core::mem::size_of::<SyscallKey>() == 16);
@@ -138,7 +201,9 @@ const _: () = assert!(core::mem::size_of::<SyscallKey>() == 16);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LatencyKey {
+    /// As in `SyscallKey`.
     pub cgroup_id: u64,
+    /// As in `SyscallKey`.
     pub syscall: u32,
     /// log2 bucket, `0..LATENCY_BUCKETS`, or `LATENCY_SUM_BUCKET` for the sum of nanoseconds.
     pub bucket: u32,
@@ -175,6 +240,7 @@ mod pod {
     unsafe impl aya::Pod for super::LatencyKey {}
     unsafe impl aya::Pod for super::SyscallRow {}
     unsafe impl aya::Pod for super::CgroupCache {}
+    unsafe impl aya::Pod for super::SlotEntries {}
 }
 
 #[cfg(test)]
@@ -188,6 +254,29 @@ mod tests {
         assert_eq!(errno_of(-4096), 0); // a valid negative result (e.g. an address), not an errno
         assert_eq!(errno_of(0), 0);
         assert_eq!(errno_of(17), 0);
+    }
+
+    #[test]
+    fn errnos_outside_the_kernels_set_share_one_key() {
+        assert_eq!(bounded_errno(2), 2);
+        assert_eq!(bounded_errno(133), 133);
+        assert_eq!(bounded_errno(512), 512);
+        assert_eq!(bounded_errno(516), 516);
+        for chosen in [134, 511, 517, 1000, 4095] {
+            assert_eq!(bounded_errno(chosen), OTHER_ERRNO, "{chosen}");
+        }
+    }
+
+    #[test]
+    fn quotas_share_the_maps_between_slots() {
+        // The defaults: 513 slots (the overflow slot too) in 16,384 error entries.
+        let errors = error_quota(DEFAULT_ERROR_ENTRIES, DEFAULT_CGROUP_SLOTS);
+        assert_eq!(errors, 31);
+        assert!(513 * errors <= DEFAULT_ERROR_ENTRIES);
+        assert_eq!(error_quota(16, 512), 2);
+        let latency = latency_quota(DEFAULT_LATENCY_ENTRIES, DEFAULT_CGROUP_SLOTS);
+        assert!(513 * latency + LATENCY_SUM_BUCKET < DEFAULT_LATENCY_ENTRIES);
+        assert_eq!(latency, 127);
     }
 
     #[test]

@@ -18,8 +18,8 @@ use kernsight_common::{
 };
 
 use crate::{
+    counters::add,
     features,
-    syscalls::add,
     task::{KernelRead, global, load, task_cgroup_with},
 };
 

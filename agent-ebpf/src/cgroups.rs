@@ -42,8 +42,7 @@ fn emit(ctx: &BtfTracePointContext, kind: u32) {
     let path: *const u8 = ctx.arg(1);
     let Some(mut entry) = CGROUP_EVENTS.reserve::<CgroupEvent>(0) else {
         if let Some(lost) = CGROUP_EVENTS_LOST.get_ptr_mut(0) {
-            // SAFETY: this CPU's counter.
-            unsafe { *lost += 1 };
+            crate::counters::atomic_add(lost, 1);
         }
         return;
     };

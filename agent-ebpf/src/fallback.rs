@@ -3,12 +3,13 @@
 //! task local storage or `bpf_get_current_task_btf` (before 5.11): 5.10 and 6.1 among them.
 #![no_std]
 #![no_main]
-// Atomic adds: the BPF target's core has no AtomicU64 (see net::atomic_add).
+// Atomic adds: the BPF target's core has no AtomicU64 (see counters::atomic_add).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
 mod capabilities;
 mod cgroups;
+mod counters;
 #[path = "features/fallback.rs"]
 mod features;
 mod net;

@@ -4,12 +4,13 @@
 //! `kernsight-fallback` object for older kernels. The two differ only in `features`.
 #![no_std]
 #![no_main]
-// Atomic adds: the BPF target's core has no AtomicU64 (see net::atomic_add).
+// Atomic adds: the BPF target's core has no AtomicU64 (see counters::atomic_add).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
 mod capabilities;
 mod cgroups;
+mod counters;
 #[path = "features/full.rs"]
 mod features;
 mod net;

@@ -15,8 +15,8 @@ use kernsight_common::{
 };
 
 use crate::{
+    counters::{add, count_map_full},
     features::runnable_since,
-    syscalls::{add, count_map_full},
     task::{global, load, task_cgroup, task_pid},
 };
 

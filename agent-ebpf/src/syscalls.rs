@@ -7,7 +7,7 @@
 //! inlined per-CPU array increment: no hash lookup on the hot path (see `kernsight_common`).
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, cgroup},
+    bindings::cgroup,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, Queue},
@@ -15,11 +15,13 @@ use aya_ebpf::{
 };
 use kernsight_common::syscalls::{
     CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LATENCY_SUM_BUCKET,
-    LatencyKey, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL, START_ENTRIES, SyscallKey, SyscallRow,
-    column_of, errno_of, latency_bucket, map_full,
+    LatencyKey, OTHER_ERRNO, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL, START_ENTRIES, SlotEntries,
+    SyscallKey, SyscallRow, bounded_errno, column_of, errno_of, error_quota, latency_bucket, latency_quota,
+    map_full,
 };
 
 use crate::{
+    counters::{add_existing, atomic_add, count_map_full, insert_new},
     features::stored_slot,
     task::{current_cgroup, global, load},
 };
@@ -48,12 +50,20 @@ static SYSCALL_LATENCY: PerCpuHashMap<LatencyKey, u64> =
 #[map]
 static SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(START_ENTRIES, 0);
 
+/// The hash entries each slot's cgroup created: what its quota is checked against.
 #[map]
-pub(crate) static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(map_full::COUNT, 0);
+static SLOT_ENTRIES: Array<SlotEntries> = Array::with_max_entries(DEFAULT_CGROUP_SLOTS + 1, 0);
 
 /// Set by the agent before load: read-only data, so the verifier prunes the latency code when 0.
 #[unsafe(no_mangle)]
 static LATENCY_ENABLED: u8 = 0;
+
+/// Entries of `SYSCALL_ERRORS` and `SYSCALL_LATENCY` one slot may create (set by the agent from
+/// the maps' bounds and the number of slots).
+#[unsafe(no_mangle)]
+static ERROR_QUOTA: u32 = error_quota(DEFAULT_ERROR_ENTRIES, DEFAULT_CGROUP_SLOTS);
+#[unsafe(no_mangle)]
+static LATENCY_QUOTA: u32 = latency_quota(DEFAULT_LATENCY_ENTRIES, DEFAULT_CGROUP_SLOTS);
 
 /// The syscall number in `struct pt_regs` (what `syscall_get_nr()` reads on the architecture):
 /// its offset, and its type, read as a whole field so the verifier's BTF check accepts it.
@@ -71,14 +81,6 @@ pub(crate) type SyscallNr = i32;
 pub(crate) const NEVER_RETURNS: [i64; 2] = [60, 231];
 #[cfg(bpf_target_arch = "aarch64")]
 pub(crate) const NEVER_RETURNS: [i64; 2] = [93, 94];
-
-#[inline(always)]
-pub(crate) fn count_map_full(index: u32) {
-    if let Some(counter) = MAP_FULL.get_ptr_mut(index) {
-        // SAFETY: this CPU's counter; the program does not run twice at once on one CPU.
-        unsafe { *counter += 1 };
-    }
-}
 
 /// The slot of a cgroup: from this CPU's cache, else from where the object keeps each cgroup's
 /// slot (`features::stored_slot`: cgroup local storage, or a hash by cgroup id), else a new one
@@ -121,32 +123,53 @@ pub(crate) fn new_slot(cgroup_id: u64) -> u32 {
     }
 }
 
-/// Adds `amount` to `key` in a per-CPU hash of counters; when the map is full the amount goes
-/// to the overflow key (which user space creates first) and the miss is counted.
+/// Whether the cgroup of `slot` may create one more entry (`quota` read from `SLOT_ENTRIES`
+/// through `used`). Checked before the insert and counted after it, without a fetch (5.10 has
+/// no BPF_FETCH): CPUs racing on one cgroup's first errors can each pass the check, so a
+/// cgroup may exceed its quota by fewer entries than there are CPUs; the maps have room.
 #[inline(always)]
-pub(crate) fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, overflow: &K, full_index: u32, amount: u64) {
-    if add_existing(map, key, amount) || map.insert(key, &amount, BPF_NOEXIST.into()).is_ok() {
-        return;
-    }
-    // The insert failed: another CPU may have created the key between our lookup and insert
-    // (keys are shared, values per CPU), or the map is full.
-    if add_existing(map, key, amount) {
-        return;
-    }
-    count_map_full(full_index);
-    add_existing(map, overflow, amount);
+fn under_quota(used: *const u64, quota: u32) -> bool {
+    // SAFETY: a value of `SLOT_ENTRIES`; a torn read cannot happen for an aligned u64.
+    unsafe { core::ptr::read_volatile(used) < u64::from(quota) }
 }
 
+/// Counts a failed call in `SYSCALL_ERRORS` under (the cgroup, syscall column, bounded errno),
+/// within the cgroup's quota of entries; past it, under the cgroup's own overflow key
+/// (`OVERFLOW_SYSCALL`, `OTHER_ERRNO`), which the quota keeps room for. Cgroups without a slot
+/// share the overflow slot's quota and count under `OVERFLOW_CGROUP_ID`.
 #[inline(always)]
-fn add_existing<K>(map: &PerCpuHashMap<K, u64>, key: &K, amount: u64) -> bool {
-    match map.get_ptr_mut(key) {
-        Some(value) => {
-            // SAFETY: this CPU's value; the program does not run twice at once on one CPU.
-            unsafe { *value += amount };
-            true
-        }
-        None => false,
+fn count_error(slot: u32, cgroup_id: u64, column: u32, errno: u32) {
+    let cgroup_id = if slot == OVERFLOW_SLOT { OVERFLOW_CGROUP_ID } else { cgroup_id };
+    let key = SyscallKey { cgroup_id, syscall: column, errno: bounded_errno(errno) };
+    if add_existing(&SYSCALL_ERRORS, &key, 1) {
+        return;
     }
+    let Some(entries) = SLOT_ENTRIES.get_ptr_mut(slot) else { return };
+    // SAFETY: a value of `SLOT_ENTRIES`; only atomic adds write it while programs run.
+    let used = unsafe { &raw mut (*entries).errors };
+    let quota = global(&ERROR_QUOTA);
+    // One entry of the quota is the cgroup's own overflow key.
+    if under_quota(used, quota.saturating_sub(1)) {
+        if insert_new(&SYSCALL_ERRORS, &key, 1) {
+            atomic_add(used, 1);
+            return;
+        }
+    } else {
+        count_map_full(map_full::SYSCALL_ERRORS_QUOTA);
+    }
+    let own = SyscallKey { cgroup_id, syscall: OVERFLOW_SYSCALL, errno: OTHER_ERRNO };
+    if add_existing(&SYSCALL_ERRORS, &own, 1) {
+        return;
+    }
+    if under_quota(used, quota) && insert_new(&SYSCALL_ERRORS, &own, 1) {
+        atomic_add(used, 1);
+        return;
+    }
+    // The map is full (racing CPUs past their quotas): the overflow key user space created.
+    count_map_full(map_full::SYSCALL_ERRORS);
+    let overflow =
+        SyscallKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, errno: OTHER_ERRNO };
+    add_existing(&SYSCALL_ERRORS, &overflow, 1);
 }
 
 #[btf_tracepoint(function = "sys_enter")]
@@ -181,25 +204,27 @@ pub fn ks_sys_exit(ctx: BtfTracePointContext) -> i32 {
 
     let slot = slot_of(cgroup, cgroup_id);
     if let Some(row) = SYSCALL_ROWS.get_ptr_mut(slot) {
-        // SAFETY: this CPU's row; the program does not run twice at once on one CPU.
+        // SAFETY: this CPU's row; only this program writes the rows, and the kernel does not
+        // let it nest into itself on one CPU.
         unsafe { (*row).calls[column_of(syscall)] += 1 };
     }
 
-    let syscall = syscall as u32;
+    // Hash keys use the bounded column, not the number a workload chose (`syscall(1000 + i)`).
+    let column = column_of(syscall) as u32;
     let errno = errno_of(ret);
     if errno != 0 {
-        let key = SyscallKey { cgroup_id, syscall, errno };
-        let overflow = SyscallKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, errno: 0 };
-        add(&SYSCALL_ERRORS, &key, &overflow, map_full::SYSCALL_ERRORS, 1);
+        count_error(slot, cgroup_id, column, errno);
     }
     if global(&LATENCY_ENABLED) != 0 {
-        record_latency(cgroup_id, syscall);
+        record_latency(slot, cgroup_id, column);
     }
     0
 }
 
+/// Adds a call's duration to its (cgroup, syscall column) histogram in `SYSCALL_LATENCY`,
+/// within the cgroup's quota of entries; past it (or without a slot), under `other`.
 #[inline(always)]
-fn record_latency(cgroup_id: u64, syscall: u32) {
+fn record_latency(slot: u32, cgroup_id: u64, syscall: u32) {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out before the entry is removed.
     let Some(&start) = (unsafe { SYSCALL_START.get(&tid) }) else {
@@ -208,9 +233,32 @@ fn record_latency(cgroup_id: u64, syscall: u32) {
     let _ = SYSCALL_START.remove(&tid);
     // SAFETY: helper without preconditions.
     let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+    let Some(entries) = SLOT_ENTRIES.get_ptr_mut(slot) else { return };
+    // SAFETY: a value of `SLOT_ENTRIES`; only atomic adds write it while programs run.
+    let used = unsafe { &raw mut (*entries).latency };
     for (bucket, amount) in [(latency_bucket(elapsed), 1), (LATENCY_SUM_BUCKET, elapsed)] {
         let key = LatencyKey { cgroup_id, syscall, bucket };
         let overflow = LatencyKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, bucket };
-        add(&SYSCALL_LATENCY, &key, &overflow, map_full::SYSCALL_LATENCY, amount);
+        let own = slot != OVERFLOW_SLOT
+            && (add_existing(&SYSCALL_LATENCY, &key, amount) || new_latency_entry(used, &key, amount));
+        if !own {
+            add_existing(&SYSCALL_LATENCY, &overflow, amount);
+        }
     }
+}
+
+/// Creates `key` with `amount` if its cgroup is under its quota (`used`); false, counted, when
+/// the quota or the map is exhausted.
+#[inline(always)]
+fn new_latency_entry(used: *mut u64, key: &LatencyKey, amount: u64) -> bool {
+    if !under_quota(used, global(&LATENCY_QUOTA)) {
+        count_map_full(map_full::SYSCALL_LATENCY_QUOTA);
+        return false;
+    }
+    if !insert_new(&SYSCALL_LATENCY, key, amount) {
+        count_map_full(map_full::SYSCALL_LATENCY);
+        return false;
+    }
+    atomic_add(used, 1);
+    true
 }

@@ -19,7 +19,8 @@ use kernsight_common::{
 };
 
 use crate::{
-    syscalls::{count_map_full, new_slot},
+    counters::count_map_full,
+    syscalls::new_slot,
     task::{Probe, task_pid},
 };
 

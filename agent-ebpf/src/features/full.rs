@@ -15,10 +15,7 @@ use aya_ebpf::{
 };
 use kernsight_common::syscalls::{OVERFLOW_SLOT, map_full};
 
-use crate::{
-    syscalls::{count_map_full, new_slot},
-    task::Direct,
-};
+use crate::{counters::count_map_full, syscalls::new_slot, task::Direct};
 
 /// How the current task's memory is read: it is a BTF pointer.
 pub(crate) type CurrentRead = Direct;

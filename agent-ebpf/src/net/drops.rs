@@ -12,7 +12,8 @@ use kernsight_common::{
     syscalls::{OVERFLOW_CGROUP_ID, map_full},
 };
 
-use super::{add_count, atomic_add, skb_sock, sock_cgroup};
+use super::{skb_sock, sock_cgroup};
+use crate::counters::{add, atomic_add};
 use crate::task::global;
 
 #[map]
@@ -48,7 +49,7 @@ pub fn ks_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     if let Some(cgroup_id) = unsafe { sock_cgroup(sk) } {
         let key = DropKey { cgroup_id, reason: slot, _pad: 0 };
         let overflow = DropKey { cgroup_id: OVERFLOW_CGROUP_ID, reason: slot, _pad: 0 };
-        add_count(&NET_CGROUP_DROPS, &key, &overflow, map_full::NET_CGROUP_DROPS, 1);
+        add(&NET_CGROUP_DROPS, &key, &overflow, map_full::NET_CGROUP_DROPS, 1);
     }
     0
 }

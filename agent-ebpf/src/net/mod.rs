@@ -2,7 +2,8 @@
 //! protocol (`xdp`), TCP connection health (`tcp`) and packet drops by reason (`drops`).
 //!
 //! Counters here are updated with atomic adds even in per-CPU maps: these programs run in
-//! process context and in softirq, and a softirq can interrupt a program on the same CPU.
+//! process context and in softirq, and a softirq can interrupt a program on the same CPU (see
+//! `crate::counters`).
 
 mod drops;
 mod parse;
@@ -14,20 +15,9 @@ use aya_ebpf::{bindings::BPF_NOEXIST, maps::PerCpuHashMap};
 use kernsight_common::net::Traffic;
 
 use crate::{
-    syscalls::count_map_full,
+    counters::{atomic_add, count_map_full},
     task::{cgroup_id, global, load},
 };
-
-#[inline(always)]
-pub(crate) fn atomic_add(counter: *mut u64, amount: u64) {
-    // SAFETY: `counter` points into a map value the kernel gave, 8-byte aligned. The BPF target
-    // has no `AtomicU64` in core; the intrinsic compiles to a BPF atomic add.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            counter, amount,
-        )
-    };
-}
 
 #[inline(always)]
 fn add_existing_traffic<K>(map: &PerCpuHashMap<K, Traffic>, key: &K, bytes: u64) -> bool {
@@ -63,23 +53,6 @@ pub(crate) fn add_traffic<K>(
     }
     count_map_full(full_index);
     add_existing_traffic(map, overflow, bytes);
-}
-
-/// Adds `amount` to a `u64` counter, as `add_traffic` does.
-#[inline(always)]
-pub(crate) fn add_count<K>(map: &PerCpuHashMap<K, u64>, key: &K, overflow: &K, full_index: u32, amount: u64) {
-    let existing = |k: &K| match map.get_ptr_mut(k) {
-        Some(value) => {
-            atomic_add(value, amount);
-            true
-        }
-        None => false,
-    };
-    if existing(key) || map.insert(key, &amount, BPF_NOEXIST.into()).is_ok() || existing(key) {
-        return;
-    }
-    count_map_full(full_index);
-    existing(overflow);
 }
 
 #[unsafe(no_mangle)]

@@ -20,7 +20,8 @@ use kernsight_common::{
     syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
 };
 
-use super::{add_count, sock_cgroup, sock_protocol};
+use super::{sock_cgroup, sock_protocol};
+use crate::counters::add;
 use crate::task::{global, load};
 
 #[map]
@@ -47,7 +48,7 @@ const TCP_CLOSE: i32 = 7;
 fn count(cgroup_id: u64, event: u32, amount: u64) {
     let key = TcpKey { cgroup_id, event, _pad: 0 };
     let overflow = TcpKey { cgroup_id: OVERFLOW_CGROUP_ID, event, _pad: 0 };
-    add_count(&NET_TCP_EVENTS, &key, &overflow, map_full::NET_TCP_EVENTS, amount);
+    add(&NET_TCP_EVENTS, &key, &overflow, map_full::NET_TCP_EVENTS, amount);
 }
 
 /// inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)

@@ -41,8 +41,7 @@ static MM_ARG_END_OFFSET: u32 = 0;
 unsafe fn start(kind: u32, task: *const u8) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<ProcessEvent>> {
     let Some(mut entry) = PROCESS_EVENTS.reserve::<ProcessEvent>(0) else {
         if let Some(lost) = PROCESS_EVENTS_LOST.get_ptr_mut(0) {
-            // SAFETY: this CPU's counter.
-            unsafe { *lost += 1 };
+            crate::counters::atomic_add(lost, 1);
         }
         return None;
     };

@@ -15,7 +15,7 @@ use kernsight_common::{
 };
 
 use crate::{
-    syscalls::add,
+    counters::add,
     task::{task_cgroup, task_exit_code, task_pid, task_tgid},
 };
 

@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    os::fd::{AsRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
     time::Duration,
 };
 
@@ -115,6 +115,55 @@ impl RunStats {
             }
         }
     }
+}
+
+/// Runs of each named program that the kernel skipped because a BPF program was already running
+/// on that CPU (`bpf_prog_info.recursion_misses`, 5.12+: e.g. a softirq's network program
+/// interrupting another program, or a program hit again from inside itself). Counted by the
+/// kernel whether or not its statistics are on. Programs whose kernel lacks the field are left
+/// out.
+pub fn recursion_misses<'a>(ebpf: &Ebpf, names: impl Iterator<Item = &'a str>) -> Vec<(&'a str, u64)> {
+    names
+        .filter_map(|name| {
+            let fd = ebpf.program(name)?.fd().ok()?;
+            Some((name, program_recursion_misses(fd.as_fd().as_raw_fd())?))
+        })
+        .collect()
+}
+
+/// Offset of `recursion_misses` in `struct bpf_prog_info` (after `run_time_ns` and `run_cnt`;
+/// the same on every architecture: the struct is made of fixed-size, 8-byte aligned fields).
+const RECURSION_MISSES_OFFSET: usize = 208;
+
+/// `bpf_prog_info.recursion_misses` of the program behind `fd`, or `None` when the kernel's
+/// struct ends before it (older than 5.12) or the call fails.
+fn program_recursion_misses(fd: i32) -> Option<u64> {
+    #[repr(C)]
+    struct ProgInfoHead {
+        head: [u8; RECURSION_MISSES_OFFSET],
+        recursion_misses: u64,
+    }
+    #[repr(C)]
+    struct GetInfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // Zeroed: the kernel refuses non-zero bytes past its own struct, and copies nothing out
+    // through the null pointers (instructions, map ids) of the head.
+    let mut info = ProgInfoHead { head: [0; RECURSION_MISSES_OFFSET], recursion_misses: 0 };
+    let mut attr = GetInfoAttr {
+        bpf_fd: u32::try_from(fd).ok()?,
+        info_len: size_of::<ProgInfoHead>() as u32,
+        info: (&raw mut info) as u64,
+    };
+    // SAFETY: `attr` and `info` outlive the call, and the kernel writes at most `info_len` bytes.
+    let result = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &raw mut attr, size_of::<GetInfoAttr>())
+    };
+    // The kernel sets `info_len` to what it filled: less than the field's end on older kernels.
+    (result == 0 && attr.info_len as usize >= size_of::<ProgInfoHead>()).then_some(info.recursion_misses)
 }
 
 /// Run time and runs of each named program, summed over CPUs since it was loaded.

@@ -6,7 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use kernsight_common::oom::{FIELD_ABSENT, OOM_FIELD_GLOBALS};
+use kernsight_common::{
+    oom::{FIELD_ABSENT, OOM_FIELD_GLOBALS},
+    syscalls::{error_quota, latency_quota},
+};
 
 use super::{
     capabilities::SecurityOffsets,
@@ -59,6 +62,10 @@ pub struct KernelFacts {
     /// Not a kernel fact but a setting the programs are specialised for (a global that must
     /// live as long as the loader): whether syscall latency is measured.
     pub syscall_latency: u8,
+    /// Settings too: the entries of `SYSCALL_ERRORS` and `SYSCALL_LATENCY` each cgroup slot may
+    /// create (`kernsight_common::syscalls::error_quota`, `latency_quota`).
+    pub error_quota: u32,
+    pub latency_quota: u32,
 }
 
 /// The offsets as the programs get them: zeros where BTF lacked one (the families that need it
@@ -118,6 +125,8 @@ impl KernelFacts {
             hierarchies,
             tracefs: tracefs.to_owned(),
             syscall_latency: u8::from(config.syscalls.latency_histogram),
+            error_quota: error_quota(config.syscalls.max_error_entries, config.syscalls.max_cgroups),
+            latency_quota: latency_quota(config.syscalls.latency_max_entries, config.syscalls.max_cgroups),
         }
     }
 

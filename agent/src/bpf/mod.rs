@@ -373,6 +373,13 @@ impl Programs {
         Some(accounting::program_runs(&self.ebpf, attached.flat_map(|p| p.programs.iter().copied())))
     }
 
+    /// (program, runs the kernel skipped because a BPF program was already running on that CPU)
+    /// of every attached program, where the kernel counts them (5.12+).
+    pub fn recursion_misses(&self) -> Vec<(&'static str, u64)> {
+        let attached = self.probes.iter().filter(|p| p.state == ProbeState::Attached);
+        accounting::recursion_misses(&self.ebpf, attached.flat_map(|p| p.programs.iter().copied()))
+    }
+
     /// Where the maps are pinned, if they are.
     pub fn pin_dir(&self) -> Option<&std::path::Path> {
         self.pins.as_ref().map(Pins::dir)

@@ -1,6 +1,7 @@
-//! The OOM family: `ks_oom_victim_task` (tp_btf/mark_victim) remembers each victim's cgroup by
-//! pid, `ks_oom_mark_victim` (tracepoint/oom/mark_victim) streams one `OomEvent` per kill with
-//! the RSS the kernel computed; `decode` turns a ring-buffer record into an `OomKill`.
+//! The OOM family: `ks_oom_victim_task` (tp_btf/mark_victim) learns each victim's cgroup,
+//! `ks_oom_mark_victim` (tracepoint/oom/mark_victim) the RSS the kernel computed; whichever runs
+//! second on a kill joins the two by pid and streams one `OomEvent`; `decode` turns a
+//! ring-buffer record into an `OomKill`.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -12,8 +13,7 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
 };
 use kernsight_common::oom::{
-    CGROUP_OF_CURRENT, CGROUP_OF_VICTIM, FIELD_ABSENT, OOM_COMM_DATA_LOC_GLOBAL, OOM_EVENTS_LOST_MAP,
-    OOM_EVENTS_MAP, OomEvent,
+    CGROUP_OF_VICTIM, FIELD_ABSENT, OOM_COMM_DATA_LOC_GLOBAL, OOM_EVENTS_LOST_MAP, OOM_EVENTS_MAP, OomEvent,
 };
 
 use super::{
@@ -130,10 +130,9 @@ impl RecordLayout {
 /// Where a kill's cgroup came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupSource {
-    /// The victim task's own cgroup.
+    /// The victim task's own cgroup (the one source the programs have since they join their
+    /// halves whatever order they run in; the wire keeps room for others).
     Victim,
-    /// The cgroup of the task that ran the OOM killer (victim not found by pid).
-    Current,
 }
 
 /// A decoded OOM kill; memory in bytes.
@@ -173,7 +172,6 @@ pub fn decode(record: &[u8]) -> Result<OomKill, DecodeError> {
     let event: OomEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
     let cgroup_source = match event.cgroup_source {
         CGROUP_OF_VICTIM => CgroupSource::Victim,
-        CGROUP_OF_CURRENT => CgroupSource::Current,
         other => return Err(DecodeError::Source(other)),
     };
     let end = event.comm.iter().position(|&b| b == 0).unwrap_or(event.comm.len());
@@ -197,7 +195,7 @@ pub fn decode(record: &[u8]) -> Result<OomKill, DecodeError> {
     })
 }
 
-/// Loads and attaches both programs: the BTF one first, so that it runs first on each kill.
+/// Loads and attaches both programs (in any order: they join their halves whichever runs first).
 fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<EventRing> {
     let events = EventRing::take(ebpf, "oom_events", OOM_EVENTS_MAP, OOM_EVENTS_LOST_MAP)?;
     let program: &mut BtfTracePoint = ebpf

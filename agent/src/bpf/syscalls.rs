@@ -10,10 +10,10 @@ use aya::{
     programs::BtfTracePoint,
 };
 use kernsight_common::syscalls::{
-    CGROUP_SLOTS_MAP, FREE_SLOTS_MAP, LATENCY_ENABLED_GLOBAL, LATENCY_SUM_BUCKET, LatencyKey,
-    OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL, SLOT_OWNERS_MAP, START_ENTRIES, SYSCALL_COLUMNS,
-    SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP, SYSCALL_ROWS_MAP, SYSCALL_START_MAP, SyscallKey, SyscallRow,
-    map_full,
+    CGROUP_SLOTS_MAP, ERROR_QUOTA_GLOBAL, FREE_SLOTS_MAP, LATENCY_ENABLED_GLOBAL, LATENCY_QUOTA_GLOBAL,
+    LATENCY_SUM_BUCKET, LatencyKey, OTHER_ERRNO, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL,
+    SLOT_ENTRIES_MAP, SLOT_OWNERS_MAP, START_ENTRIES, SYSCALL_COLUMNS, SYSCALL_ERRORS_MAP,
+    SYSCALL_LATENCY_MAP, SYSCALL_ROWS_MAP, SYSCALL_START_MAP, SlotEntries, SyscallKey, SyscallRow, map_full,
 };
 use tracing::debug;
 
@@ -75,8 +75,11 @@ impl Family for Syscalls {
         }
         loader
             .override_global(LATENCY_ENABLED_GLOBAL, &facts.syscall_latency, true)
+            .override_global(ERROR_QUOTA_GLOBAL, &facts.error_quota, true)
+            .override_global(LATENCY_QUOTA_GLOBAL, &facts.latency_quota, true)
             .map_max_entries(SYSCALL_ROWS_MAP, slots + 1)
             .map_max_entries(SLOT_OWNERS_MAP, slots + 1)
+            .map_max_entries(SLOT_ENTRIES_MAP, slots + 1)
             .map_max_entries(FREE_SLOTS_MAP, slots)
             .map_max_entries(SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries)
             .map_max_entries(SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries);
@@ -88,6 +91,7 @@ impl Family for Syscalls {
             SLOT_OWNERS_MAP,
             FREE_SLOTS_MAP,
             CGROUP_SLOTS_MAP,
+            SLOT_ENTRIES_MAP,
             SYSCALL_ERRORS_MAP,
             SYSCALL_LATENCY_MAP,
         ]
@@ -98,7 +102,9 @@ impl Family for Syscalls {
             ("cgroup_slots", map_full::CGROUP_SLOTS),
             ("cgroup_storage", map_full::CGROUP_STORAGE),
             (SYSCALL_ERRORS_MAP, map_full::SYSCALL_ERRORS),
+            ("syscall_errors_quota", map_full::SYSCALL_ERRORS_QUOTA),
             (SYSCALL_LATENCY_MAP, map_full::SYSCALL_LATENCY),
+            ("syscall_latency_quota", map_full::SYSCALL_LATENCY_QUOTA),
             (SYSCALL_START_MAP, map_full::SYSCALL_START),
         ]
     }
@@ -116,6 +122,8 @@ pub type Calls = Box<[u64; SYSCALL_COLUMNS]>;
 pub struct SyscallMaps {
     rows: PerCpuArray<MapData, SyscallRow>,
     owners: Array<MapData, u64>,
+    /// The error and latency entries each slot's cgroup created (its quota's use).
+    entries: Array<MapData, SlotEntries>,
     free: Queue<MapData, u32>,
     /// The fallback object's cgroup id → slot hash, whose entries recycling removes (cgroup
     /// local storage goes with its cgroup by itself).
@@ -142,6 +150,7 @@ pub fn attach(
 ) -> anyhow::Result<SyscallMaps> {
     let rows = PerCpuArray::try_from(take_map(ebpf, SYSCALL_ROWS_MAP)?)?;
     let owners = Array::try_from(take_map(ebpf, SLOT_OWNERS_MAP)?)?;
+    let entries = Array::try_from(take_map(ebpf, SLOT_ENTRIES_MAP)?)?;
     let mut free: Queue<MapData, u32> = Queue::try_from(take_map(ebpf, FREE_SLOTS_MAP)?)?;
     let slots_by_id = match slots_by_id {
         true => Some(BpfHashMap::try_from(take_map(ebpf, CGROUP_SLOTS_MAP)?)?),
@@ -152,7 +161,8 @@ pub fn attach(
             free.push(&slot, 0).context("filling the free cgroup slots")?;
         }
     }
-    let overflow = SyscallKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, errno: 0 };
+    let overflow =
+        SyscallKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, errno: OTHER_ERRNO };
     let errors =
         CgroupCounters::take(ebpf, SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries, [overflow])?;
 
@@ -183,6 +193,7 @@ pub fn attach(
     Ok(SyscallMaps {
         rows,
         owners,
+        entries,
         free,
         slots_by_id,
         errors,
@@ -252,12 +263,15 @@ impl SyscallMaps {
 
     /// Frees the slots (and error and latency entries) of cgroups gone for at least `grace`
     /// (`gone_for` answers how long, `None` while the cgroup exists), so that their counts were
-    /// exported for that long first. Returns the ids freed.
+    /// exported for that long first; then removes the error and latency entries of any other
+    /// cgroup gone that long (entries of cgroups that held no slot: left by an agent of an
+    /// earlier version in the pinned maps, or by a slot table replaced while the hash maps were
+    /// kept). Returns the ids whose slot was freed, and the number of other entries removed.
     pub fn recycle(
         &mut self,
         gone_for: &mut dyn FnMut(u64) -> Option<Duration>,
         grace: Duration,
-    ) -> Vec<u64> {
+    ) -> (Vec<u64>, usize) {
         let mut freed = Vec::new();
         for (slot, cgroup_id) in self.owned_slots() {
             if gone_for(cgroup_id).is_none_or(|gone| gone < grace) {
@@ -271,15 +285,32 @@ impl SyscallMaps {
                 // Gone already when two CPUs gave the cgroup a slot each: not an error.
                 let _ = slots_by_id.remove(&cgroup_id);
             }
-            if zeroed && self.owners.set(slot, &0, 0).is_ok() && self.free.push(&slot, 0).is_ok() {
-                freed.push(cgroup_id);
+            // The quota starts again for the slot's next cgroup, once its entries are gone
+            // (below, before the slot is pushed back).
+            let reset = self.entries.set(slot, &SlotEntries::default(), 0).is_ok();
+            if zeroed && reset && self.owners.set(slot, &0, 0).is_ok() {
+                freed.push((slot, cgroup_id));
             }
         }
-        if !freed.is_empty() {
-            self.forget_hash_entries(&freed);
-            debug!(cgroups = freed.len(), "recycled the slots of removed cgroups");
+        let ids: Vec<u64> = freed.iter().map(|&(_, id)| id).collect();
+        if !ids.is_empty() {
+            self.forget_hash_entries(&ids);
+            debug!(cgroups = ids.len(), "recycled the slots of removed cgroups");
         }
-        freed
+        // Only now may a new cgroup take the slot: its old entries are gone.
+        let freed: Vec<u64> =
+            freed.into_iter().filter(|(slot, _)| self.free.push(slot, 0).is_ok()).map(|(_, id)| id).collect();
+        let mut others = self.errors.recycle(gone_for, grace);
+        if let Some(latency) = &mut self.latency {
+            others += latency.buckets.recycle(gone_for, grace);
+        }
+        if others != 0 {
+            debug!(
+                entries = others,
+                "removed the error and latency entries of removed cgroups without a slot"
+            );
+        }
+        (freed, others)
     }
 
     fn forget_hash_entries(&mut self, ids: &[u64]) {
@@ -307,6 +338,7 @@ impl Attached for SyscallMaps {
     }
 
     fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
-        SyscallMaps::recycle(self, gone_for, grace).len()
+        let (freed, others) = SyscallMaps::recycle(self, gone_for, grace);
+        freed.len() + others
     }
 }

@@ -90,7 +90,6 @@ fn report(kills: &OomKills, tracker: &Tracker, resolver: &Resolver, kill: OomKil
     let workload = resolver.workload(&path);
     let whose = match kill.cgroup_source {
         CgroupSource::Victim => "victim",
-        CgroupSource::Current => "oom_invoker",
     };
     warn!(
         pid = kill.pid,

@@ -106,6 +106,15 @@ impl Collector for AgentCollector {
             [(NO_LABELS, self.programs.read_errors())],
         )?;
         self.encode_program_runs(&mut encoder)?;
+        encode_counters(
+            &mut encoder,
+            "kernsight_bpf_program_recursion_misses",
+            "Runs of each kernsight program the kernel skipped because a BPF program was already running on that CPU (events not counted)",
+            self.programs
+                .recursion_misses()
+                .into_iter()
+                .map(|(program, misses)| ([("program", program)], misses)),
+        )?;
         self.encode_scrapes(&mut encoder)?;
         self.encode_cgroup_tracking(&mut encoder)
     }

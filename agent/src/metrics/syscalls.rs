@@ -3,7 +3,7 @@
 
 use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
 
-use kernsight_common::syscalls::{LatencyKey, OUT_OF_RANGE_COLUMN, OVERFLOW_SYSCALL};
+use kernsight_common::syscalls::{LatencyKey, OTHER_ERRNO, OUT_OF_RANGE_COLUMN, OVERFLOW_SYSCALL};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -38,8 +38,20 @@ impl SyscallCollector {
     }
 }
 
-fn syscall_label(syscall: u32) -> Cow<'static, str> {
-    if syscall == OVERFLOW_SYSCALL { Cow::Borrowed(OTHER) } else { syscall_name(syscall) }
+/// The `syscall` label of a hash key's syscall column: `other` for numbers outside the table
+/// and for the overflow keys.
+fn syscall_label(column: u32) -> Cow<'static, str> {
+    if column == OVERFLOW_SYSCALL || column as usize == OUT_OF_RANGE_COLUMN {
+        Cow::Borrowed(OTHER)
+    } else {
+        syscall_name(column)
+    }
+}
+
+/// The `errno` label of an error key: `other` for errnos outside the kernel's set and for the
+/// overflow keys.
+fn errno_label(errno: u32) -> Cow<'static, str> {
+    if errno == OTHER_ERRNO { Cow::Borrowed(OTHER) } else { errno_name(errno) }
 }
 
 impl Collector for SyscallCollector {
@@ -82,10 +94,8 @@ impl Collector for SyscallCollector {
         self.programs.count_read_errors(unreadable);
         let mut series: BTreeMap<(Workload, Cow<'static, str>, Cow<'static, str>), u64> = BTreeMap::new();
         for (key, count) in errors.into_iter().filter(|(_, n)| *n > 0) {
-            let errno =
-                if key.syscall == OVERFLOW_SYSCALL { Cow::Borrowed(OTHER) } else { errno_name(key.errno) };
-            *series.entry((namer.name(key.cgroup_id), syscall_label(key.syscall), errno)).or_default() +=
-                count;
+            let labels = (namer.name(key.cgroup_id), syscall_label(key.syscall), errno_label(key.errno));
+            *series.entry(labels).or_default() += count;
         }
         encode_counters(
             &mut encoder,

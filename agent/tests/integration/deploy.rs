@@ -221,7 +221,11 @@ fn image_with_daemonset_privileges_counts_host_syscalls() {
         }
     };
     // With BPF and PERFMON only, the agent pins its counters for the next start.
-    assert!(pin_dir.join("v1/SYSCALL_ROWS").exists(), "maps pinned:\n{}", container.logs());
+    assert!(
+        pin_dir.join(format!("v{}/SYSCALL_ROWS", kernsight_common::MAP_LAYOUT_VERSION)).exists(),
+        "maps pinned:\n{}",
+        container.logs()
+    );
     assert_eq!(http_get(address, "/healthz", "*/*").0, 200);
 
     let cgroup = TestCgroup::create("deploy-image");

@@ -12,7 +12,7 @@ use std::{
 use crate::support::{
     Agent, ChildGuard, eventually,
     memory::{MIB, limited_cgroup, limited_parent, spawn_allocating_past_the_limit, touch_anonymous},
-    parse, privileged, serial, spawn_in, value, wait_status,
+    parse, privileged, serial, skip, spawn_in, value, wait_status,
 };
 use kernsight::kernel::{mountinfo, resources};
 
@@ -28,6 +28,60 @@ fn an_oom_kill_is_reported_with_the_victims_pid_cgroup_and_anon_rss() {
         return;
     }
     let _serial = serial();
+    report_one_kill();
+}
+
+/// Another tool's perf event on `oom:mark_victim`, attached before the agent, makes the kernel
+/// run the agent's classic tracepoint program before its BTF one: the report is the same.
+#[test]
+fn an_oom_kill_is_reported_alike_with_bpftrace_on_mark_victim_first() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let Some(_bpftrace) = bpftrace_on_mark_victim() else { return };
+    report_one_kill();
+}
+
+#[test]
+fn the_kill_is_attributed_alike_with_bpftrace_on_mark_victim_first() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let Some(_bpftrace) = bpftrace_on_mark_victim() else { return };
+    attribute_to_the_victims_cgroup();
+}
+
+/// A bpftrace counting `oom:mark_victim`, attached (its BEGIN probe runs after every probe is),
+/// or `None` (the test skipped, and says so) when bpftrace is not installed.
+fn bpftrace_on_mark_victim() -> Option<ChildGuard> {
+    use std::{
+        io::{BufRead as _, BufReader},
+        process::{Command, Stdio},
+    };
+    let program = "BEGIN { printf(\"ready\\n\"); } tracepoint:oom:mark_victim { @kills = count(); }";
+    let mut bpftrace = match Command::new("bpftrace").args(["-e", program]).stdout(Stdio::piped()).spawn() {
+        Ok(child) => ChildGuard(child),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            skip("bpftrace is not installed (cargo xtask setup installs it)");
+            return None;
+        }
+        Err(err) => panic!("start bpftrace: {err}"),
+    };
+    let mut out = BufReader::new(bpftrace.stdout.take().expect("bpftrace stdout"));
+    let mut line = String::new();
+    while !line.contains("ready") {
+        line.clear();
+        let read = out.read_line(&mut line).expect("bpftrace stdout");
+        assert!(read > 0, "bpftrace exited before attaching: {:?}", bpftrace.try_wait());
+    }
+    // Keep reading so that bpftrace never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    Some(bpftrace)
+}
+
+fn report_one_kill() {
     let started = Instant::now();
     let agent = Agent::start(&[]);
     let cgroup = limited_cgroup("oom");
@@ -98,6 +152,10 @@ fn the_kill_is_attributed_to_the_victims_cgroup_not_the_allocating_tasks() {
         return;
     }
     let _serial = serial();
+    attribute_to_the_victims_cgroup();
+}
+
+fn attribute_to_the_victims_cgroup() {
     let agent = Agent::start(&[]);
     // Removed with their parent, the hog killed first, also when the test fails half-way.
     let parent = limited_parent("tree");

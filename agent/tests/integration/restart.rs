@@ -54,7 +54,10 @@ fn counters_continue_across_kill_9_and_restart() {
     first.kill();
 
     // A killed agent leaves its pins, not its programs (their links closed with its descriptors).
-    assert!(pins.0.join("v1/SYSCALL_ROWS").exists(), "the syscall rows stay pinned after kill -9");
+    assert!(
+        pins.0.join(format!("v{}/SYSCALL_ROWS", kernsight_common::MAP_LAYOUT_VERSION)).exists(),
+        "the syscall rows stay pinned after kill -9"
+    );
     programs_unloaded(&ids);
 
     let second = Agent::start(&["--pin-dir", &pin_dir]);

@@ -315,3 +315,210 @@ fn tasks_of_the_v2_root_are_attributed_by_their_v1_cgroup() {
     let errors = [("cgroup", legacy.label.as_str()), ("syscall", "openat"), ("errno", "ENOENT")];
     assert_eq!(value(&samples, "kernsight_syscall_errors_total", &errors), FAILED_OPENS as f64);
 }
+
+/// `SYS_kcmp` with a seccomp filter that fails it with the errno passed as its first argument
+/// (the kernel clamps it to `MAX_ERRNO`, 4095): a workload choosing its errnos.
+const CHOSEN_ERRNO_SYSCALL: libc::c_long = libc::SYS_kcmp;
+
+/// Installs that filter in the calling (forked) process; false when seccomp refuses it.
+fn fail_with_chosen_errnos() -> bool {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const OR_K: u16 = 0x44;
+    const RET_A: u16 = 0x16;
+    const RET_K: u16 = 0x06;
+    let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let filter = [
+        insn(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        insn(JEQ_K, 0, 3, CHOSEN_ERRNO_SYSCALL as u32),
+        insn(LD_W_ABS, 0, 0, 16), // low half of args[0]
+        insn(OR_K, 0, 0, libc::SECCOMP_RET_ERRNO),
+        insn(RET_A, 0, 0, 0),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    let program = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+    // SAFETY: prctl with a filter that outlives the call; the child is single-threaded.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &raw const program) == 0
+    }
+}
+
+const UNKNOWN_SYSCALLS: i64 = 20_000;
+const CHOSEN_ERRNOS: i64 = 4_095;
+/// Exit code of a flood whose seccomp filter was refused.
+const NO_SECCOMP: i32 = 3;
+
+/// The attack of issue 16: 20,000 calls of numbers past the syscall table (`syscall(1000 + i)`,
+/// ENOSYS) and one failure with each errno 1..=4095 chosen through seccomp `RET_ERRNO`, from a
+/// cgroup of the test's; then a sibling cgroup's ENOENT failures. The flooding cgroup holds at
+/// most its quota of error entries, every failure is still counted under it, and the sibling's
+/// errors stay its own, with their syscall and errno. Latency on: its map is keyed the same way.
+#[test]
+fn an_error_flood_stays_within_its_cgroups_quota_and_spares_the_sibling() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&["--syscall-latency", "true"]);
+    let before = parse(&agent.scrape());
+    let flood = TestCgroup::create("flood");
+    let sibling = TestCgroup::create("flood-sibling");
+    let started = std::time::Instant::now();
+    let code = flood.run(|| {
+        for i in 0..UNKNOWN_SYSCALLS {
+            // SAFETY: no such syscall: it fails with ENOSYS.
+            unsafe { libc::syscall(1000 + i) };
+        }
+        if !fail_with_chosen_errnos() {
+            return NO_SECCOMP;
+        }
+        for errno in 1..=CHOSEN_ERRNOS {
+            // SAFETY: the filter fails the call before the kernel runs it.
+            unsafe { libc::syscall(CHOSEN_ERRNO_SYSCALL, errno, 0, 0, 0, 0) };
+        }
+        0
+    });
+    assert_eq!(code, 0, "the flood's seccomp filter was refused");
+    let flood_took = started.elapsed();
+    sibling.run(|| {
+        failing_openat_times(FAILED_OPENS);
+        0
+    });
+
+    let samples = parse(&agent.scrape());
+    let quota = kernsight_common::syscalls::error_quota(
+        kernsight_common::syscalls::DEFAULT_ERROR_ENTRIES,
+        kernsight_common::syscalls::DEFAULT_CGROUP_SLOTS,
+    );
+    let series_of = |name: &str, cgroup: &str| -> Vec<&support::Sample> {
+        samples
+            .iter()
+            .filter(|s| s.name == name && s.labels.get("cgroup").is_some_and(|c| c == cgroup))
+            .collect()
+    };
+    let flood_errors = series_of("kernsight_syscall_errors_total", &flood.label);
+    let counted: f64 = flood_errors.iter().map(|s| s.value).sum();
+    let entries = |samples: &[support::Sample]| {
+        value(samples, "kernsight_bpf_map_entries", &[("map", "SYSCALL_ERRORS")])
+    };
+    eprintln!(
+        "flood of {} failing calls in {flood_took:?}: {} error series for the flooding cgroup (quota {quota}), \
+         SYSCALL_ERRORS {} -> {} entries, {} quota hits",
+        UNKNOWN_SYSCALLS + CHOSEN_ERRNOS,
+        flood_errors.len(),
+        entries(&before),
+        entries(&samples),
+        value(&samples, "kernsight_bpf_map_full_total", &[("map", "syscall_errors_quota")]),
+    );
+    assert!(
+        flood_errors.len() <= quota as usize,
+        "{} error series for one cgroup, quota {quota}: {:#?}",
+        flood_errors.len(),
+        flood_errors.iter().map(|s| &s.labels).collect::<Vec<_>>()
+    );
+    // The host makes errors meanwhile, in cgroups that have their own quotas; the flood adds at
+    // most its own.
+    assert!(
+        entries(&samples) - entries(&before) <= f64::from(quota) + 200.0,
+        "SYSCALL_ERRORS grew from {} to {} entries",
+        entries(&before),
+        entries(&samples)
+    );
+    assert_eq!(value(&samples, "kernsight_bpf_map_full_total", &[("map", "SYSCALL_ERRORS")]), 0.0);
+    assert!(value(&samples, "kernsight_bpf_map_full_total", &[("map", "syscall_errors_quota")]) > 0.0);
+    // Nothing lost: every failure of the flood counted under its cgroup, the ones past the quota
+    // under its own syscall="other", errno="other".
+    let made = (UNKNOWN_SYSCALLS + CHOSEN_ERRNOS) as f64;
+    assert!(counted >= made, "{counted} failures counted for the flooding cgroup, {made} made");
+    let errors = |cgroup: &str, syscall: &str, errno: &str| {
+        value(
+            &samples,
+            "kernsight_syscall_errors_total",
+            &[("cgroup", cgroup), ("syscall", syscall), ("errno", errno)],
+        )
+    };
+    assert_eq!(
+        errors(&flood.label, "other", "ENOSYS"),
+        UNKNOWN_SYSCALLS as f64,
+        "numbers past the table share one column"
+    );
+    assert!(errors(&flood.label, "other", "other") > 0.0, "the failures past the quota");
+    assert_eq!(errors(&sibling.label, "openat", "ENOENT"), FAILED_OPENS as f64, "the sibling's own errors");
+    assert_eq!(errors("other", "openat", "ENOENT"), 0.0, "none of the sibling's errors went to other");
+    // Latency: one series per (cgroup, syscall column), numbers past the table in one.
+    let flood_latency: Vec<&String> = series_of("kernsight_syscall_duration_seconds_count", &flood.label)
+        .iter()
+        .filter_map(|s| s.labels.get("syscall"))
+        .collect();
+    assert!(flood_latency.len() <= 10, "the flood's latency series: {flood_latency:?}");
+    assert_eq!(
+        value(
+            &samples,
+            "kernsight_syscall_duration_seconds_count",
+            &[("cgroup", &sibling.label), ("syscall", "openat")]
+        ),
+        FAILED_OPENS as f64
+    );
+    assert_eq!(value(&samples, "kernsight_bpf_map_full_total", &[("map", "SYSCALL_LATENCY")]), 0.0);
+    // Runs the kernel skipped are exported per program where it counts them (5.12+).
+    if kernel_counts_recursion_misses() {
+        let programs: Vec<&String> = samples
+            .iter()
+            .filter(|s| s.name == "kernsight_bpf_program_recursion_misses_total")
+            .filter_map(|s| s.labels.get("program"))
+            .collect();
+        for program in ["ks_sys_exit", "ks_sys_enter"] {
+            assert!(programs.iter().any(|p| *p == program), "no recursion misses of {program}: {programs:?}");
+        }
+    }
+}
+
+/// Whether this kernel's `bpf_prog_info` has `recursion_misses` (5.12+).
+fn kernel_counts_recursion_misses() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("read the kernel release");
+    let mut numbers = release.trim().split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (5, 12)
+}
+
+/// Error entries of a cgroup that never held a slot (an agent of another version, or a slot
+/// table replaced while the pinned hash was kept, left them) go once the cgroup has been gone
+/// for `forget_after_seconds`; those of a live cgroup stay.
+#[test]
+fn error_entries_of_removed_cgroups_without_a_slot_are_forgotten() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use aya::maps::{Map, MapData, PerCpuHashMap, PerCpuValues};
+    use kernsight_common::{MAP_LAYOUT_VERSION, syscalls::SyscallKey};
+
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let (_dir, config) = config_file("[syscalls]\nforget_after_seconds = 1\n");
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    let gone = TestCgroup::create("slotless-gone");
+    let kept = TestCgroup::create("slotless-kept");
+    let id_of = |cgroup: &TestCgroup| std::fs::metadata(&cgroup.path).expect("stat the cgroup").ino();
+    let (gone_id, kept_id) = (id_of(&gone), id_of(&kept));
+    drop(gone);
+
+    let pins = agent.pin_dir().expect("the agent pins its maps");
+    let path = pins.join(format!("v{MAP_LAYOUT_VERSION}/SYSCALL_ERRORS"));
+    let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut errors: PerCpuHashMap<MapData, SyscallKey, u64> =
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).expect("SYSCALL_ERRORS is a per-CPU hash");
+    let cpus = aya::util::nr_cpus().expect("count CPUs");
+    let key = |cgroup_id| SyscallKey { cgroup_id, syscall: libc::SYS_openat as u32, errno: 2 };
+    for id in [gone_id, kept_id] {
+        let ones = PerCpuValues::try_from(vec![1u64; cpus.get() as usize]).expect("per-CPU values");
+        errors.insert(&key(id), ones, 0).expect("insert an entry");
+    }
+    let inserted = std::time::Instant::now();
+    eventually(Duration::from_secs(10), || match errors.get(&key(gone_id), 0) {
+        Err(_) => Ok(()),
+        Ok(_) => Err(format!("the entry of removed cgroup {gone_id} is still in SYSCALL_ERRORS")),
+    });
+    eprintln!("the removed cgroup's entry went after {:?}", inserted.elapsed());
+    assert!(errors.get(&key(kept_id), 0).is_ok(), "the live cgroup's entry stays");
+}

@@ -79,6 +79,13 @@ const GUEST_AREAS: &[(&str, Run)] = &[
     ),
     ("trace", Run::Skipping(&[("syscall_counts_are_exact_and_match_strace_and_bpftrace", BPFTRACE)])),
     (
+        "oom",
+        Run::Skipping(&[
+            ("an_oom_kill_is_reported_alike_with_bpftrace_on_mark_victim_first", BPFTRACE),
+            ("the_kill_is_attributed_alike_with_bpftrace_on_mark_victim_first", BPFTRACE),
+        ]),
+    ),
+    (
         "reliability",
         Run::Skipping(&[(
             "churn_of_2000_cgroups_returns_memory_caches_and_series",
