@@ -1,16 +1,24 @@
 //! Keeps the cgroup index current: applies the kernel's mkdir/rmdir events as they arrive, walks
 //! the hierarchies only at start-up or after events were lost, and, once a removed cgroup's
 //! counts have been exported for the grace period, frees its kernel slot and forgets its path.
+//!
+//! An id no event named (its path was cut by the kernel, events were lost) is looked up by its
+//! file handle: one syscall, no walk. Where that is refused, it waits for a walk, made by one
+//! task off the async workers, at most once per `walk_interval`: requests in between coalesce.
+//! A tenant who creates cgroups with long or odd names therefore costs the agent one lookup per
+//! cgroup, or at worst one walk per interval, never one walk per cgroup.
 
 use std::{
+    collections::HashSet,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use tracing::debug;
+use kernsight_common::{net::NO_SOCKET_CGROUP_ID, syscalls::OVERFLOW_CGROUP_ID};
+use tracing::{debug, info, warn};
 
 use crate::{
     bpf::{
@@ -18,34 +26,80 @@ use crate::{
         cgroups::{Lifecycle, decode},
         rings::{EventRing, RingStats},
     },
-    kernel::cgroupfs::{CgroupIndex, Hierarchies, ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
+    kernel::{
+        cgroup_handle::{CgroupHandles, Lookup},
+        cgroupfs::{CgroupIndex, Hierarchies, ROOT_CGROUP_ID, V1_CGROUP_ID_BIT, Walk, path_label},
+    },
 };
 
-/// The index and what happened to it, shared by the event task, the maintenance task and the
-/// collectors.
+/// Ids kept for the resolver task at most; past it, requests still count and still get their
+/// walk, the ids are just not looked up one by one first.
+const MAX_PENDING: usize = 4096;
+
+/// How unknown cgroup ids are resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolution {
+    /// At most one walk of the hierarchies per interval.
+    pub walk_interval: Duration,
+    /// Look ids up by file handle before walking.
+    pub by_handle: bool,
+}
+
+/// What the resolution of unknown ids cost, for the self-metrics.
+#[derive(Debug, Default)]
+pub struct ResolveStats {
+    pub handle_found: AtomicU64,
+    pub handle_gone: AtomicU64,
+    pub handle_unknown: AtomicU64,
+    /// Requests for a walk (an id no lookup could name, lost events).
+    pub walk_requests: AtomicU64,
+    /// Requests answered by a walk that another request caused.
+    pub walk_requests_coalesced: AtomicU64,
+}
+
+/// The index and what happened to it, shared by the event task, the maintenance task, the
+/// resolver task and the collectors.
 #[derive(Debug)]
 pub struct Tracker {
     pub index: Mutex<CgroupIndex>,
     hierarchies: Hierarchies,
+    handles: Option<CgroupHandles>,
+    walk_interval: Duration,
+    /// Ids for the resolver task to look up.
+    pending: Mutex<HashSet<u64>>,
+    /// Requests for a walk since the resolver's last pass.
+    walk_wanted: AtomicU64,
+    last_walk: Mutex<Instant>,
+    wake: tokio::sync::Notify,
+    pub resolve: ResolveStats,
     pub created: AtomicU64,
     pub removed: AtomicU64,
     /// Events the kernel could not queue, as of the last maintenance pass.
     pub lost: AtomicU64,
-    /// Whether events arrive (else the maintenance pass walks the hierarchies each time).
-    following: std::sync::atomic::AtomicBool,
+    /// Whether events arrive (else the maintenance pass asks for a walk each time).
+    following: AtomicBool,
 }
 
 impl Tracker {
-    pub fn new(hierarchies: Hierarchies) -> Self {
+    /// Walks the hierarchies once: the start-up picture.
+    pub fn new(hierarchies: Hierarchies, resolution: Resolution) -> Self {
         let mut index = hierarchies.index();
         index.rescan();
+        let handles = resolution.by_handle.then(|| CgroupHandles::open(index.roots())).flatten();
         Self {
             index: Mutex::new(index),
             hierarchies,
+            handles,
+            walk_interval: resolution.walk_interval,
+            pending: Mutex::new(HashSet::new()),
+            walk_wanted: AtomicU64::new(0),
+            last_walk: Mutex::new(Instant::now()),
+            wake: tokio::sync::Notify::new(),
+            resolve: ResolveStats::default(),
             created: AtomicU64::new(0),
             removed: AtomicU64::new(0),
             lost: AtomicU64::new(0),
-            following: std::sync::atomic::AtomicBool::new(false),
+            following: AtomicBool::new(false),
         }
     }
 
@@ -53,18 +107,67 @@ impl Tracker {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The path of a tagged cgroup id for a rare event (an OOM kill, an exec): walks cgroupfs
-    /// once if no lifecycle event named it; the root by its id; else `cgroup_id:<id>`.
+    /// The path of a tagged cgroup id for an event (an OOM kill, an exec): the index, else a
+    /// lookup by handle; the root by its id; else `cgroup_id:<id>` (and a walk is asked for).
     pub fn path_of(&self, cgroup_id: u64) -> String {
         let mut index = self.index();
         if index.resolve(cgroup_id).is_none() {
-            index.rescan();
+            self.look_up(&mut index, cgroup_id, true);
         }
         match index.resolve(cgroup_id) {
             Some(path) => path.to_owned(),
             None if cgroup_id & !V1_CGROUP_ID_BIT == ROOT_CGROUP_ID => "/".to_owned(),
             None => format!("cgroup_id:{cgroup_id}"),
         }
+    }
+
+    /// Names an id the index does not know, without walking: by its handle where the kernel
+    /// allows it. When only a walk can tell and `walk` is set, asks the resolver task for one.
+    pub fn look_up(&self, index: &mut CgroupIndex, cgroup_id: u64, walk: bool) {
+        match self.handles.as_ref().map(|handles| handles.lookup(cgroup_id)) {
+            Some(Lookup::Found(path)) => {
+                self.resolve.handle_found.fetch_add(1, Ordering::Relaxed);
+                index.learn(cgroup_id, path);
+            }
+            // Removed: a walk would not find it either.
+            Some(Lookup::Gone) => {
+                self.resolve.handle_gone.fetch_add(1, Ordering::Relaxed);
+            }
+            outcome => {
+                if outcome.is_some() {
+                    self.resolve.handle_unknown.fetch_add(1, Ordering::Relaxed);
+                }
+                if walk {
+                    self.request_walk();
+                }
+            }
+        }
+    }
+
+    /// Asks the resolver task to look an id up (never on the caller's thread).
+    fn request(&self, cgroup_id: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() < MAX_PENDING {
+            pending.insert(cgroup_id);
+        } else {
+            // No room to look each one up: the walk names them all.
+            self.walk_wanted.fetch_add(1, Ordering::Relaxed);
+            self.resolve.walk_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    /// Asks the resolver task for a walk (made at most once per interval).
+    pub fn request_walk(&self) {
+        self.resolve.walk_requests.fetch_add(1, Ordering::Relaxed);
+        self.walk_wanted.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Full walks of the hierarchies so far (start-up included).
+    pub fn walks(&self) -> u64 {
+        self.index().walks()
     }
 
     /// Applies one record; false if it did not decode.
@@ -80,7 +183,12 @@ impl Tracker {
             Lifecycle::Created { hierarchy_id, cgroup_id, path } => {
                 if let Some(tag) = self.hierarchies.tag_of(hierarchy_id) {
                     self.created.fetch_add(1, Ordering::Relaxed);
-                    self.index().created(cgroup_id | tag, path);
+                    let id = cgroup_id | tag;
+                    match path {
+                        Some(path) => self.index().created(id, path_label(&path, id)),
+                        // The kernel cut a long path: the resolver task looks the id up.
+                        None => self.request(id),
+                    }
                 }
             }
             Lifecycle::Removed { hierarchy_id, cgroup_id } => {
@@ -92,6 +200,54 @@ impl Tracker {
         }
         true
     }
+
+    /// One pass of the resolver task, on a blocking thread: looks the pending ids up; says
+    /// whether a walk is still wanted.
+    fn look_up_pending(&self) -> bool {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if !pending.is_empty() {
+            let mut index = self.index();
+            for id in pending {
+                if index.resolve(id).is_none() {
+                    self.look_up(&mut index, id, true);
+                }
+            }
+        }
+        self.walk_wanted.load(Ordering::Relaxed) > 0
+    }
+
+    /// Walks the hierarchies without holding the index, then applies the picture; the requests
+    /// it answers but one were coalesced.
+    fn walk(&self) {
+        let requests = self.walk_wanted.swap(0, Ordering::Relaxed);
+        self.resolve.walk_requests_coalesced.fetch_add(requests.saturating_sub(1), Ordering::Relaxed);
+        let roots = self.index().roots().to_vec();
+        let walk = Walk::of(&roots);
+        self.index().apply(walk);
+        *self.last_walk.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// When the next walk may start.
+    fn next_walk_at(&self) -> Instant {
+        *self.last_walk.lock().unwrap_or_else(|e| e.into_inner()) + self.walk_interval
+    }
+}
+
+/// Resolves the ids that the events and scrapes could not name, until the agent stops: by
+/// handle as they come, by walking at most once per interval.
+pub async fn resolve_unknown(tracker: Arc<Tracker>) {
+    loop {
+        tracker.wake.notified().await;
+        let for_lookup = tracker.clone();
+        let walk_wanted = tokio::task::spawn_blocking(move || for_lookup.look_up_pending()).await;
+        if !matches!(walk_wanted, Ok(true)) {
+            continue;
+        }
+        // Requests that arrive while this waits are answered by the same walk.
+        tokio::time::sleep_until(tracker.next_walk_at().into()).await;
+        let for_walk = tracker.clone();
+        let _ = tokio::task::spawn_blocking(move || for_walk.walk()).await;
+    }
 }
 
 /// Applies lifecycle events until the agent stops (or their ring cannot be polled: the
@@ -102,8 +258,50 @@ pub async fn follow_events(events: EventRing, tracker: Arc<Tracker>) {
     tracker.following.store(false, Ordering::Relaxed);
 }
 
-/// Periodic pass: walk if events are not followed or some were lost, free the kernel slots of
-/// cgroups gone for `grace`, then forget their paths.
+/// Forgets at start-up the counts of cgroups that were removed while no agent ran: `counted`
+/// are the ids the (continued, pinned) maps held before the start-up walk, so one the walk did
+/// not find was gone by then (ids are never reused). Their slots and rows are freed at once
+/// instead of being exported as `cgroup_id:<id>` for the grace period. Returns how many.
+pub fn forget_removed_while_stopped(tracker: &Tracker, programs: &Programs, counted: &HashSet<u64>) -> usize {
+    let mut index = tracker.index();
+    if !index.walk_was_complete() {
+        warn!(
+            "the start-up walk of cgroupfs could not read a hierarchy's root: counts of removed cgroups are kept for syscalls.forget_after_seconds"
+        );
+        return 0;
+    }
+    let mut stale = HashSet::new();
+    for &id in counted {
+        if !is_cgroup_id(id) || index.is_alive(id) {
+            continue;
+        }
+        // A subtree the walk could not read is no proof: where the kernel can say, it decides.
+        tracker.look_up(&mut index, id, false);
+        if !index.is_alive(id) {
+            stale.insert(id);
+        }
+    }
+    drop(index);
+    if stale.is_empty() {
+        return 0;
+    }
+    let forgotten = programs.recycle(&mut |id| stale.contains(&id).then_some(Duration::MAX), Duration::ZERO);
+    info!(
+        cgroups = stale.len(),
+        entries = forgotten,
+        "forgot the counts of cgroups removed while no agent ran"
+    );
+    stale.len()
+}
+
+/// Whether a map key's id names a cgroup (not an overflow or `no_socket` key, not a root).
+fn is_cgroup_id(id: u64) -> bool {
+    let untagged = id & !V1_CGROUP_ID_BIT;
+    untagged != OVERFLOW_CGROUP_ID && untagged != ROOT_CGROUP_ID && untagged != NO_SOCKET_CGROUP_ID
+}
+
+/// Periodic pass: ask for a walk if events are not followed or some were lost, free the kernel
+/// slots of cgroups gone for `grace`, then forget their paths.
 pub async fn maintain(
     tracker: Arc<Tracker>,
     programs: Arc<Programs>,
@@ -119,10 +317,10 @@ pub async fn maintain(
         let _ = tokio::task::spawn_blocking(move || {
             let now = Instant::now();
             let lost_before = tracker.lost.swap(lost_now, Ordering::Relaxed);
-            let mut index = tracker.index();
             if !tracker.following.load(Ordering::Relaxed) || lost_now > lost_before {
-                index.rescan();
+                tracker.request_walk();
             }
+            let mut index = tracker.index();
             programs.recycle(&mut |id| index.gone_for(id, now), grace);
             if index.expire(grace, now) > 0 {
                 index.shrink();

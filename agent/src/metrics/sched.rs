@@ -59,7 +59,7 @@ impl Collector for SchedCollector {
         if runqueue.is_none() && processes.is_none() {
             return Ok(());
         }
-        let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
+        let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let with_id = LabelNames {
             container_id: self.resolver.container_id_label(),
             pod_labels: self.resolver.pod_label_names(),
