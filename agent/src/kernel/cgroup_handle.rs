@@ -152,6 +152,29 @@ mod tests {
         assert_eq!(found(b"/elsewhere"), Lookup::Unknown);
     }
 
+    /// The real unified hierarchy: its root's id names "/" (needs root for CAP_DAC_READ_SEARCH;
+    /// the integration tests look up cgroups they create).
+    #[test]
+    fn the_unified_root_is_found_by_its_id() {
+        use std::os::unix::fs::MetadataExt as _;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED the_unified_root_is_found_by_its_id: needs root (CAP_DAC_READ_SEARCH)");
+            return;
+        }
+        let Some(root) =
+            crate::kernel::mountinfo::read().ok().and_then(|m| super::super::cgroupfs::unified_mount(&m))
+        else {
+            eprintln!("SKIPPED the_unified_root_is_found_by_its_id: no cgroup2 hierarchy mounted");
+            return;
+        };
+        let id = std::fs::metadata(&root).unwrap().ino();
+        let handles = CgroupHandles::open(&[(root.clone(), 0)]).unwrap();
+        assert_eq!(handles.lookup(id), Lookup::Found("/".into()), "{}", root.display());
+        // An id no cgroup has (ids are never reused, and this one is far past any allocated).
+        assert_eq!(handles.lookup((1 << 40) + 12345), Lookup::Gone);
+    }
+
     /// A plain directory is no cgroupfs: its handles are not kernfs ids, so the kernel refuses
     /// them (`Gone` or `Unknown`, never a wrong path).
     #[test]

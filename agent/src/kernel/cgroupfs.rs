@@ -391,6 +391,46 @@ mod tests {
 }
 
 #[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn labels_escape_what_is_not_printable_utf8() {
+        assert_eq!(path_label(b"/kubepods/pod1", 1), "/kubepods/pod1");
+        assert_eq!(path_label("/caf\u{e9}".as_bytes(), 1), "/caf\u{e9}");
+        assert_eq!(path_label(b"/a\xffb\xc3", 1), "/a\\xffb\\xc3");
+        assert_eq!(path_label(b"/a\x1b[31mred\n", 1), "/a\\x1b[31mred\\x0a");
+        // systemd's own escapes are text and stay as they are.
+        assert_eq!(
+            path_label(b"/system.slice/serial\\x2dgetty.slice", 1),
+            "/system.slice/serial\\x2dgetty.slice"
+        );
+    }
+
+    #[test]
+    fn long_labels_are_bounded_and_stay_distinct() {
+        let long = [b"/".as_slice(), &[0xffu8; 4000]].concat();
+        let (a, b) = (path_label(&long, 7), path_label(&long, 8));
+        assert!(a.len() <= MAX_PATH_LABEL && b.len() <= MAX_PATH_LABEL, "{} {}", a.len(), b.len());
+        assert!(a.ends_with("...#7") && b.ends_with("...#8"));
+        assert_ne!(a, b);
+        let wide = "/\u{e9}".repeat(400);
+        let cut = path_label(wide.as_bytes(), 9);
+        assert!(cut.len() <= MAX_PATH_LABEL && cut.ends_with("...#9"), "{cut}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_give_a_bounded_label(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2000), id in proptest::num::u64::ANY) {
+            let label = path_label(&bytes, id);
+            proptest::prop_assert!(label.len() <= MAX_PATH_LABEL);
+            proptest::prop_assert!(!label.chars().any(char::is_control));
+            proptest::prop_assert_eq!(label.clone(), path_label(&bytes, id));
+        }
+    }
+}
+
+#[cfg(test)]
 mod v1_tests {
     use super::*;
 
