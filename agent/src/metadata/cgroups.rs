@@ -124,7 +124,13 @@ impl Tracker {
     /// Names an id the index does not know, without walking: by its handle where the kernel
     /// allows it. When only a walk can tell and `walk` is set, asks the resolver task for one.
     pub fn look_up(&self, index: &mut CgroupIndex, cgroup_id: u64, walk: bool) {
-        match self.handles.as_ref().map(|handles| handles.lookup(cgroup_id)) {
+        let lookup = self.handles.as_ref().map(|handles| handles.lookup(cgroup_id));
+        self.settle(index, cgroup_id, lookup, walk);
+    }
+
+    /// Applies what a lookup by handle said (`None`: no lookups here).
+    fn settle(&self, index: &mut CgroupIndex, cgroup_id: u64, lookup: Option<Lookup>, walk: bool) {
+        match lookup {
             Some(Lookup::Found(path)) => {
                 self.resolve.handle_found.fetch_add(1, Ordering::Relaxed);
                 index.learn(cgroup_id, path);
@@ -205,13 +211,13 @@ impl Tracker {
     /// whether a walk is still wanted.
     fn look_up_pending(&self) -> bool {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        if !pending.is_empty() {
-            let mut index = self.index();
-            for id in pending {
-                if index.resolve(id).is_none() {
-                    self.look_up(&mut index, id, true);
-                }
+        for id in pending {
+            if self.index().resolve(id).is_some() {
+                continue;
             }
+            // The syscall without holding the index: readers never wait for a batch.
+            let lookup = self.handles.as_ref().map(|handles| handles.lookup(id));
+            self.settle(&mut self.index(), id, lookup, true);
         }
         self.walk_wanted.load(Ordering::Relaxed) > 0
     }
