@@ -171,11 +171,6 @@ impl Tracker {
         self.wake.notify_one();
     }
 
-    /// Full walks of the hierarchies so far (start-up included).
-    pub fn walks(&self) -> u64 {
-        self.index().walks()
-    }
-
     /// Applies one record; false if it did not decode.
     fn apply(&self, record: &[u8]) -> bool {
         let event = match decode(record) {
@@ -335,5 +330,94 @@ pub async fn maintain(
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain directory tree stands in for cgroupfs (ids are inode numbers in both); lookups
+    /// by handle are off, so only walks can name what events did not.
+    fn tracker(root: &std::path::Path, walk_interval: Duration) -> Arc<Tracker> {
+        let hierarchies = Hierarchies { unified: Some(root.to_owned()), v1: None, v1_hierarchy_id: None };
+        Arc::new(Tracker::new(hierarchies, Resolution { walk_interval, by_handle: false }))
+    }
+
+    fn ino(path: &std::path::Path) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+    }
+
+    async fn wait_for_walks(tracker: &Tracker, walks: u64) {
+        let started = Instant::now();
+        while tracker.index().walks() < walks {
+            assert!(started.elapsed() < Duration::from_secs(10), "walk {walks} never came");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_unknown_ids_costs_one_walk_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Duration::from_millis(500);
+        let tracker = tracker(dir.path(), interval);
+        assert_eq!(tracker.index().walks(), 1, "the start-up walk");
+        let resolver = tokio::spawn(resolve_unknown(tracker.clone()));
+
+        // 200 cgroups no event named, each met by an event: the ids are unknown until a walk.
+        let mut ids = Vec::new();
+        for i in 0..200 {
+            let path = dir.path().join(format!("c{i}"));
+            std::fs::create_dir(&path).unwrap();
+            ids.push(ino(&path));
+            assert!(tracker.path_of(ino(&path)).starts_with("cgroup_id:"), "never walks on the caller");
+        }
+        // The walk waits for the interval since the start-up walk, then answers every request.
+        wait_for_walks(&tracker, 2).await;
+        let stats = &tracker.resolve;
+        assert_eq!(stats.walk_requests.load(Ordering::Relaxed), 200);
+        assert_eq!(stats.walk_requests_coalesced.load(Ordering::Relaxed), 199);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(tracker.path_of(*id), format!("/c{i}"));
+        }
+
+        // A request right after a walk is held back until the interval has passed.
+        let late = dir.path().join("late");
+        std::fs::create_dir(&late).unwrap();
+        let asked = Instant::now();
+        assert!(tracker.path_of(ino(&late)).starts_with("cgroup_id:"));
+        wait_for_walks(&tracker, 3).await;
+        let waited = asked.elapsed();
+        assert!(waited + Duration::from_millis(50) >= interval, "the next walk came after {waited:?}");
+        assert_eq!(tracker.path_of(ino(&late)), "/late");
+        tokio::time::sleep(interval * 2).await;
+        assert_eq!(tracker.index().walks(), 3, "no walk without a request");
+        resolver.abort();
+    }
+
+    #[test]
+    fn cut_paths_wait_for_the_resolver_and_odd_names_are_escaped() {
+        use kernsight_common::cgroups::{CGROUP_MKDIR, CGROUP_PATH_MAX, CgroupEvent};
+        let dir = tempfile::tempdir().unwrap();
+        let tracker = tracker(dir.path(), Duration::from_secs(1));
+        let record = |id: u64, path: &[u8], path_len: u32| {
+            let mut event = CgroupEvent {
+                kind: CGROUP_MKDIR,
+                hierarchy_id: 0,
+                cgroup_id: id,
+                path_len,
+                _pad: 0,
+                path: [0; CGROUP_PATH_MAX],
+            };
+            event.path[..path.len()].copy_from_slice(path);
+            // SAFETY: plain-data struct viewed as bytes.
+            unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<CgroupEvent>()) }
+                .to_vec()
+        };
+        assert!(tracker.apply(&record(901, b"/t/\xff\xfe\0", 6)));
+        assert_eq!(tracker.path_of(901), "/t/\\xff\\xfe");
+        assert!(tracker.apply(&record(902, &[b'a'; CGROUP_PATH_MAX], CGROUP_PATH_MAX as u32)));
+        assert_eq!(tracker.index().walks(), 1, "a cut path walks nothing on the event task");
+        assert!(tracker.pending.lock().unwrap().contains(&902), "it waits for the resolver");
     }
 }
