@@ -79,6 +79,14 @@ const GUEST_AREAS: &[(&str, Run)] = &[
     ),
     ("trace", Run::Skipping(&[("syscall_counts_are_exact_and_match_strace_and_bpftrace", BPFTRACE)])),
     (
+        "cgroup_storms",
+        Run::Skipping(&[(
+            "without_handles_walks_are_debounced_and_coalesced",
+            "the debounce is user-space bookkeeping, the same on every kernel, and runs on the host; \
+             the lookups by handle, which depend on the kernel, run in the guests",
+        )]),
+    ),
+    (
         "reliability",
         Run::Skipping(&[(
             "churn_of_2000_cgroups_returns_memory_caches_and_series",
