@@ -147,17 +147,6 @@ impl Cost {
     }
 }
 
-/// The configuration the tests run with on this machine (`KERNSIGHT_CONFIG`: the kernel matrix
-/// switches off there the families its guests cannot attach), which a `--config` replaces: the
-/// storm's keys go on top of it. It sets no `[metadata]` keys.
-fn tests_config() -> String {
-    std::env::var_os("KERNSIGHT_CONFIG")
-        .map(|path| {
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("KERNSIGHT_CONFIG {path:?}: {e}"))
-        })
-        .unwrap_or_default()
-}
-
 /// The storm under a parent cgroup with ballast, `/healthz` asked throughout, and what it cost
 /// checked: walks, their requests, lookups, latency.
 fn storm(by_handle: bool) {
@@ -169,8 +158,7 @@ fn storm(by_handle: bool) {
     }
     eprintln!("{BALLAST} ballast cgroups in {:?}", ballast_started.elapsed());
     let (_dir, config) = config_file(&format!(
-        "{}\n[metadata]\ncgroup_lookup_by_handle = {by_handle}\ncgroup_walk_interval_milliseconds = {}\n",
-        tests_config(),
+        "[metadata]\ncgroup_lookup_by_handle = {by_handle}\ncgroup_walk_interval_milliseconds = {}\n",
         WALK_INTERVAL.as_millis()
     ));
     let agent = Agent::start(&["--config", path_str(&config)]);
