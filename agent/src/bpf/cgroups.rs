@@ -60,8 +60,17 @@ impl Attached for CgroupEvents {
 /// A decoded lifecycle event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lifecycle {
-    Created { hierarchy_id: u32, cgroup_id: u64, path: Option<String> },
-    Removed { hierarchy_id: u32, cgroup_id: u64 },
+    /// `path`: the raw bytes of the path relative to the hierarchy's root (any bytes but NUL: a
+    /// label is made of them with `cgroupfs::path_label`), or `None` when the kernel cut it.
+    Created {
+        hierarchy_id: u32,
+        cgroup_id: u64,
+        path: Option<Vec<u8>>,
+    },
+    Removed {
+        hierarchy_id: u32,
+        cgroup_id: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,15 +92,15 @@ pub fn decode(record: &[u8]) -> Result<Lifecycle, DecodeError> {
     let (hierarchy_id, cgroup_id) = (event.hierarchy_id, event.cgroup_id);
     match event.kind {
         CGROUP_MKDIR => {
-            // A path that filled the buffer may be cut: leave it to a walk of the hierarchy.
+            // A path that filled the buffer may be cut: the agent looks that id up instead.
+            // Bytes that are not UTF-8 are a name like any other (escaped in its label).
             let len = event.path_len as usize;
             let path = (1..CGROUP_PATH_MAX)
                 .contains(&len)
                 .then(|| event.path.get(..len - 1))
                 .flatten()
-                .and_then(|bytes| std::str::from_utf8(bytes).ok())
-                .filter(|p| p.starts_with('/'))
-                .map(str::to_owned);
+                .filter(|p| p.starts_with(b"/") && !p.contains(&0))
+                .map(<[u8]>::to_vec);
             Ok(Lifecycle::Created { hierarchy_id, cgroup_id, path })
         }
         CGROUP_RMDIR => Ok(Lifecycle::Removed { hierarchy_id, cgroup_id }),
@@ -123,7 +132,13 @@ mod tests {
         let created = decode(&record(CGROUP_MKDIR, b"/kubepods/pod1\0", 15)).unwrap();
         assert_eq!(
             created,
-            Lifecycle::Created { hierarchy_id: 4, cgroup_id: 77, path: Some("/kubepods/pod1".into()) }
+            Lifecycle::Created { hierarchy_id: 4, cgroup_id: 77, path: Some(b"/kubepods/pod1".to_vec()) }
+        );
+        // Not UTF-8: still a path (its label escapes the bytes), never a reason to walk.
+        let odd = decode(&record(CGROUP_MKDIR, b"/t/\xff\xfe\0", 6)).unwrap();
+        assert_eq!(
+            odd,
+            Lifecycle::Created { hierarchy_id: 4, cgroup_id: 77, path: Some(b"/t/\xff\xfe".to_vec()) }
         );
         let removed = decode(&record(CGROUP_RMDIR, b"", 0)).unwrap();
         assert_eq!(removed, Lifecycle::Removed { hierarchy_id: 4, cgroup_id: 77 });
@@ -133,12 +148,13 @@ mod tests {
     fn hostile_records_are_errors_or_pathless_never_panics() {
         assert_eq!(decode(&[0; 10]), Err(DecodeError::Size(10, size_of::<CgroupEvent>())));
         assert_eq!(decode(&record(9, b"", 0)), Err(DecodeError::Kind(9)));
-        // Truncated path (buffer full), bogus lengths, invalid UTF-8, relative path: no path.
+        // Truncated path (buffer full), bogus lengths, relative paths, a NUL inside: no path.
         for (path, len) in [
             (&[b'a'; CGROUP_PATH_MAX][..], CGROUP_PATH_MAX as u32),
             (b"/x\0", 9999),
             (b"\xff\xfe\0", 3),
             (b"rel\0", 4),
+            (b"/a\0b\0", 5),
         ] {
             let Lifecycle::Created { path, .. } = decode(&record(CGROUP_MKDIR, path, len)).unwrap() else {
                 panic!()

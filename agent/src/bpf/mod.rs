@@ -361,6 +361,20 @@ impl Programs {
         removed
     }
 
+    /// Every cgroup id the attached families hold counts or a slot for (`recycle` as a visitor
+    /// that removes nothing).
+    pub fn cgroup_ids(&self) -> std::collections::HashSet<u64> {
+        let mut ids = std::collections::HashSet::new();
+        self.recycle(
+            &mut |id| {
+                ids.insert(id);
+                None
+            },
+            Duration::ZERO,
+        );
+        ids
+    }
+
     /// Kernel memory of each map, by name.
     pub fn map_memory(&self) -> std::collections::BTreeMap<String, u64> {
         accounting::map_memory(&self.map_names)

@@ -158,7 +158,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let oom_events = programs.take_events(oom_family::PROBE);
     let process_events = programs.take_events(processes_family::PROCESSES_PROBE);
     let programs = Arc::new(programs);
-    let tracker = Arc::new(Tracker::new(hierarchies));
+    // The ids the continued maps count for, taken before the walk: any the walk does not find
+    // was removed while no agent ran.
+    let counted_before_walk = programs.cgroup_ids();
+    let resolution = cgroup_index::Resolution {
+        walk_interval: Duration::from_millis(config.metadata.cgroup_walk_interval_milliseconds),
+        by_handle: config.metadata.cgroup_lookup_by_handle,
+    };
+    let tracker = Arc::new(Tracker::new(hierarchies, resolution));
+    cgroup_index::forget_removed_while_stopped(&tracker, &programs, &counted_before_walk);
+    drop(counted_before_walk);
     let resolver = Arc::new(Resolver::new(
         config.metadata.container_id_label,
         config.metadata.pod_labels.clone(),
@@ -180,6 +189,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(events) = cgroup_events {
         tokio::spawn(cgroup_index::follow_events(events, tracker.clone()));
     }
+    tokio::spawn(cgroup_index::resolve_unknown(tracker.clone()));
     tokio::spawn(cgroup_index::maintain(tracker, programs, lost, grace));
 
     // Before serving: once /readyz answers, a SIGTERM must detach and exit cleanly, not kill.

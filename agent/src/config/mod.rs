@@ -127,6 +127,10 @@ pub struct MetadataConfig {
     pub container_id_label: bool,
     pub pod_labels: Vec<String>,
     pub max_containers: usize,
+    /// At most one walk of cgroupfs per interval, for cgroup ids nothing else could name.
+    pub cgroup_walk_interval_milliseconds: u64,
+    /// Look unknown cgroup ids up by file handle (one syscall) before walking.
+    pub cgroup_lookup_by_handle: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -212,6 +216,12 @@ impl Config {
             ("metrics.header_timeout_seconds", self.metrics.header_timeout_seconds, 1, 300),
             ("metrics.write_timeout_seconds", self.metrics.write_timeout_seconds, 1, 300),
             ("metrics.encode_reuse_milliseconds", self.metrics.encode_reuse_milliseconds, 0, 60_000),
+            (
+                "metadata.cgroup_walk_interval_milliseconds",
+                self.metadata.cgroup_walk_interval_milliseconds,
+                100,
+                600_000,
+            ),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
@@ -316,6 +326,8 @@ impl Default for MetadataConfig {
             container_id_label: false,
             pod_labels: Vec::new(),
             max_containers: 4096,
+            cgroup_walk_interval_milliseconds: 1000,
+            cgroup_lookup_by_handle: true,
         }
     }
 }

@@ -9,7 +9,8 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    os::unix::fs::MetadataExt as _,
+    fmt::Write as _,
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -107,6 +108,7 @@ pub struct CgroupIndex {
     /// Ids removed, and when.
     removed: HashMap<u64, Instant>,
     walks: u64,
+    walk_complete: bool,
 }
 
 impl CgroupIndex {
@@ -119,6 +121,7 @@ impl CgroupIndex {
             alive: HashSet::new(),
             removed: HashMap::new(),
             walks: 0,
+            walk_complete: false,
         }
     }
 
@@ -163,16 +166,11 @@ impl CgroupIndex {
         Some(now.saturating_duration_since(*self.removed.entry(id).or_insert(now)))
     }
 
-    /// A cgroup was created (`path: None` when the event could not carry it: walk again).
-    pub fn created(&mut self, id: u64, path: Option<String>) {
-        match path {
-            Some(path) => {
-                self.paths.insert(id, path);
-                self.alive.insert(id);
-                self.removed.remove(&id);
-            }
-            None => self.rescan(),
-        }
+    /// A cgroup was created (with its path as a label).
+    pub fn created(&mut self, id: u64, path: String) {
+        self.paths.insert(id, path);
+        self.alive.insert(id);
+        self.removed.remove(&id);
     }
 
     pub fn removed(&mut self, id: u64, now: Instant) {
@@ -202,17 +200,78 @@ impl CgroupIndex {
         self.removed.shrink_to_fit();
     }
 
+    /// The hierarchies walked: (mount point, bits or-ed into the ids found there).
+    pub fn roots(&self) -> &[(PathBuf, u64)] {
+        &self.hierarchies
+    }
+
+    /// Names a living cgroup found without a walk (by its handle).
+    pub fn learn(&mut self, id: u64, path: String) {
+        self.paths.insert(id, path);
+        if self.alive.insert(id) {
+            self.removed.remove(&id);
+        }
+    }
+
     /// Walks every hierarchy: the start-up picture, and the fallback when events were lost.
     pub fn rescan(&mut self) {
+        let walk = Walk::of(&self.hierarchies);
+        self.apply(walk);
+    }
+
+    /// Whether the last walk read the root of every hierarchy (else its picture is partial, and
+    /// no cgroup may be judged gone for being absent from it).
+    pub fn walk_was_complete(&self) -> bool {
+        self.walk_complete
+    }
+
+    /// Takes the picture of a walk made without holding the index (a walk of thousands of
+    /// cgroups takes tens of milliseconds; readers of the index do not wait for it).
+    pub fn apply(&mut self, walk: Walk) {
+        let found: HashSet<u64> = walk.found.keys().copied().collect();
+        for gone in self.alive.difference(&found) {
+            // Removed after the walk started, or before it: it was gone by the time it ended.
+            self.removed.entry(*gone).or_insert(walk.started);
+        }
+        self.alive = found;
+        for id in &self.alive {
+            self.removed.remove(id);
+        }
+        self.paths.extend(walk.found);
+        self.walk_complete = walk.complete;
+        self.walks += 1;
+        debug!(cgroups = self.paths.len(), elapsed = ?walk.started.elapsed(), "walked the cgroup hierarchies");
+    }
+}
+
+/// One walk of the hierarchies: every cgroup found, by tagged id.
+#[derive(Debug)]
+pub struct Walk {
+    found: HashMap<u64, String>,
+    started: Instant,
+    /// Every hierarchy's root was read.
+    complete: bool,
+}
+
+impl Walk {
+    /// Walks `hierarchies` (mount point, tag). Names that are not UTF-8 are escaped, never a
+    /// reason to walk again (see [`path_label`]).
+    pub fn of(hierarchies: &[(PathBuf, u64)]) -> Self {
         let started = Instant::now();
-        let mut found = HashSet::new();
-        for (root, tag) in &self.hierarchies {
+        let mut found = HashMap::new();
+        let mut complete = true;
+        for (root, tag) in hierarchies {
             let mut stack = vec![root.clone()];
             while let Some(dir) = stack.pop() {
-                let Ok(meta) = std::fs::metadata(&dir) else { continue };
+                let Ok(meta) = std::fs::metadata(&dir) else {
+                    complete &= dir != *root;
+                    continue;
+                };
+                let id = meta.ino() | tag;
                 let relative = dir.strip_prefix(root).unwrap_or(Path::new(""));
-                self.paths.insert(meta.ino() | tag, format!("/{}", relative.display()));
-                found.insert(meta.ino() | tag);
+                let mut path = b"/".to_vec();
+                path.extend_from_slice(relative.as_os_str().as_bytes());
+                found.insert(id, path_label(&path, id));
                 let Ok(entries) = std::fs::read_dir(&dir) else { continue };
                 for entry in entries.flatten() {
                     if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -221,13 +280,46 @@ impl CgroupIndex {
                 }
             }
         }
-        for gone in self.alive.difference(&found) {
-            self.removed.insert(*gone, started);
-        }
-        self.alive = found;
-        self.walks += 1;
-        debug!(cgroups = self.paths.len(), elapsed = ?started.elapsed(), "walked the cgroup hierarchies");
+        Self { found, started, complete }
     }
+}
+
+/// Longest cgroup label kept, in bytes: tenants choose cgroup names, and a path may be 4 KiB of
+/// escaped bytes. Real runtimes' paths are a few hundred bytes.
+pub const MAX_PATH_LABEL: usize = 512;
+
+/// A cgroup path as a label: UTF-8 kept, anything else (bytes that are not UTF-8, control
+/// characters) escaped as `\xNN`; longer than [`MAX_PATH_LABEL`], cut on a character boundary
+/// and ended with `...#<id>` so that two long names stay two labels. The same bytes always give
+/// the same label, wherever they came from (walk, lifecycle event, handle).
+pub fn path_label(path: &[u8], id: u64) -> String {
+    let mut label = String::with_capacity(path.len().min(MAX_PATH_LABEL));
+    for chunk in path.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                // `\u{..}` would be needed past 0xff: control characters are below.
+                let _ = write!(label, "\\x{:02x}", u32::from(c));
+            } else {
+                label.push(c);
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(label, "\\x{byte:02x}");
+        }
+        if label.len() > MAX_PATH_LABEL {
+            break;
+        }
+    }
+    if label.len() > MAX_PATH_LABEL {
+        let suffix = format!("...#{id}");
+        let mut cut = MAX_PATH_LABEL - suffix.len();
+        while !label.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        label.truncate(cut);
+        label.push_str(&suffix);
+    }
+    label
 }
 
 #[cfg(test)]
@@ -288,13 +380,53 @@ mod tests {
         assert!(index.is_alive(pod_ino));
 
         // Events keep it current without walks.
-        index.created(4242, Some("/from-event".into()));
+        index.created(4242, "/from-event".into());
         assert_eq!(index.resolve(4242), Some("/from-event"));
         index.removed(4242, now);
         assert!(!index.is_alive(4242));
         assert_eq!(index.expire(Duration::from_secs(5), now + Duration::from_secs(6)), 1);
         assert_eq!(index.resolve(4242), None);
         assert_eq!(index.walks(), 3);
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn labels_escape_what_is_not_printable_utf8() {
+        assert_eq!(path_label(b"/kubepods/pod1", 1), "/kubepods/pod1");
+        assert_eq!(path_label("/caf\u{e9}".as_bytes(), 1), "/caf\u{e9}");
+        assert_eq!(path_label(b"/a\xffb\xc3", 1), "/a\\xffb\\xc3");
+        assert_eq!(path_label(b"/a\x1b[31mred\n", 1), "/a\\x1b[31mred\\x0a");
+        // systemd's own escapes are text and stay as they are.
+        assert_eq!(
+            path_label(b"/system.slice/serial\\x2dgetty.slice", 1),
+            "/system.slice/serial\\x2dgetty.slice"
+        );
+    }
+
+    #[test]
+    fn long_labels_are_bounded_and_stay_distinct() {
+        let long = [b"/".as_slice(), &[0xffu8; 4000]].concat();
+        let (a, b) = (path_label(&long, 7), path_label(&long, 8));
+        assert!(a.len() <= MAX_PATH_LABEL && b.len() <= MAX_PATH_LABEL, "{} {}", a.len(), b.len());
+        assert!(a.ends_with("...#7") && b.ends_with("...#8"));
+        assert_ne!(a, b);
+        let wide = "/\u{e9}".repeat(400);
+        let cut = path_label(wide.as_bytes(), 9);
+        assert!(cut.len() <= MAX_PATH_LABEL && cut.ends_with("...#9"), "{cut}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_give_a_bounded_label(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2000), id in proptest::num::u64::ANY) {
+            let label = path_label(&bytes, id);
+            proptest::prop_assert!(label.len() <= MAX_PATH_LABEL);
+            proptest::prop_assert!(!label.chars().any(char::is_control));
+            proptest::prop_assert_eq!(label.clone(), path_label(&bytes, id));
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! numbers the kernel hands out (syscalls, errnos).
 
 pub mod btf;
+pub mod cgroup_handle;
 pub mod cgroupfs;
 pub mod mountinfo;
 pub mod names;

@@ -198,8 +198,31 @@ impl AgentCollector {
         encode_counters(
             encoder,
             "kernsight_cgroup_walks",
-            "Full walks of the cgroup hierarchies (start-up, lost events, unknown ids)",
+            "Full walks of the cgroup hierarchies (start-up, lost events, ids no lookup named; at most one per metadata.cgroup_walk_interval_milliseconds)",
             [(NO_LABELS, walks)],
+        )?;
+        let resolve = &tracker.resolve;
+        encode_counters(
+            encoder,
+            "kernsight_cgroup_walk_requests",
+            "Walks of the cgroup hierarchies asked for (an id no lookup named, lost events)",
+            [(NO_LABELS, load(&resolve.walk_requests))],
+        )?;
+        encode_counters(
+            encoder,
+            "kernsight_cgroup_walk_requests_coalesced",
+            "Walk requests answered by a walk another request caused (the debounce at work)",
+            [(NO_LABELS, load(&resolve.walk_requests_coalesced))],
+        )?;
+        encode_counters(
+            encoder,
+            "kernsight_cgroup_handle_lookups",
+            "cgroup ids no lifecycle event named, looked up by file handle: found, gone (removed), unknown (refused: a walk decides)",
+            [
+                ([("result", "found")], load(&resolve.handle_found)),
+                ([("result", "gone")], load(&resolve.handle_gone)),
+                ([("result", "unknown")], load(&resolve.handle_unknown)),
+            ],
         )?;
         self.encode_rings(encoder)
     }

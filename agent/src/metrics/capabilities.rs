@@ -47,7 +47,7 @@ impl Collector for CapabilityCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Index before maps: the order the maintenance pass takes them in (the other order
         // deadlocks with it).
-        let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
+        let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let Some(maps) = self.programs.family::<CapabilityMaps>() else {
             return Ok(());
         };

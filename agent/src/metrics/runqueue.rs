@@ -41,7 +41,7 @@ impl Collector for RunqueueCollector {
         let Some(rows) = self.programs.family::<RunqueueMaps>().map(|maps| maps.read().0) else {
             return Ok(());
         };
-        let mut namer = CgroupNamer::new(self.tracker.index(), &self.resolver);
+        let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let with_id = LabelNames {
             container_id: self.resolver.container_id_label(),
             pod_labels: self.resolver.pod_label_names(),

@@ -10,7 +10,10 @@ use std::{
 
 use crate::kernel::value::{Event, Kind, Value};
 use crate::{
-    kernel::cgroupfs::{CgroupIndex, Hierarchies},
+    kernel::{
+        cgroup_handle::{CgroupHandles, Lookup},
+        cgroupfs::{CgroupIndex, Hierarchies},
+    },
     metadata::{cgroup_path, identity::Resolver},
 };
 
@@ -23,7 +26,8 @@ pub const FIELDS: [(&str, Kind); 5] = [
     ("namespace", Kind::Text),
 ];
 
-/// How often an unknown cgroup id may trigger a walk of the hierarchies.
+/// How often an unknown cgroup id that no lookup by handle named may trigger a walk of the
+/// hierarchies.
 const RESCAN_EVERY: Duration = Duration::from_millis(500);
 
 /// How long (ns of event time) the identity of a cgroup is reused before asking the resolver
@@ -45,6 +49,8 @@ pub struct Enricher {
     /// of the event's handling.
     identities: std::collections::HashMap<u64, Identity>,
     index: CgroupIndex,
+    /// One syscall per unknown id instead of a walk, where the kernel allows it.
+    handles: Option<CgroupHandles>,
     resolver: Arc<Resolver>,
     last_rescan: Instant,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn kernel timestamps into wall-clock time.
@@ -72,6 +78,7 @@ impl Enricher {
         index.rescan();
         Self {
             identities: std::collections::HashMap::new(),
+            handles: CgroupHandles::open(index.roots()),
             index,
             resolver,
             last_rescan: Instant::now(),
@@ -85,11 +92,20 @@ impl Enricher {
         u64::try_from(clock(libc::CLOCK_MONOTONIC)).unwrap_or(0)
     }
 
-    /// The cgroup path of an id; an unknown id walks the hierarchies again (rate-limited).
+    /// The cgroup path of an id; an unknown id is looked up by handle, else walks the
+    /// hierarchies again (rate-limited).
     fn path_of(&mut self, cgroup_id: u64) -> String {
-        if self.index.resolve(cgroup_id).is_none() && self.last_rescan.elapsed() >= RESCAN_EVERY {
-            self.index.rescan();
-            self.last_rescan = Instant::now();
+        if self.index.resolve(cgroup_id).is_none() {
+            match self.handles.as_ref().map_or(Lookup::Unknown, |handles| handles.lookup(cgroup_id)) {
+                Lookup::Found(path) => self.index.learn(cgroup_id, path),
+                // Removed: a walk would not find it either.
+                Lookup::Gone => {}
+                Lookup::Unknown if self.last_rescan.elapsed() >= RESCAN_EVERY => {
+                    self.index.rescan();
+                    self.last_rescan = Instant::now();
+                }
+                Lookup::Unknown => {}
+            }
         }
         self.index.resolve(cgroup_id).unwrap_or("").to_owned()
     }

@@ -16,6 +16,7 @@ mod support;
 
 mod advise;
 mod capabilities;
+mod cgroup_storms;
 mod check;
 mod cli;
 mod containers;
