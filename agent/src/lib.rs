@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod posture;
+pub mod terminal;
 pub mod top;
 pub mod trace;
 
