@@ -63,6 +63,8 @@ pub struct SourceStats {
     pub found: AtomicU64,
     pub not_found: AtomicU64,
     pub errors: AtomicU64,
+    /// Processes that claimed to speak for the source and were not believed (conmon).
+    pub untrusted: AtomicU64,
     pub lookups: AtomicU64,
     pub nanos: AtomicU64,
 }

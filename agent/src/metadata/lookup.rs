@@ -118,7 +118,9 @@ fn lookup_local(resolver: &Resolver, wanted: Vec<String>) {
         return;
     }
     let conmon_stats = resolver.stats(Source::Conmon);
-    let names = conmon_stats.timed(|| local::conmon_names(&resolver.proc_root));
+    let scan = conmon_stats.timed(|| local::scan_conmons(&resolver.proc_root));
+    conmon_stats.untrusted.fetch_add(scan.untrusted, Ordering::Relaxed);
+    let names = scan.names;
     let mut missing = Vec::new();
     for id in wanted {
         if resolver.is_known(&id) {

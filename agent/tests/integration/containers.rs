@@ -1,11 +1,16 @@
 //! Attribution of syscalls made inside real containers: podman + runc (named through conmon) and
 //! a pod run through containerd's CRI (namespace, pod and container names from the runtime).
 
-use std::{process::Command, time::Duration};
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use crate::support::{
-    self, Agent, Sample, config_file, containerd::Containerd, eventually, parse, path_str,
-    podman::PodmanContainer, privileged, spawn_in, value, wait_status,
+    self, Agent, BINARY, ChildGuard, Sample, config_file, containerd::Containerd, eventually, parse,
+    path_str, podman::PodmanContainer, privileged, spawn_in, value, wait_status,
 };
 
 /// Inside the container: exactly FAILED_OPENS failing `openat` (busybox `read` of a missing
@@ -232,4 +237,71 @@ fn inspect_shows_what_podman_was_given() {
     let unknown = Command::new(support::BINARY).args(["inspect", "no-such-container"]).output().unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("name a pid, a container id"));
+}
+
+/// A process posing as conmon for `container_id` under `claimed_name`, run as `uid` from a copy
+/// of perl named `conmon` in `dir` with the mode `exe_mode`. (`/bin/sleep` refuses conmon's
+/// flags; `perl -c <file>` runs the `BEGIN` block of the file named by the id, here a sleep, and
+/// leaves the rest of the command line alone.)
+fn fake_conmon(dir: &Path, uid: u32, exe_mode: u32, container_id: &str, claimed_name: &str) -> ChildGuard {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod the directory");
+    let exe = dir.join("conmon");
+    std::fs::copy("/usr/bin/perl", &exe).expect("copy perl");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(exe_mode)).expect("chmod the copy");
+    std::fs::write(dir.join(container_id), "BEGIN { sleep 600 }\n").expect("write the sleeper");
+    let uid = uid.to_string();
+    let child = Command::new("setpriv")
+        .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--", "./conmon", "-c", container_id])
+        .args(["-n", claimed_name])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start setpriv");
+    let guard = ChildGuard(child);
+    let cmdline = format!("/proc/{}/cmdline", guard.id());
+    eventually(Duration::from_secs(10), || {
+        let seen = std::fs::read(&cmdline).unwrap_or_default();
+        if seen.starts_with(b"./conmon\0-c\0") {
+            Ok(())
+        } else {
+            Err(format!("the fake conmon runs as {:?}", String::from_utf8_lossy(&seen)))
+        }
+    });
+    guard
+}
+
+#[test]
+fn processes_posing_as_conmon_rename_nothing() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let name = format!("kernsight-test-{}-real", std::process::id());
+    // One failing open a second, for as long as the test needs.
+    let container =
+        run_script(&name, &[], "while true; do read x < /kernsight-missing 2>/dev/null; sleep 1; done");
+    // Both impostors run before the agent starts, so its first lookup of the container meets
+    // them, after the runtime's conmon (a later pid: a believed impostor would win).
+    let (nobody_dir, writable_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let spoofed = "kube-system_trusted-agent";
+    let writable = "kube-system_writable-binary";
+    let _nobody = fake_conmon(nobody_dir.path(), 65534, 0o755, &container.id, spoofed);
+    let _root_writable = fake_conmon(writable_dir.path(), 0, 0o777, &container.id, writable);
+
+    let agent = Agent::start(&[]);
+    wait_for_errors(&agent, &[("container", &name)], 2.0);
+    let samples = parse(&agent.scrape());
+    let renamed: Vec<String> = samples
+        .iter()
+        .filter(|s| s.labels.get("container").is_some_and(|c| c == spoofed || c == writable))
+        .map(|s| format!("{} {:?}", s.name, s.labels))
+        .collect();
+    assert!(renamed.is_empty(), "an impostor named the container: {renamed:#?}");
+    let refused = value(&samples, "kernsight_metadata_untrusted_total", &[("source", "conmon")]);
+    assert!(refused >= 2.0, "both impostors were met and refused: {refused}");
+
+    let audit = Command::new(BINARY).args(["audit", "-o", "json", &container.id]).output().expect("audit");
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    let audited: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit -o json");
+    assert_eq!(audited[0]["name"], name.as_str(), "{audited}");
 }
