@@ -164,7 +164,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.metadata.pod_labels.clone(),
         config.metadata.max_containers,
     ));
-    tokio::spawn(lookup::run(resolver.clone(), config.metadata.cri_socket.clone()));
+    let cri_sockets =
+        lookup::CriSockets::new(&config.metadata.cri_socket, &config.metadata.cri_socket_candidates);
+    tokio::spawn(lookup::run(resolver.clone(), cri_sockets));
     let kills = Arc::new(OomKills::default());
     if let Some(events) = oom_events {
         tokio::spawn(oom::follow_events(events, kills.clone(), tracker.clone(), resolver.clone()));

@@ -124,6 +124,8 @@ pub struct SecurityConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MetadataConfig {
     pub cri_socket: PathBuf,
+    /// Where to look for the CRI socket when `cri_socket` is empty, in order.
+    pub cri_socket_candidates: Vec<PathBuf>,
     pub container_id_label: bool,
     pub pod_labels: Vec<String>,
     pub max_containers: usize,
@@ -313,6 +315,7 @@ impl Default for MetadataConfig {
     fn default() -> Self {
         Self {
             cri_socket: PathBuf::new(),
+            cri_socket_candidates: crate::metadata::cri::default_sockets(),
             container_id_label: false,
             pod_labels: Vec::new(),
             max_containers: 4096,

@@ -305,3 +305,95 @@ fn processes_posing_as_conmon_rename_nothing() {
     let audited: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit -o json");
     assert_eq!(audited[0]["name"], name.as_str(), "{audited}");
 }
+
+/// The CRI error counter in a scrape.
+fn cri_errors(samples: &[Sample]) -> f64 {
+    value(samples, "kernsight_metadata_lookups_total", &[("source", "cri"), ("result", "error")])
+}
+
+#[test]
+fn a_directory_at_the_first_candidate_socket_is_passed_over() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let containerd = Containerd::start();
+    // What a hostPath mount of a socket that did not exist when the pod started leaves behind.
+    let dir = tempfile::tempdir().unwrap();
+    let directory = dir.path().join("containerd.sock");
+    std::fs::create_dir(&directory).unwrap();
+    let (_config_dir, config) = config_file(&format!(
+        "[metadata]\ncri_socket_candidates = [\"{}\", \"{}\"]\n",
+        path_str(&directory),
+        path_str(containerd.socket())
+    ));
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    let _pod = containerd.run_pod(
+        "web-1",
+        "shop",
+        "11111111-2222-3333-4444-666666666666",
+        "nginx",
+        &["/bin/sh", "-c", &workload_script()],
+    );
+    let samples =
+        wait_for_errors(&agent, &[("namespace", "shop"), ("pod", "web-1"), ("container", "nginx")], 1.0);
+    assert_eq!(cri_errors(&samples), 0.0, "the directory is not tried, the socket answers");
+    let log = agent.log();
+    let connected = log.lines().find(|l| l.contains("pod identity from the CRI")).unwrap_or_default();
+    assert!(connected.contains(path_str(containerd.socket())), "{log}");
+}
+
+#[test]
+fn sockets_that_refuse_or_hang_count_as_lookup_errors() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let dir = tempfile::tempdir().unwrap();
+    // A socket whose listener is gone (a runtime that died): connections are refused.
+    let refusing = dir.path().join("refusing.sock");
+    drop(std::os::unix::net::UnixListener::bind(&refusing).unwrap());
+    // A listener that never accepts (a hung runtime): the connection waits in its backlog and
+    // the runtime's Version call times out.
+    let hung = dir.path().join("hung.sock");
+    let _hung_listener = std::os::unix::net::UnixListener::bind(&hung).unwrap();
+    let (_config_dir, config) = config_file(&format!(
+        "[metadata]\ncri_socket_candidates = [\"{}\", \"{}\"]\ncontainer_id_label = true\n",
+        path_str(&refusing),
+        path_str(&hung)
+    ));
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    // At start: one error per socket tried.
+    agent.scrape_until(Duration::from_secs(20), |samples| {
+        let errors = cri_errors(samples);
+        if errors >= 2.0 { Ok(()) } else { Err(format!("{errors} CRI lookup errors")) }
+    });
+    let log = agent.log();
+    let said = log.lines().find(|l| l.contains("no CRI socket answered")).unwrap_or_default();
+    for path in [&refusing, &hung] {
+        assert!(said.contains(&format!("{} (a socket)", path_str(path))), "which paths were tried: {log}");
+    }
+    assert!(said.contains("Connection refused") && said.contains("did not answer"), "{said}");
+
+    // While a container waits for its name, every retry counts again: the alert keeps firing.
+    let id = format!("{:064x}", u128::from(std::process::id()) << 64 | 0xcafe);
+    let pod = support::TestCgroup::create_in(&support::unified_root(), "kubepods-cri");
+    let path = pod.path.join(format!("besteffort/pod11111111-2222-3333-4444-777777777777/{id}"));
+    std::fs::create_dir_all(&path).unwrap();
+    let pid = spawn_in(&path, || {
+        support::failing_openat_times(FAILED_OPENS);
+        0
+    });
+    assert_eq!(wait_status(pid), 0, "the workload in {} exits with status 0", path.display());
+    wait_for_errors(&agent, &[("container_id", &id)], FAILED_OPENS as f64);
+    let before = cri_errors(&parse(&agent.scrape()));
+    agent.scrape_until(Duration::from_secs(45), |samples| {
+        let errors = cri_errors(samples);
+        if errors >= before + 2.0 {
+            Ok(())
+        } else {
+            Err(format!("{errors} CRI lookup errors, {before} before"))
+        }
+    });
+    drop(pod);
+}
