@@ -105,6 +105,10 @@ pub struct NetworkConfig {
     pub drops: bool,
     pub conntrack: bool,
     pub namespaces: Vec<String>,
+    /// Interfaces whose kernel counters are summed under `interface="other"` (globs).
+    pub interface_exclude: Vec<String>,
+    /// Exceptions to `interface_exclude`: series of their own all the same (globs).
+    pub interface_include: Vec<String>,
     pub cgroup_traffic_max_entries: u32,
     pub interface_traffic_max_entries: u32,
     pub tcp_max_entries: u32,
@@ -292,6 +296,8 @@ impl Default for NetworkConfig {
             drops: true,
             conntrack: true,
             namespaces: Vec::new(),
+            interface_exclude: ["veth*", "cali*", "lxc*", "eni*", "gke*", "azv*"].map(String::from).to_vec(),
+            interface_include: Vec::new(),
             cgroup_traffic_max_entries: DEFAULT_CGROUP_TRAFFIC_ENTRIES,
             interface_traffic_max_entries: DEFAULT_INTERFACE_TRAFFIC_ENTRIES,
             tcp_max_entries: DEFAULT_TCP_EVENTS_ENTRIES,

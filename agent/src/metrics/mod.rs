@@ -6,6 +6,7 @@ mod capabilities;
 pub mod client;
 pub use capabilities::capability_labels;
 mod histogram;
+pub mod label_filter;
 mod metadata;
 mod naming;
 mod net;
@@ -86,7 +87,11 @@ pub fn registry(
     )));
     if config.network.conntrack {
         let namespaces = net_counters::namespaces(config);
-        registry.register_collector(Box::new(net_counters::NetCountersCollector::new(namespaces)));
+        let filter = label_filter::LabelFilter::new(
+            &config.network.interface_include,
+            &config.network.interface_exclude,
+        );
+        registry.register_collector(Box::new(net_counters::NetCountersCollector::new(namespaces, filter)));
     }
     if config.security.posture {
         registry.register_collector(Box::new(posture::PostureCollector::new(resolver.clone())));
