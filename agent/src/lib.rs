@@ -13,6 +13,7 @@ pub mod heap;
 pub mod http;
 pub mod inspect;
 pub mod kernel;
+pub mod label_filter;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;

@@ -159,11 +159,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let process_events = programs.take_events(sched::PROCESSES_PROBE);
     let programs = Arc::new(programs);
     let tracker = Arc::new(Tracker::new(hierarchies));
-    let resolver = Arc::new(Resolver::new(
-        config.metadata.container_id_label,
-        config.metadata.pod_labels.clone(),
-        config.metadata.max_containers,
-    ));
+    let resolver = Arc::new(
+        Resolver::new(
+            config.metadata.container_id_label,
+            config.metadata.pod_labels.clone(),
+            config.metadata.max_containers,
+        )
+        .with_host_scope_filter(crate::label_filter::LabelFilter::new(
+            &config.metadata.host_scope_include,
+            &config.metadata.host_scope_exclude,
+        )),
+    );
     let cri_sockets =
         lookup::CriSockets::new(&config.metadata.cri_socket, &config.metadata.cri_socket_candidates);
     tokio::spawn(lookup::run(resolver.clone(), cri_sockets));

@@ -5,6 +5,16 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Where runtimes put their CRI socket, most common first: containerd, CRI-O (both also under
+/// the `/var/run` symlink on hosts where it is not one) and k3s's embedded containerd.
+pub const DEFAULT_CRI_SOCKETS: &[&str] = &[
+    "/run/containerd/containerd.sock",
+    "/run/crio/crio.sock",
+    "/var/run/containerd/containerd.sock",
+    "/var/run/crio/crio.sock",
+    "/run/k3s/containerd/containerd.sock",
+];
+
 /// The configuration compiled into the binary; also the reference for every key.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
@@ -133,6 +143,10 @@ pub struct MetadataConfig {
     pub container_id_label: bool,
     pub pod_labels: Vec<String>,
     pub max_containers: usize,
+    /// Host cgroups labelled by their parent instead of their own path (globs).
+    pub host_scope_exclude: Vec<String>,
+    /// Exceptions to `host_scope_exclude` (globs).
+    pub host_scope_include: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -321,10 +335,12 @@ impl Default for MetadataConfig {
     fn default() -> Self {
         Self {
             cri_socket: PathBuf::new(),
-            cri_socket_candidates: crate::metadata::cri::default_sockets(),
+            cri_socket_candidates: DEFAULT_CRI_SOCKETS.iter().map(PathBuf::from).collect(),
             container_id_label: false,
             pod_labels: Vec::new(),
             max_containers: 4096,
+            host_scope_exclude: ["/system.slice/*.scope", "/user.slice/*.scope"].map(String::from).to_vec(),
+            host_scope_include: Vec::new(),
         }
     }
 }

@@ -19,15 +19,8 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{self as cri, runtime_service_client::RuntimeServiceClient};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// Where runtimes put their CRI socket, most common first: containerd, CRI-O (both also under
-/// the `/var/run` symlink on hosts where it is not one) and k3s's embedded containerd.
-pub const DEFAULT_SOCKETS: &[&str] = &[
-    "/run/containerd/containerd.sock",
-    "/run/crio/crio.sock",
-    "/var/run/containerd/containerd.sock",
-    "/var/run/crio/crio.sock",
-    "/run/k3s/containerd/containerd.sock",
-];
+/// Where runtimes put their CRI socket (`metadata.cri_socket_candidates` by default).
+pub use crate::config::DEFAULT_CRI_SOCKETS as DEFAULT_SOCKETS;
 
 /// The CRI API version kernsight speaks (runtimes answer `Version` with the one they serve).
 const CRI_API_VERSION: &str = "v1";

@@ -6,7 +6,6 @@ mod capabilities;
 pub mod client;
 pub use capabilities::capability_labels;
 mod histogram;
-pub mod label_filter;
 mod metadata;
 mod naming;
 mod net;
@@ -87,7 +86,7 @@ pub fn registry(
     )));
     if config.network.conntrack {
         let namespaces = net_counters::namespaces(config);
-        let filter = label_filter::LabelFilter::new(
+        let filter = crate::label_filter::LabelFilter::new(
             &config.network.interface_include,
             &config.network.interface_exclude,
         );

@@ -9,8 +9,9 @@ use std::{
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{encode_counters, encode_gauges, label_filter::LabelFilter};
+use super::{encode_counters, encode_gauges};
 use crate::kernel::netstat::{self, NamespaceCounters};
+use crate::label_filter::LabelFilter;
 
 /// The namespaces whose conntrack table and interface counters are read: the agent's own ("")
 /// and each configured one that can be entered now (the others are reported once).
