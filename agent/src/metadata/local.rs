@@ -8,7 +8,12 @@
 //! cgroup. A tenant's process fails the first test, a copied or replaced binary the second, and
 //! a container's root (without a user namespace) the third.
 
-use std::{collections::HashMap, io::Read as _, os::unix::fs::MetadataExt as _, path::Path};
+use std::{
+    collections::HashMap,
+    io::Read as _,
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+    path::Path,
+};
 
 use tracing::debug;
 
@@ -41,12 +46,14 @@ pub fn scan_conmons(proc_root: &Path) -> ConmonScan {
         if !std::fs::read(dir.join("comm")).is_ok_and(|comm| comm.starts_with(b"conmon")) {
             continue;
         }
-        let Some((id, name)) =
-            read_bounded(&dir.join("cmdline"), MAX_CMDLINE_BYTES).and_then(|c| parse_conmon_cmdline(&c))
-        else {
+        let Some(cmdline) = read_bounded(&dir.join("cmdline"), MAX_CMDLINE_BYTES) else {
             continue;
         };
-        match vouch_for_conmon(&dir) {
+        let Some((id, name)) = parse_conmon_cmdline(&cmdline) else {
+            continue;
+        };
+        let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+        match vouch_for_conmon(&dir, Path::new(std::ffi::OsStr::from_bytes(argv0))) {
             Ok(()) => {
                 scan.names.insert(id, name);
             }
@@ -72,8 +79,9 @@ pub enum Distrust {
     InContainer(String),
 }
 
-/// Whether the process whose procfs directory is `dir` is a conmon the node's runtime started.
-pub fn vouch_for_conmon(dir: &Path) -> Result<(), Distrust> {
+/// Whether the process whose procfs directory is `dir` is a conmon the node's runtime started;
+/// `argv0` is the program its command line names.
+pub fn vouch_for_conmon(dir: &Path, argv0: &Path) -> Result<(), Distrust> {
     let status = std::fs::read_to_string(dir.join("status")).map_err(|_| Distrust::Unreadable("status"))?;
     // All four ids or none: a damaged line must not read as root.
     let [real, effective, ..] = status
@@ -85,7 +93,18 @@ pub fn vouch_for_conmon(dir: &Path) -> Result<(), Distrust> {
         return Err(Distrust::NotRoot { real, effective });
     }
     // `exe` resolves to the file the process runs (even if it was since replaced or removed).
-    let exe = std::fs::metadata(dir.join("exe")).map_err(|_| Distrust::Unreadable("executable"))?;
+    // Following it needs ptrace read access, which a root process's `exe` denies to an agent
+    // without CAP_SYS_PTRACE (the DaemonSet's default): then the program its command line names
+    // is judged instead, if that is an absolute path. The process runs as root outside any
+    // container, so only the host's root started it; this still refuses relative names and
+    // binaries others could have written.
+    let exe = match std::fs::metadata(dir.join("exe")) {
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied && argv0.is_absolute() => {
+            std::fs::metadata(argv0)
+        }
+        other => other,
+    }
+    .map_err(|_| Distrust::Unreadable("executable"))?;
     if !exe.is_file() || exe.uid() != 0 || exe.mode() & 0o022 != 0 {
         return Err(Distrust::Executable { owner: exe.uid(), mode: exe.mode() & 0o7777 });
     }
@@ -206,6 +225,10 @@ mod tests {
         assert_eq!(names.get(ID).map(String::as_str), Some("web"));
     }
 
+    fn vouch_for_conmon_at(dir: &Path) -> Result<(), Distrust> {
+        vouch_for_conmon(dir, Path::new("/usr/bin/conmon"))
+    }
+
     #[test]
     fn believes_only_root_conmons_of_root_owned_binaries_outside_containers() {
         let proc_root = tempfile::tempdir().unwrap();
@@ -232,11 +255,14 @@ mod tests {
         assert!(scan.names.is_empty(), "{:?}", scan.names);
         assert_eq!(scan.untrusted, refused.len() as u64);
         let dir = |pid: u32| proc_root.path().join(pid.to_string());
-        assert_eq!(vouch_for_conmon(&dir(20)), Err(Distrust::NotRoot { real: 65534, effective: 65534 }));
-        assert!(matches!(vouch_for_conmon(&dir(22)), Err(Distrust::Executable { mode: 0o777, .. })));
-        assert_eq!(vouch_for_conmon(&dir(23)), Err(Distrust::InContainer(container_cgroup[3..].to_owned())));
-        assert_eq!(vouch_for_conmon(&dir(24)), Err(Distrust::Unreadable("status")));
-        assert_eq!(vouch_for_conmon(&proc_root.path().join("99")), Err(Distrust::Unreadable("status")));
+        assert_eq!(vouch_for_conmon_at(&dir(20)), Err(Distrust::NotRoot { real: 65534, effective: 65534 }));
+        assert!(matches!(vouch_for_conmon_at(&dir(22)), Err(Distrust::Executable { mode: 0o777, .. })));
+        assert_eq!(
+            vouch_for_conmon_at(&dir(23)),
+            Err(Distrust::InContainer(container_cgroup[3..].to_owned()))
+        );
+        assert_eq!(vouch_for_conmon_at(&dir(24)), Err(Distrust::Unreadable("status")));
+        assert_eq!(vouch_for_conmon_at(&proc_root.path().join("99")), Err(Distrust::Unreadable("status")));
         // The runtime's own conmon, beside them, is believed.
         let runtime = format!("/usr/bin/conmon\0-c\0{ID}\0-n\0web\0");
         write_process(proc_root.path(), 30, &runtime_conmon(runtime.as_bytes()));

@@ -300,10 +300,17 @@ fn processes_posing_as_conmon_rename_nothing() {
     let refused = value(&samples, "kernsight_metadata_untrusted_total", &[("source", "conmon")]);
     assert!(refused >= 2.0, "both impostors were met and refused: {refused}");
 
-    let audit = Command::new(BINARY).args(["audit", "-o", "json", &container.id]).output().expect("audit");
-    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
-    let audited: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit -o json");
-    assert_eq!(audited[0]["name"], name.as_str(), "{audited}");
+    // audit as root, and with the DaemonSet's capabilities (no CAP_SYS_PTRACE: conmon's `exe`
+    // cannot be followed, its absolute argv[0] is judged instead).
+    for bounding in ["+all", "-all,+bpf,+perfmon"] {
+        let audit = Command::new("setpriv")
+            .args(["--bounding-set", bounding, BINARY, "audit", "-o", "json", &container.id])
+            .output()
+            .expect("setpriv kernsight audit");
+        assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+        let audited: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit -o json");
+        assert_eq!(audited[0]["name"], name.as_str(), "bounding set {bounding}: {audited}");
+    }
 }
 
 /// The CRI error counter in a scrape.
