@@ -7,14 +7,14 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod capabilities;
 mod cgroups;
 #[path = "features/fallback.rs"]
 mod features;
 mod net;
 mod oom;
-mod process_events;
-mod sched;
-mod security;
+mod processes;
+mod runqueue;
 mod syscalls;
 mod task;
 mod trace;

@@ -8,14 +8,14 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod capabilities;
 mod cgroups;
 #[path = "features/full.rs"]
 mod features;
 mod net;
 mod oom;
-mod process_events;
-mod sched;
-mod security;
+mod processes;
+mod runqueue;
 mod syscalls;
 mod task;
 mod trace;

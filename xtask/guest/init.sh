@@ -21,8 +21,11 @@ for controller in memory cpu pids io; do
 done
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
-# Without loopback nothing connects to 127.0.0.1.
+# Without loopback nothing connects to 127.0.0.1. The guests have no network device (Debian's
+# virtio_net is a module); a default route through loopback gives net_xdp, which watches the
+# default route's interface, somewhere to attach, as a node's eth0 would.
 ip link set lo up
+ip route add default dev lo
 hostname kernsight-guest
 # Where tools (bpftool feature probe, kernsight check) look for the kernel's configuration.
 cp /matrix/config "/boot/config-$(uname -r)"

@@ -75,12 +75,6 @@ fi
 
 section "integration tests"
 export KERNSIGHT_PRIVILEGED_TESTS=required RUST_BACKTRACE=0
-if [ -f /matrix/test-config.toml ]; then
-    # Families this kernel cannot attach, switched off for the tests' agents (xtask's plan.rs).
-    export KERNSIGHT_CONFIG=/matrix/test-config.toml
-    echo "the tests' agents run with KERNSIGHT_CONFIG=$KERNSIGHT_CONFIG:"
-    cat "$KERNSIGHT_CONFIG"
-fi
 # One run of the integration binary per area, naming its tests exactly (a filter `oom::` would
 # also run `trace_oom::`). Its output goes to the host with each line prefixed by `@| `.
 while read -r area tests; do

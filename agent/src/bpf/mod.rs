@@ -2,6 +2,7 @@
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
 pub mod accounting;
+pub mod capabilities;
 pub mod cgroup_walk;
 pub mod cgroups;
 pub mod counters;
@@ -12,12 +13,12 @@ mod loader;
 pub mod net;
 pub mod oom;
 pub mod pins;
-pub mod process_events;
+pub mod processes;
 pub mod readiness;
 pub mod rings;
-pub mod sched;
-pub mod security;
+pub mod runqueue;
 pub mod syscalls;
+pub mod task;
 pub mod trace;
 
 use std::{
@@ -50,13 +51,13 @@ pub static FAMILIES: &[&dyn Family] = &[
     &syscalls::Syscalls,
     &cgroups::CgroupLifecycle,
     &oom::Oom,
-    &sched::Runqueue,
-    &sched::Processes,
+    &runqueue::Runqueue,
+    &processes::Processes,
     &net::CgroupTraffic,
     &net::Interfaces,
     &net::Tcp,
     &net::Drops,
-    &security::Capabilities,
+    &capabilities::Capabilities,
 ];
 
 /// The objects `build.rs` produced from `kernsight-ebpf`: the full one and the fallback one for
@@ -107,6 +108,11 @@ pub struct ProbeStatus {
 pub enum ProbeState {
     Attached,
     Disabled,
+    /// The kernel lacks what the family needs (feature probing said so before any load): the
+    /// node runs what it can, ready, and says which family it cannot run and why.
+    Unsupported(String),
+    /// The kernel should run the family and did not (verifier, attach or map error): the
+    /// agent is not ready.
     Failed(String),
 }
 
@@ -115,6 +121,7 @@ impl fmt::Display for ProbeState {
         match self {
             Self::Attached => f.write_str("attached"),
             Self::Disabled => f.write_str("disabled by config"),
+            Self::Unsupported(why) => write!(f, "not supported by this kernel: {why}"),
             Self::Failed(why) => write!(f, "failed: {why}"),
         }
     }
@@ -124,6 +131,9 @@ impl ProbeStatus {
     pub fn log(&self) {
         match &self.state {
             ProbeState::Failed(why) => error!(probe = self.name, "probe failed to attach: {why}"),
+            ProbeState::Unsupported(why) => {
+                warn!(probe = self.name, "probe not attached, this kernel cannot run it: {why}")
+            }
             state => info!(
                 probe = self.name,
                 implementation = self.implementation,
@@ -254,7 +264,7 @@ impl Programs {
             if !family.enabled(config) {
                 status.state = ProbeState::Disabled;
             } else if let Some(why) = family.unsupported(&facts, config) {
-                status.state = ProbeState::Failed(why);
+                status.state = ProbeState::Unsupported(why);
             } else {
                 let mut cx =
                     AttachContext { ebpf: &mut ebpf, btf: &btf, config, facts: &facts, slots_continued };

@@ -52,6 +52,15 @@ impl Collector for AgentCollector {
         )?;
         encode_gauges(
             &mut encoder,
+            "kernsight_probe_supported",
+            "Whether this kernel can run a probe family (0: a feature it needs is missing, see the log \
+             or `kernsight check`; the agent is ready without it)",
+            probes
+                .iter()
+                .map(|p| ([("probe", p.name)], i64::from(!matches!(p.state, ProbeState::Unsupported(_))))),
+        )?;
+        encode_gauges(
+            &mut encoder,
             "kernsight_probe_enabled",
             "Whether a probe family is enabled in the configuration (1) or disabled (0)",
             probes.iter().map(|p| ([("probe", p.name)], i64::from(p.state != ProbeState::Disabled))),

@@ -168,3 +168,36 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, format!("not ready:\n{}\n", failed.join("\n")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(name: &'static str, state: ProbeState) -> ProbeStatus {
+        ProbeStatus {
+            name,
+            programs: vec!["ks_program"],
+            program_ids: Vec::new(),
+            implementation: "standard",
+            fallback: None,
+            state,
+        }
+    }
+
+    #[test]
+    fn only_a_family_that_should_run_and_failed_keeps_the_agent_unready() {
+        let unsupported = ProbeState::Unsupported("no drop reason before 5.17".into());
+        let health = Health::new(vec![
+            probe("syscalls", ProbeState::Attached),
+            probe("runqueue", ProbeState::Disabled),
+            probe("packet_drops", unsupported),
+        ]);
+        assert!(health.failed().is_empty(), "a kernel that lacks a feature still runs the rest, ready");
+
+        let health = Health::new(vec![
+            probe("syscalls", ProbeState::Failed("verifier: invalid access".into())),
+            probe("packet_drops", ProbeState::Unsupported("no drop reason".into())),
+        ]);
+        assert_eq!(health.failed(), ["syscalls: failed: verifier: invalid access"]);
+    }
+}

@@ -55,9 +55,6 @@ pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes
         }
     }
     write(&root.join("matrix/tests.list"), &list, 0o644)?;
-    if let Some(config) = plan::test_config(kernel.name) {
-        write(&root.join("matrix/test-config.toml"), config, 0o644)?;
-    }
     for tool in plan::HOST_TOOLS {
         copy_with_libraries(&root, Path::new(tool))?;
     }

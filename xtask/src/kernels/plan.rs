@@ -161,27 +161,6 @@ pub fn not_run_in_guests() -> Vec<(String, &'static str)> {
     list
 }
 
-/// Agent configuration the integration tests run with on a kernel (through `KERNSIGHT_CONFIG`,
-/// which a test's own `--config` replaces): families known not to attach there switched off.
-/// Most tests start agents that must become ready (`/readyz` 200, every enabled family
-/// attached); with a family that cannot attach left on, every one of them would fail for that
-/// one reason and hide what else breaks. The smoke run keeps the default configuration, so the
-/// family's row still shows its failure, and the tests of the family itself are known failures
-/// below, each by name.
-pub const TEST_CONFIGS: &[(&str, &str, &str)] = &[
-    (
-        "5.10",
-        "[network]\nxdp = false\ndrops = false\n",
-        "net_xdp: no default route in the guests; packet_drops: no drop reason before 5.17",
-    ),
-    ("6.1", "[network]\nxdp = false\n", "net_xdp: no default route in the guests"),
-    ("6.12", "[network]\nxdp = false\n", "net_xdp: no default route in the guests"),
-];
-
-pub fn test_config(kernel: &str) -> Option<&'static str> {
-    TEST_CONFIGS.iter().find(|(k, _, _)| *k == kernel).map(|(_, toml, _)| *toml)
-}
-
 /// A cell a kernel may fail today, and why. Every other cell must pass (or be skipped).
 pub struct KnownFailure {
     pub kernel: &'static str,
@@ -198,31 +177,10 @@ const fn known(kernel: &'static str, cell: &'static str, reason: &'static str) -
     KnownFailure { kernel, cell, evidence: None, reason }
 }
 
-const NO_ROUTE: &str = "the guests have no network interface, so no default route for XDP to watch";
-const NOT_READY: &str = "net_xdp does not attach in the guests (no default route), so /readyz stays 503";
 const NO_DROP_REASON: &str = "skb:kfree_skb has no drop reason before 5.17";
 
-/// Tests that start their agent with a `--config` of their own, which replaces the tests'
-/// `KERNSIGHT_CONFIG`: net_xdp stays on, fails to attach in a guest, and `/readyz` answers 503
-/// where the test waits for 200. Known failures on every kernel, each by name, only with that
-/// evidence.
-const OWN_CONFIG_TESTS: &[&str] = &[
-    "capabilities::full_capability_map_counts_in_other",
-    "fallbacks::fallback_build_counts_syscalls_and_run_queue_waits_per_cgroup",
-    "fallbacks::fallback_build_forgets_the_slots_of_removed_cgroups",
-    "families::map_fill_gauges_exist_for_every_family_with_the_syscall_family_off",
-    "restart::counters_continue_across_kill_9_and_restart",
-    "syscalls::churn_reuses_slots_and_forgets_removed_cgroups",
-    "syscalls::full_slot_table_counts_into_other_and_says_so",
-];
-const OWN_CONFIG: &str = "its own --config replaces the tests' KERNSIGHT_CONFIG, so net_xdp stays on, fails to \
-                          attach in the guest (no default route) and keeps /readyz at 503";
-const OWN_CONFIG_EVIDENCE: &str = "/readyz answered 503";
-
 const ON_5_10: &[KnownFailure] = &[
-    known("5.10", "ready", "net_xdp (no default route) and packet_drops (no drop reason) do not attach"),
     known("5.10", "check", "kernsight check exits 1 when a family cannot run: packet_drops (no drop reason)"),
-    known("5.10", "probe:net_xdp", NO_ROUTE),
     known("5.10", "probe:packet_drops", NO_DROP_REASON),
     known(
         "5.10",
@@ -230,9 +188,8 @@ const ON_5_10: &[KnownFailure] = &[
         "on 5.10 the 8 MiB tmpfs file shows as 8 KiB less shmem than the check's 8 MiB floor",
     ),
 ];
-const ON_6_1: &[KnownFailure] = &[known("6.1", "ready", NOT_READY), known("6.1", "probe:net_xdp", NO_ROUTE)];
-const ON_6_12: &[KnownFailure] =
-    &[known("6.12", "ready", NOT_READY), known("6.12", "probe:net_xdp", NO_ROUTE)];
+const ON_6_1: &[KnownFailure] = &[];
+const ON_6_12: &[KnownFailure] = &[];
 
 /// Every known failure, by kernel.
 const KNOWN_FAILURES: &[&[KnownFailure]] = &[ON_5_10, ON_6_1, ON_6_12];
@@ -244,10 +201,6 @@ fn known_failures() -> impl Iterator<Item = &'static KnownFailure> {
 /// Why `cell` may fail on `kernel` given what its failure printed, if it may; and whether the
 /// expectation names this cell alone (then a pass means the expectation can be tightened).
 pub fn known_failure(kernel: &str, cell: &str, output: &str) -> Option<(&'static str, bool)> {
-    let own_config = cell.strip_prefix("test:").is_some_and(|test| OWN_CONFIG_TESTS.contains(&test));
-    if own_config && output.contains(OWN_CONFIG_EVIDENCE) {
-        return Some((OWN_CONFIG, true));
-    }
     known_failures()
         .filter(|f| f.kernel == kernel && matches(f.cell, cell))
         .find(|f| f.evidence.is_none_or(|evidence| output.contains(evidence)))
@@ -257,7 +210,6 @@ pub fn known_failure(kernel: &str, cell: &str, output: &str) -> Option<(&'static
 /// Whether a cell that passed was expected to fail by an expectation naming it alone.
 pub fn expected_to_fail(kernel: &str, cell: &str) -> bool {
     known_failures().any(|f| f.kernel == kernel && f.cell == cell)
-        || cell.strip_prefix("test:").is_some_and(|test| OWN_CONFIG_TESTS.contains(&test))
 }
 
 fn matches(pattern: &str, cell: &str) -> bool {
@@ -289,18 +241,10 @@ mod tests {
         assert!(known_failure("5.10", "probe:packet_drops", "").is_some());
         assert!(known_failure("5.10", "boot", "").is_none());
         assert!(known_failure("6.12", "probe:syscalls", "").is_none());
-        assert_eq!(known_failure("6.12", "probe:net_xdp", ""), Some((NO_ROUTE, true)));
-        assert!(known_failure("7.0", "boot", "").is_none());
-    }
-
-    #[test]
-    fn a_test_with_its_own_config_is_known_to_fail_only_with_readyz_503() {
-        let test = "test:restart::counters_continue_across_kill_9_and_restart";
-        let not_ready = "assertion `left == right` failed: /readyz answered 503: not ready:\nnet_xdp: failed";
-        assert_eq!(known_failure("6.1", test, not_ready), Some((OWN_CONFIG, true)));
-        assert_eq!(known_failure("6.1", test, "assertion failed: counters continue"), None);
-        assert!(expected_to_fail("6.1", test));
+        assert_eq!(known_failure("5.10", "probe:packet_drops", ""), Some((NO_DROP_REASON, true)));
+        assert!(known_failure("6.12", "probe:net_xdp", "").is_none());
         assert!(!expected_to_fail("6.1", "test:oom::a"));
+        assert!(known_failure("7.0", "boot", "").is_none());
     }
 
     #[test]
