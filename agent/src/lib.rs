@@ -13,10 +13,12 @@ pub mod heap;
 pub mod http;
 pub mod inspect;
 pub mod kernel;
+pub mod label_filter;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod posture;
+pub mod terminal;
 pub mod top;
 pub mod trace;
 

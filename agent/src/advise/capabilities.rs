@@ -9,7 +9,7 @@
 use std::{collections::BTreeSet, fmt::Write as _};
 
 use super::Observed;
-use crate::inspect::capability_names;
+use crate::{inspect::capability_names, terminal::Escaped};
 
 /// The advice, as its parts and as YAML.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,13 @@ pub fn advise(observed: &Observed, held: Option<u64>) -> Advice {
 impl Advice {
     pub fn yaml(&self, target: &str, source: &str) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# capabilities of {target}, from the capability checks in {source}");
+        // A YAML comment: a line break in a workload's name would start YAML of its own.
+        let _ = writeln!(
+            out,
+            "# capabilities of {}, from the capability checks in {}",
+            Escaped(target),
+            Escaped(source)
+        );
         let list = |set: &BTreeSet<String>| {
             if set.is_empty() {
                 "none".to_owned()

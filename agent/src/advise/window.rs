@@ -53,7 +53,7 @@ pub fn observe(target: &Target, window: Duration, cri_socket: &Path) -> Result<O
             .map_or_else(|| "not loaded".to_owned(), |p| p.state.to_string());
         return Err(AdviseError::Window(format!("the syscall counters could not be attached: {why}")));
     };
-    eprintln!("kernsight: observing {target} for {window:?}");
+    eprintln!("kernsight: observing {} for {window:?}", crate::terminal::Escaped(&target.to_string()));
     let end = Instant::now() + window;
     while let Some(left) = end.checked_duration_since(Instant::now()) {
         std::thread::sleep(left.min(Duration::from_millis(500)));

@@ -5,9 +5,12 @@ use std::{fmt::Write as _, io::Write as _};
 
 use serde::Serialize;
 
-use crate::posture::{
-    self, ContainerPosture,
-    findings::{Finding, Severity, findings},
+use crate::{
+    posture::{
+        self, ContainerPosture,
+        findings::{Finding, Severity, findings},
+    },
+    terminal::Escaped,
 };
 
 #[derive(Debug, clap::Args)]
@@ -53,7 +56,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<bool> {
         eprintln!(
             "kernsight: warning: the namespaces and mounts of {} could not be read (they need root or \
              CAP_SYS_PTRACE): host namespace, user namespace and host mount findings are left out for them",
-            unknown.join(", ")
+            Escaped(&unknown.join(", "))
         );
     }
     let audited: Vec<Audited> =
@@ -78,14 +81,22 @@ fn table(audited: &[Audited]) -> String {
         return out;
     }
     let _ = writeln!(out, "{:<12}  {:<24}  {:<8}  FINDING", "CONTAINER", "NAME", "SEVERITY");
+    // Names, ids and details come from the workloads (container names, mount paths): escaped.
     for a in audited {
         let id: String = a.posture.container_id.chars().take(12).collect();
-        let name = a.posture.name.as_deref().unwrap_or("-");
+        let id = Escaped(&id);
+        let name = Escaped(a.posture.name.as_deref().unwrap_or("-"));
         if a.findings.is_empty() {
             let _ = writeln!(out, "{id:<12}  {name:<24}  {:<8}  none", "-");
         }
         for f in &a.findings {
-            let _ = writeln!(out, "{id:<12}  {name:<24}  {:<8}  {}: {}", f.severity.name(), f.id, f.detail);
+            let _ = writeln!(
+                out,
+                "{id:<12}  {name:<24}  {:<8}  {}: {}",
+                f.severity.name(),
+                f.id,
+                Escaped(&f.detail)
+            );
         }
     }
     out

@@ -3,7 +3,10 @@
 
 use std::{fmt::Write as _, io::Write as _, path::Path};
 
-use crate::inspect::{Report, inspect};
+use crate::{
+    inspect::{Report, inspect},
+    terminal::Escaped,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
@@ -37,16 +40,17 @@ fn bytes(value: Option<u64>) -> String {
     value.map_or_else(|| "unlimited".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
 }
 
+/// The screen: names, paths and `comm` come from the workload and are escaped for the terminal.
 fn text(report: &Report) -> String {
     let mut out = String::new();
     let r = &report.resources;
     let _ = writeln!(
         out,
         "container  {} {}",
-        report.container_name.as_deref().unwrap_or("-"),
-        report.container_id.as_deref().unwrap_or("(host process)")
+        Escaped(report.container_name.as_deref().unwrap_or("-")),
+        Escaped(report.container_id.as_deref().unwrap_or("(host process)"))
     );
-    let _ = writeln!(out, "cgroup     {}", report.cgroup);
+    let _ = writeln!(out, "cgroup     {}", Escaped(&report.cgroup));
     let _ = writeln!(
         out,
         "memory     {} used of {} (high {})",
@@ -99,12 +103,12 @@ fn text(report: &Report) -> String {
             out,
             "\npid {} ({}) ppid {} pid-in-ns {} uid {} gid {} uid_map [{}]",
             p.pid,
-            p.name,
+            Escaped(&p.name),
             p.ppid,
             p.pid_in_namespace.map_or("-".into(), |n| n.to_string()),
             p.uid,
             p.gid,
-            p.uid_map
+            Escaped(&p.uid_map)
         );
         let _ = writeln!(
             out,

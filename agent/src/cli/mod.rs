@@ -75,7 +75,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // `{:#}` prints the whole context chain on one line: what failed, why, what to do.
-            eprintln!("kernsight: error: {err:#}");
+            // Errors may quote what workloads named (a container name that matched twice):
+            // escaped for the terminal, line by line.
+            let text = format!("{err:#}");
+            let lines: Vec<_> = text.lines().map(crate::terminal::escape).collect();
+            eprintln!("kernsight: error: {}", lines.join("\n"));
             ExitCode::FAILURE
         }
     }

@@ -168,12 +168,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let tracker = Arc::new(Tracker::new(hierarchies, resolution));
     cgroup_index::forget_removed_while_stopped(&tracker, &programs, &counted_before_walk);
     drop(counted_before_walk);
-    let resolver = Arc::new(Resolver::new(
-        config.metadata.container_id_label,
-        config.metadata.pod_labels.clone(),
-        config.metadata.max_containers,
-    ));
-    tokio::spawn(lookup::run(resolver.clone(), config.metadata.cri_socket.clone()));
+    let resolver = Arc::new(
+        Resolver::new(
+            config.metadata.container_id_label,
+            config.metadata.pod_labels.clone(),
+            config.metadata.max_containers,
+        )
+        .with_host_scope_filter(crate::label_filter::LabelFilter::new(
+            &config.metadata.host_scope_include,
+            &config.metadata.host_scope_exclude,
+        )),
+    );
+    let cri_sockets =
+        lookup::CriSockets::new(&config.metadata.cri_socket, &config.metadata.cri_socket_candidates);
+    tokio::spawn(lookup::run(resolver.clone(), cri_sockets));
     let kills = Arc::new(OomKills::default());
     if let Some(events) = oom_events {
         tokio::spawn(oom::follow_events(events, kills.clone(), tracker.clone(), resolver.clone()));

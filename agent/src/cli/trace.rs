@@ -10,7 +10,7 @@ use crate::kernel::value::Kind;
 use crate::{
     bpf::trace::{Filters, Source, Trace},
     kernel::{cgroupfs::Hierarchies, names::did_you_mean, preflight, tracefs::Format},
-    metadata::{identity::Resolver, lookup},
+    metadata::{cri, identity::Resolver, lookup},
     trace::{
         aggregate::{Aggregator, Spec},
         enrich::{self, Enricher, WorkloadFilter},
@@ -304,7 +304,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let resolver = Arc::new(Resolver::new(false, Vec::new(), 4096));
-        tokio::spawn(lookup::run(resolver.clone(), PathBuf::new()));
+        tokio::spawn(lookup::run(
+            resolver.clone(),
+            lookup::CriSockets::new(&PathBuf::new(), &cri::default_sockets()),
+        ));
         let mut enricher = Enricher::new(&hierarchies, resolver);
         let mut cgroups: Option<BTreeSet<u64>> = None;
         if let Some(path) = &args.cgroup {

@@ -5,6 +5,16 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Where runtimes put their CRI socket, most common first: containerd, CRI-O (both also under
+/// the `/var/run` symlink on hosts where it is not one) and k3s's embedded containerd.
+pub const DEFAULT_CRI_SOCKETS: &[&str] = &[
+    "/run/containerd/containerd.sock",
+    "/run/crio/crio.sock",
+    "/var/run/containerd/containerd.sock",
+    "/var/run/crio/crio.sock",
+    "/run/k3s/containerd/containerd.sock",
+];
+
 /// The configuration compiled into the binary; also the reference for every key.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
@@ -105,6 +115,10 @@ pub struct NetworkConfig {
     pub drops: bool,
     pub conntrack: bool,
     pub namespaces: Vec<String>,
+    /// Interfaces whose kernel counters are summed under `interface="other"` (globs).
+    pub interface_exclude: Vec<String>,
+    /// Exceptions to `interface_exclude`: series of their own all the same (globs).
+    pub interface_include: Vec<String>,
     pub cgroup_traffic_max_entries: u32,
     pub interface_traffic_max_entries: u32,
     pub tcp_max_entries: u32,
@@ -124,6 +138,8 @@ pub struct SecurityConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MetadataConfig {
     pub cri_socket: PathBuf,
+    /// Where to look for the CRI socket when `cri_socket` is empty, in order.
+    pub cri_socket_candidates: Vec<PathBuf>,
     pub container_id_label: bool,
     pub pod_labels: Vec<String>,
     pub max_containers: usize,
@@ -131,6 +147,10 @@ pub struct MetadataConfig {
     pub cgroup_walk_interval_milliseconds: u64,
     /// Look unknown cgroup ids up by file handle (one syscall) before walking.
     pub cgroup_lookup_by_handle: bool,
+    /// Host cgroups labelled by their parent instead of their own path (globs).
+    pub host_scope_exclude: Vec<String>,
+    /// Exceptions to `host_scope_exclude` (globs).
+    pub host_scope_include: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -300,6 +320,8 @@ impl Default for NetworkConfig {
             drops: true,
             conntrack: true,
             namespaces: Vec::new(),
+            interface_exclude: ["veth*", "cali*", "lxc*", "eni*", "gke*", "azv*"].map(String::from).to_vec(),
+            interface_include: Vec::new(),
             cgroup_traffic_max_entries: DEFAULT_CGROUP_TRAFFIC_ENTRIES,
             interface_traffic_max_entries: DEFAULT_INTERFACE_TRAFFIC_ENTRIES,
             tcp_max_entries: DEFAULT_TCP_EVENTS_ENTRIES,
@@ -323,11 +345,14 @@ impl Default for MetadataConfig {
     fn default() -> Self {
         Self {
             cri_socket: PathBuf::new(),
+            cri_socket_candidates: DEFAULT_CRI_SOCKETS.iter().map(PathBuf::from).collect(),
             container_id_label: false,
             pod_labels: Vec::new(),
             max_containers: 4096,
             cgroup_walk_interval_milliseconds: 1000,
             cgroup_lookup_by_handle: true,
+            host_scope_exclude: ["/system.slice/*.scope", "/user.slice/*.scope"].map(String::from).to_vec(),
+            host_scope_include: Vec::new(),
         }
     }
 }

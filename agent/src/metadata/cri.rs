@@ -19,15 +19,8 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{self as cri, runtime_service_client::RuntimeServiceClient};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// Where runtimes put their CRI socket, most common first: containerd, CRI-O (both also under
-/// the `/var/run` symlink on hosts where it is not one) and k3s's embedded containerd.
-pub const DEFAULT_SOCKETS: &[&str] = &[
-    "/run/containerd/containerd.sock",
-    "/run/crio/crio.sock",
-    "/var/run/containerd/containerd.sock",
-    "/var/run/crio/crio.sock",
-    "/run/k3s/containerd/containerd.sock",
-];
+/// Where runtimes put their CRI socket (`metadata.cri_socket_candidates` by default).
+pub use crate::config::DEFAULT_CRI_SOCKETS as DEFAULT_SOCKETS;
 
 /// The CRI API version kernsight speaks (runtimes answer `Version` with the one they serve).
 const CRI_API_VERSION: &str = "v1";
@@ -174,17 +167,85 @@ impl CriClient {
     }
 }
 
-/// The first socket of `configured` (or of [`DEFAULT_SOCKETS`] when empty) that exists.
-pub fn find_socket(configured: &[PathBuf]) -> Option<PathBuf> {
-    if configured.is_empty() {
-        first_existing(DEFAULT_SOCKETS.iter().map(PathBuf::from))
-    } else {
-        first_existing(configured.iter().cloned())
+/// What a candidate path of the CRI socket turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidate {
+    Socket,
+    Missing,
+    /// Something else: a directory (what a hostPath mount of a missing socket leaves), a regular
+    /// file, a FIFO...
+    NotASocket(&'static str),
+    /// It exists but could not be examined (permissions).
+    Unreadable(String),
+}
+
+/// The candidate paths looked at, in order, and what each was; printed as
+/// `/run/containerd/containerd.sock (a directory), /run/crio/crio.sock (missing)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketSearch {
+    pub tried: Vec<(PathBuf, Candidate)>,
+}
+
+impl SocketSearch {
+    /// The candidates that are sockets, in order.
+    pub fn sockets(&self) -> impl Iterator<Item = &Path> {
+        self.tried.iter().filter(|(_, c)| *c == Candidate::Socket).map(|(path, _)| path.as_path())
+    }
+
+    /// Whether any candidate exists at all (a runtime is expected on this node).
+    pub fn found_anything(&self) -> bool {
+        self.tried.iter().any(|(_, c)| *c != Candidate::Missing)
     }
 }
 
-fn first_existing(candidates: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
-    candidates.into_iter().find(|path| path.exists())
+impl std::fmt::Display for SocketSearch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (path, candidate)) in self.tried.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            let what = match candidate {
+                Candidate::Socket => "a socket",
+                Candidate::Missing => "missing",
+                Candidate::NotASocket(what) => what,
+                Candidate::Unreadable(why) => why,
+            };
+            write!(f, "{} ({what})", path.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Looks at each candidate path (following symlinks: `/var/run` is one to `/run` on most hosts).
+pub fn search_sockets(candidates: &[PathBuf]) -> SocketSearch {
+    use std::os::unix::fs::FileTypeExt as _;
+    let tried = candidates
+        .iter()
+        .map(|path| {
+            let candidate = match std::fs::metadata(path) {
+                Ok(meta) if meta.file_type().is_socket() => Candidate::Socket,
+                Ok(meta) if meta.is_dir() => Candidate::NotASocket("a directory"),
+                Ok(meta) if meta.is_file() => Candidate::NotASocket("a regular file"),
+                Ok(_) => Candidate::NotASocket("not a socket"),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Candidate::Missing,
+                Err(err) => Candidate::Unreadable(format!("cannot be examined: {err}")),
+            };
+            (path.clone(), candidate)
+        })
+        .collect();
+    SocketSearch { tried }
+}
+
+/// The default candidates as paths.
+pub fn default_sockets() -> Vec<PathBuf> {
+    DEFAULT_SOCKETS.iter().map(PathBuf::from).collect()
+}
+
+/// The first of `configured` (or of [`DEFAULT_SOCKETS`] when empty) that is a socket: a
+/// directory or a regular file at a candidate path is passed over.
+pub fn find_socket(configured: &[PathBuf]) -> Option<PathBuf> {
+    let candidates = if configured.is_empty() { default_sockets() } else { configured.to_vec() };
+    search_sockets(&candidates).sockets().next().map(Path::to_path_buf)
 }
 
 /// A request that also tells the runtime the deadline (`grpc-timeout`), so that it gives up too.
@@ -490,26 +551,41 @@ mod tests {
     }
 
     #[test]
-    fn find_socket_returns_the_first_configured_socket_that_exists() {
+    fn find_socket_returns_the_first_configured_path_that_is_a_socket() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.sock");
+        // What a hostPath mount of a socket that did not exist yet leaves behind.
+        let directory = dir.path().join("directory.sock");
+        std::fs::create_dir(&directory).unwrap();
+        let file = dir.path().join("file.sock");
+        std::fs::write(&file, "").unwrap();
         let first = dir.path().join("first.sock");
         let second = dir.path().join("second.sock");
-        std::fs::write(&first, "").unwrap();
-        std::fs::write(&second, "").unwrap();
-        assert_eq!(find_socket(&[missing.clone(), second.clone(), first.clone()]), Some(second));
+        let _listeners = [&first, &second].map(|path| std::os::unix::net::UnixListener::bind(path).unwrap());
+        let candidates = [missing.clone(), directory.clone(), file.clone(), second.clone(), first.clone()];
+        assert_eq!(find_socket(&candidates), Some(second.clone()));
         assert_eq!(find_socket(std::slice::from_ref(&missing)), None);
+        assert_eq!(find_socket(&[directory.clone(), file.clone()]), None);
+        let search = search_sockets(&candidates[..3]);
+        assert!(search.found_anything() && search.sockets().next().is_none());
+        assert_eq!(
+            search.to_string(),
+            format!(
+                "{} (missing), {} (a directory), {} (a regular file)",
+                missing.display(),
+                directory.display(),
+                file.display()
+            )
+        );
+        assert!(!search_sockets(std::slice::from_ref(&missing)).found_anything());
     }
 
     #[test]
     fn an_empty_configuration_searches_the_default_sockets() {
-        let expected = first_existing(DEFAULT_SOCKETS.iter().map(PathBuf::from));
+        let expected = search_sockets(&default_sockets()).sockets().next().map(Path::to_path_buf);
         assert_eq!(find_socket(&[]), expected);
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("containerd.sock");
-        assert_eq!(first_existing([socket.clone()]), None);
-        std::fs::write(&socket, "").unwrap();
-        assert_eq!(first_existing([socket.clone()]), Some(socket));
+        assert_eq!(search_sockets(&[]).tried.len(), 0);
+        assert_eq!(search_sockets(&default_sockets()).tried.len(), DEFAULT_SOCKETS.len());
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use std::{
 };
 
 use super::cgroup_path;
+use crate::label_filter::LabelFilter;
 
 /// Labels of one workload. Containers have an empty `cgroup`; host processes only a `cgroup`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,6 +64,8 @@ pub struct SourceStats {
     pub found: AtomicU64,
     pub not_found: AtomicU64,
     pub errors: AtomicU64,
+    /// Processes that claimed to speak for the source and were not believed (conmon).
+    pub untrusted: AtomicU64,
     pub lookups: AtomicU64,
     pub nanos: AtomicU64,
 }
@@ -98,6 +101,8 @@ pub struct Resolver {
     evictions: std::sync::atomic::AtomicU64,
     pub proc_root: PathBuf,
     pub docker_root: PathBuf,
+    /// Which host cgroups keep their path as `cgroup` label (`metadata.host_scope_*`).
+    host_scopes: LabelFilter,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -117,7 +122,28 @@ impl Resolver {
             evictions: std::sync::atomic::AtomicU64::new(0),
             proc_root: PathBuf::from("/proc"),
             docker_root: PathBuf::from("/var/lib/docker"),
+            host_scopes: LabelFilter::default(),
         }
+    }
+
+    /// Host cgroups left out by `filter` (transient scopes: one per session, `systemd-run`, ...)
+    /// are labelled together, by the parent they share (see [`host_cgroup_label`]).
+    pub fn with_host_scope_filter(mut self, filter: LabelFilter) -> Self {
+        self.host_scopes = filter;
+        self
+    }
+
+    /// The `cgroup` label of a host cgroup: its path, or for one the filter leaves out, its
+    /// parent's path and `*` with the same suffix (`/user.slice/user-0.slice/session-4.scope` →
+    /// `/user.slice/user-0.slice/*.scope`): bounded by the parents, not by the scopes that ever
+    /// ran.
+    pub fn host_cgroup_label(&self, cgroup_path: &str) -> String {
+        if self.host_scopes.keeps(cgroup_path) {
+            return cgroup_path.to_owned();
+        }
+        let (parent, name) = cgroup_path.rsplit_once('/').unwrap_or(("", cgroup_path));
+        let suffix = name.rfind('.').map_or("", |dot| &name[dot..]);
+        format!("{parent}/*{suffix}")
     }
 
     pub fn container_id_label(&self) -> bool {
@@ -152,7 +178,11 @@ impl Resolver {
     pub fn workload(&self, cgroup_path: &str) -> Workload {
         let Some(container) = cgroup_path::parse(cgroup_path) else {
             let pod_labels = vec![String::new(); self.pod_labels.len()];
-            return Workload { cgroup: cgroup_path.to_owned(), pod_labels, ..Workload::default() };
+            return Workload {
+                cgroup: self.host_cgroup_label(cgroup_path),
+                pod_labels,
+                ..Workload::default()
+            };
         };
         let id = container.container_id;
         let container_id = if self.container_id_label { id.clone() } else { String::new() };
@@ -234,6 +264,25 @@ mod tests {
     use super::*;
 
     const ID: &str = "ddfe954b7c5389fb914bcba5682a287b5b95753dc71125d781046580e741991c";
+
+    #[test]
+    fn transient_host_scopes_share_their_parents_label() {
+        let filter = LabelFilter::new(
+            &["/system.slice/keep-*.scope".into()],
+            &["/system.slice/*.scope".into(), "/user.slice/*.scope".into()],
+        );
+        let resolver = Resolver::new(false, Vec::new(), 16).with_host_scope_filter(filter);
+        let label = |path: &str| resolver.workload(path).cgroup;
+        assert_eq!(label("/user.slice/user-0.slice/session-4.scope"), "/user.slice/user-0.slice/*.scope");
+        assert_eq!(label("/user.slice/user-0.slice/session-5.scope"), "/user.slice/user-0.slice/*.scope");
+        assert_eq!(label("/system.slice/run-r3b2.scope"), "/system.slice/*.scope");
+        assert_eq!(label("/system.slice/keep-me.scope"), "/system.slice/keep-me.scope");
+        assert_eq!(label("/system.slice/sshd.service"), "/system.slice/sshd.service");
+        assert_eq!(label("/init.scope"), "/init.scope");
+        // Containers are named by their runtime, never by this filter.
+        let id = "a".repeat(64);
+        assert_eq!(resolver.workload(&format!("/system.slice/docker-{id}.scope")).cgroup, "");
+    }
 
     #[test]
     fn host_paths_keep_their_cgroup() {

@@ -11,7 +11,7 @@ use std::{
 use tracing::{debug, info, warn};
 
 use super::{
-    cri::{CriClient, DEFAULT_SOCKETS, find_socket},
+    cri::{CriClient, search_sockets},
     identity::{ContainerInfo, Resolver, Source},
     local,
 };
@@ -22,11 +22,29 @@ const IDLE: Duration = Duration::from_secs(600);
 /// Bound of every CRI call: attribution waits for no runtime longer.
 const CRI_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `cri_socket`: the configured socket, or empty to look at the usual places.
-pub async fn run(resolver: Arc<Resolver>, cri_socket: PathBuf) {
-    let configured: Vec<PathBuf> =
-        if cri_socket.as_os_str().is_empty() { Vec::new() } else { vec![cri_socket] };
-    let mut cri = connect(&configured, true).await;
+/// Where to look for the CRI socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CriSockets {
+    /// In order; the first that is a socket and answers is used.
+    pub candidates: Vec<PathBuf>,
+    /// The operator named the socket (`metadata.cri_socket`): finding nothing there is an error,
+    /// where finding none of the usual places only means that the node runs no CRI runtime.
+    pub named: bool,
+}
+
+impl CriSockets {
+    /// `metadata.cri_socket` when set, else `metadata.cri_socket_candidates`.
+    pub fn new(named: &std::path::Path, candidates: &[PathBuf]) -> Self {
+        if named.as_os_str().is_empty() {
+            Self { candidates: candidates.to_vec(), named: false }
+        } else {
+            Self { candidates: vec![named.to_path_buf()], named: true }
+        }
+    }
+}
+
+pub async fn run(resolver: Arc<Resolver>, cri_sockets: CriSockets) {
+    let mut cri = connect(&resolver, &cri_sockets, true).await;
     loop {
         tokio::select! {
             () = resolver.wake.notified() => {}
@@ -38,7 +56,7 @@ pub async fn run(resolver: Arc<Resolver>, cri_socket: PathBuf) {
             continue;
         }
         if cri.is_none() {
-            cri = connect(&configured, false).await;
+            cri = connect(&resolver, &cri_sockets, false).await;
         }
         if let Some(client) = cri.as_mut()
             && !lookup_cri(&resolver, client, &mut wanted).await
@@ -52,32 +70,50 @@ pub async fn run(resolver: Arc<Resolver>, cri_socket: PathBuf) {
     }
 }
 
-/// Connects to the CRI socket; `first` says once, in the log, why pod names will be missing.
-async fn connect(configured: &[PathBuf], first: bool) -> Option<CriClient> {
-    let Some(socket) = find_socket(configured) else {
-        if first {
-            let looked =
-                if configured.is_empty() { DEFAULT_SOCKETS.join(", ") } else { format!("{configured:?}") };
-            warn!(
-                "no CRI socket found (looked at {looked}): namespace and pod labels stay empty, containers are \
-                 named by conmon or Docker's files, else by their id; set metadata.cri_socket if the runtime \
-                 listens elsewhere"
-            );
-        }
-        return None;
-    };
-    match CriClient::connect(&socket, CRI_TIMEOUT).await {
-        Ok(client) => {
-            info!(socket = %socket.display(), runtime = client.runtime(), "pod identity from the CRI");
-            Some(client)
-        }
-        Err(err) => {
-            if first {
-                warn!("{err}: namespace and pod labels stay empty until it answers");
+/// Connects to the first candidate that is a socket and answers; `first` says once, in the
+/// log, why pod names will be missing. Each socket that refuses or does not answer is a lookup
+/// error of the CRI source, and so is a search that found no socket where one is expected (a
+/// path is there but is no socket, or the operator named the socket): the error alert fires on
+/// a hung, refusing or misplaced socket. A node where none of the usual places exists (no CRI
+/// runtime) counts nothing.
+async fn connect(resolver: &Resolver, sockets: &CriSockets, first: bool) -> Option<CriClient> {
+    let stats = resolver.stats(Source::Cri);
+    let search = search_sockets(&sockets.candidates);
+    let mut failures = Vec::new();
+    for socket in search.sockets() {
+        let started = std::time::Instant::now();
+        let connected = CriClient::connect(socket, CRI_TIMEOUT).await;
+        stats.lookups.fetch_add(1, Ordering::Relaxed);
+        stats.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match connected {
+            Ok(client) => {
+                if first || !failures.is_empty() {
+                    info!(socket = %socket.display(), runtime = client.runtime(), "pod identity from the CRI");
+                }
+                return Some(client);
             }
-            None
+            Err(err) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                failures.push(err.to_string());
+            }
         }
     }
+    if failures.is_empty() && (sockets.named || search.found_anything()) {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    let why = if failures.is_empty() {
+        format!("no CRI socket found (looked at {search})")
+    } else {
+        format!("no CRI socket answered (looked at {search}): {}", failures.join("; "))
+    };
+    let hint = "namespace and pod labels stay empty, containers are named by conmon or Docker's files, else \
+                by their id; set metadata.cri_socket if the runtime listens elsewhere";
+    if first {
+        warn!("{why}: {hint}");
+    } else {
+        debug!("{why}");
+    }
+    None
 }
 
 /// Asks the runtime for every container at once; names what it knows and leaves the rest in
@@ -118,7 +154,9 @@ fn lookup_local(resolver: &Resolver, wanted: Vec<String>) {
         return;
     }
     let conmon_stats = resolver.stats(Source::Conmon);
-    let names = conmon_stats.timed(|| local::conmon_names(&resolver.proc_root));
+    let scan = conmon_stats.timed(|| local::scan_conmons(&resolver.proc_root));
+    conmon_stats.untrusted.fetch_add(scan.untrusted, Ordering::Relaxed);
+    let names = scan.names;
     let mut missing = Vec::new();
     for id in wanted {
         if resolver.is_known(&id) {

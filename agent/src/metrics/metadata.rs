@@ -34,6 +34,16 @@ impl Collector for MetadataCollector {
         )?;
         encode_counters(
             &mut encoder,
+            "kernsight_metadata_untrusted",
+            "Processes that claimed to speak for a source and were refused, at each lookup that met them \
+             (a conmon not run by root from a root-owned, not world- or group-writable executable, or \
+             inside a container's cgroup)",
+            Source::ALL
+                .into_iter()
+                .map(|source| ([("source", source.name())], load(&stats(source).untrusted))),
+        )?;
+        encode_counters(
+            &mut encoder,
             "kernsight_metadata_requests",
             "Requests made to a source (one may name many containers)",
             Source::ALL.into_iter().map(|source| ([("source", source.name())], load(&stats(source).lookups))),

@@ -92,7 +92,11 @@ pub fn registry(
     )));
     if config.network.conntrack {
         let namespaces = net_counters::namespaces(config);
-        registry.register_collector(Box::new(net_counters::NetCountersCollector::new(namespaces)));
+        let filter = crate::label_filter::LabelFilter::new(
+            &config.network.interface_include,
+            &config.network.interface_exclude,
+        );
+        registry.register_collector(Box::new(net_counters::NetCountersCollector::new(namespaces, filter)));
     }
     if config.security.posture {
         registry.register_collector(Box::new(posture::PostureCollector::new(resolver.clone())));

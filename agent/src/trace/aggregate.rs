@@ -164,7 +164,9 @@ impl Aggregator {
         let mut out = String::new();
         if let Some(field) = &self.spec.hist {
             for (key, cell) in &rows {
-                let key: Vec<String> = key.iter().map(ToString::to_string).collect();
+                // Keys are workload text (paths, comm): escaped, as every table cell is.
+                let key: Vec<String> =
+                    key.iter().map(|v| crate::terminal::escape(&v.to_string()).into_owned()).collect();
                 let name = if key.is_empty() {
                     format!("@{field}")
                 } else {

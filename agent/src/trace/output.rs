@@ -1,13 +1,22 @@
 //! Event output: an aligned table (with colour only on a terminal) or one JSON object per line.
+//! Every cell of a table is escaped for the terminal (`terminal::escape`) here, where it is laid
+//! out: callers pass the text as it came, and widths are those of what the screen shows.
 
 use std::fmt::Write as _;
 
-use crate::kernel::value::{Event, Value};
+use crate::{
+    kernel::value::{Event, Value},
+    terminal,
+};
 
-/// Columns left-aligned under their header, two spaces apart; numbers right-aligned.
+/// Columns left-aligned under their header, two spaces apart; numbers right-aligned. Cells are
+/// escaped for the terminal.
 pub fn align(header: &[String], rows: &[Vec<String>]) -> String {
+    let escape_row = |row: &[String]| -> Vec<String> { row.iter().map(|c| escaped(c.clone())).collect() };
+    let header = escape_row(header);
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| escape_row(r)).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
@@ -23,7 +32,7 @@ pub fn align(header: &[String], rows: &[Vec<String>]) -> String {
         })
         .collect();
     let mut out = String::new();
-    for row in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {
+    for row in std::iter::once(header.as_slice()).chain(rows.iter().map(Vec::as_slice)) {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             let width = widths.get(i).copied().unwrap_or(0);
@@ -64,7 +73,7 @@ impl TablePrinter {
 
     pub fn header(&mut self) -> String {
         self.header_printed = true;
-        let cells: Vec<String> = self.columns.iter().map(|c| c.to_uppercase()).collect();
+        let cells: Vec<String> = self.columns.iter().map(|c| escaped(c.to_uppercase())).collect();
         let line = self.line(&cells);
         if self.colour { format!("{BOLD}{line}{RESET}\n") } else { format!("{line}\n") }
     }
@@ -118,9 +127,9 @@ fn initial_width(column: &str) -> usize {
     }
 }
 
-/// A column's text: `time` as a wall clock, a missing value as `-`.
+/// A column's text, escaped for the terminal: `time` as a wall clock, a missing value as `-`.
 fn cell(column: &str, event: &Event) -> String {
-    match (column, event.get(column)) {
+    let text = match (column, event.get(column)) {
         ("time", _) => match event.get("time") {
             Some(Value::Str(s)) => s.clone(),
             _ => "-".into(),
@@ -128,6 +137,15 @@ fn cell(column: &str, event: &Event) -> String {
         (_, Some(Value::Str(s))) if s.is_empty() => "-".into(),
         (_, Some(value)) => value.to_string(),
         (_, None) => "-".into(),
+    };
+    escaped(text)
+}
+
+/// `text` escaped for the terminal, copied only when it had something to escape.
+fn escaped(text: String) -> String {
+    match terminal::escape(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
     }
 }
 
@@ -223,6 +241,25 @@ mod tests {
         let rows =
             vec![vec!["getppid".to_owned(), "1000".to_owned()], vec!["write".to_owned(), "7".to_owned()]];
         assert_eq!(align(&header, &rows), "SYSCALL  COUNT\ngetppid   1000\nwrite        7\n");
+    }
+
+    #[test]
+    fn tables_escape_what_workloads_chose() {
+        let hostile = "x\x1b[2J\r\u{9b}31m";
+        let mut printer = TablePrinter::new(vec!["comm".into(), "args".into()], true);
+        let mut event = Event::default();
+        event.push(&"comm".into(), Value::Str(hostile.into()));
+        event.push(&"args".into(), Value::Str(format!("a {hostile}\nforged row")));
+        let out = printer.event(&event);
+        // The printer's own colour codes stay (the header is bold); nothing of the workload's.
+        assert_eq!(out.matches('\x1b').count(), 2, "{out:?}");
+        assert!(!out.contains('\r') && !out.contains('\u{9b}') && out.lines().count() == 2, "{out:?}");
+        assert!(out.contains("x\\x1b[2J\\r\\x9b31m"), "{out:?}");
+        let table = align(&["COMM".into()], &[vec![hostile.into()]]);
+        assert_eq!(table, "COMM\nx\\x1b[2J\\r\\x9b31m\n");
+        // JSON keeps the exact text (its encoder escapes it).
+        let parsed: serde_json::Value = serde_json::from_str(&json_line(&event)).unwrap();
+        assert_eq!(parsed["comm"], hostile);
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! Attribution of syscalls made inside real containers: podman + runc (named through conmon) and
 //! a pod run through containerd's CRI (namespace, pod and container names from the runtime).
 
-use std::{process::Command, time::Duration};
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use crate::support::{
-    self, Agent, Sample, config_file, containerd::Containerd, eventually, parse, path_str,
-    podman::PodmanContainer, privileged, spawn_in, value, wait_status,
+    self, Agent, BINARY, ChildGuard, Sample, config_file, containerd::Containerd, eventually, parse,
+    path_str, podman::PodmanContainer, privileged, spawn_in, value, wait_status,
 };
 
 /// Inside the container: exactly FAILED_OPENS failing `openat` (busybox `read` of a missing
@@ -232,4 +237,170 @@ fn inspect_shows_what_podman_was_given() {
     let unknown = Command::new(support::BINARY).args(["inspect", "no-such-container"]).output().unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("name a pid, a container id"));
+}
+
+/// A process posing as conmon for `container_id` under `claimed_name`, run as `uid` from a copy
+/// of perl named `conmon` in `dir` with the mode `exe_mode`. (`/bin/sleep` refuses conmon's
+/// flags; `perl -c <file>` runs the `BEGIN` block of the file named by the id, here a sleep, and
+/// leaves the rest of the command line alone.)
+fn fake_conmon(dir: &Path, uid: u32, exe_mode: u32, container_id: &str, claimed_name: &str) -> ChildGuard {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod the directory");
+    let exe = dir.join("conmon");
+    std::fs::copy("/usr/bin/perl", &exe).expect("copy perl");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(exe_mode)).expect("chmod the copy");
+    std::fs::write(dir.join(container_id), "BEGIN { sleep 600 }\n").expect("write the sleeper");
+    let uid = uid.to_string();
+    let child = Command::new("setpriv")
+        .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--", "./conmon", "-c", container_id])
+        .args(["-n", claimed_name])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start setpriv");
+    let guard = ChildGuard(child);
+    let cmdline = format!("/proc/{}/cmdline", guard.id());
+    eventually(Duration::from_secs(10), || {
+        let seen = std::fs::read(&cmdline).unwrap_or_default();
+        if seen.starts_with(b"./conmon\0-c\0") {
+            Ok(())
+        } else {
+            Err(format!("the fake conmon runs as {:?}", String::from_utf8_lossy(&seen)))
+        }
+    });
+    guard
+}
+
+#[test]
+fn processes_posing_as_conmon_rename_nothing() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let name = format!("kernsight-test-{}-real", std::process::id());
+    // One failing open a second, for as long as the test needs.
+    let container =
+        run_script(&name, &[], "while true; do read x < /kernsight-missing 2>/dev/null; sleep 1; done");
+    // Both impostors run before the agent starts, so its first lookup of the container meets
+    // them, after the runtime's conmon (a later pid: a believed impostor would win).
+    let (nobody_dir, writable_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let spoofed = "kube-system_trusted-agent";
+    let writable = "kube-system_writable-binary";
+    let _nobody = fake_conmon(nobody_dir.path(), 65534, 0o755, &container.id, spoofed);
+    let _root_writable = fake_conmon(writable_dir.path(), 0, 0o777, &container.id, writable);
+
+    let agent = Agent::start(&[]);
+    wait_for_errors(&agent, &[("container", &name)], 2.0);
+    let samples = parse(&agent.scrape());
+    let renamed: Vec<String> = samples
+        .iter()
+        .filter(|s| s.labels.get("container").is_some_and(|c| c == spoofed || c == writable))
+        .map(|s| format!("{} {:?}", s.name, s.labels))
+        .collect();
+    assert!(renamed.is_empty(), "an impostor named the container: {renamed:#?}");
+    let refused = value(&samples, "kernsight_metadata_untrusted_total", &[("source", "conmon")]);
+    assert!(refused >= 2.0, "both impostors were met and refused: {refused}");
+
+    // audit as root, and with the DaemonSet's capabilities (no CAP_SYS_PTRACE: conmon's `exe`
+    // cannot be followed, its absolute argv[0] is judged instead).
+    for bounding in ["+all", "-all,+bpf,+perfmon"] {
+        let audit = Command::new("setpriv")
+            .args(["--bounding-set", bounding, BINARY, "audit", "-o", "json", &container.id])
+            .output()
+            .expect("setpriv kernsight audit");
+        assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+        let audited: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit -o json");
+        assert_eq!(audited[0]["name"], name.as_str(), "bounding set {bounding}: {audited}");
+    }
+}
+
+/// The CRI error counter in a scrape.
+fn cri_errors(samples: &[Sample]) -> f64 {
+    value(samples, "kernsight_metadata_lookups_total", &[("source", "cri"), ("result", "error")])
+}
+
+#[test]
+fn a_directory_at_the_first_candidate_socket_is_passed_over() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let containerd = Containerd::start();
+    // What a hostPath mount of a socket that did not exist when the pod started leaves behind.
+    let dir = tempfile::tempdir().unwrap();
+    let directory = dir.path().join("containerd.sock");
+    std::fs::create_dir(&directory).unwrap();
+    let (_config_dir, config) = config_file(&format!(
+        "[metadata]\ncri_socket_candidates = [\"{}\", \"{}\"]\n",
+        path_str(&directory),
+        path_str(containerd.socket())
+    ));
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    let _pod = containerd.run_pod(
+        "web-1",
+        "shop",
+        "11111111-2222-3333-4444-666666666666",
+        "nginx",
+        &["/bin/sh", "-c", &workload_script()],
+    );
+    let samples =
+        wait_for_errors(&agent, &[("namespace", "shop"), ("pod", "web-1"), ("container", "nginx")], 1.0);
+    assert_eq!(cri_errors(&samples), 0.0, "the directory is not tried, the socket answers");
+    let log = agent.log();
+    let connected = log.lines().find(|l| l.contains("pod identity from the CRI")).unwrap_or_default();
+    assert!(connected.contains(path_str(containerd.socket())), "{log}");
+}
+
+#[test]
+fn sockets_that_refuse_or_hang_count_as_lookup_errors() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let dir = tempfile::tempdir().unwrap();
+    // A socket whose listener is gone (a runtime that died): connections are refused.
+    let refusing = dir.path().join("refusing.sock");
+    drop(std::os::unix::net::UnixListener::bind(&refusing).unwrap());
+    // A listener that never accepts (a hung runtime): the connection waits in its backlog and
+    // the runtime's Version call times out.
+    let hung = dir.path().join("hung.sock");
+    let _hung_listener = std::os::unix::net::UnixListener::bind(&hung).unwrap();
+    let (_config_dir, config) = config_file(&format!(
+        "[metadata]\ncri_socket_candidates = [\"{}\", \"{}\"]\ncontainer_id_label = true\n",
+        path_str(&refusing),
+        path_str(&hung)
+    ));
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    // At start: one error per socket tried.
+    agent.scrape_until(Duration::from_secs(20), |samples| {
+        let errors = cri_errors(samples);
+        if errors >= 2.0 { Ok(()) } else { Err(format!("{errors} CRI lookup errors")) }
+    });
+    let log = agent.log();
+    let said = log.lines().find(|l| l.contains("no CRI socket answered")).unwrap_or_default();
+    for path in [&refusing, &hung] {
+        assert!(said.contains(&format!("{} (a socket)", path_str(path))), "which paths were tried: {log}");
+    }
+    assert!(said.contains("Connection refused") && said.contains("did not answer"), "{said}");
+
+    // While a container waits for its name, every retry counts again: the alert keeps firing.
+    let id = format!("{:064x}", u128::from(std::process::id()) << 64 | 0xcafe);
+    let pod = support::TestCgroup::create_in(&support::unified_root(), "kubepods-cri");
+    let path = pod.path.join(format!("besteffort/pod11111111-2222-3333-4444-777777777777/{id}"));
+    std::fs::create_dir_all(&path).unwrap();
+    let pid = spawn_in(&path, || {
+        support::failing_openat_times(FAILED_OPENS);
+        0
+    });
+    assert_eq!(wait_status(pid), 0, "the workload in {} exits with status 0", path.display());
+    wait_for_errors(&agent, &[("container_id", &id)], FAILED_OPENS as f64);
+    let before = cri_errors(&parse(&agent.scrape()));
+    agent.scrape_until(Duration::from_secs(45), |samples| {
+        let errors = cri_errors(samples);
+        if errors >= before + 2.0 {
+            Ok(())
+        } else {
+            Err(format!("{errors} CRI lookup errors, {before} before"))
+        }
+    });
+    drop(pod);
 }

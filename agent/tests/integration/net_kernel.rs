@@ -4,7 +4,9 @@
 use crate::net_support;
 use crate::support;
 
-use crate::net_support::{A_ADDR, B_ADDR, Link, NsFile, ethernet, have, ipv4_header, send_frames};
+use crate::net_support::{
+    A_ADDR, B_ADDR, Link, Netns, NsFile, ethernet, have, ipv4_header, send_frames, unique,
+};
 use crate::support::{Agent, TestCgroup, config_file, parse, path_str, privileged, value};
 
 #[test]
@@ -230,4 +232,78 @@ fn crafted_frames_are_classified_and_malformed_ones_counted() {
     assert_eq!(dropped, kernel, "the kernel's own count");
     // The unknown EtherType frames at least (some malformed ones may be counted there too).
     assert!(dropped >= UNKNOWN as f64, "rx_dropped counts the frames no protocol took");
+}
+
+/// `rx_dropped` of every interface of a namespace, from its `/proc/net/dev`.
+fn rx_dropped(netns: &Netns) -> std::collections::BTreeMap<String, f64> {
+    netns
+        .proc_net("dev")
+        .lines()
+        .filter_map(|line| {
+            let (name, counters) = line.split_once(':')?;
+            Some((name.trim().to_owned(), counters.split_whitespace().nth(3)?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn per_pod_veths_are_summed_under_other_and_their_counts_outlive_them() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let netns = Netns::create();
+    // Three veth pairs named as bridge CNIs name pods' ends (veth*, left out by default), and one
+    // pair of the node's own (a series each).
+    let pairs: Vec<(String, String)> = (0..3).map(|_| (unique("vethk"), unique("vethk"))).collect();
+    let kept = (unique("ksk"), unique("ksk"));
+    for (a, b) in pairs.iter().chain([&kept]) {
+        netns.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+        netns.ip(&["link", "set", a, "up"]);
+        netns.ip(&["link", "set", b, "up"]);
+    }
+    let (_dir, path) = config_file(&format!("[network]\nxdp = false\nnamespaces = [{:?}]\n", netns.name));
+    let agent = Agent::start(&["--config", path_str(&path)]);
+    // Frames of an EtherType no protocol handles: the receiving end drops them (rx_dropped).
+    let unknown =
+        |n: usize| -> Vec<Vec<u8>> { (0..n).map(|_| [ethernet(0x88b5), vec![0; 46]].concat()).collect() };
+    for (i, (a, _)) in pairs.iter().enumerate() {
+        let frames = unknown(5 * (i + 1));
+        assert_eq!(send_frames(&netns, a, &frames), frames.len(), "AF_PACKET send on {a}");
+    }
+    let frames = unknown(4);
+    assert_eq!(send_frames(&netns, &kept.0, &frames), frames.len());
+
+    let series = |samples: &[support::Sample]| -> std::collections::BTreeMap<String, f64> {
+        samples
+            .iter()
+            .filter(|s| {
+                s.name == "kernsight_interface_kernel_drops_total"
+                    && s.labels.get("netns") == Some(&netns.name)
+                    && s.labels.get("direction").is_some_and(|d| d == "receive")
+            })
+            .map(|s| (s.labels["interface"].clone(), s.value))
+            .collect()
+    };
+    let kernel = rx_dropped(&netns);
+    let left_out: f64 = kernel.iter().filter(|(name, _)| name.starts_with("vethk")).map(|(_, n)| n).sum();
+    assert!(left_out >= 30.0, "5 + 10 + 15 frames dropped on the pods' ends: {kernel:?}");
+    let seen = series(&parse(&agent.scrape()));
+    eprintln!("kernel: {kernel:?}\nkernsight: {seen:?}");
+    let expected: std::collections::BTreeSet<String> =
+        ["lo", kept.0.as_str(), kept.1.as_str(), "other"].map(String::from).into();
+    assert_eq!(
+        seen.keys().cloned().collect::<std::collections::BTreeSet<_>>(),
+        expected,
+        "one series per own interface, one for the rest"
+    );
+    assert_eq!(seen["other"], left_out, "other is the sum of the kernel's counts of the left-out interfaces");
+    assert_eq!(seen[&kept.1], kernel[&kept.1], "an interface of its own keeps its count");
+    assert!(seen[&kept.1] >= 4.0);
+
+    // A pod goes: its veth pair with it. Its drops stay in the sum; no series appears or goes.
+    netns.ip(&["link", "del", &pairs[2].0]);
+    let after = series(&parse(&agent.scrape()));
+    assert_eq!(after.keys().collect::<Vec<_>>(), seen.keys().collect::<Vec<_>>());
+    assert_eq!(after["other"], left_out, "the counts of the removed pair are kept: no counter reset");
 }

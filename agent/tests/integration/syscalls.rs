@@ -5,7 +5,7 @@ use std::{process::Command, time::Duration};
 
 use crate::support::{
     self, Agent, TestCgroup, config_file, eventually, failing_openat_times, getpid_times, getppid_times,
-    parse, path_str, privileged, program_loaded, programs_unloaded, value,
+    parse, path_str, privileged, program_loaded, programs_unloaded, spawn_in, value, wait_status,
 };
 
 const GETPPIDS: usize = 20_000;
@@ -521,4 +521,53 @@ fn error_entries_of_removed_cgroups_without_a_slot_are_forgotten() {
     });
     eprintln!("the removed cgroup's entry went after {:?}", inserted.elapsed());
     assert!(errors.get(&key(kept_id), 0).is_ok(), "the live cgroup's entry stays");
+}
+
+#[test]
+fn transient_scopes_are_counted_under_their_parent_and_make_no_series_of_their_own() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    // A slice of the test's own, with scopes in it as systemd makes them for sessions and
+    // systemd-run, and one service; the agent is told to treat the scopes as it treats
+    // /system.slice/*.scope and /user.slice/*.scope by default.
+    let slice = TestCgroup::create("scopes");
+    let (_dir, config) =
+        config_file(&format!("[metadata]\nhost_scope_exclude = [\"{}/*.scope\"]\n", slice.label));
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    const PER_SCOPE: usize = 3_000;
+    let scopes: Vec<String> = (0..5).map(|i| format!("run-r{i}.scope")).collect();
+    for name in scopes.iter().chain([&"kept.service".to_owned()]) {
+        let path = slice.path.join(name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        let pid = spawn_in(&path, || {
+            getppid_times(PER_SCOPE);
+            0
+        });
+        assert_eq!(wait_status(pid), 0, "the workload in {} exits with status 0", path.display());
+    }
+    let aggregate = format!("{}/*.scope", slice.label);
+    let kept = format!("{}/kept.service", slice.label);
+    let samples = agent.scrape_until(Duration::from_secs(20), |samples| {
+        let summed =
+            value(samples, "kernsight_syscalls_total", &[("cgroup", &aggregate), ("syscall", "getppid")]);
+        let own = value(samples, "kernsight_syscalls_total", &[("cgroup", &kept), ("syscall", "getppid")]);
+        if summed >= (5 * PER_SCOPE) as f64 && own >= PER_SCOPE as f64 {
+            Ok(())
+        } else {
+            Err(format!("getppid under {aggregate}: {summed}, under {kept}: {own}"))
+        }
+    });
+    // Every call is there, in one series; no scope has a series of its own.
+    let of_the_slice: std::collections::BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| s.name == "kernsight_syscalls_total")
+        .filter_map(|s| s.labels.get("cgroup").map(String::as_str))
+        .filter(|cgroup| cgroup.starts_with(&format!("{}/", slice.label)))
+        .collect();
+    assert_eq!(of_the_slice, [aggregate.as_str(), kept.as_str()].into(), "series of the slice");
+    let summed =
+        value(&samples, "kernsight_syscalls_total", &[("cgroup", &aggregate), ("syscall", "getppid")]);
+    assert!(summed < (5 * PER_SCOPE + 1_000) as f64, "only the scopes' calls: {summed}");
 }

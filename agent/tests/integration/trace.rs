@@ -609,3 +609,60 @@ fn counts_by_cgroup_are_made_in_the_kernel_and_exact() {
     assert_eq!(count_of(&b.label), Some(300), "{stdout}");
     assert!(summary.contains("lost 0 events"), "{summary}");
 }
+
+/// What a workload can put in its file names, arguments and `comm`: clear the screen, return the
+/// cursor over the line, and an 8-bit CSI (U+009B, which some terminals obey like ESC [).
+const HOSTILE: &str = "\x1b[2J\r\u{9b}";
+const HOSTILE_ESCAPED: &str = "\\x1b[2J\\r\\x9b";
+
+#[test]
+fn tables_escape_what_a_workload_puts_in_comm_argv_and_paths() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `comm` is the base name of what is exec'd: 12 bytes, within the kernel's 15.
+    let program = dir.path().join(format!("ks{HOSTILE}cat"));
+    std::fs::copy("/bin/cat", &program).expect("copy /bin/cat");
+    let file = dir.path().join(format!("f{HOSTILE}x"));
+    std::fs::write(&file, b"payload\n").expect("write the file");
+    let cgroup = TestCgroup::create("trace-hostile");
+    // The shell joins the cgroup, waits, then execs the program by its path, with the file's
+    // path as argument (no quoting: both are passed as arguments of the shell).
+    let mut shell = Command::new("/bin/sh");
+    shell.args(["-c", "read go; exec \"$0\" \"$@\""]).arg(&program).arg(&file);
+    let mut child =
+        ChildGuard(shell.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("start the shell"));
+    std::fs::write(cgroup.path.join("cgroup.procs"), child.id().to_string()).expect("move the shell");
+    let exec = Tracer::start(&["exec", "--cgroup", &cgroup.label]);
+    let open = Tracer::start(&["open", "--cgroup", &cgroup.label, "--where", "ret >= 0"]);
+    child.stdin.take().expect("stdin").write_all(b"go\n").expect("let the shell go");
+    let mut printed = String::new();
+    child.stdout.take().expect("stdout").read_to_string(&mut printed).expect("read cat's output");
+    assert!(child.wait().expect("wait").success() && printed == "payload\n", "cat ran: {printed:?}");
+
+    let escaped_program = path_str(&program).replace(HOSTILE, HOSTILE_ESCAPED);
+    let escaped_file = path_str(&file).replace(HOSTILE, HOSTILE_ESCAPED);
+    let (exec_table, exec_summary) = exec.finish();
+    let (open_table, open_summary) = open.finish();
+    for (table, summary) in [(&exec_table, &exec_summary), (&open_table, &open_summary)] {
+        assert!(summary.contains("lost 0 events"), "{summary}");
+        assert!(
+            !table.contains(['\x1b', '\r', '\u{9b}']),
+            "a control character reached the terminal: {table:?}"
+        );
+    }
+    // One exec: its comm, filename and both arguments, each escaped.
+    let execs: Vec<&str> = exec_table.lines().skip(1).collect();
+    assert_eq!(execs.len(), 1, "{exec_table}");
+    let line = execs[0];
+    assert!(line.contains(&format!(" ks{HOSTILE_ESCAPED}cat ")), "comm: {line}");
+    assert!(line.contains(&format!(" {escaped_program} ")), "filename: {line}");
+    assert!(line.ends_with(&format!("{escaped_program} {escaped_file}")), "argv: {line}");
+    // cat's successful opens include the file, under its escaped path.
+    assert!(
+        open_table.lines().skip(1).any(|l| l.ends_with(&format!(" {escaped_file}"))),
+        "the open of {escaped_file}: {open_table}"
+    );
+}

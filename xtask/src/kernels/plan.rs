@@ -29,6 +29,7 @@ pub const HOST_TOOLS: &[&str] = &[
     "/bin/true",
     "/bin/echo",
     "/bin/ls",
+    "/bin/cat",
     "/usr/bin/env",
 ];
 
