@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod cgroups;
+pub mod memory_reclaim;
 pub mod net;
 pub mod oom;
 pub mod sched;

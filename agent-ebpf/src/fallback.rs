@@ -1,5 +1,5 @@
-//! The `kernsight-fallback` object: the programs of `main.rs` (keep the two module lists the
-//! same) with `features/fallback.rs`, for kernels without cgroup local storage (before 6.2),
+//! The `kernsight-fallback` object: the programs of `main.rs` (the same modules, listed once in
+//! `families.rs`) with `features/fallback.rs`, for kernels without cgroup local storage (before 6.2),
 //! task local storage or `bpf_get_current_task_btf` (before 5.11): 5.10 and 6.1 among them.
 #![no_std]
 #![no_main]
@@ -7,17 +7,9 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
-mod cgroups;
 #[path = "features/fallback.rs"]
 mod features;
-mod net;
-mod oom;
-mod process_events;
-mod sched;
-mod security;
-mod syscalls;
-mod task;
-mod trace;
+include!("families.rs");
 
 #[cfg(not(test))]
 #[panic_handler]

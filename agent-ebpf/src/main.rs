@@ -8,17 +8,9 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
-mod cgroups;
 #[path = "features/full.rs"]
 mod features;
-mod net;
-mod oom;
-mod process_events;
-mod sched;
-mod security;
-mod syscalls;
-mod task;
-mod trace;
+include!("families.rs");
 
 #[cfg(not(test))]
 #[panic_handler]
