@@ -1,8 +1,9 @@
 //! Memory reclaim, end to end: a container-shaped memory cgroup the test creates holds
 //! anonymous memory near its limit and reads a file larger than what is left, so the kernel
-//! must reclaim the file's page cache on every charge: its tasks' memcg reclaim stalls are
-//! counted, those of a sibling cgroup well inside its limit are not; and the cgroup's
-//! unreclaimable memory is the sum of memory.stat's parts, read by the test.
+//! must reclaim the file's page cache on every charge (without a disk: a tmpfs file past its
+//! `memory.high`): its tasks' memcg reclaim stalls are counted, those of a sibling cgroup well
+//! inside its limit are not; and the cgroup's unreclaimable memory is the sum of memory.stat's
+//! parts, read by the test.
 
 use std::{
     collections::BTreeMap,
@@ -25,6 +26,10 @@ const ANON: usize = 20 << 20;
 /// The file written and read back, in 1 MiB chunks.
 const FILE: usize = 32 << 20;
 const CHUNK: usize = 1 << 20;
+/// Without a disk: `memory.high` of the pressed cgroup, and a tmpfs file that takes it past it
+/// (20 + 8 MiB: past 24, inside the 32 MiB limit).
+const HIGH: u64 = 24 << 20;
+const SHMEM_FILE: usize = 8 << 20;
 
 /// `memory.stat` keys whose sum the agent exports as unreclaimable, as the kernel documents
 /// them (Documentation/admin-guide/cgroup-v2.rst; v1: memory.txt), spelled out here rather than
@@ -156,10 +161,6 @@ fn reclaim_stalls_count_for_the_cgroup_at_its_limit_and_not_its_sibling() {
     if !privileged() {
         return;
     }
-    let Some(dir) = disk_backed_dir() else {
-        skip("needs a disk-backed directory for page cache that reclaim can drop (only tmpfs here)");
-        return;
-    };
     let _serial = serial();
     let agent = Agent::start(&[]);
     // A container-shaped cgroup (so that the container memory series name it) under a limited
@@ -171,11 +172,27 @@ fn reclaim_stalls_count_for_the_cgroup_at_its_limit_and_not_its_sibling() {
     let of_pressed = |kind: &'static str| [(container.0, container.1.as_str()), ("kind", kind)];
     limit(&pressed, LIMIT);
     let sibling = limited_cgroup("reclaim-idle");
+    // Where the file's pages go, and how big it is. On a disk-backed filesystem: its page
+    // cache, past what the limit leaves, which reclaim drops on every charge. On tmpfs only (the
+    // kernel matrix's guests have no disk) its pages are shmem, which reclaim cannot drop: the
+    // file stays inside memory.max and goes past memory.high (v2), where every charge reclaims
+    // (and throttles) instead of killing.
+    let (dir, file_size) = match disk_backed_dir() {
+        Some(dir) => (dir, FILE),
+        None if pressed.path.join("memory.high").exists() => {
+            std::fs::write(pressed.path.join("memory.high"), HIGH.to_string()).expect("memory.high");
+            (std::env::temp_dir(), SHMEM_FILE)
+        }
+        None => {
+            skip("needs a disk-backed filesystem for page cache, or cgroup v2's memory.high");
+            return;
+        }
+    };
     let files = tempfile::tempdir_in(&dir).unwrap();
 
     // The sibling: 4 MiB of anonymous memory and an 8 MiB file, far inside its 32 MiB.
     let idle_pid = spawn_holding(&sibling.path, 4 << 20, &files.path().join("idle"), 8 << 20);
-    let pressed_pid = spawn_holding(&pressed.path, ANON, &files.path().join("pressed"), FILE);
+    let pressed_pid = spawn_holding(&pressed.path, ANON, &files.path().join("pressed"), file_size);
 
     let samples = agent.scrape_until(Duration::from_secs(20), |samples| {
         let stalls = value(samples, STALLS, &of_pressed("memcg"));
