@@ -4,12 +4,13 @@
 //! checked at compile time so that both sides agree on the layout byte for byte.
 #![no_std]
 
+pub mod capabilities;
 pub mod cgroups;
 pub mod memory_reclaim;
 pub mod net;
 pub mod oom;
-pub mod sched;
-pub mod security;
+pub mod processes;
+pub mod runqueue;
 pub mod syscalls;
 pub mod trace;
 

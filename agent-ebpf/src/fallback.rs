@@ -1,6 +1,6 @@
 //! The `kernsight-fallback` object: the programs of `main.rs` (the same modules, listed once in
-//! `families.rs`) with `features/fallback.rs`, for kernels without cgroup local storage (before 6.2),
-//! task local storage or `bpf_get_current_task_btf` (before 5.11): 5.10 and 6.1 among them.
+//! `families.rs`) with `features/fallback.rs`, for kernels without cgroup local storage (before
+//! 6.2), task local storage or `bpf_get_current_task_btf` (before 5.11): 5.10 and 6.1 among them.
 #![no_std]
 #![no_main]
 // Atomic adds: the BPF target's core has no AtomicU64 (see net::atomic_add).

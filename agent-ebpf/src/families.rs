@@ -1,13 +1,13 @@
 // The modules of the kernel programs (a probe family each, and what they share), included by
 // both objects' roots (`main.rs`, `fallback.rs`), which differ only in their `features` module:
 // a new family is one line here.
+mod capabilities;
 mod cgroups;
 mod memory_reclaim;
 mod net;
 mod oom;
-mod process_events;
-mod sched;
-mod security;
+mod processes;
+mod runqueue;
 mod syscalls;
 mod task;
 mod trace;

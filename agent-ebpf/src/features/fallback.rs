@@ -14,7 +14,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap},
 };
 use kernsight_common::{
-    sched::RUNQ_START_ENTRIES,
+    runqueue::RUNQ_START_ENTRIES,
     syscalls::{DEFAULT_CGROUP_SLOTS, OVERFLOW_SLOT, map_full},
 };
 

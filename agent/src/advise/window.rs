@@ -13,8 +13,8 @@ use super::{AdviseError, Observed, Target, target};
 use crate::{
     bpf::{
         Programs,
+        capabilities::{Capabilities, CapabilityMaps},
         family::Family,
-        security::{Capabilities, CapabilityMaps},
         syscalls::{SyscallMaps, Syscalls},
     },
     config::Config,

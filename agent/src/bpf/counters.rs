@@ -11,9 +11,10 @@ use aya::{
     util::nr_cpus,
 };
 use kernsight_common::{
+    capabilities::CapabilityKey,
     net::{DropKey, TcpKey, TrafficKey},
-    sched::{ProcessKey, RunqKey},
-    security::CapabilityKey,
+    processes::ProcessKey,
+    runqueue::RunqKey,
     syscalls::{LatencyKey, OVERFLOW_CGROUP_ID, SyscallKey},
 };
 

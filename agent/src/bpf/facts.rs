@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use kernsight_common::oom::{FIELD_ABSENT, OOM_FIELD_GLOBALS};
 
 use super::{
+    capabilities::SecurityOffsets,
     features::{Features, Object},
     net::SockOffsets,
     oom::RecordLayout,
-    sched::TaskOffsets,
-    security::SecurityOffsets,
+    task::TaskOffsets,
 };
 use crate::{
     config::Config,

@@ -7,7 +7,7 @@
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
 use kernsight_common::{
     cgroups::{CGROUP_ROOT_OFFSET_GLOBAL, ROOT_HIERARCHY_ID_OFFSET_GLOBAL},
-    sched::{
+    processes::{
         BINPRM_FILENAME_OFFSET_GLOBAL, MM_ARG_END_OFFSET_GLOBAL, MM_ARG_START_OFFSET_GLOBAL,
         TASK_EXIT_CODE_OFFSET_GLOBAL, TASK_MM_OFFSET_GLOBAL, TASK_PID_OFFSET_GLOBAL,
         TASK_REAL_PARENT_OFFSET_GLOBAL, TASK_TGID_OFFSET_GLOBAL,
@@ -15,7 +15,7 @@ use kernsight_common::{
     syscalls as wire,
 };
 
-use super::{FAMILIES, cgroup_walk::CgroupOffsets, facts::KernelFacts, pins::Pins, sched};
+use super::{FAMILIES, cgroup_walk::CgroupOffsets, facts::KernelFacts, pins::Pins, task};
 use crate::config::Config;
 
 /// Sets the globals of the walk from a task to its cgroup and of the task's own fields (pid,
@@ -24,7 +24,7 @@ use crate::config::Config;
 pub fn task_globals<'a, 'b>(
     loader: &'b mut EbpfLoader<'a>,
     walk: &'a CgroupOffsets,
-    task: &'a sched::TaskOffsets,
+    task: &'a task::TaskOffsets,
 ) -> &'b mut EbpfLoader<'a> {
     loader
         .override_global(wire::TASK_CGROUPS_OFFSET_GLOBAL, &walk.task_cgroups, true)

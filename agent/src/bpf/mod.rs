@@ -2,6 +2,7 @@
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
 pub mod accounting;
+pub mod capabilities;
 pub mod cgroup_walk;
 pub mod cgroups;
 pub mod counters;
@@ -13,12 +14,12 @@ pub mod memory_reclaim;
 pub mod net;
 pub mod oom;
 pub mod pins;
-pub mod process_events;
+pub mod processes;
 pub mod readiness;
 pub mod rings;
-pub mod sched;
-pub mod security;
+pub mod runqueue;
 pub mod syscalls;
+pub mod task;
 pub mod trace;
 
 use std::{
@@ -51,13 +52,13 @@ pub static FAMILIES: &[&dyn Family] = &[
     &syscalls::Syscalls,
     &cgroups::CgroupLifecycle,
     &oom::Oom,
-    &sched::Runqueue,
-    &sched::Processes,
+    &runqueue::Runqueue,
+    &processes::Processes,
     &net::CgroupTraffic,
     &net::Interfaces,
     &net::Tcp,
     &net::Drops,
-    &security::Capabilities,
+    &capabilities::Capabilities,
     &memory_reclaim::MemoryReclaim,
 ];
 

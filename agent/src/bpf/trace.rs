@@ -24,9 +24,9 @@ use super::{
     cgroup_walk::CgroupOffsets,
     family::Attached as _,
     features::{Features, Object},
-    load_and_attach, object_bytes,
+    load_and_attach, object_bytes, processes,
     rings::EventRing,
-    sched, take_map,
+    take_map, task,
 };
 use crate::{
     config::ObjectChoice,
@@ -85,7 +85,7 @@ impl Trace {
         let object = object_bytes(&Object::choose(&features, ObjectChoice::Auto))?;
         let walk = CgroupOffsets::read(&own_btf, v1_controller)
             .context("cannot find the cgroup of a task in the kernel's BTF")?;
-        let task = sched::TaskOffsets::read(&own_btf)
+        let task = task::TaskOffsets::read(&own_btf)
             .context("cannot read task_struct members from the kernel's BTF")?;
         drop(own_btf);
         let tgid = filters.tgid.unwrap_or(0);
@@ -206,8 +206,11 @@ impl Trace {
                 }
             }
             Source::Processes => {
-                let mut maps =
-                    sched::attach_processes(ebpf, &btf, kernsight_common::sched::DEFAULT_PROCESS_ENTRIES)?;
+                let mut maps = processes::attach_processes(
+                    ebpf,
+                    &btf,
+                    kernsight_common::processes::DEFAULT_PROCESS_ENTRIES,
+                )?;
                 trace.processes = maps.take_events();
             }
         }

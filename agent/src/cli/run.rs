@@ -7,7 +7,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::{
-    bpf::{Programs, cgroups, oom as oom_family, sched},
+    bpf::{Programs, cgroups, oom as oom_family, processes as processes_family},
     config::{Config, LogFormat},
     events::{
         oom::{self, OomKills},
@@ -156,7 +156,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let cgroup_events = programs.take_events(cgroups::PROBE);
     let oom_events = programs.take_events(oom_family::PROBE);
-    let process_events = programs.take_events(sched::PROCESSES_PROBE);
+    let process_events = programs.take_events(processes_family::PROCESSES_PROBE);
     let programs = Arc::new(programs);
     let tracker = Arc::new(Tracker::new(hierarchies));
     let resolver = Arc::new(Resolver::new(

@@ -260,7 +260,7 @@ impl Default for LogConfig {
 
 impl Default for SchedConfig {
     fn default() -> Self {
-        use kernsight_common::sched::{DEFAULT_PROCESS_ENTRIES, DEFAULT_RUNQ_LATENCY_ENTRIES};
+        use kernsight_common::{processes::DEFAULT_PROCESS_ENTRIES, runqueue::DEFAULT_RUNQ_LATENCY_ENTRIES};
         Self {
             runqueue_latency: true,
             processes: true,
@@ -322,7 +322,7 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
             capability_checks: true,
-            capability_max_entries: kernsight_common::security::DEFAULT_CAPABILITY_ENTRIES,
+            capability_max_entries: kernsight_common::capabilities::DEFAULT_CAPABILITY_ENTRIES,
             posture: true,
         }
     }

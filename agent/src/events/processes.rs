@@ -7,7 +7,7 @@ use tracing::debug;
 
 use crate::{
     bpf::{
-        process_events::{Kind, Process, decode, describe_exit},
+        processes::event::{Kind, Process, decode, describe_exit},
         rings::EventRing,
     },
     metadata::{cgroups::Tracker, identity::Resolver},

@@ -2,12 +2,12 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use kernsight_common::security::{DENIED, NESTED_USER_NS};
+use kernsight_common::capabilities::{DENIED, NESTED_USER_NS};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use super::{LabelNames, encode_counters, naming::CgroupNamer, workload_labels};
 use crate::{
-    bpf::{Programs, security::CapabilityMaps},
+    bpf::{Programs, capabilities::CapabilityMaps},
     kernel::names::capability_name,
     metadata::{
         cgroups::Tracker,

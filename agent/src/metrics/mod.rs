@@ -13,8 +13,9 @@ mod net;
 mod net_counters;
 mod oom;
 mod posture;
+mod processes;
 mod resources;
-mod sched;
+mod runqueue;
 pub mod server;
 mod syscalls;
 
@@ -68,7 +69,12 @@ pub fn registry(
         tracker.clone(),
         resolver.clone(),
     )));
-    registry.register_collector(Box::new(sched::SchedCollector::new(
+    registry.register_collector(Box::new(runqueue::RunqueueCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+    )));
+    registry.register_collector(Box::new(processes::ProcessesCollector::new(
         programs.clone(),
         tracker.clone(),
         resolver.clone(),

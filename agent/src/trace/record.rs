@@ -8,7 +8,7 @@ use kernsight_common::trace::{KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_UNKNOWN, Sy
 
 use super::syscall_args;
 use crate::{
-    bpf::process_events::{self, Kind as ProcessKind},
+    bpf::processes::event::{self, Kind as ProcessKind},
     kernel::value::{Event, Kind, Value},
     kernel::{
         names::{errno_name, syscall_name},
@@ -27,7 +27,7 @@ pub enum RecordError {
     #[error(transparent)]
     Tracepoint(#[from] tracefs::DecodeError),
     #[error(transparent)]
-    Process(#[from] process_events::DecodeError),
+    Process(#[from] event::DecodeError),
 }
 
 /// Field names shared by all events of a trace (allocated once).
@@ -226,7 +226,7 @@ impl RecordDecoder {
     }
 
     fn process(&self, record: &[u8], now_ns: u64) -> Result<Event, RecordError> {
-        let process = process_events::decode(record)?;
+        let process = event::decode(record)?;
         let mut event = Event { fields: Vec::with_capacity(12) };
         let n = &self.names;
         event.push(&n.time_ns, Value::UInt(now_ns));
@@ -247,7 +247,7 @@ impl RecordDecoder {
         event.push(&"filename".into(), Value::Str(filename));
         event.push(&"argv".into(), Value::Str(shell_words(&process.args)));
         event.push(&"exit_code".into(), Value::UInt(u64::from(exit_code)));
-        let how = if kind == "exit" { process_events::describe_exit(exit_code) } else { String::new() };
+        let how = if kind == "exit" { event::describe_exit(exit_code) } else { String::new() };
         event.push(&"how".into(), Value::Str(how));
         Ok(event)
     }

@@ -2,7 +2,7 @@
 //! below 1024, changing uid, mounting, ...), granted or denied. Counted per (cgroup, capability,
 //! result, user namespace of the credentials) in a per-CPU hash; nothing is streamed. The hot
 //! path is the cgroup walk and one per-CPU hash update. Checks made by runc while it sets a
-//! container up are skipped (see `kernsight_common::security::RUNC_COMM_PREFIX`).
+//! container up are skipped (see `kernsight_common::capabilities::RUNC_COMM_PREFIX`).
 
 use aya_ebpf::{
     macros::{btf_tracepoint, fexit, map},
@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FExitContext},
 };
 use kernsight_common::{
-    security::{
+    capabilities::{
         CapabilityKey, DEFAULT_CAPABILITY_ENTRIES, DENIED, GRANTED, INITIAL_USER_NS, NESTED_USER_NS,
         RUNC_COMM_MASK, RUNC_COMM_PREFIX,
     },

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use aya::{Btf, Ebpf, EbpfLoader, programs::FExit};
 use kernsight_common::{
-    security::{
+    capabilities::{
         CAPABILITY_CHECKS_MAP, CRED_USER_NS_OFFSET_GLOBAL, CapabilityKey, DENIED, GRANTED, INITIAL_USER_NS,
         NESTED_USER_NS, TASK_COMM_OFFSET_GLOBAL, USER_NS_LEVEL_OFFSET_GLOBAL,
     },
@@ -152,7 +152,7 @@ fn last_capability() -> u32 {
         .ok()
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(40)
-        .min(kernsight_common::security::MAX_CAPABILITY)
+        .min(kernsight_common::capabilities::MAX_CAPABILITY)
 }
 
 /// The maps of the attached `capabilities` family.

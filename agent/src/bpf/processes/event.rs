@@ -1,7 +1,7 @@
 //! Exec and process-exit events of the `processes` family: a decoder that trusts nothing in a
 //! record.
 
-use kernsight_common::sched::{EVENT_ARGS_MAX, EVENT_EXEC, EVENT_EXIT, EVENT_FILENAME_MAX, ProcessEvent};
+use kernsight_common::processes::{EVENT_ARGS_MAX, EVENT_EXEC, EVENT_EXIT, EVENT_FILENAME_MAX, ProcessEvent};
 
 /// A decoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,7 @@
-//! Scheduler and process lifecycle: run-queue latency per cgroup (`sched_wakeup`,
-//! `sched_wakeup_new`, `sched_switch`) and exec/exit counts per cgroup (`sched_process_exec`,
-//! `sched_process_exit`), aggregated in the kernel in per-CPU hashes.
+//! The `processes` family's wire types: exec and exit counts per cgroup
+//! (`sched_process_exec`, `sched_process_exit`) in a per-CPU hash, and the exec and exit events
+//! streamed through a ring buffer.
 
-/// When the thread became runnable (ns, `bpf_ktime_get_ns`), 0 once it ran: task local storage,
-/// or (the fallback object) an LRU hash keyed by thread id of `RUNQ_START_ENTRIES` entries.
-pub const RUNQ_START_MAP: &str = "RUNQ_START";
-/// Threads the fallback object's `RUNQ_START` remembers (the runnable ones are far fewer).
-pub const RUNQ_START_ENTRIES: u32 = 16_384;
-/// Per-CPU hash `RunqKey` → `u64`: switches-in per log2 run-queue latency bucket, and the sum.
-pub const RUNQ_LATENCY_MAP: &str = "RUNQ_LATENCY";
 /// Per-CPU hash `ProcessKey` → `u64`: execs and process exits by kind.
 pub const PROCESS_COUNTS_MAP: &str = "PROCESS_COUNTS";
 
@@ -16,13 +9,7 @@ pub const PROCESS_COUNTS_MAP: &str = "PROCESS_COUNTS";
 pub const TASK_PID_OFFSET_GLOBAL: &str = "TASK_PID_OFFSET";
 pub const TASK_TGID_OFFSET_GLOBAL: &str = "TASK_TGID_OFFSET";
 pub const TASK_EXIT_CODE_OFFSET_GLOBAL: &str = "TASK_EXIT_CODE_OFFSET";
-/// Read-only globals (`u32`) of the runqueue family: 1 when `sched_switch` passes `prev_state`
-/// (5.18+); else the offset of `task_struct.__state` (5.14+) or `.state`, read from `prev`.
-pub const SWITCH_HAS_PREV_STATE_GLOBAL: &str = "SWITCH_HAS_PREV_STATE";
-pub const TASK_STATE_OFFSET_GLOBAL: &str = "TASK_STATE_OFFSET";
 
-/// Default bound of `RUNQ_LATENCY` ((cgroup, bucket) entries).
-pub const DEFAULT_RUNQ_LATENCY_ENTRIES: u32 = 16_384;
 /// Default bound of `PROCESS_COUNTS` ((cgroup, kind) entries).
 pub const DEFAULT_PROCESS_ENTRIES: u32 = 8_192;
 
@@ -58,17 +45,6 @@ pub fn exit_kind(exit_code: u32) -> u32 {
     }
 }
 
-/// Key of `RUNQ_LATENCY`: bucket as in `syscalls::latency_bucket`, or
-/// `syscalls::LATENCY_SUM_BUCKET` for the exact sum of nanoseconds.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RunqKey {
-    pub cgroup_id: u64,
-    pub bucket: u32,
-    pub _pad: u32,
-}
-const _: () = assert!(core::mem::size_of::<RunqKey>() == 16);
-
 /// Key of `PROCESS_COUNTS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -82,8 +58,7 @@ const _: () = assert!(core::mem::size_of::<ProcessKey>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain `#[repr(C)]` integer structs with explicit padding.
-    unsafe impl aya::Pod for super::RunqKey {}
+    // SAFETY: a plain `#[repr(C)]` integer struct with explicit padding.
     unsafe impl aya::Pod for super::ProcessKey {}
 }
 

@@ -1,10 +1,7 @@
-//! Scheduler and process lifecycle.
-//!
-//! Run-queue latency, as runqlat measures it: a thread becomes runnable on `sched_wakeup` /
-//! `sched_wakeup_new`, or when it is switched out while still runnable (preempted: `prev_state`
-//! is `TASK_RUNNING`); `sched_switch` to it then adds the time it waited to a log2 histogram of
-//! its cgroup. Exec and exit: `sched_process_exec` counts execs, `sched_process_exit` counts
-//! exits of thread-group leaders (processes, not threads) by how they ended.
+//! The `runqueue` family: run-queue latency, as runqlat measures it. A thread becomes runnable
+//! on `sched_wakeup` / `sched_wakeup_new`, or when it is switched out while still runnable
+//! (preempted: `prev_state` is `TASK_RUNNING`); `sched_switch` to it then adds the time it
+//! waited to a log2 histogram of its cgroup.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -13,15 +10,14 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use kernsight_common::{
-    sched::{DEFAULT_PROCESS_ENTRIES, DEFAULT_RUNQ_LATENCY_ENTRIES, ProcessKey, RunqKey, exit_kind, kind},
+    runqueue::{DEFAULT_RUNQ_LATENCY_ENTRIES, RunqKey},
     syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
 };
 
 use crate::{
     features::runnable_since,
-    process_events,
     syscalls::{add, count_map_full},
-    task::{global, load, task_cgroup, task_exit_code, task_pid, task_tgid},
+    task::{global, load, task_cgroup, task_pid},
 };
 
 /// 1 when `sched_switch` has a `prev_state` argument (5.18+), set by the agent.
@@ -34,10 +30,6 @@ static TASK_STATE_OFFSET: u32 = 0;
 #[map]
 static RUNQ_LATENCY: PerCpuHashMap<RunqKey, u64> =
     PerCpuHashMap::with_max_entries(DEFAULT_RUNQ_LATENCY_ENTRIES, 0);
-
-#[map]
-static PROCESS_COUNTS: PerCpuHashMap<ProcessKey, u64> =
-    PerCpuHashMap::with_max_entries(DEFAULT_PROCESS_ENTRIES, 0);
 
 /// `TASK_RUNNING`: a `prev_state` of 0 means the thread was preempted and is still runnable.
 const TASK_RUNNING: u32 = 0;
@@ -117,38 +109,5 @@ pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
         let overflow = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, _pad: 0 };
         add(&RUNQ_LATENCY, &key, &overflow, map_full::RUNQ_LATENCY, amount);
     }
-    0
-}
-
-#[inline(always)]
-fn count_process(task: *const u8, what: u32) {
-    // SAFETY: `task` is a BTF `task_struct` pointer from the tracepoint.
-    let (_, cgroup_id) = unsafe { task_cgroup(task) };
-    let key = ProcessKey { cgroup_id, kind: what, _pad: 0 };
-    let overflow = ProcessKey { cgroup_id: OVERFLOW_CGROUP_ID, kind: what, _pad: 0 };
-    add(&PROCESS_COUNTS, &key, &overflow, map_full::PROCESS_COUNTS, 1);
-}
-
-/// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-#[btf_tracepoint(function = "sched_process_exec")]
-pub fn ks_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
-    count_process(ctx.arg(0), kind::EXEC);
-    // SAFETY: the tracepoint's BTF arguments.
-    unsafe { process_events::exec(ctx.arg(0), ctx.arg(2)) };
-    0
-}
-
-/// sched_process_exit(struct task_struct *p, ...): `exit_code` is set before it fires.
-#[btf_tracepoint(function = "sched_process_exit")]
-pub fn ks_sched_process_exit(ctx: BtfTracePointContext) -> i32 {
-    let task: *const u8 = ctx.arg(0);
-    // SAFETY: `task` is a BTF `task_struct` pointer from the tracepoint.
-    let (pid, tgid, code) = unsafe { (task_pid(task), task_tgid(task), task_exit_code(task)) };
-    if pid != tgid {
-        return 0; // a thread, not the process
-    }
-    count_process(task, exit_kind(code));
-    // SAFETY: the tracepoint's BTF argument.
-    unsafe { process_events::exit(task) };
     0
 }

@@ -10,7 +10,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use kernsight_common::sched::{
+use kernsight_common::processes::{
     EVENT_ARGS_MAX, EVENT_EXEC, EVENT_EXIT, EVENT_FILENAME_MAX, PROCESS_EVENTS_BYTES, ProcessEvent,
 };
 

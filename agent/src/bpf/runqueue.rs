@@ -1,0 +1,117 @@
+//! The `runqueue` family: `ks_sched_wakeup`, `ks_sched_wakeup_new` and `ks_sched_switch`
+//! measure run-queue latency per cgroup.
+
+use std::time::Duration;
+
+use aya::EbpfLoader;
+use kernsight_common::{
+    runqueue::{
+        RUNQ_LATENCY_MAP, RUNQ_START_MAP, RunqKey, SWITCH_HAS_PREV_STATE_GLOBAL, TASK_STATE_OFFSET_GLOBAL,
+    },
+    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
+};
+
+use super::{
+    counters::{CgroupCounters, Row},
+    facts::KernelFacts,
+    family::{AttachContext, Attached, Family, MapRow, attached_any},
+    features::{Implementation, Object},
+    load_and_attach,
+};
+use crate::config::Config;
+
+pub const RUNQUEUE_PROBE: &str = "runqueue";
+const RUNQUEUE_PROGRAMS: [(&str, &str); 3] = [
+    ("ks_sched_wakeup", "sched_wakeup"),
+    ("ks_sched_wakeup_new", "sched_wakeup_new"),
+    ("ks_sched_switch", "sched_switch"),
+];
+
+/// Run-queue latency per cgroup.
+pub struct Runqueue;
+
+impl Family for Runqueue {
+    fn name(&self) -> &'static str {
+        RUNQUEUE_PROBE
+    }
+
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
+        RUNQUEUE_PROGRAMS.iter().map(|(p, _)| *p).collect()
+    }
+
+    fn enabled(&self, config: &Config) -> bool {
+        config.sched.runqueue_latency
+    }
+
+    fn set_enabled(&self, config: &mut Config, on: bool) {
+        config.sched.runqueue_latency = on;
+    }
+
+    fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
+        facts.need_task().err().or_else(|| match (&facts.task_state_offset, facts.switch_has_prev_state) {
+            (Err(err), 0) => Some(format!("sched_switch has no prev_state argument and {err}")),
+            _ => None,
+        })
+    }
+
+    fn implementation(&self, facts: &KernelFacts) -> Implementation {
+        match &facts.object {
+            Object::Full => Implementation::standard("task_storage"),
+            Object::Fallback { why } => Implementation::fallback(
+                "thread_id_lru",
+                format!("runnable-since times in an LRU hash keyed by thread id: {why}"),
+            ),
+        }
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
+        loader
+            .override_global(SWITCH_HAS_PREV_STATE_GLOBAL, &facts.switch_has_prev_state, true)
+            .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries);
+        if let Ok(offset) = &facts.task_state_offset {
+            loader.override_global(TASK_STATE_OFFSET_GLOBAL, offset, true);
+        }
+    }
+
+    fn pinned_maps(&self) -> &'static [&'static str] {
+        &[RUNQ_LATENCY_MAP]
+    }
+
+    fn bounds(&self) -> &'static [(&'static str, u32)] {
+        &[(RUNQ_LATENCY_MAP, map_full::RUNQ_LATENCY), (RUNQ_START_MAP, map_full::RUNQ_START)]
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        let overflow =
+            (0..=LATENCY_SUM_BUCKET).map(|bucket| RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, _pad: 0 });
+        let latency =
+            CgroupCounters::take(cx.ebpf, RUNQ_LATENCY_MAP, cx.config.sched.runqueue_max_entries, overflow)?;
+        // sched_switch last: it consumes what the wakeups record.
+        load_and_attach(cx.ebpf, cx.btf, &RUNQUEUE_PROGRAMS)?;
+        Ok(Box::new(RunqueueMaps { latency }))
+    }
+}
+
+/// The maps of the attached `runqueue` family.
+pub struct RunqueueMaps {
+    latency: CgroupCounters<RunqKey>,
+}
+
+impl RunqueueMaps {
+    /// Switches-in per (cgroup, log2 bucket), and the sums (`LATENCY_SUM_BUCKET`).
+    pub fn read(&self) -> (Vec<Row<RunqKey>>, u64) {
+        self.latency.read()
+    }
+}
+
+impl Attached for RunqueueMaps {
+    attached_any!();
+
+    fn map_rows(&self) -> Vec<MapRow> {
+        vec![self.latency.map_row()]
+    }
+
+    fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        self.latency.recycle(gone_for, grace)
+    }
+}
