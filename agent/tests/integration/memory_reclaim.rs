@@ -87,7 +87,7 @@ fn write_and_reread(path: &CString, size: usize) -> i32 {
             if libc::write(fd, buffer, CHUNK) != CHUNK as isize {
                 return 5;
             }
-            if (written + CHUNK) % (4 * CHUNK) == 0 {
+            if (written + CHUNK).is_multiple_of(4 * CHUNK) {
                 libc::fdatasync(fd);
             }
         }
