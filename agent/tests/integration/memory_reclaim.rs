@@ -55,8 +55,9 @@ fn disk_backed_dir() -> Option<PathBuf> {
     const RAMFS_MAGIC: u64 = 0x8584_58f6;
     [PathBuf::from(env!("CARGO_TARGET_TMPDIR")), std::env::temp_dir()].into_iter().find(|dir| {
         let Ok(path) = CString::new(dir.as_os_str().as_encoded_bytes()) else { return false };
-        // SAFETY: a NUL-terminated path and a statfs the call fills.
+        // SAFETY: a plain C struct of integers, valid zeroed.
         let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a statfs the call fills.
         let ok = unsafe { libc::statfs(path.as_ptr(), &mut fs) } == 0;
         ok && !matches!(fs.f_type as u64, TMPFS_MAGIC | RAMFS_MAGIC)
     })
