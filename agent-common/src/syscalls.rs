@@ -144,6 +144,9 @@ pub mod map_full {
     pub const SYSCALL_LATENCY_QUOTA: u32 = 13;
     /// Security family (indices 16..=23).
     pub const CAPABILITY_CHECKS: u32 = 16;
+    /// Memory reclaim family (24..=25): the stall histogram, then the threads-in-reclaim hash.
+    pub const RECLAIM_STALLS: u32 = 24;
+    pub const RECLAIM_START: u32 = 25;
     /// Room for every family's indices; each family owns a fixed range.
     pub const COUNT: u32 = 32;
 }

@@ -1,24 +1,15 @@
-//! The `kernsight-fallback` object: the programs of `main.rs` (keep the two module lists the
-//! same) with `features/fallback.rs`, for kernels without cgroup local storage (before 6.2),
-//! task local storage or `bpf_get_current_task_btf` (before 5.11): 5.10 and 6.1 among them.
+//! The `kernsight-fallback` object: the programs of `main.rs` (the same modules, listed once in
+//! `families.rs`) with `features/fallback.rs`, for kernels without cgroup local storage (before
+//! 6.2), task local storage or `bpf_get_current_task_btf` (before 5.11): 5.10 and 6.1 among them.
 #![no_std]
 #![no_main]
 // Atomic adds: the BPF target's core has no AtomicU64 (see counters::atomic_add).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
-mod capabilities;
-mod cgroups;
-mod counters;
 #[path = "features/fallback.rs"]
 mod features;
-mod net;
-mod oom;
-mod processes;
-mod runqueue;
-mod syscalls;
-mod task;
-mod trace;
+include!("families.rs");
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -8,18 +8,9 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
-mod capabilities;
-mod cgroups;
-mod counters;
 #[path = "features/full.rs"]
 mod features;
-mod net;
-mod oom;
-mod processes;
-mod runqueue;
-mod syscalls;
-mod task;
-mod trace;
+include!("families.rs");
 
 #[cfg(not(test))]
 #[panic_handler]

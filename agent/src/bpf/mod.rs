@@ -10,6 +10,7 @@ pub mod facts;
 pub mod family;
 pub mod features;
 mod loader;
+pub mod memory_reclaim;
 pub mod net;
 pub mod oom;
 pub mod pins;
@@ -58,6 +59,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &net::Tcp,
     &net::Drops,
     &capabilities::Capabilities,
+    &memory_reclaim::MemoryReclaim,
 ];
 
 /// The objects `build.rs` produced from `kernsight-ebpf`: the full one and the fallback one for

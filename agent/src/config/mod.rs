@@ -34,6 +34,7 @@ pub struct Config {
     pub log: LogConfig,
     pub syscalls: SyscallsConfig,
     pub sched: SchedConfig,
+    pub memory: MemoryConfig,
     pub network: NetworkConfig,
     pub security: SecurityConfig,
     pub metadata: MetadataConfig,
@@ -103,6 +104,13 @@ pub struct SchedConfig {
     pub processes: bool,
     pub runqueue_max_entries: u32,
     pub process_max_entries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    pub reclaim_stalls: bool,
+    pub reclaim_max_entries: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -212,6 +220,8 @@ impl Config {
             ("syscalls.latency_max_entries", self.syscalls.latency_max_entries, 64, 1 << 24),
             ("sched.runqueue_max_entries", self.sched.runqueue_max_entries, 64, 1 << 24),
             ("sched.process_max_entries", self.sched.process_max_entries, 16, 1 << 24),
+            // The overflow entries alone take 2 kinds * 41 buckets.
+            ("memory.reclaim_max_entries", self.memory.reclaim_max_entries, 128, 1 << 24),
             ("network.cgroup_traffic_max_entries", self.network.cgroup_traffic_max_entries, 16, 1 << 24),
             (
                 "network.interface_traffic_max_entries",
@@ -286,6 +296,15 @@ impl Default for SchedConfig {
             processes: true,
             runqueue_max_entries: DEFAULT_RUNQ_LATENCY_ENTRIES,
             process_max_entries: DEFAULT_PROCESS_ENTRIES,
+        }
+    }
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            reclaim_stalls: true,
+            reclaim_max_entries: kernsight_common::memory_reclaim::DEFAULT_RECLAIM_STALL_ENTRIES,
         }
     }
 }

@@ -86,6 +86,12 @@ pub struct Resources {
     /// Bytes by kind: anon, file, kernel, shmem, slab, sock (v2); anon, file, shmem,
     /// mapped_file (v1).
     pub memory_by_kind: BTreeMap<&'static str, u64>,
+    /// Memory reclaim cannot free while swap is off: the anon LRU lists (anonymous memory and
+    /// shmem/tmpfs), the unevictable list (mlocked, ramfs) and, on v2, the kernel memory that is
+    /// not reclaimable (unreclaimable slab, kernel stacks, page tables, percpu, vmalloc, socket
+    /// buffers); v1's `memory.stat` has no kernel memory. The parts are disjoint: see
+    /// `V2_UNRECLAIMABLE_PARTS`.
+    pub memory_unreclaimable: Option<u64>,
     /// v2 `memory.events` (low, high, max, oom, oom_kill, oom_group_kill); v1 oom_kill and
     /// under_oom from `memory.oom_control`.
     pub memory_events: BTreeMap<&'static str, u64>,
@@ -110,6 +116,25 @@ const V2_KERNEL_PARTS: [&str; 5] = ["kernel_stack", "pagetables", "sec_pagetable
 /// v1 `memory.stat` keys and the kinds they are reported as.
 const V1_MEMORY_KINDS: [(&str, &str); 4] =
     [("rss", "anon"), ("cache", "file"), ("shmem", "shmem"), ("mapped_file", "mapped_file")];
+/// v2 `memory.stat` keys whose sum is `memory_unreclaimable`: the LRU lists reclaim cannot
+/// shrink without swap (each page is on one list: anon's hold shmem too) and kernel memory that
+/// is on no LRU and not reclaimable. Keys a kernel lacks (`sec_pagetables` before 6.2,
+/// `vmalloc` before 6.0) count as zero.
+pub const V2_UNRECLAIMABLE_PARTS: [&str; 10] = [
+    "active_anon",
+    "inactive_anon",
+    "unevictable",
+    "slab_unreclaimable",
+    "kernel_stack",
+    "pagetables",
+    "sec_pagetables",
+    "percpu",
+    "vmalloc",
+    "sock",
+];
+/// The same for v1 (`total_` variants, which include descendants as v2's do, else the plain
+/// keys): the anon and unevictable LRU lists.
+pub const V1_UNRECLAIMABLE_PARTS: [&str; 3] = ["active_anon", "inactive_anon", "unevictable"];
 const V2_MEMORY_EVENTS: [&str; 6] = ["low", "high", "max", "oom", "oom_kill", "oom_group_kill"];
 const V1_MEMORY_EVENTS: [&str; 2] = ["oom_kill", "under_oom"];
 const PRESSURE_RESOURCES: [&str; 3] = ["cpu", "memory", "io"];
@@ -157,6 +182,7 @@ fn read_v2(dir: &Path) -> Resources {
                 r.memory_by_kind.insert(kind, bytes);
             }
         }
+        r.memory_unreclaimable = sum_present(V2_UNRECLAIMABLE_PARTS.iter().map(|k| stat.get(*k)));
         if !stat.contains_key("kernel") {
             let parts: Vec<u64> = V2_KERNEL_PARTS.iter().filter_map(|k| stat.get(*k).copied()).collect();
             if !parts.is_empty() {
@@ -213,6 +239,8 @@ fn read_v1(
                 r.memory_by_kind.insert(kind, bytes);
             }
         }
+        let part = |key: &str| stat.get(&format!("total_{key}")).or_else(|| stat.get(key));
+        r.memory_unreclaimable = sum_present(V1_UNRECLAIMABLE_PARTS.iter().map(|k| part(k)));
     }
     if let Some(control) = file(memory, "memory.oom_control").map(|t| parse_flat_keyed(&t)) {
         r.memory_events = pick(&control, &V1_MEMORY_EVENTS);
@@ -231,6 +259,11 @@ fn read_v1(
         .and_then(|q| u64::try_from(q).ok())
         .map(|q| q as f64 / USEC_PER_SEC);
     r
+}
+
+/// The sum of the parts present; `None` when none is (not a memory.stat of this shape).
+fn sum_present<'a>(parts: impl Iterator<Item = Option<&'a u64>>) -> Option<u64> {
+    parts.flatten().fold(None, |sum, &part| Some(sum.unwrap_or(0u64).saturating_add(part)))
 }
 
 fn pick(map: &BTreeMap<String, u64>, keys: &[&'static str]) -> BTreeMap<&'static str, u64> {

@@ -6,6 +6,7 @@ mod capabilities;
 pub mod client;
 pub use capabilities::capability_labels;
 mod histogram;
+mod memory_reclaim;
 mod metadata;
 mod naming;
 mod net;
@@ -74,6 +75,11 @@ pub fn registry(
         resolver.clone(),
     )));
     registry.register_collector(Box::new(processes::ProcessesCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+    )));
+    registry.register_collector(Box::new(memory_reclaim::ReclaimCollector::new(
         programs.clone(),
         tracker.clone(),
         resolver.clone(),

@@ -102,6 +102,7 @@ impl Collector for ResourceCollector {
                 }
             };
             add("usage_bytes", r.memory_current.map(|v| v as f64));
+            add("unreclaimable_bytes", r.memory_unreclaimable.map(|v| v as f64));
             add("cpu_usage", r.cpu_usage_seconds);
             add("cpu_quota", r.cpu_quota_seconds);
             add("cpu_period", r.cpu_period_seconds);
@@ -158,11 +159,17 @@ impl Collector for ResourceCollector {
 }
 
 /// (key, name, help, type) of every family, in export order.
-const FAMILIES: [(&str, &str, &str, MetricType); 13] = [
+const FAMILIES: [(&str, &str, &str, MetricType); 14] = [
     (
         "usage_bytes",
         "kernsight_container_memory_usage_bytes",
         "Memory charged to the container's cgroup (memory.current; v1 memory.usage_in_bytes)",
+        MetricType::Gauge,
+    ),
+    (
+        "unreclaimable_bytes",
+        "kernsight_container_memory_unreclaimable_bytes",
+        "Memory of the container that reclaim cannot free without swap (memory.stat: anon and unevictable LRU lists, with shmem; v2 adds unreclaimable slab, kernel stacks, page tables, percpu, vmalloc, socket buffers): the limit minus this is the headroom before the OOM killer",
         MetricType::Gauge,
     ),
     (

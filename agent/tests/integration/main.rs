@@ -26,6 +26,7 @@ mod fallbacks;
 mod families;
 mod harness;
 mod http_security;
+mod memory_reclaim;
 mod net;
 mod net_kernel;
 mod oom;

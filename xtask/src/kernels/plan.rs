@@ -16,6 +16,7 @@ pub const FAMILIES: &[&str] = &[
     "tcp",
     "packet_drops",
     "capabilities",
+    "memory_reclaim",
 ];
 
 /// Host programs that some tests call, copied into the guests at the same paths with their

@@ -317,6 +317,9 @@ fn reads_v2_fixture_tree() {
     assert_eq!(r.memory_current, Some(27934720));
     assert_eq!(r.memory_max, Some(128 * MIB));
     assert_eq!(r.memory_high, None);
+    // inactive_anon + active_anon + unevictable + slab_unreclaimable + kernel_stack + pagetables
+    // + sec_pagetables + percpu + vmalloc + sock.
+    assert_eq!(r.memory_unreclaimable, Some(17408000 + 8192 + 488872 + 98304 + 344064 + 1440 + 4096));
     assert_eq!(
         r.memory_by_kind,
         BTreeMap::from([
@@ -420,6 +423,9 @@ fn reads_v1_fixture_tree() {
         ])
     );
     assert_eq!(r.memory_events, BTreeMap::from([("oom_kill", 3), ("under_oom", 0)]));
+    // No total_ lines for the LRU lists in this file: the cgroup's own inactive_anon +
+    // active_anon + unevictable.
+    assert_eq!(r.memory_unreclaimable, Some(1531904 + 12988416));
     assert_eq!(r.cpu_usage_seconds, Some(1.5));
     assert_eq!(r.cpu_quota_seconds, Some(0.02));
     assert_eq!(r.cpu_period_seconds, Some(0.1));
@@ -447,6 +453,7 @@ fn reads_v1_unlimited_and_without_total_lines() {
     let r = read(&CgroupDirs::V1 { memory: dir.clone(), cpu: dir, cpuacct: None, pids: None });
     assert_eq!(r.memory_max, None);
     assert_eq!(r.memory_by_kind, BTreeMap::from([("anon", 200), ("file", 100), ("shmem", 3)]));
+    assert_eq!(r.memory_unreclaimable, None, "no LRU list in this memory.stat");
     assert_eq!(r.cpu_quota_seconds, None);
     assert_eq!(r.cpu_period_seconds, Some(0.1));
     assert_eq!(r.cpu_usage_seconds, None);

@@ -1,0 +1,14 @@
+// The modules of the kernel programs (a probe family each, and what they share), included by
+// both objects' roots (`main.rs`, `fallback.rs`), which differ only in their `features` module:
+// a new family is one line here.
+mod capabilities;
+mod cgroups;
+mod counters;
+mod memory_reclaim;
+mod net;
+mod oom;
+mod processes;
+mod runqueue;
+mod syscalls;
+mod task;
+mod trace;

@@ -1,0 +1,68 @@
+//! `kernsight_memory_reclaim_stall_seconds`: time tasks spent in direct and memcg reclaim, by
+//! workload and kind, read from the `memory_reclaim` family's map on each scrape.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use kernsight_common::memory_reclaim::kind_name;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::MetricType,
+};
+
+use super::{
+    LabelNames,
+    histogram::{Latency, LatencyHistogram},
+    naming::CgroupNamer,
+    workload_labels,
+};
+use crate::{
+    bpf::{Programs, memory_reclaim::ReclaimMaps},
+    metadata::{
+        cgroups::Tracker,
+        identity::{Resolver, Workload},
+    },
+};
+
+#[derive(Debug)]
+pub struct ReclaimCollector {
+    programs: Arc<Programs>,
+    tracker: Arc<Tracker>,
+    resolver: Arc<Resolver>,
+}
+
+impl ReclaimCollector {
+    pub fn new(programs: Arc<Programs>, tracker: Arc<Tracker>, resolver: Arc<Resolver>) -> Self {
+        Self { programs, tracker, resolver }
+    }
+}
+
+impl Collector for ReclaimCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
+        let Some(rows) = self.programs.family::<ReclaimMaps>().map(|maps| maps.read().0) else {
+            return Ok(());
+        };
+        let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
+        let names = LabelNames {
+            container_id: self.resolver.container_id_label(),
+            pod_labels: self.resolver.pod_label_names(),
+        };
+        let mut series: BTreeMap<(Workload, &'static str), Latency> = BTreeMap::new();
+        for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
+            let Some(kind) = kind_name(key.kind) else { continue };
+            series.entry((namer.name(key.cgroup_id), kind)).or_default().add(key.bucket, value);
+        }
+        let mut family = encoder.encode_descriptor(
+            "kernsight_memory_reclaim_stall_seconds",
+            "Time tasks spent in memory reclaim, by workload and kind: direct (the node was short of free memory) or memcg (the cgroup or an ancestor was at its limit); log2 buckets in the kernel",
+            None,
+            MetricType::Histogram,
+        )?;
+        for ((workload, kind), stalls) in series {
+            let labels = workload_labels(&workload, &names, [("kind", kind.to_owned())]);
+            LatencyHistogram(&stalls).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
