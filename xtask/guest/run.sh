@@ -53,6 +53,10 @@ if [ "$serving" = yes ]; then
         probe=${probe%%\"*}
         if [ "$value" = 1 ]; then
             result "probe:$probe" PASS attached
+        elif grep -q "^kernsight_probe_supported{probe=\"$probe\"} 0" /tmp/metrics; then
+            why=$(grep 'this kernel cannot run it' /tmp/agent.log | grep "\"$probe\"" | tail -n 1 |
+                sed 's/.*this kernel cannot run it: //' | cut -c 1-300)
+            result "probe:$probe" FAIL "unsupported: ${why:-this kernel cannot run it}"
         else
             why=$(grep 'probe failed to attach' /tmp/agent.log | grep "\"$probe\"" | tail -n 1 |
                 sed 's/.*probe failed to attach: //' | cut -c 1-300)

@@ -33,10 +33,14 @@ fn read_u8(at: usize) -> u8 {
     unsafe { *(at as *const u8) }
 }
 
+/// Two byte loads, not a 16-bit load and a byte swap: verifiers before 6.x know nothing of the
+/// result of a byte swap (`BPF_END`), so a length read that way and added to a packet pointer
+/// is refused ("math between pkt pointer and register with unbounded min value"); a shift and
+/// an or of two bytes stay within [0, 0xffff] for every verifier.
 #[inline(always)]
 fn read_be16(at: usize) -> u16 {
-    // SAFETY: callers check `at + 2 <= end` first.
-    u16::from_be(unsafe { core::ptr::read_unaligned(at as *const u16) })
+    // Callers check `at + 2 <= end` first.
+    (u16::from(read_u8(at)) << 8) | u16::from(read_u8(at + 1))
 }
 
 /// The protocol of the frame in `[start, end)`.
