@@ -15,7 +15,8 @@ use aya_ebpf::{
 };
 use kernsight_common::syscalls::{
     CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LATENCY_SUM_BUCKET,
-    LatencyKey, OTHER_ERRNO, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL, START_ENTRIES, SlotEntries,
+    LatencyKey, OTHER_ERRNO, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL, START_ENTRIES, SYSCALL_COLUMNS,
+    SlotEntries,
     SyscallKey, SyscallRow, bounded_errno, column_of, errno_of, error_quota, latency_bucket, latency_quota,
     map_full,
 };
@@ -60,6 +61,11 @@ static LATENCY_ENABLED: u8 = 0;
 
 /// Entries of `SYSCALL_ERRORS` and `SYSCALL_LATENCY` one slot may create (set by the agent from
 /// the maps' bounds and the number of slots).
+/// `SYSCALL_COLUMNS - 1`, read as a global so that the compiler keeps the mask: verifiers
+/// before 5.13 forget the bounds of a spilled register, so the column, checked before the map
+/// lookup and reloaded after it, must be bounded again where it indexes the row.
+#[unsafe(no_mangle)]
+static COLUMN_MASK: u64 = (SYSCALL_COLUMNS - 1) as u64;
 #[unsafe(no_mangle)]
 static ERROR_QUOTA: u32 = error_quota(DEFAULT_ERROR_ENTRIES, DEFAULT_CGROUP_SLOTS);
 #[unsafe(no_mangle)]
@@ -206,7 +212,9 @@ pub fn ks_sys_exit(ctx: BtfTracePointContext) -> i32 {
     if let Some(row) = SYSCALL_ROWS.get_ptr_mut(slot) {
         // SAFETY: this CPU's row; only this program writes the rows, and the kernel does not
         // let it nest into itself on one CPU.
-        unsafe { (*row).calls[column_of(syscall)] += 1 };
+        let column = (column_of(syscall) as u64 & global(&COLUMN_MASK)) as usize;
+        // SAFETY: as above; the mask keeps the column below SYSCALL_COLUMNS (a power of two).
+        unsafe { *(*row).calls.get_unchecked_mut(column) += 1 };
     }
 
     // Hash keys use the bounded column, not the number a workload chose (`syscall(1000 + i)`).

@@ -6,6 +6,21 @@
 
 use kernsight_common::net::protocol;
 
+use crate::task::global;
+
+/// 0xffff, read as a global so that the compiler keeps the masks below: a length from the
+/// frame is added to a packet pointer, and the verifiers of 5.10 to 6.12 lost its bounds on the
+/// way there ("math between pkt pointer and register with unbounded min value"); masked right
+/// before the addition, it is within [0, 0xffff] for every verifier.
+#[unsafe(no_mangle)]
+static U16_MASK: usize = 0xffff;
+
+/// A 16-bit length from the frame, bounded where the verifier needs to see it.
+#[inline(always)]
+fn length16(value: u16) -> usize {
+    value as usize & global(&U16_MASK)
+}
+
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 const ETH_P_IP: u16 = 0x0800;
@@ -85,7 +100,7 @@ fn ipv4(l3: usize, end: usize) -> u32 {
     if version_ihl >> 4 != 4 || header_len < IPV4_MIN_HLEN {
         return protocol::MALFORMED;
     }
-    let total_len = read_be16(l3 + 2) as usize;
+    let total_len = length16(read_be16(l3 + 2));
     if total_len < header_len || l3 + total_len > end {
         return protocol::MALFORMED;
     }
@@ -127,7 +142,7 @@ fn ipv6(l3: usize, end: usize) -> u32 {
     if read_u8(l3) >> 4 != 6 {
         return protocol::MALFORMED;
     }
-    let payload_len = read_be16(l3 + 4) as usize;
+    let payload_len = length16(read_be16(l3 + 4));
     let mut next = read_u8(l3 + 6);
     let mut l4 = l3 + IPV6_HLEN;
     // A payload length of 0 after a hop-by-hop header is a jumbogram (RFC 2675), whose length
@@ -195,6 +210,6 @@ fn udp_fits(l4: usize, packet_end: usize, end: usize, whole: bool) -> bool {
     if l4 + UDP_HLEN > packet_end || l4 + UDP_HLEN > end {
         return false;
     }
-    let length = read_be16(l4 + 4) as usize;
+    let length = length16(read_be16(l4 + 4));
     !whole || (length >= UDP_HLEN && l4 + length <= packet_end)
 }
