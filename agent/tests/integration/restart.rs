@@ -136,7 +136,7 @@ fn counters_continue_across_kill_9_and_restart() {
 
 /// The cgroup ids owning a slot of the syscall rows, from the pinned `SLOT_OWNERS` array.
 fn slot_owners(pins: &std::path::Path) -> Vec<u64> {
-    let map = pins.join("v1/SLOT_OWNERS");
+    let map = pins.join(format!("v{}/SLOT_OWNERS", kernsight_common::MAP_LAYOUT_VERSION));
     let out =
         Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(&map).output().expect("bpftool");
     assert!(
