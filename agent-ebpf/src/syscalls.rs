@@ -208,17 +208,18 @@ pub fn ks_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let syscall = unsafe { load::<SyscallNr>(regs, SYSCALL_NR_OFFSET) } as i64 as u64;
     let (cgroup, cgroup_id) = current_cgroup();
 
+    // Rows and hash keys use the bounded column, not the number a workload chose
+    // (`syscall(1000 + i)`).
+    let column = column_of(syscall);
     let slot = slot_of(cgroup, cgroup_id);
     if let Some(row) = SYSCALL_ROWS.get_ptr_mut(slot) {
+        let index = (column as u64 & global(&COLUMN_MASK)) as usize;
         // SAFETY: this CPU's row; only this program writes the rows, and the kernel does not
-        // let it nest into itself on one CPU.
-        let column = (column_of(syscall) as u64 & global(&COLUMN_MASK)) as usize;
-        // SAFETY: as above; the mask keeps the column below SYSCALL_COLUMNS (a power of two).
-        unsafe { *(*row).calls.get_unchecked_mut(column) += 1 };
+        // let it nest into itself on one CPU. The mask keeps the index below SYSCALL_COLUMNS
+        // (a power of two).
+        unsafe { *(*row).calls.get_unchecked_mut(index) += 1 };
     }
-
-    // Hash keys use the bounded column, not the number a workload chose (`syscall(1000 + i)`).
-    let column = column_of(syscall) as u32;
+    let column = column as u32;
     let errno = errno_of(ret);
     if errno != 0 {
         count_error(slot, cgroup_id, column, errno);

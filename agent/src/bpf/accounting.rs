@@ -68,26 +68,8 @@ fn kernel_map_name(fd: i32) -> Option<String> {
         header: [u32; 6],
         name: [u8; 16],
     }
-    #[repr(C)]
-    struct GetInfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     let mut head = MapInfoHead::default();
-    let mut attr = GetInfoAttr {
-        bpf_fd: u32::try_from(fd).ok()?,
-        info_len: size_of::<MapInfoHead>() as u32,
-        info: (&raw mut head) as u64,
-    };
-    // SAFETY: `attr` and `head` outlive the call, and the kernel writes at most `info_len` bytes.
-    let result = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &raw mut attr, size_of::<GetInfoAttr>())
-    };
-    if result != 0 {
-        return None;
-    }
+    obj_get_info(fd, &mut head)?;
     let len = head.name.iter().position(|&b| b == 0).unwrap_or(head.name.len());
     Some(String::from_utf8_lossy(&head.name[..len]).into_owned())
 }
@@ -143,6 +125,18 @@ fn program_recursion_misses(fd: i32) -> Option<u64> {
         head: [u8; RECURSION_MISSES_OFFSET],
         recursion_misses: u64,
     }
+    // Zeroed: the kernel refuses non-zero bytes past its own struct, and copies nothing out
+    // through the null pointers (instructions, map ids) of the head.
+    let mut info = ProgInfoHead { head: [0; RECURSION_MISSES_OFFSET], recursion_misses: 0 };
+    // Older kernels fill less than up to the field's end.
+    let filled = obj_get_info(fd, &mut info)?;
+    (filled >= size_of::<ProgInfoHead>()).then_some(info.recursion_misses)
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` of a map or program descriptor this process owns (no privilege
+/// beyond holding it) into `info`, the head of the kernel's info struct as a plain `#[repr(C)]`
+/// value, zeroed: the number of bytes the kernel filled, or `None` when the call fails.
+fn obj_get_info<T>(fd: i32, info: &mut T) -> Option<usize> {
     #[repr(C)]
     struct GetInfoAttr {
         bpf_fd: u32,
@@ -150,20 +144,16 @@ fn program_recursion_misses(fd: i32) -> Option<u64> {
         info: u64,
     }
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    // Zeroed: the kernel refuses non-zero bytes past its own struct, and copies nothing out
-    // through the null pointers (instructions, map ids) of the head.
-    let mut info = ProgInfoHead { head: [0; RECURSION_MISSES_OFFSET], recursion_misses: 0 };
     let mut attr = GetInfoAttr {
         bpf_fd: u32::try_from(fd).ok()?,
-        info_len: size_of::<ProgInfoHead>() as u32,
-        info: (&raw mut info) as u64,
+        info_len: u32::try_from(size_of::<T>()).ok()?,
+        info: std::ptr::from_mut(info) as u64,
     };
     // SAFETY: `attr` and `info` outlive the call, and the kernel writes at most `info_len` bytes.
     let result = unsafe {
         libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &raw mut attr, size_of::<GetInfoAttr>())
     };
-    // The kernel sets `info_len` to what it filled: less than the field's end on older kernels.
-    (result == 0 && attr.info_len as usize >= size_of::<ProgInfoHead>()).then_some(info.recursion_misses)
+    (result == 0).then_some(attr.info_len as usize)
 }
 
 /// Run time and runs of each named program, summed over CPUs since it was loaded.

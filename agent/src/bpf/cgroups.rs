@@ -109,18 +109,23 @@ pub fn decode(record: &[u8]) -> Result<Lifecycle, DecodeError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn record(kind: u32, path: &[u8], path_len: u32) -> Vec<u8> {
-        let mut event = CgroupEvent {
-            kind,
-            hierarchy_id: 4,
-            cgroup_id: 77,
-            path_len,
-            _pad: 0,
-            path: [0; CGROUP_PATH_MAX],
-        };
+        record_of(kind, 4, 77, path, path_len)
+    }
+
+    /// The bytes of a lifecycle record as the kernel program writes it.
+    pub(crate) fn record_of(
+        kind: u32,
+        hierarchy_id: u32,
+        cgroup_id: u64,
+        path: &[u8],
+        path_len: u32,
+    ) -> Vec<u8> {
+        let mut event =
+            CgroupEvent { kind, hierarchy_id, cgroup_id, path_len, _pad: 0, path: [0; CGROUP_PATH_MAX] };
         event.path[..path.len()].copy_from_slice(path);
         // SAFETY: plain-data struct viewed as bytes.
         unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<CgroupEvent>()) }

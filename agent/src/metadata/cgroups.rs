@@ -397,22 +397,11 @@ mod tests {
 
     #[test]
     fn cut_paths_wait_for_the_resolver_and_odd_names_are_escaped() {
-        use kernsight_common::cgroups::{CGROUP_MKDIR, CGROUP_PATH_MAX, CgroupEvent};
+        use kernsight_common::cgroups::{CGROUP_MKDIR, CGROUP_PATH_MAX};
         let dir = tempfile::tempdir().unwrap();
         let tracker = tracker(dir.path(), Duration::from_secs(1));
         let record = |id: u64, path: &[u8], path_len: u32| {
-            let mut event = CgroupEvent {
-                kind: CGROUP_MKDIR,
-                hierarchy_id: 0,
-                cgroup_id: id,
-                path_len,
-                _pad: 0,
-                path: [0; CGROUP_PATH_MAX],
-            };
-            event.path[..path.len()].copy_from_slice(path);
-            // SAFETY: plain-data struct viewed as bytes.
-            unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<CgroupEvent>()) }
-                .to_vec()
+            crate::bpf::cgroups::tests::record_of(CGROUP_MKDIR, 0, id, path, path_len)
         };
         assert!(tracker.apply(&record(901, b"/t/\xff\xfe\0", 6)));
         assert_eq!(tracker.path_of(901), "/t/\\xff\\xfe");

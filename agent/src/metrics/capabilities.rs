@@ -51,10 +51,7 @@ impl Collector for CapabilityCollector {
         let Some(maps) = self.programs.family::<CapabilityMaps>() else {
             return Ok(());
         };
-        let with_id = LabelNames {
-            container_id: self.resolver.container_id_label(),
-            pod_labels: self.resolver.pod_label_names(),
-        };
+        let with_id = LabelNames::of(&self.resolver);
         // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
         let (rows, _unreadable) = maps.read();
         drop(maps);

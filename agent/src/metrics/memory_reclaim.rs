@@ -44,10 +44,7 @@ impl Collector for ReclaimCollector {
             return Ok(());
         };
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
-        let names = LabelNames {
-            container_id: self.resolver.container_id_label(),
-            pod_labels: self.resolver.pod_label_names(),
-        };
+        let names = LabelNames::of(&self.resolver);
         let mut series: BTreeMap<(Workload, &'static str), Latency> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             let Some(kind) = kind_name(key.kind) else { continue };

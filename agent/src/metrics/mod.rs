@@ -122,6 +122,13 @@ pub(crate) struct LabelNames {
     pub pod_labels: Vec<String>,
 }
 
+impl LabelNames {
+    /// What the resolver was configured to add.
+    pub(crate) fn of(resolver: &Resolver) -> Self {
+        Self { container_id: resolver.container_id_label(), pod_labels: resolver.pod_label_names() }
+    }
+}
+
 /// A series' workload labels (`namespace`, `pod`, `container`, `container_id` when enabled,
 /// `cgroup`, the chosen pod labels), then its own.
 fn workload_labels<const N: usize>(

@@ -89,10 +89,7 @@ fn workload_of(namer: &mut CgroupNamer, cgroup_id: u64) -> Workload {
 impl Collector for NetCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
-        let names = LabelNames {
-            container_id: self.resolver.container_id_label(),
-            pod_labels: self.resolver.pod_label_names(),
-        };
+        let names = LabelNames::of(&self.resolver);
         let traffic = self.programs.family::<CgroupTrafficMaps>();
         self.encode_cgroup_traffic(&mut encoder, traffic.as_deref(), &mut namer, &names)?;
         drop(traffic);

@@ -53,10 +53,7 @@ impl OomCollector {
 
 impl Collector for OomCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let names = LabelNames {
-            container_id: self.resolver.container_id_label(),
-            pod_labels: self.resolver.pod_label_names(),
-        };
+        let names = LabelNames::of(&self.resolver);
         let snapshot = self.kills.snapshot();
         let named: Vec<_> = snapshot.iter().map(|k| (self.resolver.workload(&k.path), k)).collect();
         encode_counters(

@@ -49,10 +49,7 @@ impl PostureCollector {
 impl Collector for PostureCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let containers = self.containers();
-        let with_id = LabelNames {
-            container_id: self.resolver.container_id_label(),
-            pod_labels: self.resolver.pod_label_names(),
-        };
+        let with_id = LabelNames::of(&self.resolver);
         let labelled: Vec<(LabelSet, &ContainerPosture)> = containers
             .iter()
             .map(|c| (workload_labels(&self.resolver.workload(&c.cgroup), &with_id, []), c))

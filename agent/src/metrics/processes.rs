@@ -46,10 +46,7 @@ impl Collector for ProcessesCollector {
             return Ok(());
         };
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
-        let with_id = LabelNames {
-            container_id: self.resolver.container_id_label(),
-            pod_labels: self.resolver.pod_label_names(),
-        };
+        let with_id = LabelNames::of(&self.resolver);
         let mut execs: BTreeMap<Workload, u64> = BTreeMap::new();
         let mut exits: BTreeMap<(Workload, &'static str), u64> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {

@@ -79,10 +79,7 @@ impl Family {
 
 impl Collector for ResourceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let names = LabelNames {
-            container_id: self.resolver.container_id_label(),
-            pod_labels: self.resolver.pod_label_names(),
-        };
+        let names = LabelNames::of(&self.resolver);
         let containers: Vec<(Workload, Resources)> = {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             self.container_paths()

@@ -42,10 +42,7 @@ impl Collector for RunqueueCollector {
             return Ok(());
         };
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
-        let with_id = LabelNames {
-            container_id: self.resolver.container_id_label(),
-            pod_labels: self.resolver.pod_label_names(),
-        };
+        let with_id = LabelNames::of(&self.resolver);
         let mut series: BTreeMap<Workload, Latency> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             series.entry(namer.name(key.cgroup_id)).or_default().add(key.bucket, value);

@@ -62,10 +62,7 @@ impl Collector for SyscallCollector {
         let Some(maps) = self.programs.family::<SyscallMaps>() else {
             return Ok(());
         };
-        let with_id = LabelNames {
-            container_id: self.resolver.container_id_label(),
-            pod_labels: self.resolver.pod_label_names(),
-        };
+        let with_id = LabelNames::of(&self.resolver);
 
         let (calls, unreadable) = maps.read_calls();
         self.programs.count_read_errors(unreadable);

@@ -38,6 +38,32 @@ fn mounts() -> Vec<mountinfo::Mount> {
     mountinfo::read().expect("read /proc/self/mountinfo")
 }
 
+/// Test cgroups are named `kernsight-test-<pid of the test binary>-<tag>`.
+const PREFIX: &str = "kernsight-test-";
+
+/// Removes, in every hierarchy, the test cgroups of test binaries that no longer run: one that
+/// was killed (SIGKILL, a CI timeout) ran no `Drop`. Those of running binaries are theirs.
+fn remove_stale() {
+    for root in all_roots() {
+        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let owner =
+                name.to_str().and_then(|n| n.strip_prefix(PREFIX)).and_then(|rest| rest.split_once('-'));
+            let stale = owner
+                .filter(|(pid, _)| pid.parse::<u32>().is_ok())
+                .is_some_and(|(pid, _)| !Path::new("/proc").join(pid).exists());
+            if stale {
+                eprintln!(
+                    "cleanup: removing {} left by a test binary that was killed",
+                    entry.path().display()
+                );
+                remove_tree(&entry.path());
+            }
+        }
+    }
+}
+
 /// A cgroup that the test creates and removes (with its subtree and processes) when dropped.
 pub struct TestCgroup {
     pub path: PathBuf,
@@ -53,7 +79,9 @@ impl TestCgroup {
 
     /// A child of the root of the hierarchy mounted at `root`.
     pub fn create_in(root: &Path, tag: &str) -> Self {
-        let name = format!("kernsight-test-{}-{tag}", std::process::id());
+        static STALE_REMOVED: std::sync::Once = std::sync::Once::new();
+        STALE_REMOVED.call_once(remove_stale);
+        let name = format!("{PREFIX}{}-{tag}", std::process::id());
         let path = root.join(&name);
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         Self { path, label: format!("/{name}") }
