@@ -14,7 +14,7 @@ use kernsight_common::{
         CapabilityKey, DEFAULT_CAPABILITY_ENTRIES, DENIED, GRANTED, INITIAL_USER_NS, NESTED_USER_NS,
         RUNC_COMM_MASK, RUNC_COMM_PREFIX,
     },
-    syscalls::{OVERFLOW_CGROUP_ID, map_full},
+    counters::{OVERFLOW_CGROUP_ID, map_full},
 };
 
 use crate::{

@@ -10,7 +10,7 @@ use kernsight_common::{
         CAPABILITY_CHECKS_MAP, CRED_USER_NS_OFFSET_GLOBAL, CapabilityKey, DENIED, GRANTED, INITIAL_USER_NS,
         NESTED_USER_NS, TASK_COMM_OFFSET_GLOBAL, USER_NS_LEVEL_OFFSET_GLOBAL,
     },
-    syscalls::{OVERFLOW_CGROUP_ID, map_full},
+    counters::{OVERFLOW_CGROUP_ID, map_full},
 };
 
 use super::{
