@@ -1,6 +1,10 @@
-//! How well attribution works: lookups by source, their latency, and the caches' sizes.
+//! How well attribution works: lookups by source, their latency, and the caches' sizes; and
+//! `kernsight_pod_info`, one series per known pod to join workload, node and pod labels on.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    borrow::Cow,
+    sync::{Arc, atomic::Ordering},
+};
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
@@ -68,6 +72,25 @@ impl Collector for MetadataCollector {
                 ([("cache", "containers")], self.resolver.known_len() as i64),
                 ([("cache", "pending")], self.resolver.wanted_len() as i64),
             ],
+        )?;
+        let node = self.resolver.node().to_owned();
+        let label_names = self.resolver.pod_label_names();
+        encode_gauges(
+            &mut encoder,
+            "kernsight_pod_info",
+            "One series per pod the runtime named: its owning workload (from kubelet's labels on the sandbox), \
+             the node and the pod labels of metadata.pod_labels; join on namespace and pod",
+            self.resolver.pods().into_iter().map(|(namespace, pod, owner, values)| {
+                let mut labels: Vec<(Cow<'static, str>, String)> = vec![
+                    ("namespace".into(), namespace),
+                    ("pod".into(), pod),
+                    ("workload_kind".into(), owner.kind.to_owned()),
+                    ("workload".into(), owner.name),
+                    ("node".into(), node.clone()),
+                ];
+                labels.extend(label_names.iter().cloned().map(Cow::Owned).zip(values));
+                (labels, 1)
+            }),
         )?;
         encode_counters(
             &mut encoder,
