@@ -100,3 +100,47 @@ impl Collector for MetadataCollector {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{identity::ContainerInfo, owner::Owner};
+
+    /// 200 pods of two containers with 10 labels each, 2 of them exported: 200 info series,
+    /// each with 5 + 2 labels, whatever the pods' other labels.
+    #[test]
+    fn pod_info_is_one_series_per_pod_with_only_the_chosen_labels() {
+        let resolver = Arc::new(
+            Resolver::new(false, vec!["app".into(), "team".into()], 1024).with_node("node-7".into()),
+        );
+        for pod in 0..200 {
+            let mut labels: std::collections::BTreeMap<String, String> =
+                (0..8).map(|i| (format!("tenant-label-{i}"), format!("value-{pod}-{i}"))).collect();
+            labels.insert("app".into(), format!("app-{pod}"));
+            labels.insert("team".into(), "payments".into());
+            for container in ["main", "sidecar"] {
+                let info = ContainerInfo {
+                    container: container.into(),
+                    pod: format!("web-{pod}"),
+                    namespace: "shop".into(),
+                    pod_labels: labels.clone(),
+                    owner: Owner { kind: "StatefulSet", name: "web".into() },
+                };
+                resolver.learn(format!("{pod}-{container}"), info);
+            }
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(MetadataCollector::new(resolver)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let info: Vec<&str> = text.lines().filter(|l| l.starts_with("kernsight_pod_info{")).collect();
+        assert_eq!(info.len(), 200);
+        let first = info.iter().find(|l| l.contains("pod=\"web-17\"")).expect("web-17");
+        assert_eq!(
+            *first,
+            "kernsight_pod_info{namespace=\"shop\",pod=\"web-17\",workload_kind=\"StatefulSet\",workload=\"web\",\
+             node=\"node-7\",label_app=\"app-17\",label_team=\"payments\"} 1"
+        );
+        assert!(!text.contains("tenant"), "labels outside the allowlist are never exported");
+    }
+}

@@ -3,10 +3,10 @@
 //! DaemonSet's, a Job's, a CronJob's, a static and a bare pod's spec; every container's series
 //! carries its owner, and `kernsight_pod_info` has one series per pod to join on.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use crate::support::{
-    self, Agent, Sample, config_file, containerd::Containerd, parse, path_str, privileged, value,
+    self, Agent, BINARY, Sample, config_file, containerd::Containerd, parse, path_str, privileged, value,
 };
 
 const FAILED_OPENS: usize = 50;
@@ -97,9 +97,10 @@ fn containers_carry_the_workload_their_pod_belongs_to() {
         path_str(containerd.socket())
     ));
     let agent = Agent::start(&["--config", path_str(&config)]);
-    // Each container fails FAILED_OPENS opens, then stays (its series stay named).
+    // Each container fails FAILED_OPENS opens at once, then one every 0.2 s (for `trace`).
     let script = format!(
-        "i=0; while [ $i -lt {FAILED_OPENS} ]; do cat /nonexistent/kernsight 2>/dev/null; i=$((i+1)); done; sleep 300"
+        "i=0; while [ $i -lt {FAILED_OPENS} ]; do cat /nonexistent/kernsight 2>/dev/null; i=$((i+1)); done; \
+         while true; do cat /nonexistent/kernsight 2>/dev/null; sleep 0.2; done"
     );
     let _pods: Vec<_> = PODS
         .iter()
@@ -154,4 +155,28 @@ fn containers_carry_the_workload_their_pod_belongs_to() {
     assert!(web >= 2.0 * FAILED_OPENS as f64, "the Deployment's pods: {web}");
     let again = parse(&agent.scrape());
     assert_eq!(value(&again, "kernsight_pod_info", &[("pod", "debug"), ("label_app", "debug")]), 1.0);
+
+    // `trace --workload`: the events of both of the Deployment's pods, and only theirs.
+    let out = Command::new(BINARY)
+        .args(["trace", "open", "--workload", "web", "--cri-socket", path_str(containerd.socket())])
+        .args(["-o", "json", "--duration", "3s"])
+        .output()
+        .expect("kernsight trace");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let pods: BTreeSet<String> = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .map(|event| event["pod"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let expected: BTreeSet<String> =
+        ["web-7d4b9c8f6d-x2x9k", "web-7d4b9c8f6d-q8w7e"].map(String::from).into();
+    assert_eq!(pods, expected, "{stdout}\n{stderr}");
+    let out = Command::new(BINARY)
+        .args(["trace", "open", "--workload", "nope", "--cri-socket", path_str(containerd.socket())])
+        .args(["--duration", "1s"])
+        .output()
+        .expect("kernsight trace");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no running container matches --workload nope"));
 }
