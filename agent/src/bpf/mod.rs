@@ -240,6 +240,13 @@ impl Programs {
                 pins.replace()?;
                 load(Some(pins))
             }
+            // Whatever else stops pinning (an entry that appeared at a pin path after the
+            // checks, a full bpffs) must not stop the agent, or it would fail again at every start.
+            (Err(EbpfError::MapError(err @ MapError::PinError { .. })), Some(_)) => {
+                error!("cannot pin maps: {err}; counters restart with the agent");
+                pins = None;
+                load(None)
+            }
             (loaded, _) => loaded,
         }
         .map_err(LoadError::Object)?;
