@@ -9,7 +9,7 @@
 //!   `syscalls.max_cgroups` changed) is refused by the loader; the caller then replaces the pins.
 //! - An agent holds a lock while it runs: two agents never share the slot bookkeeping. A second
 //!   one waits a little (a rolling update), then runs unpinned. The lock is a flock on
-//!   `<pin dir>/.lock`, a directory the agent creates 0700: nobody but root can open it, so
+//!   `<pin dir>/lock`, a directory the agent creates 0700: nobody but root can open it, so
 //!   nobody else can hold it.
 //! - Nobody else may choose where the maps go: the pin directories are opened without following
 //!   links, and refused unless root (or the agent's user) owns them and nobody else can write in
@@ -52,8 +52,9 @@ const SLOT_MAPS: &[&str] =
 /// How long a second agent waits for the pin directory before it runs unpinned.
 const LOCK_WAIT: Duration = Duration::from_secs(15);
 
-/// The lock: a directory (bpffs holds no regular files) that only its owner can open.
-pub const LOCK_NAME: &str = ".lock";
+/// The lock: a directory that only its owner can open (bpffs holds no regular files, and refuses
+/// names with a dot).
+pub const LOCK_NAME: &str = "lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -238,7 +239,7 @@ fn lock(base: &SecureDir) -> Result<OwnedFd, PinError> {
     }
 }
 
-/// An exclusive flock on `<base>/.lock`, or `None` while another process holds it. The lock
+/// An exclusive flock on `<base>/lock`, or `None` while another process holds it. The lock
 /// directory is checked like the pin directory and must not be readable by others either (an
 /// open descriptor is all a flock needs): one that is is replaced.
 fn try_lock(base: &SecureDir) -> Result<Option<OwnedFd>, PinError> {
