@@ -1,7 +1,7 @@
 //! The pin directory cannot be taken over: a directory of another user (holding a lock on it),
 //! a link at a pin path or in place of the pin directory, and a directory others can write are
 //! each either refused in one log line (the agent runs unpinned) or replaced by a clean pin; in
-//! every case the agent serves and keeps running.
+//! every case the agent serves and keeps running. A bpffs the agent mounts itself is 0700.
 
 use std::{
     ffi::CString,
@@ -233,5 +233,48 @@ fn a_pin_directory_others_can_write_is_refused() {
     let line = refused_once(&agent, "writable by group or others (mode 0777)");
     assert!(line.contains(path_str(&base)) && line.contains("chmod 0700"), "where, how to fix: {line}");
     assert!(names(&base).is_empty(), "nothing pinned in it: {:?}", names(&base));
+    serves_and_runs(&agent);
+}
+
+/// Unmounts a filesystem the test had mounted (lazily: nothing may hold it), also when it fails.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let path = CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string; unmounts only the test's own mount point.
+        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn bpffs_mounted_by_the_agent_is_private() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mount_point = tmp.path().join("bpf");
+    std::fs::create_dir(&mount_point).unwrap();
+    let _unmount = Unmount(mount_point.clone());
+    let (_config_dir, config) =
+        support::config_file(&format!("[paths]\nbpffs = \"{}\"\n", path_str(&mount_point)));
+    let base = mount_point.join("kernsight");
+
+    let agent = Agent::start(&["--config", path_str(&config), "--pin-dir", path_str(&base)]);
+    let mounted = lines_with(&agent, "bpf was not mounted");
+    assert!(
+        mounted.len() == 1 && mounted[0].contains(path_str(&mount_point)) && mounted[0].contains("mode=0700"),
+        "the log says where and how it mounted bpffs; log:\n{}",
+        agent.log()
+    );
+    let fs = nix::sys::statfs::statfs(&mount_point).unwrap();
+    assert_eq!(fs.filesystem_type(), nix::sys::statfs::BPF_FS_MAGIC, "bpffs is mounted there");
+    // bpffs always adds the sticky bit to its root; its default permissions are 0777.
+    let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&mount_point).unwrap()) & 0o777;
+    assert_eq!(mode, 0o700, "only root may enter the bpffs the agent mounted (bpffs' default is 1777)");
+    assert_eq!(lines_with(&agent, "maps pinned").len(), 1, "pinned; log:\n{}", agent.log());
+    let rows = base.join(format!("v{MAP_LAYOUT_VERSION}/SYSCALL_ROWS"));
+    assert!(std::fs::symlink_metadata(&rows).is_ok_and(|m| m.is_file()), "{} is pinned", rows.display());
     serves_and_runs(&agent);
 }
