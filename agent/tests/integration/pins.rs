@@ -158,7 +158,7 @@ fn a_lock_held_by_another_user_on_a_root_directory_does_not_stop_pinning() {
 }
 
 #[test]
-fn a_dangling_link_at_a_pin_path_is_replaced_by_the_pin() {
+fn dangling_links_at_a_pin_path_and_the_lock_are_replaced() {
     if !privileged() {
         return;
     }
@@ -171,15 +171,21 @@ fn a_dangling_link_at_a_pin_path_is_replaced_by_the_pin() {
     private_dir(&layout);
     let rows = layout.join("SYSCALL_ROWS");
     symlink(&nowhere, &rows).unwrap();
+    // The lock too: a link where the lock directory goes.
+    let lock = base.join("lock");
+    symlink(&nowhere, &lock).unwrap();
 
     let agent = Agent::start(&["--pin-dir", path_str(&base)]);
     let refused = lines_with(&agent, "refused");
-    assert_eq!(refused.len(), 1, "one line says what was refused; log:\n{}", agent.log());
-    assert!(
-        refused[0].contains(path_str(&rows)) && refused[0].contains("a symbolic link"),
-        "what and where: {}",
-        refused[0]
-    );
+    assert_eq!(refused.len(), 2, "one line for each entry refused; log:\n{}", agent.log());
+    for (path, line) in [(&lock, &refused[0]), (&rows, &refused[1])] {
+        assert!(
+            line.contains(&format!("refused {}", path.display())) && line.contains("symbolic link"),
+            "what and where: {line}"
+        );
+    }
+    assert!(std::fs::symlink_metadata(&lock).is_ok_and(|m| m.is_dir()), "the lock is a directory again");
+    assert!(holds_flock(agent.pid(), &lock), "the agent holds its lock");
     assert_eq!(lines_with(&agent, "maps pinned").len(), 1, "pinned; log:\n{}", agent.log());
     assert!(
         std::fs::symlink_metadata(&rows).is_ok_and(|m| m.is_file()),

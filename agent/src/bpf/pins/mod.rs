@@ -64,9 +64,9 @@ pub enum PinError {
     NotBpffs { path: PathBuf },
     #[error("another kernsight process holds {path}")]
     Busy { path: PathBuf },
-    #[error("cannot lock {path}: {errno}")]
+    #[error("cannot lock {path}: {errno}; remove it (`rm -r {path}`) and start kernsight again")]
     Lock { path: PathBuf, errno: Errno },
-    #[error("cannot read {path}: {errno}")]
+    #[error("cannot read {path}: {errno} (is this kernsight root?)")]
     Read { path: PathBuf, errno: Errno },
     #[error("cannot remove {path}: {errno}; remove it by hand (`rm -r {path}`)")]
     Remove { path: PathBuf, errno: Errno },
@@ -102,7 +102,7 @@ impl Pins {
                 "removed maps pinned by a kernsight with another map layout: their counters restart"
             );
         }
-        let layout = base.subdir(&current)?;
+        let layout = own_subdir(&base, &current, |_| true)?;
         let mut pins = Self { layout, base, reused: Vec::new(), _lock: lock };
         pins.reused = pins.existing_pins()?;
         let slot_maps = SLOT_MAPS.iter().filter(|map| pins.reused.contains(map)).count();
@@ -171,7 +171,7 @@ impl Pins {
         self.base
             .remove(OsStr::new(&name))
             .map_err(|errno| PinError::Remove { path: self.dir().to_owned(), errno })?;
-        self.layout = self.base.subdir(&name)?;
+        self.layout = own_subdir(&self.base, &name, |_| true)?;
         self.reused.clear();
         Ok(())
     }
@@ -240,20 +240,9 @@ fn lock(base: &SecureDir) -> Result<OwnedFd, PinError> {
 }
 
 /// An exclusive flock on `<base>/lock`, or `None` while another process holds it. The lock
-/// directory is checked like the pin directory and must not be readable by others either (an
-/// open descriptor is all a flock needs): one that is is replaced.
+/// directory must not be readable by others either (an open descriptor is all a flock needs).
 fn try_lock(base: &SecureDir) -> Result<Option<OwnedFd>, PinError> {
-    let mut dir = base.subdir(LOCK_NAME)?;
-    if !private(&dir) {
-        let path = dir.path().to_owned();
-        drop(dir);
-        base.remove(OsStr::new(LOCK_NAME)).map_err(|errno| PinError::Remove { path: path.clone(), errno })?;
-        warn!(
-            "replaced {}: it was open to other users, who could have held kernsight's lock",
-            path.display()
-        );
-        dir = base.subdir(LOCK_NAME)?;
-    }
+    let dir = own_subdir(base, LOCK_NAME, private)?;
     let path = dir.path().to_owned();
     let fd: OwnedFd = dir.into();
     // SAFETY: flock on a descriptor this function owns.
@@ -266,7 +255,37 @@ fn try_lock(base: &SecureDir) -> Result<Option<OwnedFd>, PinError> {
     }
 }
 
+/// The directory `name` of the checked `base`, created 0700 if missing. Whatever else is there
+/// (a link, a file, a directory of another owner or open to others, or one `acceptable` refuses)
+/// is not kernsight's to use but sits in kernsight's own directory: it is removed (a link, not
+/// what it points to), the log says so in one line, and the directory is created afresh.
+fn own_subdir(
+    base: &SecureDir,
+    name: &str,
+    acceptable: fn(&SecureDir) -> bool,
+) -> Result<SecureDir, PinError> {
+    let why = match base.subdir(name) {
+        Ok(dir) if acceptable(&dir) => return Ok(dir),
+        Ok(dir) => format!("{} is open to other users (mode {:04o})", dir.path().display(), mode(&dir)),
+        Err(
+            err @ (UnsafeDir::Symlink { .. }
+            | UnsafeDir::NotDirectory { .. }
+            | UnsafeDir::Owner { .. }
+            | UnsafeDir::Writable { .. }),
+        ) => err.to_string(),
+        Err(err) => return Err(err.into()),
+    };
+    let path = base.path().join(name);
+    base.remove(OsStr::new(name)).map_err(|errno| PinError::Remove { path: path.clone(), errno })?;
+    warn!("refused {}: {why}; removed it and created it afresh", path.display());
+    Ok(base.subdir(name)?)
+}
+
+fn mode(dir: &SecureDir) -> u32 {
+    nix::sys::stat::fstat(dir.fd().as_fd()).map_or(0, |st| st.st_mode & 0o7777)
+}
+
 /// Whether only the owner may open `dir` (mode 0700 or narrower).
 fn private(dir: &SecureDir) -> bool {
-    nix::sys::stat::fstat(dir.fd().as_fd()).is_ok_and(|st| st.st_mode & 0o077 == 0)
+    mode(dir) & 0o077 == 0
 }

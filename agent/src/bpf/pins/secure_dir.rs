@@ -58,7 +58,7 @@ pub enum UnsafeDir {
     Open { path: PathBuf, errno: Errno },
     #[error("cannot create {path}: {errno} (is bpffs mounted there, and is this kernsight root?)")]
     Create { path: PathBuf, errno: Errno },
-    #[error("{path} is not absolute: set bpf.pin_dir to an absolute path under the bpffs mount")]
+    #[error("{path} is not an absolute path without `..`: set bpf.pin_dir to one, under the bpffs mount")]
     Relative { path: PathBuf },
 }
 
@@ -98,7 +98,7 @@ impl SecureDir {
     /// or this process's user and not writable by others (unless sticky, for those above the
     /// last); the last must not be writable by others at all.
     pub fn open_path(path: &Path) -> Result<Self, UnsafeDir> {
-        if !path.is_absolute() {
+        if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
             return Err(UnsafeDir::Relative { path: path.to_owned() });
         }
         let root =

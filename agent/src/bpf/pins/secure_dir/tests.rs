@@ -25,6 +25,14 @@ fn creates_missing_directories_private() {
 }
 
 #[test]
+fn refuses_relative_paths_and_dot_dot() {
+    for path in ["pins", "/tmp/../sys/fs/bpf/kernsight"] {
+        let err = SecureDir::open_path(Path::new(path)).unwrap_err();
+        assert!(matches!(err, UnsafeDir::Relative { .. }), "{path}: {err}");
+    }
+}
+
+#[test]
 fn refuses_a_link_anywhere_on_the_path() {
     let tmp = tempfile::tempdir().unwrap();
     let real = tmp.path().join("real");
