@@ -243,6 +243,15 @@ impl Programs {
                 pins.replace()?;
                 load(Some(pins))
             }
+            // Whatever else stops the pinned maps (an entry that appeared at a pin path after the
+            // checks, a pinned object that is not a map) must not stop the agent, or it would
+            // fail again at every start. A map error that has nothing to do with pins fails the
+            // unpinned load as well, and is reported then.
+            (Err(EbpfError::MapError(err)), Some(_)) => {
+                error!("cannot pin maps: {err}; loading without pins, counters restart with the agent");
+                pins = None;
+                load(None)
+            }
             (loaded, _) => loaded,
         }
         .map_err(LoadError::Object)?;

@@ -69,12 +69,18 @@ pub fn raise_memlock_limit() {
 /// Mounts tracefs and bpffs where they are missing. A failure is logged, not fatal: only the
 /// probes that need the filesystem are affected, and they say so when they attach.
 /// (`paths.tracefs` and `paths.bpffs` of the config.)
+///
+/// bpffs is mounted 0700 (its default is 1777): nobody but root can then pre-create kernsight's
+/// pin directory or plant links where its maps go.
 pub fn ensure_mounts(tracefs: &Path, bpffs: &Path) {
-    ensure_mounted(tracefs, "tracefs", TRACEFS_MAGIC);
-    ensure_mounted(bpffs, "bpf", BPF_FS_MAGIC);
+    ensure_mounted(tracefs, "tracefs", TRACEFS_MAGIC, None);
+    ensure_mounted(bpffs, "bpf", BPF_FS_MAGIC, Some(BPFFS_OPTIONS));
 }
 
-fn ensure_mounted(path: &Path, fs_type: &str, magic: FsType) {
+/// Mount options of a bpffs kernsight mounts itself.
+pub const BPFFS_OPTIONS: &str = "mode=0700";
+
+fn ensure_mounted(path: &Path, fs_type: &str, magic: FsType, options: Option<&str>) {
     if statfs(path).is_ok_and(|fs| fs.filesystem_type() == magic) {
         return;
     }
@@ -83,13 +89,18 @@ fn ensure_mounted(path: &Path, fs_type: &str, magic: FsType) {
         path,
         Some(fs_type),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
+        options,
     ) {
-        Ok(()) => info!("{fs_type} was not mounted: mounted it at {}", path.display()),
+        Ok(()) => info!(
+            "{fs_type} was not mounted: mounted it at {} ({})",
+            path.display(),
+            options.unwrap_or("defaults")
+        ),
         Err(err) => warn!(
             "{fs_type} is not mounted at {} and mounting it failed ({err}): mount it with \
-             `mount -t {fs_type} none {}` (needs CAP_SYS_ADMIN), or set paths.{} to where it is",
+             `mount -t {fs_type}{} none {}` (needs CAP_SYS_ADMIN), or set paths.{} to where it is",
             path.display(),
+            options.map(|o| format!(" -o {o}")).unwrap_or_default(),
             path.display(),
             if fs_type == "bpf" { "bpffs" } else { "tracefs" },
         ),

@@ -31,6 +31,7 @@ mod net;
 mod net_kernel;
 mod oom;
 mod packet_drops;
+mod pins;
 mod posture;
 mod reliability;
 mod restart;

@@ -124,7 +124,7 @@ impl Agent {
         })
     }
 
-    fn alive(&self) -> bool {
+    pub fn alive(&self) -> bool {
         // SAFETY: signal 0 only checks that our child exists (a zombie counts as gone below).
         let exists = unsafe { libc::kill(self.child.id() as i32, 0) } == 0;
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
