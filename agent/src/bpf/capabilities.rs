@@ -104,13 +104,20 @@ impl Family for Capabilities {
         })
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
         let offsets = &facts.offsets.security;
         loader
             .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &offsets.user_ns_level, true)
             .override_global(TASK_COMM_OFFSET_GLOBAL, &offsets.task_comm, true)
-            .override_global(CRED_USER_NS_OFFSET_GLOBAL, &offsets.cred_user_ns, true)
-            .map_max_entries(CAPABILITY_CHECKS_MAP, config.security.capability_max_entries);
+            .override_global(CRED_USER_NS_OFFSET_GLOBAL, &offsets.cred_user_ns, true);
+    }
+
+    fn maps(&self) -> &'static [&'static str] {
+        &[CAPABILITY_CHECKS_MAP]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        vec![(CAPABILITY_CHECKS_MAP, config.security.capability_max_entries)]
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {
