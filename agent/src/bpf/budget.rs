@@ -356,6 +356,21 @@ pub fn mebibytes(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB as f64)
 }
 
+/// The pod's memory beside its maps: the agent's heap, caches and buffers (MiB). The pod's
+/// memory limit is the map budget plus this (docs/deploy.md, "Memory").
+pub const USER_SPACE_MEBIBYTES: u64 = 128;
+
+/// The node size the default budget, the chart and the kustomize manifests are sized for.
+pub const SIZED_FOR_POSSIBLE_CPUS: u32 = 64;
+
+/// The budget (MiB, rounded up to 16) that keeps every bound of `config` on `cpus` possible CPUs:
+/// the rule behind the default, the chart's memory limit and the table in docs/deploy.md.
+pub fn budget_keeping_bounds(objects: &[ObjectMap], families: &[&'static dyn Family], config: &Config, cpus: u32) -> u64 {
+    let runs = |family: &dyn Family| family.enabled(config);
+    let plan = MapPlan::new(objects, families, &runs, config, cpus, u64::MAX);
+    plan.wanted_bytes.div_ceil(MIB).next_multiple_of(16)
+}
+
 /// `bpf.map_memory_budget_mebibytes` in bytes.
 pub fn budget_bytes(config: &Config) -> u64 {
     u64::from(config.bpf.map_memory_budget_mebibytes) * MIB
@@ -491,6 +506,64 @@ mod tests {
         let rows = plan.config.syscalls.max_cgroups;
         assert!(line.contains(&format!("syscalls.max_cgroups 512 -> {rows}")), "{line}");
         assert!(line.contains(&format!("maps now take {}", mebibytes(plan.total_bytes()))), "{line}");
+    }
+
+    const TABLE_CPUS: [u32; 9] = [4, 8, 16, 32, 64, 96, 128, 192, 256];
+
+    /// The table of docs/deploy.md: CPUs -> map memory, budget and pod memory limit.
+    fn memory_table() -> String {
+        let config = Config::default();
+        let objects = objects();
+        let default_budget = u64::from(config.bpf.map_memory_budget_mebibytes);
+        let mut table = format!(
+            "| possible CPUs | maps, default bounds | `bpf.map_memory_budget_mebibytes` to keep them | pod memory limit | `syscalls.max_cgroups` with the default budget ({default_budget}) |\n\
+             |---:|---:|---:|---:|---:|\n"
+        );
+        for cpus in TABLE_CPUS {
+            let wanted = plan_for(&config, cpus, u64::MAX / MIB).wanted_bytes;
+            let budget = budget_keeping_bounds(&objects, FAMILIES, &config, cpus);
+            let slots = plan_for(&config, cpus, default_budget).config.syscalls.max_cgroups;
+            table.push_str(&format!(
+                "| {cpus} | {} | {budget} | {}Mi | {slots} |\n",
+                mebibytes(wanted),
+                budget + USER_SPACE_MEBIBYTES
+            ));
+        }
+        table
+    }
+
+    fn repo_file(path: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+    }
+
+    #[test]
+    fn default_budget_chart_and_docs_follow_the_rule() {
+        let config = Config::default();
+        let budget = budget_keeping_bounds(&objects(), FAMILIES, &config, SIZED_FOR_POSSIBLE_CPUS);
+        assert_eq!(u64::from(config.bpf.map_memory_budget_mebibytes), budget, "the default budget");
+        let limit = format!("{}Mi", budget + USER_SPACE_MEBIBYTES);
+
+        let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&repo_file("deploy/helm/kernsight/values.yaml")).unwrap();
+        assert_eq!(values["config"]["bpf"]["map_memory_budget_mebibytes"].as_u64(), Some(budget), "values.yaml");
+        for key in ["requests", "limits"] {
+            assert_eq!(values["resources"][key]["memory"].as_str(), Some(limit.as_str()), "values.yaml resources.{key}");
+        }
+        let toml: Config = Config::parse(&repo_file("deploy/kubernetes/kernsight.toml"), "kernsight.toml").unwrap();
+        assert_eq!(u64::from(toml.bpf.map_memory_budget_mebibytes), budget, "deploy/kubernetes/kernsight.toml");
+        let daemonset: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&repo_file("deploy/kubernetes/daemonset.yaml")).unwrap();
+        let containers = daemonset["spec"]["template"]["spec"]["containers"].as_sequence().unwrap();
+        let agent = containers.iter().find(|c| c["name"].as_str() == Some("kernsight")).unwrap();
+        for key in ["requests", "limits"] {
+            assert_eq!(agent["resources"][key]["memory"].as_str(), Some(limit.as_str()), "daemonset.yaml {key}");
+        }
+
+        let docs = repo_file("docs/deploy.md");
+        let table = memory_table();
+        let (start, end) = ("<!-- map memory table: bpf::budget tests -->\n", "<!-- end of map memory table -->");
+        let documented = docs.split(start).nth(1).and_then(|rest| rest.split(end).next());
+        assert_eq!(documented, Some(table.as_str()), "docs/deploy.md's table; expected:\n{table}");
     }
 
     #[test]

@@ -19,8 +19,8 @@ pub const DEFAULT_CRI_SOCKETS: &[&str] = &[
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
 /// `bpf.map_memory_budget_mebibytes` by default: every bound as configured on nodes of up to
-/// 96 possible CPUs (docs/deploy.md has the table).
-pub const DEFAULT_MAP_MEMORY_BUDGET_MEBIBYTES: u32 = 256;
+/// 64 possible CPUs (`bpf::budget::SIZED_FOR_POSSIBLE_CPUS`; docs/deploy.md has the table).
+pub const DEFAULT_MAP_MEMORY_BUDGET_MEBIBYTES: u32 = 208;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
