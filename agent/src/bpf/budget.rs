@@ -121,7 +121,9 @@ pub fn map_bytes(map: &ObjectMap, entries: u32, cpus: u32) -> u64 {
         LRU_HASH => htab + n * (HTAB_ELEM + key + value),
         RINGBUF => {
             let data_pages = n / PAGE;
-            RINGBUF_HEADER + (RINGBUF_META_PAGES + data_pages) * PAGE + (RINGBUF_META_PAGES + 2 * data_pages) * 8
+            RINGBUF_HEADER
+                + (RINGBUF_META_PAGES + data_pages) * PAGE
+                + (RINGBUF_META_PAGES + 2 * data_pages) * 8
         }
         t if !has_bound(t) => STORAGE_MAP,
         _ => ARRAY_HEADER + n * value,
@@ -142,7 +144,11 @@ struct Bound {
 /// 4 KiB per CPU each. Documented in default.toml and docs/deploy.md.
 const SHRINK_ORDER: &[Bound] = &[
     Bound { key: "syscalls.latency_max_entries", field: |c| &mut c.syscalls.latency_max_entries, least: 64 },
-    Bound { key: "network.tcp_tracked_connections", field: |c| &mut c.network.tcp_tracked_connections, least: 64 },
+    Bound {
+        key: "network.tcp_tracked_connections",
+        field: |c| &mut c.network.tcp_tracked_connections,
+        least: 64,
+    },
     Bound { key: "sched.runqueue_max_entries", field: |c| &mut c.sched.runqueue_max_entries, least: 64 },
     Bound { key: "network.tcp_max_entries", field: |c| &mut c.network.tcp_max_entries, least: 128 },
     Bound { key: "syscalls.max_error_entries", field: |c| &mut c.syscalls.max_error_entries, least: 16 },
@@ -152,7 +158,11 @@ const SHRINK_ORDER: &[Bound] = &[
         least: 16,
     },
     Bound { key: "network.drop_max_entries", field: |c| &mut c.network.drop_max_entries, least: 512 },
-    Bound { key: "security.capability_max_entries", field: |c| &mut c.security.capability_max_entries, least: 512 },
+    Bound {
+        key: "security.capability_max_entries",
+        field: |c| &mut c.security.capability_max_entries,
+        least: 512,
+    },
     Bound { key: "sched.process_max_entries", field: |c| &mut c.sched.process_max_entries, least: 16 },
     Bound { key: "memory.reclaim_max_entries", field: |c| &mut c.memory.reclaim_max_entries, least: 128 },
     Bound {
@@ -232,7 +242,13 @@ impl Sizing {
                     false if sized => sizes.get(map.name.as_str()).copied().unwrap_or(map.max_entries),
                     false => map.max_entries,
                 };
-                PlannedMap { name: map.name.clone(), entries, bytes: map_bytes(map, entries, cpus), idle, sized }
+                PlannedMap {
+                    name: map.name.clone(),
+                    entries,
+                    bytes: map_bytes(map, entries, cpus),
+                    idle,
+                    sized,
+                }
             })
             .collect()
     }
@@ -365,7 +381,12 @@ pub const SIZED_FOR_POSSIBLE_CPUS: u32 = 64;
 
 /// The budget (MiB, rounded up to 16) that keeps every bound of `config` on `cpus` possible CPUs:
 /// the rule behind the default, the chart's memory limit and the table in docs/deploy.md.
-pub fn budget_keeping_bounds(objects: &[ObjectMap], families: &[&'static dyn Family], config: &Config, cpus: u32) -> u64 {
+pub fn budget_keeping_bounds(
+    objects: &[ObjectMap],
+    families: &[&'static dyn Family],
+    config: &Config,
+    cpus: u32,
+) -> u64 {
     let runs = |family: &dyn Family| family.enabled(config);
     let plan = MapPlan::new(objects, families, &runs, config, cpus, u64::MAX);
     plan.wanted_bytes.div_ceil(MIB).next_multiple_of(16)
@@ -382,8 +403,9 @@ mod tests {
     use crate::bpf::FAMILIES;
 
     fn objects() -> Vec<ObjectMap> {
-        let bytes = crate::bpf::object_bytes(&crate::bpf::features::Object::Full)
-            .expect("the unit tests plan the real object: build with its kernel programs (no AYA_BUILD_SKIP)");
+        let bytes = crate::bpf::object_bytes(&crate::bpf::features::Object::Full).expect(
+            "the unit tests plan the real object: build with its kernel programs (no AYA_BUILD_SKIP)",
+        );
         object_maps(bytes).expect("the built object parses")
     }
 
@@ -544,24 +566,43 @@ mod tests {
         assert_eq!(u64::from(config.bpf.map_memory_budget_mebibytes), budget, "the default budget");
         let limit = format!("{}Mi", budget + USER_SPACE_MEBIBYTES);
 
-        let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&repo_file("deploy/helm/kernsight/values.yaml")).unwrap();
-        assert_eq!(values["config"]["bpf"]["map_memory_budget_mebibytes"].as_u64(), Some(budget), "values.yaml");
+        let values: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&repo_file("deploy/helm/kernsight/values.yaml")).unwrap();
+        assert_eq!(
+            values["config"]["bpf"]["map_memory_budget_mebibytes"].as_u64(),
+            Some(budget),
+            "values.yaml"
+        );
         for key in ["requests", "limits"] {
-            assert_eq!(values["resources"][key]["memory"].as_str(), Some(limit.as_str()), "values.yaml resources.{key}");
+            assert_eq!(
+                values["resources"][key]["memory"].as_str(),
+                Some(limit.as_str()),
+                "values.yaml resources.{key}"
+            );
         }
-        let toml: Config = Config::parse(&repo_file("deploy/kubernetes/kernsight.toml"), "kernsight.toml").unwrap();
-        assert_eq!(u64::from(toml.bpf.map_memory_budget_mebibytes), budget, "deploy/kubernetes/kernsight.toml");
+        let toml: Config =
+            Config::parse(&repo_file("deploy/kubernetes/kernsight.toml"), "kernsight.toml").unwrap();
+        assert_eq!(
+            u64::from(toml.bpf.map_memory_budget_mebibytes),
+            budget,
+            "deploy/kubernetes/kernsight.toml"
+        );
         let daemonset: serde_yaml_ng::Value =
             serde_yaml_ng::from_str(&repo_file("deploy/kubernetes/daemonset.yaml")).unwrap();
         let containers = daemonset["spec"]["template"]["spec"]["containers"].as_sequence().unwrap();
         let agent = containers.iter().find(|c| c["name"].as_str() == Some("kernsight")).unwrap();
         for key in ["requests", "limits"] {
-            assert_eq!(agent["resources"][key]["memory"].as_str(), Some(limit.as_str()), "daemonset.yaml {key}");
+            assert_eq!(
+                agent["resources"][key]["memory"].as_str(),
+                Some(limit.as_str()),
+                "daemonset.yaml {key}"
+            );
         }
 
         let docs = repo_file("docs/deploy.md");
         let table = memory_table();
-        let (start, end) = ("<!-- map memory table: bpf::budget tests -->\n", "<!-- end of map memory table -->");
+        let (start, end) =
+            ("<!-- map memory table: bpf::budget tests -->\n", "<!-- end of map memory table -->");
         let documented = docs.split(start).nth(1).and_then(|rest| rest.split(end).next());
         assert_eq!(documented, Some(table.as_str()), "docs/deploy.md's table; expected:\n{table}");
     }

@@ -250,7 +250,8 @@ impl Programs {
             .map(|family| family.name())
             .collect();
         let runs = |family: &dyn Family| running.contains(&family.name());
-        let plan_for = |budget_bytes: u64| MapPlan::new(&objects, FAMILIES, &runs, config, cpus, budget_bytes);
+        let plan_for =
+            |budget_bytes: u64| MapPlan::new(&objects, FAMILIES, &runs, config, cpus, budget_bytes);
         let mut plan = plan_for(budget::budget_bytes(config));
         match plan.shrink_line() {
             Some(line) => warn!("{line}"),

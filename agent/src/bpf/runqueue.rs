@@ -65,8 +65,7 @@ impl Family for Runqueue {
     }
 
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
-        loader
-            .override_global(SWITCH_HAS_PREV_STATE_GLOBAL, &facts.switch_has_prev_state, true);
+        loader.override_global(SWITCH_HAS_PREV_STATE_GLOBAL, &facts.switch_has_prev_state, true);
         if let Ok(offset) = &facts.task_state_offset {
             loader.override_global(TASK_STATE_OFFSET_GLOBAL, offset, true);
         }

@@ -31,7 +31,8 @@ fn small_budget_shrinks_the_maps_logs_one_line_and_serves() {
     assert!(line.contains("WARN"), "{line}");
     // "eBPF maps would take W MiB of kernel memory on N possible CPUs, over ...: shrank K a -> b,
     // ...; maps now take P MiB (...)"
-    let wanted = line.split("would take ").nth(1).and_then(|r| r.split(" of kernel").next()).and_then(mebibytes);
+    let wanted =
+        line.split("would take ").nth(1).and_then(|r| r.split(" of kernel").next()).and_then(mebibytes);
     let planned = line.split("maps now take ").nth(1).and_then(|r| r.split(" (").next()).and_then(mebibytes);
     let (Some(wanted), Some(planned)) = (wanted, planned) else { panic!("unexpected line: {line}") };
     assert!(planned < wanted, "{line}");
@@ -45,27 +46,41 @@ fn small_budget_shrinks_the_maps_logs_one_line_and_serves() {
     let budget = value(&samples, "kernsight_bpf_map_budget_bytes", &[]);
     assert_eq!(budget, (BUDGET_MIB << 20) as f64);
     let planned_gauge = value(&samples, "kernsight_bpf_map_planned_bytes", &[]);
-    assert!((planned_gauge - planned).abs() < 0.1 * (1 << 20) as f64, "{planned_gauge} vs the log's {planned}");
+    assert!(
+        (planned_gauge - planned).abs() < 0.1 * (1 << 20) as f64,
+        "{planned_gauge} vs the log's {planned}"
+    );
     // What the kernel charged for the maps, from fdinfo: within the budget when the plan fits
     // it, and within 2% of the plan (the plan is the kernel's own accounting).
-    let charged: f64 = samples.iter().filter(|s| s.name == "kernsight_bpf_map_memory_bytes").map(|s| s.value).sum();
+    let charged: f64 =
+        samples.iter().filter(|s| s.name == "kernsight_bpf_map_memory_bytes").map(|s| s.value).sum();
     assert!(charged < wanted, "charged {charged} bytes, the unshrunk plan was {wanted}");
-    assert!((charged - planned_gauge).abs() < 0.02 * planned_gauge, "charged {charged}, planned {planned_gauge}");
+    assert!(
+        (charged - planned_gauge).abs() < 0.02 * planned_gauge,
+        "charged {charged}, planned {planned_gauge}"
+    );
     if line.contains(": shrank ") {
         assert!(charged <= budget * 1.02, "charged {charged} bytes over a budget of {budget}");
     }
     // Every lowered bound is in the line and exported as the value the agent runs with.
-    let shrunk: Vec<_> = samples.iter().filter(|s| s.name == "kernsight_bpf_map_budget_shrunk_bound").collect();
+    let shrunk: Vec<_> =
+        samples.iter().filter(|s| s.name == "kernsight_bpf_map_budget_shrunk_bound").collect();
     assert!(!shrunk.is_empty(), "no bound exported as lowered");
     for sample in shrunk {
         let key = &sample.labels["key"];
-        assert!(line.contains(&format!("{key} ")) && line.contains(&format!("-> {}", sample.value)), "{key}: {line}");
+        assert!(
+            line.contains(&format!("{key} ")) && line.contains(&format!("-> {}", sample.value)),
+            "{key}: {line}"
+        );
     }
     // The latency hash (latency off) is created with one entry: no memory to speak of.
     let latency = value(&samples, "kernsight_bpf_map_memory_bytes", &[("map", "SYSCALL_LATENCY")]);
     assert!(latency < 4096.0 * 8.0, "SYSCALL_LATENCY takes {latency} bytes with latency off");
     // And it counts as before, within its smaller bounds.
-    let calls =
-        value(&samples, "kernsight_syscalls_total", &[("cgroup", cgroup.label.as_str()), ("syscall", "getppid")]);
+    let calls = value(
+        &samples,
+        "kernsight_syscalls_total",
+        &[("cgroup", cgroup.label.as_str()), ("syscall", "getppid")],
+    );
     assert_eq!(calls, GETPPIDS as f64, "getppid in {}; log:\n{log}", cgroup.label);
 }
