@@ -8,6 +8,7 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap},
 };
 use kernsight_common::{
+    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
     net::{
         CGROUP_DROPS_MAP, CGROUP_TRAFFIC_MAP, DROP_REASON_SLOTS, DROP_REASONS_MAP, DropKey, EGRESS, INGRESS,
         INTERFACE_TRAFFIC_MAP, InterfaceKey, KFREE_SKB_HAS_RX_SK_GLOBAL, RETRANSMIT_HAS_ERR_GLOBAL,
@@ -15,7 +16,6 @@ use kernsight_common::{
         SOCK_CGROUP_DATA_OFFSET_GLOBAL, SOCK_PROTOCOL_OFFSET_GLOBAL, SOCK_STATE_OFFSET_GLOBAL,
         TCP_EVENTS_MAP, TCP_STARTS_MAP, TcpKey, Traffic, TrafficKey, protocol, tcp_event,
     },
-    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
 };
 
 use super::{
