@@ -12,6 +12,13 @@ fn mebibytes(text: &str) -> Option<f64> {
     Some(text.trim().strip_suffix(" MiB")?.parse::<f64>().ok()? * (1 << 20) as f64)
 }
 
+/// Whether the running kernel is `major.minor` or newer.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
+}
+
 #[test]
 fn small_budget_shrinks_the_maps_logs_one_line_and_serves() {
     if !privileged() {
@@ -50,17 +57,19 @@ fn small_budget_shrinks_the_maps_logs_one_line_and_serves() {
         (planned_gauge - planned).abs() < 0.1 * (1 << 20) as f64,
         "{planned_gauge} vs the log's {planned}"
     );
-    // What the kernel charged for the maps, from fdinfo: within the budget when the plan fits
-    // it, and within 2% of the plan (the plan is the kernel's own accounting).
+    // What the kernel charged for the maps, from fdinfo. From 6.4 fdinfo's memlock is the
+    // kernel's own accounting (`map_mem_usage`), which the plan follows: within 2% of the plan,
+    // and within the budget when the plan fits it. Older kernels (the matrix guests) report an
+    // estimate of their own: less than the unshrunk plan all the same.
     let charged: f64 =
         samples.iter().filter(|s| s.name == "kernsight_bpf_map_memory_bytes").map(|s| s.value).sum();
     assert!(charged < wanted, "charged {charged} bytes, the unshrunk plan was {wanted}");
-    assert!(
-        (charged - planned_gauge).abs() < 0.02 * planned_gauge,
-        "charged {charged}, planned {planned_gauge}"
-    );
-    if line.contains(": shrank ") {
-        assert!(charged <= budget * 1.02, "charged {charged} bytes over a budget of {budget}");
+    if kernel_at_least(6, 4) {
+        let off = (charged - planned_gauge).abs();
+        assert!(off < 0.02 * planned_gauge, "charged {charged}, planned {planned_gauge}");
+        if line.contains(": shrank ") {
+            assert!(charged <= budget * 1.02, "charged {charged} bytes over a budget of {budget}");
+        }
     }
     // Every lowered bound is in the line and exported as the value the agent runs with.
     let shrunk: Vec<_> =
