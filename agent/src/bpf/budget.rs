@@ -1,5 +1,5 @@
 //! The map memory budget. Per-CPU maps cost their value once per *possible* CPU, so the same
-//! configuration that takes 190 MiB of kernel memory on a 64-CPU node takes 530 MiB on a
+//! configuration that takes 194 MiB of kernel memory on a 64-CPU node takes 550 MiB on a
 //! 192-CPU one, charged to the agent's memory cgroup. Before anything is loaded, the agent plans
 //! the bytes of every map of the object (the kernel's own accounting, `map_mem_usage`, for the
 //! map types kernsight uses) from the possible CPU count and the configuration:
@@ -274,6 +274,8 @@ impl MapPlan {
         let bytes = |config: &Config| sizing.bytes(objects, config, cpus);
         let wanted_bytes = bytes(config);
         let mut fitted = config.clone();
+        // The bounds as written, read through the same accessors.
+        let mut written = config.clone();
         let mut shrunk: Vec<Shrunk> = Vec::new();
         // First every bound to no less than a quarter of its value, then to its least.
         for pass in [Pass::Quarter, Pass::Least] {
@@ -282,7 +284,7 @@ impl MapPlan {
                     break;
                 }
                 let now = *(bound.field)(&mut fitted);
-                let original = *(bound.field)(&mut config.clone());
+                let original = *(bound.field)(&mut written);
                 let floor = match pass {
                     Pass::Quarter => (original / 4).max(bound.least),
                     Pass::Least => bound.least,
