@@ -10,6 +10,7 @@ Writes each PrometheusRule's spec to OUT_DIR/prometheusrule-N.yaml for `promtool
 import os
 import subprocess
 import sys
+import tomllib
 
 import yaml
 
@@ -17,6 +18,9 @@ MONITORING = "monitoring.coreos.com/v1"
 CERT_MANAGER = "cert-manager.io/v1"
 # What the agent needs; docs/deploy.md says why for each.
 CAPABILITIES = {"BPF", "PERFMON", "NET_ADMIN"}
+# The pod's memory beside the eBPF map budget (bpf::budget::USER_SPACE_MEBIBYTES; docs/deploy.md,
+# "Memory"): limit = request = bpf.map_memory_budget_mebibytes + this.
+USER_SPACE_MEBIBYTES = 128
 
 
 def fail(where, why):
@@ -179,6 +183,30 @@ def check_prometheus_rule(name, doc, out_dir, index):
         yaml.safe_dump({"groups": groups}, f)
 
 
+def check_memory(manifest, docs):
+    """The agent's memory request and limit are its map budget plus the user-space allowance."""
+    budgets = []
+    for doc in docs:
+        if doc["kind"] == "ConfigMap" and "kernsight.toml" in doc.get("data", {}):
+            config = tomllib.loads(doc["data"]["kernsight.toml"])
+            budget = config.get("bpf", {}).get("map_memory_budget_mebibytes")
+            if not isinstance(budget, int):
+                fail(manifest, "kernsight.toml must set bpf.map_memory_budget_mebibytes (the pod's memory follows it)")
+            budgets.append(budget)
+    if len(budgets) != 1:
+        fail(manifest, f"expected one kernsight.toml ConfigMap, found {len(budgets)}")
+    expected = f"{budgets[0] + USER_SPACE_MEBIBYTES}Mi"
+    for doc in docs:
+        if doc["kind"] != "DaemonSet":
+            continue
+        agent = next(c for c in doc["spec"]["template"]["spec"]["containers"] if c["name"] == "kernsight")
+        for key in ("requests", "limits"):
+            memory = agent["resources"][key].get("memory")
+            if memory != expected:
+                fail(manifest, f"resources.{key}.memory is {memory}: bpf.map_memory_budget_mebibytes "
+                     f"{budgets[0]} + {USER_SPACE_MEBIBYTES}Mi = {expected} (docs/deploy.md, Memory)")
+
+
 def main():
     version, out_dir, manifests = sys.argv[1], sys.argv[2], sys.argv[3:]
     rules = 0
@@ -216,6 +244,7 @@ def main():
         for kind in ("DaemonSet", "ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"):
             if kind not in kinds:
                 fail(manifest, f"no {kind}")
+        check_memory(manifest, docs)
         core_path = os.path.join(out_dir, "core-" + os.path.basename(manifest))
         with open(core_path, "w") as f:
             yaml.safe_dump_all(core, f)

@@ -115,7 +115,7 @@ impl Family for Capabilities {
         })
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
         let offsets = &facts.offsets.security;
         loader
             .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &offsets.user_ns_level, true)
@@ -125,8 +125,15 @@ impl Family for Capabilities {
             .override_global(FILE_INODE_OFFSET_GLOBAL, &offsets.file_inode, true)
             .override_global(INODE_INO_OFFSET_GLOBAL, &offsets.inode_ino, true)
             .override_global(INODE_SB_OFFSET_GLOBAL, &offsets.inode_sb, true)
-            .override_global(SB_DEV_OFFSET_GLOBAL, &offsets.sb_dev, true)
-            .map_max_entries(CAPABILITY_CHECKS_MAP, config.security.capability_max_entries);
+            .override_global(SB_DEV_OFFSET_GLOBAL, &offsets.sb_dev, true);
+    }
+
+    fn maps(&self) -> &'static [&'static str] {
+        &[CAPABILITY_CHECKS_MAP, RUNTIME_BINARIES_MAP]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        vec![(CAPABILITY_CHECKS_MAP, config.security.capability_max_entries)]
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {

@@ -33,6 +33,10 @@ impl Family for CgroupLifecycle {
         true
     }
 
+    fn maps(&self) -> &'static [&'static str] {
+        &[CGROUP_EVENTS_MAP, CGROUP_EVENTS_LOST_MAP]
+    }
+
     fn set_enabled(&self, _config: &mut Config, _on: bool) {}
 
     fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {

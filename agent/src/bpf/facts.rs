@@ -130,6 +130,13 @@ impl KernelFacts {
         }
     }
 
+    /// Sets the per-cgroup quotas of the syscall maps from the bounds they are created with
+    /// (after the memory budget lowered them, if it did).
+    pub fn size_quotas(&mut self, config: &Config) {
+        self.error_quota = error_quota(config.syscalls.max_error_entries, config.syscalls.max_cgroups);
+        self.latency_quota = latency_quota(config.syscalls.latency_max_entries, config.syscalls.max_cgroups);
+    }
+
     /// Ok when a task's cgroup can be found (what every per-cgroup family needs).
     pub fn need_walk(&self) -> Result<(), String> {
         self.walk.as_ref().map(drop).map_err(|err| format!("cannot find the cgroup of a task: {err}"))

@@ -54,8 +54,26 @@ pub trait Family: Sync {
         None
     }
 
-    /// Sets the family's globals and map sizes on the loader.
+    /// Sets the family's globals on the loader.
     fn configure<'a>(&self, _loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, _config: &Config) {}
+
+    /// Every map of the object that only this family uses: created at their least size (and
+    /// not pinned) when the family does not run (`bpf::budget`).
+    fn maps(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The bounds (max_entries) of its maps that the configuration sets; the others keep the
+    /// object's. `bpf::budget` plans their memory and the loader applies them.
+    fn map_entries(&self, _config: &Config) -> Vec<(&'static str, u32)> {
+        Vec::new()
+    }
+
+    /// Its maps that this configuration does not use (e.g. the latency hash with latency off):
+    /// created at their least size and not pinned, so that they cost nothing.
+    fn idle_maps(&self, _config: &Config) -> Vec<&'static str> {
+        Vec::new()
+    }
 
     /// Maps whose contents outlive the agent (pinned in bpffs).
     fn pinned_maps(&self) -> &'static [&'static str] {

@@ -1,7 +1,7 @@
 //! Specialising the kernel programs to the running kernel and the configuration before the
 //! verifier sees them: member offsets from the kernel's BTF, tracepoint record layouts and
 //! feature flags go in as read-only globals (so the verifier checks every load against real
-//! types and prunes what is off), bounds from the config as map sizes, and the pinned maps at
+//! types and prunes what is off), the map sizes of the memory plan (`budget`), and the pinned maps at
 //! their paths.
 
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
@@ -15,8 +15,7 @@ use kernsight_common::{
     syscalls as wire,
 };
 
-use super::{FAMILIES, cgroup_walk::CgroupOffsets, facts::KernelFacts, pins::Pins, task};
-use crate::config::Config;
+use super::{FAMILIES, budget::MapPlan, cgroup_walk::CgroupOffsets, facts::KernelFacts, pins::Pins, task};
 
 /// Sets the globals of the walk from a task to its cgroup and of the task's own fields (pid,
 /// parent, exit code, arguments), which the agent's programs and those of `kernsight trace`
@@ -46,13 +45,14 @@ pub fn task_globals<'a, 'b>(
         .override_global(BINPRM_FILENAME_OFFSET_GLOBAL, &task.binprm_filename, true)
 }
 
-/// Loads `object` (maps and programs, none attached yet), each family specialising it, opening
-/// or creating the pinned maps at their paths when `pins` is given.
+/// Loads `object` (maps and programs, none attached yet), each family specialising it, every
+/// map at the size `plan` gives it, opening or creating the pinned maps at their paths when
+/// `pins` is given (idle maps are not pinned).
 pub fn load(
     object: &[u8],
     btf: &Btf,
     facts: &KernelFacts,
-    config: &Config,
+    plan: &MapPlan,
     pins: Option<&Pins>,
 ) -> Result<Ebpf, EbpfError> {
     let mut loader = EbpfLoader::new();
@@ -61,10 +61,14 @@ pub fn load(
     loader.btf(btf).allow_unsupported_maps();
     task_globals(&mut loader, &facts.offsets.walk, &facts.offsets.task);
     for family in FAMILIES {
-        family.configure(&mut loader, facts, config);
+        family.configure(&mut loader, facts, &plan.config);
+    }
+    for map in plan.maps.iter().filter(|map| map.sized) {
+        loader.map_max_entries(&map.name, map.entries);
     }
     if let Some(pins) = pins {
-        pins.apply(&mut loader);
+        let idle: Vec<&str> = plan.idle_maps().collect();
+        pins.apply(&mut loader, &idle);
     }
     loader.load(object)
 }

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use aya::EbpfLoader;
 use kernsight_common::{
     counters::{OVERFLOW_CGROUP_ID, map_full},
     memory_reclaim::{RECLAIM_STALLS_MAP, RECLAIM_START_MAP, ReclaimKey, overflow_keys},
@@ -61,8 +60,12 @@ impl Family for MemoryReclaim {
         facts.need_walk().err()
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
-        loader.map_max_entries(RECLAIM_STALLS_MAP, config.memory.reclaim_max_entries);
+    fn maps(&self) -> &'static [&'static str] {
+        &[RECLAIM_STALLS_MAP, RECLAIM_START_MAP]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        vec![(RECLAIM_STALLS_MAP, config.memory.reclaim_max_entries)]
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {

@@ -2,6 +2,7 @@
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
 pub mod accounting;
+pub mod budget;
 pub mod capabilities;
 pub mod cgroup_walk;
 pub mod cgroups;
@@ -45,6 +46,7 @@ use kernsight_common::{
 use tracing::{error, info, warn};
 
 use crate::{config::Config, kernel::cgroupfs::Hierarchies};
+use budget::MapPlan;
 use facts::KernelFacts;
 use family::{AttachContext, Attached, Family, MapRow};
 use pins::Pins;
@@ -93,6 +95,8 @@ pub enum LoadError {
     Map { name: &'static str, source: aya::maps::MapError },
     #[error(transparent)]
     Pins(#[from] pins::PinError),
+    #[error(transparent)]
+    ObjectMaps(#[from] budget::ObjectError),
 }
 
 /// What happened to one probe family at start-up.
@@ -176,6 +180,8 @@ pub struct Programs {
     pins: Option<Pins>,
     /// Map entries that could not be read by the collectors (they vanished while being read).
     read_errors: AtomicU64,
+    /// The maps' planned kernel memory and the budget it was fitted to.
+    plan: MapPlan,
 }
 
 impl fmt::Debug for Programs {
@@ -225,7 +231,7 @@ impl Programs {
     ) -> Result<Self, LoadError> {
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         let own_btf = crate::kernel::btf::Btf::from_sys_fs();
-        let facts = KernelFacts::read(own_btf.as_ref(), hierarchies.clone(), config);
+        let mut facts = KernelFacts::read(own_btf.as_ref(), hierarchies.clone(), config);
         // The member offsets are read: the parsed types (megabytes) are not needed any more.
         drop(own_btf);
         let object = object_bytes(&facts.object)?;
@@ -235,26 +241,73 @@ impl Programs {
                 warn!(object = facts.object.name(), "loading the fallback kernel programs: {why}")
             }
         }
-        let load = |pins: Option<&Pins>| loader::load(object, &btf, &facts, config, pins);
-        let mut pins = open_pins(config);
-        let mut ebpf = match (load(pins.as_ref()), pins.as_mut()) {
-            (Err(EbpfError::MapError(err @ MapError::IncompatiblePinnedMap { .. })), Some(pins)) => {
-                warn!(dir = %pins.dir().display(), "pinned maps do not fit this configuration ({err}): replacing them, their counters restart");
-                pins.replace()?;
-                load(Some(pins))
-            }
-            // Whatever else stops the pinned maps (an entry that appeared at a pin path after the
-            // checks, a pinned object that is not a map) must not stop the agent, or it would
-            // fail again at every start. A map error that has nothing to do with pins fails the
-            // unpinned load as well, and is reported then.
-            (Err(EbpfError::MapError(err)), Some(_)) => {
-                error!("cannot pin maps: {err}; loading without pins, counters restart with the agent");
-                pins = None;
-                load(None)
-            }
-            (loaded, _) => loaded,
+        let objects = budget::object_maps(object)?;
+        let cpus = budget::possible_cpus().unwrap_or_else(|why| {
+            let online = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            warn!("{why}: planning map memory for the {online} CPUs online");
+            online
+        });
+        let running: Vec<&str> = families
+            .iter()
+            .filter(|family| family.enabled(config) && family.unsupported(&facts, config).is_none())
+            .map(|family| family.name())
+            .collect();
+        let runs = |family: &dyn Family| running.contains(&family.name());
+        let plan_for =
+            |budget_bytes: u64| MapPlan::new(&objects, FAMILIES, &runs, config, cpus, budget_bytes);
+        let mut plan = plan_for(budget::budget_bytes(config));
+        match plan.shrink_line() {
+            Some(line) => warn!("{line}"),
+            None => info!(
+                cpus,
+                budget = %budget::mebibytes(plan.budget_bytes),
+                "eBPF maps take {} of kernel memory",
+                budget::mebibytes(plan.total_bytes())
+            ),
         }
-        .map_err(LoadError::Object)?;
+        facts.size_quotas(&plan.config);
+        let mut pins = open_pins(config);
+        let (mut replaced_pins, mut retried_smaller) = (false, false);
+        let mut ebpf = loop {
+            match loader::load(object, &btf, &facts, &plan, pins.as_ref()) {
+                Ok(ebpf) => break ebpf,
+                Err(EbpfError::MapError(err @ MapError::IncompatiblePinnedMap { .. }))
+                    if !replaced_pins && pins.is_some() =>
+                {
+                    if let Some(pins) = pins.as_mut() {
+                        warn!(dir = %pins.dir().display(), "pinned maps do not fit this configuration ({err}): replacing them, their counters restart");
+                        pins.replace()?;
+                    }
+                    replaced_pins = true;
+                }
+                // The node is short of memory (or the pod at its limit) although the plan fit
+                // the budget: once, half the plan, rather than no agent at all.
+                Err(EbpfError::MapError(MapError::CreateError { name, io_error }))
+                    if !retried_smaller && io_error.raw_os_error() == Some(libc::ENOMEM) =>
+                {
+                    plan = plan_for(plan.total_bytes() / 2);
+                    warn!(
+                        "the kernel refused to create map {name} for want of memory ({io_error}): retrying once \
+                         with half the map memory. {}",
+                        plan.shrink_line().unwrap_or_default()
+                    );
+                    facts.size_quotas(&plan.config);
+                    retried_smaller = true;
+                }
+                // Whatever else stops the pinned maps (an entry that appeared at a pin path after
+                // the checks, a pinned object that is not a map) must not stop the agent, or it
+                // would fail again at every start. A map error that has nothing to do with pins
+                // fails the unpinned load as well, and is reported then.
+                Err(EbpfError::MapError(err)) if pins.is_some() => {
+                    error!("cannot pin maps: {err}; loading without pins, counters restart with the agent");
+                    pins = None;
+                }
+                Err(err) => return Err(LoadError::Object(err)),
+            }
+        };
+        // The families are attached and read with the bounds of the plan.
+        let sized = plan.config.clone();
+        let config = &sized;
         let map_names = ebpf.maps().map(|(name, _)| name.to_owned()).collect();
         let map_full = take_map(&mut ebpf, MAP_FULL_MAP)?;
         let map_full = PerCpuArray::try_from(map_full)
@@ -316,6 +369,7 @@ impl Programs {
             map_full,
             pins,
             read_errors: AtomicU64::new(0),
+            plan,
         })
     }
 
@@ -387,6 +441,11 @@ impl Programs {
             Duration::ZERO,
         );
         ids
+    }
+
+    /// The maps' planned kernel memory, the budget and what was shrunk to meet it.
+    pub fn map_plan(&self) -> &MapPlan {
+        &self.plan
     }
 
     /// Kernel memory of each map, by name.

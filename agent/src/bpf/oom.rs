@@ -13,7 +13,8 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
 };
 use kernsight_common::oom::{
-    CGROUP_OF_VICTIM, FIELD_ABSENT, OOM_COMM_DATA_LOC_GLOBAL, OOM_EVENTS_LOST_MAP, OOM_EVENTS_MAP, OomEvent,
+    CGROUP_OF_VICTIM, FIELD_ABSENT, OOM_COMM_DATA_LOC_GLOBAL, OOM_EVENTS_LOST_MAP, OOM_EVENTS_MAP,
+    OOM_PENDING_MAP, OOM_VICTIMS_MAP, OomEvent,
 };
 
 use super::{
@@ -57,6 +58,10 @@ impl Family for Oom {
             loader.override_global(global, offset, true);
         }
         loader.override_global(OOM_COMM_DATA_LOC_GLOBAL, &facts.oom_comm_data_loc, true);
+    }
+
+    fn maps(&self) -> &'static [&'static str] {
+        &[OOM_EVENTS_MAP, OOM_EVENTS_LOST_MAP, OOM_VICTIMS_MAP, OOM_PENDING_MAP]
     }
 
     fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {

@@ -64,13 +64,19 @@ impl Family for Runqueue {
         }
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
-        loader
-            .override_global(SWITCH_HAS_PREV_STATE_GLOBAL, &facts.switch_has_prev_state, true)
-            .map_max_entries(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries);
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
+        loader.override_global(SWITCH_HAS_PREV_STATE_GLOBAL, &facts.switch_has_prev_state, true);
         if let Ok(offset) = &facts.task_state_offset {
             loader.override_global(TASK_STATE_OFFSET_GLOBAL, offset, true);
         }
+    }
+
+    fn maps(&self) -> &'static [&'static str] {
+        &[RUNQ_LATENCY_MAP, RUNQ_START_MAP]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        vec![(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)]
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {

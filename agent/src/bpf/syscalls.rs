@@ -12,10 +12,10 @@ use aya::{
 use kernsight_common::{
     counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
     syscalls::{
-        CGROUP_SLOTS_MAP, ERROR_QUOTA_GLOBAL, FREE_SLOTS_MAP, LATENCY_ENABLED_GLOBAL, LATENCY_QUOTA_GLOBAL,
-        LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, SLOT_ENTRIES_MAP, SLOT_OWNERS_MAP,
-        START_ENTRIES, SYSCALL_COLUMNS, SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP, SYSCALL_ROWS_MAP,
-        SYSCALL_START_MAP, SlotEntries, SyscallKey, SyscallRow,
+        CGROUP_SLOTS_MAP, ERROR_QUOTA_GLOBAL, FREE_SLOTS_MAP, LAST_CGROUP_MAP, LATENCY_ENABLED_GLOBAL,
+        LATENCY_QUOTA_GLOBAL, LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, SLOT_ENTRIES_MAP,
+        SLOT_OWNERS_MAP, START_ENTRIES, SYSCALL_COLUMNS, SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP,
+        SYSCALL_ROWS_MAP, SYSCALL_START_MAP, SlotEntries, SyscallKey, SyscallRow,
     },
 };
 use tracing::debug;
@@ -69,23 +69,47 @@ impl Family for Syscalls {
         }
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
-        let slots = config.syscalls.max_cgroups;
-        if facts.object.is_fallback() {
-            // The hash of slots by cgroup id: one entry per slot at most. (Cgroup local storage
-            // has no size.)
-            loader.map_max_entries(CGROUP_SLOTS_MAP, slots);
-        }
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
         loader
             .override_global(LATENCY_ENABLED_GLOBAL, &facts.syscall_latency, true)
             .override_global(ERROR_QUOTA_GLOBAL, &facts.error_quota, true)
-            .override_global(LATENCY_QUOTA_GLOBAL, &facts.latency_quota, true)
-            .map_max_entries(SYSCALL_ROWS_MAP, slots + 1)
-            .map_max_entries(SLOT_OWNERS_MAP, slots + 1)
-            .map_max_entries(SLOT_ENTRIES_MAP, slots + 1)
-            .map_max_entries(FREE_SLOTS_MAP, slots)
-            .map_max_entries(SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries)
-            .map_max_entries(SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries);
+            .override_global(LATENCY_QUOTA_GLOBAL, &facts.latency_quota, true);
+    }
+
+    fn maps(&self) -> &'static [&'static str] {
+        &[
+            SYSCALL_ROWS_MAP,
+            SLOT_OWNERS_MAP,
+            FREE_SLOTS_MAP,
+            CGROUP_SLOTS_MAP,
+            LAST_CGROUP_MAP,
+            SLOT_ENTRIES_MAP,
+            SYSCALL_ERRORS_MAP,
+            SYSCALL_LATENCY_MAP,
+            SYSCALL_START_MAP,
+        ]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        let slots = config.syscalls.max_cgroups;
+        vec![
+            // The fallback object's hash of slots by cgroup id: one entry per slot at most.
+            // (The full object's cgroup local storage has no bound.)
+            (CGROUP_SLOTS_MAP, slots),
+            (SYSCALL_ROWS_MAP, slots + 1),
+            (SLOT_OWNERS_MAP, slots + 1),
+            (SLOT_ENTRIES_MAP, slots + 1),
+            (FREE_SLOTS_MAP, slots),
+            (SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries),
+            (SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries),
+        ]
+    }
+
+    fn idle_maps(&self, config: &Config) -> Vec<&'static str> {
+        match config.syscalls.latency_histogram {
+            true => Vec::new(),
+            false => vec![SYSCALL_LATENCY_MAP, SYSCALL_START_MAP],
+        }
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {

@@ -18,6 +18,10 @@ pub const DEFAULT_CRI_SOCKETS: &[&str] = &[
 /// The configuration compiled into the binary; also the reference for every key.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
+/// `bpf.map_memory_budget_mebibytes` by default: every bound as configured on nodes of up to
+/// 64 possible CPUs (`bpf::budget::SIZED_FOR_POSSIBLE_CPUS`; docs/deploy.md has the table).
+pub const DEFAULT_MAP_MEMORY_BUDGET_MEBIBYTES: u32 = 208;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -176,6 +180,8 @@ pub struct BpfConfig {
     pub program_stats: bool,
     /// Which build of the kernel programs to load.
     pub object: ObjectChoice,
+    /// Kernel memory the eBPF maps may take (MiB); bounds are lowered to fit (`bpf::budget`).
+    pub map_memory_budget_mebibytes: u32,
 }
 
 /// `bpf.object`: the build of the kernel programs the agent loads.
@@ -241,6 +247,7 @@ impl Config {
             // The overflow entries alone take (CAP_LAST_CAP + 1) * 4.
             ("security.capability_max_entries", self.security.capability_max_entries, 512, 1 << 24),
             ("metrics.max_connections", self.metrics.max_connections, 4, 1 << 16),
+            ("bpf.map_memory_budget_mebibytes", self.bpf.map_memory_budget_mebibytes, 1, 1 << 20),
             // hyper needs room for its own read buffer: 8 KiB at least.
             ("metrics.max_header_bytes", self.metrics.max_header_bytes, 8192, 1 << 20),
         ] {
@@ -403,7 +410,12 @@ impl Default for MetadataConfig {
 
 impl Default for BpfConfig {
     fn default() -> Self {
-        Self { pin_dir: "/sys/fs/bpf/kernsight".into(), program_stats: false, object: ObjectChoice::Auto }
+        Self {
+            pin_dir: "/sys/fs/bpf/kernsight".into(),
+            program_stats: false,
+            object: ObjectChoice::Auto,
+            map_memory_budget_mebibytes: DEFAULT_MAP_MEMORY_BUDGET_MEBIBYTES,
+        }
     }
 }
 

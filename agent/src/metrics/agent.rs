@@ -86,6 +86,25 @@ impl Collector for AgentCollector {
             "Kernel memory of each eBPF map, per-CPU copies included (the kernel's memlock figure)",
             self.programs.map_memory().into_iter().map(|(map, bytes)| ([("map", map)], bytes as i64)),
         )?;
+        let plan = self.programs.map_plan();
+        encode_gauges(
+            &mut encoder,
+            "kernsight_bpf_map_budget_bytes",
+            "Kernel memory the eBPF maps may take (config: bpf.map_memory_budget_mebibytes)",
+            [(NO_LABELS, plan.budget_bytes as i64)],
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_bpf_map_planned_bytes",
+            "Kernel memory planned for the eBPF maps at start-up, for this node's possible CPUs, after the budget lowered bounds",
+            [(NO_LABELS, plan.total_bytes() as i64)],
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "kernsight_bpf_map_budget_shrunk_bound",
+            "A map bound the memory budget lowered, by config key: the value the agent runs with",
+            plan.shrunk.iter().map(|s| ([("key", s.key)], i64::from(s.to))),
+        )?;
         let map_rows = self.programs.map_rows();
         encode_gauges(
             &mut encoder,

@@ -85,8 +85,12 @@ impl Family for CgroupTraffic {
         needs_net_admin()
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
-        loader.map_max_entries(CGROUP_TRAFFIC_MAP, config.network.cgroup_traffic_max_entries);
+    fn maps(&self) -> &'static [&'static str] {
+        &[CGROUP_TRAFFIC_MAP]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        vec![(CGROUP_TRAFFIC_MAP, config.network.cgroup_traffic_max_entries)]
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {
@@ -150,8 +154,12 @@ impl Family for Interfaces {
         needs_net_admin()
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
-        loader.map_max_entries(INTERFACE_TRAFFIC_MAP, config.network.interface_traffic_max_entries);
+    fn maps(&self) -> &'static [&'static str] {
+        &[INTERFACE_TRAFFIC_MAP]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        vec![(INTERFACE_TRAFFIC_MAP, config.network.interface_traffic_max_entries)]
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {
@@ -219,12 +227,20 @@ impl Family for Tcp {
         needs_sockets(facts)
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
         sock_globals(loader, facts);
-        loader
-            .override_global(RETRANSMIT_HAS_ERR_GLOBAL, &facts.retransmit_has_err, true)
-            .map_max_entries(TCP_EVENTS_MAP, config.network.tcp_max_entries)
-            .map_max_entries(TCP_STARTS_MAP, config.network.tcp_tracked_connections);
+        loader.override_global(RETRANSMIT_HAS_ERR_GLOBAL, &facts.retransmit_has_err, true);
+    }
+
+    fn maps(&self) -> &'static [&'static str] {
+        &[TCP_EVENTS_MAP, TCP_STARTS_MAP]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        vec![
+            (TCP_EVENTS_MAP, config.network.tcp_max_entries),
+            (TCP_STARTS_MAP, config.network.tcp_tracked_connections),
+        ]
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {
@@ -295,11 +311,17 @@ impl Family for Drops {
         })
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
         sock_globals(loader, facts);
-        loader
-            .override_global(KFREE_SKB_HAS_RX_SK_GLOBAL, &facts.kfree_skb_has_rx_sk, true)
-            .map_max_entries(CGROUP_DROPS_MAP, config.network.drop_max_entries);
+        loader.override_global(KFREE_SKB_HAS_RX_SK_GLOBAL, &facts.kfree_skb_has_rx_sk, true);
+    }
+
+    fn maps(&self) -> &'static [&'static str] {
+        &[DROP_REASONS_MAP, CGROUP_DROPS_MAP]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        vec![(CGROUP_DROPS_MAP, config.network.drop_max_entries)]
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {

@@ -152,13 +152,16 @@ impl Pins {
         self.reused.contains(&map)
     }
 
+    /// The pinned maps that existed before this start.
     pub fn reused_maps(&self) -> &[&'static str] {
         &self.reused
     }
 
-    /// Makes the loader open (or create and pin) every pinned map at its path.
-    pub fn apply(&self, loader: &mut EbpfLoader<'_>) {
-        for map in pinned_maps() {
+    /// Makes the loader open (or create and pin) every pinned map at its path, except the
+    /// `idle` ones: they are created at their least size for this run, and a pin of their
+    /// full size (from a run that used them) stays for the next run that does.
+    pub fn apply(&self, loader: &mut EbpfLoader<'_>, idle: &[&str]) {
+        for map in pinned_maps().filter(|map| !idle.contains(map)) {
             loader.map_pin_path(map, self.path(map));
         }
     }

@@ -5,7 +5,7 @@ pub mod event;
 
 use std::time::Duration;
 
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::{Btf, Ebpf};
 use kernsight_common::{
     counters::{OVERFLOW_CGROUP_ID, map_full},
     processes::{PROCESS_COUNTS_MAP, PROCESS_EVENTS_LOST_MAP, PROCESS_EVENTS_MAP, ProcessKey, kind},
@@ -48,8 +48,12 @@ impl Family for Processes {
         facts.need_task().err()
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
-        loader.map_max_entries(PROCESS_COUNTS_MAP, config.sched.process_max_entries);
+    fn maps(&self) -> &'static [&'static str] {
+        &[PROCESS_COUNTS_MAP, PROCESS_EVENTS_MAP, PROCESS_EVENTS_LOST_MAP]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        vec![(PROCESS_COUNTS_MAP, config.sched.process_max_entries)]
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {
