@@ -55,6 +55,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &runqueue::Runqueue,
     &processes::Processes,
     &net::CgroupTraffic,
+    &net::TcInterfaces,
     &net::Interfaces,
     &net::Tcp,
     &net::Drops,
