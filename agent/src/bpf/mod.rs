@@ -255,7 +255,7 @@ impl Programs {
         let mut events = Vec::new();
         let mut rings = Vec::new();
         for family in families {
-            let implementation = family.implementation(&facts);
+            let implementation = family.implementation(&facts, config);
             let mut status = ProbeStatus {
                 name: family.name(),
                 programs: family.programs(config, &facts),

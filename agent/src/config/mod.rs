@@ -123,6 +123,8 @@ pub struct NetworkConfig {
     /// no interface counters. Still read with that meaning (see `Config::parse`), never written.
     #[serde(skip_serializing)]
     pub xdp: Option<bool>,
+    /// How the TC programs are attached.
+    pub tc_attach: TcAttachMode,
     /// Interfaces the interface counters watch; empty: those of the default routes.
     /// `xdp_interfaces` is its name from when XDP was the only way.
     #[serde(alias = "xdp_interfaces")]
@@ -155,6 +157,19 @@ pub enum InterfaceCounters {
     Xdp,
     /// No interface counters.
     Off,
+}
+
+/// How the TC programs reach the interfaces' hooks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcAttachMode {
+    /// tcx on kernel 6.6+, clsact before.
+    #[default]
+    Auto,
+    /// tcx links (fails before 6.6).
+    Tcx,
+    /// Filters of a clsact qdisc, on any kernel.
+    Clsact,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -375,6 +390,7 @@ impl Default for NetworkConfig {
             cgroup_traffic: true,
             interface_counters: InterfaceCounters::Tc,
             xdp: None,
+            tc_attach: TcAttachMode::Auto,
             interfaces: Vec::new(),
             tcp: true,
             drops: true,

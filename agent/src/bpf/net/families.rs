@@ -152,12 +152,13 @@ impl Family for TcInterfaces {
         TC_PROGRAMS.to_vec()
     }
 
-    fn implementation(&self, _facts: &KernelFacts) -> Implementation {
-        match TcBackend::of_running_kernel() {
+    fn implementation(&self, _facts: &KernelFacts, config: &Config) -> Implementation {
+        match TcBackend::chosen(config.network.tc_attach) {
             TcBackend::Tcx => Implementation::standard("tcx"),
-            TcBackend::Clsact => {
-                Implementation::fallback("clsact", "no tcx before kernel 6.6: filters of a clsact qdisc")
-            }
+            TcBackend::Clsact => Implementation::fallback(
+                "clsact",
+                "filters of a clsact qdisc (no tcx before kernel 6.6, or network.tc_attach)",
+            ),
         }
     }
 
@@ -194,7 +195,7 @@ impl Family for TcInterfaces {
                 insert_zeros_if_absent(&mut traffic, &overflow)?;
             }
         }
-        let backend = TcBackend::of_running_kernel();
+        let backend = TcBackend::chosen(cx.config.network.tc_attach);
         let (attachments, links) = attach_tc(cx.ebpf, &cx.config.network.interfaces, backend)?;
         let capacity = cx.config.network.interface_traffic_max_entries;
         Ok(Box::new(TcInterfaceMaps { traffic, capacity, attachments, _links: links }))

@@ -17,9 +17,12 @@ use aya::{
 };
 use tracing::{error, info, warn};
 
-use crate::kernel::{
-    clsact,
-    netns::{self, Interface},
+use crate::{
+    config::TcAttachMode,
+    kernel::{
+        clsact,
+        netns::{self, Interface},
+    },
 };
 
 /// How the programs reach the TC hooks on this kernel.
@@ -32,11 +35,16 @@ pub enum TcBackend {
 }
 
 impl TcBackend {
-    /// tcx where the kernel is 6.6 or newer (the version aya itself uses to pick), else clsact.
-    pub fn of_running_kernel() -> Self {
-        match KernelVersion::current() {
-            Ok(version) if version >= KernelVersion::new(6, 6, 0) => Self::Tcx,
-            _ => Self::Clsact,
+    /// The configured one; with "auto", tcx where the kernel is 6.6 or newer (the version aya
+    /// itself uses to pick), else clsact.
+    pub fn chosen(mode: TcAttachMode) -> Self {
+        match mode {
+            TcAttachMode::Tcx => Self::Tcx,
+            TcAttachMode::Clsact => Self::Clsact,
+            TcAttachMode::Auto => match KernelVersion::current() {
+                Ok(version) if version >= KernelVersion::new(6, 6, 0) => Self::Tcx,
+                _ => Self::Clsact,
+            },
         }
     }
 
