@@ -12,6 +12,7 @@ pub const FAMILIES: &[&str] = &[
     "runqueue",
     "processes",
     "net_cgroup",
+    "net_tc",
     "net_xdp",
     "tcp",
     "packet_drops",
@@ -66,6 +67,15 @@ const GUEST_AREAS: &[(&str, Run)] = &[
     ("trace_containers", Run::Not(CONTAINERS)),
     ("net", Run::Not(NETWORK)),
     ("net_kernel", Run::Not(NETWORK)),
+    (
+        "net_tc",
+        Run::Skipping(&[
+            ("tcx_counts_a_known_flow_on_ingress_and_egress", NETWORK),
+            ("clsact_counts_a_known_flow_on_ingress_and_egress", NETWORK),
+            ("the_clsact_qdisc_is_removed_at_exit_only_when_the_agent_added_it", NETWORK),
+            ("a_clsact_qdisc_the_agent_added_stays_when_another_filter_was_attached_to_it", NETWORK),
+        ]),
+    ),
     ("tcp", Run::Not(NETWORK)),
     ("packet_drops", Run::Not(NETWORK)),
     (
