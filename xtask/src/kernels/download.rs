@@ -46,11 +46,19 @@ pub const KERNELS: &[KernelSource] = &[
     },
 ];
 
+/// Modules the guests load at boot (`init.sh`), as paths under the package's
+/// `lib/modules/RELEASE/`, where Debian builds them as modules: the clsact qdisc and the BPF
+/// classifier, which kernsight's TC counters need before kernel 6.6 (no tcx). A node loads them
+/// on demand; the guests have no modprobe.
+const GUEST_MODULES: &[&str] = &["kernel/net/sched/sch_ingress.ko", "kernel/net/sched/cls_bpf.ko"];
+
 /// A kernel ready to boot.
 pub struct Kernel {
     pub name: &'static str,
     pub vmlinuz: PathBuf,
     pub config: PathBuf,
+    /// Uncompressed `.ko` files of `GUEST_MODULES` (those the kernel builds as modules).
+    pub modules: Vec<PathBuf>,
     /// `uname -r` in the guest (`6.12.117+deb12-cloud-amd64`).
     pub release: String,
     /// The Debian package it came from, with its version.
@@ -93,6 +101,11 @@ pub fn kernel(source: &KernelSource) -> Result<Kernel, String> {
     recreate(&dir)?;
     copy(&vmlinuz, &dir.join("vmlinuz"))?;
     copy(&config, &dir.join("config"))?;
+    let modules = dir.join("modules");
+    recreate(&modules)?;
+    for module in GUEST_MODULES {
+        extract_module(&unpacked.join("lib/modules").join(&release).join(module), &modules)?;
+    }
     write(&dir.join("release"), &release)?;
     // Written last: its presence marks a complete cache entry.
     write(&dir.join("package"), &format!("{package} {version}"))?;
@@ -100,17 +113,51 @@ pub fn kernel(source: &KernelSource) -> Result<Kernel, String> {
     cached(source, &dir).ok_or_else(|| format!("the kernel cache in {} is incomplete", dir.display()))
 }
 
+/// Copies `module` (or its `.xz`/`.zst` compressed form, decompressed) into `to`; a module the
+/// package does not have is built into the kernel, or absent, and is left out.
+fn extract_module(module: &Path, to: &Path) -> Result<(), String> {
+    let Some(name) = module.file_name() else {
+        return Err(format!("{} names no file", module.display()));
+    };
+    let target = to.join(name);
+    if module.is_file() {
+        return copy(module, &target);
+    }
+    for (suffix, tool) in [("xz", "xz"), ("zst", "zstd")] {
+        let compressed = module.with_extension(format!("ko.{suffix}"));
+        if compressed.is_file() {
+            let output = Command::new(tool)
+                .arg("-dc")
+                .arg(&compressed)
+                .output()
+                .map_err(|e| format!("{tool} -dc {}: {e}", compressed.display()))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "{tool} -dc {}: {}",
+                    compressed.display(),
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            return std::fs::write(&target, output.stdout).map_err(|e| format!("{}: {e}", target.display()));
+        }
+    }
+    Ok(())
+}
+
 fn cached(source: &KernelSource, dir: &Path) -> Option<Kernel> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok().map(|s| s.trim().to_owned());
     let (package, release) = (read("package")?, read("release")?);
+    // A cache entry made before the guests loaded modules has no `modules/`: downloaded again.
+    let modules = files(&dir.join("modules"));
     let kernel = Kernel {
         name: source.name,
         vmlinuz: dir.join("vmlinuz"),
         config: dir.join("config"),
+        modules,
         release,
         package,
     };
-    (kernel.vmlinuz.is_file() && kernel.config.is_file()).then_some(kernel)
+    (kernel.vmlinuz.is_file() && kernel.config.is_file() && dir.join("modules").is_dir()).then_some(kernel)
 }
 
 /// apt-get and apt-cache with their state, cache and sources under `CACHE/apt-NAME`.

@@ -138,10 +138,8 @@ fn load_classifier<'a>(
 fn none_attached<'a>(attachments: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Option<String> {
     let mut why = Vec::new();
     for (interface, error) in attachments {
-        match error {
-            None => return None,
-            Some(error) => why.push(format!("{interface}: {error}")),
-        }
+        // One interface attached is enough.
+        why.push(format!("{interface}: {}", error?));
     }
     Some(format!("no interface attached ({})", why.join("; ")))
 }
