@@ -69,22 +69,19 @@ pub struct Kernel {
 pub fn kernel(source: &KernelSource) -> Result<Kernel, String> {
     let dir = Path::new(CACHE).join(source.name);
     if let Some(kernel) = cached(source, &dir) {
-        eprintln!("xtask: kernel {}: {} (cached in {})", source.name, kernel.package, dir.display());
-        return Ok(kernel);
+        if dir.join("modules").is_dir() {
+            eprintln!("xtask: kernel {}: {} (cached in {})", source.name, kernel.package, dir.display());
+            return Ok(kernel);
+        }
+        // A cache entry made before the guests loaded modules: its modules are added beside the
+        // kernel, which stays in place (another checkout may be booting it).
+        let (apt, unpacked, _, _) = fetch(source)?;
+        add_modules(&unpacked, &kernel.release, &dir)?;
+        let _ = std::fs::remove_dir_all(apt.root.join("download"));
+        return cached(source, &dir)
+            .ok_or_else(|| format!("the kernel cache in {} is incomplete", dir.display()));
     }
-    let apt = PrivateApt::new(source)?;
-    let (package, version) = apt.image_package(source)?;
-    let download = apt.root.join("download");
-    recreate(&download)?;
-    Step::new(format!("download {package} {version}")).run(
-        apt.command("apt-get")
-            .args(["download", "-q", &format!("{package}={version}")])
-            .current_dir(&download),
-    )?;
-    let deb = single_file(&download, ".deb")?;
-    let unpacked = download.join("root");
-    Step::new(format!("unpack {}", deb.display()))
-        .run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    let (apt, unpacked, package, version) = fetch(source)?;
     let boot = unpacked.join("boot");
     let vmlinuz = single_file_prefixed(&boot, "vmlinuz-")?;
     let release = vmlinuz
@@ -101,16 +98,42 @@ pub fn kernel(source: &KernelSource) -> Result<Kernel, String> {
     recreate(&dir)?;
     copy(&vmlinuz, &dir.join("vmlinuz"))?;
     copy(&config, &dir.join("config"))?;
-    let modules = dir.join("modules");
-    recreate(&modules)?;
-    for module in GUEST_MODULES {
-        extract_module(&unpacked.join("lib/modules").join(&release).join(module), &modules)?;
-    }
+    add_modules(&unpacked, &release, &dir)?;
     write(&dir.join("release"), &release)?;
     // Written last: its presence marks a complete cache entry.
     write(&dir.join("package"), &format!("{package} {version}"))?;
-    let _ = std::fs::remove_dir_all(&download);
+    let _ = std::fs::remove_dir_all(apt.root.join("download"));
     cached(source, &dir).ok_or_else(|| format!("the kernel cache in {} is incomplete", dir.display()))
+}
+
+/// Downloads and unpacks the kernel's package: (apt, unpacked root, package, version).
+fn fetch(source: &KernelSource) -> Result<(PrivateApt, PathBuf, String, String), String> {
+    let apt = PrivateApt::new(source)?;
+    let (package, version) = apt.image_package(source)?;
+    let download = apt.root.join("download");
+    recreate(&download)?;
+    Step::new(format!("download {package} {version}")).run(
+        apt.command("apt-get")
+            .args(["download", "-q", &format!("{package}={version}")])
+            .current_dir(&download),
+    )?;
+    let deb = single_file(&download, ".deb")?;
+    let unpacked = download.join("root");
+    Step::new(format!("unpack {}", deb.display()))
+        .run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    Ok((apt, unpacked, package, version))
+}
+
+/// `GUEST_MODULES` from the unpacked package into `dir/modules`, made whole before it is
+/// renamed into place.
+fn add_modules(unpacked: &Path, release: &str, dir: &Path) -> Result<(), String> {
+    let partial = dir.join("modules.partial");
+    recreate(&partial)?;
+    for module in GUEST_MODULES {
+        extract_module(&unpacked.join("lib/modules").join(release).join(module), &partial)?;
+    }
+    std::fs::rename(&partial, dir.join("modules"))
+        .map_err(|e| format!("{}: {e}", dir.join("modules").display()))
 }
 
 /// Copies `module` (or its `.xz`/`.zst` compressed form, decompressed) into `to`; a module the
@@ -147,7 +170,6 @@ fn extract_module(module: &Path, to: &Path) -> Result<(), String> {
 fn cached(source: &KernelSource, dir: &Path) -> Option<Kernel> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok().map(|s| s.trim().to_owned());
     let (package, release) = (read("package")?, read("release")?);
-    // A cache entry made before the guests loaded modules has no `modules/`: downloaded again.
     let modules = files(&dir.join("modules"));
     let kernel = Kernel {
         name: source.name,
@@ -157,7 +179,7 @@ fn cached(source: &KernelSource, dir: &Path) -> Option<Kernel> {
         release,
         package,
     };
-    (kernel.vmlinuz.is_file() && kernel.config.is_file() && dir.join("modules").is_dir()).then_some(kernel)
+    (kernel.vmlinuz.is_file() && kernel.config.is_file()).then_some(kernel)
 }
 
 /// apt-get and apt-cache with their state, cache and sources under `CACHE/apt-NAME`.
