@@ -109,7 +109,7 @@ fn shipped_configs_are_valid_agent_configs() {
     for set in [
         "",
         "config.syscalls.latency_histogram=true,config.metadata.container_id_label=true",
-        "config.network.xdp_interfaces={eth0,bond0},config.network.tcp=false",
+        "config.network.interfaces={eth0,bond0},config.network.tcp=false",
     ] {
         let mut command = Command::new(&helm);
         command
