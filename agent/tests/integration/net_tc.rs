@@ -179,3 +179,32 @@ fn a_clsact_qdisc_the_agent_added_stays_when_another_filter_was_attached_to_it()
     let left = link.b.exec(&["tc", "filter", "show", "dev", &link.b_if, "ingress"]);
     assert!(left.contains("u32") && !left.contains("ks_net_tc"), "{left}");
 }
+
+#[test]
+fn filters_of_a_killed_agent_are_replaced_not_doubled() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let link = Link::create();
+    let text = format!("[network]\ninterfaces = [{:?}]\ntc_attach = \"clsact\"\n", link.b_xdp_entry());
+    let (_dir, path) = config_file(&text);
+    let ours = |hook: &str| {
+        let filters = link.b.exec(&["tc", "filter", "show", "dev", &link.b_if, hook]);
+        filters.lines().filter(|line| line.contains("ks_net_tc")).count()
+    };
+    // SIGKILL: no Drop runs, and a clsact filter (unlike a tcx link) outlives its process.
+    Agent::start(&["--config", path_str(&path)]).kill();
+    assert_eq!((ours("ingress"), ours("egress")), (1, 1), "the killed agent's filters stay");
+    let agent = Agent::start(&["--config", path_str(&path)]);
+    assert_eq!((ours("ingress"), ours("egress")), (1, 1), "replaced, not added to");
+    assert!(agent.log().contains("left by an earlier kernsight"), "and said:\n{}", agent.log());
+    const N: usize = 12;
+    exchange(&link, N, N, 100);
+    let samples = parse(&agent.scrape());
+    let on_b = [("interface", link.b_if.as_str()), ("netns", link.b.name.as_str()), ("protocol", "ipv4_udp")];
+    assert_eq!(value(&samples, "kernsight_interface_packets_total", &on_b), N as f64);
+    assert_eq!(value(&samples, "kernsight_interface_transmit_packets_total", &on_b), N as f64);
+    assert!(agent.stop().success());
+    assert_eq!((ours("ingress"), ours("egress")), (0, 0), "and removed at exit");
+}

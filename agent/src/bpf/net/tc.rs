@@ -17,6 +17,7 @@ use aya::{
 };
 use tracing::{error, info, warn};
 
+use super::TC_PROGRAMS;
 use crate::{
     config::TcAttachMode,
     kernel::{
@@ -92,12 +93,19 @@ impl Drop for TcLinks {
                 Some(path) => {
                     // `undo` must run in the interface's namespace: a clsact filter is named by
                     // interface index, which another namespace may give to another interface.
-                    if let Err(err) = netns::run_in(&path, || undo(placed)) {
+                    let mut slot = Some(placed);
+                    let entered = netns::run_in(&path, || slot.take().map(undo));
+                    if let Err(err) = entered {
                         warn!(
                             interface = target.interface,
                             netns = target.netns,
                             "TC programs left to the kernel: {err}"
                         );
+                    }
+                    // Not undone there (the namespace is gone, and its interfaces with it): its
+                    // links must not be detached here, where the index names another interface.
+                    if let Some(left) = slot {
+                        std::mem::forget(left.links);
                     }
                 }
             }
@@ -190,6 +198,27 @@ pub fn attach_all(
 
 type AttachResult = Result<Placed, (String, Option<Placed>)>;
 
+/// Removes kernsight's filters left on an existing clsact qdisc. Unlike tcx links, a clsact
+/// filter outlives the process that attached it: an agent killed with SIGKILL leaves its
+/// filters counting into the pinned map, and the next agent's would count every frame again.
+fn remove_stale_filters(ifindex: u32, target: &Interface) {
+    for (name, hook) in [(TC_PROGRAMS[0], TcAttachType::Ingress), (TC_PROGRAMS[1], TcAttachType::Egress)] {
+        match tc::qdisc_detach_program(ifindex, hook.into(), name) {
+            Ok(()) => warn!(
+                interface = target.interface,
+                netns = target.netns,
+                "removed a {name} filter left by an earlier kernsight (killed before it could detach)"
+            ),
+            Err(TcError::IoError(err)) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => warn!(
+                interface = target.interface,
+                netns = target.netns,
+                "cannot look for {name} filters left by an earlier kernsight: {err}"
+            ),
+        }
+    }
+}
+
 /// Attaches in the calling thread's namespace: the qdisc first where needed, then ingress and
 /// egress.
 fn attach_here(
@@ -223,7 +252,10 @@ fn attach_here(
         TcBackend::Tcx => false,
         TcBackend::Clsact => match tc::qdisc_add_clsact(ifindex) {
             Ok(()) => true,
-            Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => false,
+            Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => {
+                remove_stale_filters(ifindex, target);
+                false
+            }
             Err(err) => return Err((format!("cannot add a clsact qdisc to {interface}: {err}"), None)),
         },
     };
