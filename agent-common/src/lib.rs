@@ -6,6 +6,7 @@
 
 pub mod capabilities;
 pub mod cgroups;
+pub mod counters;
 pub mod memory_reclaim;
 pub mod net;
 pub mod oom;

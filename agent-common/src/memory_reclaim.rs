@@ -2,7 +2,7 @@
 //! and in memcg reclaim (their cgroup is at its limit), from the `vmscan` tracepoints, as a log2
 //! histogram per (cgroup, kind) in a per-CPU hash.
 
-use crate::syscalls::LATENCY_SUM_BUCKET;
+use crate::counters::LATENCY_SUM_BUCKET;
 
 /// Per-CPU hash `ReclaimKey` → `u64`: reclaim stalls per log2 bucket of nanoseconds, and the sum.
 pub const RECLAIM_STALLS_MAP: &str = "RECLAIM_STALLS";
@@ -32,7 +32,7 @@ pub fn kind_name(what: u32) -> Option<&'static str> {
     }
 }
 
-/// Key of `RECLAIM_STALLS`: bucket as in `syscalls::latency_bucket`, or `LATENCY_SUM_BUCKET` for
+/// Key of `RECLAIM_STALLS`: bucket as in `counters::latency_bucket`, or `LATENCY_SUM_BUCKET` for
 /// the exact sum of nanoseconds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

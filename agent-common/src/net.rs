@@ -82,9 +82,9 @@ pub mod tcp_event {
     pub const RESET_SENT: u32 = 4;
     pub const RESET_RECEIVED: u32 = 5;
     /// Connection lifetime histogram: `DURATION_BUCKETS + b` holds connections that lasted
-    /// `[2^(b-1), 2^b)` ns (see `syscalls::latency_bucket`), `DURATION_SUM` their total ns.
+    /// `[2^(b-1), 2^b)` ns (see `counters::latency_bucket`), `DURATION_SUM` their total ns.
     pub const DURATION_BUCKETS: u32 = 16;
-    pub const DURATION_SUM: u32 = DURATION_BUCKETS + crate::syscalls::LATENCY_SUM_BUCKET;
+    pub const DURATION_SUM: u32 = DURATION_BUCKETS + crate::counters::LATENCY_SUM_BUCKET;
 }
 
 /// The cgroup id used for events with no socket to attribute them to (a reset answering a

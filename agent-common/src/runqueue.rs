@@ -17,8 +17,8 @@ pub const TASK_STATE_OFFSET_GLOBAL: &str = "TASK_STATE_OFFSET";
 /// Default bound of `RUNQ_LATENCY` ((cgroup, bucket) entries).
 pub const DEFAULT_RUNQ_LATENCY_ENTRIES: u32 = 16_384;
 
-/// Key of `RUNQ_LATENCY`: bucket as in `syscalls::latency_bucket`, or
-/// `syscalls::LATENCY_SUM_BUCKET` for the exact sum of nanoseconds.
+/// Key of `RUNQ_LATENCY`: bucket as in `counters::latency_bucket`, or
+/// `counters::LATENCY_SUM_BUCKET` for the exact sum of nanoseconds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RunqKey {

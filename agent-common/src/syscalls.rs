@@ -5,6 +5,8 @@
 //! number. Array updates are inlined by the verifier, so counting a syscall costs no hash
 //! lookup; failed calls (rarer) also go to a hash keyed by (cgroup, syscall, errno).
 
+use crate::counters::LATENCY_SUM_BUCKET;
+
 /// Per-CPU array `u32 slot` → `SyscallRow`. Slot `OVERFLOW_SLOT` collects what found no slot.
 pub const SYSCALL_ROWS_MAP: &str = "SYSCALL_ROWS";
 /// Array `u32 slot` → `u64` cgroup id owning the slot (0: free).
@@ -25,8 +27,6 @@ pub const SLOT_ENTRIES_MAP: &str = "SLOT_ENTRIES";
 pub const SYSCALL_LATENCY_MAP: &str = "SYSCALL_LATENCY";
 /// LRU hash thread id → `sys_enter` timestamp (latency mode).
 pub const SYSCALL_START_MAP: &str = "SYSCALL_START";
-/// Per-CPU array of `MapFullSlot` counters.
-pub const MAP_FULL_MAP: &str = "MAP_FULL";
 
 /// Read-only globals the agent sets before loading (`u8`: non-zero switches latency on).
 pub const LATENCY_ENABLED_GLOBAL: &str = "LATENCY_ENABLED";
@@ -70,10 +70,9 @@ pub const DEFAULT_LATENCY_ENTRIES: u32 = 65_536;
 /// Number of threads that can be inside a syscall with a recorded start time (LRU).
 pub const START_ENTRIES: u32 = 16_384;
 
-/// The cgroup id and syscall number of the overflow key of the hash maps: updates that find
-/// the map full land there (user space creates it before attaching), so nothing is lost.
-/// Errors and latencies of cgroups without a slot are keyed under `OVERFLOW_CGROUP_ID` too.
-pub const OVERFLOW_CGROUP_ID: u64 = 0;
+/// The syscall number of the overflow key of the hash maps: updates that find the map full land
+/// under (`counters::OVERFLOW_CGROUP_ID`, `OVERFLOW_SYSCALL`), created by user space before
+/// attaching, so nothing is lost.
 pub const OVERFLOW_SYSCALL: u32 = u32::MAX;
 
 /// `SyscallKey::errno` of failures whose errno is outside `KNOWN_ERRNOS` (seccomp's
@@ -113,44 +112,6 @@ pub const fn latency_quota(entries: u32, slots: u32) -> u32 {
     let room = entries.saturating_sub(LATENCY_SUM_BUCKET + 1);
     let quota = room / (slots + 1);
     if quota < 1 { 1 } else { quota }
-}
-
-/// Number of log2 latency buckets: bucket `b` holds durations in `[2^(b-1), 2^b)` ns (bucket 0
-/// holds 0 ns); the last bucket also holds everything longer.
-pub const LATENCY_BUCKETS: u32 = 40;
-/// The bucket index under which `SYSCALL_LATENCY` accumulates the total nanoseconds of a
-/// (cgroup, syscall) pair: the histogram's exact `_sum`.
-pub const LATENCY_SUM_BUCKET: u32 = LATENCY_BUCKETS;
-
-/// Indexes of `MAP_FULL`: how often each bounded resource was exhausted.
-pub mod map_full {
-    /// No free cgroup slot: counted in the overflow slot.
-    pub const CGROUP_SLOTS: u32 = 0;
-    pub const SYSCALL_ERRORS: u32 = 1;
-    pub const SYSCALL_LATENCY: u32 = 2;
-    pub const SYSCALL_START: u32 = 3;
-    /// The kernel could not give a cgroup its local storage (memory): counted in the overflow slot.
-    pub const CGROUP_STORAGE: u32 = 4;
-    pub const RUNQ_LATENCY: u32 = 5;
-    pub const RUNQ_START: u32 = 6;
-    pub const PROCESS_COUNTS: u32 = 7;
-    pub const NET_CGROUP_TRAFFIC: u32 = 8;
-    pub const NET_INTERFACE_TRAFFIC: u32 = 9;
-    pub const NET_TCP_EVENTS: u32 = 10;
-    pub const NET_CGROUP_DROPS: u32 = 11;
-    /// A cgroup reached its quota of `SYSCALL_ERRORS` entries: counted in its own overflow key.
-    pub const SYSCALL_ERRORS_QUOTA: u32 = 12;
-    /// A cgroup reached its quota of `SYSCALL_LATENCY` entries: counted under `other`.
-    pub const SYSCALL_LATENCY_QUOTA: u32 = 13;
-    /// The TC interface counters (network family, beside the XDP ones).
-    pub const NET_TC_TRAFFIC: u32 = 14;
-    /// Security family (indices 16..=23).
-    pub const CAPABILITY_CHECKS: u32 = 16;
-    /// Memory reclaim family (24..=25): the stall histogram, then the threads-in-reclaim hash.
-    pub const RECLAIM_STALLS: u32 = 24;
-    pub const RECLAIM_START: u32 = 25;
-    /// Room for every family's indices; each family owns a fixed range.
-    pub const COUNT: u32 = 32;
 }
 
 /// Calls per syscall number of one cgroup slot.
@@ -231,13 +192,6 @@ pub fn column_of(syscall: u64) -> usize {
     if syscall < OUT_OF_RANGE_COLUMN as u64 { syscall as usize } else { OUT_OF_RANGE_COLUMN }
 }
 
-/// The log2 bucket of a duration in nanoseconds (see `LATENCY_BUCKETS`).
-#[inline(always)]
-pub fn latency_bucket(nanos: u64) -> u32 {
-    let bits = 64 - nanos.leading_zeros();
-    if bits >= LATENCY_BUCKETS { LATENCY_BUCKETS - 1 } else { bits }
-}
-
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integer structs without implicit padding.
@@ -282,15 +236,6 @@ mod tests {
         let latency = latency_quota(DEFAULT_LATENCY_ENTRIES, DEFAULT_CGROUP_SLOTS);
         assert!(513 * latency + LATENCY_SUM_BUCKET < DEFAULT_LATENCY_ENTRIES);
         assert_eq!(latency, 127);
-    }
-
-    #[test]
-    fn buckets_are_log2() {
-        assert_eq!(latency_bucket(0), 0);
-        assert_eq!(latency_bucket(1), 1);
-        assert_eq!(latency_bucket(1023), 10);
-        assert_eq!(latency_bucket(1024), 11);
-        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
     }
 
     #[test]

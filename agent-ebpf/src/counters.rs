@@ -7,7 +7,7 @@
 //! share `MAP_FULL` and some families' maps. A plain `+=` would lose one of the two adds.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, macros::map, maps::PerCpuArray, maps::PerCpuHashMap};
-use kernsight_common::syscalls::map_full;
+use kernsight_common::counters::map_full;
 
 #[map]
 pub(crate) static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(map_full::COUNT, 0);

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use kernsight_common::{
     memory_reclaim::{DEFAULT_RECLAIM_STALL_ENTRIES, RECLAIM_START_ENTRIES, ReclaimKey, kind},
-    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
+    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
 };
 
 use crate::{

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use kernsight_common::{
     runqueue::{DEFAULT_RUNQ_LATENCY_ENTRIES, RunqKey},
-    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
+    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
 };
 
 use crate::{

@@ -13,13 +13,7 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, Queue},
     programs::BtfTracePointContext,
 };
-use kernsight_common::syscalls::{
-    CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LATENCY_SUM_BUCKET,
-    LatencyKey, OTHER_ERRNO, OVERFLOW_CGROUP_ID, OVERFLOW_SLOT, OVERFLOW_SYSCALL, START_ENTRIES, SYSCALL_COLUMNS,
-    SlotEntries,
-    SyscallKey, SyscallRow, bounded_errno, column_of, errno_of, error_quota, latency_bucket, latency_quota,
-    map_full,
-};
+use kernsight_common::{counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full}, syscalls::{CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, START_ENTRIES, SYSCALL_COLUMNS, SlotEntries, SyscallKey, SyscallRow, bounded_errno, column_of, errno_of, error_quota, latency_quota}};
 
 use crate::{
     counters::{add_existing, atomic_add, count_map_full, insert_new},

@@ -28,6 +28,9 @@ static TASK_PID_OFFSET: u32 = 0;
 static TASK_TGID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_EXIT_CODE_OFFSET: u32 = 0;
+/// Offset of `task_struct.mm` (set for every family, like the other task offsets).
+#[unsafe(no_mangle)]
+pub(crate) static TASK_MM_OFFSET: u32 = 0;
 
 #[inline(always)]
 pub(crate) fn global<T: Copy>(value: &'static T) -> T {

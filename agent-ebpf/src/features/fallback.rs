@@ -14,8 +14,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap},
 };
 use kernsight_common::{
+    counters::map_full,
     runqueue::RUNQ_START_ENTRIES,
-    syscalls::{DEFAULT_CGROUP_SLOTS, OVERFLOW_SLOT, map_full},
+    syscalls::{DEFAULT_CGROUP_SLOTS, OVERFLOW_SLOT},
 };
 
 use crate::{

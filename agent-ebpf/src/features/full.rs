@@ -13,7 +13,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
     macros::btf_map,
 };
-use kernsight_common::syscalls::{OVERFLOW_SLOT, map_full};
+use kernsight_common::{counters::map_full, syscalls::OVERFLOW_SLOT};
 
 use crate::{counters::count_map_full, syscalls::new_slot, task::Direct};
 

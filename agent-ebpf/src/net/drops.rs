@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use kernsight_common::{
     net::{DEFAULT_CGROUP_DROPS_ENTRIES, DROP_REASON_OTHER, DROP_REASON_SLOTS, DropKey},
-    syscalls::{OVERFLOW_CGROUP_ID, map_full},
+    counters::{OVERFLOW_CGROUP_ID, map_full},
 };
 
 use super::{skb_sock, sock_cgroup};

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use kernsight_common::{
     net::{DEFAULT_INTERFACE_TRAFFIC_ENTRIES, EGRESS, INGRESS, TcTrafficKey, Traffic},
-    syscalls::map_full,
+    counters::map_full,
 };
 
 use super::{add_traffic, parse::classify};

@@ -17,7 +17,7 @@ use kernsight_common::{
         DEFAULT_TCP_EVENTS_ENTRIES, DEFAULT_TCP_STARTS_ENTRIES, NO_SOCKET_CGROUP_ID, TcpKey, TcpStart,
         tcp_event,
     },
-    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
+    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
 };
 
 use super::{sock_cgroup, sock_protocol};

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use kernsight_common::{
     net::{DEFAULT_CGROUP_TRAFFIC_ENTRIES, EGRESS, INGRESS, Traffic, TrafficKey},
-    syscalls::{OVERFLOW_CGROUP_ID, map_full},
+    counters::{OVERFLOW_CGROUP_ID, map_full},
 };
 
 use super::add_traffic;

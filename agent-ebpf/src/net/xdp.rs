@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use kernsight_common::{
     net::{DEFAULT_INTERFACE_TRAFFIC_ENTRIES, InterfaceKey, Traffic},
-    syscalls::map_full,
+    counters::map_full,
 };
 
 use super::{add_traffic, parse::classify};

@@ -14,7 +14,7 @@ use kernsight_common::processes::{
     EVENT_ARGS_MAX, EVENT_EXEC, EVENT_EXIT, EVENT_FILENAME_MAX, PROCESS_EVENTS_BYTES, ProcessEvent,
 };
 
-use crate::task::{global, load, task_cgroup, task_exit_code, task_pid, task_tgid};
+use crate::task::{TASK_MM_OFFSET, global, load, task_cgroup, task_exit_code, task_pid, task_tgid};
 
 #[map]
 static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(PROCESS_EVENTS_BYTES, 0);
@@ -26,8 +26,6 @@ static PROCESS_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 
 static BINPRM_FILENAME_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_REAL_PARENT_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static TASK_MM_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static MM_ARG_START_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use kernsight_common::{
     processes::{DEFAULT_PROCESS_ENTRIES, ProcessKey, exit_kind, kind},
-    syscalls::{OVERFLOW_CGROUP_ID, map_full},
+    counters::{OVERFLOW_CGROUP_ID, map_full},
 };
 
 use crate::{

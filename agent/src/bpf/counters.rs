@@ -12,10 +12,11 @@ use aya::{
 };
 use kernsight_common::{
     capabilities::CapabilityKey,
+    counters::OVERFLOW_CGROUP_ID,
     net::{DropKey, TcpKey, TrafficKey},
     processes::ProcessKey,
     runqueue::RunqKey,
-    syscalls::{LatencyKey, OVERFLOW_CGROUP_ID, SyscallKey},
+    syscalls::{LatencyKey, SyscallKey},
 };
 
 use super::{family::MapRow, take_map};

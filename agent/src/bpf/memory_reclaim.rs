@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use aya::EbpfLoader;
 use kernsight_common::{
+    counters::{OVERFLOW_CGROUP_ID, map_full},
     memory_reclaim::{RECLAIM_STALLS_MAP, RECLAIM_START_MAP, ReclaimKey, overflow_keys},
-    syscalls::{OVERFLOW_CGROUP_ID, map_full},
 };
 
 use super::{

@@ -38,7 +38,10 @@ use aya::{
     Btf, Ebpf, EbpfError,
     maps::{MapError, PerCpuArray},
 };
-use kernsight_common::syscalls::{self as wire};
+use kernsight_common::{
+    counters::MAP_FULL_MAP,
+    syscalls::{self as wire},
+};
 use tracing::{error, info, warn};
 
 use crate::{config::Config, kernel::cgroupfs::Hierarchies};
@@ -245,9 +248,9 @@ impl Programs {
         }
         .map_err(LoadError::Object)?;
         let map_names = ebpf.maps().map(|(name, _)| name.to_owned()).collect();
-        let map_full = take_map(&mut ebpf, wire::MAP_FULL_MAP)?;
+        let map_full = take_map(&mut ebpf, MAP_FULL_MAP)?;
         let map_full = PerCpuArray::try_from(map_full)
-            .map_err(|source| LoadError::Map { name: wire::MAP_FULL_MAP, source })?;
+            .map_err(|source| LoadError::Map { name: MAP_FULL_MAP, source })?;
 
         let slots_continued = slots_continued(pins.as_ref());
         let mut probes = Vec::new();

@@ -21,9 +21,8 @@ use std::{
 use aya::EbpfLoader;
 use kernsight_common::{
     MAP_LAYOUT_VERSION,
-    syscalls::{
-        CGROUP_SLOTS_MAP, FREE_SLOTS_MAP, MAP_FULL_MAP, SLOT_ENTRIES_MAP, SLOT_OWNERS_MAP, SYSCALL_ROWS_MAP,
-    },
+    counters::MAP_FULL_MAP,
+    syscalls::{CGROUP_SLOTS_MAP, FREE_SLOTS_MAP, SLOT_ENTRIES_MAP, SLOT_OWNERS_MAP, SYSCALL_ROWS_MAP},
 };
 use tracing::{info, warn};
 

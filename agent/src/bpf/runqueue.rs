@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use aya::EbpfLoader;
 use kernsight_common::{
+    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
     runqueue::{
         RUNQ_LATENCY_MAP, RUNQ_START_MAP, RunqKey, SWITCH_HAS_PREV_STATE_GLOBAL, TASK_STATE_OFFSET_GLOBAL,
     },
-    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
 };
 
 use super::{

@@ -116,10 +116,18 @@ fn table(r: &Readiness) -> String {
     }
     let cannot = r.families.iter().filter(|f| f.verdict == Verdict::CannotRun).count();
     let _ = writeln!(out);
-    let _ = if cannot == 0 && r.btf {
+    let _ = if !r.btf {
+        writeln!(out, "not ready: no family can run without BTF (exit status 1)")
+    } else if cannot == 0 {
         writeln!(out, "ready: every enabled family can run on this node")
     } else {
-        writeln!(out, "not ready: {cannot} enabled families cannot run on this node (exit status 1)")
+        // The agent still starts and reports ready: these families are exported as unsupported
+        // (`kernsight_probe_supported 0`), the others run.
+        writeln!(
+            out,
+            "incomplete: {cannot} enabled families cannot run on this node; the agent runs the others \
+             and reports these as unsupported (exit status 1)"
+        )
     };
     out
 }

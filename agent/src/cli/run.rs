@@ -177,7 +177,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_host_scope_filter(crate::label_filter::LabelFilter::new(
             &config.metadata.host_scope_include,
             &config.metadata.host_scope_exclude,
-        )),
+        ))
+        .with_node(std::env::var("NODE_NAME").unwrap_or_default()),
     );
     let cri_sockets =
         lookup::CriSockets::new(&config.metadata.cri_socket, &config.metadata.cri_socket_candidates);

@@ -11,8 +11,8 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    metrics::client as scrape,
-    top::{Snapshot, samples},
+    metrics::client::{self as scrape, Sample},
+    top::{self, Snapshot, samples},
 };
 
 /// Where an agent listens by default (`metrics.listen`).
@@ -36,6 +36,10 @@ pub struct TopArgs {
     /// Rows shown.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+    /// One row per workload (a Deployment's pods together) and container name, instead of per
+    /// pod: the `workload` label; pods outside Kubernetes and host cgroups keep their rows.
+    #[arg(long)]
+    by_workload: bool,
 }
 
 /// An agent started for this view; stopped when dropped (or when this process dies).
@@ -100,16 +104,21 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
             }
         },
     };
-    let mut before = samples(&scrape::fetch(&address)?);
+    let read = |address: &str| -> anyhow::Result<Vec<Sample>> {
+        let samples = samples(&scrape::fetch(address)?);
+        Ok(if args.by_workload { top::by_workload(samples) } else { samples })
+    };
+    let pod_header = if args.by_workload { "WORKLOAD" } else { "POD" };
+    let mut before = read(&address)?;
     let mut at = Instant::now();
     let live = !args.once && std::io::stdout().is_terminal();
     loop {
         std::thread::sleep(args.interval);
-        let after = samples(&scrape::fetch(&address)?);
+        let after = read(&address)?;
         let seconds = at.elapsed().as_secs_f64();
         at = Instant::now();
         let snapshot = Snapshot::new(&before, &after, seconds, &args.sort);
-        let table = snapshot.render(args.limit);
+        let table = snapshot.render(args.limit, pod_header);
         let mut out = std::io::stdout().lock();
         let written = if live {
             // Clear and home, then the table: a refresh without a curses library.

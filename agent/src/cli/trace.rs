@@ -46,6 +46,14 @@ pub struct TraceArgs {
     /// Only the containers of this pod.
     #[arg(long)]
     pod: Option<String>,
+    /// Only the containers of the pods of this workload (a Deployment's, StatefulSet's, ...
+    /// name, as the `workload` label has it).
+    #[arg(long)]
+    workload: Option<String>,
+    /// The CRI socket that names containers and pods (default: the first of containerd's and
+    /// CRI-O's usual sockets that exists).
+    #[arg(long, value_name = "PATH")]
+    cri_socket: Option<PathBuf>,
     /// Only the containers of pods in this namespace.
     #[arg(long)]
     namespace: Option<String>,
@@ -306,7 +314,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         let resolver = Arc::new(Resolver::new(false, Vec::new(), 4096));
         tokio::spawn(lookup::run(
             resolver.clone(),
-            lookup::CriSockets::new(&PathBuf::new(), &cri::default_sockets()),
+            lookup::CriSockets::new(&args.cri_socket.clone().unwrap_or_default(), &cri::default_sockets()),
         ));
         let mut enricher = Enricher::new(&hierarchies, resolver);
         let mut cgroups: Option<BTreeSet<u64>> = None;
@@ -316,6 +324,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         let workloads = WorkloadFilter {
             container: args.container.clone(),
             pod: args.pod.clone(),
+            workload: args.workload.clone(),
             namespace: args.namespace.clone(),
         };
         if workloads.is_set() {

@@ -177,6 +177,12 @@ pub enum TcAttachMode {
 pub struct SecurityConfig {
     pub capability_checks: bool,
     pub capability_max_entries: u32,
+    /// The container runtimes' executables, as paths on the host: checks from runc's setup
+    /// stages count only when the task's executable is none of these.
+    pub runtime_binaries: Vec<PathBuf>,
+    /// Where the host's files are visible when `/proc/1/root` is not (a pod without
+    /// `CAP_SYS_PTRACE`): `runtime_binaries` are looked up under it too.
+    pub runtime_root: PathBuf,
     pub posture: bool,
 }
 
@@ -296,6 +302,14 @@ impl Config {
                 return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
             }
         }
+        let runtimes = self.security.runtime_binaries.len();
+        let max = kernsight_common::capabilities::MAX_RUNTIME_BINARIES as usize;
+        if runtimes > max {
+            return Err(format!("security.runtime_binaries names {runtimes} files: use {max} at most"));
+        }
+        if let Some(relative) = self.security.runtime_binaries.iter().find(|path| !path.is_absolute()) {
+            return Err(format!("security.runtime_binaries: {} is not an absolute path", relative.display()));
+        }
         for entry in &self.network.interfaces {
             crate::kernel::netns::Interface::parse(entry)
                 .map_err(|why| format!("network.interfaces: {why}"))?;
@@ -412,6 +426,17 @@ impl Default for SecurityConfig {
         Self {
             capability_checks: true,
             capability_max_entries: kernsight_common::capabilities::DEFAULT_CAPABILITY_ENTRIES,
+            runtime_binaries: [
+                "/usr/bin/runc",
+                "/usr/sbin/runc",
+                "/usr/local/bin/runc",
+                "/usr/local/sbin/runc",
+                "/usr/bin/crun",
+                "/usr/local/bin/crun",
+            ]
+            .map(PathBuf::from)
+            .to_vec(),
+            runtime_root: PathBuf::from("/"),
             posture: true,
         }
     }

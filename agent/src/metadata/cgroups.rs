@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kernsight_common::{net::NO_SOCKET_CGROUP_ID, syscalls::OVERFLOW_CGROUP_ID};
+use kernsight_common::{counters::OVERFLOW_CGROUP_ID, net::NO_SOCKET_CGROUP_ID};
 use tracing::{debug, info, warn};
 
 use crate::{

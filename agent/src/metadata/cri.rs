@@ -78,6 +78,8 @@ pub struct CriContainer {
     /// The pod's labels (from the sandbox), without kubelet's `io.kubernetes.pod.*` bookkeeping,
     /// which is already in the fields above.
     pub pod_labels: BTreeMap<String, String>,
+    /// The sandbox's `kubernetes.io/config.source` annotation (`file` or `http`: a static pod).
+    pub pod_config_source: String,
 }
 
 /// A connection to a runtime's CRI socket. The channel reconnects by itself when the runtime
@@ -325,6 +327,7 @@ struct Pod {
     namespace: String,
     uid: String,
     labels: BTreeMap<String, String>,
+    config_source: String,
 }
 
 impl Pod {
@@ -342,6 +345,7 @@ impl Pod {
                 })
                 .map(|(key, value)| (key.clone(), value.clone()))
                 .collect(),
+            config_source: sandbox.annotations.get(super::owner::CONFIG_SOURCE).cloned().unwrap_or_default(),
         }
     }
 }
@@ -392,6 +396,7 @@ fn join(containers: Vec<cri::Container>, sandboxes: Vec<cri::PodSandbox>) -> Vec
                 pod_namespace: from_pod(|p| &p.namespace, LABEL_POD_NAMESPACE),
                 pod_uid: from_pod(|p| &p.uid, LABEL_POD_UID),
                 pod_labels: pod.map(|p| p.labels.clone()).unwrap_or_default(),
+                pod_config_source: pod.map(|p| p.config_source.clone()).unwrap_or_default(),
             }
         })
         .collect();
@@ -406,6 +411,7 @@ fn join(containers: Vec<cri::Container>, sandboxes: Vec<cri::PodSandbox>) -> Vec
             pod_namespace: pod.namespace.clone(),
             pod_uid: pod.uid.clone(),
             pod_labels: pod.labels.clone(),
+            pod_config_source: pod.config_source.clone(),
         }
     }));
     joined.sort_by(|a, b| a.container_id.cmp(&b.container_id));
@@ -467,6 +473,7 @@ mod tests {
                 pod_namespace: "shop".into(),
                 pod_uid: "uid-1".into(),
                 pod_labels: [("app".to_string(), "web".to_string())].into(),
+                pod_config_source: String::new(),
             }
         );
     }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::cgroup_path;
+use super::{cgroup_path, owner::Owner};
 use crate::label_filter::LabelFilter;
 
 /// Labels of one workload. Containers have an empty `cgroup`; host processes only a `cgroup`.
@@ -21,6 +21,9 @@ pub struct Workload {
     pub namespace: String,
     pub pod: String,
     pub container: String,
+    /// The pod's owning workload and its kind (`owner::owner`); empty outside Kubernetes.
+    pub workload_kind: String,
+    pub workload: String,
     /// Only when `metadata.container_id_label` is on (cardinality).
     pub container_id: String,
     pub cgroup: String,
@@ -36,6 +39,8 @@ pub struct ContainerInfo {
     pub namespace: String,
     /// The pod's labels (from the CRI sandbox), when a source knows them.
     pub pod_labels: std::collections::BTreeMap<String, String>,
+    /// The pod's owning workload, when a source knows the pod is Kubernetes'.
+    pub owner: Owner,
 }
 
 /// Where identities come from, for the self metrics.
@@ -103,6 +108,8 @@ pub struct Resolver {
     pub docker_root: PathBuf,
     /// Which host cgroups keep their path as `cgroup` label (`metadata.host_scope_*`).
     host_scopes: LabelFilter,
+    /// The node's name (`NODE_NAME`, from the pod spec's `spec.nodeName`); empty if unknown.
+    node: String,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,7 +130,18 @@ impl Resolver {
             proc_root: PathBuf::from("/proc"),
             docker_root: PathBuf::from("/var/lib/docker"),
             host_scopes: LabelFilter::default(),
+            node: String::new(),
         }
+    }
+
+    /// The node's name, for `kernsight_pod_info` and for the names of static pods.
+    pub fn with_node(mut self, node: String) -> Self {
+        self.node = node;
+        self
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Host cgroups left out by `filter` (transient scopes: one per session, `systemd-run`, ...)
@@ -198,6 +216,8 @@ impl Resolver {
                 namespace: info.namespace.clone(),
                 pod: info.pod.clone(),
                 container: info.container.clone(),
+                workload_kind: info.owner.kind.to_owned(),
+                workload: info.owner.name.clone(),
                 container_id,
                 cgroup: String::new(),
                 pod_labels,
@@ -226,6 +246,25 @@ impl Resolver {
         let new = !known.contains_key(&id);
         known.insert(id, Known { info, last_used: Instant::now() });
         new
+    }
+
+    /// One entry per pod with a known owner: (namespace, pod, owner, the exported pod labels'
+    /// values), sorted. Bounded by the container cache (`metadata.max_containers`).
+    pub fn pods(&self) -> Vec<(String, String, Owner, Vec<String>)> {
+        let known = lock(&self.known);
+        let mut pods: Vec<_> = known
+            .values()
+            .filter(|k| !k.info.owner.kind.is_empty())
+            .map(|k| {
+                let info = &k.info;
+                let labels =
+                    self.pod_labels.iter().map(|name| info.pod_labels.get(name).cloned().unwrap_or_default());
+                (info.namespace.clone(), info.pod.clone(), info.owner.clone(), labels.collect())
+            })
+            .collect();
+        pods.sort();
+        pods.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        pods
     }
 
     pub fn is_known(&self, id: &str) -> bool {
@@ -307,14 +346,25 @@ mod tests {
             pod: "web-0".into(),
             namespace: "shop".into(),
             pod_labels: [("app".to_owned(), "shop-web".to_owned())].into(),
+            owner: Owner { kind: "StatefulSet", name: "web".into() },
         };
-        assert!(resolver.learn(ID.into(), info));
+        assert!(resolver.learn(ID.into(), info.clone()));
+        // A second container of the same pod: still one pod.
+        assert!(resolver.learn("sidecar".into(), ContainerInfo { container: "proxy".into(), ..info }));
         let named = resolver.workload(&path);
         assert_eq!(
             (named.namespace.as_str(), named.pod.as_str(), named.container.as_str()),
             ("shop", "web-0", "web")
         );
+        assert_eq!((named.workload_kind.as_str(), named.workload.as_str()), ("StatefulSet", "web"));
         assert_eq!(named.cgroup, "");
+        let pods = resolver.pods();
+        assert_eq!(pods.len(), 1, "{pods:?}");
+        assert_eq!(
+            (pods[0].0.as_str(), pods[0].1.as_str(), pods[0].2.kind),
+            ("shop", "web-0", "StatefulSet")
+        );
+        assert_eq!(pods[0].3, vec!["shop-web".to_owned()]);
         assert_eq!(named.pod_labels, vec!["shop-web".to_owned()]);
         assert_eq!(first.pod_labels, vec![String::new()], "the label exists before the pod is known");
         assert_eq!(resolver.wanted_len(), 0);

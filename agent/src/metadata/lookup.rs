@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use super::{
     cri::{CriClient, search_sockets},
     identity::{ContainerInfo, Resolver, Source},
-    local,
+    local, owner,
 };
 
 /// How often to retry what no source knew, and how long an unused identity is kept.
@@ -133,11 +133,18 @@ async fn lookup_cri(resolver: &Resolver, client: &mut CriClient, wanted: &mut Ve
         }
     };
     for container in containers {
+        let owner = owner::owner(
+            &container.pod_name,
+            &container.pod_labels,
+            &container.pod_config_source,
+            resolver.node(),
+        );
         let info = ContainerInfo {
             container: container.container_name,
             pod: container.pod_name,
             namespace: container.pod_namespace,
             pod_labels: container.pod_labels,
+            owner,
         };
         resolver.learn(container.container_id, info);
     }

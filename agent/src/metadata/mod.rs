@@ -6,3 +6,4 @@ pub mod cri;
 pub mod identity;
 pub mod local;
 pub mod lookup;
+pub mod owner;

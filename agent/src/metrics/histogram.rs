@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use kernsight_common::syscalls::LATENCY_SUM_BUCKET;
+use kernsight_common::counters::LATENCY_SUM_BUCKET;
 use prometheus_client::{
     encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
     metrics::MetricType,

@@ -129,8 +129,8 @@ impl LabelNames {
     }
 }
 
-/// A series' workload labels (`namespace`, `pod`, `container`, `container_id` when enabled,
-/// `cgroup`, the chosen pod labels), then its own.
+/// A series' workload labels (`namespace`, `pod`, `container`, `workload_kind`, `workload`,
+/// `container_id` when enabled, `cgroup`, the chosen pod labels), then its own.
 fn workload_labels<const N: usize>(
     workload: &Workload,
     names: &LabelNames,
@@ -140,6 +140,8 @@ fn workload_labels<const N: usize>(
         ("namespace".into(), workload.namespace.clone()),
         ("pod".into(), workload.pod.clone()),
         ("container".into(), workload.container.clone()),
+        ("workload_kind".into(), workload.workload_kind.clone()),
+        ("workload".into(), workload.workload.clone()),
     ];
     if names.container_id {
         labels.push(("container_id".into(), workload.container_id.clone()));

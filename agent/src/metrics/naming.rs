@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use kernsight_common::syscalls::OVERFLOW_CGROUP_ID;
+use kernsight_common::counters::OVERFLOW_CGROUP_ID;
 
 use crate::{
     kernel::cgroupfs::{CgroupIndex, ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},

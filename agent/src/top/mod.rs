@@ -37,9 +37,10 @@ impl Snapshot {
         Self { headers: shown.iter().map(|c| c.header).collect(), rows }
     }
 
-    /// An aligned table of the first `limit` rows.
-    pub fn render(&self, limit: usize) -> String {
-        let mut header = vec!["NAMESPACE".to_owned(), "POD".to_owned(), "CONTAINER".to_owned()];
+    /// An aligned table of the first `limit` rows; `pod_header` names the second column (`POD`,
+    /// or `WORKLOAD` after [`by_workload`]).
+    pub fn render(&self, limit: usize, pod_header: &str) -> String {
+        let mut header = vec!["NAMESPACE".to_owned(), pod_header.to_owned(), "CONTAINER".to_owned()];
         header.extend(self.headers.iter().map(|h| (*h).to_owned()));
         let rows: Vec<Vec<String>> = self
             .rows
@@ -60,6 +61,19 @@ impl Snapshot {
 
 fn format_value(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 { format!("{value:.0}") } else { format!("{value:.1}") }
+}
+
+/// The samples with each pod named by its workload (`Deployment/web`), so that the rows of a
+/// workload's pods sum into one per container name. Samples without a workload keep their pod.
+pub fn by_workload(mut samples: Vec<Sample>) -> Vec<Sample> {
+    for sample in &mut samples {
+        let owner = match (sample.labels.get("workload_kind"), sample.labels.get("workload")) {
+            (Some(kind), Some(name)) if !name.is_empty() => format!("{kind}/{name}"),
+            _ => continue,
+        };
+        sample.labels.insert("pod".to_owned(), owner);
+    }
+    samples
 }
 
 /// Parses a scrape body.
@@ -83,11 +97,36 @@ mod tests {
         let snapshot = Snapshot::new(&before, &after, 2.0, "syscalls/s");
         assert_eq!(snapshot.headers, vec!["SYSCALLS/S", "ERRORS/S", "THROTTLED%", "RUNQ_MS", "OOM_KILLS"]);
         assert_eq!(
-            snapshot.render(10),
+            snapshot.render(10, "POD"),
             "NAMESPACE  POD  CONTAINER  SYSCALLS/S  ERRORS/S  THROTTLED%  RUNQ_MS  OOM_KILLS\n\
              -          -    /b                 30  -         -           -        -\n\
              -          -    /a                  5  -         -           -        -\n"
         );
-        assert_eq!(snapshot.render(1).lines().count(), 2);
+        assert_eq!(snapshot.render(1, "POD").lines().count(), 2);
+    }
+
+    #[test]
+    fn by_workload_sums_a_deployments_pods() {
+        let line = |pod: &str, kind: &str, name: &str, v: u32| {
+            format!(
+                "kernsight_syscalls_total{{namespace=\"shop\",pod=\"{pod}\",container=\"nginx\",workload_kind=\"{kind}\",\
+                 workload=\"{name}\",cgroup=\"\",syscall=\"read\"}} {v}\n"
+            )
+        };
+        let before = line("web-1", "Deployment", "web", 0) + &line("web-2", "Deployment", "web", 0);
+        let after = line("web-1", "Deployment", "web", 20)
+            + &line("web-2", "Deployment", "web", 40)
+            + &line("debug", "Pod", "debug", 2)
+            + &line("podman-job", "", "", 4);
+        let (before, after) = (by_workload(samples(&before)), by_workload(samples(&after)));
+        let snapshot = Snapshot::new(&before, &after, 2.0, "syscalls/s");
+        let table = snapshot.render(10, "WORKLOAD");
+        let rows: Vec<&str> = table.lines().collect();
+        assert!(rows[0].starts_with("NAMESPACE  WORKLOAD "), "{table}");
+        let first: Vec<&str> = rows[1].split_whitespace().take(4).collect();
+        assert_eq!(first, ["shop", "Deployment/web", "nginx", "30"], "both pods in one row: {table}");
+        assert!(table.contains("podman-job"), "no workload: the pod stays: {table}");
+        assert!(table.contains("Pod/debug"), "{table}");
+        assert_eq!(rows.len(), 4, "{table}");
     }
 }

@@ -58,17 +58,19 @@ pub struct Enricher {
     names: [Arc<str>; 5],
 }
 
-/// Which workloads `--container`, `--pod` and `--namespace` select.
+/// Which workloads `--container`, `--pod`, `--workload` and `--namespace` select.
 #[derive(Debug, Clone, Default)]
 pub struct WorkloadFilter {
     pub container: Option<String>,
     pub pod: Option<String>,
+    /// The pods' owner (a Deployment's name, ...: `owner::owner`).
+    pub workload: Option<String>,
     pub namespace: Option<String>,
 }
 
 impl WorkloadFilter {
     pub fn is_set(&self) -> bool {
-        self.container.is_some() || self.pod.is_some() || self.namespace.is_some()
+        self.container.is_some() || self.pod.is_some() || self.workload.is_some() || self.namespace.is_some()
     }
 }
 
@@ -219,8 +221,9 @@ impl Enricher {
                 .as_ref()
                 .is_none_or(|c| workload.container == *c || (c.len() >= 4 && id.starts_with(c.as_str())));
             let pod_ok = filter.pod.as_ref().is_none_or(|p| workload.pod == *p);
+            let owner_ok = filter.workload.as_ref().is_none_or(|w| workload.workload == *w);
             let namespace_ok = filter.namespace.as_ref().is_none_or(|n| workload.namespace == *n);
-            if container_ok && pod_ok && namespace_ok {
+            if container_ok && pod_ok && owner_ok && namespace_ok {
                 selected.insert(*cgroup_id);
             }
         }
@@ -294,6 +297,9 @@ fn describe(filter: &WorkloadFilter) -> String {
     }
     if let Some(p) = &filter.pod {
         parts.push(format!("--pod {p}"));
+    }
+    if let Some(w) = &filter.workload {
+        parts.push(format!("--workload {w}"));
     }
     if let Some(n) = &filter.namespace {
         parts.push(format!("--namespace {n}"));

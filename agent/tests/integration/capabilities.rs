@@ -76,6 +76,16 @@ fn denied_binds() -> i32 {
     i32::from(bind_low_port() != BINDS)
 }
 
+/// `denied_binds` by a process that took the name runc gives its setup stages.
+fn denied_binds_named_like_runc() -> i32 {
+    let name = c"runc:[2:INIT]";
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
+        return 3;
+    }
+    denied_binds()
+}
+
 fn checks(samples: &[support::Sample], cgroup: &str, result: &str) -> f64 {
     value(
         samples,
@@ -110,6 +120,32 @@ fn binds_below_1024_count_net_bind_service_granted_and_denied() {
     assert_eq!(checks(&samples, &refused.label, "granted"), 0.0);
     let full = value(&samples, "kernsight_bpf_map_full_total", &[("map", "CAPABILITY_CHECKS")]);
     assert_eq!(full, 0.0);
+}
+
+/// Only runc's own binary makes a check the runtime's: a workload that renames itself like
+/// runc's stages (`prctl(PR_SET_NAME)`, open to any process) is counted like any other.
+#[test]
+fn checks_of_a_process_named_like_runc_still_count() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let plain = TestCgroup::create("cap-plain");
+    let renamed = TestCgroup::create("cap-renamed");
+    assert_eq!(plain.run(denied_binds), 0, "binds without CAP_NET_BIND_SERVICE were not all refused");
+    assert_eq!(renamed.run(denied_binds_named_like_runc), 0, "renamed binds were not all refused");
+
+    let samples = agent.scrape_until(Duration::from_secs(20), |samples| {
+        let seen = checks(samples, &plain.label, "denied") + checks(samples, &renamed.label, "denied");
+        if seen >= 2.0 * BINDS as f64 {
+            Ok(())
+        } else {
+            Err(format!("{seen} of {} denied checks counted", 2 * BINDS))
+        }
+    });
+    assert_eq!(checks(&samples, &plain.label, "denied"), BINDS as f64, "log:\n{}", agent.log());
+    assert_eq!(checks(&samples, &renamed.label, "denied"), BINDS as f64, "log:\n{}", agent.log());
 }
 
 #[test]

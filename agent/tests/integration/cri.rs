@@ -78,6 +78,7 @@ fn containers_and_sandboxes_are_joined_with_their_pods() {
             pod_namespace: "shop".into(),
             pod_uid: POD_UID.into(),
             pod_labels,
+            pod_config_source: String::new(),
         }
     );
     let sandbox =

@@ -42,3 +42,4 @@ mod top;
 mod trace;
 mod trace_containers;
 mod trace_oom;
+mod workloads;

@@ -8,6 +8,7 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap},
 };
 use kernsight_common::{
+    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
     net::{
         CGROUP_DROPS_MAP, CGROUP_TRAFFIC_MAP, DROP_REASON_SLOTS, DROP_REASONS_MAP, DropKey, EGRESS, INGRESS,
         INTERFACE_TRAFFIC_MAP, InterfaceKey, KFREE_SKB_HAS_RX_SK_GLOBAL, RETRANSMIT_HAS_ERR_GLOBAL,
@@ -16,7 +17,6 @@ use kernsight_common::{
         TC_TRAFFIC_MAP, TCP_EVENTS_MAP, TCP_STARTS_MAP, TcTrafficKey, TcpKey, Traffic, TrafficKey, protocol,
         tcp_event,
     },
-    syscalls::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
 };
 
 use super::{

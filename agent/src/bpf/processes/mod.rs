@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use aya::{Btf, Ebpf, EbpfLoader};
 use kernsight_common::{
+    counters::{OVERFLOW_CGROUP_ID, map_full},
     processes::{PROCESS_COUNTS_MAP, PROCESS_EVENTS_LOST_MAP, PROCESS_EVENTS_MAP, ProcessKey, kind},
-    syscalls::{OVERFLOW_CGROUP_ID, map_full},
 };
 
 use super::{

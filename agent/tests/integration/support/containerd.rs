@@ -144,15 +144,32 @@ impl Containerd {
         container_name: &str,
         command: &[&str],
     ) -> RunningPod {
+        let labels = [("app", pod_name)];
+        self.run_pod_with(pod_name, namespace, uid, container_name, command, &labels, &[])
+    }
+
+    /// `run_pod` with the pod's own labels and the sandbox annotations kubelet would copy from
+    /// its spec (`kubernetes.io/config.source`, ...).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_pod_with(
+        &self,
+        pod_name: &str,
+        namespace: &str,
+        uid: &str,
+        container_name: &str,
+        command: &[&str],
+        own_labels: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) -> RunningPod {
         let log_directory = self.dir.join("pods").join(format!("{namespace}_{pod_name}_{uid}"));
         std::fs::create_dir_all(&log_directory).unwrap();
         // kubelet's labels: the pod's own, plus its identity.
-        let pod_labels = HashMap::from([
-            ("app".to_owned(), pod_name.to_owned()),
+        let mut pod_labels = HashMap::from([
             ("io.kubernetes.pod.name".to_owned(), pod_name.to_owned()),
             ("io.kubernetes.pod.namespace".to_owned(), namespace.to_owned()),
             ("io.kubernetes.pod.uid".to_owned(), uid.to_owned()),
         ]);
+        pod_labels.extend(own_labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let namespaces = cri::NamespaceOption {
             network: cri::NamespaceMode::Node as i32,
             pid: cri::NamespaceMode::Container as i32,
@@ -168,6 +185,7 @@ impl Containerd {
             }),
             log_directory: log_directory.to_string_lossy().into_owned(),
             labels: pod_labels.clone(),
+            annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             linux: Some(cri::LinuxPodSandboxConfig {
                 // Where kubelet's cgroupfs driver puts a BestEffort pod, below our own root.
                 cgroup_parent: format!("{}/kubepods/besteffort/pod{uid}", self.cgroup_root),
@@ -189,8 +207,9 @@ impl Containerd {
             .pod_sandbox_id;
         self.pods.lock().unwrap().push(sandbox_id.clone());
 
+        // kubelet puts only its own bookkeeping on containers, not the pod's labels.
         let mut container_labels = pod_labels;
-        container_labels.remove("app");
+        container_labels.retain(|key, _| key.starts_with("io.kubernetes."));
         container_labels.insert("io.kubernetes.container.name".to_owned(), container_name.to_owned());
         let request = cri::CreateContainerRequest {
             pod_sandbox_id: sandbox_id.clone(),
