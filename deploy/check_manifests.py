@@ -32,7 +32,7 @@ def check_daemonset(name, ds):
     if not pod.get("hostPID"):
         fail(name, "hostPID must be true (conmon command lines)")
     if not pod.get("hostNetwork"):
-        fail(name, "hostNetwork must be true (XDP on the node's interfaces, the node's conntrack)")
+        fail(name, "hostNetwork must be true (TC on the node's interfaces, the node's conntrack)")
     if pod.get("dnsPolicy") != "ClusterFirstWithHostNet":
         fail(name, "dnsPolicy must be ClusterFirstWithHostNet with hostNetwork")
     if pod.get("priorityClassName") != "system-node-critical":

@@ -44,6 +44,8 @@ pub mod map_full {
     pub const SYSCALL_ERRORS_QUOTA: u32 = 12;
     /// A cgroup reached its quota of `SYSCALL_LATENCY` entries: counted under `other`.
     pub const SYSCALL_LATENCY_QUOTA: u32 = 13;
+    /// The TC interface counters (network family, beside the XDP ones).
+    pub const NET_TC_TRAFFIC: u32 = 14;
     /// Capabilities family (indices 16..=23).
     pub const CAPABILITY_CHECKS: u32 = 16;
     /// Memory reclaim family (24..=25): the stall histogram, then the threads-in-reclaim hash.

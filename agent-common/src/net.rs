@@ -1,11 +1,14 @@
-//! Network: traffic per cgroup (`cgroup_skb` ingress and egress on the v2 root), per interface
-//! and protocol (XDP), TCP connection health (`sock` and `tcp` tracepoints) and packet drops by
+//! Network: traffic per cgroup (`cgroup_skb` ingress and egress on the v2 root), per interface,
+//! direction and protocol (TC; XDP for received frames when configured), TCP connection health (`sock` and `tcp` tracepoints) and packet drops by
 //! reason (`skb:kfree_skb`), all aggregated in the kernel.
 
 /// Per-CPU hash `TrafficKey` → `Traffic`: packets and bytes per (cgroup, direction).
 pub const CGROUP_TRAFFIC_MAP: &str = "NET_CGROUP_TRAFFIC";
 /// Per-CPU hash `InterfaceKey` → `Traffic`: frames and bytes per (interface, protocol).
 pub const INTERFACE_TRAFFIC_MAP: &str = "NET_INTERFACE_TRAFFIC";
+/// Per-CPU hash `TcTrafficKey` → `Traffic`: frames and bytes per (interface, direction,
+/// protocol), from the TC programs on ingress and egress.
+pub const TC_TRAFFIC_MAP: &str = "NET_TC_TRAFFIC";
 /// Per-CPU hash `TcpKey` → `u64`: TCP events per (cgroup, event).
 pub const TCP_EVENTS_MAP: &str = "NET_TCP_EVENTS";
 /// LRU hash socket address → `TcpStart`: when a connection began, and whose it is.
@@ -120,6 +123,19 @@ const _: () = assert!(core::mem::size_of::<InterfaceKey>() == 8);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcTrafficKey {
+    /// `skb->ifindex`: the interface the TC program runs on; 0: the overflow entry.
+    pub ifindex: u32,
+    /// One of `protocol`.
+    pub protocol: u32,
+    /// `INGRESS` or `EGRESS`.
+    pub direction: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<TcTrafficKey>() == 16);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TcpKey {
     /// The socket's cgroup v2 id, `NO_SOCKET_CGROUP_ID`, or 0 (overflow).
     pub cgroup_id: u64,
@@ -153,6 +169,7 @@ mod pod {
     unsafe impl aya::Pod for super::Traffic {}
     unsafe impl aya::Pod for super::TrafficKey {}
     unsafe impl aya::Pod for super::InterfaceKey {}
+    unsafe impl aya::Pod for super::TcTrafficKey {}
     unsafe impl aya::Pod for super::TcpKey {}
     unsafe impl aya::Pod for super::TcpStart {}
     unsafe impl aya::Pod for super::DropKey {}

@@ -21,8 +21,14 @@ for controller in memory cpu pids io; do
 done
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
+# The clsact qdisc and the BPF classifier, modules in Debian's kernels, which a node loads on
+# demand: kernsight's TC counters need them before 6.6 (no tcx). The guests have no modprobe.
+for module in /matrix/modules/*.ko; do
+    [ -e "$module" ] || continue
+    insmod "$module" || echo "init: cannot load $module"
+done
 # Without loopback nothing connects to 127.0.0.1. The guests have no network device (Debian's
-# virtio_net is a module); a default route through loopback gives net_xdp, which watches the
+# virtio_net is a module); a default route through loopback gives net_tc, which watches the
 # default route's interface, somewhere to attach, as a node's eth0 would.
 ip link set lo up
 ip route add default dev lo

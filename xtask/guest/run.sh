@@ -53,6 +53,9 @@ if [ "$serving" = yes ]; then
         probe=${probe%%\"*}
         if [ "$value" = 1 ]; then
             result "probe:$probe" PASS attached
+        elif grep -q "^kernsight_probe_enabled{probe=\"$probe\"} 0" /tmp/metrics; then
+            # Off in the default configuration (net_xdp: opt-in).
+            result "probe:$probe" SKIP "off by default"
         elif grep -q "^kernsight_probe_supported{probe=\"$probe\"} 0" /tmp/metrics; then
             why=$(grep 'this kernel cannot run it' /tmp/agent.log | grep "\"$probe\"" | tail -n 1 |
                 sed 's/.*this kernel cannot run it: //' | cut -c 1-300)

@@ -32,9 +32,11 @@ const PORT: u16 = 9191;
 /// (name, `[network]` keys beyond the interfaces; `None`: no agent). Other families are off.
 const CONFIGS: &[(&str, Option<&str>)] = &[
     ("bare (nothing attached)", None),
-    ("kernsight: cgroup_skb only", Some("xdp = false\n")),
-    ("kernsight: XDP only (both veth ends)", Some("cgroup_traffic = false\n")),
-    ("kernsight: XDP + cgroup_skb", Some("")),
+    ("kernsight: cgroup_skb only", Some("interface_counters = \"off\"\n")),
+    ("kernsight: XDP only (both veth ends)", Some("interface_counters = \"xdp\"\ncgroup_traffic = false\n")),
+    ("kernsight: XDP + cgroup_skb", Some("interface_counters = \"xdp\"\n")),
+    ("kernsight: TC only (both veth ends, ingress and egress)", Some("cgroup_traffic = false\n")),
+    ("kernsight: TC + cgroup_skb (the default)", Some("")),
 ];
 
 /// The agent's other families, off: only the network programs are measured.
@@ -82,7 +84,7 @@ pub fn run() -> Result<Vec<Row>, String> {
     let pair = Pair::create()?;
     let dir = std::env::temp_dir().join(format!("kernsight-bench-net-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let interfaces = format!("xdp_interfaces = [\"{}:ksbench0\", \"{}:ksbench1\"]\n", pair.a, pair.b);
+    let interfaces = format!("interfaces = [\"{}:ksbench0\", \"{}:ksbench1\"]\n", pair.a, pair.b);
     let files: Vec<Option<PathBuf>> = CONFIGS
         .iter()
         .enumerate()

@@ -1,5 +1,5 @@
 //! Network families: per-cgroup traffic (`traffic`: cgroup_skb), per-interface traffic by
-//! protocol (`xdp`), TCP connection health (`tcp`) and packet drops by reason (`drops`).
+//! direction and protocol (`tc`; `xdp` for received frames, when configured), TCP connection health (`tcp`) and packet drops by reason (`drops`).
 //!
 //! Counters here are updated with atomic adds even in per-CPU maps: these programs run in
 //! process context and in softirq, and a softirq can interrupt a program on the same CPU (see
@@ -7,6 +7,7 @@
 
 mod drops;
 mod parse;
+mod tc;
 mod tcp;
 mod traffic;
 mod xdp;

@@ -1,4 +1,4 @@
-//! Bounds-checked classification of an Ethernet frame for the XDP counters: Ethernet, up to two
+//! Bounds-checked classification of an Ethernet frame for the interface counters (XDP and TC): Ethernet, up to two
 //! VLAN tags (802.1Q, 802.1ad), IPv4 (IHL and total length checked), IPv6 (up to three
 //! extension headers walked), then TCP, UDP, ICMP and ICMPv6. Every read is preceded by a comparison against the frame's end, in the form
 //! the verifier tracks (packet pointer + constant or bounded offset <= data_end): a frame that
@@ -58,9 +58,14 @@ fn read_be16(at: usize) -> u16 {
     (u16::from(read_u8(at)) << 8) | u16::from(read_u8(at + 1))
 }
 
-/// The protocol of the frame in `[start, end)`.
+/// The protocol of the frame that starts at `start`, is readable up to `end` and is
+/// `frame_end - start` bytes long. In XDP the two ends are the same; in TC the frame may go on
+/// past the readable (linear) part, in paged data: reads are checked against `end`, and the
+/// lengths the headers claim against `frame_end`, so a packet whose payload is paged is not
+/// called malformed. A header that is itself paged (rare: drivers put the headers in the linear
+/// part, and TCP builds them there) is classified `MALFORMED` too.
 #[inline(always)]
-pub(super) fn classify(start: usize, end: usize) -> u32 {
+pub(super) fn classify(start: usize, end: usize, frame_end: usize) -> u32 {
     if start + ETH_HLEN > end {
         return protocol::MALFORMED;
     }
@@ -82,15 +87,15 @@ pub(super) fn classify(start: usize, end: usize) -> u32 {
         }
     }
     match ethertype {
-        ETH_P_IP => ipv4(l3, end),
-        ETH_P_IPV6 => ipv6(l3, end),
+        ETH_P_IP => ipv4(l3, end, frame_end),
+        ETH_P_IPV6 => ipv6(l3, end, frame_end),
         ETH_P_ARP => protocol::ARP,
         _ => protocol::OTHER,
     }
 }
 
 #[inline(always)]
-fn ipv4(l3: usize, end: usize) -> u32 {
+fn ipv4(l3: usize, end: usize, frame_end: usize) -> u32 {
     if l3 + IPV4_MIN_HLEN > end {
         return protocol::MALFORMED;
     }
@@ -101,7 +106,7 @@ fn ipv4(l3: usize, end: usize) -> u32 {
         return protocol::MALFORMED;
     }
     let total_len = length16(read_be16(l3 + 2));
-    if total_len < header_len || l3 + total_len > end {
+    if total_len < header_len || l3 + total_len > frame_end {
         return protocol::MALFORMED;
     }
     let fragment = read_be16(l3 + 6);
@@ -135,7 +140,7 @@ const IPV6_DESTINATION: u8 = 60;
 const IPV6_MAX_EXTENSIONS: usize = 3;
 
 #[inline(always)]
-fn ipv6(l3: usize, end: usize) -> u32 {
+fn ipv6(l3: usize, end: usize, frame_end: usize) -> u32 {
     if l3 + IPV6_HLEN > end {
         return protocol::MALFORMED;
     }
@@ -148,7 +153,7 @@ fn ipv6(l3: usize, end: usize) -> u32 {
     // A payload length of 0 after a hop-by-hop header is a jumbogram (RFC 2675), whose length
     // is in that header: its L4 header is not checked against a length.
     let jumbogram = payload_len == 0 && next == IPV6_HOP_BY_HOP;
-    if l4 + payload_len > end {
+    if l4 + payload_len > frame_end {
         return protocol::MALFORMED;
     }
     let packet_end = l4 + payload_len;

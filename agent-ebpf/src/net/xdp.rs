@@ -22,7 +22,7 @@ static NET_INTERFACE_TRAFFIC: PerCpuHashMap<InterfaceKey, Traffic> =
 #[xdp]
 pub fn ks_net_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    let protocol = classify(start, end);
+    let protocol = classify(start, end, end);
     let key = InterfaceKey { ifindex: ctx.ingress_ifindex() as u32, protocol };
     let overflow = InterfaceKey { ifindex: 0, protocol };
     let bytes = end.saturating_sub(start) as u64;

@@ -75,7 +75,7 @@ impl Family for Capabilities {
         }
     }
 
-    fn implementation(&self, facts: &KernelFacts) -> Implementation {
+    fn implementation(&self, facts: &KernelFacts, _config: &Config) -> Implementation {
         match Hook::choose(facts) {
             Some(Hook::Fexit) => Implementation::fallback(
                 "fexit",

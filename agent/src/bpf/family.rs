@@ -39,7 +39,7 @@ pub trait Family: Sync {
 
     /// Which implementation it runs on this kernel, and why when it is a fallback: for the log,
     /// `kernsight_probe_info` and `kernsight check`.
-    fn implementation(&self, _facts: &KernelFacts) -> Implementation {
+    fn implementation(&self, _facts: &KernelFacts, _config: &Config) -> Implementation {
         Implementation::standard("standard")
     }
 

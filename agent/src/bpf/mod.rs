@@ -60,6 +60,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &runqueue::Runqueue,
     &processes::Processes,
     &net::CgroupTraffic,
+    &net::TcInterfaces,
     &net::Interfaces,
     &net::Tcp,
     &net::Drops,
@@ -319,7 +320,7 @@ impl Programs {
         let mut events = Vec::new();
         let mut rings = Vec::new();
         for family in families {
-            let implementation = family.implementation(&facts);
+            let implementation = family.implementation(&facts, config);
             let mut status = ProbeStatus {
                 name: family.name(),
                 programs: family.programs(config, &facts),

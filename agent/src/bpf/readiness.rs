@@ -89,7 +89,7 @@ impl Readiness {
         let families = FAMILIES
             .iter()
             .map(|family| {
-                let implementation = family.implementation(&facts);
+                let implementation = family.implementation(&facts, config);
                 let (verdict, why) = if !family.enabled(config) {
                     (Verdict::Disabled, None)
                 } else if let Some(why) = family.unsupported(&facts, config) {

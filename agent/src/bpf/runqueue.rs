@@ -54,7 +54,7 @@ impl Family for Runqueue {
         })
     }
 
-    fn implementation(&self, facts: &KernelFacts) -> Implementation {
+    fn implementation(&self, facts: &KernelFacts, _config: &Config) -> Implementation {
         match &facts.object {
             Object::Full => Implementation::standard("task_storage"),
             Object::Fallback { why } => Implementation::fallback(

@@ -59,7 +59,7 @@ impl Family for Syscalls {
         facts.need_walk().err()
     }
 
-    fn implementation(&self, facts: &KernelFacts) -> Implementation {
+    fn implementation(&self, facts: &KernelFacts, _config: &Config) -> Implementation {
         match &facts.object {
             Object::Full => Implementation::standard("cgroup_storage"),
             Object::Fallback { why } => Implementation::fallback(

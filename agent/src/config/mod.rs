@@ -121,8 +121,18 @@ pub struct MemoryConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     pub cgroup_traffic: bool,
-    pub xdp: bool,
-    pub xdp_interfaces: Vec<String>,
+    /// How the per-interface counters are taken (`kernsight_interface_*`).
+    pub interface_counters: InterfaceCounters,
+    /// The key of kernsight 0.x before `interface_counters`: `true` asked for XDP, `false` for
+    /// no interface counters. Still read with that meaning (see `Config::parse`), never written.
+    #[serde(skip_serializing)]
+    pub xdp: Option<bool>,
+    /// How the TC programs are attached.
+    pub tc_attach: TcAttachMode,
+    /// Interfaces the interface counters watch; empty: those of the default routes.
+    /// `xdp_interfaces` is its name from when XDP was the only way.
+    #[serde(alias = "xdp_interfaces")]
+    pub interfaces: Vec<String>,
     pub tcp: bool,
     pub drops: bool,
     pub conntrack: bool,
@@ -136,6 +146,34 @@ pub struct NetworkConfig {
     pub tcp_max_entries: u32,
     pub tcp_tracked_connections: u32,
     pub drop_max_entries: u32,
+}
+
+/// Where the per-interface counters come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterfaceCounters {
+    /// TC programs on ingress and egress (tcx links, or a clsact qdisc before kernel 6.6): the
+    /// driver is not touched.
+    #[default]
+    Tc,
+    /// An XDP program, received frames only. Native mode reconfigures the driver; generic mode
+    /// makes some kernels WARN (`failed to disable GRO_HW`) and taints them.
+    Xdp,
+    /// No interface counters.
+    Off,
+}
+
+/// How the TC programs reach the interfaces' hooks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcAttachMode {
+    /// tcx on kernel 6.6+, clsact before.
+    #[default]
+    Auto,
+    /// tcx links (fails before 6.6).
+    Tcx,
+    /// Filters of a clsact qdisc, on any kernel.
+    Clsact,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -217,11 +255,12 @@ impl Config {
 
     /// Parses a configuration; `origin` names the file in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|err| ConfigError::Parse {
+        let mut config: Self = toml::from_str(text).map_err(|err| ConfigError::Parse {
             origin: origin.to_owned(),
             message: err.to_string().trim_end().replace('\n', "\n  "),
         })?;
         config.validate().map_err(|message| ConfigError::Parse { origin: origin.to_owned(), message })?;
+        config.network.read_old_xdp_key();
         Ok(config)
     }
 
@@ -278,9 +317,14 @@ impl Config {
         if let Some(relative) = self.security.runtime_binaries.iter().find(|path| !path.is_absolute()) {
             return Err(format!("security.runtime_binaries: {} is not an absolute path", relative.display()));
         }
-        for entry in &self.network.xdp_interfaces {
+        for entry in &self.network.interfaces {
             crate::kernel::netns::Interface::parse(entry)
-                .map_err(|why| format!("network.xdp_interfaces: {why}"))?;
+                .map_err(|why| format!("network.interfaces: {why}"))?;
+        }
+        if self.network.xdp.is_some() && self.network.interface_counters != InterfaceCounters::default() {
+            return Err("network.xdp and network.interface_counters are both set: keep only \
+                 network.interface_counters (\"tc\", \"xdp\" or \"off\"; network.xdp is its old name)"
+                .to_owned());
         }
         Ok(())
     }
@@ -346,6 +390,17 @@ impl Default for SyscallsConfig {
     }
 }
 
+impl NetworkConfig {
+    /// Gives the old `xdp` key its meaning then: `true` XDP, `false` no interface counters.
+    fn read_old_xdp_key(&mut self) {
+        match self.xdp.take() {
+            Some(true) => self.interface_counters = InterfaceCounters::Xdp,
+            Some(false) => self.interface_counters = InterfaceCounters::Off,
+            None => {}
+        }
+    }
+}
+
 impl Default for NetworkConfig {
     fn default() -> Self {
         use kernsight_common::net::{
@@ -354,8 +409,10 @@ impl Default for NetworkConfig {
         };
         Self {
             cgroup_traffic: true,
-            xdp: true,
-            xdp_interfaces: Vec::new(),
+            interface_counters: InterfaceCounters::Tc,
+            xdp: None,
+            tc_attach: TcAttachMode::Auto,
+            interfaces: Vec::new(),
             tcp: true,
             drops: true,
             conntrack: true,
@@ -473,13 +530,36 @@ mod tests {
     }
 
     #[test]
+    fn interface_counters_default_to_tc_and_the_old_xdp_key_keeps_its_meaning() {
+        let parse = |text: &str| Config::parse(&format!("[network]\n{text}\n"), "t");
+        assert_eq!(Config::embedded().network.interface_counters, InterfaceCounters::Tc);
+        assert_eq!(parse("").unwrap().network.interface_counters, InterfaceCounters::Tc);
+        assert_eq!(
+            parse("interface_counters = \"xdp\"").unwrap().network.interface_counters,
+            InterfaceCounters::Xdp
+        );
+        assert_eq!(
+            parse("interface_counters = \"off\"").unwrap().network.interface_counters,
+            InterfaceCounters::Off
+        );
+        // Old files: `xdp = true` asked for XDP, `xdp = false` for no interface counters.
+        assert_eq!(parse("xdp = true").unwrap().network.interface_counters, InterfaceCounters::Xdp);
+        assert_eq!(parse("xdp = false").unwrap().network.interface_counters, InterfaceCounters::Off);
+        assert_eq!(parse("xdp = true").unwrap().network.xdp, None, "read once, then forgotten");
+        let both = parse("xdp = true\ninterface_counters = \"off\"").unwrap_err().to_string();
+        assert!(both.contains("network.xdp and network.interface_counters"), "{both}");
+        let bad = parse("interface_counters = \"ebpf\"").unwrap_err().to_string();
+        assert!(bad.contains("interface_counters"), "{bad}");
+    }
+
+    #[test]
     fn bad_xdp_interface_is_an_error() {
         let config = Config::parse("[network]\nxdp_interfaces = [\"eth0\", \"blue:veth1\"]\n", "t").unwrap();
-        assert_eq!(config.network.xdp_interfaces.len(), 2);
+        assert_eq!(config.network.interfaces.len(), 2);
         for bad in ["", "a/b", "blue:", ":eth0", "x:y z", "0123456789abcdefg"] {
-            let text = format!("[network]\nxdp_interfaces = [{bad:?}]\n");
+            let text = format!("[network]\ninterfaces = [{bad:?}]\n");
             let err = Config::parse(&text, "t").unwrap_err().to_string();
-            assert!(err.contains("network.xdp_interfaces"), "{bad:?}: {err}");
+            assert!(err.contains("network.interfaces"), "{bad:?}: {err}");
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod cgroup_handle;
 pub mod cgroupfs;
+pub mod clsact;
 pub mod mountinfo;
 pub mod names;
 pub mod netns;

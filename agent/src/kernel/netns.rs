@@ -23,7 +23,7 @@ pub enum NetnsError {
     Thread(PathBuf),
 }
 
-/// An interface, possibly in another network namespace: a `network.xdp_interfaces` or
+/// An interface, possibly in another network namespace: a `network.interfaces` or
 /// `network.namespaces` entry, `IFNAME` or `NETNS:IFNAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {

@@ -1,12 +1,14 @@
 //! Network families read from the kernel's maps on each scrape:
 //! `kernsight_container_network_{receive,transmit}_{bytes,packets}_total` (cgroup_skb),
-//! `kernsight_interface_{packets,bytes}_total` and `kernsight_interface_xdp_info` (XDP),
+//! `kernsight_interface_{packets,bytes}_total` (received) and
+//! `kernsight_interface_transmit_{packets,bytes}_total` with `kernsight_interface_tc_info` (TC),
+//! or the received ones with `kernsight_interface_xdp_info` (XDP, when configured),
 //! `kernsight_tcp_*` and `kernsight_packet_drops_total` / `kernsight_container_packet_drops_total`.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use kernsight_common::net::{
-    DROP_REASON_OTHER, EGRESS, INGRESS, NO_SOCKET_CGROUP_ID, Traffic, protocol, tcp_event,
+    DROP_REASON_OTHER, EGRESS, INGRESS, InterfaceKey, NO_SOCKET_CGROUP_ID, Traffic, protocol, tcp_event,
 };
 use prometheus_client::{
     collector::Collector,
@@ -24,9 +26,9 @@ use crate::{
     bpf::{
         Programs,
         family::Attached as _,
-        net::{CgroupTrafficMaps, DropMaps, InterfaceMaps, TcpMaps, read_traffic},
+        net::{CgroupTrafficMaps, DropMaps, InterfaceMaps, TcInterfaceMaps, TcpMaps, read_traffic},
     },
-    kernel::tracefs_symbols::Symbols,
+    kernel::{netns::Interface, tracefs_symbols::Symbols},
     metadata::{
         cgroups::Tracker,
         identity::{Resolver, Workload},
@@ -61,7 +63,7 @@ impl NetCollector {
     }
 }
 
-/// The `protocol` label of an XDP classification.
+/// The `protocol` label of an interface counter's classification.
 pub fn protocol_label(what: u32) -> &'static str {
     match what {
         protocol::IPV4_TCP => "ipv4_tcp",
@@ -93,7 +95,10 @@ impl Collector for NetCollector {
         let traffic = self.programs.family::<CgroupTrafficMaps>();
         self.encode_cgroup_traffic(&mut encoder, traffic.as_deref(), &mut namer, &names)?;
         drop(traffic);
-        encode_interfaces(&mut encoder, self.programs.family::<InterfaceMaps>().as_deref())?;
+        let tc = self.programs.family::<TcInterfaceMaps>();
+        let xdp = self.programs.family::<InterfaceMaps>();
+        encode_interfaces(&mut encoder, tc.as_deref(), xdp.as_deref())?;
+        drop((tc, xdp));
         let tcp = self.programs.family::<TcpMaps>();
         self.encode_tcp(&mut encoder, tcp.as_deref(), &mut namer, &names)?;
         drop(tcp);
@@ -244,41 +249,81 @@ impl NetCollector {
     }
 }
 
+/// Frames and bytes of one (interface, netns, protocol).
+type InterfaceSeries = BTreeMap<(String, String, &'static str), Traffic>;
+
+/// Sums `(ifindex, protocol, traffic)` rows into series named after the watched interfaces
+/// (`(ifindex, target)` of those attached); other indexes (the overflow entry) are "other".
+fn interface_series(
+    rows: impl Iterator<Item = (u32, u32, Traffic)>,
+    watched: &[(u32, &Interface)],
+) -> InterfaceSeries {
+    let name_of = |ifindex: u32| {
+        watched
+            .iter()
+            .find(|(index, _)| *index == ifindex)
+            .map(|(_, target)| (target.interface.clone(), target.netns.clone()))
+            .unwrap_or_else(|| ("other".to_owned(), String::new()))
+    };
+    let mut series = InterfaceSeries::new();
+    for (ifindex, what, traffic) in rows.filter(|(_, _, t)| t.packets > 0) {
+        let (interface, netns) = name_of(ifindex);
+        let sum = series.entry((interface, netns, protocol_label(what))).or_default();
+        sum.packets += traffic.packets;
+        sum.bytes += traffic.bytes;
+    }
+    series
+}
+
+/// The labels of an `_info` gauge per watched interface.
+fn info_rows(
+    attachments: Vec<(&Interface, &'static str)>,
+) -> impl Iterator<Item = ([(&'static str, String); 3], i64)> {
+    attachments.into_iter().map(|(target, mode)| {
+        ([("interface", target.interface.clone()), ("netns", target.netns.clone()), ("mode", mode.into())], 1)
+    })
+}
+
+/// `kernsight_interface_*`: from the TC family (received and transmitted) or the XDP one
+/// (received), whichever is configured.
 fn encode_interfaces(
     encoder: &mut DescriptorEncoder,
-    maps: Option<&InterfaceMaps>,
+    tc: Option<&TcInterfaceMaps>,
+    xdp: Option<&InterfaceMaps>,
 ) -> Result<(), std::fmt::Error> {
-    let attachments = maps.map_or(&[][..], |maps| &maps.attachments);
+    encode_gauges(
+        encoder,
+        "kernsight_interface_tc_info",
+        "Interfaces kernsight watches with TC programs on ingress and egress and how: mode tcx (links, kernel 6.6+), clsact (filters of a clsact qdisc), or failed (see the log); the value is always 1",
+        info_rows(
+            tc.map(|m| m.attachments.iter().map(|a| (&a.target, a.mode)).collect()).unwrap_or_default(),
+        ),
+    )?;
     encode_gauges(
         encoder,
         "kernsight_interface_xdp_info",
-        "Interfaces kernsight watches with XDP and how: mode native (in the driver), generic (in the stack), or failed (see the log); the value is always 1",
-        attachments.iter().map(|a| {
-            let labels = [
-                ("interface", a.target.interface.clone()),
-                ("netns", a.target.netns.clone()),
-                ("mode", a.mode.into()),
-            ];
-            (labels, 1)
-        }),
+        "Interfaces kernsight watches with XDP (network.interface_counters = \"xdp\") and how: mode native (in the driver), generic (in the stack), or failed (see the log); the value is always 1",
+        info_rows(
+            xdp.map(|m| m.attachments.iter().map(|a| (&a.target, a.mode)).collect()).unwrap_or_default(),
+        ),
     )?;
     // A family that attached to no interface still lists them (failed), but counts nothing.
-    let Some(maps) = maps.filter(|maps| maps.failure().is_none()) else {
-        return Ok(());
-    };
-    let name_of = |ifindex: u32| {
-        attachments
-            .iter()
-            .find(|a| a.ifindex == ifindex && a.error.is_none())
-            .map(|a| (a.target.interface.clone(), a.target.netns.clone()))
-            .unwrap_or_else(|| ("other".to_owned(), String::new()))
-    };
-    let mut series: BTreeMap<(String, String, &'static str), Traffic> = BTreeMap::new();
-    for (key, traffic) in read_traffic(&maps.traffic).into_iter().filter(|(_, t)| t.packets > 0) {
-        let (interface, netns) = name_of(key.ifindex);
-        let sum = series.entry((interface, netns, protocol_label(key.protocol))).or_default();
-        sum.packets += traffic.packets;
-        sum.bytes += traffic.bytes;
+    let mut received = InterfaceSeries::new();
+    let mut transmitted = InterfaceSeries::new();
+    if let Some(maps) = tc.filter(|maps| maps.failure().is_none()) {
+        let watched: Vec<(u32, &Interface)> =
+            maps.attachments.iter().filter(|a| a.error.is_none()).map(|a| (a.ifindex, &a.target)).collect();
+        let rows = read_traffic(&maps.traffic);
+        for (direction, series) in [(INGRESS, &mut received), (EGRESS, &mut transmitted)] {
+            let of_direction = rows.iter().filter(|(key, _)| key.direction == direction);
+            *series = interface_series(of_direction.map(|(k, t)| (k.ifindex, k.protocol, *t)), &watched);
+        }
+    }
+    if let Some(maps) = xdp.filter(|maps| maps.failure().is_none()) {
+        let watched: Vec<(u32, &Interface)> =
+            maps.attachments.iter().filter(|a| a.error.is_none()).map(|a| (a.ifindex, &a.target)).collect();
+        let rows = read_traffic::<InterfaceKey>(&maps.traffic);
+        received = interface_series(rows.into_iter().map(|(k, t)| (k.ifindex, k.protocol, t)), &watched);
     }
     let labels = |(interface, netns, protocol): &(String, String, &'static str)| {
         [("interface", interface.clone()), ("netns", netns.clone()), ("protocol", (*protocol).to_owned())]
@@ -286,13 +331,25 @@ fn encode_interfaces(
     encode_counters(
         encoder,
         "kernsight_interface_packets",
-        "Frames received on the interface, by protocol as the XDP program parsed it (malformed: a header that does not fit in the frame)",
-        series.iter().map(|(key, t)| (labels(key), t.packets)),
+        "Frames received on the interface, by protocol as kernsight's TC (or XDP) program parsed it (malformed: a header that does not fit in the frame); a GRO packet counts once",
+        received.iter().map(|(key, t)| (labels(key), t.packets)),
     )?;
     encode_counters(
         encoder,
         "kernsight_interface_bytes",
         "Bytes of the frames received on the interface (link-layer header included), by protocol",
-        series.iter().map(|(key, t)| (labels(key), t.bytes)),
+        received.iter().map(|(key, t)| (labels(key), t.bytes)),
+    )?;
+    encode_counters(
+        encoder,
+        "kernsight_interface_transmit_packets",
+        "Frames the node sent through the interface, by protocol as kernsight's TC egress program parsed it (TC only: XDP does not see them); a GSO packet counts once",
+        transmitted.iter().map(|(key, t)| (labels(key), t.packets)),
+    )?;
+    encode_counters(
+        encoder,
+        "kernsight_interface_transmit_bytes",
+        "Bytes of the frames the node sent through the interface (link-layer header included), by protocol",
+        transmitted.iter().map(|(key, t)| (labels(key), t.bytes)),
     )
 }

@@ -1,6 +1,6 @@
 //! `kernsight_conntrack_entries` / `_limit` and `kernsight_interface_kernel_{drops,errors}_total`:
 //! the kernel's own counters, read on each scrape in the agent's namespace and in each
-//! configured one (`network.namespaces`, and those of `network.xdp_interfaces`).
+//! configured one (`network.namespaces`, and those of `network.interfaces`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,7 +18,7 @@ use crate::label_filter::LabelFilter;
 pub fn namespaces(config: &crate::config::Config) -> Vec<String> {
     let from_xdp = config
         .network
-        .xdp_interfaces
+        .interfaces
         .iter()
         .filter_map(|entry| crate::kernel::netns::Interface::parse(entry).ok())
         .map(|target| target.netns);

@@ -109,7 +109,7 @@ fn shipped_configs_are_valid_agent_configs() {
     for set in [
         "",
         "config.syscalls.latency_histogram=true,config.metadata.container_id_label=true",
-        "config.network.xdp_interfaces={eth0,bond0},config.network.tcp=false",
+        "config.network.interfaces={eth0,bond0},config.network.tcp=false",
     ] {
         let mut command = Command::new(&helm);
         command
@@ -206,20 +206,11 @@ fn image_with_daemonset_privileges_counts_host_syscalls() {
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     let pin_dir = support::unique_pin_dir("deploy");
     let _pins = RemoveDir(pin_dir.clone());
-    let mut attempt = 1;
-    let container = loop {
-        support::wait_for_default_xdp_slot();
-        let container = run_like_daemonset(&name, port, &pin_dir);
-        match readyz(address, &container) {
-            (200, _) => break container,
-            // Another agent on this machine took the XDP slot in between: again, twice at most.
-            (_, body) if attempt < 3 && body.contains(support::XDP_TAKEN) => {
-                eprintln!("{}; starting the container again", body.trim());
-                attempt += 1;
-            }
-            (status, body) => panic!("/readyz answered {status}: {body}container log:\n{}", container.logs()),
-        }
-    };
+    let container = run_like_daemonset(&name, port, &pin_dir);
+    match readyz(address, &container) {
+        (200, _) => {}
+        (status, body) => panic!("/readyz answered {status}: {body}container log:\n{}", container.logs()),
+    }
     // With BPF and PERFMON only, the agent pins its counters for the next start.
     assert!(
         pin_dir.join(format!("v{}/SYSCALL_ROWS", kernsight_common::MAP_LAYOUT_VERSION)).exists(),

@@ -30,6 +30,7 @@ mod http_security;
 mod memory_reclaim;
 mod net;
 mod net_kernel;
+mod net_tc;
 mod oom;
 mod packet_drops;
 mod pins;

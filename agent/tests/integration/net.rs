@@ -1,6 +1,7 @@
 //! Network families end to end, on network namespaces and veth pairs the tests create: a
 //! counted flow from a process in a test cgroup must show up exactly in the per-cgroup
-//! (cgroup_skb) and per-interface (XDP) counters.
+//! (cgroup_skb) and per-interface (XDP, configured with `interface_counters = "xdp"`; the TC
+//! default has its own area, `net_tc`) counters.
 
 use crate::net_support;
 
@@ -18,7 +19,8 @@ const ETHERNET_HEADER: u64 = 14;
 
 /// Starts an agent that watches `link`'s `b` side with XDP, with the given extra config.
 fn agent_watching(link: &Link, extra: &str) -> (Agent, tempfile::TempDir) {
-    let text = format!("[network]\nxdp_interfaces = [{:?}]\n{extra}", link.b_xdp_entry());
+    let text =
+        format!("[network]\ninterface_counters = \"xdp\"\ninterfaces = [{:?}]\n{extra}", link.b_xdp_entry());
     let (dir, path) = config_file(&text);
     (Agent::start(&["--config", path_str(&path)]), dir)
 }
@@ -111,27 +113,29 @@ fn a_missing_interface_is_reported_and_the_rest_runs() {
         return;
     }
     let _serial = support::serial();
-    let (_dir, path) = config_file("[network]\nxdp_interfaces = [\"ks-no-such-if\"]\n");
-    // Not ready, and /readyz says which family failed and why.
-    let agent = Agent::launch(&["--config", path_str(&path)]);
-    let why = agent.wait_readyz(503);
-    assert!(why.contains("net_xdp: ") && why.contains("ks-no-such-if"), "{why}");
-    let samples = parse(&agent.scrape());
-    assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "net_xdp")]), 0.0);
-    let failed = [("interface", "ks-no-such-if"), ("netns", ""), ("mode", "failed")];
-    assert_eq!(
-        value(&samples, "kernsight_interface_xdp_info", &failed),
-        1.0,
-        "the failed interface is listed"
-    );
-    assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "net_cgroup")]), 1.0);
-    assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
-    let log = agent.log();
-    assert!(log.contains("no interface ks-no-such-if in this network namespace"), "{log}");
+    for (counters, probe, info) in
+        [("tc", "net_tc", "kernsight_interface_tc_info"), ("xdp", "net_xdp", "kernsight_interface_xdp_info")]
+    {
+        let text =
+            format!("[network]\ninterface_counters = {counters:?}\ninterfaces = [\"ks-no-such-if\"]\n");
+        let (_dir, path) = config_file(&text);
+        // Not ready, and /readyz says which family failed and why.
+        let agent = Agent::launch(&["--config", path_str(&path)]);
+        let why = agent.wait_readyz(503);
+        assert!(why.contains(&format!("{probe}: ")) && why.contains("ks-no-such-if"), "{why}");
+        let samples = parse(&agent.scrape());
+        assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", probe)]), 0.0);
+        let failed = [("interface", "ks-no-such-if"), ("netns", ""), ("mode", "failed")];
+        assert_eq!(value(&samples, info, &failed), 1.0, "the failed interface is listed");
+        assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "net_cgroup")]), 1.0);
+        assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
+        let log = agent.log();
+        assert!(log.contains("no interface ks-no-such-if in this network namespace"), "{log}");
+    }
 }
 
 #[test]
-fn by_default_xdp_watches_the_interfaces_of_the_default_routes() {
+fn by_default_tc_watches_the_interfaces_of_the_default_routes() {
     if !privileged() {
         return;
     }
@@ -144,13 +148,17 @@ fn by_default_xdp_watches_the_interfaces_of_the_default_routes() {
     let _serial = support::serial();
     let agent = Agent::start(&[]);
     let samples = parse(&agent.scrape());
-    let modes: Vec<&str> = samples
-        .iter()
-        .filter(|s| s.name == "kernsight_interface_xdp_info" && s.labels["interface"] == interface)
-        .map(|s| s.labels["mode"].as_str())
-        .collect();
-    eprintln!("default route via {interface}: XDP mode {modes:?}");
-    assert!(matches!(modes[..], ["native"] | ["generic"]), "{interface}: {modes:?}\n{}", agent.log());
+    let modes = |name: &str| -> Vec<String> {
+        samples
+            .iter()
+            .filter(|s| s.name == name && s.labels["interface"] == interface)
+            .map(|s| s.labels["mode"].clone())
+            .collect()
+    };
+    let (tc, xdp) = (modes("kernsight_interface_tc_info"), modes("kernsight_interface_xdp_info"));
+    eprintln!("default route via {interface}: TC mode {tc:?}, XDP mode {xdp:?}");
+    assert!(matches!(&tc[..], [m] if m == "tcx" || m == "clsact"), "{interface}: {tc:?}\n{}", agent.log());
+    assert!(xdp.is_empty(), "XDP is not attached by default: {xdp:?}");
 }
 
 /// Program ids the log lists for `probe`.
@@ -191,7 +199,8 @@ fn xdp_on_a_bridge_port_counts_traffic_that_only_passes_through() {
     let _serial = support::serial();
     let net = net_support::Bridged::create();
     let entry = format!("{}:{}", net.switch.name, net.port_a);
-    let (_dir, path) = config_file(&format!("[network]\nxdp_interfaces = [{entry:?}]\n"));
+    let (_dir, path) =
+        config_file(&format!("[network]\ninterface_counters = \"xdp\"\ninterfaces = [{entry:?}]\n"));
     let agent = Agent::start(&["--config", path_str(&path)]);
     let cgroup = TestCgroup::create("net-bridge");
     const N: usize = 30;

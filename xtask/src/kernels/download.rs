@@ -46,11 +46,19 @@ pub const KERNELS: &[KernelSource] = &[
     },
 ];
 
+/// Modules the guests load at boot (`init.sh`), as paths under the package's
+/// `lib/modules/RELEASE/`, where Debian builds them as modules: the clsact qdisc and the BPF
+/// classifier, which kernsight's TC counters need before kernel 6.6 (no tcx). A node loads them
+/// on demand; the guests have no modprobe.
+const GUEST_MODULES: &[&str] = &["kernel/net/sched/sch_ingress.ko", "kernel/net/sched/cls_bpf.ko"];
+
 /// A kernel ready to boot.
 pub struct Kernel {
     pub name: &'static str,
     pub vmlinuz: PathBuf,
     pub config: PathBuf,
+    /// Uncompressed `.ko` files of `GUEST_MODULES` (those the kernel builds as modules).
+    pub modules: Vec<PathBuf>,
     /// `uname -r` in the guest (`6.12.117+deb12-cloud-amd64`).
     pub release: String,
     /// The Debian package it came from, with its version.
@@ -61,22 +69,19 @@ pub struct Kernel {
 pub fn kernel(source: &KernelSource) -> Result<Kernel, String> {
     let dir = Path::new(CACHE).join(source.name);
     if let Some(kernel) = cached(source, &dir) {
-        eprintln!("xtask: kernel {}: {} (cached in {})", source.name, kernel.package, dir.display());
-        return Ok(kernel);
+        if dir.join("modules").is_dir() {
+            eprintln!("xtask: kernel {}: {} (cached in {})", source.name, kernel.package, dir.display());
+            return Ok(kernel);
+        }
+        // A cache entry made before the guests loaded modules: its modules are added beside the
+        // kernel, which stays in place (another checkout may be booting it).
+        let (apt, unpacked, _, _) = fetch(source)?;
+        add_modules(&unpacked, &kernel.release, &dir)?;
+        let _ = std::fs::remove_dir_all(apt.root.join("download"));
+        return cached(source, &dir)
+            .ok_or_else(|| format!("the kernel cache in {} is incomplete", dir.display()));
     }
-    let apt = PrivateApt::new(source)?;
-    let (package, version) = apt.image_package(source)?;
-    let download = apt.root.join("download");
-    recreate(&download)?;
-    Step::new(format!("download {package} {version}")).run(
-        apt.command("apt-get")
-            .args(["download", "-q", &format!("{package}={version}")])
-            .current_dir(&download),
-    )?;
-    let deb = single_file(&download, ".deb")?;
-    let unpacked = download.join("root");
-    Step::new(format!("unpack {}", deb.display()))
-        .run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    let (apt, unpacked, package, version) = fetch(source)?;
     let boot = unpacked.join("boot");
     let vmlinuz = single_file_prefixed(&boot, "vmlinuz-")?;
     let release = vmlinuz
@@ -93,20 +98,84 @@ pub fn kernel(source: &KernelSource) -> Result<Kernel, String> {
     recreate(&dir)?;
     copy(&vmlinuz, &dir.join("vmlinuz"))?;
     copy(&config, &dir.join("config"))?;
+    add_modules(&unpacked, &release, &dir)?;
     write(&dir.join("release"), &release)?;
     // Written last: its presence marks a complete cache entry.
     write(&dir.join("package"), &format!("{package} {version}"))?;
-    let _ = std::fs::remove_dir_all(&download);
+    let _ = std::fs::remove_dir_all(apt.root.join("download"));
     cached(source, &dir).ok_or_else(|| format!("the kernel cache in {} is incomplete", dir.display()))
+}
+
+/// Downloads and unpacks the kernel's package: (apt, unpacked root, package, version).
+fn fetch(source: &KernelSource) -> Result<(PrivateApt, PathBuf, String, String), String> {
+    let apt = PrivateApt::new(source)?;
+    let (package, version) = apt.image_package(source)?;
+    let download = apt.root.join("download");
+    recreate(&download)?;
+    Step::new(format!("download {package} {version}")).run(
+        apt.command("apt-get")
+            .args(["download", "-q", &format!("{package}={version}")])
+            .current_dir(&download),
+    )?;
+    let deb = single_file(&download, ".deb")?;
+    let unpacked = download.join("root");
+    Step::new(format!("unpack {}", deb.display()))
+        .run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    Ok((apt, unpacked, package, version))
+}
+
+/// `GUEST_MODULES` from the unpacked package into `dir/modules`, made whole before it is
+/// renamed into place.
+fn add_modules(unpacked: &Path, release: &str, dir: &Path) -> Result<(), String> {
+    let partial = dir.join("modules.partial");
+    recreate(&partial)?;
+    for module in GUEST_MODULES {
+        extract_module(&unpacked.join("lib/modules").join(release).join(module), &partial)?;
+    }
+    std::fs::rename(&partial, dir.join("modules"))
+        .map_err(|e| format!("{}: {e}", dir.join("modules").display()))
+}
+
+/// Copies `module` (or its `.xz`/`.zst` compressed form, decompressed) into `to`; a module the
+/// package does not have is built into the kernel, or absent, and is left out.
+fn extract_module(module: &Path, to: &Path) -> Result<(), String> {
+    let Some(name) = module.file_name() else {
+        return Err(format!("{} names no file", module.display()));
+    };
+    let target = to.join(name);
+    if module.is_file() {
+        return copy(module, &target);
+    }
+    for (suffix, tool) in [("xz", "xz"), ("zst", "zstd")] {
+        let compressed = module.with_extension(format!("ko.{suffix}"));
+        if compressed.is_file() {
+            let output = Command::new(tool)
+                .arg("-dc")
+                .arg(&compressed)
+                .output()
+                .map_err(|e| format!("{tool} -dc {}: {e}", compressed.display()))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "{tool} -dc {}: {}",
+                    compressed.display(),
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            return std::fs::write(&target, output.stdout).map_err(|e| format!("{}: {e}", target.display()));
+        }
+    }
+    Ok(())
 }
 
 fn cached(source: &KernelSource, dir: &Path) -> Option<Kernel> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok().map(|s| s.trim().to_owned());
     let (package, release) = (read("package")?, read("release")?);
+    let modules = files(&dir.join("modules"));
     let kernel = Kernel {
         name: source.name,
         vmlinuz: dir.join("vmlinuz"),
         config: dir.join("config"),
+        modules,
         release,
         package,
     };

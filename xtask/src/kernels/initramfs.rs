@@ -40,6 +40,10 @@ pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes
         0o644,
     )?;
     copy(&kernel.config, &root.join("matrix/config"))?;
+    for module in &kernel.modules {
+        let name = module.file_name().ok_or_else(|| format!("{} names no file", module.display()))?;
+        copy(module, &root.join("matrix/modules").join(name))?;
+    }
 
     copy_stripped(&binaries.agent, &root.join("usr/bin/kernsight"))?;
     let mut list = String::new();

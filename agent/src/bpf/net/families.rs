@@ -14,25 +14,28 @@ use kernsight_common::{
         INTERFACE_TRAFFIC_MAP, InterfaceKey, KFREE_SKB_HAS_RX_SK_GLOBAL, RETRANSMIT_HAS_ERR_GLOBAL,
         SKB_SK_OFFSET_GLOBAL, SKB_TCP_GSO_SEGS_OFFSET_GLOBAL, SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL,
         SOCK_CGROUP_DATA_OFFSET_GLOBAL, SOCK_PROTOCOL_OFFSET_GLOBAL, SOCK_STATE_OFFSET_GLOBAL,
-        TCP_EVENTS_MAP, TCP_STARTS_MAP, TcpKey, Traffic, TrafficKey, protocol, tcp_event,
+        TC_TRAFFIC_MAP, TCP_EVENTS_MAP, TCP_STARTS_MAP, TcTrafficKey, TcpKey, Traffic, TrafficKey, protocol,
+        tcp_event,
     },
 };
 
 use super::{
-    CGROUP_PROBE, CGROUP_PROGRAMS, DROP_PROGRAMS, DROPS_PROBE, TCP_PROBE, TCP_PROGRAMS, TrafficMap,
-    XDP_PROBE, XDP_PROGRAM, XdpAttachment, attach_cgroup, attach_xdp, none_attached,
+    CGROUP_PROBE, CGROUP_PROGRAMS, DROP_PROGRAMS, DROPS_PROBE, TC_PROBE, TC_PROGRAMS, TCP_PROBE,
+    TCP_PROGRAMS, TcAttachment, TcBackend, TrafficMap, XDP_PROBE, XDP_PROGRAM, XdpAttachment, attach_cgroup,
+    attach_tc, attach_xdp, none_attached, tc::TcLinks,
 };
 use crate::{
     bpf::{
         counters::{CgroupCounters, insert_zeros_if_absent},
         facts::KernelFacts,
         family::{AttachContext, Attached, Family, MapRow, attached_any},
+        features::Implementation,
         load_and_attach, take_map,
     },
-    config::Config,
+    config::{Config, InterfaceCounters},
 };
 
-/// cgroup_skb and XDP are networking programs: the kernel wants CAP_NET_ADMIN beside CAP_BPF.
+/// cgroup_skb, TC and XDP are networking programs: the kernel wants CAP_NET_ADMIN beside CAP_BPF.
 fn needs_net_admin() -> Option<String> {
     let granted =
         caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_NET_ADMIN).unwrap_or(false);
@@ -130,7 +133,102 @@ impl Attached for CgroupTrafficMaps {
     }
 }
 
-/// `net_xdp`: what arrives on the node's interfaces, by protocol.
+/// Turns one way of counting interfaces on (and with it the other off), or off if it is the
+/// one configured.
+fn set_interface_counters(config: &mut Config, which: InterfaceCounters, on: bool) {
+    let counters = &mut config.network.interface_counters;
+    if on {
+        *counters = which;
+    } else if *counters == which {
+        *counters = InterfaceCounters::Off;
+    }
+}
+
+/// `net_tc`: what arrives on and leaves the node's interfaces, by protocol (the default).
+pub struct TcInterfaces;
+
+impl Family for TcInterfaces {
+    fn name(&self) -> &'static str {
+        TC_PROBE
+    }
+
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
+        TC_PROGRAMS.to_vec()
+    }
+
+    fn implementation(&self, _facts: &KernelFacts, config: &Config) -> Implementation {
+        match TcBackend::chosen(config.network.tc_attach) {
+            TcBackend::Tcx => Implementation::standard("tcx"),
+            TcBackend::Clsact => Implementation::fallback(
+                "clsact",
+                "filters of a clsact qdisc (no tcx before kernel 6.6, or network.tc_attach)",
+            ),
+        }
+    }
+
+    fn enabled(&self, config: &Config) -> bool {
+        config.network.interface_counters == InterfaceCounters::Tc
+    }
+
+    fn set_enabled(&self, config: &mut Config, on: bool) {
+        set_interface_counters(config, InterfaceCounters::Tc, on);
+    }
+
+    fn unsupported(&self, _facts: &KernelFacts, _config: &Config) -> Option<String> {
+        needs_net_admin()
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
+        loader.map_max_entries(TC_TRAFFIC_MAP, config.network.interface_traffic_max_entries);
+    }
+
+    fn pinned_maps(&self) -> &'static [&'static str] {
+        &[TC_TRAFFIC_MAP]
+    }
+
+    fn bounds(&self) -> &'static [(&'static str, u32)] {
+        &[(TC_TRAFFIC_MAP, map_full::NET_TC_TRAFFIC)]
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        let mut traffic: TrafficMap<TcTrafficKey> =
+            PerCpuHashMap::try_from(take_map(cx.ebpf, TC_TRAFFIC_MAP)?)?;
+        for direction in [INGRESS, EGRESS] {
+            for what in 0..protocol::COUNT {
+                let overflow = TcTrafficKey { ifindex: 0, protocol: what, direction, _pad: 0 };
+                insert_zeros_if_absent(&mut traffic, &overflow)?;
+            }
+        }
+        let backend = TcBackend::chosen(cx.config.network.tc_attach);
+        let (attachments, links) = attach_tc(cx.ebpf, &cx.config.network.interfaces, backend)?;
+        let capacity = cx.config.network.interface_traffic_max_entries;
+        Ok(Box::new(TcInterfaceMaps { traffic, capacity, attachments, _links: links }))
+    }
+}
+
+pub struct TcInterfaceMaps {
+    pub traffic: TrafficMap<TcTrafficKey>,
+    capacity: u32,
+    /// Every configured interface, attached or not (`kernsight_interface_tc_info`).
+    pub attachments: Vec<TcAttachment>,
+    /// Detaches the programs and removes what the agent added when the state is dropped.
+    _links: TcLinks,
+}
+
+impl Attached for TcInterfaceMaps {
+    attached_any!();
+
+    fn failure(&self) -> Option<String> {
+        none_attached(self.attachments.iter().map(|a| (a.target.interface.as_str(), a.error.as_deref())))
+    }
+
+    fn map_rows(&self) -> Vec<MapRow> {
+        let entries = self.traffic.keys().filter(Result::is_ok).count();
+        vec![MapRow { map: TC_TRAFFIC_MAP, entries, capacity: self.capacity }]
+    }
+}
+
+/// `net_xdp`: what arrives on the node's interfaces, by protocol, when XDP is configured.
 pub struct Interfaces;
 
 impl Family for Interfaces {
@@ -143,11 +241,11 @@ impl Family for Interfaces {
     }
 
     fn enabled(&self, config: &Config) -> bool {
-        config.network.xdp
+        config.network.interface_counters == InterfaceCounters::Xdp
     }
 
     fn set_enabled(&self, config: &mut Config, on: bool) {
-        config.network.xdp = on;
+        set_interface_counters(config, InterfaceCounters::Xdp, on);
     }
 
     fn unsupported(&self, _facts: &KernelFacts, _config: &Config) -> Option<String> {
@@ -176,7 +274,7 @@ impl Family for Interfaces {
         for what in 0..protocol::COUNT {
             insert_zeros_if_absent(&mut traffic, &InterfaceKey { ifindex: 0, protocol: what })?;
         }
-        let attachments = attach_xdp(cx.ebpf, &cx.config.network.xdp_interfaces)?;
+        let attachments = attach_xdp(cx.ebpf, &cx.config.network.interfaces)?;
         let capacity = cx.config.network.interface_traffic_max_entries;
         Ok(Box::new(InterfaceMaps { traffic, capacity, attachments }))
     }
@@ -194,7 +292,7 @@ impl Attached for InterfaceMaps {
     attached_any!();
 
     fn failure(&self) -> Option<String> {
-        none_attached(&self.attachments)
+        none_attached(self.attachments.iter().map(|a| (a.target.interface.as_str(), a.error.as_deref())))
     }
 
     fn map_rows(&self) -> Vec<MapRow> {

@@ -1,8 +1,10 @@
 //! The network families and their maps: `net_cgroup` (`ks_net_ingress`, `ks_net_egress`:
-//! cgroup_skb on the cgroup v2 root), `net_xdp` (`ks_net_xdp` on the watched interfaces),
+//! cgroup_skb on the cgroup v2 root), `net_tc` (`ks_net_tc_ingress`, `ks_net_tc_egress` on the
+//! watched interfaces, the default), `net_xdp` (`ks_net_xdp` there instead, when configured),
 //! `tcp` (state changes, retransmissions, resets) and `packet_drops` (`skb:kfree_skb`).
 
 mod families;
+mod tc;
 mod xdp;
 
 use std::{os::fd::AsFd as _, path::PathBuf};
@@ -11,22 +13,26 @@ use anyhow::Context as _;
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuHashMap},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Xdp},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, Xdp},
 };
 pub use families::{
-    CgroupTraffic, CgroupTrafficMaps, DropMaps, Drops, InterfaceMaps, Interfaces, Tcp, TcpMaps,
+    CgroupTraffic, CgroupTrafficMaps, DropMaps, Drops, InterfaceMaps, Interfaces, TcInterfaceMaps,
+    TcInterfaces, Tcp, TcpMaps,
 };
 use kernsight_common::net::Traffic;
+pub use tc::{TcAttachment, TcBackend};
 pub use xdp::XdpAttachment;
 
 use crate::kernel::btf;
 
 pub const CGROUP_PROBE: &str = "net_cgroup";
 pub const XDP_PROBE: &str = "net_xdp";
+pub const TC_PROBE: &str = "net_tc";
 pub const TCP_PROBE: &str = "tcp";
 pub const DROPS_PROBE: &str = "packet_drops";
 const CGROUP_PROGRAMS: [&str; 2] = ["ks_net_ingress", "ks_net_egress"];
 const XDP_PROGRAM: &str = "ks_net_xdp";
+const TC_PROGRAMS: [&str; 2] = ["ks_net_tc_ingress", "ks_net_tc_egress"];
 const TCP_PROGRAMS: [(&str, &str); 4] = [
     ("ks_tcp_set_state", "inet_sock_set_state"),
     ("ks_tcp_retransmit", "tcp_retransmit_skb"),
@@ -96,15 +102,45 @@ fn attach_xdp(ebpf: &mut Ebpf, interfaces: &[String]) -> anyhow::Result<Vec<XdpA
     Ok(xdp::attach_all(program, targets))
 }
 
-/// Why no interface could be watched, when none could.
-fn none_attached(attachments: &[XdpAttachment]) -> Option<String> {
-    if attachments.iter().any(|a| a.error.is_none()) {
-        return None;
+/// Loads `ks_net_tc_ingress` and `ks_net_tc_egress` and attaches both to the configured
+/// interfaces, each reported on its own.
+fn attach_tc(
+    ebpf: &mut Ebpf,
+    interfaces: &[String],
+    backend: TcBackend,
+) -> anyhow::Result<(Vec<TcAttachment>, tc::TcLinks)> {
+    let targets = xdp::targets(interfaces).map_err(anyhow::Error::msg)?;
+    let mut ingress = None;
+    let mut egress = None;
+    for (name, program) in ebpf.programs_mut() {
+        if name == TC_PROGRAMS[0] {
+            ingress = Some(program);
+        } else if name == TC_PROGRAMS[1] {
+            egress = Some(program);
+        }
     }
-    let why: Vec<String> = attachments
-        .iter()
-        .map(|a| format!("{}: {}", a.target.interface, a.error.as_deref().unwrap_or_default()))
-        .collect();
+    let ingress = load_classifier(ingress, TC_PROGRAMS[0])?;
+    let egress = load_classifier(egress, TC_PROGRAMS[1])?;
+    Ok(tc::attach_all(ingress, egress, backend, targets))
+}
+
+fn load_classifier<'a>(
+    program: Option<&'a mut aya::programs::Program>,
+    name: &str,
+) -> anyhow::Result<&'a mut SchedClassifier> {
+    let program: &mut SchedClassifier =
+        program.with_context(|| format!("program {name} missing from the object"))?.try_into()?;
+    program.load().with_context(|| format!("loading {name}"))?;
+    Ok(program)
+}
+
+/// Why no interface could be watched, when none could: (interface, error) of each target.
+fn none_attached<'a>(attachments: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Option<String> {
+    let mut why = Vec::new();
+    for (interface, error) in attachments {
+        // One interface attached is enough.
+        why.push(format!("{interface}: {}", error?));
+    }
     Some(format!("no interface attached ({})", why.join("; ")))
 }
 

@@ -1,6 +1,7 @@
-//! Where the XDP program goes: the configured interfaces (or those of the default routes),
-//! each possibly in another network namespace, attached in native mode where the driver
-//! supports it and in generic (SKB) mode otherwise.
+//! Where the interface counters go: the configured interfaces (or those of the default routes),
+//! each possibly in another network namespace (`targets`, for TC and XDP alike); and, with
+//! `network.interface_counters = "xdp"`, the XDP program attached there in native mode where
+//! the driver supports it and in generic (SKB) mode otherwise.
 
 use std::ffi::CString;
 
@@ -25,7 +26,7 @@ pub fn targets(configured: &[String]) -> Result<Vec<Interface>, String> {
         let interfaces = netns::default_route_interfaces();
         if interfaces.is_empty() {
             return Err(
-                "no default route, and network.xdp_interfaces is empty: name the interfaces to watch".into(),
+                "no default route, and network.interfaces is empty: name the interfaces to watch".into()
             );
         }
         return Ok(interfaces

@@ -132,7 +132,7 @@ impl Link {
         Self { a, b, a_if, b_if }
     }
 
-    /// The `network.xdp_interfaces` entry of `b_if`.
+    /// The `network.interfaces` entry of `b_if` (`NETNS:IFNAME`).
     pub fn b_xdp_entry(&self) -> String {
         format!("{}:{}", self.b.name, self.b_if)
     }

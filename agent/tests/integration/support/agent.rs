@@ -36,22 +36,12 @@ impl Agent {
     /// Starts `kernsight run ARGS` (maps pinned in a directory of its own unless ARGS name one)
     /// and waits until `/readyz` answers 200: every enabled probe family attached.
     pub fn start(args: &[&str]) -> Self {
-        for attempt in 1.. {
-            wait_for_default_xdp_slot();
-            let agent = Self::launch(args);
-            let (status, body) = agent.readyz();
-            if status == 200 {
-                return agent;
-            }
-            // Another agent on this machine took the default route's XDP slot between the wait
-            // and this agent's attach: not this test's fault; try again (twice at most).
-            if attempt < 3 && body.contains(XDP_TAKEN) {
-                eprintln!("{}: {}; starting the agent again", super::test_name(), body.trim());
-                continue;
-            }
+        let agent = Self::launch(args);
+        let (status, body) = agent.readyz();
+        if status != 200 {
             panic!("/readyz answered {status}: {body}log:\n{}", agent.log());
         }
-        unreachable!("the loop returns or panics")
+        agent
     }
 
     /// Starts `kernsight run ARGS` without waiting for readiness: for an agent that is expected
@@ -206,41 +196,6 @@ impl Drop for Agent {
         if let Some(dir) = &self.own_pins {
             let _ = std::fs::remove_dir_all(dir);
         }
-    }
-}
-
-/// What `/readyz` says when another XDP program holds an interface.
-pub const XDP_TAKEN: &str = "another XDP program attached";
-
-/// How long an agent waits for the default route's interface to be free of XDP.
-const XDP_SLOT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The interface of the IPv4 default route: an agent with the default configuration attaches XDP
-/// there.
-fn default_route_interface() -> Option<String> {
-    let out = Command::new("ip").args(["-4", "route", "show", "default"]).output().ok()?;
-    let routes = String::from_utf8_lossy(&out.stdout).into_owned();
-    routes.split_whitespace().skip_while(|w| *w != "dev").nth(1).map(str::to_owned)
-}
-
-/// Waits (5 minutes at most) until no XDP program is attached to the default route's interface.
-/// An interface takes one XDP program, and an agent of another checkout's tests, which need not
-/// share `serial()`'s lock, may hold it: this agent would then not be ready, for a reason that is
-/// not the test's. After the wait the agent starts anyway, and `/readyz` says what is wrong.
-pub fn wait_for_default_xdp_slot() {
-    let Some(interface) = default_route_interface() else { return };
-    let has_xdp = || {
-        let out = Command::new("ip").args(["link", "show", "dev", &interface]).output();
-        out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().any(|w| w.starts_with("xdp")))
-    };
-    if !has_xdp() {
-        return;
-    }
-    eprintln!("{}: another XDP program holds {interface}: waiting for it to go", super::test_name());
-    if let Err(e) =
-        poll(XDP_SLOT_TIMEOUT, || if has_xdp() { Err(format!("XDP on {interface}")) } else { Ok(()) })
-    {
-        eprintln!("{}: {e}; starting anyway", super::test_name());
     }
 }
 

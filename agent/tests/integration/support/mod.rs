@@ -15,7 +15,7 @@ pub mod memory;
 pub mod podman;
 mod process;
 
-pub use agent::{Agent, XDP_TAKEN, http_get, unique_pin_dir, wait_for_default_xdp_slot};
+pub use agent::{Agent, http_get, unique_pin_dir};
 pub use cgroup::{TestCgroup, spawn_in, unified_root, v1_root, wait_status};
 /// The agent's own parser of the text format (`kernsight top` and `advise` read scrapes with it).
 pub use kernsight::metrics::client::Sample;
@@ -23,8 +23,8 @@ pub use process::{ChildGuard, wait_gone};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_kernsight");
 
-/// Agents count every cgroup on the machine and attach XDP to the default route's interface
-/// (one program per interface), so tests that start one (or that create cgroups, containers or
+/// Agents count every cgroup on the machine and attach programs to the default route's interface,
+/// and some tests read the kernel's log, so tests that start one (or that create cgroups, containers or
 /// load) run one at a time, on the whole machine: also against the tests of another checkout.
 const SERIAL_LOCK: &str = "/tmp/kernsight-tests.lock";
 
