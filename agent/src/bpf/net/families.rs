@@ -20,9 +20,9 @@ use kernsight_common::{
 };
 
 use super::{
-    CGROUP_PROBE, CGROUP_PROGRAMS, DROP_PROGRAMS, DROPS_PROBE, TC_PROBE, TC_PROGRAMS, TCP_PROBE,
-    TCP_PROGRAMS, TcAttachment, TcBackend, TrafficMap, XDP_PROBE, XDP_PROGRAM, XdpAttachment, attach_cgroup,
-    attach_tc, attach_xdp, none_attached, tc::TcLinks,
+    CGROUP_PROBE, CGROUP_PROGRAMS, DROP_PROGRAMS, DROPS_PROBE, InterfaceAttachment, TC_PROBE, TC_PROGRAMS,
+    TCP_PROBE, TCP_PROGRAMS, TcBackend, TrafficMap, XDP_PROBE, XDP_PROGRAM, attach_cgroup, attach_tc,
+    attach_xdp, none_attached, tc::TcLinks,
 };
 use crate::{
     bpf::{
@@ -210,7 +210,7 @@ pub struct TcInterfaceMaps {
     pub traffic: TrafficMap<TcTrafficKey>,
     capacity: u32,
     /// Every configured interface, attached or not (`kernsight_interface_tc_info`).
-    pub attachments: Vec<TcAttachment>,
+    pub attachments: Vec<InterfaceAttachment>,
     /// Detaches the programs and removes what the agent added when the state is dropped.
     _links: TcLinks,
 }
@@ -285,7 +285,7 @@ pub struct InterfaceMaps {
     capacity: u32,
     /// Every configured interface, attached or not (the failed ones stay listed:
     /// `kernsight_interface_xdp_info{mode="failed"}`).
-    pub attachments: Vec<XdpAttachment>,
+    pub attachments: Vec<InterfaceAttachment>,
 }
 
 impl Attached for InterfaceMaps {

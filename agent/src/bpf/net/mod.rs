@@ -20,10 +20,40 @@ pub use families::{
     TcInterfaces, Tcp, TcpMaps,
 };
 use kernsight_common::net::Traffic;
-pub use tc::{TcAttachment, TcBackend};
-pub use xdp::XdpAttachment;
+pub use tc::TcBackend;
 
-use crate::kernel::btf;
+use crate::kernel::{btf, netns::Interface};
+
+/// How an interface is watched, by TC or XDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceAttachment {
+    pub target: Interface,
+    pub ifindex: u32,
+    /// "tcx" or "clsact" for TC, "native" or "generic" for XDP; "failed" when it could not be
+    /// attached.
+    pub mode: &'static str,
+    pub error: Option<String>,
+}
+
+impl InterfaceAttachment {
+    /// One log line: where `what` was attached and how, or why not.
+    fn log(&self, what: &str) {
+        match &self.error {
+            None => tracing::info!(
+                interface = self.target.interface,
+                netns = self.target.netns,
+                ifindex = self.ifindex,
+                mode = self.mode,
+                "{what} attached"
+            ),
+            Some(why) => tracing::error!(
+                interface = self.target.interface,
+                netns = self.target.netns,
+                "{what} not attached: {why}"
+            ),
+        }
+    }
+}
 
 pub const CGROUP_PROBE: &str = "net_cgroup";
 pub const XDP_PROBE: &str = "net_xdp";
@@ -92,7 +122,7 @@ fn attach_cgroup(ebpf: &mut Ebpf, unified: Option<&PathBuf>) -> anyhow::Result<(
 }
 
 /// Loads `ks_net_xdp` and attaches it to the configured interfaces, each reported on its own.
-fn attach_xdp(ebpf: &mut Ebpf, interfaces: &[String]) -> anyhow::Result<Vec<XdpAttachment>> {
+fn attach_xdp(ebpf: &mut Ebpf, interfaces: &[String]) -> anyhow::Result<Vec<InterfaceAttachment>> {
     let targets = xdp::targets(interfaces).map_err(anyhow::Error::msg)?;
     let program: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
@@ -108,7 +138,7 @@ fn attach_tc(
     ebpf: &mut Ebpf,
     interfaces: &[String],
     backend: TcBackend,
-) -> anyhow::Result<(Vec<TcAttachment>, tc::TcLinks)> {
+) -> anyhow::Result<(Vec<InterfaceAttachment>, tc::TcLinks)> {
     let targets = xdp::targets(interfaces).map_err(anyhow::Error::msg)?;
     let mut ingress = None;
     let mut egress = None;

@@ -15,9 +15,9 @@ use aya::{
     },
     util::KernelVersion,
 };
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use super::TC_PROGRAMS;
+use super::{InterfaceAttachment, TC_PROGRAMS};
 use crate::{
     config::TcAttachMode,
     kernel::{
@@ -55,16 +55,6 @@ impl TcBackend {
             Self::Clsact => "clsact",
         }
     }
-}
-
-/// How an interface is watched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcAttachment {
-    pub target: Interface,
-    pub ifindex: u32,
-    /// "tcx" or "clsact"; "failed" when it could not be attached.
-    pub mode: &'static str,
-    pub error: Option<String>,
 }
 
 /// What the agent put on one interface, undone when the family's state is dropped.
@@ -155,8 +145,8 @@ pub fn attach_all(
     egress: &mut SchedClassifier,
     backend: TcBackend,
     targets: Vec<Interface>,
-) -> (Vec<TcAttachment>, TcLinks) {
-    let mut attachments: Vec<TcAttachment> = Vec::new();
+) -> (Vec<InterfaceAttachment>, TcLinks) {
+    let mut attachments: Vec<InterfaceAttachment> = Vec::new();
     let mut links = TcLinks::default();
     for target in targets {
         let taken: Vec<u32> = attachments.iter().filter(|a| a.error.is_none()).map(|a| a.ifindex).collect();
@@ -169,28 +159,15 @@ pub fn attach_all(
             Ok(placed) => {
                 let ifindex = placed.ifindex;
                 links.placed.push(placed);
-                TcAttachment { target, ifindex, mode: backend.name(), error: None }
+                InterfaceAttachment { target, ifindex, mode: backend.name(), error: None }
             }
             Err((error, partial)) => {
                 // Whatever did attach before the failure is still undone at exit.
                 links.placed.extend(partial);
-                TcAttachment { target, ifindex: 0, mode: "failed", error: Some(error) }
+                InterfaceAttachment { target, ifindex: 0, mode: "failed", error: Some(error) }
             }
         };
-        match &attachment.error {
-            None => info!(
-                interface = attachment.target.interface,
-                netns = attachment.target.netns,
-                ifindex = attachment.ifindex,
-                mode = attachment.mode,
-                "TC counters attached (ingress and egress)"
-            ),
-            Some(why) => error!(
-                interface = attachment.target.interface,
-                netns = attachment.target.netns,
-                "TC counters not attached: {why}"
-            ),
-        }
+        attachment.log("TC counters");
         attachments.push(attachment);
     }
     (attachments, links)

@@ -6,19 +6,9 @@
 use std::ffi::CString;
 
 use aya::programs::{Xdp, XdpMode};
-use tracing::{error, info};
 
+use super::InterfaceAttachment;
 use crate::kernel::netns::{self, Interface};
-
-/// How an interface is watched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct XdpAttachment {
-    pub target: Interface,
-    pub ifindex: u32,
-    /// "native" or "generic"; "failed" when it could not be attached.
-    pub mode: &'static str,
-    pub error: Option<String>,
-}
 
 /// The targets: the configured ones, or the interfaces of the default routes.
 pub fn targets(configured: &[String]) -> Result<Vec<Interface>, String> {
@@ -38,8 +28,8 @@ pub fn targets(configured: &[String]) -> Result<Vec<Interface>, String> {
 }
 
 /// Attaches `program` (loaded) to every target; failures are reported per interface.
-pub fn attach_all(program: &mut Xdp, targets: Vec<Interface>) -> Vec<XdpAttachment> {
-    let mut attachments: Vec<XdpAttachment> = Vec::new();
+pub fn attach_all(program: &mut Xdp, targets: Vec<Interface>) -> Vec<InterfaceAttachment> {
+    let mut attachments: Vec<InterfaceAttachment> = Vec::new();
     for target in targets {
         let taken: Vec<u32> = attachments.iter().filter(|a| a.error.is_none()).map(|a| a.ifindex).collect();
         let attached = match target.netns_path() {
@@ -48,23 +38,10 @@ pub fn attach_all(program: &mut Xdp, targets: Vec<Interface>) -> Vec<XdpAttachme
                 .unwrap_or_else(|err| Err(err.to_string())),
         };
         let attachment = match attached {
-            Ok((ifindex, mode)) => XdpAttachment { target, ifindex, mode, error: None },
-            Err(error) => XdpAttachment { target, ifindex: 0, mode: "failed", error: Some(error) },
+            Ok((ifindex, mode)) => InterfaceAttachment { target, ifindex, mode, error: None },
+            Err(error) => InterfaceAttachment { target, ifindex: 0, mode: "failed", error: Some(error) },
         };
-        match &attachment.error {
-            None => info!(
-                interface = attachment.target.interface,
-                netns = attachment.target.netns,
-                ifindex = attachment.ifindex,
-                mode = attachment.mode,
-                "XDP attached"
-            ),
-            Some(why) => error!(
-                interface = attachment.target.interface,
-                netns = attachment.target.netns,
-                "XDP not attached: {why}"
-            ),
-        }
+        attachment.log("XDP");
         attachments.push(attachment);
     }
     attachments
