@@ -190,9 +190,14 @@ fn recognise_runtimes(ebpf: &mut Ebpf, runtime_root: &Path, paths: &[PathBuf]) -
         .map_mut(RUNTIME_BINARIES_MAP)
         .with_context(|| format!("map {RUNTIME_BINARIES_MAP} missing from the object"))?;
     let mut binaries: HashMap<_, RuntimeBinary, u8> = HashMap::try_from(map)?;
+    // Each root opened once for all the paths.
+    let roots: Vec<File> = [Path::new("/proc/1/root"), runtime_root]
+        .into_iter()
+        .filter_map(|root| File::open(root).ok())
+        .collect();
     let mut found = Vec::new();
     for path in paths {
-        match host_binary(runtime_root, path) {
+        match host_binary(&roots, path) {
             Ok(binary) => {
                 binaries.insert(&binary, &1, 0).with_context(|| format!("recording {}", path.display()))?;
                 found.push(path.display().to_string());
@@ -211,16 +216,21 @@ fn recognise_runtimes(ebpf: &mut Ebpf, runtime_root: &Path, paths: &[PathBuf]) -
     Ok(())
 }
 
-/// The identity of the host's file `path`, as the kernel keys it: opened under `/proc/1/root`
+/// The identity of the host's file `path`, as the kernel keys it: opened under the first of
+/// `roots` that has it, which `recognise_runtimes` gives as `/proc/1/root`
 /// (the host's root, for an agent on the host or in a pod with the host's PID namespace and
 /// `CAP_SYS_PTRACE`), else under `runtime_root` (where the chart mounts the host's `/usr`), with
 /// `RESOLVE_IN_ROOT`, so that absolute symlinks such as `/usr/sbin/runc -> /usr/bin/runc`
 /// resolve on the host and not in the agent's image.
-fn host_binary(runtime_root: &Path, path: &Path) -> std::io::Result<RuntimeBinary> {
-    match File::open("/proc/1/root") {
-        Ok(root) => binary_under(&root, path).or_else(|_| binary_under(&File::open(runtime_root)?, path)),
-        Err(_) => binary_under(&File::open(runtime_root)?, path),
+fn host_binary(roots: &[File], path: &Path) -> std::io::Result<RuntimeBinary> {
+    let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
+    for root in roots {
+        match binary_under(root, path) {
+            Ok(binary) => return Ok(binary),
+            Err(err) => last = err,
+        }
     }
+    Err(last)
 }
 
 fn binary_under(root: &File, path: &Path) -> std::io::Result<RuntimeBinary> {
@@ -336,7 +346,8 @@ mod tests {
     #[test]
     fn a_host_binary_is_found_through_symlinks_and_a_missing_one_is_an_error() {
         let own = std::env::current_exe().expect("current exe");
-        let root = Path::new("/");
+        let root = [File::open("/").expect("/")];
+        let root = &root[..];
         let direct = host_binary(root, &own).expect("own executable");
         let metadata = std::fs::metadata(&own).expect("metadata");
         assert_eq!(direct.inode, metadata.ino());
