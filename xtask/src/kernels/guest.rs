@@ -74,5 +74,53 @@ pub fn boot(dir: &Path, vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> 
             format!("the guest stopped before its script finished; console ends: {}", tail.join(" | "))
         })
     });
+    if problem.is_some() {
+        // The guest's directory is removed after the run unless --keep: the kernel's own account
+        // of what went wrong goes to stderr now, so that a panic in CI leaves its oops behind.
+        let console = read(&console).unwrap_or_default();
+        eprintln!("xtask: the guest's kernel log from its first sign of trouble:\n{}", trouble(&console));
+    }
     Ok(GuestRun { output, seconds, problem })
+}
+
+/// Lines that start a kernel's report of a fault, a warning or a panic.
+const TROUBLE: &[&str] =
+    &["BUG:", "Oops", "general protection fault", "WARNING:", "Kernel panic", "Call Trace:", "RIP:"];
+
+/// Most lines of a console log kept around its first sign of trouble.
+const TROUBLE_LINES: usize = 120;
+
+/// The console from a few lines before its first report of a fault (or its last lines when there
+/// is none), at most `TROUBLE_LINES` lines.
+fn trouble(console: &str) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    let first = lines.iter().position(|line| TROUBLE.iter().any(|marker| line.contains(marker)));
+    let start = match first {
+        Some(index) => index.saturating_sub(5),
+        None => lines.len().saturating_sub(TROUBLE_LINES),
+    };
+    lines[start..].iter().take(TROUBLE_LINES).copied().collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trouble;
+
+    #[test]
+    fn the_excerpt_starts_just_before_the_oops() {
+        let mut console: Vec<String> = (0..200).map(|i| format!("[ {i}] ordinary")).collect();
+        console.insert(150, "[ 150] BUG: kernel NULL pointer dereference, address: 0".to_owned());
+        let excerpt = trouble(&console.join("\n"));
+        assert!(excerpt.starts_with("[ 145] ordinary"), "{excerpt}");
+        assert!(excerpt.contains("BUG: kernel NULL pointer"));
+        assert_eq!(excerpt.lines().count(), 56);
+    }
+
+    #[test]
+    fn without_an_oops_the_excerpt_is_the_end() {
+        let console: Vec<String> = (0..300).map(|i| format!("line {i}")).collect();
+        let excerpt = trouble(&console.join("\n"));
+        assert_eq!(excerpt.lines().count(), 120);
+        assert!(excerpt.starts_with("line 180") && excerpt.ends_with("line 299"), "{excerpt}");
+    }
 }
