@@ -4,7 +4,7 @@
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -22,7 +22,7 @@ const FINISHED: &str = "==== done";
 pub fn boot(dir: &Path, vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<GuestRun, String> {
     let console = dir.join("console.log");
     let results = dir.join("output.log");
-    let mut command = Command::new("qemu-system-x86_64");
+    let mut command = super::qemu::qemu()?.command();
     command
         .args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "2"])
         .args(["-nographic", "-no-reboot", "-monitor", "none"])

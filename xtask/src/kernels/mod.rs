@@ -10,15 +10,17 @@ mod download;
 mod guest;
 mod initramfs;
 mod plan;
+mod qemu;
 mod report;
 
 use std::time::{Duration, Instant};
 
 use crate::{process::workspace_root, setup};
 
-/// What the harness needs from Debian besides what `setup` installs: QEMU, cpio to pack the
-/// initramfs, busybox-static as the guests' userland, binutils to strip the test binaries.
-const PACKAGES: &[&str] = &["qemu-system-x86", "cpio", "busybox-static", "binutils"];
+/// What the harness needs from Debian besides what `setup` installs: cpio to pack the initramfs,
+/// busybox-static as the guests' userland, binutils to strip the test binaries. QEMU comes from
+/// `qemu.rs`.
+const PACKAGES: &[&str] = &["cpio", "busybox-static", "binutils"];
 
 const USAGE: &str = "test-kernels [--kernel VERSION]... [--keep] [--timeout SECONDS] [--area-timeout SECONDS]\n\
     boots Debian's 5.10, 6.1 and 6.12 cloud kernels under QEMU and runs the agent and the\n\
@@ -78,8 +80,8 @@ fn seconds(option: &str, value: &str) -> Result<Duration, String> {
 pub fn run(args: &[String]) -> Result<(), String> {
     let options = Options::parse(args)?;
     let started = Instant::now();
-    // Without QEMU's recommends (a GUI, audio and video libraries: 450 MB the guests never use).
     setup::debian_packages(PACKAGES, false)?;
+    qemu::qemu()?;
     let sources = download::KERNELS
         .iter()
         .filter(|k| options.kernels.is_empty() || options.kernels.iter().any(|n| n == k.name));
