@@ -100,6 +100,16 @@ pub enum LoadError {
     ObjectMaps(#[from] budget::ObjectError),
 }
 
+/// Whether a family failed because the verifier refused one of its programs.
+fn verifier_refused(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<aya::programs::ProgramError>(),
+            Some(aya::programs::ProgramError::LoadError { .. })
+        )
+    })
+}
+
 /// What happened to one probe family at start-up.
 #[derive(Debug, Clone)]
 pub struct ProbeStatus {
@@ -183,6 +193,8 @@ pub struct Programs {
     read_errors: AtomicU64,
     /// The maps' planned kernel memory and the budget it was fitted to.
     plan: MapPlan,
+    /// The first family of the full build whose program the verifier refused, and why.
+    verifier_refusal: Option<String>,
 }
 
 impl fmt::Debug for Programs {
@@ -230,9 +242,37 @@ impl Programs {
         hierarchies: &Hierarchies,
         families: &[&dyn Family],
     ) -> Result<Self, LoadError> {
+        let programs = Self::load_object(config, hierarchies, families, None)?;
+        // Feature probes say what a kernel has, not everything its verifier accepts: a kernel
+        // can refuse what the full build does with a feature it has (6.18.44 refuses
+        // `bpf_cgrp_storage_get` on the cgroup the hybrid-cgroup walk reaches, which 6.18
+        // builds before it accepted). The fallback build does the same counting without local
+        // storage, so the agent loads that rather than run without the family.
+        match &programs.verifier_refusal {
+            Some(refusal) if config.bpf.object == crate::config::ObjectChoice::Auto => {
+                let why = format!("the kernel's verifier refused the full build's {refusal}");
+                warn!("{why}: loading the fallback kernel programs instead");
+                drop(programs);
+                Self::load_object(config, hierarchies, families, Some(why))
+            }
+            _ => Ok(programs),
+        }
+    }
+
+    /// Loads and attaches with the object the kernel's features choose, or the fallback build
+    /// for `fallback_because`.
+    fn load_object(
+        config: &Config,
+        hierarchies: &Hierarchies,
+        families: &[&dyn Family],
+        fallback_because: Option<String>,
+    ) -> Result<Self, LoadError> {
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         let own_btf = crate::kernel::btf::Btf::from_sys_fs();
         let mut facts = KernelFacts::read(own_btf.as_ref(), hierarchies.clone(), config);
+        if let Some(why) = fallback_because {
+            facts.object = features::Object::Fallback { why };
+        }
         // The member offsets are read: the parsed types (megabytes) are not needed any more.
         drop(own_btf);
         let object = object_bytes(&facts.object)?;
@@ -319,6 +359,7 @@ impl Programs {
         let mut attached = Vec::new();
         let mut events = Vec::new();
         let mut rings = Vec::new();
+        let mut verifier_refusal = None;
         for family in families {
             let implementation = family.implementation(&facts, config);
             let mut status = ProbeStatus {
@@ -353,7 +394,14 @@ impl Programs {
                             state: Mutex::new(state),
                         });
                     }
-                    Err(err) => status.state = ProbeState::Failed(format!("{err:#}")),
+                    Err(err) => {
+                        if !facts.object.is_fallback() && verifier_refused(&err) && verifier_refusal.is_none()
+                        {
+                            let first = format!("{err}");
+                            verifier_refusal = Some(format!("{} ({first})", family.name()));
+                        }
+                        status.state = ProbeState::Failed(format!("{err:#}"))
+                    }
                 }
             }
             probes.push(status);
@@ -371,6 +419,7 @@ impl Programs {
             pins,
             read_errors: AtomicU64::new(0),
             plan,
+            verifier_refusal,
         })
     }
 
