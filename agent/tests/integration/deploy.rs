@@ -332,7 +332,7 @@ fn the_shipped_seccomp_profile_denies_what_the_agent_does_not_use() {
         let (_container, out) = PodmanContainer::run_to_end(
             &name,
             &["--security-opt", &opt, "--cap-drop", "ALL", "--cap-add", &shipped_capabilities()],
-            &["ionice", "-p", "1"],
+            &["busybox", "ionice", "-p", "1"],
         );
         (
             out.status.success(),
