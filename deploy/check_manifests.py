@@ -2,11 +2,16 @@
 """Validates rendered manifests: core kinds against the Kubernetes schemas (kubernetes-validate,
 strict), prometheus-operator and cert-manager kinds by structure (no schema ships for them), and
 kernsight's own invariants (least privilege, probes, read-only host paths, a metrics port that is
-TLS with authentication or loopback behind kube-rbac-proxy).
+TLS with authentication or loopback behind kube-rbac-proxy, only the agent's own bpffs
+directory, its own seccomp profile, NET_ADMIN only for the networking programs, no ClusterRole for
+the agent).
 
-usage: check_manifests.py K8S_VERSION OUT_DIR MANIFEST...
+usage: check_manifests.py K8S_VERSION OUT_DIR MANIFEST[:unconfined]...
+A manifest marked `:unconfined` was rendered with the fallback seccompProfile.type=Unconfined;
+every other one must run the agent under the shipped Localhost profile.
 Writes each PrometheusRule's spec to OUT_DIR/prometheusrule-N.yaml for `promtool check rules`.
 """
+import json
 import os
 import subprocess
 import sys
@@ -16,8 +21,20 @@ import yaml
 
 MONITORING = "monitoring.coreos.com/v1"
 CERT_MANAGER = "cert-manager.io/v1"
-# What the agent needs; docs/deploy.md says why for each.
-CAPABILITIES = {"BPF", "PERFMON", "NET_ADMIN"}
+# What the agent needs; docs/deploy.md says why for each. NET_ADMIN only with a networking program
+# (cgroup_skb for network.cgroup_traffic, TC or XDP for network.interface_counters).
+CAPABILITIES = {"BPF", "PERFMON"}
+NETWORK_CAPABILITY = "NET_ADMIN"
+# The host's bpffs directory of the agent, mounted alone where bpf.pin_dir points: other tools'
+# pins (Cilium's maps ...) stay out of the pod's reach.
+PIN_HOST_DIR = "/sys/fs/bpf/kernsight"
+PIN_MOUNT = "/sys/fs/bpf"
+# The shipped seccomp profile, as the DaemonSet names it under the kubelet's seccomp root.
+SECCOMP_PROFILE = "kernsight/agent.json"
+# What every agent container mounts besides its pin directory (docs/deploy.md says why).
+REQUIRED_MOUNTS = {"/etc/kernsight", "/sys/kernel/btf", "/sys/kernel/tracing", "/sys/fs/cgroup", "/host/usr"}
+DEPLOY = os.path.dirname(os.path.abspath(__file__))
+SECCOMP_FILE = os.path.join(DEPLOY, "kubernetes", "seccomp-agent.json")
 # The pod's memory beside the eBPF map budget (bpf::budget::USER_SPACE_MEBIBYTES; docs/deploy.md,
 # "Memory"): limit = request = bpf.map_memory_budget_mebibytes + this.
 USER_SPACE_MEBIBYTES = 128
@@ -27,7 +44,71 @@ def fail(where, why):
     sys.exit(f"check_manifests: {where}: {why}")
 
 
-def check_daemonset(name, ds):
+def agent_config(docs):
+    """The agent's kernsight.toml, parsed (check_memory asserts there is exactly one)."""
+    for doc in docs:
+        if doc["kind"] == "ConfigMap" and "kernsight.toml" in doc.get("data", {}):
+            return tomllib.loads(doc["data"]["kernsight.toml"])
+    return {}
+
+
+def needs_net_admin(config):
+    """Whether the configuration turns on a networking program (the agent's defaults: both on)."""
+    network = config.get("network", {})
+    return network.get("cgroup_traffic", True) or network.get("interface_counters", "tc") != "off"
+
+
+def check_bpffs(name, pod, container, config):
+    """Only the agent's own bpffs directory is mounted, writable, where bpf.pin_dir points;
+    nothing mounts the host's /sys/fs/bpf (or a directory above it), and no mount propagates."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for volume in volumes.values():
+        path = volume.get("hostPath", {}).get("path")
+        if path is None or path == PIN_HOST_DIR:
+            continue
+        if PIN_MOUNT == path or PIN_MOUNT.startswith(path.rstrip("/") + "/"):
+            fail(name, f"hostPath {path} exposes the node's whole bpffs: mount {PIN_HOST_DIR} alone")
+    for c in pod["containers"] + pod.get("initContainers", []):
+        for mount in c.get("volumeMounts", []):
+            if mount.get("mountPropagation", "None") != "None":
+                fail(name, f"{c['name']}: volume {mount['name']} must not propagate mounts")
+    mounts = [m for m in container["volumeMounts"] if m["mountPath"] == PIN_MOUNT]
+    if len(mounts) != 1:
+        fail(name, f"the agent must mount its pin directory at {PIN_MOUNT}")
+    host = volumes.get(mounts[0]["name"], {}).get("hostPath") or fail(name, f"{PIN_MOUNT} is not a hostPath")
+    if host != {"path": PIN_HOST_DIR, "type": "DirectoryOrCreate"}:
+        fail(name, f"{PIN_MOUNT} must be the hostPath {PIN_HOST_DIR} (DirectoryOrCreate): {host}")
+    pin_dir = config.get("bpf", {}).get("pin_dir")
+    if pin_dir != PIN_MOUNT:
+        fail(name, f"bpf.pin_dir must be {PIN_MOUNT}, the mounted directory (it is {pin_dir!r})")
+
+
+def check_seccomp(name, sc, docs, unconfined):
+    """The agent runs under the shipped Localhost profile, whose text the manifests carry in a
+    ConfigMap; Unconfined only where the fallback was asked for."""
+    profile = sc.get("seccompProfile") or fail(name, "securityContext.seccompProfile missing")
+    if unconfined:
+        if profile != {"type": "Unconfined"}:
+            fail(name, f"the fallback renders seccompProfile type Unconfined: {profile}")
+        return
+    if profile != {"type": "Localhost", "localhostProfile": SECCOMP_PROFILE}:
+        fail(name, f"seccompProfile must be Localhost {SECCOMP_PROFILE}: {profile}")
+    with open(SECCOMP_FILE) as f:
+        shipped = json.load(f)
+    if shipped.get("defaultAction") != "SCMP_ACT_ERRNO" or not any(
+        "bpf" in rule.get("names", []) for rule in shipped.get("syscalls", [])
+    ):
+        fail(SECCOMP_FILE, "the profile denies by default (SCMP_ACT_ERRNO) and allows bpf")
+    carried = [
+        json.loads(doc["data"]["agent.json"])
+        for doc in docs
+        if doc["kind"] == "ConfigMap" and "agent.json" in doc.get("data", {})
+    ]
+    if carried != [shipped]:
+        fail(name, f"one ConfigMap must carry {SECCOMP_FILE} as agent.json")
+
+
+def check_daemonset(name, ds, docs, unconfined):
     pod = ds["spec"]["template"]["spec"]
     if not pod.get("hostPID"):
         fail(name, "hostPID must be true (conmon command lines)")
@@ -53,12 +134,19 @@ def check_daemonset(name, ds):
     for key, value in expected.items():
         if sc.get(key) != value:
             fail(name, f"securityContext.{key} must be {value}")
+    config = agent_config(docs)
+    expected_caps = CAPABILITIES | ({NETWORK_CAPABILITY} if needs_net_admin(config) else set())
     caps = sc["capabilities"]
-    if caps.get("drop") != ["ALL"] or set(caps.get("add", [])) != CAPABILITIES:
-        fail(name, f"capabilities must drop ALL and add exactly {sorted(CAPABILITIES)}: {caps}")
+    if caps.get("drop") != ["ALL"] or set(caps.get("add", [])) != expected_caps:
+        fail(name, f"capabilities must drop ALL and add exactly {sorted(expected_caps)}: {caps}")
+    check_seccomp(name, sc, docs, unconfined)
+    check_bpffs(name, pod, container, config)
+    missing = REQUIRED_MOUNTS - {m["mountPath"] for m in container["volumeMounts"]}
+    if missing:
+        fail(name, f"the agent lacks the mounts {sorted(missing)} (a patch that emptied volumeMounts?)")
     for mount in container["volumeMounts"]:
-        # bpffs alone is writable: the agent pins its counters there (docs/deploy.md).
-        writable = mount["mountPath"] == "/sys/fs/bpf"
+        # The pin directory alone is writable: the agent pins its counters there (docs/deploy.md).
+        writable = mount["mountPath"] == PIN_MOUNT
         if bool(mount.get("readOnly")) == writable:
             fail(name, f"volume {mount['name']} must be mounted {'read-write' if writable else 'read-only'}")
     check_metrics_port(name, pod, containers, container)
@@ -109,9 +197,8 @@ def check_metrics_port(name, pod, containers, agent):
         fail(name, "kube-rbac-proxy serves the metrics port 9464")
 
 
-# The rules each ClusterRole may hold: the agent's reads, kube-rbac-proxy's reviews, and the
-# metrics reader that scrapers are bound to.
-AGENT_RULE = ({""}, {"pods", "nodes"}, {"get", "list", "watch"})
+# The ClusterRoles kube-rbac-proxy needs (proxy mode): its reviews, and the metrics reader that
+# scrapers are bound to. The agent itself calls no API and gets none.
 PROXY_RULES = [
     {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
     {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
@@ -119,16 +206,25 @@ PROXY_RULES = [
 READER_RULES = [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
 
 
-def check_cluster_role(name, role):
-    rules = role["rules"]
-    if rules in (PROXY_RULES, READER_RULES):
-        return
-    for rule in rules:
-        groups, resources, verbs = AGENT_RULE
-        if set(rule.get("apiGroups", [])) != groups or set(rule.get("resources", [])) - resources:
-            fail(name, f"only pods and nodes may be read: {rule}")
-        if set(rule["verbs"]) - verbs:
-            fail(name, f"only get, list, watch: {rule}")
+def check_rbac(manifest, docs):
+    """The agent calls no API by default: no ClusterRole or binding but kube-rbac-proxy's (proxy
+    mode), and no namespaced Role either."""
+    proxy = any(
+        c["name"] == "kube-rbac-proxy"
+        for d in docs
+        if d["kind"] == "DaemonSet"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    )
+    roles = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "ClusterRole"}
+    for kind in ("Role", "RoleBinding"):
+        if any(d["kind"] == kind for d in docs):
+            fail(manifest, f"a {kind}: the agent needs none")
+    for role, rules in roles.items():
+        if rules not in ((PROXY_RULES, READER_RULES) if proxy else ()):
+            fail(manifest, f"ClusterRole/{role} granted: only kube-rbac-proxy's roles, in proxy mode")
+    for binding in (d for d in docs if d["kind"] == "ClusterRoleBinding"):
+        if binding["roleRef"]["name"] not in roles:
+            fail(manifest, f"ClusterRoleBinding/{binding['metadata']['name']} binds a role not rendered here")
 
 
 def check_certificate(name, doc):
@@ -208,9 +304,12 @@ def check_memory(manifest, docs):
 
 
 def main():
-    version, out_dir, manifests = sys.argv[1], sys.argv[2], sys.argv[3:]
+    version, out_dir, arguments = sys.argv[1], sys.argv[2], sys.argv[3:]
     rules = 0
-    for manifest in manifests:
+    for argument in arguments:
+        manifest, _, mark = argument.partition(":")
+        if mark not in ("", "unconfined"):
+            fail(argument, "the only mark is :unconfined")
         with open(manifest) as f:
             docs = [d for d in yaml.safe_load_all(f) if d]
         if not docs:
@@ -238,12 +337,11 @@ def main():
                 continue
             core.append(doc)
             if kind == "DaemonSet":
-                check_daemonset(name, doc)
-            elif kind == "ClusterRole":
-                check_cluster_role(name, doc)
-        for kind in ("DaemonSet", "ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"):
+                check_daemonset(name, doc, docs, mark == "unconfined")
+        for kind in ("DaemonSet", "ConfigMap", "ServiceAccount", "Service"):
             if kind not in kinds:
                 fail(manifest, f"no {kind}")
+        check_rbac(manifest, docs)
         check_memory(manifest, docs)
         core_path = os.path.join(out_dir, "core-" + os.path.basename(manifest))
         with open(core_path, "w") as f:

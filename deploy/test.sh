@@ -40,6 +40,9 @@ promtool check config "$out/scrape/prometheus.yml"
 step "the chart's copy of the rules is deploy/prometheus/rules.yaml"
 cmp "$deploy/prometheus/rules.yaml" "$deploy/helm/kernsight/files/rules.yaml"
 
+step "the chart's copy of the seccomp profile is deploy/kubernetes/seccomp-agent.json"
+cmp "$deploy/kubernetes/seccomp-agent.json" "$deploy/helm/kernsight/files/seccomp-agent.json"
+
 step "helm lint"
 helm lint --strict "$deploy/helm/kernsight"
 helm lint --strict "$deploy/helm/kernsight" \
@@ -67,13 +70,36 @@ helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
     --set web.mode=proxy,serviceMonitor.enabled=true,podMonitor.enabled=true \
     --set 'web.proxy.allowedServiceAccounts[0].namespace=monitoring' \
     --set 'web.proxy.allowedServiceAccounts[0].name=prometheus-k8s' >"$out/helm-proxy.yaml"
+# Least privilege follows the features: no networking program, no NET_ADMIN; TC alone keeps it.
+helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
+    --set config.network.cgroup_traffic=false,config.network.interface_counters=off >"$out/helm-no-network.yaml"
+helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
+    --set config.network.cgroup_traffic=false >"$out/helm-tc-only.yaml"
+helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
+    --set seccompProfile.type=Unconfined >"$out/helm-unconfined.yaml"
 kubectl kustomize "$deploy/kubernetes" >"$out/kustomize.yaml"
 kubectl kustomize "$deploy/kubernetes-proxy" >"$out/kustomize-proxy.yaml"
 
 step "kubernetes-validate (Kubernetes $k8s_version, strict), monitoring.coreos.com by structure"
 python3 "$deploy/check_manifests.py" "$k8s_version" "$out" \
     "$out/helm-default.yaml" "$out/helm-monitors.yaml" "$out/helm-cert-manager.yaml" "$out/helm-proxy.yaml" \
+    "$out/helm-no-network.yaml" "$out/helm-tc-only.yaml" "$out/helm-unconfined.yaml:unconfined" \
     "$out/kustomize.yaml" "$out/kustomize-proxy.yaml"
+step "check_manifests.py refuses the privileges it guards against"
+# refused SED WHY: the kustomize manifests edited with SED fail, for the reason WHY.
+refused() {
+    sed "$1" "$out/kustomize.yaml" >"$out/tampered.yaml"
+    if python3 "$deploy/check_manifests.py" "$k8s_version" "$out" "$out/tampered.yaml" 2>"$out/refusal"; then
+        echo "deploy/test.sh: check_manifests.py accepted the manifests edited with '$1'" >&2
+        exit 1
+    fi
+    grep -q "$2" "$out/refusal" || { echo "deploy/test.sh: '$1' refused, but not for '$2':" >&2; cat "$out/refusal" >&2; exit 1; }
+}
+refused 's|path: /sys/fs/bpf/kernsight|path: /sys/fs/bpf|' "exposes the node's whole bpffs"
+refused 's|localhostProfile: kernsight/agent.json|localhostProfile: other.json|' "must be Localhost"
+refused 's|^\( *\)- NET_ADMIN$|&\n\1- SYS_ADMIN|' "capabilities must drop ALL"
+refused '$a ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: kernsight\nrules: [{apiGroups: [""], resources: [pods], verbs: [list]}]' \
+    "ClusterRole/kernsight granted"
 # check_manifests.py wrote each PrometheusRule's spec as a rules file.
 for rules in "$out"/prometheusrule-*.yaml; do promtool check rules "$rules"; done
 

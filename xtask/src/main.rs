@@ -19,6 +19,8 @@
 //!   and 6.12 cloud kernels booted under QEMU on pure cgroup v2, each running the static agent
 //!   and the integration tests that need no container runtime; a family × kernel table in
 //!   target/kernel-matrix.md
+//! - `cargo xtask test-kernels --large-node [--kernel 6.1]`: the map budget on 192 possible CPUs
+//!   (QEMU `-smp 1,maxcpus=192`), in memory cgroups of the sizes docs/deploy.md gives
 //!
 //! It depends on nothing but std so that it compiles on the machine's stock toolchain, before
 //! `setup` has installed the pinned ones.
@@ -42,7 +44,7 @@ use process::{Step, cargo, is_root, workspace_root};
 
 const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [SUITE] | test-kernels [OPTIONS]>\n\
                      bench without a suite runs them all; suites: syscalls, sched, net, caps, scrape [CONTAINERS], agent, trace\n\
-                     test-kernels [--kernel VERSION]... [--keep] [--timeout SECONDS]: the kernel matrix (see xtask/src/kernels/mod.rs)";
+                     test-kernels [--kernel VERSION]... [--keep] [--timeout SECONDS] [--large-node]: the kernel matrix, or the 192-CPU map budget check (see xtask/src/kernels/mod.rs)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,6 +1,6 @@
 //! Everything under deploy/: the static checks (deploy/test.sh: Helm, kustomize, schemas, rules,
-//! dashboard), the image run by podman with the DaemonSet's capabilities and mounts, and a real
-//! Prometheus scraping an agent. Tools come from `deploy/tools.sh`; a missing one fails the test
+//! dashboard), the image run by podman with the DaemonSet's capabilities, seccomp profile and
+//! mounts, and a real Prometheus scraping an agent. Tools come from `deploy/tools.sh`; a missing one fails the test
 //! under `KERNSIGHT_PRIVILEGED_TESTS=required` and skips it otherwise.
 
 use std::{
@@ -17,9 +17,13 @@ use crate::support::{
 
 /// Calls each test makes in its own cgroup and expects to see counted.
 const CALLS: usize = 5000;
-/// What the DaemonSet adds after dropping ALL (deploy/check_manifests.py holds it to the same set).
-const CAPABILITIES: &str = "BPF,PERFMON,NET_ADMIN";
 const IMAGE: &str = "localhost/kernsight:deploy-test";
+/// The seccomp profile the manifests ship (deploy/seccomp.sh writes it).
+const SECCOMP_PROFILE: &str = "deploy/kubernetes/seccomp-agent.json";
+/// Where the DaemonSet mounts the agent's own bpffs directory (its bpf.pin_dir).
+const PIN_MOUNT: &str = "/sys/fs/bpf";
+/// Where the DaemonSet mounts kernsight.toml.
+const CONFIG: &str = "/etc/kernsight/kernsight.toml";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
@@ -148,13 +152,31 @@ impl Drop for RemoveDir {
     }
 }
 
-/// The DaemonSet's pod, as podman runs it: capabilities BPF, PERFMON and NET_ADMIN only,
-/// seccomp unconfined, read-only root, no privilege escalation, host PID and network
-/// namespaces, the same host paths (read-only but bpffs; runtime sockets only where they exist).
+/// The capabilities deploy/kubernetes/daemonset.yaml adds after dropping ALL (the line
+/// `add: ["BPF", ...]`), for `podman --cap-add`.
+fn shipped_capabilities() -> String {
+    let manifest = std::fs::read_to_string(root().join("deploy/kubernetes/daemonset.yaml")).unwrap();
+    let adds: Vec<&str> = manifest.lines().filter_map(|l| l.trim().strip_prefix("add: [")).collect();
+    assert_eq!(adds.len(), 1, "one capabilities.add line in the DaemonSet: {adds:?}");
+    let caps: Vec<&str> =
+        adds[0].trim_end_matches(']').split(',').map(|c| c.trim().trim_matches('"')).collect();
+    assert!(
+        caps.contains(&"BPF") && caps.contains(&"PERFMON"),
+        "the DaemonSet adds BPF and PERFMON: {caps:?}"
+    );
+    caps.join(",")
+}
+
+/// The DaemonSet's pod, as podman runs it: the shipped capabilities only, the shipped seccomp
+/// profile and configuration (deploy/kubernetes/kernsight.toml), read-only root, no privilege
+/// escalation, host PID and network namespaces, the same host paths (read-only; runtime sockets
+/// only where they exist) and, writable, the agent's own bpffs directory alone (here one of the
+/// test's) where the shipped bpf.pin_dir points.
 fn run_like_daemonset(name: &str, port: u16, pin_dir: &Path) -> PodmanContainer {
+    let seccomp = format!("seccomp={}", root().join(SECCOMP_PROFILE).display());
     let mut flags: Vec<String> = [
-        ["--cap-drop", "ALL", "--cap-add", CAPABILITIES].as_slice(),
-        &["--security-opt", "seccomp=unconfined", "--security-opt", "no-new-privileges"],
+        ["--cap-drop", "ALL", "--cap-add", &shipped_capabilities()].as_slice(),
+        &["--security-opt", &seccomp, "--security-opt", "no-new-privileges"],
         &["--read-only", "--user", "0", "--pid", "host", "--network", "host"],
     ]
     .concat()
@@ -164,24 +186,32 @@ fn run_like_daemonset(name: &str, port: u16, pin_dir: &Path) -> PodmanContainer 
     let mounts = [
         "/sys/kernel/btf",
         "/sys/kernel/tracing",
-        "/sys/fs/bpf",
         "/sys/fs/cgroup",
         "/run/containerd/containerd.sock",
         "/run/crio/crio.sock",
         "/var/lib/docker/containers",
     ];
     for path in mounts.iter().filter(|p| Path::new(p).exists()) {
-        // bpffs is writable, as in the DaemonSet: the agent pins its counters there.
-        let mode = if *path == "/sys/fs/bpf" { "rw" } else { "ro" };
-        flags.extend(["-v".to_owned(), format!("{path}:{path}:{mode}")]);
+        flags.extend(["-v".to_owned(), format!("{path}:{path}:ro")]);
     }
-    // A pin directory of the test's own, not the host agent's.
-    flags.extend(["-e".to_owned(), format!("KERNSIGHT_PIN_DIR={}", pin_dir.display())]);
+    let config = root().join("deploy/kubernetes/kernsight.toml");
+    flags.extend(["-v".to_owned(), format!("{}:{CONFIG}:ro", config.display())]);
+    // security.runtime_root = "/host" in the shipped configuration.
+    flags.extend(["-v".to_owned(), "/usr:/host/usr:ro".to_owned()]);
+    // As the DaemonSet's hostPath /sys/fs/bpf/kernsight: a directory of the host's bpffs, the
+    // only one the container sees, where the shipped configuration's bpf.pin_dir points.
+    std::fs::create_dir_all(pin_dir).unwrap();
+    flags.extend(["-v".to_owned(), format!("{}:{PIN_MOUNT}:rw", pin_dir.display())]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     // The DaemonSet listens on 0.0.0.0:9464 in the node's network namespace; here a free port
     // on loopback.
     let listen = format!("127.0.0.1:{port}");
-    PodmanContainer::start_image(name, image(), &flags, &["--listen", &listen, "--log-format", "json"])
+    PodmanContainer::start_image(
+        name,
+        image(),
+        &flags,
+        &["--config", CONFIG, "--listen", &listen, "--log-format", "json"],
+    )
 }
 
 /// The first answer of `/readyz` (30 s at most): the agent decides readiness once.
@@ -204,6 +234,10 @@ fn image_with_daemonset_privileges_counts_host_syscalls() {
     let name = format!("kernsight-deploy-test-{}", std::process::id());
     let port = free_port();
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    // The node's bpffs, where the kubelet would create the pod's directory (as any agent the
+    // tests start mounts it when missing).
+    let defaults = kernsight::config::Config::embedded();
+    kernsight::kernel::preflight::ensure_mounts(&defaults.paths.tracefs, &defaults.paths.bpffs);
     let pin_dir = support::unique_pin_dir("deploy");
     let _pins = RemoveDir(pin_dir.clone());
     let container = run_like_daemonset(&name, port, &pin_dir);
@@ -211,7 +245,23 @@ fn image_with_daemonset_privileges_counts_host_syscalls() {
         (200, _) => {}
         (status, body) => panic!("/readyz answered {status}: {body}container log:\n{}", container.logs()),
     }
-    // With BPF and PERFMON only, the agent pins its counters for the next start.
+    // Under the shipped profile: the kernel reports the container's process filtered.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", container_pid(&container))).unwrap();
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "the agent runs under a seccomp filter:\n{status}");
+    // Its bpffs mount is the test's pin directory alone, not the host's bpffs root.
+    let mountinfo =
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", container_pid(&container))).unwrap();
+    let bpf_mounts: Vec<&str> = mountinfo.lines().filter(|l| l.contains(" - bpf ")).collect();
+    let relative = pin_dir.strip_prefix(bpffs_root(&pin_dir)).unwrap();
+    assert!(
+        bpf_mounts.len() == 1
+            && bpf_mounts[0].split(' ').nth(3) == Some(&*format!("/{}", relative.display()))
+            && bpf_mounts[0].split(' ').nth(4) == Some(PIN_MOUNT),
+        "one bpffs mount, of {} at {PIN_MOUNT}:\n{}",
+        pin_dir.display(),
+        bpf_mounts.join("\n")
+    );
+    // With the shipped capabilities, the agent pins its counters for the next start.
     assert!(
         pin_dir.join(format!("v{}/SYSCALL_ROWS", kernsight_common::MAP_LAYOUT_VERSION)).exists(),
         "maps pinned:\n{}",
@@ -234,6 +284,68 @@ fn image_with_daemonset_privileges_counts_host_syscalls() {
     });
     let samples = counted.unwrap_or_else(|last| panic!("{last}; container log:\n{}", container.logs()));
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
+}
+
+/// The host pid of the container's first process.
+fn container_pid(container: &PodmanContainer) -> u32 {
+    let out = run(support::podman::podman().args(["inspect", "--format", "{{.State.Pid}}", &container.name]));
+    out.trim().parse().unwrap_or_else(|_| panic!("podman inspect gave no pid: {out:?}"))
+}
+
+/// The mount point of the bpffs that holds `path` (the longest bpf mount point above it).
+fn bpffs_root(path: &Path) -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            (fields.get(2) == Some(&"bpf")).then(|| PathBuf::from(fields[1]))
+        })
+        .filter(|root| path.starts_with(root))
+        .max_by_key(|root| root.as_os_str().len())
+        .unwrap_or_else(|| panic!("{} is on no bpffs mount", path.display()))
+}
+
+/// The shipped profile is no allow-all: a syscall the agent never makes (ioprio_get, which
+/// needs no privilege) fails with EPERM under it, in a container of the busybox test image,
+/// and succeeds in the same container without it.
+#[test]
+fn the_shipped_seccomp_profile_denies_what_the_agent_does_not_use() {
+    if !privileged() || tool("podman").is_none() {
+        return;
+    }
+    let _serial = support::serial();
+    let profile = std::fs::read_to_string(root().join(SECCOMP_PROFILE)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&profile).unwrap();
+    let allowed: Vec<&str> = json["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["names"].as_array().unwrap().iter().filter_map(|n| n.as_str()))
+        .collect();
+    assert!(!allowed.contains(&"ioprio_get"), "the agent does not call ioprio_get: {allowed:?}");
+    assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
+
+    let ionice = |seccomp: &str| {
+        let name = format!("kernsight-seccomp-test-{}-{}", std::process::id(), seccomp.len());
+        let opt = format!("seccomp={seccomp}");
+        let (_container, out) = PodmanContainer::run_to_end(
+            &name,
+            &["--security-opt", &opt, "--cap-drop", "ALL", "--cap-add", &shipped_capabilities()],
+            &["busybox", "ionice", "-p", "1"],
+        );
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, output) = ionice("unconfined");
+    assert!(ok, "ionice runs without the profile: {output}");
+    let (ok, output) = ionice(&root().join(SECCOMP_PROFILE).display().to_string());
+    assert!(
+        !ok && output.contains("Operation not permitted"),
+        "ioprio_get fails with EPERM under the profile: {output}"
+    );
 }
 
 /// A Prometheus server on loopback, killed and its data removed when dropped.

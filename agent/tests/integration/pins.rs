@@ -1,7 +1,8 @@
 //! The pin directory cannot be taken over: a directory of another user (holding a lock on it),
 //! a link at a pin path or in place of the pin directory, and a directory others can write are
 //! each either refused in one log line (the agent runs unpinned) or replaced by a clean pin; in
-//! every case the agent serves and keeps running. A bpffs the agent mounts itself is 0700.
+//! every case the agent serves and keeps running. A bpffs the agent mounts itself is 0700; a pin
+//! directory that is not on bpffs (a hostPath made on a node without it) leaves the agent unpinned.
 
 use std::{
     ffi::CString,
@@ -282,5 +283,43 @@ fn bpffs_mounted_by_the_agent_is_private() {
     assert_eq!(lines_with(&agent, "maps pinned").len(), 1, "pinned; log:\n{}", agent.log());
     let rows = base.join(format!("v{MAP_LAYOUT_VERSION}/SYSCALL_ROWS"));
     assert!(std::fs::symlink_metadata(&rows).is_ok_and(|m| m.is_file()), "{} is pinned", rows.display());
+    serves_and_runs(&agent);
+}
+
+/// A pod's pin directory is a hostPath the kubelet creates (`DirectoryOrCreate`): on a node
+/// without bpffs at /sys/fs/bpf it is a plain directory of another filesystem. The agent says
+/// so in one line, with what to do, leaves it empty and serves unpinned.
+#[test]
+fn a_pin_directory_off_bpffs_is_refused_and_the_agent_runs_unpinned() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mount_point = tmp.path().join("node-sys-fs-bpf");
+    std::fs::create_dir(&mount_point).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mount_point,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .unwrap();
+    let _unmount = Unmount(mount_point.clone());
+    // As the kubelet makes it: root's, 0755.
+    let base = mount_point.join("kernsight");
+    std::fs::create_dir(&base).unwrap();
+    chmod(&base, 0o755);
+
+    let agent = Agent::start(&["--pin-dir", path_str(&base)]);
+    let line = refused_once(&agent, "not on a bpf filesystem");
+    assert!(
+        line.contains(path_str(&base))
+            && line.contains("tmpfs")
+            && line.contains("mount -t bpf bpf /sys/fs/bpf"),
+        "the line names the directory, what it is on and how to fix the node: {line}"
+    );
+    assert!(names(&base).is_empty(), "nothing created in it: {:?}", names(&base));
     serves_and_runs(&agent);
 }

@@ -19,12 +19,22 @@ pub struct GuestRun {
 /// The last line of guest/run.sh.
 const FINISHED: &str = "==== done";
 
-pub fn boot(dir: &Path, vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<GuestRun, String> {
+/// The matrix guests' CPUs: two, all online.
+pub const SMP: &str = "2";
+
+/// Boots the guest with `smp` as QEMU's `-smp` (`1,maxcpus=192`: one CPU online, 192 possible).
+pub fn boot(
+    dir: &Path,
+    vmlinuz: &Path,
+    initramfs: &Path,
+    timeout: Duration,
+    smp: &str,
+) -> Result<GuestRun, String> {
     let console = dir.join("console.log");
     let results = dir.join("output.log");
     let mut command = super::qemu::qemu()?.command();
     command
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "2"])
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", smp])
         .args(["-nographic", "-no-reboot", "-monitor", "none"])
         .arg("-kernel")
         .arg(vmlinuz)

@@ -25,27 +25,9 @@ pub struct GuestTimes {
 
 /// Builds `dir/root` and packs it into `dir/initramfs.gz`; returns the archive's path.
 pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes) -> Result<PathBuf, String> {
-    let root = dir.join("root");
-    let _ = std::fs::remove_dir_all(&root);
-    if !super::build::is_static(Path::new(BUSYBOX))? {
-        return Err(format!("{BUSYBOX} is not static: install busybox-static"));
-    }
-    copy(Path::new(BUSYBOX), &root.join("bin/busybox"))?;
-    write(&root.join("init"), INIT, 0o755)?;
-    write(&root.join("matrix/run.sh"), RUN, 0o755)?;
+    let settings = format!("AGENT_WAIT={}\nTEST_TIMEOUT={}\n", times.agent_wait, times.test_timeout);
+    let root = guest_root(dir, kernel, &binaries.agent, RUN, &settings)?;
     write(&root.join("matrix/v2-check.sh"), V2_CHECK, 0o755)?;
-    write(
-        &root.join("matrix/settings"),
-        &format!("AGENT_WAIT={}\nTEST_TIMEOUT={}\n", times.agent_wait, times.test_timeout),
-        0o644,
-    )?;
-    copy(&kernel.config, &root.join("matrix/config"))?;
-    for module in &kernel.modules {
-        let name = module.file_name().ok_or_else(|| format!("{} names no file", module.display()))?;
-        copy(module, &root.join("matrix/modules").join(name))?;
-    }
-
-    copy_stripped(&binaries.agent, &root.join("usr/bin/kernsight"))?;
     let mut list = String::new();
     if let Ok(tests) = &binaries.tests {
         // The tests start the agent at the path compiled into them; there the guest has the
@@ -71,13 +53,58 @@ pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes
     std::fs::create_dir_all(under(&root, &crate_dir))
         .map_err(|e| format!("mkdir {}: {e}", crate_dir.display()))?;
 
+    pack(dir, &root, kernel)
+}
+
+/// A guest that runs `script` (as /matrix/run.sh, with `settings` in /matrix/settings) and the
+/// static agent, nothing else; returns the archive's path.
+pub fn make_for_script(
+    dir: &Path,
+    kernel: &Kernel,
+    agent: &Path,
+    script: &str,
+    settings: &str,
+) -> Result<PathBuf, String> {
+    let root = guest_root(dir, kernel, agent, script, settings)?;
+    pack(dir, &root, kernel)
+}
+
+/// `dir/root` with what every guest has: busybox, the init, the run script and its settings,
+/// the kernel's configuration and modules, and the agent at /usr/bin/kernsight.
+fn guest_root(
+    dir: &Path,
+    kernel: &Kernel,
+    agent: &Path,
+    script: &str,
+    settings: &str,
+) -> Result<PathBuf, String> {
+    let root = dir.join("root");
+    let _ = std::fs::remove_dir_all(&root);
+    if !super::build::is_static(Path::new(BUSYBOX))? {
+        return Err(format!("{BUSYBOX} is not static: install busybox-static"));
+    }
+    copy(Path::new(BUSYBOX), &root.join("bin/busybox"))?;
+    write(&root.join("init"), INIT, 0o755)?;
+    write(&root.join("matrix/run.sh"), script, 0o755)?;
+    write(&root.join("matrix/settings"), settings, 0o644)?;
+    copy(&kernel.config, &root.join("matrix/config"))?;
+    for module in &kernel.modules {
+        let name = module.file_name().ok_or_else(|| format!("{} names no file", module.display()))?;
+        copy(module, &root.join("matrix/modules").join(name))?;
+    }
+    copy_stripped(agent, &root.join("usr/bin/kernsight"))?;
+    Ok(root)
+}
+
+/// Packs `root` into `dir/initramfs.gz`.
+fn pack(dir: &Path, root: &Path, kernel: &Kernel) -> Result<PathBuf, String> {
     let archive = dir.join("initramfs.gz");
     Step::new(format!("pack the guest's initramfs for {}", kernel.name)).run(
         Command::new("sh")
             .arg("-c")
             .arg("find . | cpio -o -H newc --quiet | gzip -1 > \"$0\"")
             .arg(&archive)
-            .current_dir(&root),
+            .current_dir(root),
     )?;
     Ok(archive)
 }

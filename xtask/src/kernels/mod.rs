@@ -9,6 +9,7 @@ mod build;
 mod download;
 mod guest;
 mod initramfs;
+mod large_node;
 mod plan;
 mod qemu;
 mod report;
@@ -22,12 +23,14 @@ use crate::{process::workspace_root, setup};
 /// `qemu.rs`.
 const PACKAGES: &[&str] = &["cpio", "busybox-static", "binutils"];
 
-const USAGE: &str = "test-kernels [--kernel VERSION]... [--keep] [--timeout SECONDS] [--area-timeout SECONDS]\n\
+const USAGE: &str = "test-kernels [--kernel VERSION]... [--keep] [--timeout SECONDS] [--area-timeout SECONDS] [--large-node]\n\
     boots Debian's 5.10, 6.1 and 6.12 cloud kernels under QEMU and runs the agent and the\n\
     integration tests in each; --kernel runs only the named ones, --keep keeps each guest's\n\
     root, initramfs and output under target/kernel-matrix/, --timeout bounds one guest\n\
     (default 1200 s), --area-timeout one area of the tests in it (default 600 s); the table\n\
-    goes to target/kernel-matrix.md";
+    goes to target/kernel-matrix.md. --large-node instead boots one guest per kernel (default\n\
+    6.1) with 192 possible CPUs and checks the agent's map budget in memory cgroups of the\n\
+    sizes docs/deploy.md gives (xtask/src/kernels/large_node.rs)";
 
 /// Seconds a guest waits for the smoke run's agent to serve (it serves in about 1 s).
 const AGENT_WAIT: u64 = 180;
@@ -35,6 +38,8 @@ const AGENT_WAIT: u64 = 180;
 struct Options {
     kernels: Vec<String>,
     keep: bool,
+    /// The 192-CPU map budget check instead of the matrix.
+    large_node: bool,
     /// QEMU is killed past this: a hung guest cannot hold the matrix (or CI) forever.
     guest_timeout: Duration,
     /// One area of the integration tests is killed past this inside the guest, so that one hung
@@ -47,6 +52,7 @@ impl Options {
         let mut options = Self {
             kernels: Vec::new(),
             keep: false,
+            large_node: false,
             guest_timeout: Duration::from_secs(1200),
             area_timeout: Duration::from_secs(600),
         };
@@ -56,6 +62,7 @@ impl Options {
             match arg.as_str() {
                 "--kernel" => options.kernels.push(value("--kernel")?),
                 "--keep" => options.keep = true,
+                "--large-node" => options.large_node = true,
                 "--timeout" => options.guest_timeout = seconds("--timeout", &value("--timeout")?)?,
                 "--area-timeout" => {
                     options.area_timeout = seconds("--area-timeout", &value("--area-timeout")?)?
@@ -82,6 +89,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let started = Instant::now();
     setup::debian_packages(PACKAGES, false)?;
     qemu::qemu()?;
+    if options.large_node {
+        return large_node::run(&options.kernels, options.guest_timeout);
+    }
     let sources = download::KERNELS
         .iter()
         .filter(|k| options.kernels.is_empty() || options.kernels.iter().any(|n| n == k.name));
@@ -103,7 +113,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         let initramfs = initramfs::make(&dir, kernel, &binaries, &times)?;
         eprintln!("xtask: boot {} ({}) under QEMU (TCG)", kernel.name, kernel.release);
-        let run = guest::boot(&dir, &kernel.vmlinuz, &initramfs, options.guest_timeout)?;
+        let run = guest::boot(&dir, &kernel.vmlinuz, &initramfs, options.guest_timeout, guest::SMP)?;
         let result = report::KernelResult {
             kernel: kernel.name,
             package: kernel.package.clone(),

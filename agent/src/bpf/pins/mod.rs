@@ -59,8 +59,13 @@ pub const LOCK_NAME: &str = "lock";
 pub enum PinError {
     #[error(transparent)]
     Unsafe(#[from] UnsafeDir),
-    #[error("{path} is not on a bpf filesystem: set bpf.pin_dir to a directory under the bpffs mount")]
-    NotBpffs { path: PathBuf },
+    #[error(
+        "{path} is a directory on {found}, not on a bpf filesystem: maps cannot be pinned there. \
+         In a pod, the kubelet created the hostPath directory where the node has no bpffs: mount \
+         bpffs at /sys/fs/bpf on the node (`mount -t bpf bpf /sys/fs/bpf`; systemd does at boot), \
+         then restart the pod; elsewhere set bpf.pin_dir to a directory under a bpffs mount"
+    )]
+    NotBpffs { path: PathBuf, found: &'static str },
     #[error("another kernsight process holds {path}")]
     Busy { path: PathBuf },
     #[error("cannot lock {path}: {errno}; remove it (`rm -r {path}`) and start kernsight again")]
@@ -88,8 +93,8 @@ impl Pins {
     /// `base/v<layout>`, removing whatever sits at a pin path and is not a pinned object.
     pub fn open(base: &Path) -> Result<Self, PinError> {
         let base = SecureDir::open_path(base)?;
-        if !is_bpffs(&base) {
-            return Err(PinError::NotBpffs { path: base.path().to_owned() });
+        if let Some(found) = not_bpffs(&base) {
+            return Err(PinError::NotBpffs { path: base.path().to_owned(), found });
         }
         let lock = lock(&base)?;
         let current = format!("v{MAP_LAYOUT_VERSION}");
@@ -223,9 +228,30 @@ fn other_versions(base: &SecureDir, current: &str) -> Result<Vec<std::ffi::OsStr
         .collect())
 }
 
-fn is_bpffs(dir: &SecureDir) -> bool {
-    nix::sys::statfs::fstatfs(dir.fd().as_fd())
-        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
+/// `None` if `dir` is on bpffs, else the name of the filesystem it is on (for the message: a
+/// hostPath directory the kubelet made on a node without bpffs is on the root filesystem).
+fn not_bpffs(dir: &SecureDir) -> Option<&'static str> {
+    use nix::sys::statfs::{
+        BPF_FS_MAGIC, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC, SYSFS_MAGIC, TMPFS_MAGIC,
+        fstatfs,
+    };
+    let Ok(fs) = fstatfs(dir.fd().as_fd()) else { return Some("a filesystem that cannot be identified") };
+    if fs.filesystem_type() == BPF_FS_MAGIC {
+        return None;
+    }
+    let names = [
+        (TMPFS_MAGIC, "tmpfs"),
+        (EXT4_SUPER_MAGIC, "ext2/3/4"),
+        (BTRFS_SUPER_MAGIC, "btrfs"),
+        (OVERLAYFS_SUPER_MAGIC, "overlayfs"),
+        (SYSFS_MAGIC, "sysfs"),
+    ];
+    Some(
+        names
+            .iter()
+            .find(|(magic, _)| *magic == fs.filesystem_type())
+            .map_or("another filesystem", |(_, n)| n),
+    )
 }
 
 fn lock(base: &SecureDir) -> Result<OwnedFd, PinError> {
