@@ -40,7 +40,7 @@ def check_daemonset(name, ds):
     if {"operator": "Exists"} not in pod.get("tolerations", []):
         fail(name, "the agent must tolerate every taint")
     if pod.get("automountServiceAccountToken") is not False:
-        fail(name, "automountServiceAccountToken must be false (only kube-rbac-proxy gets a token, by volume)")
+        fail(name, "automountServiceAccountToken must be false (a token only by volume, where needed)")
     containers = {c["name"]: c for c in pod["containers"]}
     container = containers.get("kernsight") or fail(name, "no container named kernsight")
     sc = container["securityContext"]
@@ -117,11 +117,17 @@ PROXY_RULES = [
     {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
 ]
 READER_RULES = [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+# kubernetesApi.watchPods: the node's pods and the owners of their owners.
+WATCH_RULES = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
+]
 
 
 def check_cluster_role(name, role):
     rules = role["rules"]
-    if rules in (PROXY_RULES, READER_RULES):
+    if rules in (PROXY_RULES, READER_RULES, WATCH_RULES):
         return
     for rule in rules:
         groups, resources, verbs = AGENT_RULE
