@@ -405,3 +405,43 @@ fn a_hostile_api_cannot_grow_the_store_or_the_buffers() {
     let watches: Vec<String> = server.requests().into_iter().filter(|r| r.contains("watch=true")).collect();
     assert!(watches[1].contains("resourceVersion=12"), "resumed after the last event it read: {watches:#?}");
 }
+
+/// `metadata.kubeconfig`: the client takes the server (and namespace) from a kubeconfig file, as
+/// for an agent run outside a pod; a missing file is an error that names it.
+#[test]
+fn the_client_reads_a_kubeconfig() {
+    let server = ApiServer::start(vec![
+        (
+            "get /api/v1/pods",
+            vec![pod_list("7", vec![pod("db-0", "5", Some(("StatefulSet", "db")), json!({}))])],
+        ),
+        ("watch /api/v1/pods", vec![Answer::Stream(vec![], End::Hold)]),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\nclusters:\n- name: recorded\n  cluster:\n    server: {}\n\
+             contexts:\n- name: test\n  context:\n    cluster: recorded\n    user: agent\nusers:\n- name: agent\n  user:\n    token: not-a-secret\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let store = Arc::new(PodStore::new(16));
+    block_on(async {
+        let client = api::client("", &kubeconfig).await.unwrap();
+        let task = tokio::spawn(PodWatch::new(client, NODE, store.clone(), 16).run());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while store.owner("uid-db-0").is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "requests: {:#?}", server.requests());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+        let missing =
+            api::client("", &dir.path().join("nope")).await.err().expect("no such file").to_string();
+        assert!(missing.contains("cannot read the kubeconfig") && missing.contains("nope"), "{missing}");
+    });
+    assert_eq!(store.owner("uid-db-0"), owner("StatefulSet", "db"));
+    assert!(server.requests()[0].contains("fieldSelector=spec.nodeName=node-1"));
+}
