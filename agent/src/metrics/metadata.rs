@@ -97,7 +97,7 @@ impl Collector for MetadataCollector {
         )?;
         encode_counters(
             &mut encoder,
-            "kernsight_workload_owner_source_total",
+            "kernsight_workload_owner_source",
             "Owners given to containers, by source: api (the pod watch of metadata.api_watch, including \
              corrections of owners first taken from labels) or cri (the labels kubelet copies into the sandbox: \
              the watch is off, the API does not know the pod yet, or is unreachable)",

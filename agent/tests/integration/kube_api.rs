@@ -445,3 +445,85 @@ fn the_client_reads_a_kubeconfig() {
     assert_eq!(store.owner("uid-db-0"), owner("StatefulSet", "db"));
     assert!(server.requests()[0].contains("fieldSelector=spec.nodeName=node-1"));
 }
+
+/// The agent with `metadata.api_watch` on a node whose pods run through containerd's CRI: the pod
+/// the recorded API knows gets the API's owner, though its sandbox labels imitate a Deployment's
+/// pod; the pod the API does not know falls back to its labels; both are counted by source.
+#[test]
+fn the_agent_takes_owners_from_the_api_and_labels_for_pods_it_does_not_know() {
+    if !crate::support::privileged() {
+        return;
+    }
+    let _serial = crate::support::serial();
+    let containerd = crate::support::containerd::Containerd::start();
+    let known_uid = "00000000-0000-0000-0000-00000000a001";
+    let mut known = pod("imitator-7d4b9c8f6d-abcde", "9", Some(("StatefulSet", "real")), json!({}));
+    known["metadata"]["uid"] = json!(known_uid);
+    let server = ApiServer::start(vec![
+        ("get /api/v1/pods", vec![pod_list("10", vec![known])]),
+        ("watch /api/v1/pods", vec![Answer::Stream(vec![], End::Hold)]),
+    ]);
+    // The syscall family is off: the containers are met by the posture collector, and the pod
+    // watch needs nothing else of the kernel side.
+    let (_dir, config) = crate::support::config_file(&format!(
+        "[syscalls]\nenabled = false\n[metadata]\ncri_socket = \"{}\"\napi_watch = true\napi_server = \"{}\"\n",
+        crate::support::path_str(containerd.socket()),
+        server.url()
+    ));
+    let agent = crate::support::Agent::start_with_env(
+        &["--config", crate::support::path_str(&config)],
+        &[("NODE_NAME", NODE)],
+    );
+    let hash = [("pod-template-hash", "7d4b9c8f6d")];
+    let _known = containerd.run_pod_with(
+        "imitator-7d4b9c8f6d-abcde",
+        "shop",
+        known_uid,
+        "main",
+        &["/bin/sh", "-c", "sleep 600"],
+        &hash,
+        &[],
+    );
+    let _unknown = containerd.run_pod_with(
+        "web-7d4b9c8f6d-q8w7e",
+        "shop",
+        "00000000-0000-0000-0000-00000000a002",
+        "main",
+        &["/bin/sh", "-c", "sleep 600"],
+        &hash,
+        &[],
+    );
+    let info = |pod: &'static str, kind: &'static str, workload: &'static str| {
+        [("namespace", "shop"), ("pod", pod), ("workload_kind", kind), ("workload", workload), ("node", NODE)]
+    };
+    let samples = agent.scrape_until(Duration::from_secs(60), |samples| {
+        let api = crate::support::value(
+            samples,
+            "kernsight_pod_info",
+            &info("imitator-7d4b9c8f6d-abcde", "StatefulSet", "real"),
+        );
+        let labels = crate::support::value(
+            samples,
+            "kernsight_pod_info",
+            &info("web-7d4b9c8f6d-q8w7e", "Deployment", "web"),
+        );
+        if api == 1.0 && labels == 1.0 {
+            Ok(())
+        } else {
+            Err(format!("pod_info: api {api}, labels {labels}"))
+        }
+    });
+    let value = |name: &str, labels: &[(&str, &str)]| crate::support::value(&samples, name, labels);
+    assert!(value("kernsight_workload_owner_source_total", &[("source", "api")]) >= 1.0);
+    assert!(value("kernsight_workload_owner_source_total", &[("source", "cri")]) >= 1.0);
+    assert!(
+        value("kernsight_kubernetes_api_requests_total", &[("request", "list"), ("result", "ok")]) >= 1.0
+    );
+    assert_eq!(value("kernsight_kubernetes_api_pods", &[]), 1.0);
+    assert_eq!(
+        value("kernsight_pod_info", &info("imitator-7d4b9c8f6d-abcde", "Deployment", "imitator")),
+        0.0,
+        "the labels' guess is not exported beside the API's owner"
+    );
+    assert!(server.requests()[0].contains("fieldSelector=spec.nodeName=node-1"));
+}
