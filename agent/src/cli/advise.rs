@@ -87,34 +87,27 @@ impl Common {
         Ok(observed)
     }
 
-    /// The capabilities the target holds (effective sets), where it is a container or pod.
+    /// The capabilities the target holds (effective sets), where it is a container, a pod or a
+    /// workload.
     fn held(&self, target: &Target) -> anyhow::Result<Option<u64>> {
         let proc_root = posture::proc_root();
-        Ok(match target {
-            Target::Container(name) => Some(posture::find(&proc_root, name)?.effective),
-            Target::Pod { .. } | Target::Workload { .. } => {
-                let running = match target {
-                    Target::Pod { namespace, name } => {
-                        target::pod_containers(namespace, name, &self.cri_socket())
-                    }
-                    Target::Workload { namespace, name } => {
-                        target::workload_containers(namespace.as_deref(), name, &self.cri_socket())
-                    }
-                    _ => return Ok(None),
-                };
-                let ids: Vec<String> = match running {
-                    Ok(running) => running.into_iter().map(|c| c.id).collect(),
-                    Err(_) => return Ok(None), // no CRI here: the agent's labels named the pods
-                };
-                Some(
-                    posture::all(&proc_root)
-                        .iter()
-                        .filter(|c| ids.contains(&c.container_id))
-                        .fold(0, |a, c| a | c.effective),
-                )
+        let running = match target {
+            Target::Container(name) => return Ok(Some(posture::find(&proc_root, name)?.effective)),
+            Target::Cgroup(_) => return Ok(None),
+            Target::Pod { namespace, name } => target::pod_containers(namespace, name, &self.cri_socket()),
+            Target::Workload { namespace, name } => {
+                target::workload_containers(namespace.as_deref(), name, &self.cri_socket())
             }
-            Target::Cgroup(_) => None,
-        })
+        };
+        // No CRI here: the agent's labels named the pods, and what they hold is not known.
+        let Ok(running) = running else { return Ok(None) };
+        let ids: Vec<String> = running.into_iter().map(|c| c.id).collect();
+        Ok(Some(
+            posture::all(&proc_root)
+                .iter()
+                .filter(|c| ids.contains(&c.container_id))
+                .fold(0, |a, c| a | c.effective),
+        ))
     }
 }
 

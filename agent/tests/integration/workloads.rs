@@ -187,14 +187,14 @@ fn containers_carry_the_workload_their_pod_belongs_to() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no running container matches --workload nope"));
 
-    advise_merges_a_workloads_pods(&agent);
+    advise_merges_a_workloads_pods(&agent, path_str(containerd.socket()));
     audit_names_each_containers_workload(&containerd);
 }
 
 /// `advise --workload`: one profile from the syscalls of every container of the Deployment's
 /// two pods, and of no other pod. The agent's counts grow while the test reads them, so the
 /// workload's openat count lies between the sum of its pods' counts read before and after.
-fn advise_merges_a_workloads_pods(agent: &Agent) {
+fn advise_merges_a_workloads_pods(agent: &Agent, cri_socket: &str) {
     use kernsight::advise::{Target, from_agent};
     let address = agent.address.to_string();
     let openat =
@@ -224,6 +224,14 @@ fn advise_merges_a_workloads_pods(agent: &Agent) {
         .flat_map(|rule| rule["names"].as_array().unwrap().iter().filter_map(|n| n.as_str()))
         .collect();
     assert!(union.iter().all(|s| allowed.contains(s.as_str())), "{union:?} not all allowed: {allowed:?}");
+    let out = Command::new(BINARY)
+        .args(["advise", "capabilities", "--workload", "shop/web", "--agent", &address])
+        .args(["--cri-socket", cri_socket])
+        .output()
+        .expect("kernsight advise");
+    let snippet = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(snippet.contains("capabilities of workload shop/web") && snippet.contains("drop:"), "{snippet}");
     let out = Command::new(BINARY)
         .args(["advise", "seccomp", "--workload", "nope", "--agent", &address])
         .output()
