@@ -121,7 +121,7 @@ def check_daemonset(name, ds, docs, unconfined):
     if {"operator": "Exists"} not in pod.get("tolerations", []):
         fail(name, "the agent must tolerate every taint")
     if pod.get("automountServiceAccountToken") is not False:
-        fail(name, "automountServiceAccountToken must be false (only kube-rbac-proxy gets a token, by volume)")
+        fail(name, "automountServiceAccountToken must be false (a token only by volume, where needed)")
     containers = {c["name"]: c for c in pod["containers"]}
     container = containers.get("kernsight") or fail(name, "no container named kernsight")
     sc = container["securityContext"]
@@ -204,6 +204,12 @@ PROXY_RULES = [
     {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
 ]
 READER_RULES = [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+# kubernetesApi.watchPods: the node's pods and the owners of their owners.
+WATCH_RULES = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
+]
 
 
 def check_rbac(manifest, docs):
@@ -220,7 +226,7 @@ def check_rbac(manifest, docs):
         if any(d["kind"] == kind for d in docs):
             fail(manifest, f"a {kind}: the agent needs none")
     for role, rules in roles.items():
-        if rules not in ((PROXY_RULES, READER_RULES) if proxy else ()):
+        if rules != WATCH_RULES and rules not in ((PROXY_RULES, READER_RULES) if proxy else ()):
             fail(manifest, f"ClusterRole/{role} granted: only kube-rbac-proxy's roles, in proxy mode")
     for binding in (d for d in docs if d["kind"] == "ClusterRoleBinding"):
         if binding["roleRef"]["name"] not in roles:

@@ -48,6 +48,7 @@ helm lint --strict "$deploy/helm/kernsight"
 helm lint --strict "$deploy/helm/kernsight" \
     --set serviceMonitor.enabled=true,podMonitor.enabled=true,prometheusRule.enabled=true
 helm lint --strict "$deploy/helm/kernsight" --set web.mode=proxy,serviceMonitor.enabled=true
+helm lint --strict "$deploy/helm/kernsight" --set kubernetesApi.watchPods=true
 
 step "the chart refuses a metrics port without authentication"
 if helm template kernsight "$deploy/helm/kernsight" --set web.tls.clientAuthType=NoClientCert >/dev/null 2>&1; then
@@ -77,6 +78,15 @@ helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
     --set config.network.cgroup_traffic=false >"$out/helm-tc-only.yaml"
 helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
     --set seccompProfile.type=Unconfined >"$out/helm-unconfined.yaml"
+# The pod watch: its ClusterRole and the agent's token, with the agent alone and behind the proxy.
+helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
+    --set kubernetesApi.watchPods=true >"$out/helm-api-watch.yaml"
+helm template kernsight "$deploy/helm/kernsight" --namespace kernsight \
+    --set kubernetesApi.watchPods=true,web.mode=proxy >"$out/helm-api-watch-proxy.yaml"
+if grep -q "api-watch" "$out/helm-default.yaml"; then
+    echo "deploy/test.sh: the pod watch's ClusterRole is rendered without kubernetesApi.watchPods" >&2
+    exit 1
+fi
 kubectl kustomize "$deploy/kubernetes" >"$out/kustomize.yaml"
 kubectl kustomize "$deploy/kubernetes-proxy" >"$out/kustomize-proxy.yaml"
 
@@ -84,6 +94,7 @@ step "kubernetes-validate (Kubernetes $k8s_version, strict), monitoring.coreos.c
 python3 "$deploy/check_manifests.py" "$k8s_version" "$out" \
     "$out/helm-default.yaml" "$out/helm-monitors.yaml" "$out/helm-cert-manager.yaml" "$out/helm-proxy.yaml" \
     "$out/helm-no-network.yaml" "$out/helm-tc-only.yaml" "$out/helm-unconfined.yaml:unconfined" \
+    "$out/helm-api-watch.yaml" "$out/helm-api-watch-proxy.yaml" \
     "$out/kustomize.yaml" "$out/kustomize-proxy.yaml"
 step "check_manifests.py refuses the privileges it guards against"
 # refused SED WHY: the kustomize manifests edited with SED fail, for the reason WHY.

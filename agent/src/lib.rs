@@ -17,6 +17,7 @@ pub mod label_filter;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
+pub mod pod_labels;
 pub mod posture;
 pub mod terminal;
 pub mod top;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks the Grafana dashboard: valid JSON, every panel and query on the ${datasource} variable,
-the node/namespace/pod variables present, and every metric a query names either documented in
-docs/metrics.md or recorded by the rules (no invented names).
+the node/namespace/pod/workload variables present, every metric a query names either documented
+in docs/metrics.md or recorded by the rules (no invented names), and every workload-level
+recording rule (namespace_workload:...) shown by a panel.
 
 usage: check_dashboard.py DASHBOARD.json docs/metrics.md deploy/prometheus/rules.yaml
 """
@@ -24,11 +25,12 @@ def main():
         recorded = {r["record"] for g in yaml.safe_load(f)["groups"] for r in g["rules"] if "record" in r}
 
     variables = {v["name"] for v in dashboard["templating"]["list"]}
-    missing = {"datasource", "node", "namespace", "pod"} - variables
+    missing = {"datasource", "node", "namespace", "pod", "workload"} - variables
     if missing:
         sys.exit(f"check_dashboard: template variables missing: {sorted(missing)}")
 
     queries = 0
+    named = set()
     for panel in dashboard["panels"]:
         if panel["type"] == "row":
             continue
@@ -39,12 +41,16 @@ def main():
         for target in panel["targets"]:
             queries += 1
             for name in re.findall(r"[a-z_:]*kernsight_[a-z0-9_:]+", target["expr"]):
+                named.add(name)
                 base = name
                 for suffix in HISTOGRAM_SUFFIXES:
                     if name.endswith(suffix) and name[: -len(suffix)] in documented:
                         base = name[: -len(suffix)]
                 if base not in documented and base not in recorded:
                     sys.exit(f"check_dashboard: {title}: {name} is neither in docs/metrics.md nor recorded")
+    unshown = sorted(r for r in recorded if r.startswith("namespace_workload:") and r not in named)
+    if unshown:
+        sys.exit(f"check_dashboard: workload-level rules no panel shows: {unshown}")
     print(f"check_dashboard: {len(dashboard['panels'])} panels, {queries} queries valid", file=sys.stderr)
 
 

@@ -78,6 +78,15 @@ pub fn from_agent(address: &str, target: &Target) -> Result<Observed, AdviseErro
             let path = path.clone();
             Box::new(move |labels| labels.get("cgroup") == Some(&path))
         }
+        // Every container of every pod of the workload: their syscalls add up to one profile.
+        Target::Workload { namespace, name } => {
+            let (namespace, name) = (namespace.clone(), name.clone());
+            Box::new(move |labels| {
+                labels.get("workload") == Some(&name)
+                    && labels.get("workload_kind").is_some_and(|kind| !kind.is_empty())
+                    && namespace.as_ref().is_none_or(|n| labels.get("namespace") == Some(n))
+            })
+        }
     };
     let samples = client::parse(&client::fetch(address).map_err(AdviseError::Agent)?);
     let mut observed =

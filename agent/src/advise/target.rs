@@ -8,6 +8,10 @@ use std::{
 
 use crate::{
     kernel::cgroupfs::{Hierarchies, V1_CGROUP_ID_BIT},
+    metadata::{
+        cri::{self, CriContainer},
+        owner,
+    },
     posture::{self, FindError},
 };
 
@@ -21,6 +25,12 @@ pub enum Target {
     },
     /// A cgroup path as kernsight labels host processes (`/system.slice/x.service`).
     Cgroup(String),
+    /// The pods of a workload (a Deployment's, StatefulSet's, ... name as the `workload` label
+    /// has it), in one namespace or in any.
+    Workload {
+        namespace: Option<String>,
+        name: String,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -29,6 +39,8 @@ impl std::fmt::Display for Target {
             Self::Container(c) => write!(f, "container {c}"),
             Self::Pod { namespace, name } => write!(f, "pod {namespace}/{name}"),
             Self::Cgroup(path) => write!(f, "cgroup {path}"),
+            Self::Workload { namespace: Some(namespace), name } => write!(f, "workload {namespace}/{name}"),
+            Self::Workload { namespace: None, name } => write!(f, "workload {name}"),
         }
     }
 }
@@ -39,15 +51,29 @@ pub enum TargetError {
     Container(#[from] FindError),
     #[error("`{0}` is not a pod: write NAMESPACE/NAME")]
     PodSyntax(String),
+    #[error("`{0}` is not a workload: write NAME or NAMESPACE/NAME")]
+    WorkloadSyntax(String),
     #[error("cgroup {path} does not exist under {roots}: give a path as kernsight's `cgroup` label shows it")]
     NoCgroup { path: String, roots: String },
-    #[error("pod {0} has no running container on this node (is the CRI socket right? see --cri-socket)")]
+    #[error("{0} has no running container on this node (is the CRI socket right? see --cri-socket)")]
     NoPod(String),
-    #[error("cannot ask the CRI for pod {pod}: {why}")]
+    #[error("cannot ask the CRI for {pod}: {why}")]
     Cri { pod: String, why: String },
 }
 
 impl Target {
+    /// `NAME` (any namespace) or `NAMESPACE/NAME`.
+    pub fn workload(text: &str) -> Result<Self, TargetError> {
+        let (namespace, name) = match text.split_once('/') {
+            Some((namespace, name)) => (Some(namespace), name),
+            None => (None, text),
+        };
+        if name.is_empty() || name.contains('/') || namespace.is_some_and(str::is_empty) {
+            return Err(TargetError::WorkloadSyntax(text.to_owned()));
+        }
+        Ok(Self::Workload { namespace: namespace.map(str::to_owned), name: name.to_owned() })
+    }
+
     pub fn pod(text: &str) -> Result<Self, TargetError> {
         match text.split_once('/') {
             Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
@@ -90,23 +116,39 @@ pub fn cgroup_id(hierarchies: &Hierarchies, path: &str) -> Result<u64, TargetErr
     })
 }
 
-/// The ids of the running containers of a pod, through the CRI socket.
+/// The running containers of a pod, through the CRI socket.
 pub fn pod_containers(namespace: &str, name: &str, socket: &Path) -> Result<Vec<Running>, TargetError> {
-    use crate::metadata::cri::CriClient;
-    let pod = format!("{namespace}/{name}");
-    let cri_error = |why: String| TargetError::Cri { pod: pod.clone(), why };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| cri_error(e.to_string()))?;
-    let listed = runtime.block_on(async {
-        let mut client = CriClient::connect(socket, std::time::Duration::from_secs(5)).await?;
-        client.containers().await
-    });
-    let listed = listed.map_err(|e| cri_error(e.to_string()))?;
+    let pod = Target::Pod { namespace: namespace.to_owned(), name: name.to_owned() };
+    cri_containers(&pod, socket, |c| c.pod_namespace == namespace && c.pod_name == name)
+}
+
+/// The running containers of every pod of a workload (the owner `owner::owner` names from the
+/// CRI's labels, as the agent's `workload` label has it), through the CRI socket.
+pub fn workload_containers(
+    namespace: Option<&str>,
+    name: &str,
+    socket: &Path,
+) -> Result<Vec<Running>, TargetError> {
+    let workload = Target::Workload { namespace: namespace.map(str::to_owned), name: name.to_owned() };
+    // Static pods are named by the node (NODE_NAME) in the agent's labels too.
+    let node = std::env::var("NODE_NAME").unwrap_or_default();
+    cri_containers(&workload, socket, |c| {
+        namespace.is_none_or(|n| c.pod_namespace == n)
+            && owner::owner(&c.pod_name, &c.pod_labels, &c.pod_config_source, &node).name == name
+    })
+}
+
+/// The running containers (not sandboxes) the CRI lists that `wanted` keeps.
+fn cri_containers(
+    target: &Target,
+    socket: &Path,
+    wanted: impl Fn(&CriContainer) -> bool,
+) -> Result<Vec<Running>, TargetError> {
+    let listed = cri::list_blocking(socket, std::time::Duration::from_secs(5))
+        .map_err(|why| TargetError::Cri { pod: target.to_string(), why })?;
     let ids: Vec<String> = listed
         .into_iter()
-        .filter(|c| c.pod_namespace == namespace && c.pod_name == name && !c.container_name.is_empty())
+        .filter(|c| !c.container_name.is_empty() && wanted(c))
         .map(|c| c.container_id)
         .collect();
     let running: Vec<Running> = posture::all(&posture::proc_root())
@@ -114,5 +156,5 @@ pub fn pod_containers(namespace: &str, name: &str, socket: &Path) -> Result<Vec<
         .filter(|c| ids.contains(&c.container_id))
         .map(|c| Running { id: c.container_id, name: c.name, cgroup: c.cgroup })
         .collect();
-    if running.is_empty() { Err(TargetError::NoPod(pod)) } else { Ok(running) }
+    if running.is_empty() { Err(TargetError::NoPod(target.to_string())) } else { Ok(running) }
 }

@@ -71,6 +71,12 @@ pub fn observe(target: &Target, window: Duration, cri_socket: &Path) -> Result<O
             .iter()
             .map(|c| target::cgroup_id(&hierarchies, &c.cgroup))
             .collect::<Result<_, _>>()?,
+        Target::Workload { namespace, name } => {
+            target::workload_containers(namespace.as_deref(), name, cri_socket)?
+                .iter()
+                .map(|c| target::cgroup_id(&hierarchies, &c.cgroup))
+                .collect::<Result<_, _>>()?
+        }
     };
     let mut observed = Observed { source: format!("the {window:?} window"), ..Observed::default() };
     let (calls, _) = syscalls.read_calls();

@@ -1,4 +1,5 @@
-//! `kernsight advise seccomp|capabilities (--container ID | --pod NS/NAME | --cgroup PATH)
+//! `kernsight advise seccomp|capabilities (--container ID | --pod NS/NAME | --workload [NS/]NAME |
+//! --cgroup PATH)
 //! [--for DURATION]`: least-privilege settings from what the workload was seen doing.
 
 use std::{io::Write as _, path::PathBuf};
@@ -26,7 +27,7 @@ enum What {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["container", "pod", "cgroup"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["container", "pod", "workload", "cgroup"])))]
 struct Common {
     /// A running container: its id, the id's first characters, or its name.
     #[arg(long)]
@@ -35,6 +36,11 @@ struct Common {
     /// --for, by the agent's labels otherwise).
     #[arg(long)]
     pod: Option<String>,
+    /// A workload, as NAME or NAMESPACE/NAME (the `workload` label: a Deployment's,
+    /// StatefulSet's, ... name): one profile for all its pods' containers, the union of their
+    /// syscalls.
+    #[arg(long)]
+    workload: Option<String>,
     /// A cgroup path as the `cgroup` label shows it (host processes).
     #[arg(long)]
     cgroup: Option<String>,
@@ -51,10 +57,11 @@ struct Common {
 
 impl Common {
     fn target(&self) -> Result<Target, target::TargetError> {
-        match (&self.container, &self.pod, &self.cgroup) {
-            (Some(container), _, _) => Ok(Target::Container(container.clone())),
-            (_, Some(pod), _) => Target::pod(pod),
-            (_, _, Some(cgroup)) => Ok(Target::Cgroup(cgroup.clone())),
+        match (&self.container, &self.pod, &self.workload, &self.cgroup) {
+            (Some(container), ..) => Ok(Target::Container(container.clone())),
+            (_, Some(pod), ..) => Target::pod(pod),
+            (_, _, Some(workload), _) => Target::workload(workload),
+            (.., Some(cgroup)) => Ok(Target::Cgroup(cgroup.clone())),
             // clap's group makes one of them required.
             _ => Err(target::TargetError::PodSyntax(String::new())),
         }
@@ -80,25 +87,27 @@ impl Common {
         Ok(observed)
     }
 
-    /// The capabilities the target holds (effective sets), where it is a container or pod.
+    /// The capabilities the target holds (effective sets), where it is a container, a pod or a
+    /// workload.
     fn held(&self, target: &Target) -> anyhow::Result<Option<u64>> {
         let proc_root = posture::proc_root();
-        Ok(match target {
-            Target::Container(name) => Some(posture::find(&proc_root, name)?.effective),
-            Target::Pod { namespace, name } => {
-                let ids: Vec<String> = match target::pod_containers(namespace, name, &self.cri_socket()) {
-                    Ok(running) => running.into_iter().map(|c| c.id).collect(),
-                    Err(_) => return Ok(None), // no CRI here: the agent's labels named the pod
-                };
-                Some(
-                    posture::all(&proc_root)
-                        .iter()
-                        .filter(|c| ids.contains(&c.container_id))
-                        .fold(0, |a, c| a | c.effective),
-                )
+        let running = match target {
+            Target::Container(name) => return Ok(Some(posture::find(&proc_root, name)?.effective)),
+            Target::Cgroup(_) => return Ok(None),
+            Target::Pod { namespace, name } => target::pod_containers(namespace, name, &self.cri_socket()),
+            Target::Workload { namespace, name } => {
+                target::workload_containers(namespace.as_deref(), name, &self.cri_socket())
             }
-            Target::Cgroup(_) => None,
-        })
+        };
+        // No CRI here: the agent's labels named the pods, and what they hold is not known.
+        let Ok(running) = running else { return Ok(None) };
+        let ids: Vec<String> = running.into_iter().map(|c| c.id).collect();
+        Ok(Some(
+            posture::all(&proc_root)
+                .iter()
+                .filter(|c| ids.contains(&c.container_id))
+                .fold(0, |a, c| a | c.effective),
+        ))
     }
 }
 

@@ -20,6 +20,7 @@ use crate::{
     kernel::{cgroupfs, preflight},
     logging,
     metadata::{
+        api::{self, store::PodStore, watch::PodWatch},
         cgroups::{self as cgroup_index, Tracker},
         identity::Resolver,
         lookup,
@@ -54,6 +55,15 @@ pub struct RunArgs {
     /// Measure per-syscall latency (kernsight_syscall_duration_seconds).
     #[arg(long, env = "KERNSIGHT_SYSCALL_LATENCY")]
     syscall_latency: Option<bool>,
+    /// Watch this node's pods in the Kubernetes API for exact owners (metadata.api_watch).
+    #[arg(long, env = "KERNSIGHT_API_WATCH")]
+    api_watch: Option<bool>,
+    /// The Kubernetes API server's URL (metadata.api_server).
+    #[arg(long, env = "KERNSIGHT_API_SERVER")]
+    api_server: Option<String>,
+    /// A kubeconfig for the Kubernetes API (metadata.kubeconfig).
+    #[arg(long, env = "KERNSIGHT_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
     /// Where to pin the in-kernel counters (bpffs); an empty value does not pin them.
     #[arg(long, env = "KERNSIGHT_PIN_DIR", value_parser = crate::cli::path_or_empty())]
     pin_dir: Option<PathBuf>,
@@ -87,7 +97,39 @@ impl RunArgs {
         if let Some(dir) = &self.pin_dir {
             config.bpf.pin_dir.clone_from(dir);
         }
+        if let Some(watch) = self.api_watch {
+            config.metadata.api_watch = watch;
+        }
+        if let Some(server) = &self.api_server {
+            config.metadata.api_server.clone_from(server);
+        }
+        if let Some(kubeconfig) = &self.kubeconfig {
+            config.metadata.kubeconfig.clone_from(kubeconfig);
+        }
         Ok(config)
+    }
+}
+
+/// Starts the pod watch (`metadata.api_watch`); where it cannot start, says why and leaves the
+/// owners to the CRI's labels.
+async fn start_api_watch(config: &Config, resolver: &Arc<Resolver>) {
+    let node = resolver.node().to_owned();
+    if node.is_empty() {
+        warn!(
+            "metadata.api_watch is on but NODE_NAME is not set (the chart sets it from spec.nodeName): owners come from the CRI's labels"
+        );
+        return;
+    }
+    let metadata = &config.metadata;
+    match api::client(&metadata.api_server, &metadata.kubeconfig).await {
+        Ok(client) => {
+            let store = Arc::new(PodStore::new(metadata.api_max_pods));
+            resolver.use_api_pods(store.clone());
+            let watch =
+                PodWatch::new(client, &node, store, metadata.api_max_pods).with_resolver(resolver.clone());
+            tokio::spawn(watch.run());
+        }
+        Err(err) => warn!("metadata.api_watch: {err}: owners come from the CRI's labels"),
     }
 }
 
@@ -182,6 +224,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let cri_sockets =
         lookup::CriSockets::new(&config.metadata.cri_socket, &config.metadata.cri_socket_candidates);
+    if config.metadata.api_watch {
+        start_api_watch(&config, &resolver).await;
+    }
     tokio::spawn(lookup::run(resolver.clone(), cri_sockets));
     let kills = Arc::new(OomKills::default());
     if let Some(events) = oom_events {

@@ -125,7 +125,8 @@ enum InKernel {
 }
 
 /// Fields a count by (cgroup, syscall) can be grouped by.
-const CGROUP_KEYS: [&str; 5] = ["cgroup", "cgroup_id", "container", "pod", "namespace"];
+const CGROUP_KEYS: [&str; 8] =
+    ["cgroup", "cgroup_id", "container", "pod", "namespace", "workload_kind", "workload", "node"];
 
 /// `kernel`: the aggregation made in the kernel, if any.
 fn plan(args: &TraceArgs, kernel: Option<InKernel>) -> anyhow::Result<Plan> {
@@ -311,7 +312,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let resolver = Arc::new(Resolver::new(false, Vec::new(), 4096));
+        let resolver = Arc::new(
+            Resolver::new(false, Vec::new(), 4096).with_node(std::env::var("NODE_NAME").unwrap_or_default()),
+        );
         tokio::spawn(lookup::run(
             resolver.clone(),
             lookup::CriSockets::new(&args.cri_socket.clone().unwrap_or_default(), &cri::default_sockets()),

@@ -207,6 +207,15 @@ pub struct MetadataConfig {
     pub host_scope_exclude: Vec<String>,
     /// Exceptions to `host_scope_exclude` (globs).
     pub host_scope_include: Vec<String>,
+    /// Watch this node's pods in the Kubernetes API for exact owners (needs the chart's
+    /// `kubernetesApi.watchPods` RBAC and `NODE_NAME`).
+    pub api_watch: bool,
+    /// The API server's URL; empty: the kubeconfig below, else the pod's service account.
+    pub api_server: String,
+    /// A kubeconfig file for the API; empty: the pod's service account (in-cluster).
+    pub kubeconfig: PathBuf,
+    /// Pods of the API watch kept in memory (a node runs a few hundred at most).
+    pub api_max_pods: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -308,6 +317,11 @@ impl Config {
             if !(min..=max).contains(&value) {
                 return Err(format!("{key} = {value} is out of range: use {min} to {max}"));
             }
+        }
+        crate::pod_labels::check_pod_labels(&self.metadata.pod_labels)?;
+        let pods = self.metadata.api_max_pods;
+        if !(16..=65_536).contains(&pods) {
+            return Err(format!("metadata.api_max_pods = {pods} is out of range: use 16 to 65536"));
         }
         let runtimes = self.security.runtime_binaries.len();
         let max = kernsight_common::capabilities::MAX_RUNTIME_BINARIES as usize;
@@ -461,6 +475,10 @@ impl Default for MetadataConfig {
             cgroup_lookup_by_handle: true,
             host_scope_exclude: ["/system.slice/*.scope", "/user.slice/*.scope"].map(String::from).to_vec(),
             host_scope_include: Vec::new(),
+            api_watch: false,
+            api_server: String::new(),
+            kubeconfig: PathBuf::new(),
+            api_max_pods: 1024,
         }
     }
 }

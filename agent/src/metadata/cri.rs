@@ -250,6 +250,19 @@ pub fn find_socket(configured: &[PathBuf]) -> Option<PathBuf> {
     search_sockets(&candidates).sockets().next().map(Path::to_path_buf)
 }
 
+/// Every container the runtime at `socket` knows, joined with its pod, from a thread outside
+/// any async runtime (the CLI's one-shot questions). `timeout` bounds the connection and the call.
+pub fn list_blocking(socket: &Path, timeout: Duration) -> Result<Vec<CriContainer>, String> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime
+        .block_on(async {
+            let mut client = CriClient::connect(socket, timeout).await?;
+            client.containers().await
+        })
+        .map_err(|e| e.to_string())
+}
+
 /// A request that also tells the runtime the deadline (`grpc-timeout`), so that it gives up too.
 fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

@@ -6,14 +6,17 @@ use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
     sync::{
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use super::{cgroup_path, owner::Owner};
-use crate::label_filter::LabelFilter;
+use super::{api::store::PodStore, cgroup_path, owner::Owner};
+use crate::{
+    label_filter::LabelFilter,
+    pod_labels::{MAX_POD_LABEL_VALUE_BYTES, label_name},
+};
 
 /// Labels of one workload. Containers have an empty `cgroup`; host processes only a `cgroup`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,6 +44,8 @@ pub struct ContainerInfo {
     pub pod_labels: std::collections::BTreeMap<String, String>,
     /// The pod's owning workload, when a source knows the pod is Kubernetes'.
     pub owner: Owner,
+    /// The pod's UID (from the CRI), to find the pod in the API's list.
+    pub pod_uid: String,
 }
 
 /// Where identities come from, for the self metrics.
@@ -110,6 +115,28 @@ pub struct Resolver {
     host_scopes: LabelFilter,
     /// The node's name (`NODE_NAME`, from the pod spec's `spec.nodeName`); empty if unknown.
     node: String,
+    /// This node's pods as the Kubernetes API knows them, when `metadata.api_watch` is on.
+    api_pods: std::sync::OnceLock<Arc<PodStore>>,
+    /// Owners given to containers, by where they came from: the API, or the CRI's labels.
+    owner_sources: [AtomicU64; 2],
+}
+
+/// Where a container's owner came from (`kernsight_workload_owner_source_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerSource {
+    Api = 0,
+    Cri = 1,
+}
+
+impl OwnerSource {
+    pub const ALL: [OwnerSource; 2] = [OwnerSource::Api, OwnerSource::Cri];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Cri => "cri",
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -131,6 +158,8 @@ impl Resolver {
             docker_root: PathBuf::from("/var/lib/docker"),
             host_scopes: LabelFilter::default(),
             node: String::new(),
+            api_pods: std::sync::OnceLock::new(),
+            owner_sources: Default::default(),
         }
     }
 
@@ -142,6 +171,43 @@ impl Resolver {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Owners are taken from `pods` (the API watch) for the pods it knows.
+    pub fn use_api_pods(&self, pods: Arc<PodStore>) {
+        let _ = self.api_pods.set(pods);
+    }
+
+    pub fn api_pods(&self) -> Option<&Arc<PodStore>> {
+        self.api_pods.get()
+    }
+
+    /// The owner of the pod `pod_uid`: the API's when it knows the pod, else `from_labels()`
+    /// (the CRI's labels); counted by source.
+    pub fn owner_of(&self, pod_uid: &str, from_labels: impl FnOnce() -> Owner) -> Owner {
+        let from_api = self.api_pods().and_then(|pods| pods.owner(pod_uid));
+        let source = if from_api.is_some() { OwnerSource::Api } else { OwnerSource::Cri };
+        self.owner_sources[source as usize].fetch_add(1, Ordering::Relaxed);
+        from_api.unwrap_or_else(from_labels)
+    }
+
+    /// Gives the containers named before the API knew their pod the API's owner (each change
+    /// counted as an owner from the API).
+    pub fn correct_owners(&self, pods: &PodStore) {
+        let mut known = lock(&self.known);
+        for entry in known.values_mut().filter(|k| !k.info.pod_uid.is_empty()) {
+            if let Some(owner) = pods.owner(&entry.info.pod_uid)
+                && owner != entry.info.owner
+            {
+                entry.info.owner = owner;
+                self.owner_sources[OwnerSource::Api as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Owners given so far from `source`.
+    pub fn owners_from(&self, source: OwnerSource) -> u64 {
+        self.owner_sources[source as usize].load(Ordering::Relaxed)
     }
 
     /// Host cgroups left out by `filter` (transient scopes: one per session, `systemd-run`, ...)
@@ -210,7 +276,7 @@ impl Resolver {
             let pod_labels = self
                 .pod_labels
                 .iter()
-                .map(|name| info.pod_labels.get(name).cloned().unwrap_or_default())
+                .map(|name| info.pod_labels.get(name).map(|v| bounded_value(v)).unwrap_or_default())
                 .collect();
             return Workload {
                 namespace: info.namespace.clone(),
@@ -257,8 +323,10 @@ impl Resolver {
             .filter(|k| !k.info.owner.kind.is_empty())
             .map(|k| {
                 let info = &k.info;
-                let labels =
-                    self.pod_labels.iter().map(|name| info.pod_labels.get(name).cloned().unwrap_or_default());
+                let labels = self
+                    .pod_labels
+                    .iter()
+                    .map(|name| info.pod_labels.get(name).map(|v| bounded_value(v)).unwrap_or_default());
                 (info.namespace.clone(), info.pod.clone(), info.owner.clone(), labels.collect())
             })
             .collect();
@@ -290,12 +358,13 @@ impl Resolver {
     }
 }
 
-/// A Prometheus label name for a pod label: `label_` and the name with every character outside
-/// `[a-zA-Z0-9_]` turned into `_`.
-pub fn label_name(pod_label: &str) -> String {
-    let cleaned: String =
-        pod_label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    format!("label_{cleaned}")
+/// `value` cut to [`MAX_POD_LABEL_VALUE_BYTES`] at a character boundary.
+fn bounded_value(value: &str) -> String {
+    let mut end = value.len().min(MAX_POD_LABEL_VALUE_BYTES);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
 }
 
 #[cfg(test)]
@@ -347,6 +416,7 @@ mod tests {
             namespace: "shop".into(),
             pod_labels: [("app".to_owned(), "shop-web".to_owned())].into(),
             owner: Owner { kind: "StatefulSet", name: "web".into() },
+            pod_uid: String::new(),
         };
         assert!(resolver.learn(ID.into(), info.clone()));
         // A second container of the same pod: still one pod.
@@ -369,7 +439,22 @@ mod tests {
         assert_eq!(first.pod_labels, vec![String::new()], "the label exists before the pod is known");
         assert_eq!(resolver.wanted_len(), 0);
         assert_eq!(resolver.pod_label_names(), vec!["label_app".to_owned()]);
-        assert_eq!(label_name("app.kubernetes.io/name"), "label_app_kubernetes_io_name");
+    }
+
+    #[test]
+    fn pod_label_values_are_cut_at_the_kubernetes_bound() {
+        let resolver = Resolver::new(false, vec!["app".into(), "team".into()], 16);
+        let value = format!("{}é", "v".repeat(62));
+        let info = ContainerInfo {
+            pod: "p".into(),
+            pod_labels: [("app".to_owned(), value), ("team".to_owned(), "x".repeat(100_000))].into(),
+            owner: Owner::new("Pod", "p"),
+            ..ContainerInfo::default()
+        };
+        resolver.learn(ID.into(), info);
+        let labels = resolver.workload(&format!("/docker/{ID}")).pod_labels;
+        assert_eq!(labels, vec!["v".repeat(62), "x".repeat(63)], "cut before a split character");
+        assert_eq!(resolver.pods()[0].3, labels);
     }
 
     #[test]

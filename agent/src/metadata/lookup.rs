@@ -133,18 +133,21 @@ async fn lookup_cri(resolver: &Resolver, client: &mut CriClient, wanted: &mut Ve
         }
     };
     for container in containers {
-        let owner = owner::owner(
-            &container.pod_name,
-            &container.pod_labels,
-            &container.pod_config_source,
-            resolver.node(),
-        );
+        let owner = resolver.owner_of(&container.pod_uid, || {
+            owner::owner(
+                &container.pod_name,
+                &container.pod_labels,
+                &container.pod_config_source,
+                resolver.node(),
+            )
+        });
         let info = ContainerInfo {
             container: container.container_name,
             pod: container.pod_name,
             namespace: container.pod_namespace,
             pod_labels: container.pod_labels,
             owner,
+            pod_uid: container.pod_uid,
         };
         resolver.learn(container.container_id, info);
     }

@@ -1,5 +1,6 @@
 //! Who is who: cgroup id → cgroup path → container → pod.
 
+pub mod api;
 pub mod cgroup_path;
 pub mod cgroups;
 pub mod cri;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 /// The label every ReplicaSet (so every Deployment) puts on its pods.
-const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 /// StatefulSets and DaemonSets put it on their pods.
 const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
 const STATEFULSET_POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
@@ -27,7 +27,7 @@ pub struct Owner {
 }
 
 impl Owner {
-    fn new(kind: &'static str, name: &str) -> Self {
+    pub fn new(kind: &'static str, name: &str) -> Self {
         Self { kind, name: name.to_owned() }
     }
 }
@@ -43,26 +43,11 @@ pub fn owner(pod: &str, labels: &BTreeMap<String, String>, config_source: &str, 
         return Owner::new("StaticPod", name);
     }
     if let Some(job) = JOB_NAME.iter().find_map(|key| label(key)) {
-        // A CronJob names its Jobs `<cronjob>-<scheduled time in minutes since the epoch>`.
-        return match job.rsplit_once('-') {
-            Some((cronjob, minutes))
-                if !cronjob.is_empty()
-                    && minutes.len() >= 8
-                    && minutes.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                Owner::new("CronJob", cronjob)
-            }
-            _ => Owner::new("Job", job),
-        };
+        return job_owner(job);
     }
     if let Some(hash) = label(POD_TEMPLATE_HASH) {
-        // `<deployment>-<hash>-<5 random characters>`; a ReplicaSet made by hand has no hash in
-        // its name.
-        let replicaset = without_last_segment(pod);
-        return match replicaset.strip_suffix(hash).and_then(|rest| rest.strip_suffix('-')) {
-            Some(deployment) if !deployment.is_empty() => Owner::new("Deployment", deployment),
-            _ => Owner::new("ReplicaSet", replicaset),
-        };
+        // `<deployment>-<hash>-<5 random characters>`.
+        return replicaset_owner(without_last_segment(pod), hash);
     }
     if label(CONTROLLER_REVISION_HASH).is_some() {
         if label(STATEFULSET_POD_NAME).is_some() {
@@ -77,6 +62,31 @@ pub fn owner(pod: &str, labels: &BTreeMap<String, String>, config_source: &str, 
         }
     }
     Owner::new("Pod", pod)
+}
+
+/// The workload of the Job `job`: a CronJob names its Jobs `<cronjob>-<scheduled time in minutes
+/// since the epoch>`.
+pub fn job_owner(job: &str) -> Owner {
+    match job.rsplit_once('-') {
+        Some((cronjob, minutes))
+            if !cronjob.is_empty() && minutes.len() >= 8 && minutes.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Owner::new("CronJob", cronjob)
+        }
+        _ => Owner::new("Job", job),
+    }
+}
+
+/// The workload of the ReplicaSet `replicaset` whose pods carry `pod-template-hash` = `hash`:
+/// a Deployment names its ReplicaSets `<deployment>-<hash>`; a ReplicaSet made by hand has no
+/// hash in its name and is its own workload.
+pub fn replicaset_owner(replicaset: &str, hash: &str) -> Owner {
+    match replicaset.strip_suffix(hash).and_then(|rest| rest.strip_suffix('-')) {
+        Some(deployment) if !deployment.is_empty() && !hash.is_empty() => {
+            Owner::new("Deployment", deployment)
+        }
+        _ => Owner::new("ReplicaSet", replicaset),
+    }
 }
 
 /// `name` without its last `-segment` (itself when it has none).

@@ -9,7 +9,10 @@ use std::{
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use super::{encode_counters, encode_gauges};
-use crate::metadata::identity::{Resolver, Source};
+use crate::metadata::{
+    api::store::PodStore,
+    identity::{OwnerSource, Resolver, Source},
+};
 
 #[derive(Debug)]
 pub struct MetadataCollector {
@@ -94,11 +97,61 @@ impl Collector for MetadataCollector {
         )?;
         encode_counters(
             &mut encoder,
+            "kernsight_workload_owner_source",
+            "Owners given to containers, by source: api (the pod watch of metadata.api_watch, including \
+             corrections of owners first taken from labels) or cri (the labels kubelet copies into the sandbox: \
+             the watch is off, the API does not know the pod yet, or is unreachable)",
+            OwnerSource::ALL
+                .into_iter()
+                .map(|source| ([("source", source.name())], self.resolver.owners_from(source))),
+        )?;
+        if let Some(pods) = self.resolver.api_pods() {
+            encode_api(&mut encoder, pods)?;
+        }
+        encode_counters(
+            &mut encoder,
             "kernsight_metadata_cache_evictions",
             "Container identities dropped because metadata.max_containers was reached (they are asked for again when seen)",
             [([("cache", "containers")], self.resolver.evictions())],
         )
     }
+}
+
+/// The pod watch's requests and store (only when `metadata.api_watch` is on).
+fn encode_api(encoder: &mut DescriptorEncoder, pods: &PodStore) -> Result<(), std::fmt::Error> {
+    let stats = &pods.stats;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    encode_counters(
+        encoder,
+        "kernsight_kubernetes_api_requests",
+        "List and watch requests of the pod watch, by result",
+        [
+            ("list", "ok", &stats.list_ok),
+            ("list", "error", &stats.list_error),
+            ("watch", "ok", &stats.watch_ok),
+            ("watch", "error", &stats.watch_error),
+        ]
+        .map(|(request, result, counter)| ([("request", request), ("result", result)], load(counter))),
+    )?;
+    encode_counters(
+        encoder,
+        "kernsight_kubernetes_api_relists",
+        "Watches the API ended with 410 Gone (resourceVersion too old), each followed by a full list",
+        [(super::NO_LABELS, load(&stats.gone))],
+    )?;
+    encode_gauges(
+        encoder,
+        "kernsight_kubernetes_api_pods",
+        "Pods of this node the watch knows an owner for",
+        [(super::NO_LABELS, pods.len() as i64)],
+    )?;
+    encode_counters(
+        encoder,
+        "kernsight_kubernetes_api_pods_rejected",
+        "Pods the API sent that were not kept: beyond metadata.api_max_pods, or with a uid or owner name \
+         longer than Kubernetes allows",
+        [(super::NO_LABELS, pods.rejected())],
+    )
 }
 
 #[cfg(test)]
@@ -125,6 +178,7 @@ mod tests {
                     namespace: "shop".into(),
                     pod_labels: labels.clone(),
                     owner: Owner { kind: "StatefulSet", name: "web".into() },
+                    pod_uid: format!("uid-{pod}"),
                 };
                 resolver.learn(format!("{pod}-{container}"), info);
             }

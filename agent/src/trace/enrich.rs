@@ -17,13 +17,16 @@ use crate::{
     metadata::{cgroup_path, identity::Resolver},
 };
 
-/// Fields added to every event.
-pub const FIELDS: [(&str, Kind); 5] = [
+/// Fields added to every event (`node` is `NODE_NAME`, empty when unset).
+pub const FIELDS: [(&str, Kind); 8] = [
     ("time", Kind::Text),
     ("cgroup", Kind::Text),
     ("container", Kind::Text),
     ("pod", Kind::Text),
     ("namespace", Kind::Text),
+    ("workload_kind", Kind::Text),
+    ("workload", Kind::Text),
+    ("node", Kind::Text),
 ];
 
 /// How often an unknown cgroup id that no lookup by handle named may trigger a walk of the
@@ -34,12 +37,14 @@ const RESCAN_EVERY: Duration = Duration::from_millis(500);
 /// again (it names a container once a runtime answered).
 const IDENTITY_TTL_NS: u64 = 1_000_000_000;
 
-/// What an event of a cgroup gets: its path, container, pod and namespace.
+/// What an event of a cgroup gets: its path, container, pod, namespace and the pod's owner.
 struct Identity {
     path: Value,
     container: Value,
     pod: Value,
     namespace: Value,
+    workload_kind: Value,
+    workload: Value,
     /// The event time it was resolved at (`time_ns`: no clock read per event).
     at_ns: u64,
 }
@@ -55,7 +60,9 @@ pub struct Enricher {
     last_rescan: Instant,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn kernel timestamps into wall-clock time.
     realtime_offset_ns: i128,
-    names: [Arc<str>; 5],
+    names: [Arc<str>; 8],
+    /// The node's name, the same for every event.
+    node: Value,
 }
 
 /// Which workloads `--container`, `--pod`, `--workload` and `--namespace` select.
@@ -76,6 +83,7 @@ impl WorkloadFilter {
 
 impl Enricher {
     pub fn new(hierarchies: &Hierarchies, resolver: Arc<Resolver>) -> Self {
+        let node = Value::Str(resolver.node().to_owned());
         let mut index = hierarchies.index();
         index.rescan();
         Self {
@@ -86,6 +94,7 @@ impl Enricher {
             last_rescan: Instant::now(),
             realtime_offset_ns: clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC),
             names: FIELDS.map(|(n, _)| Arc::from(n)),
+            node,
         }
     }
 
@@ -121,17 +130,21 @@ impl Enricher {
             Some(Value::UInt(id)) => *id,
             _ => 0,
         };
-        let [time, cgroup, container, pod, namespace] = self.names.clone();
+        let [time, cgroup, container, pod, namespace, workload_kind, workload, node] = self.names.clone();
         event.push(&time, Value::Str(wall_clock(i128::from(time_ns) + self.realtime_offset_ns)));
         let identity = self.identity(cgroup_id, time_ns);
         event.push(&cgroup, identity.path.clone());
         event.push(&container, identity.container.clone());
         event.push(&pod, identity.pod.clone());
         event.push(&namespace, identity.namespace.clone());
+        event.push(&workload_kind, identity.workload_kind.clone());
+        event.push(&workload, identity.workload.clone());
+        event.push(&node, self.node.clone());
     }
 
-    /// The value of `field` (`cgroup`, `cgroup_id`, `container`, `pod`, `namespace`) for a
-    /// cgroup id, as events of that cgroup carry it; `None` for other fields.
+    /// The value of `field` (`cgroup`, `cgroup_id`, `container`, `pod`, `namespace`,
+    /// `workload_kind`, `workload`, `node`) for a cgroup id, as events of that cgroup carry it;
+    /// `None` for other fields.
     pub fn field_of(&mut self, cgroup_id: u64, field: &str) -> Option<Value> {
         let identity = self.identity(cgroup_id, Self::monotonic_ns());
         Some(match field {
@@ -140,6 +153,9 @@ impl Enricher {
             "container" => identity.container.clone(),
             "pod" => identity.pod.clone(),
             "namespace" => identity.namespace.clone(),
+            "workload_kind" => identity.workload_kind.clone(),
+            "workload" => identity.workload.clone(),
+            "node" => self.node.clone(),
             _ => return None,
         })
     }
@@ -158,15 +174,20 @@ impl Enricher {
                 container: Value::Str(workload.container),
                 pod: Value::Str(workload.pod),
                 namespace: Value::Str(workload.namespace),
+                workload_kind: Value::Str(workload.workload_kind),
+                workload: Value::Str(workload.workload),
                 at_ns: now_ns,
             };
             self.identities.insert(cgroup_id, identity);
         }
+        let empty = || Value::Str(String::new());
         self.identities.entry(cgroup_id).or_insert_with(|| Identity {
-            path: Value::Str(String::new()),
-            container: Value::Str(String::new()),
-            pod: Value::Str(String::new()),
-            namespace: Value::Str(String::new()),
+            path: empty(),
+            container: empty(),
+            pod: empty(),
+            namespace: empty(),
+            workload_kind: empty(),
+            workload: empty(),
             at_ns: now_ns,
         })
     }

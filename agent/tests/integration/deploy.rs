@@ -114,6 +114,7 @@ fn shipped_configs_are_valid_agent_configs() {
         "",
         "config.syscalls.latency_histogram=true,config.metadata.container_id_label=true",
         "config.network.interfaces={eth0,bond0},config.network.tcp=false",
+        "kubernetesApi.watchPods=true",
     ] {
         let mut command = Command::new(&helm);
         command

@@ -27,6 +27,7 @@ mod fallbacks;
 mod families;
 mod harness;
 mod http_security;
+mod kube_api;
 mod memory_reclaim;
 mod net;
 mod net_kernel;

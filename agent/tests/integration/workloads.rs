@@ -156,19 +156,26 @@ fn containers_carry_the_workload_their_pod_belongs_to() {
     let again = parse(&agent.scrape());
     assert_eq!(value(&again, "kernsight_pod_info", &[("pod", "debug"), ("label_app", "debug")]), 1.0);
 
-    // `trace --workload`: the events of both of the Deployment's pods, and only theirs.
+    // `trace --workload`: the events of both of the Deployment's pods, and only theirs, each
+    // with its owner and the node.
     let out = Command::new(BINARY)
         .args(["trace", "open", "--workload", "web", "--cri-socket", path_str(containerd.socket())])
         .args(["-o", "json", "--duration", "3s"])
+        .env("NODE_NAME", "node-under-test")
         .output()
         .expect("kernsight trace");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
-    let pods: BTreeSet<String> = stdout
+    let events: Vec<serde_json::Value> = stdout
         .lines()
         .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .map(|event| event["pod"].as_str().unwrap_or_default().to_owned())
         .collect();
+    for event in &events {
+        let fields = (&event["node"], &event["workload_kind"], &event["workload"]);
+        assert_eq!(fields, (&"node-under-test".into(), &"Deployment".into(), &"web".into()), "{event}");
+    }
+    let pods: BTreeSet<String> =
+        events.iter().map(|event| event["pod"].as_str().unwrap_or_default().to_owned()).collect();
     let expected: BTreeSet<String> =
         ["web-7d4b9c8f6d-x2x9k", "web-7d4b9c8f6d-q8w7e"].map(String::from).into();
     assert_eq!(pods, expected, "{stdout}\n{stderr}");
@@ -179,4 +186,76 @@ fn containers_carry_the_workload_their_pod_belongs_to() {
         .expect("kernsight trace");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no running container matches --workload nope"));
+
+    advise_merges_a_workloads_pods(&agent, path_str(containerd.socket()));
+    audit_names_each_containers_workload(&containerd);
+}
+
+/// `advise --workload`: one profile from the syscalls of every container of the Deployment's
+/// two pods, and of no other pod. The agent's counts grow while the test reads them, so the
+/// workload's openat count lies between the sum of its pods' counts read before and after.
+fn advise_merges_a_workloads_pods(agent: &Agent, cri_socket: &str) {
+    use kernsight::advise::{Target, from_agent};
+    let address = agent.address.to_string();
+    let openat =
+        |target: &Target| from_agent(&address, target).unwrap().syscalls.get("openat").copied().unwrap_or(0);
+    let web_pods = ["web-7d4b9c8f6d-x2x9k", "web-7d4b9c8f6d-q8w7e"]
+        .map(|pod| Target::pod(&format!("shop/{pod}")).unwrap());
+    let before: u64 = web_pods.iter().map(openat).sum();
+    let workload = openat(&Target::workload("shop/web").unwrap());
+    let after: u64 = web_pods.iter().map(openat).sum();
+    assert!(before >= 2 * FAILED_OPENS as u64, "{before}");
+    assert!((before..=after).contains(&workload), "workload {workload}, its pods {before}..{after}");
+    let union: BTreeSet<String> =
+        web_pods.iter().flat_map(|p| from_agent(&address, p).unwrap().syscalls.into_keys()).collect();
+    let merged = from_agent(&address, &Target::workload("web").unwrap()).unwrap().syscalls;
+    assert!(union.iter().all(|s| merged.contains_key(s)), "{union:?} not all in {merged:?}");
+    let out = Command::new(BINARY)
+        .args(["advise", "seccomp", "--workload", "shop/web", "--agent", &address])
+        .output()
+        .expect("kernsight advise");
+    let profile = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let profile: serde_json::Value = serde_json::from_str(&profile).unwrap();
+    let allowed: BTreeSet<&str> = profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["names"].as_array().unwrap().iter().filter_map(|n| n.as_str()))
+        .collect();
+    assert!(union.iter().all(|s| allowed.contains(s.as_str())), "{union:?} not all allowed: {allowed:?}");
+    let out = Command::new(BINARY)
+        .args(["advise", "capabilities", "--workload", "shop/web", "--agent", &address])
+        .args(["--cri-socket", cri_socket])
+        .output()
+        .expect("kernsight advise");
+    let snippet = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(snippet.contains("capabilities of workload shop/web") && snippet.contains("drop:"), "{snippet}");
+    let out = Command::new(BINARY)
+        .args(["advise", "seccomp", "--workload", "nope", "--agent", &address])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a workload with no series gives no profile");
+}
+
+/// `audit -o json` names each container's pod and workload through the CRI.
+fn audit_names_each_containers_workload(containerd: &Containerd) {
+    let out = Command::new(BINARY)
+        .args(["audit", "-o", "json", "--cri-socket", path_str(containerd.socket())])
+        .output()
+        .expect("kernsight audit");
+    assert!(out.status.code().is_some_and(|c| c == 0 || c == 2), "{}", String::from_utf8_lossy(&out.stderr));
+    let audited: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    for (pod, _, _, kind, workload) in PODS {
+        let entry = audited.iter().find(|a| a["pod"] == pod).unwrap_or_else(|| panic!("{pod} not audited"));
+        assert_eq!(
+            (&entry["namespace"], &entry["workload_kind"], &entry["workload"]),
+            (&"shop".into(), &kind.into(), &workload.into()),
+            "{pod}"
+        );
+    }
+    let out =
+        Command::new(BINARY).args(["audit", "--cri-socket", path_str(containerd.socket())]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Deployment/web"));
 }

@@ -36,7 +36,12 @@ impl Agent {
     /// Starts `kernsight run ARGS` (maps pinned in a directory of its own unless ARGS name one)
     /// and waits until `/readyz` answers 200: every enabled probe family attached.
     pub fn start(args: &[&str]) -> Self {
-        let agent = Self::launch(args);
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Agent::start`] with these environment variables set (`NODE_NAME`).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let agent = Self::launch_with_env(args, env);
         let (status, body) = agent.readyz();
         if status != 200 {
             panic!("/readyz answered {status}: {body}log:\n{}", agent.log());
@@ -47,12 +52,17 @@ impl Agent {
     /// Starts `kernsight run ARGS` without waiting for readiness: for an agent that is expected
     /// not to become ready (then [`Agent::wait_readyz`] with 503).
     pub fn launch(args: &[&str]) -> Self {
+        Self::launch_with_env(args, &[])
+    }
+
+    fn launch_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let own_pins = (!args.contains(&"--pin-dir")).then(|| unique_pin_dir("agent"));
         let mut command = Command::new(BINARY);
         command.args(["run", "--listen", "127.0.0.1:0"]).args(args);
         if let Some(dir) = &own_pins {
             command.arg("--pin-dir").arg(dir);
         }
+        command.envs(env.iter().copied());
         let mut child = command
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -8,6 +8,7 @@ use std::{
 };
 
 mod agent;
+pub mod apiserver;
 pub mod cgroup;
 pub mod containerd;
 pub mod image;
