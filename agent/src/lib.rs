@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod posture;
+pub mod seccomp;
 pub mod terminal;
 pub mod top;
 pub mod trace;

@@ -38,6 +38,7 @@ mod posture;
 mod reliability;
 mod restart;
 mod sched;
+mod seccomp_drift;
 mod syscalls;
 mod tcp;
 mod top;
