@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod pod_labels;
 pub mod posture;
+pub mod seccomp;
 pub mod terminal;
 pub mod top;
 pub mod trace;

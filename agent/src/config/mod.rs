@@ -188,6 +188,21 @@ pub struct SecurityConfig {
     /// `CAP_SYS_PTRACE`): `runtime_binaries` are looked up under it too.
     pub runtime_root: PathBuf,
     pub posture: bool,
+    /// `kernsight_syscalls_outside_profile_total` (`metrics::seccomp_drift`).
+    pub seccomp_drift: bool,
+    /// The profile `profile="runtime-default"` compares with; empty: the embedded one.
+    pub runtime_default_profile: PathBuf,
+    /// Workloads held to a profile file each.
+    pub seccomp_baselines: Vec<SeccompBaseline>,
+}
+
+/// A workload (`workload` and `namespace` labels) and the seccomp profile it is held to.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompBaseline {
+    pub namespace: String,
+    pub workload: String,
+    pub profile: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -331,6 +346,17 @@ impl Config {
         if let Some(relative) = self.security.runtime_binaries.iter().find(|path| !path.is_absolute()) {
             return Err(format!("security.runtime_binaries: {} is not an absolute path", relative.display()));
         }
+        let baselines = self.security.seccomp_baselines.len();
+        let max = crate::metrics::MAX_SECCOMP_BASELINES;
+        if baselines > max {
+            return Err(format!("security.seccomp_baselines names {baselines} profiles: use {max} at most"));
+        }
+        if let Some(empty) = self.security.seccomp_baselines.iter().find(|b| b.workload.is_empty()) {
+            return Err(format!(
+                "security.seccomp_baselines: the entry for {} names no workload",
+                empty.profile.display()
+            ));
+        }
         for entry in &self.network.interfaces {
             crate::kernel::netns::Interface::parse(entry)
                 .map_err(|why| format!("network.interfaces: {why}"))?;
@@ -458,6 +484,9 @@ impl Default for SecurityConfig {
             .map(PathBuf::from)
             .to_vec(),
             runtime_root: PathBuf::from("/"),
+            seccomp_drift: true,
+            runtime_default_profile: PathBuf::new(),
+            seccomp_baselines: Vec::new(),
             posture: true,
         }
     }

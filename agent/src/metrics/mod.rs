@@ -5,6 +5,7 @@ mod agent;
 mod capabilities;
 pub mod client;
 pub use capabilities::capability_labels;
+pub use seccomp_drift::MAX_BASELINES as MAX_SECCOMP_BASELINES;
 mod histogram;
 mod memory_reclaim;
 mod metadata;
@@ -16,6 +17,7 @@ mod posture;
 mod processes;
 mod resources;
 mod runqueue;
+mod seccomp_drift;
 pub mod server;
 mod syscalls;
 
@@ -64,10 +66,16 @@ pub fn registry(
         tracker.clone(),
         resolver.clone(),
     )));
+    let posture = Arc::new(posture::PostureCache::new());
+    let drift = config
+        .security
+        .seccomp_drift
+        .then(|| seccomp_drift::SeccompDrift::new(&config.security, resolver.clone(), posture.clone()));
     registry.register_collector(Box::new(syscalls::SyscallCollector::new(
         programs.clone(),
         tracker.clone(),
         resolver.clone(),
+        drift,
     )));
     registry.register_collector(Box::new(runqueue::RunqueueCollector::new(
         programs.clone(),
@@ -105,7 +113,7 @@ pub fn registry(
         registry.register_collector(Box::new(net_counters::NetCountersCollector::new(namespaces, filter)));
     }
     if config.security.posture {
-        registry.register_collector(Box::new(posture::PostureCollector::new(resolver.clone())));
+        registry.register_collector(Box::new(posture::PostureCollector::new(resolver.clone(), posture)));
     }
     registry
         .register_collector(Box::new(capabilities::CapabilityCollector::new(programs, tracker, resolver)));

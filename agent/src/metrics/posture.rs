@@ -21,19 +21,20 @@ use crate::{
 /// cgroup file, and the status and namespaces of the containers' processes).
 const CACHE_TTL: Duration = Duration::from_secs(2);
 
+/// One walk of `/proc` shared by the collectors that need the containers' posture (this one
+/// and the seccomp drift of the syscall collector), at most one per `CACHE_TTL`.
 #[derive(Debug)]
-pub struct PostureCollector {
-    resolver: Arc<Resolver>,
+pub(crate) struct PostureCache {
     proc_root: PathBuf,
     cache: Mutex<Option<(Instant, Arc<Vec<ContainerPosture>>)>>,
 }
 
-impl PostureCollector {
-    pub fn new(resolver: Arc<Resolver>) -> Self {
-        Self { resolver, proc_root: posture::proc_root(), cache: Mutex::new(None) }
+impl PostureCache {
+    pub fn new() -> Self {
+        Self { proc_root: posture::proc_root(), cache: Mutex::new(None) }
     }
 
-    fn containers(&self) -> Arc<Vec<ContainerPosture>> {
+    pub fn containers(&self) -> Arc<Vec<ContainerPosture>> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         match &*cache {
             Some((at, containers)) if at.elapsed() < CACHE_TTL => containers.clone(),
@@ -46,9 +47,21 @@ impl PostureCollector {
     }
 }
 
+#[derive(Debug)]
+pub struct PostureCollector {
+    resolver: Arc<Resolver>,
+    cache: Arc<PostureCache>,
+}
+
+impl PostureCollector {
+    pub(crate) fn new(resolver: Arc<Resolver>, cache: Arc<PostureCache>) -> Self {
+        Self { resolver, cache }
+    }
+}
+
 impl Collector for PostureCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let containers = self.containers();
+        let containers = self.cache.containers();
         let with_id = LabelNames::of(&self.resolver);
         let labelled: Vec<(LabelSet, &ContainerPosture)> = containers
             .iter()

@@ -14,6 +14,7 @@ use super::{
     LabelNames, encode_counters,
     histogram::{Latency, LatencyHistogram},
     naming::{CgroupNamer, OTHER},
+    seccomp_drift::SeccompDrift,
     workload_labels,
 };
 use crate::{
@@ -30,11 +31,18 @@ pub struct SyscallCollector {
     programs: Arc<Programs>,
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
+    /// `kernsight_syscalls_outside_profile_total`, from the same counts (`security.seccomp_drift`).
+    drift: Option<SeccompDrift>,
 }
 
 impl SyscallCollector {
-    pub fn new(programs: Arc<Programs>, tracker: Arc<Tracker>, resolver: Arc<Resolver>) -> Self {
-        Self { programs, tracker, resolver }
+    pub(crate) fn new(
+        programs: Arc<Programs>,
+        tracker: Arc<Tracker>,
+        resolver: Arc<Resolver>,
+        drift: Option<SeccompDrift>,
+    ) -> Self {
+        Self { programs, tracker, resolver, drift }
     }
 }
 
@@ -82,10 +90,13 @@ impl Collector for SyscallCollector {
             &mut encoder,
             "kernsight_syscalls",
             "Syscalls that returned, by workload and syscall (exit and exit_group never return and are not counted)",
-            series.into_iter().map(|((workload, syscall), n)| {
-                (workload_labels(&workload, &with_id, [("syscall", syscall.into_owned())]), n)
+            series.iter().map(|((workload, syscall), &n)| {
+                (workload_labels(workload, &with_id, [("syscall", syscall.to_string())]), n)
             }),
         )?;
+        if let Some(drift) = &self.drift {
+            drift.encode(&mut encoder, &series, &with_id)?;
+        }
 
         let (errors, unreadable) = maps.read_errors();
         self.programs.count_read_errors(unreadable);

@@ -39,6 +39,7 @@ mod posture;
 mod reliability;
 mod restart;
 mod sched;
+mod seccomp_drift;
 mod syscalls;
 mod tcp;
 mod top;

@@ -64,6 +64,7 @@ const GUEST_AREAS: &[(&str, Run)] = &[
     ),
     ("harness", Run::Not("its clean-up proof includes a podman container and a veth pair")),
     ("posture", Run::Not(CONTAINERS)),
+    ("seccomp_drift", Run::Not(CONTAINERS)),
     ("trace_containers", Run::Not(CONTAINERS)),
     ("workloads", Run::Not(CONTAINERS)),
     ("net", Run::Not(NETWORK)),

@@ -1,0 +1,174 @@
+//! `kernsight_syscalls_outside_profile_total{...,profile,syscall}`: of the syscalls a container
+//! made, those a seccomp profile would deny. Two questions, from the syscall counters already
+//! read for `kernsight_syscalls_total` (no second read of the maps):
+//! - `profile="runtime-default"`, for containers that run without seccomp: could this pod move
+//!   to `RuntimeDefault` without breaking? (`crate::seccomp` says which profile that is.)
+//! - `profile=<baseline>`, for the workloads `security.seccomp_baselines` holds to a profile
+//!   file: how far has the workload drifted from it?
+//!
+//! A syscall whose verdict depends on its arguments is not counted: only what the profile
+//! denies whatever the arguments.
+
+use std::{borrow::Cow, collections::BTreeMap, collections::HashMap, sync::Arc};
+
+use prometheus_client::encoding::DescriptorEncoder;
+
+use super::{LabelNames, encode_counters, naming::OTHER, posture::PostureCache, workload_labels};
+use crate::{
+    config::SecurityConfig,
+    metadata::identity::{Resolver, Workload},
+    posture::SeccompMode,
+    seccomp::{Profile, Verdict},
+};
+
+/// Label value of the runtime's default profile.
+const RUNTIME_DEFAULT: &str = "runtime-default";
+
+/// Most baselines a configuration may name (config validation holds it).
+pub const MAX_BASELINES: usize = 64;
+
+#[derive(Debug)]
+struct Baseline {
+    namespace: String,
+    workload: String,
+    /// The `profile` label: the file's name without `.json`.
+    label: String,
+    profile: Profile,
+}
+
+/// What decides a container's comparison with the runtime's default profile.
+#[derive(Debug, Clone, Copy)]
+struct Confinement {
+    /// Seccomp mode 0 in its least confined process.
+    unconfined: bool,
+    bounding: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct SeccompDrift {
+    resolver: Arc<Resolver>,
+    posture: Arc<PostureCache>,
+    profiles: Profiles,
+}
+
+/// The profiles the syscalls are compared with.
+#[derive(Debug)]
+struct Profiles {
+    runtime_default: Profile,
+    baselines: Vec<Baseline>,
+}
+
+impl SeccompDrift {
+    /// The profiles the configuration names. One that cannot be read is left out with a warning
+    /// that says why; the rest are compared against.
+    pub fn new(config: &SecurityConfig, resolver: Arc<Resolver>, posture: Arc<PostureCache>) -> Self {
+        let path = &config.runtime_default_profile;
+        let runtime_default = if path.as_os_str().is_empty() {
+            Profile::runtime_default()
+        } else {
+            Profile::read(path).unwrap_or_else(|why| {
+                tracing::warn!(
+                    "security.runtime_default_profile: {why}; comparing with the embedded profile \
+                     (containers/common's default) instead"
+                );
+                Profile::runtime_default()
+            })
+        };
+        let baselines = config
+            .seccomp_baselines
+            .iter()
+            .filter_map(|baseline| match Profile::read(&baseline.profile) {
+                Ok(profile) => Some(Baseline {
+                    namespace: baseline.namespace.clone(),
+                    workload: baseline.workload.clone(),
+                    label: baseline.profile.file_stem().map_or_else(
+                        || baseline.profile.display().to_string(),
+                        |s| s.to_string_lossy().into_owned(),
+                    ),
+                    profile,
+                }),
+                Err(why) => {
+                    tracing::warn!(
+                        "security.seccomp_baselines: {why}; workload {}/{} is not compared with it",
+                        baseline.namespace,
+                        baseline.workload
+                    );
+                    None
+                }
+            })
+            .collect();
+        Self { resolver, posture, profiles: Profiles { runtime_default, baselines } }
+    }
+
+    /// Encodes the drift of `calls`, the syscall counts by workload and syscall name.
+    pub fn encode(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        calls: &BTreeMap<(Workload, Cow<'static, str>), u64>,
+        with_id: &LabelNames,
+    ) -> Result<(), std::fmt::Error> {
+        let containers = self.posture.containers();
+        let confinement: HashMap<Workload, Confinement> = containers
+            .iter()
+            .map(|c| {
+                let seen =
+                    Confinement { unconfined: c.seccomp == SeccompMode::Disabled, bounding: c.bounding };
+                (self.resolver.workload(&c.cgroup), seen)
+            })
+            .collect();
+        encode_counters(
+            encoder,
+            "kernsight_syscalls_outside_profile",
+            "Syscalls a container made that a seccomp profile would deny: profile=runtime-default for containers without seccomp, else a baseline of security.seccomp_baselines",
+            self.profiles.outside(calls, &confinement).into_iter().map(
+                |((workload, profile, syscall), n)| {
+                    let own = [("profile", profile.to_owned()), ("syscall", syscall.to_owned())];
+                    (workload_labels(workload, with_id, own), n)
+                },
+            ),
+        )
+    }
+}
+
+impl Profiles {
+    /// (workload, profile label, syscall) → calls the profile would deny.
+    fn outside<'a>(
+        &'a self,
+        calls: &'a BTreeMap<(Workload, Cow<'static, str>), u64>,
+        confinement: &HashMap<Workload, Confinement>,
+    ) -> BTreeMap<(&'a Workload, &'a str, &'a str), u64> {
+        let mut outside = BTreeMap::new();
+        for ((workload, syscall), &count) in calls {
+            if syscall == OTHER || workload.container.is_empty() {
+                continue;
+            }
+            let seen = confinement.get(workload);
+            if let Some(seen) = seen.filter(|seen| seen.unconfined)
+                && self.runtime_default.verdict(syscall, seen.bounding) == Verdict::Denied
+            {
+                *outside.entry((workload, RUNTIME_DEFAULT, syscall.as_ref())).or_default() += count;
+            }
+            for baseline in self.baselines_of(workload) {
+                // Without the container's posture, no capability is taken as held: the strictest
+                // reading of the profile's capability conditions.
+                let bounding = seen.map_or(0, |seen| seen.bounding);
+                if baseline.profile.verdict(syscall, bounding) == Verdict::Denied {
+                    *outside.entry((workload, baseline.label.as_str(), syscall.as_ref())).or_default() +=
+                        count;
+                }
+            }
+        }
+        outside
+    }
+
+    fn baselines_of<'a>(&'a self, workload: &'a Workload) -> impl Iterator<Item = &'a Baseline> {
+        self.baselines.iter().filter(move |b| {
+            !workload.workload.is_empty()
+                && b.workload == workload.workload
+                && b.namespace == workload.namespace
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
