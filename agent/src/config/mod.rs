@@ -347,7 +347,7 @@ impl Config {
             return Err(format!("security.runtime_binaries: {} is not an absolute path", relative.display()));
         }
         let baselines = self.security.seccomp_baselines.len();
-        let max = crate::metrics::MAX_SECCOMP_BASELINES;
+        let max = crate::seccomp::MAX_BASELINES;
         if baselines > max {
             return Err(format!("security.seccomp_baselines names {baselines} profiles: use {max} at most"));
         }

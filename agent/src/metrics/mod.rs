@@ -5,7 +5,6 @@ mod agent;
 mod capabilities;
 pub mod client;
 pub use capabilities::capability_labels;
-pub use seccomp_drift::MAX_BASELINES as MAX_SECCOMP_BASELINES;
 mod histogram;
 mod memory_reclaim;
 mod metadata;

@@ -24,9 +24,6 @@ use crate::{
 /// Label value of the runtime's default profile.
 const RUNTIME_DEFAULT: &str = "runtime-default";
 
-/// Most baselines a configuration may name (config validation holds it).
-pub const MAX_BASELINES: usize = 64;
-
 #[derive(Debug)]
 struct Baseline {
     namespace: String,

@@ -14,6 +14,9 @@ use std::{collections::HashMap, path::Path};
 
 use serde::Deserialize;
 
+/// Most baseline profiles a configuration may name (`security.seccomp_baselines`).
+pub const MAX_BASELINES: usize = 64;
+
 /// The embedded default profile (see the module's comment for its source).
 const RUNTIME_DEFAULT: &str = include_str!("runtime-default.json");
 
