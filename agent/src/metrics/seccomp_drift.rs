@@ -24,6 +24,14 @@ use crate::{
 /// Label value of the runtime's default profile.
 const RUNTIME_DEFAULT: &str = "runtime-default";
 
+/// Syscalls the runtime makes in the container's cgroup before the container's filter applies
+/// (runc sets the UTS namespace's names in its init stage, measured: one `sethostname` per
+/// container start), which the runtime's default profile denies to the container itself. The
+/// counters cannot tell the runtime's call from the workload's, so these are left out of the
+/// runtime-default comparison rather than flag every container; a workload that calls them
+/// itself is not seen there.
+const RUNTIME_SETUP: [&str; 2] = ["sethostname", "setdomainname"];
+
 #[derive(Debug)]
 struct Baseline {
     namespace: String,
@@ -141,6 +149,7 @@ impl Profiles {
             }
             let seen = confinement.get(workload);
             if let Some(seen) = seen.filter(|seen| seen.unconfined)
+                && !RUNTIME_SETUP.contains(&syscall.as_ref())
                 && self.runtime_default.verdict(syscall, seen.bounding) == Verdict::Denied
             {
                 *outside.entry((workload, RUNTIME_DEFAULT, syscall.as_ref())).or_default() += count;

@@ -1,7 +1,7 @@
 //! Seccomp drift from real podman + runc containers: a container without seccomp that calls what
 //! podman's default profile denies shows those calls under `profile="runtime-default"`, exactly;
-//! the same program under the default profile shows none, and the kernel fails its calls with
-//! EPERM, which is what the embedded profile says it would do.
+//! the same program under the default profile shows none, and the kernel fails its calls (EPERM,
+//! or the profile's ENOSYS for a syscall it does not name), as the embedded profile says.
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -15,8 +15,9 @@ const CALLS: usize = 40;
 
 /// `add_key` (never allowed by the profile), `bpf` (allowed only with CAP_SYS_ADMIN) and
 /// `keyctl` (allowed), CALLS times each, through raw syscalls; then one line per syscall with
-/// how many succeeded and how many failed with EPERM, and idle so that the agent can name the
-/// container.
+/// how many failed with EPERM or ENOSYS (what the profile's filter returns: EPERM for the
+/// syscalls it denies by name, ENOSYS for those it does not name) and how many did not, and
+/// idle so that the agent can name the container.
 const PROGRAM: &str = r#"
 #include <errno.h>
 #include <stdio.h>
@@ -25,19 +26,21 @@ const PROGRAM: &str = r#"
 #include <sys/syscall.h>
 
 static void report(const char *name, long calls, long (*call)(void)) {
-    long ok = 0, eperm = 0;
+    long ok = 0, eperm = 0, enosys = 0, other = 0;
     for (long i = 0; i < calls; i++) {
         long r = call();
         if (r >= 0) ok++;
         else if (errno == EPERM) eperm++;
+        else if (errno == ENOSYS) enosys++;
+        else other++;
     }
-    printf("%s ok=%ld eperm=%ld\n", name, ok, eperm);
+    printf("%s eperm=%ld enosys=%ld ok+other=%ld\n", name, eperm, enosys, ok + other);
 }
 /* KEY_SPEC_PROCESS_KEYRING: the key dies with the process. */
 static long add_key(void) { return syscall(SYS_add_key, "user", "kernsight-test", "x", 1, -2); }
 static long bpf(void) { char attr[128] = {0}; return syscall(SYS_bpf, 0, attr, sizeof attr); }
-/* KEYCTL_GET_KEYRING_ID of the process keyring. */
-static long keyctl(void) { return syscall(SYS_keyctl, 0, -2, 0); }
+/* KEYCTL_GET_KEYRING_ID of the process keyring, created if need be. */
+static long keyctl(void) { return syscall(SYS_keyctl, 0, -2, 1); }
 
 int main(int argc, char **argv) {
     long calls = argc > 1 ? atol(argv[1]) : 0;
@@ -73,7 +76,7 @@ fn run(name: &str, flags: &[&str], program: &Path) -> (PodmanContainer, String) 
     let container = PodmanContainer::start(name, &all, &["/drift", &CALLS.to_string()]);
     let report = support::eventually(Duration::from_secs(30), || {
         let logs = container.logs();
-        if logs.contains("keyctl ok=") { Ok(logs) } else { Err(format!("no report yet: {logs:?}")) }
+        if logs.contains("keyctl eperm=") { Ok(logs) } else { Err(format!("no report yet: {logs:?}")) }
     });
     (container, report)
 }
@@ -103,28 +106,30 @@ fn unconfined_container_shows_what_the_runtime_default_would_deny() {
 
     let unconfined_name = format!("kernsight-drift-{pid}-unconfined");
     let (_unconfined, report) = run(&unconfined_name, &["--security-opt", "seccomp=unconfined"], &program);
-    // Without a filter the kernel itself decides: a user key is added; bpf needs CAP_BPF.
-    assert!(report.contains(&format!("add_key ok={CALLS} eperm=0")), "{report}");
-    assert!(report.contains(&format!("keyctl ok={CALLS}")), "{report}");
+    // Without a filter, the calls reach the syscalls themselves (bpf refuses for want of CAP_BPF).
+    assert!(report.contains(&format!("add_key eperm=0 enosys=0 ok+other={CALLS}")), "{report}");
+    assert!(report.contains(&format!("keyctl eperm=0 enosys=0 ok+other={CALLS}")), "{report}");
 
     let confined_name = format!("kernsight-drift-{pid}-default");
     let (_confined, report) = run(&confined_name, &[], &program);
-    // Under podman's default profile, the calls the embedded copy denies fail with EPERM.
-    assert!(report.contains(&format!("add_key ok=0 eperm={CALLS}")), "{report}");
-    assert!(report.contains(&format!("bpf ok=0 eperm={CALLS}")), "{report}");
-    assert!(report.contains(&format!("keyctl ok={CALLS}")), "{report}");
+    // Under podman's default profile, the calls the embedded copy denies fail: add_key, which
+    // it does not name, with its defaultErrnoRet (ENOSYS); bpf, denied by name without
+    // CAP_SYS_ADMIN, with EPERM.
+    assert!(report.contains(&format!("add_key eperm=0 enosys={CALLS} ok+other=0")), "{report}");
+    assert!(report.contains(&format!("bpf eperm={CALLS} enosys=0 ok+other=0")), "{report}");
+    assert!(report.contains(&format!("keyctl eperm=0 enosys=0 ok+other={CALLS}")), "{report}");
 
     let samples = agent.scrape_until(Duration::from_secs(30), |samples| {
         let drift = outside(samples, &unconfined_name);
         let errors = value(
             samples,
             "kernsight_syscall_errors_total",
-            &[("container", &confined_name), ("syscall", "add_key"), ("errno", "EPERM")],
+            &[("container", &confined_name), ("syscall", "add_key"), ("errno", "ENOSYS")],
         );
         if drift.len() >= 2 && errors >= CALLS as f64 {
             Ok(())
         } else {
-            Err(format!("drift of {unconfined_name}: {drift:?}; add_key EPERM of {confined_name}: {errors}"))
+            Err(format!("drift of {unconfined_name}: {drift:?}; add_key ENOSYS of {confined_name}: {errors}"))
         }
     });
     let calls = CALLS as f64;
@@ -137,8 +142,8 @@ fn unconfined_container_shows_what_the_runtime_default_would_deny() {
     );
     assert_eq!(outside(&samples, &confined_name), [], "a container under a profile is not compared");
     // The kernel's answer under the profile, seen by the syscall counters.
-    for syscall in ["add_key", "bpf"] {
-        let labels = [("container", confined_name.as_str()), ("syscall", syscall), ("errno", "EPERM")];
+    for (syscall, errno) in [("add_key", "ENOSYS"), ("bpf", "EPERM")] {
+        let labels = [("container", confined_name.as_str()), ("syscall", syscall), ("errno", errno)];
         assert_eq!(value(&samples, "kernsight_syscall_errors_total", &labels), calls, "{syscall}");
     }
 }

@@ -45,6 +45,7 @@ fn unconfined_containers_are_held_to_the_runtime_default_and_baselines_to_their_
         (&web, "keyctl", 4),
         (&web, "personality", 5),
         (&web, OTHER, 6),
+        (&web, "sethostname", 1),
         (&other_namespace, "add_key", 7),
         (&other_namespace, "keyctl", 8),
         (&confined, "add_key", 9),
@@ -69,11 +70,13 @@ fn unconfined_containers_are_held_to_the_runtime_default_and_baselines_to_their_
             // The other namespace's `web` is not the baseline's workload.
             ("other", "runtime-default", "add_key", 7),
             // keyctl is allowed by the runtime's default but not by the baseline; personality
-            // depends on its argument in the default profile; `other` is no syscall name.
+            // depends on its argument in the default profile; `other` is no syscall name;
+            // sethostname is the runtime's (left out of runtime-default only).
             ("shop", "runtime-default", "add_key", 3),
             ("shop", "web-baseline", "add_key", 3),
             ("shop", "web-baseline", "keyctl", 4),
             ("shop", "web-baseline", "personality", 5),
+            ("shop", "web-baseline", "sethostname", 1),
         ]
     );
 }
