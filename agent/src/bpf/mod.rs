@@ -98,6 +98,9 @@ pub enum LoadError {
     Pins(#[from] pins::PinError),
     #[error(transparent)]
     ObjectMaps(#[from] budget::ObjectError),
+    /// The pinned maps are the fallback build's (handled by `load_families`, never shown).
+    #[error("the pinned maps were made by the fallback build")]
+    PinnedByFallback(Option<Pins>),
 }
 
 /// Whether a family failed because the verifier refused one of its programs.
@@ -242,20 +245,48 @@ impl Programs {
         hierarchies: &Hierarchies,
         families: &[&dyn Family],
     ) -> Result<Self, LoadError> {
-        let programs = Self::load_object(config, hierarchies, families, None)?;
+        let mut programs = match Self::load_object(config, hierarchies, families, open_pins(config), None) {
+            Err(LoadError::PinnedByFallback(pins)) => {
+                let why = "the maps pinned on this boot were made by the fallback build".to_owned();
+                warn!("{why}: loading the fallback kernel programs");
+                let pins = without_new_pins(pins);
+                return Self::load_object(config, hierarchies, families, pins, Some(why))
+                    .inspect(|programs| programs.log_plan());
+            }
+            loaded => loaded?,
+        };
         // Feature probes say what a kernel has, not everything its verifier accepts: a kernel
         // can refuse what the full build does with a feature it has (6.18.44 refuses
         // `bpf_cgrp_storage_get` on the cgroup the hybrid-cgroup walk reaches, which 6.18
         // builds before it accepted). The fallback build does the same counting without local
         // storage, so the agent loads that rather than run without the family.
-        match &programs.verifier_refusal {
+        let programs = match &programs.verifier_refusal {
             Some(refusal) if config.bpf.object == crate::config::ObjectChoice::Auto => {
                 let why = format!("the kernel's verifier refused the full build's {refusal}");
                 warn!("{why}: loading the fallback kernel programs instead");
+                // The same pin directory, still locked, without what the refused load pinned.
+                let pins = programs.pins.take();
                 drop(programs);
-                Self::load_object(config, hierarchies, families, Some(why))
+                let pins = without_new_pins(pins);
+                Self::load_object(config, hierarchies, families, pins, Some(why))?
             }
-            _ => Ok(programs),
+            _ => programs,
+        };
+        programs.log_plan();
+        Ok(programs)
+    }
+
+    /// The memory plan of the maps that stay, said once.
+    fn log_plan(&self) {
+        let plan = &self.plan;
+        match plan.shrink_line() {
+            Some(line) => warn!("{line}"),
+            None => info!(
+                cpus = plan.cpus,
+                budget = %budget::mebibytes(plan.budget_bytes),
+                "eBPF maps take {} of kernel memory",
+                budget::mebibytes(plan.total_bytes())
+            ),
         }
     }
 
@@ -265,6 +296,7 @@ impl Programs {
         config: &Config,
         hierarchies: &Hierarchies,
         families: &[&dyn Family],
+        mut pins: Option<Pins>,
         fallback_because: Option<String>,
     ) -> Result<Self, LoadError> {
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
@@ -297,21 +329,20 @@ impl Programs {
         let plan_for =
             |budget_bytes: u64| MapPlan::new(&objects, FAMILIES, &runs, config, cpus, budget_bytes);
         let mut plan = plan_for(budget::budget_bytes(config));
-        match plan.shrink_line() {
-            Some(line) => warn!("{line}"),
-            None => info!(
-                cpus,
-                budget = %budget::mebibytes(plan.budget_bytes),
-                "eBPF maps take {} of kernel memory",
-                budget::mebibytes(plan.total_bytes())
-            ),
-        }
         facts.size_quotas(&plan.config);
-        let mut pins = open_pins(config);
         let (mut replaced_pins, mut retried_smaller) = (false, false);
         let mut ebpf = loop {
             match loader::load(object, &btf, &facts, &plan, pins.as_ref()) {
                 Ok(ebpf) => break ebpf,
+                // Pins do not outlive a boot, so the kernel that refused the full build made
+                // these with the fallback one: that build again, rather than replace the pins
+                // and restart the counters only to be refused again.
+                Err(EbpfError::MapError(MapError::IncompatiblePinnedMap { .. }))
+                    if !facts.object.is_fallback()
+                        && config.bpf.object == crate::config::ObjectChoice::Auto =>
+                {
+                    return Err(LoadError::PinnedByFallback(pins));
+                }
                 Err(EbpfError::MapError(err @ MapError::IncompatiblePinnedMap { .. }))
                     if !replaced_pins && pins.is_some() =>
                 {
@@ -540,6 +571,18 @@ impl Programs {
 /// case they must not be handed out again.
 fn slots_continued(pins: Option<&Pins>) -> bool {
     pins.is_some_and(|pins| pins.reused(wire::FREE_SLOTS_MAP))
+}
+
+/// `pins` without what a load that is about to be retried pinned; `None` (logged) if that
+/// cannot be undone.
+fn without_new_pins(pins: Option<Pins>) -> Option<Pins> {
+    match pins.map(|pins| pins.forget_new().map(|()| pins)).transpose() {
+        Ok(pins) => pins,
+        Err(err) => {
+            error!("cannot pin maps: {err}; counters restart with the agent");
+            None
+        }
+    }
 }
 
 /// The pin directory, locked; `None` (logged) when pinning is off or impossible.

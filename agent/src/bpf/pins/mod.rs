@@ -171,6 +171,19 @@ impl Pins {
         }
     }
 
+    /// Removes the pins made since this start (by a load that is about to be retried with
+    /// another build): the retry then finds what the previous agent left, and nothing else.
+    pub fn forget_new(&self) -> Result<(), PinError> {
+        for map in pinned_maps().filter(|map| !self.reused(map)) {
+            if let Ok(Some(EntryKind::OwnFile)) = self.layout.entry(OsStr::new(map)) {
+                self.layout
+                    .remove(OsStr::new(map))
+                    .map_err(|errno| PinError::Remove { path: self.path(map), errno })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes this layout's pins (e.g. when their shape no longer matches the config): the next
     /// load creates them afresh.
     pub fn replace(&mut self) -> Result<(), PinError> {
