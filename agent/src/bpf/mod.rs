@@ -247,7 +247,7 @@ impl Programs {
     ) -> Result<Self, LoadError> {
         let mut programs = match Self::load_object(config, hierarchies, families, open_pins(config), None) {
             Err(LoadError::PinnedByFallback(pins)) => {
-                let why = "the maps pinned on this boot were made by the fallback build".to_owned();
+                let why = "the pinned maps of this boot are the fallback build's".to_owned();
                 warn!("{why}: loading the fallback kernel programs");
                 let pins = without_new_pins(pins);
                 return Self::load_object(config, hierarchies, families, pins, Some(why))
@@ -262,7 +262,7 @@ impl Programs {
         // storage, so the agent loads that rather than run without the family.
         let programs = match &programs.verifier_refusal {
             Some(refusal) if config.bpf.object == crate::config::ObjectChoice::Auto => {
-                let why = format!("the kernel's verifier refused the full build's {refusal}");
+                let why = format!("the kernel's verifier rejected the full build's {refusal}");
                 warn!("{why}: loading the fallback kernel programs instead");
                 // The same pin directory, still locked, without what the refused load pinned.
                 let pins = programs.pins.take();

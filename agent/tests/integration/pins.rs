@@ -46,6 +46,19 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// A bpffs of the test's own, mounted with bpffs' defaults (root 1777, anyone may enter), in a
+/// directory anyone may traverse: the node the attacks of user `nobody` assume, whatever mode
+/// this machine's /sys/fs/bpf has (the agent mounts it 0700). Unmounted when dropped.
+fn open_bpffs() -> (tempfile::TempDir, Unmount, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    chmod(tmp.path(), 0o755);
+    let mount_point = tmp.path().join("bpf");
+    std::fs::create_dir(&mount_point).unwrap();
+    let status = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&mount_point).status().unwrap();
+    assert!(status.success(), "mount -t bpf at {}", mount_point.display());
+    (tmp, Unmount(mount_point.clone()), mount_point)
+}
+
 /// A process of user `nobody` holding an exclusive flock on `dir` (as `sleep`, which inherits
 /// the locked descriptor): killed when dropped, and only it.
 fn flock_as_nobody(dir: &Path) -> ChildGuard {
@@ -115,7 +128,8 @@ fn a_directory_of_another_user_holding_a_lock_on_it_is_refused() {
         return;
     }
     let _serial = support::serial();
-    let base = unique_pin_dir("foreign");
+    let (_tmp, _unmount, bpffs) = open_bpffs();
+    let base = bpffs.join("kernsight");
     let _cleanup = Cleanup(vec![base.clone()]);
     std::fs::create_dir(&base).unwrap();
     std::os::unix::fs::chown(&base, Some(NOBODY), Some(NOBODY)).unwrap();
@@ -141,7 +155,8 @@ fn a_lock_held_by_another_user_on_a_root_directory_does_not_stop_pinning() {
         return;
     }
     let _serial = support::serial();
-    let base = unique_pin_dir("legacy");
+    let (_tmp, _unmount, bpffs) = open_bpffs();
+    let base = bpffs.join("kernsight");
     let _cleanup = Cleanup(vec![base.clone()]);
     // As kernsight created it before: root's, 0755, so anyone may open it and flock it.
     std::fs::create_dir(&base).unwrap();
