@@ -54,8 +54,8 @@ fn open_bpffs() -> (tempfile::TempDir, Unmount, PathBuf) {
     chmod(tmp.path(), 0o755);
     let mount_point = tmp.path().join("bpf");
     std::fs::create_dir(&mount_point).unwrap();
-    let status = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&mount_point).status().unwrap();
-    assert!(status.success(), "mount -t bpf at {}", mount_point.display());
+    nix::mount::mount(Some("bpf"), &mount_point, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+        .unwrap_or_else(|e| panic!("mount bpffs at {}: {e}", mount_point.display()));
     (tmp, Unmount(mount_point.clone()), mount_point)
 }
 
