@@ -14,7 +14,7 @@ pub const BLOCK_IO_START_MAP: &str = "BLOCK_IO_START";
 /// timed, under the `other` cgroup).
 pub const BLOCK_IO_START_ENTRIES: u32 = 16_384;
 /// Default bound of `BLOCK_IO` ((cgroup, device, op, slot) entries).
-pub const DEFAULT_BLOCK_IO_ENTRIES: u32 = 16_384;
+pub const DEFAULT_BLOCK_IO_ENTRIES: u32 = 8_192;
 
 /// Slots of a `BlockIoKey` beside the latency buckets (`0..LATENCY_BUCKETS`) and their sum
 /// (`LATENCY_SUM_BUCKET`).

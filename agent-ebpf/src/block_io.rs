@@ -110,19 +110,56 @@ unsafe fn blkcg_cgroup_id(rq: *const u8) -> u64 {
     }
 }
 
-/// block_rq_issue(struct request *rq); on 5.10 (struct request_queue *q, struct request *rq).
-#[btf_tracepoint(function = "block_rq_issue")]
-pub fn ks_block_rq_issue(ctx: BtfTracePointContext) -> i32 {
+/// The request of a `block_rq_issue` hit: `(struct request *rq)`, or on 5.10
+/// `(struct request_queue *q, struct request *rq)`.
+#[inline(always)]
+pub(crate) fn issued_request(ctx: &BtfTracePointContext) -> *const u8 {
     // The branch not taken is pruned: the global is read-only data.
-    let rq: *const u8 = if global(&BLOCK_ISSUE_RQ_ARG) == 1 { ctx.arg(1) } else { ctx.arg(0) };
+    if global(&BLOCK_ISSUE_RQ_ARG) == 1 { ctx.arg(1) } else { ctx.arg(0) }
+}
+
+/// The cgroup that issued `rq`: its blk-cgroup's on the unified hierarchy, else the current
+/// task's (see the module's comment).
+///
+/// # Safety
+/// `rq` must be a BTF pointer to a `struct request`.
+#[inline(always)]
+pub(crate) unsafe fn issuing_cgroup(rq: *const u8) -> u64 {
     let mut cgroup_id = 0;
     if global(&BLOCK_BLKCG) != 0 {
-        // SAFETY: the tracepoint's BTF `struct request` pointer.
+        // SAFETY: the caller's BTF `struct request` pointer.
         cgroup_id = unsafe { blkcg_cgroup_id(rq) };
     }
     if cgroup_id == 0 {
         cgroup_id = current_cgroup().1;
     }
+    cgroup_id
+}
+
+/// The op of `rq` (`op::READ`, `WRITE`, `OTHER`), and the bytes it has left to complete.
+///
+/// # Safety
+/// `rq` must be a BTF pointer to a `struct request`.
+#[inline(always)]
+pub(crate) unsafe fn op_and_remaining(rq: *const u8) -> (u16, u32) {
+    // SAFETY: the caller's BTF pointer, at offsets from the kernel's BTF.
+    let (flags, remaining) = unsafe {
+        (load::<u32>(rq, global(&BLOCK_RQ_CMD_FLAGS_OFFSET)), load::<u32>(rq, global(&BLOCK_RQ_DATA_LEN_OFFSET)))
+    };
+    let what = match flags & REQ_OP_MASK {
+        REQ_OP_READ => op::READ,
+        REQ_OP_WRITE => op::WRITE,
+        _ => op::OTHER,
+    };
+    (what, remaining)
+}
+
+/// block_rq_issue(struct request *rq); on 5.10 (struct request_queue *q, struct request *rq).
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn ks_block_rq_issue(ctx: BtfTracePointContext) -> i32 {
+    let rq = issued_request(&ctx);
+    // SAFETY: the tracepoint's BTF `struct request` pointer.
+    let cgroup_id = unsafe { issuing_cgroup(rq) };
     // SAFETY: helper without preconditions.
     let start = IoStart { issued_ns: unsafe { bpf_ktime_get_ns() }, cgroup_id };
     // A requeued request is issued again: its start is replaced.
@@ -135,7 +172,7 @@ pub fn ks_block_rq_issue(ctx: BtfTracePointContext) -> i32 {
 /// # Safety
 /// `rq` must be a BTF pointer to a `struct request`.
 #[inline(always)]
-unsafe fn device(rq: *const u8) -> u32 {
+pub(crate) unsafe fn device(rq: *const u8) -> u32 {
     // SAFETY: BTF pointers at offsets from the kernel's BTF; a request without a disk reads 0.
     unsafe {
         let disk: *const u8 = if global(&BLOCK_DISK_VIA_QUEUE) != 0 {
@@ -168,19 +205,8 @@ fn count(cgroup_id: u64, device: u32, what: u16, slot: u16, amount: u64) {
 pub fn ks_block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     let rq: *const u8 = ctx.arg(0);
     let nr_bytes: u32 = ctx.arg(2);
-    // SAFETY: the tracepoint's BTF `struct request` pointer, at offsets from the kernel's BTF.
-    let (flags, remaining, device) = unsafe {
-        (
-            load::<u32>(rq, global(&BLOCK_RQ_CMD_FLAGS_OFFSET)),
-            load::<u32>(rq, global(&BLOCK_RQ_DATA_LEN_OFFSET)),
-            device(rq),
-        )
-    };
-    let what = match flags & REQ_OP_MASK {
-        REQ_OP_READ => op::READ,
-        REQ_OP_WRITE => op::WRITE,
-        _ => op::OTHER,
-    };
+    // SAFETY: the tracepoint's BTF `struct request` pointer.
+    let ((what, remaining), device) = unsafe { (op_and_remaining(rq), device(rq)) };
     let address = rq as u64;
     // SAFETY: a value of the map, copied out at once.
     let start = unsafe { BLOCK_IO_START.get(&address) }.copied();

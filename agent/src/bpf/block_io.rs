@@ -97,6 +97,30 @@ impl BlockOffsets {
     }
 }
 
+impl BlockOffsets {
+    /// Sets the programs' globals (the family's and `kernsight trace io`'s).
+    pub fn set_globals<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        for (global, value) in [
+            (wire::ISSUE_RQ_ARG_GLOBAL, &self.issue_rq_arg),
+            (wire::DISK_VIA_QUEUE_GLOBAL, &self.disk_via_queue),
+            (wire::RQ_Q_OFFSET_GLOBAL, &self.rq_q),
+            (wire::QUEUE_DISK_OFFSET_GLOBAL, &self.queue_disk),
+            (wire::RQ_DISK_OFFSET_GLOBAL, &self.rq_disk),
+            (wire::DISK_MAJOR_OFFSET_GLOBAL, &self.disk_major),
+            (wire::DISK_FIRST_MINOR_OFFSET_GLOBAL, &self.disk_first_minor),
+            (wire::RQ_CMD_FLAGS_OFFSET_GLOBAL, &self.rq_cmd_flags),
+            (wire::RQ_DATA_LEN_OFFSET_GLOBAL, &self.rq_data_len),
+            (wire::BLKCG_GLOBAL, &self.blkcg),
+            (wire::RQ_BIO_OFFSET_GLOBAL, &self.rq_bio),
+            (wire::BIO_BLKG_OFFSET_GLOBAL, &self.bio_blkg),
+            (wire::BLKG_BLKCG_OFFSET_GLOBAL, &self.blkg_blkcg),
+            (wire::BLKCG_CGROUP_OFFSET_GLOBAL, &self.blkcg_cgroup),
+        ] {
+            loader.override_global(global, value, true);
+        }
+    }
+}
+
 impl CgroupKeyed for BlockIoKey {
     fn cgroup_id(&self) -> u64 {
         self.cgroup_id
@@ -128,24 +152,8 @@ impl Family for BlockIo {
     }
 
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
-        let Ok(offsets) = &facts.block_io else { return };
-        for (global, value) in [
-            (wire::ISSUE_RQ_ARG_GLOBAL, &offsets.issue_rq_arg),
-            (wire::DISK_VIA_QUEUE_GLOBAL, &offsets.disk_via_queue),
-            (wire::RQ_Q_OFFSET_GLOBAL, &offsets.rq_q),
-            (wire::QUEUE_DISK_OFFSET_GLOBAL, &offsets.queue_disk),
-            (wire::RQ_DISK_OFFSET_GLOBAL, &offsets.rq_disk),
-            (wire::DISK_MAJOR_OFFSET_GLOBAL, &offsets.disk_major),
-            (wire::DISK_FIRST_MINOR_OFFSET_GLOBAL, &offsets.disk_first_minor),
-            (wire::RQ_CMD_FLAGS_OFFSET_GLOBAL, &offsets.rq_cmd_flags),
-            (wire::RQ_DATA_LEN_OFFSET_GLOBAL, &offsets.rq_data_len),
-            (wire::BLKCG_GLOBAL, &offsets.blkcg),
-            (wire::RQ_BIO_OFFSET_GLOBAL, &offsets.rq_bio),
-            (wire::BIO_BLKG_OFFSET_GLOBAL, &offsets.bio_blkg),
-            (wire::BLKG_BLKCG_OFFSET_GLOBAL, &offsets.blkg_blkcg),
-            (wire::BLKCG_CGROUP_OFFSET_GLOBAL, &offsets.blkcg_cgroup),
-        ] {
-            loader.override_global(global, value, true);
+        if let Ok(offsets) = &facts.block_io {
+            offsets.set_globals(loader);
         }
     }
 

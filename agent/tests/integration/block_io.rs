@@ -7,6 +7,7 @@
 
 use std::{
     ffi::CString,
+    io::{BufRead as _, BufReader, Read as _},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -14,8 +15,8 @@ use std::{
 };
 
 use crate::support::{
-    Agent, TestCgroup, config_file, parse, path_str, privileged, required, serial, skip, spawn_in,
-    unified_root, v1_root, value,
+    Agent, BINARY, TestCgroup, config_file, eventually, parse, path_str, privileged, required, serial, skip,
+    spawn_in, unified_root, v1_root, value,
 };
 
 /// The block size of every I/O: one request each (the loop device takes up to
@@ -358,4 +359,84 @@ fn a_storm_of_cgroups_each_doing_one_io_lands_in_other() {
     assert!(agent.alive());
     let again = parse(&agent.scrape());
     assert!(value(&again, "kernsight_probe_attached", &[("probe", "block_io")]) == 1.0);
+}
+
+/// `kernsight trace io` restricted to a cgroup: one event per request of `dd` there, with its
+/// device, op, size, latency and the process that issued it; nothing from a sibling doing I/O
+/// on the same device.
+#[test]
+fn trace_io_shows_each_request_of_the_traced_cgroup() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let Some(device) = loop_device() else { return };
+    let traced = TestCgroup::create("blockio-traced");
+    let other = TestCgroup::create("blockio-untraced");
+    // Killed if the test fails before it is stopped.
+    let mut child = crate::support::ChildGuard(
+        Command::new(BINARY)
+            .args(["trace", "io", "--cgroup", &traced.path.display().to_string(), "-o", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kernsight trace io"),
+    );
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let output = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let started = rx.iter().find(|line| line.starts_with("tracing ") || line.contains("rror"));
+    assert!(
+        started.as_deref().is_some_and(|l| l.starts_with("tracing ")),
+        "trace io did not start: {started:?}"
+    );
+
+    let of = format!("of={}", device.device.display());
+    let bs = format!("bs={BLOCK}");
+    const TRACED_WRITES: u64 = 24;
+    dd_in(
+        &[traced.path.as_path()],
+        &[
+            "if=/dev/zero".into(),
+            of.clone(),
+            bs.clone(),
+            format!("count={TRACED_WRITES}"),
+            "oflag=direct".into(),
+        ],
+    );
+    dd_in(&[other.path.as_path()], &["if=/dev/zero".into(), of, bs, "count=8".into(), "oflag=direct".into()]);
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = eventually(Duration::from_secs(20), || {
+        child.try_wait().unwrap().ok_or_else(|| "kernsight trace io still runs after SIGINT".to_owned())
+    });
+    assert!(status.success(), "kernsight trace io: {status}");
+    let text = output.join().unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let ours: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["device"] == serde_json::json!(device.label())).collect();
+    eprintln!("{} events, {} on {}; first: {:?}", events.len(), ours.len(), device.name(), ours.first());
+    assert_eq!(ours.len() as u64, TRACED_WRITES, "one event per request of the traced dd: {text}");
+    for event in &ours {
+        assert_eq!(event["op"], "write", "{event}");
+        assert_eq!(event["bytes"], serde_json::json!(BLOCK), "{event}");
+        assert_eq!(event["comm"], "dd", "the issuer: {event}");
+        assert_eq!(event["device_name"], device.name(), "{event}");
+        assert_eq!(event["error"], 0, "{event}");
+        assert!(event["latency_ns"].as_u64().is_some_and(|ns| ns > 0), "{event}");
+    }
 }
