@@ -94,6 +94,8 @@ impl Collector for ResourceCollector {
         };
 
         let mut families: BTreeMap<&'static str, Family> = BTreeMap::new();
+        // Device names, read from sysfs once a scrape whatever the number of containers.
+        let mut device_names: BTreeMap<(u32, u32), String> = BTreeMap::new();
         for (workload, r) in &containers {
             let mut add = |name: &'static str, value: Option<f64>| {
                 if let Some(value) = value {
@@ -137,12 +139,11 @@ impl Collector for ResourceCollector {
                 );
             }
             for (&(major, minor), io) in &r.io {
-                let device = || {
-                    [
-                        ("device", device_label(major, minor)),
-                        ("device_name", device_name(Path::new("/sys"), major, minor).unwrap_or_default()),
-                    ]
-                };
+                let name = device_names
+                    .entry((major, minor))
+                    .or_insert_with(|| device_name(Path::new("/sys"), major, minor).unwrap_or_default())
+                    .clone();
+                let device = || [("device", device_label(major, minor)), ("device_name", name.clone())];
                 for (key, value) in [
                     ("io_read_bytes", io.read_bytes),
                     ("io_write_bytes", io.write_bytes),
