@@ -51,6 +51,8 @@ pub mod map_full {
     /// Memory reclaim family (24..=25): the stall histogram, then the threads-in-reclaim hash.
     pub const RECLAIM_STALLS: u32 = 24;
     pub const RECLAIM_START: u32 = 25;
+    /// Block I/O family (26): the per (cgroup, device, op) counters and histogram.
+    pub const BLOCK_IO: u32 = 26;
     /// Room for every family's indices.
     pub const COUNT: u32 = 32;
 }
@@ -70,7 +72,12 @@ mod tests {
 
     #[test]
     fn map_full_indexes_fit_the_map() {
-        for index in [map_full::SYSCALL_LATENCY_QUOTA, map_full::CAPABILITY_CHECKS, map_full::RECLAIM_START] {
+        for index in [
+            map_full::SYSCALL_LATENCY_QUOTA,
+            map_full::CAPABILITY_CHECKS,
+            map_full::RECLAIM_START,
+            map_full::BLOCK_IO,
+        ] {
             assert!(index < map_full::COUNT);
         }
     }

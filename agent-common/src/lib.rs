@@ -4,6 +4,7 @@
 //! checked at compile time so that both sides agree on the layout byte for byte.
 #![no_std]
 
+pub mod block_io;
 pub mod capabilities;
 pub mod cgroups;
 pub mod counters;

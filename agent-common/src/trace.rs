@@ -68,6 +68,13 @@ pub const SYSCALL_PATH_SHIFT: u8 = 1;
 /// `TraceHeader::kind`
 pub const KIND_TRACEPOINT: u32 = 1;
 pub const KIND_SYSCALL: u32 = 2;
+pub const KIND_BLOCK_IO: u32 = 3;
+
+/// LRU hash request address → `BlockIoRecord`: each traced request from its issue (with the
+/// issuer's process, comm and cgroup) to its completion, sized when `kernsight trace io` runs.
+pub const TRACE_BLOCK_START_MAP: &str = "TRACE_BLOCK_START";
+/// Requests in flight `TRACE_BLOCK_START` follows in a trace (LRU: the oldest forgotten).
+pub const TRACE_BLOCK_START_ENTRIES: u32 = 16_384;
 
 /// `SyscallRecord::latency_ns` when the call started before the trace did.
 pub const LATENCY_UNKNOWN: u64 = u64::MAX;
@@ -106,6 +113,28 @@ pub struct SyscallRecord {
 }
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 48 + 24 + 48 + TRACE_PATH_MAX);
 
+/// One completed block request (`kernsight trace io`), written when its last part completes.
+/// The header is the issuer's (its process and comm where the request was issued in its
+/// context, a kworker's otherwise; its cgroup as the `block_io` family attributes it), with the
+/// completion's time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockIoRecord {
+    pub header: TraceHeader,
+    /// `major << 20 | minor` (`block_io::MINOR_BITS`).
+    pub device: u32,
+    /// One of `block_io::op`.
+    pub op: u32,
+    /// The request's size when issued.
+    pub bytes: u64,
+    /// Nanoseconds from issue to completion.
+    pub latency_ns: u64,
+    /// The completion's `blk_status_t` (0: success).
+    pub error: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<BlockIoRecord>() == 48 + 32);
+
 /// Key of `TRACE_CGROUP_COUNTS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -136,4 +165,6 @@ mod pod {
     unsafe impl aya::Pod for super::SyscallCount {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CgroupSyscallKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BlockIoRecord {}
 }

@@ -19,9 +19,9 @@ static CGROUP_EVENTS: RingBuf = RingBuf::with_byte_size(CGROUP_EVENTS_BYTES, 0);
 static CGROUP_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
-static CGROUP_ROOT_OFFSET: u32 = 0;
+pub(crate) static CGROUP_ROOT_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
-static ROOT_HIERARCHY_ID_OFFSET: u32 = 0;
+pub(crate) static ROOT_HIERARCHY_ID_OFFSET: u32 = 0;
 
 #[btf_tracepoint(function = "cgroup_mkdir")]
 pub fn ks_cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {

@@ -18,12 +18,13 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use kernsight_common::trace::{
-    CgroupSyscallKey, KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_SLOTS, LATENCY_UNKNOWN, SYSCALL_PATH_SHIFT,
+    BlockIoRecord, CgroupSyscallKey, KIND_BLOCK_IO, KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_SLOTS, LATENCY_UNKNOWN, SYSCALL_PATH_SHIFT,
     SYSCALL_TRACED, SyscallCount, SyscallRecord, TRACE_PATH_MAX, TRACE_RECORD_MAX, TRACE_SYSCALLS,
     TraceHeader,
 };
 
 use crate::{
+    block_io::{device, issued_request, issuing_cgroup, op_and_remaining},
     syscalls::{NEVER_RETURNS, SYSCALL_NR_OFFSET, SyscallNr},
     task::{current_cgroup, global, load},
 };
@@ -50,6 +51,10 @@ static TRACE_SYSCALL_LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1
 #[map]
 static TRACE_CGROUP_COUNTS: PerCpuHashMap<CgroupSyscallKey, SyscallCount> =
     PerCpuHashMap::with_max_entries(1, 0);
+
+/// Small in the object, sized by `kernsight trace io`.
+#[map]
+static TRACE_BLOCK_START: LruHashMap<u64, BlockIoRecord> = LruHashMap::with_max_entries(1, 0);
 
 #[map]
 static TRACE_SYSCALL_COUNTS: PerCpuArray<SyscallCount> =
@@ -99,19 +104,28 @@ const ARG_OFFSETS: [u32; 6] = [34 * 8, 8, 2 * 8, 3 * 8, 4 * 8, 5 * 8];
 /// The current task's cgroup when the process and cgroup filters let it through.
 #[inline(always)]
 fn traced_cgroup() -> Option<u64> {
+    if !traced_process() {
+        return None;
+    }
+    let (_, cgroup_id) = current_cgroup();
+    traced(cgroup_id).then_some(cgroup_id)
+}
+
+/// Whether the process filter lets the current process through.
+#[inline(always)]
+fn traced_process() -> bool {
     let tgid = global(&TRACE_FILTER_TGID);
     let current = (bpf_get_current_pid_tgid() >> 32) as u32;
     // Pruned by the verifier when no process filter is set. The tracer's own calls (reading
     // the ring buffer, printing) would otherwise feed back into the trace.
-    if (tgid != 0 && current != tgid) || current == global(&TRACE_SELF_TGID) {
-        return None;
-    }
-    let (_, cgroup_id) = current_cgroup();
+    !((tgid != 0 && current != tgid) || current == global(&TRACE_SELF_TGID))
+}
+
+/// Whether the cgroup filter lets `cgroup_id` through.
+#[inline(always)]
+fn traced(cgroup_id: u64) -> bool {
     // SAFETY: the value is only tested for presence.
-    if global(&TRACE_FILTER_CGROUPS) != 0 && unsafe { TRACE_CGROUPS.get(&cgroup_id) }.is_none() {
-        return None;
-    }
-    Some(cgroup_id)
+    global(&TRACE_FILTER_CGROUPS) == 0 || unsafe { TRACE_CGROUPS.get(&cgroup_id) }.is_some()
 }
 
 #[inline(always)]
@@ -300,6 +314,66 @@ pub fn ks_trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
             record.header.len = (read.len() + 1).min(TRACE_PATH_MAX) as u32;
         }
     }
+    entry.submit(wakeup_flags());
+    0
+}
+
+/// block_rq_issue (see `block_io::issued_request`): a traced request's record, kept until it
+/// completes. The process filter applies to the task issuing the request, the cgroup filter to
+/// the cgroup it is attributed to (as the `block_io` family attributes it).
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn ks_trace_block_issue(ctx: BtfTracePointContext) -> i32 {
+    if !traced_process() {
+        return 0;
+    }
+    let rq = issued_request(&ctx);
+    // SAFETY: the tracepoint's BTF `struct request` pointer.
+    let cgroup_id = unsafe { issuing_cgroup(rq) };
+    if !traced(cgroup_id) {
+        return 0;
+    }
+    // SAFETY: as above.
+    let ((op, remaining), device) = unsafe { (op_and_remaining(rq), device(rq)) };
+    let mut record = BlockIoRecord {
+        device,
+        op: op as u32,
+        bytes: remaining as u64,
+        ..BlockIoRecord::default()
+    };
+    fill_header(&mut record.header, cgroup_id, KIND_BLOCK_IO);
+    let _ = TRACE_BLOCK_START.insert(&(rq as u64), &record, 0);
+    0
+}
+
+/// block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes): the
+/// record of a traced request, when its last part completes.
+#[btf_tracepoint(function = "block_rq_complete")]
+pub fn ks_trace_block_complete(ctx: BtfTracePointContext) -> i32 {
+    let rq: *const u8 = ctx.arg(0);
+    let error: u64 = ctx.arg(1);
+    let nr_bytes: u32 = ctx.arg(2);
+    // SAFETY: the tracepoint's BTF `struct request` pointer.
+    let (_, remaining) = unsafe { op_and_remaining(rq) };
+    if nr_bytes < remaining {
+        return 0; // a partial completion: the request goes on
+    }
+    let address = rq as u64;
+    // SAFETY: a value of the map, copied out at once.
+    let Some(issued) = (unsafe { TRACE_BLOCK_START.get(&address) }).copied() else {
+        return 0; // not traced, or issued before the trace began
+    };
+    let _ = TRACE_BLOCK_START.remove(&address);
+    let Some(mut entry) = TRACE_EVENTS.reserve::<BlockIoRecord>(0) else {
+        count_lost();
+        return 0;
+    };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut record = issued;
+    record.latency_ns = now.saturating_sub(issued.header.timestamp_ns);
+    record.header.timestamp_ns = now;
+    record.error = (error & 0xff) as u32;
+    entry.write(record);
     entry.submit(wakeup_flags());
     0
 }

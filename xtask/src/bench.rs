@@ -66,7 +66,8 @@ const CONFIGS: &[Config] = &[
     },
 ];
 
-pub const SUITES: &str = "syscalls, sched, net, caps, scrape [CONTAINERS], agent, trace, http [CONNECTIONS]";
+pub const SUITES: &str =
+    "syscalls, sched, net, caps, io, scrape [CONTAINERS], agent, trace, http [CONNECTIONS]";
 
 /// One suite, or all of them (no argument); each prints its own report, and the run ends with
 /// one table of every headline number.
@@ -83,6 +84,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Some("sched") => crate::sched_bench::run()?,
         Some("net") => crate::net_bench::run()?,
         Some("caps") => crate::caps_bench::run()?,
+        Some("io") => crate::io_bench::run()?,
         Some("agent") => crate::agent_bench::run()?,
         Some("trace") => crate::trace_bench::run()?,
         Some("http") => {
@@ -95,6 +97,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             rows.extend(crate::sched_bench::run()?);
             rows.extend(crate::net_bench::run()?);
             rows.extend(crate::caps_bench::run()?);
+            rows.extend(crate::io_bench::run()?);
             rows.extend(crate::scrape_bench::run(200)?);
             rows.extend(crate::scrape_bench::run(1000)?);
             rows.extend(crate::agent_bench::run()?);

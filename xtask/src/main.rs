@@ -9,6 +9,7 @@
 //! - `cargo xtask bench sched`: per-context-switch overhead of the scheduler programs
 //! - `cargo xtask bench net`: per-packet overhead of the network programs through a veth pair
 //! - `cargo xtask bench caps`: per-capability-check overhead of the capability program
+//! - `cargo xtask bench io`: per-block-I/O overhead of the block_io programs (a loop device)
 //! - `cargo xtask bench scrape [N]`: scrape time and agent RSS with N containers
 //! - `cargo xtask bench agent`: agent CPU and RSS, idle and under a syscall storm
 //! - `cargo xtask bench trace`: events/s and CPU of `kernsight trace` and the cost of kernel
@@ -29,6 +30,7 @@ mod agent_bench;
 mod bench;
 mod caps_bench;
 mod http_bench;
+mod io_bench;
 mod kernels;
 mod net_bench;
 mod process;
@@ -43,7 +45,7 @@ use std::process::ExitCode;
 use process::{Step, cargo, is_root, workspace_root};
 
 const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [SUITE] | test-kernels [OPTIONS]>\n\
-                     bench without a suite runs them all; suites: syscalls, sched, net, caps, scrape [CONTAINERS], agent, trace\n\
+                     bench without a suite runs them all; suites: syscalls, sched, net, caps, io, scrape [CONTAINERS], agent, trace\n\
                      test-kernels [--kernel VERSION]... [--keep] [--timeout SECONDS] [--large-node]: the kernel matrix, or the 192-CPU map budget check (see xtask/src/kernels/mod.rs)";
 
 fn main() -> ExitCode {
@@ -76,6 +78,8 @@ fn main() -> ExitCode {
         // Internal: the setuid(0) loop `bench caps` times.
         "__setuid-loop" => caps_bench::setuid_loop(rest),
         "__kill-loop" => caps_bench::kill_loop(rest),
+        // Internal: the O_DIRECT read loop `bench io` times.
+        "__direct-read-loop" => io_bench::direct_read_loop(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

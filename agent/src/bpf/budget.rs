@@ -165,6 +165,7 @@ const SHRINK_ORDER: &[Bound] = &[
     },
     Bound { key: "sched.process_max_entries", field: |c| &mut c.sched.process_max_entries, least: 16 },
     Bound { key: "memory.reclaim_max_entries", field: |c| &mut c.memory.reclaim_max_entries, least: 128 },
+    Bound { key: "block_io.max_entries", field: |c| &mut c.block_io.max_entries, least: 256 },
     Bound {
         key: "network.interface_traffic_max_entries",
         field: |c| &mut c.network.interface_traffic_max_entries,

@@ -12,6 +12,7 @@ use kernsight_common::{
 };
 
 use super::{
+    block_io::BlockOffsets,
     capabilities::SecurityOffsets,
     features::{Features, Object},
     net::SockOffsets,
@@ -57,6 +58,8 @@ pub struct KernelFacts {
     pub switch_has_prev_state: u32,
     /// `task_struct.__state` (5.14+) or `.state`.
     pub task_state_offset: Result<u32, BtfError>,
+    /// What the `block_io` programs read of requests, disks and bios.
+    pub block_io: Result<BlockOffsets, String>,
     pub hierarchies: Hierarchies,
     pub tracefs: PathBuf,
     /// Not a kernel fact but a setting the programs are specialised for (a global that must
@@ -99,6 +102,10 @@ impl KernelFacts {
         let task_state_offset = btf.map_err(Clone::clone).and_then(|btf| {
             btf.member_offset("task_struct", "__state").or_else(|_| btf.member_offset("task_struct", "state"))
         });
+        let block_io = match btf {
+            Ok(btf) => BlockOffsets::read(btf),
+            Err(err) => Err(format!("cannot read the kernel's BTF: {err}")),
+        };
         let object = Object::choose(&features, config.bpf.object);
         let offsets = Offsets {
             walk: walk.as_ref().copied().unwrap_or_default(),
@@ -122,6 +129,7 @@ impl KernelFacts {
             kfree_skb_has_reason: tracepoint_has_field(tracefs, "skb", "kfree_skb", "reason"),
             switch_has_prev_state: u32::from(switch_args.is_some_and(|args| args >= 4)),
             task_state_offset,
+            block_io,
             hierarchies,
             tracefs: tracefs.to_owned(),
             syscall_latency: u8::from(config.syscalls.latency_histogram),

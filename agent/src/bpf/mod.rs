@@ -2,6 +2,7 @@
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
 pub mod accounting;
+pub mod block_io;
 pub mod budget;
 pub mod capabilities;
 pub mod cgroup_walk;
@@ -66,6 +67,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &net::Drops,
     &capabilities::Capabilities,
     &memory_reclaim::MemoryReclaim,
+    &block_io::BlockIo,
 ];
 
 /// The objects `build.rs` produced from `kernsight-ebpf`: the full one and the fallback one for

@@ -12,11 +12,12 @@ use aya::{
 };
 use kernsight_common::trace::{
     CgroupSyscallKey, LATENCY_SLOTS, SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount,
-    TRACE_CGROUP_COUNTS_ENTRIES, TRACE_CGROUP_COUNTS_MAP, TRACE_CGROUPS_MAP, TRACE_CGROUPS_MAX,
-    TRACE_COUNT_BY_CGROUP_GLOBAL, TRACE_EVENTS_MAP, TRACE_FILTER_CGROUPS_GLOBAL, TRACE_FILTER_TGID_GLOBAL,
-    TRACE_LOST_MAP, TRACE_RECORD_BYTES_GLOBAL, TRACE_RECORD_MAX, TRACE_SELF_TGID_GLOBAL, TRACE_START_ENTRIES,
-    TRACE_SYSCALL_COUNT_ONLY_GLOBAL, TRACE_SYSCALL_COUNTS_MAP, TRACE_SYSCALL_HIST_GLOBAL,
-    TRACE_SYSCALL_LATENCY_MAP, TRACE_SYSCALL_SET_GLOBAL, TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
+    TRACE_BLOCK_START_ENTRIES, TRACE_BLOCK_START_MAP, TRACE_CGROUP_COUNTS_ENTRIES, TRACE_CGROUP_COUNTS_MAP,
+    TRACE_CGROUPS_MAP, TRACE_CGROUPS_MAX, TRACE_COUNT_BY_CGROUP_GLOBAL, TRACE_EVENTS_MAP,
+    TRACE_FILTER_CGROUPS_GLOBAL, TRACE_FILTER_TGID_GLOBAL, TRACE_LOST_MAP, TRACE_RECORD_BYTES_GLOBAL,
+    TRACE_RECORD_MAX, TRACE_SELF_TGID_GLOBAL, TRACE_START_ENTRIES, TRACE_SYSCALL_COUNT_ONLY_GLOBAL,
+    TRACE_SYSCALL_COUNTS_MAP, TRACE_SYSCALL_HIST_GLOBAL, TRACE_SYSCALL_LATENCY_MAP, TRACE_SYSCALL_SET_GLOBAL,
+    TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
 };
 
 use super::{
@@ -45,6 +46,8 @@ pub enum Source {
     SyscallCounts { set: Vec<u32>, latency: bool, by_cgroup: bool },
     /// Exec and exit events of the `processes` family.
     Processes,
+    /// One record per completed block request (`kernsight trace io`).
+    BlockIo,
 }
 
 /// Kernel-side filters.
@@ -87,6 +90,13 @@ impl Trace {
             .context("cannot find the cgroup of a task in the kernel's BTF")?;
         let task = task::TaskOffsets::read(&own_btf)
             .context("cannot read task_struct members from the kernel's BTF")?;
+        let block = match source {
+            Source::BlockIo => {
+                Some(super::block_io::BlockOffsets::read(&own_btf).map_err(anyhow::Error::msg)?)
+            }
+            _ => None,
+        };
+        let block_start_entries = if block.is_some() { TRACE_BLOCK_START_ENTRIES } else { 1 };
         drop(own_btf);
         let tgid = filters.tgid.unwrap_or(0);
         let filter_cgroups = u8::from(filters.cgroups.is_some());
@@ -124,7 +134,12 @@ impl Trace {
         let count_by_cgroup = u8::from(by_cgroup);
         let mut loader = EbpfLoader::new();
         loader.btf(&btf).allow_unsupported_maps();
-        let mut ebpf = super::loader::task_globals(&mut loader, &walk, &task)
+        super::loader::task_globals(&mut loader, &walk, &task);
+        if let Some(block) = &block {
+            block.set_globals(&mut loader);
+        }
+        let mut ebpf = loader
+            .map_max_entries(TRACE_BLOCK_START_MAP, block_start_entries)
             .override_global(TRACE_FILTER_TGID_GLOBAL, &tgid, true)
             .override_global(TRACE_FILTER_CGROUPS_GLOBAL, &filter_cgroups, true)
             .override_global(TRACE_SELF_TGID_GLOBAL, &self_tgid, true)
@@ -204,6 +219,19 @@ impl Trace {
                 } else {
                     load_and_attach(ebpf, &btf, &[("ks_trace_sys_exit", "sys_exit")])?;
                 }
+            }
+            Source::BlockIo => {
+                trace.ring = Some(RingBuf::try_from(take_map(ebpf, TRACE_EVENTS_MAP)?)?);
+                trace.lost = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_LOST_MAP)?)?);
+                // Completions first: every issue recorded has its completion attached.
+                load_and_attach(
+                    ebpf,
+                    &btf,
+                    &[
+                        ("ks_trace_block_complete", "block_rq_complete"),
+                        ("ks_trace_block_issue", "block_rq_issue"),
+                    ],
+                )?;
             }
             Source::Processes => {
                 let mut maps = processes::attach_processes(

@@ -1,4 +1,4 @@
-//! `kernsight trace <exec | exit | open | syscall | tcp | drop | oom | cap | signal |
+//! `kernsight trace <exec | exit | open | syscall | io | tcp | drop | oom | cap | signal |
 //! tracepoint:<category>:<name>>`: events filtered in the kernel by process, cgroup and syscall
 //! set, then by `--where`; printed, or aggregated with `--count-by`, `--sum`, `--hist`.
 
@@ -22,11 +22,11 @@ use crate::{
     },
 };
 
-const TYPED: [&str; 9] = ["exec", "exit", "open", "syscall", "tcp", "drop", "oom", "cap", "signal"];
+const TYPED: [&str; 10] = ["exec", "exit", "open", "syscall", "io", "tcp", "drop", "oom", "cap", "signal"];
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
-    /// exec, exit, open, syscall, tcp, drop, oom, cap, signal, or tracepoint:<category>:<name>.
+    /// exec, exit, open, syscall, io, tcp, drop, oom, cap, signal, or tracepoint:<category>:<name>.
     target: String,
     /// For `syscall`: the syscalls to trace, by name (all when none).
     syscalls: Vec<String>,
@@ -153,6 +153,13 @@ fn plan(args: &TraceArgs, kernel: Option<InKernel>) -> anyhow::Result<Plan> {
             } else {
                 columns(&["ppid", "exit_code", "how"])
             },
+            added: Vec::new(),
+            adjust: |_| {},
+        },
+        "io" => Plan {
+            source: Source::BlockIo,
+            decoder: Decoder::BlockIo,
+            columns: columns(&["device", "device_name", "op", "bytes", "latency_ns", "error"]),
             added: Vec::new(),
             adjust: |_| {},
         },

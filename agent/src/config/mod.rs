@@ -39,6 +39,7 @@ pub struct Config {
     pub syscalls: SyscallsConfig,
     pub sched: SchedConfig,
     pub memory: MemoryConfig,
+    pub block_io: BlockIoConfig,
     pub network: NetworkConfig,
     pub security: SecurityConfig,
     pub metadata: MetadataConfig,
@@ -115,6 +116,17 @@ pub struct SchedConfig {
 pub struct MemoryConfig {
     pub reclaim_stalls: bool,
     pub reclaim_max_entries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlockIoConfig {
+    /// Block I/O per cgroup, device and operation, timed from issue to completion.
+    pub enabled: bool,
+    /// Bound of the (cgroup, device, op, slot) map.
+    pub max_entries: u32,
+    /// Devices named in the series; the I/O of the others is exported under `device="other"`.
+    pub max_devices: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -297,6 +309,8 @@ impl Config {
             ("sched.process_max_entries", self.sched.process_max_entries, 16, 1 << 24),
             // The overflow entries alone take 2 kinds * 41 buckets.
             ("memory.reclaim_max_entries", self.memory.reclaim_max_entries, 128, 1 << 24),
+            // The overflow entries alone take 3 ops * 43 slots.
+            ("block_io.max_entries", self.block_io.max_entries, 256, 1 << 24),
             ("network.cgroup_traffic_max_entries", self.network.cgroup_traffic_max_entries, 16, 1 << 24),
             (
                 "network.interface_traffic_max_entries",
@@ -410,6 +424,16 @@ impl Default for MemoryConfig {
         Self {
             reclaim_stalls: true,
             reclaim_max_entries: kernsight_common::memory_reclaim::DEFAULT_RECLAIM_STALL_ENTRIES,
+        }
+    }
+}
+
+impl Default for BlockIoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_entries: kernsight_common::block_io::DEFAULT_BLOCK_IO_ENTRIES,
+            max_devices: 64,
         }
     }
 }

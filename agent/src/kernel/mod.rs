@@ -1,6 +1,7 @@
 //! What the agent reads from the running kernel: procfs, cgroupfs, tracefs, and names for the
 //! numbers the kernel hands out (syscalls, errnos).
 
+pub mod block_devices;
 pub mod btf;
 pub mod cgroup_handle;
 pub mod cgroupfs;

@@ -26,7 +26,13 @@ const MAX_FILE_SIZE: u64 = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CgroupDirs {
     V2(PathBuf),
-    V1 { memory: Option<PathBuf>, cpu: Option<PathBuf>, cpuacct: Option<PathBuf>, pids: Option<PathBuf> },
+    V1 {
+        memory: Option<PathBuf>,
+        cpu: Option<PathBuf>,
+        cpuacct: Option<PathBuf>,
+        pids: Option<PathBuf>,
+        blkio: Option<PathBuf>,
+    },
 }
 
 impl CgroupDirs {
@@ -54,7 +60,13 @@ impl CgroupDirs {
                 .find(|m| m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == controller))
                 .and_then(|mount| join(mount, path))
         };
-        Self::V1 { memory: v1("memory"), cpu: v1("cpu"), cpuacct: v1("cpuacct"), pids: v1("pids") }
+        Self::V1 {
+            memory: v1("memory"),
+            cpu: v1("cpu"),
+            cpuacct: v1("cpuacct"),
+            pids: v1("pids"),
+            blkio: v1("blkio"),
+        }
     }
 }
 
@@ -107,7 +119,21 @@ pub struct Resources {
     pub pids_max: Option<u64>,
     /// Total stall time in seconds by (resource: cpu|memory|io, some|full); v2 only.
     pub pressure: BTreeMap<(&'static str, &'static str), f64>,
+    /// Block I/O by device (major, minor): v2 `io.stat`, v1 `blkio.throttle.io_service*`.
+    pub io: BTreeMap<(u32, u32), IoCounts>,
 }
+
+/// Block I/O of a cgroup on one device, as the kernel's blk-cgroup counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub read_operations: u64,
+    pub write_operations: u64,
+}
+
+/// Devices read from one cgroup's I/O files: a node has few; past this the rest are dropped.
+pub const MAX_IO_DEVICES: usize = 64;
 
 /// v2 `memory.stat` keys reported as they are.
 const V2_MEMORY_KINDS: [&str; 6] = ["anon", "file", "kernel", "shmem", "slab", "sock"];
@@ -159,8 +185,10 @@ const NSEC_PER_SEC: f64 = 1e9;
 pub fn read(dirs: &CgroupDirs) -> Resources {
     match dirs {
         CgroupDirs::V2(dir) => read_v2(dir),
-        CgroupDirs::V1 { memory, cpu, cpuacct, pids } => {
-            read_v1(memory.as_deref(), cpu.as_deref(), cpuacct.as_deref(), pids.as_deref())
+        CgroupDirs::V1 { memory, cpu, cpuacct, pids, blkio } => {
+            let mut r = read_v1(memory.as_deref(), cpu.as_deref(), cpuacct.as_deref(), pids.as_deref());
+            r.io = blkio.as_deref().map(read_blkio).unwrap_or_default();
+            r
         }
     }
 }
@@ -205,6 +233,7 @@ fn read_v2(dir: &Path) -> Resources {
         r.cpu_period_seconds = Some(period as f64 / USEC_PER_SEC);
     }
 
+    r.io = file("io.stat").map(|t| parse_io_stat(&t)).unwrap_or_default();
     for resource in PRESSURE_RESOURCES {
         let Some(text) = file(&format!("{resource}.pressure")) else { continue };
         for (kind, total_usec) in parse_pressure(&text) {
@@ -259,6 +288,85 @@ fn read_v1(
         .and_then(|q| u64::try_from(q).ok())
         .map(|q| q as f64 / USEC_PER_SEC);
     r
+}
+
+/// v1 blkio's counts: the `_recursive` files (which include descendants, as v2's io.stat
+/// does) where the kernel has them, else the cgroup's own.
+fn read_blkio(dir: &Path) -> BTreeMap<(u32, u32), IoCounts> {
+    let file =
+        |name: &str| read_text(&dir.join(format!("{name}_recursive"))).or_else(|| read_text(&dir.join(name)));
+    let bytes = file("blkio.throttle.io_service_bytes").map(|t| parse_blkio_rwstat(&t)).unwrap_or_default();
+    let operations = file("blkio.throttle.io_serviced").map(|t| parse_blkio_rwstat(&t)).unwrap_or_default();
+    let mut io: BTreeMap<(u32, u32), IoCounts> = BTreeMap::new();
+    for (device, (read, write)) in bytes {
+        let counts = io.entry(device).or_default();
+        (counts.read_bytes, counts.write_bytes) = (read, write);
+    }
+    for (device, (read, write)) in operations {
+        if io.len() >= MAX_IO_DEVICES && !io.contains_key(&device) {
+            continue;
+        }
+        let counts = io.entry(device).or_default();
+        (counts.read_operations, counts.write_operations) = (read, write);
+    }
+    io
+}
+
+/// A `major:minor` device field.
+fn parse_device(field: &str) -> Option<(u32, u32)> {
+    let (major, minor) = field.split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// v2 `io.stat`: a line per device, `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0`
+/// (keys in any order, others ignored). Lines without a device, and values that are not
+/// numbers, are skipped; at most `MAX_IO_DEVICES` devices.
+pub fn parse_io_stat(text: &str) -> BTreeMap<(u32, u32), IoCounts> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let device = parse_device(fields.next()?)?;
+            let mut counts = IoCounts::default();
+            for field in fields {
+                let Some((key, value)) = field.split_once('=') else { continue };
+                let Ok(value) = value.parse() else { continue };
+                match key {
+                    "rbytes" => counts.read_bytes = value,
+                    "wbytes" => counts.write_bytes = value,
+                    "rios" => counts.read_operations = value,
+                    "wios" => counts.write_operations = value,
+                    _ => {}
+                }
+            }
+            Some((device, counts))
+        })
+        .take(MAX_IO_DEVICES)
+        .collect()
+}
+
+/// v1 blkio rwstat files (`blkio.throttle.io_service_bytes`, `..._serviced`): lines
+/// `8:0 Read 4096`, `8:0 Write 0`, ... (`Sync`, `Async`, `Discard`, `Total` ignored), and a last
+/// `Total N` line. Returns (read, write) per device, at most `MAX_IO_DEVICES`.
+pub fn parse_blkio_rwstat(text: &str) -> BTreeMap<(u32, u32), (u64, u64)> {
+    let mut devices: BTreeMap<(u32, u32), (u64, u64)> = BTreeMap::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(device), Some(kind), Some(value), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let (Some(device), Ok(value)) = (parse_device(device), value.parse::<u64>()) else { continue };
+        if devices.len() >= MAX_IO_DEVICES && !devices.contains_key(&device) {
+            continue;
+        }
+        match kind {
+            "Read" => devices.entry(device).or_default().0 = value,
+            "Write" => devices.entry(device).or_default().1 = value,
+            _ => {}
+        }
+    }
+    devices
 }
 
 /// The sum of the parts present; `None` when none is (not a memory.stat of this shape).

@@ -2,6 +2,7 @@
 //! endpoint that serves them.
 
 mod agent;
+mod block_io;
 mod capabilities;
 pub mod client;
 pub use capabilities::capability_labels;
@@ -90,6 +91,12 @@ pub fn registry(
         programs.clone(),
         tracker.clone(),
         resolver.clone(),
+    )));
+    registry.register_collector(Box::new(block_io::BlockIoCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+        config.block_io.max_devices,
     )));
     // Drop reason names as this kernel numbers them; without them, drops are labelled reason_N.
     let format = config.paths.tracefs.join("events/skb/kfree_skb/format");

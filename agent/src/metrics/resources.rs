@@ -4,6 +4,7 @@
 
 use std::{
     collections::BTreeMap,
+    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -17,6 +18,7 @@ use prometheus_client::{
 use super::{LabelNames, LabelSet, workload_labels};
 use crate::{
     kernel::{
+        block_devices::{device_label, device_name},
         mountinfo::Mount,
         resources::{CgroupDirs, ResourceCache, Resources},
     },
@@ -92,6 +94,8 @@ impl Collector for ResourceCollector {
         };
 
         let mut families: BTreeMap<&'static str, Family> = BTreeMap::new();
+        // Device names, read from sysfs once a scrape whatever the number of containers.
+        let mut device_names: BTreeMap<(u32, u32), String> = BTreeMap::new();
         for (workload, r) in &containers {
             let mut add = |name: &'static str, value: Option<f64>| {
                 if let Some(value) = value {
@@ -134,6 +138,21 @@ impl Collector for ResourceCollector {
                     *count as f64,
                 );
             }
+            for (&(major, minor), io) in &r.io {
+                let name = device_names
+                    .entry((major, minor))
+                    .or_insert_with(|| device_name(Path::new("/sys"), major, minor).unwrap_or_default())
+                    .clone();
+                let device = || [("device", device_label(major, minor)), ("device_name", name.clone())];
+                for (key, value) in [
+                    ("io_read_bytes", io.read_bytes),
+                    ("io_write_bytes", io.write_bytes),
+                    ("io_read_operations", io.read_operations),
+                    ("io_write_operations", io.write_operations),
+                ] {
+                    families.entry(key).or_default().push(workload, &names, device(), value as f64);
+                }
+            }
             for ((resource, kind), seconds) in &r.pressure {
                 let own = [("resource", (*resource).to_owned()), ("kind", (*kind).to_owned())];
                 families.entry("pressure").or_default().push(workload, &names, own, *seconds);
@@ -156,7 +175,7 @@ impl Collector for ResourceCollector {
 }
 
 /// (key, name, help, type) of every family, in export order.
-const FAMILIES: [(&str, &str, &str, MetricType); 14] = [
+const FAMILIES: [(&str, &str, &str, MetricType); 18] = [
     (
         "usage_bytes",
         "kernsight_container_memory_usage_bytes",
@@ -234,6 +253,30 @@ const FAMILIES: [(&str, &str, &str, MetricType); 14] = [
         "pressure",
         "kernsight_container_pressure_stall_seconds",
         "Pressure stall time (PSI) by resource (cpu, memory, io) and kind (some, full); v2 only",
+        MetricType::Counter,
+    ),
+    (
+        "io_read_bytes",
+        "kernsight_container_io_read_bytes",
+        "Bytes the container read from each block device, as its blk-cgroup counts them (io.stat rbytes; v1 blkio.throttle.io_service_bytes Read)",
+        MetricType::Counter,
+    ),
+    (
+        "io_write_bytes",
+        "kernsight_container_io_write_bytes",
+        "Bytes the container wrote to each block device (io.stat wbytes; v1 blkio.throttle.io_service_bytes Write)",
+        MetricType::Counter,
+    ),
+    (
+        "io_read_operations",
+        "kernsight_container_io_read_operations",
+        "Read operations of the container on each block device (io.stat rios; v1 blkio.throttle.io_serviced Read)",
+        MetricType::Counter,
+    ),
+    (
+        "io_write_operations",
+        "kernsight_container_io_write_operations",
+        "Write operations of the container on each block device (io.stat wios; v1 blkio.throttle.io_serviced Write)",
         MetricType::Counter,
     ),
 ];

@@ -4,7 +4,13 @@
 
 use std::sync::Arc;
 
-use kernsight_common::trace::{KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_UNKNOWN, SyscallRecord, TraceHeader};
+use kernsight_common::{
+    block_io::{device_numbers, op_name},
+    trace::{
+        BlockIoRecord, KIND_BLOCK_IO, KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_UNKNOWN, SyscallRecord,
+        TraceHeader,
+    },
+};
 
 use super::syscall_args;
 use crate::{
@@ -66,6 +72,8 @@ pub enum Decoder {
     Tracepoint(Format),
     Syscalls,
     Processes,
+    /// Completed block requests (`kernsight trace io`).
+    BlockIo,
 }
 
 /// A decoder's own state per kind of record.
@@ -77,7 +85,41 @@ enum Records {
     },
     Syscalls,
     Processes,
+    BlockIo(DeviceNames),
 }
+
+/// Kernel names of the devices seen (`major:minor` → name), read once each from sysfs; at most
+/// `MAX_DEVICE_NAMES`, past which devices are shown by number only.
+#[derive(Default)]
+struct DeviceNames(std::sync::Mutex<std::collections::HashMap<u32, String>>);
+
+const MAX_DEVICE_NAMES: usize = 256;
+
+impl DeviceNames {
+    fn name(&self, device: u32) -> String {
+        let mut names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = names.get(&device) {
+            return name.clone();
+        }
+        let (major, minor) = device_numbers(device);
+        let name = crate::kernel::block_devices::device_name(std::path::Path::new("/sys"), major, minor)
+            .unwrap_or_default();
+        if names.len() < MAX_DEVICE_NAMES {
+            names.insert(device, name.clone());
+        }
+        name
+    }
+}
+
+/// The fields of a block I/O event after the common ones.
+const BLOCK_IO_FIELDS: [(&str, Kind); 6] = [
+    ("device", Kind::Text),
+    ("device_name", Kind::Text),
+    ("op", Kind::Text),
+    ("bytes", Kind::Number),
+    ("latency_ns", Kind::Number),
+    ("error", Kind::Number),
+];
 
 struct SyscallNames {
     syscall: Arc<str>,
@@ -112,6 +154,7 @@ impl RecordDecoder {
             }
             Decoder::Syscalls => Records::Syscalls,
             Decoder::Processes => Records::Processes,
+            Decoder::BlockIo => Records::BlockIo(DeviceNames::default()),
         };
         let syscall = SyscallNames {
             syscall: "syscall".into(),
@@ -155,6 +198,7 @@ impl RecordDecoder {
                 ]
                 .map(|(n, k)| (Arc::from(n), k)),
             ),
+            Records::BlockIo(_) => fields.extend(BLOCK_IO_FIELDS.map(|(n, k)| (Arc::from(n), k))),
         }
         fields
     }
@@ -187,6 +231,31 @@ impl RecordDecoder {
                     return Err(RecordError::Kind(call.header.kind));
                 }
                 Ok(self.syscall(&call))
+            }
+            Records::BlockIo(names) => {
+                if record.len() < size_of::<BlockIoRecord>() {
+                    return Err(RecordError::Short(record.len()));
+                }
+                // SAFETY: length checked; plain integers and bytes, read unaligned.
+                let io: BlockIoRecord = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+                if io.header.kind != KIND_BLOCK_IO {
+                    return Err(RecordError::Kind(io.header.kind));
+                }
+                let mut event = self.common(&io.header);
+                let (major, minor) = device_numbers(io.device);
+                let op = u16::try_from(io.op).ok().and_then(op_name).unwrap_or("other");
+                let values = [
+                    Value::Str(format!("{major}:{minor}")),
+                    Value::Str(names.name(io.device)),
+                    Value::Str(op.to_owned()),
+                    Value::UInt(io.bytes),
+                    Value::UInt(io.latency_ns),
+                    Value::UInt(u64::from(io.error)),
+                ];
+                for ((name, _), value) in BLOCK_IO_FIELDS.iter().zip(values) {
+                    event.push(&Arc::from(*name), value);
+                }
+                Ok(event)
             }
         }
     }

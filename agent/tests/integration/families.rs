@@ -4,7 +4,7 @@
 use crate::support::{Agent, config_file, parse, path_str, privileged, value};
 
 /// The bounded map each family reports in `kernsight_bpf_map_max_entries`.
-const FAMILY_MAPS: [(&str, &str); 7] = [
+const FAMILY_MAPS: [(&str, &str); 8] = [
     ("runqueue", "RUNQ_LATENCY"),
     ("processes", "PROCESS_COUNTS"),
     ("net_cgroup", "NET_CGROUP_TRAFFIC"),
@@ -12,6 +12,7 @@ const FAMILY_MAPS: [(&str, &str); 7] = [
     ("packet_drops", "NET_CGROUP_DROPS"),
     ("capabilities", "CAPABILITY_CHECKS"),
     ("memory_reclaim", "RECLAIM_STALLS"),
+    ("block_io", "BLOCK_IO"),
 ];
 
 #[test]

@@ -18,6 +18,7 @@ pub const FAMILIES: &[&str] = &[
     "packet_drops",
     "capabilities",
     "memory_reclaim",
+    "block_io",
 ];
 
 /// Host programs that some tests call, copied into the guests at the same paths with their
@@ -80,6 +81,13 @@ const GUEST_AREAS: &[(&str, Run)] = &[
         ]),
     ),
     ("tcp", Run::Not(NETWORK)),
+    (
+        "block_io",
+        Run::Not(
+            "needs a loop device the test creates (losetup), and the guests load no loop module (Debian \
+             builds it as a module) and have no disk",
+        ),
+    ),
     ("packet_drops", Run::Not(NETWORK)),
     (
         "http_security",

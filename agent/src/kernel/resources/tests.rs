@@ -407,8 +407,13 @@ fn reads_v1_fixture_tree() {
     );
     write_files(&cpuacct, &[("cpuacct.usage", "1500000000\n")]);
     write_files(&pids, &[("pids.current", "3\n"), ("pids.max", "max\n")]);
-    let dirs =
-        CgroupDirs::V1 { memory: Some(memory), cpu: Some(cpu), cpuacct: Some(cpuacct), pids: Some(pids) };
+    let dirs = CgroupDirs::V1 {
+        memory: Some(memory),
+        cpu: Some(cpu),
+        cpuacct: Some(cpuacct),
+        pids: Some(pids),
+        blkio: None,
+    };
     let r = read(&dirs);
     assert_eq!(r.memory_current, Some(131072000));
     assert_eq!(r.memory_max, Some(256 * MIB));
@@ -450,7 +455,7 @@ fn reads_v1_unlimited_and_without_total_lines() {
         ],
     );
     let dir = Some(tmp.path().to_owned());
-    let r = read(&CgroupDirs::V1 { memory: dir.clone(), cpu: dir, cpuacct: None, pids: None });
+    let r = read(&CgroupDirs::V1 { memory: dir.clone(), cpu: dir, cpuacct: None, pids: None, blkio: None });
     assert_eq!(r.memory_max, None);
     assert_eq!(r.memory_by_kind, BTreeMap::from([("anon", 200), ("file", 100), ("shmem", 3)]));
     assert_eq!(r.memory_unreclaimable, None, "no LRU list in this memory.stat");
@@ -463,7 +468,7 @@ fn reads_v1_unlimited_and_without_total_lines() {
 fn missing_and_hostile_files_leave_fields_empty() {
     let tmp = tempfile::tempdir().unwrap();
     assert_eq!(read(&CgroupDirs::V2(tmp.path().join("gone"))), Resources::default());
-    let none = CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None };
+    let none = CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None, blkio: None };
     assert_eq!(read(&none), Resources::default());
 
     let names = [
@@ -490,7 +495,13 @@ fn missing_and_hostile_files_leave_fields_empty() {
     fs::write(tmp.path().join("memory.stat"), b"anon \xff\xfe 12\n").unwrap();
     let dir = Some(tmp.path().to_owned());
     assert_eq!(read(&CgroupDirs::V2(tmp.path().to_owned())), Resources::default());
-    let v1 = CgroupDirs::V1 { memory: dir.clone(), cpu: dir.clone(), cpuacct: dir.clone(), pids: dir };
+    let v1 = CgroupDirs::V1 {
+        memory: dir.clone(),
+        cpu: dir.clone(),
+        cpuacct: dir.clone(),
+        pids: dir,
+        blkio: None,
+    };
     assert_eq!(read(&v1), Resources::default());
 }
 
@@ -542,13 +553,14 @@ fn locate_falls_back_to_v1_on_hybrid_hosts() {
             cpu: Some(p("cpu,cpuacct/kubepods/burstable/pod1/abc")),
             cpuacct: Some(p("cpu,cpuacct/kubepods/burstable/pod1/abc")),
             pids: Some(p("pids/kubepods/burstable/pod1/abc")),
+            blkio: None,
         }
     );
     // A v1-only host without a pids hierarchy.
     let v1_only = vec![mount(&p("memory"), "cgroup", "rw,memory")];
     assert_eq!(
         CgroupDirs::locate(&v1_only, "/a"),
-        CgroupDirs::V1 { memory: Some(p("memory/a")), cpu: None, cpuacct: None, pids: None }
+        CgroupDirs::V1 { memory: Some(p("memory/a")), cpu: None, cpuacct: None, pids: None, blkio: None }
     );
 }
 
@@ -573,11 +585,11 @@ fn locate_handles_mount_roots_and_escapes() {
     // Climbing out of the hierarchy has no directory.
     assert_eq!(
         CgroupDirs::locate(&mounts, "/../../etc"),
-        CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None }
+        CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None, blkio: None }
     );
     assert_eq!(
         CgroupDirs::locate(&[], "/a"),
-        CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None }
+        CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None, blkio: None }
     );
 }
 
@@ -912,9 +924,137 @@ fn oom_kills_alone_from_v2_and_v1_files() {
     assert_eq!(read_oom_kills(&CgroupDirs::V2(v2.path().to_owned())), Some(2));
     let v1 = tempfile::tempdir().unwrap();
     write_files(v1.path(), &[("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n")]);
-    let dirs = CgroupDirs::V1 { memory: Some(v1.path().to_owned()), cpu: None, cpuacct: None, pids: None };
+    let dirs = CgroupDirs::V1 {
+        memory: Some(v1.path().to_owned()),
+        cpu: None,
+        cpuacct: None,
+        pids: None,
+        blkio: None,
+    };
     assert_eq!(read_oom_kills(&dirs), Some(5));
-    let none = CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None };
+    let none = CgroupDirs::V1 { memory: None, cpu: None, cpuacct: None, pids: None, blkio: None };
     assert_eq!(read_oom_kills(&none), None);
     assert_eq!(read_oom_kills(&CgroupDirs::V2(v2.path().join("gone"))), None);
+}
+
+/// v2 io.stat of a container that read and wrote two devices (Linux 6.x: dbytes/dios too).
+const V2_IO_STAT: &str = "\
+253:0 rbytes=1048576 wbytes=6553600 rios=16 wios=100 dbytes=0 dios=0
+7:0 rbytes=6553600 wbytes=0 rios=100 wios=0 dbytes=0 dios=0
+";
+
+/// v1 blkio.throttle.io_service_bytes_recursive and io_serviced_recursive.
+const V1_IO_SERVICE_BYTES: &str = "\
+7:0 Read 6553600
+7:0 Write 3276800
+7:0 Sync 9830400
+7:0 Async 0
+7:0 Discard 0
+7:0 Total 9830400
+Total 9830400
+";
+const V1_IO_SERVICED: &str = "\
+7:0 Read 100
+7:0 Write 50
+7:0 Sync 150
+7:0 Async 0
+7:0 Discard 0
+7:0 Total 150
+Total 150
+";
+
+#[test]
+fn v2_io_stat_is_read_per_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(tmp.path(), &[("io.stat", V2_IO_STAT)]);
+    let r = read(&CgroupDirs::V2(tmp.path().to_owned()));
+    assert_eq!(r.io.len(), 2);
+    assert_eq!(
+        r.io[&(253, 0)],
+        IoCounts { read_bytes: 1048576, write_bytes: 6553600, read_operations: 16, write_operations: 100 }
+    );
+    assert_eq!(
+        r.io[&(7, 0)],
+        IoCounts { read_bytes: 6553600, write_bytes: 0, read_operations: 100, write_operations: 0 }
+    );
+}
+
+#[test]
+fn v1_blkio_prefers_the_recursive_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(
+        tmp.path(),
+        &[
+            ("blkio.throttle.io_service_bytes_recursive", V1_IO_SERVICE_BYTES),
+            ("blkio.throttle.io_serviced_recursive", V1_IO_SERVICED),
+            // The cgroup's own counts (without descendants) are not the ones read.
+            ("blkio.throttle.io_service_bytes", "7:0 Read 1\n7:0 Write 1\nTotal 2\n"),
+            ("blkio.throttle.io_serviced", "7:0 Read 1\n7:0 Write 1\nTotal 2\n"),
+        ],
+    );
+    let dirs = CgroupDirs::V1 {
+        memory: None,
+        cpu: None,
+        cpuacct: None,
+        pids: None,
+        blkio: Some(tmp.path().to_owned()),
+    };
+    let r = read(&dirs);
+    assert_eq!(
+        r.io,
+        [(
+            (7, 0),
+            IoCounts {
+                read_bytes: 6553600,
+                write_bytes: 3276800,
+                read_operations: 100,
+                write_operations: 50
+            }
+        )]
+        .into()
+    );
+
+    // Kernels without the recursive files: the plain ones.
+    let plain = tempfile::tempdir().unwrap();
+    write_files(
+        plain.path(),
+        &[
+            ("blkio.throttle.io_service_bytes", V1_IO_SERVICE_BYTES),
+            ("blkio.throttle.io_serviced", V1_IO_SERVICED),
+        ],
+    );
+    let dirs = CgroupDirs::V1 {
+        memory: None,
+        cpu: None,
+        cpuacct: None,
+        pids: None,
+        blkio: Some(plain.path().to_owned()),
+    };
+    assert_eq!(read(&dirs).io[&(7, 0)].write_operations, 50);
+}
+
+#[test]
+fn malformed_io_files_are_skipped_line_by_line() {
+    let io_stat = "\
+garbage
+8:x rbytes=1
+8:0 rbytes=notanumber wbytes=4096 rios=-1 wios=1 extra
+:0 rbytes=1
+9:0
+";
+    let parsed = parse_io_stat(io_stat);
+    assert_eq!(parsed.len(), 2, "{parsed:?}");
+    assert_eq!(
+        parsed[&(8, 0)],
+        IoCounts { read_bytes: 0, write_bytes: 4096, read_operations: 0, write_operations: 1 }
+    );
+    assert_eq!(parsed[&(9, 0)], IoCounts::default());
+    let rwstat = "7:0 Read\n7:0 Write 12 junk\n7:0 Read 18446744073709551616\nTotal 5\n7:0 Write 3\nnope\n";
+    assert_eq!(parse_blkio_rwstat(rwstat), [((7, 0), (0, 3))].into());
+    // A file listing more devices than a node has is cut at MAX_IO_DEVICES.
+    let many: String =
+        (0..1000).map(|minor| format!("8:{minor} rbytes=1 wbytes=1 rios=1 wios=1\n")).collect();
+    assert_eq!(parse_io_stat(&many).len(), MAX_IO_DEVICES);
+    let many: String = (0..1000).map(|minor| format!("8:{minor} Read 1\n")).collect();
+    assert_eq!(parse_blkio_rwstat(&many).len(), MAX_IO_DEVICES);
 }
