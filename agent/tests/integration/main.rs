@@ -21,6 +21,7 @@ mod cgroup_storms;
 mod check;
 mod cli;
 mod containers;
+mod cpu_wait;
 mod cri;
 mod deploy;
 mod fallbacks;

@@ -103,16 +103,16 @@ core_sched.force_idle_usec 0
 nr_periods 1520
 nr_throttled 37
 throttled_usec 4250000
-nr_bursts 0
-burst_usec 0
+nr_bursts 3
+burst_usec 120000
 ";
 
 const V1_CPU_STAT: &str = "\
 nr_periods 212
 nr_throttled 190
 throttled_time 17532008571
-nr_bursts 0
-burst_time 0
+nr_bursts 4
+burst_time 250000000
 ";
 
 const V2_MEMORY_EVENTS: &str = "\
@@ -348,6 +348,8 @@ fn reads_v2_fixture_tree() {
     assert_eq!(r.cpu_periods, Some(1520));
     assert_eq!(r.cpu_throttled_periods, Some(37));
     assert_eq!(r.cpu_throttled_seconds, Some(4.25));
+    assert_eq!(r.cpu_bursts, Some(3));
+    assert_eq!(r.cpu_burst_seconds, Some(0.12));
     assert_eq!(r.pids_current, Some(12));
     assert_eq!(r.pids_max, Some(4096));
     assert_eq!(
@@ -432,6 +434,8 @@ fn reads_v1_fixture_tree() {
     assert_eq!(r.cpu_periods, Some(212));
     assert_eq!(r.cpu_throttled_periods, Some(190));
     assert_eq!(r.cpu_throttled_seconds, Some(17.532008571));
+    assert_eq!(r.cpu_bursts, Some(4));
+    assert_eq!(r.cpu_burst_seconds, Some(0.25));
     assert_eq!(r.pids_current, Some(3));
     assert_eq!(r.pids_max, None);
     assert!(r.pressure.is_empty());
