@@ -67,12 +67,14 @@ impl Family for Runqueue {
         }
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
         loader.override_global(SWITCH_HAS_PREV_STATE_GLOBAL, &facts.switch_has_prev_state, true);
         if let Ok(offset) = &facts.task_state_offset {
             loader.override_global(TASK_STATE_OFFSET_GLOBAL, offset, true);
         }
-        if let Ok((se_cfs_rq, throttle_count)) = &facts.wait_reason_offsets {
+        if config.sched.wait_reason
+            && let Ok((se_cfs_rq, throttle_count)) = &facts.wait_reason_offsets
+        {
             loader
                 .override_global(WAIT_REASON_GLOBAL, &1u32, true)
                 .override_global(TASK_SE_CFS_RQ_OFFSET_GLOBAL, se_cfs_rq, true)
@@ -106,21 +108,23 @@ impl Family for Runqueue {
         });
         let latency =
             CgroupCounters::take(cx.ebpf, RUNQ_LATENCY_MAP, cx.config.sched.runqueue_max_entries, overflow)?;
-        if let Err(err) = &cx.facts.wait_reason_offsets {
+        let by_reason = cx.config.sched.wait_reason && cx.facts.wait_reason_offsets.is_ok();
+        if let (true, Err(err)) = (cx.config.sched.wait_reason, &cx.facts.wait_reason_offsets) {
             tracing::warn!(
                 "runqueue: waits are not split into throttled and contention (kernsight_cpu_wait_seconds is not exported): the kernel's BTF lacks CFS bandwidth control ({err})"
             );
         }
         // sched_switch last: it consumes what the wakeups record.
         load_and_attach(cx.ebpf, cx.btf, &RUNQUEUE_PROGRAMS)?;
-        Ok(Box::new(RunqueueMaps { latency, by_reason: cx.facts.wait_reason_offsets.is_ok() }))
+        Ok(Box::new(RunqueueMaps { latency, by_reason }))
     }
 }
 
 /// The maps of the attached `runqueue` family.
 pub struct RunqueueMaps {
     latency: CgroupCounters<RunqKey>,
-    /// Whether waits carry their reason (the kernel has CFS bandwidth control in its BTF).
+    /// Whether waits carry their reason (`sched.wait_reason`, and the kernel has CFS bandwidth
+    /// control in its BTF).
     pub by_reason: bool,
 }
 
