@@ -19,6 +19,9 @@
 //!   user space and starts a new, throttled wait). A single-threaded task under its quota is the
 //!   one running when the quota runs out, so its waits are exact; the error is bounded by the
 //!   waits of other threads of the group queued at the throttle instant.
+//! - A throttled wait runs to the switch-in, so it includes the wait for the CPU after the
+//!   unthrottle: a few ms per episode on a busy CPU (cpu.stat's throttled time stops at the
+//!   unthrottle).
 //!
 //! Cost per context switch: two BTF loads and a compare on top of the timestamp (the offsets
 //! are read-only globals the verifier folds; on a kernel without CFS bandwidth the branch is

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     sched::{fork_child, pin_to, spin, wait},
-    support::{self, Agent, TestCgroup, parse, privileged, v1_root, value},
+    support::{self, Agent, TestCgroup, config_file, parse, path_str, privileged, v1_root, value},
 };
 
 const QUOTA_US: u64 = 10_000;
@@ -177,4 +177,36 @@ fn two_busy_loops_on_one_cpu_without_a_quota_wait_for_contention_only() {
     assert_eq!(throttled, 0.0, "nothing limits this cgroup: no throttled wait");
     // The run-queue latency is the sum of both reasons.
     assert!((total - (throttled + contention)).abs() < 1e-6, "{total} = {throttled} + {contention}");
+}
+
+#[test]
+fn without_the_wait_reason_the_plain_latency_stays_and_the_split_is_not_exported() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let (_dir, config) = config_file("[sched]\nwait_reason = false\n");
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    let cgroup = TestCgroup::create("cpuwait-off");
+    let code = cgroup.run(|| {
+        if !pin_to(0) {
+            return 2;
+        }
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                fork_child(|| {
+                    spin(300_000_000);
+                    0
+                })
+            })
+            .collect();
+        if children.iter().all(|&pid| pid > 0 && wait(pid) == 0) { 0 } else { 3 }
+    });
+    assert_eq!(code, 0, "the contended workload failed");
+    let text = agent.scrape();
+    let samples = parse(&text);
+    let total = value(&samples, "kernsight_runqueue_latency_seconds_sum", &[("cgroup", &cgroup.label)]);
+    eprintln!("wait_reason = false: run-queue total {total:.3} s");
+    assert!(total > 0.1, "the spinners waited {total} s for each other");
+    assert!(!text.contains("kernsight_cpu_wait_seconds"), "the split is off");
 }
