@@ -13,9 +13,15 @@ pub const SYSCALL_ROWS_MAP: &str = "SYSCALL_ROWS";
 pub const SLOT_OWNERS_MAP: &str = "SLOT_OWNERS";
 /// Queue of free slots, filled by user space, popped by the kernel side.
 pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
-/// The slot of each cgroup: cgroup local storage (0 until one is assigned), or (the fallback
-/// object) a hash `u64 cgroup id` → `u32 slot` holding the cgroups that got a slot.
+/// The slot of each cgroup of the unified (v2) hierarchy: cgroup local storage (0 until one is
+/// assigned), or (the fallback object) a hash `u64 cgroup id` → `u32 slot` holding the cgroups
+/// that got a slot.
 pub const CGROUP_SLOTS_MAP: &str = "CGROUP_SLOTS";
+/// The slot of each v1 cgroup (hybrid and v1 hosts), in both objects: a hash `u64 cgroup id`
+/// (with `V1_CGROUP_ID_BIT`) → `u32 slot`. Local storage cannot hold them: the v1 cgroup is
+/// reached through `css_set->subsys[]->cgroup`, which verifiers (6.18.44, for one) do not take
+/// as a trusted pointer, and `bpf_cgrp_storage_get` needs one.
+pub const V1_CGROUP_SLOTS_MAP: &str = "V1_CGROUP_SLOTS";
 /// Per-CPU one-entry cache of the last cgroup seen on that CPU and its slot.
 pub const LAST_CGROUP_MAP: &str = "LAST_CGROUP";
 /// Per-CPU hash `SyscallKey` → `u64`: failed calls by errno.

@@ -10,10 +10,10 @@ use aya_ebpf::{
     bindings::cgroup,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, Queue},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, Queue},
     programs::BtfTracePointContext,
 };
-use kernsight_common::{counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full}, syscalls::{CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, START_ENTRIES, SYSCALL_COLUMNS, SlotEntries, SyscallKey, SyscallRow, bounded_errno, column_of, errno_of, error_quota, latency_quota}};
+use kernsight_common::{counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full}, syscalls::{CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, START_ENTRIES, SYSCALL_COLUMNS, SlotEntries, SyscallKey, SyscallRow, V1_CGROUP_ID_BIT, bounded_errno, column_of, errno_of, error_quota, latency_quota}};
 
 use crate::{
     counters::{add_existing, atomic_add, count_map_full, insert_new},
@@ -32,6 +32,10 @@ static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(DEFAULT_CGROUP_SLOTS, 0)
 
 #[map]
 static LAST_CGROUP: PerCpuArray<CgroupCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// v1 cgroup id → its slot (hybrid and v1 hosts); sized by the agent to the number of slots.
+#[map]
+static V1_CGROUP_SLOTS: HashMap<u64, u32> = HashMap::with_max_entries(DEFAULT_CGROUP_SLOTS, 0);
 
 #[map]
 static SYSCALL_ERRORS: PerCpuHashMap<SyscallKey, u64> =
@@ -95,9 +99,39 @@ fn slot_of(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
     if cache.cgroup_id == cgroup_id {
         return cache.slot;
     }
-    let slot = stored_slot(cgroup, cgroup_id);
+    // The v1 walk's cgroup pointer is not one that `bpf_cgrp_storage_get` accepts (see
+    // `V1_CGROUP_SLOTS_MAP`); the verifier knows the bit is set on that path (`id | BIT`) and
+    // never reaches the storage call with it.
+    let slot = if cgroup_id & V1_CGROUP_ID_BIT != 0 {
+        slot_by_id(&V1_CGROUP_SLOTS, cgroup_id)
+    } else {
+        stored_slot(cgroup, cgroup_id)
+    };
     if slot != OVERFLOW_SLOT {
         *cache = CgroupCache { cgroup_id, slot, _pad: 0 };
+    }
+    slot
+}
+
+/// The slot recorded for `cgroup_id` in `slots`, or a new one from the free queue
+/// (`OVERFLOW_SLOT`, counted, when none is free). User space removes the entry when it recycles
+/// the slot, so `slots` holds one entry per owned slot at most.
+#[inline(always)]
+pub(crate) fn slot_by_id(slots: &HashMap<u64, u32>, cgroup_id: u64) -> u32 {
+    if let Some(slot) = slots.get_ptr(&cgroup_id) {
+        // SAFETY: a value of the map, copied out at once.
+        return unsafe { *slot };
+    }
+    let slot = new_slot(cgroup_id);
+    if slot == OVERFLOW_SLOT {
+        return OVERFLOW_SLOT;
+    }
+    // Two CPUs may give one new cgroup a slot each: the last one is recorded, both rows name
+    // the cgroup as owner and user space adds them up. The map is never full (one entry per
+    // owned slot); should the insert fail all the same, the slot still counts for this cgroup
+    // (its owner is set) and the failure is counted.
+    if slots.insert(&cgroup_id, &slot, 0).is_err() {
+        count_map_full(map_full::CGROUP_STORAGE);
     }
     slot
 }

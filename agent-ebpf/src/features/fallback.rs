@@ -13,15 +13,10 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap},
 };
-use kernsight_common::{
-    counters::map_full,
-    runqueue::RUNQ_START_ENTRIES,
-    syscalls::{DEFAULT_CGROUP_SLOTS, OVERFLOW_SLOT},
-};
+use kernsight_common::{runqueue::RUNQ_START_ENTRIES, syscalls::DEFAULT_CGROUP_SLOTS};
 
 use crate::{
-    counters::count_map_full,
-    syscalls::new_slot,
+    syscalls::slot_by_id,
     task::{Probe, task_pid},
 };
 
@@ -36,30 +31,14 @@ pub(crate) fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task() as *const u8 }
 }
 
-/// cgroup id → its slot; sized by the agent to the number of slots.
+/// Unified-hierarchy cgroup id → its slot; sized by the agent to the number of slots.
 #[map]
 static CGROUP_SLOTS: HashMap<u64, u32> = HashMap::with_max_entries(DEFAULT_CGROUP_SLOTS, 0);
 
-/// The slot recorded for the cgroup, or a new one from the free queue (`OVERFLOW_SLOT`, counted,
-/// when none is free).
+/// The slot recorded for the cgroup, or a new one (see `syscalls::slot_by_id`).
 #[inline(always)]
 pub(crate) fn stored_slot(_cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
-    if let Some(slot) = CGROUP_SLOTS.get_ptr(&cgroup_id) {
-        // SAFETY: a value of the map, copied out at once.
-        return unsafe { *slot };
-    }
-    let slot = new_slot(cgroup_id);
-    if slot == OVERFLOW_SLOT {
-        return OVERFLOW_SLOT;
-    }
-    // Two CPUs may give one new cgroup a slot each: the last one is recorded, both rows name
-    // the cgroup as owner and user space adds them up. The map holds one entry per owned slot
-    // at most, so it is never full; should the insert fail all the same, the slot still counts
-    // for this cgroup (its owner is set) and the failure is counted.
-    if CGROUP_SLOTS.insert(&cgroup_id, &slot, 0).is_err() {
-        count_map_full(map_full::CGROUP_STORAGE);
-    }
-    slot
+    slot_by_id(&CGROUP_SLOTS, cgroup_id)
 }
 
 /// Thread id → when it became runnable (ns); LRU, so that threads that exit cannot fill it.

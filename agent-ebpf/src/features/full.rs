@@ -27,13 +27,14 @@ pub(crate) fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task_btf() as *const u8 }
 }
 
-/// The slot of each cgroup, in the cgroup itself (`BPF_MAP_TYPE_CGRP_STORAGE`, 6.2+): freed with
-/// the cgroup, no bound to reach.
+/// The slot of each unified-hierarchy cgroup, in the cgroup itself (`BPF_MAP_TYPE_CGRP_STORAGE`,
+/// 6.2+): freed with the cgroup, no bound to reach. (v1 cgroups are in `V1_CGROUP_SLOTS`.)
 #[btf_map]
 static CGROUP_SLOTS: CgrpStorage<u32> = CgrpStorage::new();
 
 /// The slot stored in the cgroup's local storage, or a new one from the free queue
 /// (`OVERFLOW_SLOT`, counted, when the storage cannot be created or no slot is free).
+/// `cgroup` must be the trusted `css_set->dfl_cgrp` pointer: the helper refuses others.
 #[inline(always)]
 pub(crate) fn stored_slot(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
     let mut stored = CGROUP_SLOTS.get_or_insert_ptr_mut(cgroup, None);

@@ -15,7 +15,8 @@ use kernsight_common::{
         CGROUP_SLOTS_MAP, ERROR_QUOTA_GLOBAL, FREE_SLOTS_MAP, LAST_CGROUP_MAP, LATENCY_ENABLED_GLOBAL,
         LATENCY_QUOTA_GLOBAL, LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, SLOT_ENTRIES_MAP,
         SLOT_OWNERS_MAP, START_ENTRIES, SYSCALL_COLUMNS, SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP,
-        SYSCALL_ROWS_MAP, SYSCALL_START_MAP, SlotEntries, SyscallKey, SyscallRow,
+        SYSCALL_ROWS_MAP, SYSCALL_START_MAP, SlotEntries, SyscallKey, SyscallRow, V1_CGROUP_ID_BIT,
+        V1_CGROUP_SLOTS_MAP,
     },
 };
 use tracing::debug;
@@ -82,6 +83,7 @@ impl Family for Syscalls {
             SLOT_OWNERS_MAP,
             FREE_SLOTS_MAP,
             CGROUP_SLOTS_MAP,
+            V1_CGROUP_SLOTS_MAP,
             LAST_CGROUP_MAP,
             SLOT_ENTRIES_MAP,
             SYSCALL_ERRORS_MAP,
@@ -93,9 +95,10 @@ impl Family for Syscalls {
     fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
         let slots = config.syscalls.max_cgroups;
         vec![
-            // The fallback object's hash of slots by cgroup id: one entry per slot at most.
-            // (The full object's cgroup local storage has no bound.)
+            // The hashes of slots by cgroup id: one entry per slot at most. (The full object's
+            // cgroup local storage has no bound.)
             (CGROUP_SLOTS_MAP, slots),
+            (V1_CGROUP_SLOTS_MAP, slots),
             (SYSCALL_ROWS_MAP, slots + 1),
             (SLOT_OWNERS_MAP, slots + 1),
             (SLOT_ENTRIES_MAP, slots + 1),
@@ -118,6 +121,7 @@ impl Family for Syscalls {
             SLOT_OWNERS_MAP,
             FREE_SLOTS_MAP,
             CGROUP_SLOTS_MAP,
+            V1_CGROUP_SLOTS_MAP,
             SLOT_ENTRIES_MAP,
             SYSCALL_ERRORS_MAP,
             SYSCALL_LATENCY_MAP,
@@ -155,6 +159,8 @@ pub struct SyscallMaps {
     /// The fallback object's cgroup id → slot hash, whose entries recycling removes (cgroup
     /// local storage goes with its cgroup by itself).
     slots_by_id: Option<BpfHashMap<MapData, u64, u32>>,
+    /// Both objects' v1 cgroup id → slot hash, whose entries recycling removes too.
+    v1_slots: BpfHashMap<MapData, u64, u32>,
     errors: CgroupCounters<SyscallKey>,
     latency: Option<Latency>,
     pub max_cgroups: u32,
@@ -183,6 +189,7 @@ pub fn attach(
         true => Some(BpfHashMap::try_from(take_map(ebpf, CGROUP_SLOTS_MAP)?)?),
         false => None,
     };
+    let v1_slots = BpfHashMap::try_from(take_map(ebpf, V1_CGROUP_SLOTS_MAP)?)?;
     if !slots_continued {
         for slot in 1..=config.syscalls.max_cgroups {
             free.push(&slot, 0).context("filling the free cgroup slots")?;
@@ -223,6 +230,7 @@ pub fn attach(
         entries,
         free,
         slots_by_id,
+        v1_slots,
         errors,
         latency,
         max_cgroups: config.syscalls.max_cgroups,
@@ -308,8 +316,10 @@ impl SyscallMaps {
             // cgroup, so nothing writes the row meanwhile.
             let zeroed =
                 per_cpu_zeros::<SyscallRow>().is_ok_and(|zeros| self.rows.set(slot, zeros, 0).is_ok());
-            if let Some(slots_by_id) = &mut self.slots_by_id {
-                // Gone already when two CPUs gave the cgroup a slot each: not an error.
+            // Gone already when two CPUs gave the cgroup a slot each: not an error.
+            if cgroup_id & V1_CGROUP_ID_BIT != 0 {
+                let _ = self.v1_slots.remove(&cgroup_id);
+            } else if let Some(slots_by_id) = &mut self.slots_by_id {
                 let _ = slots_by_id.remove(&cgroup_id);
             }
             // The quota starts again for the slot's next cgroup, once its entries are gone

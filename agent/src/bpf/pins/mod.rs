@@ -28,7 +28,10 @@ use aya::EbpfLoader;
 use kernsight_common::{
     MAP_LAYOUT_VERSION,
     counters::MAP_FULL_MAP,
-    syscalls::{CGROUP_SLOTS_MAP, FREE_SLOTS_MAP, SLOT_ENTRIES_MAP, SLOT_OWNERS_MAP, SYSCALL_ROWS_MAP},
+    syscalls::{
+        CGROUP_SLOTS_MAP, FREE_SLOTS_MAP, SLOT_ENTRIES_MAP, SLOT_OWNERS_MAP, SYSCALL_ROWS_MAP,
+        V1_CGROUP_SLOTS_MAP,
+    },
 };
 use nix::errno::Errno;
 use tracing::{info, warn};
@@ -45,8 +48,14 @@ pub fn pinned_maps() -> impl Iterator<Item = &'static str> {
 /// The cgroup slot bookkeeping: these maps describe one another (a slot is free, or owned by a
 /// cgroup whose local storage names it, and its row holds that cgroup's counts), so they are
 /// reused together or not at all.
-const SLOT_MAPS: &[&str] =
-    &[SYSCALL_ROWS_MAP, SLOT_OWNERS_MAP, FREE_SLOTS_MAP, CGROUP_SLOTS_MAP, SLOT_ENTRIES_MAP];
+const SLOT_MAPS: &[&str] = &[
+    SYSCALL_ROWS_MAP,
+    SLOT_OWNERS_MAP,
+    FREE_SLOTS_MAP,
+    CGROUP_SLOTS_MAP,
+    V1_CGROUP_SLOTS_MAP,
+    SLOT_ENTRIES_MAP,
+];
 
 /// How long a second agent waits for the pin directory before it runs unpinned.
 const LOCK_WAIT: Duration = Duration::from_secs(15);
