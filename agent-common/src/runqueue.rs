@@ -14,17 +14,37 @@ pub const RUNQ_LATENCY_MAP: &str = "RUNQ_LATENCY";
 pub const SWITCH_HAS_PREV_STATE_GLOBAL: &str = "SWITCH_HAS_PREV_STATE";
 pub const TASK_STATE_OFFSET_GLOBAL: &str = "TASK_STATE_OFFSET";
 
+/// Read-only globals (`u32`) that tell a throttled wait from a contended one: 1 when the kernel's
+/// BTF has the members below (CONFIG_FAIR_GROUP_SCHED and CONFIG_CFS_BANDWIDTH), else 0 and
+/// every wait is counted under `WAIT_CONTENTION`; the offset of `sched_entity.cfs_rq` inside
+/// `task_struct` (`se` + `cfs_rq`); the offset of `cfs_rq.throttle_count` (non-zero while that
+/// cfs_rq or an ancestor is throttled on its CPU).
+pub const WAIT_REASON_GLOBAL: &str = "WAIT_REASON";
+pub const TASK_SE_CFS_RQ_OFFSET_GLOBAL: &str = "TASK_SE_CFS_RQ_OFFSET";
+pub const CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL: &str = "CFS_RQ_THROTTLE_COUNT_OFFSET";
+
+/// `RunqKey::reason`: runnable, not throttled, another task had the CPU (or the reason could not
+/// be told on this kernel).
+pub const WAIT_CONTENTION: u32 = 0;
+/// `RunqKey::reason`: the wait began while the task's cfs_rq, or an ancestor's, was throttled
+/// (its cgroup had used its `cpu.max` / CFS quota).
+pub const WAIT_THROTTLED: u32 = 1;
+/// The bit of a runnable-since timestamp that carries `WAIT_THROTTLED` (the timestamp loses its
+/// last nanosecond).
+pub const THROTTLED_BIT: u64 = 1;
+
 /// Default bound of `RUNQ_LATENCY` ((cgroup, bucket) entries).
 pub const DEFAULT_RUNQ_LATENCY_ENTRIES: u32 = 16_384;
 
 /// Key of `RUNQ_LATENCY`: bucket as in `counters::latency_bucket`, or
-/// `counters::LATENCY_SUM_BUCKET` for the exact sum of nanoseconds.
+/// `counters::LATENCY_SUM_BUCKET` for the exact sum of nanoseconds; `reason` is
+/// `WAIT_CONTENTION` or `WAIT_THROTTLED` (0 in maps pinned before the reason existed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RunqKey {
     pub cgroup_id: u64,
     pub bucket: u32,
-    pub _pad: u32,
+    pub reason: u32,
 }
 const _: () = assert!(core::mem::size_of::<RunqKey>() == 16);
 

@@ -1,7 +1,31 @@
 //! The `runqueue` family: run-queue latency, as runqlat measures it. A thread becomes runnable
 //! on `sched_wakeup` / `sched_wakeup_new`, or when it is switched out while still runnable
 //! (preempted: `prev_state` is `TASK_RUNNING`); `sched_switch` to it then adds the time it
-//! waited to a log2 histogram of its cgroup.
+//! waited to a log2 histogram of its cgroup, under the reason it waited for.
+//!
+//! The reason is decided when the wait begins: if the task's `se.cfs_rq` has a non-zero
+//! `throttle_count` (that cfs_rq or an ancestor is throttled on this CPU: the cgroup used its
+//! `cpu.max` / CFS quota), the wait is `throttled`, else `contention`. The reason rides in the
+//! lowest bit of the runnable-since timestamp, so the per-task storage stays one u64.
+//! - Up to 6.17 a throttled group's entity is dequeued at the switch-out that throttles it (the
+//!   throttle happens in `put_prev_task` before the tracepoint), so the running task leaves with
+//!   `throttle_count` already set; a wakeup into a throttled group sees it too.
+//! - 6.18 throttles per task: a task of a throttled group is dequeued on its way back to user
+//!   space and switched out still `TASK_RUNNING`, with `throttle_count` set; unthrottling
+//!   re-enqueues it without a wakeup, so the wait that began at that switch-out ends at its next
+//!   switch-in and is wholly `throttled`.
+//! - Not split: a task that was already queued (preempted, not throttled) when its group became
+//!   throttled keeps `contention` for that whole wait before 6.18 (on 6.18 it is picked, runs to
+//!   user space and starts a new, throttled wait). A single-threaded task under its quota is the
+//!   one running when the quota runs out, so its waits are exact; the error is bounded by the
+//!   waits of other threads of the group queued at the throttle instant.
+//! - A throttled wait runs to the switch-in, so it includes the wait for the CPU after the
+//!   unthrottle: a few ms per episode on a busy CPU (cpu.stat's throttled time stops at the
+//!   unthrottle).
+//!
+//! Cost per context switch: two BTF loads and a compare on top of the timestamp (the offsets
+//! are read-only globals the verifier folds; on a kernel without CFS bandwidth the branch is
+//! pruned), and the key of the histogram update grows by nothing (the reason replaces padding).
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -10,7 +34,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use kernsight_common::{
-    runqueue::{DEFAULT_RUNQ_LATENCY_ENTRIES, RunqKey},
+    runqueue::{DEFAULT_RUNQ_LATENCY_ENTRIES, RunqKey, THROTTLED_BIT, WAIT_CONTENTION, WAIT_THROTTLED},
     counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
 };
 
@@ -26,6 +50,15 @@ static SWITCH_HAS_PREV_STATE: u32 = 1;
 /// Before that: the offset of `task_struct.__state` (or `.state` before 5.14).
 #[unsafe(no_mangle)]
 static TASK_STATE_OFFSET: u32 = 0;
+/// 1 when the two offsets below were found in the kernel's BTF, set by the agent.
+#[unsafe(no_mangle)]
+static WAIT_REASON: u32 = 0;
+/// Offset of `task_struct.se.cfs_rq` (CONFIG_FAIR_GROUP_SCHED).
+#[unsafe(no_mangle)]
+static TASK_SE_CFS_RQ_OFFSET: u32 = 0;
+/// Offset of `cfs_rq.throttle_count` (CONFIG_CFS_BANDWIDTH).
+#[unsafe(no_mangle)]
+static CFS_RQ_THROTTLE_COUNT_OFFSET: u32 = 0;
 
 #[map]
 static RUNQ_LATENCY: PerCpuHashMap<RunqKey, u64> =
@@ -34,7 +67,23 @@ static RUNQ_LATENCY: PerCpuHashMap<RunqKey, u64> =
 /// `TASK_RUNNING`: a `prev_state` of 0 means the thread was preempted and is still runnable.
 const TASK_RUNNING: u32 = 0;
 
-/// Records that the thread `task` became runnable now.
+/// `THROTTLED_BIT` when `task`'s cfs_rq, or an ancestor, is throttled on its CPU now, else 0.
+#[inline(always)]
+fn throttled_bit(task: *const u8) -> u64 {
+    // Pruned by the verifier where the kernel has no CFS bandwidth control.
+    if global(&WAIT_REASON) == 0 {
+        return 0;
+    }
+    // SAFETY: `task` is a BTF `task_struct` pointer; the offsets come from the kernel's BTF.
+    // A null `cfs_rq` reads as zero (the verifier guards BTF pointer loads).
+    let throttle_count = unsafe {
+        let cfs_rq: *const u8 = load(task, global(&TASK_SE_CFS_RQ_OFFSET));
+        load::<i32>(cfs_rq, global(&CFS_RQ_THROTTLE_COUNT_OFFSET))
+    };
+    if throttle_count != 0 { THROTTLED_BIT } else { 0 }
+}
+
+/// Records that the thread `task` became runnable now, and whether its group was throttled.
 #[inline(always)]
 fn enqueued(task: *const u8) {
     // SAFETY: `task` is a BTF `task_struct` pointer from the tracepoint.
@@ -48,7 +97,7 @@ fn enqueued(task: *const u8) {
         return;
     }
     // SAFETY: this task's storage; helper without preconditions.
-    unsafe { *start = bpf_ktime_get_ns() };
+    unsafe { *start = (bpf_ktime_get_ns() & !THROTTLED_BIT) | throttled_bit(task) };
 }
 
 /// sched_wakeup(struct task_struct *p)
@@ -91,22 +140,23 @@ pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
     if tid == 0 {
         return 0;
     }
-    let stored = runnable_since(next, false);
-    if stored.is_null() {
+    let slot = runnable_since(next, false);
+    if slot.is_null() {
         return 0; // runnable since before the agent attached
     }
     // SAFETY: the task's own storage; the value is read and cleared.
-    let start = unsafe { core::mem::replace(&mut *stored, 0) };
-    if start == 0 {
+    let stored = unsafe { core::mem::replace(&mut *slot, 0) };
+    if stored == 0 {
         return 0; // switched in twice without becoming runnable in between: not measured
     }
     // SAFETY: helper without preconditions.
-    let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+    let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(stored & !THROTTLED_BIT);
+    let reason = if stored & THROTTLED_BIT != 0 { WAIT_THROTTLED } else { WAIT_CONTENTION };
     // SAFETY: as above.
     let (_, cgroup_id) = unsafe { task_cgroup(next) };
     for (bucket, amount) in [(latency_bucket(waited), 1), (LATENCY_SUM_BUCKET, waited)] {
-        let key = RunqKey { cgroup_id, bucket, _pad: 0 };
-        let overflow = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, _pad: 0 };
+        let key = RunqKey { cgroup_id, bucket, reason };
+        let overflow = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, reason };
         add(&RUNQ_LATENCY, &key, &overflow, map_full::RUNQ_LATENCY, amount);
     }
     0

@@ -2,8 +2,9 @@
 //!
 //! Two processes pinned to one CPU play ping-pong over pipes (a byte each way per round trip):
 //! each round trip is two wakeups and two context switches, so it is as sched-heavy as a
-//! workload gets. It runs bare, then with the agent in three configurations; rounds are
-//! interleaved so that drift on the machine spreads over every configuration alike.
+//! workload gets. It runs bare, then with the agent in four configurations (the last one without
+//! the wait reason, to price it); rounds are interleaved so that drift on the machine spreads
+//! over every configuration alike.
 
 use std::{
     io::{Read as _, Write as _},
@@ -30,6 +31,7 @@ const CONFIGS: &[(&str, Option<&str>)] = &[
     ),
     ("kernsight: sched families only (syscalls off)", Some("[syscalls]\nenabled = false\n")),
     ("kernsight: default (syscalls + sched)", Some("")),
+    ("kernsight: default without the wait reason", Some("[sched]\nwait_reason = false\n")),
 ];
 
 pub fn run() -> Result<Vec<Row>, String> {
@@ -79,7 +81,13 @@ pub fn run() -> Result<Vec<Row>, String> {
     // Per round, next to syscall accounting alone in the same round; two switches a round trip.
     let per_switch =
         samples[3].iter().zip(&samples[1]).map(|(all, syscalls)| (all - syscalls) / 2.0).collect();
-    Ok(vec![Row::new("sched programs: overhead per context switch", "ns", per_switch)])
+    let reason: Vec<f64> =
+        samples[3].iter().zip(&samples[4]).map(|(with, without)| (with - without) / 2.0).collect();
+    println!("Telling throttled from contended waits adds {:.1} ns per context switch", median(&reason));
+    Ok(vec![
+        Row::new("sched programs: overhead per context switch", "ns", per_switch),
+        Row::new("wait reason (throttled or contention): added cost per context switch", "ns", reason),
+    ])
 }
 
 /// Starts the agent with `config` (if any), times the ping-pong, stops the agent.

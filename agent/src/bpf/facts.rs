@@ -60,6 +60,9 @@ pub struct KernelFacts {
     pub task_state_offset: Result<u32, BtfError>,
     /// What the `block_io` programs read of requests, disks and bios.
     pub block_io: Result<BlockOffsets, String>,
+    /// (`task_struct.se.cfs_rq`, `cfs_rq.throttle_count`): what tells a throttled run-queue wait
+    /// from a contended one; missing without CONFIG_FAIR_GROUP_SCHED or CONFIG_CFS_BANDWIDTH.
+    pub wait_reason_offsets: Result<(u32, u32), BtfError>,
     pub hierarchies: Hierarchies,
     pub tracefs: PathBuf,
     /// Not a kernel fact but a setting the programs are specialised for (a global that must
@@ -106,6 +109,11 @@ impl KernelFacts {
             Ok(btf) => BlockOffsets::read(btf),
             Err(err) => Err(format!("cannot read the kernel's BTF: {err}")),
         };
+        let wait_reason_offsets = btf.map_err(Clone::clone).and_then(|btf| {
+            let se = btf.member_offset("task_struct", "se")?;
+            let cfs_rq = btf.member_offset("sched_entity", "cfs_rq")?;
+            Ok((se + cfs_rq, btf.member_offset("cfs_rq", "throttle_count")?))
+        });
         let object = Object::choose(&features, config.bpf.object);
         let offsets = Offsets {
             walk: walk.as_ref().copied().unwrap_or_default(),
@@ -130,6 +138,7 @@ impl KernelFacts {
             switch_has_prev_state: u32::from(switch_args.is_some_and(|args| args >= 4)),
             task_state_offset,
             block_io,
+            wait_reason_offsets,
             hierarchies,
             tracefs: tracefs.to_owned(),
             syscall_latency: u8::from(config.syscalls.latency_histogram),

@@ -1,5 +1,6 @@
 //! The `runqueue` family: `ks_sched_wakeup`, `ks_sched_wakeup_new` and `ks_sched_switch`
-//! measure run-queue latency per cgroup.
+//! measure run-queue latency per cgroup, split by why the thread waited (its group throttled,
+//! or another task on the CPU) where the kernel's BTF has CFS bandwidth control.
 
 use std::time::Duration;
 
@@ -7,7 +8,9 @@ use aya::EbpfLoader;
 use kernsight_common::{
     counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
     runqueue::{
-        RUNQ_LATENCY_MAP, RUNQ_START_MAP, RunqKey, SWITCH_HAS_PREV_STATE_GLOBAL, TASK_STATE_OFFSET_GLOBAL,
+        CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL, RUNQ_LATENCY_MAP, RUNQ_START_MAP, RunqKey,
+        SWITCH_HAS_PREV_STATE_GLOBAL, TASK_SE_CFS_RQ_OFFSET_GLOBAL, TASK_STATE_OFFSET_GLOBAL,
+        WAIT_CONTENTION, WAIT_REASON_GLOBAL, WAIT_THROTTLED,
     },
 };
 
@@ -64,10 +67,18 @@ impl Family for Runqueue {
         }
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, config: &Config) {
         loader.override_global(SWITCH_HAS_PREV_STATE_GLOBAL, &facts.switch_has_prev_state, true);
         if let Ok(offset) = &facts.task_state_offset {
             loader.override_global(TASK_STATE_OFFSET_GLOBAL, offset, true);
+        }
+        if config.sched.wait_reason
+            && let Ok((se_cfs_rq, throttle_count)) = &facts.wait_reason_offsets
+        {
+            loader
+                .override_global(WAIT_REASON_GLOBAL, &1u32, true)
+                .override_global(TASK_SE_CFS_RQ_OFFSET_GLOBAL, se_cfs_rq, true)
+                .override_global(CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL, throttle_count, true);
         }
     }
 
@@ -88,23 +99,37 @@ impl Family for Runqueue {
     }
 
     fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
-        let overflow =
-            (0..=LATENCY_SUM_BUCKET).map(|bucket| RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, _pad: 0 });
+        let overflow = [WAIT_CONTENTION, WAIT_THROTTLED].into_iter().flat_map(|reason| {
+            (0..=LATENCY_SUM_BUCKET).map(move |bucket| RunqKey {
+                cgroup_id: OVERFLOW_CGROUP_ID,
+                bucket,
+                reason,
+            })
+        });
         let latency =
             CgroupCounters::take(cx.ebpf, RUNQ_LATENCY_MAP, cx.config.sched.runqueue_max_entries, overflow)?;
+        let by_reason = cx.config.sched.wait_reason && cx.facts.wait_reason_offsets.is_ok();
+        if let (true, Err(err)) = (cx.config.sched.wait_reason, &cx.facts.wait_reason_offsets) {
+            tracing::warn!(
+                "runqueue: waits are not split into throttled and contention (kernsight_cpu_wait_seconds is not exported): the kernel's BTF lacks CFS bandwidth control ({err})"
+            );
+        }
         // sched_switch last: it consumes what the wakeups record.
         load_and_attach(cx.ebpf, cx.btf, &RUNQUEUE_PROGRAMS)?;
-        Ok(Box::new(RunqueueMaps { latency }))
+        Ok(Box::new(RunqueueMaps { latency, by_reason }))
     }
 }
 
 /// The maps of the attached `runqueue` family.
 pub struct RunqueueMaps {
     latency: CgroupCounters<RunqKey>,
+    /// Whether waits carry their reason (`sched.wait_reason`, and the kernel has CFS bandwidth
+    /// control in its BTF).
+    pub by_reason: bool,
 }
 
 impl RunqueueMaps {
-    /// Switches-in per (cgroup, log2 bucket), and the sums (`LATENCY_SUM_BUCKET`).
+    /// Switches-in per (cgroup, log2 bucket, reason), and the sums (`LATENCY_SUM_BUCKET`).
     pub fn read(&self) -> (Vec<Row<RunqKey>>, u64) {
         self.latency.read()
     }

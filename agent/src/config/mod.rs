@@ -106,6 +106,8 @@ pub struct SyscallsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SchedConfig {
     pub runqueue_latency: bool,
+    /// Split run-queue waits into throttled and contention (`kernsight_cpu_wait_seconds`).
+    pub wait_reason: bool,
     pub processes: bool,
     pub runqueue_max_entries: u32,
     pub process_max_entries: u32,
@@ -412,6 +414,7 @@ impl Default for SchedConfig {
         use kernsight_common::{processes::DEFAULT_PROCESS_ENTRIES, runqueue::DEFAULT_RUNQ_LATENCY_ENTRIES};
         Self {
             runqueue_latency: true,
+            wait_reason: true,
             processes: true,
             runqueue_max_entries: DEFAULT_RUNQ_LATENCY_ENTRIES,
             process_max_entries: DEFAULT_PROCESS_ENTRIES,

@@ -114,6 +114,12 @@ pub struct Resources {
     pub cpu_periods: Option<u64>,
     pub cpu_throttled_periods: Option<u64>,
     pub cpu_throttled_seconds: Option<f64>,
+    /// Periods in which the container used burst (`cpu.max.burst`, v1 `cpu.cfs_burst_us`) beyond
+    /// its quota: cpu.stat `nr_bursts` (5.14+); `None` on kernels without burst.
+    pub cpu_bursts: Option<u64>,
+    /// CPU time used beyond the quota out of the burst allowance: v2 `burst_usec`, v1
+    /// `burst_time` (ns).
+    pub cpu_burst_seconds: Option<f64>,
     pub pids_current: Option<u64>,
     /// `None` = unlimited, or unknown.
     pub pids_max: Option<u64>,
@@ -227,6 +233,8 @@ fn read_v2(dir: &Path) -> Resources {
         r.cpu_periods = stat.get("nr_periods").copied();
         r.cpu_throttled_periods = stat.get("nr_throttled").copied();
         r.cpu_throttled_seconds = stat.get("throttled_usec").map(|&v| v as f64 / USEC_PER_SEC);
+        r.cpu_bursts = stat.get("nr_bursts").copied();
+        r.cpu_burst_seconds = stat.get("burst_usec").map(|&v| v as f64 / USEC_PER_SEC);
     }
     if let Some((quota, period)) = file("cpu.max").and_then(|t| parse_cpu_max(&t)) {
         r.cpu_quota_seconds = quota.map(|q| q as f64 / USEC_PER_SEC);
@@ -279,6 +287,8 @@ fn read_v1(
         r.cpu_periods = stat.get("nr_periods").copied();
         r.cpu_throttled_periods = stat.get("nr_throttled").copied();
         r.cpu_throttled_seconds = stat.get("throttled_time").map(|&v| v as f64 / NSEC_PER_SEC);
+        r.cpu_bursts = stat.get("nr_bursts").copied();
+        r.cpu_burst_seconds = stat.get("burst_time").map(|&v| v as f64 / NSEC_PER_SEC);
     }
     let period = file(cpu, "cpu.cfs_period_us").and_then(|t| parse_u64(&t));
     r.cpu_period_seconds = period.map(|p| p as f64 / USEC_PER_SEC);

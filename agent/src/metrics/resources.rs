@@ -110,6 +110,8 @@ impl Collector for ResourceCollector {
             add("cpu_periods", r.cpu_periods.map(|v| v as f64));
             add("cpu_throttled_periods", r.cpu_throttled_periods.map(|v| v as f64));
             add("cpu_throttled", r.cpu_throttled_seconds);
+            add("cpu_bursts", r.cpu_bursts.map(|v| v as f64));
+            add("cpu_burst", r.cpu_burst_seconds);
             add("pids", r.pids_current.map(|v| v as f64));
             add("pids_limit", r.pids_max.map(|v| v as f64));
             for (kind, bytes) in &r.memory_by_kind {
@@ -175,7 +177,7 @@ impl Collector for ResourceCollector {
 }
 
 /// (key, name, help, type) of every family, in export order.
-const FAMILIES: [(&str, &str, &str, MetricType); 18] = [
+const FAMILIES: [(&str, &str, &str, MetricType); 20] = [
     (
         "usage_bytes",
         "kernsight_container_memory_usage_bytes",
@@ -240,6 +242,18 @@ const FAMILIES: [(&str, &str, &str, MetricType); 18] = [
         "cpu_throttled",
         "kernsight_container_cpu_throttled_seconds",
         "Time the container's tasks were throttled (throttled_usec; v1 throttled_time)",
+        MetricType::Counter,
+    ),
+    (
+        "cpu_bursts",
+        "kernsight_container_cpu_bursts",
+        "Periods in which the container used its burst allowance beyond its quota (cpu.stat nr_bursts, 5.14+)",
+        MetricType::Counter,
+    ),
+    (
+        "cpu_burst",
+        "kernsight_container_cpu_burst_seconds",
+        "CPU time the container used beyond its quota out of its burst allowance (burst_usec; v1 burst_time)",
         MetricType::Counter,
     ),
     ("pids", "kernsight_container_pids", "Tasks in the container (pids.current)", MetricType::Gauge),

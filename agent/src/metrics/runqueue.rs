@@ -1,7 +1,10 @@
-//! `kernsight_runqueue_latency_seconds`, read from the `runqueue` family's map on each scrape.
+//! `kernsight_runqueue_latency_seconds` (every wait) and `kernsight_cpu_wait_seconds` (the same
+//! waits by `reason`: `throttled` or `contention`), read from the `runqueue` family's map on
+//! each scrape. The first is the sum of the second's two reasons.
 
 use std::{collections::BTreeMap, sync::Arc};
 
+use kernsight_common::runqueue::WAIT_THROTTLED;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
@@ -9,7 +12,7 @@ use prometheus_client::{
 };
 
 use super::{
-    LabelNames,
+    LabelNames, LabelSet,
     histogram::{Latency, LatencyHistogram},
     naming::CgroupNamer,
     workload_labels,
@@ -38,25 +41,68 @@ impl RunqueueCollector {
 impl Collector for RunqueueCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
-        let Some(rows) = self.programs.family::<RunqueueMaps>().map(|maps| maps.read().0) else {
+        let Some((rows, by_reason)) =
+            self.programs.family::<RunqueueMaps>().map(|maps| (maps.read().0, maps.by_reason))
+        else {
             return Ok(());
         };
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let with_id = LabelNames::of(&self.resolver);
         let mut series: BTreeMap<Workload, Latency> = BTreeMap::new();
+        let mut by_cause: BTreeMap<(Workload, &'static str), Latency> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
-            series.entry(namer.name(key.cgroup_id)).or_default().add(key.bucket, value);
+            let workload = namer.name(key.cgroup_id);
+            if by_reason {
+                by_cause
+                    .entry((workload.clone(), reason_label(key.reason)))
+                    .or_default()
+                    .add(key.bucket, value);
+            }
+            series.entry(workload).or_default().add(key.bucket, value);
         }
-        let mut family = encoder.encode_descriptor(
-            "kernsight_runqueue_latency_seconds",
-            "Time threads waited on a run queue, from becoming runnable (wakeup or preemption) to running, by workload (log2 buckets in the kernel)",
-            None,
-            MetricType::Histogram,
-        )?;
-        for (workload, latency) in series {
-            let labels = workload_labels(&workload, &with_id, []);
-            LatencyHistogram(&latency).encode(family.encode_family(&labels)?)?;
+        let labels = |w: &Workload| workload_labels(w, &with_id, []);
+        encode(&mut encoder, RUNQUEUE_LATENCY, series.iter().map(|(w, latency)| (labels(w), latency)))?;
+        if !by_reason {
+            return Ok(()); // the kernel cannot tell why a task waited (no CFS bandwidth in its BTF)
         }
-        Ok(())
+        let labels =
+            |w: &Workload, reason: &str| workload_labels(w, &with_id, [("reason", reason.to_owned())]);
+        encode(
+            &mut encoder,
+            CPU_WAIT,
+            by_cause.iter().map(|((w, reason), latency)| (labels(w, reason), latency)),
+        )
+    }
+}
+
+/// (name, help) of the two histograms.
+const RUNQUEUE_LATENCY: (&str, &str) = (
+    "kernsight_runqueue_latency_seconds",
+    "Time threads waited on a run queue, from becoming runnable (wakeup or preemption) to running, by workload (log2 buckets in the kernel)",
+);
+const CPU_WAIT: (&str, &str) = (
+    "kernsight_cpu_wait_seconds",
+    "Time runnable threads waited for a CPU by reason: throttled (their cgroup, or an ancestor, had used its cpu.max / CFS quota when the wait began) or contention (another task had the CPU), by workload (log2 buckets in the kernel)",
+);
+
+/// Encodes one histogram family with a series per label set.
+fn encode<'a>(
+    encoder: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    series: impl Iterator<Item = (LabelSet, &'a Latency)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, latency) in series {
+        LatencyHistogram(latency).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The `reason` label of a `RunqKey::reason` (an unknown value, which no program writes, counts
+/// as contention: the wait happened, its cause is not throttling that the kernel reported).
+fn reason_label(reason: u32) -> &'static str {
+    match reason {
+        WAIT_THROTTLED => "throttled",
+        _ => "contention",
     }
 }

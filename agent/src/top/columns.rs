@@ -19,6 +19,9 @@ pub enum Compute {
     MeanMillis(&'static str),
     /// The latest value (a counter since the agent started, or a gauge).
     Latest(Match),
+    /// Milliseconds per second that a histogram's `_sum` (seconds) grew, for the series whose
+    /// `reason` label is the second: how long the workload's threads waited, per second.
+    MillisPerSecond(&'static str, &'static str),
 }
 
 /// Which metric names a column sums.
@@ -70,6 +73,16 @@ pub const COLUMNS: &[Column] = &[
         always: true,
     },
     Column {
+        header: "THROTTLED_MS/S",
+        compute: Compute::MillisPerSecond("kernsight_cpu_wait_seconds_sum", "throttled"),
+        always: false,
+    },
+    Column {
+        header: "CONTENDED_MS/S",
+        compute: Compute::MillisPerSecond("kernsight_cpu_wait_seconds_sum", "contention"),
+        always: false,
+    },
+    Column {
         header: "NET_B/S",
         compute: Compute::Rate(Match::Around("kernsight_container_network_", "_bytes_total")),
         always: false,
@@ -100,8 +113,13 @@ fn workload(sample: &Sample) -> Option<Workload> {
 
 /// Per workload, the sum of the samples that `matches` selects.
 fn sums(samples: &[Sample], matches: impl Fn(&str) -> bool) -> BTreeMap<Workload, f64> {
+    sums_where(samples, |s| matches(&s.name))
+}
+
+/// Per workload, the sum of the samples that `selects` selects.
+fn sums_where(samples: &[Sample], selects: impl Fn(&Sample) -> bool) -> BTreeMap<Workload, f64> {
     let mut sums = BTreeMap::new();
-    for sample in samples.iter().filter(|s| matches(&s.name)) {
+    for sample in samples.iter().filter(|s| selects(s)) {
         if let Some(key) = workload(sample) {
             *sums.entry(key).or_insert(0.0) += sample.value;
         }
@@ -119,6 +137,7 @@ impl Column {
         match &self.compute {
             Compute::Rate(m) | Compute::Latest(m) | Compute::Ratio(m, _) => exported(m),
             Compute::MeanMillis(base) => samples.iter().any(|s| s.name == format!("{base}_count")),
+            Compute::MillisPerSecond(name, _) => samples.iter().any(|s| s.name == *name),
         }
     }
 
@@ -170,6 +189,20 @@ impl Column {
                     .collect()
             }
             Compute::Latest(m) => sums(after, |n| m.matches(n)),
+            Compute::MillisPerSecond(name, reason) => {
+                let selects = |s: &Sample| {
+                    s.name == *name && s.labels.get("reason").is_some_and(|r| r.as_str() == *reason)
+                };
+                let old = sums_where(before, selects);
+                let mut new = sums_where(after, selects);
+                for (key, value) in new.iter_mut() {
+                    // A sum that went down was reset (agent restarted): count from zero.
+                    let previous = old.get(key).copied().unwrap_or(0.0);
+                    let grew = if *value >= previous { *value - previous } else { *value };
+                    *value = if seconds > 0.0 { 1000.0 * grew / seconds } else { 0.0 };
+                }
+                new
+            }
         }
     }
 }
@@ -188,6 +221,8 @@ mod tests {
              kernsight_container_cpu_periods_total{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\"} 10\n\
              kernsight_runqueue_latency_seconds_sum{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/x\"} 1\n\
              kernsight_runqueue_latency_seconds_count{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/x\"} 10\n\
+             kernsight_cpu_wait_seconds_sum{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\",reason=\"throttled\"} 2\n\
+             kernsight_cpu_wait_seconds_sum{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\",reason=\"contention\"} 0.5\n\
              kernsight_build_info{version=\"1\"} 1\n",
         );
         let after = parse(
@@ -196,7 +231,9 @@ mod tests {
              kernsight_container_cpu_throttled_periods_total{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\"} 6\n\
              kernsight_container_cpu_periods_total{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\"} 30\n\
              kernsight_runqueue_latency_seconds_sum{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/x\"} 1.5\n\
-             kernsight_runqueue_latency_seconds_count{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/x\"} 20\n",
+             kernsight_runqueue_latency_seconds_count{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/x\"} 20\n\
+             kernsight_cpu_wait_seconds_sum{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\",reason=\"throttled\"} 3.6\n\
+             kernsight_cpu_wait_seconds_sum{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\",reason=\"contention\"} 0.52\n",
         );
         let key = ("ns".to_owned(), "p".to_owned(), "c".to_owned(), String::new());
         let host = (String::new(), String::new(), String::new(), "/x".to_owned());
@@ -207,6 +244,11 @@ mod tests {
         assert_eq!(value("SYSCALLS/S", &key), Some(150.0));
         assert_eq!(value("THROTTLED%", &key), Some(25.0));
         assert_eq!(value("RUNQ_MS", &host), Some(50.0));
+        // 1.6 s throttled and 20 ms contended waiting over 2 s.
+        let close = |got: Option<f64>, want: f64| got.is_some_and(|v| (v - want).abs() < 1e-9);
+        assert!(close(value("THROTTLED_MS/S", &key), 800.0), "{:?}", value("THROTTLED_MS/S", &key));
+        assert!(close(value("CONTENDED_MS/S", &key), 10.0), "{:?}", value("CONTENDED_MS/S", &key));
+        assert_eq!(value("THROTTLED_MS/S", &host), None);
         assert!(!COLUMNS.iter().find(|c| c.header == "NET_B/S").unwrap().available(&after));
         assert!(COLUMNS[0].available(&after));
         assert!(

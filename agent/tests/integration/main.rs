@@ -22,6 +22,7 @@ mod cgroup_storms;
 mod check;
 mod cli;
 mod containers;
+mod cpu_wait;
 mod cri;
 mod deploy;
 mod fallbacks;

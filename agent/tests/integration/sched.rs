@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::{Agent, TestCgroup, eventually, parse, privileged, value};
 
 /// Pins the calling process to one CPU (raw syscall: safe after fork).
-fn pin_to(cpu: usize) -> bool {
+pub(crate) fn pin_to(cpu: usize) -> bool {
     // SAFETY: a zeroed cpu_set_t is a valid empty set.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -24,7 +24,7 @@ fn now_ns() -> u64 {
 }
 
 /// Spins for `ns` nanoseconds of wall time.
-fn spin(ns: u64) {
+pub(crate) fn spin(ns: u64) {
     let end = now_ns() + ns;
     while now_ns() < end {
         std::hint::spin_loop();
@@ -32,7 +32,7 @@ fn spin(ns: u64) {
 }
 
 /// Forks a child that runs `f` and `_exit`s with its result; returns its pid.
-fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
+pub(crate) fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
     // SAFETY: the child calls only async-signal-safe functions and leaves with _exit.
     unsafe {
         let pid = libc::fork();
@@ -44,7 +44,7 @@ fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
 }
 
 /// Waits for `pid`; returns the raw wait status (or -1).
-fn wait(pid: libc::pid_t) -> i32 {
+pub(crate) fn wait(pid: libc::pid_t) -> i32 {
     let mut status = 0;
     if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
         return -1;

@@ -67,9 +67,18 @@ fn once_prints_one_ranked_snapshot() {
     assert!(!text.contains('\x1b'), "no screen control with --once");
     let lines: Vec<&str> = text.lines().collect();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    for column in
-        ["NAMESPACE", "POD", "CONTAINER", "SYSCALLS/S", "ERRORS/S", "THROTTLED%", "RUNQ_MS", "OOM_KILLS"]
-    {
+    for column in [
+        "NAMESPACE",
+        "POD",
+        "CONTAINER",
+        "SYSCALLS/S",
+        "ERRORS/S",
+        "THROTTLED%",
+        "RUNQ_MS",
+        "THROTTLED_MS/S",
+        "CONTENDED_MS/S",
+        "OOM_KILLS",
+    ] {
         assert!(header.contains(&column), "{column} missing: {}", lines[0]);
     }
     let cell = |row: &[&str], column: &str| -> f64 {

@@ -103,16 +103,16 @@ core_sched.force_idle_usec 0
 nr_periods 1520
 nr_throttled 37
 throttled_usec 4250000
-nr_bursts 0
-burst_usec 0
+nr_bursts 3
+burst_usec 120000
 ";
 
 const V1_CPU_STAT: &str = "\
 nr_periods 212
 nr_throttled 190
 throttled_time 17532008571
-nr_bursts 0
-burst_time 0
+nr_bursts 4
+burst_time 250000000
 ";
 
 const V2_MEMORY_EVENTS: &str = "\
@@ -348,6 +348,8 @@ fn reads_v2_fixture_tree() {
     assert_eq!(r.cpu_periods, Some(1520));
     assert_eq!(r.cpu_throttled_periods, Some(37));
     assert_eq!(r.cpu_throttled_seconds, Some(4.25));
+    assert_eq!(r.cpu_bursts, Some(3));
+    assert_eq!(r.cpu_burst_seconds, Some(0.12));
     assert_eq!(r.pids_current, Some(12));
     assert_eq!(r.pids_max, Some(4096));
     assert_eq!(
@@ -437,6 +439,8 @@ fn reads_v1_fixture_tree() {
     assert_eq!(r.cpu_periods, Some(212));
     assert_eq!(r.cpu_throttled_periods, Some(190));
     assert_eq!(r.cpu_throttled_seconds, Some(17.532008571));
+    assert_eq!(r.cpu_bursts, Some(4));
+    assert_eq!(r.cpu_burst_seconds, Some(0.25));
     assert_eq!(r.pids_current, Some(3));
     assert_eq!(r.pids_max, None);
     assert!(r.pressure.is_empty());
@@ -749,6 +753,23 @@ fn spin_1s(ready: libc::c_int) -> i32 {
     0
 }
 
+/// Sleeps half a second, spins half a second, says it is done.
+fn sleep_then_spin(ready: libc::c_int) -> i32 {
+    let half = libc::timespec { tv_sec: 0, tv_nsec: 500_000_000 };
+    unsafe { libc::nanosleep(&half, std::ptr::null_mut()) };
+    let now = || {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    };
+    let start = now();
+    while now() - start < 0.5 {
+        std::hint::spin_loop();
+    }
+    unsafe { libc::write(ready, b"r".as_ptr().cast(), 1) };
+    0
+}
+
 fn v1_mount(mounts: &[Mount], controller: &str) -> Option<PathBuf> {
     mounts
         .iter()
@@ -832,6 +853,43 @@ fn real_v1_cpu_cgroup() {
     // 10% of one CPU for a second of wall time; generous bounds for a loaded test machine.
     let usage = r.cpu_usage_seconds.unwrap();
     assert!(usage > 0.01 && usage < 0.3, "{r:?}");
+}
+
+/// Burst (5.14+): a cgroup limited to 10 ms per 100 ms with 10 ms of burst (the kernel allows
+/// no more than the quota), idle for half a
+/// second (unused quota fills the burst allowance), then busy: the first busy period runs past
+/// its quota out of the burst, which cpu.stat counts.
+#[test]
+fn real_v1_cpu_burst() {
+    if !privileged("real_v1_cpu_burst") {
+        return;
+    }
+    let mounts = mountinfo::read().unwrap();
+    let Some(cpu_root) = v1_mount(&mounts, "cpu") else {
+        eprintln!("SKIPPED real_v1_cpu_burst: no v1 cpu hierarchy");
+        return;
+    };
+    if !cpu_root.join("cpu.cfs_burst_us").exists() {
+        eprintln!("SKIPPED real_v1_cpu_burst: this kernel has no CFS burst (before 5.14)");
+        return;
+    }
+    let name = format!("kernsight-test-{}-burst", std::process::id());
+    let cpu = TestDir::create(&cpu_root, &name);
+    fs::write(cpu.0.join("cpu.cfs_period_us"), "100000").unwrap();
+    fs::write(cpu.0.join("cpu.cfs_quota_us"), "10000").unwrap();
+    fs::write(cpu.0.join("cpu.cfs_burst_us"), "10000").unwrap();
+    let dirs = CgroupDirs::V1 { memory: None, cpu: Some(cpu.0.clone()), cpuacct: None, pids: None };
+    assert_eq!(read(&dirs).cpu_bursts, Some(0), "a new cgroup has not burst yet");
+
+    let (child, ready) = spawn_in(&[cpu.0.join("cgroup.procs")], sleep_then_spin);
+    assert!(wait_ready(ready), "the child could not join the cgroup");
+    drop(child);
+    let r = read(&dirs);
+    eprintln!("real v1 cpu burst: {r:?}");
+    assert!(r.cpu_bursts.unwrap() >= 1, "{r:?}");
+    let burst = r.cpu_burst_seconds.unwrap();
+    // At most the 10 ms allowance per burst; at least some of it.
+    assert!(burst > 0.0 && burst <= 0.01 * r.cpu_bursts.unwrap() as f64, "{r:?}");
 }
 
 /// On this host kind (hybrid), the real mounts give v1; on pure v2 hosts with the memory

@@ -1,0 +1,212 @@
+//! CPU waits by cause, end to end: a busy loop under a 10 % CPU quota waits because its cgroup
+//! is throttled, two busy loops sharing one CPU without a quota wait for each other; the agent's
+//! `kernsight_cpu_wait_seconds{reason}` must say which, and the throttled total must agree with
+//! the kernel's own `cpu.stat` throttled time. Works on this host's hybrid layout (the quota on
+//! the v1 cpu controller, the workload also in a v2 cgroup that names it) and on pure v2 guests
+//! (`cpu.max` on the v2 cgroup).
+
+use std::path::{Path, PathBuf};
+
+use crate::{
+    sched::{fork_child, pin_to, spin, wait},
+    support::{self, Agent, TestCgroup, config_file, parse, path_str, privileged, v1_root, value},
+};
+
+const QUOTA_US: u64 = 10_000;
+const PERIOD_US: u64 = 100_000;
+
+/// Where the quota of a test cgroup is set and its throttled time read: the v1 cpu cgroup on a
+/// host where cpu is a v1 controller, else the v2 cgroup itself.
+enum QuotaCgroup {
+    V1(TestCgroup),
+    V2(PathBuf),
+}
+
+impl QuotaCgroup {
+    /// Gives `v2` (the cgroup the agent names the workload by) a quota of 10 % of one CPU.
+    /// `None` (with the reason) when no cpu controller is available to the test.
+    fn limit(v2: &TestCgroup, tag: &str) -> Result<Self, String> {
+        if let Some(root) = v1_root("cpu") {
+            let cpu = TestCgroup::create_in(&root, tag);
+            std::fs::write(cpu.path.join("cpu.cfs_period_us"), PERIOD_US.to_string()).unwrap();
+            std::fs::write(cpu.path.join("cpu.cfs_quota_us"), QUOTA_US.to_string()).unwrap();
+            return Ok(Self::V1(cpu));
+        }
+        let max = v2.path.join("cpu.max");
+        if !max.exists() {
+            return Err(format!(
+                "no v1 cpu controller and {} does not exist (cpu not delegated)",
+                max.display()
+            ));
+        }
+        std::fs::write(&max, format!("{QUOTA_US} {PERIOD_US}")).unwrap();
+        Ok(Self::V2(v2.path.clone()))
+    }
+
+    /// The `cgroup.procs` a workload must also join (v1), if any.
+    fn extra_procs(&self) -> Option<PathBuf> {
+        match self {
+            Self::V1(cpu) => Some(cpu.path.join("cgroup.procs")),
+            Self::V2(_) => None,
+        }
+    }
+
+    /// The kernel's (throttled time in seconds, throttled periods) of this cgroup: v1
+    /// `throttled_time` (ns), v2 `throttled_usec`, and `nr_throttled`.
+    fn throttled(&self) -> (f64, f64) {
+        let (dir, key, per_second): (&Path, _, _) = match self {
+            Self::V1(cpu) => (&cpu.path, "throttled_time", 1e9),
+            Self::V2(dir) => (dir, "throttled_usec", 1e6),
+        };
+        let stat = std::fs::read_to_string(dir.join("cpu.stat")).unwrap();
+        let read = |key: &str| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {key} in {}: {stat}", dir.display())) as f64
+        };
+        (read(key) / per_second, read("nr_throttled"))
+    }
+}
+
+/// Writes "0" to `procs` (joins that cgroup): raw syscalls, safe after fork.
+fn join(procs: &std::ffi::CStr) -> bool {
+    // SAFETY: raw syscalls on a path the test made.
+    unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+        let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        ok
+    }
+}
+
+/// (throttled, contention) wait sums of `cgroup`, in seconds.
+fn wait_sums(samples: &[support::Sample], cgroup: &str) -> (f64, f64) {
+    let sum =
+        |reason| value(samples, "kernsight_cpu_wait_seconds_sum", &[("cgroup", cgroup), ("reason", reason)]);
+    (sum("throttled"), sum("contention"))
+}
+
+#[test]
+fn a_busy_loop_under_its_quota_waits_throttled_as_long_as_cpu_stat_says() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let cgroup = TestCgroup::create("cpuwait-quota");
+    let quota = match QuotaCgroup::limit(&cgroup, "cpuwait-quota") {
+        Ok(quota) => quota,
+        Err(why) => return support::skip(&why),
+    };
+    let (seconds_before, periods_before) = quota.throttled();
+    let extra =
+        quota.extra_procs().map(|p| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).unwrap());
+    // One busy loop on CPU 0 for 3 s of wall time: 10 % of it runs, the rest is throttled.
+    let code = cgroup.run(|| {
+        if extra.as_deref().is_some_and(|procs| !join(procs)) {
+            return 2;
+        }
+        if !pin_to(0) {
+            return 3;
+        }
+        spin(3_000_000_000);
+        0
+    });
+    assert_eq!(code, 0, "the workload failed");
+    let (seconds_after, periods_after) = quota.throttled();
+    let (kernel, periods) = (seconds_after - seconds_before, periods_after - periods_before);
+
+    let samples = parse(&agent.scrape());
+    let (throttled, contention) = wait_sums(&samples, &cgroup.label);
+    let waits = value(
+        &samples,
+        "kernsight_cpu_wait_seconds_count",
+        &[("cgroup", &cgroup.label), ("reason", "throttled")],
+    );
+    eprintln!(
+        "quota 10 %: throttled waits {throttled:.3} s in {waits} waits, contention {contention:.3} s; \
+         cpu.stat throttled {kernel:.3} s in {periods} periods"
+    );
+    assert!(kernel > 1.5, "3 s at 10 % of a CPU: the kernel throttled the loop {kernel} s");
+    assert!(throttled >= 0.9 * (throttled + contention), "throttled waits dominate");
+    assert!(
+        (throttled - kernel).abs() <= 0.1 * kernel,
+        "throttled waits {throttled} s within 10 % of cpu.stat's {kernel} s"
+    );
+    // One thread on one CPU: every throttle of its cfs_rq switches it out throttled, and a
+    // throttled period saw at least one throttle (more when runtime handed back within the
+    // period ran out again).
+    assert!(periods >= 10.0, "3 s at 10 %: {periods} throttled periods");
+    assert!(waits >= periods, "{waits} throttled waits for {periods} throttled periods");
+}
+
+#[test]
+fn two_busy_loops_on_one_cpu_without_a_quota_wait_for_contention_only() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let cgroup = TestCgroup::create("cpuwait-contended");
+    // Two spinners share CPU 0 for a second each: each waits while the other runs.
+    let code = cgroup.run(|| {
+        if !pin_to(0) {
+            return 2;
+        }
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                fork_child(|| {
+                    spin(1_000_000_000);
+                    0
+                })
+            })
+            .collect();
+        if children.iter().all(|&pid| pid > 0 && wait(pid) == 0) { 0 } else { 3 }
+    });
+    assert_eq!(code, 0, "the contended workload failed");
+
+    let samples = parse(&agent.scrape());
+    let (throttled, contention) = wait_sums(&samples, &cgroup.label);
+    let total = value(&samples, "kernsight_runqueue_latency_seconds_sum", &[("cgroup", &cgroup.label)]);
+    eprintln!(
+        "no quota: contention waits {contention:.3} s, throttled {throttled:.3} s, run-queue total {total:.3} s"
+    );
+    assert!(contention > 0.3, "the spinners waited {contention} s for each other");
+    assert_eq!(throttled, 0.0, "nothing limits this cgroup: no throttled wait");
+    // The run-queue latency is the sum of both reasons.
+    assert!((total - (throttled + contention)).abs() < 1e-6, "{total} = {throttled} + {contention}");
+}
+
+#[test]
+fn without_the_wait_reason_the_plain_latency_stays_and_the_split_is_not_exported() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let (_dir, config) = config_file("[sched]\nwait_reason = false\n");
+    let agent = Agent::start(&["--config", path_str(&config)]);
+    let cgroup = TestCgroup::create("cpuwait-off");
+    let code = cgroup.run(|| {
+        if !pin_to(0) {
+            return 2;
+        }
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                fork_child(|| {
+                    spin(300_000_000);
+                    0
+                })
+            })
+            .collect();
+        if children.iter().all(|&pid| pid > 0 && wait(pid) == 0) { 0 } else { 3 }
+    });
+    assert_eq!(code, 0, "the contended workload failed");
+    let text = agent.scrape();
+    let samples = parse(&text);
+    let total = value(&samples, "kernsight_runqueue_latency_seconds_sum", &[("cgroup", &cgroup.label)]);
+    eprintln!("wait_reason = false: run-queue total {total:.3} s");
+    assert!(total > 0.1, "the spinners waited {total} s for each other");
+    assert!(!text.contains("kernsight_cpu_wait_seconds"), "the split is off");
+}
