@@ -527,3 +527,43 @@ fn the_agent_takes_owners_from_the_api_and_labels_for_pods_it_does_not_know() {
     );
     assert!(server.requests()[0].contains("fieldSelector=spec.nodeName=node-1"));
 }
+
+/// The agent's image has no OS trust store (FROM scratch), nor have the kernel matrix's guests:
+/// a plain-HTTP API server (`api_server` on loopback, a kubectl proxy) must not need one. The
+/// trust store is taken away here the way rustls' native roots let one point it elsewhere.
+#[test]
+fn a_plain_http_api_server_needs_no_trust_store() {
+    if !crate::support::privileged() {
+        return;
+    }
+    let _serial = crate::support::serial();
+    let server = ApiServer::start(vec![
+        (
+            "get /api/v1/pods",
+            vec![pod_list("3", vec![pod("db-0", "2", Some(("StatefulSet", "db")), json!({}))])],
+        ),
+        ("watch /api/v1/pods", vec![Answer::Stream(vec![], End::Hold)]),
+    ]);
+    let no_certificates = tempfile::tempdir().unwrap();
+    let (_dir, config) = crate::support::config_file(&format!(
+        "[syscalls]\nenabled = false\n[metadata]\ncri_socket = \"/nonexistent/cri.sock\"\napi_watch = true\napi_server = \"{}\"\n",
+        server.url()
+    ));
+    let agent = crate::support::Agent::start_with_env(
+        &["--config", crate::support::path_str(&config)],
+        &[
+            ("NODE_NAME", NODE),
+            ("SSL_CERT_FILE", "/nonexistent/ca-certificates.crt"),
+            ("SSL_CERT_DIR", crate::support::path_str(no_certificates.path())),
+        ],
+    );
+    agent.scrape_until(Duration::from_secs(30), |samples| {
+        let listed = crate::support::value(
+            samples,
+            "kernsight_kubernetes_api_requests_total",
+            &[("request", "list"), ("result", "ok")],
+        );
+        let pods = crate::support::value(samples, "kernsight_kubernetes_api_pods", &[]);
+        if listed >= 1.0 && pods == 1.0 { Ok(()) } else { Err(format!("list ok {listed}, pods {pods}")) }
+    });
+}

@@ -85,6 +85,16 @@ pub async fn client(server: &str, kubeconfig: &Path) -> Result<Client, ApiError>
         kube::Config::incluster().map_err(|err| ApiError::InCluster(err.to_string()))?
     };
     config.connect_timeout = Some(CONNECT_TIMEOUT);
+    if config.cluster_url.scheme_str() == Some("http")
+        && config.root_cert.is_none()
+        && config.root_cert_file.is_none()
+    {
+        // kube builds its TLS connector for every client, and without a CA it asks the OS trust
+        // store, which the agent's image (FROM scratch) does not have: a plain-HTTP server
+        // (an `api_server` on loopback, a kubectl proxy) would fail on "no CA certificates".
+        // No TLS is spoken to it, so an empty trust store is the honest one.
+        config.root_cert = Some(Vec::new());
+    }
     let builder = ClientBuilder::try_from(config).map_err(|err| ApiError::Client(err.to_string()))?;
     let bounded = tower::util::MapResponseLayer::new(|response: hyper::Response<_>| {
         response.map(|body| Limited::new(body, MAX_RESPONSE_BYTES))
