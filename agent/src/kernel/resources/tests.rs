@@ -878,7 +878,8 @@ fn real_v1_cpu_burst() {
     fs::write(cpu.0.join("cpu.cfs_period_us"), "100000").unwrap();
     fs::write(cpu.0.join("cpu.cfs_quota_us"), "10000").unwrap();
     fs::write(cpu.0.join("cpu.cfs_burst_us"), "10000").unwrap();
-    let dirs = CgroupDirs::V1 { memory: None, cpu: Some(cpu.0.clone()), cpuacct: None, pids: None, blkio: None };
+    let dirs =
+        CgroupDirs::V1 { memory: None, cpu: Some(cpu.0.clone()), cpuacct: None, pids: None, blkio: None };
     assert_eq!(read(&dirs).cpu_bursts, Some(0), "a new cgroup has not burst yet");
 
     let (child, ready) = spawn_in(&[cpu.0.join("cgroup.procs")], sleep_then_spin);
