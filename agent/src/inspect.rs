@@ -280,12 +280,19 @@ pub fn reclaim_stalls(report: &Report, address: &str) -> ReclaimStalls {
                 || samples.iter().any(|s| {
                     s.name == "kernsight_probe_attached"
                         && s.labels.get("probe").is_some_and(|p| p == "memory_reclaim")
+                        && s.value == 1.0
                 });
             let error = (!exported).then(|| {
                 format!("the agent at {address} does not export {RECLAIM_STALLS} (memory_reclaim off)")
             });
             (stalls_of(report, &samples), error)
         }
+        Err(scrape::ScrapeError::Tls(_)) => (
+            BTreeMap::new(),
+            Some(format!(
+                "the agent at {address} serves TLS, which inspect does not speak: name its plain-HTTP port"
+            )),
+        ),
         Err(_) => (BTreeMap::new(), Some(format!("no agent answered at {address}"))),
     };
     ReclaimStalls { agent: address.to_owned(), error, by_kind }

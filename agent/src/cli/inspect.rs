@@ -96,7 +96,7 @@ fn text(report: &Report) -> String {
             let kinds: Vec<String> = stalls
                 .by_kind
                 .iter()
-                .map(|(kind, f)| format!("{kind} {} stalls, {:.3} s", f.stalls, f.seconds))
+                .map(|(kind, f)| format!("{} {} stalls, {:.3} s", Escaped(kind), f.stalls, f.seconds))
                 .collect();
             format!(
                 "{} (agent {})",
