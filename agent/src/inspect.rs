@@ -1,6 +1,7 @@
 //! One picture of a workload as the kernel sees it (`kernsight inspect`): its processes,
 //! namespaces (and which are the host's), cgroup, limits and usage, memory by kind, OOM kills,
-//! throttling, pressure, capabilities, seccomp, NoNewPrivs, and user-namespace mapping.
+//! memory headroom before the OOM killer and reclaim stalls (from a running agent), throttling,
+//! pressure, capabilities, seccomp, NoNewPrivs, and user-namespace mapping.
 
 use std::{
     collections::BTreeMap,
@@ -16,6 +17,7 @@ use crate::{
         resources::{self, CgroupDirs},
     },
     metadata::{cgroup_path, local},
+    metrics::client::{self as scrape, Sample},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,31 @@ pub struct Report {
     /// Per namespace kind: the inode, and whether it is the host's.
     pub namespaces: BTreeMap<&'static str, NamespaceReport>,
     pub resources: ResourcesReport,
+    /// The workload's memory reclaim stalls as a running agent counts them; `None` until
+    /// [`reclaim_stalls`] asked one.
+    pub reclaim_stalls: Option<ReclaimStalls>,
+    /// The cgroup of the memory controller (v1 hierarchies give a host process one of its own):
+    /// where `resources` read memory from, and the `cgroup` label of a host process's series.
+    #[serde(skip)]
+    pub memory_cgroup: String,
+}
+
+/// Reclaim stalls of the workload since the agent started, from its
+/// `kernsight_memory_reclaim_stall_seconds` histogram (`inspect` has no kernel maps of its own).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ReclaimStalls {
+    /// The agent asked (`HOST:PORT`).
+    pub agent: String,
+    /// Why no figures: no agent answered, or it does not export the family.
+    pub error: Option<String>,
+    /// By kind (`memcg`: the cgroup at its limit; `direct`: the node short of memory).
+    pub by_kind: BTreeMap<String, StallFigures>,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct StallFigures {
+    pub stalls: u64,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +104,13 @@ pub struct ResourcesReport {
     pub memory_usage_bytes: Option<u64>,
     pub memory_limit_bytes: Option<u64>,
     pub memory_high_bytes: Option<u64>,
+    /// What reclaim cannot free without swap, computed as `kernsight_container_memory_unreclaimable_bytes` is.
+    pub memory_unreclaimable_bytes: Option<u64>,
+    /// The limit minus the unreclaimable memory: what the kernel can still free before the OOM
+    /// killer (0 when the unreclaimable memory already fills the limit). `None` without a limit.
+    pub memory_headroom_bytes: Option<u64>,
+    /// The headroom as a share of the limit, 0 to 1.
+    pub memory_headroom_share: Option<f64>,
     pub memory_bytes: BTreeMap<&'static str, u64>,
     pub memory_events: BTreeMap<&'static str, u64>,
     pub cpu_usage_seconds: Option<f64>,
@@ -171,11 +205,37 @@ pub fn inspect(proc_root: &Path, target: &str) -> Result<Report, InspectError> {
         .collect();
 
     let mounts = mountinfo::read().unwrap_or_default();
-    let r = resources::read(&CgroupDirs::locate(&mounts, &cgroup));
+    // A host process on v1 hierarchies may sit in a memory cgroup other than its unified one.
+    let memory_cgroup = match &container_id {
+        Some(_) => cgroup.clone(),
+        None => first
+            .cgroups
+            .iter()
+            .find(|l| l.controllers.iter().any(|c| c == "memory"))
+            .map_or_else(|| cgroup.clone(), |l| l.path.clone()),
+    };
+    let dirs = match (CgroupDirs::locate(&mounts, &cgroup), memory_cgroup != cgroup) {
+        (CgroupDirs::V1 { cpu, cpuacct, pids, blkio, .. }, true) => {
+            let memory = match CgroupDirs::locate(&mounts, &memory_cgroup) {
+                CgroupDirs::V1 { memory, .. } => memory,
+                CgroupDirs::V2(_) => None,
+            };
+            CgroupDirs::V1 { memory, cpu, cpuacct, pids, blkio }
+        }
+        (dirs, _) => dirs,
+    };
+    let r = resources::read(&dirs);
+    let headroom = r.memory_max.zip(r.memory_unreclaimable).map(|(limit, used)| limit.saturating_sub(used));
     let resources = ResourcesReport {
         memory_usage_bytes: r.memory_current,
         memory_limit_bytes: r.memory_max,
         memory_high_bytes: r.memory_high,
+        memory_unreclaimable_bytes: r.memory_unreclaimable,
+        memory_headroom_bytes: headroom,
+        memory_headroom_share: headroom
+            .zip(r.memory_max)
+            .filter(|(_, limit)| *limit > 0)
+            .map(|(h, limit)| h as f64 / limit as f64),
         memory_bytes: r.memory_by_kind,
         memory_events: r.memory_events,
         cpu_usage_seconds: r.cpu_usage_seconds,
@@ -195,7 +255,78 @@ pub fn inspect(proc_root: &Path, target: &str) -> Result<Report, InspectError> {
 
     let mut processes: Vec<ProcessReport> = members.iter().map(|p| process_report(proc_root, p)).collect();
     processes.sort_by_key(|p| p.pid);
-    Ok(Report { container_id, container_name, cgroup, processes, namespaces, resources })
+    Ok(Report {
+        container_id,
+        container_name,
+        cgroup,
+        processes,
+        namespaces,
+        resources,
+        reclaim_stalls: None,
+        memory_cgroup,
+    })
+}
+
+const RECLAIM_STALLS: &str = "kernsight_memory_reclaim_stall_seconds";
+
+/// The workload's reclaim stalls from the agent at `address`: its series are those of the
+/// container (by `container_id`, else the `container` label: short id or name) or, for a host
+/// process, of its memory cgroup.
+pub fn reclaim_stalls(report: &Report, address: &str) -> ReclaimStalls {
+    let (by_kind, error) = match scrape::fetch(address) {
+        Ok(body) => {
+            let samples = scrape::parse(&body);
+            let exported = samples.iter().any(|s| s.name.starts_with(RECLAIM_STALLS))
+                || samples.iter().any(|s| {
+                    s.name == "kernsight_probe_attached"
+                        && s.labels.get("probe").is_some_and(|p| p == "memory_reclaim")
+                        && s.value == 1.0
+                });
+            let error = (!exported).then(|| {
+                format!("the agent at {address} does not export {RECLAIM_STALLS} (memory_reclaim off)")
+            });
+            (stalls_of(report, &samples), error)
+        }
+        Err(scrape::ScrapeError::Tls(_)) => (
+            BTreeMap::new(),
+            Some(format!(
+                "the agent at {address} serves TLS, which inspect does not speak: name its plain-HTTP port"
+            )),
+        ),
+        Err(_) => (BTreeMap::new(), Some(format!("no agent answered at {address}"))),
+    };
+    ReclaimStalls { agent: address.to_owned(), error, by_kind }
+}
+
+fn stalls_of(report: &Report, samples: &[Sample]) -> BTreeMap<String, StallFigures> {
+    let short = report.container_id.as_deref().map(|id| id.get(..12).unwrap_or(id));
+    let ours = |s: &Sample| {
+        let label = |name: &str| s.labels.get(name).map(String::as_str);
+        match (&report.container_id, label("container_id")) {
+            (Some(id), Some(labelled)) => labelled == id,
+            (Some(_), None) => {
+                let container = label("container").unwrap_or_default();
+                !container.is_empty()
+                    && (Some(container) == short || Some(container) == report.container_name.as_deref())
+            }
+            (None, _) => {
+                label("container").unwrap_or_default().is_empty()
+                    && label("cgroup") == Some(&report.memory_cgroup)
+            }
+        }
+    };
+    let mut by_kind: BTreeMap<String, StallFigures> = BTreeMap::new();
+    for sample in samples.iter().filter(|s| ours(s)) {
+        let Some(kind) = sample.labels.get("kind") else { continue };
+        let figures = by_kind.entry(kind.clone()).or_default();
+        match sample.name.strip_prefix(RECLAIM_STALLS) {
+            Some("_count") => figures.stalls += sample.value as u64,
+            Some("_sum") => figures.seconds += sample.value,
+            _ => {}
+        }
+    }
+    by_kind.retain(|_, f| f.stalls > 0 || f.seconds > 0.0);
+    by_kind
 }
 
 fn process_report(proc_root: &Path, process: &Process) -> ProcessReport {
@@ -230,6 +361,29 @@ fn process_report(proc_root: &Path, process: &Process) -> ProcessReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reclaim_stalls_are_the_workloads_own_series() {
+        let mut report = inspect(Path::new("/proc"), &std::process::id().to_string()).unwrap();
+        report.memory_cgroup = "/mine".into();
+        let samples = scrape::parse(
+            "kernsight_memory_reclaim_stall_seconds_count{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/mine\",kind=\"memcg\"} 7\n\
+             kernsight_memory_reclaim_stall_seconds_sum{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/mine\",kind=\"memcg\"} 0.5\n\
+             kernsight_memory_reclaim_stall_seconds_bucket{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/mine\",kind=\"memcg\",le=\"+Inf\"} 7\n\
+             kernsight_memory_reclaim_stall_seconds_count{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/mine\",kind=\"direct\"} 0\n\
+             kernsight_memory_reclaim_stall_seconds_count{namespace=\"\",pod=\"\",container=\"\",cgroup=\"/other\",kind=\"memcg\"} 3\n\
+             kernsight_memory_reclaim_stall_seconds_count{namespace=\"ns\",pod=\"p\",container=\"c\",cgroup=\"\",kind=\"memcg\"} 2\n",
+        );
+        let stalls = stalls_of(&report, &samples);
+        assert_eq!(stalls.len(), 1, "{stalls:?}");
+        assert_eq!(stalls["memcg"], StallFigures { stalls: 7, seconds: 0.5 });
+        // A container: by its name when the agent has no container_id label.
+        report.container_id = Some("0123456789abcdef".into());
+        report.container_name = Some("c".into());
+        assert_eq!(stalls_of(&report, &samples)["memcg"].stalls, 2);
+        let missing = reclaim_stalls(&report, "127.0.0.1:1");
+        assert_eq!(missing.error.as_deref(), Some("no agent answered at 127.0.0.1:1"));
+    }
 
     #[test]
     fn names_capabilities_by_bit() {

@@ -4,7 +4,7 @@
 use std::{fmt::Write as _, io::Write as _, path::Path};
 
 use crate::{
-    inspect::{Report, inspect},
+    inspect::{Report, inspect, reclaim_stalls},
     terminal::Escaped,
 };
 
@@ -15,6 +15,10 @@ pub struct InspectArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value = "text")]
     output: Output,
+    /// The running agent to ask for the workload's memory reclaim stalls (`HOST:PORT` of
+    /// `kernsight run`); everything else is read from /proc and cgroupfs.
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "HOST:PORT")]
+    agent: String,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -24,7 +28,8 @@ enum Output {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let report = inspect(Path::new("/proc"), &args.target)?;
+    let mut report = inspect(Path::new("/proc"), &args.target)?;
+    report.reclaim_stalls = Some(reclaim_stalls(&report, &args.agent));
     let rendered = match args.output {
         Output::Json => serde_json::to_string_pretty(&report)? + "\n",
         Output::Text => text(&report),
@@ -65,6 +70,47 @@ fn text(report: &Report) -> String {
         out,
         "           events: {}",
         if events.is_empty() { "-".into() } else { events.join(", ") }
+    );
+    let headroom = match (r.memory_headroom_bytes, r.memory_headroom_share) {
+        (Some(h), Some(share)) => format!(
+            "{} of the {} limit ({:.0} %): {} unreclaimable",
+            bytes(Some(h)),
+            bytes(r.memory_limit_bytes),
+            100.0 * share,
+            bytes(r.memory_unreclaimable_bytes)
+        ),
+        _ => format!(
+            "no limit; {} unreclaimable",
+            r.memory_unreclaimable_bytes.map_or("-".into(), |b| bytes(Some(b)))
+        ),
+    };
+    let _ = writeln!(out, "headroom   {headroom}");
+    let psi: Vec<String> = ["some", "full"]
+        .iter()
+        .filter_map(|kind| {
+            r.pressure_stall_seconds.get(&format!("memory {kind}")).map(|s| format!("{kind} {s:.2} s"))
+        })
+        .collect();
+    let stalls = match &report.reclaim_stalls {
+        Some(stalls) if stalls.error.is_none() => {
+            let kinds: Vec<String> = stalls
+                .by_kind
+                .iter()
+                .map(|(kind, f)| format!("{} {} stalls, {:.3} s", Escaped(kind), f.stalls, f.seconds))
+                .collect();
+            format!(
+                "{} (agent {})",
+                if kinds.is_empty() { "none".into() } else { kinds.join(", ") },
+                stalls.agent
+            )
+        }
+        Some(stalls) => stalls.error.clone().unwrap_or_default(),
+        None => "-".into(),
+    };
+    let _ = writeln!(
+        out,
+        "reclaim    {stalls}; memory pressure {}",
+        if psi.is_empty() { "-".into() } else { psi.join(", ") }
     );
     let quota = match (r.cpu_quota_seconds, r.cpu_period_seconds) {
         (Some(q), Some(p)) if p > 0.0 => format!("{:.2} CPUs ({q} s per {p} s)", q / p),

@@ -29,13 +29,15 @@ enum Command {
     /// is attached. Exit status 0: every enabled family can run; 1: some cannot; 2: error.
     Check(check::CheckArgs),
     /// One screen on a process or container: namespaces, cgroup, limits and usage, memory by
-    /// kind, OOM kills, throttling, pressure, capabilities, seccomp.
+    /// kind, headroom before the OOM killer, reclaim stalls (from a running agent), OOM kills,
+    /// throttling, pressure, capabilities, seccomp.
     Inspect(inspect::InspectArgs),
     /// Trace events as they happen, filtered in the kernel by process, cgroup, container and
     /// syscall set: exec, exit, open, syscall, tcp, drop, oom, cap, signal, or any tracepoint.
     Trace(Box<trace::TraceArgs>),
-    /// Containers ranked by syscalls/s, errors/s, CPU throttling, run-queue delay, network
-    /// bytes and OOM kills, from a running agent (or one started for the view).
+    /// Containers ranked by syscalls/s, errors/s, CPU throttling and waits, run-queue delay,
+    /// memory headroom, reclaim stalls, block I/O latency, network bytes and OOM kills, from a
+    /// running agent (or one started for the view).
     Top(top::TopArgs),
     /// Every container on the node with its security findings (privileged, CAP_SYS_ADMIN, no
     /// seccomp, host namespaces, root without a user namespace, writable host mounts) and their

@@ -230,7 +230,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(lookup::run(resolver.clone(), cri_sockets));
     let kills = Arc::new(OomKills::default());
     if let Some(events) = oom_events {
-        tokio::spawn(oom::follow_events(events, kills.clone(), tracker.clone(), resolver.clone()));
+        tokio::spawn(oom::follow_events(
+            events,
+            kills.clone(),
+            tracker.clone(),
+            resolver.clone(),
+            programs.clone(),
+        ));
     }
     if let Some(events) = process_events {
         tokio::spawn(processes::follow_events(events, tracker.clone(), resolver.clone()));

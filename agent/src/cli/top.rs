@@ -1,5 +1,6 @@
-//! `kernsight top`: containers ranked by syscalls/s, errors/s, throttling, run-queue delay,
-//! network bytes, OOM kills; a live view, or one snapshot with `--once`.
+//! `kernsight top`: containers ranked by syscalls/s, errors/s, throttling, run-queue delay, CPU
+//! waits, memory headroom and reclaim stalls, block I/O latency, network bytes, OOM kills; a live
+//! view, or one snapshot with `--once`.
 
 use std::{
     io::{BufRead as _, BufReader, IsTerminal as _, Write as _},

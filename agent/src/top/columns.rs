@@ -20,8 +20,13 @@ pub enum Compute {
     /// The latest value (a counter since the agent started, or a gauge).
     Latest(Match),
     /// Milliseconds per second that a histogram's `_sum` (seconds) grew, for the series whose
-    /// `reason` label is the second: how long the workload's threads waited, per second.
-    MillisPerSecond(&'static str, &'static str),
+    /// label (name, value) is the second, or all of them: how long the workload's threads
+    /// waited, per second.
+    MillisPerSecond(&'static str, Option<(&'static str, &'static str)>),
+    /// What share of the memory limit (`limit="max"`) reclaim could still free before the OOM
+    /// killer: 100 × (limit − unreclaimable) / limit, from the latest scrape. Workloads without
+    /// a limit have no value.
+    HeadroomPercent,
 }
 
 /// Which metric names a column sums.
@@ -40,6 +45,10 @@ impl Match {
         }
     }
 }
+
+/// The memory limit (`limit="max"` of it) and what reclaim cannot free, for `HeadroomPercent`.
+const MEMORY_LIMIT: &str = "kernsight_container_memory_limit_bytes";
+const MEMORY_UNRECLAIMABLE: &str = "kernsight_container_memory_unreclaimable_bytes";
 
 pub struct Column {
     pub header: &'static str,
@@ -74,12 +83,23 @@ pub const COLUMNS: &[Column] = &[
     },
     Column {
         header: "THROTTLED_MS/S",
-        compute: Compute::MillisPerSecond("kernsight_cpu_wait_seconds_sum", "throttled"),
+        compute: Compute::MillisPerSecond("kernsight_cpu_wait_seconds_sum", Some(("reason", "throttled"))),
         always: false,
     },
     Column {
         header: "CONTENDED_MS/S",
-        compute: Compute::MillisPerSecond("kernsight_cpu_wait_seconds_sum", "contention"),
+        compute: Compute::MillisPerSecond("kernsight_cpu_wait_seconds_sum", Some(("reason", "contention"))),
+        always: false,
+    },
+    Column { header: "HEADROOM%", compute: Compute::HeadroomPercent, always: false },
+    Column {
+        header: "RECLAIM_MS/S",
+        compute: Compute::MillisPerSecond("kernsight_memory_reclaim_stall_seconds_sum", None),
+        always: false,
+    },
+    Column {
+        header: "IO_LAT_MS",
+        compute: Compute::MeanMillis("kernsight_block_io_latency_seconds"),
         always: false,
     },
     Column {
@@ -138,7 +158,13 @@ impl Column {
             Compute::Rate(m) | Compute::Latest(m) | Compute::Ratio(m, _) => exported(m),
             Compute::MeanMillis(base) => samples.iter().any(|s| s.name == format!("{base}_count")),
             Compute::MillisPerSecond(name, _) => samples.iter().any(|s| s.name == *name),
+            Compute::HeadroomPercent => samples.iter().any(|s| s.name == MEMORY_UNRECLAIMABLE),
         }
+    }
+
+    /// Whether the lowest value ranks first: the least headroom is the container to look at.
+    pub fn lowest_first(&self) -> bool {
+        matches!(self.compute, Compute::HeadroomPercent)
     }
 
     /// The column's value per workload, from a scrape `seconds` before the other.
@@ -189,9 +215,10 @@ impl Column {
                     .collect()
             }
             Compute::Latest(m) => sums(after, |n| m.matches(n)),
-            Compute::MillisPerSecond(name, reason) => {
+            Compute::MillisPerSecond(name, label) => {
                 let selects = |s: &Sample| {
-                    s.name == *name && s.labels.get("reason").is_some_and(|r| r.as_str() == *reason)
+                    s.name == *name
+                        && label.is_none_or(|(label, want)| s.labels.get(label).is_some_and(|v| v == want))
                 };
                 let old = sums_where(before, selects);
                 let mut new = sums_where(after, selects);
@@ -202,6 +229,20 @@ impl Column {
                     *value = if seconds > 0.0 { 1000.0 * grew / seconds } else { 0.0 };
                 }
                 new
+            }
+            Compute::HeadroomPercent => {
+                let limits = sums_where(after, |s| {
+                    s.name == MEMORY_LIMIT && s.labels.get("limit").is_some_and(|l| l == "max")
+                });
+                let unreclaimable = sums(after, |n| n == MEMORY_UNRECLAIMABLE);
+                limits
+                    .into_iter()
+                    .filter(|(_, limit)| *limit > 0.0)
+                    .filter_map(|(k, limit)| {
+                        let used = unreclaimable.get(&k).copied()?;
+                        Some((k, 100.0 * (limit - used) / limit))
+                    })
+                    .collect()
             }
         }
     }
@@ -255,5 +296,62 @@ mod tests {
             COLUMNS.iter().find(|c| c.header == "OOM_KILLS").unwrap().available(&after),
             "a zero that matters"
         );
+    }
+
+    #[test]
+    fn headroom_reclaim_stalls_and_io_latency_between_two_scrapes() {
+        // Two containers with a 64 MiB limit (one of them also under memory.high), one without a
+        // limit; reclaim stalls of both kinds and I/O on two devices.
+        let workload = |c: &str| format!("namespace=\"ns\",pod=\"p\",container=\"{c}\",cgroup=\"\"");
+        let (a, b, free) = (workload("a"), workload("b"), workload("free"));
+        let common = format!(
+            "kernsight_container_memory_limit_bytes{{{a},limit=\"max\"}} 67108864\n\
+             kernsight_container_memory_limit_bytes{{{a},limit=\"high\"}} 33554432\n\
+             kernsight_container_memory_limit_bytes{{{b},limit=\"max\"}} 67108864\n\
+             kernsight_container_memory_unreclaimable_bytes{{{b}}} 16777216\n\
+             kernsight_container_memory_unreclaimable_bytes{{{free}}} 1048576\n\
+             kernsight_memory_reclaim_stall_seconds_sum{{{free},kind=\"direct\"}} 0\n"
+        );
+        let before = parse(&format!(
+            "{common}kernsight_container_memory_unreclaimable_bytes{{{a}}} 33554432\n\
+             kernsight_memory_reclaim_stall_seconds_sum{{{a},kind=\"memcg\"}} 1\n\
+             kernsight_memory_reclaim_stall_seconds_sum{{{a},kind=\"direct\"}} 0.25\n\
+             kernsight_block_io_latency_seconds_sum{{{a},device=\"7:0\",device_name=\"loop0\",op=\"read\"}} 0.5\n\
+             kernsight_block_io_latency_seconds_count{{{a},device=\"7:0\",device_name=\"loop0\",op=\"read\"}} 100\n\
+             kernsight_block_io_latency_seconds_sum{{{a},device=\"8:0\",device_name=\"sda\",op=\"write\"}} 1\n\
+             kernsight_block_io_latency_seconds_count{{{a},device=\"8:0\",device_name=\"sda\",op=\"write\"}} 50\n"
+        ));
+        let after = parse(&format!(
+            "{common}kernsight_container_memory_unreclaimable_bytes{{{a}}} 50331648\n\
+             kernsight_memory_reclaim_stall_seconds_sum{{{a},kind=\"memcg\"}} 1.3\n\
+             kernsight_memory_reclaim_stall_seconds_sum{{{a},kind=\"direct\"}} 0.35\n\
+             kernsight_block_io_latency_seconds_sum{{{a},device=\"7:0\",device_name=\"loop0\",op=\"read\"}} 0.8\n\
+             kernsight_block_io_latency_seconds_count{{{a},device=\"7:0\",device_name=\"loop0\",op=\"read\"}} 200\n\
+             kernsight_block_io_latency_seconds_sum{{{a},device=\"8:0\",device_name=\"sda\",op=\"write\"}} 1.9\n\
+             kernsight_block_io_latency_seconds_count{{{a},device=\"8:0\",device_name=\"sda\",op=\"write\"}} 100\n"
+        ));
+        let key = |c: &str| ("ns".to_owned(), "p".to_owned(), c.to_owned(), String::new());
+        let column = |header: &str| COLUMNS.iter().find(|c| c.header == header).unwrap();
+        let value = |header: &str, c: &str| column(header).values(&before, &after, 2.0).get(&key(c)).copied();
+        let close = |got: Option<f64>, want: f64| got.is_some_and(|v| (v - want).abs() < 1e-9);
+        // 64 MiB limit, 48 MiB unreclaimable now (the scrape before does not count): 25 % left;
+        // memory.high is not the limit the OOM killer acts at.
+        assert!(close(value("HEADROOM%", "a"), 25.0), "{:?}", value("HEADROOM%", "a"));
+        assert!(close(value("HEADROOM%", "b"), 75.0), "{:?}", value("HEADROOM%", "b"));
+        assert_eq!(value("HEADROOM%", "free"), None, "no limit: `-`");
+        // 0.3 s memcg and 0.1 s direct reclaim over 2 s.
+        assert!(close(value("RECLAIM_MS/S", "a"), 200.0), "{:?}", value("RECLAIM_MS/S", "a"));
+        assert_eq!(value("RECLAIM_MS/S", "b"), None);
+        assert_eq!(value("RECLAIM_MS/S", "free"), Some(0.0));
+        // 100 reads of 3 ms and 50 writes of 18 ms: (0.3 + 0.9) s over 150 requests.
+        assert!(close(value("IO_LAT_MS", "a"), 8.0), "{:?}", value("IO_LAT_MS", "a"));
+        for header in ["HEADROOM%", "RECLAIM_MS/S", "IO_LAT_MS"] {
+            assert!(column(header).available(&after), "{header}");
+            assert!(!column(header).available(&parse("kernsight_syscalls_total{cgroup=\"/x\"} 1\n")));
+        }
+        // The least headroom first, the container without a limit last.
+        let snapshot = crate::top::Snapshot::new(&before, &after, 2.0, "headroom%");
+        let order: Vec<&str> = snapshot.rows.iter().map(|(w, _)| w.2.as_str()).collect();
+        assert_eq!(order, ["a", "b", "free"]);
     }
 }

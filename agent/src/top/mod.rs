@@ -1,6 +1,6 @@
 //! `kernsight top`: workloads ranked by what the agent measures (syscalls and errors per
-//! second, CPU throttling, run-queue delay, network bytes, OOM kills), from two scrapes of a
-//! running agent's `/metrics`.
+//! second, CPU throttling and waits, memory headroom and reclaim stalls, block I/O latency,
+//! network bytes, OOM kills), from two scrapes of a running agent's `/metrics`.
 
 pub mod columns;
 
@@ -26,13 +26,20 @@ impl Snapshot {
         workloads.sort();
         workloads.dedup();
         let sort = shown.iter().position(|c| c.header.eq_ignore_ascii_case(sort_by)).unwrap_or(0);
+        let lowest_first = shown.get(sort).is_some_and(|c| c.lowest_first());
         let mut rows: Vec<(Workload, Vec<Option<f64>>)> = workloads
             .into_iter()
             .map(|w| (w.clone(), values.iter().map(|v| v.get(w).copied()).collect()))
             .collect();
         rows.sort_by(|a, b| {
             let (x, y) = (a.1.get(sort).copied().flatten(), b.1.get(sort).copied().flatten());
-            y.unwrap_or(-1.0).total_cmp(&x.unwrap_or(-1.0)).then_with(|| a.0.cmp(&b.0))
+            // Rows without a value (`-`) go last either way.
+            let order = if lowest_first {
+                x.unwrap_or(f64::INFINITY).total_cmp(&y.unwrap_or(f64::INFINITY))
+            } else {
+                y.unwrap_or(-1.0).total_cmp(&x.unwrap_or(-1.0))
+            };
+            order.then_with(|| a.0.cmp(&b.0))
         });
         Self { headers: shown.iter().map(|c| c.header).collect(), rows }
     }

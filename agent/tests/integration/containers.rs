@@ -172,6 +172,44 @@ fn podman_limits_and_throttling_show_in_container_metrics() {
     assert!(value(&samples, "kernsight_container_memory_usage_bytes", &labels) > 0.0);
     assert!(value(&samples, "kernsight_container_pids", &labels) >= 1.0);
 
+    // top's HEADROOM% is the share of the 64 MiB that reclaim could still free: the exported
+    // unreclaimable memory (a shell's, a few MiB at most) next to the limit.
+    let unreclaimable = value(&samples, "kernsight_container_memory_unreclaimable_bytes", &labels);
+    let expected = 100.0 * (64.0 * 1024.0 * 1024.0 - unreclaimable) / (64.0 * 1024.0 * 1024.0);
+    let address = agent.address.to_string();
+    let out = Command::new(support::BINARY)
+        .args([
+            "top",
+            "--once",
+            "--agent",
+            &address,
+            "--interval",
+            "1s",
+            "--sort",
+            "HEADROOM%",
+            "--limit",
+            "1000",
+        ])
+        .output()
+        .expect("run kernsight top");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    let column =
+        header.iter().position(|h| *h == "HEADROOM%").unwrap_or_else(|| panic!("no HEADROOM%: {table}"));
+    let headroom: f64 = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.get(2) == Some(&name.as_str()))
+        .and_then(|cells| cells.get(column).and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| panic!("no HEADROOM% for {name}: {table}"));
+    eprintln!(
+        "top: HEADROOM% {headroom} for {name}; from the scrape before: {expected:.1} ({unreclaimable} bytes)"
+    );
+    assert!(unreclaimable > 0.0 && (0.0..100.0).contains(&headroom), "{table}");
+    // The scrapes are seconds apart: the shell's memory barely moves (1 % is 640 KiB).
+    assert!((headroom - expected).abs() < 1.0, "top {headroom}, scrape {expected}: {table}");
+
     // inspect sees the same throttling, and more of it a moment later.
     let throttled = || {
         let out = Command::new(support::BINARY).args(["inspect", &name, "-o", "json"]).output().unwrap();

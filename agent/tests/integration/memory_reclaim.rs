@@ -3,17 +3,19 @@
 //! must reclaim the file's page cache on every charge (without a disk: a tmpfs file past its
 //! `memory.high`): its tasks' memcg reclaim stalls are counted, those of a sibling cgroup well
 //! inside its limit are not; and the cgroup's unreclaimable memory is the sum of memory.stat's
-//! parts, read by the test.
+//! parts, read by the test; `kernsight inspect` shows the same figure, the headroom left under
+//! the limit and the stalls the agent counted.
 
 use std::{
     collections::BTreeMap,
     ffi::CString,
     path::{Path, PathBuf},
+    process::Command,
     time::Duration,
 };
 
 use crate::support::{
-    Agent, TestCgroup, eventually,
+    Agent, BINARY, TestCgroup, eventually,
     memory::{LIMIT, limited_cgroup, limited_parent, touch_anonymous},
     parse, privileged, serial, skip, spawn_in, value,
 };
@@ -141,6 +143,26 @@ fn spawn_holding(cgroup: &Path, anon: usize, file: &Path, file_size: usize) -> i
     pid
 }
 
+/// Where the file that presses `cgroup` goes, and how big it is. On a disk-backed filesystem:
+/// its page cache, past what the limit leaves, which reclaim drops on every charge. On tmpfs
+/// only (the kernel matrix's guests have no disk) its pages are shmem, which reclaim cannot
+/// drop: the file stays inside memory.max and goes past memory.high (v2, set here), where every
+/// charge reclaims (and throttles) instead of killing. `None` (the test skipped, and says so)
+/// with neither.
+fn pressing_file(cgroup: &TestCgroup) -> Option<(PathBuf, usize)> {
+    match disk_backed_dir() {
+        Some(dir) => Some((dir, FILE)),
+        None if cgroup.path.join("memory.high").exists() => {
+            std::fs::write(cgroup.path.join("memory.high"), HIGH.to_string()).expect("memory.high");
+            Some((std::env::temp_dir(), SHMEM_FILE))
+        }
+        None => {
+            skip("needs a disk-backed filesystem for page cache, or cgroup v2's memory.high");
+            None
+        }
+    }
+}
+
 /// Sets the memory limit of a cgroup the test made (v2 `memory.max`, else v1).
 fn limit(cgroup: &TestCgroup, bytes: u64) {
     let v2 = cgroup.path.join("memory.max");
@@ -173,22 +195,7 @@ fn reclaim_stalls_count_for_the_cgroup_at_its_limit_and_not_its_sibling() {
     let of_pressed = |kind: &'static str| [(container.0, container.1.as_str()), ("kind", kind)];
     limit(&pressed, LIMIT);
     let sibling = limited_cgroup("reclaim-idle");
-    // Where the file's pages go, and how big it is. On a disk-backed filesystem: its page
-    // cache, past what the limit leaves, which reclaim drops on every charge. On tmpfs only (the
-    // kernel matrix's guests have no disk) its pages are shmem, which reclaim cannot drop: the
-    // file stays inside memory.max and goes past memory.high (v2), where every charge reclaims
-    // (and throttles) instead of killing.
-    let (dir, file_size) = match disk_backed_dir() {
-        Some(dir) => (dir, FILE),
-        None if pressed.path.join("memory.high").exists() => {
-            std::fs::write(pressed.path.join("memory.high"), HIGH.to_string()).expect("memory.high");
-            (std::env::temp_dir(), SHMEM_FILE)
-        }
-        None => {
-            skip("needs a disk-backed filesystem for page cache, or cgroup v2's memory.high");
-            return;
-        }
-    };
+    let Some((dir, file_size)) = pressing_file(&pressed) else { return };
     let files = tempfile::tempdir_in(&dir).unwrap();
 
     // The sibling: 4 MiB of anonymous memory and an 8 MiB file, far inside its 32 MiB.
@@ -254,4 +261,94 @@ fn reclaim_stalls_count_for_the_cgroup_at_its_limit_and_not_its_sibling() {
             Err(format!("stalls {later} (was {stalls}), sibling {idle}"))
         }
     });
+}
+
+/// `kernsight inspect` of a process in a memory cgroup the test fills with known anonymous
+/// memory and presses against its limit (a host cgroup: v1 memory on a hybrid host, v2
+/// elsewhere): its unreclaimable memory is memory.stat's parts as the test sums them, its
+/// headroom the limit minus that, and its reclaim stalls those the running agent counted.
+#[test]
+fn inspect_shows_the_headroom_under_the_limit_and_the_agents_reclaim_stalls() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let agent = Agent::start(&[]);
+    let address = agent.address.to_string();
+    let cgroup = limited_cgroup("inspect-headroom");
+    let Some((dir, file_size)) = pressing_file(&cgroup) else { return };
+    let files = tempfile::tempdir_in(&dir).unwrap();
+    let pid = spawn_holding(&cgroup.path, ANON, &files.path().join("inspected"), file_size);
+    let of_cgroup = [("cgroup", cgroup.label.as_str()), ("kind", "memcg")];
+    agent.scrape_until(Duration::from_secs(20), |samples| {
+        let stalls = value(samples, STALLS, &of_cgroup);
+        if stalls >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!("no memcg reclaim stall counted in {}", cgroup.label))
+        }
+    });
+
+    let inspect = |agent: &str, json: bool| {
+        let mut command = Command::new(BINARY);
+        command.args(["inspect", &pid.to_string(), "--agent", agent]);
+        if json {
+            command.args(["-o", "json"]);
+        }
+        let out = command.output().expect("run kernsight inspect");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let before = unreclaimable_of(&cgroup);
+    let report: serde_json::Value = serde_json::from_str(&inspect(&address, true)).expect("JSON");
+    let after = unreclaimable_of(&cgroup);
+    // The stall figures only grow: the agent's, read after inspect's, bound them.
+    let samples = parse(&agent.scrape());
+
+    let resources = &report["resources"];
+    let field = |name: &str| resources[name].as_u64().unwrap_or_else(|| panic!("{name}: {resources}"));
+    let (limit, unreclaimable, headroom) =
+        (field("memory_limit_bytes"), field("memory_unreclaimable_bytes"), field("memory_headroom_bytes"));
+    let share = resources["memory_headroom_share"].as_f64().expect("memory_headroom_share");
+    eprintln!(
+        "inspect: limit {limit}, unreclaimable {unreclaimable} (memory.stat {before} then {after}), headroom \
+         {headroom} ({:.1} %)",
+        100.0 * share
+    );
+    assert_eq!(limit, LIMIT);
+    assert!(
+        unreclaimable >= ANON as u64,
+        "the workload holds {ANON} bytes of anonymous memory: {unreclaimable}"
+    );
+    assert!(
+        before.min(after) <= unreclaimable && unreclaimable <= before.max(after),
+        "inspect said {unreclaimable}, memory.stat {before} then {after}"
+    );
+    assert_eq!(headroom, LIMIT - unreclaimable);
+    assert!((share - headroom as f64 / LIMIT as f64).abs() < 1e-9, "share {share}");
+
+    let stalls = &report["reclaim_stalls"];
+    assert_eq!(stalls["agent"], address.as_str(), "{stalls}");
+    assert!(stalls["error"].is_null(), "{stalls}");
+    let memcg = &stalls["by_kind"]["memcg"];
+    let (count, seconds) =
+        (memcg["stalls"].as_f64().unwrap_or(-1.0), memcg["seconds"].as_f64().unwrap_or(-1.0));
+    let (agent_count, agent_seconds) = (
+        value(&samples, STALLS, &of_cgroup),
+        value(&samples, "kernsight_memory_reclaim_stall_seconds_sum", &of_cgroup),
+    );
+    eprintln!(
+        "inspect: {count} memcg stalls, {seconds:.6} s; the agent after: {agent_count}, {agent_seconds:.6} s"
+    );
+    assert!(1.0 <= count && count <= agent_count, "{stalls}; the agent counts {agent_count}");
+    assert!(0.0 < seconds && seconds <= agent_seconds, "{stalls}; the agent has {agent_seconds} s");
+
+    let text = inspect(&address, false);
+    let line = |start: &str| {
+        text.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("{start}: {text}"))
+    };
+    assert!(line("headroom ").contains("of the 32.0 MiB limit"), "{text}");
+    assert!(line("reclaim ").contains(&format!("(agent {address})")), "{text}");
+    let nobody = inspect("127.0.0.1:1", false);
+    assert!(nobody.contains("no agent answered at 127.0.0.1:1"), "{nobody}");
 }

@@ -11,7 +11,7 @@ use std::{
 
 use crate::support::{
     Agent, ChildGuard, eventually,
-    memory::{MIB, limited_cgroup, limited_parent, spawn_allocating_past_the_limit, touch_anonymous},
+    memory::{LIMIT, MIB, limited_cgroup, limited_parent, spawn_allocating_past_the_limit, touch_anonymous},
     parse, privileged, serial, skip, spawn_in, value, wait_status,
 };
 use kernsight::kernel::{mountinfo, resources};
@@ -108,6 +108,29 @@ fn report_one_kill() {
     eprintln!("{line}");
     assert!(line.contains("WARN"), "logged at warn level: {line}");
     assert!(line.contains("cgroup_of=victim"), "the victim task's own cgroup: {line}");
+    // The cgroup's memory beside the kill: its limit, what reclaim could not free, the headroom
+    // between them, and the reclaim stalls on the way there.
+    let field = |name: &str| -> &str {
+        let key = format!("{name}=");
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key.as_str()))
+            .unwrap_or_else(|| panic!("no {name} in the OOM kill line: {line}"))
+    };
+    let number = |name: &str| -> f64 {
+        field(name).parse().unwrap_or_else(|e| panic!("{name}={}: {e}: {line}", field(name)))
+    };
+    let (limit, unreclaimable, headroom) =
+        (number("memory_limit_bytes"), number("unreclaimable_bytes"), number("headroom_bytes"));
+    let (stalls, stall_seconds) = (number("reclaim_stalls"), number("reclaim_stall_seconds"));
+    eprintln!(
+        "at the kill: limit {limit}, unreclaimable {unreclaimable}, headroom {headroom}; {stalls} reclaim \
+         stalls, {stall_seconds} s"
+    );
+    assert_eq!(limit, LIMIT as f64, "{line}");
+    assert_eq!(headroom, limit - unreclaimable, "{line}");
+    assert!(headroom <= limit, "{line}");
+    assert!(stalls >= 0.0 && stall_seconds >= 0.0, "{line}");
+    assert_eq!(stalls == 0.0, stall_seconds == 0.0, "a stall takes time: {line}");
     let memory = |kind: &str| {
         value(&samples, "kernsight_oom_victim_memory_bytes", &[("cgroup", &cgroup.label), ("kind", kind)])
     };
