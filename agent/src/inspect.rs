@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::{
     kernel::{
         mountinfo,
+        names::capability_names,
         procfs::{self, NamespaceKind, Process},
         resources::{self, CgroupDirs},
     },
@@ -123,17 +124,6 @@ pub struct ResourcesReport {
     pub pids_limit: Option<u64>,
     /// "cpu some" → total stall seconds.
     pub pressure_stall_seconds: BTreeMap<String, f64>,
-}
-
-/// Names of the capabilities set in a capability mask (`CAP_NET_BIND_SERVICE`, ...).
-pub fn capability_names(mask: u64) -> Vec<String> {
-    let mut names: Vec<(u8, String)> = caps::all()
-        .into_iter()
-        .filter(|cap| cap.index() < 64 && mask & (1u64 << cap.index()) != 0)
-        .map(|cap| (cap.index(), cap.to_string()))
-        .collect();
-    names.sort();
-    names.into_iter().map(|(_, name)| name).collect()
 }
 
 /// Finds the target: a pid, a container id or its prefix, or a container name (podman and

@@ -9,7 +9,7 @@
 use std::{collections::BTreeSet, fmt::Write as _};
 
 use super::Observed;
-use crate::{inspect::capability_names, terminal::Escaped};
+use crate::{kernel::names::capability_names, terminal::Escaped};
 
 /// The advice, as its parts and as YAML.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -62,6 +62,17 @@ pub fn capability_name(cap: u32) -> Cow<'static, str> {
     }
 }
 
+/// Names of the capabilities set in a capability mask (`CAP_NET_BIND_SERVICE`, ...).
+pub fn capability_names(mask: u64) -> Vec<String> {
+    let mut names: Vec<(u8, String)> = caps::all()
+        .into_iter()
+        .filter(|cap| cap.index() < 64 && mask & (1u64 << cap.index()) != 0)
+        .map(|cap| (cap.index(), cap.to_string()))
+        .collect();
+    names.sort();
+    names.into_iter().map(|(_, name)| name).collect()
+}
+
 /// The number of a capability named with or without its `CAP_` prefix, in any case
 /// (`NET_BIND_SERVICE`, `cap_net_bind_service`).
 pub fn capability_number(name: &str) -> Option<u32> {

@@ -12,7 +12,7 @@ use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use super::{LabelNames, LabelSet, encode_gauges, workload_labels};
 use crate::{
-    inspect::capability_names,
+    kernel::names::capability_names,
     metadata::identity::Resolver,
     posture::{self, ContainerPosture, NAMESPACES},
 };

@@ -5,7 +5,10 @@
 use serde::Serialize;
 
 use super::{ContainerPosture, SeccompMode};
-use crate::{inspect::capability_names, kernel::names::capability_number, kernel::procfs::NamespaceKind};
+use crate::kernel::{
+    names::{capability_names, capability_number},
+    procfs::NamespaceKind,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

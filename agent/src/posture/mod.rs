@@ -19,8 +19,10 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    inspect::capability_names,
-    kernel::procfs::{self, NamespaceKind, Namespaces, Process},
+    kernel::{
+        names::capability_names,
+        procfs::{self, NamespaceKind, Namespaces, Process},
+    },
     metadata::{cgroup_path, local},
 };
 
