@@ -131,6 +131,25 @@ struct Cost {
 }
 
 impl Cost {
+    /// The counters once no walk request is pending: a request made just before the baseline
+    /// (the node's own cgroups come and go, and a late block I/O completion can name a removed
+    /// one) and answered after it would count as a walk without its request. Two reads two walk
+    /// intervals apart that agree, within 10 s.
+    fn settled(agent: &Agent) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = Self::read(agent);
+        loop {
+            std::thread::sleep(WALK_INTERVAL * 2);
+            let now = Self::read(agent);
+            let quiet =
+                (now.requests, now.walks, now.coalesced) == (last.requests, last.walks, last.coalesced);
+            if quiet || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
     fn read(agent: &Agent) -> Self {
         let samples = parse(&agent.scrape());
         Self {
@@ -162,7 +181,7 @@ fn storm(by_handle: bool) {
         WALK_INTERVAL.as_millis()
     ));
     let agent = Agent::start(&["--config", path_str(&config)]);
-    let before = Cost::read(&agent);
+    let before = Cost::settled(&agent);
     let probe = HealthProbe::start(&agent);
 
     let started = Instant::now();
