@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    sched::{fork_child, pin_to, spin, wait},
+    sched::{pin_to, spin, two_spinners_on},
     support::{self, Agent, TestCgroup, config_file, parse, path_str, privileged, v1_root, value},
 };
 
@@ -151,20 +151,7 @@ fn two_busy_loops_on_one_cpu_without_a_quota_wait_for_contention_only() {
     let agent = Agent::start(&[]);
     let cgroup = TestCgroup::create("cpuwait-contended");
     // Two spinners share CPU 0 for a second each: each waits while the other runs.
-    let code = cgroup.run(|| {
-        if !pin_to(0) {
-            return 2;
-        }
-        let children: Vec<_> = (0..2)
-            .map(|_| {
-                fork_child(|| {
-                    spin(1_000_000_000);
-                    0
-                })
-            })
-            .collect();
-        if children.iter().all(|&pid| pid > 0 && wait(pid) == 0) { 0 } else { 3 }
-    });
+    let code = cgroup.run(|| two_spinners_on(0, 1_000_000_000));
     assert_eq!(code, 0, "the contended workload failed");
 
     let samples = parse(&agent.scrape());
@@ -188,20 +175,7 @@ fn without_the_wait_reason_the_plain_latency_stays_and_the_split_is_not_exported
     let (_dir, config) = config_file("[sched]\nwait_reason = false\n");
     let agent = Agent::start(&["--config", path_str(&config)]);
     let cgroup = TestCgroup::create("cpuwait-off");
-    let code = cgroup.run(|| {
-        if !pin_to(0) {
-            return 2;
-        }
-        let children: Vec<_> = (0..2)
-            .map(|_| {
-                fork_child(|| {
-                    spin(300_000_000);
-                    0
-                })
-            })
-            .collect();
-        if children.iter().all(|&pid| pid > 0 && wait(pid) == 0) { 0 } else { 3 }
-    });
+    let code = cgroup.run(|| two_spinners_on(0, 300_000_000));
     assert_eq!(code, 0, "the contended workload failed");
     let text = agent.scrape();
     let samples = parse(&text);

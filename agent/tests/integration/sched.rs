@@ -43,6 +43,23 @@ pub(crate) fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
     }
 }
 
+/// Two processes spinning `ns` each on CPU `cpu`, so that each waits while the other runs: 0 once
+/// both exited cleanly, 2 if the CPU could not be pinned, 3 if a child failed.
+pub(crate) fn two_spinners_on(cpu: usize, ns: u64) -> i32 {
+    if !pin_to(cpu) {
+        return 2;
+    }
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            fork_child(|| {
+                spin(ns);
+                0
+            })
+        })
+        .collect();
+    if children.iter().all(|&pid| pid > 0 && wait(pid) == 0) { 0 } else { 3 }
+}
+
 /// Waits for `pid`; returns the raw wait status (or -1).
 pub(crate) fn wait(pid: libc::pid_t) -> i32 {
     let mut status = 0;
@@ -70,20 +87,7 @@ fn runqueue_latency_sees_contention_and_not_in_the_idle_sibling() {
     let contended = TestCgroup::create("runq-busy");
     let sleeper = TestCgroup::create("runq-sleep");
     // Two spinning processes share CPU 1 for a second: each waits while the other runs.
-    let code = contended.run(|| {
-        if !pin_to(1) {
-            return 2;
-        }
-        let children: Vec<_> = (0..2)
-            .map(|_| {
-                fork_child(|| {
-                    spin(1_000_000_000);
-                    0
-                })
-            })
-            .collect();
-        if children.iter().all(|&pid| pid > 0 && wait(pid) == 0) { 0 } else { 3 }
-    });
+    let code = contended.run(|| two_spinners_on(1, 1_000_000_000));
     assert_eq!(code, 0, "the contended workload failed");
     // One process sleeping 5 ms at a time on CPU 0: it wakes up to a CPU that is mostly free.
     let code = sleeper.run(|| {
