@@ -252,11 +252,15 @@ pub async fn resolve_unknown(tracker: Arc<Tracker>) {
 }
 
 /// Applies lifecycle events until the agent stops (or their ring cannot be polled: the
-/// maintenance pass then walks cgroupfs each time).
-pub async fn follow_events(events: EventRing, tracker: Arc<Tracker>) {
+/// maintenance pass then walks cgroupfs each time). The index counts as following from the
+/// call, not from the task's first poll: a maintenance pass spawned after it but run before it
+/// would otherwise see an index that follows nothing and walk for no reason.
+pub fn follow_events(events: EventRing, tracker: Arc<Tracker>) -> impl Future<Output = ()> {
     tracker.following.store(true, Ordering::Relaxed);
-    events.follow(|record| tracker.apply(record)).await;
-    tracker.following.store(false, Ordering::Relaxed);
+    async move {
+        events.follow(|record| tracker.apply(record)).await;
+        tracker.following.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Forgets at start-up the counts of cgroups that were removed while no agent ran: `counted`

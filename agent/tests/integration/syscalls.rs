@@ -272,7 +272,14 @@ fn churn_reuses_slots_and_forgets_removed_cgroups() {
     );
     assert!(gauge(&end, "kernsight_cgroup_events_total", &[("event", "created")]) >= (batch * rounds) as f64);
     assert!(gauge(&end, "kernsight_cgroup_events_total", &[("event", "removed")]) >= (batch * rounds) as f64);
-    assert_eq!(gauge(&end, "kernsight_cgroup_walks_total", &[]), 1.0, "the index followed events, no walk");
+    assert_eq!(
+        gauge(&end, "kernsight_cgroup_walks_total", &[]),
+        1.0,
+        "the index followed events, no walk; {} walk requests, {} events lost, {} ids no handle named",
+        gauge(&end, "kernsight_cgroup_walk_requests_total", &[]),
+        gauge(&end, "kernsight_cgroup_events_lost_total", &[]),
+        gauge(&end, "kernsight_cgroup_handle_lookups_total", &[("result", "unknown")]),
+    );
 }
 
 #[test]
