@@ -8,6 +8,7 @@ pub mod block_io;
 pub mod capabilities;
 pub mod cgroups;
 pub mod counters;
+pub mod dns;
 pub mod memory_reclaim;
 pub mod net;
 pub mod oom;

@@ -5,6 +5,7 @@
 //! process context and in softirq, and a softirq can interrupt a program on the same CPU (see
 //! `crate::counters`).
 
+mod dns;
 mod drops;
 mod parse;
 mod tc;

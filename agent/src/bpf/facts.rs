@@ -72,6 +72,8 @@ pub struct KernelFacts {
     /// create (`kernsight_common::syscalls::error_quota`, `latency_quota`).
     pub error_quota: u32,
     pub latency_quota: u32,
+    /// The DNS port the `dns` programs watch (`dns.port`).
+    pub dns_port: u16,
 }
 
 /// The offsets as the programs get them: zeros where BTF lacked one (the families that need it
@@ -144,6 +146,7 @@ impl KernelFacts {
             syscall_latency: u8::from(config.syscalls.latency_histogram),
             error_quota: error_quota(config.syscalls.max_error_entries, config.syscalls.max_cgroups),
             latency_quota: latency_quota(config.syscalls.latency_max_entries, config.syscalls.max_cgroups),
+            dns_port: config.dns.port,
         }
     }
 

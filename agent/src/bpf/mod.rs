@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod cgroup_walk;
 pub mod cgroups;
 pub mod counters;
+pub mod dns;
 pub mod facts;
 pub mod family;
 pub mod features;
@@ -68,6 +69,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &capabilities::Capabilities,
     &memory_reclaim::MemoryReclaim,
     &block_io::BlockIo,
+    &dns::Dns,
 ];
 
 /// The objects `build.rs` produced from `kernsight-ebpf`: the full one and the fallback one for

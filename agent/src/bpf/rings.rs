@@ -96,7 +96,12 @@ impl EventRing {
     /// Hands every record to `handle` (which says whether it decoded) until polling fails,
     /// which is logged: the caller then knows its events stopped. New losses are logged as
     /// they are seen.
-    pub async fn follow(self, mut handle: impl FnMut(&[u8]) -> bool) {
+    pub async fn follow(self, handle: impl FnMut(&[u8]) -> bool) {
+        self.follow_batches(handle, || {}).await;
+    }
+
+    /// As `follow`, calling `after_batch` each time the records queued so far are handled.
+    pub async fn follow_batches(self, mut handle: impl FnMut(&[u8]) -> bool, mut after_batch: impl FnMut()) {
         let Self { ring, stats } = self;
         // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open while registered.
         let registered = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
@@ -118,6 +123,7 @@ impl EventRing {
                 stats.count(handle(&record));
             }
             guard.clear_ready();
+            after_batch();
             let lost = stats.lost();
             if lost > lost_seen {
                 warn!(ring = stats.name, lost = lost - lost_seen, "events lost: the ring buffer was full");

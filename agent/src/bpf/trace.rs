@@ -48,6 +48,9 @@ pub enum Source {
     Processes,
     /// One record per completed block request (`kernsight trace io`).
     BlockIo,
+    /// The DNS messages of every workload (`kernsight trace dns`): the `dns` family's programs
+    /// and ring.
+    Dns,
 }
 
 /// Kernel-side filters.
@@ -232,6 +235,12 @@ impl Trace {
                         ("ks_trace_block_issue", "block_rq_issue"),
                     ],
                 )?;
+            }
+            Source::Dns => {
+                use kernsight_common::dns::{DNS_EVENTS_LOST_MAP, DNS_EVENTS_MAP};
+                trace.ring = Some(RingBuf::try_from(take_map(ebpf, DNS_EVENTS_MAP)?)?);
+                trace.lost = Some(PerCpuArray::try_from(take_map(ebpf, DNS_EVENTS_LOST_MAP)?)?);
+                super::net::attach_cgroup(ebpf, hierarchies.unified.as_ref(), super::dns::PROGRAMS)?;
             }
             Source::Processes => {
                 let mut maps = processes::attach_processes(

@@ -7,9 +7,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::{
-    bpf::{Programs, cgroups, oom as oom_family, processes as processes_family},
+    bpf::{Programs, cgroups, dns as dns_family, oom as oom_family, processes as processes_family},
     config::{Config, LogFormat},
     events::{
+        dns,
         oom::{self, OomKills},
         processes,
     },
@@ -199,6 +200,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let cgroup_events = programs.take_events(cgroups::PROBE);
     let oom_events = programs.take_events(oom_family::PROBE);
     let process_events = programs.take_events(processes_family::PROCESSES_PROBE);
+    let dns_events = programs.take_events(dns_family::PROBE);
     let programs = Arc::new(programs);
     // The ids the continued maps count for, taken before the walk: any the walk does not find
     // was removed while no agent ran.
@@ -240,6 +242,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     if let Some(events) = process_events {
         tokio::spawn(processes::follow_events(events, tracker.clone(), resolver.clone()));
+    }
+    if let Some((events, state)) = dns_events.zip(programs.family::<dns_family::DnsState>()) {
+        tokio::spawn(dns::follow_events(events, state.exchanges.clone()));
     }
     let mut registry =
         metrics::registry(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);

@@ -1,4 +1,4 @@
-//! `kernsight trace <exec | exit | open | syscall | io | tcp | drop | oom | cap | signal |
+//! `kernsight trace <exec | exit | open | syscall | io | dns | tcp | drop | oom | cap | signal |
 //! tracepoint:<category>:<name>>`: events filtered in the kernel by process, cgroup and syscall
 //! set, then by `--where`; printed, or aggregated with `--count-by`, `--sum`, `--hist`.
 
@@ -22,11 +22,13 @@ use crate::{
     },
 };
 
-const TYPED: [&str; 10] = ["exec", "exit", "open", "syscall", "io", "tcp", "drop", "oom", "cap", "signal"];
+const TYPED: [&str; 11] =
+    ["exec", "exit", "open", "syscall", "io", "dns", "tcp", "drop", "oom", "cap", "signal"];
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
-    /// exec, exit, open, syscall, io, tcp, drop, oom, cap, signal, or tracepoint:<category>:<name>.
+    /// exec, exit, open, syscall, io, dns, tcp, drop, oom, cap, signal, or
+    /// tracepoint:<category>:<name>.
     target: String,
     /// For `syscall`: the syscalls to trace, by name (all when none).
     syscalls: Vec<String>,
@@ -163,6 +165,34 @@ fn plan(args: &TraceArgs, kernel: Option<InKernel>) -> anyhow::Result<Plan> {
             added: Vec::new(),
             adjust: |_| {},
         },
+        "dns" => {
+            if args.pid.is_some() || args.comm.is_some() {
+                bail!(
+                    "`trace dns` cannot filter by --pid or --comm: packets carry no process; use --cgroup, --container, --pod, --workload or --namespace"
+                );
+            }
+            Plan {
+                source: Source::Dns,
+                decoder: Decoder::Dns,
+                // No pid or comm: a packet has a socket's cgroup, not a process.
+                columns: [
+                    "time",
+                    "container",
+                    "pod",
+                    "kind",
+                    "name",
+                    "qtype",
+                    "rcode",
+                    "latency_ns",
+                    "server",
+                    "protocol",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                added: Vec::new(),
+                adjust: |_| {},
+            }
+        }
         "syscall" | "open" => {
             let numbers = if target == "open" {
                 ["open", "openat", "openat2", "creat"].iter().filter_map(|n| syscall_number(n).ok()).collect()
@@ -345,7 +375,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
             });
         }
         let filters = Filters { tgid: args.pid, cgroups };
-        let user_filters = matches!(plan.source, Source::Processes).then(|| filters.clone());
+        // The programs of these sources take no kernel-side filters.
+        let user_filters = matches!(plan.source, Source::Processes | Source::Dns).then(|| filters.clone());
         let trace = Trace::load(&plan.source, &filters, &hierarchies, args.buffer_mib * 1024 * 1024)?;
         let stdout_is_terminal = std::io::stdout().is_terminal();
         let sink = Sink {

@@ -41,6 +41,7 @@ pub struct Config {
     pub memory: MemoryConfig,
     pub block_io: BlockIoConfig,
     pub network: NetworkConfig,
+    pub dns: DnsConfig,
     pub security: SecurityConfig,
     pub metadata: MetadataConfig,
     pub bpf: BpfConfig,
@@ -129,6 +130,21 @@ pub struct BlockIoConfig {
     pub max_entries: u32,
     /// Devices named in the series; the I/O of the others is exported under `device="other"`.
     pub max_devices: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// DNS queries, answers, timeouts and latency per workload (the `dns` family).
+    pub enabled: bool,
+    /// The port of the DNS servers the workloads ask (53).
+    pub port: u16,
+    /// A query without an answer after this long is a timeout.
+    pub timeout_milliseconds: u64,
+    /// Queries awaited at once, node-wide; past it, queries are counted but not timed.
+    pub max_pending_queries: u32,
+    /// Cgroups counted; the DNS of further cgroups is exported under cgroup="other".
+    pub max_cgroups: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -325,6 +341,8 @@ impl Config {
             ("network.drop_max_entries", self.network.drop_max_entries, 512, 1 << 24),
             // The overflow entries alone take (CAP_LAST_CAP + 1) * 4.
             ("security.capability_max_entries", self.security.capability_max_entries, 512, 1 << 24),
+            ("dns.max_pending_queries", self.dns.max_pending_queries, 16, 1 << 20),
+            ("dns.max_cgroups", self.dns.max_cgroups, 1, 1 << 20),
             ("metrics.max_connections", self.metrics.max_connections, 4, 1 << 16),
             ("bpf.map_memory_budget_mebibytes", self.bpf.map_memory_budget_mebibytes, 1, 1 << 20),
             // hyper needs room for its own read buffer: 8 KiB at least.
@@ -335,6 +353,7 @@ impl Config {
             }
         }
         for (key, value, min, max) in [
+            ("dns.timeout_milliseconds", self.dns.timeout_milliseconds, 10, 600_000),
             ("metrics.header_timeout_seconds", self.metrics.header_timeout_seconds, 1, 300),
             ("metrics.write_timeout_seconds", self.metrics.write_timeout_seconds, 1, 300),
             ("metrics.encode_reuse_milliseconds", self.metrics.encode_reuse_milliseconds, 0, 60_000),
@@ -427,6 +446,18 @@ impl Default for MemoryConfig {
         Self {
             reclaim_stalls: true,
             reclaim_max_entries: kernsight_common::memory_reclaim::DEFAULT_RECLAIM_STALL_ENTRIES,
+        }
+    }
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: kernsight_common::dns::DNS_PORT,
+            timeout_milliseconds: 5_000,
+            max_pending_queries: 16_384,
+            max_cgroups: 4_096,
         }
     }
 }

@@ -2,5 +2,6 @@
 //! kill reported and counted, an exec or exit logged). The cgroup lifecycle ring is consumed by
 //! the cgroup index itself (`metadata::cgroups`).
 
+pub mod dns;
 pub mod oom;
 pub mod processes;

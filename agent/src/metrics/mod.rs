@@ -5,6 +5,7 @@ mod agent;
 mod block_io;
 mod capabilities;
 pub mod client;
+mod dns;
 pub use capabilities::capability_labels;
 mod histogram;
 mod memory_reclaim;
@@ -97,6 +98,11 @@ pub fn registry(
         tracker.clone(),
         resolver.clone(),
         config.block_io.max_devices,
+    )));
+    registry.register_collector(Box::new(dns::DnsCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
     )));
     // Drop reason names as this kernel numbers them; without them, drops are labelled reason_N.
     let format = config.paths.tracefs.join("events/skb/kfree_skb/format");

@@ -15,6 +15,10 @@ use kernsight_common::{
 use super::syscall_args;
 use crate::{
     bpf::processes::event::{self, Kind as ProcessKind},
+    dns::{
+        exchanges::{Exchanges, Limits, Seen, decode as decode_dns},
+        message::{qtype_name, rcode_name},
+    },
     kernel::value::{Event, Kind, Value},
     kernel::{
         names::{errno_name, syscall_name},
@@ -34,6 +38,11 @@ pub enum RecordError {
     Tracepoint(#[from] tracefs::DecodeError),
     #[error(transparent)]
     Process(#[from] event::DecodeError),
+    #[error("a DNS record: {0}")]
+    Dns(String),
+    /// A TCP segment that continues a DNS message: nothing to show, nothing wrong.
+    #[error("the rest of a DNS message")]
+    Continuation,
 }
 
 /// Field names shared by all events of a trace (allocated once).
@@ -74,6 +83,8 @@ pub enum Decoder {
     Processes,
     /// Completed block requests (`kernsight trace io`).
     BlockIo,
+    /// DNS messages, matched into exchanges as the agent does (`kernsight trace dns`).
+    Dns,
 }
 
 /// A decoder's own state per kind of record.
@@ -86,6 +97,7 @@ enum Records {
     Syscalls,
     Processes,
     BlockIo(DeviceNames),
+    Dns(std::sync::Mutex<Exchanges>),
 }
 
 /// Kernel names of the devices seen (`major:minor` → name), read once each from sysfs; at most
@@ -110,6 +122,25 @@ impl DeviceNames {
         name
     }
 }
+
+/// The fields of a DNS event after the common ones.
+const DNS_FIELDS: [(&str, Kind); 9] = [
+    ("kind", Kind::Text),
+    ("name", Kind::Text),
+    ("qtype", Kind::Text),
+    ("rcode", Kind::Text),
+    ("latency_ns", Kind::Number),
+    ("server", Kind::Text),
+    ("protocol", Kind::Text),
+    ("id", Kind::Number),
+    ("error", Kind::Text),
+];
+
+/// A trace awaits this many queries at once; past it, answers show no latency.
+const DNS_TRACE_PENDING: usize = 65_536;
+/// A trace has no timeout to report (a query without an answer line is one): a minute of
+/// waiting before a query is forgotten.
+const DNS_TRACE_FORGET_NS: u64 = 60_000_000_000;
 
 /// The fields of a block I/O event after the common ones.
 const BLOCK_IO_FIELDS: [(&str, Kind); 6] = [
@@ -155,6 +186,11 @@ impl RecordDecoder {
             Decoder::Syscalls => Records::Syscalls,
             Decoder::Processes => Records::Processes,
             Decoder::BlockIo => Records::BlockIo(DeviceNames::default()),
+            Decoder::Dns => Records::Dns(std::sync::Mutex::new(Exchanges::new(Limits {
+                timeout_ns: DNS_TRACE_FORGET_NS,
+                max_pending: DNS_TRACE_PENDING,
+                max_cgroups: usize::MAX,
+            }))),
         };
         let syscall = SyscallNames {
             syscall: "syscall".into(),
@@ -199,6 +235,7 @@ impl RecordDecoder {
                 .map(|(n, k)| (Arc::from(n), k)),
             ),
             Records::BlockIo(_) => fields.extend(BLOCK_IO_FIELDS.map(|(n, k)| (Arc::from(n), k))),
+            Records::Dns(_) => fields.extend(DNS_FIELDS.map(|(n, k)| (Arc::from(n), k))),
         }
         fields
     }
@@ -232,6 +269,7 @@ impl RecordDecoder {
                 }
                 Ok(self.syscall(&call))
             }
+            Records::Dns(exchanges) => self.dns(record, exchanges),
             Records::BlockIo(names) => {
                 if record.len() < size_of::<BlockIoRecord>() {
                     return Err(RecordError::Short(record.len()));
@@ -258,6 +296,46 @@ impl RecordDecoder {
                 Ok(event)
             }
         }
+    }
+
+    fn dns(&self, record: &[u8], exchanges: &std::sync::Mutex<Exchanges>) -> Result<Event, RecordError> {
+        let segment = decode_dns(record).map_err(RecordError::Dns)?;
+        let mut exchanges = exchanges.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = exchanges.observe(&segment);
+        exchanges.expire(segment.timestamp_ns);
+        drop(exchanges);
+        let (kind, message, latency, error) = match seen {
+            Seen::Query(message) => ("query", Some(message), None, String::new()),
+            Seen::Answer(message, latency) => ("answer", Some(message), latency, String::new()),
+            Seen::Malformed(err) => ("malformed", None, None, err.to_string()),
+            Seen::Continuation => return Err(RecordError::Continuation),
+        };
+        let mut event = Event { fields: Vec::with_capacity(16) };
+        let n = &self.names;
+        event.push(&n.time_ns, Value::UInt(segment.timestamp_ns));
+        event.push(&n.pid, Value::UInt(0));
+        event.push(&n.tid, Value::UInt(0));
+        event.push(&n.comm, Value::Str(String::new()));
+        event.push(&n.cgroup_id, Value::UInt(segment.cgroup_id));
+        let server = socket_text(segment.ip_version, &segment.remote, segment.remote_port);
+        let values = [
+            Value::Str(kind.to_owned()),
+            Value::Str(message.as_ref().map(|m| m.name.clone()).unwrap_or_default()),
+            Value::Str(message.as_ref().map(|m| qtype_name(m.qtype)).unwrap_or_default().to_owned()),
+            Value::Str(match &message {
+                Some(m) if m.response => rcode_name(m.rcode).to_owned(),
+                _ => String::new(),
+            }),
+            latency.map_or_else(|| Value::Str("-".into()), Value::UInt),
+            Value::Str(server),
+            Value::Str(if segment.tcp { "tcp" } else { "udp" }.to_owned()),
+            Value::UInt(message.as_ref().map_or(0, |m| u64::from(m.id))),
+            Value::Str(error),
+        ];
+        for ((name, _), value) in DNS_FIELDS.iter().zip(values) {
+            event.push(&Arc::from(*name), value);
+        }
+        Ok(event)
     }
 
     fn common(&self, header: &TraceHeader) -> Event {
@@ -330,6 +408,15 @@ fn header(record: &[u8]) -> Result<(TraceHeader, &[u8]), RecordError> {
     // SAFETY: length checked; plain integers and bytes, read unaligned.
     let header: TraceHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
     Ok((header, &record[size..]))
+}
+
+/// `address:port`, `[address]:port` for IPv6.
+fn socket_text(ip_version: u8, address: &[u8; 16], port: u16) -> String {
+    if ip_version == 4 {
+        format!("{}:{port}", std::net::Ipv4Addr::new(address[0], address[1], address[2], address[3]))
+    } else {
+        format!("[{}]:{port}", std::net::Ipv6Addr::from(*address))
+    }
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -221,6 +221,7 @@ fn drain(
         totals.events += 1;
         let mut event = match decoded {
             Ok(event) => event,
+            Err(crate::trace::record::RecordError::Continuation) => continue,
             Err(_) => {
                 totals.decode_errors += 1;
                 continue;

@@ -51,9 +51,17 @@ fn fallback_build_counts_syscalls_and_run_queue_waits_per_cgroup() {
     };
     assert_eq!(info("syscalls", "cgroup_id_hash"), 1.0, "the syscall family runs its fallback");
     assert_eq!(info("runqueue", "thread_id_lru"), 1.0, "the runqueue family runs its fallback");
-    for probe in
-        ["syscalls", "runqueue", "processes", "oom", "cgroups", "capabilities", "memory_reclaim", "block_io"]
-    {
+    for probe in [
+        "syscalls",
+        "runqueue",
+        "processes",
+        "oom",
+        "cgroups",
+        "capabilities",
+        "memory_reclaim",
+        "block_io",
+        "dns",
+    ] {
         assert_eq!(
             value(&samples, "kernsight_probe_attached", &[("probe", probe)]),
             1.0,

@@ -25,6 +25,7 @@ mod containers;
 mod cpu_wait;
 mod cri;
 mod deploy;
+mod dns;
 mod fallbacks;
 mod families;
 mod harness;

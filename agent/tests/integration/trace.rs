@@ -12,14 +12,14 @@ use std::{
 use crate::support::{self, BINARY, ChildGuard, TestCgroup, eventually, path_str, privileged, serial};
 
 /// A running `kernsight trace`, started once its programs are attached.
-struct Tracer {
+pub(crate) struct Tracer {
     child: Child,
     stderr: mpsc::Receiver<String>,
     stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Tracer {
-    fn start(args: &[&str]) -> Self {
+    pub(crate) fn start(args: &[&str]) -> Self {
         let mut child = Command::new(BINARY)
             .arg("trace")
             .args(args)
@@ -60,7 +60,7 @@ impl Tracer {
 
     /// Ctrl-C, then everything it printed on stdout and its summary line. It must stop on
     /// SIGINT within 20 s.
-    fn finish(mut self) -> (String, String) {
+    pub(crate) fn finish(mut self) -> (String, String) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = eventually(Duration::from_secs(20), || {
@@ -129,7 +129,7 @@ impl Drop for Script {
     }
 }
 
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
+pub(crate) fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
 }
 

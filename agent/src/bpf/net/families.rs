@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// cgroup_skb, TC and XDP are networking programs: the kernel wants CAP_NET_ADMIN beside CAP_BPF.
-fn needs_net_admin() -> Option<String> {
+pub(crate) fn needs_net_admin() -> Option<String> {
     let granted =
         caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_NET_ADMIN).unwrap_or(false);
     (!granted).then(|| {
@@ -112,7 +112,7 @@ impl Family for CgroupTraffic {
         });
         let capacity = cx.config.network.cgroup_traffic_max_entries;
         let traffic = CgroupCounters::take(cx.ebpf, CGROUP_TRAFFIC_MAP, capacity, overflow)?;
-        attach_cgroup(cx.ebpf, cx.facts.hierarchies.unified.as_ref())?;
+        attach_cgroup(cx.ebpf, cx.facts.hierarchies.unified.as_ref(), CGROUP_PROGRAMS)?;
         Ok(Box::new(CgroupTrafficMaps { traffic }))
     }
 }

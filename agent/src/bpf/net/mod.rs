@@ -15,6 +15,7 @@ use aya::{
     maps::{MapData, PerCpuHashMap},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, Xdp},
 };
+pub(crate) use families::needs_net_admin;
 pub use families::{
     CgroupTraffic, CgroupTrafficMaps, DropMaps, Drops, InterfaceMaps, Interfaces, TcInterfaceMaps,
     TcInterfaces, Tcp, TcpMaps,
@@ -99,14 +100,18 @@ impl SockOffsets {
 
 type TrafficMap<K> = PerCpuHashMap<MapData, K, Traffic>;
 
-/// Attaches `ks_net_ingress` and `ks_net_egress` to the cgroup v2 root at `unified`.
-fn attach_cgroup(ebpf: &mut Ebpf, unified: Option<&PathBuf>) -> anyhow::Result<()> {
+/// Attaches the cgroup_skb programs `[ingress, egress]` (`ks_net_ingress` and `ks_net_egress`,
+/// or the `dns` family's) to the cgroup v2 root at `unified`.
+pub(crate) fn attach_cgroup(
+    ebpf: &mut Ebpf,
+    unified: Option<&PathBuf>,
+    [ingress, egress]: [&str; 2],
+) -> anyhow::Result<()> {
     let root = unified.context("no cgroup v2 hierarchy is mounted (cgroup_skb attaches to its root)")?;
     let cgroup = std::fs::File::open(root).with_context(|| format!("opening {}", root.display()))?;
-    for (name, attach_type) in [
-        (CGROUP_PROGRAMS[0], CgroupSkbAttachType::Ingress),
-        (CGROUP_PROGRAMS[1], CgroupSkbAttachType::Egress),
-    ] {
+    for (name, attach_type) in
+        [(ingress, CgroupSkbAttachType::Ingress), (egress, CgroupSkbAttachType::Egress)]
+    {
         let program: &mut CgroupSkb = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing from the object"))?
