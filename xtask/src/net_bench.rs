@@ -29,14 +29,27 @@ const PAYLOAD: usize = 64;
 const ROUNDS: usize = 7;
 const PORT: u16 = 9191;
 
-/// (name, `[network]` keys beyond the interfaces; `None`: no agent). Other families are off.
+/// (name, `[network]` keys beyond the interfaces, then any further sections; `None`: no
+/// agent). Other families are off. The flood is not DNS: the `dns` rows measure what its
+/// programs cost every other packet.
 const CONFIGS: &[(&str, Option<&str>)] = &[
     ("bare (nothing attached)", None),
-    ("kernsight: cgroup_skb only", Some("interface_counters = \"off\"\n")),
-    ("kernsight: XDP only (both veth ends)", Some("interface_counters = \"xdp\"\ncgroup_traffic = false\n")),
-    ("kernsight: XDP + cgroup_skb", Some("interface_counters = \"xdp\"\n")),
-    ("kernsight: TC only (both veth ends, ingress and egress)", Some("cgroup_traffic = false\n")),
-    ("kernsight: TC + cgroup_skb (the default)", Some("")),
+    ("kernsight: cgroup_skb only", Some("interface_counters = \"off\"\n[dns]\nenabled = false\n")),
+    (
+        "kernsight: XDP only (both veth ends)",
+        Some("interface_counters = \"xdp\"\ncgroup_traffic = false\n[dns]\nenabled = false\n"),
+    ),
+    ("kernsight: XDP + cgroup_skb", Some("interface_counters = \"xdp\"\n[dns]\nenabled = false\n")),
+    (
+        "kernsight: TC only (both veth ends, ingress and egress)",
+        Some("cgroup_traffic = false\n[dns]\nenabled = false\n"),
+    ),
+    ("kernsight: TC + cgroup_skb", Some("[dns]\nenabled = false\n")),
+    (
+        "kernsight: DNS only (cgroup_skb, non-DNS traffic)",
+        Some("interface_counters = \"off\"\ncgroup_traffic = false\n"),
+    ),
+    ("kernsight: TC + cgroup_skb + DNS (the default)", Some("")),
 ];
 
 /// The agent's other families, off: only the network programs are measured.
@@ -118,8 +131,9 @@ pub fn run() -> Result<Vec<Row>, String> {
         }
         Ok::<(), String>(())
     })();
+    let costs = result.and_then(|()| program_costs(&pair, &files));
     let _ = std::fs::remove_dir_all(&dir);
-    result?;
+    let costs = costs?;
 
     let cpu: Vec<Vec<f64>> = samples.iter().map(|s| s.iter().map(|(c, _)| *c).collect()).collect();
     let wall: Vec<Vec<f64>> = samples.iter().map(|s| s.iter().map(|(_, w)| *w).collect()).collect();
@@ -139,6 +153,14 @@ pub fn run() -> Result<Vec<Row>, String> {
         );
     }
     println!("\n(medians of {ROUNDS} rounds; `added`: CPU time per packet over the bare run)");
+    println!(
+        "\nper program, the kernel's own account of one more flood (kernel.bpf_stats_enabled; ns per run, \
+         its two clock reads included):"
+    );
+    for ((name, _), programs) in CONFIGS.iter().zip(&costs).skip(1) {
+        let list: Vec<String> = programs.iter().map(|(program, ns)| format!("{program} {ns:.0}")).collect();
+        println!("  {name:<56} {}", list.join(", "));
+    }
     // Per round, next to the bare run of the same round.
     let added = |config: usize| cpu[config].iter().zip(&cpu[0]).map(|(c, bare)| c - bare).collect();
     let mut rows = vec![Row::new("net: sender CPU per packet, bare", "ns", cpu[0].clone())];
@@ -164,6 +186,50 @@ fn measure(pair: &Pair, config: Option<&PathBuf>) -> Result<(f64, f64, u64), Str
         stop(child);
     }
     result
+}
+
+/// One more flood per configuration with the kernel's run-time accounting of BPF programs on
+/// (restored after): for each, the agent's programs that ran and their ns per run.
+fn program_costs(pair: &Pair, files: &[Option<PathBuf>]) -> Result<Vec<Vec<(String, f64)>>, String> {
+    const SWITCH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(SWITCH).map_err(|e| format!("{SWITCH}: {e}"))?;
+    std::fs::write(SWITCH, "1").map_err(|e| format!("{SWITCH}: {e}"))?;
+    let costs = files
+        .iter()
+        .map(|file| {
+            let Some(file) = file else { return Ok(Vec::new()) };
+            let mut command = agent_command();
+            command.arg("--config").arg(file);
+            let mut agent = start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0;
+            let flooded = flood(pair);
+            let shown = output(Command::new("bpftool").args(["prog", "show"]));
+            stop(&mut agent);
+            flooded?;
+            Ok(run_costs(&shown.ok_or("bpftool prog show failed")?))
+        })
+        .collect();
+    let _ = std::fs::write(SWITCH, before.trim());
+    costs
+}
+
+/// (name, ns per run) of every `ks_` program that ran, from `bpftool prog show` with the
+/// accounting on (`... name ks_dns_egress ... run_time_ns 34536784 run_cnt 200000`).
+fn run_costs(shown: &str) -> Vec<(String, f64)> {
+    let mut costs = Vec::new();
+    for line in shown.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after =
+            |key: &str| words.iter().position(|w| *w == key).and_then(|at| words.get(at + 1)).copied();
+        let number = |key: &str| after(key).and_then(|n| n.parse::<f64>().ok());
+        if let (Some(name), Some(time), Some(runs)) =
+            (after("name"), number("run_time_ns"), number("run_cnt"))
+            && name.starts_with("ks_")
+            && runs > 0.0
+        {
+            costs.push((name.to_owned(), time / runs));
+        }
+    }
+    costs
 }
 
 /// xtask's own binary run in namespace `ns`, pinned to `cpu` when `taskset` is there.
@@ -247,4 +313,16 @@ pub fn udp_sink(args: &[String]) -> Result<(), String> {
     }
     println!("{received}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_costs_are_read_from_bpftool_lines() {
+        let shown = "42: cgroup_skb  name ks_dns_egress  tag 0123456789abcdef  gpl run_time_ns 3000 run_cnt 20\n\
+                     \tloaded_at 2026-12-01T14:13:39+0000  uid 0\n\
+                     43: tracing  name ks_sys_exit  tag 00  gpl run_time_ns 0 run_cnt 0\n\
+                     44: cgroup_skb  name sd_fw_egress  tag 00  gpl run_time_ns 10 run_cnt 1\n";
+        assert_eq!(super::run_costs(shown), vec![("ks_dns_egress".to_owned(), 150.0)]);
+    }
 }

@@ -2,7 +2,7 @@
 //! to the DNS port (egress) or receives from it (ingress), UDP or TCP, IPv4 or IPv6 without
 //! extension headers, into `DNS_EVENTS`. Nothing is parsed here beyond the IP and transport
 //! headers: the agent parses the message (names, types, rcodes) and matches answers to queries.
-//! Every other packet costs the header reads and a compare. The programs always return 1.
+//! Every other packet costs two header reads and a compare. The programs always return 1.
 //!
 //! Reads go through `bpf_skb_load_bytes`, not packet pointers: a socket's packet may be paged past
 //! its headers, and the helper checks every read against the packet's end.
@@ -49,49 +49,55 @@ struct Flow {
     addresses: u32,
     source_port: u16,
     destination_port: u16,
-    payload: u32,
-}
-
-#[inline(always)]
-fn byte(ctx: &SkBuffContext, offset: u32) -> Option<u8> {
-    ctx.load::<u8>(offset as usize).ok()
+    /// Offset of the transport header.
+    transport: u32,
 }
 
 /// A big-endian 16-bit field, as two bytes (old verifiers know nothing of a byte swap's result).
 #[inline(always)]
-fn be16(ctx: &SkBuffContext, offset: u32) -> Option<u16> {
-    let bytes = ctx.load::<[u8; 2]>(offset as usize).ok()?;
-    Some(u16::from(bytes[0]) << 8 | u16::from(bytes[1]))
+fn be16(high: u8, low: u8) -> u16 {
+    u16::from(high) << 8 | u16::from(low)
 }
 
+/// The addresses and ports of an IPv4 or IPv6 UDP or TCP packet: two helper calls, one for the
+/// IP header's first 20 bytes, one for the ports (every packet pays them; the rest only DNS).
 #[inline(always)]
 fn flow(ctx: &SkBuffContext) -> Option<Flow> {
-    let first = byte(ctx, 0)?;
-    let (ip_version, protocol, addresses, l4) = match first >> 4 {
+    let ip = ctx.load::<[u8; IPV4_MIN_HLEN as usize]>(0).ok()?;
+    let (ip_version, protocol, addresses, transport) = match ip[0] >> 4 {
         4 => {
-            let header_len = u32::from(first & 0x0f) * 4;
+            let header_len = u32::from(ip[0] & 0x0f) * 4;
             // A later fragment carries no transport header.
-            if header_len < IPV4_MIN_HLEN || be16(ctx, 6)? & IP_MF_OFFSET_MASK != 0 {
+            if header_len < IPV4_MIN_HLEN || be16(ip[6], ip[7]) & IP_MF_OFFSET_MASK != 0 {
                 return None;
             }
-            (4, byte(ctx, 9)?, 12, header_len)
+            (4, ip[9], 12, header_len)
         }
-        6 => (6, byte(ctx, 6)?, 8, IPV6_HLEN),
+        6 => (6, ip[6], 8, IPV6_HLEN),
         _ => return None,
     };
-    let payload = match protocol {
-        PROTOCOL_UDP => l4 + UDP_HLEN,
-        PROTOCOL_TCP => l4 + u32::from(byte(ctx, l4 + 12)? >> 4) * 4,
-        _ => return None,
-    };
+    if protocol != PROTOCOL_UDP && protocol != PROTOCOL_TCP {
+        return None;
+    }
+    let ports = ctx.load::<[u8; 4]>(transport as usize).ok()?;
     Some(Flow {
         ip_version,
         protocol,
         addresses,
-        source_port: be16(ctx, l4)?,
-        destination_port: be16(ctx, l4 + 2)?,
-        payload,
+        source_port: be16(ports[0], ports[1]),
+        destination_port: be16(ports[2], ports[3]),
+        transport,
     })
+}
+
+/// Where the payload of a DNS packet starts: after the UDP header, or the TCP header's length.
+#[inline(always)]
+fn payload_offset(ctx: &SkBuffContext, flow: &Flow) -> Option<u32> {
+    if flow.protocol == PROTOCOL_UDP {
+        return Some(flow.transport + UDP_HLEN);
+    }
+    let data_offset = ctx.load::<u8>(flow.transport as usize + 12).ok()?;
+    Some(flow.transport + u32::from(data_offset >> 4) * 4)
 }
 
 #[inline(always)]
@@ -103,11 +109,15 @@ fn capture(ctx: &SkBuffContext, direction: u8) {
     } else {
         (flow.destination_port, flow.source_port)
     };
-    let length = ctx.len();
-    if remote_port != port || length <= flow.payload {
+    if remote_port != port {
         return;
     }
-    let payload_len = length - flow.payload;
+    let Some(payload_at) = payload_offset(ctx, &flow) else { return };
+    let length = ctx.len();
+    if length <= payload_at {
+        return;
+    }
+    let payload_len = length - payload_at;
     let Some(mut entry) = DNS_EVENTS.reserve::<DnsEvent>(0) else {
         if let Some(lost) = DNS_EVENTS_LOST.get_ptr_mut(0) {
             atomic_add(lost, 1);
@@ -149,7 +159,7 @@ fn capture(ctx: &SkBuffContext, direction: u8) {
         (*event).direction = direction;
         (*event)._pad = [0; 5];
         let payload = (&raw mut (*event).payload).cast();
-        addresses && bpf_skb_load_bytes(skb.cast(), flow.payload, payload, captured) == 0
+        addresses && bpf_skb_load_bytes(skb.cast(), payload_at, payload, captured) == 0
     };
     if copied {
         entry.submit(0);

@@ -141,7 +141,8 @@ pub struct DnsConfig {
     pub port: u16,
     /// A query without an answer after this long is a timeout.
     pub timeout_milliseconds: u64,
-    /// Queries awaited at once, node-wide; past it, queries are counted but not timed.
+    /// Queries awaited at once, node-wide (an eighth of them per cgroup at most); past it,
+    /// queries are counted but not timed.
     pub max_pending_queries: u32,
     /// Cgroups counted; the DNS of further cgroups is exported under cgroup="other".
     pub max_cgroups: u32,

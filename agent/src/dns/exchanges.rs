@@ -86,8 +86,11 @@ impl Default for CgroupDns {
     }
 }
 
+/// What an answer must share with its query. The socket's cgroup too: two pods' network
+/// namespaces may hold the same addresses (a DNS cache on each one's loopback).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct ExchangeKey {
+    cgroup_id: u64,
     tcp: bool,
     client: [u8; 16],
     client_port: u16,
@@ -134,6 +137,10 @@ pub struct Exchanges {
     limits: Limits,
     cgroups: HashMap<u64, CgroupDns>,
     pending: HashMap<ExchangeKey, Pending>,
+    /// Awaited queries per cgroup: one cgroup may hold `pending_quota` of them, so that a
+    /// tenant flooding queries nobody answers leaves the others timed.
+    pending_by_cgroup: HashMap<u64, usize>,
+    pending_quota: usize,
     /// (sent, key) in the order the queries were seen; entries answered meanwhile are skipped.
     deadlines: VecDeque<(u64, ExchangeKey)>,
     /// Queries not awaited for want of room (`max_pending`).
@@ -148,6 +155,8 @@ impl Exchanges {
             limits,
             cgroups: HashMap::new(),
             pending: HashMap::new(),
+            pending_by_cgroup: HashMap::new(),
+            pending_quota: (limits.max_pending / 8).max(16),
             deadlines: VecDeque::new(),
             untracked: 0,
             unmatched: 0,
@@ -189,6 +198,7 @@ impl Exchanges {
             }
         };
         let key = ExchangeKey {
+            cgroup_id: segment.cgroup_id,
             tcp: segment.tcp,
             client: segment.local,
             client_port: segment.local_port,
@@ -207,7 +217,7 @@ impl Exchanges {
         }
         let rcode = RCODE_NAMES.iter().position(|&n| n == message::rcode_name(message.rcode)).unwrap_or(0);
         self.counts(segment.cgroup_id).responses[rcode] += 1;
-        let latency = match self.pending.remove(&key) {
+        let latency = match self.take_pending(&key) {
             Some(query) => {
                 let latency = segment.timestamp_ns.saturating_sub(query.sent_ns);
                 let counts = self.counts(query.cgroup_id);
@@ -229,14 +239,29 @@ impl Exchanges {
         if self.pending.contains_key(&key) {
             return;
         }
+        let of_cgroup = self.pending_by_cgroup.get(&query.cgroup_id).copied().unwrap_or(0);
         if self.pending.len() >= self.limits.max_pending
             || self.deadlines.len() >= 2 * self.limits.max_pending
+            || of_cgroup >= self.pending_quota
         {
             self.untracked += 1;
             return;
         }
         self.pending.insert(key, query);
+        self.pending_by_cgroup.insert(query.cgroup_id, of_cgroup + 1);
         self.deadlines.push_back((query.sent_ns, key));
+    }
+
+    /// Removes an awaited query (answered or timed out).
+    fn take_pending(&mut self, key: &ExchangeKey) -> Option<Pending> {
+        let query = self.pending.remove(key)?;
+        if let Some(count) = self.pending_by_cgroup.get_mut(&query.cgroup_id) {
+            *count -= 1;
+            if *count == 0 {
+                self.pending_by_cgroup.remove(&query.cgroup_id);
+            }
+        }
+        Some(query)
     }
 
     /// Counts as timed out the queries sent at least the timeout before `now_ns`; returns them.
@@ -251,7 +276,7 @@ impl Exchanges {
             let Some(query) = self.pending.get(&key).copied().filter(|q| q.sent_ns == sent_ns) else {
                 continue;
             };
-            self.pending.remove(&key);
+            self.take_pending(&key);
             self.counts(query.cgroup_id).timeouts[query.qtype] += 1;
             timed_out.push(TimedOut { cgroup_id: query.cgroup_id, qtype: QTYPE_NAMES[query.qtype], sent_ns });
         }

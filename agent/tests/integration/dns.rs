@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::{
-    net_support::{Netns, NsFile},
+    net_support::NsFile,
     support::{self, Agent, TestCgroup, config_file, eventually, parse, path_str, privileged, value},
     trace::{Tracer, json_lines},
 };
@@ -47,85 +47,103 @@ fn answer(query: &[u8]) -> Option<Vec<u8>> {
     Some(reply)
 }
 
-/// The server: UDP on 127.0.0.1:53 and [::1]:53, TCP on 127.0.0.1:53, inside `netns`, until
-/// dropped.
+/// The server: UDP on 127.0.0.1:53 and [::1]:53, TCP on 127.0.0.1:53, in a network namespace
+/// of its own (made by its thread with `unshare`, so no `ip` tool is needed), until dropped.
+/// Clients enter it through `netns()`. A silent server reads and answers nothing.
 struct Server {
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
+    netns: String,
+}
+
+/// Brings the loopback interface of the calling thread's network namespace up.
+fn loopback_up() -> bool {
+    // SAFETY: an ifreq filled by the kernel, then written back with IFF_UP added.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        let mut request: libc::ifreq = std::mem::zeroed();
+        request.ifr_name[..2].copy_from_slice(&[b'l' as libc::c_char, b'o' as libc::c_char]);
+        let up = libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request) == 0 && {
+            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(socket, libc::SIOCSIFFLAGS, &request) == 0
+        };
+        libc::close(socket);
+        up
+    }
 }
 
 impl Server {
-    fn start(netns: &Netns) -> Self {
+    fn start(answering: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for address in
-            [SocketAddr::from((Ipv4Addr::LOCALHOST, 53)), SocketAddr::from((Ipv6Addr::LOCALHOST, 53))]
-        {
-            let (ns, stop) = (NsFile::of(netns), stop.clone());
-            let (ready_tx, ready) = std::sync::mpsc::channel();
-            threads.push(std::thread::spawn(move || {
-                assert!(ns.enter(), "the server thread could not enter the namespace");
-                let socket = UdpSocket::bind(address).unwrap();
-                socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-                ready_tx.send(()).unwrap();
-                let mut buffer = [0u8; 512];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok((n, from)) = socket.recv_from(&mut buffer)
-                        && let Some(reply) = answer(&buffer[..n])
-                    {
-                        socket.send_to(&reply, from).unwrap();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: plain syscalls; the new namespace is this thread's alone.
+            let (unshared, tid) = unsafe { (libc::unshare(libc::CLONE_NEWNET) == 0, libc::gettid()) };
+            assert!(unshared && loopback_up(), "cannot make the server's network namespace");
+            let udp: Vec<UdpSocket> = [(Ipv4Addr::LOCALHOST.into(), 53), (Ipv6Addr::LOCALHOST.into(), 53)]
+                .into_iter()
+                .map(|address: (std::net::IpAddr, u16)| UdpSocket::bind(address).unwrap())
+                .collect();
+            let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 53)).unwrap();
+            for socket in &udp {
+                socket.set_nonblocking(true).unwrap();
+            }
+            tcp.set_nonblocking(true).unwrap();
+            ready_tx.send(format!("/proc/{}/task/{tid}/ns/net", std::process::id())).unwrap();
+            let mut buffer = [0u8; 512];
+            while !stopped.load(Ordering::Relaxed) {
+                let mut idle = true;
+                for socket in udp.iter().filter(|_| answering) {
+                    while let Ok((n, from)) = socket.recv_from(&mut buffer) {
+                        idle = false;
+                        if let Some(reply) = answer(&buffer[..n]) {
+                            socket.send_to(&reply, from).unwrap();
+                        }
                     }
                 }
-            }));
-            ready.recv().unwrap();
-        }
-        let (ns, stop_tcp) = (NsFile::of(netns), stop.clone());
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        threads.push(std::thread::spawn(move || {
-            assert!(ns.enter());
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 53)).unwrap();
-            listener.set_nonblocking(true).unwrap();
-            ready_tx.send(()).unwrap();
-            while !stop_tcp.load(Ordering::Relaxed) {
-                let Ok((mut stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                stream.set_nonblocking(false).unwrap();
-                stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let mut length = [0u8; 2];
-                let mut message = vec![0u8; 512];
-                if stream.read_exact(&mut length).is_ok() {
-                    let n = usize::from(u16::from_be_bytes(length)).min(512);
-                    if stream.read_exact(&mut message[..n]).is_ok()
-                        && let Some(reply) = answer(&message[..n])
-                    {
-                        let framed = [(reply.len() as u16).to_be_bytes().to_vec(), reply].concat();
-                        let _ = stream.write_all(&framed);
-                    }
+                if answering && let Ok((stream, _)) = tcp.accept() {
+                    idle = false;
+                    serve_tcp(stream);
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_millis(2));
                 }
             }
-        }));
-        ready.recv().unwrap();
-        Self { stop, threads }
+        });
+        let netns = ready.recv().expect("the server thread failed to start");
+        Self { stop, thread: Some(thread), netns }
+    }
+
+    fn netns(&self) -> NsFile {
+        NsFile::at(&self.netns)
+    }
+}
+
+/// Answers one length-prefixed message on a TCP connection.
+fn serve_tcp(mut stream: TcpStream) {
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut length = [0u8; 2];
+    let mut message = [0u8; 512];
+    if stream.read_exact(&mut length).is_ok() {
+        let n = usize::from(u16::from_be_bytes(length)).min(512);
+        if stream.read_exact(&mut message[..n]).is_ok()
+            && let Some(reply) = answer(&message[..n])
+        {
+            let framed = [(reply.len() as u16).to_be_bytes().to_vec(), reply].concat();
+            let _ = stream.write_all(&framed);
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
-}
-
-/// A namespace with IPv6 on its loopback (the helper turns IPv6 off).
-fn namespace() -> Netns {
-    let netns = Netns::create();
-    netns.sysctl("net.ipv6.conf.all.disable_ipv6", "0");
-    netns.sysctl("net.ipv6.conf.lo.disable_ipv6", "0");
-    netns
 }
 
 /// Sends `message` on a connected UDP socket; waits `wait` for an answer; whether one came.
@@ -142,8 +160,7 @@ fn rcodes_timeouts_and_latency_are_exact_per_cgroup_over_udp_tcp_and_ipv6() {
         return;
     }
     let _serial = support::serial();
-    let netns = namespace();
-    let _server = Server::start(&netns);
+    let server = Server::start(true);
     let (_dir, config) = config_file("[dns]\ntimeout_milliseconds = 1000\n");
     let agent = Agent::start(&["--config", path_str(&config)]);
     let cgroup = TestCgroup::create("dns");
@@ -154,7 +171,7 @@ fn rcodes_timeouts_and_latency_are_exact_per_cgroup_over_udp_tcp_and_ipv6() {
     let over_tcp = query(400, "tcp", TXT);
     let framed = [(over_tcp.len() as u16).to_be_bytes().to_vec(), over_tcp.clone()].concat();
     let over_ipv6 = query(500, "six", AAAA);
-    let ns = NsFile::of(&netns);
+    let ns = server.netns();
     let started = Instant::now();
     let code = cgroup.run(|| {
         if !ns.enter() {
@@ -232,7 +249,9 @@ fn garbage_floods_and_unanswered_queries_stay_bounded_and_counted() {
         return;
     }
     let _serial = support::serial();
-    let netns = namespace();
+    // Nothing answers (and nothing reads: the datagrams queue until the socket's buffer is
+    // full, then are dropped after the programs saw them leave).
+    let server = Server::start(false);
     const MAX_PENDING: usize = 64;
     let (_dir, config) =
         config_file(&format!("[dns]\ntimeout_milliseconds = 60000\nmax_pending_queries = {MAX_PENDING}\n"));
@@ -258,7 +277,7 @@ fn garbage_floods_and_unanswered_queries_stay_bounded_and_counted() {
     garbage.push([0u8; 11].to_vec());
     // Queries of random types that nothing answers (no server runs here).
     let queries: Vec<Vec<u8>> = (0..QUERIES).map(|i| query(i as u16, "q", next() as u16)).collect();
-    let ns = NsFile::of(&netns);
+    let ns = server.netns();
     let code = cgroup.run(|| {
         if !ns.enter() {
             return 2;
@@ -307,8 +326,7 @@ fn trace_dns_shows_names_rcodes_and_latency_of_one_cgroup_only() {
         return;
     }
     let _serial = support::serial();
-    let netns = namespace();
-    let _server = Server::start(&netns);
+    let server = Server::start(true);
     let (traced, other) = (TestCgroup::create("dns-traced"), TestCgroup::create("dns-other"));
     let tracer = Tracer::start(&["dns", "--cgroup", path_str(&traced.path), "-o", "json"]);
     let asked = [query(1, "db", A), query(2, "nxmissing", AAAA), query(3, "dropped", A)];
@@ -317,7 +335,7 @@ fn trace_dns_shows_names_rcodes_and_latency_of_one_cgroup_only() {
         let message = query(4, "bytcp", TXT);
         [(message.len() as u16).to_be_bytes().to_vec(), message].concat()
     };
-    let ns = NsFile::of(&netns);
+    let ns = server.netns();
     let workload = |with_tcp: bool| {
         if !ns.enter() {
             return 2;

@@ -19,6 +19,7 @@ pub const FAMILIES: &[&str] = &[
     "capabilities",
     "memory_reclaim",
     "block_io",
+    "dns",
 ];
 
 /// Host programs that some tests call, copied into the guests at the same paths with their

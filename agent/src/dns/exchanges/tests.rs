@@ -6,6 +6,11 @@ fn limits() -> Limits {
     Limits { timeout_ns: 1_000 * MS, max_pending: 4, max_cgroups: 3 }
 }
 
+/// Room for 128 awaited queries, 16 per cgroup.
+fn roomy() -> Limits {
+    Limits { timeout_ns: 1_000 * MS, max_pending: 128, max_cgroups: 100 }
+}
+
 fn wire(id: u16, flags: u16, name: &[u8], qtype: u16) -> Vec<u8> {
     let mut bytes = [id.to_be_bytes(), flags.to_be_bytes(), [0, 1], [0, 0], [0, 0], [0, 0]].concat();
     bytes.push(name.len() as u8);
@@ -78,6 +83,27 @@ fn a_flood_of_unanswered_queries_is_bounded_and_counted() {
     assert_eq!(dns.untracked, 996);
     assert_eq!(dns.expire(5_000 * MS).len(), 4);
     assert_eq!(dns.counts_by_cgroup()[0].1.queries[0], 1_000, "every query is counted");
+}
+
+#[test]
+fn a_flooding_cgroup_takes_its_quota_and_leaves_the_others_timed() {
+    let mut dns = Exchanges::new(roomy());
+    for id in 0..10_000u16 {
+        dns.observe(&query(7, 0, id, 1));
+    }
+    assert_eq!(dns.pending(), 16, "an eighth of the room");
+    assert_eq!(dns.untracked, 10_000 - 16);
+    for cgroup in 1..=5 {
+        dns.observe(&query(cgroup, 1, 1, 1));
+        assert!(matches!(dns.observe(&answer(cgroup, 3, 1, 0)), Seen::Answer(_, Some(l)) if l == 2 * MS));
+    }
+    dns.observe(&query(1, 4, 2, 1));
+    let timed_out = dns.expire(1_004 * MS);
+    assert_eq!(timed_out.iter().filter(|t| t.cgroup_id == 1).count(), 1, "timed, so timed out");
+    assert_eq!(timed_out.iter().filter(|t| t.cgroup_id == 7).count(), 16);
+    // Its quota frees as its queries time out.
+    dns.observe(&query(7, 2_000, 1, 1));
+    assert_eq!(dns.pending(), 1);
 }
 
 #[test]

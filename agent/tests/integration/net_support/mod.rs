@@ -193,6 +193,11 @@ impl NsFile {
         Self(CString::new(netns.path()).unwrap())
     }
 
+    /// The namespace file at `path` (e.g. a thread's `/proc/<pid>/task/<tid>/ns/net`).
+    pub fn at(path: &str) -> Self {
+        Self(CString::new(path).unwrap())
+    }
+
     /// Enters the namespace (raw syscalls: safe after fork); false on failure.
     pub fn enter(&self) -> bool {
         unsafe {
