@@ -63,9 +63,9 @@ fn loopback_up() -> bool {
         let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         let mut request: libc::ifreq = std::mem::zeroed();
         request.ifr_name[..2].copy_from_slice(&[b'l' as libc::c_char, b'o' as libc::c_char]);
-        let up = libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request) == 0 && {
+        let up = libc::ioctl(socket, libc::SIOCGIFFLAGS as _, &mut request) == 0 && {
             request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            libc::ioctl(socket, libc::SIOCSIFFLAGS, &request) == 0
+            libc::ioctl(socket, libc::SIOCSIFFLAGS as _, &request) == 0
         };
         libc::close(socket);
         up
