@@ -480,8 +480,10 @@ mod tests {
         // Syscall rows: 513 x 4 KiB per CPU; the per-cgroup hashes (8 bytes per entry per CPU)
         // add about 0.6 MiB; the latency hash is idle.
         assert!((2 * MIB + MIB / 2..3 * MIB).contains(&per_cpu), "{per_cpu}");
+        // What no CPU multiplies: the ring buffers (DNS 2 MiB, traces and events), plain hashes
+        // and arrays.
         let fixed = at64.total_bytes() - 64 * per_cpu;
-        assert!((5 * MIB..20 * MIB).contains(&fixed), "{fixed}");
+        assert!((5 * MIB..25 * MIB).contains(&fixed), "{fixed}");
         // With the default budget a 64-CPU node keeps every bound; 192 CPUs do not fit.
         let budget = u64::from(Config::default().bpf.map_memory_budget_mebibytes);
         assert!(plan_for(&config, 64, budget).shrunk.is_empty());
