@@ -53,8 +53,8 @@ const CONFIGS: &[(&str, Option<&str>)] = &[
 ];
 
 /// The agent's other families, off: only the network programs are measured.
-const OTHERS_OFF: &str =
-    "[syscalls]\nenabled = false\n[sched]\nrunqueue_latency = false\nprocesses = false\n";
+const OTHERS_OFF: &str = "[syscalls]\nenabled = false\n[sched]\nrunqueue_latency = false\nprocesses = false\n\
+     [memory]\nreclaim_stalls = false\n[block_io]\nenabled = false\n[security]\ncapability_checks = false\n";
 
 struct Pair {
     a: String,
