@@ -206,7 +206,9 @@ fn podman_limits_and_throttling_show_in_container_metrics() {
     eprintln!(
         "top: HEADROOM% {headroom} for {name}; from the scrape before: {expected:.1} ({unreclaimable} bytes)"
     );
-    assert!(unreclaimable > 0.0 && (0.0..100.0).contains(&headroom), "{table}");
+    // top prints one decimal: a shell holding 4 KiB unreclaimable (v1 counts little of it) is
+    // 99.99 %, printed 100.0.
+    assert!(unreclaimable > 0.0 && (0.0..=100.0).contains(&headroom), "{table}");
     // The scrapes are seconds apart: the shell's memory barely moves (1 % is 640 KiB).
     assert!((headroom - expected).abs() < 1.0, "top {headroom}, scrape {expected}: {table}");
 
