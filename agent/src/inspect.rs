@@ -215,7 +215,7 @@ pub fn inspect(proc_root: &Path, target: &str) -> Result<Report, InspectError> {
         (dirs, _) => dirs,
     };
     let r = resources::read(&dirs);
-    let headroom = r.memory_max.zip(r.memory_unreclaimable).map(|(limit, used)| limit.saturating_sub(used));
+    let headroom = r.memory_headroom();
     let resources = ResourcesReport {
         memory_usage_bytes: r.memory_current,
         memory_limit_bytes: r.memory_max,

@@ -206,7 +206,7 @@ impl Exchanges {
             server_port: segment.remote_port,
             id: message.id,
         };
-        let qtype = QTYPE_NAMES.iter().position(|&n| n == message::qtype_name(message.qtype)).unwrap_or(0);
+        let qtype = message::qtype_slot(message.qtype);
         if segment.egress {
             self.counts(segment.cgroup_id).queries[qtype] += 1;
             self.await_answer(
@@ -215,7 +215,7 @@ impl Exchanges {
             );
             return Seen::Query(message);
         }
-        let rcode = RCODE_NAMES.iter().position(|&n| n == message::rcode_name(message.rcode)).unwrap_or(0);
+        let rcode = message::rcode_slot(message.rcode);
         self.counts(segment.cgroup_id).responses[rcode] += 1;
         let latency = match self.take_pending(&key) {
             Some(query) => {

@@ -130,44 +130,61 @@ fn escape_label(name: &mut String, label: &[u8]) {
     }
 }
 
-/// The `qtype` label: the common types by name, every other value `other` (a tenant chooses the
-/// value: the label set stays bounded).
-pub fn qtype_name(qtype: u16) -> &'static str {
-    match qtype {
-        1 => "A",
-        2 => "NS",
-        5 => "CNAME",
-        6 => "SOA",
-        12 => "PTR",
-        15 => "MX",
-        16 => "TXT",
-        28 => "AAAA",
-        33 => "SRV",
-        35 => "NAPTR",
-        64 => "SVCB",
-        65 => "HTTPS",
-        255 => "ANY",
-        257 => "CAA",
-        _ => "other",
-    }
-}
-
-/// Every `qtype` label value, in a fixed order.
-pub const QTYPE_NAMES: [&str; 15] = [
-    "A", "NS", "CNAME", "SOA", "PTR", "MX", "TXT", "AAAA", "SRV", "NAPTR", "SVCB", "HTTPS", "ANY", "CAA",
-    "other",
+/// The common query types and their `qtype` label, in the order of `QTYPE_NAMES`; every other
+/// value is `other` (a tenant chooses the value: the label set stays bounded).
+const QTYPES: [(u16, &str); 14] = [
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (12, "PTR"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (35, "NAPTR"),
+    (64, "SVCB"),
+    (65, "HTTPS"),
+    (255, "ANY"),
+    (257, "CAA"),
 ];
 
-/// The `rcode` label (RFC 1035, 2136, 6895): 0 to 10 by name, the rest `other`.
-pub fn rcode_name(rcode: u8) -> &'static str {
-    RCODE_NAMES.get(usize::from(rcode)).copied().unwrap_or("other")
+/// Every `qtype` label value: the slots of `qtype_slot`.
+pub const QTYPE_NAMES: [&str; QTYPES.len() + 1] = {
+    let mut names = ["other"; QTYPES.len() + 1];
+    let mut at = 0;
+    while at < QTYPES.len() {
+        names[at] = QTYPES[at].1;
+        at += 1;
+    }
+    names
+};
+
+/// The slot of a query type among `QTYPE_NAMES` (`other` last).
+pub fn qtype_slot(qtype: u16) -> usize {
+    QTYPES.iter().position(|&(value, _)| value == qtype).unwrap_or(QTYPES.len())
 }
 
-/// Every `rcode` label value: the index is the rcode, `other` last.
+/// The `qtype` label of a query type.
+pub fn qtype_name(qtype: u16) -> &'static str {
+    QTYPE_NAMES[qtype_slot(qtype)]
+}
+
+/// Every `rcode` label value (RFC 1035, 2136, 6895): the index is the rcode, `other` last.
 pub const RCODE_NAMES: [&str; 12] = [
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET", "NXRRSET",
     "NOTAUTH", "NOTZONE", "other",
 ];
+
+/// The slot of a response code among `RCODE_NAMES`: 0 to 10 by name, the rest `other`.
+pub fn rcode_slot(rcode: u8) -> usize {
+    usize::from(rcode).min(RCODE_NAMES.len() - 1)
+}
+
+/// The `rcode` label of a response code.
+pub fn rcode_name(rcode: u8) -> &'static str {
+    RCODE_NAMES[rcode_slot(rcode)]
+}
 
 #[cfg(test)]
 mod tests;

@@ -78,6 +78,7 @@ fn mib(bytes: u64) -> f64 {
 struct MemoryAtKill {
     limit_bytes: Option<u64>,
     unreclaimable_bytes: Option<u64>,
+    headroom_bytes: Option<u64>,
     /// Stall count and seconds, all kinds; `None` when the memory_reclaim family does not run.
     reclaim_stalls: Option<(u64, f64)>,
 }
@@ -106,11 +107,12 @@ impl MemoryAtKill {
             }
             (stalls, nanos as f64 / 1e9)
         });
-        Self { limit_bytes: r.memory_max, unreclaimable_bytes: r.memory_unreclaimable, reclaim_stalls }
-    }
-
-    fn headroom_bytes(&self) -> Option<u64> {
-        self.limit_bytes.zip(self.unreclaimable_bytes).map(|(limit, used)| limit.saturating_sub(used))
+        Self {
+            limit_bytes: r.memory_max,
+            unreclaimable_bytes: r.memory_unreclaimable,
+            headroom_bytes: r.memory_headroom(),
+            reclaim_stalls,
+        }
     }
 }
 
@@ -168,7 +170,7 @@ fn report(kills: &OomKills, tracker: &Tracker, resolver: &Resolver, programs: &P
         invoker_pid = kill.current_pid,
         memory_limit_bytes = %or_dash(memory.limit_bytes),
         unreclaimable_bytes = %or_dash(memory.unreclaimable_bytes),
-        headroom_bytes = %or_dash(memory.headroom_bytes()),
+        headroom_bytes = %or_dash(memory.headroom_bytes),
         reclaim_stalls = %or_dash(memory.reclaim_stalls.map(|(count, _)| count)),
         reclaim_stall_seconds = %or_dash(memory.reclaim_stalls.map(|(_, seconds)| format!("{seconds:.6}"))),
         "OOM kill: {} (pid {}) in {}: anon {:.1} MiB, file {:.1} MiB, shmem {:.1} MiB; headroom {} MiB",
@@ -182,7 +184,7 @@ fn report(kills: &OomKills, tracker: &Tracker, resolver: &Resolver, programs: &P
         mib(kill.anon_rss_bytes),
         mib(kill.file_rss_bytes),
         mib(kill.shmem_rss_bytes),
-        or_dash(memory.headroom_bytes().map(|h| format!("{:.1}", mib(h)))),
+        or_dash(memory.headroom_bytes.map(|h| format!("{:.1}", mib(h)))),
     );
     kills.record(path, kill);
 }

@@ -129,6 +129,14 @@ pub struct Resources {
     pub io: BTreeMap<(u32, u32), IoCounts>,
 }
 
+impl Resources {
+    /// What the kernel can still free under the memory limit before the OOM killer: the limit
+    /// minus the unreclaimable memory (0 when that fills it); `None` without a limit.
+    pub fn memory_headroom(&self) -> Option<u64> {
+        self.memory_max.zip(self.memory_unreclaimable).map(|(limit, used)| limit.saturating_sub(used))
+    }
+}
+
 /// Block I/O of a cgroup on one device, as the kernel's blk-cgroup counts it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoCounts {
