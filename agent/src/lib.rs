@@ -7,6 +7,7 @@ pub mod advise;
 pub mod bpf;
 pub mod cli;
 pub mod config;
+pub mod diagnose;
 pub mod dns;
 pub mod duration;
 pub mod events;

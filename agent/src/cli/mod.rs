@@ -4,7 +4,9 @@ mod advise;
 mod audit;
 mod check;
 mod cleanup;
+mod diagnose;
 mod inspect;
+mod own_agent;
 mod run;
 mod top;
 pub mod trace;
@@ -46,6 +48,10 @@ enum Command {
     /// Least-privilege settings from what a workload was seen doing: a seccomp profile, or the
     /// capabilities it used.
     Advise(advise::AdviseArgs),
+    /// Walk a problem for one workload: `diagnose connectivity <pid | container>
+    /// <destination[:port]>` checks route, DNS and a TCP connect from the workload's network
+    /// namespace and names the cause from what the kernel counted.
+    Diagnose(diagnose::DiagnoseArgs),
     /// Remove the maps the agent pinned in bpffs (its counters then start again from zero).
     Cleanup(cleanup::CleanupArgs),
 }
@@ -67,6 +73,13 @@ pub fn main() -> ExitCode {
         Command::Top(args) => top::run(args),
         Command::Cleanup(args) => cleanup::run(args),
         Command::Advise(args) => advise::run(args),
+        Command::Diagnose(args) => match diagnose::run(args) {
+            Ok(code) => return code,
+            Err(err) => {
+                eprintln!("kernsight: error: {}", crate::terminal::escape(&format!("{err:#}")));
+                return ExitCode::from(2);
+            }
+        },
         Command::Audit(args) => match audit::run(args) {
             Ok(true) => return ExitCode::from(audit::FINDINGS_EXIT),
             Ok(false) => Ok(()),

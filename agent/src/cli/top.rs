@@ -3,21 +3,16 @@
 //! view, or one snapshot with `--once`.
 
 use std::{
-    io::{BufRead as _, BufReader, IsTerminal as _, Write as _},
-    os::unix::process::CommandExt as _,
-    process::{Child, Command, Stdio},
+    io::{IsTerminal as _, Write as _},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::{
     metrics::client::{self as scrape, Sample},
     top::{self, Snapshot, samples},
 };
-
-/// Where an agent listens by default (`metrics.listen`).
-const DEFAULT_AGENT: &str = "127.0.0.1:9464";
 
 #[derive(Debug, clap::Args)]
 pub struct TopArgs {
@@ -43,68 +38,8 @@ pub struct TopArgs {
     by_workload: bool,
 }
 
-/// An agent started for this view; stopped when dropped (or when this process dies).
-struct OwnAgent(Child);
-
-impl Drop for OwnAgent {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
-fn start_agent() -> anyhow::Result<(OwnAgent, String)> {
-    let exe = std::env::current_exe().context("cannot find the kernsight binary to start an agent")?;
-    let mut command = Command::new(exe);
-    command
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe; the agent then dies with this view.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().context("cannot start `kernsight run`")?;
-    let stderr = child.stderr.take().context("no stderr from the agent")?;
-    let agent = OwnAgent(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut lines = BufReader::new(stderr).lines();
-    let mut log = Vec::new();
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.split("serving metrics on http://").nth(1) {
-            let address = rest.split('/').next().unwrap_or_default().to_owned();
-            // Keep draining its log, or the agent blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return Ok((agent, address));
-        }
-        log.push(line);
-    }
-    bail!("the agent started for this view did not come up: {}", log.join(" | "))
-}
-
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
-    let (_own, address) = match &args.agent {
-        Some(address) => (None, address.clone()),
-        None => match scrape::fetch(DEFAULT_AGENT) {
-            Ok(_) => (None, DEFAULT_AGENT.to_owned()),
-            Err(err) => {
-                match err {
-                    scrape::ScrapeError::Tls(_) => eprintln!(
-                        "the agent at {DEFAULT_AGENT} serves TLS, which top does not speak yet: starting one for this view"
-                    ),
-                    _ => eprintln!("no agent at {DEFAULT_AGENT}: starting one for this view"),
-                }
-                let (agent, address) = start_agent()?;
-                (Some(agent), address)
-            }
-        },
-    };
+    let (_own, address) = super::own_agent::find_or_start(args.agent.as_deref(), "this view")?;
     let read = |address: &str| -> anyhow::Result<Vec<Sample>> {
         let samples = samples(&scrape::fetch(address)?);
         Ok(if args.by_workload { top::by_workload(samples) } else { samples })

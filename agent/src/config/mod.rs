@@ -167,6 +167,13 @@ pub struct NetworkConfig {
     pub tcp: bool,
     pub drops: bool,
     pub conntrack: bool,
+    /// conntrack per pod: each pod network namespace's own table and statistics, and the
+    /// entries of the node's tables whose original source is a pod's address.
+    pub conntrack_pods: bool,
+    /// The most entries one dump of a node table reads (a dump runs at most every 10 s).
+    pub conntrack_dump_max_entries: u64,
+    /// The most pod network namespaces read; the others are counted as skipped.
+    pub conntrack_max_pods: u32,
     pub namespaces: Vec<String>,
     /// Interfaces whose kernel counters are summed under `interface="other"` (globs).
     pub interface_exclude: Vec<String>,
@@ -344,6 +351,7 @@ impl Config {
             ("security.capability_max_entries", self.security.capability_max_entries, 512, 1 << 24),
             ("dns.max_pending_queries", self.dns.max_pending_queries, 16, 1 << 20),
             ("dns.max_cgroups", self.dns.max_cgroups, 1, 1 << 20),
+            ("network.conntrack_max_pods", self.network.conntrack_max_pods, 1, 1 << 16),
             ("metrics.max_connections", self.metrics.max_connections, 4, 1 << 16),
             ("bpf.map_memory_budget_mebibytes", self.bpf.map_memory_budget_mebibytes, 1, 1 << 20),
             // hyper needs room for its own read buffer: 8 KiB at least.
@@ -355,6 +363,7 @@ impl Config {
         }
         for (key, value, min, max) in [
             ("dns.timeout_milliseconds", self.dns.timeout_milliseconds, 10, 600_000),
+            ("network.conntrack_dump_max_entries", self.network.conntrack_dump_max_entries, 1024, 1 << 26),
             ("metrics.header_timeout_seconds", self.metrics.header_timeout_seconds, 1, 300),
             ("metrics.write_timeout_seconds", self.metrics.write_timeout_seconds, 1, 300),
             ("metrics.encode_reuse_milliseconds", self.metrics.encode_reuse_milliseconds, 0, 60_000),
@@ -515,6 +524,9 @@ impl Default for NetworkConfig {
             tcp: true,
             drops: true,
             conntrack: true,
+            conntrack_pods: true,
+            conntrack_dump_max_entries: 1 << 20,
+            conntrack_max_pods: 1024,
             namespaces: Vec::new(),
             interface_exclude: ["veth*", "cali*", "lxc*", "eni*", "gke*", "azv*"].map(String::from).to_vec(),
             interface_include: Vec::new(),

@@ -1,5 +1,6 @@
 //! The part of a DNS message (RFC 1035 §4.1) kernsight reads: the header and the first
-//! question. Every read is checked against the bytes captured; a name is followed through at most
+//! question (and, for `kernsight diagnose`, the addresses an answer gives; it also writes the
+//! query). Every read is checked against the bytes captured; a name is followed through at most
 //! `MAX_POINTERS` compression pointers, each pointing strictly backwards, and is at most 255
 //! bytes: a crafted message is `Malformed`, never a loop, a panic or a read out of bounds.
 
@@ -118,6 +119,59 @@ fn read_name(bytes: &[u8], start: usize) -> Result<(String, usize), Malformed> {
             _ => return Err(Malformed::BadLabel),
         }
     }
+}
+
+/// A recursive query (RD set) for `name` (dots between labels, a final dot optional) of type
+/// `qtype`: what `kernsight diagnose` sends. `None` for a name DNS cannot carry (an empty
+/// label, a label past 63 bytes, past 255 bytes in all).
+pub fn query(id: u16, name: &str, qtype: u16) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + name.len() + 6);
+    bytes.extend_from_slice(&id.to_be_bytes());
+    bytes.extend_from_slice(&0x0100u16.to_be_bytes());
+    bytes.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return None;
+        }
+        bytes.push(label.len() as u8);
+        bytes.extend_from_slice(label.as_bytes());
+    }
+    bytes.push(0);
+    if bytes.len() - HEADER_LEN > MAX_NAME_LEN {
+        return None;
+    }
+    bytes.extend_from_slice(&qtype.to_be_bytes());
+    bytes.extend_from_slice(&1u16.to_be_bytes());
+    Some(bytes)
+}
+
+/// The most answer records read from one message.
+const MAX_ANSWERS: usize = 64;
+
+/// The addresses of the A and AAAA records among the answers of `bytes` (other records, such
+/// as the CNAMEs before them, are skipped). Checked as `parse` is.
+pub fn answer_addresses(bytes: &[u8]) -> Result<Vec<std::net::IpAddr>, Malformed> {
+    let questions = be16(bytes, 4).ok_or(Malformed::Short)?;
+    let answers = be16(bytes, 6).ok_or(Malformed::Short)?;
+    let mut at = HEADER_LEN;
+    for _ in 0..questions {
+        at = read_name(bytes, at)?.1 + 4;
+    }
+    let mut found = Vec::new();
+    for _ in 0..usize::from(answers).min(MAX_ANSWERS) {
+        let after_name = read_name(bytes, at)?.1;
+        let kind = be16(bytes, after_name).ok_or(Malformed::Truncated)?;
+        let length = usize::from(be16(bytes, after_name + 8).ok_or(Malformed::Truncated)?);
+        let data = bytes.get(after_name + 10..after_name + 10 + length).ok_or(Malformed::Truncated)?;
+        match (kind, <[u8; 4]>::try_from(data), <[u8; 16]>::try_from(data)) {
+            (1, Ok(v4), _) => found.push(std::net::IpAddr::from(v4)),
+            (28, _, Ok(v6)) => found.push(std::net::IpAddr::from(v6)),
+            _ => {}
+        }
+        at = after_name + 10 + length;
+    }
+    Ok(found)
 }
 
 fn escape_label(name: &mut String, label: &[u8]) {

@@ -6,6 +6,7 @@ pub mod btf;
 pub mod cgroup_handle;
 pub mod cgroupfs;
 pub mod clsact;
+pub mod conntrack;
 pub mod mountinfo;
 pub mod names;
 pub mod netns;

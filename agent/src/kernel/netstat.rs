@@ -1,5 +1,5 @@
 //! The kernel's own network counters, read per network namespace: the conntrack table's fill
-//! (`/proc/sys/net/netfilter/nf_conntrack_{count,max}`) and each interface's drops and errors
+//! (`/proc/sys/net/netfilter/nf_conntrack_{count,max}`) and statistics, and each interface's drops and errors
 //! (`/sys/class/net/*/statistics` in the agent's namespace; `/proc/net/dev` in others, since
 //! sysfs shows the namespace it was mounted from).
 
@@ -22,6 +22,8 @@ pub struct InterfaceCounters {
 pub struct NamespaceCounters {
     /// (entries, limit); `None` without conntrack in that namespace.
     pub conntrack: Option<(u64, u64)>,
+    /// The table's statistics by `event` label (`conntrack::EVENTS`); empty without conntrack.
+    pub conntrack_events: std::collections::BTreeMap<&'static str, u64>,
     pub interfaces: Vec<InterfaceCounters>,
 }
 
@@ -31,11 +33,13 @@ pub fn read(spec: &str) -> Result<NamespaceCounters, netns::NetnsError> {
     if spec.is_empty() {
         return Ok(NamespaceCounters {
             conntrack: read_conntrack(),
+            conntrack_events: super::conntrack::read_stats().unwrap_or_default(),
             interfaces: read_sysfs(Path::new("/sys/class/net")),
         });
     }
     netns::run_in(&netns::path_of(spec), || NamespaceCounters {
         conntrack: read_conntrack(),
+        conntrack_events: super::conntrack::read_stats().unwrap_or_default(),
         interfaces: parse_proc_net_dev(
             &std::fs::read_to_string("/proc/thread-self/net/dev").unwrap_or_default(),
         ),

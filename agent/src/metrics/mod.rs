@@ -5,6 +5,7 @@ mod agent;
 mod block_io;
 mod capabilities;
 pub mod client;
+mod conntrack;
 mod dns;
 pub use capabilities::capability_labels;
 mod histogram;
@@ -122,6 +123,14 @@ pub fn registry(
             &config.network.interface_include,
             &config.network.interface_exclude,
         );
+        if config.network.conntrack_pods {
+            registry.register_collector(Box::new(conntrack::PodConntrackCollector::new(
+                &config.network,
+                namespaces.clone(),
+                resolver.clone(),
+                posture.clone(),
+            )));
+        }
         registry.register_collector(Box::new(net_counters::NetCountersCollector::new(namespaces, filter)));
     }
     if config.security.posture {

@@ -1,4 +1,4 @@
-//! `kernsight_conntrack_entries` / `_limit` and `kernsight_interface_kernel_{drops,errors}_total`:
+//! `kernsight_conntrack_entries` / `_limit` / `_events_total` and `kernsight_interface_kernel_{drops,errors}_total`:
 //! the kernel's own counters, read on each scrape in the agent's namespace and in each
 //! configured one (`network.namespaces`, and those of `network.interfaces`).
 
@@ -125,6 +125,15 @@ impl Collector for NetCountersCollector {
             "kernsight_conntrack_limit",
             "Bound of the conntrack table (nf_conntrack_max); past it new connections are dropped",
             conntrack().map(|(netns, (_, limit))| ([("netns", netns)], limit as i64)),
+        )?;
+        encode_counters(
+            &mut encoder,
+            "kernsight_conntrack_events",
+            "conntrack statistics of the network namespace (/proc/net/stat/nf_conntrack, summed over CPUs): \
+             insert_failed, drop and early_drop are connections the table refused or evicted",
+            readings.iter().flat_map(|(netns, r)| {
+                r.conntrack_events.iter().map(move |(event, n)| ([("netns", *netns), ("event", *event)], *n))
+            }),
         )?;
         // Interfaces of their own, then one `other` per namespace for the rest.
         let mut rows: Vec<(String, String, [u64; 4])> = Vec::new();

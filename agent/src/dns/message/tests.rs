@@ -128,3 +128,42 @@ proptest! {
         prop_assert_eq!((parsed.id, parsed.qtype, parsed.response), (id, qtype, true));
     }
 }
+
+/// An answer to `query` with an A record for each of `addresses`, after a CNAME, each record's
+/// name a pointer to the question's.
+fn answer(query: &[u8], addresses: &[[u8; 4]]) -> Vec<u8> {
+    let mut bytes = query.to_vec();
+    bytes[2] = 0x81;
+    bytes[6..8].copy_from_slice(&((addresses.len() + 1) as u16).to_be_bytes());
+    bytes.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xc0, 12]);
+    for address in addresses {
+        bytes.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        bytes.extend_from_slice(address);
+    }
+    bytes
+}
+
+#[test]
+fn a_query_is_written_and_the_answers_addresses_read() {
+    let query = query(7, "svc.test.", 1).unwrap();
+    assert_eq!(query, message(7, 0x0100, &[b"svc", b"test"], 1));
+    assert_eq!(parse(&query).unwrap().name, "svc.test.");
+    let reply = answer(&query, &[[10, 0, 0, 1], [10, 0, 0, 2]]);
+    let addresses = answer_addresses(&reply).unwrap();
+    assert_eq!(addresses, ["10.0.0.1".parse::<std::net::IpAddr>().unwrap(), "10.0.0.2".parse().unwrap()]);
+    assert_eq!(answer_addresses(&reply[..reply.len() - 2]), Err(Malformed::Truncated));
+    for bad in ["", "a..b", &"x".repeat(64), &vec!["y".repeat(60); 5].join(".")] {
+        assert_eq!(super::query(1, bad, 1), None, "{bad:?}");
+    }
+}
+
+proptest! {
+    /// Whatever follows a well-formed question, reading its answers never panics.
+    #[test]
+    fn answers_of_arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..300), count in 0u16..100) {
+        let mut bytes = super::query(1, "a.example", 1).unwrap();
+        bytes[6..8].copy_from_slice(&count.to_be_bytes());
+        bytes.extend(tail);
+        let _ = answer_addresses(&bytes);
+    }
+}
