@@ -2,7 +2,8 @@
 //! table), `kernsight_pod_conntrack_events_total` (its statistics: insert failures, drops,
 //! early drops, invalid packets) and `kernsight_pod_conntrack_node_entries` (entries of the
 //! node's tables whose original source is one of the pod's addresses: what the pod costs the
-//! node's table, SNAT and Service traffic included).
+//! node's table, SNAT and Service traffic included), and `kernsight_conntrack_snat_entries`
+//! (the node tables' translated entries, for their busiest destinations).
 //!
 //! Pods are found from the containers' processes (the posture walk of `/proc`): one series per
 //! network namespace that is not the host's, labelled with its pod (or, outside Kubernetes,
@@ -71,7 +72,13 @@ struct Pod {
 #[derive(Debug, Default)]
 struct Reading {
     pods: Vec<Pod>,
+    /// Node namespace → its busiest translated destinations (`TOP_DESTINATIONS`).
+    translated: BTreeMap<String, Vec<(conntrack::Destination, u64)>>,
 }
+
+/// Translated destinations exported per node namespace: the busiest, where a NAT runs out of
+/// source ports first.
+const TOP_DESTINATIONS: usize = 10;
 
 impl PodConntrackCollector {
     pub(crate) fn new(
@@ -125,11 +132,9 @@ impl PodConntrackCollector {
         let by_address: HashMap<IpAddr, usize> =
             pods.iter().enumerate().flat_map(|(i, pod)| pod.addresses.iter().map(move |a| (*a, i))).collect();
         let wanted: HashSet<IpAddr> = by_address.keys().copied().collect();
-        if wanted.is_empty() {
-            return Reading { pods };
-        }
+        let mut translated = BTreeMap::new();
         for namespace in &self.node_namespaces {
-            let dump = || conntrack::count_sources(&wanted, self.max_entries);
+            let dump = || conntrack::count_table(&wanted, self.max_entries);
             let result = if namespace.is_empty() {
                 dump()
             } else {
@@ -146,6 +151,11 @@ impl PodConntrackCollector {
                         *pods[by_address[&address]].node_entries.entry(namespace.clone()).or_default() +=
                             count;
                     }
+                    let mut busiest: Vec<(conntrack::Destination, u64)> =
+                        counts.translated.into_iter().collect();
+                    busiest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                    busiest.truncate(TOP_DESTINATIONS);
+                    translated.insert(namespace.clone(), busiest);
                 }
                 Err(err) => {
                     state.failed_dumps += 1;
@@ -153,7 +163,7 @@ impl PodConntrackCollector {
                 }
             }
         }
-        Reading { pods }
+        Reading { pods, translated }
     }
 }
 
@@ -235,6 +245,31 @@ impl Collector for PodConntrackCollector {
             "kernsight_pod_conntrack_node_entries",
             "Entries of the node's conntrack table (netns: \"\" the agent's, else a configured one) whose original source is one of the pod's addresses",
             node.into_iter().map(|(l, n)| (l, n as i64)),
+        )?;
+        let protocol = |p: u8| match i32::from(p) {
+            libc::IPPROTO_TCP => "tcp".to_owned(),
+            libc::IPPROTO_UDP => "udp".to_owned(),
+            libc::IPPROTO_SCTP => "sctp".to_owned(),
+            other => other.to_string(),
+        };
+        encode_gauges(
+            &mut encoder,
+            "kernsight_conntrack_snat_entries",
+            "Entries of a node conntrack table whose source was translated (SNAT, masquerade), for the 10 busiest (source, destination, port, protocol): the NAT has ~64k source ports for each",
+            reading.translated.iter().flat_map(|(netns, busiest)| {
+                busiest.iter().map(move |(d, n)| {
+                    (
+                        [
+                            ("netns", netns.clone()),
+                            ("source", d.translated_source.to_string()),
+                            ("destination", d.address.to_string()),
+                            ("port", d.port.to_string()),
+                            ("protocol", protocol(d.protocol)),
+                        ],
+                        *n as i64,
+                    )
+                })
+            }),
         )?;
         encode_counters(
             &mut encoder,

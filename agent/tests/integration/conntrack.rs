@@ -1,11 +1,14 @@
 //! conntrack per pod, in network namespaces the test makes: a "node" namespace with conntrack
-//! on, and a "pod" namespace joined to it by a veth pair, whose process lives in a cgroup named
-//! like a container's. The pod's connections through the node's table are attributed to it;
-//! filling the pod's own table past `nf_conntrack_max` shows as evictions in its statistics.
+//! on and a masquerade rule, a "pod" namespace routed through it (its process in a cgroup named
+//! like a container's), and a server behind the node. The pod's connections in the node's table
+//! are attributed to it and counted as translated toward the server; filling the pod's own
+//! table past `nf_conntrack_max` shows as evictions in its statistics.
 
 use std::{collections::BTreeMap, time::Duration};
 
-use crate::net_support::{A_ADDR, Link, NsFile, have, tcp_connect, tcp_listen};
+use std::net::Ipv4Addr;
+
+use crate::net_support::{Link, Netns, NsFile, have, sh, tcp_connect, tcp_listen, unique};
 use crate::support::{
     self, Agent, TestCgroup, config_file, path_str, privileged, spawn_in, unified_root, value,
 };
@@ -39,23 +42,56 @@ fn count_of(netns: &crate::net_support::Netns) -> u64 {
     netns.exec(&["cat", "/proc/sys/net/netfilter/nf_conntrack_count"]).trim().parse().unwrap()
 }
 
+/// Where the pod's connections go, behind the node: a third namespace, `c`.
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
+const NODE_UPLINK: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
+
 #[test]
 fn a_pods_connections_are_attributed_to_it_and_its_table_overflow_is_counted() {
     if !privileged() || !have("nft") {
         return;
     }
     let _serial = support::serial();
-    // a: the node's side (10.99.0.1), b: the pod's (10.99.0.2).
+    // b (the pod, 10.99.0.2) → a (the node, 10.99.0.1; 10.98.0.1 toward c, masquerading) → c
+    // (a server, 10.98.0.2): the way a pod's traffic leaves a node.
     let link = Link::create();
-    link.a.nft(TRACK);
+    let server = Netns::create();
+    let (uplink, server_if) = (unique("ksu"), unique("kss"));
+    sh(
+        "ip",
+        &[
+            "link",
+            "add",
+            &uplink,
+            "netns",
+            &link.a.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &server_if,
+            "netns",
+            &server.name,
+        ],
+    );
+    link.a.ip(&["addr", "add", "10.98.0.1/24", "dev", &uplink]);
+    server.ip(&["addr", "add", "10.98.0.2/24", "dev", &server_if]);
+    link.a.ip(&["link", "set", &uplink, "up"]);
+    server.ip(&["link", "set", &server_if, "up"]);
+    link.a.sysctl("net.ipv4.ip_forward", "1");
+    link.b.ip(&["route", "add", "default", "via", "10.99.0.1"]);
+    link.a.nft(&format!(
+        "{TRACK}table ip kernsight_nat {{\n  chain post {{ type nat hook postrouting priority 100; oifname \"{uplink}\" masquerade; }}\n}}\n"
+    ));
     let (_dir, config) = config_file(&format!("[network]\nnamespaces = [\"{}\"]\n", link.a.name));
     let agent = Agent::start(&["--config", path_str(&config)]);
 
-    let node = NsFile::of(&link.a);
-    let listener = std::thread::scope(|s| s.spawn(|| node.enter().then(|| tcp_listen(A_ADDR, PORT))).join())
-        .unwrap()
-        .expect("enter the node namespace");
-    assert!(listener >= 0, "listen on {A_ADDR}:{PORT}");
+    let inside_server = NsFile::of(&server);
+    let listener =
+        std::thread::scope(|s| s.spawn(|| inside_server.enter().then(|| tcp_listen(SERVER, PORT))).join())
+            .unwrap()
+            .expect("enter the server namespace");
+    assert!(listener >= 0, "listen on {SERVER}:{PORT}");
 
     let id = "c7".repeat(32);
     let parent = TestCgroup::create_in(&unified_root(), "conntrack");
@@ -66,7 +102,7 @@ fn a_pods_connections_are_attributed_to_it_and_its_table_overflow_is_counted() {
             return 2;
         }
         for _ in 0..CONNECTIONS {
-            if tcp_connect(A_ADDR, PORT) < 0 {
+            if tcp_connect(SERVER, PORT) < 0 {
                 return 3;
             }
         }
@@ -105,6 +141,15 @@ fn a_pods_connections_are_attributed_to_it_and_its_table_overflow_is_counted() {
         link.a.name
     );
     assert_eq!(value(&samples, "kernsight_conntrack_events_total", &node_stats("early_drop")), 0.0);
+    // Each was masqueraded behind the node's uplink address: the NAT's ports toward the server.
+    let snat = [
+        ("netns", link.a.name.as_str()),
+        ("source", &NODE_UPLINK.to_string()),
+        ("destination", &SERVER.to_string()),
+        ("port", &PORT.to_string()),
+        ("protocol", "tcp"),
+    ];
+    assert_eq!(value(&samples, "kernsight_conntrack_snat_entries", &snat), kernel as f64);
 
     // The pod's own table, filled past the node's nf_conntrack_max (the bound of every
     // namespace's table) with UDP flows on its loopback that are never answered: each new one

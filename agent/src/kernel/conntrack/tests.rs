@@ -1,6 +1,14 @@
 use proptest::prelude::*;
 
-use super::*;
+use super::{
+    ctnetlink::{
+        Batch, CTA_IP_V4_DST, CTA_IP_V4_SRC, CTA_IP_V6_DST, CTA_IP_V6_SRC, CTA_PROTO_DST_PORT, CTA_PROTO_NUM,
+        CTA_TUPLE_IP, CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_TUPLE_REPLY, MAX_DESTINATIONS, NLMSG_DONE,
+        NLMSG_ERROR, parse_batch,
+    },
+    *,
+};
+use std::collections::HashSet;
 
 /// A 6.18 `/proc/net/stat/nf_conntrack` of two CPUs.
 const STATS: &str = "\
@@ -50,18 +58,29 @@ fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
 
 const NESTED: u16 = 0x8000;
 
-/// A ctnetlink entry message whose original tuple has source `source`.
-fn entry(source: IpAddr) -> Vec<u8> {
-    let address = match source {
-        IpAddr::V4(v4) => nla(CTA_IP_V4_SRC, &v4.octets()),
-        IpAddr::V6(v6) => nla(CTA_IP_V6_SRC, &v6.octets()),
+/// A tuple attribute of type `kind`: addresses, TCP and the destination port.
+fn tuple_attribute(kind: u16, source: IpAddr, destination: IpAddr, port: u16) -> Vec<u8> {
+    let address = |kind4, kind6, a: IpAddr| match a {
+        IpAddr::V4(v4) => nla(kind4, &v4.octets()),
+        IpAddr::V6(v6) => nla(kind6, &v6.octets()),
     };
-    let ip = nla(CTA_TUPLE_IP | NESTED, &address);
-    // A reply tuple first (type 2), to show the original one is looked up by type.
-    let reply = nla(2 | NESTED, &nla(CTA_TUPLE_IP | NESTED, &nla(CTA_IP_V4_SRC, &[9, 9, 9, 9])));
+    let mut ip = address(CTA_IP_V4_SRC, CTA_IP_V6_SRC, source);
+    ip.extend(address(CTA_IP_V4_DST, CTA_IP_V6_DST, destination));
+    let mut proto = nla(CTA_PROTO_NUM, &[libc::IPPROTO_TCP as u8]);
+    proto.extend(nla(CTA_PROTO_DST_PORT, &port.to_be_bytes()));
+    let mut body = nla(CTA_TUPLE_IP | NESTED, &ip);
+    body.extend(nla(CTA_TUPLE_PROTO | NESTED, &proto));
+    nla(kind | NESTED, &body)
+}
+
+/// A ctnetlink entry: `source` to `destination:port`, answered to `reply_to` (the source
+/// unless it was translated). The reply tuple comes first: tuples are found by type.
+fn entry(source: &str, destination: &str, port: u16, reply_to: &str) -> Vec<u8> {
+    let [source, destination, reply_to]: [IpAddr; 3] =
+        [source, destination, reply_to].map(|a| a.parse().unwrap());
     let mut body = vec![libc::AF_INET as u8, 0, 0, 0];
-    body.extend(reply);
-    body.extend(nla(CTA_TUPLE_ORIG | NESTED, &ip));
+    body.extend(tuple_attribute(CTA_TUPLE_REPLY, destination, reply_to, 40000));
+    body.extend(tuple_attribute(CTA_TUPLE_ORIG, source, destination, port));
     message(0x0100, &body)
 }
 
@@ -74,29 +93,53 @@ fn message(kind: u16, body: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn entries_are_counted_by_original_source_only_for_wanted_addresses() {
+fn entries_are_counted_by_original_source_and_translated_ones_by_destination() {
     let pod: IpAddr = "10.1.0.7".parse().unwrap();
     let pod6: IpAddr = "fd00::7".parse().unwrap();
     let wanted: HashSet<IpAddr> = [pod, pod6].into();
     let mut bytes = Vec::new();
-    for source in [pod, pod, "192.0.2.1".parse().unwrap(), pod6] {
-        bytes.extend(entry(source));
-    }
-    let mut counts = SourceCounts::default();
+    // Two masqueraded to 192.0.2.9:443 behind the node's 203.0.113.1, one to a Service
+    // (destination translated only), one from elsewhere, one over IPv6.
+    bytes.extend(entry("10.1.0.7", "192.0.2.9", 443, "203.0.113.1"));
+    bytes.extend(entry("10.1.0.7", "192.0.2.9", 443, "203.0.113.1"));
+    bytes.extend(entry("10.1.0.7", "10.96.0.10", 53, "10.1.0.7"));
+    bytes.extend(entry("198.51.100.1", "10.1.0.7", 80, "198.51.100.1"));
+    bytes.extend(entry("fd00::7", "fd00::1", 80, "fd00::7"));
+    let mut counts = TableCounts::default();
     assert_eq!(parse_batch(&bytes, &wanted, &mut counts).unwrap(), Batch::More);
-    assert_eq!(counts.entries, 4);
-    assert_eq!(counts.by_source, [(pod, 2), (pod6, 1)].into());
+    assert_eq!(counts.entries, 5);
+    assert_eq!(counts.by_source, [(pod, 3), (pod6, 1)].into());
+    let masqueraded = Destination {
+        translated_source: "203.0.113.1".parse().unwrap(),
+        address: "192.0.2.9".parse().unwrap(),
+        port: 443,
+        protocol: libc::IPPROTO_TCP as u8,
+    };
+    assert_eq!(counts.translated, [(masqueraded, 2)].into());
     assert_eq!(parse_batch(&message(NLMSG_DONE, &[0; 4]), &wanted, &mut counts).unwrap(), Batch::Done);
 }
 
 #[test]
+fn translated_destinations_past_the_bound_are_counted_together() {
+    let mut counts = TableCounts::default();
+    let mut bytes = Vec::new();
+    for i in 0..MAX_DESTINATIONS as u32 + 10 {
+        let destination = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+        bytes.extend(entry("10.1.0.7", &destination, 80, "203.0.113.1"));
+    }
+    parse_batch(&bytes, &HashSet::new(), &mut counts).unwrap();
+    assert_eq!(counts.translated.len(), MAX_DESTINATIONS);
+    assert_eq!(counts.translated_elsewhere, 10);
+}
+
+#[test]
 fn an_error_message_is_an_error_and_a_truncated_one_is_refused() {
-    let mut counts = SourceCounts::default();
+    let mut counts = TableCounts::default();
     let denied = message(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes());
     let err = parse_batch(&denied, &HashSet::new(), &mut counts).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
-    let mut truncated = entry("10.0.0.1".parse().unwrap());
-    truncated[0] = 200;
+    let mut truncated = entry("10.0.0.1", "10.0.0.2", 80, "10.0.0.1");
+    truncated[0] = 255;
     assert!(parse_batch(&truncated, &HashSet::new(), &mut counts).is_err());
 }
 
@@ -105,10 +148,20 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let wanted: HashSet<IpAddr> = ["10.0.0.1".parse().unwrap()].into();
-        let mut counts = SourceCounts::default();
+        let mut counts = TableCounts::default();
         let _ = parse_batch(&bytes, &wanted, &mut counts);
         prop_assert!(counts.by_source.keys().all(|k| wanted.contains(k)));
         let _ = parse_stats(&String::from_utf8_lossy(&bytes));
+    }
+
+    /// A well-formed entry with any field cut short or corrupted never panics either.
+    #[test]
+    fn corrupted_entries_never_panic(at in 16usize..200, byte in any::<u8>()) {
+        let mut bytes = entry("10.0.0.1", "192.0.2.1", 80, "203.0.113.1");
+        if let Some(b) = bytes.get_mut(at) {
+            *b = byte;
+        }
+        let _ = parse_batch(&bytes, &HashSet::new(), &mut TableCounts::default());
     }
 }
 
@@ -165,7 +218,7 @@ fn this_process_namespace_and_table_can_be_read() {
     let namespace = read_process_namespace(root, me, 16);
     assert!(namespace.addresses.iter().all(|a| !a.is_loopback()), "{namespace:?}");
     // The dump needs CAP_NET_ADMIN (nfnetlink refuses others) and conntrack in the kernel.
-    match count_sources(&HashSet::new(), 1_000_000) {
+    match count_table(&HashSet::new(), 1_000_000) {
         Ok(counts) => assert!(counts.by_source.is_empty() && !counts.truncated),
         Err(err) => assert!(
             matches!(err.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | libc::EPROTONOSUPPORT)),
