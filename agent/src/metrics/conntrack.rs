@@ -1,8 +1,8 @@
 //! conntrack per pod: `kernsight_pod_conntrack_entries` (the pod network namespace's own
 //! table), `kernsight_pod_conntrack_events_total` (its statistics: insert failures, drops,
-//! early drops, invalid packets) and `kernsight_pod_conntrack_node_entries` (entries of the
-//! node's tables whose original source is one of the pod's addresses: what the pod costs the
-//! node's table, SNAT and Service traffic included), and `kernsight_conntrack_snat_entries`
+//! early drops, invalid packets), `kernsight_pod_conntrack_node_entries` (entries of the node's
+//! tables whose original source is one of the pod's addresses: what the pod costs the node's
+//! table, SNAT and Service traffic included) and `kernsight_conntrack_snat_entries`
 //! (the node tables' translated entries, for their busiest destinations).
 //!
 //! Pods are found from the containers' processes (the posture walk of `/proc`): one series per
