@@ -170,7 +170,8 @@ pub struct NetworkConfig {
     /// conntrack per pod: each pod network namespace's own table and statistics, and the
     /// entries of the node's tables whose original source is a pod's address.
     pub conntrack_pods: bool,
-    /// The most entries one dump of a node table reads (a dump runs at most every 10 s).
+    /// The most entries one dump of a node table reads (dumps run on a thread of their own, at
+    /// most every 10 s).
     pub conntrack_dump_max_entries: u64,
     /// The most pod network namespaces read; the others are counted as skipped.
     pub conntrack_max_pods: u32,
