@@ -67,7 +67,7 @@ const CONFIGS: &[Config] = &[
 ];
 
 pub const SUITES: &str =
-    "syscalls, sched, net, caps, io, scrape [CONTAINERS], agent, trace, http [CONNECTIONS]";
+    "syscalls, sched, net, caps, io, scrape [CONTAINERS], agent, trace, http [CONNECTIONS], conntrack";
 
 /// One suite, or all of them (no argument); each prints its own report, and the run ends with
 /// one table of every headline number.
@@ -86,6 +86,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Some("caps") => crate::caps_bench::run()?,
         Some("io") => crate::io_bench::run()?,
         Some("agent") => crate::agent_bench::run()?,
+        Some("conntrack") => crate::conntrack_bench::run()?,
         Some("trace") => crate::trace_bench::run()?,
         Some("http") => {
             let connections =
@@ -103,6 +104,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             rows.extend(crate::agent_bench::run()?);
             rows.extend(crate::trace_bench::run()?);
             rows.extend(crate::http_bench::run(600)?);
+            rows.extend(crate::conntrack_bench::run()?);
             rows
         }
         Some(other) => return Err(format!("unknown benchmark `{other}`; available: {SUITES}")),

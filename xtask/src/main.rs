@@ -29,6 +29,7 @@
 mod agent_bench;
 mod bench;
 mod caps_bench;
+mod conntrack_bench;
 mod http_bench;
 mod io_bench;
 mod kernels;
@@ -75,6 +76,8 @@ fn main() -> ExitCode {
         // Internal: the UDP flood `bench net` times, and its receiver.
         "__udp-send" => net_bench::udp_send(rest),
         "__udp-sink" => net_bench::udp_sink(rest),
+        // Internal: the full conntrack table `bench conntrack` reads.
+        "__udp-flows" => conntrack_bench::udp_flows(rest),
         // Internal: the setuid(0) loop `bench caps` times.
         "__setuid-loop" => caps_bench::setuid_loop(rest),
         "__kill-loop" => caps_bench::kill_loop(rest),

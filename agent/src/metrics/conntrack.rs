@@ -18,7 +18,11 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, gauge::ConstGauge},
+};
 
 use super::{
     LabelNames, LabelSet, NO_LABELS, encode_counters, encode_gauges, posture::PostureCache, workload_labels,
@@ -131,6 +135,13 @@ impl Collector for PodConntrackCollector {
             "Dumps of a node conntrack table that failed (no nf_conntrack_netlink, no CAP_NET_ADMIN, a namespace gone)",
             [(NO_LABELS, failed)],
         )?;
+        let mut family = encoder.encode_descriptor(
+            "kernsight_conntrack_reading_seconds",
+            "How long the last reading of the pods' namespaces and the node's conntrack tables took (its dumps run on a thread of their own; the next reading comes 20 times as long later, 10 s at least)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(counts.last_reading.as_secs_f64()).encode(family.encode_family(&NO_LABELS)?)?;
         encode_counters(
             &mut encoder,
             "kernsight_conntrack_pods_skipped",

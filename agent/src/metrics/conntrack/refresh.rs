@@ -46,12 +46,13 @@ pub(super) struct Reading {
     pub translated: BTreeMap<String, Vec<(conntrack::Destination, u64)>>,
 }
 
-/// Self metrics, counted since start.
+/// Self metrics, counted since start, and the last reading's duration.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct SelfCounts {
     pub truncated_dumps: u64,
     pub failed_dumps: u64,
     pub skipped_pods: u64,
+    pub last_reading: Duration,
 }
 
 /// What the collector serves: the latest reading (empty until the first one ends).
@@ -83,8 +84,10 @@ pub(super) fn start(reader: Reader) -> Arc<Mutex<Latest>> {
             let started = Instant::now();
             let reading = reader.read(&mut tally);
             let took = started.elapsed();
+            tally.last_reading = took;
             let Some(latest) = published.upgrade() else { return };
-            *latest.lock().unwrap_or_else(|e| e.into_inner()) = Latest { reading: Arc::new(reading), counts: tally };
+            *latest.lock().unwrap_or_else(|e| e.into_inner()) =
+                Latest { reading: Arc::new(reading), counts: tally };
             drop(latest);
             std::thread::sleep((took * INTERVAL_PER_READING).max(MIN_INTERVAL));
         }
