@@ -24,7 +24,7 @@ pub const EVENTS: [(&str, &str); 7] = [
 
 /// `/proc/net/stat/nf_conntrack`: a header of column names, then one row of hexadecimal
 /// counters per CPU. Returns the `EVENTS` present, by label, summed over CPUs. Columns are found
-/// by name: kernels add and rename them (5.10 has no `clashres`).
+/// by name: kernels add and rename them (older ones have `searched` where 6.x has `clashres`).
 pub fn parse_stats(text: &str) -> BTreeMap<&'static str, u64> {
     let mut lines = text.lines();
     let Some(header) = lines.next() else { return BTreeMap::new() };

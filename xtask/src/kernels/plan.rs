@@ -82,6 +82,8 @@ const GUEST_AREAS: &[(&str, Run)] = &[
         ]),
     ),
     ("tcp", Run::Not(NETWORK)),
+    ("conntrack", Run::Not(NETWORK)),
+    ("diagnose", Run::Not(NETWORK)),
     (
         "block_io",
         Run::Not(

@@ -35,7 +35,8 @@ fn stats_are_summed_over_cpus_by_column_name() {
 
 #[test]
 fn stats_of_a_kernel_without_clashres_and_broken_rows() {
-    // 5.10's header has no clashres; a row of the wrong width is skipped, not misread.
+    // An older header, with `searched` where 6.x has clashres; a row of the wrong width is
+    // skipped, not misread.
     let text = "entries searched found new invalid ignore delete delete_list insert insert_failed drop early_drop icmp_error expect_new expect_create expect_delete search_restart\n\
                 00000001 0 0 0 2 0 0 0 0 0 0 0 0 0 0 0 1\n\
                 00000001 0 0 0 2\n";
