@@ -122,7 +122,7 @@ impl Collector for DnsCollector {
         )?;
         let mut family = encoder.encode_descriptor(
             "kernsight_dns_latency_seconds",
-            "From a DNS query leaving the workload's socket to its answer arriving (matched by id, addresses and ports)",
+            "From a DNS query leaving the workload's socket to its answer arriving (matched by socket cgroup, protocol, addresses, ports and id)",
             None,
             MetricType::Histogram,
         )?;
