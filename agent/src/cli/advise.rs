@@ -2,7 +2,7 @@
 //! --cgroup PATH)
 //! [--for DURATION]`: least-privilege settings from what the workload was seen doing.
 
-use std::{io::Write as _, path::PathBuf};
+use std::path::PathBuf;
 
 use clap::{ArgGroup, Subcommand};
 
@@ -129,8 +129,5 @@ pub fn run(args: AdviseArgs) -> anyhow::Result<()> {
             capabilities::advise(&observed, held).yaml(&target.to_string(), &observed.source)
         }
     };
-    match std::io::stdout().lock().write_all(rendered.as_bytes()) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
-        _ => Ok(()),
-    }
+    Ok(super::print(&rendered)?)
 }

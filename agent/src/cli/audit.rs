@@ -1,7 +1,7 @@
 //! `kernsight audit`: every container on the node with its findings and their severity, as a
 //! table or JSON; the exit status says whether any finding reached `--fail-on`.
 
-use std::{collections::HashMap, fmt::Write as _, io::Write as _};
+use std::{collections::HashMap, fmt::Write as _};
 
 use serde::Serialize;
 
@@ -123,10 +123,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<bool> {
         Output::Json => serde_json::to_string_pretty(&audited)? + "\n",
         Output::Table => table(&audited),
     };
-    match std::io::stdout().lock().write_all(rendered.as_bytes()) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => return Err(err.into()),
-        _ => {}
-    }
+    super::print(&rendered)?;
     Ok(args.fail_on.is_some_and(|threshold| {
         audited.iter().flat_map(|a| &a.findings).any(|finding| finding.severity >= threshold)
     }))

@@ -5,7 +5,7 @@
 //! Exit status: 0 when every enabled family can run (fallbacks included), 1 when some cannot, 2
 //! when the check itself failed (no privileges to probe, unreadable config).
 
-use std::{fmt::Write as _, io::Write as _, path::PathBuf, process::ExitCode};
+use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 
@@ -64,10 +64,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<bool> {
         Output::Json => serde_json::to_string_pretty(&readiness)? + "\n",
         Output::Table => table(&readiness),
     };
-    match std::io::stdout().lock().write_all(rendered.as_bytes()) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => return Err(err.into()),
-        _ => {}
-    }
+    super::print(&rendered)?;
     Ok(readiness.all_enabled_run())
 }
 

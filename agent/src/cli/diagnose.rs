@@ -1,6 +1,6 @@
 //! `kernsight diagnose connectivity <pid | container> <destination[:port]>`.
 
-use std::{fmt::Write as _, io::Write as _, net::IpAddr, path::Path, process::ExitCode, time::Duration};
+use std::{fmt::Write as _, net::IpAddr, path::Path, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 
@@ -69,10 +69,7 @@ pub fn run(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
         Output::Json => serde_json::to_string_pretty(&report)? + "\n",
         Output::Text => text(&report),
     };
-    match std::io::stdout().lock().write_all(rendered.as_bytes()) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => return Err(err.into()),
-        _ => {}
-    }
+    super::print(&rendered)?;
     Ok(if report.verdict.reachable { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

@@ -1,7 +1,7 @@
 //! `kernsight inspect <pid | container>`: one screen instead of lsns, cat memory.max, getpcaps,
 //! grep Seccomp ...
 
-use std::{fmt::Write as _, io::Write as _, path::Path};
+use std::{fmt::Write as _, path::Path};
 
 use crate::{
     inspect::{Report, inspect, reclaim_stalls},
@@ -34,11 +34,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         Output::Json => serde_json::to_string_pretty(&report)? + "\n",
         Output::Text => text(&report),
     };
-    // A closed pipe (`| head`) is the reader's choice, not an error.
-    match std::io::stdout().lock().write_all(rendered.as_bytes()) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
-        _ => Ok(()),
-    }
+    Ok(super::print(&rendered)?)
 }
 
 fn bytes(value: Option<u64>) -> String {

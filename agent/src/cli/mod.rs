@@ -56,6 +56,16 @@ enum Command {
     Cleanup(cleanup::CleanupArgs),
 }
 
+/// Writes a command's output to stdout. A closed pipe (`| head`) is the reader's choice, not an
+/// error.
+fn print(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 /// A path argument that may be empty (clap's `PathBuf` parser refuses empty values), for options
 /// where empty means "off".
 fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = std::path::PathBuf> {

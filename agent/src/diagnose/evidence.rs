@@ -55,7 +55,7 @@ impl Snapshot {
         let snmp = std::fs::read_to_string(net.join("snmp")).unwrap_or_default();
         Self {
             tcp: snmp_tcp(&snmp),
-            pod_conntrack: conntrack::read_process_namespace(proc_root, pid, 0).events,
+            pod_conntrack: conntrack::read_process_events(proc_root, pid),
             node_conntrack: conntrack::read_stats().unwrap_or_default(),
             drops: match agent {
                 None => Err("no agent to read drop reasons from".into()),
@@ -68,22 +68,9 @@ impl Snapshot {
 
     /// What rose from `before` to this snapshot.
     pub fn since(&self, before: &Snapshot) -> Evidence {
-        let rises = |after: &BTreeMap<&'static str, u64>, before: &BTreeMap<&'static str, u64>| {
-            after
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((*k, v.checked_sub(*before.get(k).unwrap_or(&0)).filter(|d| *d > 0)?))
-                })
-                .collect()
-        };
         let (drops, drops_unknown) = match (&before.drops, &self.drops) {
             (Ok(b), Ok(a)) => {
-                let mut rose: Vec<(String, u64)> = a
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        Some((k.clone(), v.checked_sub(*b.get(k).unwrap_or(&0)).filter(|d| *d > 0)?))
-                    })
-                    .collect();
+                let mut rose: Vec<(String, u64)> = rises(a, b).collect();
                 rose.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
                 (rose, None)
             }
@@ -92,11 +79,22 @@ impl Snapshot {
         Evidence {
             drops,
             drops_unknown,
-            tcp: rises(&self.tcp, &before.tcp),
-            pod_conntrack: rises(&self.pod_conntrack, &before.pod_conntrack),
-            node_conntrack: rises(&self.node_conntrack, &before.node_conntrack),
+            tcp: rises(&self.tcp, &before.tcp).collect(),
+            pod_conntrack: rises(&self.pod_conntrack, &before.pod_conntrack).collect(),
+            node_conntrack: rises(&self.node_conntrack, &before.node_conntrack).collect(),
         }
     }
+}
+
+/// The counters of `after` that rose from `before`, by how much (a counter new in `after` rose
+/// from 0).
+fn rises<'a, K: Ord + Clone>(
+    after: &'a BTreeMap<K, u64>,
+    before: &'a BTreeMap<K, u64>,
+) -> impl Iterator<Item = (K, u64)> + 'a {
+    after.iter().filter_map(|(k, v)| {
+        Some((k.clone(), v.checked_sub(*before.get(k).unwrap_or(&0)).filter(|d| *d > 0)?))
+    })
 }
 
 /// The `Tcp:` header and value lines of `/proc/net/snmp`, for `TCP_COUNTERS`.

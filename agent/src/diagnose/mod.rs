@@ -68,7 +68,7 @@ pub fn diagnose(proc_root: &Path, request: &Request) -> Result<Report, DiagnoseE
     }
     let netns = process.join("ns/net");
     let read = |name: &str| std::fs::read_to_string(process.join("net").join(name)).unwrap_or_default();
-    let addresses = conntrack::read_process_namespace(proc_root, request.pid, 64).addresses;
+    let addresses = conntrack::read_process_addresses(proc_root, request.pid);
     let destination = match request.port {
         Some(port) => format!("{}:{port}", request.host),
         None => request.host.clone(),

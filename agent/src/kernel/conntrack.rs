@@ -74,17 +74,34 @@ pub fn namespace_key(proc_root: &Path, pid: u32) -> Option<u64> {
 
 /// Reads the namespace of `pid` through `/proc/PID/net`, keeping at most `max_addresses`.
 pub fn read_process_namespace(proc_root: &Path, pid: u32, max_addresses: usize) -> ProcessNamespace {
-    let net = proc_root.join(pid.to_string()).join("net");
-    let read = |name: &str| std::fs::read_to_string(net.join(name)).ok();
-    let stats = read("stat/nf_conntrack");
-    let mut addresses = read("fib_trie").map(|t| parse_fib_trie_local(&t)).unwrap_or_default();
-    addresses.extend(read("if_inet6").map(|t| parse_if_inet6_global(&t)).unwrap_or_default());
+    let stats = read_process_net(proc_root, pid, "stat/nf_conntrack");
+    let mut addresses = read_process_addresses(proc_root, pid);
     addresses.truncate(max_addresses);
     ProcessNamespace {
         entries: stats.as_deref().and_then(parse_entries),
         events: stats.as_deref().map(parse_stats).unwrap_or_default(),
         addresses,
     }
+}
+
+/// The conntrack statistics of the namespace of `pid`; empty without conntrack there.
+pub fn read_process_events(proc_root: &Path, pid: u32) -> BTreeMap<&'static str, u64> {
+    read_process_net(proc_root, pid, "stat/nf_conntrack").map(|t| parse_stats(&t)).unwrap_or_default()
+}
+
+/// The addresses of the namespace of `pid`: IPv4 local ones, IPv6 global ones; loopback left
+/// out.
+pub fn read_process_addresses(proc_root: &Path, pid: u32) -> Vec<IpAddr> {
+    let mut addresses =
+        read_process_net(proc_root, pid, "fib_trie").map(|t| parse_fib_trie_local(&t)).unwrap_or_default();
+    addresses.extend(
+        read_process_net(proc_root, pid, "if_inet6").map(|t| parse_if_inet6_global(&t)).unwrap_or_default(),
+    );
+    addresses
+}
+
+fn read_process_net(proc_root: &Path, pid: u32, name: &str) -> Option<String> {
+    std::fs::read_to_string(proc_root.join(pid.to_string()).join("net").join(name)).ok()
 }
 
 /// The `entries` column of `/proc/net/stat/nf_conntrack`: the namespace's count, the same on

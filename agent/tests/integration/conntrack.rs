@@ -87,11 +87,7 @@ fn a_pods_connections_are_attributed_to_it_and_its_table_overflow_is_counted() {
     let (_dir, config) = config_file(&format!("[network]\nnamespaces = [\"{}\"]\n", link.a.name));
     let agent = Agent::start(&["--config", path_str(&config)]);
 
-    let inside_server = NsFile::of(&server);
-    let listener =
-        std::thread::scope(|s| s.spawn(|| inside_server.enter().then(|| tcp_listen(SERVER, PORT))).join())
-            .unwrap()
-            .expect("enter the server namespace");
+    let listener = NsFile::of(&server).run(|| tcp_listen(SERVER, PORT));
     assert!(listener >= 0, "listen on {SERVER}:{PORT}");
 
     let id = "c7".repeat(32);
@@ -160,9 +156,7 @@ fn a_pods_connections_are_attributed_to_it_and_its_table_overflow_is_counted() {
         std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max").unwrap().trim().parse().unwrap();
     assert!(max <= 1 << 22, "nf_conntrack_max is {max}: too many flows to overflow it in a test");
     let flows = max + 2000;
-    let sent = std::thread::scope(|s| s.spawn(|| pod.enter().then(|| udp_flows(flows))).join())
-        .unwrap()
-        .expect("enter the pod namespace");
+    let sent = pod.run(|| udp_flows(flows));
     assert_eq!(sent, flows, "every flow's first datagram was sent");
     let stats = kernel_stats(&link.b.proc_net("stat/nf_conntrack"));
     let refused = stats["early_drop"] + stats["drop"];

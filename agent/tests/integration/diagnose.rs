@@ -100,11 +100,7 @@ fn diagnose_names_the_cause_of_each_prepared_case() {
     ));
     let agent = Agent::start(&[]);
     let address = agent.address.to_string();
-    let destination = NsFile::of(&link.a);
-    let listener =
-        std::thread::scope(|s| s.spawn(|| destination.enter().then(|| tcp_listen(A_ADDR, OPEN))).join())
-            .unwrap()
-            .expect("enter the destination namespace");
+    let listener = NsFile::of(&link.a).run(|| tcp_listen(A_ADDR, OPEN));
     assert!(listener >= 0);
     let _dns = Resolver::start(NsFile::of(&link.a));
 

@@ -198,6 +198,19 @@ impl NsFile {
         Self(CString::new(path).unwrap())
     }
 
+    /// Runs `work` on a thread that entered the namespace, and returns its result; what it
+    /// opens (a listening socket) stays in the namespace.
+    pub fn run<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(self.enter(), "cannot enter network namespace {:?}", self.0);
+                work()
+            })
+            .join()
+        })
+        .expect("the thread in the namespace panicked")
+    }
+
     /// Enters the namespace (raw syscalls: safe after fork); false on failure.
     pub fn enter(&self) -> bool {
         unsafe {
