@@ -23,12 +23,31 @@ pub const WAIT_REASON_GLOBAL: &str = "WAIT_REASON";
 pub const TASK_SE_CFS_RQ_OFFSET_GLOBAL: &str = "TASK_SE_CFS_RQ_OFFSET";
 pub const CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL: &str = "CFS_RQ_THROTTLE_COUNT_OFFSET";
 
+/// Read-only globals (`u32`) of throttle episodes: 1 when the kernel's BTF has
+/// `cfs_rq.throttled_clock_self_time` (6.6+) and waits are split by reason, else 0; its offset.
+pub const THROTTLE_EPISODES_GLOBAL: &str = "THROTTLE_EPISODES";
+pub const CFS_RQ_THROTTLED_SELF_TIME_OFFSET_GLOBAL: &str = "CFS_RQ_THROTTLED_SELF_TIME_OFFSET";
+/// LRU hash cfs_rq address → its `throttled_clock_self_time` when an episode was last counted
+/// (or when a throttled wait began and none was remembered): what tells a new episode from one
+/// already counted by another thread of the group.
+pub const THROTTLE_SEEN_MAP: &str = "THROTTLE_SEEN";
+/// cfs_rqs `THROTTLE_SEEN` remembers (one per throttled cgroup and CPU). Only those throttled
+/// now must stay: a reading evicted between episodes is taken again when the next throttled
+/// wait begins, before that episode adds to it; one evicted during an episode loses that
+/// episode. A 2,048-entry LRU costs about 0.2 MiB.
+pub const THROTTLE_SEEN_ENTRIES: u32 = 2_048;
+
 /// `RunqKey::reason`: runnable, not throttled, another task had the CPU (or the reason could not
 /// be told on this kernel).
 pub const WAIT_CONTENTION: u32 = 0;
 /// `RunqKey::reason`: the wait began while the task's cfs_rq, or an ancestor's, was throttled
 /// (its cgroup had used its `cpu.max` / CFS quota).
 pub const WAIT_THROTTLED: u32 = 1;
+/// `RunqKey::reason` of a throttle episode, not a wait: the time one cfs_rq (one cgroup on one
+/// CPU) stayed throttled, from the throttle to the unthrottle (the growth of the kernel's
+/// `cfs_rq.throttled_clock_self_time`, 6.6+), recorded once by the first of its threads to run
+/// again. Not part of the run-queue latency.
+pub const THROTTLE_EPISODE: u32 = 2;
 /// The bit of a runnable-since timestamp that carries `WAIT_THROTTLED` (the timestamp loses its
 /// last nanosecond).
 pub const THROTTLED_BIT: u64 = 1;
@@ -38,7 +57,8 @@ pub const DEFAULT_RUNQ_LATENCY_ENTRIES: u32 = 16_384;
 
 /// Key of `RUNQ_LATENCY`: bucket as in `counters::latency_bucket`, or
 /// `counters::LATENCY_SUM_BUCKET` for the exact sum of nanoseconds; `reason` is
-/// `WAIT_CONTENTION` or `WAIT_THROTTLED` (0 in maps pinned before the reason existed).
+/// `WAIT_CONTENTION` or `WAIT_THROTTLED` (0 in maps pinned before the reason existed), or
+/// `THROTTLE_EPISODE` for the durations of throttle episodes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RunqKey {

@@ -23,6 +23,14 @@
 //!   unthrottle: a few ms per episode on a busy CPU (cpu.stat's throttled time stops at the
 //!   unthrottle).
 //!
+//! Throttle episodes: where the kernel keeps `cfs_rq.throttled_clock_self_time` (6.6+; the time
+//! that cfs_rq was throttled, by itself or an ancestor, summed at each unthrottle), the end of
+//! a throttled wait reads it: its growth since the last reading of that cfs_rq is the episode
+//! that just ended, added once under `THROTTLE_EPISODE` (the group's other threads find no
+//! growth). The reading to compare with is kept per cfs_rq in `THROTTLE_SEEN`, taken when a
+//! throttled wait begins if none is kept, so the first episode counts too. Costs a hash lookup
+//! at the start and the end of throttled waits only.
+//!
 //! Cost per context switch: two BTF loads and a compare on top of the timestamp (the offsets
 //! are read-only globals the verifier folds; on a kernel without CFS bandwidth the branch is
 //! pruned), and the key of the histogram update grows by nothing (the reason replaces padding).
@@ -30,11 +38,15 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
-    maps::PerCpuHashMap,
+    bindings::BPF_NOEXIST,
+    maps::{LruHashMap, PerCpuHashMap},
     programs::BtfTracePointContext,
 };
 use kernsight_common::{
-    runqueue::{DEFAULT_RUNQ_LATENCY_ENTRIES, RunqKey, THROTTLED_BIT, WAIT_CONTENTION, WAIT_THROTTLED},
+    runqueue::{
+        DEFAULT_RUNQ_LATENCY_ENTRIES, RunqKey, THROTTLE_EPISODE, THROTTLE_SEEN_ENTRIES, THROTTLED_BIT,
+        WAIT_CONTENTION, WAIT_THROTTLED,
+    },
     counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
 };
 
@@ -60,6 +72,16 @@ static TASK_SE_CFS_RQ_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CFS_RQ_THROTTLE_COUNT_OFFSET: u32 = 0;
 
+/// 1 when throttle episodes are measured (the offset below was found), set by the agent.
+#[unsafe(no_mangle)]
+static THROTTLE_EPISODES: u32 = 0;
+/// Offset of `cfs_rq.throttled_clock_self_time` (6.6+).
+#[unsafe(no_mangle)]
+static CFS_RQ_THROTTLED_SELF_TIME_OFFSET: u32 = 0;
+
+#[map]
+static THROTTLE_SEEN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(THROTTLE_SEEN_ENTRIES, 0);
+
 #[map]
 static RUNQ_LATENCY: PerCpuHashMap<RunqKey, u64> =
     PerCpuHashMap::with_max_entries(DEFAULT_RUNQ_LATENCY_ENTRIES, 0);
@@ -67,20 +89,81 @@ static RUNQ_LATENCY: PerCpuHashMap<RunqKey, u64> =
 /// `TASK_RUNNING`: a `prev_state` of 0 means the thread was preempted and is still runnable.
 const TASK_RUNNING: u32 = 0;
 
-/// `THROTTLED_BIT` when `task`'s cfs_rq, or an ancestor, is throttled on its CPU now, else 0.
+/// `task`'s cfs_rq when it, or an ancestor, is throttled on its CPU now, else null.
 #[inline(always)]
-fn throttled_bit(task: *const u8) -> u64 {
+fn throttled_cfs_rq(task: *const u8) -> *const u8 {
     // Pruned by the verifier where the kernel has no CFS bandwidth control.
     if global(&WAIT_REASON) == 0 {
-        return 0;
+        return core::ptr::null();
     }
     // SAFETY: `task` is a BTF `task_struct` pointer; the offsets come from the kernel's BTF.
     // A null `cfs_rq` reads as zero (the verifier guards BTF pointer loads).
-    let throttle_count = unsafe {
+    unsafe {
         let cfs_rq: *const u8 = load(task, global(&TASK_SE_CFS_RQ_OFFSET));
-        load::<i32>(cfs_rq, global(&CFS_RQ_THROTTLE_COUNT_OFFSET))
+        let throttle_count = load::<i32>(cfs_rq, global(&CFS_RQ_THROTTLE_COUNT_OFFSET));
+        if throttle_count != 0 { cfs_rq } else { core::ptr::null() }
+    }
+}
+
+/// `cfs_rq.throttled_clock_self_time`: ns that cfs_rq was throttled, up to its last unthrottle.
+///
+/// # Safety
+/// `cfs_rq` must be a BTF `cfs_rq` pointer (or null, which reads as zero).
+#[inline(always)]
+unsafe fn throttled_self_time(cfs_rq: *const u8) -> u64 {
+    // SAFETY: the caller's BTF pointer; the offset comes from the kernel's BTF.
+    unsafe { load(cfs_rq, global(&CFS_RQ_THROTTLED_SELF_TIME_OFFSET)) }
+}
+
+/// A throttled wait begins on `cfs_rq`: keeps its throttled time so far, unless a reading is
+/// kept already (the episode that began is added to it only at the unthrottle).
+#[inline(always)]
+fn throttled_wait_begins(cfs_rq: *const u8) {
+    if global(&THROTTLE_EPISODES) == 0 {
+        return;
+    }
+    let key = cfs_rq as u64;
+    if THROTTLE_SEEN.get_ptr(&key).is_none() {
+        // SAFETY: a BTF `cfs_rq` pointer from `throttled_cfs_rq`.
+        let so_far = unsafe { throttled_self_time(cfs_rq) };
+        // BPF_NOEXIST: a reading kept meanwhile stays.
+        let _ = THROTTLE_SEEN.insert(&key, &so_far, BPF_NOEXIST.into());
+    }
+}
+
+/// A throttled wait of `task` ends: the growth of its cfs_rq's throttled time since the kept
+/// reading is the episode that ended (none when another thread of the group counted it).
+#[inline(always)]
+fn throttled_wait_ends(task: *const u8, cgroup_id: u64) {
+    if global(&THROTTLE_EPISODES) == 0 {
+        return;
+    }
+    // SAFETY: `task` is a BTF `task_struct` pointer; the offsets come from the kernel's BTF.
+    let (key, now) = unsafe {
+        let cfs_rq: *const u8 = load(task, global(&TASK_SE_CFS_RQ_OFFSET));
+        (cfs_rq as u64, throttled_self_time(cfs_rq))
     };
-    if throttle_count != 0 { THROTTLED_BIT } else { 0 }
+    let Some(seen) = THROTTLE_SEEN.get_ptr_mut(&key) else {
+        // Evicted during the wait: keep this reading for the next episode.
+        let _ = THROTTLE_SEEN.insert(&key, &now, BPF_NOEXIST.into());
+        return;
+    };
+    // SAFETY: the map's value; one CPU runs its own cfs_rq's switches.
+    let before = unsafe { core::mem::replace(&mut *seen, now) };
+    // Less: the address was reused by a new cfs_rq; the reading now is its baseline.
+    if now > before {
+        record(cgroup_id, THROTTLE_EPISODE, now - before);
+    }
+}
+
+/// Adds one observation of `amount` ns to the log2 histogram of (`cgroup_id`, `reason`).
+#[inline(always)]
+fn record(cgroup_id: u64, reason: u32, amount: u64) {
+    for (bucket, value) in [(latency_bucket(amount), 1), (LATENCY_SUM_BUCKET, amount)] {
+        let key = RunqKey { cgroup_id, bucket, reason };
+        let overflow = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, reason };
+        add(&RUNQ_LATENCY, &key, &overflow, map_full::RUNQ_LATENCY, value);
+    }
 }
 
 /// Records that the thread `task` became runnable now, and whether its group was throttled.
@@ -96,8 +179,15 @@ fn enqueued(task: *const u8) {
         count_map_full(map_full::RUNQ_START); // the kernel could not allocate the storage
         return;
     }
+    let throttled = throttled_cfs_rq(task);
+    let reason_bit = if throttled.is_null() {
+        0
+    } else {
+        throttled_wait_begins(throttled);
+        THROTTLED_BIT
+    };
     // SAFETY: this task's storage; helper without preconditions.
-    unsafe { *start = (bpf_ktime_get_ns() & !THROTTLED_BIT) | throttled_bit(task) };
+    unsafe { *start = (bpf_ktime_get_ns() & !THROTTLED_BIT) | reason_bit };
 }
 
 /// sched_wakeup(struct task_struct *p)
@@ -151,13 +241,14 @@ pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
     }
     // SAFETY: helper without preconditions.
     let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(stored & !THROTTLED_BIT);
-    let reason = if stored & THROTTLED_BIT != 0 { WAIT_THROTTLED } else { WAIT_CONTENTION };
     // SAFETY: as above.
     let (_, cgroup_id) = unsafe { task_cgroup(next) };
-    for (bucket, amount) in [(latency_bucket(waited), 1), (LATENCY_SUM_BUCKET, waited)] {
-        let key = RunqKey { cgroup_id, bucket, reason };
-        let overflow = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, reason };
-        add(&RUNQ_LATENCY, &key, &overflow, map_full::RUNQ_LATENCY, amount);
-    }
+    let reason = if stored & THROTTLED_BIT != 0 {
+        throttled_wait_ends(next, cgroup_id);
+        WAIT_THROTTLED
+    } else {
+        WAIT_CONTENTION
+    };
+    record(cgroup_id, reason, waited);
     0
 }

@@ -63,6 +63,8 @@ pub struct KernelFacts {
     /// (`task_struct.se.cfs_rq`, `cfs_rq.throttle_count`): what tells a throttled run-queue wait
     /// from a contended one; missing without CONFIG_FAIR_GROUP_SCHED or CONFIG_CFS_BANDWIDTH.
     pub wait_reason_offsets: Result<(u32, u32), BtfError>,
+    /// `cfs_rq.throttled_clock_self_time` (6.6+): what measures each throttle episode.
+    pub throttle_episode_offset: Result<u32, BtfError>,
     pub hierarchies: Hierarchies,
     pub tracefs: PathBuf,
     /// Not a kernel fact but a setting the programs are specialised for (a global that must
@@ -116,6 +118,9 @@ impl KernelFacts {
             let cfs_rq = btf.member_offset("sched_entity", "cfs_rq")?;
             Ok((se + cfs_rq, btf.member_offset("cfs_rq", "throttle_count")?))
         });
+        let throttle_episode_offset = btf
+            .map_err(Clone::clone)
+            .and_then(|btf| btf.member_offset("cfs_rq", "throttled_clock_self_time"));
         let object = Object::choose(&features, config.bpf.object);
         let offsets = Offsets {
             walk: walk.as_ref().copied().unwrap_or_default(),
@@ -141,6 +146,7 @@ impl KernelFacts {
             task_state_offset,
             block_io,
             wait_reason_offsets,
+            throttle_episode_offset,
             hierarchies,
             tracefs: tracefs.to_owned(),
             syscall_latency: u8::from(config.syscalls.latency_histogram),

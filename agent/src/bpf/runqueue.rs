@@ -1,6 +1,7 @@
 //! The `runqueue` family: `ks_sched_wakeup`, `ks_sched_wakeup_new` and `ks_sched_switch`
 //! measure run-queue latency per cgroup, split by why the thread waited (its group throttled,
-//! or another task on the CPU) where the kernel's BTF has CFS bandwidth control.
+//! or another task on the CPU) where the kernel's BTF has CFS bandwidth control, and how long
+//! each throttle episode lasted where it also has `cfs_rq.throttled_clock_self_time` (6.6+).
 
 use std::time::Duration;
 
@@ -8,8 +9,9 @@ use aya::EbpfLoader;
 use kernsight_common::{
     counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
     runqueue::{
-        CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL, RUNQ_LATENCY_MAP, RUNQ_START_MAP, RunqKey,
-        SWITCH_HAS_PREV_STATE_GLOBAL, TASK_SE_CFS_RQ_OFFSET_GLOBAL, TASK_STATE_OFFSET_GLOBAL,
+        CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL, CFS_RQ_THROTTLED_SELF_TIME_OFFSET_GLOBAL, RUNQ_LATENCY_MAP,
+        RUNQ_START_MAP, RunqKey, SWITCH_HAS_PREV_STATE_GLOBAL, TASK_SE_CFS_RQ_OFFSET_GLOBAL,
+        TASK_STATE_OFFSET_GLOBAL, THROTTLE_EPISODE, THROTTLE_EPISODES_GLOBAL, THROTTLE_SEEN_MAP,
         WAIT_CONTENTION, WAIT_REASON_GLOBAL, WAIT_THROTTLED,
     },
 };
@@ -57,12 +59,20 @@ impl Family for Runqueue {
         })
     }
 
-    fn implementation(&self, facts: &KernelFacts, _config: &Config) -> Implementation {
-        match &facts.object {
-            Object::Full => Implementation::standard("task_storage"),
-            Object::Fallback { why } => Implementation::fallback(
+    fn implementation(&self, facts: &KernelFacts, config: &Config) -> Implementation {
+        let no_episodes = match (split_by_reason(facts, config), &facts.throttle_episode_offset) {
+            (true, Err(err)) => Some(format!("throttle episodes are not measured ({err}, Linux 6.6+)")),
+            _ => None,
+        };
+        match (&facts.object, no_episodes) {
+            (Object::Full, None) => Implementation::standard("task_storage"),
+            (Object::Full, Some(why)) => Implementation::fallback("task_storage", why),
+            (Object::Fallback { why }, no_episodes) => Implementation::fallback(
                 "thread_id_lru",
-                format!("runnable-since times in an LRU hash keyed by thread id: {why}"),
+                format!(
+                    "runnable-since times in an LRU hash keyed by thread id: {why}{}",
+                    no_episodes.map(|e| format!("; {e}")).unwrap_or_default()
+                ),
             ),
         }
     }
@@ -79,15 +89,26 @@ impl Family for Runqueue {
                 .override_global(WAIT_REASON_GLOBAL, &1u32, true)
                 .override_global(TASK_SE_CFS_RQ_OFFSET_GLOBAL, se_cfs_rq, true)
                 .override_global(CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL, throttle_count, true);
+            if let Ok(self_time) = &facts.throttle_episode_offset {
+                loader.override_global(THROTTLE_EPISODES_GLOBAL, &1u32, true).override_global(
+                    CFS_RQ_THROTTLED_SELF_TIME_OFFSET_GLOBAL,
+                    self_time,
+                    true,
+                );
+            }
         }
     }
 
     fn maps(&self) -> &'static [&'static str] {
-        &[RUNQ_LATENCY_MAP, RUNQ_START_MAP]
+        &[RUNQ_LATENCY_MAP, RUNQ_START_MAP, THROTTLE_SEEN_MAP]
     }
 
     fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
         vec![(RUNQ_LATENCY_MAP, config.sched.runqueue_max_entries)]
+    }
+
+    fn idle_maps(&self, config: &Config) -> Vec<&'static str> {
+        if config.sched.wait_reason { Vec::new() } else { vec![THROTTLE_SEEN_MAP] }
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {
@@ -99,7 +120,7 @@ impl Family for Runqueue {
     }
 
     fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
-        let overflow = [WAIT_CONTENTION, WAIT_THROTTLED].into_iter().flat_map(|reason| {
+        let overflow = [WAIT_CONTENTION, WAIT_THROTTLED, THROTTLE_EPISODE].into_iter().flat_map(|reason| {
             (0..=LATENCY_SUM_BUCKET).map(move |bucket| RunqKey {
                 cgroup_id: OVERFLOW_CGROUP_ID,
                 bucket,
@@ -108,15 +129,21 @@ impl Family for Runqueue {
         });
         let latency =
             CgroupCounters::take(cx.ebpf, RUNQ_LATENCY_MAP, cx.config.sched.runqueue_max_entries, overflow)?;
-        let by_reason = cx.config.sched.wait_reason && cx.facts.wait_reason_offsets.is_ok();
+        let by_reason = split_by_reason(cx.facts, cx.config);
         if let (true, Err(err)) = (cx.config.sched.wait_reason, &cx.facts.wait_reason_offsets) {
             tracing::warn!(
                 "runqueue: waits are not split into throttled and contention (kernsight_cpu_wait_seconds is not exported): the kernel's BTF lacks CFS bandwidth control ({err})"
             );
         }
+        let episodes = by_reason && cx.facts.throttle_episode_offset.is_ok();
+        if let (true, Err(err)) = (by_reason, &cx.facts.throttle_episode_offset) {
+            tracing::info!(
+                "runqueue: throttle episodes are not measured (kernsight_cpu_throttle_episode_seconds is not exported): {err} (Linux 6.6+); throttled waits are"
+            );
+        }
         // sched_switch last: it consumes what the wakeups record.
         load_and_attach(cx.ebpf, cx.btf, &RUNQUEUE_PROGRAMS)?;
-        Ok(Box::new(RunqueueMaps { latency, by_reason }))
+        Ok(Box::new(RunqueueMaps { latency, by_reason, episodes }))
     }
 }
 
@@ -126,10 +153,20 @@ pub struct RunqueueMaps {
     /// Whether waits carry their reason (`sched.wait_reason`, and the kernel has CFS bandwidth
     /// control in its BTF).
     pub by_reason: bool,
+    /// Whether throttle episodes are measured (`by_reason`, and the kernel's BTF has
+    /// `cfs_rq.throttled_clock_self_time`).
+    pub episodes: bool,
+}
+
+/// Whether waits carry their reason: `sched.wait_reason`, and the kernel's BTF has CFS
+/// bandwidth control.
+fn split_by_reason(facts: &KernelFacts, config: &Config) -> bool {
+    config.sched.wait_reason && facts.wait_reason_offsets.is_ok()
 }
 
 impl RunqueueMaps {
-    /// Switches-in per (cgroup, log2 bucket, reason), and the sums (`LATENCY_SUM_BUCKET`).
+    /// Switches-in per (cgroup, log2 bucket, reason), and the sums (`LATENCY_SUM_BUCKET`); throttle
+    /// episodes under `THROTTLE_EPISODE`.
     pub fn read(&self) -> (Vec<Row<RunqKey>>, u64) {
         self.latency.read()
     }

@@ -1,10 +1,11 @@
 //! `kernsight_runqueue_latency_seconds` (every wait) and `kernsight_cpu_wait_seconds` (the same
 //! waits by `reason`: `throttled` or `contention`), read from the `runqueue` family's map on
-//! each scrape. The first is the sum of the second's two reasons.
+//! each scrape. The first is the sum of the second's two reasons. And
+//! `kernsight_cpu_throttle_episode_seconds`: how long each throttle episode lasted.
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use kernsight_common::runqueue::WAIT_THROTTLED;
+use kernsight_common::runqueue::{THROTTLE_EPISODE, WAIT_THROTTLED};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
@@ -41,8 +42,8 @@ impl RunqueueCollector {
 impl Collector for RunqueueCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
-        let Some((rows, by_reason)) =
-            self.programs.family::<RunqueueMaps>().map(|maps| (maps.read().0, maps.by_reason))
+        let Some((rows, by_reason, measures_episodes)) =
+            self.programs.family::<RunqueueMaps>().map(|maps| (maps.read().0, maps.by_reason, maps.episodes))
         else {
             return Ok(());
         };
@@ -50,8 +51,13 @@ impl Collector for RunqueueCollector {
         let with_id = LabelNames::of(&self.resolver);
         let mut series: BTreeMap<Workload, Latency> = BTreeMap::new();
         let mut by_cause: BTreeMap<(Workload, &'static str), Latency> = BTreeMap::new();
+        let mut episodes: BTreeMap<Workload, Latency> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             let workload = namer.name(key.cgroup_id);
+            if key.reason == THROTTLE_EPISODE {
+                episodes.entry(workload).or_default().add(key.bucket, value);
+                continue; // not a wait
+            }
             if by_reason {
                 by_cause
                     .entry((workload.clone(), reason_label(key.reason)))
@@ -71,7 +77,12 @@ impl Collector for RunqueueCollector {
             &mut encoder,
             CPU_WAIT,
             by_cause.iter().map(|((w, reason), latency)| (labels(w, reason), latency)),
-        )
+        )?;
+        if !measures_episodes {
+            return Ok(()); // the kernel's cfs_rq keeps no throttled time of its own (before 6.6)
+        }
+        let labels = |w: &Workload| workload_labels(w, &with_id, []);
+        encode(&mut encoder, THROTTLE_EPISODES, episodes.iter().map(|(w, latency)| (labels(w), latency)))
     }
 }
 
@@ -83,6 +94,11 @@ const RUNQUEUE_LATENCY: (&str, &str) = (
 const CPU_WAIT: (&str, &str) = (
     "kernsight_cpu_wait_seconds",
     "Time runnable threads waited for a CPU by reason: throttled (their cgroup, or an ancestor, had used its cpu.max / CFS quota when the wait began) or contention (another task had the CPU), by workload (log2 buckets in the kernel)",
+);
+
+const THROTTLE_EPISODES: (&str, &str) = (
+    "kernsight_cpu_throttle_episode_seconds",
+    "How long each throttle episode lasted: the time one CPU's run queue of the workload's cgroup stayed throttled (its cgroup, or an ancestor, had used its cpu.max / CFS quota), from the throttle to the unthrottle, one observation per episode and CPU, by workload (log2 buckets in the kernel)",
 );
 
 /// Encodes one histogram family with a series per label set.

@@ -2,7 +2,9 @@
 //! take logs one line naming the bounds it lowered, loads with them instead of exiting, serves
 //! `/metrics`, and the kernel charges its maps no more than the budget.
 
-use crate::support::{Agent, TestCgroup, config_file, getppid_times, parse, path_str, privileged, value};
+use crate::support::{
+    Agent, TestCgroup, config_file, getppid_times, kernel_at_least, parse, path_str, privileged, value,
+};
 
 const BUDGET_MIB: u64 = 12;
 const GETPPIDS: usize = 2_000;
@@ -10,13 +12,6 @@ const GETPPIDS: usize = 2_000;
 /// "12.3 MiB" → bytes.
 fn mebibytes(text: &str) -> Option<f64> {
     Some(text.trim().strip_suffix(" MiB")?.parse::<f64>().ok()? * (1 << 20) as f64)
-}
-
-/// Whether the running kernel is `major.minor` or newer.
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
-    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
 }
 
 #[test]

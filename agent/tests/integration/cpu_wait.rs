@@ -1,7 +1,8 @@
 //! CPU waits by cause, end to end: a busy loop under a 10 % CPU quota waits because its cgroup
 //! is throttled, two busy loops sharing one CPU without a quota wait for each other; the agent's
 //! `kernsight_cpu_wait_seconds{reason}` must say which, and the throttled total must agree with
-//! the kernel's own `cpu.stat` throttled time. Works on this host's hybrid layout (the quota on
+//! the kernel's own `cpu.stat` throttled time, as must the throttle episodes
+//! (`kernsight_cpu_throttle_episode_seconds`, 6.6+). Works on this host's hybrid layout (the quota on
 //! the v1 cpu controller, the workload also in a v2 cgroup that names it) and on pure v2 guests
 //! (`cpu.max` on the v2 cgroup).
 
@@ -118,7 +119,8 @@ fn a_busy_loop_under_its_quota_waits_throttled_as_long_as_cpu_stat_says() {
     let (seconds_after, periods_after) = quota.throttled();
     let (kernel, periods) = (seconds_after - seconds_before, periods_after - periods_before);
 
-    let samples = parse(&agent.scrape());
+    let text = agent.scrape();
+    let samples = parse(&text);
     let (throttled, contention) = wait_sums(&samples, &cgroup.label);
     let waits = value(
         &samples,
@@ -140,6 +142,39 @@ fn a_busy_loop_under_its_quota_waits_throttled_as_long_as_cpu_stat_says() {
     // period ran out again).
     assert!(periods >= 10.0, "3 s at 10 %: {periods} throttled periods");
     assert!(waits >= periods, "{waits} throttled waits for {periods} throttled periods");
+    assert_episodes_match_cpu_stat(&text, &cgroup.label, (kernel, periods), waits);
+}
+
+/// One thread on one CPU: each throttled period is one throttle of its cfs_rq, measured from
+/// the throttle to the unthrottle, as `cpu.stat` measures it; each ends one throttled wait.
+fn assert_episodes_match_cpu_stat(text: &str, cgroup: &str, (kernel, periods): (f64, f64), waits: f64) {
+    let exported = text.contains("kernsight_cpu_throttle_episode_seconds");
+    if !support::kernel_at_least(6, 6) {
+        // cfs_rq.throttled_clock_self_time is 6.6+: without it the agent must not make one up.
+        assert!(!exported, "no throttle episodes on a kernel without throttled_clock_self_time");
+        return;
+    }
+    let samples = parse(text);
+    let episode = |suffix: &str| {
+        value(&samples, &format!("kernsight_cpu_throttle_episode_seconds_{suffix}"), &[("cgroup", cgroup)])
+    };
+    let (episodes, seconds) = (episode("count"), episode("sum"));
+    let shortest = value(
+        &samples,
+        "kernsight_cpu_throttle_episode_seconds_bucket",
+        &[("cgroup", cgroup), ("le", "0.016777216")],
+    );
+    eprintln!(
+        "throttle episodes: {episodes} lasting {seconds:.3} s ({shortest} under 16.8 ms); cpu.stat {kernel:.3} s in {periods} periods"
+    );
+    assert!(
+        (seconds - kernel).abs() <= 0.1 * kernel,
+        "episodes last {seconds} s in all, within 10 % of cpu.stat's {kernel} s"
+    );
+    assert!(episodes >= 0.9 * periods, "{episodes} episodes for {periods} throttled periods");
+    assert!(episodes <= waits, "{episodes} episodes, each ending a throttled wait of {waits}");
+    // 10 ms of quota per 100 ms period: most throttles last the rest of the period (~90 ms).
+    assert!(shortest <= 0.5 * episodes, "{shortest} of {episodes} episodes under 16.8 ms");
 }
 
 #[test]

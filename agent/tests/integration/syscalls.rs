@@ -490,9 +490,7 @@ fn an_error_flood_stays_within_its_cgroups_quota_and_spares_the_sibling() {
 
 /// Whether this kernel's `bpf_prog_info` has `recursion_misses` (5.12+).
 fn kernel_counts_recursion_misses() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("read the kernel release");
-    let mut numbers = release.trim().split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
-    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (5, 12)
+    crate::support::kernel_at_least(5, 12)
 }
 
 /// Error entries of a cgroup that never held a slot (an agent of another version, or a slot

@@ -68,6 +68,13 @@ pub fn skip(why: &str) {
 
 /// Whether privileged tests can run (root: they load eBPF programs and create cgroups). Under
 /// `KERNSIGHT_PRIVILEGED_TESTS=required` a missing privilege fails the test instead of skipping it.
+/// Whether the running kernel is `major.minor` or newer.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("read the kernel release");
+    let mut numbers = release.trim().split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
+}
+
 pub fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
