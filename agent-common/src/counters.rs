@@ -53,6 +53,9 @@ pub mod map_full {
     pub const RECLAIM_START: u32 = 25;
     /// Block I/O family (26): the per (cgroup, device, op) counters and histogram.
     pub const BLOCK_IO: u32 = 26;
+    /// Escape family (27..=28): the attempts hash, then the LRU of cgroups being set up.
+    pub const ESCAPE_ATTEMPTS: u32 = 27;
+    pub const ESCAPE_SETUP: u32 = 28;
     /// Room for every family's indices.
     pub const COUNT: u32 = 32;
 }

@@ -9,6 +9,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod counters;
 pub mod dns;
+pub mod escape;
 pub mod memory_reclaim;
 pub mod net;
 pub mod oom;

@@ -3,25 +3,23 @@
 //! result, user namespace of the credentials) in a per-CPU hash; nothing is streamed. The hot
 //! path is the cgroup walk and one per-CPU hash update. Checks made by runc while it sets a
 //! container up are skipped: those of a task named like runc's stages whose executable is one of
-//! the runtime binaries user space names (see `kernsight_common::capabilities::RUNC_COMM_PREFIX`).
+//! the runtime binaries user space names (`runtimes`).
 
 use aya_ebpf::{
     macros::{btf_tracepoint, fexit, map},
-    maps::{HashMap, PerCpuHashMap},
+    maps::PerCpuHashMap,
     programs::{BtfTracePointContext, FExitContext},
 };
 use kernsight_common::{
-    capabilities::{
-        CapabilityKey, DEFAULT_CAPABILITY_ENTRIES, DENIED, GRANTED, INITIAL_USER_NS, MAX_RUNTIME_BINARIES,
-        NESTED_USER_NS, RUNC_COMM_MASK, RUNC_COMM_PREFIX, RuntimeBinary,
-    },
+    capabilities::{CapabilityKey, DEFAULT_CAPABILITY_ENTRIES, DENIED, GRANTED, INITIAL_USER_NS, NESTED_USER_NS},
     counters::{OVERFLOW_CGROUP_ID, map_full},
 };
 
 use crate::{
     counters::add,
     features,
-    task::{KernelRead, TASK_MM_OFFSET, global, load, task_cgroup_with},
+    runtimes::runtime_stage,
+    task::{global, load, task_cgroup_with},
 };
 
 #[map]
@@ -31,23 +29,7 @@ static CAPABILITY_CHECKS: PerCpuHashMap<CapabilityKey, u64> =
 #[unsafe(no_mangle)]
 static USER_NS_LEVEL_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
-static TASK_COMM_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
 static CRED_USER_NS_OFFSET: u32 = 0;
-
-#[map]
-static RUNTIME_BINARIES: HashMap<RuntimeBinary, u8> = HashMap::with_max_entries(MAX_RUNTIME_BINARIES, 0);
-
-#[unsafe(no_mangle)]
-static MM_EXE_FILE_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static FILE_INODE_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static INODE_INO_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static INODE_SB_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static SB_DEV_OFFSET: u32 = 0;
 
 /// cap_capable(const struct cred *cred, struct user_namespace *target_ns,
 /// const struct user_namespace *capable_ns, int cap, int ret): `capable_ns` is the credentials'
@@ -79,8 +61,7 @@ fn count_check(capable_ns: *const u8, cap: i32, ret: i32) {
     // pointer; offsets read from the kernel's BTF.
     let (level, cgroup_id) = unsafe {
         let task = features::current_task();
-        let comm: u64 = features::CurrentRead::read(task, global(&TASK_COMM_OFFSET));
-        if comm & RUNC_COMM_MASK == RUNC_COMM_PREFIX && runs_runtime_binary::<features::CurrentRead>(task) {
+        if runtime_stage::<features::CurrentRead>(task) {
             return; // the runtime setting a container up
         }
         let level: i32 = load(capable_ns, global(&USER_NS_LEVEL_OFFSET));
@@ -95,39 +76,4 @@ fn count_check(capable_ns: *const u8, cap: i32, ret: i32) {
     };
     let overflow = CapabilityKey { cgroup_id: OVERFLOW_CGROUP_ID, ..key };
     add(&CAPABILITY_CHECKS, &key, &overflow, map_full::CAPABILITY_CHECKS, 1);
-}
-
-/// Whether `task` executes one of `RUNTIME_BINARIES`: its identity is the inode of
-/// `task->mm->exe_file`, which the task cannot choose short of executing that file. A kernel
-/// thread (no `mm`) or an unreadable step is not the runtime.
-///
-/// # Safety
-/// `task` must be what `R` reads from (see `KernelRead`); offsets from the kernel's BTF.
-#[inline(always)]
-unsafe fn runs_runtime_binary<R: KernelRead>(task: *const u8) -> bool {
-    // SAFETY: the caller's task, read through `R`; each pointer is checked before it is followed.
-    unsafe {
-        let mm: *const u8 = R::read(task, global(&TASK_MM_OFFSET));
-        if mm.is_null() {
-            return false;
-        }
-        let file: *const u8 = R::read(mm, global(&MM_EXE_FILE_OFFSET));
-        if file.is_null() {
-            return false;
-        }
-        let inode: *const u8 = R::read(file, global(&FILE_INODE_OFFSET));
-        if inode.is_null() {
-            return false;
-        }
-        let superblock: *const u8 = R::read(inode, global(&INODE_SB_OFFSET));
-        if superblock.is_null() {
-            return false;
-        }
-        let binary = RuntimeBinary {
-            inode: R::read(inode, global(&INODE_INO_OFFSET)),
-            device: R::read(superblock, global(&SB_DEV_OFFSET)),
-            _pad: 0,
-        };
-        RUNTIME_BINARIES.get(&binary).is_some()
-    }
 }

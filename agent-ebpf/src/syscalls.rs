@@ -255,6 +255,7 @@ pub fn ks_sys_exit(ctx: BtfTracePointContext) -> i32 {
     if global(&LATENCY_ENABLED) != 0 {
         record_latency(slot, cgroup_id, column);
     }
+    crate::escape::syscall_exit(regs, syscall, ret, cgroup_id);
     0
 }
 

@@ -1,25 +1,14 @@
 //! The `capabilities` family: `ks_cap_capable` on the `cap_capable` BTF tracepoint counts the
 //! capability checks of each cgroup, granted and denied, in the kernel.
 
-use std::{
-    ffi::CString,
-    fs::File,
-    os::{
-        fd::{AsRawFd, FromRawFd},
-        unix::{ffi::OsStrExt, fs::MetadataExt},
-    },
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use aya::{Btf, Ebpf, EbpfLoader, maps::HashMap, programs::FExit};
+use aya::{Btf, Ebpf, EbpfLoader, programs::FExit};
 use kernsight_common::{
     capabilities::{
-        CAPABILITY_CHECKS_MAP, CRED_USER_NS_OFFSET_GLOBAL, CapabilityKey, DENIED, FILE_INODE_OFFSET_GLOBAL,
-        GRANTED, INITIAL_USER_NS, INODE_INO_OFFSET_GLOBAL, INODE_SB_OFFSET_GLOBAL, MM_EXE_FILE_OFFSET_GLOBAL,
-        NESTED_USER_NS, RUNTIME_BINARIES_MAP, RuntimeBinary, SB_DEV_OFFSET_GLOBAL, TASK_COMM_OFFSET_GLOBAL,
-        USER_NS_LEVEL_OFFSET_GLOBAL,
+        CAPABILITY_CHECKS_MAP, CRED_USER_NS_OFFSET_GLOBAL, CapabilityKey, DENIED, GRANTED, INITIAL_USER_NS,
+        NESTED_USER_NS, USER_NS_LEVEL_OFFSET_GLOBAL,
     },
     counters::{OVERFLOW_CGROUP_ID, map_full},
 };
@@ -29,7 +18,7 @@ use super::{
     facts::KernelFacts,
     family::{AttachContext, Attached, Family, MapRow, attached_any},
     features::Implementation,
-    load_and_attach,
+    load_and_attach, runtimes,
 };
 use crate::{config::Config, kernel::btf};
 
@@ -117,19 +106,16 @@ impl Family for Capabilities {
 
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
         let offsets = &facts.offsets.security;
-        loader
-            .override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &offsets.user_ns_level, true)
-            .override_global(TASK_COMM_OFFSET_GLOBAL, &offsets.task_comm, true)
-            .override_global(CRED_USER_NS_OFFSET_GLOBAL, &offsets.cred_user_ns, true)
-            .override_global(MM_EXE_FILE_OFFSET_GLOBAL, &offsets.mm_exe_file, true)
-            .override_global(FILE_INODE_OFFSET_GLOBAL, &offsets.file_inode, true)
-            .override_global(INODE_INO_OFFSET_GLOBAL, &offsets.inode_ino, true)
-            .override_global(INODE_SB_OFFSET_GLOBAL, &offsets.inode_sb, true)
-            .override_global(SB_DEV_OFFSET_GLOBAL, &offsets.sb_dev, true);
+        loader.override_global(USER_NS_LEVEL_OFFSET_GLOBAL, &offsets.user_ns_level, true).override_global(
+            CRED_USER_NS_OFFSET_GLOBAL,
+            &offsets.cred_user_ns,
+            true,
+        );
+        runtimes::configure(loader, offsets);
     }
 
     fn maps(&self) -> &'static [&'static str] {
-        &[CAPABILITY_CHECKS_MAP, RUNTIME_BINARIES_MAP]
+        &[CAPABILITY_CHECKS_MAP]
     }
 
     fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
@@ -148,7 +134,12 @@ impl Family for Capabilities {
         let hook = Hook::choose(cx.facts).unwrap_or(Hook::Tracepoint);
         let security = &cx.config.security;
         let maps = attach(cx.ebpf, cx.btf, security.capability_max_entries, hook)?;
-        recognise_runtimes(cx.ebpf, &security.runtime_root, &security.runtime_binaries)?;
+        runtimes::recognise(
+            cx.ebpf,
+            &security.runtime_root,
+            &security.runtime_binaries,
+            "capability checks",
+        )?;
         Ok(Box::new(maps))
     }
 }
@@ -180,91 +171,6 @@ impl SecurityOffsets {
             sb_dev: btf.member_offset("super_block", "s_dev")?,
         })
     }
-}
-
-/// Fills `RUNTIME_BINARIES` with the identities of the runtime executables that exist on the
-/// host. None found is not an error: runc's setup checks are then counted in the containers'
-/// cgroups, said once in the log.
-fn recognise_runtimes(ebpf: &mut Ebpf, runtime_root: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
-    let map = ebpf
-        .map_mut(RUNTIME_BINARIES_MAP)
-        .with_context(|| format!("map {RUNTIME_BINARIES_MAP} missing from the object"))?;
-    let mut binaries: HashMap<_, RuntimeBinary, u8> = HashMap::try_from(map)?;
-    // Each root opened once for all the paths.
-    let roots: Vec<File> = [Path::new("/proc/1/root"), runtime_root]
-        .into_iter()
-        .filter_map(|root| File::open(root).ok())
-        .collect();
-    let mut found = Vec::new();
-    for path in paths {
-        match host_binary(&roots, path) {
-            Ok(binary) => {
-                binaries.insert(&binary, &1, 0).with_context(|| format!("recording {}", path.display()))?;
-                found.push(path.display().to_string());
-            }
-            Err(err) => tracing::debug!(path = %path.display(), %err, "not a runtime binary on this host"),
-        }
-    }
-    if found.is_empty() {
-        tracing::warn!(
-            "none of security.runtime_binaries exists on this host: the capability checks runc makes while it \
-             sets a container up are counted in the container's cgroup; name the runtime's path there"
-        );
-    } else {
-        tracing::info!(binaries = %found.join(", "), "capability checks of these runtimes' setup stages are not counted");
-    }
-    Ok(())
-}
-
-/// The identity of the host's file `path`, as the kernel keys it: opened under the first of
-/// `roots` that has it, which `recognise_runtimes` gives as `/proc/1/root`
-/// (the host's root, for an agent on the host or in a pod with the host's PID namespace and
-/// `CAP_SYS_PTRACE`), else under `runtime_root` (where the chart mounts the host's `/usr`), with
-/// `RESOLVE_IN_ROOT`, so that absolute symlinks such as `/usr/sbin/runc -> /usr/bin/runc`
-/// resolve on the host and not in the agent's image.
-fn host_binary(roots: &[File], path: &Path) -> std::io::Result<RuntimeBinary> {
-    let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
-    for root in roots {
-        match binary_under(root, path) {
-            Ok(binary) => return Ok(binary),
-            Err(err) => last = err,
-        }
-    }
-    Err(last)
-}
-
-fn binary_under(root: &File, path: &Path) -> std::io::Result<RuntimeBinary> {
-    let name = CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: `open_how` is plain integers; zero is "no flags".
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: a valid directory fd, NUL-terminated name and an `open_how` of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            name.as_ptr(),
-            &raw const how,
-            size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor the call above just opened, owned by nothing else.
-    let file = unsafe { File::from_raw_fd(fd as i32) };
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    Ok(RuntimeBinary { inode: metadata.ino(), device: kernel_device(metadata.dev()), _pad: 0 })
-}
-
-/// `super_block.s_dev` of a device number as `stat` gives it: the kernel's `MKDEV`, 12 bits of
-/// major above 20 bits of minor.
-fn kernel_device(device: u64) -> u32 {
-    (libc::major(device) << 20) | (libc::minor(device) & 0xf_ffff)
 }
 
 /// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`).
@@ -328,36 +234,5 @@ impl Attached for CapabilityMaps {
 
     fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
         self.checks.recycle(gone_for, grace)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn devices_take_the_kernels_encoding() {
-        // 254:0 (a virtio disk), as stat encodes it and as super_block.s_dev holds it.
-        assert_eq!(kernel_device(0xfe00), 254 << 20);
-        assert_eq!(kernel_device(libc::makedev(8, 1)), (8 << 20) | 1);
-        assert_eq!(kernel_device(libc::makedev(259, 300)), (259 << 20) | 300);
-    }
-
-    #[test]
-    fn a_host_binary_is_found_through_symlinks_and_a_missing_one_is_an_error() {
-        let own = std::env::current_exe().expect("current exe");
-        let root = [File::open("/").expect("/")];
-        let root = &root[..];
-        let direct = host_binary(root, &own).expect("own executable");
-        let metadata = std::fs::metadata(&own).expect("metadata");
-        assert_eq!(direct.inode, metadata.ino());
-        let link = std::env::temp_dir().join(format!("kernsight-runtime-link-{}", std::process::id()));
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&own, &link).expect("symlink");
-        let through_link = host_binary(root, &link);
-        let _ = std::fs::remove_file(&link);
-        assert_eq!(through_link.expect("through a symlink"), direct);
-        assert!(host_binary(root, Path::new("/nonexistent/runc")).is_err());
-        assert!(host_binary(root, Path::new("/tmp")).is_err(), "a directory is no binary");
     }
 }

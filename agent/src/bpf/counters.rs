@@ -13,6 +13,7 @@ use aya::{
 use kernsight_common::{
     capabilities::CapabilityKey,
     counters::OVERFLOW_CGROUP_ID,
+    escape::EscapeKey,
     net::{DropKey, TcpKey, TrafficKey},
     processes::ProcessKey,
     runqueue::RunqKey,
@@ -38,7 +39,17 @@ macro_rules! cgroup_keyed {
         }
     )*};
 }
-cgroup_keyed!(SyscallKey, LatencyKey, RunqKey, ProcessKey, CapabilityKey, TrafficKey, TcpKey, DropKey);
+cgroup_keyed!(
+    SyscallKey,
+    LatencyKey,
+    RunqKey,
+    ProcessKey,
+    CapabilityKey,
+    TrafficKey,
+    TcpKey,
+    DropKey,
+    EscapeKey
+);
 
 /// A bounded per-cgroup counter map of a family.
 pub struct CgroupCounters<K: aya::Pod, V: aya::Pod = u64> {

@@ -9,6 +9,7 @@ pub mod cgroup_walk;
 pub mod cgroups;
 pub mod counters;
 pub mod dns;
+pub mod escape;
 pub mod facts;
 pub mod family;
 pub mod features;
@@ -21,6 +22,7 @@ pub mod processes;
 pub mod readiness;
 pub mod rings;
 pub mod runqueue;
+pub mod runtimes;
 pub mod syscalls;
 pub mod task;
 pub mod trace;
@@ -70,6 +72,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &memory_reclaim::MemoryReclaim,
     &block_io::BlockIo,
     &dns::Dns,
+    &escape::Escape,
 ];
 
 /// The objects `build.rs` produced from `kernsight-ebpf`: the full one and the fallback one for

@@ -227,6 +227,9 @@ pub struct SecurityConfig {
     /// `CAP_SYS_PTRACE`): `runtime_binaries` are looked up under it too.
     pub runtime_root: PathBuf,
     pub posture: bool,
+    /// `kernsight_escape_attempts_total` (the `escape` family, at the syscalls family's exit).
+    pub escape_attempts: bool,
+    pub escape_max_entries: u32,
     /// `kernsight_syscalls_outside_profile_total` (`metrics::seccomp_drift`).
     pub seccomp_drift: bool,
     /// The profile `profile="runtime-default"` compares with; empty: the embedded one.
@@ -350,6 +353,7 @@ impl Config {
             ("network.drop_max_entries", self.network.drop_max_entries, 512, 1 << 24),
             // The overflow entries alone take (CAP_LAST_CAP + 1) * 4.
             ("security.capability_max_entries", self.security.capability_max_entries, 512, 1 << 24),
+            ("security.escape_max_entries", self.security.escape_max_entries, 64, 1 << 20),
             ("dns.max_pending_queries", self.dns.max_pending_queries, 16, 1 << 20),
             ("dns.max_cgroups", self.dns.max_cgroups, 1, 1 << 20),
             ("network.conntrack_max_pods", self.network.conntrack_max_pods, 1, 1 << 16),
@@ -556,6 +560,8 @@ impl Default for SecurityConfig {
             .map(PathBuf::from)
             .to_vec(),
             runtime_root: PathBuf::from("/"),
+            escape_attempts: true,
+            escape_max_entries: kernsight_common::escape::DEFAULT_ESCAPE_ATTEMPTS_ENTRIES,
             seccomp_drift: true,
             runtime_default_profile: PathBuf::new(),
             seccomp_baselines: Vec::new(),

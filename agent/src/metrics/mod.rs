@@ -7,6 +7,7 @@ mod capabilities;
 pub mod client;
 mod conntrack;
 mod dns;
+mod escape;
 pub use capabilities::capability_labels;
 mod histogram;
 mod memory_reclaim;
@@ -136,6 +137,11 @@ pub fn registry(
     if config.security.posture {
         registry.register_collector(Box::new(posture::PostureCollector::new(resolver.clone(), posture)));
     }
+    registry.register_collector(Box::new(escape::EscapeCollector::new(
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+    )));
     registry
         .register_collector(Box::new(capabilities::CapabilityCollector::new(programs, tracker, resolver)));
     registry

@@ -61,6 +61,7 @@ fn fallback_build_counts_syscalls_and_run_queue_waits_per_cgroup() {
         "memory_reclaim",
         "block_io",
         "dns",
+        "escape",
     ] {
         assert_eq!(
             value(&samples, "kernsight_probe_attached", &[("probe", probe)]),

@@ -28,6 +28,7 @@ mod cri;
 mod deploy;
 mod diagnose;
 mod dns;
+mod escape;
 mod fallbacks;
 mod families;
 mod harness;

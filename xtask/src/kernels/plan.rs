@@ -20,6 +20,7 @@ pub const FAMILIES: &[&str] = &[
     "memory_reclaim",
     "block_io",
     "dns",
+    "escape",
 ];
 
 /// Host programs that some tests call, copied into the guests at the same paths with their
@@ -67,6 +68,10 @@ const GUEST_AREAS: &[(&str, Run)] = &[
     ("harness", Run::Not("its clean-up proof includes a podman container and a veth pair")),
     ("posture", Run::Not(CONTAINERS)),
     ("seccomp_drift", Run::Not(CONTAINERS)),
+    (
+        "escape",
+        Run::Skipping(&[("every_attempt_is_counted_for_its_container_with_the_kernels_answer", CONTAINERS)]),
+    ),
     ("trace_containers", Run::Not(CONTAINERS)),
     ("workloads", Run::Not(CONTAINERS)),
     ("net", Run::Not(NETWORK)),

@@ -1,0 +1,274 @@
+//! The `escape` family: attempts at what container escapes are made of, counted at the syscall
+//! exit (`syscalls::ks_sys_exit` calls `syscall_exit`) per (cgroup, syscall, answer, detail).
+//!
+//! Cost: every syscall pays one load from a read-only bitmap and a shift (pruned entirely when
+//! the family is off). Only the ~35 candidate syscalls go on: a lookup of the cgroup among those
+//! being set up, the arguments that decide the vector (from `pt_regs`, or a few bytes of user
+//! memory), and one per-CPU hash update.
+//!
+//! The runtime's own calls are not counted:
+//! - its setup of a new cgroup: `ks_escape_cgroup_mkdir` remembers each new cgroup in
+//!   `ESCAPE_SETUP`; candidates in it are skipped until the first exec there after a
+//!   `pivot_root` or `chroot` (`ks_escape_exec`: the entrypoint, after runc's and crun's setup),
+//!   or `SETUP_MAX_NS` after the mkdir. A workload runs only after that exec, so it cannot hide
+//!   in the window; one that creates a cgroup of its own (which needs write access to cgroupfs)
+//!   gets `SETUP_MAX_NS` unseen there.
+//! - runc's stages entering a running container (`exec`): `runtimes::runtime_stage`.
+//!
+//! x86_64 only (syscall numbers and argument registers); on other architectures the exit counts
+//! nothing and the agent says the family cannot run.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, map},
+    maps::{LruHashMap, PerCpuHashMap},
+    programs::BtfTracePointContext,
+};
+use kernsight_common::{
+    counters::{OVERFLOW_CGROUP_ID, map_full},
+    escape::{
+        CANDIDATE_BITS, CANDIDATE_LIMIT, DEFAULT_ESCAPE_ATTEMPTS_ENTRIES, ESCAPE_SETUP_ENTRIES, EscapeKey,
+        SETUP_MAX_NS, SETUP_PIVOTED, answer, denied, nr,
+    },
+    syscalls::V1_CGROUP_ID_BIT,
+};
+
+use crate::{
+    cgroups::{CGROUP_ROOT_OFFSET, ROOT_HIERARCHY_ID_OFFSET},
+    counters::{add, count_map_full},
+    features,
+    runtimes::runtime_stage,
+    task::{cgroup_id, current_cgroup, global, load},
+};
+
+#[unsafe(no_mangle)]
+static ESCAPE_ENABLED: u32 = 0;
+
+/// `CANDIDATE_BITS`, as read-only data the exit indexes.
+static CANDIDATES: [u64; 8] = CANDIDATE_BITS;
+
+#[map]
+static ESCAPE_ATTEMPTS: PerCpuHashMap<EscapeKey, u64> =
+    PerCpuHashMap::with_max_entries(DEFAULT_ESCAPE_ATTEMPTS_ENTRIES, 0);
+
+#[map]
+static ESCAPE_SETUP: LruHashMap<u64, u64> = LruHashMap::with_max_entries(ESCAPE_SETUP_ENTRIES, 0);
+
+/// Called by the syscall exit for every syscall: counts an attempt when `syscall` is a
+/// candidate, `ret` its return value, `regs` its `pt_regs`.
+#[inline(always)]
+pub(crate) fn syscall_exit(regs: *const u8, syscall: u64, ret: i64, cgroup_id: u64) {
+    if global(&ESCAPE_ENABLED) == 0 || syscall >= u64::from(CANDIDATE_LIMIT) {
+        return;
+    }
+    // SAFETY: a read-only array, indexed below its length (the mask).
+    let word = unsafe { core::ptr::read_volatile(&CANDIDATES[(syscall >> 6) as usize & 7]) };
+    if word >> (syscall & 63) & 1 == 0 {
+        return;
+    }
+    attempt(regs, syscall as u32, ret, cgroup_id);
+}
+
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+fn attempt(regs: *const u8, syscall: u32, ret: i64, cgroup_id: u64) {
+    if being_set_up(cgroup_id, syscall, ret) {
+        return; // the runtime setting the new cgroup up
+    }
+    // SAFETY: the current task, read as the object's features say.
+    if unsafe { runtime_stage::<features::CurrentRead>(features::current_task()) } {
+        return; // runc entering the container (exec)
+    }
+    // clone and clone3 return twice: 0 in the child, whose attempt the parent counts.
+    if ret == 0 && (syscall == nr::CLONE || syscall == nr::CLONE3) {
+        return;
+    }
+    let Some(detail) = args::detail(regs, syscall) else {
+        return; // the arguments make it harmless (a FIFO, PTRACE_TRACEME, a clock read...)
+    };
+    let answer = match ret {
+        0.. => answer::GRANTED,
+        _ if denied(ret.unsigned_abs() as u32) => answer::DENIED,
+        _ => answer::FAILED,
+    };
+    let key = EscapeKey { cgroup_id, syscall, answer, detail };
+    let overflow = EscapeKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: 0, answer, detail: 0 };
+    add(&ESCAPE_ATTEMPTS, &key, &overflow, map_full::ESCAPE_ATTEMPTS, 1);
+}
+
+#[cfg(not(bpf_target_arch = "x86_64"))]
+#[inline(always)]
+fn attempt(_regs: *const u8, _syscall: u32, _ret: i64, _cgroup_id: u64) {}
+
+/// Whether `cgroup_id` is still being set up by the runtime (its candidates are the runtime's);
+/// notes a successful `pivot_root` or `chroot` there, and forgets the cgroup once its time is up.
+#[inline(always)]
+fn being_set_up(cgroup_id: u64, syscall: u32, ret: i64) -> bool {
+    let Some(state) = ESCAPE_SETUP.get_ptr_mut(&cgroup_id) else {
+        return false;
+    };
+    // SAFETY: the map's value, a plain u64; helper without preconditions.
+    unsafe {
+        let since = *state & !SETUP_PIVOTED;
+        if bpf_ktime_get_ns().saturating_sub(since) < SETUP_MAX_NS {
+            if ret == 0 && (syscall == nr::PIVOT_ROOT || syscall == nr::CHROOT) {
+                *state |= SETUP_PIVOTED;
+            }
+            return true;
+        }
+    }
+    let _ = ESCAPE_SETUP.remove(&cgroup_id);
+    false
+}
+
+/// cgroup_mkdir(struct cgroup *cgrp, const char *path): a runtime may be about to set it up.
+#[btf_tracepoint(function = "cgroup_mkdir")]
+pub fn ks_escape_cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
+    let cgroup: *mut aya_ebpf::bindings::cgroup = ctx.arg(0);
+    // SAFETY: the tracepoint's BTF argument, at offsets from the kernel's BTF; helper without
+    // preconditions.
+    let (id, hierarchy, now) = unsafe {
+        let root: *const u8 = load(cgroup as *const u8, global(&CGROUP_ROOT_OFFSET));
+        (cgroup_id(cgroup), load::<i32>(root, global(&ROOT_HIERARCHY_ID_OFFSET)), bpf_ktime_get_ns())
+    };
+    // Tagged as the syscall exit tags a v1 cgroup's id (hierarchy 0 is the unified one).
+    let id = if hierarchy == 0 { id } else { id | V1_CGROUP_ID_BIT };
+    // An LRU map makes room by evicting, so an insert fails only under memory pressure.
+    if ESCAPE_SETUP.insert(&id, &(now & !SETUP_PIVOTED), 0).is_err() {
+        count_map_full(map_full::ESCAPE_SETUP);
+    }
+    0
+}
+
+/// sched_process_exec: the first exec in a cgroup after the runtime pivoted into the container's
+/// root is the entrypoint's: the setup is over.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn ks_escape_exec(_ctx: BtfTracePointContext) -> i32 {
+    let (_, cgroup_id) = current_cgroup();
+    if let Some(state) = ESCAPE_SETUP.get_ptr(&cgroup_id)
+        // SAFETY: the map's value, a plain u64.
+        && unsafe { *state } & SETUP_PIVOTED != 0
+    {
+        let _ = ESCAPE_SETUP.remove(&cgroup_id);
+    }
+    0
+}
+
+/// What the arguments of a candidate say (x86_64: `pt_regs` holds them at the exit too).
+#[cfg(bpf_target_arch = "x86_64")]
+mod args {
+    use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes};
+    use kernsight_common::escape::{detail, nr};
+
+    use crate::task::load;
+
+    /// Offsets in `struct pt_regs` of the first four arguments (di, si, dx, r10).
+    const ARG_OFFSETS: [u32; 4] = [14 * 8, 13 * 8, 12 * 8, 7 * 8];
+
+    const S_IFMT: u64 = 0o170000;
+    const S_IFCHR: u64 = 0o020000;
+    const S_IFBLK: u64 = 0o060000;
+    const MS_BIND: u64 = 0x1000;
+    const CLONE_NEWUSER: u64 = 0x1000_0000;
+    /// CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWPID, NEWNET.
+    const CLONE_OTHER_NAMESPACES: u64 = 0x0002_0000 | 0x0200_0000 | 0x0400_0000 | 0x0800_0000 | 0x2000_0000 | 0x4000_0000;
+    /// CLONE_NEWTIME: a namespace flag for unshare and clone3 only (clone's low byte is the
+    /// exit signal).
+    const CLONE_NEWTIME: u64 = 0x80;
+    const PTRACE_TRACEME: u64 = 0;
+
+    #[inline(always)]
+    fn arg(regs: *const u8, index: usize) -> u64 {
+        // SAFETY: `regs` is the tracepoint's BTF `pt_regs` pointer; the offsets are in it.
+        unsafe { load(regs, ARG_OFFSETS[index & 3]) }
+    }
+
+    /// The detail of a candidate; `None` when its arguments make it no vector.
+    #[inline(always)]
+    pub(super) fn detail(regs: *const u8, syscall: u32) -> Option<u16> {
+        Some(match syscall {
+            nr::PIVOT_ROOT | nr::CHROOT => return None,
+            nr::MOUNT => mount(arg(regs, 0), arg(regs, 2), arg(regs, 3)),
+            nr::FSOPEN => filesystem(arg(regs, 0)),
+            nr::MKNOD => device(arg(regs, 1))?,
+            nr::MKNODAT => device(arg(regs, 2))?,
+            nr::UNSHARE => namespaces(arg(regs, 0), CLONE_NEWTIME)?,
+            nr::CLONE => namespaces(arg(regs, 0), 0)?,
+            nr::CLONE3 => {
+                // struct clone_args starts with the u64 flags.
+                // SAFETY: the helper checks the user address.
+                let flags = unsafe { bpf_probe_read_user(arg(regs, 0) as *const u64) }.ok()?;
+                namespaces(flags, CLONE_NEWTIME)?
+            }
+            nr::PTRACE if arg(regs, 0) == PTRACE_TRACEME => return None,
+            nr::ADJTIMEX => clock_change(arg(regs, 0))?,
+            nr::CLOCK_ADJTIME => clock_change(arg(regs, 1))?,
+            _ => detail::NONE,
+        })
+    }
+
+    /// mount(source, target, fstype, flags, data).
+    #[inline(always)]
+    fn mount(source: u64, fstype: u64, flags: u64) -> u16 {
+        if flags & MS_BIND != 0 {
+            return detail::FS_BIND;
+        }
+        match filesystem(fstype) {
+            detail::FS_OTHER if starts_with(source, b"/dev/") => detail::FS_BLOCK_DEVICE,
+            fs => fs,
+        }
+    }
+
+    /// The file system type named by the user string at `name`.
+    #[inline(always)]
+    fn filesystem(name: u64) -> u16 {
+        let mut buf = [0u8; 8];
+        // SAFETY: the helper checks the user address and bounds the copy to `buf`.
+        let Ok(read) = (unsafe { bpf_probe_read_user_str_bytes(name as *const u8, &mut buf) }) else {
+            return detail::FS_OTHER;
+        };
+        match read {
+            b"cgroup" | b"cgroup2" => detail::FS_CGROUP,
+            b"proc" => detail::FS_PROC,
+            b"sysfs" => detail::FS_SYSFS,
+            b"devpts" => detail::FS_DEVPTS,
+            _ => detail::FS_OTHER,
+        }
+    }
+
+    #[inline(always)]
+    fn starts_with(string: u64, prefix: &[u8; 5]) -> bool {
+        // SAFETY: the helper checks the user address.
+        unsafe { bpf_probe_read_user(string as *const [u8; 5]) }.is_ok_and(|bytes| &bytes == prefix)
+    }
+
+    /// A mknod `mode` that makes a device node.
+    #[inline(always)]
+    fn device(mode: u64) -> Option<u16> {
+        match mode & S_IFMT {
+            S_IFBLK => Some(detail::BLOCK_DEVICE),
+            S_IFCHR => Some(detail::CHAR_DEVICE),
+            _ => None,
+        }
+    }
+
+    /// unshare/clone `flags` that create namespaces (`time` is CLONE_NEWTIME where it is one).
+    #[inline(always)]
+    fn namespaces(flags: u64, time: u64) -> Option<u16> {
+        if flags & CLONE_NEWUSER != 0 {
+            Some(detail::USER_NAMESPACE)
+        } else if flags & (CLONE_OTHER_NAMESPACES | time) != 0 {
+            Some(detail::OTHER_NAMESPACE)
+        } else {
+            None
+        }
+    }
+
+    /// adjtimex/clock_adjtime with a `struct timex` whose `modes` (its first u32) set something.
+    #[inline(always)]
+    fn clock_change(timex: u64) -> Option<u16> {
+        // SAFETY: the helper checks the user address.
+        let modes = unsafe { bpf_probe_read_user(timex as *const u32) }.ok()?;
+        (modes != 0).then_some(detail::NONE)
+    }
+}

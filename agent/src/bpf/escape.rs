@@ -1,0 +1,129 @@
+//! The `escape` family: attempts at what container escapes are made of, counted per (cgroup,
+//! syscall, answer, detail) by the syscalls family's `ks_sys_exit` once this family turns it on;
+//! `ks_escape_cgroup_mkdir` and `ks_escape_exec` tell the runtime's setup of a new cgroup apart
+//! (`kernsight_common::escape::ESCAPE_SETUP_MAP`), and runc's stages by their executable
+//! (`runtimes`).
+
+use std::time::Duration;
+
+use aya::EbpfLoader;
+use kernsight_common::{
+    counters::{OVERFLOW_CGROUP_ID, map_full},
+    escape::{ESCAPE_ATTEMPTS_MAP, ESCAPE_ENABLED_GLOBAL, ESCAPE_SETUP_MAP, EscapeKey, answer},
+};
+
+use super::{
+    counters::{CgroupCounters, Row},
+    facts::KernelFacts,
+    family::{AttachContext, Attached, Family, MapRow, attached_any},
+    load_and_attach, runtimes,
+};
+use crate::config::Config;
+
+pub const PROBE: &str = "escape";
+const PROGRAMS: [(&str, &str); 2] =
+    [("ks_escape_cgroup_mkdir", "cgroup_mkdir"), ("ks_escape_exec", "sched_process_exec")];
+
+/// Escape attempts per cgroup.
+pub struct Escape;
+
+impl Family for Escape {
+    fn name(&self) -> &'static str {
+        PROBE
+    }
+
+    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
+        PROGRAMS.iter().map(|(p, _)| *p).collect()
+    }
+
+    fn enabled(&self, config: &Config) -> bool {
+        config.security.escape_attempts
+    }
+
+    fn set_enabled(&self, config: &mut Config, on: bool) {
+        config.security.escape_attempts = on;
+    }
+
+    fn unsupported(&self, facts: &KernelFacts, config: &Config) -> Option<String> {
+        if !cfg!(target_arch = "x86_64") {
+            return Some("the escape vectors are x86_64 syscall numbers and registers".to_owned());
+        }
+        if !config.syscalls.enabled {
+            return Some(
+                "it counts at the syscalls family's exit, which is off (syscalls.enabled = false)".to_owned(),
+            );
+        }
+        facts.need_walk().err().or_else(|| {
+            let err = facts.security.as_ref().err()?;
+            Some(format!(
+                "cannot read the task_struct, mm_struct and file members that tell runc's stages apart: {err}"
+            ))
+        })
+    }
+
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
+        loader.override_global(ESCAPE_ENABLED_GLOBAL, &1u32, true);
+        runtimes::configure(loader, &facts.offsets.security);
+    }
+
+    fn maps(&self) -> &'static [&'static str] {
+        &[ESCAPE_ATTEMPTS_MAP, ESCAPE_SETUP_MAP]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        vec![(ESCAPE_ATTEMPTS_MAP, config.security.escape_max_entries)]
+    }
+
+    fn pinned_maps(&self) -> &'static [&'static str] {
+        &[ESCAPE_ATTEMPTS_MAP]
+    }
+
+    fn bounds(&self) -> &'static [(&'static str, u32)] {
+        &[(ESCAPE_ATTEMPTS_MAP, map_full::ESCAPE_ATTEMPTS), (ESCAPE_SETUP_MAP, map_full::ESCAPE_SETUP)]
+    }
+
+    fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
+        // One overflow entry per answer, so that `other` keeps that label.
+        let overflow = [answer::GRANTED, answer::DENIED, answer::FAILED].map(|answer| EscapeKey {
+            cgroup_id: OVERFLOW_CGROUP_ID,
+            syscall: 0,
+            answer,
+            detail: 0,
+        });
+        let attempts = CgroupCounters::take(
+            cx.ebpf,
+            ESCAPE_ATTEMPTS_MAP,
+            cx.config.security.escape_max_entries,
+            overflow,
+        )?;
+        let security = &cx.config.security;
+        runtimes::recognise(cx.ebpf, &security.runtime_root, &security.runtime_binaries, "escape attempts")?;
+        // The mkdir program first: a cgroup made between the two attaches is then remembered.
+        load_and_attach(cx.ebpf, cx.btf, &PROGRAMS)?;
+        Ok(Box::new(EscapeMaps { attempts }))
+    }
+}
+
+/// The map of the attached `escape` family.
+pub struct EscapeMaps {
+    attempts: CgroupCounters<EscapeKey>,
+}
+
+impl EscapeMaps {
+    /// Attempts per (cgroup, syscall, answer, detail).
+    pub fn read(&self) -> (Vec<Row<EscapeKey>>, u64) {
+        self.attempts.read()
+    }
+}
+
+impl Attached for EscapeMaps {
+    attached_any!();
+
+    fn map_rows(&self) -> Vec<MapRow> {
+        vec![self.attempts.map_row()]
+    }
+
+    fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        self.attempts.recycle(gone_for, grace)
+    }
+}

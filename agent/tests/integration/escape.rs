@@ -1,0 +1,378 @@
+//! Escape attempts from real podman + runc containers: a static program tries each vector a
+//! known number of times and reports how the kernel answered; the agent must count every attempt
+//! for that container, exactly, with the same result, and none of what runc did while it set the
+//! container up (~70 mounts, device nodes, namespaces) or while `podman exec` entered it. And, in
+//! the kernel's own map (no container needed, so the kernel matrix runs it): a new cgroup's
+//! setup is skipped until an exec after a chroot, then every attempt counts.
+
+use std::{collections::BTreeMap, ffi::CString, path::Path, process::Command, time::Duration};
+
+use aya::maps::{Map, MapData, PerCpuHashMap};
+use kernsight_common::{
+    MAP_LAYOUT_VERSION,
+    escape::{EscapeKey, answer, detail, nr},
+};
+
+use crate::support::{self, Agent, Sample, TestCgroup, podman::PodmanContainer, podman::podman, privileged};
+
+/// Attempts of each vector the program makes.
+const TIMES: usize = 5;
+
+/// Tries each vector TIMES times with calls that change nothing outside the container (bad
+/// magic for reboot, bad flags for kexec_load, a missing file for swapon, an invalid time, a
+/// bogus handle, namespaces made in children that exit), and prints one line per vector:
+/// `vector=V granted=G denied=D failed=F` (denied: EPERM, EACCES or ENOSYS). Then the calls that
+/// must not count (a FIFO, PTRACE_TRACEME, a clock read), and idles so that the agent can name
+/// the container.
+const PROGRAM: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/timex.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#define TIMES 5
+static long granted, denied, failed;
+
+static void answer(long r, int err) {
+    if (r >= 0) granted++;
+    else if (err == EPERM || err == EACCES || err == ENOSYS) denied++;
+    else failed++;
+}
+static void tally(long r) { answer(r, errno); }
+static void report(const char *vector) {
+    printf("vector=%s granted=%ld denied=%ld failed=%ld\n", vector, granted, denied, failed);
+    granted = denied = failed = 0;
+}
+/* Runs `call` in a child (namespace changes stay there); the child exits with its answer. */
+static void in_child(long (*call)(void)) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        long r = call();
+        _exit(r >= 0 ? 0 : (errno == EPERM || errno == EACCES || errno == ENOSYS) ? 1 : 2);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 2;
+    if (code == 0) granted++; else if (code == 1) denied++; else failed++;
+}
+static long unshare_user(void) { return unshare(CLONE_NEWUSER); }
+static long unshare_uts(void) { return unshare(CLONE_NEWUTS); }
+static long setns_uts(void) {
+    int fd = open("/proc/self/ns/uts", O_RDONLY);
+    long r = setns(fd, CLONE_NEWUTS);
+    int e = errno; close(fd); errno = e;
+    return r;
+}
+
+int main(void) {
+    mkdir("/tmp/m", 0700);
+    for (int i = 0; i < TIMES; i++) {
+        long r = mount("none", "/tmp/m", "proc", 0, NULL);
+        tally(r);
+        if (r == 0) umount2("/tmp/m", MNT_DETACH);
+    }
+    report("mount");
+    for (int i = 0; i < TIMES; i++) in_child(setns_uts);
+    report("setns");
+    for (int i = 0; i < TIMES; i++) in_child(unshare_user);
+    report("unshare_user");
+    for (int i = 0; i < TIMES; i++) in_child(unshare_uts);
+    report("unshare");
+    for (int i = 0; i < TIMES; i++) tally(syscall(SYS_init_module, NULL, 0, ""));
+    report("module_load");
+    for (int i = 0; i < TIMES; i++) { char attr[128] = {0}; tally(syscall(SYS_bpf, 0, attr, sizeof attr)); }
+    report("bpf");
+    for (int i = 0; i < TIMES; i++) {
+        /* struct perf_event_attr (musl has no linux/ headers): a software task clock of this
+           process, user space only (type, size, config, then the flag bits at byte 40). */
+        unsigned char attr[128] = {0};
+        unsigned int type = 1, size = sizeof attr;
+        unsigned long long config = 1, flags = (1ULL << 5) | (1ULL << 6);
+        memcpy(attr, &type, 4); memcpy(attr + 4, &size, 4);
+        memcpy(attr + 8, &config, 8); memcpy(attr + 40, &flags, 8);
+        long fd = syscall(SYS_perf_event_open, attr, 0, -1, -1, 0);
+        tally(fd);
+        if (fd >= 0) close(fd);
+    }
+    report("perf_event_open");
+    for (int i = 0; i < TIMES; i++) {
+        char from = 'x', to = 0;
+        struct iovec local = {&to, 1}, remote = {&from, 1};
+        tally(syscall(SYS_process_vm_readv, getpid(), &local, 1, &remote, 1, 0));
+    }
+    report("ptrace");
+    for (int i = 0; i < TIMES; i++) {
+        int root = open("/", O_RDONLY | O_DIRECTORY);
+        struct { unsigned int bytes; int type; unsigned char handle[8]; } h = {8, 1, {0}};
+        tally(syscall(SYS_open_by_handle_at, root, &h, O_RDONLY));
+        close(root);
+    }
+    report("open_by_handle_at");
+    for (int i = 0; i < TIMES; i++) {
+        long r = mknod("/tmp/loop-node", S_IFBLK | 0600, makedev(7, 200));
+        tally(r);
+        unlink("/tmp/loop-node");
+    }
+    report("mknod_device");
+    for (int i = 0; i < TIMES; i++) tally(syscall(SYS_keyctl, 0, -2, 1));
+    report("keyctl");
+    for (int i = 0; i < TIMES; i++) {
+        long fd = syscall(SYS_userfaultfd, 0);
+        tally(fd);
+        if (fd >= 0) close(fd);
+    }
+    report("userfaultfd");
+    for (int i = 0; i < TIMES; i++) tally(syscall(SYS_kexec_load, 0, 0, NULL, 0x80));
+    report("kexec");
+    for (int i = 0; i < TIMES; i++) tally(syscall(SYS_reboot, 0, 0, 0, NULL));
+    report("reboot");
+    for (int i = 0; i < TIMES; i++) tally(syscall(SYS_swapon, "/nonexistent-swap", 0));
+    report("swapon");
+    for (int i = 0; i < TIMES; i++) {
+        struct timespec bad = {0, 2000000000L};
+        tally(syscall(SYS_clock_settime, CLOCK_REALTIME, &bad));
+    }
+    report("clock");
+    for (int i = 0; i < TIMES; i++) tally(syscall(SYS_ioperm, 0x80, 1, 1));
+    report("ioport");
+
+    /* Not vectors: a FIFO, a child asking to be traced, clock reads. */
+    for (int i = 0; i < TIMES; i++) { mknod("/tmp/fifo", S_IFIFO | 0600, 0); unlink("/tmp/fifo"); }
+    for (int i = 0; i < TIMES; i++) {
+        pid_t pid = fork();
+        if (pid == 0) { ptrace(PTRACE_TRACEME, 0, NULL, NULL); _exit(0); }
+        waitpid(pid, NULL, 0);
+    }
+    for (int i = 0; i < TIMES; i++) { struct timex t; memset(&t, 0, sizeof t); adjtimex(&t); }
+    printf("done\n");
+    fflush(stdout);
+    sleep(120);
+    return 0;
+}
+"#;
+
+/// The program, built static with musl-gcc into `dir`; `None` (with a skip) without musl-gcc.
+fn build_program(dir: &Path) -> Option<std::path::PathBuf> {
+    let source = dir.join("escape.c");
+    let binary = dir.join("escape");
+    std::fs::write(&source, PROGRAM).unwrap();
+    match Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(&binary).arg(&source).output() {
+        Ok(out) if out.status.success() => Some(binary),
+        Ok(out) => panic!("musl-gcc: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => {
+            support::skip(&format!("musl-gcc (Debian's musl-tools, which cargo xtask setup installs): {e}"));
+            None
+        }
+    }
+}
+
+/// Vector → (granted, denied, failed), as the program saw the kernel answer.
+type Answers = BTreeMap<String, [f64; 3]>;
+
+fn parse_report(report: &str) -> Answers {
+    report
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ').filter_map(|f| f.split_once('='));
+            let (_, vector) = fields.next().filter(|(k, _)| *k == "vector")?;
+            let numbers: Vec<f64> = fields.map(|(_, n)| n.parse().unwrap()).collect();
+            Some((vector.to_owned(), numbers.try_into().ok()?))
+        })
+        .collect()
+}
+
+/// The agent's counts for `container`, summed over `detail`.
+fn counted(samples: &[Sample], container: &str) -> Answers {
+    let mut answers = Answers::new();
+    for s in samples.iter().filter(|s| {
+        s.name == "kernsight_escape_attempts_total"
+            && s.labels.get("container").is_some_and(|c| c == container)
+    }) {
+        let slot = match s.labels["result"].as_str() {
+            "granted" => 0,
+            "denied" => 1,
+            _ => 2,
+        };
+        answers.entry(s.labels["vector"].clone()).or_default()[slot] += s.value;
+    }
+    answers
+}
+
+/// Runs the program in a container with `flags`; the agent's counts once they match its report.
+fn run_and_compare(agent: &Agent, name: &str, flags: &[&str], program: &Path) -> (Answers, Vec<Sample>) {
+    let mount = format!("{}:/escape:ro", program.display());
+    let mut all = vec!["-v", mount.as_str()];
+    all.extend_from_slice(flags);
+    let container = PodmanContainer::start(name, &all, &["/escape"]);
+    let report = support::eventually(Duration::from_secs(30), || {
+        let logs = container.logs();
+        if logs.contains("done") { Ok(logs) } else { Err(format!("no report yet: {logs:?}")) }
+    });
+    let expected = parse_report(&report);
+    assert_eq!(expected.len(), 17, "one line per vector: {report}");
+    // An exec session enters the running container: runc's setns and the like must not count.
+    let exec = podman().args(["exec", name, "true"]).output().expect("podman exec");
+    assert!(exec.status.success(), "podman exec: {}", String::from_utf8_lossy(&exec.stderr));
+    let samples = agent.scrape_until(Duration::from_secs(30), |samples| {
+        let seen = counted(samples, name);
+        if seen == expected {
+            Ok(())
+        } else {
+            Err(format!("{name}: counted {seen:?}, the kernel answered {expected:?}"))
+        }
+    });
+    drop(container);
+    (expected, samples)
+}
+
+#[test]
+fn every_attempt_is_counted_for_its_container_with_the_kernels_answer() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(program) = build_program(dir.path()) else { return };
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let pid = std::process::id();
+
+    let default_name = format!("kernsight-escape-{pid}-default");
+    let (default, samples) = run_and_compare(&agent, &default_name, &[], &program);
+    eprintln!("default capabilities: {default:?}");
+    // Podman's default capabilities (4.0 and later) hold neither CAP_SYS_ADMIN nor CAP_MKNOD.
+    assert_eq!(default["mount"], [0.0, TIMES as f64, 0.0], "mount is denied without CAP_SYS_ADMIN");
+    assert_eq!(default["mknod_device"], [0.0, TIMES as f64, 0.0], "mknod is denied without CAP_MKNOD");
+    let detail = |samples: &[Sample], vector: &str| -> Vec<String> {
+        samples
+            .iter()
+            .filter(|s| {
+                s.name == "kernsight_escape_attempts_total"
+                    && s.labels.get("container").is_some_and(|c| c == &default_name)
+                    && s.labels["vector"] == vector
+            })
+            .map(|s| s.labels["detail"].clone())
+            .collect()
+    };
+    assert_eq!(detail(&samples, "mount"), ["proc"], "the file system mounted");
+    assert_eq!(detail(&samples, "mknod_device"), ["block"]);
+
+    let privileged_name = format!("kernsight-escape-{pid}-privileged");
+    let (privileged, _) = run_and_compare(&agent, &privileged_name, &["--privileged"], &program);
+    eprintln!("privileged: {privileged:?}");
+    assert_eq!(privileged["mount"], [TIMES as f64, 0.0, 0.0], "mount is granted when privileged");
+    assert_eq!(privileged["mknod_device"], [TIMES as f64, 0.0, 0.0], "so is mknod of a block device");
+    assert_eq!(privileged["setns"], [TIMES as f64, 0.0, 0.0]);
+    // Past the capability check, the bad arguments fail.
+    assert_eq!(privileged["reboot"], [0.0, 0.0, TIMES as f64], "bad magic: EINVAL");
+    assert_eq!(default["reboot"], [0.0, TIMES as f64, 0.0], "no CAP_SYS_BOOT: EPERM");
+}
+
+/// Attempts the kernel counted for `cgroup_id` under (syscall, answer, detail), summed over CPUs.
+fn in_kernel(agent: &Agent, cgroup_id: u64, syscall: u32, answer: u16, detail: u16) -> u64 {
+    let pins = agent.pin_dir().expect("the agent pins its maps");
+    let path = pins.join(format!("v{MAP_LAYOUT_VERSION}/ESCAPE_ATTEMPTS"));
+    let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let attempts: PerCpuHashMap<MapData, EscapeKey, u64> =
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).expect("ESCAPE_ATTEMPTS is a per-CPU hash");
+    let key = EscapeKey { cgroup_id, syscall, answer, detail };
+    attempts.get(&key, 0).map_or(0, |values| values.iter().sum())
+}
+
+/// `times` mounts of proc on a missing directory (ENOENT), as root.
+fn failing_mounts(times: usize) {
+    for _ in 0..times {
+        // SAFETY: raw syscall on constant strings.
+        unsafe {
+            libc::mount(
+                c"none".as_ptr(),
+                c"/nonexistent-kernsight".as_ptr(),
+                c"proc".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+    }
+}
+
+#[test]
+fn the_kernel_skips_a_new_cgroups_setup_then_counts_every_attempt() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    // Made after the agent started: its mkdir opens the setup window.
+    let cgroup = TestCgroup::create("escape-raw");
+    let id = std::fs::metadata(&cgroup.path).expect("stat the cgroup").ino();
+    let dir = tempfile::tempdir().unwrap();
+    let node = CString::new(dir.path().join("null").into_os_string().into_encoded_bytes()).unwrap();
+    const TIMES: usize = 7;
+
+    // The "runtime": mounts while setting up, then chroots (as runtimes pivot) and execs.
+    let code = cgroup.run(|| {
+        failing_mounts(TIMES);
+        // SAFETY: raw syscall.
+        if unsafe { libc::chroot(c"/".as_ptr()) } != 0 {
+            return 2;
+        }
+        0
+    });
+    assert_eq!(code, 0, "chroot");
+    assert_eq!(in_kernel(&agent, id, nr::MOUNT, answer::FAILED, detail::FS_PROC), 0, "setup is skipped");
+    // SAFETY: raw syscalls in the child; execv leaves this image.
+    let code = cgroup.run(|| unsafe {
+        libc::execv(c"/bin/true".as_ptr(), [c"true".as_ptr(), std::ptr::null()].as_ptr());
+        3
+    });
+    assert_eq!(code, 0, "exec /bin/true");
+
+    // The "workload": every attempt counts from here.
+    let code = cgroup.run(|| {
+        failing_mounts(TIMES);
+        for _ in 0..TIMES {
+            // SAFETY: raw syscalls on a path in the test's own directory.
+            unsafe {
+                libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3));
+                libc::unlink(node.as_ptr());
+                // Not a vector: a FIFO.
+                libc::mknod(node.as_ptr(), libc::S_IFIFO | 0o600, 0);
+                libc::unlink(node.as_ptr());
+                // A namespace made in a child that exits.
+                let pid = libc::fork();
+                if pid == 0 {
+                    libc::_exit(if libc::unshare(libc::CLONE_NEWUTS) == 0 { 0 } else { 1 });
+                }
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        0
+    });
+    assert_eq!(code, 0, "the workload");
+    let times = TIMES as u64;
+    assert_eq!(in_kernel(&agent, id, nr::MOUNT, answer::FAILED, detail::FS_PROC), times, "mounts");
+    let made = [nr::MKNOD, nr::MKNODAT]
+        .map(|syscall| in_kernel(&agent, id, syscall, answer::GRANTED, detail::CHAR_DEVICE))
+        .iter()
+        .sum::<u64>();
+    assert_eq!(made, times, "device nodes (the FIFOs are not counted)");
+    assert_eq!(
+        in_kernel(&agent, id, nr::UNSHARE, answer::GRANTED, detail::OTHER_NAMESPACE),
+        times,
+        "namespaces (the forks that made the children are not)"
+    );
+}
