@@ -151,6 +151,68 @@ pub mod detail {
     pub const OTHER_NAMESPACE: u16 = 11;
 }
 
+/// What the first four argument registers of a candidate say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registers {
+    /// A vector, with this detail.
+    Detail(u16),
+    /// Harmless: a FIFO or socket node, PTRACE_TRACEME, a clone or unshare without namespaces,
+    /// `pivot_root` and `chroot` (which only tell the runtime's setup apart).
+    NotAVector,
+    /// Decided by user memory the registers point to (mount's and fsopen's file system type,
+    /// clone3's flags, adjtimex's modes): the kernel side reads it.
+    UserMemory,
+}
+
+const S_IFMT: u64 = 0o170000;
+const S_IFCHR: u64 = 0o020000;
+const S_IFBLK: u64 = 0o060000;
+pub const CLONE_NEWUSER: u64 = 0x1000_0000;
+/// CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWPID, NEWNET.
+pub const CLONE_OTHER_NAMESPACES: u64 =
+    0x0002_0000 | 0x0200_0000 | 0x0400_0000 | 0x0800_0000 | 0x2000_0000 | 0x4000_0000;
+/// CLONE_NEWTIME: a namespace flag for unshare and clone3 only (clone's low byte is the exit
+/// signal).
+pub const CLONE_NEWTIME: u64 = 0x80;
+const PTRACE_TRACEME: u64 = 0;
+
+/// What `args` (the first four argument registers) of candidate `syscall` decide.
+#[inline(always)]
+pub fn from_registers(syscall: u32, args: [u64; 4]) -> Registers {
+    match syscall {
+        nr::PIVOT_ROOT | nr::CHROOT => Registers::NotAVector,
+        nr::MOUNT | nr::FSOPEN | nr::CLONE3 | nr::ADJTIMEX | nr::CLOCK_ADJTIME => Registers::UserMemory,
+        nr::MKNOD => device(args[1]),
+        nr::MKNODAT => device(args[2]),
+        nr::UNSHARE => namespaces(args[0], CLONE_NEWTIME),
+        nr::CLONE => namespaces(args[0], 0),
+        nr::PTRACE if args[0] == PTRACE_TRACEME => Registers::NotAVector,
+        _ => Registers::Detail(detail::NONE),
+    }
+}
+
+/// A mknod `mode` that makes a device node.
+#[inline(always)]
+fn device(mode: u64) -> Registers {
+    match mode & S_IFMT {
+        S_IFBLK => Registers::Detail(detail::BLOCK_DEVICE),
+        S_IFCHR => Registers::Detail(detail::CHAR_DEVICE),
+        _ => Registers::NotAVector,
+    }
+}
+
+/// unshare/clone `flags` that create namespaces (`time` is CLONE_NEWTIME where it is one).
+#[inline(always)]
+pub fn namespaces(flags: u64, time: u64) -> Registers {
+    if flags & CLONE_NEWUSER != 0 {
+        Registers::Detail(detail::USER_NAMESPACE)
+    } else if flags & (CLONE_OTHER_NAMESPACES | time) != 0 {
+        Registers::Detail(detail::OTHER_NAMESPACE)
+    } else {
+        Registers::NotAVector
+    }
+}
+
 /// Key of `ESCAPE_ATTEMPTS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -261,6 +323,23 @@ mod tests {
         assert_eq!(vector(nr::CLONE3, detail::OTHER_NAMESPACE).0, "unshare");
         assert_eq!(vector(nr::MOUNT, detail::FS_CGROUP), ("mount", "cgroup"));
         assert_eq!(vector(nr::MKNODAT, detail::BLOCK_DEVICE), ("mknod_device", "block"));
+    }
+
+    #[test]
+    fn registers_decide_device_nodes_namespaces_and_tracing() {
+        let fifo = 0o010600;
+        assert_eq!(from_registers(nr::MKNOD, [0, fifo, 0, 0]), Registers::NotAVector);
+        assert_eq!(from_registers(nr::MKNODAT, [0, 0, 0o060600, 0]), Registers::Detail(detail::BLOCK_DEVICE));
+        assert_eq!(
+            from_registers(nr::UNSHARE, [CLONE_NEWUSER, 0, 0, 0]),
+            Registers::Detail(detail::USER_NAMESPACE)
+        );
+        assert_eq!(from_registers(nr::UNSHARE, [0x80, 0, 0, 0]), Registers::Detail(detail::OTHER_NAMESPACE));
+        // clone's low byte is the exit signal (SIGCHLD = 17 | CLONE_NEWTIME's bit), a plain fork.
+        assert_eq!(from_registers(nr::CLONE, [0x80 | 17, 0, 0, 0]), Registers::NotAVector);
+        assert_eq!(from_registers(nr::PTRACE, [0, 0, 0, 0]), Registers::NotAVector);
+        assert_eq!(from_registers(nr::PTRACE, [16, 1, 0, 0]), Registers::Detail(detail::NONE));
+        assert_eq!(from_registers(nr::MOUNT, [0; 4]), Registers::UserMemory);
     }
 
     #[test]

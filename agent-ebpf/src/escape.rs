@@ -158,53 +158,46 @@ pub fn ks_escape_exec(_ctx: BtfTracePointContext) -> i32 {
 #[cfg(bpf_target_arch = "x86_64")]
 mod args {
     use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes};
-    use kernsight_common::escape::{detail, nr};
+    use kernsight_common::escape::{CLONE_NEWTIME, Registers, detail, from_registers, namespaces, nr};
 
     use crate::task::load;
 
     /// Offsets in `struct pt_regs` of the first four arguments (di, si, dx, r10).
     const ARG_OFFSETS: [u32; 4] = [14 * 8, 13 * 8, 12 * 8, 7 * 8];
-
-    const S_IFMT: u64 = 0o170000;
-    const S_IFCHR: u64 = 0o020000;
-    const S_IFBLK: u64 = 0o060000;
     const MS_BIND: u64 = 0x1000;
-    const CLONE_NEWUSER: u64 = 0x1000_0000;
-    /// CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWPID, NEWNET.
-    const CLONE_OTHER_NAMESPACES: u64 = 0x0002_0000 | 0x0200_0000 | 0x0400_0000 | 0x0800_0000 | 0x2000_0000 | 0x4000_0000;
-    /// CLONE_NEWTIME: a namespace flag for unshare and clone3 only (clone's low byte is the
-    /// exit signal).
-    const CLONE_NEWTIME: u64 = 0x80;
-    const PTRACE_TRACEME: u64 = 0;
-
-    #[inline(always)]
-    fn arg(regs: *const u8, index: usize) -> u64 {
-        // SAFETY: `regs` is the tracepoint's BTF `pt_regs` pointer; the offsets are in it.
-        unsafe { load(regs, ARG_OFFSETS[index & 3]) }
-    }
 
     /// The detail of a candidate; `None` when its arguments make it no vector.
     #[inline(always)]
     pub(super) fn detail(regs: *const u8, syscall: u32) -> Option<u16> {
-        Some(match syscall {
-            nr::PIVOT_ROOT | nr::CHROOT => return None,
-            nr::MOUNT => mount(arg(regs, 0), arg(regs, 2), arg(regs, 3)),
-            nr::FSOPEN => filesystem(arg(regs, 0)),
-            nr::MKNOD => device(arg(regs, 1))?,
-            nr::MKNODAT => device(arg(regs, 2))?,
-            nr::UNSHARE => namespaces(arg(regs, 0), CLONE_NEWTIME)?,
-            nr::CLONE => namespaces(arg(regs, 0), 0)?,
+        // SAFETY: `regs` is the tracepoint's BTF `pt_regs` pointer; the offsets are in it.
+        let args = ARG_OFFSETS.map(|offset| unsafe { load::<u64>(regs, offset) });
+        match from_registers(syscall, args) {
+            Registers::Detail(detail) => Some(detail),
+            Registers::NotAVector => None,
+            Registers::UserMemory => from_memory(syscall, args),
+        }
+    }
+
+    /// What the user memory `args` point to decides.
+    #[inline(always)]
+    fn from_memory(syscall: u32, args: [u64; 4]) -> Option<u16> {
+        let decided = match syscall {
+            nr::MOUNT => mount(args[0], args[2], args[3]),
+            nr::FSOPEN => filesystem(args[0]),
             nr::CLONE3 => {
                 // struct clone_args starts with the u64 flags.
                 // SAFETY: the helper checks the user address.
-                let flags = unsafe { bpf_probe_read_user(arg(regs, 0) as *const u64) }.ok()?;
-                namespaces(flags, CLONE_NEWTIME)?
+                let flags = unsafe { bpf_probe_read_user(args[0] as *const u64) }.ok()?;
+                match namespaces(flags, CLONE_NEWTIME) {
+                    Registers::Detail(detail) => detail,
+                    _ => return None,
+                }
             }
-            nr::PTRACE if arg(regs, 0) == PTRACE_TRACEME => return None,
-            nr::ADJTIMEX => clock_change(arg(regs, 0))?,
-            nr::CLOCK_ADJTIME => clock_change(arg(regs, 1))?,
+            nr::ADJTIMEX => clock_change(args[0])?,
+            nr::CLOCK_ADJTIME => clock_change(args[1])?,
             _ => detail::NONE,
-        })
+        };
+        Some(decided)
     }
 
     /// mount(source, target, fstype, flags, data).
@@ -240,28 +233,6 @@ mod args {
     fn starts_with(string: u64, prefix: &[u8; 5]) -> bool {
         // SAFETY: the helper checks the user address.
         unsafe { bpf_probe_read_user(string as *const [u8; 5]) }.is_ok_and(|bytes| &bytes == prefix)
-    }
-
-    /// A mknod `mode` that makes a device node.
-    #[inline(always)]
-    fn device(mode: u64) -> Option<u16> {
-        match mode & S_IFMT {
-            S_IFBLK => Some(detail::BLOCK_DEVICE),
-            S_IFCHR => Some(detail::CHAR_DEVICE),
-            _ => None,
-        }
-    }
-
-    /// unshare/clone `flags` that create namespaces (`time` is CLONE_NEWTIME where it is one).
-    #[inline(always)]
-    fn namespaces(flags: u64, time: u64) -> Option<u16> {
-        if flags & CLONE_NEWUSER != 0 {
-            Some(detail::USER_NAMESPACE)
-        } else if flags & (CLONE_OTHER_NAMESPACES | time) != 0 {
-            Some(detail::OTHER_NAMESPACE)
-        } else {
-            None
-        }
     }
 
     /// adjtimex/clock_adjtime with a `struct timex` whose `modes` (its first u32) set something.

@@ -22,12 +22,12 @@ use crate::{
     },
 };
 
-const TYPED: [&str; 11] =
-    ["exec", "exit", "open", "syscall", "io", "dns", "tcp", "drop", "oom", "cap", "signal"];
+const TYPED: [&str; 12] =
+    ["exec", "exit", "open", "syscall", "escape", "io", "dns", "tcp", "drop", "oom", "cap", "signal"];
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
-    /// exec, exit, open, syscall, io, dns, tcp, drop, oom, cap, signal, or
+    /// exec, exit, open, syscall, escape, io, dns, tcp, drop, oom, cap, signal, or
     /// tracepoint:<category>:<name>.
     target: String,
     /// For `syscall`: the syscalls to trace, by name (all when none).
@@ -193,6 +193,15 @@ fn plan(args: &TraceArgs, kernel: Option<InKernel>) -> anyhow::Result<Plan> {
                 adjust: |_| {},
             }
         }
+        "escape" => Plan {
+            source: Source::Syscalls {
+                set: presets::escape_syscalls().map(|nr| (nr, syscall_args::path_argument(nr))).collect(),
+            },
+            decoder: Decoder::Syscalls,
+            columns: columns(&["syscall", "vector", "ret", "errno", "args"]),
+            added: vec![("vector", Kind::Text)],
+            adjust: presets::escape_vector,
+        },
         "syscall" | "open" => {
             let numbers = if target == "open" {
                 ["open", "openat", "openat2", "creat"].iter().filter_map(|n| syscall_number(n).ok()).collect()
@@ -317,6 +326,15 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if args.target == "escape" {
+        // Forks, FIFOs and PTRACE_TRACEME share the syscalls of the vectors: not shown.
+        let field = filter::Field { name: "vector".into(), offset: 0 };
+        let vectors = Expr::Compare { field, op: Op::Ne, literal: Literal::Text("-".into()) };
+        filter = Some(match filter {
+            Some(other) => Expr::And(Box::new(vectors), Box::new(other)),
+            None => vectors,
+        });
+    }
     if matches!(args.target.as_str(), "exec" | "exit") {
         let field = filter::Field { name: "event".into(), offset: 0 };
         let kind = Expr::Compare { field, op: Op::Eq, literal: Literal::Text(args.target.clone()) };

@@ -1,5 +1,6 @@
 //! Typed traces over tracepoints: `tcp`, `drop`, `cap`, `signal`, `oom` are tracepoints with
-//! chosen columns and a few fields made readable (addresses, capability and signal names).
+//! chosen columns and a few fields made readable (addresses, capability and signal names); and
+//! `escape`, the syscalls of the escape vectors, each with its vector.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -61,6 +62,72 @@ pub const PRESETS: &[Preset] = &[
 
 pub fn find(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)
+}
+
+/// The syscalls `trace escape` follows: those of the escape vectors (`pivot_root` and `chroot`
+/// only tell a runtime's setup apart in the agent).
+pub fn escape_syscalls() -> impl Iterator<Item = u32> {
+    use kernsight_common::escape::{CANDIDATES, nr};
+    CANDIDATES.into_iter().filter(|&n| n != nr::PIVOT_ROOT && n != nr::CHROOT)
+}
+
+/// Adds `vector`: the escape vector of the call, as the agent's metric names it, from the
+/// syscall and the arguments its registers hold (`-` when they make it harmless: a FIFO,
+/// PTRACE_TRACEME, a fork). What user memory decides (mount's file system) is not read here.
+pub fn escape_vector(event: &mut Event) {
+    use kernsight_common::escape::{Registers, detail, from_registers, vector};
+    let Some(nr) = event
+        .get("syscall")
+        .and_then(|s| match s {
+            Value::Str(name) => name.parse::<syscalls::Sysno>().ok(),
+            _ => None,
+        })
+        .map(|sysno| sysno.id() as u32)
+    else {
+        return;
+    };
+    let args = match event.get("args") {
+        Some(Value::Str(text)) => register_values(text),
+        _ => [0; 4],
+    };
+    let label = match from_registers(nr, args) {
+        Registers::Detail(detail) => vector(nr, detail).0,
+        Registers::UserMemory => vector(nr, detail::NONE).0,
+        Registers::NotAVector => "-",
+    };
+    event.push(&Arc::from("vector"), Value::Str(label.to_owned()));
+}
+
+/// The first four arguments of a described call (`syscall_args::describe`: numbers in decimal
+/// or `0x` hex, `AT_FDCWD`, quoted paths that may hold commas); 0 for what is not a number.
+fn register_values(text: &str) -> [u64; 4] {
+    let mut values = [0u64; 4];
+    let (mut index, mut quoted, mut escaped, mut start) = (0, false, false, 0);
+    let mut finish = |index: usize, piece: &str| {
+        if let Some(slot) = values.get_mut(index) {
+            let piece = piece.trim();
+            *slot = match piece.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).unwrap_or(0),
+                None if piece == "AT_FDCWD" => -100i64 as u64,
+                None => piece.parse().unwrap_or(0),
+            };
+        }
+    };
+    for (at, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                finish(index, &text[start..at]);
+                index += 1;
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    finish(index, &text[start..]);
+    values
 }
 
 fn number(event: &Event, field: &str) -> Option<i128> {
@@ -131,5 +198,28 @@ mod tests {
         signal_name(&mut event);
         assert_eq!(event.get("capability"), Some(&Value::Str("CAP_SYS_ADMIN".into())));
         assert_eq!(event.get("signal"), Some(&Value::Str("SIGKILL".into())));
+    }
+
+    #[test]
+    fn escape_calls_get_their_vector_from_the_arguments() {
+        let vector_of = |syscall: &str, args: &str| {
+            let mut event = Event::default();
+            event.push(&"syscall".into(), Value::Str(syscall.into()));
+            event.push(&"args".into(), Value::Str(args.into()));
+            escape_vector(&mut event);
+            match event.get("vector") {
+                Some(Value::Str(v)) => v.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(vector_of("unshare", "0x10000000"), "unshare_user");
+        assert_eq!(vector_of("unshare", "0x4000000"), "unshare");
+        // A path with a comma and a quote before the mode.
+        assert_eq!(vector_of("mknodat", r#"AT_FDCWD, "/tmp/a, \"b", 0x6180, 0x700"#), "mknod_device");
+        assert_eq!(vector_of("mknodat", r#"AT_FDCWD, "/tmp/fifo", 4480, 0"#), "-");
+        assert_eq!(vector_of("mount", r#""none", "/mnt", 0x7ffd0000, 0, 0"#), "mount");
+        assert_eq!(vector_of("ptrace", "0, 0, 0, 0"), "-");
+        assert_eq!(vector_of("add_key", "0x4000, 0x4001, 0x4002, 1, 0xfffffffe"), "keyctl");
+        assert_eq!(register_values("1, 0x10, AT_FDCWD"), [1, 16, -100i64 as u64, 0]);
     }
 }

@@ -13,7 +13,12 @@ use kernsight_common::{
     escape::{EscapeKey, answer, detail, nr},
 };
 
-use crate::support::{self, Agent, Sample, TestCgroup, podman::PodmanContainer, podman::podman, privileged};
+use crate::{
+    support::{
+        self, Agent, Sample, TestCgroup, path_str, podman::PodmanContainer, podman::podman, privileged,
+    },
+    trace::{Tracer, json_lines},
+};
 
 /// Attempts of each vector the program makes.
 const TIMES: usize = 5;
@@ -375,4 +380,51 @@ fn the_kernel_skips_a_new_cgroups_setup_then_counts_every_attempt() {
         times,
         "namespaces (the forks that made the children are not)"
     );
+}
+
+#[test]
+fn trace_escape_prints_each_attempt_with_its_vector_and_not_the_harmless_calls() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let cgroup = TestCgroup::create("trace-escape");
+    let tracer = Tracer::start(&["escape", "--cgroup", path_str(&cgroup.path), "-o", "json"]);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = CString::new(dir.path().join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+    const TIMES: usize = 4;
+    let code = cgroup.run(|| {
+        for _ in 0..TIMES {
+            // SAFETY: raw syscalls; the namespaces are made in children that exit.
+            unsafe {
+                for flags in [libc::CLONE_NEWUSER, libc::CLONE_NEWUTS] {
+                    let pid = libc::fork();
+                    if pid == 0 {
+                        libc::_exit(libc::unshare(flags));
+                    }
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                libc::mknod(fifo.as_ptr(), libc::S_IFIFO | 0o600, 0);
+                libc::unlink(fifo.as_ptr());
+            }
+        }
+        failing_mounts(TIMES);
+        0
+    });
+    assert_eq!(code, 0, "the workload");
+    let (stdout, summary) = tracer.finish();
+    let mut seen: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    for event in json_lines(&stdout) {
+        let field = |name: &str| event[name].as_str().unwrap_or("").to_owned();
+        *seen.entry((field("vector"), field("syscall"), field("errno"))).or_default() += 1;
+    }
+    let expected: BTreeMap<(String, String, String), usize> = [
+        (("unshare_user", "unshare", ""), TIMES),
+        (("unshare", "unshare", ""), TIMES),
+        (("mount", "mount", "ENOENT"), TIMES),
+    ]
+    .into_iter()
+    .map(|((v, s, e), n)| ((v.to_owned(), s.to_owned(), e.to_owned()), n))
+    .collect();
+    assert_eq!(seen, expected, "forks and FIFOs are not shown; summary: {summary}");
 }
