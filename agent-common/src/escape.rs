@@ -28,6 +28,8 @@ pub const ESCAPE_ENABLED_GLOBAL: &str = "ESCAPE_ENABLED";
 
 /// x86_64 syscall numbers the family looks at.
 pub mod nr {
+    pub const OPEN: u32 = 2;
+    pub const CONNECT: u32 = 42;
     pub const CLONE: u32 = 56;
     pub const PTRACE: u32 = 101;
     pub const MKNOD: u32 = 133;
@@ -63,11 +65,17 @@ pub mod nr {
     pub const FSOPEN: u32 = 430;
     pub const FSMOUNT: u32 = 432;
     pub const CLONE3: u32 = 435;
+    pub const OPENAT2: u32 = 437;
+    pub const OPENAT: u32 = 257;
 }
 
 /// The syscalls the exit looks at: each vector's, and `pivot_root` and `chroot`, which only tell
 /// the runtime's setup apart (never counted).
-pub const CANDIDATES: [u32; 35] = [
+pub const CANDIDATES: [u32; 39] = [
+    nr::OPEN,
+    nr::CONNECT,
+    nr::OPENAT,
+    nr::OPENAT2,
     nr::CLONE,
     nr::PTRACE,
     nr::MKNOD,
@@ -125,7 +133,7 @@ pub const CANDIDATE_BITS: [u64; 8] = {
 pub mod answer {
     /// The call succeeded.
     pub const GRANTED: u16 = 0;
-    /// EPERM, EACCES, or ENOSYS (what seccomp profiles return for syscalls they do not name).
+    /// EPERM, EACCES, EROFS or ENOSYS (`denied`).
     pub const DENIED: u16 = 1;
     /// Another error: bad arguments, no such file... (says nothing about the posture).
     pub const FAILED: u16 = 2;
@@ -149,6 +157,82 @@ pub mod detail {
     /// `unshare`/`clone` creating a user namespace, or only other namespaces.
     pub const USER_NAMESPACE: u16 = 10;
     pub const OTHER_NAMESPACE: u16 = 11;
+    /// An open for writing of a host-control file, by its name (`HOST_FILES`).
+    pub const CORE_PATTERN: u16 = 12;
+    pub const UEVENT_HELPER: u16 = 13;
+    pub const SYSRQ_TRIGGER: u16 = 14;
+    pub const RELEASE_AGENT: u16 = 15;
+    pub const MODPROBE: u16 = 16;
+    /// A connect to a container runtime's socket, by its name (`RUNTIME_SOCKETS`).
+    pub const DOCKER: u16 = 17;
+    pub const CONTAINERD: u16 = 18;
+    pub const CRIO: u16 = 19;
+    pub const PODMAN: u16 = 20;
+}
+
+/// The host-control files an open for writing is a vector for, by the last component of the
+/// path (a relative path from a directory descriptor names them the same way): the kernel runs
+/// what `core_pattern` (a `|program`), `uevent_helper`, `modprobe` and a cgroup v1
+/// `release_agent` name, as root on the host; `sysrq-trigger` reboots or crashes it.
+pub const HOST_FILES: [(&[u8], u16); 5] = [
+    (b"core_pattern", detail::CORE_PATTERN),
+    (b"uevent_helper", detail::UEVENT_HELPER),
+    (b"sysrq-trigger", detail::SYSRQ_TRIGGER),
+    (b"release_agent", detail::RELEASE_AGENT),
+    (b"modprobe", detail::MODPROBE),
+];
+
+/// The container runtimes' API sockets a `connect` is a vector for (whoever reaches them starts
+/// privileged containers), by the last component of the path: where they are mounted into a
+/// container is up to its spec.
+pub const RUNTIME_SOCKETS: [(&[u8], u16); 6] = [
+    (b"docker.sock", detail::DOCKER),
+    (b"cri-dockerd.sock", detail::DOCKER),
+    (b"dockershim.sock", detail::DOCKER),
+    (b"containerd.sock", detail::CONTAINERD),
+    (b"crio.sock", detail::CRIO),
+    (b"podman.sock", detail::PODMAN),
+];
+
+/// Bytes of a path the kernel side reads (the names above are matched at its end).
+pub const PATH_BYTES: usize = 128;
+
+/// The detail of the entry of `names` that the path `buf[..len]` ends with as a whole component
+/// (after a `/`, or as the whole path). Written with masked indexes and bounded loops for the
+/// verifier; `len` is what a string read returned (without the NUL).
+#[inline(always)]
+pub fn last_component(buf: &[u8; PATH_BYTES], len: usize, names: &[(&[u8], u16)]) -> Option<u16> {
+    const MASK: usize = PATH_BYTES - 1;
+    let len = len & MASK;
+    let mut i = 0;
+    while i < names.len() {
+        let (name, detail) = names[i];
+        i += 1;
+        let n = name.len();
+        if n > len || n >= 32 {
+            continue;
+        }
+        let start = len - n;
+        if start > 0 && buf[(start - 1) & MASK] != b'/' {
+            continue;
+        }
+        let mut j = 0;
+        let mut same = true;
+        while j < 32 {
+            if j >= n {
+                break;
+            }
+            if buf[(start + j) & MASK] != name[j] {
+                same = false;
+                break;
+            }
+            j += 1;
+        }
+        if same {
+            return Some(detail);
+        }
+    }
+    None
 }
 
 /// What the first four argument registers of a candidate say.
@@ -175,6 +259,8 @@ pub const CLONE_OTHER_NAMESPACES: u64 =
 /// signal).
 pub const CLONE_NEWTIME: u64 = 0x80;
 const PTRACE_TRACEME: u64 = 0;
+/// O_WRONLY | O_RDWR: the open is for writing.
+pub const OPEN_FOR_WRITING: u64 = 0o3;
 
 /// What `args` (the first four argument registers) of candidate `syscall` decide.
 #[inline(always)]
@@ -182,6 +268,11 @@ pub fn from_registers(syscall: u32, args: [u64; 4]) -> Registers {
     match syscall {
         nr::PIVOT_ROOT | nr::CHROOT => Registers::NotAVector,
         nr::MOUNT | nr::FSOPEN | nr::CLONE3 | nr::ADJTIMEX | nr::CLOCK_ADJTIME => Registers::UserMemory,
+        // The path decides, for opens for writing only (openat2's flags are in user memory).
+        nr::OPEN | nr::OPENAT if args[if syscall == nr::OPEN { 1 } else { 2 }] & OPEN_FOR_WRITING == 0 => {
+            Registers::NotAVector
+        }
+        nr::OPEN | nr::OPENAT | nr::OPENAT2 | nr::CONNECT => Registers::UserMemory,
         nr::MKNOD => device(args[1]),
         nr::MKNODAT => device(args[2]),
         nr::UNSHARE => namespaces(args[0], CLONE_NEWTIME),
@@ -227,12 +318,15 @@ pub struct EscapeKey {
 }
 const _: () = assert!(core::mem::size_of::<EscapeKey>() == 16);
 
-/// Whether `errno` (positive) means the kernel refused the call on privilege or policy.
+/// Whether `errno` (positive) means the kernel refused the call on privilege or policy: EPERM,
+/// EACCES, ENOSYS (what seccomp profiles return for syscalls they do not name), EROFS (what the
+/// runtime mounted read-only: /proc/sys, the masked /proc files).
 pub const fn denied(errno: u32) -> bool {
     const EPERM: u32 = 1;
     const EACCES: u32 = 13;
+    const EROFS: u32 = 30;
     const ENOSYS: u32 = 38;
-    matches!(errno, EPERM | EACCES | ENOSYS)
+    matches!(errno, EPERM | EACCES | EROFS | ENOSYS)
 }
 
 /// The vector a counted (syscall, detail) is, and the detail label: what the metric says.
@@ -266,12 +360,31 @@ pub fn vector(syscall: u32, detail: u16) -> (&'static str, &'static str) {
         nr::SWAPON => ("swapon", ""),
         nr::SETTIMEOFDAY | nr::CLOCK_SETTIME | nr::ADJTIMEX | nr::CLOCK_ADJTIME => ("clock", ""),
         nr::IOPL | nr::IOPERM => ("ioport", ""),
+        nr::OPEN | nr::OPENAT | nr::OPENAT2 => ("host_file_write", named(detail)),
+        nr::CONNECT => ("runtime_socket", named(detail)),
         _ => ("other", ""),
     }
 }
 
+/// The label of a host file's or runtime socket's detail: the file's name (`sysrq-trigger` as
+/// `sysrq_trigger`), the runtime's.
+fn named(detail: u16) -> &'static str {
+    match detail {
+        detail::CORE_PATTERN => "core_pattern",
+        detail::UEVENT_HELPER => "uevent_helper",
+        detail::SYSRQ_TRIGGER => "sysrq_trigger",
+        detail::RELEASE_AGENT => "release_agent",
+        detail::MODPROBE => "modprobe",
+        detail::DOCKER => "docker",
+        detail::CONTAINERD => "containerd",
+        detail::CRIO => "crio",
+        detail::PODMAN => "podman",
+        _ => "",
+    }
+}
+
 /// Every vector, in the order the docs list them.
-pub const VECTORS: [&str; 18] = [
+pub const VECTORS: [&str; 20] = [
     "mount",
     "setns",
     "unshare_user",
@@ -289,6 +402,8 @@ pub const VECTORS: [&str; 18] = [
     "swapon",
     "clock",
     "ioport",
+    "host_file_write",
+    "runtime_socket",
     "other",
 ];
 
@@ -343,8 +458,31 @@ mod tests {
     }
 
     #[test]
+    fn host_files_and_runtime_sockets_are_matched_by_their_last_component() {
+        let matched = |path: &str, names: &[(&[u8], u16)]| {
+            let mut buf = [0u8; PATH_BYTES];
+            buf[..path.len()].copy_from_slice(path.as_bytes());
+            last_component(&buf, path.len(), names)
+        };
+        assert_eq!(matched("/proc/sys/kernel/core_pattern", &HOST_FILES), Some(detail::CORE_PATTERN));
+        assert_eq!(matched("core_pattern", &HOST_FILES), Some(detail::CORE_PATTERN));
+        assert_eq!(matched("/sys/fs/cgroup/x/release_agent", &HOST_FILES), Some(detail::RELEASE_AGENT));
+        assert_eq!(matched("/proc/sysrq-trigger", &HOST_FILES), Some(detail::SYSRQ_TRIGGER));
+        assert_eq!(matched("/tmp/my_core_pattern", &HOST_FILES), None, "a whole component only");
+        assert_eq!(matched("/proc/sys/kernel/core_pattern2", &HOST_FILES), None);
+        assert_eq!(matched("/var/run/docker.sock", &RUNTIME_SOCKETS), Some(detail::DOCKER));
+        assert_eq!(matched("/run/containerd/containerd.sock", &RUNTIME_SOCKETS), Some(detail::CONTAINERD));
+        assert_eq!(matched("/tmp/app.sock", &RUNTIME_SOCKETS), None);
+        assert_eq!(vector(nr::OPENAT, detail::SYSRQ_TRIGGER), ("host_file_write", "sysrq_trigger"));
+        assert_eq!(vector(nr::CONNECT, detail::CRIO), ("runtime_socket", "crio"));
+        // Opens for reading are no vector, whatever the path.
+        assert_eq!(from_registers(nr::OPENAT, [0, 0, 0, 0]), Registers::NotAVector);
+        assert_eq!(from_registers(nr::OPEN, [0, 0o1101, 0, 0]), Registers::UserMemory);
+    }
+
+    #[test]
     fn permission_errors_are_denials() {
-        assert!(denied(1) && denied(13) && denied(38));
+        assert!(denied(1) && denied(13) && denied(30) && denied(38));
         assert!(!denied(2) && !denied(22) && !denied(0));
     }
 }

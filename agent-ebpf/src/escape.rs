@@ -28,7 +28,7 @@ use kernsight_common::{
     counters::{OVERFLOW_CGROUP_ID, map_full},
     escape::{
         CANDIDATE_BITS, CANDIDATE_LIMIT, DEFAULT_ESCAPE_ATTEMPTS_ENTRIES, ESCAPE_SETUP_ENTRIES, EscapeKey,
-        SETUP_MAX_NS, SETUP_PIVOTED, answer, denied, nr,
+        Registers, SETUP_MAX_NS, SETUP_PIVOTED, answer, denied, from_registers, nr,
     },
     syscalls::V1_CGROUP_ID_BIT,
 };
@@ -72,8 +72,16 @@ pub(crate) fn syscall_exit(regs: *const u8, syscall: u64, ret: i64, cgroup_id: u
 #[cfg(bpf_target_arch = "x86_64")]
 #[inline(always)]
 fn attempt(regs: *const u8, syscall: u32, ret: i64, cgroup_id: u64) {
-    if being_set_up(cgroup_id, syscall, ret) {
-        return; // the runtime setting the new cgroup up
+    // The registers first: most opens are for reading, most clones make no namespace, and
+    // those end here at the cost of a few loads.
+    let registers = args::registers(regs);
+    let decided = from_registers(syscall, registers);
+    let setup_step = syscall == nr::PIVOT_ROOT || syscall == nr::CHROOT;
+    if decided == Registers::NotAVector && !setup_step {
+        return;
+    }
+    if being_set_up(cgroup_id, syscall, ret) || setup_step {
+        return; // the runtime setting the new cgroup up (pivot_root and chroot only tell it)
     }
     // SAFETY: the current task, read as the object's features say.
     if unsafe { runtime_stage::<features::CurrentRead>(features::current_task()) } {
@@ -83,8 +91,12 @@ fn attempt(regs: *const u8, syscall: u32, ret: i64, cgroup_id: u64) {
     if ret == 0 && (syscall == nr::CLONE || syscall == nr::CLONE3) {
         return;
     }
-    let Some(detail) = args::detail(regs, syscall) else {
-        return; // the arguments make it harmless (a FIFO, PTRACE_TRACEME, a clock read...)
+    let detail = match decided {
+        Registers::Detail(detail) => detail,
+        _ => match args::from_memory(syscall, registers) {
+            Some(detail) => detail,
+            None => return, // harmless after all: a clock read, an open of another file...
+        },
     };
     let answer = match ret {
         0.. => answer::GRANTED,
@@ -154,50 +166,79 @@ pub fn ks_escape_exec(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// What the arguments of a candidate say (x86_64: `pt_regs` holds them at the exit too).
+/// What the arguments of a candidate say (x86_64: `pt_regs` holds them at the exit too), where
+/// user memory decides.
 #[cfg(bpf_target_arch = "x86_64")]
 mod args {
     use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes};
-    use kernsight_common::escape::{CLONE_NEWTIME, Registers, detail, from_registers, namespaces, nr};
+    use kernsight_common::escape::{
+        CLONE_NEWTIME, HOST_FILES, OPEN_FOR_WRITING, PATH_BYTES, RUNTIME_SOCKETS, Registers, detail,
+        last_component, namespaces, nr,
+    };
 
     use crate::task::load;
 
     /// Offsets in `struct pt_regs` of the first four arguments (di, si, dx, r10).
     const ARG_OFFSETS: [u32; 4] = [14 * 8, 13 * 8, 12 * 8, 7 * 8];
     const MS_BIND: u64 = 0x1000;
+    const AF_UNIX: u16 = 1;
 
-    /// The detail of a candidate; `None` when its arguments make it no vector.
+    /// The first four argument registers.
     #[inline(always)]
-    pub(super) fn detail(regs: *const u8, syscall: u32) -> Option<u16> {
+    pub(super) fn registers(regs: *const u8) -> [u64; 4] {
         // SAFETY: `regs` is the tracepoint's BTF `pt_regs` pointer; the offsets are in it.
-        let args = ARG_OFFSETS.map(|offset| unsafe { load::<u64>(regs, offset) });
-        match from_registers(syscall, args) {
-            Registers::Detail(detail) => Some(detail),
-            Registers::NotAVector => None,
-            Registers::UserMemory => from_memory(syscall, args),
-        }
+        ARG_OFFSETS.map(|offset| unsafe { load::<u64>(regs, offset) })
     }
 
-    /// What the user memory `args` point to decides.
+    /// The detail that the user memory `args` point to decides; `None`: no vector after all.
     #[inline(always)]
-    fn from_memory(syscall: u32, args: [u64; 4]) -> Option<u16> {
-        let decided = match syscall {
-            nr::MOUNT => mount(args[0], args[2], args[3]),
-            nr::FSOPEN => filesystem(args[0]),
+    pub(super) fn from_memory(syscall: u32, args: [u64; 4]) -> Option<u16> {
+        match syscall {
+            nr::MOUNT => Some(mount(args[0], args[2], args[3])),
+            nr::FSOPEN => Some(filesystem(args[0])),
             nr::CLONE3 => {
                 // struct clone_args starts with the u64 flags.
                 // SAFETY: the helper checks the user address.
                 let flags = unsafe { bpf_probe_read_user(args[0] as *const u64) }.ok()?;
                 match namespaces(flags, CLONE_NEWTIME) {
-                    Registers::Detail(detail) => detail,
-                    _ => return None,
+                    Registers::Detail(detail) => Some(detail),
+                    _ => None,
                 }
             }
-            nr::ADJTIMEX => clock_change(args[0])?,
-            nr::CLOCK_ADJTIME => clock_change(args[1])?,
-            _ => detail::NONE,
-        };
-        Some(decided)
+            nr::ADJTIMEX => clock_change(args[0]),
+            nr::CLOCK_ADJTIME => clock_change(args[1]),
+            nr::OPEN => path_named(args[0], &HOST_FILES),
+            nr::OPENAT => path_named(args[1], &HOST_FILES),
+            nr::OPENAT2 => {
+                // struct open_how starts with the u64 flags.
+                // SAFETY: the helper checks the user address.
+                let flags = unsafe { bpf_probe_read_user(args[2] as *const u64) }.ok()?;
+                if flags & OPEN_FOR_WRITING == 0 {
+                    return None;
+                }
+                path_named(args[1], &HOST_FILES)
+            }
+            nr::CONNECT => {
+                // struct sockaddr_un: the family, then the path (abstract when it starts with 0).
+                let address = args[1];
+                // SAFETY: the helper checks the user address.
+                let family = unsafe { bpf_probe_read_user(address as *const u16) }.ok()?;
+                if family != AF_UNIX || args[2] <= 3 {
+                    return None;
+                }
+                path_named(address + 2, &RUNTIME_SOCKETS)
+            }
+            _ => Some(detail::NONE),
+        }
+    }
+
+    /// The detail of the entry of `names` the user path at `path` ends with, if any.
+    #[inline(always)]
+    fn path_named(path: u64, names: &[(&[u8], u16)]) -> Option<u16> {
+        let mut buf = [0u8; PATH_BYTES];
+        // SAFETY: the helper checks the user address and bounds the copy to `buf`.
+        let len = unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut buf) }.ok()?.len();
+        last_component(&buf, len, names)
     }
 
     /// mount(source, target, fstype, flags, data).

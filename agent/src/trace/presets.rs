@@ -64,18 +64,19 @@ pub fn find(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)
 }
 
-/// The syscalls `trace escape` follows: those of the escape vectors (`pivot_root` and `chroot`
-/// only tell a runtime's setup apart in the agent).
+/// The syscalls `trace escape` follows: those of the escape vectors but `connect` (the trace
+/// does not copy socket addresses: the metric's `runtime_socket` has no trace), and `pivot_root`
+/// and `chroot`, which only tell a runtime's setup apart in the agent.
 pub fn escape_syscalls() -> impl Iterator<Item = u32> {
     use kernsight_common::escape::{CANDIDATES, nr};
-    CANDIDATES.into_iter().filter(|&n| n != nr::PIVOT_ROOT && n != nr::CHROOT)
+    CANDIDATES.into_iter().filter(|&n| n != nr::PIVOT_ROOT && n != nr::CHROOT && n != nr::CONNECT)
 }
 
 /// Adds `vector`: the escape vector of the call, as the agent's metric names it, from the
 /// syscall and the arguments its registers hold (`-` when they make it harmless: a FIFO,
 /// PTRACE_TRACEME, a fork). What user memory decides (mount's file system) is not read here.
 pub fn escape_vector(event: &mut Event) {
-    use kernsight_common::escape::{Registers, detail, from_registers, vector};
+    use kernsight_common::escape::{self as esc, Registers, detail, from_registers, vector};
     let Some(nr) = event
         .get("syscall")
         .and_then(|s| match s {
@@ -92,10 +93,27 @@ pub fn escape_vector(event: &mut Event) {
     };
     let label = match from_registers(nr, args) {
         Registers::Detail(detail) => vector(nr, detail).0,
+        // An open for writing: of a host-control file, by the path the trace copied.
+        Registers::UserMemory if [esc::nr::OPEN, esc::nr::OPENAT, esc::nr::OPENAT2].contains(&nr) => {
+            match event.get("path") {
+                Some(Value::Str(path)) if host_file(path) => vector(nr, detail::NONE).0,
+                _ => "-",
+            }
+        }
         Registers::UserMemory => vector(nr, detail::NONE).0,
         Registers::NotAVector => "-",
     };
     event.push(&Arc::from("vector"), Value::Str(label.to_owned()));
+}
+
+/// Whether `path` names a host-control file (`kernsight_common::escape::HOST_FILES`).
+fn host_file(path: &str) -> bool {
+    use kernsight_common::escape::{HOST_FILES, PATH_BYTES, last_component};
+    let bytes = path.as_bytes();
+    let mut buf = [0u8; PATH_BYTES];
+    let tail = &bytes[bytes.len().saturating_sub(PATH_BYTES - 1)..];
+    buf[..tail.len()].copy_from_slice(tail);
+    last_component(&buf, tail.len(), &HOST_FILES).is_some()
 }
 
 /// The first four arguments of a described call (`syscall_args::describe`: numbers in decimal
@@ -221,5 +239,17 @@ mod tests {
         assert_eq!(vector_of("ptrace", "0, 0, 0, 0"), "-");
         assert_eq!(vector_of("add_key", "0x4000, 0x4001, 0x4002, 1, 0xfffffffe"), "keyctl");
         assert_eq!(register_values("1, 0x10, AT_FDCWD"), [1, 16, -100i64 as u64, 0]);
+        let open = |path: &str, flags: &str| {
+            let mut event = Event::default();
+            event.push(&"syscall".into(), Value::Str("openat".into()));
+            event.push(&"args".into(), Value::Str(format!("AT_FDCWD, {path:?}, {flags}, 0")));
+            event.push(&"path".into(), Value::Str(path.into()));
+            escape_vector(&mut event);
+            event.get("vector").cloned()
+        };
+        let text = |s: &str| Some(Value::Str(s.into()));
+        assert_eq!(open("/proc/sys/kernel/core_pattern", "1"), text("host_file_write"));
+        assert_eq!(open("/proc/sys/kernel/core_pattern", "0"), text("-"), "read only");
+        assert_eq!(open("/tmp/log", "0x241"), text("-"), "another file");
     }
 }

@@ -26,7 +26,7 @@ const TIMES: usize = 5;
 /// Tries each vector TIMES times with calls that change nothing outside the container (bad
 /// magic for reboot, bad flags for kexec_load, a missing file for swapon, an invalid time, a
 /// bogus handle, namespaces made in children that exit), and prints one line per vector:
-/// `vector=V granted=G denied=D failed=F` (denied: EPERM, EACCES or ENOSYS). Then the calls that
+/// `vector=V granted=G denied=D failed=F` (denied: EPERM, EACCES, EROFS or ENOSYS). Then the calls that
 /// must not count (a FIFO, PTRACE_TRACEME, a clock read), and idles so that the agent can name
 /// the container.
 const PROGRAM: &str = r#"
@@ -44,7 +44,9 @@ const PROGRAM: &str = r#"
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/timex.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -53,7 +55,7 @@ static long granted, denied, failed;
 
 static void answer(long r, int err) {
     if (r >= 0) granted++;
-    else if (err == EPERM || err == EACCES || err == ENOSYS) denied++;
+    else if (err == EPERM || err == EACCES || err == EROFS || err == ENOSYS) denied++;
     else failed++;
 }
 static void tally(long r) { answer(r, errno); }
@@ -66,7 +68,7 @@ static void in_child(long (*call)(void)) {
     pid_t pid = fork();
     if (pid == 0) {
         long r = call();
-        _exit(r >= 0 ? 0 : (errno == EPERM || errno == EACCES || errno == ENOSYS) ? 1 : 2);
+        _exit(r >= 0 ? 0 : (errno == EPERM || errno == EACCES || errno == EROFS || errno == ENOSYS) ? 1 : 2);
     }
     int status = 0;
     waitpid(pid, &status, 0);
@@ -79,6 +81,23 @@ static long setns_uts(void) {
     int fd = open("/proc/self/ns/uts", O_RDONLY);
     long r = setns(fd, CLONE_NEWUTS);
     int e = errno; close(fd); errno = e;
+    return r;
+}
+
+/* A listening socket at `path` (made once), and one connect to it: the answer. */
+static long connect_to(const char *path) {
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    strcpy(addr.sun_path, path);
+    if (access(path, F_OK) != 0) {
+        int server = socket(AF_UNIX, SOCK_STREAM, 0);
+        bind(server, (struct sockaddr *)&addr, sizeof addr);
+        listen(server, 64);
+    }
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    long r = connect(c, (struct sockaddr *)&addr, sizeof addr);
+    int e = errno; close(c); errno = e;
     return r;
 }
 
@@ -153,8 +172,23 @@ int main(void) {
     report("clock");
     for (int i = 0; i < TIMES; i++) tally(syscall(SYS_ioperm, 0x80, 1, 1));
     report("ioport");
+    for (int i = 0; i < TIMES; i++) {
+        /* Opened, never written: the host's core_pattern is not changed. */
+        int fd = open("/proc/sys/kernel/core_pattern", O_WRONLY);
+        tally(fd);
+        if (fd >= 0) close(fd);
+    }
+    report("host_file_write");
+    for (int i = 0; i < TIMES; i++) tally(connect_to("/tmp/docker.sock"));
+    report("runtime_socket");
 
-    /* Not vectors: a FIFO, a child asking to be traced, clock reads. */
+    /* Not vectors: a FIFO, a child asking to be traced, clock reads, opens of other files or
+       for reading, connects to other sockets. */
+    for (int i = 0; i < TIMES; i++) {
+        close(open("/tmp/written", O_WRONLY | O_CREAT, 0600));
+        close(open("/proc/sys/kernel/core_pattern", O_RDONLY));
+        connect_to("/tmp/app.sock");
+    }
     for (int i = 0; i < TIMES; i++) { mknod("/tmp/fifo", S_IFIFO | 0600, 0); unlink("/tmp/fifo"); }
     for (int i = 0; i < TIMES; i++) {
         pid_t pid = fork();
@@ -227,7 +261,7 @@ fn run_and_compare(agent: &Agent, name: &str, flags: &[&str], program: &Path) ->
         if logs.contains("done") { Ok(logs) } else { Err(format!("no report yet: {logs:?}")) }
     });
     let expected = parse_report(&report);
-    assert_eq!(expected.len(), 17, "one line per vector: {report}");
+    assert_eq!(expected.len(), 19, "one line per vector: {report}");
     // An exec session enters the running container: runc's setns and the like must not count.
     let exec = podman().args(["exec", name, "true"]).output().expect("podman exec");
     assert!(exec.status.success(), "podman exec: {}", String::from_utf8_lossy(&exec.stderr));
@@ -273,6 +307,11 @@ fn every_attempt_is_counted_for_its_container_with_the_kernels_answer() {
     };
     assert_eq!(detail(&samples, "mount"), ["proc"], "the file system mounted");
     assert_eq!(detail(&samples, "mknod_device"), ["block"]);
+    assert_eq!(detail(&samples, "host_file_write"), ["core_pattern"]);
+    assert_eq!(detail(&samples, "runtime_socket"), ["docker"]);
+    // /proc/sys is read-only in a container: EROFS, the runtime's refusal.
+    assert_eq!(default["host_file_write"], [0.0, TIMES as f64, 0.0], "core_pattern is read-only");
+    assert_eq!(default["runtime_socket"], [TIMES as f64, 0.0, 0.0], "a socket named docker.sock");
 
     let privileged_name = format!("kernsight-escape-{pid}-privileged");
     let (privileged, _) = run_and_compare(&agent, &privileged_name, &["--privileged"], &program);
@@ -280,6 +319,7 @@ fn every_attempt_is_counted_for_its_container_with_the_kernels_answer() {
     assert_eq!(privileged["mount"], [TIMES as f64, 0.0, 0.0], "mount is granted when privileged");
     assert_eq!(privileged["mknod_device"], [TIMES as f64, 0.0, 0.0], "so is mknod of a block device");
     assert_eq!(privileged["setns"], [TIMES as f64, 0.0, 0.0]);
+    assert_eq!(privileged["host_file_write"], [TIMES as f64, 0.0, 0.0], "the host's core_pattern opened");
     // Past the capability check, the bad arguments fail.
     assert_eq!(privileged["reboot"], [0.0, 0.0, TIMES as f64], "bad magic: EINVAL");
     assert_eq!(default["reboot"], [0.0, TIMES as f64, 0.0], "no CAP_SYS_BOOT: EPERM");
@@ -325,7 +365,18 @@ fn the_kernel_skips_a_new_cgroups_setup_then_counts_every_attempt() {
     let cgroup = TestCgroup::create("escape-raw");
     let id = std::fs::metadata(&cgroup.path).expect("stat the cgroup").ino();
     let dir = tempfile::tempdir().unwrap();
-    let node = CString::new(dir.path().join("null").into_os_string().into_encoded_bytes()).unwrap();
+    let in_dir =
+        |name: &str| CString::new(dir.path().join(name).into_os_string().into_encoded_bytes()).unwrap();
+    let node = in_dir("null");
+    // A file named like the cgroup v1 release_agent, and a socket named like CRI-O's.
+    let agent_file = in_dir("release_agent");
+    let socket_path = dir.path().join("crio.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket_path).expect("listen on crio.sock");
+    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (to, from) in address.sun_path.iter_mut().zip(socket_path.as_os_str().as_encoded_bytes()) {
+        *to = *from as libc::c_char;
+    }
     const TIMES: usize = 7;
 
     // The "runtime": mounts while setting up, then chroots (as runtimes pivot) and execs.
@@ -363,12 +414,25 @@ fn the_kernel_skips_a_new_cgroups_setup_then_counts_every_attempt() {
                     libc::_exit(if libc::unshare(libc::CLONE_NEWUTS) == 0 { 0 } else { 1 });
                 }
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
+                // Opened for writing (counted), then for reading (not).
+                libc::close(libc::open(agent_file.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600));
+                libc::close(libc::open(agent_file.as_ptr(), libc::O_RDONLY));
+                let socket = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                let length = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                libc::connect(socket, (&raw const address).cast(), length);
+                libc::close(socket);
             }
         }
         0
     });
     assert_eq!(code, 0, "the workload");
     let times = TIMES as u64;
+    assert_eq!(
+        in_kernel(&agent, id, nr::OPENAT, answer::GRANTED, detail::RELEASE_AGENT),
+        times,
+        "opens for writing of a file named release_agent (not those for reading)"
+    );
+    assert_eq!(in_kernel(&agent, id, nr::CONNECT, answer::GRANTED, detail::CRIO), times, "connects");
     assert_eq!(in_kernel(&agent, id, nr::MOUNT, answer::FAILED, detail::FS_PROC), times, "mounts");
     let made = [nr::MKNOD, nr::MKNODAT]
         .map(|syscall| in_kernel(&agent, id, syscall, answer::GRANTED, detail::CHAR_DEVICE))
