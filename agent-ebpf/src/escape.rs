@@ -72,32 +72,32 @@ pub(crate) fn syscall_exit(regs: *const u8, syscall: u64, ret: i64, cgroup_id: u
 #[cfg(bpf_target_arch = "x86_64")]
 #[inline(always)]
 fn attempt(regs: *const u8, syscall: u32, ret: i64, cgroup_id: u64) {
-    // The registers first: most opens are for reading, most clones make no namespace, and
-    // those end here at the cost of a few loads.
-    let registers = args::registers(regs);
-    let decided = from_registers(syscall, registers);
-    let setup_step = syscall == nr::PIVOT_ROOT || syscall == nr::CHROOT;
-    if decided == Registers::NotAVector && !setup_step {
+    if syscall == nr::PIVOT_ROOT || syscall == nr::CHROOT {
+        being_set_up(cgroup_id, syscall, ret); // they only tell the runtime's setup
         return;
-    }
-    if being_set_up(cgroup_id, syscall, ret) || setup_step {
-        return; // the runtime setting the new cgroup up (pivot_root and chroot only tell it)
-    }
-    // SAFETY: the current task, read as the object's features say.
-    if unsafe { runtime_stage::<features::CurrentRead>(features::current_task()) } {
-        return; // runc entering the container (exec)
     }
     // clone and clone3 return twice: 0 in the child, whose attempt the parent counts.
     if ret == 0 && (syscall == nr::CLONE || syscall == nr::CLONE3) {
         return;
     }
-    let detail = match decided {
+    // The arguments first: most opens are of ordinary files and most clones make no
+    // namespace, and those end here, before any map is looked at.
+    let registers = args::registers(regs);
+    let detail = match from_registers(syscall, registers) {
         Registers::Detail(detail) => detail,
-        _ => match args::from_memory(syscall, registers) {
+        Registers::NotAVector => return,
+        Registers::UserMemory => match args::from_memory(syscall, registers, ret) {
             Some(detail) => detail,
-            None => return, // harmless after all: a clock read, an open of another file...
+            None => return, // a clock read, an open of another file...
         },
     };
+    if being_set_up(cgroup_id, syscall, ret) {
+        return; // the runtime setting the new cgroup up
+    }
+    // SAFETY: the current task, read as the object's features say.
+    if unsafe { runtime_stage::<features::CurrentRead>(features::current_task()) } {
+        return; // runc entering the container (exec)
+    }
     let answer = match ret {
         0.. => answer::GRANTED,
         _ if denied(ret.unsigned_abs() as u32) => answer::DENIED,
@@ -190,9 +190,10 @@ mod args {
         ARG_OFFSETS.map(|offset| unsafe { load::<u64>(regs, offset) })
     }
 
-    /// The detail that the user memory `args` point to decides; `None`: no vector after all.
+    /// The detail that the user memory `args` point to (or, for an open, the file opened)
+    /// decides; `None`: no vector after all.
     #[inline(always)]
-    pub(super) fn from_memory(syscall: u32, args: [u64; 4]) -> Option<u16> {
+    pub(super) fn from_memory(syscall: u32, args: [u64; 4], ret: i64) -> Option<u16> {
         match syscall {
             nr::MOUNT => Some(mount(args[0], args[2], args[3])),
             nr::FSOPEN => Some(filesystem(args[0])),
@@ -207,16 +208,22 @@ mod args {
             }
             nr::ADJTIMEX => clock_change(args[0]),
             nr::CLOCK_ADJTIME => clock_change(args[1]),
-            nr::OPEN => path_named(args[0], &HOST_FILES),
-            nr::OPENAT => path_named(args[1], &HOST_FILES),
-            nr::OPENAT2 => {
-                // struct open_how starts with the u64 flags.
-                // SAFETY: the helper checks the user address.
-                let flags = unsafe { bpf_probe_read_user(args[2] as *const u64) }.ok()?;
-                if flags & OPEN_FOR_WRITING == 0 {
+            nr::OPEN | nr::OPENAT | nr::OPENAT2 => {
+                let (path, flags) = match syscall {
+                    nr::OPEN => (args[0], args[1]),
+                    nr::OPENAT => (args[1], args[2]),
+                    // struct open_how starts with the u64 flags.
+                    // SAFETY: the helper checks the user address.
+                    _ => (args[1], unsafe { bpf_probe_read_user(args[2] as *const u64) }.ok()?),
+                };
+                let writing = flags & OPEN_FOR_WRITING != 0;
+                if ret >= 0 && super::files::is_block_device(ret as u64) {
+                    return Some(if writing { detail::BLOCK_WRITE } else { detail::BLOCK_READ });
+                }
+                if !writing {
                     return None;
                 }
-                path_named(args[1], &HOST_FILES)
+                path_named(path, &HOST_FILES)
             }
             nr::CONNECT => {
                 // struct sockaddr_un: the family, then the path (abstract when it starts with 0).
@@ -282,5 +289,70 @@ mod args {
         // SAFETY: the helper checks the user address.
         let modes = unsafe { bpf_probe_read_user(timex as *const u32) }.ok()?;
         (modes != 0).then_some(detail::NONE)
+    }
+}
+
+/// What a descriptor of the current task refers to.
+#[cfg(bpf_target_arch = "x86_64")]
+mod files {
+    use crate::{
+        features,
+        runtimes::FILE_INODE_OFFSET,
+        task::{KernelRead, Probe, global},
+    };
+
+    #[unsafe(no_mangle)]
+    static BLOCK_DEVICE_OPENS: u32 = 0;
+    #[unsafe(no_mangle)]
+    static TASK_FILES_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static FILES_FDT_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static FDTABLE_MAX_FDS_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static FDTABLE_FD_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static INODE_MODE_OFFSET: u32 = 0;
+
+    const S_IFMT: u16 = 0o170000;
+    const S_IFBLK: u16 = 0o060000;
+
+    /// Whether descriptor `fd` of the current task is a block device: `files->fdt->fd[fd]`'s
+    /// inode mode. The table is read as the object reads the current task; the slot, which the
+    /// verifier cannot bound, and what follows it, with `bpf_probe_read_kernel`. Pruned where
+    /// the kernel's BTF lacks a member (`BLOCK_DEVICE_OPENS` 0).
+    #[inline(always)]
+    pub(super) fn is_block_device(fd: u64) -> bool {
+        if global(&BLOCK_DEVICE_OPENS) == 0 {
+            return false;
+        }
+        // SAFETY: the current task, read as the object's features say, each pointer checked
+        // before it is followed; offsets from the kernel's BTF.
+        unsafe {
+            let task = features::current_task();
+            let files: *const u8 = features::CurrentRead::read(task, global(&TASK_FILES_OFFSET));
+            if files.is_null() {
+                return false;
+            }
+            let table: *const u8 = features::CurrentRead::read(files, global(&FILES_FDT_OFFSET));
+            if table.is_null() {
+                return false;
+            }
+            let max_fds: u32 = features::CurrentRead::read(table, global(&FDTABLE_MAX_FDS_OFFSET));
+            let slots: *const u8 = features::CurrentRead::read(table, global(&FDTABLE_FD_OFFSET));
+            if fd >= u64::from(max_fds) || slots.is_null() {
+                return false;
+            }
+            let file: *const u8 = Probe::read(slots.wrapping_add((fd as usize) * 8), 0);
+            if file.is_null() {
+                return false;
+            }
+            let inode: *const u8 = Probe::read(file, global(&FILE_INODE_OFFSET));
+            if inode.is_null() {
+                return false;
+            }
+            let mode: u16 = Probe::read(inode, global(&INODE_MODE_OFFSET));
+            mode & S_IFMT == S_IFBLK
+        }
     }
 }

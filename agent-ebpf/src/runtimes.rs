@@ -18,7 +18,7 @@ static TASK_COMM_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static MM_EXE_FILE_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
-static FILE_INODE_OFFSET: u32 = 0;
+pub(crate) static FILE_INODE_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static INODE_INO_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]

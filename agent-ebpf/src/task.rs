@@ -72,7 +72,6 @@ impl KernelRead for Direct {
 /// `bpf_probe_read_kernel`, for addresses the verifier has no type for (the current task on
 /// kernels without `bpf_get_current_task_btf`); a failed read gives zero, and a walk through a
 /// zero pointer gives zeros (cgroup id 0, counted under `other`).
-#[allow(dead_code)] // the full object reads the current task directly
 pub(crate) struct Probe;
 
 impl KernelRead for Probe {

@@ -9,16 +9,21 @@ use std::time::Duration;
 use aya::EbpfLoader;
 use kernsight_common::{
     counters::{OVERFLOW_CGROUP_ID, map_full},
-    escape::{ESCAPE_ATTEMPTS_MAP, ESCAPE_ENABLED_GLOBAL, ESCAPE_SETUP_MAP, EscapeKey, answer},
+    escape::{
+        BLOCK_DEVICE_OPENS_GLOBAL, ESCAPE_ATTEMPTS_MAP, ESCAPE_ENABLED_GLOBAL, ESCAPE_SETUP_MAP, EscapeKey,
+        FDTABLE_FD_OFFSET_GLOBAL, FDTABLE_MAX_FDS_OFFSET_GLOBAL, FILES_FDT_OFFSET_GLOBAL,
+        INODE_MODE_OFFSET_GLOBAL, TASK_FILES_OFFSET_GLOBAL, answer,
+    },
 };
 
 use super::{
     counters::{CgroupCounters, Row},
     facts::KernelFacts,
     family::{AttachContext, Attached, Family, MapRow, attached_any},
+    features::Implementation,
     load_and_attach, runtimes,
 };
-use crate::config::Config;
+use crate::{config::Config, kernel::btf};
 
 pub const PROBE: &str = "escape";
 const PROGRAMS: [(&str, &str); 2] =
@@ -61,9 +66,28 @@ impl Family for Escape {
         })
     }
 
+    fn implementation(&self, facts: &KernelFacts, _config: &Config) -> Implementation {
+        match &facts.file_offsets {
+            Ok(_) => Implementation::standard("standard"),
+            Err(err) => Implementation::fallback(
+                "standard",
+                format!("opens of block devices are not told apart: {err}"),
+            ),
+        }
+    }
+
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
         loader.override_global(ESCAPE_ENABLED_GLOBAL, &1u32, true);
         runtimes::configure(loader, &facts.offsets.security);
+        if let Ok(files) = &facts.file_offsets {
+            loader
+                .override_global(BLOCK_DEVICE_OPENS_GLOBAL, &1u32, true)
+                .override_global(TASK_FILES_OFFSET_GLOBAL, &files.task_files, true)
+                .override_global(FILES_FDT_OFFSET_GLOBAL, &files.files_fdt, true)
+                .override_global(FDTABLE_MAX_FDS_OFFSET_GLOBAL, &files.fdtable_max_fds, true)
+                .override_global(FDTABLE_FD_OFFSET_GLOBAL, &files.fdtable_fd, true)
+                .override_global(INODE_MODE_OFFSET_GLOBAL, &files.inode_mode, true);
+        }
     }
 
     fn maps(&self) -> &'static [&'static str] {
@@ -101,6 +125,30 @@ impl Family for Escape {
         // The mkdir program first: a cgroup made between the two attaches is then remembered.
         load_and_attach(cx.ebpf, cx.btf, &PROGRAMS)?;
         Ok(Box::new(EscapeMaps { attempts }))
+    }
+}
+
+/// Offsets on the path from a task to the mode of the inode behind one of its descriptors
+/// (`files->fdt->fd[n]->f_inode->i_mode`; `file.f_inode` is `runtimes`'), from the running
+/// kernel's BTF: what tells an open of a block device.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileOffsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub inode_mode: u32,
+}
+
+impl FileOffsets {
+    pub fn read(btf: &btf::Btf) -> Result<Self, btf::BtfError> {
+        Ok(Self {
+            task_files: btf.member_offset("task_struct", "files")?,
+            files_fdt: btf.member_offset("files_struct", "fdt")?,
+            fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
+            fdtable_fd: btf.member_offset("fdtable", "fd")?,
+            inode_mode: btf.member_offset("inode", "i_mode")?,
+        })
     }
 }
 

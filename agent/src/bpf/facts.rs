@@ -65,6 +65,8 @@ pub struct KernelFacts {
     pub wait_reason_offsets: Result<(u32, u32), BtfError>,
     /// `cfs_rq.throttled_clock_self_time` (6.6+): what measures each throttle episode.
     pub throttle_episode_offset: Result<u32, BtfError>,
+    /// What tells the escape family's opens of block devices.
+    pub file_offsets: Result<super::escape::FileOffsets, BtfError>,
     pub hierarchies: Hierarchies,
     pub tracefs: PathBuf,
     /// Not a kernel fact but a setting the programs are specialised for (a global that must
@@ -121,6 +123,7 @@ impl KernelFacts {
         let throttle_episode_offset = btf
             .map_err(Clone::clone)
             .and_then(|btf| btf.member_offset("cfs_rq", "throttled_clock_self_time"));
+        let file_offsets = btf.map_err(Clone::clone).and_then(super::escape::FileOffsets::read);
         let object = Object::choose(&features, config.bpf.object);
         let offsets = Offsets {
             walk: walk.as_ref().copied().unwrap_or_default(),
@@ -147,6 +150,7 @@ impl KernelFacts {
             block_io,
             wait_reason_offsets,
             throttle_episode_offset,
+            file_offsets,
             hierarchies,
             tracefs: tracefs.to_owned(),
             syscall_latency: u8::from(config.syscalls.latency_histogram),

@@ -93,10 +93,18 @@ pub fn escape_vector(event: &mut Event) {
     };
     let label = match from_registers(nr, args) {
         Registers::Detail(detail) => vector(nr, detail).0,
-        // An open for writing: of a host-control file, by the path the trace copied.
+        // An open for writing (openat2's flags are not copied) of a host-control file, by the
+        // path the trace copied.
         Registers::UserMemory if [esc::nr::OPEN, esc::nr::OPENAT, esc::nr::OPENAT2].contains(&nr) => {
+            let flags = match nr {
+                esc::nr::OPEN => args[1],
+                esc::nr::OPENAT => args[2],
+                _ => esc::OPEN_FOR_WRITING,
+            };
             match event.get("path") {
-                Some(Value::Str(path)) if host_file(path) => vector(nr, detail::NONE).0,
+                Some(Value::Str(path)) if flags & esc::OPEN_FOR_WRITING != 0 && host_file(path) => {
+                    vector(nr, detail::NONE).0
+                }
                 _ => "-",
             }
         }
