@@ -54,10 +54,10 @@ fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
     let drops_unsupported = value(&samples, "kernsight_probe_supported", &[("probe", "packet_drops")]) == 0.0;
     assert_eq!(
         value(&samples, "kernsight_bpf_programs_attached", &[]),
-        if drops_unsupported { 27.0 } else { 28.0 },
+        if drops_unsupported { 29.0 } else { 30.0 },
         "sys_exit, cgroup mkdir and rmdir, oom mark_victim (tp_btf and tracepoint), sched wakeup, wakeup_new, switch, process exec and exit, \
          cgroup_skb ingress and egress, TC ingress and egress, TCP set_state, retransmit, send and receive reset, kfree_skb, cap_capable, reclaim begin and end (direct and memcg), \
-         block_rq issue and complete, DNS cgroup_skb ingress and egress"
+         block_rq issue and complete, DNS cgroup_skb ingress and egress, escape cgroup mkdir and exec"
     );
     assert_eq!(value(&samples, "kernsight_probe_attached", &[("probe", "syscalls")]), 1.0);
 }
