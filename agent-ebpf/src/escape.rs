@@ -2,9 +2,12 @@
 //! exit (`syscalls::ks_sys_exit` calls `syscall_exit`) per (cgroup, syscall, answer, detail).
 //!
 //! Cost: every syscall pays one load from a read-only bitmap and a shift (pruned entirely when
-//! the family is off). Only the ~35 candidate syscalls go on: a lookup of the cgroup among those
-//! being set up, the arguments that decide the vector (from `pt_regs`, or a few bytes of user
-//! memory), and one per-CPU hash update.
+//! the family is off). Only the ~40 candidate syscalls go on, arguments first: the registers
+//! (forks without namespaces, FIFOs, PTRACE_TRACEME end there), then what they point to where it
+//! decides: a file system type, up to 128 bytes of a path (opens for writing, connects to Unix
+//! sockets), and for every successful open the fd table to its inode's mode (three loads and
+//! three `bpf_probe_read_kernel`). Only an attempt looks up the cgroups being set up, checks for
+//! runc, and updates the per-CPU hash.
 //!
 //! The runtime's own calls are not counted:
 //! - its setup of a new cgroup: `ks_escape_cgroup_mkdir` remembers each new cgroup in
