@@ -5,7 +5,7 @@
 //! the kernel's own map (no container needed, so the kernel matrix runs it): a new cgroup's
 //! setup is skipped until an exec after a chroot, then every attempt counts.
 
-use std::{collections::BTreeMap, ffi::CString, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeMap, ffi::CString, path::Path, time::Duration};
 
 use aya::maps::{Map, MapData, PerCpuHashMap};
 use kernsight_common::{
@@ -30,21 +30,6 @@ const TIMES: usize = 5;
 /// must not count (a FIFO, PTRACE_TRACEME, a clock read), and idles so that the agent can name
 /// the container.
 const PROGRAM: &str = include_str!("escape_attempts.c");
-
-/// The program, built static with musl-gcc into `dir`; `None` (with a skip) without musl-gcc.
-fn build_program(dir: &Path) -> Option<std::path::PathBuf> {
-    let source = dir.join("escape.c");
-    let binary = dir.join("escape");
-    std::fs::write(&source, PROGRAM).unwrap();
-    match Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(&binary).arg(&source).output() {
-        Ok(out) if out.status.success() => Some(binary),
-        Ok(out) => panic!("musl-gcc: {}", String::from_utf8_lossy(&out.stderr)),
-        Err(e) => {
-            support::skip(&format!("musl-gcc (Debian's musl-tools, which cargo xtask setup installs): {e}"));
-            None
-        }
-    }
-}
 
 /// Vector → (granted, denied, failed), as the program saw the kernel answer.
 type Answers = BTreeMap<String, [f64; 3]>;
@@ -112,7 +97,7 @@ fn every_attempt_is_counted_for_its_container_with_the_kernels_answer() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let Some(program) = build_program(dir.path()) else { return };
+    let Some(program) = support::static_c_program(dir.path(), "escape", PROGRAM) else { return };
     let _serial = support::serial();
     let agent = Agent::start(&[]);
     let pid = std::process::id();

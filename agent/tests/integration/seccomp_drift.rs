@@ -3,7 +3,7 @@
 //! the same program under the default profile shows none, and the kernel fails its calls (EPERM,
 //! or the profile's ENOSYS for a syscall it does not name), as the embedded profile says.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use crate::support::{
     self, Agent, Sample, config_file, containerd::Containerd, path_str, podman::PodmanContainer, privileged,
@@ -53,21 +53,6 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// The program, built static with musl-gcc into `dir`; `None` (with a skip) without musl-gcc.
-fn build_program(dir: &Path) -> Option<std::path::PathBuf> {
-    let source = dir.join("drift.c");
-    let binary = dir.join("drift");
-    std::fs::write(&source, PROGRAM).unwrap();
-    match Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(&binary).arg(&source).output() {
-        Ok(out) if out.status.success() => Some(binary),
-        Ok(out) => panic!("musl-gcc: {}", String::from_utf8_lossy(&out.stderr)),
-        Err(e) => {
-            support::skip(&format!("musl-gcc (Debian's musl-tools, which cargo xtask setup installs): {e}"));
-            None
-        }
-    }
-}
-
 /// Runs the program in a container with `flags`, waits for its report.
 fn run(name: &str, flags: &[&str], program: &Path) -> (PodmanContainer, String) {
     let mount = format!("{}:/drift:ro", program.display());
@@ -98,7 +83,7 @@ fn unconfined_container_shows_what_the_runtime_default_would_deny() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let Some(program) = build_program(dir.path()) else { return };
+    let Some(program) = support::static_c_program(dir.path(), "drift", PROGRAM) else { return };
     let _serial = support::serial();
     let (_config_dir, config) = config_file("[security]\nseccomp_drift = true\n");
     let agent = Agent::start(&["--config", path_str(&config)]);

@@ -68,6 +68,27 @@ pub fn skip(why: &str) {
 
 /// Whether privileged tests can run (root: they load eBPF programs and create cgroups). Under
 /// `KERNSIGHT_PRIVILEGED_TESTS=required` a missing privilege fails the test instead of skipping it.
+/// The C program `source`, built static with musl-gcc into `dir` as `name`: what tests run in
+/// containers whose image has no libc. `None` (with a skip) without musl-gcc.
+pub fn static_c_program(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
+    let file = dir.join(format!("{name}.c"));
+    let binary = dir.join(name);
+    std::fs::write(&file, source).unwrap();
+    match std::process::Command::new("musl-gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&binary)
+        .arg(&file)
+        .output()
+    {
+        Ok(out) if out.status.success() => Some(binary),
+        Ok(out) => panic!("musl-gcc: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => {
+            skip(&format!("musl-gcc (Debian's musl-tools, which cargo xtask setup installs): {e}"));
+            None
+        }
+    }
+}
+
 /// Whether the running kernel is `major.minor` or newer.
 pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("read the kernel release");
