@@ -25,15 +25,32 @@ pub const SETUP_PIVOTED: u64 = 1;
 pub const SETUP_MAX_NS: u64 = 10_000_000_000;
 /// Read-only global (`u32`): 1 when the family runs, else the syscall exit skips it.
 pub const ESCAPE_ENABLED_GLOBAL: &str = "ESCAPE_ENABLED";
-/// Read-only globals (`u32`) of block device opens: 1 when the kernel's BTF has the members
-/// below, else 0 and opens of block devices are not told apart; the offsets of
-/// `task_struct.files`, `files_struct.fdt`, `fdtable.max_fds`, `fdtable.fd`, `inode.i_mode`.
-pub const BLOCK_DEVICE_OPENS_GLOBAL: &str = "BLOCK_DEVICE_OPENS";
+/// Read-only globals (`u32`) of what a successful open returned, read from the kernel's file
+/// rather than from the caller's arguments (which a symlink, a long path or another thread
+/// can dress up): `OPENED_FILES` is 1 when the kernel's BTF has the members below, else 0 and
+/// the caller's path and flags decide; the offsets of `task_struct.files`, `files_struct.fdt`,
+/// `fdtable.max_fds`, `fdtable.fd`, `inode.i_mode`, `file.f_mode`, `file.f_path.dentry`,
+/// `dentry.d_name.name` and `super_block.s_magic`.
+pub const OPENED_FILES_GLOBAL: &str = "OPENED_FILES";
 pub const TASK_FILES_OFFSET_GLOBAL: &str = "TASK_FILES_OFFSET";
 pub const FILES_FDT_OFFSET_GLOBAL: &str = "FILES_FDT_OFFSET";
 pub const FDTABLE_MAX_FDS_OFFSET_GLOBAL: &str = "FDTABLE_MAX_FDS_OFFSET";
 pub const FDTABLE_FD_OFFSET_GLOBAL: &str = "FDTABLE_FD_OFFSET";
 pub const INODE_MODE_OFFSET_GLOBAL: &str = "INODE_MODE_OFFSET";
+pub const FILE_MODE_OFFSET_GLOBAL: &str = "FILE_MODE_OFFSET";
+pub const FILE_DENTRY_OFFSET_GLOBAL: &str = "FILE_DENTRY_OFFSET";
+pub const DENTRY_NAME_OFFSET_GLOBAL: &str = "DENTRY_NAME_OFFSET";
+pub const SB_MAGIC_OFFSET_GLOBAL: &str = "SB_MAGIC_OFFSET";
+/// Read-only globals (`u32`) of what a successful connect reached: `UNIX_PEERS` is 1 when the
+/// kernel's BTF has the members below (and `OPENED_FILES` is 1), else the caller's address
+/// decides; the offsets of `file.private_data`, `socket.sk`, `sock.__sk_common.skc_family`,
+/// `unix_sock.peer` and `unix_sock.path.dentry`.
+pub const UNIX_PEERS_GLOBAL: &str = "UNIX_PEERS";
+pub const FILE_PRIVATE_DATA_OFFSET_GLOBAL: &str = "FILE_PRIVATE_DATA_OFFSET";
+pub const SOCKET_SK_OFFSET_GLOBAL: &str = "SOCKET_SK_OFFSET";
+pub const SOCK_FAMILY_OFFSET_GLOBAL: &str = "SOCK_FAMILY_OFFSET";
+pub const UNIX_PEER_OFFSET_GLOBAL: &str = "UNIX_PEER_OFFSET";
+pub const UNIX_DENTRY_OFFSET_GLOBAL: &str = "UNIX_DENTRY_OFFSET";
 
 /// x86_64 syscall numbers the family looks at.
 pub mod nr {

@@ -4,10 +4,12 @@
 //! Cost: every syscall pays one load from a read-only bitmap and a shift (pruned entirely when
 //! the family is off). Only the ~40 candidate syscalls go on, arguments first: the registers
 //! (forks without namespaces, FIFOs, PTRACE_TRACEME end there), then what they point to where it
-//! decides: a file system type, up to 128 bytes of a path (opens for writing, connects to Unix
-//! sockets), and for every successful open the fd table to its inode's mode (three loads and
-//! three `bpf_probe_read_kernel`). Only an attempt looks up the cgroups being set up, checks for
-//! runc, and updates the per-CPU hash.
+//! decides: a file system type, up to 128 bytes of a path (refused opens for writing and
+//! connects to Unix sockets). A successful open or Unix connect is told by what it returned
+//! (`files`): the fd table to the file's mode and inode (three loads, four
+//! `bpf_probe_read_kernel`), then, for a write or a connect, the name of the file or of the
+//! listening socket. Only an attempt looks up the cgroups being set up, checks for runc, and
+//! updates the per-CPU hash.
 //!
 //! The runtime's own calls are not counted:
 //! - its setup of a new cgroup: `ks_escape_cgroup_mkdir` remembers each new cgroup in
@@ -212,6 +214,9 @@ mod args {
             nr::ADJTIMEX => clock_change(args[0]),
             nr::CLOCK_ADJTIME => clock_change(args[1]),
             nr::OPEN | nr::OPENAT | nr::OPENAT2 => {
+                if ret >= 0 && super::files::opens_known() {
+                    return super::files::opened(ret as u64);
+                }
                 let (path, flags) = match syscall {
                     nr::OPEN => (args[0], args[1]),
                     nr::OPENAT => (args[1], args[2]),
@@ -219,16 +224,15 @@ mod args {
                     // SAFETY: the helper checks the user address.
                     _ => (args[1], unsafe { bpf_probe_read_user(args[2] as *const u64) }.ok()?),
                 };
-                let writing = flags & OPEN_FOR_WRITING != 0;
-                if ret >= 0 && super::files::is_block_device(ret as u64) {
-                    return Some(if writing { detail::BLOCK_WRITE } else { detail::BLOCK_READ });
-                }
-                if !writing {
+                if flags & OPEN_FOR_WRITING == 0 {
                     return None;
                 }
                 path_named(path, &HOST_FILES)
             }
             nr::CONNECT => {
+                if ret == 0 && super::files::connects_known() {
+                    return super::files::connected(args[0]);
+                }
                 // struct sockaddr_un: the family, then the path (abstract when it starts with 0).
                 let address = args[1];
                 // SAFETY: the helper checks the user address.
@@ -295,67 +299,5 @@ mod args {
     }
 }
 
-/// What a descriptor of the current task refers to.
 #[cfg(bpf_target_arch = "x86_64")]
-mod files {
-    use crate::{
-        features,
-        runtimes::FILE_INODE_OFFSET,
-        task::{KernelRead, Probe, global},
-    };
-
-    #[unsafe(no_mangle)]
-    static BLOCK_DEVICE_OPENS: u32 = 0;
-    #[unsafe(no_mangle)]
-    static TASK_FILES_OFFSET: u32 = 0;
-    #[unsafe(no_mangle)]
-    static FILES_FDT_OFFSET: u32 = 0;
-    #[unsafe(no_mangle)]
-    static FDTABLE_MAX_FDS_OFFSET: u32 = 0;
-    #[unsafe(no_mangle)]
-    static FDTABLE_FD_OFFSET: u32 = 0;
-    #[unsafe(no_mangle)]
-    static INODE_MODE_OFFSET: u32 = 0;
-
-    const S_IFMT: u16 = 0o170000;
-    const S_IFBLK: u16 = 0o060000;
-
-    /// Whether descriptor `fd` of the current task is a block device: `files->fdt->fd[fd]`'s
-    /// inode mode. The table is read as the object reads the current task; the slot, which the
-    /// verifier cannot bound, and what follows it, with `bpf_probe_read_kernel`. Pruned where
-    /// the kernel's BTF lacks a member (`BLOCK_DEVICE_OPENS` 0).
-    #[inline(always)]
-    pub(super) fn is_block_device(fd: u64) -> bool {
-        if global(&BLOCK_DEVICE_OPENS) == 0 {
-            return false;
-        }
-        // SAFETY: the current task, read as the object's features say, each pointer checked
-        // before it is followed; offsets from the kernel's BTF.
-        unsafe {
-            let task = features::current_task();
-            let files: *const u8 = features::CurrentRead::read(task, global(&TASK_FILES_OFFSET));
-            if files.is_null() {
-                return false;
-            }
-            let table: *const u8 = features::CurrentRead::read(files, global(&FILES_FDT_OFFSET));
-            if table.is_null() {
-                return false;
-            }
-            let max_fds: u32 = features::CurrentRead::read(table, global(&FDTABLE_MAX_FDS_OFFSET));
-            let slots: *const u8 = features::CurrentRead::read(table, global(&FDTABLE_FD_OFFSET));
-            if fd >= u64::from(max_fds) || slots.is_null() {
-                return false;
-            }
-            let file: *const u8 = Probe::read(slots.wrapping_add((fd as usize) * 8), 0);
-            if file.is_null() {
-                return false;
-            }
-            let inode: *const u8 = Probe::read(file, global(&FILE_INODE_OFFSET));
-            if inode.is_null() {
-                return false;
-            }
-            let mode: u16 = Probe::read(inode, global(&INODE_MODE_OFFSET));
-            mode & S_IFMT == S_IFBLK
-        }
-    }
-}
+mod files;

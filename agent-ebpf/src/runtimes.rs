@@ -22,7 +22,7 @@ pub(crate) static FILE_INODE_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static INODE_INO_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
-static INODE_SB_OFFSET: u32 = 0;
+pub(crate) static INODE_SB_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static SB_DEV_OFFSET: u32 = 0;
 

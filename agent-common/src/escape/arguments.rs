@@ -5,10 +5,11 @@
 
 use super::{detail, nr};
 
-/// The host-control files an open for writing is a vector for, by the last component of the
-/// path (a relative path from a directory descriptor names them the same way): the kernel runs
-/// what `core_pattern` (a `|program`), `uevent_helper`, `modprobe` and a cgroup v1
-/// `release_agent` name, as root on the host; `sysrq-trigger` reboots or crashes it.
+/// The host-control files an open for writing is a vector for: the kernel runs what
+/// `core_pattern` (a `|program`), `uevent_helper`, `modprobe` and a cgroup v1 `release_agent`
+/// name, as root on the host; `sysrq-trigger` reboots or crashes it. A successful open is
+/// matched on the opened file's own name and file system (`host_file_system`), whatever path
+/// reached it; a refused one, which opened nothing, on the last component of the path.
 pub const HOST_FILES: [(&[u8], u16); 5] = [
     (b"core_pattern", detail::CORE_PATTERN),
     (b"uevent_helper", detail::UEVENT_HELPER),
@@ -18,8 +19,9 @@ pub const HOST_FILES: [(&[u8], u16); 5] = [
 ];
 
 /// The container runtimes' API sockets a `connect` is a vector for (whoever reaches them starts
-/// privileged containers), by the last component of the path: where they are mounted into a
-/// container is up to its spec.
+/// privileged containers), by name: a successful connect by the name the listening socket was
+/// bound to (where a container's spec mounts it, and under which name, does not matter); a
+/// refused one by the last component of the address.
 pub const RUNTIME_SOCKETS: [(&[u8], u16); 6] = [
     (b"docker.sock", detail::DOCKER),
     (b"cri-dockerd.sock", detail::DOCKER),
@@ -28,6 +30,22 @@ pub const RUNTIME_SOCKETS: [(&[u8], u16); 6] = [
     (b"crio.sock", detail::CRIO),
     (b"podman.sock", detail::PODMAN),
 ];
+
+/// Magic numbers of the file systems the host-control files live on (`statfs(2)`'s `f_type`).
+pub const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+pub const SYSFS_MAGIC: u64 = 0x6265_6572;
+pub const CGROUP_SUPER_MAGIC: u64 = 0x0027_e0eb;
+
+/// The file system (its magic) that host-control file `detail` lives on: a file so named
+/// elsewhere (a container's own `/tmp/core_pattern`) controls nothing.
+#[inline(always)]
+pub const fn host_file_system(detail: u16) -> u64 {
+    match detail {
+        detail::UEVENT_HELPER => SYSFS_MAGIC,
+        detail::RELEASE_AGENT => CGROUP_SUPER_MAGIC,
+        _ => PROC_SUPER_MAGIC, // core_pattern, modprobe (/proc/sys/kernel), sysrq-trigger
+    }
+}
 
 /// Bytes of a path the kernel side reads (the names above are matched at its end).
 pub const PATH_BYTES: usize = 128;

@@ -10,9 +10,12 @@ use aya::EbpfLoader;
 use kernsight_common::{
     counters::{OVERFLOW_CGROUP_ID, map_full},
     escape::{
-        BLOCK_DEVICE_OPENS_GLOBAL, ESCAPE_ATTEMPTS_MAP, ESCAPE_ENABLED_GLOBAL, ESCAPE_SETUP_MAP, EscapeKey,
-        FDTABLE_FD_OFFSET_GLOBAL, FDTABLE_MAX_FDS_OFFSET_GLOBAL, FILES_FDT_OFFSET_GLOBAL,
-        INODE_MODE_OFFSET_GLOBAL, TASK_FILES_OFFSET_GLOBAL, answer,
+        DENTRY_NAME_OFFSET_GLOBAL, ESCAPE_ATTEMPTS_MAP, ESCAPE_ENABLED_GLOBAL, ESCAPE_SETUP_MAP, EscapeKey,
+        FDTABLE_FD_OFFSET_GLOBAL, FDTABLE_MAX_FDS_OFFSET_GLOBAL, FILE_DENTRY_OFFSET_GLOBAL,
+        FILE_MODE_OFFSET_GLOBAL, FILE_PRIVATE_DATA_OFFSET_GLOBAL, FILES_FDT_OFFSET_GLOBAL,
+        INODE_MODE_OFFSET_GLOBAL, OPENED_FILES_GLOBAL, SB_MAGIC_OFFSET_GLOBAL, SOCK_FAMILY_OFFSET_GLOBAL,
+        SOCKET_SK_OFFSET_GLOBAL, TASK_FILES_OFFSET_GLOBAL, UNIX_DENTRY_OFFSET_GLOBAL,
+        UNIX_PEER_OFFSET_GLOBAL, UNIX_PEERS_GLOBAL, answer,
     },
 };
 
@@ -67,26 +70,39 @@ impl Family for Escape {
     }
 
     fn implementation(&self, facts: &KernelFacts, _config: &Config) -> Implementation {
-        match &facts.file_offsets {
-            Ok(_) => Implementation::standard("standard"),
-            Err(err) => Implementation::fallback(
-                "standard",
-                format!("opens of block devices are not told apart: {err}"),
-            ),
-        }
+        let missing = match (&facts.file_offsets, &facts.unix_offsets) {
+            (Err(err), _) => {
+                format!("successful opens are told by the caller's path, block devices not at all: {err}")
+            }
+            (Ok(_), Err(err)) => format!("successful connects are told by the caller's address: {err}"),
+            (Ok(_), Ok(_)) => return Implementation::standard("standard"),
+        };
+        Implementation::fallback("standard", missing)
     }
 
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
         loader.override_global(ESCAPE_ENABLED_GLOBAL, &1u32, true);
         runtimes::configure(loader, &facts.offsets.security);
-        if let Ok(files) = &facts.file_offsets {
+        let Ok(files) = &facts.file_offsets else { return };
+        loader
+            .override_global(OPENED_FILES_GLOBAL, &1u32, true)
+            .override_global(TASK_FILES_OFFSET_GLOBAL, &files.task_files, true)
+            .override_global(FILES_FDT_OFFSET_GLOBAL, &files.files_fdt, true)
+            .override_global(FDTABLE_MAX_FDS_OFFSET_GLOBAL, &files.fdtable_max_fds, true)
+            .override_global(FDTABLE_FD_OFFSET_GLOBAL, &files.fdtable_fd, true)
+            .override_global(INODE_MODE_OFFSET_GLOBAL, &files.inode_mode, true)
+            .override_global(FILE_MODE_OFFSET_GLOBAL, &files.file_mode, true)
+            .override_global(FILE_DENTRY_OFFSET_GLOBAL, &files.file_dentry, true)
+            .override_global(DENTRY_NAME_OFFSET_GLOBAL, &files.dentry_name, true)
+            .override_global(SB_MAGIC_OFFSET_GLOBAL, &files.sb_magic, true);
+        if let Ok(unix) = &facts.unix_offsets {
             loader
-                .override_global(BLOCK_DEVICE_OPENS_GLOBAL, &1u32, true)
-                .override_global(TASK_FILES_OFFSET_GLOBAL, &files.task_files, true)
-                .override_global(FILES_FDT_OFFSET_GLOBAL, &files.files_fdt, true)
-                .override_global(FDTABLE_MAX_FDS_OFFSET_GLOBAL, &files.fdtable_max_fds, true)
-                .override_global(FDTABLE_FD_OFFSET_GLOBAL, &files.fdtable_fd, true)
-                .override_global(INODE_MODE_OFFSET_GLOBAL, &files.inode_mode, true);
+                .override_global(UNIX_PEERS_GLOBAL, &1u32, true)
+                .override_global(FILE_PRIVATE_DATA_OFFSET_GLOBAL, &unix.file_private_data, true)
+                .override_global(SOCKET_SK_OFFSET_GLOBAL, &unix.socket_sk, true)
+                .override_global(SOCK_FAMILY_OFFSET_GLOBAL, &unix.sock_family, true)
+                .override_global(UNIX_PEER_OFFSET_GLOBAL, &unix.unix_peer, true)
+                .override_global(UNIX_DENTRY_OFFSET_GLOBAL, &unix.unix_dentry, true);
         }
     }
 
@@ -128,9 +144,10 @@ impl Family for Escape {
     }
 }
 
-/// Offsets on the path from a task to the mode of the inode behind one of its descriptors
-/// (`files->fdt->fd[n]->f_inode->i_mode`; `file.f_inode` is `runtimes`'), from the running
-/// kernel's BTF: what tells an open of a block device.
+/// Offsets on the path from a task to the file behind one of its descriptors
+/// (`files->fdt->fd[n]`; `file.f_inode` and `inode.i_sb` are `runtimes`'), and what tells the
+/// file apart (its inode's mode, how it was opened, its name, its file system), from the
+/// running kernel's BTF.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FileOffsets {
     pub task_files: u32,
@@ -138,16 +155,51 @@ pub struct FileOffsets {
     pub fdtable_max_fds: u32,
     pub fdtable_fd: u32,
     pub inode_mode: u32,
+    pub file_mode: u32,
+    /// `file.f_path.dentry`.
+    pub file_dentry: u32,
+    /// `dentry.d_name.name`.
+    pub dentry_name: u32,
+    pub sb_magic: u32,
 }
 
 impl FileOffsets {
     pub fn read(btf: &btf::Btf) -> Result<Self, btf::BtfError> {
+        let dentry_in_path = btf.member_offset("path", "dentry")?;
         Ok(Self {
             task_files: btf.member_offset("task_struct", "files")?,
             files_fdt: btf.member_offset("files_struct", "fdt")?,
             fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
             fdtable_fd: btf.member_offset("fdtable", "fd")?,
             inode_mode: btf.member_offset("inode", "i_mode")?,
+            file_mode: btf.member_offset("file", "f_mode")?,
+            file_dentry: btf.member_offset("file", "f_path")? + dentry_in_path,
+            dentry_name: btf.member_offset("dentry", "d_name")? + btf.member_offset("qstr", "name")?,
+            sb_magic: btf.member_offset("super_block", "s_magic")?,
+        })
+    }
+}
+
+/// Offsets from a socket's file to the name its Unix peer was bound to
+/// (`file->private_data->sk`, its family, `unix_sock.peer`, `unix_sock.path.dentry`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnixOffsets {
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub sock_family: u32,
+    pub unix_peer: u32,
+    pub unix_dentry: u32,
+}
+
+impl UnixOffsets {
+    pub fn read(btf: &btf::Btf) -> Result<Self, btf::BtfError> {
+        Ok(Self {
+            file_private_data: btf.member_offset("file", "private_data")?,
+            socket_sk: btf.member_offset("socket", "sk")?,
+            sock_family: btf.member_offset("sock", "__sk_common")?
+                + btf.member_offset("sock_common", "skc_family")?,
+            unix_peer: btf.member_offset("unix_sock", "peer")?,
+            unix_dentry: btf.member_offset("unix_sock", "path")? + btf.member_offset("path", "dentry")?,
         })
     }
 }

@@ -65,8 +65,10 @@ pub struct KernelFacts {
     pub wait_reason_offsets: Result<(u32, u32), BtfError>,
     /// `cfs_rq.throttled_clock_self_time` (6.6+): what measures each throttle episode.
     pub throttle_episode_offset: Result<u32, BtfError>,
-    /// What tells the escape family's opens of block devices.
+    /// What tells the escape family what a successful open returned, and what a successful
+    /// connect reached.
     pub file_offsets: Result<super::escape::FileOffsets, BtfError>,
+    pub unix_offsets: Result<super::escape::UnixOffsets, BtfError>,
     pub hierarchies: Hierarchies,
     pub tracefs: PathBuf,
     /// Not a kernel fact but a setting the programs are specialised for (a global that must
@@ -124,6 +126,7 @@ impl KernelFacts {
             .map_err(Clone::clone)
             .and_then(|btf| btf.member_offset("cfs_rq", "throttled_clock_self_time"));
         let file_offsets = btf.map_err(Clone::clone).and_then(super::escape::FileOffsets::read);
+        let unix_offsets = btf.map_err(Clone::clone).and_then(super::escape::UnixOffsets::read);
         let object = Object::choose(&features, config.bpf.object);
         let offsets = Offsets {
             walk: walk.as_ref().copied().unwrap_or_default(),
@@ -151,6 +154,7 @@ impl KernelFacts {
             wait_reason_offsets,
             throttle_episode_offset,
             file_offsets,
+            unix_offsets,
             hierarchies,
             tracefs: tracefs.to_owned(),
             syscall_latency: u8::from(config.syscalls.latency_histogram),

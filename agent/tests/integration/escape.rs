@@ -125,7 +125,11 @@ fn every_attempt_is_counted_for_its_container_with_the_kernels_answer() {
     assert_eq!(detail(&samples, "runtime_socket"), ["docker"]);
     // /proc/sys is read-only in a container: EROFS, the runtime's refusal.
     assert_eq!(default["host_file_write"], [0.0, TIMES as f64, 0.0], "core_pattern is read-only");
-    assert_eq!(default["runtime_socket"], [TIMES as f64, 0.0, 0.0], "a socket named docker.sock");
+    assert_eq!(
+        default["runtime_socket"],
+        [2.0 * TIMES as f64, 0.0, 0.0],
+        "a socket named docker.sock, by its name and through a symlink"
+    );
 
     let privileged_name = format!("kernsight-escape-{pid}-privileged");
     let (privileged, _) = run_and_compare(&agent, &privileged_name, &["--privileged"], &program);
@@ -133,7 +137,11 @@ fn every_attempt_is_counted_for_its_container_with_the_kernels_answer() {
     assert_eq!(privileged["mount"], [TIMES as f64, 0.0, 0.0], "mount is granted when privileged");
     assert_eq!(privileged["mknod_device"], [TIMES as f64, 0.0, 0.0], "so is mknod of a block device");
     assert_eq!(privileged["setns"], [TIMES as f64, 0.0, 0.0]);
-    assert_eq!(privileged["host_file_write"], [TIMES as f64, 0.0, 0.0], "the host's core_pattern opened");
+    assert_eq!(
+        privileged["host_file_write"],
+        [3.0 * TIMES as f64, 0.0, 0.0],
+        "the host's core_pattern opened by its path, through a symlink and through a long path"
+    );
     assert!(!default.contains_key("block_device_open"), "no block device in a default container's /dev");
     assert_eq!(privileged["block_device_open"], [TIMES as f64, 0.0, 0.0], "the host's devices are there");
     // Past the capability check, the bad arguments fail.
@@ -184,15 +192,28 @@ fn the_kernel_skips_a_new_cgroups_setup_then_counts_every_attempt() {
     let in_dir =
         |name: &str| CString::new(dir.path().join(name).into_os_string().into_encoded_bytes()).unwrap();
     let node = in_dir("null");
-    // A file named like the cgroup v1 release_agent, and a socket named like CRI-O's.
+    // A file merely named like the cgroup v1 release_agent (it controls nothing); the host's
+    // core_pattern by its path, through a symlink of another name, and through a path longer
+    // than the program reads of a path (opened for writing, never written).
     let agent_file = in_dir("release_agent");
+    let core_pattern = Path::new("/proc/sys/kernel/core_pattern");
+    std::os::unix::fs::symlink(core_pattern, dir.path().join("innocent")).expect("symlink");
+    let long_path = format!("/proc/sys/kernel/{}core_pattern", "./".repeat(80));
+    let core_patterns =
+        [CString::new(path_str(core_pattern)).unwrap(), in_dir("innocent"), CString::new(long_path).unwrap()];
+    // A socket named like CRI-O's, connected to by its path and through a symlink.
     let socket_path = dir.path().join("crio.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&socket_path).expect("listen on crio.sock");
-    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (to, from) in address.sun_path.iter_mut().zip(socket_path.as_os_str().as_encoded_bytes()) {
-        *to = *from as libc::c_char;
-    }
+    std::os::unix::fs::symlink(&socket_path, dir.path().join("innocent.sock")).expect("symlink");
+    let addresses = [socket_path.clone(), dir.path().join("innocent.sock")].map(|path| {
+        // SAFETY: plain data, all zeroes valid.
+        let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (to, from) in address.sun_path.iter_mut().zip(path.as_os_str().as_encoded_bytes()) {
+            *to = *from as libc::c_char;
+        }
+        address
+    });
     // A block device of this machine, if it has one (the guests of the kernel matrix have none).
     let block_device = std::fs::read_dir("/dev").ok().and_then(|entries| {
         use std::os::unix::fs::FileTypeExt as _;
@@ -243,12 +264,17 @@ fn the_kernel_skips_a_new_cgroups_setup_then_counts_every_attempt() {
                     libc::close(libc::open(device.as_ptr(), libc::O_RDONLY));
                 }
                 // Opened for writing (counted), then for reading (not).
+                for path in &core_patterns {
+                    libc::close(libc::open(path.as_ptr(), libc::O_WRONLY));
+                    libc::close(libc::open(path.as_ptr(), libc::O_RDONLY));
+                }
                 libc::close(libc::open(agent_file.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600));
-                libc::close(libc::open(agent_file.as_ptr(), libc::O_RDONLY));
-                let socket = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-                let length = size_of::<libc::sockaddr_un>() as libc::socklen_t;
-                libc::connect(socket, (&raw const address).cast(), length);
-                libc::close(socket);
+                for address in &addresses {
+                    let socket = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                    let length = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                    libc::connect(socket, (&raw const *address).cast(), length);
+                    libc::close(socket);
+                }
             }
         }
         0
@@ -263,11 +289,16 @@ fn the_kernel_skips_a_new_cgroups_setup_then_counts_every_attempt() {
             .sum::<u64>()
     };
     assert_eq!(
-        opens(detail::RELEASE_AGENT),
-        times,
-        "opens for writing of a file named release_agent (not those for reading)"
+        opens(detail::CORE_PATTERN),
+        3 * times,
+        "opens for writing of the host's core_pattern by any path (not those for reading)"
     );
-    assert_eq!(in_kernel(&agent, id, nr::CONNECT, answer::GRANTED, detail::CRIO), times, "connects");
+    assert_eq!(opens(detail::RELEASE_AGENT), 0, "a file merely named release_agent is no vector");
+    assert_eq!(
+        in_kernel(&agent, id, nr::CONNECT, answer::GRANTED, detail::CRIO),
+        2 * times,
+        "connects to crio.sock by its path and through a symlink"
+    );
     match &block_device {
         Some(path) => assert_eq!(opens(detail::BLOCK_READ), times, "opens of {} for reading", path.display()),
         None => eprintln!("no block device in /dev: block device opens not exercised"),

@@ -148,8 +148,26 @@ int main(void) {
         tally(fd);
         if (fd >= 0) close(fd);
     }
+    /* The same file through a symlink of another name and through a path longer than the agent
+       reads of a path: an open that succeeds is told by the file it opened, whatever path
+       reached it. One that is refused opened nothing and is told by its path, which these
+       hide: only the granted ones are expected. */
+    char long_path[300] = "/proc/sys/kernel/";
+    for (int i = 0; i < 60; i++) strcat(long_path, "./");
+    strcat(long_path, "core_pattern");
+    symlink("/proc/sys/kernel/core_pattern", "/tmp/innocent");
+    const char *hidden[] = {"/tmp/innocent", long_path};
+    for (int h = 0; h < 2; h++) {
+        for (int i = 0; i < TIMES; i++) {
+            int fd = open(hidden[h], O_WRONLY);
+            if (fd >= 0) { granted++; close(fd); }
+        }
+    }
     report("host_file_write");
+    /* docker.sock by its name, then through a symlink of another name: the listener's name. */
     for (int i = 0; i < TIMES; i++) tally(connect_to("/tmp/docker.sock"));
+    symlink("/tmp/docker.sock", "/tmp/innocent.sock");
+    for (int i = 0; i < TIMES; i++) tally(connect_to("/tmp/innocent.sock"));
     report("runtime_socket");
     /* The first block device the container sees (the host's, when privileged), read only. */
     char device[300] = "";
@@ -174,6 +192,8 @@ int main(void) {
        for reading, connects to other sockets. */
     for (int i = 0; i < TIMES; i++) {
         close(open("/tmp/written", O_WRONLY | O_CREAT, 0600));
+        close(open("/tmp/core_pattern", O_WRONLY | O_CREAT, 0600)); /* so named, on no host fs */
+        close(open("/tmp/innocent", O_RDONLY));
         close(open("/proc/sys/kernel/core_pattern", O_RDONLY));
         connect_to("/tmp/app.sock");
     }
