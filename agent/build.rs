@@ -1,6 +1,8 @@
 //! Builds the kernel programs (`kernsight-ebpf`) with the pinned nightly and bpf-linker, and
 //! places the objects where `src/bpf/` embeds them: `kernsight` (the full build) and
-//! `kernsight-fallback` (for kernels without local storage), one per binary of the package.
+//! `kernsight-fallback` (for kernels without local storage), one per binary of the package, and
+//! `kernsight-floor` (empty programs the benchmarks measure against), which only the
+//! `kernsight-floor` binary embeds.
 //!
 //! `AYA_BUILD_SKIP=1` skips that build so that `cargo check`, `clippy` and unit tests of the user
 //! side do not need the eBPF toolchain; a binary built that way carries no programs and says so
@@ -12,7 +14,7 @@ use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    let objects = [out_dir.join("kernsight"), out_dir.join("kernsight-fallback")];
+    let objects = ["kernsight", "kernsight-fallback", "kernsight-floor"].map(|name| out_dir.join(name));
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("no manifest dir")?);
     let ebpf_dir = manifest_dir.join("../agent-ebpf");
 

@@ -1,5 +1,6 @@
 //! `cargo xtask bench syscalls`: what always-on syscall accounting costs per syscall, next to
-//! bpftrace doing less (an empty probe) and the same (a count by cgroup and syscall id).
+//! the floor (an empty program on the same hook, `kernsight-floor`), bpftrace doing less (an
+//! empty probe) and bpftrace doing the same (a count by cgroup and syscall id).
 //!
 //! A `getppid` loop (always a real syscall: libc does not cache it) runs in its own process,
 //! pinned to one CPU, with each tracer attached in turn; rounds are interleaved so that drift
@@ -25,6 +26,8 @@ const ROUNDS: usize = 5;
 
 enum Tracer {
     None,
+    /// `kernsight-floor` with these hooks: empty programs, the floor.
+    Floor(&'static [&'static str]),
     Bpftrace(&'static str),
     Kernsight(&'static [&'static str]),
     /// The agent with this configuration file (TOML) beside its defaults.
@@ -38,6 +41,7 @@ struct Config {
 
 const CONFIGS: &[Config] = &[
     Config { name: "bare (nothing attached)", tracer: Tracer::None },
+    Config { name: FLOOR, tracer: Tracer::Floor(&["sys_exit"]) },
     Config {
         name: "bpftrace: empty probe on raw_syscalls:sys_enter",
         tracer: Tracer::Bpftrace("tracepoint:raw_syscalls:sys_enter {}"),
@@ -53,11 +57,8 @@ const CONFIGS: &[Config] = &[
              tracepoint:raw_syscalls:sys_exit /@s[tid]/ { @[args->id] = hist(nsecs - @s[tid]); delete(@s[tid]); }",
         ),
     },
-    Config { name: "kernsight: always-on accounting", tracer: Tracer::Kernsight(&[]) },
-    Config {
-        name: "kernsight: with latency histogram",
-        tracer: Tracer::Kernsight(&["--syscall-latency", "true"]),
-    },
+    Config { name: ACCOUNTING, tracer: Tracer::Kernsight(&[]) },
+    Config { name: HISTOGRAM, tracer: Tracer::Kernsight(&["--syscall-latency", "true"]) },
     // The escape family's bit test on every syscall (getppid is no candidate): what it costs
     // the syscalls it does not count.
     Config {
@@ -71,6 +72,15 @@ const CONFIGS: &[Config] = &[
         tracer: Tracer::KernsightConfig("[bpf]\nobject = \"fallback\"\n"),
     },
 ];
+
+const FLOOR: &str = "floor: empty tp_btf program on sys_exit";
+const ACCOUNTING: &str = "kernsight: always-on accounting";
+const HISTOGRAM: &str = "kernsight: with latency histogram";
+
+/// The index of the configuration named `name`.
+fn config(name: &str) -> usize {
+    CONFIGS.iter().position(|c| c.name == name).unwrap_or_else(|| unreachable!("no configuration {name}"))
+}
 
 pub const SUITES: &str =
     "syscalls, sched, net, caps, io, scrape [CONTAINERS], agent, trace, http [CONNECTIONS], conntrack";
@@ -127,6 +137,13 @@ pub(crate) fn agent_command() -> Command {
     command
 }
 
+/// `kernsight-floor` holding empty programs on `hooks` (see its documentation), once attached.
+pub(crate) fn start_floor(hooks: &[&str]) -> Result<Child, String> {
+    let mut command = Command::new(workspace_root().join("target/release/kernsight-floor"));
+    command.args(hooks);
+    Ok(start_and_wait(command, Stream::Stdout, "attached", Duration::ZERO)?.0)
+}
+
 fn syscalls() -> Result<Vec<Row>, String> {
     println!("getppid loop: {CALLS} calls per run, {ROUNDS} rounds, interleaved\n");
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
@@ -145,6 +162,20 @@ fn syscalls() -> Result<Vec<Row>, String> {
     for (index, config) in CONFIGS.iter().enumerate().skip(1) {
         rows.push(Row::new(format!("syscall overhead: {}", config.name), "ns/call", overhead(index)));
     }
+    let ratio = |of: usize, to: usize| -> Vec<f64> {
+        let (of, to): (Vec<f64>, Vec<f64>) = (overhead(of), overhead(to));
+        of.iter().zip(&to).map(|(of, to)| of / to).collect()
+    };
+    rows.push(Row::new(
+        "syscall: always-on accounting / floor (target <= 1.25)",
+        "x",
+        ratio(config(ACCOUNTING), config(FLOOR)),
+    ));
+    rows.push(Row::new(
+        "syscall: latency histogram / always-on accounting (target <= 2)",
+        "x",
+        ratio(config(HISTOGRAM), config(ACCOUNTING)),
+    ));
     Ok(rows)
 }
 
@@ -157,19 +188,27 @@ fn report(samples: &[Vec<f64>]) {
         let max = samples.iter().copied().fold(0.0, f64::max);
         println!("{:<50} {median:7.1}ns {min:7.1}ns {max:7.1}ns {:+8.1}ns", config.name, median - bare);
     }
-    let empty = medians[1] - bare;
-    let bpftrace_count = medians[2] - bare;
-    let kernsight = medians[4] - bare;
+    let added = |name: &str| medians[config(name)] - bare;
+    let floor = added(FLOOR);
+    let empty = medians[config("bpftrace: empty probe on raw_syscalls:sys_enter")] - bare;
+    let bpftrace_count = medians[config("bpftrace: count by (cgroup, syscall id)")] - bare;
+    let kernsight = added(ACCOUNTING);
     println!(
-        "\nkernsight always-on adds {kernsight:.1} ns/syscall: {:.2}x the empty probe's {empty:.1} ns (target <= 1.30x), \
-         {:.2}x bpftrace's count ({bpftrace_count:.1} ns, target < 1.00x)",
+        "\nkernsight always-on adds {kernsight:.1} ns/syscall: {:.2}x the floor's {floor:.1} ns (target <= 1.25x), \
+         {:.2}x bpftrace's empty probe ({empty:.1} ns), {:.2}x bpftrace's count ({bpftrace_count:.1} ns)",
+        kernsight / floor,
         kernsight / empty,
         kernsight / bpftrace_count
+    );
+    println!(
+        "the latency histogram adds {:.1} ns/syscall: {:.2}x the always-on accounting (target <= 2x)",
+        added(HISTOGRAM),
+        added(HISTOGRAM) / kernsight
     );
     if let Some(index) = CONFIGS.iter().position(|c| c.name.ends_with("escape attempts off")) {
         println!(
             "the escape family's test on a non-candidate syscall: {:+.1} ns (always-on with it, minus without)",
-            medians[4] - medians[index]
+            medians[config(ACCOUNTING)] - medians[index]
         );
     }
 }
@@ -184,6 +223,7 @@ fn measure(tracer: &Tracer) -> Result<f64, String> {
             // bpftrace prints "Attaching N probes..." then attaches; give it a moment after.
             Some(start_and_wait(command, Stream::Stdout, "Attaching", Duration::from_secs(2))?.0)
         }
+        Tracer::Floor(hooks) => Some(start_floor(hooks)?),
         Tracer::Kernsight(args) => {
             let mut command = agent_command();
             command.args(*args);

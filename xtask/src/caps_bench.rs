@@ -35,6 +35,8 @@ enum Tracer {
     Kernsight(&'static str),
     /// bpftrace counting the same thing, for reference.
     Bpftrace(&'static str),
+    /// An empty program on the same tracepoint: the floor.
+    Floor,
 }
 
 const CONFIGS: &[(&str, Tracer)] = &[
@@ -51,6 +53,7 @@ const CONFIGS: &[(&str, Tracer)] = &[
         "bpftrace: count by (cgroup, cap, ret)",
         Tracer::Bpftrace("tracepoint:capability:cap_capable { @[cgroup, args->cap, args->ret] = count(); }"),
     ),
+    ("floor: empty tp_btf program on cap_capable", Tracer::Floor),
 ];
 
 pub fn run() -> Result<Vec<Row>, String> {
@@ -84,8 +87,10 @@ pub fn run() -> Result<Vec<Row>, String> {
             // Per round: the agent with capabilities next to the agent without, same round.
             let added = samples[2].iter().zip(&samples[1]).map(|(with, without)| with - without).collect();
             let bpftrace = samples[4].iter().zip(&samples[0]).map(|(traced, bare)| traced - bare).collect();
+            let floor = samples[5].iter().zip(&samples[0]).map(|(empty, bare)| empty - bare).collect();
             let short = what.split(" (").next().unwrap_or(what);
             rows.push(Row::new(format!("caps: kernsight added per check, {short}"), "ns", added));
+            rows.push(Row::new(format!("caps: floor (empty program) added per check, {short}"), "ns", floor));
             rows.push(Row::new(format!("caps: bpftrace count added per check, {short}"), "ns", bpftrace));
         }
         Ok::<(), String>(())
@@ -107,6 +112,8 @@ fn report(samples: &[Vec<f64>]) {
     let with = median(&samples[2]) - median(&samples[1]);
     let alone = median(&samples[3]) - bare;
     let bpftrace = median(&samples[4]) - bare;
+    let floor = median(&samples[5]) - bare;
+    println!("An empty program on the same tracepoint (the floor) adds {floor:.1} ns per check");
     println!(
         "\nThe capability program adds {with:.1} ns per check next to the rest of the agent, \
          {alone:.1} ns on its own (bare loop: {bare:.1} ns per call); from the minimums, which a \
@@ -132,6 +139,7 @@ fn measure(tracer: &Tracer, config: Option<&PathBuf>, task: &str, calls: u64) ->
             // bpftrace prints "Attaching N probes..." then attaches; give it a moment after.
             Some(start_and_wait(command, Stream::Stdout, "Attaching", Duration::from_secs(2))?.0)
         }
+        (Tracer::Floor, _) => Some(crate::bench::start_floor(&["cap_capable"])?),
         _ => None,
     };
     let ns = run_pinned(task, calls);

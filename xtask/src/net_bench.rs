@@ -52,6 +52,8 @@ const CONFIGS: &[(&str, Option<&str>)] = &[
     ("kernsight: TC + cgroup_skb + DNS (the default)", Some("")),
 ];
 
+const FLOOR: &str = "floor: empty cgroup_skb program";
+
 /// The agent's other families, off: only the network programs are measured.
 const OTHERS_OFF: &str = "[syscalls]\nenabled = false\n[sched]\nrunqueue_latency = false\nprocesses = false\n\
      [memory]\nreclaim_stalls = false\n[block_io]\nenabled = false\n[security]\ncapability_checks = false\n";
@@ -118,6 +120,8 @@ pub fn run() -> Result<Vec<Row>, String> {
          per run, {ROUNDS} rounds, interleaved\n"
     );
     let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); CONFIGS.len()];
+    let mut floor = Vec::new();
+    let floor_hook = format!("cgroup_skb={}", cgroup2_root()?.display());
     let result = (|| {
         for round in 1..=ROUNDS {
             for (((name, _), file), samples) in CONFIGS.iter().zip(&files).zip(&mut samples) {
@@ -128,6 +132,13 @@ pub fn run() -> Result<Vec<Row>, String> {
                 );
                 samples.push((cpu, wall));
             }
+            // The same hook as the agent's cgroup_skb programs: the cgroup v2 root.
+            let mut attached = crate::bench::start_floor(&[&floor_hook])?;
+            let flooded = flood(&pair);
+            stop(&mut attached);
+            let (cpu, _, _) = flooded?;
+            eprintln!("round {round}/{ROUNDS}: {FLOOR:<40} {cpu:8.1} ns CPU/packet");
+            floor.push(cpu);
         }
         Ok::<(), String>(())
     })();
@@ -167,7 +178,25 @@ pub fn run() -> Result<Vec<Row>, String> {
     for (index, (name, _)) in CONFIGS.iter().enumerate().skip(1) {
         rows.push(Row::new(format!("net: added per packet, {name}"), "ns", added(index)));
     }
+    let floor_added: Vec<f64> = floor.iter().zip(&cpu[0]).map(|(f, bare)| f - bare).collect();
+    println!(
+        "{FLOOR} on the cgroup v2 root: {:+.1} ns CPU per packet over the bare run",
+        median(&floor_added)
+    );
+    rows.push(Row::new(format!("net: added per packet, {FLOOR}"), "ns", floor_added));
     Ok(rows)
+}
+
+/// Where the cgroup v2 hierarchy is mounted (the agent's cgroup_skb programs attach to it).
+fn cgroup2_root() -> Result<PathBuf, String> {
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").map_err(|e| format!("/proc/self/mounts: {e}"))?;
+    mounts
+        .lines()
+        .map(|line| line.split(' ').collect::<Vec<_>>())
+        .find(|fields| fields.get(2) == Some(&"cgroup2"))
+        .and_then(|fields| fields.get(1).map(PathBuf::from))
+        .ok_or_else(|| "no cgroup v2 hierarchy is mounted".to_owned())
 }
 
 /// Starts the agent with `config` (if any), times one flood, stops the agent. Returns the

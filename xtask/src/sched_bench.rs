@@ -22,7 +22,7 @@ const ROUND_TRIPS: u64 = 200_000;
 const WARMUP_ROUND_TRIPS: u64 = 10_000;
 const ROUNDS: usize = 5;
 
-/// (name, agent config file contents; `None`: no agent).
+/// (name, agent config file contents; `None`: no agent). The floor comes last, beside them.
 const CONFIGS: &[(&str, Option<&str>)] = &[
     ("bare (nothing attached)", None),
     (
@@ -33,6 +33,9 @@ const CONFIGS: &[(&str, Option<&str>)] = &[
     ("kernsight: default (syscalls + sched)", Some("")),
     ("kernsight: default without the wait reason", Some("[sched]\nwait_reason = false\n")),
 ];
+const FLOOR: &str = "floor: empty tp_btf programs on the sched hooks";
+/// The hooks of the sched families: `sched_switch`, `sched_wakeup`, `sched_wakeup_new`.
+const FLOOR_HOOKS: &[&str] = &["sched"];
 
 pub fn run() -> Result<Vec<Row>, String> {
     let dir = std::env::temp_dir().join(format!("kernsight-bench-sched-{}", std::process::id()));
@@ -51,6 +54,7 @@ pub fn run() -> Result<Vec<Row>, String> {
         .map_err(|e| format!("cannot write a config file: {e}"))?;
     println!("pipe ping-pong on one CPU: {ROUND_TRIPS} round trips per run, {ROUNDS} rounds, interleaved\n");
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
+    let mut floor = Vec::new();
     let result = (|| {
         for round in 1..=ROUNDS {
             for (((name, _), file), samples) in CONFIGS.iter().zip(&files).zip(&mut samples) {
@@ -58,6 +62,12 @@ pub fn run() -> Result<Vec<Row>, String> {
                 eprintln!("round {round}/{ROUNDS}: {name:<50} {ns:8.1} ns/round trip");
                 samples.push(ns);
             }
+            let mut attached = crate::bench::start_floor(FLOOR_HOOKS)?;
+            let ns = time_ping_pong();
+            stop(&mut attached);
+            let ns = ns?;
+            eprintln!("round {round}/{ROUNDS}: {FLOOR:<50} {ns:8.1} ns/round trip");
+            floor.push(ns);
         }
         Ok::<(), String>(())
     })();
@@ -79,13 +89,23 @@ pub fn run() -> Result<Vec<Row>, String> {
         sched / 2.0
     );
     // Per round, next to syscall accounting alone in the same round; two switches a round trip.
-    let per_switch =
+    let per_switch: Vec<f64> =
         samples[3].iter().zip(&samples[1]).map(|(all, syscalls)| (all - syscalls) / 2.0).collect();
     let reason: Vec<f64> =
         samples[3].iter().zip(&samples[4]).map(|(with, without)| (with - without) / 2.0).collect();
     println!("Telling throttled from contended waits adds {:.1} ns per context switch", median(&reason));
+    let floor_per_switch: Vec<f64> =
+        floor.iter().zip(&samples[0]).map(|(f, bare)| (f - bare) / 2.0).collect();
+    let ratio: Vec<f64> = per_switch.iter().zip(&floor_per_switch).map(|(k, f)| k / f).collect();
+    println!(
+        "{FLOOR}: {:.1} ns per context switch; the sched programs cost {:.2}x that",
+        median(&floor_per_switch),
+        median(&ratio)
+    );
     Ok(vec![
         Row::new("sched programs: overhead per context switch", "ns", per_switch),
+        Row::new("sched: floor per context switch (empty programs, same hooks)", "ns", floor_per_switch),
+        Row::new("sched: programs / floor", "x", ratio),
         Row::new("wait reason (throttled or contention): added cost per context switch", "ns", reason),
     ])
 }
