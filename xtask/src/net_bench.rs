@@ -142,9 +142,9 @@ pub fn run() -> Result<Vec<Row>, String> {
         }
         Ok::<(), String>(())
     })();
-    let costs = result.and_then(|()| program_costs(&pair, &files));
+    let costs = result.and_then(|()| program_costs(&pair, &files, &floor_hook));
     let _ = std::fs::remove_dir_all(&dir);
-    let costs = costs?;
+    let (costs, floor_costs) = costs?;
 
     let cpu: Vec<Vec<f64>> = samples.iter().map(|s| s.iter().map(|(c, _)| *c).collect()).collect();
     let wall: Vec<Vec<f64>> = samples.iter().map(|s| s.iter().map(|(_, w)| *w).collect()).collect();
@@ -168,7 +168,8 @@ pub fn run() -> Result<Vec<Row>, String> {
         "\nper program, the kernel's own account of one more flood (kernel.bpf_stats_enabled; ns per run, \
          its two clock reads included):"
     );
-    for ((name, _), programs) in CONFIGS.iter().zip(&costs).skip(1) {
+    let names = CONFIGS.iter().map(|(name, _)| *name).skip(1).chain([FLOOR]);
+    for (name, programs) in names.zip(costs.iter().skip(1).chain([&floor_costs])) {
         let list: Vec<String> = programs.iter().map(|(program, ns)| format!("{program} {ns:.0}")).collect();
         println!("  {name:<56} {}", list.join(", "));
     }
@@ -217,32 +218,43 @@ fn measure(pair: &Pair, config: Option<&PathBuf>) -> Result<(f64, f64, u64), Str
     result
 }
 
-/// One more flood per configuration with the kernel's run-time accounting of BPF programs on
-/// (restored after): for each, the agent's programs that ran and their ns per run.
-fn program_costs(pair: &Pair, files: &[Option<PathBuf>]) -> Result<Vec<Vec<(String, f64)>>, String> {
+/// Per-program costs: for each configuration, and for the floor's empty program.
+type Costs = (Vec<Vec<(String, f64)>>, Vec<(String, f64)>);
+
+/// One more flood per configuration, and one with the floor on `floor_hook`, with the kernel's
+/// run-time accounting of BPF programs on (restored after): for each, the programs that ran and
+/// their ns per run (the empty program's is what the accounting itself costs per run).
+fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Result<Costs, String> {
     const SWITCH: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(SWITCH).map_err(|e| format!("{SWITCH}: {e}"))?;
     std::fs::write(SWITCH, "1").map_err(|e| format!("{SWITCH}: {e}"))?;
+    let while_attached =
+        |attached: Result<std::process::Child, String>| -> Result<Vec<(String, f64)>, String> {
+            let mut attached = attached?;
+            let flooded = flood(pair);
+            let shown = output(Command::new("bpftool").args(["prog", "show"]));
+            stop(&mut attached);
+            flooded?;
+            Ok(run_costs(&shown.ok_or("bpftool prog show failed")?))
+        };
     let costs = files
         .iter()
         .map(|file| {
             let Some(file) = file else { return Ok(Vec::new()) };
             let mut command = agent_command();
             command.arg("--config").arg(file);
-            let mut agent = start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0;
-            let flooded = flood(pair);
-            let shown = output(Command::new("bpftool").args(["prog", "show"]));
-            stop(&mut agent);
-            flooded?;
-            Ok(run_costs(&shown.ok_or("bpftool prog show failed")?))
+            while_attached(
+                start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO).map(|s| s.0),
+            )
         })
-        .collect();
+        .collect::<Result<Vec<_>, String>>()
+        .and_then(|costs| Ok((costs, while_attached(crate::bench::start_floor(&[floor_hook]))?)));
     let _ = std::fs::write(SWITCH, before.trim());
     costs
 }
 
-/// (name, ns per run) of every `ks_` program that ran, from `bpftool prog show` with the
-/// accounting on (`... name ks_dns_egress ... run_time_ns 34536784 run_cnt 200000`).
+/// (name, ns per run) of every `ks_` (kernsight) or `floor_` program that ran, from `bpftool
+/// prog show` with the accounting on (`... name ks_dns_egress ... run_time_ns 34536784 run_cnt 200000`).
 fn run_costs(shown: &str) -> Vec<(String, f64)> {
     let mut costs = Vec::new();
     for line in shown.lines() {
@@ -252,7 +264,7 @@ fn run_costs(shown: &str) -> Vec<(String, f64)> {
         let number = |key: &str| after(key).and_then(|n| n.parse::<f64>().ok());
         if let (Some(name), Some(time), Some(runs)) =
             (after("name"), number("run_time_ns"), number("run_cnt"))
-            && name.starts_with("ks_")
+            && (name.starts_with("ks_") || name.starts_with("floor_"))
             && runs > 0.0
         {
             costs.push((name.to_owned(), time / runs));
@@ -351,7 +363,12 @@ mod tests {
         let shown = "42: cgroup_skb  name ks_dns_egress  tag 0123456789abcdef  gpl run_time_ns 3000 run_cnt 20\n\
                      \tloaded_at 2026-12-01T14:13:39+0000  uid 0\n\
                      43: tracing  name ks_sys_exit  tag 00  gpl run_time_ns 0 run_cnt 0\n\
-                     44: cgroup_skb  name sd_fw_egress  tag 00  gpl run_time_ns 10 run_cnt 1\n";
-        assert_eq!(super::run_costs(shown), vec![("ks_dns_egress".to_owned(), 150.0)]);
+                     44: cgroup_skb  name sd_fw_egress  tag 00  gpl run_time_ns 10 run_cnt 1\n\
+                     45: cgroup_skb  name floor_skb  tag 00  gpl run_time_ns 900 run_cnt 20\n";
+        assert_eq!(
+            super::run_costs(shown),
+            vec![("ks_dns_egress".to_owned(), 150.0), ("floor_skb".to_owned(), 45.0)],
+            "kernsight's and the floor's programs, not systemd's"
+        );
     }
 }
