@@ -6,7 +6,7 @@
 //! (forks without namespaces, FIFOs, PTRACE_TRACEME end there), then what they point to where it
 //! decides: a file system type, up to 128 bytes of a path (refused opens for writing and
 //! connects to Unix sockets). A successful open or Unix connect is told by what it returned
-//! (`files`): the fd table to the file's mode and inode (three loads, four
+//! (`files`): the fd table to the file, its inode and their modes (four loads, four
 //! `bpf_probe_read_kernel`), then, for a write or a connect, the name of the file or of the
 //! listening socket. Only an attempt looks up the cgroups being set up, checks for runc, and
 //! updates the per-CPU hash.
