@@ -259,17 +259,22 @@ fn churn_reuses_slots_and_forgets_removed_cgroups() {
         0.0,
         "a cgroup found no free slot ({storage} storage failures)"
     );
-    // Back where it started, give or take the host's own short-lived cgroups.
-    let index_at_end = gauge(&end, "kernsight_cgroup_index_entries", &[]);
-    let slots_at_end = gauge(&end, "kernsight_bpf_map_entries", &[("map", "SYSCALL_ROWS")]);
-    assert!(
-        index_at_end <= index_at_start + 5.0,
-        "index: {index_at_start} entries at start, {index_at_end} at end"
-    );
-    assert!(
-        slots_at_end <= slots_at_start + 5.0,
-        "slots: {slots_at_start} in use at start, {slots_at_end} at end"
-    );
+    // Back where it started, give or take the host's own short-lived cgroups. Tests that do not
+    // take the serial lock, and the host, may hold a few cgroups at the moment of one scrape
+    // (once: 8 more in the index); theirs go within seconds, a leak of this test's would stay.
+    eventually(Duration::from_secs(30), || {
+        let now = parse(&agent.scrape());
+        let index_at_end = gauge(&now, "kernsight_cgroup_index_entries", &[]);
+        let slots_at_end = gauge(&now, "kernsight_bpf_map_entries", &[("map", "SYSCALL_ROWS")]);
+        if index_at_end <= index_at_start + 5.0 && slots_at_end <= slots_at_start + 5.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "index: {index_at_start} entries at start, {index_at_end} at end; \
+                 slots: {slots_at_start} in use at start, {slots_at_end} at end"
+            ))
+        }
+    });
     assert!(gauge(&end, "kernsight_cgroup_events_total", &[("event", "created")]) >= (batch * rounds) as f64);
     assert!(gauge(&end, "kernsight_cgroup_events_total", &[("event", "removed")]) >= (batch * rounds) as f64);
     assert_eq!(
