@@ -121,7 +121,8 @@ pub fn run() -> Result<Vec<Row>, String> {
     );
     let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); CONFIGS.len()];
     let mut floor = Vec::new();
-    let floor_hook = format!("cgroup_skb={}", cgroup2_root()?.display());
+    let root = crate::scrape_bench::cgroup2_root().ok_or("no cgroup v2 hierarchy is mounted")?;
+    let floor_hook = format!("cgroup_skb={}", root.display());
     let result = (|| {
         for round in 1..=ROUNDS {
             for (((name, _), file), samples) in CONFIGS.iter().zip(&files).zip(&mut samples) {
@@ -186,18 +187,6 @@ pub fn run() -> Result<Vec<Row>, String> {
     );
     rows.push(Row::new(format!("net: added per packet, {FLOOR}"), "ns", floor_added));
     Ok(rows)
-}
-
-/// Where the cgroup v2 hierarchy is mounted (the agent's cgroup_skb programs attach to it).
-fn cgroup2_root() -> Result<PathBuf, String> {
-    let mounts =
-        std::fs::read_to_string("/proc/self/mounts").map_err(|e| format!("/proc/self/mounts: {e}"))?;
-    mounts
-        .lines()
-        .map(|line| line.split(' ').collect::<Vec<_>>())
-        .find(|fields| fields.get(2) == Some(&"cgroup2"))
-        .and_then(|fields| fields.get(1).map(PathBuf::from))
-        .ok_or_else(|| "no cgroup v2 hierarchy is mounted".to_owned())
 }
 
 /// Starts the agent with `config` (if any), times one flood, stops the agent. Returns the

@@ -134,9 +134,10 @@ impl Drop for Fleet {
 }
 
 /// The unified hierarchy's root, then those of the v1 memory, cpu, cpuacct and pids controllers.
-fn hierarchy_roots() -> Vec<PathBuf> {
+/// (file system type, super options, mount point) of every mount of this process.
+fn mounts() -> Vec<(String, String, PathBuf)> {
     let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
-    let mounts: Vec<(String, String, PathBuf)> = mountinfo
+    mountinfo
         .lines()
         .filter_map(|line| {
             let (before, after) = line.split_once(" - ")?;
@@ -145,7 +146,16 @@ fn hierarchy_roots() -> Vec<PathBuf> {
             let options = after.nth(1)?.to_owned();
             Some((fs_type, options, PathBuf::from(before.split(' ').nth(4)?)))
         })
-        .collect();
+        .collect()
+}
+
+/// Where the cgroup v2 hierarchy is mounted (the agent's cgroup_skb programs attach to it).
+pub(crate) fn cgroup2_root() -> Option<PathBuf> {
+    mounts().into_iter().find(|(t, _, _)| t == "cgroup2").map(|(_, _, p)| p)
+}
+
+fn hierarchy_roots() -> Vec<PathBuf> {
+    let mounts = mounts();
     let unified = mounts.iter().filter(|(t, _, _)| t == "cgroup2").map(|(_, _, p)| p.clone());
     let v1 = ["memory", "cpu", "cpuacct", "pids"].into_iter().filter_map(|controller| {
         mounts
