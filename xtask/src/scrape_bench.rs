@@ -21,6 +21,12 @@ use crate::{
 
 const SCRAPES: usize = 20;
 
+/// How many scrapes to make: `SCRAPES`, or `KERNSIGHT_BENCH_SCRAPES` (more of them leave time to
+/// profile the agent, whose pid the benchmark prints, e.g. with `perf record -p`).
+fn scrapes() -> usize {
+    std::env::var("KERNSIGHT_BENCH_SCRAPES").ok().and_then(|n| n.parse().ok()).unwrap_or(SCRAPES)
+}
+
 pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     let roots = hierarchy_roots();
     if roots.is_empty() {
@@ -39,13 +45,20 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     std::thread::sleep(Duration::from_secs(3));
     let mut times = Vec::new();
     let mut body = String::new();
-    for _ in 0..SCRAPES {
+    let scrapes = scrapes();
+    println!("{scrapes} scrapes of the agent (pid {})", agent.id());
+    for _ in 0..scrapes {
         let started = Instant::now();
         body = get(&address, "/metrics")?;
         times.push(started.elapsed().as_secs_f64() * 1e3);
     }
     let rss = crate::agent_bench::rss_mib(agent.id());
     stop(&mut agent);
+    // Kept for reading what a scrape of this many containers exports, family by family.
+    let kept = PathBuf::from(format!("target/bench-scrape-{containers}.prom"));
+    if let Err(err) = std::fs::write(&kept, &body) {
+        eprintln!("xtask: cannot keep the last scrape in {}: {err}", kept.display());
+    }
     let series = body.lines().filter(|l| l.starts_with("kernsight_syscalls_total")).count();
     let container_series = body
         .lines()
@@ -54,12 +67,13 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let max = times.iter().copied().fold(0.0, f64::max);
     println!(
-        "scrape with {containers} containers: median {:.1} ms, min {min:.1} ms, max {max:.1} ms over {SCRAPES} scrapes \
+        "scrape with {containers} containers: median {:.1} ms, min {min:.1} ms, max {max:.1} ms over {scrapes} scrapes \
          ({} bytes, {series} kernsight_syscalls_total series, {container_series} of them container series)",
         median(&times),
         body.len()
     );
     println!("agent RSS with {containers} containers, after the scrapes: {rss:.1} MiB");
+    println!("the last scrape's body: {}", kept.display());
     Ok(vec![
         Row::new(format!("scrape time, {containers} containers"), "ms", times),
         Row::new(format!("agent RSS, {containers} containers"), "MiB", vec![rss]),

@@ -53,24 +53,41 @@ pub fn did_you_mean(name: &str, known: &[&str]) -> String {
     if names.is_empty() { String::new() } else { format!(" (did you mean {}?)", names.join(", ")) }
 }
 
+/// Names of the capabilities the `caps` crate knows (the kernel's), by number.
+fn known_capabilities() -> &'static [Option<String>; 64] {
+    static NAMES: std::sync::OnceLock<[Option<String>; 64]> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names = [const { None }; 64];
+        for cap in caps::all() {
+            if let Some(slot) = names.get_mut(usize::from(cap.index())) {
+                *slot = Some(cap.to_string());
+            }
+        }
+        names
+    })
+}
+
 /// The capability's name (`CAP_NET_BIND_SERVICE`), from the `caps` crate's table of the
 /// kernel's capabilities; `CAP_<nr>` for numbers it does not know (a newer kernel).
 pub fn capability_name(cap: u32) -> Cow<'static, str> {
-    match caps::all().into_iter().find(|c| u32::from(c.index()) == cap) {
-        Some(known) => Cow::Owned(known.to_string()),
-        None => Cow::Owned(format!("CAP_{cap}")),
+    match known_capabilities().get(cap as usize) {
+        Some(Some(known)) => Cow::Borrowed(known),
+        _ => Cow::Owned(format!("CAP_{cap}")),
     }
+}
+
+/// Names of the known capabilities set in a capability mask, by number (`CAP_CHOWN`, ...).
+pub fn held_capabilities(mask: u64) -> impl Iterator<Item = &'static str> {
+    known_capabilities()
+        .iter()
+        .enumerate()
+        .filter(move |(index, _)| mask & (1u64 << index) != 0)
+        .filter_map(|(_, name)| name.as_deref())
 }
 
 /// Names of the capabilities set in a capability mask (`CAP_NET_BIND_SERVICE`, ...).
 pub fn capability_names(mask: u64) -> Vec<String> {
-    let mut names: Vec<(u8, String)> = caps::all()
-        .into_iter()
-        .filter(|cap| cap.index() < 64 && mask & (1u64 << cap.index()) != 0)
-        .map(|cap| (cap.index(), cap.to_string()))
-        .collect();
-    names.sort();
-    names.into_iter().map(|(_, name)| name).collect()
+    held_capabilities(mask).map(str::to_owned).collect()
 }
 
 /// The number of a capability named with or without its `CAP_` prefix, in any case

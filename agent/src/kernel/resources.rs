@@ -7,9 +7,12 @@
 use std::{
     collections::{BTreeMap, HashMap},
     io::Read as _,
+    os::fd::OwnedFd,
     path::{Component, Path, PathBuf},
     time::{Duration, Instant},
 };
+
+use nix::{fcntl::OFlag, sys::stat::Mode};
 
 use super::mountinfo::Mount;
 
@@ -208,7 +211,8 @@ pub fn read(dirs: &CgroupDirs) -> Resources {
 }
 
 fn read_v2(dir: &Path) -> Resources {
-    let file = |name: &str| read_text(&dir.join(name));
+    let dir = Dir::open(dir);
+    let file = |name: &str| dir.read(name);
     let mut r = Resources {
         memory_current: file("memory.current").and_then(|t| parse_u64(&t)),
         memory_max: file("memory.max").and_then(|t| parse_max(&t)).flatten(),
@@ -265,19 +269,20 @@ fn read_v1(
     cpuacct: Option<&Path>,
     pids: Option<&Path>,
 ) -> Resources {
-    let file = |dir: Option<&Path>, name: &str| dir.and_then(|d| read_text(&d.join(name)));
+    let (memory, cpu, cpuacct, pids) = (Dir::at(memory), Dir::at(cpu), Dir::at(cpuacct), Dir::at(pids));
     let mut r = Resources {
-        memory_current: file(memory, "memory.usage_in_bytes").and_then(|t| parse_u64(&t)),
-        memory_max: file(memory, "memory.limit_in_bytes").and_then(|t| parse_v1_limit(&t)).flatten(),
-        pids_current: file(pids, "pids.current").and_then(|t| parse_u64(&t)),
-        pids_max: file(pids, "pids.max").and_then(|t| parse_max(&t)).flatten(),
-        cpu_usage_seconds: file(cpuacct, "cpuacct.usage")
+        memory_current: memory.read("memory.usage_in_bytes").and_then(|t| parse_u64(&t)),
+        memory_max: memory.read("memory.limit_in_bytes").and_then(|t| parse_v1_limit(&t)).flatten(),
+        pids_current: pids.read("pids.current").and_then(|t| parse_u64(&t)),
+        pids_max: pids.read("pids.max").and_then(|t| parse_max(&t)).flatten(),
+        cpu_usage_seconds: cpuacct
+            .read("cpuacct.usage")
             .and_then(|t| parse_u64(&t))
             .map(|ns| ns as f64 / NSEC_PER_SEC),
         ..Resources::default()
     };
 
-    if let Some(stat) = file(memory, "memory.stat").map(|t| parse_flat_keyed(&t)) {
+    if let Some(stat) = memory.read("memory.stat").map(|t| parse_flat_keyed(&t)) {
         for (key, kind) in V1_MEMORY_KINDS {
             // The total_* variants include descendant cgroups, as v2's memory.stat does.
             if let Some(&bytes) = stat.get(&format!("total_{key}")).or_else(|| stat.get(key)) {
@@ -287,21 +292,22 @@ fn read_v1(
         let part = |key: &str| stat.get(&format!("total_{key}")).or_else(|| stat.get(key));
         r.memory_unreclaimable = sum_present(V1_UNRECLAIMABLE_PARTS.iter().map(|k| part(k)));
     }
-    if let Some(control) = file(memory, "memory.oom_control").map(|t| parse_flat_keyed(&t)) {
+    if let Some(control) = memory.read("memory.oom_control").map(|t| parse_flat_keyed(&t)) {
         r.memory_events = pick(&control, &V1_MEMORY_EVENTS);
     }
 
-    if let Some(stat) = file(cpu, "cpu.stat").map(|t| parse_flat_keyed(&t)) {
+    if let Some(stat) = cpu.read("cpu.stat").map(|t| parse_flat_keyed(&t)) {
         r.cpu_periods = stat.get("nr_periods").copied();
         r.cpu_throttled_periods = stat.get("nr_throttled").copied();
         r.cpu_throttled_seconds = stat.get("throttled_time").map(|&v| v as f64 / NSEC_PER_SEC);
         r.cpu_bursts = stat.get("nr_bursts").copied();
         r.cpu_burst_seconds = stat.get("burst_time").map(|&v| v as f64 / NSEC_PER_SEC);
     }
-    let period = file(cpu, "cpu.cfs_period_us").and_then(|t| parse_u64(&t));
+    let period = cpu.read("cpu.cfs_period_us").and_then(|t| parse_u64(&t));
     r.cpu_period_seconds = period.map(|p| p as f64 / USEC_PER_SEC);
     // -1 is "no quota"; any other negative value is not something the kernel writes.
-    r.cpu_quota_seconds = file(cpu, "cpu.cfs_quota_us")
+    r.cpu_quota_seconds = cpu
+        .read("cpu.cfs_quota_us")
         .and_then(|t| t.trim().parse::<i64>().ok())
         .and_then(|q| u64::try_from(q).ok())
         .map(|q| q as f64 / USEC_PER_SEC);
@@ -311,8 +317,8 @@ fn read_v1(
 /// v1 blkio's counts: the `_recursive` files (which include descendants, as v2's io.stat
 /// does) where the kernel has them, else the cgroup's own.
 fn read_blkio(dir: &Path) -> BTreeMap<(u32, u32), IoCounts> {
-    let file =
-        |name: &str| read_text(&dir.join(format!("{name}_recursive"))).or_else(|| read_text(&dir.join(name)));
+    let dir = Dir::open(dir);
+    let file = |name: &str| dir.read(&format!("{name}_recursive")).or_else(|| dir.read(name));
     let bytes = file("blkio.throttle.io_service_bytes").map(|t| parse_blkio_rwstat(&t)).unwrap_or_default();
     let operations = file("blkio.throttle.io_serviced").map(|t| parse_blkio_rwstat(&t)).unwrap_or_default();
     let mut io: BTreeMap<(u32, u32), IoCounts> = BTreeMap::new();
@@ -398,10 +404,38 @@ fn pick(map: &BTreeMap<String, u64>, keys: &[&'static str]) -> BTreeMap<&'static
 
 /// A file's text; `None` when it is missing, unreadable, not UTF-8 or implausibly large.
 fn read_text(path: &Path) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
+    text_of(std::fs::File::open(path).ok()?)
+}
+
+fn text_of(file: std::fs::File) -> Option<String> {
     let mut text = String::new();
     file.take(MAX_FILE_SIZE).read_to_string(&mut text).ok()?;
     Some(text)
+}
+
+/// A cgroup directory opened once, so that each of its files costs a lookup of one name
+/// rather than a walk of the whole path (cgroupfs revalidates every component at every open,
+/// and a scrape of 1,000 containers opens some 15,000 files). `None` inside: the directory is
+/// missing, and so is every file in it.
+struct Dir(Option<OwnedFd>);
+
+impl Dir {
+    fn open(path: &Path) -> Self {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        Self(nix::fcntl::open(path, flags, Mode::empty()).ok())
+    }
+
+    /// A v1 controller's directory, when the host mounts that controller.
+    fn at(path: Option<&Path>) -> Self {
+        path.map_or(Self(None), Self::open)
+    }
+
+    /// The text of the file `name` in the directory; as [`read_text`].
+    fn read(&self, name: &str) -> Option<String> {
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        let fd = nix::fcntl::openat(self.0.as_ref()?, name, flags, Mode::empty()).ok()?;
+        text_of(std::fs::File::from(fd))
+    }
 }
 
 fn parse_u64(text: &str) -> Option<u64> {
@@ -484,12 +518,13 @@ impl ResourceCache {
         Self { ttl, entries: HashMap::new(), last_sweep: None }
     }
 
-    /// The resources of `key`'s cgroup, read again when the cached ones are older than the ttl.
-    pub fn get(&mut self, key: &str, dirs: &CgroupDirs) -> Resources {
-        self.get_at(key, dirs, Instant::now())
+    /// The resources of `key`'s cgroup, read again (from the directories `locate` finds, which
+    /// takes a file read of its own) when the cached ones are older than the ttl.
+    pub fn get(&mut self, key: &str, locate: impl FnOnce() -> CgroupDirs) -> Resources {
+        self.get_at(key, locate, Instant::now())
     }
 
-    fn get_at(&mut self, key: &str, dirs: &CgroupDirs, now: Instant) -> Resources {
+    fn get_at(&mut self, key: &str, locate: impl FnOnce() -> CgroupDirs, now: Instant) -> Resources {
         if let Some((at, resources)) = self.entries.get(key)
             && now.saturating_duration_since(*at) < self.ttl
         {
@@ -502,7 +537,7 @@ impl ResourceCache {
             self.entries.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
             self.last_sweep = Some(now);
         }
-        let resources = read(dirs);
+        let resources = read(&locate());
         self.entries.insert(key.to_owned(), (now, resources.clone()));
         resources
     }

@@ -177,6 +177,16 @@ impl AgentCollector {
             MetricType::Counter,
         )?;
         ConstCounter::new(load(&stats.nanos) as f64 / 1e9).encode(family.encode_family(&NO_LABELS)?)?;
+        let mut family = encoder.encode_descriptor(
+            "kernsight_scrape_collector_duration_seconds",
+            "Time each collector took in those responses, summed: where a scrape's time goes (cgroupfs and /proc reads, map reads, encoding)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (collector, nanos) in stats.by_collector() {
+            let labels = [("collector", collector)];
+            ConstCounter::new(nanos as f64 / 1e9).encode(family.encode_family(&labels)?)?;
+        }
         encode_gauges(
             encoder,
             "kernsight_scrape_series",

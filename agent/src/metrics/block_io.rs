@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
+    rc::Rc,
     sync::Arc,
 };
 
@@ -19,10 +20,9 @@ use prometheus_client::{
 };
 
 use super::{
-    LabelNames, encode_counters,
+    LabelNames, Series, encode_counters,
     histogram::{Latency, LatencyHistogram},
     naming::CgroupNamer,
-    workload_labels,
 };
 use crate::{
     bpf::{Programs, block_io::BlockIoMaps},
@@ -99,10 +99,10 @@ impl Collector for BlockIoCollector {
         let labels_of = device_labels(&self.sys, &devices, self.max_devices);
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let names = LabelNames::of(&self.resolver);
-        let mut series: BTreeMap<(Workload, (String, String), &'static str), Io> = BTreeMap::new();
+        let mut series: BTreeMap<IoKey, Io> = BTreeMap::new();
         for (key, value) in rows {
             let (Some(op), Some(device)) = (op_name(key.op), labels_of.get(&key.device)) else { continue };
-            let io = series.entry((namer.name(key.cgroup_id), device.clone(), op)).or_default();
+            let io = series.entry((namer.name(key.cgroup_id), device, op)).or_default();
             match key.slot {
                 slot::OPERATIONS => io.operations += value,
                 slot::BYTES => io.bytes += value,
@@ -110,24 +110,18 @@ impl Collector for BlockIoCollector {
                 _ => {}
             }
         }
-        let labels = |workload: &Workload, (device, name): &(String, String), op: &str| {
-            workload_labels(
-                workload,
-                &names,
-                [("device", device.clone()), ("device_name", name.clone()), ("op", op.to_owned())],
-            )
-        };
+        let labels = |key| io_labels(&names, key);
         encode_counters(
             &mut encoder,
             "kernsight_block_io_operations",
             "Block I/O requests completed, by workload (the cgroup that issued them), device (major:minor and kernel name) and op: read, write or other (flush, discard...)",
-            series.iter().map(|((w, d, op), io)| (labels(w, d, op), io.operations)),
+            series.iter().map(|(key, io)| (labels(key), io.operations)),
         )?;
         encode_counters(
             &mut encoder,
             "kernsight_block_io_bytes",
             "Bytes of block I/O completed, by workload (the cgroup that issued them), device and op",
-            series.iter().map(|((w, d, op), io)| (labels(w, d, op), io.bytes)),
+            series.iter().map(|(key, io)| (labels(key), io.bytes)),
         )?;
         let mut family = encoder.encode_descriptor(
             "kernsight_block_io_latency_seconds",
@@ -135,11 +129,19 @@ impl Collector for BlockIoCollector {
             None,
             MetricType::Histogram,
         )?;
-        for ((workload, device, op), io) in &series {
-            LatencyHistogram(&io.latency).encode(family.encode_family(&labels(workload, device, op))?)?;
+        for (key, io) in &series {
+            LatencyHistogram(&io.latency).encode(family.encode_family(&labels(key))?)?;
         }
         Ok(())
     }
+}
+
+/// A block I/O series: workload, device (its label and name) and op.
+type IoKey<'a> = (Rc<Workload>, &'a (String, String), &'static str);
+
+/// The labels of a block I/O series: its workload's, then the device's and the op.
+fn io_labels<'a>(names: &'a LabelNames, (workload, (device, name), op): &'a IoKey) -> Series<'a> {
+    Series::of(workload, names).with("device", device).with("device_name", name).with("op", op)
 }
 
 #[cfg(test)]

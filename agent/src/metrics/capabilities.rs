@@ -1,11 +1,11 @@
 //! `kernsight_capability_checks_total`, read from the `capabilities` family's map on each scrape.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, rc::Rc, sync::Arc};
 
 use kernsight_common::capabilities::{DENIED, NESTED_USER_NS};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{LabelNames, encode_counters, naming::CgroupNamer, workload_labels};
+use super::{LabelNames, Series, encode_counters, naming::CgroupNamer};
 use crate::{
     bpf::{Programs, capabilities::CapabilityMaps},
     kernel::names::capability_name,
@@ -55,21 +55,28 @@ impl Collector for CapabilityCollector {
         // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
         let (rows, _unreadable) = maps.read();
         drop(maps);
-        let mut series: BTreeMap<(Workload, u32, u8, u8), u64> = BTreeMap::new();
+        let mut series: BTreeMap<(Rc<Workload>, u32, u8, u8), u64> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             *series.entry((namer.name(key.cgroup_id), key.cap, key.result, key.userns)).or_default() += value;
         }
+        let named: Vec<_> = series
+            .iter()
+            .map(|((workload, cap, result, userns), &n)| {
+                (workload, capability_name(*cap), result_label(*result), userns_label(*userns), n)
+            })
+            .collect();
         encode_counters(
             &mut encoder,
             "kernsight_capability_checks",
             "Capability checks (cap_capable) by workload, capability, result (granted or denied) and the user namespace of the credentials (initial: the host's; nested: a user namespace)",
-            series.into_iter().map(|((workload, cap, result, userns), n)| {
-                let own = [
-                    ("cap", capability_name(cap).into_owned()),
-                    ("result", result_label(result).to_owned()),
-                    ("userns", userns_label(userns).to_owned()),
-                ];
-                (workload_labels(&workload, &with_id, own), n)
+            named.iter().map(|(workload, cap, result, userns, n)| {
+                (
+                    Series::of(workload, &with_id)
+                        .with("cap", cap)
+                        .with("result", result)
+                        .with("userns", userns),
+                    *n,
+                )
             }),
         )
     }

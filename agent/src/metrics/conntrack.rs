@@ -24,10 +24,8 @@ use prometheus_client::{
     metrics::{MetricType, gauge::ConstGauge},
 };
 
-use super::{
-    LabelNames, LabelSet, NO_LABELS, encode_counters, encode_gauges, posture::PostureCache, workload_labels,
-};
-use crate::metadata::identity::Resolver;
+use super::{LabelNames, NO_LABELS, Series, encode_counters, encode_gauges, posture::PostureCache};
+use crate::metadata::identity::{Resolver, Workload};
 
 #[derive(Debug)]
 pub struct PodConntrackCollector {
@@ -65,38 +63,41 @@ impl Collector for PodConntrackCollector {
         let (truncated, failed, skipped) = (counts.truncated_dumps, counts.failed_dumps, counts.skipped_pods);
         // Two namespaces can carry one pod's labels (a sandbox being replaced): their series
         // are summed, never repeated.
-        let mut entries: BTreeMap<LabelSet, u64> = BTreeMap::new();
-        let mut events: BTreeMap<LabelSet, u64> = BTreeMap::new();
-        let mut node: BTreeMap<LabelSet, u64> = BTreeMap::new();
+        let mut entries: BTreeMap<&Workload, u64> = BTreeMap::new();
+        let mut events: BTreeMap<(&Workload, &str), u64> = BTreeMap::new();
+        let mut node: BTreeMap<(&Workload, &str), u64> = BTreeMap::new();
         for pod in &reading.pods {
-            let labels = workload_labels(&pod.workload, &names, []);
+            let workload = &pod.workload;
             if let Some(n) = pod.entries {
-                *entries.entry(labels.clone()).or_default() += n;
+                *entries.entry(workload).or_default() += n;
             }
             for (event, n) in &pod.events {
-                *events.entry(with(labels.clone(), "event", event)).or_default() += n;
+                *events.entry((workload, event)).or_default() += n;
             }
             for (netns, n) in &pod.node_entries {
-                *node.entry(with(labels.clone(), "netns", netns)).or_default() += n;
+                *node.entry((workload, netns)).or_default() += n;
             }
         }
         encode_gauges(
             &mut encoder,
             "kernsight_pod_conntrack_entries",
             "Entries in the conntrack table of the pod's own network namespace (its nf_conntrack_count; the table's bound is the node's nf_conntrack_max)",
-            entries.into_iter().map(|(l, n)| (l, n as i64)),
+            entries.iter().map(|(workload, &n)| (Series::of(workload, &names), n as i64)),
         )?;
         encode_counters(
             &mut encoder,
             "kernsight_pod_conntrack_events",
             "conntrack statistics of the pod's network namespace (/proc/net/stat/nf_conntrack, summed over CPUs): insert_failed, drop and early_drop are connections the table refused or evicted",
-            events,
+            events
+                .iter()
+                .map(|((workload, event), &n)| (Series::of(workload, &names).with("event", event), n)),
         )?;
         encode_gauges(
             &mut encoder,
             "kernsight_pod_conntrack_node_entries",
             "Entries of the node's conntrack table (netns: \"\" the agent's, else a configured one) whose original source is one of the pod's addresses",
-            node.into_iter().map(|(l, n)| (l, n as i64)),
+            node.iter()
+                .map(|((workload, netns), &n)| (Series::of(workload, &names).with("netns", netns), n as i64)),
         )?;
         let protocol = |p: u8| match i32::from(p) {
             libc::IPPROTO_TCP => "tcp".to_owned(),
@@ -149,9 +150,4 @@ impl Collector for PodConntrackCollector {
             [(NO_LABELS, skipped)],
         )
     }
-}
-
-fn with(mut labels: LabelSet, name: &'static str, value: &str) -> LabelSet {
-    labels.push((name.into(), value.to_owned()));
-    labels
 }

@@ -3,7 +3,7 @@
 //! `kernsight_dns_latency_seconds`, by workload, from the `dns` family's exchanges; and what the
 //! matching itself bounded (`kernsight_dns_untracked_queries_total`, `..._unmatched_...`).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, rc::Rc, sync::Arc};
 
 use kernsight_common::counters::LATENCY_SUM_BUCKET;
 use prometheus_client::{
@@ -13,10 +13,9 @@ use prometheus_client::{
 };
 
 use super::{
-    LabelNames, NO_LABELS, encode_counters, encode_gauges,
+    LabelNames, NO_LABELS, Series, encode_counters, encode_gauges,
     histogram::{Latency, LatencyHistogram},
     naming::CgroupNamer,
-    workload_labels,
 };
 use crate::{
     bpf::{Programs, dns::DnsState},
@@ -79,7 +78,7 @@ impl Collector for DnsCollector {
         };
         drop(state);
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
-        let mut series: BTreeMap<Workload, WorkloadDns> = BTreeMap::new();
+        let mut series: BTreeMap<Rc<Workload>, WorkloadDns> = BTreeMap::new();
         for (cgroup_id, counts) in &rows {
             series.entry(namer.name(*cgroup_id)).or_default().add(counts);
         }
@@ -88,9 +87,11 @@ impl Collector for DnsCollector {
             |values: fn(&CgroupDns) -> &[u64], label: &'static str, names_of: &'static [&'static str]| {
                 let names = &names;
                 series.iter().flat_map(move |(workload, dns)| {
-                    values(&dns.counts).iter().enumerate().filter(|(_, n)| **n > 0).map(move |(at, &n)| {
-                        (workload_labels(workload, names, [(label, names_of[at].to_owned())]), n)
-                    })
+                    values(&dns.counts)
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| **n > 0)
+                        .map(move |(at, &n)| (Series::of(workload, names).with(label, names_of[at]), n))
                 })
             };
         encode_counters(
@@ -118,7 +119,7 @@ impl Collector for DnsCollector {
             series
                 .iter()
                 .filter(|(_, dns)| dns.counts.malformed > 0)
-                .map(|(workload, dns)| (workload_labels(workload, &names, []), dns.counts.malformed)),
+                .map(|(workload, dns)| (Series::of(workload, &names), dns.counts.malformed)),
         )?;
         let mut family = encoder.encode_descriptor(
             "kernsight_dns_latency_seconds",
@@ -127,11 +128,7 @@ impl Collector for DnsCollector {
             MetricType::Histogram,
         )?;
         for (workload, dns) in series.iter().filter(|(_, dns)| dns.counts.responses.iter().any(|&n| n > 0)) {
-            LatencyHistogram(&dns.latency).encode(family.encode_family(&workload_labels(
-                workload,
-                &names,
-                [],
-            ))?)?;
+            LatencyHistogram(&dns.latency).encode(family.encode_family(&Series::of(workload, &names))?)?;
         }
         encode_counters(
             &mut encoder,

@@ -2,12 +2,12 @@
 //! map on each scrape: containers only (a host process mounting or loading modules is the host's
 //! business), and the overflow series.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, rc::Rc, sync::Arc};
 
 use kernsight_common::escape::{EscapeKey, answer, vector};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{LabelNames, encode_counters, naming::CgroupNamer, naming::OTHER, workload_labels};
+use super::{LabelNames, Series, encode_counters, naming::CgroupNamer, naming::OTHER};
 use crate::{
     bpf::{Programs, escape::EscapeMaps},
     metadata::{
@@ -39,11 +39,14 @@ pub fn result_label(answer: u16) -> &'static str {
 }
 
 /// (workload, vector, detail, result) → attempts, for containers and the overflow cgroup.
-type Series = BTreeMap<(Workload, &'static str, &'static str, &'static str), u64>;
+type Attempts = BTreeMap<(Rc<Workload>, &'static str, &'static str, &'static str), u64>;
 
 /// Adds the rows of containers (and of `other`, the map's overflow) to the series.
-fn series(rows: impl IntoIterator<Item = (EscapeKey, u64)>, mut name: impl FnMut(u64) -> Workload) -> Series {
-    let mut series = Series::new();
+fn attempts(
+    rows: impl IntoIterator<Item = (EscapeKey, u64)>,
+    mut name: impl FnMut(u64) -> Rc<Workload>,
+) -> Attempts {
+    let mut series = Attempts::new();
     for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
         let workload = name(key.cgroup_id);
         if workload.container.is_empty() && workload.cgroup != OTHER {
@@ -67,18 +70,14 @@ impl Collector for EscapeCollector {
         // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
         let (rows, _unreadable) = maps.read();
         drop(maps);
-        let series = series(rows, |id| namer.name(id));
+        let attempts = attempts(rows, |id| namer.name(id));
         encode_counters(
             &mut encoder,
             "kernsight_escape_attempts",
             "Attempts at what container escapes are made of (mount, setns, unshare_user, module_load, mknod_device, ...), by container, vector, detail (the file system mounted, the device node made) and result: granted (the call succeeded), denied (EPERM, EACCES or ENOSYS: capabilities, seccomp or LSM refused it), failed (another error)",
-            series.into_iter().map(|((workload, vector, detail, result), n)| {
-                let own = [
-                    ("vector", vector.to_owned()),
-                    ("detail", detail.to_owned()),
-                    ("result", result.to_owned()),
-                ];
-                (workload_labels(&workload, &with_id, own), n)
+            attempts.iter().map(|((workload, vector, detail, result), &n)| {
+                let series = Series::of(workload, &with_id);
+                (series.with("vector", vector).with("detail", detail).with("result", result), n)
             }),
         )
     }
@@ -93,8 +92,13 @@ mod tests {
 
     use super::*;
 
-    fn container(name: &str) -> Workload {
-        Workload { container: name.into(), pod: "p".into(), namespace: "n".into(), ..Workload::default() }
+    fn container(name: &str) -> Rc<Workload> {
+        Rc::new(Workload {
+            container: name.into(),
+            pod: "p".into(),
+            namespace: "n".into(),
+            ..Workload::default()
+        })
     }
 
     #[test]
@@ -108,15 +112,15 @@ mod tests {
             (key(2, nr::MOUNT, answer::GRANTED, detail::FS_OTHER), 7),
             (key(OVERFLOW_CGROUP_ID, 0, answer::GRANTED, 0), 4),
         ];
-        let series = series(rows, |id| match id {
+        let series = attempts(rows, |id| match id {
             1 => container("app"),
-            2 => Workload { cgroup: "/system.slice/sshd.service".into(), ..Workload::default() },
-            _ => Workload { cgroup: OTHER.into(), ..Workload::default() },
+            2 => Rc::new(Workload { cgroup: "/system.slice/sshd.service".into(), ..Workload::default() }),
+            _ => Rc::new(Workload { cgroup: OTHER.into(), ..Workload::default() }),
         });
         let app = container("app");
         assert_eq!(series.get(&(app.clone(), "mount", "proc", "denied")), Some(&5));
         assert_eq!(series.get(&(app.clone(), "unshare_user", "", "granted")), Some(&1));
-        let other = Workload { cgroup: OTHER.into(), ..Workload::default() };
+        let other = Rc::new(Workload { cgroup: OTHER.into(), ..Workload::default() });
         assert_eq!(series.get(&(other, "other", "", "granted")), Some(&4));
         assert_eq!(series.len(), 3, "no host series, no zero series: {series:?}");
     }

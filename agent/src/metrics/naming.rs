@@ -3,7 +3,7 @@
 //! `cgroup_id:<id>` (the cgroup tracker's resolver walks cgroupfs for it, debounced, never the
 //! scrape); the overflow id is `other`.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, rc::Rc};
 
 use kernsight_common::counters::OVERFLOW_CGROUP_ID;
 
@@ -19,12 +19,13 @@ use crate::{
 pub(super) const OTHER: &str = "other";
 
 /// Names cgroup ids for one scrape: cgroup id → path (looked up by handle for ids no lifecycle
-/// event named) → workload, each id once.
+/// event named) → workload, each id once. A workload is shared, not copied, by the series that
+/// name it.
 pub(crate) struct CgroupNamer<'a> {
     tracker: &'a Tracker,
     index: std::sync::MutexGuard<'a, CgroupIndex>,
     resolver: &'a Resolver,
-    names: HashMap<u64, Workload>,
+    names: HashMap<u64, Rc<Workload>>,
 }
 
 impl<'a> CgroupNamer<'a> {
@@ -32,20 +33,20 @@ impl<'a> CgroupNamer<'a> {
         Self { tracker, index: tracker.index(), resolver, names: HashMap::new() }
     }
 
-    pub(super) fn name(&mut self, cgroup_id: u64) -> Workload {
+    pub(super) fn name(&mut self, cgroup_id: u64) -> Rc<Workload> {
         self.name_looking_up(cgroup_id, true)
     }
 
     /// As `name`, but an id that no lookup names asks for no walk: for ids taken from sockets,
     /// which outlive their cgroup (a connection still closing after its pod is gone) and would
     /// otherwise make the agent walk after every scrape.
-    pub(super) fn name_without_walk(&mut self, cgroup_id: u64) -> Workload {
+    pub(super) fn name_without_walk(&mut self, cgroup_id: u64) -> Rc<Workload> {
         self.name_looking_up(cgroup_id, false)
     }
 
-    fn name_looking_up(&mut self, cgroup_id: u64, walk: bool) -> Workload {
+    fn name_looking_up(&mut self, cgroup_id: u64, walk: bool) -> Rc<Workload> {
         if cgroup_id == OVERFLOW_CGROUP_ID {
-            return Workload { cgroup: OTHER.to_owned(), ..Workload::default() };
+            return Rc::new(Workload { cgroup: OTHER.to_owned(), ..Workload::default() });
         }
         if let Some(workload) = self.names.get(&cgroup_id) {
             return workload.clone();
@@ -54,12 +55,12 @@ impl<'a> CgroupNamer<'a> {
         if self.index.resolve(cgroup_id).is_none() && !is_root {
             self.tracker.look_up(&mut self.index, cgroup_id, walk);
         }
-        let workload = match self.index.resolve(cgroup_id) {
+        let workload = Rc::new(match self.index.resolve(cgroup_id) {
             Some(path) => self.resolver.workload(path),
             None if is_root => self.resolver.workload("/"),
             // Removed before anything named it: the id is all there is.
             None => Workload { cgroup: format!("cgroup_id:{cgroup_id}"), ..Workload::default() },
-        };
+        });
         self.names.insert(cgroup_id, workload.clone());
         workload
     }

@@ -5,7 +5,7 @@
 //! or the received ones with `kernsight_interface_xdp_info` (XDP, when configured),
 //! `kernsight_tcp_*` and `kernsight_packet_drops_total` / `kernsight_container_packet_drops_total`.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, rc::Rc, sync::Arc};
 
 use kernsight_common::net::{
     DROP_REASON_OTHER, EGRESS, INGRESS, InterfaceKey, NO_SOCKET_CGROUP_ID, Traffic, protocol, tcp_event,
@@ -17,10 +17,9 @@ use prometheus_client::{
 };
 
 use super::{
-    LabelNames, encode_counters, encode_gauges,
+    LabelNames, Series, encode_counters, encode_gauges,
     histogram::{Latency, LatencyHistogram},
     naming::CgroupNamer,
-    workload_labels,
 };
 use crate::{
     bpf::{
@@ -81,9 +80,9 @@ pub fn protocol_label(what: u32) -> &'static str {
 }
 
 /// The workload of a cgroup id, with the id of "no socket" named as such.
-fn workload_of(namer: &mut CgroupNamer, cgroup_id: u64) -> Workload {
+fn workload_of(namer: &mut CgroupNamer, cgroup_id: u64) -> Rc<Workload> {
     if cgroup_id == NO_SOCKET_CGROUP_ID {
-        return Workload { cgroup: "no_socket".to_owned(), ..Workload::default() };
+        return Rc::new(Workload { cgroup: "no_socket".to_owned(), ..Workload::default() });
     }
     namer.name_without_walk(cgroup_id)
 }
@@ -118,7 +117,7 @@ impl NetCollector {
         let Some(maps) = maps else {
             return Ok(());
         };
-        let mut series: BTreeMap<(u32, Workload), Traffic> = BTreeMap::new();
+        let mut series: BTreeMap<(u32, Rc<Workload>), Traffic> = BTreeMap::new();
         for (key, traffic) in read_traffic(maps.traffic.map()).into_iter().filter(|(_, t)| t.packets > 0) {
             let sum = series.entry((key.direction, namer.name_without_walk(key.cgroup_id))).or_default();
             sum.packets += traffic.packets;
@@ -132,7 +131,7 @@ impl NetCollector {
                 &format!(
                     "IP packets {what} by the sockets of the workload (cgroup_skb on the cgroup v2 root)"
                 ),
-                rows().map(|((_, w), t)| (workload_labels(w, names, []), t.packets)),
+                rows().map(|((_, w), t)| (Series::of(w, names), t.packets)),
             )?;
             encode_counters(
                 encoder,
@@ -140,7 +139,7 @@ impl NetCollector {
                 &format!(
                     "Bytes of the IP packets {what} by the sockets of the workload (IP headers included)"
                 ),
-                rows().map(|((_, w), t)| (workload_labels(w, names, []), t.bytes)),
+                rows().map(|((_, w), t)| (Series::of(w, names), t.bytes)),
             )?;
         }
         Ok(())
@@ -158,8 +157,8 @@ impl NetCollector {
         };
         let (rows, unreadable) = maps.events.read();
         self.programs.count_read_errors(unreadable);
-        let mut events: BTreeMap<(Workload, u32), u64> = BTreeMap::new();
-        let mut durations: BTreeMap<Workload, Latency> = BTreeMap::new();
+        let mut events: BTreeMap<(Rc<Workload>, u32), u64> = BTreeMap::new();
+        let mut durations: BTreeMap<Rc<Workload>, Latency> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             let workload = workload_of(namer, key.cgroup_id);
             if key.event >= tcp_event::DURATION_BUCKETS {
@@ -179,15 +178,14 @@ impl NetCollector {
             "kernsight_tcp_connections",
             "TCP connections by workload and result: connected (SYN_SENT to ESTABLISHED), accepted (SYN_RECV to ESTABLISHED), failed (SYN_SENT to CLOSE: refused, timed out, unreachable)",
             results.into_iter().flat_map(|(event, result)| {
-                of(event)
-                    .map(move |((w, _), n)| (workload_labels(w, names, [("result", result.to_owned())]), *n))
+                of(event).map(move |((w, _), n)| (Series::of(w, names).with("result", result), *n))
             }),
         )?;
         encode_counters(
             encoder,
             "kernsight_tcp_retransmits",
             "TCP segments retransmitted, by workload of the socket (tcp:tcp_retransmit_skb)",
-            of(tcp_event::RETRANSMIT).map(|((w, _), n)| (workload_labels(w, names, []), *n)),
+            of(tcp_event::RETRANSMIT).map(|((w, _), n)| (Series::of(w, names), *n)),
         )?;
         let resets = [(tcp_event::RESET_SENT, "sent"), (tcp_event::RESET_RECEIVED, "received")];
         encode_counters(
@@ -195,9 +193,7 @@ impl NetCollector {
             "kernsight_tcp_resets",
             "TCP resets sent and received, by workload of the socket (cgroup=\"no_socket\": a reset answering a segment no socket owns, e.g. to a closed port)",
             resets.into_iter().flat_map(|(event, direction)| {
-                of(event).map(move |((w, _), n)| {
-                    (workload_labels(w, names, [("direction", direction.to_owned())]), *n)
-                })
+                of(event).map(move |((w, _), n)| (Series::of(w, names).with("direction", direction), *n))
             }),
         )?;
         let mut family = encoder.encode_descriptor(
@@ -207,11 +203,7 @@ impl NetCollector {
             MetricType::Histogram,
         )?;
         for (workload, latency) in &durations {
-            LatencyHistogram(latency).encode(family.encode_family(&workload_labels(
-                workload,
-                names,
-                [],
-            ))?)?;
+            LatencyHistogram(latency).encode(family.encode_family(&Series::of(workload, names))?)?;
         }
         Ok(())
     }
@@ -234,17 +226,17 @@ impl NetCollector {
         )?;
         let (rows, unreadable) = maps.by_cgroup.read();
         self.programs.count_read_errors(unreadable);
-        let mut series: BTreeMap<(Workload, u32), u64> = BTreeMap::new();
+        let mut series: BTreeMap<(Rc<Workload>, u32), u64> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             *series.entry((namer.name_without_walk(key.cgroup_id), key.reason)).or_default() += value;
         }
+        let named: Vec<_> =
+            series.iter().map(|((w, reason), &n)| (w, self.reason_name(*reason), n)).collect();
         encode_counters(
             encoder,
             "kernsight_container_packet_drops",
             "Dropped packets whose socket is known (sent by it, or found for it on receive), by workload of the socket and drop reason",
-            series.iter().map(|((w, reason), n)| {
-                (workload_labels(w, names, [("reason", self.reason_name(*reason))]), *n)
-            }),
+            named.iter().map(|(w, reason, n)| (Series::of(w, names).with("reason", reason), *n)),
         )
     }
 }

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{LabelNames, NO_LABELS, encode_counters, encode_gauges, workload_labels};
+use super::{LabelNames, NO_LABELS, Series, encode_counters, encode_gauges};
 use crate::{
     bpf::{Programs, syscalls::SyscallMaps},
     events::oom::OomKills,
@@ -60,7 +60,7 @@ impl Collector for OomCollector {
             &mut encoder,
             "kernsight_oom_kills",
             "Tasks the kernel's OOM killer killed, by the victim's workload (since the agent started)",
-            named.iter().map(|(workload, k)| (workload_labels(workload, &names, []), k.kills)),
+            named.iter().map(|(workload, k)| (Series::of(workload, &names), k.kills)),
         )?;
         encode_gauges(
             &mut encoder,
@@ -72,9 +72,7 @@ impl Collector for OomCollector {
                     ("file", k.last.file_rss_bytes),
                     ("shmem", k.last.shmem_rss_bytes),
                 ]
-                .map(|(kind, bytes)| {
-                    (workload_labels(workload, &names, [("kind", kind.to_owned())]), bytes as i64)
-                })
+                .map(|(kind, bytes)| (Series::of(workload, &names).with("kind", kind), bytes as i64))
             }),
         )?;
         encode_counters(
@@ -97,7 +95,7 @@ impl Collector for OomCollector {
             &mut encoder,
             "kernsight_cgroup_oom_kills",
             "OOM kills in the cgroup since it was created, from memory.events (v2) or memory.oom_control (v1), for the cgroups kernsight sees",
-            counts.into_iter().map(|(workload, n)| (workload_labels(&workload, &names, []), n)),
+            counts.iter().map(|(workload, &n)| (Series::of(workload, &names), n)),
         )
     }
 }

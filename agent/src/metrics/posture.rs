@@ -10,10 +10,10 @@ use std::{
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{LabelNames, LabelSet, encode_gauges, workload_labels};
+use super::{LabelNames, Series, encode_gauges};
 use crate::{
-    kernel::names::capability_names,
-    metadata::identity::Resolver,
+    kernel::names::held_capabilities,
+    metadata::identity::{Resolver, Workload},
     posture::{self, ContainerPosture, NAMESPACES},
 };
 
@@ -62,28 +62,21 @@ impl PostureCollector {
 impl Collector for PostureCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let containers = self.cache.containers();
-        let with_id = LabelNames::of(&self.resolver);
-        let labelled: Vec<(LabelSet, &ContainerPosture)> = containers
-            .iter()
-            .map(|c| (workload_labels(&self.resolver.workload(&c.cgroup), &with_id, []), c))
-            .collect();
-        let gauge = |value: fn(&ContainerPosture) -> i64| {
-            labelled.iter().map(move |(labels, c)| (labels.clone(), value(c)))
-        };
+        let names = LabelNames::of(&self.resolver);
+        let workloads: Vec<(Workload, &ContainerPosture)> =
+            containers.iter().map(|c| (self.resolver.workload(&c.cgroup), c)).collect();
+        let labelled = || workloads.iter().map(|(w, c)| (Series::of(w, &names), c));
+        let gauge =
+            |value: fn(&ContainerPosture) -> i64| labelled().map(move |(series, c)| (series, value(c)));
+        let namespaces_known = || labelled().filter(|(_, c)| c.namespaces_known);
 
-        let mut held = Vec::new();
-        for (labels, c) in &labelled {
-            for cap in capability_names(c.effective) {
-                let mut labels = labels.clone();
-                labels.push(("cap".into(), cap));
-                held.push((labels, 1));
-            }
-        }
         encode_gauges(
             &mut encoder,
             "kernsight_container_capability",
             "Capabilities in the effective set of a container's processes (1 per capability held)",
-            held,
+            labelled().flat_map(|(series, c)| {
+                held_capabilities(c.effective).map(move |cap| (series.with("cap", cap), 1))
+            }),
         )?;
         encode_gauges(
             &mut encoder,
@@ -119,39 +112,28 @@ impl Collector for PostureCollector {
             &mut encoder,
             "kernsight_container_user_namespace",
             "1 when the container's processes have a user namespace of their own (uid 0 inside is not the host's root)",
-            labelled
-                .iter()
-                .filter(|(_, c)| c.namespaces_known)
-                .map(|(l, c)| (l.clone(), i64::from(c.own_user_namespace))),
+            namespaces_known().map(|(series, c)| (series, i64::from(c.own_user_namespace))),
         )?;
-        let mut shared = Vec::new();
-        for (labels, c) in labelled.iter().filter(|(_, c)| c.namespaces_known) {
-            for kind in NAMESPACES {
-                let mut labels = labels.clone();
-                labels.push(("namespace_type".into(), kind.name().to_owned()));
-                shared.push((labels, i64::from(c.shares_host(kind))));
-            }
-        }
         encode_gauges(
             &mut encoder,
             "kernsight_container_writable_host_mounts",
             "Host directories of a disk or network filesystem mounted writable into the container",
-            labelled
-                .iter()
-                .filter(|(_, c)| c.namespaces_known)
-                .map(|(l, c)| (l.clone(), c.writable_host_mounts.len() as i64)),
+            namespaces_known().map(|(series, c)| (series, c.writable_host_mounts.len() as i64)),
         )?;
         encode_gauges(
             &mut encoder,
             "kernsight_container_posture_namespaces_unknown",
             "Containers whose namespaces could not be read (the agent needs CAP_SYS_PTRACE for them); their namespace series are left out",
-            [(super::NO_LABELS, labelled.iter().filter(|(_, c)| !c.namespaces_known).count() as i64)],
+            [(super::NO_LABELS, workloads.iter().filter(|(_, c)| !c.namespaces_known).count() as i64)],
         )?;
         encode_gauges(
             &mut encoder,
             "kernsight_container_host_namespace",
             "1 when the container shares that namespace (pid, net, ipc, uts, mnt, cgroup, user) with the host",
-            shared,
+            namespaces_known().flat_map(|(series, c)| {
+                NAMESPACES
+                    .map(|kind| (series.with("namespace_type", kind.name()), i64::from(c.shares_host(kind))))
+            }),
         )
     }
 }

@@ -1,12 +1,12 @@
 //! `kernsight_process_execs_total` and `kernsight_process_exits_total`, read from the
 //! `processes` family's map on each scrape.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, rc::Rc, sync::Arc};
 
 use kernsight_common::processes::kind;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{LabelNames, encode_counters, naming::CgroupNamer, workload_labels};
+use super::{LabelNames, Series, encode_counters, naming::CgroupNamer};
 use crate::{
     bpf::{Programs, processes::ProcessMaps},
     metadata::{
@@ -47,8 +47,8 @@ impl Collector for ProcessesCollector {
         };
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let with_id = LabelNames::of(&self.resolver);
-        let mut execs: BTreeMap<Workload, u64> = BTreeMap::new();
-        let mut exits: BTreeMap<(Workload, &'static str), u64> = BTreeMap::new();
+        let mut execs: BTreeMap<Rc<Workload>, u64> = BTreeMap::new();
+        let mut exits: BTreeMap<(Rc<Workload>, &'static str), u64> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             let workload = namer.name(key.cgroup_id);
             if key.kind == kind::EXEC {
@@ -61,15 +61,15 @@ impl Collector for ProcessesCollector {
             &mut encoder,
             "kernsight_process_execs",
             "Successful execs (sched_process_exec), by workload",
-            execs.into_iter().map(|(workload, n)| (workload_labels(&workload, &with_id, []), n)),
+            execs.iter().map(|(workload, &n)| (Series::of(workload, &with_id), n)),
         )?;
         encode_counters(
             &mut encoder,
             "kernsight_process_exits",
             "Process exits (thread-group leaders), by workload and reason: exited (status 0), failed (non-zero status), signaled, killed (SIGKILL)",
-            exits.into_iter().map(|((workload, reason), n)| {
-                (workload_labels(&workload, &with_id, [("reason", reason.to_owned())]), n)
-            }),
+            exits
+                .iter()
+                .map(|((workload, reason), &n)| (Series::of(workload, &with_id).with("reason", reason), n)),
         )?;
         Ok(())
     }

@@ -15,7 +15,7 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
 
-use super::{LabelNames, LabelSet, workload_labels};
+use super::{LabelNames, Series};
 use crate::{
     kernel::{
         block_devices::{device_label, device_name},
@@ -61,24 +61,6 @@ impl ResourceCollector {
     }
 }
 
-/// Series of one family, built container by container.
-#[derive(Default)]
-struct Family {
-    rows: Vec<(LabelSet, f64)>,
-}
-
-impl Family {
-    fn push<const N: usize>(
-        &mut self,
-        workload: &Workload,
-        names: &LabelNames,
-        own: [(&'static str, String); N],
-        value: f64,
-    ) {
-        self.rows.push((workload_labels(workload, names, own), value));
-    }
-}
-
 impl Collector for ResourceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let names = LabelNames::of(&self.resolver);
@@ -87,84 +69,74 @@ impl Collector for ResourceCollector {
             self.container_paths()
                 .into_values()
                 .map(|path| {
-                    let dirs = CgroupDirs::locate(&self.mounts, &path);
-                    (self.resolver.workload(&path), cache.get(&path, &dirs))
+                    let resources = cache.get(&path, || CgroupDirs::locate(&self.mounts, &path));
+                    (self.resolver.workload(&path), resources)
                 })
                 .collect()
         };
+        // Device labels, named from sysfs once a scrape whatever the number of containers.
+        let mut devices: BTreeMap<(u32, u32), (String, String)> = BTreeMap::new();
+        for (_, r) in &containers {
+            for &(major, minor) in r.io.keys() {
+                devices.entry((major, minor)).or_insert_with(|| {
+                    let name = device_name(Path::new("/sys"), major, minor).unwrap_or_default();
+                    (device_label(major, minor), name)
+                });
+            }
+        }
 
-        let mut families: BTreeMap<&'static str, Family> = BTreeMap::new();
-        // Device names, read from sysfs once a scrape whatever the number of containers.
-        let mut device_names: BTreeMap<(u32, u32), String> = BTreeMap::new();
+        let mut families: BTreeMap<&'static str, Vec<(Series, f64)>> = BTreeMap::new();
         for (workload, r) in &containers {
-            let mut add = |name: &'static str, value: Option<f64>| {
-                if let Some(value) = value {
-                    families.entry(name).or_default().push(workload, &names, [], value);
-                }
+            let series = Series::of(workload, &names);
+            let mut add = |name: &'static str, series, value: f64| {
+                families.entry(name).or_default().push((series, value));
             };
-            add("usage_bytes", r.memory_current.map(|v| v as f64));
-            add("unreclaimable_bytes", r.memory_unreclaimable.map(|v| v as f64));
-            add("cpu_usage", r.cpu_usage_seconds);
-            add("cpu_quota", r.cpu_quota_seconds);
-            add("cpu_period", r.cpu_period_seconds);
-            add("cpu_periods", r.cpu_periods.map(|v| v as f64));
-            add("cpu_throttled_periods", r.cpu_throttled_periods.map(|v| v as f64));
-            add("cpu_throttled", r.cpu_throttled_seconds);
-            add("cpu_bursts", r.cpu_bursts.map(|v| v as f64));
-            add("cpu_burst", r.cpu_burst_seconds);
-            add("pids", r.pids_current.map(|v| v as f64));
-            add("pids_limit", r.pids_max.map(|v| v as f64));
+            for (name, value) in [
+                ("usage_bytes", r.memory_current.map(|v| v as f64)),
+                ("unreclaimable_bytes", r.memory_unreclaimable.map(|v| v as f64)),
+                ("cpu_usage", r.cpu_usage_seconds),
+                ("cpu_quota", r.cpu_quota_seconds),
+                ("cpu_period", r.cpu_period_seconds),
+                ("cpu_periods", r.cpu_periods.map(|v| v as f64)),
+                ("cpu_throttled_periods", r.cpu_throttled_periods.map(|v| v as f64)),
+                ("cpu_throttled", r.cpu_throttled_seconds),
+                ("cpu_bursts", r.cpu_bursts.map(|v| v as f64)),
+                ("cpu_burst", r.cpu_burst_seconds),
+                ("pids", r.pids_current.map(|v| v as f64)),
+                ("pids_limit", r.pids_max.map(|v| v as f64)),
+            ] {
+                if let Some(value) = value {
+                    add(name, series, value);
+                }
+            }
             for (kind, bytes) in &r.memory_by_kind {
-                families.entry("by_kind").or_default().push(
-                    workload,
-                    &names,
-                    [("kind", (*kind).to_owned())],
-                    *bytes as f64,
-                );
+                add("by_kind", series.with("kind", kind), *bytes as f64);
             }
             for (limit, bytes) in [("max", r.memory_max), ("high", r.memory_high)] {
                 if let Some(bytes) = bytes {
-                    families.entry("limit").or_default().push(
-                        workload,
-                        &names,
-                        [("limit", limit.to_owned())],
-                        bytes as f64,
-                    );
+                    add("limit", series.with("limit", limit), bytes as f64);
                 }
             }
             for (event, count) in &r.memory_events {
-                families.entry("events").or_default().push(
-                    workload,
-                    &names,
-                    [("event", (*event).to_owned())],
-                    *count as f64,
-                );
+                add("events", series.with("event", event), *count as f64);
             }
-            for (&(major, minor), io) in &r.io {
-                let name = device_names
-                    .entry((major, minor))
-                    .or_insert_with(|| device_name(Path::new("/sys"), major, minor).unwrap_or_default())
-                    .clone();
-                let device = || [("device", device_label(major, minor)), ("device_name", name.clone())];
-                for (key, value) in [
-                    ("io_read_bytes", io.read_bytes),
-                    ("io_write_bytes", io.write_bytes),
-                    ("io_read_operations", io.read_operations),
-                    ("io_write_operations", io.write_operations),
-                ] {
-                    families.entry(key).or_default().push(workload, &names, device(), value as f64);
-                }
+            for (device, io) in &r.io {
+                let (label, name) = &devices[device];
+                let series = series.with("device", label).with("device_name", name);
+                add("io_read_bytes", series, io.read_bytes as f64);
+                add("io_write_bytes", series, io.write_bytes as f64);
+                add("io_read_operations", series, io.read_operations as f64);
+                add("io_write_operations", series, io.write_operations as f64);
             }
             for ((resource, kind), seconds) in &r.pressure {
-                let own = [("resource", (*resource).to_owned()), ("kind", (*kind).to_owned())];
-                families.entry("pressure").or_default().push(workload, &names, own, *seconds);
+                add("pressure", series.with("resource", resource).with("kind", kind), *seconds);
             }
         }
 
         for (key, name, help, metric_type) in FAMILIES {
-            let Some(family) = families.remove(key) else { continue };
+            let Some(rows) = families.remove(key) else { continue };
             let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
-            for (labels, value) in family.rows {
+            for (labels, value) in rows {
                 let encoder = metric.encode_family(&labels)?;
                 match metric_type {
                     MetricType::Counter => ConstCounter::new(value).encode(encoder)?,

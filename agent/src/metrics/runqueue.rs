@@ -3,7 +3,7 @@
 //! each scrape. The first is the sum of the second's two reasons. And
 //! `kernsight_cpu_throttle_episode_seconds`: how long each throttle episode lasted.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, rc::Rc, sync::Arc};
 
 use kernsight_common::runqueue::{THROTTLE_EPISODE, WAIT_THROTTLED};
 use prometheus_client::{
@@ -13,10 +13,9 @@ use prometheus_client::{
 };
 
 use super::{
-    LabelNames, LabelSet,
+    LabelNames, Series,
     histogram::{Latency, LatencyHistogram},
     naming::CgroupNamer,
-    workload_labels,
 };
 use crate::{
     bpf::{Programs, runqueue::RunqueueMaps},
@@ -49,9 +48,9 @@ impl Collector for RunqueueCollector {
         };
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let with_id = LabelNames::of(&self.resolver);
-        let mut series: BTreeMap<Workload, Latency> = BTreeMap::new();
-        let mut by_cause: BTreeMap<(Workload, &'static str), Latency> = BTreeMap::new();
-        let mut episodes: BTreeMap<Workload, Latency> = BTreeMap::new();
+        let mut series: BTreeMap<Rc<Workload>, Latency> = BTreeMap::new();
+        let mut by_cause: BTreeMap<(Rc<Workload>, &'static str), Latency> = BTreeMap::new();
+        let mut episodes: BTreeMap<Rc<Workload>, Latency> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             let workload = namer.name(key.cgroup_id);
             if key.reason == THROTTLE_EPISODE {
@@ -66,23 +65,29 @@ impl Collector for RunqueueCollector {
             }
             series.entry(workload).or_default().add(key.bucket, value);
         }
-        let labels = |w: &Workload| workload_labels(w, &with_id, []);
-        encode(&mut encoder, RUNQUEUE_LATENCY, series.iter().map(|(w, latency)| (labels(w), latency)))?;
+        encode(
+            &mut encoder,
+            RUNQUEUE_LATENCY,
+            series.iter().map(|(w, latency)| (Series::of(w, &with_id), latency)),
+        )?;
         if !by_reason {
             return Ok(()); // the kernel cannot tell why a task waited (no CFS bandwidth in its BTF)
         }
-        let labels =
-            |w: &Workload, reason: &str| workload_labels(w, &with_id, [("reason", reason.to_owned())]);
         encode(
             &mut encoder,
             CPU_WAIT,
-            by_cause.iter().map(|((w, reason), latency)| (labels(w, reason), latency)),
+            by_cause
+                .iter()
+                .map(|((w, reason), latency)| (Series::of(w, &with_id).with("reason", reason), latency)),
         )?;
         if !measures_episodes {
             return Ok(()); // the kernel's cfs_rq keeps no throttled time of its own (before 6.6)
         }
-        let labels = |w: &Workload| workload_labels(w, &with_id, []);
-        encode(&mut encoder, THROTTLE_EPISODES, episodes.iter().map(|(w, latency)| (labels(w), latency)))
+        encode(
+            &mut encoder,
+            THROTTLE_EPISODES,
+            episodes.iter().map(|(w, latency)| (Series::of(w, &with_id), latency)),
+        )
     }
 }
 
@@ -105,7 +110,7 @@ const THROTTLE_EPISODES: (&str, &str) = (
 fn encode<'a>(
     encoder: &mut DescriptorEncoder,
     (name, help): (&str, &str),
-    series: impl Iterator<Item = (LabelSet, &'a Latency)>,
+    series: impl Iterator<Item = (Series<'a>, &'a Latency)>,
 ) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (labels, latency) in series {

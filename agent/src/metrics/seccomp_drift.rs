@@ -9,11 +9,11 @@
 //! A syscall whose verdict depends on its arguments is not counted: only what the profile
 //! denies whatever the arguments.
 
-use std::{borrow::Cow, collections::BTreeMap, collections::HashMap, sync::Arc};
+use std::{borrow::Cow, collections::BTreeMap, collections::HashMap, rc::Rc, sync::Arc};
 
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::{LabelNames, encode_counters, naming::OTHER, posture::PostureCache, workload_labels};
+use super::{LabelNames, Series, encode_counters, naming::OTHER, posture::PostureCache};
 use crate::{
     config::SecurityConfig,
     metadata::identity::{Resolver, Workload},
@@ -109,7 +109,7 @@ impl SeccompDrift {
     pub fn encode(
         &self,
         encoder: &mut DescriptorEncoder,
-        calls: &BTreeMap<(Workload, Cow<'static, str>), u64>,
+        calls: &BTreeMap<(Rc<Workload>, Cow<'static, str>), u64>,
         with_id: &LabelNames,
     ) -> Result<(), std::fmt::Error> {
         let containers = self.posture.containers();
@@ -127,8 +127,7 @@ impl SeccompDrift {
             "Syscalls a container made that a seccomp profile would deny: profile=runtime-default for containers without seccomp, else a baseline of security.seccomp_baselines",
             self.profiles.outside(calls, &confinement).into_iter().map(
                 |((workload, profile, syscall), n)| {
-                    let own = [("profile", profile.to_owned()), ("syscall", syscall.to_owned())];
-                    (workload_labels(workload, with_id, own), n)
+                    (Series::of(workload, with_id).with("profile", profile).with("syscall", syscall), n)
                 },
             ),
         )
@@ -139,11 +138,12 @@ impl Profiles {
     /// (workload, profile label, syscall) → calls the profile would deny.
     fn outside<'a>(
         &'a self,
-        calls: &'a BTreeMap<(Workload, Cow<'static, str>), u64>,
+        calls: &'a BTreeMap<(Rc<Workload>, Cow<'static, str>), u64>,
         confinement: &HashMap<Workload, Confinement>,
     ) -> BTreeMap<(&'a Workload, &'a str, &'a str), u64> {
         let mut outside = BTreeMap::new();
         for ((workload, syscall), &count) in calls {
+            let workload: &Workload = workload;
             if syscall == OTHER || workload.container.is_empty() {
                 continue;
             }

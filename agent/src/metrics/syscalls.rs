@@ -1,7 +1,7 @@
 //! `kernsight_syscalls_total`, `kernsight_syscall_errors_total` and
 //! `kernsight_syscall_duration_seconds`, read from the kernel's maps on each scrape.
 
-use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
+use std::{borrow::Cow, collections::BTreeMap, rc::Rc, sync::Arc};
 
 use kernsight_common::syscalls::{LatencyKey, OTHER_ERRNO, OUT_OF_RANGE_COLUMN, OVERFLOW_SYSCALL};
 use prometheus_client::{
@@ -11,11 +11,10 @@ use prometheus_client::{
 };
 
 use super::{
-    LabelNames, encode_counters,
+    LabelNames, Series, encode_counters,
     histogram::{Latency, LatencyHistogram},
     naming::{CgroupNamer, OTHER},
     seccomp_drift::SeccompDrift,
-    workload_labels,
 };
 use crate::{
     bpf::{Programs, syscalls::SyscallMaps},
@@ -46,6 +45,9 @@ impl SyscallCollector {
     }
 }
 
+/// A label value from a table of names, or made for a number outside it.
+type Label = Cow<'static, str>;
+
 /// The `syscall` label of a hash key's syscall column: `other` for numbers outside the table
 /// and for the overflow keys.
 fn syscall_label(column: u32) -> Cow<'static, str> {
@@ -74,7 +76,7 @@ impl Collector for SyscallCollector {
 
         let (calls, unreadable) = maps.read_calls();
         self.programs.count_read_errors(unreadable);
-        let mut series: BTreeMap<(Workload, Cow<'static, str>), u64> = BTreeMap::new();
+        let mut series: BTreeMap<(Rc<Workload>, Cow<'static, str>), u64> = BTreeMap::new();
         for (cgroup_id, columns) in &calls {
             let workload = namer.name(*cgroup_id);
             for (column, &count) in columns.iter().enumerate().filter(|(_, c)| **c > 0) {
@@ -91,7 +93,7 @@ impl Collector for SyscallCollector {
             "kernsight_syscalls",
             "Syscalls that returned, by workload and syscall (exit and exit_group never return and are not counted)",
             series.iter().map(|((workload, syscall), &n)| {
-                (workload_labels(workload, &with_id, [("syscall", syscall.to_string())]), n)
+                (Series::of(workload, &with_id).with("syscall", syscall), n)
             }),
         )?;
         if let Some(drift) = &self.drift {
@@ -100,7 +102,7 @@ impl Collector for SyscallCollector {
 
         let (errors, unreadable) = maps.read_errors();
         self.programs.count_read_errors(unreadable);
-        let mut series: BTreeMap<(Workload, Cow<'static, str>, Cow<'static, str>), u64> = BTreeMap::new();
+        let mut series: BTreeMap<(Rc<Workload>, Label, Label), u64> = BTreeMap::new();
         for (key, count) in errors.into_iter().filter(|(_, n)| *n > 0) {
             let labels = (namer.name(key.cgroup_id), syscall_label(key.syscall), errno_label(key.errno));
             *series.entry(labels).or_default() += count;
@@ -109,9 +111,8 @@ impl Collector for SyscallCollector {
             &mut encoder,
             "kernsight_syscall_errors",
             "Syscalls that returned an error, by workload, syscall and errno",
-            series.into_iter().map(|((workload, syscall, errno), n)| {
-                let own = [("syscall", syscall.into_owned()), ("errno", errno.into_owned())];
-                (workload_labels(&workload, &with_id, own), n)
+            series.iter().map(|((workload, syscall, errno), &n)| {
+                (Series::of(workload, &with_id).with("syscall", syscall).with("errno", errno), n)
             }),
         )?;
 
@@ -130,7 +131,7 @@ fn encode_latency(
     namer: &mut CgroupNamer,
     with_id: &LabelNames,
 ) -> Result<(), std::fmt::Error> {
-    let mut series: BTreeMap<(Workload, Cow<'static, str>), Latency> = BTreeMap::new();
+    let mut series: BTreeMap<(Rc<Workload>, Cow<'static, str>), Latency> = BTreeMap::new();
     for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
         series
             .entry((namer.name(key.cgroup_id), syscall_label(key.syscall)))
@@ -143,9 +144,9 @@ fn encode_latency(
         None,
         MetricType::Histogram,
     )?;
-    for ((workload, syscall), latency) in series {
-        let labels = workload_labels(&workload, with_id, [("syscall", syscall.into_owned())]);
-        LatencyHistogram(&latency).encode(family.encode_family(&labels)?)?;
+    for ((workload, syscall), latency) in &series {
+        let labels = Series::of(workload, with_id).with("syscall", syscall);
+        LatencyHistogram(latency).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }

@@ -604,22 +604,24 @@ fn cache_rereads_after_ttl() {
     let dirs = CgroupDirs::V2(tmp.path().to_owned());
     let mut cache = ResourceCache::new(Duration::from_secs(2));
     let t0 = Instant::now();
-    assert_eq!(cache.get_at("a", &dirs, t0).memory_current, Some(1));
+    assert_eq!(cache.get_at("a", || dirs.clone(), t0).memory_current, Some(1));
     fs::write(tmp.path().join("memory.current"), "2\n").unwrap();
-    assert_eq!(cache.get_at("a", &dirs, t0 + Duration::from_secs(1)).memory_current, Some(1));
+    // A cached entry neither reads nor locates (locating reads `cgroup.controllers`).
+    let unlocated = || panic!("located a cgroup whose resources were cached");
+    assert_eq!(cache.get_at("a", unlocated, t0 + Duration::from_secs(1)).memory_current, Some(1));
     // Another key is read on its own.
-    assert_eq!(cache.get_at("b", &dirs, t0 + Duration::from_secs(1)).memory_current, Some(2));
-    assert_eq!(cache.get_at("a", &dirs, t0 + Duration::from_secs(2)).memory_current, Some(2));
+    assert_eq!(cache.get_at("b", || dirs.clone(), t0 + Duration::from_secs(1)).memory_current, Some(2));
+    assert_eq!(cache.get_at("a", || dirs.clone(), t0 + Duration::from_secs(2)).memory_current, Some(2));
     assert_eq!(cache.len(), 2);
     // "b" is not asked for again: a later sweep drops it.
-    assert_eq!(cache.get_at("a", &dirs, t0 + Duration::from_secs(5)).memory_current, Some(2));
+    assert_eq!(cache.get_at("a", || dirs.clone(), t0 + Duration::from_secs(5)).memory_current, Some(2));
     assert_eq!(cache.len(), 1);
     assert!(!cache.is_empty());
     // The real clock: a zero ttl always reads.
     let mut uncached = ResourceCache::new(Duration::ZERO);
-    assert_eq!(uncached.get("a", &dirs).memory_current, Some(2));
+    assert_eq!(uncached.get("a", || dirs.clone()).memory_current, Some(2));
     fs::write(tmp.path().join("memory.current"), "3\n").unwrap();
-    assert_eq!(uncached.get("a", &dirs).memory_current, Some(3));
+    assert_eq!(uncached.get("a", || dirs.clone()).memory_current, Some(3));
 }
 
 // --- Real cgroups, as root -------------------------------------------------------------------

@@ -29,8 +29,8 @@ fn profiles() -> Profiles {
     Profiles { runtime_default: Profile::runtime_default(), baselines: vec![baseline] }
 }
 
-fn calls(rows: &[(&Workload, &'static str, u64)]) -> BTreeMap<(Workload, Cow<'static, str>), u64> {
-    rows.iter().map(|(w, syscall, n)| (((*w).clone(), Cow::Borrowed(*syscall)), *n)).collect()
+fn calls(rows: &[(&Workload, &'static str, u64)]) -> BTreeMap<(Rc<Workload>, Cow<'static, str>), u64> {
+    rows.iter().map(|(w, syscall, n)| ((Rc::new((*w).clone()), Cow::Borrowed(*syscall)), *n)).collect()
 }
 
 #[test]
