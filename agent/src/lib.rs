@@ -28,3 +28,5 @@ pub mod trace;
 
 #[cfg(test)]
 mod layering;
+#[cfg(test)]
+mod testing;

@@ -2,12 +2,12 @@
 //! distinguishes within a cgroup), bounded, with overflow entries under `OVERFLOW_CGROUP_ID`
 //! that take the counts once the map is full. One type reads, sizes and recycles all of them.
 
-use std::time::Duration;
+use std::{mem::size_of, os::fd::AsFd as _, time::Duration};
 
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuHashMap, PerCpuValues},
+    maps::{IterableMap as _, MapData, PerCpuHashMap, PerCpuValues},
     util::nr_cpus,
 };
 use kernsight_common::{
@@ -20,7 +20,7 @@ use kernsight_common::{
     syscalls::{LatencyKey, SyscallKey},
 };
 
-use super::{family::MapRow, take_map};
+use super::{batch, family::MapRow, take_map};
 
 /// One row of a hash map read: a key and its value summed over CPUs.
 pub type Row<K> = (K, u64);
@@ -80,13 +80,22 @@ impl<K: CgroupKeyed, V: aya::Pod + Default> CgroupCounters<K, V> {
         &self.map
     }
 
-    /// (map, entries in use, bound), counted by key only (no per-CPU values read).
+    /// (map, entries in use, bound).
     pub fn map_row(&self) -> MapRow {
-        MapRow {
-            map: self.name,
-            entries: self.map.keys().filter(Result::is_ok).count(),
-            capacity: self.capacity,
+        MapRow { map: self.name, entries: self.entries(), capacity: self.capacity }
+    }
+
+    /// Entries in use: counted from a batch read where the kernel has it (a few calls; the
+    /// per-CPU values come along), else key by key (a call per key).
+    fn entries(&self) -> usize {
+        let value_is_u64 = size_of::<V>() == size_of::<u64>();
+        if value_is_u64
+            && let Ok(cpus) = nr_cpus()
+            && let Ok(rows) = batch::read_summed::<K>(self.map.map().fd().as_fd(), cpus.get() as usize)
+        {
+            return rows.len();
         }
+        self.map.keys().filter(Result::is_ok).count()
     }
 
     /// Removes the entries of cgroups gone for at least `grace` (never the overflow entries);
@@ -137,9 +146,15 @@ pub fn insert_zeros_if_absent<K: aya::Pod, V: aya::Pod + Default>(
     Ok(())
 }
 
-/// Reads a per-CPU counter map, summing each key's per-CPU values. Entries that vanish while
-/// being read are skipped; the number of errors is returned beside the rows.
+/// Reads a per-CPU counter map, summing each key's per-CPU values: in a few batch calls where
+/// the kernel has them (5.6+), else key by key. Entries that vanish while being read key by key
+/// are skipped; the number of errors is returned beside the rows.
 pub fn read_per_cpu<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> (Vec<Row<K>>, u64) {
+    if let Ok(cpus) = nr_cpus()
+        && let Ok(rows) = batch::read_summed(map.map().fd().as_fd(), cpus.get() as usize)
+    {
+        return (rows, 0);
+    }
     let mut rows = Vec::new();
     let mut errors = 0;
     for entry in map.iter() {

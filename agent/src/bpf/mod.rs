@@ -2,6 +2,7 @@
 //! maps. A family that fails to attach is reported (log, `/readyz`, metrics) while the others run.
 
 pub mod accounting;
+mod batch;
 pub mod block_io;
 pub mod budget;
 pub mod capabilities;

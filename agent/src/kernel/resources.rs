@@ -5,11 +5,10 @@
 //! files are read from hierarchies that a container runtime, not kernsight, controls.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     io::Read as _,
     os::fd::OwnedFd,
     path::{Component, Path, PathBuf},
-    time::{Duration, Instant},
 };
 
 use nix::{fcntl::OFlag, sys::stat::Mode};
@@ -502,53 +501,6 @@ pub fn parse_pressure(text: &str) -> Vec<(&'static str, u64)> {
             Some((kind, total))
         })
         .collect()
-}
-
-/// Short-lived results of [`read`], so that scrapes in quick succession (several scrapers, or
-/// one that retries) do not re-read every cgroup's files.
-#[derive(Debug)]
-pub struct ResourceCache {
-    ttl: Duration,
-    entries: HashMap<String, (Instant, Resources)>,
-    last_sweep: Option<Instant>,
-}
-
-impl ResourceCache {
-    pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: HashMap::new(), last_sweep: None }
-    }
-
-    /// The resources of `key`'s cgroup, read again (from the directories `locate` finds, which
-    /// takes a file read of its own) when the cached ones are older than the ttl.
-    pub fn get(&mut self, key: &str, locate: impl FnOnce() -> CgroupDirs) -> Resources {
-        self.get_at(key, locate, Instant::now())
-    }
-
-    fn get_at(&mut self, key: &str, locate: impl FnOnce() -> CgroupDirs, now: Instant) -> Resources {
-        if let Some((at, resources)) = self.entries.get(key)
-            && now.saturating_duration_since(*at) < self.ttl
-        {
-            return resources.clone();
-        }
-        // Entries of workloads that are gone are dropped once a ttl, so the cache stays as big
-        // as the set of workloads scraped recently.
-        if self.last_sweep.is_none_or(|last| now.saturating_duration_since(last) >= self.ttl) {
-            let ttl = self.ttl;
-            self.entries.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
-            self.last_sweep = Some(now);
-        }
-        let resources = read(&locate());
-        self.entries.insert(key.to_owned(), (now, resources.clone()));
-        resources
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 #[cfg(test)]

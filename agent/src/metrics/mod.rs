@@ -23,6 +23,7 @@ mod runqueue;
 mod seccomp_drift;
 pub mod server;
 mod syscalls;
+mod ttl_cache;
 
 use std::{
     sync::{
@@ -64,9 +65,14 @@ pub fn registry(
     };
     add("agent", Box::new(agent::AgentCollector::new(programs.clone(), health.clone(), tracker.clone())));
     add("metadata", Box::new(metadata::MetadataCollector::new(resolver.clone())));
+    // Where the cgroup hierarchies are, read once: they are mounted before any container runs.
     let mounts = crate::kernel::mountinfo::read().unwrap_or_default();
-    add("resources", Box::new(resources::ResourceCollector::new(tracker.clone(), resolver.clone(), mounts)));
-    add("oom", Box::new(oom::OomCollector::new(kills, programs.clone(), tracker.clone(), resolver.clone())));
+    add(
+        "resources",
+        Box::new(resources::ResourceCollector::new(tracker.clone(), resolver.clone(), mounts.clone())),
+    );
+    let oom = oom::OomCollector::new(kills, programs.clone(), tracker.clone(), resolver.clone(), mounts);
+    add("oom", Box::new(oom));
     let posture = Arc::new(posture::PostureCache::new());
     let drift = config
         .security

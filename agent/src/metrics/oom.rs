@@ -2,21 +2,28 @@
 //! events since the agent started), and `kernsight_cgroup_oom_kills` (the cgroup's own count,
 //! read from cgroupfs, so that kills while the agent was down are not lost).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{LabelNames, NO_LABELS, Series, encode_counters, encode_gauges};
+use super::{LabelNames, NO_LABELS, Series, encode_counters, encode_gauges, ttl_cache::TtlCache};
 use crate::{
     bpf::{Programs, syscalls::SyscallMaps},
     events::oom::OomKills,
     kernel::{
         cgroupfs::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
-        mountinfo,
+        mountinfo::Mount,
         resources::{self, CgroupDirs},
     },
     metadata::{cgroups::Tracker, identity::Resolver},
 };
+
+/// How long one read of a cgroup's OOM kill count serves scrapes.
+const CACHE_TTL: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct OomCollector {
@@ -24,6 +31,9 @@ pub struct OomCollector {
     programs: Arc<Programs>,
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
+    mounts: Vec<Mount>,
+    /// Each cgroup's count by path (`None`: no memory controller, or a kernel without the key).
+    counts: Mutex<TtlCache<Option<u64>>>,
 }
 
 impl OomCollector {
@@ -32,8 +42,9 @@ impl OomCollector {
         programs: Arc<Programs>,
         tracker: Arc<Tracker>,
         resolver: Arc<Resolver>,
+        mounts: Vec<Mount>,
     ) -> Self {
-        Self { kills, programs, tracker, resolver }
+        Self { kills, programs, tracker, resolver, mounts, counts: Mutex::new(TtlCache::new(CACHE_TTL)) }
     }
 
     /// Paths of the cgroups that hold a slot in the syscall maps (the workloads kernsight sees).
@@ -84,11 +95,14 @@ impl Collector for OomCollector {
 
         // The cgroup's own count: every kill since the cgroup was created, the agent up or not.
         let paths = self.watched_paths();
-        let mounts = mountinfo::read().unwrap_or_default();
         let mut counts: BTreeMap<_, i64> = BTreeMap::new();
-        for path in paths {
-            if let Some(n) = resources::read_oom_kills(&CgroupDirs::locate(&mounts, &path)) {
-                counts.insert(self.resolver.workload(&path), n as i64);
+        {
+            let mut cache = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            for path in paths {
+                let read = || resources::read_oom_kills(&CgroupDirs::locate(&self.mounts, &path));
+                if let Some(n) = cache.get(&path, read) {
+                    counts.insert(self.resolver.workload(&path), n as i64);
+                }
             }
         }
         encode_gauges(

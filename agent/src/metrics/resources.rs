@@ -15,12 +15,12 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
 
-use super::{LabelNames, Series};
+use super::{LabelNames, Series, ttl_cache::TtlCache};
 use crate::{
     kernel::{
         block_devices::{device_label, device_name},
         mountinfo::Mount,
-        resources::{CgroupDirs, ResourceCache, Resources},
+        resources::{self, CgroupDirs, Resources},
     },
     metadata::{
         cgroup_path,
@@ -37,12 +37,12 @@ pub struct ResourceCollector {
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
     mounts: Vec<Mount>,
-    cache: Mutex<ResourceCache>,
+    cache: Mutex<TtlCache<Resources>>,
 }
 
 impl ResourceCollector {
     pub fn new(tracker: Arc<Tracker>, resolver: Arc<Resolver>, mounts: Vec<Mount>) -> Self {
-        Self { tracker, resolver, mounts, cache: Mutex::new(ResourceCache::new(CACHE_TTL)) }
+        Self { tracker, resolver, mounts, cache: Mutex::new(TtlCache::new(CACHE_TTL)) }
     }
 
     /// Each live container's own cgroup path: the shortest of the paths naming its id (a
@@ -69,7 +69,9 @@ impl Collector for ResourceCollector {
             self.container_paths()
                 .into_values()
                 .map(|path| {
-                    let resources = cache.get(&path, || CgroupDirs::locate(&self.mounts, &path));
+                    // Locating reads a file (`cgroup.controllers`): on a miss only.
+                    let resources =
+                        cache.get(&path, || resources::read(&CgroupDirs::locate(&self.mounts, &path)));
                     (self.resolver.workload(&path), resources)
                 })
                 .collect()

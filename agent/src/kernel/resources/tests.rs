@@ -3,7 +3,7 @@ use std::{ffi::CString, fs, path::Path, time::Duration};
 use proptest::prelude::*;
 
 use super::*;
-use crate::kernel::mountinfo;
+use crate::{kernel::mountinfo, testing::privileged};
 
 const MIB: u64 = 1 << 20;
 
@@ -597,48 +597,7 @@ fn locate_handles_mount_roots_and_escapes() {
     );
 }
 
-#[test]
-fn cache_rereads_after_ttl() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_files(tmp.path(), &[("memory.current", "1\n")]);
-    let dirs = CgroupDirs::V2(tmp.path().to_owned());
-    let mut cache = ResourceCache::new(Duration::from_secs(2));
-    let t0 = Instant::now();
-    assert_eq!(cache.get_at("a", || dirs.clone(), t0).memory_current, Some(1));
-    fs::write(tmp.path().join("memory.current"), "2\n").unwrap();
-    // A cached entry neither reads nor locates (locating reads `cgroup.controllers`).
-    let unlocated = || panic!("located a cgroup whose resources were cached");
-    assert_eq!(cache.get_at("a", unlocated, t0 + Duration::from_secs(1)).memory_current, Some(1));
-    // Another key is read on its own.
-    assert_eq!(cache.get_at("b", || dirs.clone(), t0 + Duration::from_secs(1)).memory_current, Some(2));
-    assert_eq!(cache.get_at("a", || dirs.clone(), t0 + Duration::from_secs(2)).memory_current, Some(2));
-    assert_eq!(cache.len(), 2);
-    // "b" is not asked for again: a later sweep drops it.
-    assert_eq!(cache.get_at("a", || dirs.clone(), t0 + Duration::from_secs(5)).memory_current, Some(2));
-    assert_eq!(cache.len(), 1);
-    assert!(!cache.is_empty());
-    // The real clock: a zero ttl always reads.
-    let mut uncached = ResourceCache::new(Duration::ZERO);
-    assert_eq!(uncached.get("a", || dirs.clone()).memory_current, Some(2));
-    fs::write(tmp.path().join("memory.current"), "3\n").unwrap();
-    assert_eq!(uncached.get("a", || dirs.clone()).memory_current, Some(3));
-}
-
 // --- Real cgroups, as root -------------------------------------------------------------------
-
-/// Whether a test that needs root may run; when it may not, it says so, or fails when
-/// KERNSIGHT_PRIVILEGED_TESTS=required.
-fn privileged(name: &str) -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("KERNSIGHT_PRIVILEGED_TESTS").as_deref() != Ok("required"),
-        "{name} needs root (KERNSIGHT_PRIVILEGED_TESTS=required)"
-    );
-    eprintln!("SKIPPED {name}: needs root");
-    false
-}
 
 /// A cgroup directory created by the test, removed when dropped (after its tasks are gone).
 struct TestDir(PathBuf);

@@ -1,0 +1,177 @@
+//! A whole per-CPU hash map in a few `bpf(2)` calls, with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+).
+//! Iterating takes two calls a key (the next key, then its values); at 1,000 containers the
+//! agent's maps hold some 50,000 keys, and those calls (each also a syscall the agent's own
+//! accounting counts) were the largest part of a scrape. aya has no binding for the command:
+//! this is the raw call. A kernel or map that refuses it is read by iteration instead.
+
+use std::{
+    io,
+    mem::size_of,
+    os::fd::{AsRawFd as _, BorrowedFd},
+};
+
+/// `enum bpf_cmd`'s `BPF_MAP_LOOKUP_BATCH`.
+const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
+
+/// Keys asked for per call at first; a hash bucket holding more makes the kernel answer ENOSPC,
+/// and the next call asks for twice as many.
+const FIRST_CHUNK: usize = 4096;
+
+/// `union bpf_attr`'s `batch` member.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Every key of the per-CPU hash map `fd` (values of type `u64`) with its values summed over
+/// the `cpus` possible CPUs. `Err` when the kernel refuses the command (before 5.6, or a map
+/// type without it): the caller iterates instead.
+pub fn read_summed<K: aya::Pod>(fd: BorrowedFd, cpus: usize) -> io::Result<Vec<(K, u64)>> {
+    read_in_chunks(fd, cpus, FIRST_CHUNK)
+}
+
+/// As `read_summed`, asking for `chunk` keys a call at first.
+fn read_in_chunks<K: aya::Pod>(fd: BorrowedFd, cpus: usize, mut chunk: usize) -> io::Result<Vec<(K, u64)>> {
+    let mut rows = Vec::new();
+    // Where the next call starts: the kernel's own cursor, which it writes to `out_batch` (a
+    // bucket number for hash maps; 64 bytes hold any map's).
+    let (mut cursor, mut next) = ([0u64; 8], [0u64; 8]);
+    let mut started = false;
+    loop {
+        // SAFETY: `K: Pod` is plain data, valid for any bytes, zeroes included.
+        let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; chunk];
+        let mut values = vec![0u64; chunk * cpus];
+        let mut attr = BatchAttr {
+            in_batch: if started { cursor.as_ptr() as u64 } else { 0 },
+            out_batch: next.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: the buffers hold `count` keys and `count * cpus` values (a u64 is already a
+        // multiple of 8 bytes, as per-CPU values are laid out), and outlive the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        let done = if ret < 0 {
+            let error = io::Error::last_os_error();
+            match error.raw_os_error() {
+                Some(libc::ENOENT) => true, // the last entries (maybe none) are in the buffers
+                // One bucket holds more keys than were asked for: the same call, wider.
+                Some(libc::ENOSPC) if chunk < 1 << 20 => {
+                    chunk *= 2;
+                    continue;
+                }
+                _ => return Err(error),
+            }
+        } else {
+            false
+        };
+        // The kernel wrote back how many entries it filled.
+        let filled = (attr.count as usize).min(chunk);
+        for (key, per_cpu) in keys.into_iter().zip(values.chunks_exact(cpus)).take(filled) {
+            rows.push((key, per_cpu.iter().sum()));
+        }
+        if done {
+            return Ok(rows);
+        }
+        cursor = next;
+        started = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
+
+    use super::*;
+    use crate::testing::privileged;
+
+    /// `union bpf_attr` for BPF_MAP_CREATE (0) and BPF_MAP_UPDATE_ELEM (2), as far as used.
+    #[repr(C)]
+    #[derive(Default)]
+    struct CreateAttr {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct UpdateAttr {
+        map_fd: u32,
+        pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+
+    fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<i64> {
+        // SAFETY: `attr` is the command's attribute, as the kernel lays it out.
+        let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>()) };
+        if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    }
+
+    /// A per-CPU hash map of u64 keys and values (`BPF_MAP_TYPE_PERCPU_HASH`), made for the test.
+    fn per_cpu_hash(max_entries: u32) -> OwnedFd {
+        let mut attr = CreateAttr { map_type: 5, key_size: 8, value_size: 8, max_entries, map_flags: 0 };
+        let fd = bpf(0, &mut attr).expect("BPF_MAP_CREATE");
+        // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(fd as i32) }
+    }
+
+    fn update(map: &OwnedFd, key: u64, per_cpu: &[u64]) {
+        let mut attr = UpdateAttr {
+            map_fd: map.as_raw_fd() as u32,
+            key: &key as *const u64 as u64,
+            value: per_cpu.as_ptr() as u64,
+            ..UpdateAttr::default()
+        };
+        bpf(2, &mut attr).expect("BPF_MAP_UPDATE_ELEM");
+    }
+
+    #[test]
+    fn a_batch_read_returns_every_key_once_with_its_cpus_summed() {
+        if !privileged("a_batch_read_returns_every_key_once_with_its_cpus_summed") {
+            return;
+        }
+        let cpus = aya::util::nr_cpus().expect("possible CPUs").get() as usize;
+        let map = per_cpu_hash(3000);
+        // Key k holds k on CPU 0, 2k on CPU 1, ...: the sum is k * (1 + 2 + ... + cpus).
+        let keys = 2500u64;
+        for key in 1..=keys {
+            let per_cpu: Vec<u64> = (1..=cpus as u64).map(|cpu| key * cpu).collect();
+            update(&map, key, &per_cpu);
+        }
+        let weight = (cpus * (cpus + 1) / 2) as u64;
+        // One key a call (a bucket of two makes the kernel refuse, ENOSPC, and the call widen),
+        // a few, and the default.
+        for chunk in [1, 7, FIRST_CHUNK] {
+            let mut rows: Vec<(u64, u64)> =
+                read_in_chunks(map.as_fd(), cpus, chunk).expect("BPF_MAP_LOOKUP_BATCH");
+            rows.sort_unstable();
+            assert_eq!(rows.len(), keys as usize, "every key once, {chunk} a call");
+            for (expected, (key, sum)) in (1..=keys).zip(rows) {
+                assert_eq!((key, sum), (expected, expected * weight), "{chunk} a call");
+            }
+        }
+        assert!(read_summed::<u64>(per_cpu_hash(16).as_fd(), cpus).unwrap().is_empty(), "an empty map");
+    }
+}
