@@ -19,6 +19,7 @@ pub mod label_filter;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
+pub mod parallel;
 pub mod pod_labels;
 pub mod posture;
 pub mod seccomp;

@@ -2,11 +2,13 @@
 //!
 //! N cgroups named the way containerd's cgroupfs driver names a pod's containers
 //! (`kubepods/besteffort/pod<uid>/<id>`) in every hierarchy, each with a process that made
-//! syscalls there and sleeps, then repeated scrapes of a release agent (syscall and resource
-//! collectors both on). Everything the benchmark created is ended
-//! and removed afterwards.
+//! syscalls there and sleeps, then scrapes of a release agent in its default configuration: the
+//! first, then back to back (the agent's 2 s caches of cgroupfs and `/proc` warm), then spaced
+//! past those caches (as Prometheus scrapes), each phase with its time by collector. Everything
+//! the benchmark created is ended and removed afterwards.
 
 use std::{
+    collections::BTreeMap,
     io::{Read as _, Write as _},
     net::TcpStream,
     path::PathBuf,
@@ -21,8 +23,14 @@ use crate::{
 
 const SCRAPES: usize = 20;
 
-/// How many scrapes to make: `SCRAPES`, or `KERNSIGHT_BENCH_SCRAPES` (more of them leave time to
-/// profile the agent, whose pid the benchmark prints, e.g. with `perf record -p`).
+/// Scrapes made far enough apart (`SPACING`) that the agent's 2 s caches of cgroupfs and `/proc`
+/// have expired: each reads them again, as every scrape does at Prometheus' usual 15 to 60 s.
+const SPACED_SCRAPES: usize = 8;
+const SPACING: Duration = Duration::from_millis(2500);
+
+/// How many scrapes to make back to back: `SCRAPES`, or `KERNSIGHT_BENCH_SCRAPES` (more of
+/// them leave time to profile the agent, whose pid the benchmark prints, e.g. with
+/// `perf record -p`).
 fn scrapes() -> usize {
     std::env::var("KERNSIGHT_BENCH_SCRAPES").ok().and_then(|n| n.parse().ok()).unwrap_or(SCRAPES)
 }
@@ -43,41 +51,111 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     }
     // Let the lookup task try (and fail) to name the containers, as it would on a node.
     std::thread::sleep(Duration::from_secs(3));
-    let mut times = Vec::new();
-    let mut body = String::new();
-    let scrapes = scrapes();
-    println!("{scrapes} scrapes of the agent (pid {})", agent.id());
-    for _ in 0..scrapes {
-        let started = Instant::now();
-        body = get(&address, "/metrics")?;
-        times.push(started.elapsed().as_secs_f64() * 1e3);
-    }
+    let result = scrape_phases(&address, agent.id());
     let rss = crate::agent_bench::rss_mib(agent.id());
     stop(&mut agent);
+    let phases = result?;
     // Kept for reading what a scrape of this many containers exports, family by family.
+    let body = &phases.last_body;
     let kept = PathBuf::from(format!("target/bench-scrape-{containers}.prom"));
-    if let Err(err) = std::fs::write(&kept, &body) {
+    if let Err(err) = std::fs::write(&kept, body) {
         eprintln!("xtask: cannot keep the last scrape in {}: {err}", kept.display());
     }
     let series = body.lines().filter(|l| l.starts_with("kernsight_syscalls_total")).count();
-    let container_series = body
-        .lines()
-        .filter(|l| l.starts_with("kernsight_syscalls_total") && l.contains("cgroup=\"\""))
-        .count();
-    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = times.iter().copied().fold(0.0, f64::max);
+    let samples = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
     println!(
-        "scrape with {containers} containers: median {:.1} ms, min {min:.1} ms, max {max:.1} ms over {scrapes} scrapes \
-         ({} bytes, {series} kernsight_syscalls_total series, {container_series} of them container series)",
-        median(&times),
+        "scrape with {containers} containers: first {:.1} ms; back to back median {:.1} ms; every {:.1} s median {:.1} ms \
+         ({} bytes, {samples} samples, {series} of them kernsight_syscalls_total)",
+        phases.cold,
+        median(&phases.back_to_back),
+        SPACING.as_secs_f64(),
+        median(&phases.spaced),
         body.len()
     );
-    println!("agent RSS with {containers} containers, after the scrapes: {rss:.1} MiB");
+    println!("\nms per scrape by collector (kernsight_scrape_collector_duration_seconds_total):");
+    println!("{:<16} {:>10} {:>14} {:>14}", "collector", "first", "back to back", "spaced");
+    for (collector, [cold, back_to_back, spaced]) in &phases.by_collector {
+        println!("{collector:<16} {cold:>10.1} {back_to_back:>14.1} {spaced:>14.1}");
+    }
+    println!("\nagent RSS with {containers} containers, after the scrapes: {rss:.1} MiB");
     println!("the last scrape's body: {}", kept.display());
     Ok(vec![
-        Row::new(format!("scrape time, {containers} containers"), "ms", times),
+        Row::new(format!("scrape time, {containers} containers, first"), "ms", vec![phases.cold]),
+        Row::new(format!("scrape time, {containers} containers, back to back"), "ms", phases.back_to_back),
+        Row::new(
+            format!("scrape time, {containers} containers, every {:.1} s", SPACING.as_secs_f64()),
+            "ms",
+            phases.spaced,
+        ),
         Row::new(format!("agent RSS, {containers} containers"), "MiB", vec![rss]),
     ])
+}
+
+/// Scrape times (ms) of the three phases, and each collector's ms per scrape in them.
+struct Phases {
+    cold: f64,
+    back_to_back: Vec<f64>,
+    spaced: Vec<f64>,
+    by_collector: BTreeMap<String, [f64; 3]>,
+    last_body: String,
+}
+
+/// The first scrape (nothing cached, no container named), then `scrapes()` back to back, then
+/// `SPACED_SCRAPES` `SPACING` apart. A body reports the collectors' time of the scrapes before
+/// it, so each phase's share is the difference between two bodies.
+fn scrape_phases(address: &str, pid: u32) -> Result<Phases, String> {
+    let timed = || -> Result<(f64, String), String> {
+        let started = Instant::now();
+        let body = get(address, "/metrics")?;
+        Ok((started.elapsed().as_secs_f64() * 1e3, body))
+    };
+    let scrapes = scrapes();
+    println!("{scrapes} scrapes back to back, then {SPACED_SCRAPES} spaced, of the agent (pid {pid})");
+    let (cold, _) = timed()?;
+    let mut back_to_back = Vec::new();
+    let mut bodies = Vec::new();
+    for scrape in 0..scrapes {
+        let (ms, body) = timed()?;
+        back_to_back.push(ms);
+        if scrape == 0 {
+            bodies.push(body); // the first scrape's share
+        }
+    }
+    let mut spaced = Vec::new();
+    for scrape in 0..SPACED_SCRAPES {
+        std::thread::sleep(SPACING);
+        let (ms, body) = timed()?;
+        spaced.push(ms);
+        if scrape == 0 || scrape + 1 == SPACED_SCRAPES {
+            bodies.push(body); // after the back-to-back ones; at the end
+        }
+    }
+    let [after_cold, after_back_to_back, last] =
+        <[String; 3]>::try_from(bodies).map_err(|_| "too few scrapes")?;
+    let (a, b, c) =
+        (collector_seconds(&after_cold), collector_seconds(&after_back_to_back), collector_seconds(&last));
+    let by_collector = a
+        .iter()
+        .map(|(name, &cold)| {
+            let (b, c) = (b.get(name).copied().unwrap_or(cold), c.get(name).copied().unwrap_or(cold));
+            let per_scrape = |seconds: f64, n: usize| seconds * 1e3 / n as f64;
+            (name.clone(), [cold * 1e3, per_scrape(b - cold, scrapes), per_scrape(c - b, SPACED_SCRAPES - 1)])
+        })
+        .collect();
+    Ok(Phases { cold, back_to_back, spaced, by_collector, last_body: last })
+}
+
+/// `kernsight_scrape_collector_duration_seconds_total` of a body, by collector.
+fn collector_seconds(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter_map(|line| {
+            line.strip_prefix("kernsight_scrape_collector_duration_seconds_total{collector=\"")
+        })
+        .filter_map(|rest| {
+            let (name, value) = rest.split_once("\"} ")?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// The benchmark's cgroups and their sleeping processes; ended and removed on drop. Each

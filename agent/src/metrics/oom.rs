@@ -95,16 +95,13 @@ impl Collector for OomCollector {
 
         // The cgroup's own count: every kill since the cgroup was created, the agent up or not.
         let paths = self.watched_paths();
-        let mut counts: BTreeMap<_, i64> = BTreeMap::new();
-        {
-            let mut cache = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-            for path in paths {
-                let read = || resources::read_oom_kills(&CgroupDirs::locate(&self.mounts, &path));
-                if let Some(n) = cache.get(&path, read) {
-                    counts.insert(self.resolver.workload(&path), n as i64);
-                }
-            }
-        }
+        let read = |path: &str| resources::read_oom_kills(&CgroupDirs::locate(&self.mounts, path));
+        let kills = self.counts.lock().unwrap_or_else(|e| e.into_inner()).get_all(&paths, read);
+        let counts: BTreeMap<_, i64> = paths
+            .iter()
+            .zip(kills)
+            .filter_map(|(path, kills)| Some((self.resolver.workload(path), kills? as i64)))
+            .collect();
         encode_gauges(
             &mut encoder,
             "kernsight_cgroup_oom_kills",

@@ -64,18 +64,12 @@ impl ResourceCollector {
 impl Collector for ResourceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let names = LabelNames::of(&self.resolver);
-        let containers: Vec<(Workload, Resources)> = {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            self.container_paths()
-                .into_values()
-                .map(|path| {
-                    // Locating reads a file (`cgroup.controllers`): on a miss only.
-                    let resources =
-                        cache.get(&path, || resources::read(&CgroupDirs::locate(&self.mounts, &path)));
-                    (self.resolver.workload(&path), resources)
-                })
-                .collect()
-        };
+        let paths: Vec<String> = self.container_paths().into_values().collect();
+        // Locating reads a file (`cgroup.controllers`): on a miss only.
+        let read = |path: &str| resources::read(&CgroupDirs::locate(&self.mounts, path));
+        let read = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get_all(&paths, read);
+        let containers: Vec<(Workload, Resources)> =
+            paths.iter().map(|path| self.resolver.workload(path)).zip(read).collect();
         // Device labels, named from sysfs once a scrape whatever the number of containers.
         let mut devices: BTreeMap<(u32, u32), (String, String)> = BTreeMap::new();
         for (_, r) in &containers {

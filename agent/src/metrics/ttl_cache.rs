@@ -13,32 +13,35 @@ pub(super) struct TtlCache<V> {
     last_sweep: Option<Instant>,
 }
 
-impl<V: Clone> TtlCache<V> {
+impl<V: Clone + Send> TtlCache<V> {
     pub fn new(ttl: Duration) -> Self {
         Self { ttl, entries: HashMap::new(), last_sweep: None }
     }
 
-    /// The value of `key`: the cached one while younger than the ttl, else `read()`'s.
-    pub fn get(&mut self, key: &str, read: impl FnOnce() -> V) -> V {
-        self.get_at(key, read, Instant::now())
+    /// The value of every key, in order: the cached one while younger than the ttl, else
+    /// `read(key)`'s. The reads run on a few threads at once (`crate::parallel`).
+    pub fn get_all(&mut self, keys: &[String], read: impl Fn(&str) -> V + Sync) -> Vec<V> {
+        self.get_all_at(keys, read, Instant::now())
     }
 
-    fn get_at(&mut self, key: &str, read: impl FnOnce() -> V, now: Instant) -> V {
-        if let Some((at, value)) = self.entries.get(key)
-            && now.saturating_duration_since(*at) < self.ttl
-        {
-            return value.clone();
-        }
+    fn get_all_at(&mut self, keys: &[String], read: impl Fn(&str) -> V + Sync, now: Instant) -> Vec<V> {
+        let fresh = |at: &Instant| now.saturating_duration_since(*at) < self.ttl;
         // Entries of keys no longer asked for are dropped once a ttl, so the cache stays as big
         // as the set of cgroups scraped recently.
-        if self.last_sweep.is_none_or(|last| now.saturating_duration_since(last) >= self.ttl) {
-            let ttl = self.ttl;
-            self.entries.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+        if self.last_sweep.is_none_or(|last| !fresh(&last)) {
+            self.entries.retain(|_, (at, _)| fresh(at));
             self.last_sweep = Some(now);
         }
-        let value = read();
-        self.entries.insert(key.to_owned(), (now, value.clone()));
-        value
+        let stale: Vec<&String> = keys
+            .iter()
+            .filter(|key| !self.entries.get(key.as_str()).is_some_and(|(at, _)| fresh(at)))
+            .collect();
+        let values = crate::parallel::map(&stale, |key| read(key));
+        for (key, value) in stale.into_iter().zip(values) {
+            self.entries.insert(key.clone(), (now, value));
+        }
+        // Every key has an entry now.
+        keys.iter().filter_map(|key| self.entries.get(key).map(|(_, value)| value.clone())).collect()
     }
 }
 
@@ -49,20 +52,39 @@ mod tests {
     #[test]
     fn a_value_is_read_again_after_the_ttl_and_forgotten_when_not_asked_for() {
         let mut cache = TtlCache::new(Duration::from_secs(2));
+        let keys = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         let t0 = Instant::now();
-        assert_eq!(cache.get_at("a", || 1, t0), 1);
-        let unread = || panic!("read a value that was cached");
-        assert_eq!(cache.get_at("a", unread, t0 + Duration::from_secs(1)), 1);
-        // Another key is read on its own.
-        assert_eq!(cache.get_at("b", || 2, t0 + Duration::from_secs(1)), 2);
-        assert_eq!(cache.get_at("a", || 3, t0 + Duration::from_secs(2)), 3);
+        assert_eq!(cache.get_all_at(&keys(&["a"]), |_| 1, t0), [1]);
+        // "a" is cached; "b" is read on its own.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            cache.get_all_at(&keys(&["a", "b"]), |k| if k == "a" { panic!("cached") } else { 2 }, t1),
+            [1, 2]
+        );
+        assert_eq!(cache.get_all_at(&keys(&["b", "a"]), |_| 3, t0 + Duration::from_secs(2)), [2, 3]);
         assert_eq!(cache.entries.len(), 2);
         // "b" is not asked for again: a later sweep drops it.
-        assert_eq!(cache.get_at("a", || 4, t0 + Duration::from_secs(5)), 4);
+        assert_eq!(cache.get_all_at(&keys(&["a"]), |_| 4, t0 + Duration::from_secs(5)), [4]);
         assert_eq!(cache.entries.len(), 1);
         // The real clock: a zero ttl always reads.
         let mut uncached = TtlCache::new(Duration::ZERO);
-        assert_eq!(uncached.get("a", || 5), 5);
-        assert_eq!(uncached.get("a", || 6), 6);
+        assert_eq!(uncached.get_all(&keys(&["a"]), |_| 5), [5]);
+        assert_eq!(uncached.get_all(&keys(&["a"]), |_| 6), [6]);
+    }
+
+    #[test]
+    fn many_keys_are_read_once_each_and_returned_in_order() {
+        let mut cache = TtlCache::new(Duration::from_secs(2));
+        let keys: Vec<String> = (0..1000).map(|i| format!("/kubepods/pod{i}")).collect();
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let read = |key: &str| {
+            reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            key.len()
+        };
+        let now = Instant::now();
+        let values = cache.get_all_at(&keys, read, now);
+        assert_eq!(values, keys.iter().map(String::len).collect::<Vec<_>>());
+        assert_eq!(cache.get_all_at(&keys, read, now), values);
+        assert_eq!(reads.into_inner(), 1000, "each key read once, the second time from the cache");
     }
 }

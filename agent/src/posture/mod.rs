@@ -152,24 +152,21 @@ fn host_namespaces(proc_root: &Path) -> Option<Namespaces> {
 
 /// The processes of every container on the node, by container id (with its cgroup path).
 pub fn container_processes(proc_root: &Path) -> BTreeMap<String, (String, Vec<Process>)> {
-    let mut containers: BTreeMap<String, (String, Vec<Process>)> = BTreeMap::new();
-    for pid in procfs::list_pids(proc_root) {
+    let read = |&pid: &u32| -> Option<Process> {
         // The cgroup file first: most processes of a node are not in a container.
-        let Ok(text) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")) else {
-            continue;
-        };
+        let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
         if !procfs::parse_cgroup_file(&text).iter().any(|line| cgroup_path::parse(&line.path).is_some()) {
-            continue;
+            return None;
         }
-        let process = match procfs::read_process(proc_root, pid) {
-            Ok(process) => process,
+        match procfs::read_process(proc_root, pid) {
+            Ok(process) => Some(process),
             // Status and cgroup are world-readable; the namespace links need ptrace access.
-            Err(procfs::ProcError::PermissionDenied { .. }) => match without_namespaces(proc_root, pid) {
-                Some(process) => process,
-                None => continue,
-            },
-            Err(_) => continue, // gone meanwhile
-        };
+            Err(procfs::ProcError::PermissionDenied { .. }) => without_namespaces(proc_root, pid),
+            Err(_) => None, // gone meanwhile
+        }
+    };
+    let mut containers: BTreeMap<String, (String, Vec<Process>)> = BTreeMap::new();
+    for process in crate::parallel::map(&procfs::list_pids(proc_root), read).into_iter().flatten() {
         if let Some((id, path)) = container_of(&process) {
             containers.entry(id).or_insert_with(|| (path, Vec::new())).1.push(process);
         }
@@ -191,29 +188,28 @@ pub fn all(proc_root: &Path) -> Vec<ContainerPosture> {
     let host = host_namespaces(proc_root);
     let names = local::conmon_names(proc_root);
     let full = full_capability_set(proc_root);
-    container_processes(proc_root)
-        .into_iter()
-        .map(|(id, (cgroup, processes))| {
-            let name = names.get(&id).cloned();
-            let mut posture = posture(id, name, cgroup, &processes, host.as_ref(), full);
-            // /proc shows uids as the host sees them: map them into each process's user
-            // namespace, so that root inside a user namespace counts as root.
-            posture.runs_as_root = processes.iter().any(|p| {
-                let map = std::fs::read_to_string(proc_root.join(p.pid.to_string()).join("uid_map"));
-                let map = map.as_deref().unwrap_or("0 0 4294967295");
-                [p.status.uid[0], p.status.uid[1]].into_iter().any(|uid| inside_uid(map, uid) == Some(0))
-            });
-            // One process's view is the container's unless it shares the host's mounts (then
-            // every host mount would be listed; `host_mount_namespace` says it already).
-            if posture.namespaces_known
-                && !posture.shares_host(NamespaceKind::Mnt)
-                && let Some(first) = processes.first()
-            {
-                posture.writable_host_mounts = mounts::of_process(proc_root, first.pid);
-            }
-            posture
-        })
-        .collect()
+    let containers: Vec<_> = container_processes(proc_root).into_iter().collect();
+    crate::parallel::map(&containers, |(id, (cgroup, processes))| {
+        let (id, cgroup) = (id.clone(), cgroup.clone());
+        let name = names.get(&id).cloned();
+        let mut posture = posture(id, name, cgroup, processes, host.as_ref(), full);
+        // /proc shows uids as the host sees them: map them into each process's user
+        // namespace, so that root inside a user namespace counts as root.
+        posture.runs_as_root = processes.iter().any(|p| {
+            let map = std::fs::read_to_string(proc_root.join(p.pid.to_string()).join("uid_map"));
+            let map = map.as_deref().unwrap_or("0 0 4294967295");
+            [p.status.uid[0], p.status.uid[1]].into_iter().any(|uid| inside_uid(map, uid) == Some(0))
+        });
+        // One process's view is the container's unless it shares the host's mounts (then
+        // every host mount would be listed; `host_mount_namespace` says it already).
+        if posture.namespaces_known
+            && !posture.shares_host(NamespaceKind::Mnt)
+            && let Some(first) = processes.first()
+        {
+            posture.writable_host_mounts = mounts::of_process(proc_root, first.pid);
+        }
+        posture
+    })
 }
 
 /// The uid a host uid has inside a user namespace, from its `uid_map` ("inside outside count"
