@@ -11,9 +11,14 @@
 
 use std::{
     collections::HashMap,
-    io,
-    os::unix::fs::MetadataExt as _,
+    io::{self, Read as _},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
+};
+
+use nix::{
+    fcntl::{AtFlags, OFlag},
+    sys::stat::Mode,
 };
 
 use tracing::debug;
@@ -301,13 +306,13 @@ pub struct Process {
 /// The start time is read first and checked again last: if the pid changed hands in between, the
 /// files may describe two processes, and the read fails as gone.
 pub fn read_process(proc_root: &Path, pid: u32) -> Result<Process, ProcError> {
-    let dir = proc_root.join(pid.to_string());
+    let dir = PidDir::open(proc_root.join(pid.to_string()))?;
     let start_time = read_start_time(&dir)?;
-    let status = parse_status(&read_text(&dir.join("status"))?);
-    let cgroups = parse_cgroup_file(&read_text(&dir.join("cgroup"))?);
+    let status = parse_status(&dir.read_text("status")?);
+    let cgroups = parse_cgroup_file(&dir.read_text("cgroup")?);
     let namespaces = read_namespaces(&dir)?;
     if read_start_time(&dir)? != start_time {
-        return Err(ProcError::Gone { path: dir.join("stat") });
+        return Err(ProcError::Gone { path: dir.path.join("stat") });
     }
     Ok(Process { pid, start_time, status, cgroups, namespaces })
 }
@@ -320,7 +325,7 @@ pub fn host_namespaces(proc_root: &Path) -> Result<Namespaces, ProcError> {
         // have none.
         return Err(ProcError::Gone { path: dir });
     }
-    read_namespaces(&dir)
+    read_namespaces(&PidDir::open(dir)?)
 }
 
 /// The pids under `proc_root`, ascending; empty if it cannot be read.
@@ -345,36 +350,61 @@ fn is_pid_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn read_text(path: &Path) -> Result<String, ProcError> {
-    std::fs::read(path)
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-        .map_err(|err| ProcError::from_io(path, err))
+/// A process's directory under `/proc`, opened once. Each of its files is then a lookup of one
+/// name (two for `ns/<kind>`) rather than a walk from `/`, and all of them are the files of the
+/// process the directory was opened for: a later process with the same pid has another
+/// directory, which this one never turns into.
+struct PidDir {
+    path: PathBuf,
+    fd: OwnedFd,
 }
 
-fn read_start_time(pid_dir: &Path) -> Result<u64, ProcError> {
-    let path = pid_dir.join("stat");
-    parse_stat_start_time(&read_text(&path)?)
-        .ok_or(ProcError::Malformed { path, what: "no start time (field 22)" })
+impl PidDir {
+    fn open(path: PathBuf) -> Result<Self, ProcError> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        match nix::fcntl::open(&path, flags, Mode::empty()) {
+            Ok(fd) => Ok(Self { path, fd }),
+            Err(errno) => Err(ProcError::from_io(&path, errno.into())),
+        }
+    }
+
+    fn read_text(&self, name: &str) -> Result<String, ProcError> {
+        let read = || -> io::Result<Vec<u8>> {
+            let fd = nix::fcntl::openat(&self.fd, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+            let mut bytes = Vec::new();
+            std::fs::File::from(fd).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        };
+        read()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .map_err(|err| ProcError::from_io(&self.path.join(name), err))
+    }
 }
 
-fn read_namespaces(pid_dir: &Path) -> Result<Namespaces, ProcError> {
+fn read_start_time(dir: &PidDir) -> Result<u64, ProcError> {
+    parse_stat_start_time(&dir.read_text("stat")?)
+        .ok_or_else(|| ProcError::Malformed { path: dir.path.join("stat"), what: "no start time (field 22)" })
+}
+
+fn read_namespaces(dir: &PidDir) -> Result<Namespaces, ProcError> {
     let mut namespaces = Namespaces::default();
     for kind in NamespaceKind::ALL {
-        let link = pid_dir.join("ns").join(kind.name());
-        namespaces.set(kind, read_namespace(&link, kind)?);
+        namespaces.set(kind, read_namespace(dir, kind)?);
     }
     Ok(namespaces)
 }
 
 /// A namespace's inode from its link: the target reads `net:[4026531840]`. Should it read
 /// otherwise, the inode of the nsfs file the link resolves to is the same number.
-fn read_namespace(link: &Path, kind: NamespaceKind) -> Result<Option<u64>, ProcError> {
-    let target = match std::fs::read_link(link) {
+fn read_namespace(dir: &PidDir, kind: NamespaceKind) -> Result<Option<u64>, ProcError> {
+    let link = format!("ns/{}", kind.name());
+    let error = |errno: nix::errno::Errno| ProcError::from_io(&dir.path.join(&link), errno.into());
+    let target = match nix::fcntl::readlinkat(&dir.fd, link.as_str()) {
         Ok(target) => target,
         // No link: this kernel lacks the kind, or the process is a zombie. A process that is gone
         // altogether is caught by the caller's start time check.
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(ProcError::from_io(link, err)),
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(errno) => return Err(error(errno)),
     };
     let from_text = target
         .to_str()
@@ -384,7 +414,9 @@ fn read_namespace(link: &Path, kind: NamespaceKind) -> Result<Option<u64>, ProcE
     if let Some(inode) = from_text {
         return Ok(Some(inode));
     }
-    std::fs::metadata(link).map(|meta| Some(meta.ino())).map_err(|err| ProcError::from_io(link, err))
+    nix::sys::stat::fstatat(&dir.fd, link.as_str(), AtFlags::empty())
+        .map(|stat| Some(stat.st_ino))
+        .map_err(error)
 }
 
 /// `net:[4026531840]` -> (`net`, 4026531840).
@@ -460,7 +492,8 @@ impl ProcessCache {
     pub fn prune(&mut self) {
         let proc_root = &self.proc_root;
         self.entries.retain(|&pid, entry| {
-            read_start_time(&proc_root.join(pid.to_string()))
+            PidDir::open(proc_root.join(pid.to_string()))
+                .and_then(|dir| read_start_time(&dir))
                 .is_ok_and(|start_time| start_time == entry.process.start_time)
         });
     }
@@ -487,7 +520,8 @@ impl ProcessCache {
         let Some(entry) = self.entries.get(&pid) else {
             return false;
         };
-        read_start_time(&self.proc_root.join(pid.to_string()))
+        PidDir::open(self.proc_root.join(pid.to_string()))
+            .and_then(|dir| read_start_time(&dir))
             .is_ok_and(|start_time| start_time == entry.process.start_time)
     }
 
@@ -508,7 +542,7 @@ impl ProcessCache {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{MetadataExt as _, symlink};
 
     use proptest::prelude::*;
 
@@ -807,7 +841,8 @@ voluntary_ctxt_switches:\t10
         assert!(matches!(gone, ProcError::Gone { .. }));
         assert_eq!(
             gone.to_string(),
-            format!("cannot read {}/123/stat: process is gone", proc.path().display())
+            // The process's directory is opened before any of its files.
+            format!("cannot read {}/123: process is gone", proc.path().display())
         );
         assert!(matches!(host_namespaces(proc.path()), Err(ProcError::Gone { .. })));
 

@@ -40,12 +40,13 @@ pub fn conmon_names(proc_root: &Path) -> HashMap<String, String> {
 /// [`conmon_names`], with the count of processes that claimed to be conmon and were refused.
 pub fn scan_conmons(proc_root: &Path) -> ConmonScan {
     let mut scan = ConmonScan::default();
-    for pid in list_pids(proc_root) {
+    // `comm` is 16 bytes: only processes named conmon are looked at further. Every process's is
+    // read, on a few threads.
+    let named_conmon = |pid: &u32| {
         let dir = proc_root.join(pid.to_string());
-        // `comm` is 16 bytes: only processes named conmon are looked at further.
-        if !std::fs::read(dir.join("comm")).is_ok_and(|comm| comm.starts_with(b"conmon")) {
-            continue;
-        }
+        std::fs::read(dir.join("comm")).is_ok_and(|comm| comm.starts_with(b"conmon")).then_some(dir)
+    };
+    for dir in crate::parallel::map(&list_pids(proc_root), named_conmon).into_iter().flatten() {
         let Some(cmdline) = read_bounded(&dir.join("cmdline"), MAX_CMDLINE_BYTES) else {
             continue;
         };
@@ -59,7 +60,7 @@ pub fn scan_conmons(proc_root: &Path) -> ConmonScan {
             }
             Err(why) => {
                 scan.untrusted += 1;
-                debug!(pid, container_id = %id, claimed_name = %name, "not a runtime's conmon, its names are ignored: {why}");
+                debug!(process = %dir.display(), container_id = %id, claimed_name = %name, "not a runtime's conmon, its names are ignored: {why}");
             }
         }
     }

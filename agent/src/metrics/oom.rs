@@ -10,14 +10,17 @@ use std::{
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{LabelNames, NO_LABELS, Series, encode_counters, encode_gauges, ttl_cache::TtlCache};
+use super::{
+    LabelNames, NO_LABELS, Series, encode_counters, encode_gauges,
+    ttl_cache::{Locations, TtlCache},
+};
 use crate::{
     bpf::{Programs, syscalls::SyscallMaps},
     events::oom::OomKills,
     kernel::{
         cgroupfs::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
         mountinfo::Mount,
-        resources::{self, CgroupDirs},
+        resources,
     },
     metadata::{cgroups::Tracker, identity::Resolver},
 };
@@ -31,7 +34,7 @@ pub struct OomCollector {
     programs: Arc<Programs>,
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
-    mounts: Vec<Mount>,
+    locations: Locations,
     /// Each cgroup's count by path (`None`: no memory controller, or a kernel without the key).
     counts: Mutex<TtlCache<Option<u64>>>,
 }
@@ -44,7 +47,14 @@ impl OomCollector {
         resolver: Arc<Resolver>,
         mounts: Vec<Mount>,
     ) -> Self {
-        Self { kills, programs, tracker, resolver, mounts, counts: Mutex::new(TtlCache::new(CACHE_TTL)) }
+        Self {
+            kills,
+            programs,
+            tracker,
+            resolver,
+            locations: Locations::new(mounts),
+            counts: Mutex::new(TtlCache::new(CACHE_TTL)),
+        }
     }
 
     /// Paths of the cgroups that hold a slot in the syscall maps (the workloads kernsight sees).
@@ -95,7 +105,8 @@ impl Collector for OomCollector {
 
         // The cgroup's own count: every kill since the cgroup was created, the agent up or not.
         let paths = self.watched_paths();
-        let read = |path: &str| resources::read_oom_kills(&CgroupDirs::locate(&self.mounts, path));
+        let dirs = self.locations.dirs(&paths);
+        let read = |path: &str| dirs.get(path).and_then(resources::read_oom_kills);
         let kills = self.counts.lock().unwrap_or_else(|e| e.into_inner()).get_all(&paths, read);
         let counts: BTreeMap<_, i64> = paths
             .iter()

@@ -15,12 +15,15 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
 
-use super::{LabelNames, Series, ttl_cache::TtlCache};
+use super::{
+    LabelNames, Series,
+    ttl_cache::{Locations, TtlCache},
+};
 use crate::{
     kernel::{
         block_devices::{device_label, device_name},
         mountinfo::Mount,
-        resources::{self, CgroupDirs, Resources},
+        resources::{self, Resources},
     },
     metadata::{
         cgroup_path,
@@ -36,13 +39,18 @@ const CACHE_TTL: Duration = Duration::from_secs(2);
 pub struct ResourceCollector {
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
-    mounts: Vec<Mount>,
     cache: Mutex<TtlCache<Resources>>,
+    locations: Locations,
 }
 
 impl ResourceCollector {
     pub fn new(tracker: Arc<Tracker>, resolver: Arc<Resolver>, mounts: Vec<Mount>) -> Self {
-        Self { tracker, resolver, mounts, cache: Mutex::new(TtlCache::new(CACHE_TTL)) }
+        Self {
+            tracker,
+            resolver,
+            cache: Mutex::new(TtlCache::new(CACHE_TTL)),
+            locations: Locations::new(mounts),
+        }
     }
 
     /// Each live container's own cgroup path: the shortest of the paths naming its id (a
@@ -65,8 +73,8 @@ impl Collector for ResourceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let names = LabelNames::of(&self.resolver);
         let paths: Vec<String> = self.container_paths().into_values().collect();
-        // Locating reads a file (`cgroup.controllers`): on a miss only.
-        let read = |path: &str| resources::read(&CgroupDirs::locate(&self.mounts, path));
+        let dirs = self.locations.dirs(&paths);
+        let read = |path: &str| dirs.get(path).map(resources::read).unwrap_or_default();
         let read = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get_all(&paths, read);
         let containers: Vec<(Workload, Resources)> =
             paths.iter().map(|path| self.resolver.workload(path)).zip(read).collect();

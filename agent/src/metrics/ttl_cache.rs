@@ -3,8 +3,36 @@
 
 use std::{
     collections::HashMap,
+    sync::Mutex,
     time::{Duration, Instant},
 };
+
+use crate::kernel::{mountinfo::Mount, resources::CgroupDirs};
+
+/// How long a cgroup's directories, once located, serve: a cgroup does not move, and its
+/// controllers change only when its parent's `cgroup.subtree_control` does.
+const LOCATION_TTL: Duration = Duration::from_secs(30);
+
+/// Where each cgroup's files are. Locating one reads its `cgroup.controllers` (v2 with the
+/// memory controller, else v1), a file read per cgroup that need not be repeated every scrape.
+#[derive(Debug)]
+pub(super) struct Locations {
+    mounts: Vec<Mount>,
+    cache: Mutex<TtlCache<CgroupDirs>>,
+}
+
+impl Locations {
+    pub fn new(mounts: Vec<Mount>) -> Self {
+        Self { mounts, cache: Mutex::new(TtlCache::new(LOCATION_TTL)) }
+    }
+
+    /// The directories of each cgroup path, by path.
+    pub fn dirs<'a>(&self, paths: &'a [String]) -> HashMap<&'a str, CgroupDirs> {
+        let locate = |path: &str| CgroupDirs::locate(&self.mounts, path);
+        let dirs = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get_all(paths, locate);
+        paths.iter().map(String::as_str).zip(dirs).collect()
+    }
+}
 
 #[derive(Debug)]
 pub(super) struct TtlCache<V> {
