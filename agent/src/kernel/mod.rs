@@ -14,6 +14,7 @@ pub mod netstat;
 pub mod preflight;
 pub mod procfs;
 pub mod resources;
+pub mod small_file;
 pub mod tracefs;
 pub mod tracefs_symbols;
 pub mod value;

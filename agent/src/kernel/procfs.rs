@@ -11,7 +11,7 @@
 
 use std::{
     collections::HashMap,
-    io::{self, Read as _},
+    io,
     os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
@@ -350,6 +350,9 @@ fn is_pid_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Most of a `/proc/<pid>` file read: the ones read here are a few KiB.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// A process's directory under `/proc`, opened once. Each of its files is then a lookup of one
 /// name (two for `ns/<kind>`) rather than a walk from `/`, and all of them are the files of the
 /// process the directory was opened for: a later process with the same pid has another
@@ -369,15 +372,11 @@ impl PidDir {
     }
 
     fn read_text(&self, name: &str) -> Result<String, ProcError> {
-        let read = || -> io::Result<Vec<u8>> {
+        let read = || -> io::Result<String> {
             let fd = nix::fcntl::openat(&self.fd, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
-            let mut bytes = Vec::new();
-            std::fs::File::from(fd).read_to_end(&mut bytes)?;
-            Ok(bytes)
+            super::small_file::read(std::fs::File::from(fd), MAX_FILE_BYTES)
         };
-        read()
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .map_err(|err| ProcError::from_io(&self.path.join(name), err))
+        read().map_err(|err| ProcError::from_io(&self.path.join(name), err))
     }
 }
 

@@ -6,7 +6,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Read as _,
     os::fd::OwnedFd,
     path::{Component, Path, PathBuf},
 };
@@ -401,15 +400,9 @@ fn pick(map: &BTreeMap<String, u64>, keys: &[&'static str]) -> BTreeMap<&'static
     keys.iter().filter_map(|&k| map.get(k).map(|&v| (k, v))).collect()
 }
 
-/// A file's text; `None` when it is missing, unreadable, not UTF-8 or implausibly large.
+/// A file's text, its first `MAX_FILE_SIZE` bytes; `None` when it is missing or unreadable.
 fn read_text(path: &Path) -> Option<String> {
-    text_of(std::fs::File::open(path).ok()?)
-}
-
-fn text_of(file: std::fs::File) -> Option<String> {
-    let mut text = String::new();
-    file.take(MAX_FILE_SIZE).read_to_string(&mut text).ok()?;
-    Some(text)
+    super::small_file::read(std::fs::File::open(path).ok()?, MAX_FILE_SIZE).ok()
 }
 
 /// A cgroup directory opened once, so that each of its files costs a lookup of one name
@@ -433,7 +426,7 @@ impl Dir {
     fn read(&self, name: &str) -> Option<String> {
         let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
         let fd = nix::fcntl::openat(self.0.as_ref()?, name, flags, Mode::empty()).ok()?;
-        text_of(std::fs::File::from(fd))
+        super::small_file::read(std::fs::File::from(fd), MAX_FILE_SIZE).ok()
     }
 }
 

@@ -22,6 +22,7 @@ use crate::{
     kernel::{
         names::capability_names,
         procfs::{self, NamespaceKind, Namespaces, Process},
+        small_file,
     },
     metadata::{cgroup_path, local},
 };
@@ -154,7 +155,7 @@ fn host_namespaces(proc_root: &Path) -> Option<Namespaces> {
 pub fn container_processes(proc_root: &Path) -> BTreeMap<String, (String, Vec<Process>)> {
     let read = |&pid: &u32| -> Option<Process> {
         // The cgroup file first: most processes of a node are not in a container.
-        let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
+        let text = read_small(&proc_root.join(pid.to_string()).join("cgroup"))?;
         if !procfs::parse_cgroup_file(&text).iter().any(|line| cgroup_path::parse(&line.path).is_some()) {
             return None;
         }
@@ -196,7 +197,7 @@ pub fn all(proc_root: &Path) -> Vec<ContainerPosture> {
         // /proc shows uids as the host sees them: map them into each process's user
         // namespace, so that root inside a user namespace counts as root.
         posture.runs_as_root = processes.iter().any(|p| {
-            let map = std::fs::read_to_string(proc_root.join(p.pid.to_string()).join("uid_map"));
+            let map = read_small(&proc_root.join(p.pid.to_string()).join("uid_map"));
             let map = map.as_deref().unwrap_or("0 0 4294967295");
             [p.status.uid[0], p.status.uid[1]].into_iter().any(|uid| inside_uid(map, uid) == Some(0))
         });
@@ -210,6 +211,12 @@ pub fn all(proc_root: &Path) -> Vec<ContainerPosture> {
         }
         posture
     })
+}
+
+/// A small `/proc` file's text (at most 64 KiB), in the fewest syscalls; `None` when it cannot be
+/// read (the process is gone).
+fn read_small(path: &Path) -> Option<String> {
+    small_file::read(std::fs::File::open(path).ok()?, 1 << 16).ok()
 }
 
 /// The uid a host uid has inside a user namespace, from its `uid_map` ("inside outside count"

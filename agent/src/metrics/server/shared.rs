@@ -82,6 +82,17 @@ impl Scrape {
         let started = Instant::now();
         let body = tokio::task::spawn_blocking(encode).await.ok()??;
         *last = Some(Encoded { started, finished: Instant::now(), body: body.clone() });
+        // Past the reuse window no new scrape can have this body: let it go rather than hold a
+        // body of megabytes until the next scrape. Scrapes already waiting for the lock queued
+        // before this task does, and get it first.
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(inner.reuse).await;
+            let mut last = inner.bodies[format as usize].lock().await;
+            if last.as_ref().is_some_and(|encoded| encoded.started == started) {
+                *last = None;
+            }
+        });
         Some((body, false))
     }
 }
@@ -154,5 +165,15 @@ mod tests {
             shared.begin(waiting_since).body(Format::Text, counting_encoder(&count)).await.unwrap();
         assert!(!reused, "older than the reuse window");
         assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_let_go_once_no_scrape_can_reuse_it() {
+        let shared = SharedEncode::new(Duration::from_millis(100));
+        let count = Arc::new(AtomicU64::new(0));
+        shared.begin(Instant::now()).body(Format::Text, counting_encoder(&count)).await.unwrap();
+        assert!(shared.inner.bodies[Format::Text as usize].lock().await.is_some(), "kept for the window");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(shared.inner.bodies[Format::Text as usize].lock().await.is_none(), "dropped after it");
     }
 }
