@@ -91,6 +91,7 @@ impl Scrape {
             let mut last = inner.bodies[format as usize].lock().await;
             if last.as_ref().is_some_and(|encoded| encoded.started == started) {
                 *last = None;
+                crate::heap::release_free_memory();
             }
         });
         Some((body, false))
