@@ -13,9 +13,18 @@ use std::{
 /// `enum bpf_cmd`'s `BPF_MAP_LOOKUP_BATCH`.
 const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
 
-/// Keys asked for per call at first; a hash bucket holding more makes the kernel answer ENOSPC,
-/// and the next call asks for twice as many.
-const FIRST_CHUNK: usize = 4096;
+/// Most keys asked for per call; a hash bucket holding more makes the kernel answer ENOSPC, and
+/// the call is made again for twice as many.
+const MAX_CHUNK: usize = 4096;
+
+/// Room for the values of one call: per-CPU values take 8 bytes a CPU, so a node with 256 CPUs
+/// asks for fewer keys at a time rather than for a buffer of megabytes.
+const VALUES_BUFFER_BYTES: usize = 1 << 20;
+
+/// Keys asked for per call on a node with `cpus` possible CPUs.
+fn first_chunk(cpus: usize) -> usize {
+    (VALUES_BUFFER_BYTES / (8 * cpus.max(1))).clamp(1, MAX_CHUNK)
+}
 
 /// `union bpf_attr`'s `batch` member.
 #[repr(C)]
@@ -35,7 +44,7 @@ struct BatchAttr {
 /// the `cpus` possible CPUs. `Err` when the kernel refuses the command (before 5.6, or a map
 /// type without it): the caller iterates instead.
 pub fn read_summed<K: aya::Pod>(fd: BorrowedFd, cpus: usize) -> io::Result<Vec<(K, u64)>> {
-    read_in_chunks(fd, cpus, FIRST_CHUNK)
+    read_in_chunks(fd, cpus, first_chunk(cpus))
 }
 
 /// As `read_summed`, asking for `chunk` keys a call at first.
@@ -163,7 +172,7 @@ mod tests {
         let weight = (cpus * (cpus + 1) / 2) as u64;
         // One key a call (a bucket of two makes the kernel refuse, ENOSPC, and the call widen),
         // a few, and the default.
-        for chunk in [1, 7, FIRST_CHUNK] {
+        for chunk in [1, 7, first_chunk(cpus)] {
             let mut rows: Vec<(u64, u64)> =
                 read_in_chunks(map.as_fd(), cpus, chunk).expect("BPF_MAP_LOOKUP_BATCH");
             rows.sort_unstable();
@@ -173,5 +182,13 @@ mod tests {
             }
         }
         assert!(read_summed::<u64>(per_cpu_hash(16).as_fd(), cpus).unwrap().is_empty(), "an empty map");
+    }
+
+    #[test]
+    fn a_call_asks_for_fewer_keys_on_a_node_with_more_cpus() {
+        assert_eq!(first_chunk(2), MAX_CHUNK);
+        assert_eq!(first_chunk(256), 512, "1 MiB of values: 512 keys of 256 CPUs");
+        assert_eq!(first_chunk(1 << 20), 1);
+        assert_eq!(first_chunk(0), MAX_CHUNK);
     }
 }
