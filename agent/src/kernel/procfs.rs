@@ -12,14 +12,12 @@
 use std::{
     collections::HashMap,
     io,
-    os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
 
-use nix::{
-    fcntl::{AtFlags, OFlag},
-    sys::stat::Mode,
-};
+use nix::fcntl::AtFlags;
+
+use super::small_file::Dir;
 
 use tracing::debug;
 
@@ -359,24 +357,19 @@ const MAX_FILE_BYTES: u64 = 1 << 20;
 /// directory, which this one never turns into.
 struct PidDir {
     path: PathBuf,
-    fd: OwnedFd,
+    dir: Dir,
 }
 
 impl PidDir {
     fn open(path: PathBuf) -> Result<Self, ProcError> {
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        match nix::fcntl::open(&path, flags, Mode::empty()) {
-            Ok(fd) => Ok(Self { path, fd }),
-            Err(errno) => Err(ProcError::from_io(&path, errno.into())),
+        match Dir::open(&path) {
+            Ok(dir) => Ok(Self { path, dir }),
+            Err(err) => Err(ProcError::from_io(&path, err)),
         }
     }
 
     fn read_text(&self, name: &str) -> Result<String, ProcError> {
-        let read = || -> io::Result<String> {
-            let fd = nix::fcntl::openat(&self.fd, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
-            super::small_file::read(std::fs::File::from(fd), MAX_FILE_BYTES)
-        };
-        read().map_err(|err| ProcError::from_io(&self.path.join(name), err))
+        self.dir.read(name, MAX_FILE_BYTES).map_err(|err| ProcError::from_io(&self.path.join(name), err))
     }
 }
 
@@ -398,7 +391,7 @@ fn read_namespaces(dir: &PidDir) -> Result<Namespaces, ProcError> {
 fn read_namespace(dir: &PidDir, kind: NamespaceKind) -> Result<Option<u64>, ProcError> {
     let link = format!("ns/{}", kind.name());
     let error = |errno: nix::errno::Errno| ProcError::from_io(&dir.path.join(&link), errno.into());
-    let target = match nix::fcntl::readlinkat(&dir.fd, link.as_str()) {
+    let target = match nix::fcntl::readlinkat(&dir.dir, link.as_str()) {
         Ok(target) => target,
         // No link: this kernel lacks the kind, or the process is a zombie. A process that is gone
         // altogether is caught by the caller's start time check.
@@ -413,7 +406,7 @@ fn read_namespace(dir: &PidDir, kind: NamespaceKind) -> Result<Option<u64>, Proc
     if let Some(inode) = from_text {
         return Ok(Some(inode));
     }
-    nix::sys::stat::fstatat(&dir.fd, link.as_str(), AtFlags::empty())
+    nix::sys::stat::fstatat(&dir.dir, link.as_str(), AtFlags::empty())
         .map(|stat| Some(stat.st_ino))
         .map_err(error)
 }

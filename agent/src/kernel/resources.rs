@@ -6,13 +6,10 @@
 
 use std::{
     collections::BTreeMap,
-    os::fd::OwnedFd,
     path::{Component, Path, PathBuf},
 };
 
-use nix::{fcntl::OFlag, sys::stat::Mode};
-
-use super::mountinfo::Mount;
+use super::{mountinfo::Mount, small_file::Dir};
 
 /// v1 memory and pids limits at or above this are "unlimited": the kernel reports
 /// `PAGE_COUNTER_MAX` pages in bytes (2^63 - page size with 4 KiB pages, less with larger
@@ -209,8 +206,8 @@ pub fn read(dirs: &CgroupDirs) -> Resources {
 }
 
 fn read_v2(dir: &Path) -> Resources {
-    let dir = Dir::open(dir);
-    let file = |name: &str| dir.read(name);
+    let dir = open_dir(Some(dir));
+    let file = |name: &str| read_in(&dir, name);
     let mut r = Resources {
         memory_current: file("memory.current").and_then(|t| parse_u64(&t)),
         memory_max: file("memory.max").and_then(|t| parse_max(&t)).flatten(),
@@ -267,20 +264,19 @@ fn read_v1(
     cpuacct: Option<&Path>,
     pids: Option<&Path>,
 ) -> Resources {
-    let (memory, cpu, cpuacct, pids) = (Dir::at(memory), Dir::at(cpu), Dir::at(cpuacct), Dir::at(pids));
+    let (memory, cpu, cpuacct, pids) = (open_dir(memory), open_dir(cpu), open_dir(cpuacct), open_dir(pids));
     let mut r = Resources {
-        memory_current: memory.read("memory.usage_in_bytes").and_then(|t| parse_u64(&t)),
-        memory_max: memory.read("memory.limit_in_bytes").and_then(|t| parse_v1_limit(&t)).flatten(),
-        pids_current: pids.read("pids.current").and_then(|t| parse_u64(&t)),
-        pids_max: pids.read("pids.max").and_then(|t| parse_max(&t)).flatten(),
-        cpu_usage_seconds: cpuacct
-            .read("cpuacct.usage")
+        memory_current: read_in(&memory, "memory.usage_in_bytes").and_then(|t| parse_u64(&t)),
+        memory_max: read_in(&memory, "memory.limit_in_bytes").and_then(|t| parse_v1_limit(&t)).flatten(),
+        pids_current: read_in(&pids, "pids.current").and_then(|t| parse_u64(&t)),
+        pids_max: read_in(&pids, "pids.max").and_then(|t| parse_max(&t)).flatten(),
+        cpu_usage_seconds: read_in(&cpuacct, "cpuacct.usage")
             .and_then(|t| parse_u64(&t))
             .map(|ns| ns as f64 / NSEC_PER_SEC),
         ..Resources::default()
     };
 
-    if let Some(stat) = memory.read("memory.stat").map(|t| parse_flat_keyed(&t)) {
+    if let Some(stat) = read_in(&memory, "memory.stat").map(|t| parse_flat_keyed(&t)) {
         for (key, kind) in V1_MEMORY_KINDS {
             // The total_* variants include descendant cgroups, as v2's memory.stat does.
             if let Some(&bytes) = stat.get(&format!("total_{key}")).or_else(|| stat.get(key)) {
@@ -290,22 +286,21 @@ fn read_v1(
         let part = |key: &str| stat.get(&format!("total_{key}")).or_else(|| stat.get(key));
         r.memory_unreclaimable = sum_present(V1_UNRECLAIMABLE_PARTS.iter().map(|k| part(k)));
     }
-    if let Some(control) = memory.read("memory.oom_control").map(|t| parse_flat_keyed(&t)) {
+    if let Some(control) = read_in(&memory, "memory.oom_control").map(|t| parse_flat_keyed(&t)) {
         r.memory_events = pick(&control, &V1_MEMORY_EVENTS);
     }
 
-    if let Some(stat) = cpu.read("cpu.stat").map(|t| parse_flat_keyed(&t)) {
+    if let Some(stat) = read_in(&cpu, "cpu.stat").map(|t| parse_flat_keyed(&t)) {
         r.cpu_periods = stat.get("nr_periods").copied();
         r.cpu_throttled_periods = stat.get("nr_throttled").copied();
         r.cpu_throttled_seconds = stat.get("throttled_time").map(|&v| v as f64 / NSEC_PER_SEC);
         r.cpu_bursts = stat.get("nr_bursts").copied();
         r.cpu_burst_seconds = stat.get("burst_time").map(|&v| v as f64 / NSEC_PER_SEC);
     }
-    let period = cpu.read("cpu.cfs_period_us").and_then(|t| parse_u64(&t));
+    let period = read_in(&cpu, "cpu.cfs_period_us").and_then(|t| parse_u64(&t));
     r.cpu_period_seconds = period.map(|p| p as f64 / USEC_PER_SEC);
     // -1 is "no quota"; any other negative value is not something the kernel writes.
-    r.cpu_quota_seconds = cpu
-        .read("cpu.cfs_quota_us")
+    r.cpu_quota_seconds = read_in(&cpu, "cpu.cfs_quota_us")
         .and_then(|t| t.trim().parse::<i64>().ok())
         .and_then(|q| u64::try_from(q).ok())
         .map(|q| q as f64 / USEC_PER_SEC);
@@ -315,8 +310,8 @@ fn read_v1(
 /// v1 blkio's counts: the `_recursive` files (which include descendants, as v2's io.stat
 /// does) where the kernel has them, else the cgroup's own.
 fn read_blkio(dir: &Path) -> BTreeMap<(u32, u32), IoCounts> {
-    let dir = Dir::open(dir);
-    let file = |name: &str| dir.read(&format!("{name}_recursive")).or_else(|| dir.read(name));
+    let dir = open_dir(Some(dir));
+    let file = |name: &str| read_in(&dir, &format!("{name}_recursive")).or_else(|| read_in(&dir, name));
     let bytes = file("blkio.throttle.io_service_bytes").map(|t| parse_blkio_rwstat(&t)).unwrap_or_default();
     let operations = file("blkio.throttle.io_serviced").map(|t| parse_blkio_rwstat(&t)).unwrap_or_default();
     let mut io: BTreeMap<(u32, u32), IoCounts> = BTreeMap::new();
@@ -402,32 +397,18 @@ fn pick(map: &BTreeMap<String, u64>, keys: &[&'static str]) -> BTreeMap<&'static
 
 /// A file's text, its first `MAX_FILE_SIZE` bytes; `None` when it is missing or unreadable.
 fn read_text(path: &Path) -> Option<String> {
-    super::small_file::read(std::fs::File::open(path).ok()?, MAX_FILE_SIZE).ok()
+    super::small_file::read_path(path, MAX_FILE_SIZE).ok()
 }
 
-/// A cgroup directory opened once, so that each of its files costs a lookup of one name
-/// rather than a walk of the whole path (cgroupfs revalidates every component at every open,
-/// and a scrape of 1,000 containers opens some 15,000 files). `None` inside: the directory is
-/// missing, and so is every file in it.
-struct Dir(Option<OwnedFd>);
+/// The text of the file `name` in a directory opened once (`None`: the directory is missing,
+/// and so is every file in it); as [`read_text`].
+fn read_in(dir: &Option<Dir>, name: &str) -> Option<String> {
+    dir.as_ref()?.read(name, MAX_FILE_SIZE).ok()
+}
 
-impl Dir {
-    fn open(path: &Path) -> Self {
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        Self(nix::fcntl::open(path, flags, Mode::empty()).ok())
-    }
-
-    /// A v1 controller's directory, when the host mounts that controller.
-    fn at(path: Option<&Path>) -> Self {
-        path.map_or(Self(None), Self::open)
-    }
-
-    /// The text of the file `name` in the directory; as [`read_text`].
-    fn read(&self, name: &str) -> Option<String> {
-        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
-        let fd = nix::fcntl::openat(self.0.as_ref()?, name, flags, Mode::empty()).ok()?;
-        super::small_file::read(std::fs::File::from(fd), MAX_FILE_SIZE).ok()
-    }
+/// A cgroup directory, opened once for its dozen files.
+fn open_dir(path: Option<&Path>) -> Option<Dir> {
+    Dir::open(path?).ok()
 }
 
 fn parse_u64(text: &str) -> Option<u64> {

@@ -4,7 +4,15 @@
 //! help with), and a buffer that starts empty grows through several reads; a scrape of 1,000
 //! containers reads some 30,000 such files.
 
-use std::{fs::File, io, io::Read as _};
+use std::{
+    fs::File,
+    io,
+    io::Read as _,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    path::Path,
+};
+
+use nix::{fcntl::OFlag, sys::stat::Mode};
 
 /// Room for a whole file of the usual kind (`memory.stat`, `/proc/<pid>/status`: 1 to 2 KiB).
 const FIRST_READ: usize = 4096;
@@ -17,6 +25,35 @@ pub fn read(file: File, limit: u64) -> io::Result<String> {
         Ok(text) => text,
         Err(invalid) => String::from_utf8_lossy(invalid.as_bytes()).into_owned(),
     })
+}
+
+/// The text of the file at `path`; as [`read`].
+pub fn read_path(path: &Path, limit: u64) -> io::Result<String> {
+    read(File::open(path)?, limit)
+}
+
+/// A directory opened once (`O_PATH`), so that each of its files costs a lookup of one name
+/// rather than a walk of the whole path: cgroupfs revalidates every component at every open, and
+/// `/proc` looks the pid up again.
+pub struct Dir(OwnedFd);
+
+impl Dir {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        Ok(Self(nix::fcntl::open(path, flags, Mode::empty())?))
+    }
+
+    /// The text of the file `name` in the directory (not a symlink); as [`read`].
+    pub fn read(&self, name: &str, limit: u64) -> io::Result<String> {
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        read(File::from(nix::fcntl::openat(&self.0, name, flags, Mode::empty())?), limit)
+    }
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
 }
 
 #[cfg(test)]
@@ -33,6 +70,9 @@ mod tests {
             assert_eq!(read(File::open(&path).unwrap(), 1 << 20).unwrap(), text, "{size} bytes");
             assert_eq!(read(File::open(&path).unwrap(), 10).unwrap(), text[..size.min(10)], "limited");
         }
+        let opened = Dir::open(dir.path()).unwrap();
+        assert_eq!(opened.read("f1", 100).unwrap(), "a", "through the opened directory");
+        assert!(opened.read("missing", 100).is_err());
         std::fs::write(dir.path().join("bad"), b"ok \xff").unwrap();
         assert_eq!(read(File::open(dir.path().join("bad")).unwrap(), 100).unwrap(), "ok \u{fffd}");
     }

@@ -18,10 +18,7 @@ use std::{
 use tracing::debug;
 
 use super::cgroup_path;
-use crate::kernel::{
-    procfs::{list_pids, parse_cgroup_file},
-    small_file,
-};
+use crate::kernel::procfs::{list_pids, parse_cgroup_file};
 
 /// conmon's command line is a few hundred bytes (ids, paths, a name); past this bound it is not
 /// conmon's, and reading it whole would cost every scrape as much as a tenant makes it cost.
@@ -47,8 +44,7 @@ pub fn scan_conmons(proc_root: &Path) -> ConmonScan {
     // read, on a few threads.
     let named_conmon = |pid: &u32| {
         let dir = proc_root.join(pid.to_string());
-        let comm = std::fs::File::open(dir.join("comm")).and_then(|file| small_file::read(file, 64));
-        comm.is_ok_and(|comm| comm.starts_with("conmon")).then_some(dir)
+        read_bounded(&dir.join("comm"), 64).is_some_and(|comm| comm.starts_with(b"conmon")).then_some(dir)
     };
     for dir in crate::parallel::map(&list_pids(proc_root), named_conmon).into_iter().flatten() {
         let Some(cmdline) = read_bounded(&dir.join("cmdline"), MAX_CMDLINE_BYTES) else {

@@ -66,12 +66,12 @@ pub fn registry(
     add("agent", Box::new(agent::AgentCollector::new(programs.clone(), health.clone(), tracker.clone())));
     add("metadata", Box::new(metadata::MetadataCollector::new(resolver.clone())));
     // Where the cgroup hierarchies are, read once: they are mounted before any container runs.
+    // One cache of where each cgroup's files are serves both collectors that read them.
     let mounts = crate::kernel::mountinfo::read().unwrap_or_default();
-    add(
-        "resources",
-        Box::new(resources::ResourceCollector::new(tracker.clone(), resolver.clone(), mounts.clone())),
-    );
-    let oom = oom::OomCollector::new(kills, programs.clone(), tracker.clone(), resolver.clone(), mounts);
+    let locations = Arc::new(ttl_cache::Locations::new(mounts));
+    let resources = resources::ResourceCollector::new(tracker.clone(), resolver.clone(), locations.clone());
+    add("resources", Box::new(resources));
+    let oom = oom::OomCollector::new(kills, programs.clone(), tracker.clone(), resolver.clone(), locations);
     add("oom", Box::new(oom));
     let posture = Arc::new(posture::PostureCache::new());
     let drift = config

@@ -19,7 +19,6 @@ use crate::{
     events::oom::OomKills,
     kernel::{
         cgroupfs::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
-        mountinfo::Mount,
         resources,
     },
     metadata::{cgroups::Tracker, identity::Resolver},
@@ -34,7 +33,7 @@ pub struct OomCollector {
     programs: Arc<Programs>,
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
-    locations: Locations,
+    locations: Arc<Locations>,
     /// Each cgroup's count by path (`None`: no memory controller, or a kernel without the key).
     counts: Mutex<TtlCache<Option<u64>>>,
 }
@@ -45,16 +44,9 @@ impl OomCollector {
         programs: Arc<Programs>,
         tracker: Arc<Tracker>,
         resolver: Arc<Resolver>,
-        mounts: Vec<Mount>,
+        locations: Arc<Locations>,
     ) -> Self {
-        Self {
-            kills,
-            programs,
-            tracker,
-            resolver,
-            locations: Locations::new(mounts),
-            counts: Mutex::new(TtlCache::new(CACHE_TTL)),
-        }
+        Self { kills, programs, tracker, resolver, locations, counts: Mutex::new(TtlCache::new(CACHE_TTL)) }
     }
 
     /// Paths of the cgroups that hold a slot in the syscall maps (the workloads kernsight sees).

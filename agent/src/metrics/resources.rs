@@ -22,7 +22,6 @@ use super::{
 use crate::{
     kernel::{
         block_devices::{device_label, device_name},
-        mountinfo::Mount,
         resources::{self, Resources},
     },
     metadata::{
@@ -40,17 +39,12 @@ pub struct ResourceCollector {
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
     cache: Mutex<TtlCache<Resources>>,
-    locations: Locations,
+    locations: Arc<Locations>,
 }
 
 impl ResourceCollector {
-    pub fn new(tracker: Arc<Tracker>, resolver: Arc<Resolver>, mounts: Vec<Mount>) -> Self {
-        Self {
-            tracker,
-            resolver,
-            cache: Mutex::new(TtlCache::new(CACHE_TTL)),
-            locations: Locations::new(mounts),
-        }
+    pub fn new(tracker: Arc<Tracker>, resolver: Arc<Resolver>, locations: Arc<Locations>) -> Self {
+        Self { tracker, resolver, cache: Mutex::new(TtlCache::new(CACHE_TTL)), locations }
     }
 
     /// Each live container's own cgroup path: the shortest of the paths naming its id (a

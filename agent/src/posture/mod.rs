@@ -151,11 +151,15 @@ fn host_namespaces(proc_root: &Path) -> Option<Namespaces> {
     })
 }
 
+/// Most of a `/proc/<pid>` file read here (`cgroup`, `uid_map`: a few hundred bytes).
+const MAX_PROC_FILE: u64 = 1 << 16;
+
 /// The processes of every container on the node, by container id (with its cgroup path).
 pub fn container_processes(proc_root: &Path) -> BTreeMap<String, (String, Vec<Process>)> {
     let read = |&pid: &u32| -> Option<Process> {
         // The cgroup file first: most processes of a node are not in a container.
-        let text = read_small(&proc_root.join(pid.to_string()).join("cgroup"))?;
+        let text =
+            small_file::read_path(&proc_root.join(pid.to_string()).join("cgroup"), MAX_PROC_FILE).ok()?;
         if !procfs::parse_cgroup_file(&text).iter().any(|line| cgroup_path::parse(&line.path).is_some()) {
             return None;
         }
@@ -197,7 +201,8 @@ pub fn all(proc_root: &Path) -> Vec<ContainerPosture> {
         // /proc shows uids as the host sees them: map them into each process's user
         // namespace, so that root inside a user namespace counts as root.
         posture.runs_as_root = processes.iter().any(|p| {
-            let map = read_small(&proc_root.join(p.pid.to_string()).join("uid_map"));
+            let map =
+                small_file::read_path(&proc_root.join(p.pid.to_string()).join("uid_map"), MAX_PROC_FILE);
             let map = map.as_deref().unwrap_or("0 0 4294967295");
             [p.status.uid[0], p.status.uid[1]].into_iter().any(|uid| inside_uid(map, uid) == Some(0))
         });
@@ -211,12 +216,6 @@ pub fn all(proc_root: &Path) -> Vec<ContainerPosture> {
         }
         posture
     })
-}
-
-/// A small `/proc` file's text (at most 64 KiB), in the fewest syscalls; `None` when it cannot be
-/// read (the process is gone).
-fn read_small(path: &Path) -> Option<String> {
-    small_file::read(std::fs::File::open(path).ok()?, 1 << 16).ok()
 }
 
 /// The uid a host uid has inside a user namespace, from its `uid_map` ("inside outside count"
