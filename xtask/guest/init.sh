@@ -1,7 +1,7 @@
 #!/bin/busybox sh
 # /init of the kernel-matrix guests (cargo xtask test-kernels): a node with pure cgroup v2 and
 # nothing else, the filesystems kernsight uses, then /matrix/run.sh with its output on the second
-# serial port (the host reads it from a file), then power off.
+# serial port (the host reads it from a file) and a heartbeat on the third, then power off.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /root /etc /boot /var/tmp
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s /bin
@@ -36,6 +36,13 @@ hostname kernsight-guest
 # Where tools (bpftool feature probe, kernsight check) look for the kernel's configuration.
 cp /matrix/config "/boot/config-$(uname -r)"
 
-sh /matrix/run.sh > /dev/ttyS1 2>&1
+# The results go to the second serial port, and a line every 10 s to the third: the host boots
+# the guest again (once) when that heartbeat stops for long, which is how software emulation's
+# rare hangs of both CPUs look (xtask/src/kernels/guest.rs). The arm `virt` machine has one UART
+# (ttyAMA0), the console, which then carries all three.
+out=/dev/ttyS1 heartbeat=/dev/ttyS2
+if [ -c /dev/ttyAMA0 ]; then out=/dev/ttyAMA0 heartbeat=/dev/ttyAMA0; fi
+(while sleep 10; do echo "alive $(cut -d ' ' -f 1 /proc/uptime)"; done > "$heartbeat") &
+sh /matrix/run.sh > "$out" 2>&1
 sync
 poweroff -f

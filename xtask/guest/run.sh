@@ -80,6 +80,11 @@ if [ -x /matrix/v2-check.sh ]; then
     sh /matrix/v2-check.sh
 fi
 
+if [ -x /matrix/syscall-check.sh ]; then
+    section "exact syscall counts"
+    sh /matrix/syscall-check.sh
+fi
+
 section "integration tests"
 export KERNSIGHT_PRIVILEGED_TESTS=required RUST_BACKTRACE=0
 # One run of the integration binary per area, naming its tests exactly (a filter `oom::` would

@@ -5,6 +5,8 @@
 # tmpfs; then kernsight's /metrics must show each of them for that container.
 # Prints `@@ v2:WHAT STATUS DETAIL` lines like run.sh.
 
+# AGENT_WAIT: seconds to wait for the agent to serve.
+. /matrix/settings
 result() { echo "@@ $1 $2 $3"; }
 MIB=1048576
 ID=6b65726e736967687476322d636865636b000000000000000000000000000001

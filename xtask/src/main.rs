@@ -3,8 +3,9 @@
 //! - `cargo xtask setup`: install what the build and tests need, skipping what is present
 //! - `cargo xtask build`: build the agent (kernel programs included), release profile
 //! - `cargo xtask run [-- ARGS]`: set up, build, and run `kernsight run` on the embedded config
-//! - `cargo xtask test`: set up, then format check, clippy (the kernel programs' too) and every
-//!   test (root-only ones too)
+//! - `cargo xtask test`: set up, then format check, clippy (the kernel programs' too), every
+//!   test on this machine's kernel (root-only ones too), then the quick kernel matrix
+//!   (`test-kernels --quick`); `cargo xtask test -- ARGS` runs `cargo test ARGS` alone
 //! - `cargo xtask bench syscalls`: per-syscall overhead next to bpftrace
 //! - `cargo xtask bench sched`: per-context-switch overhead of the scheduler programs
 //! - `cargo xtask bench net`: per-packet overhead of the network programs through a veth pair
@@ -16,10 +17,10 @@
 //!   counting, next to bpftrace
 //! - `cargo xtask bench http [N]`: the metrics port under N slow and non-reading connections
 //! - `cargo xtask bench`: every suite, then one table of their headline numbers
-//! - `cargo xtask test-kernels [--kernel 6.12] [--keep]`: the kernel matrix: Debian's 5.10, 6.1
-//!   and 6.12 cloud kernels booted under QEMU on pure cgroup v2, each running the static agent
-//!   and the integration tests that need no container runtime; a family × kernel table in
-//!   target/kernel-matrix.md
+//! - `cargo xtask test-kernels [--kernel 6.12] [--quick] [--keep]`: the kernel matrix: Debian's
+//!   5.10, 6.1 and 6.12 cloud kernels booted under QEMU on pure cgroup v2, each running the
+//!   static agent and the integration tests that need no container runtime (`--quick`: a chosen
+//!   few); a family × kernel table in target/kernel-matrix.md
 //! - `cargo xtask test-kernels --large-node [--kernel 6.1]`: the map budget on 192 possible CPUs
 //!   (QEMU `-smp 1,maxcpus=192`), in memory cgroups of the sizes docs/deploy.md gives
 //!
@@ -47,7 +48,7 @@ use process::{Step, cargo, is_root, workspace_root};
 
 const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [SUITE] | test-kernels [OPTIONS]>\n\
                      bench without a suite runs them all; suites: syscalls, sched, net, caps, io, scrape [CONTAINERS], agent, trace\n\
-                     test-kernels [--kernel VERSION]... [--keep] [--timeout SECONDS] [--large-node]: the kernel matrix, or the 192-CPU map budget check (see xtask/src/kernels/mod.rs)";
+                     test-kernels [--kernel VERSION]... [--quick] [--keep] [--timeout SECONDS] [--large-node]: the kernel matrix, or the 192-CPU map budget check (see xtask/src/kernels/mod.rs)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -152,5 +153,12 @@ fn test(args: &[String]) -> Result<(), String> {
     } else {
         eprintln!("xtask: note: not root: tests that load kernel programs will be skipped");
     }
-    Step::new("every test, privileged ones included").run(&mut command)
+    Step::new("every test, privileged ones included").run(&mut command)?;
+    if !args.is_empty() {
+        // A chosen few (`cargo xtask test -- oom::`): this kernel only.
+        return Ok(());
+    }
+    // The same on the kernels clusters run: every family attaching and the tests the quick plan
+    // names, on Debian's 5.10, 6.1 and 6.12 under QEMU (about 10 minutes here).
+    kernels::run(&["--quick".to_owned()])
 }

@@ -81,6 +81,10 @@ impl Family for Escape {
     }
 
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
+        // Elsewhere the kernel side has none of the vectors' code, nor its globals.
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
         loader.override_global(ESCAPE_ENABLED_GLOBAL, &1u32, true);
         runtimes::configure(loader, &facts.offsets.security);
         let Ok(files) = &facts.file_offsets else { return };

@@ -31,7 +31,11 @@ const KNOWN: &[(Sysno, usize, Option<u8>)] = &[
     (Sysno::openat2, 4, Some(1)),
     (Sysno::faccessat, 3, Some(1)),
     (Sysno::faccessat2, 4, Some(1)),
+    #[cfg(target_arch = "x86_64")]
     (Sysno::newfstatat, 4, Some(1)),
+    // The same syscall: the syscalls crate names arm64's by its generic table's `fstatat`.
+    #[cfg(target_arch = "aarch64")]
+    (Sysno::fstatat, 4, Some(1)),
     (Sysno::statx, 5, Some(1)),
     (Sysno::unlinkat, 3, Some(1)),
     (Sysno::mkdirat, 3, Some(1)),

@@ -15,8 +15,12 @@ const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// One kernel of the matrix and where Debian ships it.
 pub struct KernelSource {
-    /// What `--kernel` names and the table shows (`6.12`).
+    /// What `--kernel` names and the table shows (`6.12`), and the cache's directory.
     pub name: &'static str,
+    /// The kernel's version as Debian names its image packages (`linux-image-6.12.*`).
+    pub version: &'static str,
+    /// Debian's name of the architecture (`amd64`, `arm64`).
+    pub arch: &'static str,
     /// Suites of the main archive and of the security archive to look in.
     pub suites: &'static [&'static str],
     pub security_suites: &'static [&'static str],
@@ -27,24 +31,41 @@ pub struct KernelSource {
 pub const KERNELS: &[KernelSource] = &[
     KernelSource {
         name: "5.10",
+        version: "5.10",
+        arch: "amd64",
         suites: &["bullseye"],
         security_suites: &["bullseye-security"],
         metapackages: &["linux-image-cloud-amd64"],
     },
     KernelSource {
         name: "6.1",
+        version: "6.1",
+        arch: "amd64",
         suites: &["bookworm"],
         security_suites: &["bookworm-security"],
         metapackages: &["linux-image-cloud-amd64"],
     },
     KernelSource {
         name: "6.12",
+        version: "6.12",
+        arch: "amd64",
         suites: &["bookworm-backports"],
         security_suites: &["bookworm-security"],
         // bookworm-security names its 6.12 metapackage by version; backports has the plain one.
         metapackages: &["linux-image-6.12-cloud-amd64", "linux-image-cloud-amd64"],
     },
 ];
+
+/// The arm64 smoke test's kernel (`arm64.rs`): Debian 12's, as on AWS Graviton, Ampere and
+/// Azure Cobalt nodes running Debian 12 or Amazon Linux 2023's 6.1.
+pub const ARM64: KernelSource = KernelSource {
+    name: "6.1-arm64",
+    version: "6.1",
+    arch: "arm64",
+    suites: &["bookworm"],
+    security_suites: &["bookworm-security"],
+    metapackages: &["linux-image-cloud-arm64"],
+};
 
 /// Modules the guests load at boot (`init.sh`), as paths under the package's
 /// `lib/modules/RELEASE/`, where Debian builds them as modules: the clsact qdisc and the BPF
@@ -104,6 +125,32 @@ pub fn kernel(source: &KernelSource) -> Result<Kernel, String> {
     write(&dir.join("package"), &format!("{package} {version}"))?;
     let _ = std::fs::remove_dir_all(apt.root.join("download"));
     cached(source, &dir).ok_or_else(|| format!("the kernel cache in {} is incomplete", dir.display()))
+}
+
+/// One file of a package from the kernel's suites and architecture (busybox for an arm64
+/// guest), kept in the kernel's cache directory.
+pub fn package_file(source: &KernelSource, package: &str, file: &str) -> Result<PathBuf, String> {
+    let name = Path::new(file).file_name().ok_or_else(|| format!("{file} names no file"))?;
+    let cached = Path::new(CACHE).join(source.name).join(package).join(name);
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    let apt = PrivateApt::new(source)?;
+    let download = apt.root.join("download");
+    recreate(&download)?;
+    Step::new(format!("download {package} ({})", source.arch))
+        .run(apt.command("apt-get").args(["download", "-q", package]).current_dir(&download))?;
+    let deb = single_file(&download, ".deb")?;
+    let unpacked = download.join("root");
+    Step::new(format!("unpack {}", deb.display()))
+        .run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    let partial = cached.with_extension("partial");
+    let dir = cached.parent().unwrap_or(Path::new(CACHE));
+    std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    copy(&unpacked.join(file), &partial)?;
+    std::fs::rename(&partial, &cached).map_err(|e| format!("{}: {e}", cached.display()))?;
+    let _ = std::fs::remove_dir_all(&download);
+    Ok(cached)
 }
 
 /// Downloads and unpacks the kernel's package: (apt, unpacked root, package, version).
@@ -185,6 +232,8 @@ fn cached(source: &KernelSource, dir: &Path) -> Option<Kernel> {
 /// apt-get and apt-cache with their state, cache and sources under `CACHE/apt-NAME`.
 struct PrivateApt {
     root: PathBuf,
+    /// Packages of this architecture, whatever the machine's.
+    arch: &'static str,
 }
 
 impl PrivateApt {
@@ -195,16 +244,17 @@ impl PrivateApt {
         }
         let mirrors = Mirrors::of_system();
         let signed_by =
-            if Path::new(KEYRING).is_file() { format!("[signed-by={KEYRING}] ") } else { String::new() };
+            if Path::new(KEYRING).is_file() { format!(" signed-by={KEYRING}") } else { String::new() };
         let mut list = String::new();
+        let options = format!("[arch={}{signed_by}]", source.arch);
         for suite in source.suites {
-            list.push_str(&format!("deb {signed_by}{} {suite} main\n", mirrors.archive));
+            list.push_str(&format!("deb {options} {} {suite} main\n", mirrors.archive));
         }
         for suite in source.security_suites {
-            list.push_str(&format!("deb {signed_by}{} {suite} main\n", mirrors.security));
+            list.push_str(&format!("deb {options} {} {suite} main\n", mirrors.security));
         }
         write(&root.join("sources.list"), &list)?;
-        let apt = Self { root };
+        let apt = Self { root, arch: source.arch };
         // A suite that is not reachable makes update fail; the suites that answered may still
         // hold the kernel, which `image_package` finds out.
         let suites: Vec<&str> = source.suites.iter().chain(source.security_suites).copied().collect();
@@ -231,6 +281,8 @@ impl PrivateApt {
             ("Dir::Etc::SourceParts", dir("sources.list.d")),
             // Downloads land in a root-owned directory that apt's sandbox user cannot write.
             ("APT::Sandbox::User", "root".to_owned()),
+            ("APT::Architecture", self.arch.to_owned()),
+            ("APT::Architectures", self.arch.to_owned()),
         ] {
             command.arg("-o").arg(format!("{key}={value}"));
         }
@@ -239,7 +291,7 @@ impl PrivateApt {
 
     /// The image package (and its version) one of the metapackages depends on.
     fn image_package(&self, source: &KernelSource) -> Result<(String, String), String> {
-        let prefix = format!("linux-image-{}.", source.name);
+        let prefix = format!("linux-image-{}.", source.version);
         for metapackage in source.metapackages {
             let Some(depends) = output(self.command("apt-cache").args(["depends", metapackage])) else {
                 continue;

@@ -1,7 +1,13 @@
 //! One guest: QEMU with software emulation (KVM is not usable here) boots the kernel with the
-//! initramfs, the guest writes its results to the second serial port, and QEMU is killed if the
-//! guest has not powered off in time.
+//! initramfs, the guest writes its results to the second serial port and a heartbeat to the
+//! third, and QEMU is killed if the guest has not powered off in time or its heartbeat stops.
+//!
+//! The heartbeat is there for software emulation's own hangs: a few guests of the matrix runs so
+//! far stopped with both virtual CPUs spinning and nothing more on the console, or soft-locked at
+//! a jump label the kernel was patching, and booting the same guest again passed.
+//! A stalled guest is booted again once (`mod.rs`); a panic, a timeout or a failed test is not.
 
+use super::qemu::Arch;
 use std::{
     path::Path,
     process::Stdio,
@@ -14,6 +20,8 @@ pub struct GuestRun {
     pub seconds: f64,
     /// `None` when the guest powered off; else why QEMU did not end normally.
     pub problem: Option<String>,
+    /// Its heartbeat stopped: QEMU was killed (and `problem` says so).
+    pub stalled: bool,
 }
 
 /// The last line of guest/run.sh.
@@ -22,6 +30,10 @@ const FINISHED: &str = "==== done";
 /// The matrix guests' CPUs: two, all online.
 pub const SMP: &str = "2";
 
+/// A guest whose heartbeat (every 10 s, from the guest's init) has not come for this long has
+/// hung; its boot counts from QEMU's start (a few seconds under TCG).
+const STALL: Duration = Duration::from_secs(90);
+
 /// Boots the guest with `smp` as QEMU's `-smp` (`1,maxcpus=192`: one CPU online, 192 possible).
 pub fn boot(
     dir: &Path,
@@ -29,28 +41,45 @@ pub fn boot(
     initramfs: &Path,
     timeout: Duration,
     smp: &str,
+    arch: Arch,
 ) -> Result<GuestRun, String> {
     let console = dir.join("console.log");
-    let results = dir.join("output.log");
-    let mut command = super::qemu::qemu()?.command();
+    let mut command = super::qemu::qemu(arch)?.command();
     command
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", smp])
+        .args(["-accel", "tcg", "-m", "2G", "-smp", smp])
         .args(["-nographic", "-no-reboot", "-monitor", "none"])
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 rdinit=/init"])
-        // ttyS0: the kernel's console; ttyS1: what the guest script writes.
         .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", results.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .arg(format!("file:{}", console.display()));
+    let (results, heartbeat) = match arch {
+        Arch::X86 => {
+            // ttyS0: the kernel's console; ttyS1: what the guest script writes; ttyS2: its
+            // heartbeat.
+            let (results, heartbeat) = (dir.join("output.log"), dir.join("heartbeat.log"));
+            for port in [&results, &heartbeat] {
+                command.arg("-serial").arg(format!("file:{}", port.display()));
+            }
+            command.args(["-cpu", "max", "-append", "console=ttyS0 panic=-1 rdinit=/init"]);
+            (results, heartbeat)
+        }
+        // QEMU 7.2's arm `virt` machine has one UART: the console carries everything (init.sh),
+        // the kernel's own messages held to errors.
+        Arch::Arm64 => {
+            // pauth-impdef: QEMU's cheap pointer authentication instead of the architected
+            // cipher, which makes emulating every kernel function entry several times slower.
+            command.args(["-machine", "virt", "-cpu", "max,pauth-impdef=on", "-nic", "none"]);
+            command.args(["-append", "console=ttyAMA0 loglevel=3 panic=-1 rdinit=/init"]);
+            (console.clone(), console.clone())
+        }
+    };
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+    let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", arch.program()))?;
+    let (mut beats, mut last_beat) = (0, started);
+    let mut stalled = false;
     let problem = loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => break None,
@@ -69,8 +98,23 @@ pub fn boot(
                     timeout.as_secs()
                 ));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
-            Err(e) => return Err(format!("waiting for qemu: {e}")),
+            Ok(None) => {
+                let now = std::fs::metadata(&heartbeat).map_or(0, |m| m.len());
+                if now != beats {
+                    (beats, last_beat) = (now, Instant::now());
+                } else if last_beat.elapsed() > STALL {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    stalled = true;
+                    break Some(format!(
+                        "stalled: no heartbeat for {} s after {:.0} s (qemu killed)",
+                        STALL.as_secs(),
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            Err(e) => return Err(format!("waiting for {}: {e}", arch.program())),
         }
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -90,7 +134,7 @@ pub fn boot(
         let console = read(&console).unwrap_or_default();
         eprintln!("xtask: the guest's kernel log from its first sign of trouble:\n{}", trouble(&console));
     }
-    Ok(GuestRun { output, seconds, problem })
+    Ok(GuestRun { output, seconds, problem, stalled })
 }
 
 /// Lines that start a kernel's report of a fault, a warning or a panic.

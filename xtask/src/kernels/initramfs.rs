@@ -1,7 +1,6 @@
 //! The guest's root filesystem, one per kernel and run: busybox, the init and run scripts, the
-//! kernel's configuration, the static agent and integration tests (and the agent configuration
-//! the tests run with on this kernel, if any), and a few host tools that some
-//! tests call (with the libraries they load), packed as a gzip'd newc cpio archive.
+//! kernel's configuration, the static agent, the integration tests and a few host tools that
+//! some tests call (with the libraries they load), packed as a gzip'd newc cpio archive.
 
 use std::{
     os::unix::fs::PermissionsExt as _,
@@ -13,9 +12,11 @@ use super::{build::Binaries, download::Kernel, plan};
 use crate::process::{Step, output, workspace_root};
 
 const INIT: &str = include_str!("../../guest/init.sh");
-const RUN: &str = include_str!("../../guest/run.sh");
-const V2_CHECK: &str = include_str!("../../guest/v2-check.sh");
-const BUSYBOX: &str = "/bin/busybox";
+pub const V2_CHECK: &str = include_str!("../../guest/v2-check.sh");
+pub const SYSCALL_CHECK: &str = include_str!("../../guest/syscall-check.sh");
+pub const RUN: &str = include_str!("../../guest/run.sh");
+/// The x86_64 guests' busybox, the host's (Debian's busybox-static).
+pub const BUSYBOX: &str = "/bin/busybox";
 
 /// Seconds a guest waits for the agent to serve, and for one area of the integration tests.
 pub struct GuestTimes {
@@ -23,10 +24,17 @@ pub struct GuestTimes {
     pub test_timeout: u64,
 }
 
-/// Builds `dir/root` and packs it into `dir/initramfs.gz`; returns the archive's path.
-pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes) -> Result<PathBuf, String> {
+/// Builds `dir/root` and packs it into `dir/initramfs.gz`; returns the archive's path. The guest
+/// runs `areas` of the integration tests (each area with the full names of its tests).
+pub fn make(
+    dir: &Path,
+    kernel: &Kernel,
+    binaries: &Binaries,
+    areas: &[(String, Vec<String>)],
+    times: &GuestTimes,
+) -> Result<PathBuf, String> {
     let settings = format!("AGENT_WAIT={}\nTEST_TIMEOUT={}\n", times.agent_wait, times.test_timeout);
-    let root = guest_root(dir, kernel, &binaries.agent, RUN, &settings)?;
+    let root = guest_root(dir, kernel, Path::new(BUSYBOX), &binaries.agent, RUN, &settings)?;
     write(&root.join("matrix/v2-check.sh"), V2_CHECK, 0o755)?;
     let mut list = String::new();
     if let Ok(tests) = &binaries.tests {
@@ -36,7 +44,8 @@ pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes
         // HTTP.
         copy_stripped(&binaries.agent, &under(&root, &tests.agent_path))?;
         copy_stripped(&tests.binary, &root.join("tests/integration"))?;
-        for (area, names) in plan::guest_tests(&tests.names) {
+        copy_libraries(&root, &tests.binary)?;
+        for (area, names) in areas {
             list.push_str(&format!("{area} {}\n", names.join(" ")));
         }
     }
@@ -56,16 +65,28 @@ pub fn make(dir: &Path, kernel: &Kernel, binaries: &Binaries, times: &GuestTimes
     pack(dir, &root, kernel)
 }
 
-/// A guest that runs `script` (as /matrix/run.sh, with `settings` in /matrix/settings) and the
-/// static agent, nothing else; returns the archive's path.
-pub fn make_for_script(
-    dir: &Path,
-    kernel: &Kernel,
-    agent: &Path,
-    script: &str,
-    settings: &str,
-) -> Result<PathBuf, String> {
-    let root = guest_root(dir, kernel, agent, script, settings)?;
+/// What a guest that runs one script holds: busybox, the static agent, other executables and
+/// files (each with its path in the guest), the script (as /matrix/run.sh) and its settings (in
+/// /matrix/settings).
+pub struct ScriptGuest<'a> {
+    pub busybox: &'a Path,
+    pub agent: &'a Path,
+    pub executables: &'a [(&'a Path, &'a str)],
+    /// (path in the guest, contents), written executable.
+    pub files: &'a [(&'a str, &'a str)],
+    pub script: &'a str,
+    pub settings: &'a str,
+}
+
+/// A guest that runs a script and nothing else; returns the archive's path.
+pub fn make_for_script(dir: &Path, kernel: &Kernel, guest: &ScriptGuest) -> Result<PathBuf, String> {
+    let root = guest_root(dir, kernel, guest.busybox, guest.agent, guest.script, guest.settings)?;
+    for (executable, path) in guest.executables {
+        copy_stripped(executable, &under(&root, Path::new(path)))?;
+    }
+    for (path, text) in guest.files {
+        write(&under(&root, Path::new(path)), text, 0o755)?;
+    }
     pack(dir, &root, kernel)
 }
 
@@ -74,16 +95,17 @@ pub fn make_for_script(
 fn guest_root(
     dir: &Path,
     kernel: &Kernel,
+    busybox: &Path,
     agent: &Path,
     script: &str,
     settings: &str,
 ) -> Result<PathBuf, String> {
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&root);
-    if !super::build::is_static(Path::new(BUSYBOX))? {
-        return Err(format!("{BUSYBOX} is not static: install busybox-static"));
+    if !super::build::is_static(busybox)? {
+        return Err(format!("{} is not static: install busybox-static", busybox.display()));
     }
-    copy(Path::new(BUSYBOX), &root.join("bin/busybox"))?;
+    copy(busybox, &root.join("bin/busybox"))?;
     write(&root.join("init"), INIT, 0o755)?;
     write(&root.join("matrix/run.sh"), script, 0o755)?;
     write(&root.join("matrix/settings"), settings, 0o644)?;
@@ -123,7 +145,12 @@ fn copy_with_libraries(root: &Path, path: &Path) -> Result<(), String> {
         ));
     }
     copy(path, &under(root, path))?;
-    // Statically linked tools make ldd fail: then there is nothing more to copy.
+    copy_libraries(root, path)
+}
+
+/// The loader and libraries of a host executable (from `ldd`), at their paths in `root`.
+fn copy_libraries(root: &Path, path: &Path) -> Result<(), String> {
+    // Statically linked executables make ldd fail: then there is nothing to copy.
     let ldd = output(Command::new("ldd").arg(path)).unwrap_or_default();
     for library in libraries(&ldd) {
         let target = under(root, &library);
@@ -146,8 +173,13 @@ fn libraries(ldd: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Without debug information: the test binaries shrink from hundreds of MiB to a few.
+/// Without debug information: the test binaries shrink from hundreds of MiB to a few. The host's
+/// strip reads only x86_64 executables: others (the arm64 smoke test's) are built without debug
+/// information and copied as they are.
 fn copy_stripped(from: &Path, to: &Path) -> Result<(), String> {
+    if !super::build::is_x86_64(from)? {
+        return copy(from, to);
+    }
     create_parent(to)?;
     let status = Command::new("strip")
         .arg("--strip-debug")

@@ -9,9 +9,9 @@
 //!
 //! Debian's 6.1 kernel honours `maxcpus`; 6.12's ignores it, and the run says so and fails.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
-use super::{download, guest, initramfs};
+use super::{download, guest, initramfs, qemu::Arch};
 use crate::process::workspace_root;
 
 /// QEMU's CPUs: one online, 192 possible (per-CPU maps are sized by the possible ones).
@@ -59,9 +59,17 @@ pub fn run(kernels: &[String], timeout: Duration) -> Result<(), String> {
         let kernel = download::kernel(source)?;
         let dir = workspace_root().join("target/kernel-matrix/large-node").join(kernel.name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let image = initramfs::make_for_script(&dir, &kernel, &agent, SCRIPT, &settings)?;
+        let guest = initramfs::ScriptGuest {
+            busybox: Path::new(initramfs::BUSYBOX),
+            agent: &agent,
+            executables: &[],
+            files: &[],
+            script: SCRIPT,
+            settings: &settings,
+        };
+        let image = initramfs::make_for_script(&dir, &kernel, &guest)?;
         eprintln!("xtask: boot {} ({}) with -smp {SMP} under QEMU (TCG)", kernel.name, kernel.release);
-        let guest = guest::boot(&dir, &kernel.vmlinuz, &image, timeout, SMP)?;
+        let guest = guest::boot(&dir, &kernel.vmlinuz, &image, timeout, SMP, Arch::X86)?;
         eprintln!(
             "xtask: {}: guest ran {:.0} s; console and output in {}",
             kernel.name,

@@ -179,6 +179,49 @@ pub fn guest_tests(all: &[String]) -> Vec<(String, Vec<String>)> {
     areas
 }
 
+/// What `test-kernels --quick` (CI's matrix, on every change) runs of the tests after the smoke
+/// run: on each kernel, the families' kernel programs counting what a test caused, exactly, with
+/// the build the kernel gets (the fallback build before 6.2). An entry ending in `::` is a whole
+/// area, less what the guests skip. The smoke run before them already checks that every family
+/// attaches and the cgroup v2 collectors (memory by kind, `cpu.max` throttling, pids, PSI).
+pub const QUICK: &[&str] = &[
+    "check::",
+    "families::",
+    // 500 failed openat counted exactly in the test's cgroup, and every program attached.
+    "syscalls::counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling",
+    "syscalls::latency_histogram_measures_sleeps_in_the_kernel",
+    // An OOM kill in a memory.max cgroup, attributed to the victim's cgroup; page cache is no kill.
+    "oom::",
+    "cpu_wait::a_busy_loop_under_its_quota_waits_throttled_as_long_as_cpu_stat_says",
+    "sched::runqueue_latency_sees_contention_and_not_in_the_idle_sibling",
+    "capabilities::binds_below_1024_count_net_bind_service_granted_and_denied",
+    "escape::the_kernel_skips_a_new_cgroups_setup_then_counts_every_attempt",
+    "dns::rcodes_timeouts_and_latency_are_exact_per_cgroup_over_udp_tcp_and_ipv6",
+    "memory_reclaim::reclaim_stalls_count_for_the_cgroup_at_its_limit_and_not_its_sibling",
+    "trace::counts_by_cgroup_are_made_in_the_kernel_and_exact",
+    "trace::exec_in_a_cgroup_prints_exactly_the_commands_in_order",
+    "trace_oom::",
+];
+
+fn quick_selects(entry: &str, test: &str) -> bool {
+    match entry.strip_suffix("::") {
+        Some(area) => area_of(test) == area,
+        None => test == entry,
+    }
+}
+
+/// The guests' tests (`guest_tests`) narrowed to `QUICK`.
+pub fn quick(areas: Vec<(String, Vec<String>)>) -> Vec<(String, Vec<String>)> {
+    areas
+        .into_iter()
+        .filter_map(|(area, tests)| {
+            let tests: Vec<String> =
+                tests.into_iter().filter(|t| QUICK.iter().any(|entry| quick_selects(entry, t))).collect();
+            (!tests.is_empty()).then_some((area, tests))
+        })
+        .collect()
+}
+
 /// Names in this plan that the integration binary no longer has (an area or a skipped test
 /// renamed or removed): the plan must follow the tests.
 pub fn stale_names(all: &[String]) -> Vec<String> {
@@ -194,6 +237,14 @@ pub fn stale_names(all: &[String]) -> Vec<String> {
                     stale.push(format!("test `{name}`"));
                 }
             }
+        }
+    }
+    // A quick entry must select a test the guests run: one that names a test left out would
+    // quietly run nothing.
+    let run = guest_tests(all);
+    for entry in QUICK {
+        if !run.iter().flat_map(|(_, tests)| tests).any(|t| quick_selects(entry, t)) {
+            stale.push(format!("quick test `{entry}` (not a test the guests run)"));
         }
     }
     for failure in known_failures() {
@@ -328,5 +379,32 @@ mod tests {
         let stale = stale_names(&all);
         assert!(stale.contains(&"area `advise`".to_owned()), "{stale:?}");
         assert!(!stale.iter().any(|s| s.contains("area `trace`")), "{stale:?}");
+    }
+
+    #[test]
+    fn quick_keeps_whole_areas_and_named_tests_and_flags_entries_that_run_nothing() {
+        let all: Vec<String> = [
+            "oom::a",
+            "oom::b",
+            "syscalls::counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling",
+            "syscalls::other",
+            "pins::c",
+            "cri::d",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            quick(guest_tests(&all)),
+            vec![
+                ("oom".to_owned(), vec!["oom::a".to_owned(), "oom::b".to_owned()]),
+                ("syscalls".to_owned(), vec![all[2].clone()]),
+            ]
+        );
+        let stale = stale_names(&all);
+        assert!(
+            stale.contains(&"quick test `families::` (not a test the guests run)".to_owned()),
+            "{stale:?}"
+        );
+        assert!(!stale.iter().any(|s| s.contains("quick test `oom::`")), "{stale:?}");
     }
 }

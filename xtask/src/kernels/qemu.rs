@@ -1,6 +1,6 @@
-//! QEMU for the guests: the system's `qemu-system-x86_64` when the machine has one, else
-//! Debian's `qemu-system-x86` and the libraries it lacks, unpacked once into the kernel cache and
-//! run from there. Installing it with apt is not an option everywhere: on a machine image that
+//! QEMU for the guests: the system's `qemu-system-x86_64` (or `qemu-system-aarch64` for the arm64
+//! smoke test) when the machine has one, else Debian's `qemu-system-x86` (`qemu-system-arm`) and
+//! the libraries it lacks, unpacked once into the kernel cache and run from there. Installing it with apt is not an option everywhere: on a machine image that
 //! carries a newer `qemu-utils` (from backports), apt would remove that package to install QEMU,
 //! and the machine's packages are not the harness's to change.
 
@@ -13,12 +13,35 @@ use std::{
 use super::download::CACHE;
 use crate::process::{Step, output};
 
-const PROGRAM: &str = "qemu-system-x86_64";
-const PACKAGE: &str = "qemu-system-x86";
+/// Which machine QEMU emulates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arch {
+    X86,
+    Arm64,
+}
 
-/// Where the private QEMU lives; `complete` marks a whole unpacking.
-fn private_root() -> PathBuf {
-    Path::new(CACHE).join("qemu-x86")
+impl Arch {
+    pub fn program(self) -> &'static str {
+        match self {
+            Arch::X86 => "qemu-system-x86_64",
+            Arch::Arm64 => "qemu-system-aarch64",
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            Arch::X86 => "qemu-system-x86",
+            Arch::Arm64 => "qemu-system-arm",
+        }
+    }
+
+    /// Where the private QEMU lives; `complete` marks a whole unpacking.
+    fn private_root(self) -> PathBuf {
+        Path::new(CACHE).join(match self {
+            Arch::X86 => "qemu-x86",
+            Arch::Arm64 => "qemu-arm",
+        })
+    }
 }
 
 /// How to start QEMU: a program, and for the private one its libraries and firmware.
@@ -52,31 +75,37 @@ fn library_path(root: &Path) -> String {
         .join(":")
 }
 
-/// The QEMU to use, found (and if need be unpacked) once per run.
-pub fn qemu() -> Result<&'static Qemu, String> {
-    static QEMU: OnceLock<Result<Qemu, String>> = OnceLock::new();
-    QEMU.get_or_init(find).as_ref().map_err(Clone::clone)
+/// The QEMU to use for `arch`, found (and if need be unpacked) once per run.
+pub fn qemu(arch: Arch) -> Result<&'static Qemu, String> {
+    static X86: OnceLock<Result<Qemu, String>> = OnceLock::new();
+    static ARM64: OnceLock<Result<Qemu, String>> = OnceLock::new();
+    let once = match arch {
+        Arch::X86 => &X86,
+        Arch::Arm64 => &ARM64,
+    };
+    once.get_or_init(|| find(arch)).as_ref().map_err(Clone::clone)
 }
 
-fn find() -> Result<Qemu, String> {
-    if runs(&mut Command::new(PROGRAM)) {
-        return Ok(Qemu { program: PROGRAM.into(), root: None });
+fn find(arch: Arch) -> Result<Qemu, String> {
+    let (program, package, private_root) = (arch.program(), arch.package(), arch.private_root());
+    if runs(&mut Command::new(program)) {
+        return Ok(Qemu { program: program.into(), root: None });
     }
-    let root = private_root().join("root");
-    let private = Qemu { program: root.join("usr/bin").join(PROGRAM), root: Some(root.clone()) };
-    if !private_root().join("complete").exists() {
-        unpack(&root)?;
+    let root = private_root.join("root");
+    let private = Qemu { program: root.join("usr/bin").join(program), root: Some(root.clone()) };
+    if !private_root.join("complete").exists() {
+        unpack(arch, &root)?;
     }
     if runs(&mut private.command()) {
-        eprintln!("xtask: QEMU: Debian's {PACKAGE}, unpacked in {}", root.display());
+        eprintln!("xtask: QEMU: Debian's {package}, unpacked in {}", root.display());
         Ok(private)
     } else {
-        let _ = std::fs::remove_file(private_root().join("complete"));
+        let _ = std::fs::remove_file(private_root.join("complete"));
         Err(format!(
-            "{} --version does not run (LD_LIBRARY_PATH={}): remove {} and run again, or install {PACKAGE}",
+            "{} --version does not run (LD_LIBRARY_PATH={}): remove {} and run again, or install {package}",
             private.program.display(),
             library_path(&root),
-            private_root().display()
+            private_root.display()
         ))
     }
 }
@@ -87,21 +116,23 @@ fn runs(command: &mut Command) -> bool {
 
 /// Downloads QEMU's package and the packages of its dependencies that this machine lacks (what
 /// apt would install), and unpacks them all into `root`.
-fn unpack(root: &Path) -> Result<(), String> {
-    let packages = match missing_packages() {
+fn unpack(arch: Arch, root: &Path) -> Result<(), String> {
+    let package = arch.package();
+    let packages = match missing_packages(package) {
         Some(packages) => packages,
         None => {
             Step::new("refresh the Debian package lists")
                 .run(Command::new("apt-get").args(["update", "-q"]))?;
-            missing_packages().ok_or_else(|| format!("apt-get cannot resolve {PACKAGE} on this machine"))?
+            missing_packages(package)
+                .ok_or_else(|| format!("apt-get cannot resolve {package} on this machine"))?
         }
     };
-    let debs = private_root().join("debs");
+    let debs = arch.private_root().join("debs");
     for dir in [&debs, root] {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     }
-    Step::new(format!("download {PACKAGE} and {} packages it needs", packages.len() - 1))
+    Step::new(format!("download {package} and {} packages it needs", packages.len() - 1))
         .run(Command::new("apt-get").args(["download", "-q"]).args(&packages).current_dir(&debs))?;
     let entries = std::fs::read_dir(&debs).map_err(|e| format!("{}: {e}", debs.display()))?;
     for deb in entries.flatten().map(|e| e.path()) {
@@ -109,17 +140,17 @@ fn unpack(root: &Path) -> Result<(), String> {
             .run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root))?;
     }
     let _ = std::fs::remove_dir_all(&debs);
-    std::fs::write(private_root().join("complete"), packages.join("\n"))
-        .map_err(|e| format!("write {}: {e}", private_root().join("complete").display()))
+    let complete = arch.private_root().join("complete");
+    std::fs::write(&complete, packages.join("\n")).map_err(|e| format!("write {}: {e}", complete.display()))
 }
 
 /// `PACKAGE=VERSION` of every package `apt-get install` would install for QEMU, read from a
 /// simulation (which also lists them when the real install would have to remove something).
-fn missing_packages() -> Option<Vec<String>> {
+fn missing_packages(package: &str) -> Option<Vec<String>> {
     let simulation =
-        output(Command::new("apt-get").args(["-s", "-q", "install", "--no-install-recommends", PACKAGE]))?;
+        output(Command::new("apt-get").args(["-s", "-q", "install", "--no-install-recommends", package]))?;
     let packages = installs(&simulation);
-    packages.iter().any(|p| p.starts_with(&format!("{PACKAGE}="))).then_some(packages)
+    packages.iter().any(|p| p.starts_with(&format!("{package}="))).then_some(packages)
 }
 
 /// The `Inst NAME [OLD] (VERSION ...)` lines of an apt simulation, as `NAME=VERSION`.

@@ -38,6 +38,8 @@ pub struct KernelResult {
     pub package: String,
     pub seconds: f64,
     pub problem: Option<String>,
+    /// How a first boot stalled, when this is the second (`guest.rs`).
+    pub stall: Option<String>,
     pub cells: Vec<(String, Cell)>,
     pub tests: Vec<TestResult>,
 }
@@ -325,11 +327,12 @@ pub fn matrix(results: &[KernelResult], areas: &Areas, stale_plan: &[String], to
         .iter()
         .map(|r| {
             format!(
-                "\n**{}** (`{}`): guest ran {:.0} s{}\n",
+                "\n**{}** (`{}`): guest ran {:.0} s{}{}\n",
                 r.kernel,
                 r.package,
                 r.seconds,
-                r.problem.as_ref().map(|p| format!("; {p}")).unwrap_or_default()
+                r.problem.as_ref().map(|p| format!("; {p}")).unwrap_or_default(),
+                r.stall.as_ref().map(|s| format!(" (booted twice: the first boot {s})")).unwrap_or_default()
             )
         })
         .collect();
@@ -458,6 +461,7 @@ mod tests {
             package: "p".into(),
             seconds: 1.0,
             problem: None,
+            stall: None,
             cells: parse_cells(output),
             tests: parse_tests(output),
         }
