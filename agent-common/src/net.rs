@@ -29,6 +29,10 @@ pub const DEFAULT_CGROUP_DROPS_ENTRIES: u32 = 8192;
 /// last slot.
 pub const DROP_REASON_SLOTS: u32 = 256;
 pub const DROP_REASON_OTHER: u32 = DROP_REASON_SLOTS - 1;
+/// The slot of drops the kernel gives no reason for: every drop before 5.17, whose
+/// `skb:kfree_skb` has no reason. Exported as `NOT_SPECIFIED`, the kernel's own name for a drop
+/// without a reason (a slot of its own: today's kernels number theirs 2, 5.17's 0).
+pub const DROP_REASON_UNSPECIFIED: u32 = DROP_REASON_SLOTS - 2;
 
 /// Read-only globals (`u32`): BTF offsets of `sock.sk_cgrp_data` and
 /// `sock_cgroup_data.cgroup` (the socket's v2 cgroup), `sk_buff.sk`.
@@ -42,9 +46,11 @@ pub const SKB_TCP_GSO_SEGS_OFFSET_GLOBAL: &str = "SKB_TCP_GSO_SEGS_OFFSET";
 pub const SOCK_STATE_OFFSET_GLOBAL: &str = "SOCK_STATE_OFFSET";
 pub const SOCK_PROTOCOL_OFFSET_GLOBAL: &str = "SOCK_PROTOCOL_OFFSET";
 /// Read-only globals (`u32`, 0 or 1): whether this kernel's `tcp_retransmit_skb` has its `err`
-/// argument (6.10+) and `kfree_skb` its `rx_sk` argument (6.12+), from their tracefs `format`.
-/// The programs only read arguments the kernel has (the verifier rejects the others).
+/// argument (6.10+) and `kfree_skb` its `reason` (5.17+) and `rx_sk` (6.12+) arguments, from
+/// their tracefs `format`. The programs only read arguments the kernel has (the verifier rejects
+/// the others).
 pub const RETRANSMIT_HAS_ERR_GLOBAL: &str = "RETRANSMIT_HAS_ERR";
+pub const KFREE_SKB_HAS_REASON_GLOBAL: &str = "KFREE_SKB_HAS_REASON";
 pub const KFREE_SKB_HAS_RX_SK_GLOBAL: &str = "KFREE_SKB_HAS_RX_SK";
 
 /// `TrafficKey::direction`.

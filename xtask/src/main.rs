@@ -21,6 +21,8 @@
 //!   5.10, 6.1 and 6.12 cloud kernels booted under QEMU on pure cgroup v2, each running the
 //!   static agent and the integration tests that need no container runtime (`--quick`: a chosen
 //!   few); a family × kernel table in target/kernel-matrix.md
+//! - `cargo xtask test-kernels --arm64`: the agent cross-built for aarch64 on Debian's arm64 6.1
+//!   kernel under qemu-system-aarch64 (families attaching, cgroup v2, exact syscall counts)
 //! - `cargo xtask test-kernels --large-node [--kernel 6.1]`: the map budget on 192 possible CPUs
 //!   (QEMU `-smp 1,maxcpus=192`), in memory cgroups of the sizes docs/deploy.md gives
 //!
@@ -48,7 +50,7 @@ use process::{Step, cargo, is_root, workspace_root};
 
 const USAGE: &str = "usage: cargo xtask <setup | build | run [-- ARGS] | test [-- TEST-ARGS] | bench [SUITE] | test-kernels [OPTIONS]>\n\
                      bench without a suite runs them all; suites: syscalls, sched, net, caps, io, scrape [CONTAINERS], agent, trace\n\
-                     test-kernels [--kernel VERSION]... [--quick] [--keep] [--timeout SECONDS] [--large-node]: the kernel matrix, or the 192-CPU map budget check (see xtask/src/kernels/mod.rs)";
+                     test-kernels [--kernel VERSION]... [--quick] [--keep] [--timeout SECONDS] [--large-node | --arm64]: the kernel matrix, the 192-CPU map budget check or the arm64 smoke test (see xtask/src/kernels/mod.rs)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

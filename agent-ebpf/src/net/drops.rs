@@ -1,6 +1,7 @@
-//! Packet drops by reason (`skb:kfree_skb`, which carries `enum skb_drop_reason`). It fires for
-//! every dropped packet, so the common path is one inlined per-CPU array increment indexed by
-//! the reason; only drops of packets with a known socket also go to a per-(cgroup, reason) hash.
+//! Packet drops by reason (`skb:kfree_skb`, which carries `enum skb_drop_reason` since 5.17;
+//! before, every drop counts as unspecified). It fires for every dropped packet, so the common
+//! path is one inlined per-CPU array increment indexed by the reason; only drops of packets with
+//! a known socket also go to a per-(cgroup, reason) hash.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map},
@@ -8,7 +9,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use kernsight_common::{
-    net::{DEFAULT_CGROUP_DROPS_ENTRIES, DROP_REASON_OTHER, DROP_REASON_SLOTS, DropKey},
+    net::{DEFAULT_CGROUP_DROPS_ENTRIES, DROP_REASON_OTHER, DROP_REASON_SLOTS, DROP_REASON_UNSPECIFIED, DropKey},
     counters::{OVERFLOW_CGROUP_ID, map_full},
 };
 
@@ -24,14 +25,22 @@ static NET_CGROUP_DROPS: PerCpuHashMap<DropKey, u64> =
     PerCpuHashMap::with_max_entries(DEFAULT_CGROUP_DROPS_ENTRIES, 0);
 
 #[unsafe(no_mangle)]
+static KFREE_SKB_HAS_REASON: u32 = 0;
+#[unsafe(no_mangle)]
 static KFREE_SKB_HAS_RX_SK: u32 = 0;
 
-/// kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason[,
-/// struct sock *rx_sk])
+/// kfree_skb(struct sk_buff *skb, void *location[, enum skb_drop_reason reason[,
+/// struct sock *rx_sk]])
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn ks_kfree_skb(ctx: BtfTracePointContext) -> i32 {
-    let reason: u32 = ctx.arg(2);
-    let slot = if reason < DROP_REASON_SLOTS { reason } else { DROP_REASON_OTHER };
+    // A constant at load time: the verifier never walks the read of an argument the kernel
+    // does not have.
+    let slot = if global(&KFREE_SKB_HAS_REASON) == 0 {
+        DROP_REASON_UNSPECIFIED
+    } else {
+        let reason: u32 = ctx.arg(2);
+        if reason < DROP_REASON_UNSPECIFIED { reason } else { DROP_REASON_OTHER }
+    };
     if let Some(counter) = NET_DROP_REASONS.get_ptr_mut(slot) {
         atomic_add(counter, 1);
     }

@@ -8,7 +8,8 @@
 use std::{collections::BTreeMap, rc::Rc, sync::Arc};
 
 use kernsight_common::net::{
-    DROP_REASON_OTHER, EGRESS, INGRESS, InterfaceKey, NO_SOCKET_CGROUP_ID, Traffic, protocol, tcp_event,
+    DROP_REASON_OTHER, DROP_REASON_UNSPECIFIED, EGRESS, INGRESS, InterfaceKey, NO_SOCKET_CGROUP_ID, Traffic,
+    protocol, tcp_event,
 };
 use prometheus_client::{
     collector::Collector,
@@ -54,11 +55,18 @@ impl NetCollector {
     }
 
     fn reason_name(&self, reason: u32) -> String {
-        match self.reasons.get(&u64::from(reason)) {
-            Some(name) => name.clone(),
-            None if reason == DROP_REASON_OTHER => "other".to_owned(),
-            None => format!("reason_{reason}"),
-        }
+        reason_name(&self.reasons, reason)
+    }
+}
+
+/// A drop reason's label: the kernel's name for its number, `NOT_SPECIFIED` for drops of a
+/// kernel that gives no reasons (before 5.17), `other` for numbers past the counted slots.
+fn reason_name(names: &Symbols, reason: u32) -> String {
+    match names.get(&u64::from(reason)) {
+        Some(name) => name.clone(),
+        None if reason == DROP_REASON_OTHER => "other".to_owned(),
+        None if reason == DROP_REASON_UNSPECIFIED => "NOT_SPECIFIED".to_owned(),
+        None => format!("reason_{reason}"),
     }
 }
 
@@ -344,4 +352,20 @@ fn encode_interfaces(
         "Bytes of the frames the node sent through the interface (link-layer header included), by protocol",
         transmitted.iter().map(|(key, t)| (labels(key), t.bytes)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_named_as_the_kernel_names_them_and_unspecified_without_reasons() {
+        let names: Symbols =
+            [(2, "NOT_SPECIFIED".to_owned()), (3, "NO_SOCKET".to_owned())].into_iter().collect();
+        assert_eq!(reason_name(&names, 3), "NO_SOCKET");
+        assert_eq!(reason_name(&names, 7), "reason_7");
+        assert_eq!(reason_name(&names, DROP_REASON_OTHER), "other");
+        // A kernel without reasons (no names at all) counts every drop in the unspecified slot.
+        assert_eq!(reason_name(&Symbols::new(), DROP_REASON_UNSPECIFIED), "NOT_SPECIFIED");
+    }
 }

@@ -213,11 +213,11 @@ mod tests {
 
     #[test]
     fn only_a_family_that_should_run_and_failed_keeps_the_agent_unready() {
-        let unsupported = ProbeState::Unsupported("no drop reason before 5.17".into());
+        let unsupported = ProbeState::Unsupported("the escape vectors are x86_64 syscall numbers".into());
         let health = Health::new(vec![
             probe("syscalls", ProbeState::Attached),
             probe("runqueue", ProbeState::Disabled),
-            probe("packet_drops", unsupported),
+            probe("escape", unsupported),
         ]);
         assert!(health.failed().is_empty(), "a kernel that lacks a feature still runs the rest, ready");
 

@@ -1,6 +1,9 @@
-//! Packet drops by reason, end to end, in network namespaces the tests create: UDP to a port
-//! with no socket (`NO_SOCKET`), and an nftables rule dropping a process's own datagrams
+//! Packet drops by reason, end to end: UDP to a closed loopback port (on every kernel, also
+//! before 5.17, which gives no reasons), and in network namespaces the tests create, UDP to a
+//! port with no socket (`NO_SOCKET`) and an nftables rule dropping a process's own datagrams
 //! (`NETFILTER_DROP`, attributed to its cgroup because the packet has its socket).
+
+use std::time::Duration;
 
 use crate::support;
 
@@ -11,20 +14,61 @@ use crate::support::{Agent, TestCgroup, parse, privileged, value};
 const NO_SOCKET: &str = "NO_SOCKET";
 const NETFILTER_DROP: &str = "NETFILTER_DROP";
 
+/// What a kernel that gives no reasons (before 5.17) counts every drop as.
+const NOT_SPECIFIED: &str = "NOT_SPECIFIED";
+const FORMAT: &str = "/sys/kernel/tracing/events/skb/kfree_skb/format";
+
 fn drops(agent: &Agent, reason: &str) -> f64 {
     value(&parse(&agent.scrape()), "kernsight_packet_drops_total", &[("reason", reason)])
 }
 
+/// Whether this kernel's `skb:kfree_skb` carries a drop reason (5.17+).
+fn kernel_gives_reasons() -> bool {
+    std::fs::read_to_string(FORMAT).is_ok_and(|text| text.contains("REC->reason"))
+}
+
 #[test]
 fn reason_names_come_from_the_running_kernel() {
-    let format = std::path::Path::new("/sys/kernel/tracing/events/skb/kfree_skb/format");
-    let Ok(text) = std::fs::read_to_string(format) else {
-        eprintln!("SKIPPED reason_names_come_from_the_running_kernel: {} unreadable", format.display());
+    let Ok(text) = std::fs::read_to_string(FORMAT) else {
+        eprintln!("SKIPPED reason_names_come_from_the_running_kernel: {FORMAT} unreadable");
         return;
     };
+    if !text.contains("REC->reason") {
+        eprintln!("SKIPPED reason_names_come_from_the_running_kernel: this kernel names no drop reasons");
+        return;
+    }
     for name in [NO_SOCKET, NETFILTER_DROP] {
         assert!(text.contains(&format!("\"{name}\"")), "{name} is not a drop reason of this kernel");
     }
+}
+
+#[test]
+fn udp_to_a_closed_loopback_port_is_a_drop_on_every_kernel() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let reason = if kernel_gives_reasons() { NO_SOCKET } else { NOT_SPECIFIED };
+    // A port nothing listens on: bound once for its number, then closed.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free port");
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("a sending socket");
+    const N: usize = 50;
+    let before = drops(&agent, reason);
+    for _ in 0..N {
+        sender.send_to(b"kernsight", closed).expect("a datagram to loopback is sent");
+    }
+    // Loopback delivers in the sender's softirq, almost always before send_to returns.
+    let after = support::eventually(Duration::from_secs(10), || {
+        let after = drops(&agent, reason);
+        if after - before >= N as f64 {
+            Ok(after)
+        } else {
+            Err(format!("{N} datagrams to a closed port, {} {reason} drops counted", after - before))
+        }
+    });
+    // Machine-wide counter: other traffic may add to it, never take away.
+    eprintln!("{reason} drops: {before} before, {after} after {N} datagrams to a closed loopback port");
 }
 
 #[test]

@@ -50,11 +50,9 @@ fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
     assert!(calls(&sibling.label, "getpid") >= 3_000.0, "the sibling's own calls are counted");
     assert_eq!(calls(&sibling.label, "getppid"), 0.0, "the sibling got none of the busy cgroup's calls");
     assert_eq!(errors(&sibling.label, "openat", "ENOENT"), 0.0);
-    // Before 5.17 packet_drops cannot run (no drop reason): its one program is not attached.
-    let drops_unsupported = value(&samples, "kernsight_probe_supported", &[("probe", "packet_drops")]) == 0.0;
     assert_eq!(
         value(&samples, "kernsight_bpf_programs_attached", &[]),
-        if drops_unsupported { 29.0 } else { 30.0 },
+        30.0,
         "sys_exit, cgroup mkdir and rmdir, oom mark_victim (tp_btf and tracepoint), sched wakeup, wakeup_new, switch, process exec and exit, \
          cgroup_skb ingress and egress, TC ingress and egress, TCP set_state, retransmit, send and receive reset, kfree_skb, cap_capable, reclaim begin and end (direct and memcg), \
          block_rq issue and complete, DNS cgroup_skb ingress and egress, escape cgroup mkdir and exec"

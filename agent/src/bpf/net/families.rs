@@ -11,11 +11,11 @@ use kernsight_common::{
     counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
     net::{
         CGROUP_DROPS_MAP, CGROUP_TRAFFIC_MAP, DROP_REASON_SLOTS, DROP_REASONS_MAP, DropKey, EGRESS, INGRESS,
-        INTERFACE_TRAFFIC_MAP, InterfaceKey, KFREE_SKB_HAS_RX_SK_GLOBAL, RETRANSMIT_HAS_ERR_GLOBAL,
-        SKB_SK_OFFSET_GLOBAL, SKB_TCP_GSO_SEGS_OFFSET_GLOBAL, SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL,
-        SOCK_CGROUP_DATA_OFFSET_GLOBAL, SOCK_PROTOCOL_OFFSET_GLOBAL, SOCK_STATE_OFFSET_GLOBAL,
-        TC_TRAFFIC_MAP, TCP_EVENTS_MAP, TCP_STARTS_MAP, TcTrafficKey, TcpKey, Traffic, TrafficKey, protocol,
-        tcp_event,
+        INTERFACE_TRAFFIC_MAP, InterfaceKey, KFREE_SKB_HAS_REASON_GLOBAL, KFREE_SKB_HAS_RX_SK_GLOBAL,
+        RETRANSMIT_HAS_ERR_GLOBAL, SKB_SK_OFFSET_GLOBAL, SKB_TCP_GSO_SEGS_OFFSET_GLOBAL,
+        SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL, SOCK_CGROUP_DATA_OFFSET_GLOBAL, SOCK_PROTOCOL_OFFSET_GLOBAL,
+        SOCK_STATE_OFFSET_GLOBAL, TC_TRAFFIC_MAP, TCP_EVENTS_MAP, TCP_STARTS_MAP, TcTrafficKey, TcpKey,
+        Traffic, TrafficKey, protocol, tcp_event,
     },
 };
 
@@ -396,22 +396,32 @@ impl Family for Drops {
         config.network.drops = on;
     }
 
-    fn unsupported(&self, facts: &KernelFacts, config: &Config) -> Option<String> {
-        needs_sockets(facts).or_else(|| {
-            // Before 5.17 the tracepoint has no drop reason, and the program's read of it would
-            // be refused by the verifier with a less helpful message.
-            (!facts.kfree_skb_has_reason).then(|| {
-                format!(
-                    "{} has no reason field (drop reasons need kernel 5.17; is tracefs mounted at paths.tracefs?)",
-                    config.paths.tracefs.join("events/skb/kfree_skb/format").display()
-                )
-            })
-        })
+    fn unsupported(&self, facts: &KernelFacts, _config: &Config) -> Option<String> {
+        needs_sockets(facts)
+    }
+
+    fn implementation(&self, facts: &KernelFacts, config: &Config) -> Implementation {
+        if facts.kfree_skb_has_reason {
+            return Implementation::standard("standard");
+        }
+        Implementation::fallback(
+            "without_reasons",
+            format!(
+                "every drop counts as NOT_SPECIFIED: {} has no reason field (drop reasons need kernel 5.17; \
+                 is tracefs mounted at paths.tracefs?)",
+                config.paths.tracefs.join("events/skb/kfree_skb/format").display()
+            ),
+        )
     }
 
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
         sock_globals(loader, facts);
-        loader.override_global(KFREE_SKB_HAS_RX_SK_GLOBAL, &facts.kfree_skb_has_rx_sk, true);
+        let has_reason: &'static u32 = if facts.kfree_skb_has_reason { &1 } else { &0 };
+        loader.override_global(KFREE_SKB_HAS_REASON_GLOBAL, has_reason, true).override_global(
+            KFREE_SKB_HAS_RX_SK_GLOBAL,
+            &facts.kfree_skb_has_rx_sk,
+            true,
+        );
     }
 
     fn maps(&self) -> &'static [&'static str] {
