@@ -10,6 +10,12 @@ tag=${1:-localhost/kernsight:dev}
 target=x86_64-unknown-linux-musl
 
 cd "$root"
+# What `cargo test` or `cargo run` set for the program they run (CARGO_PKG_NAME..., OUT_DIR):
+# build scripts watch some of them (ring's), so a build started from a test would otherwise
+# rebuild the whole static binary that the same build from a shell (or cargo xtask) has made.
+for var in $(env | sed -n 's/^\(CARGO_PKG_[A-Z_]*\|CARGO_MANIFEST_[A-Z_]*\|CARGO_CRATE_NAME\|CARGO_BIN_NAME\|CARGO_PRIMARY_PACKAGE\|OUT_DIR\)=.*/\1/p'); do
+    unset "$var"
+done
 # ring (rustls' crypto) compiles C: Debian's musl-tools names the compiler musl-gcc.
 CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc} \
     cargo +1.99.0 build --release -p kernsight --target "$target"

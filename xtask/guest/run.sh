@@ -7,8 +7,8 @@
 # AGENT_WAIT (seconds); /matrix/tests.list has one area per line: its name, then the full names
 # of the tests of /tests/integration to run in it.
 . /matrix/settings
+. /matrix/lib.sh
 
-result() { echo "@@ $1 $2 $3"; }
 section() { echo; echo "==== $*"; }
 
 result boot PASS "$(uname -r), $(nproc) CPUs, $(cat /sys/fs/cgroup/cgroup.subtree_control)"
@@ -29,19 +29,8 @@ else
 fi
 
 section "kernsight run (smoke)"
-$KERNSIGHT run --listen 127.0.0.1:9464 --pin-dir '' > /tmp/agent.log 2>&1 &
-agent=$!
-serving=no
-waited=0
-while [ "$waited" -lt "$AGENT_WAIT" ]; do
-    if wget -q -O /dev/null http://127.0.0.1:9464/healthz 2> /dev/null; then serving=yes; break; fi
-    kill -0 "$agent" 2> /dev/null || break
-    sleep 1
-    waited=$((waited + 1))
-done
-if [ "$serving" = yes ]; then
+if start_agent 9464 /tmp/agent.log; then
     result agent PASS "serving after ${waited}s"
-    # The probes' states are final once the agent serves.
     if wget -q -O /dev/null http://127.0.0.1:9464/readyz 2> /dev/null; then
         result ready PASS "/readyz 200"
     else

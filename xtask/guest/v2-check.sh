@@ -5,9 +5,8 @@
 # tmpfs; then kernsight's /metrics must show each of them for that container.
 # Prints `@@ v2:WHAT STATUS DETAIL` lines like run.sh.
 
-# AGENT_WAIT: seconds to wait for the agent to serve.
 . /matrix/settings
-result() { echo "@@ $1 $2 $3"; }
+. /matrix/lib.sh
 MIB=1048576
 ID=6b65726e736967687476322d636865636b000000000000000000000000000001
 SHORT=$(echo "$ID" | cut -c 1-12)
@@ -38,14 +37,7 @@ until [ "$(anon_now)" -ge $((16 * MIB)) ] || [ "$waited" -ge 60 ]; do sleep 1; w
 sh -c "echo 0 > $CGROUP/cgroup.procs; while :; do :; done" &
 hog=$!
 
-kernsight run --listen 127.0.0.1:9465 --pin-dir '' > /tmp/v2-agent.log 2>&1 &
-agent=$!
-waited=0
-until wget -q -O /dev/null http://127.0.0.1:9465/healthz 2> /dev/null; do
-    kill -0 "$agent" 2> /dev/null && [ "$waited" -lt "$AGENT_WAIT" ] || break
-    sleep 1
-    waited=$((waited + 1))
-done
+start_agent 9465 /tmp/v2-agent.log
 # Let the hog run into its quota for a few dozen periods.
 sleep 5
 wget -q -O /tmp/v2-metrics http://127.0.0.1:9465/metrics
@@ -59,23 +51,12 @@ done
 echo "--- kernsight_container_* series of $SHORT"
 grep "^kernsight_container_.*container=\"$SHORT\"" /tmp/v2-metrics
 
-# One series' value: metric name, then label matchers that must all appear.
-value() {
-    name=$1
-    shift
-    grep "^$name{" /tmp/v2-metrics | grep "container=\"$SHORT\"" | while read -r series v; do
-        ok=yes
-        for label in "$@"; do case "$series" in *"$label"*) ;; *) ok=no ;; esac done
-        [ "$ok" = yes ] && echo "$v"
-    done | head -n 1
-}
-at_least() { [ -n "$1" ] && awk -v v="$1" -v min="$2" 'BEGIN { exit !(v >= min) }'; }
-equals() { [ -n "$1" ] && awk -v v="$1" -v w="$2" 'BEGIN { exit !(v == w) }'; }
-above() { [ -n "$1" ] && awk -v v="$1" -v min="$2" 'BEGIN { exit !(v > min) }'; }
+# One series' value of the container: metric name, then label matchers that must all appear.
+container_value() { value /tmp/v2-metrics "$@" "container=\"$SHORT\""; }
 
-anon=$(value kernsight_container_memory_bytes 'kind="anon"')
-shmem=$(value kernsight_container_memory_bytes 'kind="shmem"')
-max=$(value kernsight_container_memory_limit_bytes 'limit="max"')
+anon=$(container_value kernsight_container_memory_bytes 'kind="anon"')
+shmem=$(container_value kernsight_container_memory_bytes 'kind="shmem"')
+max=$(container_value kernsight_container_memory_limit_bytes 'limit="max"')
 detail="anon ${anon:-absent} (>= 16 MiB), shmem ${shmem:-absent} (>= 8 MiB), memory.max ${max:-absent} (64 MiB)"
 if at_least "$anon" $((16 * MIB)) && at_least "$shmem" $((8 * MIB)) && equals "$max" $((64 * MIB)); then
     result v2:memory PASS "$detail"
@@ -83,9 +64,9 @@ else
     result v2:memory FAIL "$detail"
 fi
 
-quota=$(value kernsight_container_cpu_quota_seconds)
-periods=$(value kernsight_container_cpu_throttled_periods_total)
-throttled=$(value kernsight_container_cpu_throttled_seconds_total)
+quota=$(container_value kernsight_container_cpu_quota_seconds)
+periods=$(container_value kernsight_container_cpu_throttled_periods_total)
+throttled=$(container_value kernsight_container_cpu_throttled_seconds_total)
 detail="quota ${quota:-absent} s (0.02), throttled periods ${periods:-absent}, throttled ${throttled:-absent} s"
 if equals "$quota" 0.02 && above "$periods" 0 && above "$throttled" 0; then
     result v2:cpu.max PASS "$detail"
@@ -93,13 +74,13 @@ else
     result v2:cpu.max FAIL "$detail"
 fi
 
-pids=$(value kernsight_container_pids)
-limit=$(value kernsight_container_pids_limit)
+pids=$(container_value kernsight_container_pids)
+limit=$(container_value kernsight_container_pids_limit)
 detail="pids ${pids:-absent} (>= 2: hog and holder), limit ${limit:-absent} (32)"
 if at_least "$pids" 2 && equals "$limit" 32; then result v2:pids PASS "$detail"; else result v2:pids FAIL "$detail"; fi
 
-cpu_some=$(value kernsight_container_pressure_stall_seconds_total 'resource="cpu"' 'kind="some"')
-memory_some=$(value kernsight_container_pressure_stall_seconds_total 'resource="memory"' 'kind="some"')
+cpu_some=$(container_value kernsight_container_pressure_stall_seconds_total 'resource="cpu"' 'kind="some"')
+memory_some=$(container_value kernsight_container_pressure_stall_seconds_total 'resource="memory"' 'kind="some"')
 detail="cpu some ${cpu_some:-absent} s (> 0 under the quota), memory some ${memory_some:-absent} s"
 if above "$cpu_some" 0 && [ -n "$memory_some" ]; then result v2:psi PASS "$detail"; else result v2:psi FAIL "$detail"; fi
 

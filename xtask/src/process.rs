@@ -21,7 +21,23 @@ pub fn cargo() -> Command {
     for var in ["RUSTC", "RUSTDOC", "RUSTUP_TOOLCHAIN", "CARGO"] {
         command.env_remove(var);
     }
+    for (var, _) in std::env::vars_os() {
+        if var.to_str().is_some_and(is_package_variable) {
+            command.env_remove(var);
+        }
+    }
     command
+}
+
+/// What `cargo run` and `cargo test` set for the program they run (`CARGO_PKG_NAME=xtask`, and
+/// `OUT_DIR` for a package with a build script). Build scripts watch some of them (ring's, with
+/// `rerun-if-env-changed`): a build started with them reruns those scripts and rebuilds
+/// everything above, here the whole static agent (3 minutes), when the same build from a shell
+/// or deploy/image.sh has none of them.
+fn is_package_variable(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"].contains(&name)
 }
 
 pub fn is_root() -> bool {
@@ -55,5 +71,22 @@ pub fn output(command: &mut Command) -> Option<String> {
             Some(String::from_utf8_lossy(&stdout).into_owned())
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_package_variable;
+
+    #[test]
+    fn package_variables_are_those_cargo_sets_for_the_program_it_runs() {
+        for name in
+            ["CARGO_PKG_NAME", "CARGO_PKG_VERSION_MAJOR", "CARGO_MANIFEST_DIR", "CARGO_CRATE_NAME", "OUT_DIR"]
+        {
+            assert!(is_package_variable(name), "{name}");
+        }
+        for name in ["CARGO_HOME", "CARGO_TARGET_DIR", "CC_x86_64_unknown_linux_musl", "PATH"] {
+            assert!(!is_package_variable(name), "{name}");
+        }
     }
 }

@@ -4,8 +4,11 @@
 //!
 //! The heartbeat is there for software emulation's own hangs: a few guests of the matrix runs so
 //! far stopped with both virtual CPUs spinning and nothing more on the console, or soft-locked at
-//! a jump label the kernel was patching, and booting the same guest again passed.
-//! A stalled guest is booted again once (`mod.rs`); a panic, a timeout or a failed test is not.
+//! a jump label the kernel was patching, and booting the same guest again passed. The other
+//! fault of emulation seen here is an `int3` Oops where the kernel patches a jump label while
+//! the other virtual CPU runs it (TCG's self-modifying code across vCPUs; `ttwu_do_activate` on
+//! 6.12 when the scheduler programs attach). Either is booted again once (`mod.rs`) with the
+//! first boot's logs kept; any other panic, a timeout or a failed test is not.
 
 use super::qemu::Arch;
 use std::{
@@ -20,8 +23,9 @@ pub struct GuestRun {
     pub seconds: f64,
     /// `None` when the guest powered off; else why QEMU did not end normally.
     pub problem: Option<String>,
-    /// Its heartbeat stopped: QEMU was killed (and `problem` says so).
-    pub stalled: bool,
+    /// Software emulation's own fault (`problem` says which): its heartbeat stopped, or its
+    /// kernel died of an `int3` at a patched jump label.
+    pub emulation_fault: bool,
 }
 
 /// The last line of guest/run.sh.
@@ -78,6 +82,7 @@ pub fn boot(
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", arch.program()))?;
+    let read = |path: &Path| std::fs::read(path).map(|b| String::from_utf8_lossy(&b).replace('\r', ""));
     let (mut beats, mut last_beat) = (0, started);
     let mut stalled = false;
     let problem = loop {
@@ -105,6 +110,11 @@ pub fn boot(
                 } else if last_beat.elapsed() > STALL {
                     let _ = child.kill();
                     let _ = child.wait();
+                    if read(&results).is_ok_and(|output| output.contains(FINISHED)) {
+                        // Every result is in: only the power-off did not come.
+                        eprintln!("xtask: the guest finished its script but did not power off: qemu killed");
+                        break None;
+                    }
                     stalled = true;
                     break Some(format!(
                         "stalled: no heartbeat for {} s after {:.0} s (qemu killed)",
@@ -118,7 +128,6 @@ pub fn boot(
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    let read = |path: &Path| std::fs::read(path).map(|b| String::from_utf8_lossy(&b).replace('\r', ""));
     let output = read(&results).unwrap_or_default();
     // A panic reboots, and -no-reboot turns that into a normal exit: the script's last line tells.
     let problem = problem.or_else(|| {
@@ -128,13 +137,32 @@ pub fn boot(
             format!("the guest stopped before its script finished; console ends: {}", tail.join(" | "))
         })
     });
-    if problem.is_some() {
+    let int3 = problem.is_some() && !stalled && read(&console).is_ok_and(|c| c.contains("Oops: int3"));
+    if stalled || int3 {
+        // A hang is in the last lines, an int3 at its Oops, not at the first report (the tests'
+        // OOM kills print call traces); the logs are kept beside the next boot's.
+        let console_text = read(&console).unwrap_or_default();
+        let last = |text: &str, n: usize| {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        };
+        let excerpt = match console_text.find("Oops: int3") {
+            Some(at) if int3 => console_text[at..].lines().take(40).collect::<Vec<_>>().join("\n"),
+            _ => last(&console_text, 40),
+        };
+        eprintln!("xtask: the guest's last output:\n{}\nxtask: its console:\n{excerpt}", last(&output, 15));
+        for log in [&console, &results] {
+            let _ = std::fs::rename(log, log.with_extension("first-boot.log"));
+        }
+    } else if problem.is_some() {
         // The guest's directory is removed after the run unless --keep: the kernel's own account
         // of what went wrong goes to stderr now, so that a panic in CI leaves its oops behind.
         let console = read(&console).unwrap_or_default();
         eprintln!("xtask: the guest's kernel log from its first sign of trouble:\n{}", trouble(&console));
     }
-    Ok(GuestRun { output, seconds, problem, stalled })
+    let problem =
+        problem.map(|p| if int3 { format!("an int3 Oops at a patched jump label: {p}") } else { p });
+    Ok(GuestRun { output, seconds, problem, emulation_fault: stalled || int3 })
 }
 
 /// Lines that start a kernel's report of a fault, a warning or a panic.

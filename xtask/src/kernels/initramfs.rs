@@ -12,6 +12,8 @@ use super::{build::Binaries, download::Kernel, plan};
 use crate::process::{Step, output, workspace_root};
 
 const INIT: &str = include_str!("../../guest/init.sh");
+/// What the guests' scripts share (`result`, `start_agent`, `value`...).
+const LIB: &str = include_str!("../../guest/lib.sh");
 pub const V2_CHECK: &str = include_str!("../../guest/v2-check.sh");
 pub const SYSCALL_CHECK: &str = include_str!("../../guest/syscall-check.sh");
 pub const RUN: &str = include_str!("../../guest/run.sh");
@@ -90,8 +92,8 @@ pub fn make_for_script(dir: &Path, kernel: &Kernel, guest: &ScriptGuest) -> Resu
     pack(dir, &root, kernel)
 }
 
-/// `dir/root` with what every guest has: busybox, the init, the run script and its settings,
-/// the kernel's configuration and modules, and the agent at /usr/bin/kernsight.
+/// `dir/root` with what every guest has: busybox, the init, the run script, its settings and
+/// helpers, the kernel's configuration and modules, and the agent at /usr/bin/kernsight.
 fn guest_root(
     dir: &Path,
     kernel: &Kernel,
@@ -107,6 +109,7 @@ fn guest_root(
     }
     copy(busybox, &root.join("bin/busybox"))?;
     write(&root.join("init"), INIT, 0o755)?;
+    write(&root.join("matrix/lib.sh"), LIB, 0o644)?;
     write(&root.join("matrix/run.sh"), script, 0o755)?;
     write(&root.join("matrix/settings"), settings, 0o644)?;
     copy(&kernel.config, &root.join("matrix/config"))?;

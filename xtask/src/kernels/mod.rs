@@ -143,8 +143,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let mut run =
             guest::boot(&dir, &kernel.vmlinuz, &initramfs, options.guest_timeout, guest::SMP, Arch::X86)?;
         let mut stall = None;
-        if run.stalled {
-            // Software emulation's hang, not the kernel's answer to kernsight (guest.rs): once.
+        if run.emulation_fault {
+            // Software emulation's fault, not the kernel's answer to kernsight (guest.rs): once.
             let why = run.problem.take().unwrap_or_default();
             eprintln!("xtask: {}: {why}; booting it again", kernel.name);
             stall = Some(why);

@@ -38,7 +38,8 @@ pub struct KernelResult {
     pub package: String,
     pub seconds: f64,
     pub problem: Option<String>,
-    /// How a first boot stalled, when this is the second (`guest.rs`).
+    /// How a first boot failed by software emulation's fault, when this is the second
+    /// (`guest.rs`).
     pub stall: Option<String>,
     pub cells: Vec<(String, Cell)>,
     pub tests: Vec<TestResult>,
@@ -332,7 +333,7 @@ pub fn matrix(results: &[KernelResult], areas: &Areas, stale_plan: &[String], to
                 r.package,
                 r.seconds,
                 r.problem.as_ref().map(|p| format!("; {p}")).unwrap_or_default(),
-                r.stall.as_ref().map(|s| format!(" (booted twice: the first boot {s})")).unwrap_or_default()
+                r.stall.as_ref().map(|s| format!(" (booted twice; the first boot: {s})")).unwrap_or_default()
             )
         })
         .collect();
