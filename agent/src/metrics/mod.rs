@@ -107,16 +107,10 @@ pub fn registry(
     // Drop reason names as this kernel numbers them; without them, drops are labelled reason_N.
     // A kernel before 5.17 has no reasons to name (its drops count as NOT_SPECIFIED).
     let format = config.paths.tracefs.join("events/skb/kfree_skb/format");
-    let has_reasons = std::fs::read_to_string(&format).map_or(true, |text| text.contains("REC->reason"));
-    let drop_reasons = match crate::kernel::tracefs_symbols::read(&format, "reason") {
-        Ok(names) => names,
-        Err(why) => {
-            if has_reasons {
-                tracing::warn!("drop reasons will be labelled by number: {why}");
-            }
-            Default::default()
-        }
-    };
+    let drop_reasons = crate::kernel::tracefs_symbols::read(&format, "reason").unwrap_or_else(|why| {
+        tracing::warn!("drop reasons will be labelled by number: {why}");
+        Default::default()
+    });
     add(
         "net",
         Box::new(net::NetCollector::new(programs.clone(), tracker.clone(), resolver.clone(), drop_reasons)),
