@@ -8,16 +8,16 @@
 
 use aya_ebpf::{
     bindings::cgroup,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, Queue},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, Queue},
     programs::BtfTracePointContext,
 };
-use kernsight_common::{counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full}, syscalls::{CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, START_ENTRIES, SYSCALL_COLUMNS, SlotEntries, SyscallKey, SyscallRow, V1_CGROUP_ID_BIT, bounded_errno, column_of, errno_of, error_quota, latency_quota}};
+use kernsight_common::{counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full}, syscalls::{CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, SYSCALL_COLUMNS, SlotEntries, SyscallKey, SyscallRow, V1_CGROUP_ID_BIT, bounded_errno, column_of, errno_of, error_quota, latency_quota}};
 
 use crate::{
     counters::{add_existing, atomic_add, count_map_full, insert_new},
-    features::stored_slot,
+    features::{stored_slot, syscall_start},
     task::{current_cgroup, global, load},
 };
 
@@ -44,10 +44,6 @@ static SYSCALL_ERRORS: PerCpuHashMap<SyscallKey, u64> =
 #[map]
 static SYSCALL_LATENCY: PerCpuHashMap<LatencyKey, u64> =
     PerCpuHashMap::with_max_entries(DEFAULT_LATENCY_ENTRIES, 0);
-
-/// LRU so that a thread that never comes back from its syscall cannot fill the map for good.
-#[map]
-static SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(START_ENTRIES, 0);
 
 /// The hash entries each slot's cgroup created: what its quota is checked against.
 #[map]
@@ -216,14 +212,28 @@ pub fn ks_sys_enter(ctx: BtfTracePointContext) -> i32 {
     if syscall == NEVER_RETURNS[0] || syscall == NEVER_RETURNS[1] {
         return 0;
     }
-    let tid = bpf_get_current_pid_tgid() as u32; // lower half: thread id
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // An LRU map makes room by evicting, so an insert fails only under memory pressure.
-    if SYSCALL_START.insert(&tid, &now, 0).is_err() {
+    // Where the entry time lives (`features`): in the task itself on kernels with task local
+    // storage, an LRU hash by thread id before them.
+    let start = syscall_start(true);
+    if start.is_null() {
         count_map_full(map_full::SYSCALL_START);
+        return 0;
     }
+    // SAFETY: the current thread's own value; only its own syscalls write it.
+    unsafe { *start = bpf_ktime_get_ns() };
     0
+}
+
+/// The entry time at `start` (from `syscall_start`), consumed; `None` when there is none (the
+/// call began before the program was attached, or the LRU evicted it).
+#[inline(always)]
+pub(crate) fn take_start(start: *mut u64) -> Option<u64> {
+    if start.is_null() {
+        return None;
+    }
+    // SAFETY: the current thread's own value (see `ks_sys_enter`).
+    let entered = unsafe { core::ptr::replace(start, 0) };
+    (entered != 0).then_some(entered)
 }
 
 #[btf_tracepoint(function = "sys_exit")]
@@ -263,12 +273,7 @@ pub fn ks_sys_exit(ctx: BtfTracePointContext) -> i32 {
 /// within the cgroup's quota of entries; past it (or without a slot), under `other`.
 #[inline(always)]
 fn record_latency(slot: u32, cgroup_id: u64, syscall: u32) {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(&start) = (unsafe { SYSCALL_START.get(&tid) }) else {
-        return; // entered before the agent attached, or evicted
-    };
-    let _ = SYSCALL_START.remove(&tid);
+    let Some(start) = take_start(syscall_start(false)) else { return };
     // SAFETY: helper without preconditions.
     let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
     let Some(entries) = SLOT_ENTRIES.get_ptr_mut(slot) else { return };

@@ -25,7 +25,8 @@ use kernsight_common::trace::{
 
 use crate::{
     block_io::{device, issued_request, issuing_cgroup, op_and_remaining},
-    syscalls::{NEVER_RETURNS, SYSCALL_NR_OFFSET, SyscallNr},
+    features::trace_syscall_start,
+    syscalls::{NEVER_RETURNS, SYSCALL_NR_OFFSET, SyscallNr, take_start},
     task::{current_cgroup, global, load},
 };
 
@@ -38,9 +39,6 @@ static TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static TRACE_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(16, 0);
-
-#[map]
-static TRACE_SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16, 0);
 
 /// One entry in the object: `kernsight trace` sizes it (`TRACE_SYSCALLS * LATENCY_SLOTS`) when
 /// it uses it, so that the agent, which loads the same object, does not pay for it per CPU.
@@ -195,10 +193,11 @@ pub fn ks_trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
     if traced_cgroup().is_none() {
         return 0;
     }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let _ = TRACE_SYSCALL_START.insert(&tid, &now, 0);
+    let start = trace_syscall_start(true);
+    if !start.is_null() {
+        // SAFETY: the current thread's own value; only its own syscalls write it.
+        unsafe { *start = bpf_ktime_get_ns() };
+    }
     0
 }
 
@@ -233,12 +232,9 @@ fn count_by_cgroup(cgroup_id: u64, syscall: u32, failed: bool) {
 /// Adds the time since this thread's `sys_enter` to syscall `id`'s log2 histogram.
 #[inline(always)]
 fn count_latency(id: u32) {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(start) = (unsafe { TRACE_SYSCALL_START.get(&tid) }).copied() else {
+    let Some(start) = take_start(trace_syscall_start(false)) else {
         return; // began before the trace did
     };
-    let _ = TRACE_SYSCALL_START.remove(&tid);
     // SAFETY: helper without preconditions.
     let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
     let mut bucket = 64 - elapsed.leading_zeros();
@@ -281,12 +277,7 @@ pub fn ks_trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
         }
         return 0;
     }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: the value is copied out before the entry is removed.
-    let start = unsafe { TRACE_SYSCALL_START.get(&tid) }.copied();
-    if start.is_some() {
-        let _ = TRACE_SYSCALL_START.remove(&tid);
-    }
+    let start = take_start(trace_syscall_start(false));
     let Some(mut entry) = TRACE_EVENTS.reserve::<SyscallRecord>(0) else {
         count_lost();
         return 0;

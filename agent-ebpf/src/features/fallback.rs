@@ -2,18 +2,22 @@
 //! task local storage or `bpf_get_current_task_btf()` (before 5.11): the `kernsight-fallback`
 //! object. The slot of a cgroup is kept in a hash keyed by cgroup id (bounded by the number of
 //! slots, since an entry is only made for a cgroup that got one; user space deletes it when it
-//! recycles the slot), run-queue timestamps in an LRU hash keyed by thread id, and the current
+//! recycles the slot), run-queue and syscall-entry timestamps in LRU hashes keyed by thread id,
+//! and the current
 //! task is read with `bpf_probe_read_kernel` from `bpf_get_current_task()`. Each costs more than
 //! the full version, which is why the agent loads this object only where the kernel lacks one of
 //! them.
 
 use aya_ebpf::{
     bindings::cgroup,
-    helpers::generated::bpf_get_current_task,
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_current_task},
     macros::map,
     maps::{HashMap, LruHashMap},
 };
-use kernsight_common::{runqueue::RUNQ_START_ENTRIES, syscalls::DEFAULT_CGROUP_SLOTS};
+use kernsight_common::{
+    runqueue::RUNQ_START_ENTRIES,
+    syscalls::{DEFAULT_CGROUP_SLOTS, START_ENTRIES},
+};
 
 use crate::{
     syscalls::slot_by_id,
@@ -52,12 +56,39 @@ static RUNQ_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(RUNQ_STAR
 #[inline(always)]
 pub(crate) fn runnable_since(task: *const u8, create: bool) -> *mut u64 {
     // SAFETY: a BTF pointer from the tracepoint.
-    let tid = unsafe { task_pid(task) };
-    if let Some(value) = RUNQ_START.get_ptr_mut(&tid) {
+    thread_value(&RUNQ_START, unsafe { task_pid(task) }, create)
+}
+
+/// Thread id → when it entered its current syscall (ns), 0 once consumed; LRU, as `RUNQ_START`.
+#[map]
+static SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(START_ENTRIES, 0);
+
+/// The same for `kernsight trace`, which sizes it.
+#[map]
+static TRACE_SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16, 0);
+
+/// Where the current thread's syscall-entry time is kept (see `features/full.rs`). The entry
+/// stays once made: the next calls of the thread find it with a lookup, where an insert per
+/// call would take a new element from the LRU's free list each time.
+#[inline(always)]
+pub(crate) fn syscall_start(create: bool) -> *mut u64 {
+    thread_value(&SYSCALL_START, bpf_get_current_pid_tgid() as u32, create)
+}
+
+/// `syscall_start` for `kernsight trace`.
+#[inline(always)]
+pub(crate) fn trace_syscall_start(create: bool) -> *mut u64 {
+    thread_value(&TRACE_SYSCALL_START, bpf_get_current_pid_tgid() as u32, create)
+}
+
+/// The value of thread `tid` in `map`, created (zeroed) when `create` and missing; null if none.
+#[inline(always)]
+fn thread_value(map: &LruHashMap<u32, u64>, tid: u32, create: bool) -> *mut u64 {
+    if let Some(value) = map.get_ptr_mut(&tid) {
         return value;
     }
-    if !create || RUNQ_START.insert(&tid, &0, 0).is_err() {
+    if !create || map.insert(&tid, &0, 0).is_err() {
         return core::ptr::null_mut();
     }
-    RUNQ_START.get_ptr_mut(&tid).unwrap_or(core::ptr::null_mut())
+    map.get_ptr_mut(&tid).unwrap_or(core::ptr::null_mut())
 }

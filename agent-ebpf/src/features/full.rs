@@ -1,5 +1,5 @@
 //! What the programs use on kernels that offer it all (6.2 and later): cgroup local storage for
-//! the syscall family's slots, task local storage for run-queue timestamps, and
+//! the syscall family's slots, task local storage for run-queue and syscall-entry timestamps, and
 //! `bpf_get_current_task_btf()` for reading the current task with plain, verifier-checked loads.
 //! The `kernsight` object is built with this module; `features/fallback.rs` has the same items
 //! for older kernels.
@@ -105,4 +105,27 @@ static RUNQ_START: TaskStorage<u64> = TaskStorage::new();
 #[inline(always)]
 pub(crate) fn runnable_since(task: *const u8, create: bool) -> *mut u64 {
     RUNQ_START.get(task, create)
+}
+
+/// When each thread entered its current syscall (ns), for the latency histogram; 0 once its
+/// exit consumed it.
+#[btf_map]
+static SYSCALL_START: TaskStorage<u64> = TaskStorage::new();
+
+/// The same for `kernsight trace` (its own load of the object: a trace and the agent never
+/// share this map).
+#[btf_map]
+static TRACE_SYSCALL_START: TaskStorage<u64> = TaskStorage::new();
+
+/// Where the current thread's syscall-entry time is kept, created (zeroed) when `create` and
+/// missing; null if none. A lookup in the task itself: no hash, no lock, nothing to delete.
+#[inline(always)]
+pub(crate) fn syscall_start(create: bool) -> *mut u64 {
+    SYSCALL_START.get(current_task(), create)
+}
+
+/// `syscall_start` for `kernsight trace`.
+#[inline(always)]
+pub(crate) fn trace_syscall_start(create: bool) -> *mut u64 {
+    TRACE_SYSCALL_START.get(current_task(), create)
 }

@@ -168,7 +168,9 @@ pub struct SyscallMaps {
 
 struct Latency {
     buckets: CgroupCounters<LatencyKey>,
-    start: BpfHashMap<MapData, u32, u64>,
+    /// The fallback object's LRU hash of entry times by thread id (the full object keeps them
+    /// in task local storage, which has no bound to report).
+    start: Option<BpfHashMap<MapData, u32, u64>>,
 }
 
 /// Loads and attaches the family's programs after preparing their maps.
@@ -208,7 +210,10 @@ pub fn attach(
         });
         let buckets =
             CgroupCounters::take(ebpf, SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries, overflow)?;
-        let start = BpfHashMap::try_from(take_map(ebpf, SYSCALL_START_MAP)?)?;
+        let start = match slots_by_id.is_some() {
+            true => Some(BpfHashMap::try_from(take_map(ebpf, SYSCALL_START_MAP)?)?),
+            false => None,
+        };
         Some(Latency { buckets, start })
     } else {
         None
@@ -368,8 +373,10 @@ impl Attached for SyscallMaps {
         ];
         if let Some(latency) = &self.latency {
             rows.push(latency.buckets.map_row());
-            let threads = latency.start.keys().filter(Result::is_ok).count();
-            rows.push(MapRow { map: SYSCALL_START_MAP, entries: threads, capacity: START_ENTRIES });
+            if let Some(start) = &latency.start {
+                let threads = start.keys().filter(Result::is_ok).count();
+                rows.push(MapRow { map: SYSCALL_START_MAP, entries: threads, capacity: START_ENTRIES });
+            }
         }
         rows
     }

@@ -88,7 +88,8 @@ impl Trace {
         let v1_controller = hierarchies.v1.as_ref().map(|(controller, _)| *controller);
         let own_btf = crate::kernel::btf::Btf::from_sys_fs()?;
         let features = Features::probe(Some(&own_btf));
-        let object = object_bytes(&Object::choose(&features, ObjectChoice::Auto))?;
+        let chosen = Object::choose(&features, ObjectChoice::Auto);
+        let object = object_bytes(&chosen)?;
         let walk = CgroupOffsets::read(&own_btf, v1_controller)
             .context("cannot find the cgroup of a task in the kernel's BTF")?;
         let task = task::TaskOffsets::read(&own_btf)
@@ -137,6 +138,11 @@ impl Trace {
         let count_by_cgroup = u8::from(by_cgroup);
         let mut loader = EbpfLoader::new();
         loader.btf(&btf).allow_unsupported_maps();
+        // The fallback object's entry times are an LRU hash; the full object's are in task local
+        // storage, which has no bound to set.
+        if chosen.is_fallback() {
+            loader.map_max_entries(TRACE_SYSCALL_START_MAP, TRACE_START_ENTRIES);
+        }
         super::loader::task_globals(&mut loader, &walk, &task);
         if let Some(block) = &block {
             block.set_globals(&mut loader);
@@ -155,7 +161,6 @@ impl Trace {
             .override_global(TRACE_SYSCALL_SET_GLOBAL, &set, true)
             .map_max_entries(TRACE_EVENTS_MAP, ring_bytes)
             .map_max_entries(TRACE_CGROUPS_MAP, cgroup_entries as u32)
-            .map_max_entries(TRACE_SYSCALL_START_MAP, TRACE_START_ENTRIES)
             .load(object)
             .map_err(LoadError::Object)?;
 

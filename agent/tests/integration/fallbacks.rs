@@ -89,6 +89,20 @@ fn fallback_build_counts_syscalls_and_run_queue_waits_per_cgroup() {
 }
 
 #[test]
+fn fallback_build_measures_syscall_latency() {
+    if !privileged() {
+        return;
+    }
+    let _serial = crate::support::serial();
+    // Entry times in an LRU hash by thread id, where the full object keeps them in the task.
+    let (_dir, agent) = fallback_agent("[syscalls]\nlatency_histogram = true\n");
+    crate::syscalls::twenty_sleeps_of_2_ms_are_in_the_histogram(&agent, "fallback-latency");
+    let samples = parse(&agent.scrape());
+    let threads = value(&samples, "kernsight_bpf_map_entries", &[("map", "SYSCALL_START")]);
+    assert!(threads >= 1.0, "the fallback's entry-time hash has the sleeping thread: {threads}");
+}
+
+#[test]
 fn fallback_build_forgets_the_slots_of_removed_cgroups() {
     if !privileged() {
         return;

@@ -639,6 +639,59 @@ fn counts_by_cgroup_are_made_in_the_kernel_and_exact() {
     assert!(summary.contains("lost 0 events"), "{summary}");
 }
 
+/// 20 `nanosleep`s of 2 ms (the syscall itself: glibc's `nanosleep` is `clock_nanosleep`).
+fn sleep_2ms_20_times() -> i32 {
+    let two_ms = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000 };
+    for _ in 0..20 {
+        // SAFETY: a valid timespec, no remainder wanted.
+        unsafe { libc::syscall(libc::SYS_nanosleep, &two_ms, std::ptr::null_mut::<libc::timespec>()) };
+    }
+    0
+}
+
+#[test]
+fn syscall_latency_is_timed_in_the_kernel_per_call_and_in_histograms() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let cgroup = TestCgroup::create("trace-latency");
+    let cgroup_path = path_str(&cgroup.path);
+    let records = Tracer::start(&["syscall", "nanosleep", "--cgroup", cgroup_path, "-o", "json"]);
+    let histogram = Tracer::start(&[
+        "syscall",
+        "nanosleep",
+        "--cgroup",
+        cgroup_path,
+        "--hist",
+        "latency_ns",
+        "--count-by",
+        "syscall",
+    ]);
+    assert_eq!(cgroup.run(sleep_2ms_20_times), 0);
+    let (stdout, summary) = records.finish();
+    let latencies: Vec<u64> = json_lines(&stdout)
+        .iter()
+        .filter(|row| row["syscall"] == "nanosleep")
+        .map(|row| row["latency_ns"].as_u64().unwrap_or_else(|| panic!("no latency_ns: {row}")))
+        .collect();
+    assert_eq!(latencies.len(), 20, "{stdout}");
+    assert!(
+        latencies.iter().all(|ns| (2_000_000..1_000_000_000).contains(ns)),
+        "each sleep of 2 ms took 2 ms or more, measured from its entry: {latencies:?}"
+    );
+    assert!(summary.contains("lost 0 events"), "{summary}");
+    let (drawn, _) = histogram.finish();
+    let in_buckets: u64 = drawn
+        .lines()
+        .skip_while(|l| *l != "@latency_ns[nanosleep]:")
+        .skip(1)
+        .take_while(|l| l.starts_with('['))
+        .filter_map(|l| l.split('|').next()?.split_whitespace().last()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(in_buckets, 20, "{drawn}");
+}
+
 /// What a workload can put in its file names, arguments and `comm`: clear the screen, return the
 /// cursor over the line, and an 8-bit CSI (U+009B, which some terminals obey like ESC [).
 const HOSTILE: &str = "\x1b[2J\r\u{9b}";

@@ -208,6 +208,8 @@ pub const QUICK: &[&str] = &[
     "memory_reclaim::reclaim_stalls_count_for_the_cgroup_at_its_limit_and_not_its_sibling",
     "trace::counts_by_cgroup_are_made_in_the_kernel_and_exact",
     "trace::exec_in_a_cgroup_prints_exactly_the_commands_in_order",
+    // Entry times: in the task on 6.2+, in an LRU hash by thread before.
+    "trace::syscall_latency_is_timed_in_the_kernel_per_call_and_in_histograms",
     "trace_oom::",
 ];
 
