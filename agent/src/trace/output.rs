@@ -149,31 +149,25 @@ fn escaped(text: String) -> String {
     }
 }
 
-/// One JSON object, the fields in the event's order (a `serde_json::Map` would sort them),
-/// written directly: no intermediate JSON values per event.
-pub fn json_line(event: &Event) -> String {
-    let mut line = String::with_capacity(256);
+/// One JSON object and a newline, appended to `line`: the fields in the event's order (a
+/// `serde_json::Map` would sort them), written directly: no intermediate JSON values per event.
+pub fn push_json_line(line: &mut String, event: &Event) {
     line.push('{');
     for (i, (name, value)) in event.fields.iter().enumerate() {
         if i > 0 {
             line.push(',');
         }
-        json_string(&mut line, name);
+        json_string(line, name);
         line.push(':');
-        json_value(&mut line, value);
+        json_value(line, value);
     }
     line.push_str("}\n");
-    line
 }
 
 fn json_value(out: &mut String, value: &Value) {
     match value {
-        Value::Int(v) => {
-            let _ = write!(out, "{v}");
-        }
-        Value::UInt(v) => {
-            let _ = write!(out, "{v}");
-        }
+        Value::Int(v) => out.push_str(itoa::Buffer::new().format(*v)),
+        Value::UInt(v) => out.push_str(itoa::Buffer::new().format(*v)),
         Value::Pointer(v) => {
             let _ = write!(out, "\"{v:#x}\"");
         }
@@ -191,29 +185,42 @@ fn json_value(out: &mut String, value: &Value) {
     }
 }
 
-/// A JSON string literal (RFC 8259 escapes); runs without escapes are copied whole.
+/// Whether a byte stands as itself in a JSON string (RFC 8259): not a quote, a backslash or a
+/// control character.
+const PLAIN: [bool; 256] = {
+    let mut table = [true; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = false;
+        byte += 1;
+    }
+    table[b'"' as usize] = false;
+    table[b'\\' as usize] = false;
+    table
+};
+
+/// A JSON string literal: runs without escapes are found with one table lookup a byte and copied
+/// whole (at a million events a second, a `match` per byte was a fifth of the tracer's time).
 fn json_string(out: &mut String, text: &str) {
     out.push('"');
-    let mut run = 0;
-    for (i, byte) in text.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..0x20 => "",
-            _ => continue,
-        };
-        out.push_str(&text[run..i]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{byte:04x}");
-        } else {
-            out.push_str(escape);
+    let mut rest = text;
+    while let Some(at) = rest.bytes().position(|byte| !PLAIN[usize::from(byte)]) {
+        out.push_str(&rest[..at]);
+        let byte = rest.as_bytes()[at];
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                let _ = write!(out, "\\u{byte:04x}");
+            }
         }
-        run = i + 1;
+        // An ASCII byte: the rest starts on a character boundary.
+        rest = &rest[at + 1..];
     }
-    out.push_str(&text[run..]);
+    out.push_str(rest);
     out.push('"');
 }
 
@@ -222,6 +229,12 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    fn json_line(event: &Event) -> String {
+        let mut line = String::new();
+        push_json_line(&mut line, event);
+        line
+    }
 
     proptest! {
         #[test]

@@ -15,7 +15,7 @@ use super::{
     aggregate::Aggregator,
     enrich::Enricher,
     filter::Expr,
-    output::{TablePrinter, json_line},
+    output::{TablePrinter, push_json_line},
     record::RecordDecoder,
 };
 use crate::{
@@ -32,6 +32,9 @@ pub enum Format {
 
 /// How often queued records are fetched when the kernel has not woken the reader.
 const POLL: Duration = Duration::from_millis(10);
+
+/// Printed events are written out in batches of this many bytes.
+const FLUSH_BYTES: usize = 64 * 1024;
 
 /// What to do with each event.
 pub struct Sink {
@@ -209,7 +212,8 @@ fn drain(
     out: &mut impl std::io::Write,
     totals: &mut Totals,
 ) -> anyhow::Result<()> {
-    let mut text = String::new();
+    // Written out at FLUSH_BYTES: allocated once at that size, not grown by doubling.
+    let mut text = String::with_capacity(FLUSH_BYTES + 4096);
     let now = Enricher::monotonic_ns();
     loop {
         let record = match (&mut trace.ring, &mut trace.processes) {
@@ -238,10 +242,10 @@ fn drain(
         totals.printed += 1;
         match (&mut sink.aggregator, sink.format) {
             (Some(aggregator), _) => aggregator.add(&event),
-            (None, Format::Json) => text.push_str(&json_line(&event)),
+            (None, Format::Json) => push_json_line(&mut text, &event),
             (None, Format::Table) => text.push_str(&printer.event(&event)),
         }
-        if text.len() > 64 * 1024 {
+        if text.len() > FLUSH_BYTES {
             write_out(out, &std::mem::take(&mut text))?;
         }
     }

@@ -1,6 +1,8 @@
 //! Syscall arguments made readable where that is simple: how many a syscall takes, which one is
 //! a path (read by the kernel side as text), and file descriptors and `AT_FDCWD` as numbers.
 
+use std::fmt::Write as _;
+
 use syscalls::Sysno;
 
 /// (syscall, number of arguments, index of the path argument)
@@ -91,22 +93,29 @@ pub fn describe(nr: u32, args: &[u64; 6], has_path: bool, path: &str) -> String 
     let known = KNOWN.iter().find(|(sysno, _, _)| sysno.id() as u32 == nr);
     let count = known.map_or(6, |(_, count, _)| *count);
     let path_at = known.and_then(|(_, _, path)| *path).map(usize::from);
-    args.iter()
-        .take(count)
-        .enumerate()
-        .map(|(i, &arg)| {
-            if path_at == Some(i) && has_path {
-                format!("{path:?}")
-            } else if arg as i64 == -100 {
-                "AT_FDCWD".to_owned()
-            } else if arg < 0x10000 {
-                arg.to_string()
-            } else {
-                format!("{arg:#x}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    // One string written in place: this runs for every event of `trace`, a million a second.
+    let mut text = String::with_capacity(64);
+    for (i, &arg) in args.iter().take(count).enumerate() {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        let _ = if path_at == Some(i) && has_path {
+            write!(text, "{path:?}")
+        } else if is_at_fdcwd(arg) {
+            write!(text, "AT_FDCWD")
+        } else if arg < 0x10000 {
+            write!(text, "{arg}")
+        } else {
+            write!(text, "{arg:#x}")
+        };
+    }
+    text
+}
+
+/// `AT_FDCWD` (-100) as the register holds it: sign-extended, or as the 32-bit `int` the C
+/// library passed (the upper half zero).
+fn is_at_fdcwd(arg: u64) -> bool {
+    arg as i64 == -100 || arg == u64::from(-100i32 as u32)
 }
 
 #[cfg(test)]
@@ -121,6 +130,13 @@ mod tests {
         let args = [(-100i64) as u64, 0x7fff_0000, 0x80000, 0, 9, 9];
         assert_eq!(describe(openat, &args, true, "/etc/hosts"), "AT_FDCWD, \"/etc/hosts\", 0x80000, 0");
         assert_eq!(describe(openat, &args, false, ""), "AT_FDCWD, 0x7fff0000, 0x80000, 0");
+        // glibc passes the directory as a 32-bit int: the register's upper half is zero.
+        let from_libc = [0xffff_ff9c, 0x7fff_0000, 0x80000, 0, 0, 0];
+        assert_eq!(describe(openat, &from_libc, false, ""), "AT_FDCWD, 0x7fff0000, 0x80000, 0");
+        assert_eq!(
+            describe(openat, &[0xffff_ff9b, 0, 0, 0, 0, 0], false, "").split(", ").next(),
+            Some("0xffffff9b")
+        );
         assert_eq!(describe(Sysno::getppid.id() as u32, &args, false, ""), "");
         assert_eq!(
             describe(Sysno::write.id() as u32, &[1, 0x5555_0000, 6, 0, 0, 0], false, ""),
