@@ -42,6 +42,7 @@ struct Config {
 const CONFIGS: &[Config] = &[
     Config { name: "bare (nothing attached)", tracer: Tracer::None },
     Config { name: FLOOR, tracer: Tracer::Floor(&["sys_exit"]) },
+    Config { name: FLOOR_BOTH, tracer: Tracer::Floor(&["sys_enter", "sys_exit"]) },
     Config {
         name: "bpftrace: empty probe on raw_syscalls:sys_enter",
         tracer: Tracer::Bpftrace("tracepoint:raw_syscalls:sys_enter {}"),
@@ -67,15 +68,27 @@ const CONFIGS: &[Config] = &[
     },
     // The build a kernel without cgroup local storage (before 6.2) loads: slots found by
     // cgroup id in a hash instead of the cgroup's own storage.
-    Config {
-        name: "kernsight: always-on accounting, fallback build",
-        tracer: Tracer::KernsightConfig("[bpf]\nobject = \"fallback\"\n"),
-    },
+    Config { name: FALLBACK, tracer: Tracer::KernsightConfig("[bpf]\nobject = \"fallback\"\n") },
 ];
 
 const FLOOR: &str = "floor: empty tp_btf program on sys_exit";
+/// The histogram's two hooks.
+const FLOOR_BOTH: &str = "floor: empty tp_btf programs on sys_enter and sys_exit";
 const ACCOUNTING: &str = "kernsight: always-on accounting";
 const HISTOGRAM: &str = "kernsight: with latency histogram";
+const FALLBACK: &str = "kernsight: always-on accounting, fallback build";
+
+/// The configurations whose programs `program_costs` prices, and the programs on the syscall
+/// hooks each runs.
+const PRICED: &[(&str, &[&str])] = &[
+    (FLOOR, &["floor_sys_exit"]),
+    (FLOOR_BOTH, &["floor_sys_enter", "floor_sys_exit"]),
+    (ACCOUNTING, &["ks_sys_exit"]),
+    (HISTOGRAM, &["ks_sys_enter", "ks_sys_exit"]),
+    (FALLBACK, &["ks_sys_exit"]),
+];
+/// Runs of each priced configuration (the kernel's account varies little between them).
+const PRICED_ROUNDS: usize = 3;
 
 /// The index of the configuration named `name`.
 fn config(name: &str) -> usize {
@@ -176,6 +189,62 @@ fn syscalls() -> Result<Vec<Row>, String> {
         "x",
         ratio(config(HISTOGRAM), config(ACCOUNTING)),
     ));
+    rows.push(Row::new(
+        "syscall: latency histogram / floor of its two hooks",
+        "x",
+        ratio(config(HISTOGRAM), config(FLOOR_BOTH)),
+    ));
+    rows.extend(program_costs()?);
+    Ok(rows)
+}
+
+/// The loop once more per priced configuration with the kernel's accounting of BPF programs on:
+/// ns per call of the programs on the syscall hooks (each runs once a call), the floor's empty
+/// programs beside them (their figure is the accounting's own clock reads and the run itself).
+fn program_costs() -> Result<Vec<Row>, String> {
+    let _accounting = crate::program_stats::Accounting::on()?;
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); PRICED.len()];
+    for _ in 0..PRICED_ROUNDS {
+        for ((name, programs), samples) in PRICED.iter().zip(&mut samples) {
+            let mut attached = attach(&CONFIGS[config(name)].tracer)?;
+            let timed = time_loop();
+            let costs = crate::program_stats::per_run();
+            if let Some(child) = attached.as_mut() {
+                stop(child);
+            }
+            timed?;
+            let costs = costs?;
+            let ns = crate::program_stats::total(&costs, programs)
+                .ok_or_else(|| format!("{name}: not every one of {programs:?} ran: {costs:?}"))?;
+            samples.push(ns);
+        }
+    }
+    println!(
+        "
+per call, the kernel's own account of the programs on the syscall hooks (kernel.bpf_stats_enabled):"
+    );
+    let mut rows = Vec::new();
+    for ((name, programs), samples) in PRICED.iter().zip(&samples) {
+        println!("  {name:<56} {:7.1} ns  ({})", median(samples), programs.join(" + "));
+        rows.push(Row::new(format!("syscall, kernel's account per call: {name}"), "ns", samples.clone()));
+    }
+    let at = |name: &str| &samples[PRICED.iter().position(|(n, _)| *n == name).unwrap_or_default()];
+    let ratio = |of: &[f64], to: &[f64]| -> Vec<f64> { of.iter().zip(to).map(|(of, to)| of / to).collect() };
+    rows.push(Row::new(
+        "syscall, kernel's account: always-on accounting / empty program",
+        "x",
+        ratio(at(ACCOUNTING), at(FLOOR)),
+    ));
+    rows.push(Row::new(
+        "syscall, kernel's account: latency histogram / always-on accounting",
+        "x",
+        ratio(at(HISTOGRAM), at(ACCOUNTING)),
+    ));
+    rows.push(Row::new(
+        "syscall, kernel's account: latency histogram / empty programs on its two hooks",
+        "x",
+        ratio(at(HISTOGRAM), at(FLOOR_BOTH)),
+    ));
     Ok(rows)
 }
 
@@ -215,7 +284,17 @@ fn report(samples: &[Vec<f64>]) {
 
 /// Attaches the tracer, times the loop, detaches; returns ns per syscall.
 fn measure(tracer: &Tracer) -> Result<f64, String> {
-    let mut attached = match tracer {
+    let mut attached = attach(tracer)?;
+    let ns = time_loop();
+    if let Some(child) = attached.as_mut() {
+        stop(child);
+    }
+    ns
+}
+
+/// Starts `tracer` and waits until it is attached; `None` for the bare run.
+fn attach(tracer: &Tracer) -> Result<Option<Child>, String> {
+    Ok(match tracer {
         Tracer::None => None,
         Tracer::Bpftrace(script) => {
             let mut command = Command::new("bpftrace");
@@ -236,12 +315,7 @@ fn measure(tracer: &Tracer) -> Result<f64, String> {
             command.arg("--config").arg(&path);
             Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0)
         }
-    };
-    let ns = time_loop();
-    if let Some(child) = attached.as_mut() {
-        stop(child);
-    }
-    ns
+    })
 }
 
 fn time_loop() -> Result<f64, String> {

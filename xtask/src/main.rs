@@ -38,6 +38,7 @@ mod io_bench;
 mod kernels;
 mod net_bench;
 mod process;
+mod program_stats;
 mod report;
 mod sched_bench;
 mod scrape_bench;

@@ -214,17 +214,15 @@ type Costs = (Vec<Vec<(String, f64)>>, Vec<(String, f64)>);
 /// run-time accounting of BPF programs on (restored after): for each, the programs that ran and
 /// their ns per run (the empty program's is what the accounting itself costs per run).
 fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Result<Costs, String> {
-    const SWITCH: &str = "/proc/sys/kernel/bpf_stats_enabled";
-    let before = std::fs::read_to_string(SWITCH).map_err(|e| format!("{SWITCH}: {e}"))?;
-    std::fs::write(SWITCH, "1").map_err(|e| format!("{SWITCH}: {e}"))?;
+    let _accounting = crate::program_stats::Accounting::on()?;
     let while_attached =
         |attached: Result<std::process::Child, String>| -> Result<Vec<(String, f64)>, String> {
             let mut attached = attached?;
             let flooded = flood(pair);
-            let shown = output(Command::new("bpftool").args(["prog", "show"]));
+            let costs = crate::program_stats::per_run();
             stop(&mut attached);
             flooded?;
-            Ok(run_costs(&shown.ok_or("bpftool prog show failed")?))
+            costs
         };
     let costs = files
         .iter()
@@ -236,30 +234,8 @@ fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Re
                 start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO).map(|s| s.0),
             )
         })
-        .collect::<Result<Vec<_>, String>>()
-        .and_then(|costs| Ok((costs, while_attached(crate::bench::start_floor(&[floor_hook]))?)));
-    let _ = std::fs::write(SWITCH, before.trim());
-    costs
-}
-
-/// (name, ns per run) of every `ks_` (kernsight) or `floor_` program that ran, from `bpftool
-/// prog show` with the accounting on (`... name ks_dns_egress ... run_time_ns 34536784 run_cnt 200000`).
-fn run_costs(shown: &str) -> Vec<(String, f64)> {
-    let mut costs = Vec::new();
-    for line in shown.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let after =
-            |key: &str| words.iter().position(|w| *w == key).and_then(|at| words.get(at + 1)).copied();
-        let number = |key: &str| after(key).and_then(|n| n.parse::<f64>().ok());
-        if let (Some(name), Some(time), Some(runs)) =
-            (after("name"), number("run_time_ns"), number("run_cnt"))
-            && (name.starts_with("ks_") || name.starts_with("floor_"))
-            && runs > 0.0
-        {
-            costs.push((name.to_owned(), time / runs));
-        }
-    }
-    costs
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok((costs, while_attached(crate::bench::start_floor(&[floor_hook]))?))
 }
 
 /// xtask's own binary run in namespace `ns`, pinned to `cpu` when `taskset` is there.
@@ -343,21 +319,4 @@ pub fn udp_sink(args: &[String]) -> Result<(), String> {
     }
     println!("{received}");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn run_costs_are_read_from_bpftool_lines() {
-        let shown = "42: cgroup_skb  name ks_dns_egress  tag 0123456789abcdef  gpl run_time_ns 3000 run_cnt 20\n\
-                     \tloaded_at 2026-12-01T14:13:39+0000  uid 0\n\
-                     43: tracing  name ks_sys_exit  tag 00  gpl run_time_ns 0 run_cnt 0\n\
-                     44: cgroup_skb  name sd_fw_egress  tag 00  gpl run_time_ns 10 run_cnt 1\n\
-                     45: cgroup_skb  name floor_skb  tag 00  gpl run_time_ns 900 run_cnt 20\n";
-        assert_eq!(
-            super::run_costs(shown),
-            vec![("ks_dns_egress".to_owned(), 150.0), ("floor_skb".to_owned(), 45.0)],
-            "kernsight's and the floor's programs, not systemd's"
-        );
-    }
 }

@@ -37,6 +37,15 @@ const FLOOR: &str = "floor: empty tp_btf programs on the sched hooks";
 /// The hooks of the sched families: `sched_switch`, `sched_wakeup`, `sched_wakeup_new`.
 const FLOOR_HOOKS: &[&str] = &["sched"];
 
+/// Programs priced per context switch by the kernel's own account (`program_costs`): each
+/// switch of the ping-pong follows one wakeup. `None`: the floor.
+const PRICED: &[(&str, Option<usize>, [&str; 2])] = &[
+    (FLOOR, None, ["floor_sched_wakeup", "floor_sched_switch"]),
+    ("kernsight: default (syscalls + sched)", Some(3), ["ks_sched_wakeup", "ks_sched_switch"]),
+    ("kernsight: default without the wait reason", Some(4), ["ks_sched_wakeup", "ks_sched_switch"]),
+];
+const PRICED_ROUNDS: usize = 3;
+
 pub fn run() -> Result<Vec<Row>, String> {
     let dir = std::env::temp_dir().join(format!("kernsight-bench-sched-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -71,8 +80,9 @@ pub fn run() -> Result<Vec<Row>, String> {
         }
         Ok::<(), String>(())
     })();
+    let priced = result.and_then(|()| program_costs(&files));
     let _ = std::fs::remove_dir_all(&dir);
-    result?;
+    let priced = priced?;
 
     let bare = median(&samples[0]);
     println!("\n{:<50} {:>10} {:>10} {:>10} {:>10}", "configuration", "median", "min", "max", "overhead");
@@ -102,12 +112,55 @@ pub fn run() -> Result<Vec<Row>, String> {
         median(&floor_per_switch),
         median(&ratio)
     );
-    Ok(vec![
+    let mut rows = vec![
         Row::new("sched programs: overhead per context switch", "ns", per_switch),
         Row::new("sched: floor per context switch (empty programs, same hooks)", "ns", floor_per_switch),
         Row::new("sched: programs / floor", "x", ratio),
         Row::new("wait reason (throttled or contention): added cost per context switch", "ns", reason),
-    ])
+    ];
+    println!(
+        "\nper context switch, the kernel's own account of the wakeup and switch programs (kernel.bpf_stats_enabled):"
+    );
+    for ((name, _, programs), samples) in PRICED.iter().zip(&priced) {
+        println!("  {name:<50} {:7.1} ns  ({})", median(samples), programs.join(" + "));
+        rows.push(Row::new(
+            format!("sched, kernel's account per context switch: {name}"),
+            "ns",
+            samples.clone(),
+        ));
+    }
+    let to_floor: Vec<f64> = priced[1].iter().zip(&priced[0]).map(|(ks, floor)| ks / floor).collect();
+    rows.push(Row::new("sched, kernel's account: default / empty programs", "x", to_floor));
+    Ok(rows)
+}
+
+/// The ping-pong once more per priced configuration with the kernel's accounting of BPF
+/// programs on: ns per context switch of the wakeup and switch programs, for each of `PRICED`.
+fn program_costs(files: &[Option<PathBuf>]) -> Result<Vec<Vec<f64>>, String> {
+    let _accounting = crate::program_stats::Accounting::on()?;
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); PRICED.len()];
+    for _ in 0..PRICED_ROUNDS {
+        for ((name, config, programs), samples) in PRICED.iter().zip(&mut samples) {
+            let mut attached = match config {
+                None => crate::bench::start_floor(FLOOR_HOOKS)?,
+                Some(index) => {
+                    let file = files[*index].as_ref().ok_or("a priced configuration without an agent")?;
+                    let mut command = agent_command();
+                    command.arg("--config").arg(file);
+                    start_and_wait(command, Stream::Stderr, "serving metrics", std::time::Duration::ZERO)?.0
+                }
+            };
+            let timed = time_ping_pong();
+            let costs = crate::program_stats::per_run();
+            stop(&mut attached);
+            timed?;
+            let costs = costs?;
+            let ns = crate::program_stats::total(&costs, programs)
+                .ok_or_else(|| format!("{name}: not every one of {programs:?} ran: {costs:?}"))?;
+            samples.push(ns);
+        }
+    }
+    Ok(samples)
 }
 
 /// Starts the agent with `config` (if any), times the ping-pong, stops the agent.

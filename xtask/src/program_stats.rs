@@ -1,0 +1,82 @@
+//! The kernel's own account of what each eBPF program costs a run (`kernel.bpf_stats_enabled`):
+//! the time the kernel adds up around every run, read with `bpftool prog show`. On a shared VM
+//! whose wall clock moves by more than the costs being measured, these per-run figures are the
+//! steady instrument. They include the accounting's own two clock reads, which is what an empty
+//! program's figure (the floor's) is made of.
+
+use std::process::Command;
+
+use crate::process::output;
+
+const SWITCH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// The accounting, on for as long as this lives, then back as it was.
+pub struct Accounting {
+    before: String,
+}
+
+impl Accounting {
+    pub fn on() -> Result<Self, String> {
+        let before = std::fs::read_to_string(SWITCH).map_err(|e| format!("{SWITCH}: {e}"))?;
+        std::fs::write(SWITCH, "1").map_err(|e| format!("{SWITCH}: {e}"))?;
+        Ok(Self { before })
+    }
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        let _ = std::fs::write(SWITCH, self.before.trim());
+    }
+}
+
+/// (name, ns per run) of every kernsight (`ks_`) or floor (`floor_`) program that has run since
+/// it was loaded (with the accounting on).
+pub fn per_run() -> Result<Vec<(String, f64)>, String> {
+    let shown = output(Command::new("bpftool").args(["prog", "show"])).ok_or("bpftool prog show failed")?;
+    Ok(parse(&shown))
+}
+
+/// The sum of the ns per run of the programs of `costs` named in `names`, if each of them ran.
+pub fn total(costs: &[(String, f64)], names: &[&str]) -> Option<f64> {
+    names.iter().map(|name| costs.iter().find(|(program, _)| program == name).map(|(_, ns)| ns)).sum()
+}
+
+/// `per_run` from `bpftool prog show`'s text
+/// (`... name ks_dns_egress ... run_time_ns 34536784 run_cnt 200000`).
+fn parse(shown: &str) -> Vec<(String, f64)> {
+    let mut costs = Vec::new();
+    for line in shown.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after =
+            |key: &str| words.iter().position(|w| *w == key).and_then(|at| words.get(at + 1)).copied();
+        let number = |key: &str| after(key).and_then(|n| n.parse::<f64>().ok());
+        if let (Some(name), Some(time), Some(runs)) =
+            (after("name"), number("run_time_ns"), number("run_cnt"))
+            && (name.starts_with("ks_") || name.starts_with("floor_"))
+            && runs > 0.0
+        {
+            costs.push((name.to_owned(), time / runs));
+        }
+    }
+    costs
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn costs_are_read_from_bpftool_lines() {
+        let shown = "42: cgroup_skb  name ks_dns_egress  tag 0123456789abcdef  gpl run_time_ns 3000 run_cnt 20\n\
+                     \tloaded_at 2026-12-01T14:13:39+0000  uid 0\n\
+                     43: tracing  name ks_sys_exit  tag 00  gpl run_time_ns 0 run_cnt 0\n\
+                     44: cgroup_skb  name sd_fw_egress  tag 00  gpl run_time_ns 10 run_cnt 1\n\
+                     45: cgroup_skb  name floor_skb  tag 00  gpl run_time_ns 900 run_cnt 20\n";
+        let costs = super::parse(shown);
+        assert_eq!(
+            costs,
+            vec![("ks_dns_egress".to_owned(), 150.0), ("floor_skb".to_owned(), 45.0)],
+            "kernsight's and the floor's programs, not systemd's"
+        );
+        assert_eq!(super::total(&costs, &["ks_dns_egress", "floor_skb"]), Some(195.0));
+        assert_eq!(super::total(&costs, &["ks_dns_egress", "ks_sys_exit"]), None, "ks_sys_exit never ran");
+    }
+}
