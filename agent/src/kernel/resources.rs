@@ -144,6 +144,26 @@ pub struct IoCounts {
     pub write_operations: u64,
 }
 
+/// What a cgroup may use: written when its container starts or is resized, so a scrape reads
+/// them less often than the usage (`metrics::resources`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub memory_max: Option<u64>,
+    pub memory_high: Option<u64>,
+    pub cpu_quota_seconds: Option<f64>,
+    pub cpu_period_seconds: Option<f64>,
+    pub pids_max: Option<u64>,
+}
+
+impl Resources {
+    /// Sets the limit fields from `limits`.
+    pub fn set_limits(&mut self, limits: Limits) {
+        let Limits { memory_max, memory_high, cpu_quota_seconds, cpu_period_seconds, pids_max } = limits;
+        (self.memory_max, self.memory_high, self.pids_max) = (memory_max, memory_high, pids_max);
+        (self.cpu_quota_seconds, self.cpu_period_seconds) = (cpu_quota_seconds, cpu_period_seconds);
+    }
+}
+
 /// Devices read from one cgroup's I/O files: a node has few; past this the rest are dropped.
 pub const MAX_IO_DEVICES: usize = 64;
 
@@ -193,8 +213,16 @@ pub fn read_oom_kills(dirs: &CgroupDirs) -> Option<u64> {
 
 const NSEC_PER_SEC: f64 = 1e9;
 
-/// Reads what the cgroup's files say; missing files leave fields empty, never an error.
+/// Reads what the cgroup's files say, usage and limits; missing files leave fields empty, never
+/// an error.
 pub fn read(dirs: &CgroupDirs) -> Resources {
+    let mut r = read_usage(dirs);
+    r.set_limits(read_limits(dirs));
+    r
+}
+
+/// `read` without the limit files: the limit fields stay empty.
+pub fn read_usage(dirs: &CgroupDirs) -> Resources {
     match dirs {
         CgroupDirs::V2(dir) => read_v2(dir),
         CgroupDirs::V1 { memory, cpu, cpuacct, pids, blkio } => {
@@ -205,15 +233,49 @@ pub fn read(dirs: &CgroupDirs) -> Resources {
     }
 }
 
+/// The limit files alone.
+pub fn read_limits(dirs: &CgroupDirs) -> Limits {
+    match dirs {
+        CgroupDirs::V2(dir) => {
+            let dir = open_dir(Some(dir));
+            let file = |name: &str| read_in(&dir, name);
+            let cpu = file("cpu.max").and_then(|t| parse_cpu_max(&t));
+            Limits {
+                memory_max: file("memory.max").and_then(|t| parse_max(&t)).flatten(),
+                memory_high: file("memory.high").and_then(|t| parse_max(&t)).flatten(),
+                pids_max: file("pids.max").and_then(|t| parse_max(&t)).flatten(),
+                cpu_quota_seconds: cpu.and_then(|(quota, _)| quota).map(|q| q as f64 / USEC_PER_SEC),
+                cpu_period_seconds: cpu.map(|(_, period)| period as f64 / USEC_PER_SEC),
+            }
+        }
+        CgroupDirs::V1 { memory, cpu, pids, .. } => {
+            let (memory, cpu, pids) =
+                (open_dir(memory.as_deref()), open_dir(cpu.as_deref()), open_dir(pids.as_deref()));
+            let period = read_in(&cpu, "cpu.cfs_period_us").and_then(|t| parse_u64(&t));
+            Limits {
+                memory_max: read_in(&memory, "memory.limit_in_bytes")
+                    .and_then(|t| parse_v1_limit(&t))
+                    .flatten(),
+                // v1's soft limit means something else (reclaim under global pressure only).
+                memory_high: None,
+                pids_max: read_in(&pids, "pids.max").and_then(|t| parse_max(&t)).flatten(),
+                // -1 is "no quota"; any other negative value is not something the kernel writes.
+                cpu_quota_seconds: read_in(&cpu, "cpu.cfs_quota_us")
+                    .and_then(|t| t.trim().parse::<i64>().ok())
+                    .and_then(|q| u64::try_from(q).ok())
+                    .map(|q| q as f64 / USEC_PER_SEC),
+                cpu_period_seconds: period.map(|p| p as f64 / USEC_PER_SEC),
+            }
+        }
+    }
+}
+
 fn read_v2(dir: &Path) -> Resources {
     let dir = open_dir(Some(dir));
     let file = |name: &str| read_in(&dir, name);
     let mut r = Resources {
         memory_current: file("memory.current").and_then(|t| parse_u64(&t)),
-        memory_max: file("memory.max").and_then(|t| parse_max(&t)).flatten(),
-        memory_high: file("memory.high").and_then(|t| parse_max(&t)).flatten(),
         pids_current: file("pids.current").and_then(|t| parse_u64(&t)),
-        pids_max: file("pids.max").and_then(|t| parse_max(&t)).flatten(),
         ..Resources::default()
     };
 
@@ -243,10 +305,6 @@ fn read_v2(dir: &Path) -> Resources {
         r.cpu_bursts = stat.get("nr_bursts").copied();
         r.cpu_burst_seconds = stat.get("burst_usec").map(|&v| v as f64 / USEC_PER_SEC);
     }
-    if let Some((quota, period)) = file("cpu.max").and_then(|t| parse_cpu_max(&t)) {
-        r.cpu_quota_seconds = quota.map(|q| q as f64 / USEC_PER_SEC);
-        r.cpu_period_seconds = Some(period as f64 / USEC_PER_SEC);
-    }
 
     r.io = file("io.stat").map(|t| parse_io_stat(&t)).unwrap_or_default();
     for resource in PRESSURE_RESOURCES {
@@ -267,9 +325,7 @@ fn read_v1(
     let (memory, cpu, cpuacct, pids) = (open_dir(memory), open_dir(cpu), open_dir(cpuacct), open_dir(pids));
     let mut r = Resources {
         memory_current: read_in(&memory, "memory.usage_in_bytes").and_then(|t| parse_u64(&t)),
-        memory_max: read_in(&memory, "memory.limit_in_bytes").and_then(|t| parse_v1_limit(&t)).flatten(),
         pids_current: read_in(&pids, "pids.current").and_then(|t| parse_u64(&t)),
-        pids_max: read_in(&pids, "pids.max").and_then(|t| parse_max(&t)).flatten(),
         cpu_usage_seconds: read_in(&cpuacct, "cpuacct.usage")
             .and_then(|t| parse_u64(&t))
             .map(|ns| ns as f64 / NSEC_PER_SEC),
@@ -297,13 +353,6 @@ fn read_v1(
         r.cpu_bursts = stat.get("nr_bursts").copied();
         r.cpu_burst_seconds = stat.get("burst_time").map(|&v| v as f64 / NSEC_PER_SEC);
     }
-    let period = read_in(&cpu, "cpu.cfs_period_us").and_then(|t| parse_u64(&t));
-    r.cpu_period_seconds = period.map(|p| p as f64 / USEC_PER_SEC);
-    // -1 is "no quota"; any other negative value is not something the kernel writes.
-    r.cpu_quota_seconds = read_in(&cpu, "cpu.cfs_quota_us")
-        .and_then(|t| t.trim().parse::<i64>().ok())
-        .and_then(|q| u64::try_from(q).ok())
-        .map(|q| q as f64 / USEC_PER_SEC);
     r
 }
 

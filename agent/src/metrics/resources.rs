@@ -22,7 +22,7 @@ use super::{
 use crate::{
     kernel::{
         block_devices::{device_label, device_name},
-        resources::{self, Resources},
+        resources::{self, Limits, Resources},
     },
     metadata::{
         cgroup_path,
@@ -31,20 +31,26 @@ use crate::{
     },
 };
 
-/// How long one read of a container's files serves scrapes.
+/// How long one read of a container's usage files serves scrapes.
 const CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long one read of its limit files does: a limit changes when the container starts or is
+/// resized, and a resize shows this much later at most. A third of a v1 container's files are
+/// limits (a quarter on v2): each scrape past the usage cache opens that many fewer.
+const LIMITS_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub struct ResourceCollector {
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
     cache: Mutex<TtlCache<Resources>>,
+    limits: Mutex<TtlCache<Limits>>,
     locations: Arc<Locations>,
 }
 
 impl ResourceCollector {
     pub fn new(tracker: Arc<Tracker>, resolver: Arc<Resolver>, locations: Arc<Locations>) -> Self {
-        Self { tracker, resolver, cache: Mutex::new(TtlCache::new(CACHE_TTL)), locations }
+        let (cache, limits) = (Mutex::new(TtlCache::new(CACHE_TTL)), Mutex::new(TtlCache::new(LIMITS_TTL)));
+        Self { tracker, resolver, cache, limits, locations }
     }
 
     /// Each live container's own cgroup path: the shortest of the paths naming its id (a
@@ -68,8 +74,13 @@ impl Collector for ResourceCollector {
         let names = LabelNames::of(&self.resolver);
         let paths: Vec<String> = self.container_paths().into_values().collect();
         let dirs = self.locations.dirs(&paths);
-        let read = |path: &str| dirs.get(path).map(resources::read).unwrap_or_default();
-        let read = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get_all(&paths, read);
+        let usage = |path: &str| dirs.get(path).map(resources::read_usage).unwrap_or_default();
+        let mut read = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get_all(&paths, usage);
+        let limits = |path: &str| dirs.get(path).map(resources::read_limits).unwrap_or_default();
+        let limits = self.limits.lock().unwrap_or_else(|e| e.into_inner()).get_all(&paths, limits);
+        for (resources, limits) in read.iter_mut().zip(limits) {
+            resources.set_limits(limits);
+        }
         let containers: Vec<(Workload, Resources)> =
             paths.iter().map(|path| self.resolver.workload(path)).zip(read).collect();
         // Device labels, named from sysfs once a scrape whatever the number of containers.

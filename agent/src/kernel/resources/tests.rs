@@ -314,6 +314,7 @@ fn reads_v2_fixture_tree() {
         ],
     );
     let r = read(&CgroupDirs::V2(tmp.path().to_owned()));
+    usage_and_limits_make_the_whole(&CgroupDirs::V2(tmp.path().to_owned()), &r);
     assert_eq!(r.memory_current, Some(27934720));
     assert_eq!(r.memory_max, Some(128 * MIB));
     assert_eq!(r.memory_high, None);
@@ -444,6 +445,23 @@ fn reads_v1_fixture_tree() {
     assert_eq!(r.pids_current, Some(3));
     assert_eq!(r.pids_max, None);
     assert!(r.pressure.is_empty());
+    usage_and_limits_make_the_whole(&dirs, &r);
+}
+
+/// The split a scrape reads at two paces: the usage leaves every limit empty, the limits alone
+/// complete it to what `read` gives.
+fn usage_and_limits_make_the_whole(dirs: &CgroupDirs, whole: &Resources) {
+    let mut usage = read_usage(dirs);
+    let limits = (
+        usage.memory_max,
+        usage.memory_high,
+        usage.pids_max,
+        usage.cpu_quota_seconds,
+        usage.cpu_period_seconds,
+    );
+    assert_eq!(limits, (None, None, None, None, None));
+    usage.set_limits(read_limits(dirs));
+    assert_eq!(&usage, whole);
 }
 
 #[test]
