@@ -220,8 +220,7 @@ fn program_costs() -> Result<Vec<Row>, String> {
         }
     }
     println!(
-        "
-per call, the kernel's own account of the programs on the syscall hooks (kernel.bpf_stats_enabled):"
+        "\nper call, the kernel's own account of the programs on the syscall hooks (kernel.bpf_stats_enabled):"
     );
     let mut rows = Vec::new();
     for ((name, programs), samples) in PRICED.iter().zip(&samples) {

@@ -33,9 +33,11 @@ use crate::{
 
 /// How long one read of a container's usage files serves scrapes.
 const CACHE_TTL: Duration = Duration::from_secs(2);
-/// How long one read of its limit files does: a limit changes when the container starts or is
-/// resized, and a resize shows this much later at most. A third of a v1 container's files are
-/// limits (a quarter on v2): each scrape past the usage cache opens that many fewer.
+/// How long one read of its limit files does, at most: a limit changes when the container
+/// starts or is resized, and a resize shows this much later at most. A new container's limits
+/// are read again at every scrape until it has existed that long (`TtlCache::growing`): its
+/// runtime writes them after creating the cgroup. About a third of a container's files are
+/// limits: each scrape past the usage cache opens that many fewer.
 const LIMITS_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
@@ -49,7 +51,8 @@ pub struct ResourceCollector {
 
 impl ResourceCollector {
     pub fn new(tracker: Arc<Tracker>, resolver: Arc<Resolver>, locations: Arc<Locations>) -> Self {
-        let (cache, limits) = (Mutex::new(TtlCache::new(CACHE_TTL)), Mutex::new(TtlCache::new(LIMITS_TTL)));
+        let (cache, limits) =
+            (Mutex::new(TtlCache::new(CACHE_TTL)), Mutex::new(TtlCache::growing(LIMITS_TTL)));
         Self { tracker, resolver, cache, limits, locations }
     }
 

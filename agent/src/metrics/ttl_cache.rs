@@ -37,39 +37,62 @@ impl Locations {
 #[derive(Debug)]
 pub(super) struct TtlCache<V> {
     ttl: Duration,
-    entries: HashMap<String, (Instant, V)>,
+    /// An entry serves no longer than its key had been known when it was read (`growing`).
+    growing: bool,
+    entries: HashMap<String, Entry<V>>,
     last_sweep: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Entry<V> {
+    read_at: Instant,
+    /// When the key was first read (kept across reads while the key is asked for).
+    first_seen: Instant,
+    value: V,
 }
 
 impl<V: Clone + Send> TtlCache<V> {
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: HashMap::new(), last_sweep: None }
+        Self { ttl, growing: false, entries: HashMap::new(), last_sweep: None }
     }
 
-    /// The value of every key, in order: the cached one while younger than the ttl, else
-    /// `read(key)`'s. The reads run on a few threads at once (`crate::parallel`).
+    /// A cache whose entries serve for as long as their key had been known when they were read,
+    /// up to `max_ttl`: a key read moments after it appeared is read again at the next call, one
+    /// known for a minute serves `max_ttl`. For what is written once shortly after a cgroup
+    /// appears (its limits, which a runtime writes after creating it).
+    pub fn growing(max_ttl: Duration) -> Self {
+        Self { growing: true, ..Self::new(max_ttl) }
+    }
+
+    /// The value of every key, in order: the cached one while it serves (younger than the ttl),
+    /// else `read(key)`'s. The reads run on a few threads at once (`crate::parallel`).
     pub fn get_all(&mut self, keys: &[String], read: impl Fn(&str) -> V + Sync) -> Vec<V> {
         self.get_all_at(keys, read, Instant::now())
     }
 
     fn get_all_at(&mut self, keys: &[String], read: impl Fn(&str) -> V + Sync, now: Instant) -> Vec<V> {
-        let fresh = |at: &Instant| now.saturating_duration_since(*at) < self.ttl;
-        // Entries of keys no longer asked for are dropped once a ttl, so the cache stays as big
-        // as the set of cgroups scraped recently.
-        if self.last_sweep.is_none_or(|last| !fresh(&last)) {
-            self.entries.retain(|_, (at, _)| fresh(at));
+        let (ttl, growing) = (self.ttl, self.growing);
+        let young = |at: &Instant, ttl: Duration| now.saturating_duration_since(*at) < ttl;
+        let serves = |entry: &Entry<V>| {
+            let known = entry.read_at.saturating_duration_since(entry.first_seen);
+            young(&entry.read_at, if growing { ttl.min(known) } else { ttl })
+        };
+        // Entries of keys no longer asked for are dropped after two ttls, so the cache stays as
+        // big as the set of cgroups scraped recently (and an entry that just expired keeps its
+        // `first_seen` for the read that replaces it).
+        if self.last_sweep.is_none_or(|last| !young(&last, ttl)) {
+            self.entries.retain(|_, entry| young(&entry.read_at, 2 * ttl));
             self.last_sweep = Some(now);
         }
-        let stale: Vec<&String> = keys
-            .iter()
-            .filter(|key| !self.entries.get(key.as_str()).is_some_and(|(at, _)| fresh(at)))
-            .collect();
+        let stale: Vec<&String> =
+            keys.iter().filter(|key| !self.entries.get(key.as_str()).is_some_and(serves)).collect();
         let values = crate::parallel::map(&stale, |key| read(key));
         for (key, value) in stale.into_iter().zip(values) {
-            self.entries.insert(key.clone(), (now, value));
+            let first_seen = self.entries.get(key.as_str()).map_or(now, |entry| entry.first_seen);
+            self.entries.insert(key.clone(), Entry { read_at: now, first_seen, value });
         }
         // Every key has an entry now.
-        keys.iter().filter_map(|key| self.entries.get(key).map(|(_, value)| value.clone())).collect()
+        keys.iter().filter_map(|key| self.entries.get(key).map(|entry| entry.value.clone())).collect()
     }
 }
 
@@ -91,13 +114,39 @@ mod tests {
         );
         assert_eq!(cache.get_all_at(&keys(&["b", "a"]), |_| 3, t0 + Duration::from_secs(2)), [2, 3]);
         assert_eq!(cache.entries.len(), 2);
-        // "b" is not asked for again: a later sweep drops it.
+        // "b" is not asked for again: a sweep two ttls after its read drops it.
         assert_eq!(cache.get_all_at(&keys(&["a"]), |_| 4, t0 + Duration::from_secs(5)), [4]);
         assert_eq!(cache.entries.len(), 1);
         // The real clock: a zero ttl always reads.
         let mut uncached = TtlCache::new(Duration::ZERO);
         assert_eq!(uncached.get_all(&keys(&["a"]), |_| 5), [5]);
         assert_eq!(uncached.get_all(&keys(&["a"]), |_| 6), [6]);
+    }
+
+    #[test]
+    fn a_growing_cache_reads_a_new_key_again_until_it_has_been_known_for_the_ttl() {
+        let mut cache = TtlCache::growing(Duration::from_secs(30));
+        let keys = vec!["/kubepods/pod1".to_owned()];
+        let t0 = Instant::now();
+        let at = |seconds: f64| t0 + Duration::from_secs_f64(seconds);
+        // Read as it appears (a runtime may not have written its limits yet): read again next time.
+        assert_eq!(cache.get_all_at(&keys, |_| "none", at(0.0)), ["none"]);
+        assert_eq!(cache.get_all_at(&keys, |_| "64 MiB", at(2.5)), ["64 MiB"]);
+        // Known for 2.5 s when read: serves 2.5 s.
+        assert_eq!(cache.get_all_at(&keys, |_| panic!("cached"), at(4.9)), ["64 MiB"]);
+        assert_eq!(cache.get_all_at(&keys, |_| "64 MiB", at(5.0)), ["64 MiB"]);
+        // Known for 5 s when read: serves 5 s, and so on up to the ttl.
+        assert_eq!(cache.get_all_at(&keys, |_| panic!("cached"), at(9.9)), ["64 MiB"]);
+        assert_eq!(cache.get_all_at(&keys, |_| "128 MiB", at(30.0)), ["128 MiB"]);
+        // Known for 30 s: from now on it serves the ttl, read after read.
+        for read_at in [60.0, 90.0, 120.0] {
+            assert_eq!(cache.get_all_at(&keys, |_| panic!("cached"), at(read_at - 0.1)), ["128 MiB"]);
+            assert_eq!(
+                cache.get_all_at(&keys, |_| "128 MiB", at(read_at)),
+                ["128 MiB"],
+                "never past the ttl"
+            );
+        }
     }
 
     #[test]
