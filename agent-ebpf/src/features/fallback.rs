@@ -3,10 +3,9 @@
 //! object. The slot of a cgroup is kept in a hash keyed by cgroup id (bounded by the number of
 //! slots, since an entry is only made for a cgroup that got one; user space deletes it when it
 //! recycles the slot), run-queue and syscall-entry timestamps in LRU hashes keyed by thread id,
-//! and the current
-//! task is read with `bpf_probe_read_kernel` from `bpf_get_current_task()`. Each costs more than
-//! the full version, which is why the agent loads this object only where the kernel lacks one of
-//! them.
+//! and the current task is read with `bpf_probe_read_kernel` from `bpf_get_current_task()`. Each
+//! costs more than the full version, which is why the agent loads this object only where the
+//! kernel lacks one of them.
 
 use aya_ebpf::{
     bindings::cgroup,
