@@ -37,12 +37,12 @@ const FLOOR: &str = "floor: empty tp_btf programs on the sched hooks";
 /// The hooks of the sched families: `sched_switch`, `sched_wakeup`, `sched_wakeup_new`.
 const FLOOR_HOOKS: &[&str] = &["sched"];
 
-/// Programs priced per context switch by the kernel's own account (`program_costs`): each
-/// switch of the ping-pong follows one wakeup. `None`: the floor.
-const PRICED: &[(&str, Option<usize>, [&str; 2])] = &[
-    (FLOOR, None, ["floor_sched_wakeup", "floor_sched_switch"]),
-    ("kernsight: default (syscalls + sched)", Some(3), ["ks_sched_wakeup", "ks_sched_switch"]),
-    ("kernsight: default without the wait reason", Some(4), ["ks_sched_wakeup", "ks_sched_switch"]),
+/// Configurations (of `CONFIGS`, or the floor) whose programs are priced per context switch by
+/// the kernel's own account (`program_costs`): each switch of the ping-pong follows one wakeup.
+const PRICED: &[(&str, [&str; 2])] = &[
+    (FLOOR, ["floor_sched_wakeup", "floor_sched_switch"]),
+    ("kernsight: default (syscalls + sched)", ["ks_sched_wakeup", "ks_sched_switch"]),
+    ("kernsight: default without the wait reason", ["ks_sched_wakeup", "ks_sched_switch"]),
 ];
 const PRICED_ROUNDS: usize = 3;
 
@@ -121,7 +121,7 @@ pub fn run() -> Result<Vec<Row>, String> {
     println!(
         "\nper context switch, the kernel's own account of the wakeup and switch programs (kernel.bpf_stats_enabled):"
     );
-    for ((name, _, programs), samples) in PRICED.iter().zip(&priced) {
+    for ((name, programs), samples) in PRICED.iter().zip(&priced) {
         println!("  {name:<50} {:7.1} ns  ({})", median(samples), programs.join(" + "));
         rows.push(Row::new(
             format!("sched, kernel's account per context switch: {name}"),
@@ -140,15 +140,18 @@ fn program_costs(files: &[Option<PathBuf>]) -> Result<Vec<Vec<f64>>, String> {
     let _accounting = crate::program_stats::Accounting::on()?;
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); PRICED.len()];
     for _ in 0..PRICED_ROUNDS {
-        for ((name, config, programs), samples) in PRICED.iter().zip(&mut samples) {
-            let mut attached = match config {
-                None => crate::bench::start_floor(FLOOR_HOOKS)?,
-                Some(index) => {
-                    let file = files[*index].as_ref().ok_or("a priced configuration without an agent")?;
-                    let mut command = agent_command();
-                    command.arg("--config").arg(file);
-                    start_and_wait(command, Stream::Stderr, "serving metrics", std::time::Duration::ZERO)?.0
-                }
+        for ((name, programs), samples) in PRICED.iter().zip(&mut samples) {
+            let mut attached = if *name == FLOOR {
+                crate::bench::start_floor(FLOOR_HOOKS)?
+            } else {
+                let file = CONFIGS
+                    .iter()
+                    .position(|(config, _)| config == name)
+                    .and_then(|index| files[index].as_ref())
+                    .ok_or_else(|| format!("no agent configuration named `{name}`"))?;
+                let mut command = agent_command();
+                command.arg("--config").arg(file);
+                start_and_wait(command, Stream::Stderr, "serving metrics", std::time::Duration::ZERO)?.0
             };
             let timed = time_ping_pong();
             let costs = crate::program_stats::per_run();
