@@ -177,7 +177,7 @@ fn syscalls() -> Result<Vec<Row>, String> {
     }
     let ratio = |of: usize, to: usize| -> Vec<f64> {
         let (of, to): (Vec<f64>, Vec<f64>) = (overhead(of), overhead(to));
-        of.iter().zip(&to).map(|(of, to)| of / to).collect()
+        report::ratios(&of, &to)
     };
     rows.push(Row::new(
         "syscall: always-on accounting / floor (target <= 1.25)",
@@ -227,8 +227,11 @@ fn program_costs() -> Result<Vec<Row>, String> {
         println!("  {name:<56} {:7.1} ns  ({})", median(samples), programs.join(" + "));
         rows.push(Row::new(format!("syscall, kernel's account per call: {name}"), "ns", samples.clone()));
     }
-    let at = |name: &str| &samples[PRICED.iter().position(|(n, _)| *n == name).unwrap_or_default()];
-    let ratio = |of: &[f64], to: &[f64]| -> Vec<f64> { of.iter().zip(to).map(|(of, to)| of / to).collect() };
+    let at = |name: &str| {
+        let index = PRICED.iter().position(|(n, _)| *n == name);
+        &samples[index.unwrap_or_else(|| unreachable!("{name} is not priced"))]
+    };
+    let ratio = report::ratios;
     rows.push(Row::new(
         "syscall, kernel's account: always-on accounting / empty program",
         "x",

@@ -19,6 +19,11 @@ pub fn median(samples: &[f64]) -> f64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// `of[i] / to[i]` for each round i.
+pub fn ratios(of: &[f64], to: &[f64]) -> Vec<f64> {
+    of.iter().zip(to).map(|(of, to)| of / to).collect()
+}
+
 pub fn print(rows: &[Row]) {
     let width = rows.iter().map(|r| r.what.len()).max().unwrap_or(0).max(10);
     println!(

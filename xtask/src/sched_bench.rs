@@ -106,7 +106,7 @@ pub fn run() -> Result<Vec<Row>, String> {
     println!("Telling throttled from contended waits adds {:.1} ns per context switch", median(&reason));
     let floor_per_switch: Vec<f64> =
         floor.iter().zip(&samples[0]).map(|(f, bare)| (f - bare) / 2.0).collect();
-    let ratio: Vec<f64> = per_switch.iter().zip(&floor_per_switch).map(|(k, f)| k / f).collect();
+    let ratio = crate::report::ratios(&per_switch, &floor_per_switch);
     println!(
         "{FLOOR}: {:.1} ns per context switch; the sched programs cost {:.2}x that",
         median(&floor_per_switch),
@@ -129,7 +129,7 @@ pub fn run() -> Result<Vec<Row>, String> {
             samples.clone(),
         ));
     }
-    let to_floor: Vec<f64> = priced[1].iter().zip(&priced[0]).map(|(ks, floor)| ks / floor).collect();
+    let to_floor = crate::report::ratios(&priced[1], &priced[0]);
     rows.push(Row::new("sched, kernel's account: default / empty programs", "x", to_floor));
     Ok(rows)
 }

@@ -210,9 +210,13 @@ pub fn attach(
         });
         let buckets =
             CgroupCounters::take(ebpf, SYSCALL_LATENCY_MAP, config.syscalls.latency_max_entries, overflow)?;
-        let start = match slots_by_id.is_some() {
-            true => Some(BpfHashMap::try_from(take_map(ebpf, SYSCALL_START_MAP)?)?),
-            false => None,
+        // Left in the object when it is task local storage: the programs, loaded below, refer
+        // to it by its fd.
+        let start = match ebpf.map(SYSCALL_START_MAP) {
+            Some(aya::maps::Map::LruHashMap(_)) => {
+                Some(BpfHashMap::try_from(take_map(ebpf, SYSCALL_START_MAP)?)?)
+            }
+            _ => None,
         };
         Some(Latency { buckets, start })
     } else {

@@ -118,13 +118,7 @@ fn latency_histogram_measures_sleeps_in_the_kernel() {
 /// (shared with the fallback object's test, whose entry times are kept elsewhere).
 pub(crate) fn twenty_sleeps_of_2_ms_are_in_the_histogram(agent: &Agent, cgroup_name: &str) {
     let cgroup = TestCgroup::create(cgroup_name);
-    cgroup.run(|| {
-        let two_ms = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000 };
-        for _ in 0..20 {
-            unsafe { libc::syscall(libc::SYS_nanosleep, &two_ms, std::ptr::null_mut::<libc::timespec>()) };
-        }
-        0
-    });
+    cgroup.run(support::sleep_2ms_20_times);
     let samples = parse(&agent.scrape());
     let labels = [("cgroup", cgroup.label.as_str()), ("syscall", "nanosleep")];
     let count = value(&samples, "kernsight_syscall_duration_seconds_count", &labels);

@@ -403,16 +403,20 @@ fn syscall_counts_are_exact_and_match_strace_and_bpftrace() {
     assert!(kernel_summary.contains("lost 0 events") && event_summary.contains("lost 0 events"));
     // Latency histograms made in the kernel: every call in one bucket of its syscall's.
     for (name, calls) in [("getppid", GETPPID), ("openat", OPENAT), ("write", WRITE)] {
-        let title = format!("@latency_ns[{name}]:");
-        let in_buckets: u64 = drawn
-            .lines()
-            .skip_while(|l| *l != title)
-            .skip(1)
-            .take_while(|l| l.starts_with('['))
-            .filter_map(|l| l.split('|').next()?.split_whitespace().last()?.parse::<u64>().ok())
-            .sum();
+        let in_buckets = in_histogram(&drawn, &format!("@latency_ns[{name}]:"));
         assert_eq!(in_buckets, calls as u64, "{name}:\n{drawn}");
     }
+}
+
+/// The sum of the bucket counts of the histogram titled `title` in a drawn `--hist` table.
+fn in_histogram(drawn: &str, title: &str) -> u64 {
+    drawn
+        .lines()
+        .skip_while(|l| *l != title)
+        .skip(1)
+        .take_while(|l| l.starts_with('['))
+        .filter_map(|l| l.split('|').next()?.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[test]
@@ -639,16 +643,6 @@ fn counts_by_cgroup_are_made_in_the_kernel_and_exact() {
     assert!(summary.contains("lost 0 events"), "{summary}");
 }
 
-/// 20 `nanosleep`s of 2 ms (the syscall itself: glibc's `nanosleep` is `clock_nanosleep`).
-fn sleep_2ms_20_times() -> i32 {
-    let two_ms = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000 };
-    for _ in 0..20 {
-        // SAFETY: a valid timespec, no remainder wanted.
-        unsafe { libc::syscall(libc::SYS_nanosleep, &two_ms, std::ptr::null_mut::<libc::timespec>()) };
-    }
-    0
-}
-
 #[test]
 fn syscall_latency_is_timed_in_the_kernel_per_call_and_in_histograms() {
     if !privileged() {
@@ -668,7 +662,7 @@ fn syscall_latency_is_timed_in_the_kernel_per_call_and_in_histograms() {
         "--count-by",
         "syscall",
     ]);
-    assert_eq!(cgroup.run(sleep_2ms_20_times), 0);
+    assert_eq!(cgroup.run(support::sleep_2ms_20_times), 0);
     let (stdout, summary) = records.finish();
     let latencies: Vec<u64> = json_lines(&stdout)
         .iter()
@@ -682,14 +676,7 @@ fn syscall_latency_is_timed_in_the_kernel_per_call_and_in_histograms() {
     );
     assert!(summary.contains("lost 0 events"), "{summary}");
     let (drawn, _) = histogram.finish();
-    let in_buckets: u64 = drawn
-        .lines()
-        .skip_while(|l| *l != "@latency_ns[nanosleep]:")
-        .skip(1)
-        .take_while(|l| l.starts_with('['))
-        .filter_map(|l| l.split('|').next()?.split_whitespace().last()?.parse::<u64>().ok())
-        .sum();
-    assert_eq!(in_buckets, 20, "{drawn}");
+    assert_eq!(in_histogram(&drawn, "@latency_ns[nanosleep]:"), 20, "{drawn}");
 }
 
 /// What a workload can put in its file names, arguments and `comm`: clear the screen, return the

@@ -188,6 +188,16 @@ pub fn getppid_times(n: usize) {
     }
 }
 
+/// 20 `nanosleep`s of 2 ms (the syscall itself: glibc's `nanosleep` is `clock_nanosleep`); 0.
+pub fn sleep_2ms_20_times() -> i32 {
+    let two_ms = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000 };
+    for _ in 0..20 {
+        // SAFETY: a valid timespec, no remainder wanted.
+        unsafe { libc::syscall(libc::SYS_nanosleep, &two_ms, std::ptr::null_mut::<libc::timespec>()) };
+    }
+    0
+}
+
 pub fn getpid_times(n: usize) {
     for _ in 0..n {
         // SAFETY: getpid has no arguments.
