@@ -7,8 +7,9 @@
 //! a jump label the kernel was patching, and booting the same guest again passed. The other
 //! fault of emulation seen here is an `int3` Oops where the kernel patches a jump label while
 //! the other virtual CPU runs it (TCG's self-modifying code across vCPUs; `ttwu_do_activate` on
-//! 6.12 when the scheduler programs attach). Either is booted again once (`mod.rs`) with the
-//! first boot's logs kept; any other panic, a timeout or a failed test is not.
+//! 6.12 when the scheduler programs attach; CI once met it on two boots in a row). Either is
+//! booted again, up to `EMULATION_FAULT_REBOOTS` times (`mod.rs`), with the faulted boot's logs
+//! kept; any other panic, a timeout or a failed test is not.
 
 use super::qemu::Arch;
 use std::{
@@ -30,6 +31,9 @@ pub struct GuestRun {
 
 /// The last line of guest/run.sh.
 const FINISHED: &str = "==== done";
+
+/// How many times a guest is booted again after software emulation's own fault.
+pub const EMULATION_FAULT_REBOOTS: usize = 2;
 
 /// The matrix guests' CPUs: two, all online.
 pub const SMP: &str = "2";
@@ -152,7 +156,7 @@ pub fn boot(
         };
         eprintln!("xtask: the guest's last output:\n{}\nxtask: its console:\n{excerpt}", last(&output, 15));
         for log in [&console, &results] {
-            let _ = std::fs::rename(log, log.with_extension("first-boot.log"));
+            let _ = std::fs::rename(log, log.with_extension("faulted-boot.log"));
         }
     } else if problem.is_some() {
         // The guest's directory is removed after the run unless --keep: the kernel's own account

@@ -140,23 +140,23 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let initramfs =
             initramfs::make(&dir, kernel, &binaries, areas.as_deref().unwrap_or_default(), &times)?;
         eprintln!("xtask: boot {} ({}) under QEMU (TCG)", kernel.name, kernel.release);
-        let mut run =
-            guest::boot(&dir, &kernel.vmlinuz, &initramfs, options.guest_timeout, guest::SMP, Arch::X86)?;
-        let mut stall = None;
-        if run.emulation_fault {
-            // Software emulation's fault, not the kernel's answer to kernsight (guest.rs): once.
+        let boot =
+            || guest::boot(&dir, &kernel.vmlinuz, &initramfs, options.guest_timeout, guest::SMP, Arch::X86);
+        let mut run = boot()?;
+        let mut faulted_boots = Vec::new();
+        while run.emulation_fault && faulted_boots.len() < guest::EMULATION_FAULT_REBOOTS {
+            // Software emulation's fault, not the kernel's answer to kernsight (guest.rs).
             let why = run.problem.take().unwrap_or_default();
             eprintln!("xtask: {}: {why}; booting it again", kernel.name);
-            stall = Some(why);
-            run =
-                guest::boot(&dir, &kernel.vmlinuz, &initramfs, options.guest_timeout, guest::SMP, Arch::X86)?;
+            faulted_boots.push(why);
+            run = boot()?;
         }
         let result = report::KernelResult {
             kernel: kernel.name,
             package: kernel.package.clone(),
             seconds: run.seconds,
             problem: run.problem,
-            stall,
+            faulted_boots,
             cells: report::parse_cells(&run.output),
             tests: report::parse_tests(&run.output),
         };

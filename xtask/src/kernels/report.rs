@@ -38,9 +38,8 @@ pub struct KernelResult {
     pub package: String,
     pub seconds: f64,
     pub problem: Option<String>,
-    /// How a first boot failed by software emulation's fault, when this is the second
-    /// (`guest.rs`).
-    pub stall: Option<String>,
+    /// How the boots before this one failed by software emulation's fault (`guest.rs`).
+    pub faulted_boots: Vec<String>,
     pub cells: Vec<(String, Cell)>,
     pub tests: Vec<TestResult>,
 }
@@ -239,6 +238,15 @@ fn label(row: &str) -> String {
 
 /// Where a guest that served reports other families than `plan::FAMILIES`: the plan must follow
 /// the agent's registry.
+/// " (booted 2 times; the earlier boot: why)" when software emulation faulted before this boot.
+fn earlier_boots(faulted: &[String]) -> String {
+    match faulted {
+        [] => String::new(),
+        [only] => format!(" (booted twice; the first boot: {only})"),
+        all => format!(" (booted {} times; the earlier boots: {})", all.len() + 1, all.join("; ")),
+    }
+}
+
 fn registry_mismatch(result: &KernelResult) -> Option<String> {
     if result.cell("agent").status != Status::Pass {
         return None;
@@ -333,7 +341,7 @@ pub fn matrix(results: &[KernelResult], areas: &Areas, stale_plan: &[String], to
                 r.package,
                 r.seconds,
                 r.problem.as_ref().map(|p| format!("; {p}")).unwrap_or_default(),
-                r.stall.as_ref().map(|s| format!(" (booted twice; the first boot: {s})")).unwrap_or_default()
+                earlier_boots(&r.faulted_boots)
             )
         })
         .collect();
@@ -462,7 +470,7 @@ mod tests {
             package: "p".into(),
             seconds: 1.0,
             problem: None,
-            stall: None,
+            faulted_boots: Vec::new(),
             cells: parse_cells(output),
             tests: parse_tests(output),
         }
@@ -586,5 +594,16 @@ mod tests {
         let areas: Areas = Ok(vec![("restart".to_owned(), vec![RESTART.to_owned()])]);
         let matrix = matrix(&[result("5.10", &guest)], &areas, &[], 1.0);
         assert_eq!(matrix.regressions, [format!("5.10 test:{RESTART}: assertion failed: counters continue")]);
+    }
+
+    #[test]
+    fn the_table_says_how_many_boots_emulation_cost() {
+        let areas: Areas = Ok(Vec::new());
+        let mut guest = result("6.12", &full_guest(""));
+        guest.faulted_boots = vec!["int3".into(), "stalled".into()];
+        let markdown = matrix(&[guest], &areas, &[], 1.0).markdown;
+        assert!(markdown.contains("(booted 3 times; the earlier boots: int3; stalled)"), "{markdown}");
+        assert_eq!(earlier_boots(&["int3".into()]), " (booted twice; the first boot: int3)");
+        assert_eq!(earlier_boots(&[]), "");
     }
 }
