@@ -1,18 +1,18 @@
 //! `kernsight_capability_checks_total`, read from the `capabilities` family's map on each scrape.
 
-use std::{collections::BTreeMap, rc::Rc, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use kernsight_common::capabilities::{DENIED, NESTED_USER_NS};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{LabelNames, Series, encode_counters, naming::CgroupNamer};
+use super::{
+    LabelNames, Series, encode_counters,
+    naming::{CgroupNamer, WorkloadId},
+};
 use crate::{
     bpf::{Programs, capabilities::CapabilityMaps},
     kernel::names::capability_name,
-    metadata::{
-        cgroups::Tracker,
-        identity::{Resolver, Workload},
-    },
+    metadata::{cgroups::Tracker, identity::Resolver},
 };
 
 #[derive(Debug)]
@@ -55,14 +55,15 @@ impl Collector for CapabilityCollector {
         // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
         let (rows, _unreadable) = maps.read();
         drop(maps);
-        let mut series: BTreeMap<(Rc<Workload>, u32, u8, u8), u64> = BTreeMap::new();
+        let mut by_id: HashMap<(WorkloadId, (u32, u8, u8)), u64> = HashMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
-            *series.entry((namer.name(key.cgroup_id), key.cap, key.result, key.userns)).or_default() += value;
+            *by_id.entry((namer.id(key.cgroup_id), (key.cap, key.result, key.userns))).or_default() += value;
         }
+        let series = namer.in_label_order(by_id);
         let named: Vec<_> = series
             .iter()
-            .map(|((workload, cap, result, userns), &n)| {
-                (workload, capability_name(*cap), result_label(*result), userns_label(*userns), n)
+            .map(|((workload, (cap, result, userns)), n)| {
+                (workload, capability_name(*cap), result_label(*result), userns_label(*userns), *n)
             })
             .collect();
         encode_counters(

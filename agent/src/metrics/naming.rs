@@ -18,6 +18,13 @@ use crate::{
 /// Label value of what could not be attributed because a bound was reached.
 pub(super) const OTHER: &str = "other";
 
+/// A workload named in this scrape: the namer gives equal workloads one id, so that series
+/// summed by id are summed by workload while their maps compare a number. Comparing workloads
+/// themselves (seven strings, cgroup paths that share long prefixes) on every insert took a
+/// quarter of the agent's CPU in a scrape of 1,000 containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct WorkloadId(usize);
+
 /// Names cgroup ids for one scrape: cgroup id → path (looked up by handle for ids no lifecycle
 /// event named) → workload, each id once. A workload is shared, not copied, by the series that
 /// name it.
@@ -25,43 +32,139 @@ pub(crate) struct CgroupNamer<'a> {
     tracker: &'a Tracker,
     index: std::sync::MutexGuard<'a, CgroupIndex>,
     resolver: &'a Resolver,
-    names: HashMap<u64, Rc<Workload>>,
+    ids: HashMap<u64, WorkloadId>,
+    interned: HashMap<Rc<Workload>, WorkloadId>,
+    /// By id.
+    workloads: Vec<Rc<Workload>>,
 }
 
 impl<'a> CgroupNamer<'a> {
     pub(super) fn new(tracker: &'a Tracker, resolver: &'a Resolver) -> Self {
-        Self { tracker, index: tracker.index(), resolver, names: HashMap::new() }
+        Self {
+            tracker,
+            index: tracker.index(),
+            resolver,
+            ids: HashMap::new(),
+            interned: HashMap::new(),
+            workloads: Vec::new(),
+        }
     }
 
     pub(super) fn name(&mut self, cgroup_id: u64) -> Rc<Workload> {
-        self.name_looking_up(cgroup_id, true)
+        let id = self.id(cgroup_id);
+        self.workload(id).clone()
     }
 
     /// As `name`, but an id that no lookup names asks for no walk: for ids taken from sockets,
     /// which outlive their cgroup (a connection still closing after its pod is gone) and would
     /// otherwise make the agent walk after every scrape.
     pub(super) fn name_without_walk(&mut self, cgroup_id: u64) -> Rc<Workload> {
-        self.name_looking_up(cgroup_id, false)
+        let id = self.id_looking_up(cgroup_id, false);
+        self.workload(id).clone()
     }
 
-    fn name_looking_up(&mut self, cgroup_id: u64, walk: bool) -> Rc<Workload> {
-        if cgroup_id == OVERFLOW_CGROUP_ID {
-            return Rc::new(Workload { cgroup: OTHER.to_owned(), ..Workload::default() });
+    /// The id of the workload `cgroup_id` belongs to, for series that `in_label_order` hands out.
+    pub(super) fn id(&mut self, cgroup_id: u64) -> WorkloadId {
+        self.id_looking_up(cgroup_id, true)
+    }
+
+    fn workload(&self, id: WorkloadId) -> &Rc<Workload> {
+        &self.workloads[id.0]
+    }
+
+    /// Series keyed by workload id and the rest of their labels, sorted as their labels are:
+    /// by workload, then by the rest. The workloads are compared once each, not once per series.
+    pub(super) fn in_label_order<K: Ord, V>(
+        &self,
+        series: impl IntoIterator<Item = ((WorkloadId, K), V)>,
+    ) -> Vec<((Rc<Workload>, K), V)> {
+        let mut by_label: Vec<usize> = (0..self.workloads.len()).collect();
+        by_label.sort_unstable_by(|&a, &b| self.workloads[a].cmp(&self.workloads[b]));
+        let mut rank = vec![0; by_label.len()];
+        for (position, &id) in by_label.iter().enumerate() {
+            rank[id] = position;
         }
-        if let Some(workload) = self.names.get(&cgroup_id) {
-            return workload.clone();
+        let mut series: Vec<_> = series.into_iter().collect();
+        series.sort_unstable_by(|((a, ka), _), ((b, kb), _)| {
+            rank[a.0].cmp(&rank[b.0]).then_with(|| ka.cmp(kb))
+        });
+        series.into_iter().map(|((id, key), value)| ((self.workload(id).clone(), key), value)).collect()
+    }
+
+    fn id_looking_up(&mut self, cgroup_id: u64, walk: bool) -> WorkloadId {
+        if cgroup_id == OVERFLOW_CGROUP_ID {
+            return self.intern(Workload { cgroup: OTHER.to_owned(), ..Workload::default() });
+        }
+        if let Some(&id) = self.ids.get(&cgroup_id) {
+            return id;
         }
         let is_root = cgroup_id & !V1_CGROUP_ID_BIT == ROOT_CGROUP_ID;
         if self.index.resolve(cgroup_id).is_none() && !is_root {
             self.tracker.look_up(&mut self.index, cgroup_id, walk);
         }
-        let workload = Rc::new(match self.index.resolve(cgroup_id) {
+        let workload = match self.index.resolve(cgroup_id) {
             Some(path) => self.resolver.workload(path),
             None if is_root => self.resolver.workload("/"),
             // Removed before anything named it: the id is all there is.
             None => Workload { cgroup: format!("cgroup_id:{cgroup_id}"), ..Workload::default() },
-        });
-        self.names.insert(cgroup_id, workload.clone());
-        workload
+        };
+        let id = self.intern(workload);
+        self.ids.insert(cgroup_id, id);
+        id
+    }
+
+    /// One id, and one shared copy, per distinct workload (several cgroups can name one: a
+    /// container's v1 and v2 cgroups, or ids from before and after a restart).
+    fn intern(&mut self, workload: Workload) -> WorkloadId {
+        if let Some(&id) = self.interned.get(&workload) {
+            return id;
+        }
+        let id = WorkloadId(self.workloads.len());
+        let workload = Rc::new(workload);
+        self.workloads.push(workload.clone());
+        self.interned.insert(workload, id);
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{os::unix::fs::MetadataExt, time::Duration};
+
+    use super::*;
+    use crate::{kernel::cgroupfs::Hierarchies, metadata::cgroups::Resolution};
+
+    #[test]
+    fn series_come_out_in_label_order_and_one_workload_has_one_id() {
+        // A plain directory tree stands in for cgroupfs (ids are inode numbers in both).
+        let root = tempfile::tempdir().unwrap();
+        let id_of = |name: &str| {
+            std::fs::create_dir(root.path().join(name)).unwrap();
+            std::fs::metadata(root.path().join(name)).unwrap().ino()
+        };
+        let (b, a, c) = (id_of("b"), id_of("a"), id_of("c"));
+        let hierarchies =
+            Hierarchies { unified: Some(root.path().to_owned()), v1: None, v1_hierarchy_id: None };
+        let tracker = Tracker::new(
+            hierarchies,
+            Resolution { walk_interval: Duration::from_secs(60), by_handle: false },
+        );
+        let resolver = Resolver::new(false, Vec::new(), 16);
+        let mut namer = CgroupNamer::new(&tracker, &resolver);
+
+        // Named out of order, each workload before the next; the root by its v1 and v2 ids is
+        // one workload, as is the overflow id met twice.
+        let ids = [namer.id(c), namer.id(b), namer.id(a)];
+        assert_eq!(namer.id(ROOT_CGROUP_ID), namer.id(ROOT_CGROUP_ID | V1_CGROUP_ID_BIT));
+        assert_eq!(namer.id(OVERFLOW_CGROUP_ID), namer.id(OVERFLOW_CGROUP_ID));
+        assert_eq!(namer.id(b), ids[1], "a cgroup keeps its id");
+        let series = [((ids[1], "x"), 1), ((ids[2], "z"), 2), ((ids[0], "w"), 3), ((ids[2], "y"), 4)];
+        let sorted: Vec<_> = namer
+            .in_label_order(series)
+            .into_iter()
+            .map(|((w, key), n)| (w.cgroup.clone(), key, n))
+            .collect();
+        let expected = [("/a", "y", 4), ("/a", "z", 2), ("/b", "x", 1), ("/c", "w", 3)];
+        assert_eq!(sorted, expected.map(|(cgroup, key, n)| (cgroup.to_owned(), key, n)));
     }
 }

@@ -1,18 +1,18 @@
 //! `kernsight_process_execs_total` and `kernsight_process_exits_total`, read from the
 //! `processes` family's map on each scrape.
 
-use std::{collections::BTreeMap, rc::Rc, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use kernsight_common::processes::kind;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{LabelNames, Series, encode_counters, naming::CgroupNamer};
+use super::{
+    LabelNames, Series, encode_counters,
+    naming::{CgroupNamer, WorkloadId},
+};
 use crate::{
     bpf::{Programs, processes::ProcessMaps},
-    metadata::{
-        cgroups::Tracker,
-        identity::{Resolver, Workload},
-    },
+    metadata::{cgroups::Tracker, identity::Resolver},
 };
 
 #[derive(Debug)]
@@ -47,12 +47,12 @@ impl Collector for ProcessesCollector {
         };
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let with_id = LabelNames::of(&self.resolver);
-        let mut execs: BTreeMap<Rc<Workload>, u64> = BTreeMap::new();
-        let mut exits: BTreeMap<(Rc<Workload>, &'static str), u64> = BTreeMap::new();
+        let mut execs: HashMap<(WorkloadId, ()), u64> = HashMap::new();
+        let mut exits: HashMap<(WorkloadId, &'static str), u64> = HashMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
-            let workload = namer.name(key.cgroup_id);
+            let workload = namer.id(key.cgroup_id);
             if key.kind == kind::EXEC {
-                *execs.entry(workload).or_default() += value;
+                *execs.entry((workload, ())).or_default() += value;
             } else if let Some(reason) = exit_reason(key.kind) {
                 *exits.entry((workload, reason)).or_default() += value;
             }
@@ -61,15 +61,19 @@ impl Collector for ProcessesCollector {
             &mut encoder,
             "kernsight_process_execs",
             "Successful execs (sched_process_exec), by workload",
-            execs.iter().map(|(workload, &n)| (Series::of(workload, &with_id), n)),
+            namer
+                .in_label_order(execs)
+                .iter()
+                .map(|((workload, ()), n)| (Series::of(workload, &with_id), *n)),
         )?;
         encode_counters(
             &mut encoder,
             "kernsight_process_exits",
             "Process exits (thread-group leaders), by workload and reason: exited (status 0), failed (non-zero status), signaled, killed (SIGKILL)",
-            exits
+            namer
+                .in_label_order(exits)
                 .iter()
-                .map(|((workload, reason), &n)| (Series::of(workload, &with_id).with("reason", reason), n)),
+                .map(|((workload, reason), n)| (Series::of(workload, &with_id).with("reason", reason), *n)),
         )?;
         Ok(())
     }

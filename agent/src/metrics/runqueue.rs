@@ -3,7 +3,7 @@
 //! each scrape. The first is the sum of the second's two reasons. And
 //! `kernsight_cpu_throttle_episode_seconds`: how long each throttle episode lasted.
 
-use std::{collections::BTreeMap, rc::Rc, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use kernsight_common::runqueue::{THROTTLE_EPISODE, WAIT_THROTTLED};
 use prometheus_client::{
@@ -15,14 +15,11 @@ use prometheus_client::{
 use super::{
     LabelNames, Series,
     histogram::{Latency, LatencyHistogram},
-    naming::CgroupNamer,
+    naming::{CgroupNamer, WorkloadId},
 };
 use crate::{
     bpf::{Programs, runqueue::RunqueueMaps},
-    metadata::{
-        cgroups::Tracker,
-        identity::{Resolver, Workload},
-    },
+    metadata::{cgroups::Tracker, identity::Resolver},
 };
 
 #[derive(Debug)]
@@ -48,27 +45,24 @@ impl Collector for RunqueueCollector {
         };
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let with_id = LabelNames::of(&self.resolver);
-        let mut series: BTreeMap<Rc<Workload>, Latency> = BTreeMap::new();
-        let mut by_cause: BTreeMap<(Rc<Workload>, &'static str), Latency> = BTreeMap::new();
-        let mut episodes: BTreeMap<Rc<Workload>, Latency> = BTreeMap::new();
+        let mut series: HashMap<(WorkloadId, ()), Latency> = HashMap::new();
+        let mut by_cause: HashMap<(WorkloadId, &'static str), Latency> = HashMap::new();
+        let mut episodes: HashMap<(WorkloadId, ()), Latency> = HashMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
-            let workload = namer.name(key.cgroup_id);
+            let workload = namer.id(key.cgroup_id);
             if key.reason == THROTTLE_EPISODE {
-                episodes.entry(workload).or_default().add(key.bucket, value);
+                episodes.entry((workload, ())).or_default().add(key.bucket, value);
                 continue; // not a wait
             }
             if by_reason {
-                by_cause
-                    .entry((workload.clone(), reason_label(key.reason)))
-                    .or_default()
-                    .add(key.bucket, value);
+                by_cause.entry((workload, reason_label(key.reason))).or_default().add(key.bucket, value);
             }
-            series.entry(workload).or_default().add(key.bucket, value);
+            series.entry((workload, ())).or_default().add(key.bucket, value);
         }
         encode(
             &mut encoder,
             RUNQUEUE_LATENCY,
-            series.iter().map(|(w, latency)| (Series::of(w, &with_id), latency)),
+            namer.in_label_order(series).iter().map(|((w, ()), latency)| (Series::of(w, &with_id), latency)),
         )?;
         if !by_reason {
             return Ok(()); // the kernel cannot tell why a task waited (no CFS bandwidth in its BTF)
@@ -76,7 +70,8 @@ impl Collector for RunqueueCollector {
         encode(
             &mut encoder,
             CPU_WAIT,
-            by_cause
+            namer
+                .in_label_order(by_cause)
                 .iter()
                 .map(|((w, reason), latency)| (Series::of(w, &with_id).with("reason", reason), latency)),
         )?;
@@ -86,7 +81,10 @@ impl Collector for RunqueueCollector {
         encode(
             &mut encoder,
             THROTTLE_EPISODES,
-            episodes.iter().map(|(w, latency)| (Series::of(w, &with_id), latency)),
+            namer
+                .in_label_order(episodes)
+                .iter()
+                .map(|((w, ()), latency)| (Series::of(w, &with_id), latency)),
         )
     }
 }

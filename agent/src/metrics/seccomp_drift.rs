@@ -32,6 +32,9 @@ const RUNTIME_DEFAULT: &str = "runtime-default";
 /// itself is not seen there.
 const RUNTIME_SETUP: [&str; 2] = ["sethostname", "setdomainname"];
 
+/// Syscall counts by workload and syscall name, in label order (`CgroupNamer::in_label_order`).
+pub(super) type Calls = [((Rc<Workload>, Cow<'static, str>), u64)];
+
 #[derive(Debug)]
 struct Baseline {
     namespace: String,
@@ -109,7 +112,7 @@ impl SeccompDrift {
     pub fn encode(
         &self,
         encoder: &mut DescriptorEncoder,
-        calls: &BTreeMap<(Rc<Workload>, Cow<'static, str>), u64>,
+        calls: &Calls,
         with_id: &LabelNames,
     ) -> Result<(), std::fmt::Error> {
         let containers = self.posture.containers();
@@ -138,12 +141,12 @@ impl Profiles {
     /// (workload, profile label, syscall) → calls the profile would deny.
     fn outside<'a>(
         &'a self,
-        calls: &'a BTreeMap<(Rc<Workload>, Cow<'static, str>), u64>,
+        calls: &'a Calls,
         confinement: &HashMap<Workload, Confinement>,
     ) -> BTreeMap<(&'a Workload, &'a str, &'a str), u64> {
         let mut outside = BTreeMap::new();
-        for ((workload, syscall), &count) in calls {
-            let workload: &Workload = workload;
+        for ((workload, syscall), count) in calls {
+            let (workload, count): (&Workload, u64) = (workload, *count);
             if syscall == OTHER || workload.container.is_empty() {
                 continue;
             }

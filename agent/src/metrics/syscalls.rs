@@ -1,7 +1,7 @@
 //! `kernsight_syscalls_total`, `kernsight_syscall_errors_total` and
 //! `kernsight_syscall_duration_seconds`, read from the kernel's maps on each scrape.
 
-use std::{borrow::Cow, collections::BTreeMap, rc::Rc, sync::Arc};
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use kernsight_common::syscalls::{LatencyKey, OTHER_ERRNO, OUT_OF_RANGE_COLUMN, OVERFLOW_SYSCALL};
 use prometheus_client::{
@@ -13,16 +13,13 @@ use prometheus_client::{
 use super::{
     LabelNames, Series, encode_counters,
     histogram::{Latency, LatencyHistogram},
-    naming::{CgroupNamer, OTHER},
+    naming::{CgroupNamer, OTHER, WorkloadId},
     seccomp_drift::SeccompDrift,
 };
 use crate::{
     bpf::{Programs, syscalls::SyscallMaps},
     kernel::names::{errno_name, syscall_name},
-    metadata::{
-        cgroups::Tracker,
-        identity::{Resolver, Workload},
-    },
+    metadata::{cgroups::Tracker, identity::Resolver},
 };
 
 #[derive(Debug)]
@@ -76,24 +73,25 @@ impl Collector for SyscallCollector {
 
         let (calls, unreadable) = maps.read_calls();
         self.programs.count_read_errors(unreadable);
-        let mut series: BTreeMap<(Rc<Workload>, Cow<'static, str>), u64> = BTreeMap::new();
+        let mut by_id: HashMap<(WorkloadId, Cow<'static, str>), u64> = HashMap::new();
         for (cgroup_id, columns) in &calls {
-            let workload = namer.name(*cgroup_id);
+            let workload = namer.id(*cgroup_id);
             for (column, &count) in columns.iter().enumerate().filter(|(_, c)| **c > 0) {
                 let syscall = if column == OUT_OF_RANGE_COLUMN {
                     Cow::Borrowed(OTHER)
                 } else {
                     syscall_name(column as u32)
                 };
-                *series.entry((workload.clone(), syscall)).or_default() += count;
+                *by_id.entry((workload, syscall)).or_default() += count;
             }
         }
+        let series = namer.in_label_order(by_id);
         encode_counters(
             &mut encoder,
             "kernsight_syscalls",
             "Syscalls that returned, by workload and syscall (exit and exit_group never return and are not counted)",
-            series.iter().map(|((workload, syscall), &n)| {
-                (Series::of(workload, &with_id).with("syscall", syscall), n)
+            series.iter().map(|((workload, syscall), n)| {
+                (Series::of(workload, &with_id).with("syscall", syscall), *n)
             }),
         )?;
         if let Some(drift) = &self.drift {
@@ -102,17 +100,17 @@ impl Collector for SyscallCollector {
 
         let (errors, unreadable) = maps.read_errors();
         self.programs.count_read_errors(unreadable);
-        let mut series: BTreeMap<(Rc<Workload>, Label, Label), u64> = BTreeMap::new();
+        let mut by_id: HashMap<(WorkloadId, (Label, Label)), u64> = HashMap::new();
         for (key, count) in errors.into_iter().filter(|(_, n)| *n > 0) {
-            let labels = (namer.name(key.cgroup_id), syscall_label(key.syscall), errno_label(key.errno));
-            *series.entry(labels).or_default() += count;
+            let labels = (namer.id(key.cgroup_id), (syscall_label(key.syscall), errno_label(key.errno)));
+            *by_id.entry(labels).or_default() += count;
         }
         encode_counters(
             &mut encoder,
             "kernsight_syscall_errors",
             "Syscalls that returned an error, by workload, syscall and errno",
-            series.iter().map(|((workload, syscall, errno), &n)| {
-                (Series::of(workload, &with_id).with("syscall", syscall).with("errno", errno), n)
+            namer.in_label_order(by_id).iter().map(|((workload, (syscall, errno)), n)| {
+                (Series::of(workload, &with_id).with("syscall", syscall).with("errno", errno), *n)
             }),
         )?;
 
@@ -131,13 +129,14 @@ fn encode_latency(
     namer: &mut CgroupNamer,
     with_id: &LabelNames,
 ) -> Result<(), std::fmt::Error> {
-    let mut series: BTreeMap<(Rc<Workload>, Cow<'static, str>), Latency> = BTreeMap::new();
+    let mut by_id: HashMap<(WorkloadId, Cow<'static, str>), Latency> = HashMap::new();
     for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
-        series
-            .entry((namer.name(key.cgroup_id), syscall_label(key.syscall)))
+        by_id
+            .entry((namer.id(key.cgroup_id), syscall_label(key.syscall)))
             .or_default()
             .add(key.bucket, value);
     }
+    let series = namer.in_label_order(by_id);
     let mut family = encoder.encode_descriptor(
         "kernsight_syscall_duration_seconds",
         "Time from syscall entry to exit, by cgroup and syscall (measured in the kernel, log2 buckets)",

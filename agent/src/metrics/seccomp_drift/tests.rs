@@ -29,7 +29,7 @@ fn profiles() -> Profiles {
     Profiles { runtime_default: Profile::runtime_default(), baselines: vec![baseline] }
 }
 
-fn calls(rows: &[(&Workload, &'static str, u64)]) -> BTreeMap<(Rc<Workload>, Cow<'static, str>), u64> {
+fn calls(rows: &[(&Workload, &'static str, u64)]) -> Box<Calls> {
     rows.iter().map(|(w, syscall, n)| ((Rc::new((*w).clone()), Cow::Borrowed(*syscall)), *n)).collect()
 }
 
