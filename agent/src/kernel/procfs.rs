@@ -300,19 +300,44 @@ pub struct Process {
 }
 
 /// Reads one process from `proc_root` (normally `/proc`; tests point it at a fixture tree).
-///
-/// The start time is read first and checked again last: if the pid changed hands in between, the
-/// files may describe two processes, and the read fails as gone.
 pub fn read_process(proc_root: &Path, pid: u32) -> Result<Process, ProcError> {
+    let gone = || ProcError::Gone { path: proc_root.join(pid.to_string()) };
+    // Every process is wanted: `None` does not come back.
+    read_process_where(proc_root, pid, |_| true, |_| None)?.ok_or_else(gone)
+}
+
+/// `read_process` for a walk of `/proc`: `None` once the cgroup file is read when `wanted`
+/// turns the process's cgroups down, and the namespaces that `known(start time)` returns instead
+/// of reading their links.
+///
+/// Every file is read through the one directory opened for the pid, so they all describe one
+/// process; but the links of a process that exits meanwhile read as missing rather than
+/// failing, so when they are read the start time is read again after them, and a process that
+/// went away fails as gone.
+pub fn read_process_where(
+    proc_root: &Path,
+    pid: u32,
+    wanted: impl FnOnce(&[CgroupLine]) -> bool,
+    known: impl FnOnce(u64) -> Option<Namespaces>,
+) -> Result<Option<Process>, ProcError> {
     let dir = PidDir::open(proc_root.join(pid.to_string()))?;
+    let cgroups = parse_cgroup_file(&dir.read_text("cgroup")?);
+    if !wanted(&cgroups) {
+        return Ok(None);
+    }
     let start_time = read_start_time(&dir)?;
     let status = parse_status(&dir.read_text("status")?);
-    let cgroups = parse_cgroup_file(&dir.read_text("cgroup")?);
-    let namespaces = read_namespaces(&dir)?;
-    if read_start_time(&dir)? != start_time {
-        return Err(ProcError::Gone { path: dir.path.join("stat") });
-    }
-    Ok(Process { pid, start_time, status, cgroups, namespaces })
+    let namespaces = match known(start_time) {
+        Some(namespaces) => namespaces,
+        None => {
+            let namespaces = read_namespaces(&dir)?;
+            if read_start_time(&dir)? != start_time {
+                return Err(ProcError::Gone { path: dir.path.join("stat") });
+            }
+            namespaces
+        }
+    };
+    Ok(Some(Process { pid, start_time, status, cgroups, namespaces }))
 }
 
 /// The host's namespaces: those of pid 1 as seen from `proc_root`.
@@ -824,6 +849,31 @@ voluntary_ctxt_switches:\t10
         assert_eq!(host.net, Some(4026531840));
         assert!(!process.namespaces.shared_with(&host).contains(&NamespaceKind::Net));
         assert!(process.namespaces.shared_with(&host).contains(&NamespaceKind::Pid));
+    }
+
+    #[test]
+    fn a_walk_reads_only_the_cgroup_of_unwanted_processes_and_takes_known_namespaces() {
+        let proc = FakeProc::new();
+        proc.add(300, "app", 5000, 4026532000);
+        // Without its links, a process can only be read from what the walk already knows.
+        std::fs::remove_dir_all(proc.path().join("300/ns")).unwrap();
+        let unwanted = read_process_where(proc.path(), 300, |_| false, |_| panic!("not asked"));
+        assert_eq!(unwanted.unwrap(), None);
+
+        let known = Namespaces { net: Some(7), ..Namespaces::default() };
+        let mut asked = None;
+        let wanted = |cgroups: &[CgroupLine]| cgroups[0].path == "/system.slice/sshd.service";
+        let process = read_process_where(proc.path(), 300, wanted, |start_time| {
+            asked = Some(start_time);
+            Some(known)
+        });
+        let process = process.unwrap().unwrap();
+        assert_eq!(asked, Some(5000), "asked by the start time it read");
+        assert_eq!((process.namespaces, process.status.name.as_str()), (known, "app"));
+
+        // Not known: the links are read, and their absence (a zombie's) is no namespace.
+        let read = read_process_where(proc.path(), 300, |_| true, |_| None).unwrap().unwrap();
+        assert_eq!(read.namespaces, Namespaces::default());
     }
 
     #[test]

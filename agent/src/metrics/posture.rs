@@ -3,7 +3,6 @@
 //! `_no_new_privs`, `_run_as_root`, `_user_namespace`, `_host_namespace`.
 
 use std::{
-    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -25,13 +24,13 @@ const CACHE_TTL: Duration = Duration::from_secs(2);
 /// and the seccomp drift of the syscall collector), at most one per `CACHE_TTL`.
 #[derive(Debug)]
 pub(crate) struct PostureCache {
-    proc_root: PathBuf,
+    walker: posture::Walker,
     cache: Mutex<Option<(Instant, Arc<Vec<ContainerPosture>>)>>,
 }
 
 impl PostureCache {
     pub fn new() -> Self {
-        Self { proc_root: posture::proc_root(), cache: Mutex::new(None) }
+        Self { walker: posture::Walker::new(posture::proc_root()), cache: Mutex::new(None) }
     }
 
     pub fn containers(&self) -> Arc<Vec<ContainerPosture>> {
@@ -39,7 +38,7 @@ impl PostureCache {
         match &*cache {
             Some((at, containers)) if at.elapsed() < CACHE_TTL => containers.clone(),
             _ => {
-                let containers = Arc::new(posture::all(&self.proc_root));
+                let containers = Arc::new(posture::all_walked(&self.walker));
                 *cache = Some((Instant::now(), containers.clone()));
                 containers
             }

@@ -10,11 +10,11 @@
 
 pub mod findings;
 pub mod mounts;
+mod walk;
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+pub use walk::Walker;
+
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -151,49 +151,21 @@ fn host_namespaces(proc_root: &Path) -> Option<Namespaces> {
     })
 }
 
-/// Most of a `/proc/<pid>` file read here (`cgroup`, `uid_map`: a few hundred bytes).
+/// Most of a `/proc/<pid>/uid_map` read here (a few hundred bytes).
 const MAX_PROC_FILE: u64 = 1 << 16;
-
-/// The processes of every container on the node, by container id (with its cgroup path).
-pub fn container_processes(proc_root: &Path) -> BTreeMap<String, (String, Vec<Process>)> {
-    let read = |&pid: &u32| -> Option<Process> {
-        // The cgroup file first: most processes of a node are not in a container.
-        let text =
-            small_file::read_path(&proc_root.join(pid.to_string()).join("cgroup"), MAX_PROC_FILE).ok()?;
-        if !procfs::parse_cgroup_file(&text).iter().any(|line| cgroup_path::parse(&line.path).is_some()) {
-            return None;
-        }
-        match procfs::read_process(proc_root, pid) {
-            Ok(process) => Some(process),
-            // Status and cgroup are world-readable; the namespace links need ptrace access.
-            Err(procfs::ProcError::PermissionDenied { .. }) => without_namespaces(proc_root, pid),
-            Err(_) => None, // gone meanwhile
-        }
-    };
-    let mut containers: BTreeMap<String, (String, Vec<Process>)> = BTreeMap::new();
-    for process in crate::parallel::map(&procfs::list_pids(proc_root), read).into_iter().flatten() {
-        if let Some((id, path)) = container_of(&process) {
-            containers.entry(id).or_insert_with(|| (path, Vec::new())).1.push(process);
-        }
-    }
-    containers
-}
-
-/// A process read from its world-readable files only: no namespaces (all `None`).
-fn without_namespaces(proc_root: &Path, pid: u32) -> Option<Process> {
-    let dir = proc_root.join(pid.to_string());
-    let status = procfs::parse_status(&std::fs::read_to_string(dir.join("status")).ok()?);
-    let cgroups = procfs::parse_cgroup_file(&std::fs::read_to_string(dir.join("cgroup")).ok()?);
-    let start_time = procfs::parse_stat_start_time(&std::fs::read_to_string(dir.join("stat")).ok()?)?;
-    Some(Process { pid, start_time, status, cgroups, namespaces: Namespaces::default() })
-}
 
 /// The posture of every container with a process on the node, ordered by id.
 pub fn all(proc_root: &Path) -> Vec<ContainerPosture> {
+    all_walked(&Walker::new(proc_root.to_owned()))
+}
+
+/// `all`, by a walker that keeps what does not change from one walk to the next.
+pub fn all_walked(walker: &Walker) -> Vec<ContainerPosture> {
+    let proc_root = walker.proc_root();
     let host = host_namespaces(proc_root);
     let names = local::conmon_names(proc_root);
     let full = full_capability_set(proc_root);
-    let containers: Vec<_> = container_processes(proc_root).into_iter().collect();
+    let containers: Vec<_> = walker.container_processes().into_iter().collect();
     crate::parallel::map(&containers, |(id, (cgroup, processes))| {
         let (id, cgroup) = (id.clone(), cgroup.clone());
         let name = names.get(&id).cloned();
