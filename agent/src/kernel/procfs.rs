@@ -855,7 +855,7 @@ voluntary_ctxt_switches:\t10
     fn a_walk_reads_only_the_cgroup_of_unwanted_processes_and_takes_known_namespaces() {
         let proc = FakeProc::new();
         proc.add(300, "app", 5000, 4026532000);
-        // Without its links, a process can only be read from what the walk already knows.
+        // Its links removed: namespaces that come back below were given, not read.
         std::fs::remove_dir_all(proc.path().join("300/ns")).unwrap();
         let unwanted = read_process_where(proc.path(), 300, |_| false, |_| panic!("not asked"));
         assert_eq!(unwanted.unwrap(), None);
