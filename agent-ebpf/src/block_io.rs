@@ -62,7 +62,8 @@ static BLOCK_BLKG_BLKCG_OFFSET: u32 = 0;
 static BLOCK_BLKCG_CGROUP_OFFSET: u32 = 0;
 
 #[map]
-static BLOCK_IO: PerCpuHashMap<BlockIoKey, u64> = PerCpuHashMap::with_max_entries(DEFAULT_BLOCK_IO_ENTRIES, 0);
+static BLOCK_IO: PerCpuHashMap<BlockIoKey, u64> =
+    PerCpuHashMap::with_max_entries(DEFAULT_BLOCK_IO_ENTRIES, 0);
 
 /// Request address → its issue. LRU: a request whose completion is never seen (the agent
 /// attached between the two, a driver that ends requests without the tracepoint) is evicted
@@ -144,7 +145,10 @@ pub(crate) unsafe fn issuing_cgroup(rq: *const u8) -> u64 {
 pub(crate) unsafe fn op_and_remaining(rq: *const u8) -> (u16, u32) {
     // SAFETY: the caller's BTF pointer, at offsets from the kernel's BTF.
     let (flags, remaining) = unsafe {
-        (load::<u32>(rq, global(&BLOCK_RQ_CMD_FLAGS_OFFSET)), load::<u32>(rq, global(&BLOCK_RQ_DATA_LEN_OFFSET)))
+        (
+            load::<u32>(rq, global(&BLOCK_RQ_CMD_FLAGS_OFFSET)),
+            load::<u32>(rq, global(&BLOCK_RQ_DATA_LEN_OFFSET)),
+        )
     };
     let what = match flags & REQ_OP_MASK {
         REQ_OP_READ => op::READ,

@@ -11,7 +11,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FExitContext},
 };
 use kernsight_common::{
-    capabilities::{CapabilityKey, DEFAULT_CAPABILITY_ENTRIES, DENIED, GRANTED, INITIAL_USER_NS, NESTED_USER_NS},
+    capabilities::{
+        CapabilityKey, DEFAULT_CAPABILITY_ENTRIES, DENIED, GRANTED, INITIAL_USER_NS, NESTED_USER_NS,
+    },
     counters::{OVERFLOW_CGROUP_ID, map_full},
 };
 

@@ -13,8 +13,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use kernsight_common::{
-    memory_reclaim::{DEFAULT_RECLAIM_STALL_ENTRIES, RECLAIM_START_ENTRIES, ReclaimKey, kind},
     counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
+    memory_reclaim::{DEFAULT_RECLAIM_STALL_ENTRIES, RECLAIM_START_ENTRIES, ReclaimKey, kind},
 };
 
 use crate::{

@@ -36,18 +36,18 @@
 //! pruned), and the key of the histogram update grows by nothing (the reason replaces padding).
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
-    bindings::BPF_NOEXIST,
     maps::{LruHashMap, PerCpuHashMap},
     programs::BtfTracePointContext,
 };
 use kernsight_common::{
+    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
     runqueue::{
         DEFAULT_RUNQ_LATENCY_ENTRIES, RunqKey, THROTTLE_EPISODE, THROTTLE_SEEN_ENTRIES, THROTTLED_BIT,
         WAIT_CONTENTION, WAIT_THROTTLED,
     },
-    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
 };
 
 use crate::{

@@ -13,7 +13,14 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, Queue},
     programs::BtfTracePointContext,
 };
-use kernsight_common::{counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full}, syscalls::{CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, SYSCALL_COLUMNS, SlotEntries, SyscallKey, SyscallRow, V1_CGROUP_ID_BIT, bounded_errno, column_of, errno_of, error_quota, latency_quota}};
+use kernsight_common::{
+    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
+    syscalls::{
+        CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LatencyKey,
+        OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, SYSCALL_COLUMNS, SlotEntries, SyscallKey, SyscallRow,
+        V1_CGROUP_ID_BIT, bounded_errno, column_of, errno_of, error_quota, latency_quota,
+    },
+};
 
 use crate::{
     counters::{add_existing, atomic_add, count_map_full, insert_new},

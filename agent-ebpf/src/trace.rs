@@ -18,9 +18,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use kernsight_common::trace::{
-    BlockIoRecord, CgroupSyscallKey, KIND_BLOCK_IO, KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_SLOTS, LATENCY_UNKNOWN, SYSCALL_PATH_SHIFT,
-    SYSCALL_TRACED, SyscallCount, SyscallRecord, TRACE_PATH_MAX, TRACE_RECORD_MAX, TRACE_SYSCALLS,
-    TraceHeader,
+    BlockIoRecord, CgroupSyscallKey, KIND_BLOCK_IO, KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_SLOTS,
+    LATENCY_UNKNOWN, SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount, SyscallRecord, TRACE_PATH_MAX,
+    TRACE_RECORD_MAX, TRACE_SYSCALLS, TraceHeader,
 };
 
 use crate::{
@@ -325,12 +325,8 @@ pub fn ks_trace_block_issue(ctx: BtfTracePointContext) -> i32 {
     }
     // SAFETY: as above.
     let ((op, remaining), device) = unsafe { (op_and_remaining(rq), device(rq)) };
-    let mut record = BlockIoRecord {
-        device,
-        op: op as u32,
-        bytes: remaining as u64,
-        ..BlockIoRecord::default()
-    };
+    let mut record =
+        BlockIoRecord { device, op: op as u32, bytes: remaining as u64, ..BlockIoRecord::default() };
     fill_header(&mut record.header, cgroup_id, KIND_BLOCK_IO);
     let _ = TRACE_BLOCK_START.insert(&(rq as u64), &record, 0);
     0

@@ -9,8 +9,10 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use kernsight_common::{
-    net::{DEFAULT_CGROUP_DROPS_ENTRIES, DROP_REASON_OTHER, DROP_REASON_SLOTS, DROP_REASON_UNSPECIFIED, DropKey},
     counters::{OVERFLOW_CGROUP_ID, map_full},
+    net::{
+        DEFAULT_CGROUP_DROPS_ENTRIES, DROP_REASON_OTHER, DROP_REASON_SLOTS, DROP_REASON_UNSPECIFIED, DropKey,
+    },
 };
 
 use super::{skb_sock, sock_cgroup};

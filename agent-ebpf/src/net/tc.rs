@@ -11,14 +11,14 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{TC_ACT_UNSPEC, __sk_buff},
+    bindings::{__sk_buff, TC_ACT_UNSPEC},
     macros::{classifier, map},
     maps::PerCpuHashMap,
     programs::TcContext,
 };
 use kernsight_common::{
-    net::{DEFAULT_INTERFACE_TRAFFIC_ENTRIES, EGRESS, INGRESS, TcTrafficKey, Traffic},
     counters::map_full,
+    net::{DEFAULT_INTERFACE_TRAFFIC_ENTRIES, EGRESS, INGRESS, TcTrafficKey, Traffic},
 };
 
 use super::{add_traffic, parse::classify};

@@ -13,11 +13,11 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use kernsight_common::{
+    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
     net::{
         DEFAULT_TCP_EVENTS_ENTRIES, DEFAULT_TCP_STARTS_ENTRIES, NO_SOCKET_CGROUP_ID, TcpKey, TcpStart,
         tcp_event,
     },
-    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
 };
 
 use super::{sock_cgroup, sock_protocol};

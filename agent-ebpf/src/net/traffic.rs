@@ -12,8 +12,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use kernsight_common::{
-    net::{DEFAULT_CGROUP_TRAFFIC_ENTRIES, EGRESS, INGRESS, Traffic, TrafficKey},
     counters::{OVERFLOW_CGROUP_ID, map_full},
+    net::{DEFAULT_CGROUP_TRAFFIC_ENTRIES, EGRESS, INGRESS, Traffic, TrafficKey},
 };
 
 use super::add_traffic;

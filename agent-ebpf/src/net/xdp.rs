@@ -9,8 +9,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use kernsight_common::{
-    net::{DEFAULT_INTERFACE_TRAFFIC_ENTRIES, InterfaceKey, Traffic},
     counters::map_full,
+    net::{DEFAULT_INTERFACE_TRAFFIC_ENTRIES, InterfaceKey, Traffic},
 };
 
 use super::{add_traffic, parse::classify};

@@ -10,8 +10,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use kernsight_common::{
-    processes::{DEFAULT_PROCESS_ENTRIES, ProcessKey, exit_kind, kind},
     counters::{OVERFLOW_CGROUP_ID, map_full},
+    processes::{DEFAULT_PROCESS_ENTRIES, ProcessKey, exit_kind, kind},
 };
 
 use crate::{
