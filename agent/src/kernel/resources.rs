@@ -322,11 +322,15 @@ fn read_v1(
     cpuacct: Option<&Path>,
     pids: Option<&Path>,
 ) -> Resources {
-    let (memory, cpu, cpuacct, pids) = (open_dir(memory), open_dir(cpu), open_dir(cpuacct), open_dir(pids));
+    let (memory, cpu_dir, pids) = (open_dir(memory), open_dir(cpu), open_dir(pids));
+    // cpu and cpuacct are one hierarchy where they are mounted together (the usual layout): one
+    // directory to open, not two.
+    let cpuacct_own = if cpuacct == cpu { None } else { open_dir(cpuacct) };
+    let (cpu, cpuacct) = (&cpu_dir, if cpuacct == cpu { &cpu_dir } else { &cpuacct_own });
     let mut r = Resources {
         memory_current: read_in(&memory, "memory.usage_in_bytes").and_then(|t| parse_u64(&t)),
         pids_current: read_in(&pids, "pids.current").and_then(|t| parse_u64(&t)),
-        cpu_usage_seconds: read_in(&cpuacct, "cpuacct.usage")
+        cpu_usage_seconds: read_in(cpuacct, "cpuacct.usage")
             .and_then(|t| parse_u64(&t))
             .map(|ns| ns as f64 / NSEC_PER_SEC),
         ..Resources::default()
@@ -346,7 +350,7 @@ fn read_v1(
         r.memory_events = pick(&control, &V1_MEMORY_EVENTS);
     }
 
-    if let Some(stat) = read_in(&cpu, "cpu.stat").map(|t| parse_flat_keyed(&t)) {
+    if let Some(stat) = read_in(cpu, "cpu.stat").map(|t| parse_flat_keyed(&t)) {
         r.cpu_periods = stat.get("nr_periods").copied();
         r.cpu_throttled_periods = stat.get("nr_throttled").copied();
         r.cpu_throttled_seconds = stat.get("throttled_time").map(|&v| v as f64 / NSEC_PER_SEC);

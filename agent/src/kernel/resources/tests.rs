@@ -448,6 +448,22 @@ fn reads_v1_fixture_tree() {
     usage_and_limits_make_the_whole(&dirs, &r);
 }
 
+#[test]
+fn reads_cpu_and_cpuacct_mounted_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let both = tmp.path().join("cpu,cpuacct/pod");
+    write_files(&both, &[("cpu.stat", V1_CPU_STAT), ("cpuacct.usage", "1500000000\n")]);
+    let dirs = CgroupDirs::V1 {
+        memory: None,
+        cpu: Some(both.clone()),
+        cpuacct: Some(both),
+        pids: None,
+        blkio: None,
+    };
+    let r = read_usage(&dirs);
+    assert_eq!((r.cpu_usage_seconds, r.cpu_throttled_periods), (Some(1.5), Some(190)));
+}
+
 /// The split a scrape reads at two paces: the usage leaves every limit empty, the limits alone
 /// complete it to what `read` gives.
 fn usage_and_limits_make_the_whole(dirs: &CgroupDirs, whole: &Resources) {
