@@ -183,7 +183,7 @@ impl AppState {
         // A scrape of a busy node allocates megabytes (map reads, label sets) that are free again
         // now: return them rather than let each blocking thread's arena keep its peak.
         crate::heap::release_free_memory();
-        result.ok().map(|()| Bytes::from(body))
+        result.ok().map(|()| crate::heap::bytes_released_on_drop(body))
     }
 }
 

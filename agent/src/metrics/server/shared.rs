@@ -83,15 +83,15 @@ impl Scrape {
         let body = tokio::task::spawn_blocking(encode).await.ok()??;
         *last = Some(Encoded { started, finished: Instant::now(), body: body.clone() });
         // Past the reuse window no new scrape can have this body: let it go rather than hold a
-        // body of megabytes until the next scrape. Scrapes already waiting for the lock queued
-        // before this task does, and get it first.
+        // body of megabytes until the next scrape (its memory goes back to the system with its
+        // last reference: `heap::bytes_released_on_drop`). Scrapes already waiting for the lock
+        // queued before this task does, and get it first.
         let inner = self.inner.clone();
         tokio::spawn(async move {
             tokio::time::sleep(inner.reuse).await;
             let mut last = inner.bodies[format as usize].lock().await;
             if last.as_ref().is_some_and(|encoded| encoded.started == started) {
                 *last = None;
-                crate::heap::release_free_memory();
             }
         });
         Some((body, false))
