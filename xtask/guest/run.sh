@@ -12,6 +12,18 @@
 section() { echo; echo "==== $*"; }
 
 result boot PASS "$(uname -r), $(nproc) CPUs, $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+
+# Software emulation (TCG) can run a stale copy of code the kernel is patching on the other
+# virtual CPU: an int3 Oops in __schedule or ttwu_do_activate, at the sched_switch and
+# sched_wakeup tracepoints. The kernel patches their jump labels and static calls when a
+# tracepoint gets its first or second probe or loses one of those, which each test's agent did
+# as it attached and detached. Two probes held on each for the whole run (the event's, and the
+# command-line recorder that enabling an event starts) leave those sites alone afterwards; with
+# the ring buffer off they record nothing.
+echo 0 > /sys/kernel/tracing/tracing_on
+for event in sched_switch sched_wakeup sched_wakeup_new; do
+    echo 1 > "/sys/kernel/tracing/events/sched/$event/enable"
+done
 export PATH="$PATH:/usr/bin"
 KERNSIGHT=/usr/bin/kernsight
 

@@ -114,7 +114,7 @@ impl<'a> CgroupNamer<'a> {
     }
 
     /// One id, and one shared copy, per distinct workload (several cgroups can name one: a
-    /// container's v1 and v2 cgroups, or ids from before and after a restart).
+    /// container's v1 and v2 cgroups, or a container's and its restart's).
     fn intern(&mut self, workload: Workload) -> WorkloadId {
         if let Some(&id) = self.interned.get(&workload) {
             return id;

@@ -7,7 +7,9 @@
 //! a jump label the kernel was patching, and booting the same guest again passed. The other
 //! fault of emulation seen here is an `int3` Oops where the kernel patches a jump label while
 //! the other virtual CPU runs it (TCG's self-modifying code across vCPUs; `ttwu_do_activate` on
-//! 6.12 when the scheduler programs attach; CI once met it on two boots in a row). Either is
+//! 6.12 when the scheduler programs attach; CI once met it on two boots in a row). The guest
+//! makes it rarer by holding two probes on the scheduler's tracepoints for its whole run
+//! (guest/run.sh), so that agents attaching and detaching patch nothing there. Either fault is
 //! booted again, up to `EMULATION_FAULT_REBOOTS` times (`mod.rs`), with the faulted boot's logs
 //! kept; any other panic, a timeout or a failed test is not.
 
