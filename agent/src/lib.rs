@@ -11,6 +11,7 @@ pub mod diagnose;
 pub mod dns;
 pub mod duration;
 pub mod events;
+pub mod freshness;
 pub mod heap;
 pub mod http;
 pub mod inspect;

@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::kernel::{mountinfo::Mount, resources::CgroupDirs};
+use crate::{
+    freshness::Reads,
+    kernel::{mountinfo::Mount, resources::CgroupDirs},
+};
 
 /// How long a cgroup's directories, once located, serve: a cgroup does not move, and its
 /// controllers change only when its parent's `cgroup.subtree_control` does.
@@ -45,9 +48,8 @@ pub(super) struct TtlCache<V> {
 
 #[derive(Debug)]
 struct Entry<V> {
-    read_at: Instant,
-    /// When the key was first read (kept across reads while the key is asked for).
-    first_seen: Instant,
+    /// The first read is kept across reads while the key is asked for.
+    reads: Reads,
     value: V,
 }
 
@@ -72,24 +74,21 @@ impl<V: Clone + Send> TtlCache<V> {
 
     fn get_all_at(&mut self, keys: &[String], read: impl Fn(&str) -> V + Sync, now: Instant) -> Vec<V> {
         let (ttl, growing) = (self.ttl, self.growing);
-        let young = |at: &Instant, ttl: Duration| now.saturating_duration_since(*at) < ttl;
-        let serves = |entry: &Entry<V>| {
-            let known = entry.read_at.saturating_duration_since(entry.first_seen);
-            young(&entry.read_at, if growing { ttl.min(known) } else { ttl })
-        };
+        let young = |at: Instant, ttl: Duration| now.saturating_duration_since(at) < ttl;
+        let serves = |entry: &Entry<V>| entry.reads.serve(now, ttl, growing);
         // Entries of keys no longer asked for are dropped after two ttls, so the cache stays as
         // big as the set of cgroups scraped recently (and an entry that just expired keeps its
-        // `first_seen` for the read that replaces it).
-        if self.last_sweep.is_none_or(|last| !young(&last, ttl)) {
-            self.entries.retain(|_, entry| young(&entry.read_at, 2 * ttl));
+        // first read for the read that replaces it).
+        if self.last_sweep.is_none_or(|last| !young(last, ttl)) {
+            self.entries.retain(|_, entry| young(entry.reads.last(), 2 * ttl));
             self.last_sweep = Some(now);
         }
         let stale: Vec<&String> =
             keys.iter().filter(|key| !self.entries.get(key.as_str()).is_some_and(serves)).collect();
         let values = crate::parallel::map(&stale, |key| read(key));
         for (key, value) in stale.into_iter().zip(values) {
-            let first_seen = self.entries.get(key.as_str()).map_or(now, |entry| entry.first_seen);
-            self.entries.insert(key.clone(), Entry { read_at: now, first_seen, value });
+            let reads = Reads::after(self.entries.get(key.as_str()).map(|entry| entry.reads), now);
+            self.entries.insert(key.clone(), Entry { reads, value });
         }
         // Every key has an entry now.
         keys.iter().filter_map(|key| self.entries.get(key).map(|entry| entry.value.clone())).collect()

@@ -3,11 +3,9 @@
 //!
 //! A process changes its namespaces only by `setns` or `unshare`, and reading them is eight
 //! `readlink`s a process, a third of a walk's time. So a walk takes them from the last one
-//! while that read is younger than `NAMESPACES_TTL`, and younger than the process was known
-//! when it was read: a runtime moves a new container's first process into its namespaces after
-//! placing it in the cgroup, so a process met moments ago is read again at the next walk, and
-//! one known for a minute serves 30 s. Capabilities, seccomp and the cgroup are read at every
-//! walk.
+//! while that read serves (`freshness`: up to `NAMESPACES_TTL`, less while the process is new,
+//! as a runtime moves a new container's first process into its namespaces after placing it in
+//! the cgroup). Capabilities, seccomp and the cgroup are read at every walk.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -17,6 +15,7 @@ use std::{
 };
 
 use crate::{
+    freshness::Reads,
     kernel::procfs::{self, CgroupLine, Namespaces, Process},
     metadata::cgroup_path,
 };
@@ -37,15 +36,13 @@ pub struct Walker {
 
 #[derive(Debug, Clone, Copy)]
 struct Known {
-    first_seen: Instant,
-    read_at: Instant,
+    reads: Reads,
     namespaces: Namespaces,
 }
 
 impl Known {
     fn serves(&self, now: Instant) -> bool {
-        let known_for = self.read_at.saturating_duration_since(self.first_seen);
-        now.saturating_duration_since(self.read_at) < NAMESPACES_TTL.min(known_for)
+        self.reads.serve(now, NAMESPACES_TTL, true)
     }
 }
 
@@ -93,18 +90,19 @@ impl Walker {
         // The cgroup file first: most processes of a node are not in a container.
         let in_container =
             |cgroups: &[CgroupLine]| cgroups.iter().any(|line| cgroup_path::parse(&line.path).is_some());
-        let mut served = None;
+        let mut previous = None;
         let from_last = |start_time| {
-            let known = last.get(&(pid, start_time)).filter(|known| known.serves(now))?;
-            served = Some(*known);
-            Some(known.namespaces)
+            previous = last.get(&(pid, start_time)).copied();
+            previous.filter(|known| known.serves(now)).map(|known| known.namespaces)
         };
         match procfs::read_process_where(&self.proc_root, pid, in_container, from_last) {
             Ok(Some(process)) => {
-                let first_seen = last.get(&(pid, process.start_time)).map_or(now, |known| known.first_seen);
-                let remembered =
-                    served.unwrap_or(Known { first_seen, read_at: now, namespaces: process.namespaces });
-                Some((process, Some(remembered)))
+                let reads = match previous {
+                    Some(known) if known.serves(now) => known.reads,
+                    other => Reads::after(other.map(|known| known.reads), now),
+                };
+                let known = Known { reads, namespaces: process.namespaces };
+                Some((process, Some(known)))
             }
             Ok(None) => None,
             // Status and cgroup are world-readable; the namespace links need ptrace access.
