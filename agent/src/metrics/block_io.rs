@@ -13,15 +13,11 @@ use kernsight_common::{
     block_io::{BlockIoKey, device_numbers, op_name, slot},
     counters::LATENCY_SUM_BUCKET,
 };
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::MetricType,
-};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
 
 use super::{
     LabelNames, Series, encode_counters,
-    histogram::{Latency, LatencyHistogram},
+    histogram::{Latency, encode_histogram},
     naming::CgroupNamer,
 };
 use crate::{
@@ -130,7 +126,7 @@ impl Collector for BlockIoCollector {
             MetricType::Histogram,
         )?;
         for (key, io) in &series {
-            LatencyHistogram(&io.latency).encode(family.encode_family(&labels(key))?)?;
+            encode_histogram(&mut family, &labels(key), &io.latency)?;
         }
         Ok(())
     }

@@ -6,15 +6,11 @@
 use std::{collections::BTreeMap, rc::Rc, sync::Arc};
 
 use kernsight_common::counters::LATENCY_SUM_BUCKET;
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::MetricType,
-};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
 
 use super::{
     LabelNames, NO_LABELS, Series, encode_counters, encode_gauges,
-    histogram::{Latency, LatencyHistogram},
+    histogram::{Latency, encode_histogram},
     naming::CgroupNamer,
 };
 use crate::{
@@ -128,7 +124,7 @@ impl Collector for DnsCollector {
             MetricType::Histogram,
         )?;
         for (workload, dns) in series.iter().filter(|(_, dns)| dns.counts.responses.iter().any(|&n| n > 0)) {
-            LatencyHistogram(&dns.latency).encode(family.encode_family(&Series::of(workload, &names))?)?;
+            encode_histogram(&mut family, &Series::of(workload, &names), &dns.latency)?;
         }
         encode_counters(
             &mut encoder,

@@ -9,6 +9,8 @@ use prometheus_client::{
     metrics::MetricType,
 };
 
+use super::{EncodedLabels, Series};
+
 /// Histogram bucket bounds, as log2 of nanoseconds: 1 µs to 17 s in steps of 4×, so that a
 /// series costs 14 buckets instead of the kernel's 40.
 const EXPORTED_BUCKETS: [u32; 13] = [10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34];
@@ -31,8 +33,18 @@ impl Latency {
     }
 }
 
+/// Encodes `latency` as the series `labels` of a histogram family. A histogram writes its labels
+/// on each of its 16 lines (sum, count, 14 buckets): they are encoded once.
+pub(super) fn encode_histogram(
+    family: &mut MetricEncoder,
+    labels: &Series,
+    latency: &Latency,
+) -> Result<(), std::fmt::Error> {
+    LatencyHistogram(latency).encode(family.encode_family(&EncodedLabels::of(labels))?)
+}
+
 /// A `Latency` as a Prometheus histogram with the exported bounds (1 µs to 17 s, steps of 4).
-pub(super) struct LatencyHistogram<'a>(pub(super) &'a Latency);
+struct LatencyHistogram<'a>(&'a Latency);
 
 impl EncodeMetric for LatencyHistogram<'_> {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {

@@ -4,15 +4,11 @@
 use std::{collections::BTreeMap, rc::Rc, sync::Arc};
 
 use kernsight_common::memory_reclaim::kind_name;
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::MetricType,
-};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
 
 use super::{
     LabelNames, Series,
-    histogram::{Latency, LatencyHistogram},
+    histogram::{Latency, encode_histogram},
     naming::CgroupNamer,
 };
 use crate::{
@@ -57,7 +53,7 @@ impl Collector for ReclaimCollector {
         )?;
         for ((workload, kind), stalls) in &series {
             let labels = Series::of(workload, &names).with("kind", kind);
-            LatencyHistogram(stalls).encode(family.encode_family(&labels)?)?;
+            encode_histogram(&mut family, &labels, stalls)?;
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ mod processes;
 mod resources;
 mod runqueue;
 mod seccomp_drift;
+mod series;
 pub mod server;
 mod syscalls;
 mod ttl_cache;
@@ -33,17 +34,16 @@ use std::{
     time::Instant,
 };
 
+pub(crate) use series::{EncodedLabels, LabelNames, Series};
+
 use crate::{
     bpf::Programs,
     events::oom::OomKills,
-    metadata::{
-        cgroups::Tracker,
-        identity::{Resolver, Workload},
-    },
+    metadata::{cgroups::Tracker, identity::Resolver},
 };
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabel as _, EncodeLabelSet, EncodeMetric as _, LabelSetEncoder},
+    encoding::{DescriptorEncoder, EncodeMetric as _},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
@@ -162,73 +162,6 @@ impl Collector for Timed {
     }
 }
 
-/// Which optional workload labels a series carries (config: `metadata.container_id_label`,
-/// `metadata.pod_labels`).
-pub(crate) struct LabelNames {
-    pub container_id: bool,
-    pub pod_labels: Vec<String>,
-}
-
-impl LabelNames {
-    /// What the resolver was configured to add.
-    pub(crate) fn of(resolver: &Resolver) -> Self {
-        Self { container_id: resolver.container_id_label(), pod_labels: resolver.pod_label_names() }
-    }
-}
-
-/// Most labels a series adds to its workload's (block I/O's `device`, `device_name` and `op`).
-const MAX_OWN_LABELS: usize = 4;
-
-/// The labels of one series, all borrowed: its workload's (`namespace`, `pod`, `container`,
-/// `workload_kind`, `workload`, `container_id` when enabled, `cgroup`, the chosen pod labels),
-/// then its own. Making one allocates nothing, and a scrape of a node with 1,000 containers
-/// encodes some 100,000 of them.
-#[derive(Clone, Copy)]
-pub(crate) struct Series<'a> {
-    workload: &'a Workload,
-    names: &'a LabelNames,
-    own: [(&'static str, &'a str); MAX_OWN_LABELS],
-    own_len: usize,
-}
-
-impl<'a> Series<'a> {
-    /// A series of `workload` with no labels of its own yet.
-    pub(crate) fn of(workload: &'a Workload, names: &'a LabelNames) -> Self {
-        Self { workload, names, own: [("", ""); MAX_OWN_LABELS], own_len: 0 }
-    }
-
-    /// Adds a label of the series' own, after the workload's and those added before.
-    pub(crate) fn with(mut self, name: &'static str, value: &'a str) -> Self {
-        assert!(self.own_len < MAX_OWN_LABELS, "a series has at most {MAX_OWN_LABELS} labels of its own");
-        self.own[self.own_len] = (name, value);
-        self.own_len += 1;
-        self
-    }
-}
-
-impl EncodeLabelSet for Series<'_> {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        let workload = self.workload;
-        let mut label = |name: &str, value: &str| (name, value).encode(encoder.encode_label());
-        label("namespace", &workload.namespace)?;
-        label("pod", &workload.pod)?;
-        label("container", &workload.container)?;
-        label("workload_kind", &workload.workload_kind)?;
-        label("workload", &workload.workload)?;
-        if self.names.container_id {
-            label("container_id", &workload.container_id)?;
-        }
-        label("cgroup", &workload.cgroup)?;
-        for (name, value) in self.names.pod_labels.iter().zip(&workload.pod_labels) {
-            label(name, value)?;
-        }
-        for (name, value) in &self.own[..self.own_len] {
-            label(name, value)?;
-        }
-        Ok(())
-    }
-}
-
 /// The label set of a metric without labels.
 const NO_LABELS: [(&str, &str); 0] = [];
 
@@ -265,8 +198,9 @@ mod tests {
     use prometheus_client::encoding::text::encode;
 
     use super::*;
+    use crate::metadata::identity::Workload;
 
-    /// A collector of one series with every optional workload label, to read its encoding.
+    /// A collector of one series.
     #[derive(Debug)]
     struct OneSeries;
 
@@ -287,19 +221,6 @@ mod tests {
             let series = Series::of(&workload, &names).with("syscall", "read").with("errno", "EPERM");
             encode_counters(&mut encoder, "test_calls", "calls", [(series, 3)])
         }
-    }
-
-    #[test]
-    fn a_series_has_its_workloads_labels_then_its_own_in_order_with_values_escaped() {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(OneSeries));
-        let mut text = String::new();
-        encode(&mut text, &registry).unwrap();
-        let line = text.lines().find(|l| l.starts_with("test_calls_total")).unwrap();
-        assert_eq!(
-            line,
-            r#"test_calls_total{namespace="shop",pod="web-0",container="app",workload_kind="StatefulSet",workload="web",container_id="abc",cgroup="",label_app="checkout",label_note="say \"hi\"\n",syscall="read",errno="EPERM"} 3"#
-        );
     }
 
     /// A collector that takes 20 ms.
@@ -332,13 +253,5 @@ mod tests {
         assert_eq!(by_collector.iter().map(|(name, _)| *name).collect::<Vec<_>>(), ["slow", "one"]);
         assert!(by_collector[0].1 >= 40_000_000, "two encodes of 20 ms: {by_collector:?}");
         assert!(by_collector[1].1 < by_collector[0].1, "{by_collector:?}");
-    }
-
-    #[test]
-    #[should_panic(expected = "at most 4 labels of its own")]
-    fn a_series_refuses_more_own_labels_than_it_holds() {
-        let (workload, names) =
-            (Workload::default(), LabelNames { container_id: false, pod_labels: Vec::new() });
-        let _ = ["a", "b", "c", "d", "e"].iter().fold(Series::of(&workload, &names), |s, l| s.with(l, "x"));
     }
 }

@@ -11,15 +11,11 @@ use kernsight_common::net::{
     DROP_REASON_OTHER, DROP_REASON_UNSPECIFIED, EGRESS, INGRESS, InterfaceKey, NO_SOCKET_CGROUP_ID, Traffic,
     protocol, tcp_event,
 };
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::MetricType,
-};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
 
 use super::{
     LabelNames, Series, encode_counters, encode_gauges,
-    histogram::{Latency, LatencyHistogram},
+    histogram::{Latency, encode_histogram},
     naming::CgroupNamer,
 };
 use crate::{
@@ -211,7 +207,7 @@ impl NetCollector {
             MetricType::Histogram,
         )?;
         for (workload, latency) in &durations {
-            LatencyHistogram(latency).encode(family.encode_family(&Series::of(workload, names))?)?;
+            encode_histogram(&mut family, &Series::of(workload, names), latency)?;
         }
         Ok(())
     }

@@ -9,10 +9,10 @@ use std::{
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{LabelNames, Series, encode_gauges};
+use super::{EncodedLabels, LabelNames, Series, encode_gauges};
 use crate::{
     kernel::names::held_capabilities,
-    metadata::identity::{Resolver, Workload},
+    metadata::identity::Resolver,
     posture::{self, ContainerPosture, NAMESPACES},
 };
 
@@ -62,9 +62,13 @@ impl Collector for PostureCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let containers = self.cache.containers();
         let names = LabelNames::of(&self.resolver);
-        let workloads: Vec<(Workload, &ContainerPosture)> =
-            containers.iter().map(|c| (self.resolver.workload(&c.cgroup), c)).collect();
-        let labelled = || workloads.iter().map(|(w, c)| (Series::of(w, &names), c));
+        // A container has some 50 series here (one per capability held): its labels are
+        // encoded once.
+        let workloads: Vec<(EncodedLabels, &ContainerPosture)> = containers
+            .iter()
+            .map(|c| (EncodedLabels::of(&Series::of(&self.resolver.workload(&c.cgroup), &names)), c))
+            .collect();
+        let labelled = || workloads.iter().map(|(w, c)| (Series::of_encoded(w), c));
         let gauge =
             |value: fn(&ContainerPosture) -> i64| labelled().map(move |(series, c)| (series, value(c)));
         let namespaces_known = || labelled().filter(|(_, c)| c.namespaces_known);

@@ -16,7 +16,7 @@ use prometheus_client::{
 };
 
 use super::{
-    LabelNames, Series,
+    EncodedLabels, LabelNames, Series,
     ttl_cache::{Locations, TtlCache},
 };
 use crate::{
@@ -98,8 +98,11 @@ impl Collector for ResourceCollector {
         }
 
         let mut families: BTreeMap<&'static str, Vec<(Series, f64)>> = BTreeMap::new();
-        for (workload, r) in &containers {
-            let series = Series::of(workload, &names);
+        // About 30 series a container: its labels are encoded once.
+        let encoded: Vec<EncodedLabels> =
+            containers.iter().map(|(workload, _)| EncodedLabels::of(&Series::of(workload, &names))).collect();
+        for ((_, r), encoded) in containers.iter().zip(&encoded) {
+            let series = Series::of_encoded(encoded);
             let mut add = |name: &'static str, series, value: f64| {
                 families.entry(name).or_default().push((series, value));
             };

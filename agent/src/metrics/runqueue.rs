@@ -6,15 +6,11 @@
 use std::{collections::HashMap, sync::Arc};
 
 use kernsight_common::runqueue::{THROTTLE_EPISODE, WAIT_THROTTLED};
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::MetricType,
-};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
 
 use super::{
     LabelNames, Series,
-    histogram::{Latency, LatencyHistogram},
+    histogram::{Latency, encode_histogram},
     naming::{CgroupNamer, WorkloadId},
 };
 use crate::{
@@ -112,7 +108,7 @@ fn encode<'a>(
 ) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (labels, latency) in series {
-        LatencyHistogram(latency).encode(family.encode_family(&labels)?)?;
+        encode_histogram(&mut family, &labels, latency)?;
     }
     Ok(())
 }

@@ -4,15 +4,11 @@
 use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use kernsight_common::syscalls::{LatencyKey, OTHER_ERRNO, OUT_OF_RANGE_COLUMN, OVERFLOW_SYSCALL};
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::MetricType,
-};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
 
 use super::{
     LabelNames, Series, encode_counters,
-    histogram::{Latency, LatencyHistogram},
+    histogram::{Latency, encode_histogram},
     naming::{CgroupNamer, OTHER, WorkloadId},
     seccomp_drift::SeccompDrift,
 };
@@ -144,8 +140,7 @@ fn encode_latency(
         MetricType::Histogram,
     )?;
     for ((workload, syscall), latency) in &series {
-        let labels = Series::of(workload, with_id).with("syscall", syscall);
-        LatencyHistogram(latency).encode(family.encode_family(&labels)?)?;
+        encode_histogram(&mut family, &Series::of(workload, with_id).with("syscall", syscall), latency)?;
     }
     Ok(())
 }
