@@ -9,7 +9,7 @@
 //! A syscall whose verdict depends on its arguments is not counted: only what the profile
 //! denies whatever the arguments.
 
-use std::{borrow::Cow, collections::BTreeMap, collections::HashMap, rc::Rc, sync::Arc};
+use std::{borrow::Cow, cmp::Ordering, collections::HashMap, rc::Rc, sync::Arc};
 
 use prometheus_client::encoding::DescriptorEncoder;
 
@@ -143,30 +143,51 @@ impl Profiles {
         &'a self,
         calls: &'a Calls,
         confinement: &HashMap<Workload, Confinement>,
-    ) -> BTreeMap<(&'a Workload, &'a str, &'a str), u64> {
-        let mut outside = BTreeMap::new();
+    ) -> Vec<((&'a Workload, &'a str, &'a str), u64)> {
+        let mut outside = Vec::new();
+        // The rows of one workload come together and share one copy of it (`in_label_order`):
+        // it is looked up once, not hashed again for each of its syscalls.
+        let mut last: Option<(&Workload, Option<&Confinement>)> = None;
         for ((workload, syscall), count) in calls {
             let (workload, count): (&Workload, u64) = (workload, *count);
             if syscall == OTHER || workload.container.is_empty() {
                 continue;
             }
-            let seen = confinement.get(workload);
+            let seen = match last {
+                Some((known, seen)) if std::ptr::eq(known, workload) => seen,
+                _ => confinement.get(workload),
+            };
+            last = Some((workload, seen));
             if let Some(seen) = seen.filter(|seen| seen.unconfined)
                 && !RUNTIME_SETUP.contains(&syscall.as_ref())
                 && self.runtime_default.verdict(syscall, seen.bounding) == Verdict::Denied
             {
-                *outside.entry((workload, RUNTIME_DEFAULT, syscall.as_ref())).or_default() += count;
+                outside.push(((workload, RUNTIME_DEFAULT, syscall.as_ref()), count));
             }
             for baseline in self.baselines_of(workload) {
                 // Without the container's posture, no capability is taken as held: the strictest
                 // reading of the profile's capability conditions.
                 let bounding = seen.map_or(0, |seen| seen.bounding);
                 if baseline.profile.verdict(syscall, bounding) == Verdict::Denied {
-                    *outside.entry((workload, baseline.label.as_str(), syscall.as_ref())).or_default() +=
-                        count;
+                    outside.push(((workload, baseline.label.as_str(), syscall.as_ref()), count));
                 }
             }
         }
+        // In label order, equal keys summed. Most comparisons are between rows of one workload,
+        // which compare its address rather than its seven strings.
+        let by_workload =
+            |a: &Workload, b: &Workload| if std::ptr::eq(a, b) { Ordering::Equal } else { a.cmp(b) };
+        outside.sort_unstable_by(|((wa, pa, sa), _), ((wb, pb, sb), _)| {
+            by_workload(wa, wb).then_with(|| (pa, sa).cmp(&(pb, sb)))
+        });
+        outside.dedup_by(|(later, n), (kept, total)| {
+            let same = std::ptr::eq(later.0, kept.0) || later.0 == kept.0;
+            let same = same && (later.1, later.2) == (kept.1, kept.2);
+            if same {
+                *total += *n;
+            }
+            same
+        });
         outside
     }
 
