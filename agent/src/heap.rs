@@ -2,6 +2,27 @@
 //! start-up, thousands of forgotten cgroups): glibc keeps freed pages in its free lists and
 //! per-thread arenas otherwise, and the agent's RSS would stay at its peak.
 
+/// Blocks of at least this size get a mapping of their own, returned to the system when freed.
+#[cfg(target_env = "gnu")]
+const MAPPED_FROM_BYTES: libc::c_int = 1 << 20;
+
+/// Makes every large block (a scrape's 16 MB body, a collector's big vectors) a mapping of its
+/// own, wherever it is freed. glibc's default raises its mmap threshold to the size of the
+/// largest mapped block freed (up to 32 MB), after which bodies are carved from the heap of
+/// the arena of the thread that encodes them; when freed they merge into that heap's top, which
+/// `malloc_trim` does not shrink for a thread's arena, and which the trim threshold (raised
+/// alongside, to twice the mmap threshold) keeps. One such body in each of two threads' arenas
+/// was 32 MiB of the 61 MiB RSS between scrapes at 1,000 containers (the mappings of
+/// `/proc/PID/smaps`). A fixed threshold also fixes the trim threshold at its 128 KiB default.
+/// Call before the runtime starts its threads.
+pub fn map_large_blocks() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MAPPED_FROM_BYTES);
+    }
+}
+
 /// Returns the allocator's free pages to the system. musl's allocator (the container image)
 /// unmaps freed memory by itself and has no `malloc_trim`.
 pub fn release_free_memory() {
@@ -39,6 +60,35 @@ impl Drop for ReleasedOnDrop {
 
 #[cfg(test)]
 mod tests {
+    /// The resident size of this process, in bytes.
+    fn rss() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4096
+    }
+
+    #[test]
+    fn a_large_block_freed_on_another_thread_leaves_the_rss_at_once() {
+        super::map_large_blocks();
+        const BODY: usize = 16 << 20;
+        // A thread of its own, as a scrape's encode runs on: its allocations come from its arena.
+        let (before, during, after) = std::thread::spawn(|| {
+            // A mapped block freed first: what raises glibc's default threshold.
+            drop(vec![1u8; BODY]);
+            let before = rss();
+            let body = vec![1u8; BODY];
+            let during = rss();
+            drop(std::hint::black_box(body));
+            (before, during, rss())
+        })
+        .join()
+        .unwrap();
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let (before, during, after) = (mib(before), mib(during), mib(after));
+        assert!(during - before >= 15.0, "the block is resident while held: {before:.1} → {during:.1} MiB");
+        assert!(during - after >= 15.0, "and gone once freed: {during:.1} → {after:.1} MiB");
+    }
+
     #[test]
     fn a_released_body_reads_as_its_text_through_every_clone() {
         let body = super::bytes_released_on_drop("kernsight_up 1\n".repeat(1000));

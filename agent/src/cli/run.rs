@@ -137,6 +137,7 @@ async fn start_api_watch(config: &Config, resolver: &Arc<Resolver>) {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     logging::init(&config.log);
+    crate::heap::map_large_blocks();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Scrapes and maintenance passes block on map reads: a few threads suffice, and each
