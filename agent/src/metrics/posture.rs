@@ -64,11 +64,11 @@ impl Collector for PostureCollector {
         let names = LabelNames::of(&self.resolver);
         // A container has some 50 series here (one per capability held): its labels are
         // encoded once.
-        let workloads: Vec<(EncodedLabels, &ContainerPosture)> = containers
+        let encoded: Vec<(EncodedLabels, &ContainerPosture)> = containers
             .iter()
             .map(|c| (EncodedLabels::of(&Series::of(&self.resolver.workload(&c.cgroup), &names)), c))
             .collect();
-        let labelled = || workloads.iter().map(|(w, c)| (Series::of_encoded(w), c));
+        let labelled = || encoded.iter().map(|(labels, c)| (Series::of_encoded(labels), c));
         let gauge =
             |value: fn(&ContainerPosture) -> i64| labelled().map(move |(series, c)| (series, value(c)));
         let namespaces_known = || labelled().filter(|(_, c)| c.namespaces_known);
@@ -127,7 +127,7 @@ impl Collector for PostureCollector {
             &mut encoder,
             "kernsight_container_posture_namespaces_unknown",
             "Containers whose namespaces could not be read (the agent needs CAP_SYS_PTRACE for them); their namespace series are left out",
-            [(super::NO_LABELS, workloads.iter().filter(|(_, c)| !c.namespaces_known).count() as i64)],
+            [(super::NO_LABELS, encoded.iter().filter(|(_, c)| !c.namespaces_known).count() as i64)],
         )?;
         encode_gauges(
             &mut encoder,

@@ -140,8 +140,7 @@ fn a_busy_loop_under_its_quota_waits_throttled_as_long_as_cpu_stat_says() {
         Err(why) => return support::skip(&why),
     };
     let (seconds_before, periods_before) = quota.throttled();
-    let extra =
-        quota.extra_procs().map(|p| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).unwrap());
+    let extra = quota.extra_procs().map(|p| c_path(&p));
     let dir = tempfile::tempdir().unwrap();
     let (start, end) = (dir.path().join("schedstat.start"), dir.path().join("schedstat.end"));
     let (start_c, end_c) = (c_path(&start), c_path(&end));
