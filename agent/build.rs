@@ -1,6 +1,7 @@
 //! Builds the kernel programs (`kernsight-ebpf`) with the pinned nightly and bpf-linker, and
-//! places the objects where `src/bpf/` embeds them: `kernsight` (the full build) and
-//! `kernsight-fallback` (for kernels without local storage), one per binary of the package, and
+//! places the objects where `src/bpf/` embeds them: `kernsight` (the full build),
+//! `kernsight-hashed-slots` (for kernels without cgroup local storage) and `kernsight-fallback`
+//! (for kernels without task local storage either), one per binary of the package, and
 //! `kernsight-floor` (empty programs the benchmarks measure against), which only the
 //! `kernsight-floor` binary embeds.
 //!
@@ -14,7 +15,8 @@ use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    let objects = ["kernsight", "kernsight-fallback", "kernsight-floor"].map(|name| out_dir.join(name));
+    let objects = ["kernsight", "kernsight-hashed-slots", "kernsight-fallback", "kernsight-floor"]
+        .map(|name| out_dir.join(name));
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("no manifest dir")?);
     let ebpf_dir = manifest_dir.join("../agent-ebpf");
 

@@ -53,8 +53,15 @@ impl Features {
     pub fn missing_for_full_object(&self) -> Vec<&'static str> {
         let mut missing = Vec::new();
         if !self.cgroup_storage {
-            missing.push("cgroup local storage (BPF_MAP_TYPE_CGRP_STORAGE, 6.2+)");
+            missing.push(CGROUP_STORAGE);
         }
+        missing.extend(self.missing_for_task_storage());
+        missing
+    }
+
+    /// What the builds that keep timestamps in the task need and this kernel lacks.
+    fn missing_for_task_storage(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
         if !self.task_storage {
             missing.push("task local storage (BPF_MAP_TYPE_TASK_STORAGE, 5.11+)");
         }
@@ -64,6 +71,8 @@ impl Features {
         missing
     }
 }
+
+const CGROUP_STORAGE: &str = "cgroup local storage (BPF_MAP_TYPE_CGRP_STORAGE, 6.2+)";
 
 /// A probe's answer; a probe that could not ask (an unexpected error) counts as "no" and says so.
 fn probed<E: std::fmt::Display>(feature: &str, answer: Result<bool, E>) -> bool {
@@ -76,34 +85,68 @@ fn probed<E: std::fmt::Display>(feature: &str, answer: Result<bool, E>) -> bool 
 /// Which build of the kernel programs is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Object {
-    /// `kernsight`: local storage and BTF pointers to the current task.
+    /// `kernsight`: local storage and BTF pointers to the current task (6.2+).
     Full,
-    /// `kernsight-fallback`: hashes and probe reads; `why` says what made it the choice.
+    /// `kernsight-hashed-slots`: the full build, but a cgroup's syscall slot in a hash by cgroup
+    /// id (5.11 to 6.1 have no cgroup local storage); `why` says what made it the choice.
+    HashedSlots { why: String },
+    /// `kernsight-fallback`: hashes and probe reads (5.10); `why` says what made it the choice.
     Fallback { why: String },
 }
 
 impl Object {
     /// The build for these features and the config's `bpf.object`.
     pub fn choose(features: &Features, choice: ObjectChoice) -> Self {
-        if choice == ObjectChoice::Fallback {
-            return Self::Fallback { why: "bpf.object = \"fallback\" in the configuration".into() };
-        }
-        let missing = features.missing_for_full_object();
-        if missing.is_empty() {
-            Self::Full
-        } else {
-            Self::Fallback { why: format!("the kernel lacks {}", missing.join(", ")) }
+        let lacks = |missing: Vec<&str>| format!("the kernel lacks {}", missing.join(", "));
+        match choice {
+            ObjectChoice::Fallback => {
+                Self::Fallback { why: "bpf.object = \"fallback\" in the configuration".into() }
+            }
+            ObjectChoice::HashedSlots => match features.missing_for_task_storage() {
+                missing if missing.is_empty() => {
+                    Self::HashedSlots { why: "bpf.object = \"hashed-slots\" in the configuration".into() }
+                }
+                missing => Self::Fallback {
+                    why: format!(
+                        "bpf.object = \"hashed-slots\" in the configuration, but {}",
+                        lacks(missing)
+                    ),
+                },
+            },
+            ObjectChoice::Auto => match (features.cgroup_storage, features.missing_for_task_storage()) {
+                (true, missing) if missing.is_empty() => Self::Full,
+                (false, missing) if missing.is_empty() => {
+                    Self::HashedSlots { why: lacks(vec![CGROUP_STORAGE]) }
+                }
+                _ => Self::Fallback { why: lacks(features.missing_for_full_object()) },
+            },
         }
     }
 
+    /// The probe-read build, the last resort: nothing older to fall back to.
     pub fn is_fallback(&self) -> bool {
         matches!(self, Self::Fallback { .. })
+    }
+
+    /// Whether this build keeps a cgroup's syscall slot in a hash by cgroup id (which the agent
+    /// empties as it recycles slots) rather than in the cgroup.
+    pub fn slots_by_id(&self) -> bool {
+        !matches!(self, Self::Full)
+    }
+
+    /// Why this build and not the full one; `None` for the full one.
+    pub fn why(&self) -> Option<&str> {
+        match self {
+            Self::Full => None,
+            Self::HashedSlots { why } | Self::Fallback { why } => Some(why),
+        }
     }
 
     /// The build's name (its binary in `agent-ebpf`).
     pub fn name(&self) -> &'static str {
         match self {
             Self::Full => "kernsight",
+            Self::HashedSlots { .. } => "kernsight-hashed-slots",
             Self::Fallback { .. } => "kernsight-fallback",
         }
     }
@@ -141,15 +184,41 @@ mod tests {
     };
 
     #[test]
-    fn the_full_object_needs_local_storage_and_btf_current_task() {
+    fn each_kernel_gets_the_build_of_what_it_has() {
         assert_eq!(Object::choose(&ALL, ObjectChoice::Auto), Object::Full);
         let linux_6_1 = Features { cgroup_storage: false, cap_capable_tracepoint: false, ..ALL };
-        let Object::Fallback { why } = Object::choose(&linux_6_1, ObjectChoice::Auto) else {
-            panic!("6.1 has no cgroup local storage")
-        };
-        assert_eq!(why, "the kernel lacks cgroup local storage (BPF_MAP_TYPE_CGRP_STORAGE, 6.2+)");
+        let chosen = Object::choose(&linux_6_1, ObjectChoice::Auto);
+        assert_eq!(chosen.name(), "kernsight-hashed-slots");
+        assert_eq!(
+            chosen.why(),
+            Some("the kernel lacks cgroup local storage (BPF_MAP_TYPE_CGRP_STORAGE, 6.2+)")
+        );
+        assert!(chosen.slots_by_id() && !chosen.is_fallback());
         let linux_5_10 = Features { task_storage: false, current_task_btf: false, ..linux_6_1 };
         assert_eq!(linux_5_10.missing_for_full_object().len(), 3);
+        let chosen = Object::choose(&linux_5_10, ObjectChoice::Auto);
+        assert!(chosen.is_fallback() && chosen.slots_by_id());
+        assert_eq!(chosen.why().map(|why| why.matches("5.11+").count()), Some(2), "{chosen:?}");
+        // Task local storage without cgroup local storage is not enough for the full build.
+        let no_task_storage = Features { task_storage: false, ..ALL };
+        assert!(Object::choose(&no_task_storage, ObjectChoice::Auto).is_fallback());
+    }
+
+    #[test]
+    fn the_configuration_forces_an_older_build_only_where_it_loads() {
         assert!(Object::choose(&ALL, ObjectChoice::Fallback).is_fallback());
+        let forced = Object::choose(&ALL, ObjectChoice::HashedSlots);
+        assert_eq!(forced.name(), "kernsight-hashed-slots");
+        assert!(forced.why().is_some_and(|why| why.contains("bpf.object")));
+        let linux_5_10 =
+            Features { task_storage: false, current_task_btf: false, cgroup_storage: false, ..ALL };
+        let refused = Object::choose(&linux_5_10, ObjectChoice::HashedSlots);
+        assert!(refused.is_fallback());
+        assert!(
+            refused
+                .why()
+                .is_some_and(|why| why.contains("hashed-slots") && why.contains("task local storage"))
+        );
+        assert!(!Object::Full.slots_by_id() && Object::Full.why().is_none());
     }
 }

@@ -76,14 +76,20 @@ pub static FAMILIES: &[&dyn Family] = &[
     &escape::Escape,
 ];
 
-/// The objects `build.rs` produced from `kernsight-ebpf`: the full one and the fallback one for
-/// older kernels (`features::Object`).
+/// The objects `build.rs` produced from `kernsight-ebpf`: the full one and the two for older
+/// kernels (`features::Object`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernsight"));
+static HASHED_SLOTS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernsight-hashed-slots"));
 static FALLBACK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernsight-fallback"));
 
 /// The bytes of the build `object`, or `NoObject` when the binary was built without them.
 pub(crate) fn object_bytes(object: &features::Object) -> Result<&'static [u8], LoadError> {
-    let bytes = if object.is_fallback() { FALLBACK_OBJECT } else { OBJECT };
+    let bytes = match object {
+        features::Object::Full => OBJECT,
+        features::Object::HashedSlots { .. } => HASHED_SLOTS_OBJECT,
+        features::Object::Fallback { .. } => FALLBACK_OBJECT,
+    };
     if bytes.is_empty() { Err(LoadError::NoObject) } else { Ok(bytes) }
 }
 
@@ -264,13 +270,14 @@ impl Programs {
             loaded => loaded?,
         };
         // Feature probes say what a kernel has, not everything its verifier accepts: a kernel
-        // can refuse what the full build does with a feature it has (6.18.44 refuses
-        // `bpf_cgrp_storage_get` on the cgroup the hybrid-cgroup walk reaches, which 6.18
-        // builds before it accepted). The fallback build does the same counting without local
-        // storage, so the agent loads that rather than run without the family.
+        // can refuse what the full or hashed-slots build does with a feature it has (6.18.44
+        // refuses `bpf_cgrp_storage_get` on the cgroup the hybrid-cgroup walk reaches, which
+        // 6.18 builds before it accepted). The fallback build does the same counting without
+        // local storage or BTF pointers, so the agent loads that rather than run without the
+        // family.
         let programs = match &programs.verifier_refusal {
             Some(refusal) if config.bpf.object == crate::config::ObjectChoice::Auto => {
-                let why = format!("the kernel's verifier rejected the full build's {refusal}");
+                let why = format!("the kernel's verifier rejected {refusal}");
                 warn!("{why}: loading the fallback kernel programs instead");
                 // The same pin directory, still locked, without what the refused load pinned.
                 let pins = programs.pins.take();
@@ -316,10 +323,10 @@ impl Programs {
         // The member offsets are read: the parsed types (megabytes) are not needed any more.
         drop(own_btf);
         let object = object_bytes(&facts.object)?;
-        match &facts.object {
-            features::Object::Full => info!(object = facts.object.name(), "loading the full kernel programs"),
-            features::Object::Fallback { why } => {
-                warn!(object = facts.object.name(), "loading the fallback kernel programs: {why}")
+        match facts.object.why() {
+            None => info!(object = facts.object.name(), "loading the full kernel programs"),
+            Some(why) => {
+                warn!(object = facts.object.name(), "loading kernel programs for older kernels: {why}")
             }
         }
         let objects = budget::object_maps(object)?;
@@ -344,9 +351,10 @@ impl Programs {
                 Ok(ebpf) => break ebpf,
                 // Pins do not outlive a boot, so the kernel that refused the full build made
                 // these with the fallback one: that build again, rather than replace the pins
-                // and restart the counters only to be refused again.
+                // and restart the counters only to be refused again. (The hashed-slots build
+                // pins the same maps as the fallback one: it reads the fallback's pins.)
                 Err(EbpfError::MapError(MapError::IncompatiblePinnedMap { .. }))
-                    if !facts.object.is_fallback()
+                    if facts.object == features::Object::Full
                         && config.bpf.object == crate::config::ObjectChoice::Auto =>
                 {
                     return Err(LoadError::PinnedByFallback(pins));
@@ -437,7 +445,8 @@ impl Programs {
                         if !facts.object.is_fallback() && verifier_refused(&err) && verifier_refusal.is_none()
                         {
                             let first = format!("{err}");
-                            verifier_refusal = Some(format!("{} ({first})", family.name()));
+                            verifier_refusal =
+                                Some(format!("{}'s {} ({first})", facts.object.name(), family.name()));
                         }
                         status.state = ProbeState::Failed(format!("{err:#}"))
                     }

@@ -108,10 +108,7 @@ impl Readiness {
             btf_error,
             cgroups,
             object: facts.object.name(),
-            object_fallback: match &facts.object {
-                super::features::Object::Fallback { why } => Some(why.clone()),
-                super::features::Object::Full => None,
-            },
+            object_fallback: facts.object.why().map(str::to_owned),
             features: facts.features,
             families,
         }

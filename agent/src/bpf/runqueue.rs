@@ -65,8 +65,10 @@ impl Family for Runqueue {
             _ => None,
         };
         match (&facts.object, no_episodes) {
-            (Object::Full, None) => Implementation::standard("task_storage"),
-            (Object::Full, Some(why)) => Implementation::fallback("task_storage", why),
+            (Object::Full | Object::HashedSlots { .. }, None) => Implementation::standard("task_storage"),
+            (Object::Full | Object::HashedSlots { .. }, Some(why)) => {
+                Implementation::fallback("task_storage", why)
+            }
             (Object::Fallback { why }, no_episodes) => Implementation::fallback(
                 "thread_id_lru",
                 format!(

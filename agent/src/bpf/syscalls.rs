@@ -25,7 +25,7 @@ use super::{
     counters::{CgroupCounters, Row, per_cpu_zeros},
     facts::KernelFacts,
     family::{AttachContext, Attached, Family, MapRow, attached_any},
-    features::{Implementation, Object},
+    features::Implementation,
     take_map,
 };
 use crate::config::Config;
@@ -61,9 +61,9 @@ impl Family for Syscalls {
     }
 
     fn implementation(&self, facts: &KernelFacts, _config: &Config) -> Implementation {
-        match &facts.object {
-            Object::Full => Implementation::standard("cgroup_storage"),
-            Object::Fallback { why } => Implementation::fallback(
+        match facts.object.why() {
+            None => Implementation::standard("cgroup_storage"),
+            Some(why) => Implementation::fallback(
                 "cgroup_id_hash",
                 format!("cgroup slots in a hash keyed by cgroup id: {why}"),
             ),
@@ -141,7 +141,7 @@ impl Family for Syscalls {
     }
 
     fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
-        let slots_by_id = cx.facts.object.is_fallback();
+        let slots_by_id = cx.facts.object.slots_by_id();
         Ok(Box::new(attach(cx.ebpf, cx.btf, cx.config, cx.slots_continued, slots_by_id)?))
     }
 }

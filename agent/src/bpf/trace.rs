@@ -138,8 +138,8 @@ impl Trace {
         let count_by_cgroup = u8::from(by_cgroup);
         let mut loader = EbpfLoader::new();
         loader.btf(&btf).allow_unsupported_maps();
-        // The fallback object's entry times are an LRU hash; the full object's are in task local
-        // storage, which has no bound to set.
+        // The fallback object's entry times are an LRU hash; the other objects' are in task
+        // local storage, which has no bound to set.
         if chosen.is_fallback() {
             loader.map_max_entries(TRACE_SYSCALL_START_MAP, TRACE_START_ENTRIES);
         }

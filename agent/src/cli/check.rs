@@ -84,7 +84,7 @@ fn table(r: &Readiness) -> String {
     let _ = writeln!(out, "cgroups     {} ({})", r.cgroups.layout, cgroups.join(", "));
     let _ = match &r.object_fallback {
         None => writeln!(out, "programs    {} (full build)", r.object),
-        Some(why) => writeln!(out, "programs    {} (fallback build: {why})", r.object),
+        Some(why) => writeln!(out, "programs    {} (a build for older kernels: {why})", r.object),
     };
     let f = &r.features;
     let _ = writeln!(

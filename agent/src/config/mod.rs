@@ -292,8 +292,14 @@ pub struct BpfConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ObjectChoice {
-    /// The full build where the kernel has what it needs (probed), else the fallback build.
+    /// The full build where the kernel has what it needs (probed), else the newest older build
+    /// that it can load.
     Auto,
+    /// The build for kernels without cgroup local storage (5.11 to 6.1), where the kernel can
+    /// load it (to test it on a newer kernel).
+    #[serde(rename = "hashed-slots")]
+    #[value(name = "hashed-slots")]
+    HashedSlots,
     /// The fallback build, whatever the kernel offers (to test it on a new kernel).
     Fallback,
 }

@@ -52,18 +52,17 @@ fn reports_this_kernel_and_every_family_and_attaches_nothing() {
     let layout = if std::path::Path::new("/sys/fs/cgroup/unified").exists() { "hybrid" } else { "v2" };
     assert_eq!(report["cgroups"]["layout"], layout);
     let features = &report["features"];
-    let full = [
-        features["cgroup_storage"].clone(),
-        features["task_storage"].clone(),
-        features["current_task_btf"].clone(),
-    ]
-    .iter()
-    .all(|present| *present == true);
-    let (object, slots) =
-        if full { ("kernsight", "cgroup_storage") } else { ("kernsight-fallback", "cgroup_id_hash") };
+    let task_storage = features["task_storage"] == true && features["current_task_btf"] == true;
+    let full = task_storage && features["cgroup_storage"] == true;
+    let (object, slots, runqueue) = match (full, task_storage) {
+        (true, _) => ("kernsight", "cgroup_storage", "task_storage"),
+        (false, true) => ("kernsight-hashed-slots", "cgroup_id_hash", "task_storage"),
+        (false, false) => ("kernsight-fallback", "cgroup_id_hash", "thread_id_lru"),
+    };
     assert_eq!(report["object"], object, "the build follows the probed features: {features}");
     assert_eq!(family(&report, "syscalls")["implementation"], slots);
     assert_eq!(family(&report, "syscalls")["verdict"], if full { "runs" } else { "runs_with_fallback" });
+    assert_eq!(family(&report, "runqueue")["implementation"], runqueue);
     let hook = if features["cap_capable_tracepoint"] == true { "tracepoint" } else { "fexit" };
     assert_eq!(family(&report, "capabilities")["implementation"], hook);
     // Programs of another kernsight process that is exiting are briefly held by none: wait for

@@ -1,7 +1,8 @@
-//! The fallback build of the kernel programs (what kernels without cgroup and task local storage
-//! or `bpf_get_current_task_btf` load: 5.10 to 6.1), forced on this kernel with
-//! `bpf.object = "fallback"`: the same counts as the full build, the fallback named in
-//! `kernsight_probe_info`, and the hash of cgroup slots emptied as slots are recycled.
+//! The builds of the kernel programs for older kernels, forced on this kernel with `bpf.object`:
+//! `hashed-slots` (what kernels without cgroup local storage load: 5.11 to 6.1) and `fallback`
+//! (without task local storage or `bpf_get_current_task_btf` either: 5.10). Each gives the same
+//! counts as the full build, names its implementations in `kernsight_probe_info`, and empties its
+//! hash of cgroup slots as slots are recycled.
 
 use std::time::{Duration, Instant};
 
@@ -12,21 +13,40 @@ use crate::support::{
 const FAILED_OPENS: usize = 300;
 const GETPPIDS: usize = 5_000;
 
-fn fallback_agent(extra: &str) -> (tempfile::TempDir, Agent) {
-    let (dir, config) = config_file(&format!("[bpf]\nobject = \"fallback\"\n{extra}"));
+/// A build for older kernels, as `bpf.object` names it.
+struct Build {
+    object: &'static str,
+    /// The run-queue family's implementation in it.
+    runqueue: &'static str,
+}
+
+const FALLBACK: Build = Build { object: "fallback", runqueue: "thread_id_lru" };
+const HASHED_SLOTS: Build = Build { object: "hashed-slots", runqueue: "task_storage" };
+
+fn agent_of(build: &Build, extra: &str) -> (tempfile::TempDir, Agent) {
+    let (dir, config) = config_file(&format!("[bpf]\nobject = \"{}\"\n{extra}", build.object));
     let agent = Agent::start(&["--config", path_str(&config)]);
     (dir, agent)
 }
 
 #[test]
 fn fallback_build_counts_syscalls_and_run_queue_waits_per_cgroup() {
+    counts_syscalls_and_run_queue_waits_per_cgroup(&FALLBACK);
+}
+
+#[test]
+fn hashed_slots_build_counts_syscalls_and_run_queue_waits_per_cgroup() {
+    counts_syscalls_and_run_queue_waits_per_cgroup(&HASHED_SLOTS);
+}
+
+fn counts_syscalls_and_run_queue_waits_per_cgroup(build: &Build) {
     if !privileged() {
         return;
     }
     let _serial = crate::support::serial();
-    let (_dir, agent) = fallback_agent("");
-    let busy = TestCgroup::create("fallback-busy");
-    let sibling = TestCgroup::create("fallback-sibling");
+    let (_dir, agent) = agent_of(build, "");
+    let busy = TestCgroup::create(&format!("{}-busy", build.object));
+    let sibling = TestCgroup::create(&format!("{}-sibling", build.object));
     let code = busy.run(|| {
         getppid_times(GETPPIDS);
         failing_openat_times(FAILED_OPENS);
@@ -49,8 +69,11 @@ fn fallback_build_counts_syscalls_and_run_queue_waits_per_cgroup() {
     let info = |probe: &str, implementation: &str| {
         value(&samples, "kernsight_probe_info", &[("probe", probe), ("implementation", implementation)])
     };
-    assert_eq!(info("syscalls", "cgroup_id_hash"), 1.0, "the syscall family runs its fallback");
-    assert_eq!(info("runqueue", "thread_id_lru"), 1.0, "the runqueue family runs its fallback");
+    let log = agent.log();
+    let object = format!("kernsight-{}", build.object);
+    assert!(log.contains(&object), "the log names the build asked for, {object}:\n{log}");
+    assert_eq!(info("syscalls", "cgroup_id_hash"), 1.0, "the syscall family keeps its slots by id");
+    assert_eq!(info("runqueue", build.runqueue), 1.0, "the runqueue family runs {}", build.runqueue);
     for probe in [
         "syscalls",
         "runqueue",
@@ -66,7 +89,8 @@ fn fallback_build_counts_syscalls_and_run_queue_waits_per_cgroup() {
         assert_eq!(
             value(&samples, "kernsight_probe_attached", &[("probe", probe)]),
             1.0,
-            "{probe} attaches from the fallback build; log:\n{}",
+            "{probe} attaches from the {} build; log:\n{}",
+            build.object,
             agent.log()
         );
     }
@@ -94,8 +118,8 @@ fn fallback_build_measures_syscall_latency() {
         return;
     }
     let _serial = crate::support::serial();
-    // Entry times in an LRU hash by thread id, where the full object keeps them in the task.
-    let (_dir, agent) = fallback_agent("[syscalls]\nlatency_histogram = true\n");
+    // Entry times in an LRU hash by thread id, where the other builds keep them in the task.
+    let (_dir, agent) = agent_of(&FALLBACK, "[syscalls]\nlatency_histogram = true\n");
     crate::syscalls::twenty_sleeps_of_2_ms_are_in_the_histogram(&agent, "fallback-latency");
     let samples = parse(&agent.scrape());
     let threads = value(&samples, "kernsight_bpf_map_entries", &[("map", "SYSCALL_START")]);
@@ -104,6 +128,15 @@ fn fallback_build_measures_syscall_latency() {
 
 #[test]
 fn fallback_build_forgets_the_slots_of_removed_cgroups() {
+    forgets_the_slots_of_removed_cgroups(&FALLBACK);
+}
+
+#[test]
+fn hashed_slots_build_forgets_the_slots_of_removed_cgroups() {
+    forgets_the_slots_of_removed_cgroups(&HASHED_SLOTS);
+}
+
+fn forgets_the_slots_of_removed_cgroups(build: &Build) {
     if !privileged() {
         return;
     }
@@ -114,7 +147,7 @@ fn fallback_build_forgets_the_slots_of_removed_cgroups() {
     const SLOTS: usize = 64;
     const CGROUPS: usize = 2 * SLOTS;
     let (_dir, agent) =
-        fallback_agent(&format!("[syscalls]\nmax_cgroups = {SLOTS}\nforget_after_seconds = 1\n"));
+        agent_of(build, &format!("[syscalls]\nmax_cgroups = {SLOTS}\nforget_after_seconds = 1\n"));
     // The host's busy cgroups take their slots first.
     std::thread::sleep(Duration::from_secs(2));
     let full = |samples: &[crate::support::Sample], map: &str| {
@@ -131,7 +164,7 @@ fn fallback_build_forgets_the_slots_of_removed_cgroups() {
             break;
         }
         let cgroups: Vec<TestCgroup> =
-            (0..batch).map(|i| TestCgroup::create(&format!("fallback-churn{round}-{i}"))).collect();
+            (0..batch).map(|i| TestCgroup::create(&format!("{}-churn{round}-{i}", build.object))).collect();
         for cgroup in &cgroups {
             cgroup.run(|| {
                 getppid_times(200);

@@ -187,8 +187,8 @@ pub fn guest_tests(all: &[String]) -> Vec<(String, Vec<String>)> {
 
 /// What `test-kernels --quick` (CI's matrix, on every change) runs of the tests after the smoke
 /// run: on each kernel, the families' kernel programs counting what a test caused, exactly, with
-/// the build the kernel gets (the fallback build before 6.2). An entry ending in `::` is a whole
-/// area, less what the guests skip. The smoke run before them already checks that every family
+/// the build the kernel gets (hashed-slots on 5.11 to 6.1, fallback before). An entry ending in
+/// `::` is a whole area, less what the guests skip. The smoke run before them already checks that every family
 /// attaches and the cgroup v2 collectors (memory by kind, `cpu.max` throttling, pids, PSI).
 pub const QUICK: &[&str] = &[
     "check::",
@@ -208,7 +208,7 @@ pub const QUICK: &[&str] = &[
     "memory_reclaim::reclaim_stalls_count_for_the_cgroup_at_its_limit_and_not_its_sibling",
     "trace::counts_by_cgroup_are_made_in_the_kernel_and_exact",
     "trace::exec_in_a_cgroup_prints_exactly_the_commands_in_order",
-    // Entry times: in the task on 6.2+, in an LRU hash by thread before.
+    // Entry times: in the task on 5.11+, in an LRU hash by thread before.
     "trace::syscall_latency_is_timed_in_the_kernel_per_call_and_in_histograms",
     "trace_oom::",
 ];

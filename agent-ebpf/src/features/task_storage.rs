@@ -1,62 +1,17 @@
-//! What the programs use on kernels that offer it all (6.2 and later): cgroup local storage for
-//! the syscall family's slots, task local storage for run-queue and syscall-entry timestamps, and
-//! `bpf_get_current_task_btf()` for reading the current task with plain, verifier-checked loads.
-//! The `kernsight` object is built with this module; `features/fallback.rs` has the same items
-//! for older kernels.
+//! Per-thread timestamps in the task itself (`BPF_MAP_TYPE_TASK_STORAGE`, 5.11+): the
+//! run-queue family's runnable-since time and the syscall-entry times of the latency histogram
+//! and of `kernsight trace`. A lookup in the task: no hash, no bound, nothing to delete.
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, cgroup,
+        BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE,
         task_struct,
     },
-    btf_maps::CgrpStorage,
-    helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
+    helpers::generated::bpf_task_storage_get,
     macros::btf_map,
 };
-use kernsight_common::{counters::map_full, syscalls::OVERFLOW_SLOT};
 
-use crate::{counters::count_map_full, syscalls::new_slot, task::Direct};
-
-/// How the current task's memory is read: it is a BTF pointer.
-pub(crate) type CurrentRead = Direct;
-
-/// The current task, as a BTF pointer (5.11+).
-#[inline(always)]
-pub(crate) fn current_task() -> *const u8 {
-    // SAFETY: helper without preconditions.
-    unsafe { bpf_get_current_task_btf() as *const u8 }
-}
-
-/// The slot of each unified-hierarchy cgroup, in the cgroup itself (`BPF_MAP_TYPE_CGRP_STORAGE`,
-/// 6.2+): freed with the cgroup, no bound to reach. (v1 cgroups are in `V1_CGROUP_SLOTS`.)
-#[btf_map]
-static CGROUP_SLOTS: CgrpStorage<u32> = CgrpStorage::new();
-
-/// The slot stored in the cgroup's local storage, or a new one from the free queue
-/// (`OVERFLOW_SLOT`, counted, when the storage cannot be created or no slot is free).
-/// `cgroup` must be the trusted `css_set->dfl_cgrp` pointer: the helper refuses others.
-#[inline(always)]
-pub(crate) fn stored_slot(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
-    let mut stored = CGROUP_SLOTS.get_or_insert_ptr_mut(cgroup, None);
-    if stored.is_null() {
-        // Creating fails with EEXIST when another CPU created this cgroup's storage meanwhile.
-        stored = CGROUP_SLOTS.get_ptr_mut(cgroup);
-    }
-    if stored.is_null() {
-        count_map_full(map_full::CGROUP_STORAGE);
-        return OVERFLOW_SLOT;
-    }
-    // SAFETY: a valid storage value returned by the kernel.
-    let stored = unsafe { &mut *stored };
-    if *stored == OVERFLOW_SLOT {
-        let slot = new_slot(cgroup_id);
-        if slot == OVERFLOW_SLOT {
-            return OVERFLOW_SLOT; // not stored: the next miss tries again
-        }
-        *stored = slot;
-    }
-    *stored
-}
+use super::current_task;
 
 /// A BTF-defined task local storage map (`BPF_MAP_TYPE_TASK_STORAGE`), laid out as aya-ebpf's
 /// `btf_map_def!` lays out `CgrpStorage` (aya-ebpf 0.3 has no task storage type): the value
