@@ -66,8 +66,10 @@ const CONFIGS: &[Config] = &[
         name: "kernsight: always-on accounting, escape attempts off",
         tracer: Tracer::KernsightConfig("[security]\nescape_attempts = false\n"),
     },
-    // The build a kernel without cgroup local storage (before 6.2) loads: slots found by
+    // The build a kernel without cgroup local storage (5.11 to 6.1) loads: slots found by
     // cgroup id in a hash instead of the cgroup's own storage.
+    Config { name: HASHED_SLOTS, tracer: Tracer::KernsightConfig("[bpf]\nobject = \"hashed-slots\"\n") },
+    // The build 5.10 loads: the same hash, and every read of the current task a probe read.
     Config { name: FALLBACK, tracer: Tracer::KernsightConfig("[bpf]\nobject = \"fallback\"\n") },
 ];
 
@@ -76,6 +78,7 @@ const FLOOR: &str = "floor: empty tp_btf program on sys_exit";
 const FLOOR_BOTH: &str = "floor: empty tp_btf programs on sys_enter and sys_exit";
 const ACCOUNTING: &str = "kernsight: always-on accounting";
 const HISTOGRAM: &str = "kernsight: with latency histogram";
+const HASHED_SLOTS: &str = "kernsight: always-on accounting, hashed-slots build";
 const FALLBACK: &str = "kernsight: always-on accounting, fallback build";
 
 /// The configurations whose programs `program_costs` prices, and the programs on the syscall
@@ -85,6 +88,7 @@ const PRICED: &[(&str, &[&str])] = &[
     (FLOOR_BOTH, &["floor_sys_enter", "floor_sys_exit"]),
     (ACCOUNTING, &["ks_sys_exit"]),
     (HISTOGRAM, &["ks_sys_enter", "ks_sys_exit"]),
+    (HASHED_SLOTS, &["ks_sys_exit"]),
     (FALLBACK, &["ks_sys_exit"]),
 ];
 /// Runs of each priced configuration (the kernel's account varies little between them).

@@ -32,7 +32,13 @@ const CONFIGS: &[(&str, Option<&str>)] = &[
     ("kernsight: sched families only (syscalls off)", Some("[syscalls]\nenabled = false\n")),
     ("kernsight: default (syscalls + sched)", Some("")),
     ("kernsight: default without the wait reason", Some("[sched]\nwait_reason = false\n")),
+    // The builds older kernels load: run-queue times in the task on 5.11 to 6.1 (as in the
+    // full build), in an LRU hash by thread id on 5.10.
+    (HASHED_SLOTS, Some("[bpf]\nobject = \"hashed-slots\"\n")),
+    (FALLBACK, Some("[bpf]\nobject = \"fallback\"\n")),
 ];
+const HASHED_SLOTS: &str = "kernsight: default, hashed-slots build";
+const FALLBACK: &str = "kernsight: default, fallback build";
 const FLOOR: &str = "floor: empty tp_btf programs on the sched hooks";
 /// The hooks of the sched families: `sched_switch`, `sched_wakeup`, `sched_wakeup_new`.
 const FLOOR_HOOKS: &[&str] = &["sched"];
@@ -43,6 +49,8 @@ const PRICED: &[(&str, [&str; 2])] = &[
     (FLOOR, ["floor_sched_wakeup", "floor_sched_switch"]),
     ("kernsight: default (syscalls + sched)", ["ks_sched_wakeup", "ks_sched_switch"]),
     ("kernsight: default without the wait reason", ["ks_sched_wakeup", "ks_sched_switch"]),
+    (HASHED_SLOTS, ["ks_sched_wakeup", "ks_sched_switch"]),
+    (FALLBACK, ["ks_sched_wakeup", "ks_sched_switch"]),
 ];
 const PRICED_ROUNDS: usize = 3;
 
