@@ -69,10 +69,11 @@ pub struct Arm64Binaries {
 pub const ARM64_TARGET: &str = "aarch64-unknown-linux-musl";
 
 /// Cross-builds the arm64 smoke test's executables. ring (rustls' crypto) compiles C and
-/// assembly, for which Debian's aarch64 cross gcc serves (its code needs no libc headers);
-/// rust-lld links, with the musl C library and start files that Rust's target ships.
+/// assembly, for which Debian's aarch64 cross gcc serves, with the cross libc's headers
+/// (`stdint.h` and what it includes; the gcc package only recommends them); rust-lld links,
+/// with the musl C library and start files that Rust's target ships.
 pub fn build_arm64() -> Result<Arm64Binaries, String> {
-    crate::setup::debian_packages(&["gcc-aarch64-linux-gnu"], false)?;
+    crate::setup::debian_packages(&["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"], false)?;
     let installed =
         output(Command::new("rustup").args(["target", "list", "--installed", "--toolchain", STABLE]))
             .unwrap_or_default();
