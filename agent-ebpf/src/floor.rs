@@ -48,12 +48,4 @@ pub fn floor_skb(_ctx: SkBuffContext) -> i32 {
     1
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+include!("object_root.rs");

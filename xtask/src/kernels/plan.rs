@@ -188,8 +188,9 @@ pub fn guest_tests(all: &[String]) -> Vec<(String, Vec<String>)> {
 /// What `test-kernels --quick` (CI's matrix, on every change) runs of the tests after the smoke
 /// run: on each kernel, the families' kernel programs counting what a test caused, exactly, with
 /// the build the kernel gets (hashed-slots on 5.11 to 6.1, fallback before). An entry ending in
-/// `::` is a whole area, less what the guests skip. The smoke run before them already checks that every family
-/// attaches and the cgroup v2 collectors (memory by kind, `cpu.max` throttling, pids, PSI).
+/// `::` is a whole area, less what the guests skip. The smoke run before them already checks
+/// that every family attaches and the cgroup v2 collectors (memory by kind, `cpu.max`
+/// throttling, pids, PSI).
 pub const QUICK: &[&str] = &[
     "check::",
     "families::",
