@@ -24,6 +24,24 @@ pub fn latency_bucket(nanos: u64) -> u32 {
     if bits >= LATENCY_BUCKETS { LATENCY_BUCKETS - 1 } else { bits }
 }
 
+/// The value of the syscall and run-queue histograms' keys (cgroup, what is measured, log2
+/// bucket): the bucket's observations and the sum of their nanoseconds. Kept together so that an
+/// observation is one map update; the histogram's `_sum` is the sum over its buckets. (The other
+/// families' histograms, off the hot paths, keep the sum under `LATENCY_SUM_BUCKET`.)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyCell {
+    pub count: u64,
+    pub sum_nanos: u64,
+}
+const _: () = assert!(core::mem::size_of::<LatencyCell>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: a plain `#[repr(C)]` struct of two u64, without padding.
+    unsafe impl aya::Pod for super::LatencyCell {}
+}
+
 /// Indexes of `MAP_FULL`: each family owns a fixed range.
 pub mod map_full {
     /// No free cgroup slot: counted in the overflow slot.

@@ -21,4 +21,4 @@ pub mod trace;
 /// The meaning of the pinned maps' keys and values. Change it with any change to a pinned map's
 /// key or value type, or to what a slot or bucket means: an agent finding pins of another
 /// version replaces them instead of misreading them.
-pub const MAP_LAYOUT_VERSION: u32 = 3;
+pub const MAP_LAYOUT_VERSION: u32 = 4;

@@ -6,7 +6,8 @@
 pub const RUNQ_START_MAP: &str = "RUNQ_START";
 /// Threads the fallback object's `RUNQ_START` remembers (the runnable ones are far fewer).
 pub const RUNQ_START_ENTRIES: u32 = 16_384;
-/// Per-CPU hash `RunqKey` → `u64`: switches-in per log2 run-queue latency bucket, and the sum.
+/// Per-CPU hash `RunqKey` → `counters::LatencyCell`: switches-in per log2 run-queue latency
+/// bucket, and the sum of their waits.
 pub const RUNQ_LATENCY_MAP: &str = "RUNQ_LATENCY";
 
 /// Read-only globals (`u32`) of the runqueue family: 1 when `sched_switch` passes `prev_state`
@@ -55,8 +56,7 @@ pub const THROTTLED_BIT: u64 = 1;
 /// Default bound of `RUNQ_LATENCY` ((cgroup, bucket) entries).
 pub const DEFAULT_RUNQ_LATENCY_ENTRIES: u32 = 16_384;
 
-/// Key of `RUNQ_LATENCY`: bucket as in `counters::latency_bucket`, or
-/// `counters::LATENCY_SUM_BUCKET` for the exact sum of nanoseconds; `reason` is
+/// Key of `RUNQ_LATENCY`: bucket as in `counters::latency_bucket`; `reason` is
 /// `WAIT_CONTENTION` or `WAIT_THROTTLED` (0 in maps pinned before the reason existed), or
 /// `THROTTLE_EPISODE` for the durations of throttle episodes.
 #[repr(C)]

@@ -5,7 +5,7 @@
 //! number. Array updates are inlined by the verifier, so counting a syscall costs no hash
 //! lookup; failed calls (rarer) also go to a hash keyed by (cgroup, syscall, errno).
 
-use crate::counters::LATENCY_SUM_BUCKET;
+use crate::counters::LATENCY_BUCKETS;
 
 /// Per-CPU array `u32 slot` → `SyscallRow`. Slot `OVERFLOW_SLOT` collects what found no slot.
 pub const SYSCALL_ROWS_MAP: &str = "SYSCALL_ROWS";
@@ -29,7 +29,8 @@ pub const SYSCALL_ERRORS_MAP: &str = "SYSCALL_ERRORS";
 /// Array `u32 slot` → `SlotEntries`: how many `SYSCALL_ERRORS` and `SYSCALL_LATENCY` entries
 /// the cgroup owning the slot created, against its quota.
 pub const SLOT_ENTRIES_MAP: &str = "SLOT_ENTRIES";
-/// Per-CPU hash `LatencyKey` → `u64`: calls per latency bucket (latency mode).
+/// Per-CPU hash `LatencyKey` → `counters::LatencyCell`: calls per latency bucket and the sum of
+/// their durations (latency mode).
 pub const SYSCALL_LATENCY_MAP: &str = "SYSCALL_LATENCY";
 /// LRU hash thread id → `sys_enter` timestamp (latency mode).
 pub const SYSCALL_START_MAP: &str = "SYSCALL_START";
@@ -115,7 +116,7 @@ pub const fn error_quota(entries: u32, slots: u32) -> u32 {
 /// Entries of `SYSCALL_LATENCY` each cgroup slot may create; past it, its latencies count under
 /// `OVERFLOW_CGROUP_ID` (the overflow keys, one per bucket, come off the map first).
 pub const fn latency_quota(entries: u32, slots: u32) -> u32 {
-    let room = entries.saturating_sub(LATENCY_SUM_BUCKET + 1);
+    let room = entries.saturating_sub(LATENCY_BUCKETS);
     let quota = room / (slots + 1);
     if quota < 1 { 1 } else { quota }
 }
@@ -177,7 +178,7 @@ pub struct LatencyKey {
     pub cgroup_id: u64,
     /// As in `SyscallKey`.
     pub syscall: u32,
-    /// log2 bucket, `0..LATENCY_BUCKETS`, or `LATENCY_SUM_BUCKET` for the sum of nanoseconds.
+    /// log2 bucket, `0..LATENCY_BUCKETS`.
     pub bucket: u32,
 }
 const _: () = assert!(core::mem::size_of::<LatencyKey>() == 16);
@@ -240,7 +241,7 @@ mod tests {
         assert!(513 * errors <= DEFAULT_ERROR_ENTRIES);
         assert_eq!(error_quota(16, 512), 2);
         let latency = latency_quota(DEFAULT_LATENCY_ENTRIES, DEFAULT_CGROUP_SLOTS);
-        assert!(513 * latency + LATENCY_SUM_BUCKET < DEFAULT_LATENCY_ENTRIES);
+        assert!(513 * latency + LATENCY_BUCKETS <= DEFAULT_LATENCY_ENTRIES);
         assert_eq!(latency, 127);
     }
 

@@ -1,5 +1,6 @@
 //! Counting in maps, shared by every family: the `MAP_FULL` counters of exhausted bounds and
-//! the per-CPU hash counters with an overflow key.
+//! the per-CPU hash counters with an overflow key, whose values are plain counts or latency
+//! cells (a bucket's count and the sum of its durations, updated together).
 //!
 //! Every add here is atomic, even into per-CPU values: the kernel stops a program from nesting
 //! into itself on one CPU, but not another program from interrupting it there (a softirq's
@@ -7,7 +8,7 @@
 //! share `MAP_FULL` and some families' maps. A plain `+=` would lose one of the two adds.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, macros::map, maps::PerCpuArray, maps::PerCpuHashMap};
-use kernsight_common::counters::map_full;
+use kernsight_common::counters::{LatencyCell, map_full};
 
 #[map]
 pub(crate) static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(map_full::COUNT, 0);
@@ -33,10 +34,53 @@ pub(crate) fn count_map_full(index: u32) {
     }
 }
 
+/// A value of a per-CPU hash of counters: what one update adds to it.
+pub(crate) trait Counter: Sized {
+    /// The value of a new key after its first update with `amount`.
+    fn first(amount: u64) -> Self;
+    /// Adds one update with `amount` to the value at `value`.
+    fn accumulate(value: *mut Self, amount: u64);
+}
+
+impl Counter for u64 {
+    #[inline(always)]
+    fn first(amount: u64) -> Self {
+        amount
+    }
+
+    #[inline(always)]
+    fn accumulate(value: *mut Self, amount: u64) {
+        atomic_add(value, amount);
+    }
+}
+
+/// `amount` is a duration in ns: one observation in the cell's bucket.
+impl Counter for LatencyCell {
+    #[inline(always)]
+    fn first(amount: u64) -> Self {
+        LatencyCell { count: 1, sum_nanos: amount }
+    }
+
+    #[inline(always)]
+    fn accumulate(value: *mut Self, amount: u64) {
+        // SAFETY: `value` points to a map value the kernel gave; its fields are 8-byte aligned.
+        unsafe {
+            atomic_add(&raw mut (*value).count, 1);
+            atomic_add(&raw mut (*value).sum_nanos, amount);
+        }
+    }
+}
+
 /// Adds `amount` to `key` in a per-CPU hash of counters; when the map is full the amount goes
 /// to the overflow key (which user space creates first) and the miss is counted.
 #[inline(always)]
-pub(crate) fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, overflow: &K, full_index: u32, amount: u64) {
+pub(crate) fn add<K, V: Counter>(
+    map: &PerCpuHashMap<K, V>,
+    key: &K,
+    overflow: &K,
+    full_index: u32,
+    amount: u64,
+) {
     if add_existing(map, key, amount) || insert_new(map, key, amount) {
         return;
     }
@@ -46,10 +90,10 @@ pub(crate) fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, overflow: &K, full_in
 
 /// Adds `amount` to `key` if the map has it.
 #[inline(always)]
-pub(crate) fn add_existing<K>(map: &PerCpuHashMap<K, u64>, key: &K, amount: u64) -> bool {
+pub(crate) fn add_existing<K, V: Counter>(map: &PerCpuHashMap<K, V>, key: &K, amount: u64) -> bool {
     match map.get_ptr_mut(key) {
         Some(value) => {
-            atomic_add(value, amount);
+            V::accumulate(value, amount);
             true
         }
         None => false,
@@ -59,6 +103,6 @@ pub(crate) fn add_existing<K>(map: &PerCpuHashMap<K, u64>, key: &K, amount: u64)
 /// Creates `key` with `amount`, or adds to it when another CPU created it between the caller's
 /// lookup and this insert (keys are shared, values per CPU); false when the map is full.
 #[inline(always)]
-pub(crate) fn insert_new<K>(map: &PerCpuHashMap<K, u64>, key: &K, amount: u64) -> bool {
-    map.insert(key, &amount, BPF_NOEXIST.into()).is_ok() || add_existing(map, key, amount)
+pub(crate) fn insert_new<K, V: Counter>(map: &PerCpuHashMap<K, V>, key: &K, amount: u64) -> bool {
+    map.insert(key, &V::first(amount), BPF_NOEXIST.into()).is_ok() || add_existing(map, key, amount)
 }

@@ -43,7 +43,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use kernsight_common::{
-    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
+    counters::{LatencyCell, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
     runqueue::{
         DEFAULT_RUNQ_LATENCY_ENTRIES, RunqKey, THROTTLE_EPISODE, THROTTLE_SEEN_ENTRIES, THROTTLED_BIT,
         WAIT_CONTENTION, WAIT_THROTTLED,
@@ -83,7 +83,7 @@ static CFS_RQ_THROTTLED_SELF_TIME_OFFSET: u32 = 0;
 static THROTTLE_SEEN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(THROTTLE_SEEN_ENTRIES, 0);
 
 #[map]
-static RUNQ_LATENCY: PerCpuHashMap<RunqKey, u64> =
+static RUNQ_LATENCY: PerCpuHashMap<RunqKey, LatencyCell> =
     PerCpuHashMap::with_max_entries(DEFAULT_RUNQ_LATENCY_ENTRIES, 0);
 
 /// `TASK_RUNNING`: a `prev_state` of 0 means the thread was preempted and is still runnable.
@@ -156,14 +156,14 @@ fn throttled_wait_ends(task: *const u8, cgroup_id: u64) {
     }
 }
 
-/// Adds one observation of `amount` ns to the log2 histogram of (`cgroup_id`, `reason`).
+/// Adds one observation of `amount` ns to the log2 histogram of (`cgroup_id`, `reason`): one
+/// update, of its bucket's count and sum.
 #[inline(always)]
 fn record(cgroup_id: u64, reason: u32, amount: u64) {
-    for (bucket, value) in [(latency_bucket(amount), 1), (LATENCY_SUM_BUCKET, amount)] {
-        let key = RunqKey { cgroup_id, bucket, reason };
-        let overflow = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, reason };
-        add(&RUNQ_LATENCY, &key, &overflow, map_full::RUNQ_LATENCY, value);
-    }
+    let bucket = latency_bucket(amount);
+    let key = RunqKey { cgroup_id, bucket, reason };
+    let overflow = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, reason };
+    add(&RUNQ_LATENCY, &key, &overflow, map_full::RUNQ_LATENCY, amount);
 }
 
 /// Records that the thread `task` became runnable now, and whether its group was throttled.

@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use kernsight_common::{
-    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
+    counters::{LatencyCell, OVERFLOW_CGROUP_ID, latency_bucket, map_full},
     syscalls::{
         CgroupCache, DEFAULT_CGROUP_SLOTS, DEFAULT_ERROR_ENTRIES, DEFAULT_LATENCY_ENTRIES, LatencyKey,
         OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, SYSCALL_COLUMNS, SlotEntries, SyscallKey, SyscallRow,
@@ -49,7 +49,7 @@ static SYSCALL_ERRORS: PerCpuHashMap<SyscallKey, u64> =
     PerCpuHashMap::with_max_entries(DEFAULT_ERROR_ENTRIES, 0);
 
 #[map]
-static SYSCALL_LATENCY: PerCpuHashMap<LatencyKey, u64> =
+static SYSCALL_LATENCY: PerCpuHashMap<LatencyKey, LatencyCell> =
     PerCpuHashMap::with_max_entries(DEFAULT_LATENCY_ENTRIES, 0);
 
 /// The hash entries each slot's cgroup created: what its quota is checked against.
@@ -286,14 +286,14 @@ fn record_latency(slot: u32, cgroup_id: u64, syscall: u32) {
     let Some(entries) = SLOT_ENTRIES.get_ptr_mut(slot) else { return };
     // SAFETY: a value of `SLOT_ENTRIES`; only atomic adds write it while programs run.
     let used = unsafe { &raw mut (*entries).latency };
-    for (bucket, amount) in [(latency_bucket(elapsed), 1), (LATENCY_SUM_BUCKET, elapsed)] {
-        let key = LatencyKey { cgroup_id, syscall, bucket };
-        let overflow = LatencyKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, bucket };
-        let own = slot != OVERFLOW_SLOT
-            && (add_existing(&SYSCALL_LATENCY, &key, amount) || new_latency_entry(used, &key, amount));
-        if !own {
-            add_existing(&SYSCALL_LATENCY, &overflow, amount);
-        }
+    // One update: the bucket's count and sum.
+    let bucket = latency_bucket(elapsed);
+    let key = LatencyKey { cgroup_id, syscall, bucket };
+    let overflow = LatencyKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: OVERFLOW_SYSCALL, bucket };
+    let own = slot != OVERFLOW_SLOT
+        && (add_existing(&SYSCALL_LATENCY, &key, elapsed) || new_latency_entry(used, &key, elapsed));
+    if !own {
+        add_existing(&SYSCALL_LATENCY, &overflow, elapsed);
     }
 }
 

@@ -10,6 +10,8 @@ use std::{
     os::fd::{AsRawFd as _, BorrowedFd},
 };
 
+use kernsight_common::{counters::LatencyCell, net::Traffic};
+
 /// `enum bpf_cmd`'s `BPF_MAP_LOOKUP_BATCH`.
 const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
 
@@ -17,13 +19,47 @@ const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
 /// the call is made again for twice as many.
 const MAX_CHUNK: usize = 4096;
 
-/// Room for the values of one call: per-CPU values take 8 bytes a CPU, so a node with 256 CPUs
-/// asks for fewer keys at a time rather than for a buffer of megabytes.
+/// Room for the values of one call: a node with 256 CPUs asks for fewer keys at a time rather
+/// than for a buffer of megabytes.
 const VALUES_BUFFER_BYTES: usize = 1 << 20;
 
-/// Keys asked for per call on a node with `cpus` possible CPUs.
-fn first_chunk(cpus: usize) -> usize {
-    (VALUES_BUFFER_BYTES / (8 * cpus.max(1))).clamp(1, MAX_CHUNK)
+/// Keys asked for per call on a node with `cpus` possible CPUs, for values of `value_bytes`.
+fn first_chunk(cpus: usize, value_bytes: usize) -> usize {
+    (VALUES_BUFFER_BYTES / (value_bytes.max(1) * cpus.max(1))).clamp(1, MAX_CHUNK)
+}
+
+/// A per-CPU map value whose CPUs' values add up to the whole: a count, a latency cell, packets
+/// and bytes. Its size is a multiple of 8 bytes, as the kernel lays out per-CPU values.
+pub trait PerCpuSum: aya::Pod + Default {
+    fn add(&mut self, other: &Self);
+}
+
+impl PerCpuSum for u64 {
+    fn add(&mut self, other: &Self) {
+        *self = self.wrapping_add(*other);
+    }
+}
+
+impl PerCpuSum for LatencyCell {
+    fn add(&mut self, other: &Self) {
+        self.count = self.count.wrapping_add(other.count);
+        self.sum_nanos = self.sum_nanos.wrapping_add(other.sum_nanos);
+    }
+}
+
+impl PerCpuSum for Traffic {
+    fn add(&mut self, other: &Self) {
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+    }
+}
+
+/// The values of one key on every CPU, added up.
+pub fn sum_over_cpus<'a, V: PerCpuSum>(per_cpu: impl IntoIterator<Item = &'a V>) -> V {
+    per_cpu.into_iter().fold(V::default(), |mut total, value| {
+        total.add(value);
+        total
+    })
 }
 
 /// `union bpf_attr`'s `batch` member.
@@ -40,15 +76,20 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Every key of the per-CPU hash map `fd` (values of type `u64`) with its values summed over
-/// the `cpus` possible CPUs. `Err` when the kernel refuses the command (before 5.6, or a map
-/// type without it): the caller iterates instead.
-pub fn read_summed<K: aya::Pod>(fd: BorrowedFd, cpus: usize) -> io::Result<Vec<(K, u64)>> {
-    read_in_chunks(fd, cpus, first_chunk(cpus))
+/// Every key of the per-CPU hash map `fd` with its values summed over the `cpus` possible CPUs.
+/// `Err` when the kernel refuses the command (before 5.6, or a map type without it): the caller
+/// iterates instead.
+pub fn read_summed<K: aya::Pod, V: PerCpuSum>(fd: BorrowedFd, cpus: usize) -> io::Result<Vec<(K, V)>> {
+    const { assert!(size_of::<V>().is_multiple_of(8), "per-CPU values are laid out 8 bytes apart") };
+    read_in_chunks(fd, cpus, first_chunk(cpus, size_of::<V>()))
 }
 
 /// As `read_summed`, asking for `chunk` keys a call at first.
-fn read_in_chunks<K: aya::Pod>(fd: BorrowedFd, cpus: usize, mut chunk: usize) -> io::Result<Vec<(K, u64)>> {
+fn read_in_chunks<K: aya::Pod, V: PerCpuSum>(
+    fd: BorrowedFd,
+    cpus: usize,
+    mut chunk: usize,
+) -> io::Result<Vec<(K, V)>> {
     let mut rows = Vec::new();
     // Where the next call starts: the kernel's own cursor, which it writes to `out_batch` (a
     // bucket number for hash maps; 64 bytes hold any map's).
@@ -57,7 +98,7 @@ fn read_in_chunks<K: aya::Pod>(fd: BorrowedFd, cpus: usize, mut chunk: usize) ->
     loop {
         // SAFETY: `K: Pod` is plain data, valid for any bytes, zeroes included.
         let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; chunk];
-        let mut values = vec![0u64; chunk * cpus];
+        let mut values = vec![V::default(); chunk * cpus];
         let mut attr = BatchAttr {
             in_batch: if started { cursor.as_ptr() as u64 } else { 0 },
             out_batch: next.as_mut_ptr() as u64,
@@ -67,8 +108,8 @@ fn read_in_chunks<K: aya::Pod>(fd: BorrowedFd, cpus: usize, mut chunk: usize) ->
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: the buffers hold `count` keys and `count * cpus` values (a u64 is already a
-        // multiple of 8 bytes, as per-CPU values are laid out), and outlive the call.
+        // SAFETY: the buffers hold `count` keys and `count * cpus` values (`V` is a multiple of 8
+        // bytes, as per-CPU values are laid out), and outlive the call.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -94,7 +135,7 @@ fn read_in_chunks<K: aya::Pod>(fd: BorrowedFd, cpus: usize, mut chunk: usize) ->
         // The kernel wrote back how many entries it filled.
         let filled = (attr.count as usize).min(chunk);
         for (key, per_cpu) in keys.into_iter().zip(values.chunks_exact(cpus)).take(filled) {
-            rows.push((key, per_cpu.iter().sum()));
+            rows.push((key, sum_over_cpus(per_cpu)));
         }
         if done {
             return Ok(rows);
@@ -138,15 +179,16 @@ mod tests {
         if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
     }
 
-    /// A per-CPU hash map of u64 keys and values (`BPF_MAP_TYPE_PERCPU_HASH`), made for the test.
-    fn per_cpu_hash(max_entries: u32) -> OwnedFd {
-        let mut attr = CreateAttr { map_type: 5, key_size: 8, value_size: 8, max_entries, map_flags: 0 };
+    /// A per-CPU hash map of u64 keys and `value_size`-byte values (`BPF_MAP_TYPE_PERCPU_HASH`),
+    /// made for the test.
+    fn per_cpu_hash(max_entries: u32, value_size: u32) -> OwnedFd {
+        let mut attr = CreateAttr { map_type: 5, key_size: 8, value_size, max_entries, map_flags: 0 };
         let fd = bpf(0, &mut attr).expect("BPF_MAP_CREATE");
         // SAFETY: the kernel just returned this descriptor, owned by nobody else.
         unsafe { OwnedFd::from_raw_fd(fd as i32) }
     }
 
-    fn update(map: &OwnedFd, key: u64, per_cpu: &[u64]) {
+    fn update<V>(map: &OwnedFd, key: u64, per_cpu: &[V]) {
         let mut attr = UpdateAttr {
             map_fd: map.as_raw_fd() as u32,
             key: &key as *const u64 as u64,
@@ -162,7 +204,7 @@ mod tests {
             return;
         }
         let cpus = aya::util::nr_cpus().expect("possible CPUs").get() as usize;
-        let map = per_cpu_hash(3000);
+        let map = per_cpu_hash(3000, 8);
         // Key k holds k on CPU 0, 2k on CPU 1, ...: the sum is k * (1 + 2 + ... + cpus).
         let keys = 2500u64;
         for key in 1..=keys {
@@ -172,7 +214,7 @@ mod tests {
         let weight = (cpus * (cpus + 1) / 2) as u64;
         // One key a call (a bucket of two makes the kernel refuse, ENOSPC, and the call widen),
         // a few, and the default.
-        for chunk in [1, 7, first_chunk(cpus)] {
+        for chunk in [1, 7, first_chunk(cpus, 8)] {
             let mut rows: Vec<(u64, u64)> =
                 read_in_chunks(map.as_fd(), cpus, chunk).expect("BPF_MAP_LOOKUP_BATCH");
             rows.sort_unstable();
@@ -181,14 +223,44 @@ mod tests {
                 assert_eq!((key, sum), (expected, expected * weight), "{chunk} a call");
             }
         }
-        assert!(read_summed::<u64>(per_cpu_hash(16).as_fd(), cpus).unwrap().is_empty(), "an empty map");
+        let empty = per_cpu_hash(16, 8);
+        assert!(read_summed::<u64, u64>(empty.as_fd(), cpus).unwrap().is_empty(), "an empty map");
+    }
+
+    #[test]
+    fn latency_cells_are_summed_field_by_field() {
+        if !privileged("latency_cells_are_summed_field_by_field") {
+            return;
+        }
+        let cpus = aya::util::nr_cpus().expect("possible CPUs").get() as usize;
+        let map = per_cpu_hash(600, 16);
+        // Key k holds (k, 1000 k) on CPU 0, (2k, 2000 k) on CPU 1, ...
+        let keys = 500u64;
+        for key in 1..=keys {
+            let per_cpu: Vec<LatencyCell> = (1..=cpus as u64)
+                .map(|cpu| LatencyCell { count: key * cpu, sum_nanos: 1000 * key * cpu })
+                .collect();
+            update(&map, key, &per_cpu);
+        }
+        let weight = (cpus * (cpus + 1) / 2) as u64;
+        for chunk in [1, first_chunk(cpus, 16)] {
+            let mut rows: Vec<(u64, LatencyCell)> =
+                read_in_chunks(map.as_fd(), cpus, chunk).expect("BPF_MAP_LOOKUP_BATCH");
+            rows.sort_unstable_by_key(|(key, _)| *key);
+            assert_eq!(rows.len(), keys as usize, "every key once, {chunk} a call");
+            for (expected, (key, cell)) in (1..=keys).zip(rows) {
+                let summed = LatencyCell { count: expected * weight, sum_nanos: 1000 * expected * weight };
+                assert_eq!((key, cell), (expected, summed), "{chunk} a call");
+            }
+        }
     }
 
     #[test]
     fn a_call_asks_for_fewer_keys_on_a_node_with_more_cpus() {
-        assert_eq!(first_chunk(2), MAX_CHUNK);
-        assert_eq!(first_chunk(256), 512, "1 MiB of values: 512 keys of 256 CPUs");
-        assert_eq!(first_chunk(1 << 20), 1);
-        assert_eq!(first_chunk(0), MAX_CHUNK);
+        assert_eq!(first_chunk(2, 8), MAX_CHUNK);
+        assert_eq!(first_chunk(256, 8), 512, "1 MiB of values: 512 keys of 256 CPUs");
+        assert_eq!(first_chunk(256, 16), 256, "values twice as wide: half the keys");
+        assert_eq!(first_chunk(1 << 20, 8), 1);
+        assert_eq!(first_chunk(0, 8), MAX_CHUNK);
     }
 }

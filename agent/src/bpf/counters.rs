@@ -2,7 +2,7 @@
 //! distinguishes within a cgroup), bounded, with overflow entries under `OVERFLOW_CGROUP_ID`
 //! that take the counts once the map is full. One type reads, sizes and recycles all of them.
 
-use std::{mem::size_of, os::fd::AsFd as _, time::Duration};
+use std::{os::fd::AsFd as _, time::Duration};
 
 use anyhow::Context as _;
 use aya::{
@@ -20,10 +20,14 @@ use kernsight_common::{
     syscalls::{LatencyKey, SyscallKey},
 };
 
-use super::{batch, family::MapRow, take_map};
+use super::{
+    batch::{self, PerCpuSum},
+    family::MapRow,
+    take_map,
+};
 
-/// One row of a hash map read: a key and its value summed over CPUs.
-pub type Row<K> = (K, u64);
+/// One row of a hash map read: a key and its value summed over CPUs (a count, unless said).
+pub type Row<K, V = u64> = (K, V);
 
 /// A map key that names the cgroup it counts for.
 pub trait CgroupKeyed: aya::Pod {
@@ -58,7 +62,7 @@ pub struct CgroupCounters<K: aya::Pod, V: aya::Pod = u64> {
     pub capacity: u32,
 }
 
-impl<K: CgroupKeyed, V: aya::Pod + Default> CgroupCounters<K, V> {
+impl<K: CgroupKeyed, V: PerCpuSum> CgroupCounters<K, V> {
     /// Takes the map `name` out of the object and creates its overflow entries (unless a pinned
     /// map already has them: its counts continue).
     pub fn take(
@@ -88,10 +92,8 @@ impl<K: CgroupKeyed, V: aya::Pod + Default> CgroupCounters<K, V> {
     /// Entries in use: counted from a batch read where the kernel has it (a few calls; the
     /// per-CPU values come along), else key by key (a call per key).
     fn entries(&self) -> usize {
-        let value_is_u64 = size_of::<V>() == size_of::<u64>();
-        if value_is_u64
-            && let Ok(cpus) = nr_cpus()
-            && let Ok(rows) = batch::read_summed::<K>(self.map.map().fd().as_fd(), cpus.get() as usize)
+        if let Ok(cpus) = nr_cpus()
+            && let Ok(rows) = batch::read_summed::<K, V>(self.map.map().fd().as_fd(), cpus.get() as usize)
         {
             return rows.len();
         }
@@ -121,11 +123,9 @@ impl<K: CgroupKeyed, V: aya::Pod + Default> CgroupCounters<K, V> {
             let _ = self.map.remove(&key);
         }
     }
-}
 
-impl<K: CgroupKeyed> CgroupCounters<K, u64> {
-    /// Every key's count summed over CPUs, and the number of entries that could not be read.
-    pub fn read(&self) -> (Vec<Row<K>>, u64) {
+    /// Every key's value summed over CPUs, and the number of entries that could not be read.
+    pub fn read(&self) -> (Vec<Row<K, V>>, u64) {
         read_per_cpu(&self.map)
     }
 }
@@ -149,7 +149,7 @@ pub fn insert_zeros_if_absent<K: aya::Pod, V: aya::Pod + Default>(
 /// Reads a per-CPU counter map, summing each key's per-CPU values: in a few batch calls where
 /// the kernel has them (5.6+), else key by key. Entries that vanish while being read key by key
 /// are skipped; the number of errors is returned beside the rows.
-pub fn read_per_cpu<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> (Vec<Row<K>>, u64) {
+pub fn read_per_cpu<K: aya::Pod, V: PerCpuSum>(map: &PerCpuHashMap<MapData, K, V>) -> (Vec<Row<K, V>>, u64) {
     if let Ok(cpus) = nr_cpus()
         && let Ok(rows) = batch::read_summed(map.map().fd().as_fd(), cpus.get() as usize)
     {
@@ -159,7 +159,7 @@ pub fn read_per_cpu<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> (Vec<R
     let mut errors = 0;
     for entry in map.iter() {
         match entry {
-            Ok((key, values)) => rows.push((key, values.iter().sum())),
+            Ok((key, values)) => rows.push((key, batch::sum_over_cpus(values.iter()))),
             Err(_) => errors += 1,
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aya::EbpfLoader;
 use kernsight_common::{
-    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
+    counters::{LATENCY_BUCKETS, LatencyCell, OVERFLOW_CGROUP_ID, map_full},
     runqueue::{
         CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL, CFS_RQ_THROTTLED_SELF_TIME_OFFSET_GLOBAL, RUNQ_LATENCY_MAP,
         RUNQ_START_MAP, RunqKey, SWITCH_HAS_PREV_STATE_GLOBAL, TASK_SE_CFS_RQ_OFFSET_GLOBAL,
@@ -123,11 +123,7 @@ impl Family for Runqueue {
 
     fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
         let overflow = [WAIT_CONTENTION, WAIT_THROTTLED, THROTTLE_EPISODE].into_iter().flat_map(|reason| {
-            (0..=LATENCY_SUM_BUCKET).map(move |bucket| RunqKey {
-                cgroup_id: OVERFLOW_CGROUP_ID,
-                bucket,
-                reason,
-            })
+            (0..LATENCY_BUCKETS).map(move |bucket| RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, reason })
         });
         let latency =
             CgroupCounters::take(cx.ebpf, RUNQ_LATENCY_MAP, cx.config.sched.runqueue_max_entries, overflow)?;
@@ -151,7 +147,7 @@ impl Family for Runqueue {
 
 /// The maps of the attached `runqueue` family.
 pub struct RunqueueMaps {
-    latency: CgroupCounters<RunqKey>,
+    latency: CgroupCounters<RunqKey, LatencyCell>,
     /// Whether waits carry their reason (`sched.wait_reason`, and the kernel has CFS bandwidth
     /// control in its BTF).
     pub by_reason: bool,
@@ -167,9 +163,9 @@ fn split_by_reason(facts: &KernelFacts, config: &Config) -> bool {
 }
 
 impl RunqueueMaps {
-    /// Switches-in per (cgroup, log2 bucket, reason), and the sums (`LATENCY_SUM_BUCKET`); throttle
+    /// Switches-in and the sum of their waits per (cgroup, log2 bucket, reason); throttle
     /// episodes under `THROTTLE_EPISODE`.
-    pub fn read(&self) -> (Vec<Row<RunqKey>>, u64) {
+    pub fn read(&self) -> (Vec<Row<RunqKey, LatencyCell>>, u64) {
         self.latency.read()
     }
 }

@@ -10,7 +10,7 @@ use aya::{
     programs::BtfTracePoint,
 };
 use kernsight_common::{
-    counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
+    counters::{LATENCY_BUCKETS, LatencyCell, OVERFLOW_CGROUP_ID, map_full},
     syscalls::{
         CGROUP_SLOTS_MAP, ERROR_QUOTA_GLOBAL, FREE_SLOTS_MAP, LAST_CGROUP_MAP, LATENCY_ENABLED_GLOBAL,
         LATENCY_QUOTA_GLOBAL, LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, SLOT_ENTRIES_MAP,
@@ -167,7 +167,7 @@ pub struct SyscallMaps {
 }
 
 struct Latency {
-    buckets: CgroupCounters<LatencyKey>,
+    buckets: CgroupCounters<LatencyKey, LatencyCell>,
     /// The fallback object's LRU hash of entry times by thread id (the full object keeps them
     /// in task local storage, which has no bound to report).
     start: Option<BpfHashMap<MapData, u32, u64>>,
@@ -203,7 +203,7 @@ pub fn attach(
         CgroupCounters::take(ebpf, SYSCALL_ERRORS_MAP, config.syscalls.max_error_entries, [overflow])?;
 
     let latency = if config.syscalls.latency_histogram {
-        let overflow = (0..=LATENCY_SUM_BUCKET).map(|bucket| LatencyKey {
+        let overflow = (0..LATENCY_BUCKETS).map(|bucket| LatencyKey {
             cgroup_id: OVERFLOW_CGROUP_ID,
             syscall: OVERFLOW_SYSCALL,
             bucket,
@@ -300,8 +300,9 @@ impl SyscallMaps {
         self.errors.read()
     }
 
-    /// Calls per (cgroup, syscall, latency bucket), when latency is measured.
-    pub fn read_latency(&self) -> Option<(Vec<Row<LatencyKey>>, u64)> {
+    /// Calls and the sum of their durations per (cgroup, syscall, latency bucket), when latency
+    /// is measured.
+    pub fn read_latency(&self) -> Option<(Vec<Row<LatencyKey, LatencyCell>>, u64)> {
         self.latency.as_ref().map(|l| l.buckets.read())
     }
 

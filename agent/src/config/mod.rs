@@ -20,7 +20,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
 /// `bpf.map_memory_budget_mebibytes` by default: every bound as configured on nodes of up to
 /// 64 possible CPUs (`bpf::budget::SIZED_FOR_POSSIBLE_CPUS`; docs/deploy.md has the table).
-pub const DEFAULT_MAP_MEMORY_BUDGET_MEBIBYTES: u32 = 208;
+pub const DEFAULT_MAP_MEMORY_BUDGET_MEBIBYTES: u32 = 224;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use kernsight_common::counters::LATENCY_SUM_BUCKET;
+use kernsight_common::counters::{LATENCY_SUM_BUCKET, LatencyCell};
 use prometheus_client::{
     encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
     metrics::MetricType,
@@ -30,6 +30,12 @@ impl Latency {
         } else {
             *self.buckets.entry(bucket).or_default() += value;
         }
+    }
+
+    /// Adds a kernel cell: a log2 bucket's count and the sum of its observations.
+    pub(super) fn observe(&mut self, bucket: u32, cell: &LatencyCell) {
+        *self.buckets.entry(bucket).or_default() += cell.count;
+        self.sum_nanos += cell.sum_nanos;
     }
 }
 

@@ -44,16 +44,16 @@ impl Collector for RunqueueCollector {
         let mut series: HashMap<(WorkloadId, ()), Latency> = HashMap::new();
         let mut by_cause: HashMap<(WorkloadId, &'static str), Latency> = HashMap::new();
         let mut episodes: HashMap<(WorkloadId, ()), Latency> = HashMap::new();
-        for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
+        for (key, cell) in rows.into_iter().filter(|(_, cell)| cell.count > 0) {
             let workload = namer.id(key.cgroup_id);
             if key.reason == THROTTLE_EPISODE {
-                episodes.entry((workload, ())).or_default().add(key.bucket, value);
+                episodes.entry((workload, ())).or_default().observe(key.bucket, &cell);
                 continue; // not a wait
             }
             if by_reason {
-                by_cause.entry((workload, reason_label(key.reason))).or_default().add(key.bucket, value);
+                by_cause.entry((workload, reason_label(key.reason))).or_default().observe(key.bucket, &cell);
             }
-            series.entry((workload, ())).or_default().add(key.bucket, value);
+            series.entry((workload, ())).or_default().observe(key.bucket, &cell);
         }
         encode(
             &mut encoder,

@@ -3,7 +3,10 @@
 
 use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
-use kernsight_common::syscalls::{LatencyKey, OTHER_ERRNO, OUT_OF_RANGE_COLUMN, OVERFLOW_SYSCALL};
+use kernsight_common::{
+    counters::LatencyCell,
+    syscalls::{LatencyKey, OTHER_ERRNO, OUT_OF_RANGE_COLUMN, OVERFLOW_SYSCALL},
+};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
 
 use super::{
@@ -121,16 +124,16 @@ impl Collector for SyscallCollector {
 
 fn encode_latency(
     encoder: &mut DescriptorEncoder,
-    rows: Vec<(LatencyKey, u64)>,
+    rows: Vec<(LatencyKey, LatencyCell)>,
     namer: &mut CgroupNamer,
     with_id: &LabelNames,
 ) -> Result<(), std::fmt::Error> {
     let mut by_id: HashMap<(WorkloadId, Cow<'static, str>), Latency> = HashMap::new();
-    for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
+    for (key, cell) in rows.into_iter().filter(|(_, cell)| cell.count > 0) {
         by_id
             .entry((namer.id(key.cgroup_id), syscall_label(key.syscall)))
             .or_default()
-            .add(key.bucket, value);
+            .observe(key.bucket, &cell);
     }
     let series = namer.in_label_order(by_id);
     let mut family = encoder.encode_descriptor(

@@ -19,8 +19,8 @@ const SMP: &str = "1,maxcpus=192";
 const POSSIBLE: &str = "0-191";
 const CPUS: u32 = 192;
 /// The chart's default map budget and pod memory (deploy/helm/kernsight/values.yaml).
-const DEFAULT_BUDGET_MIB: u64 = 208;
-const DEFAULT_MEMORY_MIB: u64 = 336;
+const DEFAULT_BUDGET_MIB: u64 = 224;
+const DEFAULT_MEMORY_MIB: u64 = 352;
 /// The default `syscalls.max_cgroups`, which the default budget must lower on this node.
 const DEFAULT_MAX_CGROUPS: f64 = 512.0;
 const SCRIPT: &str = include_str!("../../guest/large-node.sh");

@@ -179,16 +179,8 @@ fn none_attached<'a>(attachments: impl Iterator<Item = (&'a str, Option<&'a str>
     Some(format!("no interface attached ({})", why.join("; ")))
 }
 
-/// Sums each key's per-CPU traffic; entries that vanish while being read are skipped.
+/// Sums each key's per-CPU traffic (in a few batch calls where the kernel has them); entries
+/// that vanish while being read key by key are skipped.
 pub fn read_traffic<K: aya::Pod>(map: &TrafficMap<K>) -> Vec<(K, Traffic)> {
-    map.iter()
-        .filter_map(Result::ok)
-        .map(|(key, values)| {
-            let total = values.iter().fold(Traffic::default(), |sum, v| Traffic {
-                packets: sum.packets + v.packets,
-                bytes: sum.bytes + v.bytes,
-            });
-            (key, total)
-        })
-        .collect()
+    super::counters::read_per_cpu(map).0
 }
