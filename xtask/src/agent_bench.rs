@@ -92,7 +92,7 @@ fn measure() -> Result<Run, String> {
 }
 
 /// User and system time of a process, all threads, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64, String> {
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64, String> {
     let stat =
         std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("agent stat: {e}"))?;
     // Fields after the parenthesised command name: state is the 3rd field, utime the 14th.

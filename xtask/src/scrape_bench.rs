@@ -4,7 +4,8 @@
 //! (`kubepods/besteffort/pod<uid>/<id>`) in every hierarchy, each with a process that made
 //! syscalls there and sleeps, then scrapes of a release agent in its default configuration: the
 //! first, then back to back (the agent's 2 s caches of cgroupfs and `/proc` warm), then spaced
-//! past those caches (as Prometheus scrapes), each phase with its time by collector. Everything
+//! past those caches (as Prometheus scrapes, at a steady interval), each phase with its time by
+//! collector, then at no steady interval; and the agent's CPU time per scrape. Everything
 //! the benchmark created is ended and removed afterwards.
 
 use std::{
@@ -27,6 +28,10 @@ const SCRAPES: usize = 20;
 /// have expired: each reads them again, as every scrape does at Prometheus' usual 15 to 60 s.
 const SPACED_SCRAPES: usize = 8;
 const SPACING: Duration = Duration::from_millis(2500);
+/// Scrapes at no steady interval (`SPACING`, then twice that, in turn): the agent reads ahead of
+/// a scraper's next scrape when it comes at a steady interval, and this is what one that does not
+/// gets, and what the reads ahead it makes in vain cost.
+const IRREGULAR_SCRAPES: usize = 6;
 
 /// How many scrapes to make back to back: `SCRAPES`, or `KERNSIGHT_BENCH_SCRAPES` (more of
 /// them leave time to profile the agent, whose pid the benchmark prints, e.g. with
@@ -80,8 +85,15 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     for (collector, [cold, back_to_back, spaced]) in &phases.by_collector {
         println!("{collector:<16} {cold:>10.1} {back_to_back:>14.1} {spaced:>14.1}");
     }
+    let [cpu_back_to_back, cpu_spaced, cpu_irregular] = phases.cpu_ms;
     println!(
-        "\nagent RSS with {containers} containers: {rss:.1} MiB right after the last scrape, {rss_between:.1} MiB 3 s later"
+        "\nat no steady interval: median {:.1} ms a scrape; agent CPU per scrape: back to back {cpu_back_to_back:.1} ms, \
+         every {:.1} s {cpu_spaced:.1} ms, at no steady interval {cpu_irregular:.1} ms",
+        median(&phases.irregular),
+        SPACING.as_secs_f64(),
+    );
+    println!(
+        "agent RSS with {containers} containers: {rss:.1} MiB right after the last scrape, {rss_between:.1} MiB 3 s later"
     );
     println!("the last scrape's body: {}", kept.display());
     Ok(vec![
@@ -91,6 +103,21 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
             format!("scrape time, {containers} containers, every {:.1} s", SPACING.as_secs_f64()),
             "ms",
             phases.spaced,
+        ),
+        Row::new(
+            format!("scrape time, {containers} containers, at no steady interval"),
+            "ms",
+            phases.irregular,
+        ),
+        Row::new(
+            format!("agent CPU per scrape, {containers} containers, every {:.1} s", SPACING.as_secs_f64()),
+            "ms",
+            vec![cpu_spaced],
+        ),
+        Row::new(
+            format!("agent CPU per scrape, {containers} containers, at no steady interval"),
+            "ms",
+            vec![cpu_irregular],
         ),
         Row::new(format!("agent RSS, {containers} containers, right after a scrape"), "MiB", vec![rss]),
         Row::new(format!("agent RSS, {containers} containers, between scrapes"), "MiB", vec![rss_between]),
@@ -102,6 +129,10 @@ struct Phases {
     cold: f64,
     back_to_back: Vec<f64>,
     spaced: Vec<f64>,
+    irregular: Vec<f64>,
+    /// The agent's CPU time per scrape (ms) back to back, spaced and at no steady interval,
+    /// what it does between scrapes included.
+    cpu_ms: [f64; 3],
     by_collector: BTreeMap<String, [f64; 3]>,
     last_body: String,
 }
@@ -117,7 +148,9 @@ fn scrape_phases(address: &str, pid: u32) -> Result<Phases, String> {
     };
     let scrapes = scrapes();
     println!("{scrapes} scrapes back to back, then {SPACED_SCRAPES} spaced, of the agent (pid {pid})");
+    let cpu = || crate::agent_bench::cpu_seconds(pid);
     let (cold, _) = timed()?;
+    let cpu_before = cpu()?;
     let mut back_to_back = Vec::new();
     let mut bodies = Vec::new();
     for scrape in 0..scrapes {
@@ -127,6 +160,7 @@ fn scrape_phases(address: &str, pid: u32) -> Result<Phases, String> {
             bodies.push(body); // the first scrape's share
         }
     }
+    let cpu_after_back_to_back = cpu()?;
     let mut spaced = Vec::new();
     for scrape in 0..SPACED_SCRAPES {
         std::thread::sleep(SPACING);
@@ -136,6 +170,19 @@ fn scrape_phases(address: &str, pid: u32) -> Result<Phases, String> {
             bodies.push(body); // after the back-to-back ones; at the end
         }
     }
+    let cpu_after_spaced = cpu()?;
+    let mut irregular = Vec::new();
+    for scrape in 0..IRREGULAR_SCRAPES {
+        std::thread::sleep(if scrape % 2 == 0 { 2 * SPACING } else { SPACING });
+        irregular.push(timed()?.0);
+    }
+    let cpu_after_irregular = cpu()?;
+    let per_scrape_ms = |seconds: f64, n: usize| seconds * 1e3 / n as f64;
+    let cpu_ms = [
+        per_scrape_ms(cpu_after_back_to_back - cpu_before, scrapes),
+        per_scrape_ms(cpu_after_spaced - cpu_after_back_to_back, SPACED_SCRAPES),
+        per_scrape_ms(cpu_after_irregular - cpu_after_spaced, IRREGULAR_SCRAPES),
+    ];
     let [after_cold, after_back_to_back, last] =
         <[String; 3]>::try_from(bodies).map_err(|_| "too few scrapes")?;
     let (a, b, c) =
@@ -148,7 +195,7 @@ fn scrape_phases(address: &str, pid: u32) -> Result<Phases, String> {
             (name.clone(), [cold * 1e3, per_scrape(b - cold, scrapes), per_scrape(c - b, SPACED_SCRAPES - 1)])
         })
         .collect();
-    Ok(Phases { cold, back_to_back, spaced, by_collector, last_body: last })
+    Ok(Phases { cold, back_to_back, spaced, irregular, cpu_ms, by_collector, last_body: last })
 }
 
 /// `kernsight_scrape_collector_duration_seconds_total` of a body, by collector.

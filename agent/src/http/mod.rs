@@ -208,6 +208,10 @@ impl TokenBucket {
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionReady(pub Instant);
 
+/// Request extension: the address of the request's client.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::IpAddr);
+
 /// Paths served without basic authentication: kubelet's probes carry no credentials, and they
 /// answer only whether the agent runs and its probes are attached.
 const UNAUTHENTICATED: [&str; 2] = ["/healthz", "/readyz"];
@@ -233,7 +237,7 @@ pub async fn serve(
     let server = Arc::new(Server { router, web, limits, stats: stats.clone() });
     let mut last_accept_error: Option<Instant> = None;
     loop {
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors, most often: wait for connections to close.
@@ -263,7 +267,7 @@ pub async fn serve(
         let table = table.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = server.connection(stream, &slot) => {}
+                () = server.connection(stream, Peer(peer.ip()), &slot) => {}
                 () = slot.evicted() => debug!("connection evicted to make room"),
             }
             drop(slot);
@@ -273,7 +277,7 @@ pub async fn serve(
 }
 
 impl Server {
-    async fn connection(self: &Arc<Self>, stream: TcpStream, slot: &Slot) {
+    async fn connection(self: &Arc<Self>, stream: TcpStream, peer: Peer, slot: &Slot) {
         let accepted = Instant::now();
         let _ = stream.set_nodelay(true);
         // The kernel would grow a send buffer to megabytes for a client that does not read
@@ -284,7 +288,7 @@ impl Server {
         let activity = Arc::new(Activity::default());
         let stream = Guarded::new(stream, self.limits.write_timeout, activity.clone());
         match &web.tls {
-            None => self.http(stream, slot, &web, &activity, accepted).await,
+            None => self.http(stream, peer, slot, &web, &activity, accepted).await,
             Some(acceptor) => {
                 match tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream)).await {
                     Err(_) => bump(&self.stats.timed_out_handshake),
@@ -292,7 +296,7 @@ impl Server {
                         bump(&self.stats.tls_failed);
                         debug!("TLS handshake failed: {err}");
                     }
-                    Ok(Ok(stream)) => self.http(stream, slot, &web, &activity, accepted).await,
+                    Ok(Ok(stream)) => self.http(stream, peer, slot, &web, &activity, accepted).await,
                 }
             }
         }
@@ -301,6 +305,7 @@ impl Server {
     async fn http<S>(
         self: &Arc<Self>,
         stream: S,
+        peer: Peer,
         slot: &Slot,
         web: &Arc<Loaded>,
         activity: &Arc<Activity>,
@@ -325,6 +330,7 @@ impl Server {
                 state.busy.store(true, Ordering::Relaxed);
                 let ready = *ready_since.lock().unwrap_or_else(|e| e.into_inner());
                 request.extensions_mut().insert(ConnectionReady(ready));
+                request.extensions_mut().insert(peer);
                 let response = this.respond(request, &web).await;
                 *ready_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                 state.busy.store(false, Ordering::Relaxed);

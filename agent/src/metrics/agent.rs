@@ -187,6 +187,20 @@ impl AgentCollector {
             let labels = [("collector", collector)];
             ConstCounter::new(nanos as f64 / 1e9).encode(family.encode_family(&labels)?)?;
         }
+        encode_counters(
+            encoder,
+            "kernsight_scrape_reads_ahead",
+            "Reads of cgroupfs and /proc made shortly before a scrape was due, for it to find them cached (scrapers at a steady interval)",
+            [(NO_LABELS, load(&stats.read_ahead.reads))],
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "kernsight_scrape_read_ahead_duration_seconds",
+            "Time those reads took, summed: scrape time moved before the scrape",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(load(&stats.read_ahead.nanos) as f64 / 1e9)
+            .encode(family.encode_family(&NO_LABELS)?)?;
         encode_gauges(
             encoder,
             "kernsight_scrape_series",

@@ -18,6 +18,7 @@ mod net_counters;
 mod oom;
 mod posture;
 mod processes;
+mod read_ahead;
 mod resources;
 mod runqueue;
 mod seccomp_drift;
@@ -34,6 +35,7 @@ use std::{
     time::Instant,
 };
 
+pub use read_ahead::Scrapes;
 pub(crate) use series::{EncodedLabels, LabelNames, Series};
 
 use crate::{
@@ -59,20 +61,31 @@ pub fn registry(
     kills: Arc<OomKills>,
 ) -> Registry {
     let mut registry = Registry::default();
-    let mut add = |name: &'static str, collector: Box<dyn Collector>| {
+    let mut add = |name: &'static str, collector: Arc<dyn Collector>| {
         let nanos = health.scrapes.collector(name);
         registry.register_collector(Box::new(Timed { collector, nanos }));
     };
-    add("agent", Box::new(agent::AgentCollector::new(programs.clone(), health.clone(), tracker.clone())));
-    add("metadata", Box::new(metadata::MetadataCollector::new(resolver.clone())));
+    // What reads cgroupfs or `/proc` on a scrape, to read ahead of the next one.
+    let mut readers: Vec<Arc<dyn read_ahead::ReadAhead>> = Vec::new();
+    add("agent", Arc::new(agent::AgentCollector::new(programs.clone(), health.clone(), tracker.clone())));
+    add("metadata", Arc::new(metadata::MetadataCollector::new(resolver.clone())));
     // Where the cgroup hierarchies are, read once: they are mounted before any container runs.
     // One cache of where each cgroup's files are serves both collectors that read them.
     let mounts = crate::kernel::mountinfo::read().unwrap_or_default();
     let locations = Arc::new(ttl_cache::Locations::new(mounts));
-    let resources = resources::ResourceCollector::new(tracker.clone(), resolver.clone(), locations.clone());
-    add("resources", Box::new(resources));
-    let oom = oom::OomCollector::new(kills, programs.clone(), tracker.clone(), resolver.clone(), locations);
-    add("oom", Box::new(oom));
+    let resources =
+        Arc::new(resources::ResourceCollector::new(tracker.clone(), resolver.clone(), locations.clone()));
+    add("resources", resources.clone());
+    readers.push(resources);
+    let oom = Arc::new(oom::OomCollector::new(
+        kills,
+        programs.clone(),
+        tracker.clone(),
+        resolver.clone(),
+        locations,
+    ));
+    add("oom", oom.clone());
+    readers.push(oom);
     let posture = Arc::new(posture::PostureCache::new());
     let drift = config
         .security
@@ -80,30 +93,30 @@ pub fn registry(
         .then(|| seccomp_drift::SeccompDrift::new(&config.security, resolver.clone(), posture.clone()));
     add(
         "syscalls",
-        Box::new(syscalls::SyscallCollector::new(programs.clone(), tracker.clone(), resolver.clone(), drift)),
+        Arc::new(syscalls::SyscallCollector::new(programs.clone(), tracker.clone(), resolver.clone(), drift)),
     );
     add(
         "runqueue",
-        Box::new(runqueue::RunqueueCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
+        Arc::new(runqueue::RunqueueCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
     );
     add(
         "processes",
-        Box::new(processes::ProcessesCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
+        Arc::new(processes::ProcessesCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
     );
     add(
         "memory_reclaim",
-        Box::new(memory_reclaim::ReclaimCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
+        Arc::new(memory_reclaim::ReclaimCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
     );
     add(
         "block_io",
-        Box::new(block_io::BlockIoCollector::new(
+        Arc::new(block_io::BlockIoCollector::new(
             programs.clone(),
             tracker.clone(),
             resolver.clone(),
             config.block_io.max_devices,
         )),
     );
-    add("dns", Box::new(dns::DnsCollector::new(programs.clone(), tracker.clone(), resolver.clone())));
+    add("dns", Arc::new(dns::DnsCollector::new(programs.clone(), tracker.clone(), resolver.clone())));
     // Drop reason names as this kernel numbers them; without them, drops are labelled reason_N.
     // A kernel before 5.17 has no reasons to name (its drops count as NOT_SPECIFIED).
     let format = config.paths.tracefs.join("events/skb/kfree_skb/format");
@@ -113,7 +126,7 @@ pub fn registry(
     });
     add(
         "net",
-        Box::new(net::NetCollector::new(programs.clone(), tracker.clone(), resolver.clone(), drop_reasons)),
+        Arc::new(net::NetCollector::new(programs.clone(), tracker.clone(), resolver.clone(), drop_reasons)),
     );
     if config.network.conntrack {
         let namespaces = net_counters::namespaces(config);
@@ -124,7 +137,7 @@ pub fn registry(
         if config.network.conntrack_pods {
             add(
                 "conntrack_pods",
-                Box::new(conntrack::PodConntrackCollector::new(
+                Arc::new(conntrack::PodConntrackCollector::new(
                     &config.network,
                     namespaces.clone(),
                     resolver.clone(),
@@ -132,16 +145,21 @@ pub fn registry(
                 )),
             );
         }
-        add("net_counters", Box::new(net_counters::NetCountersCollector::new(namespaces, filter)));
+        add("net_counters", Arc::new(net_counters::NetCountersCollector::new(namespaces, filter)));
     }
     if config.security.posture {
-        add("posture", Box::new(posture::PostureCollector::new(resolver.clone(), posture)));
+        add("posture", Arc::new(posture::PostureCollector::new(resolver.clone(), posture.clone())));
     }
     add(
         "escape",
-        Box::new(escape::EscapeCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
+        Arc::new(escape::EscapeCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
     );
-    add("capabilities", Box::new(capabilities::CapabilityCollector::new(programs, tracker, resolver)));
+    add("capabilities", Arc::new(capabilities::CapabilityCollector::new(programs, tracker, resolver)));
+    // The `/proc` walk is read ahead only when something takes it.
+    if Arc::strong_count(&posture) > 1 {
+        readers.push(posture);
+    }
+    read_ahead::spawn(health.scrapes.read_ahead.clone(), readers);
     registry
 }
 
@@ -149,7 +167,7 @@ pub fn registry(
 /// `kernsight_scrape_collector_duration_seconds_total`.
 #[derive(Debug)]
 struct Timed {
-    collector: Box<dyn Collector>,
+    collector: Arc<dyn Collector>,
     nanos: Arc<AtomicU64>,
 }
 
@@ -239,11 +257,11 @@ mod tests {
         let stats = server::ScrapeStats::default();
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Timed {
-            collector: Box::new(Slow),
+            collector: Arc::new(Slow),
             nanos: stats.collector("slow"),
         }));
         registry.register_collector(Box::new(Timed {
-            collector: Box::new(OneSeries),
+            collector: Arc::new(OneSeries),
             nanos: stats.collector("one"),
         }));
         for _ in 0..2 {

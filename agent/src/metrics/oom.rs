@@ -5,13 +5,14 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use super::{
     LabelNames, NO_LABELS, Series, encode_counters, encode_gauges,
+    read_ahead::ReadAhead,
     ttl_cache::{Locations, TtlCache},
 };
 use crate::{
@@ -49,6 +50,17 @@ impl OomCollector {
         Self { kills, programs, tracker, resolver, locations, counts: Mutex::new(TtlCache::new(CACHE_TTL)) }
     }
 
+    /// `f` of the counts' cache and of how to read the count of one of `paths`.
+    fn with_counts<R>(
+        &self,
+        paths: &[String],
+        f: impl FnOnce(&mut TtlCache<Option<u64>>, &(dyn Fn(&str) -> Option<u64> + Sync)) -> R,
+    ) -> R {
+        let dirs = self.locations.dirs(paths);
+        let read = |path: &str| dirs.get(path).and_then(resources::read_oom_kills);
+        f(&mut self.counts.lock().unwrap_or_else(|e| e.into_inner()), &read)
+    }
+
     /// Paths of the cgroups that hold a slot in the syscall maps (the workloads kernsight sees).
     fn watched_paths(&self) -> Vec<String> {
         let Some(maps) = self.programs.family::<SyscallMaps>() else {
@@ -61,6 +73,13 @@ impl OomCollector {
             .filter(|id| id & !V1_CGROUP_ID_BIT != ROOT_CGROUP_ID)
             .filter_map(|id| index.resolve(id).map(str::to_owned))
             .collect()
+    }
+}
+
+impl ReadAhead for OomCollector {
+    fn read_ahead(&self, scrape_at: Instant) {
+        let paths = self.watched_paths();
+        self.with_counts(&paths, |counts, read| counts.read_ahead(&paths, read, scrape_at));
     }
 }
 
@@ -97,9 +116,7 @@ impl Collector for OomCollector {
 
         // The cgroup's own count: every kill since the cgroup was created, the agent up or not.
         let paths = self.watched_paths();
-        let dirs = self.locations.dirs(&paths);
-        let read = |path: &str| dirs.get(path).and_then(resources::read_oom_kills);
-        let kills = self.counts.lock().unwrap_or_else(|e| e.into_inner()).get_all(&paths, read);
+        let kills = self.with_counts(&paths, |counts, read| counts.get_all(&paths, read));
         let counts: BTreeMap<_, i64> = paths
             .iter()
             .zip(kills)

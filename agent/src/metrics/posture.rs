@@ -9,7 +9,7 @@ use std::{
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use super::{EncodedLabels, LabelNames, Series, encode_gauges};
+use super::{EncodedLabels, LabelNames, Series, encode_gauges, read_ahead::ReadAhead};
 use crate::{
     kernel::names::held_capabilities,
     metadata::identity::Resolver,
@@ -34,15 +34,28 @@ impl PostureCache {
     }
 
     pub fn containers(&self) -> Arc<Vec<ContainerPosture>> {
+        self.walked_for(Instant::now())
+    }
+
+    /// The last walk if it still serves at `at`, else a walk now.
+    fn walked_for(&self, at: Instant) -> Arc<Vec<ContainerPosture>> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         match &*cache {
-            Some((at, containers)) if at.elapsed() < CACHE_TTL => containers.clone(),
+            Some((walked, containers)) if at.saturating_duration_since(*walked) < CACHE_TTL => {
+                containers.clone()
+            }
             _ => {
                 let containers = Arc::new(posture::all_walked(&self.walker));
                 *cache = Some((Instant::now(), containers.clone()));
                 containers
             }
         }
+    }
+}
+
+impl ReadAhead for PostureCache {
+    fn read_ahead(&self, scrape_at: Instant) {
+        self.walked_for(scrape_at);
     }
 }
 

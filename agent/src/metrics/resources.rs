@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     path::Path,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use prometheus_client::{
@@ -17,6 +17,7 @@ use prometheus_client::{
 
 use super::{
     EncodedLabels, LabelNames, Series,
+    read_ahead::ReadAhead,
     ttl_cache::{Locations, TtlCache},
 };
 use crate::{
@@ -70,17 +71,51 @@ impl ResourceCollector {
         }
         paths
     }
+
+    /// `f` of the usage and limits caches, each with how to read one of `paths`.
+    fn with_caches<R>(
+        &self,
+        paths: &[String],
+        f: impl FnOnce(Cached<'_, Resources>, Cached<'_, Limits>) -> R,
+    ) -> R {
+        let dirs = self.locations.dirs(paths);
+        let usage = |path: &str| dirs.get(path).map(resources::read_usage).unwrap_or_default();
+        let limits = |path: &str| dirs.get(path).map(resources::read_limits).unwrap_or_default();
+        let (mut usage_cache, mut limits_cache) = (lock(&self.cache), lock(&self.limits));
+        f(
+            Cached { cache: &mut usage_cache, read: &usage },
+            Cached { cache: &mut limits_cache, read: &limits },
+        )
+    }
+}
+
+/// A cache of values read from cgroupfs, and how to read one.
+struct Cached<'a, V> {
+    cache: &'a mut TtlCache<V>,
+    read: &'a (dyn Fn(&str) -> V + Sync),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ReadAhead for ResourceCollector {
+    fn read_ahead(&self, scrape_at: Instant) {
+        let paths: Vec<String> = self.container_paths().into_values().collect();
+        self.with_caches(&paths, |usage, limits| {
+            usage.cache.read_ahead(&paths, usage.read, scrape_at);
+            limits.cache.read_ahead(&paths, limits.read, scrape_at);
+        });
+    }
 }
 
 impl Collector for ResourceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let names = LabelNames::of(&self.resolver);
         let paths: Vec<String> = self.container_paths().into_values().collect();
-        let dirs = self.locations.dirs(&paths);
-        let usage = |path: &str| dirs.get(path).map(resources::read_usage).unwrap_or_default();
-        let mut read = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get_all(&paths, usage);
-        let limits = |path: &str| dirs.get(path).map(resources::read_limits).unwrap_or_default();
-        let limits = self.limits.lock().unwrap_or_else(|e| e.into_inner()).get_all(&paths, limits);
+        let (mut read, limits) = self.with_caches(&paths, |usage, limits| {
+            (usage.cache.get_all(&paths, usage.read), limits.cache.get_all(&paths, limits.read))
+        });
         for (resources, limits) in read.iter_mut().zip(limits) {
             resources.set_limits(limits);
         }

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use crate::{
     bpf::{ProbeState, ProbeStatus},
     http::{
-        ConnectionReady, Limits, WebState,
+        ConnectionReady, Limits, Peer, WebState,
         stats::{HttpStats, bump},
     },
 };
@@ -50,6 +50,8 @@ pub struct ScrapeStats {
     pub series: AtomicU64,
     /// Time spent in each collector over those responses, by collector name.
     pub collectors: std::sync::Mutex<Vec<(&'static str, Arc<AtomicU64>)>>,
+    /// When each scraper came, to read the kernel's files ahead of its next scrape.
+    pub read_ahead: Arc<super::Scrapes>,
 }
 
 impl ScrapeStats {
@@ -153,6 +155,9 @@ async fn metrics(State(state): State<Arc<AppState>>, request: Request) -> Respon
     let format = if openmetrics { Format::OpenMetrics } else { Format::Text };
     // Set by crate::http for every request; a request from elsewhere is ready now.
     let ready_since = request.extensions().get::<ConnectionReady>().map_or_else(Instant::now, |r| r.0);
+    if let Some(Peer(peer)) = request.extensions().get::<Peer>() {
+        state.health.scrapes.read_ahead.scraped(*peer, Instant::now());
+    }
     let encoder = state.clone();
     let body = state.encoded.begin(ready_since).body(format, move || encoder.encode(format)).await;
     let content_type = if openmetrics { OPENMETRICS } else { PROMETHEUS_TEXT };

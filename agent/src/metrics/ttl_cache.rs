@@ -72,10 +72,29 @@ impl<V: Clone + Send> TtlCache<V> {
         self.get_all_at(keys, read, Instant::now())
     }
 
+    /// Reads now every key whose value would not serve at `scrape_at`, a moment ahead, so that a
+    /// scrape then finds it cached (`super::read_ahead`).
+    pub fn read_ahead(&mut self, keys: &[String], read: impl Fn(&str) -> V + Sync, scrape_at: Instant) {
+        self.refresh(keys, read, scrape_at, Instant::now());
+    }
+
     fn get_all_at(&mut self, keys: &[String], read: impl Fn(&str) -> V + Sync, now: Instant) -> Vec<V> {
+        self.refresh(keys, read, now, now);
+        // Every key has an entry now.
+        keys.iter().filter_map(|key| self.entries.get(key).map(|entry| entry.value.clone())).collect()
+    }
+
+    /// Reads, at `now`, every key whose entry would not serve at `served_at`.
+    fn refresh(
+        &mut self,
+        keys: &[String],
+        read: impl Fn(&str) -> V + Sync,
+        served_at: Instant,
+        now: Instant,
+    ) {
         let (ttl, growing) = (self.ttl, self.growing);
         let young = |at: Instant, ttl: Duration| now.saturating_duration_since(at) < ttl;
-        let serves = |entry: &Entry<V>| entry.reads.serve(now, ttl, growing);
+        let serves = |entry: &Entry<V>| entry.reads.serve(served_at, ttl, growing);
         // Entries of keys no longer asked for are dropped after two ttls, so the cache stays as
         // big as the set of cgroups scraped recently (and an entry that just expired keeps its
         // first read for the read that replaces it).
@@ -90,8 +109,6 @@ impl<V: Clone + Send> TtlCache<V> {
             let reads = Reads::after(self.entries.get(key.as_str()).map(|entry| entry.reads), now);
             self.entries.insert(key.clone(), Entry { reads, value });
         }
-        // Every key has an entry now.
-        keys.iter().filter_map(|key| self.entries.get(key).map(|entry| entry.value.clone())).collect()
     }
 }
 
@@ -146,6 +163,30 @@ mod tests {
                 "never past the ttl"
             );
         }
+    }
+
+    #[test]
+    fn reading_ahead_reads_what_would_not_serve_then_and_the_scrape_then_reads_nothing() {
+        let mut cache = TtlCache::new(Duration::from_secs(2));
+        let keys = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let t0 = Instant::now();
+        assert_eq!(cache.get_all_at(&keys(&["old"]), |_| 1, t0), [1]);
+        // At t0 + 1.5 s, reading ahead for a scrape at t0 + 2.5 s: "old" would be 2.5 s old then,
+        // so it is read again; "new" has never been read.
+        let scrape_at = t0 + Duration::from_millis(2500);
+        cache.refresh(
+            &keys(&["old", "new"]),
+            |k| if k == "old" { 2 } else { 3 },
+            scrape_at,
+            t0 + Duration::from_millis(1500),
+        );
+        assert_eq!(
+            cache.get_all_at(&keys(&["new", "old"]), |k| panic!("{k} was read ahead"), scrape_at),
+            [3, 2]
+        );
+        // A value that still serves at the scrape is not read ahead.
+        let next = scrape_at + Duration::from_millis(500);
+        cache.refresh(&keys(&["old"]), |_| panic!("serves until t0 + 3.5 s"), next, scrape_at);
     }
 
     #[test]

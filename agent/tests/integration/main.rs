@@ -42,6 +42,7 @@ mod oom;
 mod packet_drops;
 mod pins;
 mod posture;
+mod read_ahead;
 mod reliability;
 mod restart;
 mod sched;

@@ -1,0 +1,272 @@
+//! Reading the kernel's files ahead of the next scrape. A scrape of a node with 1,000 containers
+//! reads some 20,000 files from cgroupfs and `/proc` that its 2 s caches no longer hold at
+//! Prometheus' usual interval: more than half of its time. Scrapers come at a steady interval,
+//! so the agent learns each one's and reads those files shortly before the next scrape is due,
+//! into the same caches; the scrape then finds them there, as it would scrapes a moment apart.
+//!
+//! The files are read as often as before (once per scrape) and are as fresh when served (younger
+//! than the caches' 2 s): what moves is when. A scraper that stops costs one read ahead at most;
+//! one that comes at no steady interval (its last two intervals differ by more than a tenth) gets
+//! none, and its scrapes read as before.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// What can read, now, what a scrape at a given moment would otherwise read itself.
+pub(super) trait ReadAhead: Send + Sync {
+    fn read_ahead(&self, scrape_at: Instant);
+}
+
+/// Scrapes closer together than this find the caches warm from the one before.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// A scraper slower than this is not read ahead for (and forgotten once twice as late).
+const MAX_INTERVAL: Duration = Duration::from_secs(600);
+/// Scrapers followed at once: an open port's clients are not all Prometheus, and a tenant that
+/// can reach it must not grow this.
+const MAX_SCRAPERS: usize = 16;
+/// The earliest a read ahead starts before the scrape, and the latest: what it reads must still
+/// serve then, and the caches' ttl is 2 s.
+const MIN_LEAD: Duration = Duration::from_millis(200);
+const MAX_LEAD: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, Clone, Copy)]
+struct Scraper {
+    peer: IpAddr,
+    last: Instant,
+    interval: Option<Duration>,
+    /// Whether its last two intervals agree: only then is its next scrape read ahead for (a
+    /// read ahead for a scrape that does not come when due is a read in vain).
+    steady: bool,
+}
+
+#[derive(Debug, Default)]
+struct Schedule {
+    scrapers: Vec<Scraper>,
+    /// The scrape the last read ahead was for: read for once.
+    read_for: Option<Instant>,
+    /// How long the last read ahead took.
+    took: Duration,
+}
+
+impl Schedule {
+    fn scraped(&mut self, peer: IpAddr, at: Instant) {
+        self.scrapers.retain(|s| at.saturating_duration_since(s.last) < 2 * MAX_INTERVAL);
+        match self.scrapers.iter_mut().find(|s| s.peer == peer) {
+            Some(scraper) => {
+                let interval = at.saturating_duration_since(scraper.last);
+                let interval = (MIN_INTERVAL..=MAX_INTERVAL).contains(&interval).then_some(interval);
+                scraper.steady =
+                    interval.zip(scraper.interval).is_some_and(|(new, last)| new.abs_diff(last) <= last / 10);
+                scraper.interval = interval;
+                scraper.last = at;
+            }
+            None => {
+                if self.scrapers.len() == MAX_SCRAPERS {
+                    let oldest = (0..self.scrapers.len()).min_by_key(|&i| self.scrapers[i].last);
+                    self.scrapers.swap_remove(oldest.unwrap_or(0));
+                }
+                self.scrapers.push(Scraper { peer, last: at, interval: None, steady: false });
+            }
+        }
+    }
+
+    /// The next scrape due after `now` that has not been read for.
+    fn next_due(&self, now: Instant) -> Option<Instant> {
+        self.scrapers
+            .iter()
+            .filter(|s| s.steady)
+            .filter_map(|s| Some(s.last + s.interval?))
+            .filter(|&due| due > now && self.read_for.is_none_or(|read_for| due > read_for))
+            .min()
+    }
+
+    /// How long before a scrape its read ahead starts: a little more than the last one took.
+    fn lead(&self) -> Duration {
+        (self.took + self.took / 4 + Duration::from_millis(100)).clamp(MIN_LEAD, MAX_LEAD)
+    }
+}
+
+/// The scrapes seen, shared by the server (which records them) and the reader.
+#[derive(Debug, Default)]
+pub struct Scrapes {
+    schedule: Mutex<Schedule>,
+    changed: Condvar,
+    /// Reads ahead made, and their time: scrape time moved off the scrape.
+    pub reads: AtomicU64,
+    pub nanos: AtomicU64,
+}
+
+impl Scrapes {
+    /// A scrape of `/metrics` by `peer` has begun.
+    pub fn scraped(&self, peer: IpAddr, at: Instant) {
+        self.lock().scraped(peer, at);
+        self.changed.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the next read ahead is to start; returns the scrape it is for.
+    fn wait_for_next(&self) -> Instant {
+        let mut schedule = self.lock();
+        loop {
+            let now = Instant::now();
+            let wait = match schedule.next_due(now) {
+                Some(due) if due.saturating_duration_since(now) <= schedule.lead() => {
+                    schedule.read_for = Some(due);
+                    return due;
+                }
+                Some(due) => due.saturating_duration_since(now) - schedule.lead(),
+                None => MAX_INTERVAL,
+            };
+            schedule = self.changed.wait_timeout(schedule, wait).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+/// Reads ahead of each scrape due, on a thread of its own (the reads block), for the life of
+/// the agent.
+pub(super) fn spawn(scrapes: Arc<Scrapes>, readers: Vec<Arc<dyn ReadAhead>>) {
+    if readers.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("read-ahead".into()).spawn(move || {
+        loop {
+            let due = scrapes.wait_for_next();
+            let started = Instant::now();
+            for reader in &readers {
+                reader.read_ahead(due);
+            }
+            let took = started.elapsed();
+            scrapes.lock().took = took;
+            scrapes.reads.fetch_add(1, Ordering::Relaxed);
+            scrapes.nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        }
+    });
+    if let Err(err) = spawned {
+        tracing::warn!("cannot start reading ahead of scrapes ({err}): every scrape reads its own files");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn peer(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn the_next_scrape_is_due_one_interval_after_the_last_of_each_scraper() {
+        let mut schedule = Schedule::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        schedule.scraped(peer(1), at(0));
+        assert_eq!(schedule.next_due(at(1)), None, "one scrape is no interval");
+        schedule.scraped(peer(1), at(15_000));
+        assert_eq!(schedule.next_due(at(15_001)), None, "one interval is not yet a steady one");
+        schedule.scraped(peer(1), at(30_100));
+        assert_eq!(schedule.next_due(at(30_101)), Some(at(45_200)), "within a tenth: steady");
+        // A second Prometheus of an HA pair, 5 s after the first, every 15 s too.
+        for ms in [5_000, 20_000, 35_000] {
+            schedule.scraped(peer(2), at(ms));
+        }
+        assert_eq!(schedule.next_due(at(35_001)), Some(at(45_200)));
+        assert_eq!(schedule.next_due(at(45_201)), Some(at(50_000)), "peer 1 is late: not waited for");
+        // Read for once.
+        schedule.read_for = Some(at(45_200));
+        assert_eq!(schedule.next_due(at(44_000)), Some(at(50_000)));
+    }
+
+    #[test]
+    fn a_scraper_at_no_steady_interval_is_not_read_ahead_for() {
+        let mut schedule = Schedule::default();
+        let t0 = Instant::now();
+        // 2.5 s, then 5 s, in turn: each due time would be wrong.
+        for ms in [0, 2_500, 7_500, 10_000, 15_000, 17_500] {
+            schedule.scraped(peer(1), t0 + Duration::from_millis(ms));
+            assert_eq!(schedule.next_due(t0 + Duration::from_millis(ms + 1)), None);
+        }
+    }
+
+    #[test]
+    fn scrapes_too_close_or_too_far_apart_give_no_due_time() {
+        let mut schedule = Schedule::default();
+        let t0 = Instant::now();
+        for ms in [0, 100, 200, 300] {
+            schedule.scraped(peer(1), t0 + Duration::from_millis(ms));
+        }
+        assert_eq!(schedule.next_due(t0 + Duration::from_millis(301)), None, "back to back");
+        let late = t0 + Duration::from_millis(300) + MAX_INTERVAL + Duration::from_secs(1);
+        schedule.scraped(peer(1), late);
+        assert_eq!(schedule.next_due(late), None, "slower than MAX_INTERVAL");
+    }
+
+    #[test]
+    fn a_flood_of_scrapers_keeps_the_schedule_bounded() {
+        let mut schedule = Schedule::default();
+        let t0 = Instant::now();
+        for n in 0..=255u8 {
+            for round in 0..3u64 {
+                schedule.scraped(peer(n), t0 + Duration::from_secs(round * 10 + u64::from(n)));
+            }
+        }
+        assert_eq!(schedule.scrapers.len(), MAX_SCRAPERS);
+        assert!(
+            schedule.scrapers.iter().all(|s| s.peer >= peer(255 - MAX_SCRAPERS as u8 + 1)),
+            "the latest kept"
+        );
+    }
+
+    #[test]
+    fn the_lead_follows_what_the_last_read_took_within_bounds() {
+        let mut schedule = Schedule::default();
+        assert_eq!(schedule.lead(), MIN_LEAD);
+        schedule.took = Duration::from_millis(400);
+        assert_eq!(schedule.lead(), Duration::from_millis(600));
+        schedule.took = Duration::from_secs(10);
+        assert_eq!(schedule.lead(), MAX_LEAD, "what is read must still serve at the scrape");
+    }
+
+    /// Counts its reads ahead and the scrape each was for.
+    struct Counting(AtomicUsize, Mutex<Vec<Instant>>);
+
+    impl ReadAhead for Counting {
+        fn read_ahead(&self, scrape_at: Instant) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            self.1.lock().unwrap().push(scrape_at);
+        }
+    }
+
+    #[test]
+    fn a_scraper_at_a_steady_interval_is_read_ahead_for_once_per_scrape_just_before_it() {
+        let scrapes = Arc::new(Scrapes::default());
+        let counting = Arc::new(Counting(AtomicUsize::new(0), Mutex::new(Vec::new())));
+        spawn(scrapes.clone(), vec![counting.clone()]);
+        let mut last = Instant::now();
+        scrapes.scraped(peer(1), last);
+        let mut interval = Duration::ZERO;
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(1200));
+            let now = Instant::now();
+            (interval, last) = (now - last, now);
+            scrapes.scraped(peer(1), now);
+        }
+        let due = last + interval;
+        // Read from MIN_LEAD before the scrape due; then the scraper stops.
+        std::thread::sleep(interval - MIN_LEAD / 2);
+        assert_eq!(*counting.1.lock().unwrap(), [due], "read for the scrape due, before it");
+        assert_eq!(scrapes.reads.load(Ordering::Relaxed), 1);
+        std::thread::sleep(Duration::from_millis(2400));
+        assert_eq!(counting.0.load(Ordering::Relaxed), 1, "not again for a scraper gone");
+    }
+}
