@@ -3,7 +3,7 @@
 //! `cgroup_id:<id>` (the cgroup tracker's resolver walks cgroupfs for it, debounced, never the
 //! scrape); the overflow id is `other`.
 
-use std::{collections::HashMap, rc::Rc};
+use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
 use kernsight_common::counters::OVERFLOW_CGROUP_ID;
 
@@ -36,6 +36,10 @@ pub(crate) struct CgroupNamer<'a> {
     interned: HashMap<Rc<Workload>, WorkloadId>,
     /// By id.
     workloads: Vec<Rc<Workload>>,
+    /// Each workload's position in label order, by id: sorted once for all the series a
+    /// collector hands out (comparing workloads is most of the sorting), again only when more
+    /// workloads have been named since.
+    rank: RefCell<Vec<usize>>,
 }
 
 impl<'a> CgroupNamer<'a> {
@@ -47,6 +51,7 @@ impl<'a> CgroupNamer<'a> {
             ids: HashMap::new(),
             interned: HashMap::new(),
             workloads: Vec::new(),
+            rank: RefCell::new(Vec::new()),
         }
     }
 
@@ -78,11 +83,14 @@ impl<'a> CgroupNamer<'a> {
         &self,
         series: impl IntoIterator<Item = ((WorkloadId, K), V)>,
     ) -> Vec<((Rc<Workload>, K), V)> {
-        let mut by_label: Vec<usize> = (0..self.workloads.len()).collect();
-        by_label.sort_unstable_by(|&a, &b| self.workloads[a].cmp(&self.workloads[b]));
-        let mut rank = vec![0; by_label.len()];
-        for (position, &id) in by_label.iter().enumerate() {
-            rank[id] = position;
+        let mut rank = self.rank.borrow_mut();
+        if rank.len() != self.workloads.len() {
+            let mut by_label: Vec<usize> = (0..self.workloads.len()).collect();
+            by_label.sort_unstable_by(|&a, &b| self.workloads[a].cmp(&self.workloads[b]));
+            rank.resize(by_label.len(), 0);
+            for (position, &id) in by_label.iter().enumerate() {
+                rank[id] = position;
+            }
         }
         let mut series: Vec<_> = series.into_iter().collect();
         series.sort_unstable_by(|((a, ka), _), ((b, kb), _)| {
@@ -142,7 +150,7 @@ mod tests {
             std::fs::create_dir(root.path().join(name)).unwrap();
             std::fs::metadata(root.path().join(name)).unwrap().ino()
         };
-        let (b, a, c) = (id_of("b"), id_of("a"), id_of("c"));
+        let (b, a, c, zero) = (id_of("b"), id_of("a"), id_of("c"), id_of("0"));
         let hierarchies =
             Hierarchies { unified: Some(root.path().to_owned()), v1: None, v1_hierarchy_id: None };
         let tracker = Tracker::new(
@@ -166,5 +174,14 @@ mod tests {
             .collect();
         let expected = [("/a", "y", 4), ("/a", "z", 2), ("/b", "x", 1), ("/c", "w", 3)];
         assert_eq!(sorted, expected.map(|(cgroup, key, n)| (cgroup.to_owned(), key, n)));
+
+        // A workload named after a sort takes its place in the next one.
+        let early = namer.id(zero);
+        let cgroups: Vec<String> = namer
+            .in_label_order([((ids[0], ()), ()), ((early, ()), ()), ((ids[2], ()), ())])
+            .into_iter()
+            .map(|((w, ()), ())| w.cgroup.clone())
+            .collect();
+        assert_eq!(cgroups, ["/0", "/a", "/c"]);
     }
 }
