@@ -32,6 +32,12 @@ const SPACING: Duration = Duration::from_millis(2500);
 /// a scraper's next scrape when it comes at a steady interval, and this is what one that does not
 /// gets, and what the reads ahead it makes in vain cost.
 const IRREGULAR_SCRAPES: usize = 6;
+/// Scrapes `SPACING` apart while containers start and stop (`CHURN` replaced between two, at
+/// even times): a node while a deployment rolls. The first `STEADY_AFTER` make the interval
+/// known and are not reported.
+const CHURN_SCRAPES: usize = 10;
+const STEADY_AFTER: usize = 2;
+const CHURN: usize = 50;
 
 /// How many scrapes to make back to back: `SCRAPES`, or `KERNSIGHT_BENCH_SCRAPES` (more of
 /// them leave time to profile the agent, whose pid the benchmark prints, e.g. with
@@ -56,7 +62,7 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     }
     // Let the lookup task try (and fail) to name the containers, as it would on a node.
     std::thread::sleep(Duration::from_secs(3));
-    let result = scrape_phases(&address, agent.id());
+    let result = scrape_phases(&address, agent.id(), &mut fleet);
     let rss = crate::agent_bench::rss_mib(agent.id());
     // Between two scrapes: the body is let go once no scrape can reuse it.
     std::thread::sleep(Duration::from_secs(3));
@@ -87,7 +93,12 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     }
     let [cpu_back_to_back, cpu_spaced, cpu_irregular] = phases.cpu_ms;
     println!(
-        "\nat no steady interval: median {:.1} ms a scrape; agent CPU per scrape: back to back {cpu_back_to_back:.1} ms, \
+        "\nwhile {CHURN} containers start and {CHURN} stop between two scrapes, every {:.1} s: median {:.1} ms a scrape",
+        SPACING.as_secs_f64(),
+        median(&phases.churn),
+    );
+    println!(
+        "at no steady interval: median {:.1} ms a scrape; agent CPU per scrape: back to back {cpu_back_to_back:.1} ms, \
          every {:.1} s {cpu_spaced:.1} ms, at no steady interval {cpu_irregular:.1} ms",
         median(&phases.irregular),
         SPACING.as_secs_f64(),
@@ -110,6 +121,11 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
             phases.irregular,
         ),
         Row::new(
+            format!("scrape time, {containers} containers, {CHURN} replaced between scrapes"),
+            "ms",
+            phases.churn,
+        ),
+        Row::new(
             format!("agent CPU per scrape, {containers} containers, every {:.1} s", SPACING.as_secs_f64()),
             "ms",
             vec![cpu_spaced],
@@ -130,6 +146,7 @@ struct Phases {
     back_to_back: Vec<f64>,
     spaced: Vec<f64>,
     irregular: Vec<f64>,
+    churn: Vec<f64>,
     /// The agent's CPU time per scrape (ms) back to back, spaced and at no steady interval,
     /// what it does between scrapes included.
     cpu_ms: [f64; 3],
@@ -140,7 +157,7 @@ struct Phases {
 /// The first scrape (nothing cached, no container named), then `scrapes()` back to back, then
 /// `SPACED_SCRAPES` `SPACING` apart. A body reports the collectors' time of the scrapes before
 /// it, so each phase's share is the difference between two bodies.
-fn scrape_phases(address: &str, pid: u32) -> Result<Phases, String> {
+fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, String> {
     let timed = || -> Result<(f64, String), String> {
         let started = Instant::now();
         let body = get(address, "/metrics")?;
@@ -177,6 +194,7 @@ fn scrape_phases(address: &str, pid: u32) -> Result<Phases, String> {
         irregular.push(timed()?.0);
     }
     let cpu_after_irregular = cpu()?;
+    let churn = churn_phase(fleet, || timed().map(|(ms, _)| ms))?;
     let per_scrape_ms = |seconds: f64, n: usize| seconds * 1e3 / n as f64;
     let cpu_ms = [
         per_scrape_ms(cpu_after_back_to_back - cpu_before, scrapes),
@@ -195,7 +213,34 @@ fn scrape_phases(address: &str, pid: u32) -> Result<Phases, String> {
             (name.clone(), [cold * 1e3, per_scrape(b - cold, scrapes), per_scrape(c - b, SPACED_SCRAPES - 1)])
         })
         .collect();
-    Ok(Phases { cold, back_to_back, spaced, irregular, cpu_ms, by_collector, last_body: last })
+    Ok(Phases { cold, back_to_back, spaced, irregular, churn, cpu_ms, by_collector, last_body: last })
+}
+
+/// Scrapes by start time, `SPACING` apart, replacing `CHURN` containers at even times between
+/// two; the scrape times after the first `STEADY_AFTER`.
+fn churn_phase(
+    fleet: &mut Fleet,
+    mut scrape: impl FnMut() -> Result<f64, String>,
+) -> Result<Vec<f64>, String> {
+    let started = Instant::now();
+    let step = SPACING / (CHURN as u32 + 1);
+    let mut times = Vec::new();
+    for round in 0..CHURN_SCRAPES {
+        let due = started + SPACING * round as u32;
+        if round > 0 {
+            let previous = due - SPACING;
+            for i in 1..=CHURN {
+                std::thread::sleep((previous + step * i as u32).saturating_duration_since(Instant::now()));
+                fleet.replace_oldest()?;
+            }
+        }
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let ms = scrape()?;
+        if round >= STEADY_AFTER {
+            times.push(ms);
+        }
+    }
+    Ok(times)
 }
 
 /// `kernsight_scrape_collector_duration_seconds_total` of a body, by collector.
@@ -221,6 +266,8 @@ struct Fleet {
     /// Path below each root of the benchmark's parent cgroup.
     base: PathBuf,
     sleepers: Vec<(Child, PathBuf)>,
+    /// Containers added so far: the next one's number.
+    added: usize,
 }
 
 impl Fleet {
@@ -229,6 +276,7 @@ impl Fleet {
             roots,
             base: PathBuf::from(format!("kernsight-bench-{}", std::process::id())),
             sleepers: Vec::new(),
+            added: 0,
         }
     }
 
@@ -253,7 +301,24 @@ impl Fleet {
             .spawn()
             .map_err(|e| format!("cannot start a process for {}: {e}", relative.display()))?;
         self.sleepers.push((child, relative));
+        self.added += 1;
         Ok(())
+    }
+
+    /// Ends the oldest container and removes its cgroups, and starts a new one.
+    fn replace_oldest(&mut self) -> Result<(), String> {
+        if !self.sleepers.is_empty() {
+            let (mut child, relative) = self.sleepers.remove(0);
+            let _ = child.kill();
+            let _ = child.wait();
+            for root in &self.roots {
+                let dir = root.join(&relative);
+                for level in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
+                    let _ = std::fs::remove_dir(level);
+                }
+            }
+        }
+        self.add(self.added)
     }
 }
 
