@@ -31,6 +31,7 @@
 
 mod agent_bench;
 mod bench;
+mod cadvisor;
 mod caps_bench;
 mod conntrack_bench;
 mod http_bench;

@@ -5,8 +5,9 @@
 //! syscalls there and sleeps, then scrapes of a release agent in its default configuration: the
 //! first, then back to back (the agent's 2 s caches of cgroupfs and `/proc` warm), then spaced
 //! past those caches (as Prometheus scrapes, at a steady interval), each phase with its time by
-//! collector, then at no steady interval; and the agent's CPU time per scrape. Everything
-//! the benchmark created is ended and removed afterwards.
+//! collector, then at no steady interval, then while containers are replaced; and the agent's CPU
+//! time per scrape. Then cAdvisor (`crate::cadvisor`) on the same cgroups, for reference.
+//! Everything the benchmark created is ended and removed afterwards.
 
 use std::{
     collections::BTreeMap,
@@ -34,7 +35,8 @@ const SPACING: Duration = Duration::from_millis(2500);
 const IRREGULAR_SCRAPES: usize = 6;
 /// Scrapes `SPACING` apart while containers start and stop (`CHURN` replaced between two, at
 /// even times): a node while a deployment rolls. The first `STEADY_AFTER` make the interval
-/// known and are not reported.
+/// known (the agent reads ahead of a scraper's next scrape once two intervals agree) and are
+/// not reported; nor, in a row of their own, among the spaced ones.
 const CHURN_SCRAPES: usize = 10;
 const STEADY_AFTER: usize = 2;
 const CHURN: usize = 50;
@@ -69,6 +71,9 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     let rss_between = crate::agent_bench::rss_mib(agent.id());
     stop(&mut agent);
     let phases = result?;
+    // The reference, on the same cgroups, once the agent is gone.
+    let reference =
+        cadvisor_phase(&fleet, containers).inspect_err(|why| println!("cAdvisor rows left out: {why}")).ok();
     // Kept for reading what a scrape of this many containers exports, family by family.
     let body = &phases.last_body;
     let kept = PathBuf::from(format!("target/bench-scrape-{containers}.prom"));
@@ -107,13 +112,21 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
         "agent RSS with {containers} containers: {rss:.1} MiB right after the last scrape, {rss_between:.1} MiB 3 s later"
     );
     println!("the last scrape's body: {}", kept.display());
-    Ok(vec![
+    let mut rows = vec![
         Row::new(format!("scrape time, {containers} containers, first"), "ms", vec![phases.cold]),
         Row::new(format!("scrape time, {containers} containers, back to back"), "ms", phases.back_to_back),
         Row::new(
             format!("scrape time, {containers} containers, every {:.1} s", SPACING.as_secs_f64()),
             "ms",
-            phases.spaced,
+            phases.spaced.clone(),
+        ),
+        Row::new(
+            format!(
+                "scrape time, {containers} containers, every {:.1} s, interval known",
+                SPACING.as_secs_f64()
+            ),
+            "ms",
+            phases.spaced[STEADY_AFTER.min(phases.spaced.len())..].to_vec(),
         ),
         Row::new(
             format!("scrape time, {containers} containers, at no steady interval"),
@@ -137,7 +150,66 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
         ),
         Row::new(format!("agent RSS, {containers} containers, right after a scrape"), "MiB", vec![rss]),
         Row::new(format!("agent RSS, {containers} containers, between scrapes"), "MiB", vec![rss_between]),
-    ])
+    ];
+    if let Some(reference) = reference {
+        println!(
+            "cAdvisor 0.38 on the same cgroups, every {:.1} s: median {:.1} ms a scrape ({} samples), \
+             {:.1} ms of CPU per scrape (its housekeeping included), RSS {:.1} MiB",
+            SPACING.as_secs_f64(),
+            median(&reference.times),
+            reference.samples,
+            reference.cpu_ms,
+            reference.rss
+        );
+        rows.extend([
+            Row::new(
+                format!(
+                    "cAdvisor 0.38: scrape time, {containers} containers, every {:.1} s",
+                    SPACING.as_secs_f64()
+                ),
+                "ms",
+                reference.times,
+            ),
+            Row::new(
+                format!(
+                    "cAdvisor 0.38: CPU per scrape, {containers} containers, every {:.1} s",
+                    SPACING.as_secs_f64()
+                ),
+                "ms",
+                vec![reference.cpu_ms],
+            ),
+            Row::new(format!("cAdvisor 0.38: RSS, {containers} containers"), "MiB", vec![reference.rss]),
+        ]);
+    }
+    Ok(rows)
+}
+
+/// cAdvisor's figures on the same containers: scrape times `SPACING` apart, its CPU time per
+/// scrape (its housekeeping between scrapes included, as the agent's reads ahead are) and RSS.
+struct Reference {
+    times: Vec<f64>,
+    cpu_ms: f64,
+    rss: f64,
+    samples: usize,
+}
+
+fn cadvisor_phase(fleet: &Fleet, containers: usize) -> Result<Reference, String> {
+    let cadvisor = crate::cadvisor::CAdvisor::start()?;
+    let marker = fleet.base.to_string_lossy().into_owned();
+    cadvisor.wait_for(&marker, containers, Duration::from_secs(180))?;
+    let cpu = || crate::agent_bench::cpu_seconds(cadvisor.pid());
+    let cpu_before = cpu()?;
+    let mut times = Vec::new();
+    let mut samples = 0;
+    for _ in 0..SPACED_SCRAPES {
+        std::thread::sleep(SPACING);
+        let started = Instant::now();
+        let body = get(&cadvisor.address, "/metrics")?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        samples = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+    }
+    let cpu_ms = (cpu()? - cpu_before) * 1e3 / SPACED_SCRAPES as f64;
+    Ok(Reference { times, cpu_ms, rss: crate::agent_bench::rss_mib(cadvisor.pid()), samples })
 }
 
 /// Scrape times (ms) of the three phases, and each collector's ms per scrape in them.
@@ -188,6 +260,8 @@ fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, S
         }
     }
     let cpu_after_spaced = cpu()?;
+    let listed: Vec<String> = spaced.iter().map(|ms| format!("{ms:.0}")).collect();
+    println!("spaced scrapes, in order (ms): {}", listed.join(" "));
     let mut irregular = Vec::new();
     for scrape in 0..IRREGULAR_SCRAPES {
         std::thread::sleep(if scrape % 2 == 0 { 2 * SPACING } else { SPACING });

@@ -7,7 +7,7 @@
 
 mod arm64;
 mod build;
-mod download;
+pub(crate) mod download;
 mod guest;
 mod initramfs;
 mod large_node;
