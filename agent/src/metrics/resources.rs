@@ -1,6 +1,7 @@
 //! Per-container resources from cgroupfs (v2, or v1 on hybrid and v1 hosts): memory by kind and
 //! limits, memory events, CPU usage, quota and throttling, pids, and pressure stall time. Read
-//! on scrape, cached for a short interval.
+//! on scrape, cached for a short interval, or shortly ahead of a steady scraper's scrape
+//! (`super::read_ahead`).
 
 use std::{
     collections::BTreeMap,
