@@ -267,6 +267,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(probes) = health_listener.as_ref().and_then(|l| l.local_addr().ok()) {
         info!(%probes, "serving /healthz and /readyz on http://{probes}");
     }
+    let read_ahead = health.scrapes.read_ahead.clone();
     let server = tokio::spawn(metrics::server::serve(listener, health_listener, registry, health, options));
     tokio::select! {
         _ = terminate.recv() => info!("SIGTERM received: detaching programs"),
@@ -277,6 +278,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Err(err) => warn!("metrics server task failed: {err}"),
         },
     }
-    // Returning drops the registry and with it the programs: their links detach on drop.
+    // Returning drops the registry and with it the programs: their links detach on drop. The
+    // thread that reads ahead of scrapes holds collectors, and so the programs, until stopped.
+    tokio::task::block_in_place(|| read_ahead.stop());
     Ok(())
 }

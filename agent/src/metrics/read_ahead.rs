@@ -13,8 +13,9 @@ use std::{
     net::IpAddr,
     sync::{
         Arc, Condvar, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -100,6 +101,8 @@ pub struct Scrapes {
     /// Reads ahead made, and their time: scrape time moved off the scrape.
     pub reads: AtomicU64,
     pub nanos: AtomicU64,
+    stopping: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Scrapes {
@@ -113,15 +116,31 @@ impl Scrapes {
         self.schedule.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until the next read ahead is to start; returns the scrape it is for.
-    fn wait_for_next(&self) -> Instant {
+    /// Ends the reading thread, after the read it is making: the readers it holds hold the
+    /// loaded programs, whose links detach when the last holder lets go, and a process that
+    /// exits first leaves its tc filters attached.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.changed.notify_all();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    /// Waits until the next read ahead is to start; returns the scrape it is for, or `None` once
+    /// stopped.
+    fn wait_for_next(&self) -> Option<Instant> {
         let mut schedule = self.lock();
         loop {
+            if self.stopping.load(Ordering::Relaxed) {
+                return None;
+            }
             let now = Instant::now();
             let wait = match schedule.next_due(now) {
                 Some(due) if due.saturating_duration_since(now) <= schedule.lead() => {
                     schedule.read_for = Some(due);
-                    return due;
+                    return Some(due);
                 }
                 Some(due) => due.saturating_duration_since(now) - schedule.lead(),
                 None => MAX_INTERVAL,
@@ -131,15 +150,16 @@ impl Scrapes {
     }
 }
 
-/// Reads ahead of each scrape due, on a thread of its own (the reads block), for the life of
-/// the agent.
+/// Reads ahead of each scrape due, on a thread of its own (the reads block), until
+/// `Scrapes::stop`.
 pub(super) fn spawn(scrapes: Arc<Scrapes>, readers: Vec<Arc<dyn ReadAhead>>) {
     if readers.is_empty() {
         return;
     }
+    let reading = scrapes.clone();
     let spawned = std::thread::Builder::new().name("read-ahead".into()).spawn(move || {
-        loop {
-            let due = scrapes.wait_for_next();
+        let scrapes = reading;
+        while let Some(due) = scrapes.wait_for_next() {
             let started = Instant::now();
             for reader in &readers {
                 reader.read_ahead(due);
@@ -150,8 +170,11 @@ pub(super) fn spawn(scrapes: Arc<Scrapes>, readers: Vec<Arc<dyn ReadAhead>>) {
             scrapes.nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         }
     });
-    if let Err(err) = spawned {
-        tracing::warn!("cannot start reading ahead of scrapes ({err}): every scrape reads its own files");
+    match spawned {
+        Ok(thread) => *scrapes.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread),
+        Err(err) => {
+            tracing::warn!("cannot start reading ahead of scrapes ({err}): every scrape reads its own files")
+        }
     }
 }
 
@@ -268,5 +291,8 @@ mod tests {
         assert_eq!(scrapes.reads.load(Ordering::Relaxed), 1);
         std::thread::sleep(Duration::from_millis(2400));
         assert_eq!(counting.0.load(Ordering::Relaxed), 1, "not again for a scraper gone");
+        // Stopped, the thread lets go of its readers.
+        scrapes.stop();
+        assert_eq!(Arc::strong_count(&counting), 1);
     }
 }
