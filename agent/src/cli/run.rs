@@ -247,6 +247,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some((events, state)) = dns_events.zip(programs.family::<dns_family::DnsState>()) {
         tokio::spawn(dns::follow_events(events, state.exchanges.clone()));
     }
+    // Before serving: once /readyz answers, a SIGTERM must detach and exit cleanly, not kill.
+    // Before the registry too: from there on nothing returns early, so the read-ahead thread
+    // is always stopped (below) and the programs dropped.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut registry =
         metrics::registry(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);
     registry.register_collector(Box::new(HttpCollector(http_stats.clone())));
@@ -258,9 +263,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(cgroup_index::resolve_unknown(tracker.clone()));
     tokio::spawn(cgroup_index::maintain(tracker, programs, lost, grace));
 
-    // Before serving: once /readyz answers, a SIGTERM must detach and exit cleanly, not kill.
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let scheme = web.scheme();
     info!(%address, web = %web.summary(), "serving metrics on {scheme}://{address}/metrics");
     let options = HttpOptions { limits: config.metrics.limits(), web: Arc::new(web), stats: http_stats };
