@@ -120,7 +120,12 @@ impl Scrapes {
     /// loaded programs, whose links detach when the last holder lets go, and a process that
     /// exits first leaves its tc filters attached.
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+        {
+            // Under the schedule's lock, which the thread holds from its look at the flag until
+            // it waits: it sees the flag, or is waiting and is woken.
+            let _schedule = self.lock();
+            self.stopping.store(true, Ordering::Relaxed);
+        }
         self.changed.notify_all();
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
