@@ -50,13 +50,15 @@ impl OomCollector {
         Self { kills, programs, tracker, resolver, locations, counts: Mutex::new(TtlCache::new(CACHE_TTL)) }
     }
 
-    /// `f` of the counts' cache and of how to read the count of one of `paths`.
+    /// `f` of the counts' cache and of how to read the count of one of `paths`, for a scrape at
+    /// `scrape_at`.
     fn with_counts<R>(
         &self,
         paths: &[String],
+        scrape_at: Instant,
         f: impl FnOnce(&mut TtlCache<Option<u64>>, &(dyn Fn(&str) -> Option<u64> + Sync)) -> R,
     ) -> R {
-        let dirs = self.locations.dirs(paths);
+        let dirs = self.locations.dirs(paths, scrape_at);
         let read = |path: &str| dirs.get(path).and_then(resources::read_oom_kills);
         f(&mut self.counts.lock().unwrap_or_else(|e| e.into_inner()), &read)
     }
@@ -79,7 +81,7 @@ impl OomCollector {
 impl ReadAhead for OomCollector {
     fn read_ahead(&self, scrape_at: Instant) {
         let paths = self.watched_paths();
-        self.with_counts(&paths, |counts, read| counts.read_ahead(&paths, read, scrape_at));
+        self.with_counts(&paths, scrape_at, |counts, read| counts.read_ahead(&paths, read, scrape_at));
     }
 }
 
@@ -116,7 +118,7 @@ impl Collector for OomCollector {
 
         // The cgroup's own count: every kill since the cgroup was created, the agent up or not.
         let paths = self.watched_paths();
-        let kills = self.with_counts(&paths, |counts, read| counts.get_all(&paths, read));
+        let kills = self.with_counts(&paths, Instant::now(), |counts, read| counts.get_all(&paths, read));
         let counts: BTreeMap<_, i64> = paths
             .iter()
             .zip(kills)

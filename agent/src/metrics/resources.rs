@@ -73,13 +73,15 @@ impl ResourceCollector {
         paths
     }
 
-    /// `f` of the usage and limits caches, each with how to read one of `paths`.
+    /// `f` of the usage and limits caches, each with how to read one of `paths`, for a scrape at
+    /// `scrape_at`.
     fn with_caches<R>(
         &self,
         paths: &[String],
+        scrape_at: Instant,
         f: impl FnOnce(Cached<'_, Resources>, Cached<'_, Limits>) -> R,
     ) -> R {
-        let dirs = self.locations.dirs(paths);
+        let dirs = self.locations.dirs(paths, scrape_at);
         let usage = |path: &str| dirs.get(path).map(resources::read_usage).unwrap_or_default();
         let limits = |path: &str| dirs.get(path).map(resources::read_limits).unwrap_or_default();
         let (mut usage_cache, mut limits_cache) = (lock(&self.cache), lock(&self.limits));
@@ -103,7 +105,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl ReadAhead for ResourceCollector {
     fn read_ahead(&self, scrape_at: Instant) {
         let paths: Vec<String> = self.container_paths().into_values().collect();
-        self.with_caches(&paths, |usage, limits| {
+        self.with_caches(&paths, scrape_at, |usage, limits| {
             usage.cache.read_ahead(&paths, usage.read, scrape_at);
             limits.cache.read_ahead(&paths, limits.read, scrape_at);
         });
@@ -114,7 +116,7 @@ impl Collector for ResourceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let names = LabelNames::of(&self.resolver);
         let paths: Vec<String> = self.container_paths().into_values().collect();
-        let (mut read, limits) = self.with_caches(&paths, |usage, limits| {
+        let (mut read, limits) = self.with_caches(&paths, Instant::now(), |usage, limits| {
             (usage.cache.get_all(&paths, usage.read), limits.cache.get_all(&paths, limits.read))
         });
         for (resources, limits) in read.iter_mut().zip(limits) {

@@ -29,10 +29,11 @@ impl Locations {
         Self { mounts, cache: Mutex::new(TtlCache::new(LOCATION_TTL)) }
     }
 
-    /// The directories of each cgroup path, by path.
-    pub fn dirs<'a>(&self, paths: &'a [String]) -> HashMap<&'a str, CgroupDirs> {
+    /// The directories of each cgroup path, by path, as they serve a scrape at `scrape_at` (now,
+    /// or a moment ahead when reading ahead of it).
+    pub fn dirs<'a>(&self, paths: &'a [String], scrape_at: Instant) -> HashMap<&'a str, CgroupDirs> {
         let locate = |path: &str| CgroupDirs::locate(&self.mounts, path);
-        let dirs = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get_all(paths, locate);
+        let dirs = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get_all_for(paths, locate, scrape_at);
         paths.iter().map(String::as_str).zip(dirs).collect()
     }
 }
@@ -78,9 +79,24 @@ impl<V: Clone + Send> TtlCache<V> {
         self.refresh(keys, read, scrape_at, Instant::now());
     }
 
+    /// As `get_all`, reading now what would not serve at `scrape_at`.
+    pub fn get_all_for(
+        &mut self,
+        keys: &[String],
+        read: impl Fn(&str) -> V + Sync,
+        scrape_at: Instant,
+    ) -> Vec<V> {
+        self.refresh(keys, read, scrape_at, Instant::now());
+        self.values(keys)
+    }
+
     fn get_all_at(&mut self, keys: &[String], read: impl Fn(&str) -> V + Sync, now: Instant) -> Vec<V> {
         self.refresh(keys, read, now, now);
-        // Every key has an entry now.
+        self.values(keys)
+    }
+
+    /// The value of every key, in order, once `refresh` has given each an entry.
+    fn values(&self, keys: &[String]) -> Vec<V> {
         keys.iter().filter_map(|key| self.entries.get(key).map(|entry| entry.value.clone())).collect()
     }
 
