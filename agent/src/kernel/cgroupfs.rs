@@ -109,6 +109,8 @@ pub struct CgroupIndex {
     removed: HashMap<u64, Instant>,
     walks: u64,
     walk_complete: bool,
+    /// Changes to the living cgroups' paths so far (`changes`).
+    changes: u64,
 }
 
 impl CgroupIndex {
@@ -122,6 +124,7 @@ impl CgroupIndex {
             removed: HashMap::new(),
             walks: 0,
             walk_complete: false,
+            changes: 0,
         }
     }
 
@@ -141,6 +144,12 @@ impl CgroupIndex {
     /// The path of a (tagged) cgroup id.
     pub fn resolve(&self, id: u64) -> Option<&str> {
         self.paths.get(&id).map(String::as_str)
+    }
+
+    /// How many times the living cgroups or their paths have changed: what a reader derived from
+    /// `alive_paths` holds while this stays the same.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// The paths of the cgroups that exist now (each hierarchy's, so a path can come twice).
@@ -168,6 +177,7 @@ impl CgroupIndex {
 
     /// A cgroup was created (with its path as a label).
     pub fn created(&mut self, id: u64, path: String) {
+        self.changes += 1;
         self.paths.insert(id, path);
         self.alive.insert(id);
         self.removed.remove(&id);
@@ -175,6 +185,7 @@ impl CgroupIndex {
 
     pub fn removed(&mut self, id: u64, now: Instant) {
         if self.alive.remove(&id) {
+            self.changes += 1;
             self.removed.insert(id, now);
         }
     }
@@ -207,6 +218,7 @@ impl CgroupIndex {
 
     /// Names a living cgroup found without a walk (by its handle).
     pub fn learn(&mut self, id: u64, path: String) {
+        self.changes += 1;
         self.paths.insert(id, path);
         if self.alive.insert(id) {
             self.removed.remove(&id);
@@ -228,6 +240,7 @@ impl CgroupIndex {
     /// Takes the picture of a walk made without holding the index (a walk of thousands of
     /// cgroups takes tens of milliseconds; readers of the index do not wait for it).
     pub fn apply(&mut self, walk: Walk) {
+        self.changes += 1;
         let found: HashSet<u64> = walk.found.keys().copied().collect();
         for gone in self.alive.difference(&found) {
             // Removed after the walk started, or before it: it was gone by the time it ended.
@@ -379,11 +392,16 @@ mod tests {
         assert_eq!(index.len(), 3);
         assert!(index.is_alive(pod_ino));
 
-        // Events keep it current without walks.
+        // Events keep it current without walks, and each change of the living set counts.
+        let changes = index.changes();
         index.created(4242, "/from-event".into());
         assert_eq!(index.resolve(4242), Some("/from-event"));
+        assert_eq!(index.changes(), changes + 1);
         index.removed(4242, now);
         assert!(!index.is_alive(4242));
+        index.removed(4242, now);
+        index.learn(4343, "/by-handle".into());
+        assert_eq!(index.changes(), changes + 3, "a second removal changes nothing");
         assert_eq!(index.expire(Duration::from_secs(5), now + Duration::from_secs(6)), 1);
         assert_eq!(index.resolve(4242), None);
         assert_eq!(index.walks(), 3);

@@ -119,6 +119,9 @@ pub struct Resolver {
     api_pods: std::sync::OnceLock<Arc<PodStore>>,
     /// Owners given to containers, by where they came from: the API, or the CRI's labels.
     owner_sources: [AtomicU64; 2],
+    /// Bumped after each change to `known`: the names `named` keeps were made before it.
+    generation: AtomicU64,
+    named: super::named::Named,
 }
 
 /// Where a container's owner came from (`kernsight_workload_owner_source_total`).
@@ -160,6 +163,8 @@ impl Resolver {
             node: String::new(),
             api_pods: std::sync::OnceLock::new(),
             owner_sources: Default::default(),
+            generation: AtomicU64::new(0),
+            named: Default::default(),
         }
     }
 
@@ -201,6 +206,7 @@ impl Resolver {
             {
                 entry.info.owner = owner;
                 self.owner_sources[OwnerSource::Api as usize].fetch_add(1, Ordering::Relaxed);
+                self.generation.fetch_add(1, Ordering::Release);
             }
         }
     }
@@ -297,6 +303,13 @@ impl Resolver {
         Workload { container: short, container_id, pod_labels, ..Workload::default() }
     }
 
+    /// `workload(cgroup_path)`, shared with the other collectors of a scrape: named once a
+    /// moment (`super::named`) rather than by each.
+    pub fn shared_workload(&self, cgroup_path: &str) -> Arc<Workload> {
+        let generation = self.generation.load(Ordering::Acquire);
+        self.named.get_or_name(cgroup_path, generation, || self.workload(cgroup_path))
+    }
+
     /// Container ids to look up (taken: a lookup that fails puts them back).
     pub fn take_wanted(&self) -> Vec<String> {
         lock(&self.wanted).drain().collect()
@@ -311,6 +324,7 @@ impl Resolver {
         let mut known = lock(&self.known);
         let new = !known.contains_key(&id);
         known.insert(id, Known { info, last_used: Instant::now() });
+        self.generation.fetch_add(1, Ordering::Release);
         new
     }
 
@@ -344,7 +358,11 @@ impl Resolver {
     pub fn prune(&self, idle: Duration) {
         let mut known = lock(&self.known);
         let now = Instant::now();
+        let before = known.len();
         known.retain(|_, k| now.duration_since(k.last_used) < idle);
+        if known.len() != before {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
         if known.len() > self.capacity {
             let mut by_age: Vec<(Instant, String)> =
                 known.iter().map(|(id, k)| (k.last_used, id.clone())).collect();
@@ -353,6 +371,7 @@ impl Resolver {
             for (_, id) in by_age.into_iter().take(excess) {
                 known.remove(&id);
             }
+            self.generation.fetch_add(1, Ordering::Release);
             self.evictions.fetch_add(excess as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }

@@ -7,4 +7,5 @@ pub mod cri;
 pub mod identity;
 pub mod local;
 pub mod lookup;
+mod named;
 pub mod owner;

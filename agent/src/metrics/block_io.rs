@@ -5,7 +5,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
-    rc::Rc,
     sync::Arc,
 };
 
@@ -133,7 +132,7 @@ impl Collector for BlockIoCollector {
 }
 
 /// A block I/O series: workload, device (its label and name) and op.
-type IoKey<'a> = (Rc<Workload>, &'a (String, String), &'static str);
+type IoKey<'a> = (Arc<Workload>, &'a (String, String), &'static str);
 
 /// The labels of a block I/O series: its workload's, then the device's and the op.
 fn io_labels<'a>(names: &'a LabelNames, (workload, (device, name), op): &'a IoKey) -> Series<'a> {

@@ -3,7 +3,7 @@
 //! `kernsight_dns_latency_seconds`, by workload, from the `dns` family's exchanges; and what the
 //! matching itself bounded (`kernsight_dns_untracked_queries_total`, `..._unmatched_...`).
 
-use std::{collections::BTreeMap, rc::Rc, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use kernsight_common::counters::LATENCY_SUM_BUCKET;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
@@ -74,7 +74,7 @@ impl Collector for DnsCollector {
         };
         drop(state);
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
-        let mut series: BTreeMap<Rc<Workload>, WorkloadDns> = BTreeMap::new();
+        let mut series: BTreeMap<Arc<Workload>, WorkloadDns> = BTreeMap::new();
         for (cgroup_id, counts) in &rows {
             series.entry(namer.name(*cgroup_id)).or_default().add(counts);
         }

@@ -2,7 +2,7 @@
 //! map on each scrape: containers only (a host process mounting or loading modules is the host's
 //! business), and the overflow series.
 
-use std::{collections::BTreeMap, rc::Rc, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use kernsight_common::escape::{EscapeKey, answer, vector};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
@@ -39,12 +39,12 @@ pub fn result_label(answer: u16) -> &'static str {
 }
 
 /// (workload, vector, detail, result) → attempts, for containers and the overflow cgroup.
-type Attempts = BTreeMap<(Rc<Workload>, &'static str, &'static str, &'static str), u64>;
+type Attempts = BTreeMap<(Arc<Workload>, &'static str, &'static str, &'static str), u64>;
 
 /// Adds the rows of containers (and of `other`, the map's overflow) to the series.
 fn attempts(
     rows: impl IntoIterator<Item = (EscapeKey, u64)>,
-    mut name: impl FnMut(u64) -> Rc<Workload>,
+    mut name: impl FnMut(u64) -> Arc<Workload>,
 ) -> Attempts {
     let mut series = Attempts::new();
     for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
@@ -92,8 +92,8 @@ mod tests {
 
     use super::*;
 
-    fn container(name: &str) -> Rc<Workload> {
-        Rc::new(Workload {
+    fn container(name: &str) -> Arc<Workload> {
+        Arc::new(Workload {
             container: name.into(),
             pod: "p".into(),
             namespace: "n".into(),
@@ -114,13 +114,13 @@ mod tests {
         ];
         let series = attempts(rows, |id| match id {
             1 => container("app"),
-            2 => Rc::new(Workload { cgroup: "/system.slice/sshd.service".into(), ..Workload::default() }),
-            _ => Rc::new(Workload { cgroup: OTHER.into(), ..Workload::default() }),
+            2 => Arc::new(Workload { cgroup: "/system.slice/sshd.service".into(), ..Workload::default() }),
+            _ => Arc::new(Workload { cgroup: OTHER.into(), ..Workload::default() }),
         });
         let app = container("app");
         assert_eq!(series.get(&(app.clone(), "mount", "proc", "denied")), Some(&5));
         assert_eq!(series.get(&(app.clone(), "unshare_user", "", "granted")), Some(&1));
-        let other = Rc::new(Workload { cgroup: OTHER.into(), ..Workload::default() });
+        let other = Arc::new(Workload { cgroup: OTHER.into(), ..Workload::default() });
         assert_eq!(series.get(&(other, "other", "", "granted")), Some(&4));
         assert_eq!(series.len(), 3, "no host series, no zero series: {series:?}");
     }

@@ -1,7 +1,7 @@
 //! `kernsight_memory_reclaim_stall_seconds`: time tasks spent in direct and memcg reclaim, by
 //! workload and kind, read from the `memory_reclaim` family's map on each scrape.
 
-use std::{collections::BTreeMap, rc::Rc, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use kernsight_common::memory_reclaim::kind_name;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
@@ -40,7 +40,7 @@ impl Collector for ReclaimCollector {
         };
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let names = LabelNames::of(&self.resolver);
-        let mut series: BTreeMap<(Rc<Workload>, &'static str), Latency> = BTreeMap::new();
+        let mut series: BTreeMap<(Arc<Workload>, &'static str), Latency> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             let Some(kind) = kind_name(key.kind) else { continue };
             series.entry((namer.name(key.cgroup_id), kind)).or_default().add(key.bucket, value);

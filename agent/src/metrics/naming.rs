@@ -3,7 +3,7 @@
 //! `cgroup_id:<id>` (the cgroup tracker's resolver walks cgroupfs for it, debounced, never the
 //! scrape); the overflow id is `other`.
 
-use std::{cell::RefCell, collections::HashMap, rc::Rc};
+use std::{cell::RefCell, collections::HashMap, sync::Arc};
 
 use kernsight_common::counters::OVERFLOW_CGROUP_ID;
 
@@ -33,9 +33,15 @@ pub(crate) struct CgroupNamer<'a> {
     index: std::sync::MutexGuard<'a, CgroupIndex>,
     resolver: &'a Resolver,
     ids: HashMap<u64, WorkloadId>,
-    interned: HashMap<Rc<Workload>, WorkloadId>,
+    /// By the shared name's address (`Resolver::shared_workload`): a cgroup named a moment ago
+    /// by another collector is interned without hashing its eight strings.
+    by_address: HashMap<*const Workload, WorkloadId>,
+    /// Shared names equal to one interned before under another address, kept alive so that
+    /// their addresses stay theirs.
+    shared_aliases: Vec<Arc<Workload>>,
+    interned: HashMap<Arc<Workload>, WorkloadId>,
     /// By id.
-    workloads: Vec<Rc<Workload>>,
+    workloads: Vec<Arc<Workload>>,
     /// Each workload's `label_order_key`, by id.
     order_keys: Vec<Box<[u8]>>,
     /// Each workload's position in label order, by id: sorted once for all the series a
@@ -51,6 +57,8 @@ impl<'a> CgroupNamer<'a> {
             index: tracker.index(),
             resolver,
             ids: HashMap::new(),
+            by_address: HashMap::new(),
+            shared_aliases: Vec::new(),
             interned: HashMap::new(),
             workloads: Vec::new(),
             order_keys: Vec::new(),
@@ -58,7 +66,7 @@ impl<'a> CgroupNamer<'a> {
         }
     }
 
-    pub(super) fn name(&mut self, cgroup_id: u64) -> Rc<Workload> {
+    pub(super) fn name(&mut self, cgroup_id: u64) -> Arc<Workload> {
         let id = self.id(cgroup_id);
         self.workload(id).clone()
     }
@@ -66,7 +74,7 @@ impl<'a> CgroupNamer<'a> {
     /// As `name`, but an id that no lookup names asks for no walk: for ids taken from sockets,
     /// which outlive their cgroup (a connection still closing after its pod is gone) and would
     /// otherwise make the agent walk after every scrape.
-    pub(super) fn name_without_walk(&mut self, cgroup_id: u64) -> Rc<Workload> {
+    pub(super) fn name_without_walk(&mut self, cgroup_id: u64) -> Arc<Workload> {
         let id = self.id_looking_up(cgroup_id, false);
         self.workload(id).clone()
     }
@@ -76,7 +84,7 @@ impl<'a> CgroupNamer<'a> {
         self.id_looking_up(cgroup_id, true)
     }
 
-    fn workload(&self, id: WorkloadId) -> &Rc<Workload> {
+    fn workload(&self, id: WorkloadId) -> &Arc<Workload> {
         &self.workloads[id.0]
     }
 
@@ -85,7 +93,7 @@ impl<'a> CgroupNamer<'a> {
     pub(super) fn in_label_order<K: Ord, V>(
         &self,
         series: impl IntoIterator<Item = ((WorkloadId, K), V)>,
-    ) -> Vec<((Rc<Workload>, K), V)> {
+    ) -> Vec<((Arc<Workload>, K), V)> {
         let mut rank = self.rank.borrow_mut();
         if rank.len() != self.workloads.len() {
             let mut by_label: Vec<usize> = (0..self.workloads.len()).collect();
@@ -113,13 +121,12 @@ impl<'a> CgroupNamer<'a> {
         if self.index.resolve(cgroup_id).is_none() && !is_root {
             self.tracker.look_up(&mut self.index, cgroup_id, walk);
         }
-        let workload = match self.index.resolve(cgroup_id) {
-            Some(path) => self.resolver.workload(path),
-            None if is_root => self.resolver.workload("/"),
+        let id = match self.index.resolve(cgroup_id) {
+            Some(path) => self.intern_shared(self.resolver.shared_workload(path)),
+            None if is_root => self.intern_shared(self.resolver.shared_workload("/")),
             // Removed before anything named it: the id is all there is.
-            None => Workload { cgroup: format!("cgroup_id:{cgroup_id}"), ..Workload::default() },
+            None => self.intern(Workload { cgroup: format!("cgroup_id:{cgroup_id}"), ..Workload::default() }),
         };
-        let id = self.intern(workload);
         self.ids.insert(cgroup_id, id);
         id
     }
@@ -127,12 +134,33 @@ impl<'a> CgroupNamer<'a> {
     /// One id, and one shared copy, per distinct workload (several cgroups can name one: a
     /// container's v1 and v2 cgroups, or a container's and its restart's).
     fn intern(&mut self, workload: Workload) -> WorkloadId {
+        self.intern_by_labels(Arc::new(workload))
+    }
+
+    /// As `intern`, for a name shared by collectors (`Resolver::shared_workload`): the next
+    /// collector's cgroups that this name covers are interned by its address, without hashing
+    /// its eight strings.
+    fn intern_shared(&mut self, workload: Arc<Workload>) -> WorkloadId {
+        let address = Arc::as_ptr(&workload);
+        if let Some(&id) = self.by_address.get(&address) {
+            return id;
+        }
+        let id = self.intern_by_labels(workload.clone());
+        // The namer keeps every name it keys by address alive (in `workloads`, or here), so no
+        // other allocation can take that address while the key stands.
+        if !Arc::ptr_eq(&self.workloads[id.0], &workload) {
+            self.shared_aliases.push(workload);
+        }
+        self.by_address.insert(address, id);
+        id
+    }
+
+    fn intern_by_labels(&mut self, workload: Arc<Workload>) -> WorkloadId {
         if let Some(&id) = self.interned.get(&workload) {
             return id;
         }
         let id = WorkloadId(self.workloads.len());
         self.order_keys.push(label_order_key(&workload));
-        let workload = Rc::new(workload);
         self.workloads.push(workload.clone());
         self.interned.insert(workload, id);
         id
@@ -230,5 +258,12 @@ mod tests {
             .map(|((w, ()), ())| w.cgroup.clone())
             .collect();
         assert_eq!(cgroups, ["/0", "/a", "/c"]);
+
+        // The next collector's namer is handed the same names, not copies of them.
+        let first = namer.name(a);
+        drop(namer);
+        let mut next = CgroupNamer::new(&tracker, &resolver);
+        assert!(Arc::ptr_eq(&first, &next.name(a)));
+        assert_eq!(next.id(ROOT_CGROUP_ID), next.id(ROOT_CGROUP_ID | V1_CGROUP_ID_BIT));
     }
 }

@@ -5,7 +5,7 @@
 //! or the received ones with `kernsight_interface_xdp_info` (XDP, when configured),
 //! `kernsight_tcp_*` and `kernsight_packet_drops_total` / `kernsight_container_packet_drops_total`.
 
-use std::{collections::BTreeMap, rc::Rc, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use kernsight_common::net::{
     DROP_REASON_OTHER, DROP_REASON_UNSPECIFIED, EGRESS, INGRESS, InterfaceKey, NO_SOCKET_CGROUP_ID, Traffic,
@@ -84,9 +84,9 @@ pub fn protocol_label(what: u32) -> &'static str {
 }
 
 /// The workload of a cgroup id, with the id of "no socket" named as such.
-fn workload_of(namer: &mut CgroupNamer, cgroup_id: u64) -> Rc<Workload> {
+fn workload_of(namer: &mut CgroupNamer, cgroup_id: u64) -> Arc<Workload> {
     if cgroup_id == NO_SOCKET_CGROUP_ID {
-        return Rc::new(Workload { cgroup: "no_socket".to_owned(), ..Workload::default() });
+        return Arc::new(Workload { cgroup: "no_socket".to_owned(), ..Workload::default() });
     }
     namer.name_without_walk(cgroup_id)
 }
@@ -121,7 +121,7 @@ impl NetCollector {
         let Some(maps) = maps else {
             return Ok(());
         };
-        let mut series: BTreeMap<(u32, Rc<Workload>), Traffic> = BTreeMap::new();
+        let mut series: BTreeMap<(u32, Arc<Workload>), Traffic> = BTreeMap::new();
         for (key, traffic) in read_traffic(maps.traffic.map()).into_iter().filter(|(_, t)| t.packets > 0) {
             let sum = series.entry((key.direction, namer.name_without_walk(key.cgroup_id))).or_default();
             sum.packets += traffic.packets;
@@ -161,8 +161,8 @@ impl NetCollector {
         };
         let (rows, unreadable) = maps.events.read();
         self.programs.count_read_errors(unreadable);
-        let mut events: BTreeMap<(Rc<Workload>, u32), u64> = BTreeMap::new();
-        let mut durations: BTreeMap<Rc<Workload>, Latency> = BTreeMap::new();
+        let mut events: BTreeMap<(Arc<Workload>, u32), u64> = BTreeMap::new();
+        let mut durations: BTreeMap<Arc<Workload>, Latency> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             let workload = workload_of(namer, key.cgroup_id);
             if key.event >= tcp_event::DURATION_BUCKETS {
@@ -230,7 +230,7 @@ impl NetCollector {
         )?;
         let (rows, unreadable) = maps.by_cgroup.read();
         self.programs.count_read_errors(unreadable);
-        let mut series: BTreeMap<(Rc<Workload>, u32), u64> = BTreeMap::new();
+        let mut series: BTreeMap<(Arc<Workload>, u32), u64> = BTreeMap::new();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             *series.entry((namer.name_without_walk(key.cgroup_id), key.reason)).or_default() += value;
         }

@@ -89,7 +89,7 @@ impl Collector for OomCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let names = LabelNames::of(&self.resolver);
         let snapshot = self.kills.snapshot();
-        let named: Vec<_> = snapshot.iter().map(|k| (self.resolver.workload(&k.path), k)).collect();
+        let named: Vec<_> = snapshot.iter().map(|k| (self.resolver.shared_workload(&k.path), k)).collect();
         encode_counters(
             &mut encoder,
             "kernsight_oom_kills",
@@ -122,7 +122,7 @@ impl Collector for OomCollector {
         let counts: BTreeMap<_, i64> = paths
             .iter()
             .zip(kills)
-            .filter_map(|(path, kills)| Some((self.resolver.workload(path), kills? as i64)))
+            .filter_map(|(path, kills)| Some((self.resolver.shared_workload(path), kills? as i64)))
             .collect();
         encode_gauges(
             &mut encoder,

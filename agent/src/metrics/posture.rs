@@ -79,7 +79,7 @@ impl Collector for PostureCollector {
         // encoded once.
         let encoded: Vec<(EncodedLabels, &ContainerPosture)> = containers
             .iter()
-            .map(|c| (EncodedLabels::of(&Series::of(&self.resolver.workload(&c.cgroup), &names)), c))
+            .map(|c| (EncodedLabels::of(&Series::of(&self.resolver.shared_workload(&c.cgroup), &names)), c))
             .collect();
         let labelled = || encoded.iter().map(|(labels, c)| (Series::of_encoded(labels), c));
         let gauge =

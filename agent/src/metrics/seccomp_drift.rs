@@ -9,7 +9,7 @@
 //! A syscall whose verdict depends on its arguments is not counted: only what the profile
 //! denies whatever the arguments.
 
-use std::{borrow::Cow, cmp::Ordering, collections::HashMap, rc::Rc, sync::Arc};
+use std::{borrow::Cow, cmp::Ordering, collections::HashMap, sync::Arc};
 
 use prometheus_client::encoding::DescriptorEncoder;
 
@@ -33,7 +33,7 @@ const RUNTIME_DEFAULT: &str = "runtime-default";
 const RUNTIME_SETUP: [&str; 2] = ["sethostname", "setdomainname"];
 
 /// Syscall counts by workload and syscall name, in label order (`CgroupNamer::in_label_order`).
-pub(super) type Calls = [((Rc<Workload>, Cow<'static, str>), u64)];
+pub(super) type Calls = [((Arc<Workload>, Cow<'static, str>), u64)];
 
 #[derive(Debug)]
 struct Baseline {

@@ -183,13 +183,22 @@ impl AppState {
         stats.count.fetch_add(1, Ordering::Relaxed);
         stats.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.last_body_len.store(body.len(), Ordering::Relaxed);
-        let series = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
-        stats.series.store(series as u64, Ordering::Relaxed);
+        stats.series.store(samples(&body) as u64, Ordering::Relaxed);
         // A scrape of a busy node allocates megabytes (map reads, label sets) that are free again
         // now: return them rather than let each blocking thread's arena keep its peak.
         crate::heap::release_free_memory();
         result.ok().map(|()| crate::heap::bytes_released_on_drop(body))
     }
+}
+
+/// The sample lines of an exposition: those neither empty nor comments. The body's newlines are
+/// found with `memchr`'s vector search: splitting a 16 MB body into lines was 2 % of the agent's
+/// CPU in back-to-back scrapes, and a byte-by-byte count 10 %.
+fn samples(body: &str) -> usize {
+    let bytes = body.as_bytes();
+    let starts_sample = |at: usize| bytes.get(at).is_some_and(|&byte| byte != b'#' && byte != b'\n');
+    usize::from(starts_sample(0))
+        + memchr::memchr_iter(b'\n', bytes).filter(|&at| starts_sample(at + 1)).count()
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -204,6 +213,26 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_are_the_lines_neither_empty_nor_comments() {
+        let count = |body: &str| {
+            (samples(body), body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count())
+        };
+        for body in [
+            "",
+            "\n",
+            "#",
+            "a 1",
+            "# HELP a x\n# TYPE a counter\na_total 1\na_total{l=\"#\"} 2\n\n# EOF\n",
+            "a 1\n\n\nb 2\n#c\nd 3",
+            "\n\na 1\n",
+        ] {
+            let (fast, by_lines) = count(body);
+            assert_eq!(fast, by_lines, "{body:?}");
+        }
+        assert_eq!(samples("# TYPE a gauge\na 1\na{x=\"1\"} 2\n# EOF\n"), 2);
+    }
 
     fn probe(name: &'static str, state: ProbeState) -> ProbeStatus {
         ProbeStatus {

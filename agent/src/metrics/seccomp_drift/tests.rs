@@ -30,7 +30,7 @@ fn profiles() -> Profiles {
 }
 
 fn calls(rows: &[(&Workload, &'static str, u64)]) -> Box<Calls> {
-    rows.iter().map(|(w, syscall, n)| ((Rc::new((*w).clone()), Cow::Borrowed(*syscall)), *n)).collect()
+    rows.iter().map(|(w, syscall, n)| ((Arc::new((*w).clone()), Cow::Borrowed(*syscall)), *n)).collect()
 }
 
 #[test]
