@@ -84,6 +84,12 @@ pub fn read_summed<K: aya::Pod, V: PerCpuSum>(fd: BorrowedFd, cpus: usize) -> io
     read_in_chunks(fd, cpus, first_chunk(cpus, size_of::<V>()))
 }
 
+/// Every key and value of a map whose values are not per-CPU (an array: every index), as a
+/// per-CPU map of one CPU is laid out. `Err` as for `read_summed`.
+pub fn read_plain<K: aya::Pod, V: PerCpuSum>(fd: BorrowedFd) -> io::Result<Vec<(K, V)>> {
+    read_summed(fd, 1)
+}
+
 /// As `read_summed`, asking for `chunk` keys a call at first.
 fn read_in_chunks<K: aya::Pod, V: PerCpuSum>(
     fd: BorrowedFd,
@@ -253,6 +259,34 @@ mod tests {
                 assert_eq!((key, cell), (expected, summed), "{chunk} a call");
             }
         }
+    }
+
+    #[test]
+    fn an_array_is_read_whole_index_by_index() {
+        if !privileged("an_array_is_read_whole_index_by_index") {
+            return;
+        }
+        // BPF_MAP_TYPE_ARRAY of u32 indexes and u64 values: a cgroup slot table's shape.
+        let mut attr =
+            CreateAttr { map_type: 2, key_size: 4, value_size: 8, max_entries: 5000, map_flags: 0 };
+        let fd = bpf(0, &mut attr).expect("BPF_MAP_CREATE");
+        // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+        let array = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        for index in [0u32, 1, 4095, 4096, 4999] {
+            let value = u64::from(index) * 3 + 1;
+            let mut attr = UpdateAttr {
+                map_fd: array.as_raw_fd() as u32,
+                key: &index as *const u32 as u64,
+                value: &value as *const u64 as u64,
+                ..UpdateAttr::default()
+            };
+            bpf(2, &mut attr).expect("BPF_MAP_UPDATE_ELEM");
+        }
+        // More indexes than one call asks for: two calls.
+        let rows: Vec<(u32, u64)> = read_plain(array.as_fd()).expect("BPF_MAP_LOOKUP_BATCH on an array");
+        assert_eq!(rows.len(), 5000, "every index once");
+        let set: Vec<(u32, u64)> = rows.into_iter().filter(|&(_, value)| value != 0).collect();
+        assert_eq!(set, [0u32, 1, 4095, 4096, 4999].map(|index| (index, u64::from(index) * 3 + 1)));
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! The syscall accounting family: `ks_sys_exit` (always) and `ks_sys_enter` (latency mode) on the
 //! `raw_syscalls` tracepoints, the maps they fill, and the recycling of cgroup slots.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, os::fd::AsFd as _, time::Duration};
 
 use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, Queue},
+    maps::{Array, HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray, Queue},
     programs::BtfTracePoint,
 };
 use kernsight_common::{
@@ -22,6 +22,7 @@ use kernsight_common::{
 use tracing::debug;
 
 use super::{
+    batch,
     counters::{CgroupCounters, Row, per_cpu_zeros},
     facts::KernelFacts,
     family::{AttachContext, Attached, Family, MapRow, attached_any},
@@ -253,11 +254,18 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut BtfTrac
 }
 
 impl SyscallMaps {
-    /// (slot, owning cgroup id) of every slot in use.
+    /// (slot, owning cgroup id) of every slot in use: the whole table in one or two batch calls
+    /// where the kernel has them, rather than a call a slot (4,096 by default, and this is read
+    /// twice a scrape: for the counts and for the map's fill).
     fn owned_slots(&self) -> Vec<(u32, u64)> {
-        (1..=self.max_cgroups)
-            .filter_map(|slot| self.owners.get(&slot, 0).ok().filter(|&id| id != 0).map(|id| (slot, id)))
-            .collect()
+        let in_use = |&(slot, id): &(u32, u64)| (1..=self.max_cgroups).contains(&slot) && id != 0;
+        match batch::read_plain::<u32, u64>(self.owners.map().fd().as_fd()) {
+            Ok(table) => table.into_iter().filter(in_use).collect(),
+            Err(_) => (1..=self.max_cgroups)
+                .filter_map(|slot| self.owners.get(&slot, 0).ok().map(|id| (slot, id)))
+                .filter(in_use)
+                .collect(),
+        }
     }
 
     /// Calls per syscall number, by cgroup id (`OVERFLOW_CGROUP_ID` for the overflow slot), and
