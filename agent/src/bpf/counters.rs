@@ -2,7 +2,11 @@
 //! distinguishes within a cgroup), bounded, with overflow entries under `OVERFLOW_CGROUP_ID`
 //! that take the counts once the map is full. One type reads, sizes and recycles all of them.
 
-use std::{os::fd::AsFd as _, time::Duration};
+use std::{
+    os::fd::AsFd as _,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use aya::{
@@ -55,11 +59,18 @@ cgroup_keyed!(
     EscapeKey
 );
 
+/// How long the entry count of a read serves `map_row`: the agent's own figures are encoded
+/// after the families' collectors in a scrape (`metrics::registry`), so within a scrape it is
+/// that scrape's read.
+const READ_COUNT_SERVES: Duration = Duration::from_secs(1);
+
 /// A bounded per-cgroup counter map of a family.
 pub struct CgroupCounters<K: aya::Pod, V: aya::Pod = u64> {
     name: &'static str,
     map: PerCpuHashMap<MapData, K, V>,
     pub capacity: u32,
+    /// When `read` last read the map, and how many entries it found.
+    last_read: Mutex<Option<(Instant, usize)>>,
 }
 
 impl<K: CgroupKeyed, V: PerCpuSum> CgroupCounters<K, V> {
@@ -77,7 +88,7 @@ impl<K: CgroupKeyed, V: PerCpuSum> CgroupCounters<K, V> {
             insert_zeros_if_absent(&mut map, &key)
                 .with_context(|| format!("creating {name}'s overflow entries"))?;
         }
-        Ok(Self { name, map, capacity })
+        Ok(Self { name, map, capacity, last_read: Mutex::new(None) })
     }
 
     pub fn map(&self) -> &PerCpuHashMap<MapData, K, V> {
@@ -89,9 +100,16 @@ impl<K: CgroupKeyed, V: PerCpuSum> CgroupCounters<K, V> {
         MapRow { map: self.name, entries: self.entries(), capacity: self.capacity }
     }
 
-    /// Entries in use: counted from a batch read where the kernel has it (a few calls; the
-    /// per-CPU values come along), else key by key (a call per key).
+    /// Entries in use: as the family's collector's read found them a moment ago, else counted
+    /// from a batch read where the kernel has it (a few calls, but the per-CPU values come
+    /// along: on a node of 64 CPUs, 64 values a key), else key by key (a call per key).
     fn entries(&self) -> usize {
+        let last_read = *self.last_read.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, entries)) = last_read
+            && at.elapsed() < READ_COUNT_SERVES
+        {
+            return entries;
+        }
         if let Ok(cpus) = nr_cpus()
             && let Ok(rows) = batch::read_summed::<K, V>(self.map.map().fd().as_fd(), cpus.get() as usize)
         {
@@ -103,6 +121,7 @@ impl<K: CgroupKeyed, V: PerCpuSum> CgroupCounters<K, V> {
     /// Removes the entries of cgroups gone for at least `grace` (never the overflow entries);
     /// returns how many went.
     pub fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        self.forget_last_read();
         let stale: Vec<K> = self
             .map
             .keys()
@@ -117,6 +136,7 @@ impl<K: CgroupKeyed, V: PerCpuSum> CgroupCounters<K, V> {
 
     /// Removes every entry of the cgroups `ids`.
     pub fn forget(&mut self, ids: &[u64]) {
+        self.forget_last_read();
         let stale: Vec<K> =
             self.map.keys().filter_map(Result::ok).filter(|k| ids.contains(&k.cgroup_id())).collect();
         for key in stale {
@@ -124,9 +144,16 @@ impl<K: CgroupKeyed, V: PerCpuSum> CgroupCounters<K, V> {
         }
     }
 
+    /// Entries removed here are not in the last read's count.
+    fn forget_last_read(&mut self) {
+        *self.last_read.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Every key's value summed over CPUs, and the number of entries that could not be read.
     pub fn read(&self) -> (Vec<Row<K, V>>, u64) {
-        read_per_cpu(&self.map)
+        let (rows, errors) = read_per_cpu(&self.map);
+        *self.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), rows.len()));
+        (rows, errors)
     }
 }
 

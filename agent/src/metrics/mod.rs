@@ -67,7 +67,6 @@ pub fn registry(
     };
     // What reads cgroupfs or `/proc` on a scrape, to read ahead of the next one.
     let mut readers: Vec<Arc<dyn read_ahead::ReadAhead>> = Vec::new();
-    add("agent", Arc::new(agent::AgentCollector::new(programs.clone(), health.clone(), tracker.clone())));
     add("metadata", Arc::new(metadata::MetadataCollector::new(resolver.clone())));
     // Where the cgroup hierarchies are, read once: they are mounted before any container runs.
     // One cache of where each cgroup's files are serves both collectors that read them.
@@ -154,7 +153,13 @@ pub fn registry(
         "escape",
         Arc::new(escape::EscapeCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
     );
-    add("capabilities", Arc::new(capabilities::CapabilityCollector::new(programs, tracker, resolver)));
+    add(
+        "capabilities",
+        Arc::new(capabilities::CapabilityCollector::new(programs.clone(), tracker.clone(), resolver)),
+    );
+    // Last: the maps' fill it reports is what the collectors above read in this scrape
+    // (`CgroupCounters::map_row`), not a second read of every map.
+    add("agent", Arc::new(agent::AgentCollector::new(programs, health.clone(), tracker)));
     // The `/proc` walk is read ahead only when something takes it.
     if Arc::strong_count(&posture) > 1 {
         readers.push(posture);
