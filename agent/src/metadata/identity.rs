@@ -427,6 +427,10 @@ mod tests {
         let first = resolver.workload(&path);
         assert_eq!(first.container, &ID[..12]);
         assert_eq!(first.container_id, ID);
+        // The name the collectors share is the same until the container is known.
+        let shared = resolver.shared_workload(&path);
+        assert_eq!(*shared, first);
+        assert!(Arc::ptr_eq(&shared, &resolver.shared_workload(&path)));
         assert_eq!(resolver.take_wanted(), vec![ID.to_owned()]);
 
         let info = ContainerInfo {
@@ -441,6 +445,7 @@ mod tests {
         // A second container of the same pod: still one pod.
         assert!(resolver.learn("sidecar".into(), ContainerInfo { container: "proxy".into(), ..info }));
         let named = resolver.workload(&path);
+        assert_eq!(*resolver.shared_workload(&path), named, "learning names the shared name again");
         assert_eq!(
             (named.namespace.as_str(), named.pod.as_str(), named.container.as_str()),
             ("shop", "web-0", "web")
@@ -485,8 +490,12 @@ mod tests {
         resolver.prune(Duration::from_secs(600));
         assert_eq!(resolver.known_len(), 1);
         assert_eq!(resolver.evictions(), 1, "the one past the bound is counted");
+        let path = format!("/docker/{ID}");
+        resolver.learn(ID.into(), ContainerInfo { container: "web".into(), ..ContainerInfo::default() });
+        assert_eq!(resolver.shared_workload(&path).container, "web");
         resolver.prune(Duration::ZERO);
         assert_eq!(resolver.known_len(), 0);
         assert_eq!(resolver.evictions(), 1, "idle expiry is not an eviction");
+        assert_eq!(resolver.shared_workload(&path).container, &ID[..12], "a pruned identity is not named");
     }
 }
