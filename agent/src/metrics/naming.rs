@@ -33,12 +33,6 @@ pub(crate) struct CgroupNamer<'a> {
     index: std::sync::MutexGuard<'a, CgroupIndex>,
     resolver: &'a Resolver,
     ids: HashMap<u64, WorkloadId>,
-    /// By the shared name's address (`Resolver::shared_workload`): a cgroup named a moment ago
-    /// by another collector is interned without hashing its eight strings.
-    by_address: HashMap<*const Workload, WorkloadId>,
-    /// Shared names equal to one interned before under another address, kept alive so that
-    /// their addresses stay theirs.
-    shared_aliases: Vec<Arc<Workload>>,
     interned: HashMap<Arc<Workload>, WorkloadId>,
     /// By id.
     workloads: Vec<Arc<Workload>>,
@@ -57,8 +51,6 @@ impl<'a> CgroupNamer<'a> {
             index: tracker.index(),
             resolver,
             ids: HashMap::new(),
-            by_address: HashMap::new(),
-            shared_aliases: Vec::new(),
             interned: HashMap::new(),
             workloads: Vec::new(),
             order_keys: Vec::new(),
@@ -112,7 +104,7 @@ impl<'a> CgroupNamer<'a> {
 
     fn id_looking_up(&mut self, cgroup_id: u64, walk: bool) -> WorkloadId {
         if cgroup_id == OVERFLOW_CGROUP_ID {
-            return self.intern(Workload { cgroup: OTHER.to_owned(), ..Workload::default() });
+            return self.intern(Arc::new(Workload { cgroup: OTHER.to_owned(), ..Workload::default() }));
         }
         if let Some(&id) = self.ids.get(&cgroup_id) {
             return id;
@@ -121,41 +113,21 @@ impl<'a> CgroupNamer<'a> {
         if self.index.resolve(cgroup_id).is_none() && !is_root {
             self.tracker.look_up(&mut self.index, cgroup_id, walk);
         }
-        let id = match self.index.resolve(cgroup_id) {
-            Some(path) => self.intern_shared(self.resolver.shared_workload(path)),
-            None if is_root => self.intern_shared(self.resolver.shared_workload("/")),
+        // Named once for all the collectors of a scrape (`Resolver::shared_workload`).
+        let workload = match self.index.resolve(cgroup_id) {
+            Some(path) => self.resolver.shared_workload(path),
+            None if is_root => self.resolver.shared_workload("/"),
             // Removed before anything named it: the id is all there is.
-            None => self.intern(Workload { cgroup: format!("cgroup_id:{cgroup_id}"), ..Workload::default() }),
+            None => Arc::new(Workload { cgroup: format!("cgroup_id:{cgroup_id}"), ..Workload::default() }),
         };
+        let id = self.intern(workload);
         self.ids.insert(cgroup_id, id);
         id
     }
 
     /// One id, and one shared copy, per distinct workload (several cgroups can name one: a
     /// container's v1 and v2 cgroups, or a container's and its restart's).
-    fn intern(&mut self, workload: Workload) -> WorkloadId {
-        self.intern_by_labels(Arc::new(workload))
-    }
-
-    /// As `intern`, for a name shared by collectors (`Resolver::shared_workload`): the next
-    /// collector's cgroups that this name covers are interned by its address, without hashing
-    /// its eight strings.
-    fn intern_shared(&mut self, workload: Arc<Workload>) -> WorkloadId {
-        let address = Arc::as_ptr(&workload);
-        if let Some(&id) = self.by_address.get(&address) {
-            return id;
-        }
-        let id = self.intern_by_labels(workload.clone());
-        // The namer keeps every name it keys by address alive (in `workloads`, or here), so no
-        // other allocation can take that address while the key stands.
-        if !Arc::ptr_eq(&self.workloads[id.0], &workload) {
-            self.shared_aliases.push(workload);
-        }
-        self.by_address.insert(address, id);
-        id
-    }
-
-    fn intern_by_labels(&mut self, workload: Arc<Workload>) -> WorkloadId {
+    fn intern(&mut self, workload: Arc<Workload>) -> WorkloadId {
         if let Some(&id) = self.interned.get(&workload) {
             return id;
         }
