@@ -81,7 +81,7 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
         eprintln!("xtask: cannot keep the last scrape in {}: {err}", kept.display());
     }
     let series = body.lines().filter(|l| l.starts_with("kernsight_syscalls_total")).count();
-    let samples = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+    let samples = sample_lines(body);
     println!(
         "scrape with {containers} containers: first {:.1} ms; back to back median {:.1} ms; every {:.1} s median {:.1} ms \
          ({} bytes, {samples} samples, {series} of them kernsight_syscalls_total)",
@@ -206,7 +206,7 @@ fn cadvisor_phase(fleet: &Fleet, containers: usize) -> Result<Reference, String>
         let started = Instant::now();
         let body = get(&cadvisor.address, "/metrics")?;
         times.push(started.elapsed().as_secs_f64() * 1e3);
-        samples = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+        samples = sample_lines(&body);
     }
     let cpu_ms = (cpu()? - cpu_before) * 1e3 / SPACED_SCRAPES as f64;
     Ok(Reference { times, cpu_ms, rss: crate::agent_bench::rss_mib(cadvisor.pid()), samples })
@@ -470,4 +470,9 @@ pub(crate) fn get(address: &str, path: &str) -> Result<String, String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
     Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
+}
+
+/// The sample lines of an exposition: those neither empty nor comments.
+fn sample_lines(body: &str) -> usize {
+    body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count()
 }
