@@ -1,7 +1,8 @@
 //! The `runqueue` family's wire types: run-queue latency per cgroup (`sched_wakeup`,
 //! `sched_wakeup_new`, `sched_switch`), aggregated in the kernel in a per-CPU hash.
 
-/// When the thread became runnable (ns, `bpf_ktime_get_ns`), 0 once it ran: task local storage,
+/// When the thread became runnable (ns, by its run queue's clock where `RQ_CLOCK` is set, else
+/// `bpf_ktime_get_ns`; the lowest bit is the wait's reason), 0 once it ran: task local storage,
 /// or (the fallback object) an LRU hash keyed by thread id of `RUNQ_START_ENTRIES` entries.
 pub const RUNQ_START_MAP: &str = "RUNQ_START";
 /// Threads the fallback object's `RUNQ_START` remembers (the runnable ones are far fewer).
@@ -23,6 +24,15 @@ pub const TASK_STATE_OFFSET_GLOBAL: &str = "TASK_STATE_OFFSET";
 pub const WAIT_REASON_GLOBAL: &str = "WAIT_REASON";
 pub const TASK_SE_CFS_RQ_OFFSET_GLOBAL: &str = "TASK_SE_CFS_RQ_OFFSET";
 pub const CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL: &str = "CFS_RQ_THROTTLE_COUNT_OFFSET";
+
+/// Read-only globals (`u32`) of the clock waits are timed by: 1 when the kernel's BTF has the
+/// members below (CONFIG_FAIR_GROUP_SCHED), else 0 and waits are timed by `bpf_ktime_get_ns`;
+/// the offset of `cfs_rq.rq` (the run queue a task's cfs_rq belongs to) and of `rq.clock`.
+/// `TASK_SE_CFS_RQ_OFFSET` is set with them. The scheduler updates `rq.clock` just before the
+/// three tracepoints fire, so reading it is three loads instead of a clock read per event.
+pub const RQ_CLOCK_GLOBAL: &str = "RQ_CLOCK";
+pub const CFS_RQ_RQ_OFFSET_GLOBAL: &str = "CFS_RQ_RQ_OFFSET";
+pub const RQ_CLOCK_OFFSET_GLOBAL: &str = "RQ_CLOCK_OFFSET";
 
 /// Read-only globals (`u32`) of throttle episodes: 1 when the kernel's BTF has
 /// `cfs_rq.throttled_clock_self_time` (6.6+) and waits are split by reason, else 0; its offset.

@@ -31,6 +31,16 @@
 //! throttled wait begins if none is kept, so the first episode counts too. Costs a hash lookup
 //! at the start and the end of throttled waits only.
 //!
+//! The clock: each wait is timed by the run queue's own clock, `rq.clock` of the task's
+//! cfs_rq's run queue, which the scheduler updates just before each of the three tracepoints
+//! (`ttwu_do_activate`, `wake_up_new_task` and `__schedule` call `update_rq_clock` first) and
+//! which `/proc/PID/schedstat`'s run-queue wait is measured by. Reading it is three dependent
+//! loads, where `bpf_ktime_get_ns` is a helper call through the clocksource, twice per wait: the
+//! wakeup and switch programs took 302 ns per context switch in the kernel's account, against
+//! 439 with `bpf_ktime_get_ns` (docs/performance.md). A wait that migrates between CPUs begins on one run queue's clock and ends
+//! on another's: both follow `sched_clock`, kept in step across CPUs. Kernels without
+//! CONFIG_FAIR_GROUP_SCHED (no `se.cfs_rq`) time waits with `bpf_ktime_get_ns`.
+//!
 //! Cost per context switch: two BTF loads and a compare on top of the timestamp (the offsets
 //! are read-only globals the verifier folds; on a kernel without CFS bandwidth the branch is
 //! pruned), and the key of the histogram update grows by nothing (the reason replaces padding).
@@ -72,6 +82,17 @@ static TASK_SE_CFS_RQ_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CFS_RQ_THROTTLE_COUNT_OFFSET: u32 = 0;
 
+/// 1 when waits are timed by the run queue's clock (the offsets below and
+/// `TASK_SE_CFS_RQ_OFFSET` were found in the kernel's BTF), set by the agent.
+#[unsafe(no_mangle)]
+static RQ_CLOCK: u32 = 0;
+/// Offset of `cfs_rq.rq`.
+#[unsafe(no_mangle)]
+static CFS_RQ_RQ_OFFSET: u32 = 0;
+/// Offset of `rq.clock`.
+#[unsafe(no_mangle)]
+static RQ_CLOCK_OFFSET: u32 = 0;
+
 /// 1 when throttle episodes are measured (the offset below was found), set by the agent.
 #[unsafe(no_mangle)]
 static THROTTLE_EPISODES: u32 = 0;
@@ -102,6 +123,26 @@ fn throttled_cfs_rq(task: *const u8) -> *const u8 {
         let cfs_rq: *const u8 = load(task, global(&TASK_SE_CFS_RQ_OFFSET));
         let throttle_count = load::<i32>(cfs_rq, global(&CFS_RQ_THROTTLE_COUNT_OFFSET));
         if throttle_count != 0 { cfs_rq } else { core::ptr::null() }
+    }
+}
+
+/// Now, in ns, by the clock of the run queue `task`'s cfs_rq belongs to (see the module's
+/// documentation), or by `bpf_ktime_get_ns` where the kernel has no group scheduling. Never
+/// 0 on a running system's run queue; a null cfs_rq reads as 0, which leaves the wait
+/// unmeasured.
+#[inline(always)]
+fn now(task: *const u8) -> u64 {
+    // Pruned by the verifier: the global is read-only data.
+    if global(&RQ_CLOCK) == 0 {
+        // SAFETY: helper without preconditions.
+        return unsafe { bpf_ktime_get_ns() };
+    }
+    // SAFETY: `task` is a BTF `task_struct` pointer; the offsets come from the kernel's BTF,
+    // so each load is checked against the member's type (a null pointer reads as zero).
+    unsafe {
+        let cfs_rq: *const u8 = load(task, global(&TASK_SE_CFS_RQ_OFFSET));
+        let rq: *const u8 = load(cfs_rq, global(&CFS_RQ_RQ_OFFSET));
+        load(rq, global(&RQ_CLOCK_OFFSET))
     }
 }
 
@@ -186,8 +227,8 @@ fn enqueued(task: *const u8) {
         throttled_wait_begins(throttled);
         THROTTLED_BIT
     };
-    // SAFETY: this task's storage; helper without preconditions.
-    unsafe { *start = (bpf_ktime_get_ns() & !THROTTLED_BIT) | reason_bit };
+    // SAFETY: this task's storage.
+    unsafe { *start = (now(task) & !THROTTLED_BIT) | reason_bit };
 }
 
 /// sched_wakeup(struct task_struct *p)
@@ -239,8 +280,7 @@ pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
     if stored == 0 {
         return 0; // switched in twice without becoming runnable in between: not measured
     }
-    // SAFETY: helper without preconditions.
-    let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(stored & !THROTTLED_BIT);
+    let waited = now(next).saturating_sub(stored & !THROTTLED_BIT);
     // SAFETY: as above.
     let (_, cgroup_id) = unsafe { task_cgroup(next) };
     let reason = if stored & THROTTLED_BIT != 0 {

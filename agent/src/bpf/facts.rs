@@ -63,6 +63,10 @@ pub struct KernelFacts {
     /// (`task_struct.se.cfs_rq`, `cfs_rq.throttle_count`): what tells a throttled run-queue wait
     /// from a contended one; missing without CONFIG_FAIR_GROUP_SCHED or CONFIG_CFS_BANDWIDTH.
     pub wait_reason_offsets: Result<(u32, u32), BtfError>,
+    /// (`task_struct.se.cfs_rq`, `cfs_rq.rq`, `rq.clock`): the run queue's clock, which times
+    /// run-queue waits; missing without CONFIG_FAIR_GROUP_SCHED (waits are then timed by
+    /// `bpf_ktime_get_ns`).
+    pub rq_clock_offsets: Result<(u32, u32, u32), BtfError>,
     /// `cfs_rq.throttled_clock_self_time` (6.6+): what measures each throttle episode.
     pub throttle_episode_offset: Result<u32, BtfError>,
     /// What tells the escape family what a successful open returned, and what a successful
@@ -122,6 +126,11 @@ impl KernelFacts {
             let cfs_rq = btf.member_offset("sched_entity", "cfs_rq")?;
             Ok((se + cfs_rq, btf.member_offset("cfs_rq", "throttle_count")?))
         });
+        let rq_clock_offsets = btf.map_err(Clone::clone).and_then(|btf| {
+            let se_cfs_rq =
+                btf.member_offset("task_struct", "se")? + btf.member_offset("sched_entity", "cfs_rq")?;
+            Ok((se_cfs_rq, btf.member_offset("cfs_rq", "rq")?, btf.member_offset("rq", "clock")?))
+        });
         let throttle_episode_offset = btf
             .map_err(Clone::clone)
             .and_then(|btf| btf.member_offset("cfs_rq", "throttled_clock_self_time"));
@@ -152,6 +161,7 @@ impl KernelFacts {
             task_state_offset,
             block_io,
             wait_reason_offsets,
+            rq_clock_offsets,
             throttle_episode_offset,
             file_offsets,
             unix_offsets,

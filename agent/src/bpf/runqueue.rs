@@ -2,6 +2,8 @@
 //! measure run-queue latency per cgroup, split by why the thread waited (its group throttled,
 //! or another task on the CPU) where the kernel's BTF has CFS bandwidth control, and how long
 //! each throttle episode lasted where it also has `cfs_rq.throttled_clock_self_time` (6.6+).
+//! Waits are timed by the run queue's own clock (`rq.clock`, reached through `se.cfs_rq`) where
+//! the kernel has group scheduling, else by `bpf_ktime_get_ns`.
 
 use std::time::Duration;
 
@@ -9,7 +11,8 @@ use aya::EbpfLoader;
 use kernsight_common::{
     counters::{LATENCY_BUCKETS, LatencyCell, OVERFLOW_CGROUP_ID, map_full},
     runqueue::{
-        CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL, CFS_RQ_THROTTLED_SELF_TIME_OFFSET_GLOBAL, RUNQ_LATENCY_MAP,
+        CFS_RQ_RQ_OFFSET_GLOBAL, CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL,
+        CFS_RQ_THROTTLED_SELF_TIME_OFFSET_GLOBAL, RQ_CLOCK_GLOBAL, RQ_CLOCK_OFFSET_GLOBAL, RUNQ_LATENCY_MAP,
         RUNQ_START_MAP, RunqKey, SWITCH_HAS_PREV_STATE_GLOBAL, TASK_SE_CFS_RQ_OFFSET_GLOBAL,
         TASK_STATE_OFFSET_GLOBAL, THROTTLE_EPISODE, THROTTLE_EPISODES_GLOBAL, THROTTLE_SEEN_MAP,
         WAIT_CONTENTION, WAIT_REASON_GLOBAL, WAIT_THROTTLED,
@@ -64,17 +67,21 @@ impl Family for Runqueue {
             (true, Err(err)) => Some(format!("throttle episodes are not measured ({err}, Linux 6.6+)")),
             _ => None,
         };
-        match (&facts.object, no_episodes) {
-            (Object::Full | Object::HashedSlots { .. }, None) => Implementation::standard("task_storage"),
-            (Object::Full | Object::HashedSlots { .. }, Some(why)) => {
-                Implementation::fallback("task_storage", why)
+        let no_rq_clock = facts.rq_clock_offsets.as_ref().err().map(|err| {
+            format!("waits are timed by bpf_ktime_get_ns, not the run queue's clock ({err}: CONFIG_FAIR_GROUP_SCHED)")
+        });
+        let limits: Vec<String> = no_episodes.into_iter().chain(no_rq_clock).collect();
+        match (&facts.object, limits.is_empty()) {
+            (Object::Full | Object::HashedSlots { .. }, true) => Implementation::standard("task_storage"),
+            (Object::Full | Object::HashedSlots { .. }, false) => {
+                Implementation::fallback("task_storage", limits.join("; "))
             }
-            (Object::Fallback { why }, no_episodes) => Implementation::fallback(
+            (Object::Fallback { why }, _) => Implementation::fallback(
                 "thread_id_lru",
-                format!(
-                    "runnable-since times in an LRU hash keyed by thread id: {why}{}",
-                    no_episodes.map(|e| format!("; {e}")).unwrap_or_default()
-                ),
+                std::iter::once(format!("runnable-since times in an LRU hash keyed by thread id: {why}"))
+                    .chain(limits)
+                    .collect::<Vec<_>>()
+                    .join("; "),
             ),
         }
     }
@@ -83,6 +90,13 @@ impl Family for Runqueue {
         loader.override_global(SWITCH_HAS_PREV_STATE_GLOBAL, &facts.switch_has_prev_state, true);
         if let Ok(offset) = &facts.task_state_offset {
             loader.override_global(TASK_STATE_OFFSET_GLOBAL, offset, true);
+        }
+        if let Ok((se_cfs_rq, cfs_rq_rq, rq_clock)) = &facts.rq_clock_offsets {
+            loader
+                .override_global(RQ_CLOCK_GLOBAL, &1u32, true)
+                .override_global(TASK_SE_CFS_RQ_OFFSET_GLOBAL, se_cfs_rq, true)
+                .override_global(CFS_RQ_RQ_OFFSET_GLOBAL, cfs_rq_rq, true)
+                .override_global(RQ_CLOCK_OFFSET_GLOBAL, rq_clock, true);
         }
         if config.sched.wait_reason
             && let Ok((se_cfs_rq, throttle_count)) = &facts.wait_reason_offsets

@@ -126,6 +126,58 @@ fn runqueue_latency_sees_contention_and_not_in_the_idle_sibling() {
     assert!(text.contains("kernsight_bpf_map_entries{map=\"RUNQ_LATENCY\"}"));
 }
 
+/// Waits for the child `pid` to exit without reaping it, then reads the kernel's account of its
+/// run-queue wait (`/proc/PID/schedstat`'s second field, `sched_info.run_delay`, ns), which an
+/// exited task keeps until it is reaped; then reaps it. (run_delay, wait status).
+fn run_delay_at_exit(pid: libc::pid_t) -> (u64, i32) {
+    // SAFETY: waiting for our own child; the siginfo is written by the kernel.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let waited =
+        unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    assert_eq!(waited, 0, "waitid for {pid}");
+    let schedstat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+    let run_delay = schedstat.split_whitespace().nth(1).and_then(|f| f.parse().ok());
+    let status = support::wait_status(pid);
+    (run_delay.unwrap_or_else(|| panic!("no run_delay in {schedstat:?}")), status)
+}
+
+#[test]
+fn runqueue_waits_sum_to_the_kernels_own_account_of_them() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let cgroup = TestCgroup::create("runq-schedstat");
+    // Two processes spinning 400 ms each on CPU 1 wait for each other, in a few hundred waits.
+    let spinner = || {
+        if !pin_to(1) {
+            return 2;
+        }
+        spin(400_000_000);
+        0
+    };
+    let pids = [support::spawn_in(&cgroup.path, spinner), support::spawn_in(&cgroup.path, spinner)];
+    let mut kernel_ns = 0;
+    for pid in pids {
+        let (run_delay, status) = run_delay_at_exit(pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "spinner {pid}: status {status}");
+        kernel_ns += run_delay;
+    }
+    let samples = parse(&agent.scrape());
+    let measured = value(&samples, "kernsight_runqueue_latency_seconds_sum", &[("cgroup", &cgroup.label)]);
+    let kernel = kernel_ns as f64 / 1e9;
+    eprintln!("waits of the two spinners: kernsight {measured:.6} s, /proc/PID/schedstat {kernel:.6} s");
+    // Each waited while the other ran: together about 400 ms.
+    assert!(kernel > 0.2, "the kernel's account of the spinners' waits: {kernel} s");
+    // Both sum the same waits, between the same scheduler events. What only the kernel counts:
+    // each child's first wait, at fork, when it was still in this test's cgroup.
+    assert!(
+        (measured - kernel).abs() <= kernel * 0.02 + 0.005,
+        "kernsight counted {measured:.6} s of waiting, the kernel {kernel:.6} s"
+    );
+}
+
 /// Forks, execs `path` in the child, waits; the exit status (or -1).
 fn fork_exec(path: &std::ffi::CStr) -> i32 {
     let argv = [path.as_ptr(), std::ptr::null()];
