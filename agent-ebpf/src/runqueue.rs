@@ -31,15 +31,15 @@
 //! throttled wait begins if none is kept, so the first episode counts too. Costs a hash lookup
 //! at the start and the end of throttled waits only.
 //!
-//! The clock: each wait is timed by the run queue's own clock, `rq.clock` of the task's
-//! cfs_rq's run queue, which the scheduler updates just before each of the three tracepoints
-//! (`ttwu_do_activate`, `wake_up_new_task` and `__schedule` call `update_rq_clock` first) and
-//! which `/proc/PID/schedstat`'s run-queue wait is measured by. Reading it is three dependent
-//! loads, where `bpf_ktime_get_ns` is a helper call through the clocksource, twice per wait: the
-//! wakeup and switch programs took 302 ns per context switch in the kernel's account, against
-//! 439 with `bpf_ktime_get_ns` (docs/performance.md). A wait that migrates between CPUs begins on one run queue's clock and ends
-//! on another's: both follow `sched_clock`, kept in step across CPUs. Kernels without
-//! CONFIG_FAIR_GROUP_SCHED (no `se.cfs_rq`) time waits with `bpf_ktime_get_ns`.
+//! The clock: each wait is timed by the run queue's own clock, `rq.clock` of the run queue the
+//! task's cfs_rq belongs to. The scheduler updates it just before each of the three
+//! tracepoints (`ttwu_do_activate`, `wake_up_new_task` and `__schedule` call `update_rq_clock`
+//! first), and `/proc/PID/schedstat`'s run-queue wait is measured by it. Reading it is three
+//! dependent loads where `bpf_ktime_get_ns` is a helper call through the clocksource, twice per
+//! wait: a third of the two programs' cost in the kernel's account (docs/performance.md). A
+//! wait that migrates between CPUs begins on one run queue's clock and ends on another's: both
+//! follow `sched_clock`, kept in step across CPUs. Kernels without CONFIG_FAIR_GROUP_SCHED (no
+//! `se.cfs_rq`) time waits with `bpf_ktime_get_ns`.
 //!
 //! Cost per context switch: two BTF loads and a compare on top of the timestamp (the offsets
 //! are read-only globals the verifier folds; on a kernel without CFS bandwidth the branch is

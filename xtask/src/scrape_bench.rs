@@ -232,7 +232,7 @@ struct Phases {
 fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, String> {
     let timed = || -> Result<(f64, String), String> {
         let started = Instant::now();
-        let body = get(address, "/metrics")?;
+        let body = get_accepting(address, "/metrics", PROMETHEUS_ACCEPT)?;
         Ok((started.elapsed().as_secs_f64() * 1e3, body))
     };
     let scrapes = scrapes();
@@ -464,9 +464,19 @@ pub(crate) fn start_agent(command: Command) -> Result<(Child, String), String> {
     Ok((child, address))
 }
 
+/// What Prometheus (2.x, and 3.x but for its protobuf format, which kernsight does not serve)
+/// asks a target for: the agent answers in OpenMetrics, and the scrape times are of that body.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
+/// The body of `GET path` in the classic text format (no `Accept`).
 pub(crate) fn get(address: &str, path: &str) -> Result<String, String> {
+    get_accepting(address, path, "*/*")
+}
+
+fn get_accepting(address: &str, path: &str, accept: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect(address).map_err(|e| format!("connect {address}: {e}"))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\nAccept: {accept}\r\n\r\n")
+        .map_err(|e| e.to_string())?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
     Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
