@@ -468,7 +468,7 @@ pub(crate) fn start_agent(command: Command) -> Result<(Child, String), String> {
 /// asks a target for: the agent answers in OpenMetrics, and the scrape times are of that body.
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
 
-/// The body of `GET path` in the classic text format (no `Accept`).
+/// The body of `GET path` in the classic text format (`Accept: */*`).
 pub(crate) fn get(address: &str, path: &str) -> Result<String, String> {
     get_accepting(address, path, "*/*")
 }

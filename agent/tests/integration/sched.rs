@@ -149,7 +149,7 @@ fn runqueue_waits_sum_to_the_kernels_own_account_of_them() {
     let _serial = support::serial();
     let agent = Agent::start(&[]);
     let cgroup = TestCgroup::create("runq-schedstat");
-    // Two processes spinning 400 ms each on CPU 1 wait for each other, in a few hundred waits.
+    // Two processes spinning 400 ms each on CPU 1 wait for each other.
     let spinner = || {
         if !pin_to(1) {
             return 2;
