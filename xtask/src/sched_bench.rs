@@ -129,24 +129,35 @@ pub fn run() -> Result<Vec<Row>, String> {
     println!(
         "\nper context switch, the kernel's own account of the wakeup and switch programs (kernel.bpf_stats_enabled):"
     );
-    for ((name, programs), samples) in PRICED.iter().zip(&priced) {
-        println!("  {name:<50} {:7.1} ns  ({})", median(samples), programs.join(" + "));
+    let totals: Vec<Vec<f64>> =
+        priced.iter().map(|runs| runs.iter().map(|each| each.iter().sum()).collect()).collect();
+    for (((name, programs), runs), samples) in PRICED.iter().zip(&priced).zip(&totals) {
+        // Each program's median on its own, so that what a change moved can be told apart.
+        let split: Vec<String> = programs
+            .iter()
+            .enumerate()
+            .map(|(at, program)| {
+                format!("{program} {:.1}", median(&runs.iter().map(|each| each[at]).collect::<Vec<_>>()))
+            })
+            .collect();
+        println!("  {name:<50} {:7.1} ns  ({})", median(samples), split.join(" + "));
         rows.push(Row::new(
             format!("sched, kernel's account per context switch: {name}"),
             "ns",
             samples.clone(),
         ));
     }
-    let to_floor = crate::report::ratios(&priced[1], &priced[0]);
+    let to_floor = crate::report::ratios(&totals[1], &totals[0]);
     rows.push(Row::new("sched, kernel's account: default / empty programs", "x", to_floor));
     Ok(rows)
 }
 
 /// The ping-pong once more per priced configuration with the kernel's accounting of BPF
-/// programs on: ns per context switch of the wakeup and switch programs, for each of `PRICED`.
-fn program_costs(files: &[Option<PathBuf>]) -> Result<Vec<Vec<f64>>, String> {
+/// programs on: ns per run of the wakeup and of the switch program (one each per context
+/// switch), for each of `PRICED`, each round.
+fn program_costs(files: &[Option<PathBuf>]) -> Result<Vec<Vec<[f64; 2]>>, String> {
     let _accounting = crate::program_stats::Accounting::on()?;
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); PRICED.len()];
+    let mut samples: Vec<Vec<[f64; 2]>> = vec![Vec::new(); PRICED.len()];
     for _ in 0..PRICED_ROUNDS {
         for ((name, programs), samples) in PRICED.iter().zip(&mut samples) {
             let mut attached = if *name == FLOOR {
@@ -166,9 +177,11 @@ fn program_costs(files: &[Option<PathBuf>]) -> Result<Vec<Vec<f64>>, String> {
             stop(&mut attached);
             timed?;
             let costs = costs?;
-            let ns = crate::program_stats::total(&costs, programs)
-                .ok_or_else(|| format!("{name}: not every one of {programs:?} ran: {costs:?}"))?;
-            samples.push(ns);
+            let ran = |program: &str| {
+                crate::program_stats::total(&costs, &[program])
+                    .ok_or_else(|| format!("{name}: {program} did not run: {costs:?}"))
+            };
+            samples.push([ran(programs[0])?, ran(programs[1])?]);
         }
     }
     Ok(samples)
