@@ -110,37 +110,43 @@ static RUNQ_LATENCY: PerCpuHashMap<RunqKey, LatencyCell> =
 /// `TASK_RUNNING`: a `prev_state` of 0 means the thread was preempted and is still runnable.
 const TASK_RUNNING: u32 = 0;
 
-/// `task`'s cfs_rq when it, or an ancestor, is throttled on its CPU now, else null.
+/// `task`'s `se.cfs_rq`, loaded once per event for the wait reason and the run queue's clock;
+/// null where neither is read (the verifier prunes the load with them).
 #[inline(always)]
-fn throttled_cfs_rq(task: *const u8) -> *const u8 {
-    // Pruned by the verifier where the kernel has no CFS bandwidth control.
-    if global(&WAIT_REASON) == 0 {
+fn task_cfs_rq(task: *const u8) -> *const u8 {
+    if global(&WAIT_REASON) == 0 && global(&RQ_CLOCK) == 0 {
         return core::ptr::null();
     }
-    // SAFETY: `task` is a BTF `task_struct` pointer; the offsets come from the kernel's BTF.
-    // A null `cfs_rq` reads as zero (the verifier guards BTF pointer loads).
-    unsafe {
-        let cfs_rq: *const u8 = load(task, global(&TASK_SE_CFS_RQ_OFFSET));
-        let throttle_count = load::<i32>(cfs_rq, global(&CFS_RQ_THROTTLE_COUNT_OFFSET));
-        if throttle_count != 0 { cfs_rq } else { core::ptr::null() }
-    }
+    // SAFETY: `task` is a BTF `task_struct` pointer; the offset comes from the kernel's BTF.
+    unsafe { load(task, global(&TASK_SE_CFS_RQ_OFFSET)) }
 }
 
-/// Now, in ns, by the clock of the run queue `task`'s cfs_rq belongs to (see the module's
-/// documentation), or by `bpf_ktime_get_ns` where the kernel has no group scheduling. Never
-/// 0 on a running system's run queue; a null cfs_rq reads as 0, which leaves the wait
+/// Whether `cfs_rq` (`task_cfs_rq`), or an ancestor, is throttled on its CPU now.
+#[inline(always)]
+fn is_throttled(cfs_rq: *const u8) -> bool {
+    // Pruned by the verifier where the kernel has no CFS bandwidth control.
+    if global(&WAIT_REASON) == 0 {
+        return false;
+    }
+    // SAFETY: a BTF `cfs_rq` pointer; the offset comes from the kernel's BTF. A null `cfs_rq`
+    // reads as zero (the verifier guards BTF pointer loads).
+    unsafe { load::<i32>(cfs_rq, global(&CFS_RQ_THROTTLE_COUNT_OFFSET)) != 0 }
+}
+
+/// Now, in ns, by the clock of the run queue `cfs_rq` (`task_cfs_rq`) belongs to (see the
+/// module's documentation), or by `bpf_ktime_get_ns` where the kernel has no group scheduling.
+/// Never 0 on a running system's run queue; a null cfs_rq reads as 0, which leaves the wait
 /// unmeasured.
 #[inline(always)]
-fn now(task: *const u8) -> u64 {
+fn now(cfs_rq: *const u8) -> u64 {
     // Pruned by the verifier: the global is read-only data.
     if global(&RQ_CLOCK) == 0 {
         // SAFETY: helper without preconditions.
         return unsafe { bpf_ktime_get_ns() };
     }
-    // SAFETY: `task` is a BTF `task_struct` pointer; the offsets come from the kernel's BTF,
-    // so each load is checked against the member's type (a null pointer reads as zero).
+    // SAFETY: a BTF `cfs_rq` pointer; the offsets come from the kernel's BTF, so each load is
+    // checked against the member's type (a null pointer reads as zero).
     unsafe {
-        let cfs_rq: *const u8 = load(task, global(&TASK_SE_CFS_RQ_OFFSET));
         let rq: *const u8 = load(cfs_rq, global(&CFS_RQ_RQ_OFFSET));
         load(rq, global(&RQ_CLOCK_OFFSET))
     }
@@ -165,25 +171,24 @@ fn throttled_wait_begins(cfs_rq: *const u8) {
     }
     let key = cfs_rq as u64;
     if THROTTLE_SEEN.get_ptr(&key).is_none() {
-        // SAFETY: a BTF `cfs_rq` pointer from `throttled_cfs_rq`.
+        // SAFETY: a BTF `cfs_rq` pointer from `task_cfs_rq`.
         let so_far = unsafe { throttled_self_time(cfs_rq) };
         // BPF_NOEXIST: a reading kept meanwhile stays.
         let _ = THROTTLE_SEEN.insert(&key, &so_far, BPF_NOEXIST.into());
     }
 }
 
-/// A throttled wait of `task` ends: the growth of its cfs_rq's throttled time since the kept
-/// reading is the episode that ended (none when another thread of the group counted it).
+/// A throttled wait on `cfs_rq` (`task_cfs_rq`) ends: the growth of its throttled time since
+/// the kept reading is the episode that ended (none when another thread of the group counted
+/// it).
 #[inline(always)]
-fn throttled_wait_ends(task: *const u8, cgroup_id: u64) {
+fn throttled_wait_ends(cfs_rq: *const u8, cgroup_id: u64) {
     if global(&THROTTLE_EPISODES) == 0 {
         return;
     }
-    // SAFETY: `task` is a BTF `task_struct` pointer; the offsets come from the kernel's BTF.
-    let (key, now) = unsafe {
-        let cfs_rq: *const u8 = load(task, global(&TASK_SE_CFS_RQ_OFFSET));
-        (cfs_rq as u64, throttled_self_time(cfs_rq))
-    };
+    let key = cfs_rq as u64;
+    // SAFETY: a BTF `cfs_rq` pointer.
+    let now = unsafe { throttled_self_time(cfs_rq) };
     let Some(seen) = THROTTLE_SEEN.get_ptr_mut(&key) else {
         // Evicted during the wait: keep this reading for the next episode.
         let _ = THROTTLE_SEEN.insert(&key, &now, BPF_NOEXIST.into());
@@ -220,15 +225,15 @@ fn enqueued(task: *const u8) {
         count_map_full(map_full::RUNQ_START); // the kernel could not allocate the storage
         return;
     }
-    let throttled = throttled_cfs_rq(task);
-    let reason_bit = if throttled.is_null() {
-        0
-    } else {
-        throttled_wait_begins(throttled);
+    let cfs_rq = task_cfs_rq(task);
+    let reason_bit = if is_throttled(cfs_rq) {
+        throttled_wait_begins(cfs_rq);
         THROTTLED_BIT
+    } else {
+        0
     };
     // SAFETY: this task's storage.
-    unsafe { *start = (now(task) & !THROTTLED_BIT) | reason_bit };
+    unsafe { *start = (now(cfs_rq) & !THROTTLED_BIT) | reason_bit };
 }
 
 /// sched_wakeup(struct task_struct *p)
@@ -280,11 +285,12 @@ pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
     if stored == 0 {
         return 0; // switched in twice without becoming runnable in between: not measured
     }
-    let waited = now(next).saturating_sub(stored & !THROTTLED_BIT);
+    let cfs_rq = task_cfs_rq(next);
+    let waited = now(cfs_rq).saturating_sub(stored & !THROTTLED_BIT);
     // SAFETY: as above.
     let (_, cgroup_id) = unsafe { task_cgroup(next) };
     let reason = if stored & THROTTLED_BIT != 0 {
-        throttled_wait_ends(next, cgroup_id);
+        throttled_wait_ends(cfs_rq, cgroup_id);
         WAIT_THROTTLED
     } else {
         WAIT_CONTENTION
