@@ -2,6 +2,8 @@
 //! start-up, thousands of forgotten cgroups): glibc keeps freed pages in its free lists and
 //! per-thread arenas otherwise, and the agent's RSS would stay at its peak.
 
+use std::sync::Arc;
+
 /// Blocks of at least this size get a mapping of their own, returned to the system when freed.
 #[cfg(target_env = "gnu")]
 const MAPPED_FROM_BYTES: libc::c_int = 1 << 20;
@@ -33,21 +35,28 @@ pub fn release_free_memory() {
     }
 }
 
-/// `text` as a shared body whose memory goes back to the system when its last reference goes,
-/// wherever that is: the response that sent it, or the cache that kept it for concurrent
-/// scrapes. A scrape's body is megabytes, and once glibc has freed one block that large it keeps
-/// later ones in its heap (its mmap threshold grows to their size), where a free alone does not
-/// return them: the RSS between scrapes was 15 MiB higher whenever the response outlived the
-/// cache.
-pub fn bytes_released_on_drop(text: String) -> axum::body::Bytes {
-    axum::body::Bytes::from_owner(ReleasedOnDrop(text))
+/// `texts` as the pieces of one shared body, whose memory goes back to the system when the
+/// last reference to any piece goes, wherever that is: the response that sent it, or the cache
+/// that kept it for concurrent scrapes. A scrape's body is megabytes, and once glibc has freed
+/// one block that large it keeps later ones in its heap (its mmap threshold grows to their
+/// size), where a free alone does not return them: the RSS between scrapes was 15 MiB higher
+/// whenever the response outlived the cache. The pieces share one owner, so the free memory is
+/// returned once for the body, not once a piece.
+pub fn pieces_released_on_drop(texts: Vec<String>) -> Vec<axum::body::Bytes> {
+    let all = Arc::new(ReleasedOnDrop(texts));
+    (0..all.0.len()).map(|index| axum::body::Bytes::from_owner(Piece { all: all.clone(), index })).collect()
 }
 
-struct ReleasedOnDrop(String);
+struct ReleasedOnDrop(Vec<String>);
 
-impl AsRef<[u8]> for ReleasedOnDrop {
+struct Piece {
+    all: Arc<ReleasedOnDrop>,
+    index: usize,
+}
+
+impl AsRef<[u8]> for Piece {
     fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
+        self.all.0[self.index].as_bytes()
     }
 }
 
@@ -90,12 +99,15 @@ mod tests {
     }
 
     #[test]
-    fn a_released_body_reads_as_its_text_through_every_clone() {
-        let body = super::bytes_released_on_drop("kernsight_up 1\n".repeat(1000));
-        let clone = body.clone();
-        drop(body);
+    fn released_pieces_read_as_their_texts_through_every_clone() {
+        let pieces = super::pieces_released_on_drop(vec!["kernsight_up 1\n".repeat(1000), "# EOF\n".into()]);
+        let clone = pieces[0].clone();
+        let eof = pieces[1].clone();
+        drop(pieces);
         assert_eq!(clone.len(), 15_000);
         assert!(clone.starts_with(b"kernsight_up 1\nkernsight_up 1\n"));
         assert_eq!(clone.slice(15..29), "kernsight_up 1".as_bytes());
+        drop(clone);
+        assert_eq!(eof, "# EOF\n".as_bytes(), "a piece outlives its siblings");
     }
 }

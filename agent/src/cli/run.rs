@@ -248,13 +248,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(dns::follow_events(events, state.exchanges.clone()));
     }
     // Before serving: once /readyz answers, a SIGTERM must detach and exit cleanly, not kill.
-    // Before the registry too: from there on nothing returns early, so the read-ahead thread
+    // Before the exposition too: from there on nothing returns early, so the read-ahead thread
     // is always stopped (below) and the programs dropped.
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut registry =
-        metrics::registry(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);
-    registry.register_collector(Box::new(HttpCollector(http_stats.clone())));
+    let mut exposition =
+        metrics::exposition(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);
+    exposition.add(Box::new(HttpCollector(http_stats.clone())));
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = cgroup_events.as_ref().map(|events| events.stats.clone());
     if let Some(events) = cgroup_events {
@@ -270,7 +270,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         info!(%probes, "serving /healthz and /readyz on http://{probes}");
     }
     let read_ahead = health.scrapes.read_ahead.clone();
-    let server = tokio::spawn(metrics::server::serve(listener, health_listener, registry, health, options));
+    let server = tokio::spawn(metrics::server::serve(listener, health_listener, exposition, health, options));
     tokio::select! {
         _ = terminate.recv() => info!("SIGTERM received: detaching programs"),
         _ = interrupt.recv() => info!("SIGINT received: detaching programs"),
@@ -280,7 +280,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Err(err) => warn!("metrics server task failed: {err}"),
         },
     }
-    // Returning drops the registry and with it the programs: their links detach on drop. The
+    // Returning drops the exposition and with it the programs: their links detach on drop. The
     // thread that reads ahead of scrapes holds collectors, and so the programs, until stopped.
     tokio::task::block_in_place(|| read_ahead.stop());
     Ok(())

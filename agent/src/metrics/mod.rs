@@ -8,6 +8,7 @@ pub mod client;
 mod conntrack;
 mod dns;
 mod escape;
+pub mod exposition;
 pub use capabilities::capability_labels;
 mod histogram;
 mod memory_reclaim;
@@ -47,24 +48,23 @@ use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
-    registry::Registry,
 };
 
-/// Builds the registry: every collector shares the loaded programs, the cgroup index and the
+/// Builds the exposition: every collector shares the loaded programs, the cgroup index and the
 /// workload resolver.
-pub fn registry(
+pub fn exposition(
     config: &crate::config::Config,
     programs: Arc<Programs>,
     health: Arc<server::Health>,
     tracker: Arc<Tracker>,
     resolver: Arc<Resolver>,
     kills: Arc<OomKills>,
-) -> Registry {
-    let mut registry = Registry::default();
-    let mut add = |name: &'static str, collector: Arc<dyn Collector>| {
-        let nanos = health.scrapes.collector(name);
-        registry.register_collector(Box::new(Timed { collector, nanos }));
+) -> exposition::Exposition {
+    let mut exposition = exposition::Exposition::default();
+    let timed = |name: &'static str, collector: Arc<dyn Collector>| {
+        Box::new(Timed { collector, nanos: health.scrapes.collector(name) })
     };
+    let mut add = |name: &'static str, collector: Arc<dyn Collector>| exposition.add(timed(name, collector));
     // What reads cgroupfs or `/proc` on a scrape, to read ahead of the next one.
     let mut readers: Vec<Arc<dyn read_ahead::ReadAhead>> = Vec::new();
     add("metadata", Arc::new(metadata::MetadataCollector::new(resolver.clone())));
@@ -157,15 +157,18 @@ pub fn registry(
         "capabilities",
         Arc::new(capabilities::CapabilityCollector::new(programs.clone(), tracker.clone(), resolver)),
     );
-    // Last: the maps' fill it reports is what the collectors above read in this scrape
-    // (`CgroupCounters::map_row`), not a second read of every map.
-    add("agent", Arc::new(agent::AgentCollector::new(programs, health.clone(), tracker)));
+    // After the rest: the maps' fill it reports is what the collectors above read in this
+    // scrape (`CgroupCounters::map_row`), not a second read of every map.
+    exposition.add_after_the_rest(timed(
+        "agent",
+        Arc::new(agent::AgentCollector::new(programs, health.clone(), tracker)),
+    ));
     // The `/proc` walk is read ahead only when something takes it.
     if Arc::strong_count(&posture) > 1 {
         readers.push(posture);
     }
     read_ahead::spawn(health.scrapes.read_ahead.clone(), readers);
-    registry
+    exposition
 }
 
 /// A collector whose encode time adds up under its name, for
@@ -218,7 +221,7 @@ fn encode_gauges<L: prometheus_client::encoding::EncodeLabelSet>(
 
 #[cfg(test)]
 mod tests {
-    use prometheus_client::encoding::text::encode;
+    use prometheus_client::{encoding::text::encode, registry::Registry};
 
     use super::*;
     use crate::metadata::identity::Workload;

@@ -4,22 +4,21 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Instant,
 };
 
 use axum::{
     Router,
-    body::Bytes,
     extract::{Request, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use super::exposition::{Exposition, Format};
 use crate::{
     bpf::{ProbeState, ProbeStatus},
     http::{
@@ -28,8 +27,10 @@ use crate::{
     },
 };
 
+mod body;
 mod shared;
-use shared::{Format, SharedEncode};
+use body::Pieces;
+use shared::SharedEncode;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -88,13 +89,10 @@ impl Health {
 }
 
 struct AppState {
-    registry: Registry,
+    exposition: Exposition,
     health: Arc<Health>,
-    encoded: SharedEncode,
+    encoded: SharedEncode<Pieces>,
     stats: Arc<HttpStats>,
-    /// The last body's length: the next one is about as long, and growing a 16 MB body by
-    /// doubling would copy it again and again.
-    last_body_len: AtomicUsize,
 }
 
 /// The HTTP face's settings: limits, and the web configuration (TLS, authentication).
@@ -107,19 +105,13 @@ pub struct HttpOptions {
 pub async fn serve(
     listener: TcpListener,
     health_listener: Option<TcpListener>,
-    registry: Registry,
+    exposition: Exposition,
     health: Arc<Health>,
     options: HttpOptions,
 ) -> anyhow::Result<()> {
     let HttpOptions { limits, web, stats } = options;
     let encoded = SharedEncode::new(limits.encode_reuse);
-    let state = Arc::new(AppState {
-        registry,
-        health,
-        encoded,
-        stats: stats.clone(),
-        last_body_len: AtomicUsize::new(0),
-    });
+    let state = Arc::new(AppState { exposition, health, encoded, stats: stats.clone() });
     if let Some(health_listener) = health_listener {
         // Probes only, plain HTTP, counted apart from the metrics port.
         let probes = Router::new()
@@ -164,7 +156,7 @@ async fn metrics(State(state): State<Arc<AppState>>, request: Request) -> Respon
     match body {
         Some((body, shared)) => {
             bump(if shared { &state.stats.shared } else { &state.stats.encodes });
-            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body.into_body()).into_response()
         }
         None => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
     }
@@ -172,22 +164,21 @@ async fn metrics(State(state): State<Arc<AppState>>, request: Request) -> Respon
 
 impl AppState {
     /// Reads every collector and encodes the body (blocking: collectors read kernel maps).
-    fn encode(&self, format: Format) -> Option<Bytes> {
+    fn encode(&self, format: Format) -> Option<Pieces> {
         let started = Instant::now();
-        let mut body = String::with_capacity(self.last_body_len.load(Ordering::Relaxed) / 16 * 17);
-        let result = match format {
-            Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut body, &self.registry),
-            Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut body, &self.registry),
-        };
+        let result = self.exposition.encode(format);
         let stats = &self.health.scrapes;
         stats.count.fetch_add(1, Ordering::Relaxed);
         stats.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.last_body_len.store(body.len(), Ordering::Relaxed);
-        stats.series.store(samples(&body) as u64, Ordering::Relaxed);
         // A scrape of a busy node allocates megabytes (map reads, label sets) that are free again
-        // now: return them rather than let each blocking thread's arena keep its peak.
+        // now: return them rather than let each thread's arena keep its peak.
         crate::heap::release_free_memory();
-        result.ok().map(|()| crate::heap::bytes_released_on_drop(body))
+        let pieces = result.ok()?;
+        // Each piece is whole lines (a collector's families), so its samples add up.
+        stats
+            .series
+            .store(pieces.iter().map(|piece| samples(piece)).sum::<usize>() as u64, Ordering::Relaxed);
+        Some(Pieces::released_on_drop(pieces))
     }
 }
 

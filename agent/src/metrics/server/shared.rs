@@ -10,38 +10,33 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::body::Bytes;
+use crate::metrics::exposition::Format;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    OpenMetrics,
-    Text,
+/// The last bodies `B` of the formats, shared by the scrapes that may reuse them.
+pub struct SharedEncode<B> {
+    inner: Arc<Inner<B>>,
 }
 
-pub struct SharedEncode {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
+struct Inner<B> {
     /// The last body of each format; the lock is held while encoding, so waiters queue on it.
-    bodies: [tokio::sync::Mutex<Option<Encoded>>; 2],
+    bodies: [tokio::sync::Mutex<Option<Encoded<B>>>; 2],
     reuse: Duration,
 }
 
-struct Encoded {
+struct Encoded<B> {
     started: Instant,
     finished: Instant,
-    body: Bytes,
+    body: B,
 }
 
 /// One scrape: when it arrived, and since when its connection was ready for it.
-pub struct Scrape {
-    inner: Arc<Inner>,
+pub struct Scrape<B> {
+    inner: Arc<Inner<B>>,
     arrived: Instant,
     ready_since: Instant,
 }
 
-impl SharedEncode {
+impl<B: Clone + Send + 'static> SharedEncode<B> {
     pub fn new(reuse: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -53,20 +48,20 @@ impl SharedEncode {
 
     /// A scrape on a connection ready for it since `ready_since` (its accept, or the end of its
     /// previous response).
-    pub fn begin(&self, ready_since: Instant) -> Scrape {
+    pub fn begin(&self, ready_since: Instant) -> Scrape<B> {
         let arrived = Instant::now();
         Scrape { inner: self.inner.clone(), arrived, ready_since: ready_since.min(arrived) }
     }
 }
 
-impl Scrape {
+impl<B: Clone + Send + 'static> Scrape<B> {
     /// The body in `format`, and whether it was encoded for another scrape. `encode` runs on the
     /// blocking pool; `None` if it failed.
     pub async fn body(
         &self,
         format: Format,
-        encode: impl FnOnce() -> Option<Bytes> + Send + 'static,
-    ) -> Option<(Bytes, bool)> {
+        encode: impl FnOnce() -> Option<B> + Send + 'static,
+    ) -> Option<(B, bool)> {
         let mut last = self.inner.bodies[format as usize].lock().await;
         if let Some(encoded) = &*last {
             // Encoded while this scrape waited for the lock.
@@ -84,7 +79,7 @@ impl Scrape {
         *last = Some(Encoded { started, finished: Instant::now(), body: body.clone() });
         // Past the reuse window no new scrape can have this body: let it go rather than hold a
         // body of megabytes until the next scrape (its memory goes back to the system with its
-        // last reference: `heap::bytes_released_on_drop`). Scrapes already waiting for the lock
+        // last reference: `heap::pieces_released_on_drop`). Scrapes already waiting for the lock
         // queued before this task does, and get it first.
         let inner = self.inner.clone();
         tokio::spawn(async move {
@@ -101,6 +96,8 @@ impl Scrape {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
+
+    use axum::body::Bytes;
 
     use super::*;
 
