@@ -105,6 +105,7 @@ impl Collector for BlockIoCollector {
                 _ => {}
             }
         }
+        drop(namer); // every cgroup named: the index goes before the encoding
         let labels = |key| io_labels(&names, key);
         encode_counters(
             &mut encoder,

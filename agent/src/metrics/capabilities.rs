@@ -59,6 +59,7 @@ impl Collector for CapabilityCollector {
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             *by_id.entry((namer.id(key.cgroup_id), (key.cap, key.result, key.userns))).or_default() += value;
         }
+        namer.named_all();
         let series = namer.in_label_order(by_id);
         let named: Vec<_> = series
             .iter()

@@ -78,6 +78,7 @@ impl Collector for DnsCollector {
         for (cgroup_id, counts) in &rows {
             series.entry(namer.name(*cgroup_id)).or_default().add(counts);
         }
+        drop(namer); // every cgroup named: the index goes before the encoding
         let names = LabelNames::of(&self.resolver);
         let by =
             |values: fn(&CgroupDns) -> &[u64], label: &'static str, names_of: &'static [&'static str]| {

@@ -71,6 +71,7 @@ impl Collector for EscapeCollector {
         let (rows, _unreadable) = maps.read();
         drop(maps);
         let attempts = attempts(rows, |id| namer.name(id));
+        drop(namer); // every cgroup named: the index goes before the encoding
         encode_counters(
             &mut encoder,
             "kernsight_escape_attempts",

@@ -45,6 +45,7 @@ impl Collector for ReclaimCollector {
             let Some(kind) = kind_name(key.kind) else { continue };
             series.entry((namer.name(key.cgroup_id), kind)).or_default().add(key.bucket, value);
         }
+        drop(namer); // every cgroup named: the index goes before the encoding
         let mut family = encoder.encode_descriptor(
             "kernsight_memory_reclaim_stall_seconds",
             "Time tasks spent in memory reclaim, by workload and kind: direct (the node was short of free memory) or memcg (the cgroup or an ancestor was at its limit); log2 buckets in the kernel",

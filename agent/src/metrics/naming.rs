@@ -28,9 +28,14 @@ pub(crate) struct WorkloadId(usize);
 /// Names cgroup ids for one scrape: cgroup id → path (looked up by handle for ids no lifecycle
 /// event named) → workload, each id once. A workload is shared, not copied, by the series that
 /// name it.
+///
+/// The namer holds the cgroup index from its making (before the collector takes its family's
+/// lock: the maintenance pass takes them in that order) until `named_all`: while it is held, no
+/// cgroup the collector read can be forgotten before it is named.
 pub(crate) struct CgroupNamer<'a> {
     tracker: &'a Tracker,
-    index: std::sync::MutexGuard<'a, CgroupIndex>,
+    /// `None` once `named_all` let it go.
+    index: Option<std::sync::MutexGuard<'a, CgroupIndex>>,
     resolver: &'a Resolver,
     ids: HashMap<u64, WorkloadId>,
     interned: HashMap<Arc<Workload>, WorkloadId>,
@@ -48,7 +53,7 @@ impl<'a> CgroupNamer<'a> {
     pub(super) fn new(tracker: &'a Tracker, resolver: &'a Resolver) -> Self {
         Self {
             tracker,
-            index: tracker.index(),
+            index: Some(tracker.index()),
             resolver,
             ids: HashMap::new(),
             interned: HashMap::new(),
@@ -74,6 +79,14 @@ impl<'a> CgroupNamer<'a> {
     /// The id of the workload `cgroup_id` belongs to, for series that `in_label_order` hands out.
     pub(super) fn id(&mut self, cgroup_id: u64) -> WorkloadId {
         self.id_looking_up(cgroup_id, true)
+    }
+
+    /// Lets the cgroup index go once every cgroup the collector read is named: what is left is
+    /// encoding, and collectors encoded at once (`exposition`) would otherwise name their
+    /// cgroups one after the other's whole encode. A cgroup named after this takes the index
+    /// again for its own lookup, so the caller must then hold no family's lock.
+    pub(super) fn named_all(&mut self) {
+        self.index = None;
     }
 
     fn workload(&self, id: WorkloadId) -> &Arc<Workload> {
@@ -110,11 +123,16 @@ impl<'a> CgroupNamer<'a> {
             return id;
         }
         let is_root = cgroup_id & !V1_CGROUP_ID_BIT == ROOT_CGROUP_ID;
-        if self.index.resolve(cgroup_id).is_none() && !is_root {
-            self.tracker.look_up(&mut self.index, cgroup_id, walk);
+        let mut taken_again = None;
+        let index = match self.index.as_mut() {
+            Some(held) => held,
+            None => taken_again.insert(self.tracker.index()),
+        };
+        if index.resolve(cgroup_id).is_none() && !is_root {
+            self.tracker.look_up(index, cgroup_id, walk);
         }
         // Named once for all the collectors of a scrape (`Resolver::shared_workload`).
-        let workload = match self.index.resolve(cgroup_id) {
+        let workload = match index.resolve(cgroup_id) {
             Some(path) => self.resolver.shared_workload(path),
             None if is_root => self.resolver.shared_workload("/"),
             // Removed before anything named it: the id is all there is.
@@ -189,21 +207,26 @@ mod tests {
         assert_eq!(by_key, workloads);
     }
 
-    #[test]
-    fn series_come_out_in_label_order_and_one_workload_has_one_id() {
-        // A plain directory tree stands in for cgroupfs (ids are inode numbers in both).
+    /// A plain directory tree stands in for cgroupfs (ids are inode numbers in both): a tracker
+    /// of it and the ids of its directories `names`.
+    fn tracker_of<const N: usize>(names: [&str; N]) -> (tempfile::TempDir, Tracker, [u64; N]) {
         let root = tempfile::tempdir().unwrap();
-        let id_of = |name: &str| {
+        let ids = names.map(|name| {
             std::fs::create_dir(root.path().join(name)).unwrap();
             std::fs::metadata(root.path().join(name)).unwrap().ino()
-        };
-        let (b, a, c, zero) = (id_of("b"), id_of("a"), id_of("c"), id_of("0"));
+        });
         let hierarchies =
             Hierarchies { unified: Some(root.path().to_owned()), v1: None, v1_hierarchy_id: None };
         let tracker = Tracker::new(
             hierarchies,
             Resolution { walk_interval: Duration::from_secs(60), by_handle: false },
         );
+        (root, tracker, ids)
+    }
+
+    #[test]
+    fn series_come_out_in_label_order_and_one_workload_has_one_id() {
+        let (_root, tracker, [b, a, c, zero]) = tracker_of(["b", "a", "c", "0"]);
         let resolver = Resolver::new(false, Vec::new(), 16);
         let mut namer = CgroupNamer::new(&tracker, &resolver);
 
@@ -237,5 +260,26 @@ mod tests {
         let mut next = CgroupNamer::new(&tracker, &resolver);
         assert!(Arc::ptr_eq(&first, &next.name(a)));
         assert_eq!(next.id(ROOT_CGROUP_ID), next.id(ROOT_CGROUP_ID | V1_CGROUP_ID_BIT));
+    }
+
+    #[test]
+    fn the_index_is_held_until_all_is_named_and_taken_again_for_a_late_name() {
+        let (_root, tracker, [a, b]) = tracker_of(["a", "b"]);
+        let resolver = Resolver::new(false, Vec::new(), 16);
+        let mut namer = CgroupNamer::new(&tracker, &resolver);
+        assert_eq!(namer.name(a).cgroup, "/a");
+        // Another collector's namer, on another thread, waits for this one's `named_all`.
+        std::thread::scope(|scope| {
+            let (took, taken) = std::sync::mpsc::channel();
+            let tracker = &tracker;
+            scope.spawn(move || {
+                let _index = tracker.index();
+                took.send(()).unwrap();
+            });
+            assert!(taken.recv_timeout(Duration::from_millis(300)).is_err(), "held while naming");
+            namer.named_all();
+            assert!(taken.recv_timeout(Duration::from_secs(10)).is_ok(), "let go after");
+        });
+        assert_eq!(namer.name(b).cgroup, "/b", "named later, the index taken again for it");
     }
 }

@@ -57,6 +57,7 @@ impl Collector for ProcessesCollector {
                 *exits.entry((workload, reason)).or_default() += value;
             }
         }
+        namer.named_all();
         encode_counters(
             &mut encoder,
             "kernsight_process_execs",

@@ -55,6 +55,7 @@ impl Collector for RunqueueCollector {
             }
             series.entry((workload, ())).or_default().observe(key.bucket, &cell);
         }
+        namer.named_all();
         encode(
             &mut encoder,
             RUNQUEUE_LATENCY,

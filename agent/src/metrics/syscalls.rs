@@ -16,9 +16,15 @@ use super::{
     seccomp_drift::SeccompDrift,
 };
 use crate::{
-    bpf::{Programs, syscalls::SyscallMaps},
+    bpf::{
+        Programs,
+        syscalls::{Calls, SyscallMaps},
+    },
     kernel::names::{errno_name, syscall_name},
-    metadata::{cgroups::Tracker, identity::Resolver},
+    metadata::{
+        cgroups::Tracker,
+        identity::{Resolver, Workload},
+    },
 };
 
 #[derive(Debug)]
@@ -69,22 +75,26 @@ impl Collector for SyscallCollector {
             return Ok(());
         };
         let with_id = LabelNames::of(&self.resolver);
-
         let (calls, unreadable) = maps.read_calls();
         self.programs.count_read_errors(unreadable);
-        let mut by_id: HashMap<(WorkloadId, Cow<'static, str>), u64> = HashMap::new();
-        for (cgroup_id, columns) in &calls {
-            let workload = namer.id(*cgroup_id);
-            for (column, &count) in columns.iter().enumerate().filter(|(_, c)| **c > 0) {
-                let syscall = if column == OUT_OF_RANGE_COLUMN {
-                    Cow::Borrowed(OTHER)
-                } else {
-                    syscall_name(column as u32)
-                };
-                *by_id.entry((workload, syscall)).or_default() += count;
-            }
+        let (errors, unreadable) = maps.read_errors();
+        self.programs.count_read_errors(unreadable);
+        let latency = maps.read_latency().map(|(rows, unreadable)| {
+            self.programs.count_read_errors(unreadable);
+            rows
+        });
+        drop(maps);
+
+        let calls = calls_by_workload(&calls, &mut namer);
+        let mut errors_by_id: HashMap<(WorkloadId, (Label, Label)), u64> = HashMap::new();
+        for (key, count) in errors.into_iter().filter(|(_, n)| *n > 0) {
+            let labels = (namer.id(key.cgroup_id), (syscall_label(key.syscall), errno_label(key.errno)));
+            *errors_by_id.entry(labels).or_default() += count;
         }
-        let series = namer.in_label_order(by_id);
+        let latency = latency.map(|rows| latency_by_workload(rows, &mut namer));
+        namer.named_all();
+
+        let series = namer.in_label_order(calls);
         encode_counters(
             &mut encoder,
             "kernsight_syscalls",
@@ -96,46 +106,61 @@ impl Collector for SyscallCollector {
         if let Some(drift) = &self.drift {
             drift.encode(&mut encoder, &series, &with_id)?;
         }
-
-        let (errors, unreadable) = maps.read_errors();
-        self.programs.count_read_errors(unreadable);
-        let mut by_id: HashMap<(WorkloadId, (Label, Label)), u64> = HashMap::new();
-        for (key, count) in errors.into_iter().filter(|(_, n)| *n > 0) {
-            let labels = (namer.id(key.cgroup_id), (syscall_label(key.syscall), errno_label(key.errno)));
-            *by_id.entry(labels).or_default() += count;
-        }
         encode_counters(
             &mut encoder,
             "kernsight_syscall_errors",
             "Syscalls that returned an error, by workload, syscall and errno",
-            namer.in_label_order(by_id).iter().map(|((workload, (syscall, errno)), n)| {
+            namer.in_label_order(errors_by_id).iter().map(|((workload, (syscall, errno)), n)| {
                 (Series::of(workload, &with_id).with("syscall", syscall).with("errno", errno), *n)
             }),
         )?;
-
-        if let Some((rows, unreadable)) = maps.read_latency() {
-            self.programs.count_read_errors(unreadable);
-            drop(maps);
-            encode_latency(&mut encoder, rows, &mut namer, &with_id)?;
+        if let Some(latency) = latency {
+            encode_latency(&mut encoder, namer.in_label_order(latency), &with_id)?;
         }
         Ok(())
     }
 }
 
-fn encode_latency(
-    encoder: &mut DescriptorEncoder,
+/// The slot table's counts, by workload and syscall.
+fn calls_by_workload(
+    calls: &HashMap<u64, Calls>,
+    namer: &mut CgroupNamer,
+) -> HashMap<(WorkloadId, Label), u64> {
+    let mut by_id = HashMap::new();
+    for (cgroup_id, columns) in calls {
+        let workload = namer.id(*cgroup_id);
+        for (column, &count) in columns.iter().enumerate().filter(|(_, c)| **c > 0) {
+            let syscall = if column == OUT_OF_RANGE_COLUMN {
+                Cow::Borrowed(OTHER)
+            } else {
+                syscall_name(column as u32)
+            };
+            *by_id.entry((workload, syscall)).or_default() += count;
+        }
+    }
+    by_id
+}
+
+/// The latency histograms' cells, by workload and syscall.
+fn latency_by_workload(
     rows: Vec<(LatencyKey, LatencyCell)>,
     namer: &mut CgroupNamer,
-    with_id: &LabelNames,
-) -> Result<(), std::fmt::Error> {
-    let mut by_id: HashMap<(WorkloadId, Cow<'static, str>), Latency> = HashMap::new();
+) -> HashMap<(WorkloadId, Label), Latency> {
+    let mut by_id: HashMap<(WorkloadId, Label), Latency> = HashMap::new();
     for (key, cell) in rows.into_iter().filter(|(_, cell)| cell.count > 0) {
         by_id
             .entry((namer.id(key.cgroup_id), syscall_label(key.syscall)))
             .or_default()
             .observe(key.bucket, &cell);
     }
-    let series = namer.in_label_order(by_id);
+    by_id
+}
+
+fn encode_latency(
+    encoder: &mut DescriptorEncoder,
+    series: Vec<((Arc<Workload>, Label), Latency)>,
+    with_id: &LabelNames,
+) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(
         "kernsight_syscall_duration_seconds",
         "Time from syscall entry to exit, by cgroup and syscall (measured in the kernel, log2 buckets)",
