@@ -109,7 +109,11 @@ fn encode_stage(parts: &[Part], format: Format, encoders: usize) -> Result<Vec<S
         done
     };
     let mut done = thread::scope(|scope| {
-        let helpers: Vec<_> = (1..encoders.min(parts.len())).map(|_| scope.spawn(work)).collect();
+        // A thread that cannot be made (the pod's pids.max reached) leaves its share to the
+        // others, this one at least.
+        let helpers: Vec<_> = (1..encoders.min(parts.len()))
+            .map_while(|_| thread::Builder::new().name("encode".into()).spawn_scoped(scope, work).ok())
+            .collect();
         let mut done = work();
         // A collector that panicked panics here, as it would have on one thread.
         for helper in helpers {
