@@ -8,6 +8,7 @@
 
 use std::{
     io::{BufRead as _, BufReader},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::mpsc,
     thread,
@@ -148,8 +149,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 /// The release agent, unpinned: a benchmark's agents must neither continue the host agent's
 /// counters nor wait for its pin directory.
+/// The agent the benchmarks run: the release build, or the binary `KERNSIGHT_BENCH_AGENT` names
+/// (the image's static musl build, say, whose allocator is musl's).
 pub(crate) fn agent_command() -> Command {
-    let mut command = Command::new(workspace_root().join("target/release/kernsight"));
+    let agent = std::env::var_os("KERNSIGHT_BENCH_AGENT")
+        .map_or_else(|| workspace_root().join("target/release/kernsight"), PathBuf::from);
+    let mut command = Command::new(agent);
     command.args(["run", "--listen", "127.0.0.1:0", "--log-level", "info", "--pin-dir", ""]);
     command
 }

@@ -92,15 +92,21 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
         body.len()
     );
     println!("\nms per scrape by collector (kernsight_scrape_collector_duration_seconds_total):");
-    println!("{:<16} {:>10} {:>14} {:>14}", "collector", "first", "back to back", "spaced");
-    for (collector, [cold, back_to_back, spaced]) in &phases.by_collector {
-        println!("{collector:<16} {cold:>10.1} {back_to_back:>14.1} {spaced:>14.1}");
-    }
-    let [cpu_back_to_back, cpu_spaced, cpu_irregular] = phases.cpu_ms;
     println!(
-        "\nwhile {CHURN} containers start and {CHURN} stop between two scrapes, every {:.1} s: median {:.1} ms a scrape",
+        "{:<16} {:>10} {:>14} {:>22} {:>14}",
+        "collector", "first", "back to back", "spaced, interval known", "containers replaced"
+    );
+    for (collector, [cold, back_to_back, spaced, churn]) in &phases.by_collector {
+        println!("{collector:<16} {cold:>10.1} {back_to_back:>14.1} {spaced:>22.1} {churn:>14.1}");
+    }
+    let [cpu_back_to_back, cpu_spaced, cpu_irregular, cpu_churn] = phases.cpu_ms;
+    let [reads_ahead, late] = phases.churn_reads_ahead;
+    println!(
+        "\nwhile {CHURN} containers start and {CHURN} stop between two scrapes, every {:.1} s: median {:.1} ms a scrape, \
+         agent CPU per scrape {cpu_churn:.1} ms, {reads_ahead} reads ahead for its {} scrapes ({late} still reading when due)",
         SPACING.as_secs_f64(),
         median(&phases.churn),
+        phases.churn.len(),
     );
     println!(
         "at no steady interval: median {:.1} ms a scrape; agent CPU per scrape: back to back {cpu_back_to_back:.1} ms, \
@@ -147,6 +153,11 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
             format!("agent CPU per scrape, {containers} containers, at no steady interval"),
             "ms",
             vec![cpu_irregular],
+        ),
+        Row::new(
+            format!("agent CPU per scrape, {containers} containers, {CHURN} replaced between scrapes"),
+            "ms",
+            vec![cpu_churn],
         ),
         Row::new(format!("agent RSS, {containers} containers, right after a scrape"), "MiB", vec![rss]),
         Row::new(format!("agent RSS, {containers} containers, between scrapes"), "MiB", vec![rss_between]),
@@ -212,17 +223,22 @@ fn cadvisor_phase(fleet: &Fleet, containers: usize) -> Result<Reference, String>
     Ok(Reference { times, cpu_ms, rss: crate::agent_bench::rss_mib(cadvisor.pid()), samples })
 }
 
-/// Scrape times (ms) of the three phases, and each collector's ms per scrape in them.
+/// Scrape times (ms) of each phase, and each collector's ms per scrape in them.
 struct Phases {
     cold: f64,
     back_to_back: Vec<f64>,
     spaced: Vec<f64>,
     irregular: Vec<f64>,
     churn: Vec<f64>,
-    /// The agent's CPU time per scrape (ms) back to back, spaced and at no steady interval,
-    /// what it does between scrapes included.
-    cpu_ms: [f64; 3],
-    by_collector: BTreeMap<String, [f64; 3]>,
+    /// The agent's CPU time per scrape (ms) back to back, spaced, at no steady interval and
+    /// while containers are replaced, what it does between scrapes included.
+    cpu_ms: [f64; 4],
+    /// Each collector's ms per scrape: the first, back to back, spaced once the interval is
+    /// known, and while containers are replaced.
+    by_collector: BTreeMap<String, [f64; 4]>,
+    /// Reads ahead made while containers were replaced, and how many of them ran into their
+    /// scrape.
+    churn_reads_ahead: [f64; 2],
     last_body: String,
 }
 
@@ -255,8 +271,8 @@ fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, S
         std::thread::sleep(SPACING);
         let (ms, body) = timed()?;
         spaced.push(ms);
-        if scrape == 0 || scrape + 1 == SPACED_SCRAPES {
-            bodies.push(body); // after the back-to-back ones; at the end
+        if scrape == 0 || scrape + 1 == STEADY_AFTER || scrape + 1 == SPACED_SCRAPES {
+            bodies.push(body); // after the back-to-back ones; once the interval is known; at the end
         }
     }
     let cpu_after_spaced = cpu()?;
@@ -268,37 +284,64 @@ fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, S
         irregular.push(timed()?.0);
     }
     let cpu_after_irregular = cpu()?;
-    let churn = churn_phase(fleet, || timed().map(|(ms, _)| ms))?;
+    let (churn, churn_bodies) = churn_phase(fleet, timed)?;
+    bodies.extend(churn_bodies);
+    let cpu_after_churn = cpu()?;
     let per_scrape_ms = |seconds: f64, n: usize| seconds * 1e3 / n as f64;
     let cpu_ms = [
         per_scrape_ms(cpu_after_back_to_back - cpu_before, scrapes),
         per_scrape_ms(cpu_after_spaced - cpu_after_back_to_back, SPACED_SCRAPES),
         per_scrape_ms(cpu_after_irregular - cpu_after_spaced, IRREGULAR_SCRAPES),
+        per_scrape_ms(cpu_after_churn - cpu_after_irregular, CHURN_SCRAPES),
     ];
-    let [after_cold, after_back_to_back, last] =
-        <[String; 3]>::try_from(bodies).map_err(|_| "too few scrapes")?;
-    let (a, b, c) =
-        (collector_seconds(&after_cold), collector_seconds(&after_back_to_back), collector_seconds(&last));
-    let by_collector = a
+    let [after_cold, after_back_to_back, steady, after_spaced, churn_steady, last] =
+        <[String; 6]>::try_from(bodies).map_err(|_| "too few scrapes")?;
+    let totals = [&after_cold, &after_back_to_back, &steady, &after_spaced, &churn_steady, &last]
+        .map(|body| collector_seconds(body));
+    let [cold_totals, ..] = &totals;
+    let by_collector = cold_totals
         .iter()
         .map(|(name, &cold)| {
-            let (b, c) = (b.get(name).copied().unwrap_or(cold), c.get(name).copied().unwrap_or(cold));
+            let [_, b, s, a, cs, l] = totals.each_ref().map(|t| t.get(name).copied().unwrap_or(cold));
             let per_scrape = |seconds: f64, n: usize| seconds * 1e3 / n as f64;
-            (name.clone(), [cold * 1e3, per_scrape(b - cold, scrapes), per_scrape(c - b, SPACED_SCRAPES - 1)])
+            let columns = [
+                cold * 1e3,
+                per_scrape(b - cold, scrapes),
+                per_scrape(a - s, SPACED_SCRAPES - STEADY_AFTER),
+                per_scrape(l - cs, CHURN_SCRAPES - STEADY_AFTER),
+            ];
+            (name.clone(), columns)
         })
         .collect();
-    Ok(Phases { cold, back_to_back, spaced, irregular, churn, cpu_ms, by_collector, last_body: last })
+    let reads_ahead = |name: &str| counter(&last, name) - counter(&churn_steady, name);
+    let churn_reads_ahead = [
+        reads_ahead("kernsight_scrape_reads_ahead_total"),
+        reads_ahead("kernsight_scrape_reads_ahead_late_total"),
+    ];
+    Ok(Phases {
+        cold,
+        back_to_back,
+        spaced,
+        irregular,
+        churn,
+        cpu_ms,
+        by_collector,
+        churn_reads_ahead,
+        last_body: last,
+    })
 }
 
 /// Scrapes by start time, `SPACING` apart, replacing `CHURN` containers at even times between
-/// two; the scrape times after the first `STEADY_AFTER`.
+/// two; the scrape times after the first `STEADY_AFTER`, and the bodies of the last scrape before
+/// them and of the last one (for each collector's share).
 fn churn_phase(
     fleet: &mut Fleet,
-    mut scrape: impl FnMut() -> Result<f64, String>,
-) -> Result<Vec<f64>, String> {
+    mut scrape: impl FnMut() -> Result<(f64, String), String>,
+) -> Result<(Vec<f64>, [String; 2]), String> {
     let started = Instant::now();
     let step = SPACING / (CHURN as u32 + 1);
     let mut times = Vec::new();
+    let (mut before, mut last) = (String::new(), String::new());
     for round in 0..CHURN_SCRAPES {
         let due = started + SPACING * round as u32;
         if round > 0 {
@@ -309,12 +352,24 @@ fn churn_phase(
             }
         }
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        let ms = scrape()?;
+        let (ms, body) = scrape()?;
         if round >= STEADY_AFTER {
             times.push(ms);
         }
+        if round + 1 == STEADY_AFTER {
+            before = body;
+        } else {
+            last = body;
+        }
     }
-    Ok(times)
+    Ok((times, [before, last]))
+}
+
+/// The value of the sample `name` (no labels) in a body, 0 if it has none.
+fn counter(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// `kernsight_scrape_collector_duration_seconds_total` of a body, by collector.
