@@ -193,6 +193,12 @@ impl AgentCollector {
             "Reads of cgroupfs and /proc made shortly before a scrape was due, for it to find them cached (scrapers at a steady interval)",
             [(NO_LABELS, load(&stats.read_ahead.reads))],
         )?;
+        encode_counters(
+            encoder,
+            "kernsight_scrape_reads_ahead_late",
+            "Reads ahead still reading when the scrape they were for was due: that scrape waited for them or read some files itself",
+            [(NO_LABELS, load(&stats.read_ahead.late))],
+        )?;
         let mut family = encoder.encode_descriptor(
             "kernsight_scrape_read_ahead_duration_seconds",
             "Time those reads took, summed: scrape time moved before the scrape",

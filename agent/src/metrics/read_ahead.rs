@@ -101,6 +101,9 @@ pub struct Scrapes {
     /// Reads ahead made, and their time: scrape time moved off the scrape.
     pub reads: AtomicU64,
     pub nanos: AtomicU64,
+    /// Reads ahead still reading when the scrape they were for was due: that scrape waited for
+    /// them, or read some of the files itself.
+    pub late: AtomicU64,
     stopping: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -171,6 +174,9 @@ pub(super) fn spawn(scrapes: Arc<Scrapes>, readers: Vec<Arc<dyn ReadAhead>>) {
             }
             let took = started.elapsed();
             scrapes.lock().took = took;
+            if started + took > due {
+                scrapes.late.fetch_add(1, Ordering::Relaxed);
+            }
             scrapes.reads.fetch_add(1, Ordering::Relaxed);
             scrapes.nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         }
@@ -265,6 +271,30 @@ mod tests {
         assert_eq!(schedule.lead(), MAX_LEAD, "what is read must still serve at the scrape");
     }
 
+    /// Reads for longer than the lead the schedule gives a first read.
+    struct Slow;
+
+    impl ReadAhead for Slow {
+        fn read_ahead(&self, _: Instant) {
+            std::thread::sleep(MIN_LEAD * 2);
+        }
+    }
+
+    #[test]
+    fn a_read_ahead_still_reading_when_its_scrape_is_due_is_counted_late() {
+        let scrapes = Arc::new(Scrapes::default());
+        spawn(scrapes.clone(), vec![Arc::new(Slow)]);
+        for _ in 0..3 {
+            scrapes.scraped(peer(1), Instant::now());
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        // The read for the third interval's scrape began MIN_LEAD before it and lasts twice that.
+        std::thread::sleep(MIN_LEAD * 2);
+        assert_eq!(scrapes.reads.load(Ordering::Relaxed), 1);
+        assert_eq!(scrapes.late.load(Ordering::Relaxed), 1);
+        scrapes.stop();
+    }
+
     /// Counts its reads ahead and the scrape each was for.
     struct Counting(AtomicUsize, Mutex<Vec<Instant>>);
 
@@ -294,6 +324,7 @@ mod tests {
         std::thread::sleep(interval - MIN_LEAD / 2);
         assert_eq!(*counting.1.lock().unwrap(), [due], "read for the scrape due, before it");
         assert_eq!(scrapes.reads.load(Ordering::Relaxed), 1);
+        assert_eq!(scrapes.late.load(Ordering::Relaxed), 0);
         std::thread::sleep(Duration::from_millis(2400));
         assert_eq!(counting.0.load(Ordering::Relaxed), 1, "not again for a scraper gone");
         // Stopped, the thread lets go of its readers.
