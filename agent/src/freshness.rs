@@ -20,6 +20,13 @@ impl Reads {
         Self { first: previous.map_or(now, |reads| reads.first), last: now }
     }
 
+    /// The first read of a key at `now`, whose object appeared at `appeared` where that is known
+    /// (a cgroup created while the agent followed the kernel's events): it has been known since
+    /// then, not only since this read.
+    pub fn first(appeared: Option<Instant>, now: Instant) -> Self {
+        Self { first: appeared.map_or(now, |appeared| appeared.min(now)), last: now }
+    }
+
     /// When the value was last read.
     pub fn last(&self) -> Instant {
         self.last
@@ -50,6 +57,11 @@ mod tests {
         assert!(
             second.serve(at(19), ttl, true) && !second.serve(at(20), ttl, true),
             "known 10 s: serves 10 s"
+        );
+        let appeared = Reads::first(Some(at(0)), at(2));
+        assert!(
+            appeared.serve(at(3), ttl, true) && !appeared.serve(at(4), ttl, true),
+            "known 2 s: serves 2 s"
         );
         let late = Reads::after(Some(second), at(100));
         assert!(late.serve(at(129), ttl, true) && !late.serve(at(130), ttl, true), "up to the ttl");

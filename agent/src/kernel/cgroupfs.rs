@@ -111,7 +111,18 @@ pub struct CgroupIndex {
     walk_complete: bool,
     /// Changes to the living cgroups' paths so far (`changes`).
     changes: u64,
+    /// When the cgroups created while the agent followed the kernel's events appeared, by path,
+    /// for `APPEARED_KEPT` (`appeared`).
+    appeared: HashMap<String, Instant>,
 }
+
+/// How long the time a cgroup appeared is kept: what is written once just after a cgroup
+/// appears (its limits) is read again until the cgroup is 30 s old at most (the resource
+/// collector's `LIMITS_TTL`); past that its age no longer matters.
+const APPEARED_KEPT: Duration = Duration::from_secs(60);
+/// Most appearances kept: cgroups created faster than this in `APPEARED_KEPT` (a tenant that
+/// may create cgroups) are read as if met at their first read.
+const MAX_APPEARED: usize = 16_384;
 
 impl CgroupIndex {
     pub fn new(unified: Option<PathBuf>, v1: Option<PathBuf>) -> Self {
@@ -125,6 +136,7 @@ impl CgroupIndex {
             walks: 0,
             walk_complete: false,
             changes: 0,
+            appeared: HashMap::new(),
         }
     }
 
@@ -175,8 +187,22 @@ impl CgroupIndex {
         Some(now.saturating_duration_since(*self.removed.entry(id).or_insert(now)))
     }
 
-    /// A cgroup was created (with its path as a label).
+    /// When the cgroup at `path` appeared, if it was created in the last `APPEARED_KEPT` while
+    /// the agent followed events.
+    pub fn appeared(&self, path: &str) -> Option<Instant> {
+        self.appeared.get(path).copied()
+    }
+
+    /// A cgroup was created (with its path as a label), now.
     pub fn created(&mut self, id: u64, path: String) {
+        let now = Instant::now();
+        if self.appeared.len() == MAX_APPEARED {
+            self.appeared.retain(|_, at| now.saturating_duration_since(*at) < APPEARED_KEPT);
+        }
+        if self.appeared.len() < MAX_APPEARED {
+            // A path's first hierarchy is when it appeared.
+            self.appeared.entry(path.clone()).or_insert(now);
+        }
         self.changes += 1;
         self.paths.insert(id, path);
         self.alive.insert(id);
@@ -202,6 +228,7 @@ impl CgroupIndex {
             self.removed.remove(id);
             self.paths.remove(id);
         }
+        self.appeared.retain(|_, at| now.saturating_duration_since(*at) < APPEARED_KEPT);
         expired.len()
     }
 
@@ -209,6 +236,7 @@ impl CgroupIndex {
     pub fn shrink(&mut self) {
         self.paths.shrink_to_fit();
         self.removed.shrink_to_fit();
+        self.appeared.shrink_to_fit();
     }
 
     /// The hierarchies walked: (mount point, bits or-ed into the ids found there).
@@ -405,6 +433,32 @@ mod tests {
         assert_eq!(index.expire(Duration::from_secs(5), now + Duration::from_secs(6)), 1);
         assert_eq!(index.resolve(4242), None);
         assert_eq!(index.walks(), 3);
+    }
+
+    #[test]
+    fn when_a_cgroup_appeared_is_kept_for_events_for_a_while_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("walked")).unwrap();
+        let mut index = CgroupIndex::new(Some(dir.path().to_owned()), None);
+        index.rescan();
+        assert_eq!(index.appeared("/walked"), None, "found by a walk: when is not known");
+        let before = Instant::now();
+        index.created(1, "/kubepods/pod1/c1".into());
+        let appeared = index.appeared("/kubepods/pod1/c1").expect("created by an event");
+        assert!(appeared >= before && appeared <= Instant::now());
+        // The same path in a second hierarchy: it appeared with the first.
+        index.created(1 | V1_CGROUP_ID_BIT, "/kubepods/pod1/c1".into());
+        assert_eq!(index.appeared("/kubepods/pod1/c1"), Some(appeared));
+        assert_eq!(index.expire(Duration::from_secs(600), appeared + APPEARED_KEPT / 2), 0);
+        assert_eq!(index.appeared("/kubepods/pod1/c1"), Some(appeared));
+        index.expire(Duration::from_secs(600), appeared + APPEARED_KEPT);
+        assert_eq!(index.appeared("/kubepods/pod1/c1"), None, "past the age that matters");
+        // A tenant creating cgroups without end: the record stops growing at its bound.
+        for id in 0..MAX_APPEARED as u64 + 100 {
+            index.created(100 + id, format!("/tenant/c{id}"));
+        }
+        assert_eq!(index.appeared.len(), MAX_APPEARED);
+        assert_eq!(index.appeared(&format!("/tenant/c{}", MAX_APPEARED + 50)), None);
     }
 }
 

@@ -4,7 +4,7 @@
 //! (`super::read_ahead`).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -38,8 +38,10 @@ const CACHE_TTL: Duration = Duration::from_secs(2);
 /// How long one read of its limit files does, at most: a limit changes when the container
 /// starts or is resized, and a resize shows this much later at most. A new container's limits
 /// are read again at every scrape until it has existed that long (`TtlCache::growing`): its
-/// runtime writes them after creating the cgroup. About a third of a container's files are
-/// limits: each scrape past the usage cache opens that many fewer.
+/// runtime writes them after creating the cgroup. Its age counts from when its cgroup appeared
+/// where the agent saw that (`CgroupIndex::appeared`), so that a container that started a
+/// second before a read ahead is not read again at the scrape after it. About a third of a
+/// container's files are limits: each scrape past the usage cache opens that many fewer.
 const LIMITS_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
@@ -51,20 +53,34 @@ pub struct ResourceCollector {
     locations: Arc<Locations>,
     /// `container_paths` as of the index's `changes`: finding them parses each of thousands of
     /// living paths, 2.5 % of the agent's CPU in back-to-back scrapes of 1,000 containers.
-    paths: Mutex<(Option<u64>, Arc<[String]>)>,
+    paths: Mutex<(Option<u64>, Arc<ContainerPaths>)>,
+}
+
+/// Each live container's own cgroup path, in container id order, and when those that started
+/// while the agent followed the kernel's events appeared.
+#[derive(Debug, Default)]
+struct ContainerPaths {
+    paths: Vec<String>,
+    appeared: HashMap<String, Instant>,
+}
+
+impl ContainerPaths {
+    fn appeared(&self, path: &str) -> Option<Instant> {
+        self.appeared.get(path).copied()
+    }
 }
 
 impl ResourceCollector {
     pub fn new(tracker: Arc<Tracker>, resolver: Arc<Resolver>, locations: Arc<Locations>) -> Self {
         let (cache, limits) =
             (Mutex::new(TtlCache::new(CACHE_TTL)), Mutex::new(TtlCache::growing(LIMITS_TTL)));
-        Self { tracker, resolver, cache, limits, locations, paths: Mutex::new((None, Arc::from([]))) }
+        Self { tracker, resolver, cache, limits, locations, paths: Mutex::default() }
     }
 
     /// Each live container's own cgroup path: the shortest of the paths naming its id (a
     /// container's sub-cgroups, and its path in each hierarchy, name it too), in container id
     /// order.
-    fn container_paths(&self) -> Arc<[String]> {
+    fn container_paths(&self) -> Arc<ContainerPaths> {
         let index = self.tracker.index();
         let mut cached = lock(&self.paths);
         if cached.0 == Some(index.changes()) {
@@ -78,7 +94,9 @@ impl ResourceCollector {
                 *entry = path.to_owned();
             }
         }
-        *cached = (Some(index.changes()), paths.into_values().collect());
+        let paths: Vec<String> = paths.into_values().collect();
+        let appeared = paths.iter().filter_map(|path| Some((path.clone(), index.appeared(path)?))).collect();
+        *cached = (Some(index.changes()), Arc::new(ContainerPaths { paths, appeared }));
         cached.1.clone()
     }
 
@@ -113,10 +131,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ReadAhead for ResourceCollector {
     fn read_ahead(&self, scrape_at: Instant) {
-        let paths = self.container_paths();
-        self.with_caches(&paths, scrape_at, |usage, limits| {
-            usage.cache.read_ahead(&paths, usage.read, scrape_at);
-            limits.cache.read_ahead(&paths, limits.read, scrape_at);
+        let containers = self.container_paths();
+        let paths = &containers.paths;
+        self.with_caches(paths, scrape_at, |usage, limits| {
+            usage.cache.read_ahead(paths, usage.read, scrape_at);
+            let appeared = |path: &str| containers.appeared(path);
+            limits.cache.read_ahead_appeared(paths, limits.read, scrape_at, appeared);
         });
     }
 }
@@ -124,9 +144,14 @@ impl ReadAhead for ResourceCollector {
 impl Collector for ResourceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let names = LabelNames::of(&self.resolver);
-        let paths = self.container_paths();
-        let (mut read, limits) = self.with_caches(&paths, Instant::now(), |usage, limits| {
-            (usage.cache.get_all(&paths, usage.read), limits.cache.get_all(&paths, limits.read))
+        let containers = self.container_paths();
+        let paths = &containers.paths;
+        let (mut read, limits) = self.with_caches(paths, Instant::now(), |usage, limits| {
+            let appeared = |path: &str| containers.appeared(path);
+            (
+                usage.cache.get_all(paths, usage.read),
+                limits.cache.get_all_appeared(paths, limits.read, appeared),
+            )
         });
         for (resources, limits) in read.iter_mut().zip(limits) {
             resources.set_limits(limits);

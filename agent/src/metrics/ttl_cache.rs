@@ -76,7 +76,33 @@ impl<V: Clone + Send> TtlCache<V> {
     /// Reads now every key whose value would not serve at `scrape_at`, a moment ahead, so that a
     /// scrape then finds it cached (`super::read_ahead`).
     pub fn read_ahead(&mut self, keys: &[String], read: impl Fn(&str) -> V + Sync, scrape_at: Instant) {
-        self.refresh(keys, read, scrape_at, Instant::now());
+        self.refresh(keys, read, scrape_at, Instant::now(), |_| None);
+    }
+
+    /// As `get_all`, for a growing cache whose keys' objects appeared at `appeared(key)` where
+    /// that is known: a key first read a while after its object appeared has been known since
+    /// then, and serves as long.
+    pub fn get_all_appeared(
+        &mut self,
+        keys: &[String],
+        read: impl Fn(&str) -> V + Sync,
+        appeared: impl Fn(&str) -> Option<Instant>,
+    ) -> Vec<V> {
+        let now = Instant::now();
+        self.refresh(keys, read, now, now, appeared);
+        self.values(keys)
+    }
+
+    /// As `read_ahead`, with `appeared` as in `get_all_appeared`: a container that started a
+    /// second before the read ahead is not read again at the scrape.
+    pub fn read_ahead_appeared(
+        &mut self,
+        keys: &[String],
+        read: impl Fn(&str) -> V + Sync,
+        scrape_at: Instant,
+        appeared: impl Fn(&str) -> Option<Instant>,
+    ) {
+        self.refresh(keys, read, scrape_at, Instant::now(), appeared);
     }
 
     /// As `get_all`, reading now what would not serve at `scrape_at`.
@@ -86,12 +112,12 @@ impl<V: Clone + Send> TtlCache<V> {
         read: impl Fn(&str) -> V + Sync,
         scrape_at: Instant,
     ) -> Vec<V> {
-        self.refresh(keys, read, scrape_at, Instant::now());
+        self.refresh(keys, read, scrape_at, Instant::now(), |_| None);
         self.values(keys)
     }
 
     fn get_all_at(&mut self, keys: &[String], read: impl Fn(&str) -> V + Sync, now: Instant) -> Vec<V> {
-        self.refresh(keys, read, now, now);
+        self.refresh(keys, read, now, now, |_| None);
         self.values(keys)
     }
 
@@ -100,13 +126,15 @@ impl<V: Clone + Send> TtlCache<V> {
         keys.iter().filter_map(|key| self.entries.get(key).map(|entry| entry.value.clone())).collect()
     }
 
-    /// Reads, at `now`, every key whose entry would not serve at `served_at`.
+    /// Reads, at `now`, every key whose entry would not serve at `served_at`; a key read for the
+    /// first time has been known since its object `appeared`, where that is known.
     fn refresh(
         &mut self,
         keys: &[String],
         read: impl Fn(&str) -> V + Sync,
         served_at: Instant,
         now: Instant,
+        appeared: impl Fn(&str) -> Option<Instant>,
     ) {
         let (ttl, growing) = (self.ttl, self.growing);
         let young = |at: Instant, ttl: Duration| now.saturating_duration_since(at) < ttl;
@@ -122,7 +150,10 @@ impl<V: Clone + Send> TtlCache<V> {
             keys.iter().filter(|key| !self.entries.get(key.as_str()).is_some_and(serves)).collect();
         let values = crate::parallel::map(&stale, |key| read(key));
         for (key, value) in stale.into_iter().zip(values) {
-            let reads = Reads::after(self.entries.get(key.as_str()).map(|entry| entry.reads), now);
+            let reads = match self.entries.get(key.as_str()) {
+                Some(entry) => Reads::after(Some(entry.reads), now),
+                None => Reads::first(appeared(key), now),
+            };
             self.entries.insert(key.clone(), Entry { reads, value });
         }
     }
@@ -182,6 +213,30 @@ mod tests {
     }
 
     #[test]
+    fn a_key_whose_object_appeared_before_its_first_read_serves_for_the_object_s_age() {
+        let mut cache = TtlCache::growing(Duration::from_secs(30));
+        let keys = vec!["/kubepods/pod1/a".to_owned(), "/kubepods/pod1/b".to_owned()];
+        let t0 = Instant::now();
+        let at = |seconds: f64| t0 + Duration::from_secs_f64(seconds);
+        // Read ahead at 2.2 s for a scrape at 2.5 s: "a" appeared at 1 s (known 1.2 s when read,
+        // so it serves the scrape), "b" at 2.1 s (known 0.1 s: read again at the scrape).
+        let appeared = |key: &str| Some(if key.ends_with('a') { at(1.0) } else { at(2.1) });
+        cache.refresh(&keys, |_| "64 MiB", at(2.5), at(2.2), appeared);
+        let read_at_scrape = std::sync::Mutex::new(Vec::new());
+        let read = |key: &str| {
+            read_at_scrape.lock().unwrap().push(key.to_owned());
+            "64 MiB"
+        };
+        cache.refresh(&keys, read, at(2.5), at(2.5), appeared);
+        assert_eq!(*read_at_scrape.lock().unwrap(), ["/kubepods/pod1/b"]);
+        // Without the time it appeared, a first read is read again at the next look.
+        let mut unknown = TtlCache::growing(Duration::from_secs(30));
+        unknown.refresh(&keys[..1], |_| "64 MiB", at(2.5), at(2.2), |_| None);
+        unknown.refresh(&keys[..1], |_| "128 MiB", at(2.5), at(2.5), |_| None);
+        assert_eq!(unknown.values(&keys[..1]), ["128 MiB"]);
+    }
+
+    #[test]
     fn reading_ahead_reads_what_would_not_serve_then_and_the_scrape_then_reads_nothing() {
         let mut cache = TtlCache::new(Duration::from_secs(2));
         let keys = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
@@ -195,6 +250,7 @@ mod tests {
             |k| if k == "old" { 2 } else { 3 },
             scrape_at,
             t0 + Duration::from_millis(1500),
+            |_| None,
         );
         assert_eq!(
             cache.get_all_at(&keys(&["new", "old"]), |k| panic!("{k} was read ahead"), scrape_at),
@@ -202,7 +258,7 @@ mod tests {
         );
         // A value that still serves at the scrape is not read ahead.
         let next = scrape_at + Duration::from_millis(500);
-        cache.refresh(&keys(&["old"]), |_| panic!("serves until t0 + 3.5 s"), next, scrape_at);
+        cache.refresh(&keys(&["old"]), |_| panic!("serves until t0 + 3.5 s"), next, scrape_at, |_| None);
     }
 
     #[test]
