@@ -148,9 +148,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// The release agent, unpinned: a benchmark's agents must neither continue the host agent's
-/// counters nor wait for its pin directory.
-/// The agent the benchmarks run: the release build, or the binary `KERNSIGHT_BENCH_AGENT` names
-/// (the image's static musl build, say, whose allocator is musl's).
+/// counters nor wait for its pin directory. `KERNSIGHT_BENCH_AGENT` names another build to run
+/// instead (the image's static musl build, say).
 pub(crate) fn agent_command() -> Command {
     let agent = std::env::var_os("KERNSIGHT_BENCH_AGENT")
         .map_or_else(|| workspace_root().join("target/release/kernsight"), PathBuf::from);
