@@ -34,11 +34,14 @@ const SPACING: Duration = Duration::from_millis(2500);
 /// gets, and what the reads ahead it makes in vain cost.
 const IRREGULAR_SCRAPES: usize = 6;
 /// Scrapes `SPACING` apart while containers start and stop (`CHURN` replaced between two, at
-/// even times): a node while a deployment rolls. The first `STEADY_AFTER` make the interval
-/// known (the agent reads ahead of a scraper's next scrape once two intervals agree) and are
-/// not reported; nor, in a row of their own, among the spaced ones.
-const CHURN_SCRAPES: usize = 10;
+/// even times): a node while a deployment rolls. The first `STEADY_AFTER` spaced scrapes make
+/// the interval known (the agent reads ahead of a scraper's next scrape once two intervals
+/// agree) and are not reported in a row of their own; nor are the first `CHURN_STEADY_AFTER`
+/// of this phase, which begins right after the last irregular scrape (too close to it to be an
+/// interval), so that its first read ahead is for its fourth scrape.
+const CHURN_SCRAPES: usize = 11;
 const STEADY_AFTER: usize = 2;
+const CHURN_STEADY_AFTER: usize = 3;
 const CHURN: usize = 50;
 
 /// How many scrapes to make back to back: `SCRAPES`, or `KERNSIGHT_BENCH_SCRAPES` (more of
@@ -308,7 +311,7 @@ fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, S
                 cold * 1e3,
                 per_scrape(b - cold, scrapes),
                 per_scrape(a - s, SPACED_SCRAPES - STEADY_AFTER),
-                per_scrape(l - cs, CHURN_SCRAPES - STEADY_AFTER),
+                per_scrape(l - cs, CHURN_SCRAPES - CHURN_STEADY_AFTER),
             ];
             (name.clone(), columns)
         })
@@ -332,7 +335,7 @@ fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, S
 }
 
 /// Scrapes by start time, `SPACING` apart, replacing `CHURN` containers at even times between
-/// two; the scrape times after the first `STEADY_AFTER`, and the bodies of the last scrape before
+/// two; the scrape times after the first `CHURN_STEADY_AFTER`, and the bodies of the last scrape before
 /// them and of the last one (for each collector's share).
 fn churn_phase(
     fleet: &mut Fleet,
@@ -353,10 +356,10 @@ fn churn_phase(
         }
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let (ms, body) = scrape()?;
-        if round >= STEADY_AFTER {
+        if round >= CHURN_STEADY_AFTER {
             times.push(ms);
         }
-        if round + 1 == STEADY_AFTER {
+        if round + 1 == CHURN_STEADY_AFTER {
             before = body;
         } else {
             last = body;
