@@ -199,9 +199,10 @@ impl CgroupIndex {
         if self.appeared.len() == MAX_APPEARED {
             self.appeared.retain(|_, at| now.saturating_duration_since(*at) < APPEARED_KEPT);
         }
-        if self.appeared.len() < MAX_APPEARED {
-            // A path's first hierarchy is when it appeared.
-            self.appeared.entry(path.clone()).or_insert(now);
+        if self.appeared.len() < MAX_APPEARED || self.appeared.contains_key(&path) {
+            // The latest creation at a path: a cgroup removed and made again at the same path is
+            // as young as the new one (and a path's second hierarchy a moment younger).
+            self.appeared.insert(path.clone(), now);
         }
         self.changes += 1;
         self.paths.insert(id, path);
@@ -446,9 +447,12 @@ mod tests {
         index.created(1, "/kubepods/pod1/c1".into());
         let appeared = index.appeared("/kubepods/pod1/c1").expect("created by an event");
         assert!(appeared >= before && appeared <= Instant::now());
-        // The same path in a second hierarchy: it appeared with the first.
+        // The same path made again (or in a second hierarchy): as young as the latest.
+        std::thread::sleep(Duration::from_millis(5));
         index.created(1 | V1_CGROUP_ID_BIT, "/kubepods/pod1/c1".into());
-        assert_eq!(index.appeared("/kubepods/pod1/c1"), Some(appeared));
+        let again = index.appeared("/kubepods/pod1/c1").expect("made again");
+        assert!(again > appeared);
+        let appeared = again;
         assert_eq!(index.expire(Duration::from_secs(600), appeared + APPEARED_KEPT / 2), 0);
         assert_eq!(index.appeared("/kubepods/pod1/c1"), Some(appeared));
         index.expire(Duration::from_secs(600), appeared + APPEARED_KEPT);
