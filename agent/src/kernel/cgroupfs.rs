@@ -114,6 +114,8 @@ pub struct CgroupIndex {
     /// When the cgroups created while the agent followed the kernel's events appeared, by path,
     /// for `APPEARED_KEPT` (`appeared`).
     appeared: HashMap<String, Instant>,
+    /// When a full `appeared` was last swept of what it no longer needs keep.
+    appeared_swept: Option<Instant>,
 }
 
 /// How long the time a cgroup appeared is kept: what is written once just after a cgroup
@@ -123,6 +125,9 @@ const APPEARED_KEPT: Duration = Duration::from_secs(60);
 /// Most appearances kept: cgroups created faster than this in `APPEARED_KEPT` (a tenant that
 /// may create cgroups) are read as if met at their first read.
 const MAX_APPEARED: usize = 16_384;
+/// A full record is swept at most this often: a tenant creating cgroups as fast as the kernel
+/// lets it must not make every creation event a walk of 16,384 entries.
+const APPEARED_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl CgroupIndex {
     pub fn new(unified: Option<PathBuf>, v1: Option<PathBuf>) -> Self {
@@ -137,6 +142,7 @@ impl CgroupIndex {
             walk_complete: false,
             changes: 0,
             appeared: HashMap::new(),
+            appeared_swept: None,
         }
     }
 
@@ -196,8 +202,13 @@ impl CgroupIndex {
     /// A cgroup was created (with its path as a label), now.
     pub fn created(&mut self, id: u64, path: String) {
         let now = Instant::now();
-        if self.appeared.len() == MAX_APPEARED {
+        if self.appeared.len() == MAX_APPEARED
+            && self
+                .appeared_swept
+                .is_none_or(|swept| now.saturating_duration_since(swept) >= APPEARED_SWEEP_INTERVAL)
+        {
             self.appeared.retain(|_, at| now.saturating_duration_since(*at) < APPEARED_KEPT);
+            self.appeared_swept = Some(now);
         }
         if self.appeared.len() < MAX_APPEARED || self.appeared.contains_key(&path) {
             // The latest creation at a path: a cgroup removed and made again at the same path is
@@ -463,6 +474,10 @@ mod tests {
         }
         assert_eq!(index.appeared.len(), MAX_APPEARED);
         assert_eq!(index.appeared(&format!("/tenant/c{}", MAX_APPEARED + 50)), None);
+        // Swept once while full, not at each of the 100 creations past the bound.
+        let swept = index.appeared_swept.expect("swept when full");
+        index.created(1_000_000, "/tenant/one-more".into());
+        assert_eq!(index.appeared_swept, Some(swept));
     }
 }
 
