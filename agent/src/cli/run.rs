@@ -254,7 +254,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut exposition =
         metrics::exposition(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);
-    exposition.add(Box::new(HttpCollector(http_stats.clone())));
+    exposition.add(metrics::exposition::Source::Encoded(Box::new(HttpCollector(http_stats.clone()))));
     let grace = Duration::from_secs(config.syscalls.forget_after_seconds);
     let lost = cgroup_events.as_ref().map(|events| events.stats.clone());
     if let Some(events) = cgroup_events {

@@ -1,8 +1,9 @@
 //! A scrape's body, encoded by several collectors at once. At 1,000 containers a scrape encodes
 //! some 115,000 samples, and the collectors that read the kernel (cgroupfs, maps, `/proc`) and
 //! encode them take 80-90 ms of CPU one after the other. Each collector is a registry of its
-//! own, encoded into a piece of its own on one of a few threads; the pieces are sent in the
-//! order the collectors were added, one after the other, never copied into one.
+//! own, encoded into a piece of its own on one of a few threads (or writes its piece itself,
+//! `super::text`); the pieces are sent in the order the collectors were added, one after the
+//! other, never copied into one.
 
 use std::{
     cmp::Reverse,
@@ -13,6 +14,8 @@ use std::{
 };
 
 use prometheus_client::{collector::Collector, encoding, registry::Registry};
+
+use super::text::{Text, TextCollector};
 
 /// The two text formats a scraper can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +35,18 @@ pub struct Exposition {
     stages: Vec<Vec<Part>>,
 }
 
+/// What writes one piece of the body.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// A collector that prometheus-client's encoders encode.
+    Encoded(Box<dyn Collector>),
+    /// A collector that writes its lines itself (`super::text`).
+    Written(Box<dyn TextCollector>),
+}
+
 #[derive(Debug)]
 struct Part {
-    registry: Registry,
+    source: PartSource,
     /// How long the last encode took: the longest go first, so that the threads end together.
     last_nanos: AtomicU64,
     /// How long the last piece was: the next is about as long, and growing a piece of megabytes
@@ -44,18 +56,18 @@ struct Part {
 
 impl Exposition {
     /// A collector encoded alongside the others of its stage.
-    pub fn add(&mut self, collector: Box<dyn Collector>) {
+    pub(crate) fn add(&mut self, source: Source) {
         match self.stages.last_mut() {
-            Some(stage) => stage.push(Part::of(collector)),
-            None => self.stages.push(vec![Part::of(collector)]),
+            Some(stage) => stage.push(Part::of(source)),
+            None => self.stages.push(vec![Part::of(source)]),
         }
     }
 
     /// A collector encoded once every collector added before it has been: the agent's own
     /// figures report what the others read in the same scrape. Collectors added after it are
     /// encoded alongside it.
-    pub fn add_after_the_rest(&mut self, collector: Box<dyn Collector>) {
-        self.stages.push(vec![Part::of(collector)]);
+    pub(crate) fn add_after_the_rest(&mut self, source: Source) {
+        self.stages.push(vec![Part::of(source)]);
     }
 
     /// Every collector's piece, in the order they were added (with OpenMetrics' end marker).
@@ -74,20 +86,38 @@ impl Exposition {
     }
 }
 
+/// A `Source` as a part holds it: prometheus-client encodes a registry, not a collector.
+#[derive(Debug)]
+enum PartSource {
+    Registry(Registry),
+    Written(Box<dyn TextCollector>),
+}
+
 impl Part {
-    fn of(collector: Box<dyn Collector>) -> Self {
-        let mut registry = Registry::default();
-        registry.register_collector(collector);
-        Self { registry, last_nanos: AtomicU64::new(0), last_len: AtomicUsize::new(0) }
+    fn of(source: Source) -> Self {
+        let source = match source {
+            Source::Encoded(collector) => {
+                let mut registry = Registry::default();
+                registry.register_collector(collector);
+                PartSource::Registry(registry)
+            }
+            Source::Written(collector) => PartSource::Written(collector),
+        };
+        Self { source, last_nanos: AtomicU64::new(0), last_len: AtomicUsize::new(0) }
     }
 
     fn encode(&self, format: Format) -> Result<String, std::fmt::Error> {
         let started = Instant::now();
         let mut text = String::with_capacity(self.last_len.load(Ordering::Relaxed) / 16 * 17);
-        match format {
+        match (&self.source, format) {
             // Without its end marker: the body has one, after the last piece.
-            Format::OpenMetrics => encoding::text::encode_registry(&mut text, &self.registry)?,
-            Format::Text => encoding::prometheus_text::encode(&mut text, &self.registry)?,
+            (PartSource::Registry(registry), Format::OpenMetrics) => {
+                encoding::text::encode_registry(&mut text, registry)?
+            }
+            (PartSource::Registry(registry), Format::Text) => {
+                encoding::prometheus_text::encode(&mut text, registry)?
+            }
+            (PartSource::Written(collector), format) => collector.write(&mut Text::new(&mut text, format)),
         }
         self.last_len.store(text.len(), Ordering::Relaxed);
         self.last_nanos.store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -190,8 +220,8 @@ mod tests {
         let mut exposition = Exposition::default();
         let mut all = collectors();
         let last = all.pop().unwrap();
-        all.into_iter().for_each(|c| exposition.add(c));
-        exposition.add_after_the_rest(last);
+        all.into_iter().for_each(|c| exposition.add(Source::Encoded(c)));
+        exposition.add_after_the_rest(Source::Encoded(last));
         for format in [Format::OpenMetrics, Format::Text] {
             // Twice: the second orders the parts by the first's times.
             for _ in 0..2 {
@@ -207,10 +237,10 @@ mod tests {
         static SEEN: Mutex<Vec<(&str, thread::ThreadId, Instant, Instant)>> = Mutex::new(Vec::new());
         let mut exposition = Exposition::default();
         for name in ["a", "b", "c", "d"] {
-            exposition.add(sleepy(name, 40, &SEEN));
+            exposition.add(Source::Encoded(sleepy(name, 40, &SEEN)));
         }
-        exposition.add_after_the_rest(sleepy("agent", 0, &SEEN));
-        exposition.add(sleepy("http", 0, &SEEN));
+        exposition.add_after_the_rest(Source::Encoded(sleepy("agent", 0, &SEEN)));
+        exposition.add(Source::Encoded(sleepy("http", 0, &SEEN)));
         exposition.encode(Format::Text).unwrap();
         let seen = SEEN.lock().unwrap();
         let stage: Vec<_> = seen.iter().filter(|(name, ..)| name.len() == 1).collect();
@@ -221,5 +251,33 @@ mod tests {
         let threads: std::collections::HashSet<_> = stage.iter().map(|(_, thread, ..)| thread).collect();
         let cpus = thread::available_parallelism().map_or(1, NonZeroUsize::get);
         assert_eq!(threads.len(), cpus.min(MAX_ENCODERS), "four parts, one thread each up to the CPUs");
+    }
+
+    /// A gauge family of one sample, written directly.
+    #[derive(Debug)]
+    struct Written;
+
+    impl TextCollector for Written {
+        fn write(&self, text: &mut Text) {
+            text.gauges("written", "a written gauge", [([("l", "v")], 2)]);
+        }
+    }
+
+    #[test]
+    fn a_written_part_takes_its_place_among_the_encoded_ones() {
+        static SEEN: Mutex<Vec<(&str, thread::ThreadId, Instant, Instant)>> = Mutex::new(Vec::new());
+        let mut exposition = Exposition::default();
+        exposition.add(Source::Encoded(sleepy("first", 20, &SEEN)));
+        exposition.add(Source::Written(Box::new(Written)));
+        exposition.add(Source::Encoded(sleepy("last", 0, &SEEN)));
+        for format in [Format::OpenMetrics, Format::Text] {
+            let pieces = exposition.encode(format).unwrap();
+            assert!(pieces[0].starts_with("# HELP first "), "{pieces:?}");
+            assert_eq!(
+                pieces[1],
+                "# HELP written a written gauge\n# TYPE written gauge\nwritten{l=\"v\"} 2\n"
+            );
+            assert!(pieces[2].starts_with("# HELP last "), "{pieces:?}");
+        }
     }
 }

@@ -26,6 +26,7 @@ mod seccomp_drift;
 mod series;
 pub mod server;
 mod syscalls;
+mod text;
 mod ttl_cache;
 
 use std::{
@@ -62,19 +63,21 @@ pub fn exposition(
 ) -> exposition::Exposition {
     let mut exposition = exposition::Exposition::default();
     let timed = |name: &'static str, collector: Arc<dyn Collector>| {
-        Box::new(Timed { collector, nanos: health.scrapes.collector(name) })
+        exposition::Source::Encoded(Box::new(Timed { collector, nanos: health.scrapes.collector(name) }))
     };
-    let mut add = |name: &'static str, collector: Arc<dyn Collector>| exposition.add(timed(name, collector));
+    let written = |name: &'static str, collector: Arc<dyn text::TextCollector>| {
+        exposition::Source::Written(Box::new(Timed { collector, nanos: health.scrapes.collector(name) }))
+    };
     // What reads cgroupfs or `/proc` on a scrape, to read ahead of the next one.
     let mut readers: Vec<Arc<dyn read_ahead::ReadAhead>> = Vec::new();
-    add("metadata", Arc::new(metadata::MetadataCollector::new(resolver.clone())));
+    exposition.add(timed("metadata", Arc::new(metadata::MetadataCollector::new(resolver.clone()))));
     // Where the cgroup hierarchies are, read once: they are mounted before any container runs.
     // One cache of where each cgroup's files are serves both collectors that read them.
     let mounts = crate::kernel::mountinfo::read().unwrap_or_default();
     let locations = Arc::new(ttl_cache::Locations::new(mounts));
     let resources =
         Arc::new(resources::ResourceCollector::new(tracker.clone(), resolver.clone(), locations.clone()));
-    add("resources", resources.clone());
+    exposition.add(timed("resources", resources.clone()));
     readers.push(resources);
     let oom = Arc::new(oom::OomCollector::new(
         kills,
@@ -83,30 +86,30 @@ pub fn exposition(
         resolver.clone(),
         locations,
     ));
-    add("oom", oom.clone());
+    exposition.add(timed("oom", oom.clone()));
     readers.push(oom);
     let posture = Arc::new(posture::PostureCache::new());
     let drift = config
         .security
         .seccomp_drift
         .then(|| seccomp_drift::SeccompDrift::new(&config.security, resolver.clone(), posture.clone()));
-    add(
+    exposition.add(written(
         "syscalls",
         Arc::new(syscalls::SyscallCollector::new(programs.clone(), tracker.clone(), resolver.clone(), drift)),
-    );
-    add(
+    ));
+    exposition.add(written(
         "runqueue",
         Arc::new(runqueue::RunqueueCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
-    );
-    add(
+    ));
+    exposition.add(timed(
         "processes",
         Arc::new(processes::ProcessesCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
-    );
-    add(
+    ));
+    exposition.add(timed(
         "memory_reclaim",
         Arc::new(memory_reclaim::ReclaimCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
-    );
-    add(
+    ));
+    exposition.add(timed(
         "block_io",
         Arc::new(block_io::BlockIoCollector::new(
             programs.clone(),
@@ -114,8 +117,11 @@ pub fn exposition(
             resolver.clone(),
             config.block_io.max_devices,
         )),
-    );
-    add("dns", Arc::new(dns::DnsCollector::new(programs.clone(), tracker.clone(), resolver.clone())));
+    ));
+    exposition.add(timed(
+        "dns",
+        Arc::new(dns::DnsCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
+    ));
     // Drop reason names as this kernel numbers them; without them, drops are labelled reason_N.
     // A kernel before 5.17 has no reasons to name (its drops count as NOT_SPECIFIED).
     let format = config.paths.tracefs.join("events/skb/kfree_skb/format");
@@ -123,10 +129,10 @@ pub fn exposition(
         tracing::warn!("drop reasons will be labelled by number: {why}");
         Default::default()
     });
-    add(
+    exposition.add(timed(
         "net",
         Arc::new(net::NetCollector::new(programs.clone(), tracker.clone(), resolver.clone(), drop_reasons)),
-    );
+    ));
     if config.network.conntrack {
         let namespaces = net_counters::namespaces(config);
         let filter = crate::label_filter::LabelFilter::new(
@@ -134,7 +140,7 @@ pub fn exposition(
             &config.network.interface_exclude,
         );
         if config.network.conntrack_pods {
-            add(
+            exposition.add(timed(
                 "conntrack_pods",
                 Arc::new(conntrack::PodConntrackCollector::new(
                     &config.network,
@@ -142,21 +148,27 @@ pub fn exposition(
                     resolver.clone(),
                     posture.clone(),
                 )),
-            );
+            ));
         }
-        add("net_counters", Arc::new(net_counters::NetCountersCollector::new(namespaces, filter)));
+        exposition.add(timed(
+            "net_counters",
+            Arc::new(net_counters::NetCountersCollector::new(namespaces, filter)),
+        ));
     }
     if config.security.posture {
-        add("posture", Arc::new(posture::PostureCollector::new(resolver.clone(), posture.clone())));
+        exposition.add(written(
+            "posture",
+            Arc::new(posture::PostureCollector::new(resolver.clone(), posture.clone())),
+        ));
     }
-    add(
+    exposition.add(timed(
         "escape",
         Arc::new(escape::EscapeCollector::new(programs.clone(), tracker.clone(), resolver.clone())),
-    );
-    add(
+    ));
+    exposition.add(timed(
         "capabilities",
         Arc::new(capabilities::CapabilityCollector::new(programs.clone(), tracker.clone(), resolver)),
-    );
+    ));
     // After the rest: the maps' fill it reports is what the collectors above read in this
     // scrape (`CgroupCounters::map_row`), not a second read of every map.
     exposition.add_after_the_rest(timed(
@@ -174,17 +186,29 @@ pub fn exposition(
 /// A collector whose encode time adds up under its name, for
 /// `kernsight_scrape_collector_duration_seconds_total`.
 #[derive(Debug)]
-struct Timed {
-    collector: Arc<dyn Collector>,
+struct Timed<C: ?Sized> {
+    collector: Arc<C>,
     nanos: Arc<AtomicU64>,
 }
 
-impl Collector for Timed {
-    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+impl<C: ?Sized> Timed<C> {
+    fn timing<T>(&self, work: impl FnOnce(&C) -> T) -> T {
         let started = Instant::now();
-        let result = self.collector.encode(encoder);
+        let result = work(&self.collector);
         self.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         result
+    }
+}
+
+impl Collector for Timed<dyn Collector> {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.timing(|collector| collector.encode(encoder))
+    }
+}
+
+impl text::TextCollector for Timed<dyn text::TextCollector> {
+    fn write(&self, text: &mut text::Text) {
+        self.timing(|collector| collector.write(text))
     }
 }
 
@@ -265,11 +289,11 @@ mod tests {
         let stats = server::ScrapeStats::default();
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Timed {
-            collector: Arc::new(Slow),
+            collector: Arc::new(Slow) as Arc<dyn Collector>,
             nanos: stats.collector("slow"),
         }));
         registry.register_collector(Box::new(Timed {
-            collector: Arc::new(OneSeries),
+            collector: Arc::new(OneSeries) as Arc<dyn Collector>,
             nanos: stats.collector("one"),
         }));
         for _ in 0..2 {

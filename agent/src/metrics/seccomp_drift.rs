@@ -11,9 +11,7 @@
 
 use std::{borrow::Cow, cmp::Ordering, collections::HashMap, sync::Arc};
 
-use prometheus_client::encoding::DescriptorEncoder;
-
-use super::{LabelNames, Series, encode_counters, naming::OTHER, posture::PostureCache};
+use super::{LabelNames, Series, naming::OTHER, posture::PostureCache, text::Text};
 use crate::{
     config::SecurityConfig,
     metadata::identity::{Resolver, Workload},
@@ -108,13 +106,8 @@ impl SeccompDrift {
         Self { resolver, posture, profiles: Profiles { runtime_default, baselines } }
     }
 
-    /// Encodes the drift of `calls`, the syscall counts by workload and syscall name.
-    pub fn encode(
-        &self,
-        encoder: &mut DescriptorEncoder,
-        calls: &Calls,
-        with_id: &LabelNames,
-    ) -> Result<(), std::fmt::Error> {
+    /// Writes the drift of `calls`, the syscall counts by workload and syscall name.
+    pub(super) fn write(&self, text: &mut Text, calls: &Calls, with_id: &LabelNames) {
         let containers = self.posture.containers();
         let confinement: HashMap<Workload, Confinement> = containers
             .iter()
@@ -124,8 +117,7 @@ impl SeccompDrift {
                 (self.resolver.workload(&c.cgroup), seen)
             })
             .collect();
-        encode_counters(
-            encoder,
+        text.counters(
             "kernsight_syscalls_outside_profile",
             "Syscalls a container made that a seccomp profile would deny: profile=runtime-default for containers without seccomp, else a baseline of security.seccomp_baselines",
             self.profiles.outside(calls, &confinement).into_iter().map(
@@ -133,7 +125,7 @@ impl SeccompDrift {
                     (Series::of(workload, with_id).with("profile", profile).with("syscall", syscall), n)
                 },
             ),
-        )
+        );
     }
 }
 

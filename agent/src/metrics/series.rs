@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use prometheus_client::encoding::{EncodeLabel as _, EncodeLabelSet, LabelSetEncoder};
 
+use super::text::{TextLabels, escape_into, push_label};
 use crate::metadata::identity::{Resolver, Workload};
 
 /// Which optional workload labels a series carries (config: `metadata.container_id_label`,
@@ -111,6 +112,39 @@ impl EncodeLabelSet for Series<'_> {
     }
 }
 
+impl TextLabels for Series<'_> {
+    fn write_labels(&self, out: &mut String) -> bool {
+        let start = out.len();
+        // A comma before every label but the first.
+        let separate = |out: &mut String| {
+            if out.len() > start {
+                out.push(',');
+            }
+        };
+        match self.base {
+            Base::Workload(workload, names) => {
+                let Ok(()) = workload_labels(workload, names, |name, value| {
+                    separate(out);
+                    push_label(out, name, value);
+                    Ok::<_, std::convert::Infallible>(())
+                });
+            }
+            Base::Encoded(labels) if !labels.head.is_empty() => {
+                out.push_str(&labels.head);
+                out.push_str("=\"");
+                escape_into(out, &labels.last);
+                out.push('"');
+            }
+            Base::Encoded(_) => {}
+        }
+        for &(name, value) in self.own() {
+            separate(out);
+            push_label(out, name, value);
+        }
+        out.len() > start
+    }
+}
+
 /// A series' labels, encoded once as the text formats write them, to be written by each series
 /// (or each line of a histogram) that carries them without encoding them again.
 ///
@@ -160,18 +194,6 @@ impl EncodedLabels {
     }
 }
 
-/// A label value as the text formats escape it: backslash, double quote and line feed.
-fn escape_into(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
 impl EncodeLabelSet for EncodedLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         if self.head.is_empty() {
@@ -196,6 +218,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::metrics::{exposition::Format, text::Text};
 
     /// Values a tenant can choose (a pod's labels, a container's name), with every character
     /// the text formats escape.
@@ -278,6 +301,53 @@ mod tests {
         for encoded in [workload_encoded, series_encoded, twice] {
             assert_eq!(encoded, by_label);
         }
+    }
+
+    /// The line `super::text` writes for a series, in both formats.
+    fn written(series: impl Fn(&Workload, &LabelNames, &mut dyn FnMut(&Series))) -> [String; 2] {
+        [Format::OpenMetrics, Format::Text].map(|format| {
+            let mut out = String::new();
+            let mut text = Text::new(&mut out, format);
+            series(&hostile_workload(), &names(), &mut |s| text.gauges("test_held", "held", [(*s, 1)]));
+            out
+        })
+    }
+
+    #[test]
+    fn a_written_series_is_the_text_prometheus_client_encodes_for_it() {
+        let mut expected = both_formats(Family(|w, names, encoder| {
+            gauge(encoder, &Series::of(w, names).with("cap", "CAP_\"X\"").with("op", "a\nb"))
+        }));
+        // A piece has no end marker: the body has one, after the last piece.
+        expected[0] = expected[0].strip_suffix("# EOF\n").expect("OpenMetrics' end marker").to_owned();
+        // Label by label; the workload encoded; the whole series encoded; the workload
+        // encoded and nothing of the series' own.
+        let label_by_label =
+            written(|w, names, line| line(&Series::of(w, names).with("cap", "CAP_\"X\"").with("op", "a\nb")));
+        let workload_encoded = written(|w, names, line| {
+            let encoded = EncodedLabels::of(&Series::of(w, names));
+            line(&Series::of_encoded(&encoded).with("cap", "CAP_\"X\"").with("op", "a\nb"))
+        });
+        let series_encoded = written(|w, names, line| {
+            let encoded =
+                EncodedLabels::of(&Series::of(w, names).with("cap", "CAP_\"X\"").with("op", "a\nb"));
+            line(&Series::of_encoded(&encoded))
+        });
+        for written in [label_by_label, workload_encoded, series_encoded] {
+            assert_eq!(written, expected);
+        }
+        // No labels at all, and only labels of the series' own.
+        let none = EncodedLabels::default();
+        let [_, text] = written(|_, _, line| {
+            line(&Series::of_encoded(&none));
+            line(&Series::of_encoded(&none).with("cap", "a\\"));
+        });
+        assert!(
+            text.ends_with(
+                "test_held 1\n# HELP test_held held\n# TYPE test_held gauge\ntest_held{cap=\"a\\\\\"} 1\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
