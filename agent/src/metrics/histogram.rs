@@ -19,6 +19,11 @@ use super::{
 /// series costs 14 buckets instead of the kernel's 40.
 const EXPORTED_BUCKETS: [u32; 13] = [10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34];
 
+/// The exported bounds in seconds, without +Inf.
+fn bounds_in_seconds() -> impl Iterator<Item = f64> {
+    EXPORTED_BUCKETS.iter().map(|&b| (1u64 << b) as f64 / 1e9)
+}
+
 /// Per series: counts in the kernel's log2 buckets, and the exact sum.
 #[derive(Default)]
 pub(super) struct Latency {
@@ -79,7 +84,6 @@ pub(super) fn write_histogram(text: &mut Text, name: &str, labels: &impl TextLab
 /// (`0.000001024`), 0.0.4 as Go's `%g` does (`1.024e-06` below 1e-4). `tests` check both
 /// against prometheus-client's own encoding.
 static BOUNDS_TEXT: LazyLock<[Vec<String>; 2]> = LazyLock::new(|| {
-    let seconds = || EXPORTED_BUCKETS.iter().map(|&b| (1u64 << b) as f64 / 1e9);
     let go_float = |bound: f64| {
         if (1e-4..1e6).contains(&bound) {
             return format!("{bound}");
@@ -91,8 +95,8 @@ static BOUNDS_TEXT: LazyLock<[Vec<String>; 2]> = LazyLock::new(|| {
     };
     let inf = || std::iter::once("+Inf".to_owned());
     [
-        seconds().map(|bound| dtoa::Buffer::new().format(bound).to_owned()).chain(inf()).collect(),
-        seconds().map(go_float).chain(inf()).collect(),
+        bounds_in_seconds().map(|bound| dtoa::Buffer::new().format(bound).to_owned()).chain(inf()).collect(),
+        bounds_in_seconds().map(go_float).chain(inf()).collect(),
     ]
 });
 
@@ -112,7 +116,7 @@ struct LatencyHistogram<'a>(&'a Latency);
 impl EncodeMetric for LatencyHistogram<'_> {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let exported = self.0.exported();
-        let bounds = EXPORTED_BUCKETS.iter().map(|&b| (1u64 << b) as f64 / 1e9).chain([f64::INFINITY]);
+        let bounds = bounds_in_seconds().chain([f64::INFINITY]);
         let buckets: Vec<(f64, u64)> = bounds.zip(exported).collect();
         let count = exported.iter().sum();
         encoder.encode_histogram::<NoLabelSet>(self.0.sum_seconds(), count, &buckets, None)

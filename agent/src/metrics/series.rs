@@ -129,13 +129,9 @@ impl TextLabels for Series<'_> {
                     Ok::<_, std::convert::Infallible>(())
                 });
             }
-            Base::Encoded(labels) if !labels.head.is_empty() => {
-                out.push_str(&labels.head);
-                out.push_str("=\"");
-                escape_into(out, &labels.last);
-                out.push('"');
+            Base::Encoded(labels) => {
+                labels.write_labels(out);
             }
-            Base::Encoded(_) => {}
         }
         for &(name, value) in self.own() {
             separate(out);
@@ -191,6 +187,19 @@ impl EncodedLabels {
         self.head.push_str(name);
         self.last.clear();
         self.last.push_str(value);
+    }
+}
+
+impl TextLabels for EncodedLabels {
+    fn write_labels(&self, out: &mut String) -> bool {
+        if self.head.is_empty() {
+            return false; // no labels
+        }
+        out.push_str(&self.head);
+        out.push_str("=\"");
+        escape_into(out, &self.last);
+        out.push('"');
+        true
     }
 }
 
