@@ -102,6 +102,9 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     for (collector, [cold, back_to_back, spaced, churn]) in &phases.by_collector {
         println!("{collector:<16} {cold:>10.1} {back_to_back:>14.1} {spaced:>22.1} {churn:>14.1}");
     }
+    // The collectors run at once, so the scrape is not their sum: the agent times it whole.
+    let [cold, back_to_back, spaced, churn] = phases.agent_ms;
+    println!("{:<16} {cold:>10.1} {back_to_back:>14.1} {spaced:>22.1} {churn:>14.1}", "(whole scrape)");
     let [cpu_back_to_back, cpu_spaced, cpu_irregular, cpu_churn] = phases.cpu_ms;
     let [reads_ahead, late] = phases.churn_reads_ahead;
     println!(
@@ -161,6 +164,19 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
             format!("agent CPU per scrape, {containers} containers, {CHURN} replaced between scrapes"),
             "ms",
             vec![cpu_churn],
+        ),
+        Row::new(
+            format!("agent's own time per scrape (mean), {containers} containers, back to back"),
+            "ms",
+            vec![phases.agent_ms[1]],
+        ),
+        Row::new(
+            format!(
+                "agent's own time per scrape (mean), {containers} containers, every {:.1} s, interval known",
+                SPACING.as_secs_f64()
+            ),
+            "ms",
+            vec![phases.agent_ms[2]],
         ),
         Row::new(format!("agent RSS, {containers} containers, right after a scrape"), "MiB", vec![rss]),
         Row::new(format!("agent RSS, {containers} containers, between scrapes"), "MiB", vec![rss_between]),
@@ -239,6 +255,10 @@ struct Phases {
     /// Each collector's ms per scrape: the first, back to back, spaced once the interval is
     /// known, and while containers are replaced.
     by_collector: BTreeMap<String, [f64; 4]>,
+    /// The agent's own time per scrape (ms), from the request to the body encoded
+    /// (`kernsight_scrape_duration_seconds`), in the same four columns: what the scrape time
+    /// adds to it is sending the body and the benchmark reading it.
+    agent_ms: [f64; 4],
     /// Reads ahead made while containers were replaced, and how many of them ran into their
     /// scrape.
     churn_reads_ahead: [f64; 2],
@@ -299,8 +319,17 @@ fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, S
     ];
     let [after_cold, after_back_to_back, steady, after_spaced, churn_steady, last] =
         <[String; 6]>::try_from(bodies).map_err(|_| "too few scrapes")?;
-    let totals = [&after_cold, &after_back_to_back, &steady, &after_spaced, &churn_steady, &last]
-        .map(|body| collector_seconds(body));
+    let bodies = [&after_cold, &after_back_to_back, &steady, &after_spaced, &churn_steady, &last];
+    let totals = bodies.map(|body| collector_seconds(body));
+    let agent_ms = {
+        let [c, b, s, a, cs, l] = bodies.map(|body| counter(body, "kernsight_scrape_duration_seconds_total"));
+        [
+            c * 1e3,
+            (b - c) * 1e3 / scrapes as f64,
+            (a - s) * 1e3 / (SPACED_SCRAPES - STEADY_AFTER) as f64,
+            (l - cs) * 1e3 / (CHURN_SCRAPES - CHURN_STEADY_AFTER) as f64,
+        ]
+    };
     let [cold_totals, ..] = &totals;
     let by_collector = cold_totals
         .iter()
@@ -329,6 +358,7 @@ fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, S
         churn,
         cpu_ms,
         by_collector,
+        agent_ms,
         churn_reads_ahead,
         last_body: last,
     })

@@ -151,9 +151,90 @@ fn read_in_chunks<K: aya::Pod, V: PerCpuSum>(
     }
 }
 
+/// Unwanted indexes read through between two wanted ones, at most, rather than a call made anew:
+/// reading an unused slot's row costs less than a syscall.
+const GAP_READ_THROUGH: u32 = 8;
+
+/// The values of the `wanted` indexes (ascending, each once) of a per-CPU array
+/// (`BPF_MAP_TYPE_PERCPU_ARRAY`), each index handed to `visit` with its `cpus` possible CPUs'
+/// values: a call per run of nearby indexes, into one buffer, where the kernel has the command
+/// (5.6+), rather than a call and an allocation per index. Returns how many wanted indexes the
+/// map did not have (past its end). `Err` when a call fails (the kernel refuses the command on
+/// its first): the indexes visited until then were visited once, in order, and the caller
+/// reads the rest another way.
+pub fn read_array_indexes<V: aya::Pod + Default>(
+    fd: BorrowedFd,
+    cpus: usize,
+    wanted: &[u32],
+    mut visit: impl FnMut(u32, &[V]),
+) -> io::Result<u64> {
+    const { assert!(size_of::<V>().is_multiple_of(8), "per-CPU values are laid out 8 bytes apart") };
+    let cpus = cpus.max(1);
+    let chunk = first_chunk(cpus, size_of::<V>());
+    let mut keys = vec![0u32; chunk];
+    let mut values = vec![V::default(); chunk * cpus];
+    let mut missing = 0;
+    let mut rest = wanted;
+    while let Some(&first) = rest.first() {
+        // One run: wanted indexes at most `GAP_READ_THROUGH` apart, `chunk` indexes in all.
+        let mut taken = 1;
+        while let Some(&next) = rest.get(taken)
+            && next - rest[taken - 1] <= GAP_READ_THROUGH + 1
+            && ((next - first) as usize) < chunk
+        {
+            taken += 1;
+        }
+        let (run, after) = rest.split_at(taken);
+        let count = (run[run.len() - 1] - first) as usize + 1;
+        // The kernel starts after the index in `in_batch` (none: at index 0), and writes the
+        // last index it read to `out_batch`.
+        let before = first.checked_sub(1);
+        let mut last = [0u32; 16];
+        let mut attr = BatchAttr {
+            in_batch: before.as_ref().map_or(0, |b| b as *const u32 as u64),
+            out_batch: last.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: count as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: the buffers hold `chunk >= count` keys and `chunk * cpus` values (`V` is a
+        // multiple of 8 bytes, as per-CPU values are laid out), and outlive the call; the
+        // cursors hold a key.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        // ENOENT: the map ended within the run; what it had is in the buffers.
+        if ret < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
+            return Err(io::Error::last_os_error());
+        }
+        let filled = (attr.count as usize).min(count);
+        let mut wanted_in_run = run.iter().peekable();
+        for (&key, per_cpu) in keys.iter().zip(values.chunks_exact(cpus)).take(filled) {
+            while wanted_in_run.next_if(|&&index| index < key).is_some() {
+                missing += 1;
+            }
+            if wanted_in_run.next_if_eq(&&key).is_some() {
+                visit(key, per_cpu);
+            }
+        }
+        missing += wanted_in_run.count() as u64;
+        rest = after;
+    }
+    Ok(missing)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
+
+    use kernsight_common::syscalls::SyscallRow;
 
     use super::*;
     use crate::testing::privileged;
@@ -287,6 +368,58 @@ mod tests {
         assert_eq!(rows.len(), 5000, "every index once");
         let set: Vec<(u32, u64)> = rows.into_iter().filter(|&(_, value)| value != 0).collect();
         assert_eq!(set, [0u32, 1, 4095, 4096, 4999].map(|index| (index, u64::from(index) * 3 + 1)));
+    }
+
+    #[test]
+    fn the_wanted_indexes_of_a_per_cpu_array_are_read_in_runs_each_once() {
+        if !privileged("the_wanted_indexes_of_a_per_cpu_array_are_read_in_runs_each_once") {
+            return;
+        }
+        let cpus = aya::util::nr_cpus().expect("possible CPUs").get() as usize;
+        // BPF_MAP_TYPE_PERCPU_ARRAY of 4 KiB rows, a syscall slot table's shape.
+        let entries = 1200u32;
+        let mut attr =
+            CreateAttr { map_type: 6, key_size: 4, value_size: 4096, max_entries: entries, map_flags: 0 };
+        let fd = bpf(0, &mut attr).expect("BPF_MAP_CREATE");
+        // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+        let array = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // Index i holds i + 1000 c in its column i % 512 on CPU c, and c in column 0.
+        let row = |index: u32, cpu: usize| {
+            let mut row = SyscallRow::default();
+            row.calls[index as usize % 512] += u64::from(index) + 1000 * cpu as u64;
+            row.calls[0] += cpu as u64;
+            row
+        };
+        for index in 0..entries {
+            let per_cpu: Vec<SyscallRow> = (0..cpus).map(|cpu| row(index, cpu)).collect();
+            let mut attr = UpdateAttr {
+                map_fd: array.as_raw_fd() as u32,
+                key: &index as *const u32 as u64,
+                value: per_cpu.as_ptr() as u64,
+                ..UpdateAttr::default()
+            };
+            bpf(2, &mut attr).expect("BPF_MAP_UPDATE_ELEM");
+        }
+        // Index 0, runs longer than a call's buffer, gaps read through and gaps too long to,
+        // a lone index at the end, and indexes past the map's end.
+        let mut wanted: Vec<u32> = [0, 1, 2, 9, 20, 21].into();
+        wanted.extend((100..400).step_by(3));
+        wanted.extend((500..900).step_by(40));
+        wanted.extend([entries - 1, entries, entries + 5]);
+        let mut seen = Vec::new();
+        let missing = read_array_indexes::<SyscallRow>(array.as_fd(), cpus, &wanted, |index, per_cpu| {
+            assert_eq!(per_cpu.len(), cpus, "index {index}: a row per CPU");
+            for (cpu, values) in per_cpu.iter().enumerate() {
+                assert_eq!(values.calls, row(index, cpu).calls, "index {index}, CPU {cpu}");
+            }
+            seen.push(index);
+        })
+        .expect("BPF_MAP_LOOKUP_BATCH on a per-CPU array");
+        assert_eq!(missing, 2, "the two indexes past the map's end");
+        assert_eq!(seen, wanted[..wanted.len() - 2], "every wanted index in the map, once, in order");
+        let mut none = 0;
+        let missing = read_array_indexes::<SyscallRow>(array.as_fd(), cpus, &[], |_, _| none += 1);
+        assert_eq!((missing.expect("nothing asked"), none), (0, 0));
     }
 
     #[test]

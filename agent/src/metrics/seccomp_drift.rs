@@ -109,12 +109,12 @@ impl SeccompDrift {
     /// Writes the drift of `calls`, the syscall counts by workload and syscall name.
     pub(super) fn write(&self, text: &mut Text, calls: &Calls, with_id: &LabelNames) {
         let containers = self.posture.containers();
-        let confinement: HashMap<Workload, Confinement> = containers
+        let confinement: HashMap<Arc<Workload>, Confinement> = containers
             .iter()
             .map(|c| {
                 let seen =
                     Confinement { unconfined: c.seccomp == SeccompMode::Disabled, bounding: c.bounding };
-                (self.resolver.workload(&c.cgroup), seen)
+                (self.resolver.shared_workload(&c.cgroup), seen)
             })
             .collect();
         text.counters(
@@ -134,7 +134,7 @@ impl Profiles {
     fn outside<'a>(
         &'a self,
         calls: &'a Calls,
-        confinement: &HashMap<Workload, Confinement>,
+        confinement: &HashMap<Arc<Workload>, Confinement>,
     ) -> Vec<((&'a Workload, &'a str, &'a str), u64)> {
         let mut outside = Vec::new();
         // The rows of one workload come together and share one copy of it (`in_label_order`):

@@ -54,10 +54,10 @@ fn unconfined_containers_are_held_to_the_runtime_default_and_baselines_to_their_
         (&web, "add_key", 2),
     ]);
     let unconfined = Confinement { unconfined: true, bounding: 0 };
-    let confinement: HashMap<Workload, Confinement> = [
-        (web.clone(), unconfined),
-        (other_namespace.clone(), unconfined),
-        (confined.clone(), Confinement { unconfined: false, bounding: 0 }),
+    let confinement: HashMap<Arc<Workload>, Confinement> = [
+        (Arc::new(web.clone()), unconfined),
+        (Arc::new(other_namespace.clone()), unconfined),
+        (Arc::new(confined.clone()), Confinement { unconfined: false, bounding: 0 }),
     ]
     .into();
     let profiles = profiles();
@@ -89,7 +89,7 @@ fn capability_conditions_follow_the_bounding_set_and_default_to_none_held() {
     let calls = calls(&[(&web, "bpf", 2)]);
     let profiles = profiles();
     let admin = Confinement { unconfined: true, bounding: 1 << 21 };
-    let with_admin: HashMap<Workload, Confinement> = [(web.clone(), admin)].into();
+    let with_admin: HashMap<Arc<Workload>, Confinement> = [(Arc::new(web.clone()), admin)].into();
     assert!(profiles.outside(&calls, &with_admin).is_empty());
     let unknown = HashMap::new();
     let outside = profiles.outside(&calls, &unknown);
