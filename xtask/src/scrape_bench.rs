@@ -43,6 +43,11 @@ const CHURN_SCRAPES: usize = 11;
 const STEADY_AFTER: usize = 2;
 const CHURN_STEADY_AFTER: usize = 3;
 const CHURN: usize = 50;
+/// The steady scrapes whose collectors' time the bodies report: a body reports the scrapes
+/// before it, so the phase's first steady scrape's body and its last one's span all of them
+/// but the last.
+const STEADY_REPORTED: usize = SPACED_SCRAPES - STEADY_AFTER - 1;
+const CHURN_STEADY_REPORTED: usize = CHURN_SCRAPES - CHURN_STEADY_AFTER - 1;
 
 /// How many scrapes to make back to back: `SCRAPES`, or `KERNSIGHT_BENCH_SCRAPES` (more of
 /// them leave time to profile the agent, whose pid the benchmark prints, e.g. with
@@ -294,8 +299,10 @@ fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, S
         std::thread::sleep(SPACING);
         let (ms, body) = timed()?;
         spaced.push(ms);
-        if scrape == 0 || scrape + 1 == STEADY_AFTER || scrape + 1 == SPACED_SCRAPES {
-            bodies.push(body); // after the back-to-back ones; once the interval is known; at the end
+        // A body reports the scrapes before it: after the back-to-back ones, before the first
+        // with the interval known, after all but the last.
+        if scrape == 0 || scrape == STEADY_AFTER || scrape + 1 == SPACED_SCRAPES {
+            bodies.push(body);
         }
     }
     let cpu_after_spaced = cpu()?;
@@ -326,8 +333,8 @@ fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, S
         [
             c * 1e3,
             (b - c) * 1e3 / scrapes as f64,
-            (a - s) * 1e3 / (SPACED_SCRAPES - STEADY_AFTER) as f64,
-            (l - cs) * 1e3 / (CHURN_SCRAPES - CHURN_STEADY_AFTER) as f64,
+            (a - s) * 1e3 / STEADY_REPORTED as f64,
+            (l - cs) * 1e3 / CHURN_STEADY_REPORTED as f64,
         ]
     };
     let [cold_totals, ..] = &totals;
@@ -339,8 +346,8 @@ fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, S
             let columns = [
                 cold * 1e3,
                 per_scrape(b - cold, scrapes),
-                per_scrape(a - s, SPACED_SCRAPES - STEADY_AFTER),
-                per_scrape(l - cs, CHURN_SCRAPES - CHURN_STEADY_AFTER),
+                per_scrape(a - s, STEADY_REPORTED),
+                per_scrape(l - cs, CHURN_STEADY_REPORTED),
             ];
             (name.clone(), columns)
         })
@@ -365,8 +372,8 @@ fn scrape_phases(address: &str, pid: u32, fleet: &mut Fleet) -> Result<Phases, S
 }
 
 /// Scrapes by start time, `SPACING` apart, replacing `CHURN` containers at even times between
-/// two; the scrape times after the first `CHURN_STEADY_AFTER`, and the bodies of the last scrape before
-/// them and of the last one (for each collector's share).
+/// two; the scrape times after the first `CHURN_STEADY_AFTER`, and the bodies of the first of
+/// those and of the last one (each collector's share: `CHURN_STEADY_REPORTED`).
 fn churn_phase(
     fleet: &mut Fleet,
     mut scrape: impl FnMut() -> Result<(f64, String), String>,
@@ -389,7 +396,7 @@ fn churn_phase(
         if round >= CHURN_STEADY_AFTER {
             times.push(ms);
         }
-        if round + 1 == CHURN_STEADY_AFTER {
+        if round == CHURN_STEADY_AFTER {
             before = body;
         } else {
             last = body;

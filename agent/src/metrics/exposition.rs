@@ -259,7 +259,7 @@ mod tests {
 
     impl TextCollector for Written {
         fn write(&self, text: &mut Text) {
-            text.gauges("written", "a written gauge", [([("l", "v")], 2)]);
+            text.gauges("written", "a written gauge", [([("l", "v")], 2i64)]);
         }
     }
 

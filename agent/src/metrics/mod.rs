@@ -77,7 +77,7 @@ pub fn exposition(
     let locations = Arc::new(ttl_cache::Locations::new(mounts));
     let resources =
         Arc::new(resources::ResourceCollector::new(tracker.clone(), resolver.clone(), locations.clone()));
-    exposition.add(timed("resources", resources.clone()));
+    exposition.add(written("resources", resources.clone()));
     readers.push(resources);
     let oom = Arc::new(oom::OomCollector::new(
         kills,

@@ -93,7 +93,7 @@ impl TextCollector for PostureCollector {
             "kernsight_container_capability",
             "Capabilities in the effective set of a container's processes (1 per capability held)",
             labelled().flat_map(|(series, c)| {
-                held_capabilities(c.effective).map(move |cap| (series.with("cap", cap), 1))
+                held_capabilities(c.effective).map(move |cap| (series.with("cap", cap), 1i64))
             }),
         );
         text.gauges(

@@ -317,7 +317,7 @@ mod tests {
         [Format::OpenMetrics, Format::Text].map(|format| {
             let mut out = String::new();
             let mut text = Text::new(&mut out, format);
-            series(&hostile_workload(), &names(), &mut |s| text.gauges("test_held", "held", [(*s, 1)]));
+            series(&hostile_workload(), &names(), &mut |s| text.gauges("test_held", "held", [(*s, 1i64)]));
             out
         })
     }

@@ -59,6 +59,42 @@ pub(super) fn escape_into(out: &mut String, value: &str) {
     out.push_str(rest);
 }
 
+/// A sample's value as prometheus-client writes it: integers in decimal, floats as the shortest
+/// text that reads back the same (`dtoa`: `1.0`, `0.25`, `1e21`). Non-finite floats are
+/// `NaN`, `+Inf` and `-Inf` in the 0.0.4 format, and dtoa's own text in OpenMetrics.
+pub(crate) trait TextValue: Copy {
+    fn write_to(self, out: &mut String, format: Format);
+}
+
+impl TextValue for i64 {
+    fn write_to(self, out: &mut String, _: Format) {
+        out.push_str(itoa::Buffer::new().format(self));
+    }
+}
+
+impl TextValue for u64 {
+    fn write_to(self, out: &mut String, _: Format) {
+        out.push_str(itoa::Buffer::new().format(self));
+    }
+}
+
+impl TextValue for f64 {
+    fn write_to(self, out: &mut String, format: Format) {
+        let mut text = dtoa::Buffer::new();
+        out.push_str(match format {
+            Format::Text if self.is_nan() => "NaN",
+            Format::Text if self.is_infinite() => {
+                if self > 0.0 {
+                    "+Inf"
+                } else {
+                    "-Inf"
+                }
+            }
+            _ => text.format(self),
+        });
+    }
+}
+
 /// A histogram bucket's bound, as the format writes it.
 fn push_le(out: &mut String, bound: &str) {
     out.push_str("le=\"");
@@ -89,12 +125,11 @@ impl<'a> Text<'a> {
         &mut self,
         name: &str,
         help: &str,
-        rows: impl IntoIterator<Item = (L, i64)>,
+        rows: impl IntoIterator<Item = (L, impl TextValue)>,
     ) {
         self.descriptor(name, help, "gauge");
-        let mut number = itoa::Buffer::new();
         for (labels, value) in rows {
-            self.line(name, &labels, number.format(value));
+            self.line(name, &labels, value);
         }
     }
 
@@ -104,7 +139,7 @@ impl<'a> Text<'a> {
         &mut self,
         name: &str,
         help: &str,
-        rows: impl IntoIterator<Item = (L, u64)>,
+        rows: impl IntoIterator<Item = (L, impl TextValue)>,
     ) {
         let total = format!("{name}_total");
         let family = match self.format {
@@ -112,14 +147,13 @@ impl<'a> Text<'a> {
             Format::Text => &total,
         };
         self.descriptor(family, help, "counter");
-        let mut number = itoa::Buffer::new();
         for (labels, value) in rows {
-            self.line(&total, &labels, number.format(value));
+            self.line(&total, &labels, value);
         }
     }
 
     /// `name{labels} value`, without the braces when there are no labels.
-    fn line(&mut self, name: &str, labels: &impl TextLabels, value: &str) {
+    fn line(&mut self, name: &str, labels: &impl TextLabels, value: impl TextValue) {
         self.out.push_str(name);
         let open = self.out.len();
         self.out.push('{');
@@ -129,7 +163,7 @@ impl<'a> Text<'a> {
             self.out.truncate(open);
         }
         self.out.push(' ');
-        self.out.push_str(value);
+        value.write_to(self.out, self.format);
         self.out.push('\n');
     }
 
@@ -302,10 +336,58 @@ mod tests {
         });
         let written = written(|text| {
             text.counters("test_calls", "calls \\ made", counted());
-            text.counters("test_none", "no labels", [(NO_LABELS, 0)]);
+            text.counters("test_none", "no labels", [(NO_LABELS, 0u64)]);
         });
         assert_eq!(written, expected);
         assert!(written[0].contains("# TYPE test_calls counter\n"), "{}", written[0]);
         assert!(written[1].contains("# TYPE test_calls_total counter\n"), "{}", written[1]);
+    }
+
+    /// Values of the resources' families (seconds, bytes as floats) and the floats' edges.
+    const FLOATS: [f64; 11] = [
+        0.0,
+        1.0,
+        0.25,
+        -3.5,
+        1234567.891,
+        1e21,
+        5e-324,
+        f64::MAX,
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ];
+
+    #[test]
+    fn float_values_are_written_as_prometheus_client_encodes_them_in_both_formats() {
+        use prometheus_client::{
+            encoding::EncodeMetric as _,
+            metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+        };
+        let rows = || FLOATS.map(|value| ([("pod", "web-0")], value));
+        let expected = by_prometheus_client(|encoder| {
+            {
+                let mut family =
+                    encoder.encode_descriptor("test_seconds", "seconds", None, MetricType::Gauge)?;
+                for (labels, value) in FLOATS.map(|value| ([("pod", "web-0")], value)) {
+                    ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+            let mut family =
+                encoder.encode_descriptor("test_used_seconds", "used", None, MetricType::Counter)?;
+            for (labels, value) in FLOATS.map(|value| ([("pod", "web-0")], value)) {
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+            Ok(())
+        });
+        let written = written(|text| {
+            let rows = || FLOATS.map(|value| ([("pod", "web-0")], value));
+            text.gauges("test_seconds", "seconds", rows());
+            text.counters("test_used_seconds", "used", rows());
+        });
+        assert_eq!(written, expected);
+        assert_eq!(rows().len(), FLOATS.len());
+        assert!(written[1].contains("test_seconds{pod=\"web-0\"} 0.25\n"), "{}", written[1]);
+        assert!(written[1].contains("test_seconds{pod=\"web-0\"} +Inf\n"), "{}", written[1]);
     }
 }
