@@ -76,6 +76,20 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// One `BPF_MAP_LOOKUP_BATCH` call; the kernel writes how many entries it filled to
+/// `attr.count`.
+///
+/// # Safety
+/// `attr`'s buffers hold `attr.count` keys and values as the map lays them out, and its cursors
+/// a key each.
+unsafe fn lookup_batch(attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: the caller's.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, attr as *mut BatchAttr, size_of::<BatchAttr>())
+    };
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// Every key of the per-CPU hash map `fd` with its values summed over the `cpus` possible CPUs.
 /// `Err` when the kernel refuses the command (before 5.6, or a map type without it): the caller
 /// iterates instead.
@@ -116,16 +130,7 @@ fn read_in_chunks<K: aya::Pod, V: PerCpuSum>(
         };
         // SAFETY: the buffers hold `count` keys and `count * cpus` values (`V` is a multiple of 8
         // bytes, as per-CPU values are laid out), and outlive the call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let done = if ret < 0 {
-            let error = io::Error::last_os_error();
+        let done = if let Err(error) = unsafe { lookup_batch(&mut attr) } {
             match error.raw_os_error() {
                 Some(libc::ENOENT) => true, // the last entries (maybe none) are in the buffers
                 // One bucket holds more keys than were asked for: the same call, wider.
@@ -202,17 +207,10 @@ pub fn read_array_indexes<V: aya::Pod + Default>(
         // SAFETY: the buffers hold `chunk >= count` keys and `chunk * cpus` values (`V` is a
         // multiple of 8 bytes, as per-CPU values are laid out), and outlive the call; the
         // cursors hold a key.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        // ENOENT: the map ended within the run; what it had is in the buffers.
-        if ret < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
-            return Err(io::Error::last_os_error());
+        match unsafe { lookup_batch(&mut attr) } {
+            // ENOENT: the map ended within the run; what it had is in the buffers.
+            Err(error) if error.raw_os_error() != Some(libc::ENOENT) => return Err(error),
+            _ => {}
         }
         let filled = (attr.count as usize).min(count);
         let mut wanted_in_run = run.iter().peekable();
@@ -275,10 +273,11 @@ mod tests {
         unsafe { OwnedFd::from_raw_fd(fd as i32) }
     }
 
-    fn update<V>(map: &OwnedFd, key: u64, per_cpu: &[V]) {
+    /// Sets `key`'s values (one per CPU in a per-CPU map, else one).
+    fn update<K, V>(map: &OwnedFd, key: K, per_cpu: &[V]) {
         let mut attr = UpdateAttr {
             map_fd: map.as_raw_fd() as u32,
-            key: &key as *const u64 as u64,
+            key: &key as *const K as u64,
             value: per_cpu.as_ptr() as u64,
             ..UpdateAttr::default()
         };
@@ -354,14 +353,7 @@ mod tests {
         // SAFETY: the kernel just returned this descriptor, owned by nobody else.
         let array = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         for index in [0u32, 1, 4095, 4096, 4999] {
-            let value = u64::from(index) * 3 + 1;
-            let mut attr = UpdateAttr {
-                map_fd: array.as_raw_fd() as u32,
-                key: &index as *const u32 as u64,
-                value: &value as *const u64 as u64,
-                ..UpdateAttr::default()
-            };
-            bpf(2, &mut attr).expect("BPF_MAP_UPDATE_ELEM");
+            update(&array, index, &[u64::from(index) * 3 + 1]);
         }
         // More indexes than one call asks for: two calls.
         let rows: Vec<(u32, u64)> = read_plain(array.as_fd()).expect("BPF_MAP_LOOKUP_BATCH on an array");
@@ -392,13 +384,7 @@ mod tests {
         };
         for index in 0..entries {
             let per_cpu: Vec<SyscallRow> = (0..cpus).map(|cpu| row(index, cpu)).collect();
-            let mut attr = UpdateAttr {
-                map_fd: array.as_raw_fd() as u32,
-                key: &index as *const u32 as u64,
-                value: per_cpu.as_ptr() as u64,
-                ..UpdateAttr::default()
-            };
-            bpf(2, &mut attr).expect("BPF_MAP_UPDATE_ELEM");
+            update(&array, index, &per_cpu);
         }
         // Index 0, runs longer than a call's buffer, gaps read through and gaps too long to,
         // a lone index at the end, and indexes past the map's end.
