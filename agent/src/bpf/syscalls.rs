@@ -272,7 +272,7 @@ impl SyscallMaps {
     /// Each slot's row of calls per syscall column, with its cgroup id (`OVERFLOW_CGROUP_ID` for
     /// the overflow slot), as one row per possible CPU; returns the number of rows that could not
     /// be read. The rows of slots near one another come in one batch call (4 KiB a CPU each, a
-    /// call and an allocation per slot before: a fifth of the syscall collector). Two CPUs can
+    /// call and an allocation per slot before: a quarter of the syscall collector). Two CPUs can
     /// give one new cgroup a slot each: its id then comes twice.
     pub fn visit_calls(&self, mut visit: impl FnMut(u64, &[SyscallRow])) -> u64 {
         let mut slots = self.owned_slots();

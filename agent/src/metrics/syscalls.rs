@@ -52,7 +52,7 @@ type Label = Cow<'static, str>;
 
 /// A syscall column's `syscall` label, ordered as the label is: series keyed by it are summed
 /// and sorted by comparing numbers, not names (hashing and comparing the names of some 14,000
-/// series was a fifth of the collector at 1,000 containers).
+/// series was a quarter of the collector at 1,000 containers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct SyscallLabel(u16);
 
