@@ -358,35 +358,36 @@ mod tests {
         f64::NEG_INFINITY,
     ];
 
+    fn float_rows() -> [([(&'static str, &'static str); 1], f64); FLOATS.len()] {
+        FLOATS.map(|value| ([("pod", "web-0")], value))
+    }
+
     #[test]
     fn float_values_are_written_as_prometheus_client_encodes_them_in_both_formats() {
         use prometheus_client::{
             encoding::EncodeMetric as _,
             metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
         };
-        let rows = || FLOATS.map(|value| ([("pod", "web-0")], value));
         let expected = by_prometheus_client(|encoder| {
             {
                 let mut family =
                     encoder.encode_descriptor("test_seconds", "seconds", None, MetricType::Gauge)?;
-                for (labels, value) in FLOATS.map(|value| ([("pod", "web-0")], value)) {
+                for (labels, value) in float_rows() {
                     ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
                 }
             }
             let mut family =
                 encoder.encode_descriptor("test_used_seconds", "used", None, MetricType::Counter)?;
-            for (labels, value) in FLOATS.map(|value| ([("pod", "web-0")], value)) {
+            for (labels, value) in float_rows() {
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
             Ok(())
         });
         let written = written(|text| {
-            let rows = || FLOATS.map(|value| ([("pod", "web-0")], value));
-            text.gauges("test_seconds", "seconds", rows());
-            text.counters("test_used_seconds", "used", rows());
+            text.gauges("test_seconds", "seconds", float_rows());
+            text.counters("test_used_seconds", "used", float_rows());
         });
         assert_eq!(written, expected);
-        assert_eq!(rows().len(), FLOATS.len());
         assert!(written[1].contains("test_seconds{pod=\"web-0\"} 0.25\n"), "{}", written[1]);
         assert!(written[1].contains("test_seconds{pod=\"web-0\"} +Inf\n"), "{}", written[1]);
     }
