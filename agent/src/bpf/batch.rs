@@ -7,6 +7,7 @@
 use std::{
     io,
     mem::size_of,
+    ops::Deref,
     os::fd::{AsRawFd as _, BorrowedFd},
 };
 
@@ -228,6 +229,50 @@ pub fn read_array_indexes<V: aya::Pod + Default>(
     Ok(missing)
 }
 
+/// The `wanted` indexes (ascending, each once) of the per-CPU array `fd` handed to `visit`, as
+/// `read_array_indexes` reads them; where the kernel refuses the batch command (before 5.6) or
+/// a call fails, the indexes after the last one visited are read by `one` (a lookup of one
+/// index, `None` if it fails: aya's `PerCpuArray::get`). Each index is visited once, in order. Returns how many wanted
+/// indexes could not be read.
+pub fn visit_array_indexes<V: aya::Pod + Default, P: Deref<Target: AsRef<[V]>>>(
+    fd: BorrowedFd,
+    cpus: io::Result<usize>,
+    wanted: &[u32],
+    one: impl FnMut(u32) -> Option<P>,
+    visit: impl FnMut(u32, &[V]),
+) -> u64 {
+    let batched = |wanted: &[u32], visit: &mut dyn FnMut(u32, &[V])| {
+        read_array_indexes(fd, cpus?, wanted, |index, per_cpu| visit(index, per_cpu))
+    };
+    visit_batched_then_one_by_one(wanted, batched, one, visit)
+}
+
+/// `visit_array_indexes` with its batch reader given: the seam its tests fail a batch through.
+fn visit_batched_then_one_by_one<V, P: Deref<Target: AsRef<[V]>>>(
+    wanted: &[u32],
+    batched: impl FnOnce(&[u32], &mut dyn FnMut(u32, &[V])) -> io::Result<u64>,
+    mut one: impl FnMut(u32) -> Option<P>,
+    mut visit: impl FnMut(u32, &[V]),
+) -> u64 {
+    let mut read_through = None;
+    let mut visited = |index, per_cpu: &[V]| {
+        read_through = Some(index);
+        visit(index, per_cpu);
+    };
+    if let Ok(missing) = batched(wanted, &mut visited) {
+        return missing;
+    }
+    let rest = wanted.iter().filter(|&&index| read_through.is_none_or(|done| index > done));
+    let mut unreadable = 0;
+    for &index in rest {
+        match one(index) {
+            Some(per_cpu) => visit(index, per_cpu.deref().as_ref()),
+            None => unreadable += 1,
+        }
+    }
+    unreadable
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
@@ -237,7 +282,8 @@ mod tests {
     use super::*;
     use crate::testing::privileged;
 
-    /// `union bpf_attr` for BPF_MAP_CREATE (0) and BPF_MAP_UPDATE_ELEM (2), as far as used.
+    /// `union bpf_attr` for BPF_MAP_CREATE (0), BPF_MAP_LOOKUP_ELEM (1) and BPF_MAP_UPDATE_ELEM
+    /// (2), as far as used.
     #[repr(C)]
     #[derive(Default)]
     struct CreateAttr {
@@ -362,30 +408,94 @@ mod tests {
         assert_eq!(set, [0u32, 1, 4095, 4096, 4999].map(|index| (index, u64::from(index) * 3 + 1)));
     }
 
+    /// Index `index`'s row on CPU `cpu` in `slot_table`: `index + 1000 cpu` in its column
+    /// `index % 512`, and `cpu` in column 0.
+    fn row(index: u32, cpu: usize) -> SyscallRow {
+        let mut row = SyscallRow::default();
+        row.calls[index as usize % 512] += u64::from(index) + 1000 * cpu as u64;
+        row.calls[0] += cpu as u64;
+        row
+    }
+
+    /// A per-CPU array of `entries` 4 KiB rows (`BPF_MAP_TYPE_PERCPU_ARRAY`, a syscall slot
+    /// table's shape), each index's rows as `row` makes them.
+    fn slot_table(entries: u32, cpus: usize) -> OwnedFd {
+        let mut attr =
+            CreateAttr { map_type: 6, key_size: 4, value_size: 4096, max_entries: entries, map_flags: 0 };
+        let fd = bpf(0, &mut attr).expect("BPF_MAP_CREATE");
+        // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+        let array = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        for index in 0..entries {
+            let per_cpu: Vec<SyscallRow> = (0..cpus).map(|cpu| row(index, cpu)).collect();
+            update(&array, index, &per_cpu);
+        }
+        array
+    }
+
+    /// `index`'s rows on every CPU, looked up alone (BPF_MAP_LOOKUP_ELEM); `None` past the end.
+    fn lookup_rows(array: &OwnedFd, index: u32, cpus: usize) -> Option<Vec<SyscallRow>> {
+        let mut rows = vec![SyscallRow::default(); cpus];
+        let mut attr = UpdateAttr {
+            map_fd: array.as_raw_fd() as u32,
+            key: &index as *const u32 as u64,
+            value: rows.as_mut_ptr() as u64,
+            ..UpdateAttr::default()
+        };
+        bpf(1, &mut attr).ok().map(|_| rows)
+    }
+
+    #[test]
+    fn the_indexes_a_failed_batch_left_are_read_one_by_one_each_once() {
+        if !privileged("the_indexes_a_failed_batch_left_are_read_one_by_one_each_once") {
+            return;
+        }
+        let cpus = aya::util::nr_cpus().expect("possible CPUs").get() as usize;
+        let entries = 300u32;
+        let array = slot_table(entries, cpus);
+        let wanted = [0u32, 1, 5, 40, 41, 42, 100, entries - 1, entries, entries + 1];
+        let in_map = &wanted[..wanted.len() - 2];
+        let one = |index| lookup_rows(&array, index, cpus);
+        // Checks each visited index's rows, and notes the index.
+        fn check(cpus: usize, seen: &mut Vec<u32>) -> impl FnMut(u32, &[SyscallRow]) + '_ {
+            move |index, per_cpu| {
+                assert_eq!(per_cpu.len(), cpus, "index {index}: a row per CPU");
+                for (cpu, values) in per_cpu.iter().enumerate() {
+                    assert_eq!(values.calls, row(index, cpu).calls, "index {index}, CPU {cpu}");
+                }
+                seen.push(index);
+            }
+        }
+        // A batch that fails at once (a kernel without the command), after some indexes (a call
+        // that fails midway), and after every index the map has.
+        for read_first in [0, 3, in_map.len()] {
+            let batched = |wanted: &[u32], visit: &mut dyn FnMut(u32, &[SyscallRow])| {
+                read_array_indexes(array.as_fd(), cpus, &wanted[..read_first], |index, per_cpu| {
+                    visit(index, per_cpu)
+                })?;
+                Err(io::Error::from_raw_os_error(libc::EINVAL))
+            };
+            let mut seen = Vec::new();
+            let unreadable = visit_batched_then_one_by_one(&wanted, batched, one, check(cpus, &mut seen));
+            assert_eq!(seen, in_map, "failed after {read_first}: every index in the map, once, in order");
+            assert_eq!(unreadable, 2, "failed after {read_first}: the two past the map's end");
+        }
+        // Through the public function: the CPUs not known (all one by one), and known (batched).
+        for cpus_known in [false, true] {
+            let known = if cpus_known { Ok(cpus) } else { Err(io::Error::other("no possible CPUs")) };
+            let mut seen = Vec::new();
+            let unreadable = visit_array_indexes(array.as_fd(), known, &wanted, one, check(cpus, &mut seen));
+            assert_eq!((seen.as_slice(), unreadable), (in_map, 2), "CPUs known: {cpus_known}");
+        }
+    }
+
     #[test]
     fn the_wanted_indexes_of_a_per_cpu_array_are_read_in_runs_each_once() {
         if !privileged("the_wanted_indexes_of_a_per_cpu_array_are_read_in_runs_each_once") {
             return;
         }
         let cpus = aya::util::nr_cpus().expect("possible CPUs").get() as usize;
-        // BPF_MAP_TYPE_PERCPU_ARRAY of 4 KiB rows, a syscall slot table's shape.
         let entries = 1200u32;
-        let mut attr =
-            CreateAttr { map_type: 6, key_size: 4, value_size: 4096, max_entries: entries, map_flags: 0 };
-        let fd = bpf(0, &mut attr).expect("BPF_MAP_CREATE");
-        // SAFETY: the kernel just returned this descriptor, owned by nobody else.
-        let array = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        // Index i holds i + 1000 c in its column i % 512 on CPU c, and c in column 0.
-        let row = |index: u32, cpu: usize| {
-            let mut row = SyscallRow::default();
-            row.calls[index as usize % 512] += u64::from(index) + 1000 * cpu as u64;
-            row.calls[0] += cpu as u64;
-            row
-        };
-        for index in 0..entries {
-            let per_cpu: Vec<SyscallRow> = (0..cpus).map(|cpu| row(index, cpu)).collect();
-            update(&array, index, &per_cpu);
-        }
+        let array = slot_table(entries, cpus);
         // Index 0, runs longer than a call's buffer, gaps read through and gaps too long to,
         // a lone index at the end, and indexes past the map's end.
         let mut wanted: Vec<u32> = [0, 1, 2, 9, 20, 21].into();

@@ -280,31 +280,14 @@ impl SyscallMaps {
         slots.sort_unstable();
         let indexes: Vec<u32> = slots.iter().map(|&(slot, _)| slot).collect();
         let owner = |slot: u32| slots[slots.partition_point(|&(s, _)| s < slot)].1;
-        let mut read_through = None;
-        let batched = match nr_cpus() {
-            Ok(cpus) => {
-                let fd = self.rows.map().fd().as_fd();
-                batch::read_array_indexes(fd, cpus.get() as usize, &indexes, |slot, rows| {
-                    read_through = Some(slot);
-                    visit(owner(slot), rows);
-                })
-            }
-            Err((_, error)) => Err(error),
-        };
-        if let Ok(missing) = batched {
-            return missing;
-        }
-        // A kernel without the batch command, or a call that failed: the rest a slot at a time.
-        let mut unreadable = 0;
-        for &(slot, cgroup_id) in
-            slots.iter().filter(|(slot, _)| read_through.is_none_or(|done| *slot > done))
-        {
-            match self.rows.get(&slot, 0) {
-                Ok(per_cpu) => visit(cgroup_id, &per_cpu),
-                Err(_) => unreadable += 1,
-            }
-        }
-        unreadable
+        let cpus = nr_cpus().map(|cpus| cpus.get() as usize).map_err(|(_, error)| error);
+        batch::visit_array_indexes(
+            self.rows.map().fd().as_fd(),
+            cpus,
+            &indexes,
+            |slot| self.rows.get(&slot, 0).ok(),
+            |slot, rows| visit(owner(slot), rows),
+        )
     }
 
     /// Calls per syscall column, by cgroup id, and the number of rows that could not be read.
