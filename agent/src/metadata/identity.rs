@@ -353,6 +353,14 @@ impl Resolver {
         lock(&self.known).contains_key(id)
     }
 
+    /// Whether `id` is known with its pod (from the CRI): what the runtime says of a container
+    /// holds for its life (kubelet does not change a sandbox's labels), so a listing need not
+    /// learn it again. One known only by name (conmon, Docker's files: the CRI was unreachable
+    /// then) is not.
+    pub fn knows_pod_of(&self, id: &str) -> bool {
+        lock(&self.known).get(id).is_some_and(|known| !known.info.pod_uid.is_empty())
+    }
+
     /// Drops identities no scrape asked for within `idle`, then the least recently used ones
     /// beyond the capacity.
     pub fn prune(&self, idle: Duration) {
@@ -463,6 +471,19 @@ mod tests {
         assert_eq!(first.pod_labels, vec![String::new()], "the label exists before the pod is known");
         assert_eq!(resolver.wanted_len(), 0);
         assert_eq!(resolver.pod_label_names(), vec!["label_app".to_owned()]);
+    }
+
+    #[test]
+    fn a_container_is_known_with_its_pod_only_once_a_source_gave_its_pod() {
+        let resolver = Resolver::new(false, Vec::new(), 16);
+        assert!(!resolver.knows_pod_of(ID), "unknown");
+        resolver.learn(ID.into(), ContainerInfo { container: "web".into(), ..ContainerInfo::default() });
+        assert!(!resolver.knows_pod_of(ID), "named by conmon or Docker's files: the CRI may say more");
+        let info =
+            ContainerInfo { pod: "web-0".into(), pod_uid: "uid-web-0".into(), ..ContainerInfo::default() };
+        resolver.learn(ID.into(), info);
+        assert!(resolver.knows_pod_of(ID));
+        assert!(!resolver.knows_pod_of("other"));
     }
 
     #[test]

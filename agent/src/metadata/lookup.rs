@@ -143,7 +143,10 @@ async fn lookup_cri(resolver: &Resolver, client: &mut CriClient, wanted: &mut Ve
             return false;
         }
     };
-    for container in containers {
+    // Learning each listed container again would count its owner again and make every
+    // collector name every workload again (each learning is a change to the identities): at
+    // 1,000 containers while 50 start in 2.5 s, each lookup relearned 2,000 entries.
+    for container in containers.into_iter().filter(|c| !resolver.knows_pod_of(&c.container_id)) {
         let owner = resolver.owner_of(&container.pod_uid, || {
             owner::owner(
                 &container.pod_name,
