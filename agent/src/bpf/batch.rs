@@ -232,8 +232,8 @@ pub fn read_array_indexes<V: aya::Pod + Default>(
 /// The `wanted` indexes (ascending, each once) of the per-CPU array `fd` handed to `visit`, as
 /// `read_array_indexes` reads them; where the kernel refuses the batch command (before 5.6) or
 /// a call fails, the indexes after the last one visited are read by `one` (a lookup of one
-/// index, `None` if it fails: aya's `PerCpuArray::get`). Each index is visited once, in order. Returns how many wanted
-/// indexes could not be read.
+/// index, `None` if it fails: aya's `PerCpuArray::get`). Each index is visited once, in order.
+/// Returns how many wanted indexes could not be read.
 pub fn visit_array_indexes<V: aya::Pod + Default, P: Deref<Target: AsRef<[V]>>>(
     fd: BorrowedFd,
     cpus: io::Result<usize>,
