@@ -6,7 +6,11 @@
 //! `payments-prod`): labels as long as a cluster's, where unnamed containers export empty ones.
 //! Every other call is answered UNIMPLEMENTED, as gRPC does.
 
-use std::{collections::HashMap, convert::Infallible, path::PathBuf};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 use axum::body::Bytes;
@@ -41,7 +45,7 @@ fn names(n: u64) -> (&'static str, &'static str, String, String) {
 }
 
 /// The containers and their sandboxes listed in `list`.
-fn read_list(list: &PathBuf) -> (Vec<cri::Container>, Vec<cri::PodSandbox>) {
+fn read_list(list: &Path) -> (Vec<cri::Container>, Vec<cri::PodSandbox>) {
     let text = std::fs::read_to_string(list).unwrap_or_default();
     let mut containers = Vec::new();
     let mut sandboxes = Vec::new();

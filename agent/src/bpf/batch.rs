@@ -241,9 +241,8 @@ pub fn visit_array_indexes<V: aya::Pod + Default, P: Deref<Target: AsRef<[V]>>>(
     one: impl FnMut(u32) -> Option<P>,
     visit: impl FnMut(u32, &[V]),
 ) -> u64 {
-    let batched = |wanted: &[u32], visit: &mut dyn FnMut(u32, &[V])| {
-        read_array_indexes(fd, cpus?, wanted, |index, per_cpu| visit(index, per_cpu))
-    };
+    let batched =
+        |wanted: &[u32], visit: &mut dyn FnMut(u32, &[V])| read_array_indexes(fd, cpus?, wanted, visit);
     visit_batched_then_one_by_one(wanted, batched, one, visit)
 }
 
@@ -469,9 +468,7 @@ mod tests {
         // that fails midway), and after every index the map has.
         for read_first in [0, 3, in_map.len()] {
             let batched = |wanted: &[u32], visit: &mut dyn FnMut(u32, &[SyscallRow])| {
-                read_array_indexes(array.as_fd(), cpus, &wanted[..read_first], |index, per_cpu| {
-                    visit(index, per_cpu)
-                })?;
+                read_array_indexes(array.as_fd(), cpus, &wanted[..read_first], visit)?;
                 Err(io::Error::from_raw_os_error(libc::EINVAL))
             };
             let mut seen = Vec::new();
