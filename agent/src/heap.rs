@@ -96,12 +96,7 @@ impl Drop for ReleasedOnDrop {
 
 #[cfg(test)]
 mod tests {
-    /// The resident size of this process, in bytes.
-    fn rss() -> u64 {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-        pages * 4096
-    }
+    use crate::testing::resident_bytes;
 
     #[test]
     fn a_large_block_freed_on_another_thread_leaves_the_rss_at_once() {
@@ -111,11 +106,11 @@ mod tests {
         let (before, during, after) = std::thread::spawn(|| {
             // A mapped block freed first: what raises glibc's default threshold.
             drop(vec![1u8; BODY]);
-            let before = rss();
+            let before = resident_bytes();
             let body = vec![1u8; BODY];
-            let during = rss();
+            let during = resident_bytes();
             drop(std::hint::black_box(body));
-            (before, during, rss())
+            (before, during, resident_bytes())
         })
         .join()
         .unwrap();

@@ -13,3 +13,9 @@ pub fn privileged(name: &str) -> bool {
     eprintln!("SKIPPED {name}: needs root");
     false
 }
+
+/// Resident bytes of this process (`/proc/self/statm`), for tests of what the agent gives back.
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+}

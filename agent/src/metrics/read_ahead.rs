@@ -206,6 +206,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+    use crate::testing::resident_bytes;
 
     fn peer(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
@@ -307,12 +308,6 @@ mod tests {
         scrapes.stop();
     }
 
-    /// Resident bytes of this process.
-    fn rss() -> u64 {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
-    }
-
     /// Fills `FRAGMENTED` bytes of its thread's arena with blocks below the mmap threshold, keeps
     /// a small one after them (as a read ahead keeps what it read), and frees the rest: free
     /// memory that the allocator cannot give back by shrinking its heap's top.
@@ -327,7 +322,7 @@ mod tests {
         fn read_ahead(&self, _: Instant) {
             let blocks: Vec<Vec<u8>> = (0..FRAGMENTED / (16 << 10)).map(|_| vec![1u8; 16 << 10]).collect();
             self.kept.lock().unwrap().push(vec![1; 64]);
-            self.resident_while_held.store(rss(), Ordering::Relaxed);
+            self.resident_while_held.store(resident_bytes(), Ordering::Relaxed);
             drop(std::hint::black_box(blocks));
         }
     }
@@ -340,7 +335,7 @@ mod tests {
         // A thread of its own, as the read-ahead thread is: its own arena.
         let after = std::thread::spawn(move || {
             read_all(&readers, Instant::now());
-            rss()
+            resident_bytes()
         })
         .join()
         .unwrap();
