@@ -34,6 +34,15 @@ pub const RQ_CLOCK_GLOBAL: &str = "RQ_CLOCK";
 pub const CFS_RQ_RQ_OFFSET_GLOBAL: &str = "CFS_RQ_RQ_OFFSET";
 pub const RQ_CLOCK_OFFSET_GLOBAL: &str = "RQ_CLOCK_OFFSET";
 
+/// Read-only globals (`u32`) of where a wait's start is read: 1 when it is the scheduler's own
+/// account, `task_struct.sched_info.last_queued` (CONFIG_SCHED_INFO, live, and `RQ_CLOCK` set:
+/// it is stamped by the run queue's clock), else 0 and a program on each wakeup stamps it in
+/// `RUNQ_START`; the offset of `sched_info.last_queued` inside `task_struct`. With 1, only
+/// throttled waits are stamped in `RUNQ_START` (their reason is decided when they begin, and on
+/// 6.18 a throttled task leaves the run queue, which ends the scheduler's account of its wait).
+pub const SCHED_INFO_GLOBAL: &str = "SCHED_INFO";
+pub const TASK_LAST_QUEUED_OFFSET_GLOBAL: &str = "TASK_LAST_QUEUED_OFFSET";
+
 /// Read-only globals (`u32`) of throttle episodes: 1 when the kernel's BTF has
 /// `cfs_rq.throttled_clock_self_time` (6.6+) and waits are split by reason, else 0; its offset.
 pub const THROTTLE_EPISODES_GLOBAL: &str = "THROTTLE_EPISODES";

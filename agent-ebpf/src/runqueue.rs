@@ -3,6 +3,14 @@
 //! (preempted: `prev_state` is `TASK_RUNNING`); `sched_switch` to it then adds the time it
 //! waited to a log2 histogram of its cgroup, under the reason it waited for.
 //!
+//! Where the wait began: with `SCHED_INFO`, the scheduler's own account,
+//! `next->sched_info.last_queued`, which the scheduler stamps by the run queue's clock when the
+//! thread is queued (or switched out still runnable) and clears just after this tracepoint,
+//! when the thread gets the CPU. No program runs at the start of a contended wait then; only a
+//! throttled one is stamped in `RUNQ_START`, with the same clock reading (see `wait_start`).
+//! Without it (`sched.wait_start = "wakeup"`, or a kernel that keeps no such account), every
+//! wait is stamped at its start.
+//!
 //! The reason is decided when the wait begins: if the task's `se.cfs_rq` has a non-zero
 //! `throttle_count` (that cfs_rq or an ancestor is throttled on this CPU: the cgroup used its
 //! `cpu.max` / CFS quota), the wait is `throttled`, else `contention`. The reason rides in the
@@ -41,8 +49,8 @@
 //! follow `sched_clock`, kept in step across CPUs. Kernels without CONFIG_FAIR_GROUP_SCHED (no
 //! `se.cfs_rq`) time waits with `bpf_ktime_get_ns`.
 //!
-//! Cost per context switch: two BTF loads and a compare on top of the timestamp (the offsets
-//! are read-only globals the verifier folds; on a kernel without CFS bandwidth the branch is
+//! Cost of the reason per wait: two BTF loads and a compare at its start (the offsets are
+//! read-only globals the verifier folds; on a kernel without CFS bandwidth the branch is
 //! pruned), and the key of the histogram update grows by nothing (the reason replaces padding).
 
 use aya_ebpf::{
@@ -99,6 +107,14 @@ static THROTTLE_EPISODES: u32 = 0;
 /// Offset of `cfs_rq.throttled_clock_self_time` (6.6+).
 #[unsafe(no_mangle)]
 static CFS_RQ_THROTTLED_SELF_TIME_OFFSET: u32 = 0;
+
+/// 1 when a wait's start is the scheduler's own `sched_info.last_queued` (CONFIG_SCHED_INFO
+/// live, and `RQ_CLOCK`: it is stamped by the same clock), set by the agent.
+#[unsafe(no_mangle)]
+static SCHED_INFO: u32 = 0;
+/// Offset of `task_struct.sched_info.last_queued`.
+#[unsafe(no_mangle)]
+static TASK_LAST_QUEUED_OFFSET: u32 = 0;
 
 #[map]
 static THROTTLE_SEEN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(THROTTLE_SEEN_ENTRIES, 0);
@@ -212,7 +228,9 @@ fn record(cgroup_id: u64, reason: u32, amount: u64) {
     add(&RUNQ_LATENCY, &key, &overflow, map_full::RUNQ_LATENCY, amount);
 }
 
-/// Records that the thread `task` became runnable now, and whether its group was throttled.
+/// The thread `task` became runnable now: stamps when, and whether its group was throttled.
+/// Where the scheduler keeps the start of each wait (`SCHED_INFO`), only a throttled wait is
+/// stamped: its reason is known only now.
 #[inline(always)]
 fn enqueued(task: *const u8) {
     // SAFETY: `task` is a BTF `task_struct` pointer from the tracepoint.
@@ -220,13 +238,17 @@ fn enqueued(task: *const u8) {
     if tid == 0 {
         return; // an idle thread
     }
+    let cfs_rq = task_cfs_rq(task);
+    let throttled = is_throttled(cfs_rq);
+    if global(&SCHED_INFO) != 0 && !throttled {
+        return;
+    }
     let start = runnable_since(task, true);
     if start.is_null() {
         count_map_full(map_full::RUNQ_START); // the kernel could not allocate the storage
         return;
     }
-    let cfs_rq = task_cfs_rq(task);
-    let reason_bit = if is_throttled(cfs_rq) {
+    let reason_bit = if throttled {
         throttled_wait_begins(cfs_rq);
         THROTTLED_BIT
     } else {
@@ -234,6 +256,46 @@ fn enqueued(task: *const u8) {
     };
     // SAFETY: this task's storage.
     unsafe { *start = (now(cfs_rq) & !THROTTLED_BIT) | reason_bit };
+}
+
+/// `task`'s stamp (`enqueued`), cleared: 0 if it has none.
+#[inline(always)]
+fn take_stamp(task: *const u8) -> u64 {
+    let slot = runnable_since(task, false);
+    if slot.is_null() {
+        return 0; // runnable since before the agent attached
+    }
+    // SAFETY: the task's own storage; the value is read and cleared.
+    unsafe { core::mem::replace(&mut *slot, 0) }
+}
+
+/// When `task`'s wait began, by its run queue's clock, with its reason in `THROTTLED_BIT`; 0
+/// if it did not wait (switched in twice without becoming runnable in between, or runnable
+/// since before the agent attached).
+#[inline(always)]
+fn wait_start(task: *const u8) -> u64 {
+    // Pruned by the verifier: the global is read-only data.
+    if global(&SCHED_INFO) == 0 {
+        return take_stamp(task);
+    }
+    // SAFETY: a BTF `task_struct` pointer; the offset comes from the kernel's BTF. The
+    // scheduler sets `last_queued` when the task is queued (or switched out still runnable)
+    // and clears it when the task gets the CPU, which happens just after this tracepoint.
+    let queued = unsafe { load::<u64>(task, global(&TASK_LAST_QUEUED_OFFSET)) } & !THROTTLED_BIT;
+    // Stamps are made only where the reason is split (pruned otherwise).
+    if global(&WAIT_REASON) != 0 {
+        let stamp = take_stamp(task);
+        // This wait's stamp was made as the scheduler queued the task, by the same clock
+        // reading. Another is stale: one made at a wakeup that began no wait (the task was
+        // still running, or already queued), which a contended wait after it never overwrote.
+        // Where the scheduler's account has no start for a stamped wait (seen on 6.18, for
+        // throttled waits, a few times a minute under the cpu_wait tests), the stamp is the
+        // only start there is.
+        if stamp != 0 && (queued == 0 || stamp & !THROTTLED_BIT == queued) {
+            return stamp;
+        }
+    }
+    queued
 }
 
 /// sched_wakeup(struct task_struct *p)
@@ -276,14 +338,9 @@ pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
     if tid == 0 {
         return 0;
     }
-    let slot = runnable_since(next, false);
-    if slot.is_null() {
-        return 0; // runnable since before the agent attached
-    }
-    // SAFETY: the task's own storage; the value is read and cleared.
-    let stored = unsafe { core::mem::replace(&mut *slot, 0) };
+    let stored = wait_start(next);
     if stored == 0 {
-        return 0; // switched in twice without becoming runnable in between: not measured
+        return 0;
     }
     let cfs_rq = task_cfs_rq(next);
     let waited = now(cfs_rq).saturating_sub(stored & !THROTTLED_BIT);

@@ -36,7 +36,10 @@ const CONFIGS: &[(&str, Option<&str>)] = &[
     // full build), in an LRU hash by thread id on 5.10.
     (HASHED_SLOTS, Some("[bpf]\nobject = \"hashed-slots\"\n")),
     (FALLBACK, Some("[bpf]\nobject = \"fallback\"\n")),
+    // Every wait stamped by the wakeup programs, as before the scheduler's own account was read.
+    (STAMPED, Some("[sched]\nwait_start = \"wakeup\"\n")),
 ];
+const STAMPED: &str = "kernsight: default, waits stamped at wakeup";
 const HASHED_SLOTS: &str = "kernsight: default, hashed-slots build";
 const FALLBACK: &str = "kernsight: default, fallback build";
 const FLOOR: &str = "floor: empty tp_btf programs on the sched hooks";
@@ -45,12 +48,15 @@ const FLOOR_HOOKS: &[&str] = &["sched"];
 
 /// Configurations (of `CONFIGS`, or the floor) whose programs are priced per context switch by
 /// the kernel's own account (`program_costs`): each switch of the ping-pong follows one wakeup.
-const PRICED: &[(&str, [&str; 2])] = &[
-    (FLOOR, ["floor_sched_wakeup", "floor_sched_switch"]),
-    ("kernsight: default (syscalls + sched)", ["ks_sched_wakeup", "ks_sched_switch"]),
-    ("kernsight: default without the wait reason", ["ks_sched_wakeup", "ks_sched_switch"]),
-    (HASHED_SLOTS, ["ks_sched_wakeup", "ks_sched_switch"]),
-    (FALLBACK, ["ks_sched_wakeup", "ks_sched_switch"]),
+/// Without the wait reason, where the scheduler keeps its own account of waits, the wakeup
+/// programs are not attached.
+const PRICED: &[(&str, &[&str])] = &[
+    (FLOOR, &["floor_sched_wakeup", "floor_sched_switch"]),
+    ("kernsight: default (syscalls + sched)", &["ks_sched_wakeup", "ks_sched_switch"]),
+    ("kernsight: default without the wait reason", &["ks_sched_switch"]),
+    (HASHED_SLOTS, &["ks_sched_wakeup", "ks_sched_switch"]),
+    (FALLBACK, &["ks_sched_wakeup", "ks_sched_switch"]),
+    (STAMPED, &["ks_sched_wakeup", "ks_sched_switch"]),
 ];
 const PRICED_ROUNDS: usize = 3;
 
@@ -153,11 +159,11 @@ pub fn run() -> Result<Vec<Row>, String> {
 }
 
 /// The ping-pong once more per priced configuration with the kernel's accounting of BPF
-/// programs on: ns per run of the wakeup and of the switch program (one each per context
-/// switch), for each of `PRICED`, each round.
-fn program_costs(files: &[Option<PathBuf>]) -> Result<Vec<Vec<[f64; 2]>>, String> {
+/// programs on: ns per run of each of its programs (the wakeup's and the switch's, one run each
+/// per context switch), for each of `PRICED`, each round.
+fn program_costs(files: &[Option<PathBuf>]) -> Result<Vec<Vec<Vec<f64>>>, String> {
     let _accounting = crate::program_stats::Accounting::on()?;
-    let mut samples: Vec<Vec<[f64; 2]>> = vec![Vec::new(); PRICED.len()];
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![Vec::new(); PRICED.len()];
     for _ in 0..PRICED_ROUNDS {
         for ((name, programs), samples) in PRICED.iter().zip(&mut samples) {
             let mut attached = if *name == FLOOR {
@@ -181,7 +187,7 @@ fn program_costs(files: &[Option<PathBuf>]) -> Result<Vec<Vec<[f64; 2]>>, String
                 crate::program_stats::total(&costs, &[program])
                     .ok_or_else(|| format!("{name}: {program} did not run: {costs:?}"))
             };
-            samples.push([ran(programs[0])?, ran(programs[1])?]);
+            samples.push(programs.iter().map(|program| ran(program)).collect::<Result<_, _>>()?);
         }
     }
     Ok(samples)

@@ -30,6 +30,10 @@ use crate::{
 
 pub use super::cgroup_walk::CgroupOffsets;
 
+/// The agent's own `/proc/PID/schedstat`: all zeros where the scheduler keeps no account of
+/// waits.
+const SELF_SCHEDSTAT: &str = "/proc/self/schedstat";
+
 /// Facts about the running kernel; a fact that could not be read keeps the reason.
 #[derive(Debug)]
 pub struct KernelFacts {
@@ -69,6 +73,9 @@ pub struct KernelFacts {
     pub rq_clock_offsets: Result<(u32, u32, u32), BtfError>,
     /// `cfs_rq.throttled_clock_self_time` (6.6+): what measures each throttle episode.
     pub throttle_episode_offset: Result<u32, BtfError>,
+    /// `task_struct.sched_info.last_queued`, where the scheduler keeps it (CONFIG_SCHED_INFO,
+    /// live): when each run-queue wait began, by the run queue's clock.
+    pub last_queued_offset: Result<u32, String>,
     /// What tells the escape family what a successful open returned, and what a successful
     /// connect reached.
     pub file_offsets: Result<super::escape::FileOffsets, BtfError>,
@@ -134,6 +141,7 @@ impl KernelFacts {
         let throttle_episode_offset = btf
             .map_err(Clone::clone)
             .and_then(|btf| btf.member_offset("cfs_rq", "throttled_clock_self_time"));
+        let last_queued_offset = super::runqueue::last_queued_offset(btf, Path::new(SELF_SCHEDSTAT));
         let file_offsets = btf.map_err(Clone::clone).and_then(super::escape::FileOffsets::read);
         let unix_offsets = btf.map_err(Clone::clone).and_then(super::escape::UnixOffsets::read);
         let object = Object::choose(&features, config.bpf.object);
@@ -163,6 +171,7 @@ impl KernelFacts {
             wait_reason_offsets,
             rq_clock_offsets,
             throttle_episode_offset,
+            last_queued_offset,
             file_offsets,
             unix_offsets,
             hierarchies,

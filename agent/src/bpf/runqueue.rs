@@ -3,7 +3,10 @@
 //! or another task on the CPU) where the kernel's BTF has CFS bandwidth control, and how long
 //! each throttle episode lasted where it also has `cfs_rq.throttled_clock_self_time` (6.6+).
 //! Waits are timed by the run queue's own clock (`rq.clock`, reached through `se.cfs_rq`) where
-//! the kernel has group scheduling, else by `bpf_ktime_get_ns`.
+//! the kernel has group scheduling, else by `bpf_ktime_get_ns`. Where the scheduler keeps its
+//! own account of waits (`sched_info.last_queued`) and `sched.wait_start` is `scheduler`, a
+//! wait begins where that account says, so only `sched_switch` runs a program per wait; the
+//! wakeup programs then run only to decide the reason, and are not attached without it.
 
 use std::time::Duration;
 
@@ -13,9 +16,10 @@ use kernsight_common::{
     runqueue::{
         CFS_RQ_RQ_OFFSET_GLOBAL, CFS_RQ_THROTTLE_COUNT_OFFSET_GLOBAL,
         CFS_RQ_THROTTLED_SELF_TIME_OFFSET_GLOBAL, RQ_CLOCK_GLOBAL, RQ_CLOCK_OFFSET_GLOBAL, RUNQ_LATENCY_MAP,
-        RUNQ_START_MAP, RunqKey, SWITCH_HAS_PREV_STATE_GLOBAL, TASK_SE_CFS_RQ_OFFSET_GLOBAL,
-        TASK_STATE_OFFSET_GLOBAL, THROTTLE_EPISODE, THROTTLE_EPISODES_GLOBAL, THROTTLE_SEEN_MAP,
-        WAIT_CONTENTION, WAIT_REASON_GLOBAL, WAIT_THROTTLED,
+        RUNQ_START_MAP, RunqKey, SCHED_INFO_GLOBAL, SWITCH_HAS_PREV_STATE_GLOBAL,
+        TASK_LAST_QUEUED_OFFSET_GLOBAL, TASK_SE_CFS_RQ_OFFSET_GLOBAL, TASK_STATE_OFFSET_GLOBAL,
+        THROTTLE_EPISODE, THROTTLE_EPISODES_GLOBAL, THROTTLE_SEEN_MAP, WAIT_CONTENTION, WAIT_REASON_GLOBAL,
+        WAIT_THROTTLED,
     },
 };
 
@@ -26,7 +30,10 @@ use super::{
     features::{Implementation, Object},
     load_and_attach,
 };
-use crate::config::Config;
+use crate::{
+    config::{Config, WaitStart},
+    kernel::btf::{Btf, BtfError},
+};
 
 pub const RUNQUEUE_PROBE: &str = "runqueue";
 const RUNQUEUE_PROGRAMS: [(&str, &str); 3] = [
@@ -43,8 +50,8 @@ impl Family for Runqueue {
         RUNQUEUE_PROBE
     }
 
-    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
-        RUNQUEUE_PROGRAMS.iter().map(|(p, _)| *p).collect()
+    fn programs(&self, config: &Config, facts: &KernelFacts) -> Vec<&'static str> {
+        attached_programs(facts, config).iter().map(|(p, _)| *p).collect()
     }
 
     fn enabled(&self, config: &Config) -> bool {
@@ -70,18 +77,35 @@ impl Family for Runqueue {
         let no_rq_clock = facts.rq_clock_offsets.as_ref().err().map(|err| {
             format!("waits are timed by bpf_ktime_get_ns, not the run queue's clock ({err}: CONFIG_FAIR_GROUP_SCHED)")
         });
-        let limits: Vec<String> = no_episodes.into_iter().chain(no_rq_clock).collect();
+        let no_sched_info = match (config.sched.wait_start, scheduler_wait_start(facts)) {
+            (WaitStart::Scheduler, Err(err)) => Some(format!(
+                "waits are stamped by a program on every wakeup, not read from the scheduler's account ({err})"
+            )),
+            _ => None,
+        };
+        let limits: Vec<String> = no_episodes.into_iter().chain(no_rq_clock).chain(no_sched_info).collect();
+        // Where each wait's start is read: the scheduler's account, or the stamps of the wakeup
+        // programs in the task or, without task storage, in an LRU hash by thread id.
+        let at_scheduler = starts_at_scheduler(facts, config);
+        let name = match (at_scheduler, &facts.object) {
+            (true, _) => "sched_info",
+            (false, Object::Fallback { .. }) => "thread_id_lru",
+            (false, _) => "task_storage",
+        };
         match (&facts.object, limits.is_empty()) {
-            (Object::Full | Object::HashedSlots { .. }, true) => Implementation::standard("task_storage"),
+            (Object::Full | Object::HashedSlots { .. }, true) => Implementation::standard(name),
             (Object::Full | Object::HashedSlots { .. }, false) => {
-                Implementation::fallback("task_storage", limits.join("; "))
+                Implementation::fallback(name, limits.join("; "))
             }
             (Object::Fallback { why }, _) => Implementation::fallback(
-                "thread_id_lru",
-                std::iter::once(format!("runnable-since times in an LRU hash keyed by thread id: {why}"))
-                    .chain(limits)
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                name,
+                std::iter::once(format!(
+                    "{} stamped in an LRU hash keyed by thread id: {why}",
+                    if at_scheduler { "throttled waits are" } else { "waits are" }
+                ))
+                .chain(limits)
+                .collect::<Vec<_>>()
+                .join("; "),
             ),
         }
     }
@@ -97,6 +121,15 @@ impl Family for Runqueue {
                 .override_global(TASK_SE_CFS_RQ_OFFSET_GLOBAL, se_cfs_rq, true)
                 .override_global(CFS_RQ_RQ_OFFSET_GLOBAL, cfs_rq_rq, true)
                 .override_global(RQ_CLOCK_OFFSET_GLOBAL, rq_clock, true);
+        }
+        if starts_at_scheduler(facts, config)
+            && let Ok(last_queued) = &facts.last_queued_offset
+        {
+            loader.override_global(SCHED_INFO_GLOBAL, &1u32, true).override_global(
+                TASK_LAST_QUEUED_OFFSET_GLOBAL,
+                last_queued,
+                true,
+            );
         }
         if config.sched.wait_reason
             && let Ok((se_cfs_rq, throttle_count)) = &facts.wait_reason_offsets
@@ -154,7 +187,7 @@ impl Family for Runqueue {
             );
         }
         // sched_switch last: it consumes what the wakeups record.
-        load_and_attach(cx.ebpf, cx.btf, &RUNQUEUE_PROGRAMS)?;
+        load_and_attach(cx.ebpf, cx.btf, attached_programs(cx.facts, cx.config))?;
         Ok(Box::new(RunqueueMaps { latency, by_reason, episodes }))
     }
 }
@@ -168,6 +201,58 @@ pub struct RunqueueMaps {
     /// Whether throttle episodes are measured (`by_reason`, and the kernel's BTF has
     /// `cfs_rq.throttled_clock_self_time`).
     pub episodes: bool,
+}
+
+/// The programs attached: all three, but `sched_switch` alone where the scheduler's account
+/// says when each wait began and no reason is decided at its start.
+fn attached_programs(facts: &KernelFacts, config: &Config) -> &'static [(&'static str, &'static str)] {
+    if starts_at_scheduler(facts, config) && !split_by_reason(facts, config) {
+        &RUNQUEUE_PROGRAMS[2..]
+    } else {
+        &RUNQUEUE_PROGRAMS
+    }
+}
+
+/// Whether a wait begins where the scheduler's own account says (`sched.wait_start`, and the
+/// kernel keeps that account by the clock the programs read).
+fn starts_at_scheduler(facts: &KernelFacts, config: &Config) -> bool {
+    config.sched.wait_start == WaitStart::Scheduler && scheduler_wait_start(facts).is_ok()
+}
+
+/// The offset of `sched_info.last_queued` in `task_struct` where the programs can take a
+/// wait's start from it: it is stamped by the run queue's clock, so the programs must read that
+/// clock too (the other, `bpf_ktime_get_ns`, has another origin).
+fn scheduler_wait_start(facts: &KernelFacts) -> Result<u32, String> {
+    match (&facts.last_queued_offset, &facts.rq_clock_offsets) {
+        (Ok(offset), Ok(_)) => Ok(*offset),
+        (Err(err), _) => Err(err.clone()),
+        (Ok(_), Err(err)) => Err(format!("the run queue's clock cannot be read: {err}")),
+    }
+}
+
+/// `task_struct.sched_info.last_queued`, if the scheduler keeps it: the member exists with
+/// CONFIG_SCHED_INFO, and the account is live if `schedstat` (the agent's own, a file of three
+/// numbers: time on the CPU, time waiting, times switched in) counts the agent's own switches.
+/// Before 5.14 a kernel with CONFIG_TASK_DELAY_ACCT but not CONFIG_SCHEDSTATS keeps it only
+/// while delay accounting is on; such a kernel reports zeros there otherwise.
+pub(super) fn last_queued_offset(
+    btf: Result<&Btf, &BtfError>,
+    schedstat: &std::path::Path,
+) -> Result<u32, String> {
+    let btf = btf.map_err(|err| format!("cannot read the kernel's BTF: {err}"))?;
+    let member =
+        |name, member| btf.member_offset(name, member).map_err(|err| format!("{err} (CONFIG_SCHED_INFO)"));
+    let offset = member("task_struct", "sched_info")? + member("sched_info", "last_queued")?;
+    let text = std::fs::read_to_string(schedstat)
+        .map_err(|err| format!("cannot read {}: {err}", schedstat.display()))?;
+    match text.split_whitespace().nth(2).and_then(|count| count.parse::<u64>().ok()) {
+        Some(switches) if switches > 0 => Ok(offset),
+        _ => Err(format!(
+            "{} counts no switch of the agent ({:?}): the scheduler keeps no account of waits (CONFIG_SCHEDSTATS off and delay accounting off)",
+            schedstat.display(),
+            text.trim()
+        )),
+    }
 }
 
 /// Whether waits carry their reason: `sched.wait_reason`, and the kernel's BTF has CFS
@@ -193,5 +278,40 @@ impl Attached for RunqueueMaps {
 
     fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
         self.latency.recycle(gone_for, grace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedulers_account_is_used_only_where_it_counts_switches() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            assert!(
+                std::env::var_os("KERNSIGHT_PRIVILEGED_TESTS").is_none(),
+                "no kernel BTF on this machine"
+            );
+            return eprintln!("skipped: no kernel BTF on this machine");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let schedstat = dir.path().join("schedstat");
+        // On the CPU 1.2 ms, waited 0.3 ms, switched in 42 times: the account is live.
+        std::fs::write(&schedstat, "1200000 300000 42\n").unwrap();
+        let offset = last_queued_offset(Ok(&btf), &schedstat).unwrap();
+        let expected = btf.member_offset("task_struct", "sched_info").unwrap()
+            + btf.member_offset("sched_info", "last_queued").unwrap();
+        assert_eq!(offset, expected);
+        // What a 5.10 kernel without schedstats or delay accounting shows.
+        std::fs::write(&schedstat, "0 0 0\n").unwrap();
+        let err = last_queued_offset(Ok(&btf), &schedstat).unwrap_err();
+        assert!(err.contains("counts no switch") && err.contains("CONFIG_SCHEDSTATS"), "{err}");
+        // No file (no CONFIG_SCHED_INFO), or one that is not three numbers.
+        let missing = dir.path().join("missing");
+        assert!(last_queued_offset(Ok(&btf), &missing).unwrap_err().contains("cannot read"));
+        std::fs::write(&schedstat, "garbage").unwrap();
+        assert!(last_queued_offset(Ok(&btf), &schedstat).is_err());
+        let unread = BtfError::Read("no BTF".into());
+        assert!(last_queued_offset(Err(&unread), &schedstat).unwrap_err().contains("BTF"));
     }
 }

@@ -109,9 +109,26 @@ pub struct SchedConfig {
     pub runqueue_latency: bool,
     /// Split run-queue waits into throttled and contention (`kernsight_cpu_wait_seconds`).
     pub wait_reason: bool,
+    /// Where a wait's start is read.
+    pub wait_start: WaitStart,
     pub processes: bool,
     pub runqueue_max_entries: u32,
     pub process_max_entries: u32,
+}
+
+/// `sched.wait_start`: where the runqueue family reads when each run-queue wait began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitStart {
+    /// The scheduler's own account (`task->sched_info.last_queued`, what
+    /// `/proc/PID/schedstat` sums) where the kernel keeps it, so that only `sched_switch` runs
+    /// a program per wait; elsewhere as `Wakeup`. A wait the load balancer moves to another
+    /// CPU counts from the thread's arrival there.
+    #[default]
+    Scheduler,
+    /// Stamped by a program on every wakeup and preemption: a wait moved between CPUs counts
+    /// whole, for a program run more per wait.
+    Wakeup,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -455,6 +472,7 @@ impl Default for SchedConfig {
         Self {
             runqueue_latency: true,
             wait_reason: true,
+            wait_start: WaitStart::Scheduler,
             processes: true,
             runqueue_max_entries: DEFAULT_RUNQ_LATENCY_ENTRIES,
             process_max_entries: DEFAULT_PROCESS_ENTRIES,

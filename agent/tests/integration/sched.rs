@@ -143,11 +143,30 @@ fn run_delay_at_exit(pid: libc::pid_t) -> (u64, i32) {
 
 #[test]
 fn runqueue_waits_sum_to_the_kernels_own_account_of_them() {
+    waits_sum_to_the_kernels_account("");
+}
+
+/// Without the reason, `sched_switch` alone runs where the scheduler keeps its account.
+#[test]
+fn runqueue_waits_sum_to_the_kernels_own_account_of_them_without_the_reason() {
+    waits_sum_to_the_kernels_account("[sched]\nwait_reason = false\n");
+}
+
+/// With every wait stamped by the wakeup programs.
+#[test]
+fn runqueue_waits_sum_to_the_kernels_own_account_of_them_with_stamped_waits() {
+    waits_sum_to_the_kernels_account("[sched]\nwait_start = \"wakeup\"\n");
+}
+
+/// Two spinners on one CPU in a cgroup of the test's, with the agent on `config`: kernsight's
+/// sum of their waits is the kernel's.
+fn waits_sum_to_the_kernels_account(config: &str) {
     if !privileged() {
         return;
     }
     let _serial = support::serial();
-    let agent = Agent::start(&[]);
+    let (_dir, config) = support::config_file(config);
+    let agent = Agent::start(&["--config", support::path_str(&config)]);
     let cgroup = TestCgroup::create("runq-schedstat");
     // A child's waits before it joined the cgroup (its first, at fork, was in this test's own
     // cgroup) are the kernel's only: each child sends its run_delay once it is in the cgroup.

@@ -201,10 +201,17 @@ pub const QUICK: &[&str] = &[
     "oom::",
     // Drops on every kernel: by reason from 5.17, as NOT_SPECIFIED before.
     "packet_drops::udp_to_a_closed_loopback_port_is_a_drop_on_every_kernel",
+    // Throttled waits, stamped at their start, whether the other waits start at the scheduler's
+    // account or are stamped too.
     "cpu_wait::a_busy_loop_under_its_quota_waits_throttled_as_long_as_cpu_stat_says",
+    "cpu_wait::a_busy_loop_under_its_quota_waits_throttled_as_long_as_cpu_stat_says_with_stamped_waits",
     "sched::runqueue_latency_sees_contention_and_not_in_the_idle_sibling",
-    // Waits timed by the run queue's clock (ktime where the kernel has no group scheduling).
+    // Waits timed by the run queue's clock (ktime where the kernel has no group scheduling),
+    // from the scheduler's account of their start where the kernel keeps it (with and without
+    // the wakeup programs), and stamped by the wakeup programs.
     "sched::runqueue_waits_sum_to_the_kernels_own_account_of_them",
+    "sched::runqueue_waits_sum_to_the_kernels_own_account_of_them_without_the_reason",
+    "sched::runqueue_waits_sum_to_the_kernels_own_account_of_them_with_stamped_waits",
     "capabilities::binds_below_1024_count_net_bind_service_granted_and_denied",
     "escape::the_kernel_skips_a_new_cgroups_setup_then_counts_every_attempt",
     "dns::rcodes_timeouts_and_latency_are_exact_per_cgroup_over_udp_tcp_and_ipv6",

@@ -96,6 +96,20 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
 }
 
+/// Whether the scheduler keeps its own account of run-queue waits (CONFIG_SCHED_INFO, live):
+/// this process's `schedstat` counts its switches. The runqueue family then takes each wait's
+/// start from it (`sched.wait_start = "scheduler"`, the default).
+pub fn scheduler_keeps_wait_account() -> bool {
+    let text = std::fs::read_to_string("/proc/self/schedstat").unwrap_or_default();
+    text.split_whitespace().nth(2).and_then(|count| count.parse::<u64>().ok()).is_some_and(|n| n > 0)
+}
+
+/// The runqueue family's implementation under the default `sched.wait_start`: `stamped`, the
+/// build's own, where the scheduler keeps no account of waits.
+pub fn runqueue_implementation(stamped: &'static str) -> &'static str {
+    if scheduler_keeps_wait_account() { "sched_info" } else { stamped }
+}
+
 pub fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
