@@ -288,8 +288,8 @@ fn wait_start(task: *const u8) -> u64 {
         // This wait's stamp was made as the scheduler queued the task, by the same clock
         // reading. Another is stale: one made at a wakeup that began no wait (the task was
         // still running, or already queued), which a contended wait after it never overwrote.
-        // Where the scheduler's account has no start for a stamped wait (seen on 6.18, for
-        // throttled waits, a few times a minute under the cpu_wait tests), the stamp is the
+        // Where the scheduler's account has no start for a stamped wait (seen on 6.18 for a
+        // throttled wait about once in each run of the cpu_wait quota test), the stamp is the
         // only start there is.
         if stamp != 0 && (queued == 0 || stamp & !THROTTLED_BIT == queued) {
             return stamp;

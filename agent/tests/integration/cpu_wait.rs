@@ -187,8 +187,9 @@ fn busy_loop_under_its_quota(config: &str) {
     };
     let (waits, contended) = (count("throttled"), count("contention"));
     let (run_delay, switched_in) = schedstat_between(&start, &end);
-    // A wait whose start could not be stamped (the kernel refuses a task storage lookup that
-    // would nest in another on the same CPU) is not counted: the map-full counter says so.
+    // A wait whose start could not be stamped (the kernel gave no task storage: out of memory,
+    // or a lookup nested in another on the same CPU) is not counted; the map-full counter of
+    // RUNQ_START counts those.
     let unstamped = value(&samples, "kernsight_bpf_map_full_total", &[("map", "RUNQ_START")]);
     eprintln!(
         "quota 10 %: throttled waits {throttled:.3} s in {waits} waits, contention {contention:.3} s in \
