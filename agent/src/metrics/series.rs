@@ -76,12 +76,18 @@ impl<'a> Series<'a> {
     }
 }
 
-/// Calls `label` with each label of `workload`, in order.
+/// Calls `label` with each label of `workload` that has a value, in order.
+///
+/// A label whose value is empty is left out: Prometheus and OpenMetrics treat `pod=""` as no
+/// `pod` label at all, so the series is the same, and its text some 10 to 50 bytes shorter a
+/// line (`cgroup` of a named container; `namespace`, `pod`, `workload_kind` and `workload` of a
+/// process no runtime started), at 1,000 containers over 100,000 lines a scrape.
 fn workload_labels<E>(
     workload: &Workload,
     names: &LabelNames,
-    mut label: impl FnMut(&str, &str) -> Result<(), E>,
+    mut each: impl FnMut(&str, &str) -> Result<(), E>,
 ) -> Result<(), E> {
+    let mut label = |name: &str, value: &str| if value.is_empty() { Ok(()) } else { each(name, value) };
     label("namespace", &workload.namespace)?;
     label("pod", &workload.pod)?;
     label("container", &workload.container)?;
@@ -280,8 +286,27 @@ mod tests {
         let line = text.lines().find(|l| l.starts_with("test_held")).unwrap();
         assert_eq!(
             line,
-            r#"test_held{namespace="shop",pod="web-0",container="a\"pp\\",workload_kind="StatefulSet",workload="web",container_id="abc",cgroup="",label_app="checkout",label_note="say \"hi\"\n\\n ünï",syscall="read",errno="EPERM"} 1"#
+            r#"test_held{namespace="shop",pod="web-0",container="a\"pp\\",workload_kind="StatefulSet",workload="web",container_id="abc",label_app="checkout",label_note="say \"hi\"\n\\n ünï",syscall="read",errno="EPERM"} 1"#
         );
+    }
+
+    #[test]
+    fn labels_without_a_value_are_left_out_in_every_writer() {
+        // A process no runtime started: only its cgroup names it. A pod label the pod lacks.
+        let host = Workload { cgroup: "/system.slice/cron.service".into(), ..Workload::default() };
+        let names = LabelNames { container_id: true, pod_labels: vec!["label_app".into()] };
+        let expected = r#"test_held{cgroup="/system.slice/cron.service",errno=""} 1"#;
+        let encoded = EncodedLabels::of(&Series::of(&host, &names));
+        let mut by_label = String::new();
+        let mut text = Text::new(&mut by_label, Format::Text);
+        text.gauges("test_held", "held", [(Series::of(&host, &names).with("errno", ""), 1i64)]);
+        let mut written_encoded = String::new();
+        let mut text = Text::new(&mut written_encoded, Format::Text);
+        text.gauges("test_held", "held", [(Series::of_encoded(&encoded).with("errno", ""), 1i64)]);
+        // A label of the series' own is written as given, empty or not.
+        for body in [by_label, written_encoded] {
+            assert_eq!(body.lines().find(|l| l.starts_with("test_held{")), Some(expected), "{body}");
+        }
     }
 
     #[test]
