@@ -114,9 +114,10 @@ fn audit_reports_exactly_the_findings_of_each_container() {
             .iter()
             .map(|(c, _)| c.name.as_str())
             .filter(|name| {
-                !samples
-                    .iter()
-                    .any(|s| s.name == "kernsight_container_privileged" && s.labels["container"] == *name)
+                !samples.iter().any(|s| {
+                    s.name == "kernsight_container_privileged"
+                        && s.labels.get("container").is_some_and(|c| c == *name)
+                })
             })
             .collect();
         if unnamed.is_empty() { Ok(()) } else { Err(format!("no posture series names {unnamed:?}")) }
@@ -152,7 +153,10 @@ fn audit_reports_exactly_the_findings_of_each_container() {
     assert_eq!(gauge("kernsight_container_run_as_root", &name("default"), &[]), 1.0);
     let held: Vec<&str> = samples
         .iter()
-        .filter(|s| s.name == "kernsight_container_capability" && s.labels["container"] == name("capdrop"))
+        .filter(|s| {
+            s.name == "kernsight_container_capability"
+                && s.labels.get("container").is_some_and(|c| *c == name("capdrop"))
+        })
         .map(|s| s.labels["cap"].as_str())
         .collect();
     assert_eq!(held, ["CAP_NET_BIND_SERVICE"]);
