@@ -76,7 +76,7 @@ impl<'a> Series<'a> {
     }
 }
 
-/// Calls `label` with each label of `workload` that has a value, in order.
+/// Calls `each` with each label of `workload` that has a value, in order.
 ///
 /// A label whose value is empty is left out: Prometheus and OpenMetrics treat `pod=""` as no
 /// `pod` label at all, so the series is the same, and its text some 10 to 50 bytes shorter a
