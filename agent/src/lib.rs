@@ -24,6 +24,7 @@ pub mod parallel;
 pub mod pod_labels;
 pub mod posture;
 pub mod seccomp;
+pub mod seeded_hash;
 pub mod terminal;
 pub mod top;
 pub mod trace;

@@ -19,6 +19,7 @@ pub use kernsight_common::syscalls::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT};
 use tracing::debug;
 
 use super::mountinfo::Mount;
+use crate::seeded_hash::SeededMap;
 
 /// v1 controllers that attribute tasks of the v2 root, in order of preference: memory is the
 /// one every container runtime and kubelet sets up per container.
@@ -102,7 +103,7 @@ fn hierarchy_id(proc_cgroup: &str, controller: &str) -> Option<u32> {
 pub struct CgroupIndex {
     /// (mount point, bits or-ed into the ids found there)
     hierarchies: Vec<(PathBuf, u64)>,
-    paths: HashMap<u64, String>,
+    paths: SeededMap<u64, String>,
     /// Ids that exist now.
     alive: HashSet<u64>,
     /// Ids removed, and when.
@@ -135,7 +136,7 @@ impl CgroupIndex {
             unified.map(|root| (root, 0)).into_iter().chain(v1.map(|root| (root, V1_CGROUP_ID_BIT)));
         Self {
             hierarchies: hierarchies.collect(),
-            paths: HashMap::new(),
+            paths: SeededMap::default(),
             alive: HashSet::new(),
             removed: HashMap::new(),
             walks: 0,

@@ -4,12 +4,12 @@
 //! the agent's CPU in back-to-back scrapes.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use super::identity::Workload;
+use crate::seeded_hash::SeededMap;
 
 /// How long a name serves: long enough for every collector of a scrape, short enough that the
 /// identities' idle timer (`Resolver::prune`, minutes) still sees each workload in use.
@@ -27,7 +27,7 @@ pub(super) struct Named {
 struct Inner {
     generation: u64,
     since: Option<Instant>,
-    by_path: HashMap<Box<str>, Arc<Workload>>,
+    by_path: SeededMap<Box<str>, Arc<Workload>>,
 }
 
 impl Named {
@@ -45,7 +45,7 @@ impl Named {
             if stale || inner.generation != generation {
                 // Dropped, not cleared: a map sized for a node's worth of paths once should not
                 // keep that room after the containers are gone.
-                *inner = Inner { generation, since: Some(now), by_path: HashMap::new() };
+                *inner = Inner { generation, since: Some(now), by_path: SeededMap::default() };
             } else if let Some(workload) = inner.by_path.get(path) {
                 return workload.clone();
             }

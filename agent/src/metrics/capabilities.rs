@@ -1,6 +1,6 @@
 //! `kernsight_capability_checks_total`, read from the `capabilities` family's map on each scrape.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use kernsight_common::capabilities::{DENIED, NESTED_USER_NS};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
@@ -13,6 +13,7 @@ use crate::{
     bpf::{Programs, capabilities::CapabilityMaps},
     kernel::names::capability_name,
     metadata::{cgroups::Tracker, identity::Resolver},
+    seeded_hash::SeededMap,
 };
 
 #[derive(Debug)]
@@ -55,7 +56,7 @@ impl Collector for CapabilityCollector {
         // Entries that vanish while being read (a cgroup forgotten meanwhile) are skipped.
         let (rows, _unreadable) = maps.read();
         drop(maps);
-        let mut by_id: HashMap<(WorkloadId, (u32, u8, u8)), u64> = HashMap::new();
+        let mut by_id: SeededMap<(WorkloadId, (u32, u8, u8)), u64> = SeededMap::default();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             *by_id.entry((namer.id(key.cgroup_id), (key.cap, key.result, key.userns))).or_default() += value;
         }

@@ -3,7 +3,7 @@
 //! `cgroup_id:<id>` (the cgroup tracker's resolver walks cgroupfs for it, debounced, never the
 //! scrape); the overflow id is `other`.
 
-use std::{cell::RefCell, collections::HashMap, sync::Arc};
+use std::{cell::RefCell, sync::Arc};
 
 use kernsight_common::counters::OVERFLOW_CGROUP_ID;
 
@@ -13,6 +13,7 @@ use crate::{
         cgroups::Tracker,
         identity::{Resolver, Workload},
     },
+    seeded_hash::SeededMap,
 };
 
 /// Label value of what could not be attributed because a bound was reached.
@@ -37,8 +38,8 @@ pub(crate) struct CgroupNamer<'a> {
     /// `None` once `named_all` let it go.
     index: Option<std::sync::MutexGuard<'a, CgroupIndex>>,
     resolver: &'a Resolver,
-    ids: HashMap<u64, WorkloadId>,
-    interned: HashMap<Arc<Workload>, WorkloadId>,
+    ids: SeededMap<u64, WorkloadId>,
+    interned: SeededMap<Arc<Workload>, WorkloadId>,
     /// By id.
     workloads: Vec<Arc<Workload>>,
     /// Each workload's `label_order_key`, by id.
@@ -55,8 +56,8 @@ impl<'a> CgroupNamer<'a> {
             tracker,
             index: Some(tracker.index()),
             resolver,
-            ids: HashMap::new(),
-            interned: HashMap::new(),
+            ids: SeededMap::default(),
+            interned: SeededMap::default(),
             workloads: Vec::new(),
             order_keys: Vec::new(),
             rank: RefCell::new(Vec::new()),

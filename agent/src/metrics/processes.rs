@@ -1,7 +1,7 @@
 //! `kernsight_process_execs_total` and `kernsight_process_exits_total`, read from the
 //! `processes` family's map on each scrape.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use kernsight_common::processes::kind;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
@@ -13,6 +13,7 @@ use super::{
 use crate::{
     bpf::{Programs, processes::ProcessMaps},
     metadata::{cgroups::Tracker, identity::Resolver},
+    seeded_hash::SeededMap,
 };
 
 #[derive(Debug)]
@@ -47,8 +48,8 @@ impl Collector for ProcessesCollector {
         };
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let with_id = LabelNames::of(&self.resolver);
-        let mut execs: HashMap<(WorkloadId, ()), u64> = HashMap::new();
-        let mut exits: HashMap<(WorkloadId, &'static str), u64> = HashMap::new();
+        let mut execs: SeededMap<(WorkloadId, ()), u64> = SeededMap::default();
+        let mut exits: SeededMap<(WorkloadId, &'static str), u64> = SeededMap::default();
         for (key, value) in rows.into_iter().filter(|(_, v)| *v > 0) {
             let workload = namer.id(key.cgroup_id);
             if key.kind == kind::EXEC {

@@ -3,7 +3,7 @@
 //! each scrape. The first is the sum of the second's two reasons. And
 //! `kernsight_cpu_throttle_episode_seconds`: how long each throttle episode lasted.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use super::{
     LabelNames, Series,
@@ -14,6 +14,7 @@ use super::{
 use crate::{
     bpf::{Programs, runqueue::RunqueueMaps},
     metadata::{cgroups::Tracker, identity::Resolver},
+    seeded_hash::SeededMap,
 };
 use kernsight_common::runqueue::{THROTTLE_EPISODE, WAIT_THROTTLED};
 
@@ -41,9 +42,9 @@ impl TextCollector for RunqueueCollector {
         };
         let mut namer = CgroupNamer::new(&self.tracker, &self.resolver);
         let with_id = LabelNames::of(&self.resolver);
-        let mut series: HashMap<(WorkloadId, ()), Latency> = HashMap::new();
-        let mut by_cause: HashMap<(WorkloadId, &'static str), Latency> = HashMap::new();
-        let mut episodes: HashMap<(WorkloadId, ()), Latency> = HashMap::new();
+        let mut series: SeededMap<(WorkloadId, ()), Latency> = SeededMap::default();
+        let mut by_cause: SeededMap<(WorkloadId, &'static str), Latency> = SeededMap::default();
+        let mut episodes: SeededMap<(WorkloadId, ()), Latency> = SeededMap::default();
         for (key, cell) in rows.into_iter().filter(|(_, cell)| cell.count > 0) {
             let workload = namer.id(key.cgroup_id);
             if key.reason == THROTTLE_EPISODE {

@@ -9,7 +9,7 @@
 //! A syscall whose verdict depends on its arguments is not counted: only what the profile
 //! denies whatever the arguments.
 
-use std::{borrow::Cow, cmp::Ordering, collections::HashMap, sync::Arc};
+use std::{borrow::Cow, cmp::Ordering, sync::Arc};
 
 use super::{LabelNames, Series, naming::OTHER, posture::PostureCache, text::Text};
 use crate::{
@@ -17,6 +17,7 @@ use crate::{
     metadata::identity::{Resolver, Workload},
     posture::SeccompMode,
     seccomp::{Profile, Verdict},
+    seeded_hash::SeededMap,
 };
 
 /// Label value of the runtime's default profile.
@@ -109,7 +110,7 @@ impl SeccompDrift {
     /// Writes the drift of `calls`, the syscall counts by workload and syscall name.
     pub(super) fn write(&self, text: &mut Text, calls: &Calls, with_id: &LabelNames) {
         let containers = self.posture.containers();
-        let confinement: HashMap<Arc<Workload>, Confinement> = containers
+        let confinement: SeededMap<Arc<Workload>, Confinement> = containers
             .iter()
             .map(|c| {
                 let seen =
@@ -134,7 +135,7 @@ impl Profiles {
     fn outside<'a>(
         &'a self,
         calls: &'a Calls,
-        confinement: &HashMap<Arc<Workload>, Confinement>,
+        confinement: &SeededMap<Arc<Workload>, Confinement>,
     ) -> Vec<((&'a Workload, &'a str, &'a str), u64)> {
         let mut outside = Vec::new();
         // The rows of one workload come together and share one copy of it (`in_label_order`):

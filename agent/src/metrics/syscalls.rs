@@ -3,7 +3,6 @@
 
 use std::{
     borrow::Cow,
-    collections::HashMap,
     sync::{Arc, LazyLock},
 };
 
@@ -21,6 +20,7 @@ use crate::{
         cgroups::Tracker,
         identity::{Resolver, Workload},
     },
+    seeded_hash::SeededMap,
 };
 use kernsight_common::{
     counters::LatencyCell,
@@ -123,7 +123,7 @@ impl TextCollector for SyscallCollector {
 
         let calls: Vec<_> =
             calls.into_iter().map(|(cgroup_id, syscall, n)| ((namer.id(cgroup_id), syscall), n)).collect();
-        let mut errors_by_id: HashMap<(WorkloadId, (SyscallLabel, Label)), u64> = HashMap::new();
+        let mut errors_by_id: SeededMap<(WorkloadId, (SyscallLabel, Label)), u64> = SeededMap::default();
         for (key, count) in errors.into_iter().filter(|(_, n)| *n > 0) {
             let labels = (namer.id(key.cgroup_id), (SyscallLabel::of(key.syscall), errno_label(key.errno)));
             *errors_by_id.entry(labels).or_default() += count;
@@ -190,8 +190,8 @@ fn summed_in_order<K: PartialEq>(
 fn latency_by_workload(
     rows: Vec<(LatencyKey, LatencyCell)>,
     namer: &mut CgroupNamer,
-) -> HashMap<(WorkloadId, SyscallLabel), Latency> {
-    let mut by_id: HashMap<(WorkloadId, SyscallLabel), Latency> = HashMap::new();
+) -> SeededMap<(WorkloadId, SyscallLabel), Latency> {
+    let mut by_id: SeededMap<(WorkloadId, SyscallLabel), Latency> = SeededMap::default();
     for (key, cell) in rows.into_iter().filter(|(_, cell)| cell.count > 0) {
         by_id
             .entry((namer.id(key.cgroup_id), SyscallLabel::of(key.syscall)))

@@ -2,7 +2,6 @@
 //! scrapers, or one that retries) do not read every cgroup's files again.
 
 use std::{
-    collections::HashMap,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -10,6 +9,7 @@ use std::{
 use crate::{
     freshness::Reads,
     kernel::{mountinfo::Mount, resources::CgroupDirs},
+    seeded_hash::SeededMap,
 };
 
 /// How long a cgroup's directories, once located, serve: a cgroup does not move, and its
@@ -31,7 +31,7 @@ impl Locations {
 
     /// The directories of each cgroup path, by path, as they serve a scrape at `scrape_at` (now,
     /// or a moment ahead when reading ahead of it).
-    pub fn dirs<'a>(&self, paths: &'a [String], scrape_at: Instant) -> HashMap<&'a str, CgroupDirs> {
+    pub fn dirs<'a>(&self, paths: &'a [String], scrape_at: Instant) -> SeededMap<&'a str, CgroupDirs> {
         let locate = |path: &str| CgroupDirs::locate(&self.mounts, path);
         let dirs = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get_all_for(paths, locate, scrape_at);
         paths.iter().map(String::as_str).zip(dirs).collect()
@@ -43,7 +43,7 @@ pub(super) struct TtlCache<V> {
     ttl: Duration,
     /// An entry serves no longer than its key had been known when it was read (`growing`).
     growing: bool,
-    entries: HashMap<String, Entry<V>>,
+    entries: SeededMap<String, Entry<V>>,
     last_sweep: Option<Instant>,
 }
 
@@ -56,7 +56,7 @@ struct Entry<V> {
 
 impl<V: Clone + Send> TtlCache<V> {
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, growing: false, entries: HashMap::new(), last_sweep: None }
+        Self { ttl, growing: false, entries: SeededMap::default(), last_sweep: None }
     }
 
     /// A cache whose entries serve for as long as their key had been known when they were read,

@@ -54,12 +54,13 @@ fn unconfined_containers_are_held_to_the_runtime_default_and_baselines_to_their_
         (&web, "add_key", 2),
     ]);
     let unconfined = Confinement { unconfined: true, bounding: 0 };
-    let confinement: HashMap<Arc<Workload>, Confinement> = [
+    let confinement: SeededMap<Arc<Workload>, Confinement> = [
         (Arc::new(web.clone()), unconfined),
         (Arc::new(other_namespace.clone()), unconfined),
         (Arc::new(confined.clone()), Confinement { unconfined: false, bounding: 0 }),
     ]
-    .into();
+    .into_iter()
+    .collect();
     let profiles = profiles();
     let outside = profiles.outside(&calls, &confinement);
     let got: Vec<(&str, &str, &str, u64)> = outside
@@ -89,9 +90,10 @@ fn capability_conditions_follow_the_bounding_set_and_default_to_none_held() {
     let calls = calls(&[(&web, "bpf", 2)]);
     let profiles = profiles();
     let admin = Confinement { unconfined: true, bounding: 1 << 21 };
-    let with_admin: HashMap<Arc<Workload>, Confinement> = [(Arc::new(web.clone()), admin)].into();
+    let with_admin: SeededMap<Arc<Workload>, Confinement> =
+        [(Arc::new(web.clone()), admin)].into_iter().collect();
     assert!(profiles.outside(&calls, &with_admin).is_empty());
-    let unknown = HashMap::new();
+    let unknown = SeededMap::default();
     let outside = profiles.outside(&calls, &unknown);
     assert_eq!(
         outside.into_iter().map(|((_, p, s), n)| (p, s, n)).collect::<Vec<_>>(),
