@@ -96,10 +96,13 @@ impl Drop for ReleasedOnDrop {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::resident_bytes;
+    use crate::testing::{ran_alone, resident_bytes};
 
     #[test]
     fn a_large_block_freed_on_another_thread_leaves_the_rss_at_once() {
+        if ran_alone("heap::tests::a_large_block_freed_on_another_thread_leaves_the_rss_at_once") {
+            return;
+        }
         super::map_large_blocks();
         const BODY: usize = 16 << 20;
         // A thread of its own, as a scrape's encode runs on: its allocations come from its arena.

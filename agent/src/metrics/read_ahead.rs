@@ -206,7 +206,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::testing::resident_bytes;
+    use crate::testing::{ran_alone, resident_bytes};
 
     fn peer(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
@@ -329,6 +329,9 @@ mod tests {
 
     #[test]
     fn what_a_read_ahead_freed_leaves_the_rss_before_the_scrape() {
+        if ran_alone("metrics::read_ahead::tests::what_a_read_ahead_freed_leaves_the_rss_before_the_scrape") {
+            return;
+        }
         let reader =
             Arc::new(Fragmenting { kept: Mutex::new(Vec::new()), resident_while_held: AtomicU64::new(0) });
         let readers: Vec<Arc<dyn ReadAhead>> = vec![reader.clone()];
