@@ -193,8 +193,8 @@ struct AttachedFamily {
 /// The loaded object: programs stay attached for as long as this lives (links detach on drop).
 pub struct Programs {
     ebpf: Ebpf,
-    /// The object's map names (the kernel keeps only 15 characters of each).
-    map_names: Vec<String>,
+    /// The maps held once the families took theirs, for their kernel memory.
+    held_maps: accounting::HeldMaps,
     /// Held while the kernel times the programs (config `bpf.program_stats`).
     run_stats: Option<accounting::RunStats>,
     probes: Vec<ProbeStatus>,
@@ -396,7 +396,7 @@ impl Programs {
         // The families are attached and read with the bounds of the plan.
         let sized = plan.config.clone();
         let config = &sized;
-        let map_names = ebpf.maps().map(|(name, _)| name.to_owned()).collect();
+        let map_names: Vec<String> = ebpf.maps().map(|(name, _)| name.to_owned()).collect();
         let map_full = take_map(&mut ebpf, MAP_FULL_MAP)?;
         let map_full = PerCpuArray::try_from(map_full)
             .map_err(|source| LoadError::Map { name: MAP_FULL_MAP, source })?;
@@ -455,9 +455,11 @@ impl Programs {
             probes.push(status);
         }
         let run_stats = if config.bpf.program_stats { accounting::RunStats::enable() } else { None };
+        // After the families: the maps of one that failed are let go with it.
+        let held_maps = accounting::HeldMaps::find(&map_names);
         Ok(Self {
             ebpf,
-            map_names,
+            held_maps,
             run_stats,
             probes,
             attached,
@@ -548,7 +550,7 @@ impl Programs {
 
     /// Kernel memory of each map, by name.
     pub fn map_memory(&self) -> std::collections::BTreeMap<String, u64> {
-        accounting::map_memory(&self.map_names)
+        self.held_maps.memory()
     }
 
     /// (program, run time, runs) of every attached program, while the kernel's statistics are on.
