@@ -198,7 +198,68 @@ pub fn program_runs<'a>(ebpf: &Ebpf, names: impl Iterator<Item = &'a str>) -> Ve
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::FromRawFd as _;
+
     use super::*;
+    use crate::testing::privileged;
+
+    /// A one-entry array map of 4 KiB values named `name`, created with the raw syscall.
+    fn array_map(name: &str) -> OwnedFd {
+        #[repr(C)]
+        struct MapCreateAttr {
+            map_type: u32,
+            key_size: u32,
+            value_size: u32,
+            max_entries: u32,
+            map_flags: u32,
+            inner_map_fd: u32,
+            numa_node: u32,
+            map_name: [u8; 16],
+        }
+        const BPF_MAP_CREATE: libc::c_long = 0;
+        const BPF_MAP_TYPE_ARRAY: u32 = 2;
+        let mut attr = MapCreateAttr {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size: 4096,
+            max_entries: 1,
+            map_flags: 0,
+            inner_map_fd: 0,
+            numa_node: 0,
+            map_name: [0; 16],
+        };
+        attr.map_name[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: `attr` outlives the call and is the head of `union bpf_attr` for this command.
+        let fd = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, &raw mut attr, size_of::<MapCreateAttr>())
+        };
+        assert!(fd >= 0, "BPF_MAP_CREATE: {}", std::io::Error::last_os_error());
+        // SAFETY: a new descriptor the call returned, owned by nothing else.
+        unsafe { OwnedFd::from_raw_fd(fd as i32) }
+    }
+
+    #[test]
+    fn held_maps_are_read_by_their_descriptor_and_a_reused_one_is_not_taken_for_them() {
+        if !privileged("held_maps_are_read_by_their_descriptor") {
+            return;
+        }
+        // Other tests of this process may hold maps as well: only these two are asserted on.
+        let held = array_map("KS_TEST_HELD");
+        let names = ["KS_TEST_HELD_FULL_NAME".to_owned()];
+        let maps = HeldMaps::find(&names);
+        let memory = maps.memory();
+        let bytes = memory.get("KS_TEST_HELD_FULL_NAME").copied().unwrap_or_default();
+        assert!(bytes >= 4096, "the map's value is charged: {memory:?}");
+
+        // The descriptor now refers to another map (dup2 closes the first and reuses its number
+        // at once, so no other test's descriptor can take it in between).
+        let other = array_map("KS_TEST_OTHER");
+        // SAFETY: both descriptors are this test's own; `held` keeps owning its number.
+        assert!(unsafe { libc::dup2(other.as_raw_fd(), held.as_raw_fd()) } >= 0);
+        let memory = maps.memory();
+        assert!(!memory.contains_key("KS_TEST_HELD_FULL_NAME"), "taken for the map it was: {memory:?}");
+        assert!(!memory.contains_key("KS_TEST_OTHER"), "a map not held when found: {memory:?}");
+    }
 
     #[test]
     fn reads_map_fdinfo() {
