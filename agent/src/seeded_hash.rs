@@ -12,7 +12,7 @@
 //! maps' order never reaches a scrape's text (series are sorted), so the seed is not shown.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     hash::{BuildHasher, RandomState},
     sync::OnceLock,
 };
@@ -23,7 +23,6 @@ use foldhash::{
 };
 
 pub type SeededMap<K, V> = HashMap<K, V, Seeded>;
-pub type SeededSet<T> = HashSet<T, Seeded>;
 
 /// foldhash under seeds drawn from std's `RandomState` (see the module comment).
 #[derive(Clone, Debug)]

@@ -466,8 +466,9 @@ struct Fleet {
 /// The capabilities containerd and Docker give a container that asks for none (Podman gives 11
 /// of them): the bounding set runc is given; as root the effective set follows it. The posture
 /// collector then writes what a node's containers hold: 14 `kernsight_container_capability`
-/// series each. With `KERNSIGHT_BENCH_PRIVILEGED` set the processes keep the host root's 41, as this
-/// benchmark measured until 2026-12-04: 1,000 privileged containers, 8.3 MB of a 28.9 MB body.
+/// series each. With `KERNSIGHT_BENCH_PRIVILEGED` set the processes keep all of the host root's (40
+/// on the dev machine, whose root lacks CAP_SYS_RESOURCE), as this benchmark measured until
+/// 2026-12-04: 1,000 privileged containers, 8.3 MB of a 28.9 MB body.
 const RUNTIME_DEFAULT_CAPABILITIES: &str = "setpriv --bounding-set=-all,+chown,+dac_override,+fsetid,+fowner,\
     +mknod,+net_raw,+setgid,+setuid,+setfcap,+setpcap,+net_bind_service,+sys_chroot,+kill,+audit_write ";
 
