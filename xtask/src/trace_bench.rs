@@ -2,11 +2,13 @@
 //!
 //! 1. An open storm: a pinned process makes `openat` calls of a missing file as fast as it can
 //!    while a tracer prints one line per call (to /dev/null): how many events per second reach
-//!    the tracer, how many are lost, and the tracer's CPU time per million events.
+//!    the tracer, how many are lost, and the tracer's CPU time per million events. The floor
+//!    is the same loop with empty programs on the two hooks `trace open` uses (`sys_enter` and
+//!    `sys_exit`): what the workload pays for any program there, before one event is written.
 //! 2. The per-syscall cost of counting every syscall by syscall number in the kernel:
 //!    `kernsight trace syscall --count-by syscall` against bpftrace's
 //!    `@[args->id] = count()` and `@[probe] = count()` on `raw_syscalls:sys_exit`, timed on the
-//!    `getppid` loop of `bench syscalls`.
+//!    `getppid` loop of `bench syscalls`, with an empty program on `sys_exit` as the floor.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -21,9 +23,9 @@ use std::{
 };
 
 use crate::{
-    bench::{Stream, median, run_pinned, start_and_wait, stop},
+    bench::{Stream, median, run_pinned, start_and_wait, start_floor, stop},
     process::{output, workspace_root},
-    report::Row,
+    report::{Row, ratios},
 };
 
 const OPENS: u64 = 300_000;
@@ -40,6 +42,8 @@ pub fn run() -> Result<Vec<Row>, String> {
 
 enum Storm {
     Bare,
+    /// Empty programs on `sys_enter` and `sys_exit`, the hooks of `trace open`.
+    Floor,
     /// Opens per second the loop is held to (0: as fast as it can).
     Kernsight(u64),
     Bpftrace,
@@ -56,6 +60,7 @@ fn open_storm() -> Result<Vec<Row>, String> {
     println!("open storm: {OPENS} failing openat calls per run, one printed event each, {ROUNDS} rounds\n");
     let configs = [
         ("bare (nothing attached)", Storm::Bare),
+        ("floor: empty programs on sys_enter and sys_exit", Storm::Floor),
         ("kernsight trace open --pid P -o json", Storm::Kernsight(0)),
         ("kernsight, loop held to 300,000 opens/s", Storm::Kernsight(300_000)),
         ("kernsight, loop held to 200,000 opens/s", Storm::Kernsight(200_000)),
@@ -86,14 +91,27 @@ fn open_storm() -> Result<Vec<Row>, String> {
         );
         let rate = 1e9 / ns;
         match storm {
-            Storm::Bare => println!("{name:<56} {ns:10.0} {rate:12.0} {:>10} {:>8} {:>16}", "-", "-", "-"),
+            Storm::Bare | Storm::Floor => {
+                println!("{name:<56} {ns:10.0} {rate:12.0} {:>10} {:>8} {:>16}", "-", "-", "-")
+            }
             _ => println!("{name:<56} {ns:10.0} {rate:12.0} {delivered:10.0} {lost:8} {cpu:16.2}"),
         }
     }
     println!("(events/s: the rate the traced process ran at; lost: the worst round)\n");
-    // Headline rows: kernsight as fast as the loop goes, and bpftrace, per round.
-    let mut rows = Vec::new();
-    for (index, tool) in [(1, "kernsight trace open"), (5, "bpftrace printf")] {
+    // Headline rows, per round: the loop bare and on the floor, kernsight as fast as the loop
+    // goes and bpftrace; what each costs an open over that round's bare loop.
+    let ns = |index: usize| results[index].iter().map(|r| r.ns_per_open).collect::<Vec<_>>();
+    let added = |index: usize| ns(index).iter().zip(&ns(0)).map(|(ns, bare)| ns - bare).collect::<Vec<_>>();
+    let (floor, kernsight, bpftrace) = (1, 2, configs.len() - 1);
+    let mut rows = vec![
+        Row::new(
+            "trace: open storm, bare loop: opens/s",
+            "opens/s",
+            ns(0).iter().map(|ns| 1e9 / ns).collect(),
+        ),
+        Row::new("trace: open storm, floor (empty sys_enter + sys_exit): added per open", "ns", added(floor)),
+    ];
+    for (index, tool) in [(kernsight, "kernsight trace open"), (bpftrace, "bpftrace printf")] {
         let runs = &results[index];
         rows.push(Row::new(
             format!("trace: open storm, {tool}: events/s"),
@@ -109,6 +127,17 @@ fn open_storm() -> Result<Vec<Row>, String> {
             format!("trace: open storm, {tool}: tracer CPU per 1M events"),
             "s",
             runs.iter().map(|r| r.cpu_seconds / r.delivered.max(1) as f64 * 1e6).collect(),
+        ));
+        rows.push(Row::new(format!("trace: open storm, {tool}: added per open"), "ns", added(index)));
+        rows.push(Row::new(
+            format!("trace: open storm, {tool}: workload slowdown (target <= 3)"),
+            "x",
+            ratios(&ns(index), &ns(0)),
+        ));
+        rows.push(Row::new(
+            format!("trace: open storm, {tool}: added per open / floor's"),
+            "x",
+            ratios(&added(index), &added(floor)),
         ));
     }
     Ok(rows)
@@ -145,8 +174,12 @@ fn storm_once(storm: &Storm) -> Result<StormResult, String> {
         .spawn()
         .map_err(|e| format!("cannot start the open loop: {e}"))?;
     let pid = storm_process.id().to_string();
+    let mut floor = match storm {
+        Storm::Floor => Some(start_floor(&["sys_enter", "sys_exit"])?),
+        _ => None,
+    };
     let mut tracer = match storm {
-        Storm::Bare => None,
+        Storm::Bare | Storm::Floor => None,
         Storm::Kernsight(_) => {
             let mut command = Command::new(workspace_root().join("target/release/kernsight"));
             command.args(["trace", "open", "--pid", &pid, "-o", "json", "--buffer-mib", "16"]);
@@ -176,6 +209,9 @@ fn storm_once(storm: &Storm) -> Result<StormResult, String> {
         let _ = stdout.read_to_string(&mut out);
     }
     let _ = storm_process.wait();
+    if let Some(child) = floor.as_mut() {
+        stop(child);
+    }
     let ns_per_open: f64 =
         out.trim().parse().map_err(|e| format!("the open loop printed `{}`: {e}", out.trim()))?;
     let Some(tracer) = tracer.as_mut() else {
@@ -292,11 +328,14 @@ pub fn open_loop(args: &[String]) -> Result<(), String> {
 fn count_cost() -> Result<Vec<Row>, String> {
     enum Counter {
         None,
+        /// An empty program on `sys_exit`, the hook `--count-by syscall` uses.
+        Floor,
         Bpftrace(&'static str),
         Kernsight,
     }
     let configs = [
         ("bare (nothing attached)", Counter::None),
+        ("floor: empty program on sys_exit", Counter::Floor),
         (
             "bpftrace: @[args->id] = count() on sys_exit",
             Counter::Bpftrace("tracepoint:raw_syscalls:sys_exit { @[args->id] = count(); }"),
@@ -315,6 +354,7 @@ fn count_cost() -> Result<Vec<Row>, String> {
         for ((name, counter), samples) in configs.iter().zip(&mut samples) {
             let mut attached = match counter {
                 Counter::None => None,
+                Counter::Floor => Some(start_floor(&["sys_exit"])?),
                 Counter::Bpftrace(script) => {
                     let mut command = Command::new("bpftrace");
                     command.args(["-e", script]);
@@ -342,12 +382,23 @@ fn count_cost() -> Result<Vec<Row>, String> {
     }
     // Overheads per round, over that round's bare run.
     let bare = &samples[0];
-    let rows = [(1, "bpftrace @[args->id] = count()"), (3, "kernsight --count-by syscall")]
-        .into_iter()
-        .map(|(index, tool)| {
-            let overheads = samples[index].iter().zip(bare).map(|(ns, bare)| ns - bare).collect();
-            Row::new(format!("trace: count every syscall, {tool}: overhead"), "ns/syscall", overheads)
-        })
-        .collect();
+    let overhead =
+        |index: usize| samples[index].iter().zip(bare).map(|(ns, bare)| ns - bare).collect::<Vec<_>>();
+    let (floor, bpftrace, kernsight) = (1, 2, configs.len() - 1);
+    let mut rows: Vec<Row> = [
+        (floor, "floor (empty program on sys_exit)"),
+        (bpftrace, "bpftrace @[args->id] = count()"),
+        (kernsight, "kernsight --count-by syscall"),
+    ]
+    .into_iter()
+    .map(|(index, tool)| {
+        Row::new(format!("trace: count every syscall, {tool}: overhead"), "ns/syscall", overhead(index))
+    })
+    .collect();
+    rows.push(Row::new(
+        "trace: count every syscall, kernsight --count-by syscall / floor",
+        "x",
+        ratios(&overhead(kernsight), &overhead(floor)),
+    ));
     Ok(rows)
 }

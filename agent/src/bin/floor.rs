@@ -12,10 +12,17 @@ use aya::{
     Btf, Ebpf,
     programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
 };
+use nix::sys::signal::{SigHandler, Signal, signal};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernsight-floor"));
 
 fn main() -> anyhow::Result<()> {
+    // `cargo xtask bench` ends the floor with SIGINT, which a shell's background job (`bench
+    // ... &` in a script) starts ignored: the default action, to end, is taken back.
+    // SAFETY: sets the default disposition, before any other thread exists.
+    if let Err(error) = unsafe { signal(Signal::SIGINT, SigHandler::SigDfl) } {
+        bail!("restoring SIGINT's default action: {error}");
+    }
     let hooks: Vec<String> = std::env::args().skip(1).collect();
     if hooks.is_empty() {
         bail!("usage: kernsight-floor HOOK... (sys_exit, sys_enter, sched, cap_capable, cgroup_skb=PATH)");
