@@ -159,10 +159,21 @@ pub(crate) fn agent_command() -> Command {
 }
 
 /// `kernsight-floor` holding empty programs on `hooks` (see its documentation), once attached.
+/// How long every tracer of the per-event suites is left attached before the timed loop: in
+/// the first 1.5 s after an agent started, the pinned `getppid` loop ran up to 8 % slower in
+/// some starts (its own CPU time, with nothing else running on either CPU), and 2 s after the
+/// start it did not (docs/performance.md, "The one run"). Every tracer waits alike.
+pub(crate) const SETTLE: Duration = Duration::from_secs(2);
+
+/// Starts an agent, waits until it serves metrics and then `SETTLE`.
+pub(crate) fn start_settled_agent(command: Command) -> Result<Child, String> {
+    Ok(start_and_wait(command, Stream::Stderr, "serving metrics", SETTLE)?.0)
+}
+
 pub(crate) fn start_floor(hooks: &[&str]) -> Result<Child, String> {
     let mut command = Command::new(workspace_root().join("target/release/kernsight-floor"));
     command.args(hooks);
-    Ok(start_and_wait(command, Stream::Stdout, "attached", Duration::ZERO)?.0)
+    Ok(start_and_wait(command, Stream::Stdout, "attached", SETTLE)?.0)
 }
 
 fn syscalls() -> Result<Vec<Row>, String> {
@@ -309,21 +320,21 @@ fn attach(tracer: &Tracer) -> Result<Option<Child>, String> {
         Tracer::Bpftrace(script) => {
             let mut command = Command::new("bpftrace");
             command.args(["-e", script]);
-            // bpftrace prints "Attaching N probes..." then attaches; give it a moment after.
-            Some(start_and_wait(command, Stream::Stdout, "Attaching", Duration::from_secs(2))?.0)
+            // bpftrace prints "Attaching N probes..." then attaches: `SETTLE` covers both.
+            Some(start_and_wait(command, Stream::Stdout, "Attaching", SETTLE)?.0)
         }
         Tracer::Floor(hooks) => Some(start_floor(hooks)?),
         Tracer::Kernsight(args) => {
             let mut command = agent_command();
             command.args(*args);
-            Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0)
+            Some(start_settled_agent(command)?)
         }
         Tracer::KernsightConfig(toml) => {
             let path = workspace_root().join("target/bench-agent.toml");
             std::fs::write(&path, toml).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             let mut command = agent_command();
             command.arg("--config").arg(&path);
-            Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0)
+            Some(start_settled_agent(command)?)
         }
     })
 }

@@ -9,11 +9,7 @@
 //! Each runs bare, then with the agent with and without the capability family; rounds are
 //! interleaved so that drift on the machine spreads over every configuration alike.
 
-use std::{
-    path::PathBuf,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, process::Command, time::Instant};
 
 use crate::{
     bench::{Stream, agent_command, median, run_pinned, start_and_wait, stop},
@@ -131,13 +127,13 @@ fn measure(tracer: &Tracer, config: Option<&PathBuf>, task: &str, calls: u64) ->
         (Tracer::Kernsight(_), Some(file)) => {
             let mut command = agent_command();
             command.arg("--config").arg(file);
-            Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0)
+            Some(crate::bench::start_settled_agent(command)?)
         }
         (Tracer::Bpftrace(script), _) => {
             let mut command = Command::new("bpftrace");
             command.args(["-e", script]);
             // bpftrace prints "Attaching N probes..." then attaches; give it a moment after.
-            Some(start_and_wait(command, Stream::Stdout, "Attaching", Duration::from_secs(2))?.0)
+            Some(start_and_wait(command, Stream::Stdout, "Attaching", crate::bench::SETTLE)?.0)
         }
         (Tracer::Floor, _) => Some(crate::bench::start_floor(&["cap_capable"])?),
         _ => None,

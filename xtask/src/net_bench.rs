@@ -19,7 +19,7 @@ use std::{
 };
 
 use crate::{
-    bench::{Stream, agent_command, median, start_and_wait, stop},
+    bench::{agent_command, median, stop},
     process::output,
     report::Row,
 };
@@ -197,7 +197,7 @@ fn measure(pair: &Pair, config: Option<&PathBuf>) -> Result<(f64, f64, u64), Str
         Some(file) => {
             let mut command = agent_command();
             command.arg("--config").arg(file);
-            Some(start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO)?.0)
+            Some(crate::bench::start_settled_agent(command)?)
         }
     };
     let result = flood(pair);
@@ -230,9 +230,7 @@ fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Re
             let Some(file) = file else { return Ok(Vec::new()) };
             let mut command = agent_command();
             command.arg("--config").arg(file);
-            while_attached(
-                start_and_wait(command, Stream::Stderr, "serving metrics", Duration::ZERO).map(|s| s.0),
-            )
+            while_attached(crate::bench::start_settled_agent(command))
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok((costs, while_attached(crate::bench::start_floor(&[floor_hook]))?))

@@ -14,7 +14,7 @@ use std::{
 };
 
 use crate::{
-    bench::{Stream, agent_command, median, start_and_wait, stop},
+    bench::{agent_command, median, stop},
     report::Row,
 };
 
@@ -176,7 +176,7 @@ fn program_costs(files: &[Option<PathBuf>]) -> Result<Vec<Vec<Vec<f64>>>, String
                     .ok_or_else(|| format!("no agent configuration named `{name}`"))?;
                 let mut command = agent_command();
                 command.arg("--config").arg(file);
-                start_and_wait(command, Stream::Stderr, "serving metrics", std::time::Duration::ZERO)?.0
+                crate::bench::start_settled_agent(command)?
             };
             let timed = time_ping_pong();
             let costs = crate::program_stats::per_run();
@@ -200,7 +200,7 @@ fn measure(config: Option<&PathBuf>) -> Result<f64, String> {
         Some(file) => {
             let mut command = agent_command();
             command.arg("--config").arg(file);
-            Some(start_and_wait(command, Stream::Stderr, "serving metrics", std::time::Duration::ZERO)?.0)
+            Some(crate::bench::start_settled_agent(command)?)
         }
     };
     let ns = time_ping_pong();

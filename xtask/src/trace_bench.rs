@@ -143,17 +143,6 @@ fn open_storm() -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// The tracer's user + system CPU seconds so far, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let ticks: f64 =
-        output(Command::new("getconf").arg("CLK_TCK")).and_then(|t| t.trim().parse().ok()).unwrap_or(100.0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at state, field 3.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<f64> = after.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
-    (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / ticks
-}
-
 fn storm_once(storm: &Storm) -> Result<StormResult, String> {
     let rate = match storm {
         Storm::Kernsight(rate) => *rate,
@@ -200,7 +189,11 @@ fn storm_once(storm: &Storm) -> Result<StormResult, String> {
             Some(Tracer::start(command, "ready")?)
         }
     };
-    let cpu_before = tracer.as_ref().map_or(0.0, |t| cpu_seconds(t.child.id()));
+    if tracer.is_some() {
+        thread::sleep(crate::bench::SETTLE); // as every tracer of the benchmarks
+    }
+    let cpu = |tracer: &Tracer| crate::agent_bench::cpu_seconds(tracer.child.id()).unwrap_or(0.0);
+    let cpu_before = tracer.as_ref().map_or(0.0, cpu);
     if let Some(mut stdin) = storm_process.stdin.take() {
         stdin.write_all(b"go\n").map_err(|e| format!("starting the open loop: {e}"))?;
     }
@@ -223,7 +216,7 @@ fn storm_once(storm: &Storm) -> Result<StormResult, String> {
         last = tracer.lines();
         thread::sleep(Duration::from_millis(300));
     }
-    let cpu_seconds = cpu_seconds(tracer.child.id()) - cpu_before;
+    let cpu_seconds = cpu(tracer) - cpu_before;
     stop(&mut tracer.child);
     thread::sleep(Duration::from_millis(200)); // the readers see the last lines
     let delivered = tracer.lines();
@@ -358,12 +351,14 @@ fn count_cost() -> Result<Vec<Row>, String> {
                 Counter::Bpftrace(script) => {
                     let mut command = Command::new("bpftrace");
                     command.args(["-e", script]);
-                    Some(start_and_wait(command, Stream::Stdout, "Attaching", Duration::from_secs(2))?.0)
+                    Some(start_and_wait(command, Stream::Stdout, "Attaching", crate::bench::SETTLE)?.0)
                 }
                 Counter::Kernsight => {
                     let mut command = Command::new(workspace_root().join("target/release/kernsight"));
                     command.args(["trace", "syscall", "--count-by", "syscall"]);
-                    Some(Tracer::start(command, "tracing ")?.child)
+                    let tracer = Tracer::start(command, "tracing ")?;
+                    thread::sleep(crate::bench::SETTLE);
+                    Some(tracer.child)
                 }
             };
             let ns = run_pinned("__syscall-loop", SYSCALL_CALLS);
