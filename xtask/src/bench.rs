@@ -162,7 +162,7 @@ pub(crate) fn agent_command() -> Command {
 /// How long every tracer of the per-event suites is left attached before the timed loop: in
 /// the first 1.5 s after an agent started, the pinned `getppid` loop ran up to 8 % slower in
 /// some starts (its own CPU time, with nothing else running on either CPU), and 2 s after the
-/// start it did not (docs/performance.md, "The one run"). Every tracer waits alike.
+/// start it did not (docs/performance.md, "A slow loop just after a start"). Every tracer waits alike.
 pub(crate) const SETTLE: Duration = Duration::from_secs(2);
 
 /// Starts an agent, waits until it serves metrics and then `SETTLE`.
