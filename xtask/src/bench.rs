@@ -158,11 +158,11 @@ pub(crate) fn agent_command() -> Command {
     command
 }
 
-/// `kernsight-floor` holding empty programs on `hooks` (see its documentation), once attached.
 /// How long every tracer of the per-event suites is left attached before the timed loop: in
-/// the first 1.5 s after an agent started, the pinned `getppid` loop ran up to 8 % slower in
+/// the first 1.5 s after a tracer started, the pinned `getppid` loop ran up to 8 % slower in
 /// some starts (its own CPU time, with nothing else running on either CPU), and 2 s after the
-/// start it did not (docs/performance.md, "A slow loop just after a start"). Every tracer waits alike.
+/// start it did not (docs/performance.md, "A slow loop just after a start"). Every tracer
+/// waits alike.
 pub(crate) const SETTLE: Duration = Duration::from_secs(2);
 
 /// Starts an agent, waits until it serves metrics and then `SETTLE`.
@@ -170,6 +170,8 @@ pub(crate) fn start_settled_agent(command: Command) -> Result<Child, String> {
     Ok(start_and_wait(command, Stream::Stderr, "serving metrics", SETTLE)?.0)
 }
 
+/// `kernsight-floor` holding empty programs on `hooks` (see its documentation), once attached
+/// and `SETTLE` after.
 pub(crate) fn start_floor(hooks: &[&str]) -> Result<Child, String> {
     let mut command = Command::new(workspace_root().join("target/release/kernsight-floor"));
     command.args(hooks);

@@ -132,7 +132,7 @@ fn measure(tracer: &Tracer, config: Option<&PathBuf>, task: &str, calls: u64) ->
         (Tracer::Bpftrace(script), _) => {
             let mut command = Command::new("bpftrace");
             command.args(["-e", script]);
-            // bpftrace prints "Attaching N probes..." then attaches; give it a moment after.
+            // bpftrace prints "Attaching N probes..." then attaches: `SETTLE` covers both.
             Some(start_and_wait(command, Stream::Stdout, "Attaching", crate::bench::SETTLE)?.0)
         }
         (Tracer::Floor, _) => Some(crate::bench::start_floor(&["cap_capable"])?),
