@@ -170,6 +170,14 @@ pub(crate) fn start_settled_agent(command: Command) -> Result<Child, String> {
     Ok(start_and_wait(command, Stream::Stderr, "serving metrics", SETTLE)?.0)
 }
 
+/// bpftrace running `script`: it prints "Attaching N probes..." and then attaches, which
+/// `SETTLE` covers.
+pub(crate) fn start_bpftrace(script: &str) -> Result<Child, String> {
+    let mut command = Command::new("bpftrace");
+    command.args(["-e", script]);
+    Ok(start_and_wait(command, Stream::Stdout, "Attaching", SETTLE)?.0)
+}
+
 /// `kernsight-floor` holding empty programs on `hooks` (see its documentation), once attached
 /// and `SETTLE` after.
 pub(crate) fn start_floor(hooks: &[&str]) -> Result<Child, String> {
@@ -319,12 +327,7 @@ fn measure(tracer: &Tracer) -> Result<f64, String> {
 fn attach(tracer: &Tracer) -> Result<Option<Child>, String> {
     Ok(match tracer {
         Tracer::None => None,
-        Tracer::Bpftrace(script) => {
-            let mut command = Command::new("bpftrace");
-            command.args(["-e", script]);
-            // bpftrace prints "Attaching N probes..." then attaches: `SETTLE` covers both.
-            Some(start_and_wait(command, Stream::Stdout, "Attaching", SETTLE)?.0)
-        }
+        Tracer::Bpftrace(script) => Some(start_bpftrace(script)?),
         Tracer::Floor(hooks) => Some(start_floor(hooks)?),
         Tracer::Kernsight(args) => {
             let mut command = agent_command();

@@ -12,7 +12,7 @@
 use std::{path::PathBuf, process::Command, time::Instant};
 
 use crate::{
-    bench::{Stream, agent_command, median, run_pinned, start_and_wait, stop},
+    bench::{agent_command, median, run_pinned, stop},
     report::Row,
 };
 
@@ -129,12 +129,7 @@ fn measure(tracer: &Tracer, config: Option<&PathBuf>, task: &str, calls: u64) ->
             command.arg("--config").arg(file);
             Some(crate::bench::start_settled_agent(command)?)
         }
-        (Tracer::Bpftrace(script), _) => {
-            let mut command = Command::new("bpftrace");
-            command.args(["-e", script]);
-            // bpftrace prints "Attaching N probes..." then attaches: `SETTLE` covers both.
-            Some(start_and_wait(command, Stream::Stdout, "Attaching", crate::bench::SETTLE)?.0)
-        }
+        (Tracer::Bpftrace(script), _) => Some(crate::bench::start_bpftrace(script)?),
         (Tracer::Floor, _) => Some(crate::bench::start_floor(&["cap_capable"])?),
         _ => None,
     };

@@ -14,11 +14,11 @@ use std::{
     os::unix::fs::{FileExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use crate::{
-    bench::{Stream, agent_command, median, start_and_wait, stop},
+    bench::{agent_command, median, stop},
     process::output,
     report::Row,
     scrape_bench::{get, start_agent},
@@ -130,10 +130,7 @@ fn measure(config: &Path, device: &Path) -> Result<Measured, String> {
     let mut command = agent_command();
     command.arg("--config").arg(config);
     let (mut agent, address) = start_agent(command)?;
-    let mut bpftrace = Command::new("bpftrace");
-    bpftrace.args(["-e", EMPTY_PROBES]);
-    let bpftrace = start_and_wait(bpftrace, Stream::Stdout, "Attaching", Duration::from_secs(2));
-    let result = bpftrace.and_then(|(mut bpftrace, _)| {
+    let result = crate::bench::start_bpftrace(EMPTY_PROBES).and_then(|mut bpftrace| {
         let measured = (|| {
             let wall_ns = read_loop(device)?;
             let metrics = get(&address, "/metrics")?;

@@ -23,7 +23,7 @@ use std::{
 };
 
 use crate::{
-    bench::{Stream, median, run_pinned, start_and_wait, start_floor, stop},
+    bench::{median, run_pinned, start_bpftrace, start_floor, stop},
     process::{output, workspace_root},
     report::{Row, ratios},
 };
@@ -348,11 +348,7 @@ fn count_cost() -> Result<Vec<Row>, String> {
             let mut attached = match counter {
                 Counter::None => None,
                 Counter::Floor => Some(start_floor(&["sys_exit"])?),
-                Counter::Bpftrace(script) => {
-                    let mut command = Command::new("bpftrace");
-                    command.args(["-e", script]);
-                    Some(start_and_wait(command, Stream::Stdout, "Attaching", crate::bench::SETTLE)?.0)
-                }
+                Counter::Bpftrace(script) => Some(start_bpftrace(script)?),
                 Counter::Kernsight => {
                     let mut command = Command::new(workspace_root().join("target/release/kernsight"));
                     command.args(["trace", "syscall", "--count-by", "syscall"]);
