@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     sched::{pin_to, spin, two_spinners_on},
-    support::{self, Agent, TestCgroup, config_file, parse, path_str, privileged, v1_root, value},
+    support::{
+        self, Agent, SwitchWatch, TestCgroup, config_file, parse, path_str, privileged, v1_root, value,
+    },
 };
 
 const QUOTA_US: u64 = 10_000;
@@ -139,7 +141,16 @@ fn a_busy_loop_under_its_quota_waits_throttled_as_long_as_cpu_stat_says_with_sta
     busy_loop_under_its_quota("[sched]\nwait_start = \"wakeup\"\n");
 }
 
-/// One busy loop under a 10 % quota for 3 s, with the agent on `config`.
+/// Runs of the quota workload before the test gives up on a `sched_switch` that reports every
+/// switch of the loop (see `support::switch_watch`).
+const QUOTA_ATTEMPTS: usize = 4;
+
+/// The name the quota workload's thread takes, which the switch watch records.
+const QUOTA_LOOP_COMM: &std::ffi::CStr = c"ks-quota-loop";
+
+/// One busy loop under a 10 % quota for 3 s, with the agent on `config`. Run again, in a new
+/// cgroup, when the tracepoint hid a switch of the loop from every tracer: the agent cannot be
+/// checked against the kernel's accounts on such a run.
 fn busy_loop_under_its_quota(config: &str) {
     if !privileged() {
         return;
@@ -147,18 +158,52 @@ fn busy_loop_under_its_quota(config: &str) {
     let _serial = support::serial();
     let (_dir, config) = config_file(config);
     let agent = Agent::start(&["--config", path_str(&config)]);
-    let cgroup = TestCgroup::create("cpuwait-quota");
-    let quota = match QuotaCgroup::limit(&cgroup, "cpuwait-quota") {
-        Ok(quota) => quota,
-        Err(why) => return support::skip(&why),
-    };
+    for attempt in 1..=QUOTA_ATTEMPTS {
+        let watch = SwitchWatch::start(QUOTA_LOOP_COMM.to_str().unwrap())
+            .inspect_err(|why| eprintln!("switches not watched ({why}): every run is checked"))
+            .ok();
+        // A name of its own each time: the agent keeps a removed cgroup's counts for a while.
+        let tag = format!("cpuwait-quota{attempt}");
+        let cgroup = TestCgroup::create(&tag);
+        let quota = match QuotaCgroup::limit(&cgroup, &tag) {
+            Ok(quota) => quota,
+            Err(why) => return support::skip(&why),
+        };
+        let kernel = run_under_quota(&cgroup, &quota);
+        let hidden = watch.as_ref().map_or(0, SwitchWatch::hidden_switches);
+        if hidden == 0 {
+            return check_quota_run(&agent, &cgroup, kernel);
+        }
+        eprintln!(
+            "attempt {attempt}: sched_switch did not report {hidden} switches of the loop; running it again"
+        );
+    }
+    panic!(
+        "sched_switch hid switches of the loop in each of {QUOTA_ATTEMPTS} runs: nothing to check against"
+    );
+}
+
+/// What the kernel counted for one quota run: cpu.stat's (throttled seconds, throttled
+/// periods) during it, and the loop thread's schedstat (run delay in seconds, times switched
+/// in) while it was in the cgroup.
+struct KernelCounts {
+    throttled: (f64, f64),
+    schedstat: (f64, f64),
+}
+
+/// One busy loop on CPU 0 for 3 s of wall time in `cgroup`, under `quota`.
+fn run_under_quota(cgroup: &TestCgroup, quota: &QuotaCgroup) -> KernelCounts {
     let (seconds_before, periods_before) = quota.throttled();
     let extra = quota.extra_procs().map(|p| c_path(&p));
     let dir = tempfile::tempdir().unwrap();
     let (start, end) = (dir.path().join("schedstat.start"), dir.path().join("schedstat.end"));
     let (start_c, end_c) = (c_path(&start), c_path(&end));
-    // One busy loop on CPU 0 for 3 s of wall time: 10 % of it runs, the rest is throttled.
+    // 10 % of the loop's 3 s runs, the rest is throttled.
     let code = cgroup.run(|| {
+        // SAFETY: a raw syscall on a constant name.
+        if unsafe { libc::prctl(libc::PR_SET_NAME, QUOTA_LOOP_COMM.as_ptr()) } != 0 {
+            return 5;
+        }
         // In the cgroup from here on: what the thread waited before is not the cgroup's.
         if !save_schedstat(&start_c) {
             return 4;
@@ -177,8 +222,15 @@ fn busy_loop_under_its_quota(config: &str) {
     });
     assert_eq!(code, 0, "the workload failed");
     let (seconds_after, periods_after) = quota.throttled();
-    let (kernel, periods) = (seconds_after - seconds_before, periods_after - periods_before);
+    KernelCounts {
+        throttled: (seconds_after - seconds_before, periods_after - periods_before),
+        schedstat: schedstat_between(&start, &end),
+    }
+}
 
+/// The agent's waits of `cgroup` against what the kernel counted for its quota run.
+fn check_quota_run(agent: &Agent, cgroup: &TestCgroup, kernel_counts: KernelCounts) {
+    let KernelCounts { throttled: (kernel, periods), schedstat: (run_delay, switched_in) } = kernel_counts;
     let text = agent.scrape();
     let samples = parse(&text);
     let (throttled, contention) = wait_sums(&samples, &cgroup.label);
@@ -186,7 +238,6 @@ fn busy_loop_under_its_quota(config: &str) {
         value(&samples, "kernsight_cpu_wait_seconds_count", &[("cgroup", &cgroup.label), ("reason", reason)])
     };
     let (waits, contended) = (count("throttled"), count("contention"));
-    let (run_delay, switched_in) = schedstat_between(&start, &end);
     // A wait whose start could not be stamped (the kernel gave no task storage: out of memory,
     // or a lookup nested in another on the same CPU) is not counted; the map-full counter of
     // RUNQ_START counts those.

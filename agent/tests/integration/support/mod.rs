@@ -15,12 +15,14 @@ pub mod image;
 pub mod memory;
 pub mod podman;
 mod process;
+pub mod switch_watch;
 
 pub use agent::{Agent, http_get, unique_pin_dir};
 pub use cgroup::{TestCgroup, spawn_in, unified_root, v1_root, wait_status};
 /// The agent's own parser of the text format (`kernsight top` and `advise` read scrapes with it).
 pub use kernsight::metrics::client::Sample;
 pub use process::{ChildGuard, wait_gone};
+pub use switch_watch::SwitchWatch;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_kernsight");
 
