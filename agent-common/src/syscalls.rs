@@ -22,8 +22,12 @@ pub const CGROUP_SLOTS_MAP: &str = "CGROUP_SLOTS";
 /// reached through `css_set->subsys[]->cgroup`, which verifiers (6.18.44, for one) do not take
 /// as a trusted pointer, and `bpf_cgrp_storage_get` needs one.
 pub const V1_CGROUP_SLOTS_MAP: &str = "V1_CGROUP_SLOTS";
-/// Per-CPU one-entry cache of the last cgroup seen on that CPU and its slot.
+/// Per-CPU one-entry cache of the last thread (by its `pt_regs`) and cgroup seen on that CPU,
+/// and the cgroup's slot (`CgroupCache`).
 pub const LAST_CGROUP_MAP: &str = "LAST_CGROUP";
+/// Array of one `u64`: the epoch of `LAST_CGROUP`'s thread entries. 0 (the cache trusts no
+/// thread) until the agent has attached the programs that add 1 at each fork and cgroup move.
+pub const ATTRIBUTION_EPOCH_MAP: &str = "ATTRIBUTION_EPOCH";
 /// Per-CPU hash `SyscallKey` → `u64`: failed calls by errno.
 pub const SYSCALL_ERRORS_MAP: &str = "SYSCALL_ERRORS";
 /// Array `u32 slot` → `SlotEntries`: how many `SYSCALL_ERRORS` and `SYSCALL_LATENCY` entries
@@ -135,15 +139,18 @@ impl Default for SyscallRow {
     }
 }
 
-/// The last cgroup a CPU ran a syscall for, and its slot.
+/// The last syscall a CPU counted: its thread (the address of its `pt_regs`, at the top of the
+/// thread's kernel stack), the attribution epoch then, and its cgroup and slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CgroupCache {
+    pub regs: u64,
+    pub epoch: u64,
     pub cgroup_id: u64,
     pub slot: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<CgroupCache>() == 16);
+const _: () = assert!(core::mem::size_of::<CgroupCache>() == 32);
 
 /// Entries a cgroup slot created in the syscall family's hash maps (value of `SLOT_ENTRIES`).
 /// Shared by all CPUs: incremented with atomic adds, zeroed when the slot is recycled.

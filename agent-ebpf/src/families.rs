@@ -1,6 +1,7 @@
 // The modules of the kernel programs (a probe family each, and what they share), included by
 // every object's root (`main.rs`, `hashed_slots.rs`, `fallback.rs`), which differ only in their
 // `features` module: a new family is one line here.
+mod attribution;
 mod block_io;
 mod capabilities;
 mod cgroups;

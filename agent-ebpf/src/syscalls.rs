@@ -7,7 +7,6 @@
 //! inlined per-CPU array increment: no hash lookup on the hot path (see `kernsight_common`).
 
 use aya_ebpf::{
-    bindings::cgroup,
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, Queue},
@@ -23,6 +22,7 @@ use kernsight_common::{
 };
 
 use crate::{
+    attribution,
     counters::{add_existing, atomic_add, count_map_full, insert_new},
     features::{stored_slot, syscall_start},
     task::{current_cgroup, global, load},
@@ -89,31 +89,41 @@ pub(crate) const NEVER_RETURNS: [i64; 2] = [60, 231];
 #[cfg(bpf_target_arch = "aarch64")]
 pub(crate) const NEVER_RETURNS: [i64; 2] = [93, 94];
 
-/// The slot of a cgroup: from this CPU's cache, else from where the object keeps each cgroup's
-/// slot (`features::stored_slot`: cgroup local storage, or a hash by cgroup id), else a new one
-/// from the free queue (or the overflow slot, counted, when none is left).
+/// The cgroup of the thread whose syscall ends (`regs`: its `pt_regs`) and the cgroup's slot:
+/// from this CPU's cache when the same thread made the last syscall here in the same
+/// attribution epoch (`attribution`), else by walking from the current task. The slot then
+/// comes from the cache when the cgroup is the last one seen here, else from where the object
+/// keeps each cgroup's slot (`features::stored_slot`: cgroup local storage, or a hash by
+/// cgroup id), else it is a new one from the free queue (or the overflow slot, counted, when
+/// none is left).
 #[inline(always)]
-fn slot_of(cgroup: *mut cgroup, cgroup_id: u64) -> u32 {
+fn attribute(regs: *const u8) -> (u64, u32) {
     let Some(cache) = LAST_CGROUP.get_ptr_mut(0) else {
-        return OVERFLOW_SLOT;
+        return (current_cgroup().1, OVERFLOW_SLOT);
     };
     // SAFETY: this CPU's entry; the program does not run twice at once on one CPU.
     let cache = unsafe { &mut *cache };
-    if cache.cgroup_id == cgroup_id {
-        return cache.slot;
+    let regs = regs as u64;
+    // Read before the walk: a fork or move during it leaves the entry made below stale.
+    let epoch = attribution::epoch();
+    if epoch != 0 && cache.regs == regs && cache.epoch == epoch {
+        return (cache.cgroup_id, cache.slot);
     }
-    // The v1 walk's cgroup pointer is not one that `bpf_cgrp_storage_get` accepts (see
-    // `V1_CGROUP_SLOTS_MAP`); the verifier knows the bit is set on that path (`id | BIT`) and
-    // never reaches the storage call with it.
-    let slot = if cgroup_id & V1_CGROUP_ID_BIT != 0 {
+    let (cgroup, cgroup_id) = current_cgroup();
+    let slot = if cache.cgroup_id == cgroup_id {
+        cache.slot
+    } else if cgroup_id & V1_CGROUP_ID_BIT != 0 {
+        // The v1 walk's cgroup pointer is not one that `bpf_cgrp_storage_get` accepts (see
+        // `V1_CGROUP_SLOTS_MAP`); the verifier knows the bit is set on this path (`id | BIT`)
+        // and never reaches the storage call with it.
         slot_by_id(&V1_CGROUP_SLOTS, cgroup_id)
     } else {
         stored_slot(cgroup, cgroup_id)
     };
     if slot != OVERFLOW_SLOT {
-        *cache = CgroupCache { cgroup_id, slot, _pad: 0 };
+        *cache = CgroupCache { regs, epoch, cgroup_id, slot, _pad: 0 };
     }
-    slot
+    (cgroup_id, slot)
 }
 
 /// The slot recorded for `cgroup_id` in `slots`, or a new one from the free queue
@@ -251,12 +261,11 @@ pub fn ks_sys_exit(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: `regs` is a BTF pointer to `struct pt_regs`; the verifier checks the offset.
     // Sign-extended, so that -1 (no syscall) lands in the out-of-range column.
     let syscall = unsafe { load::<SyscallNr>(regs, SYSCALL_NR_OFFSET) } as i64 as u64;
-    let (cgroup, cgroup_id) = current_cgroup();
+    let (cgroup_id, slot) = attribute(regs);
 
     // Rows and hash keys use the bounded column, not the number a workload chose
     // (`syscall(1000 + i)`).
     let column = column_of(syscall);
-    let slot = slot_of(cgroup, cgroup_id);
     if let Some(row) = SYSCALL_ROWS.get_ptr_mut(slot) {
         let index = (column as u64 & global(&COLUMN_MASK)) as usize;
         // SAFETY: this CPU's row; only this program writes the rows, and the kernel does not

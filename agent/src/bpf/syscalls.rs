@@ -1,5 +1,7 @@
 //! The syscall accounting family: `ks_sys_exit` (always) and `ks_sys_enter` (latency mode) on the
-//! `raw_syscalls` tracepoints, the maps they fill, and the recycling of cgroup slots.
+//! `raw_syscalls` tracepoints, the maps they fill, and the recycling of cgroup slots; and the
+//! programs that let the exit trust its per-CPU cache of the last thread's cgroup
+//! (`ATTRIBUTION_PROGRAMS`).
 
 use std::{collections::HashMap, os::fd::AsFd as _, time::Duration};
 
@@ -13,14 +15,14 @@ use aya::{
 use kernsight_common::{
     counters::{LATENCY_BUCKETS, LatencyCell, OVERFLOW_CGROUP_ID, map_full},
     syscalls::{
-        CGROUP_SLOTS_MAP, ERROR_QUOTA_GLOBAL, FREE_SLOTS_MAP, LAST_CGROUP_MAP, LATENCY_ENABLED_GLOBAL,
-        LATENCY_QUOTA_GLOBAL, LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT, OVERFLOW_SYSCALL, SLOT_ENTRIES_MAP,
-        SLOT_OWNERS_MAP, START_ENTRIES, SYSCALL_COLUMNS, SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP,
-        SYSCALL_ROWS_MAP, SYSCALL_START_MAP, SlotEntries, SyscallKey, SyscallRow, V1_CGROUP_ID_BIT,
-        V1_CGROUP_SLOTS_MAP,
+        ATTRIBUTION_EPOCH_MAP, CGROUP_SLOTS_MAP, ERROR_QUOTA_GLOBAL, FREE_SLOTS_MAP, LAST_CGROUP_MAP,
+        LATENCY_ENABLED_GLOBAL, LATENCY_QUOTA_GLOBAL, LatencyKey, OTHER_ERRNO, OVERFLOW_SLOT,
+        OVERFLOW_SYSCALL, SLOT_ENTRIES_MAP, SLOT_OWNERS_MAP, START_ENTRIES, SYSCALL_COLUMNS,
+        SYSCALL_ERRORS_MAP, SYSCALL_LATENCY_MAP, SYSCALL_ROWS_MAP, SYSCALL_START_MAP, SlotEntries,
+        SyscallKey, SyscallRow, V1_CGROUP_ID_BIT, V1_CGROUP_SLOTS_MAP,
     },
 };
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{
     batch,
@@ -34,6 +36,15 @@ use crate::config::Config;
 
 pub const PROBE: &str = "syscalls";
 
+/// The programs that end an attribution epoch, with their tracepoints: at every fork (a new
+/// task may get a dead one's kernel stack, by which the exit's cache names a thread) and every
+/// cgroup move (see `agent-ebpf/src/attribution.rs`).
+const ATTRIBUTION_PROGRAMS: [(&str, &str); 3] = [
+    ("ks_sys_task_forked", "sched_process_fork"),
+    ("ks_sys_cgroup_attached", "cgroup_attach_task"),
+    ("ks_sys_cgroup_transferred", "cgroup_transfer_tasks"),
+];
+
 /// The syscall family.
 pub struct Syscalls;
 
@@ -44,6 +55,7 @@ impl Family for Syscalls {
 
     fn programs(&self, config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
         let mut programs = vec!["ks_sys_exit"];
+        programs.extend(ATTRIBUTION_PROGRAMS.iter().map(|&(name, _)| name));
         if config.syscalls.latency_histogram {
             programs.push("ks_sys_enter");
         }
@@ -87,6 +99,7 @@ impl Family for Syscalls {
             CGROUP_SLOTS_MAP,
             V1_CGROUP_SLOTS_MAP,
             LAST_CGROUP_MAP,
+            ATTRIBUTION_EPOCH_MAP,
             SLOT_ENTRIES_MAP,
             SYSCALL_ERRORS_MAP,
             SYSCALL_LATENCY_MAP,
@@ -225,6 +238,11 @@ pub fn attach(
         None
     };
 
+    if let Err(err) = start_attribution_epochs(ebpf, btf) {
+        warn!(
+            "syscall accounting walks from the current task at every call, without its per-thread cache: {err:#}"
+        );
+    }
     let exit = program(ebpf, "ks_sys_exit")?;
     exit.load("sys_exit", btf).context("loading ks_sys_exit (tp_btf/sys_exit)")?;
     if latency.is_some() {
@@ -246,6 +264,19 @@ pub fn attach(
         latency,
         max_cgroups: config.syscalls.max_cgroups,
     })
+}
+
+/// Attaches the programs that end attribution epochs, then starts the first: from then on the
+/// exit counts a thread's call under the cgroup it cached for that thread on that CPU, until
+/// the next fork or cgroup move.
+fn start_attribution_epochs(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
+    // The cache reads the epoch, then the task's cgroup, in that order (attribution.rs).
+    anyhow::ensure!(cfg!(target_arch = "x86_64"), "the cache relies on x86_64's load ordering");
+    super::load_and_attach(ebpf, btf, &ATTRIBUTION_PROGRAMS)?;
+    let map = ebpf.map_mut(ATTRIBUTION_EPOCH_MAP).context("map ATTRIBUTION_EPOCH missing from the object")?;
+    let mut epoch: Array<&mut MapData, u64> = Array::try_from(map)?;
+    epoch.set(0, &1, 0).context("starting the first attribution epoch")?;
+    Ok(())
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut BtfTracePoint> {

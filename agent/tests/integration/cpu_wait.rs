@@ -71,19 +71,6 @@ impl QuotaCgroup {
     }
 }
 
-/// Writes "0" to `procs` (joins that cgroup): raw syscalls, safe after fork.
-fn join(procs: &std::ffi::CStr) -> bool {
-    // SAFETY: raw syscalls on a path the test made.
-    unsafe {
-        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-        let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-        if fd >= 0 {
-            libc::close(fd);
-        }
-        ok
-    }
-}
-
 /// Copies the calling thread's `/proc/thread-self/schedstat` to `to` (raw syscalls: safe after
 /// fork).
 fn save_schedstat(to: &std::ffi::CStr) -> bool {
@@ -208,7 +195,7 @@ fn run_under_quota(cgroup: &TestCgroup, quota: &QuotaCgroup) -> KernelCounts {
         if !save_schedstat(&start_c) {
             return 4;
         }
-        if extra.as_deref().is_some_and(|procs| !join(procs)) {
+        if extra.as_deref().is_some_and(|procs| !support::join_procs(procs)) {
             return 2;
         }
         if !pin_to(0) {

@@ -15,6 +15,7 @@ mod net_support;
 mod support;
 
 mod advise;
+mod attribution;
 mod block_io;
 mod budget;
 mod capabilities;

@@ -52,8 +52,8 @@ fn counts_syscalls_and_errnos_per_cgroup_and_not_in_the_sibling() {
     assert_eq!(errors(&sibling.label, "openat", "ENOENT"), 0.0);
     assert_eq!(
         value(&samples, "kernsight_bpf_programs_attached", &[]),
-        30.0,
-        "sys_exit, cgroup mkdir and rmdir, oom mark_victim (tp_btf and tracepoint), sched wakeup, wakeup_new, switch, process exec and exit, \
+        33.0,
+        "sys_exit, its cache's epoch (fork, cgroup attach and transfer), cgroup mkdir and rmdir, oom mark_victim (tp_btf and tracepoint), sched wakeup, wakeup_new, switch, process exec and exit, \
          cgroup_skb ingress and egress, TC ingress and egress, TCP set_state, retransmit, send and receive reset, kfree_skb, cap_capable, reclaim begin and end (direct and memcg), \
          block_rq issue and complete, DNS cgroup_skb ingress and egress, escape cgroup mkdir and exec"
     );

@@ -134,6 +134,65 @@ pub fn spawn_in(dir: &Path, workload: impl FnOnce() -> i32) -> i32 {
     }
 }
 
+/// Forks a child straight into the unified (v2) cgroup directory `dir` (`clone3` with
+/// `CLONE_INTO_CGROUP`, 5.7+: no migration, so no `cgroup_attach_task`), runs `workload` there
+/// and exits with its return value; returns its pid without waiting. The child only makes raw
+/// syscalls, as after `spawn_in`'s fork (glibc's fork handlers do not run).
+pub fn spawn_into(dir: &Path, workload: impl FnOnce() -> i32) -> i32 {
+    /// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let dir_c = CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a path the test made; the descriptor is closed below in the parent.
+    let fd = unsafe { libc::open(dir_c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    assert!(fd >= 0, "open {}: {}", dir.display(), std::io::Error::last_os_error());
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: fd as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without a new stack behaves as fork; the child calls only
+    // async-signal-safe functions and leaves with _exit.
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, &args, size_of::<CloneArgs>()) };
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe { libc::_exit(workload()) };
+    }
+    // SAFETY: the descriptor opened above.
+    unsafe { libc::close(fd) };
+    assert!(pid > 0, "clone3 into {}: {}", dir.display(), std::io::Error::last_os_error());
+    pid as i32
+}
+
+/// Writes "0" to `procs` (the calling process joins that cgroup): raw syscalls, safe after
+/// fork.
+pub fn join_procs(procs: &std::ffi::CStr) -> bool {
+    // SAFETY: raw syscalls on a path the caller made.
+    unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+        let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        ok
+    }
+}
+
 /// Waits for a child of this process; its raw wait status.
 pub fn wait_status(pid: i32) -> i32 {
     let mut status = 0;
