@@ -52,6 +52,12 @@ static ESCAPE_ENABLED: u32 = 0;
 /// `CANDIDATE_BITS`, as read-only data the exit indexes.
 static CANDIDATES: [u64; 8] = CANDIDATE_BITS;
 
+/// `CANDIDATES.len() - 1`, read as a global so that the compiler keeps the mask: it knows the
+/// syscall is below `CANDIDATE_LIMIT` and would drop a constant one, and verifiers before 5.13
+/// forget that bound when the number is spilled and reloaded (as `syscalls::COLUMN_MASK`).
+#[unsafe(no_mangle)]
+static CANDIDATE_WORD_MASK: u64 = 7;
+
 #[map]
 static ESCAPE_ATTEMPTS: PerCpuHashMap<EscapeKey, u64> =
     PerCpuHashMap::with_max_entries(DEFAULT_ESCAPE_ATTEMPTS_ENTRIES, 0);
@@ -66,8 +72,9 @@ pub(crate) fn syscall_exit(regs: *const u8, syscall: u64, ret: i64, cgroup_id: u
     if global(&ESCAPE_ENABLED) == 0 || syscall >= u64::from(CANDIDATE_LIMIT) {
         return;
     }
+    let index = ((syscall >> 6) & global(&CANDIDATE_WORD_MASK)) as usize;
     // SAFETY: a read-only array, indexed below its length (the mask).
-    let word = unsafe { core::ptr::read_volatile(&CANDIDATES[(syscall >> 6) as usize & 7]) };
+    let word = unsafe { core::ptr::read_volatile(CANDIDATES.get_unchecked(index)) };
     if word >> (syscall & 63) & 1 == 0 {
         return;
     }

@@ -1,10 +1,13 @@
 //! Per-cgroup syscall accounting on the `sys_enter`/`sys_exit` raw tracepoints.
 //!
 //! `sys_exit` alone carries the syscall number (in the saved registers) and its return value.
-//! The BTF-typed raw tracepoint (`tp_btf`) reads both without a helper call or a perf record,
-//! and the cgroup is found by walking `current` with offsets from the kernel's BTF instead of
-//! calling `bpf_get_current_cgroup_id()`. Counting then costs a per-CPU cache check and an
-//! inlined per-CPU array increment: no hash lookup on the hot path (see `kernsight_common`).
+//! The BTF-typed raw tracepoint (`tp_btf`) reads both without a helper call or a perf record.
+//! The thread's cgroup and slot come from a per-CPU cache of the last thread seen, named by its
+//! `pt_regs` and trusted until the next fork or cgroup move (`attribution`); else the cgroup is
+//! found by walking `current` with offsets from the kernel's BTF instead of calling
+//! `bpf_get_current_cgroup_id()`. Counting then costs a per-CPU cache check and an inlined
+//! per-CPU array increment: no helper call and no hash lookup on the hot path (see
+//! `kernsight_common`).
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
