@@ -123,11 +123,9 @@ pub fn spawn_in(dir: &Path, workload: impl FnOnce() -> i32) -> i32 {
         let pid = libc::fork();
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+            if !join_procs(&procs) {
                 libc::_exit(JOIN_FAILED);
             }
-            libc::close(fd);
             libc::_exit(workload());
         }
         pid
