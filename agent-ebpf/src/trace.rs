@@ -10,8 +10,8 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes,
-        generated::bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes,
+        generated::{bpf_get_current_comm as bpf_get_current_comm_into, bpf_probe_read_kernel},
     },
     macros::{btf_tracepoint, map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -82,9 +82,32 @@ const HEADER: usize = core::mem::size_of::<TraceHeader>();
 /// rates costs both sides more than the events themselves.
 const WAKEUP_BYTES: u64 = 64 * 1024;
 
-/// The flags of a submit: wake the reader only once a batch is queued.
+/// Submits on one CPU between two looks at the ring's queued bytes. A look is a helper call
+/// that reads the reader's position, a cache line the reader's CPU writes as it consumes, so
+/// a look per record was a measurable part of a traced call's exit (docs/performance.md,
+/// "The trace hooks' own cost"). Between looks a batch may outgrow `WAKEUP_BYTES` by as many
+/// records per CPU; the reader's own poll bounds the wait all the same.
+const SUBMITS_PER_LOOK: u64 = 16;
+
+/// Submits on this CPU since the trace began (`SUBMITS_PER_LOOK`). Programs that interrupt
+/// each other on one CPU may lose an increment, which only moves the next look.
+#[map]
+static TRACE_SUBMITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The flags of a submit: wake the reader only once a batch is queued, looking at the queue
+/// once every `SUBMITS_PER_LOOK` submits of this CPU.
 #[inline(always)]
 fn wakeup_flags() -> u64 {
+    if let Some(submits) = TRACE_SUBMITS.get_ptr_mut(0) {
+        // SAFETY: this CPU's counter (see `TRACE_SUBMITS`).
+        let submits = unsafe {
+            *submits += 1;
+            *submits
+        };
+        if submits % SUBMITS_PER_LOOK != 0 {
+            return BPF_RB_NO_WAKEUP as u64;
+        }
+    }
     if TRACE_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
@@ -99,24 +122,34 @@ const ARG_OFFSETS: [u32; 6] = [14 * 8, 13 * 8, 12 * 8, 7 * 8, 9 * 8, 8 * 8]; // 
 #[cfg(bpf_target_arch = "aarch64")]
 const ARG_OFFSETS: [u32; 6] = [34 * 8, 8, 2 * 8, 3 * 8, 4 * 8, 5 * 8];
 
-/// The current task's cgroup when the process and cgroup filters let it through.
+/// The current thread (`bpf_get_current_pid_tgid`) and its cgroup, when the process and
+/// cgroup filters let it through.
 #[inline(always)]
-fn traced_cgroup() -> Option<u64> {
-    if !traced_process() {
-        return None;
-    }
+fn traced_cgroup() -> Option<(u64, u64)> {
+    let pid_tgid = traced_process()?;
     let (_, cgroup_id) = current_cgroup();
-    traced(cgroup_id).then_some(cgroup_id)
+    traced(cgroup_id).then_some((pid_tgid, cgroup_id))
 }
 
-/// Whether the process filter lets the current process through.
+/// Whether the filters let the current thread through, for a program that records nothing
+/// of it: its cgroup is found only when a cgroup filter is set.
 #[inline(always)]
-fn traced_process() -> bool {
+fn traced_thread() -> bool {
+    // Pruned by the verifier when no cgroup filter is set (read-only global).
+    traced_process().is_some() && (global(&TRACE_FILTER_CGROUPS) == 0 || traced(current_cgroup().1))
+}
+
+/// The current thread (`bpf_get_current_pid_tgid`), when the process filter lets its process
+/// through.
+#[inline(always)]
+fn traced_process() -> Option<u64> {
     let tgid = global(&TRACE_FILTER_TGID);
-    let current = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let current = (pid_tgid >> 32) as u32;
     // Pruned by the verifier when no process filter is set. The tracer's own calls (reading
     // the ring buffer, printing) would otherwise feed back into the trace.
-    !((tgid != 0 && current != tgid) || current == global(&TRACE_SELF_TGID))
+    let filtered = (tgid != 0 && current != tgid) || current == global(&TRACE_SELF_TGID);
+    (!filtered).then_some(pid_tgid)
 }
 
 /// Whether the cgroup filter lets `cgroup_id` through.
@@ -135,8 +168,7 @@ fn count_lost() {
 }
 
 #[inline(always)]
-fn fill_header(header: &mut TraceHeader, cgroup_id: u64, kind: u32) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn fill_header(header: &mut TraceHeader, pid_tgid: u64, cgroup_id: u64, kind: u32) {
     // SAFETY: helper without preconditions.
     header.timestamp_ns = unsafe { bpf_ktime_get_ns() };
     header.cgroup_id = cgroup_id;
@@ -144,13 +176,16 @@ fn fill_header(header: &mut TraceHeader, cgroup_id: u64, kind: u32) {
     header.tgid = (pid_tgid >> 32) as u32;
     header.kind = kind;
     header.len = 0;
-    header.comm = bpf_get_current_comm().unwrap_or_default();
+    // Written in place by the helper (which zeroes it should it fail): the safe wrapper fills
+    // a zeroed copy on the stack, then copies it byte by byte into the record.
+    // SAFETY: `comm` is 16 writable bytes.
+    unsafe { bpf_get_current_comm_into(header.comm.as_mut_ptr().cast(), header.comm.len() as u32) };
 }
 
 /// Any classic tracepoint: attached by `kernsight trace tracepoint:<category>:<name>`.
 #[tracepoint]
 pub fn ks_trace_tracepoint(ctx: TracePointContext) -> i32 {
-    let Some(cgroup_id) = traced_cgroup() else { return 0 };
+    let Some((pid_tgid, cgroup_id)) = traced_cgroup() else { return 0 };
     // A constant for the verifier (read-only global), bounded and 8-byte aligned all the same.
     let mut bytes = global(&TRACE_RECORD_BYTES) & !7;
     if bytes > TRACE_RECORD_MAX {
@@ -163,7 +198,7 @@ pub fn ks_trace_tracepoint(ctx: TracePointContext) -> i32 {
     let base = entry.as_mut_ptr();
     // SAFETY: an exclusive, 8-byte aligned reservation of HEADER + bytes.
     let header = unsafe { &mut *base.cast::<TraceHeader>() };
-    fill_header(header, cgroup_id, KIND_TRACEPOINT);
+    fill_header(header, pid_tgid, cgroup_id, KIND_TRACEPOINT);
     // The record lives in the per-CPU trace buffer, larger than any record: copying a fixed
     // number of bytes past a short record reads that buffer, never unmapped memory.
     // SAFETY: the destination is the reservation's tail of `bytes` bytes.
@@ -190,7 +225,7 @@ pub fn ks_trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
     if syscall_flags(id as u64) & SYSCALL_TRACED == 0 || id == NEVER_RETURNS[0] || id == NEVER_RETURNS[1] {
         return 0;
     }
-    if traced_cgroup().is_none() {
+    if !traced_thread() {
         return 0;
     }
     let start = trace_syscall_start(true);
@@ -247,6 +282,36 @@ fn count_latency(id: u32) {
     }
 }
 
+/// Counts a call of syscall `id` that returned `ret` (`--count-by`), in the kernel, if the
+/// filters let the current thread through: by cgroup, or by syscall alone (then without
+/// finding the thread's cgroup unless a cgroup filter asks for it).
+#[inline(always)]
+fn count_call(id: u32, ret: i64) {
+    let failed = (-4095..0).contains(&ret);
+    // Pruned by the verifier: the globals are read-only data.
+    if global(&TRACE_COUNT_BY_CGROUP) != 0 {
+        let Some((_, cgroup_id)) = traced_cgroup() else { return };
+        if global(&TRACE_SYSCALL_HIST) != 0 {
+            count_latency(id);
+        }
+        count_by_cgroup(cgroup_id, id, failed);
+        return;
+    }
+    if !traced_thread() {
+        return;
+    }
+    if global(&TRACE_SYSCALL_HIST) != 0 {
+        count_latency(id);
+    }
+    if let Some(count) = TRACE_SYSCALL_COUNTS.get_ptr_mut(id) {
+        // SAFETY: this CPU's counter.
+        unsafe {
+            (*count).calls += 1;
+            (*count).errors += u64::from(failed);
+        }
+    }
+}
+
 /// sys_exit(struct pt_regs *regs, long ret): a count, or a record of the call.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn ks_trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
@@ -258,25 +323,11 @@ pub fn ks_trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
     if flags & SYSCALL_TRACED == 0 {
         return 0;
     }
-    let Some(cgroup_id) = traced_cgroup() else { return 0 };
     if global(&TRACE_SYSCALL_COUNT_ONLY) != 0 {
-        if global(&TRACE_SYSCALL_HIST) != 0 {
-            count_latency(id as u32);
-        }
-        let failed = (-4095..0).contains(&ret);
-        if global(&TRACE_COUNT_BY_CGROUP) != 0 {
-            count_by_cgroup(cgroup_id, id as u32, failed);
-            return 0;
-        }
-        if let Some(count) = TRACE_SYSCALL_COUNTS.get_ptr_mut(id as u32) {
-            // SAFETY: this CPU's counter.
-            unsafe {
-                (*count).calls += 1;
-                (*count).errors += u64::from(failed);
-            }
-        }
+        count_call(id as u32, ret);
         return 0;
     }
+    let Some((pid_tgid, cgroup_id)) = traced_cgroup() else { return 0 };
     let start = take_start(trace_syscall_start(false));
     let Some(mut entry) = TRACE_EVENTS.reserve::<SyscallRecord>(0) else {
         count_lost();
@@ -284,7 +335,7 @@ pub fn ks_trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
     };
     // SAFETY: an exclusive reservation of the right size, every field written below.
     let record = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut record.header, cgroup_id, KIND_SYSCALL);
+    fill_header(&mut record.header, pid_tgid, cgroup_id, KIND_SYSCALL);
     record.id = id as u32;
     record._pad = 0;
     record.ret = ret;
@@ -314,9 +365,7 @@ pub fn ks_trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
 /// the cgroup it is attributed to (as the `block_io` family attributes it).
 #[btf_tracepoint(function = "block_rq_issue")]
 pub fn ks_trace_block_issue(ctx: BtfTracePointContext) -> i32 {
-    if !traced_process() {
-        return 0;
-    }
+    let Some(pid_tgid) = traced_process() else { return 0 };
     let rq = issued_request(&ctx);
     // SAFETY: the tracepoint's BTF `struct request` pointer.
     let cgroup_id = unsafe { issuing_cgroup(rq) };
@@ -327,7 +376,7 @@ pub fn ks_trace_block_issue(ctx: BtfTracePointContext) -> i32 {
     let ((op, remaining), device) = unsafe { (op_and_remaining(rq), device(rq)) };
     let mut record =
         BlockIoRecord { device, op: op as u32, bytes: remaining as u64, ..BlockIoRecord::default() };
-    fill_header(&mut record.header, cgroup_id, KIND_BLOCK_IO);
+    fill_header(&mut record.header, pid_tgid, cgroup_id, KIND_BLOCK_IO);
     let _ = TRACE_BLOCK_START.insert(&(rq as u64), &record, 0);
     0
 }
