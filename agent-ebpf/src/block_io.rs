@@ -197,8 +197,8 @@ pub(crate) unsafe fn device(rq: *const u8) -> u32 {
 #[inline(always)]
 fn count(cgroup_id: u64, device: u32, what: u16, slot: u16, amount: u64) {
     let key = BlockIoKey { cgroup_id, device, op: what, slot };
-    let overflow = BlockIoKey { cgroup_id: OVERFLOW_CGROUP_ID, device: 0, op: what, slot };
-    add(&BLOCK_IO, &key, &overflow, map_full::BLOCK_IO, amount);
+    let overflow = || BlockIoKey { cgroup_id: OVERFLOW_CGROUP_ID, device: 0, op: what, slot };
+    add(&BLOCK_IO, &key, overflow, map_full::BLOCK_IO, amount);
 }
 
 /// block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes): called

@@ -76,6 +76,6 @@ fn count_check(capable_ns: *const u8, cap: i32, ret: i32) {
         userns: if level == 0 { INITIAL_USER_NS } else { NESTED_USER_NS },
         _pad: [0; 2],
     };
-    let overflow = CapabilityKey { cgroup_id: OVERFLOW_CGROUP_ID, ..key };
-    add(&CAPABILITY_CHECKS, &key, &overflow, map_full::CAPABILITY_CHECKS, 1);
+    let overflow = || CapabilityKey { cgroup_id: OVERFLOW_CGROUP_ID, ..key };
+    add(&CAPABILITY_CHECKS, &key, overflow, map_full::CAPABILITY_CHECKS, 1);
 }

@@ -73,11 +73,15 @@ impl Counter for LatencyCell {
 
 /// Adds `amount` to `key` in a per-CPU hash of counters; when the map is full the amount goes
 /// to the overflow key (which user space creates first) and the miss is counted.
+///
+/// `overflow` makes that key only when it is needed: built before the lookup, a key that is
+/// all zeroes (an ingress packet's, say) became a call to an out-of-line, byte-by-byte
+/// `memset` on every event.
 #[inline(always)]
 pub(crate) fn add<K, V: Counter>(
     map: &PerCpuHashMap<K, V>,
     key: &K,
-    overflow: &K,
+    overflow: impl FnOnce() -> K,
     full_index: u32,
     amount: u64,
 ) {
@@ -85,7 +89,7 @@ pub(crate) fn add<K, V: Counter>(
         return;
     }
     count_map_full(full_index);
-    add_existing(map, overflow, amount);
+    add_existing(map, &overflow(), amount);
 }
 
 /// Adds `amount` to `key` if the map has it.

@@ -33,7 +33,7 @@ use kernsight_common::{
     counters::{OVERFLOW_CGROUP_ID, map_full},
     escape::{
         CANDIDATE_BITS, CANDIDATE_LIMIT, DEFAULT_ESCAPE_ATTEMPTS_ENTRIES, ESCAPE_SETUP_ENTRIES, EscapeKey,
-        Registers, SETUP_MAX_NS, SETUP_PIVOTED, answer, denied, from_registers, nr,
+        PATH_BYTES, Registers, SETUP_MAX_NS, SETUP_PIVOTED, answer, denied, from_registers, nr,
     },
     syscalls::V1_CGROUP_ID_BIT,
 };
@@ -116,8 +116,8 @@ fn attempt(regs: *const u8, syscall: u32, ret: i64, cgroup_id: u64) {
         _ => answer::FAILED,
     };
     let key = EscapeKey { cgroup_id, syscall, answer, detail };
-    let overflow = EscapeKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: 0, answer, detail: 0 };
-    add(&ESCAPE_ATTEMPTS, &key, &overflow, map_full::ESCAPE_ATTEMPTS, 1);
+    let overflow = || EscapeKey { cgroup_id: OVERFLOW_CGROUP_ID, syscall: 0, answer, detail: 0 };
+    add(&ESCAPE_ATTEMPTS, &key, overflow, map_full::ESCAPE_ATTEMPTS, 1);
 }
 
 #[cfg(not(bpf_target_arch = "x86_64"))]
@@ -184,8 +184,8 @@ pub fn ks_escape_exec(_ctx: BtfTracePointContext) -> i32 {
 mod args {
     use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes};
     use kernsight_common::escape::{
-        CLONE_NEWTIME, HOST_FILES, OPEN_FOR_WRITING, PATH_BYTES, RUNTIME_SOCKETS, Registers, detail,
-        last_component, namespaces, nr,
+        CLONE_NEWTIME, HOST_FILES, OPEN_FOR_WRITING, RUNTIME_SOCKETS, Registers, detail, last_component,
+        namespaces, nr,
     };
 
     use crate::task::load;
@@ -256,10 +256,11 @@ mod args {
     /// The detail of the entry of `names` the user path at `path` ends with, if any.
     #[inline(always)]
     fn path_named(path: u64, names: &[(&[u8], u16)]) -> Option<u16> {
-        let mut buf = [0u8; PATH_BYTES];
+        let mut buf = core::mem::MaybeUninit::uninit();
+        let buf = super::PathBuffer::zeroed(&mut buf);
         // SAFETY: the helper checks the user address and bounds the copy to `buf`.
-        let len = unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut buf) }.ok()?.len();
-        last_component(&buf, len, names)
+        let len = unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut buf.0) }.ok()?.len();
+        last_component(&buf.0, len, names)
     }
 
     /// mount(source, target, fstype, flags, data).
@@ -308,3 +309,29 @@ mod args {
 
 #[cfg(bpf_target_arch = "x86_64")]
 mod files;
+
+/// `PATH_BYTES` zeroed bytes for a string helper to fill, zeroed by volatile stores of eight
+/// bytes each: `[0u8; PATH_BYTES]`, aligned or not, compiled to a call to an out-of-line
+/// `memset` that stores one byte per loop turn, some 640 instructions for each path read.
+#[cfg(bpf_target_arch = "x86_64")]
+#[repr(C, align(8))]
+struct PathBuffer([u8; PATH_BYTES]);
+
+#[cfg(bpf_target_arch = "x86_64")]
+impl PathBuffer {
+    /// `buffer`, zeroed in place: a zeroed value returned would be copied, and LLVM makes that
+    /// copy of known zeroes a `memset` again.
+    #[inline(always)]
+    fn zeroed(buffer: &mut core::mem::MaybeUninit<Self>) -> &mut Self {
+        let words = buffer.as_mut_ptr().cast::<u64>();
+        let mut i = 0;
+        while i < PATH_BYTES / 8 {
+            // SAFETY: a word of the buffer, which is 8-aligned and PATH_BYTES (a multiple of
+            // eight) long. Volatile, so that the stores are not merged back into a `memset`.
+            unsafe { words.add(i).write_volatile(0) };
+            i += 1;
+        }
+        // SAFETY: every byte was written above.
+        unsafe { buffer.assume_init_mut() }
+    }
+}

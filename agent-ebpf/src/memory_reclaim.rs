@@ -60,8 +60,8 @@ fn end(what: u32) {
     let (_, cgroup_id) = current_cgroup();
     for (bucket, amount) in [(latency_bucket(stalled), 1), (LATENCY_SUM_BUCKET, stalled)] {
         let key = ReclaimKey { cgroup_id, kind: what, bucket };
-        let overflow = ReclaimKey { cgroup_id: OVERFLOW_CGROUP_ID, kind: what, bucket };
-        add(&RECLAIM_STALLS, &key, &overflow, map_full::RECLAIM_STALLS, amount);
+        let overflow = || ReclaimKey { cgroup_id: OVERFLOW_CGROUP_ID, kind: what, bucket };
+        add(&RECLAIM_STALLS, &key, overflow, map_full::RECLAIM_STALLS, amount);
     }
 }
 

@@ -224,8 +224,8 @@ fn throttled_wait_ends(cfs_rq: *const u8, cgroup_id: u64) {
 fn record(cgroup_id: u64, reason: u32, amount: u64) {
     let bucket = latency_bucket(amount);
     let key = RunqKey { cgroup_id, bucket, reason };
-    let overflow = RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, reason };
-    add(&RUNQ_LATENCY, &key, &overflow, map_full::RUNQ_LATENCY, amount);
+    let overflow = || RunqKey { cgroup_id: OVERFLOW_CGROUP_ID, bucket, reason };
+    add(&RUNQ_LATENCY, &key, overflow, map_full::RUNQ_LATENCY, amount);
 }
 
 /// The thread `task` became runnable now: stamps when, and whether its group was throttled.

@@ -8,9 +8,7 @@
 //! Another thread can swap the descriptor in the microseconds between the call and the exit;
 //! each try it loses is counted, so it cannot hide the attempts it makes.
 
-use kernsight_common::escape::{
-    HOST_FILES, PATH_BYTES, RUNTIME_SOCKETS, detail, host_file_system, last_component,
-};
+use kernsight_common::escape::{HOST_FILES, RUNTIME_SOCKETS, detail, host_file_system, last_component};
 
 use crate::{
     features,
@@ -153,13 +151,14 @@ fn named(dentry: *const u8, names: &[(&[u8], u16)]) -> Option<u16> {
     if dentry.is_null() {
         return None;
     }
-    let mut buf = [0u8; PATH_BYTES];
+    let mut buf = core::mem::MaybeUninit::uninit();
+    let buf = super::PathBuffer::zeroed(&mut buf);
     // SAFETY: a dentry's name pointer, read and followed by the helpers, the copy bounded to
     // `buf`.
     let len = unsafe {
         let name: *const u8 = Probe::read(dentry, global(&DENTRY_NAME_OFFSET));
-        aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name, &mut buf).ok()?.len()
+        aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name, &mut buf.0).ok()?.len()
     };
     // A name has no '/': it matches only as a whole.
-    last_component(&buf, len, names)
+    last_component(&buf.0, len, names)
 }

@@ -59,8 +59,8 @@ pub fn ks_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: null or a BTF socket pointer.
     if let Some(cgroup_id) = unsafe { sock_cgroup(sk) } {
         let key = DropKey { cgroup_id, reason: slot, _pad: 0 };
-        let overflow = DropKey { cgroup_id: OVERFLOW_CGROUP_ID, reason: slot, _pad: 0 };
-        add(&NET_CGROUP_DROPS, &key, &overflow, map_full::NET_CGROUP_DROPS, 1);
+        let overflow = || DropKey { cgroup_id: OVERFLOW_CGROUP_ID, reason: slot, _pad: 0 };
+        add(&NET_CGROUP_DROPS, &key, overflow, map_full::NET_CGROUP_DROPS, 1);
     }
     0
 }

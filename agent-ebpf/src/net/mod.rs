@@ -36,13 +36,13 @@ fn add_existing_traffic<K>(map: &PerCpuHashMap<K, Traffic>, key: &K, bytes: u64)
     }
 }
 
-/// Counts one packet of `bytes` under `key`, or under `overflow` (created by user space before
-/// attaching) when the map is full.
+/// Counts one packet of `bytes` under `key`, or under the key `overflow` makes (created by user
+/// space before attaching) when the map is full (see `counters::add`).
 #[inline(always)]
 pub(crate) fn add_traffic<K>(
     map: &PerCpuHashMap<K, Traffic>,
     key: &K,
-    overflow: &K,
+    overflow: impl FnOnce() -> K,
     full_index: u32,
     bytes: u64,
 ) {
@@ -54,7 +54,7 @@ pub(crate) fn add_traffic<K>(
         return;
     }
     count_map_full(full_index);
-    add_existing_traffic(map, overflow, bytes);
+    add_existing_traffic(map, &overflow(), bytes);
 }
 
 #[unsafe(no_mangle)]

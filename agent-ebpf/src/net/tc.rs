@@ -42,8 +42,8 @@ fn count(ctx: &TcContext, direction: u32) {
     let checked = if len > MAX_CHECKED_FRAME { MAX_CHECKED_FRAME } else { len };
     let protocol = classify(start, end, start + checked as usize);
     let key = TcTrafficKey { ifindex, protocol, direction, _pad: 0 };
-    let overflow = TcTrafficKey { ifindex: 0, protocol, direction, _pad: 0 };
-    add_traffic(&NET_TC_TRAFFIC, &key, &overflow, map_full::NET_TC_TRAFFIC, len.into());
+    let overflow = || TcTrafficKey { ifindex: 0, protocol, direction, _pad: 0 };
+    add_traffic(&NET_TC_TRAFFIC, &key, overflow, map_full::NET_TC_TRAFFIC, len.into());
 }
 
 #[classifier]

@@ -47,8 +47,8 @@ const TCP_CLOSE: i32 = 7;
 #[inline(always)]
 fn count(cgroup_id: u64, event: u32, amount: u64) {
     let key = TcpKey { cgroup_id, event, _pad: 0 };
-    let overflow = TcpKey { cgroup_id: OVERFLOW_CGROUP_ID, event, _pad: 0 };
-    add(&NET_TCP_EVENTS, &key, &overflow, map_full::NET_TCP_EVENTS, amount);
+    let overflow = || TcpKey { cgroup_id: OVERFLOW_CGROUP_ID, event, _pad: 0 };
+    add(&NET_TCP_EVENTS, &key, overflow, map_full::NET_TCP_EVENTS, amount);
 }
 
 /// inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)

@@ -31,8 +31,8 @@ fn count(ctx: &SkBuffContext, direction: u32) {
     // SAFETY: the program's own context.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
     let key = TrafficKey { cgroup_id, direction, _pad: 0 };
-    let overflow = TrafficKey { cgroup_id: OVERFLOW_CGROUP_ID, direction, _pad: 0 };
-    add_traffic(&NET_CGROUP_TRAFFIC, &key, &overflow, map_full::NET_CGROUP_TRAFFIC, ctx.skb.len().into());
+    let overflow = || TrafficKey { cgroup_id: OVERFLOW_CGROUP_ID, direction, _pad: 0 };
+    add_traffic(&NET_CGROUP_TRAFFIC, &key, overflow, map_full::NET_CGROUP_TRAFFIC, ctx.skb.len().into());
 }
 
 #[cgroup_skb(ingress)]

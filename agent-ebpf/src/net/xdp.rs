@@ -24,8 +24,8 @@ pub fn ks_net_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     let protocol = classify(start, end, end);
     let key = InterfaceKey { ifindex: ctx.ingress_ifindex() as u32, protocol };
-    let overflow = InterfaceKey { ifindex: 0, protocol };
+    let overflow = || InterfaceKey { ifindex: 0, protocol };
     let bytes = end.saturating_sub(start) as u64;
-    add_traffic(&NET_INTERFACE_TRAFFIC, &key, &overflow, map_full::NET_INTERFACE_TRAFFIC, bytes);
+    add_traffic(&NET_INTERFACE_TRAFFIC, &key, overflow, map_full::NET_INTERFACE_TRAFFIC, bytes);
     XDP_PASS
 }

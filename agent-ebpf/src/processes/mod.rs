@@ -28,8 +28,8 @@ fn count_process(task: *const u8, what: u32) {
     // SAFETY: `task` is a BTF `task_struct` pointer from the tracepoint.
     let (_, cgroup_id) = unsafe { task_cgroup(task) };
     let key = ProcessKey { cgroup_id, kind: what, _pad: 0 };
-    let overflow = ProcessKey { cgroup_id: OVERFLOW_CGROUP_ID, kind: what, _pad: 0 };
-    add(&PROCESS_COUNTS, &key, &overflow, map_full::PROCESS_COUNTS, 1);
+    let overflow = || ProcessKey { cgroup_id: OVERFLOW_CGROUP_ID, kind: what, _pad: 0 };
+    add(&PROCESS_COUNTS, &key, overflow, map_full::PROCESS_COUNTS, 1);
 }
 
 /// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
