@@ -316,6 +316,8 @@ mod files;
 #[cfg(bpf_target_arch = "x86_64")]
 #[repr(C, align(8))]
 struct PathBuffer([u8; PATH_BYTES]);
+#[cfg(bpf_target_arch = "x86_64")]
+const _: () = assert!(PATH_BYTES.is_multiple_of(8), "PathBuffer is zeroed in words");
 
 #[cfg(bpf_target_arch = "x86_64")]
 impl PathBuffer {
