@@ -5,8 +5,8 @@
 //! An entry names a thread by the address of its `pt_regs` (the `sys_exit` tracepoint's first
 //! argument, at the top of the thread's kernel stack), which the exit has without a helper
 //! call: `bpf_get_current_task_btf` and the walk that waits on it were ~24 of the 29.5 ns the
-//! exit cost over an empty program (docs/performance.md). While no task is created and none changes cgroup,
-//! that address names one live thread and its cgroup does not change:
+//! exit cost over an empty program (docs/performance.md). While no task is created and none
+//! changes cgroup, that address names one live thread and its cgroup does not change:
 //! - a kernel stack, and so a `pt_regs` address, passes to a new task only in `copy_process`.
 //!   Every task that makes syscalls comes from `kernel_clone`, which fires `sched_process_fork`
 //!   before the child can run (io_uring and vhost workers come from `copy_process` alone, and
