@@ -27,6 +27,8 @@ use crate::{
 const PACKETS: u64 = 200_000;
 const PAYLOAD: usize = 64;
 const ROUNDS: usize = 7;
+/// Rounds of the floods timed by the kernel's account (it varies little between them).
+const PRICED_ROUNDS: usize = 3;
 const PORT: u16 = 9191;
 
 /// (name, `[network]` keys beyond the interfaces, then any further sections; `None`: no
@@ -74,9 +76,11 @@ impl Pair {
         };
         ip(&["netns", "add", &pair.a])?;
         ip(&["netns", "add", &pair.b])?;
+        // Indexes of their own: in two new namespaces both ends would get index 2, and the agent
+        // watches one interface per index (its counters are keyed by it).
         ip(&[
-            "link", "add", "ksbench0", "netns", &pair.a, "type", "veth", "peer", "name", "ksbench1", "netns",
-            &pair.b,
+            "link", "add", "ksbench0", "index", "4200", "netns", &pair.a, "type", "veth", "peer", "name",
+            "ksbench1", "index", "4201", "netns", &pair.b,
         ])?;
         ip(&["-n", &pair.a, "addr", "add", "10.98.0.1/24", "dev", "ksbench0"])?;
         ip(&["-n", &pair.b, "addr", "add", "10.98.0.2/24", "dev", "ksbench1"])?;
@@ -143,9 +147,9 @@ pub fn run() -> Result<Vec<Row>, String> {
         }
         Ok::<(), String>(())
     })();
-    let costs = result.and_then(|()| program_costs(&pair, &files, &floor_hook));
+    let priced = result.and_then(|()| program_costs(&pair, &files, &floor_hook));
     let _ = std::fs::remove_dir_all(&dir);
-    let (costs, floor_costs) = costs?;
+    let priced = priced?;
 
     let cpu: Vec<Vec<f64>> = samples.iter().map(|s| s.iter().map(|(c, _)| *c).collect()).collect();
     let wall: Vec<Vec<f64>> = samples.iter().map(|s| s.iter().map(|(_, w)| *w).collect()).collect();
@@ -166,13 +170,14 @@ pub fn run() -> Result<Vec<Row>, String> {
     }
     println!("\n(medians of {ROUNDS} rounds; `added`: CPU time per packet over the bare run)");
     println!(
-        "\nper program, the kernel's own account of one more flood (kernel.bpf_stats_enabled; ns per run, \
-         its two clock reads included):"
+        "\nthe kernel's own account (kernel.bpf_stats_enabled; its two clock reads per run included), \
+         {PRICED_ROUNDS} more floods each: ns per packet, all programs, median; then ns per run of each program:"
     );
-    let names = CONFIGS.iter().map(|(name, _)| *name).skip(1).chain([FLOOR]);
-    for (name, programs) in names.zip(costs.iter().skip(1).chain([&floor_costs])) {
-        let list: Vec<String> = programs.iter().map(|(program, ns)| format!("{program} {ns:.0}")).collect();
-        println!("  {name:<56} {}", list.join(", "));
+    let names: Vec<&str> = CONFIGS.iter().map(|(name, _)| *name).chain([FLOOR]).collect();
+    for (name, priced) in names.iter().zip(&priced).skip(1) {
+        let list: Vec<String> =
+            priced.per_run.iter().map(|(program, ns)| format!("{program} {ns:.0}")).collect();
+        println!("  {name:<56} {:6.1} ns  ({})", median(&priced.per_packet), list.join(", "));
     }
     // Per round, next to the bare run of the same round.
     let added = |config: usize| cpu[config].iter().zip(&cpu[0]).map(|(c, bare)| c - bare).collect();
@@ -186,6 +191,19 @@ pub fn run() -> Result<Vec<Row>, String> {
         median(&floor_added)
     );
     rows.push(Row::new(format!("net: added per packet, {FLOOR}"), "ns", floor_added));
+    for (name, priced) in names.iter().zip(&priced).skip(1) {
+        rows.push(Row::new(
+            format!("net, kernel's account per packet: {name}"),
+            "ns",
+            priced.per_packet.clone(),
+        ));
+    }
+    let (cgroup_skb, floor) = (&priced[1].per_packet, &priced[CONFIGS.len()].per_packet);
+    rows.push(Row::new(
+        "net, kernel's account: cgroup_skb only / empty programs",
+        "x",
+        crate::report::ratios(cgroup_skb, floor),
+    ));
     Ok(rows)
 }
 
@@ -207,33 +225,61 @@ fn measure(pair: &Pair, config: Option<&PathBuf>) -> Result<(f64, f64, u64), Str
     result
 }
 
-/// Per-program costs: for each configuration, and for the floor's empty program.
-type Costs = (Vec<Vec<(String, f64)>>, Vec<(String, f64)>);
+/// What the kernel accounted for one configuration's programs over a flood.
+#[derive(Default)]
+struct Priced {
+    /// Each round's ns per packet, all the configuration's programs together.
+    per_packet: Vec<f64>,
+    /// The last round's ns per run of each program.
+    per_run: Vec<(String, f64)>,
+}
 
-/// One more flood per configuration, and one with the floor on `floor_hook`, with the kernel's
-/// run-time accounting of BPF programs on (restored after): for each, the programs that ran and
-/// their ns per run (the empty program's is what the accounting itself costs per run).
-fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Result<Costs, String> {
+/// Rounds of one more flood per configuration, and one with the floor on `floor_hook`, with the
+/// kernel's run-time accounting of BPF programs on (restored after): for each configuration
+/// (none for the bare one), then the floor, what its programs cost per packet and per run (the
+/// empty program's figure is what the accounting itself costs per run).
+fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Result<Vec<Priced>, String> {
     let _accounting = crate::program_stats::Accounting::on()?;
-    let while_attached =
-        |attached: Result<std::process::Child, String>| -> Result<Vec<(String, f64)>, String> {
-            let mut attached = attached?;
-            let flooded = flood(pair);
-            let costs = crate::program_stats::per_run();
-            stop(&mut attached);
-            flooded?;
-            costs
-        };
-    let costs = files
-        .iter()
-        .map(|file| {
-            let Some(file) = file else { return Ok(Vec::new()) };
+    let while_attached = |attached: Result<Child, String>, priced: &mut Priced| -> Result<(), String> {
+        let mut attached = attached?;
+        let flooded = flood(pair);
+        let programs = crate::program_stats::read();
+        stop(&mut attached);
+        flooded?;
+        let programs = programs?;
+        on_the_flood_path(&programs)?;
+        priced.per_run =
+            programs.iter().map(|program| (program.name.clone(), program.ns_per_run())).collect();
+        priced.per_packet.push(programs.iter().map(|program| program.time_ns).sum::<f64>() / PACKETS as f64);
+        Ok(())
+    };
+    let mut priced: Vec<Priced> = std::iter::repeat_with(Priced::default).take(files.len() + 1).collect();
+    for _ in 0..PRICED_ROUNDS {
+        for (file, priced) in files.iter().zip(&mut priced) {
+            let Some(file) = file else { continue };
             let mut command = agent_command();
             command.arg("--config").arg(file);
-            while_attached(crate::bench::start_settled_agent(command))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok((costs, while_attached(crate::bench::start_floor(&[floor_hook]))?))
+            while_attached(crate::bench::start_settled_agent(command), priced)?;
+        }
+        let floor = priced.last_mut().ok_or("no floor entry")?;
+        while_attached(crate::bench::start_floor(&[floor_hook]), floor)?;
+    }
+    Ok(priced)
+}
+
+/// Checks that the programs that ran are the flood's: each ran for (nearly) every packet, as a
+/// program on an unwatched interface or on the wrong side of the veth pair would not.
+fn on_the_flood_path(programs: &[crate::program_stats::Program]) -> Result<(), String> {
+    if programs.is_empty() {
+        return Err("no program ran during the flood".into());
+    }
+    match programs.iter().find(|program| program.runs < PACKETS as f64 * 0.9) {
+        Some(program) => Err(format!(
+            "{} ran {} times for {PACKETS} packets: it is not on the flood's path (an interface not watched?)",
+            program.name, program.runs
+        )),
+        None => Ok(()),
+    }
 }
 
 /// xtask's own binary run in namespace `ns`, pinned to `cpu` when `taskset` is there.

@@ -32,6 +32,12 @@ impl Drop for Accounting {
 /// (name, ns per run) of every kernsight (`ks_`) or floor (`floor_`) program that has run since
 /// it was loaded (with the accounting on).
 pub fn per_run() -> Result<Vec<(String, f64)>, String> {
+    Ok(read()?.into_iter().map(|program| (program.name.clone(), program.ns_per_run())).collect())
+}
+
+/// Every kernsight (`ks_`) or floor (`floor_`) program that has run since it was loaded (with
+/// the accounting on): its run time and runs.
+pub fn read() -> Result<Vec<Program>, String> {
     let shown = output(Command::new("bpftool").args(["prog", "show"])).ok_or("bpftool prog show failed")?;
     Ok(parse(&shown))
 }
@@ -41,24 +47,38 @@ pub fn total(costs: &[(String, f64)], names: &[&str]) -> Option<f64> {
     names.iter().map(|name| costs.iter().find(|(program, _)| program == name).map(|(_, ns)| ns)).sum()
 }
 
-/// `per_run` from `bpftool prog show`'s text
+/// A program's run time and runs, as the kernel accounts them.
+#[derive(Debug, PartialEq)]
+pub struct Program {
+    pub name: String,
+    pub time_ns: f64,
+    pub runs: f64,
+}
+
+impl Program {
+    pub fn ns_per_run(&self) -> f64 {
+        self.time_ns / self.runs
+    }
+}
+
+/// kernsight's and the floor's programs that ran, from `bpftool prog show`'s text
 /// (`... name ks_dns_egress ... run_time_ns 34536784 run_cnt 200000`).
-fn parse(shown: &str) -> Vec<(String, f64)> {
-    let mut costs = Vec::new();
+fn parse(shown: &str) -> Vec<Program> {
+    let mut programs = Vec::new();
     for line in shown.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         let after =
             |key: &str| words.iter().position(|w| *w == key).and_then(|at| words.get(at + 1)).copied();
         let number = |key: &str| after(key).and_then(|n| n.parse::<f64>().ok());
-        if let (Some(name), Some(time), Some(runs)) =
+        if let (Some(name), Some(time_ns), Some(runs)) =
             (after("name"), number("run_time_ns"), number("run_cnt"))
             && (name.starts_with("ks_") || name.starts_with("floor_"))
             && runs > 0.0
         {
-            costs.push((name.to_owned(), time / runs));
+            programs.push(Program { name: name.to_owned(), time_ns, runs });
         }
     }
-    costs
+    programs
 }
 
 #[cfg(test)]
@@ -70,12 +90,14 @@ mod tests {
                      43: tracing  name ks_sys_exit  tag 00  gpl run_time_ns 0 run_cnt 0\n\
                      44: cgroup_skb  name sd_fw_egress  tag 00  gpl run_time_ns 10 run_cnt 1\n\
                      45: cgroup_skb  name floor_skb  tag 00  gpl run_time_ns 900 run_cnt 20\n";
-        let costs = super::parse(shown);
+        let programs = super::parse(shown);
+        let program = |name: &str, time_ns, runs| super::Program { name: name.to_owned(), time_ns, runs };
         assert_eq!(
-            costs,
-            vec![("ks_dns_egress".to_owned(), 150.0), ("floor_skb".to_owned(), 45.0)],
+            programs,
+            vec![program("ks_dns_egress", 3000.0, 20.0), program("floor_skb", 900.0, 20.0)],
             "kernsight's and the floor's programs, not systemd's"
         );
+        let costs: Vec<(String, f64)> = programs.into_iter().map(|p| (p.name, p.time_ns / p.runs)).collect();
         assert_eq!(super::total(&costs, &["ks_dns_egress", "floor_skb"]), Some(195.0));
         assert_eq!(super::total(&costs, &["ks_dns_egress", "ks_sys_exit"]), None, "ks_sys_exit never ran");
     }
