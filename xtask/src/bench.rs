@@ -109,6 +109,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !is_root() {
         return Err("the benchmarks attach eBPF programs and create cgroups: run them as root".into());
     }
+    // The suites turn the kernel's account on only around the runs they price by it.
+    let _accounting = crate::program_stats::Accounting::off()?;
     let rows = match args.first().map(String::as_str) {
         Some("syscalls") => syscalls()?,
         Some("scrape") => {
