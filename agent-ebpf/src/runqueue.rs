@@ -51,7 +51,9 @@
 //!
 //! Cost of the reason per wait: two BTF loads and a compare at its start (the offsets are
 //! read-only globals the verifier folds; on a kernel without CFS bandwidth the branch is
-//! pruned), and the key of the histogram update grows by nothing (the reason replaces padding).
+//! pruned), a task-storage lookup for a stamp at its end, which a wait on a cfs_rq never
+//! throttled skips on 6.6+ (`may_be_stamped`), and the key of the histogram update grows by
+//! nothing (the reason replaces padding).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -269,11 +271,29 @@ fn take_stamp(task: *const u8) -> u64 {
     unsafe { core::mem::replace(&mut *slot, 0) }
 }
 
-/// When `task`'s wait began, by its run queue's clock, with its reason in `THROTTLED_BIT`; 0
-/// if it did not wait (switched in twice without becoming runnable in between, or runnable
-/// since before the agent attached).
+/// Whether a wait that ends on `cfs_rq` (`task_cfs_rq`) may have been stamped throttled: not
+/// where the kernel keeps how long that cfs_rq was throttled (`THROTTLE_EPISODES`, 6.6+) and
+/// it never was. A stamp is made only for a wait that begins throttled, and such a wait ends
+/// only after the unthrottle, which adds its length to `throttled_clock_self_time` (the kernel
+/// starts that clock when it throttles a cfs_rq with tasks queued, or when one is queued on a
+/// throttled one). So the switch-in of a task whose group was never throttled on this CPU needs
+/// no task-storage lookup. A wait moved here from another CPU counts from its arrival here (see
+/// `docs/performance.md`), where a stamp made on the other CPU never matches anyway.
 #[inline(always)]
-fn wait_start(task: *const u8) -> u64 {
+fn may_be_stamped(cfs_rq: *const u8) -> bool {
+    // Pruned by the verifier where the offset was not found: every wait may be stamped there.
+    if global(&THROTTLE_EPISODES) == 0 {
+        return true;
+    }
+    // SAFETY: a BTF `cfs_rq` pointer from `task_cfs_rq` (null reads as zero).
+    unsafe { throttled_self_time(cfs_rq) != 0 }
+}
+
+/// When `task`'s wait (ending on `cfs_rq`, `task_cfs_rq`) began, by its run queue's clock, with
+/// its reason in `THROTTLED_BIT`; 0 if it did not wait (switched in twice without becoming
+/// runnable in between, or runnable since before the agent attached).
+#[inline(always)]
+fn wait_start(task: *const u8, cfs_rq: *const u8) -> u64 {
     // Pruned by the verifier: the global is read-only data.
     if global(&SCHED_INFO) == 0 {
         return take_stamp(task);
@@ -283,7 +303,7 @@ fn wait_start(task: *const u8) -> u64 {
     // and clears it when the task gets the CPU, which happens just after this tracepoint.
     let queued = unsafe { load::<u64>(task, global(&TASK_LAST_QUEUED_OFFSET)) } & !THROTTLED_BIT;
     // Stamps are made only where the reason is split (pruned otherwise).
-    if global(&WAIT_REASON) != 0 {
+    if global(&WAIT_REASON) != 0 && may_be_stamped(cfs_rq) {
         let stamp = take_stamp(task);
         // This wait's stamp was made as the scheduler queued the task, by the same clock
         // reading. Another is stale: one made at a wakeup that began no wait (the task was
@@ -338,11 +358,11 @@ pub fn ks_sched_switch(ctx: BtfTracePointContext) -> i32 {
     if tid == 0 {
         return 0;
     }
-    let stored = wait_start(next);
+    let cfs_rq = task_cfs_rq(next);
+    let stored = wait_start(next, cfs_rq);
     if stored == 0 {
         return 0;
     }
-    let cfs_rq = task_cfs_rq(next);
     let waited = now(cfs_rq).saturating_sub(stored & !THROTTLED_BIT);
     // SAFETY: as above.
     let (_, cgroup_id) = unsafe { task_cgroup(next) };
