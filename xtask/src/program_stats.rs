@@ -46,7 +46,11 @@ impl Drop for Accounting {
 /// (name, ns per run) of every kernsight (`ks_`) or floor (`floor_`) program that has run since
 /// it was loaded (with the accounting on).
 pub fn per_run() -> Result<Vec<(String, f64)>, String> {
-    Ok(read()?.into_iter().map(|program| (program.name.clone(), program.ns_per_run())).collect())
+    let named = |program: Program| {
+        let ns = program.ns_per_run();
+        (program.name, ns)
+    };
+    Ok(read()?.into_iter().map(named).collect())
 }
 
 /// Every kernsight (`ks_`) or floor (`floor_`) program that has run since it was loaded (with
