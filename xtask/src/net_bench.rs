@@ -267,13 +267,15 @@ fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Re
     Ok(priced)
 }
 
-/// Checks that the programs that ran are the flood's: each ran for (nearly) every packet, as a
-/// program on an unwatched interface or on the wrong side of the veth pair would not.
+/// Checks that the programs that ran are the flood's: each ran for at least half the packets, as
+/// a program on an unwatched interface or on the wrong side of the veth pair would not (it runs
+/// a handful of times). Half, not all: the receiving end may drop packets before its programs
+/// when its CPU falls behind (one round of these runs delivered 85 % of the flood).
 fn on_the_flood_path(programs: &[crate::program_stats::Program]) -> Result<(), String> {
     if programs.is_empty() {
         return Err("no program ran during the flood".into());
     }
-    match programs.iter().find(|program| program.runs < PACKETS as f64 * 0.9) {
+    match programs.iter().find(|program| program.runs < PACKETS as f64 / 2.0) {
         Some(program) => Err(format!(
             "{} ran {} times for {PACKETS} packets: it is not on the flood's path (an interface not watched?)",
             program.name, program.runs
