@@ -51,6 +51,7 @@ const CONFIGS: &[(&str, Option<&str>)] = &[
         "kernsight: DNS only (cgroup_skb, non-DNS traffic)",
         Some("interface_counters = \"off\"\ncgroup_traffic = false\n"),
     ),
+    ("kernsight: cgroup_skb + DNS (one program a direction)", Some("interface_counters = \"off\"\n")),
     ("kernsight: TC + cgroup_skb + DNS (the default)", Some("")),
 ];
 

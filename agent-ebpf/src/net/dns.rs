@@ -116,8 +116,10 @@ fn payload_offset(ctx: &SkBuffContext, flow: &Flow) -> Option<u32> {
     Some(flow.transport + u32::from(data_offset >> 4) * 4)
 }
 
+/// Copies the packet into `DNS_EVENTS` when it is a DNS message (also called by
+/// `traffic_and_dns`).
 #[inline(always)]
-fn capture(ctx: &SkBuffContext, direction: u8) {
+pub(super) fn capture(ctx: &SkBuffContext, direction: u8) {
     let Some(flow) = flow(ctx) else { return };
     let port = global(&DNS_PORT_NUMBER);
     let (local_port, remote_port) = if direction == EGRESS {

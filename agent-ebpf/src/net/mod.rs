@@ -11,6 +11,7 @@ mod parse;
 mod tc;
 mod tcp;
 mod traffic;
+mod traffic_and_dns;
 mod xdp;
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::PerCpuHashMap};

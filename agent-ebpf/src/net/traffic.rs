@@ -23,10 +23,11 @@ static NET_CGROUP_TRAFFIC: PerCpuHashMap<TrafficKey, Traffic> =
     PerCpuHashMap::with_max_entries(DEFAULT_CGROUP_TRAFFIC_ENTRIES, 0);
 
 /// Allow: the verdict `cgroup_skb` programs return to let the packet through.
-const ALLOW: i32 = 1;
+pub(super) const ALLOW: i32 = 1;
 
+/// Counts the packet under its socket's cgroup (also called by `traffic_and_dns`).
 #[inline(always)]
-fn count(ctx: &SkBuffContext, direction: u32) {
+pub(super) fn count(ctx: &SkBuffContext, direction: u32) {
     let skb = ctx.as_ptr().cast::<__sk_buff>();
     // SAFETY: the program's own context.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };

@@ -1,5 +1,6 @@
 //! The `dns` family: `ks_dns_ingress` and `ks_dns_egress`, cgroup_skb programs on the cgroup v2
-//! root, copy the DNS messages every workload sends and receives into `DNS_EVENTS`. The agent
+//! root, copy the DNS messages every workload sends and receives into `DNS_EVENTS`; when
+//! `net_cgroup` runs too, the programs they share (`ks_net_dns_ingress`, `ks_net_dns_egress`) do. The agent
 //! keeps what they add up to (`crate::dns::exchanges`) here, where recycling reaches it.
 
 use std::{
@@ -13,7 +14,9 @@ use kernsight_common::dns::{DNS_EVENTS_LOST_MAP, DNS_EVENTS_MAP, DNS_PORT_GLOBAL
 use super::{
     facts::KernelFacts,
     family::{AttachContext, Attached, Family, attached_any},
-    net::{attach_cgroup, needs_net_admin},
+    net::{
+        TRAFFIC_AND_DNS_PROGRAMS, attach_cgroup, needs_net_admin, traffic_and_dns, traffic_and_dns_attached,
+    },
     rings::EventRing,
 };
 use crate::{
@@ -31,8 +34,8 @@ impl Family for Dns {
         PROBE
     }
 
-    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
-        PROGRAMS.to_vec()
+    fn programs(&self, config: &Config, facts: &KernelFacts) -> Vec<&'static str> {
+        if traffic_and_dns(config, facts) { TRAFFIC_AND_DNS_PROGRAMS } else { PROGRAMS }.to_vec()
     }
 
     fn enabled(&self, config: &Config) -> bool {
@@ -63,7 +66,14 @@ impl Family for Dns {
 
     fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
         let events = EventRing::take(cx.ebpf, PROBE, DNS_EVENTS_MAP, DNS_EVENTS_LOST_MAP)?;
-        attach_cgroup(cx.ebpf, cx.facts.hierarchies.unified.as_ref(), PROGRAMS)?;
+        // `net_cgroup`, attached before this family, runs the capture in the programs they share
+        // when both run; when those did not attach, the capture takes programs of its own.
+        let shared = traffic_and_dns(cx.config, cx.facts);
+        let mut fallback_programs = None;
+        if !(shared && traffic_and_dns_attached(cx.ebpf)) {
+            attach_cgroup(cx.ebpf, cx.facts.hierarchies.unified.as_ref(), PROGRAMS)?;
+            fallback_programs = shared.then(|| PROGRAMS.to_vec());
+        }
         let dns = &cx.config.dns;
         let limits = Limits {
             timeout_ns: dns.timeout_milliseconds * 1_000_000,
@@ -73,6 +83,7 @@ impl Family for Dns {
         Ok(Box::new(DnsState {
             exchanges: Arc::new(Mutex::new(Exchanges::new(limits))),
             events: Some(events),
+            fallback_programs,
         }))
     }
 }
@@ -81,6 +92,8 @@ impl Family for Dns {
 pub struct DnsState {
     pub exchanges: Arc<Mutex<Exchanges>>,
     events: Option<EventRing>,
+    /// Its own programs, when those it shares with `net_cgroup` did not attach.
+    fallback_programs: Option<Vec<&'static str>>,
 }
 
 impl DnsState {
@@ -91,6 +104,10 @@ impl DnsState {
 
 impl Attached for DnsState {
     attached_any!();
+
+    fn programs(&self) -> Option<Vec<&'static str>> {
+        self.fallback_programs.clone()
+    }
 
     fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
         self.exchanges().forget(&mut |id| gone_for(id).is_some_and(|gone| gone >= grace))

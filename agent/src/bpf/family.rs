@@ -97,6 +97,12 @@ pub trait Attached: Any + Send {
         None
     }
 
+    /// The programs it attached, where they are not those `Family::programs` expected (it fell
+    /// back to others).
+    fn programs(&self) -> Option<Vec<&'static str>> {
+        None
+    }
+
     /// (map, entries in use, bound) of each bounded map.
     fn map_rows(&self) -> Vec<MapRow> {
         Vec::new()

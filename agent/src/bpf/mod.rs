@@ -127,6 +127,19 @@ fn verifier_refused(err: &anyhow::Error) -> bool {
     })
 }
 
+/// The programs of the attached families, each once: two families may share one
+/// (`net::traffic_and_dns`).
+pub fn attached_programs(probes: &[ProbeStatus]) -> Vec<&'static str> {
+    let mut programs: Vec<&'static str> = Vec::new();
+    let attached = probes.iter().filter(|p| p.state == ProbeState::Attached);
+    for program in attached.flat_map(|p| p.programs.iter().copied()) {
+        if !programs.contains(&program) {
+            programs.push(program);
+        }
+    }
+    programs
+}
+
 /// What happened to one probe family at start-up.
 #[derive(Debug, Clone)]
 pub struct ProbeStatus {
@@ -426,6 +439,9 @@ impl Programs {
                     AttachContext { ebpf: &mut ebpf, btf: &btf, config, facts: &facts, slots_continued };
                 match family.attach(&mut cx) {
                     Ok(mut state) => {
+                        if let Some(programs) = state.programs() {
+                            status.programs = programs;
+                        }
                         if let Some(ring) = state.take_events() {
                             rings.push(ring.stats.clone());
                             events.push((family.name(), ring));
@@ -556,15 +572,13 @@ impl Programs {
     /// (program, run time, runs) of every attached program, while the kernel's statistics are on.
     pub fn program_runs(&self) -> Option<Vec<(&'static str, std::time::Duration, u64)>> {
         self.run_stats.as_ref()?;
-        let attached = self.probes.iter().filter(|p| p.state == ProbeState::Attached);
-        Some(accounting::program_runs(&self.ebpf, attached.flat_map(|p| p.programs.iter().copied())))
+        Some(accounting::program_runs(&self.ebpf, attached_programs(&self.probes).into_iter()))
     }
 
     /// (program, runs the kernel skipped because a BPF program was already running on that CPU)
     /// of every attached program, where the kernel counts them (5.12+).
     pub fn recursion_misses(&self) -> Vec<(&'static str, u64)> {
-        let attached = self.probes.iter().filter(|p| p.state == ProbeState::Attached);
-        accounting::recursion_misses(&self.ebpf, attached.flat_map(|p| p.programs.iter().copied()))
+        accounting::recursion_misses(&self.ebpf, attached_programs(&self.probes).into_iter())
     }
 
     /// Where the maps are pinned, if they are.

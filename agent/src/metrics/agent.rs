@@ -65,8 +65,7 @@ impl Collector for AgentCollector {
             "Whether a probe family is enabled in the configuration (1) or disabled (0)",
             probes.iter().map(|p| ([("probe", p.name)], i64::from(p.state != ProbeState::Disabled))),
         )?;
-        let attached: usize =
-            probes.iter().filter(|p| p.state == ProbeState::Attached).map(|p| p.programs.len()).sum();
+        let attached = crate::bpf::attached_programs(probes).len();
         encode_gauges(
             &mut encoder,
             "kernsight_bpf_programs_attached",

@@ -243,6 +243,89 @@ fn rcodes_timeouts_and_latency_are_exact_per_cgroup_over_udp_tcp_and_ipv6() {
     assert_eq!(value(&samples, "kernsight_dns_malformed_total", &[("cgroup", &label)]), 0.0);
 }
 
+/// The programs the log says `probe` attached (`programs=[...]` of its start-up line).
+fn logged_programs(log: &str, probe: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains(&format!("probe=\"{probe}\"")))
+        .find_map(|l| l.split("programs=[").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_default()
+        .replace('"', "")
+}
+
+/// Both on (the default), `net_cgroup` and `dns` run in one cgroup_skb program per direction;
+/// either alone runs its own. Whichever runs, the test cgroup's exchanges are counted exactly:
+/// as DNS queries and answers, and as packets and bytes each way.
+#[test]
+fn traffic_and_dns_share_one_program_a_direction_and_each_alone_counts_the_same() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let server = Server::start(true);
+    const N: u16 = 8;
+    let queries: Vec<Vec<u8>> = (0..N).map(|i| query(600 + i, &format!("shared{i}"), A)).collect();
+    // An IPv4 and UDP header on each.
+    let query_bytes: usize = queries.iter().map(|q| 28 + q.len()).sum();
+    const OFF: &str = "[network]\ninterface_counters = \"off\"\n";
+    // (config, traffic counted, DNS counted, the family that attaches, the programs attached)
+    let cases = [
+        (OFF.to_owned(), true, true, "net_cgroup", "ks_net_dns_ingress, ks_net_dns_egress"),
+        (
+            format!("{OFF}[dns]\nenabled = false\n"),
+            true,
+            false,
+            "net_cgroup",
+            "ks_net_ingress, ks_net_egress",
+        ),
+        (format!("{OFF}cgroup_traffic = false\n"), false, true, "dns", "ks_dns_ingress, ks_dns_egress"),
+    ];
+    for (text, traffic, dns, probe, programs) in cases {
+        let (_dir, config) = config_file(&text);
+        let agent = Agent::start(&["--config", path_str(&config)]);
+        let log = agent.log();
+        assert_eq!(logged_programs(&log, probe), programs, "{text}\n{log}");
+        if traffic && dns {
+            assert_eq!(logged_programs(&log, "dns"), programs, "both name the shared programs: {log}");
+        }
+        let cgroup = TestCgroup::create("dns-shared");
+        let ns = server.netns();
+        let code = cgroup.run(|| {
+            if !ns.enter() {
+                return 2;
+            }
+            let Ok(socket) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else { return 3 };
+            if socket.connect((Ipv4Addr::LOCALHOST, 53)).is_err() {
+                return 3;
+            }
+            if queries.iter().all(|q| udp_ask(&socket, q, Duration::from_secs(1))) { 0 } else { 4 }
+        });
+        assert_eq!(code, 0, "the workload failed (2-3: namespace, socket; 4: an answer)");
+        let of = [("cgroup", cgroup.label.as_str())];
+        let samples = eventually(Duration::from_secs(10), || {
+            let samples = parse(&agent.scrape());
+            let answered = value(&samples, "kernsight_dns_responses_total", &of);
+            let received = value(&samples, "kernsight_container_network_receive_packets_total", &of);
+            if (dns && answered < f64::from(N)) || (traffic && received < f64::from(N)) {
+                return Err(format!("{answered} answers and {received} packets received so far"));
+            }
+            Ok(samples)
+        });
+        let expected = |on: bool, n: usize| if on { n as f64 } else { 0.0 };
+        let sent = value(&samples, "kernsight_container_network_transmit_packets_total", &of);
+        let sent_bytes = value(&samples, "kernsight_container_network_transmit_bytes_total", &of);
+        assert_eq!(sent, expected(traffic, N.into()), "{text}: one datagram a query");
+        assert_eq!(sent_bytes, expected(traffic, query_bytes), "{text}: IP packets' bytes");
+        let received = value(&samples, "kernsight_container_network_receive_packets_total", &of);
+        assert_eq!(received, expected(traffic, N.into()), "{text}: one datagram an answer");
+        let asked =
+            value(&samples, "kernsight_dns_queries_total", &[("cgroup", &cgroup.label), ("qtype", "A")]);
+        assert_eq!(asked, expected(dns, N.into()), "{text}: DNS queries");
+        assert_eq!(value(&samples, "kernsight_dns_responses_total", &of), expected(dns, N.into()));
+        assert!(agent.stop().success(), "clean exit on SIGTERM");
+    }
+}
+
 #[test]
 fn garbage_floods_and_unanswered_queries_stay_bounded_and_counted() {
     if !privileged() {

@@ -21,8 +21,8 @@ use kernsight_common::{
 
 use super::{
     CGROUP_PROBE, CGROUP_PROGRAMS, DROP_PROGRAMS, DROPS_PROBE, InterfaceAttachment, TC_PROBE, TC_PROGRAMS,
-    TCP_PROBE, TCP_PROGRAMS, TcBackend, TrafficMap, XDP_PROBE, XDP_PROGRAM, attach_cgroup, attach_tc,
-    attach_xdp, none_attached, tc::TcLinks,
+    TCP_PROBE, TCP_PROGRAMS, TRAFFIC_AND_DNS_PROGRAMS, TcBackend, TrafficMap, XDP_PROBE, XDP_PROGRAM,
+    attach_cgroup, attach_tc, attach_xdp, none_attached, tc::TcLinks, traffic_and_dns,
 };
 use crate::{
     bpf::{
@@ -72,8 +72,8 @@ impl Family for CgroupTraffic {
         CGROUP_PROBE
     }
 
-    fn programs(&self, _config: &Config, _facts: &KernelFacts) -> Vec<&'static str> {
-        CGROUP_PROGRAMS.to_vec()
+    fn programs(&self, config: &Config, facts: &KernelFacts) -> Vec<&'static str> {
+        if traffic_and_dns(config, facts) { TRAFFIC_AND_DNS_PROGRAMS } else { CGROUP_PROGRAMS }.to_vec()
     }
 
     fn enabled(&self, config: &Config) -> bool {
@@ -112,17 +112,36 @@ impl Family for CgroupTraffic {
         });
         let capacity = cx.config.network.cgroup_traffic_max_entries;
         let traffic = CgroupCounters::take(cx.ebpf, CGROUP_TRAFFIC_MAP, capacity, overflow)?;
-        attach_cgroup(cx.ebpf, cx.facts.hierarchies.unified.as_ref(), CGROUP_PROGRAMS)?;
-        Ok(Box::new(CgroupTrafficMaps { traffic }))
+        let root = cx.facts.hierarchies.unified.as_ref();
+        let mut fallback_programs = None;
+        if !traffic_and_dns(cx.config, cx.facts) {
+            attach_cgroup(cx.ebpf, root, CGROUP_PROGRAMS)?;
+        } else if let Err(err) = attach_cgroup(cx.ebpf, root, TRAFFIC_AND_DNS_PROGRAMS) {
+            // The shared programs are both families' work in one: should the verifier refuse
+            // them, each family's own are smaller, and dns attaches its own after this.
+            tracing::warn!(
+                "the programs net_cgroup shares with dns did not attach ({err:#}): attaching each family's \
+                 own, two programs a packet and direction"
+            );
+            attach_cgroup(cx.ebpf, root, CGROUP_PROGRAMS)?;
+            fallback_programs = Some(CGROUP_PROGRAMS.to_vec());
+        }
+        Ok(Box::new(CgroupTrafficMaps { traffic, fallback_programs }))
     }
 }
 
 pub struct CgroupTrafficMaps {
     pub traffic: CgroupCounters<TrafficKey, Traffic>,
+    /// Its own programs, when those it shares with dns did not attach.
+    fallback_programs: Option<Vec<&'static str>>,
 }
 
 impl Attached for CgroupTrafficMaps {
     attached_any!();
+
+    fn programs(&self) -> Option<Vec<&'static str>> {
+        self.fallback_programs.clone()
+    }
 
     fn map_rows(&self) -> Vec<MapRow> {
         vec![self.traffic.map_row()]

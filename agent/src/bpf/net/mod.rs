@@ -1,5 +1,6 @@
 //! The network families and their maps: `net_cgroup` (`ks_net_ingress`, `ks_net_egress`:
-//! cgroup_skb on the cgroup v2 root), `net_tc` (`ks_net_tc_ingress`, `ks_net_tc_egress` on the
+//! cgroup_skb on the cgroup v2 root; `ks_net_dns_ingress`, `ks_net_dns_egress` when `dns` runs
+//! too), `net_tc` (`ks_net_tc_ingress`, `ks_net_tc_egress` on the
 //! watched interfaces, the default), `net_xdp` (`ks_net_xdp` there instead, when configured),
 //! `tcp` (state changes, retransmissions, resets) and `packet_drops` (`skb:kfree_skb`).
 
@@ -23,7 +24,11 @@ pub use families::{
 use kernsight_common::net::Traffic;
 pub use tc::TcBackend;
 
-use crate::kernel::{btf, netns::Interface};
+use super::{facts::KernelFacts, family::Family};
+use crate::{
+    config::Config,
+    kernel::{btf, netns::Interface},
+};
 
 /// How an interface is watched, by TC or XDP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +67,7 @@ pub const TC_PROBE: &str = "net_tc";
 pub const TCP_PROBE: &str = "tcp";
 pub const DROPS_PROBE: &str = "packet_drops";
 const CGROUP_PROGRAMS: [&str; 2] = ["ks_net_ingress", "ks_net_egress"];
+pub(crate) const TRAFFIC_AND_DNS_PROGRAMS: [&str; 2] = ["ks_net_dns_ingress", "ks_net_dns_egress"];
 const XDP_PROGRAM: &str = "ks_net_xdp";
 const TC_PROGRAMS: [&str; 2] = ["ks_net_tc_ingress", "ks_net_tc_egress"];
 const TCP_PROGRAMS: [(&str, &str); 4] = [
@@ -100,9 +106,41 @@ impl SockOffsets {
 
 type TrafficMap<K> = PerCpuHashMap<MapData, K, Traffic>;
 
+/// Whether `net_cgroup` and `dns` both run with this config on this kernel. They then share one
+/// cgroup_skb program per direction (`TRAFFIC_AND_DNS_PROGRAMS`), which `net_cgroup` attaches:
+/// every packet enters one program per direction rather than two.
+pub(crate) fn traffic_and_dns(config: &Config, facts: &KernelFacts) -> bool {
+    let families: [&dyn Family; 2] = [&CgroupTraffic, &crate::bpf::dns::Dns];
+    families.iter().all(|family| family.enabled(config) && family.unsupported(facts, config).is_none())
+}
+
+/// Whether the shared programs are in the kernel: `net_cgroup` attached them (they are unloaded
+/// again when attaching either failed), so `dns` needs no programs of its own.
+pub(crate) fn traffic_and_dns_attached(ebpf: &Ebpf) -> bool {
+    TRAFFIC_AND_DNS_PROGRAMS.iter().all(|name| ebpf.program(name).is_some_and(|program| program.fd().is_ok()))
+}
+
 /// Attaches the cgroup_skb programs `[ingress, egress]` (`ks_net_ingress` and `ks_net_egress`,
-/// or the `dns` family's) to the cgroup v2 root at `unified`.
+/// the `dns` family's, or those the two share) to the cgroup v2 root at `unified`: both or,
+/// once either fails, neither (both are unloaded again).
 pub(crate) fn attach_cgroup(
+    ebpf: &mut Ebpf,
+    unified: Option<&PathBuf>,
+    programs: [&str; 2],
+) -> anyhow::Result<()> {
+    let attached = attach_both(ebpf, unified, programs);
+    if attached.is_err() {
+        for name in programs {
+            if let Some(Ok(program)) = ebpf.program_mut(name).map(<&mut CgroupSkb>::try_from) {
+                // Not loaded yet is the only error here, and it leaves nothing behind.
+                let _ = program.unload();
+            }
+        }
+    }
+    attached
+}
+
+fn attach_both(
     ebpf: &mut Ebpf,
     unified: Option<&PathBuf>,
     [ingress, egress]: [&str; 2],
