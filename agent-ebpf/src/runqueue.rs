@@ -21,7 +21,9 @@
 //! - 6.18 throttles per task: a task of a throttled group is dequeued on its way back to user
 //!   space and switched out still `TASK_RUNNING`, with `throttle_count` set; unthrottling
 //!   re-enqueues it without a wakeup, so the wait that began at that switch-out ends at its next
-//!   switch-in and is wholly `throttled`.
+//!   switch-in and is wholly `throttled`. A task woken into a throttled group is queued and
+//!   picked like any other and throttled on its own way back: the agent then attaches no wakeup
+//!   program where the scheduler keeps each wait's start.
 //! - Not split: a task that was already queued (preempted, not throttled) when its group became
 //!   throttled keeps `contention` for that whole wait before 6.18 (on 6.18 it is picked, runs to
 //!   user space and starts a new, throttled wait). A single-threaded task under its quota is the

@@ -73,6 +73,10 @@ pub struct KernelFacts {
     pub rq_clock_offsets: Result<(u32, u32, u32), BtfError>,
     /// `cfs_rq.throttled_clock_self_time` (6.6+): what measures each throttle episode.
     pub throttle_episode_offset: Result<u32, BtfError>,
+    /// The kernel throttles each task on its way back to user space (6.18+: `task_struct` has
+    /// `sched_throttle_work`), not a group's whole entity: every throttled wait then begins at
+    /// a switch-out, and a wakeup into a throttled group is a wait to run like any other.
+    pub throttles_per_task: bool,
     /// `task_struct.sched_info.last_queued`, where the scheduler keeps it (CONFIG_SCHED_INFO,
     /// live): when each run-queue wait began, by the run queue's clock.
     pub last_queued_offset: Result<u32, String>,
@@ -141,6 +145,8 @@ impl KernelFacts {
         let throttle_episode_offset = btf
             .map_err(Clone::clone)
             .and_then(|btf| btf.member_offset("cfs_rq", "throttled_clock_self_time"));
+        let throttles_per_task =
+            btf.is_ok_and(|btf| btf.member_offset("task_struct", "sched_throttle_work").is_ok());
         let last_queued_offset = super::runqueue::last_queued_offset(btf, Path::new(SELF_SCHEDSTAT));
         let file_offsets = btf.map_err(Clone::clone).and_then(super::escape::FileOffsets::read);
         let unix_offsets = btf.map_err(Clone::clone).and_then(super::escape::UnixOffsets::read);
@@ -171,6 +177,7 @@ impl KernelFacts {
             wait_reason_offsets,
             rq_clock_offsets,
             throttle_episode_offset,
+            throttles_per_task,
             last_queued_offset,
             file_offsets,
             unix_offsets,

@@ -6,7 +6,9 @@
 //! the kernel has group scheduling, else by `bpf_ktime_get_ns`. Where the scheduler keeps its
 //! own account of waits (`sched_info.last_queued`) and `sched.wait_start` is `scheduler`, a
 //! wait begins where that account says, so only `sched_switch` runs a program per wait; the
-//! wakeup programs then run only to decide the reason, and are not attached without it.
+//! wakeup programs then run only to decide the reason, and are not attached without it, nor
+//! where the kernel throttles per task (6.18+), where every throttled wait begins at a
+//! switch-out (`reason_needs_wakeups`).
 
 use std::time::Duration;
 
@@ -206,11 +208,20 @@ pub struct RunqueueMaps {
 /// The programs attached: all three, but `sched_switch` alone where the scheduler's account
 /// says when each wait began and no reason is decided at its start.
 fn attached_programs(facts: &KernelFacts, config: &Config) -> &'static [(&'static str, &'static str)] {
-    if starts_at_scheduler(facts, config) && !split_by_reason(facts, config) {
+    if starts_at_scheduler(facts, config) && !reason_needs_wakeups(facts, config) {
         &RUNQUEUE_PROGRAMS[2..]
     } else {
         &RUNQUEUE_PROGRAMS
     }
+}
+
+/// Whether the wait reason takes the wakeup programs: it is split, and a wait can begin
+/// throttled at a wakeup. Where the kernel throttles per task (6.18+), a task woken into a
+/// throttled group is queued and picked like any other, runs its way back to user space, and
+/// only there is dequeued and switched out, still runnable: `ks_sched_switch` sees every
+/// throttled wait begin.
+fn reason_needs_wakeups(facts: &KernelFacts, config: &Config) -> bool {
+    split_by_reason(facts, config) && !facts.throttles_per_task
 }
 
 /// Whether a wait begins where the scheduler's own account says (`sched.wait_start`, and the
@@ -284,6 +295,29 @@ impl Attached for RunqueueMaps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wakeup_programs_run_only_where_a_wait_can_begin_throttled_at_a_wakeup() {
+        let unread = BtfError::Read("no BTF".into());
+        let mut facts = KernelFacts::read(Err(&unread), Default::default(), &Config::default());
+        facts.last_queued_offset = Ok(0);
+        facts.rq_clock_offsets = Ok((0, 0, 0));
+        facts.wait_reason_offsets = Ok((0, 0));
+        let names = |facts: &KernelFacts, config: &Config| -> Vec<&str> {
+            attached_programs(facts, config).iter().map(|(program, _)| *program).collect()
+        };
+        let all = ["ks_sched_wakeup", "ks_sched_wakeup_new", "ks_sched_switch"];
+        let mut config = Config::default();
+        assert_eq!(names(&facts, &config), all, "the reason split, group throttling (before 6.18)");
+        facts.throttles_per_task = true;
+        assert_eq!(names(&facts, &config), ["ks_sched_switch"], "per-task throttling (6.18+)");
+        config.sched.wait_start = WaitStart::Wakeup;
+        assert_eq!(names(&facts, &config), all, "every wait stamped at its start");
+        config.sched.wait_start = WaitStart::Scheduler;
+        facts.throttles_per_task = false;
+        config.sched.wait_reason = false;
+        assert_eq!(names(&facts, &config), ["ks_sched_switch"], "no reason split");
+    }
 
     #[test]
     fn the_schedulers_account_is_used_only_where_it_counts_switches() {

@@ -302,6 +302,73 @@ fn assert_episodes_match_cpu_stat(text: &str, cgroup: &str, kernel: (f64, f64), 
     assert!(shortest <= 0.5 * episodes, "{shortest} of {episodes} episodes under 16.8 ms");
 }
 
+/// A thread that sleeps 5 ms at a time shares a 10 % quota with a busy loop on one CPU: the
+/// loop spends the quota early in each period, so the sleeper mostly wakes into a throttled
+/// group. Before 6.18 it stays off the CPU until the unthrottle, a wait that begins at the
+/// wakeup (`ks_sched_wakeup` stamps it); from 6.18 it runs its way back to user space and is
+/// throttled there, a wait that begins at that switch-out (no wakeup program is attached).
+/// Either way its waits are throttled ones, and add up to what its schedstat says it waited.
+#[test]
+fn a_thread_woken_into_its_throttled_group_waits_throttled() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let agent = Agent::start(&[]);
+    let spinner = TestCgroup::create("cpuwait-woken");
+    let quota = match QuotaCgroup::limit(&spinner, "cpuwait-woken") {
+        Ok(quota) => quota,
+        Err(why) => return support::skip(&why),
+    };
+    // Under the quota's cgroup on a pure v2 host, beside it in v2 on a hybrid one (the v1
+    // quota cgroup is joined through `extra_procs`): its own series either way.
+    let sleeper = spinner.child("sleeper");
+    let extra = quota.extra_procs().map(|p| c_path(&p));
+    let join_quota = || extra.as_deref().is_none_or(support::join_procs);
+    let spinning = support::spawn_in(&spinner.path, || {
+        if !join_quota() || !pin_to(0) {
+            return 2;
+        }
+        spin(3_500_000_000);
+        0
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (start, end) = (dir.path().join("schedstat.start"), dir.path().join("schedstat.end"));
+    let (start_c, end_c) = (c_path(&start), c_path(&end));
+    let code = sleeper.run(|| {
+        if !join_quota() || !pin_to(0) {
+            return 2;
+        }
+        let nap = libc::timespec { tv_sec: 0, tv_nsec: 5_000_000 };
+        if !save_schedstat(&start_c) {
+            return 4;
+        }
+        for _ in 0..300 {
+            // SAFETY: a raw syscall on a timespec of this frame.
+            if unsafe { libc::nanosleep(&nap, std::ptr::null_mut()) } != 0 {
+                return 3;
+            }
+        }
+        if !save_schedstat(&end_c) { 4 } else { 0 }
+    });
+    assert_eq!(code, 0, "the sleeper failed (2: join or pin; 3: nanosleep; 4: schedstat)");
+    let status = support::wait_status(spinning);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the busy loop failed: {status}");
+    let (run_delay, switched_in) = schedstat_between(&start, &end);
+    let samples = parse(&agent.scrape());
+    let (throttled, contention) = wait_sums(&samples, &sleeper.label);
+    eprintln!(
+        "sleeper: throttled waits {throttled:.3} s, contention {contention:.3} s; schedstat: waited \
+         {run_delay:.3} s, switched in {switched_in} times"
+    );
+    assert!(run_delay > 0.5, "300 wakeups into a group throttled 90 % of the time: waited {run_delay} s");
+    assert!(throttled >= 0.8 * (throttled + contention), "throttled waits dominate");
+    assert!(
+        (run_delay - (throttled + contention)).abs() <= 0.1 * run_delay,
+        "waits {throttled} + {contention} s within 10 % of the thread's run delay {run_delay} s"
+    );
+}
+
 #[test]
 fn two_busy_loops_on_one_cpu_without_a_quota_wait_for_contention_only() {
     if !privileged() {
