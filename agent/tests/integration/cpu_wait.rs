@@ -304,10 +304,14 @@ fn assert_episodes_match_cpu_stat(text: &str, cgroup: &str, kernel: (f64, f64), 
 
 /// A thread that sleeps 5 ms at a time shares a 10 % quota with a busy loop on one CPU: the
 /// loop spends the quota early in each period, so the sleeper mostly wakes into a throttled
-/// group. Before 6.18 it stays off the CPU until the unthrottle, a wait that begins at the
-/// wakeup (`ks_sched_wakeup` stamps it); from 6.18 it runs its way back to user space and is
-/// throttled there, a wait that begins at that switch-out (no wakeup program is attached).
-/// Either way its waits are throttled ones, and add up to what its schedstat says it waited.
+/// group. From 6.18 it runs its way back to user space and is throttled there, a wait that
+/// begins at that switch-out (no wakeup program is attached): its waits are throttled ones.
+/// Before 6.18 it stays off the CPU until the unthrottle, a wait that begins at the wakeup
+/// (`ks_sched_wakeup` stamps it throttled); but a wakeup while the loop still runs queues it
+/// behind the loop, and when the group is throttled then, that whole wait keeps `contention`
+/// (the split's known limit before 6.18): a third to a half of its waits were throttled in the
+/// matrix's guests, and none would be without the wakeup programs. Either way its waits add up
+/// to what its schedstat says it waited.
 #[test]
 fn a_thread_woken_into_its_throttled_group_waits_throttled() {
     if !privileged() {
@@ -362,7 +366,12 @@ fn a_thread_woken_into_its_throttled_group_waits_throttled() {
          {run_delay:.3} s, switched in {switched_in} times"
     );
     assert!(run_delay > 0.5, "300 wakeups into a group throttled 90 % of the time: waited {run_delay} s");
-    assert!(throttled >= 0.8 * (throttled + contention), "throttled waits dominate");
+    let share = if support::kernel_at_least(6, 18) { 0.8 } else { 0.2 };
+    assert!(
+        throttled >= share * (throttled + contention),
+        "throttled waits at least {share} of all: {throttled:.3} s throttled, {contention:.3} s contention, \
+         run delay {run_delay:.3} s"
+    );
     assert!(
         (run_delay - (throttled + contention)).abs() <= 0.1 * run_delay,
         "waits {throttled} + {contention} s within 10 % of the thread's run delay {run_delay} s"
