@@ -1,7 +1,8 @@
 //! The `dns` family: `ks_dns_ingress` and `ks_dns_egress`, cgroup_skb programs on the cgroup v2
 //! root, copy the DNS messages every workload sends and receives into `DNS_EVENTS`; when
-//! `net_cgroup` runs too, the programs they share (`ks_net_dns_ingress`, `ks_net_dns_egress`) do. The agent
-//! keeps what they add up to (`crate::dns::exchanges`) here, where recycling reaches it.
+//! `net_cgroup` runs too, the programs the two share (`ks_net_dns_ingress`, `ks_net_dns_egress`)
+//! do. The agent keeps what they add up to (`crate::dns::exchanges`) here, where recycling
+//! reaches it.
 
 use std::{
     sync::{Arc, Mutex},

@@ -206,7 +206,7 @@ pub struct RunqueueMaps {
 }
 
 /// The programs attached: all three, but `sched_switch` alone where the scheduler's account
-/// says when each wait began and no reason is decided at its start.
+/// says when each wait began and no reason is decided at a wakeup.
 fn attached_programs(facts: &KernelFacts, config: &Config) -> &'static [(&'static str, &'static str)] {
     if starts_at_scheduler(facts, config) && !reason_needs_wakeups(facts, config) {
         &RUNQUEUE_PROGRAMS[2..]
