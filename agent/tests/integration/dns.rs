@@ -243,14 +243,9 @@ fn rcodes_timeouts_and_latency_are_exact_per_cgroup_over_udp_tcp_and_ipv6() {
     assert_eq!(value(&samples, "kernsight_dns_malformed_total", &[("cgroup", &label)]), 0.0);
 }
 
-/// The programs the log says `probe` attached (`programs=[...]` of its start-up line).
+/// The programs the log says `probe` attached, as one line.
 fn logged_programs(log: &str, probe: &str) -> String {
-    log.lines()
-        .filter(|l| l.contains(&format!("probe=\"{probe}\"")))
-        .find_map(|l| l.split("programs=[").nth(1))
-        .and_then(|rest| rest.split(']').next())
-        .unwrap_or_default()
-        .replace('"', "")
+    support::probe_log_list(log, probe, "programs").join(", ")
 }
 
 /// Both on (the default), `net_cgroup` and `dns` run in one cgroup_skb program per direction;

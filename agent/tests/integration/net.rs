@@ -161,16 +161,6 @@ fn by_default_tc_watches_the_interfaces_of_the_default_routes() {
     assert!(xdp.is_empty(), "XDP is not attached by default: {xdp:?}");
 }
 
-/// Program ids the log lists for `probe`.
-fn program_ids(log: &str, probe: &str) -> Vec<u32> {
-    log.lines()
-        .filter(|l| l.contains(&format!("probe=\"{probe}\"")))
-        .find_map(|l| l.split("ids=[").nth(1))
-        .and_then(|rest| rest.split(']').next())
-        .map(|list| list.split(',').filter_map(|id| id.trim().parse().ok()).collect())
-        .unwrap_or_default()
-}
-
 #[test]
 fn sigterm_detaches_the_xdp_and_cgroup_programs() {
     if !privileged() {
@@ -180,7 +170,8 @@ fn sigterm_detaches_the_xdp_and_cgroup_programs() {
     let link = Link::create();
     let (agent, _config) = agent_watching(&link, "");
     let log = agent.log();
-    let ids: Vec<u32> = ["net_cgroup", "net_xdp"].iter().flat_map(|probe| program_ids(&log, probe)).collect();
+    let ids: Vec<u32> =
+        ["net_cgroup", "net_xdp"].iter().flat_map(|probe| support::logged_program_ids(&log, probe)).collect();
     assert_eq!(ids.len(), 3, "ingress, egress and XDP program ids in the log:\n{log}");
     let has_xdp = || link.b.ip(&["link", "show", "dev", &link.b_if]).contains("xdp");
     assert!(has_xdp(), "XDP is on {} while the agent runs", link.b_if);

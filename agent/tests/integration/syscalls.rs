@@ -297,13 +297,7 @@ fn sigterm_detaches_every_program() {
     let _serial = support::serial();
     let agent = Agent::start(&["--syscall-latency", "true"]);
     let log = agent.log();
-    let ids: Vec<u32> = log
-        .lines()
-        .filter(|l| l.contains("probe=\"syscalls\""))
-        .find_map(|l| l.split("ids=[").nth(1))
-        .and_then(|rest| rest.split(']').next())
-        .map(|list| list.split(',').filter_map(|id| id.trim().parse().ok()).collect())
-        .unwrap_or_default();
+    let ids = support::logged_program_ids(&log, "syscalls");
     // The exit and the entry, and on x86_64 the three that end the exit cache's epoch.
     let expected = if cfg!(target_arch = "x86_64") { 5 } else { 2 };
     assert_eq!(ids.len(), expected, "{expected} program ids of the syscall family in the log:\n{log}");

@@ -168,6 +168,22 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The items of the `field=[...]` list (`programs`, `ids`) on `probe`'s start-up line of the
+/// agent's log, unquoted; empty when the log has no such line.
+pub fn probe_log_list(log: &str, probe: &str, field: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(&format!("probe=\"{probe}\"")))
+        .find_map(|l| l.split(&format!("{field}=[")).nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .map(|list| list.split(',').map(|item| item.trim().trim_matches('"').to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// The ids of the programs the agent's log says `probe` attached.
+pub fn logged_program_ids(log: &str, probe: &str) -> Vec<u32> {
+    probe_log_list(log, probe, "ids").iter().filter_map(|id| id.parse().ok()).collect()
+}
+
 /// Whether a BPF program of that id is loaded in the kernel.
 pub fn program_loaded(id: u32) -> bool {
     let show = std::process::Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]).output();
