@@ -315,7 +315,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let plan = plan(&args, kernel)?;
     let decoder = RecordDecoder::new(plan.decoder);
     let mut schema = decoder.schema();
-    schema.extend(enrich::FIELDS.iter().chain(&plan.added).map(|(n, k)| (Arc::from(*n), *k)));
+    schema.extend(
+        enrich::FIELDS.iter().chain(&plan.added).map(|(n, k)| (crate::kernel::value::Name::from(*n), *k)),
+    );
     let fields: Vec<(&str, Kind)> = schema.iter().map(|(n, k)| (&**n, *k)).collect();
     let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
     let mut filter = match &args.where_ {

@@ -3,14 +3,11 @@
 //! sign, pointers, fixed arrays, `char[N]`, `__data_loc` and `__rel_loc` strings and arrays, and
 //! the `__print_symbolic` tables of `print fmt` (so enum fields decode to the kernel's names).
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::path::{Path, PathBuf};
 
 use super::tracefs_symbols::Symbols;
 
-use crate::kernel::value::{Kind, Value};
+use crate::kernel::value::{Kind, Name, Value};
 
 /// The layout of one tracepoint's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +20,7 @@ pub struct Format {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldFormat {
-    pub name: Arc<str>,
+    pub name: Name,
     /// The declaration's type, as tracefs prints it (`unsigned long`, `__data_loc char[]`).
     pub type_name: String,
     pub offset: usize,
@@ -75,9 +72,9 @@ pub enum TracefsError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("record of {len} bytes ends before field {field} (bytes {start}..{end})")]
-    Truncated { field: Arc<str>, start: usize, end: usize, len: usize },
+    Truncated { field: Name, start: usize, end: usize, len: usize },
     #[error("field {field} points at bytes {start}..{end} outside the record of {len} bytes")]
-    OutOfRecord { field: Arc<str>, start: usize, end: usize, len: usize },
+    OutOfRecord { field: Name, start: usize, end: usize, len: usize },
 }
 
 impl Format {
@@ -143,17 +140,17 @@ impl Format {
     }
 
     /// The fields an event of this tracepoint has (without the `common_` header), and their kinds.
-    pub fn kinds(&self) -> Vec<(Arc<str>, Kind)> {
-        self.fields.iter().filter(|f| !f.common).map(|f| (Arc::clone(&f.name), f.kind())).collect()
+    pub fn kinds(&self) -> Vec<(Name, Kind)> {
+        self.fields.iter().filter(|f| !f.common).map(|f| (Name::clone(&f.name), f.kind())).collect()
     }
 
     /// Decodes the non-common fields of `record`. Never reads outside it: a field that does not
     /// fit is an error.
-    pub fn decode(&self, record: &[u8]) -> Result<Vec<(Arc<str>, Value)>, DecodeError> {
+    pub fn decode(&self, record: &[u8]) -> Result<Vec<(Name, Value)>, DecodeError> {
         self.fields
             .iter()
             .filter(|f| !f.common)
-            .map(|f| Ok((Arc::clone(&f.name), f.decode(record)?)))
+            .map(|f| Ok((Name::clone(&f.name), f.decode(record)?)))
             .collect()
     }
 }
@@ -221,7 +218,7 @@ impl FieldFormat {
     ) -> Result<&'r [u8], DecodeError> {
         let end = start.saturating_add(len);
         record.get(start..end).ok_or_else(|| {
-            let (field, len) = (Arc::clone(&self.name), record.len());
+            let (field, len) = (Name::clone(&self.name), record.len());
             if dynamic {
                 DecodeError::OutOfRecord { field, start, end, len }
             } else {

@@ -1,6 +1,12 @@
 //! What a traced event carries: named fields with typed values, in the order they were decoded.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, rc::Rc};
+
+/// A field's name, shared by every event of a trace. Counted without atomics: a trace is
+/// decoded, enriched and printed on one thread, and an atomic increment and decrement per field
+/// of every event were a fifth of the tracer's CPU (docs/performance.md, "The tracer's own
+/// CPU").
+pub type Name = Rc<str>;
 
 /// A field's value, as decoded from a kernel record or computed by kernsight.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,7 +72,7 @@ pub enum Kind {
 /// One event: its fields in display order. Names are shared between events of one trace.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Event {
-    pub fields: Vec<(Arc<str>, Value)>,
+    pub fields: Vec<(Name, Value)>,
 }
 
 impl Event {
@@ -74,7 +80,7 @@ impl Event {
         self.fields.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
     }
 
-    pub fn push(&mut self, name: &Arc<str>, value: Value) {
-        self.fields.push((Arc::clone(name), value));
+    pub fn push(&mut self, name: &Name, value: Value) {
+        self.fields.push((Name::clone(name), value));
     }
 }

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::kernel::value::{Event, Kind, Value};
+use crate::kernel::value::{Event, Kind, Name, Value};
 use crate::{
     kernel::{
         cgroup_handle::{CgroupHandles, Lookup},
@@ -60,7 +60,7 @@ pub struct Enricher {
     last_rescan: Instant,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn kernel timestamps into wall-clock time.
     realtime_offset_ns: i128,
-    names: [Arc<str>; 8],
+    names: [Name; 8],
     /// The node's name, the same for every event.
     node: Value,
 }
@@ -93,7 +93,7 @@ impl Enricher {
             resolver,
             last_rescan: Instant::now(),
             realtime_offset_ns: clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC),
-            names: FIELDS.map(|(n, _)| Arc::from(n)),
+            names: FIELDS.map(|(n, _)| Name::from(n)),
             node,
         }
     }

@@ -2,9 +2,9 @@
 //! chosen columns and a few fields made readable (addresses, capability and signal names); and
 //! `escape`, the syscalls of the escape vectors, each with its vector.
 
-use std::{net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
-use crate::kernel::value::{Event, Kind, Value};
+use crate::kernel::value::{Event, Kind, Name, Value};
 
 pub struct Preset {
     pub name: &'static str,
@@ -111,7 +111,7 @@ pub fn escape_vector(event: &mut Event) {
         Registers::UserMemory => vector(nr, detail::NONE).0,
         Registers::NotAVector => "-",
     };
-    event.push(&Arc::from("vector"), Value::Str(label.to_owned()));
+    event.push(&Name::from("vector"), Value::Str(label.to_owned()));
 }
 
 /// Whether `path` names a host-control file (`kernsight_common::escape::HOST_FILES`).
@@ -180,8 +180,8 @@ fn tcp_addresses(event: &mut Event) {
     };
     let src = format!("{}:{}", address(event, "saddr", "saddr_v6"), number(event, "sport").unwrap_or(0));
     let dst = format!("{}:{}", address(event, "daddr", "daddr_v6"), number(event, "dport").unwrap_or(0));
-    event.push(&Arc::from("src"), Value::Str(src));
-    event.push(&Arc::from("dst"), Value::Str(dst));
+    event.push(&Name::from("src"), Value::Str(src));
+    event.push(&Name::from("dst"), Value::Str(dst));
 }
 
 fn capability_name(event: &mut Event) {
@@ -190,7 +190,7 @@ fn capability_name(event: &mut Event) {
         |_| format!("capability {cap}"),
         |cap| crate::kernel::names::capability_name(cap).into_owned(),
     );
-    event.push(&Arc::from("capability"), Value::Str(name));
+    event.push(&Name::from("capability"), Value::Str(name));
 }
 
 fn signal_name(event: &mut Event) {
@@ -199,7 +199,7 @@ fn signal_name(event: &mut Event) {
         .ok()
         .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
         .map_or_else(|| format!("signal {sig}"), |s| s.as_str().to_owned());
-    event.push(&Arc::from("signal"), Value::Str(name));
+    event.push(&Name::from("signal"), Value::Str(name));
 }
 
 #[cfg(test)]

@@ -2,8 +2,6 @@
 //! the raw tracepoint record decoded by its tracefs layout, or a syscall record, or an exec/exit
 //! event. Nothing in a record is trusted: lengths are checked, text is decoded lossily.
 
-use std::sync::Arc;
-
 use kernsight_common::{
     block_io::{device_numbers, op_name},
     trace::{
@@ -19,7 +17,7 @@ use crate::{
         exchanges::{Exchanges, Limits, Seen, decode as decode_dns},
         message::{qtype_name, rcode_name},
     },
-    kernel::value::{Event, Kind, Value},
+    kernel::value::{Event, Kind, Name, Value},
     kernel::{
         names::{errno_name, syscall_name},
         tracefs::{self, Format},
@@ -47,11 +45,11 @@ pub enum RecordError {
 
 /// Field names shared by all events of a trace (allocated once).
 struct Names {
-    time_ns: Arc<str>,
-    pid: Arc<str>,
-    tid: Arc<str>,
-    comm: Arc<str>,
-    cgroup_id: Arc<str>,
+    time_ns: Name,
+    pid: Name,
+    tid: Name,
+    comm: Name,
+    cgroup_id: Name,
 }
 
 impl Names {
@@ -65,6 +63,10 @@ impl Names {
         }
     }
 }
+
+/// Room for an event's fields (the common ones, a record's own and the enrichment's), so that
+/// none is regrown while it is enriched.
+const EVENT_FIELDS: usize = 24;
 
 /// The fields every event starts with.
 const COMMON: [(&str, Kind); 5] = [
@@ -92,7 +94,7 @@ enum Records {
     /// Tracepoint fields whose names clash with the common ones are renamed `args.<name>`.
     Tracepoint {
         format: Format,
-        renamed: Vec<Arc<str>>,
+        renamed: Vec<Name>,
     },
     Syscalls,
     Processes,
@@ -153,12 +155,12 @@ const BLOCK_IO_FIELDS: [(&str, Kind); 6] = [
 ];
 
 struct SyscallNames {
-    syscall: Arc<str>,
-    ret: Arc<str>,
-    errno: Arc<str>,
-    latency_ns: Arc<str>,
-    args: Arc<str>,
-    path: Arc<str>,
+    syscall: Name,
+    ret: Name,
+    errno: Name,
+    latency_ns: Name,
+    args: Name,
+    path: Name,
 }
 
 /// Decodes records into events, with the trace's field names.
@@ -178,7 +180,7 @@ impl RecordDecoder {
                     .filter(|f| !f.common)
                     .map(|f| match COMMON.iter().any(|(n, _)| *n == &*f.name) {
                         true => format!("args.{}", f.name).into(),
-                        false => Arc::clone(&f.name),
+                        false => Name::clone(&f.name),
                     })
                     .collect();
                 Records::Tracepoint { format, renamed }
@@ -204,8 +206,8 @@ impl RecordDecoder {
     }
 
     /// Every field an event of this trace has, for checking `--where` and aggregation fields.
-    pub fn schema(&self) -> Vec<(Arc<str>, Kind)> {
-        let mut fields: Vec<(Arc<str>, Kind)> = COMMON.iter().map(|(n, k)| (Arc::from(*n), *k)).collect();
+    pub fn schema(&self) -> Vec<(Name, Kind)> {
+        let mut fields: Vec<(Name, Kind)> = COMMON.iter().map(|(n, k)| (Name::from(*n), *k)).collect();
         match &self.decoder {
             Records::Tracepoint { format, renamed } => {
                 let kinds = format.fields.iter().filter(|f| !f.common).map(|f| f.kind());
@@ -220,7 +222,7 @@ impl RecordDecoder {
                     ("args", Kind::Text),
                     ("path", Kind::Text),
                 ]
-                .map(|(n, k)| (Arc::from(n), k)),
+                .map(|(n, k)| (Name::from(n), k)),
             ),
             Records::Processes => fields.extend(
                 [
@@ -232,10 +234,10 @@ impl RecordDecoder {
                     ("exit_code", Kind::Number),
                     ("how", Kind::Text),
                 ]
-                .map(|(n, k)| (Arc::from(n), k)),
+                .map(|(n, k)| (Name::from(n), k)),
             ),
-            Records::BlockIo(_) => fields.extend(BLOCK_IO_FIELDS.map(|(n, k)| (Arc::from(n), k))),
-            Records::Dns(_) => fields.extend(DNS_FIELDS.map(|(n, k)| (Arc::from(n), k))),
+            Records::BlockIo(_) => fields.extend(BLOCK_IO_FIELDS.map(|(n, k)| (Name::from(n), k))),
+            Records::Dns(_) => fields.extend(DNS_FIELDS.map(|(n, k)| (Name::from(n), k))),
         }
         fields
     }
@@ -291,7 +293,7 @@ impl RecordDecoder {
                     Value::UInt(u64::from(io.error)),
                 ];
                 for ((name, _), value) in BLOCK_IO_FIELDS.iter().zip(values) {
-                    event.push(&Arc::from(*name), value);
+                    event.push(&Name::from(*name), value);
                 }
                 Ok(event)
             }
@@ -333,13 +335,13 @@ impl RecordDecoder {
             Value::Str(error),
         ];
         for ((name, _), value) in DNS_FIELDS.iter().zip(values) {
-            event.push(&Arc::from(*name), value);
+            event.push(&Name::from(*name), value);
         }
         Ok(event)
     }
 
     fn common(&self, header: &TraceHeader) -> Event {
-        let mut event = Event { fields: Vec::with_capacity(12) };
+        let mut event = Event { fields: Vec::with_capacity(EVENT_FIELDS) };
         let n = &self.names;
         event.push(&n.time_ns, Value::UInt(header.timestamp_ns));
         event.push(&n.pid, Value::UInt(u64::from(header.tgid)));
@@ -374,7 +376,7 @@ impl RecordDecoder {
 
     fn process(&self, record: &[u8], now_ns: u64) -> Result<Event, RecordError> {
         let process = event::decode(record)?;
-        let mut event = Event { fields: Vec::with_capacity(12) };
+        let mut event = Event { fields: Vec::with_capacity(EVENT_FIELDS) };
         let n = &self.names;
         event.push(&n.time_ns, Value::UInt(now_ns));
         event.push(&n.pid, Value::UInt(u64::from(process.tgid)));
