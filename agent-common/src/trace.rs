@@ -10,6 +10,9 @@
 pub const TRACE_EVENTS_MAP: &str = "TRACE_EVENTS";
 /// Per-CPU array, one slot: records that found the ring buffer full.
 pub const TRACE_LOST_MAP: &str = "TRACE_LOST";
+/// `Array<u32>`, one entry: non-zero while the reader waits for a wakeup (set by the reader
+/// before it waits, cleared by the submit that wakes it).
+pub const TRACE_READER_WAITING_MAP: &str = "TRACE_READER_WAITING";
 /// Hash `u64` cgroup id → `u8`: the cgroups traced when `TRACE_FILTER_CGROUPS` is set.
 pub const TRACE_CGROUPS_MAP: &str = "TRACE_CGROUPS";
 /// LRU hash thread id → `sys_enter` timestamp (ns), for syscall latency.

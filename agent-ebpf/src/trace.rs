@@ -14,7 +14,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_comm as bpf_get_current_comm_into, bpf_probe_read_kernel},
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use kernsight_common::trace::{
@@ -94,8 +94,16 @@ const SUBMITS_PER_LOOK: u64 = 16;
 #[map]
 static TRACE_SUBMITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The flags of a submit: wake the reader only once a batch is queued, looking at the queue
-/// once every `SUBMITS_PER_LOOK` submits of this CPU.
+/// Non-zero while the reader waits (`kernsight_common::trace::TRACE_READER_WAITING_MAP`): the
+/// reader sets it before it waits, the submit that wakes it clears it. A wakeup is an
+/// `irq_work`, a self-interrupt of the producing CPU (a VM exit under KVM); woken at every look
+/// while it was behind, a reader that was already busy cost each traced open 240 ns more
+/// (docs/performance.md, "One wakeup per wait").
+#[map]
+static TRACE_READER_WAITING: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The flags of a submit: wake the reader only once a batch is queued and only if it waits,
+/// looking at the queue once every `SUBMITS_PER_LOOK` submits of this CPU.
 #[inline(always)]
 fn wakeup_flags() -> u64 {
     if let Some(submits) = TRACE_SUBMITS.get_ptr_mut(0) {
@@ -108,11 +116,21 @@ fn wakeup_flags() -> u64 {
             return BPF_RB_NO_WAKEUP as u64;
         }
     }
-    if TRACE_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
+    if TRACE_EVENTS.query(BPF_RB_AVAIL_DATA as u64) < WAKEUP_BYTES {
+        return BPF_RB_NO_WAKEUP as u64;
     }
+    let Some(waiting) = TRACE_READER_WAITING.get_ptr_mut(0) else {
+        return BPF_RB_NO_WAKEUP as u64;
+    };
+    // SAFETY: a word of the map. Two CPUs that both see it set both wake the reader: a wakeup
+    // too many, nothing lost.
+    unsafe {
+        if *waiting == 0 {
+            return BPF_RB_NO_WAKEUP as u64;
+        }
+        *waiting = 0;
+    }
+    BPF_RB_FORCE_WAKEUP as u64
 }
 
 /// Argument registers of `struct pt_regs` at `sys_exit` (the saved user registers).

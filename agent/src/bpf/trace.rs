@@ -7,17 +7,17 @@ use std::collections::BTreeSet;
 use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePoint,
 };
 use kernsight_common::trace::{
     CgroupSyscallKey, LATENCY_SLOTS, SYSCALL_PATH_SHIFT, SYSCALL_TRACED, SyscallCount,
     TRACE_BLOCK_START_ENTRIES, TRACE_BLOCK_START_MAP, TRACE_CGROUP_COUNTS_ENTRIES, TRACE_CGROUP_COUNTS_MAP,
     TRACE_CGROUPS_MAP, TRACE_CGROUPS_MAX, TRACE_COUNT_BY_CGROUP_GLOBAL, TRACE_EVENTS_MAP,
-    TRACE_FILTER_CGROUPS_GLOBAL, TRACE_FILTER_TGID_GLOBAL, TRACE_LOST_MAP, TRACE_RECORD_BYTES_GLOBAL,
-    TRACE_RECORD_MAX, TRACE_SELF_TGID_GLOBAL, TRACE_START_ENTRIES, TRACE_SYSCALL_COUNT_ONLY_GLOBAL,
-    TRACE_SYSCALL_COUNTS_MAP, TRACE_SYSCALL_HIST_GLOBAL, TRACE_SYSCALL_LATENCY_MAP, TRACE_SYSCALL_SET_GLOBAL,
-    TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
+    TRACE_FILTER_CGROUPS_GLOBAL, TRACE_FILTER_TGID_GLOBAL, TRACE_LOST_MAP, TRACE_READER_WAITING_MAP,
+    TRACE_RECORD_BYTES_GLOBAL, TRACE_RECORD_MAX, TRACE_SELF_TGID_GLOBAL, TRACE_START_ENTRIES,
+    TRACE_SYSCALL_COUNT_ONLY_GLOBAL, TRACE_SYSCALL_COUNTS_MAP, TRACE_SYSCALL_HIST_GLOBAL,
+    TRACE_SYSCALL_LATENCY_MAP, TRACE_SYSCALL_SET_GLOBAL, TRACE_SYSCALL_START_MAP, TRACE_SYSCALLS,
 };
 
 use super::{
@@ -67,6 +67,8 @@ pub struct Trace {
     _ebpf: Ebpf,
     /// `Tracepoint` and `Syscalls`: the records.
     pub ring: Option<RingBuf<MapData>>,
+    /// With `ring`: the reader's "waiting" word, so that the kernel wakes it once a wait.
+    waiting: Option<Array<MapData, u32>>,
     lost: Option<PerCpuArray<MapData, u64>>,
     counts: Option<PerCpuArray<MapData, SyscallCount>>,
     latency: Option<PerCpuArray<MapData, u64>>,
@@ -179,6 +181,7 @@ impl Trace {
         let mut trace = Self {
             _ebpf: ebpf,
             ring: None,
+            waiting: None,
             lost: None,
             counts: None,
             latency: None,
@@ -189,8 +192,7 @@ impl Trace {
         let ebpf = &mut trace._ebpf;
         match source {
             Source::Tracepoint { category, name, .. } => {
-                trace.ring = Some(RingBuf::try_from(take_map(ebpf, TRACE_EVENTS_MAP)?)?);
-                trace.lost = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_LOST_MAP)?)?);
+                (trace.ring, trace.waiting, trace.lost) = take_records(ebpf)?;
                 let program: &mut TracePoint = ebpf
                     .program_mut("ks_trace_tracepoint")
                     .context("program ks_trace_tracepoint missing from the object")?
@@ -201,8 +203,7 @@ impl Trace {
                     .with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
             }
             Source::Syscalls { .. } => {
-                trace.ring = Some(RingBuf::try_from(take_map(ebpf, TRACE_EVENTS_MAP)?)?);
-                trace.lost = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_LOST_MAP)?)?);
+                (trace.ring, trace.waiting, trace.lost) = take_records(ebpf)?;
                 load_and_attach(
                     ebpf,
                     &btf,
@@ -229,8 +230,7 @@ impl Trace {
                 }
             }
             Source::BlockIo => {
-                trace.ring = Some(RingBuf::try_from(take_map(ebpf, TRACE_EVENTS_MAP)?)?);
-                trace.lost = Some(PerCpuArray::try_from(take_map(ebpf, TRACE_LOST_MAP)?)?);
+                (trace.ring, trace.waiting, trace.lost) = take_records(ebpf)?;
                 // Completions first: every issue recorded has its completion attached.
                 load_and_attach(
                     ebpf,
@@ -275,6 +275,22 @@ impl Trace {
             })
             .collect();
         Some(rows)
+    }
+
+    /// Tells the kernel side that the reader is about to wait: the next submit that finds a
+    /// batch queued wakes it (and only that one). A trace whose ring is not the trace programs'
+    /// own (`dns`, `processes`) is woken by its family's programs as they always do.
+    pub fn waiting(&mut self) {
+        if let Some(waiting) = &mut self.waiting {
+            // Should the update fail, records wait for the reader's poll: late, not lost.
+            let _ = waiting.set(0, &1, 0);
+        }
+    }
+
+    /// Whether the reader's "waiting" word is still set: `Some(false)` once a submit woke it,
+    /// `None` for a trace without the word.
+    pub fn reader_waits(&self) -> Option<bool> {
+        self.waiting.as_ref().map(|waiting| waiting.get(&0, 0).is_ok_and(|word| word != 0))
     }
 
     /// Whether latency histograms are made in the kernel.
@@ -334,4 +350,15 @@ fn record_bytes(format: &Format) -> u32 {
     let fixed = format.fixed_size() as u32;
     let wanted = if format.has_dynamic_fields() { fixed + 512 } else { fixed };
     (wanted.div_ceil(8) * 8).min(TRACE_RECORD_MAX)
+}
+
+/// The record ring of the trace programs, with its waiting word and loss count.
+type Records = (Option<RingBuf<MapData>>, Option<Array<MapData, u32>>, Option<PerCpuArray<MapData, u64>>);
+
+fn take_records(ebpf: &mut Ebpf) -> anyhow::Result<Records> {
+    Ok((
+        Some(RingBuf::try_from(take_map(ebpf, TRACE_EVENTS_MAP)?)?),
+        Some(Array::try_from(take_map(ebpf, TRACE_READER_WAITING_MAP)?)?),
+        Some(PerCpuArray::try_from(take_map(ebpf, TRACE_LOST_MAP)?)?),
+    ))
 }

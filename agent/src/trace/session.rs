@@ -115,11 +115,14 @@ pub async fn run(
     if sink.format == Format::Table && sink.aggregator.is_none() {
         write_out(&mut out, &printer.header())?;
     }
-    // The kernel wakes this reader only once a batch is queued (see the kernel side): below
-    // that, records are fetched by this poll.
+    // The kernel wakes this reader only once a batch is queued, and once a wait (see the
+    // kernel side): below that, records are fetched by this poll.
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        // Then what was queued before the kernel side knew: its next wakeup is for later records.
+        trace.waiting();
+        drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
         let readable = async {
             match &ready {
                 Some(ready) => ready.readable().await.map(Some),

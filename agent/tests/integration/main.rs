@@ -54,4 +54,5 @@ mod top;
 mod trace;
 mod trace_containers;
 mod trace_oom;
+mod trace_ring;
 mod workloads;
