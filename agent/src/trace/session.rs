@@ -15,7 +15,7 @@ use super::{
     aggregate::Aggregator,
     enrich::Enricher,
     filter::Expr,
-    output::{TablePrinter, push_json_line},
+    output::{JsonLines, TablePrinter},
     record::RecordDecoder,
 };
 use crate::{
@@ -72,6 +72,12 @@ pub struct Totals {
     pub lost: u64,
 }
 
+/// How events are written out: as a table, or as JSON lines.
+struct Writers {
+    table: TablePrinter,
+    json: JsonLines,
+}
+
 struct RingFd(RawFd);
 
 impl AsRawFd for RingFd {
@@ -111,9 +117,10 @@ pub async fn run(
     let mut counted_before: BTreeMap<u32, SyscallCount> = BTreeMap::new();
     let mut latency_before: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
     let mut cgroup_before: BTreeMap<CgroupSyscallKey, SyscallCount> = BTreeMap::new();
-    let mut printer = TablePrinter::new(sink.columns.clone(), sink.colour);
+    let mut printer =
+        Writers { table: TablePrinter::new(sink.columns.clone(), sink.colour), json: JsonLines::default() };
     if sink.format == Format::Table && sink.aggregator.is_none() {
-        write_out(&mut out, &printer.header())?;
+        write_out(&mut out, &printer.table.header())?;
     }
     // The kernel wakes this reader only once a batch is queued, and once a wait (see the
     // kernel side): below that, records are fetched by this poll.
@@ -211,7 +218,7 @@ fn drain(
     decoder: &RecordDecoder,
     enricher: &mut Enricher,
     sink: &mut Sink,
-    printer: &mut TablePrinter,
+    printer: &mut Writers,
     out: &mut impl std::io::Write,
     totals: &mut Totals,
 ) -> anyhow::Result<()> {
@@ -245,8 +252,8 @@ fn drain(
         totals.printed += 1;
         match (&mut sink.aggregator, sink.format) {
             (Some(aggregator), _) => aggregator.add(&event),
-            (None, Format::Json) => push_json_line(&mut text, &event),
-            (None, Format::Table) => text.push_str(&printer.event(&event)),
+            (None, Format::Json) => printer.json.push(&mut text, &event),
+            (None, Format::Table) => text.push_str(&printer.table.event(&event)),
         }
         if text.len() > FLUSH_BYTES {
             write_out(out, &std::mem::take(&mut text))?;

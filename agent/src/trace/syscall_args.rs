@@ -99,17 +99,29 @@ pub fn describe(nr: u32, args: &[u64; 6], has_path: bool, path: &str) -> String 
         if i > 0 {
             text.push_str(", ");
         }
-        let _ = if path_at == Some(i) && has_path {
-            write!(text, "{path:?}")
+        if path_at == Some(i) && has_path {
+            quoted(&mut text, path);
         } else if is_at_fdcwd(arg) {
-            write!(text, "AT_FDCWD")
+            text.push_str("AT_FDCWD");
         } else if arg < 0x10000 {
-            write!(text, "{arg}")
+            text.push_str(itoa::Buffer::new().format(arg));
         } else {
-            write!(text, "{arg:#x}")
-        };
+            let _ = write!(text, "{arg:#x}");
+        }
     }
     text
+}
+
+/// `path` as Rust's `{:?}` quotes it; a path of printable ASCII without quotes or backslashes,
+/// the usual one, is copied as it is.
+fn quoted(text: &mut String, path: &str) {
+    if path.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        text.push('"');
+        text.push_str(path);
+        text.push('"');
+    } else {
+        let _ = write!(text, "{path:?}");
+    }
 }
 
 /// `AT_FDCWD` (-100) as the register holds it: sign-extended, or as the 32-bit `int` the C
@@ -143,5 +155,9 @@ mod tests {
             "1, 0x55550000, 6"
         );
         assert_eq!(describe(100_000, &[1, 2, 3, 4, 5, 6], false, "").split(", ").count(), 6);
+        // Paths are quoted as `{:?}` quotes them, whatever their bytes.
+        for path in ["/etc/hosts", "a \"b\" c", "back\\slash", "new\nline\u{1b}[2J", "é~ \u{7f}"] {
+            assert_eq!(describe(openat, &args, true, path), format!("AT_FDCWD, {path:?}, 0x80000, 0"));
+        }
     }
 }
