@@ -98,7 +98,7 @@ static TRACE_SUBMITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// reader sets it before it waits, the submit that wakes it clears it. A wakeup is an
 /// `irq_work`, a self-interrupt of the producing CPU (a VM exit under KVM); woken at every look
 /// while it was behind, a reader that was already busy cost each traced open 240 ns more
-/// (docs/performance.md, "One wakeup per wait").
+/// (docs/performance.md, "The tracer: one wakeup per wait, and a JSON line for less").
 #[map]
 static TRACE_READER_WAITING: Array<u32> = Array::with_max_entries(1, 0);
 

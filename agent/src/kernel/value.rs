@@ -4,8 +4,8 @@ use std::{fmt, rc::Rc};
 
 /// A field's name, shared by every event of a trace. Counted without atomics: a trace is
 /// decoded, enriched and printed on one thread, and an atomic increment and decrement per field
-/// of every event were a fifth of the tracer's CPU (docs/performance.md, "The tracer's own
-/// CPU").
+/// of every event were a tenth of the tracer's CPU (docs/performance.md, "The tracer: one
+/// wakeup per wait, and a JSON line for less").
 pub type Name = Rc<str>;
 
 /// A field's value, as decoded from a kernel record or computed by kernsight.

@@ -152,8 +152,9 @@ fn escaped(text: String) -> String {
 /// Events as JSON objects, one a line: the fields in the event's order (a `serde_json::Map`
 /// would sort them), written directly, no intermediate JSON values per event. The events of a
 /// trace share their field names (`Name`), so each key (`"name":`) is encoded once per place
-/// in the event and found again by pointer: encoding every key of every event was a fifth of
-/// the tracer's time (docs/performance.md, "The tracer's own CPU").
+/// in the event and found again by pointer: encoding every key of every event was a seventh of
+/// the tracer's time (docs/performance.md, "The tracer: one wakeup per wait, and a JSON line
+/// for less").
 #[derive(Default)]
 pub struct JsonLines {
     /// Per place in an event: the name last seen there, and its key.
@@ -238,7 +239,8 @@ fn needs_escape(word: u64) -> bool {
 
 /// A JSON string literal. Runs without escapes are found 8 bytes at a time and copied whole:
 /// at a million events a second, a `match` per byte was a fifth of the tracer's time, and a
-/// table lookup per byte still a tenth (docs/performance.md, "The tracer's own CPU").
+/// table lookup per byte still showed in its profile (docs/performance.md, "The tracer: one
+/// wakeup per wait, and a JSON line for less").
 fn json_string(out: &mut String, text: &str) {
     out.push('"');
     let bytes = text.as_bytes();

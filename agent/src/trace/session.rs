@@ -117,10 +117,10 @@ pub async fn run(
     let mut counted_before: BTreeMap<u32, SyscallCount> = BTreeMap::new();
     let mut latency_before: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
     let mut cgroup_before: BTreeMap<CgroupSyscallKey, SyscallCount> = BTreeMap::new();
-    let mut printer =
+    let mut writers =
         Writers { table: TablePrinter::new(sink.columns.clone(), sink.colour), json: JsonLines::default() };
     if sink.format == Format::Table && sink.aggregator.is_none() {
-        write_out(&mut out, &printer.table.header())?;
+        write_out(&mut out, &writers.table.header())?;
     }
     // The kernel wakes this reader only once a batch is queued, and once a wait (see the
     // kernel side): below that, records are fetched by this poll.
@@ -129,7 +129,7 @@ pub async fn run(
     loop {
         // Then what was queued before the kernel side knew: its next wakeup is for later records.
         trace.waiting();
-        drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
+        drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut writers, &mut out, &mut totals)?;
         let readable = async {
             match &ready {
                 Some(ready) => ready.readable().await.map(Some),
@@ -151,14 +151,14 @@ pub async fn run(
         tokio::select! {
             guard = readable => {
                 let mut guard = guard.context("polling the ring buffer")?.context("no ring buffer")?;
-                drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
+                drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut writers, &mut out, &mut totals)?;
                 guard.clear_ready();
             }
             _ = poll.tick(), if fd.is_some() => {
-                drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
+                drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut writers, &mut out, &mut totals)?;
             }
             _ = tick => {
-                drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
+                drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut writers, &mut out, &mut totals)?;
                 let lost = trace.lost();
                 print_aggregation(
                     &trace,
@@ -178,7 +178,7 @@ pub async fn run(
             _ = terminate.recv() => break,
         }
     }
-    drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut printer, &mut out, &mut totals)?;
+    drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut writers, &mut out, &mut totals)?;
     print_aggregation(
         &trace,
         &mut sink,
@@ -218,7 +218,7 @@ fn drain(
     decoder: &RecordDecoder,
     enricher: &mut Enricher,
     sink: &mut Sink,
-    printer: &mut Writers,
+    writers: &mut Writers,
     out: &mut impl std::io::Write,
     totals: &mut Totals,
 ) -> anyhow::Result<()> {
@@ -252,8 +252,8 @@ fn drain(
         totals.printed += 1;
         match (&mut sink.aggregator, sink.format) {
             (Some(aggregator), _) => aggregator.add(&event),
-            (None, Format::Json) => printer.json.push(&mut text, &event),
-            (None, Format::Table) => text.push_str(&printer.table.event(&event)),
+            (None, Format::Json) => writers.json.push(&mut text, &event),
+            (None, Format::Table) => text.push_str(&writers.table.event(&event)),
         }
         if text.len() > FLUSH_BYTES {
             write_out(out, &std::mem::take(&mut text))?;
