@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, io::IsTerminal as _, path::PathBuf, sync::Arc, 
 
 use anyhow::{Context as _, bail};
 
-use crate::kernel::value::Kind;
+use crate::kernel::value::{Kind, Name};
 use crate::{
     bpf::trace::{Filters, Source, Trace},
     kernel::{cgroupfs::Hierarchies, names::did_you_mean, preflight, tracefs::Format},
@@ -315,9 +315,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let plan = plan(&args, kernel)?;
     let decoder = RecordDecoder::new(plan.decoder);
     let mut schema = decoder.schema();
-    schema.extend(
-        enrich::FIELDS.iter().chain(&plan.added).map(|(n, k)| (crate::kernel::value::Name::from(*n), *k)),
-    );
+    schema.extend(enrich::FIELDS.iter().chain(&plan.added).map(|(n, k)| (Name::from(*n), *k)));
     let fields: Vec<(&str, Kind)> = schema.iter().map(|(n, k)| (&**n, *k)).collect();
     let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
     let mut filter = match &args.where_ {

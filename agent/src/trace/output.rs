@@ -246,12 +246,11 @@ fn json_string(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
     let (mut copied, mut at) = (0, 0);
     while at < bytes.len() {
-        if let Some(word) = bytes.get(at..at + 8) {
-            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
-            if !needs_escape(word) {
-                at += 8;
-                continue;
-            }
+        if let Some(word) = bytes[at..].first_chunk::<8>()
+            && !needs_escape(u64::from_le_bytes(*word))
+        {
+            at += 8;
+            continue;
         }
         let byte = bytes[at];
         if PLAIN[usize::from(byte)] {

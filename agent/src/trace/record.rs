@@ -2,13 +2,11 @@
 //! the raw tracepoint record decoded by its tracefs layout, or a syscall record, or an exec/exit
 //! event. Nothing in a record is trusted: lengths are checked, text is decoded lossily.
 
-use std::mem::offset_of;
-
 use kernsight_common::{
     block_io::{device_numbers, op_name},
     trace::{
         BlockIoRecord, KIND_BLOCK_IO, KIND_SYSCALL, KIND_TRACEPOINT, LATENCY_UNKNOWN, SyscallRecord,
-        TRACE_PATH_MAX, TraceHeader,
+        TraceHeader,
     },
 };
 
@@ -267,19 +265,10 @@ impl RecordDecoder {
                     return Err(RecordError::Short(record.len()));
                 }
                 // SAFETY: length checked; plain integers and bytes, read unaligned.
-                let header: TraceHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-                if header.kind != KIND_SYSCALL {
-                    return Err(RecordError::Kind(header.kind));
+                let call: SyscallRecord = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+                if call.header.kind != KIND_SYSCALL {
+                    return Err(RecordError::Kind(call.header.kind));
                 }
-                // Only the bytes the kernel wrote: the rest of `path` is what the ring held a
-                // lap before, some four cache lines a record that no cache holds any more.
-                let written = offset_of!(SyscallRecord, path) + (header.len as usize).min(TRACE_PATH_MAX);
-                // SAFETY: integers and byte arrays only: all-zero bytes are a record.
-                let mut call: SyscallRecord = unsafe { std::mem::zeroed() };
-                // SAFETY: `written` is within both the record (length checked) and `call`.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(record.as_ptr(), (&raw mut call).cast::<u8>(), written)
-                };
                 Ok(self.syscall(&call))
             }
             Records::Dns(exchanges) => self.dns(record, exchanges),
