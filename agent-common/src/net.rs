@@ -4,6 +4,18 @@
 
 /// Per-CPU hash `TrafficKey` → `Traffic`: packets and bytes per (cgroup, direction).
 pub const CGROUP_TRAFFIC_MAP: &str = "NET_CGROUP_TRAFFIC";
+/// Array `u64` by slot: the cgroup v2 id whose traffic the slot's row in
+/// `CGROUP_TRAFFIC_ROWS_MAP` counts (0: none). A cgroup's slot is its id masked by
+/// `TRAFFIC_SLOT_MASK_GLOBAL`; the agent claims it for a cgroup found in `CGROUP_TRAFFIC_MAP`
+/// while no other holds it. Cgroups without one count in that hash.
+pub const CGROUP_TRAFFIC_TAGS_MAP: &str = "NET_TRAFFIC_TAGS";
+/// Per-CPU array `TrafficRow` by slot: packets and bytes of the slot's cgroup per direction.
+pub const CGROUP_TRAFFIC_ROWS_MAP: &str = "NET_TRAFFIC_ROWS";
+/// Read-only global (`u64`): the number of traffic slots less one (a power of two less one).
+pub const TRAFFIC_SLOT_MASK_GLOBAL: &str = "TRAFFIC_SLOT_MASK";
+/// Read-only global (`u8`): 1 where the ingress program adds to its row without atomics (not
+/// on PREEMPT_RT kernels).
+pub const INGRESS_PLAIN_ADDS_GLOBAL: &str = "INGRESS_PLAIN_ADDS";
 /// Per-CPU hash `InterfaceKey` → `Traffic`: frames and bytes per (interface, protocol).
 pub const INTERFACE_TRAFFIC_MAP: &str = "NET_INTERFACE_TRAFFIC";
 /// Per-CPU hash `TcTrafficKey` → `Traffic`: frames and bytes per (interface, direction,
@@ -24,6 +36,13 @@ pub const DEFAULT_INTERFACE_TRAFFIC_ENTRIES: u32 = 1024;
 pub const DEFAULT_TCP_EVENTS_ENTRIES: u32 = 16_384;
 pub const DEFAULT_TCP_STARTS_ENTRIES: u32 = 65_536;
 pub const DEFAULT_CGROUP_DROPS_ENTRIES: u32 = 8192;
+
+/// Traffic slots for a `CGROUP_TRAFFIC_MAP` of `max_entries` (two a cgroup): a power of two, a
+/// slot for each cgroup the hash holds, at least 1.
+pub const fn cgroup_traffic_slots(max_entries: u32) -> u32 {
+    let cgroups = max_entries / 2;
+    if cgroups <= 1 { 1 } else { 1 << (31 - cgroups.leading_zeros()) }
+}
 
 /// Reasons counted by number in `DROP_REASONS`; larger numbers (a future kernel) count in the
 /// last slot.
@@ -106,6 +125,14 @@ pub struct Traffic {
 }
 const _: () = assert!(core::mem::size_of::<Traffic>() == 16);
 
+/// A traffic slot's counts (`CGROUP_TRAFFIC_ROWS_MAP`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficRow {
+    pub ingress: Traffic,
+    pub egress: Traffic,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TrafficKey {
@@ -174,6 +201,7 @@ mod pod {
     // SAFETY: `#[repr(C)]` integer structs with explicit padding.
     unsafe impl aya::Pod for super::Traffic {}
     unsafe impl aya::Pod for super::TrafficKey {}
+    unsafe impl aya::Pod for super::TrafficRow {}
     unsafe impl aya::Pod for super::InterfaceKey {}
     unsafe impl aya::Pod for super::TcTrafficKey {}
     unsafe impl aya::Pod for super::TcpKey {}

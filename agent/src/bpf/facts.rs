@@ -93,6 +93,11 @@ pub struct KernelFacts {
     /// create (`kernsight_common::syscalls::error_quota`, `latency_quota`).
     pub error_quota: u32,
     pub latency_quota: u32,
+    /// The traffic slots less one (`kernsight_common::net::cgroup_traffic_slots`).
+    pub traffic_slot_mask: u64,
+    /// 1 unless the kernel is a PREEMPT_RT one (`/sys/kernel/realtime`): the ingress program
+    /// then adds to its row without atomics.
+    pub ingress_plain_adds: u8,
     /// The DNS port the `dns` programs watch (`dns.port`).
     pub dns_port: u16,
 }
@@ -186,6 +191,8 @@ impl KernelFacts {
             syscall_latency: u8::from(config.syscalls.latency_histogram),
             error_quota: error_quota(config.syscalls.max_error_entries, config.syscalls.max_cgroups),
             latency_quota: latency_quota(config.syscalls.latency_max_entries, config.syscalls.max_cgroups),
+            traffic_slot_mask: traffic_slot_mask(config),
+            ingress_plain_adds: u8::from(!realtime_kernel(Path::new("/sys/kernel/realtime"))),
             dns_port: config.dns.port,
         }
     }
@@ -195,6 +202,7 @@ impl KernelFacts {
     pub fn size_quotas(&mut self, config: &Config) {
         self.error_quota = error_quota(config.syscalls.max_error_entries, config.syscalls.max_cgroups);
         self.latency_quota = latency_quota(config.syscalls.latency_max_entries, config.syscalls.max_cgroups);
+        self.traffic_slot_mask = traffic_slot_mask(config);
     }
 
     /// Ok when a task's cgroup can be found (what every per-cgroup family needs).
@@ -214,9 +222,44 @@ pub fn tracepoint_has_field(tracefs: &Path, category: &str, name: &str, field: &
     Format::read(tracefs, category, name).is_ok_and(|format| format.field(field).is_some())
 }
 
+/// Whether the kernel is a PREEMPT_RT one: it then has `/sys/kernel/realtime`, reading 1.
+fn realtime_kernel(flag: &Path) -> bool {
+    std::fs::read_to_string(flag).is_ok_and(|text| text.trim() == "1")
+}
+
+/// The traffic slots less one (`kernsight_common::net::cgroup_traffic_slots`).
+fn traffic_slot_mask(config: &Config) -> u64 {
+    u64::from(kernsight_common::net::cgroup_traffic_slots(config.network.cgroup_traffic_max_entries) - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_realtime_flag_of_1_is_a_realtime_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("realtime");
+        assert!(!realtime_kernel(&flag), "no flag: not PREEMPT_RT");
+        std::fs::write(&flag, "1\n").unwrap();
+        assert!(realtime_kernel(&flag));
+        std::fs::write(&flag, "0\n").unwrap();
+        assert!(!realtime_kernel(&flag));
+    }
+
+    #[test]
+    fn traffic_slots_are_a_power_of_two_a_cgroup_of_the_hash() {
+        use kernsight_common::net::cgroup_traffic_slots;
+        assert_eq!(cgroup_traffic_slots(8192), 4096);
+        assert_eq!(cgroup_traffic_slots(128), 64);
+        assert_eq!(cgroup_traffic_slots(100), 32, "50 cgroups: the power of two below");
+        assert_eq!(cgroup_traffic_slots(16), 8);
+        assert_eq!(cgroup_traffic_slots(3), 1);
+        assert_eq!(cgroup_traffic_slots(1), 1);
+        let mut config = Config::default();
+        config.network.cgroup_traffic_max_entries = 1000;
+        assert_eq!(traffic_slot_mask(&config), 255);
+    }
 
     #[test]
     fn finds_tracepoint_fields() {

@@ -122,10 +122,22 @@ impl NetCollector {
             return Ok(());
         };
         let mut series: BTreeMap<(u32, Arc<Workload>), Traffic> = BTreeMap::new();
-        for (key, traffic) in read_traffic(maps.traffic.map()).into_iter().filter(|(_, t)| t.packets > 0) {
-            let sum = series.entry((key.direction, namer.name_without_walk(key.cgroup_id))).or_default();
-            sum.packets += traffic.packets;
-            sum.bytes += traffic.bytes;
+        let mut add = |direction: u32, cgroup_id: u64, traffic: Traffic| {
+            if traffic.packets > 0 {
+                let sum = series.entry((direction, namer.name_without_walk(cgroup_id))).or_default();
+                sum.packets += traffic.packets;
+                sum.bytes += traffic.bytes;
+            }
+        };
+        for (key, traffic) in read_traffic(maps.traffic.map()) {
+            add(key.direction, key.cgroup_id, traffic);
+        }
+        // A cgroup with a slot: its row, and what it counted in the hash before it got the slot.
+        let (rows, unreadable) = maps.slots.read();
+        self.programs.count_read_errors(unreadable);
+        for (cgroup_id, row) in rows {
+            add(INGRESS, cgroup_id, row.ingress);
+            add(EGRESS, cgroup_id, row.egress);
         }
         for (direction, verb, what) in [(INGRESS, "receive", "received"), (EGRESS, "transmit", "sent")] {
             let rows = || series.iter().filter(move |((d, _), _)| *d == direction);

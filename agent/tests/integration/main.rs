@@ -55,4 +55,5 @@ mod trace;
 mod trace_containers;
 mod trace_oom;
 mod trace_ring;
+mod traffic_slots;
 mod workloads;

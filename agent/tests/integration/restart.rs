@@ -4,8 +4,8 @@
 use std::{os::unix::fs::MetadataExt as _, path::PathBuf, process::Command};
 
 use crate::support::{
-    self, Agent, BINARY, TestCgroup, failing_openat_times, getppid_times, parse, path_str, privileged,
-    programs_unloaded, unique_pin_dir, value,
+    self, Agent, BINARY, TestCgroup, failing_openat_times, getppid_times, parse, path_str, pinned_ids,
+    privileged, programs_unloaded, unique_pin_dir, value,
 };
 
 const BEFORE: usize = 7_000;
@@ -143,42 +143,6 @@ fn counters_continue_across_kill_9_and_restart() {
     assert!(!pins.0.exists(), "cleanup removes the pin directory");
 }
 
-/// The cgroup ids owning a slot of the syscall rows, from the pinned `SLOT_OWNERS` array.
-fn slot_owners(pins: &std::path::Path) -> Vec<u64> {
-    let map = pins.join(format!("v{}/SLOT_OWNERS", kernsight_common::MAP_LAYOUT_VERSION));
-    let out =
-        Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(&map).output().expect("bpftool");
-    assert!(
-        out.status.success(),
-        "bpftool map dump {}: {}",
-        map.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
-    let owner = |value: &serde_json::Value| -> u64 {
-        match value {
-            serde_json::Value::Number(n) => n.as_u64().expect("an id"),
-            serde_json::Value::Array(bytes) => {
-                let bytes: Vec<u8> = bytes
-                    .iter()
-                    .map(|b| {
-                        u8::from_str_radix(b.as_str().expect("a hex byte").trim_start_matches("0x"), 16)
-                            .unwrap()
-                    })
-                    .collect();
-                u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
-            }
-            other => panic!("a slot owner of SLOT_OWNERS: {other}"),
-        }
-    };
-    dump.as_array()
-        .expect("entries")
-        .iter()
-        .map(|entry| owner(&entry["value"]))
-        .filter(|&id| id != 0)
-        .collect()
-}
-
 /// A cgroup removed while no agent ran is forgotten when the next one starts: no
 /// `cgroup="cgroup_id:N"` series for the grace period, and its slot is free at once.
 #[test]
@@ -202,7 +166,10 @@ fn cgroups_removed_while_stopped_are_forgotten_at_start() {
     assert_eq!(getppid_calls(&first, &gone), AFTER as f64, "counted while the cgroup lived");
     let status = first.stop();
     assert!(status.success(), "clean exit: {status}");
-    assert!(slot_owners(&pins.0).contains(&id), "the cgroup {id} owns a pinned slot while no agent runs");
+    assert!(
+        pinned_ids(&pins.0, "SLOT_OWNERS").contains(&id),
+        "the cgroup {id} owns a pinned slot while no agent runs"
+    );
 
     let label = gone.label.clone();
     drop(gone);
@@ -214,7 +181,7 @@ fn cgroups_removed_while_stopped_are_forgotten_at_start() {
         .filter(|s| s.labels.get("cgroup").is_some_and(|c| *c == by_number || *c == label))
         .collect();
     assert!(stale.is_empty(), "series of the cgroup removed while no agent ran: {stale:?}");
-    assert!(!slot_owners(&pins.0).contains(&id), "its slot is free again");
+    assert!(!pinned_ids(&pins.0, "SLOT_OWNERS").contains(&id), "its slot is free again");
     let log = second.log();
     assert!(
         log.contains("forgot the counts of cgroups removed while no agent ran"),

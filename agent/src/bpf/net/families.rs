@@ -10,12 +10,13 @@ use aya::{
 use kernsight_common::{
     counters::{LATENCY_SUM_BUCKET, OVERFLOW_CGROUP_ID, map_full},
     net::{
-        CGROUP_DROPS_MAP, CGROUP_TRAFFIC_MAP, DROP_REASON_SLOTS, DROP_REASONS_MAP, DropKey, EGRESS, INGRESS,
+        CGROUP_DROPS_MAP, CGROUP_TRAFFIC_MAP, CGROUP_TRAFFIC_ROWS_MAP, CGROUP_TRAFFIC_TAGS_MAP,
+        DROP_REASON_SLOTS, DROP_REASONS_MAP, DropKey, EGRESS, INGRESS, INGRESS_PLAIN_ADDS_GLOBAL,
         INTERFACE_TRAFFIC_MAP, InterfaceKey, KFREE_SKB_HAS_REASON_GLOBAL, KFREE_SKB_HAS_RX_SK_GLOBAL,
         RETRANSMIT_HAS_ERR_GLOBAL, SKB_SK_OFFSET_GLOBAL, SKB_TCP_GSO_SEGS_OFFSET_GLOBAL,
         SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL, SOCK_CGROUP_DATA_OFFSET_GLOBAL, SOCK_PROTOCOL_OFFSET_GLOBAL,
-        SOCK_STATE_OFFSET_GLOBAL, TC_TRAFFIC_MAP, TCP_EVENTS_MAP, TCP_STARTS_MAP, TcTrafficKey, TcpKey,
-        Traffic, TrafficKey, protocol, tcp_event,
+        SOCK_STATE_OFFSET_GLOBAL, TC_TRAFFIC_MAP, TCP_EVENTS_MAP, TCP_STARTS_MAP, TRAFFIC_SLOT_MASK_GLOBAL,
+        TcTrafficKey, TcpKey, Traffic, TrafficKey, cgroup_traffic_slots, protocol, tcp_event,
     },
 };
 
@@ -23,6 +24,7 @@ use super::{
     CGROUP_PROBE, CGROUP_PROGRAMS, DROP_PROGRAMS, DROPS_PROBE, InterfaceAttachment, TC_PROBE, TC_PROGRAMS,
     TCP_PROBE, TCP_PROGRAMS, TRAFFIC_AND_DNS_PROGRAMS, TcBackend, TrafficMap, XDP_PROBE, XDP_PROGRAM,
     attach_cgroup, attach_tc, attach_xdp, none_attached, tc::TcLinks, traffic_and_dns,
+    traffic_slots::TrafficSlots,
 };
 use crate::{
     bpf::{
@@ -88,16 +90,30 @@ impl Family for CgroupTraffic {
         needs_net_admin()
     }
 
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
+        loader.override_global(TRAFFIC_SLOT_MASK_GLOBAL, &facts.traffic_slot_mask, true).override_global(
+            INGRESS_PLAIN_ADDS_GLOBAL,
+            &facts.ingress_plain_adds,
+            true,
+        );
+    }
+
     fn maps(&self) -> &'static [&'static str] {
-        &[CGROUP_TRAFFIC_MAP]
+        &[CGROUP_TRAFFIC_MAP, CGROUP_TRAFFIC_TAGS_MAP, CGROUP_TRAFFIC_ROWS_MAP]
     }
 
     fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
-        vec![(CGROUP_TRAFFIC_MAP, config.network.cgroup_traffic_max_entries)]
+        let max_entries = config.network.cgroup_traffic_max_entries;
+        let slots = cgroup_traffic_slots(max_entries);
+        vec![
+            (CGROUP_TRAFFIC_MAP, max_entries),
+            (CGROUP_TRAFFIC_TAGS_MAP, slots),
+            (CGROUP_TRAFFIC_ROWS_MAP, slots),
+        ]
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {
-        &[CGROUP_TRAFFIC_MAP]
+        &[CGROUP_TRAFFIC_MAP, CGROUP_TRAFFIC_TAGS_MAP, CGROUP_TRAFFIC_ROWS_MAP]
     }
 
     fn bounds(&self) -> &'static [(&'static str, u32)] {
@@ -112,6 +128,7 @@ impl Family for CgroupTraffic {
         });
         let capacity = cx.config.network.cgroup_traffic_max_entries;
         let traffic = CgroupCounters::take(cx.ebpf, CGROUP_TRAFFIC_MAP, capacity, overflow)?;
+        let slots = TrafficSlots::take(cx.ebpf, cgroup_traffic_slots(capacity))?;
         let root = cx.facts.hierarchies.unified.as_ref();
         let mut fallback_programs = None;
         if !traffic_and_dns(cx.config, cx.facts) {
@@ -126,12 +143,14 @@ impl Family for CgroupTraffic {
             attach_cgroup(cx.ebpf, root, CGROUP_PROGRAMS)?;
             fallback_programs = Some(CGROUP_PROGRAMS.to_vec());
         }
-        Ok(Box::new(CgroupTrafficMaps { traffic, fallback_programs }))
+        Ok(Box::new(CgroupTrafficMaps { traffic, slots, fallback_programs }))
     }
 }
 
 pub struct CgroupTrafficMaps {
+    /// Cgroups without a slot of their own, and what cgroups counted before they got one.
     pub traffic: CgroupCounters<TrafficKey, Traffic>,
+    pub slots: TrafficSlots,
     /// Its own programs, when those it shares with dns did not attach.
     fallback_programs: Option<Vec<&'static str>>,
 }
@@ -144,11 +163,24 @@ impl Attached for CgroupTrafficMaps {
     }
 
     fn map_rows(&self) -> Vec<MapRow> {
-        vec![self.traffic.map_row()]
+        vec![self.traffic.map_row(), self.slots.map_row()]
     }
 
+    /// Also where slots are given out, to the cgroups the hash holds.
     fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
-        self.traffic.recycle(gone_for, grace)
+        let removed = self.traffic.recycle(gone_for, grace);
+        let mut counted: Vec<u64> =
+            self.traffic.map().keys().filter_map(Result::ok).map(|key| key.cgroup_id).collect();
+        counted.sort_unstable();
+        counted.dedup();
+        match self.slots.maintain(&counted, gone_for, grace) {
+            Ok((untagged, given)) if untagged + given > 0 => {
+                tracing::debug!(untagged, given, "traffic slots");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!("traffic slots: {err:#}"),
+        }
+        removed
     }
 }
 

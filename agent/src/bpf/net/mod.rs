@@ -6,6 +6,7 @@
 
 mod families;
 mod tc;
+mod traffic_slots;
 mod xdp;
 
 use std::{os::fd::AsFd as _, path::PathBuf};

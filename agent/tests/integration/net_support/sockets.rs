@@ -216,3 +216,19 @@ pub fn tcp_drain(fd: i32) -> usize {
         read += n as usize;
     }
 }
+
+/// Brings the loopback interface of the calling thread's network namespace up.
+pub fn loopback_up() -> bool {
+    // SAFETY: an ifreq filled by the kernel, then written back with IFF_UP added.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        let mut request: libc::ifreq = std::mem::zeroed();
+        request.ifr_name[..2].copy_from_slice(&[b'l' as libc::c_char, b'o' as libc::c_char]);
+        let up = libc::ioctl(socket, libc::SIOCGIFFLAGS as _, &mut request) == 0 && {
+            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(socket, libc::SIOCSIFFLAGS as _, &request) == 0
+        };
+        libc::close(socket);
+        up
+    }
+}

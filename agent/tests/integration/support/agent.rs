@@ -224,3 +224,43 @@ fn request(address: SocketAddr, path: &str, accept: &str) -> std::io::Result<(u1
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     Ok((status, body.to_owned()))
 }
+
+/// The non-zero values of the pinned array of cgroup ids `map` under the pin directory `pins`
+/// (`SLOT_OWNERS`: the owners of the syscall rows; `NET_TRAFFIC_TAGS`: of the traffic slots).
+pub fn pinned_ids(pins: &std::path::Path, map: &str) -> Vec<u64> {
+    let map = pins.join(format!("v{}/{map}", kernsight_common::MAP_LAYOUT_VERSION));
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(&map)
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map dump {}: {}",
+        map.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    let owner = |value: &serde_json::Value| -> u64 {
+        match value {
+            serde_json::Value::Number(n) => n.as_u64().expect("an id"),
+            serde_json::Value::Array(bytes) => {
+                let bytes: Vec<u8> = bytes
+                    .iter()
+                    .map(|b| {
+                        u8::from_str_radix(b.as_str().expect("a hex byte").trim_start_matches("0x"), 16)
+                            .unwrap()
+                    })
+                    .collect();
+                u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+            }
+            other => panic!("a cgroup id of {}: {other}", map.display()),
+        }
+    };
+    dump.as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| owner(&entry["value"]))
+        .filter(|&id| id != 0)
+        .collect()
+}
