@@ -9,12 +9,16 @@
 //! veth, XDP, IP, UDP and ingress, without the time other processes of a shared machine take.
 //! The wall-clock rate is printed too. It runs bare, then with the agent's network programs in
 //! several configurations (other families off); rounds are interleaved so that drift on the
-//! machine spreads over every configuration alike.
+//! machine spreads over every configuration alike. Sender and receiver run in a cgroup of the
+//! run's own, and with an agent a short flood and two of its maintenance passes come first, so
+//! that the timed flood is that of a workload holding its traffic slot, as a pod that has run a
+//! while does.
 
 use std::{
     net::UdpSocket,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -57,8 +61,15 @@ const CONFIGS: &[(&str, Option<&str>)] = &[
 
 const FLOOR: &str = "floor: empty cgroup_skb program";
 
+/// Datagrams a workload sends before it is timed: its cgroup is then in the traffic hash, where
+/// the agent's next maintenance pass (every second here: `forget_after_seconds = 1`) finds it
+/// and gives it its slot, as a node's long-running workloads hold theirs.
+const WARM_UP_PACKETS: u64 = 2_000;
+/// Two maintenance passes.
+const SLOT_GIVEN_AFTER: Duration = Duration::from_millis(2_500);
+
 /// The agent's other families, off: only the network programs are measured.
-const OTHERS_OFF: &str = "[syscalls]\nenabled = false\n[sched]\nrunqueue_latency = false\nprocesses = false\n\
+const OTHERS_OFF: &str = "[syscalls]\nenabled = false\nforget_after_seconds = 1\n[sched]\nrunqueue_latency = false\nprocesses = false\n\
      [memory]\nreclaim_stalls = false\n[block_io]\nenabled = false\n[security]\ncapability_checks = false\n";
 
 struct Pair {
@@ -100,8 +111,36 @@ impl Drop for Pair {
     }
 }
 
+/// A cgroup v2 of the run's own, which the sender and the receiver join (`in_netns`): traffic
+/// of one workload that holds its slot, as a pod does, not of the shell's cgroup. Removed when
+/// dropped.
+struct BenchCgroup;
+
+/// The cgroup the floods' processes join, while a `BenchCgroup` lives.
+static BENCH_CGROUP_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+impl BenchCgroup {
+    fn create() -> Result<Self, String> {
+        let root = crate::scrape_bench::cgroup2_root().ok_or("no cgroup v2 hierarchy is mounted")?;
+        let path = root.join(format!("kernsight-bench-net-{}", std::process::id()));
+        std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        *BENCH_CGROUP_PATH.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+        Ok(Self)
+    }
+}
+
+impl Drop for BenchCgroup {
+    fn drop(&mut self) {
+        // Its processes have exited by now; a cgroup without processes can be removed.
+        if let Some(path) = BENCH_CGROUP_PATH.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = std::fs::remove_dir(path);
+        }
+    }
+}
+
 pub fn run() -> Result<Vec<Row>, String> {
     let pair = Pair::create()?;
+    let _cgroup = BenchCgroup::create()?;
     let dir = std::env::temp_dir().join(format!("kernsight-bench-net-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let interfaces = format!("interfaces = [\"{}:ksbench0\", \"{}:ksbench1\"]\n", pair.a, pair.b);
@@ -140,7 +179,7 @@ pub fn run() -> Result<Vec<Row>, String> {
             }
             // The same hook as the agent's cgroup_skb programs: the cgroup v2 root.
             let mut attached = crate::bench::start_floor(&[&floor_hook])?;
-            let flooded = flood(&pair);
+            let flooded = flood(&pair, PACKETS);
             stop(&mut attached);
             let (cpu, _, _) = flooded?;
             eprintln!("round {round}/{ROUNDS}: {FLOOR:<40} {cpu:8.1} ns CPU/packet");
@@ -219,7 +258,7 @@ fn measure(pair: &Pair, config: Option<&PathBuf>) -> Result<(f64, f64, u64), Str
             Some(crate::bench::start_settled_agent(command)?)
         }
     };
-    let result = flood(pair);
+    let result = warm_up(pair, agent.is_some()).and_then(|()| flood(pair, PACKETS));
     if let Some(child) = agent.as_mut() {
         stop(child);
     }
@@ -241,18 +280,22 @@ struct Priced {
 /// empty program's figure is what the accounting itself costs per run).
 fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Result<Vec<Priced>, String> {
     let _accounting = crate::program_stats::Accounting::on()?;
-    let while_attached = |attached: Result<Child, String>, priced: &mut Priced| -> Result<(), String> {
+    let while_attached = |attached: Result<Child, String>, agent: bool, priced: &mut Priced| {
         let mut attached = attached?;
-        let flooded = flood(pair);
-        let programs = crate::program_stats::read();
+        let before = warm_up(pair, agent).and_then(|()| crate::program_stats::read());
+        let flooded = before.and_then(|before| {
+            let flooded = flood(pair, PACKETS)?;
+            Ok((before, flooded))
+        });
+        let after = crate::program_stats::read();
         stop(&mut attached);
-        flooded?;
-        let programs = programs?;
+        let (before, _) = flooded?;
+        let programs = crate::program_stats::since(&before, after?);
         on_the_flood_path(&programs)?;
         priced.per_run =
             programs.iter().map(|program| (program.name.clone(), program.ns_per_run())).collect();
         priced.per_packet.push(programs.iter().map(|program| program.time_ns).sum::<f64>() / PACKETS as f64);
-        Ok(())
+        Ok::<(), String>(())
     };
     let mut priced: Vec<Priced> = std::iter::repeat_with(Priced::default).take(files.len() + 1).collect();
     for _ in 0..PRICED_ROUNDS {
@@ -260,10 +303,10 @@ fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Re
             let Some(file) = file else { continue };
             let mut command = agent_command();
             command.arg("--config").arg(file);
-            while_attached(crate::bench::start_settled_agent(command), priced)?;
+            while_attached(crate::bench::start_settled_agent(command), true, priced)?;
         }
         let floor = priced.last_mut().ok_or("no floor entry")?;
-        while_attached(crate::bench::start_floor(&[floor_hook]), floor)?;
+        while_attached(crate::bench::start_floor(&[floor_hook]), false, floor)?;
     }
     Ok(priced)
 }
@@ -285,10 +328,19 @@ fn on_the_flood_path(programs: &[crate::program_stats::Program]) -> Result<(), S
     }
 }
 
-/// xtask's own binary run in namespace `ns`, pinned to `cpu` when `taskset` is there.
+/// xtask's own binary run in namespace `ns`, pinned to `cpu` when `taskset` is there, in the
+/// run's cgroup while there is one. A shell joins the cgroup and then becomes `ip`: `ip netns
+/// exec` mounts a sysfs of the namespace's own, where the host's cgroup tree is not.
 fn in_netns(ns: &str, cpu: &str, args: &[&str]) -> Result<Command, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
-    let mut command = Command::new("ip");
+    let mut command = match BENCH_CGROUP_PATH.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        Some(cgroup) => {
+            let mut shell = Command::new("sh");
+            shell.args(["-c", "echo 0 > \"$0/cgroup.procs\" && exec ip \"$@\""]).arg(cgroup);
+            shell
+        }
+        None => Command::new("ip"),
+    };
     command.args(["netns", "exec", ns]);
     if output(Command::new("taskset").arg("-V")).is_some() {
         command.args(["taskset", "-c", cpu]);
@@ -297,7 +349,17 @@ fn in_netns(ns: &str, cpu: &str, args: &[&str]) -> Result<Command, String> {
     Ok(command)
 }
 
-fn flood(pair: &Pair) -> Result<(f64, f64, u64), String> {
+/// With an agent: a short flood, then the time its maintenance takes to give the workload's
+/// cgroup its slot.
+fn warm_up(pair: &Pair, agent: bool) -> Result<(), String> {
+    if agent {
+        flood(pair, WARM_UP_PACKETS)?;
+        std::thread::sleep(SLOT_GIVEN_AFTER);
+    }
+    Ok(())
+}
+
+fn flood(pair: &Pair, packets: u64) -> Result<(f64, f64, u64), String> {
     let sink: Child = in_netns(&pair.b, "0", &["__udp-sink", &PORT.to_string()])?
         .stdout(Stdio::piped())
         .spawn()
@@ -307,7 +369,7 @@ fn flood(pair: &Pair) -> Result<(f64, f64, u64), String> {
     let sent = output(&mut in_netns(
         &pair.a,
         "1",
-        &["__udp-send", "10.98.0.2", &PORT.to_string(), &PACKETS.to_string()],
+        &["__udp-send", "10.98.0.2", &PORT.to_string(), &packets.to_string()],
     )?);
     let received = sink.wait_with_output().map_err(|e| format!("receiver: {e}"))?;
     let sent = sent.ok_or("the sender failed")?;

@@ -79,6 +79,20 @@ impl Program {
     }
 }
 
+/// What each program of `after` ran since `before` (both from `read`): the programs that ran in
+/// between, with their run time and runs in between.
+pub fn since(before: &[Program], after: Vec<Program>) -> Vec<Program> {
+    after
+        .into_iter()
+        .filter_map(|program| {
+            let earlier = before.iter().find(|b| b.name == program.name);
+            let (time_ns, runs) = earlier.map_or((0.0, 0.0), |b| (b.time_ns, b.runs));
+            let runs = program.runs - runs;
+            (runs > 0.0).then_some(Program { time_ns: program.time_ns - time_ns, runs, ..program })
+        })
+        .collect()
+}
+
 /// kernsight's and the floor's programs that ran, from `bpftool prog show`'s text
 /// (`... name ks_dns_egress ... run_time_ns 34536784 run_cnt 200000`).
 fn parse(shown: &str) -> Vec<Program> {
@@ -118,5 +132,21 @@ mod tests {
         let costs: Vec<(String, f64)> = programs.into_iter().map(|p| (p.name, p.time_ns / p.runs)).collect();
         assert_eq!(super::total(&costs, &["ks_dns_egress", "floor_skb"]), Some(195.0));
         assert_eq!(super::total(&costs, &["ks_dns_egress", "ks_sys_exit"]), None, "ks_sys_exit never ran");
+    }
+
+    #[test]
+    fn runs_since_an_earlier_read_are_the_difference() {
+        let program = |name: &str, time_ns, runs| super::Program { name: name.to_owned(), time_ns, runs };
+        let before = [program("ks_net_egress", 1000.0, 10.0), program("ks_net_ingress", 500.0, 10.0)];
+        let after = vec![
+            program("ks_net_egress", 6000.0, 110.0),
+            program("ks_net_ingress", 500.0, 10.0),
+            program("floor_skb", 300.0, 3.0),
+        ];
+        assert_eq!(
+            super::since(&before, after),
+            vec![program("ks_net_egress", 5000.0, 100.0), program("floor_skb", 300.0, 3.0)],
+            "what ran in between; a program that did not run is left out"
+        );
     }
 }

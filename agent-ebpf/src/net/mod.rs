@@ -3,7 +3,8 @@
 //!
 //! Counters here are updated with atomic adds even in per-CPU maps: these programs run in
 //! process context and in softirq, and a softirq can interrupt a program on the same CPU (see
-//! `crate::counters`).
+//! `crate::counters`). The one exception, the ingress program's adds to its traffic slot, says
+//! why in `traffic`.
 
 mod dns;
 mod drops;
