@@ -18,7 +18,6 @@ use std::{
     net::UdpSocket,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -72,15 +71,22 @@ const SLOT_GIVEN_AFTER: Duration = Duration::from_millis(2_500);
 const OTHERS_OFF: &str = "[syscalls]\nenabled = false\nforget_after_seconds = 1\n[sched]\nrunqueue_latency = false\nprocesses = false\n\
      [memory]\nreclaim_stalls = false\n[block_io]\nenabled = false\n[security]\ncapability_checks = false\n";
 
+/// The run's two network namespaces, joined by a veth pair, and its cgroup v2, which the sender
+/// and the receiver join (`in_netns`): traffic of one workload that holds its slot, as a pod
+/// does, not of the shell's cgroup. Removed when dropped.
 struct Pair {
     a: String,
     b: String,
+    cgroup: PathBuf,
 }
 
 impl Pair {
     fn create() -> Result<Self, String> {
         let tag = std::process::id() % 100_000;
-        let pair = Self { a: format!("ksbench{tag}a"), b: format!("ksbench{tag}b") };
+        let root = crate::scrape_bench::cgroup2_root().ok_or("no cgroup v2 hierarchy is mounted")?;
+        let cgroup = root.join(format!("kernsight-bench-net-{}", std::process::id()));
+        std::fs::create_dir(&cgroup).map_err(|e| format!("cannot create {}: {e}", cgroup.display()))?;
+        let pair = Self { a: format!("ksbench{tag}a"), b: format!("ksbench{tag}b"), cgroup };
         let ip = |args: &[&str]| -> Result<(), String> {
             output(Command::new("ip").args(args))
                 .map(drop)
@@ -108,39 +114,13 @@ impl Drop for Pair {
         for ns in [&self.a, &self.b] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-    }
-}
-
-/// A cgroup v2 of the run's own, which the sender and the receiver join (`in_netns`): traffic
-/// of one workload that holds its slot, as a pod does, not of the shell's cgroup. Removed when
-/// dropped.
-struct BenchCgroup;
-
-/// The cgroup the floods' processes join, while a `BenchCgroup` lives.
-static BENCH_CGROUP_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-impl BenchCgroup {
-    fn create() -> Result<Self, String> {
-        let root = crate::scrape_bench::cgroup2_root().ok_or("no cgroup v2 hierarchy is mounted")?;
-        let path = root.join(format!("kernsight-bench-net-{}", std::process::id()));
-        std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        *BENCH_CGROUP_PATH.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
-        Ok(Self)
-    }
-}
-
-impl Drop for BenchCgroup {
-    fn drop(&mut self) {
         // Its processes have exited by now; a cgroup without processes can be removed.
-        if let Some(path) = BENCH_CGROUP_PATH.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = std::fs::remove_dir(path);
-        }
+        let _ = std::fs::remove_dir(&self.cgroup);
     }
 }
 
 pub fn run() -> Result<Vec<Row>, String> {
     let pair = Pair::create()?;
-    let _cgroup = BenchCgroup::create()?;
     let dir = std::env::temp_dir().join(format!("kernsight-bench-net-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let interfaces = format!("interfaces = [\"{}:ksbench0\", \"{}:ksbench1\"]\n", pair.a, pair.b);
@@ -328,19 +308,13 @@ fn on_the_flood_path(programs: &[crate::program_stats::Program]) -> Result<(), S
     }
 }
 
-/// xtask's own binary run in namespace `ns`, pinned to `cpu` when `taskset` is there, in the
-/// run's cgroup while there is one. A shell joins the cgroup and then becomes `ip`: `ip netns
-/// exec` mounts a sysfs of the namespace's own, where the host's cgroup tree is not.
-fn in_netns(ns: &str, cpu: &str, args: &[&str]) -> Result<Command, String> {
+/// xtask's own binary run in the run's cgroup and namespace `ns`, pinned to `cpu` when
+/// `taskset` is there. A shell joins the cgroup and then becomes `ip`: `ip netns exec` mounts a
+/// sysfs of the namespace's own, where the host's cgroup tree is not.
+fn in_netns(pair: &Pair, ns: &str, cpu: &str, args: &[&str]) -> Result<Command, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find xtask's own binary: {e}"))?;
-    let mut command = match BENCH_CGROUP_PATH.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        Some(cgroup) => {
-            let mut shell = Command::new("sh");
-            shell.args(["-c", "echo 0 > \"$0/cgroup.procs\" && exec ip \"$@\""]).arg(cgroup);
-            shell
-        }
-        None => Command::new("ip"),
-    };
+    let mut command = Command::new("sh");
+    command.args(["-c", "echo 0 > \"$0/cgroup.procs\" && exec ip \"$@\""]).arg(&pair.cgroup);
     command.args(["netns", "exec", ns]);
     if output(Command::new("taskset").arg("-V")).is_some() {
         command.args(["taskset", "-c", cpu]);
@@ -360,13 +334,14 @@ fn warm_up(pair: &Pair, agent: bool) -> Result<(), String> {
 }
 
 fn flood(pair: &Pair, packets: u64) -> Result<(f64, f64, u64), String> {
-    let sink: Child = in_netns(&pair.b, "0", &["__udp-sink", &PORT.to_string()])?
+    let sink: Child = in_netns(pair, &pair.b, "0", &["__udp-sink", &PORT.to_string()])?
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start the receiver: {e}"))?;
     // Let it bind before the first datagram.
     std::thread::sleep(Duration::from_millis(300));
     let sent = output(&mut in_netns(
+        pair,
         &pair.a,
         "1",
         &["__udp-send", "10.98.0.2", &PORT.to_string(), &packets.to_string()],

@@ -11,7 +11,10 @@ use std::{
     os::fd::{AsRawFd as _, BorrowedFd},
 };
 
-use kernsight_common::{counters::LatencyCell, net::Traffic};
+use kernsight_common::{
+    counters::LatencyCell,
+    net::{Traffic, TrafficRow},
+};
 
 /// `enum bpf_cmd`'s `BPF_MAP_LOOKUP_BATCH`.
 const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
@@ -52,6 +55,13 @@ impl PerCpuSum for Traffic {
     fn add(&mut self, other: &Self) {
         self.packets = self.packets.wrapping_add(other.packets);
         self.bytes = self.bytes.wrapping_add(other.bytes);
+    }
+}
+
+impl PerCpuSum for TrafficRow {
+    fn add(&mut self, other: &Self) {
+        self.ingress.add(&other.ingress);
+        self.egress.add(&other.egress);
     }
 }
 

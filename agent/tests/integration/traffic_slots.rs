@@ -9,7 +9,10 @@ use std::{collections::BTreeSet, net::Ipv4Addr, os::unix::fs::MetadataExt as _, 
 
 use crate::{
     net_support::{loopback_up, udp_bound, udp_receive, udp_send},
-    support::{self, Agent, TestCgroup, config_file, parse, path_str, pinned_ids, poll, privileged, value},
+    support::{
+        self, Agent, TestCgroup, bpftool_bytes, config_file, parse, path_str, pinned_ids, poll, privileged,
+        value,
+    },
 };
 
 /// 128 hash entries (room for the 32 cgroups below, both ways): 64 slots.
@@ -103,16 +106,15 @@ fn row(agent: &Agent, slot: u64) -> [(u64, u64); 2] {
         .expect("bpftool");
     assert!(out.status.success(), "bpftool map lookup: {}", String::from_utf8_lossy(&out.stderr));
     let entry: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
-    let word = |bytes: &[serde_json::Value], at: usize| {
-        let byte = |b: &serde_json::Value| {
-            u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-        };
-        u64::from_le_bytes(std::array::from_fn(|i| byte(&bytes[at + i])))
-    };
+    let cpus: Vec<Vec<u8>> = entry["values"]
+        .as_array()
+        .expect("per-CPU values")
+        .iter()
+        .map(|cpu| bpftool_bytes(&cpu["value"]))
+        .collect();
     // `TrafficRow`: ingress packets and bytes, then egress packets and bytes.
     let at = |offset: usize| -> u64 {
-        let cpus = entry["values"].as_array().expect("per-CPU values");
-        cpus.iter().map(|cpu| word(cpu["value"].as_array().expect("the value's bytes"), offset)).sum()
+        cpus.iter().map(|bytes| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())).sum()
     };
     [(at(16), at(24)), (at(0), at(8))]
 }

@@ -169,8 +169,8 @@ impl Attached for CgroupTrafficMaps {
     /// Also where slots are given out, to the cgroups the hash holds.
     fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
         let removed = self.traffic.recycle(gone_for, grace);
-        let mut counted: Vec<u64> =
-            self.traffic.map().keys().filter_map(Result::ok).map(|key| key.cgroup_id).collect();
+        // The hash's keys in a few batch calls, not a walk of a call a key.
+        let mut counted: Vec<u64> = self.traffic.read().0.into_iter().map(|(key, _)| key.cgroup_id).collect();
         counted.sort_unstable();
         counted.dedup();
         match self.slots.maintain(&counted, gone_for, grace) {

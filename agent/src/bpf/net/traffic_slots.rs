@@ -3,14 +3,16 @@
 //! cgroup. An array row costs the cgroup_skb programs an inlined lookup where the hash by
 //! (cgroup, direction) costs a hash of the key and a bucket walk.
 //!
-//! The agent gives the slots out: at each maintenance pass, a cgroup whose traffic the hash
-//! holds gets its slot if no other cgroup holds it (two ids that share a slot: the second keeps
-//! counting in the hash). A cgroup's counts are its hash entries plus its row, each of them
-//! monotonic, so a slot given out between two scrapes moves nothing backwards. A slot whose
-//! cgroup is gone is untagged, and its row zeroed and given out again only a pass later: a
-//! program that read the tag before the untagging may still add to the row.
+//! The agent gives the slots out and is the only writer of the tags, so it keeps them in memory
+//! too (read back once, from a pinned map a previous agent filled): at each maintenance pass, a
+//! cgroup whose traffic the hash holds gets its slot if no other cgroup holds it (two ids that
+//! share a slot: the second keeps counting in the hash). A cgroup's counts are its hash entries
+//! plus its row, each of them monotonic, so a slot given out between two scrapes moves nothing
+//! backwards. A slot whose cgroup is gone is untagged, and given out again (its row zeroed
+//! first) only at a later pass: a program that read the tag before the untagging may still add
+//! to the row.
 
-use std::{os::fd::AsFd as _, time::Duration};
+use std::{collections::BTreeMap, os::fd::AsFd as _, time::Duration};
 
 use anyhow::Context as _;
 use aya::{
@@ -29,107 +31,85 @@ pub struct TrafficSlots {
     tags: Array<MapData, u64>,
     rows: PerCpuArray<MapData, TrafficRow>,
     slots: u32,
-    /// Slots untagged at the last pass: zeroed and free at the next.
-    cooling: Vec<u32>,
+    /// What `tags` holds: slot → cgroup id, for the slots in use.
+    tagged: BTreeMap<u32, u64>,
 }
 
 impl TrafficSlots {
-    /// Takes the two maps out of the object; `slots` is their size (a power of two).
+    /// Takes the two maps out of the object (`slots`: their size, a power of two) and reads the
+    /// tags a previous agent left in them, if they are pinned ones.
     pub fn take(ebpf: &mut Ebpf, slots: u32) -> anyhow::Result<Self> {
-        Ok(Self {
-            tags: Array::try_from(take_map(ebpf, CGROUP_TRAFFIC_TAGS_MAP)?)?,
-            rows: PerCpuArray::try_from(take_map(ebpf, CGROUP_TRAFFIC_ROWS_MAP)?)?,
-            slots,
-            cooling: Vec::new(),
-        })
-    }
-
-    fn slot_of(&self, cgroup_id: u64) -> u32 {
-        (cgroup_id & u64::from(self.slots - 1)) as u32
-    }
-
-    /// (slot, cgroup id) of every tagged slot, ascending: the table in a batch call or two where
-    /// the kernel has them, else a call a slot.
-    fn tagged(&self) -> Vec<(u32, u64)> {
-        let table = match batch::read_plain::<u32, u64>(self.tags.map().fd().as_fd()) {
+        let tags: Array<MapData, u64> = Array::try_from(take_map(ebpf, CGROUP_TRAFFIC_TAGS_MAP)?)?;
+        let table = match batch::read_plain::<u32, u64>(tags.map().fd().as_fd()) {
             Ok(table) => table,
-            Err(_) => {
-                (0..self.slots).filter_map(|slot| self.tags.get(&slot, 0).ok().map(|id| (slot, id))).collect()
-            }
+            Err(_) => (0..slots).filter_map(|slot| tags.get(&slot, 0).ok().map(|id| (slot, id))).collect(),
         };
-        let mut tagged: Vec<(u32, u64)> =
-            table.into_iter().filter(|&(_, id)| id != OVERFLOW_CGROUP_ID).collect();
-        tagged.sort_unstable();
-        tagged
+        let tagged = table.into_iter().filter(|&(_, id)| id != OVERFLOW_CGROUP_ID).collect();
+        let rows = PerCpuArray::try_from(take_map(ebpf, CGROUP_TRAFFIC_ROWS_MAP)?)?;
+        Ok(Self { tags, rows, slots, tagged })
     }
 
     /// Each tagged slot's counts summed over CPUs, with its cgroup id, and how many rows could
     /// not be read.
     pub fn read(&self) -> (Vec<(u64, TrafficRow)>, u64) {
-        let tagged = self.tagged();
-        let indexes: Vec<u32> = tagged.iter().map(|&(slot, _)| slot).collect();
-        let owner = |slot: u32| tagged[tagged.partition_point(|&(s, _)| s < slot)].1;
+        let indexes: Vec<u32> = self.tagged.keys().copied().collect();
         let cpus = nr_cpus().map(|cpus| cpus.get() as usize).map_err(|(_, error)| error);
-        let mut rows = Vec::with_capacity(tagged.len());
+        let mut rows = Vec::with_capacity(indexes.len());
         let unreadable = batch::visit_array_indexes(
             self.rows.map().fd().as_fd(),
             cpus,
             &indexes,
             |slot| self.rows.get(&slot, 0).ok(),
-            |slot, per_cpu: &[TrafficRow]| rows.push((owner(slot), sum(per_cpu))),
+            |slot, per_cpu: &[TrafficRow]| {
+                if let Some(&id) = self.tagged.get(&slot) {
+                    rows.push((id, batch::sum_over_cpus(per_cpu)));
+                }
+            },
         );
         (rows, unreadable)
     }
 
-    /// A maintenance pass: frees the slots untagged at the last one, untags the slots of
-    /// cgroups gone for at least `grace` (`gone_for`), and gives each cgroup of `counted` (the
-    /// ids the hash holds) its slot where that is free. Returns (untagged, given).
+    /// A maintenance pass: untags the slots of cgroups gone for at least `grace` (`gone_for`),
+    /// and gives each cgroup of `counted` (the ids the hash holds) its slot where that is free
+    /// and was not in use at the start of the pass. Returns (untagged, given).
     pub fn maintain(
         &mut self,
         counted: &[u64],
         gone_for: &mut dyn FnMut(u64) -> Option<Duration>,
         grace: Duration,
     ) -> anyhow::Result<(usize, usize)> {
-        for slot in std::mem::take(&mut self.cooling) {
-            self.rows.set(slot, per_cpu_zeros()?, 0).context("zeroing a freed traffic slot")?;
+        let in_use: Vec<u32> = self.tagged.keys().copied().collect();
+        let gone: Vec<u32> = self
+            .tagged
+            .iter()
+            .filter(|&(_, &id)| gone_for(id).is_some_and(|gone| gone >= grace))
+            .map(|(&slot, _)| slot)
+            .collect();
+        for &slot in &gone {
+            self.tags.set(slot, &0, 0).context("untagging a traffic slot")?;
+            self.tagged.remove(&slot);
         }
-        // Slots tagged, and those untagged now (cooling until the next pass): not to give out.
-        let mut busy = Vec::new();
-        for (slot, id) in self.tagged() {
-            busy.push(slot);
-            if gone_for(id).is_some_and(|gone| gone >= grace) {
-                self.tags.set(slot, &0, 0).context("untagging a traffic slot")?;
-                self.cooling.push(slot);
-            }
-        }
-        let untagged = self.cooling.len();
         let mut given = 0;
         for &id in counted {
-            let slot = self.slot_of(id);
-            if id == OVERFLOW_CGROUP_ID || busy.binary_search(&slot).is_ok() || gone_for(id).is_some() {
+            let slot = (id & u64::from(self.slots - 1)) as u32;
+            if id == OVERFLOW_CGROUP_ID
+                || self.tagged.contains_key(&slot)
+                || in_use.binary_search(&slot).is_ok()
+                || gone_for(id).is_some()
+            {
                 continue;
             }
-            // Zeroed first: a row that was never given out, or one an earlier agent left.
+            // Zeroed first: what its last cgroup, or an earlier agent, left there.
             self.rows.set(slot, per_cpu_zeros()?, 0).context("zeroing a traffic slot")?;
             self.tags.set(slot, &id, 0).context("tagging a traffic slot")?;
-            busy.insert(busy.partition_point(|&s| s < slot), slot);
+            self.tagged.insert(slot, id);
             given += 1;
         }
-        Ok((untagged, given))
+        Ok((gone.len(), given))
     }
 
     /// (map, slots in use, slots) for the map table.
     pub fn map_row(&self) -> MapRow {
-        MapRow { map: CGROUP_TRAFFIC_ROWS_MAP, entries: self.tagged().len(), capacity: self.slots }
+        MapRow { map: CGROUP_TRAFFIC_ROWS_MAP, entries: self.tagged.len(), capacity: self.slots }
     }
-}
-
-fn sum(per_cpu: &[TrafficRow]) -> TrafficRow {
-    per_cpu.iter().fold(TrafficRow::default(), |mut total, row| {
-        total.ingress.packets = total.ingress.packets.wrapping_add(row.ingress.packets);
-        total.ingress.bytes = total.ingress.bytes.wrapping_add(row.ingress.bytes);
-        total.egress.packets = total.egress.packets.wrapping_add(row.egress.packets);
-        total.egress.bytes = total.egress.bytes.wrapping_add(row.egress.bytes);
-        total
-    })
 }

@@ -244,17 +244,7 @@ pub fn pinned_ids(pins: &std::path::Path, map: &str) -> Vec<u64> {
     let owner = |value: &serde_json::Value| -> u64 {
         match value {
             serde_json::Value::Number(n) => n.as_u64().expect("an id"),
-            serde_json::Value::Array(bytes) => {
-                let bytes: Vec<u8> = bytes
-                    .iter()
-                    .map(|b| {
-                        u8::from_str_radix(b.as_str().expect("a hex byte").trim_start_matches("0x"), 16)
-                            .unwrap()
-                    })
-                    .collect();
-                u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
-            }
-            other => panic!("a cgroup id of {}: {other}", map.display()),
+            bytes => u64::from_le_bytes(bpftool_bytes(bytes).try_into().expect("8 bytes")),
         }
     };
     dump.as_array()
@@ -262,5 +252,14 @@ pub fn pinned_ids(pins: &std::path::Path, map: &str) -> Vec<u64> {
         .iter()
         .map(|entry| owner(&entry["value"]))
         .filter(|&id| id != 0)
+        .collect()
+}
+
+/// The bytes of a value `bpftool -j` prints without BTF: `["0x01", "0x00", ...]`.
+pub fn bpftool_bytes(value: &serde_json::Value) -> Vec<u8> {
+    let bytes = value.as_array().unwrap_or_else(|| panic!("bpftool's bytes: {value}"));
+    bytes
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().expect("a hex byte").trim_start_matches("0x"), 16).unwrap())
         .collect()
 }
