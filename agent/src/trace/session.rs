@@ -256,7 +256,8 @@ fn drain(
             (None, Format::Table) => text.push_str(&writers.table.event(&event)),
         }
         if text.len() > FLUSH_BYTES {
-            write_out(out, &std::mem::take(&mut text))?;
+            write_out(out, &text)?;
+            text.clear(); // its capacity kept: `mem::take` would grow a new one by doubling
         }
     }
     if !text.is_empty() {
