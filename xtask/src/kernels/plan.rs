@@ -303,20 +303,25 @@ pub struct KnownFailure {
     pub reason: &'static str,
 }
 
+// Unused while no kernel has a known failure of one cell (the tests' list has one).
+#[cfg_attr(not(test), allow(dead_code))]
 const fn known(kernel: &'static str, cell: &'static str, reason: &'static str) -> KnownFailure {
     KnownFailure { kernel, cell, evidence: None, reason }
 }
 
-const ON_5_10: &[KnownFailure] = &[known(
-    "5.10",
-    "v2:memory",
-    "on 5.10 the 8 MiB tmpfs file shows as 8 KiB less shmem than the check's 8 MiB floor",
-)];
+const ON_5_10: &[KnownFailure] = &[];
 const ON_6_1: &[KnownFailure] = &[];
 const ON_6_12: &[KnownFailure] = &[];
 
 /// Every known failure, by kernel.
+#[cfg(not(test))]
 const KNOWN_FAILURES: &[&[KnownFailure]] = &[ON_5_10, ON_6_1, ON_6_12];
+
+/// The tests of the expectations and of the report also see the one 5.10 had until its memory
+/// check compared kernsight with the kernel's own count: no kernel has one today.
+#[cfg(test)]
+const KNOWN_FAILURES: &[&[KnownFailure]] =
+    &[ON_5_10, ON_6_1, ON_6_12, &[known("5.10", "v2:memory", "the shmem of the 8 MiB file was 8 KiB short")]];
 
 fn known_failures() -> impl Iterator<Item = &'static KnownFailure> {
     KNOWN_FAILURES.iter().flat_map(|list| list.iter())
