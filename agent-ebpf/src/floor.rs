@@ -8,8 +8,9 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, cgroup_skb},
-    programs::{BtfTracePointContext, SkBuffContext},
+    bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
+    macros::{btf_tracepoint, cgroup_skb, classifier, xdp},
+    programs::{BtfTracePointContext, SkBuffContext, TcContext, XdpContext},
 };
 
 #[btf_tracepoint(function = "sys_exit")]
@@ -46,6 +47,23 @@ pub fn floor_cap_capable(_ctx: BtfTracePointContext) -> i32 {
 #[cgroup_skb]
 pub fn floor_skb(_ctx: SkBuffContext) -> i32 {
     1
+}
+
+/// No verdict, as kernsight's TC programs (`TC_ACT_UNSPEC`): the packet goes on to what follows.
+#[classifier]
+pub fn floor_tc_ingress(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn floor_tc_egress(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
+/// Lets every frame through, as kernsight's XDP program does.
+#[xdp]
+pub fn floor_xdp(_ctx: XdpContext) -> u32 {
+    XDP_PASS
 }
 
 include!("object_root.rs");

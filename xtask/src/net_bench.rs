@@ -58,7 +58,13 @@ const CONFIGS: &[(&str, Option<&str>)] = &[
     ("kernsight: TC + cgroup_skb + DNS (the default)", Some("")),
 ];
 
-const FLOOR: &str = "floor: empty cgroup_skb program";
+/// The floors: an empty program on each hook the configurations use, attached as the agent
+/// attaches its own (`kernsight-floor`), by name, with the configuration each is the floor of.
+const FLOORS: [(&str, usize); 3] = [
+    ("floor: empty cgroup_skb program", 1),
+    ("floor: empty TC programs (both veth ends, ingress and egress)", 4),
+    ("floor: empty XDP program (both veth ends)", 2),
+];
 
 /// Datagrams a workload sends before it is timed: its cgroup is then in the traffic hash, where
 /// the agent's next maintenance pass (every second here: `forget_after_seconds = 1`) finds it
@@ -144,9 +150,13 @@ pub fn run() -> Result<Vec<Row>, String> {
          per run, {ROUNDS} rounds, interleaved\n"
     );
     let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); CONFIGS.len()];
-    let mut floor = Vec::new();
+    let mut floors: Vec<Vec<f64>> = vec![Vec::new(); FLOORS.len()];
     let root = crate::scrape_bench::cgroup2_root().ok_or("no cgroup v2 hierarchy is mounted")?;
-    let floor_hook = format!("cgroup_skb={}", root.display());
+    // The same hooks as the agent's programs: the cgroup v2 root, and both veth ends.
+    let ends =
+        |hook: &str| vec![format!("{hook}={}:ksbench0", pair.a), format!("{hook}={}:ksbench1", pair.b)];
+    let floor_hooks: [Vec<String>; 3] =
+        [vec![format!("cgroup_skb={}", root.display())], ends("tc"), ends("xdp")];
     let result = (|| {
         for round in 1..=ROUNDS {
             for (((name, _), file), samples) in CONFIGS.iter().zip(&files).zip(&mut samples) {
@@ -157,17 +167,18 @@ pub fn run() -> Result<Vec<Row>, String> {
                 );
                 samples.push((cpu, wall));
             }
-            // The same hook as the agent's cgroup_skb programs: the cgroup v2 root.
-            let mut attached = crate::bench::start_floor(&[&floor_hook])?;
-            let flooded = flood(&pair, PACKETS);
-            stop(&mut attached);
-            let (cpu, _, _) = flooded?;
-            eprintln!("round {round}/{ROUNDS}: {FLOOR:<40} {cpu:8.1} ns CPU/packet");
-            floor.push(cpu);
+            for (((name, _), hooks), samples) in FLOORS.iter().zip(&floor_hooks).zip(&mut floors) {
+                let mut attached = start_floor(hooks)?;
+                let flooded = flood(&pair, PACKETS);
+                stop(&mut attached);
+                let (cpu, _, _) = flooded?;
+                eprintln!("round {round}/{ROUNDS}: {name:<40} {cpu:8.1} ns CPU/packet");
+                samples.push(cpu);
+            }
         }
         Ok::<(), String>(())
     })();
-    let priced = result.and_then(|()| program_costs(&pair, &files, &floor_hook));
+    let priced = result.and_then(|()| program_costs(&pair, &files, &floor_hooks));
     let _ = std::fs::remove_dir_all(&dir);
     let priced = priced?;
 
@@ -193,7 +204,8 @@ pub fn run() -> Result<Vec<Row>, String> {
         "\nthe kernel's own account (kernel.bpf_stats_enabled; its two clock reads per run included), \
          {PRICED_ROUNDS} more floods each: ns per packet, all programs, median; then ns per run of each program:"
     );
-    let names: Vec<&str> = CONFIGS.iter().map(|(name, _)| *name).chain([FLOOR]).collect();
+    let names: Vec<&str> =
+        CONFIGS.iter().map(|(name, _)| *name).chain(FLOORS.map(|(name, _)| name)).collect();
     for (name, priced) in names.iter().zip(&priced).skip(1) {
         let list: Vec<String> =
             priced.per_run.iter().map(|(program, ns)| format!("{program} {ns:.0}")).collect();
@@ -205,12 +217,11 @@ pub fn run() -> Result<Vec<Row>, String> {
     for (index, (name, _)) in CONFIGS.iter().enumerate().skip(1) {
         rows.push(Row::new(format!("net: added per packet, {name}"), "ns", added(index)));
     }
-    let floor_added: Vec<f64> = floor.iter().zip(&cpu[0]).map(|(f, bare)| f - bare).collect();
-    println!(
-        "{FLOOR} on the cgroup v2 root: {:+.1} ns CPU per packet over the bare run",
-        median(&floor_added)
-    );
-    rows.push(Row::new(format!("net: added per packet, {FLOOR}"), "ns", floor_added));
+    for ((name, _), floor) in FLOORS.iter().zip(&floors) {
+        let floor_added: Vec<f64> = floor.iter().zip(&cpu[0]).map(|(f, bare)| f - bare).collect();
+        println!("{name}: {:+.1} ns CPU per packet over the bare run", median(&floor_added));
+        rows.push(Row::new(format!("net: added per packet, {name}"), "ns", floor_added));
+    }
     for (name, priced) in names.iter().zip(&priced).skip(1) {
         rows.push(Row::new(
             format!("net, kernel's account per packet: {name}"),
@@ -218,12 +229,16 @@ pub fn run() -> Result<Vec<Row>, String> {
             priced.per_packet.clone(),
         ));
     }
-    let (cgroup_skb, floor) = (&priced[1].per_packet, &priced[CONFIGS.len()].per_packet);
-    rows.push(Row::new(
-        "net, kernel's account: cgroup_skb only / empty programs",
-        "x",
-        crate::report::ratios(cgroup_skb, floor),
-    ));
+    for (index, (name, config)) in FLOORS.iter().enumerate() {
+        let (of, to) = (&priced[*config].per_packet, &priced[CONFIGS.len() + index].per_packet);
+        let of_name = CONFIGS[*config].0.trim_start_matches("kernsight: ");
+        let to_name = name.trim_start_matches("floor: ");
+        rows.push(Row::new(
+            format!("net, kernel's account: {of_name} / {to_name}"),
+            "x",
+            crate::report::ratios(of, to),
+        ));
+    }
     Ok(rows)
 }
 
@@ -254,11 +269,16 @@ struct Priced {
     per_run: Vec<(String, f64)>,
 }
 
-/// Rounds of one more flood per configuration, and one with the floor on `floor_hook`, with the
-/// kernel's run-time accounting of BPF programs on (restored after): for each configuration
-/// (none for the bare one), then the floor, what its programs cost per packet and per run (the
-/// empty program's figure is what the accounting itself costs per run).
-fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Result<Vec<Priced>, String> {
+/// Rounds of one more flood per configuration, and one with each floor on its hooks
+/// (`floor_hooks`, as `FLOORS`), with the kernel's run-time accounting of BPF programs on
+/// (restored after): for each configuration (none for the bare one), then each floor, what its
+/// programs cost per packet and per run (the empty programs' figure is what the accounting
+/// itself costs per run).
+fn program_costs(
+    pair: &Pair,
+    files: &[Option<PathBuf>],
+    floor_hooks: &[Vec<String>],
+) -> Result<Vec<Priced>, String> {
     let _accounting = crate::program_stats::Accounting::on()?;
     let while_attached = |attached: Result<Child, String>, agent: bool, priced: &mut Priced| {
         let mut attached = attached?;
@@ -277,7 +297,8 @@ fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Re
         priced.per_packet.push(programs.iter().map(|program| program.time_ns).sum::<f64>() / PACKETS as f64);
         Ok::<(), String>(())
     };
-    let mut priced: Vec<Priced> = std::iter::repeat_with(Priced::default).take(files.len() + 1).collect();
+    let mut priced: Vec<Priced> =
+        std::iter::repeat_with(Priced::default).take(files.len() + floor_hooks.len()).collect();
     for _ in 0..PRICED_ROUNDS {
         for (file, priced) in files.iter().zip(&mut priced) {
             let Some(file) = file else { continue };
@@ -285,8 +306,9 @@ fn program_costs(pair: &Pair, files: &[Option<PathBuf>], floor_hook: &str) -> Re
             command.arg("--config").arg(file);
             while_attached(crate::bench::start_settled_agent(command), true, priced)?;
         }
-        let floor = priced.last_mut().ok_or("no floor entry")?;
-        while_attached(crate::bench::start_floor(&[floor_hook]), false, floor)?;
+        for (hooks, floor) in floor_hooks.iter().zip(&mut priced[files.len()..]) {
+            while_attached(start_floor(hooks), false, floor)?;
+        }
     }
     Ok(priced)
 }
@@ -321,6 +343,10 @@ fn in_netns(pair: &Pair, ns: &str, cpu: &str, args: &[&str]) -> Result<Command, 
     }
     command.arg(exe).args(args);
     Ok(command)
+}
+
+fn start_floor(hooks: &[String]) -> Result<Child, String> {
+    crate::bench::start_floor(&hooks.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// With an agent: a short flood, then the time its maintenance takes to give the workload's

@@ -5,9 +5,10 @@
 //! `tcp` (state changes, retransmissions, resets) and `packet_drops` (`skb:kfree_skb`).
 
 mod families;
-mod tc;
+// Public for the `kernsight-floor` binary, which attaches its empty programs the same way.
+pub mod tc;
 mod traffic_slots;
-mod xdp;
+pub mod xdp;
 
 use std::{os::fd::AsFd as _, path::PathBuf};
 
@@ -198,7 +199,8 @@ fn attach_tc(
     Ok(tc::attach_all(ingress, egress, backend, targets))
 }
 
-fn load_classifier<'a>(
+/// The classifier `program` (named `name`), loaded.
+pub fn load_classifier<'a>(
     program: Option<&'a mut aya::programs::Program>,
     name: &str,
 ) -> anyhow::Result<&'a mut SchedClassifier> {
