@@ -12,7 +12,11 @@
 //! first) only at a later pass: a program that read the tag before the untagging may still add
 //! to the row.
 
-use std::{collections::BTreeMap, os::fd::AsFd as _, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    os::fd::AsFd as _,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use aya::{
@@ -78,7 +82,9 @@ impl TrafficSlots {
         gone_for: &mut dyn FnMut(u64) -> Option<Duration>,
         grace: Duration,
     ) -> anyhow::Result<(usize, usize)> {
-        let in_use: Vec<u32> = self.tagged.keys().copied().collect();
+        // Slots tagged at the start of the pass, and those given during it: not to give out. A
+        // slot untagged now waits for a later pass.
+        let mut busy: BTreeSet<u32> = self.tagged.keys().copied().collect();
         let gone: Vec<u32> = self
             .tagged
             .iter()
@@ -92,17 +98,14 @@ impl TrafficSlots {
         let mut given = 0;
         for &id in counted {
             let slot = (id & u64::from(self.slots - 1)) as u32;
-            if id == OVERFLOW_CGROUP_ID
-                || self.tagged.contains_key(&slot)
-                || in_use.binary_search(&slot).is_ok()
-                || gone_for(id).is_some()
-            {
+            if id == OVERFLOW_CGROUP_ID || busy.contains(&slot) || gone_for(id).is_some() {
                 continue;
             }
             // Zeroed first: what its last cgroup, or an earlier agent, left there.
             self.rows.set(slot, per_cpu_zeros()?, 0).context("zeroing a traffic slot")?;
             self.tags.set(slot, &id, 0).context("tagging a traffic slot")?;
             self.tagged.insert(slot, id);
+            busy.insert(slot);
             given += 1;
         }
         Ok((gone.len(), given))
