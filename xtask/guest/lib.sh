@@ -34,4 +34,5 @@ value() {
 # Comparisons of a value that may be missing (then false).
 at_least() { [ -n "$1" ] && awk -v v="$1" -v min="$2" 'BEGIN { exit !(v >= min) }'; }
 equals() { [ -n "$1" ] && awk -v v="$1" -v w="$2" 'BEGIN { exit !(v == w) }'; }
+within() { [ -n "$1" ] && [ -n "$2" ] && awk -v v="$1" -v w="$2" -v d="$3" 'BEGIN { exit !(v - w <= d && w - v <= d) }'; }
 above() { [ -n "$1" ] && awk -v v="$1" -v min="$2" 'BEGIN { exit !(v > min) }'; }
