@@ -21,6 +21,20 @@ pub const INTERFACE_TRAFFIC_MAP: &str = "NET_INTERFACE_TRAFFIC";
 /// Per-CPU hash `TcTrafficKey` → `Traffic`: frames and bytes per (interface, direction,
 /// protocol), from the TC programs on ingress and egress.
 pub const TC_TRAFFIC_MAP: &str = "NET_TC_TRAFFIC";
+/// Array `u32` by slot: the interface index whose traffic the slot's row in
+/// `TC_TRAFFIC_ROWS_MAP` counts (0: none). An interface's slot is its index masked by
+/// `TC_TRAFFIC_SLOTS - 1`; the agent tags the slots of the interfaces it attached to, and an
+/// interface whose slot another holds counts in `TC_TRAFFIC_MAP`.
+pub const TC_TRAFFIC_TAGS_MAP: &str = "NET_TC_TAGS";
+/// Per-CPU array `TcTrafficRow` by slot: frames and bytes of the slot's interface per protocol
+/// and direction.
+pub const TC_TRAFFIC_ROWS_MAP: &str = "NET_TC_ROWS";
+/// Slots of the two maps above: a power of two. Nodes watch a few interfaces (those of the
+/// default routes, or a configured list); a slot costs 352 bytes a CPU.
+pub const TC_TRAFFIC_SLOTS: u32 = 16;
+/// Read-only global (`u8`): 1 where the TC programs add to their row without atomics (not on
+/// PREEMPT_RT kernels).
+pub const TC_PLAIN_ADDS_GLOBAL: &str = "TC_PLAIN_ADDS";
 /// Per-CPU hash `TcpKey` → `u64`: TCP events per (cgroup, event).
 pub const TCP_EVENTS_MAP: &str = "NET_TCP_EVENTS";
 /// LRU hash socket address → `TcpStart`: when a connection began, and whose it is.
@@ -167,6 +181,14 @@ pub struct TcTrafficKey {
 }
 const _: () = assert!(core::mem::size_of::<TcTrafficKey>() == 16);
 
+/// A TC slot's counts (`TC_TRAFFIC_ROWS_MAP`): by protocol, then by direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcTrafficRow {
+    pub by_protocol: [[Traffic; 2]; protocol::COUNT as usize],
+}
+const _: () = assert!(core::mem::size_of::<TcTrafficRow>() == 352);
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TcpKey {
@@ -204,6 +226,7 @@ mod pod {
     unsafe impl aya::Pod for super::TrafficRow {}
     unsafe impl aya::Pod for super::InterfaceKey {}
     unsafe impl aya::Pod for super::TcTrafficKey {}
+    unsafe impl aya::Pod for super::TcTrafficRow {}
     unsafe impl aya::Pod for super::TcpKey {}
     unsafe impl aya::Pod for super::TcpStart {}
     unsafe impl aya::Pod for super::DropKey {}

@@ -13,7 +13,7 @@ use std::{
 
 use kernsight_common::{
     counters::LatencyCell,
-    net::{Traffic, TrafficRow},
+    net::{TcTrafficRow, Traffic, TrafficRow},
 };
 
 /// `enum bpf_cmd`'s `BPF_MAP_LOOKUP_BATCH`.
@@ -62,6 +62,15 @@ impl PerCpuSum for TrafficRow {
     fn add(&mut self, other: &Self) {
         self.ingress.add(&other.ingress);
         self.egress.add(&other.egress);
+    }
+}
+
+impl PerCpuSum for TcTrafficRow {
+    fn add(&mut self, other: &Self) {
+        let cells = self.by_protocol.iter_mut().flatten();
+        for (total, value) in cells.zip(other.by_protocol.iter().flatten()) {
+            total.add(value);
+        }
     }
 }
 

@@ -95,9 +95,9 @@ pub struct KernelFacts {
     pub latency_quota: u32,
     /// The traffic slots less one (`kernsight_common::net::cgroup_traffic_slots`).
     pub traffic_slot_mask: u64,
-    /// 1 unless the kernel is a PREEMPT_RT one (`/sys/kernel/realtime`): the ingress program
-    /// then adds to its row without atomics.
-    pub ingress_plain_adds: u8,
+    /// 1 unless the kernel is a PREEMPT_RT one (`/sys/kernel/realtime`): programs that run with
+    /// bottom halves off (cgroup_skb ingress, TC) then add to their rows without atomics.
+    pub plain_adds_with_bh_off: u8,
     /// The DNS port the `dns` programs watch (`dns.port`).
     pub dns_port: u16,
 }
@@ -192,7 +192,7 @@ impl KernelFacts {
             error_quota: error_quota(config.syscalls.max_error_entries, config.syscalls.max_cgroups),
             latency_quota: latency_quota(config.syscalls.latency_max_entries, config.syscalls.max_cgroups),
             traffic_slot_mask: traffic_slot_mask(config),
-            ingress_plain_adds: u8::from(!realtime_kernel(Path::new("/sys/kernel/realtime"))),
+            plain_adds_with_bh_off: u8::from(!realtime_kernel(Path::new("/sys/kernel/realtime"))),
             dns_port: config.dns.port,
         }
     }

@@ -8,8 +8,8 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use kernsight_common::net::{
-    DROP_REASON_OTHER, DROP_REASON_UNSPECIFIED, EGRESS, INGRESS, InterfaceKey, NO_SOCKET_CGROUP_ID, Traffic,
-    protocol, tcp_event,
+    DROP_REASON_OTHER, DROP_REASON_UNSPECIFIED, EGRESS, INGRESS, InterfaceKey, NO_SOCKET_CGROUP_ID,
+    TcTrafficKey, Traffic, protocol, tcp_event,
 };
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
 
@@ -100,7 +100,7 @@ impl Collector for NetCollector {
         drop(traffic);
         let tc = self.programs.family::<TcInterfaceMaps>();
         let xdp = self.programs.family::<InterfaceMaps>();
-        encode_interfaces(&mut encoder, tc.as_deref(), xdp.as_deref())?;
+        encode_interfaces(&mut encoder, &self.programs, tc.as_deref(), xdp.as_deref())?;
         drop((tc, xdp));
         let tcp = self.programs.family::<TcpMaps>();
         self.encode_tcp(&mut encoder, tcp.as_deref(), &mut namer, &names)?;
@@ -292,10 +292,27 @@ fn info_rows(
     })
 }
 
+/// What the TC programs counted: the hash's entries, and each slot's row as entries of its
+/// interface (an interface with a slot also counted in the hash before it got it).
+fn tc_rows(maps: &TcInterfaceMaps, programs: &Programs) -> Vec<(TcTrafficKey, Traffic)> {
+    let mut rows = read_traffic(&maps.traffic);
+    let (slots, unreadable) = maps.slots.read();
+    programs.count_read_errors(unreadable);
+    for (ifindex, row) in slots {
+        for (protocol, by_direction) in (0..).zip(row.by_protocol) {
+            for (direction, traffic) in [(INGRESS, by_direction[0]), (EGRESS, by_direction[1])] {
+                rows.push((TcTrafficKey { ifindex, protocol, direction, _pad: 0 }, traffic));
+            }
+        }
+    }
+    rows
+}
+
 /// `kernsight_interface_*`: from the TC family (received and transmitted) or the XDP one
 /// (received), whichever is configured.
 fn encode_interfaces(
     encoder: &mut DescriptorEncoder,
+    programs: &Programs,
     tc: Option<&TcInterfaceMaps>,
     xdp: Option<&InterfaceMaps>,
 ) -> Result<(), std::fmt::Error> {
@@ -321,7 +338,7 @@ fn encode_interfaces(
     if let Some(maps) = tc.filter(|maps| maps.failure().is_none()) {
         let watched: Vec<(u32, &Interface)> =
             maps.attachments.iter().filter(|a| a.error.is_none()).map(|a| (a.ifindex, &a.target)).collect();
-        let rows = read_traffic(&maps.traffic);
+        let rows = tc_rows(maps, programs);
         for (direction, series) in [(INGRESS, &mut received), (EGRESS, &mut transmitted)] {
             let of_direction = rows.iter().filter(|(key, _)| key.direction == direction);
             *series = interface_series(of_direction.map(|(k, t)| (k.ifindex, k.protocol, *t)), &watched);

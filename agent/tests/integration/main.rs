@@ -39,6 +39,7 @@ mod memory_reclaim;
 mod net;
 mod net_kernel;
 mod net_tc;
+mod net_tc_slots;
 mod oom;
 mod packet_drops;
 mod pins;

@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// Ethernet, IPv4 and UDP headers: a UDP frame's bytes on top of its payload.
-const FRAME_HEADERS: u64 = 14 + 20 + 8;
+pub(crate) const FRAME_HEADERS: u64 = 14 + 20 + 8;
 
 /// The kernel log's lines (`dmesg`), and `/proc/sys/kernel/tainted`.
 fn kernel_state() -> (Vec<String>, String) {
@@ -48,7 +48,7 @@ fn the_default_configuration_makes_no_kernel_warning_and_no_taint() {
 }
 
 /// Sends `n` UDP datagrams from a to b and `m` from b to a, from a process in a test cgroup.
-fn exchange(link: &Link, n: usize, m: usize, payload: usize) {
+pub(crate) fn exchange(link: &Link, n: usize, m: usize, payload: usize) {
     const PORT: u16 = 4545;
     let cgroup = TestCgroup::create("net-tc");
     let (a, b) = (NsFile::of(&link.a), NsFile::of(&link.b));

@@ -15,15 +15,16 @@ use kernsight_common::{
         INTERFACE_TRAFFIC_MAP, InterfaceKey, KFREE_SKB_HAS_REASON_GLOBAL, KFREE_SKB_HAS_RX_SK_GLOBAL,
         RETRANSMIT_HAS_ERR_GLOBAL, SKB_SK_OFFSET_GLOBAL, SKB_TCP_GSO_SEGS_OFFSET_GLOBAL,
         SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL, SOCK_CGROUP_DATA_OFFSET_GLOBAL, SOCK_PROTOCOL_OFFSET_GLOBAL,
-        SOCK_STATE_OFFSET_GLOBAL, TC_TRAFFIC_MAP, TCP_EVENTS_MAP, TCP_STARTS_MAP, TRAFFIC_SLOT_MASK_GLOBAL,
-        TcTrafficKey, TcpKey, Traffic, TrafficKey, cgroup_traffic_slots, protocol, tcp_event,
+        SOCK_STATE_OFFSET_GLOBAL, TC_PLAIN_ADDS_GLOBAL, TC_TRAFFIC_MAP, TC_TRAFFIC_ROWS_MAP,
+        TC_TRAFFIC_TAGS_MAP, TCP_EVENTS_MAP, TCP_STARTS_MAP, TRAFFIC_SLOT_MASK_GLOBAL, TcTrafficKey, TcpKey,
+        Traffic, TrafficKey, cgroup_traffic_slots, protocol, tcp_event,
     },
 };
 
 use super::{
     CGROUP_PROBE, CGROUP_PROGRAMS, DROP_PROGRAMS, DROPS_PROBE, InterfaceAttachment, TC_PROBE, TC_PROGRAMS,
     TCP_PROBE, TCP_PROGRAMS, TRAFFIC_AND_DNS_PROGRAMS, TcBackend, TrafficMap, XDP_PROBE, XDP_PROGRAM,
-    attach_cgroup, attach_tc, attach_xdp, none_attached, tc::TcLinks, traffic_and_dns,
+    attach_cgroup, attach_tc, attach_xdp, none_attached, tc::TcLinks, tc_slots::TcSlots, traffic_and_dns,
     traffic_slots::TrafficSlots,
 };
 use crate::{
@@ -93,7 +94,7 @@ impl Family for CgroupTraffic {
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
         loader.override_global(TRAFFIC_SLOT_MASK_GLOBAL, &facts.traffic_slot_mask, true).override_global(
             INGRESS_PLAIN_ADDS_GLOBAL,
-            &facts.ingress_plain_adds,
+            &facts.plain_adds_with_bh_off,
             true,
         );
     }
@@ -229,12 +230,20 @@ impl Family for TcInterfaces {
         needs_net_admin()
     }
 
-    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, _facts: &'a KernelFacts, config: &Config) {
-        loader.map_max_entries(TC_TRAFFIC_MAP, config.network.interface_traffic_max_entries);
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
+        loader.override_global(TC_PLAIN_ADDS_GLOBAL, &facts.plain_adds_with_bh_off, true);
+    }
+
+    fn maps(&self) -> &'static [&'static str] {
+        &[TC_TRAFFIC_MAP, TC_TRAFFIC_TAGS_MAP, TC_TRAFFIC_ROWS_MAP]
+    }
+
+    fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
+        vec![(TC_TRAFFIC_MAP, config.network.interface_traffic_max_entries)]
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {
-        &[TC_TRAFFIC_MAP]
+        &[TC_TRAFFIC_MAP, TC_TRAFFIC_TAGS_MAP, TC_TRAFFIC_ROWS_MAP]
     }
 
     fn bounds(&self) -> &'static [(&'static str, u32)] {
@@ -252,13 +261,17 @@ impl Family for TcInterfaces {
         }
         let backend = TcBackend::chosen(cx.config.network.tc_attach);
         let (attachments, links) = attach_tc(cx.ebpf, &cx.config.network.interfaces, backend)?;
+        let watched: Vec<u32> = attachments.iter().filter(|a| a.error.is_none()).map(|a| a.ifindex).collect();
+        let slots = TcSlots::claim(cx.ebpf, &watched)?;
         let capacity = cx.config.network.interface_traffic_max_entries;
-        Ok(Box::new(TcInterfaceMaps { traffic, capacity, attachments, _links: links }))
+        Ok(Box::new(TcInterfaceMaps { traffic, slots, capacity, attachments, _links: links }))
     }
 }
 
 pub struct TcInterfaceMaps {
+    /// Interfaces without a slot of their own, and what each counted before it got one.
     pub traffic: TrafficMap<TcTrafficKey>,
+    pub slots: TcSlots,
     capacity: u32,
     /// Every configured interface, attached or not (`kernsight_interface_tc_info`).
     pub attachments: Vec<InterfaceAttachment>,
@@ -275,7 +288,7 @@ impl Attached for TcInterfaceMaps {
 
     fn map_rows(&self) -> Vec<MapRow> {
         let entries = self.traffic.keys().filter(Result::is_ok).count();
-        vec![MapRow { map: TC_TRAFFIC_MAP, entries, capacity: self.capacity }]
+        vec![MapRow { map: TC_TRAFFIC_MAP, entries, capacity: self.capacity }, self.slots.map_row()]
     }
 }
 

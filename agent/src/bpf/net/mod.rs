@@ -7,6 +7,7 @@
 mod families;
 // Public for the `kernsight-floor` binary, which attaches its empty programs the same way.
 pub mod tc;
+mod tc_slots;
 mod traffic_slots;
 pub mod xdp;
 

@@ -116,15 +116,23 @@ pub const B_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 
 impl Link {
     pub fn create() -> Self {
+        Self::create_with(&[], &[])
+    }
+
+    /// With the interface indexes given (`a_if`'s in `a`, `b_if`'s in `b`).
+    pub fn with_indexes(a_index: u32, b_index: u32) -> Self {
+        Self::create_with(&["index", &a_index.to_string()], &["index", &b_index.to_string()])
+    }
+
+    fn create_with(a_options: &[&str], b_options: &[&str]) -> Self {
         let (a, b) = (Netns::create(), Netns::create());
         let (a_if, b_if) = (unique("ksa"), unique("ksb"));
-        sh(
-            "ip",
-            &[
-                "link", "add", &a_if, "netns", &a.name, "type", "veth", "peer", "name", &b_if, "netns",
-                &b.name,
-            ],
-        );
+        let mut args = vec!["link", "add", &a_if];
+        args.extend_from_slice(a_options);
+        args.extend(["netns", &a.name, "type", "veth", "peer", "name", &b_if]);
+        args.extend_from_slice(b_options);
+        args.extend(["netns", &b.name]);
+        sh("ip", &args);
         a.ip(&["addr", "add", "10.99.0.1/24", "dev", &a_if]);
         b.ip(&["addr", "add", "10.99.0.2/24", "dev", &b_if]);
         a.ip(&["link", "set", &a_if, "up"]);
@@ -135,6 +143,11 @@ impl Link {
     /// The `network.interfaces` entry of `b_if` (`NETNS:IFNAME`).
     pub fn b_xdp_entry(&self) -> String {
         format!("{}:{}", self.b.name, self.b_if)
+    }
+
+    /// The `network.interfaces` entry of `a_if`.
+    pub fn a_entry(&self) -> String {
+        format!("{}:{}", self.a.name, self.a_if)
     }
 }
 
