@@ -23,18 +23,22 @@ pub const INTERFACE_TRAFFIC_MAP: &str = "NET_INTERFACE_TRAFFIC";
 pub const TC_TRAFFIC_MAP: &str = "NET_TC_TRAFFIC";
 /// Array `u32` by slot: the interface index whose traffic the slot's row in
 /// `TC_TRAFFIC_ROWS_MAP` counts (0: none). An interface's slot is its index masked by
-/// `TC_TRAFFIC_SLOTS - 1`; the agent tags the slots of the interfaces it attached to, and an
+/// `INTERFACE_SLOTS - 1`; the agent tags the slots of the interfaces it attached to, and an
 /// interface whose slot another holds counts in `TC_TRAFFIC_MAP`.
 pub const TC_TRAFFIC_TAGS_MAP: &str = "NET_TC_TAGS";
-/// Per-CPU array `TcTrafficRow` by slot: frames and bytes of the slot's interface per protocol
+/// Per-CPU array `InterfaceRow` by slot: frames and bytes of the slot's interface per protocol
 /// and direction.
 pub const TC_TRAFFIC_ROWS_MAP: &str = "NET_TC_ROWS";
-/// Slots of the two maps above: a power of two. Nodes watch a few interfaces (those of the
-/// default routes, or a configured list); a slot costs 352 bytes a CPU.
-pub const TC_TRAFFIC_SLOTS: u32 = 16;
-/// Read-only global (`u8`): 1 where the TC programs add to their row without atomics (not on
-/// PREEMPT_RT kernels).
-pub const TC_PLAIN_ADDS_GLOBAL: &str = "TC_PLAIN_ADDS";
+/// The XDP family's slots, as the TC family's: tags, and rows of which only the ingress column
+/// counts; an interface without a slot counts in `INTERFACE_TRAFFIC_MAP`.
+pub const XDP_TRAFFIC_TAGS_MAP: &str = "NET_XDP_TAGS";
+pub const XDP_TRAFFIC_ROWS_MAP: &str = "NET_XDP_ROWS";
+/// Slots of each family's two maps above: a power of two. Nodes watch a few interfaces (those
+/// of the default routes, or a configured list); a slot costs 352 bytes a CPU.
+pub const INTERFACE_SLOTS: u32 = 16;
+/// Read-only global (`u8`): 1 where the TC and XDP programs add to their row without atomics
+/// (not on PREEMPT_RT kernels).
+pub const INTERFACE_PLAIN_ADDS_GLOBAL: &str = "INTERFACE_PLAIN_ADDS";
 /// Per-CPU hash `TcpKey` → `u64`: TCP events per (cgroup, event).
 pub const TCP_EVENTS_MAP: &str = "NET_TCP_EVENTS";
 /// LRU hash socket address → `TcpStart`: when a connection began, and whose it is.
@@ -181,13 +185,14 @@ pub struct TcTrafficKey {
 }
 const _: () = assert!(core::mem::size_of::<TcTrafficKey>() == 16);
 
-/// A TC slot's counts (`TC_TRAFFIC_ROWS_MAP`): by protocol, then by direction.
+/// An interface slot's counts (`TC_TRAFFIC_ROWS_MAP`, `XDP_TRAFFIC_ROWS_MAP`): by protocol,
+/// then by direction (`INGRESS`, `EGRESS`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TcTrafficRow {
+pub struct InterfaceRow {
     pub by_protocol: [[Traffic; 2]; protocol::COUNT as usize],
 }
-const _: () = assert!(core::mem::size_of::<TcTrafficRow>() == 352);
+const _: () = assert!(core::mem::size_of::<InterfaceRow>() == 352);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -226,7 +231,7 @@ mod pod {
     unsafe impl aya::Pod for super::TrafficRow {}
     unsafe impl aya::Pod for super::InterfaceKey {}
     unsafe impl aya::Pod for super::TcTrafficKey {}
-    unsafe impl aya::Pod for super::TcTrafficRow {}
+    unsafe impl aya::Pod for super::InterfaceRow {}
     unsafe impl aya::Pod for super::TcpKey {}
     unsafe impl aya::Pod for super::TcpStart {}
     unsafe impl aya::Pod for super::DropKey {}

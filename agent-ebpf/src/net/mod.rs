@@ -3,11 +3,13 @@
 //!
 //! Counters here are updated with atomic adds even in per-CPU maps: these programs run in
 //! process context and in softirq, and a softirq can interrupt a program on the same CPU (see
-//! `crate::counters`). The one exception, the ingress program's adds to its traffic slot, says
-//! why in `traffic`.
+//! `crate::counters`). The exceptions, the ingress program's adds to its traffic slot and the
+//! TC and XDP programs' adds to their interface slots, say why in `traffic` and
+//! `interface_slots`.
 
 mod dns;
 mod drops;
+mod interface_slots;
 mod parse;
 mod tc;
 mod tcp;

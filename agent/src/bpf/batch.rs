@@ -13,7 +13,7 @@ use std::{
 
 use kernsight_common::{
     counters::LatencyCell,
-    net::{TcTrafficRow, Traffic, TrafficRow},
+    net::{InterfaceRow, Traffic, TrafficRow},
 };
 
 /// `enum bpf_cmd`'s `BPF_MAP_LOOKUP_BATCH`.
@@ -65,7 +65,7 @@ impl PerCpuSum for TrafficRow {
     }
 }
 
-impl PerCpuSum for TcTrafficRow {
+impl PerCpuSum for InterfaceRow {
     fn add(&mut self, other: &Self) {
         let cells = self.by_protocol.iter_mut().flatten();
         for (total, value) in cells.zip(other.by_protocol.iter().flatten()) {

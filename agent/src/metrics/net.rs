@@ -8,8 +8,8 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use kernsight_common::net::{
-    DROP_REASON_OTHER, DROP_REASON_UNSPECIFIED, EGRESS, INGRESS, InterfaceKey, NO_SOCKET_CGROUP_ID,
-    TcTrafficKey, Traffic, protocol, tcp_event,
+    DROP_REASON_OTHER, DROP_REASON_UNSPECIFIED, EGRESS, INGRESS, InterfaceKey, NO_SOCKET_CGROUP_ID, Traffic,
+    protocol, tcp_event,
 };
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
 
@@ -22,7 +22,10 @@ use crate::{
     bpf::{
         Programs,
         family::Attached as _,
-        net::{CgroupTrafficMaps, DropMaps, InterfaceMaps, TcInterfaceMaps, TcpMaps, read_traffic},
+        net::{
+            CgroupTrafficMaps, DropMaps, InterfaceMaps, InterfaceSlots, TcInterfaceMaps, TcpMaps,
+            read_traffic,
+        },
     },
     kernel::{netns::Interface, tracefs_symbols::Symbols},
     metadata::{
@@ -292,20 +295,19 @@ fn info_rows(
     })
 }
 
-/// What the TC programs counted: the hash's entries, and each slot's row as entries of its
-/// interface (an interface with a slot also counted in the hash before it got it).
-fn tc_rows(maps: &TcInterfaceMaps, programs: &Programs) -> Vec<(TcTrafficKey, Traffic)> {
-    let mut rows = read_traffic(&maps.traffic);
-    let (slots, unreadable) = maps.slots.read();
+/// Each slot's row as (interface, protocol, direction, counts), to add to what the hash holds
+/// (an interface with a slot also counted in the hash before it got it).
+fn slot_rows(slots: &InterfaceSlots, programs: &Programs) -> Vec<(u32, u32, u32, Traffic)> {
+    let (rows, unreadable) = slots.read();
     programs.count_read_errors(unreadable);
-    for (ifindex, row) in slots {
+    let mut cells = Vec::new();
+    for (ifindex, row) in rows {
         for (protocol, by_direction) in (0..).zip(row.by_protocol) {
-            for (direction, traffic) in [(INGRESS, by_direction[0]), (EGRESS, by_direction[1])] {
-                rows.push((TcTrafficKey { ifindex, protocol, direction, _pad: 0 }, traffic));
-            }
+            cells.push((ifindex, protocol, INGRESS, by_direction[0]));
+            cells.push((ifindex, protocol, EGRESS, by_direction[1]));
         }
     }
-    rows
+    cells
 }
 
 /// `kernsight_interface_*`: from the TC family (received and transmitted) or the XDP one
@@ -338,17 +340,27 @@ fn encode_interfaces(
     if let Some(maps) = tc.filter(|maps| maps.failure().is_none()) {
         let watched: Vec<(u32, &Interface)> =
             maps.attachments.iter().filter(|a| a.error.is_none()).map(|a| (a.ifindex, &a.target)).collect();
-        let rows = tc_rows(maps, programs);
+        let mut rows: Vec<(u32, u32, u32, Traffic)> = read_traffic(&maps.traffic)
+            .into_iter()
+            .map(|(key, traffic)| (key.ifindex, key.protocol, key.direction, traffic))
+            .collect();
+        rows.extend(slot_rows(&maps.slots, programs));
         for (direction, series) in [(INGRESS, &mut received), (EGRESS, &mut transmitted)] {
-            let of_direction = rows.iter().filter(|(key, _)| key.direction == direction);
-            *series = interface_series(of_direction.map(|(k, t)| (k.ifindex, k.protocol, *t)), &watched);
+            let of_direction = rows.iter().filter(|row| row.2 == direction);
+            *series =
+                interface_series(of_direction.map(|&(ifindex, what, _, t)| (ifindex, what, t)), &watched);
         }
     }
     if let Some(maps) = xdp.filter(|maps| maps.failure().is_none()) {
         let watched: Vec<(u32, &Interface)> =
             maps.attachments.iter().filter(|a| a.error.is_none()).map(|a| (a.ifindex, &a.target)).collect();
-        let rows = read_traffic::<InterfaceKey>(&maps.traffic);
-        received = interface_series(rows.into_iter().map(|(k, t)| (k.ifindex, k.protocol, t)), &watched);
+        let mut rows: Vec<(u32, u32, Traffic)> = read_traffic::<InterfaceKey>(&maps.traffic)
+            .into_iter()
+            .map(|(key, traffic)| (key.ifindex, key.protocol, traffic))
+            .collect();
+        let in_slots = slot_rows(&maps.slots, programs).into_iter();
+        rows.extend(in_slots.filter(|row| row.2 == INGRESS).map(|(ifindex, what, _, t)| (ifindex, what, t)));
+        received = interface_series(rows.into_iter(), &watched);
     }
     let labels = |(interface, netns, protocol): &(String, String, &'static str)| {
         [("interface", interface.clone()), ("netns", netns.clone()), ("protocol", (*protocol).to_owned())]

@@ -12,20 +12,21 @@ use kernsight_common::{
     net::{
         CGROUP_DROPS_MAP, CGROUP_TRAFFIC_MAP, CGROUP_TRAFFIC_ROWS_MAP, CGROUP_TRAFFIC_TAGS_MAP,
         DROP_REASON_SLOTS, DROP_REASONS_MAP, DropKey, EGRESS, INGRESS, INGRESS_PLAIN_ADDS_GLOBAL,
-        INTERFACE_TRAFFIC_MAP, InterfaceKey, KFREE_SKB_HAS_REASON_GLOBAL, KFREE_SKB_HAS_RX_SK_GLOBAL,
-        RETRANSMIT_HAS_ERR_GLOBAL, SKB_SK_OFFSET_GLOBAL, SKB_TCP_GSO_SEGS_OFFSET_GLOBAL,
-        SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL, SOCK_CGROUP_DATA_OFFSET_GLOBAL, SOCK_PROTOCOL_OFFSET_GLOBAL,
-        SOCK_STATE_OFFSET_GLOBAL, TC_PLAIN_ADDS_GLOBAL, TC_TRAFFIC_MAP, TC_TRAFFIC_ROWS_MAP,
-        TC_TRAFFIC_TAGS_MAP, TCP_EVENTS_MAP, TCP_STARTS_MAP, TRAFFIC_SLOT_MASK_GLOBAL, TcTrafficKey, TcpKey,
-        Traffic, TrafficKey, cgroup_traffic_slots, protocol, tcp_event,
+        INTERFACE_PLAIN_ADDS_GLOBAL, INTERFACE_TRAFFIC_MAP, InterfaceKey, KFREE_SKB_HAS_REASON_GLOBAL,
+        KFREE_SKB_HAS_RX_SK_GLOBAL, RETRANSMIT_HAS_ERR_GLOBAL, SKB_SK_OFFSET_GLOBAL,
+        SKB_TCP_GSO_SEGS_OFFSET_GLOBAL, SOCK_CGROUP_DATA_CGROUP_OFFSET_GLOBAL,
+        SOCK_CGROUP_DATA_OFFSET_GLOBAL, SOCK_PROTOCOL_OFFSET_GLOBAL, SOCK_STATE_OFFSET_GLOBAL,
+        TC_TRAFFIC_MAP, TC_TRAFFIC_ROWS_MAP, TC_TRAFFIC_TAGS_MAP, TCP_EVENTS_MAP, TCP_STARTS_MAP,
+        TRAFFIC_SLOT_MASK_GLOBAL, TcTrafficKey, TcpKey, Traffic, TrafficKey, XDP_TRAFFIC_ROWS_MAP,
+        XDP_TRAFFIC_TAGS_MAP, cgroup_traffic_slots, protocol, tcp_event,
     },
 };
 
 use super::{
     CGROUP_PROBE, CGROUP_PROGRAMS, DROP_PROGRAMS, DROPS_PROBE, InterfaceAttachment, TC_PROBE, TC_PROGRAMS,
     TCP_PROBE, TCP_PROGRAMS, TRAFFIC_AND_DNS_PROGRAMS, TcBackend, TrafficMap, XDP_PROBE, XDP_PROGRAM,
-    attach_cgroup, attach_tc, attach_xdp, none_attached, tc::TcLinks, tc_slots::TcSlots, traffic_and_dns,
-    traffic_slots::TrafficSlots,
+    attach_cgroup, attach_tc, attach_xdp, interface_slots::InterfaceSlots, none_attached, tc::TcLinks,
+    traffic_and_dns, traffic_slots::TrafficSlots,
 };
 use crate::{
     bpf::{
@@ -231,7 +232,7 @@ impl Family for TcInterfaces {
     }
 
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
-        loader.override_global(TC_PLAIN_ADDS_GLOBAL, &facts.plain_adds_with_bh_off, true);
+        loader.override_global(INTERFACE_PLAIN_ADDS_GLOBAL, &facts.plain_adds_with_bh_off, true);
     }
 
     fn maps(&self) -> &'static [&'static str] {
@@ -262,7 +263,7 @@ impl Family for TcInterfaces {
         let backend = TcBackend::chosen(cx.config.network.tc_attach);
         let (attachments, links) = attach_tc(cx.ebpf, &cx.config.network.interfaces, backend)?;
         let watched: Vec<u32> = attachments.iter().filter(|a| a.error.is_none()).map(|a| a.ifindex).collect();
-        let slots = TcSlots::claim(cx.ebpf, &watched)?;
+        let slots = InterfaceSlots::claim(cx.ebpf, [TC_TRAFFIC_TAGS_MAP, TC_TRAFFIC_ROWS_MAP], &watched)?;
         let capacity = cx.config.network.interface_traffic_max_entries;
         Ok(Box::new(TcInterfaceMaps { traffic, slots, capacity, attachments, _links: links }))
     }
@@ -271,7 +272,7 @@ impl Family for TcInterfaces {
 pub struct TcInterfaceMaps {
     /// Interfaces without a slot of their own, and what each counted before it got one.
     pub traffic: TrafficMap<TcTrafficKey>,
-    pub slots: TcSlots,
+    pub slots: InterfaceSlots,
     capacity: u32,
     /// Every configured interface, attached or not (`kernsight_interface_tc_info`).
     pub attachments: Vec<InterfaceAttachment>,
@@ -316,8 +317,12 @@ impl Family for Interfaces {
         needs_net_admin()
     }
 
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, facts: &'a KernelFacts, _config: &Config) {
+        loader.override_global(INTERFACE_PLAIN_ADDS_GLOBAL, &facts.plain_adds_with_bh_off, true);
+    }
+
     fn maps(&self) -> &'static [&'static str] {
-        &[INTERFACE_TRAFFIC_MAP]
+        &[INTERFACE_TRAFFIC_MAP, XDP_TRAFFIC_TAGS_MAP, XDP_TRAFFIC_ROWS_MAP]
     }
 
     fn map_entries(&self, config: &Config) -> Vec<(&'static str, u32)> {
@@ -325,7 +330,7 @@ impl Family for Interfaces {
     }
 
     fn pinned_maps(&self) -> &'static [&'static str] {
-        &[INTERFACE_TRAFFIC_MAP]
+        &[INTERFACE_TRAFFIC_MAP, XDP_TRAFFIC_TAGS_MAP, XDP_TRAFFIC_ROWS_MAP]
     }
 
     fn bounds(&self) -> &'static [(&'static str, u32)] {
@@ -339,13 +344,18 @@ impl Family for Interfaces {
             insert_zeros_if_absent(&mut traffic, &InterfaceKey { ifindex: 0, protocol: what })?;
         }
         let attachments = attach_xdp(cx.ebpf, &cx.config.network.interfaces)?;
+        let watched: Vec<u32> = attachments.iter().filter(|a| a.error.is_none()).map(|a| a.ifindex).collect();
+        let slots = InterfaceSlots::claim(cx.ebpf, [XDP_TRAFFIC_TAGS_MAP, XDP_TRAFFIC_ROWS_MAP], &watched)?;
         let capacity = cx.config.network.interface_traffic_max_entries;
-        Ok(Box::new(InterfaceMaps { traffic, capacity, attachments }))
+        Ok(Box::new(InterfaceMaps { traffic, slots, capacity, attachments }))
     }
 }
 
 pub struct InterfaceMaps {
+    /// Interfaces without a slot of their own, and what each counted before it got one.
     pub traffic: TrafficMap<InterfaceKey>,
+    /// Their rows' ingress column.
+    pub slots: InterfaceSlots,
     capacity: u32,
     /// Every configured interface, attached or not (the failed ones stay listed:
     /// `kernsight_interface_xdp_info{mode="failed"}`).
@@ -361,7 +371,7 @@ impl Attached for InterfaceMaps {
 
     fn map_rows(&self) -> Vec<MapRow> {
         let entries = self.traffic.keys().filter(Result::is_ok).count();
-        vec![MapRow { map: INTERFACE_TRAFFIC_MAP, entries, capacity: self.capacity }]
+        vec![MapRow { map: INTERFACE_TRAFFIC_MAP, entries, capacity: self.capacity }, self.slots.map_row()]
     }
 }
 

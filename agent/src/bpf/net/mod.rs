@@ -5,9 +5,9 @@
 //! `tcp` (state changes, retransmissions, resets) and `packet_drops` (`skb:kfree_skb`).
 
 mod families;
+mod interface_slots;
 // Public for the `kernsight-floor` binary, which attaches its empty programs the same way.
 pub mod tc;
-mod tc_slots;
 mod traffic_slots;
 pub mod xdp;
 
@@ -24,6 +24,7 @@ pub use families::{
     CgroupTraffic, CgroupTrafficMaps, DropMaps, Drops, InterfaceMaps, Interfaces, TcInterfaceMaps,
     TcInterfaces, Tcp, TcpMaps,
 };
+pub use interface_slots::InterfaceSlots;
 use kernsight_common::net::Traffic;
 pub use tc::TcBackend;
 

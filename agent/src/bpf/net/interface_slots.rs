@@ -1,7 +1,8 @@
-//! The TC slots: a per-CPU array row per watched interface (`NET_TC_ROWS`), at the index its
-//! interface index masked by the slot count gives, counted in when the slot's tag
-//! (`NET_TC_TAGS`) names the interface. An array row costs the TC programs an inlined lookup
-//! where the hash by (interface, protocol, direction) costs a hash of the key and a bucket walk.
+//! The interface slots of the TC and XDP families: a per-CPU array row per watched interface
+//! (`NET_TC_ROWS`, `NET_XDP_ROWS`), at the index its interface index masked by the slot count
+//! gives, counted in when the slot's tag (`NET_TC_TAGS`, `NET_XDP_TAGS`) names the interface.
+//! An array row costs the programs an inlined lookup where their hash costs a hash of the key
+//! and a bucket walk.
 //!
 //! Unlike the cgroup traffic slots, these are given out once, at attach time: the agent knows
 //! the interfaces it watches. An interface's counts are its hash entries (what it counted
@@ -17,19 +18,20 @@ use aya::{
     maps::{Array, IterableMap as _, MapData, PerCpuArray},
     util::nr_cpus,
 };
-use kernsight_common::net::{TC_TRAFFIC_ROWS_MAP, TC_TRAFFIC_SLOTS, TC_TRAFFIC_TAGS_MAP, TcTrafficRow};
+use kernsight_common::net::{INTERFACE_SLOTS, InterfaceRow};
 
 use crate::bpf::{batch, counters::per_cpu_zeros, family::MapRow, take_map};
 
-pub struct TcSlots {
-    rows: PerCpuArray<MapData, TcTrafficRow>,
+pub struct InterfaceSlots {
+    rows: PerCpuArray<MapData, InterfaceRow>,
+    rows_map: &'static str,
     /// What the tags map holds: slot → interface index, for the slots in use.
     tagged: BTreeMap<u32, u32>,
 }
 
 /// The slot an interface index counts in.
 fn slot_of(ifindex: u32) -> u32 {
-    ifindex & (TC_TRAFFIC_SLOTS - 1)
+    ifindex & (INTERFACE_SLOTS - 1)
 }
 
 /// Slot → interface index for `ifindexes`, in order: the first of two that share a slot gets it.
@@ -41,34 +43,37 @@ fn plan(ifindexes: &[u32]) -> BTreeMap<u32, u32> {
     tagged
 }
 
-impl TcSlots {
-    /// Takes the two maps out of the object and tags a slot for each of `ifindexes` (the
-    /// interfaces the programs are attached to), untagging every other.
-    pub fn claim(ebpf: &mut Ebpf, ifindexes: &[u32]) -> anyhow::Result<Self> {
-        let mut tags: Array<MapData, u32> = Array::try_from(take_map(ebpf, TC_TRAFFIC_TAGS_MAP)?)?;
-        let mut rows: PerCpuArray<MapData, TcTrafficRow> =
-            PerCpuArray::try_from(take_map(ebpf, TC_TRAFFIC_ROWS_MAP)?)?;
+impl InterfaceSlots {
+    /// Takes the maps `[tags, rows]` out of the object and tags a slot for each of `ifindexes`
+    /// (the interfaces the programs are attached to), untagging every other.
+    pub fn claim(
+        ebpf: &mut Ebpf,
+        [tags_map, rows_map]: [&'static str; 2],
+        ifindexes: &[u32],
+    ) -> anyhow::Result<Self> {
+        let mut tags: Array<MapData, u32> = Array::try_from(take_map(ebpf, tags_map)?)?;
+        let mut rows: PerCpuArray<MapData, InterfaceRow> = PerCpuArray::try_from(take_map(ebpf, rows_map)?)?;
         let tagged = plan(ifindexes);
-        for slot in 0..TC_TRAFFIC_SLOTS {
+        for slot in 0..INTERFACE_SLOTS {
             let wanted = tagged.get(&slot).copied().unwrap_or(0);
-            let held = tags.get(&slot, 0).context("reading a TC slot's tag")?;
+            let held = tags.get(&slot, 0).context("reading an interface slot's tag")?;
             if held == wanted {
                 continue;
             }
             // Untagged before the row is zeroed: a program that reads the tag meanwhile counts
             // in the hash, not in a row about to be cleared.
-            tags.set(slot, &0, 0).context("untagging a TC slot")?;
+            tags.set(slot, &0, 0).context("untagging an interface slot")?;
             if wanted != 0 {
-                rows.set(slot, per_cpu_zeros()?, 0).context("zeroing a TC slot")?;
-                tags.set(slot, &wanted, 0).context("tagging a TC slot")?;
+                rows.set(slot, per_cpu_zeros()?, 0).context("zeroing an interface slot")?;
+                tags.set(slot, &wanted, 0).context("tagging an interface slot")?;
             }
         }
-        Ok(Self { rows, tagged })
+        Ok(Self { rows, rows_map, tagged })
     }
 
     /// Each tagged slot's counts summed over CPUs, with its interface index, and how many rows
     /// could not be read.
-    pub fn read(&self) -> (Vec<(u32, TcTrafficRow)>, u64) {
+    pub fn read(&self) -> (Vec<(u32, InterfaceRow)>, u64) {
         let indexes: Vec<u32> = self.tagged.keys().copied().collect();
         let cpus = nr_cpus().map(|cpus| cpus.get() as usize).map_err(|(_, error)| error);
         let mut rows = Vec::with_capacity(indexes.len());
@@ -77,7 +82,7 @@ impl TcSlots {
             cpus,
             &indexes,
             |slot| self.rows.get(&slot, 0).ok(),
-            |slot, per_cpu: &[TcTrafficRow]| {
+            |slot, per_cpu: &[InterfaceRow]| {
                 if let Some(&ifindex) = self.tagged.get(&slot) {
                     rows.push((ifindex, batch::sum_over_cpus(per_cpu)));
                 }
@@ -88,7 +93,7 @@ impl TcSlots {
 
     /// (map, slots in use, slots) for the map table.
     pub fn map_row(&self) -> MapRow {
-        MapRow { map: TC_TRAFFIC_ROWS_MAP, entries: self.tagged.len(), capacity: TC_TRAFFIC_SLOTS }
+        MapRow { map: self.rows_map, entries: self.tagged.len(), capacity: INTERFACE_SLOTS }
     }
 }
 
@@ -98,7 +103,7 @@ mod tests {
 
     #[test]
     fn the_first_of_two_interfaces_that_share_a_slot_gets_it() {
-        let slots = TC_TRAFFIC_SLOTS;
+        let slots = INTERFACE_SLOTS;
         let tagged = plan(&[2, 2 + slots, 3, 0, 1 + 4 * slots]);
         assert_eq!(tagged, BTreeMap::from([(1, 1 + 4 * slots), (2, 2), (3, 3)]));
     }
