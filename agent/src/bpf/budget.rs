@@ -169,7 +169,7 @@ const SHRINK_ORDER: &[Bound] = &[
     Bound {
         key: "network.interface_traffic_max_entries",
         field: |c| &mut c.network.interface_traffic_max_entries,
-        least: 16,
+        least: 32,
     },
     Bound { key: "syscalls.max_cgroups", field: |c| &mut c.syscalls.max_cgroups, least: 16 },
 ];

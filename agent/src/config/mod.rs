@@ -365,10 +365,11 @@ impl Config {
             // The overflow entries alone take 3 ops * 43 slots.
             ("block_io.max_entries", self.block_io.max_entries, 256, 1 << 24),
             ("network.cgroup_traffic_max_entries", self.network.cgroup_traffic_max_entries, 16, 1 << 24),
+            // The TC family's overflow entries alone take 11 protocols * 2 directions.
             (
                 "network.interface_traffic_max_entries",
                 self.network.interface_traffic_max_entries,
-                16,
+                32,
                 1 << 20,
             ),
             ("network.tcp_max_entries", self.network.tcp_max_entries, 128, 1 << 24),
@@ -699,6 +700,16 @@ mod tests {
         assert!(both.contains("network.xdp and network.interface_counters"), "{both}");
         let bad = parse("interface_counters = \"ebpf\"").unwrap_err().to_string();
         assert!(bad.contains("interface_counters"), "{bad}");
+    }
+
+    #[test]
+    fn interface_traffic_bound_holds_the_tc_overflow_entries() {
+        let parse = |entries: u32| {
+            Config::parse(&format!("[network]\ninterface_traffic_max_entries = {entries}\n"), "t")
+        };
+        let err = parse(31).unwrap_err().to_string();
+        assert!(err.contains("interface_traffic_max_entries = 31 is out of range: use 32"), "{err}");
+        assert_eq!(parse(32).unwrap().network.interface_traffic_max_entries, 32);
     }
 
     #[test]
