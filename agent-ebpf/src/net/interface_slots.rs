@@ -2,8 +2,8 @@
 //! per-CPU array row found by masking the interface index, when the slot's tag names the
 //! interface (the agent tags the slots of the interfaces it attached to); else the caller counts
 //! it in its per-CPU hash. The row costs an inlined array lookup where the hash costs a hash of
-//! the key and a bucket walk (21 ns of a TC run's 65: docs/performance.md, "Interfaces counted
-//! in slots").
+//! the key and a bucket walk, and it takes plain adds: ~17 ns of a TC run's 70 together
+//! (docs/performance.md, "Interfaces counted in slots").
 
 use aya_ebpf::maps::{Array, PerCpuArray};
 use kernsight_common::net::{INGRESS, INTERFACE_SLOTS, InterfaceRow};

@@ -96,7 +96,7 @@ pub struct KernelFacts {
     /// The traffic slots less one (`kernsight_common::net::cgroup_traffic_slots`).
     pub traffic_slot_mask: u64,
     /// 1 unless the kernel is a PREEMPT_RT one (`/sys/kernel/realtime`): programs that run with
-    /// bottom halves off (cgroup_skb ingress, TC) then add to their rows without atomics.
+    /// bottom halves off (cgroup_skb ingress, TC, XDP) then add to their rows without atomics.
     pub plain_adds_with_bh_off: u8,
     /// The DNS port the `dns` programs watch (`dns.port`).
     pub dns_port: u16,

@@ -2,14 +2,19 @@
 //! (its index masked by the slot count), and one whose slot another interface holds counts in
 //! the family's hash; either way each interface's counts are exact. Rows are pinned: an
 //! interface watched again by the next agent goes on from its count, and a slot given to
-//! another interface starts from zero.
+//! another interface starts from zero. Loopback, which every kernel of the matrix has, counts in
+//! its row through tcx links and through clsact filters.
 
-use std::path::PathBuf;
+use std::{net::UdpSocket, path::PathBuf, time::Duration};
+
+use kernsight_common::net::{EGRESS, INGRESS, protocol};
 
 use crate::{
     net_support::Link,
     net_tc::{FRAME_HEADERS, exchange},
-    support::{self, Agent, Sample, config_file, parse, path_str, privileged, unique_pin_dir, value},
+    support::{
+        self, Agent, Sample, bpftool_bytes, config_file, parse, path_str, privileged, unique_pin_dir, value,
+    },
 };
 
 /// `kernsight_common::net::INTERFACE_SLOTS`: indexes 2 and 18 share slot 2.
@@ -162,4 +167,72 @@ fn xdp_rows_go_on_for_the_same_interface_and_start_from_zero_for_another() {
         return;
     }
     pinned_rows_go_on_or_start_from_zero(&XDP);
+}
+
+/// (frames, bytes) of `what` in `direction` in the row of `slot` of the agent's pinned `map`,
+/// over all CPUs (`InterfaceRow`: by protocol, then by direction, 16 bytes a cell).
+fn pinned_cell(agent: &Agent, map: &str, slot: u32, what: u32, direction: u32) -> (u64, u64) {
+    let pins = agent.pin_dir().expect("the agent's own pin directory");
+    let map = pins.join(format!("v{}/{map}", kernsight_common::MAP_LAYOUT_VERSION));
+    let key = slot.to_le_bytes().map(|b| b.to_string());
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "lookup", "pinned"])
+        .arg(&map)
+        .arg("key")
+        .args(&key)
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool map lookup: {}", String::from_utf8_lossy(&out.stderr));
+    let entry: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    let cpus: Vec<Vec<u8>> = entry["values"]
+        .as_array()
+        .expect("per-CPU values")
+        .iter()
+        .map(|cpu| bpftool_bytes(&cpu["value"]))
+        .collect();
+    let offset = ((what * 2 + direction) * 16) as usize;
+    let at = |offset: usize| -> u64 {
+        cpus.iter().map(|bytes| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())).sum()
+    };
+    (at(offset), at(offset + 8))
+}
+
+#[test]
+fn loopback_counts_in_its_slot() {
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    // The least bound the configuration takes: the hash must still hold its overflow entries.
+    let (_dir, path) = config_file("[network]\ninterfaces = [\"lo\"]\ninterface_traffic_max_entries = 32\n");
+    let agent = Agent::start(&["--config", path_str(&path)]);
+    // SAFETY: a NUL-terminated name.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    let slot = lo % SLOTS;
+
+    const N: u64 = 400;
+    let receiver = UdpSocket::bind("127.0.0.1:0").expect("a loopback socket");
+    receiver.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("a loopback socket");
+    let payload = [7u8; PAYLOAD];
+    let mut buffer = [0u8; 2048];
+    for _ in 0..N {
+        sender.send_to(&payload, receiver.local_addr().unwrap()).expect("sent over loopback");
+        assert_eq!(receiver.recv(&mut buffer).expect("received over loopback"), PAYLOAD);
+    }
+
+    let samples = parse(&agent.scrape());
+    assert_eq!(map_entries(&samples, "NET_TC_ROWS"), 1.0, "lo has its slot:\n{}", agent.log());
+    let frame = FRAME_HEADERS + PAYLOAD as u64;
+    // Other programs of the machine may use loopback too: at least ours are counted.
+    for (direction, name) in [
+        (INGRESS, "kernsight_interface_packets_total"),
+        (EGRESS, "kernsight_interface_transmit_packets_total"),
+    ] {
+        let (frames, bytes) = pinned_cell(&agent, "NET_TC_ROWS", slot, protocol::IPV4_UDP, direction);
+        eprintln!("lo (index {lo}), direction {direction}: {frames} UDP frames, {bytes} bytes in its row");
+        assert!(frames >= N && bytes >= N * frame, "direction {direction}: {frames} frames, {bytes} bytes");
+        let exported = value(&samples, name, &[("interface", "lo"), ("protocol", "ipv4_udp")]) as u64;
+        assert!(exported >= frames, "{name}: {exported}, below the row's {frames}");
+    }
 }

@@ -86,6 +86,15 @@ const GUEST_AREAS: &[(&str, Run)] = &[
             ("filters_of_a_killed_agent_are_replaced_not_doubled", NETWORK),
         ]),
     ),
+    (
+        "interface_slots",
+        Run::Skipping(&[
+            ("tc_counts_exactly_in_slots_and_in_the_hash_when_two_interfaces_share_one", NETWORK),
+            ("xdp_counts_exactly_in_slots_and_in_the_hash_when_two_interfaces_share_one", NETWORK),
+            ("tc_rows_go_on_for_the_same_interface_and_start_from_zero_for_another", NETWORK),
+            ("xdp_rows_go_on_for_the_same_interface_and_start_from_zero_for_another", NETWORK),
+        ]),
+    ),
     ("tcp", Run::Not(NETWORK)),
     ("conntrack", Run::Not(NETWORK)),
     ("diagnose", Run::Not(NETWORK)),
@@ -221,6 +230,8 @@ pub const QUICK: &[&str] = &[
     // Entry times: in the task on 5.11+, in an LRU hash by thread before.
     "trace::syscall_latency_is_timed_in_the_kernel_per_call_and_in_histograms",
     "trace_oom::",
+    // The TC programs' slot rows, through clsact filters before 6.6 and tcx links after.
+    "interface_slots::loopback_counts_in_its_slot",
 ];
 
 fn quick_selects(entry: &str, test: &str) -> bool {
