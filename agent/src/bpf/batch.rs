@@ -5,10 +5,16 @@
 //! this is the raw call. A kernel or map that refuses it is read by iteration instead.
 
 use std::{
+    collections::BTreeMap,
     io,
     mem::size_of,
     ops::Deref,
-    os::fd::{AsRawFd as _, BorrowedFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+};
+
+use aya::{
+    maps::{IterableMap as _, MapData, PerCpuArray},
+    util::nr_cpus,
 };
 
 use kernsight_common::{
@@ -265,6 +271,29 @@ pub fn visit_array_indexes<V: aya::Pod + Default, P: Deref<Target: AsRef<[V]>>>(
     visit_batched_then_one_by_one(wanted, batched, one, visit)
 }
 
+/// The rows of the tagged slots of the per-CPU array `rows` (slot → tag, as the agent gave them
+/// out), each summed over CPUs with its tag, and how many of them could not be read.
+pub fn read_tagged_rows<V: PerCpuSum, Tag: Copy>(
+    rows: &PerCpuArray<MapData, V>,
+    tagged: &BTreeMap<u32, Tag>,
+) -> (Vec<(Tag, V)>, u64) {
+    let slots: Vec<u32> = tagged.keys().copied().collect();
+    let cpus = nr_cpus().map(|cpus| cpus.get() as usize).map_err(|(_, error)| error);
+    let mut read = Vec::with_capacity(slots.len());
+    let unreadable = visit_array_indexes(
+        rows.map().fd().as_fd(),
+        cpus,
+        &slots,
+        |slot| rows.get(&slot, 0).ok(),
+        |slot, per_cpu: &[V]| {
+            if let Some(&tag) = tagged.get(&slot) {
+                read.push((tag, sum_over_cpus(per_cpu)));
+            }
+        },
+    );
+    (read, unreadable)
+}
+
 /// `visit_array_indexes` with its batch reader given: the seam its tests fail a batch through.
 fn visit_batched_then_one_by_one<V, P: Deref<Target: AsRef<[V]>>>(
     wanted: &[u32],
@@ -293,7 +322,7 @@ fn visit_batched_then_one_by_one<V, P: Deref<Target: AsRef<[V]>>>(
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
+    use std::os::fd::{FromRawFd as _, OwnedFd};
 
     use kernsight_common::syscalls::SyscallRow;
 

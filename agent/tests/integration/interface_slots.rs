@@ -3,9 +3,9 @@
 //! the family's hash; either way each interface's counts are exact. Rows are pinned: an
 //! interface watched again by the next agent goes on from its count, and a slot given to
 //! another interface starts from zero. Loopback, which every kernel of the matrix has, counts in
-//! its row through tcx links and through clsact filters.
+//! its row through tcx links, through clsact filters, and through XDP.
 
-use std::{net::UdpSocket, path::PathBuf, time::Duration};
+use std::{net::UdpSocket, time::Duration};
 
 use kernsight_common::net::{EGRESS, INGRESS, protocol};
 
@@ -13,7 +13,8 @@ use crate::{
     net_support::Link,
     net_tc::{FRAME_HEADERS, exchange},
     support::{
-        self, Agent, Sample, bpftool_bytes, config_file, parse, path_str, privileged, unique_pin_dir, value,
+        self, Agent, PinDir, Sample, config_file, parse, path_str, pinned_per_cpu, privileged, sum_u64_at,
+        unique_pin_dir, value,
     },
 };
 
@@ -120,15 +121,6 @@ fn xdp_counts_exactly_in_slots_and_in_the_hash_when_two_interfaces_share_one() {
     counts_exactly_in_slots_and_in_the_hash(&XDP);
 }
 
-/// Removes a pin directory the test named, also when it fails.
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn pinned_rows_go_on_or_start_from_zero(family: &Family) {
     let _serial = support::serial();
     let pins = PinDir(unique_pin_dir("interface-slots"));
@@ -173,38 +165,17 @@ fn xdp_rows_go_on_for_the_same_interface_and_start_from_zero_for_another() {
 /// over all CPUs (`InterfaceRow`: by protocol, then by direction, 16 bytes a cell).
 fn pinned_cell(agent: &Agent, map: &str, slot: u32, what: u32, direction: u32) -> (u64, u64) {
     let pins = agent.pin_dir().expect("the agent's own pin directory");
-    let map = pins.join(format!("v{}/{map}", kernsight_common::MAP_LAYOUT_VERSION));
-    let key = slot.to_le_bytes().map(|b| b.to_string());
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "map", "lookup", "pinned"])
-        .arg(&map)
-        .arg("key")
-        .args(&key)
-        .output()
-        .expect("bpftool");
-    assert!(out.status.success(), "bpftool map lookup: {}", String::from_utf8_lossy(&out.stderr));
-    let entry: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
-    let cpus: Vec<Vec<u8>> = entry["values"]
-        .as_array()
-        .expect("per-CPU values")
-        .iter()
-        .map(|cpu| bpftool_bytes(&cpu["value"]))
-        .collect();
+    let cpus = pinned_per_cpu(pins, map, slot);
     let offset = ((what * 2 + direction) * 16) as usize;
-    let at = |offset: usize| -> u64 {
-        cpus.iter().map(|bytes| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())).sum()
-    };
-    (at(offset), at(offset + 8))
+    (sum_u64_at(&cpus, offset), sum_u64_at(&cpus, offset + 8))
 }
 
-#[test]
-fn loopback_counts_in_its_slot() {
-    if !privileged() {
-        return;
-    }
+/// `family` on loopback counts our datagrams in lo's row, read back from the pinned map.
+fn loopback_counts_in_its_slot(family: &Family) {
     let _serial = support::serial();
     // The least bound the configuration takes: the hash must still hold its overflow entries.
-    let (_dir, path) = config_file("[network]\ninterfaces = [\"lo\"]\ninterface_traffic_max_entries = 32\n");
+    let text = format!("{}interface_traffic_max_entries = 32\n", config(family, &["lo".to_owned()]));
+    let (_dir, path) = config_file(&text);
     let agent = Agent::start(&["--config", path_str(&path)]);
     // SAFETY: a NUL-terminated name.
     let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
@@ -222,17 +193,40 @@ fn loopback_counts_in_its_slot() {
     }
 
     let samples = parse(&agent.scrape());
-    assert_eq!(map_entries(&samples, "NET_TC_ROWS"), 1.0, "lo has its slot:\n{}", agent.log());
+    let what = family.counters;
+    assert_eq!(map_entries(&samples, family.rows), 1.0, "{what}: lo has its slot:\n{}", agent.log());
     let frame = FRAME_HEADERS + PAYLOAD as u64;
-    // Other programs of the machine may use loopback too: at least ours are counted.
-    for (direction, name) in [
-        (INGRESS, "kernsight_interface_packets_total"),
-        (EGRESS, "kernsight_interface_transmit_packets_total"),
-    ] {
-        let (frames, bytes) = pinned_cell(&agent, "NET_TC_ROWS", slot, protocol::IPV4_UDP, direction);
-        eprintln!("lo (index {lo}), direction {direction}: {frames} UDP frames, {bytes} bytes in its row");
-        assert!(frames >= N && bytes >= N * frame, "direction {direction}: {frames} frames, {bytes} bytes");
-        let exported = value(&samples, name, &[("interface", "lo"), ("protocol", "ipv4_udp")]) as u64;
-        assert!(exported >= frames, "{name}: {exported}, below the row's {frames}");
+    let mut directions = vec![(INGRESS, "kernsight_interface_packets_total")];
+    if family.transmits {
+        directions.push((EGRESS, "kernsight_interface_transmit_packets_total"));
     }
+    // Other programs of the machine may use loopback too: at least ours are counted.
+    for (direction, name) in directions {
+        let (frames, bytes) = pinned_cell(&agent, family.rows, slot, protocol::IPV4_UDP, direction);
+        eprintln!(
+            "{what} on lo (index {lo}), direction {direction}: {frames} UDP frames, {bytes} bytes in its row"
+        );
+        assert!(
+            frames >= N && bytes >= N * frame,
+            "{what}, direction {direction}: {frames} frames, {bytes} bytes"
+        );
+        let exported = value(&samples, name, &[("interface", "lo"), ("protocol", "ipv4_udp")]) as u64;
+        assert!(exported >= frames, "{what}: {name}: {exported}, below the row's {frames}");
+    }
+}
+
+#[test]
+fn tc_on_loopback_counts_in_its_slot() {
+    if !privileged() {
+        return;
+    }
+    loopback_counts_in_its_slot(&TC);
+}
+
+#[test]
+fn xdp_on_loopback_counts_in_its_slot() {
+    if !privileged() {
+        return;
+    }
+    loopback_counts_in_its_slot(&XDP);
 }

@@ -1,24 +1,15 @@
 //! Counters that outlive the agent: maps pinned in bpffs carry the counts across `kill -9` and a
 //! restart; pins of another shape are replaced, never misread; `kernsight cleanup` removes them.
 
-use std::{os::unix::fs::MetadataExt as _, path::PathBuf, process::Command};
+use std::{os::unix::fs::MetadataExt as _, process::Command};
 
 use crate::support::{
-    self, Agent, BINARY, TestCgroup, failing_openat_times, getppid_times, parse, path_str, pinned_ids,
-    privileged, programs_unloaded, unique_pin_dir, value,
+    self, Agent, BINARY, PinDir, TestCgroup, failing_openat_times, getppid_times, parse, path_str,
+    pinned_ids, privileged, programs_unloaded, unique_pin_dir, value,
 };
 
 const BEFORE: usize = 7_000;
 const AFTER: usize = 5_000;
-
-/// Removes a pin directory the test named, also when it fails.
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn getppid_calls(agent: &Agent, cgroup: &TestCgroup) -> f64 {
     let samples = parse(&agent.scrape());

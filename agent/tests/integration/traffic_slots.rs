@@ -10,8 +10,8 @@ use std::{collections::BTreeSet, net::Ipv4Addr, os::unix::fs::MetadataExt as _, 
 use crate::{
     net_support::{loopback_up, udp_bound, udp_receive, udp_send},
     support::{
-        self, Agent, TestCgroup, bpftool_bytes, config_file, parse, path_str, pinned_ids, poll, privileged,
-        value,
+        self, Agent, TestCgroup, config_file, parse, path_str, pinned_ids, pinned_per_cpu, poll, privileged,
+        sum_u64_at, value,
     },
 };
 
@@ -95,27 +95,9 @@ impl Tenant {
 /// `NET_TRAFFIC_ROWS`, over all CPUs.
 fn row(agent: &Agent, slot: u64) -> [(u64, u64); 2] {
     let pins = agent.pin_dir().expect("the agent's own pin directory");
-    let map = pins.join(format!("v{}/NET_TRAFFIC_ROWS", kernsight_common::MAP_LAYOUT_VERSION));
-    let key = (slot as u32).to_le_bytes().map(|b| b.to_string());
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "map", "lookup", "pinned"])
-        .arg(&map)
-        .arg("key")
-        .args(&key)
-        .output()
-        .expect("bpftool");
-    assert!(out.status.success(), "bpftool map lookup: {}", String::from_utf8_lossy(&out.stderr));
-    let entry: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
-    let cpus: Vec<Vec<u8>> = entry["values"]
-        .as_array()
-        .expect("per-CPU values")
-        .iter()
-        .map(|cpu| bpftool_bytes(&cpu["value"]))
-        .collect();
+    let cpus = pinned_per_cpu(pins, "NET_TRAFFIC_ROWS", slot as u32);
     // `TrafficRow`: ingress packets and bytes, then egress packets and bytes.
-    let at = |offset: usize| -> u64 {
-        cpus.iter().map(|bytes| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())).sum()
-    };
+    let at = |offset| sum_u64_at(&cpus, offset);
     [(at(16), at(24)), (at(0), at(8))]
 }
 

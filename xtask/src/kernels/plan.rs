@@ -230,8 +230,10 @@ pub const QUICK: &[&str] = &[
     // Entry times: in the task on 5.11+, in an LRU hash by thread before.
     "trace::syscall_latency_is_timed_in_the_kernel_per_call_and_in_histograms",
     "trace_oom::",
-    // The TC programs' slot rows, through clsact filters before 6.6 and tcx links after.
-    "interface_slots::loopback_counts_in_its_slot",
+    // The TC programs' slot rows, through clsact filters before 6.6 and tcx links after, and
+    // the XDP program's (off by default: no family row of the matrix loads it).
+    "interface_slots::tc_on_loopback_counts_in_its_slot",
+    "interface_slots::xdp_on_loopback_counts_in_its_slot",
 ];
 
 fn quick_selects(entry: &str, test: &str) -> bool {

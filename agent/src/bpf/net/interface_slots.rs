@@ -10,13 +10,12 @@
 //! row. A pinned row whose tag already names the same interface index keeps its counts, as the
 //! pinned hash does; any other is zeroed before it is tagged.
 
-use std::{collections::BTreeMap, os::fd::AsFd as _};
+use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{Array, IterableMap as _, MapData, PerCpuArray},
-    util::nr_cpus,
+    maps::{Array, MapData, PerCpuArray},
 };
 use kernsight_common::net::{INTERFACE_SLOTS, InterfaceRow};
 
@@ -74,21 +73,7 @@ impl InterfaceSlots {
     /// Each tagged slot's counts summed over CPUs, with its interface index, and how many rows
     /// could not be read.
     pub fn read(&self) -> (Vec<(u32, InterfaceRow)>, u64) {
-        let indexes: Vec<u32> = self.tagged.keys().copied().collect();
-        let cpus = nr_cpus().map(|cpus| cpus.get() as usize).map_err(|(_, error)| error);
-        let mut rows = Vec::with_capacity(indexes.len());
-        let unreadable = batch::visit_array_indexes(
-            self.rows.map().fd().as_fd(),
-            cpus,
-            &indexes,
-            |slot| self.rows.get(&slot, 0).ok(),
-            |slot, per_cpu: &[InterfaceRow]| {
-                if let Some(&ifindex) = self.tagged.get(&slot) {
-                    rows.push((ifindex, batch::sum_over_cpus(per_cpu)));
-                }
-            },
-        );
-        (rows, unreadable)
+        batch::read_tagged_rows(&self.rows, &self.tagged)
     }
 
     /// (map, slots in use, slots) for the map table.

@@ -22,7 +22,6 @@ use anyhow::Context as _;
 use aya::{
     Ebpf,
     maps::{Array, IterableMap as _, MapData, PerCpuArray},
-    util::nr_cpus,
 };
 use kernsight_common::{
     counters::OVERFLOW_CGROUP_ID,
@@ -56,21 +55,7 @@ impl TrafficSlots {
     /// Each tagged slot's counts summed over CPUs, with its cgroup id, and how many rows could
     /// not be read.
     pub fn read(&self) -> (Vec<(u64, TrafficRow)>, u64) {
-        let indexes: Vec<u32> = self.tagged.keys().copied().collect();
-        let cpus = nr_cpus().map(|cpus| cpus.get() as usize).map_err(|(_, error)| error);
-        let mut rows = Vec::with_capacity(indexes.len());
-        let unreadable = batch::visit_array_indexes(
-            self.rows.map().fd().as_fd(),
-            cpus,
-            &indexes,
-            |slot| self.rows.get(&slot, 0).ok(),
-            |slot, per_cpu: &[TrafficRow]| {
-                if let Some(&id) = self.tagged.get(&slot) {
-                    rows.push((id, batch::sum_over_cpus(per_cpu)));
-                }
-            },
-        );
-        (rows, unreadable)
+        batch::read_tagged_rows(&self.rows, &self.tagged)
     }
 
     /// A maintenance pass: untags the slots of cgroups gone for at least `grace` (`gone_for`),

@@ -32,6 +32,16 @@ pub fn unique_pin_dir(tag: &str) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/kernsight-test-{tag}-{}-{n}", std::process::id()))
 }
 
+/// A pin directory a test named (with `unique_pin_dir`), removed when dropped, also when the
+/// test fails.
+pub struct PinDir(pub PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Agent {
     /// Starts `kernsight run ARGS` (maps pinned in a directory of its own unless ARGS name one)
     /// and waits until `/readyz` answers 200: every enabled probe family attached.
@@ -255,8 +265,31 @@ pub fn pinned_ids(pins: &std::path::Path, map: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The per-CPU values of index `index` of the pinned per-CPU array `map` under the pin directory
+/// `pins`, each as its bytes.
+pub fn pinned_per_cpu(pins: &std::path::Path, map: &str, index: u32) -> Vec<Vec<u8>> {
+    let map = pins.join(format!("v{}/{map}", kernsight_common::MAP_LAYOUT_VERSION));
+    let key = index.to_le_bytes().map(|b| b.to_string());
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "lookup", "pinned"])
+        .arg(&map)
+        .arg("key")
+        .args(&key)
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool map lookup: {}", String::from_utf8_lossy(&out.stderr));
+    let entry: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    let values = entry["values"].as_array().expect("per-CPU values");
+    values.iter().map(|cpu| bpftool_bytes(&cpu["value"])).collect()
+}
+
+/// The u64 at `offset` of each of `values`, added up.
+pub fn sum_u64_at(values: &[Vec<u8>], offset: usize) -> u64 {
+    values.iter().map(|bytes| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())).sum()
+}
+
 /// The bytes of a value `bpftool -j` prints without BTF: `["0x01", "0x00", ...]`.
-pub fn bpftool_bytes(value: &serde_json::Value) -> Vec<u8> {
+fn bpftool_bytes(value: &serde_json::Value) -> Vec<u8> {
     let bytes = value.as_array().unwrap_or_else(|| panic!("bpftool's bytes: {value}"));
     bytes
         .iter()
