@@ -201,7 +201,10 @@ pub fn read_array_indexes<V: aya::Pod + Default>(
 ) -> io::Result<u64> {
     const { assert!(size_of::<V>().is_multiple_of(8), "per-CPU values are laid out 8 bytes apart") };
     let cpus = cpus.max(1);
-    let chunk = first_chunk(cpus, size_of::<V>());
+    let (Some(&lowest), Some(&highest)) = (wanted.first(), wanted.last()) else { return Ok(0) };
+    // No larger than the indexes wanted span: a few slots in use must not cost a megabyte of
+    // buffer, zeroed at every scrape.
+    let chunk = first_chunk(cpus, size_of::<V>()).min((highest - lowest) as usize + 1);
     let mut keys = vec![0u32; chunk];
     let mut values = vec![V::default(); chunk * cpus];
     let mut missing = 0;
