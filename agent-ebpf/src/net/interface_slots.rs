@@ -8,7 +8,8 @@
 use aya_ebpf::maps::{Array, PerCpuArray};
 use kernsight_common::net::{INGRESS, INTERFACE_SLOTS, InterfaceRow};
 
-use crate::{counters::atomic_add, task::global};
+use super::add_packet;
+use crate::task::global;
 
 /// 1 where the programs add to their slot's counters with plain adds: TC and XDP programs run
 /// with bottom halves off (TC ingress and XDP in the receive softirq or under
@@ -41,14 +42,6 @@ pub(super) fn count_in_slot(
     let traffic = if direction == INGRESS { &raw mut traffic[0] } else { &raw mut traffic[1] };
     // SAFETY: a counter of this CPU's row; adds are atomic but where `INTERFACE_PLAIN_ADDS` says
     // why they need not be.
-    unsafe {
-        if global(&INTERFACE_PLAIN_ADDS) != 0 {
-            (*traffic).packets += 1;
-            (*traffic).bytes += bytes;
-        } else {
-            atomic_add(&raw mut (*traffic).packets, 1);
-            atomic_add(&raw mut (*traffic).bytes, bytes);
-        }
-    }
+    unsafe { add_packet(traffic, bytes, global(&INTERFACE_PLAIN_ADDS) != 0) };
     true
 }

@@ -25,8 +25,8 @@ use kernsight_common::{
     },
 };
 
-use super::add_traffic;
-use crate::{counters::atomic_add, task::global};
+use super::{add_packet, add_traffic};
+use crate::task::global;
 
 #[map]
 static NET_CGROUP_TRAFFIC: PerCpuHashMap<TrafficKey, Traffic> =
@@ -67,14 +67,8 @@ fn count_in_slot(cgroup_id: u64, direction: u32, bytes: u64) -> bool {
     // SAFETY: this CPU's row; adds are atomic but where `INGRESS_PLAIN_ADDS` says why they
     // need not be.
     unsafe {
-        if direction == INGRESS && global(&INGRESS_PLAIN_ADDS) != 0 {
-            (*row).ingress.packets += 1;
-            (*row).ingress.bytes += bytes;
-            return true;
-        }
         let traffic = if direction == INGRESS { &raw mut (*row).ingress } else { &raw mut (*row).egress };
-        atomic_add(&raw mut (*traffic).packets, 1);
-        atomic_add(&raw mut (*traffic).bytes, bytes);
+        add_packet(traffic, bytes, direction == INGRESS && global(&INGRESS_PLAIN_ADDS) != 0);
     }
     true
 }
