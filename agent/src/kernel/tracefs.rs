@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::tracefs_symbols::Symbols;
 
-use crate::kernel::value::{Kind, Name, Value};
+use crate::kernel::value::{Kind, Name, Value, c_text};
 
 /// The layout of one tracepoint's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,15 +175,15 @@ impl FieldFormat {
                     self.symbols.get(&value.as_i128().map_or(u64::MAX, |v| v as u64)),
                     self.symbols.is_empty(),
                 ) {
-                    (Some(name), _) => Value::Str(name.clone()),
-                    (None, false) => Value::Str(value.to_string()),
+                    (Some(name), _) => Value::text(name),
+                    (None, false) => Value::text(&value.to_string()),
                     (None, true) => value,
                 }
             }
             Layout::Pointer => Value::Pointer(integer(fixed, false).as_i128().map_or(0, |v| v as u64)),
-            Layout::Chars => Value::Str(text(fixed)),
+            Layout::Chars => Value::Str(c_text(fixed)),
             Layout::Array { element } => list(fixed, element, self.signed),
-            Layout::DynamicString { relative } => Value::Str(text(self.dynamic(record, fixed, relative)?)),
+            Layout::DynamicString { relative } => Value::Str(c_text(self.dynamic(record, fixed, relative)?)),
             Layout::DynamicArray { element, relative } => {
                 list(self.dynamic(record, fixed, relative)?, element, self.signed)
             }
@@ -239,11 +239,6 @@ fn integer(bytes: &[u8], signed: bool) -> Value {
     // Sign-extend from the field's width.
     let shift = 64 - 8 * n.max(1) as u32;
     Value::Int(((unsigned << shift) as i64) >> shift)
-}
-
-fn text(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 fn list(bytes: &[u8], element: usize, signed: bool) -> Value {

@@ -8,6 +8,17 @@ use std::{fmt, rc::Rc};
 /// wakeup per wait, and a JSON line for less").
 pub type Name = Rc<str>;
 
+/// A text value, counted without atomics like `Name`. What many events carry alike (a
+/// cgroup's path, container, pod and namespace, a syscall's name) is shared, not copied: a
+/// copy per field of every event was an allocation, a copy and a free each.
+pub type Text = Rc<str>;
+
+/// The text of `bytes` up to their first NUL (a C string in a record), decoded lossily.
+pub fn c_text(bytes: &[u8]) -> Text {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    Text::from(&*String::from_utf8_lossy(&bytes[..end]))
+}
+
 /// A field's value, as decoded from a kernel record or computed by kernsight.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Value {
@@ -15,11 +26,24 @@ pub enum Value {
     UInt(u64),
     /// A kernel address: shown in hex, compared as a number.
     Pointer(u64),
-    Str(String),
+    Str(Text),
     List(Vec<Value>),
 }
 
 impl Value {
+    /// A text value of `text`.
+    pub fn text(text: &str) -> Self {
+        Self::Str(Text::from(text))
+    }
+
+    /// The empty text (shared: an empty `Text` of its own is an allocation).
+    pub fn empty() -> Self {
+        thread_local! {
+            static EMPTY: Text = Text::from("");
+        }
+        Self::Str(EMPTY.with(Text::clone))
+    }
+
     /// The value as a number, when it is one (for comparisons, sums and histograms).
     pub fn as_i128(&self) -> Option<i128> {
         match self {
@@ -34,7 +58,7 @@ impl Value {
             Self::Int(v) => (*v).into(),
             Self::UInt(v) => (*v).into(),
             Self::Pointer(v) => format!("{v:#x}").into(),
-            Self::Str(s) => s.clone().into(),
+            Self::Str(s) => (**s).into(),
             Self::List(items) => items.iter().map(Self::to_json).collect::<Vec<_>>().into(),
         }
     }

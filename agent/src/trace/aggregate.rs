@@ -111,7 +111,7 @@ impl Aggregator {
 
     pub fn add(&mut self, event: &Event) {
         let key: Vec<Value> =
-            self.spec.by.iter().map(|f| event.get(f).cloned().unwrap_or(Value::Str(String::new()))).collect();
+            self.spec.by.iter().map(|f| event.get(f).cloned().unwrap_or_else(Value::empty)).collect();
         let number =
             |field: &Option<String>| field.as_deref().and_then(|f| event.get(f)).and_then(Value::as_i128);
         let (sum, hist) = (number(&self.spec.sum), number(&self.spec.hist));

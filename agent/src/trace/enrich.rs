@@ -8,13 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::kernel::value::{Event, Kind, Name, Value};
+use crate::kernel::value::{Event, Kind, Name, Text, Value};
 use crate::{
     kernel::{
         cgroup_handle::{CgroupHandles, Lookup},
         cgroupfs::{CgroupIndex, Hierarchies},
     },
     metadata::{cgroup_path, identity::Resolver},
+    seeded_hash::SeededMap,
 };
 
 /// Fields added to every event (`node` is `NODE_NAME`, empty when unset).
@@ -52,7 +53,8 @@ struct Identity {
 pub struct Enricher {
     /// Per cgroup id: resolving a path and a workload per event would cost more than the rest
     /// of the event's handling.
-    identities: std::collections::HashMap<u64, Identity>,
+    /// foldhash, not SipHash: looked up twice for every event.
+    identities: SeededMap<u64, Identity>,
     index: CgroupIndex,
     /// One syscall per unknown id instead of a walk, where the kernel allows it.
     handles: Option<CgroupHandles>,
@@ -83,11 +85,11 @@ impl WorkloadFilter {
 
 impl Enricher {
     pub fn new(hierarchies: &Hierarchies, resolver: Arc<Resolver>) -> Self {
-        let node = Value::Str(resolver.node().to_owned());
+        let node = Value::text(resolver.node());
         let mut index = hierarchies.index();
         index.rescan();
         Self {
-            identities: std::collections::HashMap::new(),
+            identities: SeededMap::default(),
             handles: CgroupHandles::open(index.roots()),
             index,
             resolver,
@@ -170,24 +172,23 @@ impl Enricher {
             let path = self.path_of(cgroup_id);
             let workload = self.resolver.workload(&path);
             let identity = Identity {
-                path: Value::Str(path),
-                container: Value::Str(workload.container),
-                pod: Value::Str(workload.pod),
-                namespace: Value::Str(workload.namespace),
-                workload_kind: Value::Str(workload.workload_kind),
-                workload: Value::Str(workload.workload),
+                path: Value::text(&path),
+                container: Value::text(&workload.container),
+                pod: Value::text(&workload.pod),
+                namespace: Value::text(&workload.namespace),
+                workload_kind: Value::text(&workload.workload_kind),
+                workload: Value::text(&workload.workload),
                 at_ns: now_ns,
             };
             self.identities.insert(cgroup_id, identity);
         }
-        let empty = || Value::Str(String::new());
         self.identities.entry(cgroup_id).or_insert_with(|| Identity {
-            path: empty(),
-            container: empty(),
-            pod: empty(),
-            namespace: empty(),
-            workload_kind: empty(),
-            workload: empty(),
+            path: Value::empty(),
+            container: Value::empty(),
+            pod: Value::empty(),
+            namespace: Value::empty(),
+            workload_kind: Value::empty(),
+            workload: Value::empty(),
             at_ns: now_ns,
         })
     }
@@ -338,26 +339,28 @@ fn clock(id: libc::clockid_t) -> i128 {
 }
 
 /// `HH:MM:SS.ffffff` (UTC) of nanoseconds since the epoch (outside 1970-2554: midnight).
-pub fn wall_clock(epoch_ns: i128) -> String {
+pub fn wall_clock(epoch_ns: i128) -> Text {
     // 64-bit arithmetic by constants only: a 128-bit division (a call to `__divti3`) and
     // `format!` with padding showed in the tracer's profile (docs/performance.md, "The tracer:
     // one wakeup per wait, and a JSON line for less"). Nanoseconds since the epoch fit 64 bits
     // until 2554.
     let day_micros = u64::try_from(epoch_ns).unwrap_or(0) / 1000 % (86_400 * 1_000_000);
-    let mut text = String::with_capacity(15);
-    let mut two = |value: u64, then: Option<char>| {
-        text.push(char::from(b'0' + (value / 10) as u8));
-        text.push(char::from(b'0' + (value % 10) as u8));
-        text.extend(then);
-    };
-    two(day_micros / 3_600_000_000, Some(':'));
-    two(day_micros / 60_000_000 % 60, Some(':'));
-    two(day_micros / 1_000_000 % 60, Some('.'));
-    let micros = day_micros % 1_000_000;
-    two(micros / 10_000, None);
-    two(micros / 100 % 100, None);
-    two(micros % 100, None);
-    text
+    let mut text = [b':'; 15];
+    let fields = [
+        day_micros / 3_600_000_000,
+        day_micros / 60_000_000 % 60,
+        day_micros / 1_000_000 % 60,
+        day_micros % 1_000_000 / 10_000,
+        day_micros % 10_000 / 100,
+        day_micros % 100,
+    ];
+    // Two digits each at 0, 3, 6 (after `:`, `:`), then 9, 11, 13 (after `.`).
+    for (value, at) in fields.into_iter().zip([0, 3, 6, 9, 11, 13]) {
+        text[at] = b'0' + (value / 10) as u8;
+        text[at + 1] = b'0' + (value % 10) as u8;
+    }
+    text[8] = b'.';
+    Text::from(std::str::from_utf8(&text).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -366,11 +369,11 @@ mod tests {
 
     #[test]
     fn formats_wall_clock_time() {
-        assert_eq!(wall_clock(0), "00:00:00.000000");
+        assert_eq!(&*wall_clock(0), "00:00:00.000000");
         let t = ((13 * 3600 + 4 * 60 + 5) * 1_000_000_000i128) + 123_456_789 + 86_400 * 1_000_000_000 * 3;
-        assert_eq!(wall_clock(t), "13:04:05.123456");
-        assert_eq!(wall_clock(-5), "00:00:00.000000");
-        assert_eq!(wall_clock(i128::MAX), "00:00:00.000000");
-        assert_eq!(wall_clock(86_400 * 1_000_000_000 - 1), "23:59:59.999999");
+        assert_eq!(&*wall_clock(t), "13:04:05.123456");
+        assert_eq!(&*wall_clock(-5), "00:00:00.000000");
+        assert_eq!(&*wall_clock(i128::MAX), "00:00:00.000000");
+        assert_eq!(&*wall_clock(86_400 * 1_000_000_000 - 1), "23:59:59.999999");
     }
 }

@@ -111,7 +111,7 @@ pub fn escape_vector(event: &mut Event) {
         Registers::UserMemory => vector(nr, detail::NONE).0,
         Registers::NotAVector => "-",
     };
-    event.push(&Name::from("vector"), Value::Str(label.to_owned()));
+    event.push(&Name::from("vector"), Value::text(label));
 }
 
 /// Whether `path` names a host-control file (`kernsight_common::escape::HOST_FILES`).
@@ -169,7 +169,7 @@ fn bytes(event: &Event, field: &str) -> Vec<u8> {
 
 /// `src` and `dst` as `address:port`, from the v4 or v6 fields as `family` says.
 fn tcp_addresses(event: &mut Event) {
-    let v6 = matches!(event.get("family"), Some(Value::Str(f)) if f == "AF_INET6");
+    let v6 = matches!(event.get("family"), Some(Value::Str(f)) if &**f == "AF_INET6");
     let address = |event: &Event, v4: &str, v6_field: &str| -> String {
         let ip = if v6 {
             <[u8; 16]>::try_from(bytes(event, v6_field)).ok().map(IpAddr::from)
@@ -180,8 +180,8 @@ fn tcp_addresses(event: &mut Event) {
     };
     let src = format!("{}:{}", address(event, "saddr", "saddr_v6"), number(event, "sport").unwrap_or(0));
     let dst = format!("{}:{}", address(event, "daddr", "daddr_v6"), number(event, "dport").unwrap_or(0));
-    event.push(&Name::from("src"), Value::Str(src));
-    event.push(&Name::from("dst"), Value::Str(dst));
+    event.push(&Name::from("src"), Value::text(&src));
+    event.push(&Name::from("dst"), Value::text(&dst));
 }
 
 fn capability_name(event: &mut Event) {
@@ -190,7 +190,7 @@ fn capability_name(event: &mut Event) {
         |_| format!("capability {cap}"),
         |cap| crate::kernel::names::capability_name(cap).into_owned(),
     );
-    event.push(&Name::from("capability"), Value::Str(name));
+    event.push(&Name::from("capability"), Value::text(&name));
 }
 
 fn signal_name(event: &mut Event) {
@@ -199,7 +199,7 @@ fn signal_name(event: &mut Event) {
         .ok()
         .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
         .map_or_else(|| format!("signal {sig}"), |s| s.as_str().to_owned());
-    event.push(&Name::from("signal"), Value::Str(name));
+    event.push(&Name::from("signal"), Value::text(&name));
 }
 
 #[cfg(test)]
@@ -234,7 +234,7 @@ mod tests {
             event.push(&"args".into(), Value::Str(args.into()));
             escape_vector(&mut event);
             match event.get("vector") {
-                Some(Value::Str(v)) => v.clone(),
+                Some(Value::Str(v)) => v.to_string(),
                 other => panic!("{other:?}"),
             }
         };
@@ -250,7 +250,7 @@ mod tests {
         let open = |path: &str, flags: &str| {
             let mut event = Event::default();
             event.push(&"syscall".into(), Value::Str("openat".into()));
-            event.push(&"args".into(), Value::Str(format!("AT_FDCWD, {path:?}, {flags}, 0")));
+            event.push(&"args".into(), Value::text(&format!("AT_FDCWD, {path:?}, {flags}, 0")));
             event.push(&"path".into(), Value::Str(path.into()));
             escape_vector(&mut event);
             event.get("vector").cloned()

@@ -17,7 +17,7 @@ use crate::{
         exchanges::{Exchanges, Limits, Seen, decode as decode_dns},
         message::{qtype_name, rcode_name},
     },
-    kernel::value::{Event, Kind, Name, Value},
+    kernel::value::{Event, Kind, Name, Text, Value, c_text},
     kernel::{
         names::{errno_name, syscall_name},
         tracefs::{self, Format},
@@ -66,7 +66,7 @@ impl Names {
 
 /// Room for an event's fields (the common ones, a record's own and the enrichment's), so that
 /// none is regrown while it is enriched.
-const EVENT_FIELDS: usize = 24;
+pub const EVENT_FIELDS: usize = 24;
 
 /// The fields every event starts with.
 const COMMON: [(&str, Kind); 5] = [
@@ -96,10 +96,29 @@ enum Records {
         format: Format,
         renamed: Vec<Name>,
     },
-    Syscalls,
+    Syscalls(SyscallTexts),
     Processes,
     BlockIo(DeviceNames),
     Dns(std::sync::Mutex<Exchanges>),
+}
+
+/// The names of the syscalls below `CACHED_SYSCALLS`, made once: a name copied into every
+/// event was an allocation each. A number past them (any a workload passes) is named per event.
+struct SyscallTexts(Vec<Text>);
+
+const CACHED_SYSCALLS: u32 = 512;
+
+impl SyscallTexts {
+    fn new() -> Self {
+        Self((0..CACHED_SYSCALLS).map(|id| Text::from(&*syscall_name(id))).collect())
+    }
+
+    fn name(&self, id: u32) -> Value {
+        match self.0.get(id as usize) {
+            Some(name) => Value::Str(Text::clone(name)),
+            None => Value::text(&syscall_name(id)),
+        }
+    }
 }
 
 /// Kernel names of the devices seen (`major:minor` → name), read once each from sysfs; at most
@@ -168,6 +187,9 @@ pub struct RecordDecoder {
     decoder: Records,
     names: Names,
     syscall: SyscallNames,
+    /// Where a syscall's arguments are described before their text is made (one allocation
+    /// an event, not two).
+    args_text: std::cell::RefCell<String>,
 }
 
 impl RecordDecoder {
@@ -185,7 +207,7 @@ impl RecordDecoder {
                     .collect();
                 Records::Tracepoint { format, renamed }
             }
-            Decoder::Syscalls => Records::Syscalls,
+            Decoder::Syscalls => Records::Syscalls(SyscallTexts::new()),
             Decoder::Processes => Records::Processes,
             Decoder::BlockIo => Records::BlockIo(DeviceNames::default()),
             Decoder::Dns => Records::Dns(std::sync::Mutex::new(Exchanges::new(Limits {
@@ -202,7 +224,12 @@ impl RecordDecoder {
             args: "args".into(),
             path: "path".into(),
         };
-        Self { decoder, names: Names::new(), syscall }
+        Self {
+            decoder,
+            names: Names::new(),
+            syscall,
+            args_text: std::cell::RefCell::new(String::with_capacity(512)),
+        }
     }
 
     /// Every field an event of this trace has, for checking `--where` and aggregation fields.
@@ -213,7 +240,7 @@ impl RecordDecoder {
                 let kinds = format.fields.iter().filter(|f| !f.common).map(|f| f.kind());
                 fields.extend(renamed.iter().cloned().zip(kinds));
             }
-            Records::Syscalls => fields.extend(
+            Records::Syscalls(_) => fields.extend(
                 [
                     ("syscall", Kind::Text),
                     ("ret", Kind::Number),
@@ -242,9 +269,19 @@ impl RecordDecoder {
         fields
     }
 
+    #[cfg(test)]
     pub fn decode(&self, record: &[u8], now_ns: u64) -> Result<Event, RecordError> {
+        let mut event = Event { fields: Vec::with_capacity(EVENT_FIELDS) };
+        self.decode_into(record, now_ns, &mut event)?;
+        Ok(event)
+    }
+
+    /// Decodes `record` into `event`, emptied first: a trace reuses one event's room for every
+    /// record rather than allocating it each time.
+    pub fn decode_into(&self, record: &[u8], now_ns: u64, event: &mut Event) -> Result<(), RecordError> {
+        event.fields.clear();
         match &self.decoder {
-            Records::Processes => self.process(record, now_ns),
+            Records::Processes => self.process(record, now_ns, event),
             Records::Tracepoint { format, renamed } => {
                 let (header, body) = header(record)?;
                 if header.kind != KIND_TRACEPOINT {
@@ -254,13 +291,13 @@ impl RecordDecoder {
                     return Err(RecordError::NotCopied);
                 }
                 let body = body.get(..header.len as usize).ok_or(RecordError::Short(record.len()))?;
-                let mut event = self.common(&header);
+                self.common(&header, event);
                 for (name, (_, value)) in renamed.iter().zip(format.decode(body)?) {
                     event.push(name, value);
                 }
-                Ok(event)
+                Ok(())
             }
-            Records::Syscalls => {
+            Records::Syscalls(names) => {
                 if record.len() < size_of::<SyscallRecord>() {
                     return Err(RecordError::Short(record.len()));
                 }
@@ -269,9 +306,10 @@ impl RecordDecoder {
                 if call.header.kind != KIND_SYSCALL {
                     return Err(RecordError::Kind(call.header.kind));
                 }
-                Ok(self.syscall(&call))
+                self.syscall(&call, names, event);
+                Ok(())
             }
-            Records::Dns(exchanges) => self.dns(record, exchanges),
+            Records::Dns(exchanges) => self.dns(record, exchanges, event),
             Records::BlockIo(names) => {
                 if record.len() < size_of::<BlockIoRecord>() {
                     return Err(RecordError::Short(record.len()));
@@ -281,13 +319,13 @@ impl RecordDecoder {
                 if io.header.kind != KIND_BLOCK_IO {
                     return Err(RecordError::Kind(io.header.kind));
                 }
-                let mut event = self.common(&io.header);
+                self.common(&io.header, event);
                 let (major, minor) = device_numbers(io.device);
                 let op = u16::try_from(io.op).ok().and_then(op_name).unwrap_or("other");
                 let values = [
-                    Value::Str(format!("{major}:{minor}")),
-                    Value::Str(names.name(io.device)),
-                    Value::Str(op.to_owned()),
+                    Value::text(&format!("{major}:{minor}")),
+                    Value::text(&names.name(io.device)),
+                    Value::text(op),
                     Value::UInt(io.bytes),
                     Value::UInt(io.latency_ns),
                     Value::UInt(u64::from(io.error)),
@@ -295,12 +333,17 @@ impl RecordDecoder {
                 for ((name, _), value) in BLOCK_IO_FIELDS.iter().zip(values) {
                     event.push(&Name::from(*name), value);
                 }
-                Ok(event)
+                Ok(())
             }
         }
     }
 
-    fn dns(&self, record: &[u8], exchanges: &std::sync::Mutex<Exchanges>) -> Result<Event, RecordError> {
+    fn dns(
+        &self,
+        record: &[u8],
+        exchanges: &std::sync::Mutex<Exchanges>,
+        event: &mut Event,
+    ) -> Result<(), RecordError> {
         let segment = decode_dns(record).map_err(RecordError::Dns)?;
         let mut exchanges = exchanges.lock().unwrap_or_else(|e| e.into_inner());
         let seen = exchanges.observe(&segment);
@@ -312,71 +355,63 @@ impl RecordDecoder {
             Seen::Malformed(err) => ("malformed", None, None, err.to_string()),
             Seen::Continuation => return Err(RecordError::Continuation),
         };
-        let mut event = Event { fields: Vec::with_capacity(16) };
         let n = &self.names;
         event.push(&n.time_ns, Value::UInt(segment.timestamp_ns));
         event.push(&n.pid, Value::UInt(0));
         event.push(&n.tid, Value::UInt(0));
-        event.push(&n.comm, Value::Str(String::new()));
+        event.push(&n.comm, Value::empty());
         event.push(&n.cgroup_id, Value::UInt(segment.cgroup_id));
         let server = socket_text(segment.ip_version, &segment.remote, segment.remote_port);
         let values = [
-            Value::Str(kind.to_owned()),
-            Value::Str(message.as_ref().map(|m| m.name.clone()).unwrap_or_default()),
-            Value::Str(message.as_ref().map(|m| qtype_name(m.qtype)).unwrap_or_default().to_owned()),
-            Value::Str(match &message {
-                Some(m) if m.response => rcode_name(m.rcode).to_owned(),
-                _ => String::new(),
-            }),
-            latency.map_or_else(|| Value::Str("-".into()), Value::UInt),
-            Value::Str(server),
-            Value::Str(if segment.tcp { "tcp" } else { "udp" }.to_owned()),
+            Value::text(kind),
+            message.as_ref().map_or_else(Value::empty, |m| Value::text(&m.name)),
+            message.as_ref().map_or_else(Value::empty, |m| Value::text(qtype_name(m.qtype))),
+            match &message {
+                Some(m) if m.response => Value::text(rcode_name(m.rcode)),
+                _ => Value::empty(),
+            },
+            latency.map_or_else(|| Value::text("-"), Value::UInt),
+            Value::text(&server),
+            Value::text(if segment.tcp { "tcp" } else { "udp" }),
             Value::UInt(message.as_ref().map_or(0, |m| u64::from(m.id))),
-            Value::Str(error),
+            Value::text(&error),
         ];
         for ((name, _), value) in DNS_FIELDS.iter().zip(values) {
             event.push(&Name::from(*name), value);
         }
-        Ok(event)
+        Ok(())
     }
 
-    fn common(&self, header: &TraceHeader) -> Event {
-        let mut event = Event { fields: Vec::with_capacity(EVENT_FIELDS) };
+    fn common(&self, header: &TraceHeader, event: &mut Event) {
         let n = &self.names;
         event.push(&n.time_ns, Value::UInt(header.timestamp_ns));
         event.push(&n.pid, Value::UInt(u64::from(header.tgid)));
         event.push(&n.tid, Value::UInt(u64::from(header.pid)));
-        event.push(&n.comm, Value::Str(text(&header.comm)));
+        event.push(&n.comm, Value::Str(c_text(&header.comm)));
         event.push(&n.cgroup_id, Value::UInt(header.cgroup_id));
-        event
     }
 
-    fn syscall(&self, call: &SyscallRecord) -> Event {
-        let mut event = self.common(&call.header);
+    fn syscall(&self, call: &SyscallRecord, names: &SyscallTexts, event: &mut Event) {
+        self.common(&call.header, event);
         let s = &self.syscall;
         let errno = kernsight_common::syscalls::errno_of(call.ret);
         let path_len = (call.header.len as usize).min(call.path.len());
-        let path = text(&call.path[..path_len]);
-        event.push(&s.syscall, Value::Str(syscall_name(call.id).into_owned()));
+        let path = c_text(&call.path[..path_len]);
+        event.push(&s.syscall, names.name(call.id));
         event.push(&s.ret, Value::Int(call.ret));
-        event.push(
-            &s.errno,
-            Value::Str(if errno == 0 { String::new() } else { errno_name(errno).into_owned() }),
-        );
-        let latency = if call.latency_ns == LATENCY_UNKNOWN {
-            Value::Str("-".into())
-        } else {
-            Value::UInt(call.latency_ns)
-        };
+        event.push(&s.errno, if errno == 0 { Value::empty() } else { Value::text(&errno_name(errno)) });
+        let latency =
+            if call.latency_ns == LATENCY_UNKNOWN { Value::text("-") } else { Value::UInt(call.latency_ns) };
         event.push(&s.latency_ns, latency);
-        event.push(&s.args, Value::Str(syscall_args::describe(call.id, &call.args, path_len > 0, &path)));
+        let mut args = self.args_text.borrow_mut();
+        args.clear();
+        syscall_args::describe_into(&mut args, call.id, &call.args, path_len > 0, &path);
+        event.push(&s.args, Value::text(&args));
         event.push(&s.path, Value::Str(path));
-        event
     }
 
-    fn process(&self, record: &[u8], now_ns: u64) -> Result<Event, RecordError> {
+    fn process(&self, record: &[u8], now_ns: u64, event: &mut Event) -> Result<(), RecordError> {
         let process = event::decode(record)?;
-        let mut event = Event { fields: Vec::with_capacity(EVENT_FIELDS) };
         let n = &self.names;
         event.push(&n.time_ns, Value::UInt(now_ns));
         event.push(&n.pid, Value::UInt(u64::from(process.tgid)));
@@ -388,17 +423,17 @@ impl RecordDecoder {
             }
             ProcessKind::Exit { exit_code } => ("exit", process.name.clone(), String::new(), exit_code),
         };
-        event.push(&n.comm, Value::Str(comm));
+        event.push(&n.comm, Value::text(&comm));
         event.push(&n.cgroup_id, Value::UInt(process.cgroup_id));
-        event.push(&"event".into(), Value::Str(kind.into()));
+        event.push(&"event".into(), Value::text(kind));
         event.push(&"ppid".into(), Value::UInt(u64::from(process.ppid)));
         event.push(&"uid".into(), Value::UInt(u64::from(process.uid)));
-        event.push(&"filename".into(), Value::Str(filename));
-        event.push(&"argv".into(), Value::Str(shell_words(&process.args)));
+        event.push(&"filename".into(), Value::text(&filename));
+        event.push(&"argv".into(), Value::text(&shell_words(&process.args)));
         event.push(&"exit_code".into(), Value::UInt(u64::from(exit_code)));
         let how = if kind == "exit" { event::describe_exit(exit_code) } else { String::new() };
-        event.push(&"how".into(), Value::Str(how));
-        Ok(event)
+        event.push(&"how".into(), Value::text(&how));
+        Ok(())
     }
 }
 
@@ -419,11 +454,6 @@ fn socket_text(ip_version: u8, address: &[u8; 16], port: u16) -> String {
     } else {
         format!("[{}]:{port}", std::net::Ipv6Addr::from(*address))
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// Arguments joined by spaces, quoted when they hold spaces or quotes or are empty.

@@ -225,22 +225,26 @@ fn drain(
     // Written out at FLUSH_BYTES: allocated once at that size, not grown by doubling.
     let mut text = String::with_capacity(FLUSH_BYTES + 4096);
     let now = Enricher::monotonic_ns();
+    // One event's room for every record (`RecordDecoder::decode_into`).
+    let mut event = Event { fields: Vec::with_capacity(crate::trace::record::EVENT_FIELDS) };
     loop {
         let record = match (&mut trace.ring, &mut trace.processes) {
-            (Some(ring), _) => ring.next().map(|r| decoder.decode(&r, now)),
-            (None, Some(processes)) => processes.ring.next().map(|r| decoder.decode(&r, now)),
+            (Some(ring), _) => ring.next().map(|r| decoder.decode_into(&r, now, &mut event)),
+            (None, Some(processes)) => {
+                processes.ring.next().map(|r| decoder.decode_into(&r, now, &mut event))
+            }
             (None, None) => None,
         };
         let Some(decoded) = record else { break };
         totals.events += 1;
-        let mut event = match decoded {
-            Ok(event) => event,
+        match decoded {
+            Ok(()) => {}
             Err(crate::trace::record::RecordError::Continuation) => continue,
             Err(_) => {
                 totals.decode_errors += 1;
                 continue;
             }
-        };
+        }
         if sink.user_filters.as_ref().is_some_and(|f| !passes(f, &event)) {
             continue;
         }
@@ -292,8 +296,8 @@ fn print_aggregation(
                 .by
                 .iter()
                 .map(|field| match field.as_str() {
-                    "syscall" => Value::Str(syscall_name(key.syscall).into_owned()),
-                    other => enricher.field_of(key.cgroup_id, other).unwrap_or(Value::Str(String::new())),
+                    "syscall" => Value::text(&syscall_name(key.syscall)),
+                    other => enricher.field_of(key.cgroup_id, other).unwrap_or_else(Value::empty),
                 })
                 .collect();
             aggregator.add_count(values, calls);
@@ -307,7 +311,7 @@ fn print_aggregation(
                 .enumerate()
                 .map(|(b, c)| c - previous.get(b).copied().unwrap_or(0).min(*c))
                 .collect();
-            let key = if by_syscall { vec![Value::Str(syscall_name(nr).into_owned())] } else { Vec::new() };
+            let key = if by_syscall { vec![Value::text(&syscall_name(nr))] } else { Vec::new() };
             aggregator.add_histogram(key, &delta);
         }
     }
@@ -315,7 +319,7 @@ fn print_aggregation(
         let previous = before.insert(nr, now).unwrap_or_default();
         let calls = now.calls - previous.calls.min(now.calls);
         if calls > 0 {
-            aggregator.add_count(vec![Value::Str(syscall_name(nr).into_owned())], calls);
+            aggregator.add_count(vec![Value::text(&syscall_name(nr))], calls);
         }
     }
     let text = match sink.format {

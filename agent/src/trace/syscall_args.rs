@@ -89,18 +89,25 @@ pub fn path_argument(nr: u32) -> Option<u8> {
 
 /// `"/etc/hosts", 0x80000` style: the syscall's own number of arguments (six when unknown), the
 /// path argument as quoted text, small values in decimal, `AT_FDCWD` by name, others in hex.
+#[cfg(test)]
 pub fn describe(nr: u32, args: &[u64; 6], has_path: bool, path: &str) -> String {
+    let mut text = String::new();
+    describe_into(&mut text, nr, args, has_path, path);
+    text
+}
+
+/// `describe`, written at the end of `text`: this runs for every event of `trace`, a million a
+/// second, and the caller keeps one buffer for all of them.
+pub fn describe_into(text: &mut String, nr: u32, args: &[u64; 6], has_path: bool, path: &str) {
     let known = KNOWN.iter().find(|(sysno, _, _)| sysno.id() as u32 == nr);
     let count = known.map_or(6, |(_, count, _)| *count);
     let path_at = known.and_then(|(_, _, path)| *path).map(usize::from);
-    // One string written in place: this runs for every event of `trace`, a million a second.
-    let mut text = String::with_capacity(64);
     for (i, &arg) in args.iter().take(count).enumerate() {
         if i > 0 {
             text.push_str(", ");
         }
         if path_at == Some(i) && has_path {
-            quoted(&mut text, path);
+            quoted(text, path);
         } else if is_at_fdcwd(arg) {
             text.push_str("AT_FDCWD");
         } else if arg < 0x10000 {
@@ -109,7 +116,6 @@ pub fn describe(nr: u32, args: &[u64; 6], has_path: bool, path: &str) -> String 
             let _ = write!(text, "{arg:#x}");
         }
     }
-    text
 }
 
 /// `path` as Rust's `{:?}` quotes it; a path of printable ASCII without quotes or backslashes,

@@ -12,7 +12,7 @@ fn event() -> Event {
         ("pid", Value::UInt(4242)),
         ("addr", Value::Pointer(0xffff_0000)),
         ("zero", Value::UInt(0)),
-        ("empty", Value::Str(String::new())),
+        ("empty", Value::empty()),
     ] {
         event.push(&name.into(), value);
     }
