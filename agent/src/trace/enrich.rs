@@ -38,6 +38,13 @@ const RESCAN_EVERY: Duration = Duration::from_millis(500);
 /// again (it names a container once a runtime answered).
 const IDENTITY_TTL_NS: u64 = 1_000_000_000;
 
+/// How often (ns of event time) a trace forgets the cgroups it no longer needs: the identities
+/// of cgroups without an event for `FORGET_AFTER`, and the paths of cgroups removed that long
+/// ago. A trace may run for days on a node whose pods come and go, or where a workload creates
+/// and removes cgroups of its own: without this, every cgroup it ever saw stayed.
+const FORGET_EVERY_NS: u64 = 60_000_000_000;
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
 /// What an event of a cgroup gets: its path, container, pod, namespace and the pod's owner.
 struct Identity {
     path: Value,
@@ -52,9 +59,10 @@ struct Identity {
 
 pub struct Enricher {
     /// Per cgroup id: resolving a path and a workload per event would cost more than the rest
-    /// of the event's handling.
-    /// foldhash, not SipHash: looked up twice for every event.
+    /// of the event's handling. foldhash, not SipHash: looked up twice for every event.
     identities: SeededMap<u64, Identity>,
+    /// The event time of the next `forget`.
+    forget_at_ns: u64,
     index: CgroupIndex,
     /// One syscall per unknown id instead of a walk, where the kernel allows it.
     handles: Option<CgroupHandles>,
@@ -90,6 +98,7 @@ impl Enricher {
         index.rescan();
         Self {
             identities: SeededMap::default(),
+            forget_at_ns: Self::monotonic_ns().saturating_add(FORGET_EVERY_NS),
             handles: CgroupHandles::open(index.roots()),
             index,
             resolver,
@@ -132,6 +141,9 @@ impl Enricher {
             Some(Value::UInt(id)) => *id,
             _ => 0,
         };
+        if time_ns >= self.forget_at_ns {
+            self.forget(time_ns, Instant::now());
+        }
         let [time, cgroup, container, pod, namespace, workload_kind, workload, node] = self.names.clone();
         event.push(&time, Value::Str(wall_clock(i128::from(time_ns) + self.realtime_offset_ns)));
         let identity = self.identity(cgroup_id, time_ns);
@@ -142,6 +154,21 @@ impl Enricher {
         event.push(&workload_kind, identity.workload_kind.clone());
         event.push(&workload, identity.workload.clone());
         event.push(&node, self.node.clone());
+    }
+
+    /// Forgets the identities not resolved again for `FORGET_AFTER` before `now_ns` (event
+    /// time), and, after a walk of the hierarchies, the paths of the cgroups gone for as long at
+    /// `now`. A walk a minute is tens of milliseconds on a node of thousands of cgroups; the ring
+    /// holds what arrives meanwhile.
+    fn forget(&mut self, now_ns: u64, now: Instant) {
+        self.forget_at_ns = now_ns.saturating_add(FORGET_EVERY_NS);
+        let after = u64::try_from(FORGET_AFTER.as_nanos()).unwrap_or(u64::MAX);
+        self.identities.retain(|_, identity| now_ns.saturating_sub(identity.at_ns) < after);
+        self.identities.shrink_to_fit();
+        self.index.rescan();
+        self.last_rescan = Instant::now();
+        self.index.expire(FORGET_AFTER, now);
+        self.index.shrink();
     }
 
     /// The value of `field` (`cgroup`, `cgroup_id`, `container`, `pod`, `namespace`,
@@ -366,6 +393,53 @@ pub fn wall_clock(epoch_ns: i128) -> Text {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event_of(cgroup_id: u64, time_ns: u64) -> Event {
+        let mut event = Event::default();
+        event.push(&"time_ns".into(), Value::UInt(time_ns));
+        event.push(&"cgroup_id".into(), Value::UInt(cgroup_id));
+        event
+    }
+
+    fn id_of(dir: &std::path::Path) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(dir).unwrap().ino()
+    }
+
+    #[test]
+    fn a_long_trace_forgets_the_cgroups_that_are_gone() {
+        // A tree a workload made: 500 cgroups (directories: the index walks any tree).
+        let root = tempfile::tempdir().unwrap();
+        let dirs: Vec<_> = (0..500).map(|i| root.path().join(format!("c{i}"))).collect();
+        for dir in &dirs {
+            std::fs::create_dir(dir).unwrap();
+        }
+        let hierarchies = Hierarchies { unified: Some(root.path().into()), v1: None, v1_hierarchy_id: None };
+        let mut enricher = Enricher::new(&hierarchies, Arc::new(Resolver::new(false, Vec::new(), 16)));
+        let start = Enricher::monotonic_ns();
+        for (i, dir) in dirs.iter().enumerate() {
+            let mut event = event_of(id_of(dir), start);
+            enricher.add(&mut event);
+            assert_eq!(event.get("cgroup"), Some(&Value::text(&format!("/c{i}"))));
+        }
+        assert_eq!(enricher.identities.len(), 500);
+        let (kept, kept_id) = (&dirs[0], id_of(&dirs[0]));
+        for dir in &dirs[1..] {
+            std::fs::remove_dir(dir).unwrap();
+        }
+        // Within the minute nothing is forgotten: events still in the ring may name them.
+        let mut event = event_of(kept_id, start + FORGET_EVERY_NS / 2);
+        enricher.add(&mut event);
+        assert_eq!((enricher.identities.len(), enricher.index.len()), (500, 501));
+        // Past it, only the cgroup still busy is known, and the tree's root.
+        let later = start + FORGET_EVERY_NS + FORGET_AFTER.as_nanos() as u64;
+        enricher.forget(later, Instant::now() + 2 * FORGET_AFTER);
+        let mut event = event_of(kept_id, later);
+        enricher.add(&mut event);
+        assert_eq!(event.get("cgroup"), Some(&Value::text("/c0")), "{}", kept.display());
+        assert_eq!((enricher.identities.len(), enricher.index.len()), (1, 2));
+        assert!(enricher.forget_at_ns > later);
+    }
 
     #[test]
     fn formats_wall_clock_time() {
