@@ -93,16 +93,36 @@ pub struct Cell {
     pub hist: Histogram,
 }
 
+/// Distinct keys an interval holds; the events of further keys count in one row of their own,
+/// shown last as `OTHER_KEYS`. Keys are workload text (paths, comms, arguments): a workload that
+/// opens a million distinct paths a second under `--count-by path` would grow the table by
+/// hundreds of megabytes a second. At this bound the table is some 40 MiB.
+pub const MAX_KEYS: usize = 65_536;
+
+/// How the row of the keys past `MAX_KEYS` is labelled in a table (JSON marks it
+/// `"other_keys": true`, which no key can forge).
+pub const OTHER_KEYS: &str = "(other keys)";
+
 /// The rows of one interval.
 #[derive(Debug, Default)]
 pub struct Aggregator {
     spec: Spec,
     cells: HashMap<Vec<Value>, Cell>,
+    /// The events of keys past `MAX_KEYS`.
+    other: Option<Cell>,
 }
 
 impl Aggregator {
     pub fn new(spec: Spec) -> Self {
-        Self { spec, cells: HashMap::new() }
+        Self { spec, cells: HashMap::new(), other: None }
+    }
+
+    /// The cell of `key`, or the other keys' once `MAX_KEYS` are held.
+    fn cell(&mut self, key: Vec<Value>) -> &mut Cell {
+        if self.cells.len() >= MAX_KEYS && !self.cells.contains_key(&key) {
+            return self.other.get_or_insert_with(Cell::default);
+        }
+        self.cells.entry(key).or_default()
     }
 
     pub fn spec(&self) -> &Spec {
@@ -115,7 +135,7 @@ impl Aggregator {
         let number =
             |field: &Option<String>| field.as_deref().and_then(|f| event.get(f)).and_then(Value::as_i128);
         let (sum, hist) = (number(&self.spec.sum), number(&self.spec.hist));
-        let cell = self.cells.entry(key).or_default();
+        let cell = self.cell(key);
         cell.count += 1;
         if let Some(v) = sum {
             cell.sum += v;
@@ -127,13 +147,13 @@ impl Aggregator {
 
     /// Adds `count` to a key directly (counts made in the kernel).
     pub fn add_count(&mut self, key: Vec<Value>, count: u64) {
-        self.cells.entry(key).or_default().count += count;
+        self.cell(key).count += count;
     }
 
     /// Adds a histogram made in the kernel: `buckets[0]` counts 0, `buckets[b]` counts
     /// `[2^(b-1), 2^b)`.
     pub fn add_histogram(&mut self, key: Vec<Value>, buckets: &[u64]) {
-        let cell = self.cells.entry(key).or_default();
+        let cell = self.cell(key);
         for (b, &count) in buckets.iter().enumerate() {
             if let Some(slot) = cell.hist.buckets.get_mut(b + 1) {
                 *slot += count;
@@ -154,19 +174,35 @@ impl Aggregator {
         rows
     }
 
+    /// The other keys' row (`MAX_KEYS`), when there was one.
+    pub fn other_keys(&self) -> Option<&Cell> {
+        self.other.as_ref()
+    }
+
     pub fn clear(&mut self) {
         self.cells.clear();
+        self.other = None;
+    }
+
+    /// `rows`, then the other keys' row (no key), if any.
+    fn printed(&self) -> Vec<(Option<&Vec<Value>>, &Cell)> {
+        let rows = self.rows().into_iter().map(|(key, cell)| (Some(key), cell));
+        rows.chain(self.other.as_ref().map(|cell| (None, cell))).collect()
     }
 
     /// An aligned table (`--count-by`, `--sum`) and/or histograms (`--hist`), one per key.
     pub fn render(&self) -> String {
-        let rows = self.rows();
+        let rows = self.printed();
         let mut out = String::new();
         if let Some(field) = &self.spec.hist {
             for (key, cell) in &rows {
                 // Keys are workload text (paths, comm): escaped, as every table cell is.
-                let key: Vec<String> =
-                    key.iter().map(|v| crate::terminal::escape(&v.to_string()).into_owned()).collect();
+                let key: Vec<String> = match key {
+                    Some(key) => {
+                        key.iter().map(|v| crate::terminal::escape(&v.to_string()).into_owned()).collect()
+                    }
+                    None => vec![OTHER_KEYS.to_owned()],
+                };
                 let name = if key.is_empty() {
                     format!("@{field}")
                 } else {
@@ -174,6 +210,7 @@ impl Aggregator {
                 };
                 let _ = writeln!(out, "{name}:\n{}", cell.hist.draw());
             }
+            out.push_str(&self.other_keys_note());
             return out;
         }
         let mut header: Vec<String> = self.spec.by.iter().map(|f| f.to_uppercase()).collect();
@@ -184,13 +221,18 @@ impl Aggregator {
         let table: Vec<Vec<String>> = rows
             .iter()
             .map(|(key, cell)| {
-                let mut row: Vec<String> = key
-                    .iter()
-                    .map(|v| match v {
-                        Value::Str(s) if s.is_empty() => "-".to_owned(),
-                        v => v.to_string(),
-                    })
-                    .collect();
+                let mut row: Vec<String> = match key {
+                    Some(key) => key
+                        .iter()
+                        .map(|v| match v {
+                            Value::Str(s) if s.is_empty() => "-".to_owned(),
+                            v => v.to_string(),
+                        })
+                        .collect(),
+                    None => std::iter::once(OTHER_KEYS.to_owned())
+                        .chain(std::iter::repeat_n("-".to_owned(), self.spec.by.len().saturating_sub(1)))
+                        .collect(),
+                };
                 row.push(cell.count.to_string());
                 if self.spec.sum.is_some() {
                     row.push(cell.sum.to_string());
@@ -199,16 +241,36 @@ impl Aggregator {
             })
             .collect();
         out.push_str(&super::output::align(&header, &table));
+        out.push_str(&self.other_keys_note());
         out
+    }
+
+    /// A line under a table with the other keys' row: a key may read `(other keys)` too, and
+    /// this says which row is the bound's.
+    fn other_keys_note(&self) -> String {
+        match &self.other {
+            Some(other) => format!(
+                "the last row counts {} events of keys past the first {MAX_KEYS} of this interval\n",
+                other.count
+            ),
+            None => String::new(),
+        }
     }
 
     /// One JSON object per row.
     pub fn json_lines(&self) -> String {
         let mut out = String::new();
-        for (key, cell) in self.rows() {
+        for (key, cell) in self.printed() {
             let mut object = serde_json::Map::new();
-            for (field, value) in self.spec.by.iter().zip(key) {
-                object.insert(field.clone(), value.to_json());
+            match key {
+                Some(key) => {
+                    for (field, value) in self.spec.by.iter().zip(key) {
+                        object.insert(field.clone(), value.to_json());
+                    }
+                }
+                None => {
+                    object.insert("other_keys".into(), true.into());
+                }
             }
             object.insert("count".into(), cell.count.into());
             if let Some(sum) = &self.spec.sum {
@@ -267,6 +329,41 @@ mod tests {
         sums.add(&event("read", 8));
         assert_eq!(sums.rows()[0].1.sum, 15);
         assert_eq!(sums.json_lines(), "{\"count\":2,\"sum_latency_ns\":15.0}\n");
+    }
+
+    #[test]
+    fn a_workload_of_endless_distinct_keys_fills_one_other_row() {
+        let spec =
+            Spec { by: vec!["syscall".into(), "latency_ns".into()], sum: None, hist: None, top: Some(2) };
+        let mut agg = Aggregator::new(spec);
+        // A key the workload chose to look like the other row's label, then more keys than held.
+        agg.add(&event(OTHER_KEYS, 1));
+        for i in 0..MAX_KEYS as u64 + 1_000 {
+            agg.add(&event(&format!("/tmp/x{i}"), i));
+        }
+        agg.add(&event(OTHER_KEYS, 1));
+        agg.add_count(vec![Value::text("never seen"), Value::UInt(0)], 7);
+        assert_eq!(agg.cells.len(), MAX_KEYS);
+        assert_eq!(agg.other_keys().map(|cell| cell.count), Some(1_001 + 7));
+        let total: u64 = agg.cells.values().map(|cell| cell.count).sum::<u64>() + 1_008;
+        assert_eq!(total, MAX_KEYS as u64 + 1_000 + 2 + 7, "every event counted once");
+        // Last, after the rows `--top` keeps; JSON marks it where no key can.
+        let table = agg.render();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert_eq!(lines[3], "(other keys)           -   1008");
+        assert_eq!(
+            lines[4],
+            format!("the last row counts 1008 events of keys past the first {MAX_KEYS} of this interval")
+        );
+        let json = agg.json_lines();
+        let last: serde_json::Value = serde_json::from_str(json.lines().last().unwrap()).unwrap();
+        assert_eq!(last, serde_json::json!({"other_keys": true, "count": 1008}));
+        let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+        assert_eq!(first["syscall"], OTHER_KEYS, "{json}");
+        assert!(first.get("other_keys").is_none());
+        agg.clear();
+        assert!(agg.other_keys().is_none() && agg.cells.is_empty());
     }
 
     #[test]

@@ -751,3 +751,55 @@ fn tables_escape_what_a_workload_puts_in_comm_argv_and_paths() {
         "the open of {escaped_file}: {open_table}"
     );
 }
+
+/// Distinct paths a workload opens: more than `trace::aggregate::MAX_KEYS` (65,536).
+const DISTINCT_PATHS: u64 = 70_000;
+
+/// `openat` of `DISTINCT_PATHS` missing files, each of its own name; 0. No allocation: this runs
+/// in a child forked from the test's threads.
+fn open_distinct_paths() -> i32 {
+    let mut path = *b"/nonexistent-kernsight-keys/0000000\0";
+    let digits = path.len() - 8..path.len() - 1;
+    for i in 0..DISTINCT_PATHS {
+        let mut n = i;
+        for at in digits.clone().rev() {
+            path[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        // SAFETY: a NUL-terminated path in a local buffer.
+        unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr().cast(), libc::O_RDONLY) };
+    }
+    0
+}
+
+#[test]
+fn a_workload_of_endless_distinct_paths_counts_past_the_bound_in_one_row() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let cgroup = TestCgroup::create("trace-keys");
+    let tracer = Tracer::start(&[
+        "open",
+        "--cgroup",
+        path_str(&cgroup.path),
+        "--count-by",
+        "path",
+        "--buffer-mib",
+        "64",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(cgroup.run(open_distinct_paths), 0);
+    let (stdout, summary) = tracer.finish();
+    assert!(summary.contains("lost 0 events"), "{summary}");
+    let rows = json_lines(&stdout);
+    let (other, keyed): (Vec<_>, Vec<_>) = rows.iter().partition(|row| row.get("other_keys").is_some());
+    // The first 65,536 paths each have their row; the rest share the last one.
+    assert_eq!(keyed.len(), 65_536);
+    assert!(keyed.iter().all(|row| row["count"] == 1
+        && row["path"].as_str().is_some_and(|p| p.starts_with("/nonexistent-kernsight-keys/"))));
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0]["count"], DISTINCT_PATHS - 65_536);
+    assert!(rows.last().is_some_and(|row| row.get("other_keys").is_some()), "the other keys' row comes last");
+}
