@@ -213,7 +213,9 @@ impl RecordDecoder {
             Decoder::Dns => Records::Dns(std::sync::Mutex::new(Exchanges::new(Limits {
                 timeout_ns: DNS_TRACE_FORGET_NS,
                 max_pending: DNS_TRACE_PENDING,
-                max_cgroups: usize::MAX,
+                // A trace prints exchanges, not the per-cgroup counts the agent serves: one
+                // cgroup's and the overflow's are all it keeps, however many come and go.
+                max_cgroups: 1,
             }))),
         };
         let syscall = SyscallNames {
