@@ -3,7 +3,7 @@
 //! sources (CRI socket, conmon, Docker's files) and fills the cache for the next scrape.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, hash_map::Entry},
     path::PathBuf,
     sync::{
         Arc, Mutex, MutexGuard,
@@ -99,8 +99,11 @@ struct Known {
 #[derive(Debug)]
 pub struct Resolver {
     known: Mutex<HashMap<String, Known>>,
-    /// Container ids seen in a scrape but not known yet.
-    wanted: Mutex<HashSet<String>>,
+    /// Container ids seen in a scrape but not known yet, with when one was last asked for. An id
+    /// no source can name (a container of a runtime kernsight does not read, or a cgroup a
+    /// workload named like one) stays only while it is asked for (`prune`), and at most
+    /// `capacity` are awaited: each is looked up again every round.
+    wanted: Mutex<HashMap<String, Instant>>,
     pub wake: tokio::sync::Notify,
     stats: HashMap<&'static str, SourceStats>,
     container_id_label: bool,
@@ -150,7 +153,7 @@ impl Resolver {
     pub fn new(container_id_label: bool, pod_labels: Vec<String>, capacity: usize) -> Self {
         Self {
             known: Mutex::new(HashMap::new()),
-            wanted: Mutex::new(HashSet::new()),
+            wanted: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
             stats: Source::ALL.iter().map(|s| (s.name(), SourceStats::default())).collect(),
             container_id_label,
@@ -296,8 +299,12 @@ impl Resolver {
             };
         }
         let short = id.get(..12).unwrap_or(&id).to_owned();
-        if lock(&self.wanted).insert(id) {
-            self.wake.notify_one();
+        match lock(&self.wanted).entry(id) {
+            Entry::Occupied(mut asked) => *asked.get_mut() = Instant::now(),
+            Entry::Vacant(new) => {
+                new.insert(Instant::now());
+                self.wake.notify_one();
+            }
         }
         let pod_labels = vec![String::new(); self.pod_labels.len()];
         Workload { container: short, container_id, pod_labels, ..Workload::default() }
@@ -310,13 +317,10 @@ impl Resolver {
         self.named.get_or_name(cgroup_path, generation, || self.workload(cgroup_path))
     }
 
-    /// Container ids to look up (taken: a lookup that fails puts them back).
-    pub fn take_wanted(&self) -> Vec<String> {
-        lock(&self.wanted).drain().collect()
-    }
-
-    pub fn want_again(&self, ids: impl IntoIterator<Item = String>) {
-        lock(&self.wanted).extend(ids);
+    /// Container ids to look up: they stay wanted until a source names them (`learn`) or no
+    /// scrape asks for them any more (`prune`).
+    pub fn wanted(&self) -> Vec<String> {
+        lock(&self.wanted).keys().cloned().collect()
     }
 
     /// Records what a source knows; returns whether `id` was new. Of the pod's labels only those
@@ -331,6 +335,7 @@ impl Resolver {
             }
             exported
         });
+        lock(&self.wanted).remove(&id);
         let mut known = lock(&self.known);
         let new = !known.contains_key(&id);
         known.insert(id, Known { info, last_used: Instant::now() });
@@ -370,8 +375,9 @@ impl Resolver {
     }
 
     /// Drops identities no scrape asked for within `idle`, then the least recently used ones
-    /// beyond the capacity.
+    /// beyond the capacity; and the same of the ids awaiting a name.
     pub fn prune(&self, idle: Duration) {
+        self.prune_wanted(idle);
         let mut known = lock(&self.known);
         let now = Instant::now();
         let before = known.len();
@@ -379,18 +385,35 @@ impl Resolver {
         if known.len() != before {
             self.generation.fetch_add(1, Ordering::Release);
         }
-        if known.len() > self.capacity {
-            let mut by_age: Vec<(Instant, String)> =
-                known.iter().map(|(id, k)| (k.last_used, id.clone())).collect();
-            by_age.sort();
-            let excess = known.len() - self.capacity;
-            for (_, id) in by_age.into_iter().take(excess) {
-                known.remove(&id);
-            }
+        let excess = drop_oldest(&mut known, self.capacity, |k| k.last_used);
+        if excess > 0 {
             self.generation.fetch_add(1, Ordering::Release);
             self.evictions.fetch_add(excess as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
+
+    /// The ids awaiting a name that a scrape asked for within `idle`, at most `capacity` of
+    /// them (the most recently asked).
+    fn prune_wanted(&self, idle: Duration) {
+        let mut wanted = lock(&self.wanted);
+        let now = Instant::now();
+        wanted.retain(|_, asked| now.duration_since(*asked) < idle);
+        drop_oldest(&mut wanted, self.capacity, |asked| *asked);
+        wanted.shrink_to(self.capacity);
+    }
+}
+
+/// Removes the entries of `map` beyond `capacity`, oldest `used` first; returns how many.
+fn drop_oldest<V>(map: &mut HashMap<String, V>, capacity: usize, used: impl Fn(&V) -> Instant) -> usize {
+    let excess = map.len().saturating_sub(capacity);
+    if excess > 0 {
+        let mut by_age: Vec<(Instant, String)> = map.iter().map(|(id, v)| (used(v), id.clone())).collect();
+        by_age.sort();
+        for (_, id) in by_age.into_iter().take(excess) {
+            map.remove(&id);
+        }
+    }
+    excess
 }
 
 /// `value` cut to [`MAX_POD_LABEL_VALUE_BYTES`] at a character boundary.
@@ -447,7 +470,7 @@ mod tests {
         let shared = resolver.shared_workload(&path);
         assert_eq!(*shared, first);
         assert!(Arc::ptr_eq(&shared, &resolver.shared_workload(&path)));
-        assert_eq!(resolver.take_wanted(), vec![ID.to_owned()]);
+        assert_eq!(resolver.wanted(), vec![ID.to_owned()]);
 
         let info = ContainerInfo {
             container: "web".into(),
@@ -479,6 +502,37 @@ mod tests {
         assert_eq!(first.pod_labels, vec![String::new()], "the label exists before the pod is known");
         assert_eq!(resolver.wanted_len(), 0);
         assert_eq!(resolver.pod_label_names(), vec!["label_app".to_owned()]);
+    }
+
+    #[test]
+    fn ids_no_source_names_are_awaited_while_asked_for_and_at_most_capacity_of_them() {
+        let resolver = Resolver::new(false, Vec::new(), 16);
+        let id = |i: u32| format!("{i:064x}");
+        let ask = |i: u32| resolver.workload(&format!("/libpod_parent/libpod-{}", id(i)));
+        // Cgroups a workload named like containers that no runtime knows.
+        for i in 0..100 {
+            ask(i);
+        }
+        assert_eq!(resolver.wanted_len(), 100);
+        std::thread::sleep(Duration::from_millis(5));
+        let asked_again = [0, 90, 91, 92, 93, 94, 95, 96, 97, 98, 99];
+        for i in asked_again {
+            ask(i);
+        }
+        resolver.prune(Duration::from_secs(600));
+        let wanted = resolver.wanted();
+        assert_eq!(wanted.len(), 16, "at most the capacity");
+        assert!(asked_again.iter().all(|&i| wanted.contains(&id(i))), "the most recently asked stay");
+        // Nothing asks for the others any more: they go after `idle`.
+        std::thread::sleep(Duration::from_millis(30));
+        ask(0);
+        resolver.prune(Duration::from_millis(20));
+        assert_eq!(resolver.wanted(), vec![id(0)]);
+        // Named: no longer awaited.
+        resolver.learn(id(0), ContainerInfo { container: "web".into(), ..ContainerInfo::default() });
+        assert_eq!(resolver.wanted_len(), 0);
+        assert_eq!(ask(0).container, "web");
+        assert_eq!(resolver.wanted_len(), 0);
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub async fn run(resolver: Arc<Resolver>, cri_sockets: CriSockets) {
             tokio::time::sleep_until(last_round + MIN_ROUND_INTERVAL).await;
         }
         last_round = Some(tokio::time::Instant::now());
-        let mut wanted = resolver.take_wanted();
+        let mut wanted = resolver.wanted();
         if wanted.is_empty() {
             resolver.prune(IDLE);
             continue;
@@ -181,7 +181,6 @@ fn lookup_local(resolver: &Resolver, wanted: Vec<String>) {
     let scan = conmon_stats.timed(|| local::scan_conmons(&resolver.proc_root));
     conmon_stats.untrusted.fetch_add(scan.untrusted, Ordering::Relaxed);
     let names = scan.names;
-    let mut missing = Vec::new();
     for id in wanted {
         if resolver.is_known(&id) {
             continue;
@@ -200,15 +199,12 @@ fn lookup_local(resolver: &Resolver, wanted: Vec<String>) {
                 name
             }
         };
-        match name {
-            Some(container) => {
-                debug!(container_id = %id, %container, "named a container from the node's runtime files");
-                resolver.learn(id, ContainerInfo { container, ..ContainerInfo::default() });
-            }
-            None => missing.push(id),
+        // One no source named stays wanted for the next round while scrapes ask for it.
+        if let Some(container) = name {
+            debug!(container_id = %id, %container, "named a container from the node's runtime files");
+            resolver.learn(id, ContainerInfo { container, ..ContainerInfo::default() });
         }
     }
-    resolver.want_again(missing);
 }
 
 #[cfg(test)]
