@@ -277,6 +277,17 @@ impl Trace {
         Some(rows)
     }
 
+    /// Removes the counts of `keys`, pairs of cgroups found removed: they count nothing more (a
+    /// cgroup id is not reused), and a long trace would fill the map with them.
+    pub fn forget_cgroup_counts(&mut self, keys: &[CgroupSyscallKey]) {
+        if let Some(counts) = &mut self.cgroup_counts {
+            for key in keys {
+                // Already gone is what was wanted.
+                let _ = counts.remove(key);
+            }
+        }
+    }
+
     /// Tells the kernel side that the reader is about to wait: the next submit that finds a
     /// batch queued wakes it (and only that one). A trace whose ring is not the trace programs'
     /// own (`dns`, `processes`) is woken by its family's programs as they always do.

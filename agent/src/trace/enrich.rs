@@ -61,8 +61,8 @@ pub struct Enricher {
     /// Per cgroup id: resolving a path and a workload per event would cost more than the rest
     /// of the event's handling. foldhash, not SipHash: looked up twice for every event.
     identities: SeededMap<u64, Identity>,
-    /// The event time of the next `forget`.
-    forget_at_ns: u64,
+    /// When (`CLOCK_MONOTONIC`, as event times) `forget` last ran.
+    forgot_at_ns: u64,
     index: CgroupIndex,
     /// One syscall per unknown id instead of a walk, where the kernel allows it.
     handles: Option<CgroupHandles>,
@@ -98,7 +98,7 @@ impl Enricher {
         index.rescan();
         Self {
             identities: SeededMap::default(),
-            forget_at_ns: Self::monotonic_ns().saturating_add(FORGET_EVERY_NS),
+            forgot_at_ns: Self::monotonic_ns(),
             handles: CgroupHandles::open(index.roots()),
             index,
             resolver,
@@ -141,7 +141,7 @@ impl Enricher {
             Some(Value::UInt(id)) => *id,
             _ => 0,
         };
-        if time_ns >= self.forget_at_ns {
+        if time_ns >= self.forgot_at_ns.saturating_add(FORGET_EVERY_NS) {
             self.forget(time_ns, Instant::now());
         }
         let [time, cgroup, container, pod, namespace, workload_kind, workload, node] = self.names.clone();
@@ -161,7 +161,7 @@ impl Enricher {
     /// `now`. A walk a minute is tens of milliseconds on a node of thousands of cgroups; the ring
     /// holds what arrives meanwhile.
     fn forget(&mut self, now_ns: u64, now: Instant) {
-        self.forget_at_ns = now_ns.saturating_add(FORGET_EVERY_NS);
+        self.forgot_at_ns = now_ns;
         let after = u64::try_from(FORGET_AFTER.as_nanos()).unwrap_or(u64::MAX);
         self.identities.retain(|_, identity| now_ns.saturating_sub(identity.at_ns) < after);
         self.identities.shrink_to_fit();
@@ -169,6 +169,20 @@ impl Enricher {
         self.last_rescan = Instant::now();
         self.index.expire(FORGET_AFTER, now);
         self.index.shrink();
+    }
+
+    /// `forget`, once `every` has passed since it last ran, for a trace whose events do not pass
+    /// through `add`: counts by cgroup made in the kernel and named at each print (`field_of`).
+    pub fn maintain(&mut self, every: Duration) {
+        let now_ns = Self::monotonic_ns();
+        if now_ns >= self.forgot_at_ns.saturating_add(u64::try_from(every.as_nanos()).unwrap_or(u64::MAX)) {
+            self.forget(now_ns, Instant::now());
+        }
+    }
+
+    /// Whether the cgroup exists, as far as the last walk and the lookups since know.
+    pub fn is_alive(&self, cgroup_id: u64) -> bool {
+        self.index.is_alive(cgroup_id)
     }
 
     /// The value of `field` (`cgroup`, `cgroup_id`, `container`, `pod`, `namespace`,
@@ -438,7 +452,8 @@ mod tests {
         enricher.add(&mut event);
         assert_eq!(event.get("cgroup"), Some(&Value::text("/c0")), "{}", kept.display());
         assert_eq!((enricher.identities.len(), enricher.index.len()), (1, 2));
-        assert!(enricher.forget_at_ns > later);
+        assert_eq!(enricher.forgot_at_ns, later);
+        assert!(enricher.is_alive(kept_id) && !enricher.is_alive(id_of(root.path()) + 1_000_000));
     }
 
     #[test]

@@ -36,6 +36,10 @@ const POLL: Duration = Duration::from_millis(10);
 /// Printed events are written out in batches of this many bytes.
 const FLUSH_BYTES: usize = 64 * 1024;
 
+/// How often a trace that counts by cgroup in the kernel walks the cgroup hierarchies to find
+/// the counted cgroups that were removed (tens of milliseconds on a node of thousands).
+const COUNTED_CGROUPS_WALK_EVERY: Duration = Duration::from_secs(5);
+
 /// What to do with each event.
 pub struct Sink {
     pub format: Format,
@@ -161,7 +165,7 @@ pub async fn run(
                 drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut writers, &mut out, &mut totals)?;
                 let lost = trace.lost();
                 print_aggregation(
-                    &trace,
+                    &mut trace,
                     &mut sink,
                     &mut counted_before,
                     &mut latency_before,
@@ -180,7 +184,7 @@ pub async fn run(
     }
     drain(&mut trace, &decoder, &mut enricher, &mut sink, &mut writers, &mut out, &mut totals)?;
     print_aggregation(
-        &trace,
+        &mut trace,
         &mut sink,
         &mut counted_before,
         &mut latency_before,
@@ -273,7 +277,7 @@ fn drain(
 /// Prints the aggregation of the interval and resets it; kernel counts are differences from
 /// the previous print.
 fn print_aggregation(
-    trace: &Trace,
+    trace: &mut Trace,
     sink: &mut Sink,
     before: &mut BTreeMap<u32, SyscallCount>,
     latency_before: &mut BTreeMap<u32, Vec<u64>>,
@@ -285,10 +289,18 @@ fn print_aggregation(
     let cgroup_rows = trace.cgroup_counts();
     let by_cgroup = cgroup_rows.is_some();
     if let Some(rows) = cgroup_rows {
+        // Which counted cgroups were removed, by a walk every few seconds: their pairs are
+        // dropped once idle, else a long trace on a node whose pods come and go would fill the
+        // kernel's map with them and count every new pod's calls as lost.
+        enricher.maintain(COUNTED_CGROUPS_WALK_EVERY);
+        let mut removed = Vec::new();
         for (key, now) in rows {
             let previous = cgroup_before.insert(key, now).unwrap_or_default();
             let calls = now.calls - previous.calls.min(now.calls);
             if calls == 0 {
+                if !enricher.is_alive(key.cgroup_id) {
+                    removed.push(key);
+                }
                 continue;
             }
             let values = aggregator
@@ -301,6 +313,10 @@ fn print_aggregation(
                 })
                 .collect();
             aggregator.add_count(values, calls);
+        }
+        trace.forget_cgroup_counts(&removed);
+        for key in &removed {
+            cgroup_before.remove(key);
         }
     } else if trace.has_latency() {
         let by_syscall = !aggregator.spec().by.is_empty();

@@ -803,3 +803,90 @@ fn a_workload_of_endless_distinct_paths_counts_past_the_bound_in_one_row() {
     assert_eq!(other[0]["count"], DISTINCT_PATHS - 65_536);
     assert!(rows.last().is_some_and(|row| row.get("other_keys").is_some()), "the other keys' row comes last");
 }
+
+/// The cgroup ids among the keys of the `TRACE_CGROUP_COUNTS` map that process `pid` holds.
+fn counted_cgroups_of(pid: u32) -> Vec<u64> {
+    // The maps the process holds, by the `map_id` of its descriptors' fdinfo.
+    let held: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("the tracer's fdinfo")
+        .flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("map_id:")?.trim().parse().ok()))
+        .collect();
+    let show = Command::new("bpftool").args(["-j", "map", "show"]).output().expect("bpftool");
+    let maps: serde_json::Value = serde_json::from_slice(&show.stdout).expect("bpftool's JSON");
+    let id = maps
+        .as_array()
+        .expect("maps")
+        .iter()
+        .find(|map| {
+            map["name"] == "TRACE_CGROUP_CO" && map["id"].as_u64().is_some_and(|id| held.contains(&id))
+        })
+        .and_then(|map| map["id"].as_u64())
+        .unwrap_or_else(|| panic!("no TRACE_CGROUP_COUNTS map held by {pid}"));
+    let dump =
+        Command::new("bpftool").args(["-j", "map", "dump", "id", &id.to_string()]).output().expect("bpftool");
+    let entries: serde_json::Value = serde_json::from_slice(&dump.stdout).expect("bpftool's JSON");
+    entries
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| {
+            let key: Vec<u8> = entry["key"]
+                .as_array()
+                .expect("key bytes")
+                .iter()
+                .map(|b| {
+                    u8::from_str_radix(b.as_str().expect("hex").trim_start_matches("0x"), 16).expect("a byte")
+                })
+                .collect();
+            u64::from_le_bytes(key[..8].try_into().expect("8 bytes"))
+        })
+        .collect()
+}
+
+#[test]
+fn counts_of_a_removed_cgroup_leave_the_kernel_map_and_none_is_lost() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    use std::os::unix::fs::MetadataExt as _;
+    let (kept, removed) = (TestCgroup::create("trace-kept"), TestCgroup::create("trace-removed"));
+    let removed_id = std::fs::metadata(&removed.path).expect("the cgroup").ino();
+    let removed_label = removed.label.clone();
+    let tracer = Tracer::start(&[
+        "syscall",
+        "getppid",
+        "--count-by",
+        "cgroup,syscall",
+        "--interval",
+        "300ms",
+        "-o",
+        "json",
+    ]);
+    let pid = tracer.child.id();
+    assert_eq!(removed.run(getppid_300), 0);
+    eventually(Duration::from_secs(10), || {
+        let ids = counted_cgroups_of(pid);
+        if ids.contains(&removed_id) { Ok(()) } else { Err(format!("{removed_id} not counted yet: {ids:?}")) }
+    });
+    drop(removed);
+    // Found removed by the walk every 5 s, then dropped once its counts were printed.
+    eventually(Duration::from_secs(20), || {
+        let ids = counted_cgroups_of(pid);
+        if ids.contains(&removed_id) { Err(format!("{removed_id} still counted: {ids:?}")) } else { Ok(()) }
+    });
+    assert_eq!(kept.run(getppid_700), 0);
+    let (stdout, summary) = tracer.finish();
+    let total = |label: &str| -> u64 {
+        json_lines(&stdout)
+            .iter()
+            .filter(|row| row["cgroup"] == label && row["syscall"] == "getppid")
+            .filter_map(|row| row["count"].as_u64())
+            .sum()
+    };
+    assert_eq!(total(&removed_label), 300, "{stdout}");
+    assert_eq!(total(&kept.label), 700, "{stdout}");
+    assert!(summary.contains("lost 0 events"), "{summary}");
+}
