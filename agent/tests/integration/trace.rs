@@ -832,14 +832,7 @@ fn counted_cgroups_of(pid: u32) -> Vec<u64> {
         .expect("entries")
         .iter()
         .map(|entry| {
-            let key: Vec<u8> = entry["key"]
-                .as_array()
-                .expect("key bytes")
-                .iter()
-                .map(|b| {
-                    u8::from_str_radix(b.as_str().expect("hex").trim_start_matches("0x"), 16).expect("a byte")
-                })
-                .collect();
+            let key = support::bpftool_bytes(&entry["key"]);
             u64::from_le_bytes(key[..8].try_into().expect("8 bytes"))
         })
         .collect()

@@ -289,7 +289,7 @@ pub fn sum_u64_at(values: &[Vec<u8>], offset: usize) -> u64 {
 }
 
 /// The bytes of a value `bpftool -j` prints without BTF: `["0x01", "0x00", ...]`.
-fn bpftool_bytes(value: &serde_json::Value) -> Vec<u8> {
+pub fn bpftool_bytes(value: &serde_json::Value) -> Vec<u8> {
     let bytes = value.as_array().unwrap_or_else(|| panic!("bpftool's bytes: {value}"));
     bytes
         .iter()

@@ -17,7 +17,9 @@ pub mod podman;
 mod process;
 pub mod switch_watch;
 
-pub use agent::{Agent, PinDir, http_get, pinned_ids, pinned_per_cpu, sum_u64_at, unique_pin_dir};
+pub use agent::{
+    Agent, PinDir, bpftool_bytes, http_get, pinned_ids, pinned_per_cpu, sum_u64_at, unique_pin_dir,
+};
 pub use cgroup::{TestCgroup, join_procs, spawn_in, spawn_into, unified_root, v1_root, wait_status};
 /// The agent's own parser of the text format (`kernsight top` and `advise` read scrapes with it).
 pub use kernsight::metrics::client::Sample;
