@@ -51,8 +51,14 @@ pub fn align(header: &[String], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Widest a column grows to: a wider value is printed whole, but does not widen the lines after
+/// it. Values are the workloads' (a pod's name may be 253 characters, a cgroup path 512): one
+/// of them must not pad every later line of a trace.
+const MAX_COLUMN_WIDTH: usize = 48;
+
 /// Prints events as they come: the columns are fixed when the trace starts; each column is as
-/// wide as its widest value so far (a wider value widens the following lines).
+/// wide as its widest value so far, up to `MAX_COLUMN_WIDTH` (a wider value widens the
+/// following lines).
 pub struct TablePrinter {
     columns: Vec<String>,
     widths: Vec<usize>,
@@ -83,7 +89,7 @@ impl TablePrinter {
         let cells: Vec<String> = self.columns.iter().map(|c| cell(c, event)).collect();
         for (i, cell) in cells.iter().enumerate() {
             if let Some(w) = self.widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
+                *w = (*w).max(cell.chars().count().min(MAX_COLUMN_WIDTH));
             }
         }
         let line = self.line(&cells);
@@ -341,6 +347,26 @@ mod tests {
         // JSON keeps the exact text (its encoder escapes it).
         let parsed: serde_json::Value = serde_json::from_str(&json_line(&event)).unwrap();
         assert_eq!(parsed["comm"], hostile);
+    }
+
+    #[test]
+    fn a_long_value_is_printed_whole_without_widening_later_lines() {
+        let mut printer = TablePrinter::new(vec!["pod".into(), "comm".into(), "args".into()], false);
+        let row = |pod: &str| {
+            let mut event = Event::default();
+            event.push(&"pod".into(), Value::text(pod));
+            event.push(&"comm".into(), Value::text("sh"));
+            event.push(&"args".into(), Value::text("x"));
+            event
+        };
+        // Up to the bound, a column widens to fit its widest value.
+        printer.event(&row(&"q".repeat(30)));
+        assert_eq!(printer.event(&row("web-0")), format!("{:<30} sh              x\n", "web-0"));
+        let long = "p".repeat(253);
+        let first = printer.event(&row(&long));
+        assert_eq!(first, format!("{long} sh              x\n"));
+        let second = printer.event(&row("web-0"));
+        assert_eq!(second, format!("{:<MAX_COLUMN_WIDTH$} sh              x\n", "web-0"));
     }
 
     #[test]
