@@ -108,6 +108,11 @@ pub struct CgroupIndex {
     alive: HashSet<u64>,
     /// Ids removed, and when.
     removed: HashMap<u64, Instant>,
+    /// Of those, the ones whose removal the kernel reported (`removed`): final, as an id is never
+    /// reused. A walk made without holding the index, or a lookup by handle, can have met the
+    /// cgroup just before its removal; what they report must not bring it back to life, where
+    /// nothing would free its slots again. Kept until `expire` forgets the removal.
+    reported_removed: HashSet<u64>,
     walks: u64,
     walk_complete: bool,
     /// Changes to the living cgroups' paths so far (`changes`).
@@ -139,6 +144,7 @@ impl CgroupIndex {
             paths: SeededMap::default(),
             alive: HashSet::new(),
             removed: HashMap::new(),
+            reported_removed: HashSet::new(),
             walks: 0,
             walk_complete: false,
             changes: 0,
@@ -222,11 +228,14 @@ impl CgroupIndex {
         self.removed.remove(&id);
     }
 
+    /// The kernel reported the cgroup removed, now; final, whether the index knew it or not (a
+    /// cgroup whose path the kernel cut is known only once looked up).
     pub fn removed(&mut self, id: u64, now: Instant) {
         if self.alive.remove(&id) {
             self.changes += 1;
-            self.removed.insert(id, now);
         }
+        self.removed.entry(id).or_insert(now);
+        self.reported_removed.insert(id);
     }
 
     /// Forgets the paths of cgroups removed more than `grace` ago; returns how many.
@@ -239,6 +248,7 @@ impl CgroupIndex {
             .collect();
         for id in &expired {
             self.removed.remove(id);
+            self.reported_removed.remove(id);
             self.paths.remove(id);
         }
         self.appeared.retain(|_, at| now.saturating_duration_since(*at) < APPEARED_KEPT);
@@ -249,6 +259,7 @@ impl CgroupIndex {
     pub fn shrink(&mut self) {
         self.paths.shrink_to_fit();
         self.removed.shrink_to_fit();
+        self.reported_removed.shrink_to_fit();
         self.appeared.shrink_to_fit();
     }
 
@@ -257,11 +268,12 @@ impl CgroupIndex {
         &self.hierarchies
     }
 
-    /// Names a living cgroup found without a walk (by its handle).
+    /// Names a living cgroup found without a walk (by its handle). One reported removed since
+    /// the lookup began only gets its name, for its last counts.
     pub fn learn(&mut self, id: u64, path: String) {
         self.changes += 1;
         self.paths.insert(id, path);
-        if self.alive.insert(id) {
+        if !self.reported_removed.contains(&id) && self.alive.insert(id) {
             self.removed.remove(&id);
         }
     }
@@ -282,7 +294,9 @@ impl CgroupIndex {
     /// cgroups takes tens of milliseconds; readers of the index do not wait for it).
     pub fn apply(&mut self, walk: Walk) {
         self.changes += 1;
-        let found: HashSet<u64> = walk.found.keys().copied().collect();
+        // Met by the walk but reported removed since: gone (see `reported_removed`).
+        let found: HashSet<u64> =
+            walk.found.keys().filter(|id| !self.reported_removed.contains(id)).copied().collect();
         for gone in self.alive.difference(&found) {
             // Removed after the walk started, or before it: it was gone by the time it ended.
             self.removed.entry(*gone).or_insert(walk.started);
@@ -446,6 +460,41 @@ mod tests {
         assert_eq!(index.expire(Duration::from_secs(5), now + Duration::from_secs(6)), 1);
         assert_eq!(index.resolve(4242), None);
         assert_eq!(index.walks(), 3);
+    }
+
+    #[test]
+    fn a_removal_the_kernel_reported_is_final_whatever_a_walk_or_lookup_met_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("pod1")).unwrap();
+        let pod = std::fs::metadata(dir.path().join("pod1")).unwrap().ino();
+        let mut index = CgroupIndex::new(Some(dir.path().to_owned()), None);
+        index.rescan();
+        assert!(index.is_alive(pod));
+        // A walk meets the cgroup, its removal is reported, then the walk's picture is applied.
+        let walk = Walk::of(index.roots());
+        let now = Instant::now();
+        std::fs::remove_dir(dir.path().join("pod1")).unwrap();
+        index.removed(pod, now);
+        index.apply(walk);
+        assert!(!index.is_alive(pod), "a walk begun before the removal brought it back");
+        assert_eq!(index.gone_for(pod, now + Duration::from_secs(3)), Some(Duration::from_secs(3)));
+        assert_eq!(index.resolve(pod), Some("/pod1"), "named for its last counts");
+        // A cgroup the index never knew (the kernel cut its path): found by handle just before
+        // its removal was reported, learned just after.
+        index.removed(7_000_001, now);
+        index.learn(7_000_001, "/kubepods/pod-long".into());
+        assert!(!index.is_alive(7_000_001));
+        assert_eq!(index.resolve(7_000_001), Some("/kubepods/pod-long"));
+        // Both are forgotten with their removal, so the record stays bounded.
+        assert_eq!(index.expire(Duration::from_secs(60), now + Duration::from_secs(61)), 2);
+        assert!(index.reported_removed.is_empty() && index.resolve(7_000_001).is_none());
+        // A cgroup a partial walk took for removed (the kernel never said so) comes back with the
+        // next walk that finds it.
+        let root = std::fs::metadata(dir.path()).unwrap().ino();
+        index.alive.remove(&root);
+        index.removed.insert(root, now);
+        index.rescan();
+        assert!(index.is_alive(root));
     }
 
     #[test]
