@@ -252,6 +252,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // is always stopped (below) and the programs dropped.
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let forget_kills: cgroup_index::ForgetRemoved = {
+        let kills = kills.clone();
+        Arc::new(move |gone_for, grace| kills.forget(gone_for, grace))
+    };
     let mut exposition =
         metrics::exposition(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);
     exposition.add(metrics::exposition::Source::Encoded(Box::new(HttpCollector(http_stats.clone()))));
@@ -261,7 +265,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(cgroup_index::follow_events(events, tracker.clone()));
     }
     tokio::spawn(cgroup_index::resolve_unknown(tracker.clone()));
-    tokio::spawn(cgroup_index::maintain(tracker, programs, lost, grace));
+    tokio::spawn(cgroup_index::maintain(tracker, programs, forget_kills, lost, grace));
 
     let scheme = web.scheme();
     info!(%address, web = %web.summary(), "serving metrics on {scheme}://{address}/metrics");

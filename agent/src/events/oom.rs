@@ -7,6 +7,7 @@ use std::{
     collections::BTreeMap,
     fmt::Display,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use kernsight_common::counters::LATENCY_SUM_BUCKET;
@@ -27,6 +28,7 @@ use crate::{
 };
 
 /// cgroups whose kills are remembered; past it, the one with the oldest last kill is forgotten.
+/// Those of removed cgroups go before (`OomKills::forget`).
 const MAX_CGROUPS: usize = 4096;
 
 /// Kills of one cgroup since the agent started.
@@ -46,6 +48,16 @@ pub struct OomKills {
 }
 
 impl OomKills {
+    /// Forgets the kills of cgroups removed `grace` ago or more, as every per-cgroup series goes
+    /// (`syscalls.forget_after_seconds`): a crash-looping pod's or a job's cgroups would otherwise
+    /// stay exported, and their workloads named, until 4,096 cgroups had kills. Returns how many.
+    pub fn forget(&self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        let mut by_cgroup = self.by_cgroup.lock().unwrap_or_else(|e| e.into_inner());
+        let before = by_cgroup.len();
+        by_cgroup.retain(|&id, _| gone_for(id).is_none_or(|gone| gone < grace));
+        before - by_cgroup.len()
+    }
+
     pub fn snapshot(&self) -> Vec<CgroupKills> {
         self.by_cgroup.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }

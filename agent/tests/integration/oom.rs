@@ -289,3 +289,38 @@ fn page_cache_within_the_limit_is_file_memory_and_no_kill() {
     // Drop the cached pages so that the cgroup can go without leaving charges behind.
     let _ = std::fs::write(cgroup.path.join("memory.force_empty"), "0");
 }
+
+/// The kills of a cgroup removed for `forget_after_seconds` leave the scrape, as every
+/// per-cgroup series does (a crash-looping pod's cgroups would otherwise stay exported); the
+/// kills of a cgroup that lives stay.
+#[test]
+fn the_kills_of_a_removed_cgroup_are_forgotten_after_the_grace() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let (_dir, config) = crate::support::config_file("[syscalls]\nforget_after_seconds = 1\n");
+    let agent = Agent::start(&["--config", crate::support::path_str(&config)]);
+    let (removed, kept) = (limited_cgroup("oom-removed"), limited_cgroup("oom-kept"));
+    for cgroup in [&removed, &kept] {
+        let mut victim = ChildGuard(spawn_allocating_past_the_limit(&cgroup.path));
+        let status = victim.wait().expect("wait for the victim");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "OOM-killed in {}: {status}", cgroup.label);
+    }
+    let kills = |samples: &[crate::support::Sample], label: &str| {
+        value(samples, "kernsight_oom_kills_total", &[("cgroup", label)])
+    };
+    agent.scrape_until(Duration::from_secs(20), |samples| {
+        match (kills(samples, &removed.label), kills(samples, &kept.label)) {
+            (1.0, 1.0) => Ok(()),
+            other => Err(format!("kills counted (removed, kept): {other:?}")),
+        }
+    });
+    let label = removed.label.clone();
+    drop(removed);
+    let samples = agent.scrape_until(Duration::from_secs(30), |samples| {
+        let left = samples.iter().filter(|s| s.labels.get("cgroup") == Some(&label)).count();
+        if left == 0 { Ok(()) } else { Err(format!("{left} series of removed {label} still exported")) }
+    });
+    assert_eq!(kills(&samples, &kept.label), 1.0, "the living cgroup's kill stays");
+}
