@@ -44,8 +44,9 @@ pub struct ReclaimKey {
 }
 const _: () = assert!(core::mem::size_of::<ReclaimKey>() == 16);
 
-/// The overflow entries of `RECLAIM_STALLS` (one per kind and bucket, under `cgroup_id`).
-pub fn overflow_keys(cgroup_id: u64) -> impl Iterator<Item = ReclaimKey> {
+/// Every key a cgroup's stalls can have in `RECLAIM_STALLS`, one per kind and bucket (under
+/// `OVERFLOW_CGROUP_ID`: the overflow entries).
+pub fn keys_of(cgroup_id: u64) -> impl Iterator<Item = ReclaimKey> {
     (0..kind::COUNT).flat_map(move |what| {
         (0..=LATENCY_SUM_BUCKET).map(move |bucket| ReclaimKey { cgroup_id, kind: what, bucket })
     })

@@ -149,6 +149,22 @@ impl<K: CgroupKeyed, V: PerCpuSum> CgroupCounters<K, V> {
         *self.last_read.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// The values of those of `keys` the map holds, summed over CPUs: a lookup each, where
+    /// `read` copies every entry's per-CPU values (megabytes for a full map on a node of 64
+    /// CPUs), for a question about one cgroup.
+    pub fn read_keys(&self, keys: impl IntoIterator<Item = K>) -> Vec<Row<K, V>> {
+        keys.into_iter()
+            .filter_map(|key| {
+                let values = self.map.get(&key, 0).ok()?;
+                let mut sum = V::default();
+                for value in values.iter() {
+                    sum.add(value);
+                }
+                Some((key, sum))
+            })
+            .collect()
+    }
+
     /// Every key's value summed over CPUs, and the number of entries that could not be read.
     pub fn read(&self) -> (Vec<Row<K, V>>, u64) {
         let (rows, errors) = read_per_cpu(&self.map);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kernsight_common::{
     counters::{OVERFLOW_CGROUP_ID, map_full},
-    memory_reclaim::{RECLAIM_STALLS_MAP, RECLAIM_START_MAP, ReclaimKey, overflow_keys},
+    memory_reclaim::{RECLAIM_STALLS_MAP, RECLAIM_START_MAP, ReclaimKey, keys_of},
 };
 
 use super::{
@@ -81,7 +81,7 @@ impl Family for MemoryReclaim {
             cx.ebpf,
             RECLAIM_STALLS_MAP,
             cx.config.memory.reclaim_max_entries,
-            overflow_keys(OVERFLOW_CGROUP_ID),
+            keys_of(OVERFLOW_CGROUP_ID),
         )?;
         load_and_attach(cx.ebpf, cx.btf, &PROGRAMS)?;
         Ok(Box::new(ReclaimMaps { stalls }))
@@ -98,6 +98,12 @@ impl ReclaimMaps {
     /// of entries that could not be read.
     pub fn read(&self) -> (Vec<Row<ReclaimKey>>, u64) {
         self.stalls.read()
+    }
+
+    /// The stalls of one cgroup, as `read` gives them, by a lookup of each of its keys (an OOM
+    /// kill asks this, and a workload can make kills by the hundred a second).
+    pub fn read_cgroup(&self, cgroup_id: u64) -> Vec<Row<ReclaimKey>> {
+        self.stalls.read_keys(keys_of(cgroup_id))
     }
 }
 

@@ -109,7 +109,7 @@ impl MemoryAtKill {
         let r = resources::read(&CgroupDirs::locate(&mounts, path));
         let reclaim_stalls = programs.family::<ReclaimMaps>().map(|maps| {
             let (mut stalls, mut nanos) = (0u64, 0u64);
-            for (key, value) in maps.read().0.into_iter().filter(|(k, _)| k.cgroup_id == cgroup_id) {
+            for (key, value) in maps.read_cgroup(cgroup_id) {
                 // The log2 buckets count stalls; the sum bucket holds their total nanoseconds.
                 if key.bucket == LATENCY_SUM_BUCKET {
                     nanos = nanos.saturating_add(value);

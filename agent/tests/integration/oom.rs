@@ -131,6 +131,14 @@ fn report_one_kill() {
     assert!(headroom <= limit, "{line}");
     assert!(stalls >= 0.0 && stall_seconds >= 0.0, "{line}");
     assert_eq!(stalls == 0.0, stall_seconds == 0.0, "a stall takes time: {line}");
+    // Allocating past the limit reclaims before the kill: the cgroup's own stalls, up to the kill,
+    // looked up by its keys (the scrape after it counts them all).
+    let counted =
+        value(&samples, "kernsight_memory_reclaim_stall_seconds_count", &[("cgroup", &cgroup.label)]);
+    assert!(
+        1.0 <= stalls && stalls <= counted,
+        "{stalls} stalls at the kill, {counted} counted by the scrape: {line}"
+    );
     let memory = |kind: &str| {
         value(&samples, "kernsight_oom_victim_memory_bytes", &[("cgroup", &cgroup.label), ("kind", kind)])
     };
