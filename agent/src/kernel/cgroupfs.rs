@@ -122,6 +122,8 @@ pub struct CgroupIndex {
     appeared: HashMap<String, Instant>,
     /// When a full `appeared` was last swept of what it no longer needs keep.
     appeared_swept: Option<Instant>,
+    /// Removals forgotten before their time because `MAX_REMOVED_KEPT` were kept.
+    removals_forgotten_early: u64,
 }
 
 /// How long the time a cgroup appeared is kept: what is written once just after a cgroup
@@ -131,6 +133,12 @@ const APPEARED_KEPT: Duration = Duration::from_secs(60);
 /// Most appearances kept: cgroups created faster than this in `APPEARED_KEPT` (a tenant that
 /// may create cgroups) are read as if met at their first read.
 const MAX_APPEARED: usize = 16_384;
+/// Most removed cgroups kept (with their paths, for their last counts): past it the oldest
+/// removals are forgotten early, and such a cgroup's last counts show as `cgroup_id:<id>`. A
+/// workload with a cgroup subtree of its own can create and remove cgroups by the ten thousand a
+/// second at no cost to itself: kept for `syscalls.forget_after_seconds` (300 s) each, they
+/// were the agent's memory to exhaust. At this bound they are some 15 MiB.
+pub const MAX_REMOVED_KEPT: usize = 65_536;
 /// A full record is swept at most this often: a tenant creating cgroups as fast as the kernel
 /// lets it must not make every creation event a walk of 16,384 entries.
 const APPEARED_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -150,6 +158,7 @@ impl CgroupIndex {
             changes: 0,
             appeared: HashMap::new(),
             appeared_swept: None,
+            removals_forgotten_early: 0,
         }
     }
 
@@ -197,7 +206,32 @@ impl CgroupIndex {
         if self.alive.contains(&id) {
             return None;
         }
-        Some(now.saturating_duration_since(*self.removed.entry(id).or_insert(now)))
+        let removed_at = *self.removed.entry(id).or_insert(now);
+        self.bound_removed();
+        Some(now.saturating_duration_since(removed_at))
+    }
+
+    /// Removals forgotten before `syscalls.forget_after_seconds` because `MAX_REMOVED_KEPT`
+    /// were kept.
+    pub fn removals_forgotten_early(&self) -> u64 {
+        self.removals_forgotten_early
+    }
+
+    /// Forgets the oldest removals past `MAX_REMOVED_KEPT`, down to three quarters of it: a sort
+    /// of the record every quarter of its size in removals, not a scan at each.
+    fn bound_removed(&mut self) {
+        if self.removed.len() <= MAX_REMOVED_KEPT {
+            return;
+        }
+        let mut by_age: Vec<(Instant, u64)> = self.removed.iter().map(|(id, at)| (*at, *id)).collect();
+        by_age.sort_unstable();
+        let excess = self.removed.len() - MAX_REMOVED_KEPT / 4 * 3;
+        for (_, id) in by_age.into_iter().take(excess) {
+            self.removed.remove(&id);
+            self.reported_removed.remove(&id);
+            self.paths.remove(&id);
+        }
+        self.removals_forgotten_early += excess as u64;
     }
 
     /// When the cgroup at `path` appeared, if it was created in the last `APPEARED_KEPT` while
@@ -236,6 +270,7 @@ impl CgroupIndex {
         }
         self.removed.entry(id).or_insert(now);
         self.reported_removed.insert(id);
+        self.bound_removed();
     }
 
     /// Forgets the paths of cgroups removed more than `grace` ago; returns how many.
@@ -306,6 +341,7 @@ impl CgroupIndex {
             self.removed.remove(id);
         }
         self.paths.extend(walk.found);
+        self.bound_removed();
         self.walk_complete = walk.complete;
         self.walks += 1;
         debug!(cgroups = self.paths.len(), elapsed = ?walk.started.elapsed(), "walked the cgroup hierarchies");
@@ -495,6 +531,31 @@ mod tests {
         index.removed.insert(root, now);
         index.rescan();
         assert!(index.is_alive(root));
+    }
+
+    #[test]
+    fn removals_kept_are_bounded_whatever_the_rate_of_churn() {
+        let mut index = CgroupIndex::new(None, None);
+        index.created(u64::MAX - 1, "/kubepods/live".into());
+        let now = Instant::now();
+        // A workload creating and removing cgroups of its own, all within the grace period.
+        let churn = MAX_REMOVED_KEPT as u64 + 10_000;
+        for id in 1..=churn {
+            index.created(id, format!("/tenant/churn/c{id}"));
+            index.removed(id, now + Duration::from_micros(id));
+        }
+        assert!(index.removed.len() <= MAX_REMOVED_KEPT, "{}", index.removed.len());
+        assert_eq!(index.len(), index.removed.len() + 1, "paths of the kept removals and the living one");
+        assert_eq!(index.removals_forgotten_early() + index.removed.len() as u64, churn, "each counted");
+        // The latest removals are kept, with their paths; the oldest went.
+        assert_eq!(index.resolve(churn), Some(format!("/tenant/churn/c{churn}").as_str()));
+        assert_eq!(index.resolve(1), None);
+        assert!(index.is_alive(u64::MAX - 1) && index.resolve(u64::MAX - 1) == Some("/kubepods/live"));
+        // A removal forgotten early counts as gone from the next look at it: its slot is freed a
+        // grace period later than it would have been, never kept.
+        let later = now + Duration::from_secs(1);
+        assert_eq!(index.gone_for(1, later), Some(Duration::ZERO));
+        assert_eq!(index.gone_for(churn, later), Some(later - (now + Duration::from_micros(churn))));
     }
 
     #[test]

@@ -218,15 +218,21 @@ impl AgentCollector {
         let load =
             |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
         let tracker = &self.tracker;
-        let (entries, walks) = {
+        let (entries, walks, forgotten_early) = {
             let index = tracker.index();
-            (index.len(), index.walks())
+            (index.len(), index.walks(), index.removals_forgotten_early())
         };
         encode_gauges(
             encoder,
             "kernsight_cgroup_index_entries",
             "cgroup id to path entries the agent holds (removed cgroups included until they expire)",
             [(NO_LABELS, entries as i64)],
+        )?;
+        encode_counters(
+            encoder,
+            "kernsight_cgroup_removals_forgotten_early",
+            "Removed cgroups forgotten before syscalls.forget_after_seconds because 65,536 removals were kept (cgroups created and removed faster than that many per grace period)",
+            [(NO_LABELS, forgotten_early)],
         )?;
         encode_counters(
             encoder,

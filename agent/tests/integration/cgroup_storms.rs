@@ -327,3 +327,70 @@ fn without_handles_walks_are_debounced_and_coalesced() {
     let _serial = support::serial();
     storm(false);
 }
+
+/// cgroups a workload creates and removes without end, faster than a grace period forgets them:
+/// the agent keeps at most `MAX_REMOVED_KEPT` removals (each with its path), counts those it
+/// forgets early, and answers `/healthz` throughout.
+#[test]
+fn cgroups_created_and_removed_without_end_keep_the_agent_bounded() {
+    use kernsight::kernel::cgroupfs::MAX_REMOVED_KEPT;
+
+    if !privileged() {
+        return;
+    }
+    let _serial = support::serial();
+    let parent = TestCgroup::create("churn");
+    let agent = Agent::start(&[]);
+    let probe = HealthProbe::start(&agent);
+    const CHURN: usize = 100_000;
+    let started = Instant::now();
+    for i in 0..CHURN {
+        let dir = parent.path.join(format!("c{i}"));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        std::fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", dir.display()));
+    }
+    let churn_took = started.elapsed();
+    let samples = agent.scrape_until(Duration::from_secs(60), |samples| {
+        let applied = counter(samples, "kernsight_cgroup_events_total", &[("event", "removed")]);
+        let lost = counter(samples, "kernsight_cgroup_events_lost_total", &[]);
+        if applied >= CHURN as f64 || lost > 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{applied} removals applied of {CHURN}"))
+        }
+    });
+    let (p99, max, answers) = probe.finish();
+    let entries = counter(&samples, "kernsight_cgroup_index_entries", &[]);
+    let forgotten = counter(&samples, "kernsight_cgroup_removals_forgotten_early_total", &[]);
+    let lost = counter(&samples, "kernsight_cgroup_events_lost_total", &[]);
+    eprintln!(
+        "{CHURN} cgroups made and removed in {churn_took:?}: index {entries} entries, {forgotten} removals \
+         forgotten early, {lost} events lost; /healthz p99 {p99:?}, max {max:?} over {answers}"
+    );
+    // Without the bound every removal stays 300 s: the index would hold them all.
+    let living = support::cgroup::all_roots().iter().map(|root| count_dirs(root)).sum::<usize>();
+    assert!(
+        entries <= (MAX_REMOVED_KEPT + living) as f64,
+        "{entries} entries: more than {MAX_REMOVED_KEPT} removals and {living} living cgroups"
+    );
+    if lost == 0.0 {
+        // Every removal reached the index: all but the bound's were forgotten early.
+        assert!(forgotten >= (CHURN - MAX_REMOVED_KEPT) as f64, "{forgotten} forgotten early of {CHURN}");
+    }
+    assert!(p99 < HEALTHZ_P99_LIMIT, "/healthz p99 {p99:?} during the churn");
+}
+
+/// The directories under `root`, itself included (the living cgroups of a hierarchy).
+fn count_dirs(root: &Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        count += 1;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    count
+}
