@@ -3,7 +3,12 @@
 //! second on a kill joins the two by pid and streams one `OomEvent`; `decode` turns a
 //! ring-buffer record into an `OomKill`.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use crate::kernel::tracefs::{Format, Layout};
 
@@ -65,18 +70,80 @@ impl Family for Oom {
     }
 
     fn attach(&self, cx: &mut AttachContext<'_>) -> anyhow::Result<Box<dyn Attached>> {
-        Ok(Box::new(OomEvents(Some(attach(cx.ebpf, cx.btf)?))))
+        Ok(Box::new(OomState { events: Some(attach(cx.ebpf, cx.btf)?), kills: Arc::default() }))
     }
 }
 
-/// The attached family: its ring, until the OOM reporter takes it.
-struct OomEvents(Option<EventRing>);
+/// The attached family: its ring, until the OOM reporter takes it, and the kills counted from
+/// it, forgotten with the kernel slots of their cgroups.
+pub struct OomState {
+    events: Option<EventRing>,
+    pub kills: Arc<OomKills>,
+}
 
-impl Attached for OomEvents {
+impl Attached for OomState {
     attached_any!();
 
     fn take_events(&mut self) -> Option<EventRing> {
-        self.0.take()
+        self.events.take()
+    }
+
+    fn recycle(&mut self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        self.kills.forget(gone_for, grace)
+    }
+}
+
+/// cgroups whose kills are remembered; past it, the one with the oldest last kill is forgotten.
+/// Those of removed cgroups go before (`OomKills::forget`).
+const MAX_CGROUPS: usize = 4096;
+
+/// Kills of one cgroup since the agent started.
+#[derive(Debug, Clone)]
+pub struct CgroupKills {
+    /// The cgroup's path when its first kill was seen (`cgroup_id:<id>` if it was unknown).
+    pub path: String,
+    pub kills: u64,
+    /// The last victim in this cgroup.
+    pub last: OomKill,
+}
+
+/// Kills by tagged cgroup id, shared by the event task and the collectors.
+#[derive(Debug, Default)]
+pub struct OomKills {
+    by_cgroup: Mutex<BTreeMap<u64, CgroupKills>>,
+}
+
+impl OomKills {
+    /// Forgets the kills of cgroups removed `grace` ago or more, with their kernel slots
+    /// (`OomState::recycle`): a crash-looping pod's or a job's cgroups would otherwise stay
+    /// exported, and their workloads named, until 4,096 cgroups had kills. Returns how many.
+    fn forget(&self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
+        let mut by_cgroup = self.by_cgroup.lock().unwrap_or_else(|e| e.into_inner());
+        let before = by_cgroup.len();
+        by_cgroup.retain(|&id, _| gone_for(id).is_none_or(|gone| gone < grace));
+        before - by_cgroup.len()
+    }
+
+    pub fn snapshot(&self) -> Vec<CgroupKills> {
+        self.by_cgroup.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Counts a kill in its cgroup, named `path`.
+    pub fn record(&self, path: String, kill: OomKill) {
+        let mut by_cgroup = self.by_cgroup.lock().unwrap_or_else(|e| e.into_inner());
+        if !by_cgroup.contains_key(&kill.cgroup_id) && by_cgroup.len() >= MAX_CGROUPS {
+            let oldest = by_cgroup.iter().min_by_key(|(_, k)| k.last.timestamp_ns).map(|(id, _)| *id);
+            if let Some(id) = oldest {
+                by_cgroup.remove(&id);
+            }
+        }
+        let entry = by_cgroup.entry(kill.cgroup_id).or_insert_with(|| CgroupKills {
+            path,
+            kills: 0,
+            last: kill.clone(),
+        });
+        entry.kills += 1;
+        entry.last = kill;
     }
 }
 

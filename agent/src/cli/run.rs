@@ -9,11 +9,7 @@ use tracing::{info, warn};
 use crate::{
     bpf::{Programs, cgroups, dns as dns_family, oom as oom_family, processes as processes_family},
     config::{Config, LogFormat},
-    events::{
-        dns,
-        oom::{self, OomKills},
-        processes,
-    },
+    events::{dns, oom, processes},
     http::{
         WebState,
         stats::{HttpCollector, HttpStats},
@@ -231,7 +227,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         start_api_watch(&config, &resolver).await;
     }
     tokio::spawn(lookup::run(resolver.clone(), cri_sockets));
-    let kills = Arc::new(OomKills::default());
+    // The family's, which forgets the kills of removed cgroups with their slots; none counted
+    // without it.
+    let kills = programs.family::<oom_family::OomState>().map(|oom| oom.kills.clone()).unwrap_or_default();
     if let Some(events) = oom_events {
         tokio::spawn(oom::follow_events(
             events,
@@ -252,10 +250,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // is always stopped (below) and the programs dropped.
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let forget_kills: cgroup_index::ForgetRemoved = {
-        let kills = kills.clone();
-        Arc::new(move |gone_for, grace| kills.forget(gone_for, grace))
-    };
     let mut exposition =
         metrics::exposition(&config, programs.clone(), health.clone(), tracker.clone(), resolver, kills);
     exposition.add(metrics::exposition::Source::Encoded(Box::new(HttpCollector(http_stats.clone()))));
@@ -265,7 +259,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(cgroup_index::follow_events(events, tracker.clone()));
     }
     tokio::spawn(cgroup_index::resolve_unknown(tracker.clone()));
-    tokio::spawn(cgroup_index::maintain(tracker, programs, forget_kills, lost, grace));
+    tokio::spawn(cgroup_index::maintain(tracker, programs, lost, grace));
 
     let scheme = web.scheme();
     info!(%address, web = %web.summary(), "serving metrics on {scheme}://{address}/metrics");

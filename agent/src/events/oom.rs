@@ -3,12 +3,7 @@
 //! headroom and reclaim stalls, and counted per cgroup for `kernsight_oom_kills_total` and
 //! `kernsight_oom_victim_memory_bytes`.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Display,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{fmt::Display, sync::Arc};
 
 use kernsight_common::counters::LATENCY_SUM_BUCKET;
 use tracing::{debug, warn};
@@ -17,7 +12,7 @@ use crate::{
     bpf::{
         Programs,
         memory_reclaim::ReclaimMaps,
-        oom::{CgroupSource, OomKill, decode},
+        oom::{CgroupSource, OomKill, OomKills, decode},
         rings::EventRing,
     },
     kernel::{
@@ -26,59 +21,6 @@ use crate::{
     },
     metadata::{cgroups::Tracker, identity::Resolver},
 };
-
-/// cgroups whose kills are remembered; past it, the one with the oldest last kill is forgotten.
-/// Those of removed cgroups go before (`OomKills::forget`).
-const MAX_CGROUPS: usize = 4096;
-
-/// Kills of one cgroup since the agent started.
-#[derive(Debug, Clone)]
-pub struct CgroupKills {
-    /// The cgroup's path when its first kill was seen (`cgroup_id:<id>` if it was unknown).
-    pub path: String,
-    pub kills: u64,
-    /// The last victim in this cgroup.
-    pub last: OomKill,
-}
-
-/// Kills by tagged cgroup id, shared by the event task and the collectors.
-#[derive(Debug, Default)]
-pub struct OomKills {
-    by_cgroup: Mutex<BTreeMap<u64, CgroupKills>>,
-}
-
-impl OomKills {
-    /// Forgets the kills of cgroups removed `grace` ago or more, as every per-cgroup series goes
-    /// (`syscalls.forget_after_seconds`): a crash-looping pod's or a job's cgroups would otherwise
-    /// stay exported, and their workloads named, until 4,096 cgroups had kills. Returns how many.
-    pub fn forget(&self, gone_for: &mut dyn FnMut(u64) -> Option<Duration>, grace: Duration) -> usize {
-        let mut by_cgroup = self.by_cgroup.lock().unwrap_or_else(|e| e.into_inner());
-        let before = by_cgroup.len();
-        by_cgroup.retain(|&id, _| gone_for(id).is_none_or(|gone| gone < grace));
-        before - by_cgroup.len()
-    }
-
-    pub fn snapshot(&self) -> Vec<CgroupKills> {
-        self.by_cgroup.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
-    }
-
-    fn record(&self, path: String, kill: OomKill) {
-        let mut by_cgroup = self.by_cgroup.lock().unwrap_or_else(|e| e.into_inner());
-        if !by_cgroup.contains_key(&kill.cgroup_id) && by_cgroup.len() >= MAX_CGROUPS {
-            let oldest = by_cgroup.iter().min_by_key(|(_, k)| k.last.timestamp_ns).map(|(id, _)| *id);
-            if let Some(id) = oldest {
-                by_cgroup.remove(&id);
-            }
-        }
-        let entry = by_cgroup.entry(kill.cgroup_id).or_insert_with(|| CgroupKills {
-            path,
-            kills: 0,
-            last: kill.clone(),
-        });
-        entry.kills += 1;
-        entry.last = kill;
-    }
-}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)

@@ -305,24 +305,18 @@ fn is_cgroup_id(id: u64) -> bool {
     untagged != OVERFLOW_CGROUP_ID && untagged != ROOT_CGROUP_ID && untagged != NO_SOCKET_CGROUP_ID
 }
 
-/// What else holds per-cgroup state to forget with the kernel slots (`Programs::recycle`'s
-/// arguments; returns how many entries went): the OOM kills, kept above this module.
-pub type ForgetRemoved =
-    Arc<dyn Fn(&mut dyn FnMut(u64) -> Option<Duration>, Duration) -> usize + Send + Sync>;
-
 /// Periodic pass: ask for a walk if events are not followed or some were lost, free the kernel
-/// slots of cgroups gone for `grace` (and what `also` holds of them), then forget their paths.
+/// slots of cgroups gone for `grace`, then forget their paths.
 pub async fn maintain(
     tracker: Arc<Tracker>,
     programs: Arc<Programs>,
-    also: ForgetRemoved,
     lost: Option<Arc<RingStats>>,
     grace: Duration,
 ) {
     let mut tick = tokio::time::interval(grace.clamp(Duration::from_secs(1), Duration::from_secs(10)));
     loop {
         tick.tick().await;
-        let (tracker, programs, also) = (tracker.clone(), programs.clone(), also.clone());
+        let (tracker, programs) = (tracker.clone(), programs.clone());
         let lost_now = lost.as_ref().map_or(0, |ring| ring.lost());
         // cgroupfs walks and map updates block: off the async workers.
         let _ = tokio::task::spawn_blocking(move || {
@@ -333,7 +327,6 @@ pub async fn maintain(
             }
             let mut index = tracker.index();
             programs.recycle(&mut |id| index.gone_for(id, now), grace);
-            also(&mut |id| index.gone_for(id, now), grace);
             if index.expire(grace, now) > 0 {
                 index.shrink();
                 // After a burst of short-lived cgroups the agent returns to its size.

@@ -42,7 +42,7 @@ pub(crate) use series::{EncodedLabels, LabelNames, Series};
 
 use crate::{
     bpf::Programs,
-    events::oom::OomKills,
+    bpf::oom::OomKills,
     metadata::{cgroups::Tracker, identity::Resolver},
 };
 use prometheus_client::{

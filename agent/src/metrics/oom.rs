@@ -16,8 +16,8 @@ use super::{
     ttl_cache::{Locations, TtlCache},
 };
 use crate::{
+    bpf::oom::OomKills,
     bpf::{Programs, syscalls::SyscallMaps},
-    events::oom::OomKills,
     kernel::{
         cgroupfs::{ROOT_CGROUP_ID, V1_CGROUP_ID_BIT},
         resources,
