@@ -107,12 +107,7 @@ pub struct CgroupIndex {
     /// Ids that exist now.
     alive: HashSet<u64>,
     /// Ids removed, and when.
-    removed: HashMap<u64, Instant>,
-    /// Of those, the ones whose removal the kernel reported (`removed`): final, as an id is never
-    /// reused. A walk made without holding the index, or a lookup by handle, can have met the
-    /// cgroup just before its removal; what they report must not bring it back to life, where
-    /// nothing would free its slots again. Kept until `expire` forgets the removal.
-    reported_removed: HashSet<u64>,
+    removed: HashMap<u64, Removal>,
     walks: u64,
     walk_complete: bool,
     /// Changes to the living cgroups' paths so far (`changes`).
@@ -133,6 +128,17 @@ const APPEARED_KEPT: Duration = Duration::from_secs(60);
 /// Most appearances kept: cgroups created faster than this in `APPEARED_KEPT` (a tenant that
 /// may create cgroups) are read as if met at their first read.
 const MAX_APPEARED: usize = 16_384;
+/// When a cgroup was removed, and whether the kernel reported it (`CgroupIndex::removed`): then
+/// it is final, as an id is never reused. A walk made without holding the index, or a lookup by
+/// handle, can have met the cgroup just before its removal; what they report must not bring it
+/// back to life, where nothing would free its slots again. A removal only inferred from a walk
+/// is undone by the next walk that finds the cgroup.
+#[derive(Debug, Clone, Copy)]
+struct Removal {
+    at: Instant,
+    reported: bool,
+}
+
 /// Most removed cgroups kept (with their paths, for their last counts): past it the oldest
 /// removals are forgotten early, and such a cgroup's last counts show as `cgroup_id:<id>`. A
 /// workload with a cgroup subtree of its own can create and remove cgroups by the ten thousand a
@@ -152,7 +158,6 @@ impl CgroupIndex {
             paths: SeededMap::default(),
             alive: HashSet::new(),
             removed: HashMap::new(),
-            reported_removed: HashSet::new(),
             walks: 0,
             walk_complete: false,
             changes: 0,
@@ -206,9 +211,13 @@ impl CgroupIndex {
         if self.alive.contains(&id) {
             return None;
         }
-        let removed_at = *self.removed.entry(id).or_insert(now);
+        let removed_at = self.removed.entry(id).or_insert(Removal { at: now, reported: false }).at;
         self.bound_removed();
         Some(now.saturating_duration_since(removed_at))
+    }
+
+    fn was_reported_removed(&self, id: u64) -> bool {
+        self.removed.get(&id).is_some_and(|r| r.reported)
     }
 
     /// Removals forgotten before `syscalls.forget_after_seconds` because `MAX_REMOVED_KEPT`
@@ -223,12 +232,11 @@ impl CgroupIndex {
         if self.removed.len() <= MAX_REMOVED_KEPT {
             return;
         }
-        let mut by_age: Vec<(Instant, u64)> = self.removed.iter().map(|(id, at)| (*at, *id)).collect();
+        let mut by_age: Vec<(Instant, u64)> = self.removed.iter().map(|(id, r)| (r.at, *id)).collect();
         by_age.sort_unstable();
         let excess = self.removed.len() - MAX_REMOVED_KEPT / 4 * 3;
         for (_, id) in by_age.into_iter().take(excess) {
             self.removed.remove(&id);
-            self.reported_removed.remove(&id);
             self.paths.remove(&id);
         }
         self.removals_forgotten_early += excess as u64;
@@ -268,8 +276,7 @@ impl CgroupIndex {
         if self.alive.remove(&id) {
             self.changes += 1;
         }
-        self.removed.entry(id).or_insert(now);
-        self.reported_removed.insert(id);
+        self.removed.entry(id).or_insert(Removal { at: now, reported: false }).reported = true;
         self.bound_removed();
     }
 
@@ -278,12 +285,11 @@ impl CgroupIndex {
         let expired: Vec<u64> = self
             .removed
             .iter()
-            .filter(|(_, at)| now.duration_since(**at) >= grace)
+            .filter(|(_, r)| now.duration_since(r.at) >= grace)
             .map(|(id, _)| *id)
             .collect();
         for id in &expired {
             self.removed.remove(id);
-            self.reported_removed.remove(id);
             self.paths.remove(id);
         }
         self.appeared.retain(|_, at| now.saturating_duration_since(*at) < APPEARED_KEPT);
@@ -294,7 +300,6 @@ impl CgroupIndex {
     pub fn shrink(&mut self) {
         self.paths.shrink_to_fit();
         self.removed.shrink_to_fit();
-        self.reported_removed.shrink_to_fit();
         self.appeared.shrink_to_fit();
     }
 
@@ -308,7 +313,7 @@ impl CgroupIndex {
     pub fn learn(&mut self, id: u64, path: String) {
         self.changes += 1;
         self.paths.insert(id, path);
-        if !self.reported_removed.contains(&id) && self.alive.insert(id) {
+        if !self.was_reported_removed(id) && self.alive.insert(id) {
             self.removed.remove(&id);
         }
     }
@@ -329,12 +334,12 @@ impl CgroupIndex {
     /// cgroups takes tens of milliseconds; readers of the index do not wait for it).
     pub fn apply(&mut self, walk: Walk) {
         self.changes += 1;
-        // Met by the walk but reported removed since: gone (see `reported_removed`).
+        // Met by the walk but reported removed since: gone (see `Removal`).
         let found: HashSet<u64> =
-            walk.found.keys().filter(|id| !self.reported_removed.contains(id)).copied().collect();
+            walk.found.keys().filter(|id| !self.was_reported_removed(**id)).copied().collect();
         for gone in self.alive.difference(&found) {
             // Removed after the walk started, or before it: it was gone by the time it ended.
-            self.removed.entry(*gone).or_insert(walk.started);
+            self.removed.entry(*gone).or_insert(Removal { at: walk.started, reported: false });
         }
         self.alive = found;
         for id in &self.alive {
@@ -523,12 +528,12 @@ mod tests {
         assert_eq!(index.resolve(7_000_001), Some("/kubepods/pod-long"));
         // Both are forgotten with their removal, so the record stays bounded.
         assert_eq!(index.expire(Duration::from_secs(60), now + Duration::from_secs(61)), 2);
-        assert!(index.reported_removed.is_empty() && index.resolve(7_000_001).is_none());
+        assert!(index.removed.is_empty() && index.resolve(7_000_001).is_none());
         // A cgroup a partial walk took for removed (the kernel never said so) comes back with the
         // next walk that finds it.
         let root = std::fs::metadata(dir.path()).unwrap().ino();
         index.alive.remove(&root);
-        index.removed.insert(root, now);
+        index.removed.insert(root, Removal { at: now, reported: false });
         index.rescan();
         assert!(index.is_alive(root));
     }
