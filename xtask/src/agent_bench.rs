@@ -111,9 +111,26 @@ fn clock_ticks_per_second() -> f64 {
 
 /// Resident memory of a process in MiB (0 if it cannot be read).
 pub(crate) fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The most resident memory a process has had, in MiB: since it started, or since
+/// `reset_peak_rss` (0 if it cannot be read). A pod's memory limit must hold this, not the RSS
+/// between two of its busy moments.
+pub(crate) fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// Starts `peak_rss_mib` again from the process's RSS now (`clear_refs`' 5, Linux 4.0).
+pub(crate) fn reset_peak_rss(pid: u32) -> Result<(), String> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .map_err(|err| format!("cannot reset the peak RSS of {pid}: {err}"))
+}
+
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(str::to_owned)))
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field).map(str::to_owned)))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
 }

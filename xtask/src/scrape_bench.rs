@@ -81,8 +81,12 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     }
     // Let the lookup task name the containers (unnamed: try, and fail), as it would on a node.
     std::thread::sleep(Duration::from_secs(3));
+    // Its start (BTF, maps, the first look at the node) is not the scrapes' peak: measured apart.
+    let start_peak = crate::agent_bench::peak_rss_mib(agent.id());
+    let reset = crate::agent_bench::reset_peak_rss(agent.id());
     let result = scrape_phases(&address, agent.id(), &mut fleet);
     let rss = crate::agent_bench::rss_mib(agent.id());
+    let scrapes_peak = crate::agent_bench::peak_rss_mib(agent.id());
     // Between two scrapes: the body is let go once no scrape can reuse it.
     std::thread::sleep(Duration::from_secs(3));
     let rss_between = crate::agent_bench::rss_mib(agent.id());
@@ -150,6 +154,9 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
     println!(
         "agent RSS with {containers} containers: {rss:.1} MiB right after the last scrape, {rss_between:.1} MiB 3 s later"
     );
+    println!(
+        "agent peak RSS: {start_peak:.1} MiB before its first scrape, {scrapes_peak:.1} MiB over the scrapes"
+    );
     println!("the last scrape's body: {}", kept.display());
     let mut rows = vec![
         Row::new(format!("scrape time, {containers} containers, first"), "ms", vec![phases.cold]),
@@ -207,7 +214,20 @@ pub fn run(containers: usize) -> Result<Vec<Row>, String> {
         ),
         Row::new(format!("agent RSS, {containers} containers, right after a scrape"), "MiB", vec![rss]),
         Row::new(format!("agent RSS, {containers} containers, between scrapes"), "MiB", vec![rss_between]),
+        Row::new(
+            format!("agent peak RSS, {containers} containers, before its first scrape"),
+            "MiB",
+            vec![start_peak],
+        ),
     ];
+    match reset {
+        Ok(()) => rows.push(Row::new(
+            format!("agent peak RSS, {containers} containers, over the scrapes"),
+            "MiB",
+            vec![scrapes_peak],
+        )),
+        Err(why) => println!("the scrapes' peak RSS left out: {why}"),
+    }
     if let Some(reference) = reference {
         println!(
             "cAdvisor 0.38 on the same cgroups, every {:.1} s: median {:.1} ms a scrape ({} samples), \

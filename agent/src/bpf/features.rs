@@ -42,10 +42,7 @@ impl Features {
             ),
             cap_capable_tracepoint: btf.is_some_and(|btf| btf.has_tracepoint("cap_capable")),
             cap_capable_function: btf.is_some_and(|btf| btf.has_function("cap_capable")),
-            tracing_programs: probed(
-                "fentry/fexit programs",
-                aya::sys::is_program_supported(ProgramType::Tracing),
-            ),
+            tracing_programs: tracing_programs(),
         }
     }
 
@@ -70,6 +67,15 @@ impl Features {
         }
         missing
     }
+}
+
+/// Whether the kernel loads fentry/fexit programs, asked once a process. aya's probe parses the
+/// kernel's BTF itself (15 MiB of heap on 6.18, for a moment): a loader asks before it parses
+/// the BTF it keeps, so that the two are never held at once.
+pub fn tracing_programs() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER
+        .get_or_init(|| probed("fentry/fexit programs", aya::sys::is_program_supported(ProgramType::Tracing)))
 }
 
 const CGROUP_STORAGE: &str = "cgroup local storage (BPF_MAP_TYPE_CGRP_STORAGE, 6.2+)";

@@ -86,8 +86,9 @@ impl Trace {
         hierarchies: &Hierarchies,
         ring_bytes: u32,
     ) -> anyhow::Result<Self> {
-        let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         let v1_controller = hierarchies.v1.as_ref().map(|(controller, _)| *controller);
+        // Asked before the own parse is made (see there).
+        super::features::tracing_programs();
         let own_btf = crate::kernel::btf::Btf::from_sys_fs()?;
         let features = Features::probe(Some(&own_btf));
         let chosen = Object::choose(&features, ObjectChoice::Auto);
@@ -104,6 +105,8 @@ impl Trace {
         };
         let block_start_entries = if block.is_some() { TRACE_BLOCK_START_ENTRIES } else { 1 };
         drop(own_btf);
+        // Parsed once the own parse is gone (see `super::Programs::load_object`).
+        let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         let tgid = filters.tgid.unwrap_or(0);
         let filter_cgroups = u8::from(filters.cgroups.is_some());
         let record_bytes = match source {
