@@ -196,9 +196,9 @@ impl CgroupIndex {
         self.alive.iter().filter_map(|id| self.paths.get(id)).map(String::as_str)
     }
 
-    /// The ids (one per hierarchy) of the living cgroups at `path`.
-    pub fn ids_of(&self, path: &str) -> Vec<u64> {
-        self.alive.iter().filter(|id| self.paths.get(id).is_some_and(|p| p == path)).copied().collect()
+    /// The cgroups that exist now: (tagged id, path), each hierarchy's (so a path can come twice).
+    pub fn alive(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.alive.iter().filter_map(|&id| Some((id, self.paths.get(&id)?.as_str())))
     }
 
     pub fn is_alive(&self, id: u64) -> bool {
