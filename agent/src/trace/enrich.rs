@@ -12,7 +12,7 @@ use crate::kernel::value::{Event, Kind, Name, Text, Value};
 use crate::{
     kernel::{
         cgroup_handle::{CgroupHandles, Lookup},
-        cgroupfs::{CgroupIndex, Hierarchies},
+        cgroupfs::{CgroupIndex, Hierarchies, Walk},
     },
     metadata::{cgroup_path, identity::Resolver},
     seeded_hash::SeededMap,
@@ -48,6 +48,21 @@ const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// Most containers a "no running container matches" error names: a node may run thousands.
 const CONTAINERS_LISTED: usize = 20;
 
+/// Most cgroups named by handle during one walk that the walk's picture is told of (`Walking`):
+/// a walk takes tens of milliseconds, and each name cost a lookup by handle.
+const LEARNED_DURING_WALK_MAX: usize = 4_096;
+
+/// `forget`'s walk of the hierarchies, on a thread of its own: a walk of 5,000 cgroups took
+/// 74 ms, in which a storm of a million events a second overruns the ring.
+struct Walking {
+    thread: std::thread::JoinHandle<Walk>,
+    /// The moment the removals it finds are judged at (`CgroupIndex::expire`).
+    expire_at: Instant,
+    /// The cgroups named by handle while it walked: its picture, begun before some of them
+    /// existed, must not mark them gone.
+    learned: Vec<(u64, String)>,
+}
+
 /// What an event of a cgroup gets: its path, container, pod, namespace and the pod's owner.
 struct Identity {
     path: Value,
@@ -71,6 +86,7 @@ pub struct Enricher {
     handles: Option<CgroupHandles>,
     resolver: Arc<Resolver>,
     last_rescan: Instant,
+    walking: Option<Walking>,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn kernel timestamps into wall-clock time.
     realtime_offset_ns: i128,
     names: [Name; 8],
@@ -106,6 +122,7 @@ impl Enricher {
             index,
             resolver,
             last_rescan: Instant::now(),
+            walking: None,
             realtime_offset_ns: clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC),
             names: FIELDS.map(|(n, _)| Name::from(n)),
             node,
@@ -118,14 +135,21 @@ impl Enricher {
     }
 
     /// The cgroup path of an id; an unknown id is looked up by handle, else walks the
-    /// hierarchies again (rate-limited).
+    /// hierarchies again (rate-limited; not while `forget`'s walk runs, which will answer).
     fn path_of(&mut self, cgroup_id: u64) -> String {
         if self.index.resolve(cgroup_id).is_none() {
             match self.handles.as_ref().map_or(Lookup::Unknown, |handles| handles.lookup(cgroup_id)) {
-                Lookup::Found(path) => self.index.learn(cgroup_id, path),
+                Lookup::Found(path) => {
+                    if let Some(walking) = &mut self.walking
+                        && walking.learned.len() < LEARNED_DURING_WALK_MAX
+                    {
+                        walking.learned.push((cgroup_id, path.clone()));
+                    }
+                    self.index.learn(cgroup_id, path);
+                }
                 // Removed: a walk would not find it either.
                 Lookup::Gone => {}
-                Lookup::Unknown if self.last_rescan.elapsed() >= RESCAN_EVERY => {
+                Lookup::Unknown if self.walking.is_none() && self.last_rescan.elapsed() >= RESCAN_EVERY => {
                     self.index.rescan();
                     self.last_rescan = Instant::now();
                 }
@@ -144,6 +168,7 @@ impl Enricher {
             Some(Value::UInt(id)) => *id,
             _ => 0,
         };
+        self.finish_walk(false);
         if time_ns >= self.forgot_at_ns.saturating_add(FORGET_EVERY_NS) {
             self.forget(time_ns, Instant::now());
         }
@@ -160,15 +185,46 @@ impl Enricher {
     }
 
     /// Forgets the identities not resolved again for `FORGET_AFTER` before `now_ns` (event
-    /// time), and, after a walk of the hierarchies, the paths of the cgroups gone for as long at
-    /// `now`. A walk a minute is tens of milliseconds on a node of thousands of cgroups; the ring
-    /// holds what arrives meanwhile.
+    /// time), and, once a walk of the hierarchies it starts is done (`finish_walk`), the paths
+    /// of the cgroups gone for as long at `now`.
     fn forget(&mut self, now_ns: u64, now: Instant) {
         self.forgot_at_ns = now_ns;
         let after = u64::try_from(FORGET_AFTER.as_nanos()).unwrap_or(u64::MAX);
         self.identities.retain(|_, identity| now_ns.saturating_sub(identity.at_ns) < after);
         self.identities.shrink_to_fit();
-        self.index.rescan();
+        if self.walking.is_some() {
+            return;
+        }
+        let roots = self.index.roots().to_vec();
+        match std::thread::Builder::new().name("cgroup-walk".into()).spawn(move || Walk::of(&roots)) {
+            Ok(thread) => self.walking = Some(Walking { thread, expire_at: now, learned: Vec::new() }),
+            // No thread to be had (the pids limit): the walk here, the events waiting.
+            Err(_) => {
+                self.index.rescan();
+                self.settle_walk(now);
+            }
+        }
+    }
+
+    /// Applies `forget`'s walk once it is done, or (`wait`) once it is.
+    fn finish_walk(&mut self, wait: bool) {
+        if !self.walking.as_ref().is_some_and(|walking| wait || walking.thread.is_finished()) {
+            return;
+        }
+        let Some(walking) = self.walking.take() else { return };
+        match walking.thread.join() {
+            Ok(walk) => self.index.apply(walk),
+            // A walk that panicked: again, here.
+            Err(_) => self.index.rescan(),
+        }
+        for (id, path) in walking.learned {
+            self.index.learn(id, path);
+        }
+        self.settle_walk(walking.expire_at);
+    }
+
+    /// After a walk: forgets the paths of the cgroups gone for `FORGET_AFTER` at `now`.
+    fn settle_walk(&mut self, now: Instant) {
         self.last_rescan = Instant::now();
         self.index.expire(FORGET_AFTER, now);
         self.index.shrink();
@@ -177,6 +233,7 @@ impl Enricher {
     /// `forget`, once `every` has passed since it last ran, for a trace whose events do not pass
     /// through `add`: counts by cgroup made in the kernel and named at each print (`field_of`).
     pub fn maintain(&mut self, every: Duration) {
+        self.finish_walk(false);
         let now_ns = Self::monotonic_ns();
         if now_ns >= self.forgot_at_ns.saturating_add(u64::try_from(every.as_nanos()).unwrap_or(u64::MAX)) {
             self.forget(now_ns, Instant::now());
@@ -244,6 +301,7 @@ impl Enricher {
         filter: &WorkloadFilter,
         wait: Duration,
     ) -> anyhow::Result<BTreeSet<u64>> {
+        self.finish_walk(true);
         self.index.rescan();
         // A container's path may exist in the unified and in a v1 hierarchy: both ids are
         // selected (its tasks are attributed by the v1 one only when in the v2 root). One pass
@@ -449,6 +507,10 @@ mod tests {
         // Past it, only the cgroup still busy is known, and the tree's root.
         let later = start + FORGET_EVERY_NS + FORGET_AFTER.as_nanos() as u64;
         enricher.forget(later, Instant::now() + 2 * FORGET_AFTER);
+        // The walk runs beside the trace: the index is the same until it is applied.
+        assert!(enricher.walking.is_some());
+        assert_eq!(enricher.index.len(), 501);
+        enricher.finish_walk(true);
         let mut event = event_of(kept_id, later);
         enricher.add(&mut event);
         assert_eq!(event.get("cgroup"), Some(&Value::text("/c0")), "{}", kept.display());
