@@ -7,7 +7,8 @@
 //! first, then back to back (the agent's 2 s caches of cgroupfs and `/proc` warm), then spaced
 //! past those caches (as Prometheus scrapes, at a steady interval), each phase with its time by
 //! collector, then at no steady interval, then while containers are replaced; and the agent's CPU
-//! time per scrape. Then cAdvisor (`crate::cadvisor`) on the same cgroups, for reference.
+//! time per scrape, and its RSS: between scrapes, right after one, and at its peak before the
+//! first scrape and over the scrapes (what a pod's memory limit must hold). Then cAdvisor (`crate::cadvisor`) on the same cgroups, for reference.
 //! Everything the benchmark created is ended and removed afterwards.
 
 use std::{
