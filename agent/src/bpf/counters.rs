@@ -154,14 +154,7 @@ impl<K: CgroupKeyed, V: PerCpuSum> CgroupCounters<K, V> {
     /// CPUs), for a question about one cgroup.
     pub fn read_keys(&self, keys: impl IntoIterator<Item = K>) -> Vec<Row<K, V>> {
         keys.into_iter()
-            .filter_map(|key| {
-                let values = self.map.get(&key, 0).ok()?;
-                let mut sum = V::default();
-                for value in values.iter() {
-                    sum.add(value);
-                }
-                Some((key, sum))
-            })
+            .filter_map(|key| Some((key, batch::sum_over_cpus(self.map.get(&key, 0).ok()?.iter()))))
             .collect()
     }
 

@@ -193,7 +193,7 @@ impl CgroupIndex {
 
     /// The paths of the cgroups that exist now (each hierarchy's, so a path can come twice).
     pub fn alive_paths(&self) -> impl Iterator<Item = &str> {
-        self.alive.iter().filter_map(|id| self.paths.get(id)).map(String::as_str)
+        self.alive().map(|(_, path)| path)
     }
 
     /// The cgroups that exist now: (tagged id, path), each hierarchy's (so a path can come twice).
